@@ -1,0 +1,12 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY tuneloop ./tuneloop
+COPY proxy ./proxy
+COPY storage ./storage
+COPY curation_ui ./curation_ui
+COPY exporter ./exporter
+RUN pip install --no-cache-dir .
+ENV LITELLM_LOCAL_MODEL_COST_MAP=True
+EXPOSE 4000
+CMD ["tuneloop", "serve", "--host", "0.0.0.0", "--port", "4000", "--db", "/data/tuneloop.duckdb"]

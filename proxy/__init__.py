@@ -1,0 +1,1 @@
+"""The proxy: an OpenAI-compatible Starlette app that logs every interaction and owns storage."""

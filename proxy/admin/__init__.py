@@ -1,0 +1,19 @@
+"""The admin API (/admin/*): what the UI, the CLI and scripts use. Every route needs a token."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from proxy.admin import faults, interactions, keys, routes_api, sql
+
+
+def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [
+        *interactions.ROUTES,
+        *routes_api.ROUTES,
+        *keys.ROUTES,
+        *sql.ROUTES,
+    ]
+    if fault_injection:
+        routes += faults.ROUTES
+    return routes

@@ -1,0 +1,124 @@
+"""Shared pieces of the admin API: auth, parameter parsing, JSON in and out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.auth import Role
+from proxy.context import ProxyContext, context_of
+from proxy.forward import read_body
+from storage.interactions import MAX_PAGE, InteractionFilter
+from tuneloop.errors import BadRequest
+
+ADMIN_BODY_LIMIT = 16 * 1024 * 1024
+
+
+def json_response(data: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code, media_type="application/json")
+
+
+def authorize(request: Request, role: Role) -> ProxyContext:
+    ctx = context_of(request)
+    ctx.admin.require(request.headers, role)
+    return ctx
+
+
+async def json_body(request: Request) -> Any:
+    body = await read_body(request, ADMIN_BODY_LIMIT)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("the request body is not valid JSON", code="invalid_json") from exc
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def int_param(params: QueryParams, name: str, *, default: int | None = None,
+              low: int | None = None, high: int | None = None) -> int | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be an integer", param=name) from exc
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise BadRequest(f"{name} must be between {low} and {high}", param=name)
+    return value
+
+
+def float_param(params: QueryParams, name: str) -> float | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be a number", param=name) from exc
+    if value != value or value in (float("inf"), float("-inf")):
+        raise BadRequest(f"{name} must be a finite number", param=name)
+    return value
+
+
+def bool_param(params: QueryParams, name: str) -> bool | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise BadRequest(f"{name} must be true or false", param=name)
+
+
+def time_param(params: QueryParams, name: str) -> datetime | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be an ISO 8601 time", param=name) from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def text_param(params: QueryParams, name: str, max_length: int = 512) -> str | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_length or "\x00" in raw:
+        raise BadRequest(f"{name} is too long or contains a NUL character", param=name)
+    return raw
+
+
+def interaction_filter(params: QueryParams) -> InteractionFilter:
+    return InteractionFilter(
+        model=text_param(params, "model"),
+        status_code=int_param(params, "status_code", low=100, high=599),
+        tag=text_param(params, "tag"),
+        user=text_param(params, "user"),
+        session=text_param(params, "session"),
+        since=time_param(params, "since"),
+        until=time_param(params, "until"),
+        traffic=text_param(params, "traffic"),
+        endpoint=text_param(params, "endpoint"),
+        has_error=bool_param(params, "has_error"),
+    )
+
+
+def page_params(params: QueryParams) -> tuple[int, str | None]:
+    limit = int_param(params, "limit", default=50, low=1, high=MAX_PAGE)
+    assert limit is not None
+    return limit, text_param(params, "cursor", max_length=64)

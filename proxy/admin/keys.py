@@ -1,0 +1,43 @@
+"""Keys the proxy issues to apps: POST/GET /admin/keys, DELETE /admin/keys/{id} (admin)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.admin.common import authorize, json_object, json_response
+from proxy.auth import Role
+from storage.keys import active_key_hashes, create_key, list_keys, revoke_key
+from tuneloop.errors import BadRequest
+
+
+async def create(request: Request) -> Response:
+    ctx = authorize(request, Role.ADMIN)
+    body = await json_object(request)
+    name = body.get("name")
+    if not isinstance(name, str) or not 0 < len(name) <= 128:
+        raise BadRequest("name is a string of 1-128 characters", param="name")
+    created = await ctx.db.write(lambda con: create_key(con, name))
+    ctx.keys.replace(await ctx.db.read(active_key_hashes))
+    return json_response(created, 201)
+
+
+async def listing(request: Request) -> Response:
+    ctx = authorize(request, Role.ADMIN)
+    return json_response({"items": await ctx.db.read(list_keys)})
+
+
+async def revoke(request: Request) -> Response:
+    ctx = authorize(request, Role.ADMIN)
+    key_id = request.path_params["key_id"]
+    await ctx.db.write(lambda con: revoke_key(con, key_id))
+    ctx.keys.replace(await ctx.db.read(active_key_hashes))
+    return json_response({"id": key_id, "revoked": True})
+
+
+ROUTES = [
+    Route("/admin/keys", create, methods=["POST"]),
+    Route("/admin/keys", listing, methods=["GET"]),
+    Route("/admin/keys/{key_id}", revoke, methods=["DELETE"]),
+]

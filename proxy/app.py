@@ -1,0 +1,167 @@
+"""The Starlette app: OpenAI-compatible /v1/*, the admin API, /healthz and /metrics.
+
+The process that runs this app owns the DuckDB file (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from proxy.admin import admin_routes
+from proxy.admin.common import json_response
+from proxy.admin.routes_api import reload_routes
+from proxy.auth import AdminAuth, KeyRing, ensure_admin_token
+from proxy.context import ProxyContext, context_of
+from proxy.forward import error_response, handle_logged
+from proxy.litellm_upstream import LitellmUpstream
+from proxy.metrics import ProxyMetrics
+from proxy.passthrough import list_models, passthrough
+from proxy.pricing import PriceMap
+from proxy.routing import Router
+from proxy.upstream import HttpUpstream
+from storage.db import Database
+from storage.keys import active_key_hashes
+from storage.migrations import migrate
+from storage.spool import Spool
+from storage.writer import LogWriter
+from tuneloop.config import Settings
+from tuneloop.errors import BadRequest, NotFound, TuneloopError
+
+log = logging.getLogger("tuneloop.proxy")
+
+LOGGED_ENDPOINTS = {
+    "/v1/chat/completions": "chat.completions",
+    "/v1/completions": "completions",
+    "/v1/responses": "responses",
+    "/v1/embeddings": "embeddings",
+}
+
+
+async def healthz(request: Request) -> Response:
+    ctx = context_of(request)
+    return json_response(
+        {"status": "ok", "spool_bytes": ctx.writer.spool.size_bytes,
+         "ingest_lag_seconds": round(ctx.writer.ingest_lag_seconds(), 3),
+         "last_ingest_error": ctx.writer.stats.last_error}
+    )
+
+
+async def metrics(request: Request) -> Response:
+    body = context_of(request).metrics.render()
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _logged(endpoint: str, request: Request) -> Response:
+    return await handle_logged(request, endpoint)
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TuneloopError)
+    return error_response(exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(NotFound(f"no route for {request.method} {request.url.path}"))
+    if exc.status_code == 405:
+        error = BadRequest(f"method {request.method} is not allowed on {request.url.path}",
+                           code="method_not_allowed")
+        error.status_code = 405
+        return error_response(error)
+    error = BadRequest(str(exc.detail))
+    error.status_code = exc.status_code
+    return error_response(error)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    error = TuneloopError("the proxy hit an internal error; it has been logged")
+    return error_response(error)
+
+
+def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
+    db = Database(settings.db)
+    db.write_sync(migrate)
+    spool = Spool(settings.spool_path, settings.spool_max_bytes)
+    writer = LogWriter(db, spool, batch_rows=settings.ingest_batch_rows,
+                       interval_s=settings.ingest_interval_ms / 1000)
+    metrics_ = ProxyMetrics()
+    metrics_.observe("tuneloop_spool_bytes", "Bytes in the spool, not yet in DuckDB.",
+                     lambda: spool.size_bytes)
+    metrics_.observe("tuneloop_ingest_lag_seconds", "Age of the oldest interaction not yet "
+                     "ingested.", writer.ingest_lag_seconds)
+    metrics_.observe("tuneloop_dropped_interactions", "Interactions dropped: spool full.",
+                     lambda: spool.dropped)
+    metrics_.observe("tuneloop_logged_interactions", "Interactions spooled since start.",
+                     lambda: writer.stats.logged)
+    metrics_.observe("tuneloop_ingested_interactions", "Interactions ingested since start.",
+                     lambda: writer.stats.ingested)
+    metrics_.observe("tuneloop_ingest_failures", "Failed ingest attempts since start.",
+                     lambda: writer.stats.failures)
+    reviewer = settings.reviewer_token.get_secret_value() if settings.reviewer_token else None
+    return ProxyContext(
+        settings=settings, db=db, writer=writer, router=Router(), http=HttpUpstream(),
+        litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
+        keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
+        prices=PriceMap.load(),
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    settings, token_file = ensure_admin_token(settings)
+    assert settings.admin_token is not None
+    admin_token = settings.admin_token.get_secret_value()
+    if token_file:
+        log.warning("admin token: read from %s (mode 0600)", token_file)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ctx = _build_context(settings, admin_token)
+        app.state.ctx = ctx
+        try:
+            replayed = await ctx.writer.ingest_pending()
+            if replayed:
+                log.warning("replayed %d interactions from the spool", replayed)
+        except Exception as exc:
+            log.error("could not replay the spool at start (will retry): %s", exc)
+        await reload_routes(ctx)
+        await ctx.http.start()
+        ctx.writer.start()
+        try:
+            yield
+        finally:
+            await ctx.writer.close()
+            await ctx.http.close()
+            ctx.db.close()
+
+    routes: list[BaseRoute] = [
+        Route(path, partial(_logged, endpoint), methods=["POST"])
+        for path, endpoint in LOGGED_ENDPOINTS.items()
+    ]
+    routes += [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/{rest:path}", passthrough,
+              methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *admin_routes(fault_injection=settings.fault_injection),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            TuneloopError: _on_domain_error,
+            HTTPException: _on_http_error,
+            Exception: _on_unexpected,
+        },
+    )

@@ -1,0 +1,90 @@
+"""Who may do what: admin and reviewer tokens for /admin/*, and the keys the proxy may issue to
+apps in place of the upstream key."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+from enum import IntEnum
+
+from pydantic import SecretStr
+from starlette.datastructures import Headers
+
+from storage.keys import KEY_PREFIX, hash_key
+from tuneloop.config import Settings
+from tuneloop.errors import Forbidden, Unauthorized
+
+log = logging.getLogger("tuneloop.auth")
+
+
+class Role(IntEnum):
+    REVIEWER = 1
+    ADMIN = 2
+
+
+def bearer(headers: Headers) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("api-key") or headers.get("x-api-key") or None
+
+
+def ensure_admin_token(settings: Settings) -> tuple[Settings, str | None]:
+    """With no admin token configured, reuse or create one beside the database (mode 0600).
+    Returns the settings to use and the file path when one was read or written there."""
+    if settings.admin_token is not None:
+        return settings, None
+    path = settings.admin_token_file
+    if path.is_file():
+        token = path.read_text().strip()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = "tla-" + secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+    return settings.model_copy(update={"admin_token": SecretStr(token)}), str(path)
+
+
+class AdminAuth:
+    def __init__(self, admin_token: str, reviewer_token: str | None):
+        self._admin = admin_token.encode()
+        self._reviewer = reviewer_token.encode() if reviewer_token else None
+
+    def role_of(self, headers: Headers) -> Role:
+        token = bearer(headers)
+        if token is None:
+            raise Unauthorized("this admin API needs a bearer token (TUNELOOP_ADMIN_TOKEN or "
+                               "TUNELOOP_REVIEWER_TOKEN)")
+        given = token.encode()
+        if hmac.compare_digest(given, self._admin):
+            return Role.ADMIN
+        if self._reviewer is not None and hmac.compare_digest(given, self._reviewer):
+            return Role.REVIEWER
+        raise Unauthorized("the bearer token is not valid for this server")
+
+    def require(self, headers: Headers, role: Role) -> Role:
+        actual = self.role_of(headers)
+        if actual < role:
+            raise Forbidden("the reviewer token may read and review; this needs the admin token")
+        return actual
+
+
+class KeyRing:
+    """Hashes of the keys the proxy issued (when settings.issue_keys), kept in memory."""
+
+    def __init__(self, hashes: set[str]):
+        self._hashes = set(hashes)
+
+    def replace(self, hashes: set[str]) -> None:
+        self._hashes = set(hashes)
+
+    def check(self, headers: Headers) -> None:
+        token = bearer(headers)
+        if token is None:
+            raise Unauthorized("send the API key tuneloop issued to this app as a bearer token")
+        if not token.startswith(KEY_PREFIX) or hash_key(token) not in self._hashes:
+            raise Unauthorized("the API key is not valid or was revoked")

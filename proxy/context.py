@@ -1,0 +1,36 @@
+"""Everything a request handler needs, built once at start-up and reached via `app.state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from proxy.auth import AdminAuth, KeyRing
+from proxy.litellm_upstream import LitellmUpstream
+from proxy.metrics import ProxyMetrics
+from proxy.pricing import PriceMap
+from proxy.routing import Router
+from proxy.upstream import HttpUpstream
+from storage.db import Database
+from storage.writer import LogWriter
+from tuneloop.config import Settings
+
+
+@dataclass
+class ProxyContext:
+    settings: Settings
+    db: Database
+    writer: LogWriter
+    router: Router
+    http: HttpUpstream
+    litellm: LitellmUpstream
+    admin: AdminAuth
+    keys: KeyRing
+    metrics: ProxyMetrics
+    prices: PriceMap
+
+
+def context_of(request: Request) -> ProxyContext:
+    ctx: ProxyContext = request.app.state.ctx
+    return ctx

@@ -1,0 +1,309 @@
+"""The logged OpenAI endpoints: route, forward, relay byte-for-byte, capture.
+
+Streams are relayed chunk by chunk as they arrive; the interaction is spooled before the chunk
+that ends the stream (`[DONE]`, `response.completed`) is passed on, so a client that has seen
+the end of its stream can rely on the interaction being on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from proxy.assemble import ASSEMBLERS, BodyDecoder, StreamAssembler
+from proxy.capture import Capture, parse_json
+from proxy.context import ProxyContext, context_of
+from proxy.headers import ClientMeta, client_meta, downstream_headers, upstream_headers
+from proxy.ids import uuid7
+from proxy.routing import OPENAI_COMPATIBLE, Attempt, Plan, RouteSpec
+from proxy.upstream import Timeouts, UpstreamCut, UpstreamReply
+from tuneloop.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    TuneloopError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+log = logging.getLogger("tuneloop.proxy")
+ID_HEADER = b"x-tuneloop-id"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def parse_payload(body: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            "We could not parse the JSON body of your request. (HINT: This likely means you "
+            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
+            code="invalid_json",
+        ) from exc
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object", code="invalid_json")
+    return payload
+
+
+def upstream_credentials(ctx: ProxyContext, request: Request, attempt: Attempt) -> dict[str, str]:
+    """Which key goes upstream: the route's own key, the proxy's key when it issues keys to
+    apps, else the client's key, else OPENAI_API_KEY."""
+    if attempt.target.api_key_env:
+        key = ctx.settings.env_secret(attempt.target.api_key_env)
+        if key is None:
+            raise UpstreamUnreachable(
+                f"the route's key variable {attempt.target.api_key_env} is not set",
+                code="missing_upstream_key",
+            )
+        return {"authorization": f"Bearer {key}"}
+    server_key = ctx.settings.openai_api_key
+    if ctx.settings.issue_keys:
+        return {"authorization": f"Bearer {server_key.get_secret_value()}"} if server_key else {}
+    headers = request.headers
+    if "authorization" in headers:
+        return {"authorization": headers["authorization"]}
+    if "api-key" in headers:
+        return {"api-key": headers["api-key"]}
+    return {"authorization": f"Bearer {server_key.get_secret_value()}"} if server_key else {}
+
+
+def body_for(attempt: Attempt, spec: RouteSpec | None, endpoint: str, raw: bytes,
+             payload: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """A model that is not an alias goes upstream byte-for-byte; an alias is rewritten to its
+    target, with the route's prompt suffix and stop sequence for legacy-format models."""
+    if attempt.role == "default" or spec is None:
+        return raw, payload
+    changed = dict(payload)
+    changed["model"] = attempt.target.model
+    if spec.prompt_suffix and endpoint == "completions":
+        changed["prompt"] = _with_suffix(payload.get("prompt"), spec.prompt_suffix)
+    if spec.stop is not None and payload.get("stop") is None and endpoint in (
+        "completions", "chat.completions"
+    ):
+        changed["stop"] = spec.stop
+    return orjson.dumps(changed), changed
+
+
+def _with_suffix(prompt: Any, suffix: str) -> Any:
+    if isinstance(prompt, str):
+        return prompt if prompt.endswith(suffix) else prompt + suffix
+    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        return [p if p.endswith(suffix) else p + suffix for p in prompt]
+    return prompt
+
+
+class RawResponse(Response):
+    def __init__(self, body: bytes, status_code: int, headers: list[tuple[bytes, bytes]]):
+        super().__init__(body, status_code)
+        self.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
+
+
+def error_response(exc: TuneloopError, interaction_id: str | None = None) -> Response:
+    headers = [(b"content-type", b"application/json")]
+    if interaction_id is not None:
+        headers.append((ID_HEADER, interaction_id.encode()))
+    return RawResponse(orjson.dumps(exc.to_openai()), exc.status_code, headers)
+
+
+async def handle_logged(request: Request, endpoint: str) -> Response:
+    ctx = context_of(request)
+    body = await read_body(request, ctx.settings.max_body_bytes)
+    payload = parse_payload(body)
+    meta = client_meta(request.headers)
+    if ctx.settings.issue_keys:
+        ctx.keys.check(request.headers)
+    plan = ctx.router.plan(payload.get("model"), meta.sticky_key)
+    stream = payload.get("stream") is True and endpoint != "embeddings"
+    capture = Capture(uuid7(), endpoint, meta, body, payload, stream)
+    try:
+        reply, _attempt = await _send_with_fallbacks(ctx, request, capture, plan, body, payload)
+    except TuneloopError as exc:
+        finish = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
+        logged = _log(ctx, capture, meta, status=exc.status_code, response=exc.to_openai(),
+                      finish=finish, error=exc.message)
+        ctx.metrics.requests.labels(endpoint, str(exc.status_code)).inc()
+        return error_response(exc, capture.interaction_id if logged else None)
+    ctx.metrics.requests.labels(endpoint, str(reply.status)).inc()
+    if stream and reply.status == 200 and "text/event-stream" in reply.content_type:
+        return _stream_response(ctx, capture, meta, reply)
+    return await _plain_response(ctx, capture, meta, reply)
+
+
+async def _send_with_fallbacks(
+    ctx: ProxyContext, request: Request, capture: Capture, plan: Plan, body: bytes,
+    payload: dict[str, Any],
+) -> tuple[UpstreamReply, Attempt]:
+    suffix = request.url.path[len("/v1"):]
+    query = request.url.query
+    last = len(plan.attempts) - 1
+    for number, attempt in enumerate(plan.attempts):
+        target = attempt.target
+        capture.upstream_model = target.model
+        capture.provider = target.provider
+        capture.route = None if plan.alias is None else {**attempt.describe(), "attempt": number}
+        timeouts = Timeouts(
+            target.connect_timeout_s or attempt.connect_timeout_s
+            or ctx.settings.connect_timeout_s,
+            target.read_timeout_s or attempt.read_timeout_s or ctx.settings.read_timeout_s,
+        )
+        sent_body, sent_payload = body_for(attempt, plan.spec, capture.endpoint, body, payload)
+        with ctx.metrics.upstream_latency.labels(capture.endpoint).time():
+            try:
+                reply = await _send(ctx, request, attempt, suffix, query, sent_body,
+                                    sent_payload, timeouts, capture.endpoint)
+            except (UpstreamUnreachable, UpstreamTimeout):
+                if number == last:
+                    raise
+                ctx.metrics.fallbacks.labels(plan.alias or "").inc()
+                continue
+        if reply.status >= 500 and number < last:
+            reply.release()
+            ctx.metrics.fallbacks.labels(plan.alias or "").inc()
+            continue
+        capture.first_byte()
+        return reply, attempt
+    raise AssertionError("a plan has at least one attempt")
+
+
+async def _send(ctx: ProxyContext, request: Request, attempt: Attempt, suffix: str, query: str,
+                body: bytes, payload: dict[str, Any], timeouts: Timeouts,
+                endpoint: str) -> UpstreamReply:
+    target = attempt.target
+    credentials = upstream_credentials(ctx, request, attempt)
+    if target.provider != OPENAI_COMPATIBLE:
+        key = credentials.get("authorization", "").removeprefix("Bearer ") or None
+        return await ctx.litellm.send(
+            endpoint, target.provider, target.model, payload, target.base_url,
+            key if target.api_key_env else None, timeouts.connect_s, timeouts.read_s,
+        )
+    base = target.base_url or ctx.settings.upstream
+    url = base + suffix + (f"?{query}" if query else "")
+    headers = upstream_headers(request.headers, None)
+    headers.update(credentials)
+    return await ctx.http.send(request.method, url, headers, body, timeouts)
+
+
+def _log(ctx: ProxyContext, capture: Capture, meta: ClientMeta, *, status: int | None,
+         response: Any, finish: str, error: str | None) -> bool:
+    """Spool the interaction once. False when it was not logged (no-log, or spool full)."""
+    if capture.logged:
+        return True
+    capture.logged = True
+    if meta.no_log:
+        return False
+    record = capture.record(status_code=status, response=response, finish=finish, error=error,
+                            prices=ctx.prices)
+    try:
+        return ctx.writer.log(record)
+    except Exception:  # a storage failure never fails a request
+        log.exception("could not spool interaction %s", capture.interaction_id)
+        return False
+
+
+def _error_text(status: int, response: Any, raw: bytes) -> str | None:
+    if status < 400:
+        return None
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        message = response["error"].get("message")
+        if isinstance(message, str):
+            return message
+    return raw[:500].decode("utf-8", "replace") or f"HTTP {status}"
+
+
+async def _plain_response(ctx: ProxyContext, capture: Capture, meta: ClientMeta,
+                          reply: UpstreamReply) -> Response:
+    try:
+        raw = await reply.read()
+    except (UpstreamCut, UpstreamTimeout) as exc:
+        is_timeout = isinstance(exc, UpstreamTimeout)
+        error: TuneloopError = (exc if isinstance(exc, UpstreamTimeout) else UpstreamUnreachable(
+            f"the upstream closed the connection mid-response: {exc}", code="upstream_cut"))
+        logged = _log(ctx, capture, meta, status=error.status_code, response=error.to_openai(),
+                      finish="timeout" if is_timeout else "upstream_cut", error=error.message)
+        return error_response(error, capture.interaction_id if logged else None)
+    finally:
+        reply.release()
+    decoded = BodyDecoder(reply.content_encoding).decode(raw)
+    response = parse_json(decoded)
+    if response is None and decoded:
+        response = {"unparsed_body": decoded[:10_000].decode("utf-8", "replace")}
+    logged = _log(ctx, capture, meta, status=reply.status, response=response,
+                  finish="upstream_error" if reply.status >= 400 else "completed",
+                  error=_error_text(reply.status, response, decoded))
+    headers = downstream_headers(reply.headers)
+    if logged:
+        headers.append((ID_HEADER, capture.interaction_id.encode()))
+    return RawResponse(raw, reply.status, headers)
+
+
+def _stream_response(ctx: ProxyContext, capture: Capture, meta: ClientMeta,
+                     reply: UpstreamReply) -> Response:
+    assembler = ASSEMBLERS.get(capture.endpoint, ASSEMBLERS["chat.completions"])(
+        reply.content_encoding
+    )
+    response = StreamingResponse(_relay(ctx, capture, meta, reply, assembler),
+                                 status_code=reply.status)
+    headers = downstream_headers(reply.headers)
+    if not meta.no_log:
+        headers.append((ID_HEADER, capture.interaction_id.encode()))
+    response.raw_headers = headers
+    return response
+
+
+def _stream_error_event(exc: TuneloopError) -> bytes:
+    return b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"
+
+
+async def _relay(ctx: ProxyContext, capture: Capture, meta: ClientMeta, reply: UpstreamReply,
+                 assembler: StreamAssembler) -> AsyncIterator[bytes]:
+    def finish(kind: str, error: str | None = None) -> None:
+        if assembler.error is not None and kind == "completed":
+            kind, error = "upstream_error", str(assembler.error)[:2000]
+        _log(ctx, capture, meta, status=reply.status, response=assembler.result(),
+             finish=kind, error=error)
+
+    try:
+        try:
+            async for chunk in reply.chunks():
+                assembler.feed(chunk)
+                if assembler.done and not capture.logged:
+                    finish("completed")
+                yield chunk
+        except UpstreamTimeout as exc:
+            finish("timeout", exc.message)
+            yield _stream_error_event(exc)
+            return
+        except UpstreamCut as exc:
+            cut = UpstreamUnreachable(f"the upstream cut the stream: {exc}", code="upstream_cut")
+            finish("upstream_cut", cut.message)
+            yield _stream_error_event(cut)
+            return
+        if not capture.logged:
+            if assembler.done or capture.endpoint not in ASSEMBLERS:
+                finish("completed")
+            else:
+                cut = UpstreamUnreachable("the upstream ended the stream before its end marker",
+                                          code="upstream_cut")
+                finish("upstream_cut", cut.message)
+                yield _stream_error_event(cut)
+    finally:
+        if not capture.logged:
+            finish("client_disconnected", "the client closed the connection mid-stream")
+        reply.release()

@@ -1,0 +1,102 @@
+"""What crosses the proxy in headers: tuneloop's own client headers, and filtering both ways."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from starlette.datastructures import Headers
+
+from tuneloop.errors import BadRequest
+
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
+MAX_TAGS = 32
+MAX_ID_LENGTH = 256
+TRAFFIC_KINDS = ("production", "evaluation", "synthetic")
+
+# Never forwarded upstream as they came: hop-by-hop headers, our own headers, the client's
+# credentials (re-added deliberately), cookies, and the body framing aiohttp sets itself.
+_DROP_UPSTREAM = frozenset(
+    {
+        "host", "connection", "keep-alive", "proxy-authorization", "proxy-authenticate",
+        "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length",
+        "authorization", "api-key", "x-api-key", "cookie", "accept-encoding",
+    }
+)
+# Not copied back to the client: hop-by-hop and framing (Starlette sets content-length).
+_DROP_DOWNSTREAM = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "trailer", "upgrade",
+     "proxy-connection"}
+)
+_SUPPORTED_ENCODINGS = ("gzip", "deflate", "identity")
+
+
+@dataclass(frozen=True)
+class ClientMeta:
+    tags: tuple[str, ...] = ()
+    user: str | None = None
+    session: str | None = None
+    no_log: bool = False
+    traffic: str = "production"
+
+    @property
+    def sticky_key(self) -> str | None:
+        return self.user or self.session
+
+
+def _bounded(value: str | None, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if len(value) > MAX_ID_LENGTH:
+        raise BadRequest(f"{name} is longer than {MAX_ID_LENGTH} characters", param=name)
+    return value
+
+
+def client_meta(headers: Headers) -> ClientMeta:
+    raw_tags = headers.get("x-tuneloop-tags", "")
+    tags = tuple(t.strip() for t in raw_tags.split(",") if t.strip())
+    for tag in tags:
+        if not TAG_PATTERN.match(tag):
+            raise BadRequest(
+                f"invalid tag {tag[:80]!r} in x-tuneloop-tags: each tag is 1-64 characters "
+                "of A-Z a-z 0-9 : _ . -",
+                param="x-tuneloop-tags",
+            )
+    if len(tags) > MAX_TAGS:
+        raise BadRequest(f"at most {MAX_TAGS} tags", param="x-tuneloop-tags")
+    traffic = headers.get("x-tuneloop-traffic", "production").strip().lower()
+    if traffic not in TRAFFIC_KINDS:
+        raise BadRequest(f"x-tuneloop-traffic must be one of {', '.join(TRAFFIC_KINDS)}",
+                         param="x-tuneloop-traffic")
+    return ClientMeta(
+        tags=tuple(dict.fromkeys(tags)),
+        user=_bounded(headers.get("x-tuneloop-user"), "x-tuneloop-user"),
+        session=_bounded(headers.get("x-tuneloop-session"), "x-tuneloop-session"),
+        no_log=headers.get("x-tuneloop-no-log", "").strip().lower() in ("1", "true", "yes"),
+        traffic=traffic,
+    )
+
+
+def upstream_headers(headers: Headers, authorization: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if name in _DROP_UPSTREAM or name.startswith("x-tuneloop-"):
+            continue
+        out[name] = value
+    accepted = [
+        enc.strip() for enc in headers.get("accept-encoding", "").split(",")
+        if enc.split(";")[0].strip().lower() in _SUPPORTED_ENCODINGS
+    ]
+    out["accept-encoding"] = ", ".join(accepted) or "identity"
+    if authorization:
+        out["authorization"] = authorization
+    return out
+
+
+def downstream_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in pairs
+        if name.lower() not in _DROP_DOWNSTREAM
+    ]

@@ -1,0 +1,35 @@
+"""Prometheus metrics for /metrics, in a registry of the app's own (no module globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class ProxyMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tuneloop_requests_total", "Proxied requests by endpoint and status code.",
+            ["endpoint", "status"], registry=self.registry,
+        )
+        self.upstream_latency = Histogram(
+            "tuneloop_upstream_latency_seconds", "Time until the upstream's response headers.",
+            ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "tuneloop_fallbacks_total", "Requests retried on a fallback target.",
+            ["alias"], registry=self.registry,
+        )
+        self._gauges: list[Gauge] = []
+
+    def observe(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        gauge = Gauge(name, help_text, registry=self.registry)
+        gauge.set_function(read)
+        self._gauges.append(gauge)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

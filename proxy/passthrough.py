@@ -1,0 +1,81 @@
+"""`GET /v1/models` (upstream models plus our aliases) and every other `/v1/*` path, relayed
+unchanged and not logged."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from proxy.assemble import BodyDecoder
+from proxy.capture import parse_json
+from proxy.context import context_of
+from proxy.forward import RawResponse, read_body, upstream_credentials
+from proxy.headers import downstream_headers, upstream_headers
+from proxy.routing import Attempt, Target
+from proxy.upstream import Timeouts, UpstreamCut, UpstreamReply
+from tuneloop.errors import UpstreamTimeout
+
+
+async def _forward(request: Request, body: bytes | None) -> UpstreamReply:
+    ctx = context_of(request)
+    if ctx.settings.issue_keys:
+        ctx.keys.check(request.headers)
+    default = Attempt(Target(model="-"), None, "default")
+    headers = upstream_headers(request.headers, None)
+    headers.update(upstream_credentials(ctx, request, default))
+    query = request.url.query
+    url = ctx.settings.upstream + request.url.path[len("/v1"):] + (f"?{query}" if query else "")
+    timeouts = Timeouts(ctx.settings.connect_timeout_s, ctx.settings.read_timeout_s)
+    return await ctx.http.send(request.method, url, headers, body, timeouts)
+
+
+async def passthrough(request: Request) -> Response:
+    ctx = context_of(request)
+    body = await read_body(request, ctx.settings.max_passthrough_bytes)
+    reply = await _forward(request, body if body or request.method not in ("GET", "HEAD")
+                           else None)
+    ctx.metrics.requests.labels("passthrough", str(reply.status)).inc()
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in reply.chunks():
+                yield chunk
+        except (UpstreamCut, UpstreamTimeout):
+            return  # nothing more to relay; the client sees the body end early
+        finally:
+            reply.release()
+
+    response = StreamingResponse(relay(), status_code=reply.status)
+    response.raw_headers = downstream_headers(reply.headers)
+    return response
+
+
+async def list_models(request: Request) -> Response:
+    """Upstream models plus the route aliases, so apps can discover `support-bot`."""
+    ctx = context_of(request)
+    reply = await _forward(request, None)
+    try:
+        raw = await reply.read()
+    finally:
+        reply.release()
+    ctx.metrics.requests.labels("models", str(reply.status)).inc()
+    decoded = BodyDecoder(reply.content_encoding).decode(raw)
+    listing = parse_json(decoded)
+    if reply.status != 200 or not isinstance(listing, dict):
+        return RawResponse(raw, reply.status, downstream_headers(reply.headers))
+    found = listing.get("data")
+    data: list[Any] = found if isinstance(found, list) else []
+    known = {m.get("id") for m in data if isinstance(m, dict)}
+    now = int(time.time())
+    for alias in ctx.router.aliases:
+        if alias not in known:
+            data.append({"id": alias, "object": "model", "created": now, "owned_by": "tuneloop"})
+    listing["data"] = data
+    headers = [(k, v) for k, v in downstream_headers(reply.headers)
+               if k not in (b"content-encoding",)]
+    return RawResponse(orjson.dumps(listing), 200, headers)

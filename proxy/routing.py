@@ -1,0 +1,147 @@
+"""The route table: aliases the apps send, mapped to weighted targets with ordered fallbacks.
+
+A model name that is not an alias goes to the default upstream unchanged. The canary draw is
+random per request, or sticky per user/session when the client names one (a hash of alias and
+key, so the same user keeps seeing the same target while the weights stay put).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tuneloop.errors import BadRequest
+
+OPENAI_COMPATIBLE = "openai"
+# Providers reached through litellm (translated to and from the OpenAI shape).
+LITELLM_PROVIDERS = frozenset(
+    {"anthropic", "gemini", "vertex_ai", "bedrock", "cohere", "mistral", "groq", "azure",
+     "ollama", "together_ai", "deepseek", "xai"}
+)
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=256)
+    provider: str = OPENAI_COMPATIBLE
+    base_url: str | None = None
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    weight: float = Field(100.0, ge=0)
+    connect_timeout_s: float | None = Field(None, gt=0)
+    read_timeout_s: float | None = Field(None, gt=0)
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value != OPENAI_COMPATIBLE and value not in LITELLM_PROVIDERS:
+            known = ", ".join(sorted({OPENAI_COMPATIBLE, *LITELLM_PROVIDERS}))
+            raise ValueError(f"unknown provider {value!r}; known: {known}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http(s) URL")
+        return value.rstrip("/") if value else value
+
+
+class RouteSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[Target] = Field(min_length=1, max_length=16)
+    fallbacks: list[Target] = Field(default_factory=list, max_length=16)
+    prompt_suffix: str | None = None
+    """Legacy-format models: appended to each prompt that does not already end with it."""
+    stop: str | list[str] | None = None
+    """Legacy-format models: the stop sequence set on requests that carry none."""
+    connect_timeout_s: float | None = Field(None, gt=0)
+    read_timeout_s: float | None = Field(None, gt=0)
+
+    @field_validator("targets")
+    @classmethod
+    def _some_weight(cls, targets: list[Target]) -> list[Target]:
+        if sum(t.weight for t in targets) <= 0:
+            raise ValueError("at least one target needs a positive weight")
+        return targets
+
+
+def parse_route_table(raw: Any) -> dict[str, RouteSpec]:
+    if not isinstance(raw, dict):
+        raise BadRequest('the route table is a JSON object {"alias": {"targets": [...]}}')
+    table: dict[str, RouteSpec] = {}
+    for alias, spec in raw.items():
+        if not isinstance(alias, str) or not 0 < len(alias) <= 256:
+            raise BadRequest("an alias is a string of 1-256 characters")
+        try:
+            table[alias] = RouteSpec.model_validate(spec)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise BadRequest(f"route {alias!r}: {where}: {first['msg']}", param=alias) from exc
+    return table
+
+
+@dataclass(frozen=True)
+class Attempt:
+    target: Target
+    alias: str | None
+    role: str  # "primary", "fallback", or "default" (no alias)
+    connect_timeout_s: float | None = None
+    read_timeout_s: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"alias": self.alias, "target": self.target.model,
+                "provider": self.target.provider, "role": self.role}
+
+
+@dataclass(frozen=True)
+class Plan:
+    alias: str | None
+    spec: RouteSpec | None
+    attempts: tuple[Attempt, ...]
+
+
+def _draw(alias: str, sticky_key: str | None) -> float:
+    if sticky_key is None:
+        return random.random()
+    digest = hashlib.blake2b(f"{alias}\x00{sticky_key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class Router:
+    """Holds the current table; replaced as a whole when routes change (no restart)."""
+
+    def __init__(self, table: dict[str, RouteSpec] | None = None):
+        self._table: dict[str, RouteSpec] = dict(table or {})
+
+    def replace(self, table: dict[str, RouteSpec]) -> None:
+        self._table = dict(table)
+
+    @property
+    def aliases(self) -> list[str]:
+        return sorted(self._table)
+
+    def plan(self, model: Any, sticky_key: str | None) -> Plan:
+        spec = self._table.get(model) if isinstance(model, str) else None
+        if spec is None:
+            default = Target(model=model if isinstance(model, str) and model else "unknown")
+            return Plan(None, None, (Attempt(default, None, "default"),))
+        total = sum(t.weight for t in spec.targets)
+        point = _draw(model, sticky_key) * total
+        chosen = spec.targets[-1]
+        for target in spec.targets:
+            if point < target.weight:
+                chosen = target
+                break
+            point -= target.weight
+        attempts = [Attempt(chosen, model, "primary", spec.connect_timeout_s,
+                            spec.read_timeout_s)]
+        attempts += [Attempt(t, model, "fallback", spec.connect_timeout_s, spec.read_timeout_s)
+                     for t in spec.fallbacks]
+        return Plan(model, spec, tuple(attempts))

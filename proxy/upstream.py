@@ -1,0 +1,136 @@
+"""Upstream replies behind one small interface, and the fast pass-through client (aiohttp).
+
+OpenAI-compatible upstreams are reached with a shared aiohttp session (a shared httpx client
+collapsed under load in our measurements). The body is relayed as the upstream sent it,
+compressed or not; capture decodes its own copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from tuneloop.errors import UpstreamTimeout, UpstreamUnreachable
+
+
+class UpstreamReply(Protocol):
+    status: int
+    headers: list[tuple[str, str]]
+
+    @property
+    def content_type(self) -> str: ...
+
+    @property
+    def content_encoding(self) -> str: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self) -> bytes: ...
+
+    def release(self) -> None: ...
+
+
+class UpstreamCut(Exception):
+    """The upstream closed the connection before its body was complete."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float
+    read_s: float
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return ""
+
+
+class AiohttpReply:
+    def __init__(self, response: aiohttp.ClientResponse, read_timeout_s: float):
+        self._response = response
+        self._read_timeout_s = read_timeout_s
+        self.status = response.status
+        self.headers = [(k.decode("latin-1"), v.decode("latin-1"))
+                        for k, v in response.raw_headers]
+
+    @property
+    def content_type(self) -> str:
+        return _header(self.headers, "content-type")
+
+    @property
+    def content_encoding(self) -> str:
+        return _header(self.headers, "content-encoding").lower()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(
+                f"the upstream sent nothing for {self._read_timeout_s:g} s"
+            ) from exc
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            raise UpstreamCut(str(exc) or type(exc).__name__) from exc
+
+    async def read(self) -> bytes:
+        parts = [chunk async for chunk in self.chunks()]
+        return b"".join(parts)
+
+    def release(self) -> None:
+        self._response.release()
+        if not self._response.closed:
+            self._response.close()
+
+
+class HttpUpstream:
+    """One aiohttp session for every OpenAI-compatible upstream."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+                   timeouts: Timeouts) -> AiohttpReply:
+        if self._session is None:
+            raise RuntimeError("HttpUpstream.start() was not awaited")
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect_s, sock_read=timeouts.read_s
+        )
+        try:
+            response = await self._session.request(
+                method, url, headers=headers, data=body, timeout=timeout,
+                allow_redirects=False,
+            )
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeout(f"the upstream at {_origin(url)} did not answer in time") from exc
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            raise UpstreamUnreachable(
+                f"could not reach the upstream at {_origin(url)}: {type(exc).__name__}"
+            ) from exc
+        except asyncio.CancelledError:
+            raise
+        return AiohttpReply(response, timeouts.read_s)
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"

@@ -1,0 +1,55 @@
+"""API keys the proxy issues to apps. Only a SHA-256 hash and a short prefix are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from storage.db import Connection
+from tuneloop.errors import NotFound
+
+KEY_PREFIX = "tl-"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(con: Connection, name: str) -> dict[str, Any]:
+    """Create a key; the plaintext is in the answer once and nowhere else."""
+    plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = "key_" + secrets.token_hex(8)
+    now = datetime.now(UTC)
+    con.execute(
+        "INSERT INTO api_keys (id, name, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)",
+        [key_id, name, hash_key(plaintext), plaintext[:7], now],
+    )
+    return {"id": key_id, "name": name, "key": plaintext, "prefix": plaintext[:7],
+            "created_at": now.isoformat()}
+
+
+def list_keys(con: Connection) -> list[dict[str, Any]]:
+    rows = con.execute(
+        "SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY created_at"
+    ).fetchall()
+    return [
+        {"id": i, "name": n, "prefix": p, "created_at": c.isoformat(),
+         "revoked_at": r.isoformat() if r else None}
+        for i, n, p, c, r in rows
+    ]
+
+
+def revoke_key(con: Connection, key_id: str) -> None:
+    row = con.execute(
+        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL RETURNING id",
+        [datetime.now(UTC), key_id],
+    ).fetchall()
+    if not row:
+        raise NotFound(f"no active key with id {key_id!r}")
+
+
+def active_key_hashes(con: Connection) -> set[str]:
+    rows = con.execute("SELECT key_hash FROM api_keys WHERE revoked_at IS NULL").fetchall()
+    return {row[0] for row in rows}

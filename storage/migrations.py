@@ -1,0 +1,142 @@
+"""Numbered, add-only schema migrations.
+
+Each migration is a function applied once, inside one transaction together with its record in
+`_migrations`. Never edit or renumber a migration that has shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from storage.db import Connection
+
+log = logging.getLogger("tuneloop.storage")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def m001_interactions(con: Connection) -> None:
+    con.execute(
+        """
+        CREATE TABLE interactions (
+            id VARCHAR PRIMARY KEY,
+            created_at TIMESTAMPTZ NOT NULL,
+            endpoint VARCHAR NOT NULL,
+            model VARCHAR,
+            upstream_model VARCHAR,
+            provider VARCHAR,
+            route JSON,
+            traffic VARCHAR NOT NULL DEFAULT 'production',
+            request JSON,
+            response JSON,
+            status_code INTEGER,
+            finish VARCHAR,
+            error VARCHAR,
+            latency_ms DOUBLE,
+            ttfb_ms DOUBLE,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            cost_usd DOUBLE,
+            stream BOOLEAN,
+            tags VARCHAR[],
+            user_id VARCHAR,
+            session_id VARCHAR,
+            metadata JSON
+        )
+        """
+    )
+
+
+def m002_routes(con: Connection) -> None:
+    con.execute(
+        """
+        CREATE TABLE routes (
+            alias VARCHAR PRIMARY KEY,
+            spec JSON NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            updated_by VARCHAR
+        )
+        """
+    )
+    con.execute("CREATE SEQUENCE route_history_seq START 1")
+    con.execute(
+        """
+        CREATE TABLE route_history (
+            seq BIGINT PRIMARY KEY DEFAULT nextval('route_history_seq'),
+            alias VARCHAR NOT NULL,
+            spec JSON,
+            action VARCHAR NOT NULL,
+            changed_at TIMESTAMPTZ NOT NULL,
+            changed_by VARCHAR
+        )
+        """
+    )
+
+
+def m003_api_keys(con: Connection) -> None:
+    con.execute(
+        """
+        CREATE TABLE api_keys (
+            id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            key_hash VARCHAR NOT NULL UNIQUE,
+            prefix VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            revoked_at TIMESTAMPTZ
+        )
+        """
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "interactions", m001_interactions),
+    Migration(2, "routes", m002_routes),
+    Migration(3, "api_keys", m003_api_keys),
+)
+
+
+def applied_versions(con: Connection) -> set[int]:
+    con.execute(
+        """
+        CREATE TABLE IF NOT EXISTS _migrations (
+            version INTEGER PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            applied_at TIMESTAMPTZ NOT NULL
+        )
+        """
+    )
+    return {row[0] for row in con.execute("SELECT version FROM _migrations").fetchall()}
+
+
+def migrate(con: Connection, *, up_to: int | None = None) -> list[int]:
+    """Apply every migration not yet applied (up to `up_to`, for upgrade tests)."""
+    versions = [m.version for m in MIGRATIONS]
+    if versions != sorted(set(versions)):
+        raise RuntimeError("migration versions must be unique and increasing")
+    done = applied_versions(con)
+    newly: list[int] = []
+    for migration in MIGRATIONS:
+        if migration.version in done or (up_to is not None and migration.version > up_to):
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            migration.apply(con)
+            con.execute(
+                "INSERT INTO _migrations VALUES (?, ?, ?)",
+                [migration.version, migration.name, datetime.now(UTC)],
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        log.info("applied migration %03d %s", migration.version, migration.name)
+        newly.append(migration.version)
+    return newly

@@ -1,0 +1,100 @@
+"""The shape of one interaction record as spooled and ingested, and its batch insert."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from storage.db import Connection
+
+log = logging.getLogger("tuneloop.ingest")
+
+# The spool stores one JSON object per line with these keys; JSON columns hold JSON text and
+# created_at holds microseconds since the epoch (UTC).
+INTERACTION_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("endpoint", pa.string()),
+        ("model", pa.string()),
+        ("upstream_model", pa.string()),
+        ("provider", pa.string()),
+        ("route", pa.string()),
+        ("traffic", pa.string()),
+        ("request", pa.string()),
+        ("response", pa.string()),
+        ("status_code", pa.int32()),
+        ("finish", pa.string()),
+        ("error", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("ttfb_ms", pa.float64()),
+        ("prompt_tokens", pa.int32()),
+        ("completion_tokens", pa.int32()),
+        ("cost_usd", pa.float64()),
+        ("stream", pa.bool_()),
+        ("tags", pa.list_(pa.string())),
+        ("user_id", pa.string()),
+        ("session_id", pa.string()),
+        ("metadata", pa.string()),
+    ]
+)
+COLUMNS: tuple[str, ...] = tuple(INTERACTION_SCHEMA.names)
+JSON_COLUMNS = ("route", "request", "response", "metadata")
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """One spool line. Unknown keys are an error in our code, not in the client's input."""
+    unknown = record.keys() - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown interaction fields: {sorted(unknown)}")
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def parse_lines(data: bytes, source: str) -> list[dict[str, Any]]:
+    """Parse a spool segment. A torn last line (crash mid-write) or a corrupt line is skipped
+    and reported; every complete record is kept."""
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.error("spool %s line %d is not valid JSON; skipped (%d bytes)", source, number,
+                      len(line))
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+            log.error("spool %s line %d is not an interaction record; skipped", source, number)
+            continue
+        rows.append(row)
+    return rows
+
+
+def to_arrow(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["id"], row)
+    columns = {name: [row.get(name) for row in unique.values()] for name in COLUMNS}
+    return pa.table(columns, schema=INTERACTION_SCHEMA)
+
+
+def insert_interactions(con: Connection, table: pa.Table) -> int:
+    """Insert a batch, ignoring ids already present (spool replay is idempotent)."""
+    if table.num_rows == 0:
+        return 0
+    # fetchall, not fetchone: DuckDB refuses register() while a result is still open.
+    before = con.execute("SELECT count(*) FROM interactions").fetchall()[0][0]
+    con.register("_ingest_batch", table)
+    try:
+        con.execute("INSERT OR IGNORE INTO interactions BY NAME SELECT * FROM _ingest_batch")
+    finally:
+        with contextlib.suppress(duckdb.Error):  # fails in an aborted transaction; harmless
+            con.unregister("_ingest_batch")
+    after = con.execute("SELECT count(*) FROM interactions").fetchall()[0][0]
+    return int(after) - int(before)

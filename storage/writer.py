@@ -1,0 +1,173 @@
+"""The log writer: spool append on the request path, batch ingest into DuckDB off it.
+
+`log()` is synchronous and cheap (serialise + one `write`). A background task seals the active
+spool file every `interval` and ingests sealed segments in Arrow batches, each segment in one
+transaction; a segment is deleted only after its rows are committed. Ingest ignores ids already
+present, so replaying a segment after a crash never duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from storage.db import Connection, Database
+from storage.records import encode_record, insert_interactions, parse_lines, to_arrow
+from storage.spool import Spool
+from tuneloop.errors import StorageError
+
+log = logging.getLogger("tuneloop.writer")
+
+IngestHook = Callable[[Connection, pa.Table], None]
+"""Runs inside the ingest transaction with the batch just inserted (e.g. to index its text)."""
+
+
+@dataclass
+class WriterStats:
+    logged: int = 0
+    ingested: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_ingest_at: float | None = None
+
+
+class LogWriter:
+    def __init__(
+        self,
+        db: Database,
+        spool: Spool,
+        *,
+        batch_rows: int = 2000,
+        interval_s: float = 0.2,
+        hooks: Sequence[IngestHook] = (),
+    ):
+        self.db = db
+        self.spool = spool
+        self.batch_rows = batch_rows
+        self.interval_s = interval_s
+        self.hooks = list(hooks)
+        self.stats = WriterStats()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._fail_until = 0.0
+        self._oldest_pending: float | None = None
+        self._last_loud_log = 0.0
+
+    # -- request path ---------------------------------------------------------------------
+    def log(self, record: dict[str, Any]) -> bool:
+        """Spool one interaction. False when the spool is full and the record was dropped."""
+        if not self.spool.append(encode_record(record)):
+            now = time.monotonic()
+            if now - self._last_loud_log > 5:
+                self._last_loud_log = now
+                log.error(
+                    "SPOOL FULL (%d bytes, cap %d): interactions are being DROPPED (%d so far); "
+                    "the database has not accepted writes: %s",
+                    self.spool.size_bytes, self.spool.max_bytes, self.spool.dropped,
+                    self.stats.last_error,
+                )
+            return False
+        self.stats.logged += 1
+        if self._oldest_pending is None:
+            self._oldest_pending = time.time()
+        if self.spool.active_bytes and self.stats.logged % self.batch_rows == 0:
+            self._wake.set()
+        return True
+
+    # -- fault injection (documented switch, off unless settings.fault_injection) -----------
+    def inject_failure(self, seconds: float) -> None:
+        self._fail_until = time.monotonic() + seconds
+
+    # -- background ingest -----------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tuneloop-ingest")
+
+    async def _run(self) -> None:
+        backoff = self.interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            self._wake.clear()
+            try:
+                await self.ingest_pending()
+                backoff = self.interval_s
+            except Exception as exc:  # storage failures must never reach requests
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("ingest failed, will retry (spool holds %d bytes): %s",
+                          self.spool.size_bytes, self.stats.last_error)
+                backoff = min(max(backoff * 2, 0.5), 5.0)
+
+    async def ingest_pending(self) -> int:
+        """Seal the active file and ingest every sealed segment, oldest first."""
+        self.spool.seal()
+        total = 0
+        for segment in self.spool.sealed():
+            total += await self.db.write(functools.partial(self._ingest_segment, segment=segment))
+            self.spool.consume(segment)
+        self.stats.ingested += total
+        self.stats.last_ingest_at = time.time()
+        if self.spool.size_bytes == 0:
+            self._oldest_pending = None
+        return total
+
+    def _ingest_segment(self, con: Connection, segment: Path) -> int:
+        if time.monotonic() < self._fail_until:
+            raise StorageError("injected storage fault (fault_injection switch)")
+        rows = parse_lines(segment.read_bytes(), segment.name)
+        try:
+            return self._insert_rows(con, rows)
+        except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
+            # One malformed record must not block the spool forever: insert the rows one at a
+            # time and set the ones the database refuses aside, kept in a quarantine file.
+            log.error("segment %s has a record the database refuses (%s); isolating it",
+                      segment.name, exc)
+            inserted = 0
+            for row in rows:
+                try:
+                    inserted += self._insert_rows(con, [row])
+                except (duckdb.ConversionException, duckdb.InvalidInputException) as row_exc:
+                    self.spool.quarantine(row, str(row_exc))
+            return inserted
+
+    def _insert_rows(self, con: Connection, rows: list[dict[str, Any]]) -> int:
+        inserted = 0
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for start in range(0, len(rows), self.batch_rows):
+                batch = to_arrow(rows[start : start + self.batch_rows])
+                inserted += insert_interactions(con, batch)
+                for hook in self.hooks:
+                    hook(con, batch)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        return inserted
+
+    def ingest_lag_seconds(self) -> float:
+        return 0.0 if self._oldest_pending is None else time.time() - self._oldest_pending
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Stop the background task and drain what is left (graceful shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await asyncio.wait_for(self.ingest_pending(), timeout=timeout_s)
+        except Exception as exc:
+            log.error("could not drain the spool at shutdown (it is replayed at next start): %s",
+                      exc)
+        self.spool.close()

@@ -1,0 +1,153 @@
+"""Fixtures: real servers on loopback (the fake upstream, the proxy) and real DuckDB files.
+
+`proxy` is the one fixture for the client side: it runs the real app under uvicorn against the
+fake OpenAI upstream and hands out the official SDK clients and an admin client.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from proxy.app import create_app
+from tests.fakes.openai_upstream import FakeOpenAIState
+from tests.fakes.openai_upstream import create_app as create_fake_openai
+from tests.fakes.server import serve_app
+from tuneloop.client import AdminClient
+from tuneloop.config import Settings
+
+ADMIN_TOKEN = "tla-test-admin-token-0123456789"
+REVIEWER_TOKEN = "tlr-test-reviewer-token-0123456789"
+UPSTREAM_KEY = "sk-test-upstream-key-SECRET-0123456789"
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@dataclass
+class FakeUpstream:
+    url: str
+    state: FakeOpenAIState
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+
+@dataclass
+class ProxyServer:
+    url: str
+    settings: Settings
+    upstream: FakeUpstream
+    _clients: list[Any] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def openai(self, api_key: str = UPSTREAM_KEY, **kwargs: Any) -> openai.OpenAI:
+        client = openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, **kwargs)
+        self._clients.append(client)
+        return client
+
+    def async_openai(self, api_key: str = UPSTREAM_KEY, **kwargs: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, **kwargs)
+
+    def admin(self, token: str = ADMIN_TOKEN) -> AdminClient:
+        client = AdminClient(self.url, token)
+        self._clients.append(client)
+        return client
+
+    def http(self) -> httpx.Client:
+        client = httpx.Client(base_url=self.url, timeout=30)
+        self._clients.append(client)
+        return client
+
+    def sql(self, query: str) -> list[list[Any]]:
+        rows: list[list[Any]] = self.admin().sql(query)["rows"]
+        return rows
+
+    def wait_for(
+        self, query: str, predicate: Callable[[list[list[Any]]], bool], timeout_s: float = 10.0
+    ) -> list[list[Any]]:
+        """Poll a SQL query until the predicate holds (ingest runs off the request path)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = self.sql(query)
+            if predicate(rows):
+                return rows
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting on {query!r}; last rows {rows!r}")
+            time.sleep(0.02)
+
+    def wait_logged(self, count: int, timeout_s: float = 10.0) -> None:
+        self.wait_for("SELECT count(*) FROM interactions", lambda r: r[0][0] >= count, timeout_s)
+
+    def row(self, interaction_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return self.admin().interaction(interaction_id)
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeUpstream]:
+    state = FakeOpenAIState()
+    with serve_app(create_fake_openai(state)) as url:
+        yield FakeUpstream(url, state)
+
+
+def proxy_settings(tmp_path: Path, upstream: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "db": tmp_path / "tuneloop.duckdb",
+        "upstream": upstream,
+        "admin_token": ADMIN_TOKEN,
+        "reviewer_token": REVIEWER_TOKEN,
+        "ingest_interval_ms": 20,
+        "connect_timeout_s": 2.0,
+        "read_timeout_s": 10.0,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture
+def proxy_factory(
+    tmp_path: Path, fake_openai: FakeUpstream
+) -> Iterator[Callable[..., ProxyServer]]:
+    """Start a proxy with extra settings; stopped (and drained) at the end of the test."""
+    stack: list[Any] = []
+
+    def start(**overrides: Any) -> ProxyServer:
+        upstream = overrides.pop("upstream", fake_openai.base_url)
+        settings = proxy_settings(tmp_path, upstream, **overrides)
+        manager = serve_app(create_app(settings))
+        url = manager.__enter__()
+        server = ProxyServer(url, settings, fake_openai)
+        stack.append((manager, server))
+        return server
+
+    yield start
+    for manager, server in reversed(stack):
+        server.close()
+        manager.__exit__(None, None, None)
+
+
+@pytest.fixture
+def proxy(proxy_factory: Callable[..., ProxyServer]) -> ProxyServer:
+    return proxy_factory()

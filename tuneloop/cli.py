@@ -1,0 +1,226 @@
+"""The `tuneloop` command. Domain errors become a clear message and an exit code here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tuneloop.client import AdminClient, ServerUnreachable
+from tuneloop.config import Settings, load_settings
+from tuneloop.errors import ConfigError, TuneloopError
+
+F = TypeVar("F", bound=Callable[..., Any])
+err_console = Console(stderr=True)
+
+
+def domain_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TuneloopError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings_from(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+def admin_token(settings: Settings) -> str | None:
+    """The admin token from the environment or config, else the one `serve` wrote beside the
+    database, else the reviewer token."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value()
+    if settings.admin_token_file.is_file():
+        return settings.admin_token_file.read_text().strip() or None
+    if settings.reviewer_token is not None:
+        return settings.reviewer_token.get_secret_value()
+    return None
+
+
+def make_client(ctx: click.Context, api: str | None) -> AdminClient:
+    settings = settings_from(ctx)
+    return AdminClient(api or settings.api, admin_token(settings), actor="cli")
+
+
+api_option = click.option("--api", default=None, help="Admin API base URL "
+                          "[env TUNELOOP_API; default http://127.0.0.1:4000].")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="TOML settings file.")
+@click.option("--db", type=click.Path(path_type=Path), default=None,
+              help="DuckDB file [env TUNELOOP_DB; default ./tuneloop.duckdb].")
+@click.pass_context
+@domain_errors
+def main(ctx: click.Context, config_file: Path | None, db: Path | None) -> None:
+    """tuneloop: production LLM traffic in, fine-tuned model out."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_file"] = config_file
+    ctx.obj["settings"] = load_settings(config_file, db=db)
+
+
+@main.command()
+@click.option("--host", default=None, help="Listen address [default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Listen port [default 4000].")
+@click.option("--db", type=click.Path(path_type=Path), default=None,
+              help="DuckDB file [env TUNELOOP_DB].")
+@click.option("--upstream", default=None, help="Default upstream base URL "
+              "[env TUNELOOP_UPSTREAM; default https://api.openai.com/v1].")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="TOML settings file.")
+@click.pass_context
+@domain_errors
+def serve(ctx: click.Context, host: str | None, port: int | None, db: Path | None,
+          upstream: str | None, config_file: Path | None) -> None:
+    """Run the proxy and admin API (this process owns the DuckDB file)."""
+    import uvicorn
+
+    from proxy.app import create_app
+    from proxy.auth import ensure_admin_token
+
+    settings = load_settings(config_file or ctx.obj["config_file"], host=host, port=port,
+                             db=db or ctx.obj["settings"].db, upstream=upstream)
+    settings, token_file = ensure_admin_token(settings)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if token_file:
+        err_console.print(f"admin token in [bold]{token_file}[/] (mode 0600); CLI commands on "
+                          "this machine read it from there", highlight=False)
+    err_console.print(
+        f"tuneloop proxy on http://{settings.host}:{settings.port}/v1 → {settings.upstream}, "
+        f"logging to {settings.db}", highlight=False,
+    )
+    try:
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port, loop="uvloop",
+            http="httptools", access_log=False, log_level=settings.log_level,
+            timeout_graceful_shutdown=30, lifespan="on",
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+
+
+def print_rows(result: dict[str, Any], output: str) -> None:
+    columns, rows = result["columns"], result["rows"]
+    if output == "json":
+        click.echo(json.dumps([dict(zip(columns, row, strict=True)) for row in rows],
+                              default=str))
+        return
+    if output == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    table = Table(*columns, show_lines=False)
+    for row in rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    Console().print(table)
+    if result.get("truncated"):
+        err_console.print("(more rows than shown; add a LIMIT)")
+
+
+@main.command()
+@click.argument("query")
+@api_option
+@click.option("--output", "-o", type=click.Choice(["table", "json", "csv"]), default="table")
+@click.option("--max-rows", type=int, default=10_000, show_default=True)
+@click.pass_context
+@domain_errors
+def sql(ctx: click.Context, query: str, api: str | None, output: str, max_rows: int) -> None:
+    """Run one read-only SELECT: through the server's admin API while it runs, or on the
+    database file directly when no server is running."""
+    settings = settings_from(ctx)
+    try:
+        with make_client(ctx, api) as client:
+            result = client.sql(query, max_rows)
+    except ServerUnreachable:
+        if not settings.db.is_file():
+            raise
+        from storage.db import connect
+        from storage.sql import run_read_only
+
+        err_console.print(f"(no server at {api or settings.api}; reading {settings.db} "
+                          "directly)", highlight=False)
+        con = connect(settings.db, read_only=True)
+        try:
+            result = run_read_only(con, query, max_rows=max_rows)
+        finally:
+            con.close()
+    print_rows(result, output)
+
+
+@main.group()
+def keys() -> None:
+    """API keys the proxy issues to apps (with issue_keys = true)."""
+
+
+@keys.command("create")
+@click.argument("name")
+@api_option
+@click.pass_context
+@domain_errors
+def keys_create(ctx: click.Context, name: str, api: str | None) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    with make_client(ctx, api) as client:
+        created = client.create_key(name)
+    click.echo(created["key"])
+    err_console.print(f"key {created['id']} for {name}: store it now, it is not shown again")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@api_option
+@click.pass_context
+@domain_errors
+def keys_revoke(ctx: click.Context, key_id: str, api: str | None) -> None:
+    """Revoke a key by its id."""
+    with make_client(ctx, api) as client:
+        client.revoke_key(key_id)
+    err_console.print(f"revoked {key_id}")
+
+
+@main.group()
+def routes() -> None:
+    """The alias route table."""
+
+
+@routes.command("show")
+@api_option
+@click.pass_context
+@domain_errors
+def routes_show(ctx: click.Context, api: str | None) -> None:
+    """Print the route table as JSON."""
+    with make_client(ctx, api) as client:
+        click.echo(json.dumps(client.routes(), indent=2))
+
+
+@routes.command("set")
+@click.argument("file", type=click.File("r"))
+@api_option
+@click.pass_context
+@domain_errors
+def routes_set(ctx: click.Context, file: Any, api: str | None) -> None:
+    """Replace the route table with the JSON object in FILE (- for stdin)."""
+    try:
+        table = json.load(file)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{file.name} is not JSON: {exc}") from exc
+    with make_client(ctx, api) as client:
+        click.echo(json.dumps(client.put_routes(table), indent=2))

@@ -1,0 +1,116 @@
+"""A typed client of the admin API, for the CLI, the UI and the exporter.
+
+Errors come back as the domain errors of `tuneloop.errors`, chosen by HTTP status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from tuneloop.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    StorageError,
+    TuneloopError,
+    Unauthorized,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+_BY_STATUS: dict[int, type[TuneloopError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+    413: PayloadTooLarge, 502: UpstreamUnreachable, 503: StorageError, 504: UpstreamTimeout,
+}
+
+
+class ServerUnreachable(TuneloopError):
+    """No tuneloop server answers at the API address."""
+
+    exit_code = 6
+    code = "server_unreachable"
+
+
+class AdminClient:
+    def __init__(self, api: str, token: str | None, *, timeout_s: float = 60.0,
+                 actor: str | None = None):
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        if actor:
+            headers["x-tuneloop-actor"] = actor
+        self.api = api.rstrip("/")
+        self._http = httpx.Client(base_url=self.api, headers=headers, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, *, json: Any = None,
+                params: Mapping[str, Any] | None = None) -> Any:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(method, path, json=json, params=clean)
+        except httpx.ConnectError as exc:
+            raise ServerUnreachable(f"no tuneloop server answers at {self.api}") from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"the tuneloop server at {self.api} timed out") from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        if not response.content:
+            return None
+        return response.json()
+
+    # -- interactions ----------------------------------------------------------------------
+    def interactions(self, **filters: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/admin/interactions", params=filters)
+        return result
+
+    def interaction(self, interaction_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/admin/interactions/{interaction_id}")
+        return result
+
+    def sql(self, sql: str, max_rows: int = 10_000) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/admin/sql",
+                                              json={"sql": sql, "max_rows": max_rows})
+        return result
+
+    # -- routes ----------------------------------------------------------------------------
+    def routes(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/admin/routes")
+        return result
+
+    def put_routes(self, table: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("PUT", "/admin/routes", json=dict(table))
+        return result
+
+    # -- keys ------------------------------------------------------------------------------
+    def create_key(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/admin/keys", json={"name": name})
+        return result
+
+    def revoke_key(self, key_id: str) -> None:
+        self.request("DELETE", f"/admin/keys/{key_id}")
+
+
+def _error_from(response: httpx.Response) -> TuneloopError:
+    message = f"HTTP {response.status_code}"
+    code: str | None = None
+    try:
+        error = response.json().get("error", {})
+        message = error.get("message") or message
+        code = error.get("code")
+    except (ValueError, AttributeError):
+        message = response.text[:500] or message
+    cls = _BY_STATUS.get(response.status_code, TuneloopError)
+    exc = cls(message, code=code if isinstance(code, str) else None)
+    exc.status_code = response.status_code
+    return exc

@@ -1,0 +1,131 @@
+"""One settings object, built once at start-up and passed down.
+
+Sources, highest first: explicit arguments (CLI flags), environment variables (`TUNELOOP_*`, plus
+`OPENAI_API_KEY`), the TOML file given with `--config`, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tuneloop.errors import ConfigError
+
+RedactionKind = Literal["email", "phone", "card"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TUNELOOP_",
+        extra="forbid",
+        populate_by_name=True,
+        toml_file=None,
+    )
+
+    # where the proxy listens and what it owns
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=1, le=65535)
+    db: Path = Path("tuneloop.duckdb")
+    upstream: str = "https://api.openai.com/v1"
+
+    # credentials (never logged, never stored in the database)
+    admin_token: SecretStr | None = None
+    reviewer_token: SecretStr | None = None
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
+    )
+    issue_keys: bool = False
+    """When true, apps authenticate with keys the proxy issues and the proxy holds the
+    upstream key (`OPENAI_API_KEY`) itself."""
+
+    # where CLI commands and the UI find the server
+    api: str = "http://127.0.0.1:4000"
+
+    # request handling
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    """Largest body accepted on the logged endpoints (chat, completions, responses, embeddings)."""
+    max_passthrough_bytes: int = Field(1024 * 1024 * 1024, ge=1024)
+    """Largest body relayed on other /v1/* paths (file uploads for fine-tuning, ...)."""
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(600.0, gt=0)
+
+    # the log writer: spool append on the request path, batch ingest off it
+    spool_dir: Path | None = None
+    spool_max_bytes: int = Field(1024 * 1024 * 1024, ge=1024)
+    ingest_batch_rows: int = Field(2000, ge=1)
+    ingest_interval_ms: int = Field(200, ge=1)
+
+    # data governance
+    redact: list[RedactionKind] = Field(default_factory=list)
+    retention_days: int | None = Field(None, ge=1)
+
+    # the UI
+    ui_password: SecretStr | None = None
+
+    # Fault injection (reliability tests only): enables POST /admin/faults, which can make the
+    # storage writer fail for N seconds. A root process ignores file modes, so an unwritable
+    # database can't be simulated for real. Off by default.
+    fault_injection: bool = False
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("upstream", "api")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    def env_secret(self, name: str) -> str | None:
+        """A key named by a route's `api_key_env`, read when the route is used."""
+        return os.environ.get(name) or None
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir or self.db.with_name(self.db.name + ".spool")
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.db.with_name(self.db.name + ".admin-token")
+
+    @property
+    def exports_root(self) -> Path:
+        return self.db.with_name(self.db.name + ".exports")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; `overrides` with a value of None are ignored (unset CLI flags)."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    cls: type[Settings] = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file not found: {config_file}")
+
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(toml_file=config_file)
+
+        cls = FileSettings
+    try:
+        return cls(**given)
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc

@@ -1,0 +1,116 @@
+"""Domain errors. Raised anywhere, translated at the edges.
+
+The proxy turns them into OpenAI-shaped JSON (`{"error": {"message", "type", "code"}}`) with
+`status_code`; the CLI turns them into a message and `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class TuneloopError(Exception):
+    status_code = 500
+    error_type = "server_error"
+    code = "internal_error"
+    exit_code = 1
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+
+    def to_openai(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class BadRequest(TuneloopError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "bad_request"
+    exit_code = 2
+
+
+class Unauthorized(TuneloopError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+    exit_code = 3
+
+
+class Forbidden(TuneloopError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "forbidden"
+    exit_code = 3
+
+
+class NotFound(TuneloopError):
+    status_code = 404
+    error_type = "not_found_error"
+    code = "not_found"
+    exit_code = 4
+
+
+class Conflict(TuneloopError):
+    status_code = 409
+    error_type = "conflict_error"
+    code = "conflict"
+    exit_code = 5
+
+
+class PayloadTooLarge(TuneloopError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+    exit_code = 2
+
+
+class UpstreamUnreachable(TuneloopError):
+    status_code = 502
+    error_type = "upstream_error"
+    code = "upstream_unreachable"
+    exit_code = 6
+
+
+class UpstreamTimeout(TuneloopError):
+    status_code = 504
+    error_type = "timeout_error"
+    code = "upstream_timeout"
+    exit_code = 6
+
+
+class StorageError(TuneloopError):
+    status_code = 503
+    error_type = "server_error"
+    code = "storage_unavailable"
+    exit_code = 7
+
+
+class ConfigError(TuneloopError):
+    status_code = 500
+    error_type = "server_error"
+    code = "config_error"
+    exit_code = 2
+
+
+class DatasetError(BadRequest):
+    """A dataset or export that breaks a format rule; the message names the offending examples."""
+
+    code = "invalid_dataset"
+
+
+class ProviderError(TuneloopError):
+    """A fine-tuning provider refused or failed a call."""
+
+    status_code = 502
+    error_type = "upstream_error"
+    code = "provider_error"
+    exit_code = 6
