@@ -1,0 +1,1 @@
+"""Groups of `tuneloop` subcommands, one module per area; `tuneloop.cli` registers them."""
