@@ -224,3 +224,7 @@ def routes_set(ctx: click.Context, file: Any, api: str | None) -> None:
         raise ConfigError(f"{file.name} is not JSON: {exc}") from exc
     with make_client(ctx, api) as client:
         click.echo(json.dumps(client.put_routes(table), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""`tuneloop serve` as a real subprocess, for tests that kill it or read its log output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fakes.server import free_port
+
+
+@dataclass
+class ProxyProcess:
+    db: Path
+    upstream: str
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    log_path: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> ProxyProcess:
+        self.log_path = self.log_path or self.db.with_suffix(".log")
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tuneloop.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port), "--db", str(self.db), "--upstream", self.upstream],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"proxy exited: {self.log_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"proxy did not start: {self.log_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, nothing is drained."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM: graceful shutdown, the spool is drained."""
+        if self._proc is None or self._proc.poll() is not None:
+            return self._proc.returncode if self._proc else 0
+        self._proc.send_signal(signal.SIGTERM)
+        return self._proc.wait(60)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def __enter__(self) -> ProxyProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.stop()
+        finally:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait(10)
