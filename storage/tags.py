@@ -1,0 +1,91 @@
+"""Tags reviewers put on or take off interactions, kept beside the logged tags.
+
+An interaction's effective tags are its logged tags, minus those a reviewer removed, plus those
+a reviewer added. The logged `tags` column is never changed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from storage.db import Connection
+from storage.lookup import ids_condition
+from tuneloop.errors import BadRequest
+
+TAG_PATTERN = re.compile(r"[A-Za-z0-9:_.-]{1,64}")
+MAX_TAGS_PER_CALL = 100
+_SCHEMA = pa.schema([("interaction_id", pa.string()), ("tag", pa.string()),
+                     ("removed", pa.bool_()), ("updated_at", pa.timestamp("us", tz="UTC")),
+                     ("updated_by", pa.string())])
+
+
+def validate_tags(value: Any, name: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_TAGS_PER_CALL:
+        raise BadRequest(f"{name} must be a list of at most {MAX_TAGS_PER_CALL} tags", param=name)
+    for tag in value:
+        if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag):
+            raise BadRequest(f"{name}: {tag!r} is not a tag (each [A-Za-z0-9:_.-]{{1,64}})",
+                             param=name)
+    return list(dict.fromkeys(value))
+
+
+def change_tags(con: Connection, ids: Sequence[str], add: Sequence[str],
+                remove: Sequence[str], actor: str, now: datetime | None = None) -> set[str]:
+    """Add and remove tags on existing interactions; returns the ids that exist."""
+    both = set(add) & set(remove)
+    if both:
+        raise BadRequest(f"a tag can't be both added and removed: {sorted(both)}")
+    if not add and not remove:
+        raise BadRequest("send tags to add and/or remove")
+    where, params = ids_condition("id", ids)
+    found = {r[0] for r in con.execute(f"SELECT id FROM interactions WHERE {where}",
+                                       params).fetchall()}
+    now = now or datetime.now(UTC)
+    rows = [{"interaction_id": i, "tag": t, "removed": removed, "updated_at": now,
+             "updated_by": actor}
+            for i in sorted(found) for tags, removed in ((add, False), (remove, True))
+            for t in tags]
+    if rows:
+        con.register("_tag_rows", pa.Table.from_pylist(rows, _SCHEMA))
+        try:
+            con.execute("INSERT INTO interaction_tags BY NAME SELECT * FROM _tag_rows "
+                        "ON CONFLICT (interaction_id, tag) DO UPDATE SET "
+                        "removed = excluded.removed, updated_at = excluded.updated_at, "
+                        "updated_by = excluded.updated_by")
+        finally:
+            con.unregister("_tag_rows")
+    return found
+
+
+def effective_tags(con: Connection, logged: dict[str, list[str] | None]) -> dict[str, list[str]]:
+    """Effective tags for the given ids, from their logged tags."""
+    ids = list(logged)
+    result = {i: list(tags or []) for i, tags in logged.items()}
+    if not ids:
+        return result
+    where, params = ids_condition("interaction_id", ids)
+    changes = con.execute(
+        f"SELECT interaction_id, tag, removed FROM interaction_tags WHERE {where} "
+        "ORDER BY interaction_id, tag", params).fetchall()
+    for interaction_id, tag, removed in changes:
+        tags = result[interaction_id]
+        if removed and tag in tags:
+            tags.remove(tag)
+        elif not removed and tag not in tags:
+            tags.append(tag)
+    return result
+
+
+def tag_condition(tag: str, alias: str = "i") -> tuple[str, list[Any]]:
+    sql = (f"((list_contains({alias}.tags, ?) AND {alias}.id NOT IN (SELECT interaction_id "
+           "FROM interaction_tags WHERE tag = ? AND removed)) OR "
+           f"{alias}.id IN (SELECT interaction_id FROM interaction_tags "
+           "WHERE tag = ? AND NOT removed))")
+    return sql, [tag, tag, tag]
