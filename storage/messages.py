@@ -221,5 +221,6 @@ def validate_messages(value: Any) -> list[Message]:
             raise BadRequest(f"{where}.tool_calls must be a list of objects on an assistant "
                              "message", param="messages")
     if value[-1].get("role") != "assistant":
-        raise BadRequest("the last message must be the assistant's answer", param="messages")
+        raise BadRequest("the last of the messages must be the assistant's answer",
+                         param="messages")
     return [dict(m) for m in value]

@@ -31,6 +31,7 @@ ACTION_STATES: dict[str, str | None] = {
 }
 MESSAGE_ACTIONS = ("edit", "revise")
 BULK_ACTIONS = ("approve", "reject", "needs_work")
+SMALL_WRITE = 20
 
 REVISIONS_SCHEMA = pa.schema([
     ("interaction_id", pa.string()), ("revision", pa.int32()), ("action", pa.string()),
@@ -120,22 +121,32 @@ def _record(pending: _Pending, item: _Current, interaction_id: str, *, action: s
     }
 
 
-def _flush(con: Connection, pending: _Pending) -> None:
-    if not pending.revisions:
+def insert_rows(con: Connection, table: str, rows: list[dict[str, Any]], schema: pa.Schema,
+                suffix: str = "") -> None:
+    """Insert rows: a few as parameters (registering Arrow costs more than it saves there),
+    many as one Arrow batch."""
+    if not rows:
         return
-    con.register("_review_revisions", pa.Table.from_pylist(pending.revisions, REVISIONS_SCHEMA))
-    con.register("_review_states", pa.Table.from_pylist(list(pending.reviews.values()),
-                                                        REVIEWS_SCHEMA))
+    names = schema.names
+    if len(rows) <= SMALL_WRITE:
+        marks = ", ".join("?" for _ in names)
+        con.executemany(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks}) {suffix}",
+                        [[row[name] for name in names] for row in rows])
+        return
+    view = f"_{table}_rows"
+    con.register(view, pa.Table.from_pylist(rows, schema))
     try:
-        con.execute("INSERT INTO review_revisions BY NAME SELECT * FROM _review_revisions")
-        con.execute(
-            "INSERT INTO reviews BY NAME SELECT * FROM _review_states "
-            "ON CONFLICT (interaction_id) DO UPDATE SET state = excluded.state, "
-            "revision = excluded.revision, messages = excluded.messages, "
-            "reviewer = excluded.reviewer, updated_at = excluded.updated_at")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view} {suffix}")
     finally:
-        con.unregister("_review_revisions")
-        con.unregister("_review_states")
+        con.unregister(view)
+
+
+def _flush(con: Connection, pending: _Pending) -> None:
+    insert_rows(con, "review_revisions", pending.revisions, REVISIONS_SCHEMA)
+    insert_rows(con, "reviews", list(pending.reviews.values()), REVIEWS_SCHEMA,
+                "ON CONFLICT (interaction_id) DO UPDATE SET state = excluded.state, "
+                "revision = excluded.revision, messages = excluded.messages, "
+                "reviewer = excluded.reviewer, updated_at = excluded.updated_at")
     for interaction_id, messages in pending.edits:
         index_edit(con, interaction_id, messages)
 
