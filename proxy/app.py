@@ -32,7 +32,7 @@ from proxy.upstream import HttpUpstream
 from storage.db import Database
 from storage.keys import active_key_hashes
 from storage.migrations import migrate
-from storage.search import index_batch
+from storage.search_index import index_batch
 from storage.spool import Spool
 from storage.writer import LogWriter
 from tuneloop.config import Settings

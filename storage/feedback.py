@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storage.db import Connection
-from storage.lookup import ids_condition
+from storage.lookup import Bounds, bounded, ids_condition
 from tuneloop.errors import BadRequest, NotFound
 
 MAX_COMMENT = 10_000
@@ -61,6 +61,19 @@ def feedback_of(con: Connection, interaction_id: str) -> list[dict[str, Any]]:
              "created_at": r[4].isoformat()} for r in rows]
 
 
-def min_score_condition(min_score: float, alias: str = "i") -> tuple[str, list[Any]]:
-    return (f"{alias}.id IN (SELECT interaction_id FROM feedback GROUP BY interaction_id "
-            "HAVING avg(score) >= ?)", [min_score])
+def min_score_condition(min_score: float, alias: str = "i", bounds: Bounds | None = None
+                        ) -> tuple[str, list[Any]]:
+    """The interaction `alias` has feedback with a mean score of at least `min_score`."""
+    within, params = bounded("interaction_id", bounds)
+    return (f"{alias}.id IN (SELECT interaction_id FROM feedback WHERE {within} "
+            "GROUP BY interaction_id HAVING avg(score) >= ?)", [*params, min_score])
+
+
+def score_driver(con: Connection, min_score: float, before: str | None,
+                 count: int) -> list[str]:
+    """Up to `count` ids with a mean score of at least `min_score`, newest first."""
+    where, params = ("interaction_id < ?", [before]) if before is not None else ("TRUE", [])
+    rows = con.execute(f"SELECT interaction_id FROM feedback WHERE {where} GROUP BY 1 "
+                       "HAVING avg(score) >= ? ORDER BY 1 DESC LIMIT ?",
+                       [*params, min_score, count]).fetchall()
+    return [r[0] for r in rows]

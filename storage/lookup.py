@@ -18,3 +18,19 @@ def ids_condition(column: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
         return f"{column} = ?", [ids[0]]
     return (f"({column} BETWEEN ? AND ? AND {column} IN (SELECT unnest(?::VARCHAR[])))",
             [min(ids), max(ids), list(ids)])
+
+
+Bounds = tuple[str | None, str | None]
+
+
+def bounded(column: str, bounds: Bounds | None) -> tuple[str, list[Any]]:
+    """`column` within inclusive id bounds (either may be open), as SQL and parameters."""
+    clauses, params = [], []
+    low, high = bounds or (None, None)
+    if low is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(low)
+    if high is not None:
+        clauses.append(f"{column} <= ?")
+        params.append(high)
+    return " AND ".join(clauses) or "TRUE", params

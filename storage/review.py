@@ -20,7 +20,7 @@ import pyarrow as pa
 from storage.db import Connection
 from storage.lookup import ids_condition
 from storage.messages import Message, is_reviewable
-from storage.search import index_edit
+from storage.search_index import index_edit
 from tuneloop.errors import Conflict, NotFound
 
 STATES = ("pending", "approved", "rejected", "needs_work")

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from storage.db import Connection
-from storage.lookup import ids_condition
+from storage.lookup import Bounds, bounded, ids_condition
 from tuneloop.errors import BadRequest
 
 TAG_PATTERN = re.compile(r"[A-Za-z0-9:_.-]{1,64}")
@@ -83,9 +83,12 @@ def effective_tags(con: Connection, logged: dict[str, list[str] | None]) -> dict
     return result
 
 
-def tag_condition(tag: str, alias: str = "i") -> tuple[str, list[Any]]:
+def tag_condition(tag: str, alias: str = "i", bounds: Bounds | None = None
+                  ) -> tuple[str, list[Any]]:
+    """The interaction `alias` has `tag` (logged and not removed, or added)."""
+    within, params = bounded("interaction_id", bounds)
     sql = (f"((list_contains({alias}.tags, ?) AND {alias}.id NOT IN (SELECT interaction_id "
-           "FROM interaction_tags WHERE tag = ? AND removed)) OR "
+           f"FROM interaction_tags WHERE tag = ? AND removed AND {within})) OR "
            f"{alias}.id IN (SELECT interaction_id FROM interaction_tags "
-           "WHERE tag = ? AND NOT removed))")
-    return sql, [tag, tag, tag]
+           f"WHERE tag = ? AND NOT removed AND {within}))")
+    return sql, [tag, tag, *params, tag, *params]

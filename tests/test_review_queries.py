@@ -17,7 +17,7 @@ from storage.migrations import migrate
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
 from storage.review import ReviewAction, apply_reviews
-from storage.search import index_batch, terms_of
+from storage.search_index import index_batch, interaction_text, terms_of
 from storage.tags import change_tags
 
 WORDS = ["refund", "shipping", "invoice", "delay", "password", "reset", "order", "broken"]
@@ -43,18 +43,23 @@ def synthetic(n: int, rng: random.Random) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Database, dict[str, Any]]:
+@pytest.fixture(scope="module", params=["in_id_order", "out_of_order"])
+def world(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> tuple[Database, dict[str, Any]]:
     rng = random.Random(7)
     rows = synthetic(N, rng)
     db = Database(tmp_path_factory.mktemp("q") / "q.duckdb")
     db.write_sync(migrate)
 
     def load(con: Any) -> dict[str, Any]:
-        table = to_arrow(rows)
-        insert_interactions(con, table)
-        index_batch(con, table)
-        index_batch(con, table)  # a replayed batch indexes nothing twice
+        stored = list(rows)
+        if request.param == "out_of_order":  # late appends (long streams, spool replays)
+            rng.shuffle(stored)
+        for start in range(0, N, 500):
+            table = to_arrow(stored[start:start + 500])
+            insert_interactions(con, table)
+            index_batch(con, table)
+            index_batch(con, table)  # a replayed batch indexes nothing twice
         reviewable = [r["id"] for r in rows if r["endpoint"] != "embeddings"]
         states: dict[str, str] = {}
         actions = []
@@ -150,3 +155,13 @@ def test_upgrade_indexes_interactions_logged_before_the_index(tmp_path: Path) ->
     hits = find_ids(con, ReviewQuery(q="w5"), limit=10)[0]
     assert hits == ["0190" + f"{5:08x}-0000-7000-8000-000000000000"]
     con.close()
+
+
+def test_the_term_index_holds_each_word_once(world: tuple[Database, dict[str, Any]]) -> None:
+    db, data = world
+    reviewable = [r for r in data["rows"] if r["endpoint"] != "embeddings"]
+    words = sum(len(terms_of(interaction_text(r["endpoint"], r["request"], r["response"]) or ""))
+                for r in reviewable)
+    con = db.cursor()
+    assert con.execute("SELECT count(*) FROM search_terms").fetchall() == [(words,)]
+    assert con.execute("SELECT count(*) FROM search_docs").fetchall() == [(len(reviewable),)]

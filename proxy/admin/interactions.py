@@ -10,7 +10,7 @@ from starlette.routing import Route
 from proxy.admin.common import authorize, bool_param, json_response, page_params
 from proxy.admin.review_params import review_query
 from proxy.auth import Role
-from storage.queue import list_review_items, review_item
+from storage.items import list_review_items, review_item
 
 
 async def list_items(request: Request) -> Response:

@@ -1,0 +1,56 @@
+"""Queue: the next pending item, newest first, reviewed one at a time from the keyboard
+(A approve, X reject with the reason, N needs work, Ctrl+Enter save the edited answer,
+J skip, U undo)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from curation_ui.actions import action_panel, show_flash
+from curation_ui.chat_view import escape_markdown, show_messages
+from curation_ui.filters import filter_widgets
+from curation_ui.item_header import show_header
+from curation_ui.session import client
+from tuneloop.errors import TuneloopError
+
+BATCH = 20
+
+st.title("Review queue")
+filters = filter_widgets("queue", review=False)
+show_flash()
+skipped: list[str] = st.session_state.setdefault("queue_skipped", [])
+waiting: list[dict[str, Any]] = []
+cursor: str | None = None
+try:
+    for _ in range(5):  # look past a few pages of skipped items
+        page = client().interactions(review="pending", limit=BATCH, compact=True,
+                                     cursor=cursor, **filters)
+        waiting = [item for item in page["items"] if item["id"] not in skipped]
+        cursor = page["next_cursor"]
+        if waiting or cursor is None:
+            break
+except TuneloopError as exc:
+    st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
+    st.stop()
+if not waiting:
+    st.success("Nothing pending here." if not skipped else "Only skipped items are left.")
+    if skipped and st.button("Bring back the skipped items"):
+        skipped.clear()
+        st.rerun()
+    st.stop()
+
+item = waiting[0]
+more = "+" if cursor else ""
+st.caption(f"{len(waiting)}{more} pending in this view · {len(skipped)} skipped")
+show_header(item)
+show_messages(item["messages"])
+if action_panel(item, key="queue"):
+    st.rerun()
+if st.button("Skip for now", shortcut="J"):
+    skipped.append(item["id"])
+    st.rerun()
+if st.button("Open its history"):
+    st.session_state["item_id"] = item["id"]
+    st.switch_page("pages/item.py")
