@@ -36,7 +36,7 @@ from storage.migrations import migrate
 from storage.queue import ReviewQuery
 from storage.records import INTERACTION_SCHEMA, insert_interactions
 from storage.review import ReviewAction, apply_reviews, undo
-from storage.search_index import interaction_text, term_hash, term_key, terms_of
+from storage.search_index import interaction_text, term_key, terms_of
 from storage.stats import review_stats
 from storage.tags import change_tags
 
@@ -44,6 +44,7 @@ SYSTEM = "You are a helpful support assistant"
 MODELS = np.array(["gpt-4o-mini", "gpt-4o", "support-bot", "ft:gpt-4o-mini:acme::v3", "llama"])
 TAGS = np.array(["support", "billing", "tier:gold", "beta", "mobile"])
 CHUNK = 100_000
+VOCABULARY = 40_000
 
 
 def vocabulary(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -55,7 +56,7 @@ def vocabulary(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def seed(con: Connection, rows: int, rng: np.random.Generator) -> dict[str, Any]:
     started = time.perf_counter()
-    vocab = vocabulary(rng, 40_000)
+    vocab = vocabulary(rng, VOCABULARY)
     vocab_arrow = pa.array(vocab)
     system_terms = terms_of(SYSTEM)
     lexicon = Words(vocab, system_terms)
@@ -132,15 +133,11 @@ def seed(con: Connection, rows: int, rng: np.random.Generator) -> dict[str, Any]
 
 
 class Words:
-    """The vocabulary with its 32-bit hashes and 64-bit keys, as `storage.search_index`
-    computes them, and the words of the system prompt every interaction has."""
+    """The vocabulary with its 64-bit keys, as `storage.search_index` computes them, and the
+    words of the system prompt every interaction has."""
 
     def __init__(self, vocab: np.ndarray, system: list[str]):
-        self.vocab = pa.array(vocab)
-        self.hash = np.array([term_hash(t) for t in vocab.tolist()], dtype=np.int32)
         self.key = np.array([term_key(t) for t in vocab.tolist()], dtype=np.int64)
-        self.system = system
-        self.system_hash = np.array([term_hash(t) for t in system], dtype=np.int32)
         self.system_key = np.array([term_key(t) for t in system], dtype=np.int64)
 
 
@@ -148,12 +145,10 @@ def seed_index(con: Connection, chunk_ids: pa.Array, docs: np.ndarray, key_doc: 
                key_term: np.ndarray, words: Words) -> None:
     """The rows the ingest hook writes for these interactions: postings in id order, and
     each interaction's word keys (its own words, then the system prompt's)."""
-    n_system = len(words.system)
+    n_system = len(words.system_key)
     postings = pa.table({
-        "term_hash": pa.array(np.concatenate([words.hash[key_term],
-                                              np.repeat(words.system_hash, len(docs))])),
-        "term": pa.chunked_array([pc.take(words.vocab, pa.array(key_term)),
-                                  pa.array(np.repeat(words.system, len(docs)))]),
+        "term_key": pa.array(np.concatenate([words.key[key_term],
+                                             np.repeat(words.system_key, len(docs))])),
         "interaction_id": pa.chunked_array([
             pc.take(chunk_ids, pa.array(key_doc)),
             pc.take(chunk_ids, pa.array(np.tile(docs, n_system)))]),
@@ -174,8 +169,8 @@ def seed_index(con: Connection, chunk_ids: pa.Array, docs: np.ndarray, key_doc: 
     })
     con.register("_postings", postings)
     con.register("_forward", forward)
-    con.execute("INSERT INTO search_terms SELECT term_hash, term, interaction_id FROM _postings")
-    con.execute("INSERT INTO search_docs SELECT interaction_id, term_keys FROM _forward")
+    con.execute("INSERT INTO search_terms SELECT term_key, interaction_id::UUID FROM _postings")
+    con.execute("INSERT INTO search_docs SELECT interaction_id::UUID, term_keys FROM _forward")
     con.unregister("_postings")
     con.unregister("_forward")
 
@@ -219,11 +214,12 @@ def check_index(con: Connection, world: dict[str, Any], rng: np.random.Generator
         request, response = con.execute("SELECT request, response FROM interactions "
                                         "WHERE id = ?", [item_id]).fetchall()[0]
         expected = set(terms_of(interaction_text("chat.completions", request, response) or ""))
-        stored = {r[0] for r in con.execute("SELECT term FROM search_terms WHERE "
-                                            "interaction_id = ?", [item_id]).fetchall()}
-        keys = con.execute("SELECT term_keys FROM search_docs WHERE interaction_id = ?",
+        stored = {r[0] for r in con.execute("SELECT term_key FROM search_terms WHERE "
+                                            "interaction_id = ?::UUID", [item_id]).fetchall()}
+        keys = con.execute("SELECT term_keys FROM search_docs WHERE interaction_id = ?::UUID",
                            [item_id]).fetchall()[0][0]
-        assert stored == expected and sorted(keys) == sorted(map(term_key, expected)), \
+        expected_keys = {term_key(t) for t in expected}
+        assert stored == expected_keys and sorted(keys) == sorted(expected_keys), \
             f"seeded index differs from the hook's for {item_id}"
 
 
@@ -359,11 +355,14 @@ def _reload(con: Connection, rows: int, rng: np.random.Generator) -> dict[str, A
                     .fetchall()])
     embeddings = np.array([r[0] == "embeddings" for r in con.execute(
         "SELECT endpoint FROM interactions ORDER BY id").fetchall()])
-    df_rows = con.execute("SELECT term, count(*) FROM search_terms GROUP BY term").fetchall()
+    vocab = vocabulary(rng, VOCABULARY)  # the same draw as the seeding's: same words
+    frequency = dict(con.execute("SELECT term_key, count(*) FROM search_terms GROUP BY 1")
+                     .fetchall())
     history = con.execute("SELECT interaction_id FROM review_revisions WHERE action = 'undo' "
                           "LIMIT 1").fetchall()[0][0]
-    return {"ids": ids, "embeddings": embeddings, "vocab": np.array([r[0] for r in df_rows]),
-            "df": np.array([r[1] for r in df_rows]), "history_item": history}
+    return {"ids": ids, "embeddings": embeddings, "vocab": vocab,
+            "df": np.array([frequency.get(term_key(t), 0) for t in vocab.tolist()]),
+            "history_item": history}
 
 
 if __name__ == "__main__":

@@ -4,17 +4,17 @@ A query matches the interactions whose prompt or completion text (any revision's
 every word of `q`, case-insensitively, as whole words: `refund policy` finds texts with both
 "refund" and "policy". The rarest word (estimated on the newest postings) drives the search:
 its postings give candidates newest first; the other words are checked on those candidates
-only, through their 64-bit word keys.
+only, through the per-interaction word keys.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from storage.db import Connection
-from storage.lookup import ids_condition
-from storage.search_index import term_hash, term_key, terms_of
+from storage.search_index import term_key, terms_of
 from tuneloop.errors import BadRequest
 
 MAX_QUERY_TERMS = 8
@@ -36,10 +36,17 @@ def rarest_term(con: Connection, terms: Sequence[str]) -> str:
         return terms[0]
     total = con.execute("SELECT count(*) FROM search_terms").fetchall()[0][0]
     counts = dict(con.execute(
-        "SELECT term_hash, count(*) FROM search_terms WHERE rowid >= ? "
-        "AND term_hash IN (SELECT unnest(?::INTEGER[])) GROUP BY 1",
-        [max(0, total - SAMPLE_POSTINGS), [term_hash(t) for t in terms]]).fetchall())
-    return min(terms, key=lambda t: (counts.get(term_hash(t), 0), -len(t)))
+        "SELECT term_key, count(*) FROM search_terms WHERE rowid >= ? "
+        "AND term_key IN (SELECT unnest(?::BIGINT[])) GROUP BY 1",
+        [max(0, total - SAMPLE_POSTINGS), [term_key(t) for t in terms]]).fetchall())
+    return min(terms, key=lambda t: (counts.get(term_key(t), 0), -len(t)))
+
+
+def _as_uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise BadRequest("cursor is not an interaction id", param="cursor") from exc
 
 
 class TermSearch:
@@ -47,29 +54,29 @@ class TermSearch:
 
     def __init__(self, con: Connection, q: str):
         terms = query_terms(q)
-        self.driver = rarest_term(con, terms)
-        self.others = [term_key(t) for t in terms if t != self.driver]
+        self.driver = term_key(rarest_term(con, terms))
+        self.others = {term_key(t) for t in terms} - {self.driver}
 
     def candidates(self, con: Connection, before: str | None,
                    count: int) -> tuple[list[str], str | None]:
         """Ids below `before` that contain every word, newest first, from the next `count`
         postings of the driving word; and where the next batch starts (None: no more)."""
-        sql = "SELECT interaction_id, term FROM search_terms WHERE term_hash = ?"
-        params: list[Any] = [term_hash(self.driver)]
+        sql = "SELECT interaction_id::VARCHAR FROM search_terms WHERE term_key = ?"
+        params: list[Any] = [self.driver]
         if before is not None:
-            sql += " AND interaction_id < ?"
-            params.append(before)
+            sql += " AND interaction_id < ?::UUID"
+            params.append(_as_uuid(before))
         rows = con.execute(sql + " ORDER BY interaction_id DESC LIMIT ?",
                            [*params, count]).fetchall()
-        # only the 32-bit hash was compared in the scan; the word itself settles collisions
-        ids = list(dict.fromkeys(i for i, term in rows if term == self.driver))
+        ids = [r[0] for r in rows]
+        next_before = ids[-1] if len(ids) == count else None
         if ids and self.others:
             ids = self._with_other_terms(con, ids)
-        return ids, (rows[-1][0] if len(rows) == count else None)
+        return ids, next_before
 
     def _with_other_terms(self, con: Connection, ids: list[str]) -> list[str]:
-        where, params = ids_condition("interaction_id", ids)
-        keys = {i: set(k) for i, k in con.execute(
-            f"SELECT interaction_id, term_keys FROM search_docs WHERE {where}", params
-        ).fetchall()}
+        keys = {str(i): set(k) for i, k in con.execute(
+            "SELECT interaction_id, term_keys FROM search_docs WHERE interaction_id "
+            "BETWEEN ?::UUID AND ?::UUID AND interaction_id IN (SELECT unnest(?::UUID[]))",
+            [min(ids), max(ids), ids]).fetchall()}
         return [i for i in ids if i in keys and keys[i].issuperset(self.others)]

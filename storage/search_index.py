@@ -3,13 +3,17 @@
 Two tables, written inside the ingest transaction by `index_batch` (a `LogWriter` hook), so
 they are never behind the interactions table:
 
-- `search_terms` (term_hash INTEGER, term, interaction_id): one row per distinct word of an
-  interaction's prompt and completion text. Rows arrive in ingest order, which is id order,
-  so the newest postings of a word are found by a Top-N scan that stops early, and a rare
-  word costs one scan of a column of 32-bit integers, not of a million prompts.
-- `search_docs` (interaction_id PRIMARY KEY, term_keys BIGINT[]): the same words per
-  interaction as 64-bit keys, to check the other words of a multi-word query on a handful of
-  candidates. Its primary key also makes indexing idempotent when a spool segment is replayed.
+- `search_terms` (term_key BIGINT, interaction_id UUID): one row per distinct word of an
+  interaction's prompt and completion text, the word as a 64-bit key (collisions are out of
+  practical reach, so no word text is stored or compared). Rows arrive in ingest order, which
+  is id order, so the newest postings of a word are found by a Top-N scan that stops early, and
+  a rare word costs one scan of a column of integers, not of a million prompts. Ids are stored
+  as DuckDB UUIDs (16 fixed bytes, same order as the id text): cheap to read back.
+- `search_docs` (interaction_id UUID PRIMARY KEY, term_keys BIGINT[]): the same keys per
+  interaction, to check the other words of a multi-word query on a handful of candidates. Its
+  primary key also makes indexing idempotent when a spool segment is replayed.
+
+Interactions whose id is not a UUID (only hand-made test data) are not indexed.
 
 Edited message lists add their new words (search finds an item by any of its revisions).
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import zlib
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,14 +39,8 @@ MAX_TERM_LENGTH = 64
 MAX_TERMS_PER_INTERACTION = 20_000
 _WORD = re.compile(r"\w+")
 
-TERMS_SCHEMA = pa.schema([("term_hash", pa.int32()), ("term", pa.string()),
-                          ("interaction_id", pa.string())])
+TERMS_SCHEMA = pa.schema([("term_key", pa.int64()), ("interaction_id", pa.string())])
 DOCS_SCHEMA = pa.schema([("interaction_id", pa.string()), ("term_keys", pa.list_(pa.int64()))])
-
-
-def term_hash(term: str) -> int:
-    """A stable signed 32-bit hash (crc32): the same in every process and DuckDB version."""
-    return zlib.crc32(term.encode("utf-8")) - 2**31
 
 
 def term_key(term: str) -> int:
@@ -82,34 +80,43 @@ def _parsed(value: Any) -> Any:
 
 
 def _insert(con: Connection, table: str, rows: pa.Table, suffix: str = "") -> list[Any]:
+    """Insert rows whose interaction_id is a UUID text (others are skipped)."""
     if rows.num_rows == 0:
         return []
     view = f"_{table}_batch"
     con.register(view, rows)
     verb = "INSERT OR IGNORE" if suffix else "INSERT"
     try:
-        result = con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM {view} "
-                             f"{suffix}").fetchall()
+        result = con.execute(
+            f"{verb} INTO {table} BY NAME SELECT * REPLACE (TRY_CAST(interaction_id AS UUID) "
+            f"AS interaction_id) FROM {view} WHERE TRY_CAST(interaction_id AS UUID) IS NOT NULL "
+            f"{suffix}").fetchall()
     finally:
         con.unregister(view)
-    return [r[0] for r in result] if suffix else []
+    return [str(r[0]) for r in result] if suffix else []
+
+
+def is_indexable_id(interaction_id: str) -> bool:
+    """Canonical (lower-case, hyphenated) UUID text, as the proxy's ids are."""
+    try:
+        return str(uuid.UUID(interaction_id)) == interaction_id
+    except ValueError:
+        return False
 
 
 def _index(con: Connection, docs: Iterable[tuple[str, list[str]]]) -> None:
     """Index (interaction id, terms) pairs not indexed yet."""
-    docs = list(docs)
+    docs = [doc for doc in docs if is_indexable_id(doc[0])]
     forward = pa.table([[d[0] for d in docs], [[term_key(t) for t in d[1]] for d in docs]],
                        schema=DOCS_SCHEMA)
     fresh = set(_insert(con, "search_docs", forward, "RETURNING interaction_id"))
-    hashes: list[int] = []
-    terms: list[str] = []
+    keys: list[int] = []
     ids: list[str] = []
     for interaction_id, words in docs:
         if interaction_id in fresh:
-            hashes.extend(map(term_hash, words))
-            terms.extend(words)
+            keys.extend(map(term_key, words))
             ids.extend([interaction_id] * len(words))
-    _insert(con, "search_terms", pa.table([hashes, terms, ids], schema=TERMS_SCHEMA))
+    _insert(con, "search_terms", pa.table([keys, ids], schema=TERMS_SCHEMA))
 
 
 def index_batch(con: Connection, batch: pa.Table) -> None:
@@ -122,8 +129,8 @@ def index_batch(con: Connection, batch: pa.Table) -> None:
 
 def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, Any]]) -> None:
     """Add the words of an edited message list that the interaction was not indexed with."""
-    rows = con.execute("SELECT term_keys FROM search_docs WHERE interaction_id = ?",
-                       [interaction_id]).fetchall()
+    rows = con.execute("SELECT term_keys FROM search_docs WHERE interaction_id = "
+                       "TRY_CAST(? AS UUID)", [interaction_id]).fetchall()
     if not rows:
         _index(con, [(interaction_id, terms_of(message_text(messages)))])
         return
@@ -132,9 +139,9 @@ def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, An
     if not new:
         return
     con.execute("UPDATE search_docs SET term_keys = list_concat(term_keys, ?::BIGINT[]) "
-                "WHERE interaction_id = ?", [[term_key(t) for t in new], interaction_id])
+                "WHERE interaction_id = ?::UUID", [[term_key(t) for t in new], interaction_id])
     _insert(con, "search_terms", pa.table(
-        [[term_hash(t) for t in new], new, [interaction_id] * len(new)], schema=TERMS_SCHEMA))
+        [[term_key(t) for t in new], [interaction_id] * len(new)], schema=TERMS_SCHEMA))
 
 
 def backfill(con: Connection, chunk_rows: int = 5000) -> int:

@@ -30,7 +30,7 @@ def synthetic(n: int, rng: random.Random) -> list[dict[str, Any]]:
         words = [*rng.sample(WORDS, 2), f"w{k}"]
         endpoint = "embeddings" if k % 17 == 0 else "chat.completions"
         rows.append({
-            "id": f"0190{k:08x}-0000-7000-8000-000000000000",
+            "id": f"{0x01900000 + k:08x}-0000-7000-8000-000000000000",
             "created_at": 1_700_000_000_000_000 + k * 1000,
             "endpoint": endpoint, "model": rng.choice(["a", "b"]), "traffic": "production",
             "request": orjson.dumps({"messages": [{"role": "user",
@@ -153,7 +153,7 @@ def test_upgrade_indexes_interactions_logged_before_the_index(tmp_path: Path) ->
     con = connect(path)
     assert 13 in migrate(con)
     hits = find_ids(con, ReviewQuery(q="w5"), limit=10)[0]
-    assert hits == ["0190" + f"{5:08x}-0000-7000-8000-000000000000"]
+    assert hits == [f"{0x01900005:08x}-0000-7000-8000-000000000000"]
     con.close()
 
 
@@ -165,3 +165,17 @@ def test_the_term_index_holds_each_word_once(world: tuple[Database, dict[str, An
     con = db.cursor()
     assert con.execute("SELECT count(*) FROM search_terms").fetchall() == [(words,)]
     assert con.execute("SELECT count(*) FROM search_docs").fetchall() == [(len(reviewable),)]
+
+
+def test_ids_that_are_not_uuids_are_logged_but_not_indexed(tmp_path: Path) -> None:
+    con = connect(tmp_path / "odd.duckdb")
+    migrate(con)
+    rows = synthetic(2, random.Random(3))
+    rows[0]["id"] = "not-a-uuid"
+    table = to_arrow(rows)
+    insert_interactions(con, table)
+    index_batch(con, table)
+    assert con.execute("SELECT count(*) FROM interactions").fetchall() == [(2,)]
+    assert find_ids(con, ReviewQuery(q="w0"), limit=5)[0] == []
+    assert find_ids(con, ReviewQuery(q="w1"), limit=5)[0] == [rows[1]["id"]]
+    con.close()
