@@ -169,8 +169,8 @@ def seed_index(con: Connection, chunk_ids: pa.Array, docs: np.ndarray, key_doc: 
     })
     con.register("_postings", postings)
     con.register("_forward", forward)
-    con.execute("INSERT INTO search_terms SELECT term_key, interaction_id::UUID FROM _postings")
-    con.execute("INSERT INTO search_docs SELECT interaction_id::UUID, term_keys FROM _forward")
+    con.execute("INSERT INTO search_terms SELECT term_key, interaction_id FROM _postings")
+    con.execute("INSERT INTO search_docs SELECT interaction_id, term_keys FROM _forward")
     con.unregister("_postings")
     con.unregister("_forward")
 
@@ -215,8 +215,8 @@ def check_index(con: Connection, world: dict[str, Any], rng: np.random.Generator
                                         "WHERE id = ?", [item_id]).fetchall()[0]
         expected = set(terms_of(interaction_text("chat.completions", request, response) or ""))
         stored = {r[0] for r in con.execute("SELECT term_key FROM search_terms WHERE "
-                                            "interaction_id = ?::UUID", [item_id]).fetchall()}
-        keys = con.execute("SELECT term_keys FROM search_docs WHERE interaction_id = ?::UUID",
+                                            "interaction_id = ?", [item_id]).fetchall()}
+        keys = con.execute("SELECT term_keys FROM search_docs WHERE interaction_id = ?",
                            [item_id]).fetchall()[0][0]
         expected_keys = {term_key(t) for t in expected}
         assert stored == expected_keys and sorted(keys) == sorted(expected_keys), \

@@ -8,7 +8,8 @@ Every call sends the revision the reviewer saw; when someone else acted first th
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import streamlit as st
 
@@ -17,6 +18,7 @@ from curation_ui.session import client, reviewer
 from tuneloop.errors import Conflict, TuneloopError
 
 FLASH = "flash"
+T = TypeVar("T")
 
 
 def flash(kind: str, message: str) -> None:
@@ -31,9 +33,28 @@ def show_flash() -> None:
         show(escape_markdown(message))  # API messages may quote what a client sent
 
 
+def held(slot: str, identity: str, fetch: Callable[[], T]) -> T:
+    """What a page shows in `slot`, kept across reruns until `release(slot)` (or until
+    `identity` changes). A click then acts on the revision the reviewer saw: were the item
+    fetched again on the click's rerun, a newer revision would silently replace it and the
+    conflict check could not work."""
+    kept = st.session_state.get(slot)
+    if kept is not None and kept[0] == identity:
+        value: T = kept[1]
+        return value
+    value = fetch()
+    st.session_state[slot] = (identity, value)
+    return value
+
+
+def release(slot: str) -> None:
+    st.session_state.pop(slot, None)
+
+
 def run_action(item: dict[str, Any], action: str, *, reason: str | None = None,
                messages: list[dict[str, Any]] | None = None) -> bool:
-    """Send one review action; True when it was recorded."""
+    """Send one review action. Its outcome (saved, conflict, refused) is flashed after the
+    rerun the caller does next; True when it was recorded."""
     try:
         result = client().review(item["id"], action, reviewer=reviewer(),
                                  expected_revision=item["revision"], reason=reason or None,
@@ -70,16 +91,26 @@ def undo_last() -> None:
           f"(revision {result['revision']}).")
 
 
+def undo_button() -> bool:
+    """Undo this session's last action (shown while there is one). True when clicked."""
+    last = st.session_state.get("last_action")
+    if not last:
+        return False
+    label = f"Undo: {last['action'].replace('_', ' ')}"
+    if st.button(label, key="undo-last", shortcut="U", icon=":material/undo:"):
+        undo_last()
+        return True
+    return False
+
+
 def action_panel(item: dict[str, Any], *, key: str) -> bool:
-    """Buttons and editors for one item. True when an action was recorded (rerun next)."""
+    """Buttons and editors for one item. True when an action was attempted: the caller
+    reruns the page, which shows the outcome and the item (or the next one) as it is now."""
     scope = f"{key}-{item['id']}-{item['revision']}"
     done = False
-    approve, undo = st.columns(2)
-    if approve.button("Approve", key=f"{scope}-approve", type="primary", shortcut="A",
-                      width="stretch"):
-        done = run_action(item, "approve")
-    if undo.button("Undo my last action", key=f"{scope}-undo", shortcut="U", width="stretch"):
-        undo_last()
+    if st.button("Approve", key=f"{scope}-approve", type="primary", shortcut="A",
+                 width="stretch"):
+        run_action(item, "approve")
         done = True
     with st.form(f"{scope}-judge", border=False, enter_to_submit=False):
         reason = st.text_input("Reason (required to reject, optional for needs work)",
@@ -89,9 +120,11 @@ def action_panel(item: dict[str, Any], *, key: str) -> bool:
             if not reason.strip():
                 st.error("Write why this example is rejected.")
             else:
-                done = run_action(item, "reject", reason=reason.strip())
+                run_action(item, "reject", reason=reason.strip())
+                done = True
         if needs_work.form_submit_button("Needs work", shortcut="N", width="stretch"):
-            done = run_action(item, "needs_work", reason=reason.strip() or None)
+            run_action(item, "needs_work", reason=reason.strip() or None)
+            done = True
     done = _editors(item, scope) or done
     return done
 
@@ -114,7 +147,8 @@ def _editors(item: dict[str, Any], scope: str) -> bool:
             if not answer.strip():
                 st.error("The answer is empty.")
             else:
-                done = run_action(item, "edit", messages=with_answer(messages, answer))
+                run_action(item, "edit", messages=with_answer(messages, answer))
+                done = True
     with st.expander("Edit the whole message list (JSON)"), \
             st.form(f"{scope}-edit-all", border=False):
         raw = st.text_area("Message list", value=json.dumps(messages, indent=2,
@@ -126,7 +160,8 @@ def _editors(item: dict[str, Any], scope: str) -> bool:
             except ValueError as exc:
                 st.error(f"That is not valid JSON: {exc}")
             else:
-                done = run_action(item, "edit", messages=edited)
+                run_action(item, "edit", messages=edited)
+                done = True
     return done
 
 

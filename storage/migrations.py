@@ -168,10 +168,10 @@ def m012_feedback(con: Connection) -> None:
 def m013_search_index(con: Connection) -> None:
     from storage.search_index import backfill
 
-    con.execute("CREATE TABLE search_docs (interaction_id UUID PRIMARY KEY, "
+    con.execute("CREATE TABLE search_docs (interaction_id VARCHAR PRIMARY KEY, "
                 "term_keys BIGINT[] NOT NULL)")
     con.execute("CREATE TABLE search_terms (term_key BIGINT NOT NULL, "
-                "interaction_id UUID NOT NULL)")
+                "interaction_id VARCHAR NOT NULL)")
     backfill(con)
 
 

@@ -9,11 +9,11 @@ only, through the per-interaction word keys.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from storage.db import Connection
+from storage.lookup import ids_condition
 from storage.search_index import term_key, terms_of
 from tuneloop.errors import BadRequest
 
@@ -42,13 +42,6 @@ def rarest_term(con: Connection, terms: Sequence[str]) -> str:
     return min(terms, key=lambda t: (counts.get(term_key(t), 0), -len(t)))
 
 
-def _as_uuid(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError as exc:
-        raise BadRequest("cursor is not an interaction id", param="cursor") from exc
-
-
 class TermSearch:
     """Candidates for a query, newest first, in batches (see `storage.queue`)."""
 
@@ -61,11 +54,11 @@ class TermSearch:
                    count: int) -> tuple[list[str], str | None]:
         """Ids below `before` that contain every word, newest first, from the next `count`
         postings of the driving word; and where the next batch starts (None: no more)."""
-        sql = "SELECT interaction_id::VARCHAR FROM search_terms WHERE term_key = ?"
+        sql = "SELECT interaction_id FROM search_terms WHERE term_key = ?"
         params: list[Any] = [self.driver]
         if before is not None:
-            sql += " AND interaction_id < ?::UUID"
-            params.append(_as_uuid(before))
+            sql += " AND interaction_id < ?"
+            params.append(before)
         rows = con.execute(sql + " ORDER BY interaction_id DESC LIMIT ?",
                            [*params, count]).fetchall()
         ids = [r[0] for r in rows]
@@ -75,8 +68,8 @@ class TermSearch:
         return ids, next_before
 
     def _with_other_terms(self, con: Connection, ids: list[str]) -> list[str]:
-        keys = {str(i): set(k) for i, k in con.execute(
-            "SELECT interaction_id, term_keys FROM search_docs WHERE interaction_id "
-            "BETWEEN ?::UUID AND ?::UUID AND interaction_id IN (SELECT unnest(?::UUID[]))",
-            [min(ids), max(ids), ids]).fetchall()}
+        where, params = ids_condition("interaction_id", ids)
+        keys = {i: set(k) for i, k in con.execute(
+            f"SELECT interaction_id, term_keys FROM search_docs WHERE {where}", params
+        ).fetchall()}
         return [i for i in ids if i in keys and keys[i].issuperset(self.others)]

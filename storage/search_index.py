@@ -3,17 +3,15 @@
 Two tables, written inside the ingest transaction by `index_batch` (a `LogWriter` hook), so
 they are never behind the interactions table:
 
-- `search_terms` (term_key BIGINT, interaction_id UUID): one row per distinct word of an
+- `search_terms` (term_key BIGINT, interaction_id): one row per distinct word of an
   interaction's prompt and completion text, the word as a 64-bit key (collisions are out of
   practical reach, so no word text is stored or compared). Rows arrive in ingest order, which
-  is id order, so the newest postings of a word are found by a Top-N scan that stops early, and
-  a rare word costs one scan of a column of integers, not of a million prompts. Ids are stored
-  as DuckDB UUIDs (16 fixed bytes, same order as the id text): cheap to read back.
-- `search_docs` (interaction_id UUID PRIMARY KEY, term_keys BIGINT[]): the same keys per
+  is id order, so the newest postings of a word are found by a Top-N scan that stops early (it
+  reads row groups newest first and skips the rest by their min/max id), and a rare word costs
+  one scan of a column of integers, not of a million prompts.
+- `search_docs` (interaction_id PRIMARY KEY, term_keys BIGINT[]): the same keys per
   interaction, to check the other words of a multi-word query on a handful of candidates. Its
   primary key also makes indexing idempotent when a spool segment is replayed.
-
-Interactions whose id is not a UUID (only hand-made test data) are not indexed.
 
 Edited message lists add their new words (search finds an item by any of its revisions).
 """
@@ -23,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,33 +77,22 @@ def _parsed(value: Any) -> Any:
 
 
 def _insert(con: Connection, table: str, rows: pa.Table, suffix: str = "") -> list[Any]:
-    """Insert rows whose interaction_id is a UUID text (others are skipped)."""
     if rows.num_rows == 0:
         return []
     view = f"_{table}_batch"
     con.register(view, rows)
     verb = "INSERT OR IGNORE" if suffix else "INSERT"
     try:
-        result = con.execute(
-            f"{verb} INTO {table} BY NAME SELECT * REPLACE (TRY_CAST(interaction_id AS UUID) "
-            f"AS interaction_id) FROM {view} WHERE TRY_CAST(interaction_id AS UUID) IS NOT NULL "
-            f"{suffix}").fetchall()
+        result = con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM {view} "
+                             f"{suffix}").fetchall()
     finally:
         con.unregister(view)
-    return [str(r[0]) for r in result] if suffix else []
-
-
-def is_indexable_id(interaction_id: str) -> bool:
-    """Canonical (lower-case, hyphenated) UUID text, as the proxy's ids are."""
-    try:
-        return str(uuid.UUID(interaction_id)) == interaction_id
-    except ValueError:
-        return False
+    return [r[0] for r in result] if suffix else []
 
 
 def _index(con: Connection, docs: Iterable[tuple[str, list[str]]]) -> None:
     """Index (interaction id, terms) pairs not indexed yet."""
-    docs = [doc for doc in docs if is_indexable_id(doc[0])]
+    docs = list(docs)
     forward = pa.table([[d[0] for d in docs], [[term_key(t) for t in d[1]] for d in docs]],
                        schema=DOCS_SCHEMA)
     fresh = set(_insert(con, "search_docs", forward, "RETURNING interaction_id"))
@@ -129,8 +115,8 @@ def index_batch(con: Connection, batch: pa.Table) -> None:
 
 def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, Any]]) -> None:
     """Add the words of an edited message list that the interaction was not indexed with."""
-    rows = con.execute("SELECT term_keys FROM search_docs WHERE interaction_id = "
-                       "TRY_CAST(? AS UUID)", [interaction_id]).fetchall()
+    rows = con.execute("SELECT term_keys FROM search_docs WHERE interaction_id = ?",
+                       [interaction_id]).fetchall()
     if not rows:
         _index(con, [(interaction_id, terms_of(message_text(messages)))])
         return
@@ -139,7 +125,7 @@ def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, An
     if not new:
         return
     con.execute("UPDATE search_docs SET term_keys = list_concat(term_keys, ?::BIGINT[]) "
-                "WHERE interaction_id = ?::UUID", [[term_key(t) for t in new], interaction_id])
+                "WHERE interaction_id = ?", [[term_key(t) for t in new], interaction_id])
     _insert(con, "search_terms", pa.table(
         [[term_key(t) for t in new], [interaction_id] * len(new)], schema=TERMS_SCHEMA))
 

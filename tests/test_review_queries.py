@@ -165,17 +165,3 @@ def test_the_term_index_holds_each_word_once(world: tuple[Database, dict[str, An
     con = db.cursor()
     assert con.execute("SELECT count(*) FROM search_terms").fetchall() == [(words,)]
     assert con.execute("SELECT count(*) FROM search_docs").fetchall() == [(len(reviewable),)]
-
-
-def test_ids_that_are_not_uuids_are_logged_but_not_indexed(tmp_path: Path) -> None:
-    con = connect(tmp_path / "odd.duckdb")
-    migrate(con)
-    rows = synthetic(2, random.Random(3))
-    rows[0]["id"] = "not-a-uuid"
-    table = to_arrow(rows)
-    insert_interactions(con, table)
-    index_batch(con, table)
-    assert con.execute("SELECT count(*) FROM interactions").fetchall() == [(2,)]
-    assert find_ids(con, ReviewQuery(q="w0"), limit=5)[0] == []
-    assert find_ids(con, ReviewQuery(q="w1"), limit=5)[0] == [rows[1]["id"]]
-    con.close()

@@ -5,22 +5,29 @@ from __future__ import annotations
 
 import streamlit as st
 
-from curation_ui.actions import action_panel, show_flash
+from curation_ui.actions import action_panel, held, release, show_flash, undo_button
 from curation_ui.chat_view import escape_markdown, show_diff, show_messages
 from curation_ui.item_header import show_header
 from curation_ui.session import client, reviewer
 from tuneloop.errors import NotFound, TuneloopError
+
+SLOT = "item_shown"
 
 st.title("Item")
 if "id" in st.query_params and "item_id" not in st.session_state:
     st.session_state["item_id"] = st.query_params["id"]
 item_id = st.text_input("Interaction id", key="item_id", max_chars=64).strip()
 show_flash()
+if undo_button():
+    release(SLOT)
+    st.rerun()
 if not item_id:
     st.info("Enter an interaction id, or open one from the Queue or Browse page.")
     st.stop()
+if st.button("Reload", icon=":material/refresh:"):
+    release(SLOT)
 try:
-    item = client().interaction(item_id)
+    item = held(SLOT, item_id, lambda: client().interaction(item_id))
 except NotFound:
     st.error("No interaction has this id.")
     st.stop()
@@ -35,6 +42,7 @@ with conversation:
     show_messages(item["current"])
     if item["reviewable"]:
         if action_panel(item, key="item"):
+            release(SLOT)
             st.rerun()
     else:
         st.info("Embeddings are not reviewable.")
@@ -47,6 +55,7 @@ with conversation:
             removed = [t for t in item["tags"] if t not in keep]
             try:
                 client().tag(item["id"], reviewer=reviewer(), add=new, remove=removed)
+                release(SLOT)
                 st.rerun()
             except TuneloopError as exc:
                 st.error(escape_markdown(exc.message))
