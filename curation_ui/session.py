@@ -37,8 +37,10 @@ def ui_settings() -> Settings:
 
 
 def api_token(settings: Settings) -> str | None:
-    secret = settings.reviewer_token or settings.admin_token
-    return secret.get_secret_value() if secret else None
+    for secret in (settings.reviewer_token, settings.admin_token):
+        if secret is not None and secret.get_secret_value():
+            return secret.get_secret_value()
+    return None
 
 
 @st.cache_resource
@@ -76,7 +78,7 @@ def sign_in(settings: Settings) -> bool:
         st.session_state["reviewer"] = str(identity)[:MAX_NAME]
         return True
     st.title("tuneloop review")
-    if settings.ui_password is None:
+    if settings.ui_password is None or not settings.ui_password.get_secret_value():
         st.error("No UI password is set: start the app with TUNELOOP_UI_PASSWORD, or configure "
                  "OIDC ([auth] in .streamlit/secrets.toml).")
         return False
@@ -86,7 +88,7 @@ def sign_in(settings: Settings) -> bool:
         submitted = st.form_submit_button("Sign in", type="primary")
     if not submitted:
         return False
-    expected = settings.ui_password.get_secret_value().encode()
+    expected = settings.ui_password.get_secret_value().encode()  # checked non-empty above
     if not name.strip():
         st.error("Enter your name: it is recorded with every review.")
         return False

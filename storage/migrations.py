@@ -97,8 +97,9 @@ def m003_api_keys(con: Connection) -> None:
 
 
 def m010_reviews(con: Connection) -> None:
-    # The current review state of an interaction (no row: pending, revision 0). created_at and
-    # model are copied from the interaction so stats need no join over every interaction.
+    # The current review state of an interaction (no row: pending, revision 0). The
+    # interaction's creation time, model and logged tags (all immutable) are copied here so
+    # stats need no join over every interaction.
     con.execute(
         """
         CREATE TABLE reviews (
@@ -109,7 +110,8 @@ def m010_reviews(con: Connection) -> None:
             reviewer VARCHAR NOT NULL,
             updated_at TIMESTAMPTZ NOT NULL,
             interaction_created_at TIMESTAMPTZ,
-            model VARCHAR
+            model VARCHAR,
+            logged_tags VARCHAR[]
         )
         """
     )
@@ -135,13 +137,17 @@ def m010_reviews(con: Connection) -> None:
 
 def m011_interaction_tags(con: Connection) -> None:
     # Tags reviewers add to (removed = false) or take off (removed = true) an interaction; the
-    # interaction's own tags column is never changed.
+    # interaction's own tags column is never changed. `logged` (the tag is among the logged
+    # ones), `reviewable` and the creation time are copied facts, for stats without joins.
     con.execute(
         """
         CREATE TABLE interaction_tags (
             interaction_id VARCHAR NOT NULL,
             tag VARCHAR NOT NULL,
             removed BOOLEAN NOT NULL,
+            logged BOOLEAN NOT NULL,
+            reviewable BOOLEAN NOT NULL,
+            interaction_created_at TIMESTAMPTZ,
             updated_at TIMESTAMPTZ NOT NULL,
             updated_by VARCHAR,
             PRIMARY KEY (interaction_id, tag)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from storage.batch import insert_rows
 from storage.db import Connection
 from storage.lookup import ids_condition
 from storage.messages import Message, is_reviewable
@@ -31,7 +32,6 @@ ACTION_STATES: dict[str, str | None] = {
 }
 MESSAGE_ACTIONS = ("edit", "revise")
 BULK_ACTIONS = ("approve", "reject", "needs_work")
-SMALL_WRITE = 20
 
 REVISIONS_SCHEMA = pa.schema([
     ("interaction_id", pa.string()), ("revision", pa.int32()), ("action", pa.string()),
@@ -44,6 +44,7 @@ REVIEWS_SCHEMA = pa.schema([
     ("messages", pa.string()), ("reviewer", pa.string()),
     ("updated_at", pa.timestamp("us", tz="UTC")),
     ("interaction_created_at", pa.timestamp("us", tz="UTC")), ("model", pa.string()),
+    ("logged_tags", pa.list_(pa.string())),
 ])
 
 
@@ -77,6 +78,7 @@ class _Current:
     messages: str | None = None  # JSON text; None: the original message list
     created_at: datetime | None = None
     model: str | None = None
+    logged_tags: list[str] | None = None
     reviewable: bool = True
 
 
@@ -90,10 +92,10 @@ class _Pending:
 def _load_current(con: Connection, ids: Sequence[str]) -> dict[str, _Current]:
     where, params = ids_condition("id", ids)
     rows = con.execute(
-        f"SELECT id, endpoint, created_at, model FROM interactions WHERE {where}", params
+        f"SELECT id, endpoint, created_at, model, tags FROM interactions WHERE {where}", params
     ).fetchall()
-    current = {r[0]: _Current(created_at=r[2], model=r[3], reviewable=is_reviewable(r[1]))
-               for r in rows}
+    current = {r[0]: _Current(created_at=r[2], model=r[3], logged_tags=r[4],
+                              reviewable=is_reviewable(r[1])) for r in rows}
     where, params = ids_condition("interaction_id", ids)
     for interaction_id, state, revision, messages in con.execute(
         f"SELECT interaction_id, state, revision, messages FROM reviews WHERE {where}", params
@@ -118,27 +120,8 @@ def _record(pending: _Pending, item: _Current, interaction_id: str, *, action: s
         "interaction_id": interaction_id, "state": state, "revision": item.revision,
         "messages": messages, "reviewer": reviewer, "updated_at": now,
         "interaction_created_at": item.created_at, "model": item.model,
+        "logged_tags": item.logged_tags,
     }
-
-
-def insert_rows(con: Connection, table: str, rows: list[dict[str, Any]], schema: pa.Schema,
-                suffix: str = "") -> None:
-    """Insert rows: a few as parameters (registering Arrow costs more than it saves there),
-    many as one Arrow batch."""
-    if not rows:
-        return
-    names = schema.names
-    if len(rows) <= SMALL_WRITE:
-        marks = ", ".join("?" for _ in names)
-        con.executemany(f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks}) {suffix}",
-                        [[row[name] for name in names] for row in rows])
-        return
-    view = f"_{table}_rows"
-    con.register(view, pa.Table.from_pylist(rows, schema))
-    try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view} {suffix}")
-    finally:
-        con.unregister(view)
 
 
 def _flush(con: Connection, pending: _Pending) -> None:

@@ -13,15 +13,18 @@ from typing import Any
 
 import pyarrow as pa
 
+from storage.batch import insert_rows
 from storage.db import Connection
 from storage.lookup import Bounds, bounded, ids_condition
+from storage.messages import is_reviewable
 from tuneloop.errors import BadRequest
 
 TAG_PATTERN = re.compile(r"[A-Za-z0-9:_.-]{1,64}")
 MAX_TAGS_PER_CALL = 100
 _SCHEMA = pa.schema([("interaction_id", pa.string()), ("tag", pa.string()),
-                     ("removed", pa.bool_()), ("updated_at", pa.timestamp("us", tz="UTC")),
-                     ("updated_by", pa.string())])
+                     ("removed", pa.bool_()), ("logged", pa.bool_()), ("reviewable", pa.bool_()),
+                     ("interaction_created_at", pa.timestamp("us", tz="UTC")),
+                     ("updated_at", pa.timestamp("us", tz="UTC")), ("updated_by", pa.string())])
 
 
 def validate_tags(value: Any, name: str) -> list[str]:
@@ -45,23 +48,19 @@ def change_tags(con: Connection, ids: Sequence[str], add: Sequence[str],
     if not add and not remove:
         raise BadRequest("send tags to add and/or remove")
     where, params = ids_condition("id", ids)
-    found = {r[0] for r in con.execute(f"SELECT id FROM interactions WHERE {where}",
-                                       params).fetchall()}
+    found = {r[0]: r[1:] for r in con.execute(
+        f"SELECT id, tags, endpoint, created_at FROM interactions WHERE {where}", params
+    ).fetchall()}
     now = now or datetime.now(UTC)
-    rows = [{"interaction_id": i, "tag": t, "removed": removed, "updated_at": now,
-             "updated_by": actor}
-            for i in sorted(found) for tags, removed in ((add, False), (remove, True))
-            for t in tags]
-    if rows:
-        con.register("_tag_rows", pa.Table.from_pylist(rows, _SCHEMA))
-        try:
-            con.execute("INSERT INTO interaction_tags BY NAME SELECT * FROM _tag_rows "
-                        "ON CONFLICT (interaction_id, tag) DO UPDATE SET "
-                        "removed = excluded.removed, updated_at = excluded.updated_at, "
-                        "updated_by = excluded.updated_by")
-        finally:
-            con.unregister("_tag_rows")
-    return found
+    rows = [{"interaction_id": i, "tag": t, "removed": removed, "logged": t in (logged or []),
+             "reviewable": is_reviewable(endpoint), "interaction_created_at": created_at,
+             "updated_at": now, "updated_by": actor}
+            for i, (logged, endpoint, created_at) in sorted(found.items())
+            for tags, removed in ((add, False), (remove, True)) for t in tags]
+    insert_rows(con, "interaction_tags", rows, _SCHEMA,
+                "ON CONFLICT (interaction_id, tag) DO UPDATE SET removed = excluded.removed, "
+                "updated_at = excluded.updated_at, updated_by = excluded.updated_by")
+    return set(found)
 
 
 def effective_tags(con: Connection, logged: dict[str, list[str] | None]) -> dict[str, list[str]]:

@@ -4,6 +4,7 @@ filter combination, paginated through many id windows, must give exactly the ref
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
 from storage.review import ReviewAction, apply_reviews
 from storage.search_index import index_batch, interaction_text, terms_of
+from storage.stats import review_stats
 from storage.tags import change_tags
 
 WORDS = ["refund", "shipping", "invoice", "delay", "password", "reset", "order", "broken"]
@@ -165,3 +167,30 @@ def test_the_term_index_holds_each_word_once(world: tuple[Database, dict[str, An
     con = db.cursor()
     assert con.execute("SELECT count(*) FROM search_terms").fetchall() == [(words,)]
     assert con.execute("SELECT count(*) FROM search_docs").fetchall() == [(len(reviewable),)]
+
+
+def test_stats_match_the_reference(world: tuple[Database, dict[str, Any]]) -> None:
+    db, data = world
+    stats = review_stats(db.cursor())
+    expected_tags: dict[str, Counter[str]] = {}
+    expected_models: dict[str, Counter[str]] = {}
+    for row in data["rows"]:
+        if row["endpoint"] == "embeddings":
+            continue
+        state = data["states"].get(row["id"], "pending")
+        expected_models.setdefault(row["model"], Counter())[state] += 1
+        tags = set(row["tags"])
+        if row["id"] in data["gold"]:
+            tags = (tags - {"t1"}) | {"gold"}
+        for tag in tags:
+            expected_tags.setdefault(tag, Counter())[state] += 1
+
+    def table(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, int]]:
+        return {r[key]: {s: r[s] for s in ("pending", "approved", "rejected", "needs_work")
+                         if r[s]} for r in rows}
+
+    assert table(stats["by_tag"], "tag") == {k: dict(v) for k, v in expected_tags.items()}
+    assert table(stats["by_model"], "model") == {k: dict(v) for k, v in expected_models.items()}
+    assert stats["totals"]["total"] == sum(sum(c.values()) for c in expected_models.values())
+    assert stats["totals"]["not_reviewable"] == sum(
+        r["endpoint"] == "embeddings" for r in data["rows"])

@@ -40,12 +40,13 @@ def ui(ctx: click.Context, port: int, host: str, api: str | None) -> None:
         import curation_ui
 
         settings = settings_from(ctx)
-        token = (settings.reviewer_token.get_secret_value() if settings.reviewer_token
-                 else admin_token(settings))
-        if token is None:
+        reviewer = settings.reviewer_token.get_secret_value() if settings.reviewer_token else ""
+        token = reviewer or admin_token(settings)
+        password = settings.ui_password.get_secret_value() if settings.ui_password else ""
+        if not token:
             raise ConfigError("the app needs TUNELOOP_REVIEWER_TOKEN (or the admin token) to "
                               "talk to the server")
-        if settings.ui_password is None and not _oidc_configured():
+        if not password and not _oidc_configured():
             raise ConfigError("set TUNELOOP_UI_PASSWORD (reviewers sign in with their name and "
                               "it), or configure OIDC in .streamlit/secrets.toml ([auth])")
         package_dir = Path(curation_ui.__file__).resolve().parent
@@ -57,8 +58,8 @@ def ui(ctx: click.Context, port: int, host: str, api: str | None) -> None:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(package_dir.parent),
                                                         env.get("PYTHONPATH")])),
         })
-        if settings.ui_password is not None:
-            env["TUNELOOP_UI_PASSWORD"] = settings.ui_password.get_secret_value()
+        if password:
+            env["TUNELOOP_UI_PASSWORD"] = password
         command = [
             sys.executable, "-m", "streamlit", "run", str(package_dir / "app.py"),
             "--server.port", str(port), "--server.address", host,
