@@ -105,12 +105,18 @@ def _index(con: Connection, docs: Iterable[tuple[str, list[str]]]) -> None:
     _insert(con, "search_terms", pa.table([keys, ids], schema=TERMS_SCHEMA))
 
 
+def _words(row: dict[str, Any]) -> list[str]:
+    try:
+        return terms_of(interaction_text(row["endpoint"], row["request"], row["response"]) or "")
+    except Exception:  # a record we can't read must not stop ingest; it is just not searchable
+        log.exception("could not index the text of interaction %s", row["id"])
+        return []
+
+
 def index_batch(con: Connection, batch: pa.Table) -> None:
     """IngestHook: index the reviewable interactions of a freshly inserted batch."""
     rows = batch.select(["id", "endpoint", "request", "response"]).to_pylist()
-    _index(con, ((row["id"], terms_of(interaction_text(row["endpoint"], row["request"],
-                                                        row["response"]) or ""))
-                 for row in rows if is_reviewable(row["endpoint"])))
+    _index(con, ((row["id"], _words(row)) for row in rows if is_reviewable(row["endpoint"])))
 
 
 def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, Any]]) -> None:
