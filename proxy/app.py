@@ -26,6 +26,7 @@ from proxy.litellm_upstream import LitellmUpstream
 from proxy.metrics import ProxyMetrics
 from proxy.passthrough import list_models, passthrough
 from proxy.pricing import PriceMap
+from proxy.redaction import Redactor
 from proxy.routing import Router
 from proxy.upstream import HttpUpstream
 from storage.db import Database
@@ -109,7 +110,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
         settings=settings, db=db, writer=writer, router=Router(), http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
         keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
-        prices=PriceMap.load(),
+        prices=PriceMap.load(), redactor=Redactor(settings.redact),
     )
 
 

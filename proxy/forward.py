@@ -245,7 +245,7 @@ def _log(ctx: ProxyContext, capture: Capture, meta: ClientMeta, *, status: int |
     if meta.no_log:
         return False
     record = capture.record(status_code=status, response=response, finish=finish, error=error,
-                            prices=ctx.prices)
+                            prices=ctx.prices, redactor=ctx.redactor)
     try:
         return ctx.writer.log(record)
     except Exception:  # a storage failure never fails a request
