@@ -50,6 +50,13 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us_per_request: float | None = None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 90) -> None:
@@ -95,8 +102,8 @@ def run_wrk(url: str, concurrency: int, duration_s: float, script: Path) -> Resu
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     return Result("", concurrency, requests, errors, rps, p50, p99)
 
 
@@ -129,6 +136,14 @@ def litellm_config(path: Path, upstream: str) -> None:
         "litellm_settings:\n"
         "  drop_params: true\n"
     )
+
+
+def wait_drained(api: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if httpx.get(api + "/healthz", timeout=5).json()["spool_bytes"] == 0:
+            return
+        time.sleep(0.2)
 
 
 def count_rows(api: str) -> int:
@@ -190,22 +205,28 @@ def main() -> None:
 
         results: list[Result] = []
         tuneloop_requests = 0
+        pids = {"direct": procs[0].pid, "tuneloop": procs[1].pid}
+        if len(procs) > 2:
+            pids["litellm"] = procs[2].pid
         for name, base in targets.items():
             url = base + "/chat/completions"
-            run_wrk(url, 16, 2, script)  # warm-up
+            warm = run_wrk(url, 16, 2, script)
             if name == "tuneloop":
-                tuneloop_requests = count_rows(tuneloop)  # warm-up rows, once ingested
+                tuneloop_requests += warm.requests
             for level in levels:
+                before = cpu_seconds(pids[name])
                 result = run_wrk(url, level, args.duration, script)
+                result.cpu_us_per_request = (cpu_seconds(pids[name]) - before) * 1e6 / max(
+                    result.requests, 1)
                 result.target = name
                 results.append(result)
                 if name == "tuneloop":
                     tuneloop_requests += result.requests
                 print(f"  {name:9} c={level:<4} {result.rps:8.0f} req/s  p50 "
                       f"{result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  errors "
-                      f"{result.errors}", flush=True)
+                      f"{result.errors}  cpu {result.cpu_us_per_request:.0f} us/req", flush=True)
 
-        time.sleep(1.5)
+        wait_drained(tuneloop)
         logged = count_rows(tuneloop)
         direct_ttfb = asyncio.run(stream_ttfb(upstream, args.ttfb_samples))
         proxied_ttfb = asyncio.run(stream_ttfb(tuneloop + "/v1", args.ttfb_samples))
@@ -228,7 +249,7 @@ def report(results: list[Result], levels: list[int], logged: int, sent: int,
     print(f"\nupstream latency {latency_ms:g} ms; closed-loop wrk clients; 2 cores shared by "
           "upstream, proxy and load generator\n")
     header = (f"{'target':10}{'conc':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-              f"{'+p50 ms':>9}{'+p99 ms':>9}{'% direct':>10}")
+              f"{'+p50 ms':>9}{'+p99 ms':>9}{'% direct':>10}{'cpu us/req':>12}")
     print(header)
     print("-" * len(header))
     for target in ("direct", "tuneloop", "litellm"):
@@ -239,7 +260,8 @@ def report(results: list[Result], levels: list[int], logged: int, sent: int,
             base = by[("direct", level)]
             print(f"{target:10}{level:>6}{result.rps:>9.0f}{result.p50_ms:>9.2f}"
                   f"{result.p99_ms:>9.2f}{result.p50_ms - base.p50_ms:>9.2f}"
-                  f"{result.p99_ms - base.p99_ms:>9.2f}{100 * result.rps / base.rps:>9.0f}%")
+                  f"{result.p99_ms - base.p99_ms:>9.2f}{100 * result.rps / base.rps:>9.0f}%"
+                  f"{result.cpu_us_per_request or 0:>12.0f}")
     if ("litellm", max(levels)) in by:
         top = max(levels)
         ceiling = max(r.rps for r in results if r.target == "litellm")
