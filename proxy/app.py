@@ -5,10 +5,10 @@ The process that runs this app owns the DuckDB file (see DESIGN.md).
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,11 +22,12 @@ from proxy.admin.routes_api import reload_routes
 from proxy.auth import AdminAuth, KeyRing, ensure_admin_token
 from proxy.context import ProxyContext, context_of
 from proxy.feedback import feedback
-from proxy.forward import error_response, handle_logged
+from proxy.forward import LoggedEndpoint, error_response
 from proxy.litellm_upstream import LitellmUpstream
 from proxy.metrics import ProxyMetrics
 from proxy.passthrough import list_models, passthrough
 from proxy.pricing import PriceMap
+from proxy.redaction import Redactor
 from proxy.routing import Router
 from proxy.upstream import HttpUpstream
 from storage.db import Database
@@ -60,10 +61,6 @@ async def healthz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     body = context_of(request).metrics.render()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
-
-
-async def _logged(endpoint: str, request: Request) -> Response:
-    return await handle_logged(request, endpoint)
 
 
 async def _on_domain_error(request: Request, exc: Exception) -> Response:
@@ -116,7 +113,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
         settings=settings, db=db, writer=writer, router=Router(), http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
         keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
-        prices=PriceMap.load(),
+        prices=PriceMap.load(), redactor=Redactor(settings.redact),
     )
 
 
@@ -140,6 +137,9 @@ def create_app(settings: Settings) -> Starlette:
         await reload_routes(ctx)
         await ctx.http.start()
         ctx.writer.start()
+        # what exists now lives as long as the process: keep the collector off it
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -148,7 +148,7 @@ def create_app(settings: Settings) -> Starlette:
             ctx.db.close()
 
     routes: list[BaseRoute] = [
-        Route(path, partial(_logged, endpoint), methods=["POST"])
+        Route(path, LoggedEndpoint(endpoint), methods=["POST"])
         for path, endpoint in LOGGED_ENDPOINTS.items()
     ]
     routes += [

@@ -7,10 +7,10 @@ import hmac
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from enum import IntEnum
 
 from pydantic import SecretStr
-from starlette.datastructures import Headers
 
 from storage.keys import KEY_PREFIX, hash_key
 from tuneloop.config import Settings
@@ -24,7 +24,7 @@ class Role(IntEnum):
     ADMIN = 2
 
 
-def bearer(headers: Headers) -> str | None:
+def bearer(headers: Mapping[str, str]) -> str | None:
     value = headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -54,7 +54,7 @@ class AdminAuth:
         self._admin = admin_token.encode()
         self._reviewer = reviewer_token.encode() if reviewer_token else None
 
-    def role_of(self, headers: Headers) -> Role:
+    def role_of(self, headers: Mapping[str, str]) -> Role:
         token = bearer(headers)
         if token is None:
             raise Unauthorized("this admin API needs a bearer token (TUNELOOP_ADMIN_TOKEN or "
@@ -66,7 +66,7 @@ class AdminAuth:
             return Role.REVIEWER
         raise Unauthorized("the bearer token is not valid for this server")
 
-    def require(self, headers: Headers, role: Role) -> Role:
+    def require(self, headers: Mapping[str, str], role: Role) -> Role:
         actual = self.role_of(headers)
         if actual < role:
             raise Forbidden("the reviewer token may read and review; this needs the admin token")
@@ -82,7 +82,7 @@ class KeyRing:
     def replace(self, hashes: set[str]) -> None:
         self._hashes = set(hashes)
 
-    def check(self, headers: Headers) -> None:
+    def check(self, headers: Mapping[str, str]) -> None:
         token = bearer(headers)
         if token is None:
             raise Unauthorized("send the API key tuneloop issued to this app as a bearer token")

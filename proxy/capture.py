@@ -15,6 +15,7 @@ import orjson
 
 from proxy.headers import ClientMeta
 from proxy.pricing import PriceMap
+from proxy.redaction import Redactor
 
 
 def usage_tokens(response: Any) -> tuple[int | None, int | None]:
@@ -77,11 +78,16 @@ class Capture:
             self.ttfb_ms = (time.perf_counter() - self.started) * 1000
 
     def record(self, *, status_code: int | None, response: Any, finish: str,
-               error: str | None, prices: PriceMap) -> dict[str, Any]:
+               error: str | None, prices: PriceMap, redactor: Redactor) -> dict[str, Any]:
         if self.endpoint == "embeddings":
             response = embeddings_summary(response)
         prompt_tokens, completion_tokens = usage_tokens(response)
         metadata = self.payload.get("metadata")
+        request_text = self.request_body.decode("utf-8")
+        if redactor.active:
+            request_text = orjson.dumps(redactor.value(self.payload)).decode()
+            response, metadata = redactor.value(response), redactor.value(metadata)
+            error = None if error is None else redactor.text(error)
         model = self.payload.get("model")
         return {
             "id": self.interaction_id,
@@ -92,7 +98,7 @@ class Capture:
             "provider": self.provider,
             "route": None if self.route is None else orjson.dumps(self.route).decode(),
             "traffic": self.meta.traffic,
-            "request": self.request_body.decode("utf-8"),
+            "request": request_text,
             "response": None if response is None else orjson.dumps(response).decode(),
             "status_code": status_code,
             "finish": finish,

@@ -10,6 +10,7 @@ from proxy.auth import AdminAuth, KeyRing
 from proxy.litellm_upstream import LitellmUpstream
 from proxy.metrics import ProxyMetrics
 from proxy.pricing import PriceMap
+from proxy.redaction import Redactor
 from proxy.routing import Router
 from proxy.upstream import HttpUpstream
 from storage.db import Database
@@ -29,6 +30,7 @@ class ProxyContext:
     keys: KeyRing
     metrics: ProxyMetrics
     prices: PriceMap
+    redactor: Redactor
 
 
 def context_of(request: Request) -> ProxyContext:

@@ -8,18 +8,21 @@ the end of its stream can rely on the interaction being on disk.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from proxy.assemble import ASSEMBLERS, BodyDecoder, StreamAssembler
 from proxy.capture import Capture, parse_json
-from proxy.context import ProxyContext, context_of
+from proxy.context import ProxyContext
 from proxy.headers import ClientMeta, client_meta, downstream_headers, upstream_headers
 from proxy.ids import uuid7
+from proxy.incoming import Incoming
 from proxy.routing import OPENAI_COMPATIBLE, Attempt, Plan, RouteSpec
 from proxy.upstream import Timeouts, UpstreamCut, UpstreamReply
 from tuneloop.errors import (
@@ -48,6 +51,27 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
+async def receive_body(incoming: Incoming, receive: Receive, limit: int) -> bytes:
+    """The request body straight from the ASGI channel (the hot path skips Request)."""
+    declared = incoming.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("the client disconnected while sending the body",
+                             code="client_disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def parse_payload(body: bytes) -> dict[str, Any]:
     try:
         payload = orjson.loads(body)
@@ -62,7 +86,8 @@ def parse_payload(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def upstream_credentials(ctx: ProxyContext, request: Request, attempt: Attempt) -> dict[str, str]:
+def upstream_credentials(ctx: ProxyContext, headers: Mapping[str, str],
+                         attempt: Attempt) -> dict[str, str]:
     """Which key goes upstream: the route's own key, the proxy's key when it issues keys to
     apps, else the client's key, else OPENAI_API_KEY."""
     if attempt.target.api_key_env:
@@ -76,7 +101,6 @@ def upstream_credentials(ctx: ProxyContext, request: Request, attempt: Attempt) 
     server_key = ctx.settings.openai_api_key
     if ctx.settings.issue_keys:
         return {"authorization": f"Bearer {server_key.get_secret_value()}"} if server_key else {}
-    headers = request.headers
     if "authorization" in headers:
         return {"authorization": headers["authorization"]}
     if "api-key" in headers:
@@ -122,36 +146,49 @@ def error_response(exc: TuneloopError, interaction_id: str | None = None) -> Res
     return RawResponse(orjson.dumps(exc.to_openai()), exc.status_code, headers)
 
 
-async def handle_logged(request: Request, endpoint: str) -> Response:
-    ctx = context_of(request)
-    body = await read_body(request, ctx.settings.max_body_bytes)
+class LoggedEndpoint:
+    """A logged OpenAI endpoint as a plain ASGI app: the hot path builds no Request object."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        incoming = Incoming.from_scope(scope)
+        try:
+            response = await handle_logged(incoming, receive, self.endpoint)
+        except TuneloopError as exc:
+            response = error_response(exc)
+        await response(scope, receive, send)
+
+
+async def handle_logged(incoming: Incoming, receive: Receive, endpoint: str) -> Response:
+    ctx = incoming.ctx
+    body = await receive_body(incoming, receive, ctx.settings.max_body_bytes)
     payload = parse_payload(body)
-    meta = client_meta(request.headers)
+    meta = client_meta(incoming.headers)
     if ctx.settings.issue_keys:
-        ctx.keys.check(request.headers)
+        ctx.keys.check(incoming.headers)
     plan = ctx.router.plan(payload.get("model"), meta.sticky_key)
     stream = payload.get("stream") is True and endpoint != "embeddings"
     capture = Capture(uuid7(), endpoint, meta, body, payload, stream)
     try:
-        reply, _attempt = await _send_with_fallbacks(ctx, request, capture, plan, body, payload)
+        reply = await _send_with_fallbacks(ctx, incoming, capture, plan, body, payload)
     except TuneloopError as exc:
         finish = "timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error"
         logged = _log(ctx, capture, meta, status=exc.status_code, response=exc.to_openai(),
                       finish=finish, error=exc.message)
-        ctx.metrics.requests.labels(endpoint, str(exc.status_code)).inc()
+        ctx.metrics.count(endpoint, exc.status_code)
         return error_response(exc, capture.interaction_id if logged else None)
-    ctx.metrics.requests.labels(endpoint, str(reply.status)).inc()
+    ctx.metrics.count(endpoint, reply.status)
     if stream and reply.status == 200 and "text/event-stream" in reply.content_type:
         return _stream_response(ctx, capture, meta, reply)
     return await _plain_response(ctx, capture, meta, reply)
 
 
 async def _send_with_fallbacks(
-    ctx: ProxyContext, request: Request, capture: Capture, plan: Plan, body: bytes,
+    ctx: ProxyContext, incoming: Incoming, capture: Capture, plan: Plan, body: bytes,
     payload: dict[str, Any],
-) -> tuple[UpstreamReply, Attempt]:
-    suffix = request.url.path[len("/v1"):]
-    query = request.url.query
+) -> UpstreamReply:
     last = len(plan.attempts) - 1
     for number, attempt in enumerate(plan.attempts):
         target = attempt.target
@@ -164,40 +201,39 @@ async def _send_with_fallbacks(
             target.read_timeout_s or attempt.read_timeout_s or ctx.settings.read_timeout_s,
         )
         sent_body, sent_payload = body_for(attempt, plan.spec, capture.endpoint, body, payload)
-        with ctx.metrics.upstream_latency.labels(capture.endpoint).time():
-            try:
-                reply = await _send(ctx, request, attempt, suffix, query, sent_body,
-                                    sent_payload, timeouts, capture.endpoint)
-            except (UpstreamUnreachable, UpstreamTimeout):
-                if number == last:
-                    raise
-                ctx.metrics.fallbacks.labels(plan.alias or "").inc()
-                continue
+        started = time.perf_counter()
+        try:
+            reply = await _send(ctx, incoming, attempt, sent_body, sent_payload, timeouts,
+                                capture.endpoint)
+        except (UpstreamUnreachable, UpstreamTimeout):
+            if number == last:
+                raise
+            ctx.metrics.fallbacks.labels(plan.alias or "").inc()
+            continue
+        ctx.metrics.observe_upstream(capture.endpoint, time.perf_counter() - started)
         if reply.status >= 500 and number < last:
             reply.release()
             ctx.metrics.fallbacks.labels(plan.alias or "").inc()
             continue
         capture.first_byte()
-        return reply, attempt
+        return reply
     raise AssertionError("a plan has at least one attempt")
 
 
-async def _send(ctx: ProxyContext, request: Request, attempt: Attempt, suffix: str, query: str,
-                body: bytes, payload: dict[str, Any], timeouts: Timeouts,
-                endpoint: str) -> UpstreamReply:
+async def _send(ctx: ProxyContext, incoming: Incoming, attempt: Attempt, body: bytes,
+                payload: dict[str, Any], timeouts: Timeouts, endpoint: str) -> UpstreamReply:
     target = attempt.target
-    credentials = upstream_credentials(ctx, request, attempt)
+    credentials = upstream_credentials(ctx, incoming.headers, attempt)
     if target.provider != OPENAI_COMPATIBLE:
         key = credentials.get("authorization", "").removeprefix("Bearer ") or None
         return await ctx.litellm.send(
             endpoint, target.provider, target.model, payload, target.base_url,
             key if target.api_key_env else None, timeouts.connect_s, timeouts.read_s,
         )
-    base = target.base_url or ctx.settings.upstream
-    url = base + suffix + (f"?{query}" if query else "")
-    headers = upstream_headers(request.headers, None)
+    url = (target.base_url or ctx.settings.upstream) + incoming.upstream_suffix
+    headers = upstream_headers(incoming.headers)
     headers.update(credentials)
-    return await ctx.http.send(request.method, url, headers, body, timeouts)
+    return await ctx.http.send(incoming.method, url, headers, body, timeouts)
 
 
 def _log(ctx: ProxyContext, capture: Capture, meta: ClientMeta, *, status: int | None,
@@ -209,7 +245,7 @@ def _log(ctx: ProxyContext, capture: Capture, meta: ClientMeta, *, status: int |
     if meta.no_log:
         return False
     record = capture.record(status_code=status, response=response, finish=finish, error=error,
-                            prices=ctx.prices)
+                            prices=ctx.prices, redactor=ctx.redactor)
     try:
         return ctx.writer.log(record)
     except Exception:  # a storage failure never fails a request

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
-from starlette.datastructures import Headers
 
 from tuneloop.errors import BadRequest
 
@@ -53,7 +51,7 @@ def _bounded(value: str | None, name: str) -> str | None:
     return value
 
 
-def client_meta(headers: Headers) -> ClientMeta:
+def client_meta(headers: Mapping[str, str]) -> ClientMeta:
     raw_tags = headers.get("x-tuneloop-tags", "")
     tags = tuple(t.strip() for t in raw_tags.split(",") if t.strip())
     for tag in tags:
@@ -78,7 +76,9 @@ def client_meta(headers: Headers) -> ClientMeta:
     )
 
 
-def upstream_headers(headers: Headers, authorization: str | None) -> dict[str, str]:
+def upstream_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The client's headers minus what must not go upstream; credentials are added by the
+    caller."""
     out: dict[str, str] = {}
     for name, value in headers.items():
         if name in _DROP_UPSTREAM or name.startswith("x-tuneloop-"):
@@ -89,8 +89,6 @@ def upstream_headers(headers: Headers, authorization: str | None) -> dict[str, s
         if enc.split(";")[0].strip().lower() in _SUPPORTED_ENCODINGS
     ]
     out["accept-encoding"] = ", ".join(accepted) or "identity"
-    if authorization:
-        out["authorization"] = authorization
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -25,6 +26,24 @@ class ProxyMetrics:
             ["alias"], registry=self.registry,
         )
         self._gauges: list[Gauge] = []
+        # labelled children cached: labels() costs a lock and a dict build per call
+        self._request_children: dict[tuple[str, int], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+
+    def count(self, endpoint: str, status: int) -> None:
+        key = (endpoint, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.requests.labels(endpoint, str(status))
+            self._request_children[key] = child
+        child.inc()
+
+    def observe_upstream(self, endpoint: str, seconds: float) -> None:
+        child = self._latency_children.get(endpoint)
+        if child is None:
+            child = self.upstream_latency.labels(endpoint)
+            self._latency_children[endpoint] = child
+        child.observe(seconds)
 
     def observe(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         gauge = Gauge(name, help_text, registry=self.registry)

@@ -16,22 +16,22 @@ from proxy.capture import parse_json
 from proxy.context import context_of
 from proxy.forward import RawResponse, read_body, upstream_credentials
 from proxy.headers import downstream_headers, upstream_headers
-from proxy.routing import Attempt, Target
+from proxy.incoming import Incoming
+from proxy.routing import default_plan
 from proxy.upstream import Timeouts, UpstreamCut, UpstreamReply
 from tuneloop.errors import UpstreamTimeout
 
 
 async def _forward(request: Request, body: bytes | None) -> UpstreamReply:
-    ctx = context_of(request)
+    incoming = Incoming.from_scope(request.scope)
+    ctx = incoming.ctx
     if ctx.settings.issue_keys:
-        ctx.keys.check(request.headers)
-    default = Attempt(Target(model="-"), None, "default")
-    headers = upstream_headers(request.headers, None)
-    headers.update(upstream_credentials(ctx, request, default))
-    query = request.url.query
-    url = ctx.settings.upstream + request.url.path[len("/v1"):] + (f"?{query}" if query else "")
+        ctx.keys.check(incoming.headers)
+    headers = upstream_headers(incoming.headers)
+    headers.update(upstream_credentials(ctx, incoming.headers, default_plan("-").attempts[0]))
+    url = ctx.settings.upstream + incoming.upstream_suffix
     timeouts = Timeouts(ctx.settings.connect_timeout_s, ctx.settings.read_timeout_s)
-    return await ctx.http.send(request.method, url, headers, body, timeouts)
+    return await ctx.http.send(incoming.method, url, headers, body, timeouts)
 
 
 async def passthrough(request: Request) -> Response:
@@ -39,7 +39,7 @@ async def passthrough(request: Request) -> Response:
     body = await read_body(request, ctx.settings.max_passthrough_bytes)
     reply = await _forward(request, body if body or request.method not in ("GET", "HEAD")
                            else None)
-    ctx.metrics.requests.labels("passthrough", str(reply.status)).inc()
+    ctx.metrics.count("passthrough", reply.status)
 
     async def relay() -> AsyncIterator[bytes]:
         try:
@@ -63,7 +63,7 @@ async def list_models(request: Request) -> Response:
         raw = await reply.read()
     finally:
         reply.release()
-    ctx.metrics.requests.labels("models", str(reply.status)).inc()
+    ctx.metrics.count("models", reply.status)
     decoded = BodyDecoder(reply.content_encoding).decode(raw)
     listing = parse_json(decoded)
     if reply.status != 200 or not isinstance(listing, dict):

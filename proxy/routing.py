@@ -7,6 +7,7 @@ key, so the same user keeps seeing the same target while the weights stay put).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from dataclasses import dataclass
@@ -107,6 +108,15 @@ class Plan:
     attempts: tuple[Attempt, ...]
 
 
+@functools.lru_cache(maxsize=1024)
+def default_plan(model: str) -> Plan:
+    """Not an alias: the default upstream, the body unchanged (cached: the hot path)."""
+    target = Target.model_construct(model=model, provider=OPENAI_COMPATIBLE, base_url=None,
+                                    api_key_env=None, weight=100.0, connect_timeout_s=None,
+                                    read_timeout_s=None)
+    return Plan(None, None, (Attempt(target, None, "default"),))
+
+
 def _draw(alias: str, sticky_key: str | None) -> float:
     if sticky_key is None:
         return random.random()
@@ -130,8 +140,7 @@ class Router:
     def plan(self, model: Any, sticky_key: str | None) -> Plan:
         spec = self._table.get(model) if isinstance(model, str) else None
         if spec is None:
-            default = Target(model=model if isinstance(model, str) and model else "unknown")
-            return Plan(None, None, (Attempt(default, None, "default"),))
+            return default_plan(model if isinstance(model, str) and model else "unknown")
         total = sum(t.weight for t in spec.targets)
         point = _draw(model, sticky_key) * total
         chosen = spec.targets[-1]

@@ -22,7 +22,13 @@ import duckdb
 import pyarrow as pa
 
 from storage.db import Connection, Database
-from storage.records import encode_record, insert_interactions, parse_lines, to_arrow
+from storage.records import (
+    arrow_from_segment,
+    encode_record,
+    insert_interactions,
+    parse_lines,
+    to_arrow,
+)
 from storage.spool import Spool
 from tuneloop.errors import StorageError
 
@@ -124,28 +130,31 @@ class LogWriter:
     def _ingest_segment(self, con: Connection, segment: Path) -> int:
         if time.monotonic() < self._fail_until:
             raise StorageError("injected storage fault (fault_injection switch)")
-        rows = parse_lines(segment.read_bytes(), segment.name)
+        data = segment.read_bytes()
+        table = arrow_from_segment(data)
+        if table is None:
+            table = to_arrow(parse_lines(data, segment.name))
         try:
-            return self._insert_rows(con, rows)
+            return self._insert_table(con, table)
         except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
             # One malformed record must not block the spool forever: insert the rows one at a
             # time and set the ones the database refuses aside, kept in a quarantine file.
             log.error("segment %s has a record the database refuses (%s); isolating it",
                       segment.name, exc)
             inserted = 0
-            for row in rows:
+            for row in parse_lines(data, segment.name):
                 try:
-                    inserted += self._insert_rows(con, [row])
+                    inserted += self._insert_table(con, to_arrow([row]))
                 except (duckdb.ConversionException, duckdb.InvalidInputException) as row_exc:
                     self.spool.quarantine(row, str(row_exc))
             return inserted
 
-    def _insert_rows(self, con: Connection, rows: list[dict[str, Any]]) -> int:
+    def _insert_table(self, con: Connection, table: pa.Table) -> int:
         inserted = 0
         con.execute("BEGIN TRANSACTION")
         try:
-            for start in range(0, len(rows), self.batch_rows):
-                batch = to_arrow(rows[start : start + self.batch_rows])
+            for start in range(0, table.num_rows, self.batch_rows):
+                batch = table.slice(start, self.batch_rows)
                 inserted += insert_interactions(con, batch)
                 for hook in self.hooks:
                     hook(con, batch)

@@ -61,8 +61,10 @@ class Settings(BaseSettings):
     # the log writer: spool append on the request path, batch ingest off it
     spool_dir: Path | None = None
     spool_max_bytes: int = Field(1024 * 1024 * 1024, ge=1024)
-    ingest_batch_rows: int = Field(2000, ge=1)
-    ingest_interval_ms: int = Field(200, ge=1)
+    # DuckDB pays a fixed cost per commit and per batch (about 25 ms here): ingesting once a
+    # second in batches of thousands costs ~30 µs a row instead of ~170 µs at 200-row batches.
+    ingest_batch_rows: int = Field(5000, ge=1)
+    ingest_interval_ms: int = Field(1000, ge=1)
 
     # data governance
     redact: list[RedactionKind] = Field(default_factory=list)
