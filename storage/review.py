@@ -204,7 +204,8 @@ def undo(con: Connection, interaction_id: str, reviewer: str, *, role: str | Non
             "SELECT revision, action, state, messages FROM review_revisions "
             "WHERE interaction_id = ? ORDER BY revision", [interaction_id]).fetchall():
             if action == "undo":
-                stack.pop()
+                if stack:
+                    stack.pop()
             else:
                 stack.append((revision, state, messages))
         if not stack:
