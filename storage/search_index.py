@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage.db import Connection
 from storage.messages import is_reviewable, message_text, messages_of
@@ -33,8 +34,10 @@ from storage.messages import is_reviewable, message_text, messages_of
 log = logging.getLogger("tuneloop.search")
 
 MAX_TERM_LENGTH = 64
-MAX_TERMS_PER_INTERACTION = 20_000
-_WORD = re.compile(r"\w+")
+MAX_TEXT_CHARS = 1_000_000
+# a word is a run of letters, digits and "_"; tokenized by Arrow (C++, without the GIL) for
+# ingest batches and single texts alike, so queries and the index always agree
+_NOT_WORD = r"[^\p{L}\p{N}_]+"
 
 TERMS_SCHEMA = pa.schema([("term_key", pa.int64()), ("interaction_id", pa.string())])
 DOCS_SCHEMA = pa.schema([("interaction_id", pa.string()), ("term_keys", pa.list_(pa.int64()))])
@@ -46,16 +49,21 @@ def term_key(term: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def words_of(texts: Sequence[str]) -> tuple[np.ndarray, pa.Array]:
+    """Every word of the texts (lower-cased, at most MAX_TERM_LENGTH characters: longer runs,
+    like base64 blobs, are left out) with the index of its text, repeats included."""
+    array = pa.array([text[:MAX_TEXT_CHARS] for text in texts], pa.string())
+    split = pc.split_pattern_regex(pc.utf8_lower(array), pattern=_NOT_WORD)
+    words = pc.list_flatten(split)
+    length = pc.utf8_length(words)
+    keep = pc.and_(pc.greater(length, 0), pc.less_equal(length, MAX_TERM_LENGTH))
+    text_index = pc.filter(pc.list_parent_indices(split), keep).to_numpy()
+    return text_index, pc.filter(words, keep)
+
+
 def terms_of(text: str) -> list[str]:
-    """Distinct lower-case words of a text, in first-seen order."""
-    seen: dict[str, None] = {}
-    for match in _WORD.finditer(text.lower()):
-        word = match.group()
-        if len(word) <= MAX_TERM_LENGTH:
-            seen.setdefault(word, None)
-            if len(seen) >= MAX_TERMS_PER_INTERACTION:
-                break
-    return list(seen)
+    """The distinct words of one text, sorted."""
+    return sorted(set(words_of([text])[1].to_pylist()))
 
 
 def interaction_text(endpoint: str | None, request: Any, response: Any) -> str | None:
@@ -90,33 +98,49 @@ def _insert(con: Connection, table: str, rows: pa.Table, suffix: str = "") -> li
     return [r[0] for r in result] if suffix else []
 
 
-def _index(con: Connection, docs: Iterable[tuple[str, list[str]]]) -> None:
-    """Index (interaction id, terms) pairs not indexed yet."""
-    docs = list(docs)
-    forward = pa.table([[d[0] for d in docs], [[term_key(t) for t in d[1]] for d in docs]],
-                       schema=DOCS_SCHEMA)
-    fresh = set(_insert(con, "search_docs", forward, "RETURNING interaction_id"))
-    keys: list[int] = []
-    ids: list[str] = []
-    for interaction_id, words in docs:
-        if interaction_id in fresh:
-            keys.extend(map(term_key, words))
-            ids.extend([interaction_id] * len(words))
-    _insert(con, "search_terms", pa.table([keys, ids], schema=TERMS_SCHEMA))
+def _index(con: Connection, ids: Sequence[str], texts: Sequence[str]) -> None:
+    """Index interactions (ids with their texts) that are not indexed yet. Vectorized (Arrow
+    and numpy) so ingest holds the GIL as little as possible: only the distinct words of the
+    batch are hashed in Python."""
+    if not ids:
+        return
+    text_index, words = words_of(texts)
+    encoded = pc.dictionary_encode(words)
+    vocabulary = encoded.dictionary
+    size = max(1, len(vocabulary))
+    pairs = np.sort(text_index.astype(np.int64) * size
+                    + encoded.indices.to_numpy(zero_copy_only=False))  # by text, then word
+    if len(pairs):
+        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]  # each word once
+    keys = np.array([term_key(w) for w in vocabulary.to_pylist()], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(pairs // size, minlength=len(ids)))])
+    forward = pa.table([pa.array(ids, pa.string()),
+                        pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
+                                                 pa.array(keys[pairs % size]))],
+                       schema=DOCS_SCHEMA).sort_by("interaction_id")
+    fresh = _insert(con, "search_docs", forward, "RETURNING interaction_id")
+    if len(fresh) < forward.num_rows:  # a replayed segment: index only what is new
+        forward = forward.filter(pc.is_in(forward["interaction_id"],
+                                          value_set=pa.array(fresh, pa.string())))
+    flat = forward["term_keys"].combine_chunks()
+    _insert(con, "search_terms", pa.table(
+        [flat.flatten(), forward["interaction_id"].take(pc.list_parent_indices(flat))],
+        schema=TERMS_SCHEMA))
 
 
-def _words(row: dict[str, Any]) -> list[str]:
+def _text(row: dict[str, Any]) -> str:
     try:
-        return terms_of(interaction_text(row["endpoint"], row["request"], row["response"]) or "")
+        return interaction_text(row["endpoint"], row["request"], row["response"]) or ""
     except Exception:  # a record we can't read must not stop ingest; it is just not searchable
         log.exception("could not index the text of interaction %s", row["id"])
-        return []
+        return ""
 
 
 def index_batch(con: Connection, batch: pa.Table) -> None:
     """IngestHook: index the reviewable interactions of a freshly inserted batch."""
-    rows = batch.select(["id", "endpoint", "request", "response"]).to_pylist()
-    _index(con, ((row["id"], _words(row)) for row in rows if is_reviewable(row["endpoint"])))
+    rows = [row for row in batch.select(["id", "endpoint", "request", "response"]).to_pylist()
+            if is_reviewable(row["endpoint"])]
+    _index(con, [row["id"] for row in rows], [_text(row) for row in rows])
 
 
 def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, Any]]) -> None:
@@ -124,7 +148,7 @@ def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, An
     rows = con.execute("SELECT term_keys FROM search_docs WHERE interaction_id = ?",
                        [interaction_id]).fetchall()
     if not rows:
-        _index(con, [(interaction_id, terms_of(message_text(messages)))])
+        _index(con, [interaction_id], [message_text(messages)])
         return
     known = set(rows[0][0])
     new = [t for t in terms_of(message_text(messages)) if term_key(t) not in known]
