@@ -337,11 +337,12 @@ def main() -> None:
     con.close()
     if args.ui:
         results.append(measure_ui(path, max(5, args.runs // 3)))
+    baseline = next(p50 for label, p50, _ in results if label.startswith("baseline"))
     width = max(len(label) for label, _, _ in results)
-    print(f"{'query':<{width}}  {'p50 ms':>8}  {'p99 ms':>8}")
-    print("-" * (width + 20))
+    print(f"{'query':<{width}}  {'p50 ms':>8}  {'p99 ms':>8}  {'p50 / ILIKE':>11}")
+    print("-" * (width + 33))
     for label, p50, p99 in results:
-        print(f"{label:<{width}}  {p50:8.1f}  {p99:8.1f}")
+        print(f"{label:<{width}}  {p50:8.1f}  {p99:8.1f}  {p50 / baseline:11.3f}")
     workdir.cleanup()
 
 

@@ -38,7 +38,8 @@ def queue_page_render_ms(db_path: Path, runs: int) -> tuple[float, float]:
     settings = Settings(db=db_path, spool_dir=spool, admin_token="tla-bench-admin-token",
                         reviewer_token=TOKEN, upstream="http://127.0.0.1:9/v1")
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+                                           log_level="warning", access_log=False,
+                                           lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

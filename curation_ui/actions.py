@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from curation_ui.chat_view import escape_markdown, last_answer, with_answer
+from curation_ui.chat_view import escape_markdown, last_answer, show_text, with_answer
 from curation_ui.session import client, reviewer
 from tuneloop.errors import Conflict, TuneloopError
 
@@ -135,11 +135,15 @@ def _editors(item: dict[str, Any], scope: str) -> bool:
     answer_key = f"{scope}-answer"
     if answer_key not in st.session_state:
         st.session_state[answer_key] = last_answer(messages)
-    for number, alternative in enumerate(item.get("alternatives") or [], start=1):
-        text = alternative.get("content") if isinstance(alternative, dict) else None
-        if isinstance(text, str):
-            st.button(f"Use alternative answer {number}", key=f"{scope}-alt-{number}",
-                      on_click=_set_state, args=(answer_key, text))
+    alternatives = [str(a["content"]) for a in item.get("alternatives") or []
+                    if isinstance(a, dict) and isinstance(a.get("content"), str)]
+    if alternatives:
+        with st.expander(f"{len(alternatives)} other answers the model gave (n > 1)"):
+            for number, text in enumerate(alternatives, start=1):
+                st.caption(f"answer {number}")
+                show_text(text)
+                st.button(f"Use answer {number}", key=f"{scope}-alt-{number}",
+                          on_click=_set_state, args=(answer_key, text))
     with st.form(f"{scope}-edit", border=True):
         st.caption("Edit the assistant's answer, then save it as approved (Ctrl+Enter).")
         answer = st.text_area("Answer", key=answer_key, height=220, label_visibility="collapsed")

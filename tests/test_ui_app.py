@@ -188,3 +188,17 @@ def test_the_item_page_keeps_the_revision_it_showed(app: Callable[..., AppTest],
     item = proxy.admin().interaction(item_id)
     assert (item["review"], [r["reviewer"] for r in item["revisions"]]) == ("approved", ["bob"])
     assert "approved · revision 1" in texts(at)  # reloaded as it is now
+
+
+def test_an_alternative_answer_can_be_taken(app: Callable[..., AppTest],
+                                            proxy: ProxyServer) -> None:
+    item_id = proxy.openai().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", n=2, messages=[{"role": "user", "content": "pick"}]
+    ).headers["x-tuneloop-id"]
+    proxy.wait_logged(1)
+    at = app()
+    assert "echo: pick (1)" in texts(at)
+    button(at, "Use answer 1").click().run()
+    assert next(t for t in at.text_area if t.label == "Answer").value == "echo: pick (1)"
+    button(at, "Save edit and approve").click().run()
+    assert proxy.admin().interaction(item_id)["current"][-1]["content"] == "echo: pick (1)"
