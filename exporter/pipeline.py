@@ -19,6 +19,7 @@ from array import array
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain, islice
@@ -43,7 +44,7 @@ from exporter.legacy_checks import PromptCompletionStats
 from exporter.report import DatasetFacts, ValidationReport, build_report
 from exporter.split import Grouper, check_fraction
 from exporter.tokens import model_info
-from tuneloop.errors import DatasetError
+from tuneloop.errors import ConfigError, DatasetError
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,11 @@ def _results(
         while pending:
             done, future = pending.popleft()
             yield done, future.result()
+    except BrokenProcessPool as exc:
+        raise ConfigError(
+            f"an export worker process died ({exc}); if it could not load the "
+            f"{spec.encoding} tokenizer, its error is printed above"
+        ) from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -240,7 +246,10 @@ def _move_into_place(work: Path, out: Path) -> None:
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         out.rename(old)
         work.rename(out)
-        shutil.rmtree(old)
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
     else:
         work.rename(out)
 

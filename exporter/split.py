@@ -3,8 +3,8 @@
 Examples that are duplicates (exact, or equal after removing whitespace and folding case:
 the same `fingerprint`) or that share a session are joined into one group (union-find); a
 group always lands on one side. Groups are ordered by a seeded hash of their smallest member
-id and taken into validation while they fit the target size, so the split depends only on
-the seed and on the set of examples, not on their order.
+fingerprint and taken into validation while they fit the target size, so the split depends
+only on the seed and on the set of examples, not on their order.
 
 :class:`Grouper` takes examples one batch at a time, so an export groups them while they
 stream in; :func:`assign_split` is the one-call form.
@@ -13,8 +13,11 @@ stream in; :func:`assign_split` is the one-call form.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from exporter.examples import Example, fingerprint
 from tuneloop.errors import DatasetError
@@ -52,9 +55,13 @@ def _find(parent: list[int], i: int) -> int:
     return i
 
 
-def _rank(seed: int, label: str) -> bytes:
-    key = seed.to_bytes(8, "big", signed=True)
-    return hashlib.blake2b(label.encode(), digest_size=8, key=key).digest()
+def _mix(values: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded 64-bit mix (splitmix64's finalizer) of each value: the groups' order."""
+    key = hashlib.blake2b(str(seed).encode(), digest_size=8).digest()
+    x = values.astype(np.uint64) ^ np.uint64(int.from_bytes(key, "little"))
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 class Grouper:
@@ -63,6 +70,7 @@ class Grouper:
     def __init__(self) -> None:
         self.parent: list[int] = []
         self.ids: list[str] = []
+        self._fingerprints: array[int] = array("q")
         self.duplicates: list[int] = []
         self._by_fingerprint: dict[int, int] = {}
         self._by_session: dict[str, int] = {}
@@ -84,6 +92,7 @@ class Grouper:
         start = len(parent)
         parent.extend(range(start, start + len(ids)))
         self.ids.extend(ids)
+        self._fingerprints.extend(fingerprints)
         for i, value in enumerate(fingerprints, start):
             j = by_fingerprint.setdefault(value, i)
             if j != i:
@@ -97,27 +106,25 @@ class Grouper:
 
     def assign(self, validation_fraction: float, seed: int = 0) -> SplitResult:
         check_fraction(validation_fraction)
-        parent, ids = self.parent, self.ids
-        roots = [_find(parent, i) for i in range(len(parent))]
-        label: dict[int, str] = {}
-        size: dict[int, int] = {}
-        for root, example_id in zip(roots, ids, strict=True):
-            current = label.get(root)
-            if current is None or example_id < current:
-                label[root] = example_id
-            size[root] = size.get(root, 0) + 1
-        target = round(validation_fraction * len(ids))
-        chosen: set[int] = set()
+        n = len(self.parent)
+        roots = np.fromiter((_find(self.parent, i) for i in range(n)), np.int64, n)
+        sizes = np.bincount(roots, minlength=n)
+        groups = np.flatnonzero(sizes)
+        # A group's label is its smallest fingerprint: fixed by its members, not their order.
+        labels = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(labels, roots, np.frombuffer(self._fingerprints, dtype=np.int64))
+        order = groups[np.lexsort((labels[groups], _mix(labels[groups], seed)))]
+        target = round(validation_fraction * n)
+        chosen = np.zeros(n, dtype=bool)
         taken = 0
-        if target:
-            for root in sorted(label, key=lambda r: (_rank(seed, label[r]), label[r])):
-                if taken + size[root] <= target:
-                    chosen.add(root)
-                    taken += size[root]
-                    if taken == target:
-                        break
-        sides = bytearray(VALIDATION if root in chosen else TRAIN for root in roots)
-        return SplitResult(sides, len(label), list(self.duplicates))
+        for root, size in zip(order.tolist(), sizes[order].tolist(), strict=True):
+            if taken >= target:
+                break
+            if taken + size <= target:
+                chosen[root] = True
+                taken += size
+        sides = bytearray(chosen[roots].astype(np.uint8).tobytes())
+        return SplitResult(sides, int(groups.size), list(self.duplicates))
 
 
 def assign_split(

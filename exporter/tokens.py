@@ -45,8 +45,8 @@ MAX_DEFAULT_EPOCHS = 25
 DEFAULT_EXAMPLE_LIMIT = 16_385
 MIN_TRAINING_EXAMPLES = 10  # OpenAI refuses smaller training files
 
-# Chat framing, as in OpenAI's data-prep recipe: 3 tokens a message, 1 for a name, 3 to
-# prime the answer.
+# Chat framing, as in OpenAI's data-prep recipe: 3 tokens a message plus its role, 1 more for
+# a name, 3 to prime the answer. Tools are counted as their JSON text.
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 TOKENS_REPLY_PRIMING = 3
@@ -151,20 +151,30 @@ class TokenCounter:
                 self._cache[text] = count
         return count
 
-    def message(self, message: Mapping[str, Any]) -> int:
+    def body(self, message: Mapping[str, Any]) -> int:
+        """Tokens of what a message says: its text, or its tool calls' names and arguments."""
         content = message.get("content")
-        if len(message) == 2 and type(content) is str:  # role and text: the common case
-            counter = self.repeated if message.get("role") == "system" else self.text
-            return TOKENS_PER_MESSAGE + counter(content)
-        total = TOKENS_PER_MESSAGE + self.text(content_text(content))
-        name = message.get("name")
-        if isinstance(name, str):
-            total += self.text(name) + TOKENS_PER_NAME
+        tokens = self.text(content) if type(content) is str else self.text(content_text(content))
         for call in message.get("tool_calls") or ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
-                total += self.text(str(function.get("name", "")))
-                total += self.text(str(function.get("arguments", "")))
+                tokens += self.text(str(function.get("name", "")))
+                tokens += self.text(str(function.get("arguments", "")))
+        return tokens
+
+    def message(self, message: Mapping[str, Any], body: int | None = None) -> int:
+        """As the recipe counts a message: framing, then every string value (role, content,
+        name plus one, tool call id), tool calls by name and arguments."""
+        role = message.get("role")
+        total = TOKENS_PER_MESSAGE + (self.repeated(role) if isinstance(role, str) else 0)
+        if body is None:
+            content = message.get("content")
+            system = role == "system" and type(content) is str and len(message) == 2
+            body = self.repeated(content) if system else self.body(message)
+        total += body
+        name = message.get("name")
+        if isinstance(name, str):
+            total += self.text(name) + TOKENS_PER_NAME
         call_id = message.get("tool_call_id")
         if isinstance(call_id, str):
             total += self.text(call_id)
@@ -176,16 +186,18 @@ class TokenCounter:
         return self.repeated(orjson.dumps(tools).decode())
 
     def chat(self, messages: Sequence[Mapping[str, Any]], tools: Any = None) -> tuple[int, int]:
-        """(tokens of the example, tokens of its assistant messages)."""
+        """(tokens of the example, tokens of what its assistant messages say)."""
         total = TOKENS_REPLY_PRIMING + self.tools(tools)
         assistant = 0
         for message in messages:
             if not isinstance(message, dict):
                 continue
-            tokens = self.message(message)
-            total += tokens
             if message.get("role") == "assistant":
-                assistant += tokens - TOKENS_PER_MESSAGE
+                body = self.body(message)
+                assistant += body
+                total += self.message(message, body)
+            else:
+                total += self.message(message)
         return total, assistant
 
 

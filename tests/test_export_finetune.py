@@ -235,7 +235,7 @@ def test_rich_display_shows_events_and_progress() -> None:
     out = io.StringIO()
     console = Console(file=out, width=100, force_terminal=False)
     with RichFollowDisplay("ftjob-1", console) as display:
-        display.event(JobEvent("e1", 1_700_000_000, "info", "Fine-tuning job started"))
+        display.event(JobEvent("e1", 1_700_000_000, "info", "Fine-tuning job [started]"))
         display.event(
             JobEvent(
                 "e2",
@@ -249,7 +249,7 @@ def test_rich_display_shows_events_and_progress() -> None:
         display.connection_lost(ProviderError("down"), 2.0)
         display.status(JobInfo("ftjob-1", "running", "gpt-4o-mini"))
     text = out.getvalue()
-    assert "Fine-tuning job started" in text and "training loss=0.50" in text
+    assert "Fine-tuning job [started]" in text and "training loss=0.50" in text
     assert "retrying in 2 s" in text and "4/10" in text
 
 

@@ -315,3 +315,19 @@ def test_load_export_detects_a_changed_file(tmp_path: Path) -> None:
         load_export(tmp_path / "e")
     with pytest.raises(DatasetError, match="not an export directory"):
         load_export(tmp_path)
+
+
+def test_no_examples_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetRejected, match="too_few_examples") as caught:
+        export(iter(()), tmp_path / "empty", ExportOptions(name="e"))
+    assert caught.value.report.counts == {"examples": 0, "train": 0, "validation": 0, "skipped": {}}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_values_that_are_not_json_are_named(tmp_path: Path) -> None:
+    examples = [example(i) for i in range(20)]
+    bad = {"role": "user", "content": "bad \ud800 surrogate"}
+    examples[5] = examples[5]._replace(messages=[bad, {"role": "assistant", "content": "x"}])
+    with pytest.raises(RuleViolations, match="not_serializable") as caught:
+        export(examples, tmp_path / "bad", ExportOptions(name="b", workers=2, chunk_size=4))
+    assert caught.value.problems == {"not_serializable": ["ix-0005"]}

@@ -214,6 +214,6 @@ def test_token_counts_are_exact_tiktoken_counts() -> None:
             {"role": "assistant", "content": "Hello world"},
         ]
     )
-    name = len(counter.encoding.encode("bo"))
+    name, user, assistant = (len(counter.encoding.encode(t)) for t in ("bo", "user", "assistant"))
     assert answer == hello
-    assert total == 3 + (3 + hello + name + 1) + (3 + hello)
+    assert total == 3 + (3 + user + hello + name + 1) + (3 + assistant + hello)

@@ -8,6 +8,7 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from exporter.providers.base import JobEvent, JobInfo
 
@@ -44,14 +45,9 @@ class RichFollowDisplay:
 
     def event(self, event: JobEvent) -> None:
         stamp = datetime.fromtimestamp(event.created_at, UTC).strftime("%H:%M:%S")
-        style = _STYLE.get(event.level, "")
-        self.progress.console.print(
-            f"[dim]{stamp}[/dim] [{style}]{event.message}[/{style}]"
-            if style
-            else f"[dim]{stamp}[/dim] {event.message}",
-            markup=True,
-            highlight=False,
-        )
+        line = Text(f"{stamp} ", style="dim")
+        line.append(event.message, style=_STYLE.get(event.level, ""))  # plain text, no markup
+        self.progress.console.print(line)
         step, total = event.data.get("step"), event.data.get("total_steps")
         if isinstance(step, int):
             loss = event.data.get("train_loss")
@@ -64,8 +60,6 @@ class RichFollowDisplay:
             self.progress.update(self.task, completed=self.progress.tasks[0].total or 1)
 
     def connection_lost(self, error: Exception, retry_in: float) -> None:
-        self.progress.console.print(
-            f"[yellow]connection to the provider lost ({type(error.__cause__ or error).__name__}); "
-            f"retrying in {retry_in:.0f} s[/yellow]",
-            highlight=False,
-        )
+        cause = type(error.__cause__ or error).__name__
+        note = f"connection to the provider lost ({cause}); retrying in {retry_in:.0f} s"
+        self.progress.console.print(Text(note, style="yellow"))
