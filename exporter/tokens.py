@@ -169,8 +169,10 @@ class TokenCounter:
         total = TOKENS_PER_MESSAGE + (self.repeated(role) if isinstance(role, str) else 0)
         if body is None:
             content = message.get("content")
-            system = role == "system" and type(content) is str and len(message) == 2
-            body = self.repeated(content) if system else self.body(message)
+            if role == "system" and isinstance(content, str):
+                body = self.repeated(content)
+            else:
+                body = self.body(message)
         total += body
         name = message.get("name")
         if isinstance(name, str):
