@@ -2,7 +2,9 @@
 split, export directory) and print rows/s, seconds and peak memory.
 
 The baseline is measured in the same run: the same pipeline on the first 100,000 examples in
-one process (no pool). The speed-up is the ratio of the two rates.
+one process (no pool), then on the same 100,000 with the pool; the speed-ups are ratios of
+rates. The machine's cores may be shared: each run prints its CPU seconds and how many cores
+it had on average, so a slow figure can be told from a busy machine.
 
     PYTHONPATH=$PWD python bench/export.py [--rows 1000000] [--baseline-rows 100000]
 
@@ -181,6 +183,11 @@ def main() -> None:
             f"baseline, 1 process: {args.baseline_rows:,} rows in {base_s:.1f} s = "
             f"{base_rate:,.0f} rows/s"
         )
+        pool_s, _ = run(args.baseline_rows, args.workers, root)
+        print(
+            f"same rows, {args.workers} workers: {pool_s:.1f} s = "
+            f"{args.baseline_rows / pool_s:,.0f} rows/s, speed-up {base_s / pool_s:.2f}x"
+        )
         seconds, manifest = run(args.rows, args.workers, root)
         rate = args.rows / seconds
         tokens = sum(manifest["tokens"][side]["total_tokens"] for side in ("train", "validation"))
@@ -190,7 +197,7 @@ def main() -> None:
             f"{rate:,.0f} rows/s ({tokens / seconds / 1e6:.2f}M tokens/s, {tokens:,} tokens)"
         )
         print(f"  train {counts['train']:,}, validation {counts['validation']:,}")
-        print(f"  speed-up over 1 process: {rate / base_rate:.2f}x")
+        print(f"  speed-up over the 1-process baseline: {rate / base_rate:.2f}x")
         main_mib, child_mib = _peak_mib(resource.RUSAGE_SELF), _peak_mib(resource.RUSAGE_CHILDREN)
         total_mib = main_mib + args.workers * child_mib
         print(

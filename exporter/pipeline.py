@@ -258,7 +258,9 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions) -> Ex
     """Format, validate, split and write `examples` to the export directory `out`.
 
     Raises :class:`RuleViolations` when examples break a format rule and
-    :class:`DatasetRejected` when the dataset fails validation; both name the examples."""
+    :class:`DatasetRejected` when the dataset fails validation; both name the examples.
+    More than one chunk of examples is processed by a pool of spawned processes, so a script
+    calling this must guard its entry point with `if __name__ == "__main__":`."""
     check_fraction(options.validation_fraction)
     if options.chunk_size < 1:
         raise DatasetError("chunk_size must be at least 1", param="chunk_size")
