@@ -15,7 +15,7 @@ import numpy as np
 from exporter.checks import Finding, Tally, finding_from_tally
 from exporter.formats import FormatOptions
 from exporter.legacy_checks import PromptCompletionStats, label_findings, prepare_data_findings
-from exporter.tokens import MIN_TRAINING_EXAMPLES, ModelInfo, default_epochs
+from exporter.tokens import MIN_TRAINING_EXAMPLES, ModelInfo, billed_tokens, default_epochs
 
 _ORDER = {"error": 0, "warning": 1, "info": 2}
 
@@ -63,7 +63,7 @@ def _token_stats(facts: DatasetFacts, mask: np.ndarray) -> dict[str, Any]:
     return {
         "examples": int(tokens.size),
         "total_tokens": int(tokens.sum()),
-        "billed_tokens_per_epoch": int(np.minimum(tokens, limit).sum()),
+        "billed_tokens_per_epoch": billed_tokens(tokens, limit),
         "tokens_per_example": distribution(tokens),
         "answer_tokens_per_example": distribution(facts.answer_tokens[mask]),
         "messages_per_example": distribution(facts.messages[mask]),
@@ -250,7 +250,3 @@ def render(report: ValidationReport) -> str:
     )
     lines.append("OK" if report.ok else f"{len(report.errors)} error(s): fix them before training")
     return "\n".join(lines)
-
-
-def findings_as_problems(findings: Sequence[Finding]) -> dict[str, list[str]]:
-    return {f.code: list(f.examples) for f in findings}

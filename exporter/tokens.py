@@ -31,6 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import tiktoken
 
@@ -110,9 +111,10 @@ def default_epochs(n_train: int) -> int:
     return TARGET_EPOCHS
 
 
-def billed_tokens(lengths: Iterable[int], limit: int) -> int:
+def billed_tokens(lengths: Iterable[int] | np.ndarray, limit: int) -> int:
     """Tokens charged per epoch: each example up to the limit (the rest is truncated)."""
-    return sum(min(limit, n) for n in lengths)
+    counts = lengths if isinstance(lengths, np.ndarray) else np.fromiter(lengths, np.int64)
+    return int(np.minimum(counts.astype(np.int64), limit).sum())
 
 
 def point_tiktoken_at_bundled_files() -> None:

@@ -21,8 +21,9 @@ from storage.datasets import (
     trace_line,
 )
 from storage.db import connect
+from storage.finetune_jobs import list_jobs, record_job, update_job
 from storage.migrations import migrate
-from tuneloop.errors import BadRequest, NotFound
+from tuneloop.errors import BadRequest, Conflict, NotFound
 
 
 def lineage_table(path: Path) -> pa.Table:
@@ -116,4 +117,37 @@ def test_bad_items_are_refused_and_leave_nothing(tmp_path: Path) -> None:
         create_dataset(con, name="x", format="chat", items=pa.table({"interaction_id": ["a"]}))
     assert con.execute("SELECT count(*) FROM datasets").fetchall() == [(0,)]
     assert con.execute("SELECT count(*) FROM dataset_items").fetchall() == [(0,)]
+    con.close()
+
+
+def test_finetune_jobs_are_recorded_and_followed(tmp_path: Path) -> None:
+    con = connect(tmp_path / "t.duckdb")
+    migrate(con)
+    job = record_job(
+        con,
+        job_id="ftjob-1",
+        provider="openai",
+        base_model="gpt-4o-mini",
+        method="supervised",
+        status="validating_files",
+        dataset_id="ds_1",
+        spec={"hyperparameters": {"n_epochs": 3}, "suffix": "support"},
+    )
+    assert job["status"] == "validating_files" and job["spec"]["suffix"] == "support"
+    with pytest.raises(Conflict):
+        record_job(
+            con, job_id="ftjob-1", provider="openai", base_model="m", method="dpo", status="queued"
+        )
+    update_job(con, "ftjob-1", status="running", last_event_id="ftevent-7")
+    curves = {"steps": [1, 2], "train_loss": [1.5, 1.2], "valid_loss": [None, 1.4]}
+    done = update_job(
+        con, "ftjob-1", status="succeeded", fine_tuned_model="ft:gpt-4o-mini:x", curves=curves
+    )
+    assert done["last_event_id"] == "ftevent-7" and done["curves"] == curves
+    assert [j["id"] for j in list_jobs(con, status="succeeded")] == ["ftjob-1"]
+    assert list_jobs(con, status="failed") == []
+    with pytest.raises(NotFound):
+        update_job(con, "ftjob-2", status="failed")
+    with pytest.raises(ValueError):
+        update_job(con, "ftjob-1", base_model="other")
     con.close()
