@@ -221,7 +221,10 @@ def _manifest(
         "billing": report.billing,
         "files": files,
         "lineage": LINEAGE_FILE,
-        "warnings": [f"{w.code}: {w.message}" for w in report.warnings],
+        "warnings": [
+            f"{w.code}" + (f" ({w.count})" if w.count else "") + f": {w.message}"
+            for w in report.warnings
+        ],
         "validation": report.to_json(),
     }
     if fmt.format in ("legacy", "classification"):

@@ -51,9 +51,9 @@ def distribution(values: np.ndarray) -> dict[str, float]:
         "min": int(values.min()),
         "max": int(values.max()),
         "mean": round(float(values.mean()), 2),
-        "median": float(median),
-        "p5": float(p5),
-        "p95": float(p95),
+        "median": round(float(median), 2),
+        "p5": round(float(p5), 2),
+        "p95": round(float(p95), 2),
     }
 
 
