@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from storage.datasets import m020_datasets
 from storage.db import Connection
+from storage.finetune_jobs import m021_finetune_jobs
 
 log = logging.getLogger("tuneloop.storage")
 
@@ -100,6 +102,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "interactions", m001_interactions),
     Migration(2, "routes", m002_routes),
     Migration(3, "api_keys", m003_api_keys),
+    Migration(20, "datasets", m020_datasets),
+    Migration(21, "finetune_jobs", m021_finetune_jobs),
 )
 
 
