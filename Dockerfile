@@ -8,5 +8,5 @@ COPY curation_ui ./curation_ui
 COPY exporter ./exporter
 RUN pip install --no-cache-dir .
 ENV LITELLM_LOCAL_MODEL_COST_MAP=True
-EXPOSE 4000
+EXPOSE 4000 8501
 CMD ["tuneloop", "serve", "--host", "0.0.0.0", "--port", "4000", "--db", "/data/tuneloop.duckdb"]

@@ -21,6 +21,7 @@ from proxy.admin.common import json_response
 from proxy.admin.routes_api import reload_routes
 from proxy.auth import AdminAuth, KeyRing, ensure_admin_token
 from proxy.context import ProxyContext, context_of
+from proxy.feedback import feedback
 from proxy.forward import LoggedEndpoint, error_response
 from proxy.litellm_upstream import LitellmUpstream
 from proxy.metrics import ProxyMetrics
@@ -32,6 +33,7 @@ from proxy.upstream import HttpUpstream
 from storage.db import Database
 from storage.keys import active_key_hashes
 from storage.migrations import migrate
+from storage.search_index import index_batch
 from storage.spool import Spool
 from storage.writer import LogWriter
 from tuneloop.config import Settings
@@ -91,7 +93,8 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     db.write_sync(migrate)
     spool = Spool(settings.spool_path, settings.spool_max_bytes)
     writer = LogWriter(db, spool, batch_rows=settings.ingest_batch_rows,
-                       interval_s=settings.ingest_interval_ms / 1000)
+                       interval_s=settings.ingest_interval_ms / 1000,
+                       hooks=[index_batch])
     metrics_ = ProxyMetrics()
     metrics_.observe("tuneloop_spool_bytes", "Bytes in the spool, not yet in DuckDB.",
                      lambda: spool.size_bytes)
@@ -150,6 +153,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     routes += [
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/feedback", feedback, methods=["POST"]),
         Route("/v1/{rest:path}", passthrough,
               methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -98,10 +98,99 @@ def m003_api_keys(con: Connection) -> None:
     )
 
 
+def m010_reviews(con: Connection) -> None:
+    # The current review state of an interaction (no row: pending, revision 0). The
+    # interaction's creation time, model and logged tags (all immutable) are copied here so
+    # stats need no join over every interaction.
+    con.execute(
+        """
+        CREATE TABLE reviews (
+            interaction_id VARCHAR PRIMARY KEY,
+            state VARCHAR NOT NULL,
+            revision INTEGER NOT NULL,
+            messages JSON,
+            reviewer VARCHAR NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            interaction_created_at TIMESTAMPTZ,
+            model VARCHAR,
+            logged_tags VARCHAR[]
+        )
+        """
+    )
+    # Every review action, never changed: messages NULL means the original message list.
+    con.execute(
+        """
+        CREATE TABLE review_revisions (
+            interaction_id VARCHAR NOT NULL,
+            revision INTEGER NOT NULL,
+            action VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            messages JSON,
+            reason VARCHAR,
+            reviewer VARCHAR NOT NULL,
+            role VARCHAR,
+            restores INTEGER,
+            created_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (interaction_id, revision)
+        )
+        """
+    )
+
+
+def m011_interaction_tags(con: Connection) -> None:
+    # Tags reviewers add to (removed = false) or take off (removed = true) an interaction; the
+    # interaction's own tags column is never changed. `logged` (the tag is among the logged
+    # ones), `reviewable` and the creation time are copied facts, for stats without joins.
+    con.execute(
+        """
+        CREATE TABLE interaction_tags (
+            interaction_id VARCHAR NOT NULL,
+            tag VARCHAR NOT NULL,
+            removed BOOLEAN NOT NULL,
+            logged BOOLEAN NOT NULL,
+            reviewable BOOLEAN NOT NULL,
+            interaction_created_at TIMESTAMPTZ,
+            updated_at TIMESTAMPTZ NOT NULL,
+            updated_by VARCHAR,
+            PRIMARY KEY (interaction_id, tag)
+        )
+        """
+    )
+
+
+def m012_feedback(con: Connection) -> None:
+    con.execute(
+        """
+        CREATE TABLE feedback (
+            id VARCHAR PRIMARY KEY,
+            interaction_id VARCHAR NOT NULL,
+            score DOUBLE NOT NULL,
+            comment VARCHAR,
+            source VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL
+        )
+        """
+    )
+
+
+def m013_search_index(con: Connection) -> None:
+    from storage.search_index import backfill
+
+    con.execute("CREATE TABLE search_docs (interaction_id VARCHAR PRIMARY KEY, "
+                "term_keys BIGINT[] NOT NULL)")
+    con.execute("CREATE TABLE search_terms (term_key BIGINT NOT NULL, "
+                "interaction_id VARCHAR NOT NULL)")
+    backfill(con)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "interactions", m001_interactions),
     Migration(2, "routes", m002_routes),
     Migration(3, "api_keys", m003_api_keys),
+    Migration(10, "reviews", m010_reviews),
+    Migration(11, "interaction_tags", m011_interaction_tags),
+    Migration(12, "feedback", m012_feedback),
+    Migration(13, "search_index", m013_search_index),
     Migration(20, "datasets", m020_datasets),
     Migration(21, "finetune_jobs", m021_finetune_jobs),
 )

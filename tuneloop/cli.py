@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tuneloop.client import AdminClient, ServerUnreachable
+from tuneloop.commands.ui import ui
 from tuneloop.config import Settings, load_settings
 from tuneloop.errors import ConfigError, TuneloopError
 
@@ -225,6 +226,8 @@ def routes_set(ctx: click.Context, file: Any, api: str | None) -> None:
     with make_client(ctx, api) as client:
         click.echo(json.dumps(client.put_routes(table), indent=2))
 
+
+main.add_command(ui)
 
 if __name__ == "__main__":
     main()

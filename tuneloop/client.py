@@ -78,6 +78,66 @@ class AdminClient:
         result: dict[str, Any] = self.request("GET", f"/admin/interactions/{interaction_id}")
         return result
 
+    # -- review --------------------------------------------------------------------------
+    def review(self, interaction_id: str, action: str, *, reviewer: str, expected_revision: int,
+               reason: str | None = None,
+               messages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """approve | reject | edit | needs_work | revise; a stale revision raises Conflict."""
+        body: dict[str, Any] = {"action": action, "reviewer": reviewer,
+                                "expected_revision": expected_revision}
+        if reason is not None:
+            body["reason"] = reason
+        if messages is not None:
+            body["messages"] = messages
+        result: dict[str, Any] = self.request(
+            "POST", f"/admin/interactions/{interaction_id}/review", json=body)
+        return result
+
+    def bulk_review(self, action: str, *, reviewer: str, ids: list[str] | None = None,
+                    filter: Mapping[str, Any] | None = None, reason: str | None = None,
+                    expected_revisions: Mapping[str, int] | None = None,
+                    max_items: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"action": action, "reviewer": reviewer}
+        if ids is not None:
+            body["ids"] = ids
+        if filter is not None:
+            body["filter"] = dict(filter)
+        for key, value in (("reason", reason), ("max_items", max_items),
+                           ("expected_revisions", expected_revisions)):
+            if value is not None:
+                body[key] = value
+        result: dict[str, Any] = self.request("POST", "/admin/interactions/bulk-review",
+                                              json=body)
+        return result
+
+    def undo(self, interaction_id: str, *, reviewer: str,
+             expected_revision: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"reviewer": reviewer}
+        if expected_revision is not None:
+            body["expected_revision"] = expected_revision
+        result: dict[str, Any] = self.request(
+            "POST", f"/admin/interactions/{interaction_id}/undo", json=body)
+        return result
+
+    def tag(self, interaction_id: str, *, reviewer: str, add: list[str] | None = None,
+            remove: list[str] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", f"/admin/interactions/{interaction_id}/tags",
+            json={"reviewer": reviewer, "add": add or [], "remove": remove or []})
+        return result
+
+    def bulk_tags(self, ids: list[str], *, reviewer: str, add: list[str] | None = None,
+                  remove: list[str] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "POST", "/admin/interactions/bulk-tags",
+            json={"ids": ids, "reviewer": reviewer, "add": add or [], "remove": remove or []})
+        return result
+
+    def stats(self, since: str | None = None, until: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/admin/stats",
+                                              params={"since": since, "until": until})
+        return result
+
     def sql(self, sql: str, max_rows: int = 10_000) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/admin/sql",
                                               json={"sql": sql, "max_rows": max_rows})

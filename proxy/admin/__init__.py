@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from proxy.admin import faults, interactions, keys, routes_api, sql
+from proxy.admin import faults, interactions, keys, review, routes_api, sql, stats
 
 
 def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         *interactions.ROUTES,
+        *review.ROUTES,
+        *stats.ROUTES,
         *routes_api.ROUTES,
         *keys.ROUTES,
         *sql.ROUTES,

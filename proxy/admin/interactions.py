@@ -1,4 +1,5 @@
-"""GET /admin/interactions and GET /admin/interactions/{id}."""
+"""GET /admin/interactions (the review queue and browse list) and GET /admin/interactions/{id}.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +7,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.admin.common import authorize, interaction_filter, json_response, page_params
+from proxy.admin.common import authorize, bool_param, json_response, page_params
+from proxy.admin.review_params import review_query
 from proxy.auth import Role
-from storage.interactions import get_interaction, list_interactions
+from storage.items import list_review_items, review_item
 
 
 async def list_items(request: Request) -> Response:
     ctx = authorize(request, Role.REVIEWER)
-    flt = interaction_filter(request.query_params)
+    query = review_query(request.query_params)
     limit, cursor = page_params(request.query_params)
+    compact = bool_param(request.query_params, "compact") is True
     items, next_cursor = await ctx.db.read(
-        lambda con: list_interactions(con, flt, limit=limit, cursor=cursor)
+        lambda con: list_review_items(con, query, limit=limit, cursor=cursor, compact=compact)
     )
     return json_response({"items": items, "next_cursor": next_cursor})
 
@@ -24,7 +27,7 @@ async def list_items(request: Request) -> Response:
 async def get_item(request: Request) -> Response:
     ctx = authorize(request, Role.REVIEWER)
     interaction_id = request.path_params["interaction_id"]
-    item = await ctx.db.read(lambda con: get_interaction(con, interaction_id))
+    item = await ctx.db.read(lambda con: review_item(con, interaction_id))
     return json_response(item)
 
 

@@ -1,0 +1,169 @@
+"""The review actions on one item: approve, reject with a reason, needs work, edit the answer
+or the whole message list (saved as approved), undo. Shared by the Queue and Item pages.
+
+Every call sends the revision the reviewer saw; when someone else acted first the API answers
+409 and the page says so and shows the item as it is now, instead of overwriting their work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import streamlit as st
+
+from curation_ui.chat_view import escape_markdown, last_answer, with_answer
+from curation_ui.session import client, reviewer
+from tuneloop.errors import Conflict, TuneloopError
+
+FLASH = "flash"
+T = TypeVar("T")
+
+
+def flash(kind: str, message: str) -> None:
+    """A message shown once, after the rerun that follows an action."""
+    st.session_state[FLASH] = (kind, message)
+
+
+def show_flash() -> None:
+    kind, message = st.session_state.pop(FLASH, (None, None))
+    show = {"success": st.success, "warning": st.warning, "error": st.error}.get(kind or "")
+    if show is not None and message:
+        show(escape_markdown(message))  # API messages may quote what a client sent
+
+
+def held(slot: str, identity: str, fetch: Callable[[], T]) -> T:
+    """What a page shows in `slot`, kept across reruns until `release(slot)` (or until
+    `identity` changes). A click then acts on the revision the reviewer saw: were the item
+    fetched again on the click's rerun, a newer revision would silently replace it and the
+    conflict check could not work."""
+    kept = st.session_state.get(slot)
+    if kept is not None and kept[0] == identity:
+        value: T = kept[1]
+        return value
+    value = fetch()
+    st.session_state[slot] = (identity, value)
+    return value
+
+
+def release(slot: str) -> None:
+    st.session_state.pop(slot, None)
+
+
+def run_action(item: dict[str, Any], action: str, *, reason: str | None = None,
+               messages: list[dict[str, Any]] | None = None) -> bool:
+    """Send one review action. Its outcome (saved, conflict, refused) is flashed after the
+    rerun the caller does next; True when it was recorded."""
+    try:
+        result = client().review(item["id"], action, reviewer=reviewer(),
+                                 expected_revision=item["revision"], reason=reason or None,
+                                 messages=messages)
+    except Conflict:
+        flash("warning", "Someone else reviewed this item while you were looking at it; "
+              "nothing was changed. Here it is as it is now.")
+        st.session_state["conflict_item"] = item["id"]
+        return False
+    except TuneloopError as exc:
+        flash("error", f"Not saved: {exc.message}")
+        return False
+    st.session_state["last_action"] = {"id": item["id"], "revision": result["revision"],
+                                       "action": action}
+    flash("success", f"{action.replace('_', ' ')} saved (revision {result['revision']}). "
+          "Undo with U.")
+    return True
+
+
+def undo_last() -> None:
+    last = st.session_state.get("last_action")
+    if not last:
+        flash("warning", "Nothing to undo in this session.")
+        return
+    try:
+        result = client().undo(last["id"], reviewer=reviewer(),
+                               expected_revision=last["revision"])
+    except TuneloopError as exc:
+        flash("error", f"Undo failed: {exc.message}")
+        return
+    st.session_state.pop("last_action", None)
+    st.session_state["undone_item"] = last["id"]
+    flash("success", f"Undone: the item is {result['review']} again "
+          f"(revision {result['revision']}).")
+
+
+def undo_button() -> bool:
+    """Undo this session's last action (shown while there is one). True when clicked."""
+    last = st.session_state.get("last_action")
+    if not last:
+        return False
+    label = f"Undo: {last['action'].replace('_', ' ')}"
+    if st.button(label, key="undo-last", shortcut="U", icon=":material/undo:"):
+        undo_last()
+        return True
+    return False
+
+
+def action_panel(item: dict[str, Any], *, key: str) -> bool:
+    """Buttons and editors for one item. True when an action was attempted: the caller
+    reruns the page, which shows the outcome and the item (or the next one) as it is now."""
+    scope = f"{key}-{item['id']}-{item['revision']}"
+    done = False
+    if st.button("Approve", key=f"{scope}-approve", type="primary", shortcut="A",
+                 width="stretch"):
+        run_action(item, "approve")
+        done = True
+    with st.form(f"{scope}-judge", border=False, enter_to_submit=False):
+        reason = st.text_input("Reason (required to reject, optional for needs work)",
+                               key=f"{scope}-reason", max_chars=2000)
+        reject, needs_work = st.columns(2)
+        if reject.form_submit_button("Reject with reason", shortcut="X", width="stretch"):
+            if not reason.strip():
+                st.error("Write why this example is rejected.")
+            else:
+                run_action(item, "reject", reason=reason.strip())
+                done = True
+        if needs_work.form_submit_button("Needs work", shortcut="N", width="stretch"):
+            run_action(item, "needs_work", reason=reason.strip() or None)
+            done = True
+    done = _editors(item, scope) or done
+    return done
+
+
+def _editors(item: dict[str, Any], scope: str) -> bool:
+    messages = item.get("messages") or []
+    done = False
+    answer_key = f"{scope}-answer"
+    if answer_key not in st.session_state:
+        st.session_state[answer_key] = last_answer(messages)
+    for number, alternative in enumerate(item.get("alternatives") or [], start=1):
+        text = alternative.get("content") if isinstance(alternative, dict) else None
+        if isinstance(text, str):
+            st.button(f"Use alternative answer {number}", key=f"{scope}-alt-{number}",
+                      on_click=_set_state, args=(answer_key, text))
+    with st.form(f"{scope}-edit", border=True):
+        st.caption("Edit the assistant's answer, then save it as approved (Ctrl+Enter).")
+        answer = st.text_area("Answer", key=answer_key, height=220, label_visibility="collapsed")
+        if st.form_submit_button("Save edit and approve", shortcut="Ctrl+Enter"):
+            if not answer.strip():
+                st.error("The answer is empty.")
+            else:
+                run_action(item, "edit", messages=with_answer(messages, answer))
+                done = True
+    with st.expander("Edit the whole message list (JSON)"), \
+            st.form(f"{scope}-edit-all", border=False):
+        raw = st.text_area("Message list", value=json.dumps(messages, indent=2,
+                                                            ensure_ascii=False),
+                           height=320, label_visibility="collapsed")
+        if st.form_submit_button("Save list and approve"):
+            try:
+                edited = json.loads(raw)
+            except ValueError as exc:
+                st.error(f"That is not valid JSON: {exc}")
+            else:
+                run_action(item, "edit", messages=edited)
+                done = True
+    return done
+
+
+def _set_state(key: str, value: str) -> None:
+    st.session_state[key] = value

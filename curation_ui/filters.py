@@ -1,0 +1,42 @@
+"""Filter widgets shared by the Queue and Browse pages; they map onto the admin API's list
+parameters (`GET /admin/interactions`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+import streamlit as st
+
+REVIEW_STATES = ("pending", "approved", "rejected", "needs_work")
+
+
+def _day_start(day: date | None) -> str | None:
+    return None if day is None else datetime.combine(day, time(), UTC).isoformat()
+
+
+def filter_widgets(scope: str, *, review: bool) -> dict[str, Any]:
+    """Sidebar filters; returns the non-empty ones as API parameters."""
+    params: dict[str, Any] = {}
+    with st.sidebar:
+        st.subheader("Filters")
+        if review:
+            state = st.selectbox("Review state", ("any", *REVIEW_STATES), key=f"{scope}-review")
+            if state != "any":
+                params["review"] = state
+        params["q"] = st.text_input("Search words", key=f"{scope}-q", max_chars=200).strip()
+        params["model"] = st.text_input("Model", key=f"{scope}-model", max_chars=200).strip()
+        params["tag"] = st.text_input("Tag", key=f"{scope}-tag", max_chars=64).strip()
+        params["user"] = st.text_input("User", key=f"{scope}-user", max_chars=200).strip()
+        errors = st.selectbox("Errors", ("any", "only errors", "no errors"),
+                              key=f"{scope}-errors")
+        if errors != "any":
+            params["has_error"] = errors == "only errors"
+        if st.checkbox("Only items with app feedback", key=f"{scope}-feedback"):
+            params["min_score"] = st.slider("Minimum mean score", -1.0, 1.0, 0.0, 0.25,
+                                            key=f"{scope}-score")
+        since = st.date_input("Since", value=None, key=f"{scope}-since")
+        until = st.date_input("Until (exclusive)", value=None, key=f"{scope}-until")
+        params["since"] = _day_start(since if isinstance(since, date) else None)
+        params["until"] = _day_start(until if isinstance(until, date) else None)
+    return {k: v for k, v in params.items() if v not in ("", None)}

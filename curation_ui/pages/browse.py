@@ -1,0 +1,125 @@
+"""Browse: every interaction, filtered and searched, as a table; select rows to approve,
+reject, mark as needing work or tag them at once, or open one."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import streamlit as st
+
+from curation_ui.actions import flash, show_flash
+from curation_ui.chat_view import escape_markdown, last_answer
+from curation_ui.filters import filter_widgets
+from curation_ui.session import client, reviewer
+from tuneloop.errors import TuneloopError
+
+PAGE_SIZES = (50, 100, 200)
+TABLE_KEY = "browse_table"
+
+
+def first_user_text(messages: list[dict[str, Any]] | None) -> str:
+    for message in messages or []:
+        if message.get("role") == "user" and isinstance(message.get("content"), str):
+            return str(message["content"])
+    return ""
+
+
+def row(item: dict[str, Any]) -> dict[str, Any]:
+    def clip(text: str) -> str:
+        return text if len(text) <= 160 else text[:160] + "…"
+
+    return {"logged": item["created_at"][:19].replace("T", " "), "review": item["review"] or "",
+            "rev": item["revision"], "model": item.get("model") or "",
+            "prompt": clip(first_user_text(item["messages"])),
+            "answer": clip(last_answer(item["messages"])), "tags": ", ".join(item["tags"]),
+            "score": item["score"], "error": item.get("status_code") not in (200, None),
+            "id": item["id"]}
+
+
+def report(answer: dict[str, Any], what: str) -> None:
+    counts = Counter(r["status"] for r in answer["results"])
+    summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items())
+    kind = "success" if set(counts) == {"ok"} else "warning"
+    flash(kind, f"{what}: {summary}.")
+
+
+def bulk(items: list[dict[str, Any]], action: str, reason: str | None) -> None:
+    try:
+        answer = client().bulk_review(
+            action, reviewer=reviewer(), ids=[i["id"] for i in items], reason=reason,
+            expected_revisions={i["id"]: i["revision"] for i in items})
+    except TuneloopError as exc:
+        flash("error", f"Nothing saved: {exc.message}")
+        return
+    report(answer, action.replace("_", " "))
+
+
+st.title("Browse")
+filters = filter_widgets("browse", review=True)
+show_flash()
+size = st.sidebar.selectbox("Rows per page", PAGE_SIZES, key="browse-size")
+cursors: list[str | None] = st.session_state.setdefault("browse_cursors", [None])
+signature = repr(sorted(filters.items())) + str(size)
+if st.session_state.get("browse_signature") != signature:  # new filters: back to page 1
+    st.session_state["browse_signature"] = signature
+    cursors[:] = [None]
+try:
+    page = client().interactions(limit=size, cursor=cursors[-1], compact=True, **filters)
+except TuneloopError as exc:
+    st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
+    st.stop()
+items: list[dict[str, Any]] = page["items"]
+if not items:
+    st.info("No interaction matches these filters.")
+    st.stop()
+
+event = st.dataframe([row(i) for i in items], key=TABLE_KEY, on_select="rerun",
+                     selection_mode="multi-row", hide_index=True, width="stretch",
+                     column_config={"score": st.column_config.NumberColumn(format="%.2f")})
+chosen = [items[n] for n in event.selection.rows if n < len(items)]
+previous, page_label, following = st.columns([1, 2, 1])
+if previous.button("← Newer", disabled=len(cursors) == 1):
+    cursors.pop()
+    st.rerun()
+page_label.caption(f"page {len(cursors)} · {len(items)} rows · {len(chosen)} selected")
+if following.button("Older →", disabled=page["next_cursor"] is None):
+    cursors.append(page["next_cursor"])
+    st.rerun()
+
+if not chosen:
+    st.caption("Select rows (click the left edge, shift-click for a range) to act on them.")
+    st.stop()
+with st.form("bulk", border=True):
+    st.caption(f"{len(chosen)} selected")
+    reason = st.text_input("Reason (required to reject)", max_chars=2000)
+    approve, reject, needs_work = st.columns(3)
+    do_approve = approve.form_submit_button("Approve selected", type="primary",
+                                            width="stretch")
+    do_reject = reject.form_submit_button("Reject selected", width="stretch")
+    do_needs_work = needs_work.form_submit_button("Needs work", width="stretch")
+    tags = st.text_input("Tags to add or remove (comma separated)", max_chars=500)
+    add, remove = st.columns(2)
+    do_add = add.form_submit_button("Add tags", width="stretch")
+    do_remove = remove.form_submit_button("Remove tags", width="stretch")
+if do_approve or do_needs_work:
+    bulk(chosen, "approve" if do_approve else "needs_work", reason.strip() or None)
+    st.rerun()
+if do_reject:
+    if not reason.strip():
+        st.error("Write why these examples are rejected.")
+    else:
+        bulk(chosen, "reject", reason.strip())
+        st.rerun()
+if do_add or do_remove:
+    names = [t.strip() for t in tags.split(",") if t.strip()]
+    try:
+        answer = client().bulk_tags([i["id"] for i in chosen], reviewer=reviewer(),
+                                    add=names if do_add else [], remove=[] if do_add else names)
+        report(answer, "tags")
+    except TuneloopError as exc:
+        flash("error", f"Tags not saved: {exc.message}")
+    st.rerun()
+if len(chosen) == 1 and st.button("Open the selected item"):
+    st.session_state["item_id"] = chosen[0]["id"]
+    st.switch_page("pages/item.py")

@@ -1,0 +1,83 @@
+"""Item: one interaction with its conversation, review actions, tags, revision history, a
+diff of the original against the current message list, and the logged JSON."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from curation_ui.actions import action_panel, held, release, show_flash, undo_button
+from curation_ui.chat_view import escape_markdown, show_diff, show_messages
+from curation_ui.item_header import show_header
+from curation_ui.session import client, reviewer
+from tuneloop.errors import NotFound, TuneloopError
+
+SLOT = "item_shown"
+
+st.title("Item")
+if "id" in st.query_params and "item_id" not in st.session_state:
+    st.session_state["item_id"] = st.query_params["id"]
+item_id = st.text_input("Interaction id", key="item_id", max_chars=64).strip()
+show_flash()
+if undo_button():
+    release(SLOT)
+    st.rerun()
+if not item_id:
+    st.info("Enter an interaction id, or open one from the Queue or Browse page.")
+    st.stop()
+if st.button("Reload", icon=":material/refresh:"):
+    release(SLOT)
+try:
+    item = held(SLOT, item_id, lambda: client().interaction(item_id))
+except NotFound:
+    st.error("No interaction has this id.")
+    st.stop()
+except TuneloopError as exc:
+    st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
+    st.stop()
+
+show_header(item)
+conversation, history, diff, raw = st.tabs(["Conversation", "History", "Original vs current",
+                                            "Logged JSON"])
+with conversation:
+    show_messages(item["current"])
+    if item["reviewable"]:
+        if action_panel(item, key="item"):
+            release(SLOT)
+            st.rerun()
+    else:
+        st.info("Embeddings are not reviewable.")
+    with st.form("tags", border=True):
+        st.caption("Tags (added or removed beside the logged ones)")
+        keep = st.multiselect("Current tags", item["tags"], default=item["tags"])
+        added = st.text_input("Add tags (comma separated)", max_chars=500)
+        if st.form_submit_button("Save tags"):
+            new = [t.strip() for t in added.split(",") if t.strip()]
+            removed = [t for t in item["tags"] if t not in keep]
+            try:
+                client().tag(item["id"], reviewer=reviewer(), add=new, remove=removed)
+                release(SLOT)
+                st.rerun()
+            except TuneloopError as exc:
+                st.error(escape_markdown(exc.message))
+with history:
+    if not item["revisions"]:
+        st.caption("No review yet (revision 0).")
+    else:
+        st.dataframe(
+            [{"revision": r["revision"], "when": r["created_at"][:19].replace("T", " "),
+              "reviewer": r["reviewer"], "action": r["action"], "state": r["state"],
+              "reason": r["reason"] or "", "edited": r["messages"] is not None}
+             for r in item["revisions"]], hide_index=True, width="stretch")
+    if item.get("feedback"):
+        st.caption("Feedback from the app")
+        st.dataframe(item["feedback"], hide_index=True, width="stretch")
+with diff:
+    show_diff(item["original"], item["current"])
+    if item.get("alternatives"):
+        st.caption("Other choices the model returned (n > 1)")
+        show_messages(item["alternatives"])
+with raw:
+    st.caption("request")
+    st.json(item.get("request"), expanded=False)
+    st.caption("response")
+    st.json(item.get("response"), expanded=False)

@@ -1,0 +1,50 @@
+"""POST /v1/feedback: an app's score in [-1, 1] and comment about one interaction.
+
+The app gets the interaction id from the `x-tuneloop-id` header and may send feedback at once,
+before the interaction has left the spool; an id that is not in the database yet is waited
+for while the spool still holds records, and answered 404 only after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.admin.common import json_object, json_response
+from proxy.auth import bearer
+from proxy.context import ProxyContext, context_of
+from storage.feedback import add_feedback, validate_feedback
+from storage.interactions import interaction_exists
+from tuneloop.errors import NotFound
+
+INGEST_WAIT_S = 5.0
+
+
+async def _logged_soon(ctx: ProxyContext, interaction_id: str) -> bool:
+    interval = ctx.writer.interval_s
+    deadline = time.monotonic() + max(INGEST_WAIT_S, 10 * interval)
+    while True:
+        if await ctx.db.read(lambda con: interaction_exists(con, interaction_id)):
+            return True
+        if ctx.writer.spool.size_bytes == 0 or time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(min(interval, 0.1))
+
+
+async def feedback(request: Request) -> Response:
+    ctx = context_of(request)
+    source = None
+    if ctx.settings.issue_keys:
+        ctx.keys.check(request.headers)
+        key = bearer(request.headers)
+        source = key[:7] if key else None  # the key's public prefix, as in api_keys
+    interaction_id, score, comment = validate_feedback(await json_object(request))
+    if not await _logged_soon(ctx, interaction_id):
+        raise NotFound(f"no interaction with id {interaction_id!r}")
+    created = await ctx.db.write(
+        lambda con: add_feedback(con, interaction_id, score, comment, source)
+    )
+    return json_response(created, 201)

@@ -1,0 +1,79 @@
+"""Feedback apps send about an interaction (`POST /v1/feedback`): a score in [-1, 1] and a
+comment, so production thumbs up and down reach reviewers."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from storage.db import Connection
+from storage.lookup import Bounds, bounded, ids_condition
+from tuneloop.errors import BadRequest, NotFound
+
+MAX_COMMENT = 10_000
+
+
+def validate_feedback(body: dict[str, Any]) -> tuple[str, float, str | None]:
+    interaction_id = body.get("id")
+    if not isinstance(interaction_id, str) or not 0 < len(interaction_id) <= 64:
+        raise BadRequest("id must be the x-tuneloop-id of an interaction", param="id")
+    score = body.get("score")
+    if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score) \
+            or not -1 <= score <= 1:
+        raise BadRequest("score must be a number from -1 to 1", param="score")
+    comment = body.get("comment")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT):
+        raise BadRequest(f"comment must be a string of at most {MAX_COMMENT} characters",
+                         param="comment")
+    unknown = body.keys() - {"id", "score", "comment"}
+    if unknown:
+        raise BadRequest(f"unknown fields: {sorted(unknown)}")
+    return interaction_id, float(score), comment
+
+
+def add_feedback(con: Connection, interaction_id: str, score: float, comment: str | None,
+                 source: str | None, now: datetime | None = None) -> dict[str, Any]:
+    exists = con.execute("SELECT 1 FROM interactions WHERE id = ?", [interaction_id]).fetchall()
+    if not exists:
+        raise NotFound(f"no interaction with id {interaction_id!r}")
+    now = now or datetime.now(UTC)
+    feedback_id = "fb_" + secrets.token_hex(12)
+    con.execute("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)",
+                [feedback_id, interaction_id, score, comment, source, now])
+    return {"id": feedback_id, "interaction_id": interaction_id, "score": score,
+            "comment": comment, "created_at": now.isoformat()}
+
+
+def feedback_summary(con: Connection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    where, params = ids_condition("interaction_id", ids)
+    rows = con.execute(f"SELECT interaction_id, avg(score), count(*) FROM feedback "
+                       f"WHERE {where} GROUP BY 1", params).fetchall()
+    return {r[0]: {"score": r[1], "feedback_count": r[2]} for r in rows}
+
+
+def feedback_of(con: Connection, interaction_id: str) -> list[dict[str, Any]]:
+    rows = con.execute("SELECT id, score, comment, source, created_at FROM feedback "
+                       "WHERE interaction_id = ? ORDER BY created_at", [interaction_id]).fetchall()
+    return [{"id": r[0], "score": r[1], "comment": r[2], "source": r[3],
+             "created_at": r[4].isoformat()} for r in rows]
+
+
+def min_score_condition(min_score: float, alias: str = "i", bounds: Bounds | None = None
+                        ) -> tuple[str, list[Any]]:
+    """The interaction `alias` has feedback with a mean score of at least `min_score`."""
+    within, params = bounded("interaction_id", bounds)
+    return (f"{alias}.id IN (SELECT interaction_id FROM feedback WHERE {within} "
+            "GROUP BY interaction_id HAVING avg(score) >= ?)", [*params, min_score])
+
+
+def score_driver(con: Connection, min_score: float, before: str | None,
+                 count: int) -> list[str]:
+    """Up to `count` ids with a mean score of at least `min_score`, newest first."""
+    where, params = ("interaction_id < ?", [before]) if before is not None else ("TRUE", [])
+    rows = con.execute(f"SELECT interaction_id FROM feedback WHERE {where} GROUP BY 1 "
+                       "HAVING avg(score) >= ? ORDER BY 1 DESC LIMIT ?",
+                       [*params, min_score, count]).fetchall()
+    return [r[0] for r in rows]

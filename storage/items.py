@@ -1,0 +1,73 @@
+"""Interactions as reviewers see them: the logged row plus review state, the original and
+current message lists, effective tags, feedback and (for one item) the revision history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.db import Connection
+from storage.feedback import feedback_of, feedback_summary
+from storage.interactions import fetch_items, get_interaction
+from storage.lookup import ids_condition
+from storage.messages import is_reviewable, messages_of
+from storage.queue import ReviewQuery, find_ids
+from storage.records import COLUMNS
+from storage.review import review_states, revisions_of
+from storage.tags import effective_tags
+
+
+def with_review(con: Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add review state, message lists, effective tags and feedback to interaction rows."""
+    ids = [item["id"] for item in items]
+    states = review_states(con, ids)
+    scores = feedback_summary(con, ids)
+    tags = effective_tags(con, {item["id"]: item.get("tags") for item in items})
+    for item in items:
+        state = states.get(item["id"])
+        reviewable = is_reviewable(item["endpoint"])
+        item["reviewable"] = reviewable
+        item["review"] = state["review"] if state else ("pending" if reviewable else None)
+        item["revision"] = state["revision"] if state else 0
+        item["reviewed_by"] = state["reviewed_by"] if state else None
+        item["reviewed_at"] = state["reviewed_at"] if state else None
+        item["logged_tags"] = item.get("tags") or []
+        item["tags"] = tags[item["id"]]
+        item["score"] = scores.get(item["id"], {}).get("score")
+        item["feedback_count"] = scores.get(item["id"], {}).get("feedback_count", 0)
+        original, alternatives = (messages_of(item["endpoint"], item.get("request"),
+                                              item.get("response"))
+                                  if reviewable else (None, []))
+        item["original"], item["alternatives"] = original, alternatives
+        edited = state["messages"] if state else None
+        item["edited"] = edited is not None
+        item["messages"] = edited if edited is not None else original
+    return items
+
+
+def list_review_items(con: Connection, query: ReviewQuery, *, limit: int = 50,
+                      cursor: str | None = None, compact: bool = False
+                      ) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of GET /admin/interactions. `compact` leaves out the logged request and
+    response (the messages carry their content)."""
+    ids, next_cursor = find_ids(con, query, limit=limit, cursor=cursor)
+    if not ids:
+        return [], next_cursor
+    where, params = ids_condition("id", ids)
+    rows = fetch_items(con, f"SELECT {', '.join(COLUMNS)} FROM interactions WHERE {where} "
+                       "ORDER BY id DESC", params)
+    items = with_review(con, rows)
+    for item in items:
+        item.pop("original", None)
+        if compact:
+            item.pop("request", None)
+            item.pop("response", None)
+    return items, next_cursor
+
+
+def review_item(con: Connection, interaction_id: str) -> dict[str, Any]:
+    """One interaction as logged, its original and current message lists, its revisions."""
+    item = with_review(con, [get_interaction(con, interaction_id)])[0]
+    item["current"] = item["messages"]
+    item["revisions"] = revisions_of(con, interaction_id) if item["revision"] else []
+    item["feedback"] = feedback_of(con, interaction_id)
+    return item

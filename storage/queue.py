@@ -1,0 +1,193 @@
+"""Which interactions a review list shows: filtered, newest first, cursor-paginated.
+
+Filters on the interaction's own columns are one DuckDB Top-N query, which stops early because
+rows are stored in id (time) order. Filters that live in other tables (review state, reviewer
+tags, feedback score, text search) would make DuckDB join every row before the Top-N, so they
+are answered in id windows, newest first, each checked with every condition restricted to the
+window, where DuckDB skips the other row groups of each table by their min/max statistics:
+
+- with a selective "driver" (the term index for `q`, the reviews table for a reviewed state,
+  feedback for `min_score`), a window is the driver's next K candidate ids (for `q`, already
+  checked for every word, see `storage.search`);
+- otherwise (the pending queue, tags) a window is the next K rows by storage position, whose
+  ids bound the window (rows are appended in id order, so rowid gives positions cheaply).
+
+Windows grow until the page is full or the data is exhausted. The result never depends on the
+window sizes, only the time does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.db import Connection
+from storage.feedback import min_score_condition, score_driver
+from storage.interactions import InteractionFilter
+from storage.lookup import Bounds, bounded, ids_condition
+from storage.messages import REVIEWABLE_ENDPOINTS
+from storage.review import STATES
+from storage.search import TermSearch, query_terms
+from storage.tags import tag_condition
+
+FIRST_WINDOW = 256
+POSITION_GROWTH = 8
+DRIVER_GROWTH = 4
+DRIVER_FETCH_MAX = 4096  # above this DuckDB trades its early-stopping Top-N for a full sort
+_REVIEWABLE_SQL = ", ".join(f"'{e}'" for e in REVIEWABLE_ENDPOINTS)
+
+# (candidate ids newest first, where the next batch starts or None when the source ran out)
+Driver = Callable[[Connection, str | None, int], tuple[list[str], str | None]]
+
+
+@dataclass(frozen=True)
+class ReviewQuery:
+    base: InteractionFilter = field(default_factory=InteractionFilter)
+    review: str | None = None
+    tag: str | None = None
+    q: str | None = None
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.review is not None and self.review not in STATES:
+            raise ValueError(f"review must be one of {STATES}")
+
+    @property
+    def terms(self) -> list[str]:
+        return query_terms(self.q) if self.q is not None else []
+
+    def where(self, bounds: Bounds | None = None) -> tuple[str, list[Any]]:
+        """Every condition but `q` (which its driver settles), on interactions aliased `i`;
+        subqueries read only `bounds`."""
+        sql, params = self.base.where("i")
+        clauses, values = [sql], list(params)
+
+        def add(clause: str, more: list[Any]) -> None:
+            clauses.append(clause)
+            values.extend(more)
+
+        within, within_params = bounded("interaction_id", bounds)
+        if self.review == "pending":
+            add(f"i.endpoint IN ({_REVIEWABLE_SQL}) AND i.id NOT IN (SELECT interaction_id "
+                f"FROM reviews WHERE state <> 'pending' AND {within})", within_params)
+        elif self.review is not None:
+            add(f"i.id IN (SELECT interaction_id FROM reviews WHERE state = ? AND {within})",
+                [self.review, *within_params])
+        if self.tag is not None:
+            add(*tag_condition(self.tag, bounds=bounds))
+        if self.min_score is not None:
+            add(*min_score_condition(self.min_score, bounds=bounds))
+        return " AND ".join(clauses), values
+
+    def driver(self, con: Connection) -> Driver | None:
+        """A small source of candidate ids, when one of the filters has one."""
+        if self.q is not None:
+            return TermSearch(con, self.q).candidates
+        if self.review not in (None, "pending"):
+            state = self.review
+            return lambda con, before, count: _complete(
+                _reviews_driver(con, state, before, count), count)
+        if self.min_score is not None:
+            score = self.min_score
+            return lambda con, before, count: _complete(
+                score_driver(con, score, before, count), count)
+        return None
+
+    @property
+    def plain(self) -> bool:
+        """Only conditions on the interaction's own columns."""
+        return self.review is None and self.tag is None and self.q is None \
+            and self.min_score is None
+
+
+def _complete(ids: list[str], count: int) -> tuple[list[str], str | None]:
+    return ids, (ids[-1] if len(ids) == count else None)
+
+
+def _reviews_driver(con: Connection, state: str, before: str | None, count: int) -> list[str]:
+    sql, params = "SELECT interaction_id FROM reviews WHERE state = ?", [state]
+    if before is not None:
+        sql += " AND interaction_id < ?"
+        params.append(before)
+    rows = con.execute(sql + " ORDER BY interaction_id DESC LIMIT ?", [*params, count]).fetchall()
+    return [r[0] for r in rows]
+
+
+def _select(con: Connection, where: str, params: list[Any], count: int) -> list[str]:
+    rows = con.execute(f"SELECT i.id FROM interactions i WHERE {where} "
+                       "ORDER BY i.id DESC LIMIT ?", [*params, count]).fetchall()
+    return [r[0] for r in rows]
+
+
+def find_ids(con: Connection, query: ReviewQuery, *, limit: int,
+             cursor: str | None = None) -> tuple[list[str], str | None]:
+    """The ids of one page, newest first, and the cursor of the next page (or None)."""
+    wanted = limit + 1
+    if query.plain:
+        where, params = query.where()
+        if cursor is not None:
+            where, params = f"{where} AND i.id < ?", [*params, cursor]
+        found = _select(con, where, params, wanted)
+    else:
+        driver = query.driver(con)
+        found = (_driven(con, query, driver, wanted, cursor) if driver is not None
+                 else _positional(con, query, wanted, cursor))
+    page = found[:limit]
+    return page, (page[-1] if len(found) > limit else None)
+
+
+def _driven(con: Connection, query: ReviewQuery, driver: Driver, wanted: int,
+            before: str | None) -> list[str]:
+    found: list[str] = []
+    size = min(max(FIRST_WINDOW, 4 * wanted), DRIVER_FETCH_MAX)
+    while len(found) < wanted:
+        candidates, next_before = driver(con, before, size)
+        if candidates:
+            window, window_params = ids_condition("i.id", sorted(candidates))
+            where, params = query.where(bounds=(min(candidates), max(candidates)))
+            found += _select(con, f"{window} AND {where}", [*window_params, *params],
+                             wanted - len(found))
+        if next_before is None:
+            break
+        before = next_before
+        size = min(size * DRIVER_GROWTH, DRIVER_FETCH_MAX)
+    return found
+
+
+def _position(con: Connection, before: str | None) -> int:
+    if before is not None:
+        rows = con.execute("SELECT rowid FROM interactions WHERE id = ?", [before]).fetchall()
+        if rows:
+            return int(rows[0][0])
+    return int(con.execute("SELECT count(*) FROM interactions").fetchall()[0][0]) - 1
+
+
+def _id_near(con: Connection, position: int) -> str | None:
+    """The smallest id among the rows stored around `position` (None: no row there)."""
+    rows = con.execute("SELECT min(id) FROM interactions WHERE rowid BETWEEN ? AND ?",
+                       [position, position + 63]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _positional(con: Connection, query: ReviewQuery, wanted: int,
+                before: str | None) -> list[str]:
+    found: list[str] = []
+    top = _position(con, before)
+    size = max(FIRST_WINDOW, 4 * wanted)
+    upper = before  # exclusive
+    while len(found) < wanted:
+        low = _id_near(con, top - size) if top - size > 0 else None  # inclusive
+        size *= POSITION_GROWTH
+        if low is not None and upper is not None and low >= upper:
+            continue  # rows stored out of id order put this window above the cursor
+        where, params = query.where(bounds=(low, upper))
+        window, window_params = bounded("i.id", (low, None))
+        if upper is not None:
+            window, window_params = f"{window} AND i.id < ?", [*window_params, upper]
+        found += _select(con, f"{window} AND {where}", [*window_params, *params],
+                         wanted - len(found))
+        if low is None:
+            break
+        upper = low
+    return found

@@ -1,0 +1,190 @@
+"""The review app's pages with Streamlit's AppTest, against a real proxy on loopback: the app
+gets its settings from the TUNELOOP_* environment, as under `tuneloop ui`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import REVIEWER_TOKEN, ProxyServer
+from tests.test_review_api import logged
+
+APP = str(Path(__file__).resolve().parent.parent / "curation_ui" / "app.py")
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def app(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., AppTest]]:
+    monkeypatch.setenv("TUNELOOP_API", proxy.url)
+    monkeypatch.setenv("TUNELOOP_REVIEWER_TOKEN", REVIEWER_TOKEN)
+    monkeypatch.setenv("TUNELOOP_UI_PASSWORD", PASSWORD)
+    monkeypatch.delenv("TUNELOOP_ADMIN_TOKEN", raising=False)
+    st.cache_resource.clear()  # settings and client are per process; each test has its proxy
+
+    def open_app(name: str = "ann", password: str = PASSWORD) -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=30).run()
+        at.text_input[0].input(name)
+        at.text_input[1].input(password)
+        at.button[0].click().run()
+        assert not at.exception, at.exception
+        return at
+
+    yield open_app
+    st.cache_resource.clear()
+
+
+def button(at: AppTest, label: str) -> Any:
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no {label!r} button among {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def texts(at: AppTest) -> list[str]:
+    return [t.value for t in at.text]
+
+
+def test_sign_in_needs_the_password_and_a_name(app: Callable[..., AppTest]) -> None:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input[0].input("mallory")
+    at.text_input[1].input("guess")
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Wrong password."]
+    assert "reviewer" not in at.session_state
+    at.text_input[0].input("   ")
+    at.text_input[1].input(PASSWORD)
+    at.button[0].click().run()
+    assert "reviewer" not in at.session_state
+    assert app("ann").session_state["reviewer"] == "ann"
+
+
+def test_queue_flow_approve_moves_to_the_next_item(app: Callable[..., AppTest],
+                                                   proxy: ProxyServer) -> None:
+    older, newer = logged(proxy, "first question", "second question")
+    at = app("ann")
+    assert "echo: second question" in texts(at)  # newest first
+    button(at, "Approve").click().run()
+    assert not at.exception
+    assert "echo: first question" in texts(at) and "echo: second question" not in texts(at)
+    item = proxy.admin().interaction(newer)
+    assert (item["review"], item["revision"]) == ("approved", 1)
+    assert item["revisions"][0]["reviewer"] == "ann"
+    assert item["revisions"][0]["role"] == "reviewer"
+    button(at, "Skip for now").click().run()
+    assert "Only skipped items are left." in [s.value for s in at.success]
+    assert proxy.admin().interaction(older)["review"] == "pending"
+
+
+def test_edit_then_approve(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
+    (item_id,) = logged(proxy, "capital of France?")
+    at = app("bob")
+    answer = next(t for t in at.text_area if t.label == "Answer")
+    assert answer.value == "echo: capital of France?"
+    answer.input("Paris.")
+    button(at, "Save edit and approve").click().run()
+    assert not at.exception
+    item = proxy.admin().interaction(item_id)
+    assert item["review"] == "approved" and item["current"][-1] == {
+        "role": "assistant", "content": "Paris."}
+    assert item["original"][-1]["content"] == "echo: capital of France?"
+    assert item["revisions"][0]["action"] == "edit"
+
+    button(at, "Undo: edit").click().run()
+    item = proxy.admin().interaction(item_id)
+    assert (item["review"], item["revision"]) == ("pending", 2)
+
+
+def test_reject_needs_a_reason(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
+    (item_id,) = logged(proxy, "rude reply")
+    at = app()
+    button(at, "Reject with reason").click().run()
+    assert "Write why this example is rejected." in [e.value for e in at.error]
+    assert proxy.admin().interaction(item_id)["revision"] == 0
+    next(t for t in at.text_input if t.label.startswith("Reason")).input("impolite")
+    button(at, "Reject with reason").click().run()
+    item = proxy.admin().interaction(item_id)
+    assert item["review"] == "rejected" and item["revisions"][0]["reason"] == "impolite"
+
+
+def test_a_conflict_is_shown_and_nothing_is_overwritten(app: Callable[..., AppTest],
+                                                        proxy: ProxyServer) -> None:
+    (item_id,) = logged(proxy, "contested")
+    at = app("ann")
+    proxy.admin().review(item_id, "reject", reviewer="bob", reason="off", expected_revision=0)
+    button(at, "Approve").click().run()
+    assert any("Someone else reviewed this item" in w.value for w in at.warning)
+    item = proxy.admin().interaction(item_id)
+    assert (item["review"], item["revision"]) == ("rejected", 1)
+    assert [r["reviewer"] for r in item["revisions"]] == ["bob"]
+
+
+def test_bulk_reject_on_browse(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
+    a, b, c = logged(proxy, "bulk one", "bulk two", "bulk three")
+    at = app("ann")
+    at.switch_page("pages/browse.py").run()
+    table = at.dataframe[0].value
+    assert list(table["id"]) == [c, b, a]
+    at.session_state["browse_table"] = {"selection": {"rows": [0, 2], "columns": [],
+                                                      "cells": []}}
+    at.run()
+    next(t for t in at.text_input if t.label.startswith("Reason")).input("duplicates")
+    button(at, "Reject selected").click().run()
+    assert not at.exception
+    states = {i: proxy.admin().interaction(i)["review"] for i in (a, b, c)}
+    assert states == {a: "rejected", b: "pending", c: "rejected"}
+    assert any("2 ok" in s.value for s in at.success)
+
+
+def test_item_page_shows_history_and_the_diff(app: Callable[..., AppTest],
+                                              proxy: ProxyServer) -> None:
+    (item_id,) = logged(proxy, "diff me")
+    original = proxy.admin().interaction(item_id)["original"]
+    proxy.admin().review(item_id, "edit", reviewer="bob", expected_revision=0,
+                         messages=[*original[:-1], {"role": "assistant", "content": "better"}])
+    at = app()
+    at.session_state["item_id"] = item_id
+    at.switch_page("pages/item.py").run()
+    assert not at.exception
+    history = at.dataframe[0].value
+    assert list(history["action"]) == ["edit"] and list(history["reviewer"]) == ["bob"]
+    diff = "\n".join(c.value for c in at.code)
+    assert "-echo: diff me" in diff and "+better" in diff
+
+
+def test_stats_page(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
+    a, _b = logged(proxy, "s1", "s2")
+    proxy.admin().review(a, "approve", reviewer="ann", expected_revision=0)
+    at = app()
+    at.switch_page("pages/stats.py").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["approved"] == "1" and metrics["pending"] == "1"
+
+
+def test_model_text_is_shown_as_text_never_as_markdown(app: Callable[..., AppTest],
+                                                       proxy: ProxyServer) -> None:
+    hostile = "**bold** <img src=x onerror=alert(1)> [link](javascript:alert(2))"
+    logged(proxy, hostile)
+    at = app()
+    assert f"echo: {hostile}" in texts(at)
+    markdown = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    assert not any("onerror" in m or "javascript:" in m for m in markdown)
+
+
+def test_the_item_page_keeps_the_revision_it_showed(app: Callable[..., AppTest],
+                                                    proxy: ProxyServer) -> None:
+    (item_id,) = logged(proxy, "watched")
+    at = app("ann")
+    at.session_state["item_id"] = item_id
+    at.switch_page("pages/item.py").run()
+    proxy.admin().review(item_id, "approve", reviewer="bob", expected_revision=0)
+    next(t for t in at.text_input if t.label.startswith("Reason")).input("bad")
+    button(at, "Reject with reason").click().run()
+    assert any("Someone else reviewed this item" in w.value for w in at.warning)
+    item = proxy.admin().interaction(item_id)
+    assert (item["review"], [r["reviewer"] for r in item["revisions"]]) == ("approved", ["bob"])
+    assert "approved · revision 1" in texts(at)  # reloaded as it is now

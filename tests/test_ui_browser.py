@@ -1,0 +1,113 @@
+"""End to end in real headless Chromium: an app's request through the proxy, the review app
+started with `tuneloop ui`, a reviewer signs in, edits the answer and approves it; and a
+completion carrying HTML and script renders as inert text."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REVIEWER_TOKEN, ProxyServer
+from tests.fakes.server import free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PASSWORD = "browser-test-password"
+HOSTILE = ("<script>window.__xss = 1</script><img src=x onerror=\"window.__xss2 = 1\">"
+           "<b>bold?</b>")
+
+
+@pytest.fixture
+def review_app(proxy: ProxyServer, tmp_path: Path) -> Iterator[str]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    port = free_port()
+    env = {**os.environ, "TUNELOOP_REVIEWER_TOKEN": REVIEWER_TOKEN,
+           "TUNELOOP_UI_PASSWORD": PASSWORD, "TUNELOOP_DB": str(tmp_path / "unused.duckdb")}
+    env.pop("TUNELOOP_ADMIN_TOKEN", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuneloop.cli", "ui", "--port", str(port), "--api", proxy.url],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/_stcore/health", timeout=1).text == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode() if process.stdout else ""
+                raise AssertionError(f"the review app did not start:\n{output}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_review_in_a_real_browser(proxy: ProxyServer, review_app: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    client = proxy.openai()
+    hostile_id = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": HOSTILE}]
+    ).headers["x-tuneloop-id"]
+    item_id = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Capital of France?"}]
+    ).headers["x-tuneloop-id"]
+    proxy.wait_logged(2)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            page.set_default_timeout(20_000)
+            page.goto(review_app)
+            page.get_by_label("Your name (recorded with every review)").fill("claire")
+            page.get_by_label("Password", exact=True).fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+
+            answers = page.get_by_role("group", name="Chat message from assistant")
+            expect(answers.get_by_text("echo: Capital of France?", exact=True)).to_be_visible()
+            answer = page.get_by_label("Answer")
+            answer.fill("The capital of France is Paris.")
+            page.get_by_role("button", name="Save edit and approve").click()
+            expect(page.get_by_text("edit saved (revision 1)")).to_be_visible()
+
+            # the next item is the hostile one: its text is shown, nothing of it runs
+            expect(answers.get_by_text("echo: " + HOSTILE, exact=True)).to_be_visible()
+            page.wait_for_timeout(500)
+            assert page.evaluate("() => [window.__xss, window.__xss2]") == [None, None]
+            assert page.locator("img[src='x']").count() == 0
+            assert page.locator("b", has_text="bold?").count() == 0
+            assert dialogs == []
+        finally:
+            browser.close()
+
+    item = proxy.admin().interaction(item_id)
+    assert (item["review"], item["revision"]) == ("approved", 1)
+    (revision,) = item["revisions"]
+    assert (revision["action"], revision["reviewer"]) == ("edit", "claire")
+    assert item["current"][-1] == {"role": "assistant",
+                                   "content": "The capital of France is Paris."}
+    assert item["original"][-1]["content"] == "echo: Capital of France?"
+    assert proxy.admin().interaction(hostile_id)["review"] == "pending"
