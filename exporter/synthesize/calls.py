@@ -100,7 +100,9 @@ def _retryable(exc: Exception) -> bool:
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {exc.message}"[:300]
+        body = exc.body if isinstance(exc.body, dict) else {}
+        message = body.get("message") if isinstance(body.get("message"), str) else exc.message
+        return f"HTTP {exc.status_code}: {message}"[:300]
     return f"{type(exc).__name__}: {exc}"[:300]
 
 

@@ -76,7 +76,7 @@ class Summary:
     chunks_repeated: int = 0  # same text (and templates) as another chunk of this run
     chunks_done: int = 0
     questions: int = 0  # new distinct questions this run answers
-    duplicate_questions: int = 0  # dropped: equal to another question of the document
+    duplicate_questions: int = 0  # new questions equal to another question of the document
     answers: int = 0  # pairs recorded by this run
     answers_completed: int = 0  # of those, answers logged by a run that died before recording
     closed: int = 0  # logged requests closed as not a pair (question lists, failed attempts)
@@ -91,6 +91,28 @@ class Summary:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+
+def plan_chunks(documents: Sequence[Document],
+                options: SynthOptions) -> tuple[list[list[Chunk]], int, int]:
+    """The chunks of each document, minus chunks an earlier document of the run already has
+    (same text, same templates); with the number of chunks and of those repeated ones."""
+    counter = token_counter(encoding_for(options.model))
+    template = max(counter.text(options.templates.questions),
+                   counter.text(options.templates.answer))
+    budget = chunk_budget(options.model, options.max_chunk_tokens, template)
+    fingerprint = options.templates.fingerprint(options.questions)
+    seen: set[str] = set()
+    plan: list[list[Chunk]] = []
+    total = 0
+    for document in documents:
+        chunks = chunk_documents([document], options.model, budget, fingerprint)
+        total += len(chunks)
+        fresh = [c for c in chunks if c.key not in seen]
+        seen.update(c.key for c in fresh)
+        if fresh:
+            plan.append(fresh)
+    return plan, total, total - sum(map(len, plan))
 
 
 class Synthesizer:
@@ -112,23 +134,9 @@ class Synthesizer:
 
     # -- the run ----------------------------------------------------------------------------
     def plan(self, documents: Sequence[Document]) -> list[list[Chunk]]:
-        """The chunks of each document, minus chunks this run already has."""
-        options = self.options
-        counter = token_counter(encoding_for(options.model))
-        template = max(counter.text(options.templates.questions),
-                       counter.text(options.templates.answer))
-        budget = chunk_budget(options.model, options.max_chunk_tokens, template)
-        fingerprint = options.templates.fingerprint(options.questions)
-        seen: set[str] = set()
-        plan: list[list[Chunk]] = []
-        for document in documents:
-            chunks = chunk_documents([document], options.model, budget, fingerprint)
-            self.summary.chunks += len(chunks)
-            fresh = [c for c in chunks if c.key not in seen]
-            seen.update(c.key for c in fresh)
-            self.summary.chunks_repeated += len(chunks) - len(fresh)
-            if fresh:
-                plan.append(fresh)
+        plan, total, repeated = plan_chunks(documents, self.options)
+        self.summary.chunks += total
+        self.summary.chunks_repeated += repeated
         return plan
 
     async def run(self, documents: Sequence[Document]) -> Summary:
@@ -150,17 +158,18 @@ class Synthesizer:
             chunks, logs, strict=True)))
         seen = {key for log in logs for key in log.done}
         work = []
-        for chunk, log, questions in zip(chunks, logs, lists, strict=True):
-            if questions is None:
+        for chunk, log, found in zip(chunks, logs, lists, strict=True):
+            if found is None:
                 self._advance()
                 continue
+            questions, asked_now = found
             todo: list[tuple[str, str]] = []
             for question in questions:
                 key = question_key(question)
                 if key in log.done:
                     continue
                 if key in seen:
-                    self.summary.duplicate_questions += 1
+                    self.summary.duplicate_questions += asked_now
                 else:
                     seen.add(key)
                     todo.append((question, key))
@@ -173,8 +182,9 @@ class Synthesizer:
         return [SYNTHETIC_TAG, *self.user_tags, chunk.source_tag, chunk_tag(chunk.key), step,
                 *more]
 
-    async def _questions(self, chunk: Chunk, log: ChunkLog) -> list[str] | None:
-        """The chunk's question list: the newest logged one that parses, else a new one."""
+    async def _questions(self, chunk: Chunk, log: ChunkLog) -> tuple[list[str], bool] | None:
+        """The chunk's question list: the newest logged one that parses, else a new one (and
+        whether it is new)."""
         n = self.options.questions
         chosen: str | None = None
         questions: list[str] = []
@@ -192,22 +202,25 @@ class Synthesizer:
                 reply = await self.caller.chat(prompt, self._tags(chunk, QUESTIONS_STEP_TAG))
             except CallFailed as exc:
                 await self._close_failed(exc.failed_ids)
-                return self._failed_list(chunk, f"asking for questions: {exc}")
+                self._fail(chunk, f"asking for questions: {exc}")
+                return None
             await self._close_failed(reply.failed_ids)
             questions = parse_questions(reply.content, n)
             if reply.interaction_id is None:
-                return self._failed_list(chunk, "the proxy sent no x-tuneloop-id (is logging off?)")
+                self._fail(chunk, "the proxy sent no x-tuneloop-id (is logging off?)")
+                return None
             chosen = reply.interaction_id
             if not questions:
                 await self._close(chosen, "no question could be parsed from this answer")
                 shown = " ".join((reply.content or "").split())[:120]
-                return self._failed_list(chunk, f"no question could be parsed from the model's "
-                                  f"answer {shown!r}")
-        if any(item.id == chosen and not item.untouched for item in log.questions):
-            return questions
-        await self._close(chosen, f"the question list of {chunk_tag(chunk.key)}; its "
-                          "question→answer pairs are separate items")
-        return questions
+                self._fail(chunk, f"no question could be parsed from the model's answer "
+                           f"{shown!r}")
+                return None
+        logged = next((item for item in log.questions if item.id == chosen), None)
+        if logged is None or logged.untouched:
+            await self._close(chosen, f"the question list of {chunk_tag(chunk.key)}; its "
+                              "question→answer pairs are separate items")
+        return questions, logged is None
 
     # -- answers ----------------------------------------------------------------------------
     async def _chunk_answers(self, chunk: Chunk, log: ChunkLog,
@@ -324,10 +337,6 @@ class Synthesizer:
     def _fail(self, chunk: Chunk, reason: str) -> None:
         self.summary.failures.append(Failure(chunk.label, chunk.key, reason))
 
-    def _failed_list(self, chunk: Chunk, reason: str) -> list[str] | None:
-        self._fail(chunk, reason)
-        return None
-
     def _advance(self) -> None:
         if self.progress is not None and self.task is not None:
             self.progress.advance(self.task)
@@ -336,7 +345,7 @@ class Synthesizer:
         """The cost the proxy logged for this run's answered requests (None when unknown)."""
         ids = [i for i in ids if _ID.match(i)]
         if not ids:
-            return None
+            return 0.0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(10.0, self.options.ingest_wait_s)
         while True:

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 MAX_FAILURES_SHOWN = 50
 
 
-def _summary_table(summary: Summary) -> Table:
-    cost = "unknown" if summary.cost_usd is None else f"${summary.cost_usd:.4f}"
+def _summary_lines(summary: Summary) -> list[str]:
+    cost = "unknown" if summary.cost_usd is None else f"${summary.cost_usd:.6f}"
     rows = [
         ("documents", f"{summary.documents}"),
         ("chunks", f"{summary.chunks} ({summary.chunks_done} done now, {summary.chunks_skipped} "
@@ -54,10 +54,7 @@ def _summary_table(summary: Summary) -> Table:
         ("closed", f"{summary.closed} logged requests that are not pairs (rejected by "
                    "synthesize)"),
     ]
-    table = Table(title="synthesize", show_header=False)
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
+    return [f"{name:<10} {value}" for name, value in rows]
 
 
 @click.command("synthesize")
@@ -166,10 +163,11 @@ def _show_plan(synthesizer: Synthesizer, documents: list[Document]) -> None:
 
 
 def _report(err: Console, summary: Summary) -> None:
-    err.print(_summary_table(summary))
+    for line in _summary_lines(summary):
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
     for failure in summary.failures[:MAX_FAILURES_SHOWN]:
         err.print(f"[bold red]failed:[/] {escape(failure.chunk)} (chunk:{failure.key}): "
-                  f"{escape(failure.reason)}", highlight=False)
+                  f"{escape(failure.reason)}", highlight=False, soft_wrap=True)
     if len(summary.failures) > MAX_FAILURES_SHOWN:
         err.print(f"… and {len(summary.failures) - MAX_FAILURES_SHOWN} more failures")
     if summary.unclosed:
