@@ -154,6 +154,8 @@ def test_documents_become_pending_question_answer_items(proxy: ProxyServer,
     # the pairs export as the article trained on them
     admin.bulk_review("approve", reviewer="tester",
                       filter={"traffic": "synthetic", "review": "pending"})
+    approved = synthesize(proxy, docs)  # what reviewers did since is theirs: nothing redone
+    assert approved.exit_code == 0 and summary_number(approved.output, "requests") == 0
     examples = [Example(i["id"], i["messages"], revision=i["revision"])
                 for i in items(admin, tag="synthetic:blog", review="approved")]
     assert len(examples) == total
@@ -289,3 +291,27 @@ def test_bad_arguments_are_refused(proxy: ProxyServer, tmp_path: Path, bad: list
     (tmp_path / "a.md").write_text("Text.")
     result = synthesize(proxy, tmp_path / "a.md", *bad)
     assert result.exit_code == 2 and "invalid tag" in result.output
+
+
+def test_a_changed_template_is_new_work_and_dry_run_asks_nothing(proxy: ProxyServer,
+                                                                  tmp_path: Path) -> None:
+    doc = tmp_path / "epochs.md"
+    doc.write_text("# Epochs\n\nThe default number of epochs depends on the file size.")
+    template = tmp_path / "questions.txt"
+    template.write_text("Source: {source}\n\n{chunk}\n\n###\nYou are a teacher. Write {n} "
+                        "questions that can be answered with the article content.\n")
+    state = proxy.upstream.state
+    dry = synthesize(proxy, doc, "--dry-run", "--question-template", str(template))
+    assert dry.exit_code == 0 and "epochs.md" in dry.output and not state.requests
+    assert synthesize(proxy, doc).exit_code == 0
+    assert len(state.requests) == 4
+    custom = synthesize(proxy, doc, "--question-template", str(template))
+    assert custom.exit_code == 0, custom.output
+    assert summary_number(custom.output, "requests") == 4  # a new key: the chunk is new work
+    prompt = state.requests[4].json["messages"][0]["content"]
+    assert prompt.startswith("Source: epochs.md\n\n# Epochs") and "You are a teacher." in prompt
+    pending = items(proxy.admin(), traffic="synthetic", review="pending")
+    assert len(pending) == 6  # three pairs per template
+    (tmp_path / "bad.txt").write_text("{chunk} without a count")
+    bad = synthesize(proxy, doc, "--question-template", str(tmp_path / "bad.txt"))
+    assert bad.exit_code == 2 and "lacks {n}" in bad.output

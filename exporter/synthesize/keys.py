@@ -19,7 +19,7 @@ MAX_TAG = 64
 SYNTHETIC_TAG = "synthetic"
 QUESTIONS_STEP_TAG = "synthesize:questions"
 ANSWER_STEP_TAG = "synthesize:answer"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9:_.-]+")
 
 
 def sha(*parts: str) -> str:
@@ -36,12 +36,12 @@ def checked_tag(tag: str) -> str:
 def source_tag(name: str) -> str:
     """`src:<slug of the document's name>`, valid as a tag; long names keep their start and
     get a hash of the whole name."""
-    slug = _UNSAFE.sub("-", name).strip("-.") or "document"
+    slug = _UNSAFE.sub("-", name).strip("-.:") or "document"
     tag = f"src:{slug}"
     if len(tag) <= MAX_TAG:
         return tag
     digest = sha(name)[:10]
-    return f"src:{slug[:MAX_TAG - len('src:') - len(digest) - 1].rstrip('-.')}-{digest}"
+    return f"src:{slug[:MAX_TAG - len('src:') - len(digest) - 1].rstrip('-.:')}-{digest}"
 
 
 def chunk_key(template_hash: str, text: str) -> str:

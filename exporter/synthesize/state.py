@@ -24,6 +24,7 @@ from exporter.synthesize.keys import (
     ANSWER_STEP_TAG,
     QUESTIONS_STEP_TAG,
     chunk_tag,
+    question_key,
 )
 from tuneloop.client import AdminClient
 
@@ -43,7 +44,7 @@ class Logged:
     review: str | None
     revision: int
     reviewed_by: str | None
-    edited: bool
+    pair_key: str | None  # question key of the current messages when they are a Q→A pair
 
     @property
     def untouched(self) -> bool:
@@ -72,6 +73,18 @@ def _content(response: Any) -> str | None:
     return content if isinstance(content, str) else None
 
 
+def _pair_key(item: dict[str, Any]) -> str | None:
+    messages = item.get("messages")
+    if not item.get("edited") or not isinstance(messages, list) or len(messages) != 2:
+        return None
+    user, answer = messages
+    if not (isinstance(user, dict) and isinstance(answer, dict)
+            and user.get("role") == "user" and answer.get("role") == "assistant"
+            and isinstance(user.get("content"), str)):
+        return None
+    return question_key(user["content"])
+
+
 def logged_from(item: dict[str, Any]) -> Logged:
     tags = item.get("logged_tags") or item.get("tags") or []
     step = ("questions" if QUESTIONS_STEP_TAG in tags
@@ -82,7 +95,7 @@ def logged_from(item: dict[str, Any]) -> Logged:
         ok=item.get("status_code") == 200 and item.get("finish") in (None, "completed"),
         content=_content(item.get("response")), review=item.get("review"),
         revision=int(item.get("revision") or 0), reviewed_by=item.get("reviewed_by"),
-        edited=bool(item.get("edited")),
+        pair_key=_pair_key(item),
     )
 
 
@@ -107,10 +120,10 @@ class LogReader:
         """Whether `synthesize` recorded the pair on this answer item."""
         if item.untouched:
             return False
+        if item.pair_key is not None and item.pair_key == item.question_key:
+            return True  # the pair is there, whoever reviewed it since
         if item.reviewed_by == REVIEWER:
-            # our own last action: a revise leaves it pending and edited; we never reject
-            # an item we revised
-            return item.review == "pending" and item.edited
+            return False  # our last action was a reject: we never reject what we revised
         revisions = self.admin.interaction(item.id).get("revisions") or []
         return any(r.get("reviewer") == REVIEWER and r.get("action") == "revise"
                    for r in revisions)
