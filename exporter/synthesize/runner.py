@@ -42,7 +42,7 @@ from exporter.synthesize.state import REVIEWER, ChunkLog, LogReader
 from exporter.synthesize.templates import Templates
 from exporter.tokens import encoding_for, token_counter
 from tuneloop.client import AdminClient
-from tuneloop.errors import Conflict, NotFound, TuneloopError
+from tuneloop.errors import ConfigError, Conflict, NotFound, TuneloopError
 
 T = TypeVar("T")
 _ID = re.compile(r"^[0-9a-fA-F-]{1,64}$")
@@ -59,6 +59,12 @@ class SynthOptions:
     backoff_s: float = 0.5
     max_chunk_tokens: int | None = None
     ingest_wait_s: float = 30.0  # how long a logged item may take to become reviewable
+
+    def __post_init__(self) -> None:
+        for tag in self.tags:
+            checked_tag(tag)
+        if self.questions < 1 or self.concurrency < 1 or self.retries < 0:
+            raise ConfigError("questions and concurrency must be at least 1, retries at least 0")
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,6 @@ class Synthesizer:
         self.progress = progress
         self.task: TaskID | None = None
         self.summary = Summary()
-        self.user_tags = [checked_tag(t) for t in options.tags]
 
     # -- the run ----------------------------------------------------------------------------
     def plan(self, documents: Sequence[Document]) -> list[list[Chunk]]:
@@ -174,12 +179,12 @@ class Synthesizer:
                     seen.add(key)
                     todo.append((question, key))
                     self.summary.questions += 1
-            work.append(self._chunk_answers(chunk, log, todo))
+            work.append(self._chunk_answers(chunk, log, todo, asked_now))
         await asyncio.gather(*work)
 
     # -- questions --------------------------------------------------------------------------
     def _tags(self, chunk: Chunk, step: str, *more: str) -> list[str]:
-        return [SYNTHETIC_TAG, *self.user_tags, chunk.source_tag, chunk_tag(chunk.key), step,
+        return [SYNTHETIC_TAG, *self.options.tags, chunk.source_tag, chunk_tag(chunk.key), step,
                 *more]
 
     async def _questions(self, chunk: Chunk, log: ChunkLog) -> tuple[list[str], bool] | None:
@@ -223,8 +228,8 @@ class Synthesizer:
         return questions, logged is None
 
     # -- answers ----------------------------------------------------------------------------
-    async def _chunk_answers(self, chunk: Chunk, log: ChunkLog,
-                             todo: list[tuple[str, str]]) -> None:
+    async def _chunk_answers(self, chunk: Chunk, log: ChunkLog, todo: list[tuple[str, str]],
+                             asked_now: bool) -> None:
         wanted = {key for _, key in todo} | set(log.done)
         for key, items in log.answers.items():
             if key not in wanted:
@@ -232,8 +237,11 @@ class Synthesizer:
                     if item.untouched:
                         await self._close(item.id, "an answer to a question that is not in "
                                           "the chunk's question list")
-        if not todo:
-            self.summary.chunks_skipped += 1
+        if not todo:  # done before, or every question was another chunk's
+            if asked_now:
+                self.summary.chunks_done += 1
+            else:
+                self.summary.chunks_skipped += 1
             self._advance()
             return
         results = await asyncio.gather(*(self._answer(chunk, log, q, k) for q, k in todo))

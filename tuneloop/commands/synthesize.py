@@ -29,8 +29,8 @@ from rich.table import Table
 if TYPE_CHECKING:
     import openai
 
-    from exporter.synthesize.loader import Document
-    from exporter.synthesize.runner import Summary, Synthesizer
+    from exporter.synthesize.chunking import Chunk
+    from exporter.synthesize.runner import Summary
     from tuneloop.config import Settings
 
 MAX_FAILURES_SHOWN = 50
@@ -108,7 +108,7 @@ def _run(ctx: click.Context, *, docs: str, questions: int, model: str, tags: tup
          question_template: Path | None, answer_template: Path | None,
          max_chunk_tokens: int | None, dry_run: bool) -> None:
     from exporter.synthesize.loader import load_documents
-    from exporter.synthesize.runner import Synthesizer, SynthOptions
+    from exporter.synthesize.runner import Synthesizer, SynthOptions, plan_chunks
     from exporter.synthesize.templates import Templates
     from tuneloop.cli import admin_token, settings_from
     from tuneloop.client import AdminClient
@@ -124,11 +124,10 @@ def _run(ctx: click.Context, *, docs: str, questions: int, model: str, tags: tup
         max_chunk_tokens=max_chunk_tokens,
     )
     documents = load_documents(docs)
+    if dry_run:
+        _show_plan(plan_chunks(documents, options)[0])
+        return
     with AdminClient(base, admin_token(settings), actor="synthesize") as admin:
-        if dry_run:
-            _show_plan(Synthesizer(options, admin, _client(base, key, settings),
-                                   send_key=key is not None), documents)
-            return
         admin.interactions(limit=1, traffic="synthetic")  # fail early: server, token
 
         async def main() -> Summary:
@@ -153,9 +152,9 @@ def _client(base: str, key: str | None, settings: Settings) -> openai.AsyncOpenA
                               timeout=settings.read_timeout_s)
 
 
-def _show_plan(synthesizer: Synthesizer, documents: list[Document]) -> None:
+def _show_plan(plan: list[list[Chunk]]) -> None:
     table = Table("document", "chunk", "tokens", "tag", "key")
-    for chunks in synthesizer.plan(documents):
+    for chunks in plan:
         for chunk in chunks:
             table.add_row(chunk.document.name, f"{chunk.index + 1}/{chunk.count}",
                           str(chunk.tokens), chunk.source_tag, f"chunk:{chunk.key}")
