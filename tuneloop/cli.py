@@ -21,6 +21,7 @@ from tuneloop.commands.common import (
     settings_from,
 )
 from tuneloop.commands.governance import forget, retention
+from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.ui import ui
 from tuneloop.config import load_settings
 from tuneloop.errors import ConfigError
@@ -195,6 +196,7 @@ def routes_set(ctx: click.Context, file: Any, api: str | None) -> None:
 main.add_command(ui)
 main.add_command(forget)
 main.add_command(retention)
+main.add_command(synthesize)
 
 if __name__ == "__main__":
     main()
