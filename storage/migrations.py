@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from storage.datasets import m020_datasets
 from storage.db import Connection
+from storage.finetune_jobs import m021_finetune_jobs
 
 log = logging.getLogger("tuneloop.storage")
 
@@ -189,6 +191,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(11, "interaction_tags", m011_interaction_tags),
     Migration(12, "feedback", m012_feedback),
     Migration(13, "search_index", m013_search_index),
+    Migration(20, "datasets", m020_datasets),
+    Migration(21, "finetune_jobs", m021_finetune_jobs),
 )
 
 

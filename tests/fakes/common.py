@@ -8,7 +8,9 @@ Failure injection (same for every fake, on every recorded route):
 * header ``x-fake-delay-ms: N`` or model ``slow-<N>`` sleeps N ms before answering;
 * header ``x-fake-cut-after: N`` or model ``cut-<N>`` sends N stream events, then closes the
   connection without finishing the chunked body (non-streams: half the body is sent);
-* header ``x-fake-reset: 1`` or model ``reset`` aborts the connection without any response.
+* header ``x-fake-reset: 1`` or model ``reset`` aborts the connection without any response;
+* ``state.fail_containing[text] = status`` answers that status to every request whose body
+  contains ``text`` (a document that keeps failing until the test removes the entry).
 
 Delays (``latency_ms`` then the injected one) come first, then a failure, a reset, a cut.
 """
@@ -73,6 +75,7 @@ class FakeStateBase:
     chunk_delay_ms: float = 0.0
     record: bool = True
     failures: deque[ProgrammedFailure] = field(default_factory=deque)
+    fail_containing: dict[str, int] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -88,6 +91,7 @@ class FakeStateBase:
     def reset(self) -> None:
         self.requests.clear()
         self.failures.clear()
+        self.fail_containing.clear()
 
 
 ErrorBody = Callable[[int, str | None], Any]
@@ -349,6 +353,11 @@ def endpoint(
             record(state, request, body, parsed)
         call = Call(request, body, parsed)
         injection = resolve_injection(state, request, call.data)
+        if state.fail_containing and injection.status is None:
+            for text, status in state.fail_containing.items():
+                if text.encode() in body:
+                    injection.status = status
+                    break
         delay = state.latency_ms + injection.delay_ms
         if delay:
             await asyncio.sleep(delay / 1000)

@@ -1,6 +1,7 @@
 """Chat Completions and legacy Completions of the fake OpenAI upstream.
 
-Answers are built from the last message: ``echo: T`` for text T, ``tool said: T`` after a
+Answers are built from the last message: the scripted answers of :mod:`.synthesis` to the
+two prompts of `tuneloop synthesize`, else ``echo: T`` for text T, ``tool said: T`` after a
 tool message, a call to the first (or the forced) tool when ``tools`` are given and the last
 message is the user's, ``{"echo": "T"}`` for JSON response formats. Choice i > 0 gets " (i)".
 """
@@ -22,6 +23,7 @@ from .common import (
     json_response,
     sse_data,
 )
+from .synthesis import synthesis_reply
 from .text import split_pieces, truncate_at_stop, truncate_words, word_count
 
 FINGERPRINT = "fp_tuneloop_fake"
@@ -90,6 +92,7 @@ def chat_choices(body: dict[str, Any], state: FakeStateBase) -> list[ChatChoice]
     last = messages[-1] if messages else {}
     role, text = last.get("role"), content_text(last.get("content"))
     tool = _chosen_tool(body) if role == "user" else None
+    scripted = synthesis_reply(text) if role == "user" and tool is None else None
     choices = []
     for i in range(_count(body)):
         variant = text if i == 0 else f"{text} ({i})"
@@ -100,6 +103,8 @@ def chat_choices(body: dict[str, Any], state: FakeStateBase) -> list[ChatChoice]
             )
         elif _wants_json(body):
             choices.append(ChatChoice(dumps({"echo": variant}).decode()))
+        elif scripted is not None:
+            choices.append(_text_choice(body, scripted))
         else:
             prefix = "tool said: " if role == "tool" else "echo: "
             choices.append(_text_choice(body, prefix + variant))

@@ -1,0 +1,193 @@
+"""The per-chunk work of an export, run in pool workers: format, check, count, hash.
+
+Everything the main process needs later comes back compact: the JSONL lines as one bytes
+blob, and per emitted example a few integers (fingerprint, row hash, token counts). The
+examples themselves stay in the main process only as long as their chunk is in flight.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+from array import array
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from exporter.checks import (
+    Tally,
+    chat_row_problems,
+    preference_row_problems,
+    prompt_completion_row_problems,
+)
+from exporter.examples import Example, fingerprint
+from exporter.formats import ExampleError, FormatOptions, Skipped, format_example
+from exporter.legacy_checks import PromptCompletionStats
+from exporter.tokens import TokenCounter, token_counter
+
+_LINE = orjson.OPT_APPEND_NEWLINE
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSpec:
+    options: FormatOptions
+    encoding: str
+
+    @property
+    def prompt_completion(self) -> bool:
+        return self.options.format in ("legacy", "classification")
+
+
+@dataclass(slots=True)
+class ChunkResult:
+    lines: bytes = b""
+    lengths: array[int] = field(default_factory=lambda: array("q"))  # bytes of each line
+    emitted: bytearray = field(default_factory=bytearray)  # per input example: 1 = a line
+    lineage: bytes = b""  # per input example, the start of its lineage.jsonl record
+    fingerprints: array[int] = field(default_factory=lambda: array("q"))  # per line
+    row_hashes: array[int] = field(default_factory=lambda: array("q"))  # prompt/completion
+    answer_hashes: array[int] = field(default_factory=lambda: array("q"))
+    tokens: array[int] = field(default_factory=lambda: array("i"))
+    answer_tokens: array[int] = field(default_factory=lambda: array("i"))
+    messages: array[int] = field(default_factory=lambda: array("i"))
+    problems: dict[str, Tally] = field(default_factory=dict)
+    violations: dict[str, Tally] = field(default_factory=dict)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (index in chunk, reason)
+    labels: Counter[str] = field(default_factory=Counter)
+    stats: PromptCompletionStats | None = None
+
+
+def prepare_worker(encoding: str) -> None:
+    """Pool initializer: load the tokenizer once. A worker builds and drops many small
+    containers and never a cycle, so the cyclic collector runs rarely there."""
+    token_counter(encoding)
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
+
+
+def lineage_prefix(example: Example) -> bytes:
+    """`{"interaction_id":…,"revision_id":…,"revision":…,` (the export adds where it went).
+    JSON escapes newlines, so prefixes can be joined with one."""
+    record = {
+        "interaction_id": example.interaction_id,
+        "revision_id": example.revision_id,
+        "revision": example.revision,
+    }
+    return orjson.dumps(record)[:-1] + b","
+
+
+def hash64(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+
+def _chat_counts(counter: TokenCounter, row: Mapping[str, Any]) -> tuple[int, int, int]:
+    total, answer = counter.chat(row["messages"], row.get("tools"))
+    return total, answer, len(row["messages"])
+
+
+def _preference_counts(counter: TokenCounter, row: Mapping[str, Any]) -> tuple[int, int, int]:
+    prompt = row["input"]
+    preferred, rejected = row["preferred_output"], row["non_preferred_output"]
+    total, answer = counter.chat([*prompt["messages"], *preferred], prompt.get("tools"))
+    total += sum(counter.message(m) for m in rejected if isinstance(m, Mapping))
+    return total, answer, len(prompt["messages"]) + 1
+
+
+def _text_counts(counter: TokenCounter, row: Mapping[str, Any]) -> tuple[int, int, int]:
+    answer = counter.text(row["completion"])
+    return counter.text(row["prompt"]) + answer, answer, 2
+
+
+_CHECKERS: Mapping[str, Callable[[Any], list[str]]] = {
+    "chat": chat_row_problems,
+    "preference": preference_row_problems,
+    "legacy": prompt_completion_row_problems,
+    "classification": prompt_completion_row_problems,
+}
+_COUNTERS: Mapping[str, Callable[[TokenCounter, Mapping[str, Any]], tuple[int, int, int]]] = {
+    "chat": _chat_counts,
+    "preference": _preference_counts,
+    "legacy": _text_counts,
+    "classification": _text_counts,
+}
+
+
+def _label(completion: str, stop: str | None) -> str:
+    if stop and completion.endswith(stop):
+        completion = completion[: -len(stop)]
+    return completion.strip()
+
+
+def _add_row(
+    result: ChunkResult, spec: ChunkSpec, example: Example, row: dict[str, Any], line: bytes
+) -> None:
+    counter = token_counter(spec.encoding)
+    total, answer, messages = _COUNTERS[spec.options.format](counter, row)
+    result.tokens.append(total)
+    result.answer_tokens.append(answer)
+    result.messages.append(messages)
+    result.fingerprints.append(fingerprint(example))
+    if result.stats is not None:
+        result.row_hashes.append(hash64(line))
+        prompt, completion = row["prompt"], row["completion"]
+        result.stats.add(example.interaction_id, prompt, completion)
+        result.answer_hashes.append(hash64(completion.encode()))
+        if spec.options.format == "classification":
+            result.labels[_label(completion, spec.options.effective_stop)] += 1
+
+
+Payload = bytes | Sequence[Example]
+
+
+def encode_chunk(examples: Sequence[Example]) -> Payload:
+    """What goes to a worker: a JSON array of example tuples (several times cheaper to send
+    than pickled dicts), or the examples themselves when some value isn't JSON (the worker
+    then names them)."""
+    try:
+        return orjson.dumps([tuple(example) for example in examples])
+    except orjson.JSONEncodeError:
+        return examples
+
+
+def decode_chunk(payload: Payload) -> Sequence[Example]:
+    if isinstance(payload, bytes):
+        return [Example(*fields) for fields in orjson.loads(payload)]
+    return payload
+
+
+def process_chunk(spec: ChunkSpec, payload: Payload) -> ChunkResult:
+    """Format, check and count one chunk of examples (pure apart from the tokenizer cache)."""
+    examples = decode_chunk(payload)
+    result = ChunkResult(stats=PromptCompletionStats() if spec.prompt_completion else None)
+    check = _CHECKERS[spec.options.format]
+    lines: list[bytes] = []
+    lineage = [lineage_prefix(example) for example in examples]
+    for index, example in enumerate(examples):
+        try:
+            row = format_example(example, spec.options)
+        except ExampleError as exc:
+            result.violations.setdefault(exc.reason, Tally()).add(exc.example_id)
+            result.emitted.append(0)
+            continue
+        if isinstance(row, Skipped):
+            result.skipped.append((index, row.reason))
+            result.emitted.append(0)
+            continue
+        try:
+            line = orjson.dumps(row, option=_LINE)
+        except orjson.JSONEncodeError:  # e.g. a lone surrogate, or a value JSON can't hold
+            result.violations.setdefault("not_serializable", Tally()).add(example.interaction_id)
+            result.emitted.append(0)
+            continue
+        for code in check(row):
+            result.problems.setdefault(code, Tally()).add(example.interaction_id)
+        lines.append(line)
+        result.lengths.append(len(line))
+        result.emitted.append(1)
+        _add_row(result, spec, example, row, line)
+    result.lines = b"".join(lines)
+    result.lineage = b"\n".join(lineage)
+    return result

@@ -1,0 +1,143 @@
+"""The fine-tuning provider interface: what `tuneloop finetune` and `tuneloop jobs` need.
+
+A provider uploads an export directory, starts a job, reports its state and events, cancels
+it, and fetches its metrics. OpenAI's jobs API is the first implementation
+(:mod:`exporter.providers.openai_ft`); any other service implements the same protocol.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from tuneloop.errors import ProviderError
+
+
+class TransientProviderError(ProviderError):
+    """The provider could not be reached or answered 429/5xx: worth retrying."""
+
+    code = "provider_unavailable"
+
+
+Method = Literal["supervised", "dpo"]
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    base_model: str
+    method: Method = "supervised"
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)  # n_epochs, beta, ...
+    suffix: str | None = None
+    seed: int | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UploadedFiles:
+    training_file: str
+    validation_file: str | None
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    status: str
+    base_model: str
+    fine_tuned_model: str | None = None
+    training_file: str | None = None
+    validation_file: str | None = None
+    result_files: tuple[str, ...] = ()
+    trained_tokens: int | None = None
+    error: Mapping[str, Any] | None = None
+    created_at: int | None = None
+    finished_at: int | None = None
+    hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    method: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    id: str
+    created_at: int
+    level: str
+    message: str
+    type: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LossCurves:
+    """Per-step metrics from the job's result file. Missing values are None."""
+
+    steps: list[int]
+    train_loss: list[float | None]
+    valid_loss: list[float | None]
+    columns: dict[str, list[float | None]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "train_loss": self.train_loss,
+            "valid_loss": self.valid_loss,
+            "columns": self.columns,
+        }
+
+
+def _number(text: str | None) -> float | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_result_csv(text: str) -> LossCurves:
+    """Parse a result file (`step,train_loss,train_accuracy,valid_loss,...`). Rows without a
+    step are skipped; an empty cell is None (no validation at that step)."""
+    reader = csv.DictReader(io.StringIO(text))
+    names = [n for n in (reader.fieldnames or []) if n != "step"]
+    steps: list[int] = []
+    columns: dict[str, list[float | None]] = {name: [] for name in names}
+    for row in reader:
+        step = _number(row.get("step"))
+        if step is None:
+            continue
+        steps.append(int(step))
+        for name in names:
+            columns[name].append(_number(row.get(name)))
+    empty: list[float | None] = [None] * len(steps)
+    return LossCurves(
+        steps,
+        columns.get("train_loss", empty),
+        columns.get("valid_loss", empty),
+        columns,
+    )
+
+
+class FineTuneProvider(Protocol):
+    name: str
+
+    def upload(self, training: Any, validation: Any | None) -> UploadedFiles: ...
+
+    def create(self, files: UploadedFiles, spec: JobSpec) -> JobInfo: ...
+
+    def retrieve(self, job_id: str) -> JobInfo: ...
+
+    def list_jobs(self, limit: int = 20) -> Sequence[JobInfo]: ...
+
+    def events_after(self, job_id: str, last_seen: str | None) -> list[JobEvent]:
+        """Events newer than `last_seen` (all when None), oldest first."""
+        ...
+
+    def cancel(self, job_id: str) -> JobInfo: ...
+
+    def results(self, job_id: str) -> LossCurves: ...

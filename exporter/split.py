@@ -1,0 +1,152 @@
+"""Train/validation split that never leaks.
+
+Examples that are duplicates (exact, or equal after removing whitespace and folding case:
+the same `fingerprint`) or that share a session are joined into one group (union-find); a
+group always lands on one side. Groups are ordered by a seeded hash of their smallest member
+fingerprint and taken into validation while they fit the target size, so the split depends
+only on the seed and on the set of examples, not on their order.
+
+:class:`Grouper` takes examples one batch at a time, so an export groups them while they
+stream in; :func:`assign_split` is the one-call form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from exporter.examples import Example, fingerprint
+from tuneloop.errors import DatasetError
+
+TRAIN = 0
+VALIDATION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SplitResult:
+    sides: bytearray  # per example: TRAIN or VALIDATION
+    groups: int
+    duplicates: list[int]  # indexes of examples whose fingerprint repeats an earlier one
+
+    @property
+    def validation(self) -> int:
+        return sum(self.sides)
+
+    @property
+    def train(self) -> int:
+        return len(self.sides) - self.validation
+
+
+def check_fraction(fraction: float) -> None:
+    if not 0.0 <= fraction < 1.0:
+        raise DatasetError(
+            f"the validation fraction must be in [0, 1), got {fraction}", param="validation"
+        )
+
+
+def _find(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def _mix(values: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded 64-bit mix (splitmix64's finalizer) of each value: the groups' order."""
+    key = hashlib.blake2b(str(seed).encode(), digest_size=8).digest()
+    x = values.astype(np.uint64) ^ np.uint64(int.from_bytes(key, "little"))
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class Grouper:
+    """Union-find over examples, keyed by fingerprint and session id."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.ids: list[str] = []
+        self._fingerprints: array[int] = array("q")
+        self.duplicates: list[int] = []
+        self._by_fingerprint: dict[int, int] = {}
+        self._by_session: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    def _union(self, i: int, j: int) -> None:
+        a, b = _find(self.parent, i), _find(self.parent, j)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+    def add(
+        self, fingerprints: Sequence[int], sessions: Sequence[str | None], ids: Sequence[str]
+    ) -> None:
+        if not len(fingerprints) == len(sessions) == len(ids):
+            raise ValueError("fingerprints, sessions and ids must have the same length")
+        parent, by_fingerprint, by_session = self.parent, self._by_fingerprint, self._by_session
+        start = len(parent)
+        parent.extend(range(start, start + len(ids)))
+        self.ids.extend(ids)
+        self._fingerprints.extend(fingerprints)
+        for i, value in enumerate(fingerprints, start):
+            j = by_fingerprint.setdefault(value, i)
+            if j != i:
+                self.duplicates.append(i)
+                self._union(i, j)
+        for i, session in enumerate(sessions, start):
+            if session is not None:
+                j = by_session.setdefault(session, i)
+                if j != i:
+                    self._union(i, j)
+
+    def assign(self, validation_fraction: float, seed: int = 0) -> SplitResult:
+        check_fraction(validation_fraction)
+        n = len(self.parent)
+        roots = np.fromiter((_find(self.parent, i) for i in range(n)), np.int64, n)
+        sizes = np.bincount(roots, minlength=n)
+        groups = np.flatnonzero(sizes)
+        # A group's label is its smallest fingerprint: fixed by its members, not their order.
+        labels = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(labels, roots, np.frombuffer(self._fingerprints, dtype=np.int64))
+        order = groups[np.lexsort((labels[groups], _mix(labels[groups], seed)))]
+        target = round(validation_fraction * n)
+        chosen = np.zeros(n, dtype=bool)
+        taken = 0
+        for root, size in zip(order.tolist(), sizes[order].tolist(), strict=True):
+            if taken >= target:
+                break
+            if taken + size <= target:
+                chosen[root] = True
+                taken += size
+        sides = bytearray(chosen[roots].astype(np.uint8).tobytes())
+        return SplitResult(sides, int(groups.size), list(self.duplicates))
+
+
+def assign_split(
+    fingerprints: Sequence[int],
+    sessions: Sequence[str | None],
+    ids: Sequence[str],
+    validation_fraction: float,
+    seed: int = 0,
+) -> SplitResult:
+    """Sides for examples given by parallel sequences (fingerprint, session id, example id)."""
+    grouper = Grouper()
+    grouper.add(fingerprints, sessions, ids)
+    return grouper.assign(validation_fraction, seed)
+
+
+def split_examples(
+    examples: Sequence[Example], validation_fraction: float, seed: int = 0
+) -> SplitResult:
+    return assign_split(
+        [fingerprint(e) for e in examples],
+        [e.session_id for e in examples],
+        [e.interaction_id for e in examples],
+        validation_fraction,
+        seed,
+    )

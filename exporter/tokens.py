@@ -1,0 +1,211 @@
+"""Token counts with tiktoken, per-model limits, default epochs and the training-cost estimate.
+
+tiktoken's BPE files come from litellm's bundled copies (`TIKTOKEN_CACHE_DIR` is pointed at
+them unless the user set it), so counting needs no network.
+
+Base models (longest prefix wins; `ft:<base>:...` counts as its base). Training prices are
+USD per 1M trained tokens from OpenAI's pricing page at the time of writing (litellm's price
+map has none); SFT and DPO are billed alike. Limits are the tokens of one training example.
+
+| model prefix           | encoding    | example limit | training $/1M |
+| ---------------------- | ----------- | ------------- | ------------- |
+| gpt-4.1                | o200k_base  | 65,536        | 25.00         |
+| gpt-4.1-mini           | o200k_base  | 65,536        | 5.00          |
+| gpt-4.1-nano           | o200k_base  | 65,536        | 1.50          |
+| gpt-4o                 | o200k_base  | 65,536        | 25.00         |
+| gpt-4o-mini            | o200k_base  | 65,536        | 3.00          |
+| gpt-3.5-turbo          | cl100k_base | 16,385        | 8.00          |
+| gpt-3.5-turbo-0613     | cl100k_base | 4,096         | 8.00          |
+| davinci-002            | cl100k_base | 16,384        | 6.00          |
+| babbage-002            | cl100k_base | 16,384        | 0.40          |
+| (any other)            | by name     | 16,385        | unknown       |
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import tiktoken
+
+from exporter.examples import content_text
+from tuneloop.errors import ConfigError
+
+TARGET_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 100
+MAX_TARGET_EXAMPLES = 25_000
+MIN_DEFAULT_EPOCHS = 1
+MAX_DEFAULT_EPOCHS = 25
+DEFAULT_EXAMPLE_LIMIT = 16_385
+MIN_TRAINING_EXAMPLES = 10  # OpenAI refuses smaller training files
+
+# Chat framing, as in OpenAI's data-prep recipe: 3 tokens a message plus its role, 1 more for
+# a name, 3 to prime the answer. Tools are counted as their JSON text.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+TOKENS_REPLY_PRIMING = 3
+_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    encoding: str
+    example_limit: int
+    training_price_per_1m: float | None
+
+    @property
+    def legacy(self) -> bool:
+        """Base models trained on prompt/completion files, not chat messages."""
+        return self.name.startswith(("davinci-002", "babbage-002"))
+
+
+_MODELS: tuple[tuple[str, str, int, float | None], ...] = (
+    ("gpt-4.1-nano", "o200k_base", 65_536, 1.50),
+    ("gpt-4.1-mini", "o200k_base", 65_536, 5.00),
+    ("gpt-4.1", "o200k_base", 65_536, 25.00),
+    ("gpt-4o-mini", "o200k_base", 65_536, 3.00),
+    ("gpt-4o", "o200k_base", 65_536, 25.00),
+    ("gpt-3.5-turbo-0613", "cl100k_base", 4_096, 8.00),
+    ("gpt-3.5-turbo", "cl100k_base", 16_385, 8.00),
+    ("davinci-002", "cl100k_base", 16_384, 6.00),
+    ("babbage-002", "cl100k_base", 16_384, 0.40),
+)
+
+
+def base_model(model: str) -> str:
+    """`ft:gpt-4o-mini-2024-07-18:org::abc` -> `gpt-4o-mini-2024-07-18`."""
+    return model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 1 else model
+
+
+def encoding_for(model: str) -> str:
+    name = base_model(model)
+    return (
+        "o200k_base" if name.startswith(("gpt-4o", "gpt-4.1", "o1", "o3", "o4")) else "cl100k_base"
+    )
+
+
+def model_info(model: str) -> ModelInfo:
+    name = base_model(model)
+    for prefix, encoding, limit, price in _MODELS:
+        if name.startswith(prefix):
+            return ModelInfo(name, encoding, limit, price)
+    return ModelInfo(name, encoding_for(name), DEFAULT_EXAMPLE_LIMIT, None)
+
+
+def default_epochs(n_train: int) -> int:
+    """OpenAI's default `n_epochs` for a training file of `n_train` examples."""
+    if n_train <= 0:
+        return TARGET_EPOCHS
+    if n_train * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_train)
+    if n_train * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_train)
+    return TARGET_EPOCHS
+
+
+def billed_tokens(lengths: Iterable[int] | np.ndarray, limit: int) -> int:
+    """Tokens charged per epoch: each example up to the limit (the rest is truncated)."""
+    counts = lengths if isinstance(lengths, np.ndarray) else np.fromiter(lengths, np.int64)
+    return int(np.minimum(counts.astype(np.int64), limit).sum())
+
+
+def point_tiktoken_at_bundled_files() -> None:
+    """Use litellm's bundled BPE files unless the user chose a cache directory."""
+    if os.environ.get("TIKTOKEN_CACHE_DIR"):
+        return
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or spec.origin is None:
+        return
+    bundled = Path(spec.origin).parent / "litellm_core_utils" / "tokenizers"
+    if bundled.is_dir():
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(bundled)
+
+
+class TokenCounter:
+    """Exact tiktoken counts; repeated strings (system prompts, tool lists) are counted once."""
+
+    def __init__(self, encoding: str):
+        point_tiktoken_at_bundled_files()
+        try:
+            self.encoding = tiktoken.get_encoding(encoding)
+        except Exception as exc:  # tiktoken raises ValueError or network errors
+            raise ConfigError(f"cannot load the {encoding} tokenizer: {exc}") from exc
+        self._encode = self.encoding.encode_ordinary
+        self._cache: dict[str, int] = {}
+
+    def text(self, text: str) -> int:
+        return len(self._encode(text)) if text else 0
+
+    def repeated(self, text: str) -> int:
+        """For strings that recur across examples."""
+        count = self._cache.get(text)
+        if count is None:
+            count = self.text(text)
+            if len(self._cache) < _CACHE_LIMIT:
+                self._cache[text] = count
+        return count
+
+    def body(self, message: Mapping[str, Any]) -> int:
+        """Tokens of what a message says: its text, or its tool calls' names and arguments."""
+        content = message.get("content")
+        tokens = self.text(content) if type(content) is str else self.text(content_text(content))
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                tokens += self.text(str(function.get("name", "")))
+                tokens += self.text(str(function.get("arguments", "")))
+        return tokens
+
+    def message(self, message: Mapping[str, Any], body: int | None = None) -> int:
+        """As the recipe counts a message: framing, then every string value (role, content,
+        name plus one, tool call id), tool calls by name and arguments."""
+        role = message.get("role")
+        total = TOKENS_PER_MESSAGE + (self.repeated(role) if isinstance(role, str) else 0)
+        if body is None:
+            content = message.get("content")
+            if role == "system" and isinstance(content, str):
+                body = self.repeated(content)
+            else:
+                body = self.body(message)
+        total += body
+        name = message.get("name")
+        if isinstance(name, str):
+            total += self.text(name) + TOKENS_PER_NAME
+        call_id = message.get("tool_call_id")
+        if isinstance(call_id, str):
+            total += self.text(call_id)
+        return total
+
+    def tools(self, tools: Any) -> int:
+        if not tools:
+            return 0
+        return self.repeated(orjson.dumps(tools).decode())
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], tools: Any = None) -> tuple[int, int]:
+        """(tokens of the example, tokens of what its assistant messages say)."""
+        total = TOKENS_REPLY_PRIMING + self.tools(tools)
+        assistant = 0
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            if message.get("role") == "assistant":
+                body = self.body(message)
+                assistant += body
+                total += self.message(message, body)
+            else:
+                total += self.message(message)
+        return total, assistant
+
+
+@lru_cache(maxsize=4)
+def token_counter(encoding: str) -> TokenCounter:
+    """One counter per encoding per process (pool workers build theirs once)."""
+    return TokenCounter(encoding)
