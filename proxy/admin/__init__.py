@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from proxy.admin import faults, interactions, keys, review, routes_api, sql, stats
+from proxy.admin import datasets, faults, interactions, jobs, keys, review, routes_api, sql, stats
 
 
 def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
@@ -15,6 +15,8 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *routes_api.ROUTES,
         *keys.ROUTES,
         *sql.ROUTES,
+        *datasets.ROUTES,
+        *jobs.ROUTES,
     ]
     if fault_injection:
         routes += faults.ROUTES
