@@ -13,7 +13,7 @@ import contextlib
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import duckdb
 import orjson
@@ -23,7 +23,7 @@ from storage.db import Connection
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.names import dataset_name
 
-ItemBatches = pa.Table | pa.RecordBatchReader | Iterable[pa.Table | pa.RecordBatch]
+ItemBatches: TypeAlias = "pa.Table | pa.RecordBatchReader | Iterable[pa.Table | pa.RecordBatch]"
 _NAMED = 5  # unknown interactions named in an error
 
 SPLITS = ("train", "validation", "skipped")

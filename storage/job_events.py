@@ -57,7 +57,8 @@ def _append_events(con: Connection, job_id: str, events: Sequence[Mapping[str, A
         "(SELECT unnest(?::VARCHAR[]))", [job_id, [e["id"] for e in events]]).fetchall()}
     start = con.execute("SELECT coalesce(max(seq), 0) FROM finetune_job_events WHERE job_id = ?",
                         [job_id]).fetchall()[0][0]
-    rows, seen = [], set(known)
+    rows: list[dict[str, Any]] = []
+    seen = set(known)
     for event in events:
         if event["id"] in seen:
             continue  # shown before: recording it again changes nothing

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tuneloop.client import AdminClient, ServerUnreachable
+from tuneloop.commands.datasets import datasets, export_command
+from tuneloop.commands.finetune import finetune, jobs
 from tuneloop.commands.ui import ui
 from tuneloop.config import Settings, load_settings
 from tuneloop.errors import ConfigError, TuneloopError
@@ -228,6 +230,10 @@ def routes_set(ctx: click.Context, file: Any, api: str | None) -> None:
 
 
 main.add_command(ui)
+main.add_command(export_command)
+main.add_command(datasets)
+main.add_command(finetune)
+main.add_command(jobs)
 
 if __name__ == "__main__":
     main()

@@ -75,7 +75,7 @@ async def create(request: Request) -> Response:
         await ctx.db.read(check)
         return json_response({"ok": True, "dry_run": True})
     job_id = _job_id(body.get("id"))
-    fields = {
+    fields: dict[str, Any] = {
         "provider": _text(body, "provider", required=True, max_length=64),
         "base_model": _text(body, "base_model", required=True),
         "method": _text(body, "method", required=True, max_length=32),
