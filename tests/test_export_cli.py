@@ -208,7 +208,8 @@ def test_failing_validation_prints_the_report_exits_non_zero_and_writes_nothing(
     result = run_cli(proxy, tmp_path, "export", "--name", "small", "--out", str(out))
     assert result.exit_code == 2
     assert "Dataset check: chat" in result.stdout and "too_few_examples" in result.stdout
-    assert "fails validation" in flat(result.output) and "nothing was written" in flat(result.output)
+    assert "fails validation" in flat(result.output)
+    assert "nothing was written" in flat(result.output)
     assert not out.exists() and proxy.admin().datasets()["datasets"] == []
 
 

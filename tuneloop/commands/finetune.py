@@ -41,9 +41,15 @@ def _follow(client: Any, job_id: str, poll: float) -> dict[str, Any]:
     from exporter.finetune import default_provider, wait_for_job
     from exporter.providers.display import RichFollowDisplay
 
-    with RichFollowDisplay(job_id) as display:
-        record: dict[str, Any] = wait_for_job(client, job_id, default_provider(),
-                                              observer=display, backoff=_backoff(poll))
+    try:
+        with RichFollowDisplay(job_id) as display:
+            record: dict[str, Any] = wait_for_job(client, job_id, default_provider(),
+                                                  observer=display, backoff=_backoff(poll))
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            f"stopped following {job_id}; the job goes on at the provider. Re-attach with "
+            f"`tuneloop jobs follow {job_id}`", highlight=False)
+        raise SystemExit(130) from None
     return record
 
 
