@@ -34,7 +34,7 @@ from storage.queue import ReviewQuery, find_ids
 from storage.tags import effective_tags
 
 DEFAULT_LABEL_PREFIX = "label:"
-PAGE_SIZE = 1000
+PAGE_SIZE = 2000
 _NOT_EVALUATION = ("i.traffic <> 'evaluation'", ())
 
 
@@ -119,25 +119,60 @@ def _example(selection: ExampleSelection, row: tuple[Any, ...],
     return example
 
 
-def example_page(con: Connection, selection: ExampleSelection, *, cursor: str | None = None,
-                 size: int = PAGE_SIZE) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of examples, newest first, and the cursor of the next page (None: done)."""
-    ids, next_cursor = find_ids(con, selection.query, limit=size, cursor=cursor)
+def examples_for(con: Connection, selection: ExampleSelection,
+                 ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The examples of the given interactions, in the order given."""
     if not ids:
-        return [], None
+        return []
     where, params = ids_condition("id", ids)
-    rows = con.execute(
+    rows = {r[0]: r for r in con.execute(
         "SELECT id, endpoint, request, response, session_id, metadata, tags FROM interactions "
-        f"WHERE {where} ORDER BY id DESC", params).fetchall()
+        f"WHERE {where}", params).fetchall()}
     where, params = ids_condition("interaction_id", ids)
     reviews: Mapping[str, tuple[int, str | None]] = {
         r[0]: (r[1], r[2]) for r in con.execute(
             f"SELECT interaction_id, revision, messages FROM reviews WHERE {where}",
             params).fetchall()
     }
-    tags = effective_tags(con, {r[0]: r[6] for r in rows})
-    examples = [_example(selection, row[:6], reviews.get(row[0]), tags[row[0]]) for row in rows]
-    return examples, next_cursor
+    tags = effective_tags(con, {i: rows[i][6] for i in ids if i in rows})
+    return [_example(selection, rows[i][:6], reviews.get(i), tags[i]) for i in ids if i in rows]
+
+
+def example_page(con: Connection, selection: ExampleSelection, *, cursor: str | None = None,
+                 size: int = PAGE_SIZE) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of examples, newest first, and the cursor of the next page (None: done).
+    Each page is its own query (the review list's windows): right for text search (`q`),
+    whose term index drives it; :class:`ExampleStream` is faster for everything else."""
+    ids, next_cursor = find_ids(con, selection.query, limit=size, cursor=cursor)
+    return examples_for(con, selection, ids), next_cursor
+
+
+class ExampleStream:
+    """Every example of a selection, newest first, a page at a time, in one pass.
+
+    One query applies every filter (except `q`) to the interactions and sorts the matching
+    ids; its result stays open on `driver` (a cursor of its own, used by one thread at a
+    time) and hands out one page of ids per call, whose rows are then fetched by id on the
+    caller's cursor. The ids wait in DuckDB's buffers, never as Python objects; each page is
+    read from the snapshot the query started on."""
+
+    def __init__(self, driver: Connection, selection: ExampleSelection,
+                 page_size: int = PAGE_SIZE):
+        if selection.query.q is not None:
+            raise ValueError("text search pages with example_page (its term index drives it)")
+        self.selection = selection
+        where, params = selection.query.where()
+        relation = driver.sql(
+            f"SELECT i.id FROM interactions i WHERE {where} ORDER BY i.id DESC", params=params)
+        self._reader = relation.to_arrow_reader(page_size)
+
+    def next_page(self, con: Connection) -> list[dict[str, Any]] | None:
+        """The next page of examples (None: the selection is exhausted)."""
+        try:
+            batch = self._reader.read_next_batch()
+        except StopIteration:
+            return None
+        return examples_for(con, self.selection, batch.column(0).to_pylist())
 
 
 def encode_examples(examples: Sequence[Mapping[str, Any]]) -> bytes:

@@ -87,6 +87,12 @@ def test_stream_ends_with_its_count_and_pages_through_everything(proxy: ProxySer
     lines = [orjson.loads(line) for line in response.content.splitlines()]
     assert lines[-1] == {"end": True, "examples": 8}
     assert [e["interaction_id"] for e in lines[:-1]] == ids[::-1]  # newest first, no repeats
+    # text search pages through the term index instead of one stream
+    found = [e["interaction_id"] for e in proxy.admin().dataset_examples({"q": "question"})]
+    assert found == ids[::-1]
+    assert [e["interaction_id"] for e in proxy.admin().dataset_examples(
+        {"q": "question", "max_examples": 4})] == ids[::-1][:4]
+    assert list(proxy.admin().dataset_examples({"q": "nowhere"})) == []
 
 
 @pytest.mark.parametrize("query, message", [

@@ -241,3 +241,12 @@ def test_filters_select_what_is_exported(proxy: ProxyServer, tmp_path: Path) -> 
     assert "Dataset check" in flat(shown.output)
     listed = run_cli(proxy, tmp_path, "datasets", "list")
     assert "billing" in listed.output
+
+
+def test_the_commands_are_registered() -> None:
+    out = CliRunner().invoke(main, ["--help"]).output
+    for command in ("export", "finetune", "jobs", "datasets"):
+        assert f"  {command} " in out
+    jobs = CliRunner().invoke(main, ["jobs", "--help"]).output
+    for command in ("list", "follow", "results", "cancel", "show"):
+        assert f"  {command} " in jobs

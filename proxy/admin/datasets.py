@@ -14,7 +14,6 @@ Reviewer or admin token: building a dataset is curation; starting a fine-tune is
 
 from __future__ import annotations
 
-import functools
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import IO, Any
@@ -34,6 +33,7 @@ from storage.dataset_examples import (
     DEFAULT_LABEL_PREFIX,
     PAGE_SIZE,
     ExampleSelection,
+    ExampleStream,
     encode_examples,
     example_page,
     without_evaluation_traffic,
@@ -48,7 +48,7 @@ from storage.datasets import (
     list_datasets,
     trace,
 )
-from storage.db import Connection
+from storage.db import Connection, Database
 from tuneloop.errors import BadRequest, PayloadTooLarge, TuneloopError
 from tuneloop.names import dataset_name
 
@@ -83,34 +83,63 @@ def _error_line(exc: Exception) -> bytes:
     return orjson.dumps(error.to_openai(), option=orjson.OPT_APPEND_NEWLINE)
 
 
+class _Pages:
+    """The pages of a selection: one open stream, or (for text search) one query a page.
+    `next` runs on a reader thread and returns the page encoded, or None when done."""
+
+    def __init__(self, db: Database, selection: ExampleSelection):
+        self.selection = selection
+        self.remaining = selection.max_examples
+        self._driver = db.detached_cursor() if selection.query.q is None else None
+        self._stream: ExampleStream | None = None
+        self._cursor: str | None = None
+        self._done = False
+
+    def next(self, con: Connection) -> tuple[bytes, int] | None:
+        if self._done or self.remaining == 0:
+            return None
+        if self._driver is not None:
+            if self._stream is None:
+                self._stream = ExampleStream(self._driver, self.selection, PAGE_SIZE)
+            examples = self._stream.next_page(con)
+            self._done = examples is None
+        else:
+            examples, self._cursor = example_page(con, self.selection, cursor=self._cursor,
+                                                  size=PAGE_SIZE)
+            self._done = self._cursor is None
+        if self.remaining is not None:
+            examples = (examples or [])[:self.remaining]
+            self.remaining -= len(examples)
+        return (encode_examples(examples), len(examples)) if examples else (b"", 0)
+
+    def close(self) -> None:
+        if self._driver is not None:
+            self._driver.close()
+
+
 async def stream_examples(request: Request) -> Response:
     ctx = authorize(request, Role.REVIEWER)
-    selection = example_selection(request.query_params)
-    budget = selection.max_examples
-
-    def page(con: Connection, *, cursor: str | None, size: int) -> tuple[bytes, int, str | None]:
-        examples, next_cursor = example_page(con, selection, cursor=cursor, size=size)
-        return encode_examples(examples), len(examples), next_cursor  # encoded off the loop
-
-    def size_for(sent: int) -> int:
-        return PAGE_SIZE if budget is None else min(PAGE_SIZE, budget - sent)
-
-    # the first page before the response starts: a bad filter is a plain HTTP error
-    first = await ctx.db.read(functools.partial(page, cursor=None, size=size_for(0)))
+    pages = _Pages(ctx.db, example_selection(request.query_params))
+    try:  # the first page before the response starts: a bad query is a plain HTTP error
+        first = await ctx.db.read(pages.next)
+    except BaseException:
+        pages.close()
+        raise
 
     async def body() -> AsyncIterator[bytes]:
-        data, count, cursor = first
-        sent = count
-        yield data
+        page, sent = first, 0
         try:
-            while cursor is not None and (budget is None or sent < budget):
-                data, count, cursor = await ctx.db.read(
-                    functools.partial(page, cursor=cursor, size=size_for(sent)))
+            while page is not None:
+                data, count = page
                 sent += count
-                yield data
+                if data:
+                    yield data
+                page = await ctx.db.read(pages.next)
         except Exception as exc:  # the status line is gone: say it in the stream
             yield _error_line(exc)
             return
+        finally:
+            pages.close()
         yield orjson.dumps({"end": True, "examples": sent}, option=orjson.OPT_APPEND_NEWLINE)
 
     return StreamingResponse(body(), media_type=NDJSON)
