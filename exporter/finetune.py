@@ -73,6 +73,19 @@ def job_spec(export: ExportDir, base_model: str, *, method: str | None = None,
     return JobSpec(base_model, "dpo" if chosen == "dpo" else "supervised", hyper, suffix, seed)
 
 
+def estimated_cost(manifest: Mapping[str, Any], spec: JobSpec) -> float | None:
+    """The training cost in USD an export's manifest predicts for this job (its epochs, else
+    the default epochs), or None when the model's price is unknown: a spending cap's input."""
+    billing = manifest["billing"]
+    price = billing.get("price_per_1m_tokens")
+    if price is None:
+        return None
+    epochs = spec.hyperparameters.get("n_epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool):
+        epochs = billing["default_epochs"]
+    return round(billing["billed_tokens_per_epoch"] * epochs * price / 1e6, 4)
+
+
 def start_job(client: AdminClient, export_dir: Path, spec: JobSpec,
               provider: JobProvider | None = None) -> dict[str, Any]:
     """Check the token may fine-tune (Forbidden otherwise, before anything is read or

@@ -20,7 +20,7 @@ from click.testing import Result
 
 from exporter.datasets import build_dataset
 from exporter.exportdir import load_export
-from exporter.finetune import job_spec, start_job, wait_for_job
+from exporter.finetune import estimated_cost, job_spec, start_job, wait_for_job
 from exporter.pipeline import ExportOptions
 from exporter.providers.base import JobEvent, JobInfo
 from exporter.providers.follow import Backoff
@@ -244,3 +244,25 @@ def test_jobs_follow_reattaches_after_an_interruption(proxy: ProxyServer, export
     fake = proxy.upstream.state.jobs[job_id]
     assert first + shown_events(again.output) == [e["message"] for e in fake.events]
     assert proxy.admin().job(job_id)["status"] == "succeeded"
+
+
+def test_jobs_list_refresh_asks_the_provider_and_the_cost_follows_the_epochs(
+        proxy: ProxyServer, export_dir: Path, cli: Callable[..., Result]) -> None:
+    proxy.upstream.state.finetune_step_seconds = 0.02
+    started = cli("finetune", "--dataset", str(export_dir), "--base-model", MODEL)
+    job_id = started.stdout.splitlines()[0]
+    assert proxy.admin().job(job_id)["status"] == "validating_files"
+    time.sleep(0.3)  # the provider finishes it while nobody follows
+    listed = cli("jobs", "list", "--refresh", "--json")
+    assert listed.exit_code == 0, listed.output
+    (job,) = json.loads(listed.stdout)
+    assert job["id"] == job_id and job["status"] == "succeeded" and job["fine_tuned_model"]
+    assert proxy.admin().job(job_id)["status"] == "succeeded"
+
+    export = load_export(export_dir)
+    billing = export.manifest["billing"]
+    default = estimated_cost(export.manifest, job_spec(export, MODEL))
+    assert default == billing["estimated_cost_usd"]
+    doubled = estimated_cost(export.manifest, job_spec(export, MODEL,
+                                                       epochs=2 * billing["default_epochs"]))
+    assert doubled == pytest.approx(2 * default, rel=1e-3)
