@@ -148,6 +148,15 @@ class ValidationReport:
     def render(self) -> str:
         return render(self)
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ValidationReport:
+        """The report as a manifest stores it (`to_json`), e.g. to render it again."""
+        findings = [Finding(f["code"], f["severity"], f["message"], f.get("count", 0),
+                            tuple(f.get("examples", ()))) for f in data.get("findings", ())]
+        return cls(data["format"], data["model"], data["encoding"], findings,
+                   dict(data["counts"]), dict(data["tokens"]), dict(data["billing"]),
+                   dict(data.get("details", {})))
+
 
 def build_report(facts: DatasetFacts) -> ValidationReport:
     validation = np.frombuffer(bytes(facts.sides), dtype=np.uint8).astype(bool)

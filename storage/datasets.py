@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import duckdb
 import orjson
@@ -21,6 +21,10 @@ import pyarrow as pa
 
 from storage.db import Connection
 from tuneloop.errors import BadRequest, NotFound
+from tuneloop.names import dataset_name
+
+ItemBatches: TypeAlias = "pa.Table | pa.RecordBatchReader | Iterable[pa.Table | pa.RecordBatch]"
+_NAMED = 5  # unknown interactions named in an error
 
 SPLITS = ("train", "validation", "skipped")
 DATASET_ITEMS_SCHEMA = pa.schema(
@@ -68,7 +72,9 @@ def m020_datasets(con: Connection) -> None:
     )
 
 
-def _items(items: pa.Table) -> pa.Table:
+def _items(items: pa.Table | pa.RecordBatch) -> pa.Table:
+    if isinstance(items, pa.RecordBatch):
+        items = pa.Table.from_batches([items])
     missing = set(DATASET_ITEMS_SCHEMA.names) - set(items.column_names)
     if missing:
         raise BadRequest(f"dataset items lack the columns {sorted(missing)}")
@@ -76,7 +82,45 @@ def _items(items: pa.Table) -> pa.Table:
     splits = set(table.column("split").unique().to_pylist())
     if not splits <= set(SPLITS):
         raise BadRequest(f"unknown splits {sorted(map(str, splits - set(SPLITS)))}")
+    if table.column("interaction_id").null_count:
+        raise BadRequest("every dataset item needs an interaction_id")
     return table
+
+
+def _batches(items: ItemBatches) -> Iterable[pa.Table | pa.RecordBatch]:
+    return [items] if isinstance(items, pa.Table) else items
+
+
+def _insert_items(con: Connection, dataset_id: str, table: pa.Table) -> None:
+    con.register("_dataset_items", table)
+    try:
+        con.execute(
+            "INSERT INTO dataset_items SELECT ?, interaction_id, revision_id, revision, "
+            "split, line, skipped FROM _dataset_items",
+            [dataset_id],
+        )
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.unregister("_dataset_items")
+
+
+def _check_sources(con: Connection, dataset_id: str) -> None:
+    """Every item names a logged interaction, and a revision it really has."""
+    unknown = con.execute(
+        "SELECT d.interaction_id FROM dataset_items d WHERE d.dataset_id = ? AND NOT EXISTS "
+        "(SELECT 1 FROM interactions i WHERE i.id = d.interaction_id) "
+        "ORDER BY 1 LIMIT ?", [dataset_id, _NAMED]).fetchall()
+    if unknown:
+        raise BadRequest("dataset items name interactions that were never logged: "
+                         + ", ".join(r[0] for r in unknown))
+    unknown = con.execute(
+        "SELECT d.interaction_id, d.revision FROM dataset_items d WHERE d.dataset_id = ? "
+        "AND d.revision > 0 AND NOT EXISTS (SELECT 1 FROM review_revisions r WHERE "
+        "r.interaction_id = d.interaction_id AND r.revision = d.revision) "
+        "ORDER BY 1 LIMIT ?", [dataset_id, _NAMED]).fetchall()
+    if unknown:
+        raise BadRequest("dataset items name revisions that don't exist: "
+                         + ", ".join(f"{i} revision {n}" for i, n in unknown))
 
 
 def create_dataset(
@@ -84,14 +128,17 @@ def create_dataset(
     *,
     name: str,
     format: str,
-    items: pa.Table,
+    items: ItemBatches,
     filter: Mapping[str, Any] | None = None,
     manifest: Mapping[str, Any] | None = None,
     path: str | None = None,
     created_by: str | None = None,
+    check_sources: bool = False,
 ) -> dict[str, Any]:
-    """Record a snapshot as the next version of `name`, in one transaction."""
-    table = _items(items)
+    """Record a snapshot as the next version of `name`, in one transaction. `items` is one
+    Arrow table or a stream of batches (inserted as they come: memory stays bounded).
+    `check_sources` refuses items naming unknown interactions or revisions."""
+    dataset_name(name)
     dataset_id = "ds_" + secrets.token_hex(8)
     con.execute("BEGIN TRANSACTION")
     try:
@@ -112,16 +159,12 @@ def create_dataset(
                 created_by,
             ],
         )
-        con.register("_dataset_items", table)
-        try:
-            con.execute(
-                "INSERT INTO dataset_items SELECT ?, interaction_id, revision_id, revision, "
-                "split, line, skipped FROM _dataset_items",
-                [dataset_id],
-            )
-        finally:
-            with contextlib.suppress(duckdb.Error):
-                con.unregister("_dataset_items")
+        for batch in _batches(items):
+            table = _items(batch)
+            if table.num_rows:
+                _insert_items(con, dataset_id, table)
+        if check_sources:
+            _check_sources(con, dataset_id)
         con.execute("COMMIT")
     except duckdb.ConstraintException as exc:
         con.execute("ROLLBACK")
@@ -215,3 +258,32 @@ def dataset_items(
     params += [limit, offset]
     names = ("interaction_id", "revision_id", "revision", "split", "line", "skipped")
     return [dict(zip(names, row, strict=True)) for row in con.execute(sql, params).fetchall()]
+
+
+def dataset_names(con: Connection) -> list[dict[str, Any]]:
+    """One row per dataset name: how many versions, the latest, when it was made."""
+    rows = con.execute(
+        "SELECT name, count(*), max(version), max(created_at) FROM datasets "
+        "GROUP BY name ORDER BY name").fetchall()
+    return [{"name": name, "versions": int(n), "latest_version": int(latest),
+             "updated_at": at.isoformat()} for name, n, latest, at in rows]
+
+
+def trace(con: Connection, name_or_id: str, version: int | None, split: str,
+          line: int) -> dict[str, Any]:
+    """A line of an exported file → its dataset, interaction, and the revision it took (with
+    the reviewer, action and time of that revision)."""
+    dataset = get_dataset(con, name_or_id, version)
+    found = trace_line(con, dataset["id"], split, line)
+    detail = None
+    if found["revision"]:
+        rows = con.execute(
+            "SELECT action, state, reviewer, created_at FROM review_revisions "
+            "WHERE interaction_id = ? AND revision = ?",
+            [found["interaction_id"], found["revision"]]).fetchall()
+        if rows:
+            action, state, reviewer, created_at = rows[0]
+            detail = {"action": action, "state": state, "reviewer": reviewer,
+                      "created_at": created_at.isoformat()}
+    return {"dataset": {k: dataset[k] for k in ("id", "name", "version")}, "split": split,
+            "line": line, **found, "revision_detail": detail}

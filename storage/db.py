@@ -57,6 +57,11 @@ class Database:
             self._local.cursor = cur
         return cur
 
+    def detached_cursor(self) -> Connection:
+        """A cursor of its own, for a result kept open across several calls (a stream read a
+        page at a time); one thread at a time may use it. The caller closes it."""
+        return self._con.cursor()
+
     def _call(self, fn: Callable[[Connection], T]) -> T:
         return fn(self.cursor())
 

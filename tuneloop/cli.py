@@ -20,6 +20,8 @@ from tuneloop.commands.common import (
     make_client,
     settings_from,
 )
+from tuneloop.commands.datasets import datasets, export_command
+from tuneloop.commands.finetune import finetune, jobs
 from tuneloop.commands.governance import forget, retention
 from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.ui import ui
@@ -197,6 +199,10 @@ main.add_command(ui)
 main.add_command(forget)
 main.add_command(retention)
 main.add_command(synthesize)
+main.add_command(export_command)
+main.add_command(datasets)
+main.add_command(finetune)
+main.add_command(jobs)
 
 if __name__ == "__main__":
     main()

@@ -5,10 +5,12 @@ Errors come back as the domain errors of `tuneloop.errors`, chosen by HTTP statu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+import orjson
 
 from tuneloop.errors import (
     BadRequest,
@@ -22,6 +24,7 @@ from tuneloop.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from tuneloop.names import dataset_name
 
 _BY_STATUS: dict[int, type[TuneloopError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
@@ -68,6 +71,32 @@ class AdminClient:
         if not response.content:
             return None
         return response.json()
+
+    def stream_lines(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                     content: Iterable[bytes] | None = None,
+                     headers: Mapping[str, str] | None = None) -> Iterator[bytes]:
+        """The response body's lines as they arrive (bodies of any size in bounded memory);
+        `content` streams the request body the same way."""
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            with self._http.stream(method, path, params=clean, content=content,
+                                   headers=headers) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_from(response)
+                pending = b""
+                for chunk in response.iter_bytes():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    yield from (line for line in lines if line)
+                if pending:
+                    yield pending
+        except httpx.ConnectError as exc:
+            raise ServerUnreachable(f"no tuneloop server answers at {self.api}") from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"the tuneloop server at {self.api} timed out") from exc
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"the connection to {self.api} broke: {exc}") from exc
 
     # -- interactions ----------------------------------------------------------------------
     def interactions(self, **filters: Any) -> dict[str, Any]:
@@ -169,6 +198,102 @@ class AdminClient:
 
     def revoke_key(self, key_id: str) -> None:
         self.request("DELETE", f"/admin/keys/{key_id}")
+
+    # -- datasets --------------------------------------------------------------------------
+    def dataset_examples(self, filter: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """The examples a filter selects, streamed (see storage.dataset_examples). Raises
+        ServerUnreachable if the stream ends without its end line (it was cut)."""
+        for line in self.stream_lines("GET", "/admin/datasets/examples", params=filter):
+            item = orjson.loads(line)
+            if "interaction_id" in item:
+                yield item
+            elif item.get("end") is True:
+                return
+            elif "error" in item:
+                error = item["error"]
+                raise TuneloopError(f"the example stream failed: {error.get('message')}",
+                                    code=error.get("code"))
+        raise ServerUnreachable(f"the example stream from {self.api} was cut short")
+
+    def record_dataset(self, header: Mapping[str, Any], items: Iterable[bytes]) -> dict[str, Any]:
+        """Record a snapshot: the header, then lineage lines (bytes, newline-terminated),
+        streamed; returns the snapshot with its version."""
+        def body() -> Iterator[bytes]:
+            yield orjson.dumps(dict(header), option=orjson.OPT_APPEND_NEWLINE)
+            yield from items
+
+        lines = list(self.stream_lines("POST", "/admin/datasets", content=body(),
+                                       headers={"content-type": "application/x-ndjson"}))
+        result: dict[str, Any] = orjson.loads(b"\n".join(lines))
+        return result
+
+    def datasets(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/admin/datasets")
+        return result
+
+    def dataset_versions(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/admin/datasets/{_name(name)}")
+        return result
+
+    def dataset(self, name: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", f"/admin/datasets/{_name(name)}/{int(version)}")
+        return result
+
+    def dataset_items(self, name: str, version: int, *, split: str | None = None,
+                      limit: int = 1000, offset: int = 0) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", f"/admin/datasets/{_name(name)}/{int(version)}/items",
+            params={"split": split, "limit": limit, "offset": offset})
+        return result
+
+    def trace(self, name: str, split: str, line: int, *,
+              version: int | None = None) -> dict[str, Any]:
+        """Which interaction and revision a line of an exported file came from."""
+        result: dict[str, Any] = self.request("GET", "/admin/datasets/trace", params={
+            "name": name, "version": version, "split": split, "line": line})
+        return result
+
+    # -- fine-tuning jobs ------------------------------------------------------------------
+    def check_job(self, dataset_id: str | None = None) -> None:
+        """Raises Forbidden unless this token may start fine-tuning (nothing is recorded)."""
+        self.request("POST", "/admin/jobs", json={"dry_run": True, "dataset_id": dataset_id})
+
+    def record_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/admin/jobs", json=dict(job))
+        return result
+
+    def update_job(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        """status, fine_tuned_model, error, finished_at, last_event_id, curves, events."""
+        result: dict[str, Any] = self.request("PATCH", f"/admin/jobs/{_segment(job_id)}",
+                                              json=fields)
+        return result
+
+    def jobs(self, status: str | None = None, limit: int = 50) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/admin/jobs",
+                                              params={"status": status, "limit": limit})
+        return result
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/admin/jobs/{_segment(job_id)}")
+        return result
+
+    def job_events(self, job_id: str, *, after: int = 0, limit: int = 1000) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/admin/jobs/{_segment(job_id)}/events",
+                                              params={"after": after, "limit": limit})
+        return result
+
+
+def _name(name: str) -> str:
+    return _segment(dataset_name(name))
+
+
+def _segment(value: str) -> str:
+    """One URL path segment: nothing in a name or id can reach another path."""
+    text = str(value)
+    if text.strip(".") == "":  # `.` and `..` would be resolved away by the URL
+        return text.replace(".", "%2E")
+    return quote(text, safe="")
 
 
 def _error_from(response: httpx.Response) -> TuneloopError:

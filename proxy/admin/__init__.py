@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from proxy.admin import faults, governance, interactions, keys, review, routes_api, sql, stats
+from proxy.admin import (
+    datasets,
+    faults,
+    governance,
+    interactions,
+    jobs,
+    keys,
+    review,
+    routes_api,
+    sql,
+    stats,
+)
 
 
 def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
@@ -16,6 +27,8 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *keys.ROUTES,
         *sql.ROUTES,
         *governance.ROUTES,
+        *datasets.ROUTES,
+        *jobs.ROUTES,
     ]
     if fault_injection:
         routes += faults.ROUTES

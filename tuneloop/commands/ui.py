@@ -32,7 +32,7 @@ def _oidc_configured() -> bool:
               "[env TUNELOOP_API; default http://127.0.0.1:4000].")
 @click.pass_context
 def ui(ctx: click.Context, port: int, host: str, api: str | None) -> None:
-    """Run the review app (Queue, Browse, Item, Stats) against a tuneloop server."""
+    """Run the review app (Queue, Browse, Item, Stats, Datasets, Jobs) against a server."""
     from tuneloop.commands.common import admin_token, domain_errors, settings_from
 
     @domain_errors

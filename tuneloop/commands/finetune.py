@@ -1,0 +1,217 @@
+"""`tuneloop finetune` (start a job on an export directory) and `tuneloop jobs list | show |
+follow | results | cancel`. The provider is reached with the `openai` SDK (OPENAI_API_KEY,
+OPENAI_BASE_URL); every job and what happens to it is recorded through the admin API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+api_option = click.option("--api", default=None,
+                          help="Admin API base URL [env TUNELOOP_API].")
+poll_option = click.option("--poll", type=float, default=2.0, show_default=True,
+                           help="Seconds between status checks while following.")
+
+
+def _backoff(poll: float) -> Any:
+    from exporter.providers.follow import Backoff
+
+    poll = max(poll, 0.01)
+    return Backoff(poll=poll, idle_max=max(poll, min(30.0, 15 * poll)), initial=min(1.0, poll))
+
+
+def _run(ctx: click.Context, api: str | None, body: Callable[[Any], None]) -> None:
+    from tuneloop.commands.common import domain_errors, make_client
+
+    @domain_errors
+    def run() -> None:
+        with make_client(ctx, api) as client:
+            body(client)
+
+    run()
+
+
+def _follow(client: Any, job_id: str, poll: float) -> dict[str, Any]:
+    from exporter.finetune import default_provider, wait_for_job
+    from exporter.providers.display import RichFollowDisplay
+
+    try:
+        with RichFollowDisplay(job_id) as display:
+            record: dict[str, Any] = wait_for_job(client, job_id, default_provider(),
+                                                  observer=display, backoff=_backoff(poll))
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            f"stopped following {job_id}; the job goes on at the provider. Re-attach with "
+            f"`tuneloop jobs follow {job_id}`", highlight=False)
+        raise SystemExit(130) from None
+    return record
+
+
+def _finish(record: dict[str, Any]) -> None:
+    from exporter.finetune import raise_for_status
+
+    click.echo(f"{record['id']} {record['status']}"
+               + (f": {record['fine_tuned_model']}" if record.get("fine_tuned_model") else ""))
+    if record.get("curves"):
+        _print_curves(record["curves"])
+    raise_for_status(record)
+
+
+@click.command("finetune")
+@click.option("--dataset", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Export directory made by `tuneloop export`.")
+@click.option("--base-model", required=True, help="e.g. gpt-4o-mini-2024-07-18")
+@click.option("--method", type=click.Choice(["sft", "dpo"]), default=None,
+              help="[default: dpo for preference datasets, else sft]")
+@click.option("--suffix", default=None, help="Up to 64 characters in the model name.")
+@click.option("--seed", type=int, default=None)
+@click.option("--epochs", type=int, default=None, help="[default: auto]")
+@click.option("--batch-size", type=int, default=None, help="[default: auto]")
+@click.option("--lr-multiplier", type=float, default=None, help="[default: auto]")
+@click.option("--beta", type=float, default=None, help="DPO beta [default: auto]")
+@click.option("--wait", is_flag=True, help="Follow the job to its end, then store its results.")
+@poll_option
+@api_option
+@click.pass_context
+def finetune(ctx: click.Context, dataset: Path, base_model: str, method: str | None,
+             suffix: str | None, seed: int | None, epochs: int | None, batch_size: int | None,
+             lr_multiplier: float | None, beta: float | None, wait: bool, poll: float,
+             api: str | None) -> None:
+    """Upload an export directory and start a fine-tuning job (admin token only)."""
+    from exporter.exportdir import load_export
+    from exporter.finetune import job_spec, start_job
+
+    def body(client: Any) -> None:
+        spec = job_spec(load_export(dataset, verify=False), base_model, method=method,
+                        suffix=suffix, seed=seed, epochs=epochs, batch_size=batch_size,
+                        lr_multiplier=lr_multiplier, beta=beta)
+        record = start_job(client, dataset, spec)
+        click.echo(record["id"])
+        Console(stderr=True).print(
+            f"started {record['id']} ({record['method']} on {record['base_model']}); follow it "
+            f"with `tuneloop jobs follow {record['id']}`", highlight=False)
+        if wait:
+            _finish(_follow(client, record["id"], poll))
+
+    _run(ctx, api, body)
+
+
+@click.group("jobs")
+def jobs() -> None:
+    """Fine-tuning jobs: list, follow, results, cancel."""
+
+
+@jobs.command("list")
+@click.option("--status", default=None, help="Only jobs in this state.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--refresh", is_flag=True, help="Ask the provider for unfinished jobs' states.")
+@click.option("--json", "as_json", is_flag=True)
+@api_option
+@click.pass_context
+def jobs_list(ctx: click.Context, status: str | None, limit: int, refresh: bool,
+              as_json: bool, api: str | None) -> None:
+    """The recorded jobs, newest first."""
+    from exporter.finetune import default_provider, refresh_job
+    from exporter.providers.base import TERMINAL
+
+    def body(client: Any) -> None:
+        found = client.jobs(status=status, limit=limit)["jobs"]
+        if refresh and any(j["status"] not in TERMINAL for j in found):
+            provider = default_provider()
+            found = [refresh_job(client, j["id"], provider) if j["status"] not in TERMINAL
+                     else j for j in found]
+        if as_json:
+            click.echo(json.dumps(found, indent=2))
+            return
+        table = Table("id", "status", "base model", "fine-tuned model", "dataset", "created")
+        for job in found:
+            table.add_row(job["id"], job["status"], job["base_model"],
+                          job["fine_tuned_model"] or "", job["dataset_id"] or "",
+                          job["created_at"])
+        Console().print(table)
+
+    _run(ctx, api, body)
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@api_option
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: str, api: str | None) -> None:
+    """A recorded job as JSON."""
+    _run(ctx, api, lambda client: click.echo(json.dumps(client.job(job_id), indent=2)))
+
+
+@jobs.command("follow")
+@click.argument("job_id")
+@poll_option
+@api_option
+@click.pass_context
+def jobs_follow(ctx: click.Context, job_id: str, poll: float, api: str | None) -> None:
+    """Show a job's events until it ends, resuming after the last event shown before (by
+    any process); exits non-zero if the job fails or is cancelled."""
+    _run(ctx, api, lambda client: _finish(_follow(client, job_id, poll)))
+
+
+@jobs.command("results")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics per step as JSON.")
+@api_option
+@click.pass_context
+def jobs_results(ctx: click.Context, job_id: str, as_json: bool, api: str | None) -> None:
+    """Fetch a finished job's metrics (loss curves), store and print them."""
+    from exporter.finetune import default_provider, refresh_job, store_results
+
+    def body(client: Any) -> None:
+        provider = default_provider()
+        record = refresh_job(client, job_id, provider)
+        curves = store_results(client, job_id, provider)
+        if as_json:
+            click.echo(json.dumps({"job": client.job(job_id), "curves": curves.to_json()}))
+            return
+        click.echo(f"{record['id']} {record['status']}: {record['fine_tuned_model'] or '-'}")
+        _print_curves(curves.to_json())
+
+    _run(ctx, api, body)
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@api_option
+@click.pass_context
+def jobs_cancel(ctx: click.Context, job_id: str, api: str | None) -> None:
+    """Cancel a running job (admin token only)."""
+    from exporter.finetune import cancel_job
+
+    def body(client: Any) -> None:
+        record = cancel_job(client, job_id)
+        click.echo(f"{record['id']} {record['status']}")
+
+    _run(ctx, api, body)
+
+
+def _number(value: Any) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _print_curves(curves: dict[str, Any], rows: int = 20) -> None:
+    """Final and best losses, and the curve at up to `rows` evenly spaced steps."""
+    steps, train, valid = curves["steps"], curves["train_loss"], curves["valid_loss"]
+    if not steps:
+        click.echo("no metrics in the result file")
+        return
+    known = [(v, s) for s, v in zip(steps, valid, strict=True) if v is not None]
+    best = f", best validation loss {min(known)[0]:.4f} at step {min(known)[1]}" if known else ""
+    click.echo(f"{len(steps)} steps; final training loss {_number(train[-1])}"
+               + (f", final validation loss {_number(known[-1][0])}" if known else "") + best)
+    picks = sorted({round(i * (len(steps) - 1) / max(rows - 1, 1)) for i in range(rows)})
+    table = Table("step", "train loss", "valid loss")
+    for index in picks:
+        table.add_row(str(steps[index]), _number(train[index]), _number(valid[index]))
+    Console().print(table)
