@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from storage.datasets import m020_datasets
 from storage.db import Connection
 from storage.finetune_jobs import m021_finetune_jobs
+from storage.promotions import m025_route_history_detail
 
 log = logging.getLogger("tuneloop.storage")
 
@@ -193,6 +194,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(13, "search_index", m013_search_index),
     Migration(20, "datasets", m020_datasets),
     Migration(21, "finetune_jobs", m021_finetune_jobs),
+    Migration(25, "route_history_detail", m025_route_history_detail),
 )
 
 

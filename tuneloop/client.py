@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -152,6 +153,43 @@ class AdminClient:
         result: dict[str, Any] = self.request("PUT", "/admin/routes", json=dict(table))
         return result
 
+    def route_history(self, alias: str | None = None) -> list[dict[str, Any]]:
+        result: dict[str, Any] = self.request("GET", "/admin/routes/history",
+                                              params={"alias": alias})
+        return list(result["items"])
+
+    def promote(self, alias: str, model: str, *, canary: float = 100.0,
+                provider: str | None = None, base_url: str | None = None,
+                api_key_env: str | None = None, prompt_suffix: str | None = None,
+                stop: str | list[str] | None = None, keep_fallbacks: bool = True,
+                previous_as_fallback: bool = True) -> dict[str, Any]:
+        """Route `canary` percent of the alias's traffic to `model` (100: all of it, with the
+        previous target as a fallback). Admin token only."""
+        body: dict[str, Any] = {"model": model, "canary": canary,
+                                "keep_fallbacks": keep_fallbacks,
+                                "previous_as_fallback": previous_as_fallback}
+        for key, value in (("provider", provider), ("base_url", base_url),
+                           ("api_key_env", api_key_env), ("prompt_suffix", prompt_suffix),
+                           ("stop", stop)):
+            if value is not None:
+                body[key] = value
+        result: dict[str, Any] = self.request("POST", f"/admin/routes/{_quote(alias)}/promote",
+                                              json=body)
+        return result
+
+    def rollback(self, alias: str) -> dict[str, Any]:
+        """Restore the route before the latest promotion. Admin token only."""
+        result: dict[str, Any] = self.request("POST", f"/admin/routes/{_quote(alias)}/rollback")
+        return result
+
+    def route_health(self, alias: str, since: str | None = None,
+                     until: str | None = None) -> dict[str, Any]:
+        """Per target of the alias: requests, error rate, feedback, latency p50 (production
+        traffic since the latest promotion, or `since`)."""
+        result: dict[str, Any] = self.request("GET", f"/admin/routes/{_quote(alias)}/health",
+                                              params={"since": since, "until": until})
+        return result
+
     # -- keys ------------------------------------------------------------------------------
     def create_key(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/admin/keys", json={"name": name})
@@ -159,6 +197,10 @@ class AdminClient:
 
     def revoke_key(self, key_id: str) -> None:
         self.request("DELETE", f"/admin/keys/{key_id}")
+
+
+def _quote(segment: str) -> str:
+    return quote(segment, safe="")
 
 
 def _error_from(response: httpx.Response) -> TuneloopError:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from proxy.admin import faults, interactions, keys, review, routes_api, sql, stats
+from proxy.admin import (
+    faults,
+    interactions,
+    keys,
+    promote_api,
+    review,
+    routes_api,
+    sql,
+    stats,
+)
 
 
 def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
@@ -13,6 +22,7 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *review.ROUTES,
         *stats.ROUTES,
         *routes_api.ROUTES,
+        *promote_api.ROUTES,
         *keys.ROUTES,
         *sql.ROUTES,
     ]
