@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from storage.datasets import m020_datasets
 from storage.db import Connection
+from storage.eval_runs import m026_eval_runs
 from storage.finetune_jobs import m021_finetune_jobs
 from storage.promotions import m025_route_history_detail
 
@@ -195,6 +196,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(20, "datasets", m020_datasets),
     Migration(21, "finetune_jobs", m021_finetune_jobs),
     Migration(25, "route_history_detail", m025_route_history_detail),
+    Migration(26, "eval_runs", m026_eval_runs),
 )
 
 

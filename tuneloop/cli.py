@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tuneloop.client import AdminClient, ServerUnreachable
+from tuneloop.commands.evaluate import evaluate
 from tuneloop.commands.promote import promote, rollback
 from tuneloop.commands.ui import ui
 from tuneloop.config import Settings, load_settings
@@ -231,6 +232,7 @@ def routes_set(ctx: click.Context, file: Any, api: str | None) -> None:
 main.add_command(ui)
 main.add_command(promote)
 main.add_command(rollback)
+main.add_command(evaluate)
 
 if __name__ == "__main__":
     main()

@@ -190,6 +190,37 @@ class AdminClient:
                                               params={"since": since, "until": until})
         return result
 
+    # -- evaluations -----------------------------------------------------------------------
+    def create_eval_run(self, *, candidate: str, baseline: str, scorer: str,
+                        dataset: str | None = None, threshold: float | None = None,
+                        cycle_run_id: str | None = None) -> dict[str, Any]:
+        body = {"candidate": candidate, "baseline": baseline, "scorer": scorer,
+                "dataset": dataset, "threshold": threshold, "cycle_run_id": cycle_run_id}
+        result: dict[str, Any] = self.request(
+            "POST", "/admin/evals", json={k: v for k, v in body.items() if v is not None})
+        return result
+
+    def finish_eval_run(self, run_id: str, *, status: str,
+                        report: Mapping[str, Any] | None = None,
+                        error: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": status}
+        if report is not None:
+            body["report"] = dict(report)
+        if error is not None:
+            body["error"] = error
+        result: dict[str, Any] = self.request("POST", f"/admin/evals/{_quote(run_id)}/report",
+                                              json=body)
+        return result
+
+    def eval_runs(self, limit: int = 50, cycle_run_id: str | None = None) -> list[dict[str, Any]]:
+        result: dict[str, Any] = self.request(
+            "GET", "/admin/evals", params={"limit": limit, "cycle_run_id": cycle_run_id})
+        return list(result["items"])
+
+    def eval_run(self, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/admin/evals/{_quote(run_id)}")
+        return result
+
     # -- keys ------------------------------------------------------------------------------
     def create_key(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/admin/keys", json={"name": name})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from proxy.admin import (
+    evals_api,
     faults,
     interactions,
     keys,
@@ -23,6 +24,7 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *stats.ROUTES,
         *routes_api.ROUTES,
         *promote_api.ROUTES,
+        *evals_api.ROUTES,
         *keys.ROUTES,
         *sql.ROUTES,
     ]

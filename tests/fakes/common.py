@@ -75,6 +75,8 @@ class FakeStateBase:
     failures: deque[ProgrammedFailure] = field(default_factory=deque)
     clock: Callable[[], float] = time.time
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    model_replies: dict[str, str] = field(default_factory=dict)
+    """Chat and completions: a fixed answer text for a model (a worse or better model)."""
 
     def fail_next(self, count: int, status: int, retry_after: float | None = None) -> None:
         self.failures.extend(ProgrammedFailure(status, retry_after) for _ in range(count))
