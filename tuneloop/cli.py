@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tuneloop.client import AdminClient, ServerUnreachable
+from tuneloop.commands.cycle import cycle
 from tuneloop.commands.evaluate import evaluate
 from tuneloop.commands.promote import promote, rollback
 from tuneloop.commands.ui import ui
@@ -233,6 +234,7 @@ main.add_command(ui)
 main.add_command(promote)
 main.add_command(rollback)
 main.add_command(evaluate)
+main.add_command(cycle)
 
 if __name__ == "__main__":
     main()

@@ -221,6 +221,42 @@ class AdminClient:
         result: dict[str, Any] = self.request("GET", f"/admin/evals/{_quote(run_id)}")
         return result
 
+    # -- the scheduled cycle -----------------------------------------------------------------
+    def acquire_cycle_lease(self, cycle: str, holder: str, ttl_s: float) -> dict[str, Any]:
+        """Take or renew the cycle's lease; Conflict while another holder's is live."""
+        result: dict[str, Any] = self.request("POST", f"/admin/cycle-leases/{_quote(cycle)}",
+                                              json={"holder": holder, "ttl_s": ttl_s})
+        return result
+
+    def release_cycle_lease(self, cycle: str, holder: str) -> None:
+        self.request("DELETE", f"/admin/cycle-leases/{_quote(cycle)}",
+                     params={"holder": holder})
+
+    def create_cycle_run(self, cycle: str, holder: str, first_step: str,
+                         config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/admin/cycle-runs", json={
+            "cycle": cycle, "holder": holder, "first_step": first_step,
+            "config": None if config is None else dict(config)})
+        return result
+
+    def record_cycle_step(self, run_id: str, holder: str, step: str, status: str,
+                          **fields: Any) -> dict[str, Any]:
+        """fields: detail, state (merged), next_step, run_status, outcome, error."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/admin/cycle-runs/{_quote(run_id)}/steps",
+            json={"holder": holder, "step": step, "status": status, **fields})
+        return result
+
+    def cycle_runs(self, cycle: str | None = None, status: str | None = None,
+                   limit: int = 50) -> list[dict[str, Any]]:
+        result: dict[str, Any] = self.request(
+            "GET", "/admin/cycle-runs", params={"cycle": cycle, "status": status, "limit": limit})
+        return list(result["items"])
+
+    def cycle_run(self, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/admin/cycle-runs/{_quote(run_id)}")
+        return result
+
     # -- keys ------------------------------------------------------------------------------
     def create_key(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/admin/keys", json={"name": name})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from proxy.admin import (
+    cycles_api,
     evals_api,
     faults,
     interactions,
@@ -25,6 +26,7 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *routes_api.ROUTES,
         *promote_api.ROUTES,
         *evals_api.ROUTES,
+        *cycles_api.ROUTES,
         *keys.ROUTES,
         *sql.ROUTES,
     ]
