@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/browse.py", title="Browse", icon=":material/table_rows:"),
     st.Page("pages/item.py", title="Item", icon=":material/forum:"),
     st.Page("pages/stats.py", title="Stats", icon=":material/bar_chart:"),
+    st.Page("pages/routes.py", title="Routes", icon=":material/alt_route:"),
 ]
 
 st.set_page_config(page_title="tuneloop review", page_icon=":material/rate_review:",
