@@ -6,7 +6,8 @@ A step returns where the run goes next (None: the run is over, with an `outcome`
 add to the run's state, and whether to stop here for now (`wait`: a job still training, a
 canary without enough traffic yet); the next cycle resumes that step. Outcomes: `promoted`,
 `rolled_back`, `not_promoted`, `job_failed`, `over_budget`, `unchanged` (the same training
-data as an earlier run's job), `dataset_rejected`, `superseded` (someone changed the route).
+data as a model an earlier run trained), `dataset_rejected`, `superseded` (someone changed
+the route), `failed` (a step kept failing).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def validate_step(ctx: StepContext) -> StepResult:
         return end("dataset_rejected", findings=errors[:20])
     sha = manifest["files"][TRAIN]["sha256"]
     earlier = [r for r in ctx.client.cycle_runs(ctx.config.name, limit=100)
-               if r["id"] != ctx.run["id"] and r["state"].get("job_id")
+               if r["id"] != ctx.run["id"] and r["state"].get("fine_tuned_model")
                and r["state"].get("train_sha256") == sha]
     if earlier:
         return end("unchanged", same_data_as=earlier[0]["id"])

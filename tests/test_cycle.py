@@ -4,6 +4,8 @@ what reaches the upstream (models asked, jobs created, files uploaded) is the ev
 from __future__ import annotations
 
 import collections
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from exporter.cycle import run_cycle
 from exporter.cycle_config import CycleConfig, parse_cycle_config
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer
 from tuneloop.cli import main
+from tuneloop.client import AdminClient
 from tuneloop.errors import Conflict
 
 ALIAS = "support-bot"
@@ -246,3 +249,33 @@ def test_unhealthy_canary_is_rolled_back(loop: ProxyServer, tmp_path: Path) -> N
     mark = len(loop.upstream.state.requests)
     send(loop, 6, start=50)
     assert reached(loop, mark) == {CURRENT: 6}
+
+
+def test_two_concurrent_cycles_do_not_both_act(loop: ProxyServer, tmp_path: Path) -> None:
+    the_current_model_is_worse(loop)
+    cfg = config(tmp_path)
+    results: list[Any] = []
+    start = threading.Barrier(2)
+
+    def invoke() -> None:
+        start.wait()
+        results.append(run_cycle(AdminClient(loop.url, ADMIN_TOKEN), cfg, api_key=UPSTREAM_KEY))
+
+    threads = [threading.Thread(target=invoke) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.status for r in results) == ["active", "busy"]
+    assert len(loop.upstream.state.jobs) == 1 and len(loop.admin().cycle_runs("support")) == 1
+
+
+def test_an_expired_lease_is_taken_over(proxy: ProxyServer) -> None:
+    admin = proxy.admin()
+    admin.acquire_cycle_lease("nightly", "crashed-host", 1)
+    with pytest.raises(Conflict, match="crashed-host"):
+        admin.acquire_cycle_lease("nightly", "new-host", 60)
+    time.sleep(1.1)  # the crashed holder never renews
+    assert admin.acquire_cycle_lease("nightly", "new-host", 60)["holder"] == "new-host"
+    with pytest.raises(Conflict):
+        admin.create_cycle_run("nightly", "crashed-host", "export")
