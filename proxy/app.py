@@ -5,6 +5,7 @@ The process that runs this app owns the DuckDB file (see DESIGN.md).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from proxy.admin import admin_routes
 from proxy.admin.common import json_response
+from proxy.admin.governance import retention_loop
 from proxy.admin.routes_api import reload_routes
 from proxy.auth import AdminAuth, KeyRing, ensure_admin_token
 from proxy.context import ProxyContext, context_of
@@ -140,9 +142,13 @@ def create_app(settings: Settings) -> Starlette:
         # what exists now lives as long as the process: keep the collector off it
         gc.collect()
         gc.freeze()
+        retention = (asyncio.create_task(retention_loop(ctx, settings.retention_days))
+                     if settings.retention_days else None)
         try:
             yield
         finally:
+            if retention is not None:
+                retention.cancel()
             await ctx.writer.close()
             await ctx.http.close()
             ctx.db.close()

@@ -13,6 +13,7 @@ from proxy.context import ProxyContext
 class Incoming:
     method: str
     path: str
+    """As sent, still percent-encoded (ASGI's raw_path), so it reaches the upstream unchanged."""
     query: str
     headers: dict[str, str]
     """Lower-case names; a repeated header keeps its last value."""
@@ -22,7 +23,7 @@ class Incoming:
     def from_scope(cls, scope: Scope) -> Incoming:
         return cls(
             method=scope["method"],
-            path=scope["path"],
+            path=(scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
             query=scope["query_string"].decode("latin-1"),
             headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
             ctx=scope["app"].state.ctx,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+import yarl
 
 from tuneloop.errors import UpstreamTimeout, UpstreamUnreachable
 
@@ -99,6 +100,8 @@ class HttpUpstream:
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
+            # a proxy relays cookies, it doesn't keep a jar (and the jar costs per request)
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Content-Type"),
             timeout=aiohttp.ClientTimeout(total=None),
         )
@@ -117,8 +120,8 @@ class HttpUpstream:
         )
         try:
             response = await self._session.request(
-                method, url, headers=headers, data=body, timeout=timeout,
-                allow_redirects=False,
+                method, yarl.URL(url, encoded=True), headers=headers, data=body,
+                timeout=timeout, allow_redirects=False,
             )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(f"the upstream at {_origin(url)} did not answer in time") from exc

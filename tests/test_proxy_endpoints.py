@@ -365,3 +365,13 @@ def test_async_sdk_streams_through_the_proxy(proxy: ProxyServer) -> None:
 
     assert asyncio.run(run()) == "echo: async"
 
+
+
+def test_pass_through_keeps_percent_encoding(proxy: ProxyServer) -> None:
+    with proxy.http() as http:
+        response = http.get("/v1/echo/a%2Fb%20c?q=x%26y")
+    assert response.status_code == 200
+    echoed = response.json()
+    assert echoed["query"] == "q=x%26y"
+    # %2F stays an escaped slash inside one segment: the upstream decodes it as "a/b c"
+    assert proxy.upstream.state.requests[-1].path == "/v1/echo/a/b c"

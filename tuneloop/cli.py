@@ -2,66 +2,31 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from tuneloop.client import AdminClient, ServerUnreachable
+from tuneloop.client import ServerUnreachable
+from tuneloop.commands.common import (
+    api_option,
+    domain_errors,
+    err_console,
+    make_client,
+    settings_from,
+)
 from tuneloop.commands.cycle import cycle
 from tuneloop.commands.evaluate import evaluate
+from tuneloop.commands.governance import forget, retention
 from tuneloop.commands.promote import promote, rollback
 from tuneloop.commands.ui import ui
-from tuneloop.config import Settings, load_settings
-from tuneloop.errors import ConfigError, TuneloopError
-
-F = TypeVar("F", bound=Callable[..., Any])
-err_console = Console(stderr=True)
-
-
-def domain_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except TuneloopError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-            sys.exit(exc.exit_code)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def settings_from(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj["settings"]
-    return settings
-
-
-def admin_token(settings: Settings) -> str | None:
-    """The admin token from the environment or config, else the one `serve` wrote beside the
-    database, else the reviewer token."""
-    if settings.admin_token is not None:
-        return settings.admin_token.get_secret_value()
-    if settings.admin_token_file.is_file():
-        return settings.admin_token_file.read_text().strip() or None
-    if settings.reviewer_token is not None:
-        return settings.reviewer_token.get_secret_value()
-    return None
-
-
-def make_client(ctx: click.Context, api: str | None) -> AdminClient:
-    settings = settings_from(ctx)
-    return AdminClient(api or settings.api, admin_token(settings), actor="cli")
-
-
-api_option = click.option("--api", default=None, help="Admin API base URL "
-                          "[env TUNELOOP_API; default http://127.0.0.1:4000].")
+from tuneloop.config import load_settings
+from tuneloop.errors import ConfigError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -231,6 +196,8 @@ def routes_set(ctx: click.Context, file: Any, api: str | None) -> None:
 
 
 main.add_command(ui)
+main.add_command(forget)
+main.add_command(retention)
 main.add_command(promote)
 main.add_command(rollback)
 main.add_command(evaluate)

@@ -257,6 +257,16 @@ class AdminClient:
         result: dict[str, Any] = self.request("GET", f"/admin/cycle-runs/{_quote(run_id)}")
         return result
 
+    # -- governance ------------------------------------------------------------------------
+    def forget(self, user: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/admin/forget", json={"user": user})
+        return result
+
+    def retention(self, days: int | None = None) -> dict[str, Any]:
+        body = {} if days is None else {"days": days}
+        result: dict[str, Any] = self.request("POST", "/admin/retention", json=body)
+        return result
+
     # -- keys ------------------------------------------------------------------------------
     def create_key(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/admin/keys", json={"name": name})

@@ -8,6 +8,7 @@ from proxy.admin import (
     cycles_api,
     evals_api,
     faults,
+    governance,
     interactions,
     keys,
     promote_api,
@@ -29,6 +30,7 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *cycles_api.ROUTES,
         *keys.ROUTES,
         *sql.ROUTES,
+        *governance.ROUTES,
     ]
     if fault_injection:
         routes += faults.ROUTES

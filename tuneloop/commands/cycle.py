@@ -12,6 +12,16 @@ from pathlib import Path
 
 import click
 
+from tuneloop.commands.common import (
+    api_option,
+    domain_errors,
+    err_console,
+    make_client,
+    settings_from,
+)
+from tuneloop.commands.evaluate import proxy_api_key
+from tuneloop.errors import TuneloopError
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 log = logging.getLogger("tuneloop.cycle")
 
@@ -29,16 +39,12 @@ def parse_interval(text: str) -> float:
               help="The cycle's TOML file (see exporter/cycle_config.py).")
 @click.option("--every", default=None,
               help="Keep running: one cycle every interval (90s, 30m, 6h, 1d).")
-@click.option("--api", default=None, help="Admin API base URL [env TUNELOOP_API].")
+@api_option
 @click.pass_context
 def cycle(ctx: click.Context, cycle_file: Path, every: str | None, api: str | None) -> None:
     """Export, validate, fine-tune, evaluate, and canary-promote or roll back, gated."""
     from exporter.cycle import run_cycle
     from exporter.cycle_config import load_cycle_config
-    from tuneloop.cli import domain_errors, err_console, make_client, settings_from
-    from tuneloop.commands.evaluate import proxy_api_key
-    from tuneloop.errors import TuneloopError
-
     interval = parse_interval(every) if every else None
 
     def once() -> str:

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import click
 
+from tuneloop.commands.common import api_option, domain_errors, make_client, settings_from
+from tuneloop.config import Settings
+from tuneloop.errors import ConfigError
+
 
 @click.command("evaluate")
 @click.option("--dataset", "export_dir", required=True,
@@ -31,8 +35,9 @@ import click
               help="Variable holding the key the proxy expects [default OPENAI_API_KEY; "
                    "none: the proxy's own upstream key].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--api", default=None, help="Admin API base URL [env TUNELOOP_API].")
+@api_option
 @click.pass_context
+@domain_errors
 def evaluate(ctx: click.Context, export_dir: Path, candidate: str, baseline: str, scorer: str,
              threshold: float, metric: str | None, concurrency: int, retries: int,
              limit: int | None, max_tokens: int | None, api_key_env: str | None,
@@ -40,28 +45,18 @@ def evaluate(ctx: click.Context, export_dir: Path, candidate: str, baseline: str
     """Compare a candidate model with a baseline on an export's validation set."""
     from exporter.evaluate import EvalOptions
     from exporter.evaluate import evaluate as run_evaluation
-    from tuneloop.cli import domain_errors, make_client, settings_from
 
-    @domain_errors
-    def run() -> None:
-        settings = settings_from(ctx)
-        options = EvalOptions(candidate, baseline, scorer=scorer, threshold=threshold,
-                              metric=metric, concurrency=concurrency, retries=retries,
-                              limit=limit, max_tokens=max_tokens)
-        with make_client(ctx, api) as client:
-            report = run_evaluation(client, export_dir, options,
-                                    api_key=proxy_api_key(settings, api_key_env))
-        click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.render())
-
-    run()
+    options = EvalOptions(candidate, baseline, scorer=scorer, threshold=threshold,
+                          metric=metric, concurrency=concurrency, retries=retries,
+                          limit=limit, max_tokens=max_tokens)
+    with make_client(ctx, api) as client:
+        report = run_evaluation(client, export_dir, options,
+                                api_key=proxy_api_key(settings_from(ctx), api_key_env))
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.render())
 
 
-def proxy_api_key(settings: object, api_key_env: str | None) -> str | None:
+def proxy_api_key(settings: Settings, api_key_env: str | None) -> str | None:
     """The key evaluation requests carry to the proxy, or None to let it use its own."""
-    from tuneloop.config import Settings
-    from tuneloop.errors import ConfigError
-
-    assert isinstance(settings, Settings)
     if api_key_env:
         key = settings.env_secret(api_key_env)
         if key is None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from tuneloop.commands.common import api_option, domain_errors, make_client
+
 
 def describe_route(spec: dict[str, Any]) -> str:
     total = sum(float(t.get("weight", 100.0)) for t in spec["targets"]) or 1.0
@@ -46,49 +48,38 @@ def legacy_markers(export_dir: Path) -> tuple[str | None, str | None]:
 @click.option("--keep-fallbacks/--drop-fallbacks", default=True, show_default=True)
 @click.option("--previous-as-fallback/--no-previous-fallback", default=True, show_default=True,
               help="On a full promotion, keep the previous target as the first fallback.")
-@click.option("--api", default=None, help="Admin API base URL [env TUNELOOP_API].")
+@api_option
 @click.pass_context
+@domain_errors
 def promote(ctx: click.Context, alias: str, model: str, canary: float, provider: str | None,
             base_url: str | None, api_key_env: str | None, prompt_suffix: str | None,
             stop: str | None, export_dir: Path | None, keep_fallbacks: bool,
             previous_as_fallback: bool, api: str | None) -> None:
     """Route a canary share (or all) of an alias's traffic to a model."""
-    from tuneloop.cli import domain_errors, make_client
-
-    @domain_errors
-    def run() -> None:
-        suffix, stop_sequence = prompt_suffix, stop
-        if export_dir is not None:
-            separator, export_stop = legacy_markers(export_dir)
-            suffix, stop_sequence = suffix or separator, stop_sequence or export_stop
-        with make_client(ctx, api) as client:
-            result = client.promote(
-                alias, model, canary=canary, provider=provider, base_url=base_url,
-                api_key_env=api_key_env, prompt_suffix=suffix, stop=stop_sequence,
-                keep_fallbacks=keep_fallbacks, previous_as_fallback=previous_as_fallback)
-        kind = "fully" if canary >= 100 else f"as a {canary:g}% canary"
-        click.echo(f"promoted {model} {kind} on {alias}: {describe_route(result['spec'])}")
-
-    run()
+    suffix, stop_sequence = prompt_suffix, stop
+    if export_dir is not None:
+        separator, export_stop = legacy_markers(export_dir)
+        suffix, stop_sequence = suffix or separator, stop_sequence or export_stop
+    with make_client(ctx, api) as client:
+        result = client.promote(
+            alias, model, canary=canary, provider=provider, base_url=base_url,
+            api_key_env=api_key_env, prompt_suffix=suffix, stop=stop_sequence,
+            keep_fallbacks=keep_fallbacks, previous_as_fallback=previous_as_fallback)
+    kind = "fully" if canary >= 100 else f"as a {canary:g}% canary"
+    click.echo(f"promoted {model} {kind} on {alias}: {describe_route(result['spec'])}")
 
 
 @click.command("rollback")
 @click.option("--alias", required=True, help="The alias to roll back.")
-@click.option("--api", default=None, help="Admin API base URL [env TUNELOOP_API].")
 @click.option("--json", "as_json", is_flag=True, help="Print the restored route as JSON.")
+@api_option
 @click.pass_context
-def rollback(ctx: click.Context, alias: str, api: str | None, as_json: bool) -> None:
+@domain_errors
+def rollback(ctx: click.Context, alias: str, as_json: bool, api: str | None) -> None:
     """Restore the alias's route from before its latest promotion."""
-    from tuneloop.cli import domain_errors, make_client
-
-    @domain_errors
-    def run() -> None:
-        with make_client(ctx, api) as client:
-            result = client.rollback(alias)
-        if as_json:
-            click.echo(json.dumps(result["spec"], indent=2))
-        else:
-            click.echo(f"rolled back {result['model']} on {alias}: "
-                       f"{describe_route(result['spec'])}")
-
-    run()
+    with make_client(ctx, api) as client:
+        result = client.rollback(alias)
+    if as_json:
+        click.echo(json.dumps(result["spec"], indent=2))
+    else:
+        click.echo(f"rolled back {result['model']} on {alias}: {describe_route(result['spec'])}")

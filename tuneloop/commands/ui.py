@@ -33,7 +33,7 @@ def _oidc_configured() -> bool:
 @click.pass_context
 def ui(ctx: click.Context, port: int, host: str, api: str | None) -> None:
     """Run the review app (Queue, Browse, Item, Stats) against a tuneloop server."""
-    from tuneloop.cli import admin_token, domain_errors, settings_from
+    from tuneloop.commands.common import admin_token, domain_errors, settings_from
 
     @domain_errors
     def run() -> None:

@@ -1,0 +1,67 @@
+"""POST /admin/forget and POST /admin/retention (admin token): data governance."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.admin.common import authorize, json_object, json_response
+from proxy.auth import Role
+from proxy.context import ProxyContext
+from storage.governance import apply_retention, forget_user
+from tuneloop.errors import BadRequest
+
+log = logging.getLogger("tuneloop.governance")
+RETENTION_EVERY_S = 3600.0
+
+
+async def forget(request: Request) -> Response:
+    ctx = authorize(request, Role.ADMIN)
+    body = await json_object(request)
+    user = body.get("user")
+    if not isinstance(user, str) or not 0 < len(user) <= 256:
+        raise BadRequest("send {\"user\": \"<x-tuneloop-user value>\"}", param="user")
+    # interactions still in the spool must be in DuckDB before they can be deleted
+    await ctx.writer.ingest_pending()
+    deleted = await ctx.db.write(lambda con: forget_user(con, user))
+    log.warning("forgot user (%d rows deleted)", sum(deleted.values()))
+    return json_response({"user": user, "deleted": deleted, "total": sum(deleted.values())})
+
+
+async def run_retention(ctx: ProxyContext, days: int) -> dict[str, int]:
+    await ctx.writer.ingest_pending()
+    deleted = await ctx.db.write(lambda con: apply_retention(con, days))
+    if deleted.get("interactions"):
+        log.warning("retention (%d days): deleted %s", days, deleted)
+    return deleted
+
+
+async def retention(request: Request) -> Response:
+    ctx = authorize(request, Role.ADMIN)
+    body = await json_object(request)
+    days = body.get("days", ctx.settings.retention_days)
+    if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+        raise BadRequest("days is a whole number of days >= 1 (or set retention_days)",
+                         param="days")
+    deleted = await run_retention(ctx, days)
+    return json_response({"days": days, "deleted": deleted, "total": sum(deleted.values())})
+
+
+async def retention_loop(ctx: ProxyContext, days: int) -> None:
+    """The scheduled retention window: once at start-up, then every hour."""
+    while True:
+        try:
+            await run_retention(ctx, days)
+        except Exception:  # storage trouble: logged, retried next hour, requests unaffected
+            log.exception("retention run failed")
+        await asyncio.sleep(RETENTION_EVERY_S)
+
+
+ROUTES = [
+    Route("/admin/forget", forget, methods=["POST"]),
+    Route("/admin/retention", retention, methods=["POST"]),
+]

@@ -1,0 +1,65 @@
+"""Data governance: the retention window and forgetting one user, everywhere in storage.
+
+Every table with an `interaction_id` column holds something derived from an interaction
+(reviews, revisions, tags, feedback, the search index, dataset lineage, evaluation rows, ...),
+so deletions find those tables from the schema instead of a list that a new table could miss.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from storage.db import Connection
+
+# Dataset lineage rows are pointers (ids, split, line), not content: the retention window
+# keeps them so an exported file stays traceable; forgetting a user removes them too.
+KEPT_BY_RETENTION = frozenset({"dataset_items"})
+
+
+def dependent_tables(con: Connection) -> list[str]:
+    rows = con.execute(
+        "SELECT DISTINCT table_name FROM information_schema.columns "
+        "WHERE table_schema = 'main' AND column_name = 'interaction_id' ORDER BY 1"
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _delete(con: Connection, condition: str, params: list[Any], *,
+            keep: frozenset[str] = frozenset()) -> dict[str, int]:
+    """Delete the interactions matching `condition` and every row that depends on them, in
+    one transaction. Answers rows deleted per table."""
+    deleted: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE _doomed AS SELECT id FROM interactions WHERE {condition}", params
+        )
+        for table in dependent_tables(con):
+            if table in keep:
+                continue
+            count = con.execute(
+                f'DELETE FROM "{table}" WHERE interaction_id IN (SELECT id FROM _doomed)'
+            ).fetchall()
+            deleted[table] = int(count[0][0]) if count else 0
+        count = con.execute("DELETE FROM interactions WHERE id IN (SELECT id FROM _doomed)"
+                            ).fetchall()
+        deleted["interactions"] = int(count[0][0]) if count else 0
+        con.execute("DROP TABLE _doomed")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return deleted
+
+
+def forget_user(con: Connection, user_id: str) -> dict[str, int]:
+    """Delete one user's interactions and everything derived from them."""
+    return _delete(con, "user_id = ?", [user_id])
+
+
+def apply_retention(con: Connection, days: int, *, now: datetime | None = None
+                    ) -> dict[str, int]:
+    """Delete interactions older than `days` days, with their revisions and the rest."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    return _delete(con, "created_at < ?", [cutoff], keep=KEPT_BY_RETENTION)

@@ -1,0 +1,121 @@
+"""Retention window and `tuneloop forget --user`: gone everywhere in storage, nothing else."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.db import connect
+from storage.governance import apply_retention, dependent_tables
+from storage.migrations import migrate
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+
+
+def ask(proxy: ProxyServer, user: str, text: str) -> str:
+    raw = proxy.openai().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": text}],
+        extra_headers={"x-tuneloop-user": user})
+    return str(raw.headers["x-tuneloop-id"])
+
+
+def every_table_mentioning(proxy: ProxyServer, needle: str) -> list[str]:
+    columns = proxy.sql(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE "
+        "table_schema = 'main' AND (data_type LIKE 'VARCHAR%' OR data_type = 'JSON' OR "
+        "data_type LIKE '%[]')")
+    found = []
+    for table, column in columns:
+        count = proxy.sql(f"SELECT count(*) FROM \"{table}\" WHERE CAST(\"{column}\" AS "
+                          f"VARCHAR) LIKE '%{needle}%'")[0][0]
+        if count:
+            found.append(f"{table}.{column}")
+    return found
+
+
+def test_forget_user_deletes_everywhere_and_nothing_else(proxy: ProxyServer) -> None:
+    doomed = [ask(proxy, "alice", f"alice secret {n}") for n in range(3)]
+    kept = ask(proxy, "bob", "bob question")
+    admin = proxy.admin()
+    proxy.wait_logged(4)
+    admin.request("POST", f"/admin/interactions/{doomed[0]}/review", json={
+        "action": "edit", "reviewer": "rita", "expected_revision": 0,
+        "messages": [{"role": "user", "content": "alice secret 0"},
+                     {"role": "assistant", "content": "fixed alice answer"}]})
+    admin.request("POST", f"/admin/interactions/{doomed[1]}/tags",
+                  json={"add": ["alice-tag"], "reviewer": "rita"})
+    admin.request("POST", f"/admin/interactions/{kept}/review", json={
+        "action": "approve", "reviewer": "rita", "expected_revision": 0})
+    with proxy.http() as http:
+        assert http.post("/v1/feedback", json={"id": doomed[2], "score": -1,
+                                                "comment": "alice was unhappy"}
+                         ).status_code in (200, 201)
+    assert every_table_mentioning(proxy, "alice")  # the search finds what is there
+
+    # the reviewer token may not forget
+    with proxy.http() as http:
+        refused = http.post("/admin/forget", json={"user": "alice"},
+                            headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
+    assert refused.status_code == 403
+
+    result = admin.forget("alice")
+    assert result["deleted"]["interactions"] == 3
+    assert result["deleted"]["review_revisions"] >= 1
+    assert result["deleted"]["feedback"] == 1
+    assert result["total"] == sum(result["deleted"].values())
+    assert every_table_mentioning(proxy, "alice") == []
+    assert proxy.sql("SELECT id FROM interactions") == [[kept]]
+    assert admin.interaction(kept)["review"] == "approved"
+    assert admin.forget("alice")["total"] == 0
+
+
+def test_forget_reaches_interactions_still_in_the_spool(proxy_factory: Any) -> None:
+    proxy = proxy_factory(ingest_interval_ms=60_000, ingest_batch_rows=100_000)
+    ask(proxy, "carol", "carol in the spool")
+    assert proxy.admin().forget("carol")["deleted"]["interactions"] == 1
+
+
+def test_retention_deletes_old_interactions_with_their_revisions(tmp_path: Path) -> None:
+    con = connect(tmp_path / "db.duckdb")
+    migrate(con)
+    now = datetime.now(UTC)
+    for n, age_days in enumerate((100, 40, 1)):
+        created = now - timedelta(days=age_days)
+        con.execute("INSERT INTO interactions (id, created_at, endpoint, traffic) VALUES "
+                    "(?, ?, 'chat.completions', 'production')", [f"i{n}", created])
+        con.execute("INSERT INTO review_revisions (interaction_id, revision, action, state, "
+                    "reviewer, created_at) VALUES (?, 1, 'approve', 'approved', 'r', ?)",
+                    [f"i{n}", now])
+        con.execute("INSERT INTO dataset_items (dataset_id, interaction_id, revision_id, "
+                    "revision, split, line) VALUES ('d1', ?, NULL, 1, 'train', ?)", [f"i{n}", n])
+    deleted = apply_retention(con, 30, now=now)
+    assert deleted["interactions"] == 2 and deleted["review_revisions"] == 2
+    assert [r[0] for r in con.execute("SELECT id FROM interactions").fetchall()] == ["i2"]
+    # exported datasets stay traceable: lineage pointers are kept by retention
+    assert con.execute("SELECT count(*) FROM dataset_items").fetchall()[0][0] == 3
+    assert {"reviews", "review_revisions", "feedback", "interaction_tags", "search_docs",
+            "search_terms", "dataset_items"} <= set(dependent_tables(con))
+    con.close()
+
+
+def test_forget_command_line(proxy: ProxyServer) -> None:
+    ask(proxy, "dave", "dave asks")
+    proxy.wait_logged(1)
+    out = subprocess.run(
+        [sys.executable, "-m", "tuneloop.cli", "forget", "--user", "dave", "--api", proxy.url],
+        capture_output=True, text=True, env={"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN,
+                                             "PATH": "/usr/bin:/bin"}, check=True)
+    assert "deleted" in out.stdout and "dave" in out.stdout
+    assert proxy.sql("SELECT count(*) FROM interactions") == [[0]]
+
+
+@pytest.mark.parametrize("body", [{}, {"user": ""}, {"user": 5}, {"user": "x" * 300}])
+def test_forget_refuses_bad_bodies(proxy: ProxyServer, body: dict[str, Any]) -> None:
+    with proxy.http() as http:
+        response = http.post("/admin/forget", json=body,
+                             headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 400

@@ -1,0 +1,56 @@
+"""What every `tuneloop` command shares: errors to exit codes, settings, the admin client."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from tuneloop.client import AdminClient
+from tuneloop.config import Settings
+from tuneloop.errors import TuneloopError
+
+F = TypeVar("F", bound=Callable[..., Any])
+err_console = Console(stderr=True)
+
+
+def domain_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TuneloopError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings_from(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+def admin_token(settings: Settings) -> str | None:
+    """The admin token from the environment or config, else the one `serve` wrote beside the
+    database, else the reviewer token."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value()
+    if settings.admin_token_file.is_file():
+        return settings.admin_token_file.read_text().strip() or None
+    if settings.reviewer_token is not None:
+        return settings.reviewer_token.get_secret_value()
+    return None
+
+
+def make_client(ctx: click.Context, api: str | None) -> AdminClient:
+    settings = settings_from(ctx)
+    return AdminClient(api or settings.api, admin_token(settings), actor="cli")
+
+
+api_option = click.option("--api", default=None, help="Admin API base URL "
+                          "[env TUNELOOP_API; default http://127.0.0.1:4000].")
