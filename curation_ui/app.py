@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/stats.py", title="Stats", icon=":material/bar_chart:"),
     st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/model_training:"),
+    st.Page("pages/routes.py", title="Routes", icon=":material/alt_route:"),
 ]
 
 st.set_page_config(page_title="tuneloop review", page_icon=":material/rate_review:",

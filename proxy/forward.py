@@ -194,7 +194,8 @@ async def _send_with_fallbacks(
         target = attempt.target
         capture.upstream_model = target.model
         capture.provider = target.provider
-        capture.route = None if plan.alias is None else {**attempt.describe(), "attempt": number}
+        capture.route = None if plan.alias is None else {
+            **attempt.describe(), "attempt": number, "primary": plan.attempts[0].target.model}
         timeouts = Timeouts(
             target.connect_timeout_s or attempt.connect_timeout_s
             or ctx.settings.connect_timeout_s,

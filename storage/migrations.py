@@ -11,10 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from storage.cycles import m027_cycle_runs, m028_cycle_leases
 from storage.datasets import m020_datasets
 from storage.db import Connection
+from storage.eval_runs import m026_eval_runs
 from storage.finetune_jobs import m021_finetune_jobs
 from storage.job_events import m022_job_events
+from storage.promotions import m025_route_history_detail
 
 log = logging.getLogger("tuneloop.storage")
 
@@ -195,6 +198,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(20, "datasets", m020_datasets),
     Migration(21, "finetune_jobs", m021_finetune_jobs),
     Migration(22, "finetune_job_events", m022_job_events),
+    Migration(25, "route_history_detail", m025_route_history_detail),
+    Migration(26, "eval_runs", m026_eval_runs),
+    Migration(27, "cycle_runs", m027_cycle_runs),
+    Migration(28, "cycle_leases", m028_cycle_leases),
 )
 
 

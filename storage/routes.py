@@ -69,7 +69,7 @@ def put_route(con: Connection, alias: str, spec: dict[str, Any], action: str,
 
 def route_history(con: Connection, alias: str | None = None,
                   limit: int = 100) -> list[dict[str, Any]]:
-    sql = "SELECT seq, alias, spec, action, changed_at, changed_by FROM route_history"
+    sql = "SELECT seq, alias, spec, action, changed_at, changed_by, detail FROM route_history"
     params: list[Any] = []
     if alias is not None:
         sql += " WHERE alias = ?"
@@ -84,8 +84,9 @@ def route_history(con: Connection, alias: str | None = None,
             "action": action,
             "changed_at": changed_at.isoformat(),
             "changed_by": changed_by,
+            "detail": None if detail is None else orjson.loads(detail),
         }
-        for seq, row_alias, spec, action, changed_at, changed_by in con.execute(sql, params)
+        for seq, row_alias, spec, action, changed_at, changed_by, detail in con.execute(sql, params)
         .fetchall()
     ]
 

@@ -20,9 +20,12 @@ from tuneloop.commands.common import (
     make_client,
     settings_from,
 )
+from tuneloop.commands.cycle import cycle
 from tuneloop.commands.datasets import datasets, export_command
+from tuneloop.commands.evaluate import evaluate
 from tuneloop.commands.finetune import finetune, jobs
 from tuneloop.commands.governance import forget, retention
+from tuneloop.commands.promote import promote, rollback
 from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.ui import ui
 from tuneloop.config import load_settings
@@ -203,6 +206,10 @@ main.add_command(export_command)
 main.add_command(datasets)
 main.add_command(finetune)
 main.add_command(jobs)
+main.add_command(promote)
+main.add_command(rollback)
+main.add_command(evaluate)
+main.add_command(cycle)
 
 if __name__ == "__main__":
     main()

@@ -181,6 +181,110 @@ class AdminClient:
         result: dict[str, Any] = self.request("PUT", "/admin/routes", json=dict(table))
         return result
 
+    def route_history(self, alias: str | None = None) -> list[dict[str, Any]]:
+        result: dict[str, Any] = self.request("GET", "/admin/routes/history",
+                                              params={"alias": alias})
+        return list(result["items"])
+
+    def promote(self, alias: str, model: str, *, canary: float = 100.0,
+                provider: str | None = None, base_url: str | None = None,
+                api_key_env: str | None = None, prompt_suffix: str | None = None,
+                stop: str | list[str] | None = None, keep_fallbacks: bool = True,
+                previous_as_fallback: bool = True) -> dict[str, Any]:
+        """Route `canary` percent of the alias's traffic to `model` (100: all of it, with the
+        previous target as a fallback). Admin token only."""
+        body: dict[str, Any] = {"model": model, "canary": canary,
+                                "keep_fallbacks": keep_fallbacks,
+                                "previous_as_fallback": previous_as_fallback}
+        for key, value in (("provider", provider), ("base_url", base_url),
+                           ("api_key_env", api_key_env), ("prompt_suffix", prompt_suffix),
+                           ("stop", stop)):
+            if value is not None:
+                body[key] = value
+        result: dict[str, Any] = self.request("POST", f"/admin/routes/{_quote(alias)}/promote",
+                                              json=body)
+        return result
+
+    def rollback(self, alias: str) -> dict[str, Any]:
+        """Restore the route before the latest promotion. Admin token only."""
+        result: dict[str, Any] = self.request("POST", f"/admin/routes/{_quote(alias)}/rollback")
+        return result
+
+    def route_health(self, alias: str, since: str | None = None,
+                     until: str | None = None) -> dict[str, Any]:
+        """Per target of the alias: requests, error rate, feedback, latency p50 (production
+        traffic since the latest promotion, or `since`)."""
+        result: dict[str, Any] = self.request("GET", f"/admin/routes/{_quote(alias)}/health",
+                                              params={"since": since, "until": until})
+        return result
+
+    # -- evaluations -----------------------------------------------------------------------
+    def create_eval_run(self, *, candidate: str, baseline: str, scorer: str,
+                        dataset: str | None = None, threshold: float | None = None,
+                        cycle_run_id: str | None = None) -> dict[str, Any]:
+        body = {"candidate": candidate, "baseline": baseline, "scorer": scorer,
+                "dataset": dataset, "threshold": threshold, "cycle_run_id": cycle_run_id}
+        result: dict[str, Any] = self.request(
+            "POST", "/admin/evals", json={k: v for k, v in body.items() if v is not None})
+        return result
+
+    def finish_eval_run(self, run_id: str, *, status: str,
+                        report: Mapping[str, Any] | None = None,
+                        error: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": status}
+        if report is not None:
+            body["report"] = dict(report)
+        if error is not None:
+            body["error"] = error
+        result: dict[str, Any] = self.request("POST", f"/admin/evals/{_quote(run_id)}/report",
+                                              json=body)
+        return result
+
+    def eval_runs(self, limit: int = 50, cycle_run_id: str | None = None) -> list[dict[str, Any]]:
+        result: dict[str, Any] = self.request(
+            "GET", "/admin/evals", params={"limit": limit, "cycle_run_id": cycle_run_id})
+        return list(result["items"])
+
+    def eval_run(self, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/admin/evals/{_quote(run_id)}")
+        return result
+
+    # -- the scheduled cycle -----------------------------------------------------------------
+    def acquire_cycle_lease(self, cycle: str, holder: str, ttl_s: float) -> dict[str, Any]:
+        """Take or renew the cycle's lease; Conflict while another holder's is live."""
+        result: dict[str, Any] = self.request("POST", f"/admin/cycle-leases/{_quote(cycle)}",
+                                              json={"holder": holder, "ttl_s": ttl_s})
+        return result
+
+    def release_cycle_lease(self, cycle: str, holder: str) -> None:
+        self.request("DELETE", f"/admin/cycle-leases/{_quote(cycle)}",
+                     params={"holder": holder})
+
+    def create_cycle_run(self, cycle: str, holder: str, first_step: str,
+                         config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/admin/cycle-runs", json={
+            "cycle": cycle, "holder": holder, "first_step": first_step,
+            "config": None if config is None else dict(config)})
+        return result
+
+    def record_cycle_step(self, run_id: str, holder: str, step: str, status: str,
+                          **fields: Any) -> dict[str, Any]:
+        """fields: detail, state (merged), next_step, run_status, outcome, error."""
+        result: dict[str, Any] = self.request(
+            "POST", f"/admin/cycle-runs/{_quote(run_id)}/steps",
+            json={"holder": holder, "step": step, "status": status, **fields})
+        return result
+
+    def cycle_runs(self, cycle: str | None = None, status: str | None = None,
+                   limit: int = 50) -> list[dict[str, Any]]:
+        result: dict[str, Any] = self.request(
+            "GET", "/admin/cycle-runs", params={"cycle": cycle, "status": status, "limit": limit})
+        return list(result["items"])
+
+    def cycle_run(self, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/admin/cycle-runs/{_quote(run_id)}")
+        return result
+
     # -- governance ------------------------------------------------------------------------
     def forget(self, user: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/admin/forget", json={"user": user})
@@ -294,6 +398,10 @@ def _segment(value: str) -> str:
     if text.strip(".") == "":  # `.` and `..` would be resolved away by the URL
         return text.replace(".", "%2E")
     return quote(text, safe="")
+
+
+def _quote(segment: str) -> str:
+    return quote(segment, safe="")
 
 
 def _error_from(response: httpx.Response) -> TuneloopError:

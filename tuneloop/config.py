@@ -72,6 +72,9 @@ class Settings(BaseSettings):
 
     # the UI
     ui_password: SecretStr | None = None
+    ui_admin_token: SecretStr | None = None
+    """The admin token for the app's admin-only buttons (rollback). Off by default: the app
+    holds the reviewer token and shows those buttons disabled."""
 
     # Fault injection (reliability tests only): enables POST /admin/faults, which can make the
     # storage writer fail for N seconds. A root process ignores file modes, so an unwritable

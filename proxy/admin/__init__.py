@@ -5,12 +5,15 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from proxy.admin import (
+    cycles_api,
     datasets,
+    evals_api,
     faults,
     governance,
     interactions,
     jobs,
     keys,
+    promote_api,
     review,
     routes_api,
     sql,
@@ -24,6 +27,9 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *review.ROUTES,
         *stats.ROUTES,
         *routes_api.ROUTES,
+        *promote_api.ROUTES,
+        *evals_api.ROUTES,
+        *cycles_api.ROUTES,
         *keys.ROUTES,
         *sql.ROUTES,
         *governance.ROUTES,

@@ -78,6 +78,8 @@ class FakeStateBase:
     fail_containing: dict[str, int] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    model_replies: dict[str, str] = field(default_factory=dict)
+    """Chat and completions: a fixed answer text for a model (a worse or better model)."""
 
     def fail_next(self, count: int, status: int, retry_after: float | None = None) -> None:
         self.failures.extend(ProgrammedFailure(status, retry_after) for _ in range(count))

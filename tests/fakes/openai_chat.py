@@ -4,6 +4,7 @@ Answers are built from the last message: the scripted answers of :mod:`.synthesi
 two prompts of `tuneloop synthesize`, else ``echo: T`` for text T, ``tool said: T`` after a
 tool message, a call to the first (or the forced) tool when ``tools`` are given and the last
 message is the user's, ``{"echo": "T"}`` for JSON response formats. Choice i > 0 gets " (i)".
+``state.model_replies[model]`` replaces the text answer of that model (a better or worse one).
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def chat_choices(body: dict[str, Any], state: FakeStateBase) -> list[ChatChoice]
             choices.append(_text_choice(body, scripted))
         else:
             prefix = "tool said: " if role == "tool" else "echo: "
-            choices.append(_text_choice(body, prefix + variant))
+            fixed = state.model_replies.get(str(body.get("model")))
+            choices.append(_text_choice(body, prefix + variant if fixed is None else fixed))
     return choices
 
 
@@ -248,13 +250,14 @@ def prompts(prompt: object) -> list[str]:
     ]
 
 
-def completion_texts(body: dict[str, Any]) -> list[tuple[str, str]]:
-    """(text, finish_reason) per choice: `` echo: <last 5 prompt words>``."""
+def completion_texts(body: dict[str, Any], fixed: str | None = None) -> list[tuple[str, str]]:
+    """(text, finish_reason) per choice: `` echo: <last 5 prompt words>`` (or `fixed`)."""
     result = []
     for prompt in prompts(body.get("prompt")):
         tail = " ".join(prompt.split()[-5:])
         for j in range(_count(body)):
             text = f" echo: {tail}" if j == 0 else f" echo: {tail} ({j})"
+            text = text if fixed is None else fixed
             choice = _text_choice(body, text)
             prefix = prompt if body.get("echo") else ""
             result.append((prefix + (choice.content or ""), choice.finish_reason))
@@ -290,7 +293,7 @@ def completion_stream_events(
 
 async def completions(call: Call, state: FakeStateBase) -> Response:
     body = call.data
-    texts = completion_texts(body)
+    texts = completion_texts(body, state.model_replies.get(str(body.get("model"))))
     if body.get("stream"):
         return SSEResponse(completion_stream_events(body, texts, state))
     result = _envelope(state.next_id("cmpl-"), "text_completion", state.now(), body.get("model"))

@@ -1,0 +1,122 @@
+"""Routes: the alias map with canary shares, an alias's canary health and route history, a
+rollback button (admin token only), and the latest evaluations and cycle runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from curation_ui.admin_access import NO_ADMIN_TOKEN, admin_client
+from curation_ui.chat_view import escape_markdown
+from curation_ui.session import client, reviewer
+from tuneloop.errors import TuneloopError
+
+
+def shares(spec: dict[str, Any]) -> str:
+    total = sum(float(t.get("weight", 100.0)) for t in spec["targets"]) or 1.0
+    return ", ".join(f"{t['model']} {100 * float(t.get('weight', 100.0)) / total:g}%"
+                     for t in spec["targets"])
+
+
+def route_table(routes: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"alias": alias, "targets": shares(spec),
+          "fallbacks": ", ".join(t["model"] for t in spec.get("fallbacks", [])),
+          "legacy suffix/stop": "yes" if spec.get("prompt_suffix") or spec.get("stop") else ""}
+         for alias, spec in routes.items()],
+        columns=["alias", "targets", "fallbacks", "legacy suffix/stop"])
+
+
+def health_table(health: dict[str, Any]) -> pd.DataFrame:
+    rows = [{"target": t["target"], "role": t.get("role"), "share %": t.get("share"),
+             "requests": t["requests"], "error rate": round(t["error_rate"], 4),
+             "feedback mean": t["feedback_mean"], "feedback count": t["feedback_count"],
+             "latency p50 ms": t["latency_p50_ms"]} for t in health["targets"]]
+    return pd.DataFrame(rows, columns=["target", "role", "share %", "requests", "error rate",
+                                       "feedback mean", "feedback count", "latency p50 ms"])
+
+
+def history_table(history: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [{"seq": h["seq"], "changed at": h["changed_at"], "action": h["action"],
+             "by": h["changed_by"], "route": shares(h["spec"]) if h["spec"] else "(deleted)",
+             "detail": ", ".join(f"{k}={v}" for k, v in (h.get("detail") or {}).items())}
+            for h in history]
+    return pd.DataFrame(rows, columns=["seq", "changed at", "action", "by", "route", "detail"])
+
+
+FLASH = "routes-flash"
+
+
+def roll_back(alias: str) -> None:
+    admin = admin_client(f"ui:{reviewer()}")
+    assert admin is not None  # the button is disabled without it
+    try:
+        result = admin.rollback(alias)
+    except TuneloopError as exc:
+        st.session_state[FLASH] = ("error", f"Rollback refused: {exc.message}")
+        return
+    st.session_state[FLASH] = ("success", f"Rolled back {result['model']}: {alias} now sends "
+                                          f"{shares(result['spec'])}")
+
+
+def rollback_button(alias: str) -> None:
+    if admin_client(f"ui:{reviewer()}") is None:
+        st.button(f"Roll back {alias}", disabled=True, help=NO_ADMIN_TOKEN, key="rollback")
+        st.caption(escape_markdown(NO_ADMIN_TOKEN))
+        return
+    st.button(f"Roll back {alias}", type="primary", key="rollback", on_click=roll_back,
+              args=(alias,), help="Restore the route from before its latest promotion.")
+
+
+st.title("Routes")
+if FLASH in st.session_state:
+    kind, message = st.session_state.pop(FLASH)
+    (st.success if kind == "success" else st.error)(escape_markdown(message))
+try:
+    routes = client().routes()
+except TuneloopError as exc:
+    st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
+    st.stop()
+if not routes:
+    st.info("No aliases yet: set routes with `tuneloop routes set FILE` or promote a model.")
+    st.stop()
+st.dataframe(route_table(routes), hide_index=True, width="stretch")
+
+alias = st.selectbox("Alias", sorted(routes), key="routes-alias")
+assert alias is not None
+rollback_button(alias)
+try:
+    health = client().route_health(alias)
+    history = client().route_history(alias)
+except TuneloopError as exc:
+    st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
+    st.stop()
+st.subheader("Canary health")
+promotion = health.get("promotion")
+if promotion:
+    share = f"{promotion['canary']:g}%" if promotion.get("canary") is not None else "?"
+    st.text(f"{promotion['model']} promoted ({share}) at {promotion['promoted_at']}")
+st.caption(escape_markdown(f"Production traffic since {health['since']}: {shares(routes[alias])}"
+                           if alias in routes else f"Production traffic since {health['since']}"))
+st.dataframe(health_table(health), hide_index=True, width="stretch")
+st.subheader("History")
+st.dataframe(history_table(history), hide_index=True, width="stretch")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Evaluations")
+    evals = client().eval_runs(limit=10)
+    st.dataframe(pd.DataFrame(
+        [{"id": e["id"], "status": e["status"], "candidate": e["candidate"],
+          "baseline": e["baseline"], "margin": e["margin"], "at": e["created_at"]}
+         for e in evals], columns=["id", "status", "candidate", "baseline", "margin", "at"]),
+        hide_index=True)
+with right:
+    st.subheader("Cycle runs")
+    runs = client().cycle_runs(limit=10)
+    st.dataframe(pd.DataFrame(
+        [{"id": r["id"], "cycle": r["cycle"], "status": r["status"], "step": r["step"],
+          "outcome": r["outcome"], "updated": r["updated_at"]} for r in runs],
+        columns=["id", "cycle", "status", "step", "outcome", "updated"]), hide_index=True)

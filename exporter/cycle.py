@@ -1,0 +1,138 @@
+"""`tuneloop cycle`: the scheduled job, a state machine over the steps of `cycle_steps`.
+
+Each invocation takes the cycle's lease (another holder's live lease: it does nothing and
+says so), continues the cycle's active run or starts a new one, and runs steps until the run
+ends or a step says to wait (a job still training, a canary still gathering traffic). Every
+transition is recorded through the admin API before the next step, so a rerun continues
+where the last one stopped. A failing step is retried by later invocations up to
+`max_step_attempts`, except the fine-tune step: it is marked started before the job is
+created and never retried, so one run never starts two jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.cycle_config import CycleConfig
+from exporter.cycle_steps import FIRST_STEP, STEPS, StepContext, StepResult
+from tuneloop.client import AdminClient
+from tuneloop.errors import Conflict, TuneloopError
+
+log = logging.getLogger("tuneloop.cycle")
+NEVER_RETRIED = frozenset({"finetune"})
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    status: str  # busy | active (waiting) | finished | failed | error (will be retried)
+    run: dict[str, Any] | None
+    message: str
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class LeaseKeeper:
+    """Renews the lease in the background while a long step runs (a job's wait, an
+    evaluation); the server refuses step records from a holder whose lease was lost."""
+
+    def __init__(self, client: AdminClient, cycle: str, holder: str, ttl_s: float):
+        self.client, self.cycle, self.holder, self.ttl_s = client, cycle, holder, ttl_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="cycle-lease", daemon=True)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                self.client.acquire_cycle_lease(self.cycle, self.holder, self.ttl_s)
+            except TuneloopError as exc:
+                log.warning("could not renew the lease of cycle %s: %s", self.cycle, exc)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(TuneloopError):
+            self.client.release_cycle_lease(self.cycle, self.holder)
+
+
+def _active_run(client: AdminClient, config: CycleConfig, holder: str) -> dict[str, Any]:
+    active = client.cycle_runs(config.name, status="active", limit=1)
+    if active:
+        return client.cycle_run(active[0]["id"])
+    return client.create_cycle_run(config.name, holder, FIRST_STEP,
+                                   config.model_dump(mode="json"))
+
+
+def _record(ctx: StepContext, step: str, result: StepResult) -> dict[str, Any]:
+    if result.wait:
+        return ctx.client.record_cycle_step(ctx.run["id"], ctx.holder, step, "waiting",
+                                            detail=result.detail, state=result.state)
+    over = result.next_step is None
+    fields: dict[str, Any] = {"detail": result.detail, "state": result.state,
+                              "next_step": result.next_step}
+    if over:
+        fields |= {"run_status": "finished", "outcome": result.outcome}
+    return ctx.client.record_cycle_step(ctx.run["id"], ctx.holder, step, "done", **fields)
+
+
+def _record_error(ctx: StepContext, step: str, exc: Exception, max_attempts: int
+                  ) -> dict[str, Any]:
+    message = (exc.message if isinstance(exc, TuneloopError) else repr(exc))[:2000]
+    attempts = dict(ctx.state.get("attempts") or {})
+    attempts[step] = int(attempts.get(step, 0)) + 1
+    give_up = step in NEVER_RETRIED or attempts[step] >= max_attempts
+    fields: dict[str, Any] = {"detail": {"error": message, "attempt": attempts[step]},
+                              "state": {"attempts": attempts}, "error": message}
+    if give_up:
+        fields |= {"run_status": "failed", "outcome": "failed"}
+    return ctx.client.record_cycle_step(ctx.run["id"], ctx.holder, step, "error", **fields)
+
+
+def _drive(ctx: StepContext, config: CycleConfig,
+           say: Callable[[str], None]) -> CycleOutcome:
+    while ctx.run["status"] == "active" and ctx.run["step"]:
+        step = ctx.run["step"]
+        say(f"{ctx.run['id']}: {step}")
+        try:
+            result = STEPS[step](ctx)
+        except Exception as exc:
+            if isinstance(exc, Conflict) and exc.code == "lease_lost":
+                raise
+            if not isinstance(exc, TuneloopError):
+                log.exception("cycle %s: step %s failed", config.name, step)
+            ctx.run = _record_error(ctx, step, exc, config.max_step_attempts)
+            return CycleOutcome("failed" if ctx.run["status"] == "failed" else "error",
+                                ctx.run, f"step {step} failed: {ctx.run['error']}")
+        ctx.run = _record(ctx, step, result)
+        if result.wait:
+            return CycleOutcome("active", ctx.run, f"waiting at {step}: {result.note}")
+    outcome = ctx.run.get("outcome")
+    return CycleOutcome(ctx.run["status"], ctx.run, f"run {ctx.run['id']} ended: {outcome}")
+
+
+def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None = None,
+              holder: str | None = None,
+              say: Callable[[str], None] = lambda _: None) -> CycleOutcome:
+    """One invocation of the cycle: continue (or start) its run as far as it goes now."""
+    holder = holder or default_holder()
+    try:
+        client.acquire_cycle_lease(config.name, holder, config.lease_seconds)
+    except Conflict as exc:
+        return CycleOutcome("busy", None, exc.message)
+    with LeaseKeeper(client, config.name, holder, config.lease_seconds):
+        run = _active_run(client, config, holder)
+        ctx = StepContext(client, config, run, holder, api_key)
+        return _drive(ctx, config, say)

@@ -1,0 +1,127 @@
+"""`cycle.toml`: what `tuneloop cycle` exports, trains, evaluates and promotes.
+
+```toml
+name = "support"                 # the cycle (its runs and its lease)
+alias = "support-bot"            # the route it promotes on
+
+[dataset]
+name = "support"                 # the dataset snapshot's name
+format = "chat"                  # chat | legacy | preference | classification
+validation = 0.1
+filter = { tag = "support" }     # review filters; default: approved production traffic
+out_dir = "exports"              # each run exports to <out_dir>/<name>-<run id>
+
+[finetune]
+base_model = "gpt-4o-mini-2024-07-18"
+suffix = "support"
+hyperparameters = { n_epochs = 3 }
+max_cost_usd = 25.0              # the spending cap: a costlier job is not started
+poll_seconds = 30
+wait_timeout_minutes = 60        # then stop; the next run resumes waiting on the same job
+
+[evaluate]
+scorer = "exact"                 # exact | exact_strict | module:function | classification
+margin = 0.02                    # the candidate must beat the current model by this much
+
+[canary]
+percent = 10
+min_requests = 200               # production requests the canary needs before a verdict
+max_error_rate_increase = 0.01   # over the current model's error rate
+max_feedback_drop = 0.1          # below the current model's mean feedback score
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from exporter.formats import DEFAULT_SEPARATOR, FormatName
+from tuneloop.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Section):
+    name: str = Field(min_length=1, max_length=128)
+    format: FormatName = "chat"
+    validation: float = Field(0.1, gt=0, lt=1)
+    seed: int = 0
+    filter: dict[str, Any] = Field(default_factory=dict)
+    out_dir: Path = Path("exports")
+    separator: str = DEFAULT_SEPARATOR
+    stop: str | None = None
+    labels: list[str] | None = None
+    positive_class: str | None = None
+
+
+class FinetuneConfig(_Section):
+    base_model: str = Field(min_length=1)
+    method: Literal["supervised", "dpo"] = "supervised"
+    suffix: str | None = Field(None, max_length=64)
+    seed: int | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    max_cost_usd: float | None = Field(None, ge=0)
+    allow_unknown_cost: bool = False
+    """With a cap set, a model whose training price is unknown is refused unless this is on."""
+    poll_seconds: float = Field(30.0, gt=0)
+    wait_timeout_minutes: float | None = Field(None, gt=0)
+
+
+class EvaluateConfig(_Section):
+    baseline: str | None = None
+    """Default: the alias's current target."""
+    scorer: str = "exact"
+    threshold: float = 0.5
+    metric: str | None = None
+    margin: float = Field(0.0, ge=0)
+    concurrency: int = Field(4, ge=1, le=256)
+    retries: int = Field(4, ge=0, le=20)
+    limit: int | None = Field(None, ge=1)
+    api_key_env: str | None = None
+
+
+class CanaryConfig(_Section):
+    percent: float = Field(10.0, gt=0, le=100)
+    min_requests: int = Field(100, ge=0)
+    min_age_minutes: float = Field(0.0, ge=0)
+    max_error_rate_increase: float = Field(0.01, ge=0)
+    max_feedback_drop: float = Field(0.1, ge=0)
+    min_feedback: int = Field(10, ge=1)
+    """Feedback is compared only when both targets have at least this many scores."""
+
+
+class CycleConfig(_Section):
+    name: str = Field(min_length=1, max_length=128)
+    alias: str = Field(min_length=1, max_length=256)
+    dataset: DatasetConfig
+    finetune: FinetuneConfig
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    max_step_attempts: int = Field(3, ge=1)
+    """A step that fails this many times fails the run (the next cycle starts a new one)."""
+    lease_seconds: float = Field(600.0, ge=10)
+
+
+def parse_cycle_config(data: dict[str, Any]) -> CycleConfig:
+    try:
+        return CycleConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"cycle config: {where}: {first['msg']}") from exc
+
+
+def load_cycle_config(path: Path) -> CycleConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"cycle config not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    return parse_cycle_config(data)

@@ -1,0 +1,246 @@
+"""The steps of `tuneloop cycle`, each a function of the run so far to a `StepResult`:
+
+export → validate → finetune → wait → evaluate → canary → watch
+
+A step returns where the run goes next (None: the run is over, with an `outcome`), what to
+add to the run's state, and whether to stop here for now (`wait`: a job still training, a
+canary without enough traffic yet); the next cycle resumes that step. Outcomes: `promoted`,
+`rolled_back`, `not_promoted`, `job_failed`, `over_budget`, `unchanged` (the same training
+data as a model an earlier run trained), `dataset_rejected`, `superseded` (someone changed
+the route), `failed` (a step kept failing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from exporter import cycle_adapter
+from exporter.cycle_config import CanaryConfig, CycleConfig
+from exporter.evaluate import EvalOptions, evaluate
+from exporter.exportdir import load_export
+from exporter.formats import FormatOptions
+from exporter.pipeline import ExportOptions
+from tuneloop.client import AdminClient
+from tuneloop.errors import ConfigError, DatasetError, TuneloopError
+
+TRAIN = "train.jsonl"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    next_step: str | None
+    state: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+    outcome: str | None = None
+    wait: bool = False
+    note: str = ""  # why it waits, for people
+
+
+@dataclass
+class StepContext:
+    client: AdminClient
+    config: CycleConfig
+    run: dict[str, Any]
+    holder: str
+    api_key: str | None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self.run["state"]
+        return state
+
+    def mark_started(self, step: str) -> None:
+        self.run = self.client.record_cycle_step(self.run["id"], self.holder, step, "started")
+
+
+class UnsafeToRetry(TuneloopError):
+    """Retrying would risk a second fine-tuning job for the run."""
+
+    status_code = 409
+    code = "unsafe_to_retry"
+    exit_code = 5
+
+
+def end(outcome: str, **detail: Any) -> StepResult:
+    return StepResult(None, detail=detail, outcome=outcome)
+
+
+def export_step(ctx: StepContext) -> StepResult:
+    cfg = ctx.config.dataset
+    fmt = FormatOptions(cfg.format, separator=cfg.separator, stop=cfg.stop,
+                        labels=tuple(cfg.labels) if cfg.labels else None,
+                        positive_class=cfg.positive_class)
+    options = ExportOptions(name=cfg.name, format=fmt, base_model=ctx.config.finetune.base_model,
+                            validation_fraction=cfg.validation, seed=cfg.seed, filter=cfg.filter)
+    out = cfg.out_dir / f"{cfg.name}-{ctx.run['id']}"
+    try:
+        result = cycle_adapter.build_dataset(ctx.client, cfg.name, options, cfg.filter, out)
+    except DatasetError as exc:  # not enough or unusable data: no job this time
+        return end("dataset_rejected", error=exc.message[:2000])
+    manifest = result.manifest
+    return StepResult("validate",
+                      state={"export_path": str(result.path),
+                             "train_sha256": manifest["files"][TRAIN]["sha256"]},
+                      detail={"counts": manifest["counts"], "billing": manifest["billing"]})
+
+
+def training_cost(manifest: dict[str, Any], hyperparameters: dict[str, Any]) -> float | None:
+    """The manifest's billing estimate, for the epochs the job will really run."""
+    billing = manifest["billing"]
+    epochs = hyperparameters.get("n_epochs")
+    price = billing.get("price_per_1m_tokens")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or price is None:
+        cost: float | None = billing.get("estimated_cost_usd")
+        return cost
+    return round(billing["billed_tokens_per_epoch"] * epochs * price / 1e6, 4)
+
+
+def validate_step(ctx: StepContext) -> StepResult:
+    export = load_export(Path(ctx.state["export_path"]))  # checks every file's sha256
+    manifest = export.manifest
+    errors = [f for f in manifest["validation"].get("findings", [])
+              if f.get("severity") == "error"]
+    if errors:
+        return end("dataset_rejected", findings=errors[:20])
+    sha = manifest["files"][TRAIN]["sha256"]
+    earlier = [r for r in ctx.client.cycle_runs(ctx.config.name, limit=100)
+               if r["id"] != ctx.run["id"] and r["state"].get("fine_tuned_model")
+               and r["state"].get("train_sha256") == sha]
+    if earlier:
+        return end("unchanged", same_data_as=earlier[0]["id"])
+    finetune = ctx.config.finetune
+    cost = training_cost(manifest, finetune.hyperparameters)
+    cap = finetune.max_cost_usd
+    detail = {"estimated_cost_usd": cost, "max_cost_usd": cap}
+    if cap is not None and (cost > cap if cost is not None else not finetune.allow_unknown_cost):
+        return end("over_budget", **detail)
+    return StepResult("finetune", state={"estimated_cost_usd": cost}, detail=detail)
+
+
+def finetune_step(ctx: StepContext) -> StepResult:
+    if ctx.state.get("job_id"):
+        return StepResult("wait", detail={"job_id": ctx.state["job_id"]})
+    if any(s["step"] == "finetune" and s["status"] == "started" for s in ctx.run["steps"]):
+        raise UnsafeToRetry("an earlier attempt of this run may have started a fine-tuning job "
+                            "it could not record; not starting another (look for it at the "
+                            "provider; the next cycle starts a new run)")
+    ctx.mark_started("finetune")  # before the job exists: a crash now is never retried
+    cfg = ctx.config.finetune
+    job_id = cycle_adapter.start_job(ctx.client, Path(ctx.state["export_path"]), cfg.base_model,
+                                     cfg.method, cfg.suffix, cfg.seed, cfg.hyperparameters)
+    return StepResult("wait", state={"job_id": job_id}, detail={"job_id": job_id})
+
+
+def wait_step(ctx: StepContext) -> StepResult:
+    cfg = ctx.config.finetune
+    timeout = None if cfg.wait_timeout_minutes is None else cfg.wait_timeout_minutes * 60
+    job = cycle_adapter.wait_for_job(ctx.client, ctx.state["job_id"], poll_s=cfg.poll_seconds,
+                                     timeout_s=timeout)
+    detail = {"job_id": job["id"], "status": job["status"]}
+    if job["status"] == "succeeded":
+        return StepResult("evaluate", state={"fine_tuned_model": job["fine_tuned_model"]},
+                          detail={**detail, "fine_tuned_model": job["fine_tuned_model"]})
+    if job["status"] in ("failed", "cancelled"):
+        return end("job_failed", **detail, error=job.get("error"))
+    return StepResult("wait", detail=detail, wait=True,
+                      note=f"job {job['id']} is {job['status']}")
+
+
+def current_model(client: AdminClient, alias: str) -> str:
+    spec = client.routes().get(alias)
+    if spec is None:
+        raise ConfigError(f"the alias {alias!r} has no route: create it (tuneloop routes set) "
+                          "or set [evaluate] baseline")
+    heaviest = max(spec["targets"], key=lambda t: float(t.get("weight", 100.0)))
+    return str(heaviest["model"])
+
+
+def evaluate_step(ctx: StepContext) -> StepResult:
+    cfg = ctx.config.evaluate
+    candidate = ctx.state["fine_tuned_model"]
+    baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
+    options = EvalOptions(candidate, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
+                          metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
+                          limit=cfg.limit, cycle_run_id=ctx.run["id"])
+    report = evaluate(ctx.client, Path(ctx.state["export_path"]), options, api_key=ctx.api_key)
+    scores = {"eval_run_id": report.run_id, "baseline": baseline, "margin": report.margin,
+              "candidate_score": report.models["candidate"]["score"],
+              "baseline_score": report.models["baseline"]["score"]}
+    beats = report.margin > 0 and report.margin >= cfg.margin
+    if not beats:
+        return StepResult(None, state=scores, detail={**scores, "required_margin": cfg.margin},
+                          outcome="not_promoted")
+    return StepResult("canary", state=scores, detail={**scores, "required_margin": cfg.margin})
+
+
+def canary_step(ctx: StepContext) -> StepResult:
+    manifest = load_export(Path(ctx.state["export_path"]), verify=False).manifest
+    suffix, stop = manifest.get("prompt_separator"), manifest.get("stop")
+    candidate, percent = ctx.state["fine_tuned_model"], ctx.config.canary.percent
+    stable = current_model(ctx.client, ctx.config.alias)
+    result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
+                                prompt_suffix=suffix, stop=stop)
+    state = {"promoted_at": result["changed_at"], "stable": stable, "canary_percent": percent}
+    detail = {"model": candidate, "canary": percent, "stable": stable}
+    if percent >= 100:
+        return StepResult(None, state=state, detail=detail, outcome="promoted")
+    return StepResult("watch", state=state, detail=detail)
+
+
+_NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "feedback_count": 0,
+               "feedback_mean": None}
+
+
+def unhealthy(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig) -> list[str]:
+    """Why the canary is worse than the current model (empty: it is not)."""
+    reasons = []
+    if canary["error_rate"] > stable["error_rate"] + cfg.max_error_rate_increase:
+        reasons.append(f"error rate {canary['error_rate']:.3f} against "
+                       f"{stable['error_rate']:.3f} (allowed +{cfg.max_error_rate_increase})")
+    if min(canary["feedback_count"], stable["feedback_count"]) >= cfg.min_feedback and \
+            canary["feedback_mean"] < stable["feedback_mean"] - cfg.max_feedback_drop:
+        reasons.append(f"mean feedback {canary['feedback_mean']:+.3f} against "
+                       f"{stable['feedback_mean']:+.3f} (allowed -{cfg.max_feedback_drop})")
+    return reasons
+
+
+def watch_step(ctx: StepContext) -> StepResult:
+    alias, candidate = ctx.config.alias, ctx.state["fine_tuned_model"]
+    health = ctx.client.route_health(alias, since=ctx.state["promoted_at"])
+    spec = health.get("route") or {"targets": []}
+    promotion = health.get("promotion") or {}
+    if promotion.get("model") != candidate or \
+            candidate not in [t["model"] for t in spec["targets"]]:
+        return end("superseded", route=spec)
+    rows = {row["target"]: row for row in health["targets"]}
+    canary = rows.get(candidate, _NO_TRAFFIC)
+    stable = rows.get(ctx.state["stable"], _NO_TRAFFIC)
+    cfg = ctx.config.canary
+    age = datetime.now(UTC) - datetime.fromisoformat(ctx.state["promoted_at"])
+    detail = {"canary": canary, "stable": stable, "age_minutes": round(age.total_seconds() / 60, 2)}
+    if canary["requests"] < cfg.min_requests or age < timedelta(minutes=cfg.min_age_minutes):
+        note = (f"the canary has {canary['requests']} of {cfg.min_requests} production "
+                f"requests, {detail['age_minutes']} of {cfg.min_age_minutes} minutes")
+        return StepResult("watch", detail=detail, wait=True, note=note)
+    reasons = unhealthy(canary, stable, cfg)
+    if reasons:
+        ctx.client.rollback(alias)
+        return end("rolled_back", reasons=reasons, **detail)
+    ctx.client.promote(alias, candidate, canary=100)
+    return end("promoted", **detail)
+
+
+FIRST_STEP = "export"
+STEPS: dict[str, Callable[[StepContext], StepResult]] = {
+    "export": export_step,
+    "validate": validate_step,
+    "finetune": finetune_step,
+    "wait": wait_step,
+    "evaluate": evaluate_step,
+    "canary": canary_step,
+    "watch": watch_step,
+}

@@ -1,0 +1,150 @@
+"""What an evaluation asks: the validation examples of an export directory as prompts and
+reference answers, the request each model gets, and the answer read from its response.
+
+A legacy-format model (babbage-002, davinci-002 and their fine-tunes) is asked through the
+completions endpoint with the prompt ending in the export's separator and with its stop
+sequence, exactly as it was trained; a chat model gets the prompt messages. Pure functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from exporter.examples import content_text
+from exporter.exportdir import ExportDir
+from exporter.formats import DEFAULT_SEPARATOR, DEFAULT_STOP
+from exporter.tokens import model_info
+from tuneloop.errors import DatasetError
+
+PROMPT_COMPLETION = ("legacy", "classification")
+LEGACY_MAX_TOKENS = 256  # the completions API would stop at 16 tokens otherwise
+TOP_LOGPROBS = 5
+
+
+@dataclass(frozen=True)
+class Markers:
+    """The prompt separator and the stop sequence a legacy-format model was trained with."""
+
+    separator: str = DEFAULT_SEPARATOR
+    stop: str | None = DEFAULT_STOP
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    line: int  # 1-based line in validation.jsonl
+    messages: list[dict[str, Any]]  # the prompt as chat messages
+    prompt: str  # the prompt as text ending with the separator, for legacy models
+    reference: str
+    tools: list[dict[str, Any]] | None = None
+
+
+def answer_text(message: Mapping[str, Any]) -> str:
+    """The text of an assistant answer; a tool call answer as compact JSON of its calls."""
+    calls = message.get("tool_calls")
+    if calls:
+        return orjson.dumps([
+            {"name": (c.get("function") or {}).get("name"),
+             "arguments": (c.get("function") or {}).get("arguments")}
+            for c in calls if isinstance(c, Mapping)
+        ]).decode()
+    return content_text(message.get("content")).strip()
+
+
+def strip_completion(text: str, stop: str | None) -> str:
+    if stop and stop in text:
+        text = text[: text.index(stop)]
+    return text.strip()
+
+
+def _prompt_text(messages: list[dict[str, Any]], separator: str) -> str:
+    if len(messages) == 1 and messages[0].get("role") == "user":
+        text = content_text(messages[0].get("content"))
+    else:
+        text = "\n".join(f"{str(m.get('role', '')).capitalize()}: "
+                         f"{content_text(m.get('content'))}" for m in messages)
+    return text if text.endswith(separator) else text + separator
+
+
+def _case(line: int, row: dict[str, Any], fmt: str, markers: Markers) -> EvalCase:
+    if fmt in PROMPT_COMPLETION:
+        prompt = str(row["prompt"])
+        bare = prompt[: -len(markers.separator)] if prompt.endswith(markers.separator) \
+            else prompt
+        return EvalCase(line, [{"role": "user", "content": bare}], prompt,
+                        strip_completion(str(row["completion"]), markers.stop))
+    if fmt == "preference":
+        messages, answer = row["input"]["messages"], row["preferred_output"][0]
+        tools = row["input"].get("tools")
+    else:
+        messages, answer = row["messages"][:-1], row["messages"][-1]
+        tools = row.get("tools")
+    return EvalCase(line, messages, _prompt_text(messages, markers.separator),
+                    answer_text(answer), tools)
+
+
+def load_cases(export: ExportDir, limit: int | None = None) -> tuple[list[EvalCase], Markers]:
+    """The validation examples (the first `limit`), and the legacy markers of the export."""
+    fmt = export.format
+    manifest = export.manifest
+    markers = Markers(manifest.get("prompt_separator") or DEFAULT_SEPARATOR,
+                      manifest.get("stop") if fmt in PROMPT_COMPLETION else DEFAULT_STOP)
+    if export.validation is None:
+        raise DatasetError(f"{export.path} has no validation examples to evaluate on "
+                           "(export with a validation fraction above 0)")
+    cases: list[EvalCase] = []
+    with export.validation.open("rb") as lines:
+        for number, line in enumerate(lines, 1):
+            if limit is not None and len(cases) >= limit:
+                break
+            if line.strip():
+                try:
+                    cases.append(_case(number, orjson.loads(line), fmt, markers))
+                except (KeyError, IndexError, TypeError, orjson.JSONDecodeError) as exc:
+                    raise DatasetError(f"validation.jsonl line {number} is not a {fmt} "
+                                       f"example: {exc!r}") from exc
+    return cases, markers
+
+
+def is_legacy(model: str) -> bool:
+    return model_info(model).legacy
+
+
+def request_for(case: EvalCase, model: str, markers: Markers, *, max_tokens: int | None,
+                logprobs: bool) -> tuple[str, dict[str, Any]]:
+    """(endpoint, body) for asking `model` about `case`, deterministically (temperature 0)."""
+    if is_legacy(model):
+        body: dict[str, Any] = {"model": model, "prompt": case.prompt, "temperature": 0,
+                                "max_tokens": max_tokens or LEGACY_MAX_TOKENS}
+        if markers.stop:
+            body["stop"] = markers.stop
+        if logprobs:
+            body["logprobs"] = TOP_LOGPROBS
+        return "completions", body
+    body = {"model": model, "messages": case.messages, "temperature": 0}
+    if case.tools:
+        body["tools"] = case.tools
+    if max_tokens:
+        body["max_tokens"] = max_tokens
+    if logprobs:
+        body |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+    return "chat.completions", body
+
+
+def read_answer(endpoint: str, response: Mapping[str, Any],
+                markers: Markers) -> tuple[str, dict[str, float] | None]:
+    """The answer text and, when the response has them, the first token's top logprobs."""
+    choices = response.get("choices") or [{}]
+    choice = choices[0]
+    logprobs = choice.get("logprobs") or {}
+    if endpoint == "completions":
+        firsts = logprobs.get("top_logprobs") or [None]
+        top = dict(firsts[0]) if isinstance(firsts[0], Mapping) else None
+        return strip_completion(str(choice.get("text") or ""), markers.stop), top
+    content = logprobs.get("content") or [{}]
+    candidates = content[0].get("top_logprobs") if isinstance(content[0], Mapping) else None
+    top = {c["token"]: c["logprob"] for c in candidates} if candidates else None
+    return answer_text(choice.get("message") or {}), top

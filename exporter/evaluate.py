@@ -1,0 +1,129 @@
+"""Evaluate a candidate model against a baseline on an export's validation set.
+
+Every example goes to both models through the tuneloop proxy with the official `openai` SDK,
+marked `x-tuneloop-traffic: evaluation` (so it never mixes with production rows) and tagged
+`eval:<run id>` and `eval-candidate` / `eval-baseline`. At most `concurrency` requests are in
+flight; 429, 5xx and connection failures are retried with exponential backoff (honouring
+`retry-after`), other errors are recorded as the example's answer failing. The run and its
+report are stored through the admin API (`/admin/evals`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from exporter.eval_cases import EvalCase, Markers, load_cases, read_answer, request_for
+from exporter.eval_report import Answer, EvalReport, Scoring, build_report, make_scoring
+from exporter.exportdir import load_export
+from tuneloop.client import AdminClient
+
+ROLES = ("candidate", "baseline")
+_RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    candidate: str
+    baseline: str
+    scorer: str = "exact"  # exact | exact_strict | module:function | classification
+    threshold: float = 0.5  # classification: predicted positive at or above it
+    metric: str | None = None  # the number compared (default: mean score, f1, macro_f1)
+    concurrency: int = 4
+    retries: int = 4
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    timeout_s: float = 120.0
+    max_tokens: int | None = None
+    limit: int | None = None  # evaluate the first N validation examples
+    max_differences: int = 20
+    cycle_run_id: str | None = None
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _retry_delay(attempt: int, error: Exception, options: EvalOptions) -> float:
+    delay = options.backoff_s * 2**attempt * (0.5 + random.random() / 2)
+    response = getattr(error, "response", None)
+    retry_after = response.headers.get("retry-after") if response is not None else None
+    if retry_after:
+        with contextlib.suppress(ValueError):
+            delay = max(delay, float(retry_after))
+    return min(delay, options.max_backoff_s)
+
+
+async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: Markers,
+               options: EvalOptions, headers: dict[str, str], wants_logprobs: bool) -> Answer:
+    endpoint, body = request_for(case, model, markers, max_tokens=options.max_tokens,
+                                 logprobs=wants_logprobs)
+    api: Any = client.completions if endpoint == "completions" else client.chat.completions
+    error: Exception | None = None
+    for attempt in range(options.retries + 1):
+        try:
+            raw = await api.with_raw_response.create(**body, extra_headers=headers)
+        except _RETRYABLE as exc:
+            error = exc
+            if attempt < options.retries:
+                await asyncio.sleep(_retry_delay(attempt, exc, options))
+            continue
+        except openai.APIStatusError as exc:
+            return Answer(None, f"{exc.status_code}: {exc.message}"[:500],
+                          exc.response.headers.get("x-tuneloop-id"))
+        text, top = read_answer(endpoint, raw.parse().model_dump(), markers)
+        return Answer(text, None, raw.headers.get("x-tuneloop-id"), top, attempt)
+    return Answer(None, f"gave up after {options.retries + 1} attempts: {error}"[:500], None,
+                  None, options.retries)
+
+
+async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[EvalCase],
+                   markers: Markers, options: EvalOptions,
+                   scoring: Scoring) -> dict[str, list[Answer]]:
+    # With no key of our own, send none: the proxy then uses its own upstream key.
+    auth: dict[str, Any] = {} if api_key else {"Authorization": openai.Omit()}
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=0,
+                                timeout=options.timeout_s, default_headers=auth)
+    gate = asyncio.Semaphore(max(1, options.concurrency))
+    models = {"candidate": options.candidate, "baseline": options.baseline}
+
+    async def one(role: str, case: EvalCase) -> Answer:
+        headers = {**options.extra_headers, "x-tuneloop-traffic": "evaluation",
+                   "x-tuneloop-tags": f"eval:{run_id},eval-{role}"}
+        async with gate:
+            return await _ask(client, models[role], case, markers, options, headers,
+                              scoring.wants_logprobs)
+
+    try:
+        answers = await asyncio.gather(*(one(role, case) for case in cases for role in ROLES))
+    finally:
+        await client.close()
+    return {role: list(answers[i::2]) for i, role in enumerate(ROLES)}
+
+
+def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
+             api_key: str | None = None) -> EvalReport:
+    """Run the export's validation set through both models via the proxy at `client.api`,
+    score it, store the report, and return it."""
+    export = load_export(export_dir)
+    cases, markers = load_cases(export, options.limit)
+    scoring = make_scoring(options.scorer, options.threshold, options.metric, export.manifest)
+    run = client.create_eval_run(candidate=options.candidate, baseline=options.baseline,
+                                 scorer=options.scorer, dataset=str(export_dir),
+                                 threshold=options.threshold if scoring.classification else None,
+                                 cycle_run_id=options.cycle_run_id)
+    try:
+        answers = asyncio.run(_ask_all(client.api + "/v1", api_key, run["id"], cases, markers,
+                                       options, scoring))
+        report = build_report(run["id"], str(export_dir), cases, answers,
+                              {"candidate": options.candidate, "baseline": options.baseline},
+                              scoring, options.max_differences)
+    except BaseException as exc:
+        client.finish_eval_run(run["id"], status="failed", error=str(exc)[:1000] or repr(exc))
+        raise
+    client.finish_eval_run(run["id"], status="done", report=report.to_json())
+    return report

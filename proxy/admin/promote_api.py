@@ -1,0 +1,112 @@
+"""Promotion, rollback and canary health of one alias:
+
+- `POST /admin/routes/{alias}/promote` (admin): a canary share or the full route for a model;
+- `POST /admin/routes/{alias}/rollback` (admin): the spec before the latest promotion;
+- `GET /admin/routes/{alias}/health?since=&until=`: per target, production traffic since the
+  latest promotion (or `since`).
+
+Both writes record the route history and reload the in-memory router at once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from proxy.admin.common import authorize, json_object, json_response, time_param
+from proxy.admin.routes_api import reload_routes
+from proxy.auth import Role
+from proxy.promotion import parse_promote_request, promoted_spec
+from proxy.routing import RouteSpec
+from storage.promotions import last_change, latest_episode, promote_route, rollback_route
+from storage.route_health import route_health
+from storage.routes import load_routes
+from tuneloop.errors import BadRequest
+
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _alias(request: Request) -> str:
+    alias: str = request.path_params["alias"]
+    if not 0 < len(alias) <= 256:
+        raise BadRequest("an alias is a string of 1-256 characters", param="alias")
+    return alias
+
+
+def _actor(request: Request) -> str:
+    return request.headers.get("x-tuneloop-actor", "admin")[:128]
+
+
+async def promote(request: Request) -> Response:
+    ctx = authorize(request, Role.ADMIN)
+    alias = _alias(request)
+    promotion = parse_promote_request(await json_object(request))
+
+    def build(current: dict[str, Any] | None) -> dict[str, Any]:
+        spec = None if current is None else RouteSpec.model_validate(current)
+        return promoted_spec(alias, spec, promotion).model_dump(exclude_none=True)
+
+    detail = {"model": promotion.model, "canary": min(promotion.canary, 100.0)}
+    result = await ctx.db.write(
+        lambda con: promote_route(con, alias, build, detail, _actor(request)))
+    await reload_routes(ctx)
+    return json_response(result)
+
+
+async def rollback(request: Request) -> Response:
+    ctx = authorize(request, Role.ADMIN)
+    alias = _alias(request)
+    result = await ctx.db.write(lambda con: rollback_route(con, alias, _actor(request)))
+    await reload_routes(ctx)
+    return json_response(result)
+
+
+def _roles(spec: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """What each model is in the current route: a weighted target (with its share) or a
+    fallback."""
+    if spec is None:
+        return {}
+    roles: dict[str, dict[str, Any]] = {}
+    total = sum(float(t.get("weight", 100.0)) for t in spec["targets"]) or 1.0
+    for target in spec["targets"]:
+        share = round(100 * float(target.get("weight", 100.0)) / total, 3)
+        roles.setdefault(target["model"], {"role": "target", "share": share})
+    for target in spec.get("fallbacks", []):
+        roles.setdefault(target["model"], {"role": "fallback", "share": 0.0})
+    return roles
+
+
+async def health(request: Request) -> Response:
+    ctx = authorize(request, Role.REVIEWER)
+    alias = _alias(request)
+    since = time_param(request.query_params, "since")
+    until = time_param(request.query_params, "until")
+
+    def read(con: Any) -> dict[str, Any]:
+        episode = latest_episode(con, alias)
+        start = since or (episode.promoted_at if episode else None) or last_change(con, alias) \
+            or datetime(1970, 1, 1, tzinfo=UTC)
+        targets = route_health(con, alias, start, until or FAR_FUTURE)
+        spec = load_routes(con).get(alias)
+        roles = _roles(spec)
+        for row in targets:
+            row.update(roles.get(row["target"], {"role": "not_in_route", "share": 0.0}))
+        if episode is not None:
+            for row in targets:
+                row["candidate"] = row["target"] == episode.model
+        return {"alias": alias, "since": start.isoformat(), "until": until and until.isoformat(),
+                "promotion": None if episode is None else episode.to_json(),
+                "route": spec, "targets": targets}
+
+    return json_response(await ctx.db.read(read))
+
+
+ROUTES = [
+    Route("/admin/routes/{alias:path}/promote", promote, methods=["POST"]),
+    Route("/admin/routes/{alias:path}/rollback", rollback, methods=["POST"]),
+    Route("/admin/routes/{alias:path}/health", health, methods=["GET"]),
+]

@@ -1,0 +1,120 @@
+"""The route a promotion writes, as a pure function of the current route and the request.
+
+- canary (0 < share < 100): the current ("stable") target keeps 100 - share of the traffic,
+  the candidate gets the share; fallbacks are kept.
+- full (share 100): the candidate only, with the stable target as the first fallback (unless
+  `previous_as_fallback` is off), then the kept fallbacks.
+
+The stable target is the heaviest current target that is not the candidate. A candidate
+already in the route keeps its provider, base_url and key variable unless the request names
+new ones, so promoting a canary to full needs only the model name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from proxy.routing import RouteSpec, Target
+from tuneloop.errors import BadRequest, Conflict
+
+FULL = 100.0
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=256)
+    canary: float = Field(FULL, gt=0, le=100)
+    """Percent of the alias's traffic for the candidate; 100 promotes fully."""
+    provider: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    prompt_suffix: str | None = None
+    stop: str | list[str] | None = None
+    keep_fallbacks: bool = True
+    previous_as_fallback: bool = True
+
+    @property
+    def full(self) -> bool:
+        return self.canary >= FULL
+
+
+def parse_promote_request(body: dict[str, Any]) -> PromoteRequest:
+    try:
+        return PromoteRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise BadRequest(f"{where}: {first['msg']}", param=where) from exc
+
+
+def _same(a: Target, b: Target) -> bool:
+    return (a.model, a.provider, a.base_url) == (b.model, b.provider, b.base_url)
+
+
+def stable_target(spec: RouteSpec, candidate_model: str) -> Target | None:
+    others = [t for t in spec.targets if t.model != candidate_model and t.weight > 0]
+    return max(others, key=lambda t: t.weight) if others else None
+
+
+def _candidate(request: PromoteRequest, current: RouteSpec | None, weight: float) -> Target:
+    known = next((t for t in (current.targets if current else []) if t.model == request.model),
+                 None)
+    values: dict[str, Any] = {"model": request.model, "weight": weight}
+    if known is not None:
+        values |= known.model_dump(include={"provider", "base_url", "api_key_env",
+                                            "connect_timeout_s", "read_timeout_s"},
+                                   exclude_none=True)
+    for name in ("provider", "base_url", "api_key_env"):
+        if getattr(request, name) is not None:
+            values[name] = getattr(request, name)
+    try:
+        return Target.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BadRequest(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+
+
+def _unique(targets: list[Target]) -> list[Target]:
+    kept: list[Target] = []
+    for target in targets:
+        if not any(_same(target, k) for k in kept):
+            kept.append(target)
+    return kept
+
+
+def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest) -> RouteSpec:
+    share = min(request.canary, FULL)
+    candidate = _candidate(request, current, share)
+    if current is None:
+        if not request.full:
+            raise Conflict(f"{alias!r} has no route yet: a canary shares traffic with the "
+                           "current target, so promote fully (canary 100) first")
+        return RouteSpec(targets=[candidate], prompt_suffix=request.prompt_suffix,
+                         stop=request.stop)
+    stable = stable_target(current, request.model)
+    kept = [t for t in current.fallbacks if t.model != request.model] \
+        if request.keep_fallbacks else []
+    if request.full:
+        targets = [candidate]
+        previous = [stable.model_copy(update={"weight": FULL})] \
+            if stable is not None and request.previous_as_fallback else []
+        fallbacks = _unique(previous + kept)
+    else:
+        if stable is None:
+            raise Conflict(f"{alias!r} already sends all its traffic to {request.model}: there "
+                           "is no current target to share a canary with")
+        targets = [stable.model_copy(update={"weight": FULL - share}), candidate]
+        fallbacks = kept
+    update: dict[str, Any] = {"targets": targets, "fallbacks": fallbacks}
+    if request.prompt_suffix is not None:
+        update["prompt_suffix"] = request.prompt_suffix
+    if request.stop is not None:
+        update["stop"] = request.stop
+    try:
+        return RouteSpec.model_validate({**current.model_dump(), **update})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BadRequest(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc

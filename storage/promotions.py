@@ -1,0 +1,151 @@
+"""Promotions and rollbacks of an alias's route, on top of `routes` and `route_history`.
+
+A promotion writes the alias's spec and records action `promote` with a detail
+`{"model", "canary"}`. Consecutive promotions of one model (a canary share, then full) are one
+*episode*. A rollback undoes the latest episode not yet undone: it restores the spec in
+effect before the episode began and records action `rollback` with
+`{"undoes": <seq of the episode's first promotion>, "model"}`. Rollbacks stack like undo: a
+second one undoes the episode before. Manual changes (PUT /admin/routes) neither open nor
+close an episode.
+
+The spec itself is built by the caller (the proxy validates it); storage only runs the
+read-build-write in one transaction on the writer thread, so two promotions can't interleave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from storage.db import Connection
+from tuneloop.errors import Conflict, NotFound
+
+Spec = dict[str, Any]
+
+
+def m025_route_history_detail(con: Connection) -> None:
+    con.execute("ALTER TABLE route_history ADD COLUMN detail JSON")
+
+
+@dataclass(frozen=True)
+class Episode:
+    first_seq: int
+    model: str
+    started_at: datetime
+    promoted_at: datetime  # the latest promotion of the episode
+    canary: float | None  # the latest promotion's share
+    before: Spec | None  # the spec in effect before the episode began
+
+    def to_json(self) -> dict[str, Any]:
+        return {"first_seq": self.first_seq, "model": self.model,
+                "started_at": self.started_at.isoformat(),
+                "promoted_at": self.promoted_at.isoformat(), "canary": self.canary,
+                "before": self.before}
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def open_episodes(con: Connection, alias: str) -> list[Episode]:
+    """The alias's promotion episodes not yet rolled back, oldest first."""
+    rows = con.execute(
+        "SELECT seq, spec, action, changed_at, detail FROM route_history WHERE alias = ? "
+        "ORDER BY seq", [alias]).fetchall()
+    stack: list[Episode] = []
+    previous: Spec | None = None
+    for seq, spec_text, action, changed_at, detail_text in rows:
+        spec, detail = _loads(spec_text), _loads(detail_text) or {}
+        if action == "promote":
+            model, canary = str(detail.get("model")), detail.get("canary")
+            if stack and stack[-1].model == model:
+                stack[-1] = replace(stack[-1], promoted_at=changed_at, canary=canary)
+            else:
+                stack.append(Episode(seq, model, changed_at, changed_at, canary, previous))
+        elif action == "rollback":
+            stack = [e for e in stack if e.first_seq != detail.get("undoes")]
+        previous = spec
+    return stack
+
+
+def _current(con: Connection, alias: str) -> Spec | None:
+    rows = con.execute("SELECT spec FROM routes WHERE alias = ?", [alias]).fetchall()
+    return orjson.loads(rows[0][0]) if rows else None
+
+
+def _write(con: Connection, alias: str, spec: Spec, action: str, detail: dict[str, Any],
+           by: str | None) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    text = orjson.dumps(spec).decode()
+    con.execute("INSERT OR REPLACE INTO routes (alias, spec, updated_at, updated_by) "
+                "VALUES (?, ?, ?, ?)", [alias, text, now, by])
+    seq = con.execute(
+        "INSERT INTO route_history (alias, spec, action, changed_at, changed_by, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+        [alias, text, action, now, by, orjson.dumps(detail).decode()]).fetchall()[0][0]
+    return {"seq": seq, "changed_at": now.isoformat()}
+
+
+def _transaction(con: Connection, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        result = work()
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return result
+
+
+def promote_route(con: Connection, alias: str, build: Callable[[Spec | None], Spec],
+                  detail: dict[str, Any], by: str | None) -> dict[str, Any]:
+    """Write `build(current spec or None)` as the alias's route and record the promotion.
+    `detail` holds at least the promoted `model` and its `canary` share."""
+
+    def work() -> dict[str, Any]:
+        previous = _current(con, alias)
+        spec = build(previous)
+        written = _write(con, alias, spec, "promote", detail, by)
+        return {"alias": alias, "action": "promote", **detail, **written, "spec": spec,
+                "previous": previous}
+
+    return _transaction(con, work)
+
+
+def rollback_route(con: Connection, alias: str, by: str | None) -> dict[str, Any]:
+    """Restore the spec in effect before the latest promotion episode not yet undone."""
+
+    def work() -> dict[str, Any]:
+        episodes = open_episodes(con, alias)
+        current = _current(con, alias)
+        if not episodes:
+            if current is None:
+                raise NotFound(f"no route for alias {alias!r}")
+            raise Conflict(f"{alias!r} has no promotion to roll back")
+        episode = episodes[-1]
+        if episode.before is None:
+            raise Conflict(f"{alias!r} had no route before {episode.model} was promoted: there "
+                           "is no previous target to roll back to (replace the route with "
+                           "PUT /admin/routes instead)")
+        detail = {"undoes": episode.first_seq, "model": episode.model}
+        written = _write(con, alias, episode.before, "rollback", detail, by)
+        return {"alias": alias, "action": "rollback", **detail, **written,
+                "spec": episode.before, "previous": current}
+
+    return _transaction(con, work)
+
+
+def latest_episode(con: Connection, alias: str) -> Episode | None:
+    episodes = open_episodes(con, alias)
+    return episodes[-1] if episodes else None
+
+
+def last_change(con: Connection, alias: str) -> datetime | None:
+    rows = con.execute("SELECT max(changed_at) FROM route_history WHERE alias = ?",
+                       [alias]).fetchall()
+    value: datetime | None = rows[0][0]
+    return value

@@ -1,0 +1,83 @@
+"""The Routes page with Streamlit's AppTest against a real proxy: the alias map with canary
+shares, health, history, and the rollback button (disabled unless the app has the admin
+token)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+
+APP = str(Path(__file__).resolve().parent.parent / "curation_ui" / "app.py")
+PASSWORD = "correct horse battery staple"
+FT = "ft:gpt-4o-mini-2024-07-18:acme::v1"
+
+
+@pytest.fixture
+def routes_page(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch
+                ) -> Iterator[Callable[..., AppTest]]:
+    monkeypatch.setenv("TUNELOOP_API", proxy.url)
+    monkeypatch.setenv("TUNELOOP_REVIEWER_TOKEN", REVIEWER_TOKEN)
+    monkeypatch.setenv("TUNELOOP_UI_PASSWORD", PASSWORD)
+    monkeypatch.delenv("TUNELOOP_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("TUNELOOP_UI_ADMIN_TOKEN", raising=False)
+    proxy.admin().put_routes({"support-bot": {"targets": [{"model": "gpt-4o-mini"}]}})
+    proxy.admin().promote("support-bot", FT, canary=10)
+
+    def open_page(*, ui_admin_token: str | None = None) -> AppTest:
+        if ui_admin_token:
+            monkeypatch.setenv("TUNELOOP_UI_ADMIN_TOKEN", ui_admin_token)
+        st.cache_resource.clear()
+        at = AppTest.from_file(APP, default_timeout=30).run()
+        at.text_input[0].input("ann")
+        at.text_input[1].input(PASSWORD)
+        at.button[0].click().run()
+        at.switch_page("pages/routes.py").run()
+        assert not at.exception, at.exception
+        return at
+
+    yield open_page
+    st.cache_resource.clear()
+
+
+def rollback(at: AppTest) -> object:
+    return next(b for b in at.button if b.label == "Roll back support-bot")
+
+
+def test_routes_page_shows_shares_health_and_history_read_only(
+        routes_page: Callable[..., AppTest], proxy: ProxyServer) -> None:
+    proxy.openai().chat.completions.create(model="support-bot",
+                                           messages=[{"role": "user", "content": "hi"}])
+    proxy.wait_logged(1)
+    at = routes_page()
+    table = at.dataframe[0].value
+    assert list(table["alias"]) == ["support-bot"]
+    assert table["targets"][0] == f"gpt-4o-mini 90%, {FT} 10%"
+    health = at.dataframe[1].value
+    assert health["requests"].sum() == 1 and set(health["role"]) == {"target"}
+    history = at.dataframe[2].value
+    assert list(history["action"]) == ["promote", "replace"]
+    button = rollback(at)
+    assert button.disabled  # type: ignore[attr-defined]
+    assert any("TUNELOOP_UI_ADMIN_TOKEN" in c.value.replace("\\", "") for c in at.caption)
+
+
+def test_rollback_button_with_the_admin_token(routes_page: Callable[..., AppTest],
+                                              proxy: ProxyServer) -> None:
+    at = routes_page(ui_admin_token=ADMIN_TOKEN)
+    button = rollback(at)
+    assert not button.disabled  # type: ignore[attr-defined]
+    button.click().run()  # type: ignore[attr-defined]
+    assert not at.exception
+    assert any("Rolled back" in s.value for s in at.success)
+    assert proxy.admin().routes()["support-bot"]["targets"] == [
+        {"model": "gpt-4o-mini", "provider": "openai", "weight": 100.0}]
+    assert at.dataframe[0].value["targets"][0] == "gpt-4o-mini 100%"
+    assert proxy.admin().route_history("support-bot")[0]["changed_by"] == "ui:ann"
+    rollback(at).click().run()  # type: ignore[attr-defined]
+    assert any("Rollback refused" in e.value for e in at.error)

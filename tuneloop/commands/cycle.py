@@ -1,0 +1,70 @@
+"""`tuneloop cycle --config cycle.toml [--every 6h]`: the scheduled export → fine-tune →
+evaluate → canary → promote-or-roll-back job (see exporter/cycle.py). Safe under cron: a
+concurrent invocation finds the lease held and does nothing."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from tuneloop.commands.common import (
+    api_option,
+    domain_errors,
+    err_console,
+    make_client,
+    settings_from,
+)
+from tuneloop.commands.evaluate import proxy_api_key
+from tuneloop.errors import TuneloopError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+log = logging.getLogger("tuneloop.cycle")
+
+
+def parse_interval(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise click.BadParameter(f"{text!r} is not an interval like 90s, 30m, 6h or 1d")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+@click.command("cycle")
+@click.option("--config", "cycle_file", required=True,
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="The cycle's TOML file (see exporter/cycle_config.py).")
+@click.option("--every", default=None,
+              help="Keep running: one cycle every interval (90s, 30m, 6h, 1d).")
+@api_option
+@click.pass_context
+def cycle(ctx: click.Context, cycle_file: Path, every: str | None, api: str | None) -> None:
+    """Export, validate, fine-tune, evaluate, and canary-promote or roll back, gated."""
+    from exporter.cycle import run_cycle
+    from exporter.cycle_config import load_cycle_config
+    interval = parse_interval(every) if every else None
+
+    def once() -> str:
+        config = load_cycle_config(cycle_file)
+        settings = settings_from(ctx)
+        key = proxy_api_key(settings, config.evaluate.api_key_env)
+        with make_client(ctx, api) as client:
+            outcome = run_cycle(client, config, api_key=key,
+                                say=lambda text: err_console.print(text, highlight=False))
+        click.echo(f"cycle {config.name}: {outcome.status}: {outcome.message}")
+        return outcome.status
+
+    if interval is None:
+        status = domain_errors(once)()
+        sys.exit(1 if status in ("error", "failed") else 0)
+    while True:
+        try:
+            once()
+        except TuneloopError as exc:  # keep the schedule; the next run resumes
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        except Exception:
+            log.exception("cycle failed")
+        time.sleep(interval)
