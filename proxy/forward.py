@@ -158,6 +158,10 @@ class LoggedEndpoint:
             response = await handle_logged(incoming, receive, self.endpoint)
         except TuneloopError as exc:
             response = error_response(exc)
+        except Exception:
+            log.exception("unexpected error on %s", incoming.path)
+            response = error_response(TuneloopError("the proxy hit an internal error; it has "
+                                                    "been logged"))
         await response(scope, receive, send)
 
 

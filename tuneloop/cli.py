@@ -81,7 +81,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, db: Path | Non
         uvicorn.run(
             create_app(settings), host=settings.host, port=settings.port, loop="uvloop",
             http="httptools", access_log=False, log_level=settings.log_level,
-            timeout_graceful_shutdown=30, lifespan="on",
+            timeout_graceful_shutdown=30, lifespan="on", proxy_headers=False,
         )
     except OSError as exc:
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
