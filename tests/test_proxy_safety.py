@@ -168,8 +168,6 @@ def test_no_secret_reaches_storage_spool_or_log(tmp_path: Path, fake_openai: Fak
     assert text_columns_containing(db, "hello")  # the search does find what is there
 
 
-ADMIN_ONLY = [("PUT", "/admin/routes", {"bot": {"targets": [{"model": "m"}]}}),
-              ("POST", "/admin/keys", {"name": "app"}), ("GET", "/admin/keys", None)]
 READABLE = [("GET", "/admin/interactions", None), ("GET", "/admin/routes", None),
             ("POST", "/admin/sql", {"sql": "SELECT 1"}), ("GET", "/admin/routes/history", None)]
 
@@ -201,14 +199,67 @@ def test_every_admin_route_refuses_without_a_valid_token(proxy_factory: Any) -> 
                 assert response.json()["error"]["type"] == "authentication_error"
 
 
-def test_reviewer_reads_but_cannot_administer(proxy: ProxyServer) -> None:
+# Every admin route, classified. A new route that is in neither set fails the test below, so
+# nobody can add one without deciding who may call it.
+ADMIN_ONLY_ROUTES = {
+    ("PUT", "/admin/routes"), ("POST", "/admin/routes/{alias:path}/promote"),
+    ("POST", "/admin/routes/{alias:path}/rollback"), ("POST", "/admin/keys"),
+    ("GET", "/admin/keys"), ("DELETE", "/admin/keys/{key_id}"), ("POST", "/admin/forget"),
+    ("POST", "/admin/retention"), ("POST", "/admin/jobs"), ("PATCH", "/admin/jobs/{job_id}"),
+    ("POST", "/admin/jobs/{job_id}"), ("POST", "/admin/evals"),
+    ("POST", "/admin/evals/{run_id}/report"), ("POST", "/admin/cycle-leases/{cycle}"),
+    ("DELETE", "/admin/cycle-leases/{cycle}"), ("POST", "/admin/cycle-runs"),
+    ("POST", "/admin/cycle-runs/{run_id}/steps"), ("POST", "/admin/faults"),
+}
+REVIEWER_ROUTES = {
+    ("GET", "/admin/interactions"), ("GET", "/admin/interactions/{interaction_id}"),
+    ("POST", "/admin/interactions/bulk-review"), ("POST", "/admin/interactions/bulk-tags"),
+    ("POST", "/admin/interactions/{interaction_id}/review"),
+    ("POST", "/admin/interactions/{interaction_id}/undo"),
+    ("POST", "/admin/interactions/{interaction_id}/tags"), ("GET", "/admin/stats"),
+    ("GET", "/admin/routes"), ("GET", "/admin/routes/history"),
+    ("GET", "/admin/routes/{alias:path}/health"), ("GET", "/admin/evals"),
+    ("GET", "/admin/evals/{run_id}"), ("GET", "/admin/cycle-runs"),
+    ("GET", "/admin/cycle-runs/{run_id}"), ("POST", "/admin/sql"), ("GET", "/admin/datasets"),
+    ("POST", "/admin/datasets"), ("GET", "/admin/datasets/examples"),
+    ("GET", "/admin/datasets/trace"), ("GET", "/admin/datasets/{name}"),
+    ("GET", "/admin/datasets/{name}/{version}"),
+    ("GET", "/admin/datasets/{name}/{version}/items"), ("GET", "/admin/jobs"),
+    ("GET", "/admin/jobs/{job_id}"), ("GET", "/admin/jobs/{job_id}/events"),
+}
+
+
+def declared_admin_routes() -> set[tuple[str, str]]:
+    from starlette.routing import Route
+
+    from proxy.admin import admin_routes
+
+    declared = set()
+    for route in admin_routes(fault_injection=True):
+        assert isinstance(route, Route)
+        declared |= {(method, route.path) for method in (route.methods or set()) - {"HEAD"}}
+    return declared
+
+
+def test_every_admin_route_is_classified() -> None:
+    declared = declared_admin_routes()
+    assert declared - ADMIN_ONLY_ROUTES - REVIEWER_ROUTES == set(), "classify the new route"
+    assert (ADMIN_ONLY_ROUTES | REVIEWER_ROUTES) - declared == set(), "a route went away"
+
+
+def test_reviewer_token_is_refused_on_every_admin_only_route(proxy_factory: Any) -> None:
+    proxy = proxy_factory(fault_injection=True)
     reviewer = {"authorization": f"Bearer {REVIEWER_TOKEN}"}
     with proxy.http() as http:
+        for method, path in sorted(ADMIN_ONLY_ROUTES):
+            concrete = (path.replace("{alias:path}", "bot").replace("{key_id}", "key_x")
+                        .replace("{job_id}", "ftjob-x").replace("{run_id}", "run-x")
+                        .replace("{cycle}", "nightly"))
+            response = http.request(method, concrete, headers=reviewer, json={})
+            assert response.status_code == 403, (method, path, response.text[:200])
+            assert response.json()["error"]["type"] == "permission_error"
         for method, path, body in READABLE:
             assert http.request(method, path, headers=reviewer, json=body).status_code == 200
-        for method, path, body in ADMIN_ONLY:
-            response = http.request(method, path, headers=reviewer, json=body)
-            assert response.status_code == 403, (method, path)
     assert proxy.admin().routes() == {}
 
 
@@ -259,3 +310,24 @@ def test_injected_storage_fault_keeps_requests_flowing(proxy_factory: Any) -> No
     proxy.wait_logged(20, timeout_s=15)
     logged = {r[0] for r in proxy.sql("SELECT id FROM interactions")}
     assert set(ids) == logged
+
+
+def test_export_files_hold_no_secret(proxy: ProxyServer, tmp_path: Path) -> None:
+    from exporter.datasets import build_dataset
+    from exporter.pipeline import ExportOptions
+
+    client = proxy.openai(default_headers={"cookie": COOKIE, "x-api-key": UPSTREAM_KEY})
+    ids = [client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": f"question number {n}"}]
+    ).headers["x-tuneloop-id"] for n in range(12)]
+    proxy.wait_logged(12)
+    admin = proxy.admin()
+    admin.bulk_review("approve", reviewer="rita", ids=ids)
+    result = build_dataset(admin, tmp_path / "export",
+                           ExportOptions(name="secrets-check", workers=1))
+    files = list(result.path.iterdir())
+    assert {"train.jsonl", "validation.jsonl", "manifest.json"} <= {f.name for f in files}
+    everything = b"".join(f.read_bytes() for f in files)
+    assert b"question number 3" in everything  # the files really hold the examples
+    for secret in (UPSTREAM_KEY, COOKIE, ADMIN_TOKEN, REVIEWER_TOKEN):
+        assert secret.encode() not in everything
