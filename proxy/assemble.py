@@ -80,6 +80,17 @@ class StreamAssembler:
         raise NotImplementedError
 
 
+HEAD_KEYS = ("id", "created", "model", "system_fingerprint", "service_tier")
+
+
+def _keep_head(head: dict[str, Any], chunk: dict[str, Any], usage: Any) -> Any:
+    """Copy a chunk's envelope fields the first time they appear; the latest usage wins."""
+    for key in HEAD_KEYS:
+        if key in chunk and key not in head:
+            head[key] = chunk[key]
+    return chunk["usage"] if chunk.get("usage") else usage
+
+
 class ChatAssembler(StreamAssembler):
     def __init__(self, encoding: str = ""):
         super().__init__(encoding)
@@ -88,11 +99,7 @@ class ChatAssembler(StreamAssembler):
         self._usage: Any = None
 
     def handle(self, name: Any, payload: dict[str, Any]) -> None:
-        for key in ("id", "created", "model", "system_fingerprint", "service_tier"):
-            if key in payload and key not in self._head:
-                self._head[key] = payload[key]
-        if payload.get("usage"):
-            self._usage = payload["usage"]
+        self._usage = _keep_head(self._head, payload, self._usage)
         for choice in payload.get("choices") or []:
             index = choice.get("index", 0)
             slot = self._choices.setdefault(
@@ -151,11 +158,7 @@ class CompletionAssembler(StreamAssembler):
         self._usage: Any = None
 
     def handle(self, name: Any, payload: dict[str, Any]) -> None:
-        for key in ("id", "created", "model", "system_fingerprint"):
-            if key in payload and key not in self._head:
-                self._head[key] = payload[key]
-        if payload.get("usage"):
-            self._usage = payload["usage"]
+        self._usage = _keep_head(self._head, payload, self._usage)
         for choice in payload.get("choices") or []:
             slot = self._choices.setdefault(choice.get("index", 0),
                                             {"text": "", "finish_reason": None})
