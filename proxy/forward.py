@@ -238,7 +238,7 @@ async def _send(ctx: ProxyContext, incoming: Incoming, attempt: Attempt, body: b
     url = (target.base_url or ctx.settings.upstream) + incoming.upstream_suffix
     headers = upstream_headers(incoming.headers)
     headers.update(credentials)
-    return await ctx.http.send(incoming.method, url, headers, body, timeouts)
+    return await ctx.http.send_logged(incoming.method, url, headers, body, timeouts)
 
 
 def _log(ctx: ProxyContext, capture: Capture, meta: ClientMeta, *, status: int | None,

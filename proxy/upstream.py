@@ -45,7 +45,7 @@ class Timeouts:
     read_s: float
 
 
-def _header(headers: list[tuple[str, str]], name: str) -> str:
+def header_value(headers: list[tuple[str, str]], name: str) -> str:
     for key, value in headers:
         if key.lower() == name:
             return value
@@ -62,11 +62,11 @@ class AiohttpReply:
 
     @property
     def content_type(self) -> str:
-        return _header(self.headers, "content-type")
+        return header_value(self.headers, "content-type")
 
     @property
     def content_encoding(self) -> str:
-        return _header(self.headers, "content-encoding").lower()
+        return header_value(self.headers, "content-encoding").lower()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -90,10 +90,19 @@ class AiohttpReply:
 
 
 class HttpUpstream:
-    """One aiohttp session for every OpenAI-compatible upstream."""
+    """Every OpenAI-compatible upstream: the logged endpoints go through the small pooled
+    HTTP/1.1 client of `proxy.http1` (the hot path), everything else through one aiohttp
+    session."""
 
     def __init__(self) -> None:
+        from proxy.http1 import Http1Pool
+
         self._session: aiohttp.ClientSession | None = None
+        self._pool = Http1Pool()
+
+    async def send_logged(self, method: str, url: str, headers: dict[str, str], body: bytes,
+                          timeouts: Timeouts) -> UpstreamReply:
+        return await self._pool.send(method, url, headers, body, timeouts)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
@@ -107,6 +116,7 @@ class HttpUpstream:
         )
 
     async def close(self) -> None:
+        self._pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
