@@ -23,8 +23,8 @@ from proxy.context import ProxyContext
 from proxy.headers import ClientMeta, client_meta, downstream_headers, upstream_headers
 from proxy.ids import uuid7
 from proxy.incoming import Incoming
+from proxy.reply import Timeouts, UpstreamCut, UpstreamReply
 from proxy.routing import OPENAI_COMPATIBLE, Attempt, Plan, RouteSpec
-from proxy.upstream import Timeouts, UpstreamCut, UpstreamReply
 from tuneloop.errors import (
     BadRequest,
     PayloadTooLarge,

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from proxy.upstream import Timeouts, UpstreamCut, header_value
+from proxy.reply import Timeouts, UpstreamCut, header_value
 from tuneloop.errors import UpstreamTimeout, UpstreamUnreachable
 
 Origin = tuple[str, str, int]  # scheme, host, port

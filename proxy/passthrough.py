@@ -17,8 +17,8 @@ from proxy.context import context_of
 from proxy.forward import RawResponse, read_body, upstream_credentials
 from proxy.headers import downstream_headers, upstream_headers
 from proxy.incoming import Incoming
+from proxy.reply import Timeouts, UpstreamCut, UpstreamReply
 from proxy.routing import default_plan
-from proxy.upstream import Timeouts, UpstreamCut, UpstreamReply
 from tuneloop.errors import UpstreamTimeout
 
 

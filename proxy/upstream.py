@@ -1,55 +1,21 @@
-"""Upstream replies behind one small interface, and the fast pass-through client (aiohttp).
+"""The upstream clients for OpenAI-compatible servers.
 
-OpenAI-compatible upstreams are reached with a shared aiohttp session (a shared httpx client
-collapsed under load in our measurements). The body is relayed as the upstream sent it,
-compressed or not; capture decodes its own copy.
+The logged endpoints use the pooled HTTP/1.1 client of `proxy.http1` (the hot path); the other
+`/v1/*` paths use one shared aiohttp session. Either way the body is relayed as the upstream
+sent it, compressed or not; capture decodes its own copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol
 
 import aiohttp
 import yarl
 
+from proxy.http1 import Http1Pool
+from proxy.reply import Timeouts, UpstreamCut, UpstreamReply, header_value
 from tuneloop.errors import UpstreamTimeout, UpstreamUnreachable
-
-
-class UpstreamReply(Protocol):
-    status: int
-    headers: list[tuple[str, str]]
-
-    @property
-    def content_type(self) -> str: ...
-
-    @property
-    def content_encoding(self) -> str: ...
-
-    def chunks(self) -> AsyncIterator[bytes]: ...
-
-    async def read(self) -> bytes: ...
-
-    def release(self) -> None: ...
-
-
-class UpstreamCut(Exception):
-    """The upstream closed the connection before its body was complete."""
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    connect_s: float
-    read_s: float
-
-
-def header_value(headers: list[tuple[str, str]], name: str) -> str:
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return ""
 
 
 class AiohttpReply:
@@ -95,8 +61,6 @@ class HttpUpstream:
     session."""
 
     def __init__(self) -> None:
-        from proxy.http1 import Http1Pool
-
         self._session: aiohttp.ClientSession | None = None
         self._pool = Http1Pool()
 

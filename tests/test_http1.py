@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.http1 import Http1Pool
-from proxy.upstream import Timeouts
+from proxy.reply import Timeouts
 from tests.fakes.server import free_port, serve_app
 
 ANSWER = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
