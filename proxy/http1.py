@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from proxy.reply import Timeouts, UpstreamCut, header_value
+from proxy.reply import HeaderAccess, Timeouts, UpstreamCut
 from tuneloop.errors import UpstreamTimeout, UpstreamUnreachable
 
 Origin = tuple[str, str, int]  # scheme, host, port
@@ -134,7 +134,7 @@ def _expire(future: asyncio.Future[None]) -> None:
         future.set_exception(TimeoutError())
 
 
-class Http1Reply:
+class Http1Reply(HeaderAccess):
     def __init__(self, pool: Http1Pool, conn: _Connection, read_timeout_s: float):
         self._pool = pool
         self._conn = conn
@@ -142,14 +142,6 @@ class Http1Reply:
         self.status = conn.status
         self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in conn.raw_headers]
         self._released = False
-
-    @property
-    def content_type(self) -> str:
-        return header_value(self.headers, "content-type")
-
-    @property
-    def content_encoding(self) -> str:
-        return header_value(self.headers, "content-encoding").lower()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         conn = self._conn

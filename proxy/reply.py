@@ -39,3 +39,17 @@ def header_value(headers: list[tuple[str, str]], name: str) -> str:
         if key.lower() == name:
             return value
     return ""
+
+
+class HeaderAccess:
+    """The two headers capture needs, for replies that keep their headers as pairs."""
+
+    headers: list[tuple[str, str]]
+
+    @property
+    def content_type(self) -> str:
+        return header_value(self.headers, "content-type")
+
+    @property
+    def content_encoding(self) -> str:
+        return header_value(self.headers, "content-encoding").lower()

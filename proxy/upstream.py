@@ -14,25 +14,17 @@ import aiohttp
 import yarl
 
 from proxy.http1 import Http1Pool
-from proxy.reply import Timeouts, UpstreamCut, UpstreamReply, header_value
+from proxy.reply import HeaderAccess, Timeouts, UpstreamCut, UpstreamReply
 from tuneloop.errors import UpstreamTimeout, UpstreamUnreachable
 
 
-class AiohttpReply:
+class AiohttpReply(HeaderAccess):
     def __init__(self, response: aiohttp.ClientResponse, read_timeout_s: float):
         self._response = response
         self._read_timeout_s = read_timeout_s
         self.status = response.status
         self.headers = [(k.decode("latin-1"), v.decode("latin-1"))
                         for k, v in response.raw_headers]
-
-    @property
-    def content_type(self) -> str:
-        return header_value(self.headers, "content-type")
-
-    @property
-    def content_encoding(self) -> str:
-        return header_value(self.headers, "content-encoding").lower()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
