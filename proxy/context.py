@@ -14,6 +14,7 @@ from proxy.redaction import Redactor
 from proxy.routing import Router
 from proxy.upstream import HttpUpstream
 from storage.db import Database
+from storage.index_worker import IndexWorker
 from storage.writer import LogWriter
 from tuneloop.config import Settings
 
@@ -23,6 +24,7 @@ class ProxyContext:
     settings: Settings
     db: Database
     writer: LogWriter
+    index_worker: IndexWorker | None
     router: Router
     http: HttpUpstream
     litellm: LitellmUpstream

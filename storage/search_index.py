@@ -98,12 +98,12 @@ def _insert(con: Connection, table: str, rows: pa.Table, suffix: str = "") -> li
     return [r[0] for r in result] if suffix else []
 
 
-def _index(con: Connection, ids: Sequence[str], texts: Sequence[str]) -> None:
-    """Index interactions (ids with their texts) that are not indexed yet. Vectorized (Arrow
-    and numpy) so ingest holds the GIL as little as possible: only the distinct words of the
+def forward_index(ids: Sequence[str], texts: Sequence[str]) -> pa.Table:
+    """(interaction_id, term_keys) for texts: each word of a text once. Pure, so it can run in
+    the index worker process; vectorized (Arrow and numpy): only the distinct words of the
     batch are hashed in Python."""
     if not ids:
-        return
+        return DOCS_SCHEMA.empty_table()
     text_index, words = words_of(texts)
     encoded = pc.dictionary_encode(words)
     vocabulary = encoded.dictionary
@@ -114,18 +114,29 @@ def _index(con: Connection, ids: Sequence[str], texts: Sequence[str]) -> None:
         pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]  # each word once
     keys = np.array([term_key(w) for w in vocabulary.to_pylist()], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(np.bincount(pairs // size, minlength=len(ids)))])
-    forward = pa.table([pa.array(ids, pa.string()),
-                        pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
-                                                 pa.array(keys[pairs % size]))],
-                       schema=DOCS_SCHEMA).sort_by("interaction_id")
+    return pa.table([pa.array(ids, pa.string()),
+                     pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
+                                              pa.array(keys[pairs % size]))],
+                    schema=DOCS_SCHEMA).sort_by("interaction_id")
+
+
+def store_forward_index(con: Connection, forward: pa.Table) -> None:
+    """Write a forward index into both tables, skipping interactions already indexed (a
+    replayed spool segment)."""
     fresh = _insert(con, "search_docs", forward, "RETURNING interaction_id")
-    if len(fresh) < forward.num_rows:  # a replayed segment: index only what is new
+    if len(fresh) < forward.num_rows:
         forward = forward.filter(pc.is_in(forward["interaction_id"],
                                           value_set=pa.array(fresh, pa.string())))
     flat = forward["term_keys"].combine_chunks()
     _insert(con, "search_terms", pa.table(
         [flat.flatten(), forward["interaction_id"].take(pc.list_parent_indices(flat))],
         schema=TERMS_SCHEMA))
+
+
+def _index(con: Connection, ids: Sequence[str], texts: Sequence[str]) -> None:
+    """Index interactions (ids with their texts) that are not indexed yet."""
+    if ids:
+        store_forward_index(con, forward_index(ids, texts))
 
 
 def _text(row: dict[str, Any]) -> str:
@@ -136,11 +147,21 @@ def _text(row: dict[str, Any]) -> str:
         return ""
 
 
-def index_batch(con: Connection, batch: pa.Table) -> None:
-    """IngestHook: index the reviewable interactions of a freshly inserted batch."""
-    rows = [row for row in batch.select(["id", "endpoint", "request", "response"]).to_pylist()
+BATCH_COLUMNS = ["id", "endpoint", "request", "response"]
+
+
+def batch_forward_index(batch: pa.Table) -> pa.Table:
+    """The forward index of the reviewable interactions of an ingest batch (columns
+    BATCH_COLUMNS at least). Pure: the index worker runs it."""
+    rows = [row for row in batch.select(BATCH_COLUMNS).to_pylist()
             if is_reviewable(row["endpoint"])]
-    _index(con, [row["id"] for row in rows], [_text(row) for row in rows])
+    return forward_index([row["id"] for row in rows], [_text(row) for row in rows])
+
+
+def index_batch(con: Connection, batch: pa.Table) -> None:
+    """IngestHook: index the reviewable interactions of a freshly inserted batch, in this
+    process (the proxy's hook is a SearchIndexer, which uses the worker process)."""
+    store_forward_index(con, batch_forward_index(batch))
 
 
 def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, Any]]) -> None:

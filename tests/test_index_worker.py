@@ -1,0 +1,138 @@
+"""The search index computed in a worker process: the same index as in-process, and nothing
+lost when the worker dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from storage.db import Database
+from storage.index_worker import IndexWorker
+from storage.migrations import migrate
+from storage.queue import ReviewQuery, find_ids
+from storage.records import insert_interactions, to_arrow
+from storage.search_index import index_batch
+
+
+def rows(start: int, count: int) -> list[dict[str, Any]]:
+    out = []
+    for k in range(start, start + count):
+        endpoint = ["chat.completions", "completions", "responses", "embeddings"][k % 4]
+        request: dict[str, Any] = {
+            "chat.completions": {"messages": [{"role": "user", "content": f"refund order{k}"}]},
+            "completions": {"prompt": f"invoice number{k}\n\n###\n\n"},
+            "responses": {"input": [{"role": "user", "content": [
+                {"type": "input_text", "text": f"shipping parcel{k}"}]}]},
+            "embeddings": {"input": f"vector{k}"},
+        }[endpoint]
+        response = {"choices": [{"index": 0, "message": {"role": "assistant",
+                                                         "content": f"answer{k}"},
+                                 "text": f" answer{k}"}],
+                    "output": [{"type": "message", "role": "assistant",
+                                "content": [{"type": "output_text", "text": f"answer{k}"}]}]}
+        out.append({"id": f"{0x01900000 + k:08x}-0000-7000-8000-000000000000",
+                    "created_at": 1_700_000_000_000_000 + k, "endpoint": endpoint,
+                    "model": "m", "traffic": "production", "status_code": 200,
+                    "request": orjson.dumps(request).decode(),
+                    "response": orjson.dumps(response).decode(), "tags": []})
+    return out
+
+
+@pytest.fixture
+def worker() -> Iterator[IndexWorker]:
+    index_worker = IndexWorker(min_rows=50)
+    yield index_worker
+    index_worker.close()
+
+
+def load(path: Path, batches: list[pa.Table], hook: Any) -> Database:
+    db = Database(path)
+    db.write_sync(migrate)
+
+    def run(con: Any) -> None:
+        for batch in batches:
+            insert_interactions(con, batch)
+            hook(con, batch)
+
+    db.write_sync(run)
+    return db
+
+
+def index_rows(db: Database) -> tuple[list[Any], list[Any]]:
+    con = db.cursor()
+    docs = con.execute("SELECT interaction_id, list_sort(term_keys) FROM search_docs "
+                       "ORDER BY 1").fetchall()
+    terms = con.execute("SELECT term_key, interaction_id FROM search_terms "
+                        "ORDER BY 1, 2").fetchall()
+    return docs, terms
+
+
+def test_the_worker_builds_the_same_index_as_in_process(tmp_path: Path,
+                                                        worker: IndexWorker) -> None:
+    batches = [to_arrow(rows(0, 120)), to_arrow(rows(120, 30)), to_arrow(rows(0, 120))]
+    in_worker = load(tmp_path / "w.duckdb", batches, worker)
+    in_process = load(tmp_path / "p.duckdb", batches, index_batch)
+    assert worker.in_worker == 240 and worker.in_process == 30  # the small batch stayed here
+    docs, terms = index_rows(in_worker)
+    assert (docs, terms) == index_rows(in_process)
+    assert len(docs) == sum(k % 4 != 3 for k in range(150))  # no embeddings, no replay twice
+    hits = find_ids(in_worker.cursor(), ReviewQuery(q="parcel2"), limit=5)[0]
+    assert hits == [f"{0x01900002:08x}-0000-7000-8000-000000000000"]
+    in_worker.close()
+    in_process.close()
+
+
+def test_a_dead_worker_loses_nothing_and_is_replaced(tmp_path: Path,
+                                                     worker: IndexWorker) -> None:
+    db = load(tmp_path / "w.duckdb", [to_arrow(rows(0, 100))], worker)
+    first = worker.worker_pid()
+    assert first is not None and first != os.getpid()
+    os.kill(first, signal.SIGKILL)
+    time.sleep(0.2)
+
+    def more(con: Any) -> None:
+        for batch in (to_arrow(rows(100, 100)), to_arrow(rows(200, 100))):
+            insert_interactions(con, batch)
+            worker(con, batch)
+
+    db.write_sync(more)
+    assert worker.failures == 1
+    assert worker.in_process == 100  # the batch the dead worker had, indexed here
+    assert worker.in_worker == 200  # before the kill, and after it with a new worker
+    second = worker.worker_pid()
+    assert second not in (None, first)
+    count = db.cursor().execute("SELECT count(*) FROM search_docs").fetchall()[0][0]
+    assert count == 300 * 3 // 4
+    db.close()
+
+
+def test_close_stops_the_worker(worker: IndexWorker, tmp_path: Path) -> None:
+    load(tmp_path / "w.duckdb", [to_arrow(rows(0, 60))], worker).close()
+    pid = worker.worker_pid()
+    assert pid is not None
+    worker.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    assert not _alive(pid)
+    batch = to_arrow(rows(60, 60))  # after close, batches are indexed in-process
+    assert worker.forward_index(batch).num_rows == 45 and worker.in_process == 60
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child (exited, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
