@@ -3,6 +3,7 @@
 Every table with an `interaction_id` column holds something derived from an interaction
 (reviews, revisions, tags, feedback, the search index, dataset lineage, evaluation rows, ...),
 so deletions find those tables from the schema instead of a list that a new table could miss.
+Records the database refused sit in the spool's quarantine file; they are cleaned alike.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storage.db import Connection
+from storage.spool import Spool
 
 # Dataset lineage rows are pointers (ids, split, line), not content: the retention window
 # keeps them so an exported file stays traceable; forgetting a user removes them too.
@@ -58,8 +60,27 @@ def forget_user(con: Connection, user_id: str) -> dict[str, int]:
     return _delete(con, "user_id = ?", [user_id])
 
 
+def retention_cutoff(days: int, *, now: datetime | None = None) -> datetime:
+    return (now or datetime.now(UTC)) - timedelta(days=days)
+
+
 def apply_retention(con: Connection, days: int, *, now: datetime | None = None
                     ) -> dict[str, int]:
     """Delete interactions older than `days` days, with their revisions and the rest."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    cutoff = retention_cutoff(days, now=now)
     return _delete(con, "created_at < ?", [cutoff], keep=KEPT_BY_RETENTION)
+
+
+def forget_quarantined(spool: Spool, user_id: str) -> int:
+    """The user's records among those the database refused (kept in the spool's quarantine)."""
+    return spool.drop_quarantined(lambda record: record.get("user_id") == user_id)
+
+
+def expire_quarantined(spool: Spool, days: int, *, now: datetime | None = None) -> int:
+    cutoff_us = int(retention_cutoff(days, now=now).timestamp() * 1_000_000)
+
+    def expired(record: dict[str, Any]) -> bool:
+        created = record.get("created_at")
+        return isinstance(created, int) and created < cutoff_us
+
+    return spool.drop_quarantined(expired)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 log = logging.getLogger("tuneloop.spool")
+QUARANTINE_FILE = "quarantine.jsonl"
 _SEGMENT = re.compile(r"^(active|seg)-(\d{12})\.jsonl$")
 
 
@@ -93,10 +96,37 @@ class Spool:
     def quarantine(self, record: dict[str, object], reason: str) -> None:
         """Keep a record the database refused, with the reason, for a human to look at."""
         line = orjson.dumps({"reason": reason, "record": record}, option=orjson.OPT_APPEND_NEWLINE)
-        with (self.directory / "quarantine.jsonl").open("ab") as handle:
+        with (self.directory / QUARANTINE_FILE).open("ab") as handle:
             handle.write(line)
         log.error("record %s quarantined in %s: %s", record.get("id"),
-                  self.directory / "quarantine.jsonl", reason)
+                  self.directory / QUARANTINE_FILE, reason)
+
+    def drop_quarantined(self, doomed: Callable[[dict[str, Any]], bool]) -> int:
+        """Remove the quarantined records `doomed` selects (forget, retention); the file is
+        rewritten and swapped in atomically. A line that can't be read is kept (it can't be
+        told whose it is) and reported."""
+        path = self.directory / QUARANTINE_FILE
+        if not path.exists():
+            return 0
+        kept: list[bytes] = []
+        dropped = 0
+        for number, line in enumerate(path.read_bytes().splitlines(keepends=True), start=1):
+            try:
+                record = orjson.loads(line).get("record")
+            except (orjson.JSONDecodeError, AttributeError):
+                log.error("%s line %d is unreadable; kept", path, number)
+                kept.append(line)
+                continue
+            if isinstance(record, dict) and doomed(record):
+                dropped += 1
+            else:
+                kept.append(line)
+        if dropped:
+            fresh = path.with_name(QUARANTINE_FILE + ".tmp")
+            fresh.write_bytes(b"".join(kept))
+            fresh.chmod(0o600)
+            os.replace(fresh, path)
+        return dropped
 
     def close(self) -> None:
         self.seal()

@@ -13,6 +13,7 @@ import pytest
 from storage.db import connect
 from storage.governance import apply_retention, dependent_tables
 from storage.migrations import migrate
+from storage.spool import Spool
 from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
 
 
@@ -100,6 +101,31 @@ def test_retention_deletes_old_interactions_with_their_revisions(tmp_path: Path)
     assert {"reviews", "review_revisions", "feedback", "interaction_tags", "search_docs",
             "search_terms", "dataset_items"} <= set(dependent_tables(con))
     con.close()
+
+
+def test_forget_and_retention_reach_the_quarantine(proxy: ProxyServer, tmp_path: Path) -> None:
+    """Records the database refused wait in the spool's quarantine file for a human; they are
+    one user's data too, and they age like the rest."""
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    spool = Spool(tmp_path / "elsewhere", max_bytes=1_000_000)  # written as ingest writes it
+    for user, age_days in (("erin", 0), ("erin", 0), ("frank", 0), ("frank", 90)):
+        spool.quarantine({"id": f"{user}-{age_days}", "user_id": user,
+                          "created_at": now_us - age_days * 86_400_000_000,
+                          "request": f"{user} said something"}, "refused")
+    quarantine = proxy.settings.spool_path / "quarantine.jsonl"
+    quarantine.write_bytes((tmp_path / "elsewhere" / "quarantine.jsonl").read_bytes()
+                           + b"{torn line\n")  # unreadable: kept, it can't be told whose it is
+
+    result = proxy.admin().forget("erin")
+    assert result["deleted"]["quarantine"] == 2
+    assert "erin" not in quarantine.read_text() and "frank-0" in quarantine.read_text()
+    with proxy.http() as http:
+        response = http.post("/admin/retention", json={"days": 30},
+                             headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.json()["deleted"]["quarantine"] == 1
+    lines = quarantine.read_text().splitlines()
+    assert len(lines) == 2 and "frank-0" in lines[0] and lines[1] == "{torn line"
+    assert quarantine.stat().st_mode & 0o777 == 0o600
 
 
 def test_forget_command_line(proxy: ProxyServer) -> None:

@@ -12,7 +12,13 @@ from starlette.routing import Route
 from proxy.admin.common import authorize, json_object, json_response
 from proxy.auth import Role
 from proxy.context import ProxyContext
-from storage.governance import apply_retention, forget_user
+from storage.db import Connection
+from storage.governance import (
+    apply_retention,
+    expire_quarantined,
+    forget_quarantined,
+    forget_user,
+)
 from tuneloop.errors import BadRequest
 
 log = logging.getLogger("tuneloop.governance")
@@ -27,14 +33,29 @@ async def forget(request: Request) -> Response:
         raise BadRequest("send {\"user\": \"<x-tuneloop-user value>\"}", param="user")
     # interactions still in the spool must be in DuckDB before they can be deleted
     await ctx.writer.ingest_pending()
-    deleted = await ctx.db.write(lambda con: forget_user(con, user))
+    spool = ctx.writer.spool
+
+    def forget_everywhere(con: Connection) -> dict[str, int]:
+        # on the writer thread, so no ingest quarantines a record while the file is rewritten
+        deleted = forget_user(con, user)
+        deleted["quarantine"] = forget_quarantined(spool, user)
+        return deleted
+
+    deleted = await ctx.db.write(forget_everywhere)
     log.warning("forgot user (%d rows deleted)", sum(deleted.values()))
     return json_response({"user": user, "deleted": deleted, "total": sum(deleted.values())})
 
 
 async def run_retention(ctx: ProxyContext, days: int) -> dict[str, int]:
     await ctx.writer.ingest_pending()
-    deleted = await ctx.db.write(lambda con: apply_retention(con, days))
+    spool = ctx.writer.spool
+
+    def expire_everywhere(con: Connection) -> dict[str, int]:
+        deleted = apply_retention(con, days)
+        deleted["quarantine"] = expire_quarantined(spool, days)
+        return deleted
+
+    deleted = await ctx.db.write(expire_everywhere)
     if deleted.get("interactions"):
         log.warning("retention (%d days): deleted %s", days, deleted)
     return deleted
