@@ -23,20 +23,25 @@ map has none); SFT and DPO are billed alike. Limits are the tokens of one traini
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-import tiktoken
 
 from exporter.examples import content_text
 from tuneloop.errors import ConfigError
+from tuneloop.tokenizers import (  # noqa: F401  (re-exported: the exporter's token vocabulary)
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_NAME,
+    TOKENS_REPLY_PRIMING,
+    base_model,
+    encoding_for,
+    load_encoding,
+    point_tiktoken_at_bundled_files,
+)
 
 TARGET_EPOCHS = 3
 MIN_TARGET_EXAMPLES = 100
@@ -46,11 +51,8 @@ MAX_DEFAULT_EPOCHS = 25
 DEFAULT_EXAMPLE_LIMIT = 16_385
 MIN_TRAINING_EXAMPLES = 10  # OpenAI refuses smaller training files
 
-# Chat framing, as in OpenAI's data-prep recipe: 3 tokens a message plus its role, 1 more for
-# a name, 3 to prime the answer. Tools are counted as their JSON text.
-TOKENS_PER_MESSAGE = 3
-TOKENS_PER_NAME = 1
-TOKENS_REPLY_PRIMING = 3
+# Chat framing (tuneloop.tokenizers) as in OpenAI's data-prep recipe; tools count as their JSON
+# text.
 _CACHE_LIMIT = 4096
 
 
@@ -80,18 +82,6 @@ _MODELS: tuple[tuple[str, str, int, float | None], ...] = (
 )
 
 
-def base_model(model: str) -> str:
-    """`ft:gpt-4o-mini-2024-07-18:org::abc` -> `gpt-4o-mini-2024-07-18`."""
-    return model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 1 else model
-
-
-def encoding_for(model: str) -> str:
-    name = base_model(model)
-    return (
-        "o200k_base" if name.startswith(("gpt-4o", "gpt-4.1", "o1", "o3", "o4")) else "cl100k_base"
-    )
-
-
 def model_info(model: str) -> ModelInfo:
     name = base_model(model)
     for prefix, encoding, limit, price in _MODELS:
@@ -117,25 +107,12 @@ def billed_tokens(lengths: Iterable[int] | np.ndarray, limit: int) -> int:
     return int(np.minimum(counts.astype(np.int64), limit).sum())
 
 
-def point_tiktoken_at_bundled_files() -> None:
-    """Use litellm's bundled BPE files unless the user chose a cache directory."""
-    if os.environ.get("TIKTOKEN_CACHE_DIR"):
-        return
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or spec.origin is None:
-        return
-    bundled = Path(spec.origin).parent / "litellm_core_utils" / "tokenizers"
-    if bundled.is_dir():
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(bundled)
-
-
 class TokenCounter:
     """Exact tiktoken counts; repeated strings (system prompts, tool lists) are counted once."""
 
     def __init__(self, encoding: str):
-        point_tiktoken_at_bundled_files()
         try:
-            self.encoding = tiktoken.get_encoding(encoding)
+            self.encoding = load_encoding(encoding)
         except Exception as exc:  # tiktoken raises ValueError or network errors
             raise ConfigError(f"cannot load the {encoding} tokenizer: {exc}") from exc
         self._encode = self.encoding.encode_ordinary

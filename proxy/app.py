@@ -33,6 +33,7 @@ from proxy.pricing import PriceMap
 from proxy.redaction import Redactor
 from proxy.routing import Router
 from proxy.upstream import HttpUpstream
+from proxy.usage_estimate import UsageEstimator
 from storage.db import Database
 from storage.index_worker import IndexWorker
 from storage.keys import active_key_hashes
@@ -98,9 +99,10 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     spool = Spool(settings.spool_path, settings.spool_max_bytes)
     index_worker = (IndexWorker(min_rows=settings.index_worker_min_rows)
                     if settings.index_worker_min_rows else None)
+    prices = PriceMap.load()
     writer = LogWriter(db, spool, batch_rows=settings.ingest_batch_rows,
                        interval_s=settings.ingest_interval_ms / 1000,
-                       hooks=[index_worker or index_batch])
+                       hooks=[index_worker or index_batch], prepare=UsageEstimator(prices))
     metrics_ = ProxyMetrics()
     metrics_.observe("tuneloop_spool_bytes", "Bytes in the spool, not yet in DuckDB.",
                      lambda: spool.size_bytes)
@@ -120,7 +122,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
         http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
         keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
-        prices=PriceMap.load(), redactor=Redactor(settings.redact),
+        prices=prices, redactor=Redactor(settings.redact),
     )
 
 

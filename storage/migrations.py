@@ -187,6 +187,11 @@ def m013_search_index(con: Connection) -> None:
     backfill(con)
 
 
+def m029_usage_estimated(con: Connection) -> None:
+    """True when tokens and cost were estimated at ingest (a stream without reported usage)."""
+    con.execute("ALTER TABLE interactions ADD COLUMN usage_estimated BOOLEAN")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "interactions", m001_interactions),
     Migration(2, "routes", m002_routes),
@@ -202,6 +207,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(26, "eval_runs", m026_eval_runs),
     Migration(27, "cycle_runs", m027_cycle_runs),
     Migration(28, "cycle_leases", m028_cycle_leases),
+    Migration(29, "usage_estimated", m029_usage_estimated),
 )
 
 

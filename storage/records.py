@@ -45,6 +45,7 @@ INTERACTION_SCHEMA = pa.schema(
         ("user_id", pa.string()),
         ("session_id", pa.string()),
         ("metadata", pa.string()),
+        ("usage_estimated", pa.bool_()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(INTERACTION_SCHEMA.names)

@@ -36,6 +36,8 @@ log = logging.getLogger("tuneloop.writer")
 
 IngestHook = Callable[[Connection, pa.Table], None]
 """Runs inside the ingest transaction with the batch just inserted (e.g. to index its text)."""
+PrepareStep = Callable[[pa.Table], pa.Table]
+"""Fills derived columns of a batch before it is inserted (e.g. estimated stream usage)."""
 
 
 @dataclass
@@ -56,12 +58,14 @@ class LogWriter:
         batch_rows: int = 2000,
         interval_s: float = 0.2,
         hooks: Sequence[IngestHook] = (),
+        prepare: PrepareStep | None = None,
     ):
         self.db = db
         self.spool = spool
         self.batch_rows = batch_rows
         self.interval_s = interval_s
         self.hooks = list(hooks)
+        self.prepare = prepare
         self.stats = WriterStats()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -150,6 +154,8 @@ class LogWriter:
             return inserted
 
     def _insert_table(self, con: Connection, table: pa.Table) -> int:
+        if self.prepare is not None:
+            table = self.prepare(table)
         inserted = 0
         con.execute("BEGIN TRANSACTION")
         try:

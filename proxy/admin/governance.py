@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,6 +20,7 @@ from storage.governance import (
     forget_quarantined,
     forget_user,
 )
+from storage.spool import Spool
 from tuneloop.errors import BadRequest
 
 log = logging.getLogger("tuneloop.governance")
@@ -31,31 +33,31 @@ async def forget(request: Request) -> Response:
     user = body.get("user")
     if not isinstance(user, str) or not 0 < len(user) <= 256:
         raise BadRequest("send {\"user\": \"<x-tuneloop-user value>\"}", param="user")
-    # interactions still in the spool must be in DuckDB before they can be deleted
-    await ctx.writer.ingest_pending()
-    spool = ctx.writer.spool
-
-    def forget_everywhere(con: Connection) -> dict[str, int]:
-        # on the writer thread, so no ingest quarantines a record while the file is rewritten
-        deleted = forget_user(con, user)
-        deleted["quarantine"] = forget_quarantined(spool, user)
-        return deleted
-
-    deleted = await ctx.db.write(forget_everywhere)
+    deleted = await _delete_everywhere(ctx, lambda con: forget_user(con, user),
+                                       lambda spool: forget_quarantined(spool, user))
     log.warning("forgot user (%d rows deleted)", sum(deleted.values()))
     return json_response({"user": user, "deleted": deleted, "total": sum(deleted.values())})
 
 
-async def run_retention(ctx: ProxyContext, days: int) -> dict[str, int]:
+async def _delete_everywhere(ctx: ProxyContext, rows: Callable[[Connection], dict[str, int]],
+                             quarantined: Callable[[Spool], int]) -> dict[str, int]:
+    """Delete in DuckDB and in the spool's quarantine file, on the writer thread (so no ingest
+    quarantines a record while that file is rewritten). Interactions still in the spool are
+    ingested first: they must be in DuckDB to be deleted."""
     await ctx.writer.ingest_pending()
     spool = ctx.writer.spool
 
-    def expire_everywhere(con: Connection) -> dict[str, int]:
-        deleted = apply_retention(con, days)
-        deleted["quarantine"] = expire_quarantined(spool, days)
+    def run(con: Connection) -> dict[str, int]:
+        deleted = rows(con)
+        deleted["quarantine"] = quarantined(spool)
         return deleted
 
-    deleted = await ctx.db.write(expire_everywhere)
+    return await ctx.db.write(run)
+
+
+async def run_retention(ctx: ProxyContext, days: int) -> dict[str, int]:
+    deleted = await _delete_everywhere(ctx, lambda con: apply_retention(con, days),
+                                       lambda spool: expire_quarantined(spool, days))
     if deleted.get("interactions"):
         log.warning("retention (%d days): deleted %s", days, deleted)
     return deleted

@@ -1,0 +1,161 @@
+"""Token counts and cost for streamed answers whose upstream reported no usage.
+
+A chat or legacy completion stream carries usage only when the client asked for it
+(`stream_options.include_usage`); without it the row would have no tokens and no cost. Ingest
+fills them in with tiktoken (the model's encoding; chat framing as OpenAI's counting recipe has
+it; tools and functions as their JSON text; images not counted) and marks the row
+`usage_estimated`, so a report can tell an estimate from a bill. It runs on the ingest thread,
+off the request path: loading an encoding takes up to a second, once, and counting is per row.
+A cut or abandoned stream is estimated from what it had sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from proxy.pricing import PriceMap
+from tuneloop.tokenizers import (
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_NAME,
+    TOKENS_REPLY_PRIMING,
+    encoding_for,
+    load_encoding,
+)
+
+log = logging.getLogger("tuneloop.usage")
+
+ESTIMATED_ENDPOINTS = ("chat.completions", "completions")
+Count = Callable[[str], int]
+
+
+def _loads(text: Any) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text) if isinstance(text, str | bytes) else None
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _content_tokens(count: Count, message: dict[str, Any]) -> int:
+    """What a message says: its text (text parts of a list), refusal, tool calls."""
+    content = message.get("content")
+    tokens = 0
+    if isinstance(content, str):
+        tokens += count(content)
+    elif isinstance(content, list):
+        tokens += count("\n".join(p["text"] for p in content if isinstance(p, dict)
+                                  and isinstance(p.get("text"), str)))
+    if isinstance(message.get("refusal"), str):
+        tokens += count(message["refusal"])
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            tokens += count(str(function.get("name") or ""))
+            tokens += count(str(function.get("arguments") or ""))
+    return tokens
+
+
+def chat_prompt_tokens(count: Count, request: dict[str, Any]) -> int:
+    total = TOKENS_REPLY_PRIMING
+    tools = request.get("tools") or request.get("functions")
+    if tools:
+        total += count(orjson.dumps(tools).decode())
+    messages = request.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
+        total += TOKENS_PER_MESSAGE + _content_tokens(count, message)
+        for key in ("role", "tool_call_id"):
+            if isinstance(message.get(key), str):
+                total += count(message[key])
+        if isinstance(message.get("name"), str):
+            total += count(message["name"]) + TOKENS_PER_NAME
+    return total
+
+
+def legacy_prompt_tokens(count: Count, prompt: Any) -> int:
+    """A prompt string, a list of them, or token arrays (their length)."""
+    if isinstance(prompt, str):
+        return count(prompt)
+    if not isinstance(prompt, list):
+        return 0
+    if all(isinstance(p, int) for p in prompt):
+        return len(prompt)
+    return sum(legacy_prompt_tokens(count, p) for p in prompt)
+
+
+def estimate_usage(count: Count, endpoint: str, request: dict[str, Any],
+                   response: dict[str, Any]) -> tuple[int, int]:
+    """(prompt, completion) tokens; completion counts every choice (n > 1 is billed so)."""
+    raw_choices = response.get("choices")
+    choices = [c for c in raw_choices if isinstance(c, dict)] \
+        if isinstance(raw_choices, list) else []
+    if endpoint == "chat.completions":
+        completion = sum(_content_tokens(count, c["message"]) for c in choices
+                         if isinstance(c.get("message"), dict))
+        return chat_prompt_tokens(count, request), completion
+    completion = sum(count(c["text"]) for c in choices if isinstance(c.get("text"), str))
+    return legacy_prompt_tokens(count, request.get("prompt")), completion
+
+
+class UsageEstimator:
+    """The writer's prepare step: fills tokens and cost of stream rows that have none."""
+
+    def __init__(self, prices: PriceMap):
+        self.prices = prices
+        self.estimated = 0
+        self._unavailable: set[str] = set()
+
+    def _counter(self, model: str) -> Count | None:
+        name = encoding_for(model)
+        if name in self._unavailable:
+            return None
+        try:
+            encoding = load_encoding(name)
+        except Exception as exc:  # tiktoken raises ValueError or network errors
+            self._unavailable.add(name)
+            log.error("cannot load the %s tokenizer, stream usage stays unknown: %s", name, exc)
+            return None
+        return lambda text: len(encoding.encode_ordinary(text)) if text else 0
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        wanted = pc.and_kleene(
+            pc.and_kleene(pc.fill_null(table["stream"], False),
+                          pc.is_in(table["endpoint"], pa.array(ESTIMATED_ENDPOINTS))),
+            pc.and_kleene(pc.is_null(table["prompt_tokens"]),
+                          pc.is_null(table["completion_tokens"])),
+        )
+        wanted = pc.and_(pc.fill_null(wanted, False), pc.is_valid(table["response"]))
+        if not pc.any(wanted).as_py():
+            return table
+        prompt = table["prompt_tokens"].to_pylist()
+        completion = table["completion_tokens"].to_pylist()
+        cost = table["cost_usd"].to_pylist()
+        estimated = table["usage_estimated"].to_pylist()
+        indices = pc.indices_nonzero(wanted).to_pylist()
+        rows = table.take(indices).select(
+            ["endpoint", "model", "upstream_model", "request", "response"]).to_pylist()
+        for index, row in zip(indices, rows, strict=True):
+            model = row["upstream_model"] or row["model"] or ""
+            count = self._counter(model)
+            if count is None:
+                continue
+            usage = estimate_usage(count, row["endpoint"], _loads(row["request"]),
+                                   _loads(row["response"]))
+            prompt[index], completion[index] = usage
+            cost[index] = self.prices.cost(model, *usage)
+            estimated[index] = True
+            self.estimated += 1
+        for name, values in (("prompt_tokens", prompt), ("completion_tokens", completion),
+                             ("cost_usd", cost), ("usage_estimated", estimated)):
+            position = table.schema.get_field_index(name)
+            table = table.set_column(position, table.schema.field(position),
+                                     pa.array(values, table.schema.field(position).type))
+        return table
