@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -29,6 +30,19 @@ from storage.search_index import BATCH_COLUMNS, batch_forward_index, store_forwa
 log = logging.getLogger("tuneloop.search")
 
 DEFAULT_MIN_ROWS = 200
+PARENT_CHECK_S = 0.5
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """In the worker: leave when the server is gone. A `kill -9` of the server gives the worker
+    no signal, and it would wait for work forever (it holds its own end of the task pipe)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class IndexWorker:
@@ -81,7 +95,8 @@ class IndexWorker:
                 try:
                     # spawn: a fork of a process running DuckDB and uvloop threads is unsafe
                     self._pool = ProcessPoolExecutor(
-                        1, mp_context=multiprocessing.get_context("spawn"))
+                        1, mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_exit_with_parent, initargs=(os.getpid(),))
                 except OSError as exc:
                     self.failures += 1
                     log.error("could not start the search index worker: %s", exc)

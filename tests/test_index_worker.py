@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +138,31 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_worker_leaves_when_the_server_is_killed() -> None:
+    """A `kill -9` of the server must not leave the worker behind (it gets no signal)."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER_WITH_A_WORKER], stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[1])
+    assert server.stdout is not None
+    pid = int(server.stdout.readline())
+    assert _alive(pid)
+    server.kill()
+    server.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+SERVER_WITH_A_WORKER = """
+import time
+from storage.index_worker import IndexWorker
+from storage.records import to_arrow
+from tests.test_index_worker import rows
+worker = IndexWorker(min_rows=10)
+worker.forward_index(to_arrow(rows(0, 20)))
+print(worker.worker_pid(), flush=True)
+time.sleep(60)
+"""
