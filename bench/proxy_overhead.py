@@ -107,21 +107,23 @@ def run_wrk(url: str, concurrency: int, duration_s: float, script: Path) -> Resu
     return Result("", concurrency, requests, errors, rps, p50, p99)
 
 
-async def stream_ttfb(base_url: str, count: int) -> list[float]:
-    """Time to first byte of streamed chat completions, one request at a time."""
+async def stream_ttfb(base_urls: list[str], count: int) -> list[list[float]]:
+    """Time to first byte of streamed chat completions, one request at a time, the targets
+    taking turns."""
     body = {"model": "gpt-4o-mini", "stream": True,
             "messages": [{"role": "user", "content": "stream a short answer"}]}
-    samples = []
+    samples: list[list[float]] = [[] for _ in base_urls]
     async with httpx.AsyncClient(timeout=30) as client:
         for _ in range(count):
-            started = time.perf_counter()
-            async with client.stream("POST", base_url + "/chat/completions", json=body,
-                                     headers={"authorization": "Bearer sk-bench"}) as resp:
-                first = True
-                async for _chunk in resp.aiter_raw():
-                    if first:
-                        samples.append((time.perf_counter() - started) * 1000)
-                        first = False
+            for base_url, target_samples in zip(base_urls, samples, strict=True):
+                started = time.perf_counter()
+                async with client.stream("POST", base_url + "/chat/completions", json=body,
+                                         headers={"authorization": "Bearer sk-bench"}) as resp:
+                    first = True
+                    async for _chunk in resp.aiter_raw():
+                        if first:
+                            target_samples.append((time.perf_counter() - started) * 1000)
+                            first = False
     return samples
 
 
@@ -170,6 +172,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--ttfb-samples", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per target and level, interleaved; the report shows medians")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -213,34 +217,33 @@ def main() -> None:
             wait_healthy(f"http://127.0.0.1:{ll_port}/health/liveliness", procs[-1], 180)
             targets["litellm"] = f"http://127.0.0.1:{ll_port}/v1"
 
-        results: list[Result] = []
-        tuneloop_requests = 0
         pids = {"direct": procs[0].pid, "tuneloop": procs[1].pid}
         if len(procs) > 2:
             pids["litellm"] = procs[2].pid
-        for name, base in targets.items():
-            url = base + "/chat/completions"
-            warm = run_wrk(url, 16, 2, script)
-            if name == "tuneloop":
-                tuneloop_requests += warm.requests
-            for level in levels:
-                before = cpu_seconds(pids[name])
-                result = run_wrk(url, level, args.duration, script)
-                result.cpu_us_per_request = (cpu_seconds(pids[name]) - before) * 1e6 / max(
-                    result.requests, 1)
-                result.target = name
-                results.append(result)
-                if name == "tuneloop":
-                    tuneloop_requests += result.requests
-                print(f"  {name:9} c={level:<4} {result.rps:8.0f} req/s  p50 "
-                      f"{result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  errors "
-                      f"{result.errors}  cpu {result.cpu_us_per_request:.0f} us/req", flush=True)
+        for base in targets.values():
+            run_wrk(base + "/chat/completions", 16, 2, script)  # warm-up
+        # Interleaved: each level runs every target in turn, `--repeat` times, so a slow
+        # minute on a shared machine hits all targets alike; the report takes medians.
+        results: list[Result] = []
+        for level in levels:
+            for _ in range(args.repeat):
+                for name, base in targets.items():
+                    before = cpu_seconds(pids[name])
+                    result = run_wrk(base + "/chat/completions", level, args.duration, script)
+                    result.cpu_us_per_request = (cpu_seconds(pids[name]) - before) * 1e6 / max(
+                        result.requests, 1)
+                    result.target = name
+                    results.append(result)
+                    print(f"  {name:9} c={level:<4} {result.rps:8.0f} req/s  p50 "
+                          f"{result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  errors "
+                          f"{result.errors}  cpu {result.cpu_us_per_request:.0f} us/req",
+                          flush=True)
 
         wait_drained(tuneloop)
         logged = count_rows(tuneloop)
         tuneloop_requests = answered(tuneloop)
-        direct_ttfb = asyncio.run(stream_ttfb(upstream, args.ttfb_samples))
-        proxied_ttfb = asyncio.run(stream_ttfb(tuneloop + "/v1", args.ttfb_samples))
+        direct_ttfb, proxied_ttfb = asyncio.run(
+            stream_ttfb([upstream, tuneloop + "/v1"], args.ttfb_samples))
         report(results, levels, logged, tuneloop_requests, direct_ttfb, proxied_ttfb,
                args.latency_ms)
     finally:
@@ -254,11 +257,23 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def median_result(key: tuple[str, int], runs: list[Result]) -> Result:
+    """Each figure's median over the runs (with one run, that run)."""
+    cpu = [r.cpu_us_per_request for r in runs if r.cpu_us_per_request is not None]
+    return Result(key[0], key[1], int(statistics.median(r.requests for r in runs)),
+                  sum(r.errors for r in runs), statistics.median(r.rps for r in runs),
+                  statistics.median(r.p50_ms for r in runs),
+                  statistics.median(r.p99_ms for r in runs),
+                  statistics.median(cpu) if cpu else None)
+
+
 def report(results: list[Result], levels: list[int], logged: int, sent: int,
            direct_ttfb: list[float], proxied_ttfb: list[float], latency_ms: float) -> None:
-    by = {(r.target, r.concurrency): r for r in results}
+    by = {key: median_result(key, [r for r in results if (r.target, r.concurrency) == key])
+          for key in {(r.target, r.concurrency) for r in results}}
+    repeats = len(results) // max(len(by), 1)
     print(f"\nupstream latency {latency_ms:g} ms; closed-loop wrk clients; 2 cores shared by "
-          "upstream, proxy and load generator\n")
+          f"upstream, proxy and load generator; median of {repeats} interleaved run(s)\n")
     header = (f"{'target':10}{'conc':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
               f"{'+p50 ms':>9}{'+p99 ms':>9}{'% direct':>10}{'cpu us/req':>12}")
     print(header)
@@ -275,9 +290,18 @@ def report(results: list[Result], levels: list[int], logged: int, sent: int,
                   f"{result.cpu_us_per_request or 0:>12.0f}")
     if ("litellm", max(levels)) in by:
         top = max(levels)
-        ceiling = max(r.rps for r in results if r.target == "litellm")
+        ceiling = max(r.rps for key, r in by.items() if key[0] == "litellm")
         print(f"\ntuneloop at c={top} vs LiteLLM proxy's best: "
               f"{by[('tuneloop', top)].rps / ceiling:.1f}x")
+    if repeats > 1:
+        print("\nper run, tuneloop minus the direct run beside it (+p50 / +p99 ms, % direct):")
+        for level in levels:
+            pairs = zip([r for r in results if (r.target, r.concurrency) == ("direct", level)],
+                        [r for r in results if (r.target, r.concurrency) == ("tuneloop", level)],
+                        strict=True)
+            print(f"  c={level:<4} " + "; ".join(
+                f"{t.p50_ms - d.p50_ms:+.1f} / {t.p99_ms - d.p99_ms:+.1f}, "
+                f"{100 * t.rps / d.rps:.0f}%" for d, t in pairs))
     print(f"\nrows in DuckDB: {logged} of {sent} requests tuneloop answered "
           f"({'all logged' if logged == sent else f'{sent - logged} missing'})")
     d50, p50 = statistics.median(direct_ttfb), statistics.median(proxied_ttfb)

@@ -34,11 +34,11 @@ from proxy.redaction import Redactor
 from proxy.routing import Router
 from proxy.upstream import HttpUpstream
 from proxy.usage_estimate import UsageEstimator
+from storage.compute_worker import ComputeWorker
 from storage.db import Database
-from storage.index_worker import IndexWorker
 from storage.keys import active_key_hashes
 from storage.migrations import migrate
-from storage.search_index import index_batch
+from storage.search_index import SearchIndexer
 from storage.spool import Spool
 from storage.writer import LogWriter
 from tuneloop.config import Settings
@@ -97,12 +97,12 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     db = Database(settings.db)
     db.write_sync(migrate)
     spool = Spool(settings.spool_path, settings.spool_max_bytes)
-    index_worker = (IndexWorker(min_rows=settings.index_worker_min_rows)
-                    if settings.index_worker_min_rows else None)
+    worker = ComputeWorker() if settings.index_worker_min_rows else None
     prices = PriceMap.load()
     writer = LogWriter(db, spool, batch_rows=settings.ingest_batch_rows,
                        interval_s=settings.ingest_interval_ms / 1000,
-                       hooks=[index_worker or index_batch], prepare=UsageEstimator(prices))
+                       hooks=[SearchIndexer(worker, min_rows=settings.index_worker_min_rows)],
+                       prepare=UsageEstimator(prices, worker))
     metrics_ = ProxyMetrics()
     metrics_.observe("tuneloop_spool_bytes", "Bytes in the spool, not yet in DuckDB.",
                      lambda: spool.size_bytes)
@@ -118,7 +118,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
                      lambda: writer.stats.failures)
     reviewer = settings.reviewer_token.get_secret_value() if settings.reviewer_token else None
     return ProxyContext(
-        settings=settings, db=db, writer=writer, index_worker=index_worker, router=Router(),
+        settings=settings, db=db, writer=writer, worker=worker, router=Router(),
         http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
         keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
@@ -157,8 +157,8 @@ def create_app(settings: Settings) -> FastPath:
             if retention is not None:
                 retention.cancel()
             await ctx.writer.close()
-            if ctx.index_worker is not None:
-                ctx.index_worker.close()
+            if ctx.worker is not None:
+                ctx.worker.close()
             await ctx.http.close()
             ctx.db.close()
 

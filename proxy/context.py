@@ -13,8 +13,8 @@ from proxy.pricing import PriceMap
 from proxy.redaction import Redactor
 from proxy.routing import Router
 from proxy.upstream import HttpUpstream
+from storage.compute_worker import ComputeWorker
 from storage.db import Database
-from storage.index_worker import IndexWorker
 from storage.writer import LogWriter
 from tuneloop.config import Settings
 
@@ -24,7 +24,7 @@ class ProxyContext:
     settings: Settings
     db: Database
     writer: LogWriter
-    index_worker: IndexWorker | None
+    worker: ComputeWorker | None
     router: Router
     http: HttpUpstream
     litellm: LitellmUpstream

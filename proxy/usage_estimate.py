@@ -4,9 +4,9 @@ A chat or legacy completion stream carries usage only when the client asked for 
 (`stream_options.include_usage`); without it the row would have no tokens and no cost. Ingest
 fills them in with tiktoken (the model's encoding; chat framing as OpenAI's counting recipe has
 it; tools and functions as their JSON text; images not counted) and marks the row
-`usage_estimated`, so a report can tell an estimate from a bill. It runs on the ingest thread,
-off the request path: loading an encoding takes up to a second, once, and counting is per row.
-A cut or abandoned stream is estimated from what it had sent.
+`usage_estimated`, so a report can tell an estimate from a bill. It runs at ingest, off the
+request path, with the counting in the worker process (`storage.compute_worker`). A cut or
+abandoned stream is estimated from what it had sent.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import tiktoken
 
 from proxy.pricing import PriceMap
+from storage.compute_worker import ComputeWorker
 from tuneloop.tokenizers import (
     TOKENS_PER_MESSAGE,
     TOKENS_PER_NAME,
@@ -105,25 +107,42 @@ def estimate_usage(count: Count, endpoint: str, request: dict[str, Any],
     return legacy_prompt_tokens(count, request.get("prompt")), completion
 
 
+def _counter(encoding: tiktoken.Encoding) -> Count:
+    def count(text: str) -> int:
+        return len(encoding.encode_ordinary(text)) if text else 0
+
+    return count
+
+
+def estimate_rows(rows: list[dict[str, Any]]) -> list[tuple[int, int] | None]:
+    """Estimates for rows (endpoint, model, upstream_model, request, response): pure, so the
+    worker process runs it; None where the model's tokenizer can't be loaded."""
+    counters: dict[str, Count | None] = {}
+    out: list[tuple[int, int] | None] = []
+    for row in rows:
+        name = encoding_for(row["upstream_model"] or row["model"] or "")
+        if name not in counters:
+            try:
+                counters[name] = _counter(load_encoding(name))
+            except Exception as exc:  # tiktoken raises ValueError or network errors
+                log.error("cannot load the %s tokenizer, stream usage stays unknown: %s",
+                          name, exc)
+                counters[name] = None
+        count = counters[name]
+        out.append(None if count is None else estimate_usage(
+            count, row["endpoint"], _loads(row["request"]), _loads(row["response"])))
+    return out
+
+
 class UsageEstimator:
-    """The writer's prepare step: fills tokens and cost of stream rows that have none."""
+    """The writer's prepare step: fills tokens and cost of stream rows that have none. The
+    counting runs in the worker process when there is one: loading an encoding would hold the
+    GIL for half a second here."""
 
-    def __init__(self, prices: PriceMap):
+    def __init__(self, prices: PriceMap, worker: ComputeWorker | None = None):
         self.prices = prices
+        self.worker = worker
         self.estimated = 0
-        self._unavailable: set[str] = set()
-
-    def _counter(self, model: str) -> Count | None:
-        name = encoding_for(model)
-        if name in self._unavailable:
-            return None
-        try:
-            encoding = load_encoding(name)
-        except Exception as exc:  # tiktoken raises ValueError or network errors
-            self._unavailable.add(name)
-            log.error("cannot load the %s tokenizer, stream usage stays unknown: %s", name, exc)
-            return None
-        return lambda text: len(encoding.encode_ordinary(text)) if text else 0
 
     def __call__(self, table: pa.Table) -> pa.Table:
         wanted = pc.and_kleene(
@@ -135,22 +154,20 @@ class UsageEstimator:
         wanted = pc.and_(pc.fill_null(wanted, False), pc.is_valid(table["response"]))
         if not pc.any(wanted).as_py():
             return table
+        indices = pc.indices_nonzero(wanted).to_pylist()
+        rows = table.take(indices).select(
+            ["endpoint", "model", "upstream_model", "request", "response"]).to_pylist()
+        usages = (self.worker.run(estimate_rows, rows) if self.worker is not None
+                  else estimate_rows(rows))
         prompt = table["prompt_tokens"].to_pylist()
         completion = table["completion_tokens"].to_pylist()
         cost = table["cost_usd"].to_pylist()
         estimated = table["usage_estimated"].to_pylist()
-        indices = pc.indices_nonzero(wanted).to_pylist()
-        rows = table.take(indices).select(
-            ["endpoint", "model", "upstream_model", "request", "response"]).to_pylist()
-        for index, row in zip(indices, rows, strict=True):
-            model = row["upstream_model"] or row["model"] or ""
-            count = self._counter(model)
-            if count is None:
+        for index, row, usage in zip(indices, rows, usages, strict=True):
+            if usage is None:
                 continue
-            usage = estimate_usage(count, row["endpoint"], _loads(row["request"]),
-                                   _loads(row["response"]))
             prompt[index], completion[index] = usage
-            cost[index] = self.prices.cost(model, *usage)
+            cost[index] = self.prices.cost(row["upstream_model"] or row["model"], *usage)
             estimated[index] = True
             self.estimated += 1
         for name, values in (("prompt_tokens", prompt), ("completion_tokens", completion),

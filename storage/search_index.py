@@ -28,6 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage.compute_worker import ComputeWorker
 from storage.db import Connection
 from storage.messages import is_reviewable, message_text, messages_of
 
@@ -160,7 +161,7 @@ def batch_forward_index(batch: pa.Table) -> pa.Table:
 
 def index_batch(con: Connection, batch: pa.Table) -> None:
     """IngestHook: index the reviewable interactions of a freshly inserted batch, in this
-    process (the proxy's hook is a SearchIndexer, which uses the worker process)."""
+    process (the server's hook is a SearchIndexer, which uses the worker process)."""
     store_forward_index(con, batch_forward_index(batch))
 
 
@@ -196,3 +197,26 @@ def backfill(con: Connection, chunk_rows: int = 5000) -> int:
         index_batch(con, pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in rows]))
         done += len(rows)
         log.info("search index backfill: %d interactions", done)
+
+
+class SearchIndexer:
+    """The ingest hook of the server: large batches get their forward index computed in the
+    worker process (`storage.compute_worker`); small ones here, where a round trip would cost
+    more than the work."""
+
+    def __init__(self, worker: ComputeWorker | None, *, min_rows: int = 200):
+        self.worker = worker
+        self.min_rows = min_rows
+        self.rows_to_worker = 0
+        self.rows_here = 0
+
+    def forward_index(self, batch: pa.Table) -> pa.Table:
+        columns = batch.select(BATCH_COLUMNS)
+        if self.worker is not None and columns.num_rows >= self.min_rows:
+            self.rows_to_worker += columns.num_rows
+            return self.worker.run(batch_forward_index, columns)
+        self.rows_here += columns.num_rows
+        return batch_forward_index(columns)
+
+    def __call__(self, con: Connection, batch: pa.Table) -> None:
+        store_forward_index(con, self.forward_index(batch))

@@ -6,6 +6,7 @@ import orjson
 
 from proxy.pricing import PriceMap
 from proxy.usage_estimate import UsageEstimator, legacy_prompt_tokens
+from storage.compute_worker import ComputeWorker
 from storage.records import to_arrow
 from tests.conftest import ProxyServer
 from tuneloop.tokenizers import load_encoding
@@ -107,3 +108,18 @@ def test_legacy_prompts_in_every_shape() -> None:
     assert legacy_prompt_tokens(count, [1, 2, 3, 4]) == 4  # token arrays are their length
     assert legacy_prompt_tokens(count, [[1, 2], [3]]) == 3
     assert legacy_prompt_tokens(count, None) == 0
+
+
+def test_with_a_worker_the_counting_happens_there() -> None:
+    """Loading an encoding parses its file in Python for half a second: in the server process
+    that would hold the GIL the event loop needs."""
+    worker = ComputeWorker()
+    try:
+        estimator = UsageEstimator(PriceMap({}), worker)
+        before = load_encoding.cache_info()
+        table = estimator(to_arrow([record(1, model="gpt-3.5-turbo")]))
+        assert load_encoding.cache_info() == before  # no tokenizer touched in this process
+        assert worker.calls == 1 and worker.failures == 0
+        assert table["completion_tokens"].to_pylist() == [tokens("cl100k_base", "cut sho")]
+    finally:
+        worker.close()

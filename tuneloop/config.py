@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     ingest_batch_rows: int = Field(5000, ge=1)
     ingest_interval_ms: int = Field(1000, ge=1)
     # batches of at least this many rows have their search index computed in a worker process
-    # (keeps ~20 ms of GIL per thousand rows off the event loop); 0 turns the worker off
+    # (keeps ~20 ms of GIL per thousand rows off the event loop), as are stream usage
+    # estimates; 0 turns the worker off (everything in-process)
     index_worker_min_rows: int = Field(200, ge=0)
 
     # data governance

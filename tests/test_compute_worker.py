@@ -1,5 +1,5 @@
-"""The search index computed in a worker process: the same index as in-process, and nothing
-lost when the worker dies."""
+"""The worker process for ingest's Python work: the same search index as in-process, nothing
+lost when the worker dies, and no worker left behind."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from storage.compute_worker import ComputeWorker
 from storage.db import Database
-from storage.index_worker import IndexWorker
 from storage.migrations import migrate
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
-from storage.search_index import index_batch
+from storage.search_index import SearchIndexer, index_batch
 
 
 def rows(start: int, count: int) -> list[dict[str, Any]]:
@@ -49,10 +49,10 @@ def rows(start: int, count: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def worker() -> Iterator[IndexWorker]:
-    index_worker = IndexWorker(min_rows=50)
-    yield index_worker
-    index_worker.close()
+def worker() -> Iterator[ComputeWorker]:
+    compute_worker = ComputeWorker()
+    yield compute_worker
+    compute_worker.close()
 
 
 def load(path: Path, batches: list[pa.Table], hook: Any) -> Database:
@@ -78,11 +78,13 @@ def index_rows(db: Database) -> tuple[list[Any], list[Any]]:
 
 
 def test_the_worker_builds_the_same_index_as_in_process(tmp_path: Path,
-                                                        worker: IndexWorker) -> None:
+                                                        worker: ComputeWorker) -> None:
     batches = [to_arrow(rows(0, 120)), to_arrow(rows(120, 30)), to_arrow(rows(0, 120))]
-    in_worker = load(tmp_path / "w.duckdb", batches, worker)
+    indexer = SearchIndexer(worker, min_rows=50)
+    in_worker = load(tmp_path / "w.duckdb", batches, indexer)
     in_process = load(tmp_path / "p.duckdb", batches, index_batch)
-    assert worker.in_worker == 240 and worker.in_process == 30  # the small batch stayed here
+    assert indexer.rows_to_worker == 240 and indexer.rows_here == 30  # the small batch: here
+    assert worker.calls == 2 and worker.failures == 0
     docs, terms = index_rows(in_worker)
     assert (docs, terms) == index_rows(in_process)
     assert len(docs) == sum(k % 4 != 3 for k in range(150))  # no embeddings, no replay twice
@@ -93,8 +95,9 @@ def test_the_worker_builds_the_same_index_as_in_process(tmp_path: Path,
 
 
 def test_a_dead_worker_loses_nothing_and_is_replaced(tmp_path: Path,
-                                                     worker: IndexWorker) -> None:
-    db = load(tmp_path / "w.duckdb", [to_arrow(rows(0, 100))], worker)
+                                                     worker: ComputeWorker) -> None:
+    indexer = SearchIndexer(worker, min_rows=50)
+    db = load(tmp_path / "w.duckdb", [to_arrow(rows(0, 100))], indexer)
     first = worker.worker_pid()
     assert first is not None and first != os.getpid()
     os.kill(first, signal.SIGKILL)
@@ -103,12 +106,11 @@ def test_a_dead_worker_loses_nothing_and_is_replaced(tmp_path: Path,
     def more(con: Any) -> None:
         for batch in (to_arrow(rows(100, 100)), to_arrow(rows(200, 100))):
             insert_interactions(con, batch)
-            worker(con, batch)
+            indexer(con, batch)
 
     db.write_sync(more)
-    assert worker.failures == 1
-    assert worker.in_process == 100  # the batch the dead worker had, indexed here
-    assert worker.in_worker == 200  # before the kill, and after it with a new worker
+    assert worker.failures == 1  # the batch the dead worker had was indexed here
+    assert worker.calls == 3  # before the kill, at it, and after it with a new worker
     second = worker.worker_pid()
     assert second not in (None, first)
     count = db.cursor().execute("SELECT count(*) FROM search_docs").fetchall()[0][0]
@@ -116,8 +118,9 @@ def test_a_dead_worker_loses_nothing_and_is_replaced(tmp_path: Path,
     db.close()
 
 
-def test_close_stops_the_worker(worker: IndexWorker, tmp_path: Path) -> None:
-    load(tmp_path / "w.duckdb", [to_arrow(rows(0, 60))], worker).close()
+def test_close_stops_the_worker(worker: ComputeWorker, tmp_path: Path) -> None:
+    indexer = SearchIndexer(worker, min_rows=50)
+    load(tmp_path / "w.duckdb", [to_arrow(rows(0, 60))], indexer).close()
     pid = worker.worker_pid()
     assert pid is not None
     worker.close()
@@ -125,8 +128,9 @@ def test_close_stops_the_worker(worker: IndexWorker, tmp_path: Path) -> None:
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.05)
     assert not _alive(pid)
-    batch = to_arrow(rows(60, 60))  # after close, batches are indexed in-process
-    assert worker.forward_index(batch).num_rows == 45 and worker.in_process == 60
+    batch = to_arrow(rows(60, 60))  # after close, the work runs in-process
+    assert indexer.forward_index(batch).num_rows == 45
+    assert worker.worker_pid() is None and worker.failures == 0
 
 
 def _alive(pid: int) -> bool:
@@ -158,11 +162,9 @@ def test_the_worker_leaves_when_the_server_is_killed() -> None:
 
 SERVER_WITH_A_WORKER = """
 import time
-from storage.index_worker import IndexWorker
-from storage.records import to_arrow
-from tests.test_index_worker import rows
-worker = IndexWorker(min_rows=10)
-worker.forward_index(to_arrow(rows(0, 20)))
+from storage.compute_worker import ComputeWorker
+worker = ComputeWorker()
+assert worker.run(abs, -7) == 7 and worker.failures == 0
 print(worker.worker_pid(), flush=True)
 time.sleep(60)
 """
