@@ -10,8 +10,8 @@ The worker only computes, with pure functions; the DuckDB writes stay on the wri
 the one process that owns the file.
 
 If the worker can't be used (it died, or can't start), the work runs in-process, the failure
-is logged, and the next call starts a new worker: nothing is lost either way. The worker
-leaves by itself when the server is gone.
+is logged, and a new worker is tried after `retry_after_s`: nothing is lost either way. The
+worker leaves by itself when the server is gone.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ log = logging.getLogger("tuneloop.worker")
 A = TypeVar("A")
 R = TypeVar("R")
 PARENT_CHECK_S = 0.5
+RETRY_AFTER_S = 30.0  # after a failure, work runs in-process this long (a worker that can't
+# start, or dies on every call, must not cost a spawn per call)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -46,9 +48,11 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 class ComputeWorker:
-    def __init__(self) -> None:
+    def __init__(self, *, retry_after_s: float = RETRY_AFTER_S) -> None:
         self.calls = 0
         self.failures = 0
+        self.retry_after_s = retry_after_s
+        self._broken_until = 0.0
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -63,8 +67,9 @@ class ComputeWorker:
                 return pool.submit(fn, arg).result()
             except (BrokenProcessPool, OSError, RuntimeError) as exc:
                 self.failures += 1
-                log.error("the worker process failed (%s: %s); running %s in-process",
-                          type(exc).__name__, exc, getattr(fn, "__name__", fn))
+                log.error("the worker process failed (%s: %s); running %s in-process, and "
+                          "everything for %g s", type(exc).__name__, exc,
+                          getattr(fn, "__name__", fn), self.retry_after_s)
                 self._discard(pool)
         return fn(arg)
 
@@ -81,7 +86,7 @@ class ComputeWorker:
 
     def _ensure_pool(self) -> ProcessPoolExecutor | None:
         with self._lock:
-            if self._closed:
+            if self._closed or time.monotonic() < self._broken_until:
                 return None
             if self._pool is None:
                 try:
@@ -91,6 +96,7 @@ class ComputeWorker:
                         initializer=_exit_with_parent, initargs=(os.getpid(),))
                 except OSError as exc:
                     self.failures += 1
+                    self._broken_until = time.monotonic() + self.retry_after_s
                     log.error("could not start the worker process: %s", exc)
                     return None
             return self._pool
@@ -99,6 +105,7 @@ class ComputeWorker:
         with self._lock:
             if self._pool is pool:
                 self._pool = None
+            self._broken_until = time.monotonic() + self.retry_after_s
         pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:

@@ -94,8 +94,8 @@ def test_the_worker_builds_the_same_index_as_in_process(tmp_path: Path,
     in_process.close()
 
 
-def test_a_dead_worker_loses_nothing_and_is_replaced(tmp_path: Path,
-                                                     worker: ComputeWorker) -> None:
+def test_a_dead_worker_loses_nothing_and_is_replaced(tmp_path: Path) -> None:
+    worker = ComputeWorker(retry_after_s=1.0)
     indexer = SearchIndexer(worker, min_rows=50)
     db = load(tmp_path / "w.duckdb", [to_arrow(rows(0, 100))], indexer)
     first = worker.worker_pid()
@@ -103,19 +103,26 @@ def test_a_dead_worker_loses_nothing_and_is_replaced(tmp_path: Path,
     os.kill(first, signal.SIGKILL)
     time.sleep(0.2)
 
-    def more(con: Any) -> None:
-        for batch in (to_arrow(rows(100, 100)), to_arrow(rows(200, 100))):
+    def more(start: int) -> None:
+        def run(con: Any) -> None:
+            batch = to_arrow(rows(start, 100))
             insert_interactions(con, batch)
             indexer(con, batch)
 
-    db.write_sync(more)
-    assert worker.failures == 1  # the batch the dead worker had was indexed here
-    assert worker.calls == 3  # before the kill, at it, and after it with a new worker
+        db.write_sync(run)
+
+    more(100)  # the dead worker had it: indexed here
+    assert worker.failures == 1 and worker.worker_pid() is None
+    more(200)  # within retry_after_s: here too, no new worker yet
+    assert worker.worker_pid() is None
+    time.sleep(1.1)
+    more(300)  # then a new worker
     second = worker.worker_pid()
-    assert second not in (None, first)
+    assert second not in (None, first) and worker.failures == 1
     count = db.cursor().execute("SELECT count(*) FROM search_docs").fetchall()[0][0]
-    assert count == 300 * 3 // 4
+    assert count == 400 * 3 // 4
     db.close()
+    worker.close()
 
 
 def test_close_stops_the_worker(worker: ComputeWorker, tmp_path: Path) -> None:
