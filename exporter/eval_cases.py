@@ -9,7 +9,7 @@ sequence, exactly as it was trained; a chat model gets the prompt messages. Pure
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -40,6 +40,7 @@ class EvalCase:
     prompt: str  # the prompt as text ending with the separator, for legacy models
     reference: str
     tools: list[dict[str, Any]] | None = None
+    source_id: str | None = None  # the interaction it was exported from (lineage)
 
 
 def answer_text(message: Mapping[str, Any]) -> str:
@@ -96,13 +97,15 @@ def load_cases(export: ExportDir, limit: int | None = None) -> tuple[list[EvalCa
         raise DatasetError(f"{export.path} has no validation examples to evaluate on "
                            "(export with a validation fraction above 0)")
     cases: list[EvalCase] = []
+    sources = export.validation_sources()
     with export.validation.open("rb") as lines:
         for number, line in enumerate(lines, 1):
             if limit is not None and len(cases) >= limit:
                 break
             if line.strip():
                 try:
-                    cases.append(_case(number, orjson.loads(line), fmt, markers))
+                    cases.append(replace(_case(number, orjson.loads(line), fmt, markers),
+                                         source_id=sources.get(number)))
                 except (KeyError, IndexError, TypeError, orjson.JSONDecodeError) as exc:
                     raise DatasetError(f"validation.jsonl line {number} is not a {fmt} "
                                        f"example: {exc!r}") from exc

@@ -94,6 +94,8 @@ async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[
     async def one(role: str, case: EvalCase) -> Answer:
         headers = {**options.extra_headers, "x-tuneloop-traffic": "evaluation",
                    "x-tuneloop-tags": f"eval:{run_id},eval-{role}"}
+        if case.source_id:  # so that forgetting the source's user reaches this copy too
+            headers["x-tuneloop-source"] = case.source_id
         async with gate:
             return await _ask(client, models[role], case, markers, options, headers,
                               scoring.wants_logprobs)

@@ -168,6 +168,19 @@ class ExportDir:
     def format(self) -> str:
         return str(self.manifest["format"])
 
+    def validation_sources(self) -> dict[int, str]:
+        """Validation line (1-based) → the interaction it was exported from, by the lineage."""
+        path = self.path / LINEAGE_FILE
+        if not path.exists():
+            return {}
+        sources: dict[int, str] = {}
+        with path.open("rb") as lines:
+            for line in lines:
+                record = orjson.loads(line)
+                if record.get("split") == "validation" and isinstance(record.get("line"), int):
+                    sources[record["line"]] = str(record["interaction_id"])
+        return sources
+
 
 def load_export(path: Path, *, verify: bool = True) -> ExportDir:
     """Read an export directory's manifest and check every file against its sha256."""

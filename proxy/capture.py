@@ -112,5 +112,6 @@ class Capture:
             "tags": list(self.meta.tags),
             "user_id": self.meta.user,
             "session_id": self.meta.session,
+            "source_id": self.meta.source,
             "metadata": None if metadata is None else orjson.dumps(metadata).decode(),
         }

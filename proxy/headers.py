@@ -37,6 +37,9 @@ class ClientMeta:
     session: str | None = None
     no_log: bool = False
     traffic: str = "production"
+    source: str | None = None
+    """The interaction this request was made from (evaluation replays a logged prompt), so that
+    forgetting a user reaches the copies too."""
 
     @property
     def sticky_key(self) -> str | None:
@@ -73,6 +76,7 @@ def client_meta(headers: Mapping[str, str]) -> ClientMeta:
         session=_bounded(headers.get("x-tuneloop-session"), "x-tuneloop-session"),
         no_log=headers.get("x-tuneloop-no-log", "").strip().lower() in ("1", "true", "yes"),
         traffic=traffic,
+        source=_bounded(headers.get("x-tuneloop-source"), "x-tuneloop-source"),
     )
 
 

@@ -56,8 +56,10 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
 
 
 def forget_user(con: Connection, user_id: str) -> dict[str, int]:
-    """Delete one user's interactions and everything derived from them."""
-    return _delete(con, "user_id = ?", [user_id])
+    """Delete one user's interactions, the ones made from them (evaluation replays carry
+    their source's id, not its user), and everything derived from them."""
+    return _delete(con, "user_id = ? OR source_id IN (SELECT id FROM interactions WHERE "
+                        "user_id = ?)", [user_id, user_id])
 
 
 def retention_cutoff(days: int, *, now: datetime | None = None) -> datetime:

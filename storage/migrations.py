@@ -192,6 +192,11 @@ def m029_usage_estimated(con: Connection) -> None:
     con.execute("ALTER TABLE interactions ADD COLUMN usage_estimated BOOLEAN")
 
 
+def m030_source_id(con: Connection) -> None:
+    """The interaction a request was made from (`x-tuneloop-source`: evaluation replays)."""
+    con.execute("ALTER TABLE interactions ADD COLUMN source_id VARCHAR")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "interactions", m001_interactions),
     Migration(2, "routes", m002_routes),
@@ -208,6 +213,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(27, "cycle_runs", m027_cycle_runs),
     Migration(28, "cycle_leases", m028_cycle_leases),
     Migration(29, "usage_estimated", m029_usage_estimated),
+    Migration(30, "source_id", m030_source_id),
 )
 
 

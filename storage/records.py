@@ -46,6 +46,7 @@ INTERACTION_SCHEMA = pa.schema(
         ("session_id", pa.string()),
         ("metadata", pa.string()),
         ("usage_estimated", pa.bool_()),
+        ("source_id", pa.string()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(INTERACTION_SCHEMA.names)

@@ -73,7 +73,15 @@ def test_candidate_beats_baseline_as_marked_evaluation_traffic(
     assert all(r.json["temperature"] == 0 and r.json["messages"][-1]["role"] == "user"
                for r in sent)
     assert "x-tuneloop-traffic" not in sent[0].headers  # our headers never go upstream
+    assert "x-tuneloop-source" not in sent[0].headers
     assert report.render().count("\n") > 3
+    # each evaluation row names the interaction its prompt came from (lineage), so that
+    # forgetting that interaction's user reaches the copies
+    lineage = [line for line in (data / "lineage.jsonl").read_text().splitlines()
+               if '"split":"validation"' in line]
+    sources = sorted(r[0] for r in proxy.sql("SELECT source_id FROM interactions"))
+    assert sources == sorted(2 * [line.split('"interaction_id":"')[1].split('"')[0]
+                                  for line in lineage])
 
 
 def test_retries_429_and_5xx_with_backoff_then_records_failures(

@@ -74,6 +74,23 @@ def test_forget_user_deletes_everywhere_and_nothing_else(proxy: ProxyServer) -> 
     assert admin.forget("alice")["total"] == 0
 
 
+def test_forget_reaches_evaluation_copies_of_the_users_prompts(proxy: ProxyServer) -> None:
+    """Evaluation replays a logged prompt without its user; it names the source instead."""
+    source = ask(proxy, "gina", "gina's private question")
+    other = ask(proxy, "hal", "hal's question")
+    copies = []
+    for _ in range(2):
+        raw = proxy.openai().chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "gina's private question"}],
+            extra_headers={"x-tuneloop-traffic": "evaluation", "x-tuneloop-source": source})
+        copies.append(raw.headers["x-tuneloop-id"])
+    proxy.wait_logged(4)
+    assert proxy.sql(f"SELECT source_id, user_id FROM interactions WHERE id = '{copies[0]}'"
+                     ) == [[source, None]]
+    assert proxy.admin().forget("gina")["deleted"]["interactions"] == 3
+    assert proxy.sql("SELECT id FROM interactions") == [[other]]
+
+
 def test_forget_reaches_interactions_still_in_the_spool(proxy_factory: Any) -> None:
     proxy = proxy_factory(ingest_interval_ms=60_000, ingest_batch_rows=100_000)
     ask(proxy, "carol", "carol in the spool")
