@@ -151,7 +151,9 @@ class UsageEstimator:
             pc.and_kleene(pc.is_null(table["prompt_tokens"]),
                           pc.is_null(table["completion_tokens"])),
         )
-        wanted = pc.and_(pc.fill_null(wanted, False), pc.is_valid(table["response"]))
+        answered = pc.and_kleene(pc.is_valid(table["response"]),
+                                 pc.less(table["status_code"], 400))  # errors are not billed
+        wanted = pc.fill_null(pc.and_kleene(wanted, answered), False)
         if not pc.any(wanted).as_py():
             return table
         indices = pc.indices_nonzero(wanted).to_pylist()

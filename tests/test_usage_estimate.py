@@ -89,7 +89,9 @@ def record(n: int, **fields: object) -> dict[str, object]:
 def test_only_stream_rows_without_usage_are_touched() -> None:
     estimator = UsageEstimator(PriceMap({}))
     untouched = to_arrow([record(1, stream=False), record(2, prompt_tokens=5),
-                          record(3, endpoint="embeddings"), record(4, response=None)])
+                          record(3, endpoint="embeddings"), record(4, response=None),
+                          record(5, status_code=429, response='{"error": {"message": "x"}}'),
+                          record(6, status_code=None)])
     assert estimator(untouched) is untouched  # nothing to do: no copy at all
     mixed = estimator(to_arrow([record(1, stream=False), record(2, finish="upstream_cut")]))
     assert mixed["usage_estimated"].to_pylist() == [None, True]
