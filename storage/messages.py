@@ -13,6 +13,7 @@ except for endpoints that are not reviewable at all.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -44,6 +45,15 @@ def messages_of(endpoint: str, request: Any, response: Any) -> tuple[list[Messag
     if endpoint == "responses":
         return _responses(_as_dict(request), _as_dict(response)), []
     raise NotReviewable(f"{endpoint} interactions are not reviewable (no message list)")
+
+
+def json_text(value: Any) -> str:
+    """JSON text of a parsed value; integers beyond 64 bits (valid JSON, which orjson won't
+    write) go through the standard library."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, default=str)
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -93,7 +103,7 @@ def _completion(request: dict[str, Any],
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         prompt = prompt[0]  # one prompt per interaction is what a reviewer can judge
     if not isinstance(prompt, str):
-        prompt = "" if prompt is None else orjson.dumps(prompt).decode()  # token arrays
+        prompt = "" if prompt is None else json_text(prompt)  # token arrays
     messages: list[Message] = [{"role": "user", "content": prompt}]
     texts = [c.get("text") for c in _choices(response)]
     answers: list[Message] = [
@@ -151,7 +161,7 @@ def _response_content(content: Any) -> Any:
     if isinstance(content, str) or content is None:
         return content
     if not isinstance(content, list):
-        return orjson.dumps(content).decode()
+        return json_text(content)
     parts: list[dict[str, Any]] = []
     for part in content:
         if not isinstance(part, dict):
@@ -198,7 +208,7 @@ def validate_messages(value: Any) -> list[Message]:
         raise BadRequest("messages must be a non-empty list of message objects", param="messages")
     if len(value) > MAX_MESSAGES:
         raise BadRequest(f"messages has more than {MAX_MESSAGES} entries", param="messages")
-    if len(orjson.dumps(value)) > MAX_MESSAGES_BYTES:
+    if len(json_text(value).encode()) > MAX_MESSAGES_BYTES:
         raise BadRequest(f"messages is larger than {MAX_MESSAGES_BYTES} bytes", param="messages")
     for number, message in enumerate(value):
         where = f"messages[{number}]"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from storage.messages import NotReviewable, messages_of, validate_messages
@@ -88,6 +88,9 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(endpoint=st.sampled_from(["chat.completions", "completions", "responses"]),
        request=json_values, response=json_values)
+@example(endpoint="completions", request={"prompt": -9223372036854775809}, response=None)
+@example(endpoint="responses", request={"input": [{"role": "user", "content": {"n": 2**70}}]},
+         response=None)  # integers beyond 64 bits: valid JSON that orjson won't write
 def test_any_logged_shape_gives_a_message_list(endpoint: str, request: Any,
                                                response: Any) -> None:
     messages, alternatives = messages_of(endpoint, request, response)
