@@ -22,6 +22,7 @@ import tiktoken
 
 from proxy.pricing import PriceMap
 from storage.compute_worker import ComputeWorker
+from storage.messages import content_text
 from tuneloop.tokenizers import (
     TOKENS_PER_MESSAGE,
     TOKENS_PER_NAME,
@@ -46,13 +47,7 @@ def _loads(text: Any) -> dict[str, Any]:
 
 def _content_tokens(count: Count, message: dict[str, Any]) -> int:
     """What a message says: its text (text parts of a list), refusal, tool calls."""
-    content = message.get("content")
-    tokens = 0
-    if isinstance(content, str):
-        tokens += count(content)
-    elif isinstance(content, list):
-        tokens += count("\n".join(p["text"] for p in content if isinstance(p, dict)
-                                  and isinstance(p.get("text"), str)))
+    tokens = count(content_text(message.get("content")))
     if isinstance(message.get("refusal"), str):
         tokens += count(message["refusal"])
     calls = message.get("tool_calls")
