@@ -131,8 +131,7 @@ def conversation_html(messages: list[Any], *, raw: bool = False,
 
 def raw_toggle() -> bool:
     """The page's "Raw text" switch (Markdown rendering off); True while it is on."""
-    return bool(st.toggle("Raw text", key=RAW_KEY,
-                          help="Show the messages exactly as logged, without Markdown"))
+    return bool(st.toggle("Raw text", key=RAW_KEY))
 
 
 def show_messages(messages: list[dict[str, Any]] | None, *,

@@ -64,7 +64,7 @@ def header_html(item: dict[str, Any]) -> str:
 def show_header(item: dict[str, Any]) -> None:
     """The header line, with the page's "Raw text" switch at its right end."""
     inject_styles()
-    facts, switch = st.columns([0.89, 0.11], vertical_alignment="center")
+    facts, switch = st.columns([0.87, 0.13], vertical_alignment="center")
     with facts:
         st.html(header_html(item))
     with switch:

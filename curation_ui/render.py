@@ -110,6 +110,6 @@ def json_html(value: Any) -> str:
         try:
             value = json.loads(value)
         except ValueError:
-            return f'<pre class="tl-code" dir="ltr">{html.escape(value)}</pre>'
+            return f'<pre class="tl-code" dir="ltr">{html.escape(value, quote=False)}</pre>'
     pretty = json.dumps(value, indent=2, ensure_ascii=False)
-    return f'<pre class="tl-code tl-json" dir="ltr">{html.escape(pretty)}</pre>'
+    return f'<pre class="tl-code tl-json" dir="ltr">{html.escape(pretty, quote=False)}</pre>'

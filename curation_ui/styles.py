@@ -7,9 +7,8 @@ import streamlit as st
 
 MONO = '"Source Code Pro", ui-monospace, SFMono-Regular, Menlo, Consolas, monospace'
 CSS = f"""
-[data-testid="stMainBlockContainer"] {{ padding-top: 2.6rem; padding-bottom: 2rem; }}
+[data-testid="stMainBlockContainer"] {{ padding: 3.9rem 2rem 2rem; }}
 [data-testid="stMainBlockContainer"] h1 {{ font-size: 1.5rem; padding: 0 0 .2rem 0; }}
-[data-testid="stHeader"] {{ height: 2.4rem; }}
 .tl-head {{ display: flex; flex-wrap: wrap; align-items: baseline; gap: .1rem .7rem;
   font-size: .84rem; line-height: 1.45; }}
 .tl-head .tl-k {{ color: #6b7280; margin-right: .25rem; }}
@@ -52,11 +51,13 @@ CSS = f"""
 .tl-more summary {{ cursor: pointer; font-size: .8rem; color: #3b6bc4; list-style: none; }}
 .tl-more[open] .tl-all, .tl-more:not([open]) .tl-less {{ display: none; }}
 .tl-call {{ font-size: .8rem; color: #6b7280; }}
+.tl-json {{ max-height: 13em; overflow: auto; }}
 .tl-diff {{ font-size: .88rem; border: 1px solid #e3e6eb; border-radius: .3rem;
   padding: .3rem .6rem; max-height: 14em; overflow-y: auto; }}
 .tl-diff ins {{ background: #ccf2d6; text-decoration: none; }}
 .tl-diff del {{ background: #fbd5d5; text-decoration: line-through; }}
 textarea[aria-label="Answer"] {{ font-family: {MONO}; font-size: .84rem; }}
+textarea {{ unicode-bidi: plaintext; text-align: start; }}
 """
 
 

@@ -18,14 +18,14 @@ from tuneloop.errors import TuneloopError
 PAGE_SIZES = (50, 100, 200)
 TABLE_KEY = "browse_table"
 CLIP_CHARS = 400
-ROW_PX = 17  # 50 rows and the column header fit a 1440×900 window
+ROW_PX = 16  # 50 rows and the column header fit a 1440×900 window
 COLUMNS = {
     "logged": st.column_config.TextColumn("logged (UTC)", width=112),
     "review": st.column_config.TextColumn("review", width=68),
     "rev": st.column_config.NumberColumn("rev", width=34),
     "model": st.column_config.TextColumn("model", width=92),
     "prompt": st.column_config.TextColumn("prompt", width=200),
-    "answer": st.column_config.TextColumn("answer", width=300),
+    "answer": st.column_config.TextColumn("answer", width=350),
     "tags": st.column_config.TextColumn("tags", width=90),
     "score": st.column_config.NumberColumn("score", format="%+.2f", width=48),
     "error": st.column_config.CheckboxColumn("err", width=30),
