@@ -126,6 +126,12 @@ def conversation_html(messages: list[Any], *, raw: bool = False,
         as_dict = message if isinstance(message, dict) else {"content": str(message)}
         hide = (answer_in_editor and number == last and as_dict.get("role") == "assistant")
         blocks.append(message_html(as_dict, raw=raw, answer_in_editor=hide))
+    last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+    if answer_in_editor and last_role != "assistant":
+        blocks.append('<section class="tl-msg tl-assistant" role="group" aria-label="Chat '
+                      'message from assistant"><div class="tl-role">assistant</div><div '
+                      'class="tl-note">No answer was logged: write one in the editor below.'
+                      '</div></section>')
     return f'<div class="tl-chat">{"".join(blocks)}</div>'
 
 

@@ -92,6 +92,7 @@ def _markdown() -> MarkdownIt:
     return parser
 
 
+@lru_cache(maxsize=512)  # reruns draw the same messages again: render each text once
 def markdown_html(text: str) -> str:
     """Markdown text as a sanitized HTML fragment (raw HTML in the text is shown escaped)."""
     if len(text) > MAX_MARKDOWN_CHARS:
