@@ -212,7 +212,9 @@ class Connection(asyncio.Protocol):
             return
         self.final = True
         self.status = status
-        self.keep_alive = self.parser.should_keep_alive()
+        # HTTP/1.0 keep-alive is an old extension: not worth the doubt, such connections close
+        self.keep_alive = (self.parser.should_keep_alive()
+                           and self.parser.get_http_version() == "1.1")
         if self.head_request or status == 204 or status == 304:
             self._finish()
         elif self.transfer_encoding is not None:

@@ -44,6 +44,7 @@ class RawUpstream:
     connections: int = 0
     url: str = ""
     _server: asyncio.Server | None = None
+    _writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
     async def __aenter__(self) -> RawUpstream:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -54,10 +55,15 @@ class RawUpstream:
     async def __aexit__(self, *exc: Any) -> None:
         assert self._server is not None
         self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for _ in range(3):  # let the handlers see their connections end
+            await asyncio.sleep(0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         number = self.connections
         self.connections += 1
+        self._writers.append(writer)
         keep = True
         try:
             while keep:
