@@ -40,7 +40,7 @@ HOP_BY_HOP = frozenset({"host", "content-length", "connection", "keep-alive", "t
                         "transfer-encoding", "upgrade", "expect"})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # CR and LF are counted
 _TARGET = re.compile(r"[\x21-\x7e]+")
 
 
@@ -150,24 +150,30 @@ class Http1Pool:
         """The request as it goes on the wire; hop-by-hop headers dropped, the rest checked."""
         if not _TOKEN.fullmatch(method):
             raise BadRequest(f"invalid method {method[:32]!r}", code="invalid_method")
-        kept: list[tuple[str, str, str]] = []
-        nominated: set[str] = set()
+        names = self._names
+        parts = [f"{method} {target} HTTP/1.1\r\nhost: {netloc}\r\n"
+                 f"content-length: {len(body)}\r\n"]
+        nominated = ""
         for name, value in headers.items():
-            lower = self._name(name)
+            lower = names.get(name)
+            if lower is None:
+                lower = self._name(name)
             if lower:
-                kept.append((lower, name, value))
-            elif name.lower() == "connection":  # the fields it names are hop-by-hop too
-                nominated.update(t.strip().lower() for t in value.split(","))
-        if _BAD_VALUE.search("\t".join([value for _, _, value in kept])):
+                parts.append(f"{name}: {value}\r\n")
+            elif name.lower() == "connection":
+                nominated = value
+        if nominated:  # the fields a Connection header names are hop-by-hop too
+            dropped = {token.strip().lower() for token in nominated.split(",")}
+            parts[1:] = [f"{name}: {value}\r\n" for name, value in headers.items()
+                         if self._name(name) and name.lower() not in dropped]
+        parts.append("\r\n")
+        text = "".join(parts)
+        lines = len(parts) + 2  # every CR and LF in the head is a line end we wrote
+        if text.count("\n") != lines or text.count("\r") != lines or _CONTROL.search(text):
             raise BadRequest("a header value holds a control character (CR, LF, NUL, ...)",
                              code="invalid_header")
-        lines = [f"{method} {target} HTTP/1.1\r\nhost: {netloc}\r\n"
-                 f"content-length: {len(body)}\r\n"]
-        lines += [f"{name}: {value}\r\n" for lower, name, value in kept
-                  if lower not in nominated]
-        lines.append("\r\n")
         try:
-            head = "".join(lines).encode("latin-1")
+            head = text.encode("latin-1")
         except UnicodeEncodeError as exc:
             raise BadRequest("a header holds characters outside Latin-1",
                              code="invalid_header") from exc

@@ -66,10 +66,15 @@ class Connection(asyncio.Protocol):
         self.in_flight = False
         self.idle_since = 0.0
         self.reused = False
+        self.paused = False
+        self.parser = httptools.HttpResponseParser(self)
+        self.parser_clean = True  # llhttp itself ended the last message: it may parse the next
         self.reset(head_request=False)
 
     def reset(self, head_request: bool) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        if not self.parser_clean:
+            self.parser = httptools.HttpResponseParser(self)
+        self.parser_clean = False
         self.head_request = head_request
         self.phase = HEAD
         self.heads = 0
@@ -88,7 +93,6 @@ class Connection(asyncio.Protocol):
         self.remaining = 0
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
-        self.paused = False
         self.complete = False
         self.keep_alive = False
         self.received_any = False
@@ -128,7 +132,6 @@ class Connection(asyncio.Protocol):
 
     # -- feeding the parser exactly one response -------------------------------------------
     def _consume(self, data: bytes) -> None:
-        view = memoryview(data)
         feed = self.parser.feed_data
         pos, end = 0, len(data)
         while pos < end:
@@ -139,12 +142,12 @@ class Connection(asyncio.Protocol):
                 if self.head_bytes > MAX_HEAD_BYTES:
                     raise ProtocolError(f"a response head longer than {MAX_HEAD_BYTES} bytes")
                 if stop < 0:
-                    feed(view[pos:])
+                    feed(_piece(data, pos, end))
                     self.carry = (self.carry + data[max(pos, end - 3):])[-3:]
                     return
                 heads = self.heads
                 self.head_end_expected = True
-                feed(view[pos:stop])
+                feed(_piece(data, pos, stop))
                 self.head_end_expected = False
                 if self.heads == heads:
                     raise ProtocolError("the response head did not end at its blank line")
@@ -153,13 +156,13 @@ class Connection(asyncio.Protocol):
                 pos = stop
             elif phase == LENGTH:
                 take = min(self.remaining, end - pos)
-                feed(view[pos:pos + take])
+                feed(_piece(data, pos, pos + take))
                 pos += take
                 self.remaining -= take
                 if (self.remaining == 0) != self.complete:
                     raise ProtocolError("the body did not end at its Content-Length")
             elif phase == STREAM:
-                feed(view[pos:] if pos else data)
+                feed(_piece(data, pos, end))
                 if self.chunked:
                     self.tail = (self.tail + data[max(pos, end - 5):])[-5:]
                     if self.complete and not _clean_chunked_end(self.tail):
@@ -248,6 +251,7 @@ class Connection(asyncio.Protocol):
             return  # the end of an interim response
         if self.phase == STREAM and not self.chunked:
             raise ProtocolError("the parser ended a body that only a close can end")
+        self.parser_clean = not self.head_request
         self._finish()
 
     # -- state -----------------------------------------------------------------------------
@@ -298,6 +302,16 @@ class Connection(asyncio.Protocol):
         except BaseException:
             self.close()
             raise
+
+
+def _piece(data: bytes, start: int, stop: int) -> bytes | memoryview:
+    """data[start:stop] for the parser: itself when whole, a copy when small (httptools reads
+    bytes fastest), a view when large."""
+    if start == 0 and stop == len(data):
+        return data
+    if stop - start < 65536:
+        return data[start:stop]
+    return memoryview(data)[start:stop]
 
 
 def _clean_chunked_end(tail: bytes) -> bool:
