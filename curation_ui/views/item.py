@@ -8,8 +8,10 @@ import streamlit as st
 from curation_ui.actions import action_panel, held, release, show_flash, undo_button
 from curation_ui.chat_view import escape_markdown, show_diff, show_messages
 from curation_ui.item_header import show_header
-from curation_ui.session import client, reviewer
+from curation_ui.session import client, require_reviewer, reviewer
 from tuneloop.errors import NotFound, TuneloopError
+
+require_reviewer()
 
 SLOT = "item_shown"
 
