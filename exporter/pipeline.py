@@ -36,6 +36,7 @@ from exporter.exportdir import (
     MANIFEST_FILE,
     MANIFEST_VERSION,
     Lineage,
+    open_private,
     write_json,
     write_split_files,
 )
@@ -238,9 +239,9 @@ def _manifest(
 def _prepare_target(out: Path, overwrite: bool) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise DatasetError(f"{out} exists and is not empty; choose another --out", param="out")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    work.mkdir()
+    work.mkdir(mode=0o700)  # users' prompts: owner only (the files inside are 0600)
     return work
 
 
@@ -276,7 +277,7 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions) -> Ex
         started = clock()
         gathered = _Gathered(spec.prompt_completion)
         spool = work / ".lines.spool"
-        with spool.open("wb") as sink:
+        with open_private(spool) as sink:
             for chunk, result in _results(spec, _chunks(examples, options.chunk_size), workers):
                 sink.write(result.lines)
                 gathered.add(chunk, result)
