@@ -87,6 +87,9 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # review: how long opening a queue item leases it to its reviewer (renewed while they work)
+    review_claim_s: float = Field(300.0, ge=1, le=86400)
+
     # the review app's sign-in cookie, guidelines and reject reasons
     ui_cookie_secret: SecretStr | None = None
     """Signs the review app's sign-in cookie; when unset, one is generated once and kept
