@@ -114,3 +114,12 @@ class ProviderError(TuneloopError):
     error_type = "upstream_error"
     code = "provider_error"
     exit_code = 6
+
+
+class RequestTimeout(TuneloopError):
+    """The client took too long to send its request (headers or body)."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+    exit_code = 5
