@@ -26,6 +26,7 @@ from proxy.incoming import API_PREFIX, Incoming, plain_path
 from proxy.reply import Timeouts, UpstreamCut, UpstreamReply
 from proxy.routing import OPENAI_COMPATIBLE, Attempt, Plan, RouteSpec
 from tuneloop.errors import (
+    RequestTimeout,
     TuneloopError,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -90,6 +91,8 @@ class RawResponse(Response):
 
 def error_response(exc: TuneloopError, interaction_id: str | None = None) -> Response:
     headers = [(b"content-type", b"application/json")]
+    if isinstance(exc, RequestTimeout):  # the rest of a slow body is not worth waiting for
+        headers.append((b"connection", b"close"))
     if interaction_id is not None:
         headers.append((ID_HEADER, interaction_id.encode()))
     return RawResponse(orjson.dumps(exc.to_openai()), exc.status_code, headers)
