@@ -87,6 +87,9 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # review: how long opening a queue item leases it to its reviewer (renewed while they work)
+    review_claim_s: float = Field(300.0, ge=1, le=86400)
+
     # limits on what a client sends, checked before anything is forwarded (see README)
     max_json_depth: int = Field(64, ge=2, le=200)
     """Deepest nesting of a JSON request body (OpenAI's API has nothing deeper)."""
