@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     # redaction: the country national phone numbers (no leading +) are read in
     redact_phone_region: str = Field("US", pattern=r"^[A-Za-z]{2}$")
 
+    # review: how long opening a queue item leases it to its reviewer (renewed while they work)
+    review_claim_s: float = Field(300.0, ge=1, le=86400)
+
     @field_validator("upstream", "api")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
