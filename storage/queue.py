@@ -28,7 +28,7 @@ from storage.interactions import InteractionFilter
 from storage.lookup import Bounds, bounded, ids_condition
 from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.review import STATES
-from storage.search import TermSearch, query_terms
+from storage.search import DEFAULT_SCOPE, TermSearch, query_terms
 from storage.tags import tag_condition
 
 FIRST_WINDOW = 256
@@ -47,6 +47,7 @@ class ReviewQuery:
     review: str | None = None
     tag: str | None = None
     q: str | None = None
+    q_in: str = DEFAULT_SCOPE  # the fields q searches (storage.search.SCOPES)
     min_score: float | None = None
 
     def __post_init__(self) -> None:
@@ -83,7 +84,7 @@ class ReviewQuery:
     def driver(self, con: Connection) -> Driver | None:
         """A small source of candidate ids, when one of the filters has one."""
         if self.q is not None:
-            return TermSearch(con, self.q).candidates
+            return TermSearch(con, self.q, self.q_in).candidates
         if self.review not in (None, "pending"):
             state = self.review
             return lambda con, before, count: _complete(

@@ -136,7 +136,7 @@ def test_close_stops_the_worker(worker: ComputeWorker, tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not _alive(pid)
     batch = to_arrow(rows(60, 60))  # after close, the work runs in-process
-    assert indexer.forward_index(batch).num_rows == 45
+    assert indexer.forward_index(batch).docs.num_rows == 45
     assert worker.worker_pid() is None and worker.failures == 0
 
 
