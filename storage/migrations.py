@@ -207,8 +207,8 @@ def m035_search_fields(con: Connection) -> None:
                 "term_keys BIGINT[] NOT NULL, term_fields UTINYINT[] NOT NULL)")
     con.execute("CREATE TABLE search_terms (term_key BIGINT NOT NULL, "
                 "interaction_id VARCHAR NOT NULL, fields UTINYINT NOT NULL)")
-    con.execute("CREATE TABLE search_words (word_key BIGINT PRIMARY KEY, word VARCHAR NOT NULL, "
-                "term_key BIGINT NOT NULL, interaction_id VARCHAR NOT NULL)")
+    con.execute("CREATE TABLE search_words (word VARCHAR PRIMARY KEY, term_key BIGINT NOT NULL, "
+                "interaction_id VARCHAR NOT NULL)")
     backfill(con)
 
 

@@ -48,7 +48,13 @@ class QueryTerm:
     prefix: bool = False
 
 
-def query_terms(q: str) -> list[QueryTerm]:
+def query_terms(q: str) -> list[str]:
+    """The terms of a query as text (a prefix ends with *); a clear 400 for a query without
+    any or with too many."""
+    return [f"{t.text}*" if t.prefix else t.text for t in parse_query(q)]
+
+
+def parse_query(q: str) -> list[QueryTerm]:
     """The terms of a query, in order; a clear 400 for a query without any or with too many."""
     found: list[QueryTerm] = []
     units = 0
@@ -118,7 +124,7 @@ class TermSearch:
 
     def __init__(self, con: Connection, q: str, q_in: str = DEFAULT_SCOPE):
         self.bits = scope_bits(q_in)
-        groups = list(dict.fromkeys(term_keys(con, t) for t in query_terms(q)))
+        groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
         driver = rarest(con, groups, self.bits)
         self.driver = groups[driver]
         self.others = [g for n, g in enumerate(groups) if n != driver]

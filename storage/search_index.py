@@ -18,7 +18,7 @@ they are never behind the interactions table (schema: migration 35):
 - `search_docs` (interaction_id PRIMARY KEY, term_keys BIGINT[], term_fields UTINYINT[]): the
   same per interaction, to check the other terms of a query on a handful of candidates. Its
   primary key also makes indexing idempotent when a spool segment is replayed.
-- `search_words` (word_key BIGINT PRIMARY KEY, word, term_key, interaction_id): the words
+- `search_words` (word PRIMARY KEY, term_key, interaction_id): the words
   seen (3 to 32 characters, with a letter), each with the key of its term and the first
   interaction it was seen in, for prefix queries (`refu*`). Forgetting that interaction
   (`tuneloop forget`, retention) removes the word with it: no word outlives every interaction
@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from storage.compute_worker import ComputeWorker
 from storage.db import Connection
 from storage.messages import Message, is_reviewable, message_text, messages_of
-from storage.search_text import term_key, terms
+from storage.search_text import terms
 
 log = logging.getLogger("tuneloop.search")
 
@@ -55,8 +55,8 @@ TERMS_SCHEMA = pa.schema([("term_key", pa.int64()), ("interaction_id", pa.string
                           ("fields", pa.uint8())])
 DOCS_SCHEMA = pa.schema([("interaction_id", pa.string()), ("term_keys", pa.list_(pa.int64())),
                          ("term_fields", pa.list_(pa.uint8()))])
-WORDS_SCHEMA = pa.schema([("word_key", pa.int64()), ("word", pa.string()),
-                          ("term_key", pa.int64()), ("interaction_id", pa.string())])
+WORDS_SCHEMA = pa.schema([("word", pa.string()), ("term_key", pa.int64()),
+                          ("interaction_id", pa.string())])
 Fields = tuple[str, str, str]
 
 
@@ -110,35 +110,42 @@ def forward_index(ids: Sequence[str], fields: Sequence[Fields]) -> ForwardIndex:
     if not ids:
         return ForwardIndex(DOCS_SCHEMA.empty_table(), WORDS_SCHEMA.empty_table())
     found = terms([text for triple in fields for text in triple])
-    doc = found.text_index // 3
-    bit = np.left_shift(1, found.text_index % 3).astype(np.uint8)
-    order = np.lexsort((found.keys, doc))
-    doc, keys, bit = doc[order], found.keys[order], bit[order]
-    if len(doc):
-        starts = np.flatnonzero(np.concatenate(
-            [[True], (doc[1:] != doc[:-1]) | (keys[1:] != keys[:-1])]))
-        bits = np.bitwise_or.reduceat(bit, starts)
-        doc, keys = doc[starts], keys[starts]
-    else:
-        bits = bit
+    # one sort of (interaction, term, field) codes: each term of an interaction once, with
+    # the bits of its fields
+    size = max(1, len(found.keys))
+    doc, field = np.divmod(found.text_index, 3)
+    pairs = np.sort((doc * size + found.codes) * 4 + field)
+    if len(pairs):
+        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
+    term_of = pairs >> 2
+    starts = np.flatnonzero(np.concatenate([[True], term_of[1:] != term_of[:-1]])) \
+        if len(pairs) else np.zeros(0, np.int64)
+    bits = np.bitwise_or.reduceat(np.left_shift(1, pairs & 3).astype(np.uint8), starts) \
+        if len(pairs) else np.zeros(0, np.uint8)
+    doc, code = np.divmod(term_of[starts], size)
     offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=len(ids)))]),
                        pa.int32())
     docs = pa.table([pa.array(ids, pa.string()),
-                     pa.ListArray.from_arrays(offsets, pa.array(keys, pa.int64())),
+                     pa.ListArray.from_arrays(offsets, pa.array(found.keys[code], pa.int64())),
                      pa.ListArray.from_arrays(offsets, pa.array(bits, pa.uint8()))],
                     schema=DOCS_SCHEMA).sort_by("interaction_id")
-    return ForwardIndex(docs, _words(ids, found.words, found.word_keys,
-                                     found.word_text_index // 3))
+    return ForwardIndex(docs, _words(ids, found.words, found.keys[:len(found.words)],
+                                     found.word_first_text // 3))
 
 
 def _words(ids: Sequence[str], words: list[str], keys: np.ndarray,
            doc: np.ndarray) -> pa.Table:
-    keep = [n for n, w in enumerate(words) if MIN_WORD <= len(w) <= MAX_WORD
-            and not w.isdigit() and any(c.isalpha() for c in w)]
-    return pa.table([pa.array([term_key("\x00" + words[n]) for n in keep], pa.int64()),
-                     pa.array([words[n] for n in keep], pa.string()),
-                     pa.array(keys[keep], pa.int64()),
-                     pa.array([ids[doc[n]] for n in keep], pa.string())], schema=WORDS_SCHEMA)
+    """The words worth a prefix search: 3 to 32 characters, with a letter."""
+    if not words:
+        return WORDS_SCHEMA.empty_table()
+    text = pa.array(words, pa.string())
+    length = pc.utf8_length(text)
+    keep = pc.and_(pc.and_(pc.greater_equal(length, MIN_WORD), pc.less_equal(length, MAX_WORD)),
+                   pc.match_substring_regex(text, r"\p{L}"))
+    where = pc.indices_nonzero(keep)
+    return pa.table([pc.take(text, where), pa.array(keys).take(where),
+                     pa.array(ids, pa.string()).take(pa.array(doc).take(where))],
+                    schema=WORDS_SCHEMA)
 
 
 def _insert(con: Connection, table: str, rows: pa.Table, suffix: str = "") -> list[Any]:

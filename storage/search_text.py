@@ -56,8 +56,13 @@ def normalize(text: str) -> str:
 
 def stems(words: Sequence[str]) -> list[str]:
     """English stems of normalized words of ASCII letters; other words unchanged."""
-    stemmer = Stemmer.Stemmer("english")
-    return [stemmer.stemWord(w) if w.isascii() and w.isalpha() else w for w in words]
+    english = [n for n, w in enumerate(words) if w.isascii() and w.isalpha()]
+    # no cache: PyStemmer's cache makes a batch slower, not faster
+    stemmed = Stemmer.Stemmer("english", 0).stemWords([words[n] for n in english])
+    out = list(words)
+    for n, stem in zip(english, stemmed, strict=True):
+        out[n] = stem
+    return out
 
 
 @dataclass(frozen=True)
@@ -71,13 +76,16 @@ class Tokens:
 
 def tokenize(texts: Sequence[str]) -> Tokens:
     normalized = pa.array([normalize(t[:MAX_TEXT_CHARS]) for t in texts], pa.string())
-    spaced = pc.replace_substring_regex(normalized, pattern=_SEGMENTED_RUN,
-                                        replacement=r" \1 ")
-    split = pc.split_pattern_regex(spaced, pattern=_NOT_WORD)
+    other = pc.invert(pc.string_is_ascii(normalized))
+    if pc.any(other).as_py():  # runs of segmented scripts become tokens of their own
+        normalized = pc.replace_with_mask(normalized, other, pc.replace_substring_regex(
+            pc.filter(normalized, other), pattern=_SEGMENTED_RUN, replacement=r" \1 "))
+    split = pc.split_pattern_regex(normalized, pattern=_NOT_WORD)
     tokens = pc.list_flatten(split)
     length = pc.utf8_length(tokens)
     keep = pc.and_(pc.greater(length, 0), pc.less_equal(length, MAX_TERM_LENGTH))
-    segmented = pc.match_substring_regex(tokens, f"^[{SEGMENTED}]")
+    segmented = pc.and_(pc.invert(pc.string_is_ascii(tokens)),
+                        pc.match_substring_regex(tokens, f"^[{SEGMENTED}]"))
     # runs of a segmented script are kept whole, however long
     keep = pc.or_(keep, pc.and_(segmented, pc.greater(length, 0)))
     return Tokens(pc.filter(pc.list_parent_indices(split), keep).to_numpy(),
@@ -112,13 +120,14 @@ def grams(run: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Terms:
-    """Every term of some texts with the index of its text, repeats included, as keys; and
-    the words (not grams) with their term's key, for prefix search."""
+    """Every term of some texts, repeats included: the index of its text and its code, an
+    index into `keys`. The first `len(words)` codes are words (to their term's key; for
+    prefix search, with the first text each occurs in); the rest are grams."""
     text_index: np.ndarray
+    codes: np.ndarray
     keys: np.ndarray
     words: list[str]
-    word_keys: np.ndarray
-    word_text_index: np.ndarray
+    word_first_text: np.ndarray
 
 
 def terms(texts: Sequence[str]) -> Terms:
@@ -126,29 +135,19 @@ def terms(texts: Sequence[str]) -> Terms:
     is_run = tokens.segmented
     word_index = tokens.text_index[~is_run]
     encoded = pc.dictionary_encode(pc.filter(tokens.tokens, pa.array(~is_run)))
-    vocabulary = encoded.dictionary.to_pylist()
-    word_vocab_keys = np.array([term_key(s) for s in stems(vocabulary)], dtype=np.int64)
-    word_codes = encoded.indices.to_numpy(zero_copy_only=False)
-    run_parent, codes = gram_codes(pc.filter(tokens.tokens, pa.array(is_run)).to_pylist())
-    distinct, inverse = np.unique(codes, return_inverse=True)
+    words = encoded.dictionary.to_pylist()
+    word_keys = np.array([term_key(s) for s in stems(words)], dtype=np.int64)
+    word_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    run_parent, grams_found = gram_codes(pc.filter(tokens.tokens, pa.array(is_run)).to_pylist())
+    distinct, inverse = np.unique(grams_found, return_inverse=True)
     gram_keys = np.array([term_key(gram_text(int(c))) for c in distinct], dtype=np.int64)
-    run_index = tokens.text_index[is_run]
+    first = np.full(len(words), np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, word_codes, word_index.astype(np.int64))
     return Terms(
-        text_index=np.concatenate([word_index, run_index[run_parent]]).astype(np.int64),
-        keys=np.concatenate([word_vocab_keys[word_codes], gram_keys[inverse]]),
-        words=vocabulary, word_keys=word_vocab_keys,
-        word_text_index=_first_text(word_index, word_codes, len(vocabulary)))
-
-
-def _first_text(text_index: np.ndarray, codes: np.ndarray, size: int) -> np.ndarray:
-    """For each vocabulary entry, the first text it occurs in."""
-    first = np.full(size, -1, dtype=np.int64)
-    if len(codes):
-        order = np.argsort(codes, kind="stable")
-        sorted_codes = codes[order]
-        starts = np.concatenate([[True], sorted_codes[1:] != sorted_codes[:-1]])
-        first[sorted_codes[starts]] = text_index[order][starts]
-    return first
+        text_index=np.concatenate([word_index, tokens.text_index[is_run][run_parent]]
+                                  ).astype(np.int64),
+        codes=np.concatenate([word_codes, len(words) + inverse.astype(np.int64)]),
+        keys=np.concatenate([word_keys, gram_keys]), words=words, word_first_text=first)
 
 
 def terms_of(text: str) -> list[str]:

@@ -131,8 +131,8 @@ def test_an_edited_answer_is_found_in_its_field(tmp_path: Path) -> None:
 
 
 def test_query_terms_are_cut_like_the_text() -> None:
-    assert [t.text for t in query_terms("パスワード")] == ["パス", "スワ", "ワー", "ード"]
-    assert [t.text for t in query_terms("Refunds refu*")] == ["refund", "refu"]
+    assert query_terms("パスワード") == ["パス", "スワ", "ワー", "ード"]
+    assert query_terms("Refunds refu*") == ["refund", "refu*"]
     assert terms_of("Ｐａｓｓ") == ["pass"]
     assert {"パス", "ード", "ド"} <= set(terms_of("パスワード"))
 
