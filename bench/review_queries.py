@@ -191,7 +191,7 @@ def check_index(con: Connection, world: dict[str, Any], rng: np.random.Generator
         item_id = str(world["ids"][k])
         row = con.execute("SELECT id, endpoint, request::VARCHAR AS request, "
                           "response::VARCHAR AS response FROM interactions WHERE id = ?",
-                          [item_id]).fetch_arrow_table()
+                          [item_id]).to_arrow_table()
         expected = batch_forward_index(row).docs.to_pylist()[0]
         keys, fields = con.execute("SELECT term_keys, term_fields FROM search_docs "
                                    "WHERE interaction_id = ?", [item_id]).fetchall()[0]
