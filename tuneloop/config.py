@@ -87,6 +87,9 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # review: how long opening a queue item leases it to its reviewer (renewed while they work)
+    review_claim_s: float = Field(300.0, ge=1, le=86400)
+
     @field_validator("upstream", "api")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:

@@ -114,3 +114,13 @@ class ProviderError(TuneloopError):
     error_type = "upstream_error"
     code = "provider_error"
     exit_code = 6
+
+
+class NotTrainable(TuneloopError):
+    """A review action would approve an item without a final answer (an upstream error, a cut
+    stream, an empty answer): edit it to supply the answer, or reject it."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+    code = "not_trainable"
+    exit_code = 2
