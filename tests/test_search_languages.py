@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from storage.db import Connection, connect
+from storage.governance import forget_user
 from storage.migrations import MIGRATIONS, migrate
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
@@ -161,3 +162,19 @@ def test_migration_35_rebuilds_an_older_index(tmp_path: Path) -> None:
     versions = [r[0] for r in con.execute("SELECT version FROM _migrations ORDER BY 1").fetchall()]
     assert versions == [m.version for m in MIGRATIONS]
     con.close()
+
+
+def test_forgetting_a_user_removes_their_words_from_prefix_search(tmp_path: Path) -> None:
+    con = connect(tmp_path / "f.duckdb")
+    migrate(con)
+    rows = [item(0, "my name is Zanzibarova, common question", "ok"),
+            item(1, "another common question", "ok")]
+    rows[0]["user_id"], rows[1]["user_id"] = "u-gone", "u-kept"
+    load(con, rows)
+    assert found(con, "zanzi*") == ids(0) and found(con, "comm*") == ids(0, 1)
+    forget_user(con, "u-gone")
+    words = {r[0] for r in con.execute("SELECT word FROM search_words").fetchall()}
+    assert "zanzibarova" not in words and "another" in words
+    assert found(con, "zanzi*") == [] and found(con, "another") == ids(1)
+    load(con, [item(2, "common again", "ok")])  # a word seen again returns
+    assert found(con, "comm*") == ids(1, 2)
