@@ -104,3 +104,20 @@ def test_browse_shows_answer_tags_and_score_in_fifty_compact_rows(
     widths = sum(int(c.get("width", 0)) for c in config.values() if isinstance(c, dict))
     assert widths <= 1080  # fits beside the sidebar at 1440 px: no horizontal scroll
     assert 0 < table.proto.row_height <= 16  # 50 rows + the header fit 900 px
+
+
+def test_a_filter_shows_the_items_without_an_answer(app: Callable[..., AppTest],  # noqa: F811
+                                                    proxy: ProxyServer) -> None:
+    response = proxy.http().post(
+        "/v1/chat/completions", headers={"authorization": "Bearer sk-test"},
+        json={"model": "fail-502", "messages": [{"role": "user", "content": "cancel"}]})
+    failed_id = response.headers["x-tuneloop-id"]
+    (answered,) = logged(proxy, "fine")
+    at = app()
+    (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
+    assert answered in shown_texts(head)  # the queue leaves the answerless item out
+    box = next(s for s in at.selectbox if s.label == "Items without an answer")
+    box.set_value("only these").run()
+    assert not at.exception
+    (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
+    assert failed_id in shown_texts(head) and "upstream_error · 502" in shown_texts(head)

@@ -86,9 +86,22 @@ class Settings(BaseSettings):
     fault_injection: bool = False
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # redaction: the country national phone numbers (no leading +) are read in
+    redact_phone_region: str = Field("US", pattern=r"^[A-Za-z]{2}$")
 
     # review: how long opening a queue item leases it to its reviewer (renewed while they work)
     review_claim_s: float = Field(300.0, ge=1, le=86400)
+
+    # limits on what a client sends, checked before anything is forwarded (see README)
+    max_json_depth: int = Field(64, ge=2, le=200)
+    """Deepest nesting of a JSON request body (OpenAI's API has nothing deeper)."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """From the first byte of a request to the end of its headers; then 408 and close."""
+    body_idle_timeout_s: float = Field(30.0, gt=0)
+    """Longest pause between two pieces of a request body; then 408 and close."""
+    body_timeout_s: float = Field(300.0, gt=0)
+    """Longest time to receive a whole body on the logged endpoints (uploads on other paths
+    are bounded by the pause limit only)."""
 
     @field_validator("upstream", "api")
     @classmethod
