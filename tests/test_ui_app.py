@@ -13,14 +13,17 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REVIEWER_TOKEN, ProxyServer
 from tests.test_review_api import logged
+from tests.ui_html import page_texts
 
 APP = str(Path(__file__).resolve().parent.parent / "curation_ui" / "app.py")
 PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def app(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., AppTest]]:
+def app(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> Iterator[Callable[..., AppTest]]:
     monkeypatch.setenv("TUNELOOP_API", proxy.url)
+    monkeypatch.setenv("TUNELOOP_DB", str(tmp_path / "ui" / "tuneloop.duckdb"))
     monkeypatch.setenv("TUNELOOP_REVIEWER_TOKEN", REVIEWER_TOKEN)
     monkeypatch.setenv("TUNELOOP_UI_PASSWORD", PASSWORD)
     monkeypatch.delenv("TUNELOOP_ADMIN_TOKEN", raising=False)
@@ -45,7 +48,7 @@ def button(at: AppTest, label: str) -> Any:
 
 
 def texts(at: AppTest) -> list[str]:
-    return [t.value for t in at.text]
+    return page_texts(at)  # st.text, rendered messages and header values, the answer editor
 
 
 def test_sign_in_needs_the_password_and_a_name(app: Callable[..., AppTest]) -> None:
@@ -125,7 +128,7 @@ def test_a_conflict_is_shown_and_nothing_is_overwritten(app: Callable[..., AppTe
 def test_bulk_reject_on_browse(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
     a, b, c = logged(proxy, "bulk one", "bulk two", "bulk three")
     at = app("ann")
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("views/browse.py").run()
     table = at.dataframe[0].value
     assert list(table["id"]) == [c, b, a]
     at.session_state["browse_table"] = {"selection": {"rows": [0, 2], "columns": [],
@@ -147,7 +150,7 @@ def test_item_page_shows_history_and_the_diff(app: Callable[..., AppTest],
                          messages=[*original[:-1], {"role": "assistant", "content": "better"}])
     at = app()
     at.session_state["item_id"] = item_id
-    at.switch_page("pages/item.py").run()
+    at.switch_page("views/item.py").run()
     assert not at.exception
     history = at.dataframe[0].value
     assert list(history["action"]) == ["edit"] and list(history["reviewer"]) == ["bob"]
@@ -159,7 +162,7 @@ def test_stats_page(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
     a, _b = logged(proxy, "s1", "s2")
     proxy.admin().review(a, "approve", reviewer="ann", expected_revision=0)
     at = app()
-    at.switch_page("pages/stats.py").run()
+    at.switch_page("views/stats.py").run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["approved"] == "1" and metrics["pending"] == "1"
@@ -168,9 +171,13 @@ def test_stats_page(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
 def test_model_text_is_shown_as_text_never_as_markdown(app: Callable[..., AppTest],
                                                        proxy: ProxyServer) -> None:
     hostile = "**bold** <img src=x onerror=alert(1)> [link](javascript:alert(2))"
-    logged(proxy, hostile)
+    logged(proxy, hostile, "follow-up")
     at = app()
-    assert f"echo: {hostile}" in texts(at)
+    button(at, "Skip for now").click().run()  # the hostile one is the user's prompt: shown
+    assert "echo: " + hostile in texts(at)  # in the editor, exactly as written
+    rendered = "".join(h.value for h in at.html)
+    assert "bold <img src=x onerror=alert(1)> [link](javascript:alert(2))" in texts(at)
+    assert "<img" not in rendered and "href" not in rendered and "<strong>bold</strong>" in rendered
     markdown = [m.value for m in at.markdown] + [c.value for c in at.caption]
     assert not any("onerror" in m or "javascript:" in m for m in markdown)
 
@@ -180,7 +187,7 @@ def test_the_item_page_keeps_the_revision_it_showed(app: Callable[..., AppTest],
     (item_id,) = logged(proxy, "watched")
     at = app("ann")
     at.session_state["item_id"] = item_id
-    at.switch_page("pages/item.py").run()
+    at.switch_page("views/item.py").run()
     proxy.admin().review(item_id, "approve", reviewer="bob", expected_revision=0)
     next(t for t in at.text_input if t.label.startswith("Reason")).input("bad")
     button(at, "Reject with reason").click().run()

@@ -114,3 +114,22 @@ class ProviderError(TuneloopError):
     error_type = "upstream_error"
     code = "provider_error"
     exit_code = 6
+
+
+class NotTrainable(TuneloopError):
+    """A review action would approve an item without a final answer (an upstream error, a cut
+    stream, an empty answer): edit it to supply the answer, or reject it."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+    code = "not_trainable"
+    exit_code = 2
+
+
+class RequestTimeout(TuneloopError):
+    """The client took too long to send its request (headers or body)."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+    exit_code = 5
