@@ -87,6 +87,14 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # `tuneloop sql` (POST /admin/sql): one query at a time per token, bounded answers
+    sql_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Largest JSON answer of a read-only query; a larger one is refused with 413."""
+    sql_max_rows: int = Field(100_000, ge=1)
+    """Most rows a read-only query may ask for (`max_rows`)."""
+    sql_timeout_s: float = Field(10.0, gt=0)
+    """A read-only query running longer is interrupted."""
+
     @field_validator("upstream", "api")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:

@@ -114,3 +114,12 @@ class ProviderError(TuneloopError):
     error_type = "upstream_error"
     code = "provider_error"
     exit_code = 6
+
+
+class TooManyRequests(TuneloopError):
+    """A caller already has as many operations running as it may (e.g. one SQL query)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "too_many_requests"
+    exit_code = 2
