@@ -29,6 +29,7 @@ from exporter.legacy_checks import PromptCompletionStats
 from exporter.tokens import TokenCounter, token_counter
 
 _LINE = orjson.OPT_APPEND_NEWLINE
+UNTRAINABLE = "untrainable"  # the skip reason of examples without a final answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,10 @@ def process_chunk(spec: ChunkSpec, payload: Payload) -> ChunkResult:
     lines: list[bytes] = []
     lineage = [lineage_prefix(example) for example in examples]
     for index, example in enumerate(examples):
+        if example.untrainable:  # no final answer to learn (storage.trainable)
+            result.skipped.append((index, UNTRAINABLE))
+            result.emitted.append(0)
+            continue
         try:
             row = format_example(example, spec.options)
         except ExampleError as exc:

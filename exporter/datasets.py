@@ -79,6 +79,7 @@ def example_of(item: Mapping[str, Any]) -> Example:
         session_id=item.get("session_id"),
         label=item.get("label"),
         parallel_tool_calls=item.get("parallel_tool_calls"),
+        untrainable=item.get("untrainable"),
     )
 
 
@@ -100,25 +101,28 @@ def stream_examples(client: AdminClient, filter: Mapping[str, Any] | None = None
                              {"conflicting_labels": conflicted})
 
 
-def record_snapshot(client: AdminClient, result: ExportResult) -> dict[str, Any]:
+def record_snapshot(client: AdminClient, result: ExportResult, *,
+                    reviewer: str | None = None) -> dict[str, Any]:
     """Record an export directory as the next version of its dataset; the manifest on disk
-    then names the snapshot. Returns the recorded snapshot."""
+    then names the snapshot. Returns the recorded snapshot. `reviewer`: the person recording
+    it (its `created_by`; default: the client's actor)."""
     manifest = result.manifest
     header = {"name": manifest["name"], "format": manifest["format"],
               "filter": manifest.get("filter") or {}, "manifest": manifest,
               "path": str(result.path.resolve())}
     with (result.path / LINEAGE_FILE).open("rb") as lineage:
         chunks = iter(lambda: lineage.read(_UPLOAD_CHUNK), b"")
-        snapshot = client.record_dataset(header, chunks)
+        snapshot = client.record_dataset(header, chunks, reviewer=reviewer)
     return snapshot
 
 
 def build_dataset(client: AdminClient, out: Path, options: ExportOptions, *,
-                  record: bool = True) -> ExportResult:
+                  record: bool = True, reviewer: str | None = None) -> ExportResult:
     """Export the examples `options.filter` selects (approved by default) to `out` and
-    record the snapshot. Raises RuleViolations / DatasetRejected (nothing written) when
-    examples break a format rule or the dataset fails validation. If recording fails, the
-    directory is removed again: an export and its snapshot exist together or not at all."""
+    record the snapshot (by `reviewer` when given, e.g. the reviewer signed in to the app).
+    Raises RuleViolations / DatasetRejected (nothing written) when examples break a format
+    rule or the dataset fails validation. If recording fails, the directory is removed again:
+    an export and its snapshot exist together or not at all."""
     dataset_name(options.name)
     options = dataclasses.replace(options, filter=effective_filter(options.filter))
     examples = stream_examples(client, options.filter,
@@ -127,7 +131,7 @@ def build_dataset(client: AdminClient, out: Path, options: ExportOptions, *,
     if not record:
         return result
     try:
-        snapshot = record_snapshot(client, result)
+        snapshot = record_snapshot(client, result, reviewer=reviewer)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise

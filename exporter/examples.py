@@ -45,7 +45,9 @@ class Example(NamedTuple):
     `messages` is the reviewed message list, ending with the assistant answer to learn.
     `original` is the assistant message as it was logged, before the reviewer's edit (only
     the `preference` format uses it). `label` is the class for the `classification` format
-    (without it, the final assistant text is the label)."""
+    (without it, the final assistant text is the label). `untrainable` says why the example
+    has no final answer (an upstream error, a cut stream, an empty answer; see
+    storage.trainable); such examples are skipped with a warning, not formatted."""
 
     interaction_id: str
     messages: Sequence[Message]
@@ -56,6 +58,7 @@ class Example(NamedTuple):
     session_id: str | None = None
     label: str | None = None
     parallel_tool_calls: bool | None = None
+    untrainable: str | None = None
 
 
 def clean_tool_call(call: Mapping[str, Any]) -> dict[str, Any]:

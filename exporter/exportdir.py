@@ -4,11 +4,14 @@
 `dataset_items` table (interaction_id, revision_id, revision, split, line, skipped), so every
 exported line traces back to its interaction and revision, and every skipped example is
 accounted for. The manifest holds the sha256 of each file; :func:`load_export` checks them.
+
+Exported files hold users' prompts: they are created 0600 in 0700 folders, whatever the umask.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,22 @@ LINEAGE_FILE = "lineage.jsonl"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
 _FLUSH_BYTES = 8 << 20
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) owner-only; an existing folder is made 0700 too."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR:
+        path.chmod(PRIVATE_DIR)
+
+
+def open_private(path: Path) -> IO[bytes]:
+    """A new (or truncated) file for writing, mode 0600 from its creation on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    os.fchmod(fd, PRIVATE_FILE)  # a file that existed keeps its mode through O_CREAT
+    return os.fdopen(fd, "wb")
 
 
 class HashedWriter:
@@ -33,7 +52,7 @@ class HashedWriter:
 
     def __init__(self, path: Path):
         self.path = path
-        self._file: IO[bytes] = path.open("wb")
+        self._file: IO[bytes] = open_private(path)
         self._sha = hashlib.sha256()
         self._buffer: list[bytes] = []
         self._buffered = 0
@@ -127,6 +146,7 @@ def write_split_files(
     directory: Path, spool: Path, lengths: np.ndarray, sides: np.ndarray, lineage: Lineage
 ) -> dict[str, dict[str, Any]]:
     """Route the spooled lines (input order) to train/validation and write the lineage."""
+    private_dir(directory)
     writers = (HashedWriter(directory / TRAIN_FILE), HashedWriter(directory / VALIDATION_FILE))
     trace = HashedWriter(directory / LINEAGE_FILE)
     try:
@@ -138,7 +158,8 @@ def write_split_files(
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    with open_private(path) as handle:
+        handle.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
 
 
 def sha256_file(path: Path) -> str:

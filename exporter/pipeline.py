@@ -28,14 +28,22 @@ from typing import Any
 
 import numpy as np
 
-from exporter.checks import Tally, merge_tallies
-from exporter.chunks import ChunkResult, ChunkSpec, encode_chunk, prepare_worker, process_chunk
+from exporter.checks import Finding, Tally, merge_tallies
+from exporter.chunks import (
+    UNTRAINABLE,
+    ChunkResult,
+    ChunkSpec,
+    encode_chunk,
+    prepare_worker,
+    process_chunk,
+)
 from exporter.examples import Example
 from exporter.exportdir import (
     LINEAGE_FILE,
     MANIFEST_FILE,
     MANIFEST_VERSION,
     Lineage,
+    open_private,
     write_json,
     write_split_files,
 )
@@ -86,6 +94,7 @@ class _Gathered:
         self.examples = 0
         self.emitted = bytearray()
         self.skipped: dict[int, str] = {}
+        self.untrainable = Tally()  # skipped: no final answer (an error, a cut stream, ...)
         self.lineage: list[bytes] = []
         self.grouper = Grouper()
         self.lengths: array[int] = array("q")
@@ -106,6 +115,8 @@ class _Gathered:
         )
         for index, reason in result.skipped:
             self.skipped[self.examples + index] = reason
+            if reason == UNTRAINABLE:
+                self.untrainable.add(chunk[index].interaction_id)
         self.examples += len(chunk)
         self.emitted += result.emitted
         self.lineage.append(result.lineage)
@@ -203,6 +214,19 @@ def _facts(options: ExportOptions, gathered: _Gathered) -> DatasetFacts:
     )
 
 
+def _warn_untrainable(report: ValidationReport, skipped: Tally) -> None:
+    """Approved items without a final answer are left out with a warning, not an error: one
+    such item (approved before the review API refused it) must not stop every export."""
+    if not skipped.count:
+        return
+    message = ("approved items without a final answer (an upstream error, a cut stream, an "
+               "empty answer) were skipped; edit them to supply the answer, or reject them")
+    finding = Finding("untrainable_skipped", "warning", message, skipped.count,
+                      tuple(skipped.ids))
+    warnings = [i for i, f in enumerate(report.findings) if f.severity != "error"]
+    report.findings.insert(warnings[0] if warnings else len(report.findings), finding)
+
+
 def _manifest(
     options: ExportOptions, report: ValidationReport, files: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
@@ -238,9 +262,9 @@ def _manifest(
 def _prepare_target(out: Path, overwrite: bool) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise DatasetError(f"{out} exists and is not empty; choose another --out", param="out")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     work = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    work.mkdir()
+    work.mkdir(mode=0o700)  # users' prompts: owner only (the files inside are 0600)
     return work
 
 
@@ -276,7 +300,7 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions) -> Ex
         started = clock()
         gathered = _Gathered(spec.prompt_completion)
         spool = work / ".lines.spool"
-        with spool.open("wb") as sink:
+        with open_private(spool) as sink:
             for chunk, result in _results(spec, _chunks(examples, options.chunk_size), workers):
                 sink.write(result.lines)
                 gathered.add(chunk, result)
@@ -287,6 +311,7 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions) -> Ex
         started = clock()
         facts = _facts(options, gathered)
         report = build_report(facts)
+        _warn_untrainable(report, gathered.untrainable)
         seconds["split_report"] = clock() - started
         started = clock()
         if not report.ok:

@@ -13,7 +13,10 @@ Each example is a JSON object with the fields of the exporter's `Example`:
 - `label` for classification: the one effective tag starting with `label_prefix` (default
   `label:`; `label:positive` gives `positive`), or, with `label_field`, that key of the
   request's `metadata`. Several label tags on one interaction give no label and a
-  `label_conflict` list naming them.
+  `label_conflict` list naming them;
+- `untrainable`: why the example has no final answer (see `storage.trainable`: an upstream
+  error, a cut stream, an empty answer; e.g. approved before that rule), else null. The
+  exporter skips such examples with a warning.
 
 Selection reuses the review list's query (`storage.queue`): same filters, same drivers.
 """
@@ -32,6 +35,7 @@ from storage.lookup import ids_condition
 from storage.messages import Message, messages_of
 from storage.queue import ReviewQuery, find_ids
 from storage.tags import effective_tags
+from storage.trainable import untrainable_reason
 
 DEFAULT_LABEL_PREFIX = "label:"
 PAGE_SIZE = 2000
@@ -93,11 +97,13 @@ def _loads(value: Any) -> Any:
 
 def _example(selection: ExampleSelection, row: tuple[Any, ...],
              review: tuple[int, str | None] | None, tags: Sequence[str]) -> dict[str, Any]:
-    interaction_id, endpoint, request, response, session_id, metadata = row
+    interaction_id, endpoint, request, response, session_id, metadata, status, finish = row
     request, response = _loads(request), _loads(response)
     logged, _alternatives = messages_of(endpoint, request, response)
     revision, edited = review if review is not None else (0, None)
     messages: list[Message] = orjson.loads(edited) if edited is not None else logged
+    untrainable = untrainable_reason(endpoint, status, finish, request, response,
+                                     messages if edited is not None else None, logged)
     original = logged[-1] if edited is not None and logged and \
         logged[-1].get("role") == "assistant" else None
     request = request if isinstance(request, dict) else {}
@@ -113,6 +119,7 @@ def _example(selection: ExampleSelection, row: tuple[Any, ...],
         "session_id": session_id,
         "label": label,
         "parallel_tool_calls": parallel if isinstance(parallel, bool) else None,
+        "untrainable": untrainable,
     }
     if conflict is not None:
         example["label_conflict"] = conflict
@@ -126,16 +133,16 @@ def examples_for(con: Connection, selection: ExampleSelection,
         return []
     where, params = ids_condition("id", ids)
     rows = {r[0]: r for r in con.execute(
-        "SELECT id, endpoint, request, response, session_id, metadata, tags FROM interactions "
-        f"WHERE {where}", params).fetchall()}
+        "SELECT id, endpoint, request, response, session_id, metadata, status_code, finish, "
+        f"tags FROM interactions WHERE {where}", params).fetchall()}
     where, params = ids_condition("interaction_id", ids)
     reviews: Mapping[str, tuple[int, str | None]] = {
         r[0]: (r[1], r[2]) for r in con.execute(
             f"SELECT interaction_id, revision, messages FROM reviews WHERE {where}",
             params).fetchall()
     }
-    tags = effective_tags(con, {i: rows[i][6] for i in ids if i in rows})
-    return [_example(selection, rows[i][:6], reviews.get(i), tags[i]) for i in ids if i in rows]
+    tags = effective_tags(con, {i: rows[i][8] for i in ids if i in rows})
+    return [_example(selection, rows[i][:8], reviews.get(i), tags[i]) for i in ids if i in rows]
 
 
 def example_page(con: Connection, selection: ExampleSelection, *, cursor: str | None = None,

@@ -22,22 +22,40 @@ T = TypeVar("T")
 Connection = duckdb.DuckDBPyConnection
 
 
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private(path: Path) -> None:
+    """Make a file we own readable by its owner only (the database holds users' prompts)."""
+    if path.exists() and path.stat().st_mode & 0o777 != PRIVATE_FILE:
+        path.chmod(PRIVATE_FILE)
+
+
 def connect(path: Path, *, read_only: bool = False) -> Connection:
     """Open the database file. External access (file reads, COPY, ATTACH, extensions) is off:
-    nothing in tuneloop needs DuckDB to touch other files, and `tuneloop sql` must not."""
+    nothing in tuneloop needs DuckDB to touch other files, and `tuneloop sql` must not.
+
+    Opened read-write, the file (and a WAL left beside it) is made 0600, and a folder created
+    for it 0700. DuckDB creates the WAL again after each checkpoint with the process umask:
+    `tuneloop serve` sets a umask of 0o077 so that every file the server creates is private."""
     if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
     config: dict[str, str | bool | int | float | list[str]] = {
         "enable_external_access": False,
         "lock_configuration": True,
     }
     try:
-        return duckdb.connect(str(path), read_only=read_only, config=config)
+        con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as exc:
         raise StorageError(
             f"cannot open {path}: {exc}. Is another tuneloop server running on it? While one "
             "is, use the admin API (`tuneloop sql`) instead of opening the file."
         ) from exc
+    if not read_only and path.name != ":memory:":
+        private(path)
+        private(path.with_name(path.name + ".wal"))
+    return con
 
 
 class Database:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.claims import live_claims
 from storage.db import Connection
 from storage.feedback import feedback_of, feedback_summary
 from storage.interactions import fetch_items, get_interaction
@@ -14,6 +15,7 @@ from storage.queue import ReviewQuery, find_ids
 from storage.records import COLUMNS
 from storage.review import review_states, revisions_of
 from storage.tags import effective_tags
+from storage.trainable import REASONS, untrainable_reason
 
 
 def with_review(con: Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -22,6 +24,7 @@ def with_review(con: Connection, items: list[dict[str, Any]]) -> list[dict[str, 
     states = review_states(con, ids)
     scores = feedback_summary(con, ids)
     tags = effective_tags(con, {item["id"]: item.get("tags") for item in items})
+    claims = live_claims(con, ids)
     for item in items:
         state = states.get(item["id"])
         reviewable = is_reviewable(item["endpoint"])
@@ -41,6 +44,15 @@ def with_review(con: Connection, items: list[dict[str, Any]]) -> list[dict[str, 
         edited = state["messages"] if state else None
         item["edited"] = edited is not None
         item["messages"] = edited if edited is not None else original
+        reason = untrainable_reason(item["endpoint"], item.get("status_code"),
+                                    item.get("finish"), item.get("request"),
+                                    item.get("response"), edited, original)
+        item["trainable"] = reason is None
+        item["untrainable_reason"] = reason
+        item["untrainable_message"] = None if reason is None else REASONS[reason]
+        claim = claims.get(item["id"])
+        item["claimed_by"] = claim.reviewer if claim else None
+        item["claimed_until"] = claim.expires_at.isoformat() if claim else None
     return items
 
 

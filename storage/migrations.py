@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from storage.claims import m031_review_claims
 from storage.cycles import m027_cycle_runs, m028_cycle_leases
 from storage.datasets import m020_datasets
 from storage.db import Connection
@@ -214,6 +215,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(28, "cycle_leases", m028_cycle_leases),
     Migration(29, "usage_estimated", m029_usage_estimated),
     Migration(30, "source_id", m030_source_id),
+    Migration(31, "review_claims", m031_review_claims),
 )
 
 

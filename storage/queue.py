@@ -18,10 +18,12 @@ window sizes, only the time does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from storage.claims import Claim, write_claim
 from storage.db import Connection
 from storage.feedback import min_score_condition, score_driver
 from storage.interactions import InteractionFilter
@@ -30,11 +32,13 @@ from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.review import STATES
 from storage.search import TermSearch, query_terms
 from storage.tags import tag_condition
+from storage.trainable import trainable_sql
 
 FIRST_WINDOW = 256
 POSITION_GROWTH = 8
 DRIVER_GROWTH = 4
 DRIVER_FETCH_MAX = 4096  # above this DuckDB trades its early-stopping Top-N for a full sort
+MAX_SCAN_PAGES = 50  # pages of candidates next_item looks through for an unclaimed one
 _REVIEWABLE_SQL = ", ".join(f"'{e}'" for e in REVIEWABLE_ENDPOINTS)
 
 # (candidate ids newest first, where the next batch starts or None when the source ran out)
@@ -48,6 +52,8 @@ class ReviewQuery:
     tag: str | None = None
     q: str | None = None
     min_score: float | None = None
+    # True: only items with a final answer (see storage.trainable); False: only those without
+    trainable: bool | None = None
 
     def __post_init__(self) -> None:
         if self.review is not None and self.review not in STATES:
@@ -78,6 +84,9 @@ class ReviewQuery:
             add(*tag_condition(self.tag, bounds=bounds))
         if self.min_score is not None:
             add(*min_score_condition(self.min_score, bounds=bounds))
+        if self.trainable is not None:
+            rule = trainable_sql("i", within)
+            add(rule if self.trainable else f"NOT {rule}", [*within_params, *within_params])
         return " AND ".join(clauses), values
 
     def driver(self, con: Connection) -> Driver | None:
@@ -98,7 +107,7 @@ class ReviewQuery:
     def plain(self) -> bool:
         """Only conditions on the interaction's own columns."""
         return self.review is None and self.tag is None and self.q is None \
-            and self.min_score is None
+            and self.min_score is None and self.trainable is None
 
 
 def _complete(ids: list[str], count: int) -> tuple[list[str], str | None]:
@@ -191,3 +200,41 @@ def _positional(con: Connection, query: ReviewQuery, wanted: int,
             break
         upper = low
     return found
+
+
+# -- the next item of a reviewer (claims: storage.claims) --------------------------------------
+def _matches(con: Connection, query: ReviewQuery, interaction_id: str) -> bool:
+    if query.q is not None:
+        return False  # text search is settled by its driver; take a fresh item instead
+    where, params = query.where(bounds=(interaction_id, interaction_id))
+    return bool(con.execute(f"SELECT 1 FROM interactions i WHERE i.id = ? AND {where}",
+                            [interaction_id, *params]).fetchall())
+
+
+def next_item(con: Connection, query: ReviewQuery, reviewer: str, ttl_s: float, *,
+              skip: Sequence[str] = (), now: datetime | None = None) -> Claim | None:
+    """Claim the reviewer's next item (see the module's docstring); None when none is left."""
+    now = now or datetime.now(UTC)
+    con.execute("DELETE FROM review_claims WHERE expires_at <= ?", [now])
+    rows = con.execute("SELECT interaction_id, reviewer FROM review_claims").fetchall()
+    own = [r[0] for r in rows if r[0] not in skip and r[1] == reviewer]
+    chosen = next((i for i in own if _matches(con, query, i)), None)
+    if chosen is None:
+        excluded = {r[0] for r in rows if r[1] != reviewer} | set(skip)
+        chosen = _first_unclaimed(con, query, excluded)
+    con.execute("DELETE FROM review_claims WHERE reviewer = ? AND interaction_id <> ?",
+                [reviewer, chosen or ""])
+    return None if chosen is None else write_claim(con, chosen, reviewer, now, ttl_s)
+
+
+def _first_unclaimed(con: Connection, query: ReviewQuery, excluded: set[str]) -> str | None:
+    # a page one longer than the excluded set holds an unclaimed item unless the data ends
+    cursor: str | None = None
+    for _ in range(MAX_SCAN_PAGES):
+        ids, cursor = find_ids(con, query, limit=min(len(excluded) + 1, 1000), cursor=cursor)
+        for interaction_id in ids:
+            if interaction_id not in excluded:
+                return interaction_id
+        if cursor is None:
+            return None
+    return None

@@ -18,10 +18,12 @@ import orjson
 import pyarrow as pa
 
 from storage.batch import insert_rows
+from storage.claims import conflict_message, live_claims, release
 from storage.db import Connection
 from storage.lookup import ids_condition
 from storage.messages import Message, is_reviewable
 from storage.search_index import index_edit
+from storage.trainable import UNFINISHED, explain, untrainable_reason
 from tuneloop.errors import Conflict, NotFound
 
 STATES = ("pending", "approved", "rejected", "needs_work")
@@ -62,7 +64,7 @@ class ReviewAction:
 @dataclass
 class ReviewResult:
     id: str
-    status: str  # ok | conflict | not_found | not_reviewable
+    status: str  # ok | conflict | not_found | not_reviewable | not_trainable | claimed
     review: str | None = None
     revision: int | None = None
     message: str | None = None
@@ -80,6 +82,9 @@ class _Current:
     model: str | None = None
     logged_tags: list[str] | None = None
     reviewable: bool = True
+    endpoint: str | None = None
+    status_code: int | None = None
+    finish: str | None = None
 
 
 @dataclass
@@ -92,10 +97,12 @@ class _Pending:
 def _load_current(con: Connection, ids: Sequence[str]) -> dict[str, _Current]:
     where, params = ids_condition("id", ids)
     rows = con.execute(
-        f"SELECT id, endpoint, created_at, model, tags FROM interactions WHERE {where}", params
+        f"SELECT id, endpoint, created_at, model, tags, status_code, finish FROM interactions "
+        f"WHERE {where}", params
     ).fetchall()
     current = {r[0]: _Current(created_at=r[2], model=r[3], logged_tags=r[4],
-                              reviewable=is_reviewable(r[1])) for r in rows}
+                              reviewable=is_reviewable(r[1]), endpoint=r[1],
+                              status_code=r[5], finish=r[6]) for r in rows}
     where, params = ids_condition("interaction_id", ids)
     for interaction_id, state, revision, messages in con.execute(
         f"SELECT interaction_id, state, revision, messages FROM reviews WHERE {where}", params
@@ -145,16 +152,73 @@ def _in_transaction(con: Connection, fn: Any) -> Any:
     return result
 
 
+def _parse(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return value
+
+
+def _logged_reasons(con: Connection, current: dict[str, _Current],
+                    ids: Sequence[str]) -> dict[str, str | None]:
+    """Why each of these items (no edit) has no final answer (None: it has one)."""
+    reasons: dict[str, str | None] = {}
+    to_read = []
+    for interaction_id in ids:
+        item = current[interaction_id]
+        failed = (item.status_code or 0) >= 400 or item.finish in UNFINISHED
+        if failed:  # settled without reading the logged JSON
+            reasons[interaction_id] = untrainable_reason(item.endpoint, item.status_code,
+                                                         item.finish, None, None)
+        else:
+            to_read.append(interaction_id)
+    where, params = ids_condition("id", sorted(to_read))
+    for interaction_id, request, response in con.execute(
+            f"SELECT id, request, response FROM interactions WHERE {where}", params).fetchall():
+        item = current[interaction_id]
+        reasons[interaction_id] = untrainable_reason(
+            item.endpoint, item.status_code, item.finish, _parse(request), _parse(response))
+    return reasons
+
+
+def _approvable(con: Connection, actions: Sequence[ReviewAction],
+                current: dict[str, _Current]) -> dict[str, str | None]:
+    """For actions that may leave an item approved on its logged messages: why not."""
+    ids = sorted({a.interaction_id for a in actions
+                  if a.interaction_id in current and a.messages is None
+                  and current[a.interaction_id].messages is None
+                  and current[a.interaction_id].reviewable
+                  and (a.action == "approve" or current[a.interaction_id].state == "approved")})
+    return _logged_reasons(con, current, ids) if ids else {}
+
+
+def _untrainable(item: _Current, messages: str | None, logged: dict[str, str | None],
+                 interaction_id: str) -> str | None:
+    if messages is not None:
+        return untrainable_reason(item.endpoint, None, None, None, None,
+                                  edited=orjson.loads(messages))
+    return logged.get(interaction_id)
+
+
 def apply_reviews(con: Connection, actions: Sequence[ReviewAction],
                   now: datetime | None = None) -> list[ReviewResult]:
     """Apply review actions in one transaction; one result per action, in order. A stale
-    `expected_revision` answers `conflict` for that item and changes nothing of it."""
+    `expected_revision` answers `conflict` for that item and changes nothing of it; an item
+    another reviewer holds a live claim on answers `claimed`; an action that would leave an
+    item approved without a final answer answers `not_trainable`. The acting reviewer's claim
+    on each item done is released."""
     now = now or datetime.now(UTC)
     pending = _Pending()
 
     def run() -> list[ReviewResult]:
-        current = _load_current(con, sorted({a.interaction_id for a in actions}))
+        ids = sorted({a.interaction_id for a in actions})
+        current = _load_current(con, ids)
+        claims = live_claims(con, ids, now)
+        logged = _approvable(con, actions, current)
         results = []
+        done: dict[str, list[str]] = {}
         for act in actions:
             item = current.get(act.interaction_id)
             if item is None:
@@ -171,16 +235,31 @@ def apply_reviews(con: Connection, actions: Sequence[ReviewAction],
                     f"expected revision {act.expected_revision}, the item is at revision "
                     f"{item.revision} (someone reviewed it meanwhile)"))
                 continue
+            held = claims.get(act.interaction_id)
+            if held is not None and held.reviewer != act.reviewer:
+                results.append(ReviewResult(act.interaction_id, "claimed", item.state,
+                                            item.revision, conflict_message(held)))
+                continue
             messages = item.messages
             if act.action in MESSAGE_ACTIONS and act.messages is not None:
                 messages = orjson.dumps(act.messages).decode()
-                pending.edits.append((act.interaction_id, act.messages))
             state = ACTION_STATES[act.action] or item.state
+            reason = _untrainable(item, messages, logged, act.interaction_id) \
+                if state == "approved" else None
+            if reason is not None:
+                results.append(ReviewResult(act.interaction_id, "not_trainable", item.state,
+                                            item.revision, explain(reason)))
+                continue
+            if act.action in MESSAGE_ACTIONS and act.messages is not None:
+                pending.edits.append((act.interaction_id, act.messages))
+            done.setdefault(act.reviewer, []).append(act.interaction_id)
             _record(pending, item, act.interaction_id, action=act.action, state=state,
                     messages=messages, reason=act.reason, reviewer=act.reviewer,
                     role=act.role, restores=None, now=now)
             results.append(ReviewResult(act.interaction_id, "ok", item.state, item.revision))
         _flush(con, pending)
+        for reviewer, done_ids in done.items():
+            release(con, done_ids, reviewer)
         return results
 
     results: list[ReviewResult] = _in_transaction(con, run)
@@ -199,6 +278,9 @@ def undo(con: Connection, interaction_id: str, reviewer: str, *, role: str | Non
         if expected_revision is not None and expected_revision != item.revision:
             raise Conflict(f"expected revision {expected_revision}, the item is at revision "
                            f"{item.revision}", code="stale_revision")
+        held = live_claims(con, [interaction_id], now).get(interaction_id)
+        if held is not None and held.reviewer != reviewer:
+            raise Conflict(conflict_message(held), code="claimed")
         stack: list[tuple[int, str, str | None]] = []
         for revision, action, state, messages in con.execute(
             "SELECT revision, action, state, messages FROM review_revisions "

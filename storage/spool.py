@@ -27,6 +27,8 @@ class Spool:
         self.max_bytes = max_bytes
         self.seal_bytes = seal_bytes
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if directory.stat().st_mode & 0o777 != 0o700:
+            directory.chmod(0o700)  # ours alone: made 0755 by an older version or a umask
         self.dropped = 0
         self.peak_bytes = 0
         self._fd: int | None = None
@@ -96,7 +98,9 @@ class Spool:
     def quarantine(self, record: dict[str, object], reason: str) -> None:
         """Keep a record the database refused, with the reason, for a human to look at."""
         line = orjson.dumps({"reason": reason, "record": record}, option=orjson.OPT_APPEND_NEWLINE)
-        with (self.directory / QUARANTINE_FILE).open("ab") as handle:
+        fd = os.open(self.directory / QUARANTINE_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                     0o600)
+        with os.fdopen(fd, "ab") as handle:
             handle.write(line)
         log.error("record %s quarantined in %s: %s", record.get("id"),
                   self.directory / QUARANTINE_FILE, reason)
@@ -123,8 +127,9 @@ class Spool:
                 kept.append(line)
         if dropped:
             fresh = path.with_name(QUARANTINE_FILE + ".tmp")
-            fresh.write_bytes(b"".join(kept))
-            fresh.chmod(0o600)
+            fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b"".join(kept))
             os.replace(fresh, path)
         return dropped
 

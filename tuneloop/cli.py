@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, db: Path | Non
           upstream: str | None, config_file: Path | None) -> None:
     """Run the proxy and admin API (this process owns the DuckDB file)."""
     import uvicorn
+
+    # Everything the server creates (database, the WAL DuckDB re-creates after each checkpoint,
+    # its temp files, spool, admin token) is owner-only, whatever umask the process inherited.
+    os.umask(0o077)
 
     from proxy.app import create_app
     from proxy.auth import ensure_admin_token

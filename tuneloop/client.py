@@ -12,11 +12,13 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from tuneloop.client_review import ReviewMethods
 from tuneloop.errors import (
     BadRequest,
     Conflict,
     Forbidden,
     NotFound,
+    NotTrainable,
     PayloadTooLarge,
     StorageError,
     TuneloopError,
@@ -28,7 +30,8 @@ from tuneloop.names import dataset_name
 
 _BY_STATUS: dict[int, type[TuneloopError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
-    413: PayloadTooLarge, 502: UpstreamUnreachable, 503: StorageError, 504: UpstreamTimeout,
+    413: PayloadTooLarge, 422: NotTrainable, 502: UpstreamUnreachable, 503: StorageError,
+    504: UpstreamTimeout,
 }
 
 
@@ -39,7 +42,10 @@ class ServerUnreachable(TuneloopError):
     code = "server_unreachable"
 
 
-class AdminClient:
+class AdminClient(ReviewMethods):
+    """The admin API; the review methods (queue, claims, actions, progress) come from
+    `tuneloop.client_review.ReviewMethods`."""
+
     def __init__(self, api: str, token: str | None, *, timeout_s: float = 60.0,
                  actor: str | None = None):
         headers = {"authorization": f"Bearer {token}"} if token else {}
@@ -97,70 +103,6 @@ class AdminClient:
             raise UpstreamTimeout(f"the tuneloop server at {self.api} timed out") from exc
         except httpx.TransportError as exc:
             raise ServerUnreachable(f"the connection to {self.api} broke: {exc}") from exc
-
-    # -- interactions ----------------------------------------------------------------------
-    def interactions(self, **filters: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("GET", "/admin/interactions", params=filters)
-        return result
-
-    def interaction(self, interaction_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("GET", f"/admin/interactions/{interaction_id}")
-        return result
-
-    # -- review --------------------------------------------------------------------------
-    def review(self, interaction_id: str, action: str, *, reviewer: str, expected_revision: int,
-               reason: str | None = None,
-               messages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """approve | reject | edit | needs_work | revise; a stale revision raises Conflict."""
-        body: dict[str, Any] = {"action": action, "reviewer": reviewer,
-                                "expected_revision": expected_revision}
-        if reason is not None:
-            body["reason"] = reason
-        if messages is not None:
-            body["messages"] = messages
-        result: dict[str, Any] = self.request(
-            "POST", f"/admin/interactions/{interaction_id}/review", json=body)
-        return result
-
-    def bulk_review(self, action: str, *, reviewer: str, ids: list[str] | None = None,
-                    filter: Mapping[str, Any] | None = None, reason: str | None = None,
-                    expected_revisions: Mapping[str, int] | None = None,
-                    max_items: int | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"action": action, "reviewer": reviewer}
-        if ids is not None:
-            body["ids"] = ids
-        if filter is not None:
-            body["filter"] = dict(filter)
-        for key, value in (("reason", reason), ("max_items", max_items),
-                           ("expected_revisions", expected_revisions)):
-            if value is not None:
-                body[key] = value
-        result: dict[str, Any] = self.request("POST", "/admin/interactions/bulk-review",
-                                              json=body)
-        return result
-
-    def undo(self, interaction_id: str, *, reviewer: str,
-             expected_revision: int | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"reviewer": reviewer}
-        if expected_revision is not None:
-            body["expected_revision"] = expected_revision
-        result: dict[str, Any] = self.request(
-            "POST", f"/admin/interactions/{interaction_id}/undo", json=body)
-        return result
-
-    def tag(self, interaction_id: str, *, reviewer: str, add: list[str] | None = None,
-            remove: list[str] | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.request(
-            "POST", f"/admin/interactions/{interaction_id}/tags",
-            json={"reviewer": reviewer, "add": add or [], "remove": remove or []})
-        return result
-
-    def bulk_tags(self, ids: list[str], *, reviewer: str, add: list[str] | None = None,
-                  remove: list[str] | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.request(
-            "POST", "/admin/interactions/bulk-tags",
-            json={"ids": ids, "reviewer": reviewer, "add": add or [], "remove": remove or []})
-        return result
 
     def stats(self, since: str | None = None, until: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "/admin/stats",
@@ -319,11 +261,15 @@ class AdminClient:
                                     code=error.get("code"))
         raise ServerUnreachable(f"the example stream from {self.api} was cut short")
 
-    def record_dataset(self, header: Mapping[str, Any], items: Iterable[bytes]) -> dict[str, Any]:
+    def record_dataset(self, header: Mapping[str, Any], items: Iterable[bytes], *,
+                       reviewer: str | None = None) -> dict[str, Any]:
         """Record a snapshot: the header, then lineage lines (bytes, newline-terminated),
-        streamed; returns the snapshot with its version."""
+        streamed; returns the snapshot with its version. `reviewer` names the person recording
+        it (stored as `created_by`; default: this client's actor)."""
+        head = dict(header) if reviewer is None else {**header, "reviewer": reviewer}
+
         def body() -> Iterator[bytes]:
-            yield orjson.dumps(dict(header), option=orjson.OPT_APPEND_NEWLINE)
+            yield orjson.dumps(head, option=orjson.OPT_APPEND_NEWLINE)
             yield from items
 
         lines = list(self.stream_lines("POST", "/admin/datasets", content=body(),

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # review: how long opening a queue item leases it to its reviewer (renewed while they work)
+    review_claim_s: float = Field(300.0, ge=1, le=86400)
+
     # `tuneloop sql` (POST /admin/sql): one query at a time per token, bounded answers
     sql_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Largest JSON answer of a read-only query; a larger one is refused with 413."""

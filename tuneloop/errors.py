@@ -116,6 +116,16 @@ class ProviderError(TuneloopError):
     exit_code = 6
 
 
+class NotTrainable(TuneloopError):
+    """A review action would approve an item without a final answer (an upstream error, a cut
+    stream, an empty answer): edit it to supply the answer, or reject it."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+    code = "not_trainable"
+    exit_code = 2
+
+
 class TooManyRequests(TuneloopError):
     """A caller already has as many operations running as it may (e.g. one SQL query)."""
 

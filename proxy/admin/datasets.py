@@ -5,7 +5,8 @@
   the review list's plus `label_prefix`, `label_field`, `max_examples`; `review` defaults to
   `approved`, and evaluation traffic is left out unless `traffic` asks for it.
 - `POST /admin/datasets`: NDJSON body, first a header line `{"name", "format", "filter",
-  "manifest", "path"}`, then the export's lineage lines; records the next version.
+  "manifest", "path", "reviewer"?}`, then the export's lineage lines; records the next version,
+  `created_by` the header's reviewer (else the client's `x-tuneloop-actor`, else the role).
 - `GET /admin/datasets`, `/admin/datasets/{name}`, `/admin/datasets/{name}/{version}`,
   `/admin/datasets/{name}/{version}/items`, `/admin/datasets/trace?name=&version=&split=&line=`.
 
@@ -27,7 +28,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from proxy.admin.common import authorize, int_param, json_response, text_param
-from proxy.admin.review_params import FILTER_KEYS, review_query
+from proxy.admin.review_params import FILTER_KEYS, review_query, reviewer_name
 from proxy.auth import Role
 from storage.dataset_examples import (
     DEFAULT_LABEL_PREFIX,
@@ -202,7 +203,11 @@ def _item_batches(source: IO[bytes]) -> Iterator[pa.RecordBatch]:
         raise BadRequest(f"a dataset item line is not a lineage record: {exc}") from exc
 
 
-def _actor(request: Request, role: Role) -> str:
+def _actor(request: Request, role: Role, header: dict[str, Any]) -> str:
+    """Who records the snapshot: the header's `reviewer` (the person, e.g. the reviewer signed
+    in to the app), else the client's actor header, else the token's role."""
+    if header.get("reviewer") is not None:
+        return reviewer_name(header, request)
     actor = request.headers.get("x-tuneloop-actor", "")
     if actor and len(actor) <= 128 and actor.isprintable():
         return actor
@@ -215,11 +220,12 @@ async def record_snapshot(request: Request) -> Response:
     with tempfile.TemporaryFile(prefix="tuneloop-dataset-") as spooled:
         header = await _spool(request, spooled)
         spooled.flush()
+        created_by = _actor(request, role, header)
         created = await ctx.db.write(lambda con: create_dataset(
             con, name=header["name"], format=header["format"],
             items=_item_batches(spooled), filter=header.get("filter") or {},
             manifest=header.get("manifest") or {}, path=header.get("path"),
-            created_by=_actor(request, role), check_sources=True))
+            created_by=created_by, check_sources=True))
     snapshot = await ctx.db.read(lambda con: get_dataset(con, created["id"]))
     return json_response(_summary(snapshot), 201)
 

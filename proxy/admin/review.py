@@ -1,6 +1,61 @@
-"""Review actions: POST /admin/interactions/{id}/review, /undo, /tags, and the bulk forms
-/admin/interactions/bulk-review and /admin/interactions/bulk-tags. Reviewer or admin token;
-every write records the reviewer's name and the role of the token used."""
+"""Review actions, claims and progress: the admin API the review app uses.
+
+Every route takes the reviewer or admin token (`Authorization: Bearer ...`); every write names
+the reviewer: `"reviewer": "ann"` in the JSON body (or the `x-tuneloop-actor` header), and the
+role of the token is recorded. Errors are OpenAI-shaped `{"error": {"message", "type", "param",
+"code"}}`; `AdminClient` raises them as `tuneloop.errors` classes (409 Conflict, 422
+NotTrainable, ...) with `.code`.
+
+Claims (leases, `settings.review_claim_s`, default 300 s; stored, so they survive restarts)
+- POST /admin/queue/next `{"reviewer", "filter"?: {list filters, default {"review":"pending"}},
+  "skip"?: [ids], "progress"?: bool}` -> `{"item": <as GET /admin/interactions/{id}> | null,
+  "progress"?: <as /admin/queue/progress>}`. Gives the reviewer's own live claim if it still
+  matches and is not in `skip`, else the newest matching item no other reviewer holds; claims
+  it (until `item.claimed_until`) and releases the reviewer's other claims. Two reviewers
+  asking at once get different items. `null`: nothing left. Skip = call next with the id in
+  `skip` (its claim is released).
+- POST /admin/interactions/{id}/claim `{"reviewer"}` -> `{"id", "claimed_by", "claimed_until"}`:
+  take or renew (the holder calling again extends it; call it while the reviewer works).
+  409 code `claimed` while another reviewer holds it (the message names them and the expiry);
+  404 unknown id.
+- POST /admin/interactions/{id}/release `{"reviewer"}` -> `{"id", "released": bool}` (only the
+  caller's own claim is released).
+- Items (GET /admin/interactions and /admin/interactions/{id}) carry `claimed_by` and
+  `claimed_until` (null when no live claim), `trainable`, `untrainable_reason` (null or one of
+  not_reviewable, upstream_error, client_disconnected, upstream_cut, timeout, no_answer) and
+  `untrainable_message`.
+
+Trainable items only
+- An item is trainable when its current messages (the edit, else the logged ones) end with a
+  non-empty assistant answer (text, parts or tool calls); without an edit, an upstream error
+  (status >= 400) or a stream cut/left/timed out never is. `review=pending` lists only trainable
+  items unless `trainable=any|false` is given (list filter, also in bulk `filter`).
+- A review action that would leave an item approved without a final answer (approve; edit or
+  revise with an empty answer) is refused: 422 code `not_trainable`, message saying why and
+  "edit the item to supply the assistant's answer (action edit), or reject it".
+
+Review actions
+- POST /admin/interactions/{id}/review `{"action": approve|reject|edit|needs_work|revise,
+  "reviewer", "expected_revision", "reason"?, "messages"? (edit, revise)}` -> `{"id", "status":
+  "ok", "review", "revision"}`. 409 `stale_revision` (someone reviewed it meanwhile), 409
+  `claimed` (another reviewer holds a live claim: their name and expiry in the message; nothing
+  is overwritten), 422 `not_trainable`, 400 `not_reviewable`, 404. Success releases the
+  reviewer's claim on the item.
+- POST /admin/interactions/{id}/undo `{"reviewer", "expected_revision"?}`: 409 `claimed` too.
+- POST /admin/interactions/bulk-review `{"action": approve|reject|needs_work, "reviewer",
+  "ids" | "filter", "reason"?, "expected_revisions"?, "max_items"?}` -> `{"results": [{"id",
+  "status", ...}], "counts": {status: n}, "skipped_untrainable": n, "skipped_claimed": n,
+  "truncated"}`; per-item statuses ok, conflict, not_found, not_reviewable, not_trainable,
+  claimed (skipped items are unchanged).
+- POST /admin/interactions/{id}/tags, /admin/interactions/bulk-tags: `{"reviewer", "add",
+  "remove"}`.
+
+Progress
+- GET /admin/queue/progress?reviewer=ann[&since=ISO][&list filters] -> `{"pending", "untrainable",
+  "total", "claimed_by_others", "reviewed_by_you", "reviewed", "since", "exact"}`: exact counts
+  (see storage.progress); `reviewed*` count items whose current state was set since `since`
+  (default today 00:00 UTC). Also embedded in /admin/queue/next with `"progress": true`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +66,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from proxy.admin import claims_api
 from proxy.admin.common import json_object, json_response
 from proxy.admin.review_params import (
     REVIEW_ACTIONS,
@@ -27,7 +83,7 @@ from storage.messages import NotReviewable
 from storage.queue import find_ids
 from storage.review import BULK_ACTIONS, ReviewAction, ReviewResult, apply_reviews, undo
 from storage.tags import change_tags, effective_tags, validate_tags
-from tuneloop.errors import BadRequest, Conflict, NotFound
+from tuneloop.errors import BadRequest, Conflict, NotFound, NotTrainable
 
 MAX_BULK = 10_000
 DEFAULT_FILTER_ITEMS = 1_000
@@ -47,6 +103,10 @@ def _raise_for(result: ReviewResult) -> None:
         raise NotReviewable(message)
     if result.status == "conflict":
         raise Conflict(message, code="stale_revision")
+    if result.status == "claimed":
+        raise Conflict(message, code="claimed")
+    if result.status == "not_trainable":
+        raise NotTrainable(message)
 
 
 async def review(request: Request) -> Response:
@@ -109,9 +169,12 @@ async def bulk_review(request: Request) -> Response:
     actions = [ReviewAction(i, action, reviewer, reason, None, expected.get(i), role)
                for i in ids]
     results = await ctx.db.write(lambda con: apply_reviews(con, actions))
+    counts = Counter(r.status for r in results)
     return json_response({
         "results": [r.to_json() for r in results],
-        "counts": dict(Counter(r.status for r in results)),
+        "counts": dict(counts),
+        "skipped_untrainable": counts["not_trainable"],
+        "skipped_claimed": counts["claimed"],
         "truncated": truncated,
     })
 
@@ -155,4 +218,5 @@ ROUTES = [
     Route("/admin/interactions/{interaction_id}/review", review, methods=["POST"]),
     Route("/admin/interactions/{interaction_id}/undo", undo_review, methods=["POST"]),
     Route("/admin/interactions/{interaction_id}/tags", tags, methods=["POST"]),
+    *claims_api.ROUTES,
 ]

@@ -16,7 +16,8 @@ from storage.review import ACTION_STATES, MESSAGE_ACTIONS, STATES
 from tuneloop.errors import BadRequest
 
 FILTER_KEYS = ("review", "model", "tag", "user", "session", "since", "until", "q", "min_score",
-               "has_error", "status_code", "traffic", "endpoint")
+               "has_error", "status_code", "traffic", "endpoint", "trainable")
+TRAINABLE = {"true": True, "false": False, "any": None}
 MAX_REASON = 10_000
 MAX_NAME = 128
 
@@ -30,10 +31,21 @@ def review_query(params: QueryParams) -> ReviewQuery:
     if min_score is not None and not -1 <= min_score <= 1:
         raise BadRequest("min_score must be between -1 and 1", param="min_score")
     q = text_param(params, "q")
+    trainable_text = text_param(params, "trainable")
+    if trainable_text is not None and trainable_text not in TRAINABLE:
+        raise BadRequest("trainable must be true (only items with a final answer), false "
+                         "(only those without) or any", param="trainable")
+    base = dataclasses.replace(interaction_filter(params), tag=None)
+    # the pending queue shows only what can be approved, unless asked otherwise (or asked for
+    # upstream errors by has_error / status_code)
+    asks_errors = base.has_error is True or (base.status_code or 0) >= 400
+    trainable = TRAINABLE[trainable_text] if trainable_text is not None \
+        else (True if review == "pending" and not asks_errors else None)
     query = ReviewQuery(
         # reviewer tags live beside the logged ones, so the tag filter is the review query's
-        base=dataclasses.replace(interaction_filter(params), tag=None),
+        base=base,
         review=review, tag=text_param(params, "tag"), q=q, min_score=min_score,
+        trainable=trainable,
     )
     query.terms  # noqa: B018  (a q without words is a 400 now, not at query time)
     return query

@@ -1,0 +1,106 @@
+"""Which interactions can become training examples: those with a final answer.
+
+An interaction is trainable when its current message list (the reviewer's edit, or else the
+logged one, see `storage.messages`) ends with an assistant answer that has content or tool
+calls. Without an edit, a failed or cut exchange never is: an upstream error (status >= 400),
+a stream the client left or the upstream cut, a timeout. Embeddings have no message list.
+
+`untrainable_reason` is the rule (Python, used by review actions and the exporter);
+`trainable_sql` is the same rule as a SQL condition for the queue filter, which reads the logged
+answer with DuckDB's JSON functions (choice 0 of chat and legacy completions, any output item of
+a response) and treats any item with an edited message list as the edit says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.messages import Message, content_text, is_reviewable, messages_of
+
+UNFINISHED = ("client_disconnected", "upstream_cut", "timeout", "upstream_error")
+
+REASONS = {
+    "not_reviewable": "embeddings have no message list to train on",
+    "upstream_error": "the upstream answered with an error, so there is no answer to train on",
+    "client_disconnected": "the client left before the answer was complete",
+    "upstream_cut": "the upstream cut the stream before the answer was complete",
+    "timeout": "the upstream timed out before the answer was complete",
+    "no_answer": "the answer is empty",
+}
+HOW_TO_FIX = "edit the item to supply the assistant's answer (action edit), or reject it"
+
+
+def has_final_answer(messages: list[Message] | None) -> bool:
+    """The list ends with an assistant message with text, parts or tool/function calls."""
+    if not messages:
+        return False
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "assistant":
+        return False
+    if last.get("tool_calls") or last.get("function_call"):
+        return True
+    content = last.get("content")
+    if isinstance(content, list):
+        return any(isinstance(p, dict) and (p.get("type") != "text" or p.get("text"))
+                   for p in content)
+    return bool(content_text(content).strip())
+
+
+def untrainable_reason(endpoint: str | None, status_code: int | None, finish: str | None,
+                       request: Any, response: Any,
+                       edited: list[Message] | None = None,
+                       logged: list[Message] | None = None) -> str | None:
+    """None when trainable, else one key of REASONS. `edited` is the reviewer's current
+    message list (None: the logged one); `logged` the logged one when already derived."""
+    if not is_reviewable(endpoint):
+        return "not_reviewable"
+    if edited is not None:
+        return None if has_final_answer(edited) else "no_answer"
+    if status_code is not None and status_code >= 400:
+        return "upstream_error"
+    if finish in UNFINISHED:
+        return "upstream_error" if finish == "upstream_error" else finish
+    if logged is None:
+        assert endpoint is not None
+        logged, _alternatives = messages_of(endpoint, request, response)
+    return None if has_final_answer(logged) else "no_answer"
+
+
+def explain(reason: str) -> str:
+    """The whole sentence a reviewer reads: why, and what to do."""
+    return f"this item can't be approved: {REASONS.get(reason, reason)}; {HOW_TO_FIX}"
+
+
+def _logged_answer_sql(alias: str) -> str:
+    r = f"{alias}.response"
+    chat = (f"(nullif(trim(json_extract_string({r}, '$.choices[0].message.content')), '') "
+            f"IS NOT NULL OR json_array_length({r}, '$.choices[0].message.tool_calls') > 0 "
+            f"OR json_extract({r}, '$.choices[0].message.function_call') IS NOT NULL "
+            f"OR json_array_length({r}, '$.choices[0].message.content') > 0)")
+    completion = f"nullif(trim(json_extract_string({r}, '$.choices[0].text')), '') IS NOT NULL"
+    responses = f"json_array_length({r}, '$.output') > 0"
+    return (f"(CASE {alias}.endpoint WHEN 'chat.completions' THEN {chat} "
+            f"WHEN 'completions' THEN {completion} WHEN 'responses' THEN {responses} "
+            "ELSE FALSE END)")
+
+
+def logged_trainable_sql(alias: str = "i") -> str:
+    """The rule on the logged row alone (no edit), as a SQL condition."""
+    unfinished = ", ".join(f"'{f}'" for f in UNFINISHED)
+    return (f"(coalesce({alias}.status_code, 0) < 400 "
+            f"AND coalesce({alias}.finish, '') NOT IN ({unfinished}) "
+            f"AND coalesce({_logged_answer_sql(alias)}, FALSE))")
+
+
+def trainable_sql(alias: str, within: str) -> str:
+    """The rule as a SQL condition on interactions aliased `alias`; `within` bounds the
+    subquery on `reviews` (see `storage.lookup.bounded`; its parameters come once, first the
+    edited-with-answer subquery's, then the edited-at-all subquery's)."""
+    edited = f"SELECT interaction_id FROM reviews WHERE messages IS NOT NULL AND {within}"
+    answered = (f"{edited} AND (json_extract_string(messages, '$[#-1].role') = 'assistant' AND "
+                "(nullif(trim(json_extract_string(messages, '$[#-1].content')), '') IS NOT NULL "
+                "OR json_array_length(messages, '$[#-1].tool_calls') > 0 "
+                "OR json_extract(messages, '$[#-1].function_call') IS NOT NULL "
+                "OR json_array_length(messages, '$[#-1].content') > 0))")
+    return (f"({alias}.id IN ({answered}) OR ({alias}.id NOT IN ({edited}) "
+            f"AND {logged_trainable_sql(alias)}))")
