@@ -126,6 +126,15 @@ class NotTrainable(TuneloopError):
     exit_code = 2
 
 
+class RequestTimeout(TuneloopError):
+    """The client took too long to send its request (headers or body)."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+    exit_code = 5
+
+
 class TooManyRequests(TuneloopError):
     """A caller already has as many operations running as it may (e.g. one SQL query)."""
 
