@@ -13,7 +13,13 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from curation_ui.chat_view import escape_markdown, last_answer, show_text, with_answer
+from curation_ui.chat_view import (
+    escape_markdown,
+    last_answer,
+    show_answer_diff,
+    show_text,
+    with_answer,
+)
 from curation_ui.session import client, reviewer
 from tuneloop.errors import Conflict, TuneloopError
 
@@ -153,6 +159,7 @@ def _editors(item: dict[str, Any], scope: str) -> bool:
             else:
                 run_action(item, "edit", messages=with_answer(messages, answer))
                 done = True
+    show_answer_diff(last_answer(messages), str(st.session_state.get(answer_key) or ""))
     with st.expander("Edit the whole message list (JSON)"), \
             st.form(f"{scope}-edit-all", border=False):
         raw = st.text_area("Message list", value=json.dumps(messages, indent=2,

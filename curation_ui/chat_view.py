@@ -1,25 +1,29 @@
 """Readable, safe rendering of a message list.
 
-Model output (and anything a client sent) is untrusted: it is only ever shown through
-elements that display text as text (`st.text`, `st.code`, `st.json`, dataframes), never
-through Markdown or HTML, so HTML, scripts or Markdown images in a completion can't run or
-load anything in the reviewer's browser. Labels and captions carry our own words only.
+Model output (and anything a client sent) is untrusted. Message text is rendered as Markdown
+through `curation_ui.render` (raw HTML escaped, links only to http/https/mailto, no images
+loaded, sanitized by nh3) and drawn in one `st.html` element per conversation; the raw text is
+one toggle away. Labels and captions carry our own words only, with every value escaped.
 """
 
 from __future__ import annotations
 
 import difflib
+import html
 import json
 import re
 from typing import Any
 
 import streamlit as st
 
-FOLD_CHARS = 1200
-KNOWN_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-AVATARS = {"system": ":material/settings:", "developer": ":material/settings:",
-           "tool": ":material/build:", "function": ":material/build:"}
+from curation_ui.render import json_html, markdown_html, plain_html
+from curation_ui.styles import inject_styles
+from curation_ui.word_diff import word_diff_html
 
+FOLD_CHARS = 1500
+FOLD_LINES = 24
+RAW_KEY = "chat-raw-text"
+KNOWN_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
 
@@ -29,79 +33,132 @@ def escape_markdown(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
+def _folded(body: str, text: str) -> str:
+    """A long text shown in one place: clipped by CSS until "Show all" opens it (the same
+    element grows; nothing is drawn twice)."""
+    if len(text) <= FOLD_CHARS and text.count("\n") <= FOLD_LINES:
+        return f'<div class="tl-body">{body}</div>'
+    return (f'<div class="tl-long"><div class="tl-body">{body}</div>'
+            '<details class="tl-more"><summary>'
+            f'<span class="tl-all">Show all {len(text):,} characters</span>'
+            '<span class="tl-less">Show less</span></summary></details></div>')
+
+
+def text_html(text: str, *, raw: bool) -> str:
+    return _folded(plain_html(text) if raw else markdown_html(text), text)
+
+
 def show_text(text: str) -> None:
-    """Plain text, long text folded behind an expander."""
-    if len(text) <= FOLD_CHARS:
-        st.text(text)
-        return
-    st.text(text[:FOLD_CHARS] + " …")
-    with st.expander(f"Show all {len(text):,} characters"):
-        st.text(text)
+    """Plain text, wrapping between words; long text folded in place."""
+    inject_styles()
+    st.html(text_html(text, raw=True))
 
 
-def _show_content(content: Any) -> None:
+def _content_html(content: Any, *, raw: bool, role: str) -> str:
     if content is None:
-        return
+        return ""
     if isinstance(content, str):
-        show_text(content)
-        return
+        if role in ("tool", "function") and not raw:
+            try:
+                return _folded(json_html(json.loads(content)), content)
+            except ValueError:
+                return text_html(content, raw=True)
+        return text_html(content, raw=raw)
     if not isinstance(content, list):
-        st.code(json.dumps(content, indent=2, ensure_ascii=False), language="json")
-        return
+        return json_html(content)
+    parts = []
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            show_text(str(part.get("text") or ""))
-        elif kind == "image_url":
+        if kind == "text" and isinstance(part, dict):
+            parts.append(text_html(str(part.get("text") or ""), raw=raw))
+        elif kind == "image_url" and isinstance(part, dict):
             url = str((part.get("image_url") or {}).get("url") or "")
-            st.caption("image (not loaded)")
-            st.text(url[:200] + (" …" if len(url) > 200 else ""))
+            shown = url[:200] + (" …" if len(url) > 200 else "")
+            parts.append(f'<div class="tl-note">image (not loaded): {html.escape(shown)}</div>')
         else:
-            st.code(json.dumps(part, indent=2, ensure_ascii=False), language="json")
+            parts.append(json_html(part))
+    return "".join(parts)
 
 
-def _show_tool_call(call: Any) -> None:
+def _tool_call_html(call: Any) -> str:
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict):
-        st.code(json.dumps(call, indent=2, ensure_ascii=False), language="json")
-        return
-    st.caption("tool call")
-    st.text(f"{function.get('name')}  (id {call.get('id')})")
-    arguments = str(function.get("arguments") or "")
-    try:
-        pretty = json.dumps(json.loads(arguments), indent=2, ensure_ascii=False)
-        st.code(pretty, language="json")
-    except ValueError:
-        st.code(arguments, language=None)
+        return json_html(call)
+    name = html.escape(str(function.get("name")))
+    call_id = html.escape(str(call.get("id"))) if isinstance(call, dict) else ""
+    return (f'<div class="tl-call">tool call <code>{name}</code> · id {call_id}</div>'
+            + json_html(str(function.get("arguments") or "")))
 
 
-def show_message(message: dict[str, Any]) -> None:
+def message_html(message: dict[str, Any], *, raw: bool = False,
+                 answer_in_editor: bool = False) -> str:
+    """One message as a block (role, text, tool calls); `answer_in_editor` leaves its text
+    out: the reviewer's editor shows and edits it."""
     raw_role = message.get("role")
     role = raw_role if raw_role in KNOWN_ROLES else "unknown"
-    with st.chat_message(role, avatar=AVATARS.get(role)):
-        caption = role if role != "tool" else "tool result"
-        st.caption(caption)
-        if role == "tool" and message.get("tool_call_id"):
-            st.text(f"for call {message.get('tool_call_id')}")
-        _show_content(message.get("content"))
-        if message.get("refusal"):
-            st.caption("refusal")
-            show_text(str(message["refusal"]))
-        for call in message.get("tool_calls") or []:
-            _show_tool_call(call)
-        if message.get("function_call"):
-            _show_tool_call({"function": message["function_call"]})
+    label = "tool result" if role == "tool" else role
+    parts = [f'<div class="tl-role">{label}</div>']
+    if role == "tool" and message.get("tool_call_id"):
+        parts.append(f'<div class="tl-call">for call {html.escape(str(message["tool_call_id"]))}'
+                     '</div>')
+    if answer_in_editor:
+        parts.append('<div class="tl-note">The answer is in the editor below.</div>')
+    else:
+        parts.append(_content_html(message.get("content"), raw=raw, role=role))
+    if message.get("refusal"):
+        parts.append('<div class="tl-role">refusal</div>'
+                     + text_html(str(message["refusal"]), raw=True))
+    for call in message.get("tool_calls") or []:
+        parts.append(_tool_call_html(call))
+    if message.get("function_call"):
+        parts.append(_tool_call_html({"function": message["function_call"]}))
+    return (f'<section class="tl-msg tl-{role}" dir="auto" role="group" '
+            f'aria-label="Chat message from {role}">{"".join(parts)}</section>')
 
 
-def show_messages(messages: list[dict[str, Any]] | None) -> None:
-    """The conversation as a chat, then its raw JSON one click away."""
+def conversation_html(messages: list[Any], *, raw: bool = False,
+                      answer_in_editor: bool = False) -> str:
+    """The whole conversation as one HTML block. Every client-written value in it went
+    through the sanitizer or `html.escape`."""
+    blocks = []
+    last = len(messages) - 1
+    for number, message in enumerate(messages):
+        as_dict = message if isinstance(message, dict) else {"content": str(message)}
+        hide = (answer_in_editor and number == last and as_dict.get("role") == "assistant")
+        blocks.append(message_html(as_dict, raw=raw, answer_in_editor=hide))
+    last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+    if answer_in_editor and last_role != "assistant":
+        blocks.append('<section class="tl-msg tl-assistant" role="group" aria-label="Chat '
+                      'message from assistant"><div class="tl-role">assistant</div><div '
+                      'class="tl-note">No answer was logged: write one in the editor below.'
+                      '</div></section>')
+    return f'<div class="tl-chat">{"".join(blocks)}</div>'
+
+
+def raw_toggle() -> bool:
+    """The page's "Raw text" switch (Markdown rendering off); True while it is on."""
+    return bool(st.toggle("Raw text", key=RAW_KEY))
+
+
+def show_messages(messages: list[dict[str, Any]] | None, *,
+                  answer_in_editor: bool = False) -> None:
+    """The conversation; with `answer_in_editor`, the final assistant answer is left to the
+    editor (shown once, edited in place)."""
+    inject_styles()
     if not messages:
         st.info("No messages: this interaction logged no conversation.")
         return
-    for message in messages:
-        show_message(message if isinstance(message, dict) else {"content": str(message)})
-    with st.expander("Raw JSON"):
-        st.json(messages, expanded=True)
+    st.html(conversation_html(messages, raw=bool(st.session_state.get(RAW_KEY)),
+                              answer_in_editor=answer_in_editor))
+
+
+def show_answer_diff(original: str, edited: str) -> None:
+    """What the reviewer changed in the answer, word by word (nothing when unchanged)."""
+    if edited == original:
+        return
+    inject_styles()
+    st.caption("Your changes to the answer")
+    st.html(word_diff_html(original, edited))
 
 
 def as_lines(messages: list[dict[str, Any]] | None) -> list[str]:

@@ -1,27 +1,71 @@
-"""The facts about an interaction shown above its conversation (as text, never Markdown)."""
+"""The facts about an interaction, on one compact line above its conversation: endpoint,
+model, finish (marked when the call did not complete), user, session, tags, app feedback,
+time, review state and the id (small, selected whole by one click). Every value is escaped."""
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import streamlit as st
 
+from curation_ui.chat_view import raw_toggle
+from curation_ui.styles import inject_styles
+
+ERROR_CHARS = 300
+
+
+def failed(item: dict[str, Any]) -> bool:
+    """True when the call did not end normally: a finish other than completed, or an HTTP
+    status of 400 or more."""
+    status = item.get("status_code")
+    finish = item.get("finish")
+    return (finish is not None and finish != "completed") or (
+        isinstance(status, int) and status >= 400)
+
+
+def _field(key: str, value: Any, css: str = "tl-v") -> str:
+    return (f'<span><span class="tl-k">{html.escape(key)}</span>'
+            f'<span class="{css}">{html.escape(str(value))}</span></span>')
+
+
+def header_html(item: dict[str, Any]) -> str:
+    status = item.get("status_code")
+    finish = str(item.get("finish") or "unknown")
+    outcome = finish if status is None else f"{finish} · {status}"
+    parts = [
+        _field("", item.get("endpoint") or "—"),
+        _field("model", item.get("model") or "—"),
+        _field("finish", outcome, "tl-bad" if failed(item) else "tl-ok"),
+    ]
+    if item.get("user_id"):
+        parts.append(_field("user", item["user_id"]))
+    if item.get("session_id"):
+        parts.append(_field("session", item["session_id"]))
+    tags = "".join(f'<span class="tl-tag">{html.escape(str(t))}</span>'
+                   for t in item.get("tags") or [])
+    parts.append(f'<span><span class="tl-k">tags</span>{tags or "—"}</span>')
+    score = item.get("score")
+    parts.append(_field("feedback", "—" if score is None
+                        else f"{score:+.2f} ({item.get('feedback_count')})"))
+    parts.append(_field("", str(item.get("created_at") or "")[:19].replace("T", " ") + " UTC"))
+    if item.get("review") is not None:
+        parts.append(_field("review", f"{item.get('review')} · revision {item.get('revision')}"))
+    parts.append(f'<span class="tl-id" title="interaction id">{html.escape(str(item["id"]))}'
+                 "</span>")
+    line = f'<div class="tl-head">{"".join(parts)}</div>'
+    error = str(item.get("error") or "")
+    if error:
+        shown = error[:ERROR_CHARS] + ("…" if len(error) > ERROR_CHARS else "")
+        line += f'<div class="tl-error" title="{html.escape(shown)}">{html.escape(shown)}</div>'
+    return line
+
 
 def show_header(item: dict[str, Any]) -> None:
-    columns = st.columns(4)
-    columns[0].caption("model")
-    columns[0].text(str(item.get("model") or "—"))
-    columns[1].caption("logged")
-    columns[1].text(str(item.get("created_at") or "")[:19].replace("T", " "))
-    columns[2].caption("review")
-    columns[2].text(f"{item.get('review')} · revision {item.get('revision')}")
-    columns[3].caption("app feedback")
-    score = item.get("score")
-    columns[3].text("—" if score is None else f"{score:+.2f} ({item.get('feedback_count')})")
-    st.caption("tags")
-    st.text(", ".join(item.get("tags") or []) or "—")
-    if item.get("error"):
-        st.caption("error")
-        st.text(str(item["error"]))
-    st.caption("id")
-    st.text(str(item["id"]))
+    """The header line, with the page's "Raw text" switch at its right end."""
+    inject_styles()
+    facts, switch = st.columns([0.87, 0.13], vertical_alignment="center")
+    with facts:
+        st.html(header_html(item))
+    with switch:
+        raw_toggle()

@@ -8,6 +8,7 @@ Records the database refused sit in the spool's quarantine file; they are cleane
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,11 +56,13 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
     return deleted
 
 
-def forget_user(con: Connection, user_id: str) -> dict[str, int]:
+def forget_user(con: Connection, user_id: str | Sequence[str]) -> dict[str, int]:
     """Delete one user's interactions, the ones made from them (evaluation replays carry
-    their source's id, not its user), and everything derived from them."""
-    return _delete(con, "user_id = ? OR source_id IN (SELECT id FROM interactions WHERE "
-                        "user_id = ?)", [user_id, user_id])
+    their source's id, not its user), and everything derived from them. `user_id` may list
+    the names the user is stored under (as sent, and its redaction pseudonym)."""
+    names = [user_id] if isinstance(user_id, str) else list(user_id)
+    return _delete(con, "list_contains(?, user_id) OR source_id IN (SELECT id FROM "
+                        "interactions WHERE list_contains(?, user_id))", [names, names])
 
 
 def retention_cutoff(days: int, *, now: datetime | None = None) -> datetime:
@@ -73,9 +76,10 @@ def apply_retention(con: Connection, days: int, *, now: datetime | None = None
     return _delete(con, "created_at < ?", [cutoff], keep=KEPT_BY_RETENTION)
 
 
-def forget_quarantined(spool: Spool, user_id: str) -> int:
+def forget_quarantined(spool: Spool, user_id: str | Sequence[str]) -> int:
     """The user's records among those the database refused (kept in the spool's quarantine)."""
-    return spool.drop_quarantined(lambda record: record.get("user_id") == user_id)
+    names = {user_id} if isinstance(user_id, str) else set(user_id)
+    return spool.drop_quarantined(lambda record: record.get("user_id") in names)
 
 
 def expire_quarantined(spool: Spool, days: int, *, now: datetime | None = None) -> int:

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REVIEWER_TOKEN, ProxyServer
 from tests.test_review_api import logged
+from tests.ui_html import page_texts
 
 APP = str(Path(__file__).resolve().parent.parent / "curation_ui" / "app.py")
 PASSWORD = "correct horse battery staple"
@@ -45,7 +46,7 @@ def button(at: AppTest, label: str) -> Any:
 
 
 def texts(at: AppTest) -> list[str]:
-    return [t.value for t in at.text]
+    return page_texts(at)  # st.text, rendered messages and header values, the answer editor
 
 
 def test_sign_in_needs_the_password_and_a_name(app: Callable[..., AppTest]) -> None:
@@ -168,9 +169,13 @@ def test_stats_page(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
 def test_model_text_is_shown_as_text_never_as_markdown(app: Callable[..., AppTest],
                                                        proxy: ProxyServer) -> None:
     hostile = "**bold** <img src=x onerror=alert(1)> [link](javascript:alert(2))"
-    logged(proxy, hostile)
+    logged(proxy, hostile, "follow-up")
     at = app()
-    assert f"echo: {hostile}" in texts(at)
+    button(at, "Skip for now").click().run()  # the hostile one is the user's prompt: shown
+    assert "echo: " + hostile in texts(at)  # in the editor, exactly as written
+    rendered = "".join(h.value for h in at.html)
+    assert "bold <img src=x onerror=alert(1)> [link](javascript:alert(2))" in texts(at)
+    assert "<img" not in rendered and "href" not in rendered and "<strong>bold</strong>" in rendered
     markdown = [m.value for m in at.markdown] + [c.value for c in at.caption]
     assert not any("onerror" in m or "javascript:" in m for m in markdown)
 

@@ -88,15 +88,16 @@ def test_review_in_a_real_browser(proxy: ProxyServer, review_app: str) -> None:
             page.get_by_label("Password", exact=True).fill(PASSWORD)
             page.get_by_role("button", name="Sign in").click()
 
-            answers = page.get_by_role("group", name="Chat message from assistant")
-            expect(answers.get_by_text("echo: Capital of France?", exact=True)).to_be_visible()
-            answer = page.get_by_label("Answer")
+            answer = page.get_by_label("Answer")  # the answer is shown once: in its editor
+            expect(answer).to_have_value("echo: Capital of France?")
             answer.fill("The capital of France is Paris.")
             page.get_by_role("button", name="Save edit and approve").click()
             expect(page.get_by_text("edit saved (revision 1)")).to_be_visible()
 
             # the next item is the hostile one: its text is shown, nothing of it runs
-            expect(answers.get_by_text("echo: " + HOSTILE, exact=True)).to_be_visible()
+            expect(answer).to_have_value("echo: " + HOSTILE)
+            prompts = page.get_by_role("group", name="Chat message from user")
+            expect(prompts.get_by_text(HOSTILE, exact=True)).to_be_visible()
             page.wait_for_timeout(500)
             assert page.evaluate("() => [window.__xss, window.__xss2]") == [None, None]
             assert page.locator("img[src='x']").count() == 0

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     fault_injection: bool = False
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # redaction: the country national phone numbers (no leading +) are read in
+    redact_phone_region: str = Field("US", pattern=r"^[A-Za-z]{2}$")
 
     # review: how long opening a queue item leases it to its reviewer (renewed while they work)
     review_claim_s: float = Field(300.0, ge=1, le=86400)

@@ -12,10 +12,25 @@ from curation_ui.actions import flash, show_flash
 from curation_ui.chat_view import escape_markdown, last_answer
 from curation_ui.filters import filter_widgets
 from curation_ui.session import client, reviewer
+from curation_ui.styles import inject_styles
 from tuneloop.errors import TuneloopError
 
 PAGE_SIZES = (50, 100, 200)
 TABLE_KEY = "browse_table"
+CLIP_CHARS = 400
+ROW_PX = 16  # 50 rows and the column header fit a 1440×900 window
+COLUMNS = {
+    "logged": st.column_config.TextColumn("logged (UTC)", width=112),
+    "review": st.column_config.TextColumn("review", width=68),
+    "rev": st.column_config.NumberColumn("rev", width=34),
+    "model": st.column_config.TextColumn("model", width=92),
+    "prompt": st.column_config.TextColumn("prompt", width=200),
+    "answer": st.column_config.TextColumn("answer", width=350),
+    "tags": st.column_config.TextColumn("tags", width=90),
+    "score": st.column_config.NumberColumn("score", format="%+.2f", width=48),
+    "error": st.column_config.CheckboxColumn("err", width=30),
+    "id": None,  # kept in the data (Open uses it), not worth a column of the screen
+}
 
 
 def first_user_text(messages: list[dict[str, Any]] | None) -> str:
@@ -27,9 +42,10 @@ def first_user_text(messages: list[dict[str, Any]] | None) -> str:
 
 def row(item: dict[str, Any]) -> dict[str, Any]:
     def clip(text: str) -> str:
-        return text if len(text) <= 160 else text[:160] + "…"
+        flat = " ".join(text.split())  # one line per row: newlines would hide the rest
+        return flat if len(flat) <= CLIP_CHARS else flat[:CLIP_CHARS] + "…"
 
-    return {"logged": item["created_at"][:19].replace("T", " "), "review": item["review"] or "",
+    return {"logged": item["created_at"][:16].replace("T", " "), "review": item["review"] or "",
             "rev": item["revision"], "model": item.get("model") or "",
             "prompt": clip(first_user_text(item["messages"])),
             "answer": clip(last_answer(item["messages"])), "tags": ", ".join(item["tags"]),
@@ -55,8 +71,8 @@ def bulk(items: list[dict[str, Any]], action: str, reason: str | None) -> None:
     report(answer, action.replace("_", " "))
 
 
-st.title("Browse")
 filters = filter_widgets("browse", review=True)
+inject_styles()
 show_flash()
 size = st.sidebar.selectbox("Rows per page", PAGE_SIZES, key="browse-size")
 cursors: list[str | None] = st.session_state.setdefault("browse_cursors", [None])
@@ -76,9 +92,10 @@ if not items:
 
 event = st.dataframe([row(i) for i in items], key=TABLE_KEY, on_select="rerun",
                      selection_mode="multi-row", hide_index=True, width="stretch",
-                     column_config={"score": st.column_config.NumberColumn(format="%.2f")})
+                     row_height=ROW_PX, height=ROW_PX * (min(len(items), 50) + 1) + 3,
+                     column_config=COLUMNS)
 chosen = [items[n] for n in event.selection.rows if n < len(items)]
-previous, page_label, following = st.columns([1, 2, 1])
+previous, page_label, following = st.sidebar.columns([1, 1.4, 1])
 if previous.button("← Newer", disabled=len(cursors) == 1):
     cursors.pop()
     st.rerun()

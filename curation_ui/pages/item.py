@@ -6,7 +6,13 @@ from __future__ import annotations
 import streamlit as st
 
 from curation_ui.actions import action_panel, held, release, show_flash, undo_button
-from curation_ui.chat_view import escape_markdown, show_diff, show_messages
+from curation_ui.chat_view import (
+    escape_markdown,
+    last_answer,
+    show_answer_diff,
+    show_diff,
+    show_messages,
+)
 from curation_ui.item_header import show_header
 from curation_ui.session import client, reviewer
 from tuneloop.errors import NotFound, TuneloopError
@@ -39,7 +45,7 @@ show_header(item)
 conversation, history, diff, raw = st.tabs(["Conversation", "History", "Original vs current",
                                             "Logged JSON"])
 with conversation:
-    show_messages(item["current"])
+    show_messages(item["current"], answer_in_editor=item["reviewable"])
     if item["reviewable"]:
         if action_panel(item, key="item"):
             release(SLOT)
@@ -72,6 +78,7 @@ with history:
         st.caption("Feedback from the app")
         st.dataframe(item["feedback"], hide_index=True, width="stretch")
 with diff:
+    show_answer_diff(last_answer(item["original"]), last_answer(item["current"]))
     show_diff(item["original"], item["current"])
     if item.get("alternatives"):
         st.caption("Other choices the model returned (n > 1)")

@@ -56,7 +56,7 @@ if item is None:
 
 st.caption(f"{waiting} pending in this view · {len(skipped)} skipped")
 show_header(item)
-show_messages(item["messages"])
+show_messages(item["messages"], answer_in_editor=True)
 if action_panel(item, key="queue"):
     release(SLOT)
     st.rerun()

@@ -33,8 +33,9 @@ async def forget(request: Request) -> Response:
     user = body.get("user")
     if not isinstance(user, str) or not 0 < len(user) <= 256:
         raise BadRequest("send {\"user\": \"<x-tuneloop-user value>\"}", param="user")
-    deleted = await _delete_everywhere(ctx, lambda con: forget_user(con, user),
-                                       lambda spool: forget_quarantined(spool, user))
+    names = sorted({user, ctx.redactor.identity(user)})  # stored as its pseudonym if redacted
+    deleted = await _delete_everywhere(ctx, lambda con: forget_user(con, names),
+                                       lambda spool: forget_quarantined(spool, names))
     log.warning("forgot user (%d rows deleted)", sum(deleted.values()))
     return json_response({"user": user, "deleted": deleted, "total": sum(deleted.values())})
 

@@ -1,0 +1,123 @@
+"""How the review app draws an item and the Browse table, with Streamlit's AppTest against a
+real proxy on loopback: one header line, the answer shown once, sanitized HTML only, and the
+Browse columns a reviewer scans."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ProxyServer
+from tests.test_review_api import logged
+from tests.test_ui_app import app  # noqa: F401  (the fixture: the app signed in)
+from tests.ui_html import shown_texts
+
+
+def chat_with_headers(proxy: ProxyServer, text: str, model: str = "gpt-4o-mini") -> str:
+    response = proxy.http().post(
+        "/v1/chat/completions", json={"model": model,
+                                      "messages": [{"role": "user", "content": text}]},
+        headers={"authorization": "Bearer sk-test", "x-tuneloop-tags": "billing,vip",
+                 "x-tuneloop-user": "carol<b>", "x-tuneloop-session": "sess-42"})
+    return response.headers["x-tuneloop-id"]
+
+
+def html_blocks(at: AppTest) -> list[str]:
+    return [h.value for h in at.html if not h.value.startswith("<style>")]
+
+
+def test_the_header_is_one_line_with_every_fact(app: Callable[..., AppTest],  # noqa: F811
+                                                proxy: ProxyServer) -> None:
+    item_id = chat_with_headers(proxy, "How do refunds work?")
+    proxy.wait_logged(1)
+    at = app()
+    assert not at.exception
+    heads = [h for h in html_blocks(at) if 'class="tl-head"' in h]
+    assert len(heads) == 1
+    head = heads[0]
+    values = shown_texts(head)
+    for fact in ("chat.completions", "gpt-4o-mini", "completed · 200", "carol<b>",
+                 "sess-42", "billing", "vip", "—", "pending · revision 0", item_id):
+        assert fact in values, (fact, values)
+    assert "carol&lt;b&gt;" in head and "<b>" not in head  # escaped, never markup
+    assert 'class="tl-ok"' in head and 'class="tl-bad"' not in head
+    assert f'<span class="tl-id" title="interaction id">{item_id}</span>' in head
+    assert [t.label for t in at.toggle] == ["Raw text"]
+
+
+def test_a_failed_call_is_marked_in_the_header(app: Callable[..., AppTest],  # noqa: F811
+                                               proxy: ProxyServer) -> None:
+    response = proxy.http().post(
+        "/v1/chat/completions", headers={"authorization": "Bearer sk-test"},
+        json={"model": "fail-502", "messages": [{"role": "user", "content": "cancel"}]})
+    assert response.status_code == 502
+    item_id = response.headers["x-tuneloop-id"]
+    proxy.wait_logged(1)
+    at = app()
+    at.session_state["item_id"] = item_id
+    at.switch_page("pages/item.py").run()
+    assert not at.exception
+    (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
+    assert '<span class="tl-bad">upstream_error · 502</span>' in head
+
+
+def test_the_answer_is_shown_once_in_the_editor(app: Callable[..., AppTest],  # noqa: F811
+                                                proxy: ProxyServer) -> None:
+    logged(proxy, "Say **hello** in Arabic")
+    at = app()
+    drawn = "".join(html_blocks(at))
+    assert "<strong>hello</strong>" in drawn  # the prompt as Markdown
+    assert "echo: " not in drawn  # the answer is not drawn in the chat...
+    answers = [t.value for t in at.text_area if t.label == "Answer"]
+    assert answers == ["echo: Say **hello** in Arabic"]  # ...but in the editor, once
+    assert not [t.value for t in at.text if "echo:" in t.value]
+
+
+def test_raw_text_is_one_toggle_away(app: Callable[..., AppTest],  # noqa: F811
+                                     proxy: ProxyServer) -> None:
+    logged(proxy, "**not bold** <i>x</i>")
+    at = app()
+    at.toggle[0].set_value(True).run()
+    drawn = "".join(html_blocks(at))
+    assert "<strong>" not in drawn and "**not bold** &lt;i&gt;x&lt;/i&gt;" in drawn
+
+
+def test_browse_shows_answer_tags_and_score_in_fifty_compact_rows(
+        app: Callable[..., AppTest], proxy: ProxyServer) -> None:  # noqa: F811
+    ids = logged(proxy, *(f"question {n}\nwith a second line" for n in range(3)))
+    proxy.admin().tag(ids[0], reviewer="ann", add=["urgent"])
+    proxy.http().post("/v1/feedback", json={"id": ids[0], "score": 0.5},
+                      headers={"authorization": "Bearer sk-test"})
+    at = app()
+    at.switch_page("pages/browse.py").run()
+    assert not at.exception
+    table = at.dataframe[0]
+    frame = table.value
+    for column in ("answer", "tags", "score", "prompt", "review", "model"):
+        assert column in frame.columns
+    assert frame["answer"].iloc[-1] == "echo: question 0 with a second line"  # one line
+    assert frame["tags"].iloc[-1] == "urgent"
+    config = json.loads(table.proto.columns)
+    assert config["id"]["hidden"] is True  # kept for Open, not taking screen width
+    widths = sum(int(c.get("width", 0)) for c in config.values() if isinstance(c, dict))
+    assert widths <= 1080  # fits beside the sidebar at 1440 px: no horizontal scroll
+    assert 0 < table.proto.row_height <= 16  # 50 rows + the header fit 900 px
+
+
+def test_a_filter_shows_the_items_without_an_answer(app: Callable[..., AppTest],  # noqa: F811
+                                                    proxy: ProxyServer) -> None:
+    response = proxy.http().post(
+        "/v1/chat/completions", headers={"authorization": "Bearer sk-test"},
+        json={"model": "fail-502", "messages": [{"role": "user", "content": "cancel"}]})
+    failed_id = response.headers["x-tuneloop-id"]
+    (answered,) = logged(proxy, "fine")
+    at = app()
+    (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
+    assert answered in shown_texts(head)  # the queue leaves the answerless item out
+    box = next(s for s in at.selectbox if s.label == "Items without an answer")
+    box.set_value("only these").run()
+    assert not at.exception
+    (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
+    assert failed_id in shown_texts(head) and "upstream_error · 502" in shown_texts(head)
