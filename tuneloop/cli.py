@@ -69,6 +69,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, db: Path | Non
 
     from proxy.app import create_app
     from proxy.auth import ensure_admin_token
+    from proxy.server import uvicorn_options
 
     settings = load_settings(config_file or ctx.obj["config_file"], host=host, port=port,
                              db=db or ctx.obj["settings"].db, upstream=upstream)
@@ -83,11 +84,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, db: Path | Non
         f"logging to {settings.db}", highlight=False,
     )
     try:
-        uvicorn.run(
-            create_app(settings), host=settings.host, port=settings.port, loop="uvloop",
-            http="httptools", access_log=False, log_level=settings.log_level,
-            timeout_graceful_shutdown=30, lifespan="on", proxy_headers=False,
-        )
+        uvicorn.run(create_app(settings), **uvicorn_options(settings))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
 

@@ -124,3 +124,12 @@ class NotTrainable(TuneloopError):
     error_type = "invalid_request_error"
     code = "not_trainable"
     exit_code = 2
+
+
+class RequestTimeout(TuneloopError):
+    """The client took too long to send its request (headers or body)."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+    exit_code = 5
