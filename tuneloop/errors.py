@@ -124,3 +124,9 @@ class NotTrainable(TuneloopError):
     error_type = "invalid_request_error"
     code = "not_trainable"
     exit_code = 2
+
+
+class DatabaseInUse(StorageError):
+    """Another process (a running server) holds the database file: go through its admin API."""
+
+    code = "database_in_use"
