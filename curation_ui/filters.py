@@ -9,6 +9,9 @@ from typing import Any
 import streamlit as st
 
 REVIEW_STATES = ("pending", "approved", "rejected", "needs_work")
+# items without a final answer (upstream errors, cut streams, empty answers) can't be trained
+# on: the pending queue leaves them out unless asked (`trainable` of the admin API)
+ANSWERLESS = {"left out of the pending queue": None, "only these": "false", "shown too": "any"}
 
 
 def _day_start(day: date | None) -> str | None:
@@ -32,6 +35,9 @@ def filter_widgets(scope: str, *, review: bool) -> dict[str, Any]:
                               key=f"{scope}-errors")
         if errors != "any":
             params["has_error"] = errors == "only errors"
+        answerless = st.selectbox("Items without an answer", tuple(ANSWERLESS),
+                                  key=f"{scope}-answerless")
+        params["trainable"] = ANSWERLESS[answerless]
         if st.checkbox("Only items with app feedback", key=f"{scope}-feedback"):
             params["min_score"] = st.slider("Minimum mean score", -1.0, 1.0, 0.0, 0.25,
                                             key=f"{scope}-score")

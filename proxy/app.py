@@ -163,7 +163,7 @@ def create_app(settings: Settings) -> FastPath:
             ctx.db.close()
 
     routes: list[BaseRoute] = [
-        Route(path, LoggedEndpoint(endpoint), methods=["POST"])
+        Route(path, LoggedEndpoint(path, endpoint), methods=["POST"])
         for path, endpoint in LOGGED_ENDPOINTS.items()
     ]
     routes += [
@@ -184,7 +184,7 @@ def create_app(settings: Settings) -> FastPath:
             Exception: _on_unexpected,
         },
     )
-    return FastPath(app, {path: LoggedEndpoint(endpoint)
+    return FastPath(app, {path: LoggedEndpoint(path, endpoint)
                           for path, endpoint in LOGGED_ENDPOINTS.items()})
 
 

@@ -57,7 +57,7 @@ def test_a_failed_call_is_marked_in_the_header(app: Callable[..., AppTest],  # n
     proxy.wait_logged(1)
     at = app()
     at.session_state["item_id"] = item_id
-    at.switch_page("pages/item.py").run()
+    at.switch_page("views/item.py").run()
     assert not at.exception
     (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
     assert '<span class="tl-bad">upstream_error · 502</span>' in head
@@ -91,7 +91,7 @@ def test_browse_shows_answer_tags_and_score_in_fifty_compact_rows(
     proxy.http().post("/v1/feedback", json={"id": ids[0], "score": 0.5},
                       headers={"authorization": "Bearer sk-test"})
     at = app()
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("views/browse.py").run()
     assert not at.exception
     table = at.dataframe[0]
     frame = table.value
@@ -104,3 +104,20 @@ def test_browse_shows_answer_tags_and_score_in_fifty_compact_rows(
     widths = sum(int(c.get("width", 0)) for c in config.values() if isinstance(c, dict))
     assert widths <= 1080  # fits beside the sidebar at 1440 px: no horizontal scroll
     assert 0 < table.proto.row_height <= 16  # 50 rows + the header fit 900 px
+
+
+def test_a_filter_shows_the_items_without_an_answer(app: Callable[..., AppTest],  # noqa: F811
+                                                    proxy: ProxyServer) -> None:
+    response = proxy.http().post(
+        "/v1/chat/completions", headers={"authorization": "Bearer sk-test"},
+        json={"model": "fail-502", "messages": [{"role": "user", "content": "cancel"}]})
+    failed_id = response.headers["x-tuneloop-id"]
+    (answered,) = logged(proxy, "fine")
+    at = app()
+    (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
+    assert answered in shown_texts(head)  # the queue leaves the answerless item out
+    box = next(s for s in at.selectbox if s.label == "Items without an answer")
+    box.set_value("only these").run()
+    assert not at.exception
+    (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
+    assert failed_id in shown_texts(head) and "upstream_error · 502" in shown_texts(head)
