@@ -23,7 +23,7 @@ from tuneloop.commands.cycle import cycle
 from tuneloop.commands.datasets import datasets, export_command
 from tuneloop.commands.evaluate import evaluate
 from tuneloop.commands.finetune import finetune, jobs
-from tuneloop.commands.governance import forget, retention
+from tuneloop.commands.governance import compact, forget, retention
 from tuneloop.commands.promote import promote, rollback
 from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.ui import ui
@@ -187,6 +187,7 @@ def routes_set(ctx: click.Context, file: Any, api: str | None) -> None:
 main.add_command(ui)
 main.add_command(forget)
 main.add_command(retention)
+main.add_command(compact)
 main.add_command(synthesize)
 main.add_command(export_command)
 main.add_command(datasets)

@@ -142,3 +142,9 @@ class TooManyRequests(TuneloopError):
     error_type = "rate_limit_error"
     code = "too_many_requests"
     exit_code = 2
+
+
+class DatabaseInUse(StorageError):
+    """Another process (a running server) holds the database file: go through its admin API."""
+
+    code = "database_in_use"
