@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from proxy.openai_params import litellm_params
+from proxy.reply import UpstreamCut
 from tuneloop.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,13 @@ SSE = "text/event-stream"
 
 class LitellmReply:
     def __init__(self, status: int, body: bytes | None = None,
-                 stream: AsyncIterator[Any] | None = None):
+                 stream: AsyncIterator[Any] | None = None, provider: str = "",
+                 timeout_error: type[Exception] | None = None):
         self.status = status
         self._body = body
         self._stream = stream
+        self._provider = provider
+        self._timeout_error = timeout_error
         self.headers = [("content-type", SSE if stream is not None else JSON)]
 
     @property
@@ -53,9 +57,18 @@ class LitellmReply:
         if self._stream is None:
             yield self._body or b""
             return
-        async for chunk in self._stream:
-            data = chunk.model_dump(exclude_none=True) if hasattr(chunk, "model_dump") else chunk
-            yield b"data: " + orjson.dumps(data) + b"\n\n"
+        try:
+            async for chunk in self._stream:
+                data = (chunk.model_dump(exclude_none=True) if hasattr(chunk, "model_dump")
+                        else chunk)
+                yield b"data: " + orjson.dumps(data) + b"\n\n"
+        except Exception as exc:  # litellm's text stays in the log (tracebacks, paths)
+            log.warning("provider %s stream failed: %s: %s", self._provider,
+                        type(exc).__name__, exc)
+            if self._timeout_error is not None and isinstance(exc, self._timeout_error):
+                raise UpstreamTimeout(
+                    f"the provider ({self._provider}) stopped answering mid-stream") from exc
+            raise UpstreamCut(f"the provider ({self._provider}) stream failed") from exc
         yield b"data: [DONE]\n\n"
 
     async def read(self) -> bytes:
@@ -99,7 +112,8 @@ class LitellmUpstream:
         except Exception as exc:
             return self._error(exc, litellm, provider, api_key)
         if stream:
-            return LitellmReply(200, stream=result)
+            return LitellmReply(200, stream=result, provider=provider,
+                                timeout_error=litellm.Timeout)
         return LitellmReply(200, body=orjson.dumps(result.model_dump(exclude_none=True)))
 
     @staticmethod

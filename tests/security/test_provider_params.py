@@ -183,3 +183,26 @@ def test_provider_error_is_a_status_and_a_short_message(
         assert leak not in answer.text
     assert "litellm" not in error["message"].lower()
     assert "Exception" not in error["message"]
+
+
+def test_a_provider_stream_cut_midway_ends_with_a_clean_error(
+    claude: tuple[ProxyServer, FakeAnthropicState],
+) -> None:
+    proxy, _ = claude
+    url = proxy.admin().routes()["claude-alias"]["targets"][0]["base_url"]
+    proxy.admin().put_routes({"claude-alias": {"targets": [{
+        "model": "cut-2", "provider": "anthropic", "base_url": url}]}})
+    body = {"model": "claude-alias", "messages": [{"role": "user", "content": "hi there you"}],
+            "max_tokens": 16, "stream": True}
+    with proxy.http().stream("POST", "/v1/chat/completions", json=body,
+                             headers={"authorization": "Bearer sk-whatever"}) as answer:
+        assert answer.status_code == 200
+        interaction_id = answer.headers["x-tuneloop-id"]
+        text = "".join(answer.iter_text())
+    for leak in LEAKS:
+        assert leak not in text
+    assert '"code":"upstream_cut"' in text.replace(" ", ""), text[-500:]
+    row = proxy.row(interaction_id)
+    assert row["finish"] == "upstream_cut"
+    for leak in LEAKS:
+        assert leak not in (row["error"] or "")
