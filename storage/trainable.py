@@ -5,17 +5,27 @@ logged one, see `storage.messages`) ends with an assistant answer that has conte
 calls. Without an edit, a failed or cut exchange never is: an upstream error (status >= 400),
 a stream the client left or the upstream cut, a timeout. Embeddings have no message list.
 
-`untrainable_reason` is the rule (Python, used by review actions and the exporter);
-`trainable_sql` is the same rule as a SQL condition for the queue filter, which reads the logged
-answer with DuckDB's JSON functions (choice 0 of chat and legacy completions, any output item of
-a response) and treats any item with an edited message list as the edit says.
+`untrainable_reason` is the rule (Python, used by review actions and the exporter). For the
+queue, the logged rows that fail it are listed once, at ingest, in the small `untrainable`
+table (migration 32; `mark_untrainable` runs the rule as SQL over each inserted batch, reading
+the answer with DuckDB's JSON functions: choice 0 of chat and legacy completions, any output
+item of a response), so the queue filter and its counts are anti-joins on a table of a few
+percent of the rows instead of JSON parsing of every row. `trainable_sql` combines it with the
+reviewers' edits (an edit with an answer makes any item trainable; one without, none).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from storage.messages import Message, content_text, is_reviewable, messages_of
+from storage.db import Connection
+from storage.messages import (
+    REVIEWABLE_ENDPOINTS,
+    Message,
+    content_text,
+    is_reviewable,
+    messages_of,
+)
 
 UNFINISHED = ("client_disconnected", "upstream_cut", "timeout", "upstream_error")
 
@@ -92,15 +102,39 @@ def logged_trainable_sql(alias: str = "i") -> str:
             f"AND coalesce({_logged_answer_sql(alias)}, FALSE))")
 
 
+def m032_untrainable(con: Connection) -> None:
+    con.execute("CREATE TABLE untrainable (interaction_id VARCHAR PRIMARY KEY, "
+                "reason VARCHAR NOT NULL)")
+    mark_untrainable(con, "interactions")  # one pass over the logged rows
+
+
+def mark_untrainable(con: Connection, source: str) -> None:
+    """List the reviewable rows of `source` (a table or registered batch of interaction rows)
+    that have no final answer as logged. Idempotent (a replayed batch adds nothing). A file
+    not yet migrated to 32 has no list: the migration's backfill writes it."""
+    if not con.execute("SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' "
+                       "AND table_name = 'untrainable'").fetchall():
+        return
+    unfinished = ", ".join(f"'{f}'" for f in UNFINISHED if f != "upstream_error")
+    reviewable = ", ".join(f"'{e}'" for e in REVIEWABLE_ENDPOINTS)
+    con.execute(
+        f"INSERT OR IGNORE INTO untrainable SELECT i.id, CASE "
+        f"WHEN coalesce(i.status_code, 0) >= 400 OR i.finish = 'upstream_error' "
+        f"THEN 'upstream_error' WHEN i.finish IN ({unfinished}) THEN i.finish "
+        f"ELSE 'no_answer' END FROM {source} i "
+        f"WHERE i.endpoint IN ({reviewable}) AND NOT {logged_trainable_sql('i')}")
+
+
 def trainable_sql(alias: str, within: str) -> str:
     """The rule as a SQL condition on interactions aliased `alias`; `within` bounds the
-    subquery on `reviews` (see `storage.lookup.bounded`; its parameters come once, first the
-    edited-with-answer subquery's, then the edited-at-all subquery's)."""
+    subqueries (see `storage.lookup.bounded`; its parameters come three times: the
+    edited-with-answer subquery's, the edited-at-all one's, the untrainable one's)."""
     edited = f"SELECT interaction_id FROM reviews WHERE messages IS NOT NULL AND {within}"
     answered = (f"{edited} AND (json_extract_string(messages, '$[#-1].role') = 'assistant' AND "
                 "(nullif(trim(json_extract_string(messages, '$[#-1].content')), '') IS NOT NULL "
                 "OR json_array_length(messages, '$[#-1].tool_calls') > 0 "
                 "OR json_extract(messages, '$[#-1].function_call') IS NOT NULL "
                 "OR json_array_length(messages, '$[#-1].content') > 0))")
+    logged = f"SELECT interaction_id FROM untrainable WHERE {within}"
     return (f"({alias}.id IN ({answered}) OR ({alias}.id NOT IN ({edited}) "
-            f"AND {logged_trainable_sql(alias)}))")
+            f"AND {alias}.id NOT IN ({logged})))")

@@ -118,8 +118,31 @@ def test_progress_counts_are_exact(proxy: ProxyServer) -> None:
     assert ann["reviewed_by_you"] == 3 and ann["reviewed"] == 4
     assert ann["claimed_by_others"] == 1 and ann["exact"] is True
     assert client.progress(reviewer="bob", q="question")["pending"] == 21
+    filtered = client.progress(reviewer="ann", model="gpt-4o-mini")  # the joined scan
+    assert (filtered["pending"], filtered["untrainable"], filtered["total"]) == (21, 0, 25)
+    assert client.progress(reviewer="ann", model="fail-502")["untrainable"] == 1
     embedded = client.next_item(reviewer="ann", progress=True)["progress"]
     assert embedded["pending"] == 21 and embedded["claimed_by_others"] == 1
+
+
+def test_the_migration_lists_answerless_rows_logged_before_it(tmp_path: Path) -> None:
+    con = connect(tmp_path / "old.duckdb")
+    migrate(con, up_to=31)
+    rows = [{"id": f"01900000-0000-7000-8000-00000000000{n}", "created_at": 1_700_000_000_000_000,
+             "endpoint": "chat.completions", "traffic": "production",
+             "request": json.dumps({"messages": [{"role": "user", "content": "hi"}]}),
+             "response": json.dumps({"choices": [{"index": 0, "message": {
+                 "role": "assistant", "content": answer}}]}),
+             "status_code": status, "finish": finish}
+            for n, (answer, status, finish) in enumerate(
+                [("fine", 200, "completed"), ("", 200, "completed"), (None, 500, "upstream_error"),
+                 ("Sure, the", 200, "client_disconnected")])]
+    insert_interactions(con, to_arrow(rows))
+    assert 32 in migrate(con)
+    listed = dict(con.execute("SELECT interaction_id, reason FROM untrainable").fetchall())
+    assert listed == {rows[1]["id"]: "no_answer", rows[2]["id"]: "upstream_error",
+                      rows[3]["id"]: "client_disconnected"}
+    con.close()
 
 
 def _approved_before_the_rule(db: Path) -> list[str]:
