@@ -16,7 +16,7 @@ def test_browse_search_in_every_language_and_field(app: Callable[..., AppTest], 
                                                    proxy: ProxyServer) -> None:
     japanese, english = logged(proxy, "パスワードを忘れました", "my password is brief")
     at = app("ann")
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("views/browse.py").run()
 
     def shown(q: str, searched: str = "users and answers") -> list[str]:
         next(t for t in at.text_input if t.label == "Search words").input(q)
