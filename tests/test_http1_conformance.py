@@ -1,5 +1,6 @@
 """The pooled HTTP/1.1 client (`proxy.http1`) against a raw-socket upstream scripted byte by
-byte: every framing rule that keeps one response from being read as another's.
+byte: where each response starts and ends (1xx, close-delimited, chunked, HEAD/204/304, large
+bodies, back-pressure) and what goes upstream. Reuse and resend rules: test_http1_reuse.py.
 
 Each test runs on asyncio's loop and on uvloop (the proxy's). Whether a connection was reused
 is read from the upstream's side: which connection each request arrived on.
@@ -10,80 +11,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-import uvloop
 
-from proxy.http1 import Http1Pool, Http1Reply
+from proxy.http1 import Http1Pool
 from proxy.reply import Timeouts, UpstreamCut
 from tests.fakes.raw_http import RawUpstream, Seen, reset, send
+from tests.http1_support import (
+    TIMEOUTS,
+    Run,
+    chunked,
+    echo_then,
+    fetch,
+    ok,
+    run,
+    scripted,
+    writes,
+)
 from tuneloop.errors import BadRequest, UpstreamUnreachable
 
-TIMEOUTS = Timeouts(2, 2)
+__all__ = ["run"]  # the fixture
 BUFFER_BOUND = 768 * 1024  # proxy.http1_conn.HIGH_WATER (512 KiB) + one socket read (256 KiB)
-Run = Callable[[Coroutine[Any, Any, Any]], Any]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.SelectorEventLoop
-
-    def runner(coro: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=factory) as loop:
-            return loop.run(coro)
-
-    return runner
-
-
-def ok(body: bytes, *extra: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n%s\r\n%s" % (
-        len(body), b"".join(h + b"\r\n" for h in extra), body)
-
-
-def chunked(*pieces: bytes, ext: bytes = b"", trailers: bytes = b"") -> bytes:
-    out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
-    for piece in pieces:
-        out += b"%x%s\r\n%s\r\n" % (len(piece), ext, piece)
-    return out + b"0%s\r\n%s\r\n" % (ext, trailers)
-
-
-async def fetch(pool: Http1Pool, upstream: RawUpstream, body: bytes = b"{}",
-                method: str = "POST", headers: dict[str, str] | None = None,
-                ) -> tuple[Http1Reply, bytes]:
-    reply = await pool.send(method, upstream.url + "/v1/x", headers or {}, body, TIMEOUTS)
-    try:
-        data = await reply.read()
-    finally:
-        reply.release()
-    return reply, data
-
-
-async def echo_then(seen: Seen, writer: asyncio.StreamWriter) -> None:
-    await send(writer, ok(b"echo: " + seen.body))
-
-
-def scripted(*replies: Callable[[Seen, asyncio.StreamWriter], Awaitable[bool | None]]
-             ) -> Callable[[Seen, asyncio.StreamWriter], Awaitable[bool | None]]:
-    """The n-th request gets the n-th scripted reply, later ones an echo."""
-    done: list[Seen] = []
-
-    async def answer(seen: Seen, writer: asyncio.StreamWriter) -> bool | None:
-        done.append(seen)
-        if len(done) <= len(replies):
-            return await replies[len(done) - 1](seen, writer)
-        await echo_then(seen, writer)
-        return None
-    return answer
-
-
-def writes(*parts: bytes, close: bool = False, byte_by_byte: bool = False
-           ) -> Callable[[Seen, asyncio.StreamWriter], Awaitable[bool | None]]:
-    async def reply(seen: Seen, writer: asyncio.StreamWriter) -> bool | None:
-        await send(writer, *parts, byte_by_byte=byte_by_byte)
-        return False if close else None
-    return reply
 
 
 # -- 1xx --------------------------------------------------------------------------------------
@@ -274,75 +223,6 @@ def test_head_204_and_304_have_no_body_and_the_next_answer_is_intact(
     run(scenario())
 
 
-def test_connection_close_from_the_server_is_never_reused(run: Run) -> None:
-    """The upstream says close but keeps the socket open: the client must not reuse it."""
-    async def scenario() -> None:
-        upstream_answer = scripted(writes(ok(b"bye", b"connection: close")))
-        async with RawUpstream(upstream_answer) as upstream:
-            pool = Http1Pool()
-            _, body = await fetch(pool, upstream)
-            _, body2 = await fetch(pool, upstream, b"next")
-            pool.close()
-        assert (body, body2) == (b"bye", b"echo: next")
-        assert [s.connection for s in upstream.seen] == [0, 1]
-    run(scenario())
-
-
-# -- a kept-alive connection the server closed --------------------------------------------------
-def test_an_idle_connection_the_server_closed_is_replaced_without_an_error(run: Run) -> None:
-    async def scenario() -> None:
-        async with RawUpstream(scripted(writes(ok(b"first"), close=True))) as upstream:
-            pool = Http1Pool()
-            await fetch(pool, upstream)
-            await asyncio.sleep(0.05)  # the FIN reaches the idle connection
-            _, body = await fetch(pool, upstream, b"second")
-            pool.close()
-        assert body == b"echo: second"
-        assert [s.connection for s in upstream.seen] == [0, 1]
-    run(scenario())
-
-
-async def _read_then_close(seen: Seen, writer: asyncio.StreamWriter) -> bool:
-    return False  # the request was read (and maybe acted on); no answer
-
-
-@pytest.mark.parametrize(("method", "headers", "resent"), [
-    ("POST", {}, False),
-    ("POST", {"Idempotency-Key": "k-1"}, True),
-    ("GET", {}, True),
-    ("PUT", {}, True),
-])
-def test_a_reused_connection_closed_without_an_answer_resends_only_what_may_be_repeated(
-        run: Run, method: str, headers: dict[str, str], resent: bool) -> None:
-    async def scenario() -> None:
-        async with RawUpstream(scripted(echo_then, _read_then_close)) as upstream:
-            pool = Http1Pool()
-            await fetch(pool, upstream, b"first")
-            if resent:
-                _, body = await fetch(pool, upstream, b"again", method, headers)
-                assert body == b"echo: again"
-            else:
-                with pytest.raises(UpstreamUnreachable, match="not sent twice"):
-                    await fetch(pool, upstream, b"again", method, headers)
-            pool.close()
-        bodies = [s.body for s in upstream.seen]
-        assert bodies == [b"first", b"again", b"again"] if resent else [b"first", b"again"]
-    run(scenario())
-
-
-def test_a_reused_connection_cut_mid_answer_is_never_resent(run: Run) -> None:
-    async def scenario() -> None:
-        half = writes(b"HTTP/1.1 200 OK\r\ncontent-le", close=True)
-        async with RawUpstream(scripted(echo_then, half)) as upstream:
-            pool = Http1Pool()
-            await fetch(pool, upstream, b"first")
-            with pytest.raises(UpstreamUnreachable, match="mid-answer"):
-                await fetch(pool, upstream, b"again", "GET")
-            pool.close()
-        assert [s.body for s in upstream.seen] == [b"first", b"again"]
-    run(scenario())
-
-
 # -- size and back-pressure --------------------------------------------------------------------
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 def test_a_response_larger_than_the_read_buffer(run: Run, framing: str) -> None:
@@ -402,51 +282,4 @@ def test_a_slow_consumer_pauses_reading_and_the_buffer_stays_bounded(run: Run) -
         assert total == size
         assert digest.digest() == hashlib.sha256(block * (size // len(block))).digest()
         assert body2 == b"echo: next"
-    run(scenario())
-
-
-# -- nothing beyond the response ---------------------------------------------------------------
-@pytest.mark.parametrize("reply_bytes", [
-    ok(b"hello") + b"\r\n",
-    ok(b"hello") + b"X",
-    ok(b"hello") + b"EXTRA BYTES",
-    ok(b"hello") + ok(b"unasked"),
-    chunked(b"hello") + b"\r\n",
-    chunked(b"hello") + b"\n",
-    chunked(b"hello", trailers=b"x-t: 1\r\n") + b"\r\n\r\n",
-    chunked(b"hello") + ok(b"unasked"),
-    b"HTTP/1.1 204 No Content\r\n\r\n" + b"\r\n",
-    b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"hello") + b"\r\n",
-])
-def test_any_byte_beyond_the_response_means_the_connection_is_not_reused(
-        run: Run, reply_bytes: bytes) -> None:
-    async def scenario() -> None:
-        async with RawUpstream(scripted(writes(reply_bytes))) as upstream:
-            pool = Http1Pool()
-            _, body = await fetch(pool, upstream)
-            await asyncio.sleep(0.05)
-            _, body2 = await fetch(pool, upstream, b"next")
-            pool.close()
-        assert body in (b"hello", b"")
-        assert body2 == b"echo: next"
-        assert [s.connection for s in upstream.seen] == [0, 1]
-    run(scenario())
-
-
-def test_a_response_the_server_sends_while_the_connection_is_idle_is_not_taken(
-        run: Run) -> None:
-    async def answer_then_more(seen: Seen, writer: asyncio.StreamWriter) -> None:
-        await send(writer, ok(b"asked"))
-        await asyncio.sleep(0.05)
-        await send(writer, ok(b"unasked"))
-
-    async def scenario() -> None:
-        async with RawUpstream(scripted(answer_then_more)) as upstream:
-            pool = Http1Pool()
-            _, body = await fetch(pool, upstream)
-            await asyncio.sleep(0.2)
-            _, body2 = await fetch(pool, upstream, b"next")
-            pool.close()
-        assert (body, body2) == (b"asked", b"echo: next")
-        assert [s.connection for s in upstream.seen] == [0, 1]
     run(scenario())
