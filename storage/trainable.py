@@ -11,7 +11,10 @@ table (migration 32; `mark_untrainable` runs the rule as SQL over each inserted 
 the answer with DuckDB's JSON functions: choice 0 of chat and legacy completions, any output
 item of a response), so the queue filter and its counts are anti-joins on a table of a few
 percent of the rows instead of JSON parsing of every row. `trainable_sql` combines it with the
-reviewers' edits (an edit with an answer makes any item trainable; one without, none).
+reviewers' edits (an edit with an answer makes any item trainable; one without, none). The two
+agree on every shape tests/test_review_trainable.py tries; where they could differ (a content
+list of empty text parts; a response whose output holds no message), the queue shows an item
+that approval then refuses with the reason, never the other way round.
 """
 
 from __future__ import annotations
@@ -81,25 +84,33 @@ def explain(reason: str) -> str:
     return f"this item can't be approved: {REASONS.get(reason, reason)}; {HOW_TO_FIX}"
 
 
-def _logged_answer_sql(alias: str) -> str:
-    r = f"{alias}.response"
-    chat = (f"(nullif(trim(json_extract_string({r}, '$.choices[0].message.content')), '') "
-            f"IS NOT NULL OR json_array_length({r}, '$.choices[0].message.tool_calls') > 0 "
-            f"OR json_extract({r}, '$.choices[0].message.function_call') IS NOT NULL "
-            f"OR json_array_length({r}, '$.choices[0].message.content') > 0)")
-    completion = f"nullif(trim(json_extract_string({r}, '$.choices[0].text')), '') IS NOT NULL"
-    responses = f"json_array_length({r}, '$.output') > 0"
+# the logged answer's parts, read with one parse of the response: chat content, tool calls and
+# function call of choice 0, legacy completion text of choice 0, a response's output items
+_ANSWER_PATHS = ("['$.choices[0].message.content', '$.choices[0].message.tool_calls', "
+                 "'$.choices[0].message.function_call', '$.choices[0].text', '$.output']")
+
+
+def _text(value: str) -> str:
+    """A JSON string with a non-whitespace character, or a non-empty array of parts."""
+    return (f"(json_type({value}) = 'VARCHAR' AND regexp_matches({value} ->> '$', '[^\\s]') "
+            f"OR json_type({value}) = 'ARRAY' AND json_array_length({value}) > 0)")
+
+
+def _logged_answer_sql(alias: str, parts: str) -> str:
+    """`parts`: the JSON values of _ANSWER_PATHS for the row (a list, 1-based)."""
+    chat = (f"({_text(f'{parts}[1]')} OR json_array_length({parts}[2]) > 0 "
+            f"OR json_type({parts}[3]) = 'OBJECT')")
     return (f"(CASE {alias}.endpoint WHEN 'chat.completions' THEN {chat} "
-            f"WHEN 'completions' THEN {completion} WHEN 'responses' THEN {responses} "
-            "ELSE FALSE END)")
+            f"WHEN 'completions' THEN {_text(f'{parts}[4]')} "
+            f"WHEN 'responses' THEN json_array_length({parts}[5]) > 0 ELSE FALSE END)")
 
 
-def logged_trainable_sql(alias: str = "i") -> str:
+def logged_trainable_sql(alias: str, parts: str) -> str:
     """The rule on the logged row alone (no edit), as a SQL condition."""
     unfinished = ", ".join(f"'{f}'" for f in UNFINISHED)
     return (f"(coalesce({alias}.status_code, 0) < 400 "
             f"AND coalesce({alias}.finish, '') NOT IN ({unfinished}) "
-            f"AND coalesce({_logged_answer_sql(alias)}, FALSE))")
+            f"AND coalesce({_logged_answer_sql(alias, parts)}, FALSE))")
 
 
 def m032_untrainable(con: Connection) -> None:
@@ -121,8 +132,9 @@ def mark_untrainable(con: Connection, source: str) -> None:
         f"INSERT OR IGNORE INTO untrainable SELECT i.id, CASE "
         f"WHEN coalesce(i.status_code, 0) >= 400 OR i.finish = 'upstream_error' "
         f"THEN 'upstream_error' WHEN i.finish IN ({unfinished}) THEN i.finish "
-        f"ELSE 'no_answer' END FROM {source} i "
-        f"WHERE i.endpoint IN ({reviewable}) AND NOT {logged_trainable_sql('i')}")
+        f"ELSE 'no_answer' END FROM (SELECT id, endpoint, status_code, finish, "
+        f"json_extract(response, {_ANSWER_PATHS}) AS parts FROM {source} "
+        f"WHERE endpoint IN ({reviewable})) i WHERE NOT {logged_trainable_sql('i', 'i.parts')}")
 
 
 def trainable_sql(alias: str, within: str) -> str:
