@@ -30,7 +30,7 @@ from proxy.litellm_upstream import LitellmUpstream
 from proxy.metrics import ProxyMetrics
 from proxy.passthrough import list_models, passthrough
 from proxy.pricing import PriceMap
-from proxy.redaction import Redactor
+from proxy.redaction import redactor_for
 from proxy.routing import Router
 from proxy.upstream import HttpUpstream
 from proxy.usage_estimate import UsageEstimator
@@ -122,7 +122,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
         http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
         keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
-        prices=prices, redactor=Redactor(settings.redact),
+        prices=prices, redactor=redactor_for(settings),
     )
 
 
@@ -163,7 +163,7 @@ def create_app(settings: Settings) -> FastPath:
             ctx.db.close()
 
     routes: list[BaseRoute] = [
-        Route(path, LoggedEndpoint(endpoint), methods=["POST"])
+        Route(path, LoggedEndpoint(path, endpoint), methods=["POST"])
         for path, endpoint in LOGGED_ENDPOINTS.items()
     ]
     routes += [
@@ -184,7 +184,7 @@ def create_app(settings: Settings) -> FastPath:
             Exception: _on_unexpected,
         },
     )
-    return FastPath(app, {path: LoggedEndpoint(endpoint)
+    return FastPath(app, {path: LoggedEndpoint(path, endpoint)
                           for path, endpoint in LOGGED_ENDPOINTS.items()})
 
 

@@ -84,12 +84,8 @@ class Capture:
         prompt_tokens, completion_tokens = usage_tokens(response)
         metadata = self.payload.get("metadata")
         request_text = self.request_body.decode("utf-8")
-        if redactor.active:
-            request_text = orjson.dumps(redactor.value(self.payload)).decode()
-            response, metadata = redactor.value(response), redactor.value(metadata)
-            error = None if error is None else redactor.text(error)
         model = self.payload.get("model")
-        return {
+        record = {
             "id": self.interaction_id,
             "created_at": self.created_us,
             "endpoint": self.endpoint,
@@ -115,3 +111,4 @@ class Capture:
             "source_id": self.meta.source,
             "metadata": None if metadata is None else orjson.dumps(metadata).decode(),
         }
+        return redactor.record(record)  # every stored string, when redaction is on

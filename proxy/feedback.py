@@ -42,6 +42,8 @@ async def feedback(request: Request) -> Response:
         key = bearer(request.headers)
         source = key[:7] if key else None  # the key's public prefix, as in api_keys
     interaction_id, score, comment = validate_feedback(await json_object(request))
+    if comment is not None:
+        comment = ctx.redactor.text(comment)
     if not await _logged_soon(ctx, interaction_id):
         raise NotFound(f"no interaction with id {interaction_id!r}")
     created = await ctx.db.write(

@@ -13,21 +13,20 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from proxy.assemble import ASSEMBLERS, BodyDecoder, StreamAssembler
+from proxy.body import BodyLimits, parse_payload, read_body
 from proxy.capture import Capture, parse_json
 from proxy.context import ProxyContext
 from proxy.headers import ClientMeta, client_meta, downstream_headers, upstream_headers
 from proxy.ids import uuid7
-from proxy.incoming import Incoming
+from proxy.incoming import API_PREFIX, Incoming, plain_path
 from proxy.reply import Timeouts, UpstreamCut, UpstreamReply
 from proxy.routing import OPENAI_COMPATIBLE, Attempt, Plan, RouteSpec
 from tuneloop.errors import (
-    BadRequest,
-    PayloadTooLarge,
+    RequestTimeout,
     TuneloopError,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -35,55 +34,6 @@ from tuneloop.errors import (
 
 log = logging.getLogger("tuneloop.proxy")
 ID_HEADER = b"x-tuneloop-id"
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-async def receive_body(incoming: Incoming, receive: Receive, limit: int) -> bytes:
-    """The request body straight from the ASGI channel (the hot path skips Request)."""
-    declared = incoming.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest("the client disconnected while sending the body",
-                             code="client_disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
-        parts.append(chunk)
-        if not message.get("more_body", False):
-            return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def parse_payload(body: bytes) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(
-            "We could not parse the JSON body of your request. (HINT: This likely means you "
-            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
-            code="invalid_json",
-        ) from exc
-    if not isinstance(payload, dict):
-        raise BadRequest("the request body must be a JSON object", code="invalid_json")
-    return payload
 
 
 def upstream_credentials(ctx: ProxyContext, headers: Mapping[str, str],
@@ -141,6 +91,8 @@ class RawResponse(Response):
 
 def error_response(exc: TuneloopError, interaction_id: str | None = None) -> Response:
     headers = [(b"content-type", b"application/json")]
+    if isinstance(exc, RequestTimeout):  # the rest of a slow body is not worth waiting for
+        headers.append((b"connection", b"close"))
     if interaction_id is not None:
         headers.append((ID_HEADER, interaction_id.encode()))
     return RawResponse(orjson.dumps(exc.to_openai()), exc.status_code, headers)
@@ -149,26 +101,30 @@ def error_response(exc: TuneloopError, interaction_id: str | None = None) -> Res
 class LoggedEndpoint:
     """A logged OpenAI endpoint as a plain ASGI app: the hot path builds no Request object."""
 
-    def __init__(self, endpoint: str):
+    def __init__(self, path: str, endpoint: str):
+        self.path = path
+        self.suffix = path[len(API_PREFIX):]
         self.endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        incoming = Incoming.from_scope(scope)
+        ctx: ProxyContext = scope["app"].state.ctx
         try:
-            response = await handle_logged(incoming, receive, self.endpoint)
+            plain = plain_path(scope, self.path) and not scope["query_string"]
+            incoming = Incoming.from_scope(scope, self.suffix if plain else None)
+            response = await handle_logged(ctx, incoming, receive, self.endpoint)
         except TuneloopError as exc:
             response = error_response(exc)
         except Exception:
-            log.exception("unexpected error on %s", incoming.path)
+            log.exception("unexpected error on %s", self.path)
             response = error_response(TuneloopError("the proxy hit an internal error; it has "
                                                     "been logged"))
         await response(scope, receive, send)
 
 
-async def handle_logged(incoming: Incoming, receive: Receive, endpoint: str) -> Response:
-    ctx = incoming.ctx
-    body = await receive_body(incoming, receive, ctx.settings.max_body_bytes)
-    payload = parse_payload(body)
+async def handle_logged(ctx: ProxyContext, incoming: Incoming, receive: Receive,
+                        endpoint: str) -> Response:
+    body = await read_body(receive, incoming.headers, BodyLimits.logged(ctx.settings))
+    payload = parse_payload(body, ctx.settings.max_json_depth)
     meta = client_meta(incoming.headers)
     if ctx.settings.issue_keys:
         ctx.keys.check(incoming.headers)
@@ -235,7 +191,7 @@ async def _send(ctx: ProxyContext, incoming: Incoming, attempt: Attempt, body: b
             endpoint, target.provider, target.model, payload, target.base_url,
             key if target.api_key_env else None, timeouts.connect_s, timeouts.read_s,
         )
-    url = (target.base_url or ctx.settings.upstream) + incoming.upstream_suffix
+    url = (target.base_url or ctx.settings.upstream) + incoming.suffix
     headers = upstream_headers(incoming.headers)
     headers.update(credentials)
     return await ctx.http.send_logged(incoming.method, url, headers, body, timeouts)

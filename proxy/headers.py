@@ -22,10 +22,12 @@ _DROP_UPSTREAM = frozenset(
         "authorization", "api-key", "x-api-key", "cookie", "accept-encoding",
     }
 )
-# Not copied back to the client: hop-by-hop and framing (Starlette sets content-length).
+# Not copied back to the client: hop-by-hop and framing (we set content-length), and `date`:
+# the proxy's server writes its own on every response (ours included), so the upstream's would
+# make two. `server` is relayed: the proxy's server sends none (see proxy/server.py).
 _DROP_DOWNSTREAM = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "trailer", "upgrade",
-     "proxy-connection"}
+     "proxy-connection", "date"}
 )
 _SUPPORTED_ENCODINGS = ("gzip", "deflate", "identity")
 

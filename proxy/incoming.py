@@ -1,36 +1,81 @@
-"""The parts of an incoming ASGI request the hot path needs, read once from the scope."""
+"""The parts of an incoming ASGI request the proxy forwards, read once from the scope, and the
+one rule for the path that goes upstream.
+
+The upstream's origin comes from settings and routes only. The path appended to it is built
+from the decoded path the router matched (never the raw one), checked segment by segment and
+quoted again, so nothing a client sends can change where a request goes: dot segments (also
+written `%2e`), encoded slashes and backslashes (`%2f`, `%5c`), empty segments, and `@`, `%`,
+`\\`, `?`, `#` or control characters after decoding are refused with a 400 before anything is
+sent. Everything else (spaces, non-ASCII) is percent-encoded again.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from starlette.types import Scope
 
-from proxy.context import ProxyContext
+from tuneloop.errors import BadRequest
+
+API_PREFIX = "/v1"
+# after decoding, a segment may not hold "@" (userinfo tricks), "%" (double encoding), "\\",
+# "?", "#" or control characters; what it holds is quoted again (spaces, non-ASCII)
+_SEGMENT = re.compile(r"[^@%\\?#\x00-\x1f\x7f]+")
+_SAFE = "/-._~!$&'()*+,;=:"
+# encoded "/", "\" and NUL in the raw path: a decoded path can't tell them from the real thing
+_RAW_FORBIDDEN = re.compile(rb"%(?:2f|5c|00)", re.IGNORECASE)
+_QUERY = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")
+
+
+def _refused(why: str) -> BadRequest:
+    return BadRequest(f"the request path is not allowed: {why}", code="invalid_path")
+
+
+def upstream_path(scope: Scope) -> str:
+    """The path after `/v1`, with its query string, to append to an upstream base URL."""
+    path: str = scope["path"]
+    raw: bytes = scope.get("raw_path") or b""
+    if _RAW_FORBIDDEN.search(raw):
+        raise _refused("encoded slashes, backslashes and NUL are refused")
+    if not path.startswith(API_PREFIX + "/"):
+        raise _refused(f"it must start with {API_PREFIX}/")
+    rest = path[len(API_PREFIX):]
+    segments = rest[1:].split("/")
+    if segments[-1] == "":
+        segments.pop()  # one trailing slash is harmless
+    for segment in segments:
+        if segment in (".", ".."):
+            raise _refused("dot segments are refused")
+        if not _SEGMENT.fullmatch(segment):
+            raise _refused("empty segments and @ % \\ ? # or control characters are refused")
+    query: bytes = scope.get("query_string") or b""
+    if not _QUERY.fullmatch(query):
+        raise _refused("the query string holds characters outside RFC 3986")
+    suffix = quote(rest, safe=_SAFE)
+    return f"{suffix}?{query.decode('ascii')}" if query else suffix
+
+
+def plain_path(scope: Scope, path: str) -> bool:
+    """Whether the request was sent as `path` itself, with nothing percent-encoded (the logged
+    endpoints: anything else goes through `upstream_path`'s checks)."""
+    raw = scope.get("raw_path")
+    return raw is None or raw == path.encode()
 
 
 @dataclass(slots=True)
 class Incoming:
     method: str
-    path: str
-    """As sent, still percent-encoded (ASGI's raw_path), so it reaches the upstream unchanged."""
-    query: str
+    suffix: str
+    """What goes after the upstream base URL: see `upstream_path`."""
     headers: dict[str, str]
     """Lower-case names; a repeated header keeps its last value."""
-    ctx: ProxyContext
 
     @classmethod
-    def from_scope(cls, scope: Scope) -> Incoming:
+    def from_scope(cls, scope: Scope, suffix: str | None = None) -> Incoming:
         return cls(
             method=scope["method"],
-            path=(scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
-            query=scope["query_string"].decode("latin-1"),
+            suffix=upstream_path(scope) if suffix is None else suffix,
             headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
-            ctx=scope["app"].state.ctx,
         )
-
-    @property
-    def upstream_suffix(self) -> str:
-        """The path after /v1, with the query string, to append to an upstream base URL."""
-        suffix = self.path[len("/v1"):]
-        return f"{suffix}?{self.query}" if self.query else suffix

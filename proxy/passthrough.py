@@ -12,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from proxy.assemble import BodyDecoder
+from proxy.body import BodyLimits, check_json_depth, read_body
 from proxy.capture import parse_json
 from proxy.context import context_of
-from proxy.forward import RawResponse, read_body, upstream_credentials
+from proxy.forward import RawResponse, upstream_credentials
 from proxy.headers import downstream_headers, upstream_headers
-from proxy.incoming import Incoming
+from proxy.incoming import Incoming, upstream_path
 from proxy.reply import Timeouts, UpstreamCut, UpstreamReply
 from proxy.routing import default_plan
 from tuneloop.errors import UpstreamTimeout
@@ -24,19 +25,22 @@ from tuneloop.errors import UpstreamTimeout
 
 async def _forward(request: Request, body: bytes | None) -> UpstreamReply:
     incoming = Incoming.from_scope(request.scope)
-    ctx = incoming.ctx
+    ctx = context_of(request)
     if ctx.settings.issue_keys:
         ctx.keys.check(incoming.headers)
     headers = upstream_headers(incoming.headers)
     headers.update(upstream_credentials(ctx, incoming.headers, default_plan("-").attempts[0]))
-    url = ctx.settings.upstream + incoming.upstream_suffix
+    url = ctx.settings.upstream + incoming.suffix
     timeouts = Timeouts(ctx.settings.connect_timeout_s, ctx.settings.read_timeout_s)
     return await ctx.http.send(incoming.method, url, headers, body, timeouts)
 
 
 async def passthrough(request: Request) -> Response:
     ctx = context_of(request)
-    body = await read_body(request, ctx.settings.max_passthrough_bytes)
+    upstream_path(request.scope)  # refused before the body is read
+    body = await read_body(request.receive, request.headers,
+                           BodyLimits.passthrough(ctx.settings))
+    check_json_depth(body, request.headers.get("content-type", ""), ctx.settings.max_json_depth)
     reply = await _forward(request, body if body or request.method not in ("GET", "HEAD")
                            else None)
     ctx.metrics.count("passthrough", reply.status)

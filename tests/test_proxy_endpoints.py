@@ -367,11 +367,12 @@ def test_async_sdk_streams_through_the_proxy(proxy: ProxyServer) -> None:
 
 
 
-def test_pass_through_keeps_percent_encoding(proxy: ProxyServer) -> None:
+def test_pass_through_quotes_the_decoded_path_again(proxy: ProxyServer) -> None:
     with proxy.http() as http:
-        response = http.get("/v1/echo/a%2Fb%20c?q=x%26y")
+        response = http.get("/v1/echo/a%20b%C3%A9?q=x%26y")
+        refused = http.get("/v1/echo/a%2Fb")  # an encoded slash: tests/security/test_paths.py
     assert response.status_code == 200
     echoed = response.json()
     assert echoed["query"] == "q=x%26y"
-    # %2F stays an escaped slash inside one segment: the upstream decodes it as "a/b c"
-    assert proxy.upstream.state.requests[-1].path == "/v1/echo/a/b c"
+    assert proxy.upstream.state.requests[-1].path == "/v1/echo/a bé"
+    assert refused.status_code == 400

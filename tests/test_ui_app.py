@@ -20,8 +20,10 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def app(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., AppTest]]:
+def app(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> Iterator[Callable[..., AppTest]]:
     monkeypatch.setenv("TUNELOOP_API", proxy.url)
+    monkeypatch.setenv("TUNELOOP_DB", str(tmp_path / "ui" / "tuneloop.duckdb"))
     monkeypatch.setenv("TUNELOOP_REVIEWER_TOKEN", REVIEWER_TOKEN)
     monkeypatch.setenv("TUNELOOP_UI_PASSWORD", PASSWORD)
     monkeypatch.delenv("TUNELOOP_ADMIN_TOKEN", raising=False)
@@ -126,7 +128,7 @@ def test_a_conflict_is_shown_and_nothing_is_overwritten(app: Callable[..., AppTe
 def test_bulk_reject_on_browse(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
     a, b, c = logged(proxy, "bulk one", "bulk two", "bulk three")
     at = app("ann")
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("views/browse.py").run()
     table = at.dataframe[0].value
     assert list(table["id"]) == [c, b, a]
     at.session_state["browse_table"] = {"selection": {"rows": [0, 2], "columns": [],
@@ -148,7 +150,7 @@ def test_item_page_shows_history_and_the_diff(app: Callable[..., AppTest],
                          messages=[*original[:-1], {"role": "assistant", "content": "better"}])
     at = app()
     at.session_state["item_id"] = item_id
-    at.switch_page("pages/item.py").run()
+    at.switch_page("views/item.py").run()
     assert not at.exception
     history = at.dataframe[0].value
     assert list(history["action"]) == ["edit"] and list(history["reviewer"]) == ["bob"]
@@ -160,7 +162,7 @@ def test_stats_page(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
     a, _b = logged(proxy, "s1", "s2")
     proxy.admin().review(a, "approve", reviewer="ann", expected_revision=0)
     at = app()
-    at.switch_page("pages/stats.py").run()
+    at.switch_page("views/stats.py").run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["approved"] == "1" and metrics["pending"] == "1"
@@ -185,7 +187,7 @@ def test_the_item_page_keeps_the_revision_it_showed(app: Callable[..., AppTest],
     (item_id,) = logged(proxy, "watched")
     at = app("ann")
     at.session_state["item_id"] = item_id
-    at.switch_page("pages/item.py").run()
+    at.switch_page("views/item.py").run()
     proxy.admin().review(item_id, "approve", reviewer="bob", expected_revision=0)
     next(t for t in at.text_input if t.label.startswith("Reason")).input("bad")
     button(at, "Reject with reason").click().run()

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.auth import Role
+from proxy.body import read_request_body
 from proxy.context import ProxyContext, context_of
-from proxy.forward import read_body
 from storage.interactions import MAX_PAGE, InteractionFilter
 from tuneloop.errors import BadRequest
 
@@ -30,7 +30,7 @@ def authorize(request: Request, role: Role) -> ProxyContext:
 
 
 async def json_body(request: Request) -> Any:
-    body = await read_body(request, ADMIN_BODY_LIMIT)
+    body = await read_request_body(request, ADMIN_BODY_LIMIT, context_of(request).settings)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

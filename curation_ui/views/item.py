@@ -14,8 +14,10 @@ from curation_ui.chat_view import (
     show_messages,
 )
 from curation_ui.item_header import show_header
-from curation_ui.session import client, reviewer
+from curation_ui.session import client, require_reviewer, reviewer
 from tuneloop.errors import NotFound, TuneloopError
+
+require_reviewer()
 
 SLOT = "item_shown"
 

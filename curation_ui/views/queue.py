@@ -13,8 +13,10 @@ from curation_ui.actions import action_panel, held, release, show_flash, undo_bu
 from curation_ui.chat_view import escape_markdown, show_messages
 from curation_ui.filters import filter_widgets
 from curation_ui.item_header import show_header
-from curation_ui.session import client
+from curation_ui.session import client, require_reviewer
 from tuneloop.errors import TuneloopError
+
+require_reviewer()
 
 BATCH = 20
 SLOT = "queue_item"
@@ -96,7 +98,7 @@ def review_pane(filters: dict[str, Any]) -> None:
               kwargs={"skip": True})
     if st.button("Open its history"):
         st.session_state["item_id"] = item["id"]
-        st.switch_page("pages/item.py")
+        st.switch_page("views/item.py")
 
 
 st.title("Review queue")

@@ -12,13 +12,15 @@ import pandas as pd
 import streamlit as st
 
 from curation_ui.chat_view import escape_markdown
-from curation_ui.session import client, ui_settings
+from curation_ui.session import client, require_reviewer, ui_settings
 from exporter.datasets import build_dataset, snapshot_dir
 from exporter.exportdir import MANIFEST_FILE, TRAIN_FILE, VALIDATION_FILE
 from exporter.formats import DEFAULT_SEPARATOR, FORMATS, FormatOptions
 from exporter.pipeline import DatasetRejected, ExportOptions
 from exporter.report import ValidationReport
 from tuneloop.errors import TuneloopError
+
+require_reviewer()
 
 MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
 BUILT = "datasets_built"

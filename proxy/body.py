@@ -1,0 +1,144 @@
+"""The limits on a request body, in one place: its size, how long it may take to arrive, and
+how deep its JSON may nest. Everything here runs before anything is forwarded.
+
+The depth check does not recurse and does not walk the parsed object: it works on the bytes
+(C-speed `count`, `translate`, one regex and a cumulative sum), because orjson accepts nesting
+far deeper than it can write back (it refuses to serialize beyond 254 levels), and a stored
+request that cannot be written back breaks every reader of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.types import Receive
+
+from tuneloop.config import Settings
+from tuneloop.errors import BadRequest, PayloadTooLarge, RequestTimeout
+
+# every byte but the five that make JSON structure (translate deletes them all at once)
+_NOT_STRUCTURE = bytes(range(256)).translate(None, b'"[]{}')
+_STRING = re.compile(rb'"[^"]*"')
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    max_bytes: int
+    idle_timeout_s: float
+    """Longest pause between two pieces of the body."""
+    total_timeout_s: float | None
+    """Longest time for the whole body (None: only the pause limit)."""
+
+    @classmethod
+    def logged(cls, settings: Settings) -> BodyLimits:
+        return cls(settings.max_body_bytes, settings.body_idle_timeout_s,
+                   settings.body_timeout_s)
+
+    @classmethod
+    def passthrough(cls, settings: Settings) -> BodyLimits:
+        return cls(settings.max_passthrough_bytes, settings.body_idle_timeout_s, None)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+
+
+async def read_body(receive: Receive, headers: Mapping[str, str], limits: BodyLimits) -> bytes:
+    """The whole request body from the ASGI channel, within the size and time limits.
+
+    One timer covers the whole read: it is pushed forward after each piece (the pause limit)
+    but never past the total limit. A body that is already complete costs one timer handle.
+    """
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
+        raise _too_large(limits.max_bytes)
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    end = now + limits.total_timeout_s if limits.total_timeout_s is not None else math.inf
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(min(now + limits.idle_timeout_s, end)) as timer:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise BadRequest("the client disconnected while sending the body",
+                                     code="client_disconnected")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise _too_large(limits.max_bytes)
+                parts.append(chunk)
+                if not message.get("more_body", False):
+                    break
+                timer.reschedule(min(loop.time() + limits.idle_timeout_s, end))
+    except TimeoutError as exc:
+        raise RequestTimeout(
+            "the request body did not arrive in time (at most "
+            f"{limits.idle_timeout_s:g} s between pieces"
+            + ("" if limits.total_timeout_s is None else
+               f", {limits.total_timeout_s:g} s in all") + ")"
+        ) from exc
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def read_request_body(request: Request, limit: int, settings: Settings) -> bytes:
+    """`read_body` for Starlette handlers (admin API and other non-hot paths)."""
+    limits = BodyLimits(limit, settings.body_idle_timeout_s, None)
+    return await read_body(request.receive, request.headers, limits)
+
+
+def within_depth(body: bytes, limit: int) -> bool:
+    """Whether JSON `body` nests at most `limit` arrays/objects deep (exact for valid JSON;
+    for invalid JSON the answer only decides which 400 the client gets).
+
+    A body with at most `limit` opening brackets in all (most requests) is answered by two
+    `count`s. Otherwise escapes are dropped, strings removed, and the depth is the maximum of
+    the running sum of +1 per opening and -1 per closing bracket.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return True
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = _STRING.sub(b"", body.translate(None, _NOT_STRUCTURE))
+    if not brackets:
+        return True
+    steps = np.frombuffer(brackets.translate(_STEPS), dtype=np.int8)
+    return int(steps.cumsum(dtype=np.int32).max()) <= limit
+
+
+def too_deep(limit: int) -> BadRequest:
+    return BadRequest(f"the JSON body nests deeper than {limit} levels", code="json_too_deep")
+
+
+def parse_payload(body: bytes, max_depth: int) -> dict[str, Any]:
+    """The JSON object of a logged endpoint's body: not too deep, valid, and an object."""
+    if not within_depth(body, max_depth):
+        raise too_deep(max_depth)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            "We could not parse the JSON body of your request. (HINT: This likely means you "
+            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
+            code="invalid_json",
+        ) from exc
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object", code="invalid_json")
+    return payload
+
+
+def check_json_depth(body: bytes, content_type: str, max_depth: int) -> None:
+    """Passthrough bodies: a JSON body deeper than the limit is refused; other bodies pass as
+    they are (the upstream judges their syntax)."""
+    if body and "json" in content_type and not within_depth(body, max_depth):
+        raise too_deep(max_depth)

@@ -1,0 +1,95 @@
+"""How `tuneloop serve` runs the app under uvicorn: its options, and a header read timeout.
+
+uvicorn (0.54) bounds nothing before a request's headers are complete: a client that sends
+`POST /v1/chat/completions HTTP/1.1\\r\\n` and then one byte every few seconds keeps a
+connection and a parser forever, and its keep-alive timer only runs between requests. The
+protocol below (uvicorn's httptools protocol plus one timer) gives each request
+`header_timeout_s` from its first byte to the end of its headers; then it answers an
+OpenAI-shaped 408 with `connection: close` and closes. A connection that sends nothing at all
+within that time is closed without an answer. Body read timeouts live in `proxy.body`.
+
+`server_header=False`: the `server` header a client sees is the upstream's (relayed), never
+two; `date` is uvicorn's (the upstream's is dropped in `proxy.headers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from tuneloop.config import Settings
+from tuneloop.errors import RequestTimeout
+
+
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on each request's headers."""
+
+    header_timeout_s = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+    _in_headers = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        if self._header_timer is None:
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._disarm()
+        super().on_headers_complete()
+
+    def _arm(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _expired(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a response is still on its way: a pipelined request waits its turn
+        if not self._in_headers:
+            self.transport.close()  # nothing was sent: nobody to answer
+            return
+        error = RequestTimeout(
+            f"the request headers did not arrive within {self.header_timeout_s:g} s")
+        body = orjson.dumps(error.to_openai())
+        head = [b"HTTP/1.1 408 Request Timeout\r\n"]
+        head += [name + b": " + value + b"\r\n"
+                 for name, value in self.server_state.default_headers]
+        head += [b"content-type: application/json\r\n",
+                 b"content-length: " + str(len(body)).encode() + b"\r\n",
+                 b"connection: close\r\n\r\n"]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+
+def protocol_class(settings: Settings) -> type[HeaderTimeoutProtocol]:
+    return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,),
+                {"header_timeout_s": settings.header_timeout_s})
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Everything `uvicorn.run` needs besides the app."""
+    return {
+        "host": settings.host, "port": settings.port, "loop": "uvloop",
+        "http": protocol_class(settings), "access_log": False,
+        "log_level": settings.log_level, "timeout_graceful_shutdown": 30, "lifespan": "on",
+        "proxy_headers": False, "server_header": False,
+    }

@@ -1,0 +1,148 @@
+"""Limits before forwarding: JSON depth, and how long a client may take to send its headers and
+its body. Each is met with an OpenAI-shaped answer (400, 408) before anything goes upstream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import UPSTREAM_KEY, ProxyServer
+from tests.security.raw import (
+    closed_by_peer,
+    connect,
+    exchange,
+    json_answer,
+    openai_error,
+    read_response,
+    recorder,
+    served,
+)
+
+ANSWER = orjson.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+                       "choices": [{"index": 0, "message": {"role": "assistant",
+                                                            "content": "ok"},
+                                    "finish_reason": "stop"}]})
+
+
+def nested(depth: int) -> bytes:
+    """JSON text `depth` levels deep (orjson won't write beyond 254), alternating objects and
+    arrays, innermost a string with brackets in it."""
+    opening = b"".join(b'{"k":' if level % 2 else b"[" for level in range(depth))
+    closing = b"".join(b"}" if level % 2 else b"]" for level in reversed(range(depth)))
+    return opening + b'"[[{{ not structure }}]]"' + closing
+
+
+def chat(metadata_depth: int) -> bytes:
+    # the body object is one level and metadata's own object another
+    return (b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],'
+            b'"metadata":{"deep":' + nested(metadata_depth - 2) + b"}}")
+
+
+def post(path: str, body: bytes, extra: bytes = b"") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n".encode() + extra + b"\r\n" + body)
+
+
+@pytest.mark.parametrize("depth", [65, 300, 2000])
+def test_json_deeper_than_64_is_refused_before_forwarding(
+    proxy_factory: Callable[..., ProxyServer], depth: int,
+) -> None:
+    with recorder(json_answer(ANSWER)) as upstream:
+        proxy = proxy_factory(upstream=upstream.url + "/v1", openai_api_key=UPSTREAM_KEY)
+        response = exchange(proxy.url, post("/v1/chat/completions", chat(depth)))
+        assert response is not None and response.status == 400
+        assert openai_error(response)["code"] == "json_too_deep"
+        assert upstream.requests == []
+        # a passthrough JSON body too
+        response = exchange(proxy.url, post("/v1/fine_tuning/jobs", nested(depth)))
+        assert response is not None and response.status == 400
+        assert upstream.requests == []
+        # 64 levels is what OpenAI's API may need at most: forwarded, logged, listed
+        ok = exchange(proxy.url, post("/v1/chat/completions", chat(64)))
+        assert ok is not None and ok.status == 200
+        assert len(upstream.requests) == 1
+        proxy.wait_logged(1)
+        assert len(proxy.admin().interactions()["items"]) == 1
+
+
+def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(
+    proxy_factory: Callable[..., ProxyServer],
+) -> None:
+    with recorder(json_answer(ANSWER)) as upstream:
+        proxy = proxy_factory(upstream=upstream.url + "/v1", body_idle_timeout_s=1.0)
+        body = chat(3)
+        for path in ("/v1/chat/completions", "/v1/files"):
+            with connect(proxy.url, timeout_s=15) as sock:
+                sock.sendall(post(path, body)[:-10])  # all but the last 10 bytes
+                response = read_response(sock)
+                assert response is not None and response.status == 408
+                assert openai_error(response)["code"] == "request_timeout"
+                assert closed_by_peer(sock)
+        assert upstream.requests == []
+
+
+def test_a_body_trickled_byte_by_byte_is_cut_off_by_the_total_limit(
+    proxy_factory: Callable[..., ProxyServer],
+) -> None:
+    with recorder(json_answer(ANSWER)) as upstream:
+        proxy = proxy_factory(upstream=upstream.url + "/v1", body_idle_timeout_s=2.0,
+                              body_timeout_s=2.0)
+        request = post("/v1/chat/completions", chat(3))
+        with connect(proxy.url, timeout_s=15) as sock:
+            head, _, body = request.partition(b"\r\n\r\n")
+            sock.sendall(head + b"\r\n\r\n")
+            sock.settimeout(0.3)
+            response = None
+            for byte in body[:-1]:  # ~0.3 s a byte: never a 2 s pause, never the end
+                try:
+                    sock.sendall(bytes([byte]))
+                    response = read_response(sock)
+                    break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            sock.settimeout(15)
+            response = response or read_response(sock)
+            assert response is not None and response.status == 408
+            assert upstream.requests == []
+
+
+def test_headers_that_never_end_get_408_and_a_silent_connection_is_closed(
+    tmp_path: Path,
+) -> None:
+    with recorder(json_answer(ANSWER)) as upstream, served(
+        tmp_path, upstream.url + "/v1", header_timeout_s="1"
+    ) as process:
+        with connect(process.url, timeout_s=15) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+            sock.settimeout(0.3)
+            response = None
+            for number in range(100):  # a header line every 0.3 s, never the blank line
+                try:
+                    sock.sendall(f"x-slow-{number}: a\r\n".encode())
+                    response = read_response(sock)
+                    break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            sock.settimeout(15)
+            response = response or read_response(sock)
+            assert response is not None and response.status == 408
+            assert openai_error(response)["code"] == "request_timeout"
+            assert closed_by_peer(sock)
+        with connect(process.url, timeout_s=15) as silent:
+            assert closed_by_peer(silent)
+        # a connection kept alive between requests may still send its next one
+        with connect(process.url, timeout_s=15) as sock:
+            for _ in range(2):
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+                answer = read_response(sock)
+                assert answer is not None and answer.status == 200
+                time.sleep(0.5)
+        assert upstream.requests == []
