@@ -119,7 +119,8 @@ class Http1Pool:
         if scheme not in ("http", "https") or not parts.hostname:
             raise UpstreamUnreachable(f"not an http(s) upstream URL: {url[:200]!r}",
                                       code="bad_upstream_url")
-        if not _TARGET.fullmatch(parts.netloc):
+        host = parts.netloc.rpartition("@")[2]  # user:password@ never goes in Host
+        if not _TARGET.fullmatch(host):
             raise UpstreamUnreachable("the upstream URL's host is not valid",
                                       code="bad_upstream_url")
         port = parts.port or (443 if scheme == "https" else 80)
@@ -130,8 +131,8 @@ class Http1Pool:
                              "(spaces, controls or non-ASCII must be percent-encoded)",
                              code="invalid_path")
         if len(self._targets) < CACHE_LIMIT:
-            self._targets[url] = (origin, parts.netloc, target)
-        return origin, parts.netloc, target
+            self._targets[url] = (origin, host, target)
+        return origin, host, target
 
     def _name(self, name: str) -> str:
         known = self._names.get(name)
