@@ -182,7 +182,7 @@ def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
                           on_click=_set_state, args=(answer_key, text))
     with st.form(f"{scope}-edit", border=True):
         st.caption("Edit the assistant's answer, then save it as approved (Ctrl+Enter).")
-        st.text_area("Answer", key=answer_key, height=220, label_visibility="collapsed")
+        st.text_area("Answer", key=answer_key, height=190, label_visibility="collapsed")
         st.form_submit_button("Save edit and approve", shortcut="Ctrl+Enter", on_click=_act,
                               args=(item, "edit", scope, on_done),
                               kwargs={"answer_key": answer_key})
