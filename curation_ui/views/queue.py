@@ -1,6 +1,11 @@
 """Queue: the next pending item, newest first, reviewed one at a time from the keyboard
-(A approve, X reject with the reason, N needs work, Ctrl+Enter save the edited answer,
-J skip, U undo)."""
+(A approve, X reject with the reason, 1-9 a canned reason, N needs work, Ctrl+Enter save the
+edited answer, J skip, U undo, ? the keys).
+
+Opening an item claims it for this reviewer (`POST /admin/queue/next`): two reviewers never
+get the same item. The claim is renewed every minute while the item is open, and released by
+the action or the skip. Items without a final answer stay out of the queue unless the filter
+asks for them."""
 
 from __future__ import annotations
 
@@ -9,45 +14,47 @@ from typing import Any
 import streamlit as st
 
 from curation_ui.actions import action_panel, held, release, show_flash, undo_button
+from curation_ui.browser import page_ready
 from curation_ui.chat_view import escape_markdown, show_messages
+from curation_ui.conflict import conflict_panel
 from curation_ui.filters import filter_widgets
 from curation_ui.item_header import show_header
-from curation_ui.session import client, require_reviewer
+from curation_ui.session import client, require_reviewer, reviewer
+from curation_ui.workbench import claim_line, keep_claim, progress_line, side_panel
 from tuneloop.errors import TuneloopError
 
 require_reviewer()
 
-BATCH = 20
 SLOT = "queue_item"
 
 
-def next_item(filters: dict[str, Any], skipped: list[str]) -> tuple[dict[str, Any] | None, str]:
-    """The newest pending item not skipped, and how many are waiting (as text)."""
-    cursor: str | None = None
-    for _ in range(5):  # look past a few pages of skipped items
-        page = client().interactions(review="pending", limit=BATCH, compact=True,
-                                     cursor=cursor, **filters)
-        waiting = [item for item in page["items"] if item["id"] not in skipped]
-        cursor = page["next_cursor"]
-        if waiting or cursor is None:
-            break
-    count = f"{len(waiting)}{'+' if cursor else ''}"
-    return (waiting[0] if waiting else None), count
+def next_item(filters: dict[str, Any], skipped: list[str]
+              ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The reviewer's next item, claimed for them, and the queue's progress."""
+    answer = client().next_item(reviewer=reviewer(), filter={"review": "pending", **filters},
+                                skip=skipped, progress=True)
+    return answer["item"], answer.get("progress")
 
 
 st.title("Review queue")
 filters = filter_widgets("queue", review=False)
+side_panel()
 show_flash()
+if conflict_panel():
+    release(SLOT)
+    st.rerun()
 skipped: list[str] = st.session_state.setdefault("queue_skipped", [])
 if undo_button():
     release(SLOT)
     st.rerun()
 try:
-    item, waiting = held(SLOT, repr(sorted(filters.items())) + repr(skipped),
-                         lambda: next_item(filters, skipped))
+    item, progress = held(SLOT, repr(sorted(filters.items())) + repr(skipped),
+                          lambda: next_item(filters, skipped))
 except TuneloopError as exc:
     st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
     st.stop()
+if progress:
+    st.caption(progress_line(progress, len(skipped)))
 if item is None:
     release(SLOT)
     st.success("Nothing pending here." if not skipped else "Only skipped items are left.")
@@ -56,16 +63,19 @@ if item is None:
         st.rerun()
     st.stop()
 
-st.caption(f"{waiting} pending in this view · {len(skipped)} skipped")
+page_ready(f"{item['id']}@{item['revision']}")
 show_header(item)
+claim_line(item)
+keep_claim(item["id"])
 show_messages(item["messages"], answer_in_editor=True)
 if action_panel(item, key="queue"):
     release(SLOT)
     st.rerun()
-if st.button("Skip for now", shortcut="J"):
+skip, history = st.columns(2)
+if skip.button("Skip for now", shortcut="J", width="stretch"):
     skipped.append(item["id"])
     release(SLOT)
     st.rerun()
-if st.button("Open its history"):
+if history.button("Open its history", width="stretch"):
     st.session_state["item_id"] = item["id"]
     st.switch_page("views/item.py")
