@@ -19,6 +19,7 @@ from storage.eval_runs import m026_eval_runs
 from storage.finetune_jobs import m021_finetune_jobs
 from storage.job_events import m022_job_events
 from storage.promotions import m025_route_history_detail
+from storage.trainable import m032_untrainable
 
 log = logging.getLogger("tuneloop.storage")
 
@@ -231,6 +232,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(29, "usage_estimated", m029_usage_estimated),
     Migration(30, "source_id", m030_source_id),
     Migration(31, "review_claims", m031_review_claims),
+    Migration(32, "untrainable", m032_untrainable),
     Migration(35, "search_fields", m035_search_fields),
 )
 

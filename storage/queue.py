@@ -87,7 +87,7 @@ class ReviewQuery:
             add(*min_score_condition(self.min_score, bounds=bounds))
         if self.trainable is not None:
             rule = trainable_sql("i", within)
-            add(rule if self.trainable else f"NOT {rule}", [*within_params, *within_params])
+            add(rule if self.trainable else f"NOT {rule}", within_params * 3)
         return " AND ".join(clauses), values
 
     def driver(self, con: Connection) -> Driver | None:

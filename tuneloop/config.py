@@ -119,6 +119,14 @@ class Settings(BaseSettings):
         max_length=9)
     """Canned reject reasons, put in the reason box by the keys 1-9 in the review app."""
 
+    # `tuneloop sql` (POST /admin/sql): one query at a time per token, bounded answers
+    sql_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Largest JSON answer of a read-only query; a larger one is refused with 413."""
+    sql_max_rows: int = Field(100_000, ge=1)
+    """Most rows a read-only query may ask for (`max_rows`)."""
+    sql_timeout_s: float = Field(10.0, gt=0)
+    """A read-only query running longer is interrupted."""
+
     @property
     def ui_secret_file(self) -> Path:
         return self.db.with_name(self.db.name + ".ui-secret")
