@@ -77,6 +77,7 @@ def compact_file(path: Path) -> CompactResult:
     wal = path.with_name(path.name + ".wal")
     try:
         con = duckdb.connect(":memory:")
+        con.execute("SET enable_progress_bar = false")  # no bar on the server's stdout
     except duckdb.Error as exc:  # pragma: no cover - an in-memory database always opens
         raise StorageError(f"cannot start compacting: {exc}") from exc
     try:
