@@ -2,18 +2,19 @@
 keys 1-9), needs work, edit the answer or the whole message list (saved as approved), undo.
 Shared by the Queue and Item pages.
 
-Every call sends the revision the reviewer saw. Exactly one call per (item, revision) leaves a
-session: a second submit of the same thing (Ctrl+Enter can deliver two) is dropped. When
-someone else acted first (409), nothing is overwritten and nothing typed is lost: the page
-stays on the item with the reviewer's version beside the current one (`conflict.py`). An item
-without a final answer (upstream error, cut stream, empty answer) can't be approved; the panel
-says why and offers the editor. The typed answer is kept in the browser while it is typed
-(`browser.py`), so a reload brings it back.
+The actions run in widget callbacks (one script run per key press). Every call sends the
+revision the reviewer saw, and exactly one call per (item, revision) leaves a session: a second
+delivery of the same submit is dropped. When someone else acted first (409), nothing is
+overwritten and nothing typed is lost: the page stays on the item with the reviewer's version
+beside the current one (`conflict.py`). An item without a final answer (upstream error, cut
+stream, empty answer) can't be approved; the panel says why and offers the editor. The typed
+answer is kept in the browser while it is typed (`browser.py`), so a reload brings it back.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ FLASH = "flash"
 ACTED = "acted"
 CONFLICT = "conflict"
 REASON_LABEL = "Reason (required to reject, optional for needs work)"
+NO_REASON = "Write why this example is rejected (or press 1-9)."
 T = TypeVar("T")
 
 
@@ -43,8 +45,11 @@ def flash(kind: str, message: str) -> None:
 
 
 def show_flash() -> None:
+    """The pending message, in a slot that is there (empty) when there is none: the elements
+    below keep their places, so the browser updates them instead of drawing them anew."""
+    slot = st.empty()
     kind, message = st.session_state.pop(FLASH, (None, None))
-    show = {"success": st.success, "warning": st.warning, "error": st.error}.get(kind or "")
+    show = {"success": slot.success, "warning": slot.warning, "error": slot.error}.get(kind or "")
     if show is not None and message:
         show(escape_markdown(message))  # API messages may quote what a client sent
 
@@ -77,8 +82,8 @@ def forget_draft(item_id: str) -> None:
 
 def run_action(item: dict[str, Any], action: str, *, reason: str | None = None,
                messages: list[dict[str, Any]] | None = None) -> bool:
-    """Send one review action. Its outcome (saved, conflict, refused) is flashed after the
-    rerun the caller does next; True when it was recorded or a conflict is to be shown."""
+    """Send one review action. Its outcome is flashed on the next run; True when it was
+    recorded (or was already sent). A conflict is kept in `CONFLICT` for the page to show."""
     once = f"{item['id']}@{item['revision']}"
     acted: dict[str, str] = st.session_state.setdefault(ACTED, {})
     if once in acted:  # the same submit delivered twice: the first one is what counts
@@ -92,7 +97,7 @@ def run_action(item: dict[str, Any], action: str, *, reason: str | None = None,
         st.session_state[CONFLICT] = {
             "id": item["id"], "action": action, "reason": reason, "messages": messages,
             "message": exc.message, "code": exc.code, "seen_revision": item["revision"]}
-        return True
+        return False
     except TuneloopError as exc:
         del acted[once]  # refused: the reviewer may correct it and try again
         flash("error", f"Not saved: {exc.message}")
@@ -124,11 +129,12 @@ def undo_last() -> None:
 
 def undo_button() -> bool:
     """Undo this session's last action (shown while there is one). True when clicked."""
+    slot = st.empty()  # there when empty too (see show_flash)
     last = st.session_state.get("last_action")
     if not last:
         return False
     label = f"Undo: {last['action'].replace('_', ' ')}"
-    if st.button(label, key="undo-last", shortcut="U", icon=":material/undo:"):
+    if slot.button(label, key="undo-last", shortcut="U", icon=":material/undo:"):
         undo_last()
         return True
     return False
@@ -145,44 +151,69 @@ def untrainable_banner(item: dict[str, Any]) -> None:
              icon=":material/block:")
 
 
+def _act(item: dict[str, Any], action: str, scope: str, on_done: Callable[[], None],
+         *, reason_key: str | None = None, answer_key: str | None = None,
+         raw_key: str | None = None) -> None:
+    """A widget callback: it runs before the script does, so the rerun that follows the key
+    press already shows the outcome (and, on the Queue, the next item). One run per action,
+    no `st.rerun()`. A missing reason, an empty answer or invalid JSON is said in place; a
+    conflict keeps the reviewer on the item (`on_done` is not called)."""
+    reason = str(st.session_state.get(reason_key) or "").strip() if reason_key else ""
+    messages = item.get("messages") or []
+    edited: list[dict[str, Any]] | None = None
+    if action == "reject" and not reason:
+        st.session_state[f"{scope}-problem"] = NO_REASON
+        st.session_state["focus_reason"] = f"{scope}-{time.monotonic()}"
+        return
+    if answer_key is not None:
+        answer = str(st.session_state.get(answer_key) or "")
+        if not answer.strip():
+            st.session_state[f"{scope}-problem"] = "The answer is empty."
+            return
+        edited = with_answer(messages, answer)
+    if raw_key is not None:
+        try:
+            edited = json.loads(str(st.session_state.get(raw_key) or ""))
+        except ValueError as exc:
+            st.session_state[f"{scope}-problem"] = f"That is not valid JSON: {exc}"
+            return
+    if run_action(item, action, reason=reason or None, messages=edited):
+        on_done()
+
+
 def _set_reason(key: str, text: str, token: str) -> None:
     st.session_state[key] = text
     st.session_state["focus_reason"] = token
 
 
-def action_panel(item: dict[str, Any], *, key: str) -> bool:
-    """Buttons and editors for one item. True when an action was attempted: the caller
-    reruns the page, which shows the outcome and the item (or the next one) as it is now."""
+def action_panel(item: dict[str, Any], *, key: str, on_done: Callable[[], None]) -> None:
+    """Buttons and editors for one item. The actions run in widget callbacks, before the
+    rerun the click causes, then call `on_done` (the page lets go of the item it holds): that
+    rerun already shows the outcome and the item as it is now, or the next one."""
     scope = f"{key}-{item['id']}-{item['revision']}"
     trainable = bool(item.get("trainable", True))
-    done = False
+    problem = st.session_state.pop(f"{scope}-problem", None)
     untrainable_banner(item)
-    if st.button("Approve" if trainable else "Approve (needs an answer first)",
-                 key=f"{scope}-approve", type="primary", shortcut="A", width="stretch",
-                 disabled=not trainable):
-        run_action(item, "approve")
-        done = True
+    st.button("Approve" if trainable else "Approve (needs an answer first)",
+              key=f"{scope}-approve", type="primary", shortcut="A", width="stretch",
+              disabled=not trainable, on_click=_act, args=(item, "approve", scope, on_done))
     reason_key = f"{scope}-reason"
     with st.form(f"{scope}-judge", border=False, enter_to_submit=True):
-        reason = st.text_input(REASON_LABEL, key=reason_key, max_chars=2000)
-        reason_error = st.empty()
+        st.text_input(REASON_LABEL, key=reason_key, max_chars=2000)
+        if problem == NO_REASON:
+            st.error(problem)  # right under the box it is about
         reject, needs_work = st.columns(2)
-        if reject.form_submit_button("Reject with reason", shortcut="X", width="stretch"):
-            if not reason.strip():
-                reason_error.error("Write why this example is rejected (or press 1-9).")
-                st.session_state["focus_reason"] = f"{scope}-{len(st.session_state)}"
-            else:
-                run_action(item, "reject", reason=reason.strip())
-                done = True
-        if needs_work.form_submit_button("Needs work", shortcut="N", width="stretch"):
-            run_action(item, "needs_work", reason=reason.strip() or None)
-            done = True
+        reject.form_submit_button("Reject with reason", shortcut="X", width="stretch",
+                                  on_click=_act, args=(item, "reject", scope, on_done),
+                                  kwargs={"reason_key": reason_key})
+        needs_work.form_submit_button("Needs work", shortcut="N", width="stretch",
+                                      on_click=_act, args=(item, "needs_work", scope, on_done),
+                                      kwargs={"reason_key": reason_key})
     _canned_reasons(reason_key, scope)
     token = st.session_state.pop("focus_reason", None)
     if token:
         focus(REASON_LABEL, token)
-    done = _editors(item, scope) or done
-    return done
+    _editors(item, scope, on_done, problem)
 
 
 def _canned_reasons(reason_key: str, scope: str) -> None:
@@ -196,9 +227,9 @@ def _canned_reasons(reason_key: str, scope: str) -> None:
                       width="stretch", type="tertiary")
 
 
-def _editors(item: dict[str, Any], scope: str) -> bool:
+def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
+             problem: str | None) -> None:
     messages = item.get("messages") or item.get("current") or []
-    done = False
     answer_key = f"{scope}-answer"
     original = last_answer(messages)
     restored = _restore_draft(item, answer_key, original)
@@ -217,28 +248,23 @@ def _editors(item: dict[str, Any], scope: str) -> bool:
         st.info("Your unsaved answer for this item was restored from this browser.")
     with st.form(f"{scope}-edit", border=True):
         st.caption("Edit the assistant's answer, then save it as approved (Ctrl+Enter).")
-        answer = st.text_area("Answer", key=answer_key, height=220, label_visibility="collapsed")
-        if st.form_submit_button("Save edit and approve", shortcut="Ctrl+Enter"):
-            if not answer.strip():
-                st.error("The answer is empty.")
-            else:
-                run_action(item, "edit", messages=with_answer(messages, answer))
-                done = True
+        st.text_area("Answer", key=answer_key, height=220, label_visibility="collapsed")
+        st.form_submit_button("Save edit and approve", shortcut="Ctrl+Enter", on_click=_act,
+                              args=(item, "edit", scope, on_done),
+                              kwargs={"answer_key": answer_key})
+        if problem == "The answer is empty.":
+            st.error(problem)
     show_answer_diff(original, str(st.session_state.get(answer_key) or ""))
+    raw_key = f"{scope}-raw"
+    if raw_key not in st.session_state:
+        st.session_state[raw_key] = json.dumps(messages, indent=2, ensure_ascii=False)
     with st.expander("Edit the whole message list (JSON)"), \
             st.form(f"{scope}-edit-all", border=False):
-        raw = st.text_area("Message list", value=json.dumps(messages, indent=2,
-                                                            ensure_ascii=False),
-                           height=320, label_visibility="collapsed")
-        if st.form_submit_button("Save list and approve"):
-            try:
-                edited = json.loads(raw)
-            except ValueError as exc:
-                st.error(f"That is not valid JSON: {exc}")
-            else:
-                run_action(item, "edit", messages=edited)
-                done = True
-    return done
+        st.text_area("Message list", key=raw_key, height=320, label_visibility="collapsed")
+        st.form_submit_button("Save list and approve", on_click=_act,
+                              args=(item, "edit", scope, on_done), kwargs={"raw_key": raw_key})
+        if problem is not None and problem.startswith("That is not valid JSON"):
+            st.error(problem)
 
 
 def _restore_draft(item: dict[str, Any], answer_key: str, original: str) -> bool:

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.http1_conn import LOW_WATER, Connection, NotSent, Origin, wait
+from proxy.http1_conn import Connection, NotSent, Origin, wait
 from proxy.reply import HeaderAccess, Timeouts, UpstreamCut
 from tuneloop.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 
@@ -61,12 +61,14 @@ class Http1Reply(HeaderAccess):
         loop = asyncio.get_running_loop()
         while True:
             queue = conn.chunks
-            while queue:
-                chunk = queue.popleft()
-                conn.buffered -= len(chunk)
-                if conn.paused and conn.buffered <= LOW_WATER:
+            if queue:  # everything that has arrived, in one piece (as aiohttp's iter_any)
+                chunk = queue.popleft() if len(queue) == 1 else b"".join(queue)
+                queue.clear()
+                conn.buffered = 0
+                if conn.paused:
                     conn.resume()
                 yield chunk
+                continue
             if conn.complete:
                 if conn.trailers:
                     self.trailers = [(k.decode("latin-1"), v.decode("latin-1").rstrip(" \t"))
@@ -119,7 +121,8 @@ class Http1Pool:
         if scheme not in ("http", "https") or not parts.hostname:
             raise UpstreamUnreachable(f"not an http(s) upstream URL: {url[:200]!r}",
                                       code="bad_upstream_url")
-        if not _TARGET.fullmatch(parts.netloc):
+        host = parts.netloc.rpartition("@")[2]  # user:password@ never goes in Host
+        if not _TARGET.fullmatch(host):
             raise UpstreamUnreachable("the upstream URL's host is not valid",
                                       code="bad_upstream_url")
         port = parts.port or (443 if scheme == "https" else 80)
@@ -130,8 +133,8 @@ class Http1Pool:
                              "(spaces, controls or non-ASCII must be percent-encoded)",
                              code="invalid_path")
         if len(self._targets) < CACHE_LIMIT:
-            self._targets[url] = (origin, parts.netloc, target)
-        return origin, parts.netloc, target
+            self._targets[url] = (origin, host, target)
+        return origin, host, target
 
     def _name(self, name: str) -> str:
         known = self._names.get(name)

@@ -21,7 +21,7 @@ import duckdb
 
 from tuneloop.errors import DatabaseInUse, StorageError
 
-_SOURCE = "doomed_source"
+_SOURCE = "current"
 _TARGET = "compacted"
 
 
@@ -77,11 +77,15 @@ def compact_file(path: Path) -> CompactResult:
     wal = path.with_name(path.name + ".wal")
     try:
         con = duckdb.connect(":memory:")
+        con.execute("SET enable_progress_bar = false")  # no bar on the server's stdout
     except duckdb.Error as exc:  # pragma: no cover - an in-memory database always opens
         raise StorageError(f"cannot start compacting: {exc}") from exc
     try:
         try:
             con.execute(f"ATTACH '{_quoted(path)}' AS {_SOURCE}")
+        except duckdb.ResourceInUseException as exc:  # open in this very process
+            raise DatabaseInUse(f"{path} is open in this process: compact through the admin "
+                                "API") from exc
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise DatabaseInUse(f"{path} is held by another process (a running server "

@@ -124,6 +124,21 @@ def test_hop_by_hop_headers_never_go_upstream_whatever_the_caller_passes(
     run(scenario())
 
 
+def test_the_host_header_is_the_upstream_host_and_port_never_its_userinfo(run: Run) -> None:
+    async def scenario() -> None:
+        async with RawUpstream(echo_then) as upstream:
+            pool = Http1Pool()
+            address = upstream.url.removeprefix("http://")
+            reply = await pool.send("POST", f"http://user:s3cret@{address}/v1/x", {}, b"{}",
+                                    TIMEOUTS)
+            await reply.read()
+            reply.release()
+            pool.close()
+        assert upstream.seen[0].header("host") == address
+        assert b"s3cret" not in upstream.seen[0].raw_head
+    run(scenario())
+
+
 @pytest.mark.parametrize(("method", "path", "headers"), [
     ("POST", "/v1/x", {"x-a": "1\r\nx-injected: 1"}),
     ("POST", "/v1/x", {"x-a": "1\nx-injected: 1"}),

@@ -211,6 +211,7 @@ ADMIN_ONLY_ROUTES = {
     ("POST", "/admin/evals/{run_id}/report"), ("POST", "/admin/cycle-leases/{cycle}"),
     ("DELETE", "/admin/cycle-leases/{cycle}"), ("POST", "/admin/cycle-runs"),
     ("POST", "/admin/cycle-runs/{run_id}/steps"), ("POST", "/admin/faults"),
+    ("POST", "/admin/compact"),
 }
 REVIEWER_ROUTES = {
     ("GET", "/admin/interactions"), ("GET", "/admin/interactions/{interaction_id}"),

@@ -84,6 +84,22 @@ def test_purge_keeps_a_directory_whose_lineage_does_not_name_the_user(tmp_path: 
     assert other.is_dir()
 
 
+def test_forget_then_compact_in_one_command(proxy: ProxyServer, tmp_path: Path) -> None:
+    """`forget --compact` against a server in this very process (the file is open here)."""
+    marker = f"QUINMARKER-{uuid.uuid4().hex}"
+    interaction = ask(proxy.openai(), "quin", f"{marker} private")
+    proxy.row(interaction)
+    db = proxy.settings.db
+    assert marker.encode() in raw_bytes(db)
+    result = run_cli(proxy, tmp_path, "--db", str(db), "forget", "--user", "quin", "--compact")
+    assert result.exit_code == 0, result.output
+    assert "deleted" in result.output and f"the server at {proxy.url}" in result.output
+    assert marker.encode() not in raw_bytes(db)
+    assert proxy.sql("SELECT count(*) FROM interactions") == [[0]]
+    later = ask(proxy.openai(), "amy", "after")
+    assert proxy.row(later)["id"] == later
+
+
 def raw_bytes(db: Path) -> bytes:
     wal = db.with_name(db.name + ".wal")
     return db.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
