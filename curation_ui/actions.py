@@ -33,8 +33,11 @@ def flash(kind: str, message: str) -> None:
 
 
 def show_flash() -> None:
+    """The pending message, in a slot that is there (empty) when there is none: the elements
+    below keep their places, so the browser updates them instead of drawing them anew."""
+    slot = st.empty()
     kind, message = st.session_state.pop(FLASH, (None, None))
-    show = {"success": st.success, "warning": st.warning, "error": st.error}.get(kind or "")
+    show = {"success": slot.success, "warning": slot.warning, "error": slot.error}.get(kind or "")
     if show is not None and message:
         show(escape_markdown(message))  # API messages may quote what a client sent
 
@@ -99,45 +102,72 @@ def undo_last() -> None:
 
 def undo_button() -> bool:
     """Undo this session's last action (shown while there is one). True when clicked."""
+    slot = st.empty()  # there when empty too (see show_flash)
     last = st.session_state.get("last_action")
     if not last:
         return False
     label = f"Undo: {last['action'].replace('_', ' ')}"
-    if st.button(label, key="undo-last", shortcut="U", icon=":material/undo:"):
+    if slot.button(label, key="undo-last", shortcut="U", icon=":material/undo:"):
         undo_last()
         return True
     return False
 
 
-def action_panel(item: dict[str, Any], *, key: str) -> bool:
-    """Buttons and editors for one item. True when an action was attempted: the caller
-    reruns the page, which shows the outcome and the item (or the next one) as it is now."""
-    scope = f"{key}-{item['id']}-{item['revision']}"
-    done = False
-    if st.button("Approve", key=f"{scope}-approve", type="primary", shortcut="A",
-                 width="stretch"):
-        run_action(item, "approve")
-        done = True
-    with st.form(f"{scope}-judge", border=False, enter_to_submit=False):
-        reason = st.text_input("Reason (required to reject, optional for needs work)",
-                               key=f"{scope}-reason", max_chars=2000)
-        reject, needs_work = st.columns(2)
-        if reject.form_submit_button("Reject with reason", shortcut="X", width="stretch"):
-            if not reason.strip():
-                st.error("Write why this example is rejected.")
-            else:
-                run_action(item, "reject", reason=reason.strip())
-                done = True
-        if needs_work.form_submit_button("Needs work", shortcut="N", width="stretch"):
-            run_action(item, "needs_work", reason=reason.strip() or None)
-            done = True
-    done = _editors(item, scope) or done
-    return done
-
-
-def _editors(item: dict[str, Any], scope: str) -> bool:
+def _act(item: dict[str, Any], action: str, scope: str, on_done: Callable[[], None],
+         *, reason_key: str | None = None, answer_key: str | None = None,
+         raw_key: str | None = None) -> None:
+    """A widget callback: it runs before the script does, so the rerun that follows the key
+    press already shows the outcome (and, on the Queue, the next item). One run per action,
+    no `st.rerun()`. A missing reason, an empty answer or invalid JSON is said in place."""
+    reason = str(st.session_state.get(reason_key) or "").strip() if reason_key else ""
     messages = item.get("messages") or []
-    done = False
+    edited: list[dict[str, Any]] | None = None
+    if action == "reject" and not reason:
+        st.session_state[f"{scope}-problem"] = "Write why this example is rejected."
+        return
+    if answer_key is not None:
+        answer = str(st.session_state.get(answer_key) or "")
+        if not answer.strip():
+            st.session_state[f"{scope}-problem"] = "The answer is empty."
+            return
+        edited = with_answer(messages, answer)
+    if raw_key is not None:
+        try:
+            edited = json.loads(str(st.session_state.get(raw_key) or ""))
+        except ValueError as exc:
+            st.session_state[f"{scope}-problem"] = f"That is not valid JSON: {exc}"
+            return
+    run_action(item, action, reason=reason or None, messages=edited)
+    on_done()
+
+
+def action_panel(item: dict[str, Any], *, key: str, on_done: Callable[[], None]) -> None:
+    """Buttons and editors for one item. The actions run in widget callbacks, before the
+    rerun the click causes, then call `on_done` (the page lets go of the item it holds): that
+    rerun already shows the outcome and the item as it is now, or the next one."""
+    scope = f"{key}-{item['id']}-{item['revision']}"
+    problem = st.session_state.pop(f"{scope}-problem", None)
+    st.button("Approve", key=f"{scope}-approve", type="primary", shortcut="A",
+              width="stretch", on_click=_act, args=(item, "approve", scope, on_done))
+    with st.form(f"{scope}-judge", border=False, enter_to_submit=False):
+        reason_key = f"{scope}-reason"
+        st.text_input("Reason (required to reject, optional for needs work)",
+                      key=reason_key, max_chars=2000)
+        reject, needs_work = st.columns(2)
+        reject.form_submit_button("Reject with reason", shortcut="X", width="stretch",
+                                  on_click=_act, args=(item, "reject", scope, on_done),
+                                  kwargs={"reason_key": reason_key})
+        needs_work.form_submit_button("Needs work", shortcut="N", width="stretch",
+                                      on_click=_act, args=(item, "needs_work", scope, on_done),
+                                      kwargs={"reason_key": reason_key})
+        if problem == "Write why this example is rejected.":
+            st.error(problem)
+    _editors(item, scope, on_done, problem)
+
+
+def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
+             problem: str | None) -> None:
+    messages = item.get("messages") or []
     answer_key = f"{scope}-answer"
     if answer_key not in st.session_state:
         st.session_state[answer_key] = last_answer(messages)
@@ -152,28 +182,23 @@ def _editors(item: dict[str, Any], scope: str) -> bool:
                           on_click=_set_state, args=(answer_key, text))
     with st.form(f"{scope}-edit", border=True):
         st.caption("Edit the assistant's answer, then save it as approved (Ctrl+Enter).")
-        answer = st.text_area("Answer", key=answer_key, height=220, label_visibility="collapsed")
-        if st.form_submit_button("Save edit and approve", shortcut="Ctrl+Enter"):
-            if not answer.strip():
-                st.error("The answer is empty.")
-            else:
-                run_action(item, "edit", messages=with_answer(messages, answer))
-                done = True
+        st.text_area("Answer", key=answer_key, height=220, label_visibility="collapsed")
+        st.form_submit_button("Save edit and approve", shortcut="Ctrl+Enter", on_click=_act,
+                              args=(item, "edit", scope, on_done),
+                              kwargs={"answer_key": answer_key})
+        if problem == "The answer is empty.":
+            st.error(problem)
     show_answer_diff(last_answer(messages), str(st.session_state.get(answer_key) or ""))
+    raw_key = f"{scope}-raw"
+    if raw_key not in st.session_state:
+        st.session_state[raw_key] = json.dumps(messages, indent=2, ensure_ascii=False)
     with st.expander("Edit the whole message list (JSON)"), \
             st.form(f"{scope}-edit-all", border=False):
-        raw = st.text_area("Message list", value=json.dumps(messages, indent=2,
-                                                            ensure_ascii=False),
-                           height=320, label_visibility="collapsed")
-        if st.form_submit_button("Save list and approve"):
-            try:
-                edited = json.loads(raw)
-            except ValueError as exc:
-                st.error(f"That is not valid JSON: {exc}")
-            else:
-                run_action(item, "edit", messages=edited)
-                done = True
-    return done
+        st.text_area("Message list", key=raw_key, height=320, label_visibility="collapsed")
+        st.form_submit_button("Save list and approve", on_click=_act,
+                              args=(item, "edit", scope, on_done), kwargs={"raw_key": raw_key})
+        if problem is not None and problem.startswith("That is not valid JSON"):
+            st.error(problem)
 
 
 def _set_state(key: str, value: str) -> None:

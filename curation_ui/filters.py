@@ -39,8 +39,9 @@ def filter_widgets(scope: str, *, review: bool) -> dict[str, Any]:
                               key=f"{scope}-errors")
         if errors != "any":
             params["has_error"] = errors == "only errors"
-        answerless = st.selectbox("Items without an answer", tuple(ANSWERLESS),
-                                  key=f"{scope}-answerless")
+        answerless = st.selectbox("Untrainable items", tuple(ANSWERLESS),
+                                  key=f"{scope}-answerless",
+                                  help="No final answer: upstream errors, cut streams, empty")
         params["trainable"] = ANSWERLESS[answerless]
         if st.checkbox("Only items with app feedback", key=f"{scope}-feedback"):
             params["min_score"] = st.slider("Minimum mean score", -1.0, 1.0, 0.0, 0.25,

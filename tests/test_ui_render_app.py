@@ -116,7 +116,7 @@ def test_a_filter_shows_the_items_without_an_answer(app: Callable[..., AppTest],
     at = app()
     (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
     assert answered in shown_texts(head)  # the queue leaves the answerless item out
-    box = next(s for s in at.selectbox if s.label == "Items without an answer")
+    box = next(s for s in at.selectbox if s.label == "Untrainable items")
     box.set_value("only these").run()
     assert not at.exception
     (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]

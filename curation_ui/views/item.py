@@ -49,9 +49,7 @@ conversation, history, diff, raw = st.tabs(["Conversation", "History", "Original
 with conversation:
     show_messages(item["current"], answer_in_editor=item["reviewable"])
     if item["reviewable"]:
-        if action_panel(item, key="item"):
-            release(SLOT)
-            st.rerun()
+        action_panel(item, key="item", on_done=lambda: release(SLOT))
     else:
         st.info("Embeddings are not reviewable.")
     with st.form("tags", border=True):
