@@ -52,6 +52,10 @@ def test_forget_reaches_evaluation_reports_and_names_or_purges_exports(
     validation = (out / "validation.jsonl").read_text()
     assert "uma question" in validation and "wes question" in validation  # precondition
 
+    dataset_id = proxy.sql("SELECT id FROM datasets WHERE name = 'parcels'")[0][0]
+    proxy.admin().record_job({"id": "ftjob-parcels", "provider": "openai", "method": "supervised",
+                              "base_model": "gpt-4o-mini-2024-07-18", "status": "running",
+                              "dataset_id": dataset_id})
     proxy.upstream.state.model_replies[BASELINE] = "I don't know."  # every example differs
     report = evaluate(proxy.admin(), out, EvalOptions(CANDIDATE, BASELINE, max_differences=100),
                       api_key=UPSTREAM_KEY)
@@ -62,6 +66,7 @@ def test_forget_reaches_evaluation_reports_and_names_or_purges_exports(
     assert forgot.exit_code == 0, forgot.output
     text = " ".join(forgot.output.split())
     assert f"export parcels v1 at {out}" in text and "--purge-exports deletes it" in text
+    assert "fine-tuning job ftjob-parcels (openai" in text  # the provider holds a copy
     after = proxy.admin().eval_run(report.run_id)["report"]
     assert "uma question" not in str(after)
     assert after["forgotten"] >= 1 and "vic question" in str(after)  # the rest is kept
