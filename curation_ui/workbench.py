@@ -53,15 +53,19 @@ def claim_line(item: dict[str, Any]) -> None:
 
 
 @st.fragment(run_every=RENEW_EVERY_S)
-def keep_claim(item_id: str) -> None:
-    """Renew this reviewer's claim on the open item every minute (the first run only marks
-    the time: opening the item has just claimed it)."""
-    renewed: dict[str, bool] = st.session_state.setdefault("claim_renewals", {})
-    if item_id not in renewed:
-        renewed[item_id] = True
+def keep_claim(slot: str) -> None:
+    """Renew this reviewer's claim on the item the page holds in `slot`, every minute (the
+    first run for an item only marks it: opening the item has just claimed it)."""
+    kept = st.session_state.get(slot)
+    item = kept[1][0] if kept is not None and kept[1] else None
+    if not isinstance(item, dict):
+        return
+    renewed: set[str] = st.session_state.setdefault("claim_renewals", set())
+    if item["id"] not in renewed:
+        renewed.add(item["id"])
         return
     try:
-        client().claim(item_id, reviewer=reviewer())
+        client().claim(item["id"], reviewer=reviewer())
     except Conflict as exc:
         st.warning(escape_markdown(f"Your hold on this item was lost: {exc.message}"))
     except TuneloopError:
