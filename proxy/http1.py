@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.http1_conn import LOW_WATER, Connection, NotSent, Origin, wait
+from proxy.http1_conn import Connection, NotSent, Origin, wait
 from proxy.reply import HeaderAccess, Timeouts, UpstreamCut
 from tuneloop.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 
@@ -61,12 +61,14 @@ class Http1Reply(HeaderAccess):
         loop = asyncio.get_running_loop()
         while True:
             queue = conn.chunks
-            while queue:
-                chunk = queue.popleft()
-                conn.buffered -= len(chunk)
-                if conn.paused and conn.buffered <= LOW_WATER:
+            if queue:  # everything that has arrived, in one piece (as aiohttp's iter_any)
+                chunk = queue.popleft() if len(queue) == 1 else b"".join(queue)
+                queue.clear()
+                conn.buffered = 0
+                if conn.paused:
                     conn.resume()
                 yield chunk
+                continue
             if conn.complete:
                 if conn.trailers:
                     self.trailers = [(k.decode("latin-1"), v.decode("latin-1").rstrip(" \t"))

@@ -14,7 +14,8 @@ take so that nothing of one response can be read as part of the next one:
   connection dirty: it is closed, never reused.
 
 Body bytes wait in a queue for the consumer; reading from the socket pauses at HIGH_WATER bytes
-and resumes below LOW_WATER, so a slow consumer never makes the client buffer without bound.
+and resumes when the consumer has taken them, so a slow consumer never makes the client buffer
+without bound.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from proxy.reply import UpstreamCut
 
 Origin = tuple[str, str, int]  # scheme, host, port
 HIGH_WATER = 512 * 1024
-LOW_WATER = 128 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 MAX_INTERIM = 32
 
@@ -244,7 +244,9 @@ class Connection(asyncio.Protocol):
         if self.buffered >= HIGH_WATER and not self.paused and self.transport is not None:
             self.transport.pause_reading()
             self.paused = True
-        self._wake()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def on_message_complete(self) -> None:
         if not self.final:

@@ -116,10 +116,15 @@ class Database:
 
     def detached_cursor(self) -> Connection:
         """A cursor of its own, for a result kept open across several calls (a stream read a
-        page at a time); one thread at a time may use it. The caller closes it. A compaction
-        closes it too (the read then fails with an error)."""
-        cur = self._con.cursor()
-        self._cursors.add(cur)
+        page at a time); one thread at a time may use it. The caller closes it. Made while a
+        compaction runs, it waits for the new file; one in use when a compaction starts is
+        closed by it (that read fails with an error)."""
+        self._gate.enter()
+        try:
+            cur = self._con.cursor()
+            self._cursors.add(cur)
+        finally:
+            self._gate.leave()
         return cur
 
     def _call(self, fn: Callable[[Connection], T]) -> T:

@@ -75,15 +75,25 @@ class Forgotten:
 
 def _exports_of_doomed(con: Connection) -> list[dict[str, Any]]:
     rows = con.execute(
-        "SELECT d.name, d.version, d.path, list(DISTINCT i.split ORDER BY i.split), "
+        "SELECT d.id, d.name, d.version, d.path, list(DISTINCT i.split ORDER BY i.split), "
         "count(*) FROM dataset_items i JOIN datasets d ON d.id = i.dataset_id "
         "WHERE i.interaction_id IN (SELECT id FROM _doomed) AND i.split <> 'skipped' "
         "GROUP BY ALL ORDER BY d.name, d.version"
     ).fetchall()
     return [{"dataset": name, "version": version, "path": path,
              "files": [f"{split}.jsonl" for split in splits] + ["lineage.jsonl"],
-             "interaction_ids": [], "examples": int(count)}
-            for name, version, path, splits, count in rows]
+             "interaction_ids": [], "examples": int(count),
+             "finetune_jobs": _jobs_of(con, dataset_id)}
+            for dataset_id, name, version, path, splits, count in rows]
+
+
+def _jobs_of(con: Connection, dataset_id: str) -> list[dict[str, Any]]:
+    """Fine-tuning jobs made from a dataset: the provider holds its uploaded files, and the
+    model learnt from them (outside tuneloop: named so that an operator can act)."""
+    return [{"id": job, "provider": provider, "fine_tuned_model": model}
+            for job, provider, model in con.execute(
+                "SELECT id, provider, fine_tuned_model FROM finetune_jobs WHERE dataset_id = ? "
+                "ORDER BY created_at", [dataset_id]).fetchall()]
 
 
 def _doomed_ids_of(con: Connection, exports: list[dict[str, Any]]) -> None:

@@ -50,9 +50,9 @@ def test_reload_keeps_the_reviewer_signed_in_and_sign_out_ends_it(
     with review_app(proxy, tmp_path) as url, chromium() as browser:
         page = new_page(browser)
         sign_in(page, url, "dora")
-        expect(page.get_by_label("Answer")).to_have_value("echo: " + SECRET)
+        expect(page.get_by_label("Answer", exact=True)).to_have_value("echo: " + SECRET)
         page.reload()
-        expect(page.get_by_label("Answer")).to_have_value("echo: " + SECRET)
+        expect(page.get_by_label("Answer", exact=True)).to_have_value("echo: " + SECRET)
         expect(page.get_by_text("dora", exact=True)).to_be_visible()
         cookies = [c for c in page.context.cookies() if c["name"] == "tuneloop_review_session"]
         assert len(cookies) == 1 and cookies[0]["sameSite"] == "Strict"

@@ -82,7 +82,7 @@ def test_build_a_dataset_see_its_report_and_snapshots(page: Callable[[str], AppT
     assert len(lines) == 12 and {"messages": edited} in lines
     versions = reviewer.dataset_versions("plans")["versions"]
     assert [v["path"] for v in versions] == [str(built)]
-    assert versions[0]["created_by"] == "tuneloop-ui"
+    assert versions[0]["created_by"] == "ann"  # the signed-in reviewer
     downloads = [e for e in at.get("download_button")]
     assert len(downloads) == 6  # train, validation, manifest: just built, and the version
 

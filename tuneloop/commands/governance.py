@@ -88,6 +88,10 @@ def forget(ctx: click.Context, user: str, purge_exports: bool, then_compact: boo
         else:
             click.echo(f"export {where} holds {export['examples']} of their examples "
                        f"({files}); --purge-exports deletes it")
+        for job in export.get("finetune_jobs") or ():
+            click.echo(f"  fine-tuning job {job['id']} ({job['provider']}, model "
+                       f"{job['fine_tuned_model'] or 'none yet'}) was trained on it: delete its "
+                       "uploaded files at the provider (and retrain without them) by hand")
     if then_compact:
         _compact(ctx, api)
 
