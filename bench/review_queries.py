@@ -4,8 +4,10 @@ file, then time the real storage functions the admin API calls and print p50/p99
     PYTHONPATH=$PWD python bench/review_queries.py [--rows N] [--db PATH] [--ui]
 
 Seeding builds Arrow tables with numpy and inserts them in bulk (interactions, the term index,
-reviews through the real `apply_reviews`, tags, feedback). The term index is built the way the
-ingest hook builds it, and a sample of it is checked against `storage.search` before timing.
+reviews through the real `apply_reviews`, tags, feedback). Every item shares one system prompt;
+a tenth of the prompts end with a Japanese/Chinese sentence (no spaces). The term index is
+built by the ingest hook's own `forward_index` from each field's text (skipping only the JSON
+parsing), and a sample of it is checked against the hook before timing.
 With `--ui`, a real proxy serves the file and the queue page of the Streamlit app is rendered
 with AppTest against it. Times are warm (the DuckDB buffer pool holds the data), on whatever
 cores the machine has; the leading-wildcard ILIKE baseline is measured in the same run.
@@ -36,7 +38,8 @@ from storage.migrations import migrate
 from storage.queue import ReviewQuery
 from storage.records import INTERACTION_SCHEMA, insert_interactions
 from storage.review import ReviewAction, apply_reviews, undo
-from storage.search_index import interaction_text, term_key, terms_of
+from storage.search_index import batch_forward_index, forward_index, store_forward_index
+from storage.search_text import stems, term_key, terms_of
 from storage.stats import review_stats
 from storage.tags import change_tags
 
@@ -45,21 +48,31 @@ MODELS = np.array(["gpt-4o-mini", "gpt-4o", "support-bot", "ft:gpt-4o-mini:acme:
 TAGS = np.array(["support", "billing", "tier:gold", "beta", "mobile"])
 CHUNK = 100_000
 VOCABULARY = 40_000
+CJK_SHARE = 0.1  # of interactions with a Japanese/Chinese sentence (no spaces) in the prompt
+CJK_VOCABULARY = 5_000
+KANA_KANJI = [chr(c) for c in range(0x30A1, 0x30F7)] + [chr(c) for c in range(0x4E00, 0x5200)]
 
 
 def vocabulary(rng: np.random.Generator, size: int) -> np.ndarray:
     lengths = rng.integers(3, 11, size)
     letters = rng.integers(97, 123, (size, 10), dtype=np.uint8)
     words = {bytes(row[:n]).decode() for row, n in zip(letters, lengths, strict=True)}
-    return np.array(sorted(words - set(terms_of(SYSTEM))))
+    system = set(terms_of(SYSTEM))  # kept out: search by default leaves the system prompt out
+    return np.array(sorted(w for w in words if stems([w])[0] not in system))
+
+
+def cjk_vocabulary(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Words of 2 to 5 katakana or kanji (written without spaces between them)."""
+    chars = np.array(KANA_KANJI)
+    return np.array(sorted({"".join(chars[rng.integers(0, len(chars), n)])
+                            for n in rng.integers(2, 6, size)}))
 
 
 def seed(con: Connection, rows: int, rng: np.random.Generator) -> dict[str, Any]:
     started = time.perf_counter()
     vocab = vocabulary(rng, VOCABULARY)
     vocab_arrow = pa.array(vocab)
-    system_terms = terms_of(SYSTEM)
-    lexicon = Words(vocab, system_terms)
+    cjk = cjk_vocabulary(rng, CJK_VOCABULARY)
     base_ms = 1_750_000_000_000
     millis = np.sort(rng.integers(0, 90 * 86_400_000, rows)) + base_ms
     rand = rng.integers(0, 2**62, rows, dtype=np.int64)
@@ -82,6 +95,14 @@ def seed(con: Connection, rows: int, rng: np.random.Generator) -> dict[str, Any]
             return pc.binary_join(lists, " ")
 
         prompts, answers = texts(prompt_words, prompt_len), texts(answer_words, answer_len)
+        # a Japanese/Chinese sentence after some prompts: CJK words joined without spaces
+        has_cjk = rng.random(n) < CJK_SHARE
+        cjk_len = np.where(has_cjk, rng.integers(3, 12, n), 0)
+        cjk_words = np.minimum(rng.zipf(1.3, cjk_len.sum()) - 1, len(cjk) - 1)
+        sentences = pc.binary_join(pa.ListArray.from_arrays(
+            pa.array(np.concatenate([[0], np.cumsum(cjk_len)]).astype(np.int32)),
+            pc.take(pa.array(cjk), pa.array(cjk_words))), "")
+        prompts = pc.binary_join_element_wise(prompts, sentences, " ")
         request = pc.binary_join_element_wise(
             '{"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "' + SYSTEM
             + '"}, {"role": "user", "content": "', prompts, '"}]}', "")
@@ -111,68 +132,25 @@ def seed(con: Connection, rows: int, rng: np.random.Generator) -> dict[str, Any]
             "user_id": pa.array([f"user-{u}" for u in rng.integers(0, 20_000, n)]),
             "session_id": pa.array([f"s-{u}" for u in rng.integers(0, 200_000, n)]),
             "metadata": pa.nulls(n, pa.string()),
+            "usage_estimated": pa.array([False] * n), "source_id": pa.nulls(n, pa.string()),
         }, schema=INTERACTION_SCHEMA)
         con.execute("BEGIN TRANSACTION")
         insert_interactions(con, table)
-        # the term index, as the ingest hook writes it: distinct words per interaction
-        doc = np.concatenate([np.repeat(np.arange(n), prompt_len),
-                              np.repeat(np.arange(n), answer_len)])
-        keys = np.unique(doc.astype(np.int64) * len(vocab)
-                         + np.concatenate([prompt_words, answer_words]))
-        key_doc, key_term = keys // len(vocab), keys % len(vocab)
-        keep = ~is_embedding[key_doc]
-        key_doc, key_term = key_doc[keep], key_term[keep]
-        np.add.at(doc_frequency, key_term, 1)
+        # the term index, as the ingest hook computes it, from each field's text
+        keys = np.unique(np.concatenate([np.repeat(np.arange(n), prompt_len),
+                                         np.repeat(np.arange(n), answer_len)]).astype(np.int64)
+                         * len(vocab) + np.concatenate([prompt_words, answer_words]))
+        np.add.at(doc_frequency, (keys % len(vocab))[~is_embedding[keys // len(vocab)]], 1)
         docs = np.flatnonzero(~is_embedding)
-        seed_index(con, pa.array(ids[start:stop]), docs, key_doc, key_term, lexicon)
+        store_forward_index(con, forward_index(
+            ids[start:stop][docs].tolist(),
+            list(zip([SYSTEM] * len(docs), pc.take(prompts, pa.array(docs)).to_pylist(),
+                     pc.take(answers, pa.array(docs)).to_pylist(), strict=True))))
         con.execute("COMMIT")
         print(f"  seeded {stop:>9,} interactions  ({time.perf_counter() - started:5.1f} s)",
               file=sys.stderr)
     return {"ids": ids, "embeddings": embeddings, "vocab": vocab, "df": doc_frequency,
-            "seconds": time.perf_counter() - started}
-
-
-class Words:
-    """The vocabulary with its 64-bit keys, as `storage.search_index` computes them, and the
-    words of the system prompt every interaction has."""
-
-    def __init__(self, vocab: np.ndarray, system: list[str]):
-        self.key = np.array([term_key(t) for t in vocab.tolist()], dtype=np.int64)
-        self.system_key = np.array([term_key(t) for t in system], dtype=np.int64)
-
-
-def seed_index(con: Connection, chunk_ids: pa.Array, docs: np.ndarray, key_doc: np.ndarray,
-               key_term: np.ndarray, words: Words) -> None:
-    """The rows the ingest hook writes for these interactions: postings in id order, and
-    each interaction's word keys (its own words, then the system prompt's)."""
-    n_system = len(words.system_key)
-    postings = pa.table({
-        "term_key": pa.array(np.concatenate([words.key[key_term],
-                                             np.repeat(words.system_key, len(docs))])),
-        "interaction_id": pa.chunked_array([
-            pc.take(chunk_ids, pa.array(key_doc)),
-            pc.take(chunk_ids, pa.array(np.tile(docs, n_system)))]),
-    }).sort_by([("interaction_id", "ascending")])
-    counts = np.bincount(key_doc, minlength=len(chunk_ids))[docs]
-    out_offsets = np.concatenate([[0], np.cumsum(counts + n_system)])
-    key_starts = np.concatenate([[0], np.cumsum(counts)])
-    position = np.searchsorted(docs, key_doc)
-    values = np.empty(out_offsets[-1], dtype=np.int64)
-    values[out_offsets[position] + np.arange(len(key_doc)) - key_starts[position]] = \
-        words.key[key_term]
-    system_at = (out_offsets[:-1] + counts)[:, None] + np.arange(n_system)
-    values[system_at.ravel()] = np.tile(words.system_key, len(docs))
-    forward = pa.table({
-        "interaction_id": pc.take(chunk_ids, pa.array(docs)),
-        "term_keys": pa.ListArray.from_arrays(pa.array(out_offsets.astype(np.int32)),
-                                              pa.array(values)),
-    })
-    con.register("_postings", postings)
-    con.register("_forward", forward)
-    con.execute("INSERT INTO search_terms SELECT term_key, interaction_id FROM _postings")
-    con.execute("INSERT INTO search_docs SELECT interaction_id, term_keys FROM _forward")
-    con.unregister("_postings")
-    con.unregister("_forward")
+            "cjk": cjk, "seconds": time.perf_counter() - started}
 
 
 def seed_reviews(con: Connection, world: dict[str, Any], rng: np.random.Generator) -> None:
@@ -187,7 +165,7 @@ def seed_reviews(con: Connection, world: dict[str, Any], rng: np.random.Generato
                                          zip(chosen, actions, strict=True))])
     change_tags(con, [str(ids[i]) for i in rng.choice(reviewable, 5000, replace=False)],
                 ["golden"], [], "reviewer-0")
-    picked = rng.choice(reviewable, 20_000, replace=False)
+    picked = rng.choice(reviewable, min(20_000, len(reviewable) // 2), replace=False)
     con.register("_feedback", pa.table({
         "id": [f"fb_{k}" for k in range(len(picked))],
         "interaction_id": pa.array(ids[picked]),
@@ -211,15 +189,16 @@ def check_index(con: Connection, world: dict[str, Any], rng: np.random.Generator
     """The seeded index must be what the ingest hook would have written."""
     for k in rng.choice(np.flatnonzero(~world["embeddings"]), 50, replace=False):
         item_id = str(world["ids"][k])
-        request, response = con.execute("SELECT request, response FROM interactions "
-                                        "WHERE id = ?", [item_id]).fetchall()[0]
-        expected = set(terms_of(interaction_text("chat.completions", request, response) or ""))
-        stored = {r[0] for r in con.execute("SELECT term_key FROM search_terms WHERE "
-                                            "interaction_id = ?", [item_id]).fetchall()}
-        keys = con.execute("SELECT term_keys FROM search_docs WHERE interaction_id = ?",
-                           [item_id]).fetchall()[0][0]
-        expected_keys = {term_key(t) for t in expected}
-        assert stored == expected_keys and sorted(keys) == sorted(expected_keys), \
+        row = con.execute("SELECT id, endpoint, request::VARCHAR AS request, "
+                          "response::VARCHAR AS response FROM interactions WHERE id = ?",
+                          [item_id]).to_arrow_table()
+        expected = batch_forward_index(row).docs.to_pylist()[0]
+        keys, fields = con.execute("SELECT term_keys, term_fields FROM search_docs "
+                                   "WHERE interaction_id = ?", [item_id]).fetchall()[0]
+        stored = dict(con.execute("SELECT term_key, fields FROM search_terms WHERE "
+                                  "interaction_id = ?", [item_id]).fetchall())
+        hook = dict(zip(expected["term_keys"], expected["term_fields"], strict=True))
+        assert dict(zip(keys, fields, strict=True)) == hook == stored, \
             f"seeded index differs from the hook's for {item_id}"
 
 
@@ -282,6 +261,23 @@ def measure(con: Connection, world: dict[str, Any], runs: int) -> list[tuple[str
         ("search q: common word + review=pending",
          page(ReviewQuery(q=common, review="pending"))),
         ("search q: rare word + model", page(ReviewQuery(q=rare, base=F(model="gpt-4o")))),
+        ("search q: common word, answers only (q_in=answers)",
+         page(ReviewQuery(q=common, q_in="answers"))),
+        ("search q: medium word, answers only (q_in=answers)",
+         page(ReviewQuery(q=medium, q_in="answers"))),
+        ("search q: common word, with system prompts (q_in=all)",
+         page(ReviewQuery(q=common, q_in="all"))),
+        ("search q: a word of every system prompt (none elsewhere)",
+         page(ReviewQuery(q="support"))),
+        (f"search q: prefix {medium[:3]}*", page(ReviewQuery(q=f"{medium[:3]}*"))),
+        (f"search q: prefix {medium[:4]}* + common word",
+         page(ReviewQuery(q=f"{medium[:4]}* {common}"))),
+        ("search q: Japanese/Chinese word, most common (bigrams)",
+         page(ReviewQuery(q=str(world["cjk"][0])))),
+        ("search q: Japanese/Chinese word, rank 50", page(ReviewQuery(q=str(world["cjk"][50])))),
+        ("search q: Japanese/Chinese word, rank 2000",
+         page(ReviewQuery(q=str(world["cjk"][2000])))),
+        ("search q: one kanji (unigram)", page(ReviewQuery(q=str(world["cjk"][50])[0]))),
         ("item with history (GET /admin/interactions/{id})",
          lambda: review_item(con, world["history_item"])),
     ]
@@ -356,13 +352,14 @@ def _reload(con: Connection, rows: int, rng: np.random.Generator) -> dict[str, A
                     .fetchall()])
     embeddings = np.array([r[0] == "embeddings" for r in con.execute(
         "SELECT endpoint FROM interactions ORDER BY id").fetchall()])
-    vocab = vocabulary(rng, VOCABULARY)  # the same draw as the seeding's: same words
+    vocab = vocabulary(rng, VOCABULARY)  # the same draws as the seeding's: same words
+    cjk = cjk_vocabulary(rng, CJK_VOCABULARY)
     frequency = dict(con.execute("SELECT term_key, count(*) FROM search_terms GROUP BY 1")
                      .fetchall())
     history = con.execute("SELECT interaction_id FROM review_revisions WHERE action = 'undo' "
                           "LIMIT 1").fetchall()[0][0]
-    return {"ids": ids, "embeddings": embeddings, "vocab": vocab,
-            "df": np.array([frequency.get(term_key(t), 0) for t in vocab.tolist()]),
+    return {"ids": ids, "embeddings": embeddings, "vocab": vocab, "cjk": cjk,
+            "df": np.array([frequency.get(term_key(t), 0) for t in stems(vocab.tolist())]),
             "history_item": history}
 
 

@@ -1,18 +1,26 @@
-"""The review actions on one item: approve, reject with a reason, needs work, edit the answer
-or the whole message list (saved as approved), undo. Shared by the Queue and Item pages.
+"""The review actions on one item: approve, reject with a reason (typed, or a canned one on the
+keys 1-9), needs work, edit the answer or the whole message list (saved as approved), undo.
+Shared by the Queue and Item pages.
 
-Every call sends the revision the reviewer saw; when someone else acted first the API answers
-409 and the page says so and shows the item as it is now, instead of overwriting their work.
+The actions run in widget callbacks (one script run per key press). Every call sends the
+revision the reviewer saw, and exactly one call per (item, revision) leaves a session: a second
+delivery of the same submit is dropped. When someone else acted first (409), nothing is
+overwritten and nothing typed is lost: the page stays on the item with the reviewer's version
+beside the current one (`conflict.py`). An item without a final answer (upstream error, cut
+stream, empty answer) can't be approved; the panel says why and offers the editor. The typed
+answer is kept in the browser while it is typed (`browser.py`), so a reload brings it back.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import streamlit as st
 
+from curation_ui.browser import browser, focus
 from curation_ui.chat_view import (
     escape_markdown,
     last_answer,
@@ -20,10 +28,14 @@ from curation_ui.chat_view import (
     show_text,
     with_answer,
 )
-from curation_ui.session import client, reviewer
+from curation_ui.session import client, reviewer, ui_settings
 from tuneloop.errors import Conflict, TuneloopError
 
 FLASH = "flash"
+ACTED = "acted"
+CONFLICT = "conflict"
+REASON_LABEL = "Reason (required to reject, optional for needs work)"
+NO_REASON = "Write why this example is rejected (or press 1-9)."
 T = TypeVar("T")
 
 
@@ -33,8 +45,11 @@ def flash(kind: str, message: str) -> None:
 
 
 def show_flash() -> None:
+    """The pending message, in a slot that is there (empty) when there is none: the elements
+    below keep their places, so the browser updates them instead of drawing them anew."""
+    slot = st.empty()
     kind, message = st.session_state.pop(FLASH, (None, None))
-    show = {"success": st.success, "warning": st.warning, "error": st.error}.get(kind or "")
+    show = {"success": slot.success, "warning": slot.warning, "error": slot.error}.get(kind or "")
     if show is not None and message:
         show(escape_markdown(message))  # API messages may quote what a client sent
 
@@ -57,22 +72,37 @@ def release(slot: str) -> None:
     st.session_state.pop(slot, None)
 
 
+def draft_key(item_id: str) -> str:
+    return f"tuneloop-draft:{reviewer()}:{item_id}"
+
+
+def forget_draft(item_id: str) -> None:
+    st.session_state.setdefault("draft_forget", []).append(draft_key(item_id))
+
+
 def run_action(item: dict[str, Any], action: str, *, reason: str | None = None,
                messages: list[dict[str, Any]] | None = None) -> bool:
-    """Send one review action. Its outcome (saved, conflict, refused) is flashed after the
-    rerun the caller does next; True when it was recorded."""
+    """Send one review action. Its outcome is flashed on the next run; True when it was
+    recorded (or was already sent). A conflict is kept in `CONFLICT` for the page to show."""
+    once = f"{item['id']}@{item['revision']}"
+    acted: dict[str, str] = st.session_state.setdefault(ACTED, {})
+    if once in acted:  # the same submit delivered twice: the first one is what counts
+        return True
+    acted[once] = action
     try:
         result = client().review(item["id"], action, reviewer=reviewer(),
                                  expected_revision=item["revision"], reason=reason or None,
                                  messages=messages)
-    except Conflict:
-        flash("warning", "Someone else reviewed this item while you were looking at it; "
-              "nothing was changed. Here it is as it is now.")
-        st.session_state["conflict_item"] = item["id"]
+    except Conflict as exc:
+        st.session_state[CONFLICT] = {
+            "id": item["id"], "action": action, "reason": reason, "messages": messages,
+            "message": exc.message, "code": exc.code, "seen_revision": item["revision"]}
         return False
     except TuneloopError as exc:
+        del acted[once]  # refused: the reviewer may correct it and try again
         flash("error", f"Not saved: {exc.message}")
         return False
+    forget_draft(item["id"])
     st.session_state["last_action"] = {"id": item["id"], "revision": result["revision"],
                                        "action": action}
     flash("success", f"{action.replace('_', ' ')} saved (revision {result['revision']}). "
@@ -99,48 +129,112 @@ def undo_last() -> None:
 
 def undo_button() -> bool:
     """Undo this session's last action (shown while there is one). True when clicked."""
+    slot = st.empty()  # there when empty too (see show_flash)
     last = st.session_state.get("last_action")
     if not last:
         return False
     label = f"Undo: {last['action'].replace('_', ' ')}"
-    if st.button(label, key="undo-last", shortcut="U", icon=":material/undo:"):
+    if slot.button(label, key="undo-last", shortcut="U", icon=":material/undo:"):
         undo_last()
         return True
     return False
 
 
-def action_panel(item: dict[str, Any], *, key: str) -> bool:
-    """Buttons and editors for one item. True when an action was attempted: the caller
-    reruns the page, which shows the outcome and the item (or the next one) as it is now."""
-    scope = f"{key}-{item['id']}-{item['revision']}"
-    done = False
-    if st.button("Approve", key=f"{scope}-approve", type="primary", shortcut="A",
-                 width="stretch"):
-        run_action(item, "approve")
-        done = True
-    with st.form(f"{scope}-judge", border=False, enter_to_submit=False):
-        reason = st.text_input("Reason (required to reject, optional for needs work)",
-                               key=f"{scope}-reason", max_chars=2000)
-        reject, needs_work = st.columns(2)
-        if reject.form_submit_button("Reject with reason", shortcut="X", width="stretch"):
-            if not reason.strip():
-                st.error("Write why this example is rejected.")
-            else:
-                run_action(item, "reject", reason=reason.strip())
-                done = True
-        if needs_work.form_submit_button("Needs work", shortcut="N", width="stretch"):
-            run_action(item, "needs_work", reason=reason.strip() or None)
-            done = True
-    done = _editors(item, scope) or done
-    return done
+def untrainable_banner(item: dict[str, Any]) -> None:
+    """A visible mark on an item that can't be approved as it is, with the way out."""
+    if item.get("trainable", True):
+        return
+    why = str(item.get("untrainable_message") or item.get("untrainable_reason")
+              or "this item has no final answer")
+    st.error(escape_markdown(f"Can't be approved as it is: {why}. Write the answer below and "
+                             "save it (Ctrl+Enter), or reject it (X)."),
+             icon=":material/block:")
 
 
-def _editors(item: dict[str, Any], scope: str) -> bool:
+def _act(item: dict[str, Any], action: str, scope: str, on_done: Callable[[], None],
+         *, reason_key: str | None = None, answer_key: str | None = None,
+         raw_key: str | None = None) -> None:
+    """A widget callback: it runs before the script does, so the rerun that follows the key
+    press already shows the outcome (and, on the Queue, the next item). One run per action,
+    no `st.rerun()`. A missing reason, an empty answer or invalid JSON is said in place; a
+    conflict keeps the reviewer on the item (`on_done` is not called)."""
+    reason = str(st.session_state.get(reason_key) or "").strip() if reason_key else ""
     messages = item.get("messages") or []
-    done = False
+    edited: list[dict[str, Any]] | None = None
+    if action == "reject" and not reason:
+        st.session_state[f"{scope}-problem"] = NO_REASON
+        st.session_state["focus_reason"] = f"{scope}-{time.monotonic()}"
+        return
+    if answer_key is not None:
+        answer = str(st.session_state.get(answer_key) or "")
+        if not answer.strip():
+            st.session_state[f"{scope}-problem"] = "The answer is empty."
+            return
+        edited = with_answer(messages, answer)
+    if raw_key is not None:
+        try:
+            edited = json.loads(str(st.session_state.get(raw_key) or ""))
+        except ValueError as exc:
+            st.session_state[f"{scope}-problem"] = f"That is not valid JSON: {exc}"
+            return
+    if run_action(item, action, reason=reason or None, messages=edited):
+        on_done()
+
+
+def _set_reason(key: str, text: str, token: str) -> None:
+    st.session_state[key] = text
+    st.session_state["focus_reason"] = token
+
+
+def action_panel(item: dict[str, Any], *, key: str, on_done: Callable[[], None]) -> None:
+    """Buttons and editors for one item. The actions run in widget callbacks, before the
+    rerun the click causes, then call `on_done` (the page lets go of the item it holds): that
+    rerun already shows the outcome and the item as it is now, or the next one."""
+    scope = f"{key}-{item['id']}-{item['revision']}"
+    trainable = bool(item.get("trainable", True))
+    problem = st.session_state.pop(f"{scope}-problem", None)
+    untrainable_banner(item)
+    st.button("Approve" if trainable else "Approve (needs an answer first)",
+              key=f"{scope}-approve", type="primary", shortcut="A", width="stretch",
+              disabled=not trainable, on_click=_act, args=(item, "approve", scope, on_done))
+    reason_key = f"{scope}-reason"
+    with st.form(f"{scope}-judge", border=False, enter_to_submit=True):
+        st.text_input(REASON_LABEL, key=reason_key, max_chars=2000)
+        if problem == NO_REASON:
+            st.error(problem)  # right under the box it is about
+        reject, needs_work = st.columns(2)
+        reject.form_submit_button("Reject with reason", shortcut="X", width="stretch",
+                                  on_click=_act, args=(item, "reject", scope, on_done),
+                                  kwargs={"reason_key": reason_key})
+        needs_work.form_submit_button("Needs work", shortcut="N", width="stretch",
+                                      on_click=_act, args=(item, "needs_work", scope, on_done),
+                                      kwargs={"reason_key": reason_key})
+    _canned_reasons(reason_key, scope)
+    token = st.session_state.pop("focus_reason", None)
+    if token:
+        focus(REASON_LABEL, token)
+    _editors(item, scope, on_done, problem)
+
+
+def _canned_reasons(reason_key: str, scope: str) -> None:
+    reasons = ui_settings().ui_reject_reasons[:9]
+    if not reasons:
+        return
+    columns = st.columns(len(reasons))
+    for number, (column, text) in enumerate(zip(columns, reasons, strict=True), start=1):
+        column.button(f"{number} {text}", key=f"{scope}-canned-{number}", shortcut=str(number),
+                      on_click=_set_reason, args=(reason_key, text, f"{scope}-{number}"),
+                      width="stretch", type="tertiary")
+
+
+def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
+             problem: str | None) -> None:
+    messages = item.get("messages") or item.get("current") or []
     answer_key = f"{scope}-answer"
+    original = last_answer(messages)
+    restored = _restore_draft(item, answer_key, original)
     if answer_key not in st.session_state:
-        st.session_state[answer_key] = last_answer(messages)
+        st.session_state[answer_key] = original
     alternatives = [str(a["content"]) for a in item.get("alternatives") or []
                     if isinstance(a, dict) and isinstance(a.get("content"), str)]
     if alternatives:
@@ -150,30 +244,45 @@ def _editors(item: dict[str, Any], scope: str) -> bool:
                 show_text(text)
                 st.button(f"Use answer {number}", key=f"{scope}-alt-{number}",
                           on_click=_set_state, args=(answer_key, text))
+    if restored:
+        st.info("Your unsaved answer for this item was restored from this browser.")
     with st.form(f"{scope}-edit", border=True):
         st.caption("Edit the assistant's answer, then save it as approved (Ctrl+Enter).")
-        answer = st.text_area("Answer", key=answer_key, height=220, label_visibility="collapsed")
-        if st.form_submit_button("Save edit and approve", shortcut="Ctrl+Enter"):
-            if not answer.strip():
-                st.error("The answer is empty.")
-            else:
-                run_action(item, "edit", messages=with_answer(messages, answer))
-                done = True
-    show_answer_diff(last_answer(messages), str(st.session_state.get(answer_key) or ""))
+        st.text_area("Answer", key=answer_key, height=220, label_visibility="collapsed")
+        st.form_submit_button("Save edit and approve", shortcut="Ctrl+Enter", on_click=_act,
+                              args=(item, "edit", scope, on_done),
+                              kwargs={"answer_key": answer_key})
+        if problem == "The answer is empty.":
+            st.error(problem)
+    show_answer_diff(original, str(st.session_state.get(answer_key) or ""))
+    raw_key = f"{scope}-raw"
+    if raw_key not in st.session_state:
+        st.session_state[raw_key] = json.dumps(messages, indent=2, ensure_ascii=False)
     with st.expander("Edit the whole message list (JSON)"), \
             st.form(f"{scope}-edit-all", border=False):
-        raw = st.text_area("Message list", value=json.dumps(messages, indent=2,
-                                                            ensure_ascii=False),
-                           height=320, label_visibility="collapsed")
-        if st.form_submit_button("Save list and approve"):
-            try:
-                edited = json.loads(raw)
-            except ValueError as exc:
-                st.error(f"That is not valid JSON: {exc}")
-            else:
-                run_action(item, "edit", messages=edited)
-                done = True
-    return done
+        st.text_area("Message list", key=raw_key, height=320, label_visibility="collapsed")
+        st.form_submit_button("Save list and approve", on_click=_act,
+                              args=(item, "edit", scope, on_done), kwargs={"raw_key": raw_key})
+        if problem is not None and problem.startswith("That is not valid JSON"):
+            st.error(problem)
+
+
+def _restore_draft(item: dict[str, Any], answer_key: str, original: str) -> bool:
+    """Mount the draft keeper; put a draft this browser kept for the item into the editor
+    (once). True when it did on this run."""
+    key = draft_key(item["id"])
+    forget = st.session_state.pop("draft_forget", None)
+    state = browser("tuneloop-draft", draft={"key": key, "label": "Answer",
+                                             "original": original, "ask": True},
+                    draft_forget=forget or None)
+    draft = getattr(state, "draft", None) if state is not None else None
+    applied: set[str] = st.session_state.setdefault("drafts_applied", set())
+    if isinstance(draft, dict) and draft.get("key") == key and key not in applied \
+            and isinstance(draft.get("text"), str):
+        applied.add(key)
+        st.session_state[answer_key] = draft["text"]
+        return True
+    return False
 
 
 def _set_state(key: str, value: str) -> None:

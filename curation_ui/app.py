@@ -1,27 +1,33 @@
 """The review app: `tuneloop ui` runs `streamlit run` on this file.
 
-Add a page with one line in PAGES (a file under pages/ that renders it).
+Add a page with one line in PAGES (a file under views/ that renders it and calls
+`require_reviewer()` first). The folder is not named `pages/`: Streamlit would serve the files
+of a `pages/` folder by itself, around the sign-in. `st.navigation` runs on every run, with the
+sign-in page alone while nobody is signed in, so no other page can be reached by its URL.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from curation_ui.session import sign_in, sign_out, ui_settings
+from curation_ui.session import restore, sign_in_page, sign_out, ui_settings, write_cookie
 
 PAGES = [
-    st.Page("pages/queue.py", title="Queue", icon=":material/inbox:", default=True),
-    st.Page("pages/browse.py", title="Browse", icon=":material/table_rows:"),
-    st.Page("pages/item.py", title="Item", icon=":material/forum:"),
-    st.Page("pages/stats.py", title="Stats", icon=":material/bar_chart:"),
-    st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),
-    st.Page("pages/jobs.py", title="Jobs", icon=":material/model_training:"),
-    st.Page("pages/routes.py", title="Routes", icon=":material/alt_route:"),
+    st.Page("views/queue.py", title="Queue", icon=":material/inbox:", default=True),
+    st.Page("views/browse.py", title="Browse", icon=":material/table_rows:"),
+    st.Page("views/item.py", title="Item", icon=":material/forum:"),
+    st.Page("views/stats.py", title="Stats", icon=":material/bar_chart:"),
+    st.Page("views/datasets.py", title="Datasets", icon=":material/dataset:"),
+    st.Page("views/jobs.py", title="Jobs", icon=":material/model_training:"),
+    st.Page("views/routes.py", title="Routes", icon=":material/alt_route:"),
 ]
+SIGN_IN = st.Page(sign_in_page, title="Sign in", icon=":material/login:", url_path="signin",
+                  default=True)
 
 st.set_page_config(page_title="tuneloop review", page_icon=":material/rate_review:",
                    layout="wide")
-if sign_in(ui_settings()):
+if restore(ui_settings()):
+    write_cookie()
     with st.sidebar:
         st.caption("signed in as")
         st.text(st.session_state["reviewer"])
@@ -29,3 +35,5 @@ if sign_in(ui_settings()):
             sign_out()
             st.rerun()
     st.navigation(PAGES).run()
+else:
+    st.navigation([SIGN_IN], position="hidden").run()

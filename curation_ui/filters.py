@@ -28,6 +28,10 @@ def filter_widgets(scope: str, *, review: bool) -> dict[str, Any]:
             if state != "any":
                 params["review"] = state
         params["q"] = st.text_input("Search words", key=f"{scope}-q", max_chars=200).strip()
+        # the admin API's q_in: by default the system prompt (shared by many items) is left out
+        searched = {"users and answers": None, "answers only": "answers",
+                    "everything (with system prompts)": "all"}
+        params["q_in"] = searched[st.selectbox("Search in", tuple(searched), key=f"{scope}-q-in")]
         params["model"] = st.text_input("Model", key=f"{scope}-model", max_chars=200).strip()
         params["tag"] = st.text_input("Tag", key=f"{scope}-tag", max_chars=64).strip()
         params["user"] = st.text_input("User", key=f"{scope}-user", max_chars=200).strip()
@@ -35,8 +39,9 @@ def filter_widgets(scope: str, *, review: bool) -> dict[str, Any]:
                               key=f"{scope}-errors")
         if errors != "any":
             params["has_error"] = errors == "only errors"
-        answerless = st.selectbox("Items without an answer", tuple(ANSWERLESS),
-                                  key=f"{scope}-answerless")
+        answerless = st.selectbox("Untrainable items", tuple(ANSWERLESS),
+                                  key=f"{scope}-answerless",
+                                  help="No final answer: upstream errors, cut streams, empty")
         params["trainable"] = ANSWERLESS[answerless]
         if st.checkbox("Only items with app feedback", key=f"{scope}-feedback"):
             params["min_score"] = st.slider("Minimum mean score", -1.0, 1.0, 0.0, 0.25,

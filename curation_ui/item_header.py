@@ -48,9 +48,11 @@ def header_html(item: dict[str, Any]) -> str:
     score = item.get("score")
     parts.append(_field("feedback", "—" if score is None
                         else f"{score:+.2f} ({item.get('feedback_count')})"))
-    parts.append(_field("", str(item.get("created_at") or "")[:19].replace("T", " ") + " UTC"))
+    logged = str(item.get("created_at") or "")[:19].replace("T", " ")
+    parts.append(f'<span class="tl-v" title="{html.escape(logged)} UTC">'
+                 f"{html.escape(logged[:16])}</span>")
     if item.get("review") is not None:
-        parts.append(_field("review", f"{item.get('review')} · revision {item.get('revision')}"))
+        parts.append(_field("", f"{item.get('review')} · revision {item.get('revision')}"))
     parts.append(f'<span class="tl-id" title="interaction id">{html.escape(str(item["id"]))}'
                  "</span>")
     line = f'<div class="tl-head">{"".join(parts)}</div>'
@@ -64,7 +66,7 @@ def header_html(item: dict[str, Any]) -> str:
 def show_header(item: dict[str, Any]) -> None:
     """The header line, with the page's "Raw text" switch at its right end."""
     inject_styles()
-    facts, switch = st.columns([0.87, 0.13], vertical_alignment="center")
+    facts, switch = st.columns([0.88, 0.12], vertical_alignment="center")
     with facts:
         st.html(header_html(item))
     with switch:

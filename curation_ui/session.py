@@ -5,19 +5,26 @@ down as `TUNELOOP_*` environment variables (and `--config FILE` after `--` when 
 `TUNELOOP_API` (the proxy's admin API), `TUNELOOP_REVIEWER_TOKEN` (held here, server-side,
 never sent to the browser) and `TUNELOOP_UI_PASSWORD`. Reviewers sign in with their name and
 that password, or through OIDC (`st.login`) when `[auth]` is configured in Streamlit secrets.
-The app talks to the admin API only; it never opens the DuckDB file.
+A password sign-in is kept across browser reloads by a signed, expiring cookie
+(`signin_cookie.py`); signing out clears it and makes the server refuse it from then on.
+Signed out, the app offers the sign-in page alone, and every page calls `require_reviewer()`
+first. The app talks to the admin API only; it never opens the DuckDB file.
 """
 
 from __future__ import annotations
 
 import argparse
 import hmac
+import secrets
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import streamlit as st
 
+from curation_ui.browser import set_cookie
+from curation_ui.signin_cookie import COOKIE_NAME, CookieSigner, load_or_create_secret
 from tuneloop.client import AdminClient
 from tuneloop.config import Settings, load_settings
 
@@ -65,43 +72,107 @@ def _oidc_configured() -> bool:
         return False
 
 
-def sign_in(settings: Settings) -> bool:
-    """True once the session belongs to a signed-in reviewer; else draws the sign-in form."""
-    if st.session_state.get("reviewer"):
+@st.cache_resource
+def _signer(secret: str | None, secret_file: str, signouts_file: str) -> CookieSigner:
+    key = secret.encode() if secret else load_or_create_secret(Path(secret_file))
+    return CookieSigner(key, Path(signouts_file))
+
+
+def signer(settings: Settings) -> CookieSigner:
+    secret = settings.ui_cookie_secret.get_secret_value() if settings.ui_cookie_secret else None
+    return _signer(secret or None, str(settings.ui_secret_file), str(settings.ui_signouts_file))
+
+
+def _cookie() -> str:
+    try:
+        return unquote(st.context.cookies.get(COOKIE_NAME) or "")
+    except Exception:  # no browser context (AppTest)
+        return ""
+
+
+def signed_in() -> bool:
+    return bool(st.session_state.get("reviewer"))
+
+
+def require_reviewer() -> None:
+    """Every page calls this first: without a signed-in reviewer it draws nothing and stops."""
+    if not signed_in():
+        st.stop()
+
+
+def restore(settings: Settings) -> bool:
+    """Sign the session in from a valid sign-in cookie (or OIDC); True when signed in."""
+    if signed_in():
         return True
     if _oidc_configured():
-        if not st.user.is_logged_in:
-            st.title("tuneloop review")
-            st.button("Sign in", on_click=st.login, type="primary")
-            return False
-        identity = st.user.get("email") or st.user.get("name") or st.user.get("sub")
-        st.session_state["reviewer"] = str(identity)[:MAX_NAME]
-        return True
+        if st.user.is_logged_in:
+            identity = st.user.get("email") or st.user.get("name") or st.user.get("sub")
+            st.session_state["reviewer"] = str(identity)[:MAX_NAME]
+            return True
+        return False
+    cookie = _cookie()
+    if cookie and cookie not in st.session_state.get("signed_out_cookies", ()):
+        found = signer(settings).decode(cookie, now=int(time.time()))
+        if found is not None:
+            st.session_state["reviewer"] = found.reviewer[:MAX_NAME]
+            st.session_state["session_cookie"] = cookie
+            return True
+    return False
+
+
+def sign_in_page() -> None:
+    """The only page a signed-out visitor gets: the sign-in form."""
+    settings = ui_settings()
     st.title("tuneloop review")
+    if _oidc_configured():
+        st.button("Sign in", on_click=st.login, type="primary")
+        return
     if settings.ui_password is None or not settings.ui_password.get_secret_value():
         st.error("No UI password is set: start the app with TUNELOOP_UI_PASSWORD, or configure "
                  "OIDC ([auth] in .streamlit/secrets.toml).")
-        return False
+        return
+    pending = st.session_state.pop("clear_cookie", None)
+    if pending:
+        set_cookie(COOKIE_NAME, "", 0, pending)
     with st.form("sign_in"):
         name = st.text_input("Your name (recorded with every review)", max_chars=MAX_NAME)
         password = st.text_input("Password", type="password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if not submitted:
-        return False
+        return
     expected = settings.ui_password.get_secret_value().encode()  # checked non-empty above
     if not name.strip():
         st.error("Enter your name: it is recorded with every review.")
-        return False
+        return
     if not hmac.compare_digest(password.encode(), expected):
         time.sleep(1.0)  # slows password guessing
         st.error("Wrong password.")
-        return False
+        return
+    ttl = int(settings.ui_session_hours * 3600)
+    cookie = signer(settings).issue(name.strip(), now=int(time.time()), ttl_s=ttl)
     st.session_state["reviewer"] = name.strip()
+    st.session_state["session_cookie"] = cookie
+    st.session_state["set_cookie"] = (cookie, ttl)
     st.rerun()
-    return True  # not reached: st.rerun() restarts the script
+
+
+def write_cookie() -> None:
+    """After a password sign-in: hand the signed cookie to the browser (once)."""
+    pending = st.session_state.pop("set_cookie", None)
+    if pending:
+        cookie, ttl = pending
+        set_cookie(COOKIE_NAME, cookie, ttl, cookie[-16:])
 
 
 def sign_out() -> None:
-    st.session_state.pop("reviewer", None)
+    """End the session: the cookie is refused from now on and cleared in the browser."""
+    cookie = st.session_state.pop("session_cookie", None) or _cookie()
+    if cookie:
+        signer(ui_settings()).sign_out(cookie, now=int(time.time()))
+        st.session_state.setdefault("signed_out_cookies", []).append(cookie)
+    for name in list(st.session_state.keys()):
+        if name != "signed_out_cookies":
+            del st.session_state[name]
+    st.session_state["clear_cookie"] = secrets.token_hex(8)
     if _oidc_configured() and st.user.is_logged_in:
         st.logout()

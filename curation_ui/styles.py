@@ -9,8 +9,8 @@ MONO = '"Source Code Pro", ui-monospace, SFMono-Regular, Menlo, Consolas, monosp
 CSS = f"""
 [data-testid="stMainBlockContainer"] {{ padding: 3.9rem 2rem 2rem; }}
 [data-testid="stMainBlockContainer"] h1 {{ font-size: 1.5rem; padding: 0 0 .2rem 0; }}
-.tl-head {{ display: flex; flex-wrap: wrap; align-items: baseline; gap: .1rem .7rem;
-  font-size: .84rem; line-height: 1.45; }}
+.tl-head {{ display: flex; flex-wrap: wrap; align-items: baseline; gap: .1rem .6rem;
+  font-size: .8rem; line-height: 1.45; }}
 .tl-head .tl-k {{ color: #6b7280; margin-right: .25rem; }}
 .tl-head .tl-v {{ overflow-wrap: anywhere; }}
 .tl-ok {{ color: #137333; }}

@@ -173,7 +173,8 @@ def build_report(run_id: str, dataset: str, cases: Sequence[EvalCase],
             differing.append(i)
     differing.sort(key=lambda i: len({scored[r][i] for r in models}) == 1)  # scores differ first
     differences = [
-        {"line": cases[i].line, "prompt": cases[i].prompt[-300:],
+        {"line": cases[i].line, "source_id": cases[i].source_id,  # forget finds it by this
+         "prompt": cases[i].prompt[-300:],
          "reference": cases[i].reference,
          **{role: {"answer": answers[role][i].text, "error": answers[role][i].error,
                    "score": scored[role][i], "interaction_id": answers[role][i].interaction_id}

@@ -33,9 +33,10 @@ def bearer(headers: Mapping[str, str]) -> str | None:
 
 
 def ensure_admin_token(settings: Settings) -> tuple[Settings, str | None]:
-    """With no admin token configured, reuse or create one beside the database (mode 0600).
-    Returns the settings to use and the file path when one was read or written there."""
-    if settings.admin_token is not None:
+    """With no admin token configured (unset or blank: a blank token would lock everyone out),
+    reuse or create one beside the database (mode 0600). Returns the settings to use and the
+    file path when one was read or written there."""
+    if settings.admin_token is not None and settings.admin_token.get_secret_value().strip():
         return settings, None
     path = settings.admin_token_file
     if path.is_file():

@@ -1,164 +1,85 @@
 """A small keep-alive HTTP/1.1 client for the logged endpoints' upstream calls.
 
-Measured beside aiohttp in the same harness (bench notes in the README): about 0.2 ms less CPU
-per request, which is most of what a proxy spends here. It does only what the hot path needs:
-one request with a known body, a response read as it arrives (httptools parses it; chunked or
-not), pooled connections per origin, connect and read timeouts, and TLS through asyncio. Other
-paths (file uploads, HEAD, redirects) keep using aiohttp.
+Measured beside aiohttp in the same harness (`python bench/http1_client.py`; notes in the
+README): less CPU per request, which is most of what a proxy spends here. It does only what the
+hot path needs: one request with a known body, a response read as it arrives, pooled
+connections per origin, connect and read timeouts, TLS through asyncio. How each response is
+framed, so that no byte of one answer can be read as the next one's, is `proxy.http1_conn`.
+
+What this module guarantees about the request:
+- only end-to-end headers go upstream: Host and Content-Length are set here; Connection,
+  Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Expect, Proxy-* and whatever the
+  caller's Connection header names are dropped, whatever the caller passes;
+- header names are tokens and values carry no CR, LF, NUL or other control characters, the
+  method is a token and the target visible ASCII: anything else is refused (400) before a byte
+  is written;
+- a request is resent (once, on a fresh connection) only when a reused connection failed with
+  nothing of the reply received and either nothing was written or the request may be repeated
+  (an idempotent method, or an Idempotency-Key header): a POST the upstream may have begun
+  is never sent twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import ssl
 import time
-from collections.abc import AsyncIterator
-from typing import Any, cast
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
-import httptools
-
+from proxy.http1_conn import Connection, NotSent, Origin, wait
 from proxy.reply import HeaderAccess, Timeouts, UpstreamCut
-from tuneloop.errors import UpstreamTimeout, UpstreamUnreachable
+from tuneloop.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 
-Origin = tuple[str, str, int]  # scheme, host, port
 IDLE_LIMIT_S = 4.0  # below uvicorn's 5 s keep-alive: don't reuse what the server may close
-PAUSE_AT_CHUNKS = 64
-
-
-class _Connection(asyncio.Protocol):
-    def __init__(self, origin: Origin):
-        self.origin = origin
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.lost: BaseException | None = None
-        self.idle_since = 0.0
-        self.reused = False
-        self._reset()
-
-    def _reset(self) -> None:
-        self.status = 0
-        self.raw_headers: list[tuple[bytes, bytes]] = []
-        self.chunks: collections.deque[bytes] = collections.deque()
-        self.complete = False
-        self.keep_alive = False
-        self.received_any = False
-        self.headers_done: asyncio.Future[None] | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.paused = False
-
-    # -- asyncio.Protocol ------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        self.received_any = True
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamCut(f"unparseable response from the upstream: {exc}"))
-            self.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.complete:
-            self._fail(exc or ConnectionResetError("the upstream closed the connection"))
-        self.lost = self.lost or exc or ConnectionResetError("closed")
-        self._wake()
-
-    # -- httptools callbacks ---------------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.raw_headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-        self.keep_alive = self.parser.should_keep_alive()
-        if self.headers_done is not None and not self.headers_done.done():
-            self.headers_done.set_result(None)
-
-    def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
-        if len(self.chunks) >= PAUSE_AT_CHUNKS and self.transport is not None:
-            self.transport.pause_reading()
-            self.paused = True
-        self._wake()
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-        self._wake()
-
-    # -- helpers ---------------------------------------------------------------------------
-    def _fail(self, exc: BaseException) -> None:
-        self.lost = exc
-        if self.headers_done is not None and not self.headers_done.done():
-            self.headers_done.set_exception(exc)
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def usable(self) -> bool:
-        return (self.lost is None and self.transport is not None
-                and not self.transport.is_closing()
-                and time.monotonic() - self.idle_since < IDLE_LIMIT_S)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    async def wait(self, timeout_s: float, future: asyncio.Future[None]) -> None:
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(timeout_s, _expire, future)
-        try:
-            await future
-        finally:
-            timer.cancel()
-
-    async def send(self, raw: bytes, read_timeout_s: float) -> None:
-        assert self.transport is not None
-        self._reset()
-        loop = asyncio.get_running_loop()
-        self.headers_done = loop.create_future()
-        self.transport.write(raw)
-        try:
-            await self.wait(read_timeout_s, self.headers_done)
-        except TimeoutError:
-            self.close()
-            raise
-
-
-def _expire(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
+CACHE_LIMIT = 4096
+HOP_BY_HOP = frozenset({"host", "content-length", "connection", "keep-alive", "te", "trailer",
+                        "transfer-encoding", "upgrade", "expect"})
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # CR and LF are counted
+_TARGET = re.compile(r"[\x21-\x7e]+")
 
 
 class Http1Reply(HeaderAccess):
-    def __init__(self, pool: Http1Pool, conn: _Connection, read_timeout_s: float):
+    def __init__(self, pool: Http1Pool, conn: Connection, read_timeout_s: float):
         self._pool = pool
         self._conn = conn
         self._read_timeout_s = read_timeout_s
         self.status = conn.status
-        self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in conn.raw_headers]
+        self.headers = [(k.decode("latin-1"), v.decode("latin-1").rstrip(" \t"))
+                        for k, v in conn.raw_headers]
+        self.trailers: list[tuple[str, str]] = []
+        """Fields after a chunked body, set once the whole body has been read."""
         self._released = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         conn = self._conn
         loop = asyncio.get_running_loop()
         while True:
-            while conn.chunks:
-                yield conn.chunks.popleft()
-            if conn.paused and conn.transport is not None:
-                conn.transport.resume_reading()
-                conn.paused = False
+            queue = conn.chunks
+            if queue:  # everything that has arrived, in one piece (as aiohttp's iter_any)
+                chunk = queue.popleft() if len(queue) == 1 else b"".join(queue)
+                queue.clear()
+                conn.buffered = 0
+                if conn.paused:
+                    conn.resume()
+                yield chunk
+                continue
             if conn.complete:
+                if conn.trailers:
+                    self.trailers = [(k.decode("latin-1"), v.decode("latin-1").rstrip(" \t"))
+                                     for k, v in conn.trailers]
                 return
-            if conn.lost is not None:
-                raise UpstreamCut(str(conn.lost) or type(conn.lost).__name__)
+            if conn.error is not None:
+                raise UpstreamCut(str(conn.error) or type(conn.error).__name__)
+            conn.resume()
             conn.waiter = loop.create_future()
             try:
-                await conn.wait(self._read_timeout_s, conn.waiter)
+                await wait(conn.waiter, self._read_timeout_s)
             except TimeoutError as exc:
                 conn.close()
                 raise UpstreamTimeout(
@@ -170,11 +91,13 @@ class Http1Reply(HeaderAccess):
         return b"".join([chunk async for chunk in self.chunks()])
 
     def release(self) -> None:
+        """Give the connection back: to the pool only if its response was read completely and
+        cleanly and nothing beyond it arrived; closed otherwise."""
         if self._released:
             return
         self._released = True
         conn = self._conn
-        if conn.complete and conn.keep_alive and conn.lost is None:
+        if conn.reusable():
             self._pool.put_back(conn)
         else:
             conn.close()
@@ -182,44 +105,105 @@ class Http1Reply(HeaderAccess):
 
 class Http1Pool:
     def __init__(self, max_idle_per_origin: int = 512):
-        self._idle: dict[Origin, list[_Connection]] = collections.defaultdict(list)
+        self._idle: dict[Origin, list[Connection]] = collections.defaultdict(list)
         self._max_idle = max_idle_per_origin
         self._ssl: ssl.SSLContext | None = None
         self._targets: dict[str, tuple[Origin, str, str]] = {}
+        self._names: dict[str, str] = {}  # header name as given -> lower case, "" = dropped
 
     def _split(self, url: str) -> tuple[Origin, str, str]:
-        """(origin, Host header, request target) of a URL, cached by its base."""
+        """(origin, Host header, request target) of a URL, checked, cached by URL."""
         cached = self._targets.get(url)
         if cached is not None:
             return cached
         parts = urlsplit(url)
         scheme = parts.scheme
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise UpstreamUnreachable(f"not an http(s) upstream URL: {url[:200]!r}",
+                                      code="bad_upstream_url")
+        host = parts.netloc.rpartition("@")[2]  # user:password@ never goes in Host
+        if not _TARGET.fullmatch(host):
+            raise UpstreamUnreachable("the upstream URL's host is not valid",
+                                      code="bad_upstream_url")
         port = parts.port or (443 if scheme == "https" else 80)
-        origin = (scheme, parts.hostname or "", port)
+        origin = (scheme, parts.hostname, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        if len(self._targets) < 4096:
-            self._targets[url] = (origin, parts.netloc, target)
-        return origin, parts.netloc, target
+        if not _TARGET.fullmatch(target):
+            raise BadRequest("the request path has characters that cannot go upstream "
+                             "(spaces, controls or non-ASCII must be percent-encoded)",
+                             code="invalid_path")
+        if len(self._targets) < CACHE_LIMIT:
+            self._targets[url] = (origin, host, target)
+        return origin, host, target
 
-    def put_back(self, conn: _Connection) -> None:
+    def _name(self, name: str) -> str:
+        known = self._names.get(name)
+        if known is not None:
+            return known
+        if not _TOKEN.fullmatch(name):
+            raise BadRequest(f"invalid header name {name[:64]!r}", code="invalid_header")
+        lower = name.lower()
+        kept = "" if lower in HOP_BY_HOP or lower.startswith("proxy-") else lower
+        if len(self._names) < CACHE_LIMIT:
+            self._names[name] = kept
+        return kept
+
+    def request_bytes(self, method: str, netloc: str, target: str,
+                      headers: Mapping[str, str], body: bytes) -> bytes:
+        """The request as it goes on the wire; hop-by-hop headers dropped, the rest checked."""
+        if not _TOKEN.fullmatch(method):
+            raise BadRequest(f"invalid method {method[:32]!r}", code="invalid_method")
+        names = self._names
+        parts = [f"{method} {target} HTTP/1.1\r\nhost: {netloc}\r\n"
+                 f"content-length: {len(body)}\r\n"]
+        nominated = ""
+        for name, value in headers.items():
+            lower = names.get(name)
+            if lower is None:
+                lower = self._name(name)
+            if lower:
+                parts.append(f"{name}: {value}\r\n")
+            elif name.lower() == "connection":
+                nominated = value
+        if nominated:  # the fields a Connection header names are hop-by-hop too
+            dropped = {token.strip().lower() for token in nominated.split(",")}
+            parts[1:] = [f"{name}: {value}\r\n" for name, value in headers.items()
+                         if self._name(name) and name.lower() not in dropped]
+        parts.append("\r\n")
+        text = "".join(parts)
+        lines = len(parts) + 2  # every CR and LF in the head is a line end we wrote
+        if text.count("\n") != lines or text.count("\r") != lines or _CONTROL.search(text):
+            raise BadRequest("a header value holds a control character (CR, LF, NUL, ...)",
+                             code="invalid_header")
+        try:
+            head = text.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise BadRequest("a header holds characters outside Latin-1",
+                             code="invalid_header") from exc
+        return head + body if body else head
+
+    def put_back(self, conn: Connection) -> None:
         idle = self._idle[conn.origin]
         if len(idle) >= self._max_idle:
             conn.close()
             return
+        conn.in_flight = False
+        conn.resume()  # read while idle: a close or a stray byte must be seen
         conn.idle_since = time.monotonic()
         conn.reused = True
         idle.append(conn)
 
-    def _take(self, origin: Origin) -> _Connection | None:
+    def _take(self, origin: Origin) -> Connection | None:
         idle = self._idle[origin]
         while idle:
             conn = idle.pop()
-            if conn.usable():
+            if (conn.lost is None and not conn.dirty
+                    and time.monotonic() - conn.idle_since < IDLE_LIMIT_S):
                 return conn
             conn.close()
         return None
 
-    async def _connect(self, origin: Origin, timeout_s: float) -> _Connection:
+    async def _connect(self, origin: Origin, timeout_s: float) -> Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         tls: Any = None
@@ -229,7 +213,7 @@ class Http1Pool:
             tls = self._ssl
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(origin), host, port, ssl=tls,
+                loop.create_connection(lambda: Connection(origin), host, port, ssl=tls,
                                        server_hostname=host if tls else None),
                 timeout=timeout_s)
         except TimeoutError as exc:
@@ -240,35 +224,39 @@ class Http1Pool:
                                       f" {type(exc).__name__}") from exc
         return conn
 
-    async def send(self, method: str, url: str, headers: dict[str, str], body: bytes,
+    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes,
                    timeouts: Timeouts) -> Http1Reply:
         origin, netloc, target = self._split(url)
-        lines = [f"{method} {target} HTTP/1.1", f"host: {netloc}",
-                 f"content-length: {len(body)}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()
-                  if name not in ("host", "content-length", "transfer-encoding")]
-        raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        raw = self.request_bytes(method, netloc, target, headers, body)
+        head_request = method == "HEAD"
         conn = self._take(origin)
         if conn is not None:
             try:
-                await conn.send(raw, timeouts.read_s)
+                await conn.request(raw, head_request, timeouts.read_s)
                 return Http1Reply(self, conn, timeouts.read_s)
             except TimeoutError as exc:
                 raise UpstreamTimeout("the upstream did not answer in time") from exc
             except Exception as exc:
                 conn.close()
-                if conn.received_any:
+                if isinstance(exc, NotSent):
+                    pass  # nothing was written: send it on a fresh connection
+                elif conn.received_any:
                     raise UpstreamUnreachable(
-                        "the upstream closed the connection mid-answer") from exc
-                # an idle connection the server had closed: one retry on a fresh connection
+                        f"the upstream broke a reused connection mid-answer: {_reason(exc)}"
+                    ) from exc
+                elif not _repeatable(method, headers):
+                    raise UpstreamUnreachable(
+                        f"the upstream closed a reused connection without answering "
+                        f"({_reason(exc)}); a {method} without an Idempotency-Key is not "
+                        f"sent twice, the upstream may have begun it") from exc
+                # nothing was answered and it may be repeated: once, on a fresh connection
         conn = await self._connect(origin, timeouts.connect_s)
         try:
-            await conn.send(raw, timeouts.read_s)
+            await conn.request(raw, head_request, timeouts.read_s)
         except TimeoutError as exc:
             raise UpstreamTimeout("the upstream did not answer in time") from exc
         except Exception as exc:
-            conn.close()
-            raise UpstreamUnreachable(f"the upstream closed the connection: {exc}") from exc
+            raise UpstreamUnreachable(f"the upstream failed the request: {_reason(exc)}") from exc
         return Http1Reply(self, conn, timeouts.read_s)
 
     def close(self) -> None:
@@ -276,3 +264,12 @@ class Http1Pool:
             for conn in idle:
                 conn.close()
         self._idle.clear()
+
+
+def _repeatable(method: str, headers: Mapping[str, str]) -> bool:
+    return method in IDEMPOTENT or any(
+        name.lower() in ("idempotency-key", "x-idempotency-key") for name in headers)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

@@ -8,7 +8,9 @@ and reads run on a small pool of threads with their own cursors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import TypeVar
 
 import duckdb
 
+from storage.compact import CompactResult, compact_file
 from tuneloop.errors import StorageError
 
 T = TypeVar("T")
@@ -58,10 +61,44 @@ def connect(path: Path, *, read_only: bool = False) -> Connection:
     return con
 
 
+class _Gate:
+    """Reads share the connection; compacting the file needs it alone (it closes it)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._exclusive = False
+
+    def enter(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._readers += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            self._cond.notify_all()
+
+    def lock(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            self._cond.wait_for(lambda: self._readers == 0)
+
+    def unlock(self) -> None:
+        with self._cond:
+            self._exclusive = False
+            self._cond.notify_all()
+
+
 class Database:
     def __init__(self, path: Path, *, read_threads: int = 3, read_only: bool = False):
         self.path = path
+        self._read_only = read_only
         self._con = connect(path, read_only=read_only)
+        self._generation = 0  # a new connection after each compaction: cursors are re-made
+        self._cursors: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._gate = _Gate()
         self._local = threading.local()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="duckdb-write")
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="duckdb-read")
@@ -70,18 +107,60 @@ class Database:
     def cursor(self) -> Connection:
         """A cursor for the calling thread (DuckDB cursors are not shared across threads)."""
         cur: Connection | None = getattr(self._local, "cursor", None)
-        if cur is None:
+        if cur is None or getattr(self._local, "generation", -1) != self._generation:
             cur = self._con.cursor()
+            self._cursors.add(cur)
             self._local.cursor = cur
+            self._local.generation = self._generation
         return cur
 
     def detached_cursor(self) -> Connection:
         """A cursor of its own, for a result kept open across several calls (a stream read a
-        page at a time); one thread at a time may use it. The caller closes it."""
-        return self._con.cursor()
+        page at a time); one thread at a time may use it. The caller closes it. Made while a
+        compaction runs, it waits for the new file; one in use when a compaction starts is
+        closed by it (that read fails with an error)."""
+        self._gate.enter()
+        try:
+            cur = self._con.cursor()
+            self._cursors.add(cur)
+        finally:
+            self._gate.leave()
+        return cur
 
     def _call(self, fn: Callable[[Connection], T]) -> T:
         return fn(self.cursor())
+
+    def _read_call(self, fn: Callable[[Connection], T]) -> T:
+        self._gate.enter()
+        try:
+            return fn(self.cursor())
+        finally:
+            self._gate.leave()
+
+    async def compact(self) -> CompactResult:
+        """Rewrite the file without its free blocks (storage.compact), on the writer thread:
+        no write (ingest included: the spool keeps the interactions meanwhile) and no read
+        runs until the new file is open."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._compact)
+
+    def _compact(self) -> CompactResult:
+        if self._read_only:
+            raise StorageError("a read-only database cannot be compacted")
+        self._gate.lock()
+        try:
+            for cur in list(self._cursors):
+                with contextlib.suppress(duckdb.Error):
+                    cur.close()
+            self._cursors.clear()
+            self._con.close()
+            try:
+                return compact_file(self.path)
+            finally:
+                self._con = connect(self.path)  # the new file, or the untouched old one
+                self._generation += 1
+        finally:
+            self._gate.unlock()
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -89,7 +168,7 @@ class Database:
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._call, fn)
+        return await loop.run_in_executor(self._readers, self._read_call, fn)
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
         """Run on the writer thread and wait (for start-up work, before the loop serves)."""

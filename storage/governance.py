@@ -8,9 +8,12 @@ Records the database refused sit in the spool's quarantine file; they are cleane
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from storage.db import Connection
 from storage.spool import Spool
@@ -28,8 +31,13 @@ def dependent_tables(con: Connection) -> list[str]:
     return [row[0] for row in rows]
 
 
+Before = Callable[[Connection], None]
+"""Runs in the deletion's transaction while the temp table `_doomed` lists the doomed ids."""
+
+
 def _delete(con: Connection, condition: str, params: list[Any], *,
-            keep: frozenset[str] = frozenset()) -> dict[str, int]:
+            keep: frozenset[str] = frozenset(), before: Before | None = None
+            ) -> dict[str, int]:
     """Delete the interactions matching `condition` and every row that depends on them, in
     one transaction. Answers rows deleted per table."""
     deleted: dict[str, int] = {}
@@ -38,6 +46,8 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
         con.execute(
             f"CREATE TEMP TABLE _doomed AS SELECT id FROM interactions WHERE {condition}", params
         )
+        if before is not None:
+            before(con)
         for table in dependent_tables(con):
             if table in keep:
                 continue
@@ -56,13 +66,102 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
     return deleted
 
 
-def forget_user(con: Connection, user_id: str | Sequence[str]) -> dict[str, int]:
+@dataclass
+class Forgotten:
+    deleted: dict[str, int]
+    exports: list[dict[str, Any]]
+    """The export directories whose files hold the user's examples (by their lineage)."""
+
+
+def _exports_of_doomed(con: Connection) -> list[dict[str, Any]]:
+    rows = con.execute(
+        "SELECT d.id, d.name, d.version, d.path, list(DISTINCT i.split ORDER BY i.split), "
+        "count(*) FROM dataset_items i JOIN datasets d ON d.id = i.dataset_id "
+        "WHERE i.interaction_id IN (SELECT id FROM _doomed) AND i.split <> 'skipped' "
+        "GROUP BY ALL ORDER BY d.name, d.version"
+    ).fetchall()
+    return [{"dataset": name, "version": version, "path": path,
+             "files": [f"{split}.jsonl" for split in splits] + ["lineage.jsonl"],
+             "interaction_ids": [], "examples": int(count),
+             "finetune_jobs": _jobs_of(con, dataset_id)}
+            for dataset_id, name, version, path, splits, count in rows]
+
+
+def _jobs_of(con: Connection, dataset_id: str) -> list[dict[str, Any]]:
+    """Fine-tuning jobs made from a dataset: the provider holds its uploaded files, and the
+    model learnt from them (outside tuneloop: named so that an operator can act)."""
+    return [{"id": job, "provider": provider, "fine_tuned_model": model}
+            for job, provider, model in con.execute(
+                "SELECT id, provider, fine_tuned_model FROM finetune_jobs WHERE dataset_id = ? "
+                "ORDER BY created_at", [dataset_id]).fetchall()]
+
+
+def _doomed_ids_of(con: Connection, exports: list[dict[str, Any]]) -> None:
+    for export in exports:
+        export["interaction_ids"] = [row[0] for row in con.execute(
+            "SELECT i.interaction_id FROM dataset_items i JOIN datasets d ON d.id = "
+            "i.dataset_id WHERE d.name = ? AND d.version = ? AND i.split <> 'skipped' AND "
+            "i.interaction_id IN (SELECT id FROM _doomed) ORDER BY 1",
+            [export["dataset"], export["version"]]).fetchall()]
+
+
+def _mentions(example: Any, doomed: set[str]) -> bool:
+    """An example of an evaluation report made from a doomed interaction: its source, or
+    the evaluation requests (each model's answer names its interaction)."""
+    if not isinstance(example, dict):
+        return False
+    if example.get("source_id") in doomed:
+        return True
+    return any(isinstance(v, dict) and v.get("interaction_id") in doomed
+               for v in example.values())
+
+
+def forget_in_reports(con: Connection) -> int:
+    """Remove the examples made from the doomed interactions from every evaluation report
+    (they quote the prompt, the reference and both answers). Answers how many went."""
+    doomed = {row[0] for row in con.execute("SELECT id FROM _doomed").fetchall()}
+    if not doomed:
+        return 0
+    removed = 0
+    for run_id, text in con.execute(
+            "SELECT id, CAST(report AS VARCHAR) FROM eval_runs WHERE report IS NOT NULL"
+    ).fetchall():
+        report = orjson.loads(text)
+        differences = report.get("differences") if isinstance(report, dict) else None
+        if not isinstance(differences, list):
+            continue
+        kept = [d for d in differences if not _mentions(d, doomed)]
+        if len(kept) == len(differences):
+            continue
+        gone = len(differences) - len(kept)
+        removed += gone
+        report["differences"] = kept
+        report["forgotten"] = int(report.get("forgotten") or 0) + gone
+        con.execute("UPDATE eval_runs SET report = ? WHERE id = ?",
+                    [orjson.dumps(report).decode(), run_id])
+    return removed
+
+
+def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
     """Delete one user's interactions, the ones made from them (evaluation replays carry
-    their source's id, not its user), and everything derived from them. `user_id` may list
-    the names the user is stored under (as sent, and its redaction pseudonym)."""
+    their source's id, not its user), and everything derived from them, their examples in
+    evaluation reports included; name the export files that hold their examples. `user_id`
+    may list the names the user is stored under (as sent, and its redaction pseudonym)."""
     names = [user_id] if isinstance(user_id, str) else list(user_id)
-    return _delete(con, "list_contains(?, user_id) OR source_id IN (SELECT id FROM "
-                        "interactions WHERE list_contains(?, user_id))", [names, names])
+    exports: list[dict[str, Any]] = []
+    reports = 0
+
+    def before(con: Connection) -> None:
+        nonlocal reports
+        exports.extend(_exports_of_doomed(con))
+        _doomed_ids_of(con, exports)
+        reports = forget_in_reports(con)
+
+    deleted = _delete(con, "list_contains(?, user_id) OR source_id IN (SELECT id FROM "
+                           "interactions WHERE list_contains(?, user_id))", [names, names],
+                      before=before)
+    deleted["eval_report_examples"] = reports
+    return Forgotten(deleted, exports)
 
 
 def retention_cutoff(days: int, *, now: datetime | None = None) -> datetime:

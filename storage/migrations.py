@@ -19,6 +19,7 @@ from storage.eval_runs import m026_eval_runs
 from storage.finetune_jobs import m021_finetune_jobs
 from storage.job_events import m022_job_events
 from storage.promotions import m025_route_history_detail
+from storage.trainable import m032_untrainable
 
 log = logging.getLogger("tuneloop.storage")
 
@@ -179,13 +180,11 @@ def m012_feedback(con: Connection) -> None:
 
 
 def m013_search_index(con: Connection) -> None:
-    from storage.search_index import backfill
-
+    # its backfill is gone: migration 35 rebuilds the index (the terms and tables changed)
     con.execute("CREATE TABLE search_docs (interaction_id VARCHAR PRIMARY KEY, "
                 "term_keys BIGINT[] NOT NULL)")
     con.execute("CREATE TABLE search_terms (term_key BIGINT NOT NULL, "
                 "interaction_id VARCHAR NOT NULL)")
-    backfill(con)
 
 
 def m029_usage_estimated(con: Connection) -> None:
@@ -196,6 +195,23 @@ def m029_usage_estimated(con: Connection) -> None:
 def m030_source_id(con: Connection) -> None:
     """The interaction a request was made from (`x-tuneloop-source`: evaluation replays)."""
     con.execute("ALTER TABLE interactions ADD COLUMN source_id VARCHAR")
+
+
+def m035_search_fields(con: Connection) -> None:
+    """The search index by field (system / user / answer), with normalized, stemmed and
+    character-gram terms and the words for prefix search: built anew for every interaction
+    (see storage.search_index), in chunks."""
+    from storage.search_index import backfill
+
+    con.execute("DROP TABLE search_terms")
+    con.execute("DROP TABLE search_docs")
+    con.execute("CREATE TABLE search_docs (interaction_id VARCHAR PRIMARY KEY, "
+                "term_keys BIGINT[] NOT NULL, term_fields UTINYINT[] NOT NULL)")
+    con.execute("CREATE TABLE search_terms (term_key BIGINT NOT NULL, "
+                "interaction_id VARCHAR NOT NULL, fields UTINYINT NOT NULL)")
+    con.execute("CREATE TABLE search_words (word VARCHAR PRIMARY KEY, term_key BIGINT NOT NULL, "
+                "interaction_id VARCHAR NOT NULL)")
+    backfill(con)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -216,6 +232,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(29, "usage_estimated", m029_usage_estimated),
     Migration(30, "source_id", m030_source_id),
     Migration(31, "review_claims", m031_review_claims),
+    Migration(32, "untrainable", m032_untrainable),
+    Migration(35, "search_fields", m035_search_fields),
 )
 
 

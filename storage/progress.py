@@ -8,9 +8,10 @@
 - `reviewed_by_you` / `reviewed`: items whose current state (not pending) was set since
   `since` (default: today, UTC midnight) by this reviewer / by anyone.
 
-Counts are one aggregate per number over the interaction columns and the small review tables;
-with a text query (`q`) the pending count walks the term index's candidates instead, exact up
-to MAX_TEXT_COUNT (`exact` says whether the limit was reached).
+Without filters the first three are arithmetic on the small tables; with filters, one scan of
+the interactions matching them, hash-joined to the small `reviews` and `untrainable` tables;
+with a text query (`q`) they walk the term index's candidates instead, exact up to
+MAX_TEXT_COUNT each (`exact` says whether all were).
 """
 
 from __future__ import annotations
@@ -27,13 +28,47 @@ MAX_TEXT_COUNT = 100_000
 _REVIEWABLE_SQL = ", ".join(f"'{e}'" for e in REVIEWABLE_ENDPOINTS)
 
 
-def _count(con: Connection, query: ReviewQuery) -> tuple[int, bool]:
-    if query.q is not None:
-        ids, more = find_ids(con, query, limit=MAX_TEXT_COUNT)
-        return len(ids), more is None
-    where, params = query.where()
-    rows = con.execute(f"SELECT count(*) FROM interactions i WHERE {where}", params).fetchall()
-    return int(rows[0][0]), True
+def _text_count(con: Connection, query: ReviewQuery) -> tuple[int, bool]:
+    ids, more = find_ids(con, query, limit=MAX_TEXT_COUNT)
+    return len(ids), more is None
+
+
+_ANSWERED = ("(json_extract_string(r.messages, '$[#-1].role') = 'assistant' AND "
+             "(nullif(trim(json_extract_string(r.messages, '$[#-1].content')), '') IS NOT NULL "
+             "OR json_array_length(r.messages, '$[#-1].tool_calls') > 0 OR "
+             "json_extract(r.messages, '$[#-1].function_call') IS NOT NULL OR "
+             "json_array_length(r.messages, '$[#-1].content') > 0))")
+_TRAINABLE = (f"(CASE WHEN r.messages IS NOT NULL THEN coalesce({_ANSWERED}, FALSE) "
+              "ELSE u.interaction_id IS NULL END)")
+_PENDING = "coalesce(r.state, 'pending') = 'pending'"
+
+
+def _counts(con: Connection, query: ReviewQuery) -> tuple[int, int, int]:
+    """(reviewable items matching the filters, pending ones with a final answer, pending ones
+    without). Without filters: arithmetic on the small tables (the answerless and the edited
+    rows, the reviewed ones) and one count of the interaction column; with filters, one scan of
+    the matching interactions hash-joined to `reviews` and `untrainable`."""
+    where, params = dataclasses.replace(query, review=None, trainable=None).where()
+    if where == "TRUE" and not params:
+        total, reviewed = con.execute(
+            f"SELECT (SELECT count(*) FROM interactions WHERE endpoint IN ({_REVIEWABLE_SQL})), "
+            "(SELECT count(*) FROM reviews WHERE state <> 'pending')").fetchall()[0]
+        # pending without an answer: logged so and never edited, plus edited without one
+        logged, edited = con.execute(
+            "SELECT (SELECT count(*) FROM untrainable u ANTI JOIN (SELECT interaction_id FROM "
+            "reviews WHERE state <> 'pending' OR messages IS NOT NULL) r "
+            "ON r.interaction_id = u.interaction_id), "
+            "(SELECT count(*) FROM reviews r WHERE state = 'pending' AND messages IS NOT NULL "
+            f"AND NOT coalesce({_ANSWERED}, FALSE))").fetchall()[0]
+        untrainable = int(logged) + int(edited)
+        return int(total), int(total) - int(reviewed) - int(untrainable), int(untrainable)
+    row = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE {_PENDING} AND {_TRAINABLE}), "
+        f"count(*) FILTER (WHERE {_PENDING} AND NOT {_TRAINABLE}) FROM interactions i "
+        "LEFT JOIN reviews r ON r.interaction_id = i.id "
+        "LEFT JOIN untrainable u ON u.interaction_id = i.id "
+        f"WHERE i.endpoint IN ({_REVIEWABLE_SQL}) AND {where}", params).fetchall()[0]
+    return int(row[0]), int(row[1] or 0), int(row[2] or 0)
 
 
 def start_of_day(now: datetime | None = None) -> datetime:
@@ -46,20 +81,19 @@ def progress(con: Connection, query: ReviewQuery, reviewer: str, *,
     now = now or datetime.now(UTC)
     since = since or start_of_day(now)
     pending_query = dataclasses.replace(query, review="pending")
-    pending, exact = _count(con, pending_query)
-    untrainable = pending if pending_query.trainable is False else 0
-    if pending_query.trainable is not False:
-        untrainable, exact_u = _count(con, dataclasses.replace(pending_query, trainable=False))
-        exact = exact and exact_u
-    any_state = dataclasses.replace(query, review=None, trainable=None)
-    if any_state.q is None:
-        where, params = any_state.where()
-        total = int(con.execute(
-            f"SELECT count(*) FROM interactions i WHERE {where} "
-            f"AND i.endpoint IN ({_REVIEWABLE_SQL})", params).fetchall()[0][0])
+    exact = True
+    if query.q is None:
+        total, answered, untrainable = _counts(con, query)
+        wanted = pending_query.trainable
+        pending = answered if wanted is True else untrainable if wanted is False \
+            else answered + untrainable
     else:
-        total, exact_t = _count(con, any_state)
-        exact = exact and exact_t
+        pending, exact = _text_count(con, pending_query)
+        untrainable, exact_u = _text_count(
+            con, dataclasses.replace(pending_query, trainable=False))
+        total, exact_t = _text_count(con, dataclasses.replace(query, review=None,
+                                                              trainable=None))
+        exact = exact and exact_u and exact_t
     by_you, by_all = con.execute(
         "SELECT count(*) FILTER (WHERE reviewer = ?), count(*) FROM reviews "
         "WHERE updated_at >= ? AND state <> 'pending'", [reviewer, since]).fetchall()[0]

@@ -30,7 +30,7 @@ from storage.interactions import InteractionFilter
 from storage.lookup import Bounds, bounded, ids_condition
 from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.review import STATES
-from storage.search import TermSearch, query_terms
+from storage.search import DEFAULT_SCOPE, TermSearch, query_terms
 from storage.tags import tag_condition
 from storage.trainable import trainable_sql
 
@@ -51,6 +51,7 @@ class ReviewQuery:
     review: str | None = None
     tag: str | None = None
     q: str | None = None
+    q_in: str = DEFAULT_SCOPE  # the fields q searches (storage.search.SCOPES)
     min_score: float | None = None
     # True: only items with a final answer (see storage.trainable); False: only those without
     trainable: bool | None = None
@@ -86,13 +87,13 @@ class ReviewQuery:
             add(*min_score_condition(self.min_score, bounds=bounds))
         if self.trainable is not None:
             rule = trainable_sql("i", within)
-            add(rule if self.trainable else f"NOT {rule}", [*within_params, *within_params])
+            add(rule if self.trainable else f"NOT {rule}", within_params * 3)
         return " AND ".join(clauses), values
 
     def driver(self, con: Connection) -> Driver | None:
         """A small source of candidate ids, when one of the filters has one."""
         if self.q is not None:
-            return TermSearch(con, self.q).candidates
+            return TermSearch(con, self.q, self.q_in).candidates
         if self.review not in (None, "pending"):
             state = self.review
             return lambda con, before, count: _complete(

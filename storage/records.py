@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from storage.db import Connection
+from storage.trainable import mark_untrainable
 
 log = logging.getLogger("tuneloop.ingest")
 
@@ -126,6 +127,7 @@ def insert_interactions(con: Connection, table: pa.Table) -> int:
     con.register("_ingest_batch", table)
     try:
         con.execute("INSERT OR IGNORE INTO interactions BY NAME SELECT * FROM _ingest_batch")
+        mark_untrainable(con, "_ingest_batch")  # the review queue's list of answerless rows
     finally:
         with contextlib.suppress(duckdb.Error):  # fails in an aborted transaction; harmless
             con.unregister("_ingest_batch")

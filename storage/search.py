@@ -1,75 +1,162 @@
 """Text search (`q`) over the term index of `storage.search_index`.
 
-A query matches the interactions whose prompt or completion text (any revision's) contains
-every word of `q`, case-insensitively, as whole words: `refund policy` finds texts with both
-"refund" and "policy". The rarest word (estimated on the newest postings) drives the search:
-its postings give candidates newest first; the other words are checked on those candidates
-only, through the per-interaction word keys.
+A query is cut like the indexed text (`storage.search_text`): words (English words by their
+stem: `refund` finds "refunds" and "refunded"), a word ending in `*` as a prefix (`refu*`
+finds every word seen that starts with "refu"), and runs of Chinese, Japanese, Korean or
+Thai as character bigrams (`パスワード` finds "パスワードをリセット"). An interaction matches
+when it holds every term of the query in the searched fields (`q_in`):
+
+- `conversation` (the default): the user's side and the answers, not the system prompt, which
+  many items share (a word of a shared system prompt would otherwise match them all);
+- `answers`: the assistant's messages only;
+- `all`: the system prompt too.
+
+The rarest term (estimated on the newest postings) drives the search: its postings give
+candidates newest first; the other terms are checked on those candidates only, through the
+per-interaction term keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from storage.db import Connection
 from storage.lookup import ids_condition
-from storage.search_index import term_key, terms_of
+from storage.search_index import FIELD_BITS
+from storage.search_text import grams, stems, term_key, tokenize
 from tuneloop.errors import BadRequest
 
-MAX_QUERY_TERMS = 8
+MAX_QUERY_TERMS = 8  # words, prefixes and runs of characters
+MAX_QUERY_GRAMS = 32
+MIN_PREFIX = 2
+MAX_PREFIX_WORDS = 1000
 SAMPLE_POSTINGS = 2_000_000
+SCOPES = {
+    "conversation": FIELD_BITS["user"] | FIELD_BITS["answer"],
+    "answers": FIELD_BITS["answer"],
+    "all": FIELD_BITS["system"] | FIELD_BITS["user"] | FIELD_BITS["answer"],
+}
+DEFAULT_SCOPE = "conversation"
+
+
+@dataclass(frozen=True)
+class QueryTerm:
+    """One thing a match must hold: a term (word stem or gram), or any word with a prefix."""
+    text: str
+    prefix: bool = False
 
 
 def query_terms(q: str) -> list[str]:
-    terms = terms_of(q)
-    if not terms:
+    """The terms of a query as text (a prefix ends with *); a clear 400 for a query without
+    any or with too many."""
+    return [f"{t.text}*" if t.prefix else t.text for t in parse_query(q)]
+
+
+def parse_query(q: str) -> list[QueryTerm]:
+    """The terms of a query, in order; a clear 400 for a query without any or with too many."""
+    found: list[QueryTerm] = []
+    units = 0
+    for piece in q.split():
+        is_prefix = piece.endswith("*")
+        tokens = tokenize([piece.rstrip("*")])
+        pairs = list(zip(tokens.tokens.to_pylist(), tokens.segmented.tolist(), strict=True))
+        for n, (token, segmented) in enumerate(pairs):
+            units += 1
+            if segmented:
+                found += [QueryTerm(g) for g in grams(token)]
+            elif is_prefix and n == len(pairs) - 1:
+                if len(token) < MIN_PREFIX:
+                    raise BadRequest(f"a prefix needs at least {MIN_PREFIX} characters before "
+                                     f"*: {piece!r}", param="q")
+                found.append(QueryTerm(token, prefix=True))
+            else:
+                found.append(QueryTerm(stems([token])[0]))
+    if not found:
         raise BadRequest("q must contain at least one word", param="q")
-    if len(terms) > MAX_QUERY_TERMS:
+    if units > MAX_QUERY_TERMS:
         raise BadRequest(f"q may contain at most {MAX_QUERY_TERMS} words", param="q")
-    return terms
+    if len(found) > MAX_QUERY_GRAMS:
+        raise BadRequest(f"q is too long: at most {MAX_QUERY_GRAMS} terms (a run of N "
+                         "Chinese, Japanese, Korean or Thai characters is N-1 terms)", param="q")
+    return list(dict.fromkeys(found))
 
 
-def rarest_term(con: Connection, terms: Sequence[str]) -> str:
-    """The word with the fewest postings among the newest ones (a cheap sample)."""
-    if len(terms) == 1:
-        return terms[0]
+def scope_bits(q_in: str) -> int:
+    if q_in not in SCOPES:
+        raise BadRequest(f"q_in must be one of {', '.join(SCOPES)}", param="q_in")
+    return SCOPES[q_in]
+
+
+def term_keys(con: Connection, term: QueryTerm) -> frozenset[int]:
+    """The keys that satisfy a term: its own, or for a prefix every word seen with it."""
+    if not term.prefix:
+        return frozenset([term_key(term.text)])
+    rows = con.execute("SELECT DISTINCT term_key FROM search_words WHERE starts_with(word, ?) "
+                       "LIMIT ?", [term.text, MAX_PREFIX_WORDS + 1]).fetchall()
+    if len(rows) > MAX_PREFIX_WORDS:
+        raise BadRequest(f"{term.text}* matches more than {MAX_PREFIX_WORDS} words; type more "
+                         "of the word", param="q")
+    return frozenset([term_key(stems([term.text])[0]), *(r[0] for r in rows)])
+
+
+def _key_list(keys: frozenset[int]) -> str:
+    """Keys inlined as SQL literals (integers only): DuckDB then filters the scan with them."""
+    return ", ".join(str(int(k)) for k in sorted(keys))
+
+
+def rarest(con: Connection, groups: Sequence[frozenset[int]], bits: int) -> int:
+    """The index of the group with the fewest postings among the newest ones (a sample)."""
+    if len(groups) == 1:
+        return 0
     total = con.execute("SELECT count(*) FROM search_terms").fetchall()[0][0]
+    every = frozenset().union(*groups)
     counts = dict(con.execute(
-        "SELECT term_key, count(*) FROM search_terms WHERE rowid >= ? "
-        "AND term_key IN (SELECT unnest(?::BIGINT[])) GROUP BY 1",
-        [max(0, total - SAMPLE_POSTINGS), [term_key(t) for t in terms]]).fetchall())
-    return min(terms, key=lambda t: (counts.get(term_key(t), 0), -len(t)))
+        f"SELECT term_key, count(*) FROM search_terms WHERE rowid >= ? AND term_key IN "
+        f"({_key_list(every)}) AND (fields & ?) <> 0 GROUP BY 1",
+        [max(0, total - SAMPLE_POSTINGS), bits]).fetchall())
+    return min(range(len(groups)), key=lambda n: sum(counts.get(k, 0) for k in groups[n]))
 
 
 class TermSearch:
     """Candidates for a query, newest first, in batches (see `storage.queue`)."""
 
-    def __init__(self, con: Connection, q: str):
-        terms = query_terms(q)
-        self.driver = term_key(rarest_term(con, terms))
-        self.others = {term_key(t) for t in terms} - {self.driver}
+    def __init__(self, con: Connection, q: str, q_in: str = DEFAULT_SCOPE):
+        self.bits = scope_bits(q_in)
+        groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
+        driver = rarest(con, groups, self.bits)
+        self.driver = groups[driver]
+        self.others = [g for n, g in enumerate(groups) if n != driver]
 
     def candidates(self, con: Connection, before: str | None,
                    count: int) -> tuple[list[str], str | None]:
-        """Ids below `before` that contain every word, newest first, from the next `count`
-        postings of the driving word; and where the next batch starts (None: no more)."""
-        sql = "SELECT interaction_id FROM search_terms WHERE term_key = ?"
-        params: list[Any] = [self.driver]
+        """Ids below `before` that hold every term, newest first, from the next `count`
+        postings of the driving term; and where the next batch starts (None: no more)."""
+        keys = (f"term_key = {next(iter(self.driver))}" if len(self.driver) == 1
+                else f"term_key IN ({_key_list(self.driver)})")
+        sql = f"SELECT interaction_id FROM search_terms WHERE {keys}"
+        params: list[Any] = []
+        if self.bits != SCOPES["all"]:
+            sql += " AND (fields & ?) <> 0"
+            params.append(self.bits)
         if before is not None:
             sql += " AND interaction_id < ?"
             params.append(before)
         rows = con.execute(sql + " ORDER BY interaction_id DESC LIMIT ?",
                            [*params, count]).fetchall()
-        ids = [r[0] for r in rows]
-        next_before = ids[-1] if len(ids) == count else None
+        next_before = rows[-1][0] if len(rows) == count else None
+        ids = list(dict.fromkeys(r[0] for r in rows))  # an edit may add a second posting
         if ids and self.others:
             ids = self._with_other_terms(con, ids)
         return ids, next_before
 
     def _with_other_terms(self, con: Connection, ids: list[str]) -> list[str]:
         where, params = ids_condition("interaction_id", ids)
-        keys = {i: set(k) for i, k in con.execute(
-            f"SELECT interaction_id, term_keys FROM search_docs WHERE {where}", params
-        ).fetchall()}
-        return [i for i in ids if i in keys and keys[i].issuperset(self.others)]
+        held: dict[str, set[int]] = {}
+        for item, keys, fields in con.execute(
+                f"SELECT interaction_id, term_keys, term_fields FROM search_docs WHERE {where}",
+                params).fetchall():
+            held[item] = {k for k, f in zip(keys, fields, strict=True) if f & self.bits}
+        return [i for i in ids if i in held
+                and all(not held[i].isdisjoint(group) for group in self.others)]

@@ -1,26 +1,37 @@
 """The term index behind text search (`q`), kept without DuckDB's fts extension.
 
-Two tables, written inside the ingest transaction by `index_batch` (a `LogWriter` hook), so
-they are never behind the interactions table:
+Terms come from `storage.search_text` (normalized words, English stems, and character grams
+of scripts written without spaces). Each interaction's text is indexed in three fields, so a
+search can leave out the system prompt every item shares, or look at the answers only:
 
-- `search_terms` (term_key BIGINT, interaction_id): one row per distinct word of an
-  interaction's prompt and completion text, the word as a 64-bit key (collisions are out of
-  practical reach, so no word text is stored or compared). Rows arrive in ingest order, which
-  is id order, so the newest postings of a word are found by a Top-N scan that stops early (it
-  reads row groups newest first and skips the rest by their min/max id), and a rare word costs
-  one scan of a column of integers, not of a million prompts.
-- `search_docs` (interaction_id PRIMARY KEY, term_keys BIGINT[]): the same keys per
-  interaction, to check the other words of a multi-word query on a handful of candidates. Its
+- system: system and developer messages (and a response's instructions);
+- user: user, tool and function messages (what the app sent besides its instructions);
+- answer: assistant messages (the answer, earlier assistant turns, tool calls, alternatives).
+
+Three tables, written inside the ingest transaction by `index_batch` (a `LogWriter` hook), so
+they are never behind the interactions table (schema: migration 35):
+
+- `search_terms` (term_key BIGINT, interaction_id, fields UTINYINT): one row per distinct term
+  of an interaction, with the fields it occurs in as bits (FIELD_BITS). Rows arrive in ingest
+  order, which is id order, so the newest postings of a term are found by a Top-N scan that
+  stops early, and a rare term costs one scan of a column of integers.
+- `search_docs` (interaction_id PRIMARY KEY, term_keys BIGINT[], term_fields UTINYINT[]): the
+  same per interaction, to check the other terms of a query on a handful of candidates. Its
   primary key also makes indexing idempotent when a spool segment is replayed.
+- `search_words` (word PRIMARY KEY, term_key, interaction_id): the words
+  seen (3 to 32 characters, with a letter), each with the key of its term and the first
+  interaction it was seen in, for prefix queries (`refu*`). Forgetting that interaction
+  (`tuneloop forget`, retention) removes the word with it: no word outlives every interaction
+  it came from, and a word seen again later returns.
 
-Edited message lists add their new words (search finds an item by any of its revisions).
+Edited message lists add their new terms (search finds an item by any of its revisions).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,50 +41,58 @@ import pyarrow.compute as pc
 
 from storage.compute_worker import ComputeWorker
 from storage.db import Connection
-from storage.messages import is_reviewable, message_text, messages_of
+from storage.messages import Message, is_reviewable, message_text, messages_of
+from storage.search_text import terms
 
 log = logging.getLogger("tuneloop.search")
 
-MAX_TERM_LENGTH = 64
-MAX_TEXT_CHARS = 1_000_000
-# a word is a run of letters, digits and "_"; tokenized by Arrow (C++, without the GIL) for
-# ingest batches and single texts alike, so queries and the index always agree
-_NOT_WORD = r"[^\p{L}\p{N}_]+"
+FIELDS = ("system", "user", "answer")
+FIELD_BITS = {name: 1 << n for n, name in enumerate(FIELDS)}
+SYSTEM_ROLES = ("system", "developer")
+MIN_WORD, MAX_WORD = 3, 32  # the words kept for prefix search
 
-TERMS_SCHEMA = pa.schema([("term_key", pa.int64()), ("interaction_id", pa.string())])
-DOCS_SCHEMA = pa.schema([("interaction_id", pa.string()), ("term_keys", pa.list_(pa.int64()))])
-
-
-def term_key(term: str) -> int:
-    """A stable signed 64-bit key (blake2b): collisions are out of practical reach."""
-    digest = hashlib.blake2b(term.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+TERMS_SCHEMA = pa.schema([("term_key", pa.int64()), ("interaction_id", pa.string()),
+                          ("fields", pa.uint8())])
+DOCS_SCHEMA = pa.schema([("interaction_id", pa.string()), ("term_keys", pa.list_(pa.int64())),
+                         ("term_fields", pa.list_(pa.uint8()))])
+WORDS_SCHEMA = pa.schema([("word", pa.string()), ("term_key", pa.int64()),
+                          ("interaction_id", pa.string())])
+Fields = tuple[str, str, str]
 
 
-def words_of(texts: Sequence[str]) -> tuple[np.ndarray, pa.Array]:
-    """Every word of the texts (lower-cased, at most MAX_TERM_LENGTH characters: longer runs,
-    like base64 blobs, are left out) with the index of its text, repeats included."""
-    array = pa.array([text[:MAX_TEXT_CHARS] for text in texts], pa.string())
-    split = pc.split_pattern_regex(pc.utf8_lower(array), pattern=_NOT_WORD)
-    words = pc.list_flatten(split)
-    length = pc.utf8_length(words)
-    keep = pc.and_(pc.greater(length, 0), pc.less_equal(length, MAX_TERM_LENGTH))
-    text_index = pc.filter(pc.list_parent_indices(split), keep).to_numpy()
-    return text_index, pc.filter(words, keep)
+@dataclass(frozen=True)
+class ForwardIndex:
+    """What indexing a batch writes: per interaction its terms and their fields, and the new
+    words for prefix search. Picklable: the worker process computes it."""
+    docs: pa.Table
+    words: pa.Table
 
 
-def terms_of(text: str) -> list[str]:
-    """The distinct words of one text, sorted."""
-    return sorted(set(words_of([text])[1].to_pylist()))
+def message_fields(messages: Sequence[Message]) -> Fields:
+    """The (system, user, answer) text of a message list."""
+    pieces: tuple[list[str], list[str], list[str]] = ([], [], [])
+    for message in messages:
+        role = message.get("role")
+        slot = 0 if role in SYSTEM_ROLES else 2 if role == "assistant" else 1
+        text = message_text([message])
+        if text:
+            pieces[slot].append(text)
+    return "\n".join(pieces[0]), "\n".join(pieces[1]), "\n".join(pieces[2])
 
 
-def interaction_text(endpoint: str | None, request: Any, response: Any) -> str | None:
-    """The searchable text of a logged interaction (JSON columns given as text or parsed)."""
+def interaction_fields(endpoint: str | None, request: Any, response: Any) -> Fields | None:
+    """The searchable text of a logged interaction by field (JSON given as text or parsed)."""
     if not is_reviewable(endpoint):
         return None
     assert endpoint is not None
     messages, alternatives = messages_of(endpoint, _parsed(request), _parsed(response))
-    return message_text(messages + alternatives)
+    return message_fields(messages + alternatives)
+
+
+def interaction_text(endpoint: str | None, request: Any, response: Any) -> str | None:
+    """All searchable text of a logged interaction, every field."""
+    fields = interaction_fields(endpoint, request, response)
+    return None if fields is None else "\n".join(f for f in fields if f)
 
 
 def _parsed(value: Any) -> Any:
@@ -85,12 +104,56 @@ def _parsed(value: Any) -> Any:
     return value
 
 
+def forward_index(ids: Sequence[str], fields: Sequence[Fields]) -> ForwardIndex:
+    """The terms of each interaction once, with the bits of the fields they occur in. Pure
+    and vectorized (Arrow and numpy): only the distinct terms of the batch reach Python."""
+    if not ids:
+        return ForwardIndex(DOCS_SCHEMA.empty_table(), WORDS_SCHEMA.empty_table())
+    found = terms([text for triple in fields for text in triple])
+    # one sort of (interaction, term, field) codes: each term of an interaction once, with
+    # the bits of its fields
+    size = max(1, len(found.keys))
+    doc, field = np.divmod(found.text_index, 3)
+    pairs = np.sort((doc * size + found.codes) * 4 + field)
+    if len(pairs):
+        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
+    term_of = pairs >> 2
+    starts = np.flatnonzero(np.concatenate([[True], term_of[1:] != term_of[:-1]])) \
+        if len(pairs) else np.zeros(0, np.int64)
+    bits = np.bitwise_or.reduceat(np.left_shift(1, pairs & 3).astype(np.uint8), starts) \
+        if len(pairs) else np.zeros(0, np.uint8)
+    doc, code = np.divmod(term_of[starts], size)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=len(ids)))]),
+                       pa.int32())
+    docs = pa.table([pa.array(ids, pa.string()),
+                     pa.ListArray.from_arrays(offsets, pa.array(found.keys[code], pa.int64())),
+                     pa.ListArray.from_arrays(offsets, pa.array(bits, pa.uint8()))],
+                    schema=DOCS_SCHEMA).sort_by("interaction_id")
+    return ForwardIndex(docs, _words(ids, found.words, found.keys[:len(found.words)],
+                                     found.word_first_text // 3))
+
+
+def _words(ids: Sequence[str], words: list[str], keys: np.ndarray,
+           doc: np.ndarray) -> pa.Table:
+    """The words worth a prefix search: 3 to 32 characters, with a letter."""
+    if not words:
+        return WORDS_SCHEMA.empty_table()
+    text = pa.array(words, pa.string())
+    length = pc.utf8_length(text)
+    keep = pc.and_(pc.and_(pc.greater_equal(length, MIN_WORD), pc.less_equal(length, MAX_WORD)),
+                   pc.match_substring_regex(text, r"\p{L}"))
+    where = pc.indices_nonzero(keep)
+    return pa.table([pc.take(text, where), pa.array(keys).take(where),
+                     pa.array(ids, pa.string()).take(pa.array(doc).take(where))],
+                    schema=WORDS_SCHEMA)
+
+
 def _insert(con: Connection, table: str, rows: pa.Table, suffix: str = "") -> list[Any]:
     if rows.num_rows == 0:
         return []
     view = f"_{table}_batch"
     con.register(view, rows)
-    verb = "INSERT OR IGNORE" if suffix else "INSERT"
+    verb = "INSERT OR IGNORE" if suffix or table == "search_words" else "INSERT"
     try:
         result = con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM {view} "
                              f"{suffix}").fetchall()
@@ -99,64 +162,38 @@ def _insert(con: Connection, table: str, rows: pa.Table, suffix: str = "") -> li
     return [r[0] for r in result] if suffix else []
 
 
-def forward_index(ids: Sequence[str], texts: Sequence[str]) -> pa.Table:
-    """(interaction_id, term_keys) for texts: each word of a text once. Pure, so it can run in
-    the index worker process; vectorized (Arrow and numpy): only the distinct words of the
-    batch are hashed in Python."""
-    if not ids:
-        return DOCS_SCHEMA.empty_table()
-    text_index, words = words_of(texts)
-    encoded = pc.dictionary_encode(words)
-    vocabulary = encoded.dictionary
-    size = max(1, len(vocabulary))
-    pairs = np.sort(text_index.astype(np.int64) * size
-                    + encoded.indices.to_numpy(zero_copy_only=False))  # by text, then word
-    if len(pairs):
-        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]  # each word once
-    keys = np.array([term_key(w) for w in vocabulary.to_pylist()], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(pairs // size, minlength=len(ids)))])
-    return pa.table([pa.array(ids, pa.string()),
-                     pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
-                                              pa.array(keys[pairs % size]))],
-                    schema=DOCS_SCHEMA).sort_by("interaction_id")
-
-
-def store_forward_index(con: Connection, forward: pa.Table) -> None:
-    """Write a forward index into both tables, skipping interactions already indexed (a
+def store_forward_index(con: Connection, forward: ForwardIndex) -> None:
+    """Write a forward index into the tables, skipping interactions already indexed (a
     replayed spool segment)."""
-    fresh = _insert(con, "search_docs", forward, "RETURNING interaction_id")
-    if len(fresh) < forward.num_rows:
-        forward = forward.filter(pc.is_in(forward["interaction_id"],
-                                          value_set=pa.array(fresh, pa.string())))
-    flat = forward["term_keys"].combine_chunks()
+    docs = forward.docs
+    fresh = _insert(con, "search_docs", docs, "RETURNING interaction_id")
+    if len(fresh) < docs.num_rows:
+        docs = docs.filter(pc.is_in(docs["interaction_id"], value_set=pa.array(fresh, pa.string())))
+    keys = docs["term_keys"].combine_chunks()
     _insert(con, "search_terms", pa.table(
-        [flat.flatten(), forward["interaction_id"].take(pc.list_parent_indices(flat))],
-        schema=TERMS_SCHEMA))
+        [keys.flatten(), docs["interaction_id"].take(pc.list_parent_indices(keys)),
+         docs["term_fields"].combine_chunks().flatten()], schema=TERMS_SCHEMA))
+    _insert(con, "search_words", forward.words)
 
 
-def _index(con: Connection, ids: Sequence[str], texts: Sequence[str]) -> None:
-    """Index interactions (ids with their texts) that are not indexed yet."""
-    if ids:
-        store_forward_index(con, forward_index(ids, texts))
-
-
-def _text(row: dict[str, Any]) -> str:
+def _fields(row: dict[str, Any]) -> Fields:
     try:
-        return interaction_text(row["endpoint"], row["request"], row["response"]) or ""
+        return interaction_fields(row["endpoint"], row["request"], row["response"]) \
+            or ("", "", "")
     except Exception:  # a record we can't read must not stop ingest; it is just not searchable
         log.exception("could not index the text of interaction %s", row["id"])
-        return ""
+        return "", "", ""
 
 
 BATCH_COLUMNS = ["id", "endpoint", "request", "response"]
 
 
-def batch_forward_index(batch: pa.Table) -> pa.Table:
+def batch_forward_index(batch: pa.Table) -> ForwardIndex:
     """The forward index of the reviewable interactions of an ingest batch (columns
     BATCH_COLUMNS at least). Pure: the index worker runs it."""
     rows = [row for row in batch.select(BATCH_COLUMNS).to_pylist()
             if is_reviewable(row["endpoint"])]
-    return forward_index([row["id"] for row in rows], [_text(row) for row in rows])
+    return forward_index([row["id"] for row in rows], [_fields(row) for row in rows])
 
 
 def index_batch(con: Connection, batch: pa.Table) -> None:
@@ -166,24 +203,36 @@ def index_batch(con: Connection, batch: pa.Table) -> None:
 
 
 def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, Any]]) -> None:
-    """Add the words of an edited message list that the interaction was not indexed with."""
-    rows = con.execute("SELECT term_keys FROM search_docs WHERE interaction_id = ?",
+    """Add the terms (or fields of terms) of an edited message list that the interaction was
+    not indexed with."""
+    forward = forward_index([interaction_id], [message_fields(messages)])
+    rows = con.execute("SELECT term_keys, term_fields FROM search_docs WHERE interaction_id = ?",
                        [interaction_id]).fetchall()
     if not rows:
-        _index(con, [interaction_id], [message_text(messages)])
+        store_forward_index(con, forward)
         return
-    known = set(rows[0][0])
-    new = [t for t in terms_of(message_text(messages)) if term_key(t) not in known]
-    if not new:
-        return
-    con.execute("UPDATE search_docs SET term_keys = list_concat(term_keys, ?::BIGINT[]) "
-                "WHERE interaction_id = ?", [[term_key(t) for t in new], interaction_id])
-    _insert(con, "search_terms", pa.table(
-        [[term_key(t) for t in new], [interaction_id] * len(new)], schema=TERMS_SCHEMA))
+    known = dict(zip(rows[0][0], rows[0][1], strict=True))
+    edited = forward.docs.to_pylist()[0]
+    added: dict[int, int] = {}
+    for key, bits in zip(edited["term_keys"], edited["term_fields"], strict=True):
+        new_bits = bits & ~known.get(key, 0)
+        if new_bits:
+            added[key] = new_bits
+            known[key] = known.get(key, 0) | bits
+    if added:
+        con.execute("UPDATE search_docs SET term_keys = ?::BIGINT[], "
+                    "term_fields = ?::UTINYINT[] WHERE interaction_id = ?",
+                    [list(known), list(known.values()), interaction_id])
+        # postings only for the new bits (a term may then have two rows: search dedupes)
+        _insert(con, "search_terms", pa.table(
+            [list(added), [interaction_id] * len(added), list(added.values())],
+            schema=TERMS_SCHEMA))
+    _insert(con, "search_words", forward.words)
 
 
 def backfill(con: Connection, chunk_rows: int = 5000) -> int:
-    """Index interactions logged before the index existed (run by the migration)."""
+    """Index the interactions in the database that are not indexed yet, `chunk_rows` at a time
+    (run by migration 35 to rebuild the index)."""
     done = 0
     last = ""
     while True:
@@ -193,8 +242,8 @@ def backfill(con: Connection, chunk_rows: int = 5000) -> int:
         if not rows:
             return done
         last = rows[-1][0]
-        names = ["id", "endpoint", "request", "response"]
-        index_batch(con, pa.Table.from_pylist([dict(zip(names, r, strict=True)) for r in rows]))
+        index_batch(con, pa.Table.from_pylist([dict(zip(BATCH_COLUMNS, r, strict=True))
+                                               for r in rows]))
         done += len(rows)
         log.info("search index backfill: %d interactions", done)
 
@@ -210,7 +259,7 @@ class SearchIndexer:
         self.rows_to_worker = 0
         self.rows_here = 0
 
-    def forward_index(self, batch: pa.Table) -> pa.Table:
+    def forward_index(self, batch: pa.Table) -> ForwardIndex:
         columns = batch.select(BATCH_COLUMNS)
         if self.worker is not None and columns.num_rows >= self.min_rows:
             self.rows_to_worker += columns.num_rows

@@ -1,37 +1,49 @@
-"""Read-only SQL for `tuneloop sql`: one SELECT statement, bounded in rows and time.
+"""Read-only SQL for `tuneloop sql`: one allowed SELECT, bounded in rows, bytes and time.
 
 The connection has external access switched off (no file reads, COPY, ATTACH or extensions);
-on top of that only a single SELECT is accepted, and it runs in a transaction that is rolled
-back.
+on top of that the statement must pass the allowlists of storage/sql_check.py, and it runs in a
+transaction that is rolled back. The answer is serialized while it is fetched, a few rows at a
+time, and the query stops as soon as it would pass `max_bytes`: a huge answer is refused (413)
+without ever being built. A timer interrupts the connection after `timeout_s`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import threading
+import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import orjson
 
 from storage.db import Connection
-from tuneloop.errors import BadRequest, Forbidden
+from storage.sql_check import check_read_only
+from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge
+
+__all__ = ["SqlLimits", "answer_json", "check_read_only", "run_read_only"]
+
+MAX_BATCH_ROWS = 1024
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
-def check_read_only(sql: str) -> None:
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise BadRequest(f"SQL does not parse: {exc}") from exc
-    if len(statements) != 1:
-        raise BadRequest(f"send exactly one statement, got {len(statements)}")
-    kind = statements[0].type
-    if kind != duckdb.StatementType.SELECT:
-        raise Forbidden(f"only SELECT is allowed here, not {kind.name}", code="read_only")
+@dataclass(frozen=True, slots=True)
+class SqlLimits:
+    max_rows: int = 10_000
+    max_bytes: int = DEFAULT_MAX_BYTES
+    timeout_s: float = 10.0
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
@@ -49,27 +61,88 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def run_read_only(con: Connection, sql: str, *, max_rows: int = 10_000,
-                  timeout_s: float = 30.0) -> dict[str, Any]:
-    check_read_only(sql)
-    timer = threading.Timer(timeout_s, con.interrupt)
+def _default(value: Any) -> Any:
+    converted = _jsonable(value)
+    if converted is value:
+        raise TypeError(f"cannot serialize {type(value).__name__}")
+    return converted
+
+
+def _row_json(row: tuple[Any, ...]) -> bytes:
+    try:
+        return orjson.dumps(row, default=_default, option=_OPTIONS)
+    except orjson.JSONEncodeError:  # integers beyond 64 bits, odd keys: the slow, total path
+        return orjson.dumps(_jsonable(row), option=_OPTIONS)
+
+
+def answer_json(con: Connection, sql: str, limits: SqlLimits) -> bytes:
+    """`{"columns": [...], "rows": [[...], ...], "truncated": bool}` as JSON bytes."""
+    check_read_only(con, sql)
+    deadline = time.monotonic() + limits.timeout_s
+    timer = threading.Timer(limits.timeout_s, con.interrupt)
     timer.start()
     con.execute("BEGIN TRANSACTION")
     try:
-        cursor = con.execute(sql)
-        columns = [d[0] for d in cursor.description or []]
-        rows = cursor.fetchmany(max_rows + 1)
+        return _fetch(con, sql, limits, deadline)
     except duckdb.InterruptException as exc:
-        raise BadRequest(f"query took longer than {timeout_s:g} s and was stopped") from exc
+        raise _timeout(limits) from exc
     except duckdb.PermissionException as exc:
         raise Forbidden(f"not allowed: {exc}", code="read_only") from exc
     except duckdb.Error as exc:
         raise BadRequest(f"query failed: {exc}") from exc
     finally:
         timer.cancel()
-        con.execute("ROLLBACK")
-    return {
-        "columns": columns,
-        "rows": [[_jsonable(v) for v in row] for row in rows[:max_rows]],
-        "truncated": len(rows) > max_rows,
-    }
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+
+
+def _fetch(con: Connection, sql: str, limits: SqlLimits, deadline: float) -> bytes:
+    cursor = con.execute(sql)
+    columns = [d[0] for d in cursor.description or []]
+    head = b'{"columns":' + orjson.dumps(columns) + b',"rows":['
+    parts = [head]
+    size = len(head) + 64
+    count = 0
+    batch = 1
+    truncated = False
+    while True:
+        rows = cursor.fetchmany(min(batch, limits.max_rows + 1 - count))
+        if not rows:
+            break
+        for row in rows:
+            if count == limits.max_rows:
+                truncated = True
+                break
+            encoded = _row_json(row)
+            size += len(encoded) + 1
+            if size > limits.max_bytes:
+                raise PayloadTooLarge(
+                    f"the answer is larger than {limits.max_bytes} bytes (the sql_max_bytes "
+                    "setting) and was not sent; select fewer or narrower columns, or add a "
+                    "LIMIT", code="answer_too_large",
+                )
+            parts.append(encoded if count == 0 else b"," + encoded)
+            count += 1
+        if truncated:
+            break
+        if time.monotonic() > deadline:
+            raise _timeout(limits)
+        # a few wide rows per fetch, many narrow ones: Python never holds much past the cap
+        average = max(1, (size - len(head)) // max(count, 1))
+        batch = max(1, min(MAX_BATCH_ROWS, (limits.max_bytes - size) // (4 * average)))
+    parts.append(b'],"truncated":' + (b"true" if truncated else b"false") + b"}")
+    return b"".join(parts)
+
+
+def _timeout(limits: SqlLimits) -> BadRequest:
+    return BadRequest(f"query took longer than {limits.timeout_s:g} s (the sql_timeout_s "
+                      "setting) and was stopped", code="query_timeout")
+
+
+def run_read_only(con: Connection, sql: str, *, max_rows: int = 10_000,
+                  timeout_s: float = 10.0,
+                  max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    answer: dict[str, Any] = orjson.loads(
+        answer_json(con, sql, SqlLimits(max_rows=max_rows, max_bytes=max_bytes,
+                                        timeout_s=timeout_s)))
+    return answer

@@ -5,17 +5,30 @@ logged one, see `storage.messages`) ends with an assistant answer that has conte
 calls. Without an edit, a failed or cut exchange never is: an upstream error (status >= 400),
 a stream the client left or the upstream cut, a timeout. Embeddings have no message list.
 
-`untrainable_reason` is the rule (Python, used by review actions and the exporter);
-`trainable_sql` is the same rule as a SQL condition for the queue filter, which reads the logged
-answer with DuckDB's JSON functions (choice 0 of chat and legacy completions, any output item of
-a response) and treats any item with an edited message list as the edit says.
+`untrainable_reason` is the rule (Python, used by review actions and the exporter). For the
+queue, the logged rows that fail it are listed once, at ingest, in the small `untrainable`
+table (migration 32; `mark_untrainable` runs the rule as SQL over each inserted batch, reading
+the answer with DuckDB's JSON functions: choice 0 of chat and legacy completions, any output
+item of a response), so the queue filter and its counts are anti-joins on a table of a few
+percent of the rows instead of JSON parsing of every row. `trainable_sql` combines it with the
+reviewers' edits (an edit with an answer makes any item trainable; one without, none). The two
+agree on every shape tests/test_review_trainable.py tries; where they could differ (a content
+list of empty text parts; a response whose output holds no message), the queue shows an item
+that approval then refuses with the reason, never the other way round.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from storage.messages import Message, content_text, is_reviewable, messages_of
+from storage.db import Connection
+from storage.messages import (
+    REVIEWABLE_ENDPOINTS,
+    Message,
+    content_text,
+    is_reviewable,
+    messages_of,
+)
 
 UNFINISHED = ("client_disconnected", "upstream_cut", "timeout", "upstream_error")
 
@@ -71,36 +84,69 @@ def explain(reason: str) -> str:
     return f"this item can't be approved: {REASONS.get(reason, reason)}; {HOW_TO_FIX}"
 
 
-def _logged_answer_sql(alias: str) -> str:
-    r = f"{alias}.response"
-    chat = (f"(nullif(trim(json_extract_string({r}, '$.choices[0].message.content')), '') "
-            f"IS NOT NULL OR json_array_length({r}, '$.choices[0].message.tool_calls') > 0 "
-            f"OR json_extract({r}, '$.choices[0].message.function_call') IS NOT NULL "
-            f"OR json_array_length({r}, '$.choices[0].message.content') > 0)")
-    completion = f"nullif(trim(json_extract_string({r}, '$.choices[0].text')), '') IS NOT NULL"
-    responses = f"json_array_length({r}, '$.output') > 0"
+# the logged answer's parts, read with one parse of the response: chat content, tool calls and
+# function call of choice 0, legacy completion text of choice 0, a response's output items
+_ANSWER_PATHS = ("['$.choices[0].message.content', '$.choices[0].message.tool_calls', "
+                 "'$.choices[0].message.function_call', '$.choices[0].text', '$.output']")
+
+
+def _text(value: str) -> str:
+    """A JSON string with a non-whitespace character, or a non-empty array of parts."""
+    return (f"(json_type({value}) = 'VARCHAR' AND regexp_matches({value} ->> '$', '[^\\s]') "
+            f"OR json_type({value}) = 'ARRAY' AND json_array_length({value}) > 0)")
+
+
+def _logged_answer_sql(alias: str, parts: str) -> str:
+    """`parts`: the JSON values of _ANSWER_PATHS for the row (a list, 1-based)."""
+    chat = (f"({_text(f'{parts}[1]')} OR json_array_length({parts}[2]) > 0 "
+            f"OR json_type({parts}[3]) = 'OBJECT')")
     return (f"(CASE {alias}.endpoint WHEN 'chat.completions' THEN {chat} "
-            f"WHEN 'completions' THEN {completion} WHEN 'responses' THEN {responses} "
-            "ELSE FALSE END)")
+            f"WHEN 'completions' THEN {_text(f'{parts}[4]')} "
+            f"WHEN 'responses' THEN json_array_length({parts}[5]) > 0 ELSE FALSE END)")
 
 
-def logged_trainable_sql(alias: str = "i") -> str:
+def logged_trainable_sql(alias: str, parts: str) -> str:
     """The rule on the logged row alone (no edit), as a SQL condition."""
     unfinished = ", ".join(f"'{f}'" for f in UNFINISHED)
     return (f"(coalesce({alias}.status_code, 0) < 400 "
             f"AND coalesce({alias}.finish, '') NOT IN ({unfinished}) "
-            f"AND coalesce({_logged_answer_sql(alias)}, FALSE))")
+            f"AND coalesce({_logged_answer_sql(alias, parts)}, FALSE))")
+
+
+def m032_untrainable(con: Connection) -> None:
+    con.execute("CREATE TABLE untrainable (interaction_id VARCHAR PRIMARY KEY, "
+                "reason VARCHAR NOT NULL)")
+    mark_untrainable(con, "interactions")  # one pass over the logged rows
+
+
+def mark_untrainable(con: Connection, source: str) -> None:
+    """List the reviewable rows of `source` (a table or registered batch of interaction rows)
+    that have no final answer as logged. Idempotent (a replayed batch adds nothing). A file
+    not yet migrated to 32 has no list: the migration's backfill writes it."""
+    if not con.execute("SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' "
+                       "AND table_name = 'untrainable'").fetchall():
+        return
+    unfinished = ", ".join(f"'{f}'" for f in UNFINISHED if f != "upstream_error")
+    reviewable = ", ".join(f"'{e}'" for e in REVIEWABLE_ENDPOINTS)
+    con.execute(
+        f"INSERT OR IGNORE INTO untrainable SELECT i.id, CASE "
+        f"WHEN coalesce(i.status_code, 0) >= 400 OR i.finish = 'upstream_error' "
+        f"THEN 'upstream_error' WHEN i.finish IN ({unfinished}) THEN i.finish "
+        f"ELSE 'no_answer' END FROM (SELECT id, endpoint, status_code, finish, "
+        f"json_extract(response, {_ANSWER_PATHS}) AS parts FROM {source} "
+        f"WHERE endpoint IN ({reviewable})) i WHERE NOT {logged_trainable_sql('i', 'i.parts')}")
 
 
 def trainable_sql(alias: str, within: str) -> str:
     """The rule as a SQL condition on interactions aliased `alias`; `within` bounds the
-    subquery on `reviews` (see `storage.lookup.bounded`; its parameters come once, first the
-    edited-with-answer subquery's, then the edited-at-all subquery's)."""
+    subqueries (see `storage.lookup.bounded`; its parameters come three times: the
+    edited-with-answer subquery's, the edited-at-all one's, the untrainable one's)."""
     edited = f"SELECT interaction_id FROM reviews WHERE messages IS NOT NULL AND {within}"
     answered = (f"{edited} AND (json_extract_string(messages, '$[#-1].role') = 'assistant' AND "
                 "(nullif(trim(json_extract_string(messages, '$[#-1].content')), '') IS NOT NULL "
                 "OR json_array_length(messages, '$[#-1].tool_calls') > 0 "
                 "OR json_extract(messages, '$[#-1].function_call') IS NOT NULL "
                 "OR json_array_length(messages, '$[#-1].content') > 0))")
+    logged = f"SELECT interaction_id FROM untrainable WHERE {within}"
     return (f"({alias}.id IN ({answered}) OR ({alias}.id NOT IN ({edited}) "
-            f"AND {logged_trainable_sql(alias)}))")
+            f"AND {alias}.id NOT IN ({logged})))")

@@ -72,6 +72,7 @@ class LogWriter:
         self._fail_until = 0.0
         self._oldest_pending: float | None = None
         self._last_loud_log = 0.0
+        self._ingesting = asyncio.Lock()
 
     # -- request path ---------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> bool:
@@ -119,7 +120,12 @@ class LogWriter:
                 backoff = min(max(backoff * 2, 0.5), 5.0)
 
     async def ingest_pending(self) -> int:
-        """Seal the active file and ingest every sealed segment, oldest first."""
+        """Seal the active file and ingest every sealed segment, oldest first. One call at a
+        time: forget and compact drain the spool while the background task may be at it."""
+        async with self._ingesting:
+            return await self._ingest_pending()
+
+    async def _ingest_pending(self) -> int:
         self.spool.seal()
         total = 0
         for segment in self.spool.sealed():

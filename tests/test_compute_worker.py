@@ -94,6 +94,45 @@ def test_the_worker_builds_the_same_index_as_in_process(tmp_path: Path,
     in_process.close()
 
 
+def cjk_rows(start: int, count: int) -> list[dict[str, Any]]:
+    texts = ["パスワードをリセットしたい", "忘记密码了怎么办", "비밀번호를 잊어버렸어요",
+             "ลืมรหัสผ่าน", "Ｆｕｌｌ－ｗｉｄｔｈ REFUNDS"]
+    out = rows(start, count)
+    for k, row in enumerate(out):
+        text = f"{texts[k % len(texts)]} 注文{start + k}"
+        row["endpoint"] = "chat.completions"
+        row["request"] = orjson.dumps({"messages": [
+            {"role": "system", "content": "返金は請求チームが担当します"},
+            {"role": "user", "content": text}]}).decode()
+        row["response"] = orjson.dumps({"choices": [{"index": 0, "message": {
+            "role": "assistant", "content": f"答え{start + k} refunded"}}]}).decode()
+    return out
+
+
+def test_the_worker_indexes_cjk_text_like_the_process(tmp_path: Path,
+                                                     worker: ComputeWorker) -> None:
+    batches = [to_arrow(cjk_rows(0, 80)), to_arrow(cjk_rows(80, 10))]
+    indexer = SearchIndexer(worker, min_rows=50)
+    in_worker = load(tmp_path / "w.duckdb", batches, indexer)
+    in_process = load(tmp_path / "p.duckdb", batches, index_batch)
+    assert indexer.rows_to_worker == 80 and worker.failures == 0
+
+    def index(db: Database) -> list[Any]:
+        con = db.cursor()
+        return [con.execute(sql).fetchall() for sql in (
+            "SELECT term_key, interaction_id, fields FROM search_terms ORDER BY ALL",
+            "SELECT interaction_id, term_keys, term_fields FROM search_docs ORDER BY 1",
+            "SELECT word, term_key, interaction_id FROM search_words ORDER BY 1")]
+
+    assert index(in_worker) == index(in_process)
+    for q, expected in (("パスワード", 18), ("密码", 18), ("비밀번호", 18), ("รหัส", 18),
+                        ("full refund", 18), ("注文42", 1), ("返金", 0)):
+        hits = find_ids(in_worker.cursor(), ReviewQuery(q=q), limit=100)[0]
+        assert len(hits) == expected, q
+    in_worker.close()
+    in_process.close()
+
+
 def test_a_dead_worker_loses_nothing_and_is_replaced(tmp_path: Path) -> None:
     worker = ComputeWorker(retry_after_s=1.0)
     indexer = SearchIndexer(worker, min_rows=50)
@@ -136,7 +175,7 @@ def test_close_stops_the_worker(worker: ComputeWorker, tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not _alive(pid)
     batch = to_arrow(rows(60, 60))  # after close, the work runs in-process
-    assert indexer.forward_index(batch).num_rows == 45
+    assert indexer.forward_index(batch).docs.num_rows == 45
     assert worker.worker_pid() is None and worker.failures == 0
 
 

@@ -67,12 +67,14 @@ class OneShotServer:
 
 
 def test_a_connection_the_server_closed_is_retried_once_on_a_fresh_one() -> None:
+    """Only because the request may be repeated (an Idempotency-Key); a bare POST is not resent
+    (tests/test_http1_conformance.py)."""
     async def scenario(port: int) -> list[bytes]:
         pool = Http1Pool()
         bodies = []
-        for _ in range(3):
-            reply = await pool.send("POST", f"http://127.0.0.1:{port}/v1/x", {}, b"{}",
-                                    Timeouts(2, 2))
+        for number in range(3):
+            reply = await pool.send("POST", f"http://127.0.0.1:{port}/v1/x",
+                                    {"idempotency-key": f"k-{number}"}, b"{}", Timeouts(2, 2))
             bodies.append(await reply.read())
             reply.release()
         pool.close()

@@ -205,11 +205,13 @@ ADMIN_ONLY_ROUTES = {
     ("PUT", "/admin/routes"), ("POST", "/admin/routes/{alias:path}/promote"),
     ("POST", "/admin/routes/{alias:path}/rollback"), ("POST", "/admin/keys"),
     ("GET", "/admin/keys"), ("DELETE", "/admin/keys/{key_id}"), ("POST", "/admin/forget"),
+    ("POST", "/admin/compact"),
     ("POST", "/admin/retention"), ("POST", "/admin/jobs"), ("PATCH", "/admin/jobs/{job_id}"),
     ("POST", "/admin/jobs/{job_id}"), ("POST", "/admin/evals"),
     ("POST", "/admin/evals/{run_id}/report"), ("POST", "/admin/cycle-leases/{cycle}"),
     ("DELETE", "/admin/cycle-leases/{cycle}"), ("POST", "/admin/cycle-runs"),
     ("POST", "/admin/cycle-runs/{run_id}/steps"), ("POST", "/admin/faults"),
+    ("POST", "/admin/compact"),
 }
 REVIEWER_ROUTES = {
     ("GET", "/admin/interactions"), ("GET", "/admin/interactions/{interaction_id}"),
@@ -226,6 +228,9 @@ REVIEWER_ROUTES = {
     ("GET", "/admin/datasets/{name}/{version}"),
     ("GET", "/admin/datasets/{name}/{version}/items"), ("GET", "/admin/jobs"),
     ("GET", "/admin/jobs/{job_id}"), ("GET", "/admin/jobs/{job_id}/events"),
+    ("POST", "/admin/queue/next"), ("GET", "/admin/queue/progress"),
+    ("POST", "/admin/interactions/{interaction_id}/claim"),
+    ("POST", "/admin/interactions/{interaction_id}/release"),
 }
 
 

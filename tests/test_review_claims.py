@@ -95,6 +95,11 @@ def test_next_keeps_the_own_claim_skip_releases_and_others_are_refused(
     assert client.interaction(older)["claimed_by"] is None
     assert client.release(newer, reviewer="cat") is True
     assert client.interaction(newer)["claimed_by"] is None
+    # bob undoes his approval: the item is pending again and his, not the next reviewer's
+    undone = client.undo(older, reviewer="bob")
+    assert undone["review"] == "pending" and undone["claimed_by"] == "bob"
+    assert next_id(client, "cat") == newer
+    assert next_id(client, "dan") is None
 
 
 def test_a_lease_expires_and_the_item_returns(proxy_factory: Any) -> None:

@@ -78,7 +78,9 @@ def test_text_search_over_prompts_and_completions(proxy: ProxyServer) -> None:
     assert found(q="refund") == [both, refund]  # case-insensitive, newest first
     assert found(q="shipping refund") == [both]  # every word must be there
     assert found(q="echo delays") == [shipping]  # the completion's text too
-    assert found(q="refunds") == []  # whole words
+    assert found(q="refunds") == [both, refund]  # English stems: refunds, refund, refunded
+    assert found(q="ship*") == [both, shipping]  # a prefix
+    assert found(q="shipments") == []  # whole words (by stem): not a substring match
     assert found(q="refund", review="pending", limit=1) == [both]
     admin.review(both, "approve", reviewer="ann", expected_revision=0)
     assert found(q="refund", review="pending") == [refund]
@@ -86,6 +88,33 @@ def test_text_search_over_prompts_and_completions(proxy: ProxyServer) -> None:
     for bad in ("  ?!  ", "a b c d e f g h i"):
         with pytest.raises(BadRequest):
             admin.interactions(q=bad)
+
+
+def test_search_leaves_out_the_shared_system_prompt_unless_asked(proxy: ProxyServer) -> None:
+    """Every item here has the system prompt "be brief"; the fake answers "echo: <text>"."""
+    japanese, english = logged(proxy, "パスワードを忘れました", "my password is brief")
+    admin = proxy.admin(REVIEWER_TOKEN)
+
+    def found(q: str, **options: Any) -> list[str]:
+        return [i["id"] for i in admin.search(q, **options)["items"]]
+
+    assert found("パスワード") == [japanese]  # no spaces between Japanese words
+    assert found("忘れ", q_in="answers") == [japanese]  # the echoed answer
+    assert found("brief") == [english]  # the user's word, not the shared system prompt
+    assert found("brief", q_in="all") == [english, japanese]
+    assert found("echo", q_in="answers") == [english, japanese]
+    assert found("password", q_in="answers", review="pending") == [english]
+    admin.review(english, "edit", reviewer="ann", expected_revision=0, messages=[
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "my password is brief"},
+        {"role": "assistant", "content": "Use the reset link (リセット)."}])
+    assert found("リセット", q_in="answers") == [english]
+    assert [i["id"] for i in admin.interactions(q="echo", q_in="answers")["items"]] \
+        == [english, japanese]  # any revision's words
+    with pytest.raises(BadRequest, match="q_in"):
+        found("brief", q_in="system")
+    with pytest.raises(BadRequest, match="prefix"):
+        found("b*")
 
 
 def test_filters_of_the_proxy_issue_keep_working(proxy: ProxyServer) -> None:

@@ -18,7 +18,8 @@ from storage.migrations import migrate
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
 from storage.review import ReviewAction, apply_reviews
-from storage.search_index import index_batch, interaction_text, terms_of
+from storage.search_index import index_batch, interaction_text
+from storage.search_text import terms_of
 from storage.stats import review_stats
 from storage.tags import change_tags
 
@@ -169,8 +170,8 @@ def test_upgrade_indexes_interactions_logged_before_the_index(tmp_path: Path) ->
 def test_the_term_index_holds_each_word_once(world: tuple[Database, dict[str, Any]]) -> None:
     db, data = world
     reviewable = [r for r in data["rows"] if r["endpoint"] != "embeddings"]
-    words = sum(len(set((interaction_text(r["endpoint"], r["request"], r["response"])
-                         or "").split())) for r in reviewable)
+    words = sum(len(terms_of(interaction_text(r["endpoint"], r["request"], r["response"])
+                             or "")) for r in reviewable)
     con = db.cursor()
     assert con.execute("SELECT count(*) FROM search_terms").fetchall() == [(words,)]
     assert con.execute("SELECT count(*) FROM search_docs").fetchall() == [(len(reviewable),)]

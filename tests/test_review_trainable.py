@@ -118,8 +118,31 @@ def test_progress_counts_are_exact(proxy: ProxyServer) -> None:
     assert ann["reviewed_by_you"] == 3 and ann["reviewed"] == 4
     assert ann["claimed_by_others"] == 1 and ann["exact"] is True
     assert client.progress(reviewer="bob", q="question")["pending"] == 21
+    filtered = client.progress(reviewer="ann", model="gpt-4o-mini")  # the joined scan
+    assert (filtered["pending"], filtered["untrainable"], filtered["total"]) == (21, 0, 25)
+    assert client.progress(reviewer="ann", model="fail-502")["untrainable"] == 1
     embedded = client.next_item(reviewer="ann", progress=True)["progress"]
     assert embedded["pending"] == 21 and embedded["claimed_by_others"] == 1
+
+
+def test_the_migration_lists_answerless_rows_logged_before_it(tmp_path: Path) -> None:
+    con = connect(tmp_path / "old.duckdb")
+    migrate(con, up_to=31)
+    rows = [{"id": f"01900000-0000-7000-8000-00000000000{n}", "created_at": 1_700_000_000_000_000,
+             "endpoint": "chat.completions", "traffic": "production",
+             "request": json.dumps({"messages": [{"role": "user", "content": "hi"}]}),
+             "response": json.dumps({"choices": [{"index": 0, "message": {
+                 "role": "assistant", "content": answer}}]}),
+             "status_code": status, "finish": finish}
+            for n, (answer, status, finish) in enumerate(
+                [("fine", 200, "completed"), ("", 200, "completed"), (None, 500, "upstream_error"),
+                 ("Sure, the", 200, "client_disconnected")])]
+    insert_interactions(con, to_arrow(rows))
+    assert 32 in migrate(con)
+    listed = dict(con.execute("SELECT interaction_id, reason FROM untrainable").fetchall())
+    assert listed == {rows[1]["id"]: "no_answer", rows[2]["id"]: "upstream_error",
+                      rows[3]["id"]: "client_disconnected"}
+    con.close()
 
 
 def _approved_before_the_rule(db: Path) -> list[str]:
@@ -183,3 +206,48 @@ def test_a_snapshot_records_the_reviewer(proxy: ProxyServer, tmp_path: Path) -> 
     again = build_dataset(client, tmp_path / "orders-2", options)
     assert client.dataset("orders", again.manifest["snapshot"]["version"])["created_by"] \
         == "reviewer"  # no name given: the token's role, as before
+
+
+def test_the_queue_list_agrees_with_the_approval_rule(tmp_path: Path) -> None:
+    """mark_untrainable (SQL, at ingest) and untrainable_reason (Python, at approval) judge the
+    same logged shapes the same way."""
+    from storage.trainable import untrainable_reason
+
+    chat_answers: list[Any] = [
+        {"content": "fine"}, {"content": ""}, {"content": " \n\t"}, {"content": None},
+        {"content": None, "tool_calls": [{"id": "c", "type": "function",
+                                          "function": {"name": "f", "arguments": "{}"}}]},
+        {"content": None, "tool_calls": []}, {"content": None, "function_call": {"name": "f"}},
+        {"content": [{"type": "text", "text": "part"}]}, {"content": []}, None]
+    responses: list[tuple[str, Any]] = [
+        ("chat.completions", {"choices": [{"index": 0, "message": {"role": "assistant", **a}}]}
+         if a is not None else {"choices": []}) for a in chat_answers]
+    responses += [("completions", {"choices": [{"index": 0, "text": t}]})
+                  for t in ("done", "", "   ")]
+    responses += [("completions", {"choices": []}), ("responses", {"output": []}),
+                  ("responses", {"output": [{"type": "message", "role": "assistant",
+                                             "content": [{"type": "output_text",
+                                                          "text": "hi"}]}]}),
+                  ("chat.completions", None)]
+    rows = []
+    for endpoint, response in responses:
+        for status, finish in ((200, "completed"), (200, "upstream_cut"), (429, "completed")):
+            rows.append({"id": f"01900000-0000-7000-8000-{len(rows):012d}",
+                         "created_at": 1_700_000_000_000_000 + len(rows), "endpoint": endpoint,
+                         "traffic": "production", "status_code": status, "finish": finish,
+                         "request": json.dumps({"messages": [{"role": "user", "content": "q"}],
+                                                "prompt": "q", "input": "q"}),
+                         "response": None if response is None else json.dumps(response)})
+    con = connect(tmp_path / "rule.duckdb")
+    migrate(con)
+    insert_interactions(con, to_arrow(rows))
+    listed = dict(con.execute("SELECT interaction_id, reason FROM untrainable").fetchall())
+    expected = {}
+    for row in rows:
+        reason = untrainable_reason(row["endpoint"], row["status_code"], row["finish"],
+                                    json.loads(row["request"]),
+                                    json.loads(row["response"]) if row["response"] else None)
+        if reason is not None:
+            expected[row["id"]] = reason
+    assert listed == expected
+    con.close()

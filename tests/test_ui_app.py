@@ -20,8 +20,10 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def app(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., AppTest]]:
+def app(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> Iterator[Callable[..., AppTest]]:
     monkeypatch.setenv("TUNELOOP_API", proxy.url)
+    monkeypatch.setenv("TUNELOOP_DB", str(tmp_path / "ui" / "tuneloop.duckdb"))
     monkeypatch.setenv("TUNELOOP_REVIEWER_TOKEN", REVIEWER_TOKEN)
     monkeypatch.setenv("TUNELOOP_UI_PASSWORD", PASSWORD)
     monkeypatch.delenv("TUNELOOP_ADMIN_TOKEN", raising=False)
@@ -103,7 +105,7 @@ def test_reject_needs_a_reason(app: Callable[..., AppTest], proxy: ProxyServer) 
     (item_id,) = logged(proxy, "rude reply")
     at = app()
     button(at, "Reject with reason").click().run()
-    assert "Write why this example is rejected." in [e.value for e in at.error]
+    assert "Write why this example is rejected (or press 1-9)." in [e.value for e in at.error]
     assert proxy.admin().interaction(item_id)["revision"] == 0
     next(t for t in at.text_input if t.label.startswith("Reason")).input("impolite")
     button(at, "Reject with reason").click().run()
@@ -111,22 +113,117 @@ def test_reject_needs_a_reason(app: Callable[..., AppTest], proxy: ProxyServer) 
     assert item["review"] == "rejected" and item["revisions"][0]["reason"] == "impolite"
 
 
-def test_a_conflict_is_shown_and_nothing_is_overwritten(app: Callable[..., AppTest],
-                                                        proxy: ProxyServer) -> None:
+def test_a_conflict_keeps_my_answer_and_re_applies_it(app: Callable[..., AppTest],
+                                                      proxy: ProxyServer) -> None:
     (item_id,) = logged(proxy, "contested")
     at = app("ann")
+    proxy.admin().release(item_id, reviewer="ann")  # the queue claimed it; ann left
+    at.session_state["item_id"] = item_id
+    at.switch_page("views/item.py").run()
+    next(t for t in at.text_area if t.label == "Answer").input("ann's careful answer")
     proxy.admin().review(item_id, "reject", reviewer="bob", reason="off", expected_revision=0)
-    button(at, "Approve").click().run()
+    button(at, "Save edit and approve").click().run()
+    assert not at.exception
     assert any("Someone else reviewed this item" in w.value for w in at.warning)
     item = proxy.admin().interaction(item_id)
-    assert (item["review"], item["revision"]) == ("rejected", 1)
-    assert [r["reviewer"] for r in item["revisions"]] == ["bob"]
+    assert (item["review"], item["revision"]) == ("rejected", 1)  # nothing overwritten
+    mine = next(t for t in at.text_area if t.label == "Your answer")
+    assert mine.value == "ann's careful answer"
+    assert "rejected · revision 1 · by bob" in texts(at)
+    button(at, "Re-apply mine").click().run()
+    assert not at.exception
+    item = proxy.admin().interaction(item_id)
+    assert (item["review"], item["revision"]) == ("approved", 2)
+    assert item["current"][-1]["content"] == "ann's careful answer"
+    assert [r["reviewer"] for r in item["revisions"]] == ["bob", "ann"]
+
+
+def test_the_queue_stays_on_a_conflicted_item(app: Callable[..., AppTest],
+                                              proxy: ProxyServer) -> None:
+    _older, newer = logged(proxy, "first question", "second question")
+    at = app("ann")
+    assert proxy.admin().interaction(newer)["claimed_by"] == "ann"
+    proxy.admin().release(newer, reviewer="ann")  # as if ann's claim ran out
+    proxy.admin().review(newer, "approve", reviewer="bob", expected_revision=0)
+    next(t for t in at.text_area if t.label == "Answer").input("my better answer")
+    button(at, "Save edit and approve").click().run()
+    assert any("Someone else reviewed this item" in w.value for w in at.warning)
+    assert next(t for t in at.text_area if t.label == "Your answer").value == "my better answer"
+    button(at, "Keep the current one").click().run()
+    assert proxy.admin().interaction(newer)["current"][-1]["content"] == "echo: second question"
+    assert "echo: first question" in next(t for t in at.text_area if t.label == "Answer").value
+
+
+def test_two_reviewers_get_different_items(app: Callable[..., AppTest],
+                                           proxy: ProxyServer) -> None:
+    older, newer = logged(proxy, "first question", "second question")
+    ann, bob = app("ann"), app("bob")
+    assert next(t for t in ann.text_area if t.label == "Answer").value == "echo: second question"
+    assert next(t for t in bob.text_area if t.label == "Answer").value == "echo: first question"
+    assert proxy.admin().interaction(older)["claimed_by"] == "bob"
+    assert any("You hold this item" in c.value for c in bob.caption)
+    assert any("1 open with other reviewers" in c.value for c in bob.caption)
+    bob.session_state["item_id"] = newer
+    bob.switch_page("views/item.py").run()
+    assert any("ann holds this item" in w.value for w in bob.warning)
+    button(ann, "Skip for now").click().run()  # releases it; nothing else is left for ann
+    assert proxy.admin().interaction(newer)["claimed_by"] is None
+
+
+def test_an_item_without_an_answer_cannot_be_approved(app: Callable[..., AppTest],
+                                                      proxy: ProxyServer) -> None:
+    from tests.test_review_trainable import failed
+
+    error = failed(proxy, "broken question")
+    at = app("ann")
+    assert any("Nothing pending here." in s.value for s in at.success)  # not in the queue
+    at.session_state["item_id"] = error
+    at.switch_page("views/item.py").run()
+    assert any("Can't be approved as it is" in e.value for e in at.error)
+    approve = button(at, "Approve (needs an answer first)")
+    assert approve.disabled
+    next(t for t in at.text_area if t.label == "Answer").input("The service is down.")
+    button(at, "Save edit and approve").click().run()
+    item = proxy.admin().interaction(error)
+    assert item["review"] == "approved" and item["current"][-1]["content"] == "The service is down."
+
+
+def test_one_submit_per_item_and_revision(app: Callable[..., AppTest],
+                                          proxy: ProxyServer) -> None:
+    (item_id,) = logged(proxy, "only once")
+    at = app("ann")
+    at.session_state["item_id"] = item_id
+    at.switch_page("views/item.py").run()
+    at.session_state["acted"] = {f"{item_id}@0": "approve"}  # the first submit went out
+    button(at, "Approve").click().run()  # a second delivery of it is dropped
+    assert not at.exception and not at.warning
+    assert proxy.admin().interaction(item_id)["revision"] == 0
+
+
+def test_canned_reasons_fill_the_reason_box(app: Callable[..., AppTest],
+                                            proxy: ProxyServer) -> None:
+    (item_id,) = logged(proxy, "rude reply")
+    at = app("ann")
+    button(at, "3 Unsafe or harmful").click().run()
+    reason = next(t for t in at.text_input if t.label.startswith("Reason"))
+    assert reason.value == "Unsafe or harmful"
+    button(at, "Reject with reason").click().run()
+    item = proxy.admin().interaction(item_id)
+    assert item["review"] == "rejected" and item["revisions"][0]["reason"] == "Unsafe or harmful"
+
+
+def test_progress_counts_the_whole_queue(app: Callable[..., AppTest],
+                                         proxy: ProxyServer) -> None:
+    ids = logged(proxy, "p1", "p2", "p3")
+    proxy.admin().review(ids[0], "approve", reviewer="ann", expected_revision=0)
+    at = app("ann")
+    assert any(c.value.startswith("2 of 3 pending · 1 by you today") for c in at.caption)
 
 
 def test_bulk_reject_on_browse(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
     a, b, c = logged(proxy, "bulk one", "bulk two", "bulk three")
     at = app("ann")
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("views/browse.py").run()
     table = at.dataframe[0].value
     assert list(table["id"]) == [c, b, a]
     at.session_state["browse_table"] = {"selection": {"rows": [0, 2], "columns": [],
@@ -148,7 +245,7 @@ def test_item_page_shows_history_and_the_diff(app: Callable[..., AppTest],
                          messages=[*original[:-1], {"role": "assistant", "content": "better"}])
     at = app()
     at.session_state["item_id"] = item_id
-    at.switch_page("pages/item.py").run()
+    at.switch_page("views/item.py").run()
     assert not at.exception
     history = at.dataframe[0].value
     assert list(history["action"]) == ["edit"] and list(history["reviewer"]) == ["bob"]
@@ -160,7 +257,7 @@ def test_stats_page(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
     a, _b = logged(proxy, "s1", "s2")
     proxy.admin().review(a, "approve", reviewer="ann", expected_revision=0)
     at = app()
-    at.switch_page("pages/stats.py").run()
+    at.switch_page("views/stats.py").run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["approved"] == "1" and metrics["pending"] == "1"
@@ -184,15 +281,16 @@ def test_the_item_page_keeps_the_revision_it_showed(app: Callable[..., AppTest],
                                                     proxy: ProxyServer) -> None:
     (item_id,) = logged(proxy, "watched")
     at = app("ann")
+    proxy.admin().release(item_id, reviewer="ann")  # the queue claimed it; ann left
     at.session_state["item_id"] = item_id
-    at.switch_page("pages/item.py").run()
+    at.switch_page("views/item.py").run()
     proxy.admin().review(item_id, "approve", reviewer="bob", expected_revision=0)
     next(t for t in at.text_input if t.label.startswith("Reason")).input("bad")
     button(at, "Reject with reason").click().run()
     assert any("Someone else reviewed this item" in w.value for w in at.warning)
     item = proxy.admin().interaction(item_id)
     assert (item["review"], [r["reviewer"] for r in item["revisions"]]) == ("approved", ["bob"])
-    assert "approved · revision 1" in texts(at)  # reloaded as it is now
+    assert "approved · revision 1 · by bob" in texts(at)  # shown as it is now
 
 
 def test_an_alternative_answer_can_be_taken(app: Callable[..., AppTest],

@@ -88,7 +88,8 @@ def test_review_in_a_real_browser(proxy: ProxyServer, review_app: str) -> None:
             page.get_by_label("Password", exact=True).fill(PASSWORD)
             page.get_by_role("button", name="Sign in").click()
 
-            answer = page.get_by_label("Answer")  # the answer is shown once: in its editor
+            # the answer is shown once: in its editor
+            answer = page.get_by_label("Answer", exact=True)
             expect(answer).to_have_value("echo: Capital of France?")
             answer.fill("The capital of France is Paris.")
             page.get_by_role("button", name="Save edit and approve").click()

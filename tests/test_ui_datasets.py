@@ -32,6 +32,7 @@ def page(proxy: ProxyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("TUNELOOP_REVIEWER_TOKEN", REVIEWER_TOKEN)
     monkeypatch.setenv("TUNELOOP_UI_PASSWORD", PASSWORD)
     monkeypatch.setenv("TUNELOOP_DB", str(tmp_path / "ui" / "tuneloop.duckdb"))
+    monkeypatch.setenv("TUNELOOP_UI_COOKIE_SECRET", "test-cookie-secret-0123456789")
     monkeypatch.delenv("TUNELOOP_ADMIN_TOKEN", raising=False)
     st.cache_resource.clear()
 
@@ -70,7 +71,7 @@ def test_build_a_dataset_see_its_report_and_snapshots(page: Callable[[str], AppT
     original = reviewer.interaction(ids[0])["original"]
     reviewer.review(ids[0], "edit", reviewer="ann", expected_revision=1,
                     messages=[*original[:-1], {"role": "assistant", "content": "Team plan."}])
-    at = build(page("pages/datasets.py"), "plans")
+    at = build(page("views/datasets.py"), "plans")
     assert [s.value for s in at.success] == ["Recorded plans version 1\\."]
     report = at.code[0].value
     assert report.startswith("Dataset check: chat") and report.rstrip().endswith("OK")
@@ -81,7 +82,7 @@ def test_build_a_dataset_see_its_report_and_snapshots(page: Callable[[str], AppT
     assert len(lines) == 12 and {"messages": edited} in lines
     versions = reviewer.dataset_versions("plans")["versions"]
     assert [v["path"] for v in versions] == [str(built)]
-    assert versions[0]["created_by"] == "tuneloop-ui"
+    assert versions[0]["created_by"] == "ann"  # the signed-in reviewer
     downloads = [e for e in at.get("download_button")]
     assert len(downloads) == 6  # train, validation, manifest: just built, and the version
 
@@ -97,7 +98,7 @@ def test_a_bad_name_is_refused_and_nothing_is_written(page: Callable[[str], AppT
     ids = logged(proxy, *[f"question {i}" for i in range(11)])
     proxy.admin().bulk_review("approve", reviewer="ann", ids=ids)
     before = sorted(p for p in tmp_path.rglob("*") if "ui" in p.parts)
-    at = build(page("pages/datasets.py"), name)
+    at = build(page("views/datasets.py"), name)
     assert any("dataset name" in e.value or "reserved" in e.value for e in at.error)
     assert sorted(p for p in tmp_path.rglob("*") if "ui" in p.parts) == before
     assert proxy.admin().datasets()["datasets"] == []
@@ -107,7 +108,7 @@ def test_a_failing_dataset_shows_its_report(page: Callable[[str], AppTest], prox
                                             root: Path) -> None:
     ids = logged(proxy, "only", "three", "items")
     proxy.admin().bulk_review("approve", reviewer="ann", ids=ids)
-    at = build(page("pages/datasets.py"), "tiny")
+    at = build(page("views/datasets.py"), "tiny")
     assert [e.value for e in at.error] == [
         "The dataset fails validation; nothing was written\\."]
     assert "too_few_examples" in at.code[0].value
@@ -130,7 +131,7 @@ def test_jobs_page_shows_status_events_and_loss_curves(page: Callable[[str], App
     admin.update_job("ftjob-abc", status="succeeded", fine_tuned_model="ft:gpt-4o-mini:x::1",
                      curves={"steps": [1, 2, 3], "train_loss": [0.9, 0.6, 0.4],
                              "valid_loss": [None, 0.7, 0.5], "columns": {}})
-    at = page("pages/jobs.py")
+    at = page("views/jobs.py")
     jobs = at.dataframe[0].value
     assert set(jobs["id"]) == {"ftjob-abc", "ftjob-bad"}
     widget(at.selectbox, "Job").set_value("ftjob-abc").run()

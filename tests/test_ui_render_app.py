@@ -57,7 +57,7 @@ def test_a_failed_call_is_marked_in_the_header(app: Callable[..., AppTest],  # n
     proxy.wait_logged(1)
     at = app()
     at.session_state["item_id"] = item_id
-    at.switch_page("pages/item.py").run()
+    at.switch_page("views/item.py").run()
     assert not at.exception
     (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
     assert '<span class="tl-bad">upstream_error · 502</span>' in head
@@ -91,7 +91,7 @@ def test_browse_shows_answer_tags_and_score_in_fifty_compact_rows(
     proxy.http().post("/v1/feedback", json={"id": ids[0], "score": 0.5},
                       headers={"authorization": "Bearer sk-test"})
     at = app()
-    at.switch_page("pages/browse.py").run()
+    at.switch_page("views/browse.py").run()
     assert not at.exception
     table = at.dataframe[0]
     frame = table.value
@@ -116,7 +116,7 @@ def test_a_filter_shows_the_items_without_an_answer(app: Callable[..., AppTest],
     at = app()
     (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
     assert answered in shown_texts(head)  # the queue leaves the answerless item out
-    box = next(s for s in at.selectbox if s.label == "Items without an answer")
+    box = next(s for s in at.selectbox if s.label == "Untrainable items")
     box.set_value("only these").run()
     assert not at.exception
     (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]

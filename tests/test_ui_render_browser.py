@@ -54,6 +54,6 @@ def test_rtl_text_code_and_tables_in_chromium(proxy: ProxyServer,
             assistant = page.get_by_role("group", name="Chat message from assistant")
             expect(assistant).to_contain_text("The answer is in the editor below.")
             assert ARABIC not in assistant.inner_text()
-            assert page.get_by_label("Answer").input_value() == "echo: " + MESSAGE
+            assert page.get_by_label("Answer", exact=True).input_value() == "echo: " + MESSAGE
         finally:
             browser.close()

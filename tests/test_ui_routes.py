@@ -19,9 +19,10 @@ FT = "ft:gpt-4o-mini-2024-07-18:acme::v1"
 
 
 @pytest.fixture
-def routes_page(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch
+def routes_page(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
                 ) -> Iterator[Callable[..., AppTest]]:
     monkeypatch.setenv("TUNELOOP_API", proxy.url)
+    monkeypatch.setenv("TUNELOOP_DB", str(tmp_path / "ui" / "tuneloop.duckdb"))
     monkeypatch.setenv("TUNELOOP_REVIEWER_TOKEN", REVIEWER_TOKEN)
     monkeypatch.setenv("TUNELOOP_UI_PASSWORD", PASSWORD)
     monkeypatch.delenv("TUNELOOP_ADMIN_TOKEN", raising=False)
@@ -37,7 +38,7 @@ def routes_page(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch
         at.text_input[0].input("ann")
         at.text_input[1].input(PASSWORD)
         at.button[0].click().run()
-        at.switch_page("pages/routes.py").run()
+        at.switch_page("views/routes.py").run()
         assert not at.exception, at.exception
         return at
 

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from tuneloop.client import ServerUnreachable
 from tuneloop.commands.common import (
@@ -25,12 +23,13 @@ from tuneloop.commands.cycle import cycle
 from tuneloop.commands.datasets import datasets, export_command
 from tuneloop.commands.evaluate import evaluate
 from tuneloop.commands.finetune import finetune, jobs
-from tuneloop.commands.governance import forget, retention
+from tuneloop.commands.governance import compact, forget, retention
 from tuneloop.commands.promote import promote, rollback
 from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.ui import ui
 from tuneloop.config import load_settings
 from tuneloop.errors import ConfigError
+from tuneloop.sql_print import print_answer
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,32 +88,14 @@ def serve(ctx: click.Context, host: str | None, port: int | None, db: Path | Non
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
 
 
-def print_rows(result: dict[str, Any], output: str) -> None:
-    columns, rows = result["columns"], result["rows"]
-    if output == "json":
-        click.echo(json.dumps([dict(zip(columns, row, strict=True)) for row in rows],
-                              default=str))
-        return
-    if output == "csv":
-        import csv
-
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-        return
-    table = Table(*columns, show_lines=False)
-    for row in rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
-    Console().print(table)
-    if result.get("truncated"):
-        err_console.print("(more rows than shown; add a LIMIT)")
-
-
 @main.command()
 @click.argument("query")
 @api_option
-@click.option("--output", "-o", type=click.Choice(["table", "json", "csv"]), default="table")
-@click.option("--max-rows", type=int, default=10_000, show_default=True)
+@click.option("--output", "--format", "-o", "output",
+              type=click.Choice(["table", "vertical", "json", "csv"]), default="table",
+              help="table (one record per block when it is wider than the terminal), "
+              "vertical, json or csv; plain text, no markup.  [default: table]")
+@click.option("--max-rows", type=click.IntRange(1), default=10_000, show_default=True)
 @click.pass_context
 @domain_errors
 def sql(ctx: click.Context, query: str, api: str | None, output: str, max_rows: int) -> None:
@@ -131,13 +112,16 @@ def sql(ctx: click.Context, query: str, api: str | None, output: str, max_rows: 
         from storage.sql import run_read_only
 
         err_console.print(f"(no server at {api or settings.api}; reading {settings.db} "
-                          "directly)", highlight=False)
+                          "directly)", highlight=False, markup=False)
         con = connect(settings.db, read_only=True)
         try:
-            result = run_read_only(con, query, max_rows=max_rows)
+            result = run_read_only(con, query, max_rows=min(max_rows, settings.sql_max_rows),
+                                   timeout_s=settings.sql_timeout_s,
+                                   max_bytes=settings.sql_max_bytes)
         finally:
             con.close()
-    print_rows(result, output)
+    print_answer(result, output, sys.stdout,
+                 lambda text: err_console.print(text, highlight=False, markup=False))
 
 
 @main.group()
@@ -203,6 +187,7 @@ def routes_set(ctx: click.Context, file: Any, api: str | None) -> None:
 main.add_command(ui)
 main.add_command(forget)
 main.add_command(retention)
+main.add_command(compact)
 main.add_command(synthesize)
 main.add_command(export_command)
 main.add_command(datasets)

@@ -237,6 +237,11 @@ class AdminClient(ReviewMethods):
         result: dict[str, Any] = self.request("POST", "/admin/retention", json=body)
         return result
 
+    def compact(self) -> dict[str, Any]:
+        """Rewrite the server's database file without deleted rows' bytes (admin token)."""
+        result: dict[str, Any] = self.request("POST", "/admin/compact")
+        return result
+
     # -- keys ------------------------------------------------------------------------------
     def create_key(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", "/admin/keys", json={"name": name})

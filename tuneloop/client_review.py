@@ -18,6 +18,11 @@ class ReviewMethods:
         result: dict[str, Any] = self.request("GET", "/admin/interactions", params=filters)
         return result
 
+    def search(self, q: str, *, q_in: str | None = None, **filters: Any) -> dict[str, Any]:
+        """Interactions holding every term of `q`, newest first; `q_in`: conversation (the
+        default: users' text and answers), answers, or all (with the system prompt)."""
+        return self.interactions(q=q, **({"q_in": q_in} if q_in else {}), **filters)
+
     def interaction(self, interaction_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"/admin/interactions/{interaction_id}")
         return result

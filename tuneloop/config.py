@@ -103,6 +103,38 @@ class Settings(BaseSettings):
     """Longest time to receive a whole body on the logged endpoints (uploads on other paths
     are bounded by the pause limit only)."""
 
+    # the review app's sign-in cookie, guidelines and reject reasons
+    ui_cookie_secret: SecretStr | None = None
+    """Signs the review app's sign-in cookie; when unset, one is generated once and kept
+    beside the database (`<db>.ui-secret`, mode 0600)."""
+    ui_session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    """How long a reviewer stays signed in without signing in again."""
+    ui_guidelines: str = ""
+    """Review guidelines (Markdown, our own words) shown in the review app's side panel."""
+    ui_reject_reasons: list[str] = Field(
+        default_factory=lambda: ["Factually wrong", "Does not answer the question",
+                                 "Unsafe or harmful", "Leaks private data", "Wrong format",
+                                 "Too long or rambling", "Off-topic", "Duplicate",
+                                 "Truncated or empty answer"],
+        max_length=9)
+    """Canned reject reasons, put in the reason box by the keys 1-9 in the review app."""
+
+    # `tuneloop sql` (POST /admin/sql): one query at a time per token, bounded answers
+    sql_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Largest JSON answer of a read-only query; a larger one is refused with 413."""
+    sql_max_rows: int = Field(100_000, ge=1)
+    """Most rows a read-only query may ask for (`max_rows`)."""
+    sql_timeout_s: float = Field(10.0, gt=0)
+    """A read-only query running longer is interrupted."""
+
+    @property
+    def ui_secret_file(self) -> Path:
+        return self.db.with_name(self.db.name + ".ui-secret")
+
+    @property
+    def ui_signouts_file(self) -> Path:
+        return self.db.with_name(self.db.name + ".ui-signouts")
+
     @field_validator("upstream", "api")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:

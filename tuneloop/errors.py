@@ -133,3 +133,18 @@ class RequestTimeout(TuneloopError):
     error_type = "invalid_request_error"
     code = "request_timeout"
     exit_code = 5
+
+
+class TooManyRequests(TuneloopError):
+    """A caller already has as many operations running as it may (e.g. one SQL query)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "too_many_requests"
+    exit_code = 2
+
+
+class DatabaseInUse(StorageError):
+    """Another process (a running server) holds the database file: go through its admin API."""
+
+    code = "database_in_use"

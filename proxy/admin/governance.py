@@ -1,10 +1,11 @@
-"""POST /admin/forget and POST /admin/retention (admin token): data governance."""
+"""POST /admin/forget, /admin/retention and /admin/compact (admin token): data governance."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,10 +35,30 @@ async def forget(request: Request) -> Response:
     if not isinstance(user, str) or not 0 < len(user) <= 256:
         raise BadRequest("send {\"user\": \"<x-tuneloop-user value>\"}", param="user")
     names = sorted({user, ctx.redactor.identity(user)})  # stored as its pseudonym if redacted
-    deleted = await _delete_everywhere(ctx, lambda con: forget_user(con, names),
+    exports: list[dict[str, Any]] = []
+
+    def rows(con: Connection) -> dict[str, int]:
+        forgotten = forget_user(con, names)
+        exports.extend(forgotten.exports)
+        return forgotten.deleted
+
+    deleted = await _delete_everywhere(ctx, rows,
                                        lambda spool: forget_quarantined(spool, names))
-    log.warning("forgot user (%d rows deleted)", sum(deleted.values()))
-    return json_response({"user": user, "deleted": deleted, "total": sum(deleted.values())})
+    log.warning("forgot user (%d rows deleted; %d export directories hold their examples)",
+                sum(deleted.values()), len(exports))
+    return json_response({"user": user, "deleted": deleted, "total": sum(deleted.values()),
+                          "exports": exports})
+
+
+async def compact(request: Request) -> Response:
+    """Rewrite the database file so deleted rows' bytes are gone (storage.compact). Ingest
+    waits meanwhile (the spool holds the traffic); reads wait for the new file."""
+    ctx = authorize(request, Role.ADMIN)
+    await ctx.writer.ingest_pending()
+    result = await ctx.db.compact()
+    log.warning("compacted %s: %d -> %d bytes in %.1f s", ctx.db.path, result.bytes_before,
+                result.bytes_after, result.seconds)
+    return json_response(result.to_json())
 
 
 async def _delete_everywhere(ctx: ProxyContext, rows: Callable[[Connection], dict[str, int]],
@@ -88,4 +109,5 @@ async def retention_loop(ctx: ProxyContext, days: int) -> None:
 ROUTES = [
     Route("/admin/forget", forget, methods=["POST"]),
     Route("/admin/retention", retention, methods=["POST"]),
+    Route("/admin/compact", compact, methods=["POST"]),
 ]

@@ -41,7 +41,10 @@ Review actions
   `claimed` (another reviewer holds a live claim: their name and expiry in the message; nothing
   is overwritten), 422 `not_trainable`, 400 `not_reviewable`, 404. Success releases the
   reviewer's claim on the item.
-- POST /admin/interactions/{id}/undo `{"reviewer", "expected_revision"?}`: 409 `claimed` too.
+- POST /admin/interactions/{id}/undo `{"reviewer", "expected_revision"?}` -> `{"id", "status",
+  "review", "revision", "claimed_by", "claimed_until"}`: the item is claimed for the reviewer
+  again (they are back on it). 409 `claimed` while another reviewer holds it, 409
+  `nothing_to_undo`, 409 `stale_revision`.
 - POST /admin/interactions/bulk-review `{"action": approve|reject|needs_work, "reviewer",
   "ids" | "filter", "reason"?, "expected_revisions"?, "max_items"?}` -> `{"results": [{"id",
   "status", ...}], "counts": {status: n}, "skipped_untrainable": n, "skipped_claimed": n,
@@ -79,6 +82,7 @@ from proxy.admin.review_params import (
 )
 from proxy.auth import Role
 from proxy.context import ProxyContext, context_of
+from storage.claims import claim
 from storage.messages import NotReviewable
 from storage.queue import find_ids
 from storage.review import BULK_ACTIONS, ReviewAction, ReviewResult, apply_reviews, undo
@@ -130,10 +134,14 @@ async def undo_review(request: Request) -> Response:
     interaction_id = request.path_params["interaction_id"]
     reviewer = reviewer_name(body, request)
     expected = revision_of(body, required=False)
-    result = await ctx.db.write(
-        lambda con: undo(con, interaction_id, reviewer, role=role, expected_revision=expected)
-    )
-    return json_response(result.to_json())
+    ttl_s = ctx.settings.review_claim_s
+
+    def run(con: Any) -> dict[str, Any]:
+        result = undo(con, interaction_id, reviewer, role=role, expected_revision=expected)
+        # the item is the reviewer's again: they are back on it, nobody else takes it meanwhile
+        return {**result.to_json(), **claim(con, interaction_id, reviewer, ttl_s).to_json()}
+
+    return json_response(await ctx.db.write(run))
 
 
 def _ids_of(body: dict[str, Any]) -> list[str]:

@@ -13,10 +13,12 @@ from proxy.admin.common import float_param, interaction_filter, text_param
 from storage.messages import validate_messages
 from storage.queue import ReviewQuery
 from storage.review import ACTION_STATES, MESSAGE_ACTIONS, STATES
+from storage.search import scope_bits
 from tuneloop.errors import BadRequest
 
 FILTER_KEYS = ("review", "model", "tag", "user", "session", "since", "until", "q", "min_score",
-               "has_error", "status_code", "traffic", "endpoint", "trainable")
+               "has_error", "status_code", "traffic", "endpoint", "trainable",
+               "q_in")
 TRAINABLE = {"true": True, "false": False, "any": None}
 MAX_REASON = 10_000
 MAX_NAME = 128
@@ -47,6 +49,10 @@ def review_query(params: QueryParams) -> ReviewQuery:
         review=review, tag=text_param(params, "tag"), q=q, min_score=min_score,
         trainable=trainable,
     )
+    q_in = text_param(params, "q_in")  # the fields q searches: conversation (default),
+    if q_in is not None:  # answers or all (with the system prompt); see storage.search
+        scope_bits(q_in)
+        query = dataclasses.replace(query, q_in=q_in)
     query.terms  # noqa: B018  (a q without words is a 400 now, not at query time)
     return query
 

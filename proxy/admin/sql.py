@@ -1,28 +1,75 @@
-"""POST /admin/sql: read-only SQL for `tuneloop sql` (reviewer or admin)."""
+"""POST /admin/sql: read-only SQL for `tuneloop sql` (reviewer or admin).
+
+One query at a time per token (a second one while the first runs gets 429), on a cursor of its
+own in a worker thread (not the reader pool the UI and the admin API share), serialized there
+too, and bounded by the `sql_max_bytes`, `sql_max_rows` and `sql_timeout_s` settings.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.admin.common import authorize, json_object, json_response
+from proxy.admin.common import json_object
 from proxy.auth import Role
-from storage.sql import run_read_only
-from tuneloop.errors import BadRequest
+from proxy.context import context_of
+from storage.db import Database
+from storage.sql import SqlLimits, answer_json
+from tuneloop.errors import BadRequest, TooManyRequests
+
+
+class SqlGate:
+    """The tokens (by role: one token each) with a query running."""
+
+    def __init__(self) -> None:
+        self.running: set[Role] = set()
+
+
+def gate_of(request: Request) -> SqlGate:
+    gate: SqlGate | None = getattr(request.app.state, "sql_gate", None)
+    if gate is None:
+        gate = SqlGate()
+        request.app.state.sql_gate = gate
+    return gate
+
+
+def _answer(db: Database, sql: str, limits: SqlLimits) -> bytes:
+    cursor = db.detached_cursor()
+    try:
+        return answer_json(cursor, sql, limits)
+    finally:
+        cursor.close()
 
 
 async def run_sql(request: Request) -> Response:
-    ctx = authorize(request, Role.REVIEWER)
+    ctx = context_of(request)
+    role = ctx.admin.require(request.headers, Role.REVIEWER)
     body = await json_object(request)
     sql = body.get("sql")
     if not isinstance(sql, str) or not sql.strip():
         raise BadRequest("send {\"sql\": \"SELECT ...\"}", param="sql")
-    max_rows = body.get("max_rows", 10_000)
-    if not isinstance(max_rows, int) or not 1 <= max_rows <= 100_000:
-        raise BadRequest("max_rows is an integer from 1 to 100000", param="max_rows")
-    result = await ctx.db.read(lambda con: run_read_only(con, sql, max_rows=max_rows))
-    return json_response(result)
+    settings = ctx.settings
+    max_rows = body.get("max_rows", min(10_000, settings.sql_max_rows))
+    if (not isinstance(max_rows, int) or isinstance(max_rows, bool)
+            or not 1 <= max_rows <= settings.sql_max_rows):
+        raise BadRequest(f"max_rows is an integer from 1 to {settings.sql_max_rows}",
+                         param="max_rows")
+    gate = gate_of(request)
+    if role in gate.running:
+        raise TooManyRequests("this token already has a query running; one at a time (a "
+                              f"query stops after {settings.sql_timeout_s:g} s)",
+                              code="query_running")
+    limits = SqlLimits(max_rows=max_rows, max_bytes=settings.sql_max_bytes,
+                       timeout_s=settings.sql_timeout_s)
+    gate.running.add(role)
+    work = asyncio.ensure_future(asyncio.to_thread(_answer, ctx.db, sql, limits))
+    # the token stays busy until the query itself ends, even if this request is cancelled
+    work.add_done_callback(lambda _: gate.running.discard(role))
+    answer = await asyncio.shield(work)
+    return Response(answer, media_type="application/json")
 
 
 ROUTES = [Route("/admin/sql", run_sql, methods=["POST"])]

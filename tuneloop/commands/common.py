@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from tuneloop.client import AdminClient
 from tuneloop.config import Settings
@@ -24,7 +25,7 @@ def domain_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except TuneloopError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]

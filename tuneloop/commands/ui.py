@@ -54,6 +54,8 @@ def ui(ctx: click.Context, port: int, host: str, api: str | None) -> None:
         env.update({
             "TUNELOOP_API": (api or settings.api).rstrip("/"),
             "TUNELOOP_REVIEWER_TOKEN": token,
+            # the app keeps its sign-in secret and exports beside the database
+            "TUNELOOP_DB": str(Path(settings.db).resolve()),
             # this checkout's packages first, whatever the working directory
             "PYTHONPATH": os.pathsep.join(filter(None, [str(package_dir.parent),
                                                         env.get("PYTHONPATH")])),

@@ -11,9 +11,11 @@ import streamlit as st
 from curation_ui.actions import flash, show_flash
 from curation_ui.chat_view import escape_markdown, last_answer
 from curation_ui.filters import filter_widgets
-from curation_ui.session import client, reviewer
+from curation_ui.session import client, require_reviewer, reviewer
 from curation_ui.styles import inject_styles
 from tuneloop.errors import TuneloopError
+
+require_reviewer()
 
 PAGE_SIZES = (50, 100, 200)
 TABLE_KEY = "browse_table"
@@ -139,4 +141,4 @@ if do_add or do_remove:
     st.rerun()
 if len(chosen) == 1 and st.button("Open the selected item"):
     st.session_state["item_id"] = chosen[0]["id"]
-    st.switch_page("pages/item.py")
+    st.switch_page("views/item.py")

@@ -10,8 +10,10 @@ import streamlit as st
 
 from curation_ui.admin_access import NO_ADMIN_TOKEN, admin_client
 from curation_ui.chat_view import escape_markdown
-from curation_ui.session import client, reviewer
+from curation_ui.session import client, require_reviewer, reviewer
 from tuneloop.errors import TuneloopError
+
+require_reviewer()
 
 
 def shares(spec: dict[str, Any]) -> str:

@@ -1,11 +1,13 @@
-"""Item: one interaction with its conversation, review actions, tags, revision history, a
-diff of the original against the current message list, and the logged JSON."""
+"""Item: one interaction with its conversation, who holds it, review actions, tags, revision
+history, a diff of the original against the current message list, and the logged JSON. Once
+an item is shown the focus leaves the id box, so the keys act on the item."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from curation_ui.actions import action_panel, held, release, show_flash, undo_button
+from curation_ui.browser import page_ready
 from curation_ui.chat_view import (
     escape_markdown,
     last_answer,
@@ -13,9 +15,13 @@ from curation_ui.chat_view import (
     show_diff,
     show_messages,
 )
+from curation_ui.conflict import conflict_panel
 from curation_ui.item_header import show_header
-from curation_ui.session import client, reviewer
+from curation_ui.session import client, require_reviewer, reviewer
+from curation_ui.workbench import claim_line, side_panel
 from tuneloop.errors import NotFound, TuneloopError
+
+require_reviewer()
 
 SLOT = "item_shown"
 
@@ -23,7 +29,11 @@ st.title("Item")
 if "id" in st.query_params and "item_id" not in st.session_state:
     st.session_state["item_id"] = st.query_params["id"]
 item_id = st.text_input("Interaction id", key="item_id", max_chars=64).strip()
+side_panel()
 show_flash()
+if conflict_panel():
+    release(SLOT)
+    st.rerun()
 if undo_button():
     release(SLOT)
     st.rerun()
@@ -41,15 +51,15 @@ except TuneloopError as exc:
     st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
     st.stop()
 
+page_ready(f"{item['id']}@{item['revision']}")  # the keys work, not the id box
 show_header(item)
+claim_line(item)
 conversation, history, diff, raw = st.tabs(["Conversation", "History", "Original vs current",
                                             "Logged JSON"])
 with conversation:
     show_messages(item["current"], answer_in_editor=item["reviewable"])
     if item["reviewable"]:
-        if action_panel(item, key="item"):
-            release(SLOT)
-            st.rerun()
+        action_panel(item, key="item", on_done=lambda: release(SLOT))
     else:
         st.info("Embeddings are not reviewable.")
     with st.form("tags", border=True):

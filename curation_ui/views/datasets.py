@@ -12,13 +12,15 @@ import pandas as pd
 import streamlit as st
 
 from curation_ui.chat_view import escape_markdown
-from curation_ui.session import client, ui_settings
+from curation_ui.session import client, require_reviewer, reviewer, ui_settings
 from exporter.datasets import build_dataset, snapshot_dir
 from exporter.exportdir import MANIFEST_FILE, TRAIN_FILE, VALIDATION_FILE
 from exporter.formats import DEFAULT_SEPARATOR, FORMATS, FormatOptions
 from exporter.pipeline import DatasetRejected, ExportOptions
 from exporter.report import ValidationReport
 from tuneloop.errors import TuneloopError
+
+require_reviewer()
 
 MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
 BUILT = "datasets_built"
@@ -51,7 +53,7 @@ def build(form: dict[str, Any]) -> None:
     try:
         options = _options(form)
         out = snapshot_dir(ui_settings().exports_root, options.name)
-        result = build_dataset(client(), out, options)
+        result = build_dataset(client(), out, options, reviewer=reviewer())
     except DatasetRejected as exc:
         st.session_state[BUILT] = {"report": exc.report.to_json(), "path": None,
                                    "error": "The dataset fails validation; nothing was written."}

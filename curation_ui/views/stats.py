@@ -10,8 +10,10 @@ import pandas as pd
 import streamlit as st
 
 from curation_ui.chat_view import escape_markdown
-from curation_ui.session import client
+from curation_ui.session import client, require_reviewer
 from tuneloop.errors import TuneloopError
+
+require_reviewer()
 
 STATES = ["pending", "approved", "rejected", "needs_work"]
 # grey, green, red, amber for pending, approved, rejected, needs work

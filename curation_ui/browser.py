@@ -1,0 +1,141 @@
+"""What the review app asks of the reviewer's browser, through one tiny trusted component
+(Streamlit components v2, our own JavaScript, no data from a client or a model in its code):
+
+- `?` (outside an input) opens a sheet of the keys;
+- set or clear the sign-in cookie (`SameSite=Strict`, `Secure` over https);
+- on a new item: scroll to the top and take focus out of any input, so the hotkeys work;
+- keep the reviewer's typed answer in `localStorage` while they type (keyed by reviewer and
+  item), hand it back after a reload, and forget it once it is saved.
+
+Model text never goes through this component: drafts are written into the DOM's textarea
+value by the browser itself and come back to Python as component state (plain strings).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+_JS = """
+export default function(component) {
+  const { data, setStateValue } = component;
+  if (!data) { return; }
+  const w = window;
+  w.__tuneloop = w.__tuneloop || { done: {} };
+  const once = (what, token) => {
+    if (!token || w.__tuneloop.done[what] === token) { return false; }
+    w.__tuneloop.done[what] = token; return true;
+  };
+  if (data.cookie && once('cookie:' + data.cookie.name, data.cookie.token)) {
+    const secure = location.protocol === 'https:' ? '; Secure' : '';
+    const value = encodeURIComponent(data.cookie.value || '');
+    document.cookie = data.cookie.name + '=' + value + '; Path=/; Max-Age=' +
+      data.cookie.max_age + '; SameSite=Strict' + secure;
+  }
+  if (data.top && once('top', data.top)) {
+    const active = document.activeElement;
+    if (active && active !== document.body && active.blur) { active.blur(); }
+    const scrollers = [document.scrollingElement,
+      ...document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"],'
+        + ' [data-testid="stAppScrollToBottomContainer"], section.main, .stMain')];
+    for (const el of scrollers) { if (el) { el.scrollTop = 0; } }
+    w.scrollTo(0, 0);
+  }
+  if (data.focus && once('focus', data.focus.token)) {
+    const target = document.querySelector('[aria-label="' + data.focus.label + '"]');
+    if (target) { target.focus(); target.scrollIntoView({ block: 'center' }); }
+  }
+  if (data.keys) {
+    w.__tuneloop.keys = data.keys;
+    if (!w.__tuneloop.keySheet) {
+      w.__tuneloop.keySheet = true;
+      document.addEventListener('keydown', (event) => {
+        const el = event.target;
+        const typing = el && (el.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT']
+          .includes(el.tagName));
+        const open = document.getElementById('tuneloop-keys');
+        if (event.key === 'Escape' && open) { open.remove(); return; }
+        if (event.key !== '?' || typing) { return; }
+        if (open) { open.remove(); return; }
+        const sheet = document.createElement('div');
+        sheet.id = 'tuneloop-keys';
+        sheet.setAttribute('role', 'dialog');
+        sheet.setAttribute('aria-label', 'Keys');
+        sheet.style.cssText = 'position:fixed;top:15%;left:50%;transform:translateX(-50%);' +
+          'z-index:100000;background:#fff;color:#111;border:1px solid #888;' +
+          'border-radius:8px;padding:16px 24px;box-shadow:0 8px 32px rgba(0,0,0,.3);' +
+          'font:14px/1.7 sans-serif';
+        const title = document.createElement('b');
+        title.textContent = 'Keys (? or Esc to close)';
+        sheet.appendChild(title);
+        for (const [key, does] of w.__tuneloop.keys) {
+          const row = document.createElement('div');
+          const k = document.createElement('kbd');
+          k.textContent = key;
+          k.style.cssText = 'display:inline-block;min-width:5.5em;font-family:monospace';
+          row.appendChild(k);
+          row.appendChild(document.createTextNode(does));
+          sheet.appendChild(row);
+        }
+        sheet.addEventListener('click', () => sheet.remove());
+        document.body.appendChild(sheet);
+      }, true);
+    }
+  }
+  const drafts = w.__tuneloop.drafts = w.__tuneloop.drafts || {};
+  if (data.draft_forget) {
+    for (const key of data.draft_forget) { try { localStorage.removeItem(key); } catch (e) {} }
+  }
+  if (data.draft) {
+    const key = data.draft.key, label = data.draft.label;
+    if (!drafts.listening) {
+      drafts.listening = true;
+      document.addEventListener('input', (event) => {
+        const el = event.target;
+        const current = w.__tuneloop.drafts.current;
+        if (!current || !el || el.tagName !== 'TEXTAREA') { return; }
+        if (el.getAttribute('aria-label') !== current.label) { return; }
+        try {
+          if (el.value === current.original) { localStorage.removeItem(current.key); }
+          else { localStorage.setItem(current.key, el.value); }
+        } catch (e) {}
+      }, true);
+    }
+    drafts.current = { key: key, label: label, original: data.draft.original };
+    let saved = null;
+    try { saved = localStorage.getItem(key); } catch (e) {}
+    if (data.draft.ask && saved !== null && saved !== data.draft.original
+        && once('ask:' + key, key)) {
+      setStateValue('draft', { key: key, text: saved });
+    }
+  }
+}
+"""
+
+_component = st.components.v2.component("tuneloop_browser", js=_JS)
+
+
+def browser(key: str, **data: Any) -> Any:
+    """Mount the helper with `data` (see the module docstring); returns its state."""
+    return _component(key=key, data=data, height=0, on_draft_change=lambda: None)
+
+
+def set_cookie(name: str, value: str, max_age_s: int, token: str) -> None:
+    browser("tuneloop-cookie", cookie={"name": name, "value": value,
+                                       "max_age": max(0, max_age_s), "token": token})
+
+
+def page_ready(token: str) -> None:
+    """Scroll to the top and free the keys, once per `token` (a new item)."""
+    browser("tuneloop-top", top=token)
+
+
+def key_sheet(keys: list[tuple[str, str]]) -> None:
+    """`?` opens a sheet of these keys (our own words, drawn as text)."""
+    browser("tuneloop-keys", keys=[list(k) for k in keys])
+
+
+def focus(label: str, token: str) -> None:
+    """Focus the input labelled `label`, once per `token`."""
+    browser("tuneloop-focus", focus={"label": label, "token": token})

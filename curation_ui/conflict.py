@@ -1,0 +1,81 @@
+"""After a 409 (someone reviewed or holds the item first): the reviewer stays on the item and
+sees their version beside the current one; "Re-apply mine" sends their action again against
+the current revision, "Keep the current one" drops theirs. Nothing they typed is lost until
+they choose."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from curation_ui.actions import CONFLICT, flash, forget_draft, run_action
+from curation_ui.chat_view import escape_markdown, last_answer, show_text, with_answer
+from curation_ui.session import client
+from tuneloop.errors import TuneloopError
+
+
+def pending_conflict() -> dict[str, Any] | None:
+    value = st.session_state.get(CONFLICT)
+    return value if isinstance(value, dict) else None
+
+
+def _describe(conflict: dict[str, Any]) -> str:
+    action = str(conflict["action"]).replace("_", " ")
+    if conflict.get("messages") is not None:
+        return "edit (approve your answer)"
+    if conflict.get("reason"):
+        return f"{action}: {conflict['reason']}"
+    return action
+
+
+def conflict_panel() -> bool:
+    """Draw the pending conflict; True when it was resolved on this run (the caller reruns)."""
+    conflict = pending_conflict()
+    if conflict is None:
+        return False
+    try:
+        current = client().interaction(conflict["id"])
+    except TuneloopError as exc:
+        st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
+        st.stop()
+    if conflict.get("code") == "claimed":
+        headline = "Another reviewer holds this item; nothing was changed."
+    else:
+        headline = "Someone else reviewed this item while you were looking at it; nothing was " \
+                   "changed. Your version is kept below."
+    st.warning(headline)
+    st.caption(escape_markdown(str(conflict.get("message") or "")))
+    mine_column, theirs_column = st.columns(2)
+    mine_key = f"conflict-mine-{conflict['id']}-{conflict['seen_revision']}"
+    with mine_column:
+        st.subheader("Your version")
+        st.text(_describe(conflict))
+        if conflict.get("messages") is not None:
+            if mine_key not in st.session_state:
+                st.session_state[mine_key] = last_answer(conflict["messages"])
+            st.text_area("Your answer", key=mine_key, height=220)
+    with theirs_column:
+        st.subheader("Current version")
+        last = (current.get("revisions") or [{}])[-1]
+        who = last.get("reviewer") or current.get("claimed_by") or "—"
+        st.text(f"{current.get('review')} · revision {current.get('revision')} · by {who}")
+        if last.get("reason"):
+            st.text(f"reason: {last['reason']}")
+        show_text(last_answer(current.get("current")) or "(no answer)")
+    apply, keep = st.columns(2)
+    if apply.button("Re-apply mine", type="primary", width="stretch", key="conflict-apply"):
+        messages = conflict.get("messages")
+        if messages is not None:
+            messages = with_answer(messages, str(st.session_state.get(mine_key) or ""))
+        st.session_state.pop(CONFLICT, None)
+        run_action(current, str(conflict["action"]), reason=conflict.get("reason"),
+                   messages=messages)
+        return True
+    if keep.button("Keep the current one", width="stretch", key="conflict-keep"):
+        st.session_state.pop(CONFLICT, None)
+        forget_draft(conflict["id"])
+        flash("success", "Kept the current version; yours was dropped.")
+        return True
+    st.stop()
+    return False  # not reached: st.stop() ends the run

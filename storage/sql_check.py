@@ -1,0 +1,221 @@
+"""What a read-only query may do, decided on DuckDB's own parse tree (an allowlist, not regexes).
+
+`tuneloop sql` is a reviewer's tool: one SELECT (or WITH ... SELECT, VALUES, DESCRIBE, SUMMARIZE,
+SHOW TABLES) over tuneloop's tables. The statement is parsed by DuckDB (`extract_statements`,
+then `json_serialize_sql` for the tree) and every function call, window function, table function
+and table reference in it must be on the lists below. Anything else is refused before it runs:
+`nextval` (advances a sequence), `checkpoint`, `duckdb_settings()` and the other `duckdb_*`
+functions (file paths, settings), `pragma_*`, `read_*`, `glob`, `query(...)`, `getenv`,
+`current_setting`, `json_execute_serialized_sql`, files named as tables ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import orjson
+
+from tuneloop.errors import BadRequest, Forbidden
+
+OPERATORS = frozenset({
+    "+", "-", "*", "/", "//", "%", "**", "^", "=", "==", "!=", "<>", "<", ">", "<=", ">=", "||",
+    "~~", "!~~", "~~*", "!~~*", "~~~", "!~~~", "->", "->>", "@>", "<@", "&&", "&", "|", "<<",
+    ">>", "~", "!", "@", "^@",
+})
+
+AGGREGATES = frozenset({
+    "count", "count_star", "count_if", "countif", "sum", "avg", "mean", "min", "max",
+    "any_value", "arg_max", "arg_min", "argmax", "argmin", "max_by", "min_by", "first", "last",
+    "list", "array_agg", "string_agg", "group_concat", "listagg", "median", "mode", "quantile",
+    "quantile_cont", "quantile_disc", "approx_quantile", "approx_count_distinct", "stddev",
+    "stddev_pop", "stddev_samp", "variance", "var_pop", "var_samp", "bool_and", "bool_or",
+    "every", "bit_and", "bit_or", "bit_xor", "histogram", "product", "corr", "covar_pop",
+    "covar_samp", "entropy", "kurtosis", "skewness", "fsum", "favg", "json_group_array",
+    "json_group_object",
+})
+
+WINDOWS = frozenset({
+    "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
+    "first_value", "last_value", "nth_value",
+})
+
+STRINGS = frozenset({
+    "lower", "upper", "lcase", "ucase", "length", "len", "strlen", "char_length",
+    "character_length", "octet_length", "substr", "substring", "left", "right", "trim", "ltrim",
+    "rtrim", "replace", "concat", "concat_ws", "contains", "starts_with", "ends_with", "prefix",
+    "suffix", "position", "strpos", "instr", "split_part", "string_split", "str_split", "split",
+    "string_split_regex", "regexp_matches", "regexp_replace", "regexp_extract",
+    "regexp_extract_all", "regexp_full_match", "regexp_split_to_array", "reverse", "repeat",
+    "lpad", "rpad", "format", "printf", "md5", "sha256", "hash", "ascii", "chr", "unicode",
+    "strip_accents", "nfc_normalize", "levenshtein", "jaro_winkler_similarity", "jaccard",
+    "damerau_levenshtein", "hamming", "translate", "string_to_array", "array_to_string",
+    "to_base64", "from_base64", "base64", "hex", "unhex", "ord", "like_escape", "ilike_escape",
+})
+
+DATES = frozenset({
+    "now", "current_date", "current_time", "current_timestamp", "get_current_timestamp",
+    "today", "transaction_timestamp", "date_part", "datepart", "date_trunc", "datetrunc",
+    "date_diff", "datediff", "date_sub", "datesub", "date_add", "strftime", "strptime",
+    "try_strptime", "to_timestamp", "epoch", "epoch_ms", "epoch_us", "epoch_ns", "make_date",
+    "make_timestamp", "make_time", "age", "year", "month", "day", "hour", "minute", "second",
+    "millisecond", "microsecond", "week", "weekday", "dayofweek", "dayofyear", "dayofmonth",
+    "isodow", "isoyear", "yearweek", "quarter", "last_day", "monthname", "dayname",
+    "time_bucket", "to_days", "to_hours", "to_minutes", "to_seconds", "to_milliseconds",
+    "to_microseconds", "to_months", "to_years", "to_weeks", "timezone", "century", "decade",
+})
+
+JSON = frozenset({
+    "json", "json_extract", "json_extract_string", "json_extract_path",
+    "json_extract_path_text", "json_value", "json_exists", "json_keys", "json_type",
+    "json_valid", "json_array_length", "json_contains", "json_structure", "json_transform",
+    "json_transform_strict", "from_json", "from_json_strict", "to_json", "json_object",
+    "json_array", "json_quote", "array_to_json", "row_to_json", "json_merge_patch",
+    "json_pretty",
+})
+
+NESTED = frozenset({
+    "list_value", "list_pack", "array_value", "list_extract", "array_extract", "list_element",
+    "list_slice", "array_slice", "list_contains", "list_has", "array_contains", "array_has",
+    "list_position", "list_indexof", "array_position", "array_length", "list_sort",
+    "array_sort", "list_reverse_sort", "list_distinct", "array_distinct", "list_unique",
+    "list_filter", "array_filter", "filter", "list_transform", "array_transform", "apply",
+    "list_apply", "list_reduce", "reduce", "list_aggregate", "list_aggr", "array_aggregate",
+    "list_concat", "list_cat", "array_concat", "array_cat", "flatten", "list_zip",
+    "list_has_any", "list_has_all", "list_intersect", "unnest", "struct_pack", "row",
+    "struct_extract", "struct_insert", "map", "map_from_entries", "map_extract", "element_at",
+    "map_keys", "map_values", "map_entries", "cardinality", "list_min", "list_max",
+    "list_count", "list_avg", "list_sum", "list_first", "list_last", "list_string_agg",
+    "list_select", "list_where", "list_grade_up",
+})
+
+MATH_AND_MISC = frozenset({
+    "abs", "ceil", "ceiling", "floor", "round", "trunc", "sqrt", "cbrt", "exp", "ln", "log",
+    "log2", "log10", "pow", "power", "mod", "sign", "greatest", "least", "pi", "random",
+    "gen_random_uuid", "uuid", "isnan", "isinf", "isfinite", "degrees", "radians", "sin",
+    "cos", "tan", "asin", "acos", "atan", "atan2", "bit_count", "gcd", "lcm", "factorial",
+    "even", "xor", "round_even", "ifnull", "nullif", "if", "iff", "typeof", "alias",
+})
+
+SCALARS = OPERATORS | AGGREGATES | WINDOWS | STRINGS | DATES | JSON | NESTED | MATH_AND_MISC
+
+TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
+
+# expression classes of DuckDB's serialized tree a read may contain
+EXPRESSIONS = frozenset({
+    "CONSTANT", "COLUMN_REF", "FUNCTION", "WINDOW", "OPERATOR", "COMPARISON", "CONJUNCTION",
+    "CASE", "CAST", "BETWEEN", "SUBQUERY", "STAR", "LAMBDA", "LAMBDA_REF",
+    "POSITIONAL_REFERENCE", "COLLATE", "TYPE",
+})
+
+# FROM-clause items a read may contain
+TABLE_REFS = frozenset({
+    "BASE_TABLE", "TABLE_FUNCTION", "JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "PIVOT",
+    "SHOW_REF",
+})
+
+# information_schema views a reader may use (no file paths in them)
+INFORMATION_SCHEMA = frozenset({"tables", "columns"})
+SHOWABLE = frozenset({"", '"tables"'})
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse anything but one SELECT whose every call and table is on the allowlists."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise BadRequest(f"SQL does not parse: {exc}") from exc
+    if len(statements) != 1:
+        raise BadRequest(f"send exactly one statement, got {len(statements)}")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise Forbidden(f"only SELECT is allowed here, not {kind.name}", code="read_only")
+    tree = parse_tree(con, sql)
+    ctes = set(_cte_names(tree))
+    tables = {name.lower() for (name,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall()}
+    _check(tree, tables | ctes)
+
+
+def parse_tree(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
+    (text,) = con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone() or ("",)
+    tree: dict[str, Any] = orjson.loads(text)
+    if tree.get("error"):
+        raise Forbidden(f"not allowed in a read: {tree.get('error_message', 'unknown')}",
+                        code="read_only")
+    return tree
+
+
+def _refuse(what: str) -> Forbidden:
+    return Forbidden(f"{what} is not allowed in a read-only query (tuneloop sql allows "
+                     "SELECT over tuneloop's tables with ordinary functions)", code="read_only")
+
+
+def _cte_names(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        cte_map = node.get("cte_map")
+        if isinstance(cte_map, dict):
+            for entry in cte_map.get("map", []):
+                yield str(entry.get("key", "")).lower()
+        for value in node.values():
+            yield from _cte_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _cte_names(value)
+
+
+def _check(node: Any, tables: set[str]) -> None:
+    if isinstance(node, list):
+        for value in node:
+            _check(value, tables)
+        return
+    if not isinstance(node, dict):
+        return
+    if "class" in node:
+        _check_expression(node)
+    elif "sample" in node and not str(node.get("type", "")).endswith("_NODE"):
+        _check_table_ref(node, tables)
+        children = [value for key, value in node.items() if key != "function"]
+        if node.get("type") == "TABLE_FUNCTION":
+            children.append((node.get("function") or {}).get("arguments", []))
+        _check(children, tables)
+        return
+    for value in node.values():
+        _check(value, tables)
+
+
+def _check_expression(node: dict[str, Any]) -> None:
+    kind = node["class"]
+    if kind not in EXPRESSIONS:
+        raise _refuse(f"expression {str(kind).lower()}")
+    if kind in ("FUNCTION", "WINDOW"):
+        name = str(node.get("function_name", "")).lower()
+        if node.get("schema") or node.get("catalog"):
+            raise _refuse(f"a qualified function ({node.get('schema')}.{name})")
+        if name not in SCALARS:
+            raise _refuse(f"function {name}()")
+
+
+def _check_table_ref(node: dict[str, Any], tables: set[str]) -> None:
+    kind = node.get("type")
+    if kind not in TABLE_REFS:
+        raise _refuse(f"table reference {str(kind).lower()}")
+    if kind == "TABLE_FUNCTION":
+        function = node.get("function") or {}
+        name = str(function.get("function_name", "")).lower()
+        if function.get("schema") or function.get("catalog") or name not in TABLE_FUNCTIONS:
+            raise _refuse(f"table function {name}()")
+    elif kind == "BASE_TABLE":
+        name = str(node.get("table_name", "")).lower()
+        schema = str(node.get("schema_name", "")).lower()
+        if node.get("catalog_name"):
+            raise _refuse(f"table {node['catalog_name']}.{schema}.{name}")
+        if schema == "information_schema":
+            if name not in INFORMATION_SCHEMA:
+                raise _refuse(f"table information_schema.{name}")
+        elif schema not in ("", "main") or name not in tables:
+            raise _refuse(f"table {name!r}" if not schema else f"table {schema}.{name}")
+    elif kind == "SHOW_REF" and str(node.get("table_name", "")) not in SHOWABLE:
+        raise _refuse(f"SHOW {node.get('table_name')}")

@@ -1,0 +1,206 @@
+"""`tuneloop forget --user` reaches everything that holds the user's prompts: evaluation
+reports (read through `GET /admin/evals/{id}`), export files (named; deleted with
+`--purge-exports`), and the database file's free blocks (`tuneloop compact`, `forget
+--compact`): the file's raw bytes are grepped for a unique marker before and after."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import duckdb
+import httpx
+import openai
+from click.testing import CliRunner
+
+from exporter.evaluate import EvalOptions, evaluate
+from storage.db import connect
+from storage.migrations import migrate
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, FakeUpstream, ProxyServer
+from tests.proc import ProxyProcess
+from tests.test_export_cli import review_all, run_cli
+from tuneloop.cli import main
+
+CANDIDATE = "ft:gpt-4o-mini-2024-07-18:acme::v1"
+BASELINE = "gpt-4o-mini"
+
+
+def ask(client: openai.OpenAI, user: str, text: str) -> str:
+    raw = client.chat.completions.with_raw_response.create(
+        model=BASELINE, messages=[{"role": "user", "content": text}],
+        extra_headers={"x-tuneloop-user": user})
+    return str(raw.headers["x-tuneloop-id"])
+
+
+def test_forget_reaches_evaluation_reports_and_names_or_purges_exports(
+        proxy: ProxyServer, tmp_path: Path) -> None:
+    client = proxy.openai()
+    ids = {user: [ask(client, user, f"{user} question {n}: where is my parcel?")
+                  for n in range(8)] for user in ("uma", "vic", "wes")}
+    for interaction_ids in ids.values():
+        for interaction_id in interaction_ids:
+            proxy.row(interaction_id)
+    review_all(proxy, [i for batch in ids.values() for i in batch])
+    out = tmp_path / "exports" / "parcels-v1"
+    made = run_cli(proxy, tmp_path, "export", "--name", "parcels", "--format", "chat",
+                   "--validation", "0.5", "--out", str(out), "--seed", "1")
+    assert made.exit_code == 0, made.output
+    validation = (out / "validation.jsonl").read_text()
+    assert "uma question" in validation and "wes question" in validation  # precondition
+
+    dataset_id = proxy.sql("SELECT id FROM datasets WHERE name = 'parcels'")[0][0]
+    proxy.admin().record_job({"id": "ftjob-parcels", "provider": "openai", "method": "supervised",
+                              "base_model": "gpt-4o-mini-2024-07-18", "status": "running",
+                              "dataset_id": dataset_id})
+    proxy.upstream.state.model_replies[BASELINE] = "I don't know."  # every example differs
+    report = evaluate(proxy.admin(), out, EvalOptions(CANDIDATE, BASELINE, max_differences=100),
+                      api_key=UPSTREAM_KEY)
+    stored = str(proxy.admin().eval_run(report.run_id)["report"])
+    assert "uma question" in stored  # the report quotes the user's prompts
+
+    forgot = run_cli(proxy, tmp_path, "forget", "--user", "uma")
+    assert forgot.exit_code == 0, forgot.output
+    text = " ".join(forgot.output.split())
+    assert f"export parcels v1 at {out}" in text and "--purge-exports deletes it" in text
+    assert "fine-tuning job ftjob-parcels (openai" in text  # the provider holds a copy
+    after = proxy.admin().eval_run(report.run_id)["report"]
+    assert "uma question" not in str(after)
+    assert after["forgotten"] >= 1 and "vic question" in str(after)  # the rest is kept
+    assert out.is_dir()  # named, not deleted
+
+    purged = run_cli(proxy, tmp_path, "forget", "--user", "wes", "--purge-exports")
+    assert purged.exit_code == 0, purged.output
+    assert f"export parcels v1 at {out}: removed" in " ".join(purged.output.split())
+    assert not out.exists()
+
+
+def test_purge_keeps_a_directory_whose_lineage_does_not_name_the_user(tmp_path: Path) -> None:
+    from tuneloop.commands.governance import purge_export
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.json").write_text("{}")
+    (other / "lineage.jsonl").write_text('{"interaction_id":"x","split":"train"}\n')
+    assert "kept" in purge_export({"path": str(other), "interaction_ids": ["y"]})
+    assert other.is_dir()
+
+
+def test_forget_then_compact_in_one_command(proxy: ProxyServer, tmp_path: Path) -> None:
+    """`forget --compact` against a server in this very process (the file is open here)."""
+    marker = f"QUINMARKER-{uuid.uuid4().hex}"
+    interaction = ask(proxy.openai(), "quin", f"{marker} private")
+    proxy.row(interaction)
+    db = proxy.settings.db
+    assert marker.encode() in raw_bytes(db)
+    result = run_cli(proxy, tmp_path, "--db", str(db), "forget", "--user", "quin", "--compact")
+    assert result.exit_code == 0, result.output
+    assert "deleted" in result.output and f"the server at {proxy.url}" in result.output
+    assert marker.encode() not in raw_bytes(db)
+    assert proxy.sql("SELECT count(*) FROM interactions") == [[0]]
+    later = ask(proxy.openai(), "amy", "after")
+    assert proxy.row(later)["id"] == later
+
+
+def raw_bytes(db: Path) -> bytes:
+    wal = db.with_name(db.name + ".wal")
+    return db.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    tables = [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_type = 'BASE TABLE'").fetchall()]
+    return {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in tables}
+
+
+def test_compact_on_a_running_server_leaves_no_trace_and_keeps_serving(
+        tmp_path: Path, fake_openai: FakeUpstream) -> None:
+    db = tmp_path / "live.duckdb"
+    marker = f"ZEDMARKER-{uuid.uuid4().hex}"
+    env = {"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN, "TUNELOOP_INGEST_INTERVAL_MS": "50"}
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    with ProxyProcess(db, fake_openai.base_url, env) as proc:
+        client = openai.OpenAI(base_url=proc.url + "/v1", api_key="k", max_retries=0)
+        for n in range(3):
+            ask(client, "zed", f"{marker} private {n}")
+            ask(client, "amy", f"amy question {n}")
+        http = httpx.Client(base_url=proc.url, headers=auth, timeout=60)
+
+        def sql(query: str) -> list[list[object]]:
+            answer = http.post("/admin/sql", json={"sql": query})
+            assert answer.status_code == 200, answer.text
+            rows: list[list[object]] = answer.json()["rows"]
+            return rows
+
+        forgot = http.post("/admin/forget", json={"user": "zed"})
+        assert forgot.status_code == 200, forgot.text
+        assert forgot.json()["deleted"]["interactions"] == 3
+        assert marker.encode() in raw_bytes(db), "the deleted bytes are still in the file"
+        tables = [r[0] for r in sql("SELECT table_name FROM information_schema.tables WHERE "
+                                    "table_schema = 'main' AND table_type = 'BASE TABLE'")]
+        before = {t: sql(f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}
+        assert before["interactions"] == 3 and before["_migrations"] >= 17
+
+        compacting = subprocess.Popen(
+            [sys.executable, "-m", "tuneloop.cli", "--db", str(db), "compact", "--api", proc.url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN})
+        # traffic meanwhile is answered (it never waits on DuckDB) and logged afterwards
+        meanwhile = [ask(client, "amy", f"amy during the compaction {n}") for n in range(10)]
+        stdout, stderr = compacting.communicate(timeout=300)
+        assert compacting.returncode == 0, stderr
+        assert f"the server at {proc.url}" in stdout
+
+        assert marker.encode() not in raw_bytes(db)
+        after = {t: sql(f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}
+        # rows logged during the compaction are the only difference
+        assert {t: n for t, n in after.items() if not t.startswith("search_")} == {
+            **{t: n for t, n in before.items() if not t.startswith("search_")},
+            "interactions": after["interactions"]}
+        # still serving, reading and ingesting
+        later = ask(client, "amy", "amy after the compaction")
+        wanted = [*meanwhile, later]
+        logged: list[list[object]] = []
+        for _ in range(200):
+            logged = sql("SELECT count(*) FROM interactions WHERE id IN ("
+                         + ", ".join(f"'{i}'" for i in wanted) + ")")
+            if logged[0][0] == len(wanted):
+                break
+            time.sleep(0.05)
+        assert logged == [[len(wanted)]]
+        http.close()
+    assert marker.encode() not in raw_bytes(db)
+    assert db.stat().st_mode & 0o777 == 0o600
+
+
+def test_compact_directly_on_the_file_when_no_server_runs(tmp_path: Path) -> None:
+    db = tmp_path / "idle.duckdb"
+    marker = f"YOLMARKER-{uuid.uuid4().hex}"
+    con = connect(db)
+    migrate(con)
+    for n in range(50):
+        con.execute("INSERT INTO interactions (id, created_at, endpoint, traffic, request, "
+                    "user_id) VALUES (?, now(), 'chat.completions', 'production', ?, ?)",
+                    [f"i{n}", f'{{"p": "{marker if n % 2 else "keep"} {n}"}}',
+                     "yol" if n % 2 else "amy"])
+    con.execute("CHECKPOINT")
+    con.execute("DELETE FROM interactions WHERE user_id = 'yol'")
+    con.execute("CHECKPOINT")
+    before = table_counts(con)
+    con.close()
+    assert marker.encode() in raw_bytes(db)
+
+    result = CliRunner().invoke(main, ["--db", str(db), "compact"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"compacted {db}" in " ".join(result.output.split())
+    assert marker.encode() not in raw_bytes(db)
+    con = connect(db, read_only=True)
+    try:
+        assert table_counts(con) == before and before["interactions"] == 25
+        assert con.execute("SELECT count(*) FROM _migrations").fetchall()[0][0] >= 17
+    finally:
+        con.close()

@@ -1,0 +1,97 @@
+"""Reviewing in real Chromium: one revision per Ctrl+Enter, a typed answer survives a reload;
+two reviewers get different items and the loser of a conflict keeps their text; an item
+without an answer can't be approved with A (and A doesn't type into the id box)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ProxyServer
+from tests.test_review_api import logged
+from tests.test_review_trainable import failed
+from tests.ui_browser_support import chromium, new_page, review_app, sign_in
+
+pytestmark = pytest.mark.browser
+
+
+def test_one_revision_per_ctrl_enter_and_drafts_survive_a_reload(
+        proxy: ProxyServer, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    older, newer = logged(proxy, "first question", "second question")
+    with review_app(proxy, tmp_path) as url, chromium() as browser:
+        page = new_page(browser)
+        sign_in(page, url, "erin")
+        answer = page.get_by_label("Answer", exact=True)
+        expect(answer).to_have_value("echo: second question")
+        answer.fill("The final answer.")
+        answer.press("Control+Enter")
+        expect(page.get_by_text("edit saved (revision 1)")).to_be_visible()
+        expect(answer).to_have_value("echo: first question")
+        page.wait_for_timeout(1500)  # a second submit would land by now
+        assert page.get_by_text("Someone else reviewed").count() == 0
+
+        answer.fill("A draft worth keeping.")
+        page.wait_for_timeout(300)
+        page.reload()
+        expect(page.get_by_label("Answer", exact=True)).to_have_value("A draft worth keeping.")
+    item = proxy.admin().interaction(newer)
+    assert (item["review"], item["revision"]) == ("approved", 1)
+    assert [r["action"] for r in item["revisions"]] == ["edit"]
+    assert item["current"][-1]["content"] == "The final answer."
+    assert proxy.admin().interaction(older)["revision"] == 0
+
+
+def test_two_reviewers_get_different_items_and_a_conflict_keeps_the_losers_text(
+        proxy: ProxyServer, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    _older, newer = logged(proxy, "first question", "second question")
+    with review_app(proxy, tmp_path) as url, chromium() as browser:
+        ann, bob = new_page(browser), new_page(browser)
+        sign_in(ann, url, "ann")
+        expect(ann.get_by_label("Answer", exact=True)).to_have_value("echo: second question")
+        sign_in(bob, url, "bob")
+        expect(bob.get_by_label("Answer", exact=True)).to_have_value("echo: first question")
+
+        ann.get_by_label("Answer", exact=True).fill("Ann's careful answer.")
+        proxy.admin().release(newer, reviewer="ann")  # as if ann's claim ran out
+        bob.goto(f"{url}/item?id={newer}")
+        expect(bob.get_by_text("Nobody holds this item.")).to_be_visible()
+        bob.get_by_role("button", name=re.compile("^Approve")).click()
+        expect(bob.get_by_text("approve saved (revision 1)")).to_be_visible()
+
+        ann.get_by_label("Answer", exact=True).press("Control+Enter")
+        expect(ann.get_by_text("Someone else reviewed this item")).to_be_visible()
+        expect(ann.get_by_label("Your answer")).to_have_value("Ann's careful answer.")
+        ann.get_by_role("button", name="Re-apply mine").click()
+        expect(ann.get_by_text("edit saved (revision 2)")).to_be_visible()
+    item = proxy.admin().interaction(newer)
+    assert [(r["reviewer"], r["action"]) for r in item["revisions"]] == [
+        ("bob", "approve"), ("ann", "edit")]
+    assert item["current"][-1]["content"] == "Ann's careful answer."
+
+
+def test_a_key_press_never_approves_an_error_item(proxy: ProxyServer, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    error = failed(proxy, "broken question")
+    with review_app(proxy, tmp_path) as url, chromium() as browser:
+        page = new_page(browser)
+        sign_in(page, url, "finn")
+        expect(page.get_by_text("Nothing pending here.")).to_be_visible()  # not in the queue
+        page.goto(f"{url}/item")
+        box = page.get_by_label("Interaction id")
+        box.fill(error)
+        box.press("Enter")
+        expect(page.get_by_text("Can't be approved as it is")).to_be_visible()
+        page.wait_for_timeout(500)
+        page.keyboard.press("a")
+        page.wait_for_timeout(1500)
+        expect(box).to_have_value(error)  # the key did not type into the id box
+        expect(page.get_by_text("Can't be approved as it is")).to_be_visible()
+    item = proxy.admin().interaction(error)
+    assert (item["review"], item["revision"]) == ("pending", 0)

@@ -1,0 +1,99 @@
+"""Shared by the Chromium tests: start the review app with `tuneloop ui` against a proxy on
+loopback, and sign a reviewer in."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import REVIEWER_TOKEN, ProxyServer
+from tests.fakes.server import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PASSWORD = "browser-test-password"
+
+
+def need_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("TUNELOOP_REQUIRE_BROWSER"):  # set by .ci/run: CI must run this test
+            pytest.fail(f"{CHROMIUM} is missing, and .ci/run requires the browser test")
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+
+
+@contextmanager
+def review_app(proxy: ProxyServer, tmp_path: Path, **env_extra: str) -> Iterator[str]:
+    """The review app's URL, served by `tuneloop ui` for the duration."""
+    need_chromium()
+    port = free_port()
+    env = {**os.environ, "TUNELOOP_REVIEWER_TOKEN": REVIEWER_TOKEN,
+           "TUNELOOP_UI_PASSWORD": PASSWORD, "TUNELOOP_DB": str(tmp_path / "ui.duckdb"),
+           **env_extra}
+    env.pop("TUNELOOP_ADMIN_TOKEN", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuneloop.cli", "ui", "--port", str(port), "--api", proxy.url],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/_stcore/health", timeout=1).text == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode() if process.stdout else ""
+                raise AssertionError(f"the review app did not start:\n{output}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_page(browser: Any) -> Any:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)  # a first page load on a busy machine takes seconds
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    return page
+
+
+def sign_in(page: Any, url: str, name: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    page.get_by_label("Your name (recorded with every review)").fill(name)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_text("signed in as")).to_be_visible()
