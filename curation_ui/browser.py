@@ -73,7 +73,7 @@ export default function(component) {
           const row = document.createElement('div');
           const k = document.createElement('kbd');
           k.textContent = key;
-          k.style.cssText = 'display:inline-block;min-width:5.5em;font-family:monospace';
+          k.style.cssText = 'display:inline-block;min-width:7.5em;font-family:monospace';
           row.appendChild(k);
           row.appendChild(document.createTextNode(does));
           sheet.appendChild(row);

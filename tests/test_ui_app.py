@@ -305,3 +305,14 @@ def test_an_alternative_answer_can_be_taken(app: Callable[..., AppTest],
     assert next(t for t in at.text_area if t.label == "Answer").value == "echo: pick (1)"
     button(at, "Save edit and approve").click().run()
     assert proxy.admin().interaction(item_id)["current"][-1]["content"] == "echo: pick (1)"
+
+
+def test_guidelines_and_the_keys_in_the_sidebar(app: Callable[..., AppTest], proxy: ProxyServer,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    logged(proxy, "anything")
+    monkeypatch.setenv("TUNELOOP_UI_GUIDELINES", "## House rules\n- cite the **policy**")
+    monkeypatch.setenv("TUNELOOP_UI_REJECT_REASONS", '["Too rude", "Wrong language"]')
+    at = app("ann")
+    assert "## House rules\n- cite the **policy**" in [m.value for m in at.sidebar.markdown]
+    assert [b.label for b in at.button if b.label[:1].isdigit()] == ["1 Too rude",
+                                                                     "2 Wrong language"]

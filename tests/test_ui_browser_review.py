@@ -79,6 +79,8 @@ def test_a_key_press_never_approves_an_error_item(proxy: ProxyServer, tmp_path: 
     from playwright.sync_api import expect
 
     error = failed(proxy, "broken question")
+    (good,) = logged(proxy, "good question")
+    proxy.admin().review(good, "needs_work", reviewer="zed", expected_revision=0)  # off queue
     with review_app(proxy, tmp_path) as url, chromium() as browser:
         page = new_page(browser)
         sign_in(page, url, "finn")
@@ -93,5 +95,12 @@ def test_a_key_press_never_approves_an_error_item(proxy: ProxyServer, tmp_path: 
         page.wait_for_timeout(1500)
         expect(box).to_have_value(error)  # the key did not type into the id box
         expect(page.get_by_text("Can't be approved as it is")).to_be_visible()
+
+        box.fill(good)  # the keys work again once the next item is shown
+        box.press("Enter")
+        expect(page.get_by_text("needs_work · revision 1")).to_be_visible()
+        page.keyboard.press("a")
+        expect(page.get_by_text("approve saved (revision 2)")).to_be_visible()
     item = proxy.admin().interaction(error)
     assert (item["review"], item["revision"]) == ("pending", 0)
+    assert proxy.admin().interaction(good)["review"] == "approved"

@@ -87,7 +87,7 @@ def review_pane(filters: dict[str, Any]) -> None:
 
 
 st.title("Review queue")
-queue_filters = filter_widgets("queue", review=False)
 side_panel()
+queue_filters = filter_widgets("queue", review=False)
 keep_claim(SLOT)
 review_pane(queue_filters)
