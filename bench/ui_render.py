@@ -86,8 +86,10 @@ def serve_proxy(db_path: Path) -> Iterator[str]:
 def serve_app(api: str) -> Iterator[str]:
     """`tuneloop ui` against `api`, as its own process; yields its URL."""
     port = _free_port()
+    # the app keeps its sign-in secret beside TUNELOOP_DB: a temporary place, not the checkout
+    scratch = Path(tempfile.mkdtemp(prefix="tuneloop-bench-ui-"))
     env = {**os.environ, "TUNELOOP_REVIEWER_TOKEN": TOKEN, "TUNELOOP_UI_PASSWORD": PASSWORD,
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), "TUNELOOP_DB": str(scratch / "unused.duckdb")}
     env.pop("TUNELOOP_ADMIN_TOKEN", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "tuneloop.cli", "ui", "--port", str(port), "--api", api],
