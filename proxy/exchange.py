@@ -89,25 +89,26 @@ class Exchange:
         self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.capture: Capture | None = None
         self.plan: Plan | None = None
+        self.answering = False
+        """Whether the response has started (after that, no error answer is possible)."""
 
     # -- the request, top to bottom -----------------------------------------------------------
     async def run(self) -> None:
         try:
             reply = await self.open()
-        except TuneloopError as exc:
-            await self.fail(exc)
-            return
-        except Exception:
-            log.exception("unexpected error on %s", self.path)
-            await self.fail(TuneloopError("the proxy hit an internal error; it has been logged"))
-            return
-        assert self.capture is not None
-        self.ctx.metrics.count(self.endpoint, reply.status)
-        if (self.capture.stream and reply.status == 200
-                and "text/event-stream" in reply.content_type):
-            await self.stream(reply)
-        else:
-            await self.plain(reply)
+            assert self.capture is not None
+            self.ctx.metrics.count(self.endpoint, reply.status)
+            if (self.capture.stream and reply.status == 200
+                    and "text/event-stream" in reply.content_type):
+                await self.stream(reply)
+            else:
+                await self.plain(reply)
+        except Exception as exc:
+            if not isinstance(exc, TuneloopError):
+                log.exception("unexpected error on %s", self.path)
+                exc = TuneloopError("the proxy hit an internal error; it has been logged")
+            if not self.answering:
+                await self.fail(exc)
 
     async def open(self) -> UpstreamReply:
         """Check what the client sent, then forward it by the plan: the upstream's reply."""
@@ -206,6 +207,7 @@ class Exchange:
             headers.append((ID_HEADER, capture.interaction_id.encode()))
         ending: bytes = b""
         try:
+            self.answering = True
             await self.send({"type": "http.response.start", "status": reply.status,
                              "headers": headers})
             try:
@@ -259,6 +261,7 @@ class Exchange:
 
     async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         headers.append((b"content-length", str(len(body)).encode()))
+        self.answering = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 
