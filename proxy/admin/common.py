@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.auth import Role
-from proxy.body import read_request_body
+from proxy.body import read_request_body, too_deep, within_depth
 from proxy.context import ProxyContext, context_of
 from storage.interactions import MAX_PAGE, InteractionFilter
 from tuneloop.errors import BadRequest
@@ -30,7 +30,10 @@ def authorize(request: Request, role: Role) -> ProxyContext:
 
 
 async def json_body(request: Request) -> Any:
-    body = await read_request_body(request, ADMIN_BODY_LIMIT, context_of(request).settings)
+    settings = context_of(request).settings
+    body = await read_request_body(request, ADMIN_BODY_LIMIT, settings)
+    if not within_depth(body, settings.max_json_depth):  # review edits, feedback: stored
+        raise too_deep(settings.max_json_depth)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
