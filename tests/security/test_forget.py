@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import httpx
