@@ -28,6 +28,7 @@ from curation_ui.chat_view import (
     show_text,
     with_answer,
 )
+from curation_ui.reviewer_state import keep_work
 from curation_ui.session import client, reviewer, ui_settings
 from tuneloop.errors import Conflict, TuneloopError
 
@@ -105,6 +106,7 @@ def run_action(item: dict[str, Any], action: str, *, reason: str | None = None,
     forget_draft(item["id"])
     st.session_state["last_action"] = {"id": item["id"], "revision": result["revision"],
                                        "action": action}
+    keep_work()
     flash("success", f"{action.replace('_', ' ')} saved (revision {result['revision']}). "
           "Undo with U.")
     return True
@@ -122,6 +124,7 @@ def undo_last() -> None:
         flash("error", f"Undo failed: {exc.message}")
         return
     st.session_state.pop("last_action", None)
+    keep_work()
     st.session_state["undone_item"] = last["id"]
     flash("success", f"Undone: the item is {result['review']} again "
           f"(revision {result['revision']}).")
