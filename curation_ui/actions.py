@@ -252,7 +252,9 @@ def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
     with st.form(f"{scope}-edit", border=True):
         st.caption("Edit the assistant's answer, then save it as approved (Ctrl+Enter).")
         st.text_area("Answer", key=answer_key, height=220, label_visibility="collapsed")
-        st.form_submit_button("Save edit and approve", shortcut="Ctrl+Enter", on_click=_act,
+        # no shortcut here: Ctrl+Enter in the text area submits the form by itself, and a
+        # button shortcut on top of it sent every save twice
+        st.form_submit_button("Save edit and approve", on_click=_act,
                               args=(item, "edit", scope, on_done),
                               kwargs={"answer_key": answer_key})
         if problem == "The answer is empty.":
