@@ -251,12 +251,15 @@ def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
         st.info("Your unsaved answer for this item was restored from this browser.")
     with st.form(f"{scope}-edit", border=True):
         st.caption("Edit the assistant's answer, then save it as approved (Ctrl+Enter).")
-        st.text_area("Answer", key=answer_key, height=220, label_visibility="collapsed")
-        # no shortcut here: Ctrl+Enter in the text area submits the form by itself, and a
-        # button shortcut on top of it sent every save twice
-        st.form_submit_button("Save edit and approve", on_click=_act,
-                              args=(item, "edit", scope, on_done),
-                              kwargs={"answer_key": answer_key})
+        st.text_area("Answer", key=answer_key, height=190, label_visibility="collapsed")
+        save, preview = st.columns([1, 1])
+        # no shortcut on Save: Ctrl+Enter in the text area submits the form (through its first
+        # button) by itself, and a button shortcut on top of it sent every save twice
+        save.form_submit_button("Save edit and approve", on_click=_act,
+                                args=(item, "edit", scope, on_done),
+                                kwargs={"answer_key": answer_key})
+        # submits nothing to the API: the rerun shows the word diff of the edit below
+        preview.form_submit_button("Show my changes")
         if problem == "The answer is empty.":
             st.error(problem)
     show_answer_diff(original, str(st.session_state.get(answer_key) or ""))

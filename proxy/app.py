@@ -24,8 +24,9 @@ from proxy.admin.governance import retention_loop
 from proxy.admin.routes_api import reload_routes
 from proxy.auth import AdminAuth, KeyRing, ensure_admin_token
 from proxy.context import ProxyContext, context_of
+from proxy.exchange import Exchange, LoggedEndpoint
 from proxy.feedback import feedback
-from proxy.forward import LoggedEndpoint, error_response
+from proxy.forward import error_response
 from proxy.litellm_upstream import LitellmUpstream
 from proxy.metrics import ProxyMetrics
 from proxy.passthrough import list_models, passthrough
@@ -184,24 +185,22 @@ def create_app(settings: Settings) -> FastPath:
             Exception: _on_unexpected,
         },
     )
-    return FastPath(app, {path: LoggedEndpoint(path, endpoint)
-                          for path, endpoint in LOGGED_ENDPOINTS.items()})
+    return FastPath(app)
 
 
 class FastPath:
-    """The logged endpoints skip Starlette's router and middleware (the hot path: they parse
-    their own input and answer their own errors); everything else goes to the Starlette app."""
+    """The logged endpoints skip Starlette's router and middleware (the hot path: an `Exchange`
+    parses its own input and answers its own errors); everything else goes to Starlette."""
 
-    def __init__(self, app: Starlette, endpoints: dict[str, LoggedEndpoint]):
+    def __init__(self, app: Starlette):
         self.app = app
         self.state = app.state
-        self._endpoints = endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self._endpoints.get(scope["path"])
+            path = scope["path"]
+            endpoint = LOGGED_ENDPOINTS.get(path)
             if endpoint is not None:
-                scope["app"] = self.app
-                await endpoint(scope, receive, send)
+                await Exchange(self.state.ctx, path, endpoint, scope, receive, send).run()
                 return
         await self.app(scope, receive, send)

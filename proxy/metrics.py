@@ -25,6 +25,11 @@ class ProxyMetrics:
             "tuneloop_fallbacks_total", "Requests retried on a fallback target.",
             ["alias"], registry=self.registry,
         )
+        self.capture_failures = Counter(
+            "tuneloop_capture_failures", "Answered requests whose interaction could not be "
+            "recorded (logged with a traceback; the client still got its answer).",
+            registry=self.registry,
+        )
         self._gauges: list[Gauge] = []
         # labelled children cached: labels() costs a lock and a dict build per call
         self._request_children: dict[tuple[str, int], Any] = {}

@@ -14,18 +14,16 @@ from starlette.responses import Response, StreamingResponse
 from proxy.assemble import BodyDecoder
 from proxy.body import BodyLimits, check_json_depth, read_body
 from proxy.capture import parse_json
-from proxy.context import context_of
+from proxy.context import ProxyContext, context_of
 from proxy.forward import RawResponse, upstream_credentials
 from proxy.headers import downstream_headers, upstream_headers
-from proxy.incoming import Incoming, upstream_path
+from proxy.incoming import Incoming
 from proxy.reply import Timeouts, UpstreamCut, UpstreamReply
 from proxy.routing import default_plan
 from tuneloop.errors import UpstreamTimeout
 
 
-async def _forward(request: Request, body: bytes | None) -> UpstreamReply:
-    incoming = Incoming.from_scope(request.scope)
-    ctx = context_of(request)
+async def _forward(ctx: ProxyContext, incoming: Incoming, body: bytes | None) -> UpstreamReply:
     if ctx.settings.issue_keys:
         ctx.keys.check(incoming.headers)
     headers = upstream_headers(incoming.headers)
@@ -37,11 +35,11 @@ async def _forward(request: Request, body: bytes | None) -> UpstreamReply:
 
 async def passthrough(request: Request) -> Response:
     ctx = context_of(request)
-    upstream_path(request.scope)  # refused before the body is read
-    body = await read_body(request.receive, request.headers,
+    incoming = Incoming.from_scope(request.scope)  # the path is refused before the body is read
+    body = await read_body(request.receive, incoming.headers,
                            BodyLimits.passthrough(ctx.settings))
-    check_json_depth(body, request.headers.get("content-type", ""), ctx.settings.max_json_depth)
-    reply = await _forward(request, body if body or request.method not in ("GET", "HEAD")
+    check_json_depth(body, incoming.headers.get("content-type", ""), ctx.settings.max_json_depth)
+    reply = await _forward(ctx, incoming, body if body or request.method not in ("GET", "HEAD")
                            else None)
     ctx.metrics.count("passthrough", reply.status)
 
@@ -62,7 +60,7 @@ async def passthrough(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """Upstream models plus the route aliases, so apps can discover `support-bot`."""
     ctx = context_of(request)
-    reply = await _forward(request, None)
+    reply = await _forward(ctx, Incoming.from_scope(request.scope), None)
     try:
         raw = await reply.read()
     finally:

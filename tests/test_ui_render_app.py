@@ -121,3 +121,15 @@ def test_a_filter_shows_the_items_without_an_answer(app: Callable[..., AppTest],
     assert not at.exception
     (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
     assert failed_id in shown_texts(head) and "upstream_error · 502" in shown_texts(head)
+
+
+def test_the_edit_shows_as_a_word_diff(app: Callable[..., AppTest],  # noqa: F811
+                                       proxy: ProxyServer) -> None:
+    (item_id,) = logged(proxy, "capital of France?")
+    at = app()
+    next(t for t in at.text_area if t.label == "Answer").input("echo: Paris is the capital")
+    next(b for b in at.button if b.label == "Show my changes").click().run()
+    assert not at.exception
+    (diff,) = [h for h in html_blocks(at) if 'class="tl-diff"' in h]
+    assert diff.endswith('echo: <ins>Paris is the </ins>capital<del> of France?</del></div>')
+    assert proxy.admin().interaction(item_id)["revision"] == 0  # nothing was saved

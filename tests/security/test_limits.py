@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, ProxyServer
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer
 from tests.security.raw import (
     closed_by_peer,
     connect,
@@ -67,6 +67,16 @@ def test_json_deeper_than_64_is_refused_before_forwarding(
         assert len(upstream.requests) == 1
         proxy.wait_logged(1)
         assert len(proxy.admin().interactions()["items"]) == 1
+
+
+def test_the_admin_api_and_feedback_refuse_json_deeper_than_64(proxy: ProxyServer) -> None:
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"}
+    with proxy.http() as http:
+        for method, path in (("PUT", "/admin/routes"), ("POST", "/v1/feedback")):
+            response = http.request(method, path, headers=admin,
+                                    content=b'{"a":' + nested(300) + b"}")
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["code"] == "json_too_deep"
 
 
 def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(

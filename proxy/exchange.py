@@ -1,0 +1,302 @@
+"""One logged request from start to end, owned by one object: an `Exchange`.
+
+`run` reads top to bottom: read and check the body (`proxy.body`), read the client's headers,
+choose the plan (route, fallbacks), forward, then answer `plain` or `stream`; `log` spools the
+interaction once, before the last bytes reach the client, and never fails the request.
+
+What is logged is what the client saw: a client that hung up before its answer went out is
+logged `client_disconnected` (a stream keeps only the chunks that were sent), `ttfb_ms` is when
+the first byte of the answer went to the client, and `latency_ms` counts from the request's
+arrival (body upload included). Whether the client is still there is asked of the ASGI channel
+without waiting (`client_gone`), before each piece of the answer goes out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any, cast
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+from proxy.assemble import ASSEMBLERS, BodyDecoder
+from proxy.body import BodyLimits, parse_payload, read_body
+from proxy.capture import Capture, parse_json
+from proxy.context import ProxyContext
+from proxy.forward import ID_HEADER, body_for, send_attempt, timeouts_for
+from proxy.headers import client_meta, downstream_headers
+from proxy.ids import uuid7
+from proxy.incoming import API_PREFIX, plain_path, upstream_path
+from proxy.reply import UpstreamCut, UpstreamReply
+from proxy.routing import Plan
+from tuneloop.errors import (
+    RequestTimeout,
+    TuneloopError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+log = logging.getLogger("tuneloop.proxy")
+GONE = "the client closed the connection before the answer was sent"
+
+
+def client_gone(receive: Receive) -> bool:
+    """Whether the client has hung up, asked without waiting.
+
+    Once the body is read, the server's `receive()` returns `http.disconnect` at once if the
+    client is gone, and otherwise waits; its first step is taken here and, if it would wait,
+    the call is dropped (the same question Starlette's `Request.is_disconnected` asks with a
+    cancelled scope, without a task or a scope).
+    """
+    step = cast(Coroutine[Any, Any, Message], receive())
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return bool(done.value.get("type") == "http.disconnect")
+    step.close()
+    return False
+
+
+def _error_text(status: int, response: Any, raw: bytes) -> str | None:
+    if status < 400:
+        return None
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        message = response["error"].get("message")
+        if isinstance(message, str):
+            return message
+    return raw[:500].decode("utf-8", "replace") or f"HTTP {status}"
+
+
+def _event(exc: TuneloopError) -> bytes:
+    return b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"
+
+
+class Exchange:
+    """One request to a logged endpoint: its context, the client's headers and meta, the
+    capture of what crossed, and the plan it was sent by."""
+
+    def __init__(self, ctx: ProxyContext, path: str, endpoint: str, scope: Scope,
+                 receive: Receive, send: Send):
+        self.started = time.perf_counter()
+        self.ctx = ctx
+        self.path = path
+        self.endpoint = endpoint
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        self.capture: Capture | None = None
+        self.plan: Plan | None = None
+        self.answering = False
+        """Whether the response has started (after that, no error answer is possible)."""
+
+    # -- the request, top to bottom -----------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            reply = await self.open()
+            assert self.capture is not None
+            self.ctx.metrics.count(self.endpoint, reply.status)
+            if (self.capture.stream and reply.status == 200
+                    and "text/event-stream" in reply.content_type):
+                await self.stream(reply)
+            else:
+                await self.plain(reply)
+        except Exception as exc:
+            if not isinstance(exc, TuneloopError):
+                log.exception("unexpected error on %s", self.path)
+                exc = TuneloopError("the proxy hit an internal error; it has been logged")
+            if not self.answering:
+                await self.fail(exc)
+
+    async def open(self) -> UpstreamReply:
+        """Check what the client sent, then forward it by the plan: the upstream's reply."""
+        settings = self.ctx.settings
+        simple = plain_path(self.scope, self.path) and not self.scope["query_string"]
+        suffix = self.path[len(API_PREFIX):] if simple else upstream_path(self.scope)
+        body = await read_body(self.receive, self.headers, BodyLimits.logged(settings))
+        payload = parse_payload(body, settings.max_json_depth)
+        meta = client_meta(self.headers)
+        if settings.issue_keys:
+            self.ctx.keys.check(self.headers)
+        self.plan = self.ctx.router.plan(payload.get("model"), meta.sticky_key)
+        stream = payload.get("stream") is True and self.endpoint != "embeddings"
+        self.capture = Capture(uuid7(), self.endpoint, meta, body, payload, stream,
+                               started=self.started)
+        return await self.forward(suffix, body, payload)
+
+    async def forward(self, suffix: str, body: bytes, payload: dict[str, Any]) -> UpstreamReply:
+        """Each attempt of the plan in turn: the next on a connection error, a timeout or a
+        5xx, the last one's outcome whatever it is."""
+        assert self.capture is not None and self.plan is not None
+        ctx, capture, plan = self.ctx, self.capture, self.plan
+        last = len(plan.attempts) - 1
+        for number, attempt in enumerate(plan.attempts):
+            capture.upstream_model = attempt.target.model
+            capture.provider = attempt.target.provider
+            capture.route = None if plan.alias is None else {
+                **attempt.describe(), "attempt": number,
+                "primary": plan.attempts[0].target.model}
+            sent_body, sent_payload = body_for(attempt, plan.spec, self.endpoint, body, payload)
+            began = time.perf_counter()
+            try:
+                reply = await send_attempt(ctx, attempt, self.endpoint, self.headers, suffix,
+                                           sent_body, sent_payload, timeouts_for(ctx, attempt))
+            except (UpstreamUnreachable, UpstreamTimeout):
+                if number == last:
+                    raise
+                ctx.metrics.fallbacks.labels(plan.alias or "").inc()
+                continue
+            ctx.metrics.observe_upstream(self.endpoint, time.perf_counter() - began)
+            if reply.status >= 500 and number < last:
+                reply.release()
+                ctx.metrics.fallbacks.labels(plan.alias or "").inc()
+                continue
+            return reply
+        raise AssertionError("a plan has at least one attempt")
+
+    # -- answers --------------------------------------------------------------------------------
+    async def plain(self, reply: UpstreamReply) -> None:
+        assert self.capture is not None
+        try:
+            raw = await reply.read()
+        except UpstreamTimeout as exc:
+            await self.fail(exc, finish="timeout")
+            return
+        except UpstreamCut as exc:
+            await self.fail(UpstreamUnreachable(
+                f"the upstream closed the connection mid-response: {exc}", code="upstream_cut"),
+                finish="upstream_cut")
+            return
+        finally:
+            reply.release()
+        decoded = BodyDecoder(reply.content_encoding).decode(raw)
+        response = parse_json(decoded)
+        if response is None and decoded:
+            response = {"unparsed_body": decoded[:10_000].decode("utf-8", "replace")}
+        if client_gone(self.receive):
+            self.log(status=reply.status, response=response, finish="client_disconnected",
+                     error=GONE)
+            return
+        self.capture.first_byte()
+        logged = self.log(status=reply.status, response=response,
+                          finish="upstream_error" if reply.status >= 400 else "completed",
+                          error=_error_text(reply.status, response, decoded))
+        headers = downstream_headers(reply.headers)
+        if logged:
+            headers.append((ID_HEADER, self.capture.interaction_id.encode()))
+        await self.respond(reply.status, headers, raw)
+
+    async def stream(self, reply: UpstreamReply) -> None:
+        """Relay server-sent events chunk by chunk. A chunk is fed to the capture only when it
+        is about to go out, so a client that left keeps only what it was sent; the interaction
+        is spooled before the chunk that ends the stream."""
+        capture = self.capture
+        assert capture is not None
+        assembler = ASSEMBLERS.get(self.endpoint, ASSEMBLERS["chat.completions"])(
+            reply.content_encoding)
+
+        def finish(kind: str, error: str | None = None) -> None:
+            if assembler.error is not None and kind == "completed":
+                kind, error = "upstream_error", str(assembler.error)[:2000]
+            self.log(status=reply.status, response=assembler.result(), finish=kind, error=error)
+
+        headers = downstream_headers(reply.headers)
+        if not capture.meta.no_log:
+            headers.append((ID_HEADER, capture.interaction_id.encode()))
+        ending: bytes = b""
+        try:
+            self.answering = True
+            await self.send({"type": "http.response.start", "status": reply.status,
+                             "headers": headers})
+            try:
+                async for chunk in reply.chunks():
+                    if client_gone(self.receive):
+                        finish("client_disconnected", GONE)
+                        return
+                    assembler.feed(chunk)
+                    capture.first_byte()
+                    if assembler.done and not capture.logged:
+                        finish("completed")
+                    await self.send({"type": "http.response.body", "body": chunk,
+                                     "more_body": True})
+            except UpstreamTimeout as exc:
+                finish("timeout", exc.message)
+                ending = _event(exc)
+            except UpstreamCut as exc:
+                cut = UpstreamUnreachable(f"the upstream cut the stream: {exc}",
+                                          code="upstream_cut")
+                finish("upstream_cut", cut.message)
+                ending = _event(cut)
+            if not capture.logged:
+                if assembler.done or self.endpoint not in ASSEMBLERS:
+                    finish("completed")
+                else:
+                    cut = UpstreamUnreachable(
+                        "the upstream ended the stream before its end marker",
+                        code="upstream_cut")
+                    finish("upstream_cut", cut.message)
+                    ending = _event(cut)
+            await self.send({"type": "http.response.body", "body": ending, "more_body": False})
+        finally:
+            if not capture.logged:  # cancelled, or the client's socket failed under us
+                finish("client_disconnected", "the client closed the connection mid-stream")
+            reply.release()
+
+    async def fail(self, exc: TuneloopError, finish: str | None = None) -> None:
+        """An error of the proxy's own, OpenAI-shaped; logged once the request was valid."""
+        logged = False
+        if self.capture is not None:
+            kind = finish or ("timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error")
+            logged = self.log(status=exc.status_code, response=exc.to_openai(), finish=kind,
+                              error=exc.message)
+            self.ctx.metrics.count(self.endpoint, exc.status_code)
+        headers = [(b"content-type", b"application/json")]
+        if isinstance(exc, RequestTimeout):  # the rest of a slow body is not worth waiting for
+            headers.append((b"connection", b"close"))
+        if logged and self.capture is not None:
+            headers.append((ID_HEADER, self.capture.interaction_id.encode()))
+        await self.respond(exc.status_code, headers, orjson.dumps(exc.to_openai()))
+
+    async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        headers.append((b"content-length", str(len(body)).encode()))
+        self.answering = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+    # -- the record -------------------------------------------------------------------------
+    def log(self, *, status: int | None, response: Any, finish: str, error: str | None) -> bool:
+        """Spool the interaction once. False when it was not logged (no-log, spool full, or a
+        record that could not be built): never an exception, the client gets its answer."""
+        capture = self.capture
+        assert capture is not None
+        if capture.logged:
+            return True
+        capture.logged = True
+        if capture.meta.no_log:
+            return False
+        try:
+            record = capture.record(status_code=status, response=response, finish=finish,
+                                    error=error, prices=self.ctx.prices,
+                                    redactor=self.ctx.redactor)
+            return self.ctx.writer.log(record)
+        except Exception:
+            log.exception("could not capture interaction %s (the client still gets its "
+                          "answer; counted in tuneloop_capture_failures_total)",
+                          capture.interaction_id)
+            self.ctx.metrics.capture_failures.inc()
+            return False
+
+
+class LoggedEndpoint:
+    """A logged endpoint as an ASGI app (the fast path calls it for POST; Starlette's router
+    keeps it for the 405 on other methods)."""
+
+    def __init__(self, path: str, endpoint: str):
+        self.path = path
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: ProxyContext = scope["app"].state.ctx
+        await Exchange(ctx, self.path, self.endpoint, scope, receive, send).run()
