@@ -123,6 +123,6 @@ async def send_attempt(ctx: ProxyContext, attempt: Attempt, endpoint: str,
             key if target.api_key_env else None, timeouts.connect_s, timeouts.read_s,
         )
     url = (target.base_url or ctx.settings.upstream) + suffix
-    headers = upstream_headers(client_headers)
+    headers = upstream_headers(client_headers, ctx.settings.forward_headers)
     headers.update(credentials)
     return await ctx.http.send_logged("POST", url, headers, body, timeouts)

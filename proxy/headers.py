@@ -88,15 +88,16 @@ def client_meta(headers: Mapping[str, str]) -> ClientMeta:
     )
 
 
-def upstream_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The client's headers that may go upstream (`FORWARDED_UPSTREAM`, minus any the client's
-    own Connection header names as hop-by-hop), and the encodings the proxy can decode;
-    credentials are added by the caller."""
+def upstream_headers(headers: Mapping[str, str],
+                     extra: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The client's headers that may go upstream (`FORWARDED_UPSTREAM` and the operator's
+    `extra`, minus any the client's own Connection header names as hop-by-hop), and the
+    encodings the proxy can decode; credentials are added by the caller."""
     nominated = {token.strip().lower() for token in headers.get("connection", "").split(",")}
     out: dict[str, str] = {}
     for name, value in headers.items():
-        if ((name in FORWARDED_UPSTREAM or name.startswith(FORWARDED_PREFIXES))
-                and name not in nominated):
+        if ((name in FORWARDED_UPSTREAM or name.startswith(FORWARDED_PREFIXES)
+             or name in extra) and name not in nominated):
             out[name] = value
     accepted = [
         enc.strip() for enc in headers.get("accept-encoding", "").split(",")
