@@ -7,8 +7,10 @@ import streamlit as st
 
 MONO = '"Source Code Pro", ui-monospace, SFMono-Regular, Menlo, Consolas, monospace'
 CSS = f"""
-[data-testid="stMainBlockContainer"] {{ padding: 3.9rem 2rem 2rem; }}
+[data-testid="stHeader"] {{ height: 2.5rem; min-height: 2.5rem; }}
+[data-testid="stMainBlockContainer"] {{ padding: 2.9rem 2rem 2rem; }}
 [data-testid="stMainBlockContainer"] h1 {{ font-size: 1.5rem; padding: 0 0 .2rem 0; }}
+[data-testid="stMain"] [data-testid="stVerticalBlock"] {{ gap: .55rem; }}
 .tl-head {{ display: flex; flex-wrap: wrap; align-items: baseline; gap: .1rem .6rem;
   font-size: .8rem; line-height: 1.45; }}
 .tl-head .tl-k {{ color: #6b7280; margin-right: .25rem; }}

@@ -27,8 +27,8 @@ def progress_line(progress: dict[str, Any], skipped: int) -> str:
     if progress.get("claimed_by_others"):
         parts.append(f"{progress['claimed_by_others']:,} open with other reviewers")
     if progress.get("untrainable"):
-        parts.append(f"{progress['untrainable']:,} without an answer (filter: Items without "
-                     "an answer)")
+        parts.append(f"{progress['untrainable']:,} without an answer (filter: Untrainable "
+                     "items)")
     if skipped:
         parts.append(f"{skipped} skipped")
     return " · ".join(parts)

@@ -31,7 +31,7 @@ def test_rtl_text_code_and_tables_in_chromium(proxy: ProxyServer,
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.set_default_timeout(20_000)
+            page.set_default_timeout(60_000)  # a loaded CI machine: slow, never wrong
             page.goto(review_app)
             page.get_by_label("Your name (recorded with every review)").fill("dana")
             page.get_by_label("Password", exact=True).fill(PASSWORD)

@@ -21,6 +21,7 @@ PAGE_SIZES = (50, 100, 200)
 TABLE_KEY = "browse_table"
 CLIP_CHARS = 400
 ROW_PX = 16  # 50 rows and the column header fit a 1440×900 window
+HEADER_PX = 36  # the grid's header row keeps its own height
 COLUMNS = {
     "logged": st.column_config.TextColumn("logged (UTC)", width=112),
     "review": st.column_config.TextColumn("review", width=68),
@@ -94,7 +95,7 @@ if not items:
 
 event = st.dataframe([row(i) for i in items], key=TABLE_KEY, on_select="rerun",
                      selection_mode="multi-row", hide_index=True, width="stretch",
-                     row_height=ROW_PX, height=ROW_PX * (min(len(items), 50) + 1) + 3,
+                     row_height=ROW_PX, height=HEADER_PX + ROW_PX * min(len(items), 50) + 3,
                      column_config=COLUMNS)
 chosen = [items[n] for n in event.selection.rows if n < len(items)]
 previous, page_label, following = st.sidebar.columns([1, 1.4, 1])

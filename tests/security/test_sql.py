@@ -8,6 +8,7 @@ would read as markup.
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def post_sql(proxy: ProxyServer, sql: str, token: str = ADMIN_TOKEN,
 
 
 def test_a_huge_answer_is_refused_not_built(proxy: ProxyServer) -> None:
-    answer = post_sql(proxy, "SELECT repeat('x', 10000000) FROM range(30)")
+    answer = post_sql(proxy, "SELECT lpad('x', 100000, 'y') FROM range(1000)")
     assert answer.status_code == 413, answer.status_code
     error = answer.json()["error"]
     assert error["code"] == "answer_too_large"
@@ -168,3 +169,107 @@ def test_cli_prints_wide_rows_whole(proxy: ProxyServer, tmp_path: Path) -> None:
     assert wide.strip() in result.stdout
     assert "…" not in result.stdout
     assert "-[ record 1 ]" in result.stdout
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT name, setting FROM pg_settings, (WITH pg_settings AS (SELECT 1) SELECT 1) t",
+    "SELECT path FROM duckdb_databases, (WITH duckdb_databases AS (SELECT 1) SELECT 1) t",
+    "SUMMARIZE SELECT path FROM duckdb_databases, "
+    "(WITH duckdb_databases AS (SELECT 1) SELECT 1) t",
+    "SELECT * FROM pragma_database_list, (WITH pragma_database_list AS (SELECT 1) SELECT 1) t",
+    "SELECT * FROM pg_prepared_statements, "
+    "(WITH pg_prepared_statements AS (SELECT 1) SELECT 1) t",
+    "SELECT * FROM duckdb_logs, (WITH duckdb_logs AS (SELECT 1) SELECT 1) t",
+    "SELECT sql FROM sqlite_master, (WITH sqlite_master AS (SELECT 1) SELECT 1) t",
+    "SELECT * FROM interactions, (WITH RECURSIVE pg_settings AS (SELECT 1) SELECT 1) t, "
+    "pg_settings",
+    "FROM pg_settings SELECT name, setting UNION ALL (WITH pg_settings AS (SELECT 1, 2) "
+    "SELECT 'a', 'b')",
+    'SELECT * FROM "PG_Settings", (WITH "pg_SETTINGS" AS (SELECT 1) SELECT 1) t',
+    "WITH duckdb_databases AS (SELECT 1) SELECT * FROM main.duckdb_databases",
+    "WITH x AS (SELECT 1) SELECT * FROM main.duckdb_settings",
+    "SELECT * FROM system.main.duckdb_settings",
+    "SELECT * FROM memory.main.interactions",
+    "SELECT * FROM temp.main.interactions",
+    "WITH b AS (SELECT * FROM duckdb_settings), duckdb_settings AS (SELECT 1) SELECT * FROM b",
+])
+def test_a_cte_name_does_not_open_duckdb_catalog_objects(
+    proxy: ProxyServer, tmp_path: Path, sql: str,
+) -> None:
+    """A CTE is visible in its own WITH only: naming one like a DuckDB view must not let the
+    same name, used outside that WITH, read the view (settings, the database's path)."""
+    answer = post_sql(proxy, sql, REVIEWER_TOKEN)
+    assert answer.status_code == 403, (answer.status_code, answer.text[:300])
+    assert answer.json()["error"]["code"] == "read_only"
+    assert str(tmp_path) not in answer.text
+
+
+def test_ctes_in_scope_still_work(proxy: ProxyServer) -> None:
+    assert proxy.sql("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r "
+                     "WHERE n < 3) SELECT sum(n) FROM r") == [[6]]
+    assert proxy.sql("WITH a AS (SELECT 1 AS x), b AS (SELECT x + 1 AS y FROM a) "
+                     "SELECT y FROM b, (SELECT * FROM a) z") == [[2]]
+    assert proxy.sql("SELECT count(*) FROM main.interactions") == [[0]]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT length(repeat('xxxxxxxx', 20000000))",
+    "SELECT length(repeat(model, 1000000)) FROM interactions",
+    "SELECT length(lpad('7', 100000000, '0'))",
+    "SELECT length(rpad('7', 100000000, ' '))",
+    "SELECT length(printf('%100000000d', 1))",
+    "SELECT length(format('{:>100000000}', 1))",
+])
+def test_functions_that_build_huge_values_are_bounded(proxy: ProxyServer, sql: str) -> None:
+    """One call that builds a huge string is a single vector operation: the time limit cannot
+    interrupt it and DuckDB's memory limit does not count it, so its size is bounded first."""
+    answer = post_sql(proxy, sql, REVIEWER_TOKEN)
+    assert answer.status_code == 403, (answer.status_code, answer.text[:300])
+    assert answer.json()["error"]["code"] == "read_only"
+    assert proxy.sql("SELECT repeat('-', 4), lpad('7', 3, '0'), rpad('a', 2, '.')") == [
+        ["----", "007", "a."]]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT " + "+".join(["1"] * 400),
+    "SELECT " + "CASE WHEN true THEN " * 400 + "1" + " END" * 400,
+    "SELECT " + "[" * 400 + "1" + "]" * 400,
+    "SELECT " + "(SELECT " * 400 + "1" + ")" * 400,
+    "SELECT " + "(" * 3000 + "1" + ")" * 3000,
+    "SELECT " + "||".join(["'a'"] * 3000),
+    "SELECT '" + "x" * 200_000 + "'",
+])
+def test_deeply_nested_sql_is_refused_as_too_complex(proxy: ProxyServer, sql: str) -> None:
+    answer = post_sql(proxy, sql, REVIEWER_TOKEN)
+    assert answer.status_code == 400, (answer.status_code, answer.text[:300])
+    assert answer.json()["error"]["code"] == "sql_too_complex"
+    assert post_sql(proxy, "SELECT 1").status_code == 200
+
+
+HOSTILE = ("a" + "\x1b]0;owned\x07" + "\x1b[2J" + "\x9b31m" + "\u202egnp.exe" + "\u2028"
+           + "\u2066\u200f\x85 z")
+
+
+@pytest.mark.parametrize("output", ["table", "vertical", "json", "csv"])
+def test_cli_prints_no_terminal_controls_in_any_format(
+    proxy: ProxyServer, tmp_path: Path, output: str,
+) -> None:
+    """ESC, BEL (an OSC title), C1 (U+009B is a CSI by itself), bidi overrides and U+2028 are
+    printed as visible escapes in every format; json stays exact for a JSON reader."""
+    result = cli(proxy, tmp_path, f"SELECT {' || '.join(_sql_chars(HOSTILE))} AS v",
+                 "--format", output)
+    assert result.exit_code == 0, (result.output, result.exception)
+    controls = [c for c in result.stdout
+                if (ord(c) < 0x20 and c not in "\r\n") or 0x7F <= ord(c) < 0xA0
+                or c in "\u202e\u2066\u200f\u2028\u2029"]
+    assert not controls, f"{output}: {controls!r} reached the terminal"
+    if output == "json":
+        assert json.loads(result.stdout) == [{"v": HOSTILE}]
+    else:
+        assert "\\x1b]0;owned\\x07" in result.stdout
+        assert "\\x9b31m" in result.stdout
+        assert "\\u202egnp.exe" in result.stdout
+
+
+def _sql_chars(text: str) -> list[str]:
+    return [f"'{c}'" if c.isascii() and c.isalnum() else f"chr({ord(c)})" for c in text]
