@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 
+from storage.message_shape import check_message
 from tuneloop.errors import BadRequest
 
 Message = dict[str, Any]
 REVIEWABLE_ENDPOINTS = ("chat.completions", "completions", "responses")
-ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 MAX_MESSAGES = 2000
 MAX_MESSAGES_BYTES = 8 * 1024 * 1024
 
@@ -203,33 +203,16 @@ def content_text(content: Any) -> str:
 
 
 def validate_messages(value: Any) -> list[Message]:
-    """A message list a reviewer sends (edit): a clear 400 for anything malformed."""
+    """A message list a reviewer sends (edit): a clear 400 for anything malformed or not
+    shaped as chat messages (storage.message_shape)."""
     if not isinstance(value, list) or not value:
         raise BadRequest("messages must be a non-empty list of message objects", param="messages")
     if len(value) > MAX_MESSAGES:
         raise BadRequest(f"messages has more than {MAX_MESSAGES} entries", param="messages")
+    for number, message in enumerate(value):
+        check_message(f"messages[{number}]", message)  # roles, content, parts, tool calls
     if len(json_text(value).encode()) > MAX_MESSAGES_BYTES:
         raise BadRequest(f"messages is larger than {MAX_MESSAGES_BYTES} bytes", param="messages")
-    for number, message in enumerate(value):
-        where = f"messages[{number}]"
-        if not isinstance(message, dict):
-            raise BadRequest(f"{where} must be an object", param="messages")
-        role = message.get("role")
-        if role not in ROLES:
-            raise BadRequest(f"{where}.role must be one of {', '.join(ROLES)}", param="messages")
-        content = message.get("content")
-        if content is None:
-            if not (role == "assistant" and (message.get("tool_calls")
-                                             or message.get("function_call"))):
-                raise BadRequest(f"{where}.content is missing", param="messages")
-        elif not isinstance(content, str | list):
-            raise BadRequest(f"{where}.content must be a string or a list of parts",
-                             param="messages")
-        calls = message.get("tool_calls")
-        if calls is not None and (role != "assistant" or not isinstance(calls, list)
-                                  or not all(isinstance(c, dict) for c in calls)):
-            raise BadRequest(f"{where}.tool_calls must be a list of objects on an assistant "
-                             "message", param="messages")
     if value[-1].get("role") != "assistant":
         raise BadRequest("the last of the messages must be the assistant's answer",
                          param="messages")

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.admin.common import json_object, json_response
+from proxy.admin.common import json_object, json_response, row_json
 from proxy.admin.review_params import filter_from_json, review_query, reviewer_name
 from proxy.auth import Role
 from proxy.context import ProxyContext, context_of
@@ -64,8 +64,9 @@ async def next_queue_item(request: Request) -> Response:
     taken = await ctx.db.write(lambda con: next_item(con, query, reviewer, ttl_s, skip=skip))
     answer: dict[str, Any] = {"item": None}
     if taken is not None:
-        answer["item"] = await ctx.db.read(lambda con: review_item(con, taken.interaction_id))
-        answer["item"].update(taken.to_json())  # the claim as written, even if a read lags
+        item = await ctx.db.read(lambda con: review_item(con, taken.interaction_id))
+        item.update(taken.to_json())  # the claim as written, even if a read lags
+        answer["item"] = row_json(item)
     if with_progress:
         answer["progress"] = await ctx.db.read(lambda con: progress(con, query, reviewer))
     return json_response(answer)

@@ -1,7 +1,15 @@
-"""Shared pieces of the admin API: auth, parameter parsing, JSON in and out."""
+"""Shared pieces of the admin API: auth, parameter parsing, JSON in and out.
+
+Every admin body is read by `json_body` (the snapshot header of POST /admin/datasets by
+`parse_admin_json`): at most `settings.max_json_depth` levels of JSON (default 64), else 400
+`json_too_deep`, the hot path's check (proxy.body) reused. Stored rows are answered one by one
+(`row_json`): a row that cannot be written as JSON becomes a placeholder, logged, and the rest
+of the answer is served.
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +25,8 @@ from storage.interactions import MAX_PAGE, InteractionFilter
 from tuneloop.errors import BadRequest
 
 ADMIN_BODY_LIMIT = 16 * 1024 * 1024
+UNREADABLE = "unreadable stored value"
+log = logging.getLogger("tuneloop.admin")
 
 
 def json_response(data: Any, status_code: int = 200) -> Response:
@@ -29,15 +39,33 @@ def authorize(request: Request, role: Role) -> ProxyContext:
     return ctx
 
 
-async def json_body(request: Request) -> Any:
-    settings = context_of(request).settings
-    body = await read_request_body(request, ADMIN_BODY_LIMIT, settings)
-    if not within_depth(body, settings.max_json_depth):  # review edits, feedback: stored
-        raise too_deep(settings.max_json_depth)
+def row_json(row: dict[str, Any]) -> orjson.Fragment:
+    """One stored row (an interaction as reviewers see it) as JSON on its own, to embed in an
+    answer. A row orjson cannot write (nesting past its 254 levels, integers beyond 64 bits)
+    becomes `{"id", "error": "unreadable stored value"}` and is logged: one bad row never
+    fails a whole listing."""
+    try:
+        return orjson.Fragment(orjson.dumps(row))
+    except TypeError as exc:  # orjson.JSONEncodeError
+        log.error("interaction %r: its stored value cannot be written as JSON (%s); answered "
+                  "as a placeholder", row.get("id"), exc)
+        return orjson.Fragment(orjson.dumps({"id": row.get("id"), "error": UNREADABLE}))
+
+
+def parse_admin_json(body: bytes, max_depth: int, what: str = "the request body") -> Any:
+    """JSON text of an admin body: not deeper than `max_depth`, valid."""
+    if not within_depth(body, max_depth):
+        raise too_deep(max_depth)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest("the request body is not valid JSON", code="invalid_json") from exc
+        raise BadRequest(f"{what} is not valid JSON", code="invalid_json") from exc
+
+
+async def json_body(request: Request) -> Any:
+    settings = context_of(request).settings
+    body = await read_request_body(request, ADMIN_BODY_LIMIT, settings)
+    return parse_admin_json(body, settings.max_json_depth)
 
 
 async def json_object(request: Request) -> dict[str, Any]:

@@ -27,7 +27,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from proxy.admin.common import authorize, int_param, json_response, text_param
+from proxy.admin.common import (
+    authorize,
+    int_param,
+    json_response,
+    parse_admin_json,
+    text_param,
+)
 from proxy.admin.review_params import FILTER_KEYS, review_query, reviewer_name
 from proxy.auth import Role
 from storage.dataset_examples import (
@@ -146,11 +152,8 @@ async def stream_examples(request: Request) -> Response:
     return StreamingResponse(body(), media_type=NDJSON)
 
 
-def _header(line: bytes) -> dict[str, Any]:
-    try:
-        header = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest("the first line must be the snapshot header (a JSON object)") from exc
+def _header(line: bytes, max_depth: int) -> dict[str, Any]:
+    header = parse_admin_json(line, max_depth, "the first line (the snapshot header)")
     if not isinstance(header, dict):
         raise BadRequest("the first line must be the snapshot header (a JSON object)")
     dataset_name(header.get("name"))
@@ -166,7 +169,7 @@ def _header(line: bytes) -> dict[str, Any]:
     return header
 
 
-async def _spool(request: Request, sink: IO[bytes]) -> dict[str, Any]:
+async def _spool(request: Request, sink: IO[bytes], max_depth: int) -> dict[str, Any]:
     """Header line parsed; the item lines written to `sink` (never all in memory)."""
     head = bytearray()
     header: dict[str, Any] | None = None
@@ -182,11 +185,11 @@ async def _spool(request: Request, sink: IO[bytes]) -> dict[str, Any]:
                 if len(head) > MAX_HEADER_BYTES:
                     raise PayloadTooLarge(f"the header line is over {MAX_HEADER_BYTES} bytes")
                 continue
-            header = _header(bytes(head[:end]))
+            header = _header(bytes(head[:end]), max_depth)
             chunk = bytes(head[end + 1:])
         sink.write(chunk)
     if header is None:
-        header = _header(bytes(head))
+        header = _header(bytes(head), max_depth)
     return header
 
 
@@ -218,7 +221,7 @@ async def record_snapshot(request: Request) -> Response:
     ctx = authorize(request, Role.REVIEWER)
     role = ctx.admin.role_of(request.headers)
     with tempfile.TemporaryFile(prefix="tuneloop-dataset-") as spooled:
-        header = await _spool(request, spooled)
+        header = await _spool(request, spooled, ctx.settings.max_json_depth)
         spooled.flush()
         created_by = _actor(request, role, header)
         created = await ctx.db.write(lambda con: create_dataset(
