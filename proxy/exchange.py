@@ -8,11 +8,15 @@ What is logged is what the client saw: a client that hung up before its answer w
 logged `client_disconnected` (a stream keeps only the chunks that were sent), `ttfb_ms` is when
 the first byte of the answer went to the client, and `latency_ms` counts from the request's
 arrival (body upload included). Whether the client is still there is asked of the ASGI channel
-without waiting (`client_gone`), before each piece of the answer goes out.
+without waiting (`client_gone`), before each piece of the answer goes out; and while the proxy
+waits on the upstream, one small task (`_until_gone`) waits on the channel: a client that hangs
+up cancels the upstream call (the request task is cancelled, so the upstream connection is
+closed, never pooled) and the interaction is logged `client_disconnected`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Coroutine
@@ -91,6 +95,9 @@ class Exchange:
         self.plan: Plan | None = None
         self.answering = False
         """Whether the response has started (after that, no error answer is possible)."""
+        self.watcher: asyncio.Task[None] | None = None
+        self.left = False
+        """Whether the client hung up while the proxy was waiting (see `watch`)."""
 
     # -- the request, top to bottom -----------------------------------------------------------
     async def run(self) -> None:
@@ -103,12 +110,46 @@ class Exchange:
                 await self.stream(reply)
             else:
                 await self.plain(reply)
+        except asyncio.CancelledError:
+            if not self.left:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # our own cancel: the client hung up, nothing to answer
+            if self.capture is not None and not self.capture.logged:
+                self.log(status=None, response=None, finish="client_disconnected", error=GONE)
         except Exception as exc:
             if not isinstance(exc, TuneloopError):
                 log.exception("unexpected error on %s", self.path)
                 exc = TuneloopError("the proxy hit an internal error; it has been logged")
             if not self.answering:
                 await self.fail(exc)
+        finally:
+            self.unwatch()
+
+    # -- whether the client is still there while the upstream is asked ----------------------
+    def watch(self) -> None:
+        """Once the body is read: cancel this request's task if the client hangs up."""
+        task = asyncio.current_task()
+        if task is not None and self.watcher is None:
+            self.watcher = asyncio.get_running_loop().create_task(self._until_gone(task))
+
+    async def _until_gone(self, task: asyncio.Task[Any]) -> None:
+        try:
+            while (await self.receive())["type"] != "http.disconnect":
+                pass  # nothing else can arrive once the body is read
+        except Exception:
+            return
+        self.left = True
+        task.cancel()
+
+    def unwatch(self) -> bool:
+        """Stop watching (before the last piece of an answer: uvicorn's channel says
+        `http.disconnect` once a response is complete); whether the client had left."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            watcher.cancel()
+        return self.left
 
     async def open(self) -> UpstreamReply:
         """Check what the client sent, then forward it by the plan: the upstream's reply."""
@@ -124,6 +165,7 @@ class Exchange:
         stream = payload.get("stream") is True and self.endpoint != "embeddings"
         self.capture = Capture(uuid7(), self.endpoint, meta, body, payload, stream,
                                started=self.started)
+        self.watch()
         return await self.forward(suffix, body, payload)
 
     async def forward(self, suffix: str, body: bytes, payload: dict[str, Any]) -> UpstreamReply:
@@ -175,7 +217,7 @@ class Exchange:
         response = parse_json(decoded)
         if response is None and decoded:
             response = {"unparsed_body": decoded[:10_000].decode("utf-8", "replace")}
-        if client_gone(self.receive):
+        if self.unwatch() or client_gone(self.receive):
             self.log(status=reply.status, response=response, finish="client_disconnected",
                      error=GONE)
             return
@@ -238,6 +280,7 @@ class Exchange:
                         code="upstream_cut")
                     finish("upstream_cut", cut.message)
                     ending = _event(cut)
+            self.unwatch()
             await self.send({"type": "http.response.body", "body": ending, "more_body": False})
         finally:
             if not capture.logged:  # cancelled, or the client's socket failed under us
@@ -261,6 +304,7 @@ class Exchange:
 
     async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         headers.append((b"content-length", str(len(body)).encode()))
+        self.unwatch()
         self.answering = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.responses import Response
@@ -18,26 +19,45 @@ from tuneloop.errors import RequestTimeout, TuneloopError, UpstreamUnreachable
 ID_HEADER = b"x-tuneloop-id"
 
 
+def origin_of(url: str) -> tuple[str, str]:
+    """(scheme, host[:port]) of an http(s) URL, lower-cased, default ports dropped."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return scheme, f"{host}:invalid-port"
+    default = 443 if scheme == "https" else 80
+    return scheme, host if port in (None, default) else f"{host}:{port}"
+
+
 def upstream_credentials(ctx: ProxyContext, headers: Mapping[str, str],
                          attempt: Attempt) -> dict[str, str]:
-    """Which key goes upstream: the route's own key, the proxy's key when it issues keys to
-    apps, else the client's key, else OPENAI_API_KEY."""
-    if attempt.target.api_key_env:
-        key = ctx.settings.env_secret(attempt.target.api_key_env)
+    """Which key goes upstream: the route's own key; else, to the default upstream's origin,
+    the proxy's key when it issues keys to apps, or the client's key, or OPENAI_API_KEY; to
+    any other origin the client's own key or none (the server's key and a key the proxy
+    issued never leave for another company's server)."""
+    target = attempt.target
+    if target.api_key_env:
+        key = ctx.settings.env_secret(target.api_key_env)
         if key is None:
             raise UpstreamUnreachable(
-                f"the route's key variable {attempt.target.api_key_env} is not set",
+                f"the route's key variable {target.api_key_env} is not set",
                 code="missing_upstream_key",
             )
         return {"authorization": f"Bearer {key}"}
-    server_key = ctx.settings.openai_api_key
-    if ctx.settings.issue_keys:
-        return {"authorization": f"Bearer {server_key.get_secret_value()}"} if server_key else {}
+    settings = ctx.settings
+    home = target.base_url is None or origin_of(target.base_url) == origin_of(settings.upstream)
+    server_key = settings.openai_api_key if home else None
+    server = {"authorization": f"Bearer {server_key.get_secret_value()}"} if server_key else {}
+    if settings.issue_keys:  # the client's key is ours: it never goes upstream
+        return server
     if "authorization" in headers:
         return {"authorization": headers["authorization"]}
     if "api-key" in headers:
         return {"api-key": headers["api-key"]}
-    return {"authorization": f"Bearer {server_key.get_secret_value()}"} if server_key else {}
+    return server
 
 
 def body_for(attempt: Attempt, spec: RouteSpec | None, endpoint: str, raw: bytes,
@@ -103,6 +123,6 @@ async def send_attempt(ctx: ProxyContext, attempt: Attempt, endpoint: str,
             key if target.api_key_env else None, timeouts.connect_s, timeouts.read_s,
         )
     url = (target.base_url or ctx.settings.upstream) + suffix
-    headers = upstream_headers(client_headers)
+    headers = upstream_headers(client_headers, ctx.settings.forward_headers)
     headers.update(credentials)
     return await ctx.http.send_logged("POST", url, headers, body, timeouts)

@@ -14,18 +14,24 @@ MAX_TAGS = 32
 MAX_ID_LENGTH = 256
 TRAFFIC_KINDS = ("production", "evaluation", "synthetic")
 
-# Never forwarded upstream as they came: hop-by-hop headers, our own headers, the client's
-# credentials (re-added deliberately), cookies, and the body framing aiohttp sets itself.
-_DROP_UPSTREAM = frozenset(
+# What goes upstream is an allowlist: the headers OpenAI's API documents and its official SDKs
+# send (content negotiation, the organization/project/beta selectors, idempotency and request
+# ids, the SDK's own `x-stainless-*` telemetry). Everything else a client sends stays here:
+# hop-by-hop fields, forwarding claims (X-Forwarded-*, Forwarded, X-Real-IP, Via), URL and
+# method overrides (X-Original-URL, X-Rewrite-URL, X-HTTP-Method-Override), cookies, other
+# providers' keys, our own x-tuneloop-* headers, and body framing (set by the client library).
+# Credentials are added by the caller (`proxy.forward.upstream_credentials`), never copied.
+FORWARDED_UPSTREAM = frozenset(
     {
-        "host", "connection", "keep-alive", "proxy-authorization", "proxy-authenticate",
-        "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length",
-        "authorization", "api-key", "x-api-key", "cookie", "accept-encoding",
+        "content-type", "accept", "user-agent", "openai-organization", "openai-project",
+        "openai-beta", "idempotency-key", "x-client-request-id",
     }
 )
+FORWARDED_PREFIXES = ("x-stainless-",)
 # Not copied back to the client: hop-by-hop and framing (we set content-length), and `date`:
 # the proxy's server writes its own on every response (ours included), so the upstream's would
-# make two. `server` is relayed: the proxy's server sends none (see proxy/server.py).
+# make two. `server` is relayed (the first one only): the proxy's server sends none (see
+# proxy/server.py).
 _DROP_DOWNSTREAM = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "trailer", "upgrade",
      "proxy-connection", "date"}
@@ -83,14 +89,17 @@ def client_meta(headers: Mapping[str, str]) -> ClientMeta:
     )
 
 
-def upstream_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The client's headers minus what must not go upstream; credentials are added by the
-    caller."""
+def upstream_headers(headers: Mapping[str, str],
+                     extra: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The client's headers that may go upstream (`FORWARDED_UPSTREAM` and the operator's
+    `extra`, minus any the client's own Connection header names as hop-by-hop), and the
+    encodings the proxy can decode; credentials are added by the caller."""
+    nominated = {token.strip().lower() for token in headers.get("connection", "").split(",")}
     out: dict[str, str] = {}
     for name, value in headers.items():
-        if name in _DROP_UPSTREAM or name.startswith("x-tuneloop-"):
-            continue
-        out[name] = value
+        if ((name in FORWARDED_UPSTREAM or name.startswith(FORWARDED_PREFIXES)
+             or name in extra) and name not in nominated):
+            out[name] = value
     accepted = [
         enc.strip() for enc in headers.get("accept-encoding", "").split(",")
         if enc.split(";")[0].strip().lower() in _SUPPORTED_ENCODINGS
@@ -100,8 +109,17 @@ def upstream_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def downstream_headers(pairs: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in pairs
-        if name.lower() not in _DROP_DOWNSTREAM
-    ]
+    """The upstream's response headers for the client: hop-by-hop, framing and `date`
+    dropped, and one `server` at most (the first)."""
+    out: list[tuple[bytes, bytes]] = []
+    server = False
+    for name, value in pairs:
+        lower = name.lower()
+        if lower in _DROP_DOWNSTREAM:
+            continue
+        if lower == "server":
+            if server:
+                continue
+            server = True
+        out.append((lower.encode("latin-1"), value.encode("latin-1")))
+    return out

@@ -234,6 +234,9 @@ class Http1Pool:
             try:
                 await conn.request(raw, head_request, timeouts.read_s)
                 return Http1Reply(self, conn, timeouts.read_s)
+            except asyncio.CancelledError:  # the client left: this connection is not reused
+                conn.close()
+                raise
             except TimeoutError as exc:
                 raise UpstreamTimeout("the upstream did not answer in time") from exc
             except Exception as exc:
@@ -253,6 +256,9 @@ class Http1Pool:
         conn = await self._connect(origin, timeouts.connect_s)
         try:
             await conn.request(raw, head_request, timeouts.read_s)
+        except asyncio.CancelledError:
+            conn.close()
+            raise
         except TimeoutError as exc:
             raise UpstreamTimeout("the upstream did not answer in time") from exc
         except Exception as exc:

@@ -5,8 +5,13 @@ The upstream's origin comes from settings and routes only. The path appended to 
 from the decoded path the router matched (never the raw one), checked segment by segment and
 quoted again, so nothing a client sends can change where a request goes: dot segments (also
 written `%2e`), encoded slashes and backslashes (`%2f`, `%5c`), empty segments, and `@`, `%`,
-`\\`, `?`, `#` or control characters after decoding are refused with a 400 before anything is
-sent. Everything else (spaces, non-ASCII) is percent-encoded again.
+`\\`, `?`, `#`, `;` (matrix parameters: Tomcat and Spring read `..;` as `..`), control or
+non-ASCII characters after decoding (full-width dots `%EF%BC%8E` become `..` under NFKC; OpenAI's
+ids are ASCII) are refused with a 400 before anything is sent. A space is percent-encoded again.
+
+The query string is not a path: it is checked to hold only RFC 3986 characters and appended
+after the first `?`, which the checked path cannot contain, so `?/../../admin` stays a query
+(no upstream applies dot-segment removal to a query; nothing there is refused for it).
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from starlette.types import Scope
 from tuneloop.errors import BadRequest
 
 API_PREFIX = "/v1"
-# after decoding, a segment may not hold "@" (userinfo tricks), "%" (double encoding), "\\",
-# "?", "#" or control characters; what it holds is quoted again (spaces, non-ASCII)
-_SEGMENT = re.compile(r"[^@%\\?#\x00-\x1f\x7f]+")
+# after decoding, a segment holds printable ASCII or spaces, but not "@" (userinfo tricks),
+# "%" (double encoding), "\\", "?", "#" or ";" (matrix parameters); spaces are quoted again
+_SEGMENT = re.compile(r"[^@%\\?#;\x00-\x1f\x7f-\U0010ffff]+")
 _SAFE = "/-._~!$&'()*+,;=:"
 # encoded "/", "\" and NUL in the raw path: a decoded path can't tell them from the real thing
 _RAW_FORBIDDEN = re.compile(rb"%(?:2f|5c|00)", re.IGNORECASE)
@@ -49,7 +54,8 @@ def upstream_path(scope: Scope) -> str:
         if segment in (".", ".."):
             raise _refused("dot segments are refused")
         if not _SEGMENT.fullmatch(segment):
-            raise _refused("empty segments and @ % \\ ? # or control characters are refused")
+            raise _refused("empty segments, non-ASCII, and @ % \\ ? # ; or control characters "
+                           "are refused")
     query: bytes = scope.get("query_string") or b""
     if not _QUERY.fullmatch(query):
         raise _refused("the query string holds characters outside RFC 3986")

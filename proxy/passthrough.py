@@ -26,7 +26,7 @@ from tuneloop.errors import UpstreamTimeout
 async def _forward(ctx: ProxyContext, incoming: Incoming, body: bytes | None) -> UpstreamReply:
     if ctx.settings.issue_keys:
         ctx.keys.check(incoming.headers)
-    headers = upstream_headers(incoming.headers)
+    headers = upstream_headers(incoming.headers, ctx.settings.forward_headers)
     headers.update(upstream_credentials(ctx, incoming.headers, default_plan("-").attempts[0]))
     url = ctx.settings.upstream + incoming.suffix
     timeouts = Timeouts(ctx.settings.connect_timeout_s, ctx.settings.read_timeout_s)

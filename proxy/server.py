@@ -15,6 +15,7 @@ two; `date` is uvicorn's (the upstream's is dropped in `proxy.headers`).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from typing import Any
 
 import orjson
@@ -93,3 +94,24 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_level": settings.log_level, "timeout_graceful_shutdown": 30, "lifespan": "on",
         "proxy_headers": False, "server_header": False,
     }
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def open_relay_warning(settings: Settings) -> str | None:
+    """What `serve` says loudly when anyone who can reach it can spend the server's key: a
+    non-loopback address, OPENAI_API_KEY set, and no proxy keys issued to apps (keyless
+    requests to the default upstream go out with the server's key, by design)."""
+    if _loopback(settings.host) or settings.openai_api_key is None or settings.issue_keys:
+        return None
+    return (f"WARNING: listening on {settings.host} with OPENAI_API_KEY set and issue_keys off: "
+            "anyone who can reach this address can call the upstream with the server's key. "
+            "Issue keys to apps (TUNELOOP_ISSUE_KEYS=true, `tuneloop keys create`), unset "
+            "OPENAI_API_KEY so that apps send their own, or bind 127.0.0.1.")

@@ -112,6 +112,10 @@ def fake_openai() -> Iterator[FakeUpstream]:
         yield FakeUpstream(url, state)
 
 
+FAKE_CONTROLS = ("x-fake-fail", "x-fake-delay-ms", "x-fake-cut-after", "x-fake-reset",
+                 "x-fake-retry-after", "x-custom")
+
+
 def proxy_settings(tmp_path: Path, upstream: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "db": tmp_path / "tuneloop.duckdb",
@@ -121,6 +125,8 @@ def proxy_settings(tmp_path: Path, upstream: str, **overrides: Any) -> Settings:
         "ingest_interval_ms": 20,
         "connect_timeout_s": 2.0,
         "read_timeout_s": 10.0,
+        # the fake upstream's test controls (not OpenAI headers: listed to be forwarded)
+        "forward_headers": frozenset(FAKE_CONTROLS),
         **overrides,
     }
     return Settings(**values)

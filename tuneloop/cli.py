@@ -68,7 +68,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, db: Path | Non
 
     from proxy.app import create_app
     from proxy.auth import ensure_admin_token
-    from proxy.server import uvicorn_options
+    from proxy.server import open_relay_warning, uvicorn_options
 
     settings = load_settings(config_file or ctx.obj["config_file"], host=host, port=port,
                              db=db or ctx.obj["settings"].db, upstream=upstream)
@@ -82,6 +82,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None, db: Path | Non
         f"tuneloop proxy on http://{settings.host}:{settings.port}/v1 → {settings.upstream}, "
         f"logging to {settings.db}", highlight=False,
     )
+    warning = open_relay_warning(settings)
+    if warning:
+        logging.getLogger("tuneloop.proxy").warning("%s", warning)
+        err_console.print(f"[bold red]{warning}[/]", highlight=False, markup=True)
     try:
         uvicorn.run(create_app(settings), **uvicorn_options(settings))
     except OSError as exc:

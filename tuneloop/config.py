@@ -21,6 +21,12 @@ from pydantic_settings import (
 from tuneloop.errors import ConfigError
 
 RedactionKind = Literal["email", "phone", "card"]
+_NEVER_FORWARDED = frozenset(
+    {"host", "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
+     "content-length", "expect", "authorization", "api-key", "x-api-key", "cookie",
+     "forwarded", "x-real-ip", "via", "x-original-url", "x-rewrite-url",
+     "x-http-method-override", "content-encoding", "accept-encoding"}
+)
 
 
 class Settings(BaseSettings):
@@ -126,6 +132,28 @@ class Settings(BaseSettings):
     """Most rows a read-only query may ask for (`max_rows`)."""
     sql_timeout_s: float = Field(10.0, gt=0)
     """A read-only query running longer is interrupted."""
+
+    # the hot path: extra headers forwarded upstream, connection cap, passthrough uploads
+    forward_headers: frozenset[str] = frozenset()
+    """Request headers forwarded upstream besides the ones OpenAI documents (a gateway's own
+    header, say); lower-case names. Hop-by-hop, forwarding and credential headers can't be
+    listed."""
+    max_connections: int = Field(1000, ge=1)
+    """Most client connections (and requests in progress) at once; beyond it a new request is
+    answered 503 and its connection closed."""
+    passthrough_body_timeout_s: float = Field(3600.0, gt=0)
+    """Longest time to receive a whole body on the other /v1/* paths (file uploads)."""
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, value: frozenset[str]) -> frozenset[str]:
+        names = frozenset(name.strip().lower() for name in value)
+        for name in names:
+            if (not name or not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in name)
+                    or name in _NEVER_FORWARDED or name.startswith(("proxy-", "x-forwarded-",
+                                                                    "x-tuneloop-"))):
+                raise ValueError(f"{name!r} can't be forwarded upstream")
+        return names
 
     @property
     def ui_secret_file(self) -> Path:

@@ -4,6 +4,8 @@ client's, and a record that cannot be built never turns an answered request into
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -158,3 +160,52 @@ def test_an_answer_that_cannot_be_recorded_still_reaches_the_client(
         assert response.body.endswith(b"data: [DONE]\n\n")
         metrics = proxy.http().get("/metrics").text
         assert "tuneloop_capture_failures_total 2.0" in metrics
+
+
+class Hanging:
+    """An upstream that sends `answer` and then waits (up to 10 s) for the proxy to close the
+    connection: `closed` says whether it did."""
+
+    def __init__(self, answer: bytes):
+        self.answer = answer
+        self.closed = threading.Event()
+        self.asked = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.settimeout(10)
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += conn.recv(65536)
+            self.asked.set()
+            conn.sendall(self.answer)
+            try:
+                while conn.recv(65536):
+                    pass
+                self.closed.set()
+            except OSError:
+                pass
+
+
+@pytest.mark.parametrize("answer", [
+    b"",  # no headers yet
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+], ids=["before-headers", "mid-body"])
+def test_a_client_that_leaves_cancels_the_upstream_call(
+    proxy_factory: Callable[..., ProxyServer], answer: bytes,
+) -> None:
+    upstream = Hanging(answer)
+    proxy = proxy_factory(upstream=upstream.url + "/v1", openai_api_key=UPSTREAM_KEY,
+                          read_timeout_s=60.0)
+    with connect(proxy.url) as sock:
+        sock.sendall(post(CHAT))
+        assert upstream.asked.wait(10)
+    # the proxy stops waiting and closes that upstream connection (never pooled)
+    assert upstream.closed.wait(10), "the upstream call outlived its client"
+    [row] = only_row(proxy)
+    assert row["finish"] == "client_disconnected"
+    upstream.sock.close()

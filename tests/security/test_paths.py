@@ -42,6 +42,11 @@ def test_an_encoded_prefix_cannot_send_the_request_to_another_host(
     "/v1//127.0.0.1/models",
     "/v1/files/%2525x",
     "/v1/files/%00x",
+    "/v1/..;/admin",
+    "/v1/files/x;jsessionid=1",
+    "/v1/files%3B/admin",
+    "/v1/%EF%BC%8E%EF%BC%8E/admin",
+    "/v1/files/caf%C3%A9",
 ])
 def test_odd_paths_are_refused_before_anything_is_sent(
     proxy_factory: Callable[..., ProxyServer], path: str,
@@ -71,3 +76,15 @@ def test_a_logged_endpoint_written_with_an_encoded_slash_is_refused(
         assert response is not None and response.status == 400
         assert openai_error(response)["code"] == "invalid_path"
         assert upstream.requests == []
+
+
+def test_the_query_string_never_changes_the_path(
+    proxy_factory: Callable[..., ProxyServer],
+) -> None:
+    with recorder() as upstream:
+        proxy = proxy_factory(upstream=upstream.url + "/v1", openai_api_key=UPSTREAM_KEY)
+        response = exchange(proxy.url, get("/v1/files?/../../admin&b=%2F..%2Fadmin"))
+        assert response is not None and response.status == 200
+        # the path is the one checked; the query follows the first "?" untouched
+        assert upstream.requests[0].startswith(
+            b"GET /v1/files?/../../admin&b=%2F..%2Fadmin HTTP/1.1\r\n")
