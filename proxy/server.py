@@ -118,8 +118,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def connection_limit(settings: Settings) -> int:
-    """uvicorn's `limit_concurrency` for `max_connections`, but never more than the open-file limit allows: each client
-    connection may hold one upstream connection too, and some descriptors are kept back."""
+    """uvicorn's `limit_concurrency` for `max_connections`, but never more than the open-file
+    limit allows: each client connection may hold one upstream connection too, and some
+    descriptors are kept back."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     allowed = settings.max_connections
     if soft != resource.RLIM_INFINITY:
