@@ -28,6 +28,7 @@ from curation_ui.chat_view import (
     show_text,
     with_answer,
 )
+from curation_ui.reviewer_state import keep_work
 from curation_ui.session import client, reviewer, ui_settings
 from tuneloop.errors import Conflict, TuneloopError
 
@@ -105,6 +106,7 @@ def run_action(item: dict[str, Any], action: str, *, reason: str | None = None,
     forget_draft(item["id"])
     st.session_state["last_action"] = {"id": item["id"], "revision": result["revision"],
                                        "action": action}
+    keep_work()
     flash("success", f"{action.replace('_', ' ')} saved (revision {result['revision']}). "
           "Undo with U.")
     return True
@@ -122,6 +124,7 @@ def undo_last() -> None:
         flash("error", f"Undo failed: {exc.message}")
         return
     st.session_state.pop("last_action", None)
+    keep_work()
     st.session_state["undone_item"] = last["id"]
     flash("success", f"Undone: the item is {result['review']} again "
           f"(revision {result['revision']}).")
@@ -250,7 +253,9 @@ def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
         st.caption("Edit the assistant's answer, then save it as approved (Ctrl+Enter).")
         st.text_area("Answer", key=answer_key, height=190, label_visibility="collapsed")
         save, preview = st.columns([1, 1])
-        save.form_submit_button("Save edit and approve", shortcut="Ctrl+Enter", on_click=_act,
+        # no shortcut on Save: Ctrl+Enter in the text area submits the form (through its first
+        # button) by itself, and a button shortcut on top of it sent every save twice
+        save.form_submit_button("Save edit and approve", on_click=_act,
                                 args=(item, "edit", scope, on_done),
                                 kwargs={"answer_key": answer_key})
         # submits nothing to the API: the rerun shows the word diff of the edit below

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from curation_ui.reviewer_state import restore_work
 from curation_ui.session import restore, sign_in_page, sign_out, ui_settings, write_cookie
 
 PAGES = [
@@ -28,6 +29,7 @@ st.set_page_config(page_title="tuneloop review", page_icon=":material/rate_revie
                    layout="wide")
 if restore(ui_settings()):
     write_cookie()
+    restore_work()  # the reviewer's skip list and last action, across reloads
     with st.sidebar:
         st.caption("signed in as")
         st.text(st.session_state["reviewer"])

@@ -4,6 +4,7 @@
 - `?` (outside an input) opens a sheet of the keys;
 - set or clear the sign-in cookie (`SameSite=Strict`, `Secure` over https);
 - on a new item: scroll to the top and take focus out of any input, so the hotkeys work;
+  Enter in the Item page's id box leaves the box at once;
 - keep the reviewer's typed answer in `localStorage` while they type (keyed by reviewer and
   item), hand it back after a reload, and forget it once it is saved.
 
@@ -45,6 +46,17 @@ export default function(component) {
   if (data.focus && once('focus', data.focus.token)) {
     const target = document.querySelector('[aria-label="' + data.focus.label + '"]');
     if (target) { target.focus(); target.scrollIntoView({ block: 'center' }); }
+  }
+  if (data.blur_on_enter) {
+    w.__tuneloop.blurLabels = data.blur_on_enter;
+    if (!w.__tuneloop.blurring) {
+      w.__tuneloop.blurring = true;
+      document.addEventListener('keyup', (event) => {
+        const el = event.target;
+        if (event.key !== 'Enter' || !el || el.tagName !== 'INPUT') { return; }
+        if (w.__tuneloop.blurLabels.includes(el.getAttribute('aria-label'))) { el.blur(); }
+      }, true);
+    }
   }
   if (data.keys) {
     w.__tuneloop.keys = data.keys;
@@ -134,6 +146,11 @@ def page_ready(token: str) -> None:
 def key_sheet(keys: list[tuple[str, str]]) -> None:
     """`?` opens a sheet of these keys (our own words, drawn as text)."""
     browser("tuneloop-keys", keys=[list(k) for k in keys])
+
+
+def blur_on_enter(*labels: str) -> None:
+    """Enter in one of these inputs (e.g. an id box) also leaves it, so the keys act next."""
+    browser("tuneloop-blur", blur_on_enter=list(labels))
 
 
 def focus(label: str, token: str) -> None:

@@ -22,7 +22,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +47,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write `data` to `path` with mode 0600 (replacing it atomically)."""
     tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -119,7 +119,7 @@ class CookieSigner:
         with self._locked():
             entries = {i: e for i, e in self._read().items() if e > now}
             entries[found.token_id] = found.expires_at
-            _write_private(self._signouts, json.dumps(entries).encode())
+            write_private(self._signouts, json.dumps(entries).encode())
 
     def _signed_out(self, token_id: str) -> bool:
         return token_id in self._read()
@@ -131,12 +131,17 @@ class CookieSigner:
             return {}
         return {str(k): int(v) for k, v in data.items()}
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        lock = self._signouts.with_name(self._signouts.name + ".lock")
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> AbstractContextManager[None]:
+        return locked(self._signouts)
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside `path` (for its read-modify-write)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from proxy.header_text import header_text
 from tuneloop.errors import BadRequest
 
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9:_.-]{1,64}$")
@@ -63,7 +64,7 @@ def _bounded(value: str | None, name: str) -> str | None:
 
 
 def client_meta(headers: Mapping[str, str]) -> ClientMeta:
-    raw_tags = headers.get("x-tuneloop-tags", "")
+    raw_tags = header_text(headers, "x-tuneloop-tags") or ""
     tags = tuple(t.strip() for t in raw_tags.split(",") if t.strip())
     for tag in tags:
         if not TAG_PATTERN.match(tag):
@@ -80,8 +81,8 @@ def client_meta(headers: Mapping[str, str]) -> ClientMeta:
                          param="x-tuneloop-traffic")
     return ClientMeta(
         tags=tuple(dict.fromkeys(tags)),
-        user=_bounded(headers.get("x-tuneloop-user"), "x-tuneloop-user"),
-        session=_bounded(headers.get("x-tuneloop-session"), "x-tuneloop-session"),
+        user=_bounded(header_text(headers, "x-tuneloop-user"), "x-tuneloop-user"),
+        session=_bounded(header_text(headers, "x-tuneloop-session"), "x-tuneloop-session"),
         no_log=headers.get("x-tuneloop-no-log", "").strip().lower() in ("1", "true", "yes"),
         traffic=traffic,
         source=_bounded(headers.get("x-tuneloop-source"), "x-tuneloop-source"),

@@ -3,13 +3,17 @@
 Every string of an interaction record goes through it: the request and the (assembled)
 response (string values and object keys, never the raw JSON text, so the stored JSON stays
 valid), `metadata` keys and values, tags, the error, the model names, and the
-`x-tuneloop-user` / `x-tuneloop-session` values; `/v1/feedback` comments too.
+`x-tuneloop-user` / `x-tuneloop-session` values; `/v1/feedback` comments too. Detection
+reads through invisible characters: format characters (zero-width space and joiners, soft
+hyphen, word joiner, BOM) and combining marks.
 
-- E-mail addresses, internationalised ones included (`müller@bücher.de`, full-width `＠`).
+- E-mail addresses, internationalised ones included (`müller@bücher.de`, full-width `＠`,
+  punycode top-level domains in any case).
 - Card numbers: 13 to 19 digits in groups separated by spaces (NBSP and the like), dots,
-  hyphens (U+2010 to U+2015, U+2212, full-width) or slashes, in any script's digits
+  hyphens (U+2010 to U+2015, U+2212, full-width, ` -- `) or slashes, or by one of
+  `_ , : | * + ー ․ ·` between groups of 3 digits or more, in any script's digits
   (full-width, Arabic-Indic, ...), that pass the Luhn check (order numbers and timestamps
-  don't).
+  don't); JSON integers of 13 to 19 digits that pass it become the string `[CARD]`.
 - Phone numbers, found and checked by `phonenumbers` (Google's libphonenumber metadata):
   written with a leading `+` or `(` or at least two separators and possible for their
   country, or valid and written with a separator (so bare ids, years, dates, IPv4 addresses
@@ -25,7 +29,7 @@ Cost: a string without a digit or an `@` is passed over by two scans; see bench/
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -43,23 +47,60 @@ from tuneloop.config import Settings
 
 KINDS = ("email", "phone", "card")
 EMAIL = re.compile(
-    r"[\w.%+'-]+[@＠](?:[^\W_](?:[\w-]{0,61}[^\W_])?[.．。｡])+(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59})"
+    r"[\w.%+'-]+[@＠](?:[^\W_](?:[\w-]{0,61}[^\W_])?[.．。｡])+"
+    r"(?:(?i:xn--[a-z0-9-]{1,59})|[^\W\d_]{2,63})"  # punycode first: `xn` alone is a word
 )
 _SEPARATOR = "\\s.\\-/\u2010-\u2015\u2212\ufe63\uff0d\uff0e"  # \s: NBSP, thin space, ...
+# punctuation that may sit alone between two digits (with a space each side at most); in a
+# card, the groups it joins must have 3 digits or more (lists `1, 2, 3`, times `12:30` stay)
+_ODD = "_,:|*+\u00b7\u2024\u2027\u30fb\u30fc\uff0b\uff0c\uff1a\uff3f\uff5c"
 # a run of digits in groups of separators (or parentheses) with at least 7 digits
-NUMBERISH = re.compile(rf"\d(?:[{_SEPARATOR}()（）]{{0,3}}\d){{6,}}")
+NUMBERISH = re.compile(
+    rf"\d(?:(?:[{_SEPARATOR}()（）]{{0,3}}|\s?--\s?|\s?[{_ODD}]\s?)\d){{6,}}")
 _LEADING = "+＋(（"  # a number's sign or parenthesis, just before its first digit
 _GROUP = re.compile(r"\d+")
 _DIGIT = re.compile(r"\d")
+_CLASSIC = frozenset(" .-/()")  # separators of a card's groups whatever their length
 ISO_DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}")
 IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _PHONE_SEPARATORS = re.compile(r"[\s().\-/]+")
 # the same length out as in: Unicode digits to ASCII, odd hyphens and spaces to plain ones
-_ASCII = {**{ord(c): "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"},
+_ASCII = {**{ord(c): "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"
+             "_\u30fc\uff3f"},
+          **{ord(c): "." for c in "\u00b7\u2024\u2027\u30fb"},
           ord("＋"): "+", ord("（"): "(", ord("）"): ")", ord("．"): "."}
 JSON_COLUMNS = ("request", "response", "metadata")
 TEXT_COLUMNS = ("model", "upstream_model", "error", "source_id")
 ID_COLUMNS = ("user_id", "session_id")
+CARD_INT = (10**12, 10**19)  # a JSON integer of 13 to 19 digits may be a card number
+# Format characters (category Cf: zero-width space and joiners, soft hyphen, word joiner,
+# BOM, bidi marks, ...) and combining marks (Mn, Mc, Me) are invisible or attach to the
+# character before: put between the digits of a card or inside an e-mail address they hide
+# it from the patterns.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Mn", "Mc", "Me"})
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+Span = tuple[int, int, str]
+
+
+@functools.cache
+def invisible() -> re.Pattern[str]:
+    """The class of format characters and combining marks below U+10000 (built once, ~30
+    ms). A class of BMP characters only is matched from a bitmap (~5 ns a character); with
+    astral ones in it the regex engine scans a list of ranges (~0.5 µs a character)."""
+    chars = [chr(c) for c, category in enumerate(map(unicodedata.category,
+                                                     map(chr, range(0x10000))))
+             if category in _INVISIBLE_CATEGORIES]
+    return re.compile("[" + "".join(re.escape(c) for c in chars) + "]")
+
+
+def _visible(value: str, fill: str) -> str:
+    """`value` with every format character and combining mark replaced by `fill` (a
+    same-length view: an index in it is the same index in `value`)."""
+    view = invisible().sub(fill, value)
+    if _ASTRAL.search(view) is None:
+        return view
+    return _ASTRAL.sub(lambda m: fill if unicodedata.category(m.group())
+                       in _INVISIBLE_CATEGORIES else m.group(), view)
 
 
 def _ascii(text: str) -> str:
@@ -83,23 +124,20 @@ def _enough_digits(value: str) -> bool:
     return len(_DIGIT.findall(value)) >= 7
 
 
-def _emails(value: str) -> str:
-    """E-mail addresses replaced; the pattern runs only on the words around each `@` (run on
-    the whole text it costs ~0.2 µs a character)."""
-    out, last = [], 0
+def _email_spans(value: str) -> list[Span]:
+    """E-mail addresses; the pattern runs only on the words around each `@` (run on the whole
+    text it costs ~0.2 µs a character)."""
+    spans: list[Span] = []
+    last = 0
     for at in sorted(_positions(value, "@") + _positions(value, "＠")):
         if at < last:
             continue
         start = max(last, at - 320, *(value.rfind(c, 0, at) + 1 for c in " \n\t\r"))
         ends = [e for e in (value.find(c, at) for c in " \n\t\r") if e != -1]
         end = min([len(value), at + 320, *ends])
-        out.append(value[last:start])
-        out.append(EMAIL.sub("[EMAIL]", value[start:end]))
+        spans.extend((m.start(), m.end(), "[EMAIL]") for m in EMAIL.finditer(value, start, end))
         last = end
-    if not out:
-        return value
-    out.append(value[last:])
-    return "".join(out)
+    return spans
 
 
 def _positions(value: str, char: str) -> list[int]:
@@ -108,6 +146,18 @@ def _positions(value: str, char: str) -> list[int]:
         found.append(at)
         at = value.find(char, at + 1)
     return found
+
+
+def _replace(value: str, spans: list[Span]) -> str:
+    out, last = [], 0
+    for start, end, token in sorted(spans):
+        if start < last:
+            continue
+        out.append(value[last:start])
+        out.append(token)
+        last = end
+    out.append(value[last:])
+    return "".join(out)
 
 
 def luhn(digits: str) -> bool:
@@ -122,6 +172,14 @@ def luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _joinable(text: str, left: tuple[int, int], right: tuple[int, int]) -> bool:
+    """Two digit groups may be parts of one card: separated by spaces, dots, hyphens,
+    slashes or parentheses, or else (`,` `:` `|` `*` `+` ...) both of 3 digits or more."""
+    if _CLASSIC.issuperset(text[left[1]:right[0]]):
+        return True
+    return left[1] - left[0] >= 3 and right[1] - right[0] >= 3
+
+
 def _card_spans(text: str) -> list[tuple[int, int]]:
     """Spans of consecutive digit groups of `text` (ASCII digits) that make a card number."""
     groups = [(m.start(), m.end()) for m in _GROUP.finditer(text)]
@@ -131,6 +189,8 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
         found = None
         digits = ""
         for j in range(i, len(groups)):
+            if j > i and not _joinable(text, groups[j - 1], groups[j]):
+                break
             digits += text[groups[j][0]:groups[j][1]]
             if len(digits) > 19:
                 break
@@ -155,6 +215,8 @@ class Redactor:
         self._card = "card" in wanted
         self._region = region.upper()
         self._key = key
+        if self.active:
+            invisible()  # built at start-up, not on the first request that needs it
 
     @property
     def active(self) -> bool:
@@ -162,53 +224,52 @@ class Redactor:
 
     # -- strings ---------------------------------------------------------------------------
     def text(self, value: str) -> str:
-        if self._email and ("@" in value or "＠" in value):
-            value = _emails(value)
-        if (self._phone or self._card) and _enough_digits(value):
-            value = self._numbers(value)
-        return value
-
-    def _numbers(self, value: str) -> str:
-        out, last = [], 0
-        for match in NUMBERISH.finditer(value):
-            start = match.start()
-            if start > last and value[start - 1] in _LEADING:
-                start -= 1
-            out.append(value[last:start])
-            out.append(self._number(value[start:match.end()]))
-            last = match.end()
-        if not out:
+        """`value` with what is detected replaced. Detection runs on same-length views of it
+        (format characters and combining marks read as a letter inside an e-mail address and
+        as a space among digits), so a replacement covers the original characters."""
+        emails = self._email and ("@" in value or "＠" in value)
+        numbers = (self._phone or self._card) and _enough_digits(value)
+        if not (emails or numbers):
             return value
-        out.append(value[last:])
-        return "".join(out)
+        plain = value.isascii()
+        spans: list[Span] = []
+        view = value
+        if emails:
+            spans = _email_spans(value if plain else _visible(value, "a"))
+            for start, end, _ in spans:  # no phone or card inside an address
+                view = view[:start] + "x" * (end - start) + view[end:]
+        if numbers:
+            if not plain:
+                view = _visible(view, " ")
+            spans += self._number_spans(view)
+        return _replace(value, spans) if spans else value
 
-    def _number(self, text: str) -> str:
-        plain = _ascii(text)
-        spans = _card_spans(plain) if self._card else []
-        if not spans:
-            return self._phones(text, plain)
-        out, last = [], 0
-        for start, end in spans:
-            out.append(self._phones(text[last:start], plain[last:start]))
-            out.append("[CARD]")
-            last = end
-        out.append(self._phones(text[last:], plain[last:]))
-        return "".join(out)
+    def _number_spans(self, view: str) -> list[Span]:
+        spans: list[Span] = []
+        last = 0
+        for match in NUMBERISH.finditer(view):
+            start = match.start()
+            if start > last and view[start - 1] in _LEADING:
+                start -= 1
+            last = match.end()
+            plain = _ascii(view[start:last])
+            done = 0
+            for card_start, card_end in (_card_spans(plain) if self._card else []):
+                spans += self._phone_spans(plain[done:card_start], start + done)
+                spans.append((start + card_start, start + card_end, "[CARD]"))
+                done = card_end
+            spans += self._phone_spans(plain[done:], start + done)
+        return spans
 
-    def _phones(self, text: str, plain: str) -> str:
+    def _phone_spans(self, plain: str, offset: int) -> list[Span]:
         if not self._phone or sum(c.isdigit() for c in plain) < 7:
-            return text
+            return []
         if ISO_DATE.search(plain) or IPV4.match(plain.strip()):
-            return text
-        out, last = [], 0
-        for found in phonenumbers.PhoneNumberMatcher(plain, self._region,
-                                                     leniency=phonenumbers.Leniency.POSSIBLE):
-            if self._is_phone(found.raw_string, found.number):
-                out.append(text[last:found.start])
-                out.append("[PHONE]")
-                last = found.end
-        out.append(text[last:])
-        return "".join(out)
+            return []
+        return [(offset + found.start, offset + found.end, "[PHONE]")
+                for found in phonenumbers.PhoneNumberMatcher(
+                    plain, self._region, leniency=phonenumbers.Leniency.POSSIBLE)
+                if self._is_phone(found.raw_string, found.number)]
 
     @staticmethod
     def _is_phone(raw: str, number: phonenumbers.PhoneNumber) -> bool:
@@ -239,18 +300,30 @@ class Redactor:
                     name = f"{name}#{number}"
                 out[name] = self.value(item)
             return out
+        if (self._card and type(value) is int and CARD_INT[0] <= abs(value) < CARD_INT[1]
+                and luhn(str(abs(value)))):
+            return "[CARD]"  # `"seed": 4111111111111111`: the number becomes a string
         return value
 
     def identity(self, value: str) -> str:
         """A user or session id: as it is when nothing is detected in it, else a stable keyed
-        pseudonym. Header values arrive latin-1 decoded: UTF-8 ones are read as UTF-8 too."""
-        readings = [value]
-        with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
-            readings.append(value.encode("latin-1").decode("utf-8"))
-        if all(self.text(reading) == reading for reading in readings):
+        pseudonym."""
+        if self.text(value) == value:
             return value
+        return self._pseudonym(value)
+
+    def _pseudonym(self, value: str) -> str:
         digest = hmac.new(self._key, value.encode("utf-8", "surrogatepass"), hashlib.sha256)
         return f"[ID:{digest.hexdigest()[:16]}]"
+
+    def stored_names(self, user: str) -> list[str]:
+        """Every name a user id may be stored under: as sent and, with redaction on, its
+        pseudonym; and the same for the form older versions stored non-ASCII ids in
+        (their UTF-8 bytes read as latin-1: `müller` as `mÃ¼ller`), so old rows are found."""
+        forms = {user, user.encode("utf-8", "surrogatepass").decode("latin-1")}
+        if self.active:
+            forms |= {self._pseudonym(form) for form in forms}
+        return sorted(forms)
 
     def tags(self, tags: Iterable[str]) -> list[str]:
         return [self.text(tag) for tag in tags]

@@ -316,3 +316,16 @@ def test_guidelines_and_the_keys_in_the_sidebar(app: Callable[..., AppTest], pro
     assert "## House rules\n- cite the **policy**" in [m.value for m in at.sidebar.markdown]
     assert [b.label for b in at.button if b.label[:1].isdigit()] == ["1 Too rude",
                                                                      "2 Wrong language"]
+
+
+def test_a_new_sign_in_finds_the_skip_list_and_the_undo(app: Callable[..., AppTest],
+                                                        proxy: ProxyServer) -> None:
+    older, newer = logged(proxy, "first question", "second question")
+    at = app("ann")
+    button(at, "Skip for now").click().run()  # newer skipped
+    button(at, "Approve").click().run()  # older approved
+    again = app("ann")  # a reload or another tab: a new session
+    assert "Only skipped items are left." in [s.value for s in again.success]
+    button(again, "Undo: approve").click().run()
+    assert proxy.admin().interaction(older)["review"] == "pending"
+    assert proxy.admin().interaction(newer)["review"] == "pending"

@@ -90,7 +90,7 @@ def test_a_key_press_never_approves_an_error_item(proxy: ProxyServer, tmp_path: 
         box.fill(error)
         box.press("Enter")
         expect(page.get_by_text("Can't be approved as it is")).to_be_visible()
-        page.wait_for_timeout(500)
+        expect(box).not_to_be_focused()  # Enter left the id box: the keys act on the item
         page.keyboard.press("a")
         page.wait_for_timeout(1500)
         expect(box).to_have_value(error)  # the key did not type into the id box
@@ -99,6 +99,7 @@ def test_a_key_press_never_approves_an_error_item(proxy: ProxyServer, tmp_path: 
         box.fill(good)  # the keys work again once the next item is shown
         box.press("Enter")
         expect(page.get_by_text("needs_work · revision 1")).to_be_visible()
+        expect(box).not_to_be_focused()
         page.keyboard.press("a")
         expect(page.get_by_text("approve saved (revision 2)")).to_be_visible()
     item = proxy.admin().interaction(error)

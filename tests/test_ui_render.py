@@ -22,13 +22,13 @@ def test_script_tags_are_escaped_text_never_elements() -> None:
     "javascript:alert(1)", "JaVaScRiPt:alert(1)", " javascript:alert(1)",
     "java\tscript:alert(1)", "data:text/html,<script>alert(1)</script>",
     "vbscript:msgbox(1)", "/relative/path", "//evil.example/x",
+    "jav&#x61;script:alert(1)", "&#106;avascript:alert(1)", "jav&#x09;ascript:alert(1)",
 ])
 def test_links_that_could_run_script_lose_their_target(href: str) -> None:
     assert safe_href(href) is None
     out = sanitize(f'<a href="{href}">x</a>')
     assert "href" not in out and ">x</a>" in out
     md = markdown_html(f"[x](<{href}>)")
-    assert "javascript" not in md.lower().replace("[x]", "") or "href" not in md
     assert 'href="' not in md
 
 

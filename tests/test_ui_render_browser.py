@@ -57,3 +57,40 @@ def test_rtl_text_code_and_tables_in_chromium(proxy: ProxyServer,
             assert page.get_by_label("Answer", exact=True).input_value() == "echo: " + MESSAGE
         finally:
             browser.close()
+
+
+def test_long_text_folds_in_place_and_show_all_opens_the_same_block(
+        proxy: ProxyServer, review_app: str) -> None:  # noqa: F811
+    from playwright.sync_api import expect, sync_playwright
+
+    long = " ".join(f"word{n}" for n in range(900)) + " THE-END"
+    proxy.openai().chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": long}])
+    proxy.wait_logged(1)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(review_app)
+            page.get_by_label("Your name (recorded with every review)").fill("dana")
+            page.get_by_label("Password", exact=True).fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+
+            user = page.get_by_role("group", name="Chat message from user")
+            body = user.locator(".tl-long .tl-body")
+            expect(body).to_be_visible()
+            clipped = "e => [e.clientHeight, e.scrollHeight]"
+            shown, full = body.evaluate(clipped)
+            assert shown < full  # folded
+            user.get_by_text("Show all").click()
+            expect(user.get_by_text("Show less")).to_be_visible()
+            shown, full = body.evaluate(clipped)
+            assert shown == full  # the same block, opened
+            assert user.inner_text().count("THE-END") == 1  # the text is there once
+            assert user.inner_text().count("word899") == 1
+            style = "(e, p) => getComputedStyle(e)[p]"
+            assert body.evaluate(style, "wordBreak") == "normal"  # wraps between words
+            assert body.evaluate(style, "whiteSpace") == "normal"
+        finally:
+            browser.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from curation_ui.actions import action_panel, held, release, show_flash, undo_button
-from curation_ui.browser import page_ready
+from curation_ui.browser import blur_on_enter, page_ready
 from curation_ui.chat_view import (
     escape_markdown,
     last_answer,
@@ -28,6 +28,7 @@ SLOT = "item_shown"
 st.title("Item")
 if "id" in st.query_params and "item_id" not in st.session_state:
     st.session_state["item_id"] = st.query_params["id"]
+blur_on_enter("Interaction id")
 item_id = st.text_input("Interaction id", key="item_id", max_chars=64).strip()
 side_panel()
 show_flash()

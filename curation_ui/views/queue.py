@@ -20,6 +20,7 @@ from curation_ui.chat_view import escape_markdown, show_messages
 from curation_ui.conflict import conflict_panel
 from curation_ui.filters import filter_widgets
 from curation_ui.item_header import show_header
+from curation_ui.reviewer_state import keep_work
 from curation_ui.session import client, require_reviewer, reviewer
 from curation_ui.workbench import claim_line, keep_claim, progress_line, side_panel
 from tuneloop.errors import TuneloopError
@@ -42,6 +43,7 @@ def move_on(item_id: str, *, skip: bool) -> None:
     item (asking for it with the skipped ids releases this one's claim)."""
     if skip:
         st.session_state.setdefault("queue_skipped", []).append(item_id)
+        keep_work()
     release(SLOT)
 
 
@@ -70,6 +72,7 @@ def review_pane(filters: dict[str, Any]) -> None:
         st.success("Nothing pending here." if not skipped else "Only skipped items are left.")
         if skipped and st.button("Bring back the skipped items"):
             skipped.clear()
+            keep_work()
             st.rerun()
         return
 

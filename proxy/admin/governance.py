@@ -34,7 +34,7 @@ async def forget(request: Request) -> Response:
     user = body.get("user")
     if not isinstance(user, str) or not 0 < len(user) <= 256:
         raise BadRequest("send {\"user\": \"<x-tuneloop-user value>\"}", param="user")
-    names = sorted({user, ctx.redactor.identity(user)})  # stored as its pseudonym if redacted
+    names = ctx.redactor.stored_names(user)  # its pseudonym if redacted, its old mojibake
     exports: list[dict[str, Any]] = []
 
     def rows(con: Connection) -> dict[str, int]:

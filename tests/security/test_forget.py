@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import httpx
 import openai
+import pytest
 from click.testing import CliRunner
 
 from exporter.evaluate import EvalOptions, evaluate
@@ -34,6 +36,58 @@ def ask(client: openai.OpenAI, user: str, text: str) -> str:
         model=BASELINE, messages=[{"role": "user", "content": text}],
         extra_headers={"x-tuneloop-user": user})
     return str(raw.headers["x-tuneloop-id"])
+
+
+def ask_as(proxy: ProxyServer, user: str | bytes) -> str:
+    """A chat request whose x-tuneloop-user carries the UTF-8 bytes of `user` (or `user`'s
+    bytes as they are). The openai SDK cannot send a non-ASCII header value (it re-encodes
+    every header as ASCII): raw httpx does, as curl and most libraries do."""
+    raw = user.encode("utf-8") if isinstance(user, str) else user
+    answered = proxy.http().post("/v1/chat/completions", headers={
+        "x-tuneloop-user": raw, "authorization": f"Bearer {UPSTREAM_KEY}"},
+        json={"model": BASELINE, "messages": [{"role": "user", "content": "hello"}]})
+    assert answered.status_code == 200, answered.text
+    return answered.headers["x-tuneloop-id"]
+
+
+def mojibake(user: str) -> str:
+    """How versions that read headers as latin-1 stored a UTF-8 id."""
+    return user.encode("utf-8").decode("latin-1")
+
+
+NON_ASCII_USERS = ("m\u00fcller", "m\u00fcller@b\u00fccher.de", "\u7528\u6237-7")
+
+
+@pytest.mark.parametrize("redact", [[], ["email", "phone", "card"]], ids=["plain", "redacted"])
+def test_a_non_ascii_user_is_stored_as_sent_and_forgotten(
+        proxy_factory: Callable[..., ProxyServer], redact: list[str]) -> None:
+    proxy = proxy_factory(redact=redact)
+    ids = {user: ask_as(proxy, user) for user in NON_ASCII_USERS}
+    # rows an older version logged: the id stored as its UTF-8 bytes read as latin-1 (sending
+    # those characters' UTF-8 bytes stores exactly that, and its pseudonym, today)
+    legacy = {user: ask_as(proxy, mojibake(user)) for user in NON_ASCII_USERS[:2]}
+    # Python's http.client (requests, urllib) and Node send a str header value as latin-1
+    latin1 = {user: ask_as(proxy, user.encode("latin-1")) for user in NON_ASCII_USERS[:2]}
+    kept = ask_as(proxy, "m\u00fcller-2")
+    ascii_kept = proxy.openai().chat.completions.with_raw_response.create(
+        model=BASELINE, messages=[{"role": "user", "content": "hello"}],
+        extra_headers={"x-tuneloop-user": "mueller"}).headers["x-tuneloop-id"]
+    stored = {user: proxy.row(interaction)["user_id"] for user, interaction in ids.items()}
+    assert stored["m\u00fcller"] == "m\u00fcller"
+    assert proxy.row(latin1["m\u00fcller"])["user_id"] == "m\u00fcller"
+    assert stored["\u7528\u6237-7"] == "\u7528\u6237-7"
+    email = "m\u00fcller@b\u00fccher.de"
+    if redact:
+        assert stored[email].startswith("[ID:")
+        assert proxy.row(latin1[email])["user_id"] == stored[email]
+        assert proxy.row(legacy[email])["user_id"].startswith("[ID:")
+    else:
+        assert stored[email] == proxy.row(latin1[email])["user_id"] == email
+    admin = proxy.admin()
+    for user in NON_ASCII_USERS:
+        gone = 1 + (user in legacy) + (user in latin1)
+        assert admin.forget(user)["deleted"]["interactions"] == gone, user
+    assert sorted(proxy.sql("SELECT id FROM interactions")) == sorted([[kept], [ascii_kept]])
 
 
 def test_forget_reaches_evaluation_reports_and_names_or_purges_exports(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -49,6 +50,81 @@ ALL = ["email", "phone", "card"]
 )
 def test_separators_unicode_digits_and_idn_addresses(text: str, expected: str) -> None:
     assert Redactor(ALL).text(text) == expected
+
+
+CARD = "4111{0}1111{0}1111{0}1111"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # invisible characters between the digits: zero-width space, non-joiner, joiner, word
+        # joiner, BOM, soft hyphen; combining marks on the digits
+        *((f"card {CARD.format(c)} now", "card [CARD] now")
+          for c in ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad")),
+        ("card 4\u03011\u03011\u03011111111111111 now", "card [CARD] now"),
+        ("card 4111\u20e31111\u20e31111\u20e31111", "card [CARD]"),  # enclosing keycap
+        # separator-like punctuation between groups
+        *((f"card {CARD.format(c)} now", "card [CARD] now")
+          for c in ("_", ",", ":", "|", "*", "+", "\u30fc", " -- ", ", ", " | ")),
+        # e-mail addresses with invisible characters inside, upper-case punycode domains
+        ("mail jane\u200b.doe@example.com now", "mail [EMAIL] now"),
+        ("mail user\u200b@example.com now", "mail [EMAIL] now"),
+        ("mail user@ex\u00adample.com now", "mail [EMAIL] now"),
+        ("mail user@example.XN--P1AI now", "mail [EMAIL] now"),
+        ("mail user@example.xn--p1ai now", "mail [EMAIL] now"),
+        ("mail j\u0301ane@example.com now", "mail [EMAIL] now"),  # combining acute
+        # phone numbers with zero-width separators, U+2024 one dot leader, underscores
+        ("phone 415\u200b555\u200b2671 now", "phone [PHONE] now"),
+        ("phone +1\u2024415\u2024555\u20242671 now", "phone [PHONE] now"),
+        ("phone 415_555_2671 now", "phone [PHONE] now"),
+    ],
+)
+def test_invisible_characters_and_odd_separators_hide_nothing(text: str, expected: str) -> None:
+    assert Redactor(ALL).text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6]",  # a list of numbers
+        "| 4 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 1 |",  # a table
+        "at 12:30:45 and 13:45:10 on 2024:01:15",
+        "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+        "total 1,234,567,890 units",
+        "caf\u00e9 au lait, na\u00efve r\u00e9sum\u00e9 \u200bhello\u200d",
+    ],
+)
+def test_the_new_separators_leave_lists_times_and_text_alone(text: str) -> None:
+    """Guards for the fix above (these pass on the code before it too): `,` `:` `|` join
+    only groups of 3 digits or more, and invisible characters elsewhere are kept."""
+    assert Redactor(ALL).text(text) == text
+
+
+def test_card_numbers_as_json_integers() -> None:
+    redacted = Redactor(ALL).value({"seed": 4111111111111111, "n": [-5500000000000004],
+                                    "order": 4111111111111112, "phone": 4155552671,
+                                    "ts": 1700000000000, "flag": True, "x": 1.5})
+    assert redacted == {"seed": "[CARD]", "n": ["[CARD]"], "order": 4111111111111112,
+                        "phone": 4155552671, "ts": 1700000000000, "flag": True, "x": 1.5}
+    assert Redactor(["email", "phone"]).value(4111111111111111) == 4111111111111111
+
+
+def test_bypasses_through_a_real_proxy(proxy_factory: Callable[..., ProxyServer]) -> None:
+    proxy = proxy_factory(redact=ALL)
+    secrets = {"zero-width card": CARD.format("\u200b"), "comma card": CARD.format(","),
+               "zero-width mail": "jane\u200b.doe@example.com",
+               "punycode mail": "user@example.XN--P1AI", "phone": "415_555_2671"}
+    raw = proxy.openai().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", seed=4111111111111111,
+        messages=[{"role": "user", "content": text} for text in secrets.values()])
+    row = proxy.row(raw.headers["x-tuneloop-id"])
+    request = row["request"] if isinstance(row["request"], dict) else orjson.loads(row["request"])
+    assert [m["content"] for m in request["messages"]] == [
+        "[CARD]", "[CARD]", "[EMAIL]", "[EMAIL]", "[PHONE]"]
+    assert request["seed"] == "[CARD]"
+    assert text_columns_containing(proxy, {**secrets, "seed": "4111111111111111"}) == {
+        name: [] for name in [*secrets, "seed"]}
 
 
 def test_metadata_keys_are_redacted_and_kept_apart() -> None:
