@@ -47,7 +47,8 @@ class BodyLimits:
 
     @classmethod
     def passthrough(cls, settings: Settings) -> BodyLimits:
-        return cls(settings.max_passthrough_bytes, settings.body_idle_timeout_s, None)
+        return cls(settings.max_passthrough_bytes, settings.body_idle_timeout_s,
+                   settings.passthrough_body_timeout_s)
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -151,8 +152,24 @@ def parse_payload(body: bytes, max_depth: int) -> dict[str, Any]:
     return payload
 
 
+_SPACE = b" \t\r\n"
+_BOM = b"\xef\xbb\xbf"
+
+
+def looks_like_json(body: bytes) -> bool:
+    """Whether a body starts like a JSON object or array (after a BOM and whitespace)."""
+    start = body[:4096].removeprefix(_BOM).lstrip(_SPACE)[:1]
+    return start in (b"{", b"[")
+
+
+def is_multipart(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower().startswith("multipart/")
+
+
 def check_json_depth(body: bytes, content_type: str, max_depth: int) -> None:
-    """Passthrough bodies: a JSON body deeper than the limit is refused; other bodies pass as
-    they are (the upstream judges their syntax)."""
-    if body and "json" in content_type and not within_depth(body, max_depth):
+    """Passthrough bodies: whatever the Content-Type says (a JSON parser upstream may not look
+    at it), a body that starts like JSON and nests deeper than the limit is refused; multipart
+    uploads (the files API) and other bodies pass as they are (the upstream judges them)."""
+    if (body and not is_multipart(content_type) and looks_like_json(body)
+            and not within_depth(body, max_depth)):
         raise too_deep(max_depth)

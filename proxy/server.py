@@ -16,13 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import resource
 from typing import Any
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from tuneloop.config import Settings
-from tuneloop.errors import RequestTimeout
+from tuneloop.errors import Overloaded, RequestTimeout
+
+FD_RESERVE = 64
+"""File descriptors kept for the database, the spool, logs and the admin API."""
+
+
+async def overloaded(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """uvicorn's answer beyond `limit_concurrency`, OpenAI-shaped (503, then close)."""
+    body = orjson.dumps(Overloaded(
+        "the proxy is at its connection limit (max_connections); retry shortly").to_openai())
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -50,6 +66,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._disarm()
         super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle,
+                         app: ASGI3Application) -> None:
+        super()._start_asgi_task(cycle, overloaded if app is service_unavailable else app)
 
     def _arm(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._expired)
@@ -93,7 +113,19 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "http": protocol_class(settings), "access_log": False,
         "log_level": settings.log_level, "timeout_graceful_shutdown": 30, "lifespan": "on",
         "proxy_headers": False, "server_header": False,
+        "limit_concurrency": connection_limit(settings),
     }
+
+
+def connection_limit(settings: Settings) -> int:
+    """uvicorn's `limit_concurrency` for `max_connections`, but never more than the open-file
+    limit allows: each client connection may hold one upstream connection too, and some
+    descriptors are kept back."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    allowed = settings.max_connections
+    if soft != resource.RLIM_INFINITY:
+        allowed = max(1, min(allowed, (soft - FD_RESERVE) // 2))
+    return allowed + 1  # uvicorn refuses when the count, this connection included, reaches it
 
 
 def _loopback(host: str) -> bool:

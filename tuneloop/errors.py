@@ -148,3 +148,12 @@ class DatabaseInUse(StorageError):
     """Another process (a running server) holds the database file: go through its admin API."""
 
     code = "database_in_use"
+
+
+class Overloaded(TuneloopError):
+    """The proxy is at its connection cap (`max_connections`): try again shortly."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "overloaded"
+    exit_code = 6

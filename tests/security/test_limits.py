@@ -69,6 +69,32 @@ def test_json_deeper_than_64_is_refused_before_forwarding(
         assert len(proxy.admin().interactions()["items"]) == 1
 
 
+@pytest.mark.parametrize("content_type", [
+    b"APPLICATION/JSON", b"application/JSON; charset=utf-8", b"", b"text/plain",
+    b"application/x-www-form-urlencoded", b"application/octet-stream",
+])
+def test_a_deep_passthrough_body_is_refused_whatever_its_content_type(
+    proxy_factory: Callable[..., ProxyServer], content_type: bytes,
+) -> None:
+    with recorder(json_answer(ANSWER)) as upstream:
+        proxy = proxy_factory(upstream=upstream.url + "/v1", openai_api_key=UPSTREAM_KEY)
+        for body in (nested(200), b" \r\n" + nested(200), b'{"a":' + nested(200) + b"}"):
+            request = post("/v1/fine_tuning/jobs", body).replace(
+                b"content-type: application/json\r\n",
+                b"content-type: " + content_type + b"\r\n" if content_type else b"")
+            response = exchange(proxy.url, request)
+            assert response is not None and response.status == 400, (content_type, body[:9])
+            assert openai_error(response)["code"] == "json_too_deep"
+        assert upstream.requests == []
+        # multipart uploads (the files API) are not JSON: relayed as they are
+        multipart = (b"--b\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a\"\r\n"
+                     b"\r\n" + nested(200) + b"\r\n--b--\r\n")
+        response = exchange(proxy.url, post("/v1/files", multipart).replace(
+            b"content-type: application/json", b"content-type: Multipart/Form-Data; boundary=b"))
+        assert response is not None and response.status == 200
+        assert len(upstream.requests) == 1
+
+
 def test_the_admin_api_and_feedback_refuse_json_deeper_than_64(proxy: ProxyServer) -> None:
     admin = {"authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"}
     with proxy.http() as http:
@@ -95,13 +121,17 @@ def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(
         assert upstream.requests == []
 
 
+@pytest.mark.parametrize(("path", "limit"), [
+    ("/v1/chat/completions", "body_timeout_s"),
+    ("/v1/files", "passthrough_body_timeout_s"),
+])
 def test_a_body_trickled_byte_by_byte_is_cut_off_by_the_total_limit(
-    proxy_factory: Callable[..., ProxyServer],
+    proxy_factory: Callable[..., ProxyServer], path: str, limit: str,
 ) -> None:
     with recorder(json_answer(ANSWER)) as upstream:
         proxy = proxy_factory(upstream=upstream.url + "/v1", body_idle_timeout_s=2.0,
-                              body_timeout_s=2.0)
-        request = post("/v1/chat/completions", chat(3))
+                              **{limit: 2.0})
+        request = post(path, chat(3))
         with connect(proxy.url, timeout_s=15) as sock:
             head, _, body = request.partition(b"\r\n\r\n")
             sock.sendall(head + b"\r\n\r\n")
@@ -119,6 +149,7 @@ def test_a_body_trickled_byte_by_byte_is_cut_off_by_the_total_limit(
             sock.settimeout(15)
             response = response or read_response(sock)
             assert response is not None and response.status == 408
+            assert "2 s in all" in str(openai_error(response)["message"])  # the total limit
             assert upstream.requests == []
 
 
@@ -156,3 +187,28 @@ def test_headers_that_never_end_get_408_and_a_silent_connection_is_closed(
                 assert answer is not None and answer.status == 200
                 time.sleep(0.5)
         assert upstream.requests == []
+
+
+def test_beyond_max_connections_a_request_gets_an_openai_shaped_503(tmp_path: Path) -> None:
+    health = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+    with recorder(json_answer(ANSWER)) as upstream, served(
+        tmp_path, upstream.url + "/v1", max_connections="2"
+    ) as process:
+        held = [connect(process.url), connect(process.url)]
+        for sock in held:  # both accepted and kept alive
+            sock.sendall(health)
+            response = read_response(sock)
+            assert response is not None and response.status == 200
+        refused = exchange(process.url, health)
+        assert refused is not None and refused.status == 503
+        assert openai_error(refused)["code"] == "overloaded"
+        assert refused.header_values("connection") == ["close"]
+        held.pop().close()
+        for _ in range(50):  # once the server has seen the close, there is room again
+            again = exchange(process.url, health)
+            assert again is not None
+            if again.status == 200:
+                break
+            time.sleep(0.1)
+        assert again.status == 200
+        held.pop().close()
