@@ -82,3 +82,15 @@ def side_panel() -> None:
                 st.markdown(guidelines)
         with st.expander("Keys (?)"):
             st.table({"key": [k for k, _ in KEYS], "does": [d for _, d in KEYS]})
+
+
+def unreadable(item: dict[str, Any]) -> bool:
+    """The admin API answers a stored row it cannot write as JSON with a placeholder
+    (`{"id", "error"}`): one bad row must not break a page for every reviewer."""
+    return "error" in item and "revision" not in item
+
+
+def show_unreadable(item: dict[str, Any]) -> None:
+    st.error(escape_markdown(
+        f"Interaction {item['id']} can't be shown: {item['error']}. The server log names "
+        "why; an admin can look at it with `tuneloop sql`. Skip it to go on."))

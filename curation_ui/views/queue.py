@@ -22,7 +22,14 @@ from curation_ui.filters import filter_widgets
 from curation_ui.item_header import show_header
 from curation_ui.reviewer_state import keep_work
 from curation_ui.session import client, require_reviewer, reviewer
-from curation_ui.workbench import claim_line, keep_claim, progress_line, side_panel
+from curation_ui.workbench import (
+    claim_line,
+    keep_claim,
+    progress_line,
+    show_unreadable,
+    side_panel,
+    unreadable,
+)
 from tuneloop.errors import TuneloopError
 
 require_reviewer()
@@ -76,6 +83,11 @@ def review_pane(filters: dict[str, Any]) -> None:
             st.rerun()
         return
 
+    if unreadable(item):
+        show_unreadable(item)
+        st.button("Skip for now", shortcut="J", on_click=move_on, args=(item["id"],),
+                  kwargs={"skip": True})
+        return
     page_ready(f"{item['id']}@{item['revision']}")
     show_header(item)
     claim_line(item)
