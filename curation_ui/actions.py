@@ -29,7 +29,7 @@ from curation_ui.chat_view import (
     with_answer,
 )
 from curation_ui.reviewer_state import keep_work
-from curation_ui.session import client, reviewer, ui_settings
+from curation_ui.session import client, reviewer, session_valid, ui_settings
 from tuneloop.errors import Conflict, TuneloopError
 
 FLASH = "flash"
@@ -87,6 +87,8 @@ def run_action(item: dict[str, Any], action: str, *, reason: str | None = None,
     recorded by this call. Only a submit that went out and was not refused blocks a second
     one for the same (item, revision); a refusal (409, `claimed`, bad input) leaves nothing
     behind, so trying again sends again. A conflict is kept in `CONFLICT` for the page."""
+    if not session_valid():  # signed out elsewhere or expired: the page's run ends it
+        return False
     once = f"{item['id']}@{item['revision']}"
     acted: dict[str, str] = st.session_state.setdefault(ACTED, {})
     if once in acted:
@@ -118,6 +120,8 @@ def run_action(item: dict[str, Any], action: str, *, reason: str | None = None,
 
 
 def undo_last() -> None:
+    if not session_valid():  # signed out elsewhere or expired: the page's run ends it
+        return
     last = st.session_state.get("last_action")
     if not last:
         flash("warning", "Nothing to undo in this session.")
