@@ -230,7 +230,7 @@ def write_cookie() -> None:
 def sign_out() -> None:
     """End the session: the cookie is refused from now on and cleared in the browser, and so
     are the reviewer's drafts."""
-    name = st.session_state.get("reviewer")
+    who = st.session_state.get("reviewer")
     cookie = st.session_state.pop("session_cookie", None) or _cookie()
     if cookie:
         signer(ui_settings()).sign_out(cookie, now=int(time.time()))
@@ -239,7 +239,7 @@ def sign_out() -> None:
         if name != "signed_out_cookies":
             del st.session_state[name]
     st.session_state["clear_cookie"] = secrets.token_hex(8)
-    if name:
-        st.session_state["clear_drafts"] = (str(name), secrets.token_hex(8))
+    if who:
+        st.session_state["clear_drafts"] = (str(who), secrets.token_hex(8))
     if _oidc_configured() and st.user.is_logged_in:
         st.logout()
