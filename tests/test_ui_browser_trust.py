@@ -21,7 +21,7 @@ pytestmark = pytest.mark.browser
 IDLE = """() => {
   const lock = window.__tuneloop && window.__tuneloop.lock;
   return !document.querySelector('[data-testid="stStatusWidget"] button')
-    && !!lock && performance.now() >= lock.until;
+    && (!lock || performance.now() >= lock.until);
 }"""
 
 
@@ -54,6 +54,7 @@ def test_fast_keys_act_once_on_the_item_shown(proxy: ProxyServer, tmp_path: Path
         expect(answer).to_have_value("echo: q three")
         idle(page)
         expect(answer).to_have_value("echo: q three")  # and it stays there, not emptied
+        assert answer_of(proxy, q4) == (1, ["edit"])
 
         page.mouse.click(1000, 60)  # out of the editor: the keys act
         page.keyboard.press("a")
@@ -61,6 +62,8 @@ def test_fast_keys_act_once_on_the_item_shown(proxy: ProxyServer, tmp_path: Path
         page.keyboard.press("a")
         expect(answer).to_have_value("echo: q two")
         idle(page)
+        assert answer_of(proxy, q2) == (0, [])  # never approved unseen
+        expect(answer).to_have_value("echo: q two")
 
         page.mouse.click(1000, 60)
         page.keyboard.press("x")  # no reason yet: said, and 1-9 pick one (not typed digits)
@@ -98,11 +101,11 @@ def test_sign_out_clears_drafts_and_ends_the_other_tab(proxy: ProxyServer,
 
         first.get_by_role("button", name="Sign out").click()
         expect(first.get_by_label("Your name (recorded with every review)")).to_be_visible()
-        first.wait_for_function("() => !Object.keys(localStorage)"
-                                ".some(k => k.startsWith('tuneloop-draft:'))")
-
         second.mouse.click(1000, 60)
         second.keyboard.press("a")  # the open tab: its sign-in has ended, nothing is sent
         expect(second.get_by_text("Your sign-in has ended")).to_be_visible()
         expect(second.get_by_label("Your name (recorded with every review)")).to_be_visible()
+        assert answer_of(proxy, item_id) == (0, [])
+        first.wait_for_function("() => !Object.keys(localStorage)"
+                                ".some(k => k.startsWith('tuneloop-draft:'))")
     assert answer_of(proxy, item_id) == (0, [])
