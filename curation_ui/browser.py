@@ -39,7 +39,7 @@ export default function(component) {
     document.cookie = data.cookie.name + '=' + value + '; Path=/; Max-Age=' +
       data.cookie.max_age + '; SameSite=Strict' + secure;
   }
-  const lock = w.__tuneloop.lock = w.__tuneloop.lock || { until: 0, shown: null };
+  const lock = w.__tuneloop.lock = w.__tuneloop.lock || { until: 0, settle: 0, shown: null };
   if (!w.__tuneloop.keyLock) {
     // One action per item shown: an action key lets the next ones wait until the page says
     // it is ready again (page_ready, sent after the whole item pane), plus a short moment
@@ -58,7 +58,8 @@ export default function(component) {
             && el.getAttribute('aria-label') === w.__tuneloop.reasonLabel);
       if (!act) { return; }
       const now = performance.now();
-      if (event.repeat || now < lock.until) {
+      // Ctrl+Enter comes from the editor the reviewer is typing in: only a busy page stops it
+      if (event.repeat || now < lock.until || (!submit && now < lock.settle)) {
         event.preventDefault(); event.stopImmediatePropagation(); return;
       }
       lock.until = now + 4000;  // until the page answers (or this long, if it never does)
@@ -66,9 +67,10 @@ export default function(component) {
   }
   if (data.ready) {
     w.__tuneloop.reasonLabel = data.reason_label;
-    const fresh = lock.shown !== data.ready.item;
+    const switched = lock.shown !== null && lock.shown !== data.ready.item;
     lock.shown = data.ready.item;
-    lock.until = fresh ? performance.now() + data.ready.settle_ms : 0;
+    lock.until = 0;
+    if (switched) { lock.settle = performance.now() + data.ready.settle_ms; }
   }
   if (data.top && once('top', data.top)) {
     const active = document.activeElement;

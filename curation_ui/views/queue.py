@@ -122,19 +122,27 @@ def review_pane(filters: dict[str, Any]) -> None:
         st.button("Skip for now", shortcut="J", on_click=move_on, args=(item["id"],),
                   kwargs={"skip": True})
         return
-    show_header(item)
-    claim_line(item)
-    show_messages(item["messages"], answer_in_editor=True)
-    action_panel(item, key="queue", on_done=lambda: move_on(item["id"], skip=False))
-    skip, history = st.columns(2)
-    skip.button("Skip for now", shortcut="J", on_click=move_on, args=(item["id"],),
-                kwargs={"skip": True}, width="stretch")
-    if history.button("Open its history", width="stretch"):
-        st.session_state["item_id"] = item["id"]
-        st.switch_page("views/item.py")
+    shown = f"{item['id']}@{item['revision']}"
+    pane = st.empty()
+    if st.session_state.get("queue_pane") != shown:
+        # a new item: the previous one's elements go at once, so its editor never stands
+        # under the new header while the new one is drawn
+        pane.empty()
+        st.session_state["queue_pane"] = shown
+    with pane.container():
+        show_header(item)
+        claim_line(item)
+        show_messages(item["messages"], answer_in_editor=True)
+        action_panel(item, key="queue", on_done=lambda: move_on(item["id"], skip=False))
+        skip, history = st.columns(2)
+        skip.button("Skip for now", shortcut="J", on_click=move_on, args=(item["id"],),
+                    kwargs={"skip": True}, width="stretch")
+        if history.button("Open its history", width="stretch"):
+            st.session_state["item_id"] = item["id"]
+            st.switch_page("views/item.py")
     # last: the keys act again once the header, the conversation and the editor of this item
     # are all drawn (a key pressed while the pane changes never acts on an unseen item)
-    page_ready(f"{item['id']}@{item['revision']}", reason_label=REASON_LABEL)
+    page_ready(shown, reason_label=REASON_LABEL)
 
 
 st.title("Review queue")
