@@ -70,7 +70,7 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limits: BodyLi
     parts: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(min(now + limits.idle_timeout_s, end)) as timer:
+        async with asyncio.timeout_at(min(now + limits.idle_timeout_s, end)) as timer:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -121,7 +121,7 @@ class BodyReader:
         loop = asyncio.get_running_loop()
         limits = self.limits
         try:
-            async with asyncio.timeout(min(loop.time() + limits.idle_timeout_s, self.end)):
+            async with asyncio.timeout_at(min(loop.time() + limits.idle_timeout_s, self.end)):
                 message = await self.receive()
             if message["type"] == "http.disconnect":
                 raise BadRequest("the client disconnected while sending the body",

@@ -325,3 +325,17 @@ def test_a_relayed_upload_over_the_size_limit_gets_413(
     assert response is not None and response.status == 413, response
     assert openai_error(response)["code"] == "request_too_large"
     upstream.sock.close()
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/files"])
+def test_a_body_that_never_starts_gets_408(
+    proxy_factory: Callable[..., ProxyServer], path: str,
+) -> None:
+    with recorder(json_answer(ANSWER)) as upstream:
+        proxy = proxy_factory(upstream=upstream.url + "/v1", body_idle_timeout_s=1.0)
+        with connect(proxy.url, timeout_s=15) as sock:
+            sock.sendall(post(path, chat(3)).partition(b"\r\n\r\n")[0] + b"\r\n\r\n")
+            response = read_response(sock)
+            assert response is not None and response.status == 408
+            assert closed_by_peer(sock)
+        assert upstream.requests == []
