@@ -13,6 +13,7 @@ from curation_ui.chat_view import escape_markdown, last_answer
 from curation_ui.filters import filter_widgets
 from curation_ui.session import client, require_reviewer, reviewer
 from curation_ui.styles import inject_styles
+from curation_ui.workbench import unreadable
 from tuneloop.errors import TuneloopError
 
 require_reviewer()
@@ -88,7 +89,11 @@ try:
 except TuneloopError as exc:
     st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
     st.stop()
-items: list[dict[str, Any]] = page["items"]
+items: list[dict[str, Any]] = [i for i in page["items"] if not unreadable(i)]
+broken = [i["id"] for i in page["items"] if unreadable(i)]
+if broken:
+    st.warning(f"{len(broken)} stored row(s) on this page can't be shown (the server log "
+               f"says why): {', '.join(broken)}")
 if not items:
     st.info("No interaction matches these filters.")
     st.stop()

@@ -18,7 +18,7 @@ from curation_ui.chat_view import (
 from curation_ui.conflict import conflict_panel
 from curation_ui.item_header import show_header
 from curation_ui.session import client, require_reviewer, reviewer
-from curation_ui.workbench import claim_line, side_panel
+from curation_ui.workbench import claim_line, show_unreadable, side_panel, unreadable
 from tuneloop.errors import NotFound, TuneloopError
 
 require_reviewer()
@@ -52,6 +52,9 @@ except TuneloopError as exc:
     st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
     st.stop()
 
+if unreadable(item):
+    show_unreadable(item)
+    st.stop()
 page_ready(f"{item['id']}@{item['revision']}")  # the keys work, not the id box
 show_header(item)
 claim_line(item)

@@ -22,7 +22,14 @@ from curation_ui.filters import filter_widgets
 from curation_ui.item_header import show_header
 from curation_ui.reviewer_state import keep_work
 from curation_ui.session import client, require_reviewer, reviewer
-from curation_ui.workbench import claim_line, keep_claim, progress_line, side_panel
+from curation_ui.workbench import (
+    claim_line,
+    keep_claim,
+    progress_line,
+    show_unreadable,
+    side_panel,
+    unreadable,
+)
 from tuneloop.errors import TuneloopError
 
 require_reviewer()
@@ -51,6 +58,7 @@ def move_on(item_id: str, *, skip: bool) -> None:
 def review_pane(filters: dict[str, Any]) -> None:
     """The item and its actions, as a fragment: a key press reruns this part alone, not the
     sidebar and the navigation, and the actions run in callbacks (one run per key press)."""
+    require_reviewer()  # a fragment's run skips the page's top: the sign-in may have ended
     show_flash()
     if conflict_panel():
         release(SLOT)
@@ -76,6 +84,11 @@ def review_pane(filters: dict[str, Any]) -> None:
             st.rerun()
         return
 
+    if unreadable(item):
+        show_unreadable(item)
+        st.button("Skip for now", shortcut="J", on_click=move_on, args=(item["id"],),
+                  kwargs={"skip": True})
+        return
     page_ready(f"{item['id']}@{item['revision']}")
     show_header(item)
     claim_line(item)
