@@ -25,7 +25,7 @@ PAGES = [
 SIGN_IN = st.Page(sign_in_page, title="Sign in", icon=":material/login:", url_path="signin",
                   default=True)
 
-st.set_page_config(page_title="tuneloop review", page_icon=":material/rate_review:",
+st.set_page_config(page_title="tuneloop review", page_icon="📝",
                    layout="wide")
 if restore(ui_settings()):
     write_cookie()
