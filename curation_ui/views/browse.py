@@ -31,13 +31,13 @@ COLUMNS = {
     "review": st.column_config.TextColumn("review", width=68),
     "rev": st.column_config.NumberColumn("rev", width=34),
     "model": st.column_config.TextColumn("model", width=92),
-    "prompt": st.column_config.TextColumn("prompt", width=180),
-    "answer": st.column_config.TextColumn("answer", width=300),
+    "prompt": st.column_config.TextColumn("prompt", width=160),
+    "answer": st.column_config.TextColumn("answer", width=270),
     "tags": st.column_config.TextColumn("tags", width=90),
     "score": st.column_config.TextColumn("score", width=48),  # "+0.50", blank without
     "error": st.column_config.CheckboxColumn("err", width=30),
     "trainable": st.column_config.TextColumn(
-        "trainable", width=110, help="blank: trainable; else why not (no answer, the stream "
+        "trainable", width=120, help="blank: trainable; else why not (no answer, the stream "
         "was cut or the client left, an upstream error, …)"),
     "id": None,  # kept in the data (Open uses it), not worth a column of the screen
 }
