@@ -29,7 +29,7 @@ from curation_ui.chat_view import (
     with_answer,
 )
 from curation_ui.reviewer_state import keep_work
-from curation_ui.session import client, reviewer, ui_settings
+from curation_ui.session import client, reviewer, session_valid, ui_settings
 from tuneloop.errors import Conflict, TuneloopError
 
 FLASH = "flash"
@@ -84,17 +84,24 @@ def forget_draft(item_id: str) -> None:
 def run_action(item: dict[str, Any], action: str, *, reason: str | None = None,
                messages: list[dict[str, Any]] | None = None) -> bool:
     """Send one review action. Its outcome is flashed on the next run; True when it was
-    recorded (or was already sent). A conflict is kept in `CONFLICT` for the page to show."""
+    recorded by this call. Only a submit that went out and was not refused blocks a second
+    one for the same (item, revision); a refusal (409, `claimed`, bad input) leaves nothing
+    behind, so trying again sends again. A conflict is kept in `CONFLICT` for the page."""
+    if not session_valid():  # signed out elsewhere or expired: the page's run ends it
+        return False
     once = f"{item['id']}@{item['revision']}"
     acted: dict[str, str] = st.session_state.setdefault(ACTED, {})
-    if once in acted:  # the same submit delivered twice: the first one is what counts
-        return True
+    if once in acted:
+        # a second delivery of a submit that is in flight or was recorded: the first one is
+        # what counts, and it has already moved the page on (so this one does not)
+        return False
     acted[once] = action
     try:
         result = client().review(item["id"], action, reviewer=reviewer(),
                                  expected_revision=item["revision"], reason=reason or None,
                                  messages=messages)
     except Conflict as exc:
+        del acted[once]  # refused, nothing recorded: a re-apply must be sent again
         st.session_state[CONFLICT] = {
             "id": item["id"], "action": action, "reason": reason, "messages": messages,
             "message": exc.message, "code": exc.code, "seen_revision": item["revision"]}
@@ -113,6 +120,8 @@ def run_action(item: dict[str, Any], action: str, *, reason: str | None = None,
 
 
 def undo_last() -> None:
+    if not session_valid():  # signed out elsewhere or expired: the page's run ends it
+        return
     last = st.session_state.get("last_action")
     if not last:
         flash("warning", "Nothing to undo in this session.")

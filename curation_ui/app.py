@@ -24,6 +24,10 @@ PAGES = [
 ]
 SIGN_IN = st.Page(sign_in_page, title="Sign in", icon=":material/login:", url_path="signin",
                   default=True)
+# signed out, every page's address shows the sign-in form (not "page not found"); after the
+# sign-in the same address is that page, so a link like /item?id=X lands on its item
+SIGN_IN_AT = [SIGN_IN] + [st.Page(sign_in_page, title="Sign in", url_path=page.url_path)
+                          for page in PAGES if page.url_path]
 
 st.set_page_config(page_title="tuneloop review", page_icon="📝",
                    layout="wide")
@@ -38,4 +42,4 @@ if restore(ui_settings()):
             st.rerun()
     st.navigation(PAGES).run()
 else:
-    st.navigation([SIGN_IN], position="hidden").run()
+    st.navigation(SIGN_IN_AT, position="hidden").run()

@@ -7,14 +7,19 @@ never sent to the browser) and `TUNELOOP_UI_PASSWORD`. Reviewers sign in with th
 that password, or through OIDC (`st.login`) when `[auth]` is configured in Streamlit secrets.
 A password sign-in is kept across browser reloads by a signed, expiring cookie
 (`signin_cookie.py`); signing out clears it and makes the server refuse it from then on.
-Signed out, the app offers the sign-in page alone, and every page calls `require_reviewer()`
-first. The app talks to the admin API only; it never opens the DuckDB file.
+Signed out, the app offers the sign-in page alone (at every page's address, so a deep link
+like /item?id=X lands on the item after the sign-in), and every page calls `require_reviewer()`
+first. The sign-in is checked again on every run and before every action (signature, expiry,
+sign-out list): signing out in one tab, or the session expiring, ends the others too.
+Password guessing is limited per name and overall (`signin_limit.py`). The app talks to the
+admin API only; it never opens the DuckDB file.
 """
 
 from __future__ import annotations
 
 import argparse
 import hmac
+import math
 import secrets
 import sys
 import time
@@ -25,6 +30,7 @@ import streamlit as st
 
 from curation_ui.browser import set_cookie
 from curation_ui.signin_cookie import COOKIE_NAME, CookieSigner, load_or_create_secret
+from curation_ui.signin_limit import SignInLimiter
 from tuneloop.client import AdminClient
 from tuneloop.config import Settings, load_settings
 
@@ -73,6 +79,12 @@ def _oidc_configured() -> bool:
 
 
 @st.cache_resource
+def signin_limiter() -> SignInLimiter:
+    """One for the server process: every session's failed sign-ins count together."""
+    return SignInLimiter()
+
+
+@st.cache_resource
 def _signer(secret: str | None, secret_file: str, signouts_file: str) -> CookieSigner:
     key = secret.encode() if secret else load_or_create_secret(Path(secret_file))
     return CookieSigner(key, Path(signouts_file))
@@ -94,8 +106,43 @@ def signed_in() -> bool:
     return bool(st.session_state.get("reviewer"))
 
 
+def session_valid() -> bool:
+    """The session's sign-in still holds: for a password sign-in its cookie's signature,
+    expiry and absence from the sign-out list (checked again each time: another tab may have
+    signed out, or the time run out); for OIDC, Streamlit's login."""
+    if not signed_in():
+        return False
+    if _oidc_configured():
+        return bool(st.user.is_logged_in)
+    cookie = st.session_state.get("session_cookie")
+    if not isinstance(cookie, str) or not cookie:
+        return False
+    return signer(ui_settings()).decode(cookie, now=int(time.time())) is not None
+
+
+def end_session(message: str) -> None:
+    """Forget the session's sign-in (its cookie is refused already) and say why on the
+    sign-in page."""
+    cookie = st.session_state.get("session_cookie")
+    refused = list(st.session_state.get("signed_out_cookies") or [])
+    if isinstance(cookie, str) and cookie:
+        refused.append(cookie)
+    for name in list(st.session_state.keys()):
+        del st.session_state[name]
+    st.session_state["signed_out_cookies"] = refused
+    st.session_state["signin_notice"] = message
+    st.session_state["clear_cookie"] = secrets.token_hex(8)
+
+
+ENDED = "Your sign-in has ended (signed out in another tab, or expired). Sign in again."
+
+
 def require_reviewer() -> None:
-    """Every page calls this first: without a signed-in reviewer it draws nothing and stops."""
+    """Every page (and every fragment) calls this first: without a signed-in reviewer whose
+    sign-in still holds it draws nothing; an ended sign-in goes back to the sign-in page."""
+    if signed_in() and not session_valid():
+        end_session(ENDED)
+        st.rerun(scope="app")
     if not signed_in():
         st.stop()
 
@@ -103,7 +150,9 @@ def require_reviewer() -> None:
 def restore(settings: Settings) -> bool:
     """Sign the session in from a valid sign-in cookie (or OIDC); True when signed in."""
     if signed_in():
-        return True
+        if session_valid():
+            return True
+        end_session(ENDED)
     if _oidc_configured():
         if st.user.is_logged_in:
             identity = st.user.get("email") or st.user.get("name") or st.user.get("sub")
@@ -134,6 +183,9 @@ def sign_in_page() -> None:
     pending = st.session_state.pop("clear_cookie", None)
     if pending:
         set_cookie(COOKIE_NAME, "", 0, pending)
+    notice = st.session_state.pop("signin_notice", None)
+    if notice:
+        st.warning(notice)
     with st.form("sign_in"):
         name = st.text_input("Your name (recorded with every review)", max_chars=MAX_NAME)
         password = st.text_input("Password", type="password")
@@ -144,10 +196,18 @@ def sign_in_page() -> None:
     if not name.strip():
         st.error("Enter your name: it is recorded with every review.")
         return
-    if not hmac.compare_digest(password.encode(), expected):
-        time.sleep(1.0)  # slows password guessing
-        st.error("Wrong password.")
+    limits = signin_limiter()
+    wait = limits.wait_s(name.strip(), time.monotonic())
+    if wait > 0:  # the password is not checked while locked: a guess tells nothing
+        st.error(f"Too many failed sign-ins: try again in {math.ceil(wait)} s.")
         return
+    if not hmac.compare_digest(password.encode(), expected):
+        locked_s = limits.failed(name.strip(), time.monotonic())
+        time.sleep(1.0)  # slows password guessing in this session too
+        st.error("Wrong password." + (f" Too many failed sign-ins: try again in "
+                                      f"{math.ceil(locked_s)} s." if locked_s else ""))
+        return
+    limits.succeeded(name.strip())
     ttl = int(settings.ui_session_hours * 3600)
     cookie = signer(settings).issue(name.strip(), now=int(time.time()), ttl_s=ttl)
     st.session_state["reviewer"] = name.strip()

@@ -10,7 +10,7 @@ import streamlit as st
 
 from curation_ui.browser import key_sheet
 from curation_ui.chat_view import escape_markdown
-from curation_ui.session import client, reviewer, ui_settings
+from curation_ui.session import client, reviewer, session_valid, ui_settings
 from tuneloop.errors import Conflict, TuneloopError
 
 RENEW_EVERY_S = 60
@@ -58,7 +58,7 @@ def keep_claim(slot: str) -> None:
     first run for an item only marks it: opening the item has just claimed it)."""
     kept = st.session_state.get(slot)
     item = kept[1][0] if kept is not None and kept[1] else None
-    if not isinstance(item, dict):
+    if not isinstance(item, dict) or not session_valid():
         return
     renewed: set[str] = st.session_state.setdefault("claim_renewals", set())
     if item["id"] not in renewed:

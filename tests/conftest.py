@@ -7,6 +7,7 @@ fake OpenAI upstream and hands out the official SDK clients and an admin client.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -157,3 +158,13 @@ def proxy_factory(
 @pytest.fixture
 def proxy(proxy_factory: Callable[..., ProxyServer]) -> ProxyServer:
     return proxy_factory()
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module() -> Iterator[None]:
+    """Streamlit's script runner (AppTest) installs the app script as `sys.modules["__main__"]`
+    and leaves it there; a process spawned afterwards (the compute worker) would then run the
+    review app as its main module. Each test gets back the real one."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main

@@ -59,6 +59,7 @@ def move_on(item_id: str, *, skip: bool) -> None:
 def review_pane(filters: dict[str, Any]) -> None:
     """The item and its actions, as a fragment: a key press reruns this part alone, not the
     sidebar and the navigation, and the actions run in callbacks (one run per key press)."""
+    require_reviewer()  # a fragment's run skips the page's top: the sign-in may have ended
     show_flash()
     if conflict_panel():
         release(SLOT)
