@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.types import Receive
 
 from tuneloop.config import Settings
-from tuneloop.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from tuneloop.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
 # every byte but the five that make JSON structure (translate deletes them all at once)
 _NOT_STRUCTURE = bytes(range(256)).translate(None, b'"[]{}')
@@ -51,6 +51,16 @@ class BodyLimits:
                    settings.passthrough_body_timeout_s)
 
 
+def check_encoding(headers: Mapping[str, str]) -> None:
+    """A compressed body can be neither checked (size, depth) nor logged, and relaying it
+    without its `Content-Encoding` would hand the upstream bytes it can't read: refuse it."""
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"request bodies with Content-Encoding {encoding[:40]!r} are not accepted: send "
+            "the body uncompressed")
+
+
 def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
 
@@ -61,6 +71,7 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limits: BodyLi
     One timer covers the whole read: it is pushed forward after each piece (the pause limit)
     but never past the total limit. A body that is already complete costs one timer handle.
     """
+    check_encoding(headers)
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
         raise too_large(limits.max_bytes)
@@ -101,6 +112,7 @@ class BodyReader:
     own failure; the handler answers this one)."""
 
     def __init__(self, receive: Receive, headers: Mapping[str, str], limits: BodyLimits):
+        check_encoding(headers)
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
             raise too_large(limits.max_bytes)
