@@ -79,6 +79,37 @@ def _tool_item() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return messages, response
 
 
+TURNS = [("Hi", "Hello! How can I help?"),
+         ("My order is late", "Sorry to hear that. What is the order number?"),
+         ("It is 998877, placed last Monday", "Thanks. Order 998877 left our warehouse on "
+          "Wednesday; the carrier's estimate is Friday."),
+         ("Can I get a refund if it misses Friday?", "Yes: refunds are possible within 30 "
+          "days of the order, so you would be covered."),
+         ("And the shipping fee?", "The shipping fee is refunded too when a delivery is late."),
+         ("Please start the refund now", None)]
+CUT_ANSWER = ("To migrate the billing export you first pause the scheduled job, then copy the "
+              "last snapshot into the new bucket and")
+
+
+def _turns(count: int, answer: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A conversation of `count` user turns; the last one answered by `answer`."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": SYSTEM}]
+    for user, reply in TURNS[:count - 1]:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+    messages.append({"role": "user", "content": TURNS[count - 1][0]})
+    return messages, {"object": "chat.completion", "choices": [{
+        "index": 0, "finish_reason": "stop", "message": {"role": "assistant",
+                                                         "content": answer}}]}
+
+
+def _cut_item() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """An answer the upstream cut at max_tokens (finish_reason "length")."""
+    messages, response = _chat("How do I migrate the billing export?", CUT_ANSWER)
+    assert response is not None
+    response["choices"][0]["finish_reason"] = "length"
+    return messages, response
+
+
 def examples() -> list[dict[str, Any]]:
     """(fields) of each example interaction, newest last."""
     items: list[dict[str, Any]] = []
@@ -103,6 +134,13 @@ def examples() -> list[dict[str, Any]]:
         {"chat": _chat("كيف يمكنني إلغاء اشتراكي؟", ARABIC_ANSWER),
          "tags": ["billing", "ar"], "user": "customer-ar", "session": "s-ar-1",
          "model": "support-bot"},
+        {"chat": _cut_item(), "tags": ["billing"], "user": "ops-7"},
+        {"chat": _turns(6, "I have started the refund for order 998877: you will get an "
+                        "email within the hour, and the money within 5 working days."),
+         "tags": ["orders"], "user": "customer-9988", "session": "s-9988"},
+        {"chat": _turns(3, "Thanks. Order 998877 left our warehouse on Wednesday; the "
+                        "carrier's estimate is Friday."),
+         "tags": ["orders"], "user": "customer-9988", "session": "s-9988"},
     ]
     return items
 

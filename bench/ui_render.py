@@ -187,7 +187,9 @@ def measure(db_path: Path, runs: int, key: str) -> tuple[float, float, list[floa
 
 # newest first: Arabic, Hebrew, tool call, a long answer, hostile HTML, code and a table (the
 # upstream error is left out of the pending queue: the Item page shows it)
-SHOWN_ITEMS = ((0, "arabic"), (2, "tool-call"), (3, "code-table"))
+SHOWN_ITEMS = ((0, "three-turns"), (1, "six-turns"), (1, "cut-answer"), (1, "arabic"),
+               (2, "tool-call"), (3, "code-table"))
+ITEM_SHOTS = ("three-turns", "six-turns")  # also shown on the Item page
 PAGES = ("Queue", "Browse", "Item", "Stats", "Datasets", "Jobs", "Routes")
 SETTLED_PAGE = """() => document.querySelector('[data-stale="true"]') === null
     && document.querySelector('[data-testid="stStatusWidget"]') === null"""
@@ -214,6 +216,7 @@ def screenshots(folder: Path) -> list[Path]:
     db_path = Path(tempfile.mkdtemp(prefix="tuneloop-shots-")) / "examples.duckdb"
     seed_examples(db_path)
     saved = []
+    ids: dict[str, str] = {}
     with serve_proxy(db_path) as api, serve_app(api) as url:
         session = browser_session(url)
         page = next(session)
@@ -224,6 +227,7 @@ def screenshots(folder: Path) -> list[Path]:
                 page.keyboard.press("j")
                 page.wait_for_function(SETTLED, arg=old)
             page.wait_for_timeout(300)
+            ids[name] = shown_id(page)
             path = folder / f"queue-{name}.png"
             page.screenshot(path=str(path))
             saved.append(path)
@@ -234,6 +238,11 @@ def screenshots(folder: Path) -> list[Path]:
         for title in PAGES[1:]:
             open_page(page, title, item_id)
             path = folder / f"{title.lower()}.png"
+            page.screenshot(path=str(path))
+            saved.append(path)
+        for name in ITEM_SHOTS:
+            open_page(page, "Item", ids[name])
+            path = folder / f"item-{name}.png"
             page.screenshot(path=str(path))
             saved.append(path)
         session.close()

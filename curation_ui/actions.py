@@ -242,11 +242,12 @@ def _canned_reasons(reason_key: str, scope: str) -> None:
     reasons = ui_settings().ui_reject_reasons[:9]
     if not reasons:
         return
-    columns = st.columns(len(reasons))
-    for number, (column, text) in enumerate(zip(columns, reasons, strict=True), start=1):
-        column.button(f"{number} {text}", key=f"{scope}-canned-{number}", shortcut=str(number),
+    # whole labels, wrapping as a compact list (no shortcut hint: the number leads the label)
+    with st.container(horizontal=True, gap="small", key=f"{scope}-canned-reasons"):
+        for number, text in enumerate(reasons, start=1):
+            st.button(f"{number} {text}", key=f"{scope}-canned-{number}", shortcut=str(number),
                       on_click=_set_reason, args=(reason_key, text, f"{scope}-{number}"),
-                      width="stretch", type="tertiary")
+                      width="content", type="tertiary")
 
 
 def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],

@@ -29,7 +29,7 @@ SIGN_IN = st.Page(sign_in_page, title="Sign in", icon=":material/login:", url_pa
 SIGN_IN_AT = [SIGN_IN] + [st.Page(sign_in_page, title="Sign in", url_path=page.url_path)
                           for page in PAGES if page.url_path]
 
-st.set_page_config(page_title="tuneloop review", page_icon=":material/rate_review:",
+st.set_page_config(page_title="tuneloop review", page_icon="📝",
                    layout="wide")
 if restore(ui_settings()):
     write_cookie()

@@ -22,6 +22,8 @@ from curation_ui.word_diff import word_diff_html
 
 FOLD_CHARS = 1500
 FOLD_LINES = 24
+GIST_CHARS = 160
+FOLDED_ROLES = ("system", "developer")
 RAW_KEY = "chat-raw-text"
 KNOWN_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
@@ -90,19 +92,33 @@ def _tool_call_html(call: Any) -> str:
             + json_html(str(function.get("arguments") or "")))
 
 
+def _gist(message: dict[str, Any]) -> str:
+    """A message's text on one line (what its folded summary shows), escaped."""
+    content = message.get("content")
+    if isinstance(content, list):
+        content = " ".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    text = " ".join(str(content or "").split())
+    if not text:
+        calls = [str((c.get("function") or {}).get("name")) for c in
+                 message.get("tool_calls") or [] if isinstance(c, dict)]
+        text = f"tool call {', '.join(calls)}" if calls else "(no text)"
+    return html.escape(text[:GIST_CHARS] + ("…" if len(text) > GIST_CHARS else ""))
+
+
 def message_html(message: dict[str, Any], *, raw: bool = False,
-                 answer_in_editor: bool = False) -> str:
+                 answer_in_editor: bool = False, folded: bool = False) -> str:
     """One message as a block (role, text, tool calls); `answer_in_editor` leaves its text
-    out: the reviewer's editor shows and edits it."""
+    out: the reviewer's editor shows and edits it. `folded`: one line (role and the start of
+    its text) that opens to the whole message on a click."""
     raw_role = message.get("role")
     role = raw_role if raw_role in KNOWN_ROLES else "unknown"
     label = "tool result" if role == "tool" else role
-    parts = [f'<div class="tl-role">{label}</div>']
+    parts = [] if folded else [f'<div class="tl-role">{label}</div>']
     if role == "tool" and message.get("tool_call_id"):
         parts.append(f'<div class="tl-call">for call {html.escape(str(message["tool_call_id"]))}'
                      '</div>')
     if answer_in_editor:
-        parts.append('<div class="tl-note">The answer is in the editor below.</div>')
+        parts.append('<div class="tl-note">The answer is in the editor.</div>')
     else:
         parts.append(_content_html(message.get("content"), raw=raw, role=role))
     if message.get("refusal"):
@@ -112,25 +128,40 @@ def message_html(message: dict[str, Any], *, raw: bool = False,
         parts.append(_tool_call_html(call))
     if message.get("function_call"):
         parts.append(_tool_call_html({"function": message["function_call"]}))
+    inner = "".join(parts)
+    if folded:
+        inner = (f'<details class="tl-fold"><summary><span class="tl-role">{label}</span>'
+                 f'<span class="tl-gist">{_gist(message)}</span></summary>{inner}</details>')
     return (f'<section class="tl-msg tl-{role}" dir="auto" role="group" '
-            f'aria-label="Chat message from {role}">{"".join(parts)}</section>')
+            f'aria-label="Chat message from {role}">{inner}</section>')
+
+
+def _earlier(messages: list[dict[str, Any]]) -> int:
+    """How many messages come before the last user turn (they fold to one line each)."""
+    users = [n for n, m in enumerate(messages) if m.get("role") == "user"]
+    return users[-1] if users else 0
 
 
 def conversation_html(messages: list[Any], *, raw: bool = False,
                       answer_in_editor: bool = False) -> str:
     """The whole conversation as one HTML block. Every client-written value in it went
-    through the sanitizer or `html.escape`."""
+    through the sanitizer or `html.escape`. Under review (`answer_in_editor`) the system
+    prompt and the turns before the last user message are folded to one line each, so the
+    last question, the answer and the actions fit one screen."""
     blocks = []
-    last = len(messages) - 1
-    for number, message in enumerate(messages):
-        as_dict = message if isinstance(message, dict) else {"content": str(message)}
+    dicts = [m if isinstance(m, dict) else {"content": str(m)} for m in messages]
+    last = len(dicts) - 1
+    earlier = _earlier(dicts) if answer_in_editor else 0
+    for number, as_dict in enumerate(dicts):
         hide = (answer_in_editor and number == last and as_dict.get("role") == "assistant")
-        blocks.append(message_html(as_dict, raw=raw, answer_in_editor=hide))
-    last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+        fold = answer_in_editor and not hide and (
+            number < earlier or as_dict.get("role") in FOLDED_ROLES)
+        blocks.append(message_html(as_dict, raw=raw, answer_in_editor=hide, folded=fold))
+    last_role = dicts[-1].get("role") if dicts else None
     if answer_in_editor and last_role != "assistant":
         blocks.append('<section class="tl-msg tl-assistant" role="group" aria-label="Chat '
                       'message from assistant"><div class="tl-role">assistant</div><div '
-                      'class="tl-note">No answer was logged: write one in the editor below.'
+                      'class="tl-note">No answer was logged: write one in the editor.'
                       '</div></section>')
     return f'<div class="tl-chat">{"".join(blocks)}</div>'
 

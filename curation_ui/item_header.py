@@ -1,10 +1,12 @@
 """The facts about an interaction, on one compact line above its conversation: endpoint,
-model, finish (marked when the call did not complete), user, session, tags, app feedback,
+model, finish (marked when the call did not complete, or its answer was cut by max_tokens),
+user, session, tags, app feedback,
 time, review state and the id (small, selected whole by one click). Every value is escaped."""
 
 from __future__ import annotations
 
 import html
+import json
 from typing import Any
 
 import streamlit as st
@@ -24,6 +26,26 @@ def failed(item: dict[str, Any]) -> bool:
         isinstance(status, int) and status >= 400)
 
 
+def cut_by_max_tokens(item: dict[str, Any]) -> bool:
+    """True when the logged answer stopped at the token limit: finish_reason "length" in
+    choice 0 (chat, legacy completions) or a response "incomplete" at max_output_tokens.
+    Such an answer is complete as a call but cut as a text."""
+    response = item.get("response")
+    if isinstance(response, str):
+        try:
+            response = json.loads(response)
+        except ValueError:
+            return False
+    if not isinstance(response, dict):
+        return False
+    choices = response.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0].get("finish_reason") == "length"
+    details = response.get("incomplete_details")
+    return (response.get("status") == "incomplete" and isinstance(details, dict)
+            and details.get("reason") == "max_output_tokens")
+
+
 def _field(key: str, value: Any, css: str = "tl-v") -> str:
     return (f'<span><span class="tl-k">{html.escape(key)}</span>'
             f'<span class="{css}">{html.escape(str(value))}</span></span>')
@@ -32,11 +54,14 @@ def _field(key: str, value: Any, css: str = "tl-v") -> str:
 def header_html(item: dict[str, Any]) -> str:
     status = item.get("status_code")
     finish = str(item.get("finish") or "unknown")
+    cut = cut_by_max_tokens(item)
+    if cut:
+        finish = "cut by max_tokens"
     outcome = finish if status is None else f"{finish} · {status}"
     parts = [
         _field("", item.get("endpoint") or "—"),
         _field("model", item.get("model") or "—"),
-        _field("finish", outcome, "tl-bad" if failed(item) else "tl-ok"),
+        _field("finish", outcome, "tl-bad" if cut or failed(item) else "tl-ok"),
     ]
     if item.get("user_id"):
         parts.append(_field("user", item["user_id"]))

@@ -10,7 +10,9 @@ CSS = f"""
 [data-testid="stHeader"] {{ height: 2.5rem; min-height: 2.5rem; }}
 [data-testid="stMainBlockContainer"] {{ padding: 2.9rem 2rem 2rem; }}
 [data-testid="stMainBlockContainer"] h1 {{ font-size: 1.5rem; padding: 0 0 .2rem 0; }}
-[data-testid="stMain"] [data-testid="stVerticalBlock"] {{ gap: .55rem; }}
+[data-testid="stMain"] [data-testid="stVerticalBlock"] {{ gap: .45rem; }}
+[data-testid="stMain"] [data-baseweb="tab-panel"] {{ padding-top: .45rem; }}
+[data-testid="stMain"] [data-testid="stForm"] {{ padding: .55rem .8rem; }}
 .tl-head {{ display: flex; flex-wrap: wrap; align-items: baseline; gap: .1rem .6rem;
   font-size: .8rem; line-height: 1.45; }}
 .tl-head .tl-k {{ color: #6b7280; margin-right: .25rem; }}
@@ -53,11 +55,23 @@ CSS = f"""
 .tl-more summary {{ cursor: pointer; font-size: .8rem; color: #3b6bc4; list-style: none; }}
 .tl-more[open] .tl-all, .tl-more:not([open]) .tl-less {{ display: none; }}
 .tl-call {{ font-size: .8rem; color: #6b7280; }}
+.tl-fold > summary {{ list-style: none; cursor: pointer; display: flex; gap: .5rem;
+  align-items: baseline; white-space: nowrap; overflow: hidden; }}
+.tl-fold > summary::-webkit-details-marker {{ display: none; }}
+.tl-fold > summary .tl-role::before {{ content: "▸ "; }}
+.tl-fold[open] > summary .tl-role::before {{ content: "▾ "; }}
+.tl-gist {{ flex: 1; min-width: 0; overflow: hidden; text-overflow: ellipsis;
+  font-size: .86rem; color: #374151; }}
+.tl-fold[open] .tl-gist {{ display: none; }}
 .tl-json {{ max-height: 13em; overflow: auto; }}
 .tl-diff {{ font-size: .88rem; border: 1px solid #e3e6eb; border-radius: .3rem;
   padding: .3rem .6rem; max-height: 14em; overflow-y: auto; }}
 .tl-diff ins {{ background: #ccf2d6; text-decoration: none; }}
 .tl-diff del {{ background: #fbd5d5; text-decoration: line-through; }}
+[class*="-canned-reasons"] {{ row-gap: 0 !important; column-gap: .9rem !important; }}
+[class*="-canned-reasons"] button {{ min-height: 1.6rem; padding: 0; }}
+[class*="-canned-reasons"] button p {{ font-size: .85rem; }}
+[class*="-canned-reasons"] button kbd {{ display: none; }}
 textarea[aria-label="Answer"] {{ font-family: {MONO}; font-size: .84rem; }}
 textarea {{ unicode-bidi: plaintext; text-align: start; }}
 """

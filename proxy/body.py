@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.types import Receive
 
 from tuneloop.config import Settings
-from tuneloop.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from tuneloop.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
 # every byte but the five that make JSON structure (translate deletes them all at once)
 _NOT_STRUCTURE = bytes(range(256)).translate(None, b'"[]{}')
@@ -51,7 +51,17 @@ class BodyLimits:
                    settings.passthrough_body_timeout_s)
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
+def check_encoding(headers: Mapping[str, str]) -> None:
+    """A compressed body can be neither checked (size, depth) nor logged, and relaying it
+    without its `Content-Encoding` would hand the upstream bytes it can't read: refuse it."""
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"request bodies with Content-Encoding {encoding[:40]!r} are not accepted: send "
+            "the body uncompressed")
+
+
+def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
 
 
@@ -61,16 +71,17 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limits: BodyLi
     One timer covers the whole read: it is pushed forward after each piece (the pause limit)
     but never past the total limit. A body that is already complete costs one timer handle.
     """
+    check_encoding(headers)
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
-        raise _too_large(limits.max_bytes)
+        raise too_large(limits.max_bytes)
     loop = asyncio.get_running_loop()
     now = loop.time()
     end = now + limits.total_timeout_s if limits.total_timeout_s is not None else math.inf
     parts: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(min(now + limits.idle_timeout_s, end)) as timer:
+        async with asyncio.timeout_at(min(now + limits.idle_timeout_s, end)) as timer:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -79,7 +90,7 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limits: BodyLi
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limits.max_bytes:
-                    raise _too_large(limits.max_bytes)
+                    raise too_large(limits.max_bytes)
                 parts.append(chunk)
                 if not message.get("more_body", False):
                     break
@@ -92,6 +103,66 @@ async def read_body(receive: Receive, headers: Mapping[str, str], limits: BodyLi
                f", {limits.total_timeout_s:g} s in all") + ")"
         ) from exc
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class BodyReader:
+    """A body read piece by piece within `limits` (passthrough uploads, relayed as they
+    arrive): the pause limit applies to each piece, the size and total limits to the whole.
+    The first error is kept in `error` (the upstream client that pulls the pieces reports its
+    own failure; the handler answers this one)."""
+
+    def __init__(self, receive: Receive, headers: Mapping[str, str], limits: BodyLimits):
+        check_encoding(headers)
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
+            raise too_large(limits.max_bytes)
+        self.receive = receive
+        self.max_bytes = limits.max_bytes
+        self.limits = limits
+        loop = asyncio.get_running_loop()
+        self.end = (loop.time() + limits.total_timeout_s if limits.total_timeout_s is not None
+                    else math.inf)
+        self.size = 0
+        self.done = False
+        self.error: Exception | None = None
+
+    async def next(self) -> bytes:
+        """The next piece (b"" once `done`)."""
+        if self.done:
+            return b""
+        loop = asyncio.get_running_loop()
+        limits = self.limits
+        try:
+            async with asyncio.timeout_at(min(loop.time() + limits.idle_timeout_s, self.end)):
+                message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("the client disconnected while sending the body",
+                                 code="client_disconnected")
+            chunk: bytes = message.get("body", b"")
+            self.size += len(chunk)
+            if self.size > self.max_bytes:
+                raise too_large(self.max_bytes)
+        except TimeoutError as exc:
+            self.error = RequestTimeout(
+                "the request body did not arrive in time (at most "
+                f"{limits.idle_timeout_s:g} s between pieces"
+                + ("" if limits.total_timeout_s is None else
+                   f", {limits.total_timeout_s:g} s in all") + ")")
+            raise self.error from exc
+        except Exception as exc:
+            self.error = exc
+            raise
+        self.done = not message.get("more_body", False)
+        return chunk
+
+    async def rest(self, first: bytes = b"") -> AsyncIterator[bytes]:
+        """`first`, then every piece still to come."""
+        if first:
+            yield first
+        while not self.done:
+            chunk = await self.next()
+            if chunk:
+                yield chunk
 
 
 async def read_request_body(request: Request, limit: int, settings: Settings) -> bytes:
@@ -152,13 +223,13 @@ def parse_payload(body: bytes, max_depth: int) -> dict[str, Any]:
     return payload
 
 
-_SPACE = b" \t\r\n"
-_BOM = b"\xef\xbb\xbf"
+SPACE = b" \t\r\n"
+BOM = b"\xef\xbb\xbf"
 
 
 def looks_like_json(body: bytes) -> bool:
     """Whether a body starts like a JSON object or array (after a BOM and whitespace)."""
-    start = body[:4096].removeprefix(_BOM).lstrip(_SPACE)[:1]
+    start = body[:4096].removeprefix(BOM).lstrip(SPACE)[:1]
     return start in (b"{", b"[")
 
 

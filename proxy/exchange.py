@@ -44,6 +44,7 @@ from tuneloop.errors import (
 
 log = logging.getLogger("tuneloop.proxy")
 GONE = "the client closed the connection before the answer was sent"
+CLIENT_CLOSED = 499
 
 
 def client_gone(receive: Receive) -> bool:
@@ -118,6 +119,8 @@ class Exchange:
                 task.uncancel()  # our own cancel: the client hung up, nothing to answer
             if self.capture is not None and not self.capture.logged:
                 self.log(status=None, response=None, finish="client_disconnected", error=GONE)
+                # counted as nginx does: 499, the client closed the connection first
+                self.ctx.metrics.count(self.endpoint, CLIENT_CLOSED)
         except Exception as exc:
             if not isinstance(exc, TuneloopError):
                 log.exception("unexpected error on %s", self.path)

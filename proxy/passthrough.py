@@ -12,7 +12,16 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from proxy.assemble import BodyDecoder
-from proxy.body import BodyLimits, check_json_depth, read_body
+from proxy.body import (
+    BOM,
+    SPACE,
+    BodyLimits,
+    BodyReader,
+    check_json_depth,
+    is_multipart,
+    looks_like_json,
+    too_large,
+)
 from proxy.capture import parse_json
 from proxy.context import ProxyContext, context_of
 from proxy.forward import RawResponse, upstream_credentials
@@ -23,24 +32,57 @@ from proxy.routing import default_plan
 from tuneloop.errors import UpstreamTimeout
 
 
-async def _forward(ctx: ProxyContext, incoming: Incoming, body: bytes | None) -> UpstreamReply:
-    if ctx.settings.issue_keys:
-        ctx.keys.check(incoming.headers)
+async def _forward(ctx: ProxyContext, incoming: Incoming,
+                   body: bytes | AsyncIterator[bytes] | None,
+                   length: str | None = None) -> UpstreamReply:
     headers = upstream_headers(incoming.headers, ctx.settings.forward_headers)
     headers.update(upstream_credentials(ctx, incoming.headers, default_plan("-").attempts[0]))
+    if length is not None:  # a relayed body keeps its declared length (else: chunked)
+        headers["content-length"] = length
     url = ctx.settings.upstream + incoming.suffix
     timeouts = Timeouts(ctx.settings.connect_timeout_s, ctx.settings.read_timeout_s)
     return await ctx.http.send(incoming.method, url, headers, body, timeouts)
 
 
+async def _request_body(ctx: ProxyContext, reader: BodyReader, incoming: Incoming
+                        ) -> tuple[bytes | AsyncIterator[bytes] | None, str | None]:
+    """The body to forward, and its declared length when it is relayed as it arrives.
+
+    A body that starts like JSON is read whole (within `max_body_bytes`, OpenAI's JSON
+    requests are small) and its depth checked; any other body (multipart file uploads, raw
+    bytes) is relayed to the upstream piece by piece as it arrives, never held in memory
+    whole, within `max_passthrough_bytes` and the body time limits."""
+    settings = ctx.settings
+    content_type = incoming.headers.get("content-type", "")
+    head = b""
+    while not reader.done and len(head) < 4096 and not head.removeprefix(BOM).lstrip(SPACE):
+        head += await reader.next()
+    if not is_multipart(content_type) and looks_like_json(head):
+        reader.max_bytes = min(reader.max_bytes, settings.max_body_bytes)
+        if reader.size > reader.max_bytes:
+            raise too_large(reader.max_bytes)
+        body = b"".join([chunk async for chunk in reader.rest(head)])
+        check_json_depth(body, content_type, settings.max_json_depth)
+        return body, None
+    if reader.done:
+        return (head if head or incoming.method not in ("GET", "HEAD") else None), None
+    declared = incoming.headers.get("content-length")
+    return reader.rest(head), declared if declared and declared.isdigit() else None
+
+
 async def passthrough(request: Request) -> Response:
     ctx = context_of(request)
     incoming = Incoming.from_scope(request.scope)  # the path is refused before the body is read
-    body = await read_body(request.receive, incoming.headers,
-                           BodyLimits.passthrough(ctx.settings))
-    check_json_depth(body, incoming.headers.get("content-type", ""), ctx.settings.max_json_depth)
-    reply = await _forward(ctx, incoming, body if body or request.method not in ("GET", "HEAD")
-                           else None)
+    if ctx.settings.issue_keys:  # and so is a caller without a key
+        ctx.keys.check(incoming.headers)
+    reader = BodyReader(request.receive, incoming.headers, BodyLimits.passthrough(ctx.settings))
+    body, length = await _request_body(ctx, reader, incoming)
+    try:
+        reply = await _forward(ctx, incoming, body, length)
+    except Exception:
+        if reader.error is not None:  # the client's body failed while it was relayed
+            raise reader.error from None
+        raise
     ctx.metrics.count("passthrough", reply.status)
 
     async def relay() -> AsyncIterator[bytes]:
@@ -60,7 +102,10 @@ async def passthrough(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """Upstream models plus the route aliases, so apps can discover `support-bot`."""
     ctx = context_of(request)
-    reply = await _forward(ctx, Incoming.from_scope(request.scope), None)
+    incoming = Incoming.from_scope(request.scope)
+    if ctx.settings.issue_keys:
+        ctx.keys.check(incoming.headers)
+    reply = await _forward(ctx, incoming, None)
     try:
         raw = await reply.read()
     finally:

@@ -77,7 +77,8 @@ class HttpUpstream:
             await self._session.close()
             self._session = None
 
-    async def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+    async def send(self, method: str, url: str, headers: dict[str, str],
+                   body: bytes | AsyncIterator[bytes] | None,
                    timeouts: Timeouts) -> AiohttpReply:
         if self._session is None:
             raise RuntimeError("HttpUpstream.start() was not awaited")

@@ -128,3 +128,18 @@ def test_word_diff_html_is_escaped_and_sanitized() -> None:
 def test_word_diff_of_equal_texts_has_no_marks() -> None:
     assert word_diff_html("same words", "same words") == (
         '<div class="tl-diff" dir="auto">same words</div>')
+
+
+def test_earlier_turns_and_the_system_prompt_fold_to_one_line_under_review() -> None:
+    messages = [{"role": "system", "content": "be <b>brief</b>"},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello! How can I help?"},
+                {"role": "user", "content": "My order   is\nlate"},
+                {"role": "assistant", "content": "the answer"}]
+    shown = conversation_html(messages, answer_in_editor=True)
+    assert shown.count('<details class="tl-fold">') == 3  # system, Hi, Hello
+    assert "<summary>" in shown and "be &lt;b&gt;brief&lt;/b&gt;" in shown
+    last_user = shown.split("Chat message from user")[-1]
+    assert "tl-fold" not in last_user.split("</section>")[0]  # the question is open
+    assert "the answer" not in shown
+    assert "tl-fold" not in conversation_html(messages)  # the full view folds nothing

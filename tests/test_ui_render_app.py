@@ -133,3 +133,40 @@ def test_the_edit_shows_as_a_word_diff(app: Callable[..., AppTest],  # noqa: F81
     (diff,) = [h for h in html_blocks(at) if 'class="tl-diff"' in h]
     assert diff.endswith('echo: <ins>Paris is the </ins>capital<del> of France?</del></div>')
     assert proxy.admin().interaction(item_id)["revision"] == 0  # nothing was saved
+
+
+def test_an_answer_cut_by_max_tokens_is_marked_in_the_header(
+        app: Callable[..., AppTest], proxy: ProxyServer) -> None:  # noqa: F811
+    (item_id,) = logged(proxy, "explain the whole billing export in detail", max_tokens=2)
+    at = app()
+    assert not at.exception
+    (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
+    assert item_id in shown_texts(head)
+    assert '<span class="tl-bad">cut by max_tokens · 200</span>' in head
+    (whole,) = logged(proxy, "a short one")
+    at.session_state["item_id"] = whole
+    at.switch_page("views/item.py").run()
+    (head,) = [h for h in html_blocks(at) if 'class="tl-head"' in h]
+    assert '<span class="tl-ok">completed · 200</span>' in head
+
+
+def test_browse_says_which_items_are_untrainable_and_leaves_no_score_blank(
+        app: Callable[..., AppTest], proxy: ProxyServer) -> None:  # noqa: F811
+    response = proxy.http().post(
+        "/v1/chat/completions", headers={"authorization": "Bearer sk-test"},
+        json={"model": "fail-502", "messages": [{"role": "user", "content": "cancel"}]})
+    failed_id = response.headers["x-tuneloop-id"]
+    scored, plain = logged(proxy, "scored", "plain")
+    proxy.http().post("/v1/feedback", json={"id": scored, "score": 0.5},
+                      headers={"authorization": "Bearer sk-test"})
+    proxy.wait_logged(3)
+    at = app()
+    at.switch_page("views/browse.py").run()
+    assert not at.exception
+    frame = at.dataframe[0].value.set_index("id")
+    assert frame.loc[failed_id, "trainable"] == "✗ upstream error"
+    assert frame.loc[plain, "trainable"] == "" and frame.loc[scored, "trainable"] == ""
+    assert frame.loc[plain, "score"] == ""  # blank, not "None"
+    assert frame.loc[scored, "score"] == "+0.50"
+    config = json.loads(at.dataframe[0].proto.columns)
+    assert config["trainable"]["label"] == "trainable"

@@ -52,7 +52,7 @@ def test_rtl_text_code_and_tables_in_chromium(proxy: ProxyServer,
             assert page.evaluate("() => window.__xss") is None
             # the answer is shown once: in the editor, not also in the chat
             assistant = page.get_by_role("group", name="Chat message from assistant")
-            expect(assistant).to_contain_text("The answer is in the editor below.")
+            expect(assistant).to_contain_text("The answer is in the editor.")
             assert ARABIC not in assistant.inner_text()
             assert page.get_by_label("Answer", exact=True).input_value() == "echo: " + MESSAGE
         finally:

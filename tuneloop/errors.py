@@ -157,3 +157,13 @@ class Overloaded(TuneloopError):
     error_type = "server_error"
     code = "overloaded"
     exit_code = 6
+
+
+class UnsupportedMediaType(TuneloopError):
+    """The request body is compressed (`Content-Encoding`): the proxy reads, checks and logs
+    bodies as sent, and OpenAI's API takes them uncompressed."""
+
+    status_code = 415
+    error_type = "invalid_request_error"
+    code = "unsupported_content_encoding"
+    exit_code = 2

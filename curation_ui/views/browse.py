@@ -21,6 +21,9 @@ require_reviewer()
 PAGE_SIZES = (50, 100, 200)
 TABLE_KEY = "browse_table"
 CLIP_CHARS = 400
+UNTRAINABLE = {"not_reviewable": "✗ embeddings", "upstream_error": "✗ upstream error",
+               "client_disconnected": "✗ client left", "upstream_cut": "✗ stream cut",
+               "timeout": "✗ timeout", "no_answer": "✗ empty answer"}
 ROW_PX = 16  # 50 rows and the column header fit a 1440×900 window
 HEADER_PX = 36  # the grid's header row keeps its own height
 COLUMNS = {
@@ -28,11 +31,14 @@ COLUMNS = {
     "review": st.column_config.TextColumn("review", width=68),
     "rev": st.column_config.NumberColumn("rev", width=34),
     "model": st.column_config.TextColumn("model", width=92),
-    "prompt": st.column_config.TextColumn("prompt", width=200),
-    "answer": st.column_config.TextColumn("answer", width=350),
+    "prompt": st.column_config.TextColumn("prompt", width=160),
+    "answer": st.column_config.TextColumn("answer", width=270),
     "tags": st.column_config.TextColumn("tags", width=90),
-    "score": st.column_config.NumberColumn("score", format="%+.2f", width=48),
+    "score": st.column_config.TextColumn("score", width=48),  # "+0.50", blank without
     "error": st.column_config.CheckboxColumn("err", width=30),
+    "trainable": st.column_config.TextColumn(
+        "trainable", width=120, help="blank: trainable; else why not (no answer, the stream "
+        "was cut or the client left, an upstream error, …)"),
     "id": None,  # kept in the data (Open uses it), not worth a column of the screen
 }
 
@@ -53,8 +59,17 @@ def row(item: dict[str, Any]) -> dict[str, Any]:
             "rev": item["revision"], "model": item.get("model") or "",
             "prompt": clip(first_user_text(item["messages"])),
             "answer": clip(last_answer(item["messages"])), "tags": ", ".join(item["tags"]),
-            "score": item["score"], "error": item.get("status_code") not in (200, None),
-            "id": item["id"]}
+            "score": "" if item["score"] is None else f"{item['score']:+.2f}",
+            "error": item.get("status_code") not in (200, None),
+            "trainable": untrainable(item), "id": item["id"]}
+
+
+def untrainable(item: dict[str, Any]) -> str:
+    """Blank for a trainable item, else why not in a word or two."""
+    if item.get("trainable", True):
+        return ""
+    return UNTRAINABLE.get(str(item.get("untrainable_reason")),
+                           str(item.get("untrainable_reason") or "no"))
 
 
 def report(answer: dict[str, Any], what: str) -> None:

@@ -24,6 +24,7 @@ from curation_ui.chat_view import (
 )
 from curation_ui.conflict import conflict_panel
 from curation_ui.item_header import show_header
+from curation_ui.layout import review_columns
 from curation_ui.session import client, require_reviewer, reviewer
 from curation_ui.workbench import claim_line, show_unreadable, side_panel, unreadable
 from tuneloop.errors import NotFound, TuneloopError
@@ -68,9 +69,12 @@ claim_line(item)
 conversation, history, diff, raw = st.tabs(["Conversation", "History", "Original vs current",
                                             "Logged JSON"])
 with conversation:
-    show_messages(item["current"], answer_in_editor=item["reviewable"])
-    if item["reviewable"]:
-        action_panel(item, key="item", on_done=lambda: release(SLOT))
+    chat, actions = review_columns() if item["reviewable"] else (st.container(), None)
+    with chat:
+        show_messages(item["current"], answer_in_editor=item["reviewable"])
+    if actions is not None:
+        with actions:
+            action_panel(item, key="item", on_done=lambda: release(SLOT))
     else:
         st.info("Embeddings are not reviewable.")
     with st.form("tags", border=True):

@@ -29,6 +29,7 @@ from curation_ui.chat_view import escape_markdown, show_messages
 from curation_ui.conflict import conflict_panel
 from curation_ui.filters import filter_widgets
 from curation_ui.item_header import show_header
+from curation_ui.layout import review_columns
 from curation_ui.reviewer_state import keep_work
 from curation_ui.session import client, require_reviewer, reviewer
 from curation_ui.workbench import (
@@ -132,8 +133,11 @@ def review_pane(filters: dict[str, Any]) -> None:
     with pane.container():
         show_header(item)
         claim_line(item)
-        show_messages(item["messages"], answer_in_editor=True)
-        action_panel(item, key="queue", on_done=lambda: move_on(item["id"], skip=False))
+        conversation, actions = review_columns()
+        with conversation:
+            show_messages(item["messages"], answer_in_editor=True)
+        with actions:
+            action_panel(item, key="queue", on_done=lambda: move_on(item["id"], skip=False))
         skip, history = st.columns(2)
         skip.button("Skip for now", shortcut="J", on_click=move_on, args=(item["id"],),
                     kwargs={"skip": True}, width="stretch")

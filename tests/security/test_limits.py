@@ -3,6 +3,8 @@ its body. Each is met with an OpenAI-shaped answer (400, 408) before anything go
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -212,3 +214,128 @@ def test_beyond_max_connections_a_request_gets_an_openai_shaped_503(tmp_path: Pa
             time.sleep(0.1)
         assert again.status == 200
         held.pop().close()
+
+
+class Receiving:
+    """An upstream that counts the bytes it receives and answers once it has `expected`."""
+
+    def __init__(self, expected: int):
+        self.expected = expected
+        self.received = 0
+        self.first_half = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.settimeout(15)
+            data = b""
+            while True:
+                piece = conn.recv(1 << 20)
+                if not piece:
+                    return
+                data += piece
+                if len(data.partition(b"\r\n\r\n")[2]) >= self.expected // 2:
+                    self.first_half.set()
+                if b"\r\n\r\n" in data and len(data.partition(b"\r\n\r\n")[2]) >= self.expected:
+                    break
+            self.received = len(data.partition(b"\r\n\r\n")[2])
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: 2\r\nconnection: close\r\n\r\n{}")
+
+
+@pytest.mark.parametrize("content_type", [b"multipart/form-data; boundary=b",
+                                          b"application/octet-stream"])
+def test_an_upload_is_relayed_as_it_arrives_not_held_whole(
+    proxy_factory: Callable[..., ProxyServer], content_type: bytes,
+) -> None:
+    half = b"--b\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\n"
+    half += b"x" * (4 * 1024 * 1024 - len(half))
+    body = half + b"y" * (len(half) - 8) + b"\r\n--b--\r\n"
+    upstream = Receiving(len(body))
+    proxy = proxy_factory(upstream=upstream.url + "/v1", openai_api_key=UPSTREAM_KEY)
+    request = (b"POST /v1/files HTTP/1.1\r\nhost: x\r\ncontent-type: " + content_type
+               + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n")
+    with connect(proxy.url, timeout_s=20) as sock:
+        sock.sendall(request + half)
+        # the first half reaches the upstream before the client sends the second
+        assert upstream.first_half.wait(10), "the proxy held the body instead of relaying it"
+        sock.sendall(body[len(half):])
+        response = read_response(sock)
+    assert response is not None and response.status == 200
+    assert upstream.received == len(body)
+    upstream.sock.close()
+
+
+def test_a_passthrough_json_body_is_held_within_the_logged_size_limit(
+    proxy_factory: Callable[..., ProxyServer],
+) -> None:
+    with recorder(json_answer(ANSWER)) as upstream:
+        proxy = proxy_factory(upstream=upstream.url + "/v1", max_body_bytes=4096)
+        big = b'{"input":"' + b"x" * 8000 + b'"}'
+        with connect(proxy.url) as sock:  # sent in pieces, no content-length
+            sock.sendall(b"POST /v1/moderations HTTP/1.1\r\nhost: x\r\n"
+                         b"transfer-encoding: chunked\r\n\r\n")
+            for start in range(0, len(big), 1000):
+                piece = big[start:start + 1000]
+                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            sock.sendall(b"0\r\n\r\n")
+            response = read_response(sock)
+        assert response is not None and response.status == 413
+        assert upstream.requests == []
+
+
+class Silent:
+    """An upstream that reads whatever comes and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.settimeout(30)
+            try:
+                while conn.recv(1 << 20):
+                    pass
+            except OSError:
+                pass
+
+
+def test_a_relayed_upload_over_the_size_limit_gets_413(
+    proxy_factory: Callable[..., ProxyServer],
+) -> None:
+    upstream = Silent()
+    proxy = proxy_factory(upstream=upstream.url + "/v1", max_passthrough_bytes=65536)
+    with connect(proxy.url, timeout_s=20) as sock:  # chunked: no length to refuse up front
+        sock.sendall(b"POST /v1/files HTTP/1.1\r\nhost: x\r\ncontent-type: "
+                     b"multipart/form-data; boundary=b\r\ntransfer-encoding: chunked\r\n\r\n")
+        piece = b"z" * 8192
+        response = None
+        try:
+            for _ in range(16):
+                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        except OSError:
+            pass
+        response = read_response(sock)
+    assert response is not None and response.status == 413, response
+    assert openai_error(response)["code"] == "request_too_large"
+    upstream.sock.close()
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/files"])
+def test_a_body_that_never_starts_gets_408(
+    proxy_factory: Callable[..., ProxyServer], path: str,
+) -> None:
+    with recorder(json_answer(ANSWER)) as upstream:
+        proxy = proxy_factory(upstream=upstream.url + "/v1", body_idle_timeout_s=1.0)
+        with connect(proxy.url, timeout_s=15) as sock:
+            sock.sendall(post(path, chat(3)).partition(b"\r\n\r\n")[0] + b"\r\n\r\n")
+            response = read_response(sock)
+            assert response is not None and response.status == 408
+            assert closed_by_peer(sock)
+        assert upstream.requests == []

@@ -208,4 +208,6 @@ def test_a_client_that_leaves_cancels_the_upstream_call(
     assert upstream.closed.wait(10), "the upstream call outlived its client"
     [row] = only_row(proxy)
     assert row["finish"] == "client_disconnected"
+    metrics = proxy.http().get("/metrics").text
+    assert 'tuneloop_requests_total{endpoint="chat.completions",status="499"} 1.0' in metrics
     upstream.sock.close()
