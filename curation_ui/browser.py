@@ -62,7 +62,7 @@ export default function(component) {
       if (event.repeat || now < lock.until || (!submit && now < lock.settle)) {
         event.preventDefault(); event.stopImmediatePropagation(); return;
       }
-      lock.until = now + 4000;  // until the page answers (or this long, if it never does)
+      lock.until = now + 1500;  // until the page answers (or this long, if it never does)
     }, true);
   }
   if (data.ready) {

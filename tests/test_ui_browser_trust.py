@@ -18,16 +18,18 @@ from tests.ui_browser_support import chromium, new_page, review_app, sign_in
 
 pytestmark = pytest.mark.browser
 
-IDLE = """() => {
+IDLE = """(item) => {
   const lock = window.__tuneloop && window.__tuneloop.lock;
   return !document.querySelector('[data-testid="stStatusWidget"] button')
-    && (!lock || performance.now() >= Math.max(lock.until, lock.settle || 0));
+    && (!lock || performance.now() >= Math.max(lock.until, lock.settle || 0))
+    && (!item || (!!lock && lock.shown === item));
 }"""
 
 
-def idle(page: Any) -> None:
-    """Streamlit is not running a script and the key lock lets keys act again."""
-    page.wait_for_function(IDLE)
+def idle(page: Any, item: str = "") -> None:
+    """Streamlit is not running a script and the key lock lets keys act again (on `item`,
+    "id@revision", when given: the page has said that item is drawn)."""
+    page.wait_for_function(IDLE, arg=item)
 
 
 def editor_shows(page: Any, text: str) -> None:

@@ -124,13 +124,9 @@ def review_pane(filters: dict[str, Any]) -> None:
                   kwargs={"skip": True})
         return
     shown = f"{item['id']}@{item['revision']}"
-    pane = st.empty()
-    if st.session_state.get("queue_pane") != shown:
-        # a new item: the previous one's elements go at once, so its editor never stands
-        # under the new header while the new one is drawn
-        pane.empty()
-        st.session_state["queue_pane"] = shown
-    with pane.container():
+    # one container per item (its key names the item): on a new item the previous one's
+    # elements are not reused under the new header while the new ones are drawn
+    with st.container(key=f"queue-pane-{item['id']}-{item['revision']}"):
         show_header(item)
         claim_line(item)
         conversation, actions = review_columns()
