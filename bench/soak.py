@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from tests.fakes.server import free_port  # noqa: E402
 
 TOKEN = "soak-admin-token"
+FAKE_CONTROLS = ["x-fake-fail", "x-fake-delay-ms", "x-fake-cut-after", "x-fake-reset"]
 # (weight, kind, extra headers sent to the upstream through the proxy)
 MIX: list[tuple[int, str, dict[str, str]]] = [
     (55, "ok", {}),
@@ -197,7 +199,9 @@ def run_soak(clients: int, duration_s: float, fault_at_s: float, fault_seconds: 
              workdir: Path) -> SoakReport:
     up_port, proxy_port = free_port(), free_port()
     env = {**os.environ, "TUNELOOP_ADMIN_TOKEN": TOKEN, "TUNELOOP_FAULT_INJECTION": "1",
-           "TUNELOOP_READ_TIMEOUT_S": "1.0", "TUNELOOP_LOG_LEVEL": "warning"}
+           "TUNELOOP_READ_TIMEOUT_S": "1.0", "TUNELOOP_LOG_LEVEL": "warning",
+           # only documented headers go upstream: the fake's fault switches are let through
+           "TUNELOOP_FORWARD_HEADERS": orjson.dumps(FAKE_CONTROLS).decode()}
     upstream = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.openai_upstream", "--port", str(up_port),
          "--latency-ms", "20", "--no-record"], cwd=ROOT,
