@@ -14,13 +14,12 @@ answer is kept in the browser while it is typed (`browser.py`), so a reload brin
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import streamlit as st
 
-from curation_ui.browser import browser, focus
+from curation_ui.browser import DRAFT_MAX_AGE_S, DRAFT_PREFIX, browser, draft_prefix, focus
 from curation_ui.chat_view import (
     escape_markdown,
     last_answer,
@@ -35,8 +34,10 @@ from tuneloop.errors import Conflict, TuneloopError
 FLASH = "flash"
 ACTED = "acted"
 CONFLICT = "conflict"
+EDITING = "editing"  # editor widget key -> the item@revision whose text it was drawn with
 REASON_LABEL = "Reason (required to reject, optional for needs work)"
-NO_REASON = "Write why this example is rejected (or press 1-9)."
+NO_REASON = ("A reject needs a reason: press 1-9 for one of the reasons below, or click the "
+             "reason box and write it (Enter rejects).")
 T = TypeVar("T")
 
 
@@ -74,7 +75,7 @@ def release(slot: str) -> None:
 
 
 def draft_key(item_id: str) -> str:
-    return f"tuneloop-draft:{reviewer()}:{item_id}"
+    return draft_prefix(reviewer()) + item_id
 
 
 def forget_draft(item_id: str) -> None:
@@ -174,8 +175,13 @@ def _act(item: dict[str, Any], action: str, scope: str, on_done: Callable[[], No
     messages = item.get("messages") or []
     edited: list[dict[str, Any]] | None = None
     if action == "reject" and not reason:
+        # the focus stays out of the box, so 1-9 pick a canned reason (and don't type digits)
         st.session_state[f"{scope}-problem"] = NO_REASON
-        st.session_state["focus_reason"] = f"{scope}-{time.monotonic()}"
+        return
+    editor = answer_key or raw_key
+    if editor is not None and st.session_state.get(EDITING, {}).get(editor) != _shown(item):
+        # the text would not be an edit of this item's answer: nothing is sent
+        st.session_state[f"{scope}-problem"] = "The editor was not showing this item; reload."
         return
     if answer_key is not None:
         answer = str(st.session_state.get(answer_key) or "")
@@ -191,6 +197,10 @@ def _act(item: dict[str, Any], action: str, scope: str, on_done: Callable[[], No
             return
     if run_action(item, action, reason=reason or None, messages=edited):
         on_done()
+
+
+def _shown(item: dict[str, Any]) -> str:
+    return f"{item['id']}@{item['revision']}"
 
 
 def _set_reason(key: str, text: str, token: str) -> None:
@@ -246,8 +256,10 @@ def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
     answer_key = f"{scope}-answer"
     original = last_answer(messages)
     restored = _restore_draft(item, answer_key, original)
-    if answer_key not in st.session_state:
-        st.session_state[answer_key] = original
+    # the editor's own default is this item's answer (not only a value put in the session
+    # state): a run cut short by a second key press sends the widget again without that value,
+    # and the browser then showed the widget's default, an empty editor (UIREVIEW_11 #2)
+    st.session_state.setdefault(EDITING, {})[answer_key] = _shown(item)
     alternatives = [str(a["content"]) for a in item.get("alternatives") or []
                     if isinstance(a, dict) and isinstance(a.get("content"), str)]
     if alternatives:
@@ -261,7 +273,8 @@ def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
         st.info("Your unsaved answer for this item was restored from this browser.")
     with st.form(f"{scope}-edit", border=True):
         st.caption("Edit the assistant's answer, then save it as approved (Ctrl+Enter).")
-        st.text_area("Answer", key=answer_key, height=190, label_visibility="collapsed")
+        st.text_area("Answer", value=original, key=answer_key, height=190,
+                     label_visibility="collapsed")
         save, preview = st.columns([1, 1])
         # no shortcut on Save: Ctrl+Enter in the text area submits the form (through its first
         # button) by itself, and a button shortcut on top of it sent every save twice
@@ -270,15 +283,15 @@ def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
                                 kwargs={"answer_key": answer_key})
         # submits nothing to the API: the rerun shows the word diff of the edit below
         preview.form_submit_button("Show my changes")
-        if problem == "The answer is empty.":
+        if problem in ("The answer is empty.", "The editor was not showing this item; reload."):
             st.error(problem)
     show_answer_diff(original, str(st.session_state.get(answer_key) or ""))
     raw_key = f"{scope}-raw"
-    if raw_key not in st.session_state:
-        st.session_state[raw_key] = json.dumps(messages, indent=2, ensure_ascii=False)
+    st.session_state[EDITING][raw_key] = _shown(item)
     with st.expander("Edit the whole message list (JSON)"), \
             st.form(f"{scope}-edit-all", border=False):
-        st.text_area("Message list", key=raw_key, height=320, label_visibility="collapsed")
+        st.text_area("Message list", value=json.dumps(messages, indent=2, ensure_ascii=False),
+                     key=raw_key, height=320, label_visibility="collapsed")
         st.form_submit_button("Save list and approve", on_click=_act,
                               args=(item, "edit", scope, on_done), kwargs={"raw_key": raw_key})
         if problem is not None and problem.startswith("That is not valid JSON"):
@@ -291,7 +304,9 @@ def _restore_draft(item: dict[str, Any], answer_key: str, original: str) -> bool
     key = draft_key(item["id"])
     forget = st.session_state.pop("draft_forget", None)
     state = browser("tuneloop-draft", draft={"key": key, "label": "Answer",
-                                             "original": original, "ask": True},
+                                             "original": original, "ask": True,
+                                             "prefix": DRAFT_PREFIX,
+                                             "max_age_ms": DRAFT_MAX_AGE_S * 1000},
                     draft_forget=forget or None)
     draft = getattr(state, "draft", None) if state is not None else None
     applied: set[str] = st.session_state.setdefault("drafts_applied", set())

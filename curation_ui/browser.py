@@ -4,9 +4,13 @@
 - `?` (outside an input) opens a sheet of the keys;
 - set or clear the sign-in cookie (`SameSite=Strict`, `Secure` over https);
 - on a new item: scroll to the top and take focus out of any input, so the hotkeys work;
+- one action per item shown: after an action key (A X N J U, Ctrl+Enter, Enter in the
+  reason box) the next ones are dropped until the page has drawn the outcome (`page_ready`),
+  and for a moment after a new item appears (a double press never acts on an unseen item);
   Enter in the Item page's id box leaves the box at once;
 - keep the reviewer's typed answer in `localStorage` while they type (keyed by reviewer and
-  item), hand it back after a reload, and forget it once it is saved.
+  item, with the time), hand it back after a reload, and forget it once it is saved, when the
+  reviewer signs out, or after `DRAFT_MAX_AGE_S` (customer text must not linger in a browser).
 
 Model text never goes through this component: drafts are written into the DOM's textarea
 value by the browser itself and come back to Python as component state (plain strings).
@@ -14,6 +18,7 @@ value by the browser itself and come back to Python as component state (plain st
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import streamlit as st
@@ -33,6 +38,39 @@ export default function(component) {
     const value = encodeURIComponent(data.cookie.value || '');
     document.cookie = data.cookie.name + '=' + value + '; Path=/; Max-Age=' +
       data.cookie.max_age + '; SameSite=Strict' + secure;
+  }
+  const lock = w.__tuneloop.lock = w.__tuneloop.lock || { until: 0, settle: 0, shown: null };
+  if (!w.__tuneloop.keyLock) {
+    // One action per item shown: an action key lets the next ones wait until the page says
+    // it is ready again (page_ready, sent after the whole item pane), plus a short moment
+    // when that is a new item. Registered on window in the capture phase: it runs before
+    // Streamlit's shortcuts (document) and the text areas' Ctrl+Enter (React's root).
+    w.__tuneloop.keyLock = true;
+    w.addEventListener('keydown', (event) => {
+      const el = event.target;
+      const typing = el && (el.isContentEditable || ['INPUT', 'TEXTAREA', 'SELECT']
+        .includes(el.tagName));
+      const plain = !event.ctrlKey && !event.metaKey && !event.altKey;
+      const key = event.key;
+      const submit = (event.ctrlKey || event.metaKey) && key === 'Enter';
+      const act = submit || (plain && !typing && /^[axnjuAXNJU]$/.test(key))
+        || (plain && key === 'Enter' && el && el.tagName === 'INPUT'
+            && el.getAttribute('aria-label') === w.__tuneloop.reasonLabel);
+      if (!act) { return; }
+      const now = performance.now();
+      // Ctrl+Enter comes from the editor the reviewer is typing in: only a busy page stops it
+      if (event.repeat || now < lock.until || (!submit && now < lock.settle)) {
+        event.preventDefault(); event.stopImmediatePropagation(); return;
+      }
+      lock.until = now + 1500;  // until the page answers (or this long, if it never does)
+    }, true);
+  }
+  if (data.ready) {
+    w.__tuneloop.reasonLabel = data.reason_label;
+    const switched = lock.shown !== null && lock.shown !== data.ready.item;
+    lock.shown = data.ready.item;
+    lock.until = 0;
+    if (switched) { lock.settle = performance.now() + data.ready.settle_ms; }
   }
   if (data.top && once('top', data.top)) {
     const active = document.activeElement;
@@ -96,8 +134,33 @@ export default function(component) {
     }
   }
   const drafts = w.__tuneloop.drafts = w.__tuneloop.drafts || {};
+  const readDraft = (key) => {
+    let raw = null;
+    try { raw = localStorage.getItem(key); } catch (e) { return null; }
+    if (raw === null) { return null; }
+    try {
+      const kept = JSON.parse(raw);
+      if (kept && typeof kept.t === 'string' && typeof kept.at === 'number') { return kept; }
+    } catch (e) {}
+    return { t: raw, at: 0 };  // an older plain draft: no time, so it counts as expired
+  };
+  const dropDrafts = (prefix, olderThan) => {
+    try {
+      const keys = [];
+      for (let i = 0; i < localStorage.length; i++) { keys.push(localStorage.key(i)); }
+      for (const key of keys) {
+        if (!key || !key.startsWith(prefix)) { continue; }
+        if (olderThan === null || (readDraft(key) || { at: 0 }).at < olderThan) {
+          localStorage.removeItem(key);
+        }
+      }
+    } catch (e) {}
+  };
   if (data.draft_forget) {
     for (const key of data.draft_forget) { try { localStorage.removeItem(key); } catch (e) {} }
+  }
+  if (data.draft_clear && once('clear:' + data.draft_clear.prefix, data.draft_clear.token)) {
+    dropDrafts(data.draft_clear.prefix, null);
   }
   if (data.draft) {
     const key = data.draft.key, label = data.draft.label;
@@ -110,13 +173,19 @@ export default function(component) {
         if (el.getAttribute('aria-label') !== current.label) { return; }
         try {
           if (el.value === current.original) { localStorage.removeItem(current.key); }
-          else { localStorage.setItem(current.key, el.value); }
+          else {
+            localStorage.setItem(current.key, JSON.stringify({ t: el.value, at: Date.now() }));
+          }
         } catch (e) {}
       }, true);
     }
+    if (data.draft.max_age_ms && !drafts.swept) {  // once a page load: expired drafts go
+      drafts.swept = true;
+      dropDrafts(data.draft.prefix, Date.now() - data.draft.max_age_ms);
+    }
     drafts.current = { key: key, label: label, original: data.draft.original };
-    let saved = null;
-    try { saved = localStorage.getItem(key); } catch (e) {}
+    const kept = readDraft(key);
+    const saved = kept === null ? null : kept.t;
     if (data.draft.ask && saved !== null && saved !== data.draft.original
         && once('ask:' + key, key)) {
       setStateValue('draft', { key: key, text: saved });
@@ -126,6 +195,21 @@ export default function(component) {
 """
 
 _component = st.components.v2.component("tuneloop_browser", js=_JS)
+
+
+DRAFT_PREFIX = "tuneloop-draft:"
+DRAFT_MAX_AGE_S = 24 * 3600
+
+
+def draft_prefix(reviewer: str) -> str:
+    """Where a reviewer's drafts are kept in `localStorage` (one key per item after it)."""
+    return f"{DRAFT_PREFIX}{reviewer}:"
+
+
+def clear_drafts(reviewer: str, token: str) -> None:
+    """Forget every draft this browser keeps for `reviewer` (once per `token`)."""
+    browser("tuneloop-draft-clear", draft_clear={"prefix": draft_prefix(reviewer),
+                                                 "token": token})
 
 
 def browser(key: str, **data: Any) -> Any:
@@ -138,9 +222,16 @@ def set_cookie(name: str, value: str, max_age_s: int, token: str) -> None:
                                        "max_age": max(0, max_age_s), "token": token})
 
 
-def page_ready(token: str) -> None:
-    """Scroll to the top and free the keys, once per `token` (a new item)."""
-    browser("tuneloop-top", top=token)
+SETTLE_MS = 400
+
+
+def page_ready(token: str, *, reason_label: str = "") -> None:
+    """Call after the whole item pane is drawn: on a new `token` (a new item) scroll to the
+    top and take the focus out of inputs; and let the action keys act again (after
+    `SETTLE_MS` when the item is new, so a second key press meant for the item before never
+    lands on one the reviewer has not seen). `reason_label`: Enter in that box is an action."""
+    browser("tuneloop-top", top=token, reason_label=reason_label,
+            ready={"item": token, "settle_ms": SETTLE_MS, "run": secrets.token_hex(6)})
 
 
 def key_sheet(keys: list[tuple[str, str]]) -> None:

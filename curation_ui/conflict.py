@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 
 from curation_ui.actions import CONFLICT, flash, forget_draft, run_action
+from curation_ui.browser import page_ready
 from curation_ui.chat_view import escape_markdown, last_answer, show_text, with_answer
 from curation_ui.session import client
 from tuneloop.errors import TuneloopError
@@ -77,5 +78,6 @@ def conflict_panel() -> bool:
         forget_draft(conflict["id"])
         flash("success", "Kept the current version; yours was dropped.")
         return True
+    page_ready(f"conflict-{conflict['id']}-{conflict['seen_revision']}")
     st.stop()
     return False  # not reached: st.stop() ends the run

@@ -28,7 +28,7 @@ from urllib.parse import unquote
 
 import streamlit as st
 
-from curation_ui.browser import set_cookie
+from curation_ui.browser import clear_drafts, set_cookie
 from curation_ui.signin_cookie import COOKIE_NAME, CookieSigner, load_or_create_secret
 from curation_ui.signin_limit import SignInLimiter
 from tuneloop.client import AdminClient
@@ -183,6 +183,9 @@ def sign_in_page() -> None:
     pending = st.session_state.pop("clear_cookie", None)
     if pending:
         set_cookie(COOKIE_NAME, "", 0, pending)
+    gone = st.session_state.pop("clear_drafts", None)
+    if gone:  # signed out: the drafts (customer text) leave this browser too
+        clear_drafts(gone[0], gone[1])
     notice = st.session_state.pop("signin_notice", None)
     if notice:
         st.warning(notice)
@@ -225,7 +228,9 @@ def write_cookie() -> None:
 
 
 def sign_out() -> None:
-    """End the session: the cookie is refused from now on and cleared in the browser."""
+    """End the session: the cookie is refused from now on and cleared in the browser, and so
+    are the reviewer's drafts."""
+    who = st.session_state.get("reviewer")
     cookie = st.session_state.pop("session_cookie", None) or _cookie()
     if cookie:
         signer(ui_settings()).sign_out(cookie, now=int(time.time()))
@@ -234,5 +239,7 @@ def sign_out() -> None:
         if name != "signed_out_cookies":
             del st.session_state[name]
     st.session_state["clear_cookie"] = secrets.token_hex(8)
+    if who:
+        st.session_state["clear_drafts"] = (str(who), secrets.token_hex(8))
     if _oidc_configured() and st.user.is_logged_in:
         st.logout()

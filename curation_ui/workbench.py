@@ -14,8 +14,9 @@ from curation_ui.session import client, reviewer, session_valid, ui_settings
 from tuneloop.errors import Conflict, TuneloopError
 
 RENEW_EVERY_S = 60
-KEYS = [("A", "approve"), ("X", "reject with the reason (focuses the reason box when empty)"),
-        ("1-9", "put a canned reason in the reason box"), ("Enter", "in the reason box: reject"),
+KEYS = [("A", "approve"), ("X", "reject with the reason (asks for one when the box is empty)"),
+        ("1-9", "put a canned reason in the reason box (and focus it: Enter rejects)"),
+        ("Enter", "in the reason box: reject"),
         ("N", "needs work"), ("Ctrl+Enter", "in the answer: save the edit as approved"),
         ("J", "skip for now"), ("U", "undo your last action"), ("?", "this sheet")]
 

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import ProxyServer
 from tests.test_review_api import logged
 from tests.test_review_trainable import failed
+from tests.test_ui_browser_trust import idle
 from tests.ui_browser_support import chromium, new_page, review_app, sign_in
 
 pytestmark = pytest.mark.browser
@@ -100,6 +101,7 @@ def test_a_key_press_never_approves_an_error_item(proxy: ProxyServer, tmp_path: 
         box.press("Enter")
         expect(page.get_by_text("needs_work · revision 1")).to_be_visible()
         expect(box).not_to_be_focused()
+        idle(page, f"{good}@1")  # the keys act once the whole item is drawn (and a moment after)
         page.keyboard.press("a")
         expect(page.get_by_text("approve saved (revision 2)")).to_be_visible()
     item = proxy.admin().interaction(error)

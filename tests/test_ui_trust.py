@@ -152,3 +152,43 @@ def test_a_signed_out_deep_link_lands_on_its_item(app: Callable[..., AppTest],
     assert [t.value for t in at.title] == ["Item"]
     assert at.text_input[0].value == item_id
     assert "echo: linked item" in next(t for t in at.text_area if t.label == "Answer").value
+
+
+def test_undo_in_the_queue_brings_the_item_back(app: Callable[..., AppTest],
+                                                proxy: ProxyServer) -> None:
+    older, newer = logged(proxy, "first question", "second question")
+    at = app("ann")
+    button(at, "Needs work").click().run()  # newer: needs work; older is shown now
+    assert "echo: first question" in next(t for t in at.text_area if t.label == "Answer").value
+    button(at, "Undo: needs work").click().run()
+    assert not at.exception
+    item = proxy.admin().interaction(newer)
+    assert (item["review"], item["claimed_by"]) == ("pending", "ann")
+    assert proxy.admin().interaction(older)["claimed_by"] is None
+    assert "echo: second question" in next(t for t in at.text_area if t.label == "Answer").value
+
+
+def test_the_next_items_editor_defaults_to_its_answer(app: Callable[..., AppTest],
+                                                      proxy: ProxyServer) -> None:
+    """A browser that gets the editor again without the value the session state gave it (a
+    run cut short by a second Ctrl+Enter) shows the widget's default: that must be the item's
+    answer, never an empty editor whose typing would replace the whole answer."""
+    logged(proxy, "first question", "second question")
+    at = app("ann")
+    button(at, "Approve").click().run()
+    editor = next(t for t in at.text_area if t.label == "Answer")
+    assert editor.proto.default == "echo: first question"
+    assert editor.value == "echo: first question"
+
+
+def test_an_edit_is_only_sent_for_the_item_its_editor_showed(app: Callable[..., AppTest],
+                                                             proxy: ProxyServer) -> None:
+    (item_id,) = logged(proxy, "guarded")
+    at = app("ann")
+    editor = next(t for t in at.text_area if t.label == "Answer")
+    at.session_state["editing"] = {}  # as if this editor was drawn for another item
+    editor.input(" +t1")
+    button(at, "Save edit and approve").click().run()
+    assert proxy.admin().interaction(item_id)["revision"] == 0
+    assert "The editor was not showing this item; reload." in [e.value for e in at.error]
+

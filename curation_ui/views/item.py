@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from curation_ui.actions import action_panel, held, release, show_flash, undo_button
+from curation_ui.actions import (
+    REASON_LABEL,
+    action_panel,
+    held,
+    release,
+    show_flash,
+    undo_button,
+)
 from curation_ui.browser import blur_on_enter, page_ready
 from curation_ui.chat_view import (
     escape_markdown,
@@ -55,8 +62,8 @@ except TuneloopError as exc:
 
 if unreadable(item):
     show_unreadable(item)
+    page_ready(f"{item['id']}@unreadable")
     st.stop()
-page_ready(f"{item['id']}@{item['revision']}")  # the keys work, not the id box
 show_header(item)
 claim_line(item)
 conversation, history, diff, raw = st.tabs(["Conversation", "History", "Original vs current",
@@ -106,3 +113,5 @@ with raw:
     st.json(item.get("request"), expanded=False)
     st.caption("response")
     st.json(item.get("response"), expanded=False)
+# last: the keys act again (and not on the id box) once the whole item is drawn
+page_ready(f"{item['id']}@{item['revision']}", reason_label=REASON_LABEL)

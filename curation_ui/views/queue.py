@@ -1,6 +1,7 @@
 """Queue: the next pending item, newest first, reviewed one at a time from the keyboard
 (A approve, X reject with the reason, 1-9 a canned reason, N needs work, Ctrl+Enter save the
-edited answer, J skip, U undo, ? the keys).
+edited answer, J skip, U undo: the undone item is claimed for the reviewer and shown again,
+? the keys).
 
 Opening an item claims it for this reviewer (`POST /admin/queue/next`, which also answers the
 queue's progress): two reviewers never get the same item. The claim is renewed every minute
@@ -14,7 +15,15 @@ from typing import Any
 
 import streamlit as st
 
-from curation_ui.actions import action_panel, held, release, show_flash, undo_button
+from curation_ui.actions import (
+    REASON_LABEL,
+    action_panel,
+    flash,
+    held,
+    release,
+    show_flash,
+    undo_button,
+)
 from curation_ui.browser import page_ready
 from curation_ui.chat_view import escape_markdown, show_messages
 from curation_ui.conflict import conflict_panel
@@ -31,7 +40,7 @@ from curation_ui.workbench import (
     side_panel,
     unreadable,
 )
-from tuneloop.errors import TuneloopError
+from tuneloop.errors import Conflict, TuneloopError
 
 require_reviewer()
 
@@ -55,6 +64,28 @@ def move_on(item_id: str, *, skip: bool) -> None:
     release(SLOT)
 
 
+def bring_back(item_id: str | None) -> None:
+    """After an undo: the undone item, pending again, is claimed for this reviewer and is the
+    one shown next (the item on screen is let go); someone else may have taken it meanwhile."""
+    kept = st.session_state.get(SLOT)
+    shown = kept[1][0] if kept is not None and kept[1] else None
+    release(SLOT)
+    if not item_id:
+        return
+    skipped: list[str] = st.session_state.setdefault("queue_skipped", [])
+    if item_id in skipped:
+        skipped.remove(item_id)
+        keep_work()
+    try:
+        if isinstance(shown, dict) and shown.get("id") != item_id:
+            client().release(shown["id"], reviewer=reviewer())
+        client().claim(item_id, reviewer=reviewer())
+    except Conflict as exc:
+        flash("warning", f"Undone, but the item is not yours to review now: {exc.message}")
+    except TuneloopError as exc:
+        flash("warning", f"Undone, but the item could not be claimed again: {exc.message}")
+
+
 @st.fragment
 def review_pane(filters: dict[str, Any]) -> None:
     """The item and its actions, as a fragment: a key press reruns this part alone, not the
@@ -66,7 +97,7 @@ def review_pane(filters: dict[str, Any]) -> None:
         st.rerun()
     skipped: list[str] = st.session_state.setdefault("queue_skipped", [])
     if undo_button():
-        release(SLOT)
+        bring_back(st.session_state.pop("undone_item", None))
         st.rerun()
     try:
         item, progress = held(SLOT, repr(sorted(filters.items())) + repr(skipped),
@@ -77,6 +108,7 @@ def review_pane(filters: dict[str, Any]) -> None:
     if progress:
         st.caption(progress_line(progress, len(skipped)))
     if item is None:
+        page_ready("nothing")
         release(SLOT)
         st.success("Nothing pending here." if not skipped else "Only skipped items are left.")
         if skipped and st.button("Bring back the skipped items"):
@@ -87,23 +119,30 @@ def review_pane(filters: dict[str, Any]) -> None:
 
     if unreadable(item):
         show_unreadable(item)
+        page_ready(f"{item['id']}@unreadable")
         st.button("Skip for now", shortcut="J", on_click=move_on, args=(item["id"],),
                   kwargs={"skip": True})
         return
-    page_ready(f"{item['id']}@{item['revision']}")
-    show_header(item)
-    claim_line(item)
-    conversation, actions = review_columns()
-    with conversation:
-        show_messages(item["messages"], answer_in_editor=True)
-    with actions:
-        action_panel(item, key="queue", on_done=lambda: move_on(item["id"], skip=False))
-    skip, history = st.columns(2)
-    skip.button("Skip for now", shortcut="J", on_click=move_on, args=(item["id"],),
-                kwargs={"skip": True}, width="stretch")
-    if history.button("Open its history", width="stretch"):
-        st.session_state["item_id"] = item["id"]
-        st.switch_page("views/item.py")
+    shown = f"{item['id']}@{item['revision']}"
+    # one container per item (its key names the item): on a new item the previous one's
+    # elements are not reused under the new header while the new ones are drawn
+    with st.container(key=f"queue-pane-{item['id']}-{item['revision']}"):
+        show_header(item)
+        claim_line(item)
+        conversation, actions = review_columns()
+        with conversation:
+            show_messages(item["messages"], answer_in_editor=True)
+        with actions:
+            action_panel(item, key="queue", on_done=lambda: move_on(item["id"], skip=False))
+        skip, history = st.columns(2)
+        skip.button("Skip for now", shortcut="J", on_click=move_on, args=(item["id"],),
+                    kwargs={"skip": True}, width="stretch")
+        if history.button("Open its history", width="stretch"):
+            st.session_state["item_id"] = item["id"]
+            st.switch_page("views/item.py")
+    # last: the keys act again once the header, the conversation and the editor of this item
+    # are all drawn (a key pressed while the pane changes never acts on an unseen item)
+    page_ready(shown, reason_label=REASON_LABEL)
 
 
 st.title("Review queue")
