@@ -4,64 +4,25 @@ completion carrying HTML and script renders as inert text."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import REVIEWER_TOKEN, ProxyServer
-from tests.fakes.server import free_port
+from tests.conftest import ProxyServer
+from tests.ui_browser_support import CHROMIUM, CHROMIUM_ARGS, PASSWORD
+from tests.ui_browser_support import review_app as serve_review_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-PASSWORD = "browser-test-password"
 HOSTILE = ("<script>window.__xss = 1</script><img src=x onerror=\"window.__xss2 = 1\">"
            "<b>bold?</b>")
 
 
 @pytest.fixture
 def review_app(proxy: ProxyServer, tmp_path: Path) -> Iterator[str]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("TUNELOOP_REQUIRE_BROWSER"):  # set by .ci/run: CI must run this test
-            pytest.fail(f"{CHROMIUM} is missing, and .ci/run requires the browser test")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    port = free_port()
-    env = {**os.environ, "TUNELOOP_REVIEWER_TOKEN": REVIEWER_TOKEN,
-           "TUNELOOP_UI_PASSWORD": PASSWORD, "TUNELOOP_DB": str(tmp_path / "unused.duckdb")}
-    env.pop("TUNELOOP_ADMIN_TOKEN", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tuneloop.cli", "ui", "--port", str(port), "--api", proxy.url],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/_stcore/health", timeout=1).text == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read().decode() if process.stdout else ""
-                raise AssertionError(f"the review app did not start:\n{output}")
-            time.sleep(0.2)
+    with serve_review_app(proxy, tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def test_review_in_a_real_browser(proxy: ProxyServer, review_app: str) -> None:
