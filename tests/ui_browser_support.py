@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from curation_ui.signin_cookie import COOKIE_NAME
 from tests.conftest import REVIEWER_TOKEN, ProxyServer
 from tests.fakes.server import free_port
 
@@ -97,3 +98,6 @@ def sign_in(page: Any, url: str, name: str) -> None:
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text("signed in as")).to_be_visible()
+    # the sign-in cookie is written by the page's script just after; a test that reloads or
+    # opens another address right away would otherwise race it on a busy machine
+    page.wait_for_function(f"document.cookie.includes('{COOKIE_NAME}=')")
