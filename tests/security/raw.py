@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,3 +212,22 @@ def served(tmp_path: Path, upstream: str, **env: str) -> Iterator[ProxyProcess]:
                  **{f"TUNELOOP_{k.upper()}": v for k, v in env.items()}}
     with ProxyProcess(tmp_path / "served.duckdb", upstream, env=variables) as process:
         yield process
+
+
+def trickle(sock: socket.socket, pieces: Iterable[bytes], every_s: float = 0.3
+            ) -> RawResponse | None:
+    """Send `pieces` one every `every_s` (each wait is a read of the answer), as a slowloris
+    client does; the answer as soon as the proxy gives one, or after the last piece."""
+    sock.settimeout(every_s)
+    response = None
+    for piece in pieces:
+        try:
+            sock.sendall(piece)
+            response = read_response(sock)
+            break
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    sock.settimeout(15)
+    return response or read_response(sock)

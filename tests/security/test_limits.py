@@ -22,6 +22,7 @@ from tests.security.raw import (
     read_response,
     recorder,
     served,
+    trickle,
 )
 
 ANSWER = orjson.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
@@ -137,19 +138,8 @@ def test_a_body_trickled_byte_by_byte_is_cut_off_by_the_total_limit(
         with connect(proxy.url, timeout_s=15) as sock:
             head, _, body = request.partition(b"\r\n\r\n")
             sock.sendall(head + b"\r\n\r\n")
-            sock.settimeout(0.3)
-            response = None
-            for byte in body[:-1]:  # ~0.3 s a byte: never a 2 s pause, never the end
-                try:
-                    sock.sendall(bytes([byte]))
-                    response = read_response(sock)
-                    break
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-            sock.settimeout(15)
-            response = response or read_response(sock)
+            # ~0.3 s a byte: never a 2 s pause, never the end
+            response = trickle(sock, (bytes([byte]) for byte in body[:-1]))
             assert response is not None and response.status == 408
             assert "2 s in all" in str(openai_error(response)["message"])  # the total limit
             assert upstream.requests == []
@@ -163,19 +153,8 @@ def test_headers_that_never_end_get_408_and_a_silent_connection_is_closed(
     ) as process:
         with connect(process.url, timeout_s=15) as sock:
             sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
-            sock.settimeout(0.3)
-            response = None
-            for number in range(100):  # a header line every 0.3 s, never the blank line
-                try:
-                    sock.sendall(f"x-slow-{number}: a\r\n".encode())
-                    response = read_response(sock)
-                    break
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-            sock.settimeout(15)
-            response = response or read_response(sock)
+            # a header line every 0.3 s, never the blank line
+            response = trickle(sock, (f"x-slow-{n}: a\r\n".encode() for n in range(100)))
             assert response is not None and response.status == 408
             assert openai_error(response)["code"] == "request_timeout"
             assert closed_by_peer(sock)
