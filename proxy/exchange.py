@@ -159,11 +159,11 @@ class Exchange:
         settings = self.ctx.settings
         simple = plain_path(self.scope, self.path) and not self.scope["query_string"]
         suffix = self.path[len(API_PREFIX):] if simple else upstream_path(self.scope)
+        if settings.issue_keys:  # before the body: a stranger's 32 MiB is never read
+            self.ctx.keys.check(self.headers)
+        meta = client_meta(self.headers)
         body = await read_body(self.receive, self.headers, BodyLimits.logged(settings))
         payload = parse_payload(body, settings.max_json_depth)
-        meta = client_meta(self.headers)
-        if settings.issue_keys:
-            self.ctx.keys.check(self.headers)
         self.plan = self.ctx.router.plan(payload.get("model"), meta.sticky_key)
         stream = payload.get("stream") is True and self.endpoint != "embeddings"
         self.capture = Capture(uuid7(), self.endpoint, meta, body, payload, stream,
