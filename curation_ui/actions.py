@@ -253,10 +253,7 @@ def _canned_reasons(reason_key: str, scope: str) -> None:
 def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
              problem: str | None) -> None:
     messages = item.get("messages") or item.get("current") or []
-    # one editor key per item and revision: a key shared across items let the widget of the
-    # next item start from the previous one's state while a run was cut short (an empty or
-    # stale editor under the new item's header, UIREVIEW_11 #2)
-    answer_key = f"{scope}-answer-{_shown(item)}"
+    answer_key = f"{scope}-answer"
     original = last_answer(messages)
     restored = _restore_draft(item, answer_key, original)
     # the editor's own default is this item's answer (not only a value put in the session
@@ -289,7 +286,7 @@ def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
         if problem in ("The answer is empty.", "The editor was not showing this item; reload."):
             st.error(problem)
     show_answer_diff(original, str(st.session_state.get(answer_key) or ""))
-    raw_key = f"{scope}-raw-{_shown(item)}"
+    raw_key = f"{scope}-raw"
     st.session_state[EDITING][raw_key] = _shown(item)
     with st.expander("Edit the whole message list (JSON)"), \
             st.form(f"{scope}-edit-all", border=False):
