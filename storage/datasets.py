@@ -39,39 +39,6 @@ DATASET_ITEMS_SCHEMA = pa.schema(
 )
 
 
-def m020_datasets(con: Connection) -> None:
-    con.execute(
-        """
-        CREATE TABLE datasets (
-            id VARCHAR PRIMARY KEY,
-            name VARCHAR NOT NULL,
-            version INTEGER NOT NULL,
-            format VARCHAR NOT NULL,
-            filter JSON,
-            manifest JSON,
-            path VARCHAR,
-            created_at TIMESTAMPTZ NOT NULL,
-            created_by VARCHAR,
-            UNIQUE (name, version)
-        )
-        """
-    )
-    con.execute(
-        """
-        CREATE TABLE dataset_items (
-            dataset_id VARCHAR NOT NULL,
-            interaction_id VARCHAR NOT NULL,
-            revision_id VARCHAR,
-            revision INTEGER,
-            split VARCHAR NOT NULL,
-            line INTEGER,
-            skipped VARCHAR,
-            PRIMARY KEY (dataset_id, interaction_id)
-        )
-        """
-    )
-
-
 def _items(items: pa.Table | pa.RecordBatch) -> pa.Table:
     if isinstance(items, pa.RecordBatch):
         items = pa.Table.from_batches([items])

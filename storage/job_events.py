@@ -27,24 +27,6 @@ _SCHEMA = pa.schema([
 ])
 
 
-def m022_job_events(con: Connection) -> None:
-    con.execute(
-        """
-        CREATE TABLE finetune_job_events (
-            job_id VARCHAR NOT NULL,
-            event_id VARCHAR NOT NULL,
-            seq BIGINT NOT NULL,
-            created_at TIMESTAMPTZ,
-            level VARCHAR,
-            message VARCHAR,
-            type VARCHAR,
-            data JSON,
-            PRIMARY KEY (job_id, event_id)
-        )
-        """
-    )
-
-
 def _time(value: Any) -> datetime | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, UTC)

@@ -27,10 +27,6 @@ from tuneloop.errors import Conflict, NotFound
 Spec = dict[str, Any]
 
 
-def m025_route_history_detail(con: Connection) -> None:
-    con.execute("ALTER TABLE route_history ADD COLUMN detail JSON")
-
-
 @dataclass(frozen=True)
 class Episode:
     first_seq: int
