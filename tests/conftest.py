@@ -1,7 +1,23 @@
-"""Fixtures: real servers on loopback (the fake upstream, the proxy) and real DuckDB files.
+"""Fixtures: real servers on loopback (the fake upstream, the proxy) and real stores.
 
 `proxy` is the one fixture for the client side: it runs the real app under uvicorn against the
 fake OpenAI upstream and hands out the official SDK clients and an admin client.
+
+Stores: `store` is the database spec (`Settings.db`) a test's server or storage uses, and
+`proxy_factory`/`proxy` use it. Unparametrized it is a DuckDB file in tmp_path. A suite runs
+against both backends with
+
+    pytestmark = both_stores          # from tests.conftest; ids [duckdb] and [postgres]
+
+(the same as `pytest.mark.parametrize("store", ["duckdb", "postgres"], indirect=True)`); one
+test can take `@both_stores` too. With "postgres", `store` is a URL
+`postgresql://tuneloop@127.0.0.1:PORT/test_N_xxxx` to a fresh, empty database owned by the
+non-superuser role `tuneloop`, dropped after the test. The cluster behind it (`pg_cluster`,
+tests/pg_cluster.py: initdb in a temp dir, run as the `postgres` user when we are root) starts
+once per session, only when a test asks for it, and is stopped and deleted at the end. Other
+Postgres fixtures: `pg_url` (a fresh database's URL), `pg_url_factory` (more of them in one
+test) and `pg_cluster.admin_url()` (the superuser, to create roles or look at the cluster).
+Without Postgres installed these tests fail with what was looked for: `.ci/run` installs it.
 """
 
 from __future__ import annotations
@@ -22,6 +38,7 @@ from proxy.app import create_app
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
+from tests.pg_cluster import PgCluster, PgClusterError
 from tuneloop.client import AdminClient
 from tuneloop.config import Settings
 
@@ -29,7 +46,62 @@ ADMIN_TOKEN = "tla-test-admin-token-0123456789"
 REVIEWER_TOKEN = "tlr-test-reviewer-token-0123456789"
 UPSTREAM_KEY = "sk-test-upstream-key-SECRET-0123456789"
 
+STORES = ("duckdb", "postgres")
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+both_stores = pytest.mark.parametrize("store", STORES, indirect=True)
+"""Run a test (or, as `pytestmark`, a module) once on each backend."""
+
+
+def is_url(db: str | Path) -> bool:
+    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One Postgres for the session, started on first use, stopped and deleted at the end."""
+    try:
+        cluster = PgCluster.start()
+    except PgClusterError as exc:
+        pytest.fail(f"can't start the test Postgres: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url_factory(pg_cluster: PgCluster) -> Iterator[Callable[[], str]]:
+    """Each call: the URL of a new empty database; all are dropped (WITH FORCE) after the test."""
+    urls: list[str] = []
+
+    def create() -> str:
+        urls.append(pg_cluster.create_database())
+        return urls[-1]
+
+    yield create
+    for url in reversed(urls):
+        pg_cluster.drop_database(url)
+
+
+@pytest.fixture
+def pg_url(pg_url_factory: Callable[[], str]) -> str:
+    """A fresh empty database for this test, owned by the role `tuneloop`."""
+    return pg_url_factory()
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The `db` setting for this test: a DuckDB file in tmp_path (the default) or, when
+    parametrized with "postgres", a fresh Postgres database's URL."""
+    kind = getattr(request, "param", "duckdb")
+    if kind == "duckdb":
+        return str(tmp_path / "tuneloop.duckdb")
+    if kind == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    raise ValueError(f"unknown store {kind!r}: use one of {STORES}")
 
 
 @dataclass
@@ -118,6 +190,10 @@ FAKE_CONTROLS = ("x-fake-fail", "x-fake-delay-ms", "x-fake-cut-after", "x-fake-r
 
 
 def proxy_settings(tmp_path: Path, upstream: str, **overrides: Any) -> Settings:
+    """Test settings; `db` defaults to a DuckDB file in tmp_path. With a Postgres URL as `db`,
+    the spool (a local directory on every replica) goes into tmp_path too."""
+    if is_url(overrides.get("db", "")):
+        overrides.setdefault("spool_dir", tmp_path / "tuneloop.spool")
     values: dict[str, Any] = {
         "db": tmp_path / "tuneloop.duckdb",
         "upstream": upstream,
@@ -135,13 +211,15 @@ def proxy_settings(tmp_path: Path, upstream: str, **overrides: Any) -> Settings:
 
 @pytest.fixture
 def proxy_factory(
-    tmp_path: Path, fake_openai: FakeUpstream
+    tmp_path: Path, fake_openai: FakeUpstream, store: str
 ) -> Iterator[Callable[..., ProxyServer]]:
-    """Start a proxy with extra settings; stopped (and drained) at the end of the test."""
+    """Start a proxy with extra settings on the test's `store` (unless `db=` is given); stopped
+    (and drained) at the end of the test, before the store is dropped."""
     stack: list[Any] = []
 
     def start(**overrides: Any) -> ProxyServer:
         upstream = overrides.pop("upstream", fake_openai.base_url)
+        overrides.setdefault("db", store)
         settings = proxy_settings(tmp_path, upstream, **overrides)
         manager = serve_app(create_app(settings))
         url = manager.__enter__()
