@@ -26,6 +26,15 @@ VALUE_ERRORS: tuple[type[Exception], ...] = (duckdb.ConversionException,
 DATABASE_ERRORS: tuple[type[Exception], ...] = (duckdb.Error, psycopg.Error)
 
 
+def upsert_sql(table: str, columns: tuple[str, ...], key: str) -> str:
+    """INSERT one row, or replace the row with the same `key` (both databases' syntax)."""
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    return (f"INSERT INTO {table} ({names}) VALUES ({marks}) "
+            f"ON CONFLICT ({key}) DO UPDATE SET {sets}")
+
+
 def is_postgres_url(spec: str | Path) -> bool:
     return isinstance(spec, str) and spec.startswith(POSTGRES_SCHEMES)
 

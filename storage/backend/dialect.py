@@ -59,6 +59,10 @@ class DuckDialect:
     def epoch_seconds(self, expr: str) -> str:
         return f"epoch({expr})"
 
+    def epoch_us(self, expr: str) -> str:
+        """Microseconds since 1970 as BIGINT."""
+        return f"epoch_us({expr})"
+
     def table_exists_sql(self) -> str:
         return ("SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' "
                 "AND table_name = ?")
@@ -101,6 +105,9 @@ class PgDialect(DuckDialect):
 
     def epoch_seconds(self, expr: str) -> str:
         return f"extract(epoch FROM {expr})"
+
+    def epoch_us(self, expr: str) -> str:
+        return f"(extract(epoch FROM {expr}) * 1000000)::BIGINT"
 
     def table_exists_sql(self) -> str:
         return "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
