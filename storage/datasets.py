@@ -20,6 +20,7 @@ import orjson
 import pyarrow as pa
 
 from storage.db import Connection
+from storage.transaction import transaction
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.names import dataset_name
 
@@ -107,38 +108,33 @@ def create_dataset(
     `check_sources` refuses items naming unknown interactions or revisions."""
     dataset_name(name)
     dataset_id = "ds_" + secrets.token_hex(8)
-    con.execute("BEGIN TRANSACTION")
     try:
-        version = con.execute(
-            "SELECT coalesce(max(version), 0) + 1 FROM datasets WHERE name = ?", [name]
-        ).fetchall()[0][0]
-        con.execute(
-            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                dataset_id,
-                name,
-                version,
-                format,
-                orjson.dumps(dict(filter or {})).decode(),
-                orjson.dumps(dict(manifest or {})).decode(),
-                path,
-                datetime.now(UTC),
-                created_by,
-            ],
-        )
-        for batch in _batches(items):
-            table = _items(batch)
-            if table.num_rows:
-                _insert_items(con, dataset_id, table)
-        if check_sources:
-            _check_sources(con, dataset_id)
-        con.execute("COMMIT")
+        with transaction(con):
+            version = con.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM datasets WHERE name = ?", [name]
+            ).fetchall()[0][0]
+            con.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    dataset_id,
+                    name,
+                    version,
+                    format,
+                    orjson.dumps(dict(filter or {})).decode(),
+                    orjson.dumps(dict(manifest or {})).decode(),
+                    path,
+                    datetime.now(UTC),
+                    created_by,
+                ],
+            )
+            for batch in _batches(items):
+                table = _items(batch)
+                if table.num_rows:
+                    _insert_items(con, dataset_id, table)
+            if check_sources:
+                _check_sources(con, dataset_id)
     except duckdb.ConstraintException as exc:
-        con.execute("ROLLBACK")
         raise BadRequest(f"dataset items must name each interaction once: {exc}") from exc
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return {"id": dataset_id, "name": name, "version": version}
 
 

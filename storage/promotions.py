@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from storage.db import Connection
+from storage.transaction import transaction
 from tuneloop.errors import Conflict, NotFound
 
 Spec = dict[str, Any]
@@ -86,17 +87,6 @@ def _write(con: Connection, alias: str, spec: Spec, action: str, detail: dict[st
     return {"seq": seq, "changed_at": now.isoformat()}
 
 
-def _transaction(con: Connection, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    con.execute("BEGIN TRANSACTION")
-    try:
-        result = work()
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    return result
-
-
 def promote_route(con: Connection, alias: str, build: Callable[[Spec | None], Spec],
                   detail: dict[str, Any], by: str | None) -> dict[str, Any]:
     """Write `build(current spec or None)` as the alias's route and record the promotion.
@@ -109,7 +99,8 @@ def promote_route(con: Connection, alias: str, build: Callable[[Spec | None], Sp
         return {"alias": alias, "action": "promote", **detail, **written, "spec": spec,
                 "previous": previous}
 
-    return _transaction(con, work)
+    with transaction(con):
+        return work()
 
 
 def rollback_route(con: Connection, alias: str, by: str | None) -> dict[str, Any]:
@@ -132,7 +123,8 @@ def rollback_route(con: Connection, alias: str, by: str | None) -> dict[str, Any
         return {"alias": alias, "action": "rollback", **detail, **written,
                 "spec": episode.before, "previous": current}
 
-    return _transaction(con, work)
+    with transaction(con):
+        return work()
 
 
 def latest_episode(con: Connection, alias: str) -> Episode | None:

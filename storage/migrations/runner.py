@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from storage.db import Connection
+from storage.transaction import transaction
 
 log = logging.getLogger("tuneloop.storage")
 
@@ -44,17 +45,12 @@ def run(con: Connection, migrations: Sequence[Migration], *,
     for migration in migrations:
         if migration.version in done or (up_to is not None and migration.version > up_to):
             continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             migration.apply(con)
             con.execute(
                 "INSERT INTO _migrations VALUES (?, ?, ?)",
                 [migration.version, migration.name, datetime.now(UTC)],
             )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
         log.info("applied migration %03d %s", migration.version, migration.name)
         newly.append(migration.version)
     return newly
