@@ -6,6 +6,7 @@ COPY proxy ./proxy
 COPY storage ./storage
 COPY curation_ui ./curation_ui
 COPY exporter ./exporter
+# psycopg[binary,pool] (the Postgres store) comes as a wheel with its own libpq: no apt step
 RUN pip install --no-cache-dir .
 ENV LITELLM_LOCAL_MODEL_COST_MAP=True
 EXPOSE 4000 8501

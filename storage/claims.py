@@ -26,19 +26,6 @@ from storage.lookup import ids_condition
 from tuneloop.errors import Conflict, NotFound
 
 
-def m031_review_claims(con: Connection) -> None:
-    con.execute(
-        """
-        CREATE TABLE review_claims (
-            interaction_id VARCHAR PRIMARY KEY,
-            reviewer VARCHAR NOT NULL,
-            claimed_at TIMESTAMPTZ NOT NULL,
-            expires_at TIMESTAMPTZ NOT NULL
-        )
-        """
-    )
-
-
 @dataclass(frozen=True)
 class Claim:
     interaction_id: str

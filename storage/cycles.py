@@ -28,53 +28,6 @@ _RUN_COLUMNS = ("id", "cycle", "status", "step", "outcome", "state", "config", "
                 "created_at", "updated_at", "finished_at")
 
 
-def m027_cycle_runs(con: Connection) -> None:
-    con.execute(
-        """
-        CREATE TABLE cycle_runs (
-            id VARCHAR PRIMARY KEY,
-            cycle VARCHAR NOT NULL,
-            status VARCHAR NOT NULL,
-            step VARCHAR,
-            outcome VARCHAR,
-            state JSON NOT NULL,
-            config JSON,
-            error VARCHAR,
-            created_at TIMESTAMPTZ NOT NULL,
-            updated_at TIMESTAMPTZ NOT NULL,
-            finished_at TIMESTAMPTZ
-        )
-        """
-    )
-    con.execute("CREATE SEQUENCE cycle_steps_seq START 1")
-    con.execute(
-        """
-        CREATE TABLE cycle_steps (
-            seq BIGINT PRIMARY KEY DEFAULT nextval('cycle_steps_seq'),
-            run_id VARCHAR NOT NULL,
-            step VARCHAR NOT NULL,
-            status VARCHAR NOT NULL,
-            detail JSON,
-            holder VARCHAR,
-            recorded_at TIMESTAMPTZ NOT NULL
-        )
-        """
-    )
-
-
-def m028_cycle_leases(con: Connection) -> None:
-    con.execute(
-        """
-        CREATE TABLE cycle_leases (
-            cycle VARCHAR PRIMARY KEY,
-            holder VARCHAR NOT NULL,
-            acquired_at TIMESTAMPTZ NOT NULL,
-            expires_at TIMESTAMPTZ NOT NULL
-        )
-        """
-    )
-
-
 def _name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 256:
         raise BadRequest(f"{what} must be a string of 1-256 characters", param=what)

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from storage.backend import staged
 from storage.db import Connection
+from storage.transaction import transaction
 from tuneloop.errors import BadRequest, NotFound
 from tuneloop.names import dataset_name
 
@@ -37,39 +38,6 @@ DATASET_ITEMS_SCHEMA = pa.schema(
         ("skipped", pa.string()),
     ]
 )
-
-
-def m020_datasets(con: Connection) -> None:
-    con.execute(
-        """
-        CREATE TABLE datasets (
-            id VARCHAR PRIMARY KEY,
-            name VARCHAR NOT NULL,
-            version INTEGER NOT NULL,
-            format VARCHAR NOT NULL,
-            filter JSON,
-            manifest JSON,
-            path VARCHAR,
-            created_at TIMESTAMPTZ NOT NULL,
-            created_by VARCHAR,
-            UNIQUE (name, version)
-        )
-        """
-    )
-    con.execute(
-        """
-        CREATE TABLE dataset_items (
-            dataset_id VARCHAR NOT NULL,
-            interaction_id VARCHAR NOT NULL,
-            revision_id VARCHAR,
-            revision INTEGER,
-            split VARCHAR NOT NULL,
-            line INTEGER,
-            skipped VARCHAR,
-            PRIMARY KEY (dataset_id, interaction_id)
-        )
-        """
-    )
 
 
 def _items(items: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -136,38 +104,33 @@ def create_dataset(
     `check_sources` refuses items naming unknown interactions or revisions."""
     dataset_name(name)
     dataset_id = "ds_" + secrets.token_hex(8)
-    con.execute("BEGIN TRANSACTION")
     try:
-        version = con.execute(
-            "SELECT coalesce(max(version), 0) + 1 FROM datasets WHERE name = ?", [name]
-        ).fetchall()[0][0]
-        con.execute(
-            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                dataset_id,
-                name,
-                version,
-                format,
-                orjson.dumps(dict(filter or {})).decode(),
-                orjson.dumps(dict(manifest or {})).decode(),
-                path,
-                datetime.now(UTC),
-                created_by,
-            ],
-        )
-        for batch in _batches(items):
-            table = _items(batch)
-            if table.num_rows:
-                _insert_items(con, dataset_id, table)
-        if check_sources:
-            _check_sources(con, dataset_id)
-        con.execute("COMMIT")
+        with transaction(con):
+            version = con.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM datasets WHERE name = ?", [name]
+            ).fetchall()[0][0]
+            con.execute(
+                "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    dataset_id,
+                    name,
+                    version,
+                    format,
+                    orjson.dumps(dict(filter or {})).decode(),
+                    orjson.dumps(dict(manifest or {})).decode(),
+                    path,
+                    datetime.now(UTC),
+                    created_by,
+                ],
+            )
+            for batch in _batches(items):
+                table = _items(batch)
+                if table.num_rows:
+                    _insert_items(con, dataset_id, table)
+            if check_sources:
+                _check_sources(con, dataset_id)
     except duckdb.ConstraintException as exc:
-        con.execute("ROLLBACK")
         raise BadRequest(f"dataset items must name each interaction once: {exc}") from exc
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return {"id": dataset_id, "name": name, "version": version}
 
 

@@ -22,31 +22,6 @@ _COLUMNS = ("id", "status", "dataset", "candidate", "baseline", "scorer", "thres
             "created_at", "finished_at", "created_by")
 
 
-def m026_eval_runs(con: Connection) -> None:
-    con.execute(
-        """
-        CREATE TABLE eval_runs (
-            id VARCHAR PRIMARY KEY,
-            status VARCHAR NOT NULL,
-            dataset VARCHAR,
-            candidate VARCHAR NOT NULL,
-            baseline VARCHAR NOT NULL,
-            scorer VARCHAR NOT NULL,
-            threshold DOUBLE,
-            candidate_score DOUBLE,
-            baseline_score DOUBLE,
-            margin DOUBLE,
-            report JSON,
-            error VARCHAR,
-            cycle_run_id VARCHAR,
-            created_at TIMESTAMPTZ NOT NULL,
-            finished_at TIMESTAMPTZ,
-            created_by VARCHAR
-        )
-        """
-    )
-
-
 def _text(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
     value = body.get(name)
     if value is None and not required:

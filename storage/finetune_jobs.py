@@ -34,29 +34,6 @@ _COLUMNS = (
 )
 
 
-def m021_finetune_jobs(con: Connection) -> None:
-    con.execute(
-        """
-        CREATE TABLE finetune_jobs (
-            id VARCHAR PRIMARY KEY,
-            provider VARCHAR NOT NULL,
-            dataset_id VARCHAR,
-            base_model VARCHAR NOT NULL,
-            method VARCHAR NOT NULL,
-            status VARCHAR NOT NULL,
-            fine_tuned_model VARCHAR,
-            spec JSON,
-            error JSON,
-            last_event_id VARCHAR,
-            curves JSON,
-            created_at TIMESTAMPTZ NOT NULL,
-            updated_at TIMESTAMPTZ NOT NULL,
-            finished_at TIMESTAMPTZ
-        )
-        """
-    )
-
-
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 

@@ -17,6 +17,7 @@ import orjson
 
 from storage.db import Connection
 from storage.spool import Spool
+from storage.transaction import transaction
 
 # Dataset lineage rows are pointers (ids, split, line), not content: the retention window
 # keeps them so an exported file stays traceable; forgetting a user removes them too.
@@ -41,8 +42,7 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
     """Delete the interactions matching `condition` and every row that depends on them, in
     one transaction. Answers rows deleted per table."""
     deleted: dict[str, int] = {}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(
             f"CREATE TEMP TABLE _doomed AS SELECT id FROM interactions WHERE {condition}", params
         )
@@ -59,10 +59,6 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
                             ).fetchall()
         deleted["interactions"] = int(count[0][0]) if count else 0
         con.execute("DROP TABLE _doomed")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     return deleted
 
 

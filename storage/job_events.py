@@ -18,6 +18,7 @@ import pyarrow as pa
 from storage.batch import insert_rows
 from storage.db import Connection
 from storage.finetune_jobs import get_job, update_job
+from storage.transaction import transaction
 
 MAX_EVENTS_PAGE = 5000
 _SCHEMA = pa.schema([
@@ -25,24 +26,6 @@ _SCHEMA = pa.schema([
     ("created_at", pa.timestamp("us", tz="UTC")), ("level", pa.string()),
     ("message", pa.string()), ("type", pa.string()), ("data", pa.string()),
 ])
-
-
-def m022_job_events(con: Connection) -> None:
-    con.execute(
-        """
-        CREATE TABLE finetune_job_events (
-            job_id VARCHAR NOT NULL,
-            event_id VARCHAR NOT NULL,
-            seq BIGINT NOT NULL,
-            created_at TIMESTAMPTZ,
-            level VARCHAR,
-            message VARCHAR,
-            type VARCHAR,
-            data JSON,
-            PRIMARY KEY (job_id, event_id)
-        )
-        """
-    )
 
 
 def _time(value: Any) -> datetime | None:
@@ -75,19 +58,13 @@ def _append_events(con: Connection, job_id: str, events: Sequence[Mapping[str, A
 def apply_job_update(con: Connection, job_id: str, fields: Mapping[str, Any],
                      events: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Record shown events (the last becomes `last_event_id`) and field changes atomically."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         get_job(con, job_id)  # NotFound before anything is written
         changes = dict(fields)
         if events:
             _append_events(con, job_id, events)
             changes.setdefault("last_event_id", events[-1]["id"])
-        job = update_job(con, job_id, **changes)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    return job
+        return update_job(con, job_id, **changes)
 
 
 def job_events(con: Connection, job_id: str, *, after: int = 0,

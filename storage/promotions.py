@@ -23,13 +23,10 @@ import orjson
 
 from storage.backend import upsert_sql
 from storage.db import Connection
+from storage.transaction import transaction
 from tuneloop.errors import Conflict, NotFound
 
 Spec = dict[str, Any]
-
-
-def m025_route_history_detail(con: Connection) -> None:
-    con.execute("ALTER TABLE route_history ADD COLUMN detail JSON")
 
 
 @dataclass(frozen=True)
@@ -91,17 +88,6 @@ def _write(con: Connection, alias: str, spec: Spec, action: str, detail: dict[st
     return {"seq": seq, "changed_at": now.isoformat()}
 
 
-def _transaction(con: Connection, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    con.execute("BEGIN TRANSACTION")
-    try:
-        result = work()
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    return result
-
-
 def promote_route(con: Connection, alias: str, build: Callable[[Spec | None], Spec],
                   detail: dict[str, Any], by: str | None) -> dict[str, Any]:
     """Write `build(current spec or None)` as the alias's route and record the promotion.
@@ -114,7 +100,8 @@ def promote_route(con: Connection, alias: str, build: Callable[[Spec | None], Sp
         return {"alias": alias, "action": "promote", **detail, **written, "spec": spec,
                 "previous": previous}
 
-    return _transaction(con, work)
+    with transaction(con):
+        return work()
 
 
 def rollback_route(con: Connection, alias: str, by: str | None) -> dict[str, Any]:
@@ -137,7 +124,8 @@ def rollback_route(con: Connection, alias: str, by: str | None) -> dict[str, Any
         return {"alias": alias, "action": "rollback", **detail, **written,
                 "spec": episode.before, "previous": current}
 
-    return _transaction(con, work)
+    with transaction(con):
+        return work()
 
 
 def latest_episode(con: Connection, alias: str) -> Episode | None:

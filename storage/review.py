@@ -24,6 +24,7 @@ from storage.lookup import ids_condition
 from storage.messages import Message, is_reviewable
 from storage.search_index import index_edit
 from storage.trainable import UNFINISHED, explain, untrainable_reason
+from storage.transaction import transaction
 from tuneloop.errors import Conflict, NotFound
 
 STATES = ("pending", "approved", "rejected", "needs_work")
@@ -141,17 +142,6 @@ def _flush(con: Connection, pending: _Pending) -> None:
         index_edit(con, interaction_id, messages)
 
 
-def _in_transaction(con: Connection, fn: Any) -> Any:
-    con.execute("BEGIN TRANSACTION")
-    try:
-        result = fn()
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    return result
-
-
 def _parse(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -262,8 +252,8 @@ def apply_reviews(con: Connection, actions: Sequence[ReviewAction],
             release(con, done_ids, reviewer)
         return results
 
-    results: list[ReviewResult] = _in_transaction(con, run)
-    return results
+    with transaction(con):
+        return run()
 
 
 def undo(con: Connection, interaction_id: str, reviewer: str, *, role: str | None = None,
@@ -300,8 +290,8 @@ def undo(con: Connection, interaction_id: str, reviewer: str, *, role: str | Non
         _flush(con, pending)
         return ReviewResult(interaction_id, "ok", item.state, item.revision)
 
-    result: ReviewResult = _in_transaction(con, run)
-    return result
+    with transaction(con):
+        return run()
 
 
 def revisions_of(con: Connection, interaction_id: str) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ import orjson
 
 from storage.backend import upsert_sql
 from storage.db import Connection
+from storage.transaction import transaction
 from tuneloop.errors import NotFound
 
 
@@ -29,8 +30,7 @@ def _record(con: Connection, alias: str, spec: dict[str, Any] | None, action: st
 def replace_routes(con: Connection, specs: dict[str, dict[str, Any]], by: str | None) -> None:
     """Replace the whole table in one transaction, recording every change in the history."""
     now = datetime.now(UTC)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         current = load_routes(con)
         for alias in current.keys() - specs.keys():
             con.execute("DELETE FROM routes WHERE alias = ?", [alias])
@@ -40,10 +40,6 @@ def replace_routes(con: Connection, specs: dict[str, dict[str, Any]], by: str | 
                 continue
             _upsert(con, alias, spec, by, now)
             _record(con, alias, spec, "replace", by, now)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
 
 
 def _upsert(con: Connection, alias: str, spec: dict[str, Any], by: str | None,
@@ -58,14 +54,9 @@ def put_route(con: Connection, alias: str, spec: dict[str, Any], action: str,
               by: str | None) -> None:
     """Write one alias (promotion, rollback) and record the action in its history."""
     now = datetime.now(UTC)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         _upsert(con, alias, spec, by, now)
         _record(con, alias, spec, action, by, now)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
 
 
 def route_history(con: Connection, alias: str | None = None,

@@ -116,12 +116,6 @@ def logged_trainable_sql(d: DuckDialect, alias: str, parts: tuple[str, ...]) -> 
             f"AND coalesce({_logged_answer_sql(d, alias, parts)}, FALSE))")
 
 
-def m032_untrainable(con: Connection) -> None:
-    con.execute("CREATE TABLE untrainable (interaction_id VARCHAR PRIMARY KEY, "
-                "reason VARCHAR NOT NULL)")
-    mark_untrainable(con, "interactions")  # one pass over the logged rows
-
-
 def mark_untrainable(con: Connection, source: str) -> None:
     """List the reviewable rows of `source` (a table or registered batch of interaction rows)
     that have no final answer as logged. Idempotent (a replayed batch adds nothing). A file

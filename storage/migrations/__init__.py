@@ -1,0 +1,62 @@
+"""Numbered, add-only schema migrations: one module per migration in this folder, named
+`m<version>_<name>.py` with its `apply(con)`, and the list below.
+
+Each migration is applied once, inside one transaction together with its record in
+`_migrations` (see `runner`). Never edit or renumber a migration that has shipped: add a new
+module and append it to MIGRATIONS. `storage/schema.sql` shows the schema they build.
+"""
+
+from __future__ import annotations
+
+from storage.db import Connection
+from storage.migrations import (
+    m001_interactions,
+    m002_routes,
+    m003_api_keys,
+    m010_reviews,
+    m011_interaction_tags,
+    m012_feedback,
+    m013_search_index,
+    m020_datasets,
+    m021_finetune_jobs,
+    m022_finetune_job_events,
+    m025_route_history_detail,
+    m026_eval_runs,
+    m027_cycle_runs,
+    m028_cycle_leases,
+    m029_usage_estimated,
+    m030_source_id,
+    m031_review_claims,
+    m032_untrainable,
+    m035_search_fields,
+)
+from storage.migrations.runner import Migration, applied_versions, run
+
+__all__ = ["MIGRATIONS", "Migration", "applied_versions", "migrate"]
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "interactions", m001_interactions.apply),
+    Migration(2, "routes", m002_routes.apply),
+    Migration(3, "api_keys", m003_api_keys.apply),
+    Migration(10, "reviews", m010_reviews.apply),
+    Migration(11, "interaction_tags", m011_interaction_tags.apply),
+    Migration(12, "feedback", m012_feedback.apply),
+    Migration(13, "search_index", m013_search_index.apply),
+    Migration(20, "datasets", m020_datasets.apply),
+    Migration(21, "finetune_jobs", m021_finetune_jobs.apply),
+    Migration(22, "finetune_job_events", m022_finetune_job_events.apply),
+    Migration(25, "route_history_detail", m025_route_history_detail.apply),
+    Migration(26, "eval_runs", m026_eval_runs.apply),
+    Migration(27, "cycle_runs", m027_cycle_runs.apply),
+    Migration(28, "cycle_leases", m028_cycle_leases.apply),
+    Migration(29, "usage_estimated", m029_usage_estimated.apply),
+    Migration(30, "source_id", m030_source_id.apply),
+    Migration(31, "review_claims", m031_review_claims.apply),
+    Migration(32, "untrainable", m032_untrainable.apply),
+    Migration(35, "search_fields", m035_search_fields.apply),
+)
+
+
+def migrate(con: Connection, *, up_to: int | None = None) -> list[int]:
+    """Apply every migration not yet applied (up to `up_to`, for upgrade tests)."""
+    return run(con, MIGRATIONS, up_to=up_to)
