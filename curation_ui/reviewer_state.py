@@ -18,8 +18,7 @@ MAX_SKIPPED = 1000
 
 
 def _path() -> Path:
-    db = ui_settings().db
-    return db.with_name(db.name + ".ui-reviewers")
+    return ui_settings().local_file("ui-reviewers")
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -36,11 +36,10 @@ from proxy.routing import Router
 from proxy.upstream import HttpUpstream
 from proxy.usage_estimate import UsageEstimator
 from storage.compute_worker import ComputeWorker
-from storage.db import Database
 from storage.keys import active_key_hashes
-from storage.migrations import migrate
 from storage.search_index import SearchIndexer
 from storage.spool import Spool
+from storage.store import migrate_store, open_store
 from storage.writer import LogWriter
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest, NotFound, TuneloopError
@@ -95,8 +94,8 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 
 
 def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
-    db = Database(settings.db)
-    db.write_sync(migrate)
+    db = open_store(settings.db)
+    migrate_store(db)
     spool = Spool(settings.spool_path, settings.spool_max_bytes)
     worker = ComputeWorker() if settings.index_worker_min_rows else None
     prices = PriceMap.load()

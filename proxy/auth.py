@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from storage.keys import KEY_PREFIX, hash_key
 from tuneloop.config import Settings
-from tuneloop.errors import Forbidden, Unauthorized
+from tuneloop.errors import ConfigError, Forbidden, Unauthorized
 
 log = logging.getLogger("tuneloop.auth")
 
@@ -38,6 +38,9 @@ def ensure_admin_token(settings: Settings) -> tuple[Settings, str | None]:
     file path when one was read or written there."""
     if settings.admin_token is not None and settings.admin_token.get_secret_value().strip():
         return settings, None
+    if settings.db_is_postgres:
+        raise ConfigError("with a Postgres store, set TUNELOOP_ADMIN_TOKEN: every replica must "
+                          "accept the same token, so none can be generated per machine")
     path = settings.admin_token_file
     if path.is_file():
         token = path.read_text().strip()

@@ -14,7 +14,7 @@ from proxy.redaction import Redactor
 from proxy.routing import Router
 from proxy.upstream import HttpUpstream
 from storage.compute_worker import ComputeWorker
-from storage.db import Database
+from storage.store import Store
 from storage.writer import LogWriter
 from tuneloop.config import Settings
 
@@ -22,7 +22,7 @@ from tuneloop.config import Settings
 @dataclass
 class ProxyContext:
     settings: Settings
-    db: Database
+    db: Store
     writer: LogWriter
     worker: ComputeWorker | None
     router: Router

@@ -370,6 +370,6 @@ def load_key(path: Path) -> bytes:
 def redactor_for(settings: Settings) -> Redactor:
     if not settings.redact:
         return Redactor([])
-    key_file = settings.db.with_name(settings.db.name + ".redaction-key")
+    key_file = settings.local_file("redaction-key")
     key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return Redactor(settings.redact, region=settings.redact_phone_region, key=load_key(key_file))

@@ -6,6 +6,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from storage.backend import staged
 from storage.db import Connection
 
 SMALL_WRITE = 20
@@ -24,8 +25,6 @@ def insert_rows(con: Connection, table: str, rows: list[dict[str, Any]], schema:
                         [[row[name] for name in names] for row in rows])
         return
     view = f"_{table}_rows"
-    con.register(view, pa.Table.from_pylist(rows, schema))
-    try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view} {suffix}")
-    finally:
-        con.unregister(view)
+    columns = ", ".join(names)
+    with staged(con, view, pa.Table.from_pylist(rows, schema), like=table):
+        con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {view} {suffix}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from storage.backend import upsert_sql
 from storage.db import Connection
 from storage.lookup import ids_condition
 from tuneloop.errors import Conflict, NotFound
@@ -59,7 +60,9 @@ def conflict_message(claim: Claim) -> str:
 def write_claim(con: Connection, interaction_id: str, reviewer: str, now: datetime,
            ttl_s: float) -> Claim:
     expires = now + timedelta(seconds=ttl_s)
-    con.execute("INSERT OR REPLACE INTO review_claims VALUES (?, ?, ?, ?)",
+    con.execute(upsert_sql("review_claims",
+                           ("interaction_id", "reviewer", "claimed_at", "expires_at"),
+                           "interaction_id"),
                 [interaction_id, reviewer, now, expires])
     return Claim(interaction_id, reviewer, expires)
 

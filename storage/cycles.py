@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from storage.backend import upsert_sql
 from storage.db import Connection
 from tuneloop.errors import BadRequest, Conflict, NotFound
 
@@ -51,7 +52,8 @@ def acquire_lease(con: Connection, cycle: str, holder: str, ttl_s: float) -> dic
         raise Conflict(f"cycle {cycle!r} is running elsewhere ({current[0]}) until "
                        f"{current[1].isoformat()}", code="lease_held")
     expires = now + timedelta(seconds=ttl_s)
-    con.execute("INSERT OR REPLACE INTO cycle_leases VALUES (?, ?, ?, ?)",
+    con.execute(upsert_sql("cycle_leases", ("cycle", "holder", "acquired_at", "expires_at"),
+                           "cycle"),
                 [cycle, holder, now, expires])
     return {"cycle": cycle, "holder": holder, "expires_at": expires.isoformat()}
 

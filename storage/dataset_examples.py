@@ -24,12 +24,14 @@ Selection reuses the review list's query (`storage.queue`): same filters, same d
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from storage.backend.dialect import dialect_of
+from storage.backend.pg_connection import PgConnection
 from storage.db import Connection
 from storage.lookup import ids_condition
 from storage.messages import Message, messages_of
@@ -168,18 +170,21 @@ class ExampleStream:
         if selection.query.q is not None:
             raise ValueError("text search pages with example_page (its term index drives it)")
         self.selection = selection
-        where, params = selection.query.where()
-        relation = driver.sql(
-            f"SELECT i.id FROM interactions i WHERE {where} ORDER BY i.id DESC", params=params)
-        self._reader = relation.to_arrow_reader(page_size)
+        where, params = selection.query.where(d=dialect_of(driver))
+        sql = f"SELECT i.id FROM interactions i WHERE {where} ORDER BY i.id DESC"
+        self._pages: Iterator[list[str]]
+        if isinstance(driver, PgConnection):
+            self._pages = driver.stream_column(sql, params, page_size)
+        else:
+            reader = driver.sql(sql, params=params).to_arrow_reader(page_size)
+            self._pages = (batch.column(0).to_pylist() for batch in reader)
 
     def next_page(self, con: Connection) -> list[dict[str, Any]] | None:
         """The next page of examples (None: the selection is exhausted)."""
-        try:
-            batch = self._reader.read_next_batch()
-        except StopIteration:
+        ids = next(self._pages, None)
+        if ids is None:
             return None
-        return examples_for(con, self.selection, batch.column(0).to_pylist())
+        return examples_for(con, self.selection, ids)
 
 
 def encode_examples(examples: Sequence[Mapping[str, Any]]) -> bytes:

@@ -9,7 +9,6 @@ export took, so `(dataset, split, line)` always traces back to an interaction an
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from storage.backend import staged
 from storage.db import Connection
 from storage.transaction import transaction
 from tuneloop.errors import BadRequest, NotFound
@@ -60,16 +60,12 @@ def _batches(items: ItemBatches) -> Iterable[pa.Table | pa.RecordBatch]:
 
 
 def _insert_items(con: Connection, dataset_id: str, table: pa.Table) -> None:
-    con.register("_dataset_items", table)
-    try:
+    with staged(con, "_dataset_items", table, like="dataset_items"):
         con.execute(
             "INSERT INTO dataset_items SELECT ?, interaction_id, revision_id, revision, "
             "split, line, skipped FROM _dataset_items",
             [dataset_id],
         )
-    finally:
-        with contextlib.suppress(duckdb.Error):
-            con.unregister("_dataset_items")
 
 
 def _check_sources(con: Connection, dataset_id: str) -> None:

@@ -14,15 +14,18 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 
+from storage.backend.pg_connection import PgConnection
 from storage.compact import CompactResult, compact_file
 from tuneloop.errors import StorageError
 
 T = TypeVar("T")
-Connection = duckdb.DuckDBPyConnection
+DuckConnection = duckdb.DuckDBPyConnection
+Connection = DuckConnection | PgConnection
+"""What storage functions take: a DuckDB connection or a Postgres one (storage.backend)."""
 
 
 PRIVATE_FILE = 0o600
@@ -35,7 +38,7 @@ def private(path: Path) -> None:
         path.chmod(PRIVATE_FILE)
 
 
-def connect(path: Path, *, read_only: bool = False) -> Connection:
+def connect(path: Path, *, read_only: bool = False) -> DuckConnection:
     """Open the database file. External access (file reads, COPY, ATTACH, extensions) is off:
     nothing in tuneloop needs DuckDB to touch other files, and `tuneloop sql` must not.
 
@@ -92,21 +95,23 @@ class _Gate:
 
 
 class Database:
+    dialect = "duckdb"
+
     def __init__(self, path: Path, *, read_threads: int = 3, read_only: bool = False):
         self.path = path
         self._read_only = read_only
         self._con = connect(path, read_only=read_only)
         self._generation = 0  # a new connection after each compaction: cursors are re-made
-        self._cursors: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._cursors: weakref.WeakSet[DuckConnection] = weakref.WeakSet()
         self._gate = _Gate()
         self._local = threading.local()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="duckdb-write")
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="duckdb-read")
         self._closed = False
 
-    def cursor(self) -> Connection:
+    def cursor(self) -> DuckConnection:
         """A cursor for the calling thread (DuckDB cursors are not shared across threads)."""
-        cur: Connection | None = getattr(self._local, "cursor", None)
+        cur: DuckConnection | None = getattr(self._local, "cursor", None)
         if cur is None or getattr(self._local, "generation", -1) != self._generation:
             cur = self._con.cursor()
             self._cursors.add(cur)
@@ -114,7 +119,7 @@ class Database:
             self._local.generation = self._generation
         return cur
 
-    def detached_cursor(self) -> Connection:
+    def detached_cursor(self) -> DuckConnection:
         """A cursor of its own, for a result kept open across several calls (a stream read a
         page at a time); one thread at a time may use it. The caller closes it. Made while a
         compaction runs, it waits for the new file; one in use when a compaction starts is
@@ -127,10 +132,10 @@ class Database:
             self._gate.leave()
         return cur
 
-    def _call(self, fn: Callable[[Connection], T]) -> T:
+    def _call(self, fn: Callable[[DuckConnection], T]) -> T:
         return fn(self.cursor())
 
-    def _read_call(self, fn: Callable[[Connection], T]) -> T:
+    def _read_call(self, fn: Callable[[DuckConnection], T]) -> T:
         self._gate.enter()
         try:
             return fn(self.cursor())
@@ -162,17 +167,21 @@ class Database:
         finally:
             self._gate.unlock()
 
-    async def write(self, fn: Callable[[Connection], T]) -> T:
+    async def write(self, fn: Callable[[Any], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self._call, fn)
 
-    async def read(self, fn: Callable[[Connection], T]) -> T:
+    async def read(self, fn: Callable[[Any], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._read_call, fn)
 
-    def write_sync(self, fn: Callable[[Connection], T]) -> T:
+    def write_sync(self, fn: Callable[[Any], T]) -> T:
         """Run on the writer thread and wait (for start-up work, before the loop serves)."""
         return self._writer.submit(self._call, fn).result()
+
+    def read_sync(self, fn: Callable[[Any], T]) -> T:
+        """Run on the calling thread (for work already off the event loop)."""
+        return self._read_call(fn)
 
     def interrupt(self) -> None:
         self._con.interrupt()

@@ -153,8 +153,8 @@ def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
         _doomed_ids_of(con, exports)
         reports = forget_in_reports(con)
 
-    deleted = _delete(con, "list_contains(?, user_id) OR source_id IN (SELECT id FROM "
-                           "interactions WHERE list_contains(?, user_id))", [names, names],
+    deleted = _delete(con, "user_id = ANY(?) OR source_id IN (SELECT id FROM "
+                           "interactions WHERE user_id = ANY(?))", [names, names],
                       before=before)
     deleted["eval_report_examples"] = reports
     return Forgotten(deleted, exports)

@@ -47,7 +47,7 @@ class InteractionFilter:
         if self.status_code is not None:
             add(f"{alias}.status_code = ?", self.status_code)
         if self.tag is not None:
-            add(f"list_contains({alias}.tags, ?)", self.tag)
+            add(f"? = ANY({alias}.tags)", self.tag)
         if self.user is not None:
             add(f"{alias}.user_id = ?", self.user)
         if self.session is not None:

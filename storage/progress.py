@@ -20,6 +20,7 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
+from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.queue import ReviewQuery, find_ids
@@ -48,7 +49,7 @@ def _counts(con: Connection, query: ReviewQuery) -> tuple[int, int, int]:
     without). Without filters: arithmetic on the small tables (the answerless and the edited
     rows, the reviewed ones) and one count of the interaction column; with filters, one scan of
     the matching interactions hash-joined to `reviews` and `untrainable`."""
-    where, params = dataclasses.replace(query, review=None, trainable=None).where()
+    where, params = dataclasses.replace(query, review=None, trainable=None).where(d=dialect_of(con))
     if where == "TRUE" and not params:
         total, reviewed = con.execute(
             f"SELECT (SELECT count(*) FROM interactions WHERE endpoint IN ({_REVIEWABLE_SQL})), "

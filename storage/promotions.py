@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from storage.backend import upsert_sql
 from storage.db import Connection
 from storage.transaction import transaction
 from tuneloop.errors import Conflict, NotFound
@@ -78,8 +79,8 @@ def _write(con: Connection, alias: str, spec: Spec, action: str, detail: dict[st
            by: str | None) -> dict[str, Any]:
     now = datetime.now(UTC)
     text = orjson.dumps(spec).decode()
-    con.execute("INSERT OR REPLACE INTO routes (alias, spec, updated_at, updated_by) "
-                "VALUES (?, ?, ?, ?)", [alias, text, now, by])
+    con.execute(upsert_sql("routes", ("alias", "spec", "updated_at", "updated_by"), "alias"),
+                [alias, text, now, by])
     seq = con.execute(
         "INSERT INTO route_history (alias, spec, action, changed_at, changed_by, detail) "
         "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from storage.backend.dialect import DUCKDB, DuckDialect, dialect_of
 from storage.claims import Claim, write_claim
 from storage.db import Connection
 from storage.feedback import min_score_condition, score_driver
@@ -64,7 +65,8 @@ class ReviewQuery:
     def terms(self) -> list[str]:
         return query_terms(self.q) if self.q is not None else []
 
-    def where(self, bounds: Bounds | None = None) -> tuple[str, list[Any]]:
+    def where(self, bounds: Bounds | None = None, *,
+              d: DuckDialect = DUCKDB) -> tuple[str, list[Any]]:
         """Every condition but `q` (which its driver settles), on interactions aliased `i`;
         subqueries read only `bounds`."""
         sql, params = self.base.where("i")
@@ -86,7 +88,7 @@ class ReviewQuery:
         if self.min_score is not None:
             add(*min_score_condition(self.min_score, bounds=bounds))
         if self.trainable is not None:
-            rule = trainable_sql("i", within)
+            rule = trainable_sql(d, "i", within)
             add(rule if self.trainable else f"NOT {rule}", within_params * 3)
         return " AND ".join(clauses), values
 
@@ -135,7 +137,7 @@ def find_ids(con: Connection, query: ReviewQuery, *, limit: int,
     """The ids of one page, newest first, and the cursor of the next page (or None)."""
     wanted = limit + 1
     if query.plain:
-        where, params = query.where()
+        where, params = query.where(d=dialect_of(con))
         if cursor is not None:
             where, params = f"{where} AND i.id < ?", [*params, cursor]
         found = _select(con, where, params, wanted)
@@ -155,7 +157,8 @@ def _driven(con: Connection, query: ReviewQuery, driver: Driver, wanted: int,
         candidates, next_before = driver(con, before, size)
         if candidates:
             window, window_params = ids_condition("i.id", sorted(candidates))
-            where, params = query.where(bounds=(min(candidates), max(candidates)))
+            where, params = query.where(d=dialect_of(con),
+                                        bounds=(min(candidates), max(candidates)))
             found += _select(con, f"{window} AND {where}", [*window_params, *params],
                              wanted - len(found))
         if next_before is None:
@@ -191,7 +194,7 @@ def _positional(con: Connection, query: ReviewQuery, wanted: int,
         size *= POSITION_GROWTH
         if low is not None and upper is not None and low >= upper:
             continue  # rows stored out of id order put this window above the cursor
-        where, params = query.where(bounds=(low, upper))
+        where, params = query.where(d=dialect_of(con), bounds=(low, upper))
         window, window_params = bounded("i.id", (low, None))
         if upper is not None:
             window, window_params = f"{window} AND i.id < ?", [*window_params, upper]
@@ -207,7 +210,7 @@ def _positional(con: Connection, query: ReviewQuery, wanted: int,
 def _matches(con: Connection, query: ReviewQuery, interaction_id: str) -> bool:
     if query.q is not None:
         return False  # text search is settled by its driver; take a fresh item instead
-    where, params = query.where(bounds=(interaction_id, interaction_id))
+    where, params = query.where(d=dialect_of(con), bounds=(interaction_id, interaction_id))
     return bool(con.execute(f"SELECT 1 FROM interactions i WHERE i.id = ? AND {where}",
                             [interaction_id, *params]).fetchall())
 

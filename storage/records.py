@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 from collections.abc import Iterable
 from typing import Any
 
-import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from storage.backend import staged
 from storage.db import Connection
 from storage.trainable import mark_untrainable
 
@@ -122,14 +121,10 @@ def insert_interactions(con: Connection, table: pa.Table) -> int:
     """Insert a batch, ignoring ids already present (spool replay is idempotent)."""
     if table.num_rows == 0:
         return 0
-    # fetchall, not fetchone: DuckDB refuses register() while a result is still open.
-    before = con.execute("SELECT count(*) FROM interactions").fetchall()[0][0]
-    con.register("_ingest_batch", table)
-    try:
-        con.execute("INSERT OR IGNORE INTO interactions BY NAME SELECT * FROM _ingest_batch")
+    columns = ", ".join(table.schema.names)
+    with staged(con, "_ingest_batch", table, like="interactions"):
+        inserted = con.execute(
+            f"INSERT INTO interactions ({columns}) SELECT {columns} FROM _ingest_batch "
+            "ON CONFLICT DO NOTHING RETURNING 1").fetchall()
         mark_untrainable(con, "_ingest_batch")  # the review queue's list of answerless rows
-    finally:
-        with contextlib.suppress(duckdb.Error):  # fails in an aborted transaction; harmless
-            con.unregister("_ingest_batch")
-    after = con.execute("SELECT count(*) FROM interactions").fetchall()[0][0]
-    return int(after) - int(before)
+    return len(inserted)

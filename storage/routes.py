@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from storage.backend import upsert_sql
 from storage.db import Connection
 from storage.transaction import transaction
 from tuneloop.errors import NotFound
@@ -44,7 +45,7 @@ def replace_routes(con: Connection, specs: dict[str, dict[str, Any]], by: str | 
 def _upsert(con: Connection, alias: str, spec: dict[str, Any], by: str | None,
             now: datetime) -> None:
     con.execute(
-        "INSERT OR REPLACE INTO routes (alias, spec, updated_at, updated_by) VALUES (?, ?, ?, ?)",
+        upsert_sql("routes", ("alias", "spec", "updated_at", "updated_by"), "alias"),
         [alias, orjson.dumps(spec).decode(), now, by],
     )
 

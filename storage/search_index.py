@@ -39,6 +39,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage.backend import staged
 from storage.compute_worker import ComputeWorker
 from storage.db import Connection
 from storage.messages import Message, is_reviewable, message_text, messages_of
@@ -152,13 +153,11 @@ def _insert(con: Connection, table: str, rows: pa.Table, suffix: str = "") -> li
     if rows.num_rows == 0:
         return []
     view = f"_{table}_batch"
-    con.register(view, rows)
-    verb = "INSERT OR IGNORE" if suffix or table == "search_words" else "INSERT"
-    try:
-        result = con.execute(f"{verb} INTO {table} BY NAME SELECT * FROM {view} "
-                             f"{suffix}").fetchall()
-    finally:
-        con.unregister(view)
+    columns = ", ".join(rows.schema.names)
+    ignore = "ON CONFLICT DO NOTHING" if suffix or table == "search_words" else ""
+    with staged(con, view, rows, like=table):
+        result = con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {view} "
+                             f"{ignore} {suffix}").fetchall()
     return [r[0] for r in result] if suffix else []
 
 

@@ -20,7 +20,9 @@ from typing import Any
 
 import duckdb
 import orjson
+import psycopg
 
+from storage.backend.pg_connection import PgConnection
 from storage.db import Connection
 from storage.sql_check import check_read_only
 from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge
@@ -77,13 +79,15 @@ def _row_json(row: tuple[Any, ...]) -> bytes:
 
 def answer_json(con: Connection, sql: str, limits: SqlLimits) -> bytes:
     """`{"columns": [...], "rows": [[...], ...], "truncated": bool}` as JSON bytes."""
+    if isinstance(con, PgConnection):
+        return _pg_answer_json(con, sql, limits)
     check_read_only(con, sql)
     deadline = time.monotonic() + limits.timeout_s
     timer = threading.Timer(limits.timeout_s, con.interrupt)
     timer.start()
     con.execute("BEGIN TRANSACTION")
     try:
-        return _fetch(con, sql, limits, deadline)
+        return _fetch_duckdb(con, sql, limits, deadline)
     except duckdb.InterruptException as exc:
         raise _timeout(limits) from exc
     except duckdb.PermissionException as exc:
@@ -96,8 +100,42 @@ def answer_json(con: Connection, sql: str, limits: SqlLimits) -> bytes:
             con.execute("ROLLBACK")
 
 
-def _fetch(con: Connection, sql: str, limits: SqlLimits, deadline: float) -> bytes:
-    cursor = con.execute(sql)
+def _pg_answer_json(con: PgConnection, sql: str, limits: SqlLimits) -> bytes:
+    """On Postgres the database itself enforces what DuckDB's statement check does: one
+    statement (the extended protocol refuses more), in a READ ONLY transaction, under a
+    statement timeout, read through a server-side cursor so only what is sent is fetched.
+    Run it on a connection of a role without write rights (the `sql_db` setting) to make
+    the limit the database's own, whatever the query does."""
+    deadline = time.monotonic() + limits.timeout_s
+    timer = threading.Timer(limits.timeout_s + 0.5, con.cancel)
+    timer.start()
+    con.execute("BEGIN")
+    try:
+        con.raw.execute(b"SET TRANSACTION READ ONLY")
+        con.raw.execute(f"SET LOCAL statement_timeout = {int(limits.timeout_s * 1000)}".encode())
+        with con.raw.cursor(name="tl_sql") as cursor:
+            # no parameters: `%` is psycopg's placeholder mark, so it is doubled
+            cursor.execute(sql.replace("%", "%%").encode(), [])
+            return _fetch(cursor, limits, deadline)
+    except psycopg.errors.QueryCanceled as exc:
+        raise _timeout(limits) from exc
+    except (psycopg.errors.ReadOnlySqlTransaction,
+            psycopg.errors.InsufficientPrivilege) as exc:
+        raise Forbidden(f"not allowed: {exc}", code="read_only") from exc
+    except psycopg.Error as exc:
+        raise BadRequest(f"query failed: {exc}") from exc
+    finally:
+        timer.cancel()
+        with contextlib.suppress(psycopg.Error):
+            con.execute("ROLLBACK")
+
+
+def _fetch_duckdb(con: duckdb.DuckDBPyConnection, sql: str, limits: SqlLimits,
+                  deadline: float) -> bytes:
+    return _fetch(con.execute(sql), limits, deadline)
+
+
+def _fetch(cursor: Any, limits: SqlLimits, deadline: float) -> bytes:
     columns = [d[0] for d in cursor.description or []]
     head = b'{"columns":' + orjson.dumps(columns) + b',"rows":['
     parts = [head]

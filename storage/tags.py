@@ -94,7 +94,7 @@ def tag_condition(tag: str, alias: str = "i", bounds: Bounds | None = None
                   ) -> tuple[str, list[Any]]:
     """The interaction `alias` has `tag` (logged and not removed, or added)."""
     within, params = bounded("interaction_id", bounds)
-    sql = (f"((list_contains({alias}.tags, ?) AND {alias}.id NOT IN (SELECT interaction_id "
+    sql = (f"((? = ANY({alias}.tags) AND {alias}.id NOT IN (SELECT interaction_id "
            f"FROM interaction_tags WHERE tag = ? AND removed AND {within})) OR "
            f"{alias}.id IN (SELECT interaction_id FROM interaction_tags "
            f"WHERE tag = ? AND NOT removed AND {within}))")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.backend.dialect import DuckDialect, Path, dialect_of, table_exists
 from storage.db import Connection
 from storage.messages import (
     REVIEWABLE_ENDPOINTS,
@@ -84,63 +85,71 @@ def explain(reason: str) -> str:
     return f"this item can't be approved: {REASONS.get(reason, reason)}; {HOW_TO_FIX}"
 
 
-# the logged answer's parts, read with one parse of the response: chat content, tool calls and
-# function call of choice 0, legacy completion text of choice 0, a response's output items
-_ANSWER_PATHS = ("['$.choices[0].message.content', '$.choices[0].message.tool_calls', "
-                 "'$.choices[0].message.function_call', '$.choices[0].text', '$.output']")
+# the logged answer's parts: chat content, tool calls and function call of choice 0, legacy
+# completion text of choice 0, a response's output items
+_ANSWER_PATHS: tuple[Path, ...] = (
+    ("choices", 0, "message", "content"), ("choices", 0, "message", "tool_calls"),
+    ("choices", 0, "message", "function_call"), ("choices", 0, "text"), ("output",),
+)
 
 
-def _text(value: str) -> str:
+def _text(d: DuckDialect, value: str) -> str:
     """A JSON string with a non-whitespace character, or a non-empty array of parts."""
-    return (f"(json_type({value}) = 'VARCHAR' AND regexp_matches({value} ->> '$', '[^\\s]') "
-            f"OR json_type({value}) = 'ARRAY' AND json_array_length({value}) > 0)")
+    non_blank = d.matches(d.json_string_value(value), r"[^\s]")
+    return f"({d.json_is_string(value)} AND {non_blank} OR {d.json_length(value)} > 0)"
 
 
-def _logged_answer_sql(alias: str, parts: str) -> str:
-    """`parts`: the JSON values of _ANSWER_PATHS for the row (a list, 1-based)."""
-    chat = (f"({_text(f'{parts}[1]')} OR json_array_length({parts}[2]) > 0 "
-            f"OR json_type({parts}[3]) = 'OBJECT')")
+def _logged_answer_sql(d: DuckDialect, alias: str, parts: tuple[str, ...]) -> str:
+    """`parts`: the SQL expressions of the row's _ANSWER_PATHS values."""
+    chat = (f"({_text(d, parts[0])} OR {d.json_length(parts[1])} > 0 "
+            f"OR {d.json_is_object(parts[2])})")
     return (f"(CASE {alias}.endpoint WHEN 'chat.completions' THEN {chat} "
-            f"WHEN 'completions' THEN {_text(f'{parts}[4]')} "
-            f"WHEN 'responses' THEN json_array_length({parts}[5]) > 0 ELSE FALSE END)")
+            f"WHEN 'completions' THEN {_text(d, parts[3])} "
+            f"WHEN 'responses' THEN {d.json_length(parts[4])} > 0 ELSE FALSE END)")
 
 
-def logged_trainable_sql(alias: str, parts: str) -> str:
+def logged_trainable_sql(d: DuckDialect, alias: str, parts: tuple[str, ...]) -> str:
     """The rule on the logged row alone (no edit), as a SQL condition."""
     unfinished = ", ".join(f"'{f}'" for f in UNFINISHED)
     return (f"(coalesce({alias}.status_code, 0) < 400 "
             f"AND coalesce({alias}.finish, '') NOT IN ({unfinished}) "
-            f"AND coalesce({_logged_answer_sql(alias, parts)}, FALSE))")
+            f"AND coalesce({_logged_answer_sql(d, alias, parts)}, FALSE))")
 
 
 def mark_untrainable(con: Connection, source: str) -> None:
     """List the reviewable rows of `source` (a table or registered batch of interaction rows)
     that have no final answer as logged. Idempotent (a replayed batch adds nothing). A file
     not yet migrated to 32 has no list: the migration's backfill writes it."""
-    if not con.execute("SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' "
-                       "AND table_name = 'untrainable'").fetchall():
+    if not table_exists(con, "untrainable"):
         return
+    d = dialect_of(con)
     unfinished = ", ".join(f"'{f}'" for f in UNFINISHED if f != "upstream_error")
     reviewable = ", ".join(f"'{e}'" for e in REVIEWABLE_ENDPOINTS)
+    parts = ", ".join(f"{d.json_at('response', path)} AS p{n}"
+                      for n, path in enumerate(_ANSWER_PATHS))
+    names = tuple(f"i.p{n}" for n in range(len(_ANSWER_PATHS)))
     con.execute(
-        f"INSERT OR IGNORE INTO untrainable SELECT i.id, CASE "
+        f"INSERT INTO untrainable (interaction_id, reason) SELECT i.id, CASE "
         f"WHEN coalesce(i.status_code, 0) >= 400 OR i.finish = 'upstream_error' "
         f"THEN 'upstream_error' WHEN i.finish IN ({unfinished}) THEN i.finish "
-        f"ELSE 'no_answer' END FROM (SELECT id, endpoint, status_code, finish, "
-        f"json_extract(response, {_ANSWER_PATHS}) AS parts FROM {source} "
-        f"WHERE endpoint IN ({reviewable})) i WHERE NOT {logged_trainable_sql('i', 'i.parts')}")
+        f"ELSE 'no_answer' END FROM (SELECT id, endpoint, status_code, finish, {parts} "
+        f"FROM {source} WHERE endpoint IN ({reviewable})) i "
+        f"WHERE NOT {logged_trainable_sql(d, 'i', names)} ON CONFLICT DO NOTHING")
 
 
-def trainable_sql(alias: str, within: str) -> str:
+def trainable_sql(d: DuckDialect, alias: str, within: str) -> str:
     """The rule as a SQL condition on interactions aliased `alias`; `within` bounds the
     subqueries (see `storage.lookup.bounded`; its parameters come three times: the
     edited-with-answer subquery's, the edited-at-all one's, the untrainable one's)."""
     edited = f"SELECT interaction_id FROM reviews WHERE messages IS NOT NULL AND {within}"
-    answered = (f"{edited} AND (json_extract_string(messages, '$[#-1].role') = 'assistant' AND "
-                "(nullif(trim(json_extract_string(messages, '$[#-1].content')), '') IS NOT NULL "
-                "OR json_array_length(messages, '$[#-1].tool_calls') > 0 "
-                "OR json_extract(messages, '$[#-1].function_call') IS NOT NULL "
-                "OR json_array_length(messages, '$[#-1].content') > 0))")
+    last = (-1,)
+    content = d.json_at("messages", (*last, "content"))
+    answered = (f"{edited} AND ({d.json_text_at('messages', (*last, 'role'))} = 'assistant' AND "
+                f"({d.json_is_string(content)} AND "
+                f"nullif(trim({d.json_string_value(content)}), '') IS NOT NULL "
+                f"OR {d.json_length(d.json_at('messages', (*last, 'tool_calls')))} > 0 "
+                f"OR {d.json_at('messages', (*last, 'function_call'))} IS NOT NULL "
+                f"OR {d.json_length(content)} > 0))")
     logged = f"SELECT interaction_id FROM untrainable WHERE {within}"
     return (f"({alias}.id IN ({answered}) OR ({alias}.id NOT IN ({edited}) "
             f"AND {alias}.id NOT IN ({logged})))")

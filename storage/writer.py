@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from storage.db import Connection, Database
+from storage.db import Connection
 from storage.records import (
     arrow_from_segment,
     encode_record,
@@ -30,6 +30,7 @@ from storage.records import (
     to_arrow,
 )
 from storage.spool import Spool
+from storage.store import Store
 from tuneloop.errors import StorageError
 
 log = logging.getLogger("tuneloop.writer")
@@ -52,7 +53,7 @@ class WriterStats:
 class LogWriter:
     def __init__(
         self,
-        db: Database,
+        db: Store,
         spool: Spool,
         *,
         batch_rows: int = 2000,

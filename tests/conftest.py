@@ -196,6 +196,7 @@ def proxy_settings(tmp_path: Path, upstream: str, **overrides: Any) -> Settings:
         overrides.setdefault("spool_dir", tmp_path / "tuneloop.spool")
     values: dict[str, Any] = {
         "db": tmp_path / "tuneloop.duckdb",
+        "state_dir": tmp_path / "tuneloop-state",
         "upstream": upstream,
         "admin_token": ADMIN_TOKEN,
         "reviewer_token": REVIEWER_TOKEN,

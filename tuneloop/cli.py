@@ -35,11 +35,12 @@ from tuneloop.sql_print import print_answer
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="TOML settings file.")
-@click.option("--db", type=click.Path(path_type=Path), default=None,
-              help="DuckDB file [env TUNELOOP_DB; default ./tuneloop.duckdb].")
+@click.option("--db", default=None,
+              help="DuckDB file or postgresql:// URL [env TUNELOOP_DB; default "
+              "./tuneloop.duckdb].")
 @click.pass_context
 @domain_errors
-def main(ctx: click.Context, config_file: Path | None, db: Path | None) -> None:
+def main(ctx: click.Context, config_file: Path | None, db: str | None) -> None:
     """tuneloop: production LLM traffic in, fine-tuned model out."""
     ctx.ensure_object(dict)
     ctx.obj["config_file"] = config_file
@@ -49,15 +50,16 @@ def main(ctx: click.Context, config_file: Path | None, db: Path | None) -> None:
 @main.command()
 @click.option("--host", default=None, help="Listen address [default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Listen port [default 4000].")
-@click.option("--db", type=click.Path(path_type=Path), default=None,
-              help="DuckDB file [env TUNELOOP_DB].")
+@click.option("--db", default=None,
+              help="DuckDB file, or postgresql:// URL of a store shared by replicas "
+              "[env TUNELOOP_DB].")
 @click.option("--upstream", default=None, help="Default upstream base URL "
               "[env TUNELOOP_UPSTREAM; default https://api.openai.com/v1].")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="TOML settings file.")
 @click.pass_context
 @domain_errors
-def serve(ctx: click.Context, host: str | None, port: int | None, db: Path | None,
+def serve(ctx: click.Context, host: str | None, port: int | None, db: str | None,
           upstream: str | None, config_file: Path | None) -> None:
     """Run the proxy and admin API (this process owns the DuckDB file)."""
     import uvicorn
@@ -80,7 +82,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, db: Path | Non
                           "this machine read it from there", highlight=False)
     err_console.print(
         f"tuneloop proxy on http://{settings.host}:{settings.port}/v1 → {settings.upstream}, "
-        f"logging to {settings.db}", highlight=False,
+        f"logging to {settings.db_label}", highlight=False,
     )
     warning = open_relay_warning(settings)
     if warning:
@@ -110,14 +112,14 @@ def sql(ctx: click.Context, query: str, api: str | None, output: str, max_rows: 
         with make_client(ctx, api) as client:
             result = client.sql(query, max_rows)
     except ServerUnreachable:
-        if not settings.db.is_file():
+        if settings.db_file is None or not settings.db_file.is_file():
             raise
         from storage.db import connect
         from storage.sql import run_read_only
 
         err_console.print(f"(no server at {api or settings.api}; reading {settings.db} "
                           "directly)", highlight=False, markup=False)
-        con = connect(settings.db, read_only=True)
+        con = connect(settings.db_file, read_only=True)
         try:
             result = run_read_only(con, query, max_rows=min(max_rows, settings.sql_max_rows),
                                    timeout_s=settings.sql_timeout_s,

@@ -40,7 +40,11 @@ class Settings(BaseSettings):
     # where the proxy listens and what it owns
     host: str = "127.0.0.1"
     port: int = Field(4000, ge=1, le=65535)
-    db: Path = Path("tuneloop.duckdb")
+    db: Path | str = Path("tuneloop.duckdb")
+    """A DuckDB file (one machine), or a `postgresql://` URL (a store shared by replicas)."""
+    state_dir: Path = Path("tuneloop-state")
+    """With Postgres: where this replica keeps its local files (spool, generated secrets,
+    exports). With DuckDB they live beside the database file."""
     upstream: str = "https://api.openai.com/v1"
 
     # credentials (never logged, never stored in the database)
@@ -155,13 +159,49 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name!r} can't be forwarded upstream")
         return names
 
+    @field_validator("db", mode="before")
+    @classmethod
+    def _path_or_url(cls, value: object) -> Path | str:
+        text = str(value)
+        if text.startswith(("postgresql://", "postgres://")):
+            return text
+        if "://" in text:
+            raise ValueError(f"db must be a DuckDB file path or a postgresql:// URL, "
+                             f"got {text.split('://')[0]}://...")
+        return Path(text)
+
+    @property
+    def db_is_postgres(self) -> bool:
+        return isinstance(self.db, str)
+
+    @property
+    def db_file(self) -> Path | None:
+        """The DuckDB file, or None with Postgres."""
+        return self.db if isinstance(self.db, Path) else None
+
+    @property
+    def db_label(self) -> str:
+        """The store for messages: a path, or the URL without its password."""
+        if isinstance(self.db, Path):
+            return str(self.db)
+        head, _, tail = self.db.partition("://")
+        creds, at, rest = tail.rpartition("@")
+        return f"{head}://{creds.split(':')[0]}@{rest}" if at else self.db
+
+    def local_file(self, suffix: str) -> Path:
+        """A file of this process beside the DuckDB file (`tuneloop.duckdb.<suffix>`), or in
+        the state folder with Postgres (`tuneloop-state/tuneloop.<suffix>`)."""
+        if isinstance(self.db, Path):
+            return self.db.with_name(f"{self.db.name}.{suffix}")
+        return self.state_dir / f"tuneloop.{suffix}"
+
     @property
     def ui_secret_file(self) -> Path:
-        return self.db.with_name(self.db.name + ".ui-secret")
+        return self.local_file("ui-secret")
 
     @property
     def ui_signouts_file(self) -> Path:
-        return self.db.with_name(self.db.name + ".ui-signouts")
+        return self.local_file("ui-signouts")
 
     @field_validator("upstream", "api")
     @classmethod
@@ -187,15 +227,15 @@ class Settings(BaseSettings):
 
     @property
     def spool_path(self) -> Path:
-        return self.spool_dir or self.db.with_name(self.db.name + ".spool")
+        return self.spool_dir or self.local_file("spool")
 
     @property
     def admin_token_file(self) -> Path:
-        return self.db.with_name(self.db.name + ".admin-token")
+        return self.local_file("admin-token")
 
     @property
     def exports_root(self) -> Path:
-        return self.db.with_name(self.db.name + ".exports")
+        return self.local_file("exports")
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

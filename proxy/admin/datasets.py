@@ -55,7 +55,8 @@ from storage.datasets import (
     list_datasets,
     trace,
 )
-from storage.db import Connection, Database
+from storage.db import Connection
+from storage.store import Store
 from tuneloop.errors import BadRequest, PayloadTooLarge, TuneloopError
 from tuneloop.names import dataset_name
 
@@ -94,7 +95,7 @@ class _Pages:
     """The pages of a selection: one open stream, or (for text search) one query a page.
     `next` runs on a reader thread and returns the page encoded, or None when done."""
 
-    def __init__(self, db: Database, selection: ExampleSelection):
+    def __init__(self, db: Store, selection: ExampleSelection):
         self.selection = selection
         self.remaining = selection.max_examples
         self._driver = db.detached_cursor() if selection.query.q is None else None

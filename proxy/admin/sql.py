@@ -16,8 +16,8 @@ from starlette.routing import Route
 from proxy.admin.common import json_object
 from proxy.auth import Role
 from proxy.context import context_of
-from storage.db import Database
 from storage.sql import SqlLimits, answer_json
+from storage.store import Store
 from tuneloop.errors import BadRequest, TooManyRequests
 
 
@@ -36,7 +36,7 @@ def gate_of(request: Request) -> SqlGate:
     return gate
 
 
-def _answer(db: Database, sql: str, limits: SqlLimits) -> bytes:
+def _answer(db: Store, sql: str, limits: SqlLimits) -> bytes:
     cursor = db.detached_cursor()
     try:
         return answer_json(cursor, sql, limits)

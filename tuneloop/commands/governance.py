@@ -116,9 +116,9 @@ def _compact(ctx: click.Context, api: str | None) -> None:
     settings = settings_from(ctx)
     result: dict[str, Any]
     try:
-        if not settings.db.is_file():
-            raise DatabaseInUse(f"no database file at {settings.db}")
-        result = compact_file(settings.db).to_json()  # no server holds the file
+        if settings.db_file is None or not settings.db_file.is_file():
+            raise DatabaseInUse(f"no database file at {settings.db_label}")
+        result = compact_file(settings.db_file).to_json()  # no server holds the file
         where = str(settings.db)
     except DatabaseInUse:
         base = api or settings.api
@@ -127,7 +127,7 @@ def _compact(ctx: click.Context, api: str | None) -> None:
             try:
                 result = client.compact()
             except ServerUnreachable as exc:
-                raise ServerUnreachable(f"{exc}, and {settings.db} can't be compacted here "
+                raise ServerUnreachable(f"{exc}, and {settings.db_label} can't be compacted here "
                                         "(missing, or held by another process)") from exc
         where = f"the server at {base}"
     click.echo(f"compacted {where}: {result['bytes_before']} -> {result['bytes_after']} bytes "

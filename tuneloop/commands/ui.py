@@ -55,7 +55,9 @@ def ui(ctx: click.Context, port: int, host: str, api: str | None) -> None:
             "TUNELOOP_API": (api or settings.api).rstrip("/"),
             "TUNELOOP_REVIEWER_TOKEN": token,
             # the app keeps its sign-in secret and exports beside the database
-            "TUNELOOP_DB": str(Path(settings.db).resolve()),
+            "TUNELOOP_DB": (str(settings.db) if settings.db_is_postgres
+                            else str(Path(settings.db).resolve())),
+            "TUNELOOP_STATE_DIR": str(settings.state_dir.resolve()),
             # this checkout's packages first, whatever the working directory
             "PYTHONPATH": os.pathsep.join(filter(None, [str(package_dir.parent),
                                                         env.get("PYTHONPATH")])),

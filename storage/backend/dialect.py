@@ -1,0 +1,125 @@
+"""The SQL that DuckDB and Postgres spell differently, one named method per difference.
+
+Storage queries are written once in the SQL both speak; where they can't be (JSON paths and
+types, catalog lookups, time arithmetic), they ask the connection's dialect for the fragment.
+Paths are tuples of keys and indexes; index -1 is the last element of an array.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Path = tuple[str | int, ...]
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class DuckDialect:
+    name = "duckdb"
+
+    def _path(self, path: Path) -> str:
+        out = "$"
+        for step in path:
+            if isinstance(step, int):
+                out += f"[#{step}]" if step < 0 else f"[{step}]"
+            else:
+                out += "." + step
+        return _quote(out)
+
+    def json_at(self, expr: str, path: Path) -> str:
+        """The JSON value at `path` (NULL when missing)."""
+        return f"json_extract({expr}, {self._path(path)})"
+
+    def json_text_at(self, expr: str, path: Path) -> str:
+        """The value at `path` as text (a JSON string unquoted), NULL when missing."""
+        return f"json_extract_string({expr}, {self._path(path)})"
+
+    def json_is_string(self, expr: str) -> str:
+        return f"(json_type({expr}) = 'VARCHAR')"
+
+    def json_is_array(self, expr: str) -> str:
+        return f"(json_type({expr}) = 'ARRAY')"
+
+    def json_is_object(self, expr: str) -> str:
+        return f"(json_type({expr}) = 'OBJECT')"
+
+    def json_string_value(self, expr: str) -> str:
+        """A JSON string value as text."""
+        return f"({expr} ->> '$')"
+
+    def json_length(self, expr: str) -> str:
+        """The length of a JSON array; 0 for anything else or NULL."""
+        return f"coalesce(json_array_length({expr}), 0)"
+
+    def matches(self, expr: str, pattern: str) -> str:
+        return f"regexp_matches({expr}, {_quote(pattern)})"
+
+    def epoch_seconds(self, expr: str) -> str:
+        return f"epoch({expr})"
+
+    def epoch_us(self, expr: str) -> str:
+        """Microseconds since 1970 as BIGINT."""
+        return f"epoch_us({expr})"
+
+    def table_exists_sql(self) -> str:
+        return ("SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' "
+                "AND table_name = ?")
+
+
+class PgDialect(DuckDialect):
+    name = "postgres"
+
+    def _steps(self, path: Path) -> str:
+        return "".join(f"->{step}" if isinstance(step, int) else f"->{_quote(step)}"
+                       for step in path)
+
+    def json_at(self, expr: str, path: Path) -> str:
+        return f"(({expr}){self._steps(path)})"
+
+    def json_text_at(self, expr: str, path: Path) -> str:
+        *head, last = path
+        arrow = f"->>{last}" if isinstance(last, int) else f"->>{_quote(last)}"
+        return f"(({expr}){self._steps(tuple(head))}{arrow})"
+
+    def json_is_string(self, expr: str) -> str:
+        return f"(json_typeof({expr}) = 'string')"
+
+    def json_is_array(self, expr: str) -> str:
+        return f"(json_typeof({expr}) = 'array')"
+
+    def json_is_object(self, expr: str) -> str:
+        return f"(json_typeof({expr}) = 'object')"
+
+    def json_string_value(self, expr: str) -> str:
+        return f"(({expr}) #>> '{{}}')"
+
+    def json_length(self, expr: str) -> str:
+        # json_array_length raises on a non-array in Postgres: ask only arrays
+        return (f"(CASE WHEN json_typeof({expr}) = 'array' THEN json_array_length({expr}) "
+                "ELSE 0 END)")
+
+    def matches(self, expr: str, pattern: str) -> str:
+        return f"({expr} ~ {_quote(pattern)})"
+
+    def epoch_seconds(self, expr: str) -> str:
+        return f"extract(epoch FROM {expr})"
+
+    def epoch_us(self, expr: str) -> str:
+        return f"(extract(epoch FROM {expr}) * 1000000)::BIGINT"
+
+    def table_exists_sql(self) -> str:
+        return "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
+
+
+DUCKDB = DuckDialect()
+POSTGRES = PgDialect()
+
+
+def dialect_of(con: Any) -> DuckDialect:
+    return POSTGRES if getattr(con, "dialect", None) == "postgres" else DUCKDB
+
+
+def table_exists(con: Any, table: str) -> bool:
+    return bool(con.execute(dialect_of(con).table_exists_sql(), [table]).fetchall())

@@ -1,0 +1,181 @@
+"""The Postgres store: the same `read` / `write` interface as the DuckDB `Database`, shared by
+any number of tuneloop replicas.
+
+Writes keep DuckDB's guarantee that one write runs at a time, now across replicas: each
+`write(fn)` runs `fn` in one transaction that first takes a transaction-scoped advisory lock,
+so a review's check-then-write, a claim, or an ingest batch is atomic against every replica.
+Reads run on pooled connections in autocommit mode. Every connection speaks UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from storage.backend.pg_connection import PgConnection
+from tuneloop.errors import StorageError
+
+T = TypeVar("T")
+log = logging.getLogger("tuneloop.storage")
+
+# pg_advisory locks: one 64-bit key space per database, shared by every client of it
+WRITE_LOCK = 0x74756E65_6C6F6F70  # "tuneloop": one write at a time across replicas
+MIGRATE_LOCK = WRITE_LOCK + 1  # one replica migrates; the others wait, then find it done
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<an invalid postgres URL>"
+    host = info.get("host", "localhost")
+    port = info.get("port")
+    where = f"{host}:{port}" if port else str(host)
+    return f"postgresql://{info.get('user', '')}@{where}/{info.get('dbname', '')}"
+
+
+class PgDatabase:
+    dialect = "postgres"
+
+    def __init__(self, url: str, *, read_threads: int = 3, connect_timeout_s: float = 10.0):
+        self.url = url
+        self.path = None
+        self._column_types: dict[str, dict[str, str]] = {}
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=read_threads + 2,
+            kwargs={"autocommit": True, "options": "-c timezone=UTC",
+                    "application_name": "tuneloop"},
+            open=False,
+            name="tuneloop",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout_s)
+        except psycopg.pool.PoolTimeout as exc:  # type: ignore[attr-defined]
+            self._pool.close()
+            raise StorageError(f"cannot connect to {redact_url(url)} within "
+                               f"{connect_timeout_s:g} s: is Postgres up, and the URL right?"
+                               ) from exc
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="pg-write")
+        self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="pg-read")
+        self._busy: set[psycopg.Connection[Any]] = set()
+        self._busy_lock = threading.Lock()
+        self._closed = False
+
+    def connection(self, raw: psycopg.Connection[Any], *, ddl: bool = False) -> PgConnection:
+        return PgConnection(raw, ddl=ddl, column_types=self._column_types)
+
+    # -- the interface storage and the proxy use -------------------------------------------
+    async def write(self, fn: Callable[[Any], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._write_call, fn)
+
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._read_call, fn)
+
+    def write_sync(self, fn: Callable[[Any], T]) -> T:
+        return self._writer.submit(self._write_call, fn).result()
+
+    def read_sync(self, fn: Callable[[Any], T]) -> T:
+        return self._read_call(fn)
+
+    def _write_call(self, fn: Callable[[Any], T]) -> T:
+        with self._pool.connection() as raw, self._tracked(raw):
+            con = self.connection(raw)
+            con.execute("BEGIN")
+            try:
+                con.execute("SELECT pg_advisory_xact_lock(?)", [WRITE_LOCK])
+                result = fn(con)
+                while con.in_transaction:  # a savepoint left open by fn is committed with it
+                    con.execute("COMMIT")
+                return result
+            except BaseException:
+                if not raw.closed:
+                    raw.rollback()
+                raise
+
+    def _read_call(self, fn: Callable[[Any], T]) -> T:
+        with self._pool.connection() as raw, self._tracked(raw):
+            return fn(self.connection(raw))
+
+    def run_with_session_lock(self, key: int, fn: Callable[[PgConnection], T]) -> T:
+        """Run fn on one connection holding a session advisory lock (migrations: the other
+        replicas wait here, then find the work done). fn manages its own transactions."""
+        with self._pool.connection() as raw:
+            raw.execute("SELECT pg_advisory_lock(%s)", [key])
+            try:
+                return fn(self.connection(raw, ddl=True))
+            finally:
+                if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    raw.rollback()
+                raw.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+    def detached_cursor(self) -> DetachedPgCursor:
+        """A connection of its own for a result read a page at a time; the caller closes it."""
+        return DetachedPgCursor(self)
+
+    class _Tracked:
+        def __init__(self, owner: PgDatabase, raw: psycopg.Connection[Any]):
+            self.owner, self.raw = owner, raw
+
+        def __enter__(self) -> None:
+            with self.owner._busy_lock:
+                self.owner._busy.add(self.raw)
+
+        def __exit__(self, *exc: object) -> None:
+            with self.owner._busy_lock:
+                self.owner._busy.discard(self.raw)
+
+    def _tracked(self, raw: psycopg.Connection[Any]) -> PgDatabase._Tracked:
+        return PgDatabase._Tracked(self, raw)
+
+    def interrupt(self) -> None:
+        """Cancel every statement this process is running (like DuckDB's interrupt)."""
+        with self._busy_lock:
+            busy = list(self._busy)
+        for raw in busy:
+            try:
+                raw.cancel_safe(timeout=2.0)
+            except psycopg.Error as exc:
+                log.warning("could not cancel a Postgres statement: %s", exc)
+
+    async def compact(self) -> Any:
+        raise StorageError("compaction rewrites a DuckDB file; on Postgres, space is reclaimed "
+                           "by autovacuum (or VACUUM FULL, run by a database administrator)")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._readers.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+        self._pool.close()
+
+
+class DetachedPgCursor(PgConnection):
+    """A pooled connection held until `close()`, for results kept open across calls."""
+
+    def __init__(self, db: PgDatabase):
+        self._db = db
+        raw = db._pool.getconn()
+        super().__init__(raw, column_types=db._column_types)
+        with db._busy_lock:
+            db._busy.add(raw)
+
+    def close(self) -> None:
+        super().close()
+        with self._db._busy_lock:
+            self._db._busy.discard(self.raw)
+        if self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.raw.rollback()
+        self._db._pool.putconn(self.raw)
