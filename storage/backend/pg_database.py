@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from storage.backend.pg_connection import PgConnection
 from tuneloop.errors import StorageError
@@ -60,7 +60,7 @@ class PgDatabase:
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
-        except psycopg.pool.PoolTimeout as exc:  # type: ignore[attr-defined]
+        except PoolTimeout as exc:
             self._pool.close()
             raise StorageError(f"cannot connect to {redact_url(url)} within "
                                f"{connect_timeout_s:g} s: is Postgres up, and the URL right?"
