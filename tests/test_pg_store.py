@@ -198,3 +198,21 @@ def test_open_store_picks_the_backend(tmp_path: Path, pg_url: str) -> None:
     finally:
         for close in closers:
             close()
+
+
+def test_replicas_share_the_pseudonym_key_from_settings(tmp_path: Path) -> None:
+    from proxy.redaction import redactor_for
+
+    url = "postgresql://tuneloop@db/tuneloop"
+    with pytest.raises(ConfigError, match="TUNELOOP_REDACTION_KEY"):
+        redactor_for(Settings(db=url, state_dir=tmp_path, redact=["email"]))
+    key = "ab" * 32
+    one = redactor_for(Settings(db=url, state_dir=tmp_path / "a", redact=["email"],
+                                redaction_key=key))
+    two = redactor_for(Settings(db=url, state_dir=tmp_path / "b", redact=["email"],
+                                redaction_key=key))
+    alice = "alice@example.com"
+    assert one.identity(alice) == two.identity(alice) != alice
+    with pytest.raises(ConfigError, match="64 hex digits"):
+        redactor_for(Settings(db=url, state_dir=tmp_path, redact=["email"], redaction_key="xy"))
+    assert not list(tmp_path.iterdir())  # no per-machine key file

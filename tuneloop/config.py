@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # redaction: the country national phone numbers (no leading +) are read in
     redact_phone_region: str = Field("US", pattern=r"^[A-Za-z]{2}$")
+    redaction_key: SecretStr | None = None
+    """The key of the pseudonymous user/session ids (64 hex digits). Unset with DuckDB: made
+    once beside the database. Required with Postgres and redaction on, so every replica
+    gives a user the same pseudonym."""
 
     # review: how long opening a queue item leases it to its reviewer (renewed while they work)
     review_claim_s: float = Field(300.0, ge=1, le=86400)
