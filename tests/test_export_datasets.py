@@ -23,7 +23,10 @@ from storage.datasets import (
 from storage.db import connect
 from storage.finetune_jobs import list_jobs, record_job, update_job
 from storage.migrations import migrate
+from tests.conftest import both_stores
 from tuneloop.errors import BadRequest, Conflict, NotFound
+
+pytestmark = both_stores
 
 
 def lineage_table(path: Path) -> pa.Table:

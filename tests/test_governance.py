@@ -14,7 +14,9 @@ from storage.db import connect
 from storage.governance import apply_retention, dependent_tables
 from storage.migrations import migrate
 from storage.spool import Spool
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
+
+pytestmark = both_stores
 
 
 def ask(proxy: ProxyServer, user: str, text: str) -> str:

@@ -22,10 +22,12 @@ from click.testing import CliRunner
 from exporter.evaluate import EvalOptions, evaluate
 from storage.db import connect
 from storage.migrations import migrate
-from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, FakeUpstream, ProxyServer
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, FakeUpstream, ProxyServer, both_stores
 from tests.proc import ProxyProcess
 from tests.test_export_cli import review_all, run_cli
 from tuneloop.cli import main
+
+pytestmark = both_stores
 
 CANDIDATE = "ft:gpt-4o-mini-2024-07-18:acme::v1"
 BASELINE = "gpt-4o-mini"

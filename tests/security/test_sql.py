@@ -17,8 +17,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
 from tuneloop.cli import main
+
+pytestmark = both_stores
 
 LONG = "SELECT count(*) FROM range(1000000000000) a"
 
