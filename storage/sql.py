@@ -23,11 +23,12 @@ import orjson
 import psycopg
 
 from storage.backend.pg_connection import PgConnection
-from storage.db import Connection
+from storage.backend.pg_database import PgDatabase, json_as_text, redact_url
+from storage.db import Connection, Database
 from storage.sql_check import check_read_only
-from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge
+from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge, StorageError
 
-__all__ = ["SqlLimits", "answer_json", "check_read_only", "run_read_only"]
+__all__ = ["SqlLimits", "answer_json", "check_read_only", "run_read_only", "sql_connection"]
 
 MAX_BATCH_ROWS = 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -75,6 +76,36 @@ def _row_json(row: tuple[Any, ...]) -> bytes:
         return orjson.dumps(row, default=_default, option=_OPTIONS)
     except orjson.JSONEncodeError:  # integers beyond 64 bits, odd keys: the slow, total path
         return orjson.dumps(_jsonable(row), option=_OPTIONS)
+
+
+class _OwnPgConnection(PgConnection):
+    """A connection of its own for one query, closed with it: whatever the query leaves in
+    its session (a session advisory lock, a setting) ends with the session, and never
+    reaches a pooled connection that the store's writes use."""
+
+    def close(self) -> None:
+        super().close()
+        self.raw.close()
+
+
+def open_pg_for_sql(url: str, *, connect_timeout_s: float = 10.0) -> PgConnection:
+    try:
+        raw = psycopg.connect(url, autocommit=True, options="-c timezone=UTC",
+                              application_name="tuneloop-sql",
+                              connect_timeout=max(1, int(connect_timeout_s)))
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot connect to {redact_url(url)} for read-only SQL: "
+                           f"{exc}".strip()) from exc
+    json_as_text(raw)
+    return _OwnPgConnection(raw)
+
+
+def sql_connection(db: Database | PgDatabase, sql_url: str | None = None) -> Connection:
+    """The connection one read-only query runs on; the caller closes it. DuckDB: a cursor
+    of its own. Postgres: a new session, as the `sql_db` role when one is configured."""
+    if isinstance(db, PgDatabase):
+        return open_pg_for_sql(sql_url or db.url)
+    return db.detached_cursor()
 
 
 def answer_json(con: Connection, sql: str, limits: SqlLimits) -> bytes:
