@@ -8,6 +8,7 @@ Records the database refused sit in the spool's quarantine file; they are cleane
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from storage.backend import upsert_sql
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.spool import Spool
@@ -152,6 +154,11 @@ def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
         _doomed_ids_of(con, exports)
         reports = forget_in_reports(con)
 
+    now = datetime.now(UTC)
+    for name in names:  # rows still in another replica's spool are skipped when ingested
+        con.execute(upsert_sql("forgotten_users", ("user_sha256", "forgotten_at"),
+                               "user_sha256"),
+                    [hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest(), now])
     deleted = _delete(con, "user_id = ANY(?) OR source_id IN (SELECT id FROM "
                            "interactions WHERE user_id = ANY(?))", [names, names],
                       before=before)
