@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from storage.db import connect
+from storage.db import Connection
 from storage.governance import apply_retention, dependent_tables
-from storage.migrations import migrate
 from storage.spool import Spool
 from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
+from tests.store_support import connected
 
 pytestmark = both_stores
 
@@ -99,9 +99,12 @@ def test_forget_reaches_interactions_still_in_the_spool(proxy_factory: Any) -> N
     assert proxy.admin().forget("carol")["deleted"]["interactions"] == 1
 
 
-def test_retention_deletes_old_interactions_with_their_revisions(tmp_path: Path) -> None:
-    con = connect(tmp_path / "db.duckdb")
-    migrate(con)
+def test_retention_deletes_old_interactions_with_their_revisions(store: str) -> None:
+    with connected(store) as con:
+        retention_deletes_old_interactions(con)
+
+
+def retention_deletes_old_interactions(con: Connection) -> None:
     now = datetime.now(UTC)
     for n, age_days in enumerate((100, 40, 1)):
         created = now - timedelta(days=age_days)
@@ -119,7 +122,6 @@ def test_retention_deletes_old_interactions_with_their_revisions(tmp_path: Path)
     assert con.execute("SELECT count(*) FROM dataset_items").fetchall()[0][0] == 3
     assert {"reviews", "review_revisions", "feedback", "interaction_tags", "search_docs",
             "search_terms", "dataset_items"} <= set(dependent_tables(con))
-    con.close()
 
 
 def test_forget_and_retention_reach_the_quarantine(proxy: ProxyServer, tmp_path: Path) -> None:
