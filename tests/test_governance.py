@@ -29,8 +29,8 @@ def ask(proxy: ProxyServer, user: str, text: str) -> str:
 def every_table_mentioning(proxy: ProxyServer, needle: str) -> list[str]:
     columns = proxy.sql(
         "SELECT table_name, column_name FROM information_schema.columns WHERE "
-        "table_schema = 'main' AND (data_type LIKE 'VARCHAR%' OR data_type = 'JSON' OR "
-        "data_type LIKE '%[]')")
+        "table_schema IN ('main', 'public') AND (data_type LIKE 'VARCHAR%' OR data_type LIKE "
+        "'%[]' OR data_type IN ('JSON', 'json', 'text', 'character varying', 'ARRAY'))")
     found = []
     for table, column in columns:
         count = proxy.sql(f"SELECT count(*) FROM \"{table}\" WHERE CAST(\"{column}\" AS "
