@@ -26,6 +26,7 @@ from storage.backend.pg_connection import PgConnection
 from storage.backend.pg_database import PgDatabase, json_as_text, redact_url
 from storage.db import Connection, Database
 from storage.sql_check import check_read_only
+from storage.sql_check_pg import check_pg_query
 from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge, StorageError
 
 __all__ = ["SqlLimits", "answer_json", "check_read_only", "run_read_only", "sql_connection"]
@@ -137,6 +138,7 @@ def _pg_answer_json(con: PgConnection, sql: str, limits: SqlLimits) -> bytes:
     statement timeout, read through a server-side cursor so only what is sent is fetched.
     Run it on a connection of a role without write rights (the `sql_db` setting) to make
     the limit the database's own, whatever the query does."""
+    check_pg_query(sql)
     deadline = time.monotonic() + limits.timeout_s
     timer = threading.Timer(limits.timeout_s + 0.5, con.cancel)
     timer.start()

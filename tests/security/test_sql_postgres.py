@@ -95,6 +95,33 @@ def test_what_a_read_only_transaction_allows_is_rolled_back_with_it(
 
 
 @on_postgres
+@pytest.mark.parametrize("sql", [
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE usename = current_user AND pid <> pg_backend_pid()",
+    "SELECT PG_CANCEL_BACKEND(pid) FROM pg_stat_activity WHERE usename = current_user",
+    'SELECT pg_catalog."pg_terminate_backend"(pid) FROM pg_stat_activity '
+    "WHERE usename = current_user AND pid <> pg_backend_pid()",
+    "SELECT query_to_xml('SELECT pg_' || 'terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE usename = current_user AND pid <> pg_backend_pid()', true, false, '')",
+    "SELECT * FROM ts_stat('SELECT to_tsvector(''a'')')",
+    'SELECT U&"pg_\\0074erminate_backend"(pid) FROM pg_stat_activity '
+    "WHERE usename = current_user AND pid <> pg_backend_pid()",
+    "SELECT pg_reload_conf()",
+])
+def test_the_store_roles_other_rights_are_refused_before_the_database(
+        proxy: ProxyServer, sql: str) -> None:
+    """Without `sql_db` the query runs as the store's role: it may not end the replicas'
+    sessions (same role) nor run SQL built from text that no name check would see."""
+    sessions = proxy.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tuneloop'")
+    answer = post_sql(proxy, sql)
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["error"]["code"] == "read_only"
+    assert proxy.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'tuneloop'"
+                     )[0][0] >= sessions[0][0] - 1  # the one the last query used may close
+    proxy.admin().put_routes(ROUTE)  # the store's connections are alive
+
+
+@on_postgres
 def test_a_write_in_a_read_only_transaction_is_named(proxy: ProxyServer) -> None:
     answer = post_sql(proxy, "WITH x AS (SELECT nextval('route_history_seq')) SELECT * FROM x")
     assert answer.status_code == 403, answer.text
@@ -195,13 +222,15 @@ def test_the_sql_db_role_reads_and_the_database_refuses_its_writes(
     with psycopg.connect(url, autocommit=True) as con, pytest.raises(
             psycopg.errors.InsufficientPrivilege):
         con.execute(b"DELETE FROM routes")
-    # and what a READ ONLY transaction allows the store's own role is refused to it: ending
-    # the sessions of the role that writes (every replica's connections)
+    # and what a READ ONLY transaction allows the store's own role (ending the sessions of
+    # the role that writes: every replica's connections), the database refuses this role, even
+    # past tuneloop's own name check
     kill = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE usename = 'tuneloop' AND pid <> pg_backend_pid()")
-    answer = post_sql(proxy, kill)
-    assert answer.status_code == 403, answer.text
-    assert answer.json()["error"]["code"] == "read_only"
+    assert post_sql(proxy, kill).status_code == 403
+    with psycopg.connect(url, autocommit=True) as con, pytest.raises(
+            psycopg.errors.InsufficientPrivilege):
+        con.execute(kill.encode())
     assert proxy.sql("SELECT count(*) FROM routes") == [[1]]
     proxy.admin().put_routes({})  # the store's connections are alive
 
