@@ -8,6 +8,7 @@ Records the database refused sit in the spool's quarantine file; they are cleane
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from storage.backend import upsert_sql
 from storage.db import Connection
 from storage.spool import Spool
 from storage.transaction import transaction
@@ -71,10 +73,10 @@ class Forgotten:
 
 def _exports_of_doomed(con: Connection) -> list[dict[str, Any]]:
     rows = con.execute(
-        "SELECT d.id, d.name, d.version, d.path, list(DISTINCT i.split ORDER BY i.split), "
+        "SELECT d.id, d.name, d.version, d.path, array_agg(DISTINCT i.split ORDER BY i.split), "
         "count(*) FROM dataset_items i JOIN datasets d ON d.id = i.dataset_id "
         "WHERE i.interaction_id IN (SELECT id FROM _doomed) AND i.split <> 'skipped' "
-        "GROUP BY ALL ORDER BY d.name, d.version"
+        "GROUP BY d.id, d.name, d.version, d.path ORDER BY d.name, d.version"
     ).fetchall()
     return [{"dataset": name, "version": version, "path": path,
              "files": [f"{split}.jsonl" for split in splits] + ["lineage.jsonl"],
@@ -153,6 +155,11 @@ def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
         _doomed_ids_of(con, exports)
         reports = forget_in_reports(con)
 
+    now = datetime.now(UTC)
+    for name in names:  # rows still in another replica's spool are skipped when ingested
+        con.execute(upsert_sql("forgotten_users", ("user_sha256", "forgotten_at"),
+                               "user_sha256"),
+                    [hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest(), now])
     deleted = _delete(con, "user_id = ANY(?) OR source_id IN (SELECT id FROM "
                            "interactions WHERE user_id = ANY(?))", [names, names],
                       before=before)

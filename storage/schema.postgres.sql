@@ -133,6 +133,11 @@ CREATE TABLE public.finetune_jobs (
     finished_at timestamp with time zone
 );
 
+CREATE TABLE public.forgotten_users (
+    user_sha256 character varying NOT NULL,
+    forgotten_at timestamp with time zone NOT NULL
+);
+
 CREATE TABLE public.interaction_tags (
     interaction_id character varying NOT NULL,
     tag character varying NOT NULL,
@@ -289,6 +294,9 @@ ALTER TABLE ONLY public.finetune_job_events
 
 ALTER TABLE ONLY public.finetune_jobs
     ADD CONSTRAINT finetune_jobs_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.forgotten_users
+    ADD CONSTRAINT forgotten_users_pkey PRIMARY KEY (user_sha256);
 
 ALTER TABLE ONLY public.interaction_tags
     ADD CONSTRAINT interaction_tags_pkey PRIMARY KEY (interaction_id, tag);

@@ -63,6 +63,10 @@ class DuckDialect:
         """Microseconds since 1970 as BIGINT."""
         return f"epoch_us({expr})"
 
+    def sha256_hex(self, expr: str) -> str:
+        """The SHA-256 of a text's UTF-8 bytes, as 64 lowercase hex digits."""
+        return f"sha256({expr})"
+
     def table_exists_sql(self) -> str:
         return ("SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' "
                 "AND table_name = ?")
@@ -108,6 +112,9 @@ class PgDialect(DuckDialect):
 
     def epoch_us(self, expr: str) -> str:
         return f"(extract(epoch FROM {expr}) * 1000000)::BIGINT"
+
+    def sha256_hex(self, expr: str) -> str:
+        return f"encode(sha256(convert_to({expr}, 'UTF8')), 'hex')"
 
     def table_exists_sql(self) -> str:
         return "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
