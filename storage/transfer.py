@@ -52,7 +52,7 @@ RECORD = "_store_transfer"
 STAGE = "tl_transfer_batch"
 
 TABLE_ORDER = (
-    "interactions", "api_keys", "routes", "route_history",
+    "interactions", "forgotten_users", "api_keys", "routes", "route_history",
     "reviews", "review_revisions", "review_claims", "interaction_tags", "feedback",
     "untrainable", "datasets", "dataset_items", "finetune_jobs", "finetune_job_events",
     "eval_runs", "cycle_runs", "cycle_steps", "cycle_leases",
