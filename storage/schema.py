@@ -168,7 +168,8 @@ def stale(files: Sequence[SchemaFile] | None = None) -> list[SchemaFile]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=COMMAND, description="Write (or --check) the generated schema files of storage/.")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when a schema file is stale")
     parser.add_argument("--pg-url", help="an EMPTY Postgres database to migrate and read, "

@@ -54,10 +54,6 @@ both_stores = pytest.mark.parametrize("store", STORES, indirect=True)
 """Run a test (or, as `pytestmark`, a module) once on each backend."""
 
 
-def is_url(db: str | Path) -> bool:
-    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
-
-
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """One Postgres for the session, started on first use, stopped and deleted at the end."""
@@ -191,9 +187,7 @@ FAKE_CONTROLS = ("x-fake-fail", "x-fake-delay-ms", "x-fake-cut-after", "x-fake-r
 
 def proxy_settings(tmp_path: Path, upstream: str, **overrides: Any) -> Settings:
     """Test settings; `db` defaults to a DuckDB file in tmp_path. With a Postgres URL as `db`,
-    the spool (a local directory on every replica) goes into tmp_path too."""
-    if is_url(overrides.get("db", "")):
-        overrides.setdefault("spool_dir", tmp_path / "tuneloop.spool")
+    the replica's local files (spool, secrets, exports) go to `state_dir` in tmp_path."""
     values: dict[str, Any] = {
         "db": tmp_path / "tuneloop.duckdb",
         "state_dir": tmp_path / "tuneloop-state",
