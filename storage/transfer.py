@@ -17,7 +17,8 @@ a primary key included. Inserts also say `ON CONFLICT DO NOTHING` where a key ex
 The destination must be empty of user data, or hold a previous run of the same transfer: the
 same source, whose tables still have the row counts recorded when the transfer started (a
 source that changed in between is refused: start again into an empty store). Sequences
-(route_history_seq, cycle_steps_seq) are moved past the copied maxima. The search index is
+(route_history_seq, cycle_steps_seq) are moved past the copied maxima, and replicas already
+serving a Postgres destination are told to reload routes and keys (storage.notify). The search index is
 copied like any table (it is derived from interactions, but rebuilding it costs more than
 copying it).
 """
@@ -33,6 +34,7 @@ from typing import Any
 from storage.backend import is_postgres, staged
 from storage.backend.dialect import table_exists
 from storage.db import Connection
+from storage.notify import TOPICS, notify
 from storage.store import Store
 from storage.transaction import transaction
 from storage.transfer_read import (
@@ -157,7 +159,7 @@ class Transfer:
     def copy(self, plan: list[PlannedTable], progress: Progress | None = None) -> None:
         for table in plan:
             self.copy_table(table, progress)
-        self.dest.write_sync(self._advance_sequences)
+        self.dest.write_sync(self._finish)
 
     def copy_table(self, table: PlannedTable, progress: Progress | None = None) -> None:
         spec, total = table.spec, table.source_rows
@@ -189,7 +191,11 @@ class Transfer:
             con.execute(f"UPDATE {RECORD} SET rows_done = rows_done + ? WHERE table_name = ?",
                         [batch.num_rows, spec.name])
 
-    def _advance_sequences(self, con: Connection) -> None:
+    def _finish(self, con: Connection) -> None:
+        """Sequences past the copied numbers; replicas already serving the destination reload
+        the routes and keys now copied (at commit)."""
+        for topic in TOPICS:
+            notify(con, topic)
         for sequence, (table, column) in SEQUENCES.items():
             if not table_exists(con, table):
                 continue
