@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     """With Postgres: where this replica keeps its local files (spool, generated secrets,
     exports). With DuckDB they live beside the database file."""
     upstream: str = "https://api.openai.com/v1"
+    shared_reload_s: float = Field(5.0, gt=0, le=3600)
+    """With Postgres: a replica reloads routes and keys at every change another replica
+    notifies (LISTEN/NOTIFY), and every this many seconds in any case (a missed one)."""
 
     # credentials (never logged, never stored in the database)
     admin_token: SecretStr | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +28,7 @@ from tuneloop.errors import BadRequest
 
 log = logging.getLogger("tuneloop.governance")
 RETENTION_EVERY_S = 3600.0
+FEED_WAIT_S = 30.0
 
 
 async def forget(request: Request) -> Response:
@@ -96,11 +99,23 @@ async def retention(request: Request) -> Response:
     return json_response({"days": days, "deleted": deleted, "total": sum(deleted.values())})
 
 
+def _expire_local(spool: Spool, days: int, con: Connection) -> int:
+    return expire_quarantined(spool, days)
+
+
 async def retention_loop(ctx: ProxyContext, days: int) -> None:
-    """The scheduled retention window: once at start-up, then every hour."""
+    """The scheduled retention window: once at start-up, then every hour. With replicas
+    (Postgres), the database's rows are deleted by the one replica holding the feed's leader
+    lock; every replica expires its own spool's quarantine file."""
+    if ctx.feed is not None:
+        with contextlib.suppress(TimeoutError):  # connected: it has tried for the lock
+            await asyncio.wait_for(ctx.feed.connected.wait(), FEED_WAIT_S)
     while True:
         try:
-            await run_retention(ctx, days)
+            if ctx.feed is None or ctx.feed.leader:
+                await run_retention(ctx, days)
+            else:
+                await ctx.db.write(functools.partial(_expire_local, ctx.writer.spool, days))
         except Exception:  # storage trouble: logged, retried next hour, requests unaffected
             log.exception("retention run failed")
         await asyncio.sleep(RETENTION_EVERY_S)
