@@ -18,9 +18,9 @@ The destination must be empty of user data, or hold a previous run of the same t
 same source, whose tables still have the row counts recorded when the transfer started (a
 source that changed in between is refused: start again into an empty store). Sequences
 (route_history_seq, cycle_steps_seq) are moved past the copied maxima, and replicas already
-serving a Postgres destination are told to reload routes and keys (storage.notify). The search index is
-copied like any table (it is derived from interactions, but rebuilding it costs more than
-copying it).
+serving a Postgres destination are told to reload routes and keys (storage.notify). The
+search index is copied like any table (it is derived from interactions, but rebuilding it
+costs more than copying it).
 """
 
 from __future__ import annotations

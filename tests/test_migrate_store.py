@@ -138,6 +138,25 @@ def test_duckdb_to_postgres_and_back_serves_the_same(
         assert snapshot(server) == on_pg
 
 
+def test_a_replica_already_serving_the_destination_takes_the_copied_routes(
+        source_store: tuple[str, dict[str, Any]], pg_url: str, tmp_path: Path,
+        fake_openai: FakeUpstream) -> None:
+    """`tuneloop serve` may start on the empty Postgres before the copy (the issue's order):
+    it routes with the copied table at once, not only at its next periodic reload."""
+    source, before = source_store
+    settings = proxy_settings(tmp_path, fake_openai.base_url, db=pg_url, shared_reload_s=600)
+    with serve_app(create_app(settings)) as url:
+        server = ProxyServer(url, settings, fake_openai)
+        assert server.admin().routes() == {}
+        result = migrate("--from", source, "--to", pg_url, "-q")
+        assert result.exit_code == 0, result.output
+        deadline = time.monotonic() + 1.0
+        while server.admin().routes() != before["routes"]:
+            assert time.monotonic() < deadline, "the replica kept its old routes"
+            time.sleep(0.02)
+        server.close()
+
+
 def test_every_table_and_sequence_has_a_place() -> None:
     """A new table gets a deliberate place in the copy order; a new sequence, its column."""
     schema = (ROOT / "storage" / "schema.sql").read_text()
