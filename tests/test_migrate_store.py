@@ -157,6 +157,13 @@ def test_a_replica_already_serving_the_destination_takes_the_copied_routes(
         server.close()
 
 
+def test_the_transfer_lock_is_no_other_advisory_lock() -> None:
+    from storage.backend.pg_database import MIGRATE_LOCK, WRITE_LOCK
+    from storage.notify import LEADER_LOCK
+    from storage.transfer_stores import TRANSFER_LOCK
+    assert len({WRITE_LOCK, MIGRATE_LOCK, LEADER_LOCK, TRANSFER_LOCK}) == 4
+
+
 def test_every_table_and_sequence_has_a_place() -> None:
     """A new table gets a deliberate place in the copy order; a new sequence, its column."""
     schema = (ROOT / "storage" / "schema.sql").read_text()
