@@ -112,11 +112,16 @@ class Transfer:
         if missing:
             raise TransferRefused(f"the destination has no table {', '.join(missing)}: is it "
                                   "at an older schema than the source?")
-        done = self.dest.write_sync(lambda con: self._start(con, source))
+        done = self.dest.write_sync(lambda con: self._start_atomically(con, source))
         return [PlannedTable(spec, rows, done[spec.name]) for spec, rows in source]
 
     def _source_tables(self, con: Connection) -> list[tuple[TableSpec, int]]:
         return [(table_spec(con, t), count_rows(con, t)) for t in ordered(user_tables(con))]
+
+    def _start_atomically(self, con: Connection,
+                          source: list[tuple[TableSpec, int]]) -> dict[str, int]:
+        with transaction(con):  # the record with all its rows, or none of it
+            return self._start(con, source)
 
     def _start(self, con: Connection, source: list[tuple[TableSpec, int]]) -> dict[str, int]:
         if table_exists(con, RECORD):
