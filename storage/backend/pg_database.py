@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from storage.backend.pg_connection import PgConnection
@@ -28,6 +29,12 @@ log = logging.getLogger("tuneloop.storage")
 # pg_advisory locks: one 64-bit key space per database, shared by every client of it
 WRITE_LOCK = 0x74756E65_6C6F6F70  # "tuneloop": one write at a time across replicas
 MIGRATE_LOCK = WRITE_LOCK + 1  # one replica migrates; the others wait, then find it done
+
+
+def _json_as_text(raw: psycopg.Connection[Any]) -> None:
+    """JSON columns read as the text stored, as DuckDB gives them (callers parse it)."""
+    for name in ("json", "jsonb"):
+        raw.adapters.register_loader(name, TextLoader)
 
 
 def redact_url(url: str) -> str:
@@ -57,6 +64,7 @@ class PgDatabase:
                     "application_name": "tuneloop"},
             open=False,
             name="tuneloop",
+            configure=_json_as_text,
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
