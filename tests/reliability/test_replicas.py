@@ -9,7 +9,6 @@ within the poll's bound) and the delay each replica took is printed."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from pathlib import Path
 
@@ -26,12 +25,16 @@ pytestmark = pytest.mark.reliability
 APPLY_BOUND_S = 10.0  # far above a notification's delay, far below the 60 s periodic reload
 
 
-def routed_model(url: str) -> str:
-    """The model a chat request to alias `support` reaches upstream, through this replica."""
-    response = httpx.post(url + "/v1/chat/completions", timeout=30,
-                          headers={"authorization": "Bearer sk-replicas"},
-                          json={"model": "support",
-                                "messages": [{"role": "user", "content": "which model?"}]})
+def routed_model(url: str) -> str | None:
+    """The model a chat request to alias `support` reaches upstream, through this replica
+    (None when it can't be reached)."""
+    try:
+        response = httpx.post(url + "/v1/chat/completions", timeout=30,
+                              headers={"authorization": "Bearer sk-replicas"},
+                              json={"model": "support",
+                                    "messages": [{"role": "user", "content": "which model?"}]})
+    except httpx.HTTPError:
+        return None
     assert response.status_code == 200, response.text
     model: str = response.json()["model"]
     return model
@@ -61,12 +64,14 @@ def test_three_replicas_one_store_kill_9_loses_and_doubles_nothing(
         assert sorted(first) == [0, 1, 2], first
 
         delays: dict[int, float] = {}
-        route_change = threading.Thread(target=change_route, args=(group, 2, "model-b", delays))
+
+        def restart_then_change_route() -> None:
+            group.restart(1)  # same port, same spool: replayed
+            change_route(group, 1, "model-b", delays)  # under load, through the restarted one
+
         events = [(3.0, lambda: group.kill(1)),  # mid-run: no shutdown, no drain
-                  (5.0, lambda: group.restart(1)),  # same port, same spool: replayed
-                  (8.0, route_change.start)]  # under load, through the restarted replica
-        load = asyncio.run(drive(urls, 64, 12.0, events))
-        route_change.join(APPLY_BOUND_S + 30)
+                  (5.0, restart_then_change_route)]
+        load = asyncio.run(drive(urls, 64, 10.0, events))
         group.wait_drained()
 
         print(f"\nanswered {len(load.answered)}, failed {load.failed} (replica 1 down), "
@@ -75,7 +80,6 @@ def test_three_replicas_one_store_kill_9_loses_and_doubles_nothing(
               + "; under load " + ", ".join(f"replica {i}: {delays[i]:.3f}"
                                             for i in sorted(delays)))
         assert len(load.answered) > 500 and load.failed > 0  # the kill really hit clients
-        assert "replayed" in group.log(1) or "spool" not in group.log(1)
         assert sorted(delays) == [0, 1, 2], f"not applied everywhere within " \
                                             f"{APPLY_BOUND_S} s: {delays}"
 
