@@ -16,6 +16,7 @@ from starlette.routing import Route
 from proxy.admin.common import authorize, json_object, json_response
 from proxy.auth import Role
 from proxy.context import ProxyContext
+from storage.compact import POSTGRES_COMPACT
 from storage.db import Connection
 from storage.governance import (
     apply_retention,
@@ -57,6 +58,8 @@ async def compact(request: Request) -> Response:
     """Rewrite the database file so deleted rows' bytes are gone (storage.compact). Ingest
     waits meanwhile (the spool holds the traffic); reads wait for the new file."""
     ctx = authorize(request, Role.ADMIN)
+    if ctx.settings.db_is_postgres:
+        raise BadRequest(POSTGRES_COMPACT, code="not_supported")
     await ctx.writer.ingest_pending()
     result = await ctx.db.compact()
     log.warning("compacted %s: %d -> %d bytes in %.1f s", ctx.db.path, result.bytes_before,

@@ -31,12 +31,6 @@ WRITE_LOCK = 0x74756E65_6C6F6F70  # "tuneloop": one write at a time across repli
 MIGRATE_LOCK = WRITE_LOCK + 1  # one replica migrates; the others wait, then find it done
 
 
-def _json_as_text(raw: psycopg.Connection[Any]) -> None:
-    """JSON columns read as the text stored, as DuckDB gives them (callers parse it)."""
-    for name in ("json", "jsonb"):
-        raw.adapters.register_loader(name, TextLoader)
-
-
 def redact_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
     try:
@@ -47,6 +41,13 @@ def redact_url(url: str) -> str:
     port = info.get("port")
     where = f"{host}:{port}" if port else str(host)
     return f"postgresql://{info.get('user', '')}@{where}/{info.get('dbname', '')}"
+
+
+def json_as_text(raw: psycopg.Connection[Any]) -> None:
+    """JSON values come back as the text stored, as DuckDB gives them (psycopg would parse
+    them into Python objects): storage code decodes JSON columns itself, the same on both."""
+    for name in ("json", "jsonb"):
+        raw.adapters.register_loader(name, TextLoader)
 
 
 class PgDatabase:
@@ -64,7 +65,7 @@ class PgDatabase:
                     "application_name": "tuneloop"},
             open=False,
             name="tuneloop",
-            configure=_json_as_text,
+            configure=json_as_text,
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
