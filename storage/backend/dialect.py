@@ -71,6 +71,10 @@ class DuckDialect:
         return ("SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' "
                 "AND table_name = ?")
 
+    def prefix_match(self, expr: str, prefix: str) -> tuple[str, list[Any]]:
+        """`expr` starts with `prefix` (text search's `refu*`), as SQL and its parameter."""
+        return f"starts_with({expr}, ?)", [prefix]
+
 
 class PgDialect(DuckDialect):
     name = "postgres"
@@ -132,6 +136,12 @@ class PgDialect(DuckDialect):
 
     def table_exists_sql(self) -> str:
         return "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
+
+    def prefix_match(self, expr: str, prefix: str) -> tuple[str, list[Any]]:
+        # LIKE with a constant prefix uses a text_pattern_ops btree (migration 39);
+        # starts_with() would read every row
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"{expr} LIKE ? ESCAPE '\\'", [escaped + "%"]
 
 
 DUCKDB = DuckDialect()
