@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from storage.backend import upsert_sql
+from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.spool import Spool
 from storage.transaction import transaction
@@ -29,7 +30,7 @@ KEPT_BY_RETENTION = frozenset({"dataset_items"})
 def dependent_tables(con: Connection) -> list[str]:
     rows = con.execute(
         "SELECT DISTINCT table_name FROM information_schema.columns "
-        "WHERE table_schema = 'main' AND column_name = 'interaction_id' ORDER BY 1"
+        "WHERE table_schema = current_schema() AND column_name = 'interaction_id' ORDER BY 1"
     ).fetchall()
     return [row[0] for row in rows]
 
@@ -44,6 +45,7 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
     """Delete the interactions matching `condition` and every row that depends on them, in
     one transaction. Answers rows deleted per table."""
     deleted: dict[str, int] = {}
+    dialect = dialect_of(con)
     with transaction(con):
         con.execute(
             f"CREATE TEMP TABLE _doomed AS SELECT id FROM interactions WHERE {condition}", params
@@ -53,13 +55,10 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
         for table in dependent_tables(con):
             if table in keep:
                 continue
-            count = con.execute(
-                f'DELETE FROM "{table}" WHERE interaction_id IN (SELECT id FROM _doomed)'
-            ).fetchall()
-            deleted[table] = int(count[0][0]) if count else 0
-        count = con.execute("DELETE FROM interactions WHERE id IN (SELECT id FROM _doomed)"
-                            ).fetchall()
-        deleted["interactions"] = int(count[0][0]) if count else 0
+            deleted[table] = dialect.changed_rows(con.execute(
+                f'DELETE FROM "{table}" WHERE interaction_id IN (SELECT id FROM _doomed)'))
+        deleted["interactions"] = dialect.changed_rows(con.execute(
+            "DELETE FROM interactions WHERE id IN (SELECT id FROM _doomed)"))
         con.execute("DROP TABLE _doomed")
     return deleted
 

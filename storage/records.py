@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from storage.backend import staged
-from storage.backend.dialect import dialect_of
+from storage.backend.dialect import dialect_of, table_exists
 from storage.db import Connection
 from storage.trainable import mark_untrainable
 
@@ -120,6 +120,10 @@ def to_arrow(rows: Iterable[dict[str, Any]]) -> pa.Table:
 
 # a user erased by `forget` while this row waited in a spool (storage/migrations/m040)
 def _not_forgotten(con: Connection) -> str:
+    """The batch's filter: none while nobody was forgotten (or before migration 40)."""
+    if not table_exists(con, "forgotten_users") or not con.execute(
+            "SELECT 1 FROM forgotten_users LIMIT 1").fetchall():
+        return ""
     return ("WHERE b.user_id IS NULL OR NOT EXISTS (SELECT 1 FROM forgotten_users f WHERE "
             f"f.user_sha256 = {dialect_of(con).sha256_hex('b.user_id')} "
             "AND b.created_at <= f.forgotten_at)")

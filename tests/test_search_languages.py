@@ -206,8 +206,7 @@ def rebuilt_index_is_searched(con: Connection) -> None:
     assert versions == [m.version for m in MIGRATIONS]
 
 
-# on Postgres too once governance finds the dependent tables there (pgloop's change)
-@pytest.mark.parametrize("store", ["duckdb"], indirect=True)
+@both_stores
 def test_forgetting_a_user_removes_their_words_from_prefix_search(store: str) -> None:
     with opened(store) as con:
         forgotten_words_are_gone(con)

@@ -71,6 +71,16 @@ class DuckDialect:
         return ("SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' "
                 "AND table_name = ?")
 
+    def try_integer(self, expr: str) -> str:
+        """Text as an INTEGER, NULL when it is not one (instead of an error)."""
+        return f"TRY_CAST({expr} AS INTEGER)"
+
+    def changed_rows(self, con: Any) -> int:
+        """The rows the statement just run on `con` (an UPDATE or DELETE) changed: DuckDB
+        answers them as a one-row result, Postgres as the command's row count."""
+        rows = con.fetchall()
+        return int(rows[0][0]) if rows else 0
+
     def prefix_match(self, expr: str, prefix: str) -> tuple[str, list[Any]]:
         """`expr` starts with `prefix` (text search's `refu*`), as SQL and its parameter."""
         return f"starts_with({expr}, ?)", [prefix]
@@ -136,6 +146,13 @@ class PgDialect(DuckDialect):
 
     def table_exists_sql(self) -> str:
         return "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
+
+    def try_integer(self, expr: str) -> str:
+        return (f"(CASE WHEN ({expr}) ~ '^\\s*[-+]?[0-9]{{1,9}}\\s*$' "
+                f"THEN CAST(({expr}) AS INTEGER) END)")
+
+    def changed_rows(self, con: Any) -> int:
+        return max(int(con.rowcount), 0)
 
     def prefix_match(self, expr: str, prefix: str) -> tuple[str, list[Any]]:
         # LIKE with a constant prefix uses a text_pattern_ops btree (migration 39);

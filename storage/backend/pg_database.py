@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from storage.backend.pg_connection import PgConnection
@@ -42,6 +43,13 @@ def redact_url(url: str) -> str:
     return f"postgresql://{info.get('user', '')}@{where}/{info.get('dbname', '')}"
 
 
+def json_as_text(raw: psycopg.Connection[Any]) -> None:
+    """JSON values come back as the text stored, as DuckDB gives them (psycopg would parse
+    them into Python objects): storage code decodes JSON columns itself, the same on both."""
+    for name in ("json", "jsonb"):
+        raw.adapters.register_loader(name, TextLoader)
+
+
 class PgDatabase:
     dialect = "postgres"
 
@@ -57,6 +65,7 @@ class PgDatabase:
                     "application_name": "tuneloop"},
             open=False,
             name="tuneloop",
+            configure=json_as_text,
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
