@@ -9,7 +9,9 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, ProxyServer
+from tests.conftest import UPSTREAM_KEY, ProxyServer, both_stores
+
+pytestmark = both_stores
 
 WEATHER_TOOL = {
     "type": "function",

@@ -18,6 +18,8 @@ def _quote(text: str) -> str:
 
 class DuckDialect:
     name = "duckdb"
+    # rows have storage positions (`rowid`), in insertion order
+    row_positions = True
 
     def _path(self, path: Path) -> str:
         out = "$"
@@ -70,6 +72,7 @@ class DuckDialect:
 
 class PgDialect(DuckDialect):
     name = "postgres"
+    row_positions = False
 
     def _steps(self, path: Path) -> str:
         return "".join(f"->{step}" if isinstance(step, int) else f"->{_quote(step)}"
