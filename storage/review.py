@@ -35,8 +35,6 @@ ACTION_STATES: dict[str, str | None] = {
 }
 MESSAGE_ACTIONS = ("edit", "revise")
 BULK_ACTIONS = ("approve", "reject", "needs_work")
-# the edited message list as the JSON text stored (Postgres' driver would parse `json`)
-MESSAGES_TEXT = "CAST(messages AS VARCHAR)"
 
 REVISIONS_SCHEMA = pa.schema([
     ("interaction_id", pa.string()), ("revision", pa.int32()), ("action", pa.string()),
@@ -108,8 +106,7 @@ def _load_current(con: Connection, ids: Sequence[str]) -> dict[str, _Current]:
                               status_code=r[5], finish=r[6]) for r in rows}
     where, params = ids_condition("interaction_id", ids)
     for interaction_id, state, revision, messages in con.execute(
-        f"SELECT interaction_id, state, revision, {MESSAGES_TEXT} FROM reviews WHERE {where}",
-        params
+        f"SELECT interaction_id, state, revision, messages FROM reviews WHERE {where}", params
     ).fetchall():
         if interaction_id in current:
             item = current[interaction_id]
@@ -276,7 +273,7 @@ def undo(con: Connection, interaction_id: str, reviewer: str, *, role: str | Non
             raise Conflict(conflict_message(held), code="claimed")
         stack: list[tuple[int, str, str | None]] = []
         for revision, action, state, messages in con.execute(
-            f"SELECT revision, action, state, {MESSAGES_TEXT} FROM review_revisions "
+            "SELECT revision, action, state, messages FROM review_revisions "
             "WHERE interaction_id = ? ORDER BY revision", [interaction_id]).fetchall():
             if action == "undo":
                 if stack:
@@ -299,8 +296,7 @@ def undo(con: Connection, interaction_id: str, reviewer: str, *, role: str | Non
 
 def revisions_of(con: Connection, interaction_id: str) -> list[dict[str, Any]]:
     rows = con.execute(
-        f"SELECT revision, action, state, {MESSAGES_TEXT}, reason, reviewer, role, restores, "
-        "created_at "
+        "SELECT revision, action, state, messages, reason, reviewer, role, restores, created_at "
         "FROM review_revisions WHERE interaction_id = ? ORDER BY revision",
         [interaction_id]).fetchall()
     return [
@@ -315,8 +311,7 @@ def review_states(con: Connection, ids: Sequence[str]) -> dict[str, dict[str, An
     """State, revision, current edited messages (None: original), last reviewer and time."""
     where, params = ids_condition("interaction_id", ids)
     rows = con.execute(
-        f"SELECT interaction_id, state, revision, {MESSAGES_TEXT}, reviewer, updated_at "
-        "FROM reviews "
+        "SELECT interaction_id, state, revision, messages, reviewer, updated_at FROM reviews "
         f"WHERE {where}", params).fetchall()
     return {
         r[0]: {"review": r[1], "revision": r[2],

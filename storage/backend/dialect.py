@@ -65,6 +65,18 @@ class DuckDialect:
         """Microseconds since 1970 as BIGINT."""
         return f"epoch_us({expr})"
 
+    def int_div(self, left: str, right: str) -> str:
+        """Integer division of two integers (DuckDB's `/` would give a DOUBLE)."""
+        return f"({left} // {right})"
+
+    def log2(self, expr: str) -> str:
+        """The base-2 logarithm of a positive number, as DOUBLE (exact at powers of 2)."""
+        return f"log2({expr})"
+
+    def list_length(self, expr: str) -> str:
+        """The number of elements of a list (array) column; NULL for NULL."""
+        return f"len({expr})"
+
     def table_exists_sql(self) -> str:
         return ("SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' "
                 "AND table_name = ?")
@@ -111,6 +123,15 @@ class PgDialect(DuckDialect):
 
     def epoch_us(self, expr: str) -> str:
         return f"(extract(epoch FROM {expr}) * 1000000)::BIGINT"
+
+    def int_div(self, left: str, right: str) -> str:
+        return f"({left} / {right})"
+
+    def log2(self, expr: str) -> str:
+        return f"log(2.0, ({expr})::NUMERIC)::DOUBLE PRECISION"
+
+    def list_length(self, expr: str) -> str:
+        return f"cardinality({expr})"
 
     def table_exists_sql(self) -> str:
         return "SELECT 1 WHERE to_regclass(?) IS NOT NULL"

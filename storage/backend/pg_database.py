@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool
 
 from storage.backend.pg_connection import PgConnection
@@ -42,6 +43,12 @@ def redact_url(url: str) -> str:
     return f"postgresql://{info.get('user', '')}@{where}/{info.get('dbname', '')}"
 
 
+def json_as_text(raw: psycopg.Connection[Any]) -> None:
+    """`json` values arrive as the text stored, as DuckDB gives JSON columns (storage code
+    parses them where it wants them; psycopg would parse them all, to other Python types)."""
+    raw.adapters.register_loader("json", TextLoader)
+
+
 class PgDatabase:
     dialect = "postgres"
 
@@ -57,6 +64,7 @@ class PgDatabase:
                     "application_name": "tuneloop"},
             open=False,
             name="tuneloop",
+            configure=json_as_text,
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
