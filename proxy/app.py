@@ -33,6 +33,7 @@ from proxy.passthrough import list_models, passthrough
 from proxy.pricing import PriceMap
 from proxy.redaction import redactor_for
 from proxy.routing import Router
+from proxy.shared_state import change_feed
 from proxy.upstream import HttpUpstream
 from proxy.usage_estimate import UsageEstimator
 from storage.compute_worker import ComputeWorker
@@ -144,6 +145,9 @@ def create_app(settings: Settings) -> FastPath:
         except Exception as exc:
             log.error("could not replay the spool at start (will retry): %s", exc)
         await reload_routes(ctx)
+        ctx.feed = change_feed(ctx)
+        feed = None if ctx.feed is None else asyncio.create_task(ctx.feed.run(),
+                                                                  name="tuneloop-feed")
         await ctx.http.start()
         ctx.writer.start()
         # what exists now lives as long as the process: keep the collector off it
@@ -154,8 +158,9 @@ def create_app(settings: Settings) -> FastPath:
         try:
             yield
         finally:
-            if retention is not None:
-                retention.cancel()
+            for task in (retention, feed):
+                if task is not None:
+                    task.cancel()
             await ctx.writer.close()
             if ctx.worker is not None:
                 ctx.worker.close()

@@ -14,6 +14,7 @@ from proxy.redaction import Redactor
 from proxy.routing import Router
 from proxy.upstream import HttpUpstream
 from storage.compute_worker import ComputeWorker
+from storage.notify import ChangeFeed
 from storage.store import Store
 from storage.writer import LogWriter
 from tuneloop.config import Settings
@@ -33,6 +34,7 @@ class ProxyContext:
     metrics: ProxyMetrics
     prices: PriceMap
     redactor: Redactor
+    feed: ChangeFeed | None = None  # Postgres: follows the other replicas (proxy.shared_state)
 
 
 def context_of(request: Request) -> ProxyContext:

@@ -44,6 +44,7 @@ import orjson
 import phonenumbers
 
 from tuneloop.config import Settings
+from tuneloop.errors import ConfigError
 
 KINDS = ("email", "phone", "card")
 EMAIL = re.compile(
@@ -370,6 +371,19 @@ def load_key(path: Path) -> bytes:
 def redactor_for(settings: Settings) -> Redactor:
     if not settings.redact:
         return Redactor([])
+    if settings.redaction_key is not None:
+        text = settings.redaction_key.get_secret_value().strip()
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise ConfigError("TUNELOOP_REDACTION_KEY must be 64 hex digits (32 bytes), e.g. "
+                              "from `python -c 'import secrets; print(secrets.token_hex(32))'`")
+        return Redactor(settings.redact, region=settings.redact_phone_region, key=key)
+    if settings.db_is_postgres:
+        raise ConfigError("with a Postgres store and redaction on, set TUNELOOP_REDACTION_KEY "
+                          "(64 hex digits): every replica must give a user the same pseudonym")
     key_file = settings.local_file("redaction-key")
     key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return Redactor(settings.redact, region=settings.redact_phone_region, key=load_key(key_file))

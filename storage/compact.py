@@ -24,6 +24,12 @@ from tuneloop.errors import DatabaseInUse, StorageError
 _SOURCE = "current"
 _TARGET = "compacted"
 
+POSTGRES_COMPACT = (
+    "compact rewrites a DuckDB file; this store is Postgres, where deleted rows are gone "
+    "from queries at once and their space is reclaimed by autovacuum. To rewrite the "
+    "tables without their bytes, a database administrator runs VACUUM FULL (it locks each "
+    "table while it runs; old bytes may stay in WAL segments and backups until they expire)")
+
 
 @dataclass(frozen=True)
 class CompactResult:

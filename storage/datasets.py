@@ -14,11 +14,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-import duckdb
 import orjson
 import pyarrow as pa
 
-from storage.backend import staged
+from storage.backend import CONSTRAINT_ERRORS, staged
 from storage.db import Connection
 from storage.transaction import transaction
 from tuneloop.errors import BadRequest, NotFound
@@ -129,7 +128,7 @@ def create_dataset(
                     _insert_items(con, dataset_id, table)
             if check_sources:
                 _check_sources(con, dataset_id)
-    except duckdb.ConstraintException as exc:
+    except CONSTRAINT_ERRORS as exc:
         raise BadRequest(f"dataset items must name each interaction once: {exc}") from exc
     return {"id": dataset_id, "name": name, "version": version}
 

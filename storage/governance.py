@@ -8,6 +8,7 @@ Records the database refused sit in the spool's quarantine file; they are cleane
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from storage.backend import upsert_sql
+from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.spool import Spool
 from storage.transaction import transaction
@@ -27,7 +30,7 @@ KEPT_BY_RETENTION = frozenset({"dataset_items"})
 def dependent_tables(con: Connection) -> list[str]:
     rows = con.execute(
         "SELECT DISTINCT table_name FROM information_schema.columns "
-        "WHERE table_schema = 'main' AND column_name = 'interaction_id' ORDER BY 1"
+        "WHERE table_schema = current_schema() AND column_name = 'interaction_id' ORDER BY 1"
     ).fetchall()
     return [row[0] for row in rows]
 
@@ -42,6 +45,7 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
     """Delete the interactions matching `condition` and every row that depends on them, in
     one transaction. Answers rows deleted per table."""
     deleted: dict[str, int] = {}
+    dialect = dialect_of(con)
     with transaction(con):
         con.execute(
             f"CREATE TEMP TABLE _doomed AS SELECT id FROM interactions WHERE {condition}", params
@@ -51,13 +55,10 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
         for table in dependent_tables(con):
             if table in keep:
                 continue
-            count = con.execute(
-                f'DELETE FROM "{table}" WHERE interaction_id IN (SELECT id FROM _doomed)'
-            ).fetchall()
-            deleted[table] = int(count[0][0]) if count else 0
-        count = con.execute("DELETE FROM interactions WHERE id IN (SELECT id FROM _doomed)"
-                            ).fetchall()
-        deleted["interactions"] = int(count[0][0]) if count else 0
+            deleted[table] = dialect.changed_rows(con.execute(
+                f'DELETE FROM "{table}" WHERE interaction_id IN (SELECT id FROM _doomed)'))
+        deleted["interactions"] = dialect.changed_rows(con.execute(
+            "DELETE FROM interactions WHERE id IN (SELECT id FROM _doomed)"))
         con.execute("DROP TABLE _doomed")
     return deleted
 
@@ -71,10 +72,10 @@ class Forgotten:
 
 def _exports_of_doomed(con: Connection) -> list[dict[str, Any]]:
     rows = con.execute(
-        "SELECT d.id, d.name, d.version, d.path, list(DISTINCT i.split ORDER BY i.split), "
+        "SELECT d.id, d.name, d.version, d.path, array_agg(DISTINCT i.split ORDER BY i.split), "
         "count(*) FROM dataset_items i JOIN datasets d ON d.id = i.dataset_id "
         "WHERE i.interaction_id IN (SELECT id FROM _doomed) AND i.split <> 'skipped' "
-        "GROUP BY ALL ORDER BY d.name, d.version"
+        "GROUP BY d.id, d.name, d.version, d.path ORDER BY d.name, d.version"
     ).fetchall()
     return [{"dataset": name, "version": version, "path": path,
              "files": [f"{split}.jsonl" for split in splits] + ["lineage.jsonl"],
@@ -153,6 +154,11 @@ def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
         _doomed_ids_of(con, exports)
         reports = forget_in_reports(con)
 
+    now = datetime.now(UTC)
+    for name in names:  # rows still in another replica's spool are skipped when ingested
+        con.execute(upsert_sql("forgotten_users", ("user_sha256", "forgotten_at"),
+                               "user_sha256"),
+                    [hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest(), now])
     deleted = _delete(con, "user_id = ANY(?) OR source_id IN (SELECT id FROM "
                            "interactions WHERE user_id = ANY(?))", [names, names],
                       before=before)

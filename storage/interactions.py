@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -9,10 +10,12 @@ from typing import Any
 import orjson
 
 from storage.db import Connection
+from storage.lookup import ids_condition
 from storage.records import COLUMNS, JSON_COLUMNS
 from tuneloop.errors import NotFound
 
 MAX_PAGE = 1000
+MAX_USAGE_IDS = 1000
 
 
 @dataclass(frozen=True)
@@ -116,3 +119,11 @@ def get_interaction(con: Connection, interaction_id: str) -> dict[str, Any]:
 def interaction_exists(con: Connection, interaction_id: str) -> bool:
     rows = con.execute("SELECT 1 FROM interactions WHERE id = ?", [interaction_id]).fetchall()
     return bool(rows)
+
+
+def usage_of(con: Connection, ids: Sequence[str]) -> dict[str, Any]:
+    """How many of these interactions are logged, and their summed cost (None: none known)."""
+    where, params = ids_condition("id", list(dict.fromkeys(ids)))
+    logged, cost = con.execute(
+        f"SELECT count(*), sum(cost_usd) FROM interactions WHERE {where}", params).fetchall()[0]
+    return {"logged": int(logged), "cost_usd": None if cost is None else float(cost)}

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from storage.db import Connection
+from storage.notify import KEYS, notify
 from tuneloop.errors import NotFound
 
 KEY_PREFIX = "tl-"
@@ -26,6 +27,7 @@ def create_key(con: Connection, name: str) -> dict[str, Any]:
         "INSERT INTO api_keys (id, name, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)",
         [key_id, name, hash_key(plaintext), plaintext[:7], now],
     )
+    notify(con, KEYS)  # every replica reloads its keys when this commits
     return {"id": key_id, "name": name, "key": plaintext, "prefix": plaintext[:7],
             "created_at": now.isoformat()}
 
@@ -48,6 +50,7 @@ def revoke_key(con: Connection, key_id: str) -> None:
     ).fetchall()
     if not row:
         raise NotFound(f"no active key with id {key_id!r}")
+    notify(con, KEYS)
 
 
 def active_key_hashes(con: Connection) -> set[str]:

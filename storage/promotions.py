@@ -23,6 +23,7 @@ import orjson
 
 from storage.backend import upsert_sql
 from storage.db import Connection
+from storage.notify import ROUTES, notify
 from storage.transaction import transaction
 from tuneloop.errors import Conflict, NotFound
 
@@ -85,6 +86,7 @@ def _write(con: Connection, alias: str, spec: Spec, action: str, detail: dict[st
         "INSERT INTO route_history (alias, spec, action, changed_at, changed_by, detail) "
         "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
         [alias, text, action, now, by, orjson.dumps(detail).decode()]).fetchall()[0][0]
+    notify(con, ROUTES)  # every replica reloads its routes when this commits
     return {"seq": seq, "changed_at": now.isoformat()}
 
 

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from storage.backend import staged
+from storage.backend.dialect import dialect_of, table_exists
 from storage.db import Connection
 from storage.trainable import mark_untrainable
 
@@ -117,6 +118,17 @@ def to_arrow(rows: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.table(columns, schema=INTERACTION_SCHEMA)
 
 
+# a user erased by `forget` while this row waited in a spool (storage/migrations/m040)
+def _not_forgotten(con: Connection) -> str:
+    """The batch's filter: none while nobody was forgotten (or before migration 40)."""
+    if not table_exists(con, "forgotten_users") or not con.execute(
+            "SELECT 1 FROM forgotten_users LIMIT 1").fetchall():
+        return ""
+    return ("WHERE b.user_id IS NULL OR NOT EXISTS (SELECT 1 FROM forgotten_users f WHERE "
+            f"f.user_sha256 = {dialect_of(con).sha256_hex('b.user_id')} "
+            "AND b.created_at <= f.forgotten_at)")
+
+
 def insert_interactions(con: Connection, table: pa.Table) -> int:
     """Insert a batch, ignoring ids already present (spool replay is idempotent)."""
     if table.num_rows == 0:
@@ -124,7 +136,7 @@ def insert_interactions(con: Connection, table: pa.Table) -> int:
     columns = ", ".join(table.schema.names)
     with staged(con, "_ingest_batch", table, like="interactions"):
         inserted = con.execute(
-            f"INSERT INTO interactions ({columns}) SELECT {columns} FROM _ingest_batch "
-            "ON CONFLICT DO NOTHING RETURNING 1").fetchall()
+            f"INSERT INTO interactions ({columns}) SELECT {columns} FROM _ingest_batch b "
+            f"{_not_forgotten(con)} ON CONFLICT DO NOTHING RETURNING 1").fetchall()
         mark_untrainable(con, "_ingest_batch")  # the review queue's list of answerless rows
     return len(inserted)

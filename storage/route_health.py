@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from storage.backend.dialect import dialect_of
 from storage.db import Connection
 
 _HEALTH_SQL = """
@@ -20,7 +21,7 @@ WITH r AS (
     SELECT id,
            coalesce(route ->> 'primary', route ->> 'target') AS target,
            status_code, finish, latency_ms,
-           coalesce(TRY_CAST(route ->> 'attempt' AS INTEGER), 0) AS attempt
+           coalesce({attempt}, 0) AS attempt
     FROM interactions
     WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ?
       AND created_at < ?
@@ -33,9 +34,10 @@ SELECT r.target,
        count(*) AS requests,
        count(*) FILTER (WHERE r.status_code >= 500 OR r.finish IN ('timeout', 'upstream_cut')
                         OR r.attempt > 0) AS errors,
-       quantile_cont(r.latency_ms, 0.5) FILTER (WHERE r.status_code < 400) AS p50,
-       any_value(f.n) AS feedback_count,
-       any_value(f.mean) AS feedback_mean
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY r.latency_ms)
+           FILTER (WHERE r.status_code < 400) AS p50,
+       max(f.n) AS feedback_count,
+       max(f.mean) AS feedback_mean
 FROM r LEFT JOIN f ON f.target = r.target
 GROUP BY r.target
 ORDER BY requests DESC, r.target
@@ -46,7 +48,8 @@ def route_health(con: Connection, alias: str, since: datetime,
                  until: datetime) -> list[dict[str, Any]]:
     """Per target: requests, errors, error_rate, feedback_count, feedback_mean,
     latency_p50_ms, over production traffic for `alias` in [since, until)."""
-    rows = con.execute(_HEALTH_SQL, [alias, since, until]).fetchall()
+    sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"))
+    rows = con.execute(sql, [alias, since, until]).fetchall()
     return [
         {
             "target": target,

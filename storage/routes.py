@@ -9,6 +9,7 @@ import orjson
 
 from storage.backend import upsert_sql
 from storage.db import Connection
+from storage.notify import ROUTES, notify
 from storage.transaction import transaction
 from tuneloop.errors import NotFound
 
@@ -25,6 +26,7 @@ def _record(con: Connection, alias: str, spec: dict[str, Any] | None, action: st
         "VALUES (?, ?, ?, ?, ?)",
         [alias, None if spec is None else orjson.dumps(spec).decode(), action, now, by],
     )
+    notify(con, ROUTES)  # every replica reloads its routes when this commits
 
 
 def replace_routes(con: Connection, specs: dict[str, dict[str, Any]], by: str | None) -> None:

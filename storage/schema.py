@@ -13,13 +13,18 @@ columns and constraints, indexes, views; each by name). A second backend adds an
 from __future__ import annotations
 
 import argparse
+import glob
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.backend.pg_database import PgDatabase
 from storage.db import Connection, connect
 from storage.migrations import migrate
+from storage.store import migrate_store
 
 HERE = Path(__file__).parent
 COMMAND = "python -m storage.schema"
@@ -107,9 +112,53 @@ def duckdb_schema() -> str:
         con.close()
 
 
+def _pg_dump() -> str:
+    found = shutil.which("pg_dump") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"), reverse=True)), None)
+    if found is None:
+        raise SystemExit("pg_dump not found: install Debian's postgresql-client")
+    return found
+
+
+def render_postgres(url: str) -> str:
+    """The schema of a Postgres database as pg_dump prints it, without its settings and
+    comments (which change between versions, not with our migrations)."""
+    done = subprocess.run([_pg_dump(), "--schema-only", "--no-owner", "--no-privileges",
+                           "--no-comments", "--dbname", url],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"pg_dump failed: {done.stderr.strip()}")
+    lines = [line for line in done.stdout.splitlines()
+             if line.strip() and not line.startswith(("--", "SET ", "SELECT pg_catalog.",
+                                                      "\\restrict", "\\unrestrict"))]
+    body = "\n".join(lines).replace(";\nCREATE", ";\n\nCREATE").replace(
+        ";\nALTER", ";\n\nALTER")
+    header = _HEADER.format(command=f"{COMMAND} --pg-url URL", backend="Postgres")
+    return f"{header}\n{body}\n"
+
+
+def postgres_schema(url: str) -> str:
+    """Migrate the (empty) Postgres database at `url` and render its schema."""
+    db = PgDatabase(url, read_threads=1)
+    try:
+        migrate_store(db)
+    finally:
+        db.close()
+    return render_postgres(url)
+
+
+POSTGRES_FILE = HERE / "schema.postgres.sql"
+
+
+def postgres_file(url: str) -> SchemaFile:
+    return SchemaFile("postgres", POSTGRES_FILE, lambda: postgres_schema(url))
+
+
 SCHEMA_FILES: tuple[SchemaFile, ...] = (
     SchemaFile("duckdb", HERE / "schema.sql", duckdb_schema),
 )
+"""The files that need nothing but this process; the Postgres one needs a server
+(`--pg-url`, and tests/test_schema_file.py gives it one)."""
 
 
 def stale(files: Sequence[SchemaFile] | None = None) -> list[SchemaFile]:
@@ -119,16 +168,20 @@ def stale(files: Sequence[SchemaFile] | None = None) -> list[SchemaFile]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=COMMAND, description="Write (or --check) the generated schema files of storage/.")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when a schema file is stale")
+    parser.add_argument("--pg-url", help="an EMPTY Postgres database to migrate and read, "
+                        f"for {POSTGRES_FILE.name}")
     args = parser.parse_args(argv)
+    files = SCHEMA_FILES + ((postgres_file(args.pg_url),) if args.pg_url else ())
     if args.check:
-        old = stale()
+        old = stale(files)
         for f in old:
             print(f"{f.path} is stale: run `{COMMAND}`", file=sys.stderr)
         return 1 if old else 0
-    for f in SCHEMA_FILES:
+    for f in files:
         f.path.write_text(f.generate(), encoding="utf-8")
         print(f"wrote {f.path}")
     return 0

@@ -143,6 +143,12 @@ CREATE TABLE finetune_jobs (
     PRIMARY KEY (id)
 );
 
+CREATE TABLE forgotten_users (
+    user_sha256 VARCHAR NOT NULL,
+    forgotten_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    PRIMARY KEY (user_sha256)
+);
+
 CREATE TABLE interaction_tags (
     interaction_id VARCHAR NOT NULL,
     tag VARCHAR NOT NULL,

@@ -7,6 +7,7 @@ segments waiting for ingest. A leftover `active-N.jsonl` after a crash is sealed
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -16,9 +17,27 @@ from typing import Any
 
 import orjson
 
+from tuneloop.errors import StorageError
+
 log = logging.getLogger("tuneloop.spool")
 QUARANTINE_FILE = "quarantine.jsonl"
+LOCK_FILE = ".lock"
 _SEGMENT = re.compile(r"^(active|seg)-(\d{12})\.jsonl$")
+
+
+def _lock(directory: Path) -> int:
+    """One process per spool: two replicas appending to (and ingesting) the same files would
+    interleave records and ingest segments twice. The lock goes with the process, `kill -9`
+    included."""
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StorageError(
+            f"the spool {directory} is in use by another tuneloop process; give each replica "
+            "its own (TUNELOOP_SPOOL_DIR, or TUNELOOP_STATE_DIR with Postgres)") from None
+    return fd
 
 
 class Spool:
@@ -29,6 +48,7 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         if directory.stat().st_mode & 0o777 != 0o700:
             directory.chmod(0o700)  # ours alone: made 0755 by an older version or a umask
+        self._lock_fd = _lock(directory)
         self.dropped = 0
         self.peak_bytes = 0
         self._fd: int | None = None
@@ -135,3 +155,6 @@ class Spool:
 
     def close(self) -> None:
         self.seal()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = -1

@@ -23,11 +23,13 @@ import orjson
 import psycopg
 
 from storage.backend.pg_connection import PgConnection
-from storage.db import Connection
+from storage.backend.pg_database import PgDatabase, json_as_text, redact_url
+from storage.db import Connection, Database
 from storage.sql_check import check_read_only
-from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge
+from storage.sql_check_pg import check_pg_query
+from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge, StorageError
 
-__all__ = ["SqlLimits", "answer_json", "check_read_only", "run_read_only"]
+__all__ = ["SqlLimits", "answer_json", "check_read_only", "run_read_only", "sql_connection"]
 
 MAX_BATCH_ROWS = 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -77,6 +79,36 @@ def _row_json(row: tuple[Any, ...]) -> bytes:
         return orjson.dumps(_jsonable(row), option=_OPTIONS)
 
 
+class _OwnPgConnection(PgConnection):
+    """A connection of its own for one query, closed with it: whatever the query leaves in
+    its session (a session advisory lock, a setting) ends with the session, and never
+    reaches a pooled connection that the store's writes use."""
+
+    def close(self) -> None:
+        super().close()
+        self.raw.close()
+
+
+def open_pg_for_sql(url: str, *, connect_timeout_s: float = 10.0) -> PgConnection:
+    try:
+        raw = psycopg.connect(url, autocommit=True, options="-c timezone=UTC",
+                              application_name="tuneloop-sql",
+                              connect_timeout=max(1, int(connect_timeout_s)))
+    except psycopg.Error as exc:
+        raise StorageError(f"cannot connect to {redact_url(url)} for read-only SQL: "
+                           f"{exc}".strip()) from exc
+    json_as_text(raw)
+    return _OwnPgConnection(raw)
+
+
+def sql_connection(db: Database | PgDatabase, sql_url: str | None = None) -> Connection:
+    """The connection one read-only query runs on; the caller closes it. DuckDB: a cursor
+    of its own. Postgres: a new session, as the `sql_db` role when one is configured."""
+    if isinstance(db, PgDatabase):
+        return open_pg_for_sql(sql_url or db.url)
+    return db.detached_cursor()
+
+
 def answer_json(con: Connection, sql: str, limits: SqlLimits) -> bytes:
     """`{"columns": [...], "rows": [[...], ...], "truncated": bool}` as JSON bytes."""
     if isinstance(con, PgConnection):
@@ -106,6 +138,7 @@ def _pg_answer_json(con: PgConnection, sql: str, limits: SqlLimits) -> bytes:
     statement timeout, read through a server-side cursor so only what is sent is fetched.
     Run it on a connection of a role without write rights (the `sql_db` setting) to make
     the limit the database's own, whatever the query does."""
+    check_pg_query(sql)
     deadline = time.monotonic() + limits.timeout_s
     timer = threading.Timer(limits.timeout_s + 0.5, con.cancel)
     timer.start()

@@ -82,6 +82,14 @@ def effective_tags(con: Connection, logged: dict[str, list[str] | None]) -> dict
     return result
 
 
+def tags_of(con: Connection, interaction_id: str) -> list[str] | None:
+    """The effective tags of one interaction (None when it was never logged)."""
+    rows = con.execute("SELECT tags FROM interactions WHERE id = ?", [interaction_id]).fetchall()
+    if not rows:
+        return None
+    return effective_tags(con, {interaction_id: rows[0][0]})[interaction_id]
+
+
 def tag_condition(tag: str, alias: str = "i", bounds: Bounds | None = None
                   ) -> tuple[str, list[Any]]:
     """The interaction `alias` has `tag` (logged and not removed, or added)."""

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
+from storage.backend import VALUE_ERRORS
 from storage.db import Connection
 from storage.records import (
     arrow_from_segment,
@@ -147,18 +147,25 @@ class LogWriter:
             table = to_arrow(parse_lines(data, segment.name))
         try:
             return self._insert_table(con, table)
-        except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
-            # One malformed record must not block the spool forever: insert the rows one at a
-            # time and set the ones the database refuses aside, kept in a quarantine file.
+        except VALUE_ERRORS as exc:
+            # One malformed record must not block the spool forever: find the rows the
+            # database refuses by halving the batch (each try in its own transaction, a
+            # savepoint on Postgres, so the ingest transaction survives the failed statement)
+            # and set them aside in a quarantine file; every other row is inserted.
             log.error("segment %s has a record the database refuses (%s); isolating it",
                       segment.name, exc)
-            inserted = 0
-            for row in parse_lines(data, segment.name):
-                try:
-                    inserted += self._insert_table(con, to_arrow([row]))
-                except (duckdb.ConversionException, duckdb.InvalidInputException) as row_exc:
-                    self.spool.quarantine(row, str(row_exc))
-            return inserted
+            return self._insert_isolating(con, parse_lines(data, segment.name))
+
+    def _insert_isolating(self, con: Connection, rows: list[dict[str, Any]]) -> int:
+        try:
+            return self._insert_table(con, to_arrow(rows))
+        except VALUE_ERRORS as exc:
+            if len(rows) == 1:
+                self.spool.quarantine(rows[0], str(exc))
+                return 0
+        half = len(rows) // 2
+        return self._insert_isolating(con, rows[:half]) + \
+            self._insert_isolating(con, rows[half:])
 
     def _insert_table(self, con: Connection, table: pa.Table) -> int:
         if self.prepare is not None:

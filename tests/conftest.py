@@ -9,9 +9,10 @@ against both backends with
 
     pytestmark = both_stores          # from tests.conftest; ids [duckdb] and [postgres]
 
-(the same as `pytest.mark.parametrize("store", ["duckdb", "postgres"], indirect=True)`); one
-test can take `@both_stores` too. With "postgres", `store` is a URL
-`postgresql://tuneloop@127.0.0.1:PORT/test_N_xxxx` to a fresh, empty database owned by the
+(the tests using `store` get `pytest.mark.parametrize("store", ["duckdb", "postgres"],
+indirect=True)`, the others in the module run once); one test can take `@both_stores` too.
+With "postgres", `store` is a URL `postgresql://tuneloop@127.0.0.1:PORT/test_N_xxxx` to a fresh,
+empty database owned by the
 non-superuser role `tuneloop`, dropped after the test. The cluster behind it (`pg_cluster`,
 tests/pg_cluster.py: initdb in a temp dir, run as the `postgres` user when we are root) starts
 once per session, only when a test asks for it, and is stopped and deleted at the end. Other
@@ -50,12 +51,19 @@ STORES = ("duckdb", "postgres")
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-both_stores = pytest.mark.parametrize("store", STORES, indirect=True)
-"""Run a test (or, as `pytestmark`, a module) once on each backend."""
+both_stores = pytest.mark.both_stores
+"""Run a test (or, as `pytestmark`, a module) once on each backend: the tests that use `store`
+(directly or through `proxy`) are parametrized with it; pure-function tests in the same module
+run once, as they are."""
 
 
-def is_url(db: str | Path) -> bool:
-    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_stores: run the test once on each store backend")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_stores") and "store" in metafunc.fixturenames:
+        metafunc.parametrize("store", STORES, indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -191,9 +199,7 @@ FAKE_CONTROLS = ("x-fake-fail", "x-fake-delay-ms", "x-fake-cut-after", "x-fake-r
 
 def proxy_settings(tmp_path: Path, upstream: str, **overrides: Any) -> Settings:
     """Test settings; `db` defaults to a DuckDB file in tmp_path. With a Postgres URL as `db`,
-    the spool (a local directory on every replica) goes into tmp_path too."""
-    if is_url(overrides.get("db", "")):
-        overrides.setdefault("spool_dir", tmp_path / "tuneloop.spool")
+    the replica's local files (spool, secrets, exports) go to `state_dir` in tmp_path."""
     values: dict[str, Any] = {
         "db": tmp_path / "tuneloop.duckdb",
         "state_dir": tmp_path / "tuneloop-state",

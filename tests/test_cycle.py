@@ -14,10 +14,12 @@ from click.testing import CliRunner
 
 from exporter.cycle import run_cycle
 from exporter.cycle_config import CycleConfig, parse_cycle_config
-from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer, both_stores
 from tuneloop.cli import main
 from tuneloop.client import AdminClient
 from tuneloop.errors import Conflict
+
+pytestmark = both_stores
 
 ALIAS = "support-bot"
 CURRENT = "gpt-4o-mini"

@@ -13,8 +13,10 @@ from exporter.evaluate import EvalOptions, evaluate
 from exporter.examples import Example
 from exporter.formats import FormatOptions
 from exporter.pipeline import ExportOptions, export
-from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer, both_stores
 from tuneloop.cli import main
+
+pytestmark = both_stores
 
 CANDIDATE = "ft:gpt-4o-mini-2024-07-18:acme::v1"
 BASELINE = "gpt-4o-mini"

@@ -1,8 +1,10 @@
-"""Dataset snapshots in DuckDB: an export's lineage recorded, versioned, traceable."""
+"""Dataset snapshots in the store (DuckDB or Postgres): an export's lineage recorded,
+versioned, traceable."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,10 +22,19 @@ from storage.datasets import (
     list_datasets,
     trace_line,
 )
-from storage.db import connect
+from storage.db import Connection
 from storage.finetune_jobs import list_jobs, record_job, update_job
-from storage.migrations import migrate
+from tests.conftest import both_stores
+from tests.store_support import connected
 from tuneloop.errors import BadRequest, Conflict, NotFound
+
+pytestmark = both_stores
+
+
+@pytest.fixture
+def con(store: str) -> Iterator[Connection]:
+    with connected(store) as connection:
+        yield connection
 
 
 def lineage_table(path: Path) -> pa.Table:
@@ -31,7 +42,7 @@ def lineage_table(path: Path) -> pa.Table:
     return pajson.read_json(path / "lineage.jsonl", parse_options=options)
 
 
-def test_an_export_is_recorded_and_every_line_traces_back(tmp_path: Path) -> None:
+def test_an_export_is_recorded_and_every_line_traces_back(tmp_path: Path, con: Connection) -> None:
     examples = [
         Example(
             f"ix-{i:03d}",
@@ -46,8 +57,6 @@ def test_an_export_is_recorded_and_every_line_traces_back(tmp_path: Path) -> Non
     result = export(
         examples, out, ExportOptions(name="support", format=FormatOptions("preference"))
     )
-    con = connect(tmp_path / "t.duckdb")
-    migrate(con)
     first = create_dataset(
         con,
         name="support",
@@ -92,12 +101,9 @@ def test_an_export_is_recorded_and_every_line_traces_back(tmp_path: Path) -> Non
         trace_line(con, first["id"], "train", 10_000)
     with pytest.raises(NotFound):
         get_dataset(con, "nope")
-    con.close()
 
 
-def test_bad_items_are_refused_and_leave_nothing(tmp_path: Path) -> None:
-    con = connect(tmp_path / "t.duckdb")
-    migrate(con)
+def test_bad_items_are_refused_and_leave_nothing(tmp_path: Path, con: Connection) -> None:
     item = {
         "interaction_id": "a",
         "revision_id": None,
@@ -117,12 +123,9 @@ def test_bad_items_are_refused_and_leave_nothing(tmp_path: Path) -> None:
         create_dataset(con, name="x", format="chat", items=pa.table({"interaction_id": ["a"]}))
     assert con.execute("SELECT count(*) FROM datasets").fetchall() == [(0,)]
     assert con.execute("SELECT count(*) FROM dataset_items").fetchall() == [(0,)]
-    con.close()
 
 
-def test_finetune_jobs_are_recorded_and_followed(tmp_path: Path) -> None:
-    con = connect(tmp_path / "t.duckdb")
-    migrate(con)
+def test_finetune_jobs_are_recorded_and_followed(tmp_path: Path, con: Connection) -> None:
     job = record_job(
         con,
         job_id="ftjob-1",
@@ -150,4 +153,3 @@ def test_finetune_jobs_are_recorded_and_followed(tmp_path: Path) -> None:
         update_job(con, "ftjob-2", status="failed")
     with pytest.raises(ValueError):
         update_job(con, "ftjob-1", base_model="other")
-    con.close()

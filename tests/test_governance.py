@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from storage.db import connect
+from storage.db import Connection
 from storage.governance import apply_retention, dependent_tables
-from storage.migrations import migrate
 from storage.spool import Spool
 from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+from tests.store_support import connected
 
 
 def ask(proxy: ProxyServer, user: str, text: str) -> str:
@@ -27,8 +27,8 @@ def ask(proxy: ProxyServer, user: str, text: str) -> str:
 def every_table_mentioning(proxy: ProxyServer, needle: str) -> list[str]:
     columns = proxy.sql(
         "SELECT table_name, column_name FROM information_schema.columns WHERE "
-        "table_schema = 'main' AND (data_type LIKE 'VARCHAR%' OR data_type = 'JSON' OR "
-        "data_type LIKE '%[]')")
+        "table_schema IN ('main', 'public') AND (data_type LIKE 'VARCHAR%' OR data_type LIKE "
+        "'%[]' OR data_type IN ('JSON', 'json', 'text', 'character varying', 'ARRAY'))")
     found = []
     for table, column in columns:
         count = proxy.sql(f"SELECT count(*) FROM \"{table}\" WHERE CAST(\"{column}\" AS "
@@ -97,9 +97,12 @@ def test_forget_reaches_interactions_still_in_the_spool(proxy_factory: Any) -> N
     assert proxy.admin().forget("carol")["deleted"]["interactions"] == 1
 
 
-def test_retention_deletes_old_interactions_with_their_revisions(tmp_path: Path) -> None:
-    con = connect(tmp_path / "db.duckdb")
-    migrate(con)
+def test_retention_deletes_old_interactions_with_their_revisions(store: str) -> None:
+    with connected(store) as con:
+        retention_deletes_old_interactions(con)
+
+
+def retention_deletes_old_interactions(con: Connection) -> None:
     now = datetime.now(UTC)
     for n, age_days in enumerate((100, 40, 1)):
         created = now - timedelta(days=age_days)
@@ -117,7 +120,6 @@ def test_retention_deletes_old_interactions_with_their_revisions(tmp_path: Path)
     assert con.execute("SELECT count(*) FROM dataset_items").fetchall()[0][0] == 3
     assert {"reviews", "review_revisions", "feedback", "interaction_tags", "search_docs",
             "search_terms", "dataset_items"} <= set(dependent_tables(con))
-    con.close()
 
 
 def test_forget_and_retention_reach_the_quarantine(proxy: ProxyServer, tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import REVIEWER_TOKEN, ProxyServer
+from tests.conftest import REVIEWER_TOKEN, ProxyServer, both_stores
 from tuneloop.errors import BadRequest, Conflict, Forbidden, NotFound
+
+pytestmark = both_stores
 
 JOB = {"id": "ftjob-1", "provider": "openai", "base_model": "gpt-4o-mini",
        "method": "supervised", "status": "validating_files", "spec": {"suffix": "s"}}

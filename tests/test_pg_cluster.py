@@ -109,9 +109,12 @@ def test_proxy_settings_takes_the_store(store: str, pg_url: str, tmp_path: Path)
     from tests.conftest import proxy_settings
 
     assert str(proxy_settings(tmp_path, "http://127.0.0.1:9/v1").db) == store
-    # a Postgres store's spool stays in tmp_path, not beside a path made from the URL
+    # a Postgres store's local files stay in tmp_path, not in a path made from the URL
     settings = proxy_settings(tmp_path, "http://127.0.0.1:9/v1", db=pg_url)
-    assert settings.spool_path == tmp_path / "tuneloop.spool"
+    assert settings.db == pg_url
+    for local in (settings.spool_path, settings.admin_token_file, settings.ui_secret_file,
+                  settings.exports_root):
+        assert local.is_relative_to(tmp_path), local
 
 
 def test_the_cluster_starts_only_for_tests_that_ask(tmp_path: Path) -> None:

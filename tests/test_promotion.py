@@ -11,9 +11,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
 from tuneloop.cli import main
 from tuneloop.errors import Conflict, Forbidden, NotFound
+
+pytestmark = both_stores
 
 ALIAS = "support-bot"
 BASE = "gpt-4o-mini"

@@ -9,10 +9,12 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, ProxyServer
+from tests.conftest import ADMIN_TOKEN, ProxyServer, both_stores
 from tests.fakes.anthropic_upstream import FakeAnthropicState
 from tests.fakes.anthropic_upstream import create_app as create_fake_anthropic
 from tests.fakes.server import serve_app
+
+pytestmark = both_stores
 
 DEAD = "http://127.0.0.1:9/v1"
 

@@ -245,6 +245,7 @@ REVIEWER_ROUTES = {
     ("POST", "/admin/interactions/{interaction_id}/review"),
     ("POST", "/admin/interactions/{interaction_id}/undo"),
     ("POST", "/admin/interactions/{interaction_id}/tags"), ("GET", "/admin/stats"),
+    ("POST", "/admin/interactions/usage"),
     ("GET", "/admin/routes"), ("GET", "/admin/routes/history"),
     ("GET", "/admin/routes/{alias:path}/health"), ("GET", "/admin/evals"),
     ("GET", "/admin/evals/{run_id}"), ("GET", "/admin/cycle-runs"),

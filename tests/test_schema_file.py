@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,21 @@ def test_a_new_migration_makes_the_file_stale_and_the_check_says_what_to_run(
     assert schema.main([]) == 0
     assert "weight DOUBLE DEFAULT 1.0" in current.read_text(encoding="utf-8")
     assert schema.stale() == []
+
+
+def test_the_postgres_schema_file_is_current(pg_url_factory: Any) -> None:
+    generated = schema.postgres_schema(pg_url_factory())
+    assert schema.POSTGRES_FILE.exists(), (
+        f"{schema.POSTGRES_FILE} is missing: run `{COMMAND} --pg-url <empty database>`")
+    assert schema.POSTGRES_FILE.read_text(encoding="utf-8") == generated, (
+        f"{schema.POSTGRES_FILE} is stale: run `{COMMAND} --pg-url <an empty database>`")
+
+
+def test_the_postgres_schema_file_builds_the_same_schema(pg_url_factory: Any) -> None:
+    """Executed on an empty Postgres database, the file gives back the same schema."""
+    import psycopg
+
+    url = pg_url_factory()
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(schema.POSTGRES_FILE.read_text(encoding="utf-8").encode())
+    assert schema.render_postgres(url) == schema.postgres_schema(pg_url_factory())

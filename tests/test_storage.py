@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from storage.records import encode_record
 from storage.spool import Spool
 from storage.sql import run_read_only
 from storage.writer import LogWriter
-from tuneloop.errors import BadRequest, Forbidden
+from tuneloop.errors import BadRequest, Forbidden, StorageError
 
 
 def record(n: int, **extra: Any) -> dict[str, Any]:
@@ -80,10 +82,15 @@ def test_a_failing_migration_leaves_no_trace(
 
 
 def test_spool_survives_a_crash_and_replays_without_duplicates(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool", max_bytes=10_000_000)
-    for n in range(5):
-        assert spool.append(encode_record(record(n)))
-    # no seal, no close: the process "dies" with an active file
+    # a process appends and dies (no seal, no close) with an active file
+    died = subprocess.run([sys.executable, "-c", (
+        "import os, sys; from storage.spool import Spool; from storage.records import "
+        "encode_record; from tests.test_storage import record\n"
+        "spool = Spool(__import__('pathlib').Path(sys.argv[1]), max_bytes=10_000_000)\n"
+        "for n in range(5): assert spool.append(encode_record(record(n)))\n"
+        "os._exit(9)"), str(tmp_path / "spool")], cwd=Path(__file__).parent.parent,
+        capture_output=True, text=True, check=False)
+    assert died.returncode == 9, died.stderr
     reopened = Spool(tmp_path / "spool", max_bytes=10_000_000)
     assert len(reopened.sealed()) == 1
 
@@ -105,6 +112,15 @@ def test_spool_survives_a_crash_and_replays_without_duplicates(tmp_path: Path) -
 
     assert asyncio.run(ingest_twice()) == 5
     assert reopened.size_bytes == 0
+
+
+def test_a_spool_belongs_to_one_process(tmp_path: Path) -> None:
+    """Two replicas given the same spool would append to and ingest the same files."""
+    first = Spool(tmp_path / "spool", max_bytes=1_000_000)
+    with pytest.raises(StorageError, match="in use by another tuneloop process"):
+        Spool(tmp_path / "spool", max_bytes=1_000_000)
+    first.close()
+    Spool(tmp_path / "spool", max_bytes=1_000_000).close()  # free again once closed
 
 
 def test_torn_last_line_is_skipped_and_the_rest_kept(tmp_path: Path) -> None:

@@ -119,6 +119,10 @@ def test_documents_become_pending_question_answer_items(proxy: ProxyServer,
     assert summary_number(result.output, "answers") == total
     assert summary_number(result.output, "failures") == 0
     assert "1 duplicates dropped" in result.output  # "Separators" opens two guide chunks
+    # the cost is what the proxy logged for the run's requests (all of them: nothing before)
+    logged_cost = proxy.sql("SELECT sum(cost_usd) FROM interactions")[0][0]
+    assert logged_cost > 0
+    assert re.search(rf"^cost\s+\${logged_cost:.6f}$", result.output, re.MULTILINE), result.output
 
     logged = items(admin, traffic="synthetic")
     requests = [r for r in proxy.upstream.state.requests if r.path == "/v1/chat/completions"]

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,6 +30,9 @@ from tuneloop.commands.ui import ui
 from tuneloop.config import load_settings
 from tuneloop.errors import ConfigError
 from tuneloop.sql_print import print_answer
+
+if TYPE_CHECKING:
+    from storage.db import Connection
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,14 +115,20 @@ def sql(ctx: click.Context, query: str, api: str | None, output: str, max_rows: 
         with make_client(ctx, api) as client:
             result = client.sql(query, max_rows)
     except ServerUnreachable:
-        if settings.db_file is None or not settings.db_file.is_file():
+        if not settings.db_is_postgres and (settings.db_file is None
+                                            or not settings.db_file.is_file()):
             raise
         from storage.db import connect
-        from storage.sql import run_read_only
+        from storage.sql import open_pg_for_sql, run_read_only
 
-        err_console.print(f"(no server at {api or settings.api}; reading {settings.db} "
+        err_console.print(f"(no server at {api or settings.api}; reading {settings.db_label} "
                           "directly)", highlight=False, markup=False)
-        con = connect(settings.db_file, read_only=True)
+        con: Connection
+        if settings.db_file is not None:
+            con = connect(settings.db_file, read_only=True)
+        else:
+            con = open_pg_for_sql(settings.sql_db.get_secret_value() if settings.sql_db
+                                  else str(settings.db))
         try:
             result = run_read_only(con, query, max_rows=min(max_rows, settings.sql_max_rows),
                                    timeout_s=settings.sql_timeout_s,

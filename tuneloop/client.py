@@ -5,7 +5,7 @@ Errors come back as the domain errors of `tuneloop.errors`, chosen by HTTP statu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -107,6 +107,12 @@ class AdminClient(ReviewMethods):
     def stats(self, since: str | None = None, until: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "/admin/stats",
                                               params={"since": since, "until": until})
+        return result
+
+    def usage(self, ids: Sequence[str]) -> dict[str, Any]:
+        """How many of these interactions (at most 1000) are logged, and their summed cost."""
+        result: dict[str, Any] = self.request("POST", "/admin/interactions/usage",
+                                              json={"ids": list(ids)})
         return result
 
     def sql(self, sql: str, max_rows: int = 10_000) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     """With Postgres: where this replica keeps its local files (spool, generated secrets,
     exports). With DuckDB they live beside the database file."""
     upstream: str = "https://api.openai.com/v1"
+    shared_reload_s: float = Field(5.0, gt=0, le=3600)
+    """With Postgres: a replica reloads routes and keys at every change another replica
+    notifies (LISTEN/NOTIFY), and every this many seconds in any case (a missed one)."""
 
     # credentials (never logged, never stored in the database)
     admin_token: SecretStr | None = None
@@ -98,6 +101,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # redaction: the country national phone numbers (no leading +) are read in
     redact_phone_region: str = Field("US", pattern=r"^[A-Za-z]{2}$")
+    redaction_key: SecretStr | None = None
+    """The key of the pseudonymous user/session ids (64 hex digits). Unset with DuckDB: made
+    once beside the database. Required with Postgres and redaction on, so every replica
+    gives a user the same pseudonym."""
 
     # review: how long opening a queue item leases it to its reviewer (renewed while they work)
     review_claim_s: float = Field(300.0, ge=1, le=86400)
@@ -136,6 +143,10 @@ class Settings(BaseSettings):
     """Most rows a read-only query may ask for (`max_rows`)."""
     sql_timeout_s: float = Field(10.0, gt=0)
     """A read-only query running longer is interrupted."""
+    sql_db: SecretStr | None = None
+    """With Postgres: the `postgresql://` URL read-only queries connect with, a role granted
+    SELECT and nothing more (README, "tuneloop sql"), so the database itself refuses any
+    write. Unset: the store's own role, in a READ ONLY transaction."""
 
     # the hot path: extra headers forwarded upstream, connection cap, passthrough uploads
     forward_headers: frozenset[str] = frozenset()
@@ -169,6 +180,21 @@ class Settings(BaseSettings):
             raise ValueError(f"db must be a DuckDB file path or a postgresql:// URL, "
                              f"got {text.split('://')[0]}://...")
         return Path(text)
+
+    @field_validator("sql_db")
+    @classmethod
+    def _sql_db_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+                ("postgresql://", "postgres://")):
+            raise ValueError("sql_db must be a postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _sql_db_with_postgres(self) -> Settings:
+        if self.sql_db is not None and not self.db_is_postgres:
+            raise ValueError("sql_db is a Postgres role for read-only queries: it needs a "
+                             "postgresql:// db (a DuckDB file is opened read-only instead)")
+        return self
 
     @property
     def db_is_postgres(self) -> bool:

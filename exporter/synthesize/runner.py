@@ -360,12 +360,9 @@ class Synthesizer:
             found, cost = 0, None
             try:
                 for start in range(0, len(ids), 500):
-                    listed = ", ".join(f"'{i}'" for i in ids[start:start + 500])
-                    result = await self._admin(
-                        self.admin.sql, "SELECT count(*), sum(cost_usd) FROM interactions "
-                        f"WHERE id IN ({listed})")
-                    count, total = result["rows"][0]
-                    found += count
+                    result = await self._admin(self.admin.usage, ids[start:start + 500])
+                    total = result["cost_usd"]
+                    found += result["logged"]
                     cost = total if cost is None else cost + (total or 0)
             except TuneloopError:
                 return None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +16,7 @@ from starlette.routing import Route
 from proxy.admin.common import authorize, json_object, json_response
 from proxy.auth import Role
 from proxy.context import ProxyContext
+from storage.compact import POSTGRES_COMPACT
 from storage.db import Connection
 from storage.governance import (
     apply_retention,
@@ -26,6 +29,7 @@ from tuneloop.errors import BadRequest
 
 log = logging.getLogger("tuneloop.governance")
 RETENTION_EVERY_S = 3600.0
+FEED_WAIT_S = 30.0
 
 
 async def forget(request: Request) -> Response:
@@ -54,6 +58,8 @@ async def compact(request: Request) -> Response:
     """Rewrite the database file so deleted rows' bytes are gone (storage.compact). Ingest
     waits meanwhile (the spool holds the traffic); reads wait for the new file."""
     ctx = authorize(request, Role.ADMIN)
+    if ctx.settings.db_is_postgres:
+        raise BadRequest(POSTGRES_COMPACT, code="not_supported")
     await ctx.writer.ingest_pending()
     result = await ctx.db.compact()
     log.warning("compacted %s: %d -> %d bytes in %.1f s", ctx.db.path, result.bytes_before,
@@ -96,11 +102,23 @@ async def retention(request: Request) -> Response:
     return json_response({"days": days, "deleted": deleted, "total": sum(deleted.values())})
 
 
+def _expire_local(spool: Spool, days: int, con: Connection) -> int:
+    return expire_quarantined(spool, days)
+
+
 async def retention_loop(ctx: ProxyContext, days: int) -> None:
-    """The scheduled retention window: once at start-up, then every hour."""
+    """The scheduled retention window: once at start-up, then every hour. With replicas
+    (Postgres), the database's rows are deleted by the one replica holding the feed's leader
+    lock; every replica expires its own spool's quarantine file."""
+    if ctx.feed is not None:
+        with contextlib.suppress(TimeoutError):  # connected: it has tried for the lock
+            await asyncio.wait_for(ctx.feed.connected.wait(), FEED_WAIT_S)
     while True:
         try:
-            await run_retention(ctx, days)
+            if ctx.feed is None or ctx.feed.leader:
+                await run_retention(ctx, days)
+            else:
+                await ctx.db.write(functools.partial(_expire_local, ctx.writer.spool, days))
         except Exception:  # storage trouble: logged, retried next hour, requests unaffected
             log.exception("retention run failed")
         await asyncio.sleep(RETENTION_EVERY_S)

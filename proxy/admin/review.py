@@ -86,7 +86,7 @@ from storage.claims import claim
 from storage.messages import NotReviewable
 from storage.queue import find_ids
 from storage.review import BULK_ACTIONS, ReviewAction, ReviewResult, apply_reviews, undo
-from storage.tags import change_tags, effective_tags, validate_tags
+from storage.tags import change_tags, tags_of, validate_tags
 from tuneloop.errors import BadRequest, Conflict, NotFound, NotTrainable
 
 MAX_BULK = 10_000
@@ -199,11 +199,11 @@ async def tags(request: Request) -> Response:
     actor = reviewer_name(body, request)
 
     def run(con: Any) -> list[str]:
-        if not change_tags(con, [interaction_id], add, remove, actor):
+        current = (tags_of(con, interaction_id)
+                   if change_tags(con, [interaction_id], add, remove, actor) else None)
+        if current is None:
             raise NotFound(f"no interaction with id {interaction_id!r}")
-        logged = con.execute("SELECT tags FROM interactions WHERE id = ?",
-                             [interaction_id]).fetchall()[0][0]
-        return effective_tags(con, {interaction_id: logged})[interaction_id]
+        return current
 
     return json_response({"id": interaction_id, "tags": await ctx.db.write(run)})
 

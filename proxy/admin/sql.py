@@ -16,7 +16,7 @@ from starlette.routing import Route
 from proxy.admin.common import json_object
 from proxy.auth import Role
 from proxy.context import context_of
-from storage.sql import SqlLimits, answer_json
+from storage.sql import SqlLimits, answer_json, sql_connection
 from storage.store import Store
 from tuneloop.errors import BadRequest, TooManyRequests
 
@@ -36,8 +36,8 @@ def gate_of(request: Request) -> SqlGate:
     return gate
 
 
-def _answer(db: Store, sql: str, limits: SqlLimits) -> bytes:
-    cursor = db.detached_cursor()
+def _answer(db: Store, sql: str, limits: SqlLimits, sql_url: str | None) -> bytes:
+    cursor = sql_connection(db, sql_url)
     try:
         return answer_json(cursor, sql, limits)
     finally:
@@ -65,7 +65,8 @@ async def run_sql(request: Request) -> Response:
     limits = SqlLimits(max_rows=max_rows, max_bytes=settings.sql_max_bytes,
                        timeout_s=settings.sql_timeout_s)
     gate.running.add(role)
-    work = asyncio.ensure_future(asyncio.to_thread(_answer, ctx.db, sql, limits))
+    sql_url = settings.sql_db.get_secret_value() if settings.sql_db is not None else None
+    work = asyncio.ensure_future(asyncio.to_thread(_answer, ctx.db, sql, limits, sql_url))
     # the token stays busy until the query itself ends, even if this request is cancelled
     work.add_done_callback(lambda _: gate.running.discard(role))
     answer = await asyncio.shield(work)

@@ -77,9 +77,23 @@ class DuckDialect:
         """The number of elements of a list (array) column; NULL for NULL."""
         return f"len({expr})"
 
+    def sha256_hex(self, expr: str) -> str:
+        """The SHA-256 of a text's UTF-8 bytes, as 64 lowercase hex digits."""
+        return f"sha256({expr})"
+
     def table_exists_sql(self) -> str:
         return ("SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' "
                 "AND table_name = ?")
+
+    def try_integer(self, expr: str) -> str:
+        """Text as an INTEGER, NULL when it is not one (instead of an error)."""
+        return f"TRY_CAST({expr} AS INTEGER)"
+
+    def changed_rows(self, con: Any) -> int:
+        """The rows the statement just run on `con` (an UPDATE or DELETE) changed: DuckDB
+        answers them as a one-row result, Postgres as the command's row count."""
+        rows = con.fetchall()
+        return int(rows[0][0]) if rows else 0
 
 
 class PgDialect(DuckDialect):
@@ -90,10 +104,24 @@ class PgDialect(DuckDialect):
         return "".join(f"->{step}" if isinstance(step, int) else f"->{_quote(step)}"
                        for step in path)
 
+    def _extract_args(self, path: Path) -> str | None:
+        """The path as json_extract_path arguments: one pass over the JSON text, where each
+        `->` step parses the text again (3x faster on a 2 KB chat response). None when a
+        step counts from the end (-1), which only `->` does."""
+        if any(isinstance(step, int) and step < 0 for step in path):
+            return None
+        return ", ".join(_quote(str(step)) for step in path)
+
     def json_at(self, expr: str, path: Path) -> str:
+        args = self._extract_args(path)
+        if args is not None and len(path) > 1:
+            return f"json_extract_path({expr}, {args})"
         return f"(({expr}){self._steps(path)})"
 
     def json_text_at(self, expr: str, path: Path) -> str:
+        args = self._extract_args(path)
+        if args is not None and len(path) > 1:
+            return f"json_extract_path_text({expr}, {args})"
         *head, last = path
         arrow = f"->>{last}" if isinstance(last, int) else f"->>{_quote(last)}"
         return f"(({expr}){self._steps(tuple(head))}{arrow})"
@@ -133,8 +161,18 @@ class PgDialect(DuckDialect):
     def list_length(self, expr: str) -> str:
         return f"cardinality({expr})"
 
+    def sha256_hex(self, expr: str) -> str:
+        return f"encode(sha256(convert_to({expr}, 'UTF8')), 'hex')"
+
     def table_exists_sql(self) -> str:
         return "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
+
+    def try_integer(self, expr: str) -> str:
+        return (f"(CASE WHEN ({expr}) ~ '^\\s*[-+]?[0-9]{{1,9}}\\s*$' "
+                f"THEN CAST(({expr}) AS INTEGER) END)")
+
+    def changed_rows(self, con: Any) -> int:
+        return max(int(con.rowcount), 0)
 
 
 DUCKDB = DuckDialect()

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.string import TextLoader
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from storage.backend.pg_connection import PgConnection
 from tuneloop.errors import StorageError
@@ -44,9 +44,10 @@ def redact_url(url: str) -> str:
 
 
 def json_as_text(raw: psycopg.Connection[Any]) -> None:
-    """`json` values arrive as the text stored, as DuckDB gives JSON columns (storage code
-    parses them where it wants them; psycopg would parse them all, to other Python types)."""
-    raw.adapters.register_loader("json", TextLoader)
+    """JSON values come back as the text stored, as DuckDB gives them (psycopg would parse
+    them into Python objects): storage code decodes JSON columns itself, the same on both."""
+    for name in ("json", "jsonb"):
+        raw.adapters.register_loader(name, TextLoader)
 
 
 class PgDatabase:
@@ -68,7 +69,7 @@ class PgDatabase:
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
-        except psycopg.pool.PoolTimeout as exc:  # type: ignore[attr-defined]
+        except PoolTimeout as exc:
             self._pool.close()
             raise StorageError(f"cannot connect to {redact_url(url)} within "
                                f"{connect_timeout_s:g} s: is Postgres up, and the URL right?"

@@ -3,7 +3,8 @@
 Each attack runs against a real proxy's admin API: answers too big to build, long queries that
 hold threads, functions with side effects (`nextval`, `checkpoint`) or that reveal the server
 (`duckdb_settings()` and friends show file paths), and stored text that a terminal printer
-would read as markup.
+would read as markup. DuckDB stores only: the attacks and the allowlist are DuckDB's; Postgres
+has its own in test_sql_postgres.py.
 """
 
 from __future__ import annotations

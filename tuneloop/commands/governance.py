@@ -19,7 +19,7 @@ from tuneloop.commands.common import (
     make_client,
     settings_from,
 )
-from tuneloop.errors import DatabaseInUse, DatasetError
+from tuneloop.errors import BadRequest, DatabaseInUse, DatasetError
 
 COMPACT_TIMEOUT_S = 3600.0
 
@@ -111,9 +111,11 @@ def retention(ctx: click.Context, days: int | None, api: str | None) -> None:
 
 
 def _compact(ctx: click.Context, api: str | None) -> None:
-    from storage.compact import compact_file
+    from storage.compact import POSTGRES_COMPACT, compact_file
 
     settings = settings_from(ctx)
+    if settings.db_is_postgres:
+        raise BadRequest(POSTGRES_COMPACT, code="not_supported")
     result: dict[str, Any]
     try:
         if settings.db_file is None or not settings.db_file.is_file():

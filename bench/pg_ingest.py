@@ -1,0 +1,153 @@
+"""Ingest throughput: spooled interactions into Postgres, side by side with DuckDB.
+
+Realistic rows (chat request and response JSON of 2-4 KB, varied text, tags, a user id) are
+spooled with the real `LogWriter`, then ingested; the script prints rows/s for:
+
+- `insert`: `storage.records.insert_interactions` alone (the COPY + INSERT of one batch size),
+- `writer`: the whole ingest of the server (`LogWriter.ingest_pending`: spool segment parsed in
+  Arrow, usage estimated, rows inserted, the search index written), with the server's hooks,
+
+into a throwaway local Postgres cluster (tests/pg_cluster.py: fsync off, as in the tests) and
+into a DuckDB file, and the ratio. Run from the repository root:
+
+    python bench/pg_ingest.py                   # 20,000 rows, batches of 2,000
+    python bench/pg_ingest.py --rows 50000 --batch 5000 --url postgresql://me@host/db
+
+With --url the rows go into that (empty, migrated here) database instead of a throwaway one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from proxy.pricing import PriceMap  # noqa: E402
+from proxy.usage_estimate import UsageEstimator  # noqa: E402
+from storage.records import insert_interactions, to_arrow  # noqa: E402
+from storage.search_index import SearchIndexer  # noqa: E402
+from storage.spool import Spool  # noqa: E402
+from storage.store import Store, migrate_store, open_store  # noqa: E402
+from storage.writer import LogWriter  # noqa: E402
+
+_WORD_TEXT = ("refund policy customer order invoice shipping delay account password reset "
+              "billing subscription cancel upgrade plan support ticket warranty return label "
+              "address payment card declined discount coupon delivery tracking number escalate "
+              "manager thanks please help urgent today tomorrow week")
+WORDS = tuple(_WORD_TEXT.split(" "))
+
+
+def _text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
+
+
+def make_row(rng: random.Random, n: int) -> dict[str, Any]:
+    """One chat interaction as the proxy spools it (request + response about 2-4 KB)."""
+    question = _text(rng, rng.randint(150, 330))
+    answer = _text(rng, rng.randint(100, 250))
+    request = ('{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a '
+               'helpful support agent."},{"role":"user","content":"' + question + '"}],'
+               '"temperature":0.2}')
+    response = ('{"id":"chatcmpl-' + uuid.uuid4().hex + '","object":"chat.completion",'
+                '"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant",'
+                '"content":"' + answer + '"},"finish_reason":"stop"}],"usage":{"prompt_tokens":'
+                + str(len(question) // 4) + ',"completion_tokens":' + str(len(answer) // 4) + '}}')
+    return {
+        "id": str(uuid.uuid4()), "created_at": 1_764_460_800_000_000 + n * 1000,
+        "endpoint": "chat.completions", "model": "gpt-4o-mini",
+        "upstream_model": "gpt-4o-mini", "provider": "openai",
+        "route": '{"alias":"support","target":"openai/gpt-4o-mini"}', "traffic": "live",
+        "request": request, "response": response, "status_code": 200, "finish": "stop",
+        "error": None, "latency_ms": 412.5, "ttfb_ms": 120.0,
+        "prompt_tokens": len(question) // 4, "completion_tokens": len(answer) // 4,
+        "cost_usd": 0.00021, "stream": False, "tags": ["support", f"team-{n % 7}"],
+        "user_id": f"user-{n % 500}", "session_id": f"s-{n % 2000}",
+        "metadata": '{"app":"helpdesk"}', "usage_estimated": False, "source_id": None,
+    }
+
+
+def bench_insert(db: Store, rows: list[dict[str, Any]], batch: int) -> float:
+    tables = [to_arrow(rows[i:i + batch]) for i in range(0, len(rows), batch)]
+    start = time.perf_counter()
+    inserted = sum(db.write_sync(lambda con, t=t: insert_interactions(con, t)) for t in tables)
+    elapsed = time.perf_counter() - start
+    assert inserted == len(rows), (inserted, len(rows))
+    # replay: idempotent on id
+    again = sum(db.write_sync(lambda con, t=t: insert_interactions(con, t)) for t in tables)
+    assert again == 0, again
+    return len(rows) / elapsed
+
+
+def bench_writer(db: Store, rows: list[dict[str, Any]], batch: int, spool_dir: Path) -> float:
+    async def run() -> float:
+        spool = Spool(spool_dir, 1 << 34)
+        writer = LogWriter(db, spool, batch_rows=batch, hooks=[SearchIndexer(None)],
+                           prepare=UsageEstimator(PriceMap.load()))
+        for row in rows:
+            writer.log(row)
+        start = time.perf_counter()
+        ingested = await writer.ingest_pending()
+        elapsed = time.perf_counter() - start
+        assert ingested == len(rows), (ingested, len(rows))
+        spool.close()
+        return len(rows) / elapsed
+    return asyncio.run(run())
+
+
+def measure(spec: str | Path, rows: list[dict[str, Any]], batch: int, tmp: Path,
+            name: str) -> tuple[float, float]:
+    db = open_store(spec)
+    try:
+        migrate_store(db)
+        insert = bench_insert(db, rows[: len(rows) // 2], batch)
+        writer = bench_writer(db, rows[len(rows) // 2:], batch, tmp / f"spool-{name}")
+    finally:
+        db.close()
+    return insert, writer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=20_000,
+                        help="rows in all (half for insert, half for writer)")
+    parser.add_argument("--batch", type=int, default=2000, help="rows per insert batch")
+    parser.add_argument("--url", help="a Postgres URL to use instead of a throwaway cluster")
+    args = parser.parse_args()
+
+    rng = random.Random(12)
+    rows = [make_row(rng, n) for n in range(args.rows)]
+    size = sum(len(r["request"]) + len(r["response"]) for r in rows) / len(rows)
+    print(f"{args.rows} rows, request+response {size / 1024:.1f} KB on average, "
+          f"batches of {args.batch}")
+
+    with tempfile.TemporaryDirectory(prefix="tl-pg-ingest-") as tmp_name:
+        tmp = Path(tmp_name)
+        cluster = None
+        url = args.url
+        if url is None:
+            from tests.pg_cluster import PgCluster
+            cluster = PgCluster.start()
+            url = cluster.create_database()
+        try:
+            pg = measure(url, rows, args.batch, tmp, "pg")
+            duck = measure(tmp / "bench.duckdb", rows, args.batch, tmp, "duck")
+        finally:
+            if cluster is not None:
+                cluster.stop()
+
+    print(f"{'path':<8} {'postgres rows/s':>16} {'duckdb rows/s':>14} {'pg/duck':>8}")
+    for label, p, d in (("insert", pg[0], duck[0]), ("writer", pg[1], duck[1])):
+        print(f"{label:<8} {p:>16,.0f} {d:>14,.0f} {p / d:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
