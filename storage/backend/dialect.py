@@ -95,6 +95,10 @@ class DuckDialect:
         rows = con.fetchall()
         return int(rows[0][0]) if rows else 0
 
+    def prefix_match(self, expr: str, prefix: str) -> tuple[str, list[Any]]:
+        """`expr` starts with `prefix` (text search's `refu*`), as SQL and its parameter."""
+        return f"starts_with({expr}, ?)", [prefix]
+
 
 class PgDialect(DuckDialect):
     name = "postgres"
@@ -173,6 +177,12 @@ class PgDialect(DuckDialect):
 
     def changed_rows(self, con: Any) -> int:
         return max(int(con.rowcount), 0)
+
+    def prefix_match(self, expr: str, prefix: str) -> tuple[str, list[Any]]:
+        # LIKE with a constant prefix uses a text_pattern_ops btree (migration 39);
+        # starts_with() would read every row
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"{expr} LIKE ? ESCAPE '\\'", [escaped + "%"]
 
 
 DUCKDB = DuckDialect()
