@@ -1,7 +1,10 @@
 """Review queries at scale: seed N synthetic interactions (default 1,000,000) into a DuckDB
 file, then time the real storage functions the admin API calls and print p50/p99.
 
-    PYTHONPATH=$PWD python bench/review_queries.py [--rows N] [--db PATH] [--ui]
+    PYTHONPATH=$PWD python bench/review_queries.py [--rows N] [--db PATH|URL] [--ui]
+
+With `--db postgresql://...` the same seeding and queries run on Postgres (a database you
+started: the bench starts no server; an empty database is seeded, a seeded one reused).
 
 Seeding builds Arrow tables with numpy and inserts them in bulk (interactions, the term index,
 reviews through the real `apply_reviews`, tags, feedback). Every item shares one system prompt;
@@ -26,11 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from storage.backend import is_postgres, is_postgres_url, staged
+from storage.backend.pg_connection import PgConnection
 from storage.db import Connection, connect
 from storage.interactions import InteractionFilter
 from storage.items import list_review_items, review_item
@@ -166,15 +172,16 @@ def seed_reviews(con: Connection, world: dict[str, Any], rng: np.random.Generato
     change_tags(con, [str(ids[i]) for i in rng.choice(reviewable, 5000, replace=False)],
                 ["golden"], [], "reviewer-0")
     picked = rng.choice(reviewable, min(20_000, len(reviewable) // 2), replace=False)
-    con.register("_feedback", pa.table({
+    feedback = pa.table({
         "id": [f"fb_{k}" for k in range(len(picked))],
         "interaction_id": pa.array(ids[picked]),
         "score": pa.array(rng.choice([-1.0, -0.5, 0.5, 1.0], len(picked))),
         "comment": pa.nulls(len(picked), pa.string()), "source": pa.nulls(len(picked), pa.string()),
         "created_at": pa.array([time.time_ns() // 1000] * len(picked),
-                               pa.timestamp("us", tz="UTC"))}))
-    con.execute("INSERT INTO feedback BY NAME SELECT * FROM _feedback")
-    con.unregister("_feedback")
+                               pa.timestamp("us", tz="UTC"))})
+    columns = ", ".join(feedback.schema.names)
+    with staged(con, "_feedback", feedback, like="feedback"):
+        con.execute(f"INSERT INTO feedback ({columns}) SELECT {columns} FROM _feedback")
     # one item with a history: edit, undo, approve
     item = str(ids[reviewable[len(reviewable) // 2]])
     original = review_item(con, item)["original"]
@@ -189,9 +196,12 @@ def check_index(con: Connection, world: dict[str, Any], rng: np.random.Generator
     """The seeded index must be what the ingest hook would have written."""
     for k in rng.choice(np.flatnonzero(~world["embeddings"]), 50, replace=False):
         item_id = str(world["ids"][k])
-        row = con.execute("SELECT id, endpoint, request::VARCHAR AS request, "
-                          "response::VARCHAR AS response FROM interactions WHERE id = ?",
-                          [item_id]).to_arrow_table()
+        row = pa.Table.from_pylist([dict(zip(
+            ["id", "endpoint", "request", "response"], found, strict=True))
+            for found in con.execute(
+                "SELECT id, endpoint, request::VARCHAR AS request, "
+                "response::VARCHAR AS response FROM interactions WHERE id = ?",
+                [item_id]).fetchall()])
         expected = batch_forward_index(row).docs.to_pylist()[0]
         keys, fields = con.execute("SELECT term_keys, term_fields FROM search_docs "
                                    "WHERE interaction_id = ?", [item_id]).fetchall()[0]
@@ -304,38 +314,66 @@ def measure_ui(db_path: Path, runs: int) -> tuple[str, float, float]:
     return "UI: queue page render (AppTest, real proxy)", p50, p99
 
 
+def open_bench_store(spec: str, workdir: Path) -> tuple[Connection, bool, str]:
+    """The connection to time on, migrated; whether the store is empty (to seed); what to
+    call it. A Postgres URL is a database the user started (this bench starts no server)."""
+    if is_postgres_url(spec):
+        raw = psycopg.connect(spec, autocommit=True, options="-c timezone=UTC",
+                              application_name="tuneloop-bench")
+        migrate(PgConnection(raw, ddl=True))
+        con: Connection = PgConnection(raw)
+        fresh = con.execute("SELECT count(*) FROM interactions").fetchall()[0][0] == 0
+        return con, fresh, "Postgres"
+    path = Path(spec) if spec else workdir / "bench.duckdb"
+    fresh = not path.exists()
+    duck = connect(path)
+    migrate(duck)
+    return duck, fresh, "DuckDB"
+
+
+def store_size(con: Connection, spec: str) -> str:
+    if is_postgres(con):
+        size = con.execute("SELECT pg_database_size(current_database())").fetchall()[0][0]
+        return f"database {size / 1e9:.2f} GB"
+    return f"file {Path(spec).stat().st_size / 1e9:.2f} GB"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--db", type=Path, default=None,
-                        help="keep the seeded file here (reused when it exists)")
+    parser.add_argument("--db", default=None,
+                        help="keep the seeded DuckDB file here (reused when it exists), or "
+                             "a postgresql:// URL of a database to seed (reused when seeded)")
     parser.add_argument("--ui", action="store_true", help="also time the queue page render")
     args = parser.parse_args()
+    if args.ui and args.db and is_postgres_url(args.db):
+        parser.error("--ui serves a DuckDB file; leave it out with a Postgres URL")
     rng = np.random.default_rng(42)
     workdir = tempfile.TemporaryDirectory(prefix="tuneloop-bench-")
-    path = args.db or Path(workdir.name) / "bench.duckdb"
-    fresh = not path.exists()
-    con = connect(path)
-    migrate(con)
+    spec = args.db or str(Path(workdir.name) / "bench.duckdb")
+    con, fresh, backend = open_bench_store(spec, Path(workdir.name))
     world = seed(con, args.rows, rng) if fresh else _reload(con, args.rows, rng)
     if fresh:
         seed_reviews(con, world, rng)
-        con.execute("CHECKPOINT")
+        # DuckDB: write the file out; Postgres: statistics and the visibility map (what
+        # autovacuum would do after a bulk load) so index-only scans are index-only
+        con.execute("VACUUM ANALYZE" if is_postgres(con) else "CHECKPOINT")
     check_index(con, world, rng)
     counts = con.execute("SELECT (SELECT count(*) FROM interactions), "
                          "(SELECT count(*) FROM search_terms), (SELECT count(*) FROM reviews)"
                          ).fetchall()[0]
-    print(f"\n{counts[0]:,} interactions, {counts[1]:,} term-index rows, {counts[2]:,} reviewed;"
-          f" seeded in {world.get('seconds', 0):.0f} s; file {path.stat().st_size / 1e9:.2f} GB;"
-          f" {runs_note(args.runs)}\n")
+    print(f"\n{backend}: {counts[0]:,} interactions, {counts[1]:,} term-index rows, "
+          f"{counts[2]:,} reviewed; seeded in {world.get('seconds', 0):.0f} s; "
+          f"{store_size(con, spec)}; {runs_note(args.runs)}\n")
     results = measure(con, world, args.runs)
     con.close()
     if args.ui:
-        results.append(measure_ui(path, max(5, args.runs // 3)))
+        results.append(measure_ui(Path(spec), max(5, args.runs // 3)))
     baseline = next(p50 for label, p50, _ in results if label.startswith("baseline"))
     width = max(len(label) for label, _, _ in results)
-    print(f"{'query':<{width}}  {'p50 ms':>8}  {'p99 ms':>8}  {'p50 / ILIKE':>11}")
+    print(f"{backend}: {'query':<{width - len(backend) - 2}}  {'p50 ms':>8}  {'p99 ms':>8}  "
+          f"{'p50 / ILIKE':>11}")
     print("-" * (width + 33))
     for label, p50, p99 in results:
         print(f"{label:<{width}}  {p50:8.1f}  {p99:8.1f}  {p50 / baseline:11.3f}")

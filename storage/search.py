@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.lookup import ids_condition
 from storage.search_index import FIELD_BITS
@@ -33,6 +34,7 @@ MAX_QUERY_GRAMS = 32
 MIN_PREFIX = 2
 MAX_PREFIX_WORDS = 1000
 SAMPLE_POSTINGS = 2_000_000
+SAMPLE_DOCS = 30_000  # on Postgres: the sample is the postings of the newest interactions
 SCOPES = {
     "conversation": FIELD_BITS["user"] | FIELD_BITS["answer"],
     "answers": FIELD_BITS["answer"],
@@ -93,8 +95,9 @@ def term_keys(con: Connection, term: QueryTerm) -> frozenset[int]:
     """The keys that satisfy a term: its own, or for a prefix every word seen with it."""
     if not term.prefix:
         return frozenset([term_key(term.text)])
-    rows = con.execute("SELECT DISTINCT term_key FROM search_words WHERE starts_with(word, ?) "
-                       "LIMIT ?", [term.text, MAX_PREFIX_WORDS + 1]).fetchall()
+    match, params = dialect_of(con).prefix_match("word", term.text)
+    rows = con.execute(f"SELECT DISTINCT term_key FROM search_words WHERE {match} LIMIT ?",
+                       [*params, MAX_PREFIX_WORDS + 1]).fetchall()
     if len(rows) > MAX_PREFIX_WORDS:
         raise BadRequest(f"{term.text}* matches more than {MAX_PREFIX_WORDS} words; type more "
                          "of the word", param="q")
@@ -110,13 +113,26 @@ def rarest(con: Connection, groups: Sequence[frozenset[int]], bits: int) -> int:
     """The index of the group with the fewest postings among the newest ones (a sample)."""
     if len(groups) == 1:
         return 0
-    total = con.execute("SELECT count(*) FROM search_terms").fetchall()[0][0]
     every = frozenset().union(*groups)
+    newest, params = newest_postings(con)
     counts = dict(con.execute(
-        f"SELECT term_key, count(*) FROM search_terms WHERE rowid >= ? AND term_key IN "
-        f"({_key_list(every)}) AND (fields & ?) <> 0 GROUP BY 1",
-        [max(0, total - SAMPLE_POSTINGS), bits]).fetchall())
+        f"SELECT term_key, count(*) FROM search_terms WHERE {newest} AND term_key IN "
+        f"({_key_list(every)}) AND (fields & ?) <> 0 GROUP BY 1", [*params, bits]).fetchall())
     return min(range(len(groups)), key=lambda n: sum(counts.get(k, 0) for k in groups[n]))
+
+
+def newest_postings(con: Connection) -> tuple[str, list[Any]]:
+    """The condition on search_terms that keeps its newest postings (the sample `rarest`
+    counts in), the one part of search each database says its own way. DuckDB: the last
+    SAMPLE_POSTINGS rows by rowid (postings arrive in id order; the scan skips row groups).
+    Postgres has no rowid: the postings of the newest SAMPLE_DOCS interactions, which the
+    (term_key, interaction_id) index of migration 39 counts as a short range per term."""
+    if dialect_of(con).name == "duckdb":
+        total = con.execute("SELECT count(*) FROM search_terms").fetchall()[0][0]
+        return "rowid >= ?", [max(0, total - SAMPLE_POSTINGS)]
+    bound = con.execute("SELECT interaction_id FROM search_docs ORDER BY interaction_id DESC "
+                        "LIMIT 1 OFFSET ?", [SAMPLE_DOCS]).fetchall()
+    return "interaction_id >= ?", [bound[0][0] if bound else ""]
 
 
 class TermSearch:

@@ -220,7 +220,7 @@ def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, An
             known[key] = known.get(key, 0) | bits
     if added:
         con.execute("UPDATE search_docs SET term_keys = ?::BIGINT[], "
-                    "term_fields = ?::UTINYINT[] WHERE interaction_id = ?",
+                    "term_fields = ? WHERE interaction_id = ?",
                     [list(known), list(known.values()), interaction_id])
         # postings only for the new bits (a term may then have two rows: search dedupes)
         _insert(con, "search_terms", pa.table(

@@ -1,15 +1,21 @@
-"""Text search in every language, by field, with stems and prefixes, on a real DuckDB file:
-Chinese, Japanese, Korean and Thai without spaces between words, a system prompt many items
-share, answers only, and the rebuild of an older index by migration 35."""
+"""Text search in every language, by field, with stems and prefixes, on both stores (a real
+DuckDB file, a real Postgres database: one tokenizer, the same items found): Chinese,
+Japanese, Korean and Thai without spaces between words, a system prompt many items share,
+answers only, and the rebuild of an older index by migration 35."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
+from storage.backend import is_postgres_url, staged
+from storage.backend.pg_connection import PgConnection
 from storage.db import Connection, connect
 from storage.governance import forget_user
 from storage.migrations import MIGRATIONS, migrate
@@ -19,6 +25,8 @@ from storage.review import ReviewAction, apply_reviews
 from storage.search import query_terms
 from storage.search_index import backfill, index_batch
 from storage.search_text import terms_of
+from tests.conftest import STORES, both_stores
+from tests.pg_cluster import PgCluster
 from tuneloop.errors import BadRequest
 
 SHARED_SYSTEM = "You are Acme's support bot. Refunds are handled by the billing team."
@@ -61,12 +69,39 @@ def load(con: Connection, rows: list[dict[str, Any]]) -> None:
     index_batch(con, table)
 
 
-@pytest.fixture(scope="module")
-def con(tmp_path_factory: pytest.TempPathFactory) -> Connection:
-    con = connect(tmp_path_factory.mktemp("s") / "s.duckdb")
-    migrate(con)
-    load(con, [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)])
-    return con
+@contextmanager
+def opened(store: str, *, up_to: int | None = None) -> Iterator[Connection]:
+    """A migrated connection to the store (a DuckDB path or a Postgres URL), like the
+    connections storage functions get; statements outside BEGIN commit at once."""
+    if not is_postgres_url(store):
+        duck = connect(Path(store))
+        migrate(duck, up_to=up_to)
+        try:
+            yield duck
+        finally:
+            duck.close()
+        return
+    raw = psycopg.connect(store, autocommit=True, options="-c timezone=UTC")
+    try:
+        migrate(PgConnection(raw, ddl=True), up_to=up_to)
+        yield PgConnection(raw)
+    finally:
+        raw.close()
+
+
+@pytest.fixture(scope="module", params=STORES)
+def con(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
+    if request.param == "duckdb":
+        store = str(tmp_path_factory.mktemp("s") / "s.duckdb")
+    else:
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        store = cluster.create_database()
+    with opened(store) as con:
+        load(con, [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)])
+        yield con
+    if request.param == "postgres":
+        cluster.drop_database(store)
 
 
 def found(con: Connection, q: str, q_in: str = "conversation") -> list[str]:
@@ -114,9 +149,13 @@ def test_stems_prefixes_and_normalization(con: Connection) -> None:
         found(con, "refund", q_in="system")
 
 
-def test_an_edited_answer_is_found_in_its_field(tmp_path: Path) -> None:
-    con = connect(tmp_path / "e.duckdb")
-    migrate(con)
+@both_stores
+def test_an_edited_answer_is_found_in_its_field(store: str) -> None:
+    with opened(store) as con:
+        edited_answer_is_found(con)
+
+
+def edited_answer_is_found(con: Connection) -> None:
     load(con, [item(0, "where is my parcel", "It left today.")])
     original = [{"role": "system", "content": SHARED_SYSTEM},
                 {"role": "user", "content": "where is my parcel"}]
@@ -138,17 +177,21 @@ def test_query_terms_are_cut_like_the_text() -> None:
     assert {"パス", "ード", "ド"} <= set(terms_of("パスワード"))
 
 
-def test_migration_35_rebuilds_an_older_index(tmp_path: Path) -> None:
-    path = tmp_path / "old.duckdb"
-    con = connect(path)
-    migrate(con, up_to=30)  # the index of migration 13: whole words, no fields
-    rows = [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
-    insert_interactions(con, to_arrow(rows))
-    con.execute("INSERT INTO search_docs VALUES (?, [1, 2])", [ids(0)[0]])
-    con.execute("INSERT INTO search_terms VALUES (1, ?)", [ids(0)[0]])
-    con.close()
-    con = connect(path)
-    assert 35 in migrate(con)
+@both_stores
+def test_migration_35_rebuilds_an_older_index(store: str) -> None:
+    with opened(store, up_to=30) as con:  # the index of migration 13: whole words, no fields
+        # the rows as that version stored them (insert_interactions needs migration 40)
+        table = to_arrow([item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)])
+        columns = ", ".join(table.schema.names)
+        with staged(con, "_old_rows", table, like="interactions"):
+            con.execute(f"INSERT INTO interactions ({columns}) SELECT {columns} FROM _old_rows")
+        con.execute("INSERT INTO search_docs VALUES (?, ARRAY[1, 2])", [ids(0)[0]])
+        con.execute("INSERT INTO search_terms VALUES (1, ?)", [ids(0)[0]])
+    with opened(store) as con:  # migrations 35 (the rebuild) and on
+        rebuilt_index_is_searched(con)
+
+
+def rebuilt_index_is_searched(con: Connection) -> None:
     assert con.execute("SELECT count(*) FROM search_docs").fetchall() == [(len(TEXTS),)]
     assert found(con, "パスワード") == ids(0) and found(con, "refund") == ids(4, 5, 6, 9)
     assert found(con, "billing") == [] and found(con, "refu*") == ids(4, 5, 6, 7, 9)
@@ -161,12 +204,15 @@ def test_migration_35_rebuilds_an_older_index(tmp_path: Path) -> None:
     assert con.execute("SELECT count(*) FROM search_docs").fetchall() == [(len(TEXTS),)]
     versions = [r[0] for r in con.execute("SELECT version FROM _migrations ORDER BY 1").fetchall()]
     assert versions == [m.version for m in MIGRATIONS]
-    con.close()
 
 
-def test_forgetting_a_user_removes_their_words_from_prefix_search(tmp_path: Path) -> None:
-    con = connect(tmp_path / "f.duckdb")
-    migrate(con)
+@both_stores
+def test_forgetting_a_user_removes_their_words_from_prefix_search(store: str) -> None:
+    with opened(store) as con:
+        forgotten_words_are_gone(con)
+
+
+def forgotten_words_are_gone(con: Connection) -> None:
     rows = [item(0, "my name is Zanzibarova, common question", "ok"),
             item(1, "another common question", "ok")]
     rows[0]["user_id"], rows[1]["user_id"] = "u-gone", "u-kept"

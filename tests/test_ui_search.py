@@ -1,5 +1,5 @@
 """Search on the Browse page (AppTest against a real proxy): Japanese without spaces, and the
-"Search in" choice (users and answers by default; answers only; everything)."""
+"Search in" choice (users and answers by default; answers only; everything), on both stores."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from collections.abc import Callable
 
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ProxyServer
+from tests.conftest import ProxyServer, both_stores
 from tests.test_review_api import logged
 from tests.test_ui_app import app  # noqa: F401  (the fixture)
+
+pytestmark = both_stores
 
 
 def test_browse_search_in_every_language_and_field(app: Callable[..., AppTest],  # noqa: F811

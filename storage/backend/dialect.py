@@ -18,6 +18,8 @@ def _quote(text: str) -> str:
 
 class DuckDialect:
     name = "duckdb"
+    # rows have storage positions (`rowid`), in insertion order
+    row_positions = True
 
     def _path(self, path: Path) -> str:
         out = "$"
@@ -63,6 +65,18 @@ class DuckDialect:
         """Microseconds since 1970 as BIGINT."""
         return f"epoch_us({expr})"
 
+    def int_div(self, left: str, right: str) -> str:
+        """Integer division of two integers (DuckDB's `/` would give a DOUBLE)."""
+        return f"({left} // {right})"
+
+    def log2(self, expr: str) -> str:
+        """The base-2 logarithm of a positive number, as DOUBLE (exact at powers of 2)."""
+        return f"log2({expr})"
+
+    def list_length(self, expr: str) -> str:
+        """The number of elements of a list (array) column; NULL for NULL."""
+        return f"len({expr})"
+
     def sha256_hex(self, expr: str) -> str:
         """The SHA-256 of a text's UTF-8 bytes, as 64 lowercase hex digits."""
         return f"sha256({expr})"
@@ -81,9 +95,14 @@ class DuckDialect:
         rows = con.fetchall()
         return int(rows[0][0]) if rows else 0
 
+    def prefix_match(self, expr: str, prefix: str) -> tuple[str, list[Any]]:
+        """`expr` starts with `prefix` (text search's `refu*`), as SQL and its parameter."""
+        return f"starts_with({expr}, ?)", [prefix]
+
 
 class PgDialect(DuckDialect):
     name = "postgres"
+    row_positions = False
 
     def _steps(self, path: Path) -> str:
         return "".join(f"->{step}" if isinstance(step, int) else f"->{_quote(step)}"
@@ -137,6 +156,15 @@ class PgDialect(DuckDialect):
     def epoch_us(self, expr: str) -> str:
         return f"(extract(epoch FROM {expr}) * 1000000)::BIGINT"
 
+    def int_div(self, left: str, right: str) -> str:
+        return f"({left} / {right})"
+
+    def log2(self, expr: str) -> str:
+        return f"log(2.0, ({expr})::NUMERIC)::DOUBLE PRECISION"
+
+    def list_length(self, expr: str) -> str:
+        return f"cardinality({expr})"
+
     def sha256_hex(self, expr: str) -> str:
         return f"encode(sha256(convert_to({expr}, 'UTF8')), 'hex')"
 
@@ -149,6 +177,12 @@ class PgDialect(DuckDialect):
 
     def changed_rows(self, con: Any) -> int:
         return max(int(con.rowcount), 0)
+
+    def prefix_match(self, expr: str, prefix: str) -> tuple[str, list[Any]]:
+        # LIKE with a constant prefix uses a text_pattern_ops btree (migration 39);
+        # starts_with() would read every row
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"{expr} LIKE ? ESCAPE '\\'", [escaped + "%"]
 
 
 DUCKDB = DuckDialect()

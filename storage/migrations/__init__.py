@@ -29,6 +29,7 @@ from storage.migrations import (
     m031_review_claims,
     m032_untrainable,
     m035_search_fields,
+    m039_search_postgres,
     m040_forgotten_users,
 )
 from storage.migrations.runner import Migration, applied_versions, run
@@ -55,6 +56,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(31, "review_claims", m031_review_claims.apply),
     Migration(32, "untrainable", m032_untrainable.apply),
     Migration(35, "search_fields", m035_search_fields.apply),
+    Migration(39, "search_postgres", m039_search_postgres.apply),
     Migration(40, "forgotten_users", m040_forgotten_users.apply),
 )
 
