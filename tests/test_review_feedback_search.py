@@ -12,12 +12,9 @@ from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
 from tests.test_review_api import chat, logged
 from tuneloop.errors import BadRequest
 
-# text search on Postgres is its own machinery, not ported yet (issue 12, pgsearch): until it
-# is, the search cases run on DuckDB only; every other case runs on both stores
-search_stores = pytest.mark.parametrize("store", ["duckdb"], indirect=True)
+pytestmark = both_stores
 
 
-@both_stores
 def test_feedback_reaches_reviewers(proxy: ProxyServer) -> None:
     good, bad, silent = logged(proxy, "good one", "bad one", "no feedback")
     with proxy.http() as http:
@@ -48,7 +45,6 @@ def test_feedback_reaches_reviewers(proxy: ProxyServer) -> None:
         admin.interactions(min_score=3)
 
 
-@both_stores
 def test_feedback_right_after_the_response_waits_for_ingest(proxy_factory: Any) -> None:
     proxy = proxy_factory(ingest_interval_ms=300)
     item_id = chat(proxy, "quick")
@@ -56,7 +52,6 @@ def test_feedback_right_after_the_response_waits_for_ingest(proxy_factory: Any) 
         assert http.post("/v1/feedback", json={"id": item_id, "score": 1}).status_code == 201
 
 
-@both_stores
 def test_feedback_needs_an_issued_key_when_the_proxy_issues_keys(proxy_factory: Any) -> None:
     proxy = proxy_factory(issue_keys=True, openai_api_key="sk-held-by-the-proxy")
     key = proxy.admin().create_key("app")["key"]
@@ -74,7 +69,6 @@ def test_feedback_needs_an_issued_key_when_the_proxy_issues_keys(proxy_factory: 
     assert proxy.sql("SELECT source FROM feedback") == [[key[:7]]]
 
 
-@search_stores
 def test_text_search_over_prompts_and_completions(proxy: ProxyServer) -> None:
     refund, shipping, both = logged(proxy, "Where is my REFUND?", "shipping delays today",
                                     "refund for late shipping")
@@ -98,7 +92,6 @@ def test_text_search_over_prompts_and_completions(proxy: ProxyServer) -> None:
             admin.interactions(q=bad)
 
 
-@search_stores
 def test_search_leaves_out_the_shared_system_prompt_unless_asked(proxy: ProxyServer) -> None:
     """Every item here has the system prompt "be brief"; the fake answers "echo: <text>"."""
     japanese, english = logged(proxy, "パスワードを忘れました", "my password is brief")
@@ -126,7 +119,6 @@ def test_search_leaves_out_the_shared_system_prompt_unless_asked(proxy: ProxySer
         found("b*")
 
 
-@both_stores
 def test_filters_of_the_proxy_issue_keep_working(proxy: ProxyServer) -> None:
     ok = chat(proxy, "fine", extra_headers={"x-tuneloop-user": "u-9"})
     proxy.upstream.state.fail_next(1, status=500)
@@ -146,7 +138,6 @@ def test_filters_of_the_proxy_issue_keep_working(proxy: ProxyServer) -> None:
     assert newest["messages"][-1] == {"role": "user", "content": "broken"}  # no answer logged
 
 
-@both_stores
 def test_stats(proxy: ProxyServer) -> None:
     a, b, c = logged(proxy, "s1", "s2", "s3", extra_headers={"x-tuneloop-tags": "support"})
     d = logged(proxy, "s4", model="gpt-4o")[0]
@@ -171,7 +162,6 @@ def test_stats(proxy: ProxyServer) -> None:
     assert admin.stats(since="2999-01-01T00:00:00Z")["totals"]["total"] == 0
 
 
-@both_stores
 def test_roles_no_token_or_a_wrong_one_is_401(proxy: ProxyServer) -> None:
     (item_id,) = logged(proxy, "roles")
     calls = [("GET", "/admin/interactions", None), ("GET", f"/admin/interactions/{item_id}", None),
