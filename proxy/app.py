@@ -138,6 +138,8 @@ def create_app(settings: Settings) -> FastPath:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx = _build_context(settings, admin_token)
         app.state.ctx = ctx
+        if ctx.worker is not None:  # spawn it now: the first big batch would wait seconds
+            asyncio.get_running_loop().run_in_executor(None, ctx.worker.worker_pid)
         try:
             replayed = await ctx.writer.ingest_pending()
             if replayed:

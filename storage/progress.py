@@ -20,10 +20,11 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.backend.dialect import dialect_of
+from storage.backend.dialect import DuckDialect, dialect_of
 from storage.db import Connection
 from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.queue import ReviewQuery, find_ids
+from storage.trainable import edited_answer_sql
 
 MAX_TEXT_COUNT = 100_000
 _REVIEWABLE_SQL = ", ".join(f"'{e}'" for e in REVIEWABLE_ENDPOINTS)
@@ -34,13 +35,12 @@ def _text_count(con: Connection, query: ReviewQuery) -> tuple[int, bool]:
     return len(ids), more is None
 
 
-_ANSWERED = ("(json_extract_string(r.messages, '$[#-1].role') = 'assistant' AND "
-             "(nullif(trim(json_extract_string(r.messages, '$[#-1].content')), '') IS NOT NULL "
-             "OR json_array_length(r.messages, '$[#-1].tool_calls') > 0 OR "
-             "json_extract(r.messages, '$[#-1].function_call') IS NOT NULL OR "
-             "json_array_length(r.messages, '$[#-1].content') > 0))")
-_TRAINABLE = (f"(CASE WHEN r.messages IS NOT NULL THEN coalesce({_ANSWERED}, FALSE) "
-              "ELSE u.interaction_id IS NULL END)")
+def _trainable(d: DuckDialect) -> str:
+    return (f"(CASE WHEN r.messages IS NOT NULL THEN "
+            f"coalesce({edited_answer_sql(d, 'r.messages')}, FALSE) "
+            "ELSE u.interaction_id IS NULL END)")
+
+
 _PENDING = "coalesce(r.state, 'pending') = 'pending'"
 
 
@@ -49,23 +49,24 @@ def _counts(con: Connection, query: ReviewQuery) -> tuple[int, int, int]:
     without). Without filters: arithmetic on the small tables (the answerless and the edited
     rows, the reviewed ones) and one count of the interaction column; with filters, one scan of
     the matching interactions hash-joined to `reviews` and `untrainable`."""
-    where, params = dataclasses.replace(query, review=None, trainable=None).where(d=dialect_of(con))
+    d = dialect_of(con)
+    where, params = dataclasses.replace(query, review=None, trainable=None).where(d=d)
     if where == "TRUE" and not params:
         total, reviewed = con.execute(
             f"SELECT (SELECT count(*) FROM interactions WHERE endpoint IN ({_REVIEWABLE_SQL})), "
             "(SELECT count(*) FROM reviews WHERE state <> 'pending')").fetchall()[0]
         # pending without an answer: logged so and never edited, plus edited without one
         logged, edited = con.execute(
-            "SELECT (SELECT count(*) FROM untrainable u ANTI JOIN (SELECT interaction_id FROM "
-            "reviews WHERE state <> 'pending' OR messages IS NOT NULL) r "
-            "ON r.interaction_id = u.interaction_id), "
+            "SELECT (SELECT count(*) FROM untrainable u WHERE NOT EXISTS (SELECT 1 FROM "
+            "reviews r WHERE r.interaction_id = u.interaction_id AND (r.state <> 'pending' OR "
+            "r.messages IS NOT NULL))), "
             "(SELECT count(*) FROM reviews r WHERE state = 'pending' AND messages IS NOT NULL "
-            f"AND NOT coalesce({_ANSWERED}, FALSE))").fetchall()[0]
+            f"AND NOT coalesce({edited_answer_sql(d, 'r.messages')}, FALSE))").fetchall()[0]
         untrainable = int(logged) + int(edited)
         return int(total), int(total) - int(reviewed) - int(untrainable), int(untrainable)
     row = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE {_PENDING} AND {_TRAINABLE}), "
-        f"count(*) FILTER (WHERE {_PENDING} AND NOT {_TRAINABLE}) FROM interactions i "
+        f"SELECT count(*), count(*) FILTER (WHERE {_PENDING} AND {_trainable(d)}), "
+        f"count(*) FILTER (WHERE {_PENDING} AND NOT {_trainable(d)}) FROM interactions i "
         "LEFT JOIN reviews r ON r.interaction_id = i.id "
         "LEFT JOIN untrainable u ON u.interaction_id = i.id "
         f"WHERE i.endpoint IN ({_REVIEWABLE_SQL}) AND {where}", params).fetchall()[0]

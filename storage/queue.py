@@ -10,7 +10,8 @@ window, where DuckDB skips the other row groups of each table by their min/max s
   feedback for `min_score`), a window is the driver's next K candidate ids (for `q`, already
   checked for every word, see `storage.search`);
 - otherwise (the pending queue, tags) a window is the next K rows by storage position, whose
-  ids bound the window (rows are appended in id order, so rowid gives positions cheaply).
+  ids bound the window (rows are appended in id order, so DuckDB's rowid gives positions
+  cheaply; on Postgres the primary key's index counts them).
 
 Windows grow until the page is full or the data is exhausted. The result never depends on the
 window sizes, only the time does.
@@ -183,14 +184,30 @@ def _id_near(con: Connection, position: int) -> str | None:
     return rows[0][0] if rows else None
 
 
+def _window_lows(con: Connection, before: str | None) -> Callable[[int], str | None]:
+    """`low(size)`: the id about `size` rows below `before` in id order (None: fewer rows).
+    DuckDB answers by storage position (rowid); where rows have no position (Postgres), the
+    primary key's index counts them (an index-only scan of `size` entries)."""
+    if dialect_of(con).row_positions:
+        top = _position(con, before)
+        return lambda size: _id_near(con, top - size) if top - size > 0 else None
+    below, params = ("WHERE id < ? ", [before]) if before is not None else ("", [])
+
+    def low(size: int) -> str | None:
+        rows = con.execute(f"SELECT id FROM interactions {below}ORDER BY id DESC "
+                           "LIMIT 1 OFFSET ?", [*params, size]).fetchall()
+        return rows[0][0] if rows else None
+    return low
+
+
 def _positional(con: Connection, query: ReviewQuery, wanted: int,
                 before: str | None) -> list[str]:
     found: list[str] = []
-    top = _position(con, before)
+    window_low = _window_lows(con, before)
     size = max(FIRST_WINDOW, 4 * wanted)
     upper = before  # exclusive
     while len(found) < wanted:
-        low = _id_near(con, top - size) if top - size > 0 else None  # inclusive
+        low = window_low(size)  # inclusive
         size *= POSITION_GROWTH
         if low is not None and upper is not None and low >= upper:
             continue  # rows stored out of id order put this window above the cursor

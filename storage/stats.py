@@ -12,6 +12,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.review import STATES
@@ -54,6 +55,7 @@ def _day(day_number: int) -> str:
 
 def review_stats(con: Connection, since: datetime | None = None,
                  until: datetime | None = None) -> dict[str, Any]:
+    d = dialect_of(con)
     i_where, i_params = _range("created_at", since, until)
     reviewable = f"{i_where} AND endpoint IN ({_REVIEWABLE})"
     r_where, r_params = _range("interaction_created_at", since, until)
@@ -66,8 +68,9 @@ def review_stats(con: Connection, since: datetime | None = None,
         return totals, [(k, s, c) for k, s, c in reviewed]
 
     # epoch arithmetic: date_trunc on TIMESTAMPTZ costs ~7x more over a million rows
-    by_day = _by_state(*grouped(f"epoch_us(created_at) // {_DAY_US}",
-                                f"epoch_us(interaction_created_at) // {_DAY_US}"), "day")
+    by_day = _by_state(*grouped(d.int_div(d.epoch_us("created_at"), str(_DAY_US)),
+                                d.int_div(d.epoch_us("interaction_created_at"), str(_DAY_US))),
+                       "day")
     for row in by_day:
         row["day"] = _day(row["day"])
     by_model = _by_state(*grouped("coalesce(model, '')", "coalesce(model, '')"), "model")
@@ -90,14 +93,17 @@ def review_stats(con: Connection, since: datetime | None = None,
 
 def _by_tag(con: Connection, reviewable: str, i_params: list[Any], since: datetime | None,
             until: datetime | None) -> list[dict[str, Any]]:
+    d = dialect_of(con)
     totals: dict[str, int] = dict(con.execute(
         f"SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM interactions "
-        f"WHERE {reviewable} AND len(tags) > 0) GROUP BY tag", i_params).fetchall())
+        f"WHERE {reviewable} AND {d.list_length('tags')} > 0) AS logged GROUP BY tag",
+        i_params).fetchall())
     r_where, r_params = _range("interaction_created_at", since, until)
     reviewed: dict[tuple[str, str], int] = defaultdict(int)
     for tag, state, count in con.execute(
         f"SELECT tag, state, count(*) FROM (SELECT unnest(logged_tags) AS tag, state "
-        f"FROM reviews WHERE {r_where} AND len(logged_tags) > 0) GROUP BY ALL", r_params
+        f"FROM reviews WHERE {r_where} AND {d.list_length('logged_tags')} > 0) AS reviewed "
+        "GROUP BY tag, state", r_params
     ).fetchall():
         reviewed[tag, state] += count
     t_where, t_params = _range("t.interaction_created_at", since, until)
@@ -106,7 +112,8 @@ def _by_tag(con: Connection, reviewable: str, i_params: list[Any], since: dateti
         f"SELECT t.tag, coalesce(r.state, 'pending'), "
         f"sum(CASE WHEN t.removed THEN -1 ELSE 1 END) FROM interaction_tags t "
         f"LEFT JOIN reviews r ON r.interaction_id = t.interaction_id "
-        f"WHERE {t_where} AND t.reviewable AND t.removed = t.logged GROUP BY ALL", t_params
+        f"WHERE {t_where} AND t.reviewable AND t.removed = t.logged "
+        "GROUP BY t.tag, coalesce(r.state, 'pending')", t_params
     ).fetchall():
         totals[tag] = totals.get(tag, 0) + int(delta)
         reviewed[tag, state] += int(delta)
@@ -118,12 +125,13 @@ def _by_tag(con: Connection, reviewable: str, i_params: list[Any], since: dateti
 def _token_histogram(con: Connection, reviewable: str,
                      i_params: list[Any]) -> list[dict[str, Any]]:
     """Prompt + completion tokens in power-of-two buckets: [0, 64), [64, 128), ..."""
+    log2 = dialect_of(con).log2("t")
     rows = con.execute(
         f"""
-        SELECT CASE WHEN t < 64 THEN 0 ELSE CAST(pow(2, floor(log2(t))) AS BIGINT) END AS low,
+        SELECT CASE WHEN t < 64 THEN 0 ELSE CAST(pow(2, floor({log2})) AS BIGINT) END AS low,
                count(*)
         FROM (SELECT coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) AS t
-              FROM interactions WHERE {reviewable})
+              FROM interactions WHERE {reviewable}) AS tokens
         GROUP BY low ORDER BY low
         """, i_params).fetchall()
     return [{"low": low, "high": 64 if low == 0 else low * 2, "count": count}
@@ -132,17 +140,20 @@ def _token_histogram(con: Connection, reviewable: str,
 
 def _reviewers(con: Connection, since: datetime | None,
                until: datetime | None) -> list[dict[str, Any]]:
+    d = dialect_of(con)
     where, params = _range("created_at", since, until)
+    day = d.int_div(d.epoch_us("created_at"), str(_DAY_US))
     rows = con.execute(
-        f"SELECT reviewer, epoch_us(created_at) // {_DAY_US} AS day, action, count(*) "
-        f"FROM review_revisions WHERE {where} GROUP BY ALL ORDER BY day, reviewer, action",
-        params).fetchall()
-    return [{"reviewer": r, "day": _day(d), "action": a, "count": c} for r, d, a, c in rows]
+        f"SELECT reviewer, {day} AS day, action, count(*) "
+        f"FROM review_revisions WHERE {where} GROUP BY reviewer, {day}, action "
+        "ORDER BY day, reviewer, action", params).fetchall()
+    return [{"reviewer": r, "day": _day(n), "action": a, "count": c} for r, n, a, c in rows]
 
 
 def _feedback(con: Connection, since: datetime | None, until: datetime | None) -> dict[str, Any]:
     where, params = _range("created_at", since, until)
     count, mean, positive, negative = con.execute(
-        f"SELECT count(*), avg(score), count(*) FILTER (score > 0), count(*) FILTER (score < 0) "
+        f"SELECT count(*), avg(score), count(*) FILTER (WHERE score > 0), "
+        "count(*) FILTER (WHERE score < 0) "
         f"FROM feedback WHERE {where}", params).fetchall()[0]
     return {"count": count, "mean_score": mean, "positive": positive, "negative": negative}

@@ -137,19 +137,24 @@ def mark_untrainable(con: Connection, source: str) -> None:
         f"WHERE NOT {logged_trainable_sql(d, 'i', names)} ON CONFLICT DO NOTHING")
 
 
+def edited_answer_sql(d: DuckDialect, messages: str) -> str:
+    """`has_final_answer` as SQL, on a JSON message list (a reviewer's edit) `messages`."""
+    last = (-1,)
+    content = d.json_at(messages, (*last, "content"))
+    return (f"({d.json_text_at(messages, (*last, 'role'))} = 'assistant' AND "
+            f"({d.json_is_string(content)} AND "
+            f"nullif(trim({d.json_string_value(content)}), '') IS NOT NULL "
+            f"OR {d.json_length(d.json_at(messages, (*last, 'tool_calls')))} > 0 "
+            f"OR {d.json_at(messages, (*last, 'function_call'))} IS NOT NULL "
+            f"OR {d.json_length(content)} > 0))")
+
+
 def trainable_sql(d: DuckDialect, alias: str, within: str) -> str:
     """The rule as a SQL condition on interactions aliased `alias`; `within` bounds the
     subqueries (see `storage.lookup.bounded`; its parameters come three times: the
     edited-with-answer subquery's, the edited-at-all one's, the untrainable one's)."""
     edited = f"SELECT interaction_id FROM reviews WHERE messages IS NOT NULL AND {within}"
-    last = (-1,)
-    content = d.json_at("messages", (*last, "content"))
-    answered = (f"{edited} AND ({d.json_text_at('messages', (*last, 'role'))} = 'assistant' AND "
-                f"({d.json_is_string(content)} AND "
-                f"nullif(trim({d.json_string_value(content)}), '') IS NOT NULL "
-                f"OR {d.json_length(d.json_at('messages', (*last, 'tool_calls')))} > 0 "
-                f"OR {d.json_at('messages', (*last, 'function_call'))} IS NOT NULL "
-                f"OR {d.json_length(content)} > 0))")
+    answered = f"{edited} AND {edited_answer_sql(d, 'messages')}"
     logged = f"SELECT interaction_id FROM untrainable WHERE {within}"
     return (f"({alias}.id IN ({answered}) OR ({alias}.id NOT IN ({edited}) "
             f"AND {alias}.id NOT IN ({logged})))")

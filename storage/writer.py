@@ -71,7 +71,10 @@ class LogWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._fail_until = 0.0
+        # when the oldest record of the active file / of the sealed segments was spooled (the
+        # ingest lag); a spool left by a previous run counts from now
         self._oldest_pending: float | None = None
+        self._oldest_sealed: float | None = time.time() if spool.size_bytes else None
         self._last_loud_log = 0.0
         self._ingesting = asyncio.Lock()
 
@@ -127,15 +130,18 @@ class LogWriter:
             return await self._ingest_pending()
 
     async def _ingest_pending(self) -> int:
+        if self._oldest_pending is not None:  # what is sealed now is at least this old
+            self._oldest_sealed = min(self._oldest_sealed or self._oldest_pending,
+                                      self._oldest_pending)
+            self._oldest_pending = None  # records spooled from here on start a new age
         self.spool.seal()
         total = 0
         for segment in self.spool.sealed():
             total += await self.db.write(functools.partial(self._ingest_segment, segment=segment))
             self.spool.consume(segment)
+        self._oldest_sealed = None  # every sealed segment is in (a failure raised above)
         self.stats.ingested += total
         self.stats.last_ingest_at = time.time()
-        if self.spool.size_bytes == 0:
-            self._oldest_pending = None
         return total
 
     def _ingest_segment(self, con: Connection, segment: Path) -> int:
@@ -185,7 +191,10 @@ class LogWriter:
         return inserted
 
     def ingest_lag_seconds(self) -> float:
-        return 0.0 if self._oldest_pending is None else time.time() - self._oldest_pending
+        """Age of the oldest record spooled and not yet ingested (0 when there is none)."""
+        oldest = min((t for t in (self._oldest_sealed, self._oldest_pending) if t is not None),
+                     default=None)
+        return 0.0 if oldest is None else time.time() - oldest
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Stop the background task and drain what is left (graceful shutdown)."""

@@ -16,13 +16,28 @@ import httpx
 from tests.fakes.server import free_port
 
 
+def served_store(store: str, tmp_path: Path, name: str) -> tuple[Path | str, Path | None]:
+    """The `db` and `state_dir` of a served process on the test's `store`: a DuckDB file
+    `name` in tmp_path (its files beside it), or the Postgres URL with a state folder."""
+    if store.startswith(("postgresql://", "postgres://")):
+        return store, tmp_path / f"{name}-state"
+    return tmp_path / name, None
+
+
+def spool_dir(db: Path | str, state_dir: Path | None) -> Path:
+    """Where `tuneloop serve` keeps its spool (Settings.spool_path's default)."""
+    return state_dir / "tuneloop.spool" if state_dir else Path(f"{db}.spool")
+
+
 @dataclass
 class ProxyProcess:
-    db: Path
+    db: Path | str  # a DuckDB file, or a Postgres URL (then give `state_dir`)
     upstream: str
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
+    # the process's local files (spool, secrets) with a Postgres URL; default beside `db`
+    state_dir: Path | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -30,8 +45,14 @@ class ProxyProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> ProxyProcess:
-        self.log_path = self.log_path or self.db.with_suffix(".log")
+        if isinstance(self.db, str) and self.state_dir is None:
+            raise ValueError("a proxy on a Postgres URL needs a state_dir (not the cwd)")
+        self.log_path = self.log_path or (self.state_dir / "serve.log" if self.state_dir
+                                          else Path(self.db).with_suffix(".log"))
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        if self.state_dir is not None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            env["TUNELOOP_STATE_DIR"] = str(self.state_dir)
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "tuneloop.cli", "serve", "--host", "127.0.0.1",

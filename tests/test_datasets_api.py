@@ -14,10 +14,12 @@ import pytest
 from exporter.datasets import build_dataset, effective_filter, parse_filters, snapshot_dir
 from exporter.formats import FormatOptions
 from exporter.pipeline import ExportOptions
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
 from tests.test_review_api import logged
 from tuneloop.errors import BadRequest, DatasetError, NotFound
 from tuneloop.names import dataset_name, path_under
+
+pytestmark = both_stores
 
 TOOLS = [{"type": "function", "function": {
     "name": "lookup_order", "description": "Look up an order.",

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
 from tests.test_review_api import logged
 from tuneloop.cli import main
+
+pytestmark = both_stores
 
 SEPARATOR = "\n\n###\n\n"
 

@@ -25,9 +25,11 @@ from exporter.pipeline import ExportOptions
 from exporter.providers.base import JobEvent, JobInfo
 from exporter.providers.follow import Backoff
 from exporter.providers.openai_ft import OpenAIFineTuning
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
 from tests.test_export_cli import flat, run_cli
 from tests.test_review_api import logged
+
+pytestmark = both_stores
 
 MODEL = "gpt-4o-mini-2024-07-18"
 EVENT_LINE = re.compile(r"^\d\d:\d\d:\d\d (.+)$")

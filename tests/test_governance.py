@@ -13,8 +13,10 @@ import pytest
 from storage.db import Connection
 from storage.governance import apply_retention, dependent_tables
 from storage.spool import Spool
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
 from tests.store_support import connected
+
+pytestmark = both_stores
 
 
 def ask(proxy: ProxyServer, user: str, text: str) -> str:

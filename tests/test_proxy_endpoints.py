@@ -9,7 +9,9 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, ProxyServer
+from tests.conftest import UPSTREAM_KEY, ProxyServer, both_stores
+
+pytestmark = both_stores
 
 WEATHER_TOOL = {
     "type": "function",
@@ -292,7 +294,7 @@ def test_no_log_header_logs_nothing(proxy: ProxyServer) -> None:
     client.chat.completions.create(model="gpt-4o-mini",
                                    messages=[{"role": "user", "content": "public"}])
     proxy.wait_logged(1)
-    rows = proxy.sql("SELECT request->>'$.messages[0].content' FROM interactions")
+    rows = proxy.sql("SELECT request->'messages'->0->>'content' FROM interactions")
     assert rows == [["public"]]
 
 

@@ -13,38 +13,61 @@ import httpx
 import openai
 import pytest
 
-from storage.db import connect
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, UPSTREAM_KEY, FakeUpstream, ProxyServer
-from tests.proc import ProxyProcess
+from storage.backend import is_postgres
+from storage.store import open_store
+from tests.conftest import (
+    ADMIN_TOKEN,
+    REVIEWER_TOKEN,
+    UPSTREAM_KEY,
+    FakeUpstream,
+    ProxyServer,
+    both_stores,
+)
+from tests.proc import ProxyProcess, served_store, spool_dir
 
 COOKIE = "session=cookie-SECRET-value-42"
 PROXY_KEY_ENV = "sk-proxy-env-SECRET-0987654321"
 
 
-def text_columns_containing(db: Path, needle: str) -> list[str]:
+def text_columns_containing(db: Path | str, needle: str) -> list[str]:
     """Search every text-like column of every table with SQL (DuckDB compresses strings, so a
     byte grep of the file would prove nothing)."""
-    con = connect(db, read_only=True)
+    store = open_store(db, read_threads=1)
     try:
-        columns = con.execute(
-            "SELECT table_name, column_name FROM information_schema.columns "
-            "WHERE table_schema = 'main' AND (data_type LIKE 'VARCHAR%' OR data_type = 'JSON' "
-            "OR data_type LIKE '%[]')"
-        ).fetchall()
-        hits = []
-        for table, column in columns:
-            count = con.execute(
-                f'SELECT count(*) FROM "{table}" WHERE CAST("{column}" AS VARCHAR) LIKE ?',
-                [f"%{needle}%"],
-            ).fetchall()[0][0]
-            if count:
-                hits.append(f"{table}.{column}")
-        assert columns, "no text columns found: the search itself is broken"
-        return hits
+        return store.read_sync(lambda con: _text_columns_containing(con, needle))
     finally:
-        con.close()
+        store.close()
 
 
+def _text_columns_containing(con: Any, needle: str) -> list[str]:
+    text_types = ("(data_type IN ('text', 'json', 'character varying', 'ARRAY'))"
+                  if is_postgres(con) else
+                  "(data_type LIKE 'VARCHAR%' OR data_type = 'JSON' OR data_type LIKE '%[]')")
+    columns = con.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        f"WHERE table_schema = current_schema() AND {text_types}").fetchall()
+    hits = []
+    for table, column in columns:
+        count = con.execute(
+            f'SELECT count(*) FROM "{table}" WHERE CAST("{column}" AS VARCHAR) LIKE ?',
+            [f"%{needle}%"],
+        ).fetchall()[0][0]
+        if count:
+            hits.append(f"{table}.{column}")
+    assert columns, "no text columns found: the search itself is broken"
+    return hits
+
+
+def logged_ids(db: Path | str) -> list[str]:
+    store = open_store(db, read_threads=1)
+    try:
+        return store.read_sync(
+            lambda con: [r[0] for r in con.execute("SELECT id FROM interactions").fetchall()])
+    finally:
+        store.close()
+
+
+@both_stores
 def test_two_hundred_concurrent_requests_are_logged_exactly_once(proxy: ProxyServer) -> None:
     async def burst() -> list[str]:
         client = proxy.async_openai()
@@ -73,22 +96,23 @@ def test_two_hundred_concurrent_requests_are_logged_exactly_once(proxy: ProxySer
     assert {r[0] for r in rows} == set(ids)
     assert all(r[1] == 1 for r in rows)
     contents = proxy.sql(
-        "SELECT count(*) FROM interactions WHERE response->>'$.choices[0].message.content' "
-        "= 'echo: ' || (request->>'$.messages[0].content')"
+        "SELECT count(*) FROM interactions WHERE response->'choices'->0->'message'->>'content' "
+        "= 'echo: ' || (request->'messages'->0->>'content')"
     )
     assert contents == [[200]]
 
 
+@both_stores
 def test_kill_9_then_restart_replays_the_spool_without_duplicates(
-    tmp_path: Path, fake_openai: FakeUpstream
+    tmp_path: Path, fake_openai: FakeUpstream, store: str
 ) -> None:
-    db = tmp_path / "crash.duckdb"
+    db, state_dir = served_store(store, tmp_path, "crash.duckdb")
     # a long ingest interval keeps finished interactions in the spool when the kill lands
     env = {"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN, "TUNELOOP_INGEST_INTERVAL_MS": "60000"}
     completed: list[str] = []
     stop = threading.Event()
 
-    proc = ProxyProcess(db, fake_openai.base_url, env).start()
+    proc = ProxyProcess(db, fake_openai.base_url, env, state_dir=state_dir).start()
 
     def traffic() -> None:
         client = openai.OpenAI(base_url=proc.url + "/v1", api_key="k", max_retries=0)
@@ -120,25 +144,25 @@ def test_kill_9_then_restart_replays_the_spool_without_duplicates(
     for worker in workers:
         worker.join(10)
     assert len(completed) > 20
-    assert list((tmp_path / "crash.duckdb.spool").glob("*.jsonl")), "nothing left to replay"
+    assert list(spool_dir(db, state_dir).glob("*.jsonl")), "nothing left to replay"
 
-    restarted = ProxyProcess(db, fake_openai.base_url, env, port=proc.port).start()
+    restarted = ProxyProcess(db, fake_openai.base_url, env, port=proc.port,
+                             state_dir=state_dir).start()
     restarted.stop()
-    con = connect(db, read_only=True)
-    ids = [r[0] for r in con.execute("SELECT id FROM interactions").fetchall()]
-    con.close()
+    ids = logged_ids(db)
     assert len(ids) == len(set(ids)), "duplicates after replay"
     missing = set(completed) - set(ids)
     assert not missing, f"{len(missing)} completed interactions lost"
 
 
-def test_no_secret_reaches_storage_spool_or_log(tmp_path: Path, fake_openai: FakeUpstream
-                                                ) -> None:
-    db = tmp_path / "secrets.duckdb"
+@both_stores
+def test_no_secret_reaches_storage_spool_or_log(tmp_path: Path, fake_openai: FakeUpstream,
+                                                store: str) -> None:
+    db, state_dir = served_store(store, tmp_path, "secrets.duckdb")
     env = {"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN, "TUNELOOP_REVIEWER_TOKEN": REVIEWER_TOKEN,
            "OPENAI_API_KEY": PROXY_KEY_ENV, "TUNELOOP_INGEST_INTERVAL_MS": "1500",
            "TUNELOOP_LOG_LEVEL": "debug"}
-    with ProxyProcess(db, fake_openai.base_url, env) as proc:
+    with ProxyProcess(db, fake_openai.base_url, env, state_dir=state_dir) as proc:
         client = openai.OpenAI(base_url=proc.url + "/v1", api_key=UPSTREAM_KEY, max_retries=0,
                                default_headers={"cookie": COOKIE, "x-api-key": UPSTREAM_KEY})
         client.chat.completions.create(model="gpt-4o-mini",
@@ -155,7 +179,7 @@ def test_no_secret_reaches_storage_spool_or_log(tmp_path: Path, fake_openai: Fak
         httpx.get(proc.url + "/admin/interactions",
                   headers={"authorization": "Bearer wrong-" + ADMIN_TOKEN})
         spool_bytes = b"".join(p.read_bytes() for p in
-                               (tmp_path / "secrets.duckdb.spool").glob("*.jsonl"))
+                               spool_dir(db, state_dir).glob("*.jsonl"))
         assert b"hello" in spool_bytes  # the spool really held the interactions
         assert fake_openai.state.requests[0].headers["authorization"] == \
             f"Bearer {UPSTREAM_KEY}"
@@ -186,6 +210,7 @@ def all_admin_routes(proxy: ProxyServer) -> list[tuple[str, str]]:
     return found
 
 
+@both_stores
 def test_every_admin_route_refuses_without_a_valid_token(proxy_factory: Any) -> None:
     proxy = proxy_factory(fault_injection=True)
     routes = all_admin_routes(proxy)
@@ -199,8 +224,9 @@ def test_every_admin_route_refuses_without_a_valid_token(proxy_factory: Any) -> 
                 assert response.json()["error"]["type"] == "authentication_error"
 
 
-# Every admin route, classified. A new route that is in neither set fails the test below, so
-# nobody can add one without deciding who may call it.
+# Every admin route, classified (a property of the code: one store is enough). A new route
+# that is in neither set fails the test below, so nobody can add one without deciding who may
+# call it.
 ADMIN_ONLY_ROUTES = {
     ("PUT", "/admin/routes"), ("POST", "/admin/routes/{alias:path}/promote"),
     ("POST", "/admin/routes/{alias:path}/rollback"), ("POST", "/admin/keys"),
@@ -253,6 +279,7 @@ def test_every_admin_route_is_classified() -> None:
     assert (ADMIN_ONLY_ROUTES | REVIEWER_ROUTES) - declared == set(), "a route went away"
 
 
+@both_stores
 def test_reviewer_token_is_refused_on_every_admin_only_route(proxy_factory: Any) -> None:
     proxy = proxy_factory(fault_injection=True)
     reviewer = {"authorization": f"Bearer {REVIEWER_TOKEN}"}
@@ -269,6 +296,7 @@ def test_reviewer_token_is_refused_on_every_admin_only_route(proxy_factory: Any)
     assert proxy.admin().routes() == {}
 
 
+@both_stores
 def test_issued_keys(proxy_factory: Any) -> None:
     proxy = proxy_factory(issue_keys=True, openai_api_key="sk-held-by-the-proxy")
     created = proxy.admin().create_key("billing-app")
@@ -303,6 +331,7 @@ def text_columns_containing_live(proxy: ProxyServer, needle: str) -> int:
     return total
 
 
+@both_stores
 def test_injected_storage_fault_keeps_requests_flowing(proxy_factory: Any) -> None:
     proxy = proxy_factory(fault_injection=True)
     admin = proxy.admin()
@@ -318,6 +347,7 @@ def test_injected_storage_fault_keeps_requests_flowing(proxy_factory: Any) -> No
     assert set(ids) == logged
 
 
+@both_stores
 def test_export_files_hold_no_secret(proxy: ProxyServer, tmp_path: Path) -> None:
     from exporter.datasets import build_dataset
     from exporter.pipeline import ExportOptions

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REVIEWER_TOKEN, ProxyServer
+from tests.conftest import REVIEWER_TOKEN, ProxyServer, both_stores
 from tuneloop.errors import BadRequest, Conflict, NotFound
+
+pytestmark = both_stores
 
 
 def chat(proxy: ProxyServer, text: str, model: str = "gpt-4o-mini", **kwargs: Any) -> str:

@@ -13,11 +13,13 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, FakeUpstream, ProxyServer
-from tests.proc import ProxyProcess
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, FakeUpstream, ProxyServer, both_stores
+from tests.proc import ProxyProcess, served_store
 from tests.test_review_api import logged
 from tuneloop.client import AdminClient
 from tuneloop.errors import Conflict
+
+pytestmark = both_stores
 
 
 def next_id(client: AdminClient, reviewer: str, **kwargs: Any) -> str | None:
@@ -117,11 +119,12 @@ def test_a_lease_expires_and_the_item_returns(proxy_factory: Any) -> None:
     client.review(newer, "approve", reviewer="cat", expected_revision=0)
 
 
-def test_claims_survive_a_server_restart(tmp_path: Path, fake_openai: FakeUpstream) -> None:
-    db = tmp_path / "claims.duckdb"
+def test_claims_survive_a_server_restart(tmp_path: Path, fake_openai: FakeUpstream,
+                                        store: str) -> None:
+    db, state_dir = served_store(store, tmp_path, "claims.duckdb")
     env = {"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN, "TUNELOOP_REVIEWER_TOKEN": REVIEWER_TOKEN,
            "TUNELOOP_INGEST_INTERVAL_MS": "20", "TUNELOOP_REVIEW_CLAIM_S": "600"}
-    with ProxyProcess(db, fake_openai.base_url, env) as proc:
+    with ProxyProcess(db, fake_openai.base_url, env, state_dir=state_dir) as proc:
         llm = openai.OpenAI(base_url=proc.url + "/v1", api_key="k", max_retries=0)
         ids = [llm.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": text}]
@@ -133,7 +136,7 @@ def test_claims_survive_a_server_restart(tmp_path: Path, fake_openai: FakeUpstre
                 time.sleep(0.05)
             held = client.next_item(reviewer="ann")["item"]
     assert held["id"] == max(ids)
-    with ProxyProcess(db, fake_openai.base_url, env) as restarted, \
+    with ProxyProcess(db, fake_openai.base_url, env, state_dir=state_dir) as restarted, \
             AdminClient(restarted.url, REVIEWER_TOKEN) as client:
         item = client.interaction(held["id"])
         assert (item["claimed_by"], item["claimed_until"]) == ("ann", held["claimed_until"])

@@ -8,9 +8,11 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
 from tests.test_review_api import chat, logged
 from tuneloop.errors import BadRequest
+
+pytestmark = both_stores
 
 
 def test_feedback_reaches_reviewers(proxy: ProxyServer) -> None:

@@ -6,21 +6,24 @@ export skips an approved untrainable item with a warning, and a snapshot names i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 import pytest
 
 from exporter.datasets import build_dataset
 from exporter.pipeline import ExportOptions
-from storage.db import connect
-from storage.migrations import migrate
 from storage.records import insert_interactions, to_arrow
-from tests.conftest import REVIEWER_TOKEN, ProxyServer
+from storage.store import migrate_store, open_store
+from tests.conftest import REVIEWER_TOKEN, ProxyServer, both_stores
 from tests.test_export_cli import run_cli
 from tests.test_review_api import logged
 from tuneloop.errors import NotTrainable
+
+pytestmark = both_stores
+T = TypeVar("T")
 
 
 def failed(proxy: ProxyServer, text: str) -> str:
@@ -125,9 +128,17 @@ def test_progress_counts_are_exact(proxy: ProxyServer) -> None:
     assert embedded["pending"] == 21 and embedded["claimed_by_others"] == 1
 
 
-def test_the_migration_lists_answerless_rows_logged_before_it(tmp_path: Path) -> None:
-    con = connect(tmp_path / "old.duckdb")
-    migrate(con, up_to=31)
+def in_store(store: str, fn: Callable[[Any], T], *, up_to: int | None = None) -> T:
+    """Migrate the test's store (up to `up_to`), then run fn in one write."""
+    db = open_store(store, read_threads=1)
+    try:
+        migrate_store(db, up_to=up_to)
+        return db.write_sync(fn)
+    finally:
+        db.close()
+
+
+def test_the_migration_lists_answerless_rows_logged_before_it(store: str) -> None:
     rows = [{"id": f"01900000-0000-7000-8000-00000000000{n}", "created_at": 1_700_000_000_000_000,
              "endpoint": "chat.completions", "traffic": "production",
              "request": json.dumps({"messages": [{"role": "user", "content": "hi"}]}),
@@ -137,15 +148,19 @@ def test_the_migration_lists_answerless_rows_logged_before_it(tmp_path: Path) ->
             for n, (answer, status, finish) in enumerate(
                 [("fine", 200, "completed"), ("", 200, "completed"), (None, 500, "upstream_error"),
                  ("Sure, the", 200, "client_disconnected")])]
-    insert_interactions(con, to_arrow(rows))
-    assert 32 in migrate(con)
-    listed = dict(con.execute("SELECT interaction_id, reason FROM untrainable").fetchall())
+    in_store(store, lambda con: insert_interactions(con, to_arrow(rows)), up_to=31)
+    db = open_store(store, read_threads=1)
+    try:
+        assert 32 in migrate_store(db)
+        listed = dict(db.read_sync(lambda con: con.execute(
+            "SELECT interaction_id, reason FROM untrainable").fetchall()))
+    finally:
+        db.close()
     assert listed == {rows[1]["id"]: "no_answer", rows[2]["id"]: "upstream_error",
                       rows[3]["id"]: "client_disconnected"}
-    con.close()
 
 
-def _approved_before_the_rule(db: Path) -> list[str]:
+def _approved_before_the_rule(store: str) -> list[str]:
     """A database where an older tuneloop let a reviewer approve a 502 and a cut stream."""
     rows = [
         {"id": "01900000-0000-7000-8000-000000000001", "created_at": 1_700_000_000_000_000,
@@ -160,21 +175,23 @@ def _approved_before_the_rule(db: Path) -> list[str]:
              "role": "assistant", "content": "Sure, the first"}}]}),
          "status_code": 200, "finish": "upstream_cut", "stream": True},
     ]
-    con = connect(db)
-    migrate(con)
-    insert_interactions(con, to_arrow(rows))
-    for row in rows:
-        con.execute("INSERT INTO review_revisions VALUES (?, 1, 'approve', 'approved', NULL, "
-                    "NULL, 'old', 'reviewer', NULL, now())", [row["id"]])
-        con.execute("INSERT INTO reviews VALUES (?, 'approved', 1, NULL, 'old', now(), NULL, "
-                    "'gpt-4o-mini', NULL)", [row["id"]])
-    con.close()
+
+    def write(con: Any) -> None:
+        insert_interactions(con, to_arrow(rows))
+        for row in rows:
+            con.execute("INSERT INTO review_revisions VALUES (?, 1, 'approve', 'approved', "
+                        "NULL, NULL, 'old', 'reviewer', NULL, now())", [row["id"]])
+            con.execute("INSERT INTO reviews VALUES (?, 'approved', 1, NULL, 'old', now(), "
+                        "NULL, 'gpt-4o-mini', NULL)", [row["id"]])
+
+    in_store(store, write)
     return [r["id"] for r in rows]
 
 
 def test_export_skips_approved_untrainable_items_with_a_warning(proxy_factory: Any,
-                                                                tmp_path: Path) -> None:
-    untrainable = _approved_before_the_rule(tmp_path / "tuneloop.duckdb")
+                                                                tmp_path: Path,
+                                                                store: str) -> None:
+    untrainable = _approved_before_the_rule(store)
     proxy: ProxyServer = proxy_factory()
     ids = logged(proxy, *(f"How do I reset my password, case {n}?" for n in range(12)))
     client = proxy.admin(REVIEWER_TOKEN)
@@ -208,7 +225,7 @@ def test_a_snapshot_records_the_reviewer(proxy: ProxyServer, tmp_path: Path) -> 
         == "reviewer"  # no name given: the token's role, as before
 
 
-def test_the_queue_list_agrees_with_the_approval_rule(tmp_path: Path) -> None:
+def test_the_queue_list_agrees_with_the_approval_rule(store: str) -> None:
     """mark_untrainable (SQL, at ingest) and untrainable_reason (Python, at approval) judge the
     same logged shapes the same way."""
     from storage.trainable import untrainable_reason
@@ -238,10 +255,9 @@ def test_the_queue_list_agrees_with_the_approval_rule(tmp_path: Path) -> None:
                          "request": json.dumps({"messages": [{"role": "user", "content": "q"}],
                                                 "prompt": "q", "input": "q"}),
                          "response": None if response is None else json.dumps(response)})
-    con = connect(tmp_path / "rule.duckdb")
-    migrate(con)
-    insert_interactions(con, to_arrow(rows))
-    listed = dict(con.execute("SELECT interaction_id, reason FROM untrainable").fetchall())
+    listed = dict(in_store(store, lambda con: (
+        insert_interactions(con, to_arrow(rows)),
+        con.execute("SELECT interaction_id, reason FROM untrainable").fetchall())[1]))
     expected = {}
     for row in rows:
         reason = untrainable_reason(row["endpoint"], row["status_code"], row["finish"],
@@ -250,4 +266,3 @@ def test_the_queue_list_agrees_with_the_approval_rule(tmp_path: Path) -> None:
         if reason is not None:
             expected[row["id"]] = reason
     assert listed == expected
-    con.close()

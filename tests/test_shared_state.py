@@ -141,3 +141,35 @@ def test_notify_does_nothing_on_duckdb(tmp_path: Path) -> None:
             db.write_sync(lambda con: notify(con, "everything"))
     finally:
         db.close()
+
+
+def test_one_cycle_lease_holder_across_replicas(pg_url: str) -> None:
+    """Two stores on one database (two replicas), eight holders racing for one cycle's lease:
+    each write is check-then-write under the cross-replica write lock, so exactly one wins
+    and the others get the lease_held conflict."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage.cycles import acquire_lease
+    from tuneloop.errors import Conflict
+
+    stores = [open_store(pg_url) for _ in range(2)]
+    migrate_store(stores[0])
+
+    def attempt(n: int) -> str:
+        try:
+            stores[n % 2].write_sync(lambda con: acquire_lease(con, "nightly", f"h{n}", 600))
+        except Conflict as exc:
+            assert exc.code == "lease_held"
+            return "conflict"
+        return "won"
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(attempt, range(8)))
+        assert sorted(outcomes) == ["conflict"] * 7 + ["won"]
+        holders = stores[1].read_sync(lambda con: con.execute(
+            "SELECT holder FROM cycle_leases WHERE cycle = 'nightly'").fetchall())
+        assert holders == [(f"h{outcomes.index('won')}",)]
+    finally:
+        for store in stores:
+            store.close()

@@ -17,10 +17,12 @@ from exporter.pipeline import ExportOptions, export
 from exporter.synthesize.keys import question_key, source_tag
 from exporter.synthesize.loader import load_documents
 from exporter.synthesize.runner import SynthOptions, plan_chunks
-from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer, both_stores
 from tests.fakes.synthesis import answer_for, questions_for
 from tuneloop.cli import main
 from tuneloop.client import AdminClient
+
+pytestmark = both_stores
 
 SECTION = ("Each prompt should end with the same fixed separator, and the separator should not "
            "appear elsewhere in any prompt. During inference every prompt must end with that "

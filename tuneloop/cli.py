@@ -24,6 +24,7 @@ from tuneloop.commands.datasets import datasets, export_command
 from tuneloop.commands.evaluate import evaluate
 from tuneloop.commands.finetune import finetune, jobs
 from tuneloop.commands.governance import compact, forget, retention
+from tuneloop.commands.migrate_store import migrate_store
 from tuneloop.commands.promote import promote, rollback
 from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.ui import ui
@@ -212,6 +213,7 @@ main.add_command(promote)
 main.add_command(rollback)
 main.add_command(evaluate)
 main.add_command(cycle)
+main.add_command(migrate_store)
 
 if __name__ == "__main__":
     main()

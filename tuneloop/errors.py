@@ -167,3 +167,16 @@ class UnsupportedMediaType(TuneloopError):
     error_type = "invalid_request_error"
     code = "unsupported_content_encoding"
     exit_code = 2
+
+
+class TransferRefused(Conflict):
+    """`migrate-store`: the destination holds data that is not an unfinished copy of the same
+    source, or the source changed since that copy started."""
+
+    code = "transfer_refused"
+
+
+class TransferMismatch(StorageError):
+    """`migrate-store`: after the copy, a table's rows differ between source and destination."""
+
+    code = "transfer_mismatch"

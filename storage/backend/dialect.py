@@ -18,6 +18,8 @@ def _quote(text: str) -> str:
 
 class DuckDialect:
     name = "duckdb"
+    # rows have storage positions (`rowid`), in insertion order
+    row_positions = True
 
     def _path(self, path: Path) -> str:
         out = "$"
@@ -63,6 +65,18 @@ class DuckDialect:
         """Microseconds since 1970 as BIGINT."""
         return f"epoch_us({expr})"
 
+    def int_div(self, left: str, right: str) -> str:
+        """Integer division of two integers (DuckDB's `/` would give a DOUBLE)."""
+        return f"({left} // {right})"
+
+    def log2(self, expr: str) -> str:
+        """The base-2 logarithm of a positive number, as DOUBLE (exact at powers of 2)."""
+        return f"log2({expr})"
+
+    def list_length(self, expr: str) -> str:
+        """The number of elements of a list (array) column; NULL for NULL."""
+        return f"len({expr})"
+
     def sha256_hex(self, expr: str) -> str:
         """The SHA-256 of a text's UTF-8 bytes, as 64 lowercase hex digits."""
         return f"sha256({expr})"
@@ -88,6 +102,7 @@ class DuckDialect:
 
 class PgDialect(DuckDialect):
     name = "postgres"
+    row_positions = False
 
     def _steps(self, path: Path) -> str:
         return "".join(f"->{step}" if isinstance(step, int) else f"->{_quote(step)}"
@@ -140,6 +155,15 @@ class PgDialect(DuckDialect):
 
     def epoch_us(self, expr: str) -> str:
         return f"(extract(epoch FROM {expr}) * 1000000)::BIGINT"
+
+    def int_div(self, left: str, right: str) -> str:
+        return f"({left} / {right})"
+
+    def log2(self, expr: str) -> str:
+        return f"log(2.0, ({expr})::NUMERIC)::DOUBLE PRECISION"
+
+    def list_length(self, expr: str) -> str:
+        return f"cardinality({expr})"
 
     def sha256_hex(self, expr: str) -> str:
         return f"encode(sha256(convert_to({expr}, 'UTF8')), 'hex')"

@@ -203,8 +203,15 @@ class PgConnection:
         )
         self._cursor.execute(f'DROP TABLE IF EXISTS "{name}"'.encode())
         self._cursor.execute(f'CREATE TEMPORARY TABLE "{name}" ({columns})'.encode())
+        self.copy_rows(name, table)
+
+    def copy_rows(self, name: str, table: pa.Table) -> int:
+        """COPY the rows of `table` into table `name` (its columns by name); the row count.
+        Inside a transaction, long text is compressed with lz4 where the server has it."""
         if table.num_rows == 0:
-            return
+            return 0
+        if self.in_transaction and self._has_lz4():
+            self._cursor.execute(b"SET LOCAL default_toast_compression = 'lz4'")
         names = ", ".join(f'"{field}"' for field in table.schema.names)
         data = csv_for_copy(table)
         if data is None:  # a type the CSV path doesn't write: row by row
@@ -212,10 +219,11 @@ class PgConnection:
             with self._cursor.copy(f'COPY "{name}" ({names}) FROM STDIN'.encode()) as copy:
                 for row in zip(*values, strict=True):
                     copy.write_row(row)
-            return
-        with self._cursor.copy(
-                f'COPY "{name}" ({names}) FROM STDIN WITH (FORMAT csv)'.encode()) as copy:
-            copy.write(data)
+        else:
+            with self._cursor.copy(
+                    f'COPY "{name}" ({names}) FROM STDIN WITH (FORMAT csv)'.encode()) as copy:
+                copy.write(data)
+        return self._cursor.rowcount
 
     def unstage(self, name: str) -> None:
         self._cursor.execute(f'DROP TABLE IF EXISTS "{name}"'.encode())

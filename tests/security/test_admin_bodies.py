@@ -20,8 +20,17 @@ import orjson
 import pytest
 
 from proxy.app import create_app
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, FakeUpstream, ProxyServer, proxy_settings
+from tests.conftest import (
+    ADMIN_TOKEN,
+    REVIEWER_TOKEN,
+    FakeUpstream,
+    ProxyServer,
+    both_stores,
+    proxy_settings,
+)
 from tests.fakes.server import serve_app
+
+pytestmark = both_stores
 
 UNREADABLE = "unreadable stored value"
 

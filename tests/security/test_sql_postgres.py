@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -207,14 +208,14 @@ def reader(pg_cluster: PgCluster, store: str) -> Iterator[Callable[[], str]]:
 @on_postgres
 def test_the_sql_db_role_reads_and_the_database_refuses_its_writes(
         proxy_factory: Any, pg_cluster: PgCluster, store: str,
-        reader: Callable[[], str]) -> None:
+        reader: Callable[[], str], tmp_path: Path) -> None:
     role_url = pg_cluster.url(store.rsplit("/", 1)[-1], "nobody_yet")
     proxy = proxy_factory(sql_db=role_url.replace("nobody_yet", "tl_missing_role"))
     refused = post_sql(proxy, "SELECT 1")
     assert refused.status_code == 503, refused.text  # a wrong sql_db is named, not ignored
     assert "read-only SQL" in refused.json()["error"]["message"]
     url = reader()
-    proxy = proxy_factory(sql_db=url)
+    proxy = proxy_factory(sql_db=url, state_dir=tmp_path / "second")  # a replica of its own
     proxy.admin().put_routes(ROUTE)
     role = url.split("://", 1)[1].split("@", 1)[0]
     assert proxy.sql("SELECT current_user, count(*) FROM routes") == [[role, 1]]
