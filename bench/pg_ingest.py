@@ -7,7 +7,9 @@ spooled with the real `LogWriter`, then ingested; the script prints rows/s for:
 - `writer`: the whole ingest of the server (`LogWriter.ingest_pending`: spool segment parsed in
   Arrow, usage estimated, rows inserted, the search index written), with the server's hooks,
 
-into a throwaway local Postgres cluster (tests/pg_cluster.py: fsync off, as in the tests) and
+and `bound`: Postgres alone, the same rows COPYed into a bare table (what the machine allows
+at the moment: on a shared machine the figures move with its load), into a throwaway local
+Postgres cluster (tests/pg_cluster.py: fsync off, as in the tests) and
 into a DuckDB file, and the ratio. Run from the repository root:
 
     python bench/pg_ingest.py                   # 20,000 rows, batches of 2,000
@@ -87,6 +89,30 @@ def bench_insert(db: Store, rows: list[dict[str, Any]], batch: int) -> float:
     return len(rows) / elapsed
 
 
+def bench_copy_bound(url: str, rows: list[dict[str, Any]], batch: int) -> float:
+    """Postgres alone: the same rows COPYed (CSV made beforehand, not timed) into a bare table
+    like `interactions` (its key, nothing else): what this machine allows at the moment."""
+    import psycopg
+
+    from storage.backend.pg_copy import csv_for_copy
+
+    tables = [to_arrow(rows[i:i + batch]) for i in range(0, len(rows), batch)]
+    data = [csv_for_copy(t) for t in tables]
+    names = ", ".join(tables[0].schema.names)
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("CREATE TABLE bound_copy (LIKE interactions INCLUDING DEFAULTS "
+                    "INCLUDING CONSTRAINTS INCLUDING INDEXES)")
+        con.execute("SET default_toast_compression = 'lz4'")
+        start = time.perf_counter()
+        for chunk in data:
+            with con.cursor().copy(f"COPY bound_copy ({names}) FROM STDIN WITH (FORMAT csv)"
+                                   .encode()) as copy:
+                copy.write(chunk or b"")
+        elapsed = time.perf_counter() - start
+        con.execute("DROP TABLE bound_copy")
+    return len(rows) / elapsed
+
+
 def bench_writer(db: Store, rows: list[dict[str, Any]], batch: int, spool_dir: Path) -> float:
     async def run() -> float:
         spool = Spool(spool_dir, 1 << 34)
@@ -139,6 +165,7 @@ def main() -> None:
             url = cluster.create_database()
         try:
             pg = measure(url, rows, args.batch, tmp, "pg")
+            bound = bench_copy_bound(url, rows[: len(rows) // 2], args.batch)
             duck = measure(tmp / "bench.duckdb", rows, args.batch, tmp, "duck")
         finally:
             if cluster is not None:
@@ -147,6 +174,7 @@ def main() -> None:
     print(f"{'path':<8} {'postgres rows/s':>16} {'duckdb rows/s':>14} {'pg/duck':>8}")
     for label, p, d in (("insert", pg[0], duck[0]), ("writer", pg[1], duck[1])):
         print(f"{label:<8} {p:>16,.0f} {d:>14,.0f} {p / d:>8.2f}")
+    print(f"bound    {bound:>16,.0f}   (the same rows COPYed alone into a bare table, lz4)")
 
 
 if __name__ == "__main__":

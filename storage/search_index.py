@@ -30,7 +30,7 @@ Edited message lists add their new terms (search finds an item by any of its rev
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,3 +268,9 @@ class SearchIndexer:
 
     def __call__(self, con: Connection, batch: pa.Table) -> None:
         store_forward_index(con, self.forward_index(batch))
+
+    def compute(self, batch: pa.Table) -> Callable[[Connection], None]:
+        """The index computed now (before the ingest transaction), written by the function
+        returned (in it): see storage.writer.IngestHook."""
+        forward = self.forward_index(batch)
+        return lambda con: store_forward_index(con, forward)

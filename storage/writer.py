@@ -36,9 +36,19 @@ from tuneloop.errors import StorageError
 log = logging.getLogger("tuneloop.writer")
 
 IngestHook = Callable[[Connection, pa.Table], None]
-"""Runs inside the ingest transaction with the batch just inserted (e.g. to index its text)."""
+"""Runs inside the ingest transaction with the batch just inserted (e.g. to index its text).
+A hook that also has `compute(batch) -> Callable[[Connection], None]` has that called before
+the transaction (its CPU work off the write lock), and the function it returns in it."""
 PrepareStep = Callable[[pa.Table], pa.Table]
 """Fills derived columns of a batch before it is inserted (e.g. estimated stream usage)."""
+
+
+@dataclass
+class _Ready:
+    segment: Path
+    data: bytes
+    batches: list[pa.Table]
+    writes: list[list[Callable[[Connection], None]]]
 
 
 @dataclass
@@ -137,22 +147,56 @@ class LogWriter:
         self.spool.seal()
         total = 0
         for segment in self.spool.sealed():
-            total += await self.db.write(functools.partial(self._ingest_segment, segment=segment))
+            # parsing and the hooks' computing happen here, off the write: on Postgres a write
+            # holds the lock every replica's writes wait for
+            ready = await asyncio.to_thread(self._ready_segment, segment)
+            total += await self.db.write(functools.partial(self._ingest_segment, ready=ready))
             self.spool.consume(segment)
         self._oldest_sealed = None  # every sealed segment is in (a failure raised above)
         self.stats.ingested += total
         self.stats.last_ingest_at = time.time()
         return total
 
-    def _ingest_segment(self, con: Connection, segment: Path) -> int:
-        if time.monotonic() < self._fail_until:
-            raise StorageError("injected storage fault (fault_injection switch)")
+    def _ready_segment(self, segment: Path) -> _Ready:
+        """A segment parsed, prepared and cut in batches, with what each hook computed for
+        each batch (a hook with `compute(batch)` returns the write to do in the transaction;
+        a plain hook is called there)."""
         data = segment.read_bytes()
         table = arrow_from_segment(data)
         if table is None:
             table = to_arrow(parse_lines(data, segment.name))
+        if self.prepare is not None:
+            table = self.prepare(table)
+        batches = [table.slice(start, self.batch_rows)
+                   for start in range(0, table.num_rows, self.batch_rows)]
+        writes = [[self._computed(hook, batch) for hook in self.hooks] for batch in batches]
+        return _Ready(segment, data, batches, writes)
+
+    @staticmethod
+    def _computed(hook: IngestHook, batch: pa.Table) -> Callable[[Connection], None]:
+        compute = getattr(hook, "compute", None)
+        if compute is not None:
+            write: Callable[[Connection], None] = compute(batch)
+            return write
+        return lambda con: hook(con, batch)
+
+    def _ingest_segment(self, con: Connection, ready: _Ready) -> int:
+        if time.monotonic() < self._fail_until:
+            raise StorageError("injected storage fault (fault_injection switch)")
+        segment, data = ready.segment, ready.data
         try:
-            return self._insert_table(con, table)
+            inserted = 0
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for batch, writes in zip(ready.batches, ready.writes, strict=True):
+                    inserted += insert_interactions(con, batch)
+                    for write in writes:
+                        write(con)
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+            return inserted
         except VALUE_ERRORS as exc:
             # One malformed record must not block the spool forever: find the rows the
             # database refuses by halving the batch (each try in its own transaction, a
