@@ -3,7 +3,8 @@
 Postgres itself refuses writes in the READ ONLY transaction `tuneloop sql` runs in (and, with
 the `sql_db` setting, the role's missing rights refuse them again). A read-only transaction
 still lets the store's own role signal its other sessions (`pg_terminate_backend` on every
-replica's connections) and run SQL text built at run time (`query_to_xml('...')`, `ts_stat`),
+replica's connections), take the advisory locks every replica's writes wait on, and run SQL
+text built at run time (`query_to_xml('...')`, `ts_stat`),
 so these names are refused before the query reaches the database, wherever they appear, as are
 Unicode-escaped names (`U&"..."`) that could spell them in disguise. The check is a name match
 over the text: a string that merely contains such a name is refused too.
@@ -18,12 +19,15 @@ from tuneloop.errors import Forbidden
 # signalling or ending sessions (other replicas' connections share the store's role)
 _SIGNALS = ("pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
             "pg_rotate_logfile", "pg_log_backend_memory_contexts")
+# the advisory locks the store's writes and migrations take (held for a query's whole run
+# they would pause every replica's writes); any prefix: pg_advisory_lock, pg_try_advisory_...
+_LOCKS = r"pg_(?:try_)?advisory_\w*"
 # functions that run SQL given as text (a way around any name check)
 _DYNAMIC = ("query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
             "cursor_to_xml", "cursor_to_xmlschema", "ts_stat", "ts_rewrite",
             "dblink", "dblink_exec", "dblink_open", "dblink_send_query")
-_REFUSED = re.compile(r"(?<![\w$])\"?(" + "|".join(_SIGNALS + _DYNAMIC) + r")\"?(?![\w$])",
-                      re.IGNORECASE)
+_REFUSED = re.compile(r"(?<![\w$])\"?(" + "|".join((*_SIGNALS, *_DYNAMIC, _LOCKS))
+                      + r")\"?(?![\w$])", re.IGNORECASE)
 _UNICODE_ESCAPE = re.compile(r"\bU&['\"]", re.IGNORECASE)
 
 
@@ -31,8 +35,9 @@ def check_pg_query(sql: str) -> None:
     """Forbidden (403 `read_only`) when the query names a refused function."""
     found = _REFUSED.search(sql)
     if found is not None:
-        raise Forbidden(f"{found.group(1).lower()} is not allowed in a read-only query "
-                        "(it signals sessions or runs SQL built from text)", code="read_only")
+        raise Forbidden(f"{found.group(1).lower()} is not allowed in a read-only query (it "
+                        "signals sessions, takes the store's locks or runs SQL built from text)",
+                        code="read_only")
     if _UNICODE_ESCAPE.search(sql):
         raise Forbidden("Unicode-escaped names and strings (U&'...') are not allowed in a "
                         "read-only query", code="read_only")

@@ -108,6 +108,8 @@ def test_what_a_read_only_transaction_allows_is_rolled_back_with_it(
     'SELECT U&"pg_\\0074erminate_backend"(pid) FROM pg_stat_activity '
     "WHERE usename = current_user AND pid <> pg_backend_pid()",
     "SELECT pg_reload_conf()",
+    f"SELECT pg_advisory_xact_lock({WRITE_LOCK}), pg_sleep(5)",
+    f'SELECT "PG_TRY_ADVISORY_LOCK"({WRITE_LOCK})',
 ])
 def test_the_store_roles_other_rights_are_refused_before_the_database(
         proxy: ProxyServer, sql: str) -> None:
@@ -135,7 +137,7 @@ def test_a_session_lock_taken_by_a_query_ends_with_it(proxy: ProxyServer) -> Non
     """A session advisory lock outlives ROLLBACK: on a pooled connection it would block every
     write of every replica (they take the same key) for as long as the connection lives."""
     taken = post_sql(proxy, f"SELECT pg_advisory_lock({WRITE_LOCK})")
-    assert taken.status_code == 200, taken.text
+    assert taken.status_code == 403, taken.text  # refused by name, and were it not:
     # another replica's write (its own session) gets the lock: nobody holds it any more
     with psycopg.connect(str(proxy.settings.db), autocommit=True) as replica, replica.transaction():
         free = replica.execute("SELECT pg_try_advisory_xact_lock(%s)", [WRITE_LOCK]).fetchone()
