@@ -328,6 +328,12 @@ ALTER TABLE ONLY public.search_words
 ALTER TABLE ONLY public.untrainable
     ADD CONSTRAINT untrainable_pkey PRIMARY KEY (interaction_id);
 
+CREATE INDEX interactions_by_session ON public.interactions USING btree (session_id);
+
+CREATE INDEX interactions_by_time ON public.interactions USING btree (created_at);
+
+CREATE INDEX interactions_by_user ON public.interactions USING btree (user_id);
+
 CREATE INDEX search_terms_by_term ON public.search_terms USING btree (term_key, interaction_id) INCLUDE (fields);
 
 CREATE INDEX search_words_by_prefix ON public.search_words USING btree (word text_pattern_ops);

@@ -31,6 +31,7 @@ from storage.migrations import (
     m035_search_fields,
     m039_search_postgres,
     m040_forgotten_users,
+    m041_postgres_filter_indexes,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -58,6 +59,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(35, "search_fields", m035_search_fields.apply),
     Migration(39, "search_postgres", m039_search_postgres.apply),
     Migration(40, "forgotten_users", m040_forgotten_users.apply),
+    Migration(41, "postgres_filter_indexes", m041_postgres_filter_indexes.apply),
 )
 
 
