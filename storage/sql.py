@@ -62,7 +62,9 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
+    if isinstance(value, str | float):
+        return value
+    return str(value)  # Postgres's inet, ranges, intervals...: their text form
 
 
 def _default(value: Any) -> Any:

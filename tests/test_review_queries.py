@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from storage.db import Database, connect
+from storage.db import connect
 from storage.feedback import add_feedback
 from storage.interactions import InteractionFilter
 from storage.migrations import migrate
@@ -21,6 +22,7 @@ from storage.review import ReviewAction, apply_reviews
 from storage.search_index import index_batch, interaction_text
 from storage.search_text import terms_of
 from storage.stats import review_stats
+from storage.store import Store, migrate_store, open_store
 from storage.tags import change_tags
 
 WORDS = ["refund", "shipping", "invoice", "delay", "password", "reset", "order", "broken"]
@@ -46,17 +48,25 @@ def synthetic(n: int, rng: random.Random) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.fixture(scope="module", params=["in_id_order", "out_of_order"])
+@pytest.fixture(scope="module", params=[("duckdb", "in_id_order"), ("duckdb", "out_of_order"),
+                                        ("postgres", "out_of_order")],
+                ids=["duckdb-in_id_order", "duckdb-out_of_order", "postgres-out_of_order"])
 def world(request: pytest.FixtureRequest,
-          tmp_path_factory: pytest.TempPathFactory) -> tuple[Database, dict[str, Any]]:
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, dict[str, Any]]]:
+    """3,000 rows: past the queue's first id window (256), so its later windows are used."""
     rng = random.Random(7)
     rows = synthetic(N, rng)
-    db = Database(tmp_path_factory.mktemp("q") / "q.duckdb")
-    db.write_sync(migrate)
+    kind, order = request.param
+    if kind == "postgres":
+        spec: str | Path = request.getfixturevalue("pg_cluster").create_database()
+    else:
+        spec = tmp_path_factory.mktemp("q") / "q.duckdb"
+    db = open_store(spec)
+    migrate_store(db)
 
     def load(con: Any) -> dict[str, Any]:
         stored = list(rows)
-        if request.param == "out_of_order":  # late appends (long streams, spool replays)
+        if order == "out_of_order":  # late appends (long streams, spool replays)
             rng.shuffle(stored)
         for start in range(0, N, 500):
             table = to_arrow(stored[start:start + 500])
@@ -88,7 +98,8 @@ def world(request: pytest.FixtureRequest,
             scores.setdefault(item_id, []).append(score)
         return {"rows": rows, "states": states, "gold": set(tagged), "scores": scores}
 
-    return db, db.write_sync(load)
+    yield db, db.write_sync(load)
+    db.close()
 
 
 def reference(data: dict[str, Any], query: ReviewQuery) -> list[str]:
@@ -136,20 +147,23 @@ QUERIES = [
 
 @pytest.mark.parametrize("query", QUERIES, ids=[f"q{n}" for n in range(len(QUERIES))])
 @pytest.mark.parametrize("limit", [7, 500])
-def test_pages_match_the_reference(world: tuple[Database, dict[str, Any]], query: ReviewQuery,
+def test_pages_match_the_reference(world: tuple[Store, dict[str, Any]], query: ReviewQuery,
                                    limit: int) -> None:
     db, data = world
     expected = reference(data, query)
     got: list[str] = []
-    cursor: str | None = None
-    con = db.cursor()
-    for _ in range(N):
-        page, cursor = find_ids(con, query, limit=limit, cursor=cursor)
-        assert len(page) <= limit
-        got.extend(page)
-        if cursor is None:
-            break
-        assert len(page) == limit  # a cursor only comes with a full page
+
+    def pages(con: Any) -> None:
+        cursor: str | None = None
+        for _ in range(N):
+            page, cursor = find_ids(con, query, limit=limit, cursor=cursor)
+            assert len(page) <= limit
+            got.extend(page)
+            if cursor is None:
+                break
+            assert len(page) == limit  # a cursor only comes with a full page
+
+    db.read_sync(pages)
     assert got == expected
 
 
@@ -167,19 +181,20 @@ def test_upgrade_indexes_interactions_logged_before_the_index(tmp_path: Path) ->
     con.close()
 
 
-def test_the_term_index_holds_each_word_once(world: tuple[Database, dict[str, Any]]) -> None:
+def test_the_term_index_holds_each_word_once(world: tuple[Store, dict[str, Any]]) -> None:
     db, data = world
     reviewable = [r for r in data["rows"] if r["endpoint"] != "embeddings"]
     words = sum(len(terms_of(interaction_text(r["endpoint"], r["request"], r["response"])
                              or "")) for r in reviewable)
-    con = db.cursor()
-    assert con.execute("SELECT count(*) FROM search_terms").fetchall() == [(words,)]
-    assert con.execute("SELECT count(*) FROM search_docs").fetchall() == [(len(reviewable),)]
+    assert db.read_sync(lambda con: con.execute(
+        "SELECT count(*) FROM search_terms").fetchall()) == [(words,)]
+    assert db.read_sync(lambda con: con.execute(
+        "SELECT count(*) FROM search_docs").fetchall()) == [(len(reviewable),)]
 
 
-def test_stats_match_the_reference(world: tuple[Database, dict[str, Any]]) -> None:
+def test_stats_match_the_reference(world: tuple[Store, dict[str, Any]]) -> None:
     db, data = world
-    stats = review_stats(db.cursor())
+    stats = db.read_sync(review_stats)
     expected_tags: dict[str, Counter[str]] = {}
     expected_models: dict[str, Counter[str]] = {}
     for row in data["rows"]:

@@ -66,6 +66,9 @@ class PgDatabase:
             open=False,
             name="tuneloop",
             configure=json_as_text,
+            # a connection the server closed (restart, pg_terminate_backend) is replaced
+            # before use instead of failing the request that draws it
+            check=ConnectionPool.check_connection,
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
@@ -182,9 +185,13 @@ class DetachedPgCursor(PgConnection):
             db._busy.add(raw)
 
     def close(self) -> None:
-        super().close()
         with self._db._busy_lock:
             self._db._busy.discard(self.raw)
-        if self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            self.raw.rollback()
-        self._db._pool.putconn(self.raw)
+        try:
+            super().close()
+            if self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self.raw.rollback()
+        except psycopg.Error as exc:  # a dead connection: the pool discards it
+            log.warning("closing a detached Postgres cursor: %s", exc)
+        finally:
+            self._db._pool.putconn(self.raw)  # always back: a lost slot is never found again
