@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from storage.backend.dialect import DuckDialect, Path, dialect_of, table_exists
 from storage.db import Connection
 from storage.messages import (
@@ -128,13 +130,37 @@ def mark_untrainable(con: Connection, source: str) -> None:
     parts = ", ".join(f"{d.json_at('response', path)} AS p{n}"
                       for n, path in enumerate(_ANSWER_PATHS))
     names = tuple(f"i.p{n}" for n in range(len(_ANSWER_PATHS)))
+    readable = ""
+    if d.unescapes_nul_badly:
+        readable = f"AND NOT {d.has_escaped_nul('response')}"
+        _mark_escaped_nul_rows(con, source, reviewable)
     con.execute(
         f"INSERT INTO untrainable (interaction_id, reason) SELECT i.id, CASE "
         f"WHEN coalesce(i.status_code, 0) >= 400 OR i.finish = 'upstream_error' "
         f"THEN 'upstream_error' WHEN i.finish IN ({unfinished}) THEN i.finish "
         f"ELSE 'no_answer' END FROM (SELECT id, endpoint, status_code, finish, {parts} "
-        f"FROM {source} WHERE endpoint IN ({reviewable})) i "
+        f"FROM {source} WHERE endpoint IN ({reviewable}) {readable}) i "
         f"WHERE NOT {logged_trainable_sql(d, 'i', names)} ON CONFLICT DO NOTHING")
+
+
+def _mark_escaped_nul_rows(con: Connection, source: str, reviewable: str) -> None:
+    """Postgres can't turn a JSON string holding `\\u0000` into text, so the rule's SQL
+    can't read such an answer: these (rare) rows take the rule in Python."""
+    d = dialect_of(con)
+    rows = con.execute(
+        f"SELECT id, endpoint, status_code, finish, request::text, response::text "
+        f"FROM {source} WHERE endpoint IN ({reviewable}) "
+        f"AND {d.has_escaped_nul('response')}").fetchall()
+    for id_, endpoint, status_code, finish, request, response in rows:
+        try:
+            reason = untrainable_reason(endpoint, status_code, finish,
+                                        orjson.loads(request) if request else None,
+                                        orjson.loads(response) if response else None)
+        except orjson.JSONDecodeError:
+            reason = "no_answer"
+        if reason is not None:
+            con.execute("INSERT INTO untrainable (interaction_id, reason) VALUES (?, ?) "
+                        "ON CONFLICT DO NOTHING", [id_, reason])
 
 
 def edited_answer_sql(d: DuckDialect, messages: str) -> str:

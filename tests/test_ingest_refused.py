@@ -99,18 +99,25 @@ def test_rows_postgres_refuses_are_quarantined_and_the_rest_ingested(
 
 
 @both_stores
-def test_an_escaped_nul_in_the_answer_does_not_block_ingest(store: str, tmp_path: Path) -> None:
-    """`\\u0000` inside a JSON string: valid JSON, stored as it was written; Postgres can't
-    extract it as text (the untrainable check reads the answer), so there the row is
-    quarantined; the others are ingested and the spool moves on."""
+def test_an_escaped_nul_in_the_answer_is_stored_and_judged(store: str, tmp_path: Path) -> None:
+    """`\\u0000` inside a JSON string (what an SDK sends for a NUL character in a message):
+    valid JSON, stored as it was written on both stores. Postgres can't turn it into text, so
+    the untrainable check reads those rows in Python: the row is neither lost nor misjudged."""
     spool = Spool(tmp_path / "spool", max_bytes=10_000_000)
-    escaped = '{"choices": [{"message": {"role": "assistant", "content": "a\\u0000b"}}]}'
+    answered = '{"choices": [{"message": {"role": "assistant", "content": "a\\u0000b"}}]}'
+    empty = '{"choices": [{"message": {"role": "assistant", "content": "  "}}], "x": "\\u0000"}'
     for n in range(1, 6):
-        spool.append(encode_record(record(n, response=escaped if n == 2 else
-                                          record(n)["response"])))
+        response = {2: answered, 4: empty}.get(n, record(n)["response"])
+        spool.append(encode_record(record(n, response=response)))
     inserted, rows = ingest(store, spool)
-    quarantine = tmp_path / "spool" / "quarantine.jsonl"
-    refused = quarantine.read_text().count("\n") if quarantine.exists() else 0
-    assert inserted == 5 - refused and len(rows) == inserted
-    assert refused == (1 if store.startswith("postgresql://") else 0)
-    assert spool.size_bytes == 0
+    assert not (tmp_path / "spool" / "quarantine.jsonl").exists()
+    assert inserted == 5 and len(rows) == 5 and spool.size_bytes == 0
+
+    async def listed() -> list[tuple[Any, ...]]:
+        db = open_store(store)
+        try:
+            return await db.read(lambda con: con.execute(
+                "SELECT interaction_id, reason FROM untrainable").fetchall())
+        finally:
+            db.close()
+    assert asyncio.run(listed()) == [("0190-00000004", "no_answer")]

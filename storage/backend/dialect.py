@@ -77,6 +77,14 @@ class DuckDialect:
         """The number of elements of a list (array) column; NULL for NULL."""
         return f"len({expr})"
 
+    unescapes_nul_badly = False
+    """Postgres refuses to turn a JSON string with an escaped NUL (`\\u0000`) into text."""
+
+    def has_escaped_nul(self, expr: str) -> str:
+        """The JSON text of `expr` holds `\\u0000` (perhaps inside `\\\\u0000`: a false
+        positive costs only the Python path)."""
+        return f"coalesce(strpos(CAST({expr} AS VARCHAR), '\\u0000') > 0, FALSE)"
+
     def sha256_hex(self, expr: str) -> str:
         """The SHA-256 of a text's UTF-8 bytes, as 64 lowercase hex digits."""
         return f"sha256({expr})"
@@ -102,6 +110,7 @@ class DuckDialect:
 
 class PgDialect(DuckDialect):
     name = "postgres"
+    unescapes_nul_badly = True
     row_positions = False
 
     def _steps(self, path: Path) -> str:
