@@ -21,6 +21,7 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from storage.backend.pg_connection import PgConnection
+from tuneloop.config import public_url
 from tuneloop.errors import StorageError
 
 T = TypeVar("T")
@@ -33,14 +34,7 @@ MIGRATE_LOCK = WRITE_LOCK + 1  # one replica migrates; the others wait, then fin
 
 def redact_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "<an invalid postgres URL>"
-    host = info.get("host", "localhost")
-    port = info.get("port")
-    where = f"{host}:{port}" if port else str(host)
-    return f"postgresql://{info.get('user', '')}@{where}/{info.get('dbname', '')}"
+    return public_url(url)
 
 
 def json_as_text(raw: psycopg.Connection[Any]) -> None:
