@@ -14,11 +14,12 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import duckdb
 
 from storage.backend.pg_connection import PgConnection
+from storage.backend.threads import ThreadedStore
 from storage.compact import CompactResult, compact_file
 from tuneloop.errors import StorageError
 
@@ -94,7 +95,7 @@ class _Gate:
             self._cond.notify_all()
 
 
-class Database:
+class Database(ThreadedStore):
     dialect = "duckdb"
 
     def __init__(self, path: Path, *, read_threads: int = 3, read_only: bool = False):
@@ -132,7 +133,7 @@ class Database:
             self._gate.leave()
         return cur
 
-    def _call(self, fn: Callable[[DuckConnection], T]) -> T:
+    def _write_call(self, fn: Callable[[DuckConnection], T]) -> T:
         return fn(self.cursor())
 
     def _read_call(self, fn: Callable[[DuckConnection], T]) -> T:
@@ -166,22 +167,6 @@ class Database:
                 self._generation += 1
         finally:
             self._gate.unlock()
-
-    async def write(self, fn: Callable[[Any], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._call, fn)
-
-    async def read(self, fn: Callable[[Any], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._read_call, fn)
-
-    def write_sync(self, fn: Callable[[Any], T]) -> T:
-        """Run on the writer thread and wait (for start-up work, before the loop serves)."""
-        return self._writer.submit(self._call, fn).result()
-
-    def read_sync(self, fn: Callable[[Any], T]) -> T:
-        """Run on the calling thread (for work already off the event loop)."""
-        return self._read_call(fn)
 
     def interrupt(self) -> None:
         self._con.interrupt()

@@ -8,7 +8,6 @@ Records the database refused sit in the spool's quarantine file; they are cleane
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ import orjson
 from storage.backend import upsert_sql
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
+from storage.records import forgotten_user_key
 from storage.spool import Spool
 from storage.transaction import transaction
 
@@ -158,7 +158,7 @@ def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
     for name in names:  # rows still in another replica's spool are skipped when ingested
         con.execute(upsert_sql("forgotten_users", ("user_sha256", "forgotten_at"),
                                "user_sha256"),
-                    [hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest(), now])
+                    [forgotten_user_key(name), now])
     deleted = _delete(con, "user_id = ANY(?) OR source_id IN (SELECT id FROM "
                            "interactions WHERE user_id = ANY(?))", [names, names],
                       before=before)

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from storage.backend import CONSTRAINT_ERRORS, staged
-from storage.backend.dialect import dialect_of, table_exists
+from storage.backend.dialect import table_exists
 from storage.backend.pg_connection import PgConnection
 from storage.db import Connection
 from storage.trainable import mark_untrainable
@@ -120,24 +120,18 @@ def to_arrow(rows: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.table(columns, schema=INTERACTION_SCHEMA)
 
 
-# a user erased by `forget` while this row waited in a spool (storage/migrations/m040)
-def _not_forgotten(con: Connection) -> str:
-    """The batch's filter: none while nobody was forgotten (or before migration 40)."""
-    if not table_exists(con, "forgotten_users") or not con.execute(
-            "SELECT 1 FROM forgotten_users LIMIT 1").fetchall():
-        return ""
-    return ("WHERE b.user_id IS NULL OR NOT EXISTS (SELECT 1 FROM forgotten_users f WHERE "
-            f"f.user_sha256 = {dialect_of(con).sha256_hex('b.user_id')} "
-            "AND b.created_at <= f.forgotten_at)")
+def forgotten_user_key(name: str) -> str:
+    """How `forgotten_users` (storage/migrations/m040) names a user: never the name itself."""
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _forgotten_removed(con: PgConnection, table: pa.Table) -> pa.Table:
-    """The batch without the rows of users erased by `forget` after the row was made (the
-    rule of `_not_forgotten`, applied here so the rows can be copied straight in)."""
+def _forgotten_removed(con: Connection, table: pa.Table) -> pa.Table:
+    """The batch without the rows of users erased by `forget` after the row was made (a row
+    of theirs that waited in a spool, this replica's or another's, while `forget` ran)."""
     users = [u for u in pc.unique(table["user_id"]).to_pylist() if u is not None]
     if not users or not table_exists(con, "forgotten_users"):
         return table
-    names = {hashlib.sha256(u.encode()).hexdigest(): u for u in users}
+    names = {forgotten_user_key(u): u for u in users}
     rows = con.execute("SELECT user_sha256, forgotten_at FROM forgotten_users "
                        "WHERE user_sha256 = ANY(?)", [list(names)]).fetchall()
     if not rows:
@@ -153,7 +147,6 @@ def _copy_interactions(con: PgConnection, table: pa.Table) -> int | None:
     COPY into a temporary table and INSERT ... SELECT from it), in a savepoint. None when an
     id is already there (a replayed spool segment): the caller then takes the path that
     skips those."""
-    table = _forgotten_removed(con, table)
     con.execute("BEGIN")
     try:
         inserted = con.copy_rows("interactions", table)
@@ -174,6 +167,7 @@ def _copy_interactions(con: PgConnection, table: pa.Table) -> int | None:
 
 def insert_interactions(con: Connection, table: pa.Table) -> int:
     """Insert a batch, ignoring ids already present (spool replay is idempotent)."""
+    table = _forgotten_removed(con, table)
     if table.num_rows == 0:
         return 0
     if isinstance(con, PgConnection):
@@ -183,7 +177,7 @@ def insert_interactions(con: Connection, table: pa.Table) -> int:
     columns = ", ".join(table.schema.names)
     with staged(con, "_ingest_batch", table, like="interactions"):
         inserted = con.execute(
-            f"INSERT INTO interactions ({columns}) SELECT {columns} FROM _ingest_batch b "
-            f"{_not_forgotten(con)} ON CONFLICT DO NOTHING RETURNING 1").fetchall()
+            f"INSERT INTO interactions ({columns}) SELECT {columns} FROM _ingest_batch "
+            "ON CONFLICT DO NOTHING RETURNING 1").fetchall()
         mark_untrainable(con, "_ingest_batch")  # the review queue's list of answerless rows
     return len(inserted)

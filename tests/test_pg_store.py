@@ -173,6 +173,8 @@ def test_settings_take_a_path_or_a_postgres_url(tmp_path: Path) -> None:
     by_url = Settings(db=url, state_dir=tmp_path / "state")
     assert by_url.db == url and by_url.db_is_postgres and by_url.db_file is None
     assert by_url.db_label == "postgresql://tuneloop@db.internal:5432/tuneloop"
+    in_query = Settings(db="postgresql://tl@db/tl?password=hunter2&sslmode=require")
+    assert in_query.db_label == "postgresql://tl@db/tl"  # a password in the query is one too
     assert by_url.spool_path == tmp_path / "state" / "tuneloop.spool"
     assert by_url.admin_token_file == tmp_path / "state" / "tuneloop.admin-token"
     with pytest.raises(ConfigError, match="postgresql:// URL"):

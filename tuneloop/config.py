@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -27,6 +28,20 @@ _NEVER_FORWARDED = frozenset(
      "forwarded", "x-real-ip", "via", "x-original-url", "x-rewrite-url",
      "x-http-method-override", "content-encoding", "accept-encoding"}
 )
+
+
+def public_url(url: str) -> str:
+    """A database URL fit for messages and logs: user, host, port and database, without the
+    password or the query (which may carry one: `?password=...`)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        where = f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return "<an invalid database URL>"
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{where}{parts.path}"
 
 
 class Settings(BaseSettings):
@@ -208,11 +223,7 @@ class Settings(BaseSettings):
     @property
     def db_label(self) -> str:
         """The store for messages: a path, or the URL without its password."""
-        if isinstance(self.db, Path):
-            return str(self.db)
-        head, _, tail = self.db.partition("://")
-        creds, at, rest = tail.rpartition("@")
-        return f"{head}://{creds.split(':')[0]}@{rest}" if at else self.db
+        return str(self.db) if isinstance(self.db, Path) else public_url(self.db)
 
     def local_file(self, suffix: str) -> Path:
         """A file of this process beside the DuckDB file (`tuneloop.duckdb.<suffix>`), or in

@@ -85,10 +85,6 @@ class DuckDialect:
         positive costs only the Python path)."""
         return f"coalesce(strpos(CAST({expr} AS VARCHAR), '\\u0000') > 0, FALSE)"
 
-    def sha256_hex(self, expr: str) -> str:
-        """The SHA-256 of a text's UTF-8 bytes, as 64 lowercase hex digits."""
-        return f"sha256({expr})"
-
     def table_exists_sql(self) -> str:
         return ("SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' "
                 "AND table_name = ?")
@@ -173,9 +169,6 @@ class PgDialect(DuckDialect):
 
     def list_length(self, expr: str) -> str:
         return f"cardinality({expr})"
-
-    def sha256_hex(self, expr: str) -> str:
-        return f"encode(sha256(convert_to({expr}, 'UTF8')), 'hex')"
 
     def table_exists_sql(self) -> str:
         return "SELECT 1 WHERE to_regclass(?) IS NOT NULL"

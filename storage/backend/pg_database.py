@@ -9,7 +9,6 @@ Reads run on pooled connections in autocommit mode. Every connection speaks UTC.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -21,6 +20,8 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from storage.backend.pg_connection import PgConnection
+from storage.backend.threads import ThreadedStore
+from tuneloop.config import public_url
 from tuneloop.errors import StorageError
 
 T = TypeVar("T")
@@ -33,14 +34,7 @@ MIGRATE_LOCK = WRITE_LOCK + 1  # one replica migrates; the others wait, then fin
 
 def redact_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "<an invalid postgres URL>"
-    host = info.get("host", "localhost")
-    port = info.get("port")
-    where = f"{host}:{port}" if port else str(host)
-    return f"postgresql://{info.get('user', '')}@{where}/{info.get('dbname', '')}"
+    return public_url(url)
 
 
 def json_as_text(raw: psycopg.Connection[Any]) -> None:
@@ -50,7 +44,7 @@ def json_as_text(raw: psycopg.Connection[Any]) -> None:
         raw.adapters.register_loader(name, TextLoader)
 
 
-class PgDatabase:
+class PgDatabase(ThreadedStore):
     dialect = "postgres"
 
     def __init__(self, url: str, *, read_threads: int = 3, connect_timeout_s: float = 10.0):
@@ -86,21 +80,7 @@ class PgDatabase:
     def connection(self, raw: psycopg.Connection[Any], *, ddl: bool = False) -> PgConnection:
         return PgConnection(raw, ddl=ddl, column_types=self._column_types)
 
-    # -- the interface storage and the proxy use -------------------------------------------
-    async def write(self, fn: Callable[[Any], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._write_call, fn)
-
-    async def read(self, fn: Callable[[Any], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, self._read_call, fn)
-
-    def write_sync(self, fn: Callable[[Any], T]) -> T:
-        return self._writer.submit(self._write_call, fn).result()
-
-    def read_sync(self, fn: Callable[[Any], T]) -> T:
-        return self._read_call(fn)
-
+    # -- how one call runs (write, read and their _sync forms: ThreadedStore) --------------
     def _write_call(self, fn: Callable[[Any], T]) -> T:
         with self._pool.connection() as raw, self._tracked(raw):
             con = self.connection(raw)
