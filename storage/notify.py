@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 import psycopg
 
 from storage.backend import is_postgres
-from storage.backend.pg_database import WRITE_LOCK, redact_url
+from storage.backend.pg_database import LEADER_LOCK, redact_url
 from storage.db import Connection
 
 log = logging.getLogger("tuneloop.notify")
@@ -33,7 +33,6 @@ ROUTES = "routes"
 KEYS = "keys"
 ALL = "*"  # not sent: what a feed reports when it may have missed notifications
 TOPICS = (ROUTES, KEYS)
-LEADER_LOCK = WRITE_LOCK + 2  # held by the replica that runs deployment-wide jobs
 
 OnChange = Callable[[str], Awaitable[None]]
 

@@ -17,16 +17,13 @@ import psycopg
 
 from storage.backend import is_postgres_url
 from storage.backend.dialect import table_exists
-from storage.backend.pg_database import WRITE_LOCK, PgDatabase, redact_url
+from storage.backend.pg_database import TRANSFER_LOCK, PgDatabase, redact_url
 from storage.db import Connection, Database
 from storage.migrations import MIGRATIONS
 from storage.store import Store, migrate_store, open_store
 from tuneloop.errors import BadRequest, StorageError
 
 T = TypeVar("T")
-# one migrate-store at a time into a Postgres database (the other advisory keys: WRITE_LOCK,
-# MIGRATE_LOCK = +1, storage.notify.LEADER_LOCK = +2, held for good by a serving replica)
-TRANSFER_LOCK = WRITE_LOCK + 3
 
 
 def label(spec: str) -> str:

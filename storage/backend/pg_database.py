@@ -27,9 +27,12 @@ from tuneloop.errors import StorageError
 T = TypeVar("T")
 log = logging.getLogger("tuneloop.storage")
 
-# pg_advisory locks: one 64-bit key space per database, shared by every client of it
+# pg_advisory locks: one 64-bit key space per database, shared by every client of it; every
+# key tuneloop takes is here, so two uses can't pick the same one
 WRITE_LOCK = 0x74756E65_6C6F6F70  # "tuneloop": one write at a time across replicas
 MIGRATE_LOCK = WRITE_LOCK + 1  # one replica migrates; the others wait, then find it done
+LEADER_LOCK = WRITE_LOCK + 2  # held by the replica that runs deployment-wide jobs (notify)
+TRANSFER_LOCK = WRITE_LOCK + 3  # one migrate-store copy into a database at a time
 
 
 def redact_url(url: str) -> str:
