@@ -39,6 +39,9 @@ IngestHook = Callable[[Connection, pa.Table], None]
 """Runs inside the ingest transaction with the batch just inserted (e.g. to index its text).
 A hook that also has `compute(batch) -> Callable[[Connection], None]` has that called before
 the transaction (its CPU work off the write lock), and the function it returns in it."""
+InsertedHook = Callable[[Connection, pa.Table], None]
+"""Runs inside the ingest transaction with the rows of a batch actually inserted (a replayed
+id or a forgotten user's row is not): e.g. list them for the background search indexer."""
 PrepareStep = Callable[[pa.Table], pa.Table]
 """Fills derived columns of a batch before it is inserted (e.g. estimated stream usage)."""
 
@@ -70,6 +73,8 @@ class LogWriter:
         interval_s: float = 0.2,
         hooks: Sequence[IngestHook] = (),
         prepare: PrepareStep | None = None,
+        after_insert: InsertedHook | None = None,
+        on_ingested: Callable[[int], None] | None = None,
     ):
         self.db = db
         self.spool = spool
@@ -77,6 +82,8 @@ class LogWriter:
         self.interval_s = interval_s
         self.hooks = list(hooks)
         self.prepare = prepare
+        self.after_insert = after_insert
+        self.on_ingested = on_ingested
         self.stats = WriterStats()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -125,6 +132,7 @@ class LogWriter:
             self._wake.clear()
             try:
                 await self.ingest_pending()
+                self.stats.last_error = None  # /healthz: the latest attempt succeeded
                 backoff = self.interval_s
             except Exception as exc:  # storage failures must never reach requests
                 self.stats.failures += 1
@@ -155,6 +163,8 @@ class LogWriter:
         self._oldest_sealed = None  # every sealed segment is in (a failure raised above)
         self.stats.ingested += total
         self.stats.last_ingest_at = time.time()
+        if total and self.on_ingested is not None:
+            self.on_ingested(total)
         return total
 
     def _ready_segment(self, segment: Path) -> _Ready:
@@ -189,7 +199,7 @@ class LogWriter:
             con.execute("BEGIN TRANSACTION")
             try:
                 for batch, writes in zip(ready.batches, ready.writes, strict=True):
-                    inserted += insert_interactions(con, batch)
+                    inserted += insert_interactions(con, batch, then=self.after_insert)
                     for write in writes:
                         write(con)
                 con.execute("COMMIT")
@@ -225,7 +235,7 @@ class LogWriter:
         try:
             for start in range(0, table.num_rows, self.batch_rows):
                 batch = table.slice(start, self.batch_rows)
-                inserted += insert_interactions(con, batch)
+                inserted += insert_interactions(con, batch, then=self.after_insert)
                 for hook in self.hooks:
                     hook(con, batch)
             con.execute("COMMIT")
