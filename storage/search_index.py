@@ -53,6 +53,7 @@ from storage.messages import (
     messages_of,
 )
 from storage.search_text import terms
+from storage.transaction import transaction
 
 log = logging.getLogger("tuneloop.search")
 
@@ -274,8 +275,13 @@ def pending_rows(con: Connection, limit: int, *, newest: bool = False,
 def store_claimed(con: Connection, forward: ForwardIndex, ids: Sequence[str]) -> int:
     """Take `ids` off the not-yet-indexed list and write the forward index of those this
     call took (another replica may have indexed some, `forget` deleted others meanwhile), in
-    the caller's transaction: a crash leaves them listed and unindexed, never half. Answers
-    how many were taken."""
+    one transaction: a crash leaves them listed and unindexed, never half. Answers how many
+    were taken."""
+    with transaction(con):
+        return _claim_and_store(con, forward, ids)
+
+
+def _claim_and_store(con: Connection, forward: ForwardIndex, ids: Sequence[str]) -> int:
     claimed = [r[0] for r in con.execute(
         f"DELETE FROM {PENDING} WHERE interaction_id = ANY(?::VARCHAR[]) "
         "RETURNING interaction_id", [list(ids)]).fetchall()]
@@ -291,10 +297,11 @@ def store_claimed(con: Connection, forward: ForwardIndex, ids: Sequence[str]) ->
 
 
 def index_pending_now(con: Connection, ids: Sequence[str]) -> None:
-    """Index those of `ids` not indexed yet, here and now (an edit needs the logged terms)."""
+    """Index those of `ids` not indexed yet, here and now, in the caller's transaction (an
+    edit needs the logged terms)."""
     batch = pending_rows(con, len(ids), ids=ids)
     if batch.num_rows:
-        store_claimed(con, batch_forward_index(batch), batch["id"].to_pylist())
+        _claim_and_store(con, batch_forward_index(batch), batch["id"].to_pylist())
 
 
 def backfill(con: Connection, chunk_rows: int = 5000) -> int:
