@@ -34,6 +34,7 @@ from storage.search_index import PENDING, SearchIndexer, pending_rows, store_cla
 from storage.store import Store
 
 log = logging.getLogger("tuneloop.search")
+IDLE_CHECK_S = 10.0  # with nothing ingested here, how often the list is looked at
 
 
 @dataclass
@@ -102,10 +103,16 @@ class BackgroundIndexer:
 
     async def _run(self) -> None:
         backoff = self.interval_s
+        checked = 0.0
         while True:
+            woken = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                woken = await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             self._wake.clear()
+            idle = not woken and self.stats.lag_rows == 0 and self.stats.last_error is None
+            if idle and time.monotonic() - checked < IDLE_CHECK_S:
+                continue  # nothing ingested here: look at the list (other replicas') now and then
+            checked = time.monotonic()
             try:
                 if self.may_run():
                     await self.index_pending()

@@ -210,9 +210,8 @@ def logged_untrainable(batch: pa.Table) -> tuple[list[str], list[str]]:
     return ids, reasons
 
 
-def mark_untrainable_batch(con: Connection, batch: pa.Table) -> None:
-    """`mark_untrainable` for a batch of rows just inserted, the rule run in Python."""
-    ids, reasons = logged_untrainable(batch)
+def mark_untrainable_batch(con: Connection, ids: list[str], reasons: list[str]) -> None:
+    """`mark_untrainable` for rows just inserted, with what `logged_untrainable` found."""
     if ids and table_exists(con, "untrainable"):
         con.execute("INSERT INTO untrainable (interaction_id, reason) SELECT unnest(?::VARCHAR[]), "
                     "unnest(?::VARCHAR[]) ON CONFLICT DO NOTHING", [ids, reasons])
