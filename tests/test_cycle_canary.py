@@ -3,32 +3,32 @@ the fake OpenAI upstream: which model the alias serves afterwards is the evidenc
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import openai
-import pytest
 from click.testing import CliRunner
 
 from exporter.cycle_watch import run_schedule, watch_canary
+from tests import test_cycle
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer, both_stores
-from tests.test_cycle import ALIAS, CURRENT, config, loop, reached, run  # noqa: F401
+from tests.test_cycle import ALIAS, CURRENT, config, reached, run
 from tuneloop.cli import main
 
 pytestmark = both_stores
+loop = test_cycle.loop  # the fixture: approved traffic, the alias, fast fake fine-tuning
 
 
 def ask(proxy: ProxyServer, count: int, start: int = 0) -> None:
     """`count` alias requests; 5xx answers (the canary's errors) are expected."""
     client = proxy.openai()
     for n in range(start, start + count):
-        try:
+        with contextlib.suppress(openai.InternalServerError):
             client.chat.completions.create(
                 model=ALIAS, messages=[{"role": "user", "content": f"Where is order {n}?"}])
-        except openai.InternalServerError:
-            pass
 
 
 def canary_requests(proxy: ProxyServer, model: str) -> int:
