@@ -185,6 +185,26 @@ def routes_show(ctx: click.Context, api: str | None) -> None:
         click.echo(json.dumps(client.routes(), indent=2))
 
 
+@routes.command("history")
+@click.option("--alias", default=None, help="Only this alias.")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@api_option
+@click.pass_context
+@domain_errors
+def routes_history(ctx: click.Context, alias: str | None, as_json: bool, api: str | None
+                   ) -> None:
+    """Every route change, newest first, with the canary test's verdict behind automatic
+    promotions and rollbacks."""
+    from tuneloop.commands.promote import describe_change
+    with make_client(ctx, api) as client:
+        items = client.route_history(alias)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        click.echo(describe_change(item))
+
+
 @routes.command("set")
 @click.argument("file", type=click.File("r"))
 @api_option
