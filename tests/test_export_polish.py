@@ -107,5 +107,5 @@ def test_classification_label_conflicts_are_skipped_and_listed(proxy: ProxyServe
     report = flat(result.stdout)
     assert "invalid_skipped (1): left out by --skip-invalid: conflicting_labels" in report
     assert torn[0] in report
-    files, lineage = read_export(out)
+    _files, lineage = read_export(out)
     assert {r["interaction_id"] for r in lineage} == set(good + bad)
