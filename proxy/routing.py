@@ -82,7 +82,8 @@ class RouteSpec(BaseModel):
         return targets
 
     def template_refs(self) -> set[str]:
-        return {ref for t in [*self.targets, *self.fallbacks] for ref in template_refs(t.transforms)}
+        return {ref for target in [*self.targets, *self.fallbacks]
+                for ref in template_refs(target.transforms)}
 
     def check(self, alias: str, templates: Mapping[str, PromptTemplate]) -> None:
         """Refuse transforms that cannot work (unknown template, legacy on a chat target)."""

@@ -161,9 +161,9 @@ class TargetTransforms:
             except TemplateMismatch as exc:
                 mismatch = exc
         if self.separator and endpoint == "completions":
-            prompt = (changed or payload).get("prompt")
-            suffixed = _with_suffix(prompt, self.separator)
-            if suffixed is not prompt:
+            current = (changed or payload).get("prompt")
+            suffixed = _with_suffix(current, self.separator)
+            if suffixed is not current:
                 changed = {**(changed or payload), "prompt": suffixed}
         if (self.stop is not None and payload.get("stop") is None
                 and endpoint in ("completions", "chat.completions")):

@@ -77,7 +77,8 @@ async def put_routes(request: Request) -> Response:
     actor = request.headers.get("x-tuneloop-actor", "admin")[:128]
 
     def write(con: Connection) -> tuple[dict[str, RouteSpec], Templates]:
-        checked, templates = {}, {}
+        checked: dict[str, RouteSpec] = {}
+        templates: Templates = {}
         for alias, spec in table.items():
             checked[alias], found = checked_spec(con, alias, spec)
             templates |= found

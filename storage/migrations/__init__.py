@@ -33,6 +33,7 @@ from storage.migrations import (
     m040_forgotten_users,
     m041_postgres_filter_indexes,
     m043_sent_request,
+    m044_route_transforms,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -62,6 +63,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(40, "forgotten_users", m040_forgotten_users.apply),
     Migration(41, "postgres_filter_indexes", m041_postgres_filter_indexes.apply),
     Migration(43, "sent_request", m043_sent_request.apply),
+    Migration(44, "route_transforms", m044_route_transforms.apply),
 )
 
 
