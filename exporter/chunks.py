@@ -26,7 +26,9 @@ from exporter.checks import (
 from exporter.examples import Example, fingerprint
 from exporter.formats import ExampleError, FormatOptions, Skipped, format_example
 from exporter.legacy_checks import PromptCompletionStats
+from exporter.strip import MISMATCH, TemplateStrip, strip_example
 from exporter.tokens import TokenCounter, token_counter
+from tuneloop.errors import TemplateMismatch
 
 _LINE = orjson.OPT_APPEND_NEWLINE
 UNTRAINABLE = "untrainable"  # the skip reason of examples without a final answer
@@ -36,6 +38,7 @@ UNTRAINABLE = "untrainable"  # the skip reason of examples without a final answe
 class ChunkSpec:
     options: FormatOptions
     encoding: str
+    strip: TemplateStrip | None = None  # export without this prompt template
 
     @property
     def prompt_completion(self) -> bool:
@@ -57,6 +60,7 @@ class ChunkResult:
     problems: dict[str, Tally] = field(default_factory=dict)
     violations: dict[str, Tally] = field(default_factory=dict)
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (index in chunk, reason)
+    mismatched: Tally = field(default_factory=Tally)  # skipped: not the template to strip
     labels: Counter[str] = field(default_factory=Counter)
     stats: PromptCompletionStats | None = None
 
@@ -171,6 +175,14 @@ def process_chunk(spec: ChunkSpec, payload: Payload) -> ChunkResult:
             result.skipped.append((index, UNTRAINABLE))
             result.emitted.append(0)
             continue
+        if spec.strip is not None:
+            try:
+                example = strip_example(example, spec.strip)
+            except TemplateMismatch:
+                result.skipped.append((index, MISMATCH))
+                result.mismatched.add(example.interaction_id)
+                result.emitted.append(0)
+                continue
         try:
             row = format_example(example, spec.options)
         except ExampleError as exc:
