@@ -14,6 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from proxy.app import create_app
+from proxy.promotion import parse_promote_request, promoted_spec
+from proxy.routing import RouteSpec
 from storage.prompt_templates import freeze_template
 from storage.store import migrate_store, open_store
 from tests.conftest import ADMIN_TOKEN, FakeUpstream, ProxyServer, proxy_settings
@@ -203,3 +205,17 @@ def test_a_legacy_template_is_stripped_from_a_completion_prompt(server: ProxySer
         {"type": "legacy_separator", "separator": "\n\n###\n\n"}]}]})
     server.openai().completions.create(model="qa-t", prompt="Answer briefly.\nWhy?")
     assert sent_to(server, LEGACY_FT + "-t")[-1]["prompt"] == "Why?\n\n###\n\n"
+
+
+def test_promoting_onto_a_route_with_route_level_markers_keeps_what_each_target_gets() -> None:
+    """A spec stored before per-target transforms (or restored by a rollback to then)."""
+    current = RouteSpec.model_validate({"targets": [{"model": LEGACY_BASE}],
+                                        "prompt_suffix": "\n\n###\n\n", "stop": "###"})
+    spec = promoted_spec("qa", current, parse_promote_request(
+        {"model": LEGACY_FT, "canary": 10, "prompt_suffix": "\n\nEND\n\n"}))
+    assert spec.prompt_suffix is None and spec.stop is None
+    dumped = spec.model_dump(exclude_none=True)
+    assert dumped["targets"][0]["transforms"] == [
+        {"type": "legacy_separator", "separator": "\n\n###\n\n"}, {"type": "stop", "stop": "###"}]
+    assert dumped["targets"][1]["transforms"] == [
+        {"type": "legacy_separator", "separator": "\n\nEND\n\n"}]

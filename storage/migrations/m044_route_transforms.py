@@ -26,9 +26,10 @@ def _legacy_models(con: Connection, alias: str) -> set[str]:
     for spec_text, detail_text in rows:
         spec = orjson.loads(spec_text) if spec_text else {}
         detail = orjson.loads(detail_text) if detail_text else {}
-        if isinstance(spec, dict) and (spec.get("prompt_suffix") or spec.get("stop") is not None):
-            if isinstance(detail, dict) and isinstance(detail.get("model"), str):
-                models.add(detail["model"])
+        legacy = isinstance(spec, dict) and (spec.get("prompt_suffix")
+                                             or spec.get("stop") is not None)
+        if legacy and isinstance(detail, dict) and isinstance(detail.get("model"), str):
+            models.add(detail["model"])
     return models
 
 
