@@ -29,6 +29,7 @@ from tuneloop.commands.governance import compact, forget, retention
 from tuneloop.commands.migrate_store import migrate_store
 from tuneloop.commands.promote import promote, rollback
 from tuneloop.commands.synthesize import synthesize
+from tuneloop.commands.templates import templates
 from tuneloop.commands.ui import ui
 from tuneloop.config import load_settings
 from tuneloop.errors import ConfigError, StorageError, Unauthorized
@@ -260,6 +261,7 @@ main.add_command(rollback)
 main.add_command(evaluate)
 main.add_command(cycle)
 main.add_command(migrate_store)
+main.add_command(templates)
 
 if __name__ == "__main__":
     main()

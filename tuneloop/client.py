@@ -13,6 +13,7 @@ import httpx
 import orjson
 
 from tuneloop.client_review import ReviewMethods
+from tuneloop.client_templates import TemplateMethods
 from tuneloop.errors import (
     BadRequest,
     Conflict,
@@ -42,9 +43,10 @@ class ServerUnreachable(TuneloopError):
     code = "server_unreachable"
 
 
-class AdminClient(ReviewMethods):
+class AdminClient(ReviewMethods, TemplateMethods):
     """The admin API; the review methods (queue, claims, actions, progress) come from
-    `tuneloop.client_review.ReviewMethods`."""
+    `tuneloop.client_review.ReviewMethods`, the prompt-template ones from
+    `tuneloop.client_templates.TemplateMethods`."""
 
     def __init__(self, api: str, token: str | None, *, timeout_s: float = 60.0,
                  actor: str | None = None):
