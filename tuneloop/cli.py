@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tuneloop.client import ServerUnreachable
+from tuneloop.commands.checkpoints import checkpoints
 from tuneloop.commands.common import (
     admin_token,
     api_option,
@@ -253,6 +254,7 @@ main.add_command(synthesize)
 main.add_command(export_command)
 main.add_command(datasets)
 main.add_command(finetune)
+jobs.add_command(checkpoints)
 main.add_command(jobs)
 main.add_command(promote)
 main.add_command(rollback)
