@@ -27,7 +27,9 @@ from exporter.checks import (
 from exporter.examples import Example, fingerprint
 from exporter.formats import ExampleError, FormatOptions, Skipped, format_example
 from exporter.legacy_checks import PromptCompletionStats
+from exporter.strip import MISMATCH, TemplateStrip, strip_example
 from exporter.tokens import TokenCounter, token_counter
+from tuneloop.errors import TemplateMismatch
 
 _LINE = orjson.OPT_APPEND_NEWLINE
 UNTRAINABLE = "untrainable"  # the skip reason of examples without a final answer
@@ -42,6 +44,7 @@ class ChunkSpec:
     encoding: str
     include_legacy: bool = False  # chat/preference: take /v1/completions rows too
     skip_invalid: bool = False  # leave out (and count) examples that break a rule
+    strip: TemplateStrip | None = None  # export without this prompt template
 
     @property
     def prompt_completion(self) -> bool:
@@ -63,6 +66,7 @@ class ChunkResult:
     problems: dict[str, Tally] = field(default_factory=dict)
     violations: dict[str, Tally] = field(default_factory=dict)
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (index in chunk, reason)
+    mismatched: Tally = field(default_factory=Tally)  # skipped: not the template to strip
     labels: Counter[str] = field(default_factory=Counter)
     stats: PromptCompletionStats | None = None
 
@@ -211,6 +215,14 @@ def process_chunk(spec: ChunkSpec, payload: Payload) -> ChunkResult:
     lines: list[bytes] = []
     lineage = [lineage_prefix(example) for example in examples]
     for index, example in enumerate(examples):
+        if spec.strip is not None and _skip_reason(spec, example) is None:
+            try:
+                example = strip_example(example, spec.strip)
+            except TemplateMismatch:  # skipped, never kept whole (exporter.strip)
+                result.skipped.append((index, MISMATCH))
+                result.mismatched.add(example.interaction_id)
+                result.emitted.append(0)
+                continue
         outcome = _format(result, spec, example)
         if not isinstance(outcome, tuple):  # left out (a reason) or breaking a rule (None)
             if outcome is not None:

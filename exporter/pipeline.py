@@ -53,6 +53,7 @@ from exporter.formats import FormatOptions, RuleViolations
 from exporter.legacy_checks import PromptCompletionStats
 from exporter.report import DatasetFacts, ValidationReport, build_report
 from exporter.split import Grouper, check_fraction
+from exporter.strip import MISMATCH, TemplateStrip
 from exporter.tokens import model_info
 from tuneloop.errors import ConfigError, DatasetError
 
@@ -70,6 +71,7 @@ class ExportOptions:
     overwrite: bool = False
     include_legacy: bool = False  # chat/preference: also take legacy /v1/completions rows
     skip_invalid: bool = False  # leave out examples that break a rule (listed in the report)
+    strip: TemplateStrip | None = None  # export without this prompt template (exporter.strip)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class _Gathered:
         self.skipped: dict[int, str] = {}
         self.untrainable = Tally()  # skipped: no final answer (an error, a cut stream, ...)
         self.left_out: dict[str, Tally] = {}  # legacy rows and --skip-invalid, by reason
+        self.mismatched = Tally()  # skipped: does not hold the template to strip
         self.lineage: list[bytes] = []
         self.grouper = Grouper()
         self.lengths: array[int] = array("q")
@@ -124,6 +127,7 @@ class _Gathered:
                 self.untrainable.add(chunk[index].interaction_id)
             elif reason == LEGACY_COMPLETION or reason.startswith(INVALID):
                 self.left_out.setdefault(reason, Tally()).add(chunk[index].interaction_id)
+        self.mismatched.merge(result.mismatched)
         self.examples += len(chunk)
         self.emitted += result.emitted
         self.lineage.append(result.lineage)
@@ -224,12 +228,22 @@ def _facts(options: ExportOptions, gathered: _Gathered) -> DatasetFacts:
 def _warn_untrainable(report: ValidationReport, skipped: Tally) -> None:
     """Approved items without a final answer are left out with a warning, not an error: one
     such item (approved before the review API refused it) must not stop every export."""
-    if not skipped.count:
-        return
     message = ("approved items without a final answer (an upstream error, a cut stream, an "
                "empty answer) were skipped; edit them to supply the answer, or reject them")
-    finding = Finding("untrainable_skipped", "warning", message, skipped.count,
-                      tuple(skipped.ids))
+    _warn_skipped(report, "untrainable_skipped", message, skipped)
+
+
+def _warn_mismatched(report: ValidationReport, skipped: Tally, strip: TemplateStrip) -> None:
+    message = (f"examples that do not hold the prompt template {strip.template.ref} (another "
+               "system prompt, a few-shot turn missing, no prefix or suffix) were skipped, "
+               "not kept whole; their lineage records say which")
+    _warn_skipped(report, MISMATCH, message, skipped)
+
+
+def _warn_skipped(report: ValidationReport, code: str, message: str, skipped: Tally) -> None:
+    if not skipped.count:
+        return
+    finding = Finding(code, "warning", message, skipped.count, tuple(skipped.ids))
     warnings = [i for i, f in enumerate(report.findings) if f.severity != "error"]
     report.findings.insert(warnings[0] if warnings else len(report.findings), finding)
 
@@ -281,6 +295,8 @@ def _manifest(
         ],
         "validation": report.to_json(),
     }
+    if options.strip is not None:
+        manifest["template"] = options.strip.manifest()
     if fmt.format in ("legacy", "classification"):
         manifest["prompt_separator"] = fmt.separator
         manifest["stop"] = fmt.effective_stop
@@ -326,7 +342,8 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions, *,
     if options.chunk_size < 1:
         raise DatasetError("chunk_size must be at least 1", param="chunk_size")
     spec = ChunkSpec(options.format, model_info(options.base_model).encoding,
-                     include_legacy=options.include_legacy, skip_invalid=options.skip_invalid)
+                     include_legacy=options.include_legacy, skip_invalid=options.skip_invalid,
+                     strip=options.strip)
     workers = options.workers or len(os.sched_getaffinity(0))
     work = _prepare_target(out, options.overwrite)
     clock = time.perf_counter
@@ -350,6 +367,8 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions, *,
         report = build_report(facts)
         _warn_untrainable(report, gathered.untrainable)
         warn_left_out(report, gathered.left_out)
+        if options.strip is not None:
+            _warn_mismatched(report, gathered.mismatched, options.strip)
         seconds["split_report"] = clock() - started
         started = clock()
         if not report.ok:

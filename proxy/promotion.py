@@ -36,6 +36,8 @@ class PromoteRequest(BaseModel):
     stop: str | list[str] | None = None
     keep_fallbacks: bool = True
     previous_as_fallback: bool = True
+    verdict: dict[str, Any] | None = None
+    """The canary test's statistics behind the promotion (kept in the route history)."""
 
     @property
     def full(self) -> bool:

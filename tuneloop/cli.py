@@ -28,6 +28,7 @@ from tuneloop.commands.governance import compact, forget, retention
 from tuneloop.commands.migrate_store import migrate_store
 from tuneloop.commands.promote import promote, rollback
 from tuneloop.commands.synthesize import synthesize
+from tuneloop.commands.templates import templates
 from tuneloop.commands.ui import ui
 from tuneloop.config import load_settings
 from tuneloop.errors import ConfigError, StorageError, Unauthorized
@@ -209,6 +210,26 @@ def routes_show(ctx: click.Context, api: str | None) -> None:
         click.echo(json.dumps(client.routes(), indent=2))
 
 
+@routes.command("history")
+@click.option("--alias", default=None, help="Only this alias.")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@api_option
+@click.pass_context
+@domain_errors
+def routes_history(ctx: click.Context, alias: str | None, as_json: bool, api: str | None
+                   ) -> None:
+    """Every route change, newest first, with the canary test's verdict behind automatic
+    promotions and rollbacks."""
+    from tuneloop.commands.promote import describe_change
+    with make_client(ctx, api) as client:
+        items = client.route_history(alias)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        click.echo(describe_change(item))
+
+
 @routes.command("set")
 @click.argument("file", type=click.File("r"))
 @api_option
@@ -238,6 +259,7 @@ main.add_command(rollback)
 main.add_command(evaluate)
 main.add_command(cycle)
 main.add_command(migrate_store)
+main.add_command(templates)
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@ datasets list | show | trace` (the recorded snapshots)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -56,13 +57,19 @@ def unescape(value: str | None) -> str | None:
                    "counted and listed in the report.")
 @click.option("--workers", type=int, default=None, help="Processes [default: every core].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
+@click.option("--strip-template", default=None, metavar="NAME[-vN]",
+              help="Leave this frozen prompt template (`tuneloop templates`) out of every "
+                   "example; examples without it are skipped with a warning.")
+@click.option("--system-prompt", default=None, metavar="TEXT",
+              help="With --strip-template: a short system prompt in the template's place.")
 @click.option("--api", default=None, help="Admin API base URL [env TUNELOOP_API].")
 @click.pass_context
 def export_command(ctx: click.Context, name: str, fmt: str, validation: float, out: Path,
                    base_model: str | None, seed: int, separator: str | None, stop: str | None,
                    labels: str | None, positive_class: str | None, filters: tuple[str, ...],
                    include_legacy: bool, skip_invalid: bool,
-                   workers: int | None, overwrite: bool, api: str | None) -> None:
+                   workers: int | None, overwrite: bool, strip_template: str | None,
+                   system_prompt: str | None, api: str | None) -> None:
     """Export the approved examples (or those --filter selects) as validated fine-tuning
     data, and record the snapshot. A dataset that fails validation prints its report,
     writes nothing and exits non-zero."""
@@ -72,23 +79,32 @@ def export_command(ctx: click.Context, name: str, fmt: str, validation: float, o
                            base_model=base_model, seed=seed, separator=separator, stop=stop,
                            labels=labels, positive_class=positive_class, filters=filters,
                            include_legacy=include_legacy, skip_invalid=skip_invalid,
-                           workers=workers, overwrite=overwrite, api=api)
+                           workers=workers, overwrite=overwrite, strip_template=strip_template,
+                           system_prompt=system_prompt, api=api)
 
 
 def _export(ctx: click.Context, *, name: str, fmt: str, validation: float, out: Path,
             base_model: str | None, seed: int, separator: str | None, stop: str | None,
             labels: str | None, positive_class: str | None, filters: tuple[str, ...],
             include_legacy: bool, skip_invalid: bool,
-            workers: int | None, overwrite: bool, api: str | None) -> None:
+            workers: int | None, overwrite: bool, strip_template: str | None,
+            system_prompt: str | None, api: str | None) -> None:
     from exporter.datasets import build_dataset, parse_filters
     from exporter.fix_hints import how_to_fix
     from exporter.formats import DEFAULT_SEPARATOR, FormatName, FormatOptions, RuleViolations
     from exporter.pipeline import DatasetRejected, ExportOptions
+    from exporter.strip import TemplateStrip
     from exporter.tokens import default_base_model
     from tuneloop.commands.common import make_client
     from tuneloop.names import dataset_name
 
     dataset_name(name, "--name")
+    if system_prompt is not None and strip_template is None:
+        raise DatasetError("--system-prompt replaces a stripped template's system prompt: "
+                           "give --strip-template too", param="system_prompt")
+    if fmt in ("preference", "classification") and strip_template is not None:
+        raise DatasetError("--strip-template works with the chat and legacy formats",
+                           param="strip_template")
     label_set = tuple(x.strip() for x in labels.split(",") if x.strip()) if labels else None
     options = ExportOptions(
         name=name,
@@ -101,6 +117,11 @@ def _export(ctx: click.Context, *, name: str, fmt: str, validation: float, out: 
         include_legacy=include_legacy, skip_invalid=skip_invalid,
     )
     with make_client(ctx, api) as client:
+        if strip_template is not None:
+            template = client.prompt_template(strip_template)
+            options = dataclasses.replace(
+                options, strip=TemplateStrip(template, unescape(system_prompt)))
+            click.echo(f"stripping prompt template {template.ref}", err=True)
         try:
             result = build_dataset(client, out, options)
         except DatasetRejected as exc:
