@@ -26,6 +26,7 @@ from tuneloop.commands.finetune import finetune, jobs
 from tuneloop.commands.governance import compact, forget, retention
 from tuneloop.commands.migrate_store import migrate_store
 from tuneloop.commands.promote import promote, rollback
+from tuneloop.commands.savings import savings
 from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.ui import ui
 from tuneloop.config import load_settings
@@ -211,6 +212,7 @@ main.add_command(finetune)
 main.add_command(jobs)
 main.add_command(promote)
 main.add_command(rollback)
+main.add_command(savings)
 main.add_command(evaluate)
 main.add_command(cycle)
 main.add_command(migrate_store)

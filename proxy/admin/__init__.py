@@ -16,6 +16,7 @@ from proxy.admin import (
     promote_api,
     review,
     routes_api,
+    savings_api,
     sql,
     stats,
 )
@@ -28,6 +29,7 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *stats.ROUTES,
         *routes_api.ROUTES,
         *promote_api.ROUTES,
+        *savings_api.ROUTES,
         *evals_api.ROUTES,
         *cycles_api.ROUTES,
         *keys.ROUTES,
