@@ -32,7 +32,7 @@ def test_routes_page_charts_cost_and_savings(routes_page: Callable[..., AppTest]
     prices = PriceMap.load()
     base_cost, ft_cost = prices.cost(BASE, 4_000, 100), prices.cost(FT, 300, 100)
     assert base_cost is not None and ft_cost is not None and base_cost > ft_cost
-    table = at.dataframe[3].value
+    table = next(d.value for d in at.dataframe if "saved/req $" in d.value.columns)
     assert list(table["target"]) == [BASE, FT] and list(table["role"]) == ["baseline", "target"]
     assert table["saved/req $"][1] == round(base_cost - ft_cost, 8)
     assert "no training cost known" in table["break-even"][1]

@@ -1,6 +1,6 @@
 """Routes: the alias map with canary shares, an alias's canary health, savings (charts) and
-route history, a rollback button (admin token only), and the latest evaluations and cycle
-runs."""
+route history, a rollback button (admin token only), the frozen prompt templates, and the
+latest evaluations and cycle runs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from curation_ui.admin_access import NO_ADMIN_TOKEN, admin_client
 from curation_ui.chat_view import escape_markdown
 from curation_ui.savings_view import show_savings
 from curation_ui.session import client, require_reviewer, reviewer
+from curation_ui.templates_view import frozen_templates
 from tuneloop.errors import TuneloopError
 
 require_reviewer()
@@ -108,6 +109,7 @@ st.caption(escape_markdown(f"Production traffic since {health['since']}: {shares
 st.dataframe(health_table(health), hide_index=True, width="stretch")
 st.subheader("History")
 st.dataframe(history_table(history), hide_index=True, width="stretch")
+frozen_templates(client(), alias)
 show_savings(savings)
 
 left, right = st.columns(2)

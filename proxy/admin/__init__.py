@@ -19,6 +19,7 @@ from proxy.admin import (
     savings_api,
     sql,
     stats,
+    templates_api,
 )
 
 
@@ -37,6 +38,7 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *governance.ROUTES,
         *datasets.ROUTES,
         *jobs.ROUTES,
+        *templates_api.ROUTES,
     ]
     if fault_injection:
         routes += faults.ROUTES
