@@ -1,4 +1,4 @@
-"""Migration 44: a stored route's route-level separator and stop sequence move onto the
+"""Migration 45: a stored route's route-level separator and stop sequence move onto the
 targets a promotion put there with them (the legacy fine-tunes), on both stores."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _route(con: Any, alias: str, spec: dict[str, Any],
 def test_route_level_markers_move_onto_the_promoted_legacy_targets(store: str) -> None:
     db = open_store(store if is_postgres_url(store) else Path(store))
     try:
-        migrate_store(db, up_to=43)
+        migrate_store(db, up_to=44)
         legacy = {"prompt_suffix": "\n\n###\n\n", "stop": "###"}
         canary = {"targets": [{"model": "davinci-002", "weight": 90.0},
                               {"model": "ft:davinci-002:acme::v2", "weight": 10.0}],

@@ -1,4 +1,4 @@
-"""Migration 43: what the target received, when a route target's transforms changed the
+"""Migration 44: what the target received, when a route target's transforms changed the
 request (proxy.transforms); NULL when it got the app's request as sent (`request`)."""
 
 from __future__ import annotations

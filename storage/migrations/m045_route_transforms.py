@@ -1,4 +1,4 @@
-"""Migration 44: a route's legacy separator and stop sequence move from the route onto the
+"""Migration 45: a route's legacy separator and stop sequence move from the route onto the
 targets that need them (per-target transforms, proxy.transforms).
 
 Before, `promote --from-export` set `prompt_suffix` and `stop` on the whole route, so during a
