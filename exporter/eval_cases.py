@@ -41,6 +41,7 @@ class EvalCase:
     reference: str
     tools: list[dict[str, Any]] | None = None
     source_id: str | None = None  # the interaction it was exported from (lineage)
+    edited: bool = False  # the reference is a reviewer's edit of the logged answer
 
 
 def answer_text(message: Mapping[str, Any]) -> str:

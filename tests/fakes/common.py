@@ -80,6 +80,8 @@ class FakeStateBase:
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     model_replies: dict[str, str] = field(default_factory=dict)
     """Chat and completions: a fixed answer text for a model (a worse or better model)."""
+    judges: dict[str, Any] = field(default_factory=dict)
+    """Chat: a model that answers as a pairwise judge (a `tests.fakes.judge.FakeJudge`)."""
 
     def fail_next(self, count: int, status: int, retry_after: float | None = None) -> None:
         self.failures.extend(ProgrammedFailure(status, retry_after) for _ in range(count))
