@@ -15,11 +15,18 @@ from exporter.cycle_steps import gate_passes
 from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.judge_prompt import DEFAULT_RUBRIC
+from exporter.pipeline import ExportOptions, export
 from tests import test_cycle
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer
 from tests.fakes.judge import FakeJudge
 from tests.test_cycle import ALIAS, CURRENT, config, run, the_current_model_is_worse
-from tests.test_evaluate import BASELINE, CANDIDATE, make_export, validation_lines
+from tests.test_evaluate import (
+    BASELINE,
+    CANDIDATE,
+    make_export,
+    qa_example,
+    validation_lines,
+)
 from tuneloop.cli import main
 
 JUDGE = "judge-model"
@@ -215,3 +222,30 @@ def test_cycle_with_the_judge_promotes_a_preferred_candidate(loop: ProxyServer,
     assert again.run["outcome"] == "not_promoted"
     low, high = again.run["state"]["candidate_interval"]
     assert low < 0.5 < high
+
+
+def test_reviewers_edited_answers_are_the_judges_references(proxy: ProxyServer,
+                                                             tmp_path: Path) -> None:
+    examples = [qa_example(i) for i in range(30)]
+    edited = {e.interaction_id for e in examples[::2]}  # a reviewer rewrote these answers
+    examples = [e._replace(original={"role": "assistant", "content": "the logged answer"})
+                if e.interaction_id in edited else e for e in examples]
+    data = tmp_path / "qa"
+    export(examples, data, ExportOptions(name="qa", validation_fraction=0.3, workers=1))
+    report = judged(proxy, data, FakeJudge(prefer="echo:"))
+    assert report.judgements is not None
+    lineage = [json.loads(line) for line in (data / "lineage.jsonl").read_text().splitlines()]
+    by_line = {r["line"]: r for r in lineage if r["split"] == "validation"}
+    with_reference = {j["line"] for j in report.judgements if j["reference"]}
+    assert with_reference == {line for line, r in by_line.items()
+                              if r["interaction_id"] in edited}
+    assert 0 < len(with_reference) < report.examples
+    asked = [r.json["messages"][1]["content"] for r in proxy.upstream.state.requests
+             if r.path == "/v1/chat/completions" and r.json["model"] == JUDGE]
+    references = [text for text in asked if "<<<REFERENCE>>>" in text]
+    assert len(references) == 2 * len(with_reference)  # both orders see it
+    validation = (data / "validation.jsonl").read_text().splitlines()
+    for line in with_reference:
+        answer = json.loads(validation[line - 1])["messages"][-1]["content"]
+        assert sum(f"<<<REFERENCE>>>\n(an answer written by a human reviewer; a good answer "
+                   f"agrees with it in substance)\n{answer}\n" in text for text in asked) == 2
