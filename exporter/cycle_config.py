@@ -28,11 +28,18 @@ confidence = 0.95                # of the intervals (bootstrap over examples; ju
 judge_model = "gpt-4o"           # the judge scorer's model, asked through the proxy
 rubric = "rubric.md"             # what the judge looks for [default: a general rubric]
 
-[canary]
+[canary]                         # the verdict: Wald's SPRT per metric (exporter/canary_stats.py)
 percent = 10
-min_requests = 200               # production requests the canary needs before a verdict
-max_error_rate_increase = 0.01   # over the current model's error rate
-max_feedback_drop = 0.1          # below the current model's mean feedback score
+alpha = 0.05                     # chance of rolling back a canary within tolerance
+beta = 0.2                       # chance of promoting a canary that is `bad_*` worse
+max_error_rate_increase = 0.01   # H0: error rate <= the current model's + this (tolerated)
+bad_error_rate_increase = 0.05   # H1: error rate >= the current model's + this (roll back)
+max_thumbs_down_increase = 0.05  # the same for the share of rated requests rated below 0
+bad_thumbs_down_increase = 0.2
+min_feedback = 10                # the thumbs-down test counts from this many rated requests
+min_requests = 100               # a promotion needs this many canary requests (a rollback
+min_age_minutes = 0              #   comes as soon as a test finds the canary worse)
+watch_seconds = 10               # `cycle --every`: how often an open canary is looked at
 ```
 """
 
@@ -42,7 +49,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from exporter.formats import DEFAULT_SEPARATOR, FormatName
 from tuneloop.errors import ConfigError
@@ -99,12 +106,29 @@ class EvaluateConfig(_Section):
 
 class CanaryConfig(_Section):
     percent: float = Field(10.0, gt=0, le=100)
-    min_requests: int = Field(100, ge=0)
-    min_age_minutes: float = Field(0.0, ge=0)
-    max_error_rate_increase: float = Field(0.01, ge=0)
-    max_feedback_drop: float = Field(0.1, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    beta: float = Field(0.2, gt=0, lt=0.5)
+    max_error_rate_increase: float = Field(0.01, ge=0, lt=1)
+    bad_error_rate_increase: float = Field(0.05, gt=0, le=1)
+    max_thumbs_down_increase: float = Field(0.05, ge=0, lt=1)
+    bad_thumbs_down_increase: float = Field(0.2, gt=0, le=1)
     min_feedback: int = Field(10, ge=1)
-    """Feedback is compared only when both targets have at least this many scores."""
+    """The thumbs-down test counts only once the canary has this many rated requests."""
+    min_requests: int = Field(100, ge=0)
+    """Canary requests a promotion needs; a rollback does not wait for them."""
+    min_age_minutes: float = Field(0.0, ge=0)
+    watch_seconds: float = Field(10.0, gt=0)
+    """With `cycle --every`: how often an open canary is evaluated between scheduled runs."""
+
+    @model_validator(mode="after")
+    def _effects_ordered(self) -> CanaryConfig:
+        for metric in ("error_rate", "thumbs_down"):
+            tolerated = getattr(self, f"max_{metric}_increase")
+            bad = getattr(self, f"bad_{metric}_increase")
+            if bad <= tolerated:
+                raise ValueError(f"bad_{metric}_increase ({bad}) must be above "
+                                 f"max_{metric}_increase ({tolerated})")
+        return self
 
 
 class CycleConfig(_Section):

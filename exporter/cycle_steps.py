@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from exporter import cycle_adapter
-from exporter.cycle_config import CanaryConfig, CycleConfig, EvaluateConfig
+from exporter.cycle_config import CycleConfig, EvaluateConfig
 from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.exportdir import load_export
@@ -194,63 +193,6 @@ def evaluate_step(ctx: StepContext) -> StepResult:
     return StepResult("canary", state=scores, detail=detail, note=note)
 
 
-def canary_step(ctx: StepContext) -> StepResult:
-    manifest = load_export(Path(ctx.state["export_path"]), verify=False).manifest
-    suffix, stop = manifest.get("prompt_separator"), manifest.get("stop")
-    candidate, percent = ctx.state["fine_tuned_model"], ctx.config.canary.percent
-    stable = current_model(ctx.client, ctx.config.alias)
-    result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
-                                prompt_suffix=suffix, stop=stop)
-    state = {"promoted_at": result["changed_at"], "stable": stable, "canary_percent": percent}
-    detail = {"model": candidate, "canary": percent, "stable": stable}
-    if percent >= 100:
-        return StepResult(None, state=state, detail=detail, outcome="promoted")
-    return StepResult("watch", state=state, detail=detail)
-
-
-_NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "feedback_count": 0,
-               "feedback_mean": None}
-
-
-def unhealthy(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig) -> list[str]:
-    """Why the canary is worse than the current model (empty: it is not)."""
-    reasons = []
-    if canary["error_rate"] > stable["error_rate"] + cfg.max_error_rate_increase:
-        reasons.append(f"error rate {canary['error_rate']:.3f} against "
-                       f"{stable['error_rate']:.3f} (allowed +{cfg.max_error_rate_increase})")
-    if min(canary["feedback_count"], stable["feedback_count"]) >= cfg.min_feedback and \
-            canary["feedback_mean"] < stable["feedback_mean"] - cfg.max_feedback_drop:
-        reasons.append(f"mean feedback {canary['feedback_mean']:+.3f} against "
-                       f"{stable['feedback_mean']:+.3f} (allowed -{cfg.max_feedback_drop})")
-    return reasons
-
-
-def watch_step(ctx: StepContext) -> StepResult:
-    alias, candidate = ctx.config.alias, ctx.state["fine_tuned_model"]
-    health = ctx.client.route_health(alias, since=ctx.state["promoted_at"])
-    spec = health.get("route") or {"targets": []}
-    promotion = health.get("promotion") or {}
-    if promotion.get("model") != candidate or \
-            candidate not in [t["model"] for t in spec["targets"]]:
-        return end("superseded", route=spec)
-    rows = {row["target"]: row for row in health["targets"]}
-    canary = rows.get(candidate, _NO_TRAFFIC)
-    stable = rows.get(ctx.state["stable"], _NO_TRAFFIC)
-    cfg = ctx.config.canary
-    age = datetime.now(UTC) - datetime.fromisoformat(ctx.state["promoted_at"])
-    detail = {"canary": canary, "stable": stable, "age_minutes": round(age.total_seconds() / 60, 2)}
-    if canary["requests"] < cfg.min_requests or age < timedelta(minutes=cfg.min_age_minutes):
-        note = (f"the canary has {canary['requests']} of {cfg.min_requests} production "
-                f"requests, {detail['age_minutes']} of {cfg.min_age_minutes} minutes")
-        return StepResult("watch", detail=detail, wait=True, note=note)
-    reasons = unhealthy(canary, stable, cfg)
-    if reasons:
-        ctx.client.rollback(alias)
-        return end("rolled_back", reasons=reasons, **detail)
-    ctx.client.promote(alias, candidate, canary=100)
-    return end("promoted", **detail)
-
-
 FIRST_STEP = "export"
 STEPS: dict[str, Callable[[StepContext], StepResult]] = {
     "export": export_step,
@@ -258,6 +200,5 @@ STEPS: dict[str, Callable[[StepContext], StepResult]] = {
     "finetune": finetune_step,
     "wait": wait_step,
     "evaluate": evaluate_step,
-    "canary": canary_step,
-    "watch": watch_step,
 }
+"""The steps up to the evaluation; exporter/cycle_canary.py adds `canary` and `watch`."""

@@ -12,6 +12,7 @@ new ones, so promoting a canary to full needs only the model name.
 
 from __future__ import annotations
 
+from shlex import quote
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,6 +36,8 @@ class PromoteRequest(BaseModel):
     stop: str | list[str] | None = None
     keep_fallbacks: bool = True
     previous_as_fallback: bool = True
+    verdict: dict[str, Any] | None = None
+    """The canary test's statistics behind the promotion (kept in the route history)."""
 
     @property
     def full(self) -> bool:
@@ -85,13 +88,24 @@ def _unique(targets: list[Target]) -> list[Target]:
     return kept
 
 
+def _no_route_for_canary(alias: str, model: str, share: float) -> str:
+    """A canary shares traffic with the current target: with no route there is none. Say
+    how to create the route (keeping today's traffic where it goes: the default upstream,
+    as model `alias`), then the canary again; never to promote the candidate fully."""
+    create = f"tuneloop promote --alias {quote(alias)} --model {quote(alias)}"
+    again = f"tuneloop promote --alias {quote(alias)} --model {quote(model)} --canary {share:g}"
+    return (f"{alias!r} has no route yet, so there is no current target to share a canary "
+            f"with (its requests go to the default upstream as model {alias!r}). Create the "
+            f"route first, serving what it serves today: `{create}` (or `tuneloop routes set` "
+            f"with a route for it), then start the canary: `{again}`")
+
+
 def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest) -> RouteSpec:
     share = min(request.canary, FULL)
     candidate = _candidate(request, current, share)
     if current is None:
         if not request.full:
-            raise Conflict(f"{alias!r} has no route yet: a canary shares traffic with the "
-                           "current target, so promote fully (canary 100) first")
+            raise Conflict(_no_route_for_canary(alias, request.model, share))
         return RouteSpec(targets=[candidate], prompt_suffix=request.prompt_suffix,
                          stop=request.stop)
     stable = stable_target(current, request.model)

@@ -177,6 +177,18 @@ CREATE TABLE public.interactions (
     source_id character varying
 );
 
+CREATE TABLE public.prompt_templates (
+    name character varying NOT NULL,
+    version integer NOT NULL,
+    alias character varying,
+    parts json NOT NULL,
+    share double precision,
+    tokens integer,
+    sample_size integer,
+    created_at timestamp with time zone NOT NULL,
+    created_by character varying
+);
+
 CREATE TABLE public.review_claims (
     interaction_id character varying NOT NULL,
     reviewer character varying NOT NULL,
@@ -303,6 +315,9 @@ ALTER TABLE ONLY public.interaction_tags
 
 ALTER TABLE ONLY public.interactions
     ADD CONSTRAINT interactions_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.prompt_templates
+    ADD CONSTRAINT prompt_templates_pkey PRIMARY KEY (name, version);
 
 ALTER TABLE ONLY public.review_claims
     ADD CONSTRAINT review_claims_pkey PRIMARY KEY (interaction_id);

@@ -190,6 +190,19 @@ CREATE TABLE interactions (
     PRIMARY KEY (id)
 );
 
+CREATE TABLE prompt_templates (
+    name VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    alias VARCHAR,
+    parts JSON NOT NULL,
+    share DOUBLE,
+    tokens INTEGER,
+    sample_size INTEGER,
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    created_by VARCHAR,
+    PRIMARY KEY (name, version)
+);
+
 CREATE TABLE review_claims (
     interaction_id VARCHAR NOT NULL,
     reviewer VARCHAR NOT NULL,

@@ -180,3 +180,15 @@ class TransferMismatch(StorageError):
     """`migrate-store`: after the copy, a table's rows differ between source and destination."""
 
     code = "transfer_mismatch"
+
+
+class TemplateMismatch(BadRequest):
+    """A request or training example does not hold the prompt template it is said to hold.
+    `part` names the first part that differs (`system_prompt`, `few_shot`, `prefix`, `suffix`,
+    ...), a stable code for reports."""
+
+    code = "template_mismatch"
+
+    def __init__(self, message: str, part: str):
+        super().__init__(message)
+        self.part = part

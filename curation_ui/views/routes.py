@@ -1,5 +1,6 @@
 """Routes: the alias map with canary shares, an alias's canary health and route history, a
-rollback button (admin token only), and the latest evaluations and cycle runs."""
+rollback button (admin token only), the frozen prompt templates, and the latest evaluations and
+cycle runs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import streamlit as st
 from curation_ui.admin_access import NO_ADMIN_TOKEN, admin_client
 from curation_ui.chat_view import escape_markdown
 from curation_ui.session import client, require_reviewer, reviewer
+from curation_ui.templates_view import frozen_templates
 from tuneloop.errors import TuneloopError
 
 require_reviewer()
@@ -105,6 +107,7 @@ st.caption(escape_markdown(f"Production traffic since {health['since']}: {shares
 st.dataframe(health_table(health), hide_index=True, width="stretch")
 st.subheader("History")
 st.dataframe(history_table(history), hide_index=True, width="stretch")
+frozen_templates(client(), alias)
 
 left, right = st.columns(2)
 with left:

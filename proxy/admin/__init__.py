@@ -18,6 +18,7 @@ from proxy.admin import (
     routes_api,
     sql,
     stats,
+    templates_api,
 )
 
 
@@ -35,6 +36,7 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *governance.ROUTES,
         *datasets.ROUTES,
         *jobs.ROUTES,
+        *templates_api.ROUTES,
     ]
     if fault_injection:
         routes += faults.ROUTES

@@ -32,6 +32,7 @@ from storage.migrations import (
     m039_search_postgres,
     m040_forgotten_users,
     m041_postgres_filter_indexes,
+    m042_prompt_templates,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -60,6 +61,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(39, "search_postgres", m039_search_postgres.apply),
     Migration(40, "forgotten_users", m040_forgotten_users.apply),
     Migration(41, "postgres_filter_indexes", m041_postgres_filter_indexes.apply),
+    Migration(42, "prompt_templates", m042_prompt_templates.apply),
 )
 
 

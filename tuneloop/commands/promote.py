@@ -22,6 +22,32 @@ def describe_route(spec: dict[str, Any]) -> str:
     return text
 
 
+def describe_verdict(verdict: dict[str, Any]) -> str:
+    """A canary test's verdict as recorded in the route history, on one line per test."""
+    lines = [f"verdict {verdict.get('verdict')} ({verdict.get('test', 'sprt')})"]
+    for test in verdict.get("tests", []):
+        lines.append(
+            f"  {test['metric']}: canary {test['canary_events']}/{test['canary_n']}, current "
+            f"{test['baseline_events']}/{test['baseline_n']}; H0 p={test['p0']:.4f} H1 "
+            f"p={test['p1']:.4f}; LLR {test['llr']:+.3f} in [{test['lower']:.3f}, "
+            f"{test['upper']:.3f}]: {test['decision']}")
+    return "\n".join(lines)
+
+
+def describe_change(item: dict[str, Any]) -> str:
+    """One route history entry (GET /admin/routes/history) for people."""
+    detail = item.get("detail") or {}
+    head = f"#{item['seq']} {item['changed_at']} {item['action']} by {item.get('changed_by')}"
+    if item["action"] == "promote":
+        head += f": {detail.get('model')} at {detail.get('canary', 100):g}%"
+    elif item["action"] == "rollback":
+        head += f": undid {detail.get('model')} (#{detail.get('undoes')})"
+    if item.get("spec"):
+        head += f" -> {describe_route(item['spec'])}"
+    verdict = detail.get("verdict")
+    return head if not isinstance(verdict, dict) else f"{head}\n  {describe_verdict(verdict)}"
+
+
 def legacy_markers(export_dir: Path) -> tuple[str | None, str | None]:
     """The prompt separator and stop sequence of a legacy-format export, else (None, None)."""
     from exporter.exportdir import load_export
