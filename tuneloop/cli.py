@@ -28,6 +28,7 @@ from tuneloop.commands.finetune import finetune, jobs
 from tuneloop.commands.governance import compact, forget, retention
 from tuneloop.commands.migrate_store import migrate_store
 from tuneloop.commands.promote import promote, rollback
+from tuneloop.commands.savings import savings
 from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.templates import templates
 from tuneloop.commands.ui import ui
@@ -258,6 +259,7 @@ jobs.add_command(checkpoints)
 main.add_command(jobs)
 main.add_command(promote)
 main.add_command(rollback)
+main.add_command(savings)
 main.add_command(evaluate)
 main.add_command(cycle)
 main.add_command(migrate_store)

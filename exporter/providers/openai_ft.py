@@ -26,26 +26,40 @@ from exporter.providers.base import (
     parse_result_csv,
 )
 from exporter.tokens import model_info
-from tuneloop.errors import ConfigError, DatasetError, NotFound, ProviderError
+from tuneloop.errors import ConfigError, DatasetError, NotFound, ProviderError, TuneloopError
 
 T = TypeVar("T")
 EVENTS_PAGE = 100
 CHECKPOINTS_PAGE = 100
 
 
+def _tried(exc: openai.APIError) -> str:
+    """` (METHOD URL)` of the request that failed, so the error says where it went."""
+    try:
+        request = exc.request
+    except AttributeError:
+        return ""
+    return f" ({request.method} {request.url})"
+
+
 def _call(what: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
-    except openai.NotFoundError as exc:
-        raise NotFound(f"{what}: {exc.message}") from exc
-    except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
-        raise TransientProviderError(f"{what}: {exc}") from exc
-    except openai.APIStatusError as exc:
+    except openai.APIError as exc:
+        raise _provider_error(f"{what}{_tried(exc)}", exc) from exc
+
+
+def _provider_error(what: str, exc: openai.APIError) -> TuneloopError:
+    if isinstance(exc, openai.NotFoundError):
+        return NotFound(f"{what}: {exc.message}")
+    if isinstance(exc, openai.APIConnectionError | openai.RateLimitError
+                  | openai.InternalServerError):
+        return TransientProviderError(f"{what}: {exc}")
+    if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500:
-            raise TransientProviderError(f"{what}: {exc.message}") from exc
-        raise ProviderError(
-            f"{what}: the provider refused ({exc.status_code}): {exc.message}"
-        ) from exc
+            return TransientProviderError(f"{what}: {exc.message}")
+        return ProviderError(f"{what}: the provider refused ({exc.status_code}): {exc.message}")
+    return ProviderError(f"{what}: {exc}")
 
 
 def _dump(value: Any) -> dict[str, Any]:
