@@ -22,11 +22,15 @@ wait_timeout_minutes = 60        # then stop; the next run resumes waiting on th
 [evaluate]
 scorer = "exact"                 # exact | exact_strict | module:function | classification | judge
 margin = 0.02                    # the candidate must beat the current model by this much
+<<<<<<< HEAD
 gate = "lower_bound"             # ...with 95% confidence: the margin's interval's lower bound
                                  # must be above 0 and at least `margin` ("point": the margin)
 confidence = 0.95                # of the intervals (bootstrap over examples; judge: Wilson)
 judge_model = "gpt-4o"           # the judge scorer's model, asked through the proxy
 rubric = "rubric.md"             # what the judge looks for [default: a general rubric]
+=======
+checkpoints = 0                  # K > 0: evaluate the job's last K checkpoints, keep the best
+>>>>>>> main
 
 [canary]                         # the verdict: Wald's SPRT per metric (exporter/canary_stats.py)
 percent = 10
@@ -102,6 +106,8 @@ class EvaluateConfig(_Section):
     retries: int = Field(4, ge=0, le=20)
     limit: int | None = Field(None, ge=1)
     api_key_env: str | None = None
+    checkpoints: int = Field(0, ge=0, le=100)
+    """Evaluate the job's last K checkpoints and go on with the best (0: the final model)."""
 
 
 class CanaryConfig(_Section):

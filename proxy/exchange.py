@@ -30,7 +30,7 @@ from proxy.body import BodyLimits, parse_payload, read_body
 from proxy.capture import Capture, parse_json
 from proxy.context import ProxyContext
 from proxy.forward import ID_HEADER, body_for, send_attempt, timeouts_for
-from proxy.headers import client_meta, downstream_headers
+from proxy.headers import client_meta, downstream_headers, with_body_user
 from proxy.ids import uuid7
 from proxy.incoming import API_PREFIX, plain_path, upstream_path
 from proxy.reply import UpstreamCut, UpstreamReply
@@ -164,6 +164,7 @@ class Exchange:
         meta = client_meta(self.headers)
         body = await read_body(self.receive, self.headers, BodyLimits.logged(settings))
         payload = parse_payload(body, settings.max_json_depth)
+        meta = with_body_user(meta, payload)
         self.plan = self.ctx.router.plan(payload.get("model"), meta.sticky_key)
         stream = payload.get("stream") is True and self.endpoint != "embeddings"
         self.capture = Capture(uuid7(), self.endpoint, meta, body, payload, stream,

@@ -1,7 +1,8 @@
 """CLI polish from the trial (issue 14): `promote --canary` on an alias without a route says how
 to create it, `tuneloop sql` hints (no token, a locked file), the README's first snippet
-starts the official SDK. Real proxy on loopback, fake upstream, the CLI's main function (a
-subprocess where a second process must hold the database file)."""
+starts the official SDK, `jobs list` cuts nothing, an upload error names its URL. Real proxy
+on loopback, fake upstream, the CLI's main function (a subprocess where a second process must
+hold the database file)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ import openai
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import ADMIN_TOKEN, ProxyServer
+from exporter.providers.base import TransientProviderError
+from exporter.providers.openai_ft import OpenAIFineTuning
+from tests.conftest import ADMIN_TOKEN, FakeUpstream, ProxyServer
 from tests.fakes.server import free_port
 from tests.test_export_cli import flat
 from tests.test_promotion import reached, send
 from tuneloop.cli import main
+from tuneloop.errors import TuneloopError
 
 ROOT = Path(__file__).resolve().parents[1]
 FT = "ft:gpt-4o-mini-2024-07-18:acme::v1"
@@ -93,3 +97,34 @@ def test_the_readme_first_snippet_starts_the_sdk_without_an_environment_key(
     answer = client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content
+
+
+def test_jobs_list_shows_whole_ids_and_model_names(proxy: ProxyServer, tmp_path: Path) -> None:
+    job_id = "ftjob-" + "abcdef0123456789" * 2
+    model = "ft:gpt-4o-mini-2024-07-18:acme-customer-support:support-bot-v7:AbCdEf12"
+    admin = proxy.admin()
+    admin.record_job({"id": job_id, "provider": "openai", "base_model":
+                      "gpt-4o-mini-2024-07-18", "method": "supervised", "status": "running"})
+    admin.update_job(job_id, status="succeeded", fine_tuned_model=model)
+    result = CliRunner().invoke(main, ["--db", str(tmp_path / "cli.duckdb"), "jobs", "list"],
+                                env={"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN,
+                                     "TUNELOOP_API": proxy.url, "COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith(job_id))
+    assert row.split()[:4] == [job_id, "succeeded", "gpt-4o-mini-2024-07-18", model]
+
+
+def test_an_upload_error_names_the_url_it_tried(tmp_path: Path,
+                                                fake_openai: FakeUpstream) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"messages": []}\n')
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    provider = OpenAIFineTuning(api_key="sk-test", base_url=closed, max_retries=0)
+    with pytest.raises(TransientProviderError) as unreachable:
+        provider.upload(train, None)
+    assert f"upload train.jsonl (POST {closed}/files)" in unreachable.value.message
+    wrong = f"{fake_openai.url}/not-the-api/v1"
+    provider = OpenAIFineTuning(api_key="sk-test", base_url=wrong, max_retries=0)
+    with pytest.raises(TuneloopError) as refused:
+        provider.upload(train, None)
+    assert f"upload train.jsonl (POST {wrong}/files)" in refused.value.message

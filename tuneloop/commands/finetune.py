@@ -5,7 +5,7 @@ OPENAI_BASE_URL); every job and what happens to it is recorded through the admin
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +129,21 @@ def jobs_list(ctx: click.Context, status: str | None, limit: int, refresh: bool,
         if as_json:
             click.echo(json.dumps(found, indent=2))
             return
-        table = Table("id", "status", "base model", "fine-tuned model", "dataset", "created")
-        for job in found:
-            table.add_row(job["id"], job["status"], job["base_model"],
-                          job["fine_tuned_model"] or "", job["dataset_id"] or "",
-                          job["created_at"])
-        Console().print(table)
+        rows = [(job["id"], job["status"], job["base_model"], job["fine_tuned_model"] or "",
+                 job["dataset_id"] or "", job["created_at"]) for job in found]
+        click.echo(plain_table(("id", "status", "base model", "fine-tuned model", "dataset",
+                                "created"), rows))
 
     _run(ctx, api, body)
+
+
+def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest value, never cut or wrapped inside a value: ids and
+    model names are copied from here into other commands."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lines = [headers, tuple("-" * w for w in widths), *rows]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)
 
 
 @jobs.command("show")
