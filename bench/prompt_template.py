@@ -1,7 +1,8 @@
 """Per-request cost of stripping a frozen prompt template (tuneloop/prompt_template.py), as the
 proxy pays it: a ~4k-token chat prompt (a ~3k-token system prompt, four few-shot turns, a user
 message with a fixed prefix and suffix) and a ~4k-token legacy prompt. Prints microseconds per
-call (median of runs) and the tokens counted with tiktoken.
+call (median of runs) and the tokens counted with tiktoken. Then the time template discovery
+(tuneloop/prompt_discovery.py) takes over 2,000 such requests, 90% of them with the template.
 
     PYTHONPATH=$PWD /work/venv/bin/python bench/prompt_template.py
 """
@@ -12,6 +13,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from tuneloop.prompt_discovery import Sample, discover, token_counter
 from tuneloop.prompt_template import PromptTemplate, strip_messages, strip_prompt
 from tuneloop.tokenizers import load_encoding
 
@@ -67,6 +69,25 @@ def main() -> None:
     )
     print(f"legacy prompt: {len(enc.encode(prompt))} tokens, {len(prompt)} chars")
     print(f"  strip_prompt: {timed(lambda: strip_prompt(legacy, prompt)):.2f} µs/call")
+    samples = [
+        Sample(
+            messages=[
+                *messages[:-1],
+                {"role": "user", "content": f"{PREFIX}q {i} {QUESTION}{SUFFIX}"},
+            ]
+            if i % 10
+            else [{"role": "system", "content": f"other {i}"}, {"role": "user", "content": "x"}]
+        )
+        for i in range(2000)
+    ]
+    count = token_counter("gpt-4o-mini")
+    start = time.perf_counter()
+    found = discover(samples, count)
+    best = found["candidates"][0]
+    print(
+        f"discover over {len(samples)} chat requests: {time.perf_counter() - start:.3f} s "
+        f"(candidate 1: share {best['share']}, {best['tokens']} tokens)"
+    )
 
 
 if __name__ == "__main__":

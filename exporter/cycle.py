@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.cycle_canary import canary_step, watch_step
+from exporter.cycle_checkpoints import checkpoints_step
 from exporter.cycle_config import CycleConfig
 from exporter.cycle_steps import FIRST_STEP, STEPS, StepContext, StepResult
 from tuneloop.client import AdminClient
@@ -30,7 +31,8 @@ from tuneloop.errors import Conflict, TuneloopError
 
 log = logging.getLogger("tuneloop.cycle")
 NEVER_RETRIED = frozenset({"finetune"})
-ALL_STEPS = {**STEPS, "canary": canary_step, "watch": watch_step}
+ALL_STEPS = {**STEPS, "checkpoints": checkpoints_step, "canary": canary_step,
+             "watch": watch_step}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ wait_timeout_minutes = 60        # then stop; the next run resumes waiting on th
 [evaluate]
 scorer = "exact"                 # exact | exact_strict | module:function | classification
 margin = 0.02                    # the candidate must beat the current model by this much
+checkpoints = 0                  # K > 0: evaluate the job's last K checkpoints, keep the best
 
 [canary]                         # the verdict: Wald's SPRT per metric (exporter/canary_stats.py)
 percent = 10
@@ -91,6 +92,8 @@ class EvaluateConfig(_Section):
     retries: int = Field(4, ge=0, le=20)
     limit: int | None = Field(None, ge=1)
     api_key_env: str | None = None
+    checkpoints: int = Field(0, ge=0, le=100)
+    """Evaluate the job's last K checkpoints and go on with the best (0: the final model)."""
 
 
 class CanaryConfig(_Section):

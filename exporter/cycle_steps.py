@@ -1,6 +1,6 @@
 """The steps of `tuneloop cycle`, each a function of the run so far to a `StepResult`:
 
-export → validate → finetune → wait → evaluate → canary → watch
+export → validate → finetune → wait → [checkpoints] → evaluate → canary → watch
 
 A step returns where the run goes next (None: the run is over, with an `outcome`), what to
 add to the run's state, and whether to stop here for now (`wait`: a job still training, a
@@ -141,7 +141,8 @@ def wait_step(ctx: StepContext) -> StepResult:
                                      timeout_s=timeout)
     detail = {"job_id": job["id"], "status": job["status"]}
     if job["status"] == "succeeded":
-        return StepResult("evaluate", state={"fine_tuned_model": job["fine_tuned_model"]},
+        after = "checkpoints" if ctx.config.evaluate.checkpoints else "evaluate"
+        return StepResult(after, state={"fine_tuned_model": job["fine_tuned_model"]},
                           detail={**detail, "fine_tuned_model": job["fine_tuned_model"]})
     if job["status"] in ("failed", "cancelled"):
         return end("job_failed", **detail, error=job.get("error"))
@@ -184,4 +185,5 @@ STEPS: dict[str, Callable[[StepContext], StepResult]] = {
     "wait": wait_step,
     "evaluate": evaluate_step,
 }
-"""The steps up to the evaluation; exporter/cycle_canary.py adds `canary` and `watch`."""
+"""The steps up to the evaluation; exporter/cycle_checkpoints.py adds `checkpoints`,
+exporter/cycle_canary.py `canary` and `watch`."""

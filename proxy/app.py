@@ -33,6 +33,7 @@ from proxy.passthrough import list_models, passthrough
 from proxy.pricing import PriceMap
 from proxy.redaction import redactor_for
 from proxy.routing import Router
+from proxy.savings_metrics import SavingsCollector
 from proxy.shared_state import change_feed
 from proxy.upstream import HttpUpstream
 from proxy.usage_estimate import UsageEstimator
@@ -65,7 +66,9 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    body = context_of(request).metrics.render()
+    ctx = context_of(request)
+    await ctx.savings.refresh()
+    body = ctx.metrics.render()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -99,7 +102,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     migrate_store(db)
     spool = Spool(settings.spool_path, settings.spool_max_bytes)
     worker = ComputeWorker() if settings.index_worker_min_rows else None
-    prices = PriceMap.load()
+    prices = PriceMap.load(overrides=settings.prices)
     writer = LogWriter(db, spool, batch_rows=settings.ingest_batch_rows,
                        interval_s=settings.ingest_interval_ms / 1000,
                        hooks=[SearchIndexer(worker, min_rows=settings.index_worker_min_rows)],
@@ -117,13 +120,16 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
                      lambda: writer.stats.ingested)
     metrics_.observe("tuneloop_ingest_failures", "Failed ingest attempts since start.",
                      lambda: writer.stats.failures)
+    savings = SavingsCollector(db, prices, days=settings.savings_metrics_days,
+                               max_age_s=settings.savings_metrics_cache_s)
+    metrics_.registry.register(savings)
     reviewer = settings.reviewer_token.get_secret_value() if settings.reviewer_token else None
     return ProxyContext(
         settings=settings, db=db, writer=writer, worker=worker, router=Router(),
         http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
         keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
-        prices=prices, redactor=redactor_for(settings),
+        prices=prices, redactor=redactor_for(settings), savings=savings,
     )
 
 

@@ -130,7 +130,9 @@ CREATE TABLE public.finetune_jobs (
     curves json,
     created_at timestamp with time zone NOT NULL,
     updated_at timestamp with time zone NOT NULL,
-    finished_at timestamp with time zone
+    finished_at timestamp with time zone,
+    trained_tokens bigint,
+    training_cost_usd double precision
 );
 
 CREATE TABLE public.forgotten_users (

@@ -140,6 +140,8 @@ CREATE TABLE finetune_jobs (
     created_at TIMESTAMP WITH TIME ZONE NOT NULL,
     updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
     finished_at TIMESTAMP WITH TIME ZONE,
+    trained_tokens BIGINT,
+    training_cost_usd DOUBLE,
     PRIMARY KEY (id)
 );
 

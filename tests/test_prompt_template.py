@@ -197,6 +197,7 @@ def test_legacy_prompt_prefix_and_suffix() -> None:
 def test_json_round_trip_and_ref() -> None:
     again = PromptTemplate.from_json(TEMPLATE.to_json())
     assert again == TEMPLATE and again.ref == "support-bot-v1"
+    assert {again: 1}[TEMPLATE] == 1  # usable as a cache key
     assert parse_ref("support-bot-v12") == ("support-bot", 12)
     assert parse_ref("support-bot") == ("support-bot", None)
 

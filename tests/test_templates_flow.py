@@ -150,7 +150,8 @@ def test_only_the_admin_freezes_and_a_reviewer_reads(server: ProxyServer) -> Non
 def test_bad_discovery_parameters_are_refused(server: ProxyServer) -> None:
     http = server.http()
     headers = {"authorization": f"Bearer {REVIEWER_TOKEN}"}
-    for query in ("", "?alias=x&threshold=0.1", "?alias=x&limit=0", "?alias=x&threshold=abc"):
+    for query in ("", "?alias=x&threshold=0.1", "?alias=x&limit=0", "?alias=x&limit=5001",
+                  "?alias=x&threshold=abc"):
         answer = http.get(f"/admin/template-candidates{query}", headers=headers)
         assert answer.status_code == 400, query
         assert answer.json()["error"]["type"] == "invalid_request_error"

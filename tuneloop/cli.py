@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tuneloop.client import ServerUnreachable
+from tuneloop.commands.checkpoints import checkpoints
 from tuneloop.commands.common import (
     admin_token,
     api_option,
@@ -27,6 +28,7 @@ from tuneloop.commands.finetune import finetune, jobs
 from tuneloop.commands.governance import compact, forget, retention
 from tuneloop.commands.migrate_store import migrate_store
 from tuneloop.commands.promote import promote, rollback
+from tuneloop.commands.savings import savings
 from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.templates import templates
 from tuneloop.commands.ui import ui
@@ -253,9 +255,11 @@ main.add_command(synthesize)
 main.add_command(export_command)
 main.add_command(datasets)
 main.add_command(finetune)
+jobs.add_command(checkpoints)
 main.add_command(jobs)
 main.add_command(promote)
 main.add_command(rollback)
+main.add_command(savings)
 main.add_command(evaluate)
 main.add_command(cycle)
 main.add_command(migrate_store)

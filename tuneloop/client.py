@@ -174,6 +174,15 @@ class AdminClient(ReviewMethods, TemplateMethods):
                                               params={"since": since, "until": until})
         return result
 
+    def savings(self, alias: str, days: int | None = None,
+                baseline: str | None = None) -> dict[str, Any]:
+        """Per target of the alias over production traffic of the last `days` days (default
+        7): tokens and cost per request, tokens and USD saved against the baseline per request
+        and per day, break-even. Reviewer or admin token."""
+        result: dict[str, Any] = self.request("GET", f"/admin/routes/{_quote(alias)}/savings",
+                                              params={"days": days, "baseline": baseline})
+        return result
+
     # -- evaluations -----------------------------------------------------------------------
     def create_eval_run(self, *, candidate: str, baseline: str, scorer: str,
                         dataset: str | None = None, threshold: float | None = None,
@@ -333,7 +342,8 @@ class AdminClient(ReviewMethods, TemplateMethods):
         return result
 
     def update_job(self, job_id: str, **fields: Any) -> dict[str, Any]:
-        """status, fine_tuned_model, error, finished_at, last_event_id, curves, events."""
+        """status, fine_tuned_model, error, finished_at, trained_tokens, training_cost_usd,
+        last_event_id, curves, events."""
         result: dict[str, Any] = self.request("PATCH", f"/admin/jobs/{_segment(job_id)}",
                                               json=fields)
         return result

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +50,17 @@ def public_url(url: str) -> str:
         return "<an invalid database URL>"
     user = f"{parts.username}@" if parts.username else ""
     return f"{parts.scheme}://{user}{where}{parts.path}"
+
+
+class ModelPrice(BaseModel):
+    """A model's price in USD per 1M tokens (the settings' `[prices."model"]` table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+    training_per_1m: float | None = Field(None, ge=0)
+    """Fine-tuning a model of this name as the base, per 1M trained tokens."""
 
 
 class Settings(BaseSettings):
@@ -101,6 +120,14 @@ class Settings(BaseSettings):
     # data governance
     redact: list[RedactionKind] = Field(default_factory=list)
     retention_days: int | None = Field(None, ge=1)
+
+    # prices (USD per 1M tokens) used before litellm's map: models it doesn't know, a
+    # negotiated price, training prices for break-even (`tuneloop savings`)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    savings_metrics_days: int = Field(7, ge=1, le=90)
+    """/metrics' savings gauges cover the production traffic of this many days."""
+    savings_metrics_cache_s: float = Field(60.0, ge=0, le=3600)
+    """/metrics reads the savings from the database at most once in this many seconds."""
 
     # the UI
     ui_password: SecretStr | None = None

@@ -39,7 +39,7 @@ from tuneloop.prompt_template import (
 from tuneloop.tokenizers import TOKENS_PER_MESSAGE, encoding_for, load_encoding
 
 DEFAULT_SAMPLE = 2000
-MAX_SAMPLE = 20_000
+MAX_SAMPLE = 5_000  # the sample is parsed in the proxy process: bounded memory
 DEFAULT_THRESHOLD = 0.8
 MIN_AFFIX_CHARS = 4  # a shorter shared prefix or suffix is not worth a template part
 CANDIDATE_NAME = "candidate"

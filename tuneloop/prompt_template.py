@@ -82,6 +82,9 @@ class PromptTemplate:
         if size > MAX_TEMPLATE_CHARS:
             raise BadRequest(f"a template holds at most {MAX_TEMPLATE_CHARS} characters")
 
+    def __hash__(self) -> int:  # the few-shot dicts aren't hashable; equal ones share a ref
+        return hash((self.name, self.version))
+
     @property
     def ref(self) -> str:
         """`support-bot-v1`: how users name one version."""

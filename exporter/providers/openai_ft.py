@@ -15,6 +15,8 @@ import openai
 
 from exporter.exportdir import ExportDir
 from exporter.providers.base import (
+    CHECKPOINT_METRICS,
+    Checkpoint,
     JobEvent,
     JobInfo,
     JobSpec,
@@ -28,6 +30,7 @@ from tuneloop.errors import ConfigError, DatasetError, NotFound, ProviderError, 
 
 T = TypeVar("T")
 EVENTS_PAGE = 100
+CHECKPOINTS_PAGE = 100
 
 
 def _tried(exc: openai.APIError) -> str:
@@ -102,6 +105,17 @@ def _event(event: Any) -> JobEvent:
         message=event.message,
         type=getattr(event, "type", None),
         data=_dump(getattr(event, "data", None)),
+    )
+
+
+def _checkpoint(item: Any) -> Checkpoint:
+    metrics = _dump(getattr(item, "metrics", None))
+    return Checkpoint(
+        id=item.id,
+        model=item.fine_tuned_model_checkpoint,
+        step=int(item.step_number),
+        created_at=item.created_at,
+        metrics={name: metrics.get(name) for name in CHECKPOINT_METRICS},
     )
 
 
@@ -236,3 +250,17 @@ class OpenAIFineTuning:
         file_id = job.result_files[0]
         content = _call(f"result file {file_id}", lambda: self.client.files.content(file_id))
         return parse_result_csv(content.text)
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        """Every checkpoint of the job (the API lists newest first, in pages), by step."""
+        jobs = self.client.fine_tuning.jobs
+        found: list[Checkpoint] = []
+        cursor: str | None = None
+        while True:
+            extra: Mapping[str, Any] = {"after": cursor} if cursor else {}
+            page = _call(f"checkpoints of {job_id}",
+                         partial(jobs.checkpoints.list, job_id, limit=CHECKPOINTS_PAGE, **extra))
+            found.extend(_checkpoint(item) for item in page.data)
+            if not page.data or not page.has_more:
+                return sorted(found, key=lambda c: c.step)
+            cursor = page.data[-1].id

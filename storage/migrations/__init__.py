@@ -33,6 +33,7 @@ from storage.migrations import (
     m040_forgotten_users,
     m041_postgres_filter_indexes,
     m042_prompt_templates,
+    m043_job_training_cost,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -62,6 +63,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(40, "forgotten_users", m040_forgotten_users.apply),
     Migration(41, "postgres_filter_indexes", m041_postgres_filter_indexes.apply),
     Migration(42, "prompt_templates", m042_prompt_templates.apply),
+    Migration(43, "job_training_cost", m043_job_training_cost.apply),
 )
 
 

@@ -81,6 +81,8 @@ class FakeStateBase:
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     model_replies: dict[str, str] = field(default_factory=dict)
     """Chat and completions: a fixed answer text for a model (a worse or better model)."""
+    model_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Chat: the fixed (prompt, completion) tokens a model's answers report."""
     model_error_rate: dict[str, float] = field(default_factory=dict)
     """A model that answers 500 to this share of its requests, spread evenly and
     deterministically (0.3: requests 4, 7, 10, ... of that model fail)."""

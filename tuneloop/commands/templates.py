@@ -66,7 +66,7 @@ def _print_frozen(items: list[dict[str, Any]]) -> None:
 
 @click.command("templates")
 @click.option("--alias", default=None, help="An alias (or model name) whose traffic to read.")
-@click.option("--limit", type=click.IntRange(1, 20_000), default=None,
+@click.option("--limit", type=click.IntRange(1, 5_000), default=None,
               help="Newest production requests to sample  [default: 2000].")
 @click.option("--threshold", type=click.FloatRange(0.5, 1.0), default=None,
               help="Share of requests a part must be in  [default: 0.8].")
