@@ -110,6 +110,13 @@ class EvaluateConfig(_Section):
     """Evaluate the job's last K checkpoints and go on with the best (0: the final model)."""
 
 
+_REPLACED_CANARY_KEYS = {
+    "max_feedback_drop": "the canary's feedback is now judged by a sequential test on the share "
+                         "of thumbs-down answers: set max_thumbs_down_increase (tolerated) and "
+                         "bad_thumbs_down_increase (rolled back) instead",
+}
+
+
 class CanaryConfig(_Section):
     percent: float = Field(10.0, gt=0, le=100)
     alpha: float = Field(0.05, gt=0, lt=0.5)
@@ -125,6 +132,17 @@ class CanaryConfig(_Section):
     min_age_minutes: float = Field(0.0, ge=0)
     watch_seconds: float = Field(10.0, gt=0)
     """With `cycle --every`: how often an open canary is evaluated between scheduled runs."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        # a setting that once guarded production must not be dropped in silence, nor refused
+        # as a mere typo: say what replaced it
+        if isinstance(data, dict):
+            for key, instead in _REPLACED_CANARY_KEYS.items():
+                if key in data:
+                    raise ValueError(f"{key} is no longer used: {instead}")
+        return data
 
     @model_validator(mode="after")
     def _effects_ordered(self) -> CanaryConfig:
@@ -155,7 +173,8 @@ def parse_cycle_config(data: dict[str, Any]) -> CycleConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"cycle config: {where}: {first['msg']}") from exc
+        msg = str(first["msg"]).removeprefix("Value error, ")  # pydantic's label for ours
+        raise ConfigError(f"cycle config: {where}: {msg}") from exc
 
 
 def load_cycle_config(path: Path) -> CycleConfig:
