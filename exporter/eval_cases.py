@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ import orjson
 from exporter.examples import content_text
 from exporter.exportdir import ExportDir
 from exporter.formats import DEFAULT_SEPARATOR, DEFAULT_STOP
-from exporter.tokens import model_info
+from exporter.tokens import model_info, token_counter
 from tuneloop.errors import DatasetError
 
 PROMPT_COMPLETION = ("legacy", "classification")
@@ -31,6 +32,7 @@ class Markers:
 
     separator: str = DEFAULT_SEPARATOR
     stop: str | None = DEFAULT_STOP
+    labels: tuple[str, ...] = ()  # classification: the label set (sizes the answer budget)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class EvalCase:
     reference: str
     tools: list[dict[str, Any]] | None = None
     source_id: str | None = None  # the interaction it was exported from (lineage)
+    edited: bool = False  # the reference is a reviewer's edit of the logged answer
 
 
 def answer_text(message: Mapping[str, Any]) -> str:
@@ -91,21 +94,26 @@ def load_cases(export: ExportDir, limit: int | None = None) -> tuple[list[EvalCa
     """The validation examples (the first `limit`), and the legacy markers of the export."""
     fmt = export.format
     manifest = export.manifest
+    labels = (manifest.get("classification") or {}).get("labels") or {}
     markers = Markers(manifest.get("prompt_separator") or DEFAULT_SEPARATOR,
-                      manifest.get("stop") if fmt in PROMPT_COMPLETION else DEFAULT_STOP)
+                      manifest.get("stop") if fmt in PROMPT_COMPLETION else DEFAULT_STOP,
+                      tuple(sorted(labels)) if fmt == "classification" else ())
     if export.validation is None:
         raise DatasetError(f"{export.path} has no validation examples to evaluate on "
                            "(export with a validation fraction above 0)")
     cases: list[EvalCase] = []
-    sources = export.validation_sources()
+    lineage = export.validation_lineage()
     with export.validation.open("rb") as lines:
         for number, line in enumerate(lines, 1):
             if limit is not None and len(cases) >= limit:
                 break
             if line.strip():
                 try:
+                    record = lineage.get(number) or {}
+                    source = record.get("interaction_id")
                     cases.append(replace(_case(number, orjson.loads(line), fmt, markers),
-                                         source_id=sources.get(number)))
+                                         source_id=str(source) if source else None,
+                                         edited=record.get("edited") is True))
                 except (KeyError, IndexError, TypeError, orjson.JSONDecodeError) as exc:
                     raise DatasetError(f"validation.jsonl line {number} is not a {fmt} "
                                        f"example: {exc!r}") from exc
@@ -116,9 +124,20 @@ def is_legacy(model: str) -> bool:
     return model_info(model).legacy
 
 
+@lru_cache(maxsize=256)
+def label_budget(model: str, markers: Markers) -> int | None:
+    """Classification: the tokens of the longest completion as trained (` label` and the stop
+    sequence), so a model can't ramble past a label; None for other exports."""
+    if not markers.labels:
+        return None
+    count = token_counter(model_info(model).encoding).text
+    return max(count(" " + label + (markers.stop or "")) for label in markers.labels)
+
+
 def request_for(case: EvalCase, model: str, markers: Markers, *, max_tokens: int | None,
                 logprobs: bool) -> tuple[str, dict[str, Any]]:
     """(endpoint, body) for asking `model` about `case`, deterministically (temperature 0)."""
+    max_tokens = max_tokens or label_budget(model, markers)
     if is_legacy(model):
         body: dict[str, Any] = {"model": model, "prompt": case.prompt, "temperature": 0,
                                 "max_tokens": max_tokens or LEGACY_MAX_TOKENS}
@@ -132,6 +151,8 @@ def request_for(case: EvalCase, model: str, markers: Markers, *, max_tokens: int
         body["tools"] = case.tools
     if max_tokens:
         body["max_tokens"] = max_tokens
+    if markers.labels and markers.stop:
+        body["stop"] = markers.stop
     if logprobs:
         body |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
     return "chat.completions", body

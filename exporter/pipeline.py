@@ -119,7 +119,8 @@ class _Gathered:
     def add(self, chunk: list[Example], result: ChunkResult) -> None:
         lines = [e for e, out in zip(chunk, result.emitted, strict=True) if out]
         self.grouper.add(
-            result.fingerprints, [e.session_id for e in lines], [e.interaction_id for e in lines]
+            result.fingerprints, [e.session_id for e in lines], [e.interaction_id for e in lines],
+            result.line_labels or None,
         )
         for index, reason in result.skipped:
             self.skipped[self.examples + index] = reason

@@ -14,6 +14,8 @@ from rich.table import Table
 
 from tuneloop.commands.common import api_option, domain_errors, make_client
 
+WIDE = 110  # columns the table needs; narrower terminals get one line per target
+
 
 def _usd(value: float | None, digits: int = 6) -> str:
     return "no price" if value is None else f"${value:,.{digits}f}"
@@ -29,7 +31,7 @@ def savings_table(report: dict[str, Any]) -> Table:
     for column in ("target", "role", "requests", "prompt tok/req", "completion tok/req",
                    "cost/req", "saved/req", "saved/day"):
         table.add_column(column, justify="left" if column in ("target", "role") else "right",
-                         no_wrap=column != "target", overflow="fold")
+                         min_width=20 if column == "target" else None, overflow="fold")
     for row in report["targets"]:
         other = "saved_usd_per_request" in row
         table.add_row(
@@ -38,16 +40,17 @@ def savings_table(report: dict[str, Any]) -> Table:
             _tokens(row["completion_tokens_per_request"]),
             _usd(row["cost_per_request_usd"]),
             _usd(row["saved_usd_per_request"]) if other else "",
-            _usd(row["saved_usd_per_day"], 2) if other else "")
+            _usd(row["saved_usd_per_day"], 4) if other else "")
     return table
 
 
 def summary(row: dict[str, Any]) -> str:
     """One target's saving against the baseline, and its break-even, in words."""
-    text = (f"{row['target']}: saves {_tokens(row['saved_tokens_per_request'])} tokens and "
-            f"{_usd(row['saved_usd_per_request'])} a request, "
-            f"{_tokens(row['saved_tokens_per_day'])} tokens and "
-            f"{_usd(row['saved_usd_per_day'], 2)} a day")
+    text = (f"{row['target']}: saves {_tokens(row['saved_tokens_per_request'])} tokens a "
+            f"request, {_tokens(row['saved_tokens_per_day'])} a day")
+    if row["saved_usd_per_request"] is not None:
+        text += (f"; {_usd(row['saved_usd_per_request'])} a request, "
+                 f"{_usd(row['saved_usd_per_day'], 4)} a day")
     training = row.get("training") or {}
     if training.get("cost_usd") is not None:
         text += f"; trained for {_usd(training['cost_usd'], 2)} (job {training['job_id']})"
@@ -75,8 +78,17 @@ def savings(ctx: click.Context, alias: str, days: int, baseline: str | None, as_
     console = Console()
     if report["message"]:
         console.print(escape(report["message"]), highlight=False)
-    if report["targets"]:
+    if report["targets"] and console.width >= WIDE:
         console.print(savings_table(report))
+    elif report["targets"]:  # a narrow terminal: one line per target
+        console.print(f"{escape(report['alias'])}: last {report['days']} days (baseline "
+                      f"{escape(report['baseline'] or 'none')})", highlight=False)
+        for row in report["targets"]:
+            console.print(escape(
+                f"  {row['target']} ({row['role']}): {row['requests']:,} requests, "
+                f"{_tokens(row['prompt_tokens_per_request'])} + "
+                f"{_tokens(row['completion_tokens_per_request'])} tokens and "
+                f"{_usd(row['cost_per_request_usd'])} a request"), highlight=False)
     for row in report["targets"]:
         if "break_even" in row:
             console.print(escape(summary(row)), highlight=False)
