@@ -81,12 +81,14 @@ def prepare_worker(encoding: str) -> None:
 
 
 def lineage_prefix(example: Example) -> bytes:
-    """`{"interaction_id":…,"revision_id":…,"revision":…,` (the export adds where it went).
-    JSON escapes newlines, so prefixes can be joined with one."""
+    """`{"interaction_id":…,"revision_id":…,"revision":…,"edited":…,` (the export adds where
+    it went; `edited`: the answer is a reviewer's edit, which evaluation's judge takes as a
+    reference). JSON escapes newlines, so prefixes can be joined with one."""
     record = {
         "interaction_id": example.interaction_id,
         "revision_id": example.revision_id,
         "revision": example.revision,
+        "edited": example.original is not None,
     }
     return orjson.dumps(record)[:-1] + b","
 

@@ -123,6 +123,8 @@ def _drive(ctx: StepContext, config: CycleConfig,
             return CycleOutcome("failed" if ctx.run["status"] == "failed" else "error",
                                 ctx.run, f"step {step} failed: {ctx.run['error']}")
         ctx.run = record_result(ctx, step, result)
+        if result.note and not result.wait:
+            say(result.note)  # e.g. the evaluation's scores with their intervals
         if result.wait:
             return CycleOutcome("active", ctx.run, f"waiting at {step}: {result.note}")
         note = result.note

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from exporter import cycle_adapter
-from exporter.cycle_config import CycleConfig
+from exporter.cycle_config import CycleConfig, EvaluateConfig
 from exporter.cycle_unchanged import same_data
+from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.exportdir import load_export
 from exporter.formats import FormatOptions
+from exporter.judge import load_rubric
 from exporter.pipeline import ExportOptions
 from tuneloop.client import AdminClient
 from tuneloop.errors import ConfigError, DatasetError, TuneloopError
@@ -174,22 +176,37 @@ def current_model(client: AdminClient, alias: str) -> str:
     return str(heaviest["model"])
 
 
+def gate_passes(report: EvalReport, cfg: EvaluateConfig) -> bool:
+    """Whether the candidate beats the current model: by default the margin's lower
+    confidence bound must be above 0 and reach the configured margin."""
+    decided_on = report.margin if cfg.gate == "point" else report.margin_lower
+    return decided_on is not None and decided_on > 0 and decided_on >= cfg.margin
+
+
 def evaluate_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.evaluate
     candidate = ctx.state["fine_tuned_model"]
     baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
     options = EvalOptions(candidate, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
                           metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
-                          limit=cfg.limit, cycle_run_id=ctx.run["id"])
+                          limit=cfg.limit, cycle_run_id=ctx.run["id"],
+                          judge_model=cfg.judge_model, rubric=load_rubric(cfg.rubric),
+                          confidence=cfg.confidence)
     report = evaluate(ctx.client, Path(ctx.state["export_path"]), options, api_key=ctx.api_key)
     scores = {"eval_run_id": report.run_id, "baseline": baseline, "margin": report.margin,
+              "margin_interval": report.margin_interval, "gate": cfg.gate,
               "candidate_score": report.models["candidate"]["score"],
-              "baseline_score": report.models["baseline"]["score"]}
-    beats = report.margin > 0 and report.margin >= cfg.margin
+              "candidate_interval": report.models["candidate"].get("interval"),
+              "baseline_score": report.models["baseline"]["score"],
+              "baseline_interval": report.models["baseline"].get("interval")}
+    beats = gate_passes(report, cfg)
+    detail = {**scores, "required_margin": cfg.margin}
+    note = report.render(shown=0) + (
+        f"\n  gate ({cfg.gate}, margin {cfg.margin:g}): "
+        f"{'passed' if beats else 'not passed'}")
     if not beats:
-        return StepResult(None, state=scores, detail={**scores, "required_margin": cfg.margin},
-                          outcome="not_promoted")
-    return StepResult("canary", state=scores, detail={**scores, "required_margin": cfg.margin})
+        return StepResult(None, state=scores, detail=detail, outcome="not_promoted", note=note)
+    return StepResult("canary", state=scores, detail=detail, note=note)
 
 
 FIRST_STEP = "export"

@@ -43,6 +43,7 @@ class EvalCase:
     reference: str
     tools: list[dict[str, Any]] | None = None
     source_id: str | None = None  # the interaction it was exported from (lineage)
+    edited: bool = False  # the reference is a reviewer's edit of the logged answer
 
 
 def answer_text(message: Mapping[str, Any]) -> str:
@@ -101,15 +102,18 @@ def load_cases(export: ExportDir, limit: int | None = None) -> tuple[list[EvalCa
         raise DatasetError(f"{export.path} has no validation examples to evaluate on "
                            "(export with a validation fraction above 0)")
     cases: list[EvalCase] = []
-    sources = export.validation_sources()
+    lineage = export.validation_lineage()
     with export.validation.open("rb") as lines:
         for number, line in enumerate(lines, 1):
             if limit is not None and len(cases) >= limit:
                 break
             if line.strip():
                 try:
+                    record = lineage.get(number) or {}
+                    source = record.get("interaction_id")
                     cases.append(replace(_case(number, orjson.loads(line), fmt, markers),
-                                         source_id=sources.get(number)))
+                                         source_id=str(source) if source else None,
+                                         edited=record.get("edited") is True))
                 except (KeyError, IndexError, TypeError, orjson.JSONDecodeError) as exc:
                     raise DatasetError(f"validation.jsonl line {number} is not a {fmt} "
                                        f"example: {exc!r}") from exc
