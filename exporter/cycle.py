@@ -108,6 +108,7 @@ def _record_error(ctx: StepContext, step: str, exc: Exception, max_attempts: int
 
 def _drive(ctx: StepContext, config: CycleConfig,
            say: Callable[[str], None]) -> CycleOutcome:
+    note = ""
     while ctx.run["status"] == "active" and ctx.run["step"]:
         step = ctx.run["step"]
         say(f"{ctx.run['id']}: {step}")
@@ -126,8 +127,11 @@ def _drive(ctx: StepContext, config: CycleConfig,
             say(result.note)  # e.g. the evaluation's scores with their intervals
         if result.wait:
             return CycleOutcome("active", ctx.run, f"waiting at {step}: {result.note}")
+        note = result.note
     outcome = ctx.run.get("outcome")
-    return CycleOutcome(ctx.run["status"], ctx.run, f"run {ctx.run['id']} ended: {outcome}")
+    why = f" ({note})" if note and ctx.run["status"] != "active" else ""
+    return CycleOutcome(ctx.run["status"], ctx.run,
+                        f"run {ctx.run['id']} ended: {outcome}{why}")
 
 
 def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None = None,

@@ -12,6 +12,7 @@ the route), `failed` (a step kept failing).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from exporter import cycle_adapter
 from exporter.cycle_config import CycleConfig, EvaluateConfig
+from exporter.cycle_unchanged import same_data
 from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.exportdir import load_export
@@ -79,14 +81,27 @@ def export_step(ctx: StepContext) -> StepResult:
                             validation_fraction=cfg.validation, seed=cfg.seed, filter=cfg.filter)
     out = cfg.out_dir / f"{cfg.name}-{ctx.run['id']}"
     try:
-        result = cycle_adapter.build_dataset(ctx.client, cfg.name, options, cfg.filter, out)
+        result = cycle_adapter.build_dataset(ctx.client, cfg.name, options, cfg.filter, out,
+                                             record=False)
     except DatasetError as exc:  # not enough or unusable data: no job this time
         return end("dataset_rejected", error=exc.message[:2000])
-    manifest = result.manifest
+    same = same_data(ctx.client, ctx.config.name, cfg.name, result.manifest, ctx.run["id"])
+    if same is not None:  # nothing new: no dataset version, no export directory
+        shutil.rmtree(result.path, ignore_errors=True)
+        if same.version is None:
+            return StepResult(None, detail={"same_data_as": same.trained_by,
+                                            "message": same.message},
+                              outcome="unchanged", note=same.message)
+        manifest, path = same.version["manifest"], same.version["path"]
+    else:
+        result = cycle_adapter.record_dataset(ctx.client, result)
+        manifest, path = result.manifest, str(result.path)
     return StepResult("validate",
-                      state={"export_path": str(result.path),
+                      state={"export_path": path,
                              "train_sha256": manifest["files"][TRAIN]["sha256"]},
-                      detail={"counts": manifest["counts"], "billing": manifest["billing"]})
+                      detail={"counts": manifest["counts"], "billing": manifest["billing"],
+                              **({"message": same.message} if same else {})},
+                      note=same.message if same else "")
 
 
 def training_cost(manifest: dict[str, Any], hyperparameters: dict[str, Any]) -> float | None:

@@ -31,7 +31,7 @@ from exporter.eval_resample import (
     mean_resampler,
     multiclass_resampler,
 )
-from exporter.intervals import CONFIDENCE, RESAMPLES, SEED, percentile, resample_indices
+from exporter.intervals import CONFIDENCE, RESAMPLES, SEED, percentile, resample_blocks
 from exporter.scoring import (
     Scorer,
     binary_metrics,
@@ -239,14 +239,18 @@ def _bootstrap(scoring: Scoring, cases: Sequence[EvalCase],
                stats: Stats) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]],
                                       list[float] | None]:
     """Each model's summary with its intervals, its per-example scores, the margin's interval."""
-    idx = resample_indices(len(cases), stats.resamples, stats.seed)
     summary: dict[str, dict[str, Any]] = {}
-    scored: dict[str, list[float]] = {}
-    sampled: dict[str, dict[str, np.ndarray]] = {}
+    scores = {role: score_answers(scoring, cases, answers[role]) for role in models}
+    scored = {role: per_example for role, (_, _, per_example, _) in scores.items()}
+    parts: dict[str, list[dict[str, np.ndarray]]] = {role: [] for role in models}
+    for block in resample_blocks(len(cases), stats.resamples, stats.seed):
+        for role in models:
+            parts[role].append(scores[role][3](block))
+    sampled = {role: {name: np.concatenate([p[name] for p in parts[role]])
+                      for name in (parts[role][0] if parts[role] else {})}
+               for role in models}
     for role, model in models.items():
-        value, metrics, per_example, resampler = score_answers(scoring, cases, answers[role])
-        scored[role] = per_example
-        sampled[role] = resampler(idx) if len(idx) else {}
+        value, metrics, _, _ = scores[role]
         intervals = {name: list(percentile(values, stats.confidence))
                      for name, values in sampled[role].items()}
         summary[role] = {"model": model, "score": value,

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from statistics import NormalDist
 
 import numpy as np
@@ -20,11 +21,24 @@ SEED = 0
 CONFIDENCE = 0.95
 
 
-def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
-    """A (resamples × n) matrix of example indices drawn with replacement."""
+BLOCK_CELLS = 4_000_000  # indices per block: 16 MB, whatever the number of examples
+
+
+def resample_blocks(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> Iterator[np.ndarray]:
+    """Blocks of rows of a (resamples × n) matrix of example indices drawn with replacement,
+    so that memory stays bounded for large validation sets."""
     if n <= 0 or resamples <= 0:
-        return np.zeros((0, max(n, 0)), dtype=np.int32)
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n), dtype=np.int32)
+        return
+    rng = np.random.default_rng(seed)
+    rows = max(1, BLOCK_CELLS // n)
+    for start in range(0, resamples, rows):
+        yield rng.integers(0, n, size=(min(rows, resamples - start), n), dtype=np.int32)
+
+
+def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """The whole (resamples × n) matrix of `resample_blocks` (for small n)."""
+    blocks = list(resample_blocks(n, resamples, seed))
+    return np.concatenate(blocks) if blocks else np.zeros((0, max(n, 0)), dtype=np.int32)
 
 
 def percentile(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:

@@ -57,16 +57,23 @@ def _conversation(messages: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _quoted(text: str) -> str:
+    """Text placed between the prompt's markers, unable to fake one (an answer writing
+    `<<<END ANSWER A>>>` would otherwise pose as the end of its section)."""
+    return text.replace("<<<", "‹‹‹").replace(">>>", "›››")
+
+
 def judge_messages(conversation: Sequence[Mapping[str, Any]], first: str, second: str,
                    rubric: str, reference: str | None) -> list[dict[str, str]]:
     """The chat messages asking the judge about answers `first` (A) and `second` (B)."""
-    parts = [f"<<<RUBRIC>>>\n{rubric.strip()}\n<<<END RUBRIC>>>",
-             f"<<<CONVERSATION>>>\n{_conversation(conversation)}\n<<<END CONVERSATION>>>"]
+    parts = [f"<<<RUBRIC>>>\n{_quoted(rubric.strip())}\n<<<END RUBRIC>>>",
+             f"<<<CONVERSATION>>>\n{_quoted(_conversation(conversation))}\n"
+             "<<<END CONVERSATION>>>"]
     if reference is not None:
         parts.append("<<<REFERENCE>>>\n(an answer written by a human reviewer; a good answer "
-                     f"agrees with it in substance)\n{reference}\n<<<END REFERENCE>>>")
-    parts += [f"<<<ANSWER A>>>\n{first}\n<<<END ANSWER A>>>",
-              f"<<<ANSWER B>>>\n{second}\n<<<END ANSWER B>>>",
+                     f"agrees with it in substance)\n{_quoted(reference)}\n<<<END REFERENCE>>>")
+    parts += [f"<<<ANSWER A>>>\n{_quoted(first)}\n<<<END ANSWER A>>>",
+              f"<<<ANSWER B>>>\n{_quoted(second)}\n<<<END ANSWER B>>>",
               'Which answer is better? Reply with the JSON object only.']
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
