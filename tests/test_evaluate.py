@@ -106,7 +106,9 @@ def test_retries_429_and_5xx_with_backoff_then_records_failures(
     assert report.differences[0]["candidate"]["error"].startswith("gave up after 3 attempts")
 
 
-def test_a_legacy_candidate_gets_the_separator_and_stop_and_the_baseline_the_app_prompt(proxy: ProxyServer, tmp_path: Path) -> None:
+def test_a_legacy_candidate_gets_the_separator_and_stop_and_the_baseline_the_app_prompt(
+    proxy: ProxyServer, tmp_path: Path,
+) -> None:
     data = make_export(tmp_path / "legacy", format=FormatOptions("legacy"),
                        base_model="davinci-002")
     proxy.upstream.state.model_replies["davinci-002"] = " no idea"
