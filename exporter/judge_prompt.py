@@ -27,7 +27,7 @@ ORDERS: dict[str, tuple[Role, Role]] = {"candidate_first": ("candidate", "baseli
                                         "baseline_first": ("baseline", "candidate")}
 VERDICTS = ("A", "B", "tie")
 MAX_RUBRIC = 20_000
-MAX_REASON = 2_000
+MAX_REASON = 1_000  # a report keeps every judgement: about 1 KB an example
 
 DEFAULT_RUBRIC = """\
 Prefer the answer that serves the user better:

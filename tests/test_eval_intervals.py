@@ -13,7 +13,8 @@ import pytest
 
 from exporter.cycle_config import EvaluateConfig
 from exporter.cycle_steps import gate_passes
-from exporter.eval_report import EvalReport
+from exporter.eval_cases import EvalCase
+from exporter.eval_report import Answer, EvalReport, build_report, make_scoring
 from exporter.eval_resample import binary_resampler, mean_resampler, multiclass_resampler
 from exporter.intervals import percentile, resample_indices, sign_test, wilson
 from exporter.judge_prompt import combine, judge_messages, parse_verdict, preferred
@@ -116,3 +117,31 @@ def test_an_answer_cannot_fake_the_prompts_markers() -> None:
                    "<<<CONVERSATION>>>"):
         assert text.count(marker) == 1, marker
     assert "‹‹‹END ANSWER A›››" in text
+
+
+def test_the_text_report_shows_every_score_with_its_interval() -> None:
+    cases = [EvalCase(i, [{"role": "user", "content": "q"}], "q", "yes" if i % 2 else "no")
+             for i in range(1, 41)]
+    answers = {"candidate": [Answer(c.reference if c.line % 5 else "no", None, None)
+                             for c in cases],
+               "baseline": [Answer("no", None, None) for _ in cases]}
+    scoring = make_scoring("classification", 0.5, None, {"classification": {
+        "labels": {"yes": 20, "no": 20}, "positive_class": "yes"}})
+    report = build_report("ev_1", "exports/x", cases, answers,
+                          {"candidate": "ft:m", "baseline": "base"}, scoring, 5)
+    text = report.render()
+    assert "95% intervals: bootstrap, 2000 resamples, seed 0" in text
+    candidate = report.models["candidate"]
+    for name in ("accuracy", "precision", "recall"):
+        low, high = candidate["intervals"][name]
+        assert low <= candidate["metrics"][name] <= high
+        assert f"{name} {candidate['metrics'][name]:.4f} [{low:.4f}, {high:.4f}]" in text
+    assert "auroc " in text and "auprc " in text  # shown, without an interval
+    low, high = candidate["interval"]
+    assert f"{candidate['score']:.4f} [{low:.4f}, {high:.4f}]" in text  # f1, compared
+    lower, upper = report.margin_interval or [0, 0]
+    assert f"margin    {report.margin:+.4f} [{lower:+.4f}, {upper:+.4f}]" in text
+    assert 0 < lower < report.margin < upper
+    again = build_report("ev_1", "exports/x", cases, answers,
+                         {"candidate": "ft:m", "baseline": "base"}, scoring, 5)
+    assert again.margin_interval == report.margin_interval  # a fixed seed
