@@ -176,6 +176,16 @@ def current_model(client: AdminClient, alias: str) -> str:
     return str(heaviest["model"])
 
 
+def eval_options(cfg: EvaluateConfig, candidate: str, baseline: str,
+                 cycle_run_id: str) -> EvalOptions:
+    """The evaluation `[evaluate]` asks for (the judge's model and rubric included)."""
+    return EvalOptions(candidate, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
+                       metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
+                       limit=cfg.limit, cycle_run_id=cycle_run_id,
+                       judge_model=cfg.judge_model, rubric=load_rubric(cfg.rubric),
+                       confidence=cfg.confidence)
+
+
 def gate_passes(report: EvalReport, cfg: EvaluateConfig) -> bool:
     """Whether the candidate beats the current model: by default the margin's lower
     confidence bound must be above 0 and reach the configured margin."""
@@ -187,11 +197,7 @@ def evaluate_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.evaluate
     candidate = ctx.state["fine_tuned_model"]
     baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
-    options = EvalOptions(candidate, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
-                          metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
-                          limit=cfg.limit, cycle_run_id=ctx.run["id"],
-                          judge_model=cfg.judge_model, rubric=load_rubric(cfg.rubric),
-                          confidence=cfg.confidence)
+    options = eval_options(cfg, candidate, baseline, ctx.run["id"])
     report = evaluate(ctx.client, Path(ctx.state["export_path"]), options, api_key=ctx.api_key)
     scores = {"eval_run_id": report.run_id, "baseline": baseline, "margin": report.margin,
               "margin_interval": report.margin_interval, "gate": cfg.gate,

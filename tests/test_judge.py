@@ -249,3 +249,21 @@ def test_reviewers_edited_answers_are_the_judges_references(proxy: ProxyServer,
         answer = json.loads(validation[line - 1])["messages"][-1]["content"]
         assert sum(f"<<<REFERENCE>>>\n(an answer written by a human reviewer; a good answer "
                    f"agrees with it in substance)\n{answer}\n" in text for text in asked) == 2
+
+
+def test_checkpoints_are_judged_too(loop: ProxyServer, tmp_path: Path) -> None:
+    the_current_model_is_worse(loop)
+    loop.upstream.state.judges[JUDGE] = FakeJudge(prefer="echo:")
+    loop.upstream.state.finetune_step_seconds = 0.3  # still training when the wait times out
+    judge = {"scorer": "judge", "judge_model": JUDGE, "checkpoints": 3}
+    first = run(loop, config(tmp_path, evaluate=judge, finetune={"wait_timeout_minutes": 0.001}))
+    assert first.run["step"] == "wait"
+    [job] = loop.upstream.state.jobs.values()
+    names = {step: f"{job.model_name()}:ckpt-step-{step}" for step in (6, 8, 10)}
+    loop.upstream.state.model_replies.update({names[6]: "I don't know.",
+                                              names[10]: "I don't know."})
+    loop.upstream.state.finetune_step_seconds = 0.01
+    second = run(loop, config(tmp_path, evaluate=judge))
+    assert second.run["step"] == "watch", second.message
+    assert second.run["state"]["fine_tuned_model"] == names[8]
+    assert second.run["state"]["candidate_interval"][0] > 0.5
