@@ -2,9 +2,12 @@
 
 Every example goes to both models through the tuneloop proxy with the official `openai` SDK,
 marked `x-tuneloop-traffic: evaluation` (so it never mixes with production rows) and tagged
-`eval:<run id>` and `eval-candidate` / `eval-baseline`. At most `concurrency` requests are in
-flight; 429, 5xx and connection failures are retried with exponential backoff (honouring
-`retry-after`), other errors are recorded as the example's answer failing. With the `judge`
+`eval:<run id>` and `eval-candidate` / `eval-baseline`. The candidate gets the request as
+trained (the export's template stripped, a legacy separator and stop), the baseline the app's
+request as sent (exporter.eval_cases): what each gets in production. At most `concurrency`
+requests are in flight; 429, 5xx and connection failures are retried with exponential backoff
+(honouring `retry-after`), other errors are recorded as the example's answer failing. With the
+`judge`
 scorer, a judge model then compares each pair of answers, in both orders, through the proxy
 as well (tagged `eval-judge`; see exporter.judge). The run and its report, judgements
 included, are stored through the admin API (`/admin/evals`).
@@ -20,7 +23,14 @@ from typing import Any
 
 import openai
 
-from exporter.eval_cases import EvalCase, Markers, load_cases, read_answer, request_for
+from exporter.eval_cases import (
+    EvalCase,
+    Markers,
+    Stripped,
+    load_cases,
+    read_answer,
+    request_for,
+)
 from exporter.eval_report import (
     Answer,
     EvalReport,
@@ -65,9 +75,10 @@ class EvalOptions:
 
 
 async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: Markers,
-               options: EvalOptions, headers: dict[str, str], wants_logprobs: bool) -> Answer:
+               options: EvalOptions, headers: dict[str, str], wants_logprobs: bool,
+               as_sent: bool) -> Answer:
     endpoint, body = request_for(case, model, markers, max_tokens=options.max_tokens,
-                                 logprobs=wants_logprobs)
+                                 logprobs=wants_logprobs, as_sent=as_sent)
     api: Any = client.completions if endpoint == "completions" else client.chat.completions
     reply = await send(lambda: api.with_raw_response.create(**body, extra_headers=headers),
                        options)
@@ -99,7 +110,7 @@ async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[
             headers["x-tuneloop-source"] = case.source_id
         async with gate:
             return await _ask(client, models[role], case, markers, options, headers,
-                              scoring.wants_logprobs)
+                              scoring.wants_logprobs, as_sent=role == "baseline")
 
     try:
         answers = await asyncio.gather(*(one(role, case) for case in cases for role in ROLES))
@@ -116,12 +127,20 @@ async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[
         await client.close()
 
 
+def _stripped(client: AdminClient, manifest: Mapping[str, Any]) -> Stripped | None:
+    """The template the export was stripped of: the baseline gets it back (the app's request)."""
+    named = manifest.get("template")
+    if not isinstance(named, Mapping) or not isinstance(named.get("ref"), str):
+        return None
+    return Stripped(client.prompt_template(named["ref"]), named.get("replacement_system_prompt"))
+
+
 def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
              api_key: str | None = None) -> EvalReport:
     """Run the export's validation set through both models via the proxy at `client.api`,
     score it, store the report, and return it."""
     export = load_export(export_dir)
-    cases, markers = load_cases(export, options.limit)
+    cases, markers = load_cases(export, options.limit, _stripped(client, export.manifest))
     scoring = make_scoring(options.scorer, options.threshold, options.metric, export.manifest)
     if scoring.judged and not options.judge_model:
         raise ConfigError("the judge scorer needs a judge model (--judge-model, or "

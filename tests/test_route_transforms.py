@@ -13,12 +13,16 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from exporter.evaluate import EvalOptions, evaluate
+from exporter.examples import Example
+from exporter.pipeline import ExportOptions, export
+from exporter.strip import TemplateStrip
 from proxy.app import create_app
 from proxy.promotion import parse_promote_request, promoted_spec
 from proxy.routing import RouteSpec
 from storage.prompt_templates import freeze_template
 from storage.store import migrate_store, open_store
-from tests.conftest import ADMIN_TOKEN, FakeUpstream, ProxyServer, proxy_settings
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, FakeUpstream, ProxyServer, proxy_settings
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
@@ -219,3 +223,26 @@ def test_promoting_onto_a_route_with_route_level_markers_keeps_what_each_target_
         {"type": "legacy_separator", "separator": "\n\n###\n\n"}, {"type": "stop", "stop": "###"}]
     assert dumped["targets"][1]["transforms"] == [
         {"type": "legacy_separator", "separator": "\n\nEND\n\n"}]
+
+
+def test_evaluation_sends_the_candidate_the_stripped_request_and_the_baseline_the_apps(
+    server: ProxyServer, tmp_path: Path,
+) -> None:
+    """What the gate compares is what production will send each model."""
+    template = server.admin().prompt_template("support-bot-v1")
+    examples = [Example(f"ix-{i:03d}", [*app_messages(f"eval question {i}"), {
+        "role": "assistant", "content": f"echo: eval question {i}"}]) for i in range(30)]
+    out = tmp_path / "stripped"
+    export(examples, out, ExportOptions(name="support", validation_fraction=0.3, workers=1,
+                                        strip=TemplateStrip(template, "ACME support.")))
+    candidate, baseline = FT + "-eval", BASE + "-eval"
+    evaluate(server.admin(), out, EvalOptions(candidate, baseline), api_key=UPSTREAM_KEY)
+    to_candidate, to_baseline = sent_to(server, candidate), sent_to(server, baseline)
+    assert to_candidate and len(to_candidate) == len(to_baseline)
+    for body in to_candidate:
+        system, question = body["messages"]
+        assert system == {"role": "system", "content": "ACME support."}
+        assert question["content"].startswith("eval question ")
+    for body in to_baseline:
+        question = body["messages"][-1]["content"].removeprefix(PREFIX)
+        assert body["messages"] == app_messages(question)
