@@ -98,7 +98,8 @@ class EvaluateConfig(_Section):
     margin: float = Field(0.0, ge=0)
     gate: Literal["lower_bound", "point"] = "lower_bound"
     """lower_bound: the margin's confidence interval must lie above 0 and its lower bound reach
-    `margin`; point: the margin itself (no statistics; not recommended)."""
+    `margin`; point: the margin itself (no statistics; not recommended). With the judge
+    scorer the margin is 2 × win rate − 1."""
     confidence: float = Field(0.95, gt=0.5, lt=1)
     judge_model: str | None = Field(None, min_length=1)
     rubric: Path | None = None
