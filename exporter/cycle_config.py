@@ -22,15 +22,12 @@ wait_timeout_minutes = 60        # then stop; the next run resumes waiting on th
 [evaluate]
 scorer = "exact"                 # exact | exact_strict | module:function | classification | judge
 margin = 0.02                    # the candidate must beat the current model by this much
-<<<<<<< HEAD
 gate = "lower_bound"             # ...with 95% confidence: the margin's interval's lower bound
                                  # must be above 0 and at least `margin` ("point": the margin)
 confidence = 0.95                # of the intervals (bootstrap over examples; judge: Wilson)
 judge_model = "gpt-4o"           # the judge scorer's model, asked through the proxy
 rubric = "rubric.md"             # what the judge looks for [default: a general rubric]
-=======
 checkpoints = 0                  # K > 0: evaluate the job's last K checkpoints, keep the best
->>>>>>> main
 
 [canary]                         # the verdict: Wald's SPRT per metric (exporter/canary_stats.py)
 percent = 10
@@ -98,7 +95,8 @@ class EvaluateConfig(_Section):
     margin: float = Field(0.0, ge=0)
     gate: Literal["lower_bound", "point"] = "lower_bound"
     """lower_bound: the margin's confidence interval must lie above 0 and its lower bound reach
-    `margin`; point: the margin itself (no statistics; not recommended)."""
+    `margin`; point: the margin itself (no statistics; not recommended). With the judge
+    scorer the margin is 2 × win rate − 1."""
     confidence: float = Field(0.95, gt=0.5, lt=1)
     judge_model: str | None = Field(None, min_length=1)
     rubric: Path | None = None

@@ -267,3 +267,12 @@ def test_checkpoints_are_judged_too(loop: ProxyServer, tmp_path: Path) -> None:
     assert second.run["step"] == "watch", second.message
     assert second.run["state"]["fine_tuned_model"] == names[8]
     assert second.run["state"]["candidate_interval"][0] > 0.5
+
+    export_dir = second.run["state"]["export_path"]
+    shown = CliRunner().invoke(main, [
+        "jobs", "checkpoints", job.id, "--dataset", export_dir, "--baseline", CURRENT,
+        "--scorer", "judge", "--judge-model", JUDGE, "--api", loop.url],
+        env={"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN})
+    assert shown.exit_code == 0, shown.output
+    lines = {line.split()[0]: line for line in shown.output.splitlines()[1:]}
+    assert lines["8"].endswith("<- best") and "1.0000" in lines["8"]
