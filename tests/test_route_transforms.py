@@ -168,6 +168,7 @@ def test_cli_promote_strip_template(server: ProxyServer, tmp_path: Path) -> None
         "--db", str(tmp_path / "cli.duckdb"), "promote", "--alias", "bot-c", "--model",
         FT + "-c", "--canary", "10", "--strip-template", "support-bot-v1"], env=env)
     assert result.exit_code == 0, result.output
+    assert f"{BASE} 90%, {FT}-c 10% [strip support-bot-v1]" in result.output
     spec = server.admin().routes()["bot-c"]
     assert spec["targets"][1]["transforms"] == [
         {"type": "strip_template", "template": "support-bot-v1"}]
