@@ -7,7 +7,9 @@ time the storage query and the pure computation and print p50/p99.
 
 The /metrics scrape reads the store at most every `savings_metrics_cache_s` (60 s); these are
 the costs of one such read (7 days, every alias) and of one `tuneloop savings` answer (one
-alias, by day), against a full scan of the same table for comparison.
+alias, by day), against a full scan of the same table for comparison. At 1M rows on the
+project's shared 2-core machine: 36 ms (DuckDB) and 44 ms (Postgres) p50 for the 7-day read,
+170 / 275 ms for the full scan.
 """
 
 from __future__ import annotations

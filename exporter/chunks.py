@@ -68,6 +68,7 @@ class ChunkResult:
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (index in chunk, reason)
     mismatched: Tally = field(default_factory=Tally)  # skipped: not the template to strip
     labels: Counter[str] = field(default_factory=Counter)
+    line_labels: list[str] = field(default_factory=list)  # classification: per line
     stats: PromptCompletionStats | None = None
 
 
@@ -80,12 +81,14 @@ def prepare_worker(encoding: str) -> None:
 
 
 def lineage_prefix(example: Example) -> bytes:
-    """`{"interaction_id":…,"revision_id":…,"revision":…,` (the export adds where it went).
-    JSON escapes newlines, so prefixes can be joined with one."""
+    """`{"interaction_id":…,"revision_id":…,"revision":…,"edited":…,` (the export adds where
+    it went; `edited`: the answer is a reviewer's edit, which evaluation's judge takes as a
+    reference). JSON escapes newlines, so prefixes can be joined with one."""
     record = {
         "interaction_id": example.interaction_id,
         "revision_id": example.revision_id,
         "revision": example.revision,
+        "edited": example.original is not None,
     }
     return orjson.dumps(record)[:-1] + b","
 
@@ -147,7 +150,9 @@ def _add_row(
         result.stats.add(example.interaction_id, prompt, completion)
         result.answer_hashes.append(hash64(completion.encode()))
         if spec.options.format == "classification":
-            result.labels[_label(completion, spec.options.effective_stop)] += 1
+            label = _label(completion, spec.options.effective_stop)
+            result.labels[label] += 1
+            result.line_labels.append(label)  # the split is stratified by it
 
 
 def _skip_reason(spec: ChunkSpec, example: Example) -> str | None:

@@ -108,6 +108,7 @@ def _record_error(ctx: StepContext, step: str, exc: Exception, max_attempts: int
 
 def _drive(ctx: StepContext, config: CycleConfig,
            say: Callable[[str], None]) -> CycleOutcome:
+    note = ""
     while ctx.run["status"] == "active" and ctx.run["step"]:
         step = ctx.run["step"]
         say(f"{ctx.run['id']}: {step}")
@@ -122,10 +123,15 @@ def _drive(ctx: StepContext, config: CycleConfig,
             return CycleOutcome("failed" if ctx.run["status"] == "failed" else "error",
                                 ctx.run, f"step {step} failed: {ctx.run['error']}")
         ctx.run = record_result(ctx, step, result)
+        if result.note and not result.wait:
+            say(result.note)  # e.g. the evaluation's scores with their intervals
         if result.wait:
             return CycleOutcome("active", ctx.run, f"waiting at {step}: {result.note}")
+        note = result.note
     outcome = ctx.run.get("outcome")
-    return CycleOutcome(ctx.run["status"], ctx.run, f"run {ctx.run['id']} ended: {outcome}")
+    why = f" ({note})" if note and ctx.run["status"] != "active" else ""
+    return CycleOutcome(ctx.run["status"], ctx.run,
+                        f"run {ctx.run['id']} ended: {outcome}{why}")
 
 
 def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None = None,

@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter.checkpoints import best_checkpoint, evaluate_checkpoints, last_checkpoints
-from exporter.cycle_steps import StepContext, StepResult, current_model
-from exporter.evaluate import EvalOptions
+from exporter.cycle_steps import StepContext, StepResult, current_model, eval_options
 from exporter.finetune import default_provider
 
 
@@ -19,9 +18,7 @@ def checkpoints_step(ctx: StepContext) -> StepResult:
     final = ctx.state["fine_tuned_model"]
     checkpoints = last_checkpoints(default_provider(), ctx.state["job_id"], cfg.checkpoints)
     baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
-    options = EvalOptions(final, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
-                          metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
-                          limit=cfg.limit, cycle_run_id=ctx.run["id"])
+    options = eval_options(cfg, final, baseline, ctx.run["id"])
     results = evaluate_checkpoints(ctx.client, checkpoints, Path(ctx.state["export_path"]),
                                    options, api_key=ctx.api_key)
     best = best_checkpoint(results)

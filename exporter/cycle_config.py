@@ -20,8 +20,13 @@ poll_seconds = 30
 wait_timeout_minutes = 60        # then stop; the next run resumes waiting on the same job
 
 [evaluate]
-scorer = "exact"                 # exact | exact_strict | module:function | classification
+scorer = "exact"                 # exact | exact_strict | module:function | classification | judge
 margin = 0.02                    # the candidate must beat the current model by this much
+gate = "lower_bound"             # ...with 95% confidence: the margin's interval's lower bound
+                                 # must be above 0 and at least `margin` ("point": the margin)
+confidence = 0.95                # of the intervals (bootstrap over examples; judge: Wilson)
+judge_model = "gpt-4o"           # the judge scorer's model, asked through the proxy
+rubric = "rubric.md"             # what the judge looks for [default: a general rubric]
 checkpoints = 0                  # K > 0: evaluate the job's last K checkpoints, keep the best
 
 [canary]                         # the verdict: Wald's SPRT per metric (exporter/canary_stats.py)
@@ -88,12 +93,26 @@ class EvaluateConfig(_Section):
     threshold: float = 0.5
     metric: str | None = None
     margin: float = Field(0.0, ge=0)
+    gate: Literal["lower_bound", "point"] = "lower_bound"
+    """lower_bound: the margin's confidence interval must lie above 0 and its lower bound reach
+    `margin`; point: the margin itself (no statistics; not recommended). With the judge
+    scorer the margin is 2 × win rate − 1."""
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    judge_model: str | None = Field(None, min_length=1)
+    rubric: Path | None = None
     concurrency: int = Field(4, ge=1, le=256)
     retries: int = Field(4, ge=0, le=20)
     limit: int | None = Field(None, ge=1)
     api_key_env: str | None = None
     checkpoints: int = Field(0, ge=0, le=100)
     """Evaluate the job's last K checkpoints and go on with the best (0: the final model)."""
+
+
+_REPLACED_CANARY_KEYS = {
+    "max_feedback_drop": "the canary's feedback is now judged by a sequential test on the share "
+                         "of thumbs-down answers: set max_thumbs_down_increase (tolerated) and "
+                         "bad_thumbs_down_increase (rolled back) instead",
+}
 
 
 class CanaryConfig(_Section):
@@ -111,6 +130,17 @@ class CanaryConfig(_Section):
     min_age_minutes: float = Field(0.0, ge=0)
     watch_seconds: float = Field(10.0, gt=0)
     """With `cycle --every`: how often an open canary is evaluated between scheduled runs."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        # a setting that once guarded production must not be dropped in silence, nor refused
+        # as a mere typo: say what replaced it
+        if isinstance(data, dict):
+            for key, instead in _REPLACED_CANARY_KEYS.items():
+                if key in data:
+                    raise ValueError(f"{key} is no longer used: {instead}")
+        return data
 
     @model_validator(mode="after")
     def _effects_ordered(self) -> CanaryConfig:
@@ -141,7 +171,8 @@ def parse_cycle_config(data: dict[str, Any]) -> CycleConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"cycle config: {where}: {first['msg']}") from exc
+        msg = str(first["msg"]).removeprefix("Value error, ")  # pydantic's label for ours
+        raise ConfigError(f"cycle config: {where}: {msg}") from exc
 
 
 def load_cycle_config(path: Path) -> CycleConfig:

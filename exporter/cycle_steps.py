@@ -12,16 +12,20 @@ the route), `failed` (a step kept failing).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exporter import cycle_adapter
-from exporter.cycle_config import CycleConfig
+from exporter.cycle_config import CycleConfig, EvaluateConfig
+from exporter.cycle_unchanged import same_data
+from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.exportdir import load_export
 from exporter.formats import FormatOptions
+from exporter.judge import load_rubric
 from exporter.pipeline import ExportOptions
 from tuneloop.client import AdminClient
 from tuneloop.errors import ConfigError, DatasetError, TuneloopError
@@ -77,14 +81,27 @@ def export_step(ctx: StepContext) -> StepResult:
                             validation_fraction=cfg.validation, seed=cfg.seed, filter=cfg.filter)
     out = cfg.out_dir / f"{cfg.name}-{ctx.run['id']}"
     try:
-        result = cycle_adapter.build_dataset(ctx.client, cfg.name, options, cfg.filter, out)
+        result = cycle_adapter.build_dataset(ctx.client, cfg.name, options, cfg.filter, out,
+                                             record=False)
     except DatasetError as exc:  # not enough or unusable data: no job this time
         return end("dataset_rejected", error=exc.message[:2000])
-    manifest = result.manifest
+    same = same_data(ctx.client, ctx.config.name, cfg.name, result.manifest, ctx.run["id"])
+    if same is not None:  # nothing new: no dataset version, no export directory
+        shutil.rmtree(result.path, ignore_errors=True)
+        if same.version is None:
+            return StepResult(None, detail={"same_data_as": same.trained_by,
+                                            "message": same.message},
+                              outcome="unchanged", note=same.message)
+        manifest, path = same.version["manifest"], same.version["path"]
+    else:
+        result = cycle_adapter.record_dataset(ctx.client, result)
+        manifest, path = result.manifest, str(result.path)
     return StepResult("validate",
-                      state={"export_path": str(result.path),
+                      state={"export_path": path,
                              "train_sha256": manifest["files"][TRAIN]["sha256"]},
-                      detail={"counts": manifest["counts"], "billing": manifest["billing"]})
+                      detail={"counts": manifest["counts"], "billing": manifest["billing"],
+                              **({"message": same.message} if same else {})},
+                      note=same.message if same else "")
 
 
 def training_cost(manifest: dict[str, Any], hyperparameters: dict[str, Any]) -> float | None:
@@ -159,22 +176,43 @@ def current_model(client: AdminClient, alias: str) -> str:
     return str(heaviest["model"])
 
 
+def eval_options(cfg: EvaluateConfig, candidate: str, baseline: str,
+                 cycle_run_id: str) -> EvalOptions:
+    """The evaluation `[evaluate]` asks for (the judge's model and rubric included)."""
+    return EvalOptions(candidate, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
+                       metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
+                       limit=cfg.limit, cycle_run_id=cycle_run_id,
+                       judge_model=cfg.judge_model, rubric=load_rubric(cfg.rubric),
+                       confidence=cfg.confidence)
+
+
+def gate_passes(report: EvalReport, cfg: EvaluateConfig) -> bool:
+    """Whether the candidate beats the current model: by default the margin's lower
+    confidence bound must be above 0 and reach the configured margin."""
+    decided_on = report.margin if cfg.gate == "point" else report.margin_lower
+    return decided_on is not None and decided_on > 0 and decided_on >= cfg.margin
+
+
 def evaluate_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.evaluate
     candidate = ctx.state["fine_tuned_model"]
     baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
-    options = EvalOptions(candidate, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
-                          metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
-                          limit=cfg.limit, cycle_run_id=ctx.run["id"])
+    options = eval_options(cfg, candidate, baseline, ctx.run["id"])
     report = evaluate(ctx.client, Path(ctx.state["export_path"]), options, api_key=ctx.api_key)
     scores = {"eval_run_id": report.run_id, "baseline": baseline, "margin": report.margin,
+              "margin_interval": report.margin_interval, "gate": cfg.gate,
               "candidate_score": report.models["candidate"]["score"],
-              "baseline_score": report.models["baseline"]["score"]}
-    beats = report.margin > 0 and report.margin >= cfg.margin
+              "candidate_interval": report.models["candidate"].get("interval"),
+              "baseline_score": report.models["baseline"]["score"],
+              "baseline_interval": report.models["baseline"].get("interval")}
+    beats = gate_passes(report, cfg)
+    detail = {**scores, "required_margin": cfg.margin}
+    note = report.render(shown=0) + (
+        f"\n  gate ({cfg.gate}, margin {cfg.margin:g}): "
+        f"{'passed' if beats else 'not passed'}")
     if not beats:
-        return StepResult(None, state=scores, detail={**scores, "required_margin": cfg.margin},
-                          outcome="not_promoted")
-    return StepResult("canary", state=scores, detail={**scores, "required_margin": cfg.margin})
+        return StepResult(None, state=scores, detail=detail, outcome="not_promoted", note=note)
+    return StepResult("canary", state=scores, detail=detail, note=note)
 
 
 FIRST_STEP = "export"

@@ -138,14 +138,21 @@ def build_dataset(client: AdminClient, out: Path, options: ExportOptions, *,
     result = export(examples, out, options, left_out=left_out)
     if not record:
         return result
+    return record_export(client, result, reviewer=reviewer)
+
+
+def record_export(client: AdminClient, result: ExportResult, *,
+                  reviewer: str | None = None) -> ExportResult:
+    """Record an export directory built with `record=False` as the next version of its
+    dataset; the directory is removed if recording fails."""
     try:
         snapshot = record_snapshot(client, result, reviewer=reviewer)
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(result.path, ignore_errors=True)
         raise
     manifest = {**result.manifest, "snapshot": {k: snapshot[k] for k in ("id", "name",
                                                                         "version")}}
-    write_json(out / MANIFEST_FILE, manifest)
+    write_json(result.path / MANIFEST_FILE, manifest)
     return dataclasses.replace(result, manifest=manifest)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.checks import CHECKS, Finding, Tally, merge_tallies
+from exporter.checks import Finding, Tally, merge_tallies
 from exporter.chunks import (
     INVALID,
     LEGACY_COMPLETION,
@@ -50,6 +50,7 @@ from exporter.exportdir import (
     write_split_files,
 )
 from exporter.formats import FormatOptions, RuleViolations
+from exporter.left_out import warn_left_out
 from exporter.legacy_checks import PromptCompletionStats
 from exporter.report import DatasetFacts, ValidationReport, build_report
 from exporter.split import Grouper, check_fraction
@@ -119,7 +120,8 @@ class _Gathered:
     def add(self, chunk: list[Example], result: ChunkResult) -> None:
         lines = [e for e, out in zip(chunk, result.emitted, strict=True) if out]
         self.grouper.add(
-            result.fingerprints, [e.session_id for e in lines], [e.interaction_id for e in lines]
+            result.fingerprints, [e.session_id for e in lines], [e.interaction_id for e in lines],
+            result.line_labels or None,
         )
         for index, reason in result.skipped:
             self.skipped[self.examples + index] = reason
@@ -246,27 +248,6 @@ def _warn_skipped(report: ValidationReport, code: str, message: str, skipped: Ta
     finding = Finding(code, "warning", message, skipped.count, tuple(skipped.ids))
     warnings = [i for i, f in enumerate(report.findings) if f.severity != "error"]
     report.findings.insert(warnings[0] if warnings else len(report.findings), finding)
-
-
-def _left_out_finding(reason: str, tally: Tally) -> Finding:
-    if reason == LEGACY_COMPLETION:
-        message = ("legacy /v1/completions interactions left out of this chat-shaped export "
-                   "(their prompt is raw text, not a conversation); pass --include-legacy "
-                   "(ExportOptions.include_legacy) to take them")
-        return Finding("legacy_skipped", "warning", message, tally.count, tuple(tally.ids))
-    rule = reason.removeprefix(INVALID)
-    what = CHECKS.get(rule, ("error", rule.replace("_", " ")))[1]
-    message = f"left out by --skip-invalid: {rule} ({what})"
-    return Finding("invalid_skipped", "warning", message, tally.count, tuple(tally.ids))
-
-
-def warn_left_out(report: ValidationReport, left_out: Mapping[str, Tally]) -> None:
-    """Examples left out on purpose (legacy rows of a chat export, invalid ones under
-    --skip-invalid) are listed as warnings, before the other warnings."""
-    findings = [_left_out_finding(reason, left_out[reason]) for reason in sorted(left_out)]
-    warnings = [i for i, f in enumerate(report.findings) if f.severity != "error"]
-    at = warnings[0] if warnings else len(report.findings)
-    report.findings[at:at] = findings
 
 
 def _manifest(

@@ -176,7 +176,8 @@ CREATE TABLE public.interactions (
     session_id character varying,
     metadata json,
     usage_estimated boolean,
-    source_id character varying
+    source_id character varying,
+    sent_request json
 );
 
 CREATE TABLE public.prompt_templates (

@@ -189,6 +189,7 @@ CREATE TABLE interactions (
     metadata JSON,
     usage_estimated BOOLEAN,
     source_id VARCHAR,
+    sent_request JSON,
     PRIMARY KEY (id)
 );
 

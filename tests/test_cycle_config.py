@@ -116,3 +116,11 @@ def test_effect_sizes_must_be_ordered() -> None:
                             "finetune": {"base_model": "m"},
                             "canary": {"max_error_rate_increase": 0.1,
                                        "bad_error_rate_increase": 0.05}})
+
+
+def test_a_replaced_canary_setting_says_what_replaced_it() -> None:
+    with pytest.raises(ConfigError, match=r"canary: max_feedback_drop is no longer used: .*"
+                                          r"bad_thumbs_down_increase"):
+        parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
+                            "finetune": {"base_model": "m"},
+                            "canary": {"max_feedback_drop": 0.1}})

@@ -1,12 +1,21 @@
 """`tuneloop export` polish from the trial (issue 14): the legacy format's default model, chat
 exports without legacy completions, and a bad example's error saying how to fix it or to pass
---skip-invalid. Real proxy, fake upstream, the CLI's main function."""
+--skip-invalid, a classification split stratified by label. Real proxy, fake upstream, the
+CLI's main function."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections import Counter
 from pathlib import Path
 
+import pytest
+
+from exporter.examples import Example
+from exporter.fix_hints import how_to_fix
+from exporter.formats import FormatOptions
+from exporter.pipeline import DatasetRejected, ExportOptions, export
 from tests.conftest import ProxyServer
 from tests.test_export_cli import SEPARATOR, completions, flat, read_export, review_all, run_cli
 from tests.test_review_api import logged
@@ -109,3 +118,43 @@ def test_classification_label_conflicts_are_skipped_and_listed(proxy: ProxyServe
     assert torn[0] in report
     _files, lineage = read_export(out)
     assert {r["interaction_id"] for r in lineage} == set(good + bad)
+
+
+def test_the_classification_split_is_stratified_and_keeps_sessions_whole(
+        tmp_path: Path) -> None:
+    examples = [Example(f"ix-{i:03d}", [{"role": "user", "content": f"Is message {i} spam?"},
+                                        {"role": "assistant", "content": label}],
+                        session_id=f"s-{i // 2}" if i < 20 else None)
+                for i, label in enumerate(["yes"] * 45 + ["no"] * 15)]
+    for seed in range(3):
+        out = tmp_path / f"cls-{seed}"
+        export(examples, out, ExportOptions(
+            name="spam", format=FormatOptions("classification", positive_class="yes"),
+            base_model="babbage-002", validation_fraction=0.2, seed=seed, workers=1))
+        files, lineage = read_export(out)
+        labels = Counter(row["completion"].strip() for row in files["validation"])
+        assert labels == {"yes": 9, "no": 3}, (seed, labels)
+        sides = {r["interaction_id"]: r["split"] for r in lineage}
+        for pair in range(10):  # a conversation never straddles train and validation
+            assert sides[f"ix-{2 * pair:03d}"] == sides[f"ix-{2 * pair + 1:03d}"]
+
+
+def test_skip_invalid_leaves_out_rows_the_chat_checks_refuse(tmp_path: Path) -> None:
+    good = [Example(f"ix-{i:03d}", [{"role": "user", "content": f"question {i}"},
+                                    {"role": "assistant", "content": f"answer {i}"}])
+            for i in range(12)]
+    bad = Example("ix-bad", [{"role": "user", "content": "question"},
+                             {"role": "wizard", "content": "answer"}])
+    options = ExportOptions(name="chat", validation_fraction=0.0, workers=1)
+    with pytest.raises(DatasetRejected) as rejected:
+        export([*good, bad], tmp_path / "stops", options)
+    hint = how_to_fix(rejected.value.problems)
+    assert "unrecognized_role (ix-bad)" in hint and "--skip-invalid" in hint
+
+    result = export([*good, bad], tmp_path / "skips",
+                    dataclasses.replace(options, skip_invalid=True))
+    assert result.report.counts["train"] == 12
+    assert result.report.counts["skipped"] == {"invalid:example_missing_assistant_message": 1}
+    [finding] = [f for f in result.report.findings if f.code == "invalid_skipped"]
+    assert finding.examples == ("ix-bad",) and "example_missing_assistant_message" in \
+        finding.message

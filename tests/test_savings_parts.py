@@ -4,8 +4,10 @@ savings computation's edges."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,9 +16,11 @@ from exporter.finetune import job_fields
 from exporter.providers.base import JobInfo
 from proxy.pricing import PriceMap
 from proxy.savings import savings_report
+from proxy.savings_metrics import SavingsCollector
 from storage.finetune_jobs import record_job, update_job
 from storage.records import insert_interactions, to_arrow
 from storage.savings import target_usage, training_of
+from storage.store import migrate_store, open_store
 from tests.conftest import both_stores
 from tests.store_support import connected
 from tests.test_storage import record
@@ -164,3 +168,26 @@ def test_the_baseline_and_the_training_cost() -> None:
     assert "served no request" in missing["message"]
     assert all("saved_usd_per_request" not in t for t in missing["targets"])
 
+
+
+def test_metrics_keep_their_last_figures_when_the_store_fails(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = open_store(tmp_path / "tuneloop.duckdb")
+    migrate_store(db)
+    now = datetime.now(UTC)
+    rows = [record(1, created_at=int(now.timestamp() * 1e6), prompt_tokens=100,
+                   completion_tokens=10, route='{"alias": "bot", "target": "gpt-4o-mini"}')]
+    db.write_sync(lambda con: insert_interactions(con, to_arrow(rows)))
+    collector = SavingsCollector(db, LITELLM, days=7, max_age_s=0)
+
+    def samples() -> dict[str, float]:
+        return {family.name: sample.value for family in collector.collect()
+                for sample in family.samples}
+
+    asyncio.run(collector.refresh())
+    before = samples()
+    assert before["tuneloop_route_prompt_tokens_per_request"] == 100
+    db.close()  # every read fails from now on
+    asyncio.run(collector.refresh())  # answers, keeps the last figures, says why
+    assert samples() == before and collector.reads == 1
+    assert "could not read the store" in caplog.text

@@ -139,18 +139,21 @@ class AdminClient(ReviewMethods, TemplateMethods):
     def promote(self, alias: str, model: str, *, canary: float = 100.0,
                 provider: str | None = None, base_url: str | None = None,
                 api_key_env: str | None = None, prompt_suffix: str | None = None,
-                stop: str | list[str] | None = None, keep_fallbacks: bool = True,
+                stop: str | list[str] | None = None, strip_template: str | None = None,
+                system_prompt: str | None = None, keep_fallbacks: bool = True,
                 previous_as_fallback: bool = True,
                 verdict: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Route `canary` percent of the alias's traffic to `model` (100: all of it, with the
         previous target as a fallback). Admin token only. `verdict`: the canary test's
-        statistics behind the promotion, kept in the route history."""
+        statistics behind the promotion, kept in the route history. `prompt_suffix`, `stop`,
+        `strip_template` (`name-vN`) and `system_prompt` become the model's own transforms."""
         body: dict[str, Any] = {"model": model, "canary": canary,
                                 "keep_fallbacks": keep_fallbacks,
                                 "previous_as_fallback": previous_as_fallback}
         for key, value in (("provider", provider), ("base_url", base_url),
                            ("api_key_env", api_key_env), ("prompt_suffix", prompt_suffix),
-                           ("stop", stop), ("verdict", verdict)):
+                           ("stop", stop), ("strip_template", strip_template),
+                           ("system_prompt", system_prompt), ("verdict", verdict)):
             if value is not None:
                 body[key] = value
         result: dict[str, Any] = self.request("POST", f"/admin/routes/{_quote(alias)}/promote",

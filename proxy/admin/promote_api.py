@@ -26,12 +26,13 @@ from proxy.admin.common import (
     parse_admin_json,
     time_param,
 )
-from proxy.admin.routes_api import reload_routes
+from proxy.admin.routes_api import checked_spec, reload_routes
 from proxy.auth import Role
 from proxy.body import read_request_body
 from proxy.context import context_of
 from proxy.promotion import parse_promote_request, promoted_spec
 from proxy.routing import RouteSpec
+from storage.db import Connection
 from storage.promotions import last_change, latest_episode, promote_route, rollback_route
 from storage.route_health import route_health
 from storage.routes import load_routes
@@ -56,15 +57,19 @@ async def promote(request: Request) -> Response:
     alias = _alias(request)
     promotion = parse_promote_request(await json_object(request))
 
-    def build(current: dict[str, Any] | None) -> dict[str, Any]:
+    def build(con: Connection, current: dict[str, Any] | None) -> dict[str, Any]:
         spec = None if current is None else RouteSpec.model_validate(current)
-        return promoted_spec(alias, spec, promotion).model_dump(exclude_none=True)
+        made, _ = checked_spec(con, alias, promoted_spec(alias, spec, promotion))
+        return made.model_dump(exclude_none=True)
 
     detail: dict[str, Any] = {"model": promotion.model, "canary": min(promotion.canary, 100.0)}
+    if promotion.transforms() is not None:
+        detail["transforms"] = promotion.transforms()
     if promotion.verdict is not None:
         detail["verdict"] = promotion.verdict
     result = await ctx.db.write(
-        lambda con: promote_route(con, alias, build, detail, _actor(request)))
+        lambda con: promote_route(con, alias, lambda cur: build(con, cur), detail,
+                                  _actor(request)))
     await reload_routes(ctx)
     return json_response(result)
 

@@ -34,6 +34,8 @@ from storage.migrations import (
     m041_postgres_filter_indexes,
     m042_prompt_templates,
     m043_job_training_cost,
+    m044_sent_request,
+    m045_route_transforms,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -64,6 +66,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(41, "postgres_filter_indexes", m041_postgres_filter_indexes.apply),
     Migration(42, "prompt_templates", m042_prompt_templates.apply),
     Migration(43, "job_training_cost", m043_job_training_cost.apply),
+    Migration(44, "sent_request", m044_sent_request.apply),
+    Migration(45, "route_transforms", m045_route_transforms.apply),
 )
 
 

@@ -81,6 +81,8 @@ class FakeStateBase:
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     model_replies: dict[str, str] = field(default_factory=dict)
     """Chat and completions: a fixed answer text for a model (a worse or better model)."""
+    judges: dict[str, Any] = field(default_factory=dict)
+    """Chat: a model that answers as a pairwise judge (a `tests.fakes.judge.FakeJudge`)."""
     model_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Chat: the fixed (prompt, completion) tokens a model's answers report."""
     model_error_rate: dict[str, float] = field(default_factory=dict)

@@ -5,6 +5,7 @@ two prompts of `tuneloop synthesize`, else ``echo: T`` for text T, ``tool said: 
 tool message, a call to the first (or the forced) tool when ``tools`` are given and the last
 message is the user's, ``{"echo": "T"}`` for JSON response formats. Choice i > 0 gets " (i)".
 ``state.model_replies[model]`` replaces the text answer of that model (a better or worse one);
+``state.judges[model]`` makes the model a scriptable judge (:mod:`.judge`);
 ``state.model_usage[model] = (prompt, completion)`` fixes the usage it reports.
 """
 
@@ -95,6 +96,9 @@ def chat_choices(body: dict[str, Any], state: FakeStateBase) -> list[ChatChoice]
     role, text = last.get("role"), content_text(last.get("content"))
     tool = _chosen_tool(body) if role == "user" else None
     scripted = synthesis_reply(text) if role == "user" and tool is None else None
+    judge = state.judges.get(str(body.get("model")))
+    if judge is not None:
+        return [_text_choice(body, judge.reply(messages)) for _ in range(_count(body))]
     choices = []
     for i in range(_count(body)):
         variant = text if i == 0 else f"{text} ({i})"

@@ -23,7 +23,10 @@ from tuneloop.errors import ConfigError
               help="Evaluate each checkpoint on this export's validation set.")
 @click.option("--baseline", default=None, help="The model the checkpoints must beat.")
 @click.option("--scorer", default="exact", show_default=True,
-              help="exact | exact_strict | module:function | classification")
+              help="exact | exact_strict | module:function | classification | judge")
+@click.option("--judge-model", default=None, help="judge scorer: the model that compares.")
+@click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="judge scorer: what a better answer is [default: a general rubric].")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Evaluate only the first N validation examples.")
 @click.option("--promote", "alias", default=None,
@@ -37,8 +40,9 @@ from tuneloop.errors import ConfigError
 @click.pass_context
 @domain_errors
 def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: Path | None,
-                baseline: str | None, scorer: str, limit: int | None, alias: str | None,
-                canary: float, api_key_env: str | None, as_json: bool, api: str | None) -> None:
+                baseline: str | None, scorer: str, judge_model: str | None,
+                rubric: Path | None, limit: int | None, alias: str | None, canary: float,
+                api_key_env: str | None, as_json: bool, api: str | None) -> None:
     """A job's checkpoints: validation loss and evaluation scores; evaluate, promote the best."""
     from exporter.checkpoints import (
         best_checkpoint,
@@ -49,6 +53,7 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
     )
     from exporter.evaluate import EvalOptions
     from exporter.finetune import default_provider
+    from exporter.judge import load_rubric
 
     if export_dir is not None and baseline is None:
         raise ConfigError("--dataset needs --baseline (the model the checkpoints must beat)")
@@ -58,7 +63,8 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
     found = last_checkpoints(default_provider(), job_id, last)
     with make_client(ctx, api) as client:
         if export_dir is not None and baseline is not None:
-            options = EvalOptions(found[-1].model, baseline, scorer=scorer, limit=limit)
+            options = EvalOptions(found[-1].model, baseline, scorer=scorer, limit=limit,
+                                  judge_model=judge_model, rubric=load_rubric(rubric))
             key = proxy_api_key(settings_from(ctx), api_key_env)
             results = evaluate_checkpoints(client, found, export_dir, options, api_key=key)
         else:
