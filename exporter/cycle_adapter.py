@@ -1,6 +1,6 @@
 """The cycle's seam to the dataset and fine-tuning functions.
 
-`tuneloop cycle` calls only these three functions for its export, fine-tune and wait steps;
+`tuneloop cycle` calls only these functions for its export, fine-tune and wait steps;
 they delegate to `exporter.datasets` (which records the snapshot) and `exporter.finetune`
 (which records the job, its events and loss curves), keeping the cycle's own contract: a wait
 that gives up after `timeout_s`, so a cron run never blocks for the whole training and the
@@ -24,12 +24,18 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def build_dataset(client: AdminClient, name: str, options: ExportOptions,
-                  filter: Mapping[str, Any], out: Path) -> ExportResult:
+                  filter: Mapping[str, Any], out: Path, *, record: bool = True) -> ExportResult:
     """Export the examples `filter` selects (default: approved production traffic) to `out`
-    and record the snapshot. The result has `.path` and `.manifest` (billing estimate)."""
+    and record the snapshot (unless `record` is off: then `record_dataset` does it). The
+    result has `.path` and `.manifest` (billing estimate)."""
     chosen = dataclasses.replace(options, name=name, filter={**options.filter, **filter},
                                  overwrite=True)
-    return datasets.build_dataset(client, out, chosen)
+    return datasets.build_dataset(client, out, chosen, record=record)
+
+
+def record_dataset(client: AdminClient, result: ExportResult) -> ExportResult:
+    """Record an export built with `record=False` as the dataset's next version."""
+    return datasets.record_export(client, result)
 
 
 def start_job(client: AdminClient, export_dir: Path, base_model: str, method: str,

@@ -33,6 +33,7 @@ from proxy.passthrough import list_models, passthrough
 from proxy.pricing import PriceMap
 from proxy.redaction import redactor_for
 from proxy.routing import Router
+from proxy.savings_metrics import SavingsCollector
 from proxy.shared_state import change_feed
 from proxy.upstream import HttpUpstream
 from proxy.usage_estimate import UsageEstimator
@@ -69,7 +70,9 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    body = context_of(request).metrics.render()
+    ctx = context_of(request)
+    await ctx.savings.refresh()
+    body = ctx.metrics.render()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -103,7 +106,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     migrate_store(db)
     spool = Spool(settings.spool_path, settings.spool_max_bytes)
     worker = ComputeWorker() if settings.index_worker_min_rows else None
-    prices = PriceMap.load()
+    prices = PriceMap.load(overrides=settings.prices)
     # the search index is written by a background indexer, off the ingest's critical path
     indexer = BackgroundIndexer(db, SearchIndexer(worker,
                                                   min_rows=settings.index_worker_min_rows),
@@ -129,6 +132,9 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
                      "the search index.", lambda: indexer.stats.lag_rows)
     metrics_.observe("tuneloop_search_index_lag_seconds", "Age of the oldest interaction not "
                      "yet in the search index.", lambda: indexer.stats.lag_seconds)
+    savings = SavingsCollector(db, prices, days=settings.savings_metrics_days,
+                               max_age_s=settings.savings_metrics_cache_s)
+    metrics_.registry.register(savings)
     reviewer = settings.reviewer_token.get_secret_value() if settings.reviewer_token else None
     return ProxyContext(
         settings=settings, db=db, writer=writer, indexer=indexer, worker=worker,
@@ -136,7 +142,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
         http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
         keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
-        prices=prices, redactor=redactor_for(settings),
+        prices=prices, redactor=redactor_for(settings), savings=savings,
     )
 
 

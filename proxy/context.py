@@ -12,6 +12,7 @@ from proxy.metrics import ProxyMetrics
 from proxy.pricing import PriceMap
 from proxy.redaction import Redactor
 from proxy.routing import Router
+from proxy.savings_metrics import SavingsCollector
 from proxy.upstream import HttpUpstream
 from storage.compute_worker import ComputeWorker
 from storage.notify import ChangeFeed
@@ -36,6 +37,7 @@ class ProxyContext:
     metrics: ProxyMetrics
     prices: PriceMap
     redactor: Redactor
+    savings: SavingsCollector
     feed: ChangeFeed | None = None  # Postgres: follows the other replicas (proxy.shared_state)
 
 

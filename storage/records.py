@@ -52,10 +52,11 @@ INTERACTION_SCHEMA = pa.schema(
         ("metadata", pa.string()),
         ("usage_estimated", pa.bool_()),
         ("source_id", pa.string()),
+        ("sent_request", pa.string()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(INTERACTION_SCHEMA.names)
-JSON_COLUMNS = ("route", "request", "response", "metadata")
+JSON_COLUMNS = ("route", "request", "response", "metadata", "sent_request")
 _COLUMN_SET = frozenset(COLUMNS)
 
 

@@ -130,7 +130,9 @@ CREATE TABLE public.finetune_jobs (
     curves json,
     created_at timestamp with time zone NOT NULL,
     updated_at timestamp with time zone NOT NULL,
-    finished_at timestamp with time zone
+    finished_at timestamp with time zone,
+    trained_tokens bigint,
+    training_cost_usd double precision
 );
 
 CREATE TABLE public.forgotten_users (
@@ -174,7 +176,20 @@ CREATE TABLE public.interactions (
     session_id character varying,
     metadata json,
     usage_estimated boolean,
-    source_id character varying
+    source_id character varying,
+    sent_request json
+);
+
+CREATE TABLE public.prompt_templates (
+    name character varying NOT NULL,
+    version integer NOT NULL,
+    alias character varying,
+    parts json NOT NULL,
+    share double precision,
+    tokens integer,
+    sample_size integer,
+    created_at timestamp with time zone NOT NULL,
+    created_by character varying
 );
 
 CREATE TABLE public.review_claims (
@@ -307,6 +322,9 @@ ALTER TABLE ONLY public.interaction_tags
 
 ALTER TABLE ONLY public.interactions
     ADD CONSTRAINT interactions_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.prompt_templates
+    ADD CONSTRAINT prompt_templates_pkey PRIMARY KEY (name, version);
 
 ALTER TABLE ONLY public.review_claims
     ADD CONSTRAINT review_claims_pkey PRIMARY KEY (interaction_id);

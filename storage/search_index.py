@@ -9,7 +9,7 @@ search can leave out the system prompt every item shares, or look at the answers
 - answer: assistant messages (the answer, earlier assistant turns, tool calls, alternatives).
 
 Three tables (schema: migration 35), written by the background indexer (storage.search_queue)
-from the list of interactions ingested and not yet indexed (`search_pending`, migration 42:
+from the list of interactions ingested and not yet indexed (`search_pending`, migration 46:
 `queue_for_index` adds to it in the ingest transaction; `store_claimed` takes from it in the
 transaction that writes the terms), or by `index_batch` in the caller's transaction:
 

@@ -82,3 +82,22 @@ def test_rollback_button_with_the_admin_token(routes_page: Callable[..., AppTest
     assert proxy.admin().route_history("support-bot")[0]["changed_by"] == "ui:ann"
     rollback(at).click().run()  # type: ignore[attr-defined]
     assert any("Rollback refused" in e.value for e in at.error)
+
+
+def test_routes_page_lists_the_frozen_prompt_templates(routes_page: Callable[..., AppTest],
+                                                       proxy: ProxyServer) -> None:
+    at = routes_page()
+    assert any("None frozen yet" in c.value for c in at.caption)
+    admin = proxy.admin()
+    parts = {"system_prompt": "You are Acme's bot.",
+             "few_shot": [{"role": "user", "content": "hi"},
+                          {"role": "assistant", "content": "hello"}],
+             "user_suffix": "\nAnswer briefly."}
+    admin.freeze_template("support-bot", parts, alias="support-bot", share=0.8333, tokens=57)
+    admin.freeze_template("support-bot", {"system_prompt": "Short."}, alias="support-bot")
+    at = routes_page()
+    table = next(d.value for d in at.dataframe if "template" in d.value.columns)
+    assert list(table["template"]) == ["support-bot-v2", "support-bot-v1"]
+    first = table[table["template"] == "support-bot-v1"].iloc[0]
+    assert first["share %"] == 83.3 and first["tokens"] == 57
+    assert first["parts"] == "system prompt (19 chars), 2 few-shot turns, user suffix"

@@ -1,5 +1,6 @@
-"""Routes: the alias map with canary shares, an alias's canary health and route history, a
-rollback button (admin token only), and the latest evaluations and cycle runs."""
+"""Routes: the alias map with canary shares, an alias's canary health, savings (charts) and
+route history, a rollback button (admin token only), the frozen prompt templates, and the
+latest evaluations and cycle runs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import streamlit as st
 
 from curation_ui.admin_access import NO_ADMIN_TOKEN, admin_client
 from curation_ui.chat_view import escape_markdown
+from curation_ui.savings_view import show_savings
 from curation_ui.session import client, require_reviewer, reviewer
+from curation_ui.templates_view import frozen_templates
 from tuneloop.errors import TuneloopError
 
 require_reviewer()
@@ -92,6 +95,7 @@ rollback_button(alias)
 try:
     health = client().route_health(alias)
     history = client().route_history(alias)
+    savings = client().savings(alias)
 except TuneloopError as exc:
     st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
     st.stop()
@@ -105,6 +109,8 @@ st.caption(escape_markdown(f"Production traffic since {health['since']}: {shares
 st.dataframe(health_table(health), hide_index=True, width="stretch")
 st.subheader("History")
 st.dataframe(history_table(history), hide_index=True, width="stretch")
+frozen_templates(client(), alias)
+show_savings(savings)
 
 left, right = st.columns(2)
 with left:

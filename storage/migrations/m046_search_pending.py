@@ -1,4 +1,4 @@
-"""Migration 42: the interactions ingested and not yet in the search index.
+"""Migration 46: the interactions ingested and not yet in the search index.
 
 Ingest no longer indexes text in its transaction (tokenizing was most of its time): it lists
 the new reviewable interactions in `search_pending`, and the background indexer
