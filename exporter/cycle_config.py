@@ -22,15 +22,12 @@ wait_timeout_minutes = 60        # then stop; the next run resumes waiting on th
 [evaluate]
 scorer = "exact"                 # exact | exact_strict | module:function | classification | judge
 margin = 0.02                    # the candidate must beat the current model by this much
-<<<<<<< HEAD
 gate = "lower_bound"             # ...with 95% confidence: the margin's interval's lower bound
                                  # must be above 0 and at least `margin` ("point": the margin)
 confidence = 0.95                # of the intervals (bootstrap over examples; judge: Wilson)
 judge_model = "gpt-4o"           # the judge scorer's model, asked through the proxy
 rubric = "rubric.md"             # what the judge looks for [default: a general rubric]
-=======
 checkpoints = 0                  # K > 0: evaluate the job's last K checkpoints, keep the best
->>>>>>> main
 
 [canary]                         # the verdict: Wald's SPRT per metric (exporter/canary_stats.py)
 percent = 10

@@ -8,7 +8,8 @@ change where a request goes, which key it carries or which headers: only the bod
   request (`tuneloop.prompt_template`), since the fine-tuned model learned it.
 - `replace_system_prompt` (`system_prompt`): the request's system prompt is replaced by this
   one (inserted first when it has none). After `strip_template`, it takes the stripped
-  system prompt's place.
+  system prompt's place; after a legacy template's, it is put in front of the stripped prompt
+  (as `export --strip-template --system-prompt` does).
 - `legacy_separator` (`separator`): legacy completions: appended to each prompt that does not
   already end with it.
 - `stop` (`stop`): the stop sequence set on completions and chat requests that set none.
@@ -73,6 +74,7 @@ def check_transforms(where: str, transforms: list[Any],
             raise BadRequest(f"{where}: transform {kind!r} appears more than once")
     chat_reason: str | None = None
     legacy_reason: str | None = None
+    legacy_template = False  # replace_system_prompt then prefixes the stripped prompt
     for transform in transforms:
         if isinstance(transform, StripTemplate):
             template = templates.get(transform.template)
@@ -84,8 +86,11 @@ def check_transforms(where: str, transforms: list[Any],
                 chat_reason = f"template {template.ref} is a chat template"
             elif template.has_prompt_parts and not template.has_chat_parts:
                 legacy_reason = f"template {template.ref} is a legacy-prompt template"
-        elif isinstance(transform, ReplaceSystemPrompt):
-            chat_reason = chat_reason or "replace_system_prompt is for chat requests"
+                legacy_template = True
+    for transform in transforms:
+        if isinstance(transform, ReplaceSystemPrompt) and not legacy_template:
+            chat_reason = chat_reason or ("replace_system_prompt is for chat requests (or "
+                                          "after a legacy template's strip_template)")
         elif isinstance(transform, LegacySeparator):
             legacy_reason = legacy_reason or "legacy_separator is for legacy completions"
     if chat_reason and legacy_reason:

@@ -5,13 +5,17 @@ CLI's main function."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from exporter.examples import Example
+from exporter.fix_hints import how_to_fix
 from exporter.formats import FormatOptions
-from exporter.pipeline import ExportOptions, export
+from exporter.pipeline import DatasetRejected, ExportOptions, export
 from tests.conftest import ProxyServer
 from tests.test_export_cli import SEPARATOR, completions, flat, read_export, review_all, run_cli
 from tests.test_review_api import logged
@@ -133,3 +137,24 @@ def test_the_classification_split_is_stratified_and_keeps_sessions_whole(
         sides = {r["interaction_id"]: r["split"] for r in lineage}
         for pair in range(10):  # a conversation never straddles train and validation
             assert sides[f"ix-{2 * pair:03d}"] == sides[f"ix-{2 * pair + 1:03d}"]
+
+
+def test_skip_invalid_leaves_out_rows_the_chat_checks_refuse(tmp_path: Path) -> None:
+    good = [Example(f"ix-{i:03d}", [{"role": "user", "content": f"question {i}"},
+                                    {"role": "assistant", "content": f"answer {i}"}])
+            for i in range(12)]
+    bad = Example("ix-bad", [{"role": "user", "content": "question"},
+                             {"role": "wizard", "content": "answer"}])
+    options = ExportOptions(name="chat", validation_fraction=0.0, workers=1)
+    with pytest.raises(DatasetRejected) as rejected:
+        export([*good, bad], tmp_path / "stops", options)
+    hint = how_to_fix(rejected.value.problems)
+    assert "unrecognized_role (ix-bad)" in hint and "--skip-invalid" in hint
+
+    result = export([*good, bad], tmp_path / "skips",
+                    dataclasses.replace(options, skip_invalid=True))
+    assert result.report.counts["train"] == 12
+    assert result.report.counts["skipped"] == {"invalid:example_missing_assistant_message": 1}
+    [finding] = [f for f in result.report.findings if f.code == "invalid_skipped"]
+    assert finding.examples == ("ix-bad",) and "example_missing_assistant_message" in \
+        finding.message

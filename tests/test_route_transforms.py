@@ -168,6 +168,7 @@ def test_cli_promote_strip_template(server: ProxyServer, tmp_path: Path) -> None
         "--db", str(tmp_path / "cli.duckdb"), "promote", "--alias", "bot-c", "--model",
         FT + "-c", "--canary", "10", "--strip-template", "support-bot-v1"], env=env)
     assert result.exit_code == 0, result.output
+    assert f"{BASE} 90%, {FT}-c 10% [strip support-bot-v1]" in result.output
     spec = server.admin().routes()["bot-c"]
     assert spec["targets"][1]["transforms"] == [
         {"type": "strip_template", "template": "support-bot-v1"}]
@@ -209,6 +210,13 @@ def test_a_legacy_template_is_stripped_from_a_completion_prompt(server: ProxySer
         {"type": "legacy_separator", "separator": "\n\n###\n\n"}]}]})
     server.openai().completions.create(model="qa-t", prompt="Answer briefly.\nWhy?")
     assert sent_to(server, LEGACY_FT + "-t")[-1]["prompt"] == "Why?\n\n###\n\n"
+    # what `export --strip-template qa-legacy-v1 --system-prompt ...` trained it on
+    put_route(server, "qa-t", {"targets": [{"model": LEGACY_FT + "-t", "transforms": [
+        {"type": "strip_template", "template": "qa-legacy-v1"},
+        {"type": "replace_system_prompt", "system_prompt": "Be brief. "},
+        {"type": "legacy_separator", "separator": "\n\n###\n\n"}]}]})
+    server.openai().completions.create(model="qa-t", prompt="Answer briefly.\nWhy?")
+    assert sent_to(server, LEGACY_FT + "-t")[-1]["prompt"] == "Be brief. Why?\n\n###\n\n"
 
 
 def test_promoting_onto_a_route_with_route_level_markers_keeps_what_each_target_gets() -> None:

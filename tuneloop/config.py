@@ -90,6 +90,27 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
     )
+    # fine-tuning providers (`tuneloop finetune --provider`): keys from their usual variables;
+    # the base URLs are settings so a deployment (or a test) can point them elsewhere
+    together_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("TOGETHER_API_KEY", "together_api_key"))
+    together_base_url: str = "https://api.together.xyz/v1"
+    """Together's API: files, fine-tunes, and the OpenAI-compatible inference a route uses."""
+    fireworks_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("FIREWORKS_API_KEY", "fireworks_api_key"))
+    fireworks_account_id: str | None = Field(
+        None, validation_alias=AliasChoices("FIREWORKS_ACCOUNT_ID", "fireworks_account_id"))
+    fireworks_base_url: str = "https://api.fireworks.ai"
+    """Fireworks' control plane (datasets, fine-tuning jobs, deployed models)."""
+    fireworks_inference_url: str = "https://api.fireworks.ai/inference/v1"
+    """Fireworks' OpenAI-compatible inference, the base_url a route to a Fireworks model uses."""
+    azure_openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AZURE_OPENAI_API_KEY", "azure_openai_api_key"))
+    azure_openai_endpoint: str | None = Field(
+        None, validation_alias=AliasChoices("AZURE_OPENAI_ENDPOINT", "azure_openai_endpoint"))
+    azure_openai_api_version: str = Field(
+        "2024-10-21", validation_alias=AliasChoices("OPENAI_API_VERSION",
+                                                    "azure_openai_api_version"))
     issue_keys: bool = False
     """When true, apps authenticate with keys the proxy issues and the proxy holds the
     upstream key (`OPENAI_API_KEY`) itself."""
@@ -267,9 +288,12 @@ class Settings(BaseSettings):
     def ui_signouts_file(self) -> Path:
         return self.local_file("ui-signouts")
 
-    @field_validator("upstream", "api")
+    @field_validator("upstream", "api", "together_base_url", "fireworks_base_url",
+                     "fireworks_inference_url", "azure_openai_endpoint")
     @classmethod
-    def _strip_trailing_slash(cls, value: str) -> str:
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s) URL, got {value!r}")
         return value.rstrip("/")

@@ -116,6 +116,14 @@ class ProviderError(TuneloopError):
     exit_code = 6
 
 
+class ProviderUnsupported(ProviderError):
+    """The fine-tuning provider has no such feature (checkpoints as models, a metrics file,
+    a training method): the message says which provider and what to do instead."""
+
+    status_code = 501
+    code = "provider_unsupported"
+
+
 class NotTrainable(TuneloopError):
     """A review action would approve an item without a final answer (an upstream error, a cut
     stream, an empty answer): edit it to supply the answer, or reject it."""

@@ -12,10 +12,19 @@ import click
 from tuneloop.commands.common import api_option, domain_errors, make_client
 
 
+def describe_transforms(target: dict[str, Any]) -> str:
+    """A target's transforms in brackets (`` [strip support-bot-v1, stop]``), or nothing."""
+    names = {"replace_system_prompt": "system prompt", "legacy_separator": "separator"}
+    parts = [f"strip {t.get('template')}" if t.get("type") == "strip_template"
+             else names.get(str(t.get("type")), str(t.get("type")))
+             for t in target.get("transforms") or [] if isinstance(t, dict)]
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
 def describe_route(spec: dict[str, Any]) -> str:
     total = sum(float(t.get("weight", 100.0)) for t in spec["targets"]) or 1.0
     parts = [f"{t['model']} {100 * float(t.get('weight', 100.0)) / total:g}%"
-             for t in spec["targets"]]
+             f"{describe_transforms(t)}" for t in spec["targets"]]
     text = ", ".join(parts)
     if spec.get("fallbacks"):
         text += "; fallbacks: " + ", ".join(t["model"] for t in spec["fallbacks"])
