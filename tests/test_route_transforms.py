@@ -37,6 +37,7 @@ SYSTEM = "You are the support bot of ACME. " * 40
 FEW_SHOT = [{"role": "user", "content": "Where is my parcel?"},
             {"role": "assistant", "content": "Let me look that up for you."}]
 PREFIX = "Customer question: "
+DEAD = "http://127.0.0.1:9/v1"
 PARTS = {"system_prompt": SYSTEM, "few_shot": FEW_SHOT, "user_prefix": PREFIX}
 
 
@@ -254,3 +255,15 @@ def test_evaluation_sends_the_candidate_the_stripped_request_and_the_baseline_th
     for body in to_baseline:
         question = body["messages"][-1]["content"].removeprefix(PREFIX)
         assert body["messages"] == app_messages(question)
+
+
+def test_a_fallback_gets_its_own_transforms_not_the_primarys(server: ProxyServer) -> None:
+    """Transforms belong to a target: when the primary is down, the fallback gets the app's
+    request (it has none), and the row's sent_request says what it got (nothing changed)."""
+    put_route(server, "bot-f", {"targets": [{"model": FT + "-f", "base_url": DEAD, "transforms": [
+        {"type": "strip_template", "template": "support-bot-v1"}]}],
+        "fallbacks": [{"model": BASE + "-f"}]})
+    interaction_id = ask(server, "bot-f", "primary is down")
+    assert sent_to(server, BASE + "-f")[-1]["messages"] == app_messages("primary is down")
+    row = server.row(interaction_id)
+    assert row["upstream_model"] == BASE + "-f" and row["sent_request"] is None
