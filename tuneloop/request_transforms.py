@@ -17,6 +17,15 @@ from typing import Any
 from tuneloop.errors import TemplateMismatch
 from tuneloop.prompt_template import SYSTEM_ROLES, PromptTemplate, strip_messages, strip_prompt
 
+_SHORT = {"replace_system_prompt": "system prompt", "legacy_separator": "separator"}
+
+
+def describe(transforms: Sequence[Mapping[str, Any]] | None) -> str:
+    """A target's transforms for people: `strip support-bot-v1, system prompt, stop`."""
+    return ", ".join(f"strip {t.get('template')}" if t.get("type") == "strip_template"
+                     else _SHORT.get(str(t.get("type")), str(t.get("type")))
+                     for t in transforms or () if isinstance(t, Mapping))
+
 
 @dataclass(frozen=True, slots=True)
 class Applied:
