@@ -14,7 +14,7 @@ from click.testing import Result
 
 from exporter.cycle import run_cycle
 from exporter.datasets import build_dataset
-from exporter.finetune import job_spec, start_job, wait_for_job
+from exporter.finetune import cancel_job, job_spec, start_job, wait_for_job
 from exporter.pipeline import ExportOptions
 from exporter.providers.follow import Backoff
 from exporter.providers.registry import make_provider
@@ -114,6 +114,22 @@ def test_a_failed_together_job_says_why(proxy: ProxyServer, export_dir: Path,
     assert "CUDA out of memory" in done["error"]["message"]
 
 
+def test_a_together_job_is_followed_through_an_outage_and_cancelled(
+        proxy: ProxyServer, export_dir: Path, together: tuple[str, Any]) -> None:
+    url, state = together
+    provider = make_provider("together", settings(together_api_key=state.api_key,
+                                                  together_base_url=url))
+    spec = job_spec(_load(export_dir), TOGETHER_MODEL, suffix="cancel-me")
+    record = start_job(proxy.admin(), export_dir, spec, provider)
+    cancelled = cancel_job(proxy.admin(), record["id"], provider)
+    assert cancelled["status"] == "cancelling"
+    state.fail_next(2, 503)  # Together is down for the next two calls: following retries
+    done = wait_for_job(proxy.admin(), record["id"], provider, backoff=FAST)
+    assert done["status"] == "cancelled"
+    assert [e["message"] for e in proxy.admin().job_events(record["id"])["events"]][-1] == \
+        "Fine-tuning job cancelled"
+
+
 def test_together_errors_name_the_url_and_the_missing_key(tmp_path: Path,
                                                           together: tuple[str, Any]) -> None:
     url, state = together
@@ -164,6 +180,9 @@ def test_the_cli_takes_a_provider(proxy: ProxyServer, export_dir: Path, tmp_path
     followed = cli("jobs", "follow", job_id, "--poll", "0.001",
                    TOGETHER_API_KEY=state.api_key)  # the record says together
     assert followed.exit_code == 0 and "succeeded" in followed.output, followed.output
+    checkpoints = cli("jobs", "checkpoints", job_id, TOGETHER_API_KEY=state.api_key)
+    assert checkpoints.exit_code == 6, checkpoints.output  # asked at Together, not OpenAI
+    assert "checkpoints are downloads" in flat(checkpoints.output)
     served = cli("jobs", "serve", job_id, "--promote", "together-bot",
                  TOGETHER_API_KEY=state.api_key)
     assert served.exit_code == 0, served.output
