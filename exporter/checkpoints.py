@@ -30,11 +30,12 @@ class CheckpointEval:
     candidate_score: float | None = None
     baseline_score: float | None = None
     margin: float | None = None
+    margin_interval: list[float] | None = None  # when evaluated now (the run list has none)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.checkpoint.to_json(), "eval_run_id": self.eval_run_id,
                 "candidate_score": self.candidate_score, "baseline_score": self.baseline_score,
-                "margin": self.margin}
+                "margin": self.margin, "margin_interval": self.margin_interval}
 
 
 def last_checkpoints(provider: FineTuneProvider, job_id: str, k: int | None) -> list[Checkpoint]:
@@ -57,7 +58,8 @@ def evaluate_checkpoints(client: AdminClient, checkpoints: Sequence[Checkpoint],
                           api_key=api_key)
         results.append(CheckpointEval(checkpoint, report.run_id,
                                       report.models["candidate"]["score"],
-                                      report.models["baseline"]["score"], report.margin))
+                                      report.models["baseline"]["score"], report.margin,
+                                      report.margin_interval))
     return results
 
 
@@ -91,14 +93,20 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _interval(bounds: Sequence[float] | None) -> str:
+    return "-" if not bounds else f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}]"
+
+
 def render_checkpoints(results: Sequence[CheckpointEval], best: CheckpointEval | None) -> str:
     """One line per checkpoint: step, validation loss (full set when known), eval scores."""
-    lines = ["step  valid_loss  full_valid_loss  score   baseline  margin   model"]
+    lines = ["step  valid_loss  full_valid_loss  score   baseline  margin   margin 95%         "
+             "model"]
     for result in results:
         metrics = result.checkpoint.metrics
         mark = "  <- best" if best is not None and result.checkpoint == best.checkpoint else ""
         lines.append(f"{result.checkpoint.step:>4}  {_number(metrics.get('valid_loss')):>10}  "
                      f"{_number(metrics.get('full_valid_loss')):>15}  "
                      f"{_number(result.candidate_score):>6}  {_number(result.baseline_score):>8}"
-                     f"  {_number(result.margin):>7}  {result.checkpoint.model}{mark}")
+                     f"  {_number(result.margin):>7}  {_interval(result.margin_interval):<17}"
+                     f"  {result.checkpoint.model}{mark}")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from exporter.cycle_canary import canary_step, watch_step
 from exporter.cycle_checkpoints import checkpoints_step
 from exporter.cycle_config import CycleConfig
 from exporter.cycle_steps import FIRST_STEP, STEPS, StepContext, StepResult
+from exporter.finetune import JobProvider
 from tuneloop.client import AdminClient
 from tuneloop.errors import Conflict, TuneloopError
 
@@ -136,6 +137,7 @@ def _drive(ctx: StepContext, config: CycleConfig,
 
 def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None = None,
               holder: str | None = None,
+              providers: Callable[[str], JobProvider] | None = None,
               say: Callable[[str], None] = lambda _: None) -> CycleOutcome:
     """One invocation of the cycle: continue (or start) its run as far as it goes now."""
     holder = holder or default_holder()
@@ -145,5 +147,5 @@ def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None =
         return CycleOutcome("busy", None, exc.message)
     with LeaseKeeper(client, config.name, holder, config.lease_seconds):
         run = _active_run(client, config, holder)
-        ctx = StepContext(client, config, run, holder, api_key)
+        ctx = StepContext(client, config, run, holder, api_key, providers)
         return _drive(ctx, config, say)

@@ -29,7 +29,7 @@ def canary_step(ctx: StepContext) -> StepResult:
     candidate, percent = ctx.state["fine_tuned_model"], ctx.config.canary.percent
     stable = current_model(ctx.client, ctx.config.alias)
     result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
-                                prompt_suffix=suffix, stop=stop)
+                                prompt_suffix=suffix, stop=stop, **ctx.state.get("serving", {}))
     state = {"promoted_at": result["changed_at"], "stable": stable, "canary_percent": percent}
     detail = {"model": candidate, "canary": percent, "stable": stable}
     if percent >= 100:

@@ -10,13 +10,12 @@ from pathlib import Path
 
 from exporter.checkpoints import best_checkpoint, evaluate_checkpoints, last_checkpoints
 from exporter.cycle_steps import StepContext, StepResult, current_model, eval_options
-from exporter.finetune import default_provider
 
 
 def checkpoints_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.evaluate
     final = ctx.state["fine_tuned_model"]
-    checkpoints = last_checkpoints(default_provider(), ctx.state["job_id"], cfg.checkpoints)
+    checkpoints = last_checkpoints(ctx.provider(), ctx.state["job_id"], cfg.checkpoints)
     baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
     options = eval_options(cfg, final, baseline, ctx.run["id"])
     results = evaluate_checkpoints(ctx.client, checkpoints, Path(ctx.state["export_path"]),

@@ -12,6 +12,7 @@ filter = { tag = "support" }     # review filters; default: approved production 
 out_dir = "exports"              # each run exports to <out_dir>/<name>-<run id>
 
 [finetune]
+provider = "openai"              # openai | together | fireworks | azure
 base_model = "gpt-4o-mini-2024-07-18"
 suffix = "support"
 hyperparameters = { n_epochs = 3 }
@@ -74,6 +75,8 @@ class DatasetConfig(_Section):
 
 
 class FinetuneConfig(_Section):
+    provider: Literal["openai", "together", "fireworks", "azure"] = "openai"
+    """Where the job runs; its key and base URL come from the settings (README)."""
     base_model: str = Field(min_length=1)
     method: Literal["supervised", "dpo"] = "supervised"
     suffix: str | None = Field(None, max_length=64)

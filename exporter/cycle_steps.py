@@ -24,6 +24,7 @@ from exporter.cycle_unchanged import same_data
 from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.exportdir import load_export
+from exporter.finetune import JobProvider, default_provider
 from exporter.formats import FormatOptions
 from exporter.judge import load_rubric
 from exporter.pipeline import ExportOptions
@@ -50,6 +51,18 @@ class StepContext:
     run: dict[str, Any]
     holder: str
     api_key: str | None
+    providers: Callable[[str], JobProvider] | None = None
+    """Fine-tuning providers by name (from the settings); None: OpenAI's, from its SDK's
+    environment."""
+
+    def provider(self) -> JobProvider:
+        name = self.config.finetune.provider
+        if self.providers is None:
+            if name != "openai":
+                raise ConfigError(f"[finetune] provider = {name!r} needs the settings: run the "
+                                  "cycle with `tuneloop cycle`")
+            return default_provider()
+        return self.providers(name)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -147,20 +160,25 @@ def finetune_step(ctx: StepContext) -> StepResult:
     ctx.mark_started("finetune")  # before the job exists: a crash now is never retried
     cfg = ctx.config.finetune
     job_id = cycle_adapter.start_job(ctx.client, Path(ctx.state["export_path"]), cfg.base_model,
-                                     cfg.method, cfg.suffix, cfg.seed, cfg.hyperparameters)
+                                     cfg.method, cfg.suffix, cfg.seed, cfg.hyperparameters,
+                                     provider=ctx.provider())
     return StepResult("wait", state={"job_id": job_id}, detail={"job_id": job_id})
 
 
 def wait_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.finetune
     timeout = None if cfg.wait_timeout_minutes is None else cfg.wait_timeout_minutes * 60
+    provider = ctx.provider()
     job = cycle_adapter.wait_for_job(ctx.client, ctx.state["job_id"], poll_s=cfg.poll_seconds,
-                                     timeout_s=timeout)
+                                     timeout_s=timeout, provider=provider)
     detail = {"job_id": job["id"], "status": job["status"]}
     if job["status"] == "succeeded":
         after = "checkpoints" if ctx.config.evaluate.checkpoints else "evaluate"
-        return StepResult(after, state={"fine_tuned_model": job["fine_tuned_model"]},
-                          detail={**detail, "fine_tuned_model": job["fine_tuned_model"]})
+        serving = cycle_adapter.serve(ctx.client, provider, job["id"])
+        return StepResult(after, state={"fine_tuned_model": job["fine_tuned_model"],
+                                        "serving": serving},
+                          detail={**detail, "fine_tuned_model": job["fine_tuned_model"],
+                                  "serving": serving})
     if job["status"] in ("failed", "cancelled"):
         return end("job_failed", **detail, error=job.get("error"))
     return StepResult("wait", detail=detail, wait=True,

@@ -6,7 +6,8 @@ gets the request as it was trained on: a legacy-format model (babbage-002, davin
 their fine-tunes) through the completions endpoint with the prompt ending in the export's
 separator and with its stop sequence, and without the template the export was stripped of
 (promote --from-export gives it the same transforms). The baseline, the current model, gets
-the app's request as sent: the template put back, no separator, no stop. Pure functions.
+the app's request as sent (the template put back, no separator, no stop) with the transforms
+its route target has, if any. Pure functions.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from exporter.formats import DEFAULT_SEPARATOR, DEFAULT_STOP
 from exporter.tokens import model_info, token_counter
 from tuneloop.errors import DatasetError
 from tuneloop.prompt_template import SYSTEM_ROLES, PromptTemplate
+from tuneloop.request_transforms import TargetTransforms
 
 PROMPT_COMPLETION = ("legacy", "classification")
 LEGACY_MAX_TOKENS = 256  # the completions API would stop at 16 tokens otherwise
@@ -195,9 +197,20 @@ def label_budget(model: str, markers: Markers) -> int | None:
 
 
 def request_for(case: EvalCase, model: str, markers: Markers, *, max_tokens: int | None,
-                logprobs: bool, as_sent: bool = False) -> tuple[str, dict[str, Any]]:
+                logprobs: bool, as_sent: bool = False,
+                transforms: TargetTransforms | None = None) -> tuple[str, dict[str, Any]]:
     """(endpoint, body) for asking `model` about `case`, deterministically (temperature 0):
-    as trained, or with `as_sent` the app's request (what a target without transforms gets)."""
+    as trained, or with `as_sent` the app's request with the `transforms` its route target
+    applies (tuneloop.request_transforms: what production sends it)."""
+    endpoint, body = _request(case, model, markers, max_tokens=max_tokens, logprobs=logprobs,
+                              as_sent=as_sent)
+    if as_sent and transforms is not None:
+        body = transforms.apply(endpoint, body).payload or body
+    return endpoint, body
+
+
+def _request(case: EvalCase, model: str, markers: Markers, *, max_tokens: int | None,
+             logprobs: bool, as_sent: bool) -> tuple[str, dict[str, Any]]:
     max_tokens = max_tokens or label_budget(model, markers)
     if is_legacy(model):
         prompt = case.prompt_as_sent if as_sent and case.prompt_as_sent is not None \

@@ -46,6 +46,7 @@ from exporter.judge import JudgeSpec, judge_pairs, pairwise_summary
 from exporter.judge_prompt import DEFAULT_RUBRIC
 from tuneloop.client import AdminClient
 from tuneloop.errors import ConfigError
+from tuneloop.request_transforms import TargetTransforms
 
 ROLES = ("candidate", "baseline")
 
@@ -76,9 +77,10 @@ class EvalOptions:
 
 async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: Markers,
                options: EvalOptions, headers: dict[str, str], wants_logprobs: bool,
-               as_sent: bool) -> Answer:
+               as_sent: bool, transforms: TargetTransforms | None) -> Answer:
     endpoint, body = request_for(case, model, markers, max_tokens=options.max_tokens,
-                                 logprobs=wants_logprobs, as_sent=as_sent)
+                                 logprobs=wants_logprobs, as_sent=as_sent,
+                                 transforms=transforms)
     api: Any = client.completions if endpoint == "completions" else client.chat.completions
     reply = await send(lambda: api.with_raw_response.create(**body, extra_headers=headers),
                        options)
@@ -95,7 +97,8 @@ class _Asked:
 
 
 async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[EvalCase],
-                   markers: Markers, options: EvalOptions, scoring: Scoring) -> _Asked:
+                   markers: Markers, options: EvalOptions, scoring: Scoring,
+                   baseline_transforms: TargetTransforms | None = None) -> _Asked:
     # With no key of our own, send none: the proxy then uses its own upstream key.
     auth: dict[str, Any] = {} if api_key else {"Authorization": openai.Omit()}
     client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=0,
@@ -110,7 +113,8 @@ async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[
             headers["x-tuneloop-source"] = case.source_id
         async with gate:
             return await _ask(client, models[role], case, markers, options, headers,
-                              scoring.wants_logprobs, as_sent=role == "baseline")
+                              scoring.wants_logprobs, as_sent=role == "baseline",
+                              transforms=baseline_transforms if role == "baseline" else None)
 
     try:
         answers = await asyncio.gather(*(one(role, case) for case in cases for role in ROLES))
@@ -135,6 +139,23 @@ def _stripped(client: AdminClient, manifest: Mapping[str, Any]) -> Stripped | No
     return Stripped(client.prompt_template(named["ref"]), named.get("replacement_system_prompt"))
 
 
+def _route_transforms(client: AdminClient, model: str) -> TargetTransforms | None:
+    """The transforms `model` gets as a route target (the current model of an alias): the
+    same wherever the routes name it, else none (the app's request as sent)."""
+    found: list[tuple[Any, Any, Any]] = []
+    for spec in client.routes().values():
+        for target in [*spec.get("targets", []), *spec.get("fallbacks", [])]:
+            if target.get("model") == model:
+                found.append((target.get("transforms") or [], spec.get("prompt_suffix"),
+                              spec.get("stop")))
+    if not found or any(entry != found[0] for entry in found):
+        return None
+    transforms, separator, stop = found[0]
+    refs = {t["template"] for t in transforms if t.get("type") == "strip_template"}
+    templates = {ref: client.prompt_template(ref) for ref in refs}
+    return TargetTransforms.build(transforms, templates, separator, stop)
+
+
 def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
              api_key: str | None = None) -> EvalReport:
     """Run the export's validation set through both models via the proxy at `client.api`,
@@ -151,7 +172,8 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
                                  cycle_run_id=options.cycle_run_id)
     try:
         asked = asyncio.run(_ask_all(client.api + "/v1", api_key, run["id"], cases, markers,
-                                     options, scoring))
+                                     options, scoring,
+                                     _route_transforms(client, options.baseline)))
         pairwise = None
         if asked.judgements is not None:
             pairwise = {"judge": options.judge_model, "rubric": options.rubric,

@@ -75,5 +75,8 @@ def sign_test(wins: int, losses: int) -> float:
     n = wins + losses
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1))
+    tail = term = 1  # C(n, 0); each next term from the last (exact integers, no comb calls)
+    for k in range(min(wins, losses)):
+        term = term * (n - k) // (k + 1)
+        tail += term
     return min(1.0, 2 * tail / 2**n)  # int / int: exact and correctly rounded at any n

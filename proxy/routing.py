@@ -155,7 +155,8 @@ def _resolved(alias: str, target: Target, spec: RouteSpec,
         log.error("route %r: target %s names unknown templates %s; sent unstripped",
                   alias, target.model, missing)
         transforms = [t for t in transforms or () if t.type != "strip_template"]
-    return TargetTransforms.build(transforms, templates, spec.prompt_suffix, spec.stop)
+    return TargetTransforms.build([t.model_dump() for t in transforms or ()], templates,
+                                  spec.prompt_suffix, spec.stop)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from exporter.cycle_config import EvaluateConfig
 from exporter.cycle_steps import gate_passes
 from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
+from exporter.intervals import wilson
 from exporter.judge_prompt import DEFAULT_RUBRIC
 from exporter.pipeline import ExportOptions, export
 from tests import test_cycle
@@ -276,3 +277,6 @@ def test_checkpoints_are_judged_too(loop: ProxyServer, tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     lines = {line.split()[0]: line for line in shown.output.splitlines()[1:]}
     assert lines["8"].endswith("<- best") and "1.0000" in lines["8"]
+    assert "[-1.000, +1.000]" in lines["6"]  # the same answers, all ties: no evidence
+    low, high = (2 * bound - 1 for bound in wilson(9, 9))  # 9 pairs, all won
+    assert f"[{low:+.3f}, {high:+.3f}]" in lines["8"]

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.examples import Example
+from exporter.formats import FormatOptions
 from exporter.pipeline import ExportOptions, export
 from exporter.strip import TemplateStrip
 from proxy.app import create_app
@@ -37,6 +38,7 @@ SYSTEM = "You are the support bot of ACME. " * 40
 FEW_SHOT = [{"role": "user", "content": "Where is my parcel?"},
             {"role": "assistant", "content": "Let me look that up for you."}]
 PREFIX = "Customer question: "
+DEAD = "http://127.0.0.1:9/v1"
 PARTS = {"system_prompt": SYSTEM, "few_shot": FEW_SHOT, "user_prefix": PREFIX}
 
 
@@ -254,3 +256,38 @@ def test_evaluation_sends_the_candidate_the_stripped_request_and_the_baseline_th
     for body in to_baseline:
         question = body["messages"][-1]["content"].removeprefix(PREFIX)
         assert body["messages"] == app_messages(question)
+
+
+def test_a_fallback_gets_its_own_transforms_not_the_primarys(server: ProxyServer) -> None:
+    """Transforms belong to a target: when the primary is down, the fallback gets the app's
+    request (it has none), and the row's sent_request says what it got (nothing changed)."""
+    put_route(server, "bot-f", {"targets": [{"model": FT + "-f", "base_url": DEAD, "transforms": [
+        {"type": "strip_template", "template": "support-bot-v1"}]}],
+        "fallbacks": [{"model": BASE + "-f"}]})
+    interaction_id = ask(server, "bot-f", "primary is down")
+    assert sent_to(server, BASE + "-f")[-1]["messages"] == app_messages("primary is down")
+    row = server.row(interaction_id)
+    assert row["upstream_model"] == BASE + "-f" and row["sent_request"] is None
+
+
+def test_evaluation_asks_the_current_model_with_its_own_route_transforms(
+    server: ProxyServer, tmp_path: Path,
+) -> None:
+    """The second cycle of a legacy alias: the current model is itself a legacy fine-tune that
+    its route gives a separator and stop; the gate must ask it that way too."""
+    current = "ft:davinci-002:acme::current"
+    put_route(server, "qa-cur", {"targets": [{"model": current, "transforms": [
+        {"type": "legacy_separator", "separator": "\n\n###\n\n"},
+        {"type": "stop", "stop": "###"}]}]})
+    examples = [Example(f"lx-{i:03d}", [{"role": "user", "content": f"Legacy question {i}"},
+                                        {"role": "assistant", "content": f"answer {i}"}])
+                for i in range(30)]
+    out = tmp_path / "legacy"
+    export(examples, out, ExportOptions(name="qa", validation_fraction=0.3, workers=1,
+                                        format=FormatOptions("legacy"),
+                                        base_model="davinci-002"))
+    evaluate(server.admin(), out, EvalOptions(LEGACY_FT + "-next", current),
+             api_key=UPSTREAM_KEY)
+    asked = sent_to(server, current)
+    assert asked and all(b["prompt"].startswith("Legacy question ") and b["prompt"].endswith(
+        "\n\n###\n\n") and b["stop"] == "###" for b in asked)

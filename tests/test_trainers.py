@@ -12,22 +12,27 @@ import orjson
 import pytest
 from click.testing import Result
 
+from exporter.cycle import run_cycle
 from exporter.datasets import build_dataset
-from exporter.finetune import job_spec, start_job, wait_for_job
+from exporter.finetune import cancel_job, job_spec, start_job, wait_for_job
 from exporter.pipeline import ExportOptions
 from exporter.providers.follow import Backoff
 from exporter.providers.registry import make_provider
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+from tests import test_cycle
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, UPSTREAM_KEY, ProxyServer
 from tests.fakes import fireworks_finetune, together_finetune
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
+from tests.test_cycle import ALIAS, the_current_model_is_worse
+from tests.test_cycle import config as cycle_config
 from tests.test_export_cli import flat, run_cli
 from tests.test_review_api import logged
 from tuneloop.config import Settings
 from tuneloop.errors import ConfigError, ProviderError, ProviderUnsupported
 
 FAST = Backoff(poll=0.001, idle_max=0.002, initial=0.001, maximum=0.01, give_up_after=10)
+loop = test_cycle.loop  # the cycle tests' fixture: approved traffic, the alias routed
 TOGETHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 FIREWORKS_MODEL = "accounts/fireworks/models/llama-v3p1-8b-instruct"
 
@@ -109,6 +114,22 @@ def test_a_failed_together_job_says_why(proxy: ProxyServer, export_dir: Path,
     assert "CUDA out of memory" in done["error"]["message"]
 
 
+def test_a_together_job_is_followed_through_an_outage_and_cancelled(
+        proxy: ProxyServer, export_dir: Path, together: tuple[str, Any]) -> None:
+    url, state = together
+    provider = make_provider("together", settings(together_api_key=state.api_key,
+                                                  together_base_url=url))
+    spec = job_spec(_load(export_dir), TOGETHER_MODEL, suffix="cancel-me")
+    record = start_job(proxy.admin(), export_dir, spec, provider)
+    cancelled = cancel_job(proxy.admin(), record["id"], provider)
+    assert cancelled["status"] == "cancelling"
+    state.fail_next(2, 503)  # Together is down for the next two calls: following retries
+    done = wait_for_job(proxy.admin(), record["id"], provider, backoff=FAST)
+    assert done["status"] == "cancelled"
+    assert [e["message"] for e in proxy.admin().job_events(record["id"])["events"]][-1] == \
+        "Fine-tuning job cancelled"
+
+
 def test_together_errors_name_the_url_and_the_missing_key(tmp_path: Path,
                                                           together: tuple[str, Any]) -> None:
     url, state = together
@@ -159,6 +180,16 @@ def test_the_cli_takes_a_provider(proxy: ProxyServer, export_dir: Path, tmp_path
     followed = cli("jobs", "follow", job_id, "--poll", "0.001",
                    TOGETHER_API_KEY=state.api_key)  # the record says together
     assert followed.exit_code == 0 and "succeeded" in followed.output, followed.output
+    checkpoints = cli("jobs", "checkpoints", job_id, TOGETHER_API_KEY=state.api_key)
+    assert checkpoints.exit_code == 6, checkpoints.output  # asked at Together, not OpenAI
+    assert "checkpoints are downloads" in flat(checkpoints.output)
+    served = cli("jobs", "serve", job_id, "--promote", "together-bot",
+                 TOGETHER_API_KEY=state.api_key)
+    assert served.exit_code == 0, served.output
+    [target] = proxy.admin().routes()["together-bot"]["targets"]
+    assert (target["base_url"], target["api_key_env"]) == (url, "TOGETHER_API_KEY")
+    assert f"--base-url {url} --api-key-env TOGETHER_API_KEY" in flat(cli(
+        "jobs", "serve", job_id, TOGETHER_API_KEY=state.api_key).output)
 
 
 @pytest.fixture(scope="module")
@@ -288,3 +319,28 @@ def test_an_azure_job_runs_through_the_azure_client(proxy: ProxyServer,
             wrong.retrieve("x")
         with pytest.raises(ProviderUnsupported, match="deployed in your resource"):
             provider.deploy(provider.retrieve(record["id"]))  # type: ignore[attr-defined]
+
+
+def test_a_cycle_trains_at_together_and_canaries_the_routed_model(
+        loop: ProxyServer, tmp_path: Path, together: tuple[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    url, state = together
+    the_current_model_is_worse(loop)
+    monkeypatch.setenv("TOGETHER_API_KEY", state.api_key)  # the proxy's environment
+    cfg = cycle_config(tmp_path, finetune={"provider": "together", "base_model": TOGETHER_MODEL,
+                                           "hyperparameters": {"n_epochs": 1}})
+    made = settings(together_api_key=state.api_key, together_base_url=url)
+    mark = len(state.requests)
+    outcome = run_cycle(loop.admin(), cfg, api_key=UPSTREAM_KEY,
+                        providers=lambda name: make_provider(name, made))
+    assert outcome.status == "active", outcome.message  # the canary is being watched
+    job = loop.admin().job(outcome.run["state"]["job_id"])
+    assert job["provider"] == "together" and job["status"] == "succeeded"
+    model = job["fine_tuned_model"]
+    routes = loop.admin().routes()
+    target = {"model": model, "base_url": url, "api_key_env": "TOGETHER_API_KEY"}
+    assert target.items() <= routes[model]["targets"][0].items()  # evaluation reached it
+    canary = next(t for t in routes[ALIAS]["targets"] if t["model"] == model)
+    assert target.items() <= canary.items()
+    asked = [r for r in state.requests[mark:] if r.path == "/v1/chat/completions"]
+    assert asked and all(r.json["model"] == model for r in asked)

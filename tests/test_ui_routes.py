@@ -28,7 +28,7 @@ def routes_page(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.delenv("TUNELOOP_ADMIN_TOKEN", raising=False)
     monkeypatch.delenv("TUNELOOP_UI_ADMIN_TOKEN", raising=False)
     proxy.admin().put_routes({"support-bot": {"targets": [{"model": "gpt-4o-mini"}]}})
-    proxy.admin().promote("support-bot", FT, canary=10)
+    proxy.admin().promote("support-bot", FT, canary=10, stop="###")
 
     def open_page(*, ui_admin_token: str | None = None) -> AppTest:
         if ui_admin_token:
@@ -59,6 +59,7 @@ def test_routes_page_shows_shares_health_and_history_read_only(
     table = at.dataframe[0].value
     assert list(table["alias"]) == ["support-bot"]
     assert table["targets"][0] == f"gpt-4o-mini 90%, {FT} 10%"
+    assert table["transforms"][0] == f"{FT}: stop"  # the candidate's only
     health = at.dataframe[1].value
     assert health["requests"].sum() == 1 and set(health["role"]) == {"target"}
     history = at.dataframe[2].value

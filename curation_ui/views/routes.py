@@ -15,6 +15,7 @@ from curation_ui.savings_view import show_savings
 from curation_ui.session import client, require_reviewer, reviewer
 from curation_ui.templates_view import frozen_templates
 from tuneloop.errors import TuneloopError
+from tuneloop.request_transforms import describe
 
 require_reviewer()
 
@@ -25,13 +26,22 @@ def shares(spec: dict[str, Any]) -> str:
                      for t in spec["targets"])
 
 
+def transforms(spec: dict[str, Any]) -> str:
+    """What each target changes in the requests it gets (proxy/transforms.py)."""
+    parts = [f"{t['model']}: {describe(t.get('transforms'))}"
+             for t in [*spec["targets"], *spec.get("fallbacks", [])] if t.get("transforms")]
+    if spec.get("prompt_suffix") or spec.get("stop") is not None:  # a route stored before
+        parts.insert(0, "every target: legacy separator/stop")
+    return "; ".join(parts)
+
+
 def route_table(routes: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(
         [{"alias": alias, "targets": shares(spec),
           "fallbacks": ", ".join(t["model"] for t in spec.get("fallbacks", [])),
-          "legacy suffix/stop": "yes" if spec.get("prompt_suffix") or spec.get("stop") else ""}
+          "transforms": transforms(spec)}
          for alias, spec in routes.items()],
-        columns=["alias", "targets", "fallbacks", "legacy suffix/stop"])
+        columns=["alias", "targets", "fallbacks", "transforms"])
 
 
 def health_table(health: dict[str, Any]) -> pd.DataFrame:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from tuneloop.commands.common import api_option, domain_errors, make_client, settings_from
 from tuneloop.commands.evaluate import proxy_api_key
-from tuneloop.errors import ConfigError
+from tuneloop.errors import ConfigError, NotFound
 
 
 @click.command("checkpoints")
@@ -52,7 +53,6 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
         stored_evaluations,
     )
     from exporter.evaluate import EvalOptions
-    from exporter.finetune import default_provider
     from exporter.judge import load_rubric
 
     if export_dir is not None and baseline is None:
@@ -60,8 +60,8 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
     if alias is not None and export_dir is None:
         raise ConfigError("--promote needs --dataset and --baseline: the best checkpoint is "
                           "the one that evaluates best")
-    found = last_checkpoints(default_provider(), job_id, last)
     with make_client(ctx, api) as client:
+        found = last_checkpoints(_job_provider(ctx, client, job_id), job_id, last)
         if export_dir is not None and baseline is not None:
             options = EvalOptions(found[-1].model, baseline, scorer=scorer, limit=limit,
                                   judge_model=judge_model, rubric=load_rubric(rubric))
@@ -84,3 +84,14 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
         kind = "fully" if canary >= 100 else f"as a {canary:g}% canary"
         click.echo(f"promoted {best.checkpoint.model} (step {best.checkpoint.step}) {kind} "
                    f"on {alias}")
+
+
+def _job_provider(ctx: click.Context, client: Any, job_id: str) -> Any:
+    """The provider the job was recorded with (OpenAI for a job tuneloop didn't record)."""
+    from exporter.providers.registry import provider_of
+
+    try:
+        record = client.job(job_id)
+    except NotFound:
+        record = {}
+    return provider_of(record, settings_from(ctx))

@@ -47,6 +47,7 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, api: str | No
     """Export, validate, fine-tune, evaluate, and canary-promote or roll back, gated."""
     from exporter.cycle import run_cycle
     from exporter.cycle_config import load_cycle_config
+    from exporter.providers.registry import make_provider
     interval = parse_interval(every) if every else None
 
     def once() -> str:
@@ -55,6 +56,7 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, api: str | No
         key = proxy_api_key(settings, config.evaluate.api_key_env)
         with make_client(ctx, api) as client:
             outcome = run_cycle(client, config, api_key=key,
+                                providers=lambda name: make_provider(name, settings),
                                 say=lambda text: err_console.print(text, highlight=False))
         click.echo(f"cycle {config.name}: {outcome.status}: {outcome.message}")
         return outcome.status

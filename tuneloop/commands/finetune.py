@@ -209,6 +209,46 @@ def jobs_results(ctx: click.Context, job_id: str, as_json: bool, provider: str |
     _run(ctx, api, body)
 
 
+@jobs.command("serve")
+@click.argument("job_id")
+@click.option("--promote", "alias", default=None,
+              help="Route the model on this alias (admin token).")
+@click.option("--canary", type=click.FloatRange(0, 100, min_open=True), default=100.0,
+              show_default=True, help="With --promote: the model's share of the alias.")
+@provider_option
+@api_option
+@click.pass_context
+def jobs_serve(ctx: click.Context, job_id: str, alias: str | None, canary: float,
+               provider: str | None, api: str | None) -> None:
+    """Make a succeeded job's model servable (Fireworks: load the LoRA) and print the route
+    target that reaches it; --promote routes it."""
+    def body(client: Any) -> None:
+        chosen = _provider(ctx, provider, client.job(job_id))
+        job = chosen.retrieve(job_id)
+        deploy = getattr(chosen, "deploy", None)
+        if deploy is None:  # OpenAI: the default upstream serves its fine-tunes
+            from exporter.providers.serving import ServedModel
+
+            served = ServedModel(job.fine_tuned_model or "", None, None)
+            if job.status != "succeeded":
+                raise click.ClickException(f"job {job_id} is {job.status}: no model to serve")
+        else:
+            served = deploy(job)
+        where = served.base_url or "the default upstream"
+        click.echo(f"{served.model} at {where}"
+                   + (f" with the key in {served.api_key_env}" if served.api_key_env else ""))
+        if alias is None:
+            flags = "".join(f" --{k.replace('_', '-')} {v}"
+                            for k, v in served.promote_args().items() if v and k != "provider")
+            click.echo(f"route it: tuneloop promote --alias ALIAS --model {served.model}{flags}")
+            return
+        client.promote(alias, served.model, canary=canary, **served.promote_args())
+        kind = "fully" if canary >= 100 else f"as a {canary:g}% canary"
+        click.echo(f"promoted {served.model} {kind} on {alias}")
+
+    _run(ctx, api, body)
+
+
 @jobs.command("cancel")
 @click.argument("job_id")
 @provider_option

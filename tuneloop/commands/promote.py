@@ -10,15 +10,13 @@ from typing import Any
 import click
 
 from tuneloop.commands.common import api_option, domain_errors, make_client
+from tuneloop.request_transforms import describe
 
 
 def describe_transforms(target: dict[str, Any]) -> str:
     """A target's transforms in brackets (`` [strip support-bot-v1, stop]``), or nothing."""
-    names = {"replace_system_prompt": "system prompt", "legacy_separator": "separator"}
-    parts = [f"strip {t.get('template')}" if t.get("type") == "strip_template"
-             else names.get(str(t.get("type")), str(t.get("type")))
-             for t in target.get("transforms") or [] if isinstance(t, dict)]
-    return f" [{', '.join(parts)}]" if parts else ""
+    text = describe(target.get("transforms"))
+    return f" [{text}]" if text else ""
 
 
 def describe_route(spec: dict[str, Any]) -> str:
