@@ -16,6 +16,7 @@ from proxy.savings_metrics import SavingsCollector
 from proxy.upstream import HttpUpstream
 from storage.compute_worker import ComputeWorker
 from storage.notify import ChangeFeed
+from storage.search_queue import BackgroundIndexer
 from storage.store import Store
 from storage.writer import LogWriter
 from tuneloop.config import Settings
@@ -26,6 +27,7 @@ class ProxyContext:
     settings: Settings
     db: Store
     writer: LogWriter
+    indexer: BackgroundIndexer
     worker: ComputeWorker | None
     router: Router
     http: HttpUpstream

@@ -1,4 +1,4 @@
-"""Frozen prompt templates (table `prompt_templates`, migration 42) and the traffic sample
+"""Frozen prompt templates (table `prompt_templates`, migration 46) and the traffic sample
 template discovery reads.
 
 A template version is immutable: `freeze_template` adds the next version of a name (1 for a

@@ -254,6 +254,10 @@ CREATE TABLE public.search_docs (
     term_fields smallint[] NOT NULL
 );
 
+CREATE TABLE public.search_pending (
+    interaction_id character varying NOT NULL
+);
+
 CREATE TABLE public.search_terms (
     term_key bigint NOT NULL,
     interaction_id character varying NOT NULL,
@@ -340,6 +344,9 @@ ALTER TABLE ONLY public.routes
 ALTER TABLE ONLY public.search_docs
     ADD CONSTRAINT search_docs_pkey PRIMARY KEY (interaction_id);
 
+ALTER TABLE ONLY public.search_pending
+    ADD CONSTRAINT search_pending_pkey PRIMARY KEY (interaction_id);
+
 ALTER TABLE ONLY public.search_words
     ADD CONSTRAINT search_words_pkey PRIMARY KEY (word);
 
@@ -352,6 +359,10 @@ CREATE INDEX interactions_by_time ON public.interactions USING btree (created_at
 
 CREATE INDEX interactions_by_user ON public.interactions USING btree (user_id);
 
+CREATE INDEX search_terms_by_interaction ON public.search_terms USING btree (interaction_id);
+
 CREATE INDEX search_terms_by_term ON public.search_terms USING btree (term_key, interaction_id) INCLUDE (fields);
+
+CREATE INDEX search_words_by_interaction ON public.search_words USING btree (interaction_id);
 
 CREATE INDEX search_words_by_prefix ON public.search_words USING btree (word text_pattern_ops);

@@ -267,6 +267,11 @@ CREATE TABLE search_docs (
     PRIMARY KEY (interaction_id)
 );
 
+CREATE TABLE search_pending (
+    interaction_id VARCHAR NOT NULL,
+    PRIMARY KEY (interaction_id)
+);
+
 CREATE TABLE search_terms (
     term_key BIGINT NOT NULL,
     interaction_id VARCHAR NOT NULL,

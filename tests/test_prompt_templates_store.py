@@ -1,4 +1,4 @@
-"""The prompt_templates table (migration 42) and the traffic sample discovery reads, on both
+"""The prompt_templates table (migration 46) and the traffic sample discovery reads, on both
 stores."""
 
 from __future__ import annotations

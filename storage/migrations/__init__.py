@@ -36,6 +36,7 @@ from storage.migrations import (
     m043_job_training_cost,
     m044_sent_request,
     m045_route_transforms,
+    m046_search_pending,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -68,6 +69,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(43, "job_training_cost", m043_job_training_cost.apply),
     Migration(44, "sent_request", m044_sent_request.apply),
     Migration(45, "route_transforms", m045_route_transforms.apply),
+    Migration(46, "search_pending", m046_search_pending.apply),
 )
 
 
