@@ -175,6 +175,7 @@ def test_the_cli_takes_a_provider(proxy: ProxyServer, export_dir: Path, tmp_path
     assert started.exit_code == 0, started.output
     job_id = started.output.split()[0]
     assert job_id.startswith("ft-") and "succeeded" in started.output
+    assert f"tuneloop jobs serve {job_id} --promote ALIAS" in flat(started.output)
     listed = cli("jobs", "list", TOGETHER_API_KEY=state.api_key)
     assert job_id in listed.output
     followed = cli("jobs", "follow", job_id, "--poll", "0.001",

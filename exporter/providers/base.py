@@ -2,7 +2,9 @@
 
 A provider uploads an export directory, starts a job, reports its state and events, cancels
 it, and fetches its metrics and checkpoints. OpenAI's jobs API is the first implementation
-(:mod:`exporter.providers.openai_ft`); any other service implements the same protocol.
+(:mod:`exporter.providers.openai_ft`); Together, Fireworks and Azure OpenAI follow
+(`exporter.providers.registry`). A provider without a feature (checkpoints a route can serve,
+a metrics file) raises `tuneloop.errors.ProviderUnsupported` saying so.
 """
 
 from __future__ import annotations
@@ -173,5 +175,6 @@ class FineTuneProvider(Protocol):
     def results(self, job_id: str) -> LossCurves: ...
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
-        """The job's checkpoints, by step (a provider that keeps none returns [])."""
+        """The job's checkpoints, by step ([]: none yet; ProviderUnsupported: the provider
+        keeps none a route can serve)."""
         ...

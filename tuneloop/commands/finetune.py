@@ -76,6 +76,10 @@ def _finish(record: dict[str, Any]) -> None:
                + (f": {record['fine_tuned_model']}" if record.get("fine_tuned_model") else ""))
     if record.get("curves"):
         _print_curves(record["curves"])
+    if record["status"] == "succeeded" and record.get("provider") not in (None, "openai"):
+        Console(stderr=True).print(
+            f"the model is served by {record['provider']}, not the default upstream: route it "
+            f"with `tuneloop jobs serve {record['id']} --promote ALIAS`", highlight=False)
     raise_for_status(record)
 
 
