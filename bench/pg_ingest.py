@@ -5,8 +5,10 @@ spooled with the real `LogWriter`, then ingested; the script prints rows/s for:
 
 - `insert`: `storage.records.insert_interactions` alone, as the writer calls it (COPY, the
   untrainable list, the rows listed for the search indexer), one batch size at a time,
-- `writer`: the whole ingest of the server (`LogWriter.ingest_pending`: spool segment parsed in
-  Arrow, usage estimated, rows inserted and listed for the indexer), as the server builds it,
+- `writer`: the whole ingest of the server (`LogWriter.ingest_pending`: spool segments parsed in
+  Arrow, usage estimated, rows inserted and listed for the indexer), as the server builds it;
+  the spool is sealed every `--batch` rows, as the server seals it every interval (so the
+  writer parses the next segment while the database takes this one),
 - `indexer`: the background search indexer (`storage.search_queue`) indexing those rows
   (tokenized in this process; the server uses its compute worker),
 - `bound`: the store alone, the same rows put into a bare table like `interactions` (Postgres:
@@ -147,8 +149,10 @@ def bench_writer(db: Store, rows: list[dict[str, Any]], batch: int, spool_dir: P
         spool = Spool(spool_dir, 1 << 34)
         writer = LogWriter(db, spool, batch_rows=batch, prepare=UsageEstimator(PriceMap.load()),
                            after_insert=queue_for_index)
-        for row in rows:
+        for n, row in enumerate(rows, start=1):
             writer.log(row)
+            if n % batch == 0:  # the server seals its spool every interval: segments
+                spool.seal()
         start = time.perf_counter()
         ingested = await writer.ingest_pending()
         elapsed = time.perf_counter() - start

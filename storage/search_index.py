@@ -41,8 +41,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage.backend import staged
+from storage.backend import CONSTRAINT_ERRORS, staged
 from storage.backend.dialect import table_exists
+from storage.backend.pg_connection import PgConnection
 from storage.compute_worker import ComputeWorker
 from storage.db import Connection
 from storage.messages import (
@@ -248,10 +249,22 @@ def queue_for_index(con: Connection, batch: pa.Table) -> None:
     ingest transaction: an interaction is in the index or on the list, never neither)."""
     reviewable = pc.fill_null(pc.is_in(batch["endpoint"],
                                        value_set=pa.array(REVIEWABLE_ENDPOINTS)), False)
-    ids = pc.filter(batch["id"], reviewable).to_pylist()
-    if ids and table_exists(con, PENDING):
-        con.execute(f"INSERT INTO {PENDING} (interaction_id) SELECT unnest(?::VARCHAR[]) "
-                    "ON CONFLICT DO NOTHING", [ids])
+    ids = pc.filter(batch["id"], reviewable)
+    if len(ids) == 0 or not table_exists(con, PENDING):
+        return
+    if isinstance(con, PgConnection):  # COPY (in a savepoint): a third of INSERT's time
+        con.execute("BEGIN")
+        try:
+            con.copy_rows(PENDING, pa.table({"interaction_id": ids}))
+            con.execute("COMMIT")
+            return
+        except CONSTRAINT_ERRORS:  # an id listed already: the path that skips those
+            con.execute("ROLLBACK")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    con.execute(f"INSERT INTO {PENDING} (interaction_id) SELECT unnest(?::VARCHAR[]) "
+                "ON CONFLICT DO NOTHING", [ids.to_pylist()])
 
 
 def pending_rows(con: Connection, limit: int, *, newest: bool = False,
