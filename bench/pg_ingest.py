@@ -3,14 +3,18 @@
 Realistic rows (chat request and response JSON of 2-4 KB, varied text, tags, a user id) are
 spooled with the real `LogWriter`, then ingested; the script prints rows/s for:
 
-- `insert`: `storage.records.insert_interactions` alone (the COPY + INSERT of one batch size),
+- `insert`: `storage.records.insert_interactions` alone, as the writer calls it (COPY, the
+  untrainable list, the rows listed for the search indexer), one batch size at a time,
 - `writer`: the whole ingest of the server (`LogWriter.ingest_pending`: spool segment parsed in
-  Arrow, usage estimated, rows inserted, the search index written), with the server's hooks,
+  Arrow, usage estimated, rows inserted and listed for the indexer), as the server builds it,
+- `indexer`: the background search indexer (`storage.search_queue`) indexing those rows
+  (tokenized in this process; the server uses its compute worker),
+- `bound`: the store alone, the same rows put into a bare table like `interactions` (Postgres:
+  COPY of CSV made beforehand; DuckDB: INSERT from Arrow): what the machine allows at the
+  moment (on a shared machine the figures move with its load),
 
-and `bound`: Postgres alone, the same rows COPYed into a bare table (what the machine allows
-at the moment: on a shared machine the figures move with its load), into a throwaway local
-Postgres cluster (tests/pg_cluster.py: fsync off, as in the tests) and
-into a DuckDB file, and the ratio. Run from the repository root:
+into a throwaway local Postgres cluster (tests/pg_cluster.py: fsync off, as in the tests) and
+into a DuckDB file, and the ratios. Run from the repository root:
 
     python bench/pg_ingest.py                   # 20,000 rows, batches of 2,000
     python bench/pg_ingest.py --rows 50000 --batch 5000 --url postgresql://me@host/db
@@ -36,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 from proxy.pricing import PriceMap  # noqa: E402
 from proxy.usage_estimate import UsageEstimator  # noqa: E402
 from storage.records import insert_interactions, to_arrow  # noqa: E402
-from storage.search_index import SearchIndexer  # noqa: E402
+from storage.search_index import SearchIndexer, queue_for_index  # noqa: E402
+from storage.search_queue import BackgroundIndexer  # noqa: E402
 from storage.spool import Spool  # noqa: E402
 from storage.store import Store, migrate_store, open_store  # noqa: E402
 from storage.writer import LogWriter  # noqa: E402
@@ -80,11 +85,13 @@ def make_row(rng: random.Random, n: int) -> dict[str, Any]:
 def bench_insert(db: Store, rows: list[dict[str, Any]], batch: int) -> float:
     tables = [to_arrow(rows[i:i + batch]) for i in range(0, len(rows), batch)]
     start = time.perf_counter()
-    inserted = sum(db.write_sync(lambda con, t=t: insert_interactions(con, t)) for t in tables)
+    inserted = sum(db.write_sync(lambda con, t=t: insert_interactions(
+        con, t, then=queue_for_index)) for t in tables)
     elapsed = time.perf_counter() - start
     assert inserted == len(rows), (inserted, len(rows))
     # replay: idempotent on id
-    again = sum(db.write_sync(lambda con, t=t: insert_interactions(con, t)) for t in tables)
+    again = sum(db.write_sync(lambda con, t=t: insert_interactions(
+        con, t, then=queue_for_index)) for t in tables)
     assert again == 0, again
     return len(rows) / elapsed
 
@@ -113,11 +120,33 @@ def bench_copy_bound(url: str, rows: list[dict[str, Any]], batch: int) -> float:
     return len(rows) / elapsed
 
 
+def bench_duck_bound(path: Path, rows: list[dict[str, Any]], batch: int) -> float:
+    """DuckDB alone: the same rows (Arrow tables made beforehand) inserted into a bare table
+    with the columns and key of `interactions`."""
+    import duckdb
+
+    tables = [to_arrow(rows[i:i + batch]) for i in range(0, len(rows), batch)]
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("CREATE TABLE bound_copy AS SELECT * FROM interactions WHERE false")
+        con.execute("ALTER TABLE bound_copy ADD PRIMARY KEY (id)")
+        start = time.perf_counter()
+        for table in tables:
+            con.register("bound_batch", table)
+            con.execute("INSERT INTO bound_copy SELECT * FROM bound_batch")
+            con.unregister("bound_batch")
+        elapsed = time.perf_counter() - start
+        con.execute("DROP TABLE bound_copy")
+    finally:
+        con.close()
+    return len(rows) / elapsed
+
+
 def bench_writer(db: Store, rows: list[dict[str, Any]], batch: int, spool_dir: Path) -> float:
     async def run() -> float:
         spool = Spool(spool_dir, 1 << 34)
-        writer = LogWriter(db, spool, batch_rows=batch, hooks=[SearchIndexer(None)],
-                           prepare=UsageEstimator(PriceMap.load()))
+        writer = LogWriter(db, spool, batch_rows=batch, prepare=UsageEstimator(PriceMap.load()),
+                           after_insert=queue_for_index)
         for row in rows:
             writer.log(row)
         start = time.perf_counter()
@@ -129,16 +158,29 @@ def bench_writer(db: Store, rows: list[dict[str, Any]], batch: int, spool_dir: P
     return asyncio.run(run())
 
 
+def bench_indexer(db: Store, rows: int, batch: int) -> float:
+    """Every listed row indexed by the background indexer."""
+    async def run() -> float:
+        indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=batch)
+        start = time.perf_counter()
+        indexed = await indexer.index_pending()
+        elapsed = time.perf_counter() - start
+        assert indexed == rows and indexer.stats.lag_rows == 0, (indexed, rows)
+        return rows / elapsed
+    return asyncio.run(run())
+
+
 def measure(spec: str | Path, rows: list[dict[str, Any]], batch: int, tmp: Path,
-            name: str) -> tuple[float, float]:
+            name: str) -> tuple[float, float, float]:
     db = open_store(spec)
     try:
         migrate_store(db)
         insert = bench_insert(db, rows[: len(rows) // 2], batch)
         writer = bench_writer(db, rows[len(rows) // 2:], batch, tmp / f"spool-{name}")
+        indexer = bench_indexer(db, len(rows), batch)
     finally:
         db.close()
-    return insert, writer
+    return insert, writer, indexer
 
 
 def main() -> None:
@@ -167,14 +209,20 @@ def main() -> None:
             pg = measure(url, rows, args.batch, tmp, "pg")
             bound = bench_copy_bound(url, rows[: len(rows) // 2], args.batch)
             duck = measure(tmp / "bench.duckdb", rows, args.batch, tmp, "duck")
+            duck_bound = bench_duck_bound(tmp / "bench.duckdb", rows[: len(rows) // 2],
+                                          args.batch)
         finally:
             if cluster is not None:
                 cluster.stop()
 
-    print(f"{'path':<8} {'postgres rows/s':>16} {'duckdb rows/s':>14} {'pg/duck':>8}")
-    for label, p, d in (("insert", pg[0], duck[0]), ("writer", pg[1], duck[1])):
-        print(f"{label:<8} {p:>16,.0f} {d:>14,.0f} {p / d:>8.2f}")
-    print(f"bound    {bound:>16,.0f}   (the same rows COPYed alone into a bare table, lz4)")
+    print(f"{'path':<8} {'postgres rows/s':>16} {'/bound':>7} {'duckdb rows/s':>14} "
+          f"{'/bound':>7} {'pg/duck':>8}")
+    for label, p, d in (("insert", pg[0], duck[0]), ("writer", pg[1], duck[1]),
+                        ("indexer", pg[2], duck[2]), ("bound", bound, duck_bound)):
+        print(f"{label:<8} {p:>16,.0f} {p / bound:>7.2f} {d:>14,.0f} {d / duck_bound:>7.2f} "
+              f"{p / d:>8.2f}")
+    print("bound: the same rows alone into a bare table (Postgres: COPY of ready CSV, lz4; "
+          "DuckDB: INSERT from Arrow)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from exporter.checks import (
+    CHECKS,
     Tally,
     chat_row_problems,
     preference_row_problems,
@@ -26,16 +27,24 @@ from exporter.checks import (
 from exporter.examples import Example, fingerprint
 from exporter.formats import ExampleError, FormatOptions, Skipped, format_example
 from exporter.legacy_checks import PromptCompletionStats
+from exporter.strip import MISMATCH, TemplateStrip, strip_example
 from exporter.tokens import TokenCounter, token_counter
+from tuneloop.errors import TemplateMismatch
 
 _LINE = orjson.OPT_APPEND_NEWLINE
 UNTRAINABLE = "untrainable"  # the skip reason of examples without a final answer
+LEGACY_COMPLETION = "legacy_completion"  # a /v1/completions row left out of a chat export
+INVALID = "invalid:"  # prefix of the skip reason of an example --skip-invalid left out
+_CHAT_SHAPED = ("chat", "preference")
 
 
 @dataclass(frozen=True, slots=True)
 class ChunkSpec:
     options: FormatOptions
     encoding: str
+    include_legacy: bool = False  # chat/preference: take /v1/completions rows too
+    skip_invalid: bool = False  # leave out (and count) examples that break a rule
+    strip: TemplateStrip | None = None  # export without this prompt template
 
     @property
     def prompt_completion(self) -> bool:
@@ -57,7 +66,9 @@ class ChunkResult:
     problems: dict[str, Tally] = field(default_factory=dict)
     violations: dict[str, Tally] = field(default_factory=dict)
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (index in chunk, reason)
+    mismatched: Tally = field(default_factory=Tally)  # skipped: not the template to strip
     labels: Counter[str] = field(default_factory=Counter)
+    line_labels: list[str] = field(default_factory=list)  # classification: per line
     stats: PromptCompletionStats | None = None
 
 
@@ -70,12 +81,14 @@ def prepare_worker(encoding: str) -> None:
 
 
 def lineage_prefix(example: Example) -> bytes:
-    """`{"interaction_id":…,"revision_id":…,"revision":…,` (the export adds where it went).
-    JSON escapes newlines, so prefixes can be joined with one."""
+    """`{"interaction_id":…,"revision_id":…,"revision":…,"edited":…,` (the export adds where
+    it went; `edited`: the answer is a reviewer's edit, which evaluation's judge takes as a
+    reference). JSON escapes newlines, so prefixes can be joined with one."""
     record = {
         "interaction_id": example.interaction_id,
         "revision_id": example.revision_id,
         "revision": example.revision,
+        "edited": example.original is not None,
     }
     return orjson.dumps(record)[:-1] + b","
 
@@ -137,7 +150,47 @@ def _add_row(
         result.stats.add(example.interaction_id, prompt, completion)
         result.answer_hashes.append(hash64(completion.encode()))
         if spec.options.format == "classification":
-            result.labels[_label(completion, spec.options.effective_stop)] += 1
+            label = _label(completion, spec.options.effective_stop)
+            result.labels[label] += 1
+            result.line_labels.append(label)  # the split is stratified by it
+
+
+def _skip_reason(spec: ChunkSpec, example: Example) -> str | None:
+    """Why an example is left out before it is formatted, if it is."""
+    if example.untrainable:  # no final answer to learn (storage.trainable)
+        return UNTRAINABLE
+    legacy_row = example.endpoint == "completions"
+    if legacy_row and spec.options.format in _CHAT_SHAPED and not spec.include_legacy:
+        return LEGACY_COMPLETION
+    return None
+
+
+def _violation(result: ChunkResult, spec: ChunkSpec, rule: str, example_id: str) -> str | None:
+    """A broken format rule: the skip reason under --skip-invalid, else recorded (the export
+    then stops naming it) and None."""
+    if spec.skip_invalid:
+        return INVALID + rule
+    result.violations.setdefault(rule, Tally()).add(example_id)
+    return None
+
+
+def _format(result: ChunkResult, spec: ChunkSpec,
+            example: Example) -> tuple[dict[str, Any], bytes] | str | None:
+    """The example's row and JSONL line; or why it is left out; or None when it breaks a
+    format rule (recorded in `result.violations`: the export then stops, naming it)."""
+    reason = _skip_reason(spec, example)
+    if reason is not None:
+        return reason
+    try:
+        row = format_example(example, spec.options)
+    except ExampleError as exc:
+        return _violation(result, spec, exc.reason, exc.example_id)
+    if isinstance(row, Skipped):
+        return row.reason
+    try:
+        return row, orjson.dumps(row, option=_LINE)
+    except orjson.JSONEncodeError:  # e.g. a lone surrogate, or a value JSON can't hold
+        return _violation(result, spec, "not_serializable", example.interaction_id)
 
 
 Payload = bytes | Sequence[Example]
@@ -167,27 +220,28 @@ def process_chunk(spec: ChunkSpec, payload: Payload) -> ChunkResult:
     lines: list[bytes] = []
     lineage = [lineage_prefix(example) for example in examples]
     for index, example in enumerate(examples):
-        if example.untrainable:  # no final answer to learn (storage.trainable)
-            result.skipped.append((index, UNTRAINABLE))
+        if spec.strip is not None and _skip_reason(spec, example) is None:
+            try:
+                example = strip_example(example, spec.strip)
+            except TemplateMismatch:  # skipped, never kept whole (exporter.strip)
+                result.skipped.append((index, MISMATCH))
+                result.mismatched.add(example.interaction_id)
+                result.emitted.append(0)
+                continue
+        outcome = _format(result, spec, example)
+        if not isinstance(outcome, tuple):  # left out (a reason) or breaking a rule (None)
+            if outcome is not None:
+                result.skipped.append((index, outcome))
             result.emitted.append(0)
             continue
-        try:
-            row = format_example(example, spec.options)
-        except ExampleError as exc:
-            result.violations.setdefault(exc.reason, Tally()).add(exc.example_id)
+        row, line = outcome
+        codes = check(row)
+        broken = [c for c in codes if CHECKS.get(c, ("error",))[0] == "error"]
+        if spec.skip_invalid and broken:
+            result.skipped.append((index, INVALID + broken[0]))
             result.emitted.append(0)
             continue
-        if isinstance(row, Skipped):
-            result.skipped.append((index, row.reason))
-            result.emitted.append(0)
-            continue
-        try:
-            line = orjson.dumps(row, option=_LINE)
-        except orjson.JSONEncodeError:  # e.g. a lone surrogate, or a value JSON can't hold
-            result.violations.setdefault("not_serializable", Tally()).add(example.interaction_id)
-            result.emitted.append(0)
-            continue
-        for code in check(row):
+        for code in codes:
             result.problems.setdefault(code, Tally()).add(example.interaction_id)
         lines.append(line)
         result.lengths.append(len(line))

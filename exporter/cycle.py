@@ -1,5 +1,6 @@
 """`tuneloop cycle`: the scheduled job, a state machine over the steps of `cycle_steps`.
 
+(exporter/cycle_watch.py looks at an open canary between scheduled runs.)
 Each invocation takes the cycle's lease (another holder's live lease: it does nothing and
 says so), continues the cycle's active run or starts a new one, and runs steps until the run
 ends or a step says to wait (a job still training, a canary still gathering traffic). Every
@@ -21,13 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.cycle_canary import canary_step, watch_step
+from exporter.cycle_checkpoints import checkpoints_step
 from exporter.cycle_config import CycleConfig
 from exporter.cycle_steps import FIRST_STEP, STEPS, StepContext, StepResult
+from exporter.finetune import JobProvider
 from tuneloop.client import AdminClient
 from tuneloop.errors import Conflict, TuneloopError
 
 log = logging.getLogger("tuneloop.cycle")
 NEVER_RETRIED = frozenset({"finetune"})
+ALL_STEPS = {**STEPS, "checkpoints": checkpoints_step, "canary": canary_step,
+             "watch": watch_step}
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ def _active_run(client: AdminClient, config: CycleConfig, holder: str) -> dict[s
                                    config.model_dump(mode="json"))
 
 
-def _record(ctx: StepContext, step: str, result: StepResult) -> dict[str, Any]:
+def record_result(ctx: StepContext, step: str, result: StepResult) -> dict[str, Any]:
     if result.wait:
         return ctx.client.record_cycle_step(ctx.run["id"], ctx.holder, step, "waiting",
                                             detail=result.detail, state=result.state)
@@ -103,11 +109,12 @@ def _record_error(ctx: StepContext, step: str, exc: Exception, max_attempts: int
 
 def _drive(ctx: StepContext, config: CycleConfig,
            say: Callable[[str], None]) -> CycleOutcome:
+    note = ""
     while ctx.run["status"] == "active" and ctx.run["step"]:
         step = ctx.run["step"]
         say(f"{ctx.run['id']}: {step}")
         try:
-            result = STEPS[step](ctx)
+            result = ALL_STEPS[step](ctx)
         except Exception as exc:
             if isinstance(exc, Conflict) and exc.code == "lease_lost":
                 raise
@@ -116,15 +123,21 @@ def _drive(ctx: StepContext, config: CycleConfig,
             ctx.run = _record_error(ctx, step, exc, config.max_step_attempts)
             return CycleOutcome("failed" if ctx.run["status"] == "failed" else "error",
                                 ctx.run, f"step {step} failed: {ctx.run['error']}")
-        ctx.run = _record(ctx, step, result)
+        ctx.run = record_result(ctx, step, result)
+        if result.note and not result.wait:
+            say(result.note)  # e.g. the evaluation's scores with their intervals
         if result.wait:
             return CycleOutcome("active", ctx.run, f"waiting at {step}: {result.note}")
+        note = result.note
     outcome = ctx.run.get("outcome")
-    return CycleOutcome(ctx.run["status"], ctx.run, f"run {ctx.run['id']} ended: {outcome}")
+    why = f" ({note})" if note and ctx.run["status"] != "active" else ""
+    return CycleOutcome(ctx.run["status"], ctx.run,
+                        f"run {ctx.run['id']} ended: {outcome}{why}")
 
 
 def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None = None,
               holder: str | None = None,
+              providers: Callable[[str], JobProvider] | None = None,
               say: Callable[[str], None] = lambda _: None) -> CycleOutcome:
     """One invocation of the cycle: continue (or start) its run as far as it goes now."""
     holder = holder or default_holder()
@@ -134,5 +147,5 @@ def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None =
         return CycleOutcome("busy", None, exc.message)
     with LeaseKeeper(client, config.name, holder, config.lease_seconds):
         run = _active_run(client, config, holder)
-        ctx = StepContext(client, config, run, holder, api_key)
+        ctx = StepContext(client, config, run, holder, api_key, providers)
         return _drive(ctx, config, say)

@@ -12,6 +12,7 @@ filter = { tag = "support" }     # review filters; default: approved production 
 out_dir = "exports"              # each run exports to <out_dir>/<name>-<run id>
 
 [finetune]
+provider = "openai"              # openai | together | fireworks | azure
 base_model = "gpt-4o-mini-2024-07-18"
 suffix = "support"
 hyperparameters = { n_epochs = 3 }
@@ -20,14 +21,27 @@ poll_seconds = 30
 wait_timeout_minutes = 60        # then stop; the next run resumes waiting on the same job
 
 [evaluate]
-scorer = "exact"                 # exact | exact_strict | module:function | classification
+scorer = "exact"                 # exact | exact_strict | module:function | classification | judge
 margin = 0.02                    # the candidate must beat the current model by this much
+gate = "lower_bound"             # ...with 95% confidence: the margin's interval's lower bound
+                                 # must be above 0 and at least `margin` ("point": the margin)
+confidence = 0.95                # of the intervals (bootstrap over examples; judge: Wilson)
+judge_model = "gpt-4o"           # the judge scorer's model, asked through the proxy
+rubric = "rubric.md"             # what the judge looks for [default: a general rubric]
+checkpoints = 0                  # K > 0: evaluate the job's last K checkpoints, keep the best
 
-[canary]
+[canary]                         # the verdict: Wald's SPRT per metric (exporter/canary_stats.py)
 percent = 10
-min_requests = 200               # production requests the canary needs before a verdict
-max_error_rate_increase = 0.01   # over the current model's error rate
-max_feedback_drop = 0.1          # below the current model's mean feedback score
+alpha = 0.05                     # chance of rolling back a canary within tolerance
+beta = 0.2                       # chance of promoting a canary that is `bad_*` worse
+max_error_rate_increase = 0.01   # H0: error rate <= the current model's + this (tolerated)
+bad_error_rate_increase = 0.05   # H1: error rate >= the current model's + this (roll back)
+max_thumbs_down_increase = 0.05  # the same for the share of rated requests rated below 0
+bad_thumbs_down_increase = 0.2
+min_feedback = 10                # the thumbs-down test counts from this many rated requests
+min_requests = 100               # a promotion needs this many canary requests (a rollback
+min_age_minutes = 0              #   comes as soon as a test finds the canary worse)
+watch_seconds = 10               # `cycle --every`: how often an open canary is looked at
 ```
 """
 
@@ -37,7 +51,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from exporter.formats import DEFAULT_SEPARATOR, FormatName
 from tuneloop.errors import ConfigError
@@ -61,6 +75,8 @@ class DatasetConfig(_Section):
 
 
 class FinetuneConfig(_Section):
+    provider: Literal["openai", "together", "fireworks", "azure"] = "openai"
+    """Where the job runs; its key and base URL come from the settings (README)."""
     base_model: str = Field(min_length=1)
     method: Literal["supervised", "dpo"] = "supervised"
     suffix: str | None = Field(None, max_length=64)
@@ -80,20 +96,64 @@ class EvaluateConfig(_Section):
     threshold: float = 0.5
     metric: str | None = None
     margin: float = Field(0.0, ge=0)
+    gate: Literal["lower_bound", "point"] = "lower_bound"
+    """lower_bound: the margin's confidence interval must lie above 0 and its lower bound reach
+    `margin`; point: the margin itself (no statistics; not recommended). With the judge
+    scorer the margin is 2 × win rate − 1."""
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    judge_model: str | None = Field(None, min_length=1)
+    rubric: Path | None = None
     concurrency: int = Field(4, ge=1, le=256)
     retries: int = Field(4, ge=0, le=20)
     limit: int | None = Field(None, ge=1)
     api_key_env: str | None = None
+    checkpoints: int = Field(0, ge=0, le=100)
+    """Evaluate the job's last K checkpoints and go on with the best (0: the final model)."""
+
+
+_REPLACED_CANARY_KEYS = {
+    "max_feedback_drop": "the canary's feedback is now judged by a sequential test on the share "
+                         "of thumbs-down answers: set max_thumbs_down_increase (tolerated) and "
+                         "bad_thumbs_down_increase (rolled back) instead",
+}
 
 
 class CanaryConfig(_Section):
     percent: float = Field(10.0, gt=0, le=100)
-    min_requests: int = Field(100, ge=0)
-    min_age_minutes: float = Field(0.0, ge=0)
-    max_error_rate_increase: float = Field(0.01, ge=0)
-    max_feedback_drop: float = Field(0.1, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    beta: float = Field(0.2, gt=0, lt=0.5)
+    max_error_rate_increase: float = Field(0.01, ge=0, lt=1)
+    bad_error_rate_increase: float = Field(0.05, gt=0, le=1)
+    max_thumbs_down_increase: float = Field(0.05, ge=0, lt=1)
+    bad_thumbs_down_increase: float = Field(0.2, gt=0, le=1)
     min_feedback: int = Field(10, ge=1)
-    """Feedback is compared only when both targets have at least this many scores."""
+    """The thumbs-down test counts only once the canary has this many rated requests."""
+    min_requests: int = Field(100, ge=0)
+    """Canary requests a promotion needs; a rollback does not wait for them."""
+    min_age_minutes: float = Field(0.0, ge=0)
+    watch_seconds: float = Field(10.0, gt=0)
+    """With `cycle --every`: how often an open canary is evaluated between scheduled runs."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: Any) -> Any:
+        # a setting that once guarded production must not be dropped in silence, nor refused
+        # as a mere typo: say what replaced it
+        if isinstance(data, dict):
+            for key, instead in _REPLACED_CANARY_KEYS.items():
+                if key in data:
+                    raise ValueError(f"{key} is no longer used: {instead}")
+        return data
+
+    @model_validator(mode="after")
+    def _effects_ordered(self) -> CanaryConfig:
+        for metric in ("error_rate", "thumbs_down"):
+            tolerated = getattr(self, f"max_{metric}_increase")
+            bad = getattr(self, f"bad_{metric}_increase")
+            if bad <= tolerated:
+                raise ValueError(f"bad_{metric}_increase ({bad}) must be above "
+                                 f"max_{metric}_increase ({tolerated})")
+        return self
 
 
 class CycleConfig(_Section):
@@ -114,7 +174,8 @@ def parse_cycle_config(data: dict[str, Any]) -> CycleConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"cycle config: {where}: {first['msg']}") from exc
+        msg = str(first["msg"]).removeprefix("Value error, ")  # pydantic's label for ours
+        raise ConfigError(f"cycle config: {where}: {msg}") from exc
 
 
 def load_cycle_config(path: Path) -> CycleConfig:

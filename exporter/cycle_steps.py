@@ -1,6 +1,6 @@
 """The steps of `tuneloop cycle`, each a function of the run so far to a `StepResult`:
 
-export → validate → finetune → wait → evaluate → canary → watch
+export → validate → finetune → wait → [checkpoints] → evaluate → canary → watch
 
 A step returns where the run goes next (None: the run is over, with an `outcome`), what to
 add to the run's state, and whether to stop here for now (`wait`: a job still training, a
@@ -12,17 +12,21 @@ the route), `failed` (a step kept failing).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from exporter import cycle_adapter
-from exporter.cycle_config import CanaryConfig, CycleConfig
+from exporter.cycle_config import CycleConfig, EvaluateConfig
+from exporter.cycle_unchanged import same_data
+from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.exportdir import load_export
+from exporter.finetune import JobProvider, default_provider
 from exporter.formats import FormatOptions
+from exporter.judge import load_rubric
 from exporter.pipeline import ExportOptions
 from tuneloop.client import AdminClient
 from tuneloop.errors import ConfigError, DatasetError, TuneloopError
@@ -47,6 +51,18 @@ class StepContext:
     run: dict[str, Any]
     holder: str
     api_key: str | None
+    providers: Callable[[str], JobProvider] | None = None
+    """Fine-tuning providers by name (from the settings); None: OpenAI's, from its SDK's
+    environment."""
+
+    def provider(self) -> JobProvider:
+        name = self.config.finetune.provider
+        if self.providers is None:
+            if name != "openai":
+                raise ConfigError(f"[finetune] provider = {name!r} needs the settings: run the "
+                                  "cycle with `tuneloop cycle`")
+            return default_provider()
+        return self.providers(name)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -78,14 +94,27 @@ def export_step(ctx: StepContext) -> StepResult:
                             validation_fraction=cfg.validation, seed=cfg.seed, filter=cfg.filter)
     out = cfg.out_dir / f"{cfg.name}-{ctx.run['id']}"
     try:
-        result = cycle_adapter.build_dataset(ctx.client, cfg.name, options, cfg.filter, out)
+        result = cycle_adapter.build_dataset(ctx.client, cfg.name, options, cfg.filter, out,
+                                             record=False)
     except DatasetError as exc:  # not enough or unusable data: no job this time
         return end("dataset_rejected", error=exc.message[:2000])
-    manifest = result.manifest
+    same = same_data(ctx.client, ctx.config.name, cfg.name, result.manifest, ctx.run["id"])
+    if same is not None:  # nothing new: no dataset version, no export directory
+        shutil.rmtree(result.path, ignore_errors=True)
+        if same.version is None:
+            return StepResult(None, detail={"same_data_as": same.trained_by,
+                                            "message": same.message},
+                              outcome="unchanged", note=same.message)
+        manifest, path = same.version["manifest"], same.version["path"]
+    else:
+        result = cycle_adapter.record_dataset(ctx.client, result)
+        manifest, path = result.manifest, str(result.path)
     return StepResult("validate",
-                      state={"export_path": str(result.path),
+                      state={"export_path": path,
                              "train_sha256": manifest["files"][TRAIN]["sha256"]},
-                      detail={"counts": manifest["counts"], "billing": manifest["billing"]})
+                      detail={"counts": manifest["counts"], "billing": manifest["billing"],
+                              **({"message": same.message} if same else {})},
+                      note=same.message if same else "")
 
 
 def training_cost(manifest: dict[str, Any], hyperparameters: dict[str, Any]) -> float | None:
@@ -131,19 +160,25 @@ def finetune_step(ctx: StepContext) -> StepResult:
     ctx.mark_started("finetune")  # before the job exists: a crash now is never retried
     cfg = ctx.config.finetune
     job_id = cycle_adapter.start_job(ctx.client, Path(ctx.state["export_path"]), cfg.base_model,
-                                     cfg.method, cfg.suffix, cfg.seed, cfg.hyperparameters)
+                                     cfg.method, cfg.suffix, cfg.seed, cfg.hyperparameters,
+                                     provider=ctx.provider())
     return StepResult("wait", state={"job_id": job_id}, detail={"job_id": job_id})
 
 
 def wait_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.finetune
     timeout = None if cfg.wait_timeout_minutes is None else cfg.wait_timeout_minutes * 60
+    provider = ctx.provider()
     job = cycle_adapter.wait_for_job(ctx.client, ctx.state["job_id"], poll_s=cfg.poll_seconds,
-                                     timeout_s=timeout)
+                                     timeout_s=timeout, provider=provider)
     detail = {"job_id": job["id"], "status": job["status"]}
     if job["status"] == "succeeded":
-        return StepResult("evaluate", state={"fine_tuned_model": job["fine_tuned_model"]},
-                          detail={**detail, "fine_tuned_model": job["fine_tuned_model"]})
+        after = "checkpoints" if ctx.config.evaluate.checkpoints else "evaluate"
+        serving = cycle_adapter.serve(ctx.client, provider, job["id"])
+        return StepResult(after, state={"fine_tuned_model": job["fine_tuned_model"],
+                                        "serving": serving},
+                          detail={**detail, "fine_tuned_model": job["fine_tuned_model"],
+                                  "serving": serving})
     if job["status"] in ("failed", "cancelled"):
         return end("job_failed", **detail, error=job.get("error"))
     return StepResult("wait", detail=detail, wait=True,
@@ -159,79 +194,43 @@ def current_model(client: AdminClient, alias: str) -> str:
     return str(heaviest["model"])
 
 
+def eval_options(cfg: EvaluateConfig, candidate: str, baseline: str,
+                 cycle_run_id: str) -> EvalOptions:
+    """The evaluation `[evaluate]` asks for (the judge's model and rubric included)."""
+    return EvalOptions(candidate, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
+                       metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
+                       limit=cfg.limit, cycle_run_id=cycle_run_id,
+                       judge_model=cfg.judge_model, rubric=load_rubric(cfg.rubric),
+                       confidence=cfg.confidence)
+
+
+def gate_passes(report: EvalReport, cfg: EvaluateConfig) -> bool:
+    """Whether the candidate beats the current model: by default the margin's lower
+    confidence bound must be above 0 and reach the configured margin."""
+    decided_on = report.margin if cfg.gate == "point" else report.margin_lower
+    return decided_on is not None and decided_on > 0 and decided_on >= cfg.margin
+
+
 def evaluate_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.evaluate
     candidate = ctx.state["fine_tuned_model"]
     baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
-    options = EvalOptions(candidate, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
-                          metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
-                          limit=cfg.limit, cycle_run_id=ctx.run["id"])
+    options = eval_options(cfg, candidate, baseline, ctx.run["id"])
     report = evaluate(ctx.client, Path(ctx.state["export_path"]), options, api_key=ctx.api_key)
     scores = {"eval_run_id": report.run_id, "baseline": baseline, "margin": report.margin,
+              "margin_interval": report.margin_interval, "gate": cfg.gate,
               "candidate_score": report.models["candidate"]["score"],
-              "baseline_score": report.models["baseline"]["score"]}
-    beats = report.margin > 0 and report.margin >= cfg.margin
+              "candidate_interval": report.models["candidate"].get("interval"),
+              "baseline_score": report.models["baseline"]["score"],
+              "baseline_interval": report.models["baseline"].get("interval")}
+    beats = gate_passes(report, cfg)
+    detail = {**scores, "required_margin": cfg.margin}
+    note = report.render(shown=0) + (
+        f"\n  gate ({cfg.gate}, margin {cfg.margin:g}): "
+        f"{'passed' if beats else 'not passed'}")
     if not beats:
-        return StepResult(None, state=scores, detail={**scores, "required_margin": cfg.margin},
-                          outcome="not_promoted")
-    return StepResult("canary", state=scores, detail={**scores, "required_margin": cfg.margin})
-
-
-def canary_step(ctx: StepContext) -> StepResult:
-    manifest = load_export(Path(ctx.state["export_path"]), verify=False).manifest
-    suffix, stop = manifest.get("prompt_separator"), manifest.get("stop")
-    candidate, percent = ctx.state["fine_tuned_model"], ctx.config.canary.percent
-    stable = current_model(ctx.client, ctx.config.alias)
-    result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
-                                prompt_suffix=suffix, stop=stop)
-    state = {"promoted_at": result["changed_at"], "stable": stable, "canary_percent": percent}
-    detail = {"model": candidate, "canary": percent, "stable": stable}
-    if percent >= 100:
-        return StepResult(None, state=state, detail=detail, outcome="promoted")
-    return StepResult("watch", state=state, detail=detail)
-
-
-_NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "feedback_count": 0,
-               "feedback_mean": None}
-
-
-def unhealthy(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig) -> list[str]:
-    """Why the canary is worse than the current model (empty: it is not)."""
-    reasons = []
-    if canary["error_rate"] > stable["error_rate"] + cfg.max_error_rate_increase:
-        reasons.append(f"error rate {canary['error_rate']:.3f} against "
-                       f"{stable['error_rate']:.3f} (allowed +{cfg.max_error_rate_increase})")
-    if min(canary["feedback_count"], stable["feedback_count"]) >= cfg.min_feedback and \
-            canary["feedback_mean"] < stable["feedback_mean"] - cfg.max_feedback_drop:
-        reasons.append(f"mean feedback {canary['feedback_mean']:+.3f} against "
-                       f"{stable['feedback_mean']:+.3f} (allowed -{cfg.max_feedback_drop})")
-    return reasons
-
-
-def watch_step(ctx: StepContext) -> StepResult:
-    alias, candidate = ctx.config.alias, ctx.state["fine_tuned_model"]
-    health = ctx.client.route_health(alias, since=ctx.state["promoted_at"])
-    spec = health.get("route") or {"targets": []}
-    promotion = health.get("promotion") or {}
-    if promotion.get("model") != candidate or \
-            candidate not in [t["model"] for t in spec["targets"]]:
-        return end("superseded", route=spec)
-    rows = {row["target"]: row for row in health["targets"]}
-    canary = rows.get(candidate, _NO_TRAFFIC)
-    stable = rows.get(ctx.state["stable"], _NO_TRAFFIC)
-    cfg = ctx.config.canary
-    age = datetime.now(UTC) - datetime.fromisoformat(ctx.state["promoted_at"])
-    detail = {"canary": canary, "stable": stable, "age_minutes": round(age.total_seconds() / 60, 2)}
-    if canary["requests"] < cfg.min_requests or age < timedelta(minutes=cfg.min_age_minutes):
-        note = (f"the canary has {canary['requests']} of {cfg.min_requests} production "
-                f"requests, {detail['age_minutes']} of {cfg.min_age_minutes} minutes")
-        return StepResult("watch", detail=detail, wait=True, note=note)
-    reasons = unhealthy(canary, stable, cfg)
-    if reasons:
-        ctx.client.rollback(alias)
-        return end("rolled_back", reasons=reasons, **detail)
-    ctx.client.promote(alias, candidate, canary=100)
-    return end("promoted", **detail)
+        return StepResult(None, state=scores, detail=detail, outcome="not_promoted", note=note)
+    return StepResult("canary", state=scores, detail=detail, note=note)
 
 
 FIRST_STEP = "export"
@@ -241,6 +240,6 @@ STEPS: dict[str, Callable[[StepContext], StepResult]] = {
     "finetune": finetune_step,
     "wait": wait_step,
     "evaluate": evaluate_step,
-    "canary": canary_step,
-    "watch": watch_step,
 }
+"""The steps up to the evaluation; exporter/cycle_checkpoints.py adds `checkpoints`,
+exporter/cycle_canary.py `canary` and `watch`."""

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from exporter.checks import Tally
 from exporter.examples import Example
 from exporter.exportdir import LINEAGE_FILE, MANIFEST_FILE, write_json
 from exporter.formats import MAX_NAMED, RuleViolations
@@ -80,16 +81,22 @@ def example_of(item: Mapping[str, Any]) -> Example:
         label=item.get("label"),
         parallel_tool_calls=item.get("parallel_tool_calls"),
         untrainable=item.get("untrainable"),
+        endpoint=item.get("endpoint"),
     )
 
 
 def stream_examples(client: AdminClient, filter: Mapping[str, Any] | None = None, *,
-                    classification: bool = False) -> Iterator[Example]:
+                    classification: bool = False,
+                    left_out: dict[str, Tally] | None = None) -> Iterator[Example]:
     """The selected examples as they stream in. For classification, an interaction with
-    several label tags is an error naming it (raised once the stream has been read)."""
+    several label tags is an error naming it (raised once the stream has been read), or,
+    when `left_out` is given (--skip-invalid), left out and counted there."""
     conflicts: list[str] = []
     conflicted = 0
     for item in client.dataset_examples(effective_filter(filter)):
+        if classification and item.get("label_conflict") and left_out is not None:
+            left_out.setdefault("conflicting_labels", Tally()).add(item["interaction_id"])
+            continue
         if classification and item.get("label_conflict"):
             conflicted += 1
             if len(conflicts) < MAX_NAMED:
@@ -125,19 +132,27 @@ def build_dataset(client: AdminClient, out: Path, options: ExportOptions, *,
     an export and its snapshot exist together or not at all."""
     dataset_name(options.name)
     options = dataclasses.replace(options, filter=effective_filter(options.filter))
-    examples = stream_examples(client, options.filter,
+    left_out: dict[str, Tally] | None = {} if options.skip_invalid else None
+    examples = stream_examples(client, options.filter, left_out=left_out,
                                classification=options.format.format == "classification")
-    result = export(examples, out, options)
+    result = export(examples, out, options, left_out=left_out)
     if not record:
         return result
+    return record_export(client, result, reviewer=reviewer)
+
+
+def record_export(client: AdminClient, result: ExportResult, *,
+                  reviewer: str | None = None) -> ExportResult:
+    """Record an export directory built with `record=False` as the next version of its
+    dataset; the directory is removed if recording fails."""
     try:
         snapshot = record_snapshot(client, result, reviewer=reviewer)
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(result.path, ignore_errors=True)
         raise
     manifest = {**result.manifest, "snapshot": {k: snapshot[k] for k in ("id", "name",
                                                                         "version")}}
-    write_json(out / MANIFEST_FILE, manifest)
+    write_json(result.path / MANIFEST_FILE, manifest)
     return dataclasses.replace(result, manifest=manifest)
 
 

@@ -7,6 +7,13 @@ task (the export names the positive class) precision, recall, F1, accuracy, AURO
 at the chosen threshold, using the positive class's probability from the first token's
 logprobs when the model returns them, else the predicted label; for more classes, accuracy
 and macro F1. A failed request counts as a wrong answer.
+`judge`: a judge model compares the two answers (exporter.judge); the candidate's score is its
+win rate over the decided pairs, the baseline's the rest.
+
+Every score comes with a confidence interval (default 95%): a percentile bootstrap over the
+examples (2,000 resamples, a fixed seed, the same resamples for both models, so the margin's
+interval is a paired one); for the judge, a Wilson interval of the win rate and an exact sign
+test. The gate reads `margin_interval[0]`, the margin's lower bound.
 """
 
 from __future__ import annotations
@@ -15,7 +22,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from exporter.eval_cases import EvalCase
+from exporter.eval_resample import (
+    Resampler,
+    binary_resampler,
+    mean_resampler,
+    multiclass_resampler,
+)
+from exporter.intervals import CONFIDENCE, RESAMPLES, SEED, percentile, resample_blocks
 from exporter.scoring import (
     Scorer,
     binary_metrics,
@@ -47,7 +63,11 @@ class Scoring:
 
     @property
     def classification(self) -> bool:
-        return self.scorer is None
+        return self.scorer is None and not self.judged
+
+    @property
+    def judged(self) -> bool:
+        return self.name == "judge"
 
     @property
     def wants_logprobs(self) -> bool:
@@ -56,6 +76,10 @@ class Scoring:
 
 def make_scoring(spec: str, threshold: float, metric: str | None,
                  manifest: Mapping[str, Any]) -> Scoring:
+    if spec == "judge":
+        if metric not in (None, "win_rate"):
+            raise ConfigError(f"the judge scorer's metric is win_rate, not {metric!r}")
+        return Scoring(spec, "win_rate", threshold)
     if spec != "classification":
         name = {"exact": "exact_match", "exact_strict": "exact_match_strict"}.get(spec, spec)
         return Scoring(spec, metric or "mean", threshold, scorer=load_scorer(name))
@@ -70,8 +94,8 @@ def make_scoring(spec: str, threshold: float, metric: str | None,
     return Scoring(spec, metric or "macro_f1", threshold)
 
 
-def _score_binary(scoring: Scoring, cases: Sequence[EvalCase],
-                  answers: Sequence[Answer]) -> tuple[dict[str, Any], list[float]]:
+def _score_binary(scoring: Scoring, cases: Sequence[EvalCase], answers: Sequence[Answer]
+                  ) -> tuple[dict[str, Any], list[float], Resampler]:
     assert scoring.positive is not None and scoring.negative is not None
     truth = [c.reference == scoring.positive for c in cases]
     probabilities: list[float] = []
@@ -85,29 +109,38 @@ def _score_binary(scoring: Scoring, cases: Sequence[EvalCase],
     metrics = binary_metrics(truth, probabilities, scoring.threshold).to_json()
     per_example = [float((p >= scoring.threshold) == t)
                    for p, t in zip(probabilities, truth, strict=True)]
-    return metrics, per_example
+    return metrics, per_example, binary_resampler(truth, probabilities, scoring.threshold,
+                                                  scoring.metric)
 
 
-def score_answers(scoring: Scoring, cases: Sequence[EvalCase],
-                  answers: Sequence[Answer]) -> tuple[float, dict[str, Any], list[float]]:
-    """(the compared number, every metric, a 0..1 score per example)."""
+def score_answers(scoring: Scoring, cases: Sequence[EvalCase], answers: Sequence[Answer]
+                  ) -> tuple[float, dict[str, Any], list[float], Resampler]:
+    """(the compared number, every metric, a 0..1 score per example, the metrics on
+    resamples)."""
     if scoring.scorer is not None:
         scorer = scoring.scorer
         per_example = [0.0 if a.text is None else scorer(a.text, c.reference)
                        for c, a in zip(cases, answers, strict=True)]
         mean = sum(per_example) / len(per_example) if per_example else 0.0
         metrics: dict[str, Any] = {"mean": mean, "n": len(per_example)}
+        resampler = mean_resampler(per_example)
     elif scoring.positive is not None:
-        metrics, per_example = _score_binary(scoring, cases, answers)
+        metrics, per_example, resampler = _score_binary(scoring, cases, answers)
     else:
         predictions = [a.text or "" for a in answers]
-        metrics = multiclass_metrics([c.reference for c in cases], predictions)
+        references = [c.reference for c in cases]
+        metrics = multiclass_metrics(references, predictions)
         per_example = [float(p == c.reference) for p, c in zip(predictions, cases, strict=True)]
+        resampler = multiclass_resampler(references, predictions)
     value = metrics.get(scoring.metric)
     if not isinstance(value, int | float):
         known = sorted(k for k, v in metrics.items() if isinstance(v, int | float))
         raise ConfigError(f"metric {scoring.metric!r} is not one of {known}")
-    return float(value), metrics, per_example
+    return float(value), metrics, per_example, resampler
+
+
+SCORES = ("mean", "win_rate", "accuracy", "precision", "recall", "f1", "auroc", "auprc",
+          "macro_precision", "macro_recall", "macro_f1")
 
 
 @dataclass(frozen=True)
@@ -122,23 +155,52 @@ class EvalReport:
     margin: float
     differences: list[dict[str, Any]]
     differences_total: int
+    confidence: float = CONFIDENCE
+    margin_interval: list[float] | None = None  # None: no examples
+    intervals: dict[str, Any] | None = None  # how they were computed
+    pairwise: dict[str, Any] | None = None  # the judge's wins, losses, ties, errors, test
+    judgements: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "dataset": self.dataset, "examples": self.examples,
                 "scorer": self.scorer, "metric": self.metric, "threshold": self.threshold,
                 "models": self.models, "margin": self.margin,
+                "confidence": self.confidence, "margin_interval": self.margin_interval,
+                "intervals": self.intervals, "pairwise": self.pairwise,
+                "judgements": self.judgements,
                 "differences": self.differences, "differences_total": self.differences_total}
+
+    @property
+    def margin_lower(self) -> float | None:
+        return self.margin_interval[0] if self.margin_interval else None
 
     def render(self, shown: int = 5) -> str:
         threshold = f" at threshold {self.threshold:g}" if self.threshold is not None else ""
+        how = (self.intervals or {}).get("method", "")
         lines = [f"evaluation {self.run_id} on {self.dataset}: {self.examples} validation "
-                 f"examples, scorer {self.scorer}, {self.metric}{threshold}"]
+                 f"examples, scorer {self.scorer}, {self.metric}{threshold}; "
+                 f"{self.confidence:.0%} intervals{': ' + how if how else ''}"]
         width = max(len(m["model"]) for m in self.models.values())
         for role, model in self.models.items():
-            lines.append(f"  {role:<9} {model['model']:<{width}}  {model['score']:.4f}  "
-                         f"({model['errors']} failed requests, {model['retries']} retries)")
-        lines.append(f"  margin    {self.margin:+.4f} (candidate - baseline)")
-        if self.differences_total:
+            lines.append(f"  {role:<9} {model['model']:<{width}}  {model['score']:.4f} "
+                         f"{_interval(model.get('interval'))}  ({model['errors']} failed "
+                         f"requests, {model['retries']} retries)")
+            others = [f"{name} {value:.4f} {_interval(model.get('intervals', {}).get(name))}"
+                      .rstrip() for name in SCORES
+                      if name != self.metric
+                      and isinstance(value := model["metrics"].get(name), int | float)]
+            if others:
+                lines.append(f"  {'':<9} " + ", ".join(others))
+        lines.append(f"  margin    {self.margin:+.4f} {_interval(self.margin_interval, '+')} "
+                     "(candidate - baseline)")
+        if self.pairwise is not None:
+            p = self.pairwise
+            lines.append(f"  judge     {p['judge']}: {p['wins']} wins, {p['losses']} losses, "
+                         f"{p['ties']} ties, {p['errors']} errors; win rate "
+                         f"{p['win_rate']:.4f} {_interval(p['interval'])}, sign test "
+                         f"p = {p['p_value']:.4g}; the two orders disagreed on "
+                         f"{p['orders_disagreed']} pairs")
+        if self.differences_total and shown > 0:
             lines.append(f"  {self.differences_total} examples answered differently; "
                          f"the first {min(shown, len(self.differences))}:")
         for diff in self.differences[:shown]:
@@ -147,7 +209,15 @@ class EvalReport:
                 answer = diff[role]
                 text = answer["answer"] if answer["error"] is None else f"[{answer['error']}]"
                 lines.append(f"      {role}: {_short(text)} (score {answer['score']:g})")
+            if diff.get("judgement"):
+                lines.append(f"      judge: {diff['judgement']}: {_short(diff.get('reason'))}")
         return "\n".join(lines)
+
+
+def _interval(bounds: Sequence[float] | None, sign: str = "") -> str:
+    if not bounds or any(b != b for b in bounds):  # none, or NaN (no resample had a value)
+        return ""
+    return f"[{bounds[0]:{sign}.4f}, {bounds[1]:{sign}.4f}]"
 
 
 def _short(text: str | None, limit: int = 100) -> str:
@@ -155,17 +225,81 @@ def _short(text: str | None, limit: int = 100) -> str:
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def build_report(run_id: str, dataset: str, cases: Sequence[EvalCase],
-                 answers: Mapping[str, Sequence[Answer]], models: Mapping[str, str],
-                 scoring: Scoring, max_differences: int) -> EvalReport:
-    scored: dict[str, list[float]] = {}
+@dataclass(frozen=True)
+class Stats:
+    """How intervals are computed: the confidence, and the bootstrap's resamples and seed."""
+
+    confidence: float = CONFIDENCE
+    resamples: int = RESAMPLES
+    seed: int = SEED
+
+
+def _bootstrap(scoring: Scoring, cases: Sequence[EvalCase],
+               answers: Mapping[str, Sequence[Answer]], models: Mapping[str, str],
+               stats: Stats) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]],
+                                      list[float] | None]:
+    """Each model's summary with its intervals, its per-example scores, the margin's interval."""
     summary: dict[str, dict[str, Any]] = {}
+    scores = {role: score_answers(scoring, cases, answers[role]) for role in models}
+    scored = {role: per_example for role, (_, _, per_example, _) in scores.items()}
+    parts: dict[str, list[dict[str, np.ndarray]]] = {role: [] for role in models}
+    for block in resample_blocks(len(cases), stats.resamples, stats.seed):
+        for role in models:
+            parts[role].append(scores[role][3](block))
+    sampled = {role: {name: np.concatenate([p[name] for p in parts[role]])
+                      for name in (parts[role][0] if parts[role] else {})}
+               for role in models}
     for role, model in models.items():
-        value, metrics, per_example = score_answers(scoring, cases, answers[role])
-        scored[role] = per_example
-        summary[role] = {"model": model, "score": value, "metrics": metrics,
+        value, metrics, _, _ = scores[role]
+        intervals = {name: list(percentile(values, stats.confidence))
+                     for name, values in sampled[role].items()}
+        summary[role] = {"model": model, "score": value,
+                         "interval": intervals.get(scoring.metric), "intervals": intervals,
+                         "metrics": metrics,
                          "errors": sum(a.text is None for a in answers[role]),
                          "retries": sum(a.retries for a in answers[role])}
+    margin_interval = None
+    if scoring.metric in sampled.get("candidate", {}):
+        margin_interval = list(percentile(sampled["candidate"][scoring.metric]
+                                          - sampled["baseline"][scoring.metric],
+                                          stats.confidence))
+    return summary, scored, margin_interval
+
+
+def _judged(pairwise: Mapping[str, Any], judgements: Sequence[Mapping[str, Any]],
+            answers: Mapping[str, Sequence[Answer]], models: Mapping[str, str]
+            ) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]], list[float]]:
+    """The judge's outcome as scores: the candidate's win rate, the baseline's loss rate;
+    per example 1 for a win, 0.5 for a tie or an error, 0 for a loss."""
+    low, high = pairwise["interval"]
+    rate = pairwise["win_rate"]
+    bounds = {"candidate": (rate, [low, high]), "baseline": (1 - rate, [1 - high, 1 - low])}
+    summary = {role: {"model": model, "score": bounds[role][0], "interval": bounds[role][1],
+                      "intervals": {"win_rate": bounds[role][1]},
+                      "metrics": {"win_rate": bounds[role][0], "n": len(judgements)},
+                      "errors": sum(a.text is None for a in answers[role]),
+                      "retries": sum(a.retries for a in answers[role])}
+               for role, model in models.items()}
+    scored = {role: [1.0 if j["outcome"] == role else 0.0
+                     if j["outcome"] in ("candidate", "baseline") else 0.5 for j in judgements]
+              for role in models}
+    return summary, scored, [2 * low - 1, 2 * high - 1]
+
+
+def build_report(run_id: str, dataset: str, cases: Sequence[EvalCase],
+                 answers: Mapping[str, Sequence[Answer]], models: Mapping[str, str],
+                 scoring: Scoring, max_differences: int, stats: Stats = Stats(),
+                 pairwise: Mapping[str, Any] | None = None,
+                 judgements: Sequence[dict[str, Any]] | None = None) -> EvalReport:
+    margin_interval: list[float] | None
+    if scoring.judged:
+        if pairwise is None or judgements is None:
+            raise ConfigError("the judge scorer needs the judgements")
+        summary, scored, margin_interval = _judged(pairwise, judgements, answers, models)
+        method = "Wilson interval of the win rate, exact sign test"
+    else:
+        summary, scored, margin_interval = _bootstrap(scoring, cases, answers, models, stats)
+        method = f"bootstrap, {stats.resamples} resamples, seed {stats.seed}"
     differing = []
     for i in range(len(cases)):
         texts = [answers[role][i].text for role in models]
@@ -178,10 +312,22 @@ def build_report(run_id: str, dataset: str, cases: Sequence[EvalCase],
          "reference": cases[i].reference,
          **{role: {"answer": answers[role][i].text, "error": answers[role][i].error,
                    "score": scored[role][i], "interaction_id": answers[role][i].interaction_id}
-            for role in models}}
+            for role in models},
+         **(_judgement_note(judgements[i]) if judgements is not None else {})}
         for i in differing[:max_differences]
     ]
     margin = summary["candidate"]["score"] - summary["baseline"]["score"]
     return EvalReport(run_id, dataset, len(cases), scoring.name, scoring.metric,
                       scoring.threshold if scoring.classification else None, summary, margin,
-                      differences, len(differing))
+                      differences, len(differing), stats.confidence, margin_interval,
+                      {"method": method, "confidence": stats.confidence,
+                       "resamples": stats.resamples, "seed": stats.seed},
+                      dict(pairwise) if pairwise is not None else None,
+                      list(judgements) if judgements is not None else None)
+
+
+def _judgement_note(judgement: Mapping[str, Any]) -> dict[str, Any]:
+    reasons = [f"{o['order']}: {o['reason'] if o['error'] is None else o['error']}"
+               for o in judgement.get("orders", [])]
+    return {"judgement": judgement["outcome"],
+            "reason": "; ".join(reasons) if reasons else judgement.get("how")}

@@ -2,17 +2,20 @@
 
 Every example goes to both models through the tuneloop proxy with the official `openai` SDK,
 marked `x-tuneloop-traffic: evaluation` (so it never mixes with production rows) and tagged
-`eval:<run id>` and `eval-candidate` / `eval-baseline`. At most `concurrency` requests are in
-flight; 429, 5xx and connection failures are retried with exponential backoff (honouring
-`retry-after`), other errors are recorded as the example's answer failing. The run and its
-report are stored through the admin API (`/admin/evals`).
+`eval:<run id>` and `eval-candidate` / `eval-baseline`. The candidate gets the request as
+trained (the export's template stripped, a legacy separator and stop), the baseline the app's
+request as sent (exporter.eval_cases): what each gets in production. At most `concurrency`
+requests are in flight; 429, 5xx and connection failures are retried with exponential backoff
+(honouring `retry-after`), other errors are recorded as the example's answer failing. With the
+`judge`
+scorer, a judge model then compares each pair of answers, in both orders, through the proxy
+as well (tagged `eval-judge`; see exporter.judge). The run and its report, judgements
+included, are stored through the admin API (`/admin/evals`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,20 +23,39 @@ from typing import Any
 
 import openai
 
-from exporter.eval_cases import EvalCase, Markers, load_cases, read_answer, request_for
-from exporter.eval_report import Answer, EvalReport, Scoring, build_report, make_scoring
+from exporter.eval_cases import (
+    EvalCase,
+    Markers,
+    Stripped,
+    load_cases,
+    read_answer,
+    request_for,
+)
+from exporter.eval_report import (
+    Answer,
+    EvalReport,
+    Scoring,
+    Stats,
+    build_report,
+    make_scoring,
+)
+from exporter.eval_retry import send
 from exporter.exportdir import load_export
+from exporter.intervals import CONFIDENCE, RESAMPLES, SEED
+from exporter.judge import JudgeSpec, judge_pairs, pairwise_summary
+from exporter.judge_prompt import DEFAULT_RUBRIC
 from tuneloop.client import AdminClient
+from tuneloop.errors import ConfigError
+from tuneloop.request_transforms import TargetTransforms
 
 ROLES = ("candidate", "baseline")
-_RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)
 
 
 @dataclass(frozen=True)
 class EvalOptions:
     candidate: str
     baseline: str
-    scorer: str = "exact"  # exact | exact_strict | module:function | classification
+    scorer: str = "exact"  # exact | exact_strict | module:function | classification | judge
     threshold: float = 0.5  # classification: predicted positive at or above it
     metric: str | None = None  # the number compared (default: mean score, f1, macro_f1)
     concurrency: int = 4
@@ -46,44 +68,37 @@ class EvalOptions:
     max_differences: int = 20
     cycle_run_id: str | None = None
     extra_headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def _retry_delay(attempt: int, error: Exception, options: EvalOptions) -> float:
-    delay = options.backoff_s * 2**attempt * (0.5 + random.random() / 2)
-    response = getattr(error, "response", None)
-    retry_after = response.headers.get("retry-after") if response is not None else None
-    if retry_after:
-        with contextlib.suppress(ValueError):
-            delay = max(delay, float(retry_after))
-    return min(delay, options.max_backoff_s)
+    judge_model: str | None = None  # the judge scorer's model (through the proxy)
+    rubric: str = DEFAULT_RUBRIC  # what the judge looks for (the text of the user's file)
+    confidence: float = CONFIDENCE  # of every interval
+    resamples: int = RESAMPLES  # bootstrap resamples of the examples
+    seed: int = SEED  # of the bootstrap
 
 
 async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: Markers,
-               options: EvalOptions, headers: dict[str, str], wants_logprobs: bool) -> Answer:
+               options: EvalOptions, headers: dict[str, str], wants_logprobs: bool,
+               as_sent: bool, transforms: TargetTransforms | None) -> Answer:
     endpoint, body = request_for(case, model, markers, max_tokens=options.max_tokens,
-                                 logprobs=wants_logprobs)
+                                 logprobs=wants_logprobs, as_sent=as_sent,
+                                 transforms=transforms)
     api: Any = client.completions if endpoint == "completions" else client.chat.completions
-    error: Exception | None = None
-    for attempt in range(options.retries + 1):
-        try:
-            raw = await api.with_raw_response.create(**body, extra_headers=headers)
-        except _RETRYABLE as exc:
-            error = exc
-            if attempt < options.retries:
-                await asyncio.sleep(_retry_delay(attempt, exc, options))
-            continue
-        except openai.APIStatusError as exc:
-            return Answer(None, f"{exc.status_code}: {exc.message}"[:500],
-                          exc.response.headers.get("x-tuneloop-id"))
-        text, top = read_answer(endpoint, raw.parse().model_dump(), markers)
-        return Answer(text, None, raw.headers.get("x-tuneloop-id"), top, attempt)
-    return Answer(None, f"gave up after {options.retries + 1} attempts: {error}"[:500], None,
-                  None, options.retries)
+    reply = await send(lambda: api.with_raw_response.create(**body, extra_headers=headers),
+                       options)
+    if reply.raw is None:
+        return Answer(None, reply.error, reply.interaction_id, None, reply.retries)
+    text, top = read_answer(endpoint, reply.raw.parse().model_dump(), markers)
+    return Answer(text, None, reply.interaction_id, top, reply.retries)
+
+
+@dataclass(frozen=True)
+class _Asked:
+    answers: dict[str, list[Answer]]
+    judgements: list[dict[str, Any]] | None = None
 
 
 async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[EvalCase],
-                   markers: Markers, options: EvalOptions,
-                   scoring: Scoring) -> dict[str, list[Answer]]:
+                   markers: Markers, options: EvalOptions, scoring: Scoring,
+                   baseline_transforms: TargetTransforms | None = None) -> _Asked:
     # With no key of our own, send none: the proxy then uses its own upstream key.
     auth: dict[str, Any] = {} if api_key else {"Authorization": openai.Omit()}
     client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=0,
@@ -98,13 +113,47 @@ async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[
             headers["x-tuneloop-source"] = case.source_id
         async with gate:
             return await _ask(client, models[role], case, markers, options, headers,
-                              scoring.wants_logprobs)
+                              scoring.wants_logprobs, as_sent=role == "baseline",
+                              transforms=baseline_transforms if role == "baseline" else None)
 
     try:
         answers = await asyncio.gather(*(one(role, case) for case in cases for role in ROLES))
+        by_role = {role: list(answers[i::2]) for i, role in enumerate(ROLES)}
+        if not scoring.judged:
+            return _Asked(by_role)
+        assert options.judge_model is not None
+        headers = {**options.extra_headers, "x-tuneloop-traffic": "evaluation",
+                   "x-tuneloop-tags": f"eval:{run_id},eval-judge"}
+        judgements = await judge_pairs(client, JudgeSpec(options.judge_model, options.rubric),
+                                       cases, by_role, headers, options, gate)
+        return _Asked(by_role, judgements)
     finally:
         await client.close()
-    return {role: list(answers[i::2]) for i, role in enumerate(ROLES)}
+
+
+def _stripped(client: AdminClient, manifest: Mapping[str, Any]) -> Stripped | None:
+    """The template the export was stripped of: the baseline gets it back (the app's request)."""
+    named = manifest.get("template")
+    if not isinstance(named, Mapping) or not isinstance(named.get("ref"), str):
+        return None
+    return Stripped(client.prompt_template(named["ref"]), named.get("replacement_system_prompt"))
+
+
+def _route_transforms(client: AdminClient, model: str) -> TargetTransforms | None:
+    """The transforms `model` gets as a route target (the current model of an alias): the
+    same wherever the routes name it, else none (the app's request as sent)."""
+    found: list[tuple[Any, Any, Any]] = []
+    for spec in client.routes().values():
+        for target in [*spec.get("targets", []), *spec.get("fallbacks", [])]:
+            if target.get("model") == model:
+                found.append((target.get("transforms") or [], spec.get("prompt_suffix"),
+                              spec.get("stop")))
+    if not found or any(entry != found[0] for entry in found):
+        return None
+    transforms, separator, stop = found[0]
+    refs = {t["template"] for t in transforms if t.get("type") == "strip_template"}
+    templates = {ref: client.prompt_template(ref) for ref in refs}
+    return TargetTransforms.build(transforms, templates, separator, stop)
 
 
 def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
@@ -112,18 +161,28 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
     """Run the export's validation set through both models via the proxy at `client.api`,
     score it, store the report, and return it."""
     export = load_export(export_dir)
-    cases, markers = load_cases(export, options.limit)
+    cases, markers = load_cases(export, options.limit, _stripped(client, export.manifest))
     scoring = make_scoring(options.scorer, options.threshold, options.metric, export.manifest)
+    if scoring.judged and not options.judge_model:
+        raise ConfigError("the judge scorer needs a judge model (--judge-model, or "
+                          "[evaluate] judge_model)")
     run = client.create_eval_run(candidate=options.candidate, baseline=options.baseline,
                                  scorer=options.scorer, dataset=str(export_dir),
                                  threshold=options.threshold if scoring.classification else None,
                                  cycle_run_id=options.cycle_run_id)
     try:
-        answers = asyncio.run(_ask_all(client.api + "/v1", api_key, run["id"], cases, markers,
-                                       options, scoring))
-        report = build_report(run["id"], str(export_dir), cases, answers,
+        asked = asyncio.run(_ask_all(client.api + "/v1", api_key, run["id"], cases, markers,
+                                     options, scoring,
+                                     _route_transforms(client, options.baseline)))
+        pairwise = None
+        if asked.judgements is not None:
+            pairwise = {"judge": options.judge_model, "rubric": options.rubric,
+                        **pairwise_summary(asked.judgements, options.confidence)}
+        report = build_report(run["id"], str(export_dir), cases, asked.answers,
                               {"candidate": options.candidate, "baseline": options.baseline},
-                              scoring, options.max_differences)
+                              scoring, options.max_differences,
+                              Stats(options.confidence, options.resamples, options.seed),
+                              pairwise, asked.judgements)
     except BaseException as exc:
         client.finish_eval_run(run["id"], status="failed", error=str(exc)[:1000] or repr(exc))
         raise

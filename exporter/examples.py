@@ -47,7 +47,10 @@ class Example(NamedTuple):
     the `preference` format uses it). `label` is the class for the `classification` format
     (without it, the final assistant text is the label). `untrainable` says why the example
     has no final answer (an upstream error, a cut stream, an empty answer; see
-    storage.trainable); such examples are skipped with a warning, not formatted."""
+    storage.trainable); such examples are skipped with a warning, not formatted. `endpoint`
+    is the API the interaction was logged from (`chat.completions`, `completions`,
+    `responses`; None when unknown): chat-shaped exports leave legacy `completions` rows out
+    unless asked."""
 
     interaction_id: str
     messages: Sequence[Message]
@@ -59,6 +62,7 @@ class Example(NamedTuple):
     label: str | None = None
     parallel_tool_calls: bool | None = None
     untrainable: str | None = None
+    endpoint: str | None = None
 
 
 def clean_tool_call(call: Mapping[str, Any]) -> dict[str, Any]:

@@ -189,18 +189,19 @@ class ExportDir:
     def format(self) -> str:
         return str(self.manifest["format"])
 
-    def validation_sources(self) -> dict[int, str]:
-        """Validation line (1-based) → the interaction it was exported from, by the lineage."""
+    def validation_lineage(self) -> dict[int, dict[str, Any]]:
+        """Validation line (1-based) → its lineage record (the interaction it was exported
+        from, its revision, whether a reviewer edited the answer)."""
         path = self.path / LINEAGE_FILE
         if not path.exists():
             return {}
-        sources: dict[int, str] = {}
+        records: dict[int, dict[str, Any]] = {}
         with path.open("rb") as lines:
             for line in lines:
                 record = orjson.loads(line)
                 if record.get("split") == "validation" and isinstance(record.get("line"), int):
-                    sources[record["line"]] = str(record["interaction_id"])
-        return sources
+                    records[record["line"]] = record
+        return records
 
 
 def load_export(path: Path, *, verify: bool = True) -> ExportDir:

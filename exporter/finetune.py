@@ -26,6 +26,7 @@ from exporter.exportdir import ExportDir, load_export
 from exporter.providers.base import FineTuneProvider, JobEvent, JobInfo, JobSpec, LossCurves
 from exporter.providers.follow import Backoff, FollowObserver, QuietObserver, follow
 from exporter.providers.openai_ft import OpenAIFineTuning, check_compatible, method_for
+from exporter.tokens import model_info
 from tuneloop.client import AdminClient
 from tuneloop.errors import DatasetError, TuneloopError
 
@@ -117,9 +118,17 @@ def event_json(event: JobEvent) -> dict[str, Any]:
 
 
 def job_fields(job: JobInfo) -> dict[str, Any]:
-    """What the provider says about a job, as the admin API records it."""
-    return {"status": job.status, "fine_tuned_model": job.fine_tuned_model,
-            "error": dict(job.error) if job.error else None, "finished_at": job.finished_at}
+    """What the provider says about a job, as the admin API records it; with the tokens it
+    trained on, their cost at the base model's training price (None when unknown)."""
+    fields: dict[str, Any] = {"status": job.status, "fine_tuned_model": job.fine_tuned_model,
+                              "error": dict(job.error) if job.error else None,
+                              "finished_at": job.finished_at}
+    if job.trained_tokens is not None:
+        price = model_info(job.base_model).training_price_per_1m
+        fields["trained_tokens"] = job.trained_tokens
+        fields["training_cost_usd"] = (None if price is None
+                                       else round(job.trained_tokens * price / 1e6, 6))
+    return fields
 
 
 @contextmanager

@@ -30,6 +30,8 @@ import numpy as np
 
 from exporter.checks import Finding, Tally, merge_tallies
 from exporter.chunks import (
+    INVALID,
+    LEGACY_COMPLETION,
     UNTRAINABLE,
     ChunkResult,
     ChunkSpec,
@@ -48,9 +50,11 @@ from exporter.exportdir import (
     write_split_files,
 )
 from exporter.formats import FormatOptions, RuleViolations
+from exporter.left_out import warn_left_out
 from exporter.legacy_checks import PromptCompletionStats
 from exporter.report import DatasetFacts, ValidationReport, build_report
 from exporter.split import Grouper, check_fraction
+from exporter.strip import MISMATCH, TemplateStrip
 from exporter.tokens import model_info
 from tuneloop.errors import ConfigError, DatasetError
 
@@ -66,6 +70,9 @@ class ExportOptions:
     chunk_size: int = 2_000
     filter: Mapping[str, Any] = field(default_factory=dict)  # how the examples were chosen
     overwrite: bool = False
+    include_legacy: bool = False  # chat/preference: also take legacy /v1/completions rows
+    skip_invalid: bool = False  # leave out examples that break a rule (listed in the report)
+    strip: TemplateStrip | None = None  # export without this prompt template (exporter.strip)
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,8 @@ class _Gathered:
         self.emitted = bytearray()
         self.skipped: dict[int, str] = {}
         self.untrainable = Tally()  # skipped: no final answer (an error, a cut stream, ...)
+        self.left_out: dict[str, Tally] = {}  # legacy rows and --skip-invalid, by reason
+        self.mismatched = Tally()  # skipped: does not hold the template to strip
         self.lineage: list[bytes] = []
         self.grouper = Grouper()
         self.lengths: array[int] = array("q")
@@ -111,12 +120,16 @@ class _Gathered:
     def add(self, chunk: list[Example], result: ChunkResult) -> None:
         lines = [e for e, out in zip(chunk, result.emitted, strict=True) if out]
         self.grouper.add(
-            result.fingerprints, [e.session_id for e in lines], [e.interaction_id for e in lines]
+            result.fingerprints, [e.session_id for e in lines], [e.interaction_id for e in lines],
+            result.line_labels or None,
         )
         for index, reason in result.skipped:
             self.skipped[self.examples + index] = reason
             if reason == UNTRAINABLE:
                 self.untrainable.add(chunk[index].interaction_id)
+            elif reason == LEGACY_COMPLETION or reason.startswith(INVALID):
+                self.left_out.setdefault(reason, Tally()).add(chunk[index].interaction_id)
+        self.mismatched.merge(result.mismatched)
         self.examples += len(chunk)
         self.emitted += result.emitted
         self.lineage.append(result.lineage)
@@ -217,12 +230,22 @@ def _facts(options: ExportOptions, gathered: _Gathered) -> DatasetFacts:
 def _warn_untrainable(report: ValidationReport, skipped: Tally) -> None:
     """Approved items without a final answer are left out with a warning, not an error: one
     such item (approved before the review API refused it) must not stop every export."""
-    if not skipped.count:
-        return
     message = ("approved items without a final answer (an upstream error, a cut stream, an "
                "empty answer) were skipped; edit them to supply the answer, or reject them")
-    finding = Finding("untrainable_skipped", "warning", message, skipped.count,
-                      tuple(skipped.ids))
+    _warn_skipped(report, "untrainable_skipped", message, skipped)
+
+
+def _warn_mismatched(report: ValidationReport, skipped: Tally, strip: TemplateStrip) -> None:
+    message = (f"examples that do not hold the prompt template {strip.template.ref} (another "
+               "system prompt, a few-shot turn missing, no prefix or suffix) were skipped, "
+               "not kept whole; their lineage records say which")
+    _warn_skipped(report, MISMATCH, message, skipped)
+
+
+def _warn_skipped(report: ValidationReport, code: str, message: str, skipped: Tally) -> None:
+    if not skipped.count:
+        return
+    finding = Finding(code, "warning", message, skipped.count, tuple(skipped.ids))
     warnings = [i for i, f in enumerate(report.findings) if f.severity != "error"]
     report.findings.insert(warnings[0] if warnings else len(report.findings), finding)
 
@@ -245,12 +268,16 @@ def _manifest(
         "billing": report.billing,
         "files": files,
         "lineage": LINEAGE_FILE,
+        "include_legacy": options.include_legacy,
+        "skip_invalid": options.skip_invalid,
         "warnings": [
             f"{w.code}" + (f" ({w.count})" if w.count else "") + f": {w.message}"
             for w in report.warnings
         ],
         "validation": report.to_json(),
     }
+    if options.strip is not None:
+        manifest["template"] = options.strip.manifest()
     if fmt.format in ("legacy", "classification"):
         manifest["prompt_separator"] = fmt.separator
         manifest["stop"] = fmt.effective_stop
@@ -281,8 +308,12 @@ def _move_into_place(work: Path, out: Path) -> None:
         work.rename(out)
 
 
-def export(examples: Iterable[Example], out: Path, options: ExportOptions) -> ExportResult:
+def export(examples: Iterable[Example], out: Path, options: ExportOptions, *,
+           left_out: Mapping[str, Tally] | None = None) -> ExportResult:
     """Format, validate, split and write `examples` to the export directory `out`.
+
+    `left_out`: examples the caller's selection dropped under `skip_invalid` (rule -> ids),
+    read once `examples` is exhausted and listed in the report with the others.
 
     Raises :class:`RuleViolations` when examples break a format rule and
     :class:`DatasetRejected` when the dataset fails validation; both name the examples.
@@ -291,7 +322,9 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions) -> Ex
     check_fraction(options.validation_fraction)
     if options.chunk_size < 1:
         raise DatasetError("chunk_size must be at least 1", param="chunk_size")
-    spec = ChunkSpec(options.format, model_info(options.base_model).encoding)
+    spec = ChunkSpec(options.format, model_info(options.base_model).encoding,
+                     include_legacy=options.include_legacy, skip_invalid=options.skip_invalid,
+                     strip=options.strip)
     workers = options.workers or len(os.sched_getaffinity(0))
     work = _prepare_target(out, options.overwrite)
     clock = time.perf_counter
@@ -304,6 +337,8 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions) -> Ex
             for chunk, result in _results(spec, _chunks(examples, options.chunk_size), workers):
                 sink.write(result.lines)
                 gathered.add(chunk, result)
+        for rule, tally in (left_out or {}).items():
+            merge_tallies(gathered.left_out, {INVALID + rule: tally})
         if gathered.violations:
             counts = {code: t.count for code, t in gathered.violations.items()}
             raise RuleViolations({c: t.ids for c, t in gathered.violations.items()}, counts)
@@ -312,6 +347,9 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions) -> Ex
         facts = _facts(options, gathered)
         report = build_report(facts)
         _warn_untrainable(report, gathered.untrainable)
+        warn_left_out(report, gathered.left_out)
+        if options.strip is not None:
+            _warn_mismatched(report, gathered.mismatched, options.strip)
         seconds["split_report"] = clock() - started
         started = clock()
         if not report.ok:

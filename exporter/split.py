@@ -6,6 +6,11 @@ group always lands on one side. Groups are ordered by a seeded hash of their sma
 fingerprint and taken into validation while they fit the target size, so the split depends
 only on the seed and on the set of examples, not on their order.
 
+Stratified by label when examples have one (classification): each label's examples are
+split on their own, toward `fraction` of that label's count, so validation keeps the
+label proportions. A group belongs to the label that sorts first among its members (a group
+with mixed labels is rare: a duplicate or a session with two classes).
+
 :class:`Grouper` takes examples one batch at a time, so an export groups them while they
 stream in; :func:`assign_split` is the one-call form.
 """
@@ -71,6 +76,7 @@ class Grouper:
         self.parent: list[int] = []
         self.ids: list[str] = []
         self._fingerprints: array[int] = array("q")
+        self._labels: list[str | None] = []
         self.duplicates: list[int] = []
         self._by_fingerprint: dict[int, int] = {}
         self._by_session: dict[str, int] = {}
@@ -84,10 +90,14 @@ class Grouper:
             self.parent[max(a, b)] = min(a, b)
 
     def add(
-        self, fingerprints: Sequence[int], sessions: Sequence[str | None], ids: Sequence[str]
+        self, fingerprints: Sequence[int], sessions: Sequence[str | None], ids: Sequence[str],
+        labels: Sequence[str | None] | None = None,
     ) -> None:
         if not len(fingerprints) == len(sessions) == len(ids):
             raise ValueError("fingerprints, sessions and ids must have the same length")
+        if labels is not None and len(labels) != len(ids):
+            raise ValueError("labels and ids must have the same length")
+        self._labels.extend(labels if labels is not None else [None] * len(ids))
         parent, by_fingerprint, by_session = self.parent, self._by_fingerprint, self._by_session
         start = len(parent)
         parent.extend(range(start, start + len(ids)))
@@ -104,6 +114,19 @@ class Grouper:
                 if j != i:
                     self._union(i, j)
 
+    def _strata(self, roots: np.ndarray) -> np.ndarray:
+        """Per root, the index of its group's stratum (its first label in sorted order; one
+        stratum when no example has a label)."""
+        n = len(roots)
+        if not any(label is not None for label in self._labels):
+            return np.zeros(n, dtype=np.int64)
+        names = sorted({label or "" for label in self._labels})
+        rank = {name: i for i, name in enumerate(names)}
+        codes = np.fromiter((rank[label or ""] for label in self._labels), np.int64, n)
+        strata = np.full(n, len(names), dtype=np.int64)
+        np.minimum.at(strata, roots, codes)
+        return strata
+
     def assign(self, validation_fraction: float, seed: int = 0) -> SplitResult:
         check_fraction(validation_fraction)
         n = len(self.parent)
@@ -114,15 +137,16 @@ class Grouper:
         labels = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(labels, roots, np.frombuffer(self._fingerprints, dtype=np.int64))
         order = groups[np.lexsort((labels[groups], _mix(labels[groups], seed)))]
-        target = round(validation_fraction * n)
+        strata = self._strata(roots)
+        targets = [round(validation_fraction * int(c)) for c in np.bincount(strata[roots])] \
+            if n else []
+        taken = [0] * len(targets)
         chosen = np.zeros(n, dtype=bool)
-        taken = 0
         for root, size in zip(order.tolist(), sizes[order].tolist(), strict=True):
-            if taken >= target:
-                break
-            if taken + size <= target:
+            stratum = int(strata[root])
+            if taken[stratum] + size <= targets[stratum]:
                 chosen[root] = True
-                taken += size
+                taken[stratum] += size
         sides = bytearray(chosen[roots].astype(np.uint8).tobytes())
         return SplitResult(sides, int(groups.size), list(self.duplicates))
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,15 @@ MIN_DEFAULT_EPOCHS = 1
 MAX_DEFAULT_EPOCHS = 25
 DEFAULT_EXAMPLE_LIMIT = 16_385
 MIN_TRAINING_EXAMPLES = 10  # OpenAI refuses smaller training files
+# The base model an export is checked for when none is named: chat and preference files
+# train chat models; prompt/completion files train only davinci-002 and babbage-002 (the
+# smaller one for classification, as OpenAI's classification guide suggested).
+DEFAULT_BASE_MODELS: Mapping[str, str] = MappingProxyType({
+    "chat": "gpt-4o-mini-2024-07-18",
+    "preference": "gpt-4o-mini-2024-07-18",
+    "legacy": "davinci-002",
+    "classification": "babbage-002",
+})
 
 # Chat framing (tuneloop.tokenizers) as in OpenAI's data-prep recipe; tools count as their JSON
 # text.
@@ -88,6 +98,11 @@ def model_info(model: str) -> ModelInfo:
         if name.startswith(prefix):
             return ModelInfo(name, encoding, limit, price)
     return ModelInfo(name, encoding_for(name), DEFAULT_EXAMPLE_LIMIT, None)
+
+
+def default_base_model(fmt: str) -> str:
+    """The model an export of format `fmt` is made for when the user names none."""
+    return DEFAULT_BASE_MODELS.get(fmt, DEFAULT_BASE_MODELS["chat"])
 
 
 def default_epochs(n_train: int) -> int:

@@ -33,12 +33,14 @@ from proxy.passthrough import list_models, passthrough
 from proxy.pricing import PriceMap
 from proxy.redaction import redactor_for
 from proxy.routing import Router
+from proxy.savings_metrics import SavingsCollector
 from proxy.shared_state import change_feed
 from proxy.upstream import HttpUpstream
 from proxy.usage_estimate import UsageEstimator
 from storage.compute_worker import ComputeWorker
 from storage.keys import active_key_hashes
-from storage.search_index import SearchIndexer
+from storage.search_index import SearchIndexer, queue_for_index
+from storage.search_queue import BackgroundIndexer
 from storage.spool import Spool
 from storage.store import migrate_store, open_store
 from storage.writer import LogWriter
@@ -57,15 +59,20 @@ LOGGED_ENDPOINTS = {
 
 async def healthz(request: Request) -> Response:
     ctx = context_of(request)
+    # 200 either way: requests are answered and spooled while the database refuses writes;
+    # "degraded" while the latest ingest attempt failed (last_ingest_error says why)
+    failing = ctx.writer.stats.last_error is not None
     return json_response(
-        {"status": "ok", "spool_bytes": ctx.writer.spool.size_bytes,
+        {"status": "degraded" if failing else "ok", "spool_bytes": ctx.writer.spool.size_bytes,
          "ingest_lag_seconds": round(ctx.writer.ingest_lag_seconds(), 3),
          "last_ingest_error": ctx.writer.stats.last_error}
     )
 
 
 async def metrics(request: Request) -> Response:
-    body = context_of(request).metrics.render()
+    ctx = context_of(request)
+    await ctx.savings.refresh()
+    body = ctx.metrics.render()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -99,11 +106,15 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     migrate_store(db)
     spool = Spool(settings.spool_path, settings.spool_max_bytes)
     worker = ComputeWorker() if settings.index_worker_min_rows else None
-    prices = PriceMap.load()
+    prices = PriceMap.load(overrides=settings.prices)
+    # the search index is written by a background indexer, off the ingest's critical path
+    indexer = BackgroundIndexer(db, SearchIndexer(worker,
+                                                  min_rows=settings.index_worker_min_rows),
+                                interval_s=max(settings.ingest_interval_ms / 1000, 0.02))
     writer = LogWriter(db, spool, batch_rows=settings.ingest_batch_rows,
                        interval_s=settings.ingest_interval_ms / 1000,
-                       hooks=[SearchIndexer(worker, min_rows=settings.index_worker_min_rows)],
-                       prepare=UsageEstimator(prices, worker))
+                       prepare=UsageEstimator(prices, worker),
+                       after_insert=queue_for_index, on_ingested=indexer.wake)
     metrics_ = ProxyMetrics()
     metrics_.observe("tuneloop_spool_bytes", "Bytes in the spool, not yet in DuckDB.",
                      lambda: spool.size_bytes)
@@ -117,13 +128,21 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
                      lambda: writer.stats.ingested)
     metrics_.observe("tuneloop_ingest_failures", "Failed ingest attempts since start.",
                      lambda: writer.stats.failures)
+    metrics_.observe("tuneloop_search_index_lag_rows", "Interactions ingested and not yet in "
+                     "the search index.", lambda: indexer.stats.lag_rows)
+    metrics_.observe("tuneloop_search_index_lag_seconds", "Age of the oldest interaction not "
+                     "yet in the search index.", lambda: indexer.stats.lag_seconds)
+    savings = SavingsCollector(db, prices, days=settings.savings_metrics_days,
+                               max_age_s=settings.savings_metrics_cache_s)
+    metrics_.registry.register(savings)
     reviewer = settings.reviewer_token.get_secret_value() if settings.reviewer_token else None
     return ProxyContext(
-        settings=settings, db=db, writer=writer, worker=worker, router=Router(),
+        settings=settings, db=db, writer=writer, indexer=indexer, worker=worker,
+        router=Router(),
         http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
         keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
-        prices=prices, redactor=redactor_for(settings),
+        prices=prices, redactor=redactor_for(settings), savings=savings,
     )
 
 
@@ -152,6 +171,10 @@ def create_app(settings: Settings) -> FastPath:
                                                                   name="tuneloop-feed")
         await ctx.http.start()
         ctx.writer.start()
+        if ctx.feed is not None:  # replicas: the one holding the leader lock indexes
+            change = ctx.feed
+            ctx.indexer.may_run = lambda: change.leader
+        ctx.indexer.start()
         # what exists now lives as long as the process: keep the collector off it
         gc.collect()
         gc.freeze()
@@ -164,6 +187,7 @@ def create_app(settings: Settings) -> FastPath:
                 if task is not None:
                     task.cancel()
             await ctx.writer.close()
+            await ctx.indexer.close()
             if ctx.worker is not None:
                 ctx.worker.close()
             await ctx.http.close()

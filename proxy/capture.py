@@ -71,6 +71,8 @@ class Capture:
     provider: str | None = None
     route: dict[str, Any] | None = None
     ttfb_ms: float | None = None
+    sent_request: bytes | None = None
+    """What the target received, when its transforms changed it (else None)."""
     logged: bool = False
 
     def first_byte(self) -> None:
@@ -95,6 +97,8 @@ class Capture:
             "route": None if self.route is None else orjson.dumps(self.route).decode(),
             "traffic": self.meta.traffic,
             "request": request_text,
+            "sent_request": None if self.sent_request is None
+            else self.sent_request.decode("utf-8"),
             "response": None if response is None else orjson.dumps(response).decode(),
             "status_code": status_code,
             "finish": finish,

@@ -12,9 +12,11 @@ from proxy.metrics import ProxyMetrics
 from proxy.pricing import PriceMap
 from proxy.redaction import Redactor
 from proxy.routing import Router
+from proxy.savings_metrics import SavingsCollector
 from proxy.upstream import HttpUpstream
 from storage.compute_worker import ComputeWorker
 from storage.notify import ChangeFeed
+from storage.search_queue import BackgroundIndexer
 from storage.store import Store
 from storage.writer import LogWriter
 from tuneloop.config import Settings
@@ -25,6 +27,7 @@ class ProxyContext:
     settings: Settings
     db: Store
     writer: LogWriter
+    indexer: BackgroundIndexer
     worker: ComputeWorker | None
     router: Router
     http: HttpUpstream
@@ -34,6 +37,7 @@ class ProxyContext:
     metrics: ProxyMetrics
     prices: PriceMap
     redactor: Redactor
+    savings: SavingsCollector
     feed: ChangeFeed | None = None  # Postgres: follows the other replicas (proxy.shared_state)
 
 

@@ -30,13 +30,14 @@ from proxy.body import BodyLimits, parse_payload, read_body
 from proxy.capture import Capture, parse_json
 from proxy.context import ProxyContext
 from proxy.forward import ID_HEADER, body_for, send_attempt, timeouts_for
-from proxy.headers import client_meta, downstream_headers
+from proxy.headers import client_meta, downstream_headers, with_body_user
 from proxy.ids import uuid7
 from proxy.incoming import API_PREFIX, plain_path, upstream_path
 from proxy.reply import UpstreamCut, UpstreamReply
-from proxy.routing import Plan
+from proxy.routing import Attempt, Plan
 from tuneloop.errors import (
     RequestTimeout,
+    TemplateMismatch,
     TuneloopError,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -164,6 +165,7 @@ class Exchange:
         meta = client_meta(self.headers)
         body = await read_body(self.receive, self.headers, BodyLimits.logged(settings))
         payload = parse_payload(body, settings.max_json_depth)
+        meta = with_body_user(meta, payload)
         self.plan = self.ctx.router.plan(payload.get("model"), meta.sticky_key)
         stream = payload.get("stream") is True and self.endpoint != "embeddings"
         self.capture = Capture(uuid7(), self.endpoint, meta, body, payload, stream,
@@ -183,11 +185,15 @@ class Exchange:
             capture.route = None if plan.alias is None else {
                 **attempt.describe(), "attempt": number,
                 "primary": plan.attempts[0].target.model}
-            sent_body, sent_payload = body_for(attempt, plan.spec, self.endpoint, body, payload)
+            outgoing = body_for(attempt, self.endpoint, body, payload)
+            capture.sent_request = outgoing.body if outgoing.transformed else None
+            if outgoing.mismatch is not None:
+                self.mismatched(attempt, outgoing.mismatch)
             began = time.perf_counter()
             try:
                 reply = await send_attempt(ctx, attempt, self.endpoint, self.headers, suffix,
-                                           sent_body, sent_payload, timeouts_for(ctx, attempt))
+                                           outgoing.body, outgoing.payload,
+                                           timeouts_for(ctx, attempt))
             except (UpstreamUnreachable, UpstreamTimeout):
                 if number == last:
                     raise
@@ -200,6 +206,20 @@ class Exchange:
                 continue
             return reply
         raise AssertionError("a plan has at least one attempt")
+
+    def mismatched(self, attempt: Attempt, mismatch: TemplateMismatch) -> None:
+        """The request does not hold its target's template: it goes to that target unstripped
+        (proxy.transforms); counted, noted in the row's route, and logged (the 1st, 10th,
+        100th... time per alias, target and template, so a changed app can't flood the log)."""
+        assert self.capture is not None and self.capture.route is not None
+        template = attempt.transforms.template if attempt.transforms else None
+        ref = template.ref if template is not None else ""
+        self.capture.route["template_mismatch"] = mismatch.part
+        seen = self.ctx.metrics.template_mismatch(attempt.alias or "", attempt.target.model, ref)
+        if seen == 10 ** (len(str(seen)) - 1):
+            log.warning("alias %r: a request did not hold template %s of target %s (%s): sent "
+                        "unstripped (%d so far; tuneloop_template_mismatches_total)",
+                        attempt.alias, ref, attempt.target.model, mismatch.message, seen)
 
     # -- answers --------------------------------------------------------------------------------
     async def plain(self, reply: UpstreamReply) -> None:

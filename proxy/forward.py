@@ -4,6 +4,7 @@ a plan, and the OpenAI-shaped error answers of the Starlette handlers."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,8 +14,9 @@ from starlette.responses import Response
 from proxy.context import ProxyContext
 from proxy.headers import upstream_headers
 from proxy.reply import Timeouts, UpstreamReply
-from proxy.routing import OPENAI_COMPATIBLE, Attempt, RouteSpec
-from tuneloop.errors import RequestTimeout, TuneloopError, UpstreamUnreachable
+from proxy.routing import OPENAI_COMPATIBLE, Attempt
+from proxy.transforms import UNCHANGED
+from tuneloop.errors import RequestTimeout, TemplateMismatch, TuneloopError, UpstreamUnreachable
 
 ID_HEADER = b"x-tuneloop-id"
 
@@ -60,29 +62,27 @@ def upstream_credentials(ctx: ProxyContext, headers: Mapping[str, str],
     return server
 
 
-def body_for(attempt: Attempt, spec: RouteSpec | None, endpoint: str, raw: bytes,
-             payload: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """The body one attempt sends: `transformed` when the target's transforms changed more
+    than the model name (the logged row then keeps it beside the app's request)."""
+
+    body: bytes
+    payload: dict[str, Any]
+    transformed: bool = False
+    mismatch: TemplateMismatch | None = None
+
+
+def body_for(attempt: Attempt, endpoint: str, raw: bytes, payload: dict[str, Any]) -> Outgoing:
     """A model that is not an alias goes upstream byte-for-byte; an alias is rewritten to its
-    target, with the route's prompt suffix and stop sequence for legacy-format models."""
-    if attempt.role == "default" or spec is None:
-        return raw, payload
-    changed = dict(payload)
+    target, with the target's own transforms (proxy.transforms) applied."""
+    if attempt.role == "default":
+        return Outgoing(raw, payload)
+    applied = attempt.transforms.apply(endpoint, payload) if attempt.transforms else UNCHANGED
+    changed = dict(applied.payload if applied.payload is not None else payload)
     changed["model"] = attempt.target.model
-    if spec.prompt_suffix and endpoint == "completions":
-        changed["prompt"] = _with_suffix(payload.get("prompt"), spec.prompt_suffix)
-    if spec.stop is not None and payload.get("stop") is None and endpoint in (
-        "completions", "chat.completions"
-    ):
-        changed["stop"] = spec.stop
-    return orjson.dumps(changed), changed
-
-
-def _with_suffix(prompt: Any, suffix: str) -> Any:
-    if isinstance(prompt, str):
-        return prompt if prompt.endswith(suffix) else prompt + suffix
-    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
-        return [p if p.endswith(suffix) else p + suffix for p in prompt]
-    return prompt
+    return Outgoing(orjson.dumps(changed), changed, applied.payload is not None,
+                    applied.mismatch)
 
 
 class RawResponse(Response):

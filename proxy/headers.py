@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proxy.header_text import header_text
 from tuneloop.errors import BadRequest
@@ -87,6 +87,20 @@ def client_meta(headers: Mapping[str, str]) -> ClientMeta:
         traffic=traffic,
         source=_bounded(headers.get("x-tuneloop-source"), "x-tuneloop-source"),
     )
+
+
+def with_body_user(meta: ClientMeta, payload: Mapping[str, object]) -> ClientMeta:
+    """The user id from OpenAI's `user` body field when no `x-tuneloop-user` header names one
+    (the header wins). The field stays in the body: OpenAI defines it, so it is forwarded.
+    A value that is not a usable id (not text, blank, overlong, a NUL) is ignored, not
+    refused: the request is valid for OpenAI."""
+    user = payload.get("user")
+    if meta.user is not None or not isinstance(user, str):
+        return meta
+    user = user.strip()
+    if not user or len(user) > MAX_ID_LENGTH or "\x00" in user:
+        return meta
+    return replace(meta, user=user)
 
 
 def upstream_headers(headers: Mapping[str, str],

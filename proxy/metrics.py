@@ -30,6 +30,12 @@ class ProxyMetrics:
             "recorded (logged with a traceback; the client still got its answer).",
             registry=self.registry,
         )
+        self.template_mismatches = Counter(
+            "tuneloop_template_mismatches", "Requests to a target with a strip_template "
+            "transform that did not hold the template (sent unstripped).",
+            ["alias", "target", "template"], registry=self.registry,
+        )
+        self._mismatch_counts: dict[tuple[str, str, str], int] = {}
         self._gauges: list[Gauge] = []
         # labelled children cached: labels() costs a lock and a dict build per call
         self._request_children: dict[tuple[str, int], Any] = {}
@@ -49,6 +55,13 @@ class ProxyMetrics:
             child = self.upstream_latency.labels(endpoint)
             self._latency_children[endpoint] = child
         child.observe(seconds)
+
+    def template_mismatch(self, alias: str, target: str, template: str) -> int:
+        """Count one; the running count for this alias, target and template."""
+        self.template_mismatches.labels(alias, target, template).inc()
+        key = (alias, target, template)
+        self._mismatch_counts[key] = seen = self._mismatch_counts.get(key, 0) + 1
+        return seen
 
     def observe(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         gauge = Gauge(name, help_text, registry=self.registry)

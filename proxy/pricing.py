@@ -1,14 +1,28 @@
 """Cost in USD from litellm's local price map (read as a file: importing litellm is slow and
-would try the network)."""
+would try the network), with the settings' own price table first (`[prices."model"]`: models
+litellm doesn't know, or a negotiated price).
+
+A fine-tuned model `ft:BASE:org:suffix:id` is priced as a fine-tune of BASE: the map's
+`ft:BASE` entry, else its dated snapshots' (`ft:gpt-4o-mini` is `ft:gpt-4o-mini-2024-07-18`)
+when they agree. Never as BASE itself: fine-tuned tokens cost more. A model with no price is
+None ("no price"), never 0.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
+from tuneloop.config import ModelPrice
+
 PRICE_FILE = "model_prices_and_context_window_backup.json"
+_SNAPSHOT = re.compile(r"\d{4}(-\d{2}-\d{2})?")
+PER_1M = 1_000_000
 
 
 def _locate_price_file() -> Path | None:
@@ -19,15 +33,34 @@ def _locate_price_file() -> Path | None:
     return path if path.is_file() else None
 
 
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per token, and where it came from (`settings:NAME` or `litellm:NAME`)."""
+
+    input: float
+    output: float
+    source: str
+
+    def cost(self, prompt_tokens: int | float, completion_tokens: int | float) -> float:
+        return prompt_tokens * self.input + completion_tokens * self.output
+
+    def to_json(self) -> dict[str, float | str]:
+        return {"input_per_1m": round(self.input * PER_1M, 6),
+                "output_per_1m": round(self.output * PER_1M, 6), "source": self.source}
+
+
 class PriceMap:
-    def __init__(self, prices: dict[str, tuple[float, float]]):
-        self._prices = prices
+    def __init__(self, prices: Mapping[str, tuple[float, float]],
+                 overrides: Mapping[str, ModelPrice] | None = None):
+        self._prices = dict(prices)
+        self._overrides = dict(overrides or {})
 
     @classmethod
-    def load(cls, path: Path | None = None) -> PriceMap:
+    def load(cls, path: Path | None = None,
+             overrides: Mapping[str, ModelPrice] | None = None) -> PriceMap:
         path = path or _locate_price_file()
         if path is None:
-            return cls({})
+            return cls({}, overrides)
         raw = orjson.loads(path.read_bytes())
         prices: dict[str, tuple[float, float]] = {}
         for name, entry in raw.items():
@@ -37,24 +70,55 @@ class PriceMap:
             output_cost = entry.get("output_cost_per_token")
             if isinstance(input_cost, int | float):
                 prices[name] = (float(input_cost), float(output_cost or 0.0))
-        return cls(prices)
+        return cls(prices, overrides)
 
-    def lookup(self, model: str | None) -> tuple[float, float] | None:
+    def _override(self, name: str) -> Price | None:
+        given = self._overrides.get(name)
+        if given is None:
+            return None
+        return Price(given.input_per_1m / PER_1M, given.output_per_1m / PER_1M,
+                     f"settings:{name}")
+
+    def _litellm(self, name: str) -> Price | None:
+        found = self._prices.get(name)
+        return None if found is None else Price(found[0], found[1], f"litellm:{name}")
+
+    def _fine_tune(self, model: str) -> Price | None:
+        parts = model.split(":")
+        base = parts[1] if len(parts) > 1 else ""
+        if not base:
+            return None
+        key = f"ft:{base}"
+        direct = self._override(model) or self._override(key) or self._litellm(key)
+        if direct is not None:
+            return direct
+        snapshots = sorted(name for name in self._prices if name.startswith(key + "-")
+                           and _SNAPSHOT.fullmatch(name[len(key) + 1:]))
+        if snapshots and len({self._prices[name] for name in snapshots}) == 1:
+            return self._litellm(snapshots[-1])
+        return None  # unknown, or snapshots priced differently: no guess
+
+    def lookup(self, model: str | None) -> Price | None:
         if not model:
             return None
-        if model in self._prices:
-            return self._prices[model]
         if model.startswith("ft:"):
-            # ft:gpt-4o-mini-2024-07-18:org:suffix:id is priced as ft:gpt-4o-mini-2024-07-18
-            base = model.split(":")[1]
-            return self._prices.get("ft:" + base) or self._prices.get(base)
-        if "/" in model:
-            return self._prices.get(model) or self._prices.get(model.split("/", 1)[1])
-        return None
+            return self._fine_tune(model)
+        found = self._override(model) or self._litellm(model)
+        if found is None and "/" in model:
+            return self.lookup(model.split("/", 1)[1])
+        return found
+
+    def training_price(self, base_model: str | None) -> float | None:
+        """USD per trained token of a fine-tune of `base_model`, from the settings' table
+        (litellm's map has no training prices)."""
+        given = self._overrides.get(base_model or "")
+        if given is None or given.training_per_1m is None:
+            return None
+        return given.training_per_1m / PER_1M
 
     def cost(self, model: str | None, prompt_tokens: int | None,
              completion_tokens: int | None) -> float | None:
         price = self.lookup(model)
         if price is None or (prompt_tokens is None and completion_tokens is None):
             return None
-        return (prompt_tokens or 0) * price[0] + (completion_tokens or 0) * price[1]
+        return price.cost(prompt_tokens or 0, completion_tokens or 0)

@@ -6,12 +6,19 @@
   `previous_as_fallback` is off), then the kept fallbacks.
 
 The stable target is the heaviest current target that is not the candidate. A candidate
-already in the route keeps its provider, base_url and key variable unless the request names
-new ones, so promoting a canary to full needs only the model name.
+already in the route keeps its provider, base_url, key variable and transforms unless the
+request names new ones, so promoting a canary to full needs only the model name.
+
+The request's `strip_template`, `system_prompt`, `prompt_suffix` and `stop` become the
+candidate's own transforms (proxy.transforms): the stable target keeps getting the app's
+request as sent, so a canary compares the two models on what each will really see. A route
+with route-level `prompt_suffix`/`stop` (stored before per-target transforms) has them moved
+onto each of its targets and fallbacks first, so those keep getting what they got.
 """
 
 from __future__ import annotations
 
+from shlex import quote
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,14 +38,36 @@ class PromoteRequest(BaseModel):
     provider: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
-    prompt_suffix: str | None = None
+    prompt_suffix: str | None = Field(None, min_length=1)
+    """Legacy-format models: the separator appended to the candidate's prompts."""
     stop: str | list[str] | None = None
+    """The stop sequence set on the candidate's requests that set none."""
+    strip_template: str | None = Field(None, min_length=1, max_length=80)
+    """A frozen template (`name-vN`) taken out of the candidate's requests."""
+    system_prompt: str | None = Field(None, min_length=1)
+    """A short system prompt replacing the app's (or the stripped template's) for the
+    candidate."""
     keep_fallbacks: bool = True
     previous_as_fallback: bool = True
+    verdict: dict[str, Any] | None = None
+    """The canary test's statistics behind the promotion (kept in the route history)."""
 
     @property
     def full(self) -> bool:
         return self.canary >= FULL
+
+    def transforms(self) -> list[dict[str, Any]] | None:
+        """The candidate's transforms the request names (None: it names none)."""
+        made: list[dict[str, Any]] = []
+        if self.strip_template is not None:
+            made.append({"type": "strip_template", "template": self.strip_template})
+        if self.system_prompt is not None:
+            made.append({"type": "replace_system_prompt", "system_prompt": self.system_prompt})
+        if self.prompt_suffix is not None:
+            made.append({"type": "legacy_separator", "separator": self.prompt_suffix})
+        if self.stop is not None:
+            made.append({"type": "stop", "stop": self.stop})
+        return made or None
 
 
 def parse_promote_request(body: dict[str, Any]) -> PromoteRequest:
@@ -65,8 +94,11 @@ def _candidate(request: PromoteRequest, current: RouteSpec | None, weight: float
     values: dict[str, Any] = {"model": request.model, "weight": weight}
     if known is not None:
         values |= known.model_dump(include={"provider", "base_url", "api_key_env",
-                                            "connect_timeout_s", "read_timeout_s"},
+                                            "connect_timeout_s", "read_timeout_s",
+                                            "transforms"},
                                    exclude_none=True)
+    if request.transforms() is not None:
+        values["transforms"] = request.transforms()
     for name in ("provider", "base_url", "api_key_env"):
         if getattr(request, name) is not None:
             values[name] = getattr(request, name)
@@ -85,15 +117,51 @@ def _unique(targets: list[Target]) -> list[Target]:
     return kept
 
 
+def route_level_moved(spec: RouteSpec) -> RouteSpec:
+    """The route with its route-level `prompt_suffix`/`stop` (routes stored before per-target
+    transforms) moved onto each target and fallback: what each receives is unchanged."""
+    if spec.prompt_suffix is None and spec.stop is None:
+        return spec
+    moved: list[dict[str, Any]] = []
+    if spec.prompt_suffix:
+        moved.append({"type": "legacy_separator", "separator": spec.prompt_suffix})
+    if spec.stop is not None:
+        moved.append({"type": "stop", "stop": spec.stop})
+
+    def with_moved(target: Target) -> dict[str, Any]:
+        data = target.model_dump(exclude_none=True)
+        own = {t["type"] for t in data.get("transforms", [])}
+        data["transforms"] = data.get("transforms", []) + [t for t in moved
+                                                            if t["type"] not in own]
+        return data
+
+    data = spec.model_dump(exclude_none=True, exclude={"prompt_suffix", "stop"})
+    data["targets"] = [with_moved(t) for t in spec.targets]
+    data["fallbacks"] = [with_moved(t) for t in spec.fallbacks]
+    return RouteSpec.model_validate(data)
+
+
+def _no_route_for_canary(alias: str, model: str, share: float) -> str:
+    """A canary shares traffic with the current target: with no route there is none. Say
+    how to create the route (keeping today's traffic where it goes: the default upstream,
+    as model `alias`), then the canary again; never to promote the candidate fully."""
+    create = f"tuneloop promote --alias {quote(alias)} --model {quote(alias)}"
+    again = f"tuneloop promote --alias {quote(alias)} --model {quote(model)} --canary {share:g}"
+    return (f"{alias!r} has no route yet, so there is no current target to share a canary "
+            f"with (its requests go to the default upstream as model {alias!r}). Create the "
+            f"route first, serving what it serves today: `{create}` (or `tuneloop routes set` "
+            f"with a route for it), then start the canary: `{again}`")
+
+
 def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest) -> RouteSpec:
     share = min(request.canary, FULL)
+    if current is not None:
+        current = route_level_moved(current)
     candidate = _candidate(request, current, share)
     if current is None:
         if not request.full:
-            raise Conflict(f"{alias!r} has no route yet: a canary shares traffic with the "
-                           "current target, so promote fully (canary 100) first")
-        return RouteSpec(targets=[candidate], prompt_suffix=request.prompt_suffix,
-                         stop=request.stop)
+            raise Conflict(_no_route_for_canary(alias, request.model, share))
+        return RouteSpec(targets=[candidate])
     stable = stable_target(current, request.model)
     kept = [t for t in current.fallbacks if t.model != request.model] \
         if request.keep_fallbacks else []
@@ -109,12 +177,8 @@ def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest
         targets = [stable.model_copy(update={"weight": FULL - share}), candidate]
         fallbacks = kept
     update: dict[str, Any] = {"targets": targets, "fallbacks": fallbacks}
-    if request.prompt_suffix is not None:
-        update["prompt_suffix"] = request.prompt_suffix
-    if request.stop is not None:
-        update["stop"] = request.stop
     try:
-        return RouteSpec.model_validate({**current.model_dump(), **update})
+        return RouteSpec.model_validate({**current.model_dump(exclude_none=True), **update})
     except ValidationError as exc:
         first = exc.errors()[0]
         raise BadRequest(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc

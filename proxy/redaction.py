@@ -70,7 +70,7 @@ _ASCII = {**{ord(c): "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\uf
              "_\u30fc\uff3f"},
           **{ord(c): "." for c in "\u00b7\u2024\u2027\u30fb"},
           ord("＋"): "+", ord("（"): "(", ord("）"): ")", ord("．"): "."}
-JSON_COLUMNS = ("request", "response", "metadata")
+JSON_COLUMNS = ("request", "sent_request", "response", "metadata")
 TEXT_COLUMNS = ("model", "upstream_model", "error", "source_id")
 ID_COLUMNS = ("user_id", "session_id")
 CARD_INT = (10**12, 10**19)  # a JSON integer of 13 to 19 digits may be a card number

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from proxy.transforms import TargetTransforms, Transform, check_transforms, template_refs
 from tuneloop.errors import BadRequest
+from tuneloop.prompt_template import PromptTemplate
+
+log = logging.getLogger("tuneloop.proxy")
 
 OPENAI_COMPATIBLE = "openai"
 # Providers reached through litellm (translated to and from the OpenAI shape).
@@ -35,6 +41,8 @@ class Target(BaseModel):
     weight: float = Field(100.0, ge=0)
     connect_timeout_s: float | None = Field(None, gt=0)
     read_timeout_s: float | None = Field(None, gt=0)
+    transforms: list[Transform] | None = Field(None, max_length=8)
+    """Applied only to requests sent to this target (proxy.transforms)."""
 
     @field_validator("provider")
     @classmethod
@@ -58,9 +66,11 @@ class RouteSpec(BaseModel):
     targets: list[Target] = Field(min_length=1, max_length=16)
     fallbacks: list[Target] = Field(default_factory=list, max_length=16)
     prompt_suffix: str | None = None
-    """Legacy-format models: appended to each prompt that does not already end with it."""
+    """Routes stored before per-target transforms (and restored by a rollback to then): the
+    separator appended to the prompts sent to every target. New routes carry a
+    `legacy_separator` transform on the target that needs it instead."""
     stop: str | list[str] | None = None
-    """Legacy-format models: the stop sequence set on requests that carry none."""
+    """Like `prompt_suffix`: the stop sequence set, for every target, on requests with none."""
     connect_timeout_s: float | None = Field(None, gt=0)
     read_timeout_s: float | None = Field(None, gt=0)
 
@@ -70,6 +80,18 @@ class RouteSpec(BaseModel):
         if sum(t.weight for t in targets) <= 0:
             raise ValueError("at least one target needs a positive weight")
         return targets
+
+    def template_refs(self) -> set[str]:
+        return {ref for target in [*self.targets, *self.fallbacks]
+                for ref in template_refs(target.transforms)}
+
+    def check(self, alias: str, templates: Mapping[str, PromptTemplate]) -> None:
+        """Refuse transforms that cannot work (unknown template, legacy on a chat target)."""
+        for kind, targets in (("targets", self.targets), ("fallbacks", self.fallbacks)):
+            for index, target in enumerate(targets):
+                if target.transforms:
+                    check_transforms(f"route {alias!r}: {kind}.{index} ({target.model})",
+                                     target.transforms, templates)
 
 
 def parse_route_table(raw: Any) -> dict[str, RouteSpec]:
@@ -95,6 +117,7 @@ class Attempt:
     role: str  # "primary", "fallback", or "default" (no alias)
     connect_timeout_s: float | None = None
     read_timeout_s: float | None = None
+    transforms: TargetTransforms | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"alias": self.alias, "target": self.target.model,
@@ -124,33 +147,63 @@ def _draw(alias: str, sticky_key: str | None) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def _resolved(alias: str, target: Target, spec: RouteSpec,
+              templates: Mapping[str, PromptTemplate]) -> TargetTransforms | None:
+    missing = [ref for ref in template_refs(target.transforms) if ref not in templates]
+    transforms = target.transforms
+    if missing:  # templates are never deleted: only a store copied without them
+        log.error("route %r: target %s names unknown templates %s; sent unstripped",
+                  alias, target.model, missing)
+        transforms = [t for t in transforms or () if t.type != "strip_template"]
+    return TargetTransforms.build([t.model_dump() for t in transforms or ()], templates,
+                                  spec.prompt_suffix, spec.stop)
+
+
+@dataclass(frozen=True)
+class _Route:
+    spec: RouteSpec
+    targets: tuple[tuple[Target, TargetTransforms | None], ...]
+    fallbacks: tuple[tuple[Target, TargetTransforms | None], ...]
+
+
 class Router:
-    """Holds the current table; replaced as a whole when routes change (no restart)."""
+    """Holds the current table; replaced as a whole when routes change (no restart).
+    `templates` resolves the `strip_template` transforms' names (frozen, so never stale)."""
 
-    def __init__(self, table: dict[str, RouteSpec] | None = None):
-        self._table: dict[str, RouteSpec] = dict(table or {})
+    def __init__(self, table: dict[str, RouteSpec] | None = None,
+                 templates: Mapping[str, PromptTemplate] | None = None):
+        self._table: dict[str, _Route] = {}
+        self.replace(dict(table or {}), templates or {})
 
-    def replace(self, table: dict[str, RouteSpec]) -> None:
-        self._table = dict(table)
+    def replace(self, table: dict[str, RouteSpec],
+                templates: Mapping[str, PromptTemplate] | None = None) -> None:
+        found = templates or {}
+        self._table = {
+            alias: _Route(spec,
+                          tuple((t, _resolved(alias, t, spec, found)) for t in spec.targets),
+                          tuple((t, _resolved(alias, t, spec, found)) for t in spec.fallbacks))
+            for alias, spec in table.items()
+        }
 
     @property
     def aliases(self) -> list[str]:
         return sorted(self._table)
 
     def plan(self, model: Any, sticky_key: str | None) -> Plan:
-        spec = self._table.get(model) if isinstance(model, str) else None
-        if spec is None:
+        route = self._table.get(model) if isinstance(model, str) else None
+        if route is None:
             return default_plan(model if isinstance(model, str) and model else "unknown")
+        spec = route.spec
         total = sum(t.weight for t in spec.targets)
         point = _draw(model, sticky_key) * total
-        chosen = spec.targets[-1]
-        for target in spec.targets:
-            if point < target.weight:
-                chosen = target
+        chosen = route.targets[-1]
+        for pair in route.targets:
+            if point < pair[0].weight:
+                chosen = pair
                 break
-            point -= target.weight
-        attempts = [Attempt(chosen, model, "primary", spec.connect_timeout_s,
-                            spec.read_timeout_s)]
-        attempts += [Attempt(t, model, "fallback", spec.connect_timeout_s, spec.read_timeout_s)
-                     for t in spec.fallbacks]
+            point -= pair[0].weight
+        attempts = [Attempt(chosen[0], model, "primary", spec.connect_timeout_s,
+                            spec.read_timeout_s, chosen[1])]
+        attempts += [Attempt(t, model, "fallback", spec.connect_timeout_s, spec.read_timeout_s,
+                             transforms) for t, transforms in route.fallbacks]
         return Plan(model, spec, tuple(attempts))

@@ -122,6 +122,7 @@ def _example(selection: ExampleSelection, row: tuple[Any, ...],
         "label": label,
         "parallel_tool_calls": parallel if isinstance(parallel, bool) else None,
         "untrainable": untrainable,
+        "endpoint": endpoint,
     }
     if conflict is not None:
         example["label_conflict"] = conflict

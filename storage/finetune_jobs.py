@@ -14,7 +14,8 @@ import orjson
 from storage.db import Connection
 from tuneloop.errors import Conflict, NotFound
 
-_MUTABLE = ("status", "fine_tuned_model", "error", "last_event_id", "curves", "finished_at")
+_MUTABLE = ("status", "fine_tuned_model", "error", "last_event_id", "curves", "finished_at",
+            "trained_tokens", "training_cost_usd")
 _JSON = ("spec", "error", "curves")
 _COLUMNS = (
     "id",
@@ -31,6 +32,8 @@ _COLUMNS = (
     "created_at",
     "updated_at",
     "finished_at",
+    "trained_tokens",
+    "training_cost_usd",
 )
 
 
@@ -62,8 +65,8 @@ def record_job(
 
 
 def update_job(con: Connection, job_id: str, **fields: Any) -> dict[str, Any]:
-    """Change what the provider reported (status, fine_tuned_model, error, finished_at), the
-    last event shown, or the loss curves."""
+    """Change what the provider reported (status, fine_tuned_model, error, finished_at,
+    trained_tokens and their cost), the last event shown, or the loss curves."""
     unknown = set(fields) - set(_MUTABLE)
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")

@@ -124,15 +124,20 @@ def forget_in_reports(con: Connection) -> int:
             "SELECT id, CAST(report AS VARCHAR) FROM eval_runs WHERE report IS NOT NULL"
     ).fetchall():
         report = orjson.loads(text)
-        differences = report.get("differences") if isinstance(report, dict) else None
-        if not isinstance(differences, list):
+        if not isinstance(report, dict):
             continue
-        kept = [d for d in differences if not _mentions(d, doomed)]
-        if len(kept) == len(differences):
+        # the judgements (every example; a judge's reasons may quote the answers) and the
+        # differences (some of the same examples)
+        gone = 0
+        for key in ("differences", "judgements"):
+            examples = report.get(key)
+            if isinstance(examples, list):
+                kept = [d for d in examples if not _mentions(d, doomed)]
+                report[key] = kept
+                gone = max(gone, len(examples) - len(kept))
+        if not gone:
             continue
-        gone = len(differences) - len(kept)
         removed += gone
-        report["differences"] = kept
         report["forgotten"] = int(report.get("forgotten") or 0) + gone
         con.execute("UPDATE eval_runs SET report = ? WHERE id = ?",
                     [orjson.dumps(report).decode(), run_id])

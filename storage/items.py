@@ -59,8 +59,8 @@ def with_review(con: Connection, items: list[dict[str, Any]]) -> list[dict[str, 
 def list_review_items(con: Connection, query: ReviewQuery, *, limit: int = 50,
                       cursor: str | None = None, compact: bool = False
                       ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of GET /admin/interactions. `compact` leaves out the logged request and
-    response (the messages carry their content)."""
+    """One page of GET /admin/interactions. `compact` leaves out the logged request, the
+    request its target received and the response (the messages carry their content)."""
     ids, next_cursor = find_ids(con, query, limit=limit, cursor=cursor)
     if not ids:
         return [], next_cursor
@@ -72,6 +72,7 @@ def list_review_items(con: Connection, query: ReviewQuery, *, limit: int = 50,
         item.pop("original", None)
         if compact:
             item.pop("request", None)
+            item.pop("sent_request", None)
             item.pop("response", None)
     return items, next_cursor
 

@@ -106,8 +106,10 @@ def promote_route(con: Connection, alias: str, build: Callable[[Spec | None], Sp
         return work()
 
 
-def rollback_route(con: Connection, alias: str, by: str | None) -> dict[str, Any]:
-    """Restore the spec in effect before the latest promotion episode not yet undone."""
+def rollback_route(con: Connection, alias: str, by: str | None,
+                   verdict: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Restore the spec in effect before the latest promotion episode not yet undone;
+    `verdict` (the canary test's statistics, when a test decided) joins the recorded detail."""
 
     def work() -> dict[str, Any]:
         episodes = open_episodes(con, alias)
@@ -121,7 +123,9 @@ def rollback_route(con: Connection, alias: str, by: str | None) -> dict[str, Any
             raise Conflict(f"{alias!r} had no route before {episode.model} was promoted: there "
                            "is no previous target to roll back to (replace the route with "
                            "PUT /admin/routes instead)")
-        detail = {"undoes": episode.first_seq, "model": episode.model}
+        detail: dict[str, Any] = {"undoes": episode.first_seq, "model": episode.model}
+        if verdict is not None:
+            detail["verdict"] = verdict
         written = _write(con, alias, episode.before, "rollback", detail, by)
         return {"alias": alias, "action": "rollback", **detail, **written,
                 "spec": episode.before, "previous": current}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,8 +17,9 @@ import pyarrow.json as pa_json
 from storage.backend import CONSTRAINT_ERRORS, staged
 from storage.backend.dialect import table_exists
 from storage.backend.pg_connection import PgConnection
+from storage.backend.pg_copy import csv_for_copy
 from storage.db import Connection
-from storage.trainable import mark_untrainable
+from storage.trainable import logged_untrainable, mark_untrainable_batch
 
 log = logging.getLogger("tuneloop.ingest")
 
@@ -50,10 +52,11 @@ INTERACTION_SCHEMA = pa.schema(
         ("metadata", pa.string()),
         ("usage_estimated", pa.bool_()),
         ("source_id", pa.string()),
+        ("sent_request", pa.string()),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(INTERACTION_SCHEMA.names)
-JSON_COLUMNS = ("route", "request", "response", "metadata")
+JSON_COLUMNS = ("route", "request", "response", "metadata", "sent_request")
 _COLUMN_SET = frozenset(COLUMNS)
 
 
@@ -142,42 +145,73 @@ def _forgotten_removed(con: Connection, table: pa.Table) -> pa.Table:
     return table.filter(pa.array(keep, pa.bool_()))
 
 
-def _copy_interactions(con: PgConnection, table: pa.Table) -> int | None:
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch with what its insert needs computed beforehand, off the write transaction
+    (the writer prepares the next batch while the database takes this one)."""
+    table: pa.Table
+    untrainable: tuple[list[str], list[str]]
+    csv: bytes | None = None
+    """Postgres COPY input of `table` (None: made at insert)."""
+
+
+def prepare_batch(table: pa.Table, *, for_postgres: bool) -> PreparedBatch:
+    return PreparedBatch(table, logged_untrainable(table),
+                         csv_for_copy(table) if for_postgres else None)
+
+
+def _copy_interactions(con: PgConnection, table: pa.Table, csv: bytes | None) -> bool:
     """Postgres: COPY the batch straight into the table (one pass over the data, instead of
-    COPY into a temporary table and INSERT ... SELECT from it), in a savepoint. None when an
+    COPY into a temporary table and INSERT ... SELECT from it), in a savepoint. False when an
     id is already there (a replayed spool segment): the caller then takes the path that
     skips those."""
     con.execute("BEGIN")
     try:
-        inserted = con.copy_rows("interactions", table)
+        con.copy_rows("interactions", table, csv)
     except CONSTRAINT_ERRORS:
         con.execute("ROLLBACK")
-        return None
+        return False
     except BaseException:
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
-    with staged(con, "_ingest_ids", table.select(["id"])):
-        # the batch's rows by key (an index scan: = ANY of an array), then the JSON checks on
-        # them alone (OFFSET 0 keeps the planner from applying those to every row first)
-        mark_untrainable(con, "(SELECT i.* FROM interactions i WHERE i.id = ANY(ARRAY("
-                              "SELECT id FROM _ingest_ids)) OFFSET 0) b")
-    return inserted
+    return True
 
 
-def insert_interactions(con: Connection, table: pa.Table) -> int:
-    """Insert a batch, ignoring ids already present (spool replay is idempotent)."""
-    table = _forgotten_removed(con, table)
-    if table.num_rows == 0:
-        return 0
-    if isinstance(con, PgConnection):
-        copied = _copy_interactions(con, table)
-        if copied is not None:
-            return copied
+def _insert_new(con: Connection, table: pa.Table, csv: bytes | None) -> pa.Table:
+    """Insert the rows whose id is not there yet; the rows inserted."""
+    if isinstance(con, PgConnection) and _copy_interactions(con, table, csv):
+        return table
     columns = ", ".join(table.schema.names)
     with staged(con, "_ingest_batch", table, like="interactions"):
         inserted = con.execute(
             f"INSERT INTO interactions ({columns}) SELECT {columns} FROM _ingest_batch "
-            "ON CONFLICT DO NOTHING RETURNING 1").fetchall()
-        mark_untrainable(con, "_ingest_batch")  # the review queue's list of answerless rows
-    return len(inserted)
+            "ON CONFLICT DO NOTHING RETURNING id").fetchall()
+    if len(inserted) == table.num_rows:
+        return table
+    return table.filter(pc.is_in(table["id"], value_set=pa.array([r[0] for r in inserted],
+                                                                 pa.string())))
+
+
+def insert_interactions(con: Connection, table: pa.Table | PreparedBatch, *,
+                        then: Callable[[Connection, pa.Table], None] | None = None) -> int:
+    """Insert a batch, ignoring ids already present (spool replay is idempotent), and list
+    its answerless rows for the review queue (`storage.trainable`, the rule computed in
+    Python, not by reading the JSON back). `then` gets the rows actually inserted, in the
+    same transaction (the writer lists them for the search indexer)."""
+    prepared = table if isinstance(table, PreparedBatch) else None
+    rows = _forgotten_removed(con, prepared.table if prepared else table)
+    if rows.num_rows == 0:
+        return 0
+    if prepared is None or rows.num_rows < prepared.table.num_rows:
+        prepared = prepare_batch(rows, for_postgres=False)
+    inserted = _insert_new(con, rows, prepared.csv)
+    ids, reasons = prepared.untrainable
+    if inserted.num_rows < rows.num_rows:  # a replay: only the rows new here
+        kept = set(inserted["id"].to_pylist())
+        pairs = [(i, r) for i, r in zip(ids, reasons, strict=True) if i in kept]
+        ids, reasons = [i for i, _ in pairs], [r for _, r in pairs]
+    mark_untrainable_batch(con, ids, reasons)  # the review queue's list of answerless rows
+    if then is not None and inserted.num_rows:
+        then(con, inserted)
+    return inserted.num_rows

@@ -130,7 +130,9 @@ CREATE TABLE public.finetune_jobs (
     curves json,
     created_at timestamp with time zone NOT NULL,
     updated_at timestamp with time zone NOT NULL,
-    finished_at timestamp with time zone
+    finished_at timestamp with time zone,
+    trained_tokens bigint,
+    training_cost_usd double precision
 );
 
 CREATE TABLE public.forgotten_users (
@@ -174,7 +176,20 @@ CREATE TABLE public.interactions (
     session_id character varying,
     metadata json,
     usage_estimated boolean,
-    source_id character varying
+    source_id character varying,
+    sent_request json
+);
+
+CREATE TABLE public.prompt_templates (
+    name character varying NOT NULL,
+    version integer NOT NULL,
+    alias character varying,
+    parts json NOT NULL,
+    share double precision,
+    tokens integer,
+    sample_size integer,
+    created_at timestamp with time zone NOT NULL,
+    created_by character varying
 );
 
 CREATE TABLE public.review_claims (
@@ -237,6 +252,10 @@ CREATE TABLE public.search_docs (
     interaction_id character varying NOT NULL,
     term_keys bigint[] NOT NULL,
     term_fields smallint[] NOT NULL
+);
+
+CREATE TABLE public.search_pending (
+    interaction_id character varying NOT NULL
 );
 
 CREATE TABLE public.search_terms (
@@ -304,6 +323,9 @@ ALTER TABLE ONLY public.interaction_tags
 ALTER TABLE ONLY public.interactions
     ADD CONSTRAINT interactions_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.prompt_templates
+    ADD CONSTRAINT prompt_templates_pkey PRIMARY KEY (name, version);
+
 ALTER TABLE ONLY public.review_claims
     ADD CONSTRAINT review_claims_pkey PRIMARY KEY (interaction_id);
 
@@ -322,6 +344,9 @@ ALTER TABLE ONLY public.routes
 ALTER TABLE ONLY public.search_docs
     ADD CONSTRAINT search_docs_pkey PRIMARY KEY (interaction_id);
 
+ALTER TABLE ONLY public.search_pending
+    ADD CONSTRAINT search_pending_pkey PRIMARY KEY (interaction_id);
+
 ALTER TABLE ONLY public.search_words
     ADD CONSTRAINT search_words_pkey PRIMARY KEY (word);
 
@@ -334,6 +359,10 @@ CREATE INDEX interactions_by_time ON public.interactions USING btree (created_at
 
 CREATE INDEX interactions_by_user ON public.interactions USING btree (user_id);
 
+CREATE INDEX search_terms_by_interaction ON public.search_terms USING btree (interaction_id);
+
 CREATE INDEX search_terms_by_term ON public.search_terms USING btree (term_key, interaction_id) INCLUDE (fields);
+
+CREATE INDEX search_words_by_interaction ON public.search_words USING btree (interaction_id);
 
 CREATE INDEX search_words_by_prefix ON public.search_words USING btree (word text_pattern_ops);

@@ -140,6 +140,8 @@ CREATE TABLE finetune_jobs (
     created_at TIMESTAMP WITH TIME ZONE NOT NULL,
     updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
     finished_at TIMESTAMP WITH TIME ZONE,
+    trained_tokens BIGINT,
+    training_cost_usd DOUBLE,
     PRIMARY KEY (id)
 );
 
@@ -187,7 +189,21 @@ CREATE TABLE interactions (
     metadata JSON,
     usage_estimated BOOLEAN,
     source_id VARCHAR,
+    sent_request JSON,
     PRIMARY KEY (id)
+);
+
+CREATE TABLE prompt_templates (
+    name VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    alias VARCHAR,
+    parts JSON NOT NULL,
+    share DOUBLE,
+    tokens INTEGER,
+    sample_size INTEGER,
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    created_by VARCHAR,
+    PRIMARY KEY (name, version)
 );
 
 CREATE TABLE review_claims (
@@ -248,6 +264,11 @@ CREATE TABLE search_docs (
     interaction_id VARCHAR NOT NULL,
     term_keys BIGINT[] NOT NULL,
     term_fields UTINYINT[] NOT NULL,
+    PRIMARY KEY (interaction_id)
+);
+
+CREATE TABLE search_pending (
+    interaction_id VARCHAR NOT NULL,
     PRIMARY KEY (interaction_id)
 );
 

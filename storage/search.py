@@ -14,6 +14,12 @@ when it holds every term of the query in the searched fields (`q_in`):
 The rarest term (estimated on the newest postings) drives the search: its postings give
 candidates newest first; the other terms are checked on those candidates only, through the
 per-interaction term keys.
+
+The index is written by a background indexer (storage.search_queue), a moment after ingest.
+The interactions ingested and not yet indexed (the newest TAIL_ROWS of them) are tokenized at
+query time and matched too, so a row is found as soon as it is ingested. Beyond that (the
+indexer far behind: `tuneloop_search_index_lag_rows` in /metrics), the older unindexed rows
+are found once indexed; a prefix (`refu*`) finds an unindexed row by the words already seen.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.lookup import ids_condition
-from storage.search_index import FIELD_BITS
+from storage.search_index import FIELD_BITS, batch_forward_index, pending_rows
 from storage.search_text import grams, stems, term_key, tokenize
 from tuneloop.errors import BadRequest
 
@@ -35,6 +41,7 @@ MIN_PREFIX = 2
 MAX_PREFIX_WORDS = 1000
 SAMPLE_POSTINGS = 2_000_000
 SAMPLE_DOCS = 30_000  # on Postgres: the sample is the postings of the newest interactions
+TAIL_ROWS = 500  # the newest interactions not yet indexed, matched at query time
 SCOPES = {
     "conversation": FIELD_BITS["user"] | FIELD_BITS["answer"],
     "answers": FIELD_BITS["answer"],
@@ -144,6 +151,7 @@ class TermSearch:
         driver = rarest(con, groups, self.bits)
         self.driver = groups[driver]
         self.others = [g for n, g in enumerate(groups) if n != driver]
+        self.tail = unindexed_matches(con, groups, self.bits)
 
     def candidates(self, con: Connection, before: str | None,
                    count: int) -> tuple[list[str], str | None]:
@@ -165,6 +173,10 @@ class TermSearch:
         ids = list(dict.fromkeys(r[0] for r in rows))  # an edit may add a second posting
         if ids and self.others:
             ids = self._with_other_terms(con, ids)
+        tail = [i for i in self.tail if (before is None or i < before)
+                and (next_before is None or i >= next_before)]
+        if tail:
+            ids = sorted({*ids, *tail}, reverse=True)
         return ids, next_before
 
     def _with_other_terms(self, con: Connection, ids: list[str]) -> list[str]:
@@ -176,3 +188,21 @@ class TermSearch:
             held[item] = {k for k, f in zip(keys, fields, strict=True) if f & self.bits}
         return [i for i in ids if i in held
                 and all(not held[i].isdisjoint(group) for group in self.others)]
+
+
+def unindexed_matches(con: Connection, groups: Sequence[frozenset[int]],
+                      bits: int) -> list[str]:
+    """The ids of the newest interactions not indexed yet that hold every group's terms in
+    the fields `bits`, newest first (tokenized here: the tail is small)."""
+    batch = pending_rows(con, TAIL_ROWS, newest=True)
+    if batch.num_rows == 0:
+        return []
+    docs = batch_forward_index(batch).docs
+    found = []
+    for item, keys, fields in zip(docs["interaction_id"].to_pylist(),
+                                  docs["term_keys"].to_pylist(),
+                                  docs["term_fields"].to_pylist(), strict=True):
+        held = {k for k, f in zip(keys, fields, strict=True) if f & bits}
+        if all(not held.isdisjoint(group) for group in groups):
+            found.append(item)
+    return sorted(found, reverse=True)

@@ -8,8 +8,10 @@ search can leave out the system prompt every item shares, or look at the answers
 - user: user, tool and function messages (what the app sent besides its instructions);
 - answer: assistant messages (the answer, earlier assistant turns, tool calls, alternatives).
 
-Three tables, written inside the ingest transaction by `index_batch` (a `LogWriter` hook), so
-they are never behind the interactions table (schema: migration 35):
+Three tables (schema: migration 35), written by the background indexer (storage.search_queue)
+from the list of interactions ingested and not yet indexed (`search_pending`, migration 46:
+`queue_for_index` adds to it in the ingest transaction; `store_claimed` takes from it in the
+transaction that writes the terms), or by `index_batch` in the caller's transaction:
 
 - `search_terms` (term_key BIGINT, interaction_id, fields UTINYINT): one row per distinct term
   of an interaction, with the fields it occurs in as bits (FIELD_BITS). Rows arrive in ingest
@@ -40,10 +42,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.backend import staged
+from storage.backend.dialect import table_exists
 from storage.compute_worker import ComputeWorker
 from storage.db import Connection
-from storage.messages import Message, is_reviewable, message_text, messages_of
+from storage.messages import (
+    REVIEWABLE_ENDPOINTS,
+    Message,
+    is_reviewable,
+    message_text,
+    messages_of,
+)
 from storage.search_text import terms
+from storage.transaction import transaction
 
 log = logging.getLogger("tuneloop.search")
 
@@ -205,6 +215,7 @@ def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, An
     """Add the terms (or fields of terms) of an edited message list that the interaction was
     not indexed with."""
     forward = forward_index([interaction_id], [message_fields(messages)])
+    index_pending_now(con, [interaction_id])  # the logged text first, when not indexed yet
     rows = con.execute("SELECT term_keys, term_fields FROM search_docs WHERE interaction_id = ?",
                        [interaction_id]).fetchall()
     if not rows:
@@ -227,6 +238,70 @@ def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, An
             [list(added), [interaction_id] * len(added), list(added.values())],
             schema=TERMS_SCHEMA))
     _insert(con, "search_words", forward.words)
+
+
+PENDING = "search_pending"
+
+
+def queue_for_index(con: Connection, batch: pa.Table) -> None:
+    """List the reviewable interactions of a batch just inserted as not yet indexed (in the
+    ingest transaction: an interaction is in the index or on the list, never neither)."""
+    reviewable = pc.fill_null(pc.is_in(batch["endpoint"],
+                                       value_set=pa.array(REVIEWABLE_ENDPOINTS)), False)
+    ids = pc.filter(batch["id"], reviewable).to_pylist()
+    if ids and table_exists(con, PENDING):
+        con.execute(f"INSERT INTO {PENDING} (interaction_id) SELECT unnest(?::VARCHAR[]) "
+                    "ON CONFLICT DO NOTHING", [ids])
+
+
+def pending_rows(con: Connection, limit: int, *, newest: bool = False,
+                 ids: Sequence[str] | None = None) -> pa.Table:
+    """Up to `limit` interactions not yet indexed (BATCH_COLUMNS; oldest first, or newest),
+    or those of `ids` that are. A listed id whose interaction is gone comes with a NULL
+    endpoint: claiming it drops it from the list."""
+    if not table_exists(con, PENDING):
+        return pa.table({c: pa.array([], pa.string()) for c in BATCH_COLUMNS})
+    where, params = ("", []) if ids is None else \
+        ("WHERE p.interaction_id = ANY(?::VARCHAR[]) ", [list(ids)])
+    rows = con.execute(
+        "SELECT p.interaction_id, i.endpoint, CAST(i.request AS VARCHAR), "
+        f"CAST(i.response AS VARCHAR) FROM {PENDING} p LEFT JOIN interactions i "
+        f"ON i.id = p.interaction_id {where}ORDER BY p.interaction_id "
+        f"{'DESC' if newest else 'ASC'} LIMIT ?", [*params, limit]).fetchall()
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(BATCH_COLUMNS)
+    return pa.table([pa.array(list(c), pa.string()) for c in columns], names=BATCH_COLUMNS)
+
+
+def store_claimed(con: Connection, forward: ForwardIndex, ids: Sequence[str]) -> int:
+    """Take `ids` off the not-yet-indexed list and write the forward index of those this
+    call took (another replica may have indexed some, `forget` deleted others meanwhile), in
+    one transaction: a crash leaves them listed and unindexed, never half. Answers how many
+    were taken."""
+    with transaction(con):
+        return _claim_and_store(con, forward, ids)
+
+
+def _claim_and_store(con: Connection, forward: ForwardIndex, ids: Sequence[str]) -> int:
+    claimed = [r[0] for r in con.execute(
+        f"DELETE FROM {PENDING} WHERE interaction_id = ANY(?::VARCHAR[]) "
+        "RETURNING interaction_id", [list(ids)]).fetchall()]
+    if not claimed:
+        return 0
+    if len(claimed) < len(ids):
+        taken = pa.array(claimed, pa.string())
+        forward = ForwardIndex(
+            forward.docs.filter(pc.is_in(forward.docs["interaction_id"], value_set=taken)),
+            forward.words.filter(pc.is_in(forward.words["interaction_id"], value_set=taken)))
+    store_forward_index(con, forward)
+    return len(claimed)
+
+
+def index_pending_now(con: Connection, ids: Sequence[str]) -> None:
+    """Index those of `ids` not indexed yet, here and now, in the caller's transaction (an
+    edit needs the logged terms)."""
+    batch = pending_rows(con, len(ids), ids=ids)
+    if batch.num_rows:
+        _claim_and_store(con, batch_forward_index(batch), batch["id"].to_pylist())
 
 
 def backfill(con: Connection, chunk_rows: int = 5000) -> int:

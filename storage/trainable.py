@@ -19,9 +19,12 @@ that approval then refuses with the reason, never the other way round.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage.backend.dialect import DuckDialect, Path, dialect_of, table_exists
 from storage.db import Connection
@@ -141,6 +144,77 @@ def mark_untrainable(con: Connection, source: str) -> None:
         f"ELSE 'no_answer' END FROM (SELECT id, endpoint, status_code, finish, {parts} "
         f"FROM {source} WHERE endpoint IN ({reviewable}) {readable}) i "
         f"WHERE NOT {logged_trainable_sql(d, 'i', names)} ON CONFLICT DO NOTHING")
+
+
+_NON_BLANK = re.compile(r"[^\s]")
+
+
+def _json_text(value: Any) -> bool:
+    """`_text` of the SQL rule: a string with a non-whitespace character, or a non-empty
+    array of parts."""
+    if isinstance(value, str):
+        return _NON_BLANK.search(value) is not None
+    return isinstance(value, list) and len(value) > 0
+
+
+def _first_choice(parsed: Any) -> Any:
+    choices = parsed.get("choices") if isinstance(parsed, dict) else None
+    return choices[0] if isinstance(choices, list) and choices else None
+
+
+def logged_answer(endpoint: str | None, response: str | None) -> bool:
+    """`_logged_answer_sql` in Python, on the response's JSON text."""
+    try:
+        parsed = orjson.loads(response) if response is not None else None
+    except orjson.JSONDecodeError:
+        return False
+    if endpoint == "chat.completions":
+        choice = _first_choice(parsed)
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            return False
+        tool_calls = message.get("tool_calls")
+        return (_json_text(message.get("content"))
+                or (isinstance(tool_calls, list) and len(tool_calls) > 0)
+                or isinstance(message.get("function_call"), dict))
+    if endpoint == "completions":
+        choice = _first_choice(parsed)
+        return isinstance(choice, dict) and _json_text(choice.get("text"))
+    if endpoint == "responses":
+        output = parsed.get("output") if isinstance(parsed, dict) else None
+        return isinstance(output, list) and len(output) > 0
+    return False
+
+
+def logged_untrainable(batch: pa.Table) -> tuple[list[str], list[str]]:
+    """The rule of `mark_untrainable` on a batch before it is inserted (no JSON read back in
+    SQL: at ingest that was a quarter of the insert on Postgres): the ids of the reviewable
+    rows without a final answer as logged, and the reason of each."""
+    reviewable = pc.is_in(batch["endpoint"], value_set=pa.array(REVIEWABLE_ENDPOINTS))
+    rows = batch.select(["id", "endpoint", "status_code", "finish", "response"]).filter(
+        pc.fill_null(reviewable, False))
+    ids: list[str] = []
+    reasons: list[str] = []
+    for id_, endpoint, status_code, finish, response in zip(
+            *(column.to_pylist() for column in rows.columns), strict=True):
+        if (status_code or 0) >= 400 or finish == "upstream_error":
+            reason = "upstream_error"
+        elif finish in UNFINISHED:
+            reason = finish
+        elif logged_answer(endpoint, response):
+            continue
+        else:
+            reason = "no_answer"
+        ids.append(id_)
+        reasons.append(reason)
+    return ids, reasons
+
+
+def mark_untrainable_batch(con: Connection, ids: list[str], reasons: list[str]) -> None:
+    """`mark_untrainable` for rows just inserted, with what `logged_untrainable` found."""
+    if ids and table_exists(con, "untrainable"):
+        con.execute("INSERT INTO untrainable (interaction_id, reason) SELECT unnest(?::VARCHAR[]), "
+                    "unnest(?::VARCHAR[]) ON CONFLICT DO NOTHING", [ids, reasons])
 
 
 def _mark_escaped_nul_rows(con: Connection, source: str, reviewable: str) -> None:

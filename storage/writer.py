@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,12 @@ import pyarrow as pa
 from storage.backend import VALUE_ERRORS
 from storage.db import Connection
 from storage.records import (
+    PreparedBatch,
     arrow_from_segment,
     encode_record,
     insert_interactions,
     parse_lines,
+    prepare_batch,
     to_arrow,
 )
 from storage.spool import Spool
@@ -39,6 +42,9 @@ IngestHook = Callable[[Connection, pa.Table], None]
 """Runs inside the ingest transaction with the batch just inserted (e.g. to index its text).
 A hook that also has `compute(batch) -> Callable[[Connection], None]` has that called before
 the transaction (its CPU work off the write lock), and the function it returns in it."""
+InsertedHook = Callable[[Connection, pa.Table], None]
+"""Runs inside the ingest transaction with the rows of a batch actually inserted (a replayed
+id or a forgotten user's row is not): e.g. list them for the background search indexer."""
 PrepareStep = Callable[[pa.Table], pa.Table]
 """Fills derived columns of a batch before it is inserted (e.g. estimated stream usage)."""
 
@@ -47,7 +53,9 @@ PrepareStep = Callable[[pa.Table], pa.Table]
 class _Ready:
     segment: Path
     data: bytes
-    batches: list[pa.Table]
+    batches: list[Future[PreparedBatch]]
+    """Each batch prepared (storage.records.prepare_batch) on the writer's preparing thread:
+    the next one while the database takes this one."""
     writes: list[list[Callable[[Connection], None]]]
 
 
@@ -70,6 +78,8 @@ class LogWriter:
         interval_s: float = 0.2,
         hooks: Sequence[IngestHook] = (),
         prepare: PrepareStep | None = None,
+        after_insert: InsertedHook | None = None,
+        on_ingested: Callable[[int], None] | None = None,
     ):
         self.db = db
         self.spool = spool
@@ -77,6 +87,8 @@ class LogWriter:
         self.interval_s = interval_s
         self.hooks = list(hooks)
         self.prepare = prepare
+        self.after_insert = after_insert
+        self.on_ingested = on_ingested
         self.stats = WriterStats()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -87,6 +99,8 @@ class LogWriter:
         self._oldest_sealed: float | None = time.time() if spool.size_bytes else None
         self._last_loud_log = 0.0
         self._ingesting = asyncio.Lock()
+        self._for_postgres = db.dialect == "postgres"
+        self._preparing = ThreadPoolExecutor(1, thread_name_prefix="ingest-prepare")
 
     # -- request path ---------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> bool:
@@ -125,6 +139,7 @@ class LogWriter:
             self._wake.clear()
             try:
                 await self.ingest_pending()
+                self.stats.last_error = None  # /healthz: the latest attempt succeeded
                 backoff = self.interval_s
             except Exception as exc:  # storage failures must never reach requests
                 self.stats.failures += 1
@@ -146,15 +161,31 @@ class LogWriter:
             self._oldest_pending = None  # records spooled from here on start a new age
         self.spool.seal()
         total = 0
-        for segment in self.spool.sealed():
-            # parsing and the hooks' computing happen here, off the write: on Postgres a write
-            # holds the lock every replica's writes wait for
-            ready = await asyncio.to_thread(self._ready_segment, segment)
-            total += await self.db.write(functools.partial(self._ingest_segment, ready=ready))
-            self.spool.consume(segment)
+        segments = self.spool.sealed()
+        # segment n+1 is parsed and prepared while segment n is written: on Postgres the
+        # database's work and ours then overlap (a write holds the lock every replica's
+        # writes wait for, so nothing that can happen before it happens in it)
+        following: asyncio.Future[_Ready] | None = None
+        try:
+            for n, segment in enumerate(segments):
+                ready = await (following if following is not None else
+                               asyncio.to_thread(self._ready_segment, segment))
+                following = None
+                if n + 1 < len(segments):
+                    following = asyncio.ensure_future(
+                        asyncio.to_thread(self._ready_segment, segments[n + 1]))
+                total += await self.db.write(functools.partial(self._ingest_segment,
+                                                               ready=ready))
+                self.spool.consume(segment)
+        finally:
+            if following is not None:  # a write failed: the next segment waits its turn
+                with contextlib.suppress(Exception):
+                    await following
         self._oldest_sealed = None  # every sealed segment is in (a failure raised above)
         self.stats.ingested += total
         self.stats.last_ingest_at = time.time()
+        if total and self.on_ingested is not None:
+            self.on_ingested(total)
         return total
 
     def _ready_segment(self, segment: Path) -> _Ready:
@@ -170,7 +201,9 @@ class LogWriter:
         batches = [table.slice(start, self.batch_rows)
                    for start in range(0, table.num_rows, self.batch_rows)]
         writes = [[self._computed(hook, batch) for hook in self.hooks] for batch in batches]
-        return _Ready(segment, data, batches, writes)
+        prepared = [self._preparing.submit(prepare_batch, batch, for_postgres=self._for_postgres)
+                    for batch in batches]
+        return _Ready(segment, data, prepared, writes)
 
     @staticmethod
     def _computed(hook: IngestHook, batch: pa.Table) -> Callable[[Connection], None]:
@@ -189,7 +222,8 @@ class LogWriter:
             con.execute("BEGIN TRANSACTION")
             try:
                 for batch, writes in zip(ready.batches, ready.writes, strict=True):
-                    inserted += insert_interactions(con, batch)
+                    inserted += insert_interactions(con, batch.result(),
+                                                    then=self.after_insert)
                     for write in writes:
                         write(con)
                 con.execute("COMMIT")
@@ -225,7 +259,7 @@ class LogWriter:
         try:
             for start in range(0, table.num_rows, self.batch_rows):
                 batch = table.slice(start, self.batch_rows)
-                inserted += insert_interactions(con, batch)
+                inserted += insert_interactions(con, batch, then=self.after_insert)
                 for hook in self.hooks:
                     hook(con, batch)
             con.execute("COMMIT")
@@ -252,4 +286,5 @@ class LogWriter:
         except Exception as exc:
             log.error("could not drain the spool at shutdown (it is replayed at next start): %s",
                       exc)
+        self._preparing.shutdown(wait=False, cancel_futures=True)
         self.spool.close()

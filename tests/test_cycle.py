@@ -50,7 +50,8 @@ def config(tmp_path: Path, **sections: dict[str, Any]) -> CycleConfig:
         "finetune": {"base_model": "gpt-4o-mini-2024-07-18", "suffix": "support",
                      "poll_seconds": 0.02, "hyperparameters": {"n_epochs": 2}},
         "evaluate": {"margin": 0.1},
-        "canary": {"percent": 50, "min_requests": 5, "min_feedback": 3},
+        "canary": {"percent": 50, "min_requests": 5, "min_feedback": 3,
+                   "bad_error_rate_increase": 0.3},
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values} if isinstance(values, dict) else values
@@ -104,6 +105,7 @@ margin = 0.5
 [canary]
 percent = 50
 min_requests = 5
+bad_error_rate_increase = 0.3
 """)
     env = {"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN, "TUNELOOP_API": loop.url}
     args = ["--db", str(tmp_path / "cli.duckdb"), "cycle", "--config", str(toml)]
@@ -245,8 +247,8 @@ def test_unhealthy_canary_is_rolled_back(loop: ProxyServer, tmp_path: Path) -> N
     assert {rows[i] for i in ids} == {CURRENT, model}
     second = run(loop, cfg)
     assert second.run["outcome"] == "rolled_back"
-    assert "mean feedback" in loop.admin().cycle_run(second.run["id"])["steps"][-1][
-        "detail"]["reasons"][0]
+    assert loop.admin().cycle_run(second.run["id"])["steps"][-1]["detail"]["reasons"][0] \
+        .startswith("thumbs_down")
     assert loop.admin().routes()[ALIAS] == original
     mark = len(loop.upstream.state.requests)
     send(loop, 6, start=50)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
 import yaml
 
+from exporter.canary_stats import SprtParams, sprt
+from exporter.cycle_canary import judge_canary
 from exporter.cycle_config import CanaryConfig, parse_cycle_config
-from exporter.cycle_steps import training_cost, unhealthy
+from exporter.cycle_steps import training_cost
 from tuneloop.commands.cycle import parse_interval
 from tuneloop.errors import ConfigError
 
@@ -64,17 +69,58 @@ def test_training_cost_follows_the_epochs_of_the_job() -> None:
     assert training_cost(unknown, {"n_epochs": 2}) is None
 
 
-def row(requests: int, errors: int, feedback: float | None = None, count: int = 0) -> dict:
+def row(requests: int, errors: int, rated: int = 0, down: int = 0) -> dict[str, Any]:
     return {"requests": requests, "errors": errors, "error_rate": errors / requests,
-            "feedback_mean": feedback, "feedback_count": count}
+            "rated_requests": rated, "thumbs_down": down}
+
+
+def test_sprt_bounds_and_decisions() -> None:
+    params = SprtParams(alpha=0.05, beta=0.2, tolerance=0.01, bad=0.05)
+    assert params.upper == pytest.approx(math.log(0.8 / 0.05))
+    assert params.lower == pytest.approx(math.log(0.2 / 0.95))
+    # 30% errors against a clean baseline: worse after a handful of requests
+    assert sprt("errors", 10, 3, 90, 0, params).decision == "worse"
+    # clean against clean: no worse once ~40 canary requests are in, undecided before
+    assert sprt("errors", 20, 0, 180, 0, params).decision == "continue"
+    assert sprt("errors", 60, 0, 540, 0, params).decision == "not_worse"
+    # an even canary (10% against 10%) stays undecided for a while
+    assert sprt("errors", 40, 4, 360, 36, params).decision == "continue"
+    with pytest.raises(ValueError):
+        sprt("errors", 5, 6, 10, 0, params)
 
 
 def test_canary_verdict() -> None:
-    cfg = CanaryConfig(max_error_rate_increase=0.01, max_feedback_drop=0.1, min_feedback=5)
-    assert unhealthy(row(100, 1), row(900, 9), cfg) == []
-    [reason] = unhealthy(row(100, 5), row(900, 9), cfg)
-    assert reason.startswith("error rate 0.050")
-    assert unhealthy(row(100, 0, -0.5, 4), row(900, 0, 0.5, 50), cfg) == []  # too few scores
-    [reason] = unhealthy(row(100, 0, 0.2, 5), row(900, 0, 0.5, 50), cfg)
-    assert reason.startswith("mean feedback")
-    assert unhealthy(row(100, 0, 0.45, 5), row(900, 0, 0.5, 50), cfg) == []
+    cfg = CanaryConfig(min_requests=50, min_feedback=5)
+    week = timedelta(days=7)
+    bad = judge_canary(row(10, 3), row(90, 0), cfg, timedelta(0))
+    assert bad.verdict == "rollback" and bad.reasons[0].startswith("errors 3/10")
+    assert judge_canary(row(60, 0), row(540, 0), cfg, week).verdict == "promote"
+    early = judge_canary(row(45, 0), row(540, 0), cfg, week)  # no worse, short of min_requests
+    assert early.verdict == "continue" and "45 of 50 requests" in early.reasons[0]
+    young = CanaryConfig(min_requests=0, min_age_minutes=30)
+    assert judge_canary(row(60, 0), row(540, 0), young, timedelta(minutes=5)).verdict \
+        == "continue"
+    # users hate it: the thumbs-down test rolls it back once it counts (min_feedback)
+    hated = judge_canary(row(60, 0, 8, 8), row(540, 0, 80, 4), cfg, week)
+    assert hated.verdict == "rollback" and hated.reasons[0].startswith("thumbs_down 8/8")
+    assert judge_canary(row(60, 0, 4, 4), row(540, 0, 80, 4), cfg, week).verdict == "promote"
+    # with feedback that counts, promotion waits for the thumbs-down test too
+    assert judge_canary(row(60, 0, 6, 1), row(540, 0, 80, 4), cfg, week).verdict == "continue"
+    record = bad.to_json()
+    assert record["test"] == "sprt" and record["tests"][0]["metric"] == "errors"
+
+
+def test_effect_sizes_must_be_ordered() -> None:
+    with pytest.raises(ConfigError, match="bad_error_rate_increase"):
+        parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
+                            "finetune": {"base_model": "m"},
+                            "canary": {"max_error_rate_increase": 0.1,
+                                       "bad_error_rate_increase": 0.05}})
+
+
+def test_a_replaced_canary_setting_says_what_replaced_it() -> None:
+    with pytest.raises(ConfigError, match=r"canary: max_feedback_drop is no longer used: .*"
+                                          r"bad_thumbs_down_increase"):
+        parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
+                            "finetune": {"base_model": "m"},
+                            "canary": {"max_feedback_drop": 0.1}})

@@ -106,7 +106,9 @@ def test_retries_429_and_5xx_with_backoff_then_records_failures(
     assert report.differences[0]["candidate"]["error"].startswith("gave up after 3 attempts")
 
 
-def test_legacy_models_get_the_separator_and_stop(proxy: ProxyServer, tmp_path: Path) -> None:
+def test_a_legacy_candidate_gets_the_separator_and_stop_and_the_baseline_the_app_prompt(
+    proxy: ProxyServer, tmp_path: Path,
+) -> None:
     data = make_export(tmp_path / "legacy", format=FormatOptions("legacy"),
                        base_model="davinci-002")
     proxy.upstream.state.model_replies["davinci-002"] = " no idea"
@@ -114,8 +116,14 @@ def test_legacy_models_get_the_separator_and_stop(proxy: ProxyServer, tmp_path: 
                       EvalOptions("ft:davinci-002:acme::v1", "davinci-002", scorer="exact"),
                       api_key=UPSTREAM_KEY)
     sent = [r.json for r in proxy.upstream.state.requests if r.path == "/v1/completions"]
-    assert sent and all(b["prompt"].endswith("\n\n###\n\n") and b["stop"] == "###"
-                        and b["max_tokens"] > 16 for b in sent)
+    candidate = [b for b in sent if b["model"] == "ft:davinci-002:acme::v1"]
+    assert candidate and all(b["prompt"].endswith("\n\n###\n\n") and b["stop"] == "###"
+                             and b["max_tokens"] > 16 for b in candidate)
+    # the current model gets the app's prompt as sent, as its route target does
+    baseline = [b for b in sent if b["model"] == "davinci-002"]
+    assert len(baseline) == len(candidate)
+    assert all("###" not in b["prompt"] and "stop" not in b and b["max_tokens"] > 16
+               for b in baseline)
     assert report.models["candidate"]["score"] == 1.0 and report.margin == 1.0
 
 

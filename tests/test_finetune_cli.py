@@ -103,6 +103,9 @@ def test_finetune_wait_succeeds_and_records_job_events_and_curves(
     assert record["fine_tuned_model"].startswith(f"ft:{MODEL}:tuneloop-fake:support:")
     assert record["method"] == "supervised" and record["spec"]["suffix"] == "support"
     assert record["finished_at"] and record["last_event_id"] == fake.events[-1]["id"]
+    # what training cost, for `tuneloop savings`' break-even: all epochs at $3.00 per 1M
+    assert record["trained_tokens"] == fake.tokens * 2 > 0
+    assert record["training_cost_usd"] == pytest.approx(fake.tokens * 2 * 3.00 / 1e6)
     assert record["curves"]["steps"] == list(range(1, 11))
     assert record["curves"]["valid_loss"][-1] == pytest.approx(2.0 / 11 + 0.15, abs=1e-4)
     events = proxy.admin(REVIEWER_TOKEN).job_events(job_id)["events"]

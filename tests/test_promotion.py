@@ -101,7 +101,7 @@ def test_what_cannot_be_promoted_or_rolled_back(proxy: ProxyServer) -> None:
     admin = proxy.admin()
     with pytest.raises(NotFound):
         admin.rollback("nobody")
-    with pytest.raises(Conflict, match="promote fully"):
+    with pytest.raises(Conflict, match="has no route yet"):
         admin.promote("new-bot", FT, canary=10)
     created = admin.promote("new-bot", FT)
     assert created["previous"] is None and created["spec"]["targets"][0]["model"] == FT

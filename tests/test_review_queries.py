@@ -172,7 +172,7 @@ def test_upgrade_indexes_interactions_logged_before_the_index(tmp_path: Path) ->
     con = connect(path)
     migrate(con, up_to=3)  # rows as that version logged them, without later columns
     insert_interactions(con, to_arrow(synthetic(20, random.Random(1))).drop_columns(
-        ["usage_estimated", "source_id"]))
+        ["usage_estimated", "source_id", "sent_request"]))
     con.close()
     con = connect(path)
     assert 13 in migrate(con)

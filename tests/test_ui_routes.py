@@ -28,7 +28,7 @@ def routes_page(proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.delenv("TUNELOOP_ADMIN_TOKEN", raising=False)
     monkeypatch.delenv("TUNELOOP_UI_ADMIN_TOKEN", raising=False)
     proxy.admin().put_routes({"support-bot": {"targets": [{"model": "gpt-4o-mini"}]}})
-    proxy.admin().promote("support-bot", FT, canary=10)
+    proxy.admin().promote("support-bot", FT, canary=10, stop="###")
 
     def open_page(*, ui_admin_token: str | None = None) -> AppTest:
         if ui_admin_token:
@@ -59,6 +59,7 @@ def test_routes_page_shows_shares_health_and_history_read_only(
     table = at.dataframe[0].value
     assert list(table["alias"]) == ["support-bot"]
     assert table["targets"][0] == f"gpt-4o-mini 90%, {FT} 10%"
+    assert table["transforms"][0] == f"{FT}: stop"  # the candidate's only
     health = at.dataframe[1].value
     assert health["requests"].sum() == 1 and set(health["role"]) == {"target"}
     history = at.dataframe[2].value
@@ -82,3 +83,22 @@ def test_rollback_button_with_the_admin_token(routes_page: Callable[..., AppTest
     assert proxy.admin().route_history("support-bot")[0]["changed_by"] == "ui:ann"
     rollback(at).click().run()  # type: ignore[attr-defined]
     assert any("Rollback refused" in e.value for e in at.error)
+
+
+def test_routes_page_lists_the_frozen_prompt_templates(routes_page: Callable[..., AppTest],
+                                                       proxy: ProxyServer) -> None:
+    at = routes_page()
+    assert any("None frozen yet" in c.value for c in at.caption)
+    admin = proxy.admin()
+    parts = {"system_prompt": "You are Acme's bot.",
+             "few_shot": [{"role": "user", "content": "hi"},
+                          {"role": "assistant", "content": "hello"}],
+             "user_suffix": "\nAnswer briefly."}
+    admin.freeze_template("support-bot", parts, alias="support-bot", share=0.8333, tokens=57)
+    admin.freeze_template("support-bot", {"system_prompt": "Short."}, alias="support-bot")
+    at = routes_page()
+    table = next(d.value for d in at.dataframe if "template" in d.value.columns)
+    assert list(table["template"]) == ["support-bot-v2", "support-bot-v1"]
+    first = table[table["template"] == "support-bot-v1"].iloc[0]
+    assert first["share %"] == 83.3 and first["tokens"] == 57
+    assert first["parts"] == "system prompt (19 chars), 2 few-shot turns, user suffix"

@@ -47,3 +47,30 @@ def test_the_lag_counts_from_the_oldest_record_not_yet_ingested(tmp_path: Path) 
     finally:
         db.close()
     assert 0 < lag <= bound  # record 2's age, not record 1's
+
+
+def test_the_last_ingest_error_is_cleared_by_a_success(tmp_path: Path) -> None:
+    """/healthz says "degraded" while `last_error` is set: a recovered store must clear it."""
+    db = open_store(tmp_path / "t.duckdb")
+    migrate_store(db)
+    spool = Spool(tmp_path / "spool", max_bytes=1_000_000)
+
+    async def run() -> tuple[str | None, str | None]:
+        writer = LogWriter(db, spool, interval_s=0.01)
+        writer.inject_failure(0.3)
+        writer.log(record(1))
+        writer.start()
+        while writer.stats.last_error is None:  # the injected fault, seen once at least
+            await asyncio.sleep(0.01)
+        failed = writer.stats.last_error
+        while writer.stats.ingested == 0:  # the fault is over: the record goes in
+            await asyncio.sleep(0.01)
+        await writer.close()
+        return failed, writer.stats.last_error
+
+    try:
+        failed, after = asyncio.run(run())
+    finally:
+        db.close()
+    assert failed is not None and "injected" in failed
+    assert after is None

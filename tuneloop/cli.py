@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tuneloop.client import ServerUnreachable
+from tuneloop.commands.checkpoints import checkpoints
 from tuneloop.commands.common import (
+    admin_token,
     api_option,
     domain_errors,
     err_console,
@@ -26,10 +28,12 @@ from tuneloop.commands.finetune import finetune, jobs
 from tuneloop.commands.governance import compact, forget, retention
 from tuneloop.commands.migrate_store import migrate_store
 from tuneloop.commands.promote import promote, rollback
+from tuneloop.commands.savings import savings
 from tuneloop.commands.synthesize import synthesize
+from tuneloop.commands.templates import templates
 from tuneloop.commands.ui import ui
 from tuneloop.config import load_settings
-from tuneloop.errors import ConfigError
+from tuneloop.errors import ConfigError, StorageError, Unauthorized
 from tuneloop.sql_print import print_answer
 
 if TYPE_CHECKING:
@@ -115,18 +119,26 @@ def sql(ctx: click.Context, query: str, api: str | None, output: str, max_rows: 
     try:
         with make_client(ctx, api) as client:
             result = client.sql(query, max_rows)
+    except Unauthorized as exc:
+        if admin_token(settings) is not None:
+            raise
+        raise Unauthorized(f"{exc.message}; no token was found: TUNELOOP_ADMIN_TOKEN and "
+                           "TUNELOOP_REVIEWER_TOKEN are unset and there is no admin-token file "
+                           f"at {settings.admin_token_file} (`tuneloop serve` writes it beside "
+                           "its database). Pass the server's database with --db (its token "
+                           "file is read from beside it) and its address with --api, or set "
+                           "TUNELOOP_ADMIN_TOKEN") from exc
     except ServerUnreachable:
         if not settings.db_is_postgres and (settings.db_file is None
                                             or not settings.db_file.is_file()):
             raise
-        from storage.db import connect
         from storage.sql import open_pg_for_sql, run_read_only
 
         err_console.print(f"(no server at {api or settings.api}; reading {settings.db_label} "
                           "directly)", highlight=False, markup=False)
         con: Connection
         if settings.db_file is not None:
-            con = connect(settings.db_file, read_only=True)
+            con = _open_file_for_sql(settings.db_file, api or settings.api)
         else:
             con = open_pg_for_sql(settings.sql_db.get_secret_value() if settings.sql_db
                                   else str(settings.db))
@@ -138,6 +150,21 @@ def sql(ctx: click.Context, query: str, api: str | None, output: str, max_rows: 
             con.close()
     print_answer(result, output, sys.stdout,
                  lambda text: err_console.print(text, highlight=False, markup=False))
+
+
+def _open_file_for_sql(path: Path, api: str) -> Connection:
+    """The database file, read-only; when a process (a server not at `api`) holds it, say to
+    reach that server's admin API, not to run `tuneloop sql` again."""
+    from storage.db import connect
+
+    try:
+        return connect(path, read_only=True)
+    except StorageError as exc:
+        raise StorageError(
+            f"no server answers at {api}, and {path} is held by another process (a tuneloop "
+            f"server on another address?): {exc.__cause__ or exc.message}. Point this command "
+            "at that server's admin API with --api http://HOST:PORT (or set TUNELOOP_API)"
+        ) from exc
 
 
 @main.group()
@@ -185,6 +212,26 @@ def routes_show(ctx: click.Context, api: str | None) -> None:
         click.echo(json.dumps(client.routes(), indent=2))
 
 
+@routes.command("history")
+@click.option("--alias", default=None, help="Only this alias.")
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@api_option
+@click.pass_context
+@domain_errors
+def routes_history(ctx: click.Context, alias: str | None, as_json: bool, api: str | None
+                   ) -> None:
+    """Every route change, newest first, with the canary test's verdict behind automatic
+    promotions and rollbacks."""
+    from tuneloop.commands.promote import describe_change
+    with make_client(ctx, api) as client:
+        items = client.route_history(alias)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        click.echo(describe_change(item))
+
+
 @routes.command("set")
 @click.argument("file", type=click.File("r"))
 @api_option
@@ -208,12 +255,15 @@ main.add_command(synthesize)
 main.add_command(export_command)
 main.add_command(datasets)
 main.add_command(finetune)
+jobs.add_command(checkpoints)
 main.add_command(jobs)
 main.add_command(promote)
 main.add_command(rollback)
+main.add_command(savings)
 main.add_command(evaluate)
 main.add_command(cycle)
 main.add_command(migrate_store)
+main.add_command(templates)
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ import httpx
 import orjson
 
 from tuneloop.client_review import ReviewMethods
+from tuneloop.client_templates import TemplateMethods
 from tuneloop.errors import (
     BadRequest,
     Conflict,
@@ -42,9 +43,10 @@ class ServerUnreachable(TuneloopError):
     code = "server_unreachable"
 
 
-class AdminClient(ReviewMethods):
+class AdminClient(ReviewMethods, TemplateMethods):
     """The admin API; the review methods (queue, claims, actions, progress) come from
-    `tuneloop.client_review.ReviewMethods`."""
+    `tuneloop.client_review.ReviewMethods`, the prompt-template ones from
+    `tuneloop.client_templates.TemplateMethods`."""
 
     def __init__(self, api: str, token: str | None, *, timeout_s: float = 60.0,
                  actor: str | None = None):
@@ -137,25 +139,34 @@ class AdminClient(ReviewMethods):
     def promote(self, alias: str, model: str, *, canary: float = 100.0,
                 provider: str | None = None, base_url: str | None = None,
                 api_key_env: str | None = None, prompt_suffix: str | None = None,
-                stop: str | list[str] | None = None, keep_fallbacks: bool = True,
-                previous_as_fallback: bool = True) -> dict[str, Any]:
+                stop: str | list[str] | None = None, strip_template: str | None = None,
+                system_prompt: str | None = None, keep_fallbacks: bool = True,
+                previous_as_fallback: bool = True,
+                verdict: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Route `canary` percent of the alias's traffic to `model` (100: all of it, with the
-        previous target as a fallback). Admin token only."""
+        previous target as a fallback). Admin token only. `verdict`: the canary test's
+        statistics behind the promotion, kept in the route history. `prompt_suffix`, `stop`,
+        `strip_template` (`name-vN`) and `system_prompt` become the model's own transforms."""
         body: dict[str, Any] = {"model": model, "canary": canary,
                                 "keep_fallbacks": keep_fallbacks,
                                 "previous_as_fallback": previous_as_fallback}
         for key, value in (("provider", provider), ("base_url", base_url),
                            ("api_key_env", api_key_env), ("prompt_suffix", prompt_suffix),
-                           ("stop", stop)):
+                           ("stop", stop), ("strip_template", strip_template),
+                           ("system_prompt", system_prompt), ("verdict", verdict)):
             if value is not None:
                 body[key] = value
         result: dict[str, Any] = self.request("POST", f"/admin/routes/{_quote(alias)}/promote",
                                               json=body)
         return result
 
-    def rollback(self, alias: str) -> dict[str, Any]:
-        """Restore the route before the latest promotion. Admin token only."""
-        result: dict[str, Any] = self.request("POST", f"/admin/routes/{_quote(alias)}/rollback")
+    def rollback(self, alias: str, *, verdict: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
+        """Restore the route before the latest promotion. Admin token only. `verdict`: the
+        canary test's statistics behind the rollback, kept in the route history."""
+        body = {} if verdict is None else {"verdict": dict(verdict)}
+        result: dict[str, Any] = self.request("POST", f"/admin/routes/{_quote(alias)}/rollback",
+                                              json=body)
         return result
 
     def route_health(self, alias: str, since: str | None = None,
@@ -164,6 +175,15 @@ class AdminClient(ReviewMethods):
         traffic since the latest promotion, or `since`)."""
         result: dict[str, Any] = self.request("GET", f"/admin/routes/{_quote(alias)}/health",
                                               params={"since": since, "until": until})
+        return result
+
+    def savings(self, alias: str, days: int | None = None,
+                baseline: str | None = None) -> dict[str, Any]:
+        """Per target of the alias over production traffic of the last `days` days (default
+        7): tokens and cost per request, tokens and USD saved against the baseline per request
+        and per day, break-even. Reviewer or admin token."""
+        result: dict[str, Any] = self.request("GET", f"/admin/routes/{_quote(alias)}/savings",
+                                              params={"days": days, "baseline": baseline})
         return result
 
     # -- evaluations -----------------------------------------------------------------------
@@ -325,7 +345,8 @@ class AdminClient(ReviewMethods):
         return result
 
     def update_job(self, job_id: str, **fields: Any) -> dict[str, Any]:
-        """status, fine_tuned_model, error, finished_at, last_event_id, curves, events."""
+        """status, fine_tuned_model, error, finished_at, trained_tokens, training_cost_usd,
+        last_event_id, curves, events."""
         result: dict[str, Any] = self.request("PATCH", f"/admin/jobs/{_segment(job_id)}",
                                               json=fields)
         return result

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,6 +52,17 @@ def public_url(url: str) -> str:
     return f"{parts.scheme}://{user}{where}{parts.path}"
 
 
+class ModelPrice(BaseModel):
+    """A model's price in USD per 1M tokens (the settings' `[prices."model"]` table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+    training_per_1m: float | None = Field(None, ge=0)
+    """Fine-tuning a model of this name as the base, per 1M trained tokens."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TUNELOOP_",
@@ -71,6 +90,27 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
     )
+    # fine-tuning providers (`tuneloop finetune --provider`): keys from their usual variables;
+    # the base URLs are settings so a deployment (or a test) can point them elsewhere
+    together_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("TOGETHER_API_KEY", "together_api_key"))
+    together_base_url: str = "https://api.together.xyz/v1"
+    """Together's API: files, fine-tunes, and the OpenAI-compatible inference a route uses."""
+    fireworks_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("FIREWORKS_API_KEY", "fireworks_api_key"))
+    fireworks_account_id: str | None = Field(
+        None, validation_alias=AliasChoices("FIREWORKS_ACCOUNT_ID", "fireworks_account_id"))
+    fireworks_base_url: str = "https://api.fireworks.ai"
+    """Fireworks' control plane (datasets, fine-tuning jobs, deployed models)."""
+    fireworks_inference_url: str = "https://api.fireworks.ai/inference/v1"
+    """Fireworks' OpenAI-compatible inference, the base_url a route to a Fireworks model uses."""
+    azure_openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("AZURE_OPENAI_API_KEY", "azure_openai_api_key"))
+    azure_openai_endpoint: str | None = Field(
+        None, validation_alias=AliasChoices("AZURE_OPENAI_ENDPOINT", "azure_openai_endpoint"))
+    azure_openai_api_version: str = Field(
+        "2024-10-21", validation_alias=AliasChoices("OPENAI_API_VERSION",
+                                                    "azure_openai_api_version"))
     issue_keys: bool = False
     """When true, apps authenticate with keys the proxy issues and the proxy holds the
     upstream key (`OPENAI_API_KEY`) itself."""
@@ -101,6 +141,14 @@ class Settings(BaseSettings):
     # data governance
     redact: list[RedactionKind] = Field(default_factory=list)
     retention_days: int | None = Field(None, ge=1)
+
+    # prices (USD per 1M tokens) used before litellm's map: models it doesn't know, a
+    # negotiated price, training prices for break-even (`tuneloop savings`)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    savings_metrics_days: int = Field(7, ge=1, le=90)
+    """/metrics' savings gauges cover the production traffic of this many days."""
+    savings_metrics_cache_s: float = Field(60.0, ge=0, le=3600)
+    """/metrics reads the savings from the database at most once in this many seconds."""
 
     # the UI
     ui_password: SecretStr | None = None
@@ -240,9 +288,12 @@ class Settings(BaseSettings):
     def ui_signouts_file(self) -> Path:
         return self.local_file("ui-signouts")
 
-    @field_validator("upstream", "api")
+    @field_validator("upstream", "api", "together_base_url", "fireworks_base_url",
+                     "fireworks_inference_url", "azure_openai_endpoint")
     @classmethod
-    def _strip_trailing_slash(cls, value: str) -> str:
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http(s) URL, got {value!r}")
         return value.rstrip("/")

@@ -116,6 +116,14 @@ class ProviderError(TuneloopError):
     exit_code = 6
 
 
+class ProviderUnsupported(ProviderError):
+    """The fine-tuning provider has no such feature (checkpoints as models, a metrics file,
+    a training method): the message says which provider and what to do instead."""
+
+    status_code = 501
+    code = "provider_unsupported"
+
+
 class NotTrainable(TuneloopError):
     """A review action would approve an item without a final answer (an upstream error, a cut
     stream, an empty answer): edit it to supply the answer, or reject it."""
@@ -180,3 +188,15 @@ class TransferMismatch(StorageError):
     """`migrate-store`: after the copy, a table's rows differ between source and destination."""
 
     code = "transfer_mismatch"
+
+
+class TemplateMismatch(BadRequest):
+    """A request or training example does not hold the prompt template it is said to hold.
+    `part` names the first part that differs (`system_prompt`, `few_shot`, `prefix`, `suffix`,
+    ...), a stable code for reports."""
+
+    code = "template_mismatch"
+
+    def __init__(self, message: str, part: str):
+        super().__init__(message)
+        self.part = part

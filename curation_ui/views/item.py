@@ -109,8 +109,11 @@ with diff:
         st.caption("Other choices the model returned (n > 1)")
         show_messages(item["alternatives"])
 with raw:
-    st.caption("request")
+    st.caption("request (as the app sent it)")
     st.json(item.get("request"), expanded=False)
+    if item.get("sent_request") is not None:
+        st.caption("sent_request (what the target received: its route transforms changed it)")
+        st.json(item["sent_request"], expanded=False)
     st.caption("response")
     st.json(item.get("response"), expanded=False)
 # last: the keys act again (and not on the id box) once the whole item is drawn

@@ -1,5 +1,6 @@
-"""Routes: the alias map with canary shares, an alias's canary health and route history, a
-rollback button (admin token only), and the latest evaluations and cycle runs."""
+"""Routes: the alias map with canary shares, an alias's canary health, savings (charts) and
+route history, a rollback button (admin token only), the frozen prompt templates, and the
+latest evaluations and cycle runs."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import streamlit as st
 
 from curation_ui.admin_access import NO_ADMIN_TOKEN, admin_client
 from curation_ui.chat_view import escape_markdown
+from curation_ui.savings_view import show_savings
 from curation_ui.session import client, require_reviewer, reviewer
+from curation_ui.templates_view import frozen_templates
 from tuneloop.errors import TuneloopError
+from tuneloop.request_transforms import describe
 
 require_reviewer()
 
@@ -22,13 +26,22 @@ def shares(spec: dict[str, Any]) -> str:
                      for t in spec["targets"])
 
 
+def transforms(spec: dict[str, Any]) -> str:
+    """What each target changes in the requests it gets (proxy/transforms.py)."""
+    parts = [f"{t['model']}: {describe(t.get('transforms'))}"
+             for t in [*spec["targets"], *spec.get("fallbacks", [])] if t.get("transforms")]
+    if spec.get("prompt_suffix") or spec.get("stop") is not None:  # a route stored before
+        parts.insert(0, "every target: legacy separator/stop")
+    return "; ".join(parts)
+
+
 def route_table(routes: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(
         [{"alias": alias, "targets": shares(spec),
           "fallbacks": ", ".join(t["model"] for t in spec.get("fallbacks", [])),
-          "legacy suffix/stop": "yes" if spec.get("prompt_suffix") or spec.get("stop") else ""}
+          "transforms": transforms(spec)}
          for alias, spec in routes.items()],
-        columns=["alias", "targets", "fallbacks", "legacy suffix/stop"])
+        columns=["alias", "targets", "fallbacks", "transforms"])
 
 
 def health_table(health: dict[str, Any]) -> pd.DataFrame:
@@ -92,6 +105,7 @@ rollback_button(alias)
 try:
     health = client().route_health(alias)
     history = client().route_history(alias)
+    savings = client().savings(alias)
 except TuneloopError as exc:
     st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
     st.stop()
@@ -105,6 +119,8 @@ st.caption(escape_markdown(f"Production traffic since {health['since']}: {shares
 st.dataframe(health_table(health), hide_index=True, width="stretch")
 st.subheader("History")
 st.dataframe(history_table(history), hide_index=True, width="stretch")
+frozen_templates(client(), alias)
+show_savings(savings)
 
 left, right = st.columns(2)
 with left:

@@ -1,8 +1,10 @@
 """The fine-tuning provider interface: what `tuneloop finetune` and `tuneloop jobs` need.
 
 A provider uploads an export directory, starts a job, reports its state and events, cancels
-it, and fetches its metrics. OpenAI's jobs API is the first implementation
-(:mod:`exporter.providers.openai_ft`); any other service implements the same protocol.
+it, and fetches its metrics and checkpoints. OpenAI's jobs API is the first implementation
+(:mod:`exporter.providers.openai_ft`); Together, Fireworks and Azure OpenAI follow
+(`exporter.providers.registry`). A provider without a feature (checkpoints a route can serve,
+a metrics file) raises `tuneloop.errors.ProviderUnsupported` saying so.
 """
 
 from __future__ import annotations
@@ -123,6 +125,36 @@ def parse_result_csv(text: str) -> LossCurves:
     )
 
 
+CHECKPOINT_METRICS = ("train_loss", "train_mean_token_accuracy", "valid_loss",
+                      "valid_mean_token_accuracy", "full_valid_loss",
+                      "full_valid_mean_token_accuracy")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model the job saved at a step, usable like the final model (OpenAI keeps the last
+    epochs' checkpoints). `metrics` has the CHECKPOINT_METRICS the provider gave (None:
+    not given; the validation ones need a validation file)."""
+
+    id: str
+    model: str
+    step: int
+    created_at: int | None = None
+    metrics: Mapping[str, float | None] = field(default_factory=dict)
+
+    @property
+    def valid_loss(self) -> float | None:
+        """The loss on the whole validation set when the provider computed it, else the
+        loss on the validation batch at that step."""
+        full = self.metrics.get("full_valid_loss")
+        return full if full is not None else self.metrics.get("valid_loss")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "model": self.model, "step": self.step,
+                "created_at": self.created_at, "metrics": dict(self.metrics),
+                "valid_loss": self.valid_loss}
+
+
 class FineTuneProvider(Protocol):
     name: str
 
@@ -141,3 +173,8 @@ class FineTuneProvider(Protocol):
     def cancel(self, job_id: str) -> JobInfo: ...
 
     def results(self, job_id: str) -> LossCurves: ...
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        """The job's checkpoints, by step ([]: none yet; ProviderUnsupported: the provider
+        keeps none a route can serve)."""
+        ...

@@ -15,6 +15,8 @@ import openai
 
 from exporter.exportdir import ExportDir
 from exporter.providers.base import (
+    CHECKPOINT_METRICS,
+    Checkpoint,
     JobEvent,
     JobInfo,
     JobSpec,
@@ -24,25 +26,40 @@ from exporter.providers.base import (
     parse_result_csv,
 )
 from exporter.tokens import model_info
-from tuneloop.errors import ConfigError, DatasetError, NotFound, ProviderError
+from tuneloop.errors import ConfigError, DatasetError, NotFound, ProviderError, TuneloopError
 
 T = TypeVar("T")
 EVENTS_PAGE = 100
+CHECKPOINTS_PAGE = 100
+
+
+def _tried(exc: openai.APIError) -> str:
+    """` (METHOD URL)` of the request that failed, so the error says where it went."""
+    try:
+        request = exc.request
+    except AttributeError:
+        return ""
+    return f" ({request.method} {request.url})"
 
 
 def _call(what: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
-    except openai.NotFoundError as exc:
-        raise NotFound(f"{what}: {exc.message}") from exc
-    except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as exc:
-        raise TransientProviderError(f"{what}: {exc}") from exc
-    except openai.APIStatusError as exc:
+    except openai.APIError as exc:
+        raise _provider_error(f"{what}{_tried(exc)}", exc) from exc
+
+
+def _provider_error(what: str, exc: openai.APIError) -> TuneloopError:
+    if isinstance(exc, openai.NotFoundError):
+        return NotFound(f"{what}: {exc.message}")
+    if isinstance(exc, openai.APIConnectionError | openai.RateLimitError
+                  | openai.InternalServerError):
+        return TransientProviderError(f"{what}: {exc}")
+    if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500:
-            raise TransientProviderError(f"{what}: {exc.message}") from exc
-        raise ProviderError(
-            f"{what}: the provider refused ({exc.status_code}): {exc.message}"
-        ) from exc
+            return TransientProviderError(f"{what}: {exc.message}")
+        return ProviderError(f"{what}: the provider refused ({exc.status_code}): {exc.message}")
+    return ProviderError(f"{what}: {exc}")
 
 
 def _dump(value: Any) -> dict[str, Any]:
@@ -88,6 +105,17 @@ def _event(event: Any) -> JobEvent:
         message=event.message,
         type=getattr(event, "type", None),
         data=_dump(getattr(event, "data", None)),
+    )
+
+
+def _checkpoint(item: Any) -> Checkpoint:
+    metrics = _dump(getattr(item, "metrics", None))
+    return Checkpoint(
+        id=item.id,
+        model=item.fine_tuned_model_checkpoint,
+        step=int(item.step_number),
+        created_at=item.created_at,
+        metrics={name: metrics.get(name) for name in CHECKPOINT_METRICS},
     )
 
 
@@ -222,3 +250,17 @@ class OpenAIFineTuning:
         file_id = job.result_files[0]
         content = _call(f"result file {file_id}", lambda: self.client.files.content(file_id))
         return parse_result_csv(content.text)
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        """Every checkpoint of the job (the API lists newest first, in pages), by step."""
+        jobs = self.client.fine_tuning.jobs
+        found: list[Checkpoint] = []
+        cursor: str | None = None
+        while True:
+            extra: Mapping[str, Any] = {"after": cursor} if cursor else {}
+            page = _call(f"checkpoints of {job_id}",
+                         partial(jobs.checkpoints.list, job_id, limit=CHECKPOINTS_PAGE, **extra))
+            found.extend(_checkpoint(item) for item in page.data)
+            if not page.data or not page.has_more:
+                return sorted(found, key=lambda c: c.step)
+            cursor = page.data[-1].id

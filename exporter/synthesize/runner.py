@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -79,6 +80,8 @@ class Summary:
     documents: int = 0
     chunks: int = 0
     chunks_skipped: int = 0  # done by an earlier run
+    # of those, how many per (model, --tag values) of the earlier run that did them
+    skipped_by: Counter[tuple[str, tuple[str, ...]]] = field(default_factory=Counter)
     chunks_repeated: int = 0  # same text (and templates) as another chunk of this run
     chunks_done: int = 0
     questions: int = 0  # new distinct questions this run answers
@@ -119,6 +122,14 @@ def plan_chunks(documents: Sequence[Document],
         if fresh:
             plan.append(fresh)
     return plan, total, total - sum(map(len, plan))
+
+
+def _done_by(log: ChunkLog) -> tuple[str, tuple[str, ...]]:
+    """The model and --tag values of the earlier run that did a chunk (its newest item)."""
+    newest = max(log.items, key=lambda item: item.id, default=None)
+    if newest is None:
+        return "?", ()
+    return newest.model or "?", tuple(sorted(newest.user_tags))
 
 
 class Synthesizer:
@@ -242,6 +253,7 @@ class Synthesizer:
                 self.summary.chunks_done += 1
             else:
                 self.summary.chunks_skipped += 1
+                self.summary.skipped_by[_done_by(log)] += 1
             self._advance()
             return
         results = await asyncio.gather(*(self._answer(chunk, log, q, k) for q, k in todo))

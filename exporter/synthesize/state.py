@@ -23,6 +23,7 @@ from typing import Any
 from exporter.synthesize.keys import (
     ANSWER_STEP_TAG,
     QUESTIONS_STEP_TAG,
+    SYNTHETIC_TAG,
     chunk_tag,
     question_key,
 )
@@ -45,6 +46,8 @@ class Logged:
     revision: int
     reviewed_by: str | None
     pair_key: str | None  # question key of the current messages when they are a Q→A pair
+    model: str | None = None  # the model the request asked for
+    user_tags: tuple[str, ...] = ()  # the run's --tag values (not synthesize's own tags)
 
     @property
     def untouched(self) -> bool:
@@ -96,7 +99,15 @@ def logged_from(item: dict[str, Any]) -> Logged:
         content=_content(item.get("response")), review=item.get("review"),
         revision=int(item.get("revision") or 0), reviewed_by=item.get("reviewed_by"),
         pair_key=_pair_key(item),
+        model=item.get("model") if isinstance(item.get("model"), str) else None,
+        user_tags=tuple(t for t in tags if not _own_tag(t)),
     )
+
+
+def _own_tag(tag: str) -> bool:
+    """A tag synthesize adds itself (not one of the run's --tag values)."""
+    return tag in (SYNTHETIC_TAG, QUESTIONS_STEP_TAG, ANSWER_STEP_TAG) \
+        or tag.startswith(("chunk:", "q:", "src:"))
 
 
 class LogReader:

@@ -16,8 +16,10 @@ from proxy.admin import (
     promote_api,
     review,
     routes_api,
+    savings_api,
     sql,
     stats,
+    templates_api,
 )
 
 
@@ -28,6 +30,7 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *stats.ROUTES,
         *routes_api.ROUTES,
         *promote_api.ROUTES,
+        *savings_api.ROUTES,
         *evals_api.ROUTES,
         *cycles_api.ROUTES,
         *keys.ROUTES,
@@ -35,6 +38,7 @@ def admin_routes(*, fault_injection: bool) -> list[BaseRoute]:
         *governance.ROUTES,
         *datasets.ROUTES,
         *jobs.ROUTES,
+        *templates_api.ROUTES,
     ]
     if fault_injection:
         routes += faults.ROUTES

@@ -199,8 +199,10 @@ def _item_batches(source: IO[bytes]) -> Iterator[pa.RecordBatch]:
     if source.tell() == 0:
         return
     source.seek(0)
-    options = pajson.ParseOptions(explicit_schema=DATASET_ITEMS_SCHEMA,
-                                  unexpected_field_behavior="error")
+    # a lineage record as exported: the table's columns, and whether a reviewer edited the
+    # answer (for evaluation; not stored); any other field is refused
+    schema = DATASET_ITEMS_SCHEMA.append(pa.field("edited", pa.bool_()))
+    options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
     try:
         yield from pajson.open_json(source, parse_options=options)
     except pa.ArrowInvalid as exc:

@@ -3,7 +3,8 @@
 - `POST /admin/jobs` (admin): record a job the provider created; `{"dry_run": true}` checks
   the caller may start one (and that its dataset exists) before anything is uploaded.
 - `PATCH` or `POST /admin/jobs/{id}` (admin): status, fine_tuned_model, error, finished_at,
-  last_event_id, curves, and `events` (shown events, recorded with the last event id).
+  trained_tokens, training_cost_usd, last_event_id, curves, and `events` (shown events,
+  recorded with the last event id).
 - `GET /admin/jobs?status=&limit=`, `GET /admin/jobs/{id}`, `GET /admin/jobs/{id}/events`
   (reviewer or admin).
 """
@@ -106,6 +107,15 @@ def _finished_at(value: Any) -> datetime | None:
     raise BadRequest("finished_at is epoch seconds or an ISO 8601 time", param="finished_at")
 
 
+def _amount(value: Any, key: str, *, integer: bool) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or (integer and not isinstance(value, int)) or not 0 <= value < 2**53:
+        raise BadRequest(f"{key} must be a number >= 0 or null", param=key)
+    return value
+
+
 def _events(body: dict[str, Any]) -> list[dict[str, Any]]:
     events = body.get("events") or []
     if not isinstance(events, list) or len(events) > MAX_EVENTS:
@@ -124,7 +134,8 @@ async def update(request: Request) -> Response:
     job_id = _job_id(request.path_params["job_id"])
     body = await json_object(request)
     unknown = body.keys() - {"status", "fine_tuned_model", "error", "finished_at",
-                             "last_event_id", "curves", "events"}
+                             "last_event_id", "curves", "events", "trained_tokens",
+                             "training_cost_usd"}
     if unknown:
         raise BadRequest(f"unknown job fields {sorted(unknown)}")
     fields: dict[str, Any] = {}
@@ -137,6 +148,9 @@ async def update(request: Request) -> Response:
             fields[key] = _object(body, key)
     if "finished_at" in body:
         fields["finished_at"] = _finished_at(body["finished_at"])
+    for key in ("trained_tokens", "training_cost_usd"):
+        if key in body:
+            fields[key] = _amount(body[key], key, integer=key == "trained_tokens")
     if "last_event_id" in body:
         fields["last_event_id"] = body["last_event_id"] and _job_id(body["last_event_id"],
                                                                     "last_event_id")

@@ -2,6 +2,7 @@
 
 - `POST /admin/routes/{alias}/promote` (admin): a canary share or the full route for a model;
 - `POST /admin/routes/{alias}/rollback` (admin): the spec before the latest promotion;
+  an optional body `{"verdict": {...}}` (like the promotion's `verdict`) records why;
 - `GET /admin/routes/{alias}/health?since=&until=`: per target, production traffic since the
   latest promotion (or `since`).
 
@@ -17,11 +18,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.admin.common import authorize, json_object, json_response, time_param
-from proxy.admin.routes_api import reload_routes
+from proxy.admin.common import (
+    ADMIN_BODY_LIMIT,
+    authorize,
+    json_object,
+    json_response,
+    parse_admin_json,
+    time_param,
+)
+from proxy.admin.routes_api import checked_spec, reload_routes
 from proxy.auth import Role
+from proxy.body import read_request_body
+from proxy.context import context_of
 from proxy.promotion import parse_promote_request, promoted_spec
 from proxy.routing import RouteSpec
+from storage.db import Connection
 from storage.promotions import last_change, latest_episode, promote_route, rollback_route
 from storage.route_health import route_health
 from storage.routes import load_routes
@@ -46,21 +57,47 @@ async def promote(request: Request) -> Response:
     alias = _alias(request)
     promotion = parse_promote_request(await json_object(request))
 
-    def build(current: dict[str, Any] | None) -> dict[str, Any]:
+    def build(con: Connection, current: dict[str, Any] | None) -> dict[str, Any]:
         spec = None if current is None else RouteSpec.model_validate(current)
-        return promoted_spec(alias, spec, promotion).model_dump(exclude_none=True)
+        made, _ = checked_spec(con, alias, promoted_spec(alias, spec, promotion))
+        return made.model_dump(exclude_none=True)
 
-    detail = {"model": promotion.model, "canary": min(promotion.canary, 100.0)}
+    detail: dict[str, Any] = {"model": promotion.model, "canary": min(promotion.canary, 100.0)}
+    if promotion.transforms() is not None:
+        detail["transforms"] = promotion.transforms()
+    if promotion.verdict is not None:
+        detail["verdict"] = promotion.verdict
     result = await ctx.db.write(
-        lambda con: promote_route(con, alias, build, detail, _actor(request)))
+        lambda con: promote_route(con, alias, lambda cur: build(con, cur), detail,
+                                  _actor(request)))
     await reload_routes(ctx)
     return json_response(result)
+
+
+async def _optional_object(request: Request) -> dict[str, Any]:
+    """The JSON object of a body that may be empty (then {})."""
+    settings = context_of(request).settings
+    raw = await read_request_body(request, ADMIN_BODY_LIMIT, settings)
+    if not raw.strip():
+        return {}
+    body = parse_admin_json(raw, settings.max_json_depth)
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", code="invalid_json")
+    return body
 
 
 async def rollback(request: Request) -> Response:
     ctx = authorize(request, Role.ADMIN)
     alias = _alias(request)
-    result = await ctx.db.write(lambda con: rollback_route(con, alias, _actor(request)))
+    body = await _optional_object(request)
+    unknown = body.keys() - {"verdict"}
+    if unknown:
+        raise BadRequest(f"unknown fields: {sorted(unknown)}")
+    verdict = body.get("verdict")
+    if verdict is not None and not isinstance(verdict, dict):
+        raise BadRequest("verdict must be an object", param="verdict")
+    result = await ctx.db.write(
+        lambda con: rollback_route(con, alias, _actor(request), verdict=verdict))
     await reload_routes(ctx)
     return json_response(result)
 

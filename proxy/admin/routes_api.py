@@ -1,6 +1,13 @@
-"""GET/PUT /admin/routes (the alias table) and GET /admin/routes/history."""
+"""GET/PUT /admin/routes (the alias table) and GET /admin/routes/history.
+
+A route is checked against the store when it is set: a `strip_template` transform must name a
+frozen template (and is pinned to its version: `support-bot` becomes `support-bot-v3`), and a
+target's transforms must agree on chat or legacy completions (proxy.transforms)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -9,13 +16,54 @@ from starlette.routing import Route
 from proxy.admin.common import authorize, json_body, json_response, text_param
 from proxy.auth import Role
 from proxy.context import ProxyContext
-from proxy.routing import parse_route_table
+from proxy.routing import RouteSpec, parse_route_table
+from storage.db import Connection
+from storage.prompt_templates import load_template
 from storage.routes import load_routes, replace_routes, route_history
+from tuneloop.errors import NotFound
+from tuneloop.prompt_template import PromptTemplate
+
+Templates = dict[str, PromptTemplate]
+
+
+def route_templates(con: Connection, specs: Mapping[str, RouteSpec]) -> Templates:
+    """The templates the routes' `strip_template` transforms name, by the name they use (an
+    unknown one is left out)."""
+    found: Templates = {}
+    for ref in sorted({ref for spec in specs.values() for ref in spec.template_refs()}):
+        try:
+            found[ref] = load_template(con, ref)
+        except NotFound:
+            continue
+    return found
+
+
+def checked_spec(con: Connection, alias: str, spec: RouteSpec) -> tuple[RouteSpec, Templates]:
+    """The spec with its templates pinned to the version they name now, and those templates
+    (by `name-vN`); BadRequest when a transform cannot work."""
+    templates = route_templates(con, {alias: spec})
+    spec.check(alias, templates)
+    if not templates:
+        return spec, {}
+
+    def pinned(target: Any) -> Any:
+        transforms = [t.model_copy(update={"template": templates[t.template].ref})
+                      if t.type == "strip_template" else t for t in target.transforms or ()]
+        return target.model_copy(update={"transforms": transforms or None})
+
+    spec = spec.model_copy(update={"targets": [pinned(t) for t in spec.targets],
+                                   "fallbacks": [pinned(t) for t in spec.fallbacks]})
+    return spec, {t.ref: t for t in templates.values()}
+
+
+def read_router_table(con: Connection) -> tuple[dict[str, RouteSpec], Templates]:
+    table = parse_route_table(load_routes(con))
+    return table, route_templates(con, table)
 
 
 async def reload_routes(ctx: ProxyContext) -> None:
-    raw = await ctx.db.read(load_routes)
-    ctx.router.replace(parse_route_table(raw))
+    table, templates = await ctx.db.read(read_router_table)
+    ctx.router.replace(table, templates)
 
 
 async def get_routes(request: Request) -> Response:
@@ -26,11 +74,21 @@ async def get_routes(request: Request) -> Response:
 async def put_routes(request: Request) -> Response:
     ctx = authorize(request, Role.ADMIN)
     table = parse_route_table(await json_body(request))
-    specs = {alias: spec.model_dump(exclude_none=True) for alias, spec in table.items()}
     actor = request.headers.get("x-tuneloop-actor", "admin")[:128]
-    await ctx.db.write(lambda con: replace_routes(con, specs, actor))
-    ctx.router.replace(table)
-    return json_response(specs)
+
+    def write(con: Connection) -> tuple[dict[str, RouteSpec], Templates]:
+        checked: dict[str, RouteSpec] = {}
+        templates: Templates = {}
+        for alias, spec in table.items():
+            checked[alias], found = checked_spec(con, alias, spec)
+            templates |= found
+        replace_routes(con, {a: s.model_dump(exclude_none=True) for a, s in checked.items()},
+                       actor)
+        return checked, templates
+
+    checked, templates = await ctx.db.write(write)
+    ctx.router.replace(checked, templates)
+    return json_response({a: s.model_dump(exclude_none=True) for a, s in checked.items()})
 
 
 async def get_history(request: Request) -> Response:

@@ -205,15 +205,17 @@ class PgConnection:
         self._cursor.execute(f'CREATE TEMPORARY TABLE "{name}" ({columns})'.encode())
         self.copy_rows(name, table)
 
-    def copy_rows(self, name: str, table: pa.Table) -> int:
+    def copy_rows(self, name: str, table: pa.Table, data: bytes | None = None) -> int:
         """COPY the rows of `table` into table `name` (its columns by name); the row count.
-        Inside a transaction, long text is compressed with lz4 where the server has it."""
+        `data`: its CSV (`csv_for_copy`) when made beforehand. Inside a transaction, long
+        text is compressed with lz4 where the server has it."""
         if table.num_rows == 0:
             return 0
         if self.in_transaction and self._has_lz4():
             self._cursor.execute(b"SET LOCAL default_toast_compression = 'lz4'")
         names = ", ".join(f'"{field}"' for field in table.schema.names)
-        data = csv_for_copy(table)
+        if data is None:
+            data = csv_for_copy(table)
         if data is None:  # a type the CSV path doesn't write: row by row
             values = [column.to_pylist() for column in table.columns]
             with self._cursor.copy(f'COPY "{name}" ({names}) FROM STDIN'.encode()) as copy:

@@ -32,6 +32,11 @@ from storage.migrations import (
     m039_search_postgres,
     m040_forgotten_users,
     m041_postgres_filter_indexes,
+    m042_prompt_templates,
+    m043_job_training_cost,
+    m044_sent_request,
+    m045_route_transforms,
+    m046_search_pending,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -60,6 +65,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(39, "search_postgres", m039_search_postgres.apply),
     Migration(40, "forgotten_users", m040_forgotten_users.apply),
     Migration(41, "postgres_filter_indexes", m041_postgres_filter_indexes.apply),
+    Migration(42, "prompt_templates", m042_prompt_templates.apply),
+    Migration(43, "job_training_cost", m043_job_training_cost.apply),
+    Migration(44, "sent_request", m044_sent_request.apply),
+    Migration(45, "route_transforms", m045_route_transforms.apply),
+    Migration(46, "search_pending", m046_search_pending.apply),
 )
 
 

@@ -9,6 +9,7 @@ Failure injection (same for every fake, on every recorded route):
 * header ``x-fake-cut-after: N`` or model ``cut-<N>`` sends N stream events, then closes the
   connection without finishing the chunked body (non-streams: half the body is sent);
 * header ``x-fake-reset: 1`` or model ``reset`` aborts the connection without any response;
+* ``state.model_error_rate[model] = 0.3`` answers 500 to 30% of that model's requests, evenly;
 * ``state.fail_containing[text] = status`` answers that status to every request whose body
   contains ``text`` (a document that keeps failing until the test removes the entry).
 
@@ -80,6 +81,14 @@ class FakeStateBase:
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     model_replies: dict[str, str] = field(default_factory=dict)
     """Chat and completions: a fixed answer text for a model (a worse or better model)."""
+    judges: dict[str, Any] = field(default_factory=dict)
+    """Chat: a model that answers as a pairwise judge (a `tests.fakes.judge.FakeJudge`)."""
+    model_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Chat: the fixed (prompt, completion) tokens a model's answers report."""
+    model_error_rate: dict[str, float] = field(default_factory=dict)
+    """A model that answers 500 to this share of its requests, spread evenly and
+    deterministically (0.3: requests 4, 7, 10, ... of that model fail)."""
+    model_calls: dict[str, int] = field(default_factory=dict)
 
     def fail_next(self, count: int, status: int, retry_after: float | None = None) -> None:
         self.failures.extend(ProgrammedFailure(status, retry_after) for _ in range(count))
@@ -310,11 +319,22 @@ def _from_model(injection: Injection, model: object) -> None:
         injection.reset = True
 
 
+def _from_error_rate(injection: Injection, state: FakeStateBase, model: object) -> None:
+    rate = state.model_error_rate.get(model) if isinstance(model, str) else None
+    if rate is None or injection.status is not None:
+        return
+    assert isinstance(model, str)
+    calls = state.model_calls[model] = state.model_calls.get(model, 0) + 1
+    if int(calls * rate + 1e-9) > int((calls - 1) * rate + 1e-9):
+        injection.status = 500
+
+
 def resolve_injection(state: FakeStateBase, request: Request, data: dict[str, Any]) -> Injection:
     injection = Injection()
     if any(key.startswith(b"x-fake-") for key, _ in request.scope["headers"]):
         _from_headers(injection, request.headers)
     _from_model(injection, data.get("model"))
+    _from_error_rate(injection, state, data.get("model"))
     if state.failures:
         failure = state.failures.popleft()
         injection.status = failure.status

@@ -4,7 +4,9 @@ Answers are built from the last message: the scripted answers of :mod:`.synthesi
 two prompts of `tuneloop synthesize`, else ``echo: T`` for text T, ``tool said: T`` after a
 tool message, a call to the first (or the forced) tool when ``tools`` are given and the last
 message is the user's, ``{"echo": "T"}`` for JSON response formats. Choice i > 0 gets " (i)".
-``state.model_replies[model]`` replaces the text answer of that model (a better or worse one).
+``state.model_replies[model]`` replaces the text answer of that model (a better or worse one);
+``state.judges[model]`` makes the model a scriptable judge (:mod:`.judge`);
+``state.model_usage[model] = (prompt, completion)`` fixes the usage it reports.
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ def chat_choices(body: dict[str, Any], state: FakeStateBase) -> list[ChatChoice]
     role, text = last.get("role"), content_text(last.get("content"))
     tool = _chosen_tool(body) if role == "user" else None
     scripted = synthesis_reply(text) if role == "user" and tool is None else None
+    judge = state.judges.get(str(body.get("model")))
+    if judge is not None:
+        return [_text_choice(body, judge.reply(messages)) for _ in range(_count(body))]
     choices = []
     for i in range(_count(body)):
         variant = text if i == 0 else f"{text} ({i})"
@@ -128,7 +133,11 @@ def usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
-def chat_usage(body: dict[str, Any], choices: list[ChatChoice]) -> dict[str, Any]:
+def chat_usage(body: dict[str, Any], choices: list[ChatChoice],
+               state: FakeStateBase | None = None) -> dict[str, Any]:
+    fixed = None if state is None else state.model_usage.get(str(body.get("model")))
+    if fixed is not None:
+        return usage(*fixed)
     prompt = max(1, sum(word_count(content_text(m.get("content"))) for m in _messages(body)))
     return usage(prompt, sum(c.tokens for c in choices))
 
@@ -171,7 +180,7 @@ def chat_completion(
         {"index": i, "message": _message(c), "logprobs": None, "finish_reason": c.finish_reason}
         for i, c in enumerate(choices)
     ]
-    result["usage"] = chat_usage(body, choices)
+    result["usage"] = chat_usage(body, choices, state)
     return result
 
 
@@ -223,7 +232,7 @@ def chat_stream_events(
         for i, d, f in interleave(per_choice)
     ]
     if with_usage:
-        events.append(sse_data({**head, "choices": [], "usage": chat_usage(body, choices)}))
+        events.append(sse_data({**head, "choices": [], "usage": chat_usage(body, choices, state)}))
     events.append(DONE)
     return events
 

@@ -2,7 +2,8 @@
 
 A job moves one tick every ``state.finetune_step_seconds``, computed lazily when read:
 tick 1 validating_files -> queued (or failed: bad file), tick 2 running, ticks 3..7 train
-(2 of 10 steps each, metrics events, checkpoints on the last 3), tick 8 succeeded.
+(2 of 10 steps each, metrics events, checkpoints at steps 6, 8 and 10 with
+OpenAI's checkpoint metrics), tick 8 succeeded.
 ``suffix == "fail"`` fails the job at tick 4, while running.
 """
 
@@ -169,19 +170,31 @@ def train(job: Job, at: float, tick: int) -> None:
         event(job, at, f"Step {step}/{TOTAL_STEPS}: training loss={loss:.2f}", data=data)
     step = 2 * tick - 4
     if tick > 2 + RUN_TICKS - 3:
-        loss, acc = loss_at(step)
-        job.checkpoints.append(
-            {
-                "object": "fine_tuning.job.checkpoint",
-                "id": f"ftckpt-{job.id[6:]}{step:04d}",
-                "created_at": int(at),
-                "fine_tuned_model_checkpoint": f"{job.model_name()}:ckpt-step-{step}",
-                "fine_tuning_job_id": job.id,
-                "metrics": {"step": step, "train_loss": loss, "train_mean_token_accuracy": acc},
-                "step_number": step,
-            }
-        )
+        job.checkpoints.append(checkpoint(job, at, step))
         event(job, at, f"Checkpoint created at step {step}")
+
+
+def checkpoint(job: Job, at: float, step: int) -> dict[str, Any]:
+    """The checkpoint saved at `step`: its metrics as OpenAI gives them (the validation ones
+    only with a validation file; the full-set loss rises after step 8, so the last
+    checkpoint is not the best one)."""
+    loss, acc = loss_at(step)
+    metrics: dict[str, Any] = {"step": step, "train_loss": loss, "train_mean_token_accuracy": acc}
+    if job.validation_file:
+        vloss, vacc = loss_at(step, True)
+        full = round(vloss + (0.05 * (step - 8) if step > 8 else 0.0), 4)
+        metrics |= {"valid_loss": vloss, "valid_mean_token_accuracy": vacc,
+                    "full_valid_loss": full,
+                    "full_valid_mean_token_accuracy": round(1 - full / 3, 4)}
+    return {
+        "object": "fine_tuning.job.checkpoint",
+        "id": f"ftckpt-{job.id[6:]}{step:04d}",
+        "created_at": int(at),
+        "fine_tuned_model_checkpoint": f"{job.model_name()}:ckpt-step-{step}",
+        "fine_tuning_job_id": job.id,
+        "metrics": metrics,
+        "step_number": step,
+    }
 
 
 def results_csv(job: Job) -> bytes:

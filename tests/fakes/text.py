@@ -29,7 +29,8 @@ def truncate_words(text: str, limit: object) -> tuple[str, bool]:
     """Keep at most ``limit`` words; returns the text and whether it was cut."""
     if not isinstance(limit, int) or limit <= 0:
         return text, False
-    words = text.split(" ")
+    body = text.lstrip(" ")  # a leading space belongs to the first word (" yes" is 1 token)
+    words = body.split(" ")
     if len(words) <= limit:
         return text, False
-    return " ".join(words[:limit]), True
+    return text[: len(text) - len(body)] + " ".join(words[:limit]), True

@@ -23,6 +23,7 @@ from exporter.evaluate import EvalOptions, evaluate
 from storage.db import connect
 from storage.migrations import migrate
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, FakeUpstream, ProxyServer, both_stores
+from tests.fakes.judge import FakeJudge
 from tests.proc import ProxyProcess
 from tests.test_export_cli import review_all, run_cli
 from tuneloop.cli import main
@@ -118,6 +119,12 @@ def test_forget_reaches_evaluation_reports_and_names_or_purges_exports(
                       api_key=UPSTREAM_KEY)
     stored = str(proxy.admin().eval_run(report.run_id)["report"])
     assert "uma question" in stored  # the report quotes the user's prompts
+    proxy.upstream.state.judges["judge-model"] = FakeJudge(prefer="echo:")
+    judged = evaluate(proxy.admin(), out, EvalOptions(CANDIDATE, BASELINE, scorer="judge",
+                                                      judge_model="judge-model",
+                                                      max_differences=0), api_key=UPSTREAM_KEY)
+    assert judged.judgements is not None and not judged.differences
+    assert "uma question" in str(proxy.admin().eval_run(judged.run_id)["report"]["judgements"])
 
     forgot = run_cli(proxy, tmp_path, "forget", "--user", "uma")
     assert forgot.exit_code == 0, forgot.output
@@ -127,6 +134,9 @@ def test_forget_reaches_evaluation_reports_and_names_or_purges_exports(
     after = proxy.admin().eval_run(report.run_id)["report"]
     assert "uma question" not in str(after)
     assert after["forgotten"] >= 1 and "vic question" in str(after)  # the rest is kept
+    after_judged = proxy.admin().eval_run(judged.run_id)["report"]
+    assert "uma question" not in str(after_judged) and after_judged["forgotten"] >= 1
+    assert "vic question" in str(after_judged["judgements"])
     assert out.is_dir()  # named, not deleted
 
     purged = run_cli(proxy, tmp_path, "forget", "--user", "wes", "--purge-exports")

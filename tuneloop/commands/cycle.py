@@ -1,13 +1,15 @@
 """`tuneloop cycle --config cycle.toml [--every 6h]`: the scheduled export → fine-tune →
 evaluate → canary → promote-or-roll-back job (see exporter/cycle.py). Safe under cron: a
-concurrent invocation finds the lease held and does nothing."""
+concurrent invocation finds the lease held and does nothing. With `--every`, an open canary
+is also evaluated every `[canary] watch_seconds` between runs (exporter/cycle_watch.py)."""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
-import time
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -45,6 +47,7 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, api: str | No
     """Export, validate, fine-tune, evaluate, and canary-promote or roll back, gated."""
     from exporter.cycle import run_cycle
     from exporter.cycle_config import load_cycle_config
+    from exporter.providers.registry import make_provider
     interval = parse_interval(every) if every else None
 
     def once() -> str:
@@ -53,6 +56,7 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, api: str | No
         key = proxy_api_key(settings, config.evaluate.api_key_env)
         with make_client(ctx, api) as client:
             outcome = run_cycle(client, config, api_key=key,
+                                providers=lambda name: make_provider(name, settings),
                                 say=lambda text: err_console.print(text, highlight=False))
         click.echo(f"cycle {config.name}: {outcome.status}: {outcome.message}")
         return outcome.status
@@ -60,11 +64,27 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, api: str | No
     if interval is None:
         status = domain_errors(once)()
         sys.exit(1 if status in ("error", "failed") else 0)
-    while True:
-        try:
-            once()
-        except TuneloopError as exc:  # keep the schedule; the next run resumes
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-        except Exception:
-            log.exception("cycle failed")
-        time.sleep(interval)
+
+    def guarded(fn: Callable[[], object]) -> Callable[[], None]:
+        def call() -> None:
+            try:
+                fn()
+            except TuneloopError as exc:  # keep the schedule; the next run resumes
+                err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            except Exception:
+                log.exception("cycle failed")
+        return call
+
+    def watch() -> None:
+        from exporter.cycle_watch import watch_canary
+        config = load_cycle_config(cycle_file)
+        key = proxy_api_key(settings_from(ctx), config.evaluate.api_key_env)
+        with make_client(ctx, api) as client:
+            outcome = watch_canary(client, config, api_key=key)
+        if outcome.status == "finished":
+            click.echo(f"cycle {config.name}: canary decided: {outcome.message}")
+
+    from exporter.cycle_watch import run_schedule
+    watch_s = load_cycle_config(cycle_file).canary.watch_seconds
+    run_schedule(guarded(once), guarded(watch), interval_s=interval, watch_s=watch_s,
+                 stop=threading.Event())

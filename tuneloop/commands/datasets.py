@@ -3,6 +3,7 @@ datasets list | show | trace` (the recorded snapshots)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -33,8 +34,10 @@ def unescape(value: str | None) -> str | None:
               help="Fraction of examples for the validation file.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Export directory to create (train.jsonl, validation.jsonl, manifest.json).")
-@click.option("--base-model", default="gpt-4o-mini-2024-07-18", show_default=True,
-              help="Model to fine-tune: token limits, encoding and cost estimate.")
+@click.option("--base-model", default=None,
+              help="Model to fine-tune: token limits, encoding and cost estimate [default: "
+                   "gpt-4o-mini-2024-07-18 for chat and preference, davinci-002 for legacy, "
+                   "babbage-002 for classification].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
 @click.option("--separator", default=None,
               help=r"Prompt separator for legacy/classification [default \n\n###\n\n].")
@@ -46,14 +49,27 @@ def unescape(value: str | None) -> str | None:
                    "since=, until=, user=, session=, q=, min_score=, traffic=, endpoint=, "
                    "label_prefix= (default label:), label_field= (a metadata key), "
                    "max_examples=.")
+@click.option("--include-legacy", is_flag=True,
+              help="chat/preference: also take legacy /v1/completions interactions (left "
+                   "out by default: their prompt is raw text, not a conversation).")
+@click.option("--skip-invalid", is_flag=True,
+              help="Leave out examples that break a rule instead of stopping; they are "
+                   "counted and listed in the report.")
 @click.option("--workers", type=int, default=None, help="Processes [default: every core].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export directory.")
+@click.option("--strip-template", default=None, metavar="NAME[-vN]",
+              help="Leave this frozen prompt template (`tuneloop templates`) out of every "
+                   "example; examples without it are skipped with a warning.")
+@click.option("--system-prompt", default=None, metavar="TEXT",
+              help="With --strip-template: a short system prompt in the template's place.")
 @click.option("--api", default=None, help="Admin API base URL [env TUNELOOP_API].")
 @click.pass_context
 def export_command(ctx: click.Context, name: str, fmt: str, validation: float, out: Path,
-                   base_model: str, seed: int, separator: str | None, stop: str | None,
+                   base_model: str | None, seed: int, separator: str | None, stop: str | None,
                    labels: str | None, positive_class: str | None, filters: tuple[str, ...],
-                   workers: int | None, overwrite: bool, api: str | None) -> None:
+                   include_legacy: bool, skip_invalid: bool,
+                   workers: int | None, overwrite: bool, strip_template: str | None,
+                   system_prompt: str | None, api: str | None) -> None:
     """Export the approved examples (or those --filter selects) as validated fine-tuning
     data, and record the snapshot. A dataset that fails validation prints its report,
     writes nothing and exits non-zero."""
@@ -62,20 +78,33 @@ def export_command(ctx: click.Context, name: str, fmt: str, validation: float, o
     domain_errors(_export)(ctx, name=name, fmt=fmt, validation=validation, out=out,
                            base_model=base_model, seed=seed, separator=separator, stop=stop,
                            labels=labels, positive_class=positive_class, filters=filters,
-                           workers=workers, overwrite=overwrite, api=api)
+                           include_legacy=include_legacy, skip_invalid=skip_invalid,
+                           workers=workers, overwrite=overwrite, strip_template=strip_template,
+                           system_prompt=system_prompt, api=api)
 
 
 def _export(ctx: click.Context, *, name: str, fmt: str, validation: float, out: Path,
-            base_model: str, seed: int, separator: str | None, stop: str | None,
+            base_model: str | None, seed: int, separator: str | None, stop: str | None,
             labels: str | None, positive_class: str | None, filters: tuple[str, ...],
-            workers: int | None, overwrite: bool, api: str | None) -> None:
+            include_legacy: bool, skip_invalid: bool,
+            workers: int | None, overwrite: bool, strip_template: str | None,
+            system_prompt: str | None, api: str | None) -> None:
     from exporter.datasets import build_dataset, parse_filters
-    from exporter.formats import DEFAULT_SEPARATOR, FormatName, FormatOptions
+    from exporter.fix_hints import how_to_fix
+    from exporter.formats import DEFAULT_SEPARATOR, FormatName, FormatOptions, RuleViolations
     from exporter.pipeline import DatasetRejected, ExportOptions
+    from exporter.strip import TemplateStrip
+    from exporter.tokens import default_base_model
     from tuneloop.commands.common import make_client
     from tuneloop.names import dataset_name
 
     dataset_name(name, "--name")
+    if system_prompt is not None and strip_template is None:
+        raise DatasetError("--system-prompt replaces a stripped template's system prompt: "
+                           "give --strip-template too", param="system_prompt")
+    if fmt in ("preference", "classification") and strip_template is not None:
+        raise DatasetError("--strip-template works with the chat and legacy formats",
+                           param="strip_template")
     label_set = tuple(x.strip() for x in labels.split(",") if x.strip()) if labels else None
     options = ExportOptions(
         name=name,
@@ -83,16 +112,28 @@ def _export(ctx: click.Context, *, name: str, fmt: str, validation: float, out: 
                              separator=unescape(separator) or DEFAULT_SEPARATOR,
                              stop=unescape(stop), labels=label_set,
                              positive_class=positive_class),
-        base_model=base_model, validation_fraction=validation, seed=seed, workers=workers,
-        filter=parse_filters(filters), overwrite=overwrite,
+        base_model=base_model or default_base_model(fmt), validation_fraction=validation,
+        seed=seed, workers=workers, filter=parse_filters(filters), overwrite=overwrite,
+        include_legacy=include_legacy, skip_invalid=skip_invalid,
     )
     with make_client(ctx, api) as client:
+        if strip_template is not None:
+            template = client.prompt_template(strip_template)
+            options = dataclasses.replace(
+                options, strip=TemplateStrip(template, unescape(system_prompt)))
+            click.echo(f"stripping prompt template {template.ref}", err=True)
         try:
             result = build_dataset(client, out, options)
         except DatasetRejected as exc:
             click.echo(exc.report.render())
+            hint = how_to_fix(exc.problems)
             raise DatasetError(f"the dataset fails validation ({len(exc.report.errors)} "
-                               "error(s), see the report above); nothing was written") from exc
+                               "error(s), see the report above); nothing was written"
+                               + (f"\n{hint}" if hint else "")) from exc
+        except RuleViolations as exc:
+            hint = how_to_fix(exc.problems)
+            raise DatasetError(f"{exc.message}; nothing was written"
+                               + (f"\n{hint}" if hint else "")) from exc
     click.echo(result.report.render())
     snapshot, counts = result.manifest["snapshot"], result.manifest["counts"]
     click.echo(f"dataset {snapshot['name']} version {snapshot['version']} ({snapshot['id']}): "

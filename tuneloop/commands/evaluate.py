@@ -20,7 +20,8 @@ from tuneloop.errors import ConfigError
 @click.option("--candidate", required=True, help="The model to evaluate (e.g. ft:...).")
 @click.option("--baseline", required=True, help="The model it must beat.")
 @click.option("--scorer", default="exact", show_default=True,
-              help="exact | exact_strict | module:function | classification")
+              help="exact | exact_strict | module:function | classification | judge "
+                   "(a judge model compares the two answers; see --judge-model)")
 @click.option("--threshold", type=float, default=0.5, show_default=True,
               help="classification: an example is positive at or above this probability.")
 @click.option("--metric", default=None,
@@ -31,6 +32,13 @@ from tuneloop.errors import ConfigError
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Evaluate only the first N validation examples.")
 @click.option("--max-tokens", type=click.IntRange(1), default=None)
+@click.option("--judge-model", default=None,
+              help="judge scorer: the model that compares the answers (through the proxy).")
+@click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="judge scorer: a text file saying what a better answer is "
+                   "[default: a general rubric].")
+@click.option("--confidence", type=click.FloatRange(0.5, 1, min_open=True, max_open=True),
+              default=0.95, show_default=True, help="Of the scores' intervals.")
 @click.option("--api-key-env", default=None,
               help="Variable holding the key the proxy expects [default OPENAI_API_KEY; "
                    "none: the proxy's own upstream key].")
@@ -40,15 +48,18 @@ from tuneloop.errors import ConfigError
 @domain_errors
 def evaluate(ctx: click.Context, export_dir: Path, candidate: str, baseline: str, scorer: str,
              threshold: float, metric: str | None, concurrency: int, retries: int,
-             limit: int | None, max_tokens: int | None, api_key_env: str | None,
+             limit: int | None, max_tokens: int | None, judge_model: str | None,
+             rubric: Path | None, confidence: float, api_key_env: str | None,
              as_json: bool, api: str | None) -> None:
     """Compare a candidate model with a baseline on an export's validation set."""
     from exporter.evaluate import EvalOptions
     from exporter.evaluate import evaluate as run_evaluation
+    from exporter.judge import load_rubric
 
     options = EvalOptions(candidate, baseline, scorer=scorer, threshold=threshold,
                           metric=metric, concurrency=concurrency, retries=retries,
-                          limit=limit, max_tokens=max_tokens)
+                          limit=limit, max_tokens=max_tokens, judge_model=judge_model,
+                          rubric=load_rubric(rubric), confidence=confidence)
     with make_client(ctx, api) as client:
         report = run_evaluation(client, export_dir, options,
                                 api_key=proxy_api_key(settings_from(ctx), api_key_env))

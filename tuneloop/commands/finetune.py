@@ -1,11 +1,13 @@
 """`tuneloop finetune` (start a job on an export directory) and `tuneloop jobs list | show |
-follow | results | cancel`. The provider is reached with the `openai` SDK (OPENAI_API_KEY,
-OPENAI_BASE_URL); every job and what happens to it is recorded through the admin API."""
+follow | results | cancel`. `--provider openai|together|fireworks|azure` picks the trainer
+(keys from their usual variables, base URLs from the settings); a recorded job is followed at
+the provider it was started at. Every job and what happens to it is recorded through the
+admin API."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,10 @@ from rich.table import Table
 
 api_option = click.option("--api", default=None,
                           help="Admin API base URL [env TUNELOOP_API].")
+PROVIDERS = ("openai", "together", "fireworks", "azure")
+provider_option = click.option(
+    "--provider", type=click.Choice(PROVIDERS), default=None,
+    help="Fine-tuning provider [default: openai; for a recorded job, the one it ran at].")
 poll_option = click.option("--poll", type=float, default=2.0, show_default=True,
                            help="Seconds between status checks while following.")
 
@@ -37,13 +43,23 @@ def _run(ctx: click.Context, api: str | None, body: Callable[[Any], None]) -> No
     run()
 
 
-def _follow(client: Any, job_id: str, poll: float) -> dict[str, Any]:
-    from exporter.finetune import default_provider, wait_for_job
+def _provider(ctx: click.Context, name: str | None, record: dict[str, Any] | None = None) -> Any:
+    """The provider `name`, else the one the recorded job ran at, else OpenAI."""
+    from exporter.providers.registry import provider_of
+    from tuneloop.commands.common import settings_from
+
+    return provider_of(record or {}, settings_from(ctx), name)
+
+
+def _follow(ctx: click.Context, client: Any, job_id: str, poll: float,
+            provider: str | None) -> dict[str, Any]:
+    from exporter.finetune import wait_for_job
     from exporter.providers.display import RichFollowDisplay
 
+    chosen = _provider(ctx, provider, client.job(job_id))
     try:
         with RichFollowDisplay(job_id) as display:
-            record: dict[str, Any] = wait_for_job(client, job_id, default_provider(),
+            record: dict[str, Any] = wait_for_job(client, job_id, chosen,
                                                   observer=display, backoff=_backoff(poll))
     except KeyboardInterrupt:
         Console(stderr=True).print(
@@ -60,6 +76,10 @@ def _finish(record: dict[str, Any]) -> None:
                + (f": {record['fine_tuned_model']}" if record.get("fine_tuned_model") else ""))
     if record.get("curves"):
         _print_curves(record["curves"])
+    if record["status"] == "succeeded" and record.get("provider") not in (None, "openai"):
+        Console(stderr=True).print(
+            f"the model is served by {record['provider']}, not the default upstream: route it "
+            f"with `tuneloop jobs serve {record['id']} --promote ALIAS`", highlight=False)
     raise_for_status(record)
 
 
@@ -76,13 +96,14 @@ def _finish(record: dict[str, Any]) -> None:
 @click.option("--lr-multiplier", type=float, default=None, help="[default: auto]")
 @click.option("--beta", type=float, default=None, help="DPO beta [default: auto]")
 @click.option("--wait", is_flag=True, help="Follow the job to its end, then store its results.")
+@provider_option
 @poll_option
 @api_option
 @click.pass_context
 def finetune(ctx: click.Context, dataset: Path, base_model: str, method: str | None,
              suffix: str | None, seed: int | None, epochs: int | None, batch_size: int | None,
-             lr_multiplier: float | None, beta: float | None, wait: bool, poll: float,
-             api: str | None) -> None:
+             lr_multiplier: float | None, beta: float | None, wait: bool,
+             provider: str | None, poll: float, api: str | None) -> None:
     """Upload an export directory and start a fine-tuning job (admin token only)."""
     from exporter.exportdir import load_export
     from exporter.finetune import job_spec, start_job
@@ -91,13 +112,13 @@ def finetune(ctx: click.Context, dataset: Path, base_model: str, method: str | N
         spec = job_spec(load_export(dataset, verify=False), base_model, method=method,
                         suffix=suffix, seed=seed, epochs=epochs, batch_size=batch_size,
                         lr_multiplier=lr_multiplier, beta=beta)
-        record = start_job(client, dataset, spec)
+        record = start_job(client, dataset, spec, _provider(ctx, provider))
         click.echo(record["id"])
         Console(stderr=True).print(
             f"started {record['id']} ({record['method']} on {record['base_model']}); follow it "
             f"with `tuneloop jobs follow {record['id']}`", highlight=False)
         if wait:
-            _finish(_follow(client, record["id"], poll))
+            _finish(_follow(ctx, client, record["id"], poll, provider))
 
     _run(ctx, api, body)
 
@@ -116,27 +137,34 @@ def jobs() -> None:
 @click.pass_context
 def jobs_list(ctx: click.Context, status: str | None, limit: int, refresh: bool,
               as_json: bool, api: str | None) -> None:
-    """The recorded jobs, newest first."""
-    from exporter.finetune import default_provider, refresh_job
+    """The recorded jobs, newest first (each refreshed at the provider it runs at)."""
+    from exporter.finetune import refresh_job
     from exporter.providers.base import TERMINAL
 
     def body(client: Any) -> None:
         found = client.jobs(status=status, limit=limit)["jobs"]
-        if refresh and any(j["status"] not in TERMINAL for j in found):
-            provider = default_provider()
-            found = [refresh_job(client, j["id"], provider) if j["status"] not in TERMINAL
-                     else j for j in found]
+        if refresh:
+            found = [refresh_job(client, j["id"], _provider(ctx, None, j))
+                     if j["status"] not in TERMINAL else j for j in found]
         if as_json:
             click.echo(json.dumps(found, indent=2))
             return
-        table = Table("id", "status", "base model", "fine-tuned model", "dataset", "created")
-        for job in found:
-            table.add_row(job["id"], job["status"], job["base_model"],
-                          job["fine_tuned_model"] or "", job["dataset_id"] or "",
-                          job["created_at"])
-        Console().print(table)
+        rows = [(job["id"], job["status"], job["base_model"], job["fine_tuned_model"] or "",
+                 job["dataset_id"] or "", job["created_at"], job.get("provider") or "")
+                for job in found]
+        click.echo(plain_table(("id", "status", "base model", "fine-tuned model", "dataset",
+                                "created", "provider"), rows))
 
     _run(ctx, api, body)
+
+
+def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest value, never cut or wrapped inside a value: ids and
+    model names are copied from here into other commands."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    lines = [headers, tuple("-" * w for w in widths), *rows]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)
 
 
 @jobs.command("show")
@@ -150,28 +178,32 @@ def jobs_show(ctx: click.Context, job_id: str, api: str | None) -> None:
 
 @jobs.command("follow")
 @click.argument("job_id")
+@provider_option
 @poll_option
 @api_option
 @click.pass_context
-def jobs_follow(ctx: click.Context, job_id: str, poll: float, api: str | None) -> None:
+def jobs_follow(ctx: click.Context, job_id: str, provider: str | None, poll: float,
+                api: str | None) -> None:
     """Show a job's events until it ends, resuming after the last event shown before (by
     any process); exits non-zero if the job fails or is cancelled."""
-    _run(ctx, api, lambda client: _finish(_follow(client, job_id, poll)))
+    _run(ctx, api, lambda client: _finish(_follow(ctx, client, job_id, poll, provider)))
 
 
 @jobs.command("results")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics per step as JSON.")
+@provider_option
 @api_option
 @click.pass_context
-def jobs_results(ctx: click.Context, job_id: str, as_json: bool, api: str | None) -> None:
+def jobs_results(ctx: click.Context, job_id: str, as_json: bool, provider: str | None,
+                 api: str | None) -> None:
     """Fetch a finished job's metrics (loss curves), store and print them."""
-    from exporter.finetune import default_provider, refresh_job, store_results
+    from exporter.finetune import refresh_job, store_results
 
     def body(client: Any) -> None:
-        provider = default_provider()
-        record = refresh_job(client, job_id, provider)
-        curves = store_results(client, job_id, provider)
+        chosen = _provider(ctx, provider, client.job(job_id))
+        record = refresh_job(client, job_id, chosen)
+        curves = store_results(client, job_id, chosen)
         if as_json:
             click.echo(json.dumps({"job": client.job(job_id), "curves": curves.to_json()}))
             return
@@ -181,16 +213,57 @@ def jobs_results(ctx: click.Context, job_id: str, as_json: bool, api: str | None
     _run(ctx, api, body)
 
 
-@jobs.command("cancel")
+@jobs.command("serve")
 @click.argument("job_id")
+@click.option("--promote", "alias", default=None,
+              help="Route the model on this alias (admin token).")
+@click.option("--canary", type=click.FloatRange(0, 100, min_open=True), default=100.0,
+              show_default=True, help="With --promote: the model's share of the alias.")
+@provider_option
 @api_option
 @click.pass_context
-def jobs_cancel(ctx: click.Context, job_id: str, api: str | None) -> None:
+def jobs_serve(ctx: click.Context, job_id: str, alias: str | None, canary: float,
+               provider: str | None, api: str | None) -> None:
+    """Make a succeeded job's model servable (Fireworks: load the LoRA) and print the route
+    target that reaches it; --promote routes it."""
+    def body(client: Any) -> None:
+        chosen = _provider(ctx, provider, client.job(job_id))
+        job = chosen.retrieve(job_id)
+        deploy = getattr(chosen, "deploy", None)
+        if deploy is None:  # OpenAI: the default upstream serves its fine-tunes
+            from exporter.providers.serving import ServedModel
+
+            served = ServedModel(job.fine_tuned_model or "", None, None)
+            if job.status != "succeeded":
+                raise click.ClickException(f"job {job_id} is {job.status}: no model to serve")
+        else:
+            served = deploy(job)
+        where = served.base_url or "the default upstream"
+        click.echo(f"{served.model} at {where}"
+                   + (f" with the key in {served.api_key_env}" if served.api_key_env else ""))
+        if alias is None:
+            flags = "".join(f" --{k.replace('_', '-')} {v}"
+                            for k, v in served.promote_args().items() if v and k != "provider")
+            click.echo(f"route it: tuneloop promote --alias ALIAS --model {served.model}{flags}")
+            return
+        client.promote(alias, served.model, canary=canary, **served.promote_args())
+        kind = "fully" if canary >= 100 else f"as a {canary:g}% canary"
+        click.echo(f"promoted {served.model} {kind} on {alias}")
+
+    _run(ctx, api, body)
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@provider_option
+@api_option
+@click.pass_context
+def jobs_cancel(ctx: click.Context, job_id: str, provider: str | None, api: str | None) -> None:
     """Cancel a running job (admin token only)."""
     from exporter.finetune import cancel_job
 
     def body(client: Any) -> None:
-        record = cancel_job(client, job_id)
+        record = cancel_job(client, job_id, _provider(ctx, provider, client.job(job_id)))
         click.echo(f"{record['id']} {record['status']}")
 
     _run(ctx, api, body)

@@ -10,26 +10,67 @@ from typing import Any
 import click
 
 from tuneloop.commands.common import api_option, domain_errors, make_client
+from tuneloop.request_transforms import describe
+
+
+def describe_transforms(target: dict[str, Any]) -> str:
+    """A target's transforms in brackets (`` [strip support-bot-v1, stop]``), or nothing."""
+    text = describe(target.get("transforms"))
+    return f" [{text}]" if text else ""
 
 
 def describe_route(spec: dict[str, Any]) -> str:
     total = sum(float(t.get("weight", 100.0)) for t in spec["targets"]) or 1.0
     parts = [f"{t['model']} {100 * float(t.get('weight', 100.0)) / total:g}%"
-             for t in spec["targets"]]
+             f"{describe_transforms(t)}" for t in spec["targets"]]
     text = ", ".join(parts)
     if spec.get("fallbacks"):
         text += "; fallbacks: " + ", ".join(t["model"] for t in spec["fallbacks"])
     return text
 
 
-def legacy_markers(export_dir: Path) -> tuple[str | None, str | None]:
-    """The prompt separator and stop sequence of a legacy-format export, else (None, None)."""
+def describe_verdict(verdict: dict[str, Any]) -> str:
+    """A canary test's verdict as recorded in the route history, on one line per test."""
+    lines = [f"verdict {verdict.get('verdict')} ({verdict.get('test', 'sprt')})"]
+    for test in verdict.get("tests", []):
+        lines.append(
+            f"  {test['metric']}: canary {test['canary_events']}/{test['canary_n']}, current "
+            f"{test['baseline_events']}/{test['baseline_n']}; H0 p={test['p0']:.4f} H1 "
+            f"p={test['p1']:.4f}; LLR {test['llr']:+.3f} in [{test['lower']:.3f}, "
+            f"{test['upper']:.3f}]: {test['decision']}")
+    return "\n".join(lines)
+
+
+def describe_change(item: dict[str, Any]) -> str:
+    """One route history entry (GET /admin/routes/history) for people."""
+    detail = item.get("detail") or {}
+    head = f"#{item['seq']} {item['changed_at']} {item['action']} by {item.get('changed_by')}"
+    if item["action"] == "promote":
+        head += f": {detail.get('model')} at {detail.get('canary', 100):g}%"
+    elif item["action"] == "rollback":
+        head += f": undid {detail.get('model')} (#{detail.get('undoes')})"
+    if item.get("spec"):
+        head += f" -> {describe_route(item['spec'])}"
+    verdict = detail.get("verdict")
+    return head if not isinstance(verdict, dict) else f"{head}\n  {describe_verdict(verdict)}"
+
+
+def export_transforms(export_dir: Path) -> dict[str, str | None]:
+    """What the model trained on an export must get: the prompt separator and stop sequence
+    of a legacy-format export, and the template it was exported without (with its
+    replacement system prompt)."""
     from exporter.exportdir import load_export
 
     manifest = load_export(export_dir, verify=False).manifest
-    if manifest.get("format") not in ("legacy", "classification"):
-        return None, None
-    return manifest.get("prompt_separator"), manifest.get("stop")
+    found: dict[str, str | None] = {}
+    if manifest.get("format") in ("legacy", "classification"):
+        found["prompt_suffix"] = manifest.get("prompt_separator")
+        found["stop"] = manifest.get("stop")
+    template = manifest.get("template")
+    if isinstance(template, dict) and isinstance(template.get("ref"), str):
+        found["strip_template"] = template["ref"]
+        found["system_prompt"] = template.get("replacement_system_prompt")
+    return found
 
 
 @click.command("promote")
@@ -41,10 +82,20 @@ def legacy_markers(export_dir: Path) -> tuple[str | None, str | None]:
 @click.option("--base-url", default=None, help="OpenAI-compatible server of the model.")
 @click.option("--api-key-env", default=None, help="Variable holding the model's key.")
 @click.option("--prompt-suffix", default=None,
-              help="Legacy-format models: the separator the proxy appends to prompts.")
-@click.option("--stop", default=None, help="Legacy-format models: the stop sequence.")
+              help="Legacy-format models: the separator the proxy appends to the model's "
+                   "prompts (only the model's: the current target gets the app's request).")
+@click.option("--stop", default=None,
+              help="The stop sequence set on the model's requests that set none.")
+@click.option("--strip-template", default=None, metavar="NAME-vN",
+              help="A frozen template the proxy takes out of the model's requests (the "
+                   "model learned it; see `tuneloop templates`).")
+@click.option("--system-prompt", default=None,
+              help="A short system prompt the model gets in place of the app's (or of the "
+                   "stripped template's).")
 @click.option("--from-export", "export_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=None, help="Take --prompt-suffix and --stop from a legacy export.")
+              default=None, help="Take --prompt-suffix and --stop (legacy export) and "
+                                 "--strip-template/--system-prompt from the export the model "
+                                 "was trained on.")
 @click.option("--keep-fallbacks/--drop-fallbacks", default=True, show_default=True)
 @click.option("--previous-as-fallback/--no-previous-fallback", default=True, show_default=True,
               help="On a full promotion, keep the previous target as the first fallback.")
@@ -53,17 +104,21 @@ def legacy_markers(export_dir: Path) -> tuple[str | None, str | None]:
 @domain_errors
 def promote(ctx: click.Context, alias: str, model: str, canary: float, provider: str | None,
             base_url: str | None, api_key_env: str | None, prompt_suffix: str | None,
-            stop: str | None, export_dir: Path | None, keep_fallbacks: bool,
-            previous_as_fallback: bool, api: str | None) -> None:
-    """Route a canary share (or all) of an alias's traffic to a model."""
-    suffix, stop_sequence = prompt_suffix, stop
+            stop: str | None, strip_template: str | None, system_prompt: str | None,
+            export_dir: Path | None, keep_fallbacks: bool, previous_as_fallback: bool,
+            api: str | None) -> None:
+    """Route a canary share (or all) of an alias's traffic to a model. Transforms (separator,
+    stop, template, system prompt) apply to that model's requests only."""
+    given = {"prompt_suffix": prompt_suffix, "stop": stop, "strip_template": strip_template,
+             "system_prompt": system_prompt}
     if export_dir is not None:
-        separator, export_stop = legacy_markers(export_dir)
-        suffix, stop_sequence = suffix or separator, stop_sequence or export_stop
+        for key, value in export_transforms(export_dir).items():
+            given[key] = given[key] or value
     with make_client(ctx, api) as client:
         result = client.promote(
             alias, model, canary=canary, provider=provider, base_url=base_url,
-            api_key_env=api_key_env, prompt_suffix=suffix, stop=stop_sequence,
+            api_key_env=api_key_env, prompt_suffix=given["prompt_suffix"], stop=given["stop"],
+            strip_template=given["strip_template"], system_prompt=given["system_prompt"],
             keep_fallbacks=keep_fallbacks, previous_as_fallback=previous_as_fallback)
     kind = "fully" if canary >= 100 else f"as a {canary:g}% canary"
     click.echo(f"promoted {model} {kind} on {alias}: {describe_route(result['spec'])}")

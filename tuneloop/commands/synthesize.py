@@ -57,6 +57,27 @@ def _summary_lines(summary: Summary) -> list[str]:
     return [f"{name:<10} {value}" for name, value in rows]
 
 
+def _skipped_lines(summary: Summary, model: str, tags: tuple[str, ...]) -> list[str]:
+    """What a rerun skipped and why: the chunks done before, by which model and tags, and,
+    when this run names others, that a chunk is done once whatever the model or tags."""
+    if not summary.chunks_skipped:
+        return []
+    def described(run_model: str, run_tags: tuple[str, ...]) -> str:
+        return f"model {run_model}, " + (f"tags {', '.join(run_tags)}" if run_tags
+                                          else "no --tag")
+
+    now = (model, tuple(sorted(set(tags))))
+    lines = [f"skipped {summary.chunks_skipped} chunks done by an earlier run (not asked "
+             "again): " + "; ".join(f"{n} by {described(*by)}"
+                                     for by, n in summary.skipped_by.most_common())]
+    if any(by != now for by in summary.skipped_by):
+        lines.append(f"this run asks {described(*now)}, but a chunk is done once whatever "
+                     "--model or --tag: its key covers its text, the prompt templates and "
+                     "--questions. To make pairs with other settings, change --questions or a "
+                     "template (--question-template/--answer-template).")
+    return lines
+
+
 @click.command("synthesize")
 @click.option("--docs", required=True, help="A folder, a glob, a file (Markdown, text, HTML) "
               "or a JSONL file with a `text` field.")
@@ -142,7 +163,7 @@ def _run(ctx: click.Context, *, docs: str, questions: int, model: str, tags: tup
                 await client.close()
 
         summary = asyncio.run(main())
-    _report(err, summary)
+    _report(err, summary, _skipped_lines(summary, model, tags))
 
 
 def _client(base: str, key: str | None, settings: Settings) -> openai.AsyncOpenAI:
@@ -161,8 +182,8 @@ def _show_plan(plan: list[list[Chunk]]) -> None:
     Console().print(table)
 
 
-def _report(err: Console, summary: Summary) -> None:
-    for line in _summary_lines(summary):
+def _report(err: Console, summary: Summary, skipped: list[str]) -> None:
+    for line in [*_summary_lines(summary), *skipped]:
         err.print(line, highlight=False, markup=False, soft_wrap=True)
     for failure in summary.failures[:MAX_FAILURES_SHOWN]:
         err.print(f"[bold red]failed:[/] {escape(failure.chunk)} (chunk:{failure.key}): "

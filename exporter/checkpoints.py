@@ -1,0 +1,112 @@
+"""A fine-tuning job's checkpoints, each evaluated like a candidate, and the best of them.
+
+OpenAI keeps checkpoints of a job's last epochs; each is a model a route can serve, and the
+last one is not always the best (a model can overfit in its last epoch). `evaluate_checkpoints`
+runs the same evaluation as `tuneloop evaluate` (exporter/evaluate.py) on each of the last `k`
+checkpoints against one baseline; every evaluation is a stored eval run. The best checkpoint
+has the highest margin over the baseline; a tie goes to the lower validation loss, then the
+later step. Providers without checkpoints return none and there is nothing to choose from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exporter.evaluate import EvalOptions, evaluate
+from exporter.providers.base import Checkpoint, FineTuneProvider
+from tuneloop.client import AdminClient
+from tuneloop.errors import NotFound
+
+
+@dataclass(frozen=True)
+class CheckpointEval:
+    checkpoint: Checkpoint
+    eval_run_id: str | None = None
+    candidate_score: float | None = None
+    baseline_score: float | None = None
+    margin: float | None = None
+    margin_interval: list[float] | None = None  # when evaluated now (the run list has none)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.checkpoint.to_json(), "eval_run_id": self.eval_run_id,
+                "candidate_score": self.candidate_score, "baseline_score": self.baseline_score,
+                "margin": self.margin, "margin_interval": self.margin_interval}
+
+
+def last_checkpoints(provider: FineTuneProvider, job_id: str, k: int | None) -> list[Checkpoint]:
+    """The job's last `k` checkpoints (all when None), by step; NotFound when it has none."""
+    found = provider.checkpoints(job_id)
+    if not found:
+        raise NotFound(f"job {job_id} has no checkpoints (the provider keeps none, or the job "
+                       "has not saved any yet)")
+    return found[-k:] if k else found
+
+
+def evaluate_checkpoints(client: AdminClient, checkpoints: Sequence[Checkpoint],
+                         export_dir: Path, options: EvalOptions, *,
+                         api_key: str | None = None) -> list[CheckpointEval]:
+    """Each checkpoint as `options.candidate`, one stored eval run each."""
+    results = []
+    for checkpoint in checkpoints:
+        report = evaluate(client, export_dir,
+                          dataclasses.replace(options, candidate=checkpoint.model),
+                          api_key=api_key)
+        results.append(CheckpointEval(checkpoint, report.run_id,
+                                      report.models["candidate"]["score"],
+                                      report.models["baseline"]["score"], report.margin,
+                                      report.margin_interval))
+    return results
+
+
+def _rank(result: CheckpointEval) -> tuple[float, float, int]:
+    loss = result.checkpoint.valid_loss
+    return (-math.inf if result.margin is None else result.margin,
+            -(math.inf if loss is None else loss), result.checkpoint.step)
+
+
+def best_checkpoint(results: Sequence[CheckpointEval]) -> CheckpointEval:
+    if not results:
+        raise NotFound("no evaluated checkpoint to choose from")
+    return max(results, key=_rank)
+
+
+def stored_evaluations(checkpoints: Sequence[Checkpoint],
+                       runs: Sequence[dict[str, Any]]) -> list[CheckpointEval]:
+    """The checkpoints with the scores of their latest done eval run (GET /admin/evals,
+    newest first), if any."""
+    results = []
+    for checkpoint in checkpoints:
+        run = next((r for r in runs if r.get("candidate") == checkpoint.model
+                    and r.get("status") == "done"), None)
+        results.append(CheckpointEval(checkpoint) if run is None else CheckpointEval(
+            checkpoint, run["id"], run.get("candidate_score"), run.get("baseline_score"),
+            run.get("margin")))
+    return results
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _interval(bounds: Sequence[float] | None) -> str:
+    return "-" if not bounds else f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}]"
+
+
+def render_checkpoints(results: Sequence[CheckpointEval], best: CheckpointEval | None) -> str:
+    """One line per checkpoint: step, validation loss (full set when known), eval scores."""
+    lines = ["step  valid_loss  full_valid_loss  score   baseline  margin   margin 95%         "
+             "model"]
+    for result in results:
+        metrics = result.checkpoint.metrics
+        mark = "  <- best" if best is not None and result.checkpoint == best.checkpoint else ""
+        lines.append(f"{result.checkpoint.step:>4}  {_number(metrics.get('valid_loss')):>10}  "
+                     f"{_number(metrics.get('full_valid_loss')):>15}  "
+                     f"{_number(result.candidate_score):>6}  {_number(result.baseline_score):>8}"
+                     f"  {_number(result.margin):>7}  {_interval(result.margin_interval):<17}"
+                     f"  {result.checkpoint.model}{mark}")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""The cycle's canary steps: `canary` routes a share of the alias to the candidate, `watch`
+decides its fate with the sequential test of exporter/canary_stats.py.
+
+`watch` rolls back as soon as the error rate (or, with enough feedback, the thumbs-down share)
+is found worse than the current model's, promotes to 100% as soon as every test finds it no
+worse (after `min_requests` canary requests and `min_age_minutes`), and otherwise waits. The
+verdict and its statistics go into the step's detail and, on a decision, into the route
+history entry of the rollback or promotion (`detail.verdict`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from exporter.canary_stats import CanaryVerdict, SprtParams, canary_verdict, sprt
+from exporter.cycle_config import CanaryConfig
+from exporter.cycle_steps import StepContext, StepResult, current_model, end
+from exporter.exportdir import load_export
+
+_NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "feedback_count": 0,
+               "feedback_mean": None, "rated_requests": 0, "thumbs_down": 0}
+
+
+def canary_step(ctx: StepContext) -> StepResult:
+    manifest = load_export(Path(ctx.state["export_path"]), verify=False).manifest
+    suffix, stop = manifest.get("prompt_separator"), manifest.get("stop")
+    candidate, percent = ctx.state["fine_tuned_model"], ctx.config.canary.percent
+    stable = current_model(ctx.client, ctx.config.alias)
+    result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
+                                prompt_suffix=suffix, stop=stop, **ctx.state.get("serving", {}))
+    state = {"promoted_at": result["changed_at"], "stable": stable, "canary_percent": percent}
+    detail = {"model": candidate, "canary": percent, "stable": stable}
+    if percent >= 100:
+        return StepResult(None, state=state, detail=detail, outcome="promoted")
+    return StepResult("watch", state=state, detail=detail)
+
+
+def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig,
+                 age: timedelta) -> CanaryVerdict:
+    """The verdict on health rows (storage/route_health.py) of the canary and the current
+    target since the promotion."""
+    errors = SprtParams(cfg.alpha, cfg.beta, cfg.max_error_rate_increase,
+                        cfg.bad_error_rate_increase)
+    thumbs = SprtParams(cfg.alpha, cfg.beta, cfg.max_thumbs_down_increase,
+                        cfg.bad_thumbs_down_increase)
+    tests = [
+        sprt("errors", canary["requests"], canary["errors"], stable["requests"],
+             stable["errors"], errors),
+        sprt("thumbs_down", canary.get("rated_requests", 0), canary.get("thumbs_down", 0),
+             stable.get("rated_requests", 0), stable.get("thumbs_down", 0), thumbs),
+    ]
+    return canary_verdict(tests, feedback_counted=canary.get("rated_requests", 0)
+                          >= cfg.min_feedback, canary_requests=canary["requests"],
+                          min_requests=cfg.min_requests,
+                          old_enough=age >= timedelta(minutes=cfg.min_age_minutes))
+
+
+def watch_step(ctx: StepContext) -> StepResult:
+    alias, candidate = ctx.config.alias, ctx.state["fine_tuned_model"]
+    health = ctx.client.route_health(alias, since=ctx.state["promoted_at"])
+    spec = health.get("route") or {"targets": []}
+    promotion = health.get("promotion") or {}
+    if promotion.get("model") != candidate or \
+            candidate not in [t["model"] for t in spec["targets"]]:
+        return end("superseded", route=spec)
+    rows = {row["target"]: row for row in health["targets"]}
+    canary = rows.get(candidate, _NO_TRAFFIC)
+    stable = rows.get(ctx.state["stable"], _NO_TRAFFIC)
+    age = datetime.now(UTC) - datetime.fromisoformat(ctx.state["promoted_at"])
+    verdict = judge_canary(canary, stable, ctx.config.canary, age)
+    detail = {"canary": canary, "stable": stable, "age_minutes": round(age.total_seconds() / 60, 2),
+              "verdict": verdict.to_json()}
+    if verdict.verdict == "rollback":
+        ctx.client.rollback(alias, verdict=verdict.to_json())
+        return end("rolled_back", reasons=list(verdict.reasons), **detail)
+    if verdict.verdict == "promote":
+        ctx.client.promote(alias, candidate, canary=100, verdict=verdict.to_json())
+        return end("promoted", **detail)
+    note = f"the canary is undecided ({'; '.join(verdict.reasons)})"
+    return StepResult("watch", detail=detail, wait=True, note=note)

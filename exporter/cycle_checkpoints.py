@@ -1,0 +1,29 @@
+"""The cycle's `checkpoints` step (with `[evaluate] checkpoints = K`): between `wait` and
+`evaluate`, the job's last K checkpoints are evaluated against the current model
+(exporter/checkpoints.py) and the best becomes the run's candidate; `evaluate` then gates it
+as usual and `canary` promotes it. Each checkpoint's scores and validation loss are kept in
+the step's detail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter.checkpoints import best_checkpoint, evaluate_checkpoints, last_checkpoints
+from exporter.cycle_steps import StepContext, StepResult, current_model, eval_options
+
+
+def checkpoints_step(ctx: StepContext) -> StepResult:
+    cfg = ctx.config.evaluate
+    final = ctx.state["fine_tuned_model"]
+    checkpoints = last_checkpoints(ctx.provider(), ctx.state["job_id"], cfg.checkpoints)
+    baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
+    options = eval_options(cfg, final, baseline, ctx.run["id"])
+    results = evaluate_checkpoints(ctx.client, checkpoints, Path(ctx.state["export_path"]),
+                                   options, api_key=ctx.api_key)
+    best = best_checkpoint(results)
+    chosen = {"model": best.checkpoint.model, "step": best.checkpoint.step,
+              "id": best.checkpoint.id}
+    return StepResult("evaluate",
+                      state={"fine_tuned_model": best.checkpoint.model, "final_model": final,
+                             "checkpoint": chosen},
+                      detail={"checkpoints": [r.to_json() for r in results], "best": chosen})

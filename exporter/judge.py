@@ -1,0 +1,149 @@
+"""The `judge` scorer: a judge model compares the candidate's and the baseline's answer to each
+validation example, through the proxy as evaluation traffic (tagged `eval-judge`), in both
+orders (see `exporter.judge_prompt`).
+
+A pair needs no judge when an answer failed (a failed request loses; both failed: a tie) or
+when both answers are the same. A judge reply that is not the JSON verdict asked for is asked
+once more; unparseable twice, or a request that failed after its retries, makes the pair an
+`error`: it counts neither as a win nor as a loss, and the report says how many there were.
+Every judgement (each order's verdict, reason and interaction id) is kept in the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from exporter.eval_cases import EvalCase, answer_text
+from exporter.eval_report import Answer
+from exporter.eval_retry import RetryPolicy, send
+from exporter.intervals import sign_test, wilson
+from exporter.judge_prompt import (
+    DEFAULT_RUBRIC,
+    ORDERS,
+    Outcome,
+    combine,
+    judge_messages,
+    parse_verdict,
+    preferred,
+    read_rubric,
+)
+from exporter.scoring import normalize_answer
+from tuneloop.errors import ConfigError
+
+ATTEMPTS = 2  # an unparseable verdict is asked for once more
+JUDGE_MAX_TOKENS = 512
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    model: str
+    rubric: str
+    max_tokens: int = JUDGE_MAX_TOKENS
+
+
+def load_rubric(path: Path | None) -> str:
+    """The rubric in the user's file (UTF-8 text), or the default rubric without one."""
+    if path is None:
+        return DEFAULT_RUBRIC
+    try:
+        return read_rubric(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"rubric file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the rubric file {path}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}") from None
+
+
+def settled(candidate: Answer, baseline: Answer) -> tuple[Outcome, str] | None:
+    """The outcome of a pair that needs no judge, and why; None when it needs one."""
+    if candidate.text is None and baseline.text is None:
+        return "tie", "both_failed"
+    if candidate.text is None:
+        return "baseline", "candidate_failed"
+    if baseline.text is None:
+        return "candidate", "baseline_failed"
+    if normalize_answer(candidate.text) == normalize_answer(baseline.text):
+        return "tie", "same_answer"
+    return None
+
+
+async def _one_order(client: openai.AsyncOpenAI, spec: JudgeSpec, case: EvalCase, order: str,
+                     texts: Mapping[str, str], reference: str | None,
+                     headers: dict[str, str], policy: RetryPolicy,
+                     gate: asyncio.Semaphore) -> dict[str, Any]:
+    first, second = (texts[role] for role in ORDERS[order])
+    body: dict[str, Any] = {"model": spec.model, "temperature": 0, "max_tokens": spec.max_tokens,
+            "messages": judge_messages(case.messages, first, second, spec.rubric, reference)}
+    record: dict[str, Any] = {"order": order, "verdict": None, "prefers": None, "reason": None,
+                              "error": None, "attempts": 0, "interaction_ids": []}
+    api: Any = client.chat.completions
+    for _ in range(ATTEMPTS):
+        async with gate:
+            reply = await send(lambda: api.with_raw_response.create(**body,
+                                                                   extra_headers=headers),
+                               policy)
+        record["attempts"] += 1
+        record["interaction_ids"].append(reply.interaction_id)
+        if reply.raw is None:  # the request itself failed, after its own retries
+            record["error"] = f"judge request failed: {reply.error}"
+            return record
+        choices = reply.raw.parse().model_dump().get("choices") or [{}]
+        text = answer_text(choices[0].get("message") or {})
+        parsed = parse_verdict(text)
+        if parsed is not None:
+            verdict, reason = parsed
+            record.update(verdict=verdict, prefers=preferred(order, verdict), reason=reason,
+                          error=None)
+            return record
+        record["error"] = f"unparseable judge output: {text[:200]!r}"
+    return record
+
+
+async def judge_pairs(client: openai.AsyncOpenAI, spec: JudgeSpec, cases: Sequence[EvalCase],
+                      answers: Mapping[str, Sequence[Answer]], headers: dict[str, str],
+                      policy: RetryPolicy, gate: asyncio.Semaphore) -> list[dict[str, Any]]:
+    """One judgement per case, in order."""
+
+    async def pair(i: int) -> dict[str, Any]:
+        case = cases[i]
+        candidate, baseline = answers["candidate"][i], answers["baseline"][i]
+        reference = case.reference if case.edited else None
+        judgement: dict[str, Any] = {"line": case.line, "source_id": case.source_id,
+                                     "reference": reference is not None, "orders": []}
+        done = settled(candidate, baseline)
+        if done is not None:
+            return {**judgement, "outcome": done[0], "how": done[1]}
+        assert candidate.text is not None and baseline.text is not None
+        texts = {"candidate": candidate.text, "baseline": baseline.text}
+        own = {**headers, **({"x-tuneloop-source": case.source_id} if case.source_id else {})}
+        orders = await asyncio.gather(*(
+            _one_order(client, spec, case, order, texts, reference, own, policy, gate)
+            for order in ORDERS))
+        errors = [o for o in orders if o["error"] is not None]
+        outcome = "error" if errors else combine([o["prefers"] for o in orders])
+        return {**judgement, "outcome": outcome, "how": "judged", "orders": orders}
+
+    return list(await asyncio.gather(*(pair(i) for i in range(len(cases)))))
+
+
+def pairwise_summary(judgements: Sequence[Mapping[str, Any]],
+                     confidence: float) -> dict[str, Any]:
+    """Wins, losses, ties and errors of the candidate; its win rate over the decided pairs
+    (ties and errors excluded) with a Wilson interval, and the sign test's p-value."""
+    count = {k: sum(j["outcome"] == v for j in judgements)
+             for k, v in (("wins", "candidate"), ("losses", "baseline"), ("ties", "tie"),
+                          ("errors", "error"))}
+    decided = count["wins"] + count["losses"]
+    low, high = wilson(count["wins"], decided, confidence)
+    return {**count, "decided": decided,
+            "win_rate": count["wins"] / decided if decided else 0.5,
+            "interval": [low, high], "p_value": sign_test(count["wins"], count["losses"]),
+            "orders_disagreed": sum(1 for j in judgements if j["how"] == "judged"
+                                    and len({o["prefers"] for o in j["orders"]}) > 1)}

@@ -1,0 +1,187 @@
+"""Fireworks AI supervised fine-tuning (LoRA) behind the provider interface.
+
+Its REST API (https://docs.fireworks.ai/api-reference), under `/v1/accounts/{account}`:
+datasets (`POST /datasets` with `datasetId` and `dataset.userUploaded`, then
+`POST /datasets/{id}:upload` multipart; `GET /datasets/{id}` until `state` is READY),
+`POST /supervisedFineTuningJobs` (`dataset`, `baseModel`, `outputModel`, `epochs`, ...),
+`GET /supervisedFineTuningJobs/{id}` (`state`: JOB_STATE_*), `POST .../{id}:cancel`, and
+`POST /deployedModels` (`model`, `serverless`) to load the LoRA for serving. The model is
+`accounts/{account}/models/{id}`, served by the OpenAI-compatible inference API
+(https://api.fireworks.ai/inference/v1) with FIREWORKS_API_KEY. Fireworks' API has no job
+events, metrics file or servable checkpoints: the interface says so (ProviderUnsupported).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from exporter.exportdir import ExportDir
+from exporter.providers.base import (
+    Checkpoint,
+    JobEvent,
+    JobInfo,
+    JobSpec,
+    LossCurves,
+    UploadedFiles,
+)
+from exporter.providers.http_api import AlreadyExists, JsonApi, epoch
+from exporter.providers.serving import ServedModel
+from exporter.providers.together_ft import check_chat_export
+from tuneloop.errors import DatasetError, ProviderError, ProviderUnsupported
+
+KEY_ENV = "FIREWORKS_API_KEY"
+SUCCEEDED = frozenset({"JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED"})
+FAILED = frozenset({"JOB_STATE_FAILED", "JOB_STATE_EXPIRED", "JOB_STATE_FAILED_CLEANING_UP"})
+RUNNING = frozenset({"JOB_STATE_RUNNING", "JOB_STATE_WRITING_RESULTS", "JOB_STATE_EVALUATION"})
+HYPERPARAMETERS = {"n_epochs": "epochs", "batch_size": "batchSize",
+                   "learning_rate": "learningRate", "lora_rank": "loraRank"}
+READY_POLLS = 30
+
+
+def _status(state: str) -> str:
+    if state in SUCCEEDED:
+        return "succeeded"
+    if state in FAILED:
+        return "failed"
+    if state == "JOB_STATE_CANCELLED":
+        return "cancelled"
+    return "running" if state in RUNNING else "queued"
+
+
+def _short(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def job_info(job: Mapping[str, Any]) -> JobInfo:
+    state = str(job.get("state") or "JOB_STATE_UNSPECIFIED")
+    status = _status(state)
+    detail = job.get("status") or {}
+    error = ({"code": state, "message": str(detail.get("message") or state)}
+             if status == "failed" else None)
+    hyper = {ours: job[theirs] for ours, theirs in HYPERPARAMETERS.items()
+             if job.get(theirs) is not None}
+    return JobInfo(
+        id=_short(str(job["name"])), status=status, base_model=str(job.get("baseModel") or ""),
+        fine_tuned_model=job.get("outputModel") if status == "succeeded" else None,
+        training_file=job.get("dataset"), validation_file=job.get("evaluationDataset"),
+        error=error, created_at=epoch(job.get("createTime")),
+        finished_at=epoch(job.get("completedTime")), hyperparameters=hyper,
+        method="supervised")
+
+
+def model_id(suffix: str | None, seed: str) -> str:
+    """A Fireworks resource id (lower-case letters, digits, dashes; at most 63)."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", (suffix or "tuneloop").lower()).strip("-") or "tuneloop"
+    return f"{stem[:40]}-{seed[:12]}"
+
+
+class FireworksFineTuning:
+    name = "fireworks"
+
+    def __init__(self, api_key: str, account: str, base_url: str, inference_url: str, *,
+                 timeout: float = 60.0, sleep: Callable[[float], None] = time.sleep):
+        self.account = account
+        self.inference_url = inference_url.rstrip("/")
+        self.api = JsonApi("Fireworks", f"{base_url.rstrip('/')}/v1/accounts/{account}",
+                           api_key, timeout=timeout)
+        self.sleep = sleep
+
+    def _dataset(self, path: Path) -> str:
+        content = path.read_bytes()
+        dataset = f"tl-{hashlib.sha256(content).hexdigest()[:20]}-{path.stem[:10]}"
+        dataset = re.sub(r"[^a-z0-9-]", "-", dataset.lower())
+        count = sum(1 for line in content.splitlines() if line.strip())
+        body = {"datasetId": dataset,
+                "dataset": {"userUploaded": {}, "exampleCount": str(count),
+                            "displayName": path.name}}
+        with suppress(AlreadyExists):  # the same content uploaded before: reused below
+            self.api.call("POST", "/datasets", f"create dataset for {path.name}", json=body)
+        info = self.api.call("GET", f"/datasets/{dataset}", f"dataset {dataset}")
+        if info.get("state") != "READY":
+            self.api.call("POST", f"/datasets/{dataset}:upload", f"upload {path.name}",
+                          files={"file": (path.name, content, "application/octet-stream")})
+            for _ in range(READY_POLLS):
+                info = self.api.call("GET", f"/datasets/{dataset}", f"dataset {dataset}")
+                if info.get("state") == "READY":
+                    break
+                self.sleep(1.0)
+            else:
+                raise ProviderError(f"dataset {dataset} ({path.name}) is still "
+                                    f"{info.get('state')} at Fireworks after the upload")
+        return f"accounts/{self.account}/datasets/{dataset}"
+
+    def upload(self, training: Path, validation: Path | None) -> UploadedFiles:
+        return UploadedFiles(self._dataset(training),
+                             self._dataset(validation) if validation else None)
+
+    @staticmethod
+    def check(spec: JobSpec) -> None:
+        unknown = sorted(set(spec.hyperparameters) - set(HYPERPARAMETERS))
+        if unknown:
+            raise ProviderUnsupported(
+                f"Fireworks takes {', '.join(HYPERPARAMETERS)} (an absolute learning rate, "
+                f"not OpenAI's multiplier); not {', '.join(unknown)}")
+        if spec.seed is not None:
+            raise ProviderUnsupported("Fireworks' fine-tuning API takes no seed; leave --seed "
+                                      "out with --provider fireworks")
+
+    def create(self, files: UploadedFiles, spec: JobSpec) -> JobInfo:
+        self.check(spec)
+        seed = hashlib.sha256(f"{files.training_file}{time.time_ns()}".encode()).hexdigest()
+        output = f"accounts/{self.account}/models/{model_id(spec.suffix, seed)}"
+        body: dict[str, Any] = {"dataset": files.training_file, "baseModel": spec.base_model,
+                                "outputModel": output, "displayName": spec.suffix or output}
+        body |= {HYPERPARAMETERS[k]: v for k, v in spec.hyperparameters.items()}
+        if files.validation_file:
+            body["evaluationDataset"] = files.validation_file
+        return job_info(self.api.call("POST", "/supervisedFineTuningJobs",
+                                      "create fine-tuning job", json=body))
+
+    def start(self, export: ExportDir, spec: JobSpec) -> JobInfo:
+        check_chat_export(export, spec, "Fireworks")
+        self.check(spec)
+        return self.create(self.upload(export.train, export.validation), spec)
+
+    def retrieve(self, job_id: str) -> JobInfo:
+        return job_info(self.api.call("GET", f"/supervisedFineTuningJobs/{job_id}",
+                                      f"job {job_id}"))
+
+    def list_jobs(self, limit: int = 20) -> Sequence[JobInfo]:
+        answer = self.api.call("GET", "/supervisedFineTuningJobs", "list jobs",
+                               params={"pageSize": limit})
+        return [job_info(job) for job in answer.get("supervisedFineTuningJobs") or []]
+
+    def events_after(self, job_id: str, last_seen: str | None) -> list[JobEvent]:
+        """Fireworks' API has no event log for a job: following shows its state changes."""
+        return []
+
+    def cancel(self, job_id: str) -> JobInfo:
+        self.api.call("POST", f"/supervisedFineTuningJobs/{job_id}:cancel", f"cancel {job_id}",
+                      json={})
+        return self.retrieve(job_id)
+
+    def results(self, job_id: str) -> LossCurves:
+        raise ProviderUnsupported(
+            "Fireworks' API has no per-step metrics file for a job (see its dashboard or "
+            f"W&B run); `tuneloop jobs show {job_id}` has what tuneloop recorded")
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        raise ProviderUnsupported(
+            "Fireworks keeps no intermediate checkpoints a route can serve: tuneloop "
+            "evaluates and promotes the job's output model with --provider fireworks")
+
+    def deploy(self, job: JobInfo) -> ServedModel:
+        """Load the LoRA for serverless serving (already loaded: fine), and say where a route
+        reaches it: Fireworks' OpenAI-compatible inference, under the model's full name."""
+        if job.status != "succeeded" or not job.fine_tuned_model:
+            raise DatasetError(f"job {job.id} is {job.status}: it has no model to serve yet")
+        with suppress(AlreadyExists):  # deployed before: fine
+            self.api.call("POST", "/deployedModels", f"deploy {job.fine_tuned_model}",
+                          json={"model": job.fine_tuned_model, "serverless": True})
+        return ServedModel(job.fine_tuned_model, self.inference_url, KEY_ENV)

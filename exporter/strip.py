@@ -1,0 +1,54 @@
+"""Export without the template: each training example keeps only what varies.
+
+`tuneloop export --strip-template support-bot-v1 [--system-prompt TEXT]` removes a frozen
+prompt template (tuneloop/prompt_template.py) from every example before it is formatted: the
+system prompt, the few-shot turns, the fixed prefix and suffix of the last user message (chat
+parts), and the fixed prefix and suffix of a legacy prompt (prompt parts: the example's one
+user message is the logged prompt). `--system-prompt` puts a short replacement system prompt
+in the template's place (for legacy prompts: in front of the prompt).
+
+An example that does not match the template it claims to strip is SKIPPED (reason
+`template_mismatch`), never kept whole: a model trained on a mix of stripped and full prompts
+learns neither, and the stripped requests it will serve would look unlike its training. The
+report warns with the count and the first ids, and each one's lineage record says
+`"skipped": "template_mismatch"`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.examples import Example
+from tuneloop.errors import TemplateMismatch
+from tuneloop.prompt_template import PromptTemplate, strip_messages, strip_prompt
+
+MISMATCH = "template_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateStrip:
+    template: PromptTemplate
+    system_prompt: str | None = None  # a short replacement, where the template's was
+
+    def manifest(self) -> dict[str, Any]:
+        return {"ref": self.template.ref, "replacement_system_prompt": self.system_prompt}
+
+
+def strip_example(example: Example, strip: TemplateStrip) -> Example:
+    """The example without the template; raises :class:`TemplateMismatch`."""
+    template = strip.template
+    messages = list(example.messages)
+    if template.has_chat_parts:
+        messages = strip_messages(template, messages, system_prompt=strip.system_prompt)
+    if template.has_prompt_parts:
+        users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+        if len(users) != 1:
+            raise TemplateMismatch(
+                "a legacy template needs an example with one prompt (one user message)", "prompt"
+            )
+        index = users[0]
+        replacement = None if template.has_chat_parts else strip.system_prompt
+        content = strip_prompt(template, messages[index].get("content"), replacement=replacement)
+        messages[index] = {**messages[index], "content": content}
+    return example._replace(messages=messages)

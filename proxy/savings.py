@@ -1,0 +1,198 @@
+"""What a route's candidate (fine-tuned) target saves against its baseline: a pure function of
+the targets' token sums (storage.savings), the prices, and the jobs that trained them.
+
+Per target: requests, prompt and completion tokens per request, cost per request (None: "no
+price", never 0). Per target other than the baseline: tokens and USD saved per request (the
+baseline's per-request figures minus its own), per day at the traffic it served in the window,
+and per day were it to serve all the alias's traffic; and break-even: the training cost over
+the saving per request, "never" when the saving is not positive.
+
+The baseline is the one given, else the route's first target when it has several (a
+promotion puts the stable target first), else its first fallback (the previous model after a
+full promotion), else its only target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.pricing import Price, PriceMap
+
+USD_DIGITS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def tokens_per_request(self) -> float:
+        return (self.prompt_tokens + self.completion_tokens) / self.requests
+
+    def cost_per_request(self, price: Price | None) -> float | None:
+        if price is None:
+            return None
+        return price.cost(self.prompt_tokens, self.completion_tokens) / self.requests
+
+
+def default_baseline(spec: Mapping[str, Any] | None) -> str | None:
+    if not spec:
+        return None
+    targets = spec.get("targets") or []
+    fallbacks = spec.get("fallbacks") or []
+    if len(targets) > 1:
+        return str(targets[0]["model"])
+    if fallbacks:
+        return str(fallbacks[0]["model"])
+    return str(targets[0]["model"]) if targets else None
+
+
+def _roles(spec: Mapping[str, Any] | None) -> dict[str, str]:
+    roles: dict[str, str] = {}
+    for target in (spec or {}).get("targets") or []:
+        roles.setdefault(str(target["model"]), "target")
+    for target in (spec or {}).get("fallbacks") or []:
+        roles.setdefault(str(target["model"]), "fallback")
+    return roles
+
+
+def _usd(value: float | None) -> float | None:
+    return None if value is None else round(value, USD_DIGITS)
+
+
+def _no_price(model: str) -> str:
+    return f"no price for {model} (add it to the settings' [prices] table)"
+
+
+def training_cost(training: Mapping[str, Any] | None, prices: PriceMap) -> float | None:
+    """The settings' training price for the job's base model times its trained tokens, else
+    the cost recorded with the job (the exporter's price table)."""
+    if not training:
+        return None
+    tokens = training.get("trained_tokens")
+    per_token = prices.training_price(training.get("base_model"))
+    if tokens is not None and per_token is not None:
+        return float(tokens * per_token)
+    cost = training.get("training_cost_usd")
+    return None if cost is None else float(cost)
+
+
+def _break_even(saved: float | None, per_day: float | None, cost: float | None,
+                why_not: str | None) -> dict[str, Any]:
+    if saved is None:
+        return {"break_even": why_not or "no saving known", "break_even_requests": None,
+                "break_even_days": None}
+    if saved <= 0:
+        return {"break_even": "never", "break_even_requests": None, "break_even_days": None}
+    if cost is None:
+        return {"break_even": "no training cost known", "break_even_requests": None,
+                "break_even_days": None}
+    requests = math.ceil(cost / saved - 1e-9)
+    days = cost / per_day if per_day else None
+    text = f"after {requests:,} requests" + ("" if days is None else f" (~{days:,.1f} days)")
+    return {"break_even": text, "break_even_requests": requests,
+            "break_even_days": None if days is None else round(days, 3)}
+
+
+def savings_report(alias: str, spec: Mapping[str, Any] | None,
+                   usage: Sequence[Mapping[str, Any]], prices: PriceMap,
+                   training: Mapping[str, Mapping[str, Any]], *, days: int,
+                   baseline: str | None = None) -> dict[str, Any]:
+    """The savings of one alias from its usage rows (storage.savings.target_usage)."""
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for row in usage:
+        acc = sums[row["target"]]
+        acc[0] += row["requests"]
+        acc[1] += row["prompt_tokens"]
+        acc[2] += row["completion_tokens"]
+    totals = {target: Totals(*acc) for target, acc in sums.items() if acc[0] > 0}
+    base = baseline or default_baseline(spec)
+    roles = _roles(spec)
+    all_requests = sum(t.requests for t in totals.values())
+    report: dict[str, Any] = {"alias": alias, "days": days, "baseline": base,
+                              "route": dict(spec) if spec else None, "targets": [],
+                              "daily": [], "message": None}
+    if not totals:
+        report["message"] = (f"no production traffic with token usage through {alias!r} in "
+                             f"the last {days} days" + ("" if spec else
+                                                         f" ({alias!r} has no route)"))
+        return report
+    if base is not None and base not in totals:
+        report["message"] = (f"the baseline {base} served no request in the last {days} days: "
+                             "nothing to compare with")
+    price_of = {target: prices.lookup(target) for target in totals}
+    base_totals = totals.get(base) if base is not None else None
+    base_cpr = base_totals.cost_per_request(price_of[base]) if base_totals and base else None
+    for target in sorted(totals, key=lambda t: (t != base, t)):
+        report["targets"].append(_target_row(
+            target, totals[target], price_of[target], roles.get(target, "not_in_route"),
+            base, base_totals, base_cpr, price_of.get(base or ""), prices,
+            training.get(target), days, all_requests))
+    report["daily"] = _daily(usage, price_of, base, base_cpr)
+    return report
+
+
+def _target_row(target: str, mine: Totals, price: Price | None, role: str, base: str | None,
+                base_totals: Totals | None, base_cpr: float | None, base_price: Price | None,
+                prices: PriceMap, training: Mapping[str, Any] | None, days: int,
+                all_requests: int) -> dict[str, Any]:
+    cpr = mine.cost_per_request(price)
+    row: dict[str, Any] = {
+        "target": target, "role": "baseline" if target == base else role,
+        "requests": mine.requests,
+        "prompt_tokens_per_request": round(mine.prompt_tokens / mine.requests, 3),
+        "completion_tokens_per_request": round(mine.completion_tokens / mine.requests, 3),
+        "cost_per_request_usd": _usd(cpr),
+        "price": None if price is None else price.to_json(),
+        "note": None if price is not None else _no_price(target),
+    }
+    if target == base or base_totals is None:
+        return row
+    saved_tokens = base_totals.tokens_per_request - mine.tokens_per_request
+    saved = None if cpr is None or base_cpr is None else base_cpr - cpr
+    why_not = _no_price(target) if cpr is None else (
+        _no_price(base or "") if base_price is None else None)
+    per_day = None if saved is None else saved * mine.requests / days
+    cost = training_cost(training, prices)
+    row |= {
+        "saved_tokens_per_request": round(saved_tokens, 3),
+        "saved_usd_per_request": _usd(saved),
+        "saved_tokens_per_day": round(saved_tokens * mine.requests / days, 3),
+        "saved_usd_per_day": _usd(per_day),
+        "saved_usd_per_day_at_full_traffic": _usd(
+            None if saved is None else saved * all_requests / days),
+        "training": None if training is None else {**training, "cost_usd": _usd(cost)},
+        **_break_even(saved, per_day, cost, why_not),
+    }
+    if why_not:
+        row["note"] = why_not
+    return row
+
+
+def _daily(usage: Sequence[Mapping[str, Any]], price_of: Mapping[str, Price | None],
+           base: str | None, base_cpr: float | None) -> list[dict[str, Any]]:
+    """Per day and target: requests, tokens and cost per request, and (other targets) USD saved
+    that day against the baseline's cost per request over the window."""
+    daily = []
+    for row in usage:
+        if row["day"] is None or row["requests"] <= 0:
+            continue
+        price = price_of.get(row["target"])
+        cost = None if price is None else price.cost(row["prompt_tokens"],
+                                                     row["completion_tokens"])
+        saved = None
+        if row["target"] != base and cost is not None and base_cpr is not None:
+            saved = base_cpr * row["requests"] - cost
+        daily.append({
+            "day": row["day"], "target": row["target"], "requests": row["requests"],
+            "tokens_per_request": round(
+                (row["prompt_tokens"] + row["completion_tokens"]) / row["requests"], 3),
+            "cost_per_request_usd": _usd(None if cost is None else cost / row["requests"]),
+            "saved_usd": _usd(saved)})
+    return daily

@@ -1,0 +1,134 @@
+"""The background search indexer: indexes what ingest listed in `search_pending`.
+
+Ingest only lists the ids of the reviewable interactions it inserted (storage.search_index
+`queue_for_index`, in the ingest transaction); tokenizing their text, most of the ingest's
+time when done inline, happens here, off its critical path:
+
+1. read the oldest `batch_rows` listed interactions (a read: no write lock held),
+2. compute their forward index (in the compute worker process when there is one),
+3. in one write transaction, take them off the list (`DELETE ... RETURNING`) and write the
+   terms of those this transaction took (`store_claimed`).
+
+So a crash (`kill -9`) anywhere leaves an interaction listed and unindexed or indexed and
+unlisted, never indexed twice; a replica racing another, or `forget`/retention deleting
+rows meanwhile, only makes step 3 take fewer (nothing is written for a row it didn't take).
+With replicas, the one holding the change feed's leader lock indexes (`may_run`); another
+taking over goes on from the list. Search reads the unindexed tail itself (storage.search),
+and `lag_rows`/`lag_seconds` are in /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from storage.backend.dialect import table_exists
+from storage.db import Connection
+from storage.search_index import PENDING, SearchIndexer, pending_rows, store_claimed
+from storage.store import Store
+
+log = logging.getLogger("tuneloop.search")
+IDLE_CHECK_S = 10.0  # with nothing ingested here, how often the list is looked at
+
+
+@dataclass
+class IndexerStats:
+    indexed: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    lag_rows: int = 0
+    lag_seconds: float = 0.0
+
+
+def index_lag(con: Connection) -> tuple[int, datetime | None]:
+    """How many interactions wait to be indexed, and when the oldest of them was made."""
+    if not table_exists(con, PENDING):
+        return 0, None
+    row = con.execute(f"SELECT count(*), min(i.created_at) FROM {PENDING} p "
+                      "JOIN interactions i ON i.id = p.interaction_id").fetchall()[0]
+    return int(row[0]), row[1]
+
+
+class BackgroundIndexer:
+    def __init__(self, db: Store, indexer: SearchIndexer, *, batch_rows: int = 2000,
+                 interval_s: float = 1.0, may_run: Callable[[], bool] | None = None):
+        self.db = db
+        self.indexer = indexer
+        self.batch_rows = batch_rows
+        self.interval_s = interval_s
+        self.may_run = may_run or (lambda: True)
+        self.stats = IndexerStats()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self, *_: object) -> None:
+        """Index soon (the writer calls it after each ingest)."""
+        self._wake.set()
+
+    async def index_pending(self) -> int:
+        """Index every listed interaction, in batches; answers how many this call took."""
+        async with self._lock:
+            total = 0
+            try:
+                while True:
+                    batch = await self.db.read(functools.partial(pending_rows,
+                                                                 limit=self.batch_rows))
+                    if batch.num_rows == 0:
+                        break
+                    forward = await asyncio.to_thread(self.indexer.forward_index, batch)
+                    total += await self.db.write(functools.partial(
+                        store_claimed, forward=forward, ids=batch["id"].to_pylist()))
+                    if batch.num_rows < self.batch_rows:
+                        break
+            finally:
+                self.stats.indexed += total
+            await self.refresh_lag()
+            return total
+
+    async def refresh_lag(self) -> None:
+        rows, oldest = await self.db.read(index_lag)
+        self.stats.lag_rows = rows
+        self.stats.lag_seconds = 0.0 if oldest is None else \
+            max(0.0, time.time() - oldest.timestamp())
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tuneloop-search-index")
+
+    async def _run(self) -> None:
+        backoff = self.interval_s
+        checked = 0.0
+        while True:
+            woken = False
+            with contextlib.suppress(TimeoutError):
+                woken = await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            self._wake.clear()
+            idle = not woken and self.stats.lag_rows == 0 and self.stats.last_error is None
+            if idle and time.monotonic() - checked < IDLE_CHECK_S:
+                continue  # nothing ingested here: look at the list (other replicas') now and then
+            checked = time.monotonic()
+            try:
+                if self.may_run():
+                    await self.index_pending()
+                else:
+                    await self.refresh_lag()
+                self.stats.last_error = None
+                backoff = self.interval_s
+            except Exception as exc:  # storage trouble must never reach requests; retried
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("search indexing failed, will retry: %s", self.stats.last_error)
+                backoff = min(max(backoff * 2, 0.5), 30.0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,153 @@
+"""The canary's sequential test and the cycle watching an open canary, on a real proxy with
+the fake OpenAI upstream: which model the alias serves afterwards is the evidence."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+from click.testing import CliRunner
+
+from exporter.cycle_watch import run_schedule, watch_canary
+from tests import test_cycle
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer, both_stores
+from tests.test_cycle import ALIAS, CURRENT, config, reached, run
+from tuneloop.cli import main
+
+pytestmark = both_stores
+loop = test_cycle.loop  # the fixture: approved traffic, the alias, fast fake fine-tuning
+
+
+def ask(proxy: ProxyServer, count: int, start: int = 0) -> None:
+    """`count` alias requests; 5xx answers (the canary's errors) are expected."""
+    client = proxy.openai()
+    for n in range(start, start + count):
+        with contextlib.suppress(openai.InternalServerError):
+            client.chat.completions.create(
+                model=ALIAS, messages=[{"role": "user", "content": f"Where is order {n}?"}])
+
+
+def canary_requests(proxy: ProxyServer, model: str) -> int:
+    rows = proxy.sql("SELECT count(*) FROM interactions WHERE traffic = 'production' AND "
+                     f"route->>'primary' = '{model}'")
+    return int(rows[0][0])
+
+
+def wait_ingested(proxy: ProxyServer, count: int) -> None:
+    proxy.wait_for(f"SELECT count(*) FROM interactions WHERE model = '{ALIAS}'",
+                   lambda r: r[0][0] >= count)
+
+
+def open_canary(proxy: ProxyServer, tmp_path: Path, **canary: Any) -> tuple[Any, str]:
+    proxy.upstream.state.model_replies[CURRENT] = "I don't know."  # the candidate wins the eval
+    cfg = config(tmp_path, canary={"percent": 50, "min_requests": 100, "min_feedback": 10,
+                                   "bad_error_rate_increase": 0.05, **canary})
+    first = run(proxy, cfg)
+    assert first.run["step"] == "watch", first.message
+    return cfg, first.run["state"]["fine_tuned_model"]
+
+
+def test_a_canary_failing_30_percent_is_rolled_back_within_its_first_100_requests(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    cfg, model = open_canary(loop, tmp_path)  # min_requests 100: the old verdict waited for it
+    loop.upstream.state.model_error_rate[model] = 0.3
+    sent, outcome = 0, None
+    while sent < 200:
+        ask(loop, 10, start=sent)
+        sent += 10
+        wait_ingested(loop, sent)
+        outcome = run(loop, cfg)
+        if outcome.status == "finished":
+            break
+    assert outcome is not None and outcome.run["outcome"] == "rolled_back", outcome
+    assert canary_requests(loop, model) < 100
+    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
+    latest = loop.admin().route_history(ALIAS)[0]
+    assert latest["action"] == "rollback"
+    [errors, _] = latest["detail"]["verdict"]["tests"]
+    assert errors["metric"] == "errors" and errors["decision"] == "worse"
+    assert errors["llr"] >= errors["upper"] and errors["canary_events"] >= 2
+    printed = CliRunner().invoke(main, ["routes", "history", "--alias", ALIAS, "--api",
+                                        loop.url], env={"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN})
+    assert printed.exit_code == 0, printed.output
+    assert "verdict rollback (sprt)" in printed.output and "errors: canary" in printed.output
+
+
+def test_an_even_canary_keeps_running(loop: ProxyServer, tmp_path: Path) -> None:
+    cfg, model = open_canary(loop, tmp_path, min_requests=5)
+    loop.upstream.state.model_error_rate.update({model: 0.1, CURRENT: 0.1})
+    ask(loop, 40)
+    wait_ingested(loop, 40)
+    outcome = run(loop, cfg)
+    assert outcome.status == "active" and outcome.run["step"] == "watch", outcome.message
+    assert "undecided" in outcome.message
+    assert {t["model"] for t in loop.admin().routes()[ALIAS]["targets"]} == {CURRENT, model}
+    assert loop.admin().route_history(ALIAS)[0]["detail"]["canary"] == 50
+
+
+def test_the_watcher_promotes_a_clearly_better_canary_before_the_next_run(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    """`cycle --every 1h` watches between runs: the canary is promoted as soon as the test
+    decides, not an hour later."""
+    cfg, model = open_canary(loop, tmp_path, min_requests=20, watch_seconds=0.05)
+    loop.upstream.state.model_error_rate[CURRENT] = 0.2  # the current model fails, not the canary
+    runs, looks = [], []
+    stop = threading.Event()
+    admin = loop.admin()
+
+    def look() -> None:
+        looks.append(watch_canary(admin, cfg, api_key=UPSTREAM_KEY))
+
+    schedule = threading.Thread(target=run_schedule, kwargs={
+        "run_once": lambda: runs.append(run(loop, cfg)), "watch_once": look,
+        "interval_s": 3600.0, "watch_s": cfg.canary.watch_seconds, "stop": stop})
+    schedule.start()
+    try:
+        ask(loop, 120)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(o.status == "finished" for o in looks):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        schedule.join()
+    assert len(runs) == 1  # the scheduled run happened once; the watcher decided
+    decided = [o for o in looks if o.status == "finished"]
+    assert decided and decided[0].run["outcome"] == "promoted", looks[-1:]
+    spec = loop.admin().routes()[ALIAS]
+    assert [(t["model"], t["weight"]) for t in spec["targets"]] == [(model, 100)]
+    latest = loop.admin().route_history(ALIAS)[0]
+    assert latest["action"] == "promote" and latest["detail"]["canary"] == 100
+    assert latest["detail"]["verdict"]["verdict"] == "promote"
+    mark = len(loop.upstream.state.requests)
+    ask(loop, 5, start=500)
+    assert reached(loop, mark) == {model: 5}
+
+
+def test_one_watcher_at_a_time(loop: ProxyServer, tmp_path: Path) -> None:
+    cfg, _ = open_canary(loop, tmp_path)
+    loop.admin().acquire_cycle_lease(cfg.name, "other-host", 60)
+    assert watch_canary(loop.admin(), cfg).status == "busy"
+    loop.admin().release_cycle_lease(cfg.name, "other-host")
+    assert watch_canary(loop.admin(), cfg).status == "active"
+
+
+def test_run_schedule_watches_between_runs() -> None:
+    now = [0.0]
+    calls: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        calls.append(f"watch@{now[0]:g}")
+        now[0] += 1.0
+        if now[0] >= 7:
+            stop.set()
+
+    def once() -> None:
+        calls.append(f"run@{now[0]:g}")
+
+    run_schedule(once, watch, interval_s=3.5, watch_s=1e-3, stop=stop, clock=lambda: now[0])
+    assert calls[:6] == ["run@0", "watch@0", "watch@1", "watch@2", "watch@3", "run@4"]

@@ -1,0 +1,193 @@
+"""The parts under `tuneloop savings`: prices (litellm's map, fine-tunes, the settings' table),
+the usage query by alias, target and day on both stores, the jobs' training cost, and the pure
+savings computation's edges."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.finetune import job_fields
+from exporter.providers.base import JobInfo
+from proxy.pricing import PriceMap
+from proxy.savings import savings_report
+from proxy.savings_metrics import SavingsCollector
+from storage.finetune_jobs import record_job, update_job
+from storage.records import insert_interactions, to_arrow
+from storage.savings import target_usage, training_of
+from storage.store import migrate_store, open_store
+from tests.conftest import both_stores
+from tests.store_support import connected
+from tests.test_storage import record
+from tuneloop.config import ModelPrice, Settings, load_settings
+from tuneloop.errors import ConfigError
+
+LITELLM = PriceMap.load()
+
+
+def test_a_fine_tune_is_priced_as_a_fine_tune_of_its_base() -> None:
+    dated = LITELLM.lookup("ft:gpt-4o-mini-2024-07-18:acme:support:abc123")
+    assert dated is not None and dated.source == "litellm:ft:gpt-4o-mini-2024-07-18"
+    # an undated base: the fine-tune snapshot's price, not the base model's (cheaper) one
+    undated = LITELLM.lookup("ft:gpt-4o-mini:acme::abc123")
+    assert undated is not None and (undated.input, undated.output) == (dated.input, dated.output)
+    base = LITELLM.lookup("gpt-4o-mini")
+    assert base is not None and undated.input > base.input
+    # a base the map has no fine-tune price for: no price, never the base's
+    assert LITELLM.lookup("gpt-5-mini") is not None
+    assert LITELLM.lookup("ft:gpt-5-mini:acme::abc123") is None
+    assert LITELLM.cost("ft:gpt-5-mini:acme::abc123", 1000, 10) is None
+    assert LITELLM.lookup("acme-local-llm") is None and LITELLM.cost("acme-local-llm", 5, 5) is None
+    assert LITELLM.lookup("openai/gpt-4o-mini") == base.__class__(base.input, base.output,
+                                                                  "litellm:gpt-4o-mini")
+
+
+def test_the_settings_price_table_comes_first() -> None:
+    table = {"acme-local-llm": ModelPrice(input_per_1m=0.2, output_per_1m=0.4),
+             "gpt-4o-mini": ModelPrice(input_per_1m=1.0, output_per_1m=2.0,
+                                       training_per_1m=3.0),
+             "ft:gpt-4o-mini-2024-07-18": ModelPrice(input_per_1m=5.0, output_per_1m=6.0)}
+    prices = PriceMap.load(overrides=table)
+    assert prices.cost("acme-local-llm", 1_000_000, 500_000) == pytest.approx(0.4)
+    assert prices.cost("gpt-4o-mini", 1000, 1000) == pytest.approx(0.003)
+    assert prices.cost("ft:gpt-4o-mini-2024-07-18:acme::x", 1000, 1000) == pytest.approx(0.011)
+    assert prices.training_price("gpt-4o-mini") == pytest.approx(3e-6)
+    assert prices.training_price("acme-local-llm") is None
+    settings = Settings(prices={"m": {"input_per_1m": 1, "output_per_1m": 2}})
+    assert settings.prices["m"] == ModelPrice(input_per_1m=1, output_per_1m=2)
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        Settings(prices={"m": {"input_per_1m": -1, "output_per_1m": 2}})
+    with pytest.raises(ConfigError, match="prices"):
+        load_settings(prices={"m": {"input_per_1m": 1}})
+
+
+def test_a_finished_job_records_its_trained_tokens_and_their_cost() -> None:
+    job = JobInfo(id="ftjob-1", status="succeeded", base_model="gpt-4o-mini-2024-07-18",
+                  fine_tuned_model="ft:gpt-4o-mini-2024-07-18:acme::x", trained_tokens=1_000_000)
+    fields = job_fields(job)
+    assert fields["trained_tokens"] == 1_000_000
+    assert fields["training_cost_usd"] == pytest.approx(3.00)  # $3.00 per 1M for 4o-mini
+    unknown = job_fields(JobInfo(id="j", status="succeeded", base_model="acme-base",
+                                 trained_tokens=10))
+    assert unknown["trained_tokens"] == 10 and unknown["training_cost_usd"] is None
+    assert "trained_tokens" not in job_fields(JobInfo(id="j", status="running",
+                                                      base_model="gpt-4o-mini"))
+
+
+DAY = 86_400_000_000
+NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
+
+
+def _row(n: int, day: int, target: str | None, alias: str = "bot", prompt: int | None = 100,
+         completion: int | None = 10, **extra: Any) -> dict[str, Any]:
+    route = None if target is None else (
+        f'{{"alias": "{alias}", "target": "{target}", "role": "primary", "attempt": 0}}')
+    created = int(NOW.timestamp() * 1e6) - day * DAY
+    return record(n, created_at=created, route=route, prompt_tokens=prompt,
+                  completion_tokens=completion, **extra)
+
+
+@both_stores
+def test_usage_by_alias_target_and_day(store: str) -> None:
+    rows = [
+        _row(1, 0, "base"), _row(2, 0, "base", prompt=300, completion=30), _row(3, 0, "ft"),
+        _row(4, 1, "ft", prompt=50, completion=5),
+        _row(5, 0, "ft", prompt=None, completion=None),  # no usage: not counted
+        _row(6, 0, "ft", traffic="evaluation"),  # not production
+        _row(7, 0, None),  # not through an alias
+        _row(8, 0, "base", alias="other"),
+        _row(9, 9, "base"),  # before the window
+    ]
+    with connected(store) as con:
+        insert_interactions(con, to_arrow(rows))
+        since, until = NOW - timedelta(days=7), NOW + timedelta(seconds=1)
+        found = target_usage(con, since, until, alias="bot")
+        today, yesterday = NOW.strftime("%Y-%m-%d"), (NOW - timedelta(days=1)).strftime(
+            "%Y-%m-%d")
+        assert found == [
+            {"alias": "bot", "target": "ft", "day": yesterday, "requests": 1,
+             "prompt_tokens": 50, "completion_tokens": 5},
+            {"alias": "bot", "target": "base", "day": today, "requests": 2,
+             "prompt_tokens": 400, "completion_tokens": 40},
+            {"alias": "bot", "target": "ft", "day": today, "requests": 1,
+             "prompt_tokens": 100, "completion_tokens": 10}]
+        every = target_usage(con, since, until, by_day=False)
+        assert {(r["alias"], r["target"], r["requests"]) for r in every} == {
+            ("bot", "base", 2), ("bot", "ft", 2), ("other", "base", 1)}
+
+        record_job(con, job_id="ftjob-old", provider="openai", base_model="gpt-4o-mini",
+                   method="supervised", status="running")
+        update_job(con, "ftjob-old", status="succeeded", fine_tuned_model="ft",
+                   trained_tokens=10, finished_at=NOW - timedelta(days=3))
+        record_job(con, job_id="ftjob-new", provider="openai", base_model="gpt-4o-mini",
+                   method="supervised", status="running")
+        update_job(con, "ftjob-new", status="succeeded", fine_tuned_model="ft",
+                   trained_tokens=2_000, training_cost_usd=0.006, finished_at=NOW)
+        assert training_of(con, ["ft", "base"]) == {"ft": {
+            "job_id": "ftjob-new", "base_model": "gpt-4o-mini", "trained_tokens": 2_000,
+            "training_cost_usd": 0.006}}
+        assert training_of(con, []) == {}
+
+
+def _usage(target: str, requests: int, prompt: int, completion: int,
+           day: str | None = "2026-11-30") -> dict[str, Any]:
+    return {"alias": "bot", "target": target, "day": day, "requests": requests,
+            "prompt_tokens": prompt * requests, "completion_tokens": completion * requests}
+
+
+def test_the_baseline_and_the_training_cost() -> None:
+    prices = PriceMap({"a": (1e-6, 2e-6), "b": (1e-6, 2e-6)},
+                      {"base-a": ModelPrice(input_per_1m=0, output_per_1m=0,
+                                            training_per_1m=10)})
+    spec = {"targets": [{"model": "b"}], "fallbacks": [{"model": "a"}]}  # after a full promotion
+    usage = [_usage("a", 10, 1000, 100), _usage("b", 5, 100, 100)]
+    job = {"job_id": "j", "base_model": "base-a", "trained_tokens": 100_000,
+           "training_cost_usd": 99.0}
+    report = savings_report("bot", spec, usage, prices, {"b": job}, days=1)
+    assert report["baseline"] == "a"
+    b = report["targets"][1]
+    # $0.0012 - $0.0003 = $0.0009 a request; trained 100k x $10/1M = $1.00 (the settings'
+    # training price before the job's recorded cost) -> 1,112 requests; 5 a day -> 222.2 days
+    assert b["saved_usd_per_request"] == pytest.approx(0.0009)
+    assert b["training"]["cost_usd"] == pytest.approx(1.0)
+    assert b["break_even_requests"] == 1112 and b["break_even_days"] == pytest.approx(222.222)
+    # no training price in the settings: the job's recorded cost
+    again = savings_report("bot", spec, usage, PriceMap({"a": (1e-6, 2e-6), "b": (1e-6, 2e-6)}),
+                           {"b": job}, days=1)
+    assert again["targets"][1]["break_even_requests"] == math.ceil(99.0 / 0.0009)
+    # no job: the saving, and break-even unknown
+    none = savings_report("bot", spec, usage, prices, {}, days=1)["targets"][1]
+    assert none["break_even"] == "no training cost known"
+    # an explicit baseline with no traffic: said, not a crash
+    missing = savings_report("bot", spec, usage, prices, {}, days=1, baseline="c")
+    assert "served no request" in missing["message"]
+    assert all("saved_usd_per_request" not in t for t in missing["targets"])
+
+
+
+def test_metrics_keep_their_last_figures_when_the_store_fails(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = open_store(tmp_path / "tuneloop.duckdb")
+    migrate_store(db)
+    now = datetime.now(UTC)
+    rows = [record(1, created_at=int(now.timestamp() * 1e6), prompt_tokens=100,
+                   completion_tokens=10, route='{"alias": "bot", "target": "gpt-4o-mini"}')]
+    db.write_sync(lambda con: insert_interactions(con, to_arrow(rows)))
+    collector = SavingsCollector(db, LITELLM, days=7, max_age_s=0)
+
+    def samples() -> dict[str, float]:
+        return {family.name: sample.value for family in collector.collect()
+                for sample in family.samples}
+
+    asyncio.run(collector.refresh())
+    before = samples()
+    assert before["tuneloop_route_prompt_tokens_per_request"] == 100
+    db.close()  # every read fails from now on
+    asyncio.run(collector.refresh())  # answers, keeps the last figures, says why
+    assert samples() == before and collector.reads == 1
+    assert "could not read the store" in caplog.text

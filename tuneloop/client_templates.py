@@ -1,0 +1,55 @@
+"""The prompt-template side of the admin client (see proxy/admin/templates_api.py): candidate
+templates found in traffic, freezing one, reading frozen ones. Mixed into
+`tuneloop.client.AdminClient`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+from tuneloop.prompt_template import PromptTemplate, parse_ref
+
+
+class TemplateMethods:
+    def request(self, method: str, path: str, *, json: Any = None,
+                params: Mapping[str, Any] | None = None) -> Any:
+        raise NotImplementedError  # AdminClient.request
+
+    def template_candidates(self, alias: str, *, limit: int | None = None,
+                            threshold: float | None = None) -> dict[str, Any]:
+        """The prompt parts the newest `limit` production requests to `alias` (an alias or a
+        model name) share: `{"sample", "threshold", "candidates": [...]}`."""
+        result: dict[str, Any] = self.request(
+            "GET", "/admin/template-candidates",
+            params={"alias": alias, "limit": limit, "threshold": threshold})
+        return result
+
+    def freeze_template(self, name: str, parts: Mapping[str, Any], *, alias: str | None = None,
+                        share: float | None = None, tokens: int | None = None,
+                        sample_size: int | None = None) -> dict[str, Any]:
+        """Freeze `parts` as the next version of `name` (admin token only)."""
+        body: dict[str, Any] = {"name": name, "parts": dict(parts)}
+        for key, value in (("alias", alias), ("share", share), ("tokens", tokens),
+                           ("sample_size", sample_size)):
+            if value is not None:
+                body[key] = value
+        result: dict[str, Any] = self.request("POST", "/admin/templates", json=body)
+        return result
+
+    def templates(self, alias: str | None = None) -> list[dict[str, Any]]:
+        """Every frozen version (of templates found for `alias`), by name, newest first."""
+        result: dict[str, Any] = self.request("GET", "/admin/templates", params={"alias": alias})
+        return list(result["items"])
+
+    def template(self, ref: str) -> dict[str, Any]:
+        """One frozen version: `name-vN`, or `name` for the newest."""
+        parse_ref(ref)  # a bad name fails here, before any request
+        result: dict[str, Any] = self.request("GET", f"/admin/templates/{quote(ref, safe='')}")
+        return result
+
+    def prompt_template(self, ref: str) -> PromptTemplate:
+        """The frozen template `ref` names, ready to match and strip with."""
+        item = self.template(ref)
+        return PromptTemplate.from_dict({**item["parts"], "name": item["name"],
+                                         "version": item["version"]})

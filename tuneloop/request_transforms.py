@@ -1,0 +1,124 @@
+"""A route target's request transforms, resolved and applied: one pure definition for the
+proxy (what a target receives, proxy/transforms.py validates the route) and the evaluation
+(what each model is asked, exporter/evaluate.py). Imports nothing of ours but the template
+kernel and the domain errors.
+
+Order: strip the template, replace the system prompt, append the legacy separator, set the
+stop sequence when the request sets none. A request that does not hold the template gets
+neither of the first two (see `Applied.mismatch`); the payload is never modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tuneloop.errors import TemplateMismatch
+from tuneloop.prompt_template import SYSTEM_ROLES, PromptTemplate, strip_messages, strip_prompt
+
+_SHORT = {"replace_system_prompt": "system prompt", "legacy_separator": "separator"}
+
+
+def describe(transforms: Sequence[Mapping[str, Any]] | None) -> str:
+    """A target's transforms for people: `strip support-bot-v1, system prompt, stop`."""
+    return ", ".join(f"strip {t.get('template')}" if t.get("type") == "strip_template"
+                     else _SHORT.get(str(t.get("type")), str(t.get("type")))
+                     for t in transforms or () if isinstance(t, Mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The body a target gets: `payload` (None when the transforms changed nothing) and the
+    template the request did not match (None when it did, or there is none)."""
+
+    payload: dict[str, Any] | None
+    mismatch: TemplateMismatch | None = None
+
+
+UNCHANGED = Applied(None)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetTransforms:
+    """A target's transforms, resolved (the template object, not its name)."""
+
+    template: PromptTemplate | None = None
+    system_prompt: str | None = None
+    separator: str | None = None
+    stop: str | list[str] | None = None
+
+    @classmethod
+    def build(cls, transforms: Sequence[Mapping[str, Any]] | None,
+              templates: Mapping[str, PromptTemplate], route_separator: str | None = None,
+              route_stop: str | list[str] | None = None) -> TargetTransforms | None:
+        """From a target's `transforms` as JSON (checked where the route was set); None when
+        there is nothing to do. `route_*`: a stored route's route-level fields (before
+        per-target transforms), applied to every target as they always were. A template
+        missing from `templates` raises KeyError."""
+        values: dict[str, Any] = {"separator": route_separator, "stop": route_stop}
+        for transform in transforms or ():
+            kind = transform.get("type")
+            if kind == "strip_template":
+                values["template"] = templates[str(transform.get("template"))]
+            elif kind == "replace_system_prompt":
+                values["system_prompt"] = transform.get("system_prompt")
+            elif kind == "legacy_separator":
+                values["separator"] = transform.get("separator")
+            elif kind == "stop":
+                values["stop"] = transform.get("stop")
+        made = cls(**values)
+        return None if made == cls() else made
+
+    def apply(self, endpoint: str, payload: dict[str, Any]) -> Applied:
+        """The request for this target (a shallow copy; `payload` is never modified)."""
+        changed: dict[str, Any] | None = None
+        mismatch: TemplateMismatch | None = None
+        if endpoint == "chat.completions" and (self.template or self.system_prompt):
+            messages = payload.get("messages")
+            if isinstance(messages, list):
+                try:
+                    if self.template is not None:
+                        messages = strip_messages(self.template, messages,
+                                                  system_prompt=self.system_prompt)
+                    else:
+                        messages = _with_system_prompt(messages, self.system_prompt or "")
+                    changed = {**payload, "messages": messages}
+                except TemplateMismatch as exc:
+                    mismatch = exc
+        elif endpoint == "completions" and self.template is not None:
+            try:
+                prompt = strip_prompt(self.template, payload.get("prompt"),
+                                      replacement=self.system_prompt)
+                changed = {**payload, "prompt": prompt}
+            except TemplateMismatch as exc:
+                mismatch = exc
+        if self.separator and endpoint == "completions":
+            current = (changed or payload).get("prompt")
+            suffixed = _with_suffix(current, self.separator)
+            if suffixed is not current:
+                changed = {**(changed or payload), "prompt": suffixed}
+        if (self.stop is not None and payload.get("stop") is None
+                and endpoint in ("completions", "chat.completions")):
+            changed = {**(changed or payload), "stop": self.stop}
+        if changed is None and mismatch is None:
+            return UNCHANGED
+        return Applied(changed, mismatch)
+
+
+def _with_system_prompt(messages: list[Any], system_prompt: str) -> list[Any]:
+    first = messages[0] if messages else None
+    if isinstance(first, dict) and first.get("role") in SYSTEM_ROLES:
+        return [{"role": first["role"], "content": system_prompt}, *messages[1:]]
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
+def _with_suffix(prompt: Any, suffix: str) -> Any:
+    """The prompt ending with `suffix` (the same object when it already did)."""
+    if isinstance(prompt, str):
+        return prompt if prompt.endswith(suffix) else prompt + suffix
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        if all(p.endswith(suffix) for p in prompt):
+            return prompt
+        return [p if p.endswith(suffix) else p + suffix for p in prompt]
+    return prompt
