@@ -11,11 +11,15 @@ against both backends with
 
 (the tests using `store` get `pytest.mark.parametrize("store", ["duckdb", "postgres"],
 indirect=True)`, the others in the module run once); one test can take `@both_stores` too.
+A test in such a module that exercises no storage difference (validation refused before any
+SQL, auth, relaying) takes `@one_store` and runs once, on DuckDB: keep every test whose
+outcome goes through SQL on both.
 With "postgres", `store` is a URL `postgresql://tuneloop@127.0.0.1:PORT/test_N_xxxx` to a fresh,
 empty database owned by the
 non-superuser role `tuneloop`, dropped after the test. The cluster behind it (`pg_cluster`,
 tests/pg_cluster.py: initdb in a temp dir, run as the `postgres` user when we are root) starts
-once per session, only when a test asks for it, and is stopped and deleted at the end. Other
+once per session (per xdist worker: each has its own cluster, directory and free port), only
+when a test asks for it, and is stopped and deleted at the end. Other
 Postgres fixtures: `pg_url` (a fresh database's URL), `pg_url_factory` (more of them in one
 test) and `pg_cluster.admin_url()` (the superuser, to create roles or look at the cluster).
 Without Postgres installed these tests fail with what was looked for: `.ci/run` installs it.
@@ -48,6 +52,9 @@ REVIEWER_TOKEN = "tlr-test-reviewer-token-0123456789"
 UPSTREAM_KEY = "sk-test-upstream-key-SECRET-0123456789"
 
 STORES = ("duckdb", "postgres")
+WAIT_S = 30.0
+"""How long a test waits for what runs off the request path (ingest): a deadline, not a sleep.
+Under `-n 4` on a shared 2-core machine a first ingest of 200 rows took over 10 s."""
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -57,12 +64,37 @@ both_stores = pytest.mark.both_stores
 run once, as they are."""
 
 
+one_store = pytest.mark.one_store
+"""In a `both_stores` module, a test that exercises no storage difference (HTTP validation
+before any SQL, auth refusals, relaying): it runs once, on the default DuckDB store."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "both_stores: run the test once on each store backend")
+    config.addinivalue_line("markers", "one_store: run once (DuckDB) despite both_stores")
+
+
+# modules whose tests share an expensive module-scoped fixture: one worker builds it once
+ONE_WORKER_MODULES = ("test_review_queries.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n N --dist loadgroup`, as .ci/run runs the suite) the Chromium
+    tests share one worker: one headless browser and review app at a time, beside the rest;
+    so do the tests of each of ONE_WORKER_MODULES."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+        elif item.path.name in ONE_WORKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.definition.get_closest_marker("both_stores") and "store" in metafunc.fixturenames:
+    definition = metafunc.definition
+    if (definition.get_closest_marker("both_stores") and "store" in metafunc.fixturenames
+            and not definition.get_closest_marker("one_store")):
         metafunc.parametrize("store", STORES, indirect=True)
 
 
@@ -156,7 +188,8 @@ class ProxyServer:
         return rows
 
     def wait_for(
-        self, query: str, predicate: Callable[[list[list[Any]]], bool], timeout_s: float = 10.0
+        self, query: str, predicate: Callable[[list[list[Any]]], bool],
+        timeout_s: float = WAIT_S,
     ) -> list[list[Any]]:
         """Poll a SQL query until the predicate holds (ingest runs off the request path)."""
         deadline = time.monotonic() + timeout_s
@@ -168,11 +201,11 @@ class ProxyServer:
                 raise AssertionError(f"timed out waiting on {query!r}; last rows {rows!r}")
             time.sleep(0.02)
 
-    def wait_logged(self, count: int, timeout_s: float = 10.0) -> None:
+    def wait_logged(self, count: int, timeout_s: float = WAIT_S) -> None:
         self.wait_for("SELECT count(*) FROM interactions", lambda r: r[0][0] >= count, timeout_s)
 
     def row(self, interaction_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + WAIT_S
         while True:
             try:
                 return self.admin().interaction(interaction_id)
@@ -243,6 +276,16 @@ def proxy_factory(
 @pytest.fixture
 def proxy(proxy_factory: Callable[..., ProxyServer]) -> ProxyServer:
     return proxy_factory()
+
+
+@pytest.fixture(autouse=True)
+def _browser_patience(request: pytest.FixtureRequest) -> None:
+    """Chromium tests wait up to 20 s for what a page should show (playwright's `expect`
+    waits 5 s by default): a loaded machine draws slowly, never wrongly."""
+    if request.node.get_closest_marker("browser"):
+        from playwright.sync_api import expect
+
+        expect.set_options(timeout=20_000)
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ import pytest
 from exporter.datasets import build_dataset, effective_filter, parse_filters, snapshot_dir
 from exporter.formats import FormatOptions
 from exporter.pipeline import ExportOptions
-from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
+from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores, one_store
 from tests.test_review_api import logged
 from tuneloop.errors import BadRequest, DatasetError, NotFound
 from tuneloop.names import dataset_name, path_under
@@ -97,6 +97,7 @@ def test_stream_ends_with_its_count_and_pages_through_everything(proxy: ProxySer
     assert list(proxy.admin().dataset_examples({"q": "nowhere"})) == []
 
 
+@one_store
 @pytest.mark.parametrize("query, message", [
     ({"reveiw": "approved"}, "unknown filters"),
     ({"review": "maybe"}, "review must be one of"),
@@ -108,6 +109,7 @@ def test_a_bad_filter_is_a_400_before_anything_streams(proxy: ProxyServer, query
         list(proxy.admin().dataset_examples(query))
 
 
+@one_store
 def test_tokens_are_required(proxy: ProxyServer) -> None:
     with proxy.http() as http:
         assert http.get("/admin/datasets/examples").status_code == 401
@@ -187,6 +189,7 @@ BAD_NAMES = ["../../etc", "/etc/passwd", "a\x00b", "", ".hidden", "a/b", "x" * 6
              "trace", "..", "-rf"]
 
 
+@one_store
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_bad_dataset_names_are_refused(proxy: ProxyServer, name: str, tmp_path: Path) -> None:
     with pytest.raises(BadRequest, match=r"dataset name|reserved"):
@@ -203,6 +206,7 @@ def test_bad_dataset_names_are_refused(proxy: ProxyServer, name: str, tmp_path: 
     assert not (tmp_path / "out").exists()
 
 
+@one_store
 def test_raw_paths_with_escapes_never_reach_a_dataset(proxy: ProxyServer) -> None:
     headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     with httpx.Client(base_url=proxy.url, headers=headers) as http:

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, ProxyServer, both_stores
+from tests.conftest import UPSTREAM_KEY, ProxyServer, both_stores, one_store
 
 pytestmark = both_stores
 
@@ -68,6 +68,7 @@ def test_chat_with_tool_calls_is_relayed_and_logged(proxy: ProxyServer) -> None:
     assert row["latency_ms"] >= row["ttfb_ms"] > 0
 
 
+@one_store
 def test_request_body_reaches_the_upstream_byte_for_byte(proxy: ProxyServer) -> None:
     body = b'{"model":"gpt-4o-mini",  "messages":[{"role":"user","content":"hi"}],"zz":[1,2.50]}'
     with proxy.http() as http:
@@ -196,6 +197,7 @@ def test_models_lists_upstream_models_and_aliases(proxy: ProxyServer) -> None:
     assert {"gpt-4o-mini", "support-bot"} <= ids
 
 
+@one_store
 def test_other_paths_pass_through_unchanged(proxy: ProxyServer) -> None:
     with proxy.http() as http:
         response = http.put("/v1/echo/anything?x=1&y=2", content=b"raw-bytes",
@@ -256,6 +258,7 @@ def test_upstream_timeout_answers_504(proxy_factory: Any) -> None:
     assert row["finish"] == "timeout"
 
 
+@one_store
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
@@ -275,6 +278,7 @@ def test_bad_bodies_get_openai_shaped_errors(proxy_factory: Any, body: bytes, st
     assert len(proxy.upstream.state.requests) == 0
 
 
+@one_store
 def test_invalid_tag_is_refused(proxy: ProxyServer) -> None:
     with proxy.http() as http:
         response = http.post("/v1/chat/completions", json={"model": "m", "messages": []},
@@ -331,6 +335,7 @@ def test_client_disconnect_mid_stream_is_logged(proxy: ProxyServer) -> None:
     assert row["stream"] is True
 
 
+@one_store
 def test_metrics_and_health(proxy: ProxyServer) -> None:
     proxy.openai().chat.completions.create(model="gpt-4o-mini",
                                            messages=[{"role": "user", "content": "m"}])
@@ -345,6 +350,7 @@ def test_metrics_and_health(proxy: ProxyServer) -> None:
     assert 'tuneloop_requests_total{endpoint="chat.completions",status="200"} 1.0' in metrics
 
 
+@one_store
 def test_client_without_a_key_gets_openai_api_key_upstream(proxy_factory: Any) -> None:
     proxy = proxy_factory(openai_api_key="sk-server-side-key")
     with proxy.http() as http:
@@ -355,6 +361,7 @@ def test_client_without_a_key_gets_openai_api_key_upstream(proxy_factory: Any) -
         "Bearer sk-server-side-key"
 
 
+@one_store
 def test_async_sdk_streams_through_the_proxy(proxy: ProxyServer) -> None:
     import asyncio
 
@@ -371,6 +378,7 @@ def test_async_sdk_streams_through_the_proxy(proxy: ProxyServer) -> None:
 
 
 
+@one_store
 def test_pass_through_quotes_the_decoded_path_again(proxy: ProxyServer) -> None:
     with proxy.http() as http:
         response = http.get("/v1/echo/a%20b?q=x%26y")

@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, ProxyServer, both_stores
+from tests.conftest import ADMIN_TOKEN, ProxyServer, both_stores, one_store
 from tests.fakes.anthropic_upstream import FakeAnthropicState
 from tests.fakes.anthropic_upstream import create_app as create_fake_anthropic
 from tests.fakes.server import serve_app
@@ -46,6 +46,7 @@ def test_alias_goes_to_its_target_and_the_route_is_logged(proxy: ProxyServer) ->
     assert row["request"]["model"] == "support-bot"  # as the app sent it
 
 
+@one_store
 def test_canary_weights_are_honoured_over_many_requests(proxy: ProxyServer) -> None:
     proxy.admin().put_routes({"bot": {"targets": [
         {"model": "gpt-4o-mini", "weight": 80},
@@ -61,6 +62,7 @@ def test_canary_weights_are_honoured_over_many_requests(proxy: ProxyServer) -> N
     assert 0.13 < canary_share < 0.27, counts
 
 
+@one_store
 def test_canary_is_sticky_per_user(proxy: ProxyServer) -> None:
     proxy.admin().put_routes({"bot": {"targets": [
         {"model": "gpt-4o-mini", "weight": 50}, {"model": "gpt-4o-mini-2024-07-18", "weight": 50},
@@ -87,6 +89,7 @@ def test_fallback_on_connection_error(proxy: ProxyServer) -> None:
     assert row["route"]["role"] == "fallback" and row["route"]["attempt"] == 1
 
 
+@one_store
 def test_fallback_on_5xx_in_order(proxy: ProxyServer) -> None:
     proxy.admin().put_routes({"bot": {
         "targets": [{"model": "fail-503"}],
@@ -98,6 +101,7 @@ def test_fallback_on_5xx_in_order(proxy: ProxyServer) -> None:
         "fail-503", "fail-500", "gpt-4o-mini"]
 
 
+@one_store
 def test_last_5xx_is_passed_through_when_every_target_fails(proxy: ProxyServer) -> None:
     proxy.admin().put_routes({"bot": {"targets": [{"model": "fail-503"}],
                                       "fallbacks": [{"model": "fail-500"}]}})
@@ -106,6 +110,7 @@ def test_last_5xx_is_passed_through_when_every_target_fails(proxy: ProxyServer) 
     assert caught.value.status_code == 500
 
 
+@one_store
 def test_no_fallback_on_4xx(proxy: ProxyServer) -> None:
     proxy.admin().put_routes({"bot": {"targets": [{"model": "fail-429"}],
                                       "fallbacks": [{"model": "gpt-4o-mini"}]}})
@@ -114,6 +119,7 @@ def test_no_fallback_on_4xx(proxy: ProxyServer) -> None:
     assert len(proxy.upstream.state.requests) == 1
 
 
+@one_store
 def test_per_route_read_timeout(proxy: ProxyServer) -> None:
     proxy.admin().put_routes({"slow-bot": {"targets": [{"model": "slow-1500"}],
                                            "read_timeout_s": 0.3}})
@@ -135,6 +141,7 @@ def test_routes_reload_without_restart_and_survive_one(proxy_factory: Any) -> No
     assert history[0]["spec"]["targets"][0]["model"] == "gpt-4o-mini-2024-07-18"
 
 
+@one_store
 @pytest.mark.parametrize(
     "table",
     [
@@ -194,6 +201,7 @@ def test_anthropic_through_litellm_stream_and_not(
     assert row["response"]["choices"][0]["message"]["content"] == "echo: stream it"
 
 
+@one_store
 def test_anthropic_errors_keep_their_status(
     proxy_factory: Any, fake_anthropic: tuple[str, FakeAnthropicState],
     monkeypatch: pytest.MonkeyPatch,
@@ -213,6 +221,7 @@ def test_anthropic_errors_keep_their_status(
     assert body["error"]["message"]
 
 
+@one_store
 def test_legacy_route_adds_separator_and_stop(proxy: ProxyServer) -> None:
     proxy.admin().put_routes({"qa-legacy": {
         "targets": [{"model": "davinci-002"}], "prompt_suffix": "\n\n###\n\n", "stop": "###"}})

@@ -26,6 +26,7 @@ from tests.conftest import (
     FakeUpstream,
     ProxyServer,
     both_stores,
+    one_store,
     proxy_settings,
 )
 from tests.fakes.server import serve_app
@@ -123,6 +124,7 @@ def _filled(value: Any, item_id: str) -> Any:
     return value
 
 
+@one_store
 @pytest.mark.parametrize(("token", "method", "path", "fields"),
                          [(REVIEWER_TOKEN, *b) for b in REVIEWER_BODIES]
                          + [(ADMIN_TOKEN, *b) for b in ADMIN_BODIES],
@@ -194,6 +196,7 @@ BAD_ANSWERS = [
 ]
 
 
+@one_store
 @pytest.mark.parametrize("answer", BAD_ANSWERS, ids=range(len(BAD_ANSWERS)))
 def test_a_review_edit_that_is_no_chat_message_list_is_refused(
         proxy: ProxyServer, answer: dict[str, Any]) -> None:
