@@ -67,6 +67,7 @@ class BackgroundIndexer:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def wake(self, *_: object) -> None:
         """Index soon (the writer calls it after each ingest)."""
@@ -104,7 +105,9 @@ class BackgroundIndexer:
     async def _run(self) -> None:
         backoff = self.interval_s
         checked = 0.0
-        while True:
+        # not `while True`: on Python 3.11 a cancel that lands as the wake-up fires is swallowed
+        # by asyncio.wait_for (gh-86296), and close() would then wait for this task forever
+        while not self._closing:
             woken = False
             with contextlib.suppress(TimeoutError):
                 woken = await asyncio.wait_for(self._wake.wait(), timeout=backoff)
@@ -128,6 +131,8 @@ class BackgroundIndexer:
 
     async def close(self) -> None:
         if self._task is not None:
+            self._closing = True
+            self._wake.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
