@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ProxyServer
+from tests.test_ui_browser_trust import editor_shows
 from tests.ui_browser_support import CHROMIUM, CHROMIUM_ARGS, PASSWORD
 from tests.ui_browser_support import review_app as serve_review_app
 
@@ -56,8 +57,9 @@ def test_review_in_a_real_browser(proxy: ProxyServer, review_app: str) -> None:
             page.get_by_role("button", name="Save edit and approve").click()
             expect(page.get_by_text("edit saved (revision 1)")).to_be_visible()
 
-            # the next item is the hostile one: its text is shown, nothing of it runs
-            expect(answer).to_have_value("echo: " + HOSTILE)
+            # the next item is the hostile one: its text is shown, nothing of it runs (the
+            # saved item's editor stays on screen, stale, until the run drawing the next ends)
+            editor_shows(page, "echo: " + HOSTILE)
             prompts = page.get_by_role("group", name="Chat message from user")
             expect(prompts.get_by_text(HOSTILE, exact=True)).to_be_visible()
             page.wait_for_timeout(500)
