@@ -58,7 +58,7 @@ TABLE_ORDER = (
     "reviews", "review_revisions", "review_claims", "interaction_tags", "feedback",
     "untrainable", "datasets", "dataset_items", "finetune_jobs", "finetune_job_events",
     "eval_runs", "cycle_runs", "cycle_steps", "cycle_leases",
-    "search_docs", "search_terms", "search_words", "search_pending",
+    "prompt_templates", "search_docs", "search_terms", "search_words", "search_pending",
 )
 """Referenced tables first (tables not listed, added later, come after, by name)."""
 

@@ -237,9 +237,11 @@ ADMIN_ONLY_ROUTES = {
     ("POST", "/admin/evals/{run_id}/report"), ("POST", "/admin/cycle-leases/{cycle}"),
     ("DELETE", "/admin/cycle-leases/{cycle}"), ("POST", "/admin/cycle-runs"),
     ("POST", "/admin/cycle-runs/{run_id}/steps"), ("POST", "/admin/faults"),
-    ("POST", "/admin/compact"),
+    ("POST", "/admin/compact"), ("POST", "/admin/templates"),
 }
 REVIEWER_ROUTES = {
+    ("GET", "/admin/templates"), ("GET", "/admin/templates/{ref}"),
+    ("GET", "/admin/template-candidates"), ("GET", "/admin/routes/{alias:path}/savings"),
     ("GET", "/admin/interactions"), ("GET", "/admin/interactions/{interaction_id}"),
     ("POST", "/admin/interactions/bulk-review"), ("POST", "/admin/interactions/bulk-tags"),
     ("POST", "/admin/interactions/{interaction_id}/review"),
