@@ -36,6 +36,7 @@ from tuneloop.prompt_template import (
     matches_messages,
     matches_prompt,
 )
+from tuneloop.prompt_template import content_as_text as _text
 from tuneloop.tokenizers import TOKENS_PER_MESSAGE, encoding_for, load_encoding
 
 DEFAULT_SAMPLE = 2000
@@ -87,22 +88,6 @@ def check_threshold(threshold: float) -> float:
 
 
 # --- text helpers ---------------------------------------------------------------------------
-
-
-def _text(content: object) -> str | None:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, Mapping) or part.get("type") not in ("text", "input_text"):
-                return None
-            text = part.get("text")
-            if not isinstance(text, str):
-                return None
-            texts.append(text)
-        return "".join(texts)
-    return None
 
 
 def _edge_text(content: object, first: bool) -> str | None:

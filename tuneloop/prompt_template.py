@@ -112,7 +112,7 @@ class PromptTemplate:
     def _texts(self) -> list[str]:
         texts = [self.system_prompt or "", self.user_prefix, self.user_suffix]
         texts += [self.prompt_prefix, self.prompt_suffix]
-        texts += [_content_as_text(t.get("content")) or "" for t in self.few_shot]
+        texts += [content_as_text(t.get("content")) or "" for t in self.few_shot]
         return texts
 
     def parts(self) -> dict[str, Any]:
@@ -221,7 +221,7 @@ def _check_turn(index: int, turn: object) -> Message:
 # --- matching -------------------------------------------------------------------------------
 
 
-def _content_as_text(content: object) -> str | None:
+def content_as_text(content: object) -> str | None:
     """The string a content stands for: itself, or the joined texts of an all-text list;
     None for anything else (an image part, a bad shape)."""
     if isinstance(content, str):
@@ -244,7 +244,7 @@ def _same_content(expected: object, actual: object) -> bool:
         return len(expected) == len(actual) and expected == actual
     if expected == actual:
         return True
-    wanted, got = _content_as_text(expected), _content_as_text(actual)
+    wanted, got = content_as_text(expected), content_as_text(actual)
     return wanted is not None and got is not None and wanted == got
 
 
