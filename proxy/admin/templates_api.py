@@ -1,9 +1,10 @@
 """Prompt templates (tuneloop/prompt_template.py): found in traffic, frozen, read.
 
-- `GET /admin/template-candidates?alias=A&limit=2000&threshold=0.8&max_bytes=` (reviewer): the prompt
-  parts the newest `limit` production requests to `alias` (an alias or a model name) share,
-  as candidate templates with their share and token counts (tuneloop/prompt_discovery.py),
-  bounded by a byte budget, in a worker process, one at a time (tuneloop/discovery_job.py);
+- `GET /admin/template-candidates?alias=A&limit=2000&threshold=0.8&max_bytes=` (reviewer):
+  the prompt parts the newest `limit` production requests to `alias` (an alias or a model
+  name) share, as candidate templates with their share and token counts
+  (tuneloop/prompt_discovery.py), bounded by a byte budget, in a worker process, one at a
+  time (tuneloop/discovery_job.py);
 - `POST /admin/templates` (admin): `{name, parts, alias?, share?, tokens?, sample_size?}`
   freezes the next version of `name` (201);
 - `GET /admin/templates?alias=` (reviewer): every frozen version; `GET /admin/templates/{ref}`
