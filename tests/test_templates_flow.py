@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from starlette.applications import Starlette
 
 from exporter.checks import chat_row_problems
 from proxy.app import create_app
@@ -60,20 +61,26 @@ REPLY = "We are looking into it and will write back today."
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyServer, Starlette]]:
     tmp = tmp_path_factory.mktemp("templates")
     state = FakeOpenAIState()
     state.model_replies.update({"gpt-4o-mini": REPLY, "davinci-002": REPLY})
     with serve_app(create_fake_openai(state)) as upstream_url:
         upstream = FakeUpstream(upstream_url, state)
         settings = proxy_settings(tmp, upstream.base_url)
-        with serve_app(create_app(settings)) as url:
+        app = create_app(settings)
+        with serve_app(app) as url:
             proxy = ProxyServer(url, settings, upstream)
             proxy.admin().put_routes({ALIAS: {"targets": [{"model": "gpt-4o-mini"}]},
                                       LEGACY_ALIAS: {"targets": [{"model": "davinci-002"}]}})
             _send_traffic(proxy)
-            yield proxy
+            yield proxy, app
             proxy.close()
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[ProxyServer, Starlette]) -> ProxyServer:
+    return served[0]
 
 
 def _send_traffic(proxy: ProxyServer) -> None:
@@ -135,6 +142,44 @@ def test_the_template_is_found_with_its_share_and_token_count(server: ProxyServe
     assert legacy["kind"] == "legacy" and legacy["share"] == 1.0
     assert legacy["parts"]["prompt_prefix"] == ARTICLE_PREFIX
     assert legacy["parts"]["prompt_suffix"] == ARTICLE_SUFFIX
+
+
+def test_discovery_reads_within_a_byte_budget(server: ProxyServer) -> None:
+    """The bodies read add up to at most `max_bytes`, newest first; the answer says what was
+    left out, so a cut sample is never silent."""
+    whole = server.admin(REVIEWER_TOKEN).template_candidates(ALIAS)
+    assert whole["read"]["rows"] == 24 and whole["read"]["over_budget"] == 0
+    answer = server.http().get(
+        "/admin/template-candidates", params={"alias": ALIAS, "max_bytes": 30_000},
+        headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
+    assert answer.status_code == 200, answer.text
+    cut = answer.json()
+    assert 0 < cut["read"]["rows"] < 24 and cut["read"]["bytes"] <= 30_000
+    assert cut["read"]["over_budget"] == 24 - cut["read"]["rows"]
+    assert cut["sample"]["chat"] == cut["read"]["rows"]
+    too_big = server.http().get(
+        "/admin/template-candidates", params={"alias": ALIAS, "max_bytes": 10**12},
+        headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
+    assert too_big.status_code == 400 and too_big.json()["error"]["param"] == "max_bytes"
+
+
+def test_a_second_discovery_while_one_runs_is_told_busy(
+    served: tuple[ProxyServer, Starlette]
+) -> None:
+    """One discovery at a time per server: a second one is answered 429 at once, not queued
+    behind the first (each one holds up to its byte budget in memory)."""
+    proxy, app = served
+    lock = app.state.ctx.discovery_lock
+    assert lock.acquire(blocking=False)  # as a running discovery holds it
+    try:
+        answer = proxy.http().get("/admin/template-candidates", params={"alias": ALIAS},
+                                  headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
+    finally:
+        lock.release()
+    assert answer.status_code == 429
+    assert answer.json()["error"]["code"] == "too_many_requests"
+    assert "already running" in answer.json()["error"]["message"]
+    assert proxy.admin(REVIEWER_TOKEN).template_candidates(ALIAS)["sample"]["chat"] == 24
 
 
 def test_only_the_admin_freezes_and_a_reviewer_reads(server: ProxyServer) -> None:
