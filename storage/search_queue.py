@@ -28,9 +28,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import pyarrow as pa
+
 from storage.backend.dialect import table_exists
 from storage.db import Connection
-from storage.search_index import PENDING, SearchIndexer, pending_rows, store_claimed
+from storage.search_index import (
+    PENDING,
+    ForwardIndex,
+    SearchIndexer,
+    pending_rows,
+    store_claimed,
+)
 from storage.store import Store
 
 log = logging.getLogger("tuneloop.search")
@@ -74,24 +82,41 @@ class BackgroundIndexer:
         self._wake.set()
 
     async def index_pending(self) -> int:
-        """Index every listed interaction, in batches; answers how many this call took."""
+        """Index every listed interaction, in batches; answers how many this call took. The
+        next batch is read and its forward index computed while this one is written (rows
+        listed meanwhile below it wait for the next call, which the writer's wake-up makes)."""
         async with self._lock:
             total = 0
+            reading: asyncio.Future[tuple[pa.Table, ForwardIndex]]
+            following: asyncio.Future[tuple[pa.Table, ForwardIndex]] | None = \
+                asyncio.ensure_future(self._read_batch(None))
             try:
-                while True:
-                    batch = await self.db.read(functools.partial(pending_rows,
-                                                                 limit=self.batch_rows))
+                while following is not None:
+                    reading, following = following, None
+                    batch, forward = await reading
                     if batch.num_rows == 0:
                         break
-                    forward = await asyncio.to_thread(self.indexer.forward_index, batch)
+                    ids = batch["id"].to_pylist()
+                    full = batch.num_rows >= self.batch_rows
+                    if full:
+                        following = asyncio.ensure_future(self._read_batch(max(ids)))
                     total += await self.db.write(functools.partial(
-                        store_claimed, forward=forward, ids=batch["id"].to_pylist()))
-                    if batch.num_rows < self.batch_rows:
+                        store_claimed, forward=forward, ids=ids))
+                    if not full:
                         break
             finally:
                 self.stats.indexed += total
+                if following is not None:  # a write failed: the batch read ahead waits
+                    following.cancel()
+                    with contextlib.suppress(BaseException):
+                        await following
             await self.refresh_lag()
             return total
+
+    async def _read_batch(self, after: str | None) -> tuple[pa.Table, ForwardIndex]:
+        batch = await self.db.read(functools.partial(pending_rows, limit=self.batch_rows,
+                                                     after=after))
+        return batch, await asyncio.to_thread(self.indexer.forward_index, batch)
 
     async def refresh_lag(self) -> None:
         rows, oldest = await self.db.read(index_lag)
