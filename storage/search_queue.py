@@ -76,6 +76,12 @@ class BackgroundIndexer:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Index nothing for `seconds` (the lag is still measured): the fault-injection
+        switch (proxy/admin/faults.py), to see a lagging index in tests."""
+        self._paused_until = time.monotonic() + seconds
 
     def wake(self, *_: object) -> None:
         """Index soon (the writer calls it after each ingest)."""
@@ -142,7 +148,7 @@ class BackgroundIndexer:
                 continue  # nothing ingested here: look at the list (other replicas') now and then
             checked = time.monotonic()
             try:
-                if self.may_run():
+                if self.may_run() and time.monotonic() >= self._paused_until:
                     await self.index_pending()
                 else:
                     await self.refresh_lag()
