@@ -74,9 +74,11 @@ def _event(index: int, item: Mapping[str, Any]) -> JobEvent:
 NANODOLLARS = 1e9
 
 
-def _count(value: Any) -> bool:
+def _count(value: Any) -> float | None:
     """A figure Together reports (0 until the data is tokenized: not reported yet)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 def job_info(job: Mapping[str, Any]) -> JobInfo:
@@ -93,13 +95,13 @@ def job_info(job: Mapping[str, Any]) -> JobInfo:
     if job.get("lora") is not None:
         hyper["lora"] = job["lora"]
     output = job.get("output_name") or job.get("model_output_name")
-    tokens, price = job.get("token_count"), job.get("total_price")
+    tokens, price = _count(job.get("token_count")), _count(job.get("total_price"))
     return JobInfo(
         id=str(job["id"]), status=status, base_model=str(job.get("model") or ""),
         fine_tuned_model=str(output) if output and status == "succeeded" else None,
         training_file=job.get("training_file"), validation_file=job.get("validation_file"),
-        trained_tokens=tokens if _count(tokens) else None, error=error,
-        cost_usd=price / NANODOLLARS if _count(price) else None,
+        trained_tokens=None if tokens is None else int(tokens), error=error,
+        cost_usd=None if price is None else price / NANODOLLARS,
         created_at=epoch(job.get("created_at")),
         finished_at=epoch(job.get("updated_at")) if status in ("succeeded", "failed",
                                                                "cancelled") else None,
