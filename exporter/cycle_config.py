@@ -25,7 +25,11 @@ scorer = "exact"                 # exact | exact_strict | module:function | clas
 margin = 0.02                    # the candidate must beat the current model by this much
 gate = "lower_bound"             # ...with 95% confidence: the margin's interval's lower bound
                                  # must be above 0 and at least `margin` ("point": the margin)
-confidence = 0.95                # of the intervals (bootstrap over examples; judge: Wilson)
+confidence = 0.95                # of the intervals (bootstrap over examples; judge: exact
+                                 # Clopper-Pearson on decided pairs); Bonferroni over checkpoints
+max_error_share = 0.1            # more examples than this with a failed request: not promoted
+min_decided = 10                 # judge: fewer decided pairs (wins + losses): not promoted
+min_discordant = 10              # other scorers: fewer examples scored differently: the same
 judge_model = "gpt-4o"           # the judge scorer's model, asked through the proxy
 rubric = "rubric.md"             # what the judge looks for [default: a general rubric]
 checkpoints = 0                  # K > 0: evaluate the job's last K checkpoints, keep the best
@@ -53,6 +57,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from exporter.eval_gate import MAX_ERROR_SHARE, MIN_DECIDED, MIN_DISCORDANT, GateRules
 from exporter.formats import DEFAULT_SEPARATOR, FormatName
 from tuneloop.errors import ConfigError
 
@@ -99,8 +104,16 @@ class EvaluateConfig(_Section):
     gate: Literal["lower_bound", "point"] = "lower_bound"
     """lower_bound: the margin's confidence interval must lie above 0 and its lower bound reach
     `margin`; point: the margin itself (no statistics; not recommended). With the judge
-    scorer the margin is 2 × win rate − 1."""
+    scorer the margin is 2 × win rate − 1, the win rate over judged pairs with ties as half
+    (exporter/judge.py)."""
     confidence: float = Field(0.95, gt=0.5, lt=1)
+    max_error_share: float = Field(MAX_ERROR_SHARE, ge=0, le=1)
+    """The share of examples (judge: pairs) with a failed request or judgement above which the
+    candidate is not promoted."""
+    min_decided: int = Field(MIN_DECIDED, ge=0)
+    """judge: the decided pairs (wins + losses) a promotion needs."""
+    min_discordant: int = Field(MIN_DISCORDANT, ge=0)
+    """Other scorers: the examples the two models scored differently a promotion needs."""
     judge_model: str | None = Field(None, min_length=1)
     rubric: Path | None = None
     concurrency: int = Field(4, ge=1, le=256)
@@ -109,6 +122,11 @@ class EvaluateConfig(_Section):
     api_key_env: str | None = None
     checkpoints: int = Field(0, ge=0, le=100)
     """Evaluate the job's last K checkpoints and go on with the best (0: the final model)."""
+
+    @property
+    def rules(self) -> GateRules:
+        return GateRules(self.margin, self.gate, self.min_decided, self.min_discordant,
+                         self.max_error_share)
 
 
 _REPLACED_CANARY_KEYS = {
