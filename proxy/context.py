@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
@@ -39,6 +40,8 @@ class ProxyContext:
     redactor: Redactor
     savings: SavingsCollector
     feed: ChangeFeed | None = None  # Postgres: follows the other replicas (proxy.shared_state)
+    # one template discovery at a time per server (proxy/admin/templates_api.py)
+    discovery_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def context_of(request: Request) -> ProxyContext:

@@ -9,7 +9,7 @@ version) refuses a duplicate either way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,31 +42,46 @@ _PART_KEYS = (
 )
 
 
-def recent_requests(
-    con: Connection, model: str, limit: int
-) -> list[tuple[str, Any, str | None]]:
-    """The newest `limit` production chat and legacy requests addressed to `model` (an alias or
-    a model name, as the app sent it): (endpoint, parsed request, upstream model) triples.
+def sample_ids(
+    con: Connection, model: str, limit: int, max_bytes: int, max_row_bytes: int
+) -> tuple[list[str], dict[str, int]]:
+    """The ids of the newest production chat and legacy requests addressed to `model` (an alias
+    or a model name, as the app sent it) whose bodies fit in `max_bytes` together: at most
+    `limit` of them, newest first, a body over `max_row_bytes` left out. Reads ids and lengths
+    only (narrow columns), never a body; `request_texts` reads those in batches.
 
-    Two steps: the ids first (narrow columns), then the request bodies of those ids only, so a
-    large table's other requests are never read (at 100k rows of 4 KB: ~0.25 s for 2,000)."""
-    ids = [row[0] for row in con.execute(
-        "SELECT id FROM interactions WHERE model = ? AND traffic = 'production' "
-        "AND endpoint = ANY(?) AND request IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT ?",
-        [model, list(DISCOVERY_ENDPOINTS), limit],
-    ).fetchall()]
-    where, params = ids_condition("id", ids)
+    Returns the ids and what was left out: `{"considered", "too_large", "over_budget"}`."""
     rows = con.execute(
-        f"SELECT endpoint, request, upstream_model FROM interactions WHERE {where} "
+        "SELECT id, length(CAST(request AS TEXT)) FROM interactions WHERE model = ? "
+        "AND traffic = 'production' AND endpoint = ANY(?) AND request IS NOT NULL "
+        "ORDER BY created_at DESC, id DESC LIMIT ?",
+        [model, list(DISCOVERY_ENDPOINTS), limit],
+    ).fetchall()
+    ids: list[str] = []
+    used = too_large = over_budget = 0
+    for interaction_id, length in rows:
+        size = int(length or 0)
+        if size > max_row_bytes:
+            too_large += 1
+        elif used + size > max_bytes:
+            over_budget += 1
+        else:
+            used += size
+            ids.append(interaction_id)
+    return ids, {"considered": len(rows), "too_large": too_large, "over_budget": over_budget}
+
+
+def request_texts(con: Connection, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
+    """(endpoint, request JSON text, upstream model) of `ids`, newest first: the raw text, not
+    parsed (the parsing happens where discovery runs, off the event loop)."""
+    if not ids:
+        return []
+    where, params = ids_condition("id", list(ids))
+    rows = con.execute(
+        f"SELECT endpoint, CAST(request AS TEXT), upstream_model FROM interactions WHERE {where} "
         "ORDER BY created_at DESC, id DESC", params
     ).fetchall()
-    out: list[tuple[str, Any, str | None]] = []
-    for endpoint, request, upstream_model in rows:
-        try:
-            out.append((endpoint, orjson.loads(request), upstream_model))
-        except orjson.JSONDecodeError:
-            continue  # a row written by hand; discovery reads what it can
-    return out
+    return [(endpoint, text, model) for endpoint, text, model in rows if isinstance(text, str)]
 
 
 def _optional_number(body: Mapping[str, Any], key: str, kind: type) -> Any:

@@ -1,8 +1,9 @@
 """The log writer: spool append on the request path, batch ingest into DuckDB off it.
 
 `log()` is synchronous and cheap (serialise + one `write`). A background task seals the active
-spool file every `interval` and ingests sealed segments in Arrow batches, each segment in one
-transaction; a segment is deleted only after its rows are committed. Ingest ignores ids already
+spool file every `interval` and ingests sealed segments, each in one transaction, in pieces
+parsed (Arrow) and prepared on a thread while the database takes the piece before; a segment
+is deleted only after its rows are committed. Ingest ignores ids already
 present, so replaying a segment after a crash never duplicates.
 """
 
@@ -49,14 +50,45 @@ PrepareStep = Callable[[pa.Table], pa.Table]
 """Fills derived columns of a batch before it is inserted (e.g. estimated stream usage)."""
 
 
+PIECE_ROWS = 2000
+"""A segment is parsed, prepared and inserted in pieces of about this many rows (or
+`batch_rows`, when smaller), in its one transaction: the database takes piece n while the
+preparing thread parses piece n+1, so only the first piece's preparation is not overlapped
+(with whole segments, a lone segment was parsed, then written: no overlap at all)."""
+
+
+@dataclass
+class _Piece:
+    """A piece of a segment ready to insert: its batches, each prepared
+    (storage.records.prepare_batch) with what each hook computed for it."""
+    batches: list[tuple[PreparedBatch, list[Callable[[Connection], None]]]]
+
+
 @dataclass
 class _Ready:
     segment: Path
     data: bytes
-    batches: list[Future[PreparedBatch]]
-    """Each batch prepared (storage.records.prepare_batch) on the writer's preparing thread:
-    the next one while the database takes this one."""
-    writes: list[list[Callable[[Connection], None]]]
+    pieces: list[Future[_Piece]]
+    """Each piece prepared on the writer's preparing thread, in order: the next one while
+    the database takes this one."""
+
+
+def piece_bounds(data: bytes, rows: int) -> list[tuple[int, int]]:
+    """(start, end) byte offsets cutting a segment into pieces of about `rows` lines each, at
+    line ends (sizes by bytes: rows are of similar size; a piece may hold a few more)."""
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    count = max(1, -(-lines // max(1, rows)))
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    for k in range(1, count):
+        cut = data.find(b"\n", max(start, len(data) * k // count))
+        if cut < 0:
+            break
+        if cut + 1 > start:
+            bounds.append((start, cut + 1))
+            start = cut + 1
+    bounds.append((start, len(data)))
+    return bounds
 
 
 @dataclass
@@ -80,10 +112,12 @@ class LogWriter:
         prepare: PrepareStep | None = None,
         after_insert: InsertedHook | None = None,
         on_ingested: Callable[[int], None] | None = None,
+        piece_rows: int = PIECE_ROWS,
     ):
         self.db = db
         self.spool = spool
         self.batch_rows = batch_rows
+        self.piece_rows = max(1, min(batch_rows, piece_rows))
         self.interval_s = interval_s
         self.hooks = list(hooks)
         self.prepare = prepare
@@ -189,21 +223,28 @@ class LogWriter:
         return total
 
     def _ready_segment(self, segment: Path) -> _Ready:
-        """A segment parsed, prepared and cut in batches, with what each hook computed for
-        each batch (a hook with `compute(batch)` returns the write to do in the transaction;
-        a plain hook is called there)."""
+        """A segment read and cut in pieces, each parsed and prepared on the preparing thread
+        (in order, so the first piece is ready first)."""
         data = segment.read_bytes()
+        pieces = [self._preparing.submit(self._ready_piece, data[start:end],
+                                         f"{segment.name} (bytes {start}-{end})")
+                  for start, end in piece_bounds(data, self.piece_rows)]
+        return _Ready(segment, data, pieces)
+
+    def _ready_piece(self, data: bytes, source: str) -> _Piece:
+        """A piece parsed, prepared and cut in batches, with what each hook computed for each
+        batch (a hook with `compute(batch)` returns the write to do in the transaction; a
+        plain hook is called there)."""
         table = arrow_from_segment(data)
         if table is None:
-            table = to_arrow(parse_lines(data, segment.name))
+            table = to_arrow(parse_lines(data, source))
         if self.prepare is not None:
             table = self.prepare(table)
         batches = [table.slice(start, self.batch_rows)
                    for start in range(0, table.num_rows, self.batch_rows)]
-        writes = [[self._computed(hook, batch) for hook in self.hooks] for batch in batches]
-        prepared = [self._preparing.submit(prepare_batch, batch, for_postgres=self._for_postgres)
-                    for batch in batches]
-        return _Ready(segment, data, prepared, writes)
+        return _Piece([(prepare_batch(batch, for_postgres=self._for_postgres),
+                        [self._computed(hook, batch) for hook in self.hooks])
+                       for batch in batches])
 
     @staticmethod
     def _computed(hook: IngestHook, batch: pa.Table) -> Callable[[Connection], None]:
@@ -221,11 +262,11 @@ class LogWriter:
             inserted = 0
             con.execute("BEGIN TRANSACTION")
             try:
-                for batch, writes in zip(ready.batches, ready.writes, strict=True):
-                    inserted += insert_interactions(con, batch.result(),
-                                                    then=self.after_insert)
-                    for write in writes:
-                        write(con)
+                for piece in ready.pieces:
+                    for batch, writes in piece.result().batches:
+                        inserted += insert_interactions(con, batch, then=self.after_insert)
+                        for write in writes:
+                            write(con)
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")

@@ -13,7 +13,8 @@ from storage.prompt_templates import (
     get_template,
     list_templates,
     load_template,
-    recent_requests,
+    request_texts,
+    sample_ids,
 )
 from tests.conftest import both_stores
 from tests.store_support import connected
@@ -90,9 +91,30 @@ def test_recent_requests_are_the_newest_production_chat_and_legacy_ones(store: s
                 "traffic, request) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [rid, start + timedelta(seconds=n), endpoint, model, "gpt-4o-mini", traffic,
                  orjson.dumps(request).decode()])
-        found = recent_requests(con, "bot", 10)
-        assert [r[1] for r in found] == [
+        ids, read = sample_ids(con, "bot", 10, 10_000, 1_000)
+        assert ids == ["f", "b", "a"] and read == {"considered": 3, "too_large": 0,
+                                                   "over_budget": 0}
+        found = request_texts(con, ids)
+        assert [orjson.loads(r[1]) for r in found] == [
             {"messages": [{"role": "user", "content": "3"}]}, {"prompt": "2"},
             {"messages": [{"role": "user", "content": "1"}]}]
         assert {r[2] for r in found} == {"gpt-4o-mini"}
-        assert len(recent_requests(con, "bot", 2)) == 2
+        assert sample_ids(con, "bot", 2, 10_000, 1_000)[0] == ["f", "b"]
+
+
+def test_the_sample_is_cut_at_a_byte_budget_and_a_huge_request_is_left_out(store: str) -> None:
+    """A row count alone does not bound discovery's memory (5,000 requests of 100 KB took
+    4.8 GB): the bodies read add up to at most the budget, newest first."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    sizes = {"old": 300, "mid": 300, "huge": 5_000, "new": 300}
+    with connected(store) as con:
+        for n, (rid, size) in enumerate(sizes.items()):
+            body = {"messages": [{"role": "user", "content": "x" * size}]}
+            con.execute(
+                "INSERT INTO interactions (id, created_at, endpoint, model, traffic, request) "
+                "VALUES (?, ?, 'chat.completions', 'bot', 'production', ?)",
+                [rid, start + timedelta(seconds=n), orjson.dumps(body).decode()])
+        ids, read = sample_ids(con, "bot", 100, 700, 1_000)
+        assert ids == ["new", "mid"]
+        assert read == {"considered": 4, "too_large": 1, "over_budget": 1}
+        assert len(request_texts(con, ids)) == 2

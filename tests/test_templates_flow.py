@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from starlette.applications import Starlette
 
 from exporter.checks import chat_row_problems
 from proxy.app import create_app
@@ -60,20 +61,28 @@ REPLY = "We are looking into it and will write back today."
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyServer, Starlette]]:
     tmp = tmp_path_factory.mktemp("templates")
     state = FakeOpenAIState()
     state.model_replies.update({"gpt-4o-mini": REPLY, "davinci-002": REPLY})
     with serve_app(create_fake_openai(state)) as upstream_url:
         upstream = FakeUpstream(upstream_url, state)
-        settings = proxy_settings(tmp, upstream.base_url)
-        with serve_app(create_app(settings)) as url:
+        # discovery in a thread, not a fresh worker process per call (seconds each): the
+        # process path is tested in tests/test_prompt_discovery.py
+        settings = proxy_settings(tmp, upstream.base_url, index_worker_min_rows=0)
+        app = create_app(settings)
+        with serve_app(app) as url:
             proxy = ProxyServer(url, settings, upstream)
             proxy.admin().put_routes({ALIAS: {"targets": [{"model": "gpt-4o-mini"}]},
                                       LEGACY_ALIAS: {"targets": [{"model": "davinci-002"}]}})
             _send_traffic(proxy)
-            yield proxy
+            yield proxy, app
             proxy.close()
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[ProxyServer, Starlette]) -> ProxyServer:
+    return served[0]
 
 
 def _send_traffic(proxy: ProxyServer) -> None:
@@ -137,6 +146,92 @@ def test_the_template_is_found_with_its_share_and_token_count(server: ProxyServe
     assert legacy["parts"]["prompt_suffix"] == ARTICLE_SUFFIX
 
 
+def test_discovery_reads_within_a_byte_budget(server: ProxyServer) -> None:
+    """The bodies read add up to at most `max_bytes`, newest first; the answer says what was
+    left out, so a cut sample is never silent."""
+    whole = server.admin(REVIEWER_TOKEN).template_candidates(ALIAS)
+    assert whole["read"]["rows"] == 24 and whole["read"]["over_budget"] == 0
+    answer = server.http().get(
+        "/admin/template-candidates", params={"alias": ALIAS, "max_bytes": 30_000},
+        headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
+    assert answer.status_code == 200, answer.text
+    cut = answer.json()
+    assert 0 < cut["read"]["rows"] < 24 and cut["read"]["bytes"] <= 30_000
+    assert cut["read"]["over_budget"] == 24 - cut["read"]["rows"]
+    assert cut["sample"]["chat"] == cut["read"]["rows"]
+    too_big = server.http().get(
+        "/admin/template-candidates", params={"alias": ALIAS, "max_bytes": 10**12},
+        headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
+    assert too_big.status_code == 400 and too_big.json()["error"]["param"] == "max_bytes"
+
+
+def test_a_second_discovery_while_one_runs_is_told_busy(
+    served: tuple[ProxyServer, Starlette]
+) -> None:
+    """One discovery at a time per server: a second one is answered 429 at once, not queued
+    behind the first (each one holds up to its byte budget in memory)."""
+    proxy, app = served
+    lock = app.state.ctx.discovery_lock
+    assert lock.acquire(blocking=False)  # as a running discovery holds it
+    try:
+        answer = proxy.http().get("/admin/template-candidates", params={"alias": ALIAS},
+                                  headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
+    finally:
+        lock.release()
+    assert answer.status_code == 429
+    assert answer.json()["error"]["code"] == "too_many_requests"
+    assert "already running" in answer.json()["error"]["message"]
+    assert proxy.admin(REVIEWER_TOKEN).template_candidates(ALIAS)["sample"]["chat"] == 24
+
+
+def test_a_candidate_no_longer_offered_is_not_frozen(server: ProxyServer,
+                                                     tmp_path: Path) -> None:
+    """Freezing names the candidate by the hash of what was shown; when discovery (run again
+    on the server) no longer offers it, nothing is frozen, rather than whatever is candidate N
+    now. Here: shown at threshold 0.8, frozen at 0.9 (where the system prompt is not shared
+    enough), as if the traffic had changed in between."""
+    shown = server.admin(REVIEWER_TOKEN).template_candidates(ALIAS)["candidates"][0]
+    stale = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--threshold", "0.9",
+                    "--freeze", "stale", "--candidate", shown["id"])
+    assert stale.exit_code == 5, stale.output
+    assert f"candidate {shown['id']} is no longer offered for {ALIAS}" in stale.output
+    assert all(t["name"] != "stale" for t in server.admin().templates())
+
+
+HOSTILE_FREEZES: list[dict[str, Any]] = [
+    {"name": "h", "parts": {"system_prompt": "x"}, "tokens": 1e20},
+    {"name": "h", "parts": {"system_prompt": "x"}, "share": 1.0},
+    {"name": "h", "parts": {"system_prompt": "x"}, "sample_size": 10},
+    {"name": "h", "parts": {"few_shot": [{"role": "user", "content": [1, 2]}]}},
+    {"name": "h", "parts": {"few_shot": [{"role": "user", "content": "a", "name": 7}]}},
+    {"name": "h", "parts": {"few_shot": [{"role": "user", "content": "a", "extra": 1}]}},
+    {"name": "h", "parts": {"few_shot": "hi"}},
+    {"name": "h", "parts": {"user_prefix": 5}},
+    {"name": "h", "candidate": "abc"},
+    {"name": "h", "candidate": "0123456789ab"},  # no alias
+    {"name": "h", "alias": ALIAS, "candidate": "0123456789ab", "limit": 10**30},
+    {"name": "h", "alias": ALIAS, "candidate": "0123456789ab", "threshold": 0.1},
+    {"name": "h"},
+    {"name": "h-v2", "parts": {"system_prompt": "x"}},
+]
+
+
+def test_hostile_freeze_bodies_get_a_400_and_store_nothing(server: ProxyServer) -> None:
+    http = server.http()
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    for body in HOSTILE_FREEZES:
+        answer = http.post("/admin/templates", json=body, headers=headers)
+        assert answer.status_code == 400, (body, answer.text)
+        error = answer.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["message"], body
+    assert all(t["name"] != "h" for t in server.admin().templates())
+    # parts written by hand: the tokens are the server's count, the share unknown
+    made = http.post("/admin/templates", headers=headers, json={
+        "name": "by-hand", "alias": ALIAS, "parts": {"system_prompt": SYSTEM}}).json()
+    assert made["share"] is None and made["sample_size"] is None
+    assert made["tokens"] == len(load_encoding("cl100k_base").encode(SYSTEM)) + 3
+
+
 def test_only_the_admin_freezes_and_a_reviewer_reads(server: ProxyServer) -> None:
     with pytest.raises(Forbidden):
         server.admin(REVIEWER_TOKEN).freeze_template("sneaky", {"system_prompt": "x"})
@@ -164,17 +259,22 @@ def test_cli_lists_freezes_versions_and_exports_without_the_template(
     assert listed.exit_code == 0, listed.output
     assert "[1] chat: matches 83.3% (20)" in listed.output
     assert "few-shot turns: 4" in listed.output
+    found = server.admin(REVIEWER_TOKEN).template_candidates(ALIAS)["candidates"]
+    first_id, second_id = found[0]["id"], found[1]["id"]
+    assert f"id {first_id}" in listed.output
     refused = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS,
-                      token=REVIEWER_TOKEN)
+                      "--candidate", first_id, token=REVIEWER_TOKEN)
     assert refused.exit_code == Forbidden.exit_code
-    first = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS)
-    assert first.exit_code == 0 and "froze support-bot-v1 from candidate 1" in first.output
+    first = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS,
+                    "--candidate", first_id)
+    assert first.exit_code == 0 and f"froze support-bot-v1 from candidate {first_id}" in (
+        first.output)
     again = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS,
-                    "--candidate", "2")
-    assert "froze support-bot-v2 from candidate 2" in again.output
-    missing = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS,
-                      "--candidate", "99")
-    assert missing.exit_code == 2 and "no candidate 99" in missing.output
+                    "--candidate", second_id)
+    assert f"froze support-bot-v2 from candidate {second_id}" in again.output
+    assert server.admin().template("support-bot-v2")["parts"] == found[1]["parts"]
+    missing = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS)
+    assert missing.exit_code == 2 and "--candidate ID" in missing.output
     frozen = run_cli(server, tmp_path, "templates")
     assert "support-bot-v2" in frozen.output and "support-bot-v1" in frozen.output
     shown = json.loads(run_cli(server, tmp_path, "templates", "--show", "support-bot-v1").output)
@@ -206,7 +306,9 @@ def test_cli_lists_freezes_versions_and_exports_without_the_template(
 
 
 def test_legacy_export_without_the_prompt_template(server: ProxyServer, tmp_path: Path) -> None:
-    frozen = run_cli(server, tmp_path, "templates", "--alias", LEGACY_ALIAS, "--freeze", "qa")
+    best = server.admin().template_candidates(LEGACY_ALIAS)["candidates"][0]["id"]
+    frozen = run_cli(server, tmp_path, "templates", "--alias", LEGACY_ALIAS, "--freeze", "qa",
+                     "--candidate", best)
     assert "froze qa-v1" in frozen.output, frozen.output
     out = tmp_path / "qa"
     result = run_cli(server, tmp_path, "export", "--name", "qa", "--format", "legacy",

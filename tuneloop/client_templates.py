@@ -25,13 +25,17 @@ class TemplateMethods:
             params={"alias": alias, "limit": limit, "threshold": threshold})
         return result
 
-    def freeze_template(self, name: str, parts: Mapping[str, Any], *, alias: str | None = None,
-                        share: float | None = None, tokens: int | None = None,
-                        sample_size: int | None = None) -> dict[str, Any]:
-        """Freeze `parts` as the next version of `name` (admin token only)."""
-        body: dict[str, Any] = {"name": name, "parts": dict(parts)}
-        for key, value in (("alias", alias), ("share", share), ("tokens", tokens),
-                           ("sample_size", sample_size)):
+    def freeze_template(self, name: str, parts: Mapping[str, Any] | None = None, *,
+                        alias: str | None = None, candidate: str | None = None,
+                        limit: int | None = None, threshold: float | None = None,
+                        max_bytes: int | None = None) -> dict[str, Any]:
+        """Freeze the next version of `name` (admin token only): the candidate discovery showed
+        with id `candidate` for `alias` (refused with Conflict when it is no longer offered;
+        `limit`, `threshold`, `max_bytes`: as it was listed), or `parts` written by hand."""
+        body: dict[str, Any] = {"name": name}
+        for key, value in (("parts", dict(parts) if parts is not None else None),
+                           ("alias", alias), ("candidate", candidate), ("limit", limit),
+                           ("threshold", threshold), ("max_bytes", max_bytes)):
             if value is not None:
                 body[key] = value
         result: dict[str, Any] = self.request("POST", "/admin/templates", json=body)

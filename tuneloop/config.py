@@ -59,6 +59,8 @@ class ModelPrice(BaseModel):
 
     input_per_1m: float = Field(ge=0)
     output_per_1m: float = Field(ge=0)
+    cached_input_per_1m: float | None = Field(None, ge=0)
+    """Prompt tokens read from the provider's prompt cache (default: the input price)."""
     training_per_1m: float | None = Field(None, ge=0)
     """Fine-tuning a model of this name as the base, per 1M trained tokens."""
 

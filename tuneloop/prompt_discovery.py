@@ -289,7 +289,7 @@ def _template(parts: Mapping[str, Any]) -> PromptTemplate | None:
         return None
 
 
-def _part_tokens(template: PromptTemplate, count: TokenCounter) -> dict[str, int]:
+def part_tokens_of(template: PromptTemplate, count: TokenCounter) -> dict[str, int]:
     tokens: dict[str, int] = {}
     if template.system_prompt is not None:
         tokens["system_prompt"] = count(template.system_prompt) + TOKENS_PER_MESSAGE
@@ -372,7 +372,7 @@ def _discover(
         else:
             matched = sum(1 for p in prompts if matches_prompt(template, p))
             total = len(prompts)
-        part_tokens = _part_tokens(template, count)
+        part_tokens = part_tokens_of(template, count)
         candidates.append(
             {
                 "kind": kind,
