@@ -41,9 +41,9 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
                  age: timedelta) -> CanaryVerdict:
     """The verdict on health rows (storage/route_health.py) of the canary and the current
     target since the promotion."""
-    errors = SprtParams(cfg.alpha, cfg.beta, cfg.max_error_rate_increase,
+    errors = SprtParams(cfg.alpha, cfg.beta, cfg.tolerated_error_rate_increase,
                         cfg.bad_error_rate_increase)
-    thumbs = SprtParams(cfg.alpha, cfg.beta, cfg.max_thumbs_down_increase,
+    thumbs = SprtParams(cfg.alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
     tests = [
         sprt("errors", canary["requests"], canary["errors"], stable["requests"],

@@ -38,9 +38,9 @@ checkpoints = 0                  # K > 0: evaluate the job's last K checkpoints,
 percent = 10
 alpha = 0.05                     # chance of rolling back a canary within tolerance
 beta = 0.2                       # chance of promoting a canary that is `bad_*` worse
-max_error_rate_increase = 0.01   # H0: error rate <= the current model's + this (tolerated)
+tolerated_error_rate_increase = 0.01  # H0: error rate <= the current model's + this
 bad_error_rate_increase = 0.05   # H1: error rate >= the current model's + this (roll back)
-max_thumbs_down_increase = 0.05  # the same for the share of rated requests rated below 0
+tolerated_thumbs_down_increase = 0.05  # the same for the share of rated requests below 0
 bad_thumbs_down_increase = 0.2
 min_feedback = 10                # the thumbs-down test counts from this many rated requests
 min_requests = 100               # a promotion needs this many canary requests (a rollback
@@ -130,9 +130,16 @@ class EvaluateConfig(_Section):
 
 
 _REPLACED_CANARY_KEYS = {
+    # it was the increase beyond which a canary was rolled back; the sequential test's
+    # tolerated increase is another thing, so the old name is refused rather than reused
+    "max_error_rate_increase": "it was the error-rate increase beyond which the canary was "
+                               "rolled back; the canary's errors are now judged by a sequential "
+                               "test: set bad_error_rate_increase (rolled back) and "
+                               "tolerated_error_rate_increase (tolerated) instead",
+    "max_thumbs_down_increase": "renamed tolerated_thumbs_down_increase",
     "max_feedback_drop": "the canary's feedback is now judged by a sequential test on the share "
-                         "of thumbs-down answers: set max_thumbs_down_increase (tolerated) and "
-                         "bad_thumbs_down_increase (rolled back) instead",
+                         "of thumbs-down answers: set tolerated_thumbs_down_increase "
+                         "(tolerated) and bad_thumbs_down_increase (rolled back) instead",
 }
 
 
@@ -140,9 +147,9 @@ class CanaryConfig(_Section):
     percent: float = Field(10.0, gt=0, le=100)
     alpha: float = Field(0.05, gt=0, lt=0.5)
     beta: float = Field(0.2, gt=0, lt=0.5)
-    max_error_rate_increase: float = Field(0.01, ge=0, lt=1)
+    tolerated_error_rate_increase: float = Field(0.01, ge=0, lt=1)
     bad_error_rate_increase: float = Field(0.05, gt=0, le=1)
-    max_thumbs_down_increase: float = Field(0.05, ge=0, lt=1)
+    tolerated_thumbs_down_increase: float = Field(0.05, ge=0, lt=1)
     bad_thumbs_down_increase: float = Field(0.2, gt=0, le=1)
     min_feedback: int = Field(10, ge=1)
     """The thumbs-down test counts only once the canary has this many rated requests."""
@@ -166,11 +173,11 @@ class CanaryConfig(_Section):
     @model_validator(mode="after")
     def _effects_ordered(self) -> CanaryConfig:
         for metric in ("error_rate", "thumbs_down"):
-            tolerated = getattr(self, f"max_{metric}_increase")
+            tolerated = getattr(self, f"tolerated_{metric}_increase")
             bad = getattr(self, f"bad_{metric}_increase")
             if bad <= tolerated:
                 raise ValueError(f"bad_{metric}_increase ({bad}) must be above "
-                                 f"max_{metric}_increase ({tolerated})")
+                                 f"tolerated_{metric}_increase ({tolerated})")
         return self
 
 
