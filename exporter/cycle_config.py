@@ -152,7 +152,10 @@ class CanaryConfig(_Section):
     tolerated_thumbs_down_increase: float = Field(0.05, ge=0, lt=1)
     bad_thumbs_down_increase: float = Field(0.2, gt=0, le=1)
     min_feedback: int = Field(10, ge=1)
-    """The thumbs-down test counts only once the canary has this many rated requests."""
+    """The thumbs-down test counts only once the canary has this many votes."""
+    max_votes_per_voter: int = Field(5, ge=1)
+    """One voter (the API key that sent the feedback) weighs at most this many votes per
+    target in the thumbs-down test (storage/route_health.py)."""
     min_requests: int = Field(100, ge=0)
     """Canary requests a promotion needs; a rollback does not wait for them."""
     min_age_minutes: float = Field(0.0, ge=0)

@@ -174,3 +174,13 @@ def test_a_discovery_job_runs_in_a_worker_process_and_names_candidates_by_conten
     assert best["parts"]["system_prompt"] == "You are a terse bot."
     assert best["id"] == candidate_id(dict(best["parts"])) and len(best["id"]) == 12
     assert len({c["id"] for c in found["candidates"]}) == len(found["candidates"])
+
+
+def test_a_discovered_prefix_never_ends_inside_a_word() -> None:
+    """The shared start `Customer ref: ACME-` ends inside the word `ACME-1`: cut back to the
+    white space before it (and `O'` of `O'Brien` / `O'Neil` likewise)."""
+    refs = [f"Customer ref: ACME-{n} where is it?" for n in range(1, 9)]
+    assert find_prefix(refs, 8) == "Customer ref: "
+    names = ["Tell me about O'Brien", "Tell me about O'Neil", "Tell me about O'Hara"]
+    assert find_prefix(names, 3) == "Tell me about "
+    assert find_prefix(["Question: why", "Question:how"], 2) == "Question:"
