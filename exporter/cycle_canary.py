@@ -27,10 +27,16 @@ _NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "feedback_count": 
 def canary_step(ctx: StepContext) -> StepResult:
     manifest = load_export(Path(ctx.state["export_path"]), verify=False).manifest
     suffix, stop = manifest.get("prompt_separator"), manifest.get("stop")
+    # trained without a template: the model gets the same strip (and replacement system prompt)
+    named = manifest.get("template")
+    template: dict[str, Any] = named if isinstance(named, dict) else {}
     candidate, percent = ctx.state["fine_tuned_model"], ctx.config.canary.percent
     stable = current_model(ctx.client, ctx.config.alias)
     result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
-                                prompt_suffix=suffix, stop=stop, **ctx.state.get("serving", {}))
+                                prompt_suffix=suffix, stop=stop,
+                                strip_template=template.get("ref"),
+                                system_prompt=template.get("replacement_system_prompt"),
+                                **ctx.state.get("serving", {}))
     state = {"promoted_at": result["changed_at"], "stable": stable, "canary_percent": percent}
     detail = {"model": candidate, "canary": percent, "stable": stable}
     if percent >= 100:

@@ -10,6 +10,8 @@ format = "chat"                  # chat | legacy | preference | classification
 validation = 0.1
 filter = { tag = "support" }     # review filters; default: approved production traffic
 out_dir = "exports"              # each run exports to <out_dir>/<name>-<run id>
+strip_template = "support-bot-v1"  # train without this frozen prompt template; the canary
+                                 # then gets the same strip transform (optional)
 
 [finetune]
 provider = "openai"              # openai | together | fireworks | azure
@@ -77,6 +79,19 @@ class DatasetConfig(_Section):
     stop: str | None = None
     labels: list[str] | None = None
     positive_class: str | None = None
+    strip_template: str | None = Field(None, min_length=1, max_length=200)
+    """A frozen template (`name-vN`) the examples are exported without (`export
+    --strip-template`); the promotion gives the model the same transform."""
+    system_prompt: str | None = None
+    """With strip_template: a short system prompt in the template's place."""
+
+    @model_validator(mode="after")
+    def _strip_options(self) -> DatasetConfig:
+        if self.system_prompt is not None and self.strip_template is None:
+            raise ValueError("system_prompt replaces a stripped template's: set strip_template")
+        if self.strip_template is not None and self.format in ("preference", "classification"):
+            raise ValueError(f"strip_template does not apply to {self.format} exports")
+        return self
 
 
 class FinetuneConfig(_Section):

@@ -12,6 +12,7 @@ the route), `failed` (a step kept failing).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from exporter.finetune import JobProvider, default_provider
 from exporter.formats import FormatOptions
 from exporter.judge import load_rubric
 from exporter.pipeline import ExportOptions
+from exporter.strip import TemplateStrip
 from tuneloop.client import AdminClient
 from tuneloop.errors import ConfigError, DatasetError, TuneloopError
 
@@ -93,6 +95,9 @@ def export_step(ctx: StepContext) -> StepResult:
                         positive_class=cfg.positive_class)
     options = ExportOptions(name=cfg.name, format=fmt, base_model=ctx.config.finetune.base_model,
                             validation_fraction=cfg.validation, seed=cfg.seed, filter=cfg.filter)
+    if cfg.strip_template is not None:  # the training data without the template
+        options = dataclasses.replace(options, strip=TemplateStrip(
+            ctx.client.prompt_template(cfg.strip_template), cfg.system_prompt))
     out = cfg.out_dir / f"{cfg.name}-{ctx.run['id']}"
     try:
         result = cycle_adapter.build_dataset(ctx.client, cfg.name, options, cfg.filter, out,

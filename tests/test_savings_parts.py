@@ -253,8 +253,12 @@ def test_metrics_keep_their_last_figures_when_the_store_fails(
     db = open_store(tmp_path / "tuneloop.duckdb")
     migrate_store(db)
     now = datetime.now(UTC)
-    rows = [record(1, created_at=int(now.timestamp() * 1e6), prompt_tokens=100,
-                   completion_tokens=10, route='{"alias": "bot", "target": "gpt-4o-mini"}')]
+    # the target's last request was three days ago: its figures are that old, and say so
+    last_us = int((now - timedelta(days=3)).timestamp() * 1e6)
+    rows = [record(1, created_at=last_us - DAY, prompt_tokens=100, completion_tokens=10,
+                   route='{"alias": "bot", "target": "gpt-4o-mini"}'),
+            record(2, created_at=last_us, prompt_tokens=100, completion_tokens=10,
+                   route='{"alias": "bot", "target": "gpt-4o-mini"}')]
     db.write_sync(lambda con: insert_interactions(con, to_arrow(rows)))
     collector = SavingsCollector(db, LITELLM, days=7, max_age_s=0)
 
@@ -262,10 +266,16 @@ def test_metrics_keep_their_last_figures_when_the_store_fails(
         return {family.name: sample.value for family in collector.collect()
                 for sample in family.samples}
 
+    assert "tuneloop_savings_computed_timestamp_seconds" not in samples()  # never read yet
     asyncio.run(collector.refresh())
     before = samples()
     assert before["tuneloop_route_prompt_tokens_per_request"] == 100
+    assert before["tuneloop_route_last_request_timestamp_seconds"] == pytest.approx(
+        last_us / 1e6, abs=1e-3)
+    computed = before["tuneloop_savings_computed_timestamp_seconds"]
+    assert now.timestamp() <= computed <= datetime.now(UTC).timestamp()
     db.close()  # every read fails from now on
     asyncio.run(collector.refresh())  # answers, keeps the last figures, says why
+    # the read time stays at the last successful read: the figures' age shows
     assert samples() == before and collector.reads == 1
     assert "could not read the store" in caplog.text

@@ -299,10 +299,12 @@ def test_cli_lists_freezes_versions_and_exports_without_the_template(
         assert chat_row_problems(row) == []
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["template"] == {"ref": "support-bot-v1",
-                                    "replacement_system_prompt": "Acme support."}
+                                    "replacement_system_prompt": "Acme support.",
+                                    "mismatches": {"system_prompt": 4}}
     assert manifest["counts"]["skipped"] == {"template_mismatch": 4}
     lineage = [json.loads(x) for x in (out / "lineage.jsonl").read_text().splitlines()]
-    assert sum(1 for r in lineage if r.get("skipped") == "template_mismatch") == 4
+    skipped = [r["skipped"] for r in lineage if r["split"] == "skipped"]
+    assert skipped == ["template_mismatch:system_prompt"] * 4  # what differed, per example
 
 
 def test_legacy_export_without_the_prompt_template(server: ProxyServer, tmp_path: Path) -> None:
