@@ -232,6 +232,20 @@ def test_hostile_freeze_bodies_get_a_400_and_store_nothing(server: ProxyServer) 
     assert made["tokens"] == len(load_encoding("cl100k_base").encode(SYSTEM)) + 3
 
 
+def test_the_frozen_list_is_paged_never_cut_silently(server: ProxyServer) -> None:
+    admin = server.admin()
+    for n in range(205):
+        admin.freeze_template(f"paged-{n:03d}", {"system_prompt": f"Prompt {n}."}, alias="paged")
+    assert len(admin.templates("paged")) == 205  # the client follows the pages
+    first = server.http().get("/admin/templates", params={"alias": "paged"},
+                              headers={"authorization": f"Bearer {REVIEWER_TOKEN}"}).json()
+    assert len(first["items"]) == 200 and first["next_offset"] == 200
+    last = server.http().get("/admin/templates", params={"alias": "paged", "offset": 200},
+                             headers={"authorization": f"Bearer {REVIEWER_TOKEN}"}).json()
+    assert [t["name"] for t in last["items"]] == [f"paged-{n}" for n in range(200, 205)]
+    assert last["next_offset"] is None
+
+
 def test_only_the_admin_freezes_and_a_reviewer_reads(server: ProxyServer) -> None:
     with pytest.raises(Forbidden):
         server.admin(REVIEWER_TOKEN).freeze_template("sneaky", {"system_prompt": "x"})

@@ -42,9 +42,16 @@ class TemplateMethods:
         return result
 
     def templates(self, alias: str | None = None) -> list[dict[str, Any]]:
-        """Every frozen version (of templates found for `alias`), by name, newest first."""
-        result: dict[str, Any] = self.request("GET", "/admin/templates", params={"alias": alias})
-        return list(result["items"])
+        """Every frozen version (of templates found for `alias`), by name, newest first (all
+        the pages)."""
+        items: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            page: dict[str, Any] = self.request(
+                "GET", "/admin/templates", params={"alias": alias, "offset": offset or None})
+            items += page["items"]
+            offset = page.get("next_offset")
+        return items
 
     def template(self, ref: str) -> dict[str, Any]:
         """One frozen version: `name-vN`, or `name` for the newest."""

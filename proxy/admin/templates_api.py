@@ -9,7 +9,8 @@
   max_bytes?}` (the candidate shown, if discovery still offers it: 409 if not) or
   `{name, parts, alias?}` freezes the next version of `name` (201); share, tokens and sample
   size are the server's (proxy/admin/template_bodies.py);
-- `GET /admin/templates?alias=` (reviewer): every frozen version; `GET /admin/templates/{ref}`
+- `GET /admin/templates?alias=&limit=&offset=` (reviewer): the frozen versions, a page of at
+  most 200 with `next_offset` (null on the last page); `GET /admin/templates/{ref}`
   (reviewer): one, by `name-vN` or `name` (the newest).
 """
 
@@ -59,6 +60,8 @@ from tuneloop.prompt_discovery import (
     token_counter,
 )
 from tuneloop.prompt_template import PromptTemplate, check_name
+
+PAGE = 200  # frozen templates per page of `GET /admin/templates`
 
 
 async def _read_sample(ctx: ProxyContext, alias: str, limit: int, max_bytes: int,
@@ -155,8 +158,14 @@ async def freeze(request: Request) -> Response:
 
 async def list_all(request: Request) -> Response:
     ctx = authorize(request, Role.REVIEWER)
-    alias = text_param(request.query_params, "alias")
-    return json_response({"items": await ctx.db.read(lambda con: list_templates(con, alias))})
+    params = request.query_params
+    alias = text_param(params, "alias")
+    limit = int_param(params, "limit", default=PAGE, low=1, high=PAGE)
+    offset = int_param(params, "offset", default=0, low=0, high=2**62)
+    assert limit is not None and offset is not None
+    items = await ctx.db.read(lambda con: list_templates(con, alias, limit + 1, offset))
+    more = len(items) > limit
+    return json_response({"items": items[:limit], "next_offset": offset + limit if more else None})
 
 
 async def get_one(request: Request) -> Response:
