@@ -246,6 +246,24 @@ def test_the_frozen_list_is_paged_never_cut_silently(server: ProxyServer) -> Non
     assert last["next_offset"] is None
 
 
+def test_a_candidate_few_requests_share_is_not_frozen(server: ProxyServer,
+                                                      tmp_path: Path) -> None:
+    """Forget leaves templates alone because a template is text many requests share; text
+    only a handful share could be one user's, so it is not frozen from traffic."""
+    client = server.openai()
+    for n in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[
+            {"role": "system", "content": "Ann's private notes: allergic to penicillin."},
+            {"role": "user", "content": f"Question {n}: what should I take?"}])
+    server.wait_logged(len(QUESTIONS) + len(OTHER) + 12 + 3)
+    shown = server.admin().template_candidates("gpt-4o-mini")["candidates"][0]
+    assert shown["matched"] == 3
+    refused = run_cli(server, tmp_path, "templates", "--alias", "gpt-4o-mini", "--freeze",
+                      "ann", "--candidate", shown["id"])
+    assert refused.exit_code == 5 and "matches 3 requests" in refused.output
+    assert all(t["name"] != "ann" for t in server.admin().templates())
+
+
 def test_only_the_admin_freezes_and_a_reviewer_reads(server: ProxyServer) -> None:
     with pytest.raises(Forbidden):
         server.admin(REVIEWER_TOKEN).freeze_template("sneaky", {"system_prompt": "x"})

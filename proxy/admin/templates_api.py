@@ -62,6 +62,7 @@ from tuneloop.prompt_discovery import (
 from tuneloop.prompt_template import PromptTemplate, check_name
 
 PAGE = 200  # frozen templates per page of `GET /admin/templates`
+MIN_MATCHED = 10  # requests a candidate must match to be frozen: not one user's text
 
 
 async def _read_sample(ctx: ProxyContext, alias: str, limit: int, max_bytes: int,
@@ -130,6 +131,12 @@ async def _from_candidate(ctx: ProxyContext, body: FreezeBody) -> dict[str, Any]
             f"candidate {body.candidate} is no longer offered for {body.alias} (the traffic "
             f"changed since it was shown; offered now: {offered}): list the candidates again "
             "and freeze one of those", code="candidate_not_offered")
+    if chosen["matched"] < MIN_MATCHED:
+        raise Conflict(
+            f"candidate {body.candidate} matches {chosen['matched']} requests of {body.alias}; "
+            f"a template is frozen from at least {MIN_MATCHED}: text fewer requests share "
+            "could be one user's (and `tuneloop forget` leaves templates alone)",
+            code="too_few_requests")
     return {"name": body.name, "parts": chosen["parts"], "alias": body.alias,
             "share": chosen["share"], "tokens": chosen["tokens"],
             "sample_size": found["sample"][chosen["kind"]]}
