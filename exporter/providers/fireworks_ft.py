@@ -9,6 +9,9 @@ datasets (`POST /datasets` with `datasetId` and `dataset.userUploaded`, then
 `accounts/{account}/models/{id}`, served by the OpenAI-compatible inference API
 (https://api.fireworks.ai/inference/v1) with FIREWORKS_API_KEY. Fireworks' API has no job
 events, metrics file or servable checkpoints: the interface says so (ProviderUnsupported).
+Nor does a job report the tokens it trained on or a price (its `jobProgress` token counts
+belong to batch inference jobs), so a Fireworks job's training cost stays unknown (None)
+rather than guessed.
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@ Its REST API (https://docs.together.ai/reference): `POST /files/upload` (multipa
 `model`, `n_epochs`, `lora`, `suffix`, ...), `GET /fine-tunes/{id}` (`status`: pending, queued,
 running, compressing, uploading, cancel_requested, cancelled, error, completed; the model's
 name in `output_name`), `GET /fine-tunes/{id}/events`, `POST /fine-tunes/{id}/cancel`,
-`GET /fine-tunes`. The fine-tuned LoRA is served by Together's OpenAI-compatible inference
-under the same base URL, with the same key (TOGETHER_API_KEY).
+`GET /fine-tunes`. Once the job's data is tokenized, the job reports `token_count` (the
+tokens billed: epochs x training tokens + evaluations x validation tokens) and `total_price`
+in nanodollars (the together SDK's `finetune_price_to_dollars` divides by 1e9): they fill
+the job's trained tokens and training cost. The fine-tuned LoRA is served by Together's
+OpenAI-compatible inference under the same base URL, with the same key (TOGETHER_API_KEY).
 """
 
 from __future__ import annotations
@@ -68,6 +71,16 @@ def _event(index: int, item: Mapping[str, Any]) -> JobEvent:
                     message=str(item.get("message") or kind), type=kind or None, data=data)
 
 
+NANODOLLARS = 1e9
+
+
+def _count(value: Any) -> float | None:
+    """A figure Together reports (0 until the data is tokenized: not reported yet)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
 def job_info(job: Mapping[str, Any]) -> JobInfo:
     raw = str(job.get("status") or "")
     status = STATUS.get(raw, raw)
@@ -82,11 +95,13 @@ def job_info(job: Mapping[str, Any]) -> JobInfo:
     if job.get("lora") is not None:
         hyper["lora"] = job["lora"]
     output = job.get("output_name") or job.get("model_output_name")
+    tokens, price = _count(job.get("token_count")), _count(job.get("total_price"))
     return JobInfo(
         id=str(job["id"]), status=status, base_model=str(job.get("model") or ""),
         fine_tuned_model=str(output) if output and status == "succeeded" else None,
         training_file=job.get("training_file"), validation_file=job.get("validation_file"),
-        trained_tokens=job.get("trained_tokens"), error=error,
+        trained_tokens=None if tokens is None else int(tokens), error=error,
+        cost_usd=None if price is None else price / NANODOLLARS,
         created_at=epoch(job.get("created_at")),
         finished_at=epoch(job.get("updated_at")) if status in ("succeeded", "failed",
                                                                "cancelled") else None,

@@ -33,6 +33,7 @@ ACCOUNT = "tuneloop-fake"
 BASE_MODELS = ("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "Qwen/Qwen3-8B")
 TRAIN_STEPS = 3
 TERMINAL = ("completed", "error", "cancelled")
+PRICE_PER_TOKEN = 480  # nanodollars: $0.48 per 1M tokens
 
 
 def error_body(status: int, message: str | None) -> dict[str, Any]:
@@ -67,8 +68,12 @@ class TogetherJob:
                 "training_file": self.training_file, "validation_file": self.validation_file,
                 "n_epochs": self.n_epochs, "lora": self.lora, "suffix": self.suffix,
                 "output_name": self.output_name, "created_at": self.created_at,
-                "updated_at": self.created_at, "token_count": 1000,
-                "events": list(self.events)}
+                "updated_at": self.created_at, "token_count": self.tokens(),
+                "total_price": self.tokens() * PRICE_PER_TOKEN, "events": list(self.events)}
+
+    def tokens(self) -> int:
+        """Billed tokens, known once the data is tokenized (after queueing)."""
+        return 0 if self.status in ("pending", "queued") else 1000 * self.n_epochs
 
 
 @dataclass
