@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from exporter.finetune import default_provider
@@ -38,6 +39,10 @@ def test_checkpoints_are_evaluated_and_the_best_promoted(loop: ProxyServer,
     assert second.run["step"] == "watch", second.message
     assert second.run["state"]["fine_tuned_model"] == names[8]
     assert second.run["state"]["final_model"] == job.fine_tuned_model
+    # the evaluate step gates the best of 3 at Bonferroni's level, 1 - 0.05/3
+    gated = loop.admin().eval_run(second.run["state"]["eval_run_id"])["report"]
+    assert gated["intervals"]["comparisons"] == 3
+    assert gated["confidence"] == pytest.approx(1 - 0.05 / 3)
     spec = loop.admin().routes()[ALIAS]
     assert [t["model"] for t in spec["targets"]] == [CURRENT, names[8]]
     [step] = [s for s in loop.admin().cycle_run(second.run["id"])["steps"]

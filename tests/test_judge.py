@@ -59,6 +59,9 @@ def test_a_judge_preferring_the_candidate_promotes_it_from_the_cli(
     assert result.exit_code == 0, result.output
     assert f"{n} wins, 0 losses, 0 ties, 0 errors" in result.output
     assert "win rate 1.0000 [0." in result.output and "sign test p = " in result.output
+    # the gate is shown too: 9 of 9 won, but fewer decided pairs than the default minimum
+    assert n == 9 and "gate (lower_bound, margin 0): not passed: only 9 decided pairs " \
+        "(wins + losses), fewer than min_decided 10" in " ".join(result.output.split())
 
     run = proxy.admin().eval_runs()[0]
     stored = proxy.admin().eval_run(run["id"])["report"]

@@ -146,7 +146,7 @@ def test_the_template_is_found_with_its_share_and_token_count(server: ProxyServe
     assert legacy["parts"]["prompt_suffix"] == ARTICLE_SUFFIX
 
 
-def test_discovery_reads_within_a_byte_budget(server: ProxyServer) -> None:
+def test_discovery_reads_within_a_byte_budget(server: ProxyServer, tmp_path: Path) -> None:
     """The bodies read add up to at most `max_bytes`, newest first; the answer says what was
     left out, so a cut sample is never silent."""
     whole = server.admin(REVIEWER_TOKEN).template_candidates(ALIAS)
@@ -159,6 +159,10 @@ def test_discovery_reads_within_a_byte_budget(server: ProxyServer) -> None:
     assert 0 < cut["read"]["rows"] < 24 and cut["read"]["bytes"] <= 30_000
     assert cut["read"]["over_budget"] == 24 - cut["read"]["rows"]
     assert cut["sample"]["chat"] == cut["read"]["rows"]
+    noted = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--max-bytes", "30000",
+                    token=REVIEWER_TOKEN)
+    assert noted.exit_code == 0, noted.output
+    assert f"note: {cut['read']['over_budget']} older requests left out" in noted.output
     too_big = server.http().get(
         "/admin/template-candidates", params={"alias": ALIAS, "max_bytes": 10**12},
         headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
@@ -291,6 +295,7 @@ def test_cli_lists_freezes_versions_and_exports_without_the_template(
     assert listed.exit_code == 0, listed.output
     assert "[1] chat: matches 83.3% (20)" in listed.output
     assert "few-shot turns: 4" in listed.output
+    assert "left out" not in listed.output  # the whole sample was read
     found = server.admin(REVIEWER_TOKEN).template_candidates(ALIAS)["candidates"]
     first_id, second_id = found[0]["id"], found[1]["id"]
     assert f"id {first_id}" in listed.output

@@ -17,12 +17,14 @@ class TemplateMethods:
         raise NotImplementedError  # AdminClient.request
 
     def template_candidates(self, alias: str, *, limit: int | None = None,
-                            threshold: float | None = None) -> dict[str, Any]:
+                            threshold: float | None = None,
+                            max_bytes: int | None = None) -> dict[str, Any]:
         """The prompt parts the newest `limit` production requests to `alias` (an alias or a
         model name) share: `{"sample", "threshold", "candidates": [...]}`."""
         result: dict[str, Any] = self.request(
             "GET", "/admin/template-candidates",
-            params={"alias": alias, "limit": limit, "threshold": threshold})
+            params={"alias": alias, "limit": limit, "threshold": threshold,
+                    "max_bytes": max_bytes})
         return result
 
     def freeze_template(self, name: str, parts: Mapping[str, Any] | None = None, *,
