@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from exporter.exportdir import ExportDir
 from exporter.providers.base import (
     Checkpoint,
     JobEvent,
@@ -27,9 +26,9 @@ from exporter.providers.base import (
     LossCurves,
     UploadedFiles,
 )
-from exporter.providers.http_api import JsonApi, epoch
+from exporter.providers.http_api import HttpTrainer, JsonApi, epoch, servable
 from exporter.providers.serving import ServedModel
-from tuneloop.errors import DatasetError, ProviderError, ProviderUnsupported
+from tuneloop.errors import ProviderError, ProviderUnsupported
 
 KEY_ENV = "TOGETHER_API_KEY"
 STATUS = {"pending": "queued", "queued": "queued", "running": "running",
@@ -38,15 +37,6 @@ STATUS = {"pending": "queued", "queued": "queued", "running": "running",
           "cancelled": "cancelled"}
 EVENT_LEVEL = {"job_error": "error", "job_failed": "error", "warning": "warn"}
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate")
-
-
-def check_chat_export(export: ExportDir, spec: JobSpec, provider: str) -> None:
-    """Together and Fireworks train here on chat exports with supervised learning."""
-    if export.format != "chat" or spec.method != "supervised":
-        raise ProviderUnsupported(
-            f"{provider} fine-tuning through tuneloop takes chat exports with supervised "
-            f"training (method sft); {export.path} is a {export.format} export for "
-            f"{spec.method!r}: export with --format chat, or use --provider openai")
 
 
 def _event_id(index: int) -> str:
@@ -108,8 +98,10 @@ def job_info(job: Mapping[str, Any]) -> JobInfo:
         hyperparameters=hyper, method="supervised")
 
 
-class TogetherFineTuning:
+class TogetherFineTuning(HttpTrainer):
     name = "together"
+    label = "Together"
+    hyperparameters = HYPERPARAMETERS
 
     def __init__(self, api_key: str, base_url: str, *, timeout: float = 60.0):
         self.base_url = base_url.rstrip("/")
@@ -127,18 +119,6 @@ class TogetherFineTuning:
 
         return UploadedFiles(send(training), send(validation) if validation else None)
 
-    @staticmethod
-    def check(spec: JobSpec) -> None:
-        """Refuse what Together can't take, before anything is uploaded."""
-        unknown = sorted(set(spec.hyperparameters) - set(HYPERPARAMETERS))
-        if unknown:
-            raise ProviderUnsupported(
-                f"Together takes {', '.join(HYPERPARAMETERS)} (an absolute learning rate, not "
-                f"OpenAI's multiplier); not {', '.join(unknown)}")
-        if spec.seed is not None:
-            raise ProviderUnsupported("Together's fine-tuning API takes no seed; leave --seed "
-                                      "out with --provider together")
-
     def create(self, files: UploadedFiles, spec: JobSpec) -> JobInfo:
         self.check(spec)
         body: dict[str, Any] = {"training_file": files.training_file, "model": spec.base_model,
@@ -149,11 +129,6 @@ class TogetherFineTuning:
             body["suffix"] = spec.suffix
         return job_info(self.api.call("POST", "/fine-tunes", "create fine-tuning job",
                                       json=body))
-
-    def start(self, export: ExportDir, spec: JobSpec) -> JobInfo:
-        check_chat_export(export, spec, "Together")
-        self.check(spec)
-        return self.create(self.upload(export.train, export.validation), spec)
 
     def retrieve(self, job_id: str) -> JobInfo:
         return job_info(self.api.call("GET", f"/fine-tunes/{job_id}", f"job {job_id}"))
@@ -189,6 +164,4 @@ class TogetherFineTuning:
 
     def deploy(self, job: JobInfo) -> ServedModel:
         """A LoRA's `output_name` is served by Together's OpenAI-compatible inference."""
-        if job.status != "succeeded" or not job.fine_tuned_model:
-            raise DatasetError(f"job {job.id} is {job.status}: it has no model to serve yet")
-        return ServedModel(job.fine_tuned_model, self.base_url, KEY_ENV)
+        return ServedModel(servable(job), self.base_url, KEY_ENV)
