@@ -1,10 +1,14 @@
-"""Operating characteristics of the canary's sequential test (exporter/canary_stats.py):
-for simulated canaries (the canary gets `--share` of the traffic; each request errs with the
-given rate), how often the test rolls back / promotes and after how many canary requests.
-The test is looked at after every request (the cycle's watcher looks every few seconds,
-which only stops it a little later).
+"""Operating characteristics of the canary's verdict (exporter/canary_stats.py, with the
+errors and thumbs-down tests each at alpha / 2 as exporter/cycle_canary.py runs them): for
+simulated canaries (the canary gets `--share` of the traffic; each request errs with the
+given rate; a `--rated` share of requests is rated, thumbs-down with the given rate), how
+often the canary is rolled back / found no worse, and after how many canary requests.
 
-    python bench/canary_sprt.py [--runs 300] [--share 0.1]
+The false-rollback rate is measured the hard way: with equal rates in both arms the test is
+looked at after every `--every` canary requests and never stopped by a "no worse" decision,
+up to `--cap` canary requests, so it is the chance that an even canary is *ever* rolled back.
+
+    python bench/canary_sprt.py [--runs 400] [--shares 0.1 0.5] [--every 1]
 """
 
 from __future__ import annotations
@@ -15,40 +19,72 @@ import statistics
 
 from exporter.canary_stats import SprtParams, sprt
 
-CASES = ((0.30, 0.0), (0.0, 0.0), (0.01, 0.01), (0.10, 0.10), (0.06, 0.0), (0.0, 0.20))
+ALPHA, BETA = 0.05, 0.2  # the [canary] defaults
+ERRORS = SprtParams(ALPHA / 2, BETA, 0.01, 0.05)
+THUMBS = SprtParams(ALPHA / 2, BETA, 0.05, 0.2)
+EVEN = ((0.0, 0.0), (0.02, 0.02), (0.10, 0.10), (0.03, 0.02))  # the last: + tolerance
+# error rates; thumbs-down 0.2 in both arms
+BAD = ((0.30, 0.02), (0.30, 0.0), (0.08, 0.02))
 
 
-def trial(canary: float, baseline: float, share: float, params: SprtParams, seed: int,
-          cap: int = 5000) -> tuple[str, int]:
+def trial(canary: float, baseline: float, share: float, seed: int, *, rated: float,
+          down: tuple[float, float], every: int, cap: int, stop_no_worse: bool
+          ) -> tuple[str, int]:
     rng = random.Random(seed)
-    n = x = nb = xb = 0
-    while n < cap:
-        if rng.random() < share:
-            n, x = n + 1, x + (rng.random() < canary)
-        else:
-            nb, xb = nb + 1, xb + (rng.random() < baseline)
-        decision = sprt("errors", n, x, nb, xb, params).decision
-        if decision != "continue":
-            return decision, n
-    return "continue", n
+    arms = [[0, 0, 0, 0], [0, 0, 0, 0]]  # canary, baseline: requests, errors, rated, down
+    rates = (canary, baseline)
+    while arms[0][0] < cap:
+        arm = 0 if rng.random() < share else 1
+        counts = arms[arm]
+        counts[0] += 1
+        counts[1] += rng.random() < rates[arm]
+        if rng.random() < rated:
+            counts[2] += 1
+            counts[3] += rng.random() < down[arm]
+        if arm or arms[0][0] % every:
+            continue
+        (n, x, r, d), (nb, xb, rb, db) = arms
+        tests = [sprt("errors", n, x, nb, xb, ERRORS)]
+        if r >= 10:  # min_feedback
+            tests.append(sprt("thumbs_down", r, d, rb, db, THUMBS))
+        if any(t.decision == "worse" for t in tests):
+            return "worse", n
+        if stop_no_worse and all(t.decision == "not_worse" for t in tests):
+            return "not_worse", n
+    return "continue", arms[0][0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--share", type=float, default=0.1)
+    parser.add_argument("--runs", type=int, default=400)
+    parser.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.5])
+    parser.add_argument("--every", type=int, default=1)
+    parser.add_argument("--cap", type=int, default=500)
     args = parser.parse_args()
-    params = SprtParams(alpha=0.05, beta=0.2, tolerance=0.01, bad=0.05)  # the defaults
-    print(f"alpha {params.alpha} beta {params.beta} tolerance +{params.tolerance} "
-          f"bad +{params.bad}; canary share {args.share}; {args.runs} runs each")
-    for canary, baseline in CASES:
-        results = [trial(canary, baseline, args.share, params, seed) for seed in range(args.runs)]
-        sizes = [n for _, n in results]
-        worse = 100 * sum(d == "worse" for d, _ in results) / args.runs
-        fine = 100 * sum(d == "not_worse" for d, _ in results) / args.runs
-        print(f"canary errors {canary:.2f} vs current {baseline:.2f}: rolled back {worse:3.0f}%,"
-              f" no worse {fine:3.0f}%; canary requests median {statistics.median(sizes):g},"
-              f" 95th {sorted(sizes)[int(0.95 * (len(sizes) - 1))]}")
+    print(f"alpha {ALPHA} (each test {ALPHA / 2}), beta {BETA}; errors +{ERRORS.tolerance} "
+          f"tolerated, +{ERRORS.bad} bad; thumbs-down +{THUMBS.tolerance} / +{THUMBS.bad}; "
+          f"30% of requests rated; {args.runs} runs each, a look every {args.every} canary "
+          f"requests, up to {args.cap}")
+    for share in args.shares:
+        for canary, baseline in EVEN:
+            results = [trial(canary, baseline, share, seed, rated=0.3, down=(0.2, 0.2),
+                             every=args.every, cap=args.cap, stop_no_worse=False)
+                       for seed in range(args.runs)]
+            worse = sum(d == "worse" for d, _ in results) / args.runs
+            print(f"share {share:.1f}, errors {canary:.2f} vs {baseline:.2f}, thumbs-down "
+                  f"0.2 vs 0.2: false rollbacks {100 * worse:.1f}% (alpha {100 * ALPHA:g}%)")
+        for canary, baseline in BAD:
+            results = [trial(canary, baseline, share, seed, rated=0.3, down=(0.2, 0.2),
+                             every=args.every, cap=args.cap, stop_no_worse=True)
+                       for seed in range(args.runs)]
+            sizes = sorted(n for d, n in results if d == "worse")
+            worse = len(sizes) / args.runs
+            within = sum(n <= 100 for n in sizes) / args.runs
+            median = statistics.median(sizes) if sizes else float("nan")
+            top = sizes[int(0.95 * (len(sizes) - 1))] if sizes else float("nan")
+            print(f"share {share:.1f}, errors {canary:.2f} vs {baseline:.2f}: rolled back "
+                  f"{100 * worse:.1f}% ({100 * within:.1f}% within 100 canary requests); "
+                  f"canary requests median {median:g}, 95th {top}")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ def daily_frame(report: dict[str, Any], value: str) -> pd.DataFrame:
 def show_savings(report: dict[str, Any]) -> None:
     st.subheader("Savings")
     st.caption(escape_markdown(f"Production traffic of the last {report['days']} days; "
-                               f"baseline {report['baseline'] or 'none'}."))
+                               f"baseline {report['baseline'] or 'none'}. Saved per day: per "
+                               "day the target served (first to last request, at least "
+                               "one day)."))
     if report["message"]:
         st.info(escape_markdown(report["message"]))
     if not report["targets"]:

@@ -1,28 +1,30 @@
-"""The canary verdict: Wald's sequential probability ratio test (SPRT), per metric.
+"""The canary verdict: a two-sample sequential probability ratio test (SPRT), per metric.
 
 Each canary request is a Bernoulli trial per metric: an *error* (see storage/route_health.py)
-or, among the requests users rated, a *thumbs-down* (mean feedback score below 0). With
-`p_b` the current (baseline) target's rate on the same alias since the promotion, the test is
+or, among the requests users rated, a *thumbs-down*. The canary's rate `p_c` is compared with
+the current (baseline) target's rate `p_b` on the same alias since the promotion:
 
-    H0: p_canary = p_b + tolerance      (no worse than we accept)
-    H1: p_canary = p_b + bad            (worse by an amount that matters; bad > tolerance)
+    H0: p_c = p_b + tolerance      (no worse than we accept)
+    H1: p_c = p_b + bad            (worse by an amount that matters; bad > tolerance)
 
-and its log-likelihood ratio over the canary's `n` trials with `x` events is
+`p_b` is not known: it is a nuisance parameter estimated from the same data, so the test
+uses the *profile* likelihood of both arms. Under each hypothesis the baseline rate `q` that
+makes the two arms' counts most likely is found,
 
-    LLR = x * ln(p1 / p0) + (n - x) * ln((1 - p1) / (1 - p0)).
+    l_d = max_q  x_b ln q + (n_b - x_b) ln(1 - q) + x_c ln(q + d) + (n_c - x_c) ln(1 - q - d),
 
-Wald's boundaries for error probabilities `alpha` (rolling back a canary that is within
-tolerance) and `beta` (keeping a canary that is `bad` worse): LLR >= ln((1 - beta) / alpha)
-decides *worse* (roll back), LLR <= ln(beta / (1 - alpha)) decides *not worse* (promotable),
-in between the test continues. `p_b` is estimated from the baseline's own trials with half an
-event of smoothing, (x_b + 0.5) / (n_b + 1), so a baseline without errors yet is not taken
-for a perfect one; the baseline gets (100 - canary%)/canary% times the canary's traffic, so
-its estimate settles first. The LLR is recomputed from the counts at every look; looking
-every few seconds instead of after every request only makes the test stop a little later.
+and LLR = l_bad - l_tolerance. For counts this is, to first order, the SPRT of the difference
+of the two rates with its true variance p(1-p)(1/n_c + 1/n_b) (with a fixed canary share it is
+a random walk), where treating `p_b` as known would use p(1-p)/n_c and, at a 50% share,
+halve the variance and roll back within-tolerance canaries far more often than `alpha`.
 
-A clearly bad canary (30% errors against ~0%) crosses the upper boundary after a few errors;
-a clean canary against a clean baseline reaches the lower one after about
-ln((1 - alpha) / beta) / -ln((1 - p1) / (1 - p0)) requests (about 40 with the defaults).
+Boundaries: LLR >= ln(1 / alpha) decides *worse* (roll back; under H0 a likelihood ratio
+reaches 1/alpha with probability at most alpha however often it is looked at, Ville's
+inequality, so looking every few seconds costs nothing); LLR <= ln(beta / (1 - alpha))
+decides *not worse* (promotable); in between the test continues. The verdict runs two tests
+(errors, thumbs-down), so its rollback risk `alpha` is split between them (Bonferroni):
+exporter/cycle_canary.py gives each alpha / 2. `python bench/canary_sprt.py` prints the
+false-rollback rates at 10% and 50% canary shares and how soon a bad canary goes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from typing import Any, Literal
 
 Decision = Literal["worse", "not_worse", "continue"]
 Verdict = Literal["rollback", "promote", "continue"]
-_EDGE = 1e-6
+_EDGE = 1e-9
+_SEARCH_STEPS = 48
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class SprtParams:
 
     @property
     def upper(self) -> float:
-        return math.log((1 - self.beta) / self.alpha)
+        return math.log(1 / self.alpha)
 
     @property
     def lower(self) -> float:
@@ -55,13 +58,14 @@ class SprtParams:
 @dataclass(frozen=True)
 class SprtResult:
     metric: str
-    canary_n: int
-    canary_events: int
-    baseline_n: int
-    baseline_events: int
+    canary_n: float
+    canary_events: float
+    baseline_n: float
+    baseline_events: float
     p0: float
     p1: float
     llr: float
+    llr_bad: float
     lower: float
     upper: float
     decision: Decision
@@ -72,28 +76,72 @@ class SprtResult:
     def describe(self) -> str:
         rate = self.canary_events / self.canary_n if self.canary_n else 0.0
         base = self.baseline_events / self.baseline_n if self.baseline_n else 0.0
-        return (f"{self.metric} {self.canary_events}/{self.canary_n} ({rate:.3f}) against "
-                f"{self.baseline_events}/{self.baseline_n} ({base:.3f}): LLR {self.llr:+.2f} "
-                f"in [{self.lower:.2f}, {self.upper:.2f}] -> {self.decision}")
+        return (f"{self.metric} {self.canary_events:g}/{self.canary_n:g} ({rate:.3f}) against "
+                f"{self.baseline_events:g}/{self.baseline_n:g} ({base:.3f}): LLR worse "
+                f"{self.llr:+.2f} (rolls back at {self.upper:.2f}), LLR bad {self.llr_bad:+.2f} "
+                f"(no worse at {self.lower:.2f}) -> {self.decision}")
 
 
-def sprt(metric: str, canary_n: int, canary_events: int, baseline_n: int,
-         baseline_events: int, params: SprtParams) -> SprtResult:
-    """Wald's SPRT of the canary's event rate against the baseline's (see the module doc)."""
+def _xlog(x: float, p: float) -> float:
+    return 0.0 if x == 0 else x * math.log(max(p, _EDGE))
+
+
+def _loglik(q: float, d: float, n_c: float, x_c: float, n_b: float, x_b: float) -> float:
+    return (_xlog(x_b, q) + _xlog(n_b - x_b, 1 - q)
+            + _xlog(x_c, q + d) + _xlog(n_c - x_c, 1 - q - d))
+
+
+def _slope(q: float, d: float, n_c: float, x_c: float, n_b: float, x_b: float) -> float:
+    return (x_b / q - (n_b - x_b) / (1 - q) + x_c / (q + d) - (n_c - x_c) / (1 - q - d))
+
+
+def profile(d: float, n_c: float, x_c: float, n_b: float, x_b: float) -> tuple[float, float]:
+    """The baseline rate q in [0, 1 - d] that makes both arms' counts most likely when the
+    canary's rate is q + d, and that log-likelihood. The log-likelihood is concave in q, so
+    its slope falls: bisection finds where it crosses 0 (or the end it is best at)."""
+    lo, hi = _EDGE, 1.0 - d - _EDGE
+    if hi <= lo or _slope(lo, d, n_c, x_c, n_b, x_b) <= 0:
+        q = lo if hi > lo else max(1.0 - d, 0.0)
+    elif _slope(hi, d, n_c, x_c, n_b, x_b) >= 0:
+        q = hi
+    else:
+        for _ in range(_SEARCH_STEPS):
+            mid = (lo + hi) / 2
+            if _slope(mid, d, n_c, x_c, n_b, x_b) > 0:
+                lo = mid
+            else:
+                hi = mid
+        q = (lo + hi) / 2
+    return q, _loglik(q, d, n_c, x_c, n_b, x_b)
+
+
+def sprt(metric: str, canary_n: float, canary_events: float, baseline_n: float,
+         baseline_events: float, params: SprtParams) -> SprtResult:
+    """The two-sample SPRT of the canary's event rate against the baseline's (module doc).
+    Counts may be fractional (feedback weighed per voter, storage/route_health.py)."""
     if not 0 <= canary_events <= canary_n or not 0 <= baseline_events <= baseline_n:
         raise ValueError("event counts must lie between 0 and the number of trials")
-    p_b = (baseline_events + 0.5) / (baseline_n + 1)
-    p0 = min(max(p_b + params.tolerance, _EDGE), 1 - 2 * _EDGE)
-    p1 = min(max(p_b + params.bad, p0 + _EDGE), 1 - _EDGE)
-    llr = (canary_events * math.log(p1 / p0)
-           + (canary_n - canary_events) * math.log((1 - p1) / (1 - p0)))
+    counts = (canary_n, canary_events, baseline_n, baseline_events)
+    q0, l0 = profile(params.tolerance, *counts)
+    q1, l1 = profile(params.bad, *counts)
+    llr_bad = l1 - l0
+    # worse: the mixture over the alternatives bad, 2 bad, 4 bad, ... (equal weights), so a
+    # far worse canary goes sooner than the point alternative `bad` alone would let it
+    ratios = [llr_bad] + [profile(d, *counts)[1] - l0 for d in _alternatives(params.bad)[1:]]
+    top = max(ratios)
+    llr = top + math.log(sum(math.exp(r - top) for r in ratios) / len(ratios))
     decision: Decision = "continue"
     if llr >= params.upper:
         decision = "worse"
-    elif llr <= params.lower:
+    elif llr_bad <= params.lower:
         decision = "not_worse"
-    return SprtResult(metric, canary_n, canary_events, baseline_n, baseline_events, p0, p1,
-                      llr, params.lower, params.upper, decision)
+    return SprtResult(metric, canary_n, canary_events, baseline_n, baseline_events,
+                      q0 + params.tolerance, q1 + params.bad, llr, llr_bad, params.lower,
+                      params.upper, decision)
+
+
+def _alternatives(bad: float) -> list[float]:
+    return [bad] + [bad * 2 ** k for k in range(1, 6) if bad * 2 ** k < 1]
 
 
 @dataclass(frozen=True)
@@ -103,7 +151,7 @@ class CanaryVerdict:
     reasons: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "test": "sprt",
+        return {"verdict": self.verdict, "test": "sprt2",
                 "tests": [t.to_json() for t in self.tests], "reasons": list(self.reasons)}
 
 

@@ -20,16 +20,23 @@ from exporter.cycle_steps import StepContext, StepResult, current_model, end
 from exporter.exportdir import load_export
 
 _NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "feedback_count": 0,
-               "feedback_mean": None, "rated_requests": 0, "thumbs_down": 0}
+               "feedback_mean": None, "rated_requests": 0, "thumbs_down": 0, "votes": 0.0,
+               "down_votes": 0.0}
 
 
 def canary_step(ctx: StepContext) -> StepResult:
     manifest = load_export(Path(ctx.state["export_path"]), verify=False).manifest
     suffix, stop = manifest.get("prompt_separator"), manifest.get("stop")
+    # trained without a template: the model gets the same strip (and replacement system prompt)
+    named = manifest.get("template")
+    template: dict[str, Any] = named if isinstance(named, dict) else {}
     candidate, percent = ctx.state["fine_tuned_model"], ctx.config.canary.percent
     stable = current_model(ctx.client, ctx.config.alias)
     result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
-                                prompt_suffix=suffix, stop=stop, **ctx.state.get("serving", {}))
+                                prompt_suffix=suffix, stop=stop,
+                                strip_template=template.get("ref"),
+                                system_prompt=template.get("replacement_system_prompt"),
+                                **ctx.state.get("serving", {}))
     state = {"promoted_at": result["changed_at"], "stable": stable, "canary_percent": percent}
     detail = {"model": candidate, "canary": percent, "stable": stable}
     if percent >= 100:
@@ -40,18 +47,21 @@ def canary_step(ctx: StepContext) -> StepResult:
 def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig,
                  age: timedelta) -> CanaryVerdict:
     """The verdict on health rows (storage/route_health.py) of the canary and the current
-    target since the promotion."""
-    errors = SprtParams(cfg.alpha, cfg.beta, cfg.max_error_rate_increase,
+    target since the promotion. Either test can roll the canary back, so each gets half
+    of `alpha` (Bonferroni): the chance of rolling back a canary within tolerance on both
+    metrics stays at most `alpha`."""
+    alpha = cfg.alpha / 2
+    errors = SprtParams(alpha, cfg.beta, cfg.tolerated_error_rate_increase,
                         cfg.bad_error_rate_increase)
-    thumbs = SprtParams(cfg.alpha, cfg.beta, cfg.max_thumbs_down_increase,
+    thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
     tests = [
         sprt("errors", canary["requests"], canary["errors"], stable["requests"],
              stable["errors"], errors),
-        sprt("thumbs_down", canary.get("rated_requests", 0), canary.get("thumbs_down", 0),
-             stable.get("rated_requests", 0), stable.get("thumbs_down", 0), thumbs),
+        sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0),
+             stable.get("votes", 0), stable.get("down_votes", 0), thumbs),
     ]
-    return canary_verdict(tests, feedback_counted=canary.get("rated_requests", 0)
+    return canary_verdict(tests, feedback_counted=canary.get("votes", 0)
                           >= cfg.min_feedback, canary_requests=canary["requests"],
                           min_requests=cfg.min_requests,
                           old_enough=age >= timedelta(minutes=cfg.min_age_minutes))
@@ -59,7 +69,8 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
 
 def watch_step(ctx: StepContext) -> StepResult:
     alias, candidate = ctx.config.alias, ctx.state["fine_tuned_model"]
-    health = ctx.client.route_health(alias, since=ctx.state["promoted_at"])
+    health = ctx.client.route_health(alias, since=ctx.state["promoted_at"],
+                                     max_votes_per_voter=ctx.config.canary.max_votes_per_voter)
     spec = health.get("route") or {"targets": []}
     promotion = health.get("promotion") or {}
     if promotion.get("model") != candidate or \

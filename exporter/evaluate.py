@@ -73,6 +73,8 @@ class EvalOptions:
     confidence: float = CONFIDENCE  # of every interval
     resamples: int = RESAMPLES  # bootstrap resamples of the examples
     seed: int = SEED  # of the bootstrap
+    comparisons: int = 1  # K > 1: the best of K candidates is chosen on these examples, so
+    # each interval is at 1 - (1 - confidence) / K (Bonferroni)
 
 
 async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: Markers,
@@ -99,15 +101,17 @@ class _Asked:
 async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[EvalCase],
                    markers: Markers, options: EvalOptions, scoring: Scoring,
                    baseline_transforms: TargetTransforms | None = None) -> _Asked:
-    # With no key of our own, send none: the proxy then uses its own upstream key.
+    # With no key of our own, send none: the proxy then uses its own upstream key. The SDK
+    # accepts an omitted Authorization only per request (in default_headers it raises a
+    # TypeError, "Could not resolve authentication method").
     auth: dict[str, Any] = {} if api_key else {"Authorization": openai.Omit()}
     client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=0,
-                                timeout=options.timeout_s, default_headers=auth)
+                                timeout=options.timeout_s)
     gate = asyncio.Semaphore(max(1, options.concurrency))
     models = {"candidate": options.candidate, "baseline": options.baseline}
 
     async def one(role: str, case: EvalCase) -> Answer:
-        headers = {**options.extra_headers, "x-tuneloop-traffic": "evaluation",
+        headers = {**auth, **options.extra_headers, "x-tuneloop-traffic": "evaluation",
                    "x-tuneloop-tags": f"eval:{run_id},eval-{role}"}
         if case.source_id:  # so that forgetting the source's user reaches this copy too
             headers["x-tuneloop-source"] = case.source_id
@@ -122,7 +126,7 @@ async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[
         if not scoring.judged:
             return _Asked(by_role)
         assert options.judge_model is not None
-        headers = {**options.extra_headers, "x-tuneloop-traffic": "evaluation",
+        headers = {**auth, **options.extra_headers, "x-tuneloop-traffic": "evaluation",
                    "x-tuneloop-tags": f"eval:{run_id},eval-judge"}
         judgements = await judge_pairs(client, JudgeSpec(options.judge_model, options.rubric),
                                        cases, by_role, headers, options, gate)
@@ -156,6 +160,20 @@ def _route_transforms(client: AdminClient, model: str) -> TargetTransforms | Non
     return TargetTransforms.build(transforms, templates, separator, stop)
 
 
+def _check_key(answers: Mapping[str, list[Answer]], api_key: str | None) -> None:
+    """A request the proxy refused for its key (401/403) says nothing of the model: the whole
+    evaluation stops with what to set, rather than score the refusals as wrong answers."""
+    for role, rows in answers.items():
+        refused = next((a.error for a in rows if a.error and a.error[:4] in ("401:", "403:")),
+                       None)
+        if refused is not None:
+            given = "the key given" if api_key else "no key (the proxy's own upstream key)"
+            raise ConfigError(
+                f"the proxy refused the {role}'s evaluation requests with {given}: {refused}; "
+                "give evaluate the key the proxy expects (OPENAI_API_KEY, or --api-key-env "
+                "VAR; in a cycle, [evaluate] api_key_env)")
+
+
 def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
              api_key: str | None = None) -> EvalReport:
     """Run the export's validation set through both models via the proxy at `client.api`,
@@ -174,15 +192,16 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
         asked = asyncio.run(_ask_all(client.api + "/v1", api_key, run["id"], cases, markers,
                                      options, scoring,
                                      _route_transforms(client, options.baseline)))
+        _check_key(asked.answers, api_key)
+        stats = Stats(options.confidence, options.resamples, options.seed, options.comparisons)
         pairwise = None
         if asked.judgements is not None:
             pairwise = {"judge": options.judge_model, "rubric": options.rubric,
-                        **pairwise_summary(asked.judgements, options.confidence)}
+                        **pairwise_summary(asked.judgements, stats.each)}
         report = build_report(run["id"], str(export_dir), cases, asked.answers,
                               {"candidate": options.candidate, "baseline": options.baseline},
-                              scoring, options.max_differences,
-                              Stats(options.confidence, options.resamples, options.seed),
-                              pairwise, asked.judgements)
+                              scoring, options.max_differences, stats, pairwise,
+                              asked.judgements)
     except BaseException as exc:
         client.finish_eval_run(run["id"], status="failed", error=str(exc)[:1000] or repr(exc))
         raise

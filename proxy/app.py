@@ -22,7 +22,7 @@ from proxy.admin import admin_routes
 from proxy.admin.common import json_response
 from proxy.admin.governance import retention_loop
 from proxy.admin.routes_api import reload_routes
-from proxy.auth import AdminAuth, KeyRing, ensure_admin_token
+from proxy.auth import AdminAuth, KeyRing, MetricsAuth, ensure_admin_token
 from proxy.context import ProxyContext, context_of
 from proxy.exchange import Exchange, LoggedEndpoint
 from proxy.feedback import feedback
@@ -73,6 +73,7 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     ctx = context_of(request)
+    ctx.metrics_auth.check(request.headers)
     await ctx.savings.refresh()
     body = ctx.metrics.render()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -145,6 +146,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
         keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
         prices=prices, redactor=redactor_for(settings), savings=savings,
+        metrics_auth=MetricsAuth.from_settings(settings, admin_token),
     )
 
 

@@ -77,6 +77,33 @@ class AdminAuth:
         return actual
 
 
+class MetricsAuth:
+    """Who may read /metrics: anyone (`metrics_auth = "open"`), or (`"token"`) a bearer of the
+    metrics token, the reviewer token or the admin token."""
+
+    def __init__(self, required: bool, tokens: list[str]):
+        self.required = required
+        self._tokens = [token.encode() for token in tokens if token]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, admin_token: str) -> MetricsAuth:
+        tokens = [admin_token] + [secret.get_secret_value() for secret in
+                                  (settings.reviewer_token, settings.metrics_token) if secret]
+        return cls(settings.metrics_auth == "token", tokens)
+
+    def check(self, headers: Mapping[str, str]) -> None:
+        if not self.required:
+            return
+        token = bearer(headers)
+        if token is None:
+            raise Unauthorized("/metrics needs a bearer token here (metrics_auth = token): "
+                               "TUNELOOP_METRICS_TOKEN, the reviewer or the admin token")
+        given = token.encode()
+        # every token compared, in constant time each: no early exit to time
+        if not any([hmac.compare_digest(given, known) for known in self._tokens]):
+            raise Unauthorized("the bearer token is not valid for /metrics")
+
+
 class KeyRing:
     """Hashes of the keys the proxy issued (when settings.issue_keys), kept in memory."""
 

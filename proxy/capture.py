@@ -32,6 +32,19 @@ def usage_tokens(response: Any) -> tuple[int | None, int | None]:
             completion if isinstance(completion, int) else None)
 
 
+def cached_tokens(response: Any) -> int | None:
+    """The prompt tokens the provider read from its prompt cache (chat and legacy:
+    `usage.prompt_tokens_details`, responses: `usage.input_tokens_details`), priced lower."""
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    for key in ("prompt_tokens_details", "input_tokens_details"):
+        details = usage.get(key)
+        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+            return int(details["cached_tokens"])
+    return None
+
+
 def embeddings_summary(response: Any) -> Any:
     """Embedding vectors are not stored: only how many there were and their size."""
     if not isinstance(response, dict) or not isinstance(response.get("data"), list):
@@ -107,7 +120,8 @@ class Capture:
             "ttfb_ms": None if self.ttfb_ms is None else round(self.ttfb_ms, 3),
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
-            "cost_usd": prices.cost(self.upstream_model, prompt_tokens, completion_tokens),
+            "cost_usd": prices.cost(self.upstream_model, prompt_tokens, completion_tokens,
+                                    cached_tokens(response)),
             "stream": self.stream,
             "tags": list(self.meta.tags),
             "user_id": self.meta.user,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from proxy.auth import AdminAuth, KeyRing
+from proxy.auth import AdminAuth, KeyRing, MetricsAuth
 from proxy.litellm_upstream import LitellmUpstream
 from proxy.metrics import ProxyMetrics
 from proxy.pricing import PriceMap
@@ -39,6 +39,7 @@ class ProxyContext:
     prices: PriceMap
     redactor: Redactor
     savings: SavingsCollector
+    metrics_auth: MetricsAuth = field(default_factory=lambda: MetricsAuth(False, []))
     feed: ChangeFeed | None = None  # Postgres: follows the other replicas (proxy.shared_state)
     # one template discovery at a time per server (proxy/admin/templates_api.py)
     discovery_lock: threading.Lock = field(default_factory=threading.Lock)

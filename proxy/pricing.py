@@ -6,6 +6,11 @@ A fine-tuned model `ft:BASE:org:suffix:id` is priced as a fine-tune of BASE: the
 `ft:BASE` entry, else its dated snapshots' (`ft:gpt-4o-mini` is `ft:gpt-4o-mini-2024-07-18`)
 when they agree. Never as BASE itself: fine-tuned tokens cost more. A model with no price is
 None ("no price"), never 0.
+
+Prompt tokens the provider read from its prompt cache (`usage.prompt_tokens_details.
+cached_tokens`) cost the cached rate: the settings' `cached_input_per_1m`, else litellm's
+`cache_read_input_token_cost`; a model with no known cached rate is charged its input rate for
+them (what it costs at most).
 """
 
 from __future__ import annotations
@@ -40,17 +45,26 @@ class Price:
     input: float
     output: float
     source: str
+    cached_input: float | None = None
+    """Per prompt token read from the provider's cache; None: unknown (the input rate)."""
 
-    def cost(self, prompt_tokens: int | float, completion_tokens: int | float) -> float:
-        return prompt_tokens * self.input + completion_tokens * self.output
+    def cost(self, prompt_tokens: int | float, completion_tokens: int | float,
+             cached_tokens: int | float = 0) -> float:
+        cached = min(max(cached_tokens, 0), prompt_tokens)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return ((prompt_tokens - cached) * self.input + cached * cached_rate
+                + completion_tokens * self.output)
 
     def to_json(self) -> dict[str, float | str]:
-        return {"input_per_1m": round(self.input * PER_1M, 6),
-                "output_per_1m": round(self.output * PER_1M, 6), "source": self.source}
+        found: dict[str, float | str] = {"input_per_1m": round(self.input * PER_1M, 6),
+                                         "output_per_1m": round(self.output * PER_1M, 6)}
+        if self.cached_input is not None:
+            found["cached_input_per_1m"] = round(self.cached_input * PER_1M, 6)
+        return found | {"source": self.source}
 
 
 class PriceMap:
-    def __init__(self, prices: Mapping[str, tuple[float, float]],
+    def __init__(self, prices: Mapping[str, tuple[float, ...]],  # (input, output[, cached])
                  overrides: Mapping[str, ModelPrice] | None = None):
         self._prices = dict(prices)
         self._overrides = dict(overrides or {})
@@ -62,26 +76,32 @@ class PriceMap:
         if path is None:
             return cls({}, overrides)
         raw = orjson.loads(path.read_bytes())
-        prices: dict[str, tuple[float, float]] = {}
+        prices: dict[str, tuple[float, ...]] = {}
         for name, entry in raw.items():
             if not isinstance(entry, dict):
                 continue
             input_cost = entry.get("input_cost_per_token")
             output_cost = entry.get("output_cost_per_token")
+            cached_cost = entry.get("cache_read_input_token_cost")
             if isinstance(input_cost, int | float):
-                prices[name] = (float(input_cost), float(output_cost or 0.0))
+                prices[name] = (float(input_cost), float(output_cost or 0.0)) + (
+                    (float(cached_cost),) if isinstance(cached_cost, int | float) else ())
         return cls(prices, overrides)
 
     def _override(self, name: str) -> Price | None:
         given = self._overrides.get(name)
         if given is None:
             return None
+        cached = given.cached_input_per_1m
         return Price(given.input_per_1m / PER_1M, given.output_per_1m / PER_1M,
-                     f"settings:{name}")
+                     f"settings:{name}", None if cached is None else cached / PER_1M)
 
     def _litellm(self, name: str) -> Price | None:
         found = self._prices.get(name)
-        return None if found is None else Price(found[0], found[1], f"litellm:{name}")
+        if found is None:
+            return None
+        return Price(found[0], found[1], f"litellm:{name}",
+                     found[2] if len(found) > 2 else None)
 
     def _fine_tune(self, model: str) -> Price | None:
         parts = model.split(":")
@@ -117,8 +137,8 @@ class PriceMap:
         return given.training_per_1m / PER_1M
 
     def cost(self, model: str | None, prompt_tokens: int | None,
-             completion_tokens: int | None) -> float | None:
+             completion_tokens: int | None, cached_tokens: int | None = None) -> float | None:
         price = self.lookup(model)
         if price is None or (prompt_tokens is None and completion_tokens is None):
             return None
-        return price.cost(prompt_tokens or 0, completion_tokens or 0)
+        return price.cost(prompt_tokens or 0, completion_tokens or 0, cached_tokens or 0)

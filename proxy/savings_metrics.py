@@ -6,6 +6,12 @@ A scrape never waits on a fresh query more often than every `savings_metrics_cac
 seconds: the handler awaits `refresh()` (one grouped query over the window's rows: the time
 filter skips older data on both stores), and the collector answers from that snapshot. When
 the store fails, the last snapshot is kept and the failure logged: /metrics still answers.
+
+Old figures say they are old: `tuneloop_route_last_request_timestamp_seconds` is each
+target's last request in the window (a target that stopped serving keeps its figures until
+they leave the window: alert on `time() - that`), and
+`tuneloop_savings_computed_timestamp_seconds` is when the snapshot was read (it stops moving
+while the store fails).
 """
 
 from __future__ import annotations
@@ -51,6 +57,13 @@ def _families() -> dict[str, GaugeMetricFamily]:
             "tuneloop_route_saved_usd_per_day",
             "USD a target saved per day against its alias's baseline (absent: no price).",
             labels=LABELS),
+        "last_request": GaugeMetricFamily(
+            "tuneloop_route_last_request_timestamp_seconds",
+            "Unix time of the target's last production request in the savings window: the "
+            "age of its figures.", labels=LABELS),
+        "computed": GaugeMetricFamily(
+            "tuneloop_savings_computed_timestamp_seconds",
+            "Unix time the savings gauges were last read from the store (absent: never)."),
     }
 
 
@@ -59,6 +72,7 @@ class SavingsCollector(Collector):
         self._db, self._prices, self._days, self._max_age_s = db, prices, days, max_age_s
         self._reports: list[dict[str, Any]] = []
         self._read_at: float | None = None
+        self._computed_at: float | None = None  # wall clock of the last successful read
         self._lock = asyncio.Lock()
         self.reads = 0  # database reads so far (the cache's effect, for tests and bench)
 
@@ -92,6 +106,7 @@ class SavingsCollector(Collector):
                                days=self._days)
                 for alias, rows in sorted(by_alias.items())]
             self._read_at = time.monotonic()
+            self._computed_at = until.timestamp()
 
     def _fresh(self) -> bool:
         return self._read_at is not None and time.monotonic() - self._read_at < self._max_age_s
@@ -112,4 +127,9 @@ class SavingsCollector(Collector):
                     families["tokens_saved"].add_metric(labels, row["saved_tokens_per_day"])
                 if row.get("saved_usd_per_day") is not None:
                     families["usd_saved"].add_metric(labels, row["saved_usd_per_day"])
+                if row.get("last_request_at"):
+                    families["last_request"].add_metric(
+                        labels, datetime.fromisoformat(row["last_request_at"]).timestamp())
+        if self._computed_at is not None:
+            families["computed"].add_metric([], self._computed_at)
         yield from families.values()

@@ -6,7 +6,14 @@ answered 5xx, timed out or cut the answer, or when the drawn target failed and a
 served it (`route.attempt > 0`). 4xx answers (bad requests, rate limits) are the caller's or
 the account's, not the model's, and don't count. Latency is over the answers below 400.
 Evaluation and synthetic traffic never count. A request users rated is a thumbs-down when
-the mean of its feedback scores is below 0 (the canary's sequential test uses both counts).
+the mean of its feedback scores is below 0 (`rated_requests`, `thumbs_down`: for people).
+
+The canary's sequential test uses the *votes* instead (`votes`, `down_votes`), which one
+client cannot flood: a voter is the API key that sent the feedback (its public prefix; without
+issued keys every feedback comes from the one anonymous voter), a voter's latest score on an
+interaction is its one vote there (a thumbs-down when below 0), and a voter with more than
+`max_votes_per_voter` votes on a target's requests is weighed down to that many (each of its
+votes counts `max_votes_per_voter / n`), so counts may be fractional.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from typing import Any
 
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
+
+MAX_VOTES_PER_VOTER = 5
+"""The default weight of one voter (API key) on one target in the canary's thumbs-down test."""
 
 _HEALTH_SQL = """
 WITH r AS (
@@ -38,6 +48,19 @@ WITH r AS (
     SELECT r.target, count(*) AS rated, count(*) FILTER (WHERE rated.mean < 0) AS down
     FROM rated JOIN r ON rated.interaction_id = r.id
     GROUP BY r.target
+), latest AS (
+    SELECT r.target, coalesce(fb.source, '') AS voter, fb.score,
+           row_number() OVER (PARTITION BY fb.interaction_id, coalesce(fb.source, '')
+                              ORDER BY fb.created_at DESC, fb.id DESC) AS nth
+    FROM feedback fb JOIN r ON fb.interaction_id = r.id
+), voters AS (
+    SELECT target, count(*) AS n, count(*) FILTER (WHERE score < 0) AS down
+    FROM latest WHERE nth = 1
+    GROUP BY target, voter
+), v AS (
+    SELECT target, sum(n * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS votes,
+           sum(down * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS down_votes
+    FROM voters GROUP BY target
 )
 SELECT r.target,
        count(*) AS requests,
@@ -48,20 +71,27 @@ SELECT r.target,
        max(f.n) AS feedback_count,
        max(f.mean) AS feedback_mean,
        max(t.rated) AS rated,
-       max(t.down) AS thumbs_down
+       max(t.down) AS thumbs_down,
+       max(v.votes) AS votes,
+       max(v.down_votes) AS down_votes
 FROM r LEFT JOIN f ON f.target = r.target LEFT JOIN t ON t.target = r.target
+     LEFT JOIN v ON v.target = r.target
 GROUP BY r.target
 ORDER BY requests DESC, r.target
 """
 
 
-def route_health(con: Connection, alias: str, since: datetime,
-                 until: datetime) -> list[dict[str, Any]]:
+def route_health(con: Connection, alias: str, since: datetime, until: datetime,
+                 max_votes_per_voter: int = MAX_VOTES_PER_VOTER) -> list[dict[str, Any]]:
     """Per target: requests, errors, error_rate, feedback_count, feedback_mean,
     rated_requests (requests with feedback), thumbs_down (of those, the ones whose mean score
-    is below 0), latency_p50_ms, over production traffic for `alias` in [since, until)."""
+    is below 0), votes and down_votes (weighed per voter, see the module doc),
+    latency_p50_ms, over production traffic for `alias` in [since, until)."""
+    if max_votes_per_voter < 1:
+        raise ValueError("max_votes_per_voter must be at least 1")
     sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"))
-    rows = con.execute(sql, [alias, since, until]).fetchall()
+    cap = float(max_votes_per_voter)
+    rows = con.execute(sql, [alias, since, until, cap, cap]).fetchall()
     return [
         {
             "target": target,
@@ -72,8 +102,10 @@ def route_health(con: Connection, alias: str, since: datetime,
             "feedback_mean": feedback_mean,
             "rated_requests": rated or 0,
             "thumbs_down": thumbs_down or 0,
+            "votes": round(float(votes or 0), 6),
+            "down_votes": round(float(down_votes or 0), 6),
             "latency_p50_ms": None if p50 is None else round(p50, 3),
         }
-        for target, requests, errors, p50, feedback_count, feedback_mean, rated, thumbs_down
-        in rows
+        for target, requests, errors, p50, feedback_count, feedback_mean, rated, thumbs_down,
+        votes, down_votes in rows
     ]

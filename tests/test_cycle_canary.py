@@ -74,7 +74,7 @@ def test_a_canary_failing_30_percent_is_rolled_back_within_its_first_100_request
     printed = CliRunner().invoke(main, ["routes", "history", "--alias", ALIAS, "--api",
                                         loop.url], env={"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN})
     assert printed.exit_code == 0, printed.output
-    assert "verdict rollback (sprt)" in printed.output and "errors: canary" in printed.output
+    assert "verdict rollback (sprt2)" in printed.output and "errors: canary" in printed.output
 
 
 def test_an_even_canary_keeps_running(loop: ProxyServer, tmp_path: Path) -> None:

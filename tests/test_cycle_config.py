@@ -71,13 +71,13 @@ def test_training_cost_follows_the_epochs_of_the_job() -> None:
 
 def row(requests: int, errors: int, rated: int = 0, down: int = 0) -> dict[str, Any]:
     return {"requests": requests, "errors": errors, "error_rate": errors / requests,
-            "rated_requests": rated, "thumbs_down": down}
+            "votes": rated, "down_votes": down}
 
 
 def test_sprt_bounds_and_decisions() -> None:
-    params = SprtParams(alpha=0.05, beta=0.2, tolerance=0.01, bad=0.05)
-    assert params.upper == pytest.approx(math.log(0.8 / 0.05))
-    assert params.lower == pytest.approx(math.log(0.2 / 0.95))
+    params = SprtParams(alpha=0.025, beta=0.2, tolerance=0.01, bad=0.05)
+    assert params.upper == pytest.approx(math.log(1 / 0.025))
+    assert params.lower == pytest.approx(math.log(0.2 / 0.975))
     # 30% errors against a clean baseline: worse after a handful of requests
     assert sprt("errors", 10, 3, 90, 0, params).decision == "worse"
     # clean against clean: no worse once ~40 canary requests are in, undecided before
@@ -107,14 +107,14 @@ def test_canary_verdict() -> None:
     # with feedback that counts, promotion waits for the thumbs-down test too
     assert judge_canary(row(60, 0, 6, 1), row(540, 0, 80, 4), cfg, week).verdict == "continue"
     record = bad.to_json()
-    assert record["test"] == "sprt" and record["tests"][0]["metric"] == "errors"
+    assert record["test"] == "sprt2" and record["tests"][0]["metric"] == "errors"
 
 
 def test_effect_sizes_must_be_ordered() -> None:
     with pytest.raises(ConfigError, match="bad_error_rate_increase"):
         parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
                             "finetune": {"base_model": "m"},
-                            "canary": {"max_error_rate_increase": 0.1,
+                            "canary": {"tolerated_error_rate_increase": 0.1,
                                        "bad_error_rate_increase": 0.05}})
 
 
@@ -124,3 +124,10 @@ def test_a_replaced_canary_setting_says_what_replaced_it() -> None:
         parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
                             "finetune": {"base_model": "m"},
                             "canary": {"max_feedback_drop": 0.1}})
+    # the old rollback threshold's name is not reused for the test's tolerated increase
+    with pytest.raises(ConfigError, match=r"canary: max_error_rate_increase is no longer used: "
+                                          r"it was the error-rate increase beyond which the "
+                                          r"canary was rolled back; .*bad_error_rate_increase"):
+        parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
+                            "finetune": {"base_model": "m"},
+                            "canary": {"max_error_rate_increase": 0.01}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -146,3 +147,40 @@ def test_empty_and_odd_samples_give_no_candidates() -> None:
 def test_bad_thresholds_are_refused(threshold: Any) -> None:
     with pytest.raises(BadRequest, match="threshold"):
         discover([], chars, threshold)
+
+
+def test_a_discovery_job_runs_in_a_worker_process_and_names_candidates_by_content() -> None:
+    """The proxy runs `analyse` in a process of its own: the job and its answer cross a pickle
+    boundary. A candidate's id is a hash of its parts: the same parts, the same id."""
+    import orjson
+
+    from storage.compute_worker import ComputeWorker
+    from tuneloop.discovery_job import DiscoveryJob, analyse, candidate_id
+
+    rows = [("chat.completions", orjson.dumps({"messages": [
+        {"role": "system", "content": "You are a terse bot."},
+        {"role": "user", "content": f"Question: {q}?"}]}).decode(), "gpt-4o-mini")
+        for q in ("where", "why", "when", "how")] + [("chat.completions", "{not json", None)]
+    job = DiscoveryJob(alias="bot", threshold=0.8, rows=rows, read={"considered": 5})
+    worker = ComputeWorker(retry_after_s=0.0)
+    try:
+        found = worker.run(analyse, job)
+        assert worker.failures == 0 and worker.worker_pid() not in (None, os.getpid())
+    finally:
+        worker.close()
+    assert found == analyse(job)
+    assert found["read"] == {"considered": 5, "rows": 5, "unreadable": 1}
+    best = found["candidates"][0]
+    assert best["parts"]["system_prompt"] == "You are a terse bot."
+    assert best["id"] == candidate_id(dict(best["parts"])) and len(best["id"]) == 12
+    assert len({c["id"] for c in found["candidates"]}) == len(found["candidates"])
+
+
+def test_a_discovered_prefix_never_ends_inside_a_word() -> None:
+    """The shared start `Customer ref: ACME-` ends inside the word `ACME-1`: cut back to the
+    white space before it (and `O'` of `O'Brien` / `O'Neil` likewise)."""
+    refs = [f"Customer ref: ACME-{n} where is it?" for n in range(1, 9)]
+    assert find_prefix(refs, 8) == "Customer ref: "
+    names = ["Tell me about O'Brien", "Tell me about O'Neil", "Tell me about O'Hara"]
+    assert find_prefix(names, 3) == "Tell me about "
+    assert find_prefix(["Question: why", "Question:how"], 2) == "Question:"

@@ -59,7 +59,10 @@ def test_replacement_system_prompt_takes_the_templates_place_and_role() -> None:
     assert out[1:] == [{"role": "user", "content": "My parcel 🚚 is late"}]
 
 
-def test_later_turns_and_the_answer_are_kept_and_only_the_last_user_message_is_stripped() -> None:
+def test_every_wrapped_user_turn_of_a_multi_turn_request_is_stripped() -> None:
+    """Apps that wrap every turn: each user message holding the prefix and suffix loses them,
+    not only the last (a model trained on the stripped newest turn would see the wrapped
+    earlier ones otherwise)."""
     messages = request()
     messages[-1]["content"] = "Customer says:\nhi\nAnswer briefly."
     messages += [
@@ -68,12 +71,45 @@ def test_later_turns_and_the_answer_are_kept_and_only_the_last_user_message_is_s
         {"role": "assistant", "content": "It ships today."},
     ]
     out = strip_messages(TEMPLATE, messages)
-    assert [m["content"] for m in out] == [
-        "Customer says:\nhi\nAnswer briefly.",
-        "Hello!",
-        "the parcel",
-        "It ships today.",
-    ]
+    assert [m["content"] for m in out] == ["hi", "Hello!", "the parcel", "It ships today."]
+
+
+def test_an_earlier_turn_sent_without_the_affixes_is_kept_as_sent() -> None:
+    """Apps that wrap only the newest turn: earlier user turns without the prefix and suffix
+    stay as they are; the last one must hold them."""
+    messages = [*request()[:-1], {"role": "user", "content": "plain first question"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "Customer says:\nfollow-up\nAnswer briefly."}]
+    out = strip_messages(TEMPLATE, messages)
+    assert [m["content"] for m in out] == ["plain first question", "ok", "follow-up"]
+    messages[-1]["content"] = "plain follow-up"
+    error = mismatch_messages(TEMPLATE, messages)
+    assert error is not None and error.part == "prefix"
+
+
+def test_a_request_that_is_only_the_template_is_a_mismatch() -> None:
+    """Nothing left once stripped: not an empty training example, nor an empty request to the
+    fine-tuned model."""
+    only = request("")
+    error = mismatch_messages(TEMPLATE, only)
+    assert error is not None and error.part == "empty"
+    assert mismatch_messages(TEMPLATE, request(" \n")).part == "empty"  # type: ignore[union-attr]
+    parts = request()
+    parts[-1]["content"] = [{"type": "text", "text": "Customer says:\n\nAnswer briefly."}]
+    assert mismatch_messages(TEMPLATE, parts).part == "empty"  # type: ignore[union-attr]
+    no_affix = PromptTemplate(name="t", version=1, system_prompt=SYSTEM, few_shot=FEW_SHOT)
+    assert mismatch_messages(no_affix, request()[:-1]).part == "empty"  # type: ignore[union-attr]
+    legacy = PromptTemplate(name="qa", version=1, prompt_prefix="Article:\n",
+                            prompt_suffix="\n###")
+    with pytest.raises(TemplateMismatch) as info:
+        strip_prompt(legacy, "Article:\n\n###")
+    assert info.value.part == "empty"
+    # an image is something: a turn of only an image after the prefix is not empty
+    image = request()
+    image[-1]["content"] = [{"type": "text", "text": "Customer says:\n"},
+                            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]
+    only_prefix = PromptTemplate(name="p", version=1, user_prefix="Customer says:\n")
+    assert strip_messages(only_prefix, image)[-1]["content"] == [image[-1]["content"][1]]
 
 
 def test_a_missing_few_shot_turn_is_a_mismatch() -> None:
@@ -96,7 +132,7 @@ def test_prefix_present_but_suffix_absent_is_a_mismatch() -> None:
 
 def test_prefix_and_suffix_may_not_overlap() -> None:
     template = PromptTemplate(name="t", version=1, user_prefix="ab", user_suffix="ba")
-    assert strip_messages(template, [{"role": "user", "content": "abba"}])[0]["content"] == ""
+    assert strip_messages(template, [{"role": "user", "content": "abXba"}])[0]["content"] == "X"
     error = mismatch_messages(template, [{"role": "user", "content": "aba"}])
     assert error is not None and error.part == "prefix_suffix_overlap"
 
@@ -111,8 +147,9 @@ def test_other_system_prompt_and_missing_system_prompt_are_mismatches() -> None:
 def test_unicode_is_compared_by_characters_not_normalized() -> None:
     # "é" composed vs decomposed: different strings, so no match (nothing is guessed)
     template = PromptTemplate(name="t", version=1, system_prompt="caf\u00e9")
-    assert matches_messages(template, [{"role": "system", "content": "caf\u00e9"}])
-    assert not matches_messages(template, [{"role": "system", "content": "cafe\u0301"}])
+    user = {"role": "user", "content": "q"}
+    assert matches_messages(template, [{"role": "system", "content": "caf\u00e9"}, user])
+    assert not matches_messages(template, [{"role": "system", "content": "cafe\u0301"}, user])
 
 
 def test_multimodal_content_lists() -> None:
@@ -164,8 +201,15 @@ def test_template_without_system_prompt_keeps_the_apps_system_message() -> None:
         {"role": "user", "content": "q"},
     ]
     assert strip_messages(template, messages) == [messages[0], messages[-1]]
+    # a replacement system prompt takes the app's one's place: exactly one system message
     out = strip_messages(template, messages, system_prompt="short")
-    assert out[0] == {"role": "system", "content": "short"} and out[1] == messages[0]
+    assert out == [{"role": "system", "content": "short"}, messages[-1]]
+    messages[0]["role"] = "developer"
+    assert strip_messages(template, messages, system_prompt="short")[0] == {
+        "role": "developer", "content": "short"}
+    # and inserted when the app sent none
+    assert strip_messages(template, messages[1:], system_prompt="short") == [
+        {"role": "system", "content": "short"}, messages[-1]]
 
 
 def test_bad_request_shapes_are_mismatches_not_crashes() -> None:

@@ -37,14 +37,19 @@ TRAINING_COST = 6.00
 REQUESTS = 24
 
 
-def chat(proxy: ProxyServer, count: int, model: str = ALIAS) -> Counter[str]:
-    """Requests through the proxy; how many each upstream model served (the fake's record)."""
+def chat(proxy: ProxyServer, count: int, model: str = ALIAS, users: str = "user"
+         ) -> Counter[str]:
+    """Requests through the proxy, from users `{users}-0`, `{users}-1`, ...: each user's target
+    is fixed by the sticky draw (a hash of alias and user), so which targets serve these
+    requests is the same on every run. How many each upstream model served (the fake's
+    record)."""
     before = len(proxy.upstream.state.requests)
     client = proxy.openai()
     for n in range(count):
         client.chat.completions.create(model=model, messages=[
             {"role": "system", "content": "You are the support bot of Acme."},
-            {"role": "user", "content": f"question {n}"}])
+            {"role": "user", "content": f"question {n}"}],
+            extra_headers={"x-tuneloop-user": f"{users}-{n}"})
     served = Counter(r.json.get("model") for r in proxy.upstream.state.requests[before:]
                      if r.path == "/v1/chat/completions")
     proxy.wait_for("SELECT count(*) FROM interactions WHERE completion_tokens IS NOT NULL",
@@ -62,7 +67,7 @@ def record_training(proxy: ProxyServer, model: str, trained_tokens: int,
 
 
 def canary_proxy(proxy_factory: Callable[..., ProxyServer], **settings: Any) -> ProxyServer:
-    proxy = proxy_factory(prices=PRICES, **settings)
+    proxy = proxy_factory(**{"prices": PRICES, **settings})
     proxy.upstream.state.model_usage.update({BASE: BASE_USAGE, FT: FT_USAGE})
     proxy.admin().put_routes({ALIAS: {"targets": [{"model": BASE}]}})
     proxy.admin().promote(ALIAS, FT, canary=50)
@@ -99,12 +104,13 @@ def test_savings_match_the_hand_computed_figures(proxy_factory: Callable[..., Pr
                            "source": "settings:ft:gpt-4o-mini-2024-07-18"}
     assert ft["saved_tokens_per_request"] == 38_000
     assert ft["saved_usd_per_request"] == pytest.approx(SAVED, abs=1e-9)
-    assert ft["saved_tokens_per_day"] == pytest.approx(38_000 * n_ft / 7, abs=1e-3)
-    per_day = SAVED * n_ft / 7
+    # per LIVE day: the traffic took seconds, and less than a day counts as one day
+    assert ft["live_days"] == 1 and base["live_days"] == 1 and report["live_days"] == 1
+    assert ft["saved_tokens_per_day"] == pytest.approx(38_000 * n_ft, abs=1e-3)
+    per_day = SAVED * n_ft
     assert round(ft["saved_usd_per_day"], 2) == round(per_day, 2)
     assert ft["saved_usd_per_day"] == pytest.approx(per_day, abs=1e-8)
-    assert ft["saved_usd_per_day_at_full_traffic"] == pytest.approx(SAVED * REQUESTS / 7,
-                                                                    abs=1e-8)
+    assert ft["saved_usd_per_day_at_full_traffic"] == pytest.approx(SAVED * REQUESTS, abs=1e-8)
     # break-even by hand: $6.00 / $0.01675 = 358.2 -> 359 requests
     assert ft["training"]["cost_usd"] == pytest.approx(TRAINING_COST)
     assert ft["break_even_requests"] == 359 == math.ceil(TRAINING_COST / SAVED)
@@ -125,7 +131,7 @@ def test_savings_match_the_hand_computed_figures(proxy_factory: Callable[..., Pr
     assert metrics[("tuneloop_route_prompt_tokens_per_request", ALIAS, BASE)] == 40_000
     assert metrics[("tuneloop_route_saved_usd_per_day", ALIAS, FT)] == pytest.approx(per_day)
     assert metrics[("tuneloop_route_saved_tokens_per_day", ALIAS, FT)] == pytest.approx(
-        38_000 * n_ft / 7, abs=1e-3)
+        38_000 * n_ft, abs=1e-3)
 
     result = run_cli(proxy, tmp_path, "savings", "--alias", ALIAS, "--json")
     assert result.exit_code == 0, result.output
@@ -133,6 +139,7 @@ def test_savings_match_the_hand_computed_figures(proxy_factory: Callable[..., Pr
     result = run_cli(proxy, tmp_path, "savings", "--alias", ALIAS, token=REVIEWER_TOKEN)
     assert result.exit_code == 0, result.output
     assert "after 359 requests" in flat(result.output) and "$0.016750" in result.output
+    assert "it served 1.00 of the window's days" in flat(result.output)
 
 
 def test_no_traffic_no_price_and_no_saving_are_said_not_crashed(
@@ -188,3 +195,26 @@ def test_bad_days_are_refused(proxy: ProxyServer) -> None:
                               headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "days"
     assert proxy.http().get(f"/admin/routes/{ALIAS}/savings").status_code == 401
+
+
+def test_cached_prompt_tokens_cost_the_cached_rate(
+        proxy_factory: Callable[..., ProxyServer]) -> None:
+    """The baseline's long prompt mostly read from the provider's prompt cache: logged cost,
+    savings and gauges price those tokens at the cached rate (by hand below)."""
+    prices = {**PRICES, BASE: {**PRICES[BASE], "cached_input_per_1m": 0.25}}
+    proxy = canary_proxy(proxy_factory, prices=prices)
+    proxy.upstream.state.model_usage[BASE] = (40_000, 500, 32_000)
+    served = chat(proxy, REQUESTS)
+    assert served[BASE] and served[FT]
+    # 8,000 x $0.50/1M + 32,000 x $0.25/1M + 500 x $1.50/1M = $0.004 + $0.008 + $0.00075
+    cached_cost = 0.01275
+    costs = dict(proxy.sql("SELECT upstream_model, max(cost_usd) FROM interactions "
+                           "WHERE model = 'support-bot' GROUP BY 1"))
+    assert costs[BASE] == pytest.approx(cached_cost, abs=1e-12)
+    base, ft = proxy.admin().savings(ALIAS)["targets"]
+    assert base["cached_tokens_per_request"] == 32_000
+    assert base["cost_per_request_usd"] == pytest.approx(cached_cost, abs=1e-9)
+    assert base["price"]["cached_input_per_1m"] == 0.25
+    assert ft["saved_usd_per_request"] == pytest.approx(cached_cost - FT_COST, abs=1e-9)
+    assert gauges(proxy)[("tuneloop_route_cost_per_request_usd", ALIAS, BASE)] == \
+        pytest.approx(cached_cost, abs=1e-9)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from exporter.finetune import job_fields
@@ -44,7 +45,8 @@ def test_a_fine_tune_is_priced_as_a_fine_tune_of_its_base() -> None:
     assert LITELLM.cost("ft:gpt-5-mini:acme::abc123", 1000, 10) is None
     assert LITELLM.lookup("acme-local-llm") is None and LITELLM.cost("acme-local-llm", 5, 5) is None
     assert LITELLM.lookup("openai/gpt-4o-mini") == base.__class__(base.input, base.output,
-                                                                  "litellm:gpt-4o-mini")
+                                                                  "litellm:gpt-4o-mini",
+                                                                  base.cached_input)
 
 
 def test_the_settings_price_table_comes_first() -> None:
@@ -109,13 +111,17 @@ def test_usage_by_alias_target_and_day(store: str) -> None:
         found = target_usage(con, since, until, alias="bot")
         today, yesterday = NOW.strftime("%Y-%m-%d"), (NOW - timedelta(days=1)).strftime(
             "%Y-%m-%d")
+        at = [(NOW - timedelta(days=d)).isoformat() for d in (0, 1)]
         assert found == [
             {"alias": "bot", "target": "ft", "day": yesterday, "requests": 1,
-             "prompt_tokens": 50, "completion_tokens": 5},
+             "prompt_tokens": 50, "completion_tokens": 5, "cached_tokens": 0,
+             "first_at": at[1], "last_at": at[1]},
             {"alias": "bot", "target": "base", "day": today, "requests": 2,
-             "prompt_tokens": 400, "completion_tokens": 40},
+             "prompt_tokens": 400, "completion_tokens": 40, "cached_tokens": 0,
+             "first_at": at[0], "last_at": at[0]},
             {"alias": "bot", "target": "ft", "day": today, "requests": 1,
-             "prompt_tokens": 100, "completion_tokens": 10}]
+             "prompt_tokens": 100, "completion_tokens": 10, "cached_tokens": 0,
+             "first_at": at[0], "last_at": at[0]}]
         every = target_usage(con, since, until, by_day=False)
         assert {(r["alias"], r["target"], r["requests"]) for r in every} == {
             ("bot", "base", 2), ("bot", "ft", 2), ("other", "base", 1)}
@@ -135,9 +141,81 @@ def test_usage_by_alias_target_and_day(store: str) -> None:
 
 
 def _usage(target: str, requests: int, prompt: int, completion: int,
-           day: str | None = "2026-11-30") -> dict[str, Any]:
+           day: str | None = "2026-11-30", cached: int = 0, first: float | None = None,
+           last: float | None = None) -> dict[str, Any]:
+    """A usage row; `first` and `last`: its first and last request, in days before NOW."""
+    def at(days: float | None) -> str | None:
+        return None if days is None else (NOW - timedelta(days=days)).isoformat()
     return {"alias": "bot", "target": target, "day": day, "requests": requests,
-            "prompt_tokens": prompt * requests, "completion_tokens": completion * requests}
+            "prompt_tokens": prompt * requests, "completion_tokens": completion * requests,
+            "cached_tokens": cached * requests, "first_at": at(first), "last_at": at(last)}
+
+
+def test_per_day_is_per_day_the_target_served() -> None:
+    """A canary started a day and a half ago, in a 30-day window: its saving per day is what
+    it saved over its 1.5 live days, not 1/30 of it."""
+    prices = PriceMap({"base": (1e-6, 2e-6), "ft": (1e-6, 2e-6)})
+    spec = {"targets": [{"model": "base"}, {"model": "ft"}]}
+    usage = [_usage("base", 270, 1000, 100, day=None, first=29.5, last=0),
+             _usage("ft", 30, 100, 100, day=None, first=1.5, last=0)]
+    report = savings_report("bot", spec, usage, prices, {}, days=30)
+    base, ft = report["targets"]
+    # by hand: $0.0012 - $0.0003 = $0.0009 a request x 30 requests / 1.5 days = $0.018 a day
+    assert (ft["live_days"], base["live_days"], report["live_days"]) == (1.5, 29.5, 29.5)
+    assert ft["saved_usd_per_request"] == pytest.approx(0.0009)
+    assert ft["saved_usd_per_day"] == pytest.approx(0.018)
+    assert ft["saved_tokens_per_day"] == pytest.approx(900 * 30 / 1.5)
+    # all the alias's 300 requests over its 29.5 live days
+    assert ft["saved_usd_per_day_at_full_traffic"] == pytest.approx(0.0009 * 300 / 29.5)
+    assert ft["first_request_at"] == (NOW - timedelta(days=1.5)).isoformat()
+    # an hour of canary traffic is not extrapolated to a day: at least one live day
+    hour = [usage[0], _usage("ft", 30, 100, 100, day=None, first=1 / 24, last=0)]
+    short = savings_report("bot", spec, hour, prices, {}, days=30)["targets"][1]
+    assert short["live_days"] == 1.0 and short["saved_usd_per_day"] == pytest.approx(0.027)
+    # and never more days than the window
+    long = [_usage("ft", 30, 100, 100, day=None, first=40, last=0), usage[0]]
+    assert savings_report("bot", spec, long, prices, {}, days=30)["targets"][1][
+        "live_days"] == 30
+
+
+def test_cached_prompt_tokens_are_priced_at_the_cached_rate() -> None:
+    # litellm's map: gpt-4o-mini $0.15 in, $0.075 cached in, $0.60 out per 1M
+    # by hand: 200 x 0.15 + 800 x 0.075 + 100 x 0.60 = 30 + 60 + 60 = $150 per 1M requests
+    assert LITELLM.cost("gpt-4o-mini", 1000, 100, 800) == pytest.approx(150e-6)
+    assert LITELLM.cost("gpt-4o-mini", 1000, 100) == pytest.approx(210e-6)
+    price = LITELLM.lookup("ft:gpt-4o-mini-2024-07-18:acme::x")
+    assert price is not None and price.to_json()["cached_input_per_1m"] == 0.15
+    # the settings' table: its cached price, else the input price (what it costs at most)
+    table = {"m": ModelPrice(input_per_1m=2.0, output_per_1m=4.0, cached_input_per_1m=0.5),
+             "n": ModelPrice(input_per_1m=2.0, output_per_1m=4.0)}
+    prices = PriceMap.load(overrides=table)
+    assert prices.cost("m", 1000, 10, 600) == pytest.approx((400 * 2 + 600 * 0.5 + 40) / 1e6)
+    assert prices.cost("n", 1000, 10, 600) == pytest.approx((2000 + 40) / 1e6)
+    assert prices.cost("m", 10, 0, 99) == pytest.approx(10 * 0.5 / 1e6)  # at most the prompt
+    # in the savings: the baseline's long prompt is mostly cached, which shrinks the saving
+    spec = {"targets": [{"model": "m"}, {"model": "n"}]}
+    usage = [_usage("m", 10, 1000, 10, cached=600), _usage("n", 10, 100, 10)]
+    m, n = savings_report("bot", spec, usage, prices, {}, days=1)["targets"]
+    assert m["cost_per_request_usd"] == pytest.approx(1140e-6)
+    assert m["cached_tokens_per_request"] == 600
+    assert n["saved_usd_per_request"] == pytest.approx((1140 - 240) * 1e-6)
+
+
+@both_stores
+def test_usage_sums_the_cached_prompt_tokens(store: str) -> None:
+    def cached(tokens: Any, key: str = "prompt_tokens_details") -> str:
+        return orjson.dumps({"usage": {key: {"cached_tokens": tokens}}}).decode()
+    rows = [_row(1, 0, "m", prompt=1000, response=cached(600)),
+            _row(2, 0, "m", prompt=1000, response=cached(300, "input_tokens_details")),
+            _row(3, 0, "m", prompt=100, response=cached(5000)),  # at most the prompt
+            _row(4, 0, "m", prompt=100, response=cached("x")),  # not a number: none
+            _row(5, 0, "m", prompt=100)]
+    with connected(store) as con:
+        insert_interactions(con, to_arrow(rows))
+        found = target_usage(con, NOW - timedelta(days=1), NOW + timedelta(seconds=1),
+                             by_day=False)
+    assert [(r["requests"], r["prompt_tokens"], r["cached_tokens"]) for r in found] == [
+        (5, 2300, 1000)]
 
 
 def test_the_baseline_and_the_training_cost() -> None:
@@ -175,8 +253,12 @@ def test_metrics_keep_their_last_figures_when_the_store_fails(
     db = open_store(tmp_path / "tuneloop.duckdb")
     migrate_store(db)
     now = datetime.now(UTC)
-    rows = [record(1, created_at=int(now.timestamp() * 1e6), prompt_tokens=100,
-                   completion_tokens=10, route='{"alias": "bot", "target": "gpt-4o-mini"}')]
+    # the target's last request was three days ago: its figures are that old, and say so
+    last_us = int((now - timedelta(days=3)).timestamp() * 1e6)
+    rows = [record(1, created_at=last_us - DAY, prompt_tokens=100, completion_tokens=10,
+                   route='{"alias": "bot", "target": "gpt-4o-mini"}'),
+            record(2, created_at=last_us, prompt_tokens=100, completion_tokens=10,
+                   route='{"alias": "bot", "target": "gpt-4o-mini"}')]
     db.write_sync(lambda con: insert_interactions(con, to_arrow(rows)))
     collector = SavingsCollector(db, LITELLM, days=7, max_age_s=0)
 
@@ -184,10 +266,16 @@ def test_metrics_keep_their_last_figures_when_the_store_fails(
         return {family.name: sample.value for family in collector.collect()
                 for sample in family.samples}
 
+    assert "tuneloop_savings_computed_timestamp_seconds" not in samples()  # never read yet
     asyncio.run(collector.refresh())
     before = samples()
     assert before["tuneloop_route_prompt_tokens_per_request"] == 100
+    assert before["tuneloop_route_last_request_timestamp_seconds"] == pytest.approx(
+        last_us / 1e6, abs=1e-3)
+    computed = before["tuneloop_savings_computed_timestamp_seconds"]
+    assert now.timestamp() <= computed <= datetime.now(UTC).timestamp()
     db.close()  # every read fails from now on
     asyncio.run(collector.refresh())  # answers, keeps the last figures, says why
+    # the read time stays at the last successful read: the figures' age shows
     assert samples() == before and collector.reads == 1
     assert "could not read the store" in caplog.text

@@ -67,7 +67,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyServ
     state.model_replies.update({"gpt-4o-mini": REPLY, "davinci-002": REPLY})
     with serve_app(create_fake_openai(state)) as upstream_url:
         upstream = FakeUpstream(upstream_url, state)
-        settings = proxy_settings(tmp, upstream.base_url)
+        # discovery in a thread, not a fresh worker process per call (seconds each): the
+        # process path is tested in tests/test_prompt_discovery.py
+        settings = proxy_settings(tmp, upstream.base_url, index_worker_min_rows=0)
         app = create_app(settings)
         with serve_app(app) as url:
             proxy = ProxyServer(url, settings, upstream)
@@ -144,7 +146,7 @@ def test_the_template_is_found_with_its_share_and_token_count(server: ProxyServe
     assert legacy["parts"]["prompt_suffix"] == ARTICLE_SUFFIX
 
 
-def test_discovery_reads_within_a_byte_budget(server: ProxyServer) -> None:
+def test_discovery_reads_within_a_byte_budget(server: ProxyServer, tmp_path: Path) -> None:
     """The bodies read add up to at most `max_bytes`, newest first; the answer says what was
     left out, so a cut sample is never silent."""
     whole = server.admin(REVIEWER_TOKEN).template_candidates(ALIAS)
@@ -157,6 +159,10 @@ def test_discovery_reads_within_a_byte_budget(server: ProxyServer) -> None:
     assert 0 < cut["read"]["rows"] < 24 and cut["read"]["bytes"] <= 30_000
     assert cut["read"]["over_budget"] == 24 - cut["read"]["rows"]
     assert cut["sample"]["chat"] == cut["read"]["rows"]
+    noted = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--max-bytes", "30000",
+                    token=REVIEWER_TOKEN)
+    assert noted.exit_code == 0, noted.output
+    assert f"note: {cut['read']['over_budget']} older requests left out" in noted.output
     too_big = server.http().get(
         "/admin/template-candidates", params={"alias": ALIAS, "max_bytes": 10**12},
         headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
@@ -180,6 +186,86 @@ def test_a_second_discovery_while_one_runs_is_told_busy(
     assert answer.json()["error"]["code"] == "too_many_requests"
     assert "already running" in answer.json()["error"]["message"]
     assert proxy.admin(REVIEWER_TOKEN).template_candidates(ALIAS)["sample"]["chat"] == 24
+
+
+def test_a_candidate_no_longer_offered_is_not_frozen(server: ProxyServer,
+                                                     tmp_path: Path) -> None:
+    """Freezing names the candidate by the hash of what was shown; when discovery (run again
+    on the server) no longer offers it, nothing is frozen, rather than whatever is candidate N
+    now. Here: shown at threshold 0.8, frozen at 0.9 (where the system prompt is not shared
+    enough), as if the traffic had changed in between."""
+    shown = server.admin(REVIEWER_TOKEN).template_candidates(ALIAS)["candidates"][0]
+    stale = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--threshold", "0.9",
+                    "--freeze", "stale", "--candidate", shown["id"])
+    assert stale.exit_code == 5, stale.output
+    assert f"candidate {shown['id']} is no longer offered for {ALIAS}" in stale.output
+    assert all(t["name"] != "stale" for t in server.admin().templates())
+
+
+HOSTILE_FREEZES: list[dict[str, Any]] = [
+    {"name": "h", "parts": {"system_prompt": "x"}, "tokens": 1e20},
+    {"name": "h", "parts": {"system_prompt": "x"}, "share": 1.0},
+    {"name": "h", "parts": {"system_prompt": "x"}, "sample_size": 10},
+    {"name": "h", "parts": {"few_shot": [{"role": "user", "content": [1, 2]}]}},
+    {"name": "h", "parts": {"few_shot": [{"role": "user", "content": "a", "name": 7}]}},
+    {"name": "h", "parts": {"few_shot": [{"role": "user", "content": "a", "extra": 1}]}},
+    {"name": "h", "parts": {"few_shot": "hi"}},
+    {"name": "h", "parts": {"user_prefix": 5}},
+    {"name": "h", "candidate": "abc"},
+    {"name": "h", "candidate": "0123456789ab"},  # no alias
+    {"name": "h", "alias": ALIAS, "candidate": "0123456789ab", "limit": 10**30},
+    {"name": "h", "alias": ALIAS, "candidate": "0123456789ab", "threshold": 0.1},
+    {"name": "h"},
+    {"name": "h-v2", "parts": {"system_prompt": "x"}},
+]
+
+
+def test_hostile_freeze_bodies_get_a_400_and_store_nothing(server: ProxyServer) -> None:
+    http = server.http()
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    for body in HOSTILE_FREEZES:
+        answer = http.post("/admin/templates", json=body, headers=headers)
+        assert answer.status_code == 400, (body, answer.text)
+        error = answer.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["message"], body
+    assert all(t["name"] != "h" for t in server.admin().templates())
+    # parts written by hand: the tokens are the server's count, the share unknown
+    made = http.post("/admin/templates", headers=headers, json={
+        "name": "by-hand", "alias": ALIAS, "parts": {"system_prompt": SYSTEM}}).json()
+    assert made["share"] is None and made["sample_size"] is None
+    assert made["tokens"] == len(load_encoding("cl100k_base").encode(SYSTEM)) + 3
+
+
+def test_the_frozen_list_is_paged_never_cut_silently(server: ProxyServer) -> None:
+    admin = server.admin()
+    for n in range(205):
+        admin.freeze_template(f"paged-{n:03d}", {"system_prompt": f"Prompt {n}."}, alias="paged")
+    assert len(admin.templates("paged")) == 205  # the client follows the pages
+    first = server.http().get("/admin/templates", params={"alias": "paged"},
+                              headers={"authorization": f"Bearer {REVIEWER_TOKEN}"}).json()
+    assert len(first["items"]) == 200 and first["next_offset"] == 200
+    last = server.http().get("/admin/templates", params={"alias": "paged", "offset": 200},
+                             headers={"authorization": f"Bearer {REVIEWER_TOKEN}"}).json()
+    assert [t["name"] for t in last["items"]] == [f"paged-{n}" for n in range(200, 205)]
+    assert last["next_offset"] is None
+
+
+def test_a_candidate_few_requests_share_is_not_frozen(server: ProxyServer,
+                                                      tmp_path: Path) -> None:
+    """Forget leaves templates alone because a template is text many requests share; text
+    only a handful share could be one user's, so it is not frozen from traffic."""
+    client = server.openai()
+    for n in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[
+            {"role": "system", "content": "Ann's private notes: allergic to penicillin."},
+            {"role": "user", "content": f"Question {n}: what should I take?"}])
+    server.wait_logged(len(QUESTIONS) + len(OTHER) + 12 + 3)
+    shown = server.admin().template_candidates("gpt-4o-mini")["candidates"][0]
+    assert shown["matched"] == 3
+    refused = run_cli(server, tmp_path, "templates", "--alias", "gpt-4o-mini", "--freeze",
+                      "ann", "--candidate", shown["id"])
+    assert refused.exit_code == 5 and "matches 3 requests" in refused.output
+    assert all(t["name"] != "ann" for t in server.admin().templates())
 
 
 def test_only_the_admin_freezes_and_a_reviewer_reads(server: ProxyServer) -> None:
@@ -209,17 +295,23 @@ def test_cli_lists_freezes_versions_and_exports_without_the_template(
     assert listed.exit_code == 0, listed.output
     assert "[1] chat: matches 83.3% (20)" in listed.output
     assert "few-shot turns: 4" in listed.output
+    assert "left out" not in listed.output  # the whole sample was read
+    found = server.admin(REVIEWER_TOKEN).template_candidates(ALIAS)["candidates"]
+    first_id, second_id = found[0]["id"], found[1]["id"]
+    assert f"id {first_id}" in listed.output
     refused = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS,
-                      token=REVIEWER_TOKEN)
+                      "--candidate", first_id, token=REVIEWER_TOKEN)
     assert refused.exit_code == Forbidden.exit_code
-    first = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS)
-    assert first.exit_code == 0 and "froze support-bot-v1 from candidate 1" in first.output
+    first = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS,
+                    "--candidate", first_id)
+    assert first.exit_code == 0 and f"froze support-bot-v1 from candidate {first_id}" in (
+        first.output)
     again = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS,
-                    "--candidate", "2")
-    assert "froze support-bot-v2 from candidate 2" in again.output
-    missing = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS,
-                      "--candidate", "99")
-    assert missing.exit_code == 2 and "no candidate 99" in missing.output
+                    "--candidate", second_id)
+    assert f"froze support-bot-v2 from candidate {second_id}" in again.output
+    assert server.admin().template("support-bot-v2")["parts"] == found[1]["parts"]
+    missing = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--freeze", ALIAS)
+    assert missing.exit_code == 2 and "--candidate ID" in missing.output
     frozen = run_cli(server, tmp_path, "templates")
     assert "support-bot-v2" in frozen.output and "support-bot-v1" in frozen.output
     shown = json.loads(run_cli(server, tmp_path, "templates", "--show", "support-bot-v1").output)
@@ -244,14 +336,18 @@ def test_cli_lists_freezes_versions_and_exports_without_the_template(
         assert chat_row_problems(row) == []
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["template"] == {"ref": "support-bot-v1",
-                                    "replacement_system_prompt": "Acme support."}
+                                    "replacement_system_prompt": "Acme support.",
+                                    "mismatches": {"system_prompt": 4}}
     assert manifest["counts"]["skipped"] == {"template_mismatch": 4}
     lineage = [json.loads(x) for x in (out / "lineage.jsonl").read_text().splitlines()]
-    assert sum(1 for r in lineage if r.get("skipped") == "template_mismatch") == 4
+    skipped = [r["skipped"] for r in lineage if r["split"] == "skipped"]
+    assert skipped == ["template_mismatch:system_prompt"] * 4  # what differed, per example
 
 
 def test_legacy_export_without_the_prompt_template(server: ProxyServer, tmp_path: Path) -> None:
-    frozen = run_cli(server, tmp_path, "templates", "--alias", LEGACY_ALIAS, "--freeze", "qa")
+    best = server.admin().template_candidates(LEGACY_ALIAS)["candidates"][0]["id"]
+    frozen = run_cli(server, tmp_path, "templates", "--alias", LEGACY_ALIAS, "--freeze", "qa",
+                     "--candidate", best)
     assert "froze qa-v1" in frozen.output, frozen.output
     out = tmp_path / "qa"
     result = run_cli(server, tmp_path, "export", "--name", "qa", "--format", "legacy",

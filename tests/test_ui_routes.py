@@ -94,11 +94,11 @@ def test_routes_page_lists_the_frozen_prompt_templates(routes_page: Callable[...
              "few_shot": [{"role": "user", "content": "hi"},
                           {"role": "assistant", "content": "hello"}],
              "user_suffix": "\nAnswer briefly."}
-    admin.freeze_template("support-bot", parts, alias="support-bot", share=0.8333, tokens=57)
+    made = admin.freeze_template("support-bot", parts, alias="support-bot")
     admin.freeze_template("support-bot", {"system_prompt": "Short."}, alias="support-bot")
     at = routes_page()
     table = next(d.value for d in at.dataframe if "template" in d.value.columns)
     assert list(table["template"]) == ["support-bot-v2", "support-bot-v1"]
     first = table[table["template"] == "support-bot-v1"].iloc[0]
-    assert first["share %"] == 83.3 and first["tokens"] == 57
+    assert first["tokens"] == made["tokens"] > 0  # counted by the server; its share unknown
     assert first["parts"] == "system prompt (19 chars), 2 few-shot turns, user suffix"

@@ -169,12 +169,14 @@ class AdminClient(ReviewMethods, TemplateMethods):
                                               json=body)
         return result
 
-    def route_health(self, alias: str, since: str | None = None,
-                     until: str | None = None) -> dict[str, Any]:
-        """Per target of the alias: requests, error rate, feedback, latency p50 (production
-        traffic since the latest promotion, or `since`)."""
+    def route_health(self, alias: str, since: str | None = None, until: str | None = None,
+                     max_votes_per_voter: int | None = None) -> dict[str, Any]:
+        """Per target of the alias: requests, error rate, feedback (and its votes, one voter
+        weighing at most `max_votes_per_voter`), latency p50 (production traffic since the
+        latest promotion, or `since`)."""
         result: dict[str, Any] = self.request("GET", f"/admin/routes/{_quote(alias)}/health",
-                                              params={"since": since, "until": until})
+                                              params={"since": since, "until": until,
+                                                      "max_votes_per_voter": max_votes_per_voter})
         return result
 
     def savings(self, alias: str, days: int | None = None,

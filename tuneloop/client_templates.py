@@ -17,30 +17,43 @@ class TemplateMethods:
         raise NotImplementedError  # AdminClient.request
 
     def template_candidates(self, alias: str, *, limit: int | None = None,
-                            threshold: float | None = None) -> dict[str, Any]:
+                            threshold: float | None = None,
+                            max_bytes: int | None = None) -> dict[str, Any]:
         """The prompt parts the newest `limit` production requests to `alias` (an alias or a
         model name) share: `{"sample", "threshold", "candidates": [...]}`."""
         result: dict[str, Any] = self.request(
             "GET", "/admin/template-candidates",
-            params={"alias": alias, "limit": limit, "threshold": threshold})
+            params={"alias": alias, "limit": limit, "threshold": threshold,
+                    "max_bytes": max_bytes})
         return result
 
-    def freeze_template(self, name: str, parts: Mapping[str, Any], *, alias: str | None = None,
-                        share: float | None = None, tokens: int | None = None,
-                        sample_size: int | None = None) -> dict[str, Any]:
-        """Freeze `parts` as the next version of `name` (admin token only)."""
-        body: dict[str, Any] = {"name": name, "parts": dict(parts)}
-        for key, value in (("alias", alias), ("share", share), ("tokens", tokens),
-                           ("sample_size", sample_size)):
+    def freeze_template(self, name: str, parts: Mapping[str, Any] | None = None, *,
+                        alias: str | None = None, candidate: str | None = None,
+                        limit: int | None = None, threshold: float | None = None,
+                        max_bytes: int | None = None) -> dict[str, Any]:
+        """Freeze the next version of `name` (admin token only): the candidate discovery showed
+        with id `candidate` for `alias` (refused with Conflict when it is no longer offered;
+        `limit`, `threshold`, `max_bytes`: as it was listed), or `parts` written by hand."""
+        body: dict[str, Any] = {"name": name}
+        for key, value in (("parts", dict(parts) if parts is not None else None),
+                           ("alias", alias), ("candidate", candidate), ("limit", limit),
+                           ("threshold", threshold), ("max_bytes", max_bytes)):
             if value is not None:
                 body[key] = value
         result: dict[str, Any] = self.request("POST", "/admin/templates", json=body)
         return result
 
     def templates(self, alias: str | None = None) -> list[dict[str, Any]]:
-        """Every frozen version (of templates found for `alias`), by name, newest first."""
-        result: dict[str, Any] = self.request("GET", "/admin/templates", params={"alias": alias})
-        return list(result["items"])
+        """Every frozen version (of templates found for `alias`), by name, newest first (all
+        the pages)."""
+        items: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            page: dict[str, Any] = self.request(
+                "GET", "/admin/templates", params={"alias": alias, "offset": offset or None})
+            items += page["items"]
+            offset = page.get("next_offset")
+        return items
 
     def template(self, ref: str) -> dict[str, Any]:
         """One frozen version: `name-vN`, or `name` for the newest."""

@@ -59,6 +59,8 @@ class ModelPrice(BaseModel):
 
     input_per_1m: float = Field(ge=0)
     output_per_1m: float = Field(ge=0)
+    cached_input_per_1m: float | None = Field(None, ge=0)
+    """Prompt tokens read from the provider's prompt cache (default: the input price)."""
     training_per_1m: float | None = Field(None, ge=0)
     """Fine-tuning a model of this name as the base, per 1M trained tokens."""
 
@@ -149,6 +151,12 @@ class Settings(BaseSettings):
     """/metrics' savings gauges cover the production traffic of this many days."""
     savings_metrics_cache_s: float = Field(60.0, ge=0, le=3600)
     """/metrics reads the savings from the database at most once in this many seconds."""
+    metrics_auth: Literal["open", "token"] = "open"
+    """`token`: /metrics needs `Authorization: Bearer` with the metrics token, the reviewer
+    token or the admin token (it shows costs and model ids). `open`: anyone who reaches the
+    port may scrape it."""
+    metrics_token: SecretStr | None = None
+    """A token that may read /metrics and nothing else (a Prometheus `bearer_token`)."""
 
     # the UI
     ui_password: SecretStr | None = None
@@ -251,6 +259,15 @@ class Settings(BaseSettings):
                 ("postgresql://", "postgres://")):
             raise ValueError("sql_db must be a postgresql:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _metrics_token_needs_token_auth(self) -> Settings:
+        if self.metrics_token is not None and self.metrics_auth != "token":
+            raise ValueError("metrics_token is set but metrics_auth is 'open': /metrics would "
+                             "not ask for it; set metrics_auth = \"token\"")
+        if self.metrics_token is not None and not self.metrics_token.get_secret_value().strip():
+            raise ValueError("metrics_token is blank")
+        return self
 
     @model_validator(mode="after")
     def _sql_db_with_postgres(self) -> Settings:

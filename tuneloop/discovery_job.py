@@ -18,6 +18,8 @@ and held the event loop's GIL for seconds. Here:
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,13 @@ class DiscoveryJob:
     read: dict[str, int] = field(default_factory=dict)
 
 
+def candidate_id(parts: Mapping[str, Any]) -> str:
+    """A candidate's id: a hash of its parts, so the one frozen is exactly the one shown (an
+    index may name another candidate once the traffic changed)."""
+    canonical = orjson.dumps(dict(parts), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:12]
+
+
 def analyse(job: DiscoveryJob) -> dict[str, Any]:
     """Candidate templates for the job's rows (CPU work: parsing, matching, token counting)."""
     samples: list[Sample] = []
@@ -59,5 +68,7 @@ def analyse(job: DiscoveryJob) -> dict[str, Any]:
             tokenizer_model = tokenizer_model or upstream_model
     model = tokenizer_model or job.alias
     found = discover(samples, token_counter(model), job.threshold)
+    for candidate in found["candidates"]:
+        candidate["id"] = candidate_id(candidate["parts"])
     read = {**job.read, "rows": len(job.rows), "unreadable": unreadable}
     return {"alias": job.alias, "tokenizer_model": model, "read": read, **found}

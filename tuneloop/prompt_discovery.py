@@ -10,9 +10,9 @@ What is looked for, each shared by at least `threshold` of the chat (or legacy) 
 - leading few-shot turns after it: the longest run of identical turns (role, content) that
   ends with an assistant turn and still leaves a user message after it;
 - a fixed prefix and suffix of the LAST user message's text: the longest prefix (suffix) that
-  `threshold` of the messages start (end) with, cut back to a boundary: a prefix ends with a
-  character that is not a letter or digit (`Question:`, a newline), a suffix starts with
-  white space (`\\nAnswer briefly.`), so no word is cut;
+  `threshold` of the messages start (end) with, cut back to a boundary: a prefix ends with
+  white space or a mark that ends a word (`Question:`, not `ACME-` or `O'`), a suffix starts
+  with white space (`\\nAnswer briefly.`), so no word is cut;
 - for legacy prompts, a fixed prefix and suffix of the prompt, found the same way.
 
 Candidates are every part found together, then smaller sets of parts (fewer parts may match
@@ -44,6 +44,7 @@ MAX_SAMPLE = 5_000  # the sample is parsed in the proxy process: bounded memory
 DEFAULT_THRESHOLD = 0.8
 MIN_AFFIX_CHARS = 4  # a shorter shared prefix or suffix is not worth a template part
 CANDIDATE_NAME = "candidate"
+_WORD_END = frozenset(":;,!?)]}>»：；，！？）」』")  # a prefix may end with one
 
 TokenCounter = Callable[[str], int]
 
@@ -133,9 +134,10 @@ def shared_prefix(texts: Sequence[str], need: int) -> str:
 
 
 def _prefix_boundary(prefix: str) -> str:
-    """Cut back so the prefix ends with a character that is not a letter or digit."""
+    """Cut back so the prefix ends with white space or a mark that ends a word (`Question:`),
+    never inside one (`ACME-`, `O'`, `v1.`)."""
     end = len(prefix)
-    while end > 0 and prefix[end - 1].isalnum():
+    while end > 0 and not (prefix[end - 1].isspace() or prefix[end - 1] in _WORD_END):
         end -= 1
     return prefix[:end]
 
@@ -289,7 +291,7 @@ def _template(parts: Mapping[str, Any]) -> PromptTemplate | None:
         return None
 
 
-def _part_tokens(template: PromptTemplate, count: TokenCounter) -> dict[str, int]:
+def part_tokens_of(template: PromptTemplate, count: TokenCounter) -> dict[str, int]:
     tokens: dict[str, int] = {}
     if template.system_prompt is not None:
         tokens["system_prompt"] = count(template.system_prompt) + TOKENS_PER_MESSAGE
@@ -372,7 +374,7 @@ def _discover(
         else:
             matched = sum(1 for p in prompts if matches_prompt(template, p))
             total = len(prompts)
-        part_tokens = _part_tokens(template, count)
+        part_tokens = part_tokens_of(template, count)
         candidates.append(
             {
                 "kind": kind,

@@ -18,17 +18,21 @@ Rules:
   without one keeps the request's own system message and looks for the few-shot turns after it.
 - Few-shot turns are compared on role and content (a `name` must be equal too when either has
   one); they all must be there, in order, right after the system prompt.
-- The user prefix and suffix apply to the LAST user message: to its string, or to the first and
-  last parts of its content list (both must be text parts). The message must hold both, not
-  overlapping.
-- Stripping returns what varies: the messages after the few-shot turns, the last user message
+- The user prefix and suffix apply to every user message after the few-shot turns: to its
+  string, or to the first and last parts of its content list (text parts). The LAST one must
+  hold both, not overlapping; an earlier one is stripped when it holds both (apps that wrap
+  every turn) and kept as sent when not (apps that wrap only the newest).
+- Stripping returns what varies: the messages after the few-shot turns, the user messages
   without prefix and suffix (an emptied text part is dropped), and, when asked, a short
-  replacement system prompt as the first message (where the template's was, with its role).
+  replacement system prompt as the first message (where the template's was, with its role;
+  with a template without one, in place of the app's own system message, else inserted).
+- A request that is nothing but the template (no message after the few-shot turns, or a last
+  user message or prompt that is empty once stripped) is a mismatch: there is nothing to train
+  on or to send.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,11 +40,11 @@ from typing import Any
 import orjson
 
 from tuneloop.errors import BadRequest, TemplateMismatch
+from tuneloop.template_names import check_name as check_name
+from tuneloop.template_names import parse_ref as parse_ref
 
 Message = dict[str, Any]
 SYSTEM_ROLES = ("system", "developer")
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-_VERSIONED_RE = re.compile(r"(.+)-v([0-9]{1,9})")
 MAX_TEMPLATE_CHARS = 1_000_000
 _FEW_SHOT_KEYS = frozenset({"role", "content", "name"})
 
@@ -170,34 +174,6 @@ _PART_KEYS = (
     "prompt_prefix",
     "prompt_suffix",
 )
-
-
-def check_name(name: object) -> str:
-    """A template name: 1-63 of `A-Za-z0-9._-`, starting with a letter or digit, and not
-    ending in `-v<digits>` (that is how a version is named)."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise BadRequest(
-            f"bad template name {name!r}: 1-63 characters of A-Z a-z 0-9 . _ -, starting with a "
-            "letter or digit",
-            param="name",
-        )
-    if _VERSIONED_RE.fullmatch(name):
-        raise BadRequest(
-            f"bad template name {name!r}: it must not end in -v<number> (that names a version)",
-            param="name",
-        )
-    return name
-
-
-def parse_ref(ref: str) -> tuple[str, int | None]:
-    """`support-bot-v2` -> (`support-bot`, 2); `support-bot` -> (`support-bot`, None): the
-    newest version."""
-    if not isinstance(ref, str):
-        raise BadRequest("a template reference is a string", param="template")
-    found = _VERSIONED_RE.fullmatch(ref)
-    if found:
-        return check_name(found.group(1)), int(found.group(2))
-    return check_name(ref), None
 
 
 def _check_turn(index: int, turn: object) -> Message:
@@ -355,16 +331,36 @@ def strip_messages(
             )
     start += len(template.few_shot)
     rest: list[Message] = [m if isinstance(m, dict) else dict(m) for m in messages[start:]]
+    if not rest:
+        raise TemplateMismatch("the request is nothing but the template", "empty")
     if template.user_prefix or template.user_suffix:
         last = _last_user_index(rest, 0)
         if last < 0:
             raise TemplateMismatch("no user message follows the few-shot turns", "user_message")
-        message = rest[last]
-        content = _strip_content(message.get("content"), template.user_prefix, template.user_suffix)
-        rest[last] = {**message, "content": content}
+        for index in range(last, -1, -1):
+            message = rest[index]
+            if message.get("role") != "user":
+                continue
+            try:
+                content = _strip_content(
+                    message.get("content"), template.user_prefix, template.user_suffix)
+            except TemplateMismatch:
+                if index == last:
+                    raise
+                continue  # an earlier turn the app sent without the affixes: kept as sent
+            text = content_as_text(content)
+            if content == "" or (text is not None and not text.strip()):
+                if index == last:
+                    raise TemplateMismatch(
+                        "the last user message is nothing but the template's prefix and "
+                        "suffix", "empty")
+                continue
+            rest[index] = {**message, "content": content}
     head: list[Message] = [dict(m) for m in kept_head]
     if system_prompt is not None:
-        head.insert(0, {"role": system_role, "content": system_prompt})
+        # exactly one system message: the replacement takes the place of the template's, or
+        # of the app's own when the template has none
+        head = [{"role": system_role if not head else head[0]["role"], "content": system_prompt}]
     return head + rest
 
 
@@ -380,6 +376,8 @@ def strip_prompt(
             f"template {template.ref} has no prompt prefix or suffix (it is for chat)", "kind"
         )
     stripped = _strip_text(prompt, template.prompt_prefix, template.prompt_suffix, "the prompt")
+    if not stripped.strip():
+        raise TemplateMismatch("the prompt is nothing but the template", "empty")
     return stripped if replacement is None else replacement + stripped
 
 

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from proxy.admin.common import (
     ADMIN_BODY_LIMIT,
     authorize,
+    int_param,
     json_object,
     json_response,
     parse_admin_json,
@@ -34,7 +35,7 @@ from proxy.promotion import parse_promote_request, promoted_spec
 from proxy.routing import RouteSpec
 from storage.db import Connection
 from storage.promotions import last_change, latest_episode, promote_route, rollback_route
-from storage.route_health import route_health
+from storage.route_health import MAX_VOTES_PER_VOTER, route_health
 from storage.routes import load_routes
 from tuneloop.errors import BadRequest
 
@@ -122,12 +123,15 @@ async def health(request: Request) -> Response:
     alias = _alias(request)
     since = time_param(request.query_params, "since")
     until = time_param(request.query_params, "until")
+    cap = int_param(request.query_params, "max_votes_per_voter", default=MAX_VOTES_PER_VOTER,
+                    low=1, high=1_000_000)
+    assert cap is not None
 
     def read(con: Any) -> dict[str, Any]:
         episode = latest_episode(con, alias)
         start = since or (episode.promoted_at if episode else None) or last_change(con, alias) \
             or datetime(1970, 1, 1, tzinfo=UTC)
-        targets = route_health(con, alias, start, until or FAR_FUTURE)
+        targets = route_health(con, alias, start, until or FAR_FUTURE, cap)
         spec = load_routes(con).get(alias)
         roles = _roles(spec)
         for row in targets:

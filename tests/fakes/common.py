@@ -83,8 +83,8 @@ class FakeStateBase:
     """Chat and completions: a fixed answer text for a model (a worse or better model)."""
     judges: dict[str, Any] = field(default_factory=dict)
     """Chat: a model that answers as a pairwise judge (a `tests.fakes.judge.FakeJudge`)."""
-    model_usage: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """Chat: the fixed (prompt, completion) tokens a model's answers report."""
+    model_usage: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Chat: the fixed (prompt, completion[, cached prompt]) tokens a model's answers report."""
     model_error_rate: dict[str, float] = field(default_factory=dict)
     """A model that answers 500 to this share of its requests, spread evenly and
     deterministically (0.3: requests 4, 7, 10, ... of that model fail)."""

@@ -6,7 +6,7 @@ tool message, a call to the first (or the forced) tool when ``tools`` are given 
 message is the user's, ``{"echo": "T"}`` for JSON response formats. Choice i > 0 gets " (i)".
 ``state.model_replies[model]`` replaces the text answer of that model (a better or worse one);
 ``state.judges[model]`` makes the model a scriptable judge (:mod:`.judge`);
-``state.model_usage[model] = (prompt, completion)`` fixes the usage it reports.
+``state.model_usage[model] = (prompt, completion[, cached])`` fixes the usage it reports.
 """
 
 from __future__ import annotations
@@ -118,12 +118,12 @@ def chat_choices(body: dict[str, Any], state: FakeStateBase) -> list[ChatChoice]
     return choices
 
 
-def usage(prompt: int, completion: int) -> dict[str, Any]:
+def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,

@@ -33,11 +33,15 @@ def describe_verdict(verdict: dict[str, Any]) -> str:
     """A canary test's verdict as recorded in the route history, on one line per test."""
     lines = [f"verdict {verdict.get('verdict')} ({verdict.get('test', 'sprt')})"]
     for test in verdict.get("tests", []):
+        if "llr_bad" in test:  # the two-sample test: one statistic per boundary
+            llr = (f"LLR worse {test['llr']:+.3f} (rolls back at {test['upper']:.3f}), LLR bad "
+                   f"{test['llr_bad']:+.3f} (no worse at {test['lower']:.3f})")
+        else:
+            llr = f"LLR {test['llr']:+.3f} in [{test['lower']:.3f}, {test['upper']:.3f}]"
         lines.append(
-            f"  {test['metric']}: canary {test['canary_events']}/{test['canary_n']}, current "
-            f"{test['baseline_events']}/{test['baseline_n']}; H0 p={test['p0']:.4f} H1 "
-            f"p={test['p1']:.4f}; LLR {test['llr']:+.3f} in [{test['lower']:.3f}, "
-            f"{test['upper']:.3f}]: {test['decision']}")
+            f"  {test['metric']}: canary {test['canary_events']:g}/{test['canary_n']:g}, "
+            f"current {test['baseline_events']:g}/{test['baseline_n']:g}; H0 p="
+            f"{test['p0']:.4f} H1 p={test['p1']:.4f}; {llr}: {test['decision']}")
     return "\n".join(lines)
 
 

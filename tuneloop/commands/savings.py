@@ -1,6 +1,9 @@
 """`tuneloop savings --alias A [--days N] [--baseline M] [--json]`: what each target of an
 alias costs per request and what a candidate (fine-tuned) target saves against the baseline,
-per request and per day, and when its training pays for itself."""
+per request and per day, and when its training pays for itself.
+
+"Per day" is per day the target served (its first to its last request in the window, at least
+one day): a canary started yesterday saves per day what it saved yesterday."""
 
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ def summary(row: dict[str, Any]) -> str:
     if row["saved_usd_per_request"] is not None:
         text += (f"; {_usd(row['saved_usd_per_request'])} a request, "
                  f"{_usd(row['saved_usd_per_day'], 4)} a day")
+    text += f" (per live day: it served {row['live_days']:,.2f} of the window's days)"
     training = row.get("training") or {}
     if training.get("cost_usd") is not None:
         text += f"; trained for {_usd(training['cost_usd'], 2)} (job {training['job_id']})"

@@ -42,12 +42,17 @@ def _print_candidates(found: dict[str, Any]) -> None:
     click.echo(f"{found['alias']}: {sample['chat']} chat and {sample['legacy']} legacy requests "
                f"sampled, parts shared by >= {100 * found['threshold']:g}% "
                f"(tokens: {found['tokenizer_model']})")
+    read = found.get("read") or {}
+    if read.get("over_budget") or read.get("too_large"):
+        click.echo(f"note: {read.get('over_budget', 0)} older requests left out (over the "
+                   f"{read.get('max_bytes', 0) // 2**20} MiB read budget), "
+                   f"{read.get('too_large', 0)} over 1 MiB each")
     if not found["candidates"]:
         click.echo("no shared prompt parts found")
     for candidate in found["candidates"]:
         click.echo(f"[{candidate['index']}] {candidate['kind']}: matches "
                    f"{100 * candidate['share']:.1f}% ({candidate['matched']}), "
-                   f"{candidate['tokens']} tokens per request")
+                   f"{candidate['tokens']} tokens per request; id {candidate['id']}")
         for line in describe_parts(candidate["parts"], candidate["part_tokens"]):
             click.echo(f"    {line}")
 
@@ -70,10 +75,13 @@ def _print_frozen(items: list[dict[str, Any]]) -> None:
               help="Newest production requests to sample  [default: 2000].")
 @click.option("--threshold", type=click.FloatRange(0.5, 1.0), default=None,
               help="Share of requests a part must be in  [default: 0.8].")
+@click.option("--max-bytes", type=click.IntRange(1, 64 * 2**20), default=None,
+              help="Request bytes discovery may read, newest first  [default: 16 MiB].")
 @click.option("--freeze", "freeze_name", default=None, metavar="NAME",
               help="Freeze a candidate as the next version of NAME (admin token).")
-@click.option("--candidate", type=click.IntRange(1), default=1, show_default=True,
-              help="Which candidate --freeze takes.")
+@click.option("--candidate", default=None, metavar="ID",
+              help="The id of the candidate --freeze takes, as listed (it is frozen only if "
+                   "discovery still offers exactly it).")
 @click.option("--show", "show_ref", default=None, metavar="REF",
               help="Print one frozen template (NAME-vN, or NAME for the newest) as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -81,7 +89,8 @@ def _print_frozen(items: list[dict[str, Any]]) -> None:
 @click.pass_context
 @domain_errors
 def templates(ctx: click.Context, alias: str | None, limit: int | None, threshold: float | None,
-              freeze_name: str | None, candidate: int, show_ref: str | None, as_json: bool,
+              max_bytes: int | None,
+              freeze_name: str | None, candidate: str | None, show_ref: str | None, as_json: bool,
               api: str | None) -> None:
     """Templates from traffic: with --alias, the prompt parts most of its requests share (and
     the templates frozen for it); --freeze NAME stores one; with neither, every frozen one."""
@@ -95,8 +104,9 @@ def templates(ctx: click.Context, alias: str | None, limit: int | None, threshol
             items = client.templates()
             click.echo(json.dumps(items, indent=2)) if as_json else _print_frozen(items)
             return
-        found = client.template_candidates(alias, limit=limit, threshold=threshold)
         if freeze_name is None:
+            found = client.template_candidates(alias, limit=limit, threshold=threshold,
+                                               max_bytes=max_bytes)
             if as_json:
                 click.echo(json.dumps(found, indent=2, ensure_ascii=False))
                 return
@@ -106,15 +116,14 @@ def templates(ctx: click.Context, alias: str | None, limit: int | None, threshol
                 click.echo("\nfrozen:")
                 _print_frozen(frozen)
             return
-        chosen = next((c for c in found["candidates"] if c["index"] == candidate), None)
-        if chosen is None:
-            raise BadRequest(f"there is no candidate {candidate} for {alias} "
-                             f"({len(found['candidates'])} found)", param="candidate")
-        item = client.freeze_template(
-            freeze_name, chosen["parts"], alias=alias, share=chosen["share"],
-            tokens=chosen["tokens"], sample_size=found["sample"][
-                "chat" if chosen["kind"] == "chat" else "legacy"])
+        if candidate is None:
+            raise BadRequest("--freeze needs --candidate ID (the id listed by `tuneloop "
+                             f"templates --alias {alias}`)", param="candidate")
+        item = client.freeze_template(freeze_name, alias=alias, candidate=candidate,
+                                      limit=limit, threshold=threshold, max_bytes=max_bytes)
     if as_json:
         click.echo(json.dumps(item, indent=2, ensure_ascii=False))
     else:
         click.echo(f"froze {item['ref']} from candidate {candidate} of {alias}")
+        for line in describe_parts(item["parts"]):
+            click.echo(f"    {line}")
