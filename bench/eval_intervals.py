@@ -2,9 +2,13 @@
 
 1. Time of the bootstrap (2,000 resamples, both models, every metric) for validation sets of
    several sizes, by scorer kind (mean score, binary classification, 5-class classification).
-2. Coverage of the judge's Wilson interval and the false promotions of the gate: a coin-flip
-   judge (no real difference) over many simulated evaluations; how often the gate (win
-   rate's lower bound above 0.5) would promote.
+2. False promotions of the judge gate: a coin-flip judge (no real difference) over many
+   simulated evaluations, and how often the gate would promote: with the old rule (Wilson
+   interval of wins over decided pairs, lower bound above 0.5) and with the gate of
+   exporter/eval_gate.py (exact Clopper-Pearson on the decided pairs, margin over judged
+   pairs with ties as half, min_decided). Small evaluations show the difference most.
+3. The winner's curse: the best of K coin-flip checkpoints, chosen on the same pairs, is
+   promoted how often, with and without Bonferroni's 1 - 0.05/K.
 
     python bench/eval_intervals.py [--runs 2000]
 """
@@ -16,8 +20,10 @@ import random
 import time
 
 from exporter.eval_cases import EvalCase
-from exporter.eval_report import Answer, build_report, make_scoring
-from exporter.intervals import wilson
+from exporter.eval_gate import GateRules, gate_decision
+from exporter.eval_report import Answer, EvalReport, build_report, make_scoring
+from exporter.intervals import bonferroni, wilson
+from exporter.judge import pairwise_summary
 
 MANIFESTS = {
     "exact": ("exact", {}),
@@ -40,22 +46,52 @@ def timing(n: int, kind: str) -> float:
     return time.perf_counter() - started
 
 
-def coin_judge(pairs: int, runs: int) -> tuple[float, float]:
-    """(share of runs whose interval covers 0.5, share the gate would promote)."""
+def coin_outcomes(rng: random.Random, pairs: int) -> list[str]:
+    """A coin-flip judge's outcomes: both orders flip; a side wins when they agree."""
+    out = []
+    for _ in range(pairs):
+        first, second = rng.random() < 0.5, rng.random() < 0.5
+        out.append("candidate" if first and second else
+                   "baseline" if not first and not second else "tie")
+    return out
+
+
+def gated(outcomes: list[str], confidence: float) -> bool:
+    """Whether the gate of exporter/eval_gate.py would promote on these outcomes."""
+    judgements = [{"outcome": o, "how": "judged", "orders": []} for o in outcomes]
+    pairwise = pairwise_summary(judgements, confidence)
+    low, high = pairwise["interval"]
+    report = EvalReport("ev", "d", len(outcomes), "judge", "win_rate", None, {}, 0.0, [], 0,
+                        confidence, [2 * low - 1, 2 * high - 1], None, pairwise)
+    return gate_decision(report, GateRules()).passed
+
+
+def coin_judge(pairs: int, runs: int) -> tuple[float, float, float]:
+    """(share of runs whose Wilson interval covers 0.5, share the old Wilson rule would
+    promote, share the gate promotes)."""
     rng = random.Random(0)
-    covered = promoted = 0
+    covered = old = new = 0
     for _ in range(runs):
-        wins = losses = 0
-        for _ in range(pairs):  # both orders flip a coin; a side wins when they agree
-            first, second = rng.random() < 0.5, rng.random() < 0.5
-            if first and second:
-                wins += 1
-            elif not first and not second:
-                losses += 1
+        outcomes = coin_outcomes(rng, pairs)
+        wins, losses = outcomes.count("candidate"), outcomes.count("baseline")
         low, high = wilson(wins, wins + losses)
         covered += low <= 0.5 <= high
-        promoted += low > 0.5
-    return covered / runs, promoted / runs
+        old += low > 0.5
+        new += gated(outcomes, 0.95)
+    return covered / runs, old / runs, new / runs
+
+
+def best_of(k: int, pairs: int, runs: int) -> tuple[float, float]:
+    """Share of runs where the best of k coin-flip checkpoints passes the gate: at 95% each,
+    and at Bonferroni's 1 - 0.05/k."""
+    rng = random.Random(1)
+    plain = corrected = 0
+    for _ in range(runs):
+        every = [coin_outcomes(rng, pairs) for _ in range(k)]
+        best = max(every, key=lambda o: o.count("candidate") - o.count("baseline"))
+        plain += gated(best, 0.95)
+        corrected += gated(best, bonferroni(0.95, k))
+    return plain / runs, corrected / runs
 
 
 def main() -> None:
@@ -67,10 +103,15 @@ def main() -> None:
         row = ", ".join(f"{kind} {timing(n, kind) * 1000:7.1f} ms" for kind in MANIFESTS)
         print(f"  {n:>6} examples: {row}")
     print(f"coin-flip judge, {args.runs} simulated evaluations each:")
-    for pairs in (20, 100, 500):
-        covered, promoted = coin_judge(pairs, args.runs)
-        print(f"  {pairs:>4} pairs: the 95% interval covers 0.5 in {covered:.1%}; "
-              f"the gate would promote {promoted:.1%}")
+    for pairs in (12, 20, 100, 500):
+        covered, old, new = coin_judge(pairs, args.runs)
+        print(f"  {pairs:>4} pairs: the Wilson interval covers 0.5 in {covered:.1%}; the old "
+              f"Wilson rule would promote {old:.1%}, the gate promotes {new:.1%}")
+    print(f"best of K coin-flip checkpoints on the same 100 pairs, {args.runs // 4} runs each:")
+    for k in (3, 5):
+        plain, corrected = best_of(k, 100, args.runs // 4)
+        print(f"  K = {k}: promoted {plain:.1%} at 95% each, {corrected:.1%} with "
+              f"Bonferroni (1 - 0.05/{k})")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,26 @@ from typing import Any
 
 import streamlit as st
 
+from curation_ui.session import client
+from tuneloop.errors import TuneloopError
+
 REVIEW_STATES = ("pending", "approved", "rejected", "needs_work")
 # items without a final answer (upstream errors, cut streams, empty answers) can't be trained
 # on: the pending queue leaves them out unless asked (`trainable` of the admin API)
 ANSWERLESS = {"left out of the pending queue": None, "only these": "false", "shown too": "any"}
+# search matches the newest 500 interactions not yet indexed at query time (storage.search
+# TAIL_ROWS); beyond that, older unindexed ones are missed until the indexer catches up
+LAG_SHOWN_ROWS = 500
+
+
+def search_lag_rows() -> int:
+    """Interactions not yet in the search index, as /metrics counts them (0 when unknown)."""
+    try:
+        health = client().request("GET", "/healthz")
+    except TuneloopError:
+        return 0
+    lag = health.get("search_index_lag_rows") if isinstance(health, dict) else None
+    return lag if isinstance(lag, int) else 0
 
 
 def _day_start(day: date | None) -> str | None:
@@ -28,6 +44,10 @@ def filter_widgets(scope: str, *, review: bool) -> dict[str, Any]:
             if state != "any":
                 params["review"] = state
         params["q"] = st.text_input("Search words", key=f"{scope}-q", max_chars=200).strip()
+        lag = search_lag_rows()
+        if lag > LAG_SHOWN_ROWS:
+            st.caption(f"Search is {lag:,} rows behind: the newest items are found, older "
+                       "ones not indexed yet may be missing.")
         # the admin API's q_in: by default the system prompt (shared by many items) is left out
         searched = {"users and answers": None, "answers only": "answers",
                     "everything (with system prompts)": "all"}

@@ -46,6 +46,7 @@ def frozen_templates(api: AdminClient, alias: str) -> None:
         return
     if not items:
         st.caption(escape_markdown(f"None frozen yet: `tuneloop templates --alias {alias}` "
-                                   "finds them in traffic, `--freeze NAME` stores one."))
+                                   "finds them in traffic, `--freeze NAME --candidate ID` "
+                                   "stores one."))
         return
     st.dataframe(templates_table(items), hide_index=True, width="stretch")

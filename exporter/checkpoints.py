@@ -6,6 +6,10 @@ runs the same evaluation as `tuneloop evaluate` (exporter/evaluate.py) on each o
 checkpoints against one baseline; every evaluation is a stored eval run. The best checkpoint
 has the highest margin over the baseline; a tie goes to the lower validation loss, then the
 later step. Providers without checkpoints return none and there is nothing to choose from.
+Choosing the best of K on the same examples flatters it (the winner's curse): each of the K
+evaluations is made at Bonferroni's 1 - (1 - confidence) / K, so the chosen one's interval
+still holds at `confidence`, and the report says so. The best is promoted only through the
+gate (exporter/eval_gate.py), as in `tuneloop cycle`.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.providers.base import Checkpoint, FineTuneProvider
 from tuneloop.client import AdminClient
@@ -31,6 +36,7 @@ class CheckpointEval:
     baseline_score: float | None = None
     margin: float | None = None
     margin_interval: list[float] | None = None  # when evaluated now (the run list has none)
+    report: EvalReport | None = field(default=None, compare=False)  # when evaluated now
 
     def to_json(self) -> dict[str, Any]:
         return {**self.checkpoint.to_json(), "eval_run_id": self.eval_run_id,
@@ -50,16 +56,18 @@ def last_checkpoints(provider: FineTuneProvider, job_id: str, k: int | None) -> 
 def evaluate_checkpoints(client: AdminClient, checkpoints: Sequence[Checkpoint],
                          export_dir: Path, options: EvalOptions, *,
                          api_key: str | None = None) -> list[CheckpointEval]:
-    """Each checkpoint as `options.candidate`, one stored eval run each."""
+    """Each checkpoint as `options.candidate`, one stored eval run each, every interval at
+    Bonferroni's level for len(checkpoints) comparisons."""
     results = []
     for checkpoint in checkpoints:
         report = evaluate(client, export_dir,
-                          dataclasses.replace(options, candidate=checkpoint.model),
+                          dataclasses.replace(options, candidate=checkpoint.model,
+                                              comparisons=max(1, len(checkpoints))),
                           api_key=api_key)
         results.append(CheckpointEval(checkpoint, report.run_id,
                                       report.models["candidate"]["score"],
                                       report.models["baseline"]["score"], report.margin,
-                                      report.margin_interval))
+                                      report.margin_interval, report))
     return results
 
 
@@ -99,7 +107,9 @@ def _interval(bounds: Sequence[float] | None) -> str:
 
 def render_checkpoints(results: Sequence[CheckpointEval], best: CheckpointEval | None) -> str:
     """One line per checkpoint: step, validation loss (full set when known), eval scores."""
-    lines = ["step  valid_loss  full_valid_loss  score   baseline  margin   margin 95%         "
+    evaluated = [r.report for r in results if r.report is not None]
+    level = f"{evaluated[0].confidence * 100:.4g}%" if evaluated else "95%"
+    lines = [f"step  valid_loss  full_valid_loss  score   baseline  margin   margin {level:<12}"
              "model"]
     for result in results:
         metrics = result.checkpoint.metrics
@@ -109,4 +119,9 @@ def render_checkpoints(results: Sequence[CheckpointEval], best: CheckpointEval |
                      f"{_number(result.candidate_score):>6}  {_number(result.baseline_score):>8}"
                      f"  {_number(result.margin):>7}  {_interval(result.margin_interval):<17}"
                      f"  {result.checkpoint.model}{mark}")
+    if len(evaluated) > 1:
+        family = (evaluated[0].intervals or {}).get("family_confidence", 0.95)
+        lines.append(f"(intervals at {level}: Bonferroni over {len(evaluated)} checkpoints, so "
+                     f"the best one's holds at {family * 100:.4g}% though it was chosen on the "
+                     "same examples)")
     return "\n".join(lines)

@@ -67,6 +67,7 @@ class ChunkResult:
     violations: dict[str, Tally] = field(default_factory=dict)
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (index in chunk, reason)
     mismatched: Tally = field(default_factory=Tally)  # skipped: not the template to strip
+    mismatch_parts: list[tuple[int, str]] = field(default_factory=list)  # (index, part differing)
     labels: Counter[str] = field(default_factory=Counter)
     line_labels: list[str] = field(default_factory=list)  # classification: per line
     stats: PromptCompletionStats | None = None
@@ -223,8 +224,9 @@ def process_chunk(spec: ChunkSpec, payload: Payload) -> ChunkResult:
         if spec.strip is not None and _skip_reason(spec, example) is None:
             try:
                 example = strip_example(example, spec.strip)
-            except TemplateMismatch:  # skipped, never kept whole (exporter.strip)
+            except TemplateMismatch as exc:  # skipped, never kept whole (exporter.strip)
                 result.skipped.append((index, MISMATCH))
+                result.mismatch_parts.append((index, exc.part))
                 result.mismatched.add(example.interaction_id)
                 result.emitted.append(0)
                 continue

@@ -51,9 +51,9 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     of `alpha` (Bonferroni): the chance of rolling back a canary within tolerance on both
     metrics stays at most `alpha`."""
     alpha = cfg.alpha / 2
-    errors = SprtParams(alpha, cfg.beta, cfg.max_error_rate_increase,
+    errors = SprtParams(alpha, cfg.beta, cfg.tolerated_error_rate_increase,
                         cfg.bad_error_rate_increase)
-    thumbs = SprtParams(alpha, cfg.beta, cfg.max_thumbs_down_increase,
+    thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
     tests = [
         sprt("errors", canary["requests"], canary["errors"], stable["requests"],

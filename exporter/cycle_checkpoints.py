@@ -2,7 +2,8 @@
 `evaluate`, the job's last K checkpoints are evaluated against the current model
 (exporter/checkpoints.py) and the best becomes the run's candidate; `evaluate` then gates it
 as usual and `canary` promotes it. Each checkpoint's scores and validation loss are kept in
-the step's detail."""
+the step's detail. Every interval is at Bonferroni's 1 - (1 - confidence) / K, here and in
+the `evaluate` step's gate: the best of K chosen on the same examples looks better than it is."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def checkpoints_step(ctx: StepContext) -> StepResult:
     final = ctx.state["fine_tuned_model"]
     checkpoints = last_checkpoints(ctx.provider(), ctx.state["job_id"], cfg.checkpoints)
     baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
-    options = eval_options(cfg, final, baseline, ctx.run["id"])
+    options = eval_options(cfg, final, baseline, ctx.run["id"], comparisons=len(checkpoints))
     results = evaluate_checkpoints(ctx.client, checkpoints, Path(ctx.state["export_path"]),
                                    options, api_key=ctx.api_key)
     best = best_checkpoint(results)
@@ -25,5 +26,5 @@ def checkpoints_step(ctx: StepContext) -> StepResult:
               "id": best.checkpoint.id}
     return StepResult("evaluate",
                       state={"fine_tuned_model": best.checkpoint.model, "final_model": final,
-                             "checkpoint": chosen},
+                             "checkpoint": chosen, "checkpoints_compared": len(results)},
                       detail={"checkpoints": [r.to_json() for r in results], "best": chosen})

@@ -27,7 +27,11 @@ scorer = "exact"                 # exact | exact_strict | module:function | clas
 margin = 0.02                    # the candidate must beat the current model by this much
 gate = "lower_bound"             # ...with 95% confidence: the margin's interval's lower bound
                                  # must be above 0 and at least `margin` ("point": the margin)
-confidence = 0.95                # of the intervals (bootstrap over examples; judge: Wilson)
+confidence = 0.95                # of the intervals (bootstrap over examples; judge: exact
+                                 # Clopper-Pearson on decided pairs); Bonferroni over checkpoints
+max_error_share = 0.1            # more examples than this with a failed request: not promoted
+min_decided = 10                 # judge: fewer decided pairs (wins + losses): not promoted
+min_discordant = 10              # other scorers: fewer examples scored differently: the same
 judge_model = "gpt-4o"           # the judge scorer's model, asked through the proxy
 rubric = "rubric.md"             # what the judge looks for [default: a general rubric]
 checkpoints = 0                  # K > 0: evaluate the job's last K checkpoints, keep the best
@@ -36,9 +40,9 @@ checkpoints = 0                  # K > 0: evaluate the job's last K checkpoints,
 percent = 10
 alpha = 0.05                     # chance of rolling back a canary within tolerance
 beta = 0.2                       # chance of promoting a canary that is `bad_*` worse
-max_error_rate_increase = 0.01   # H0: error rate <= the current model's + this (tolerated)
+tolerated_error_rate_increase = 0.01  # H0: error rate <= the current model's + this
 bad_error_rate_increase = 0.05   # H1: error rate >= the current model's + this (roll back)
-max_thumbs_down_increase = 0.05  # the same for the share of rated requests rated below 0
+tolerated_thumbs_down_increase = 0.05  # the same for the share of rated requests below 0
 bad_thumbs_down_increase = 0.2
 min_feedback = 10                # the thumbs-down test counts from this many rated requests
 min_requests = 100               # a promotion needs this many canary requests (a rollback
@@ -55,6 +59,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from exporter.eval_gate import MAX_ERROR_SHARE, MIN_DECIDED, MIN_DISCORDANT, GateRules
 from exporter.formats import DEFAULT_SEPARATOR, FormatName
 from tuneloop.errors import ConfigError
 
@@ -114,8 +119,16 @@ class EvaluateConfig(_Section):
     gate: Literal["lower_bound", "point"] = "lower_bound"
     """lower_bound: the margin's confidence interval must lie above 0 and its lower bound reach
     `margin`; point: the margin itself (no statistics; not recommended). With the judge
-    scorer the margin is 2 × win rate − 1."""
+    scorer the margin is 2 × win rate − 1, the win rate over judged pairs with ties as half
+    (exporter/judge.py)."""
     confidence: float = Field(0.95, gt=0.5, lt=1)
+    max_error_share: float = Field(MAX_ERROR_SHARE, ge=0, le=1)
+    """The share of examples (judge: pairs) with a failed request or judgement above which the
+    candidate is not promoted."""
+    min_decided: int = Field(MIN_DECIDED, ge=0)
+    """judge: the decided pairs (wins + losses) a promotion needs."""
+    min_discordant: int = Field(MIN_DISCORDANT, ge=0)
+    """Other scorers: the examples the two models scored differently a promotion needs."""
     judge_model: str | None = Field(None, min_length=1)
     rubric: Path | None = None
     concurrency: int = Field(4, ge=1, le=256)
@@ -125,11 +138,23 @@ class EvaluateConfig(_Section):
     checkpoints: int = Field(0, ge=0, le=100)
     """Evaluate the job's last K checkpoints and go on with the best (0: the final model)."""
 
+    @property
+    def rules(self) -> GateRules:
+        return GateRules(self.margin, self.gate, self.min_decided, self.min_discordant,
+                         self.max_error_share)
+
 
 _REPLACED_CANARY_KEYS = {
+    # it was the increase beyond which a canary was rolled back; the sequential test's
+    # tolerated increase is another thing, so the old name is refused rather than reused
+    "max_error_rate_increase": "it was the error-rate increase beyond which the canary was "
+                               "rolled back; the canary's errors are now judged by a sequential "
+                               "test: set bad_error_rate_increase (rolled back) and "
+                               "tolerated_error_rate_increase (tolerated) instead",
+    "max_thumbs_down_increase": "renamed tolerated_thumbs_down_increase",
     "max_feedback_drop": "the canary's feedback is now judged by a sequential test on the share "
-                         "of thumbs-down answers: set max_thumbs_down_increase (tolerated) and "
-                         "bad_thumbs_down_increase (rolled back) instead",
+                         "of thumbs-down answers: set tolerated_thumbs_down_increase "
+                         "(tolerated) and bad_thumbs_down_increase (rolled back) instead",
 }
 
 
@@ -137,9 +162,9 @@ class CanaryConfig(_Section):
     percent: float = Field(10.0, gt=0, le=100)
     alpha: float = Field(0.05, gt=0, lt=0.5)
     beta: float = Field(0.2, gt=0, lt=0.5)
-    max_error_rate_increase: float = Field(0.01, ge=0, lt=1)
+    tolerated_error_rate_increase: float = Field(0.01, ge=0, lt=1)
     bad_error_rate_increase: float = Field(0.05, gt=0, le=1)
-    max_thumbs_down_increase: float = Field(0.05, ge=0, lt=1)
+    tolerated_thumbs_down_increase: float = Field(0.05, ge=0, lt=1)
     bad_thumbs_down_increase: float = Field(0.2, gt=0, le=1)
     min_feedback: int = Field(10, ge=1)
     """The thumbs-down test counts only once the canary has this many votes."""
@@ -166,11 +191,11 @@ class CanaryConfig(_Section):
     @model_validator(mode="after")
     def _effects_ordered(self) -> CanaryConfig:
         for metric in ("error_rate", "thumbs_down"):
-            tolerated = getattr(self, f"max_{metric}_increase")
+            tolerated = getattr(self, f"tolerated_{metric}_increase")
             bad = getattr(self, f"bad_{metric}_increase")
             if bad <= tolerated:
                 raise ValueError(f"bad_{metric}_increase ({bad}) must be above "
-                                 f"max_{metric}_increase ({tolerated})")
+                                 f"tolerated_{metric}_increase ({tolerated})")
         return self
 
 

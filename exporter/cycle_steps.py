@@ -22,6 +22,7 @@ from typing import Any
 from exporter import cycle_adapter
 from exporter.cycle_config import CycleConfig, EvaluateConfig
 from exporter.cycle_unchanged import same_data
+from exporter.eval_gate import gate_decision
 from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.exportdir import load_export
@@ -200,27 +201,30 @@ def current_model(client: AdminClient, alias: str) -> str:
 
 
 def eval_options(cfg: EvaluateConfig, candidate: str, baseline: str,
-                 cycle_run_id: str) -> EvalOptions:
-    """The evaluation `[evaluate]` asks for (the judge's model and rubric included)."""
+                 cycle_run_id: str, comparisons: int = 1) -> EvalOptions:
+    """The evaluation `[evaluate]` asks for (the judge's model and rubric included);
+    `comparisons`: the candidate is the best of that many checkpoints (Bonferroni)."""
     return EvalOptions(candidate, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
                        metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
                        limit=cfg.limit, cycle_run_id=cycle_run_id,
                        judge_model=cfg.judge_model, rubric=load_rubric(cfg.rubric),
-                       confidence=cfg.confidence)
+                       confidence=cfg.confidence, comparisons=comparisons)
 
 
 def gate_passes(report: EvalReport, cfg: EvaluateConfig) -> bool:
-    """Whether the candidate beats the current model: by default the margin's lower
-    confidence bound must be above 0 and reach the configured margin."""
-    decided_on = report.margin if cfg.gate == "point" else report.margin_lower
-    return decided_on is not None and decided_on > 0 and decided_on >= cfg.margin
+    """Whether the candidate beats the current model (exporter/eval_gate.py): by default the
+    margin's lower confidence bound must be above 0 and reach the configured margin, with
+    enough decided or discordant examples and few failures."""
+    return gate_decision(report, cfg.rules).passed
 
 
 def evaluate_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.evaluate
     candidate = ctx.state["fine_tuned_model"]
     baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
-    options = eval_options(cfg, candidate, baseline, ctx.run["id"])
+    # the best of K checkpoints, chosen on these same examples, is gated at Bonferroni's level
+    options = eval_options(cfg, candidate, baseline, ctx.run["id"],
+                           comparisons=int(ctx.state.get("checkpoints_compared") or 1))
     report = evaluate(ctx.client, Path(ctx.state["export_path"]), options, api_key=ctx.api_key)
     scores = {"eval_run_id": report.run_id, "baseline": baseline, "margin": report.margin,
               "margin_interval": report.margin_interval, "gate": cfg.gate,
@@ -228,11 +232,10 @@ def evaluate_step(ctx: StepContext) -> StepResult:
               "candidate_interval": report.models["candidate"].get("interval"),
               "baseline_score": report.models["baseline"]["score"],
               "baseline_interval": report.models["baseline"].get("interval")}
-    beats = gate_passes(report, cfg)
-    detail = {**scores, "required_margin": cfg.margin}
-    note = report.render(shown=0) + (
-        f"\n  gate ({cfg.gate}, margin {cfg.margin:g}): "
-        f"{'passed' if beats else 'not passed'}")
+    decision = gate_decision(report, cfg.rules)
+    beats = decision.passed
+    detail = {**scores, "required_margin": cfg.margin, "gate_reasons": decision.reasons}
+    note = report.render(shown=0) + "\n  " + decision.render(cfg.rules)
     if not beats:
         return StepResult(None, state=scores, detail=detail, outcome="not_promoted", note=note)
     return StepResult("canary", state=scores, detail=detail, note=note)

@@ -12,8 +12,14 @@ win rate over the decided pairs, the baseline's the rest.
 
 Every score comes with a confidence interval (default 95%): a percentile bootstrap over the
 examples (2,000 resamples, a fixed seed, the same resamples for both models, so the margin's
-interval is a paired one); for the judge, a Wilson interval of the win rate and an exact sign
-test. The gate reads `margin_interval[0]`, the margin's lower bound.
+interval is a paired one); for the judge, the win rate's interval from the exact
+Clopper-Pearson interval of the decided pairs (exporter.judge). Beside the bootstrap, `paired`
+counts the discordant examples (the two models scored differently) and, for 0/1 scores, gives
+the exact McNemar test (a sign test on the discordant examples) with the Clopper-Pearson
+interval of P(candidate better | discordant). With `Stats.comparisons` = K (the best of K
+checkpoints is chosen on these examples) every interval is at 1 - (1 - confidence) / K
+(Bonferroni), and the report says so. The gate (exporter/eval_gate.py) reads
+`margin_interval[0]`, the margin's lower bound, and these counts.
 """
 
 from __future__ import annotations
@@ -31,7 +37,16 @@ from exporter.eval_resample import (
     mean_resampler,
     multiclass_resampler,
 )
-from exporter.intervals import CONFIDENCE, RESAMPLES, SEED, percentile, resample_blocks
+from exporter.intervals import (
+    CONFIDENCE,
+    RESAMPLES,
+    SEED,
+    bonferroni,
+    clopper_pearson,
+    percentile,
+    resample_blocks,
+    sign_test,
+)
 from exporter.scoring import (
     Scorer,
     binary_metrics,
@@ -40,7 +55,7 @@ from exporter.scoring import (
     normalize_answer,
     positive_probability,
 )
-from tuneloop.errors import ConfigError
+from tuneloop.errors import ConfigError, DatasetError
 
 
 @dataclass(frozen=True)
@@ -160,6 +175,7 @@ class EvalReport:
     intervals: dict[str, Any] | None = None  # how they were computed
     pairwise: dict[str, Any] | None = None  # the judge's wins, losses, ties, errors, test
     judgements: list[dict[str, Any]] | None = None
+    paired: dict[str, Any] | None = None  # bootstrap: discordant examples, McNemar, failures
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "dataset": self.dataset, "examples": self.examples,
@@ -167,6 +183,7 @@ class EvalReport:
                 "models": self.models, "margin": self.margin,
                 "confidence": self.confidence, "margin_interval": self.margin_interval,
                 "intervals": self.intervals, "pairwise": self.pairwise,
+                "paired": self.paired,
                 "judgements": self.judgements,
                 "differences": self.differences, "differences_total": self.differences_total}
 
@@ -179,7 +196,14 @@ class EvalReport:
         how = (self.intervals or {}).get("method", "")
         lines = [f"evaluation {self.run_id} on {self.dataset}: {self.examples} validation "
                  f"examples, scorer {self.scorer}, {self.metric}{threshold}; "
-                 f"{self.confidence:.0%} intervals{': ' + how if how else ''}"]
+                 f"{self.confidence * 100:.4g}% intervals{': ' + how if how else ''}"]
+        family = (self.intervals or {}).get("family_confidence", self.confidence)
+        comparisons = (self.intervals or {}).get("comparisons", 1)
+        if comparisons > 1:
+            lines.append(f"  Bonferroni: the best of {comparisons} checkpoints is chosen on "
+                         f"these examples, so each interval is at 1 - "
+                         f"{1 - family:.4g}/{comparisons} = "
+                         f"{self.confidence * 100:.4g}%")
         width = max(len(m["model"]) for m in self.models.values())
         for role, model in self.models.items():
             lines.append(f"  {role:<9} {model['model']:<{width}}  {model['score']:.4f} "
@@ -195,11 +219,21 @@ class EvalReport:
                      "(candidate - baseline)")
         if self.pairwise is not None:
             p = self.pairwise
+            kinds = ", ".join(f"{k} {v}" for k, v in p.get("errors_by_kind", {}).items() if v)
             lines.append(f"  judge     {p['judge']}: {p['wins']} wins, {p['losses']} losses, "
-                         f"{p['ties']} ties, {p['errors']} errors; win rate "
-                         f"{p['win_rate']:.4f} {_interval(p['interval'])}, sign test "
+                         f"{p['ties']} ties, {p['errors']} errors{f' ({kinds})' if kinds else ''}"
+                         f"; win rate {p['win_rate']:.4f} {_interval(p['interval'])} over "
+                         f"{p.get('judged', p['decided'])} judged pairs, ties as half "
+                         f"(exact Clopper-Pearson on {p['decided']} decided pairs), sign test "
                          f"p = {p['p_value']:.4g}; the two orders disagreed on "
                          f"{p['orders_disagreed']} pairs")
+        if self.paired is not None:
+            q = self.paired
+            exact = (f"; exact McNemar p = {q['p_value']:.4g}, P(candidate better | discordant) "
+                     f"{_interval(q['interval'])}" if q.get("p_value") is not None else "")
+            lines.append(f"  paired    {q['discordant']} discordant examples (candidate better "
+                         f"on {q['candidate_better']}, baseline on {q['baseline_better']}), "
+                         f"{q['failed']} with a failed request{exact}")
         if self.differences_total and shown > 0:
             lines.append(f"  {self.differences_total} examples answered differently; "
                          f"the first {min(shown, len(self.differences))}:")
@@ -232,6 +266,33 @@ class Stats:
     confidence: float = CONFIDENCE
     resamples: int = RESAMPLES
     seed: int = SEED
+    comparisons: int = 1  # K: the best of K candidates is chosen on the same examples
+
+    @property
+    def each(self) -> float:
+        """Each interval's confidence: Bonferroni over the comparisons."""
+        return bonferroni(self.confidence, self.comparisons)
+
+
+def _paired(scored: Mapping[str, Sequence[float]], answers: Mapping[str, Sequence[Answer]],
+            scoring: Scoring, confidence: float) -> dict[str, Any]:
+    """The discordant examples; for 0/1 scores of a mean or accuracy, the exact McNemar test
+    and the Clopper-Pearson interval of P(candidate better | discordant); failed pairs."""
+    pairs = list(zip(scored["candidate"], scored["baseline"], strict=True))
+    better = sum(c > b for c, b in pairs)
+    worse = sum(c < b for c, b in pairs)
+    failed = sum(a.text is None or b.text is None
+                 for a, b in zip(answers["candidate"], answers["baseline"], strict=True))
+    binary = scoring.metric in ("mean", "accuracy") and all(v in (0.0, 1.0) for p in pairs
+                                                             for v in p)
+    out: dict[str, Any] = {"discordant": better + worse, "candidate_better": better,
+                           "baseline_better": worse, "failed": failed,
+                           "error_share": failed / len(pairs) if pairs else 0.0,
+                           "p_value": None, "interval": None}
+    if binary:
+        out["p_value"] = sign_test(better, worse)
+        out["interval"] = list(clopper_pearson(better, better + worse, confidence))
+    return out
 
 
 def _bootstrap(scoring: Scoring, cases: Sequence[EvalCase],
@@ -251,7 +312,7 @@ def _bootstrap(scoring: Scoring, cases: Sequence[EvalCase],
                for role in models}
     for role, model in models.items():
         value, metrics, _, _ = scores[role]
-        intervals = {name: list(percentile(values, stats.confidence))
+        intervals = {name: list(percentile(values, stats.each))
                      for name, values in sampled[role].items()}
         summary[role] = {"model": model, "score": value,
                          "interval": intervals.get(scoring.metric), "intervals": intervals,
@@ -262,7 +323,7 @@ def _bootstrap(scoring: Scoring, cases: Sequence[EvalCase],
     if scoring.metric in sampled.get("candidate", {}):
         margin_interval = list(percentile(sampled["candidate"][scoring.metric]
                                           - sampled["baseline"][scoring.metric],
-                                          stats.confidence))
+                                          stats.each))
     return summary, scored, margin_interval
 
 
@@ -291,14 +352,20 @@ def build_report(run_id: str, dataset: str, cases: Sequence[EvalCase],
                  scoring: Scoring, max_differences: int, stats: Stats = Stats(),
                  pairwise: Mapping[str, Any] | None = None,
                  judgements: Sequence[dict[str, Any]] | None = None) -> EvalReport:
+    if not cases:
+        raise DatasetError("the validation set has no examples: there is nothing to compare "
+                           "(export with a validation fraction above 0)")
     margin_interval: list[float] | None
+    paired = None
     if scoring.judged:
         if pairwise is None or judgements is None:
             raise ConfigError("the judge scorer needs the judgements")
         summary, scored, margin_interval = _judged(pairwise, judgements, answers, models)
-        method = "Wilson interval of the win rate, exact sign test"
+        method = ("win rate over judged pairs, ties as half; exact Clopper-Pearson interval of "
+                  "the decided pairs, sign test")
     else:
         summary, scored, margin_interval = _bootstrap(scoring, cases, answers, models, stats)
+        paired = _paired(scored, answers, scoring, stats.each)
         method = f"bootstrap, {stats.resamples} resamples, seed {stats.seed}"
     differing = []
     for i in range(len(cases)):
@@ -319,11 +386,13 @@ def build_report(run_id: str, dataset: str, cases: Sequence[EvalCase],
     margin = summary["candidate"]["score"] - summary["baseline"]["score"]
     return EvalReport(run_id, dataset, len(cases), scoring.name, scoring.metric,
                       scoring.threshold if scoring.classification else None, summary, margin,
-                      differences, len(differing), stats.confidence, margin_interval,
-                      {"method": method, "confidence": stats.confidence,
+                      differences, len(differing), stats.each, margin_interval,
+                      {"method": method, "confidence": stats.each,
+                       "family_confidence": stats.confidence,
+                       "comparisons": stats.comparisons,
                        "resamples": stats.resamples, "seed": stats.seed},
                       dict(pairwise) if pairwise is not None else None,
-                      list(judgements) if judgements is not None else None)
+                      list(judgements) if judgements is not None else None, paired)
 
 
 def _judgement_note(judgement: Mapping[str, Any]) -> dict[str, Any]:

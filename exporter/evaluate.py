@@ -73,6 +73,8 @@ class EvalOptions:
     confidence: float = CONFIDENCE  # of every interval
     resamples: int = RESAMPLES  # bootstrap resamples of the examples
     seed: int = SEED  # of the bootstrap
+    comparisons: int = 1  # K > 1: the best of K candidates is chosen on these examples, so
+    # each interval is at 1 - (1 - confidence) / K (Bonferroni)
 
 
 async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: Markers,
@@ -191,15 +193,15 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
                                      options, scoring,
                                      _route_transforms(client, options.baseline)))
         _check_key(asked.answers, api_key)
+        stats = Stats(options.confidence, options.resamples, options.seed, options.comparisons)
         pairwise = None
         if asked.judgements is not None:
             pairwise = {"judge": options.judge_model, "rubric": options.rubric,
-                        **pairwise_summary(asked.judgements, options.confidence)}
+                        **pairwise_summary(asked.judgements, stats.each)}
         report = build_report(run["id"], str(export_dir), cases, asked.answers,
                               {"candidate": options.candidate, "baseline": options.baseline},
-                              scoring, options.max_differences,
-                              Stats(options.confidence, options.resamples, options.seed),
-                              pairwise, asked.judgements)
+                              scoring, options.max_differences, stats, pairwise,
+                              asked.judgements)
     except BaseException as exc:
         client.finish_eval_run(run["id"], status="failed", error=str(exc)[:1000] or repr(exc))
         raise

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -89,6 +89,7 @@ class Lineage:
     emitted: bytearray
     skipped: Mapping[int, str]  # input index -> reason
     prefixes: Sequence[bytes]
+    mismatch_parts: Mapping[int, str] = field(default_factory=dict)  # index -> part differing
 
 
 def _route(
@@ -132,7 +133,8 @@ def _write_lineage(trace: HashedWriter, sides: np.ndarray, lineage: Lineage) -> 
                 )
                 line += 1
             else:
-                reason = orjson.dumps(lineage.skipped[index])
+                part = lineage.mismatch_parts.get(index)  # template_mismatch:<part differing>
+                reason = orjson.dumps(lineage.skipped[index] + (f":{part}" if part else ""))
                 records.append(
                     b'%s"split":"skipped","line":null,"skipped":%s}\n' % (prefix, reason)
                 )

@@ -128,6 +128,8 @@ def job_fields(job: JobInfo) -> dict[str, Any]:
         fields["trained_tokens"] = job.trained_tokens
         fields["training_cost_usd"] = (None if price is None
                                        else round(job.trained_tokens * price / 1e6, 6))
+    if job.cost_usd is not None:  # the provider's own figure wins over our price table
+        fields["training_cost_usd"] = round(job.cost_usd, 6)
     return fields
 
 

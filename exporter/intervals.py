@@ -4,14 +4,18 @@
   every metric of a run, so the candidate's and the baseline's scores, and their difference,
   are computed on the same resampled example sets (a paired bootstrap). `percentile` gives the
   equal-tailed percentile interval of the resampled values.
-- Pairwise wins: `wilson` (score interval of a proportion, good at small n and near 0 or 1)
-  and `sign_test` (exact two-sided binomial test of wins against losses, ties excluded).
+- Pairwise wins: `clopper_pearson` (the exact binomial interval of a proportion: never
+  narrower than its confidence promises, even at small n), `sign_test` (exact two-sided
+  binomial test of wins against losses, ties excluded) and `wilson` (score interval, kept for
+  the figures of bench/eval_intervals.py: it is narrower, and anti-conservative at small n).
+- `bonferroni`: the confidence of each of K intervals so that all K hold together (the best
+  of K checkpoints chosen on the same examples would otherwise look better than it is).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from statistics import NormalDist
 
 import numpy as np
@@ -80,3 +84,56 @@ def sign_test(wins: int, losses: int) -> float:
         term = term * (n - k) // (k + 1)
         tail += term
     return min(1.0, 2 * tail / 2**n)  # int / int: exact and correctly rounded at any n
+
+
+def bonferroni(confidence: float, comparisons: int) -> float:
+    """Each interval's confidence when `comparisons` are made together: 1 - (1 - c) / K."""
+    if comparisons < 1:
+        raise ValueError(f"comparisons must be at least 1, got {comparisons}")
+    return 1 - (1 - confidence) / comparisons
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed exactly term by term in log space."""
+    if k < 0:
+        return 0.0
+    if k >= n or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    base = math.lgamma(n + 1)
+    total = math.fsum(math.exp(base - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                               + i * log_p + (n - i) * log_q) for i in range(k + 1))
+    return min(1.0, total)
+
+
+def _solve(f: Callable[[float], float], target: float) -> float:
+    """The p in (0, 1) where the decreasing function f(p) equals target (bisection)."""
+    low, high = 0.0, 1.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        if f(mid) > target:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def clopper_pearson(successes: int, trials: int,
+                    confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) equal-tailed interval of a binomial proportion; (0, 1) with
+    no trials. Its lower bound is above 1/2 exactly when the one-sided exact binomial test
+    rejects p <= 1/2 at level (1 - confidence) / 2."""
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes ({successes}) must be between 0 and trials ({trials})")
+    _z(confidence)  # the same check of the confidence as every interval's
+    tail = (1 - confidence) / 2
+    if trials == 0:
+        return (0.0, 1.0)
+    # lower: P(X >= successes | p) = tail; upper: P(X <= successes | p) = tail
+    low = 0.0 if successes == 0 else _solve(
+        lambda p: binomial_cdf(successes - 1, trials, p), 1 - tail)
+    high = 1.0 if successes == trials else _solve(
+        lambda p: binomial_cdf(successes, trials, p), tail)
+    return (low, high)

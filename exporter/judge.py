@@ -2,11 +2,20 @@
 validation example, through the proxy as evaluation traffic (tagged `eval-judge`), in both
 orders (see `exporter.judge_prompt`).
 
-A pair needs no judge when an answer failed (a failed request loses; both failed: a tie) or
-when both answers are the same. A judge reply that is not the JSON verdict asked for is asked
-once more; unparseable twice, or a request that failed after its retries, makes the pair an
-`error`: it counts neither as a win nor as a loss, and the report says how many there were.
-Every judgement (each order's verdict, reason and interaction id) is kept in the report.
+A pair needs no judge when an answer failed or when both answers are the same (a tie). A
+failed request, on either side, makes the pair an `error` (`candidate_failed`,
+`baseline_failed`, `both_failed`): a baseline that failed is no evidence that the candidate is
+better. A judge reply that is not the JSON verdict asked for is asked once more; unparseable
+twice, or a judge request that failed after its retries, is an error too (`judge_failed`).
+An error counts neither as a win nor as a loss; the report counts them by kind and the gate
+refuses a run with too many (exporter/eval_gate.py). Every judgement (each order's verdict,
+reason and interaction id) is kept in the report.
+
+The statistics (`pairwise_summary`): the candidate's win rate is over all judged pairs with
+ties as half a win, (wins + ties / 2) / (wins + losses + ties), so the margin 2 × win rate − 1
+is (wins − losses) / judged pairs: many ties dilute it. Its interval comes from the exact
+Clopper-Pearson interval of p = P(candidate wins | the pair is decided), i.e. the sign test on
+the decided pairs, scaled by the decided share: margin in (decided / judged) × (2p − 1).
 """
 
 from __future__ import annotations
@@ -15,14 +24,14 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import openai
 
 from exporter.eval_cases import EvalCase, answer_text
 from exporter.eval_report import Answer
 from exporter.eval_retry import RetryPolicy, send
-from exporter.intervals import sign_test, wilson
+from exporter.intervals import clopper_pearson, sign_test
 from exporter.judge_prompt import (
     DEFAULT_RUBRIC,
     ORDERS,
@@ -61,14 +70,14 @@ def load_rubric(path: Path | None) -> str:
         raise ConfigError(f"{path}: {exc.message}") from None
 
 
-def settled(candidate: Answer, baseline: Answer) -> tuple[Outcome, str] | None:
+def settled(candidate: Answer, baseline: Answer) -> tuple[Outcome | Literal["error"], str] | None:
     """The outcome of a pair that needs no judge, and why; None when it needs one."""
     if candidate.text is None and baseline.text is None:
-        return "tie", "both_failed"
+        return "error", "both_failed"
     if candidate.text is None:
-        return "baseline", "candidate_failed"
+        return "error", "candidate_failed"
     if baseline.text is None:
-        return "candidate", "baseline_failed"
+        return "error", "baseline_failed"
     if normalize_answer(candidate.text) == normalize_answer(baseline.text):
         return "tie", "same_answer"
     return None
@@ -126,24 +135,40 @@ async def judge_pairs(client: openai.AsyncOpenAI, spec: JudgeSpec, cases: Sequen
         orders = await asyncio.gather(*(
             _one_order(client, spec, case, order, texts, reference, own, policy, gate)
             for order in ORDERS))
-        errors = [o for o in orders if o["error"] is not None]
-        outcome = "error" if errors else combine([o["prefers"] for o in orders])
+        if any(o["error"] is not None for o in orders):
+            return {**judgement, "outcome": "error", "how": "judge_failed", "orders": orders}
+        outcome = combine([o["prefers"] for o in orders])
         return {**judgement, "outcome": outcome, "how": "judged", "orders": orders}
 
     return list(await asyncio.gather(*(pair(i) for i in range(len(cases)))))
 
 
+ERROR_KINDS = ("candidate_failed", "baseline_failed", "both_failed", "judge_failed")
+
+
 def pairwise_summary(judgements: Sequence[Mapping[str, Any]],
                      confidence: float) -> dict[str, Any]:
-    """Wins, losses, ties and errors of the candidate; its win rate over the decided pairs
-    (ties and errors excluded) with a Wilson interval, and the sign test's p-value."""
+    """Wins, losses, ties and errors (by kind) of the candidate; its win rate over the judged
+    pairs with ties as half, and that rate's interval from the Clopper-Pearson interval of the
+    decided pairs (see the module doc); the sign test's p-value; the error share."""
     count = {k: sum(j["outcome"] == v for j in judgements)
              for k, v in (("wins", "candidate"), ("losses", "baseline"), ("ties", "tie"),
                           ("errors", "error"))}
-    decided = count["wins"] + count["losses"]
-    low, high = wilson(count["wins"], decided, confidence)
-    return {**count, "decided": decided,
-            "win_rate": count["wins"] / decided if decided else 0.5,
-            "interval": [low, high], "p_value": sign_test(count["wins"], count["losses"]),
+    wins, losses = count["wins"], count["losses"]
+    decided = wins + losses
+    judged = decided + count["ties"]
+    share = decided / judged if judged else 0.0
+    p_low, p_high = clopper_pearson(wins, decided, confidence)
+    rate = (wins + count["ties"] / 2) / judged if judged else 0.5
+    return {**count, "decided": decided, "judged": judged, "pairs": len(judgements),
+            "errors_by_kind": {kind: sum(j["outcome"] == "error" and j["how"] == kind
+                                         for j in judgements) for kind in ERROR_KINDS},
+            "error_share": count["errors"] / len(judgements) if judgements else 0.0,
+            "win_rate": rate,
+            "interval": [0.5 + share * (p_low - 0.5), 0.5 + share * (p_high - 0.5)],
+            "decided_interval": [p_low, p_high],
+            "p_value": sign_test(wins, losses),
+            "method": "win rate over judged pairs, ties as half; exact Clopper-Pearson "
+                      "interval of the decided pairs (sign test)",
             "orders_disagreed": sum(1 for j in judgements if j["how"] == "judged"
                                     and len({o["prefers"] for o in j["orders"]}) > 1)}

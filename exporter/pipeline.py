@@ -104,6 +104,7 @@ class _Gathered:
         self.untrainable = Tally()  # skipped: no final answer (an error, a cut stream, ...)
         self.left_out: dict[str, Tally] = {}  # legacy rows and --skip-invalid, by reason
         self.mismatched = Tally()  # skipped: does not hold the template to strip
+        self.mismatch_parts: dict[int, str] = {}  # input index -> the template part differing
         self.lineage: list[bytes] = []
         self.grouper = Grouper()
         self.lengths: array[int] = array("q")
@@ -130,6 +131,8 @@ class _Gathered:
             elif reason == LEGACY_COMPLETION or reason.startswith(INVALID):
                 self.left_out.setdefault(reason, Tally()).add(chunk[index].interaction_id)
         self.mismatched.merge(result.mismatched)
+        for index, part in result.mismatch_parts:
+            self.mismatch_parts[self.examples + index] = part
         self.examples += len(chunk)
         self.emitted += result.emitted
         self.lineage.append(result.lineage)
@@ -251,7 +254,8 @@ def _warn_skipped(report: ValidationReport, code: str, message: str, skipped: Ta
 
 
 def _manifest(
-    options: ExportOptions, report: ValidationReport, files: dict[str, dict[str, Any]]
+    options: ExportOptions, report: ValidationReport, files: dict[str, dict[str, Any]],
+    mismatch_parts: Mapping[int, str],
 ) -> dict[str, Any]:
     fmt = options.format
     manifest: dict[str, Any] = {
@@ -277,7 +281,8 @@ def _manifest(
         "validation": report.to_json(),
     }
     if options.strip is not None:
-        manifest["template"] = options.strip.manifest()
+        manifest["template"] = {**options.strip.manifest(),
+                                "mismatches": dict(Counter(mismatch_parts.values()))}
     if fmt.format in ("legacy", "classification"):
         manifest["prompt_separator"] = fmt.separator
         manifest["stop"] = fmt.effective_stop
@@ -354,7 +359,8 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions, *,
         started = clock()
         if not report.ok:
             raise DatasetRejected(report)
-        lineage = Lineage(gathered.emitted, gathered.skipped, gathered.lineage)
+        lineage = Lineage(gathered.emitted, gathered.skipped, gathered.lineage,
+                          gathered.mismatch_parts)
         files = write_split_files(
             work,
             spool,
@@ -363,7 +369,7 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions, *,
             lineage,
         )
         spool.unlink()
-        manifest = _manifest(options, report, files)
+        manifest = _manifest(options, report, files, gathered.mismatch_parts)
         write_json(work / MANIFEST_FILE, manifest)
         _move_into_place(work, out)
         seconds["write"] = clock() - started

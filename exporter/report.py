@@ -231,6 +231,18 @@ def _dist(name: str, dist: Mapping[str, float]) -> str:
     )
 
 
+SKIP_REASONS = {
+    "not_edited": "the answer was not edited, so there is no preference to learn: a "
+                  "preference pair needs a reviewer's edit of the logged answer",
+}
+"""Why the format left an example out (exporter/formats.py `Skipped`), for people."""
+
+
+def _skip_lines(skipped: Mapping[str, int]) -> list[str]:
+    return [f"  skipped {reason} ({count}): {SKIP_REASONS.get(reason, reason)}"
+            for reason, count in sorted(skipped.items()) if count]
+
+
 def render(report: ValidationReport) -> str:
     counts = report.counts
     skipped = sum(counts["skipped"].values())
@@ -238,6 +250,7 @@ def render(report: ValidationReport) -> str:
         f"Dataset check: {report.format} for {report.model} ({report.encoding})",
         f"  {counts['examples']} examples: {counts['train']} train, "
         f"{counts['validation']} validation, {skipped} skipped",
+        *_skip_lines(counts["skipped"]),
     ]
     lines += [_line(f) for f in report.findings] or ["  no problems found"]
     for side in ("train", "validation"):

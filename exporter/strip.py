@@ -11,7 +11,8 @@ An example that does not match the template it claims to strip is SKIPPED (reaso
 `template_mismatch`), never kept whole: a model trained on a mix of stripped and full prompts
 learns neither, and the stripped requests it will serve would look unlike its training. The
 report warns with the count and the first ids, and each one's lineage record says
-`"skipped": "template_mismatch"`.
+`"skipped": "template_mismatch:<part>"`, the part that differs (`system_prompt`, `few_shot`,
+`prefix`, `suffix`, `empty`, ...); the manifest's `template.mismatches` counts them by part.
 """
 
 from __future__ import annotations

@@ -65,7 +65,9 @@ async def healthz(request: Request) -> Response:
     return json_response(
         {"status": "degraded" if failing else "ok", "spool_bytes": ctx.writer.spool.size_bytes,
          "ingest_lag_seconds": round(ctx.writer.ingest_lag_seconds(), 3),
-         "last_ingest_error": ctx.writer.stats.last_error}
+         "last_ingest_error": ctx.writer.stats.last_error,
+         # what /metrics has as tuneloop_search_index_lag_rows (the review app shows it)
+         "search_index_lag_rows": ctx.indexer.stats.lag_rows}
     )
 
 

@@ -144,11 +144,18 @@ def forget_in_reports(con: Connection) -> int:
     return removed
 
 
+_NAMED = "(user_id = ANY(?) OR request ->> 'user' = ANY(?))"
+
+
 def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
     """Delete one user's interactions, the ones made from them (evaluation replays carry
     their source's id, not its user), and everything derived from them, their examples in
     evaluation reports included; name the export files that hold their examples. `user_id`
-    may list the names the user is stored under (as sent, and its redaction pseudonym)."""
+    may list the names the user is stored under (as sent, and its redaction pseudonym).
+
+    A user is found by `user_id` (the `x-tuneloop-user` header, else OpenAI's `user` body
+    field) and by the request's `user` body field, so a request that named the user in its
+    body is forgotten also when a header gave its `user_id` another name."""
     names = [user_id] if isinstance(user_id, str) else list(user_id)
     exports: list[dict[str, Any]] = []
     reports = 0
@@ -164,9 +171,8 @@ def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
         con.execute(upsert_sql("forgotten_users", ("user_sha256", "forgotten_at"),
                                "user_sha256"),
                     [forgotten_user_key(name), now])
-    deleted = _delete(con, "user_id = ANY(?) OR source_id IN (SELECT id FROM "
-                           "interactions WHERE user_id = ANY(?))", [names, names],
-                      before=before)
+    deleted = _delete(con, f"{_NAMED} OR source_id IN (SELECT id FROM interactions WHERE "
+                           f"{_NAMED})", [names, names, names, names], before=before)
     deleted["eval_report_examples"] = reports
     return Forgotten(deleted, exports)
 
@@ -185,7 +191,13 @@ def apply_retention(con: Connection, days: int, *, now: datetime | None = None
 def forget_quarantined(spool: Spool, user_id: str | Sequence[str]) -> int:
     """The user's records among those the database refused (kept in the spool's quarantine)."""
     names = {user_id} if isinstance(user_id, str) else set(user_id)
-    return spool.drop_quarantined(lambda record: record.get("user_id") in names)
+
+    def theirs(record: dict[str, Any]) -> bool:
+        request = record.get("request")
+        body_user = request.get("user") if isinstance(request, dict) else None
+        return record.get("user_id") in names or body_user in names
+
+    return spool.drop_quarantined(theirs)
 
 
 def expire_quarantined(spool: Spool, days: int, *, now: datetime | None = None) -> int:

@@ -164,14 +164,15 @@ def load_template(con: Connection, ref: str) -> PromptTemplate:
 
 
 def list_templates(
-    con: Connection, alias: str | None = None, limit: int = 200
+    con: Connection, alias: str | None = None, limit: int = 200, offset: int = 0
 ) -> list[dict[str, Any]]:
-    """Every frozen version (of templates found for `alias`, if given), newest first."""
+    """Frozen versions (of templates found for `alias`, if given), by name, newest version
+    first: `limit` of them from `offset` (pages; the admin API says when there are more)."""
     sql = f"SELECT {', '.join(_COLUMNS)} FROM prompt_templates"
     params: list[Any] = []
     if alias is not None:
         sql += " WHERE alias = ?"
         params.append(alias)
-    sql += " ORDER BY name, version DESC LIMIT ?"
-    params.append(limit)
+    sql += " ORDER BY name, version DESC LIMIT ? OFFSET ?"
+    params += [limit, offset]
     return [_row(row) for row in con.execute(sql, params).fetchall()]

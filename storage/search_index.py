@@ -172,17 +172,42 @@ def _insert(con: Connection, table: str, rows: pa.Table, suffix: str = "") -> li
     return [r[0] for r in result] if suffix else []
 
 
+def _copy_all(con: Connection, table: str, rows: pa.Table) -> bool:
+    """Postgres: COPY the rows straight into the table, in a savepoint (a third of a staged
+    INSERT ... SELECT's time); False on DuckDB, or when a key is there already (the caller
+    then takes the path that skips those)."""
+    if not isinstance(con, PgConnection):
+        return False
+    con.execute("BEGIN")
+    try:
+        con.copy_rows(table, rows)
+    except CONSTRAINT_ERRORS:
+        con.execute("ROLLBACK")
+        return False
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+    return True
+
+
 def store_forward_index(con: Connection, forward: ForwardIndex) -> None:
     """Write a forward index into the tables, skipping interactions already indexed (a
     replayed spool segment)."""
     docs = forward.docs
-    fresh = _insert(con, "search_docs", docs, "RETURNING interaction_id")
-    if len(fresh) < docs.num_rows:
-        docs = docs.filter(pc.is_in(docs["interaction_id"], value_set=pa.array(fresh, pa.string())))
+    if not _copy_all(con, "search_docs", docs):
+        fresh = _insert(con, "search_docs", docs, "RETURNING interaction_id")
+        if len(fresh) < docs.num_rows:
+            docs = docs.filter(pc.is_in(docs["interaction_id"],
+                                        value_set=pa.array(fresh, pa.string())))
     keys = docs["term_keys"].combine_chunks()
-    _insert(con, "search_terms", pa.table(
+    postings = pa.table(
         [keys.flatten(), docs["interaction_id"].take(pc.list_parent_indices(keys)),
-         docs["term_fields"].combine_chunks().flatten()], schema=TERMS_SCHEMA))
+         docs["term_fields"].combine_chunks().flatten()], schema=TERMS_SCHEMA)
+    if isinstance(con, PgConnection):  # no key to conflict on: COPY as they are
+        con.copy_rows("search_terms", postings)
+    else:
+        _insert(con, "search_terms", postings)
     _insert(con, "search_words", forward.words)
 
 
@@ -268,14 +293,18 @@ def queue_for_index(con: Connection, batch: pa.Table) -> None:
 
 
 def pending_rows(con: Connection, limit: int, *, newest: bool = False,
-                 ids: Sequence[str] | None = None) -> pa.Table:
+                 ids: Sequence[str] | None = None, after: str | None = None) -> pa.Table:
     """Up to `limit` interactions not yet indexed (BATCH_COLUMNS; oldest first, or newest),
-    or those of `ids` that are. A listed id whose interaction is gone comes with a NULL
+    or those of `ids` that are; `after`: only ids after it (the next batch, read while the
+    one before is being written). A listed id whose interaction is gone comes with a NULL
     endpoint: claiming it drops it from the list."""
     if not table_exists(con, PENDING):
         return pa.table({c: pa.array([], pa.string()) for c in BATCH_COLUMNS})
-    where, params = ("", []) if ids is None else \
-        ("WHERE p.interaction_id = ANY(?::VARCHAR[]) ", [list(ids)])
+    params: list[Any] = [] if ids is None else [list(ids)]
+    where = "" if ids is None else "WHERE p.interaction_id = ANY(?::VARCHAR[]) "
+    if after is not None:
+        where, params = f"{where}{'AND' if where else 'WHERE'} p.interaction_id > ? ", \
+            [*params, after]
     rows = con.execute(
         "SELECT p.interaction_id, i.endpoint, CAST(i.request AS VARCHAR), "
         f"CAST(i.response AS VARCHAR) FROM {PENDING} p LEFT JOIN interactions i "

@@ -28,9 +28,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import pyarrow as pa
+
 from storage.backend.dialect import table_exists
 from storage.db import Connection
-from storage.search_index import PENDING, SearchIndexer, pending_rows, store_claimed
+from storage.search_index import (
+    PENDING,
+    ForwardIndex,
+    SearchIndexer,
+    pending_rows,
+    store_claimed,
+)
 from storage.store import Store
 
 log = logging.getLogger("tuneloop.search")
@@ -68,30 +76,53 @@ class BackgroundIndexer:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Index nothing for `seconds` (the lag is still measured): the fault-injection
+        switch (proxy/admin/faults.py), to see a lagging index in tests."""
+        self._paused_until = time.monotonic() + seconds
 
     def wake(self, *_: object) -> None:
         """Index soon (the writer calls it after each ingest)."""
         self._wake.set()
 
     async def index_pending(self) -> int:
-        """Index every listed interaction, in batches; answers how many this call took."""
+        """Index every listed interaction, in batches; answers how many this call took. The
+        next batch is read and its forward index computed while this one is written (rows
+        listed meanwhile below it wait for the next call, which the writer's wake-up makes)."""
         async with self._lock:
             total = 0
+            reading: asyncio.Future[tuple[pa.Table, ForwardIndex]]
+            following: asyncio.Future[tuple[pa.Table, ForwardIndex]] | None = \
+                asyncio.ensure_future(self._read_batch(None))
             try:
-                while True:
-                    batch = await self.db.read(functools.partial(pending_rows,
-                                                                 limit=self.batch_rows))
+                while following is not None:
+                    reading, following = following, None
+                    batch, forward = await reading
                     if batch.num_rows == 0:
                         break
-                    forward = await asyncio.to_thread(self.indexer.forward_index, batch)
+                    ids = batch["id"].to_pylist()
+                    full = batch.num_rows >= self.batch_rows
+                    if full:
+                        following = asyncio.ensure_future(self._read_batch(max(ids)))
                     total += await self.db.write(functools.partial(
-                        store_claimed, forward=forward, ids=batch["id"].to_pylist()))
-                    if batch.num_rows < self.batch_rows:
+                        store_claimed, forward=forward, ids=ids))
+                    if not full:
                         break
             finally:
                 self.stats.indexed += total
+                if following is not None:  # a write failed: the batch read ahead waits
+                    following.cancel()
+                    with contextlib.suppress(BaseException):
+                        await following
             await self.refresh_lag()
             return total
+
+    async def _read_batch(self, after: str | None) -> tuple[pa.Table, ForwardIndex]:
+        batch = await self.db.read(functools.partial(pending_rows, limit=self.batch_rows,
+                                                     after=after))
+        return batch, await asyncio.to_thread(self.indexer.forward_index, batch)
 
     async def refresh_lag(self) -> None:
         rows, oldest = await self.db.read(index_lag)
@@ -117,7 +148,7 @@ class BackgroundIndexer:
                 continue  # nothing ingested here: look at the list (other replicas') now and then
             checked = time.monotonic()
             try:
-                if self.may_run():
+                if self.may_run() and time.monotonic() >= self._paused_until:
                     await self.index_pending()
                 else:
                     await self.refresh_lag()

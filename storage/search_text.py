@@ -74,13 +74,44 @@ class Tokens:
     segmented: np.ndarray
 
 
+_WORD_BYTES = np.zeros(256, np.bool_)  # [A-Za-z0-9_]: what _NOT_WORD leaves of ASCII text
+for _first, _last in ((b"a", b"z"), (b"A", b"Z"), (b"0", b"9"), (b"_", b"_")):
+    _WORD_BYTES[_first[0]:_last[0] + 1] = True
+_WORD_BYTES.setflags(write=False)
+
+
+def _ascii_words(texts: Sequence[str], index: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+    """The words of ASCII texts (`index`: the number of each text), split as the regex path
+    splits them (runs of [A-Za-z0-9_] of at most MAX_TERM_LENGTH), in numpy: a pass over the
+    bytes instead of a regex split, several times faster."""
+    if not texts:
+        return np.zeros(0, np.int64), pa.array([], pa.large_string())
+    joined = np.frombuffer(" ".join(texts).encode("ascii"), np.uint8)
+    word = _WORD_BYTES[joined]
+    edges = np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    lengths = ends - starts
+    text_starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
+    text_of = index[np.searchsorted(text_starts, starts, side="right") - 1]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    words = pa.LargeStringArray.from_buffers(len(lengths), pa.py_buffer(offsets),
+                                             pa.py_buffer(joined[word].tobytes()))
+    keep = lengths <= MAX_TERM_LENGTH
+    return text_of[keep].astype(np.int64), words.filter(pa.array(keep))
+
+
 def tokenize(texts: Sequence[str]) -> Tokens:
-    normalized = pa.array([normalize(t[:MAX_TEXT_CHARS]) for t in texts], pa.string())
-    other = pc.invert(pc.string_is_ascii(normalized))
-    if pc.any(other).as_py():  # runs of segmented scripts become tokens of their own
-        normalized = pc.replace_with_mask(normalized, other, pc.replace_substring_regex(
-            pc.filter(normalized, other), pattern=_SEGMENTED_RUN, replacement=r" \1 "))
-    split = pc.split_pattern_regex(normalized, pattern=_NOT_WORD)
+    normalized = [normalize(t[:MAX_TEXT_CHARS]) for t in texts]
+    is_ascii = np.fromiter((t.isascii() for t in normalized), np.bool_, len(normalized))
+    ascii_index = np.flatnonzero(is_ascii)
+    ascii_index_, ascii_words = _ascii_words([normalized[n] for n in ascii_index], ascii_index)
+    other_index = np.flatnonzero(~is_ascii)
+    if len(other_index) == 0:
+        return Tokens(ascii_index_, ascii_words, np.zeros(len(ascii_words), np.bool_))
+    other = pa.array([normalized[n] for n in other_index], pa.string())
+    # runs of segmented scripts become tokens of their own
+    other = pc.replace_substring_regex(other, pattern=_SEGMENTED_RUN, replacement=r" \1 ")
+    split = pc.split_pattern_regex(other, pattern=_NOT_WORD)
     tokens = pc.list_flatten(split)
     length = pc.utf8_length(tokens)
     keep = pc.and_(pc.greater(length, 0), pc.less_equal(length, MAX_TERM_LENGTH))
@@ -88,9 +119,12 @@ def tokenize(texts: Sequence[str]) -> Tokens:
                         pc.match_substring_regex(tokens, f"^[{SEGMENTED}]"))
     # runs of a segmented script are kept whole, however long
     keep = pc.or_(keep, pc.and_(segmented, pc.greater(length, 0)))
-    return Tokens(pc.filter(pc.list_parent_indices(split), keep).to_numpy(),
-                  pc.filter(tokens, keep),
-                  pc.filter(segmented, keep).to_numpy(zero_copy_only=False))
+    parents = other_index[pc.filter(pc.list_parent_indices(split), keep).to_numpy()]
+    return Tokens(np.concatenate([ascii_index_, parents]).astype(np.int64),
+                  pa.concat_arrays([ascii_words,
+                                    pc.filter(tokens, keep).cast(pa.large_string())]),
+                  np.concatenate([np.zeros(len(ascii_words), np.bool_),
+                                  pc.filter(segmented, keep).to_numpy(zero_copy_only=False)]))
 
 
 def gram_codes(runs: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -51,8 +51,8 @@ PrepareStep = Callable[[pa.Table], pa.Table]
 
 
 PIECE_ROWS = 2000
-"""A segment is parsed, prepared and inserted in pieces of about this many rows (or
-`batch_rows`, when smaller), in its one transaction: the database takes piece n while the
+"""On Postgres, a segment is parsed, prepared and inserted in pieces of about this many rows
+(or `batch_rows`, when smaller), in its one transaction: the database takes piece n while the
 preparing thread parses piece n+1, so only the first piece's preparation is not overlapped
 (with whole segments, a lone segment was parsed, then written: no overlap at all)."""
 
@@ -112,12 +112,11 @@ class LogWriter:
         prepare: PrepareStep | None = None,
         after_insert: InsertedHook | None = None,
         on_ingested: Callable[[int], None] | None = None,
-        piece_rows: int = PIECE_ROWS,
+        piece_rows: int | None = None,
     ):
         self.db = db
         self.spool = spool
         self.batch_rows = batch_rows
-        self.piece_rows = max(1, min(batch_rows, piece_rows))
         self.interval_s = interval_s
         self.hooks = list(hooks)
         self.prepare = prepare
@@ -134,6 +133,9 @@ class LogWriter:
         self._last_loud_log = 0.0
         self._ingesting = asyncio.Lock()
         self._for_postgres = db.dialect == "postgres"
+        # DuckDB works in this process, across its own threads: pieces only add statements
+        default = PIECE_ROWS if self._for_postgres else batch_rows
+        self.piece_rows = max(1, min(batch_rows, piece_rows or default))
         self._preparing = ThreadPoolExecutor(1, thread_name_prefix="ingest-prepare")
 
     # -- request path ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from exporter.finetune import default_provider
@@ -38,6 +39,10 @@ def test_checkpoints_are_evaluated_and_the_best_promoted(loop: ProxyServer,
     assert second.run["step"] == "watch", second.message
     assert second.run["state"]["fine_tuned_model"] == names[8]
     assert second.run["state"]["final_model"] == job.fine_tuned_model
+    # the evaluate step gates the best of 3 at Bonferroni's level, 1 - 0.05/3
+    gated = loop.admin().eval_run(second.run["state"]["eval_run_id"])["report"]
+    assert gated["intervals"]["comparisons"] == 3
+    assert gated["confidence"] == pytest.approx(1 - 0.05 / 3)
     spec = loop.admin().routes()[ALIAS]
     assert [t["model"] for t in spec["targets"]] == [CURRENT, names[8]]
     [step] = [s for s in loop.admin().cycle_run(second.run["id"])["steps"]
@@ -57,13 +62,36 @@ def test_checkpoints_are_evaluated_and_the_best_promoted(loop: ProxyServer,
     assert "0.0000" in lines["10"] and "best" not in lines["10"]
 
     export_dir = second.run["state"]["export_path"]
-    chosen = CliRunner().invoke(main, [
-        "jobs", "checkpoints", job.id, "--checkpoints", "2", "--dataset", export_dir,
-        "--baseline", CURRENT, "--promote", ALIAS, "--json", "--api", loop.url], env=env)
+    loop.admin().put_routes({ALIAS: {"targets": [{"model": CURRENT}]}})
+    # the current model answers as approved again, the last checkpoint loses on every
+    # example: the best of the one evaluated is refused, nothing is routed
+    del loop.upstream.state.model_replies[CURRENT]
+    promote = ["jobs", "checkpoints", job.id, "--dataset", export_dir, "--baseline", CURRENT,
+               "--promote", ALIAS, "--api", loop.url]
+    refused = CliRunner().invoke(main, [*promote, "--checkpoints", "1"], env=env)
+    assert refused.exit_code == 8, refused.output
+    said = " ".join(refused.output.split())
+    assert f"not promoted: the best checkpoint {names[10]} (step 10) did not pass the gate: " \
+        "the margin's lower confidence bound -1.0000 is not above 0" in said
+    assert "the exact McNemar test does not favour the candidate (0 better, 9 worse" in said
+    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
+    loop.upstream.state.model_replies[CURRENT] = WORSE
+    # 9 of 9 examples better: the gate passes with min_discordant lowered to 5; a canary
+    chosen = CliRunner().invoke(main, [*promote, "--checkpoints", "2", "--min-discordant", "5",
+                                       "--json"], env=env)
     assert chosen.exit_code == 0, chosen.output
     result = json.loads(chosen.output)
     assert [c["step"] for c in result["checkpoints"]] == [8, 10]
-    assert result["best"]["model"] == names[8] and result["promoted"]["canary"] == 100
+    assert result["gate"] == {"passed": True, "reasons": []}
+    assert result["best"]["model"] == names[8] and result["promoted"]["canary"] == 10
+    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT, names[8]]
+    # at the default minimum of 10 discordant examples, 9 are not enough: nothing is routed
+    few = CliRunner().invoke(main, [*promote, "--checkpoints", "2", "--full"], env=env)
+    assert few.exit_code == 8 and "only 9 discordant examples" in " ".join(few.output.split())
+    full = CliRunner().invoke(main, [*promote, "--checkpoints", "2", "--min-discordant", "5",
+                                     "--full"], env=env)
+    assert full.exit_code == 0, full.output
+    assert f"promoted {names[8]} (step 8) fully on {ALIAS}" in full.output
     assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [names[8]]
 
 

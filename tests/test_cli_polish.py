@@ -66,6 +66,18 @@ def test_sql_without_a_token_says_where_the_token_file_is(proxy: ProxyServer,
     assert "--db" in said and "--api" in said
 
 
+def test_sql_with_no_server_and_no_database_file_hints_api_and_db(tmp_path: Path) -> None:
+    missing = tmp_path / "tuneloop.duckdb"
+    result = CliRunner().invoke(main, ["--db", str(missing), "sql", "SELECT 1"],
+                                env={"TUNELOOP_API": f"http://127.0.0.1:{free_port()}"})
+    assert result.exit_code == 6
+    said = flat(result.output)
+    assert "no tuneloop server answers" in said and str(missing) in "".join(said.split())
+    assert "--api" in said and "TUNELOOP_API" in said
+    assert "--db" in said and "TUNELOOP_DB" in said
+    assert not missing.exists()
+
+
 def test_sql_on_a_held_file_points_to_the_api_not_to_itself(tmp_path: Path) -> None:
     db = tmp_path / "held.duckdb"
     holder = duckdb.connect(str(db))  # this process holds the file, as a server would

@@ -49,7 +49,9 @@ def config(tmp_path: Path, **sections: dict[str, Any]) -> CycleConfig:
         "dataset": {"name": "support", "validation": 0.3, "out_dir": str(tmp_path / "exports")},
         "finetune": {"base_model": "gpt-4o-mini-2024-07-18", "suffix": "support",
                      "poll_seconds": 0.02, "hyperparameters": {"n_epochs": 2}},
-        "evaluate": {"margin": 0.1},
+        # the export has 9 validation examples, fewer than the gate's default minimum of 10
+        # decided pairs or discordant examples: 5 here (9 of 9 still passes the exact tests)
+        "evaluate": {"margin": 0.1, "min_decided": 5, "min_discordant": 5},
         "canary": {"percent": 50, "min_requests": 5, "min_feedback": 3,
                    "bad_error_rate_increase": 0.3},
     }
@@ -102,6 +104,7 @@ poll_seconds = 0.02
 max_cost_usd = 5.0
 [evaluate]
 margin = 0.5
+min_discordant = 5  # the export's 9 validation examples
 [canary]
 percent = 50
 min_requests = 5

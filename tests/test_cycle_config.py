@@ -114,7 +114,7 @@ def test_effect_sizes_must_be_ordered() -> None:
     with pytest.raises(ConfigError, match="bad_error_rate_increase"):
         parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
                             "finetune": {"base_model": "m"},
-                            "canary": {"max_error_rate_increase": 0.1,
+                            "canary": {"tolerated_error_rate_increase": 0.1,
                                        "bad_error_rate_increase": 0.05}})
 
 
@@ -124,3 +124,10 @@ def test_a_replaced_canary_setting_says_what_replaced_it() -> None:
         parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
                             "finetune": {"base_model": "m"},
                             "canary": {"max_feedback_drop": 0.1}})
+    # the old rollback threshold's name is not reused for the test's tolerated increase
+    with pytest.raises(ConfigError, match=r"canary: max_error_rate_increase is no longer used: "
+                                          r"it was the error-rate increase beyond which the "
+                                          r"canary was rolled back; .*bad_error_rate_increase"):
+        parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
+                            "finetune": {"base_model": "m"},
+                            "canary": {"max_error_rate_increase": 0.01}})

@@ -173,6 +173,9 @@ def test_preference_export_pairs_the_edit_with_the_logged_answer(proxy: ProxySer
     assert skipped == dict.fromkeys(ids[12:], "not_edited")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["fine_tune_method"] == "dpo"
+    assert manifest["counts"]["skipped"] == {"not_edited": 3}
+    # the CLI says why three examples are missing, not only that they are
+    assert "skipped not_edited (3): the answer was not edited" in flat(result.output)
 
 
 def test_classification_labels_from_tags(proxy: ProxyServer, tmp_path: Path) -> None:

@@ -56,8 +56,10 @@ def test_stripped_examples_keep_what_varies_and_mismatches_are_skipped(tmp_path:
     assert result.manifest["counts"]["skipped"] == {"template_mismatch": 3}
     lineage = [json.loads(x) for x in (tmp_path / "out" / "lineage.jsonl").read_text()
                .splitlines()]
-    assert {r["interaction_id"] for r in lineage if r.get("skipped") == "template_mismatch"} \
-        == {"ix-900", "ix-901", "ix-902"}
+    # each skipped example's lineage record says which part differed
+    assert {r["interaction_id"]: r["skipped"] for r in lineage if r["split"] == "skipped"} == {
+        "ix-900": "template_mismatch:few_shot", "ix-901": "template_mismatch:suffix",
+        "ix-902": "template_mismatch:system_prompt"}
 
 
 def test_pool_workers_strip_too(tmp_path: Path) -> None:
@@ -66,7 +68,9 @@ def test_pool_workers_strip_too(tmp_path: Path) -> None:
     options = ExportOptions(name="bot", workers=2, chunk_size=10, strip=TemplateStrip(TEMPLATE))
     result = export(examples, tmp_path / "out", options)
     assert result.manifest["counts"]["train"] + result.manifest["counts"]["validation"] == 40
-    assert result.manifest["template"] == {"ref": "bot-v3", "replacement_system_prompt": None}
+    assert result.manifest["template"] == {
+        "ref": "bot-v3", "replacement_system_prompt": None,
+        "mismatches": {"few_shot": 1, "suffix": 1, "system_prompt": 1}}
     data = (tmp_path / "out" / "train.jsonl").read_bytes()
     assert SYSTEM.encode() not in data and b'"role":"system"' not in data.replace(b" ", b"")
 

@@ -251,6 +251,26 @@ def test_jobs_follow_reattaches_after_an_interruption(proxy: ProxyServer, export
     assert proxy.admin().job(job_id)["status"] == "succeeded"
 
 
+def test_jobs_list_refresh_skips_a_provider_without_its_key_and_refreshes_the_rest(
+        proxy: ProxyServer, export_dir: Path, cli: Callable[..., Result]) -> None:
+    proxy.upstream.state.finetune_step_seconds = 0.02
+    started = cli("finetune", "--dataset", str(export_dir), "--base-model", MODEL)
+    openai_job = started.stdout.splitlines()[0]
+    proxy.admin().record_job({"id": "ft-together-1", "provider": "together",
+                              "base_model": "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference",
+                              "method": "sft", "status": "running", "dataset_id": None,
+                              "spec": {}})
+    time.sleep(0.3)  # the OpenAI job finishes while nobody follows
+    listed = cli("jobs", "list", "--refresh", "--json")  # no TOGETHER_API_KEY here
+    assert listed.exit_code == 0, listed.output
+    jobs = {job["id"]: job for job in json.loads(listed.stdout)}
+    assert jobs[openai_job]["status"] == "succeeded"  # refreshed despite the other provider
+    assert jobs["ft-together-1"]["status"] == "running"  # as recorded
+    said = flat(listed.stderr)
+    assert "skipped together (1 unfinished job: ft-together-1" in said
+    assert "TOGETHER_API_KEY" in said
+
+
 def test_jobs_list_refresh_asks_the_provider_and_the_cost_follows_the_epochs(
         proxy: ProxyServer, export_dir: Path, cli: Callable[..., Result]) -> None:
     proxy.upstream.state.finetune_step_seconds = 0.02

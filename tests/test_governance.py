@@ -76,6 +76,21 @@ def test_forget_user_deletes_everywhere_and_nothing_else(proxy: ProxyServer) -> 
     assert admin.forget("alice")["total"] == 0
 
 
+def test_forget_finds_a_user_named_in_the_body_when_a_header_named_another(
+        proxy: ProxyServer) -> None:
+    """user_id is the x-tuneloop-user header when sent (else OpenAI's `user` body field):
+    forgetting the body's user must find the request too."""
+    both = proxy.openai().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hana's question"}],
+        user="hana@example.com", extra_headers={"x-tuneloop-user": "session-7"}
+    ).headers["x-tuneloop-id"]
+    kept = ask(proxy, "ivan", "ivan's question")
+    proxy.wait_logged(2)
+    assert proxy.row(both)["user_id"] == "session-7"
+    assert proxy.admin().forget("hana@example.com")["deleted"]["interactions"] == 1
+    assert [r[0] for r in proxy.sql("SELECT id FROM interactions")] == [kept]
+
+
 def test_forget_reaches_evaluation_copies_of_the_users_prompts(proxy: ProxyServer) -> None:
     """Evaluation replays a logged prompt without its user; it names the source instead."""
     source = ask(proxy, "gina", "gina's private question")

@@ -14,7 +14,7 @@ from exporter.cycle_config import EvaluateConfig
 from exporter.cycle_steps import gate_passes
 from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
-from exporter.intervals import wilson
+from exporter.intervals import bonferroni, clopper_pearson
 from exporter.judge_prompt import DEFAULT_RUBRIC
 from exporter.pipeline import ExportOptions, export
 from tests import test_cycle
@@ -59,6 +59,9 @@ def test_a_judge_preferring_the_candidate_promotes_it_from_the_cli(
     assert result.exit_code == 0, result.output
     assert f"{n} wins, 0 losses, 0 ties, 0 errors" in result.output
     assert "win rate 1.0000 [0." in result.output and "sign test p = " in result.output
+    # the gate is shown too: 9 of 9 won, but fewer decided pairs than the default minimum
+    assert n == 9 and "gate (lower_bound, margin 0): not passed: only 9 decided pairs " \
+        "(wins + losses), fewer than min_decided 10" in " ".join(result.output.split())
 
     run = proxy.admin().eval_runs()[0]
     stored = proxy.admin().eval_run(run["id"])["report"]
@@ -139,18 +142,27 @@ def test_unparseable_judge_output_is_retried_once_and_never_a_win(
     assert all(o["attempts"] == 2 for j in report.judgements for o in j["orders"])
 
 
-def test_failed_answers_lose_and_failed_judge_requests_are_errors(
+def test_failed_answers_and_failed_judge_requests_are_errors_never_wins(
         proxy: ProxyServer, tmp_path: Path) -> None:
     data = make_export(tmp_path / "qa")
     proxy.upstream.state.model_replies[BASELINE] = "I don't know."
     proxy.upstream.state.judges[JUDGE] = judge = FakeJudge(prefer="echo:")
-    # the candidate's requests fail (400): it loses every pair, no judge is asked
+    # the candidate's requests fail (400): errors, no judge is asked
     report = evaluate(proxy.admin(), data, EvalOptions("fail-400", BASELINE, scorer="judge",
                                                        judge_model=JUDGE, limit=4),
                       api_key=UPSTREAM_KEY)
-    assert report.pairwise is not None and report.pairwise["losses"] == 4
+    assert report.pairwise is not None and report.pairwise["errors"] == 4
     assert judge.asked == 0 and report.judgements is not None
     assert {j["how"] for j in report.judgements} == {"candidate_failed"}
+    # the current model's requests fail: no evidence that the candidate is better, no win
+    report = evaluate(proxy.admin(), data, EvalOptions(CANDIDATE, "fail-400", scorer="judge",
+                                                       judge_model=JUDGE, limit=4),
+                      api_key=UPSTREAM_KEY)
+    assert report.pairwise is not None
+    assert report.pairwise["wins"] == 0 and report.pairwise["errors"] == 4
+    assert report.pairwise["errors_by_kind"]["baseline_failed"] == 4
+    assert not gate_passes(report, EvaluateConfig(min_decided=0))
+    assert "4 errors (baseline_failed 4)" in report.render()
     # the judge's requests fail (400, not retried): errors, never wins
     report = evaluate(proxy.admin(), data, EvalOptions(CANDIDATE, BASELINE, scorer="judge",
                                                        judge_model="fail-400", limit=4),
@@ -277,6 +289,8 @@ def test_checkpoints_are_judged_too(loop: ProxyServer, tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     lines = {line.split()[0]: line for line in shown.output.splitlines()[1:]}
     assert lines["8"].endswith("<- best") and "1.0000" in lines["8"]
-    assert "[-1.000, +1.000]" in lines["6"]  # the same answers, all ties: no evidence
-    low, high = (2 * bound - 1 for bound in wilson(9, 9))  # 9 pairs, all won
+    assert "[+0.000, +0.000]" in lines["6"]  # the same answers, all ties: no margin
+    # 9 pairs, all won; the exact interval at Bonferroni's level for the 3 checkpoints
+    low, high = (2 * bound - 1 for bound in clopper_pearson(9, 9, bonferroni(0.95, 3)))
     assert f"[{low:+.3f}, {high:+.3f}]" in lines["8"]
+    assert "Bonferroni over 3 checkpoints" in shown.output

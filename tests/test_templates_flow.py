@@ -146,7 +146,7 @@ def test_the_template_is_found_with_its_share_and_token_count(server: ProxyServe
     assert legacy["parts"]["prompt_suffix"] == ARTICLE_SUFFIX
 
 
-def test_discovery_reads_within_a_byte_budget(server: ProxyServer) -> None:
+def test_discovery_reads_within_a_byte_budget(server: ProxyServer, tmp_path: Path) -> None:
     """The bodies read add up to at most `max_bytes`, newest first; the answer says what was
     left out, so a cut sample is never silent."""
     whole = server.admin(REVIEWER_TOKEN).template_candidates(ALIAS)
@@ -159,6 +159,10 @@ def test_discovery_reads_within_a_byte_budget(server: ProxyServer) -> None:
     assert 0 < cut["read"]["rows"] < 24 and cut["read"]["bytes"] <= 30_000
     assert cut["read"]["over_budget"] == 24 - cut["read"]["rows"]
     assert cut["sample"]["chat"] == cut["read"]["rows"]
+    noted = run_cli(server, tmp_path, "templates", "--alias", ALIAS, "--max-bytes", "30000",
+                    token=REVIEWER_TOKEN)
+    assert noted.exit_code == 0, noted.output
+    assert f"note: {cut['read']['over_budget']} older requests left out" in noted.output
     too_big = server.http().get(
         "/admin/template-candidates", params={"alias": ALIAS, "max_bytes": 10**12},
         headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
@@ -232,6 +236,38 @@ def test_hostile_freeze_bodies_get_a_400_and_store_nothing(server: ProxyServer) 
     assert made["tokens"] == len(load_encoding("cl100k_base").encode(SYSTEM)) + 3
 
 
+def test_the_frozen_list_is_paged_never_cut_silently(server: ProxyServer) -> None:
+    admin = server.admin()
+    for n in range(205):
+        admin.freeze_template(f"paged-{n:03d}", {"system_prompt": f"Prompt {n}."}, alias="paged")
+    assert len(admin.templates("paged")) == 205  # the client follows the pages
+    first = server.http().get("/admin/templates", params={"alias": "paged"},
+                              headers={"authorization": f"Bearer {REVIEWER_TOKEN}"}).json()
+    assert len(first["items"]) == 200 and first["next_offset"] == 200
+    last = server.http().get("/admin/templates", params={"alias": "paged", "offset": 200},
+                             headers={"authorization": f"Bearer {REVIEWER_TOKEN}"}).json()
+    assert [t["name"] for t in last["items"]] == [f"paged-{n}" for n in range(200, 205)]
+    assert last["next_offset"] is None
+
+
+def test_a_candidate_few_requests_share_is_not_frozen(server: ProxyServer,
+                                                      tmp_path: Path) -> None:
+    """Forget leaves templates alone because a template is text many requests share; text
+    only a handful share could be one user's, so it is not frozen from traffic."""
+    client = server.openai()
+    for n in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[
+            {"role": "system", "content": "Ann's private notes: allergic to penicillin."},
+            {"role": "user", "content": f"Question {n}: what should I take?"}])
+    server.wait_logged(len(QUESTIONS) + len(OTHER) + 12 + 3)
+    shown = server.admin().template_candidates("gpt-4o-mini")["candidates"][0]
+    assert shown["matched"] == 3
+    refused = run_cli(server, tmp_path, "templates", "--alias", "gpt-4o-mini", "--freeze",
+                      "ann", "--candidate", shown["id"])
+    assert refused.exit_code == 5 and "matches 3 requests" in refused.output
+    assert all(t["name"] != "ann" for t in server.admin().templates())
+
+
 def test_only_the_admin_freezes_and_a_reviewer_reads(server: ProxyServer) -> None:
     with pytest.raises(Forbidden):
         server.admin(REVIEWER_TOKEN).freeze_template("sneaky", {"system_prompt": "x"})
@@ -259,6 +295,7 @@ def test_cli_lists_freezes_versions_and_exports_without_the_template(
     assert listed.exit_code == 0, listed.output
     assert "[1] chat: matches 83.3% (20)" in listed.output
     assert "few-shot turns: 4" in listed.output
+    assert "left out" not in listed.output  # the whole sample was read
     found = server.admin(REVIEWER_TOKEN).template_candidates(ALIAS)["candidates"]
     first_id, second_id = found[0]["id"], found[1]["id"]
     assert f"id {first_id}" in listed.output
@@ -299,10 +336,12 @@ def test_cli_lists_freezes_versions_and_exports_without_the_template(
         assert chat_row_problems(row) == []
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["template"] == {"ref": "support-bot-v1",
-                                    "replacement_system_prompt": "Acme support."}
+                                    "replacement_system_prompt": "Acme support.",
+                                    "mismatches": {"system_prompt": 4}}
     assert manifest["counts"]["skipped"] == {"template_mismatch": 4}
     lineage = [json.loads(x) for x in (out / "lineage.jsonl").read_text().splitlines()]
-    assert sum(1 for r in lineage if r.get("skipped") == "template_mismatch") == 4
+    skipped = [r["skipped"] for r in lineage if r["split"] == "skipped"]
+    assert skipped == ["template_mismatch:system_prompt"] * 4  # what differed, per example
 
 
 def test_legacy_export_without_the_prompt_template(server: ProxyServer, tmp_path: Path) -> None:

@@ -83,6 +83,9 @@ def test_a_together_job_runs_from_upload_to_a_routed_model(
     assert done["status"] == "succeeded", done
     model = done["fine_tuned_model"]
     assert model.startswith("tuneloop-fake/Meta-Llama-3.1-8B-Instruct-Reference-support-")
+    # what Together reports: 2 epochs x 1000 tokens at 480 nanodollars a token
+    assert done["trained_tokens"] == 2000
+    assert done["training_cost_usd"] == pytest.approx(2000 * 480 / 1e9)
 
     served = provider.deploy(provider.retrieve(record["id"]))  # type: ignore[attr-defined]
     assert (served.model, served.base_url, served.api_key_env) == (model, url,

@@ -128,10 +128,15 @@ def sql(ctx: click.Context, query: str, api: str | None, output: str, max_rows: 
                            "its database). Pass the server's database with --db (its token "
                            "file is read from beside it) and its address with --api, or set "
                            "TUNELOOP_ADMIN_TOKEN") from exc
-    except ServerUnreachable:
+    except ServerUnreachable as exc:
         if not settings.db_is_postgres and (settings.db_file is None
                                             or not settings.db_file.is_file()):
-            raise
+            where = (f"no database file at {settings.db_file}" if settings.db_file
+                     else "no database file")
+            raise ServerUnreachable(
+                f"{exc.message}, and there is {where} to read directly: give the server's "
+                "address with --api http://HOST:PORT (or set TUNELOOP_API), or the database "
+                "with --db PATH (or set TUNELOOP_DB)") from exc
         from storage.sql import open_pg_for_sql, run_read_only
 
         err_console.print(f"(no server at {api or settings.api}; reading {settings.db_label} "

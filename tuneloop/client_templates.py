@@ -17,12 +17,14 @@ class TemplateMethods:
         raise NotImplementedError  # AdminClient.request
 
     def template_candidates(self, alias: str, *, limit: int | None = None,
-                            threshold: float | None = None) -> dict[str, Any]:
+                            threshold: float | None = None,
+                            max_bytes: int | None = None) -> dict[str, Any]:
         """The prompt parts the newest `limit` production requests to `alias` (an alias or a
         model name) share: `{"sample", "threshold", "candidates": [...]}`."""
         result: dict[str, Any] = self.request(
             "GET", "/admin/template-candidates",
-            params={"alias": alias, "limit": limit, "threshold": threshold})
+            params={"alias": alias, "limit": limit, "threshold": threshold,
+                    "max_bytes": max_bytes})
         return result
 
     def freeze_template(self, name: str, parts: Mapping[str, Any] | None = None, *,
@@ -42,9 +44,16 @@ class TemplateMethods:
         return result
 
     def templates(self, alias: str | None = None) -> list[dict[str, Any]]:
-        """Every frozen version (of templates found for `alias`), by name, newest first."""
-        result: dict[str, Any] = self.request("GET", "/admin/templates", params={"alias": alias})
-        return list(result["items"])
+        """Every frozen version (of templates found for `alias`), by name, newest first (all
+        the pages)."""
+        items: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            page: dict[str, Any] = self.request(
+                "GET", "/admin/templates", params={"alias": alias, "offset": offset or None})
+            items += page["items"]
+            offset = page.get("next_offset")
+        return items
 
     def template(self, ref: str) -> dict[str, Any]:
         """One frozen version: `name-vN`, or `name` for the newest."""

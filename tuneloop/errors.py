@@ -200,3 +200,12 @@ class TemplateMismatch(BadRequest):
     def __init__(self, message: str, part: str):
         super().__init__(message)
         self.part = part
+
+
+class GateNotPassed(TuneloopError):
+    """An evaluation did not pass the promotion gate (exporter/eval_gate.py): nothing was
+    promoted."""
+
+    status_code = 409
+    code = "gate_not_passed"
+    exit_code = 8

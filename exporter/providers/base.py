@@ -59,6 +59,9 @@ class JobInfo:
     finished_at: int | None = None
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     method: str | None = None
+    cost_usd: float | None = None
+    """What the provider says the job cost (Together's `total_price`); None: not reported,
+    then the cost is the trained tokens at the base model's known training price."""
 
     @property
     def done(self) -> bool:

@@ -9,6 +9,9 @@ datasets (`POST /datasets` with `datasetId` and `dataset.userUploaded`, then
 `accounts/{account}/models/{id}`, served by the OpenAI-compatible inference API
 (https://api.fireworks.ai/inference/v1) with FIREWORKS_API_KEY. Fireworks' API has no job
 events, metrics file or servable checkpoints: the interface says so (ProviderUnsupported).
+Nor does a job report the tokens it trained on or a price (its `jobProgress` token counts
+belong to batch inference jobs), so a Fireworks job's training cost stays unknown (None)
+rather than guessed.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from exporter.exportdir import ExportDir
 from exporter.providers.base import (
     Checkpoint,
     JobEvent,
@@ -30,10 +32,9 @@ from exporter.providers.base import (
     LossCurves,
     UploadedFiles,
 )
-from exporter.providers.http_api import AlreadyExists, JsonApi, epoch
+from exporter.providers.http_api import AlreadyExists, HttpTrainer, JsonApi, epoch, servable
 from exporter.providers.serving import ServedModel
-from exporter.providers.together_ft import check_chat_export
-from tuneloop.errors import DatasetError, ProviderError, ProviderUnsupported
+from tuneloop.errors import ProviderError, ProviderUnsupported
 
 KEY_ENV = "FIREWORKS_API_KEY"
 SUCCEEDED = frozenset({"JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED"})
@@ -81,8 +82,10 @@ def model_id(suffix: str | None, seed: str) -> str:
     return f"{stem[:40]}-{seed[:12]}"
 
 
-class FireworksFineTuning:
+class FireworksFineTuning(HttpTrainer):
     name = "fireworks"
+    label = "Fireworks"
+    hyperparameters = HYPERPARAMETERS
 
     def __init__(self, api_key: str, account: str, base_url: str, inference_url: str, *,
                  timeout: float = 60.0, sleep: Callable[[float], None] = time.sleep):
@@ -120,17 +123,6 @@ class FireworksFineTuning:
         return UploadedFiles(self._dataset(training),
                              self._dataset(validation) if validation else None)
 
-    @staticmethod
-    def check(spec: JobSpec) -> None:
-        unknown = sorted(set(spec.hyperparameters) - set(HYPERPARAMETERS))
-        if unknown:
-            raise ProviderUnsupported(
-                f"Fireworks takes {', '.join(HYPERPARAMETERS)} (an absolute learning rate, "
-                f"not OpenAI's multiplier); not {', '.join(unknown)}")
-        if spec.seed is not None:
-            raise ProviderUnsupported("Fireworks' fine-tuning API takes no seed; leave --seed "
-                                      "out with --provider fireworks")
-
     def create(self, files: UploadedFiles, spec: JobSpec) -> JobInfo:
         self.check(spec)
         seed = hashlib.sha256(f"{files.training_file}{time.time_ns()}".encode()).hexdigest()
@@ -142,11 +134,6 @@ class FireworksFineTuning:
             body["evaluationDataset"] = files.validation_file
         return job_info(self.api.call("POST", "/supervisedFineTuningJobs",
                                       "create fine-tuning job", json=body))
-
-    def start(self, export: ExportDir, spec: JobSpec) -> JobInfo:
-        check_chat_export(export, spec, "Fireworks")
-        self.check(spec)
-        return self.create(self.upload(export.train, export.validation), spec)
 
     def retrieve(self, job_id: str) -> JobInfo:
         return job_info(self.api.call("GET", f"/supervisedFineTuningJobs/{job_id}",
@@ -179,9 +166,8 @@ class FireworksFineTuning:
     def deploy(self, job: JobInfo) -> ServedModel:
         """Load the LoRA for serverless serving (already loaded: fine), and say where a route
         reaches it: Fireworks' OpenAI-compatible inference, under the model's full name."""
-        if job.status != "succeeded" or not job.fine_tuned_model:
-            raise DatasetError(f"job {job.id} is {job.status}: it has no model to serve yet")
+        model = servable(job)
         with suppress(AlreadyExists):  # deployed before: fine
-            self.api.call("POST", "/deployedModels", f"deploy {job.fine_tuned_model}",
-                          json={"model": job.fine_tuned_model, "serverless": True})
-        return ServedModel(job.fine_tuned_model, self.inference_url, KEY_ENV)
+            self.api.call("POST", "/deployedModels", f"deploy {model}",
+                          json={"model": model, "serverless": True})
+        return ServedModel(model, self.inference_url, KEY_ENV)

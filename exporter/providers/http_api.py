@@ -1,16 +1,19 @@
-"""A JSON-over-HTTP client for the fine-tuning providers that have no SDK in our venv
-(Together, Fireworks): bearer key, one error translation, and every error names the request
-it tried (method and URL, never the key)."""
+"""What the fine-tuning providers without an SDK in our venv (Together, Fireworks) share: a
+JSON-over-HTTP client (bearer key, one error translation, every error naming the request it
+tried: method and URL, never the key), the checks both make before anything is uploaded, and
+`start` (check, upload, create), so each provider module holds only its own API's shapes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from exporter.providers.base import TransientProviderError
-from tuneloop.errors import NotFound, ProviderError
+from exporter.exportdir import ExportDir
+from exporter.providers.base import JobInfo, JobSpec, TransientProviderError, UploadedFiles
+from tuneloop.errors import DatasetError, NotFound, ProviderError, ProviderUnsupported
 
 Files = Mapping[str, tuple[str, bytes, str]]
 
@@ -93,3 +96,55 @@ def epoch(value: Any) -> int | None:
         return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
     except ValueError:
         return None
+
+
+def check_chat_export(export: ExportDir, spec: JobSpec, provider: str) -> None:
+    """Together and Fireworks train here on chat exports with supervised learning."""
+    if export.format != "chat" or spec.method != "supervised":
+        raise ProviderUnsupported(
+            f"{provider} fine-tuning through tuneloop takes chat exports with supervised "
+            f"training (method sft); {export.path} is a {export.format} export for "
+            f"{spec.method!r}: export with --format chat, or use --provider openai")
+
+
+def check_spec(spec: JobSpec, provider: str, hyperparameters: Iterable[str]) -> None:
+    """Refuse what the provider can't take (other hyperparameters than `hyperparameters`, a
+    seed), before anything is uploaded."""
+    allowed = list(hyperparameters)
+    unknown = sorted(set(spec.hyperparameters) - set(allowed))
+    if unknown:
+        raise ProviderUnsupported(
+            f"{provider} takes {', '.join(allowed)} (an absolute learning rate, not OpenAI's "
+            f"multiplier); not {', '.join(unknown)}")
+    if spec.seed is not None:
+        owner = f"{provider}'" if provider.endswith("s") else f"{provider}'s"
+        raise ProviderUnsupported(f"{owner} fine-tuning API takes no seed; leave --seed "
+                                  f"out with --provider {provider.lower()}")
+
+
+def servable(job: JobInfo) -> str:
+    """The model a finished job made; DatasetError while it has none."""
+    if job.status != "succeeded" or not job.fine_tuned_model:
+        raise DatasetError(f"job {job.id} is {job.status}: it has no model to serve yet")
+    return job.fine_tuned_model
+
+
+class HttpTrainer:
+    """`start` for a provider with `label`, `hyperparameters`, `upload` and `create`."""
+
+    label: str
+    hyperparameters: Iterable[str]
+
+    def upload(self, training: Path, validation: Path | None) -> UploadedFiles:
+        raise NotImplementedError
+
+    def create(self, files: UploadedFiles, spec: JobSpec) -> JobInfo:
+        raise NotImplementedError
+
+    def check(self, spec: JobSpec) -> None:
+        check_spec(spec, self.label, self.hyperparameters)
+
+    def start(self, export: ExportDir, spec: JobSpec) -> JobInfo:
+        check_chat_export(export, spec, self.label)
+        self.check(spec)
+        return self.create(self.upload(export.train, export.validation), spec)

@@ -5,8 +5,11 @@ Its REST API (https://docs.together.ai/reference): `POST /files/upload` (multipa
 `model`, `n_epochs`, `lora`, `suffix`, ...), `GET /fine-tunes/{id}` (`status`: pending, queued,
 running, compressing, uploading, cancel_requested, cancelled, error, completed; the model's
 name in `output_name`), `GET /fine-tunes/{id}/events`, `POST /fine-tunes/{id}/cancel`,
-`GET /fine-tunes`. The fine-tuned LoRA is served by Together's OpenAI-compatible inference
-under the same base URL, with the same key (TOGETHER_API_KEY).
+`GET /fine-tunes`. Once the job's data is tokenized, the job reports `token_count` (the
+tokens billed: epochs x training tokens + evaluations x validation tokens) and `total_price`
+in nanodollars (the together SDK's `finetune_price_to_dollars` divides by 1e9): they fill
+the job's trained tokens and training cost. The fine-tuned LoRA is served by Together's
+OpenAI-compatible inference under the same base URL, with the same key (TOGETHER_API_KEY).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from exporter.exportdir import ExportDir
 from exporter.providers.base import (
     Checkpoint,
     JobEvent,
@@ -24,9 +26,9 @@ from exporter.providers.base import (
     LossCurves,
     UploadedFiles,
 )
-from exporter.providers.http_api import JsonApi, epoch
+from exporter.providers.http_api import HttpTrainer, JsonApi, epoch, servable
 from exporter.providers.serving import ServedModel
-from tuneloop.errors import DatasetError, ProviderError, ProviderUnsupported
+from tuneloop.errors import ProviderError, ProviderUnsupported
 
 KEY_ENV = "TOGETHER_API_KEY"
 STATUS = {"pending": "queued", "queued": "queued", "running": "running",
@@ -35,15 +37,6 @@ STATUS = {"pending": "queued", "queued": "queued", "running": "running",
           "cancelled": "cancelled"}
 EVENT_LEVEL = {"job_error": "error", "job_failed": "error", "warning": "warn"}
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate")
-
-
-def check_chat_export(export: ExportDir, spec: JobSpec, provider: str) -> None:
-    """Together and Fireworks train here on chat exports with supervised learning."""
-    if export.format != "chat" or spec.method != "supervised":
-        raise ProviderUnsupported(
-            f"{provider} fine-tuning through tuneloop takes chat exports with supervised "
-            f"training (method sft); {export.path} is a {export.format} export for "
-            f"{spec.method!r}: export with --format chat, or use --provider openai")
 
 
 def _event_id(index: int) -> str:
@@ -68,6 +61,16 @@ def _event(index: int, item: Mapping[str, Any]) -> JobEvent:
                     message=str(item.get("message") or kind), type=kind or None, data=data)
 
 
+NANODOLLARS = 1e9
+
+
+def _count(value: Any) -> float | None:
+    """A figure Together reports (0 until the data is tokenized: not reported yet)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
 def job_info(job: Mapping[str, Any]) -> JobInfo:
     raw = str(job.get("status") or "")
     status = STATUS.get(raw, raw)
@@ -82,19 +85,23 @@ def job_info(job: Mapping[str, Any]) -> JobInfo:
     if job.get("lora") is not None:
         hyper["lora"] = job["lora"]
     output = job.get("output_name") or job.get("model_output_name")
+    tokens, price = _count(job.get("token_count")), _count(job.get("total_price"))
     return JobInfo(
         id=str(job["id"]), status=status, base_model=str(job.get("model") or ""),
         fine_tuned_model=str(output) if output and status == "succeeded" else None,
         training_file=job.get("training_file"), validation_file=job.get("validation_file"),
-        trained_tokens=job.get("trained_tokens"), error=error,
+        trained_tokens=None if tokens is None else int(tokens), error=error,
+        cost_usd=None if price is None else price / NANODOLLARS,
         created_at=epoch(job.get("created_at")),
         finished_at=epoch(job.get("updated_at")) if status in ("succeeded", "failed",
                                                                "cancelled") else None,
         hyperparameters=hyper, method="supervised")
 
 
-class TogetherFineTuning:
+class TogetherFineTuning(HttpTrainer):
     name = "together"
+    label = "Together"
+    hyperparameters = HYPERPARAMETERS
 
     def __init__(self, api_key: str, base_url: str, *, timeout: float = 60.0):
         self.base_url = base_url.rstrip("/")
@@ -112,18 +119,6 @@ class TogetherFineTuning:
 
         return UploadedFiles(send(training), send(validation) if validation else None)
 
-    @staticmethod
-    def check(spec: JobSpec) -> None:
-        """Refuse what Together can't take, before anything is uploaded."""
-        unknown = sorted(set(spec.hyperparameters) - set(HYPERPARAMETERS))
-        if unknown:
-            raise ProviderUnsupported(
-                f"Together takes {', '.join(HYPERPARAMETERS)} (an absolute learning rate, not "
-                f"OpenAI's multiplier); not {', '.join(unknown)}")
-        if spec.seed is not None:
-            raise ProviderUnsupported("Together's fine-tuning API takes no seed; leave --seed "
-                                      "out with --provider together")
-
     def create(self, files: UploadedFiles, spec: JobSpec) -> JobInfo:
         self.check(spec)
         body: dict[str, Any] = {"training_file": files.training_file, "model": spec.base_model,
@@ -134,11 +129,6 @@ class TogetherFineTuning:
             body["suffix"] = spec.suffix
         return job_info(self.api.call("POST", "/fine-tunes", "create fine-tuning job",
                                       json=body))
-
-    def start(self, export: ExportDir, spec: JobSpec) -> JobInfo:
-        check_chat_export(export, spec, "Together")
-        self.check(spec)
-        return self.create(self.upload(export.train, export.validation), spec)
 
     def retrieve(self, job_id: str) -> JobInfo:
         return job_info(self.api.call("GET", f"/fine-tunes/{job_id}", f"job {job_id}"))
@@ -174,6 +164,4 @@ class TogetherFineTuning:
 
     def deploy(self, job: JobInfo) -> ServedModel:
         """A LoRA's `output_name` is served by Together's OpenAI-compatible inference."""
-        if job.status != "succeeded" or not job.fine_tuned_model:
-            raise DatasetError(f"job {job.id} is {job.status}: it has no model to serve yet")
-        return ServedModel(job.fine_tuned_model, self.base_url, KEY_ENV)
+        return ServedModel(servable(job), self.base_url, KEY_ENV)

@@ -9,7 +9,8 @@
   max_bytes?}` (the candidate shown, if discovery still offers it: 409 if not) or
   `{name, parts, alias?}` freezes the next version of `name` (201); share, tokens and sample
   size are the server's (proxy/admin/template_bodies.py);
-- `GET /admin/templates?alias=` (reviewer): every frozen version; `GET /admin/templates/{ref}`
+- `GET /admin/templates?alias=&limit=&offset=` (reviewer): the frozen versions, a page of at
+  most 200 with `next_offset` (null on the last page); `GET /admin/templates/{ref}`
   (reviewer): one, by `name-vN` or `name` (the newest).
 """
 
@@ -59,6 +60,9 @@ from tuneloop.prompt_discovery import (
     token_counter,
 )
 from tuneloop.prompt_template import PromptTemplate, check_name
+
+PAGE = 200  # frozen templates per page of `GET /admin/templates`
+MIN_MATCHED = 10  # requests a candidate must match to be frozen: not one user's text
 
 
 async def _read_sample(ctx: ProxyContext, alias: str, limit: int, max_bytes: int,
@@ -127,6 +131,12 @@ async def _from_candidate(ctx: ProxyContext, body: FreezeBody) -> dict[str, Any]
             f"candidate {body.candidate} is no longer offered for {body.alias} (the traffic "
             f"changed since it was shown; offered now: {offered}): list the candidates again "
             "and freeze one of those", code="candidate_not_offered")
+    if chosen["matched"] < MIN_MATCHED:
+        raise Conflict(
+            f"candidate {body.candidate} matches {chosen['matched']} requests of {body.alias}; "
+            f"a template is frozen from at least {MIN_MATCHED}: text fewer requests share "
+            "could be one user's (and `tuneloop forget` leaves templates alone)",
+            code="too_few_requests")
     return {"name": body.name, "parts": chosen["parts"], "alias": body.alias,
             "share": chosen["share"], "tokens": chosen["tokens"],
             "sample_size": found["sample"][chosen["kind"]]}
@@ -155,8 +165,14 @@ async def freeze(request: Request) -> Response:
 
 async def list_all(request: Request) -> Response:
     ctx = authorize(request, Role.REVIEWER)
-    alias = text_param(request.query_params, "alias")
-    return json_response({"items": await ctx.db.read(lambda con: list_templates(con, alias))})
+    params = request.query_params
+    alias = text_param(params, "alias")
+    limit = int_param(params, "limit", default=PAGE, low=1, high=PAGE)
+    offset = int_param(params, "offset", default=0, low=0, high=2**62)
+    assert limit is not None and offset is not None
+    items = await ctx.db.read(lambda con: list_templates(con, alias, limit + 1, offset))
+    more = len(items) > limit
+    return json_response({"items": items[:limit], "next_offset": offset + limit if more else None})
 
 
 async def get_one(request: Request) -> Response:

@@ -18,7 +18,6 @@ The output model answers chat only once deployed (``POST .../deployedModels``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,8 +26,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import openai_chat
-from .common import Call, FakeApp, FakeStateBase, RawHeaders, endpoint, health, json_response
+from .common import Call, FakeApp, FakeStateBase, health, json_response
 from .together_finetune import file_problem
+from .trainer_common import keyed_routes, read_job, stamp
 
 BASE_MODELS = ("accounts/fireworks/models/llama-v3p1-8b-instruct",
                "accounts/fireworks/models/qwen3-8b")
@@ -46,10 +46,6 @@ def error_body(status: int, message: str | None) -> dict[str, Any]:
 
 def error(status: int, message: str) -> Response:
     return json_response(error_body(status, message), status)
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass
@@ -90,7 +86,7 @@ def tick(job: SftJob) -> None:
     else:
         job.state = STATES[min(job.ticks, len(STATES) - 1)]
     if job.state in TERMINAL:
-        job.completed = _stamp()
+        job.completed = stamp()
 
 
 def _account(call: Call, state: FakeFireworksState) -> Response | None:
@@ -107,7 +103,7 @@ async def create_dataset(call: Call, state: FakeFireworksState) -> Response:
         return error(409, f"dataset {dataset_id} already exists")
     name = f"accounts/{state.account}/datasets/{dataset_id}"
     state.datasets[dataset_id] = {**body["dataset"], "name": name, "state": "UPLOADING",
-                                  "createTime": _stamp(), "content": b""}
+                                  "createTime": stamp(), "content": b""}
     return json_response(_public(state.datasets[dataset_id]))
 
 
@@ -149,7 +145,7 @@ async def create_job(call: Call, state: FakeFireworksState) -> Response:
         datasets.append(dataset)
     job_id = state.next_id("", 16)
     job = SftJob(f"accounts/{state.account}/supervisedFineTuningJobs/{job_id}", dict(body),
-                 file_problem(datasets[0]["content"]), _stamp())
+                 file_problem(datasets[0]["content"]), stamp())
     state.jobs[job_id] = job
     return json_response(job.to_json())
 
@@ -161,11 +157,8 @@ def _job(call: Call, state: FakeFireworksState) -> SftJob | Response:
 
 async def get_job(call: Call, state: FakeFireworksState) -> Response:
     job = _job(call, state)
-    if isinstance(job, Response):
-        return job
-    if job.state not in TERMINAL:
-        tick(job)
-    return json_response(job.to_json())
+    job = read_job(job, isinstance(job, Response) or job.state in TERMINAL, tick)
+    return job if isinstance(job, Response) else json_response(job.to_json())
 
 
 async def list_jobs(call: Call, state: FakeFireworksState) -> Response:
@@ -180,7 +173,7 @@ async def cancel_job(call: Call, state: FakeFireworksState) -> Response:
         return job
     if job.state in TERMINAL:
         return error(400, f"job is {job.state}")
-    job.state, job.completed = "JOB_STATE_CANCELLED", _stamp()
+    job.state, job.completed = "JOB_STATE_CANCELLED", stamp()
     return json_response({})
 
 
@@ -195,7 +188,7 @@ async def deploy_model(call: Call, state: FakeFireworksState) -> Response:
     state.deployed.add(model)
     return json_response({"name": f"accounts/{state.account}/deployedModels/{len(state.deployed)}",
                           "model": model, "serverless": bool(call.data.get("serverless")),
-                          "state": "DEPLOYED", "createTime": _stamp()})
+                          "state": "DEPLOYED", "createTime": stamp()})
 
 
 async def chat_completions(call: Call, state: FakeFireworksState) -> Response:
@@ -208,23 +201,19 @@ async def chat_completions(call: Call, state: FakeFireworksState) -> Response:
     return await openai_chat.chat_completions(call, state)
 
 
-def authorized(state: FakeFireworksState, handler: Any, control: bool) -> Any:
-    async def run(call: Call) -> Response:
-        if call.request.headers.get("authorization") != f"Bearer {state.api_key}":
-            return error(401, "unauthenticated: invalid API key")
-        if control and (refused := _account(call, state)) is not None:
-            return refused
-        return await handler(call, state)
+def unkeyed(call: Call, state: FakeFireworksState) -> Response | None:
+    if call.request.headers.get("authorization") != f"Bearer {state.api_key}":
+        return error(401, "unauthenticated: invalid API key")
+    return None
 
-    return run
+
+def refused(call: Call, state: FakeFireworksState) -> Response | None:
+    """The control plane also needs the account to be the key's."""
+    return unkeyed(call, state) or _account(call, state)
 
 
 def create_app(state: FakeFireworksState | None = None) -> Starlette:
     state = state if state is not None else FakeFireworksState()
-
-    def headers() -> RawHeaders:
-        return []
-
     root = "/v1/accounts/{account}"
     table = ((f"{root}/datasets", create_dataset, ["POST"]),
              (f"{root}/datasets/{{dataset_id}}:upload", upload_dataset, ["POST"]),
@@ -234,12 +223,9 @@ def create_app(state: FakeFireworksState | None = None) -> Starlette:
              (f"{root}/supervisedFineTuningJobs/{{job_id}}:cancel", cancel_job, ["POST"]),
              (f"{root}/supervisedFineTuningJobs/{{job_id}}", get_job, ["GET"]),
              (f"{root}/deployedModels", deploy_model, ["POST"]))
-    routes = [Route(path, endpoint(state, authorized(state, handler, True), error_body,
-                                   headers), methods=methods)
-              for path, handler, methods in table]
-    routes.append(Route("/inference/v1/chat/completions",
-                        endpoint(state, authorized(state, chat_completions, False), error_body,
-                                 headers), methods=["POST"]))
+    routes = keyed_routes(state, table, error_body, refused)
+    routes += keyed_routes(state, [("/inference/v1/chat/completions", chat_completions,
+                                    ["POST"])], error_body, unkeyed)
     app = FakeApp([Route("/health", health, methods=["GET"]), *routes])
     app.state.fake = state
     return app

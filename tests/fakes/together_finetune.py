@@ -17,7 +17,6 @@ puts it in ``cancel_requested``, then ``cancelled`` at the next read; and every 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,12 +26,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import openai_chat
-from .common import Call, FakeApp, FakeStateBase, RawHeaders, endpoint, health, json_response
+from .common import Call, FakeApp, FakeStateBase, health, json_response
+from .trainer_common import keyed_routes, read_job, stamp
 
 ACCOUNT = "tuneloop-fake"
 BASE_MODELS = ("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "Qwen/Qwen3-8B")
 TRAIN_STEPS = 3
 TERMINAL = ("completed", "error", "cancelled")
+PRICE_PER_TOKEN = 480  # nanodollars: $0.48 per 1M tokens
 
 
 def error_body(status: int, message: str | None) -> dict[str, Any]:
@@ -67,8 +68,12 @@ class TogetherJob:
                 "training_file": self.training_file, "validation_file": self.validation_file,
                 "n_epochs": self.n_epochs, "lora": self.lora, "suffix": self.suffix,
                 "output_name": self.output_name, "created_at": self.created_at,
-                "updated_at": self.created_at, "token_count": 1000,
-                "events": list(self.events)}
+                "updated_at": self.created_at, "token_count": self.tokens(),
+                "total_price": self.tokens() * PRICE_PER_TOKEN, "events": list(self.events)}
+
+    def tokens(self) -> int:
+        """Billed tokens, known once the data is tokenized (after queueing)."""
+        return 0 if self.status in ("pending", "queued") else 1000 * self.n_epochs
 
 
 @dataclass
@@ -82,12 +87,8 @@ class FakeTogetherState(FakeStateBase):
         return set(BASE_MODELS) | done
 
 
-def _stamp() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
 def event(job: TogetherJob, kind: str, message: str, **data: Any) -> None:
-    job.events.append({"object": "fine-tune-event", "created_at": _stamp(), "type": kind,
+    job.events.append({"object": "fine-tune-event", "created_at": stamp(), "type": kind,
                        "message": message, "level": None, **data})
 
 
@@ -172,7 +173,7 @@ async def create_job(call: Call, state: FakeTogetherState) -> Response:
         training_file=body["training_file"], validation_file=body.get("validation_file"),
         suffix=suffix, n_epochs=int(body.get("n_epochs") or 1), lora=bool(body.get("lora")),
         output_name=f"{ACCOUNT}/{base}-{suffix + '-' if suffix else ''}{code}",
-        created_at=_stamp(), problem=file_problem(state.files[body["training_file"]]))
+        created_at=stamp(), problem=file_problem(state.files[body["training_file"]]))
     event(job, "job_pending", "Fine tune request created")
     state.jobs[job.id] = job
     return json_response(job.to_json())
@@ -186,11 +187,8 @@ def _job(call: Call, state: FakeTogetherState) -> TogetherJob | Response:
 
 async def retrieve_job(call: Call, state: FakeTogetherState) -> Response:
     job = _job(call, state)
-    if isinstance(job, Response):
-        return job
-    if job.status not in TERMINAL:
-        tick(job)
-    return json_response(job.to_json())
+    job = read_job(job, isinstance(job, Response) or job.status in TERMINAL, tick)
+    return job if isinstance(job, Response) else json_response(job.to_json())
 
 
 async def list_jobs(call: Call, state: FakeTogetherState) -> Response:
@@ -220,21 +218,14 @@ async def chat_completions(call: Call, state: FakeTogetherState) -> Response:
     return await openai_chat.chat_completions(call, state)
 
 
-def authorized(state: FakeTogetherState, handler: Any) -> Any:
-    async def run(call: Call) -> Response:
-        if call.request.headers.get("authorization") != f"Bearer {state.api_key}":
-            return error(401, "Invalid API key provided")
-        return await handler(call, state)
-
-    return run
+def refused(call: Call, state: FakeTogetherState) -> Response | None:
+    if call.request.headers.get("authorization") != f"Bearer {state.api_key}":
+        return error(401, "Invalid API key provided")
+    return None
 
 
 def create_app(state: FakeTogetherState | None = None) -> Starlette:
     state = state if state is not None else FakeTogetherState()
-
-    def headers() -> RawHeaders:
-        return []
-
     table = (("/v1/files/upload", upload_file, ["POST"]),
              ("/v1/fine-tunes", create_job, ["POST"]),
              ("/v1/fine-tunes", list_jobs, ["GET"]),
@@ -242,8 +233,7 @@ def create_app(state: FakeTogetherState | None = None) -> Starlette:
              ("/v1/fine-tunes/{job_id}/events", list_events, ["GET"]),
              ("/v1/fine-tunes/{job_id}/cancel", cancel_job, ["POST"]),
              ("/v1/chat/completions", chat_completions, ["POST"]))
-    routes = [Route(path, endpoint(state, authorized(state, handler), error_body, headers),
-                    methods=methods) for path, handler, methods in table]
+    routes = keyed_routes(state, table, error_body, refused)
     app = FakeApp([Route("/health", health, methods=["GET"]), *routes])
     app.state.fake = state
     return app

@@ -1,6 +1,8 @@
 """`tuneloop jobs checkpoints JOB`: a job's checkpoints with their validation loss, beside
 their evaluation scores; with `--dataset`, evaluate the last `--checkpoints K` of them against
-`--baseline`, and with `--promote ALIAS`, route the best one (see exporter/checkpoints.py)."""
+`--baseline`, and with `--promote ALIAS`, route the best one as a canary when it passes the
+same gate as `tuneloop cycle` (exporter/eval_gate.py); when it does not, nothing is routed
+and the command exits with 8 (see exporter/checkpoints.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ from typing import Any
 
 import click
 
+from exporter.eval_gate import MAX_ERROR_SHARE, MIN_DECIDED, MIN_DISCORDANT
 from tuneloop.commands.common import api_option, domain_errors, make_client, settings_from
 from tuneloop.commands.evaluate import proxy_api_key
-from tuneloop.errors import ConfigError, NotFound
+from tuneloop.errors import ConfigError, GateNotPassed, NotFound
 
 
 @click.command("checkpoints")
@@ -31,9 +34,26 @@ from tuneloop.errors import ConfigError, NotFound
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Evaluate only the first N validation examples.")
 @click.option("--promote", "alias", default=None,
-              help="Route the best checkpoint on this alias (admin token).")
-@click.option("--canary", type=click.FloatRange(0, 100, min_open=True), default=100.0,
-              show_default=True, help="With --promote: the best checkpoint's share.")
+              help="Route the best checkpoint on this alias (admin token) if it passes the "
+                   "gate (as `tuneloop cycle`'s [evaluate]).")
+@click.option("--canary", type=click.FloatRange(0, 100, min_open=True), default=None,
+              help="With --promote: the best checkpoint's share [default: 10, as [canary] "
+                   "percent].")
+@click.option("--full", is_flag=True,
+              help="With --promote: route all the alias's traffic to it (no canary).")
+@click.option("--margin", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="The gate: the margin's lower confidence bound must reach this.")
+@click.option("--confidence", type=click.FloatRange(0.5, 1, min_open=True, max_open=True),
+              default=0.95, show_default=True,
+              help="Of the intervals, for the K checkpoints together (Bonferroni).")
+@click.option("--min-decided", type=click.IntRange(0), default=MIN_DECIDED, show_default=True,
+              help="The gate, judge scorer: decided pairs (wins + losses) needed.")
+@click.option("--min-discordant", type=click.IntRange(0), default=MIN_DISCORDANT,
+              show_default=True,
+              help="The gate, other scorers: examples the two models scored differently.")
+@click.option("--max-error-share", type=click.FloatRange(0, 1), default=MAX_ERROR_SHARE,
+              show_default=True,
+              help="The gate: the largest share of examples with a failed request.")
 @click.option("--api-key-env", default=None,
               help="Variable holding the key the proxy expects [default OPENAI_API_KEY].")
 @click.option("--json", "as_json", is_flag=True)
@@ -42,7 +62,9 @@ from tuneloop.errors import ConfigError, NotFound
 @domain_errors
 def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: Path | None,
                 baseline: str | None, scorer: str, judge_model: str | None,
-                rubric: Path | None, limit: int | None, alias: str | None, canary: float,
+                rubric: Path | None, limit: int | None, alias: str | None,
+                canary: float | None, full: bool, margin: float, confidence: float,
+                min_decided: int, min_discordant: int, max_error_share: float,
                 api_key_env: str | None, as_json: bool, api: str | None) -> None:
     """A job's checkpoints: validation loss and evaluation scores; evaluate, promote the best."""
     from exporter.checkpoints import (
@@ -52,6 +74,8 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
         render_checkpoints,
         stored_evaluations,
     )
+    from exporter.cycle_config import CanaryConfig
+    from exporter.eval_gate import GateRules, gate_decision
     from exporter.evaluate import EvalOptions
     from exporter.judge import load_rubric
 
@@ -60,28 +84,41 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
     if alias is not None and export_dir is None:
         raise ConfigError("--promote needs --dataset and --baseline: the best checkpoint is "
                           "the one that evaluates best")
+    if full and canary is not None:
+        raise ConfigError("--full and --canary are exclusive: --full routes all the traffic")
+    share = 100.0 if full else canary if canary is not None else CanaryConfig().percent
+    rules = GateRules(margin, "lower_bound", min_decided, min_discordant, max_error_share)
     with make_client(ctx, api) as client:
         found = last_checkpoints(_job_provider(ctx, client, job_id), job_id, last)
         if export_dir is not None and baseline is not None:
             options = EvalOptions(found[-1].model, baseline, scorer=scorer, limit=limit,
-                                  judge_model=judge_model, rubric=load_rubric(rubric))
+                                  judge_model=judge_model, rubric=load_rubric(rubric),
+                                  confidence=confidence)
             key = proxy_api_key(settings_from(ctx), api_key_env)
             results = evaluate_checkpoints(client, found, export_dir, options, api_key=key)
         else:
             results = stored_evaluations(found, client.eval_runs(limit=1000))
         scored = [r for r in results if r.margin is not None]
         best = best_checkpoint(scored) if scored else None
-        promoted = None
-        if alias is not None and best is not None:
-            promoted = client.promote(alias, best.checkpoint.model, canary=canary)
+        promoted = decision = None
+        if alias is not None and best is not None and best.report is not None:
+            decision = gate_decision(best.report, rules)
+            if decision.passed:
+                promoted = client.promote(alias, best.checkpoint.model, canary=share)
+    gate = None if decision is None else {"passed": decision.passed,
+                                          "reasons": decision.reasons}
     if as_json:
         click.echo(json.dumps({"job": job_id, "checkpoints": [r.to_json() for r in results],
                                "best": None if best is None else best.to_json(),
-                               "promoted": promoted}, indent=2))
-        return
-    click.echo(render_checkpoints(results, best))
-    if promoted is not None and best is not None:
-        kind = "fully" if canary >= 100 else f"as a {canary:g}% canary"
+                               "gate": gate, "promoted": promoted}, indent=2))
+    else:
+        click.echo(render_checkpoints(results, best))
+    if decision is not None and best is not None and not decision.passed:
+        raise GateNotPassed(f"not promoted: the best checkpoint {best.checkpoint.model} (step "
+                            f"{best.checkpoint.step}) did not pass the gate: "
+                            + "; ".join(decision.reasons))
+    if promoted is not None and best is not None and not as_json:
+        kind = "fully" if share >= 100 else f"as a {share:g}% canary"
         click.echo(f"promoted {best.checkpoint.model} (step {best.checkpoint.step}) {kind} "
                    f"on {alias}")
 

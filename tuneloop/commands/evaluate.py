@@ -39,6 +39,9 @@ from tuneloop.errors import ConfigError
                    "[default: a general rubric].")
 @click.option("--confidence", type=click.FloatRange(0.5, 1, min_open=True, max_open=True),
               default=0.95, show_default=True, help="Of the scores' intervals.")
+@click.option("--margin", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="The gate shown under the report (as the cycle's [evaluate] margin; "
+                   "its other settings at their defaults).")
 @click.option("--api-key-env", default=None,
               help="Variable holding the key the proxy expects [default OPENAI_API_KEY; "
                    "none: the proxy's own upstream key].")
@@ -49,9 +52,10 @@ from tuneloop.errors import ConfigError
 def evaluate(ctx: click.Context, export_dir: Path, candidate: str, baseline: str, scorer: str,
              threshold: float, metric: str | None, concurrency: int, retries: int,
              limit: int | None, max_tokens: int | None, judge_model: str | None,
-             rubric: Path | None, confidence: float, api_key_env: str | None,
+             rubric: Path | None, confidence: float, margin: float, api_key_env: str | None,
              as_json: bool, api: str | None) -> None:
     """Compare a candidate model with a baseline on an export's validation set."""
+    from exporter.eval_gate import GateRules, gate_decision
     from exporter.evaluate import EvalOptions
     from exporter.evaluate import evaluate as run_evaluation
     from exporter.judge import load_rubric
@@ -63,7 +67,14 @@ def evaluate(ctx: click.Context, export_dir: Path, candidate: str, baseline: str
     with make_client(ctx, api) as client:
         report = run_evaluation(client, export_dir, options,
                                 api_key=proxy_api_key(settings_from(ctx), api_key_env))
-    click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.render())
+    rules = GateRules(margin)
+    decision = gate_decision(report, rules)
+    if as_json:
+        click.echo(json.dumps({**report.to_json(), "gate": {"passed": decision.passed,
+                                                            "reasons": decision.reasons}},
+                              indent=2))
+    else:
+        click.echo(report.render() + "\n  " + decision.render(rules))
 
 
 def proxy_api_key(settings: Settings, api_key_env: str | None) -> str | None:

@@ -137,15 +137,15 @@ def jobs() -> None:
 @click.pass_context
 def jobs_list(ctx: click.Context, status: str | None, limit: int, refresh: bool,
               as_json: bool, api: str | None) -> None:
-    """The recorded jobs, newest first (each refreshed at the provider it runs at)."""
-    from exporter.finetune import refresh_job
-    from exporter.providers.base import TERMINAL
+    """The recorded jobs, newest first (each refreshed at the provider it runs at; a provider
+    that cannot be reached, e.g. without its key, is skipped and named, the rest refreshed)."""
 
     def body(client: Any) -> None:
         found = client.jobs(status=status, limit=limit)["jobs"]
         if refresh:
-            found = [refresh_job(client, j["id"], _provider(ctx, None, j))
-                     if j["status"] not in TERMINAL else j for j in found]
+            found, skipped = _refreshed(ctx, client, found)
+            for line in skipped:
+                Console(stderr=True).print(line, highlight=False, markup=False)
         if as_json:
             click.echo(json.dumps(found, indent=2))
             return
@@ -156,6 +156,43 @@ def jobs_list(ctx: click.Context, status: str | None, limit: int, refresh: bool,
                                 "created", "provider"), rows))
 
     _run(ctx, api, body)
+
+
+def _refreshed(ctx: click.Context, client: Any, found: list[dict[str, Any]]
+               ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The unfinished jobs refreshed at their providers, and a line per provider that could
+    not be built (a missing key or account) or job that could not be refreshed."""
+    from exporter.finetune import refresh_job
+    from exporter.providers.base import TERMINAL
+    from tuneloop.errors import ConfigError, ProviderError
+
+    providers: dict[str, Any] = {}
+    refused: dict[str, tuple[str, list[str]]] = {}
+    problems: list[str] = []
+    out = []
+    for job in found:
+        name = str(job.get("provider") or "openai")
+        if job["status"] in TERMINAL:
+            out.append(job)
+            continue
+        if name not in providers and name not in refused:
+            try:
+                providers[name] = _provider(ctx, None, job)
+            except ConfigError as exc:
+                refused[name] = (exc.message, [])
+        if name in refused:
+            refused[name][1].append(job["id"])
+            out.append(job)
+            continue
+        try:
+            out.append(refresh_job(client, job["id"], providers[name]))
+        except ProviderError as exc:
+            problems.append(f"not refreshed: job {job['id']} at {name}: {exc.message}")
+            out.append(job)
+    lines = [f"skipped {name} ({len(ids)} unfinished job{'s' * (len(ids) != 1)}: "
+             f"{', '.join(ids)}; shown as last recorded): {why}"
+             for name, (why, ids) in refused.items()]
+    return out, lines + problems
 
 
 def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -42,6 +42,11 @@ def _print_candidates(found: dict[str, Any]) -> None:
     click.echo(f"{found['alias']}: {sample['chat']} chat and {sample['legacy']} legacy requests "
                f"sampled, parts shared by >= {100 * found['threshold']:g}% "
                f"(tokens: {found['tokenizer_model']})")
+    read = found.get("read") or {}
+    if read.get("over_budget") or read.get("too_large"):
+        click.echo(f"note: {read.get('over_budget', 0)} older requests left out (over the "
+                   f"{read.get('max_bytes', 0) // 2**20} MiB read budget), "
+                   f"{read.get('too_large', 0)} over 1 MiB each")
     if not found["candidates"]:
         click.echo("no shared prompt parts found")
     for candidate in found["candidates"]:
@@ -70,6 +75,8 @@ def _print_frozen(items: list[dict[str, Any]]) -> None:
               help="Newest production requests to sample  [default: 2000].")
 @click.option("--threshold", type=click.FloatRange(0.5, 1.0), default=None,
               help="Share of requests a part must be in  [default: 0.8].")
+@click.option("--max-bytes", type=click.IntRange(1, 64 * 2**20), default=None,
+              help="Request bytes discovery may read, newest first  [default: 16 MiB].")
 @click.option("--freeze", "freeze_name", default=None, metavar="NAME",
               help="Freeze a candidate as the next version of NAME (admin token).")
 @click.option("--candidate", default=None, metavar="ID",
@@ -82,6 +89,7 @@ def _print_frozen(items: list[dict[str, Any]]) -> None:
 @click.pass_context
 @domain_errors
 def templates(ctx: click.Context, alias: str | None, limit: int | None, threshold: float | None,
+              max_bytes: int | None,
               freeze_name: str | None, candidate: str | None, show_ref: str | None, as_json: bool,
               api: str | None) -> None:
     """Templates from traffic: with --alias, the prompt parts most of its requests share (and
@@ -97,7 +105,8 @@ def templates(ctx: click.Context, alias: str | None, limit: int | None, threshol
             click.echo(json.dumps(items, indent=2)) if as_json else _print_frozen(items)
             return
         if freeze_name is None:
-            found = client.template_candidates(alias, limit=limit, threshold=threshold)
+            found = client.template_candidates(alias, limit=limit, threshold=threshold,
+                                               max_bytes=max_bytes)
             if as_json:
                 click.echo(json.dumps(found, indent=2, ensure_ascii=False))
                 return
@@ -111,7 +120,7 @@ def templates(ctx: click.Context, alias: str | None, limit: int | None, threshol
             raise BadRequest("--freeze needs --candidate ID (the id listed by `tuneloop "
                              f"templates --alias {alias}`)", param="candidate")
         item = client.freeze_template(freeze_name, alias=alias, candidate=candidate,
-                                      limit=limit, threshold=threshold)
+                                      limit=limit, threshold=threshold, max_bytes=max_bytes)
     if as_json:
         click.echo(json.dumps(item, indent=2, ensure_ascii=False))
     else:

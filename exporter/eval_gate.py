@@ -1,0 +1,81 @@
+"""The evaluation gate: whether an evaluation report lets its candidate be promoted, and why
+not. One function for every door a candidate can go through (`tuneloop cycle`'s evaluate step,
+`tuneloop jobs checkpoints --promote`), so none of them promotes a model another would refuse.
+
+The candidate passes when all of these hold:
+- the margin's lower confidence bound (the point margin with `gate = "point"`) is above 0 and
+  at least `margin`;
+- at most `max_error_share` of the examples have a failed request on either side (judge: a
+  failed judgement too); failures are no evidence either way, and many of them hide the rest;
+- judge: at least `min_decided` pairs were decided (a win or a loss; ties and errors are not);
+- other scorers: at least `min_discordant` examples where the two models scored differently,
+  and for 0/1 scores of a mean or accuracy, the exact McNemar test agrees: the Clopper-Pearson
+  lower bound of P(candidate better | discordant) is above 1/2 (a bootstrap of a handful of
+  discordant examples is too optimistic; not with `gate = "point"`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # light to import: the CLI reads the defaults before any evaluation
+    from exporter.eval_report import EvalReport
+
+MIN_DECIDED = 10
+MIN_DISCORDANT = 10
+MAX_ERROR_SHARE = 0.1
+
+
+@dataclass(frozen=True)
+class GateRules:
+    margin: float = 0.0
+    gate: str = "lower_bound"  # lower_bound | point
+    min_decided: int = MIN_DECIDED
+    min_discordant: int = MIN_DISCORDANT
+    max_error_share: float = MAX_ERROR_SHARE
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    decided_on: float | None  # the number compared with the margin
+    reasons: list[str] = field(default_factory=list)  # why not (empty when passed)
+
+    def render(self, rules: GateRules) -> str:
+        head = f"gate ({rules.gate}, margin {rules.margin:g}): "
+        return head + ("passed" if self.passed else "not passed: " + "; ".join(self.reasons))
+
+
+def gate_decision(report: EvalReport, rules: GateRules) -> GateDecision:
+    decided_on = report.margin if rules.gate == "point" else report.margin_lower
+    reasons = []
+    what = "margin" if rules.gate == "point" else "the margin's lower confidence bound"
+    if decided_on is None:
+        reasons.append("no margin interval (no examples)")
+    elif decided_on <= 0 or decided_on < rules.margin:
+        reasons.append(f"{what} {decided_on:+.4f} is not above 0 and at least "
+                       f"{rules.margin:g}")
+    if report.pairwise is not None:
+        p = report.pairwise
+        share = p.get("error_share", 0.0)
+        if share > rules.max_error_share:
+            reasons.append(f"{p['errors']} of {p.get('pairs', report.examples)} pairs are "
+                           f"errors ({share:.1%} > max_error_share {rules.max_error_share:.1%})")
+        if p["decided"] < rules.min_decided:
+            reasons.append(f"only {p['decided']} decided pairs (wins + losses), fewer than "
+                           f"min_decided {rules.min_decided}")
+    if report.paired is not None:
+        q = report.paired
+        if q["error_share"] > rules.max_error_share:
+            reasons.append(f"{q['failed']} of {report.examples} examples have a failed request "
+                           f"({q['error_share']:.1%} > max_error_share "
+                           f"{rules.max_error_share:.1%})")
+        if q["discordant"] < rules.min_discordant:
+            reasons.append(f"only {q['discordant']} discordant examples (scored differently), "
+                           f"fewer than min_discordant {rules.min_discordant}")
+        if rules.gate != "point" and q.get("interval") is not None and q["interval"][0] <= 0.5:
+            reasons.append(f"the exact McNemar test does not favour the candidate "
+                           f"({q['candidate_better']} better, {q['baseline_better']} worse, "
+                           f"p = {q['p_value']:.4g})")
+    return GateDecision(not reasons, decided_on, reasons)
