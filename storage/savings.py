@@ -40,6 +40,13 @@ def _day(day_number: int) -> str:
 
 def _cached_sql(con: Connection) -> str:
     d = dialect_of(con)
+    if d.name == "postgres":
+        # a `json` column is text, and each JSON path function parses all of it again (4x
+        # slower reads at 1M rows): a pattern over the text finds the one key instead. Inside
+        # a string value the quotes are escaped (`\"cached_tokens\":`), so answer text cannot
+        # pose as the count.
+        return ("coalesce(CAST(substring(CAST(response AS TEXT) FROM "
+                "'\"cached_tokens\":\\s*([0-9]{1,9})') AS BIGINT), 0)")
     chat = d.try_integer(d.json_text_at("response", ("usage", "prompt_tokens_details",
                                                      "cached_tokens")))
     responses = d.try_integer(d.json_text_at("response", ("usage", "input_tokens_details",

@@ -209,13 +209,17 @@ def test_usage_sums_the_cached_prompt_tokens(store: str) -> None:
             _row(2, 0, "m", prompt=1000, response=cached(300, "input_tokens_details")),
             _row(3, 0, "m", prompt=100, response=cached(5000)),  # at most the prompt
             _row(4, 0, "m", prompt=100, response=cached("x")),  # not a number: none
-            _row(5, 0, "m", prompt=100)]
+            _row(5, 0, "m", prompt=100),
+            # an answer that quotes the key is not a count
+            _row(6, 0, "m", prompt=100, response=orjson.dumps({
+                "choices": [{"message": {"content": 'say "cached_tokens": 99'}}],
+                "usage": {"prompt_tokens_details": {"cached_tokens": 7}}}).decode())]
     with connected(store) as con:
         insert_interactions(con, to_arrow(rows))
         found = target_usage(con, NOW - timedelta(days=1), NOW + timedelta(seconds=1),
                              by_day=False)
     assert [(r["requests"], r["prompt_tokens"], r["cached_tokens"]) for r in found] == [
-        (5, 2300, 1000)]
+        (6, 2400, 1007)]
 
 
 def test_the_baseline_and_the_training_cost() -> None:
