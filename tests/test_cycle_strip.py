@@ -30,12 +30,12 @@ def sent(proxy: ProxyServer, model: str, since: int) -> list[dict[str, Any]]:
 def test_a_cycle_trained_without_the_template_canaries_with_its_strip(
         proxy: ProxyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     client = proxy.openai()
-    for i in range(30):
+    for i in range(40):
         client.chat.completions.create(model=CURRENT,
                                        messages=app_messages(f"Where is order {i}?"))
-    proxy.wait_logged(30)
+    proxy.wait_logged(40)
     assert proxy.admin().bulk_review("approve", reviewer="rita",
-                                     filter={"review": "pending"})["counts"] == {"ok": 30}
+                                     filter={"review": "pending"})["counts"] == {"ok": 40}
     proxy.admin().put_routes({ALIAS: {"targets": [{"model": CURRENT}]}})
     frozen = proxy.admin().freeze_template("support-bot", PARTS, alias=ALIAS)
     ref = f"{frozen['name']}-v{frozen['version']}"
