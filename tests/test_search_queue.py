@@ -8,6 +8,8 @@ import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +39,21 @@ QUERIES = ("パスワード", "忘记", "비밀번호", "ลืม", "refund", "
 ROWS = [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
 
 
-@pytest.fixture
-def db(store: str) -> Iterator[Store]:
-    opened = open_store(store)
-    migrate_store(opened)
+@contextmanager
+def migrated(spec: str | Path) -> Iterator[Store]:
+    """A store opened and migrated, closed after."""
+    opened = open_store(spec)
     try:
+        migrate_store(opened)
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def db(store: str) -> Iterator[Store]:
+    with migrated(store) as opened:
+        yield opened
 
 
 def ingest(db: Store, rows: list[dict[str, Any]]) -> int:
@@ -62,39 +71,31 @@ def postings(db: Store) -> list[tuple[Any, ...]]:
         "SELECT term_key, interaction_id, fields FROM search_terms ORDER BY 1, 2, 3").fetchall())]
 
 
-def indexed_inline(tmp_path: Path, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """The postings of `rows` indexed inline, in the ingest transaction (as before)."""
-    inline = open_store(tmp_path / "postings.duckdb")
-    try:
-        migrate_store(inline)
-        inline.write_sync(lambda con: (insert_interactions(con, to_arrow(rows)),
-                                       index_batch(con, to_arrow(rows))))
-        return postings(inline)
-    finally:
-        inline.close()
-
-
 def search(db: Store) -> dict[str, list[str]]:
     return {q: db.read_sync(lambda con, q=q: find_ids(con, ReviewQuery(q=q), limit=20)[0])
             for q in QUERIES}
 
 
-def reference(tmp_path: Path) -> dict[str, list[str]]:
-    """The answers with the index written inline, in the ingest transaction (as before)."""
-    inline = open_store(tmp_path / "inline.duckdb")
-    try:
-        migrate_store(inline)
-        inline.write_sync(lambda con: (insert_interactions(con, to_arrow(ROWS)),
-                                       index_batch(con, to_arrow(ROWS))))
-        return search(inline)
-    finally:
-        inline.close()
+@dataclass(frozen=True)
+class Inline:
+    """ROWS with the index written inline, in the ingest transaction (as before the
+    background indexer): what every way of indexing them must end up with."""
+    postings: list[tuple[Any, ...]]
+    answers: dict[str, list[str]]
+
+
+@pytest.fixture(scope="module")
+def inline(tmp_path_factory: pytest.TempPathFactory) -> Inline:
+    with migrated(tmp_path_factory.mktemp("inline") / "inline.duckdb") as reference:
+        reference.write_sync(lambda con: (insert_interactions(con, to_arrow(ROWS)),
+                                          index_batch(con, to_arrow(ROWS))))
+        return Inline(postings(reference), search(reference))
 
 
 @both_stores
 def test_search_finds_rows_before_the_indexer_catches_up_and_after(
-        db: Store, tmp_path: Path) -> None:
-    expected = reference(tmp_path)
+        db: Store, inline: Inline) -> None:
+    expected = inline.answers
     assert all(expected.values()) and expected["パスワード"] == [ROWS[0]["id"]]
     assert ingest(db, ROWS) == len(ROWS)
     assert count(db, "SELECT count(*) FROM search_docs") == 0
@@ -112,7 +113,7 @@ def test_search_finds_rows_before_the_indexer_catches_up_and_after(
     assert indexer.stats.lag_rows == 0 and indexer.stats.lag_seconds == 0
     assert count(db, "SELECT count(*) FROM search_pending") == 0
     assert count(db, "SELECT count(*) FROM search_docs") == len(ROWS)
-    assert postings(db) == indexed_inline(tmp_path, ROWS)
+    assert postings(db) == inline.postings
     assert search(db) == expected
     assert ingest(db, ROWS) == 0  # a replayed segment lists nothing again
     assert count(db, "SELECT count(*) FROM search_pending") == 0
@@ -139,7 +140,7 @@ db.write_sync(write)
 
 @both_stores
 def test_a_kill_mid_index_leaves_the_rows_listed_and_indexes_each_once(
-        db: Store, store: str, tmp_path: Path) -> None:
+        db: Store, store: str, inline: Inline) -> None:
     ingest(db, ROWS)
     half = db.read_sync(lambda con: pending_rows(con, 6))
     db.write_sync(lambda con: store_claimed(con, batch_forward_index(half),
@@ -159,7 +160,7 @@ def test_a_kill_mid_index_leaves_the_rows_listed_and_indexes_each_once(
         asyncio.run(BackgroundIndexer(again, SearchIndexer(None)).index_pending())
         assert count(again, "SELECT count(*) FROM search_pending") == 0
         assert count(again, "SELECT count(*) FROM search_docs") == len(ROWS)
-        assert postings(again) == indexed_inline(tmp_path, ROWS)
+        assert postings(again) == inline.postings
     finally:
         if again is not db:
             again.close()
@@ -183,31 +184,26 @@ def test_a_forget_while_the_indexer_computes_leaves_no_terms_of_the_user(db: Sto
 
 
 @both_stores
-def test_replicas_indexing_the_same_rows_write_them_once(db: Store, tmp_path: Path) -> None:
+def test_replicas_indexing_the_same_rows_write_them_once(db: Store, inline: Inline) -> None:
     ingest(db, ROWS)
     batch = db.read_sync(lambda con: pending_rows(con, 100))
     first, second = batch_forward_index(batch), batch_forward_index(batch)
     ids = batch["id"].to_pylist()
     assert db.write_sync(lambda con: store_claimed(con, first, ids)) == len(ROWS)
     assert db.write_sync(lambda con: store_claimed(con, second, ids)) == 0
-    assert postings(db) == indexed_inline(tmp_path, ROWS)
+    assert postings(db) == inline.postings
     assert count(db, "SELECT count(*) FROM search_docs") == len(ROWS)
 
 
-def test_an_edit_of_a_row_not_yet_indexed_keeps_its_logged_text(tmp_path: Path) -> None:
-    db = open_store(tmp_path / "t.duckdb")
-    try:
-        migrate_store(db)
-        ingest(db, ROWS[:1])
-        edited = [{"role": "user", "content": "zebra crossing"},
-                  {"role": "assistant", "content": "ok"}]
-        db.write_sync(lambda con: index_edit(con, ROWS[0]["id"], edited))
-        assert count(db, "SELECT count(*) FROM search_pending") == 0
-        for q in ("パスワード", "zebra"):  # the logged text and the edit's
-            assert db.read_sync(lambda con, q=q: find_ids(con, ReviewQuery(q=q), limit=5)[0]) \
-                == [ROWS[0]["id"]], q
-    finally:
-        db.close()
+def test_an_edit_of_a_row_not_yet_indexed_keeps_its_logged_text(db: Store) -> None:
+    ingest(db, ROWS[:1])
+    edited = [{"role": "user", "content": "zebra crossing"},
+              {"role": "assistant", "content": "ok"}]
+    db.write_sync(lambda con: index_edit(con, ROWS[0]["id"], edited))
+    assert count(db, "SELECT count(*) FROM search_pending") == 0
+    for q in ("パスワード", "zebra"):  # the logged text and the edit's
+        assert db.read_sync(lambda con, q=q: find_ids(con, ReviewQuery(q=q), limit=5)[0]) \
+            == [ROWS[0]["id"]], q
 
 
 SHAPES: list[tuple[str, int | None, str | None, Any]] = [
