@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ProxyServer
-from tests.ui_browser_support import chromium, new_page, review_app, sign_in
+from tests.ui_browser_support import app_idle, chromium, new_page, review_app, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -28,11 +28,13 @@ def test_signed_out_no_page_shows_logged_text(proxy: ProxyServer, tmp_path: Path
     with review_app(proxy, tmp_path) as url, chromium() as browser:
         page = new_page(browser)
         for path in PATHS:
-            page.goto(url + path.format(id=item_id))
-            if path.count("/") == 1:  # deeper paths load no app at all
+            if path.count("/") == 1:
+                page.goto(url + path.format(id=item_id))
                 expect(page.get_by_label("Your name (recorded with every review)")
                        ).to_be_visible()
-            page.wait_for_timeout(1000)  # anything else the page would draw
+                app_idle(page)  # the run has ended: all the page would draw is drawn
+            else:  # deeper paths load no app at all: once the network is quiet, that's all
+                page.goto(url + path.format(id=item_id), wait_until="networkidle")
             body = page.locator("body").inner_text()
             assert SECRET not in body and item_id not in body, path
             assert page.get_by_role("button", name="Build dataset").count() == 0, path
@@ -61,7 +63,7 @@ def test_reload_keeps_the_reviewer_signed_in_and_sign_out_ends_it(
         expect(page.get_by_label("Your name (recorded with every review)")).to_be_visible()
         page.reload()
         expect(page.get_by_label("Your name (recorded with every review)")).to_be_visible()
-        page.wait_for_timeout(300)
+        app_idle(page)
         assert SECRET not in page.locator("body").inner_text()
 
         other = browser.new_context(viewport={"width": 1440, "height": 900})
@@ -69,5 +71,5 @@ def test_reload_keeps_the_reviewer_signed_in_and_sign_out_ends_it(
         stolen = other.new_page()
         stolen.goto(url)
         expect(stolen.get_by_label("Your name (recorded with every review)")).to_be_visible()
-        stolen.wait_for_timeout(300)
+        app_idle(stolen)
         assert SECRET not in stolen.locator("body").inner_text()

@@ -90,6 +90,19 @@ def new_page(browser: Any) -> Any:
     return page
 
 
+APP_IDLE = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  return !!app && app.getAttribute('data-test-script-state') === 'notRunning';
+}"""
+"""Streamlit's own mark on the app's root: its script run (the one a page load or an action
+asked for) has ended, and all it drew is on the page."""
+
+
+def app_idle(page: Any) -> None:
+    """Wait until the app's script run has ended (not a fixed sleep)."""
+    page.wait_for_function(APP_IDLE)
+
+
 def sign_in(page: Any, url: str, name: str) -> None:
     from playwright.sync_api import expect
 
