@@ -113,7 +113,7 @@ def bench_copy_bound(url: str, rows: list[dict[str, Any]], batch: int) -> tuple[
     from storage.backend.pg_copy import text_for_copy
 
     tables = [to_arrow(rows[i:i + batch]) for i in range(0, len(rows), batch)]
-    formats = {"text": ("", [text_for_copy(t) or b"" for t in tables]),
+    formats = {"text": ("", [bytes(text_for_copy(t) or b"") for t in tables]),
                "csv": (" WITH (FORMAT csv)", [_csv(t) for t in tables])}
     names = ", ".join(tables[0].schema.names)
     elapsed = dict.fromkeys(formats, 0.0)

@@ -151,7 +151,7 @@ class PreparedBatch:
     (the writer prepares the next batch while the database takes this one)."""
     table: pa.Table
     untrainable: tuple[list[str], list[str]]
-    copy_text: bytes | None = None
+    copy_text: memoryview | None = None
     """Postgres COPY input of `table` (None: made at insert)."""
 
 
@@ -160,7 +160,7 @@ def prepare_batch(table: pa.Table, *, for_postgres: bool) -> PreparedBatch:
                          text_for_copy(table) if for_postgres else None)
 
 
-def _copy_interactions(con: PgConnection, table: pa.Table, data: bytes | None) -> bool:
+def _copy_interactions(con: PgConnection, table: pa.Table, data: memoryview | None) -> bool:
     """Postgres: COPY the batch straight into the table (one pass over the data, instead of
     COPY into a temporary table and INSERT ... SELECT from it), in a savepoint. False when an
     id is already there (a replayed spool segment): the caller then takes the path that
@@ -178,7 +178,7 @@ def _copy_interactions(con: PgConnection, table: pa.Table, data: bytes | None) -
     return True
 
 
-def _insert_new(con: Connection, table: pa.Table, data: bytes | None) -> pa.Table:
+def _insert_new(con: Connection, table: pa.Table, data: memoryview | None) -> pa.Table:
     """Insert the rows whose id is not there yet; the rows inserted."""
     if isinstance(con, PgConnection) and _copy_interactions(con, table, data):
         return table

@@ -205,7 +205,7 @@ class PgConnection:
         self._cursor.execute(f'CREATE TEMPORARY TABLE "{name}" ({columns})'.encode())
         self.copy_rows(name, table)
 
-    def copy_rows(self, name: str, table: pa.Table, data: bytes | None = None) -> int:
+    def copy_rows(self, name: str, table: pa.Table, data: memoryview | None = None) -> int:
         """COPY the rows of `table` into table `name` (its columns by name); the row count.
         `data`: its COPY text (`text_for_copy`) when made beforehand. Inside a transaction, long
         text is compressed with lz4 where the server has it."""

@@ -56,11 +56,15 @@ def _array_literals(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 
 def _escaped(text: pa.Array) -> pa.Array:
-    """Text escaped for COPY's text format (a pass only for what the column holds)."""
-    if pc.any(pc.match_substring(text, "\\")).as_py():
+    """Text escaped for COPY's text format: a pass over the values only for a character the
+    column holds (looked for in its data buffer with `bytes.find`, a memchr: JSON text never
+    holds a raw tab or newline, and often no backslash)."""
+    data = text.buffers()[2]
+    held = b"" if data is None else data.to_pybytes()
+    if b"\\" in held:
         text = pc.replace_substring(text, "\\", "\\\\")
-    if pc.any(pc.match_substring_regex(text, "[\t\n\r]")).as_py():
-        for raw, written in _CONTROL:
+    for raw, written in _CONTROL:
+        if raw.encode() in held:
             text = pc.replace_substring(text, raw, written)
     return text
 
@@ -80,11 +84,11 @@ def _as_text(field: pa.Field, column: pa.ChunkedArray | pa.Array) -> pa.Array | 
     return None
 
 
-def text_for_copy(table: pa.Table) -> bytes | None:
+def text_for_copy(table: pa.Table) -> memoryview | None:
     """The rows in COPY's text format (every line ended by a newline), or None when a column
     has a type this path doesn't write (the caller then copies row by row)."""
     if table.num_rows == 0:
-        return b""
+        return memoryview(b"")
     parts: list[pa.Array | str] = []
     for field, column in zip(table.schema, table.columns, strict=True):
         text = _as_text(field, column)
@@ -97,12 +101,12 @@ def text_for_copy(table: pa.Table) -> bytes | None:
     return _concatenated(lines)
 
 
-def _concatenated(strings: pa.Array) -> bytes:
+def _concatenated(strings: pa.Array) -> memoryview:
     """The values of a string array without NULLs, one after the other: the span of its
-    data buffer its offsets cover."""
+    data buffer its offsets cover (not copied)."""
     offsets = pa.Array.from_buffers(pa.int32(), strings.offset + len(strings) + 1,
                                     [None, strings.buffers()[1]])
     first = offsets[strings.offset].as_py()
     last = offsets[strings.offset + len(strings)].as_py()
     data = strings.buffers()[2]
-    return b"" if data is None else data.slice(first, last - first).to_pybytes()
+    return memoryview(b"" if data is None else data.slice(first, last - first))
