@@ -32,7 +32,7 @@ from proxy.metrics import ProxyMetrics
 from proxy.passthrough import list_models, passthrough
 from proxy.pricing import PriceMap
 from proxy.redaction import redactor_for
-from proxy.routing import Router
+from proxy.routing import Router, draw_salt
 from proxy.savings_metrics import SavingsCollector
 from proxy.shared_state import change_feed
 from proxy.upstream import HttpUpstream
@@ -141,7 +141,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     reviewer = settings.reviewer_token.get_secret_value() if settings.reviewer_token else None
     return ProxyContext(
         settings=settings, db=db, writer=writer, indexer=indexer, worker=worker,
-        router=Router(),
+        router=Router(salt=draw_salt(admin_token)),
         http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
         keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
