@@ -38,7 +38,7 @@ from proxy.shared_state import change_feed
 from proxy.upstream import HttpUpstream
 from proxy.usage_estimate import UsageEstimator
 from storage.compute_worker import ComputeWorker
-from storage.keys import active_key_hashes
+from storage.keys import key_hashes
 from storage.search_index import SearchIndexer, queue_for_index
 from storage.search_queue import BackgroundIndexer
 from storage.spool import Spool
@@ -144,7 +144,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
         router=Router(salt=draw_salt(admin_token)),
         http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
-        keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
+        keys=KeyRing(*db.write_sync(key_hashes)), metrics=metrics_,
         prices=prices, redactor=redactor_for(settings), savings=savings,
         metrics_auth=MetricsAuth.from_settings(settings, admin_token),
     )

@@ -13,7 +13,10 @@ client cannot flood: a voter is the API key that sent the feedback (its public p
 issued keys every feedback comes from the one anonymous voter), a voter's latest score on an
 interaction is its one vote there (a thumbs-down when below 0), and a voter with more than
 `max_votes_per_voter` votes on a target's requests is weighed down to that many (each of its
-votes counts `max_votes_per_voter / n`), so counts may be fractional.
+votes counts `max_votes_per_voter / n`), so counts may be fractional. A key an admin marked
+`feedback_relay` (an app backend sending its end users' feedback, storage/keys.py) is not one
+voter: each end user of the rated interactions (its user id, else session id, else the
+interaction itself) is one voter under that key, each weighing at most `max_votes_per_voter`.
 
 The error test uses `weighed_requests` / `weighed_errors` the same way: the requests of one
 sticky user (the route's `draw` was `sticky`: the user or session key chose the target) are
@@ -34,6 +37,9 @@ from storage.db import Connection
 MAX_VOTES_PER_VOTER = 5
 """The default weight of one voter (API key) on one target in the canary's thumbs-down test."""
 
+RELAY_MARK = "+relay"
+"""Ends the feedback `source` of a `feedback_relay` key (never in a key's public prefix)."""
+
 MAX_REQUESTS_PER_USER = 5
 """The default weight of one sticky user (or session) on one target in the canary's error test."""
 
@@ -42,7 +48,7 @@ WITH q AS (
     SELECT id,
            coalesce(route ->> 'primary', route ->> 'target') AS target,
            status_code, finish, latency_ms,
-           coalesce({attempt}, 0) AS attempt,
+           coalesce({attempt}, 0) AS attempt, coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
                 THEN 'u:' || coalesce(user_id, session_id, '') ELSE 'r:' || id END AS cluster
@@ -66,7 +72,10 @@ WITH q AS (
     FROM rated JOIN r ON rated.interaction_id = r.id
     GROUP BY r.target
 ), latest AS (
-    SELECT r.target, coalesce(fb.source, '') AS voter, fb.score,
+    SELECT r.target,
+           CASE WHEN fb.source LIKE '%{relay}'
+                THEN fb.source || ':' || coalesce(r.end_user, 'interaction:' || r.id)
+                ELSE coalesce(fb.source, '') END AS voter, fb.score,
            row_number() OVER (PARTITION BY fb.interaction_id, coalesce(fb.source, '')
                               ORDER BY fb.created_at DESC, fb.id DESC) AS nth
     FROM feedback fb JOIN r ON fb.interaction_id = r.id
@@ -116,7 +125,8 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     `alias` in [since, until)."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
         raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
-    sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"))
+    sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"),
+                             relay=RELAY_MARK)
     cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
     rows = con.execute(sql, [alias, since, until, cap, cap, per_user, per_user]).fetchall()
     return [

@@ -275,8 +275,9 @@ class AdminClient(ReviewMethods, TemplateMethods):
         return result
 
     # -- keys ------------------------------------------------------------------------------
-    def create_key(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("POST", "/admin/keys", json={"name": name})
+    def create_key(self, name: str, feedback_relay: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/admin/keys", json={
+            "name": name, "feedback_relay": feedback_relay})
         return result
 
     def revoke_key(self, key_id: str) -> None:
