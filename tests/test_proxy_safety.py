@@ -147,7 +147,7 @@ def test_kill_9_then_restart_replays_the_spool_without_duplicates(
     assert list(spool_dir(db, state_dir).glob("*.jsonl")), "nothing left to replay"
 
     restarted = ProxyProcess(db, fake_openai.base_url, env, port=proc.port,
-                             state_dir=state_dir).start()
+                             state_dir=state_dir).start(timeout_s=120)  # replay, loaded CI
     restarted.stop()
     ids = logged_ids(db)
     assert len(ids) == len(set(ids)), "duplicates after replay"
