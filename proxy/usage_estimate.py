@@ -6,7 +6,9 @@ fills them in with tiktoken (the model's encoding; chat framing as OpenAI's coun
 it; tools and functions as their JSON text; images not counted) and marks the row
 `usage_estimated`, so a report can tell an estimate from a bill. It runs at ingest, off the
 request path, with the counting in the worker process (`storage.compute_worker`). A cut or
-abandoned stream is estimated from what it had sent.
+abandoned stream is estimated from what it had sent. The prompt is counted from what the target
+received: `sent_request` when a route transform rewrote the request (a stripped template is not
+billed), else the app's `request`.
 """
 
 from __future__ import annotations
@@ -109,9 +111,15 @@ def _counter(encoding: tiktoken.Encoding) -> Count:
     return count
 
 
+def billed_request(row: dict[str, Any]) -> dict[str, Any]:
+    """What the target was sent: the transformed request if there was one, else the app's."""
+    sent = row.get("sent_request")
+    return _loads(sent) if sent is not None else _loads(row["request"])
+
+
 def estimate_rows(rows: list[dict[str, Any]]) -> list[tuple[int, int] | None]:
-    """Estimates for rows (endpoint, model, upstream_model, request, response): pure, so the
-    worker process runs it; None where the model's tokenizer can't be loaded."""
+    """Estimates for rows (endpoint, model, upstream_model, request, sent_request, response):
+    pure, so the worker process runs it; None where the model's tokenizer can't be loaded."""
     counters: dict[str, Count | None] = {}
     out: list[tuple[int, int] | None] = []
     for row in rows:
@@ -125,7 +133,7 @@ def estimate_rows(rows: list[dict[str, Any]]) -> list[tuple[int, int] | None]:
                 counters[name] = None
         count = counters[name]
         out.append(None if count is None else estimate_usage(
-            count, row["endpoint"], _loads(row["request"]), _loads(row["response"])))
+            count, row["endpoint"], billed_request(row), _loads(row["response"])))
     return out
 
 
@@ -153,7 +161,8 @@ class UsageEstimator:
             return table
         indices = pc.indices_nonzero(wanted).to_pylist()
         rows = table.take(indices).select(
-            ["endpoint", "model", "upstream_model", "request", "response"]).to_pylist()
+            ["endpoint", "model", "upstream_model", "request", "sent_request", "response"]
+        ).to_pylist()
         usages = (self.worker.run(estimate_rows, rows) if self.worker is not None
                   else estimate_rows(rows))
         prompt = table["prompt_tokens"].to_pylist()

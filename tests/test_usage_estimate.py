@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
+
 import orjson
+import pytest
 
 from proxy.pricing import PriceMap
 from proxy.usage_estimate import UsageEstimator, legacy_prompt_tokens
@@ -125,3 +129,67 @@ def test_with_a_worker_the_counting_happens_there() -> None:
         assert table["completion_tokens"].to_pylist() == [tokens("cl100k_base", "cut sho")]
     finally:
         worker.close()
+
+
+STRIP_BASE = "gpt-4o-mini"
+STRIP_FT = "ft:gpt-4o-mini-2024-07-18:acme::strip"
+STRIP_SYSTEM = "You are Acme's support agent. Follow the rules carefully. " * 30
+STRIP_PREFIX = "Customer says: "
+STRIP_PRICES = {STRIP_BASE: {"input_per_1m": 1.00, "output_per_1m": 2.00},
+                "ft:gpt-4o-mini-2024-07-18": {"input_per_1m": 3.00, "output_per_1m": 6.00}}
+
+
+def test_a_stripped_stream_is_billed_for_what_its_target_received(
+        proxy_factory: Callable[..., ProxyServer]) -> None:
+    """A target whose route strips the template is sent only the question: its streamed
+    answers are estimated (and priced, and saved against the baseline) from that, not from
+    the full prompt the app sent."""
+    proxy = proxy_factory(prices=STRIP_PRICES)
+    admin = proxy.admin()
+    admin.freeze_template("acme", {"system_prompt": STRIP_SYSTEM, "user_prefix": STRIP_PREFIX})
+    admin.put_routes({"acme": {"targets": [
+        {"model": STRIP_BASE, "weight": 50},
+        {"model": STRIP_FT, "weight": 50,
+         "transforms": [{"type": "strip_template", "template": "acme-v1"}]}]}})
+    client = proxy.openai()
+    ids = []
+    for n in range(16):
+        with client.chat.completions.with_streaming_response.create(
+            model="acme", stream=True, extra_headers={"x-tuneloop-user": f"u{n}"},
+            messages=[{"role": "system", "content": STRIP_SYSTEM},
+                      {"role": "user", "content": f"{STRIP_PREFIX}question {n}?"}],
+        ) as raw:
+            ids.append(raw.headers["x-tuneloop-id"])
+            list(raw.parse())
+    rows = [proxy.row(i) for i in ids]
+    served = Counter(row["upstream_model"] for row in rows)
+    assert served[STRIP_BASE] and served[STRIP_FT]
+
+    def count(text: str) -> int:
+        return tokens("o200k_base", text)
+
+    for n, row in enumerate(rows):
+        assert row["usage_estimated"] is True and row["response"]["usage"] is None
+        question = f"question {n}?"
+        answer = count(row["response"]["choices"][0]["message"]["content"])
+        if row["upstream_model"] == STRIP_FT:  # by hand: 3 priming + 3 + "user" + question
+            assert row["sent_request"]["messages"] == [{"role": "user", "content": question}]
+            prompt = 3 + 3 + count("user") + count(question)
+            cost = (prompt * 3.00 + answer * 6.00) / 1e6
+        else:  # the app's request as sent: system prompt and wrapped question
+            assert row["sent_request"] is None
+            prompt = 3 + 3 + count("system") + count(STRIP_SYSTEM) + 3 + count("user") \
+                + count(STRIP_PREFIX + question)
+            cost = (prompt * 1.00 + answer * 2.00) / 1e6
+        assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, answer)
+        assert row["cost_usd"] == pytest.approx(cost, abs=1e-12)
+
+    report = admin.savings("acme")
+    base, ft = report["targets"]
+    assert (base["target"], ft["target"]) == (STRIP_BASE, STRIP_FT)
+    assert ft["prompt_tokens_per_request"] < 20 < 300 < base["prompt_tokens_per_request"]
+    by_target = {t: [r for r in rows if r["upstream_model"] == t] for t in served}
+    mean_cost = {t: sum(r["cost_usd"] for r in rs) / len(rs) for t, rs in by_target.items()}
+    assert ft["saved_usd_per_request"] == pytest.approx(
+        mean_cost[STRIP_BASE] - mean_cost[STRIP_FT], abs=1e-9)
+    assert ft["saved_usd_per_request"] > 0
