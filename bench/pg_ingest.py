@@ -30,12 +30,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import statistics
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,6 +57,7 @@ _WORD_TEXT = ("refund policy customer order invoice shipping delay account passw
               "address payment card declined discount coupon delivery tracking number escalate "
               "manager thanks please help urgent today tomorrow week")
 WORDS = tuple(_WORD_TEXT.split(" "))
+BASELINE = "7ac06ba"  # main before the COPY text format (CSV), for --baseline
 
 
 def _text(rng: random.Random, words: int) -> str:
@@ -99,28 +103,52 @@ def bench_insert(db: Store, rows: list[dict[str, Any]], batch: int) -> float:
     return len(rows) / elapsed
 
 
-def bench_copy_bound(url: str, rows: list[dict[str, Any]], batch: int) -> float:
-    """Postgres alone: the same rows COPYed (CSV made beforehand, not timed) into a bare table
-    like `interactions` (its key, nothing else): what this machine allows at the moment."""
+def bench_copy_bound(url: str, rows: list[dict[str, Any]], batch: int) -> tuple[float, float]:
+    """Postgres alone: the same rows COPYed (input made beforehand, not timed) into a bare
+    table like `interactions` (its key and indexes): what this machine allows at the moment.
+    Twice, interleaved batch by batch: in COPY's text format (as ingest writes them now) and
+    in CSV (as it wrote them before). Rows/s of each."""
     import psycopg
 
-    from storage.backend.pg_copy import csv_for_copy
+    from storage.backend.pg_copy import text_for_copy
 
     tables = [to_arrow(rows[i:i + batch]) for i in range(0, len(rows), batch)]
-    data = [csv_for_copy(t) for t in tables]
+    formats = {"text": ("", [bytes(text_for_copy(t) or b"") for t in tables]),
+               "csv": (" WITH (FORMAT csv)", [_csv(t) for t in tables])}
     names = ", ".join(tables[0].schema.names)
+    elapsed = dict.fromkeys(formats, 0.0)
     with psycopg.connect(url, autocommit=True) as con:
-        con.execute("CREATE TABLE bound_copy (LIKE interactions INCLUDING DEFAULTS "
-                    "INCLUDING CONSTRAINTS INCLUDING INDEXES)")
         con.execute("SET default_toast_compression = 'lz4'")
-        start = time.perf_counter()
-        for chunk in data:
-            with con.cursor().copy(f"COPY bound_copy ({names}) FROM STDIN WITH (FORMAT csv)"
-                                   .encode()) as copy:
-                copy.write(chunk or b"")
-        elapsed = time.perf_counter() - start
-        con.execute("DROP TABLE bound_copy")
-    return len(rows) / elapsed
+        for kind in formats:
+            con.execute(f"CREATE TABLE bound_{kind} (LIKE interactions INCLUDING DEFAULTS "
+                        "INCLUDING CONSTRAINTS INCLUDING INDEXES)")
+        for n in range(len(tables)):
+            for kind, (options, data) in formats.items():
+                start = time.perf_counter()
+                with con.transaction(), con.cursor().copy(
+                        f"COPY bound_{kind} ({names}) FROM STDIN{options}".encode()) as copy:
+                    copy.write(data[n])
+                elapsed[kind] += time.perf_counter() - start
+        for kind in formats:
+            con.execute(f"DROP TABLE bound_{kind}")
+    return len(rows) / elapsed["text"], len(rows) / elapsed["csv"]
+
+
+def _csv(table: pa.Table) -> bytes:
+    """The batch as CSV for COPY, as storage.backend.pg_copy wrote it before the text format
+    (Arrow's CSV writer; lists as array literals)."""
+    import io
+
+    import pyarrow.csv as pa_csv
+
+    from storage.backend.pg_copy import _array_literals, _is_list
+
+    columns = [_array_literals(c) if _is_list(f.type) else c
+               for f, c in zip(table.schema, table.columns, strict=True)]
+    out = io.BytesIO()
+    pa_csv.write_csv(pa.table(columns, names=table.schema.names), out,
+                     pa_csv.WriteOptions(include_header=False))
+    return out.getvalue()
 
 
 def bench_duck_bound(path: Path, rows: list[dict[str, Any]], batch: int) -> float:
@@ -164,6 +192,76 @@ def bench_writer(db: Store, rows: list[dict[str, Any]], batch: int, spool_dir: P
     return asyncio.run(run())
 
 
+_WRITER_DRIVER = """
+import os, random, sys, uuid
+from pathlib import Path
+import psycopg
+from bench.pg_ingest import bench_writer, make_row
+from storage.store import migrate_store, open_store
+
+url, count, batch, name, spool = sys.argv[1:6]
+rng = random.Random(12)
+rows = [dict(make_row(rng, n), id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{name}-{n}")))
+        for n in range(int(count))]
+
+def server_cpu(before):
+    # CPU seconds of this database's server processes (Linux /proc), since `before`
+    with psycopg.connect(url, autocommit=True) as con:
+        me = con.execute("SELECT pg_backend_pid()").fetchone()[0]
+        pids = [p for (p,) in con.execute("SELECT pid FROM pg_stat_activity WHERE "
+                "datname = current_database() AND pid <> %s", [me]).fetchall()]
+    tick = os.sysconf("SC_CLK_TCK")
+    now = {}
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        now[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return now, sum(t - before.get(pid, 0.0) for pid, t in now.items())
+
+db = open_store(url)
+try:
+    migrate_store(db)
+    db.write_sync(lambda con: con.execute("SELECT 1"))
+    before, _ = server_cpu({})
+    rate = bench_writer(db, rows, int(batch), Path(spool))
+    _, cpu = server_cpu(before)
+finally:
+    db.close()
+print(rate, cpu / len(rows))
+"""
+
+
+def writer_in(root: Path, url: str, rows: int, batch: int, name: str,
+              spool: Path) -> tuple[float, float]:
+    """The writer bench of the tree at `root` (this one, or the baseline's), in a process of
+    its own: rows/s and the server's CPU seconds per row (the figure the load of a shared
+    machine moves least)."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, "-c", _WRITER_DRIVER, url, str(rows), str(batch),
+                          name, str(spool)], cwd=root, env=env, capture_output=True,
+                         text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"writer bench in {root} failed:\n{out.stderr[-3000:]}")
+    rate, cpu = out.stdout.split()[-2:]
+    return float(rate), float(cpu)
+
+
+def baseline_tree(rev: str, into: Path) -> Path:
+    """The files of `rev` (a commit of this repository) extracted into `into`."""
+    import subprocess
+
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def bench_indexer(db: Store, rows: int, batch: int) -> float:
     """Every listed row indexed by the background indexer."""
     async def run() -> float:
@@ -193,6 +291,10 @@ def measure(spec: str | Path, rows: list[dict[str, Any]], batch: int, tmp: Path,
     return insert, whole, pieces, indexer
 
 
+def _spread(values: list[float], fmt: str = ",.0f") -> str:
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=20_000,
@@ -202,6 +304,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2,
                         help="each figure is the best of this many rounds (a shared machine's "
                              "load moves them; each round measures its bound beside its paths)")
+    parser.add_argument("--baseline", default=BASELINE,
+                        help="a commit whose writer runs beside this tree's in each round, on "
+                             "the same rows (default: before the COPY text format); '' for none")
     args = parser.parse_args()
 
     rng = random.Random(12)
@@ -210,6 +315,7 @@ def main() -> None:
     print(f"{args.rows} rows, request+response {size / 1024:.1f} KB on average, "
           f"batches of {args.batch}")
 
+    compared: list[tuple[tuple[float, float], tuple[float, float]]] = []
     with tempfile.TemporaryDirectory(prefix="tl-pg-ingest-") as tmp_name:
         tmp = Path(tmp_name)
         cluster = None
@@ -218,35 +324,63 @@ def main() -> None:
             from tests.pg_cluster import PgCluster
             cluster = PgCluster.start()
             url = cluster.create_database()
+        old = baseline_tree(args.baseline, tmp / "baseline") \
+            if args.baseline and cluster is not None else None
         try:
             runs: list[tuple[float, ...]] = []
             for n in range(args.rounds):
                 batch_rows = [dict(r, id=str(uuid.uuid4())) for r in rows] if n else rows
                 half = batch_rows[: len(rows) // 2]
                 runs.append((*measure(url, batch_rows, args.batch, tmp, f"pg{n}"),
-                             bench_copy_bound(url, half, args.batch),
+                             *bench_copy_bound(url, half, args.batch),
                              *measure(tmp / "bench.duckdb", batch_rows, args.batch, tmp,
                                       f"duck{n}"),
                              bench_duck_bound(tmp / "bench.duckdb", half, args.batch)))
+                if old is not None and cluster is not None:
+                    # this tree's writer and the baseline's, each into a fresh database, in
+                    # turn (which goes first alternates), on the same rows
+                    pair = [(ROOT, "new"), (old, "old")][:: 1 if n % 2 == 0 else -1]
+                    got = {name: writer_in(root, cluster.create_database(), len(rows) // 2,
+                                           args.batch, f"{name}{n}", tmp / f"cmp-{name}{n}")
+                           for root, name in pair}
+                    compared.append((got["new"], got["old"]))
             best = [max(column) for column in zip(*runs, strict=True)]
-            pg, bound, duck, duck_bound = best[0:4], best[4], best[5:9], best[9]
+            pg, bound, bound_csv = best[0:4], best[4], best[5]
+            duck, duck_bound = best[6:10], best[10]
         finally:
             if cluster is not None:
                 cluster.stop()
 
-    print(f"{'path':<8} {'postgres rows/s':>16} {'/bound':>7} {'duckdb rows/s':>14} "
+    print(f"{'path':<9} {'postgres rows/s':>16} {'/bound':>7} {'duckdb rows/s':>14} "
           f"{'/bound':>7} {'pg/duck':>8}")
     for label, p, d in (("insert", pg[0], duck[0]), ("writer1", pg[1], duck[1]),
                         ("writer", pg[2], duck[2]), ("indexer", pg[3], duck[3]),
                         ("bound", bound, duck_bound)):
-        print(f"{label:<8} {p:>16,.0f} {p / bound:>7.2f} {d:>14,.0f} {d / duck_bound:>7.2f} "
+        print(f"{label:<9} {p:>16,.0f} {p / bound:>7.2f} {d:>14,.0f} {d / duck_bound:>7.2f} "
               f"{p / d:>8.2f}")
+    print(f"{'bound-csv':<9} {bound_csv:>16,.0f} {bound_csv / bound:>7.2f}")
     print(f"writer1: a segment parsed whole, then written (before); writer: as the server "
           f"does (Postgres: in pieces of {PIECE_ROWS} rows, parsed while the database takes "
           "the piece before; DuckDB: whole)")
     print(f"best of {args.rounds} rounds each")
-    print("bound: the same rows alone into a bare table (Postgres: COPY of ready CSV, lz4; "
-          "DuckDB: INSERT from Arrow)")
+    print("bound: the same rows alone into a bare table like interactions (Postgres: COPY of "
+          "ready input in the text format, lz4; bound-csv: the same in CSV, as before, "
+          "interleaved with it; DuckDB: INSERT from Arrow)")
+    if compared:
+        new_rate = [new[0] for new, _ in compared]
+        old_rate = [old[0] for _, old in compared]
+        ratio = [new[0] / old[0] for new, old in compared]
+        new_cpu = [new[1] * 1e6 for new, _ in compared]  # ms per 1,000 rows
+        old_cpu = [old[1] * 1e6 for _, old in compared]
+        cpu_ratio = [o / n for n, o in zip(new_cpu, old_cpu, strict=True) if n > 0]
+        print(f"\nwriter, this tree vs {args.baseline} ({len(rows) // 2} rows each, own "
+              f"process and fresh database, in turn, {len(compared)} rounds; median (range)):")
+        print(f"  rows/s      this tree {_spread(new_rate)}  baseline {_spread(old_rate)}  "
+              f"ratio {_spread(ratio, '.2f')}")
+        if cpu_ratio:
+            print(f"  server CPU  this tree {_spread(new_cpu, '.1f')} ms  baseline "
+                  f"{_spread(old_cpu, '.1f')} ms per 1,000 rows  "
+                  f"baseline/this {_spread(cpu_ratio, '.2f')}")
 
 
 if __name__ == "__main__":

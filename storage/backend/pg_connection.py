@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 
-from storage.backend.pg_copy import csv_for_copy
+from storage.backend.pg_copy import text_for_copy
 
 _TRANSACTION = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK)(\s+TRANSACTION)?\s*;?\s*$", re.I)
 _DDL_DOUBLE = re.compile(r"\bDOUBLE\b(?!\s+PRECISION)", re.I)
@@ -205,9 +205,9 @@ class PgConnection:
         self._cursor.execute(f'CREATE TEMPORARY TABLE "{name}" ({columns})'.encode())
         self.copy_rows(name, table)
 
-    def copy_rows(self, name: str, table: pa.Table, data: bytes | None = None) -> int:
+    def copy_rows(self, name: str, table: pa.Table, data: memoryview | None = None) -> int:
         """COPY the rows of `table` into table `name` (its columns by name); the row count.
-        `data`: its CSV (`csv_for_copy`) when made beforehand. Inside a transaction, long
+        `data`: its COPY text (`text_for_copy`) when made beforehand. Inside a transaction, long
         text is compressed with lz4 where the server has it."""
         if table.num_rows == 0:
             return 0
@@ -215,15 +215,14 @@ class PgConnection:
             self._cursor.execute(b"SET LOCAL default_toast_compression = 'lz4'")
         names = ", ".join(f'"{field}"' for field in table.schema.names)
         if data is None:
-            data = csv_for_copy(table)
-        if data is None:  # a type the CSV path doesn't write: row by row
+            data = text_for_copy(table)
+        if data is None:  # a type the text path doesn't write: row by row
             values = [column.to_pylist() for column in table.columns]
             with self._cursor.copy(f'COPY "{name}" ({names}) FROM STDIN'.encode()) as copy:
                 for row in zip(*values, strict=True):
                     copy.write_row(row)
         else:
-            with self._cursor.copy(
-                    f'COPY "{name}" ({names}) FROM STDIN WITH (FORMAT csv)'.encode()) as copy:
+            with self._cursor.copy(f'COPY "{name}" ({names}) FROM STDIN'.encode()) as copy:
                 copy.write(data)
         return self._cursor.rowcount
 

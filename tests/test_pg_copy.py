@@ -1,0 +1,117 @@
+"""Rows COPYed into Postgres in COPY's text format (storage.backend.pg_copy) read back exactly
+as they went in: every character the format escapes (backslash, tab, newline, carriage return,
+the `\\.` end marker, the `\\N` NULL marker), empty text next to NULL, array literals with
+quotes, backslashes, commas and braces, CJK and emoji, numbers at their edges."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from storage.backend.pg_copy import text_for_copy
+from storage.backend.pg_database import PgDatabase
+from storage.records import COLUMNS, insert_interactions, prepare_batch, to_arrow
+from storage.store import migrate_store
+
+HOSTILE_TEXTS = [
+    "back\\slash", "tab\there", "new\nline", "carriage\rreturn", "\\.", "\\N", "N", "",
+    "end\\", "\\\\n", "\\t literally", "漢字とかな", "emoji 🎉", "quote \" and , comma",
+    "line\n\\.\nafter the end marker", "{braces}", "NULL",
+]
+
+
+def _row(n: int, text: str | None, tags: list[str | None] | None) -> dict[str, Any]:
+    request = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": text}]})
+    response = orjson.dumps({"choices": [{"message": {"role": "assistant",
+                                                      "content": text}}]})
+    return {
+        "id": f"row-{n}", "created_at": 1_764_460_800_123_456 + n,
+        "endpoint": "chat.completions", "model": text, "upstream_model": None,
+        "provider": "openai", "route": orjson.dumps({"alias": text}).decode(),
+        "traffic": "production", "request": request.decode(), "response": response.decode(),
+        "status_code": 200, "finish": "stop", "error": text,
+        "latency_ms": [0.1 + 0.2, 1e-300, 1.7976931348623157e308, -0.0][n % 4],
+        "ttfb_ms": None, "prompt_tokens": -2_147_483_648 if n == 1 else n,
+        "completion_tokens": 2_147_483_647, "cost_usd": 0.00021, "stream": n % 2 == 0,
+        "tags": tags, "user_id": text, "session_id": None,
+        "metadata": orjson.dumps({"k": text}).decode(), "usage_estimated": None,
+        "source_id": "", "sent_request": None,
+    }
+
+
+def _rows() -> list[dict[str, Any]]:
+    rows = [_row(n, text, [text, "plain"]) for n, text in enumerate(HOSTILE_TEXTS)]
+    rows.append(_row(len(rows), None, None))
+    rows.append(_row(len(rows), "x", []))
+    rows.append(_row(len(rows), "y", [None, "", "a\"b\\c,d{e}", "NULL"]))
+    return rows
+
+
+def _stored(db: PgDatabase) -> dict[str, dict[str, Any]]:
+    names = ", ".join(COLUMNS)
+    rows = db.read_sync(lambda con: con.execute(
+        f"SELECT {names} FROM interactions ORDER BY id").fetchall())
+    return {row[0]: dict(zip(COLUMNS, row, strict=True)) for row in rows}
+
+
+def test_the_text_format_escapes_what_it_must() -> None:
+    table = pa.table({"t": ["a\\b\tc\nd\re", None, ""], "n": [1, None, 3],
+                      "l": [["q\"", "b\\", None], None, []]})
+    assert text_for_copy(table) == (b'a\\\\b\\tc\\nd\\re\t1\t{"q\\\\"","b\\\\\\\\",NULL}\n'
+                                    b"\\N\t\\N\t\\N\n"
+                                    b"\t3\t{}\n")
+    assert text_for_copy(table.slice(1, 1)) == b"\\N\t\\N\t\\N\n"  # a slice: its own rows
+    assert text_for_copy(table.slice(0, 0)) == b""
+
+
+def test_hostile_rows_read_back_exactly_as_they_went_in(pg_url: str) -> None:
+    db = PgDatabase(pg_url, read_threads=1)
+    try:
+        migrate_store(db)
+        rows = _rows()
+        batch = prepare_batch(to_arrow(rows), for_postgres=True)
+        assert batch.copy_text is not None
+        assert db.write_sync(lambda con: insert_interactions(con, batch)) == len(rows)
+        stored = _stored(db)
+        assert sorted(stored) == sorted(r["id"] for r in rows)
+        for row in rows:
+            got = stored[row["id"]]
+            for name in COLUMNS:
+                want = row[name]
+                if name == "created_at":
+                    seconds, micros = divmod(want, 1_000_000)
+                    want = datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+                if isinstance(want, float):
+                    assert math.copysign(1, got[name]) == math.copysign(1, want), name
+                assert got[name] == want, (row["id"], name, got[name], want)
+        # the JSON columns are JSON to Postgres' own operators, escapes undone
+        answers = db.read_sync(lambda con: con.execute(
+            "SELECT id, response -> 'choices' -> 0 -> 'message' ->> 'content', "
+            "request -> 'messages' -> 0 ->> 'content' FROM interactions").fetchall())
+        by_id = {row["id"]: row for row in rows}
+        for id_, answer, question in answers:
+            assert answer == question == by_id[id_]["error"], id_
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("text", ["nul \x00 inside"])
+def test_a_text_postgres_cannot_hold_fails_the_copy(pg_url: str, text: str) -> None:
+    """A NUL character: the COPY fails (the writer then isolates the row), nothing half in."""
+    import psycopg
+
+    db = PgDatabase(pg_url, read_threads=1)
+    try:
+        migrate_store(db)
+        batch = prepare_batch(to_arrow([_row(0, "fine", None) | {"error": text}]),
+                              for_postgres=True)
+        with pytest.raises(psycopg.errors.DataError):
+            db.write_sync(lambda con: insert_interactions(con, batch))
+        assert _stored(db) == {}
+    finally:
+        db.close()
