@@ -44,7 +44,6 @@ from tuneloop.client import AdminClient
 from tuneloop.errors import ConfigError, DatasetError, TuneloopError
 
 
-
 @dataclass(frozen=True)
 class StepResult:
     next_step: str | None
