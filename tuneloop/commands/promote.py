@@ -39,10 +39,13 @@ def describe_verdict(verdict: dict[str, Any]) -> str:
                    f"{test['llr_bad']:+.3f} (no worse at {test['lower']:.3f})")
         else:
             llr = f"LLR {test['llr']:+.3f} in [{test['lower']:.3f}, {test['upper']:.3f}]"
+        before = " before the canary" if test.get("baseline") == "history" else ""
         lines.append(
             f"  {test['metric']}: canary {test['canary_events']:g}/{test['canary_n']:g}, "
-            f"current {test['baseline_events']:g}/{test['baseline_n']:g}; H0 p="
+            f"current {test['baseline_events']:g}/{test['baseline_n']:g}{before}; H0 p="
             f"{test['p0']:.4f} H1 p={test['p1']:.4f}; {llr}: {test['decision']}")
+    lines += [f"  why: {reason}" for reason in verdict.get("reasons", [])
+              if not reason.startswith(("errors ", "thumbs_down "))]  # the tests' own lines
     return "\n".join(lines)
 
 
