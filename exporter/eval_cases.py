@@ -74,7 +74,9 @@ def _wrapped(content: Any, prefix: str, suffix: str) -> Any:
 
 
 def messages_as_sent(messages: list[dict[str, Any]], strip: Stripped) -> list[dict[str, Any]]:
-    """An exported example's messages with the template put back: the app's request."""
+    """An exported example's messages with the template put back: the app's request as
+    nearly as the template tells (every user turn wrapped in its prefix and suffix). Used
+    for the baseline when the logged request is not at hand (exporter.eval_baseline)."""
     template, rest = strip.template, [dict(m) for m in messages]
     role = "system"
     if (strip.replacement is not None and rest and rest[0].get("role") in SYSTEM_ROLES
@@ -86,11 +88,11 @@ def messages_as_sent(messages: list[dict[str, Any]], strip: Stripped) -> list[di
     elif rest and rest[0].get("role") in SYSTEM_ROLES:
         head.append(rest.pop(0))
     head += [dict(turn) for turn in template.few_shot]
-    users = [i for i, m in enumerate(rest) if m.get("role") == "user"]
-    if users and (template.user_prefix or template.user_suffix):
-        last = rest[users[-1]]
-        last["content"] = _wrapped(last.get("content"), template.user_prefix,
-                                   template.user_suffix)
+    if template.user_prefix or template.user_suffix:
+        for message in rest:  # stripping took the affixes from every user turn holding them
+            if message.get("role") == "user":
+                message["content"] = _wrapped(message.get("content"), template.user_prefix,
+                                              template.user_suffix)
     return head + rest
 
 
