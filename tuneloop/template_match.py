@@ -9,15 +9,18 @@ Runs per request on the proxy's path, so two promises:
   (a message that is not an object with a string `role`, a text part we must read whose `text`
   is not a string) is a mismatch with part `malformed`: the target gets it as the app sent it,
   like the baseline does, and the upstream answers both alike.
-- Linear and cheap: one pass over the messages; a user message is stripped by looking at its
-  first and last text parts only (no join, no copy of a text but the stripped one); a content
-  list is compared with the template's text piece by piece (`startswith` at an offset), so it
-  is never joined; a message is copied only when it changes. No regular expression, no JSON.
+- Linear and cheap: the roles are read once at C speed (`map(itemgetter("role"))`, which
+  also tells a message that is not an object); a user message is stripped by looking at its
+  first and last text parts only, a string content inline in the loop; a content list compared
+  with a template text is read with `map` and `join` (no Python loop over its parts); a message
+  is copied only when it changes. No regular expression, no JSON, no exception per turn.
+  `bench/transforms.py` prints the cost per request shape next to the kernel before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.errors import TemplateMismatch
@@ -31,40 +34,33 @@ TEXT_TYPES = ("text", "input_text")
 _LAST = "the last user message"
 
 
+_TYPE, _TEXT, _ROLE = itemgetter("type"), itemgetter("text"), itemgetter("role")
+_TEXT_TYPE_SET = frozenset(TEXT_TYPES)
+
+
 def content_as_text(content: object) -> str | None:
     """The string a content stands for: itself, or the joined texts of an all-text list;
-    None for anything else (an image part, a bad shape)."""
+    None for anything else (an image part, a bad shape). The list is read at C speed (`map`
+    and `join`): a part that is not an object, a type that is not text or a text that is not
+    a string makes it None."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") not in TEXT_TYPES:
-                return None
-            text = part.get("text")
-            if not isinstance(text, str):
-                return None
-            texts.append(text)
-        return "".join(texts)
-    return None
+    if not isinstance(content, list):
+        return None
+    try:
+        if not _TEXT_TYPE_SET.issuperset(map(_TYPE, content)):
+            return None
+        return "".join(map(_TEXT, content))
+    except (KeyError, TypeError, IndexError):  # a part that is not an object, or no text
+        return None
 
 
 def same_text(expected: str, content: object) -> bool:
-    """Whether `content` (a string or a list of text parts) stands for `expected`, without
-    joining the parts: each must be the next piece of it."""
+    """Whether `content` (a string or a list of text parts) stands for `expected`."""
     if isinstance(content, str):
         return content == expected
-    if not isinstance(content, list):
-        return False
-    position = 0
-    for part in content:
-        if not isinstance(part, dict) or part.get("type") not in TEXT_TYPES:
-            return False
-        text = part.get("text")
-        if not isinstance(text, str) or not expected.startswith(text, position):
-            return False
-        position += len(text)
-    return position == len(expected)
+    text = content_as_text(content)
+    return text is not None and text == expected
 
 
 def _same_content(expected: object, actual: object) -> bool:
@@ -88,13 +84,20 @@ def _malformed(what: str) -> TemplateMismatch:
     return TemplateMismatch(f"{what}, which the OpenAI API refuses", "malformed")
 
 
-def _check_messages(messages: object) -> list[Message]:
-    if not isinstance(messages, list | tuple):
-        raise TemplateMismatch("the request has no message list", "messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise _malformed(f"message {index} is not an object with a role")
-    return list(messages)
+def _roles(messages: Sequence[Any]) -> list[str]:
+    """Each message's role, read at C speed; a message that is not an object with a string
+    role is `malformed`."""
+    try:
+        roles = list(map(_ROLE, messages))
+    except (KeyError, TypeError, IndexError):
+        index = next((i for i, m in enumerate(messages)
+                      if not isinstance(m, dict) or "role" not in m), 0)
+        raise _malformed(f"message {index} is not an object with a role") from None
+    try:  # only objects have a "role" key among JSON values; join() refuses what is no str
+        "".join(roles)
+    except TypeError:
+        raise _malformed("a message's role is not a string") from None
+    return roles
 
 
 def _blank(text: str) -> bool:
@@ -195,67 +198,81 @@ def strip_messages(
 ) -> list[Message]:
     """What varies in a chat request: the messages without the template's parts, and with
     `system_prompt` (a short replacement) first when given. Raises :class:`TemplateMismatch`
-    naming the first part that differs; the input is never modified."""
-    rest = _check_messages(messages)
+    naming the first part that differs; the input is never modified. Each message is looked
+    at once (its shape checked where it is read)."""
+    if not isinstance(messages, list | tuple):
+        raise TemplateMismatch("the request has no message list", "messages")
     if not template.has_chat_parts:
         raise TemplateMismatch(
             f"template {template.ref} has no chat parts (it is for legacy prompts)", "kind")
-    start = 0
-    first = rest[0] if rest else None
+    turns = template.few_shot
+    start = len(turns)
+    _roles(messages[: start + 1])
+    first: Any = messages[0] if messages else None
     head_role = first["role"] if first is not None and first["role"] in SYSTEM_ROLES else None
     if template.system_prompt is not None:
         if head_role is None:
             raise TemplateMismatch("the request has no system prompt", "system_prompt")
-        assert first is not None
         if not same_text(template.system_prompt, first.get("content")):
             raise TemplateMismatch(
                 "the request's system prompt differs from the template's", "system_prompt")
-        start = 1
-    elif head_role is not None:
-        start = 1  # the app's own system message stays; few-shot turns follow it
-    turns = template.few_shot
+    if head_role is not None:  # the template's system prompt, or the app's own (kept)
+        start += 1
+        _roles(messages[start: start + 1])
+    skip = start - len(turns)
     for offset, turn in enumerate(turns):
-        index = start + offset
-        if index >= len(rest):
+        if skip + offset >= len(messages):
             raise TemplateMismatch(f"few-shot turn {offset + 1} of {len(turns)} is missing",
                                    "few_shot")
-        if not _same_turn(turn, rest[index]):
+        if not _same_turn(turn, messages[skip + offset]):
             raise TemplateMismatch(f"few-shot turn {offset + 1} of {len(turns)} differs",
                                    "few_shot")
-    kept_head = rest[:1] if start and template.system_prompt is None else []
-    del rest[: start + len(turns)]
+    rest: list[Message] = list(messages[start:])
     if not rest:
         raise TemplateMismatch("the request is nothing but the template", "empty")
     if template.user_prefix or template.user_suffix:
         _strip_user_turns(rest, template.user_prefix, template.user_suffix)
+    else:
+        _roles(rest)
     if system_prompt is not None:
         # exactly one system message: the replacement takes the place of the template's, or
         # of the app's own when the template has none
         return [{"role": head_role or "system", "content": system_prompt}, *rest]
-    return kept_head + rest
+    if head_role is not None and template.system_prompt is None:
+        return [first, *rest]
+    return rest
 
 
 def _strip_user_turns(rest: list[Message], prefix: str, suffix: str) -> None:
-    """Strip every user turn in place (in `rest`, a copy): the last must hold the affixes and
-    more; an earlier one that does not is kept as sent."""
-    last = len(rest) - 1
-    while last >= 0 and rest[last]["role"] != "user":
-        last -= 1
-    if last < 0:
+    """Strip every user turn in place (in `rest`, a copy), checking each message's shape on
+    the way: the last must hold the affixes and more; an earlier one that does not is kept as
+    sent. The common shape (a string content) is handled inline: this loop is the cost of a
+    long conversation."""
+    roles = _roles(rest)
+    if "user" not in roles:
         raise TemplateMismatch("no user message follows the few-shot turns", "user_message")
-    for index in range(last + 1):
-        message = rest[index]
-        if message["role"] != "user":
+    last = len(roles) - 1 - roles[::-1].index("user")
+    least = len(prefix) + len(suffix)
+    cut = len(prefix)
+    for index, role in enumerate(roles):
+        if role != "user":
             continue
+        message = rest[index]
         content = message.get("content")
         if type(content) is str:  # the common shape, inline
-            if not (content.startswith(prefix) and content.endswith(suffix)
-                    and len(content) >= len(prefix) + len(suffix)):
-                if index == last:
-                    raise _mismatch_of(_strip_str(content, prefix, suffix) or "prefix")
+            if (len(content) >= least and content.startswith(prefix)
+                    and content.endswith(suffix)):
+                text = content[cut: len(content) - len(suffix)]
+                if text and not text.isspace():
+                    copied = message.copy()
+                    copied["content"] = text
+                    rest[index] = copied
+                    continue
+                stripped: object = None
+            elif index == last:
+                raise _mismatch_of(_strip_str(content, prefix, suffix))
+            else:
                 continue
-            text = content[len(prefix): len(content) - len(suffix)]
-            stripped: object = None if _blank(text) else text
         else:
             stripped = _strip_content(content, prefix, suffix)
             if isinstance(stripped, _Miss):
