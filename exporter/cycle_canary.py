@@ -44,27 +44,54 @@ def canary_step(ctx: StepContext) -> StepResult:
     return StepResult("watch", state=state, detail=detail)
 
 
+def _starved(canary_n: float, baseline_n: float, floor: int) -> bool:
+    """The current target's concurrent sample is too thin to compare with: fewer trials than
+    the canary's and than `floor` (a sticky key sending all the traffic to the canary)."""
+    return baseline_n < canary_n and baseline_n < max(floor, 1)
+
+
+def _baseline(canary: dict[str, Any], stable: dict[str, Any], history: dict[str, Any] | None,
+              trials: str, events: str, floor: int) -> tuple[float, float, str]:
+    n_b, x_b = stable.get(trials, 0), stable.get(events, 0)
+    if history is not None and _starved(canary.get(trials, 0), n_b, floor) \
+            and history.get(trials, 0) > n_b:
+        return history[trials], history.get(events, 0), "history"
+    return n_b, x_b, "concurrent"
+
+
+def needs_history(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig) -> bool:
+    return cfg.history_hours > 0 and (
+        _starved(canary["requests"], stable["requests"], cfg.min_requests)
+        or _starved(canary.get("votes", 0), stable.get("votes", 0), cfg.min_feedback))
+
+
 def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig,
-                 age: timedelta) -> CanaryVerdict:
+                 age: timedelta, history: dict[str, Any] | None = None) -> CanaryVerdict:
     """The verdict on health rows (storage/route_health.py) of the canary and the current
     target since the promotion. Either test can roll the canary back, so each gets half
     of `alpha` (Bonferroni): the chance of rolling back a canary within tolerance on both
-    metrics stays at most `alpha`."""
+    metrics stays at most `alpha`. A metric whose concurrent baseline is starved is compared
+    with `history` (the current target's row before the promotion) instead; a canary still
+    undecided at `max_hours` is rolled back."""
     alpha = cfg.alpha / 2
     errors = SprtParams(alpha, cfg.beta, cfg.tolerated_error_rate_increase,
                         cfg.bad_error_rate_increase)
     thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
-    tests = [
-        sprt("errors", canary["requests"], canary["errors"], stable["requests"],
-             stable["errors"], errors),
-        sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0),
-             stable.get("votes", 0), stable.get("down_votes", 0), thumbs),
-    ]
+    n_b, x_b, kind = _baseline(canary, stable, history, "requests", "errors", cfg.min_requests)
+    v_b, d_b, voted = _baseline(canary, stable, history, "votes", "down_votes", cfg.min_feedback)
+    tests = [sprt("errors", canary["requests"], canary["errors"], n_b, x_b, errors, kind),
+             sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0), v_b, d_b,
+                  thumbs, voted)]
+    expired = None
+    if age >= timedelta(hours=cfg.max_hours):
+        expired = (f"undecided after {age.total_seconds() / 3600:.1f} hours ([canary] "
+                   f"max_hours {cfg.max_hours:g}): rolled back, the safe side")
     return canary_verdict(tests, feedback_counted=canary.get("votes", 0)
                           >= cfg.min_feedback, canary_requests=canary["requests"],
                           min_requests=cfg.min_requests,
-                          old_enough=age >= timedelta(minutes=cfg.min_age_minutes))
+                          old_enough=age >= timedelta(minutes=cfg.min_age_minutes),
+                          expired=expired)
 
 
 def watch_step(ctx: StepContext) -> StepResult:
@@ -79,10 +106,20 @@ def watch_step(ctx: StepContext) -> StepResult:
     rows = {row["target"]: row for row in health["targets"]}
     canary = rows.get(candidate, _NO_TRAFFIC)
     stable = rows.get(ctx.state["stable"], _NO_TRAFFIC)
-    age = datetime.now(UTC) - datetime.fromisoformat(ctx.state["promoted_at"])
-    verdict = judge_canary(canary, stable, ctx.config.canary, age)
+    promoted_at = datetime.fromisoformat(ctx.state["promoted_at"])
+    age = datetime.now(UTC) - promoted_at
+    cfg = ctx.config.canary
+    history = None
+    if needs_history(canary, stable, cfg):
+        before = ctx.client.route_health(
+            alias, since=(promoted_at - timedelta(hours=cfg.history_hours)).isoformat(),
+            until=promoted_at.isoformat(), max_votes_per_voter=cfg.max_votes_per_voter)
+        history = {row["target"]: row for row in before["targets"]}.get(ctx.state["stable"])
+    verdict = judge_canary(canary, stable, cfg, age, history)
     detail = {"canary": canary, "stable": stable, "age_minutes": round(age.total_seconds() / 60, 2),
               "verdict": verdict.to_json()}
+    if history is not None:
+        detail["stable_before"] = history
     if verdict.verdict == "rollback":
         ctx.client.rollback(alias, verdict=verdict.to_json())
         return end("rolled_back", reasons=list(verdict.reasons), **detail)

@@ -48,6 +48,8 @@ min_feedback = 10                # the thumbs-down test counts from this many ra
 min_requests = 100               # a promotion needs this many canary requests (a rollback
 min_age_minutes = 0              #   comes as soon as a test finds the canary worse)
 watch_seconds = 10               # `cycle --every`: how often an open canary is looked at
+max_hours = 24                   # still undecided this long after its promotion: rolled back
+history_hours = 24               # baseline starved beside the canary: its traffic before
 ```
 """
 
@@ -176,6 +178,12 @@ class CanaryConfig(_Section):
     min_age_minutes: float = Field(0.0, ge=0)
     watch_seconds: float = Field(10.0, gt=0)
     """With `cycle --every`: how often an open canary is evaluated between scheduled runs."""
+    max_hours: float = Field(24.0, gt=0)
+    """A canary still undecided this long after its promotion is rolled back (the safe side)."""
+    history_hours: float = Field(24.0, ge=0)
+    """When the current target gets too little traffic beside the canary (a sticky key sending
+    everything to the canary), its traffic in this many hours before the promotion is the
+    baseline instead (0: never)."""
 
     @model_validator(mode="before")
     @classmethod

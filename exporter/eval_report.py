@@ -6,7 +6,10 @@ function `module:function` taking (prediction, reference), or `classification`: 
 task (the export names the positive class) precision, recall, F1, accuracy, AUROC and AUPRC
 at the chosen threshold, using the positive class's probability from the first token's
 logprobs when the model returns them, else the predicted label; for more classes, accuracy
-and macro F1. A failed request counts as a wrong answer.
+and macro F1 (exporter/eval_scores.py). An example with a failed request on either side is
+left out of every score, the margin and its test (a baseline that failed is no evidence that
+the candidate is better, as with the judge); `paired` counts them for the gate's
+max_error_share.
 `judge`: a judge model compares the two answers (exporter.judge); the candidate's score is its
 win rate over the decided pairs, the baseline's the rest.
 
@@ -31,11 +34,12 @@ from typing import Any
 import numpy as np
 
 from exporter.eval_cases import EvalCase
-from exporter.eval_resample import (
-    Resampler,
-    binary_resampler,
-    mean_resampler,
-    multiclass_resampler,
+from exporter.eval_scores import (  # noqa: F401  (Answer, Scoring, make_scoring: re-exported)
+    Answer,
+    Scoring,
+    example_scores,
+    make_scoring,
+    score_answers,
 )
 from exporter.intervals import (
     CONFIDENCE,
@@ -47,112 +51,8 @@ from exporter.intervals import (
     resample_blocks,
     sign_test,
 )
-from exporter.scoring import (
-    Scorer,
-    binary_metrics,
-    load_scorer,
-    multiclass_metrics,
-    normalize_answer,
-    positive_probability,
-)
+from exporter.scoring import normalize_answer
 from tuneloop.errors import ConfigError, DatasetError
-
-
-@dataclass(frozen=True)
-class Answer:
-    text: str | None  # None: the request failed
-    error: str | None
-    interaction_id: str | None
-    top_logprobs: Mapping[str, float] | None = None
-    retries: int = 0
-
-
-@dataclass(frozen=True)
-class Scoring:
-    name: str
-    metric: str
-    threshold: float
-    scorer: Scorer | None = None
-    positive: str | None = None
-    negative: str | None = None
-
-    @property
-    def classification(self) -> bool:
-        return self.scorer is None and not self.judged
-
-    @property
-    def judged(self) -> bool:
-        return self.name == "judge"
-
-    @property
-    def wants_logprobs(self) -> bool:
-        return self.positive is not None
-
-
-def make_scoring(spec: str, threshold: float, metric: str | None,
-                 manifest: Mapping[str, Any]) -> Scoring:
-    if spec == "judge":
-        if metric not in (None, "win_rate"):
-            raise ConfigError(f"the judge scorer's metric is win_rate, not {metric!r}")
-        return Scoring(spec, "win_rate", threshold)
-    if spec != "classification":
-        name = {"exact": "exact_match", "exact_strict": "exact_match_strict"}.get(spec, spec)
-        return Scoring(spec, metric or "mean", threshold, scorer=load_scorer(name))
-    summary = manifest.get("classification") or {}
-    labels = list(summary.get("labels") or {})
-    positive = summary.get("positive_class")
-    if len(labels) == 2 and positive in labels:
-        negative = next(label for label in labels if label != positive)
-        return Scoring(spec, metric or "f1", threshold, positive=positive, negative=negative)
-    if len(labels) == 2:
-        raise ConfigError("binary classification needs the positive class: export with one")
-    return Scoring(spec, metric or "macro_f1", threshold)
-
-
-def _score_binary(scoring: Scoring, cases: Sequence[EvalCase], answers: Sequence[Answer]
-                  ) -> tuple[dict[str, Any], list[float], Resampler]:
-    assert scoring.positive is not None and scoring.negative is not None
-    truth = [c.reference == scoring.positive for c in cases]
-    probabilities: list[float] = []
-    for actual, answer in zip(truth, answers, strict=True):
-        if answer.text is None:  # a failure is a wrong answer
-            probabilities.append(0.0 if actual else 1.0)
-            continue
-        p = positive_probability(answer.top_logprobs, scoring.positive, scoring.negative) \
-            if answer.top_logprobs else None
-        probabilities.append(p if p is not None else float(answer.text == scoring.positive))
-    metrics = binary_metrics(truth, probabilities, scoring.threshold).to_json()
-    per_example = [float((p >= scoring.threshold) == t)
-                   for p, t in zip(probabilities, truth, strict=True)]
-    return metrics, per_example, binary_resampler(truth, probabilities, scoring.threshold,
-                                                  scoring.metric)
-
-
-def score_answers(scoring: Scoring, cases: Sequence[EvalCase], answers: Sequence[Answer]
-                  ) -> tuple[float, dict[str, Any], list[float], Resampler]:
-    """(the compared number, every metric, a 0..1 score per example, the metrics on
-    resamples)."""
-    if scoring.scorer is not None:
-        scorer = scoring.scorer
-        per_example = [0.0 if a.text is None else scorer(a.text, c.reference)
-                       for c, a in zip(cases, answers, strict=True)]
-        mean = sum(per_example) / len(per_example) if per_example else 0.0
-        metrics: dict[str, Any] = {"mean": mean, "n": len(per_example)}
-        resampler = mean_resampler(per_example)
-    elif scoring.positive is not None:
-        metrics, per_example, resampler = _score_binary(scoring, cases, answers)
-    else:
-        predictions = [a.text or "" for a in answers]
-        references = [c.reference for c in cases]
-        metrics = multiclass_metrics(references, predictions)
-        per_example = [float(p == c.reference) for p, c in zip(predictions, cases, strict=True)]
-        resampler = multiclass_resampler(references, predictions)
-    value = metrics.get(scoring.metric)
-    if not isinstance(value, int | float):
-        known = sorted(k for k, v in metrics.items() if isinstance(v, int | float))
-        raise ConfigError(f"metric {scoring.metric!r} is not one of {known}")
-    return float(value), metrics, per_example, resampler
-
 
 SCORES = ("mean", "win_rate", "accuracy", "precision", "recall", "f1", "auroc", "auprc",
           "macro_precision", "macro_recall", "macro_f1")
@@ -176,6 +76,7 @@ class EvalReport:
     pairwise: dict[str, Any] | None = None  # the judge's wins, losses, ties, errors, test
     judgements: list[dict[str, Any]] | None = None
     paired: dict[str, Any] | None = None  # bootstrap: discordant examples, McNemar, failures
+    baseline_requests: dict[str, int] | None = None  # stripped export: logged vs rebuilt
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "dataset": self.dataset, "examples": self.examples,
@@ -183,7 +84,7 @@ class EvalReport:
                 "models": self.models, "margin": self.margin,
                 "confidence": self.confidence, "margin_interval": self.margin_interval,
                 "intervals": self.intervals, "pairwise": self.pairwise,
-                "paired": self.paired,
+                "paired": self.paired, "baseline_requests": self.baseline_requests,
                 "judgements": self.judgements,
                 "differences": self.differences, "differences_total": self.differences_total}
 
@@ -204,6 +105,10 @@ class EvalReport:
                          f"these examples, so each interval is at 1 - "
                          f"{1 - family:.4g}/{comparisons} = "
                          f"{self.confidence * 100:.4g}%")
+        if self.baseline_requests and self.baseline_requests.get("rebuilt"):
+            lines.append(f"  baseline asked the app's logged request for "
+                         f"{self.baseline_requests['logged']} examples; "
+                         f"{self.baseline_requests['rebuilt']} rebuilt from the template")
         width = max(len(m["model"]) for m in self.models.values())
         for role, model in self.models.items():
             lines.append(f"  {role:<9} {model['model']:<{width}}  {model['score']:.4f} "
@@ -232,8 +137,12 @@ class EvalReport:
             exact = (f"; exact McNemar p = {q['p_value']:.4g}, P(candidate better | discordant) "
                      f"{_interval(q['interval'])}" if q.get("p_value") is not None else "")
             lines.append(f"  paired    {q['discordant']} discordant examples (candidate better "
-                         f"on {q['candidate_better']}, baseline on {q['baseline_better']}), "
-                         f"{q['failed']} with a failed request{exact}")
+                         f"on {q['candidate_better']}, baseline on {q['baseline_better']}){exact}")
+            if q.get("failed"):
+                lines.append(f"  failed    {q['failed']} of {self.examples} examples have a "
+                             f"failed request (either side): left out of every score, the "
+                             f"margin and the test (no evidence either way); scored on the "
+                             f"{q.get('compared', self.examples - q['failed'])} both answered")
         if self.differences_total and shown > 0:
             lines.append(f"  {self.differences_total} examples answered differently; "
                          f"the first {min(shown, len(self.differences))}:")
@@ -274,22 +183,30 @@ class Stats:
         return bonferroni(self.confidence, self.comparisons)
 
 
-def _paired(scored: Mapping[str, Sequence[float]], answers: Mapping[str, Sequence[Answer]],
-            scoring: Scoring, confidence: float) -> dict[str, Any]:
-    """The discordant examples; for 0/1 scores of a mean or accuracy, the exact McNemar test
-    and the Clopper-Pearson interval of P(candidate better | discordant); failed pairs."""
+def _answered(answers: Mapping[str, Sequence[Answer]]) -> list[int]:
+    """The examples both models answered: the only evidence. A failed request on either side
+    (the baseline's as much as the candidate's) says nothing of which model is better."""
+    return [i for i, pair in enumerate(zip(answers["candidate"], answers["baseline"],
+                                           strict=True))
+            if all(a.text is not None for a in pair)]
+
+
+def _paired(scored: Mapping[str, Sequence[float]], examples: int, scoring: Scoring,
+            confidence: float) -> dict[str, Any]:
+    """Over the `scored` pairs (both answered, out of `examples`): the discordant examples;
+    for 0/1 scores of a mean or accuracy, the exact McNemar test and the Clopper-Pearson
+    interval of P(candidate better | discordant); the pairs left out for a failed request."""
     pairs = list(zip(scored["candidate"], scored["baseline"], strict=True))
     better = sum(c > b for c, b in pairs)
     worse = sum(c < b for c, b in pairs)
-    failed = sum(a.text is None or b.text is None
-                 for a, b in zip(answers["candidate"], answers["baseline"], strict=True))
+    failed = examples - len(pairs)
     binary = scoring.metric in ("mean", "accuracy") and all(v in (0.0, 1.0) for p in pairs
                                                              for v in p)
-    out: dict[str, Any] = {"discordant": better + worse, "candidate_better": better,
-                           "baseline_better": worse, "failed": failed,
-                           "error_share": failed / len(pairs) if pairs else 0.0,
+    out: dict[str, Any] = {"compared": len(pairs), "discordant": better + worse,
+                           "candidate_better": better, "baseline_better": worse,
+                           "failed": failed, "error_share": failed / examples if examples else 0.0,
                            "p_value": None, "interval": None}
-    if binary:
+    if binary and pairs:
         out["p_value"] = sign_test(better, worse)
         out["interval"] = list(clopper_pearson(better, better + worse, confidence))
     return out
@@ -298,20 +215,25 @@ def _paired(scored: Mapping[str, Sequence[float]], answers: Mapping[str, Sequenc
 def _bootstrap(scoring: Scoring, cases: Sequence[EvalCase],
                answers: Mapping[str, Sequence[Answer]], models: Mapping[str, str],
                stats: Stats) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]],
-                                      list[float] | None]:
-    """Each model's summary with its intervals, its per-example scores, the margin's interval."""
-    summary: dict[str, dict[str, Any]] = {}
-    scores = {role: score_answers(scoring, cases, answers[role]) for role in models}
-    scored = {role: per_example for role, (_, _, per_example, _) in scores.items()}
+                                      list[float] | None, dict[str, Any]]:
+    """Each model's summary with its intervals, its per-example scores (for showing), the
+    margin's interval, and the paired counts. Scores, intervals and the test are over the
+    examples both models answered; the others are counted (max_error_share) and left out."""
+    kept = _answered(answers)
+    kept_cases = [cases[i] for i in kept]
+    kept_answers = {role: [answers[role][i] for i in kept] for role in models}
+    scores = {role: score_answers(scoring, kept_cases, kept_answers[role]) for role in models
+              } if kept else {}
     parts: dict[str, list[dict[str, np.ndarray]]] = {role: [] for role in models}
-    for block in resample_blocks(len(cases), stats.resamples, stats.seed):
+    for block in resample_blocks(len(kept) if scores else 0, stats.resamples, stats.seed):
         for role in models:
             parts[role].append(scores[role][3](block))
     sampled = {role: {name: np.concatenate([p[name] for p in parts[role]])
                       for name in (parts[role][0] if parts[role] else {})}
                for role in models}
+    summary: dict[str, dict[str, Any]] = {}
     for role, model in models.items():
-        value, metrics, _, _ = scores[role]
+        value, metrics = (scores[role][0], scores[role][1]) if scores else (0.0, {"n": 0})
         intervals = {name: list(percentile(values, stats.each))
                      for name, values in sampled[role].items()}
         summary[role] = {"model": model, "score": value,
@@ -324,7 +246,18 @@ def _bootstrap(scoring: Scoring, cases: Sequence[EvalCase],
         margin_interval = list(percentile(sampled["candidate"][scoring.metric]
                                           - sampled["baseline"][scoring.metric],
                                           stats.each))
-    return summary, scored, margin_interval
+    paired = _paired({role: scores[role][2] if scores else [] for role in models},
+                     len(cases), scoring, stats.each)
+    left_out = sorted(set(range(len(cases))) - set(kept))
+    shown = {role: [0.0] * len(cases) for role in models}
+    for role in models:  # where both answered, the same numbers as decided on
+        for i, score in zip(kept, scores[role][2] if scores else [], strict=True):
+            shown[role][i] = score
+        for i, score in zip(left_out, example_scores(
+                scoring, [cases[i] for i in left_out],
+                [answers[role][i] for i in left_out]), strict=True):
+            shown[role][i] = score
+    return summary, shown, margin_interval, paired
 
 
 def _judged(pairwise: Mapping[str, Any], judgements: Sequence[Mapping[str, Any]],
@@ -364,8 +297,8 @@ def build_report(run_id: str, dataset: str, cases: Sequence[EvalCase],
         method = ("win rate over judged pairs, ties as half; exact Clopper-Pearson interval of "
                   "the decided pairs, sign test")
     else:
-        summary, scored, margin_interval = _bootstrap(scoring, cases, answers, models, stats)
-        paired = _paired(scored, answers, scoring, stats.each)
+        summary, scored, margin_interval, paired = _bootstrap(scoring, cases, answers, models,
+                                                              stats)
         method = f"bootstrap, {stats.resamples} resamples, seed {stats.seed}"
     differing = []
     for i in range(len(cases)):

@@ -15,7 +15,7 @@ from exporter.canary_stats import SprtParams, sprt
 from exporter.cycle_canary import judge_canary
 from exporter.cycle_config import CanaryConfig
 
-WEEK = timedelta(days=7)
+AGE = timedelta(hours=7)  # old enough (min_age_minutes), below max_hours
 
 
 def health(requests: int, errors: int, rated: float = 0, down: float = 0) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def rolled_back(canary: float, baseline: float, share: float, seed: int, cfg: Ca
             n, x = n + 1, x + (rng.random() < canary)
             if n % every:
                 continue
-            verdict = judge_canary(health(n, x), health(nb, xb), cfg, WEEK).verdict
+            verdict = judge_canary(health(n, x), health(nb, xb), cfg, AGE).verdict
             if verdict != "continue":
                 return verdict == "rollback"
         else:
@@ -60,7 +60,7 @@ def test_a_canary_failing_30_percent_still_goes_within_100_requests() -> None:
 
 def test_the_two_tests_share_alpha() -> None:
     cfg = CanaryConfig(alpha=0.05, min_requests=0, min_feedback=5)
-    verdict = judge_canary(health(60, 0, 10, 1), health(540, 0, 80, 4), cfg, WEEK)
+    verdict = judge_canary(health(60, 0, 10, 1), health(540, 0, 80, 4), cfg, AGE)
     assert [t.upper for t in verdict.tests] == [pytest.approx(math.log(2 / 0.05))] * 2
 
 
@@ -72,3 +72,18 @@ def test_the_baseline_sample_counts() -> None:
     many = sprt("errors", 100, 15, 10_000, 500, params)
     assert few.llr < many.llr
     assert few.decision == "continue" and many.decision == "worse"
+
+
+def test_a_starved_baseline_is_replaced_by_its_history() -> None:
+    """All the traffic on the canary (a constant sticky key): against no concurrent baseline
+    even 200 errors in 200 requests proved nothing (LLR 0); against the current target's
+    traffic before the promotion they do."""
+    cfg = CanaryConfig(percent=10, min_requests=100)
+    broken, idle, before = health(200, 200), health(0, 0), health(300, 3)
+    assert judge_canary(broken, idle, cfg, timedelta(hours=1)).verdict == "continue"
+    verdict = judge_canary(broken, idle, cfg, timedelta(hours=1), before)
+    assert verdict.verdict == "rollback"
+    assert verdict.tests[0].baseline == "history" and verdict.tests[0].baseline_n == 300
+    assert "before the canary" in verdict.reasons[0]
+    fed = judge_canary(health(200, 2), health(1800, 18), cfg, AGE, health(300, 150))
+    assert fed.tests[0].baseline == "concurrent"  # history only when starved

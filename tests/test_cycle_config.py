@@ -91,7 +91,7 @@ def test_sprt_bounds_and_decisions() -> None:
 
 def test_canary_verdict() -> None:
     cfg = CanaryConfig(min_requests=50, min_feedback=5)
-    week = timedelta(days=7)
+    week = timedelta(hours=7)  # below max_hours (24): an undecided canary still waits
     bad = judge_canary(row(10, 3), row(90, 0), cfg, timedelta(0))
     assert bad.verdict == "rollback" and bad.reasons[0].startswith("errors 3/10")
     assert judge_canary(row(60, 0), row(540, 0), cfg, week).verdict == "promote"

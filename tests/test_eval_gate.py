@@ -165,3 +165,32 @@ def test_the_gate_settings_are_read_from_the_cycle_config() -> None:
         parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
                             "finetune": {"base_model": "m"},
                             "evaluate": {"max_error_share": 2}})
+
+
+@pytest.mark.parametrize("scorer", ["exact", "classification", "classification_multi"])
+def test_equal_models_with_a_failing_baseline_are_not_promoted(scorer: str) -> None:
+    """Both models give the same answers (right on 80, wrong on 32 of 112); the baseline's
+    request fails on 10 the candidate got right (under max_error_share). Failures are no
+    evidence: those 10 are left out of the scores, the margin and the McNemar test."""
+    labels = ["yes", "no"] if scorer == "classification" else ["yes", "no", "maybe"]
+    all_cases = [EvalCase(i, [{"role": "user", "content": f"q{i}"}], f"q{i}",
+                          labels[i % len(labels)] if scorer != "exact" else f"a{i}")
+                 for i in range(112)]
+    same = [Answer(c.reference if c.line < 80 else "wrong", None, None) for c in all_cases]
+    baseline = [Answer(None, "400: bad request", None) if i < 10 else a
+                for i, a in enumerate(same)]
+    manifest = {"classification": {"labels": dict.fromkeys(labels, 1),
+                                   "positive_class": "yes"}} if scorer != "exact" else {}
+    scoring = make_scoring("classification" if scorer != "exact" else "exact", 0.5, None,
+                           manifest)
+    report = build_report("ev_f", "d", all_cases, {"candidate": same, "baseline": baseline},
+                          MODELS, scoring, 5)
+    decision = gate_decision(report, GateRules())
+    assert not decision.passed
+    assert report.paired is not None
+    assert (report.paired["failed"], report.paired["compared"]) == (10, 102)
+    assert report.paired["discordant"] == 0 and report.margin == 0
+    assert report.models["baseline"]["errors"] == 10
+    assert not any("max_error_share" in reason for reason in decision.reasons)  # 8.9%
+    assert "failed    10 of 112 examples have a failed request (either side): left out" \
+        in report.render()

@@ -1,0 +1,179 @@
+"""Hostile and odd requests to a target that strips a template (outsider review r13 #1, #3, #6):
+a malformed message list, a /v1/responses request, a batched legacy prompt. Each reaches its
+target as the app sent it (or stripped, when every part holds the template), is counted as a
+template mismatch with its reason, and never makes the proxy answer 500 nor breaks template
+discovery. Real proxy and fake upstream on loopback, raw httpx and the openai SDK as clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from proxy.app import create_app
+from storage.prompt_templates import freeze_template
+from storage.store import migrate_store, open_store
+from tests.conftest import REVIEWER_TOKEN, UPSTREAM_KEY, FakeUpstream, ProxyServer, proxy_settings
+from tests.fakes.openai_upstream import FakeOpenAIState
+from tests.fakes.openai_upstream import create_app as create_fake_openai
+from tests.fakes.server import serve_app
+
+FT = "ft:gpt-4o-mini-2024-07-18:acme::hostile"
+LEGACY_FT = "ft:davinci-002:acme::hostile"
+SYSTEM = "You are the support bot of ACME. Answer in one short paragraph. " * 10
+PREFIX, SUFFIX = "Q: ", "\nA:"
+SYS = {"role": "system", "content": SYSTEM}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
+    tmp = tmp_path_factory.mktemp("hostile")
+    state = FakeOpenAIState()
+    with serve_app(create_fake_openai(state)) as upstream_url:
+        upstream = FakeUpstream(upstream_url, state)
+        settings = proxy_settings(tmp, upstream.base_url, index_worker_min_rows=0)
+        db = open_store(settings.db)
+        migrate_store(db)
+        for name, parts in (
+                ("wrapped", {"system_prompt": SYSTEM, "user_prefix": PREFIX,
+                             "user_suffix": SUFFIX}),
+                ("bare", {"user_prefix": PREFIX}),
+                ("qa", {"prompt_prefix": "Answer briefly.\n", "prompt_suffix": SUFFIX})):
+            db.write_sync(lambda con, n=name, p=parts: freeze_template(
+                con, {"name": n, "parts": p}, "test"))
+        db.close()
+        with serve_app(create_app(settings)) as url:
+            proxy = ProxyServer(url, settings, upstream)
+            routes = {
+                alias: {"targets": [{"model": model, "transforms": [
+                    {"type": "strip_template", "template": template}, *extra]}]}
+                for alias, model, template, extra in (
+                    ("wrapped-bot", FT, "wrapped-v1", [{"type": "stop", "stop": "END"}]),
+                    ("bare-bot", FT + "-bare", "bare-v1", []),
+                    ("qa-bot", LEGACY_FT, "qa-v1", [
+                        {"type": "legacy_separator", "separator": "\n\n###\n\n"}]))}
+            proxy.admin().put_routes(routes)
+            yield proxy
+            proxy.close()
+
+
+def post(proxy: ProxyServer, path: str, body: dict[str, Any]) -> httpx.Response:
+    return proxy.http().post(path, json=body, headers={"authorization": f"Bearer {UPSTREAM_KEY}"})
+
+
+def last_sent(proxy: ProxyServer, model: str) -> dict[str, Any]:
+    bodies = [r.json for r in proxy.upstream.state.requests
+              if isinstance(r.json, dict) and r.json.get("model") == model]
+    assert bodies, f"nothing reached {model}"
+    return bodies[-1]
+
+
+def wrapped_user(*parts: object) -> dict[str, Any]:
+    return {"role": "user", "content": list(parts)}
+
+
+MALFORMED: dict[str, tuple[str, list[Any]]] = {
+    "a string message": ("bare-bot", ["hello"]),
+    "a string after the system prompt": ("wrapped-bot", [SYS, "hello"]),
+    "a number after the system prompt": ("wrapped-bot", [SYS, 5]),
+    "null after the system prompt": ("wrapped-bot", [SYS, None]),
+    "a message without a role": ("wrapped-bot", [SYS, {"content": PREFIX + "hi" + SUFFIX}]),
+    "a text part without text": ("wrapped-bot", [SYS, wrapped_user(
+        {"type": "text", "text": PREFIX + "a"}, {"type": "text"},
+        {"type": "text", "text": "b" + SUFFIX})]),
+    "a text part with null text": ("wrapped-bot", [SYS, wrapped_user(
+        {"type": "text", "text": PREFIX + "a"}, {"type": "text", "text": None},
+        {"type": "text", "text": "b" + SUFFIX})]),
+    "a part that is not an object": ("wrapped-bot", [SYS, wrapped_user(
+        {"type": "text", "text": PREFIX + "a"}, "zz", {"type": "text", "text": "b" + SUFFIX})]),
+    "a first part without text": ("wrapped-bot", [SYS, wrapped_user(
+        {"type": "text", "text": 7}, {"type": "text", "text": "b" + SUFFIX})]),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_message_list_reaches_the_target_as_sent_and_is_counted(
+    server: ProxyServer, case: str,
+) -> None:
+    """Never our 500: the target gets the messages exactly as the app sent them (the upstream
+    judges them, as it does for the baseline), and the row says `malformed`."""
+    alias, messages = MALFORMED[case]
+    model = FT if alias == "wrapped-bot" else FT + "-bare"
+    response = post(server, "/v1/chat/completions", {"model": alias, "messages": messages})
+    assert response.status_code == 200, response.text
+    sent = last_sent(server, model)
+    assert sent["messages"] == messages
+    assert sent.get("stop") == ("END" if alias == "wrapped-bot" else None)
+    row = server.row(response.headers["x-tuneloop-id"])
+    assert row["status_code"] == 200 and row["error"] is None
+    assert row["route"]["template_mismatch"] == "malformed"
+
+
+def test_a_well_formed_request_is_still_stripped(server: ProxyServer) -> None:
+    messages = [SYS, wrapped_user({"type": "text", "text": PREFIX + "where is "},
+                                  {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                                  {"type": "text", "text": "my parcel" + SUFFIX})]
+    response = post(server, "/v1/chat/completions", {"model": "wrapped-bot", "messages": messages})
+    assert response.status_code == 200, response.text
+    assert last_sent(server, FT)["messages"] == [wrapped_user(
+        {"type": "text", "text": "where is "}, messages[1]["content"][1],
+        {"type": "text", "text": "my parcel"})]
+
+
+def test_discovery_skips_and_counts_rows_it_cannot_read(server: ProxyServer) -> None:
+    """Malformed rows among an alias's logged requests: discovery still answers, counts them in
+    `read.skipped`, and finds the template in the rest."""
+    server.admin().put_routes({**server.admin().routes(),
+                               "plain-bot": {"targets": [{"model": "gpt-4o-mini"}]}})
+    client = server.openai()
+    for n in range(12):
+        client.chat.completions.create(model="plain-bot", messages=[
+            SYS, {"role": "user", "content": f"{PREFIX}question {n}?{SUFFIX}"}])
+    odd: list[Any] = [[SYS, "hello"], [SYS, 5], [SYS, None], [{"content": "x"}],
+                      [SYS, wrapped_user({"type": "text"})]]
+    for messages in odd:
+        assert post(server, "/v1/chat/completions",
+                    {"model": "plain-bot", "messages": messages}).status_code == 200
+    server.wait_for("SELECT count(*) FROM interactions WHERE route->>'alias' = 'plain-bot'",
+                    lambda rows: rows[0][0] >= 12 + len(odd))
+    response = server.http().get("/admin/template-candidates", params={"alias": "plain-bot"},
+                                 headers={"authorization": f"Bearer {REVIEWER_TOKEN}"})
+    assert response.status_code == 200, response.text
+    found = response.json()
+    assert found["read"]["skipped"] == 4  # the text part without text is read (well formed)
+    assert found["sample"]["chat"] == 12 + 1
+    assert found["candidates"][0]["parts"]["system_prompt"] == SYSTEM
+
+
+def test_a_responses_request_is_counted_as_a_mismatch_not_silently_sent_whole(
+    server: ProxyServer,
+) -> None:
+    """The Responses API shape (instructions, input items, server-side state) is not stripped:
+    the target gets it as sent, and the row and the metric say so."""
+    raw = server.openai().responses.with_raw_response.create(
+        model="wrapped-bot", instructions=SYSTEM, input=f"{PREFIX}where is my parcel?{SUFFIX}")
+    sent = last_sent(server, FT)
+    assert sent["instructions"] == SYSTEM and "stop" not in sent  # Responses has no `stop`
+    row = server.row(raw.headers["x-tuneloop-id"])
+    assert row["route"]["template_mismatch"] == "responses_api"
+    assert row["sent_request"] is None
+    metrics = server.http().get("/metrics").text
+    assert any(line.startswith("tuneloop_template_mismatches_total{") and "wrapped-bot" in line
+               for line in metrics.splitlines())
+
+
+def test_a_batched_legacy_prompt_is_stripped_element_by_element(server: ProxyServer) -> None:
+    """`prompt: [str, str]` (two completions): each element is stripped and gets the separator;
+    when one does not hold the template, none is stripped (a mismatch), each gets the separator
+    as a single unstripped prompt does."""
+    prompts = [f"Answer briefly.\nWhat is {x}?{SUFFIX}" for x in ("DuckDB", "Postgres")]
+    raw = server.openai().completions.with_raw_response.create(model="qa-bot", prompt=prompts)
+    assert last_sent(server, LEGACY_FT)["prompt"] == [
+        "What is DuckDB?\n\n###\n\n", "What is Postgres?\n\n###\n\n"]
+    assert "template_mismatch" not in server.row(raw.headers["x-tuneloop-id"])["route"]
+    mixed = [prompts[0], "Something else entirely"]
+    raw = server.openai().completions.with_raw_response.create(model="qa-bot", prompt=mixed)
+    assert last_sent(server, LEGACY_FT)["prompt"] == [p + "\n\n###\n\n" for p in mixed]
+    assert server.row(raw.headers["x-tuneloop-id"])["route"]["template_mismatch"] == "prefix"
