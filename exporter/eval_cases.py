@@ -65,11 +65,24 @@ class Stripped:
 def _wrapped(content: Any, prefix: str, suffix: str) -> Any:
     if isinstance(content, str):
         return prefix + content + suffix
-    parts = [dict(p) for p in content] if isinstance(content, list) else []
+    parts = [dict(p) if isinstance(p, Mapping) else p for p in content] \
+        if isinstance(content, list) else []
+
+    def text_part(index: int) -> bool:  # stripping took the affixes from these parts' texts
+        part = parts[index] if parts else None
+        return isinstance(part, dict) and part.get("type") in ("text", "input_text") \
+            and isinstance(part.get("text"), str)
+
     if prefix:
-        parts.insert(0, {"type": "text", "text": prefix})
+        if text_part(0):
+            parts[0]["text"] = prefix + parts[0]["text"]
+        else:
+            parts.insert(0, {"type": "text", "text": prefix})
     if suffix:
-        parts.append({"type": "text", "text": suffix})
+        if text_part(-1):
+            parts[-1]["text"] = parts[-1]["text"] + suffix
+        else:
+            parts.append({"type": "text", "text": suffix})
     return parts
 
 

@@ -89,6 +89,12 @@ def test_a_rebuilt_baseline_request_wraps_every_user_turn() -> None:
     strip = Stripped(TEMPLATE, "Short.")
     stripped = strip_messages(TEMPLATE, app(1), system_prompt="Short.")
     assert messages_as_sent(stripped, strip) == app(1)
+    # a content list gets the affixes back in its first and last text parts, where they were
+    parts = [{"role": "system", "content": "Rules."}, {"role": "user", "content": [
+        {"type": "text", "text": PREFIX + "look"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+        {"type": "text", "text": "at this" + SUFFIX}]}]
+    assert messages_as_sent(strip_messages(TEMPLATE, parts), Stripped(TEMPLATE)) == parts
 
 
 @pytest.mark.parametrize("logged", [
