@@ -10,6 +10,7 @@ format = "chat"                  # chat | legacy | preference | classification
 validation = 0.1
 filter = { tag = "support" }     # review filters; default: approved production traffic
 out_dir = "exports"              # each run exports to <out_dir>/<name>-<run id>
+skip_invalid = false             # true: leave out examples that break a rule (listed)
 strip_template = "support-bot-v1"  # train without this frozen prompt template; the canary
                                  # then gets the same strip transform (optional)
 
@@ -86,6 +87,9 @@ class DatasetConfig(_Section):
     --strip-template`); the promotion gives the model the same transform."""
     system_prompt: str | None = None
     """With strip_template: a short system prompt in the template's place."""
+    skip_invalid: bool = False
+    """Leave out (count and list) examples that break a format rule, as `export
+    --skip-invalid`; else one such example rejects the dataset and the run."""
 
     @model_validator(mode="after")
     def _strip_options(self) -> DatasetConfig:
