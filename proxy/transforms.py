@@ -5,7 +5,8 @@ canary's baseline without transforms gets the request exactly as the app sent it
 change where a request goes, which key it carries or which headers: only the body.
 
 - `strip_template` (`template`: `name-vN`): the frozen prompt template is taken out of the
-  request (`tuneloop.prompt_template`), since the fine-tuned model learned it.
+  request (`tuneloop.prompt_template`; a `/v1/responses` request in its own shape,
+  `tuneloop.responses_strip`), since the fine-tuned model learned it.
 - `replace_system_prompt` (`system_prompt`): the request's system prompt is replaced by this
   one (inserted first when it has none). After `strip_template`, it takes the stripped
   system prompt's place; after a legacy template's, it is put in front of the stripped prompt

@@ -159,17 +159,46 @@ def test_discovery_skips_and_counts_rows_it_cannot_read(server: ProxyServer) -> 
     assert found["candidates"][0]["parts"]["system_prompt"] == SYSTEM
 
 
-def test_a_responses_request_is_counted_as_a_mismatch_not_silently_sent_whole(
-    server: ProxyServer,
-) -> None:
-    """The Responses API shape (instructions, input items, server-side state) is not stripped:
-    the target gets it as sent, and the row and the metric say so."""
+def test_a_responses_request_is_stripped_in_its_own_shape(server: ProxyServer) -> None:
+    """/v1/responses: the template's system prompt comes out of `instructions`, the prefix and
+    suffix out of the input (a string stays a string; parts keep their type); typed items
+    (function_call_output) stay in place; no `stop` (the Responses API has none)."""
     raw = server.openai().responses.with_raw_response.create(
         model="wrapped-bot", instructions=SYSTEM, input=f"{PREFIX}where is my parcel?{SUFFIX}")
     sent = last_sent(server, FT)
-    assert sent["instructions"] == SYSTEM and "stop" not in sent  # Responses has no `stop`
+    assert "instructions" not in sent and "stop" not in sent
+    assert sent["input"] == "where is my parcel?"
     row = server.row(raw.headers["x-tuneloop-id"])
-    assert row["route"]["template_mismatch"] == "responses_api"
+    assert "template_mismatch" not in row["route"]
+    assert row["sent_request"]["input"] == "where is my parcel?"
+    assert row["request"]["instructions"] == SYSTEM
+    output = {"type": "function_call_output", "call_id": "call_1", "output": "in transit"}
+    items = [{"role": "system", "content": SYSTEM}, output, {"role": "user", "content": [
+        {"type": "input_text", "text": f"{PREFIX}and now?{SUFFIX}"}]}]
+    response = post(server, "/v1/responses", {"model": "wrapped-bot", "input": items})
+    assert response.status_code == 200, response.text
+    assert last_sent(server, FT)["input"] == [output, {"role": "user", "content": [
+        {"type": "input_text", "text": "and now?"}]}]
+
+
+@pytest.mark.parametrize(("extra", "part"), [
+    ({"previous_response_id": "resp_123"}, "responses_api"),
+    ({"input": [SYS, 5]}, "malformed"),
+    ({"instructions": "You are another bot."}, "system_prompt"),
+])
+def test_a_responses_request_that_cannot_be_stripped_is_counted_not_sent_whole_silently(
+    server: ProxyServer, extra: dict[str, Any], part: str,
+) -> None:
+    """Context the proxy can't see (previous_response_id), a malformed input, another system
+    prompt: sent as the app sent it, and the row and the metric say so."""
+    body = {"model": "wrapped-bot", "instructions": SYSTEM,
+            "input": f"{PREFIX}where is my parcel?{SUFFIX}", **extra}
+    response = post(server, "/v1/responses", body)
+    assert response.status_code < 500, response.text
+    sent = last_sent(server, FT)
+    assert sent == {**body, "model": FT}
+    row = server.row(response.headers["x-tuneloop-id"])
+    assert row["route"]["template_mismatch"] == part
     assert row["sent_request"] is None
     metrics = server.http().get("/metrics").text
     assert any(line.startswith("tuneloop_template_mismatches_total{") and "wrapped-bot" in line
