@@ -13,8 +13,10 @@ import streamlit as st
 from curation_ui.reviewer_state import restore_work
 from curation_ui.session import restore, sign_in_page, sign_out, ui_settings, write_cookie
 
+QUEUE_PATH = "queue"  # the default page, served at "/" (Streamlit does not serve it here)
 PAGES = [
-    st.Page("views/queue.py", title="Queue", icon=":material/inbox:", default=True),
+    st.Page("views/queue.py", title="Queue", icon=":material/inbox:", url_path=QUEUE_PATH,
+            default=True),
     st.Page("views/browse.py", title="Browse", icon=":material/table_rows:"),
     st.Page("views/item.py", title="Item", icon=":material/forum:"),
     st.Page("views/stats.py", title="Stats", icon=":material/bar_chart:"),
@@ -22,12 +24,14 @@ PAGES = [
     st.Page("views/jobs.py", title="Jobs", icon=":material/model_training:"),
     st.Page("views/routes.py", title="Routes", icon=":material/alt_route:"),
 ]
-SIGN_IN = st.Page(sign_in_page, title="Sign in", icon=":material/login:", url_path="signin",
-                  default=True)
-# signed out, every page's address shows the sign-in form (not "page not found"); after the
-# sign-in the same address is that page, so a link like /item?id=X lands on its item
-SIGN_IN_AT = [SIGN_IN] + [st.Page(sign_in_page, title="Sign in", url_path=page.url_path)
-                          for page in PAGES if page.url_path]
+# signed out, every page's address shows the sign-in form (not Streamlit's "page not found"),
+# /queue and /signin too; after the sign-in the same address is that page, so a link like
+# /item?id=X lands on its item. Streamlit reserves the default page's own path and never serves
+# it, hence the sign-in at "/" has a path nobody asks for.
+SIGN_IN = st.Page(sign_in_page, title="Sign in", icon=":material/login:",
+                  url_path="signin-default", default=True)
+SIGN_IN_AT = [SIGN_IN] + [st.Page(sign_in_page, title="Sign in", url_path=path) for path in
+                          ["signin", QUEUE_PATH, *(page.url_path for page in PAGES)] if path]
 
 st.set_page_config(page_title="tuneloop review", page_icon="📝",
                    layout="wide")

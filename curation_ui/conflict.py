@@ -1,10 +1,16 @@
 """After a 409 (someone reviewed or holds the item first): the reviewer stays on the item and
 sees their version beside the current one; "Re-apply mine" sends their action again against
 the current revision, "Keep the current one" drops theirs. Nothing they typed is lost until
-they choose."""
+they choose.
+
+The panel never ends the run with `st.stop()`: on the Queue it is drawn inside a fragment,
+and a click made while a fragment runs (e.g. on "Re-apply mine" as soon as it shows, while the
+run that draws it has not ended) waits for that run to end; `st.stop()` discards such a
+waiting rerun, so the click would be lost and the panel stay. The caller returns instead."""
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 import streamlit as st
@@ -30,16 +36,22 @@ def _describe(conflict: dict[str, Any]) -> str:
     return action
 
 
-def conflict_panel() -> bool:
-    """Draw the pending conflict; True when it was resolved on this run (the caller reruns)."""
+class Panel(Enum):
+    NONE = "none"  # no conflict pending: draw the item
+    SHOWN = "shown"  # the panel is drawn: draw nothing else (return, never `st.stop()`)
+    RESOLVED = "resolved"  # re-applied or dropped on this run: rerun
+
+
+def conflict_panel() -> Panel:
+    """Draw the pending conflict, if any, and say what the caller does next."""
     conflict = pending_conflict()
     if conflict is None:
-        return False
+        return Panel.NONE
     try:
         current = client().interaction(conflict["id"])
     except TuneloopError as exc:
         st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
-        st.stop()
+        return Panel.SHOWN
     if conflict.get("code") == "claimed":
         headline = "Another reviewer holds this item; nothing was changed."
     else:
@@ -72,12 +84,11 @@ def conflict_panel() -> bool:
         st.session_state.pop(CONFLICT, None)
         run_action(current, str(conflict["action"]), reason=conflict.get("reason"),
                    messages=messages)
-        return True
+        return Panel.RESOLVED
     if keep.button("Keep the current one", width="stretch", key="conflict-keep"):
         st.session_state.pop(CONFLICT, None)
         forget_draft(conflict["id"])
         flash("success", "Kept the current version; yours was dropped.")
-        return True
+        return Panel.RESOLVED
     page_ready(f"conflict-{conflict['id']}-{conflict['seen_revision']}")
-    st.stop()
-    return False  # not reached: st.stop() ends the run
+    return Panel.SHOWN

@@ -11,7 +11,11 @@ request names new ones, so promoting a canary to full needs only the model name.
 
 The request's `strip_template`, `system_prompt`, `prompt_suffix` and `stop` become the
 candidate's own transforms (proxy.transforms): the stable target keeps getting the app's
-request as sent, so a canary compares the two models on what each will really see. A route
+request as sent, so a canary compares the two models on what each will really see. They are
+merged into the transforms the candidate already has in the route, by type: a named one
+replaces that type only, the others are kept (a full promotion after a canary with
+`stop` named keeps the canary's template and separator). Removing one is explicit:
+`drop_transforms` (types) or `no_transforms` (start from none: only the named ones). A route
 with route-level `prompt_suffix`/`stop` (stored before per-target transforms) has them moved
 onto each of its targets and fallbacks first, so those keep getting what they got.
 """
@@ -19,14 +23,15 @@ onto each of its targets and fallbacks first, so those keep getting what they go
 from __future__ import annotations
 
 from shlex import quote
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from proxy.routing import RouteSpec, Target
 from tuneloop.errors import BadRequest, Conflict
 
 FULL = 100.0
+TransformType = Literal["strip_template", "replace_system_prompt", "legacy_separator", "stop"]
 
 
 class PromoteRequest(BaseModel):
@@ -47,6 +52,10 @@ class PromoteRequest(BaseModel):
     system_prompt: str | None = Field(None, min_length=1)
     """A short system prompt replacing the app's (or the stripped template's) for the
     candidate."""
+    drop_transforms: list[TransformType] = Field(default_factory=list, max_length=4)
+    """Transform types the candidate had in the route that it no longer gets."""
+    no_transforms: bool = False
+    """Drop every transform the candidate had in the route: it gets only the named ones."""
     keep_fallbacks: bool = True
     previous_as_fallback: bool = True
     verdict: dict[str, Any] | None = None
@@ -55,6 +64,14 @@ class PromoteRequest(BaseModel):
     @property
     def full(self) -> bool:
         return self.canary >= FULL
+
+    @model_validator(mode="after")
+    def _no_named_and_dropped(self) -> PromoteRequest:
+        named = {t["type"] for t in self.transforms() or ()}
+        both = sorted(named & set(self.drop_transforms))
+        if both:
+            raise ValueError(f"drop_transforms names {both}, which this promotion also sets")
+        return self
 
     def transforms(self) -> list[dict[str, Any]] | None:
         """The candidate's transforms the request names (None: it names none)."""
@@ -88,6 +105,16 @@ def stable_target(spec: RouteSpec, candidate_model: str) -> Target | None:
     return max(others, key=lambda t: t.weight) if others else None
 
 
+def merged_transforms(had: list[dict[str, Any]], request: PromoteRequest
+                      ) -> list[dict[str, Any]]:
+    """The candidate's transforms after the promotion: those it had, less the dropped types
+    and the types the request names, plus the named ones (they apply in a fixed order, so the
+    list's order does not matter)."""
+    named = request.transforms() or []
+    replaced = {t["type"] for t in named} | set(request.drop_transforms)
+    return [t for t in had if t.get("type") not in replaced] + named
+
+
 def _candidate(request: PromoteRequest, current: RouteSpec | None, weight: float) -> Target:
     known = next((t for t in (current.targets if current else []) if t.model == request.model),
                  None)
@@ -97,8 +124,10 @@ def _candidate(request: PromoteRequest, current: RouteSpec | None, weight: float
                                             "connect_timeout_s", "read_timeout_s",
                                             "transforms"},
                                    exclude_none=True)
-    if request.transforms() is not None:
-        values["transforms"] = request.transforms()
+    values["transforms"] = merged_transforms(
+        values.get("transforms", []) if not request.no_transforms else [], request)
+    if not values["transforms"]:
+        del values["transforms"]
     for name in ("provider", "base_url", "api_key_env"):
         if getattr(request, name) is not None:
             values[name] = getattr(request, name)

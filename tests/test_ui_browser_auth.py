@@ -33,6 +33,8 @@ def test_signed_out_no_page_shows_logged_text(proxy: ProxyServer, tmp_path: Path
                 expect(page.get_by_label("Your name (recorded with every review)")
                        ).to_be_visible()
                 app_idle(page)  # the run has ended: all the page would draw is drawn
+                if path != "/app":  # a page's address (/queue, /signin too): no "not found"
+                    assert page.get_by_text("Page not found").count() == 0, path
             else:  # deeper paths load no app at all: once the network is quiet, that's all
                 page.goto(url + path.format(id=item_id), wait_until="networkidle")
             body = page.locator("body").inner_text()

@@ -1,9 +1,12 @@
 """Shared by the Chromium tests: start the review app with `tuneloop ui` against a proxy on
-loopback, and sign a reviewer in."""
+loopback (directly, or through `ApiGate`, a relay that can hold one admin API call), and sign
+a reviewer in."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,10 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from curation_ui.signin_cookie import COOKIE_NAME
 from tests.conftest import REVIEWER_TOKEN, ProxyServer
-from tests.fakes.server import free_port
+from tests.fakes.server import free_port, serve_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -34,8 +41,10 @@ def need_chromium() -> None:
 
 
 @contextmanager
-def review_app(proxy: ProxyServer, tmp_path: Path, **env_extra: str) -> Iterator[str]:
-    """The review app's URL, served by `tuneloop ui` for the duration."""
+def review_app(proxy: ProxyServer, tmp_path: Path, *, api: str | None = None,
+               **env_extra: str) -> Iterator[str]:
+    """The review app's URL, served by `tuneloop ui` for the duration (talking to the proxy's
+    admin API at `api`, the proxy itself unless given)."""
     need_chromium()
     port = free_port()
     env = {**os.environ, "TUNELOOP_REVIEWER_TOKEN": REVIEWER_TOKEN,
@@ -43,7 +52,8 @@ def review_app(proxy: ProxyServer, tmp_path: Path, **env_extra: str) -> Iterator
            **env_extra}
     env.pop("TUNELOOP_ADMIN_TOKEN", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "tuneloop.cli", "ui", "--port", str(port), "--api", proxy.url],
+        [sys.executable, "-m", "tuneloop.cli", "ui", "--port", str(port),
+         "--api", api or proxy.url],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -66,6 +76,66 @@ def review_app(proxy: ProxyServer, tmp_path: Path, **env_extra: str) -> Iterator
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
+
+
+class ApiGate:
+    """A relay on loopback between the review app and the proxy's admin API that passes every
+    call on, except that while `holding(pattern)` the first call whose path matches waits
+    until the block ends: the review app's script run stops there, at a known point."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self._pattern: re.Pattern[str] | None = None
+        self._held = asyncio.Event()
+        self._go = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def relay(self, request: Request) -> Response:
+        self._loop = asyncio.get_running_loop()
+        if self._pattern is not None and self._pattern.search(request.url.path):
+            self._pattern = None
+            self._held.set()
+            await self._go.wait()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        async with httpx.AsyncClient(base_url=self.upstream, timeout=30) as upstream:
+            answer = await upstream.request(request.method, request.url.path,
+                                            params=request.query_params, headers=headers,
+                                            content=await request.body())
+        return Response(answer.content, answer.status_code,
+                        {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS})
+
+    @contextmanager
+    def holding(self, pattern: str) -> Iterator[Any]:
+        """Hold the next call whose path matches `pattern` until the block ends; the block
+        gets a function that waits until such a call is being held."""
+        self._held.clear()
+        self._go.clear()
+        self._pattern = re.compile(pattern)
+
+        def wait_held() -> None:
+            deadline = time.monotonic() + 20
+            while not self._held.is_set():
+                assert time.monotonic() < deadline, f"no call to {pattern} came"
+                time.sleep(0.05)
+        try:
+            yield wait_held
+        finally:
+            self._pattern = None
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._go.set)
+
+
+@contextmanager
+def api_gate(upstream: str) -> Iterator[tuple[ApiGate, str]]:
+    """An `ApiGate` in front of `upstream`, and its URL (give that to `review_app(api=...)`)."""
+    gate = ApiGate(upstream)
+    app = Starlette(routes=[Route("/{path:path}", gate.relay,
+                                  methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
+    with serve_app(app) as url:
+        yield gate, url
 
 
 @contextmanager

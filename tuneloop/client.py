@@ -142,11 +142,15 @@ class AdminClient(ReviewMethods, TemplateMethods):
                 stop: str | list[str] | None = None, strip_template: str | None = None,
                 system_prompt: str | None = None, keep_fallbacks: bool = True,
                 previous_as_fallback: bool = True,
-                verdict: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                verdict: Mapping[str, Any] | None = None,
+                drop_transforms: Sequence[str] = (),
+                no_transforms: bool = False) -> dict[str, Any]:
         """Route `canary` percent of the alias's traffic to `model` (100: all of it, with the
         previous target as a fallback). Admin token only. `verdict`: the canary test's
         statistics behind the promotion, kept in the route history. `prompt_suffix`, `stop`,
-        `strip_template` (`name-vN`) and `system_prompt` become the model's own transforms."""
+        `strip_template` (`name-vN`) and `system_prompt` become the model's own transforms,
+        replacing only those types among the ones it already has in the route; the others are
+        kept unless dropped (`drop_transforms`: types; `no_transforms`: all of them)."""
         body: dict[str, Any] = {"model": model, "canary": canary,
                                 "keep_fallbacks": keep_fallbacks,
                                 "previous_as_fallback": previous_as_fallback}
@@ -156,6 +160,10 @@ class AdminClient(ReviewMethods, TemplateMethods):
                            ("system_prompt", system_prompt), ("verdict", verdict)):
             if value is not None:
                 body[key] = value
+        if drop_transforms:
+            body["drop_transforms"] = list(drop_transforms)
+        if no_transforms:
+            body["no_transforms"] = True
         result: dict[str, Any] = self.request("POST", f"/admin/routes/{_quote(alias)}/promote",
                                               json=body)
         return result

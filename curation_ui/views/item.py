@@ -22,7 +22,7 @@ from curation_ui.chat_view import (
     show_diff,
     show_messages,
 )
-from curation_ui.conflict import conflict_panel
+from curation_ui.conflict import Panel, conflict_panel
 from curation_ui.item_header import show_header
 from curation_ui.layout import review_columns
 from curation_ui.session import client, require_reviewer, reviewer
@@ -40,9 +40,12 @@ blur_on_enter("Interaction id")
 item_id = st.text_input("Interaction id", key="item_id", max_chars=64).strip()
 side_panel()
 show_flash()
-if conflict_panel():
+conflict = conflict_panel()
+if conflict is Panel.RESOLVED:
     release(SLOT)
     st.rerun()
+if conflict is Panel.SHOWN:
+    st.stop()  # a whole-page run (no fragment): a click made meanwhile interrupts it at once
 if undo_button():
     release(SLOT)
     st.rerun()

@@ -26,7 +26,7 @@ from curation_ui.actions import (
 )
 from curation_ui.browser import page_ready
 from curation_ui.chat_view import escape_markdown, show_messages
-from curation_ui.conflict import conflict_panel
+from curation_ui.conflict import Panel, conflict_panel
 from curation_ui.filters import filter_widgets
 from curation_ui.item_header import show_header
 from curation_ui.layout import review_columns
@@ -92,9 +92,12 @@ def review_pane(filters: dict[str, Any]) -> None:
     sidebar and the navigation, and the actions run in callbacks (one run per key press)."""
     require_reviewer()  # a fragment's run skips the page's top: the sign-in may have ended
     show_flash()
-    if conflict_panel():
+    conflict = conflict_panel()
+    if conflict is Panel.RESOLVED:
         release(SLOT)
         st.rerun()
+    if conflict is Panel.SHOWN:
+        return  # not st.stop(): it would drop a click made on the panel while this run ends
     skipped: list[str] = st.session_state.setdefault("queue_skipped", [])
     if undo_button():
         bring_back(st.session_state.pop("undone_item", None))

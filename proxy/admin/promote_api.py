@@ -66,6 +66,10 @@ async def promote(request: Request) -> Response:
     detail: dict[str, Any] = {"model": promotion.model, "canary": min(promotion.canary, 100.0)}
     if promotion.transforms() is not None:
         detail["transforms"] = promotion.transforms()
+    if promotion.drop_transforms:
+        detail["drop_transforms"] = promotion.drop_transforms
+    if promotion.no_transforms:
+        detail["no_transforms"] = True
     if promotion.verdict is not None:
         detail["verdict"] = promotion.verdict
     result = await ctx.db.write(

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from tuneloop.client import AdminClient
 from tuneloop.commands.common import api_option, domain_errors, make_client
 from tuneloop.request_transforms import describe
 
@@ -80,6 +81,66 @@ def export_transforms(export_dir: Path) -> dict[str, str | None]:
     return found
 
 
+DROP_CHOICES = {"strip-template": "strip_template", "system-prompt": "replace_system_prompt",
+                "prompt-suffix": "legacy_separator", "stop": "stop"}
+GIVEN_TYPE = {"strip_template": "strip_template", "system_prompt": "replace_system_prompt",
+              "prompt_suffix": "legacy_separator", "stop": "stop"}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit - 4] + '..."'
+
+
+def describe_values(transforms: list[dict[str, Any]]) -> str:
+    """Each transform with its value: `strip qa-v1, separator "\\n###\\n", stop " END"`."""
+    parts = []
+    for t in transforms:
+        kind = t.get("type")
+        if kind == "strip_template":
+            parts.append(f"strip {t.get('template')}")
+        elif kind == "replace_system_prompt":
+            parts.append(f"system prompt {_short(t.get('system_prompt'))}")
+        elif kind == "legacy_separator":
+            parts.append(f"separator {_short(t.get('separator'))}")
+        else:
+            parts.append(f"{kind} {_short(t.get(str(kind)))}")
+    return ", ".join(parts)
+
+
+def candidate_transforms_line(spec: dict[str, Any], model: str, named: set[str]) -> str:
+    """What the promoted model gets now, and which of it was kept from the route."""
+    target = next((t for t in spec.get("targets", []) if t.get("model") == model), None)
+    transforms = list((target or {}).get("transforms") or [])
+    if not transforms:
+        return f"{model} transforms: none (it gets the app's request as sent)"
+    kept = [t for t in transforms if t.get("type") not in named]
+    line = f"{model} transforms: {describe_values(transforms)}"
+    if kept:
+        line += (f" (kept from the route: {describe(kept)}; --drop-transform TYPE or "
+                 "--no-transforms removes them)")
+    return line
+
+
+def replaced_own_system_warning(client: AdminClient, spec: dict[str, Any], model: str
+                                ) -> str | None:
+    """A warning when the model gets a replacement system prompt beside a stripped chat
+    template without one: the proxy then drops the app's own system message."""
+    target: dict[str, Any] = next(
+        (t for t in spec.get("targets", []) if t.get("model") == model), {})
+    kinds = {t.get("type"): t for t in target.get("transforms") or []}
+    if "replace_system_prompt" not in kinds or "strip_template" not in kinds:
+        return None
+    ref = str(kinds["strip_template"].get("template"))
+    template = client.prompt_template(ref)
+    if template.system_prompt is not None or not template.has_chat_parts:
+        return None
+    return (f"warning: template {ref} has no system prompt, so {model} gets the replacement "
+            "system prompt in place of the app's own system message: per-request text the "
+            "app sends there does not reach it (export skips such examples as "
+            "own_system_prompt mismatches)")
+
+
 @click.command("promote")
 @click.option("--alias", required=True, help="The alias apps send as their model.")
 @click.option("--model", required=True, help="The model to promote (e.g. ft:...).")
@@ -103,6 +164,14 @@ def export_transforms(export_dir: Path) -> dict[str, str | None]:
               default=None, help="Take --prompt-suffix and --stop (legacy export) and "
                                  "--strip-template/--system-prompt from the export the model "
                                  "was trained on.")
+@click.option("--drop-transform", "drop_transform", multiple=True,
+              type=click.Choice(sorted(DROP_CHOICES)),
+              help="Remove this transform from the model (kept otherwise: the transforms the "
+                   "model already has in the route stay unless named again or dropped). "
+                   "Repeatable.")
+@click.option("--no-transforms", is_flag=True,
+              help="Drop every transform the model has in the route: it gets only those "
+                   "named in this command.")
 @click.option("--keep-fallbacks/--drop-fallbacks", default=True, show_default=True)
 @click.option("--previous-as-fallback/--no-previous-fallback", default=True, show_default=True,
               help="On a full promotion, keep the previous target as the first fallback.")
@@ -112,23 +181,36 @@ def export_transforms(export_dir: Path) -> dict[str, str | None]:
 def promote(ctx: click.Context, alias: str, model: str, canary: float, provider: str | None,
             base_url: str | None, api_key_env: str | None, prompt_suffix: str | None,
             stop: str | None, strip_template: str | None, system_prompt: str | None,
-            export_dir: Path | None, keep_fallbacks: bool, previous_as_fallback: bool,
-            api: str | None) -> None:
+            export_dir: Path | None, drop_transform: tuple[str, ...], no_transforms: bool,
+            keep_fallbacks: bool, previous_as_fallback: bool, api: str | None) -> None:
     """Route a canary share (or all) of an alias's traffic to a model. Transforms (separator,
-    stop, template, system prompt) apply to that model's requests only."""
+    stop, template, system prompt) apply to that model's requests only; those it already has
+    in the route are kept unless named again (replaced) or dropped."""
     given = {"prompt_suffix": prompt_suffix, "stop": stop, "strip_template": strip_template,
              "system_prompt": system_prompt}
+    dropped = [DROP_CHOICES[d] for d in drop_transform]
+    clash = sorted(k for k, v in given.items() if v is not None and GIVEN_TYPE[k] in dropped)
+    if clash:
+        raise click.UsageError(f"--drop-transform removes what --{clash[0].replace('_', '-')} "
+                               "sets: give one of them")
     if export_dir is not None:
         for key, value in export_transforms(export_dir).items():
-            given[key] = given[key] or value
+            if GIVEN_TYPE[key] not in dropped:
+                given[key] = given[key] or value
     with make_client(ctx, api) as client:
         result = client.promote(
             alias, model, canary=canary, provider=provider, base_url=base_url,
             api_key_env=api_key_env, prompt_suffix=given["prompt_suffix"], stop=given["stop"],
             strip_template=given["strip_template"], system_prompt=given["system_prompt"],
-            keep_fallbacks=keep_fallbacks, previous_as_fallback=previous_as_fallback)
+            keep_fallbacks=keep_fallbacks, previous_as_fallback=previous_as_fallback,
+            drop_transforms=dropped, no_transforms=no_transforms)
+        warning = replaced_own_system_warning(client, result["spec"], model)
     kind = "fully" if canary >= 100 else f"as a {canary:g}% canary"
     click.echo(f"promoted {model} {kind} on {alias}: {describe_route(result['spec'])}")
+    named = {GIVEN_TYPE[k] for k, v in given.items() if v is not None}
+    click.echo(candidate_transforms_line(result["spec"], model, named))
+    if warning:
+        click.echo(warning, err=True)
 
 
 @click.command("rollback")
