@@ -10,6 +10,7 @@ format = "chat"                  # chat | legacy | preference | classification
 validation = 0.1
 filter = { tag = "support" }     # review filters; default: approved production traffic
 out_dir = "exports"              # each run exports to <out_dir>/<name>-<run id>
+skip_invalid = false             # true: leave out examples that break a rule (listed)
 strip_template = "support-bot-v1"  # train without this frozen prompt template; the canary
                                  # then gets the same strip transform (optional)
 
@@ -86,6 +87,9 @@ class DatasetConfig(_Section):
     --strip-template`); the promotion gives the model the same transform."""
     system_prompt: str | None = None
     """With strip_template: a short system prompt in the template's place."""
+    skip_invalid: bool = False
+    """Leave out (count and list) examples that break a format rule, as `export
+    --skip-invalid`; else one such example rejects the dataset and the run."""
 
     @model_validator(mode="after")
     def _strip_options(self) -> DatasetConfig:
@@ -219,14 +223,61 @@ class CycleConfig(_Section):
     lease_seconds: float = Field(600.0, ge=10)
 
 
+BUILT_IN_SCORERS = ("exact", "exact_strict", "classification", "judge")
+METRICS = {"exact": ("mean",), "judge": ("win_rate",),  # exact: also a user function's
+           "classification": ("accuracy", "precision", "recall", "f1", "auroc", "auprc",
+                              "macro_precision", "macro_recall", "macro_f1")}
+
+
+def check_evaluate(config: CycleConfig) -> None:
+    """What `[evaluate]` names must exist before a run exports, uploads or trains: the scorer
+    (a user function is imported now), the judge's model and rubric, and checkpoints the
+    provider can serve. A mistake found only at the evaluate step would be found after paying
+    for the job."""
+    from exporter.judge import load_rubric
+    from exporter.providers.registry import SERVABLE_CHECKPOINTS
+    from exporter.scoring import load_scorer
+
+    cfg = config.evaluate
+    if cfg.scorer not in BUILT_IN_SCORERS:
+        if ":" not in cfg.scorer:
+            raise ConfigError(f"cycle config: evaluate.scorer: {cfg.scorer!r} is not a scorer: "
+                              f"use one of {', '.join(BUILT_IN_SCORERS)} or module:function")
+        try:
+            load_scorer(cfg.scorer)
+        except ConfigError as exc:
+            raise ConfigError(f"cycle config: evaluate.scorer: {exc.message}") from None
+    if cfg.scorer == "judge" and not cfg.judge_model:
+        raise ConfigError("cycle config: evaluate.judge_model: the judge scorer needs a judge "
+                          "model (e.g. judge_model = \"gpt-4o\")")
+    metrics = METRICS.get(cfg.scorer, METRICS["exact"])
+    if cfg.metric is not None and cfg.metric not in metrics:
+        raise ConfigError(f"cycle config: evaluate.metric: {cfg.metric!r} is not a metric of "
+                          f"the {cfg.scorer} scorer: use one of {', '.join(metrics)}")
+    if cfg.rubric is not None:
+        try:
+            load_rubric(cfg.rubric)
+        except ConfigError as exc:
+            raise ConfigError(f"cycle config: evaluate.rubric: {exc.message}") from None
+    provider = config.finetune.provider
+    if cfg.checkpoints and provider not in SERVABLE_CHECKPOINTS:
+        raise ConfigError(f"cycle config: evaluate.checkpoints: provider {provider!r} keeps no "
+                          "checkpoints a route can serve (only "
+                          f"{', '.join(sorted(SERVABLE_CHECKPOINTS))}): set checkpoints = 0")
+
+
 def parse_cycle_config(data: dict[str, Any]) -> CycleConfig:
+    """The config, refused with a ConfigError naming the field (exit code 2) when a setting
+    is wrong, including what `check_evaluate` looks up."""
     try:
-        return CycleConfig.model_validate(data)
+        config = CycleConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         msg = str(first["msg"]).removeprefix("Value error, ")  # pydantic's label for ours
         raise ConfigError(f"cycle config: {where}: {msg}") from exc
+    check_evaluate(config)
+    return config
 
 
 def load_cycle_config(path: Path) -> CycleConfig:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.exportdir import load_export
 from exporter.finetune import JobProvider, default_provider
-from exporter.formats import FormatOptions
+from exporter.fix_hints import CYCLE_SKIP_HINT, how_to_fix
+from exporter.formats import FormatOptions, RuleViolations
 from exporter.judge import load_rubric
 from exporter.pipeline import ExportOptions
 from exporter.strip import TemplateStrip
@@ -97,13 +98,26 @@ def end(outcome: str, **detail: Any) -> StepResult:
     return StepResult(None, detail=detail, outcome=outcome)
 
 
+def rejected(message: str, problems: Mapping[str, Sequence[str]], **detail: Any
+             ) -> StepResult:
+    """The run ends `dataset_rejected` (`tuneloop cycle` exits 2): the message names the
+    offending examples, the note says how to fix them or to set `[dataset] skip_invalid`."""
+    hint = how_to_fix(problems, skip_hint=CYCLE_SKIP_HINT)
+    return StepResult(None, detail={"error": message[:2000], "hint": hint,
+                                    "problems": {rule: list(ids)[:20]
+                                                 for rule, ids in problems.items()},
+                                    **detail},
+                      outcome="dataset_rejected", note=message + (f"\n{hint}" if hint else ""))
+
+
 def export_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.dataset
     fmt = FormatOptions(cfg.format, separator=cfg.separator, stop=cfg.stop,
                         labels=tuple(cfg.labels) if cfg.labels else None,
                         positive_class=cfg.positive_class)
     options = ExportOptions(name=cfg.name, format=fmt, base_model=ctx.config.finetune.base_model,
-                            validation_fraction=cfg.validation, seed=cfg.seed, filter=cfg.filter)
+                            validation_fraction=cfg.validation, seed=cfg.seed, filter=cfg.filter,
+                            skip_invalid=cfg.skip_invalid)
     if cfg.strip_template is not None:  # the training data without the template
         options = dataclasses.replace(options, strip=TemplateStrip(
             ctx.client.prompt_template(cfg.strip_template), cfg.system_prompt))
@@ -112,7 +126,7 @@ def export_step(ctx: StepContext) -> StepResult:
         result = cycle_adapter.build_dataset(ctx.client, cfg.name, options, cfg.filter, out,
                                              record=False)
     except DatasetError as exc:  # not enough or unusable data: no job this time
-        return end("dataset_rejected", error=exc.message[:2000])
+        return rejected(exc.message, exc.problems if isinstance(exc, RuleViolations) else {})
     force = ctx.force or bool(ctx.state.get("force"))
     same = same_data(ctx.client, ctx.config.name, cfg.name, result.manifest, ctx.run["id"],
                      ctx.config.finetune.model_dump(mode="json"), force=force)
@@ -159,7 +173,10 @@ def validate_step(ctx: StepContext) -> StepResult:
     errors = [f for f in manifest["validation"].get("findings", [])
               if f.get("severity") == "error"]
     if errors:
-        return end("dataset_rejected", findings=errors[:20])
+        return rejected("the dataset fails validation: " + "; ".join(
+            f"{f.get('code')}: {f.get('message', '')}" for f in errors[:20]),
+            {str(f.get("code")): list(f.get("examples") or []) for f in errors},
+            findings=errors[:20])
     if not (ctx.force or ctx.state.get("force")):  # trained and decided since the export?
         earlier = last_training(ctx.client, ctx.config.name, data_key(manifest),
                                 training_key(ctx.config.finetune.model_dump(mode="json")),

@@ -17,7 +17,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from proxy.transforms import TargetTransforms, Transform, check_transforms, template_refs
+from proxy.transforms import (
+    TargetTransforms,
+    Transform,
+    check_stop,
+    check_transforms,
+    template_refs,
+)
 from tuneloop.errors import BadRequest
 from tuneloop.prompt_template import PromptTemplate
 
@@ -86,7 +92,9 @@ class RouteSpec(BaseModel):
                 for ref in template_refs(target.transforms)}
 
     def check(self, alias: str, templates: Mapping[str, PromptTemplate]) -> None:
-        """Refuse transforms that cannot work (unknown template, legacy on a chat target)."""
+        """Refuse transforms that cannot work (unknown template, legacy on a chat target, a
+        stop value OpenAI refuses)."""
+        check_stop(f"route {alias!r}", self.stop)
         for kind, targets in (("targets", self.targets), ("fallbacks", self.fallbacks)):
             for index, target in enumerate(targets):
                 if target.transforms:

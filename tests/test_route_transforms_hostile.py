@@ -2,23 +2,35 @@
 a malformed message list, a /v1/responses request, a batched legacy prompt. Each reaches its
 target as the app sent it (or stripped, when every part holds the template), is counted as a
 template mismatch with its reason, and never makes the proxy answer 500 nor breaks template
-discovery. Real proxy and fake upstream on loopback, raw httpx and the openai SDK as clients."""
+discovery. A stop value OpenAI refuses is refused when the route is set (r13 #8). Real proxy
+and fake upstream on loopback, raw httpx and the openai SDK as clients."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from click.testing import CliRunner
 
 from proxy.app import create_app
 from storage.prompt_templates import freeze_template
 from storage.store import migrate_store, open_store
-from tests.conftest import REVIEWER_TOKEN, UPSTREAM_KEY, FakeUpstream, ProxyServer, proxy_settings
+from tests.conftest import (
+    ADMIN_TOKEN,
+    REVIEWER_TOKEN,
+    UPSTREAM_KEY,
+    FakeUpstream,
+    ProxyServer,
+    proxy_settings,
+)
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
+from tuneloop.cli import main
 
 FT = "ft:gpt-4o-mini-2024-07-18:acme::hostile"
 LEGACY_FT = "ft:davinci-002:acme::hostile"
@@ -147,17 +159,46 @@ def test_discovery_skips_and_counts_rows_it_cannot_read(server: ProxyServer) -> 
     assert found["candidates"][0]["parts"]["system_prompt"] == SYSTEM
 
 
-def test_a_responses_request_is_counted_as_a_mismatch_not_silently_sent_whole(
-    server: ProxyServer,
-) -> None:
-    """The Responses API shape (instructions, input items, server-side state) is not stripped:
-    the target gets it as sent, and the row and the metric say so."""
+def test_a_responses_request_is_stripped_in_its_own_shape(server: ProxyServer) -> None:
+    """/v1/responses: the template's system prompt comes out of `instructions`, the prefix and
+    suffix out of the input (a string stays a string; parts keep their type); typed items
+    (function_call_output) stay in place; no `stop` (the Responses API has none)."""
     raw = server.openai().responses.with_raw_response.create(
         model="wrapped-bot", instructions=SYSTEM, input=f"{PREFIX}where is my parcel?{SUFFIX}")
     sent = last_sent(server, FT)
-    assert sent["instructions"] == SYSTEM and "stop" not in sent  # Responses has no `stop`
+    assert "instructions" not in sent and "stop" not in sent
+    assert sent["input"] == "where is my parcel?"
     row = server.row(raw.headers["x-tuneloop-id"])
-    assert row["route"]["template_mismatch"] == "responses_api"
+    assert "template_mismatch" not in row["route"]
+    assert row["sent_request"]["input"] == "where is my parcel?"
+    assert row["request"]["instructions"] == SYSTEM
+    output = {"type": "function_call_output", "call_id": "call_1", "output": "in transit"}
+    items = [{"role": "system", "content": SYSTEM}, output, {"role": "user", "content": [
+        {"type": "input_text", "text": f"{PREFIX}and now?{SUFFIX}"}]}]
+    response = post(server, "/v1/responses", {"model": "wrapped-bot", "input": items})
+    assert response.status_code == 200, response.text
+    assert last_sent(server, FT)["input"] == [output, {"role": "user", "content": [
+        {"type": "input_text", "text": "and now?"}]}]
+
+
+@pytest.mark.parametrize(("extra", "part"), [
+    ({"previous_response_id": "resp_123"}, "responses_api"),
+    ({"input": [SYS, 5]}, "malformed"),
+    ({"instructions": "You are another bot."}, "system_prompt"),
+])
+def test_a_responses_request_that_cannot_be_stripped_is_counted_not_sent_whole_silently(
+    server: ProxyServer, extra: dict[str, Any], part: str,
+) -> None:
+    """Context the proxy can't see (previous_response_id), a malformed input, another system
+    prompt: sent as the app sent it, and the row and the metric say so."""
+    body = {"model": "wrapped-bot", "instructions": SYSTEM,
+            "input": f"{PREFIX}where is my parcel?{SUFFIX}", **extra}
+    response = post(server, "/v1/responses", body)
+    assert response.status_code < 500, response.text
+    sent = last_sent(server, FT)
+    assert sent == {**body, "model": FT}
+    row = server.row(response.headers["x-tuneloop-id"])
+    assert row["route"]["template_mismatch"] == part
     assert row["sent_request"] is None
     metrics = server.http().get("/metrics").text
     assert any(line.startswith("tuneloop_template_mismatches_total{") and "wrapped-bot" in line
@@ -177,3 +218,52 @@ def test_a_batched_legacy_prompt_is_stripped_element_by_element(server: ProxySer
     raw = server.openai().completions.with_raw_response.create(model="qa-bot", prompt=mixed)
     assert last_sent(server, LEGACY_FT)["prompt"] == [p + "\n\n###\n\n" for p in mixed]
     assert server.row(raw.headers["x-tuneloop-id"])["route"]["template_mismatch"] == "prefix"
+
+
+@pytest.mark.parametrize(("where", "stop", "message"), [
+    ("transform", ["a", "b", "c", "d", "e"], "1 to 4 strings"),
+    ("transform", [""], "must not be empty"),
+    ("transform", ["END", ""], "must not be empty"),
+    ("route", ["a", "b", "c", "d", "e"], "1 to 4 strings"),
+    ("route", [""], "must not be empty"),
+])
+def test_a_stop_value_openai_refuses_is_refused_at_the_admin_api(
+    server: ProxyServer, where: str, stop: list[str], message: str,
+) -> None:
+    """OpenAI takes a string or up to 4 strings, none empty: a route that would make every
+    request to its target fail is refused (400), the table unchanged."""
+    before = server.admin().routes()
+    target: dict[str, Any] = {"model": FT}
+    spec: dict[str, Any] = {"targets": [target]}
+    if where == "transform":
+        target["transforms"] = [{"type": "stop", "stop": stop}]
+    else:
+        spec["stop"] = stop
+    response = server.http().put("/admin/routes", json={**before, "stops": spec},
+                                 headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]["message"]
+    assert server.admin().routes() == before
+
+
+def test_four_stop_sequences_are_accepted(server: ProxyServer) -> None:
+    stop = ["END", "###", "\n\n", "Q:"]
+    server.admin().put_routes({**server.admin().routes(), "four": {"targets": [
+        {"model": FT + "-four", "transforms": [{"type": "stop", "stop": stop}]}]}})
+    post(server, "/v1/chat/completions", {"model": "four", "messages": [
+        {"role": "user", "content": "hi"}]})
+    assert last_sent(server, FT + "-four")["stop"] == stop
+
+
+def test_the_cli_refuses_a_route_file_with_five_stop_sequences(
+    server: ProxyServer, tmp_path: Path,
+) -> None:
+    routes = tmp_path / "routes.json"
+    routes.write_bytes(orjson.dumps({**server.admin().routes(), "cli-stops": {"targets": [
+        {"model": FT, "transforms": [{"type": "stop", "stop": list("abcde")}]}]}}))
+    env = {"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN, "TUNELOOP_API": server.url}
+    result = CliRunner().invoke(main, ["--db", str(tmp_path / "cli.duckdb"), "routes", "set",
+                                       str(routes)], env=env)
+    assert result.exit_code == 2, result.output
+    assert "1 to 4 strings" in result.output
+    assert "cli-stops" not in server.admin().routes()

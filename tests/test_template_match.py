@@ -4,6 +4,7 @@ and never modify the request."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from tuneloop.errors import TemplateMismatch
 from tuneloop.prompt_template import PromptTemplate, strip_messages, strip_prompts
+from tuneloop.responses_strip import strip_responses
 
 SYSTEM = "You are Acme's support bot."
 CHAT = PromptTemplate(name="t", version=1, system_prompt=SYSTEM,
@@ -80,3 +82,45 @@ def test_any_mutation_of_a_legacy_prompt_strips_or_is_a_mismatch() -> None:
         except TemplateMismatch:
             continue
         assert isinstance(result, list) and all(isinstance(p, str) for p in result)
+
+
+# -- the Responses API shape (tuneloop/responses_strip.py) -----------------------------------
+def responses_request() -> dict[str, Any]:
+    return {"model": "m", "instructions": SYSTEM, "store": False, "input": [
+        {"role": "user", "content": "Hi"},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "Hello!"}]},
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c", "output": "ok"},
+        {"role": "user", "content": [{"type": "input_text", "text": "Q: where?\nA:"}]}]}
+
+
+def test_a_responses_request_is_stripped_in_its_own_shape() -> None:
+    body = responses_request()
+    before = copy.deepcopy(body)
+    stripped = strip_responses(CHAT, body, "Acme.")
+    assert stripped["instructions"] == "Acme." and stripped["store"] is False
+    assert stripped["input"] == [*body["input"][2:4], {"role": "user", "content": [
+        {"type": "input_text", "text": "where?"}]}]
+    assert "instructions" not in strip_responses(CHAT, body, None)
+    assert body == before
+    kept = strip_responses(BARE, {"input": "Q: hi", "instructions": "Own."}, None)
+    assert kept == {"input": "hi", "instructions": "Own."}
+    assert strip_responses(None, {"input": "hi"}, "S") == {
+        "input": [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}]}
+    assert strip_responses(None, {"input": "hi", "instructions": "Own."}, "S") == {
+        "input": "hi", "instructions": "S"}
+
+
+def test_any_mutation_of_a_responses_request_strips_or_is_a_mismatch() -> None:
+    count = 0
+    for body in mutations(responses_request()):
+        if not isinstance(body, dict):
+            continue
+        before = copy.deepcopy(body)
+        for template in (CHAT, BARE, None):
+            with contextlib.suppress(TemplateMismatch):
+                strip_responses(template, body, "S")
+        assert body == before
+        count += 1
+    assert count > 300

@@ -16,6 +16,7 @@ from typing import Any
 
 from tuneloop.errors import TemplateMismatch
 from tuneloop.prompt_template import SYSTEM_ROLES, PromptTemplate, strip_messages, strip_prompts
+from tuneloop.responses_strip import strip_responses
 
 _SHORT = {"replace_system_prompt": "system prompt", "legacy_separator": "separator"}
 
@@ -94,10 +95,10 @@ class TargetTransforms:
             except TemplateMismatch as exc:
                 mismatch = exc
         elif endpoint == "responses" and (self.template or self.system_prompt):
-            mismatch = TemplateMismatch(
-                "a /v1/responses request is not stripped (its `instructions`, `input` items, "
-                "`previous_response_id` and stored `prompt` are not the chat shape the template "
-                "applies to): sent as the app sent it", "responses_api")
+            try:
+                changed = strip_responses(self.template, payload, self.system_prompt)
+            except TemplateMismatch as exc:
+                mismatch = exc
         if self.separator and endpoint == "completions":
             current = (changed or payload).get("prompt")
             suffixed = _with_suffix(current, self.separator)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 Message = dict[str, Any]
 SYSTEM_ROLES = ("system", "developer")
-TEXT_TYPES = ("text", "input_text")
+TEXT_TYPES = ("text", "input_text", "output_text")  # chat; Responses input; Responses output
 _LAST = "the last user message"
 
 

@@ -68,11 +68,13 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, force: bool,
                                 say=lambda text: err_console.print(text, highlight=False),
                                 force=force)
         click.echo(f"cycle {config.name}: {outcome.status}: {outcome.message}")
+        if (outcome.run or {}).get("outcome") == "dataset_rejected":
+            return "dataset_rejected"  # the data needs a person: cron must notice
         return outcome.status
 
     if interval is None:
         status = domain_errors(once)()
-        sys.exit(1 if status in ("error", "failed") else 0)
+        sys.exit({"error": 1, "failed": 1, "dataset_rejected": 2}.get(status, 0))
 
     def guarded(fn: Callable[[], object]) -> Callable[[], None]:
         def call() -> None:
