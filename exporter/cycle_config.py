@@ -62,8 +62,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from exporter.eval_gate import MAX_ERROR_SHARE, MIN_DECIDED, MIN_DISCORDANT, GateRules
+from exporter.eval_gate import (
+    MAX_ERROR_SHARE,
+    MIN_DECIDED,
+    MIN_DISCORDANT,
+    GateRules,
+    margin_problem,
+)
 from exporter.formats import DEFAULT_SEPARATOR, FormatName
+from exporter.hyperparameters import hyperparameters_problem
 from tuneloop.errors import ConfigError
 
 
@@ -113,6 +120,13 @@ class FinetuneConfig(_Section):
     """With a cap set, a model whose training price is unknown is refused unless this is on."""
     poll_seconds: float = Field(30.0, gt=0)
     wait_timeout_minutes: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _hyperparameters(self) -> FinetuneConfig:
+        problem = hyperparameters_problem(self.hyperparameters)
+        if problem is not None:
+            raise ValueError(f"hyperparameters: {problem}")
+        return self
 
 
 class EvaluateConfig(_Section):
@@ -164,6 +178,22 @@ _REPLACED_CANARY_KEYS = {
 }
 
 
+MIN_CANARY_PERCENT = 1.0
+
+
+def canary_share_problem(percent: float) -> str | None:
+    """Why a canary share is no canary, or None: 100% is a full promotion with no test;
+    below MIN_CANARY_PERCENT the canary sees too few requests for its test ever to decide."""
+    if percent >= 100:
+        return (f"percent = {percent:g} is not a canary: the candidate would take all the "
+                "traffic at once, untested")
+    if percent < MIN_CANARY_PERCENT:
+        return (f"percent = {percent:g} is too small a canary: it would see fewer than 1 "
+                f"request in {100 / MIN_CANARY_PERCENT:g} and its test might never decide; "
+                f"use at least {MIN_CANARY_PERCENT:g}")
+    return None
+
+
 class CanaryConfig(_Section):
     percent: float = Field(10.0, gt=0, le=100)
     alpha: float = Field(0.05, gt=0, lt=0.5)
@@ -202,6 +232,14 @@ class CanaryConfig(_Section):
                 if key in data:
                     raise ValueError(f"{key} is no longer used: {instead}")
         return data
+
+    @model_validator(mode="after")
+    def _a_real_canary(self) -> CanaryConfig:
+        problem = canary_share_problem(self.percent)
+        if problem is not None:
+            raise ValueError(problem + " (to give a model all the traffic, promote it "
+                                       "yourself: `tuneloop promote` without --canary)")
+        return self
 
     @model_validator(mode="after")
     def _effects_ordered(self) -> CanaryConfig:
@@ -245,6 +283,9 @@ def check_evaluate(config: CycleConfig) -> None:
     from exporter.scoring import load_scorer
 
     cfg = config.evaluate
+    wrong_margin = margin_problem(cfg.margin, cfg.scorer)
+    if wrong_margin is not None:
+        raise ConfigError(f"cycle config: evaluate.margin: {wrong_margin}")
     if cfg.scorer not in BUILT_IN_SCORERS:
         if ":" not in cfg.scorer:
             raise ConfigError(f"cycle config: evaluate.scorer: {cfg.scorer!r} is not a scorer: "

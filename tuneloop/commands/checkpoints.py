@@ -76,8 +76,8 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
         render_checkpoints,
         stored_evaluations,
     )
-    from exporter.cycle_config import CanaryConfig
-    from exporter.eval_gate import GateRules, gate_decision
+    from exporter.cycle_config import CanaryConfig, canary_share_problem
+    from exporter.eval_gate import GateRules, gate_decision, margin_problem
     from exporter.evaluate import EvalOptions
     from exporter.judge import load_rubric
     from tuneloop.commands.promote import describe_route, export_transforms
@@ -89,6 +89,15 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
                           "the one that evaluates best")
     if full and canary is not None:
         raise ConfigError("--full and --canary are exclusive: --full routes all the traffic")
+    wrong_share = None if canary is None else canary_share_problem(canary)
+    if wrong_share is not None:  # before evaluating anything
+        raise click.BadParameter(wrong_share.replace("percent = ", "")
+                                 + ("; use --full to route all the traffic (no canary test)"
+                                    if canary is not None and canary >= 100 else ""),
+                                 param_hint="--canary")
+    wrong_margin = margin_problem(margin, scorer)
+    if wrong_margin is not None:
+        raise click.BadParameter(wrong_margin, param_hint="--margin")
     share = 100.0 if full else canary if canary is not None else CanaryConfig().percent
     rules = GateRules(margin, "lower_bound", min_decided, min_discordant, max_error_share)
     with make_client(ctx, api) as client:
