@@ -19,7 +19,8 @@ from exporter.cycle_config import CanaryConfig
 from exporter.cycle_steps import StepContext, StepResult, current_model, end
 from exporter.exportdir import load_export
 
-_NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "feedback_count": 0,
+_NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "weighed_requests": 0.0,
+               "weighed_errors": 0.0, "feedback_count": 0,
                "feedback_mean": None, "rated_requests": 0, "thumbs_down": 0, "votes": 0.0,
                "down_votes": 0.0}
 
@@ -59,9 +60,17 @@ def _baseline(canary: dict[str, Any], stable: dict[str, Any], history: dict[str,
     return n_b, x_b, "concurrent"
 
 
+def _weighed(row: dict[str, Any]) -> dict[str, Any]:
+    """The error test's trials: requests weighed per sticky user (storage/route_health.py);
+    a row without them (an older server) counts each request once."""
+    return {**row, "trials": row.get("weighed_requests", row.get("requests", 0)),
+            "failures": row.get("weighed_errors", row.get("errors", 0))}
+
+
 def needs_history(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig) -> bool:
+    canary, stable = _weighed(canary), _weighed(stable)
     return cfg.history_hours > 0 and (
-        _starved(canary["requests"], stable["requests"], cfg.min_requests)
+        _starved(canary["trials"], stable["trials"], cfg.min_requests)
         or _starved(canary.get("votes", 0), stable.get("votes", 0), cfg.min_feedback))
 
 
@@ -78,9 +87,11 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
                         cfg.bad_error_rate_increase)
     thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
-    n_b, x_b, kind = _baseline(canary, stable, history, "requests", "errors", cfg.min_requests)
-    v_b, d_b, voted = _baseline(canary, stable, history, "votes", "down_votes", cfg.min_feedback)
-    tests = [sprt("errors", canary["requests"], canary["errors"], n_b, x_b, errors, kind),
+    canary, stable = _weighed(canary), _weighed(stable)
+    past = None if history is None else _weighed(history)
+    n_b, x_b, kind = _baseline(canary, stable, past, "trials", "failures", cfg.min_requests)
+    v_b, d_b, voted = _baseline(canary, stable, past, "votes", "down_votes", cfg.min_feedback)
+    tests = [sprt("errors", canary["trials"], canary["failures"], n_b, x_b, errors, kind),
              sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0), v_b, d_b,
                   thumbs, voted)]
     expired = None
@@ -96,8 +107,10 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
 
 def watch_step(ctx: StepContext) -> StepResult:
     alias, candidate = ctx.config.alias, ctx.state["fine_tuned_model"]
+    cfg = ctx.config.canary
     health = ctx.client.route_health(alias, since=ctx.state["promoted_at"],
-                                     max_votes_per_voter=ctx.config.canary.max_votes_per_voter)
+                                     max_votes_per_voter=cfg.max_votes_per_voter,
+                                     max_requests_per_user=cfg.max_requests_per_user)
     spec = health.get("route") or {"targets": []}
     promotion = health.get("promotion") or {}
     if promotion.get("model") != candidate or \
@@ -108,12 +121,12 @@ def watch_step(ctx: StepContext) -> StepResult:
     stable = rows.get(ctx.state["stable"], _NO_TRAFFIC)
     promoted_at = datetime.fromisoformat(ctx.state["promoted_at"])
     age = datetime.now(UTC) - promoted_at
-    cfg = ctx.config.canary
     history = None
     if needs_history(canary, stable, cfg):
         before = ctx.client.route_health(
             alias, since=(promoted_at - timedelta(hours=cfg.history_hours)).isoformat(),
-            until=promoted_at.isoformat(), max_votes_per_voter=cfg.max_votes_per_voter)
+            until=promoted_at.isoformat(), max_votes_per_voter=cfg.max_votes_per_voter,
+            max_requests_per_user=cfg.max_requests_per_user)
         history = {row["target"]: row for row in before["targets"]}.get(ctx.state["stable"])
     verdict = judge_canary(canary, stable, cfg, age, history)
     detail = {"canary": canary, "stable": stable, "age_minutes": round(age.total_seconds() / 60, 2),

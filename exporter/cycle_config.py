@@ -207,6 +207,9 @@ class CanaryConfig(_Section):
     max_votes_per_voter: int = Field(5, ge=1)
     """One voter (the API key that sent the feedback) weighs at most this many votes per
     target in the thumbs-down test (storage/route_health.py)."""
+    max_requests_per_user: int = Field(5, ge=1)
+    """One sticky user (or session) weighs at most this many requests per target in the
+    errors test (storage/route_health.py): its requests are a cluster, not independent."""
     min_requests: int = Field(100, ge=0)
     """Canary requests a promotion needs; a rollback does not wait for them."""
     min_age_minutes: float = Field(0.0, ge=0)

@@ -87,3 +87,15 @@ def test_a_starved_baseline_is_replaced_by_its_history() -> None:
     assert "before the canary" in verdict.reasons[0]
     fed = judge_canary(health(200, 2), health(1800, 18), cfg, AGE, health(300, 150))
     assert fed.tests[0].baseline == "concurrent"  # history only when starved
+
+
+def test_one_user_flooding_cheap_successes_cannot_dilute_a_failing_canary() -> None:
+    """20 errors in 100 honest canary requests against 9 in 900; an app key adds 2,000
+    successful requests with one canary-bound user id: counted one by one they made the
+    canary look no worse (promoted); weighed per user they weigh 5."""
+    cfg = CanaryConfig(percent=10, min_requests=100)
+    canary = {**health(2100, 20), "weighed_requests": 105, "weighed_errors": 20}
+    stable = {**health(900, 9), "weighed_requests": 900, "weighed_errors": 9}
+    verdict = judge_canary(canary, stable, cfg, AGE)
+    assert verdict.verdict == "rollback", verdict.reasons
+    assert verdict.tests[0].canary_n == 105
