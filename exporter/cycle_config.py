@@ -249,6 +249,9 @@ class CanaryConfig(_Section):
             if bad <= tolerated:
                 raise ValueError(f"bad_{metric}_increase ({bad}) must be above "
                                  f"tolerated_{metric}_increase ({tolerated})")
+        if self.min_age_minutes >= 60 * self.max_hours:
+            raise ValueError(f"min_age_minutes ({self.min_age_minutes:g}) must be below max_hours "
+                             f"({self.max_hours:g}) in minutes: the canary could never be promoted")
         return self
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from exporter.canary_stats import SprtParams, sprt
 from exporter.cycle_canary import judge_canary
-from exporter.cycle_config import CanaryConfig
+from exporter.cycle_config import CanaryConfig, parse_cycle_config
+from tuneloop.errors import ConfigError
 
 AGE = timedelta(hours=7)  # old enough (min_age_minutes), below max_hours
 
@@ -99,3 +100,12 @@ def test_one_user_flooding_cheap_successes_cannot_dilute_a_failing_canary() -> N
     verdict = judge_canary(canary, stable, cfg, AGE)
     assert verdict.verdict == "rollback", verdict.reasons
     assert verdict.tests[0].canary_n == 105
+
+
+def test_a_minimum_age_past_max_hours_is_refused() -> None:
+    """A canary that must wait longer than it may live would always be rolled back."""
+    with pytest.raises(ConfigError, match=r"min_age_minutes \(1440\) must be below max_hours "
+                                          r"\(24\).*could never be promoted"):
+        parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
+                            "finetune": {"base_model": "m"},
+                            "canary": {"min_age_minutes": 1440, "max_hours": 24}})

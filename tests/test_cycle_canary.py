@@ -213,3 +213,22 @@ def test_a_canary_undecided_at_max_hours_is_rolled_back_with_the_reason(
     assert printed.exit_code == 0, printed.output
     assert "why: undecided after" in printed.output
     assert run(loop, cfg).run.get("id") != outcome.run["id"]  # the loop goes on
+
+
+def test_a_starved_baseline_is_judged_against_its_traffic_before_the_canary(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    """A 90% canary failing everything: beside it the current target got a request or two,
+    too few to compare with, so the test reads the current target's 30 requests on the alias
+    before the promotion (the watch asks the health API for that window)."""
+    ask(loop, 30, start=2000)
+    wait_ingested(loop, 30)
+    cfg, model = open_canary(loop, tmp_path, percent=90)
+    loop.upstream.state.model_error_rate[model] = 1.0
+    ask(loop, 20, start=3000)
+    wait_ingested(loop, 50)
+    outcome = run(loop, cfg)
+    assert outcome.status == "finished" and outcome.run["outcome"] == "rolled_back", \
+        outcome.message
+    [errors, _] = loop.admin().route_history(ALIAS)[0]["detail"]["verdict"]["tests"]
+    assert errors["baseline"] == "history" and errors["baseline_n"] == 30, errors
+    assert errors["decision"] == "worse"
