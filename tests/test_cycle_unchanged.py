@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ProxyServer
 from tests.test_cycle import (  # noqa: F401  (loop: the fixture)
     ALIAS,
@@ -90,3 +92,26 @@ def test_changed_training_settings_train_again_and_force_retrains(
     assert f"since run {epochs.run['id']}" in same.message and "--force" in same.message
     forced = run(loop, config(tmp_path), force=True)
     assert forced.run["outcome"] == "not_promoted" and len(loop.upstream.state.jobs) == 4
+
+
+def test_a_job_whose_run_failed_while_following_it_is_followed_again_not_retrained(
+        loop: ProxyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The provider could not be reached while the job trained (the run failed at `wait`):
+    the next run follows the same job (a wait timeout is no training setting)."""
+    the_current_model_is_worse(loop)
+    loop.upstream.state.finetune_step_seconds = 0.3  # still training when the wait times out
+    first = run(loop, config(tmp_path, finetune={"wait_timeout_minutes": 0.001},
+                             max_step_attempts=2))
+    assert first.run["step"] == "wait" and len(loop.upstream.state.jobs) == 1
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
+    for _ in range(2):
+        failing = run(loop, config(tmp_path, max_step_attempts=2))
+        assert "step wait failed" in failing.message
+    assert failing.status == "failed" and failing.run["id"] == first.run["id"]
+
+    monkeypatch.setenv("OPENAI_BASE_URL", loop.upstream.base_url)
+    loop.upstream.state.finetune_step_seconds = 0.01
+    picked = run(loop, config(tmp_path))
+    assert picked.run["state"]["resumed_from"] == first.run["id"], picked.message
+    assert picked.run["step"] == "watch" and len(loop.upstream.state.jobs) == 1
+    assert picked.run["state"]["job_id"] == first.run["state"]["job_id"]
