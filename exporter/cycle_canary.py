@@ -3,7 +3,11 @@ decides its fate with the sequential test of exporter/canary_stats.py.
 
 `watch` rolls back as soon as the error rate (or, with enough feedback, the thumbs-down share)
 is found worse than the current model's, promotes to 100% as soon as every test finds it no
-worse (after `min_requests` canary requests and `min_age_minutes`), and otherwise waits. The
+worse (after `min_requests` canary requests and `min_age_minutes`), and otherwise waits, for
+at most `max_hours` (then an undecided canary is rolled back, the safe side). A metric whose
+current target got too little traffic beside the canary is compared with that target's traffic
+in the `history_hours` before the promotion. Requests count weighed per sticky user
+(`max_requests_per_user`, storage/route_health.py). The
 verdict and its statistics go into the step's detail and, on a decision, into the route
 history entry of the rollback or promotion (`detail.verdict`).
 """

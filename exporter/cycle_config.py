@@ -46,6 +46,7 @@ bad_error_rate_increase = 0.05   # H1: error rate >= the current model's + this 
 tolerated_thumbs_down_increase = 0.05  # the same for the share of rated requests below 0
 bad_thumbs_down_increase = 0.2
 min_feedback = 10                # the thumbs-down test counts from this many rated requests
+max_requests_per_user = 5        # one sticky user weighs at most this many requests per target
 min_requests = 100               # a promotion needs this many canary requests (a rollback
 min_age_minutes = 0              #   comes as soon as a test finds the canary worse)
 watch_seconds = 10               # `cycle --every`: how often an open canary is looked at
