@@ -8,7 +8,17 @@ The false-rollback rate is measured the hard way: with equal rates in both arms 
 looked at after every `--every` canary requests and never stopped by a "no worse" decision,
 up to `--cap` canary requests, so it is the chance that an even canary is *ever* rolled back.
 
-    python bench/canary_sprt.py [--runs 400] [--shares 0.1 0.5] [--every 1]
+Then two threats to the error test, old (every request an independent trial, the draw an
+unkeyed hash anyone can compute) against new (a sticky user's requests weigh at most
+`max_requests_per_user` per target, a hot key is drawn per request, the draw is keyed with a
+server secret), side by side:
+
+- clustered users (bench/canary_clusters.py): an even canary, users differing in volume
+  (Pareto) and in how often their requests err, each user sticky to one arm;
+- a dilution attacker holding an app key, adding cheap successful requests to promote a
+  canary failing 20% of its requests against 1%.
+
+    python bench/canary_sprt.py [--runs 400] [--shares 0.1 0.5] [--every 1] [--skip-threats]
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import argparse
 import random
 import statistics
 
+from bench.canary_clusters import print_threats
 from exporter.canary_stats import SprtParams, sprt
 
 ALPHA, BETA = 0.05, 0.2  # the [canary] defaults
@@ -60,6 +71,7 @@ def main() -> None:
     parser.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.5])
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--cap", type=int, default=500)
+    parser.add_argument("--skip-threats", action="store_true")
     args = parser.parse_args()
     print(f"alpha {ALPHA} (each test {ALPHA / 2}), beta {BETA}; errors +{ERRORS.tolerance} "
           f"tolerated, +{ERRORS.bad} bad; thumbs-down +{THUMBS.tolerance} / +{THUMBS.bad}; "
@@ -85,6 +97,8 @@ def main() -> None:
             print(f"share {share:.1f}, errors {canary:.2f} vs {baseline:.2f}: rolled back "
                   f"{100 * worse:.1f}% ({100 * within:.1f}% within 100 canary requests); "
                   f"canary requests median {median:g}, 95th {top}")
+    if not args.skip_threats:
+        print_threats(ERRORS, runs=args.runs)
 
 
 if __name__ == "__main__":

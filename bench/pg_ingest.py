@@ -13,11 +13,17 @@ spooled with the real `LogWriter`, then ingested; the script prints rows/s for:
 - `indexer`: the background search indexer (`storage.search_queue`) indexing those rows
   (tokenized in this process; the server uses its compute worker),
 - `bound`: the store alone, the same rows put into a bare table like `interactions` (Postgres:
-  COPY of CSV made beforehand; DuckDB: INSERT from Arrow): what the machine allows at the
-  moment (on a shared machine the figures move with its load),
+  COPY of input made beforehand, in the text format ingest writes; `bound-csv` the same in
+  CSV, as ingest wrote before, interleaved with it; DuckDB: INSERT from Arrow): what the
+  machine allows at the moment (on a shared machine the figures move with its load),
 
-into a throwaway local Postgres cluster (tests/pg_cluster.py: fsync off, as in the tests) and
-into a DuckDB file, and the ratios. Run from the repository root:
+into a throwaway local Postgres cluster (tests/pg_cluster.py: fsync, synchronous_commit and
+full_page_writes off, as in the tests; `--durable` turns them on) and into a DuckDB file, and
+the ratios. Then, unless `--baseline ''`, this tree's writer and a baseline commit's (by
+default the one before the COPY text format), each in a process of its own, into a fresh
+database, in turn, on the same rows: rows/s and the server's CPU per 1,000 rows of each (the
+CPU figure is the one a shared machine's load moves least), and their ratios. Run from the
+repository root:
 
     python bench/pg_ingest.py                   # 20,000 rows, batches of 2,000
     python bench/pg_ingest.py --rows 50000 --batch 5000 --url postgresql://me@host/db
@@ -304,6 +310,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2,
                         help="each figure is the best of this many rounds (a shared machine's "
                              "load moves them; each round measures its bound beside its paths)")
+    parser.add_argument("--durable", action="store_true",
+                        help="the throwaway cluster with fsync, synchronous_commit and "
+                             "full_page_writes on (a production server's settings)")
     parser.add_argument("--baseline", default=BASELINE,
                         help="a commit whose writer runs beside this tree's in each round, on "
                              "the same rows (default: before the COPY text format); '' for none")
@@ -322,7 +331,8 @@ def main() -> None:
         url = args.url
         if url is None:
             from tests.pg_cluster import PgCluster
-            cluster = PgCluster.start()
+            durable = dict.fromkeys(("fsync", "synchronous_commit", "full_page_writes"), "on")
+            cluster = PgCluster.start(durable if args.durable else None)
             url = cluster.create_database()
         old = baseline_tree(args.baseline, tmp / "baseline") \
             if args.baseline and cluster is not None else None
@@ -362,7 +372,8 @@ def main() -> None:
     print(f"writer1: a segment parsed whole, then written (before); writer: as the server "
           f"does (Postgres: in pieces of {PIECE_ROWS} rows, parsed while the database takes "
           "the piece before; DuckDB: whole)")
-    print(f"best of {args.rounds} rounds each")
+    print(f"best of {args.rounds} rounds each; Postgres durability settings "
+          f"{'on' if args.durable else 'off (as in the tests)'}")
     print("bound: the same rows alone into a bare table like interactions (Postgres: COPY of "
           "ready input in the text format, lz4; bound-csv: the same in CSV, as before, "
           "interleaved with it; DuckDB: INSERT from Arrow)")

@@ -11,8 +11,12 @@ per-request cost without transforms.
   one client sends the same chat body sequentially to an alias without transforms and straight
   to the fake: the median difference per request is the proxy's cost (a latency figure, with
   client, server and upstream sharing this machine's cores).
+- shapes (bench/transform_shapes.py): ~4k-token prompts in several shapes (conversations
+  wrapping every turn, a system prompt in many text parts, batched legacy prompts...), the
+  transforms' CPU time per request, and the kernel's next to the kernel before the r13 fixes
+  (ratio old / new).
 
-    PYTHONPATH=$PWD /work/venv/bin/python bench/transforms.py [--requests 300]
+    PYTHONPATH=$PWD /work/venv/bin/python bench/transforms.py [--requests 300] [--shapes-only]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench import transform_shapes
 from bench.prompt_template import FEW_SHOT, PREFIX, QUESTION, SUFFIX, SYSTEM, timed
 from proxy.app import create_app
 from proxy.forward import body_for
@@ -89,7 +94,12 @@ def proxy_cost_us(body: dict[str, Any], count: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--shapes-only", action="store_true",
+                        help="only the per-shape CPU times (no proxy started)")
     args = parser.parse_args()
+    print_shapes()
+    if args.shapes_only:
+        return
     chat = PromptTemplate(name="support-bot", version=1, system_prompt=SYSTEM,
                           few_shot=FEW_SHOT, user_prefix=PREFIX, user_suffix=SUFFIX)
     messages = [{"role": "system", "content": SYSTEM}, *[dict(t) for t in FEW_SHOT],
@@ -115,6 +125,21 @@ def main() -> None:
           f"of {args.requests} sequential requests): {proxy_us:7.1f} µs")
     print(f"ratio (transforms alone / proxy): chat {chat_us[0] / proxy_us:.1%}, legacy "
           f"{legacy_us[0] / proxy_us:.1%} (target: transforms < 50 µs)")
+
+
+def print_shapes() -> None:
+    old = transform_shapes.baseline_kernel()
+    enc = load_encoding("o200k_base")
+    count = lambda text: len(enc.encode(text, disallowed_special=()))  # noqa: E731
+    print("per shape, CPU µs per request (thread time, median): the target's transforms "
+          "(strip + system prompt or separator + stop); the template kernel now and before "
+          f"(git {transform_shapes.BASELINE_COMMIT}; old/new)")
+    for shape in transform_shapes.shapes():
+        apply_us, kernel_us, old_us = transform_shapes.measure(shape, old)
+        before = (f"{old_us:8.1f} µs  x{old_us / kernel_us:4.1f}" if old_us is not None
+                  else "     n/a (not a git checkout)")
+        print(f"  {shape.name:34s} {transform_shapes.tokens(shape, count):5d} tokens: "
+              f"transforms {apply_us:7.1f} µs; kernel {kernel_us:7.1f} µs, before {before}")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,9 @@ class SprtResult:
     lower: float
     upper: float
     decision: Decision
+    baseline: str = "concurrent"
+    """`concurrent`: the current target's traffic since the promotion; `history`: its traffic
+    before the promotion, used when the concurrent baseline is starved (cycle_canary.py)."""
 
     def to_json(self) -> dict[str, Any]:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -76,8 +79,9 @@ class SprtResult:
     def describe(self) -> str:
         rate = self.canary_events / self.canary_n if self.canary_n else 0.0
         base = self.baseline_events / self.baseline_n if self.baseline_n else 0.0
+        before = " before the canary" if self.baseline == "history" else ""
         return (f"{self.metric} {self.canary_events:g}/{self.canary_n:g} ({rate:.3f}) against "
-                f"{self.baseline_events:g}/{self.baseline_n:g} ({base:.3f}): LLR worse "
+                f"{self.baseline_events:g}/{self.baseline_n:g} ({base:.3f}){before}: LLR worse "
                 f"{self.llr:+.2f} (rolls back at {self.upper:.2f}), LLR bad {self.llr_bad:+.2f} "
                 f"(no worse at {self.lower:.2f}) -> {self.decision}")
 
@@ -116,7 +120,8 @@ def profile(d: float, n_c: float, x_c: float, n_b: float, x_b: float) -> tuple[f
 
 
 def sprt(metric: str, canary_n: float, canary_events: float, baseline_n: float,
-         baseline_events: float, params: SprtParams) -> SprtResult:
+         baseline_events: float, params: SprtParams, baseline: str = "concurrent"
+         ) -> SprtResult:
     """The two-sample SPRT of the canary's event rate against the baseline's (module doc).
     Counts may be fractional (feedback weighed per voter, storage/route_health.py)."""
     if not 0 <= canary_events <= canary_n or not 0 <= baseline_events <= baseline_n:
@@ -137,7 +142,7 @@ def sprt(metric: str, canary_n: float, canary_events: float, baseline_n: float,
         decision = "not_worse"
     return SprtResult(metric, canary_n, canary_events, baseline_n, baseline_events,
                       q0 + params.tolerance, q1 + params.bad, llr, llr_bad, params.lower,
-                      params.upper, decision)
+                      params.upper, decision, baseline)
 
 
 def _alternatives(bad: float) -> list[float]:
@@ -156,10 +161,13 @@ class CanaryVerdict:
 
 
 def canary_verdict(tests: list[SprtResult], *, feedback_counted: bool, canary_requests: int,
-                   min_requests: int, old_enough: bool) -> CanaryVerdict:
+                   min_requests: int, old_enough: bool, expired: str | None = None
+                   ) -> CanaryVerdict:
     """Roll back as soon as any test finds the canary worse; promote when every test that
     counts finds it no worse and the canary has `min_requests` and its minimum age; else
-    keep watching. The thumbs-down test counts only when `feedback_counted`."""
+    keep watching, unless the canary is past its maximum age (`expired` says why): then an
+    undecided canary is rolled back, the safe side. The thumbs-down test counts only when
+    `feedback_counted`."""
     counted = [t for t in tests if t.metric != "thumbs_down" or feedback_counted]
     worse = [t for t in counted if t.decision == "worse"]
     if worse:
@@ -169,6 +177,9 @@ def canary_verdict(tests: list[SprtResult], *, feedback_counted: bool, canary_re
             return CanaryVerdict("promote", tuple(tests), tuple(t.describe() for t in counted))
         why = (f"no worse, but {canary_requests} of {min_requests} requests"
                if canary_requests < min_requests else "no worse, but not old enough yet")
-        return CanaryVerdict("continue", tuple(tests), (why,))
-    pending = [t.describe() for t in counted if t.decision == "continue"]
+        pending = [why]
+    else:
+        pending = [t.describe() for t in counted if t.decision == "continue"]
+    if expired is not None:
+        return CanaryVerdict("rollback", tuple(tests), (expired, *pending))
     return CanaryVerdict("continue", tuple(tests), tuple(pending))

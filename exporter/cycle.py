@@ -138,8 +138,11 @@ def _drive(ctx: StepContext, config: CycleConfig,
 def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None = None,
               holder: str | None = None,
               providers: Callable[[str], JobProvider] | None = None,
-              say: Callable[[str], None] = lambda _: None) -> CycleOutcome:
-    """One invocation of the cycle: continue (or start) its run as far as it goes now."""
+              say: Callable[[str], None] = lambda _: None,
+              force: bool = False) -> CycleOutcome:
+    """One invocation of the cycle: continue (or start) its run as far as it goes now.
+    `force`: a run that exports now trains even on data and settings an earlier run trained
+    on and decided (exporter/cycle_unchanged.py)."""
     holder = holder or default_holder()
     try:
         client.acquire_cycle_lease(config.name, holder, config.lease_seconds)
@@ -147,5 +150,5 @@ def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None =
         return CycleOutcome("busy", None, exc.message)
     with LeaseKeeper(client, config.name, holder, config.lease_seconds):
         run = _active_run(client, config, holder)
-        ctx = StepContext(client, config, run, holder, api_key, providers)
+        ctx = StepContext(client, config, run, holder, api_key, providers, force)
         return _drive(ctx, config, say)

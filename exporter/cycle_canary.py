@@ -3,7 +3,11 @@ decides its fate with the sequential test of exporter/canary_stats.py.
 
 `watch` rolls back as soon as the error rate (or, with enough feedback, the thumbs-down share)
 is found worse than the current model's, promotes to 100% as soon as every test finds it no
-worse (after `min_requests` canary requests and `min_age_minutes`), and otherwise waits. The
+worse (after `min_requests` canary requests and `min_age_minutes`), and otherwise waits, for
+at most `max_hours` (then an undecided canary is rolled back, the safe side). A metric whose
+current target got too little traffic beside the canary is compared with that target's traffic
+in the `history_hours` before the promotion. Requests count weighed per sticky user
+(`max_requests_per_user`, storage/route_health.py). The
 verdict and its statistics go into the step's detail and, on a decision, into the route
 history entry of the rollback or promotion (`detail.verdict`).
 """
@@ -19,7 +23,8 @@ from exporter.cycle_config import CanaryConfig
 from exporter.cycle_steps import StepContext, StepResult, current_model, end
 from exporter.exportdir import load_export
 
-_NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "feedback_count": 0,
+_NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "weighed_requests": 0.0,
+               "weighed_errors": 0.0, "feedback_count": 0,
                "feedback_mean": None, "rated_requests": 0, "thumbs_down": 0, "votes": 0.0,
                "down_votes": 0.0}
 
@@ -44,33 +49,72 @@ def canary_step(ctx: StepContext) -> StepResult:
     return StepResult("watch", state=state, detail=detail)
 
 
+def _starved(canary_n: float, baseline_n: float, floor: int) -> bool:
+    """The current target's concurrent sample is too thin to compare with: fewer trials than
+    the canary's and than `floor` (a sticky key sending all the traffic to the canary)."""
+    return baseline_n < canary_n and baseline_n < max(floor, 1)
+
+
+def _baseline(canary: dict[str, Any], stable: dict[str, Any], history: dict[str, Any] | None,
+              trials: str, events: str, floor: int) -> tuple[float, float, str]:
+    n_b, x_b = stable.get(trials, 0), stable.get(events, 0)
+    if history is not None and _starved(canary.get(trials, 0), n_b, floor) \
+            and history.get(trials, 0) > n_b:
+        return history[trials], history.get(events, 0), "history"
+    return n_b, x_b, "concurrent"
+
+
+def _weighed(row: dict[str, Any]) -> dict[str, Any]:
+    """The error test's trials: requests weighed per sticky user (storage/route_health.py);
+    a row without them (an older server) counts each request once."""
+    return {**row, "trials": row.get("weighed_requests", row.get("requests", 0)),
+            "failures": row.get("weighed_errors", row.get("errors", 0))}
+
+
+def needs_history(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig) -> bool:
+    canary, stable = _weighed(canary), _weighed(stable)
+    return cfg.history_hours > 0 and (
+        _starved(canary["trials"], stable["trials"], cfg.min_requests)
+        or _starved(canary.get("votes", 0), stable.get("votes", 0), cfg.min_feedback))
+
+
 def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig,
-                 age: timedelta) -> CanaryVerdict:
+                 age: timedelta, history: dict[str, Any] | None = None) -> CanaryVerdict:
     """The verdict on health rows (storage/route_health.py) of the canary and the current
     target since the promotion. Either test can roll the canary back, so each gets half
     of `alpha` (Bonferroni): the chance of rolling back a canary within tolerance on both
-    metrics stays at most `alpha`."""
+    metrics stays at most `alpha`. A metric whose concurrent baseline is starved is compared
+    with `history` (the current target's row before the promotion) instead; a canary still
+    undecided at `max_hours` is rolled back."""
     alpha = cfg.alpha / 2
     errors = SprtParams(alpha, cfg.beta, cfg.tolerated_error_rate_increase,
                         cfg.bad_error_rate_increase)
     thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
-    tests = [
-        sprt("errors", canary["requests"], canary["errors"], stable["requests"],
-             stable["errors"], errors),
-        sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0),
-             stable.get("votes", 0), stable.get("down_votes", 0), thumbs),
-    ]
+    canary, stable = _weighed(canary), _weighed(stable)
+    past = None if history is None else _weighed(history)
+    n_b, x_b, kind = _baseline(canary, stable, past, "trials", "failures", cfg.min_requests)
+    v_b, d_b, voted = _baseline(canary, stable, past, "votes", "down_votes", cfg.min_feedback)
+    tests = [sprt("errors", canary["trials"], canary["failures"], n_b, x_b, errors, kind),
+             sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0), v_b, d_b,
+                  thumbs, voted)]
+    expired = None
+    if age >= timedelta(hours=cfg.max_hours):
+        expired = (f"undecided after {age.total_seconds() / 3600:.1f} hours ([canary] "
+                   f"max_hours {cfg.max_hours:g}): rolled back, the safe side")
     return canary_verdict(tests, feedback_counted=canary.get("votes", 0)
                           >= cfg.min_feedback, canary_requests=canary["requests"],
                           min_requests=cfg.min_requests,
-                          old_enough=age >= timedelta(minutes=cfg.min_age_minutes))
+                          old_enough=age >= timedelta(minutes=cfg.min_age_minutes),
+                          expired=expired)
 
 
 def watch_step(ctx: StepContext) -> StepResult:
     alias, candidate = ctx.config.alias, ctx.state["fine_tuned_model"]
+    cfg = ctx.config.canary
     health = ctx.client.route_health(alias, since=ctx.state["promoted_at"],
-                                     max_votes_per_voter=ctx.config.canary.max_votes_per_voter)
+                                     max_votes_per_voter=cfg.max_votes_per_voter,
+                                     max_requests_per_user=cfg.max_requests_per_user)
     spec = health.get("route") or {"targets": []}
     promotion = health.get("promotion") or {}
     if promotion.get("model") != candidate or \
@@ -79,10 +123,20 @@ def watch_step(ctx: StepContext) -> StepResult:
     rows = {row["target"]: row for row in health["targets"]}
     canary = rows.get(candidate, _NO_TRAFFIC)
     stable = rows.get(ctx.state["stable"], _NO_TRAFFIC)
-    age = datetime.now(UTC) - datetime.fromisoformat(ctx.state["promoted_at"])
-    verdict = judge_canary(canary, stable, ctx.config.canary, age)
+    promoted_at = datetime.fromisoformat(ctx.state["promoted_at"])
+    age = datetime.now(UTC) - promoted_at
+    history = None
+    if needs_history(canary, stable, cfg):
+        before = ctx.client.route_health(
+            alias, since=(promoted_at - timedelta(hours=cfg.history_hours)).isoformat(),
+            until=promoted_at.isoformat(), max_votes_per_voter=cfg.max_votes_per_voter,
+            max_requests_per_user=cfg.max_requests_per_user)
+        history = {row["target"]: row for row in before["targets"]}.get(ctx.state["stable"])
+    verdict = judge_canary(canary, stable, cfg, age, history)
     detail = {"canary": canary, "stable": stable, "age_minutes": round(age.total_seconds() / 60, 2),
               "verdict": verdict.to_json()}
+    if history is not None:
+        detail["stable_before"] = history
     if verdict.verdict == "rollback":
         ctx.client.rollback(alias, verdict=verdict.to_json())
         return end("rolled_back", reasons=list(verdict.reasons), **detail)

@@ -10,6 +10,7 @@ format = "chat"                  # chat | legacy | preference | classification
 validation = 0.1
 filter = { tag = "support" }     # review filters; default: approved production traffic
 out_dir = "exports"              # each run exports to <out_dir>/<name>-<run id>
+skip_invalid = false             # true: leave out examples that break a rule (listed)
 strip_template = "support-bot-v1"  # train without this frozen prompt template; the canary
                                  # then gets the same strip transform (optional)
 
@@ -45,9 +46,12 @@ bad_error_rate_increase = 0.05   # H1: error rate >= the current model's + this 
 tolerated_thumbs_down_increase = 0.05  # the same for the share of rated requests below 0
 bad_thumbs_down_increase = 0.2
 min_feedback = 10                # the thumbs-down test counts from this many rated requests
+max_requests_per_user = 5        # one sticky user weighs at most this many requests per target
 min_requests = 100               # a promotion needs this many canary requests (a rollback
 min_age_minutes = 0              #   comes as soon as a test finds the canary worse)
 watch_seconds = 10               # `cycle --every`: how often an open canary is looked at
+max_hours = 24                   # still undecided this long after its promotion: rolled back
+history_hours = 24               # baseline starved beside the canary: its traffic before
 ```
 """
 
@@ -59,8 +63,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from exporter.eval_gate import MAX_ERROR_SHARE, MIN_DECIDED, MIN_DISCORDANT, GateRules
+from exporter.eval_gate import (
+    MAX_ERROR_SHARE,
+    MIN_DECIDED,
+    MIN_DISCORDANT,
+    GateRules,
+    margin_problem,
+)
 from exporter.formats import DEFAULT_SEPARATOR, FormatName
+from exporter.hyperparameters import hyperparameters_problem
 from tuneloop.errors import ConfigError
 
 
@@ -84,6 +95,9 @@ class DatasetConfig(_Section):
     --strip-template`); the promotion gives the model the same transform."""
     system_prompt: str | None = None
     """With strip_template: a short system prompt in the template's place."""
+    skip_invalid: bool = False
+    """Leave out (count and list) examples that break a format rule, as `export
+    --skip-invalid`; else one such example rejects the dataset and the run."""
 
     @model_validator(mode="after")
     def _strip_options(self) -> DatasetConfig:
@@ -107,6 +121,13 @@ class FinetuneConfig(_Section):
     """With a cap set, a model whose training price is unknown is refused unless this is on."""
     poll_seconds: float = Field(30.0, gt=0)
     wait_timeout_minutes: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _hyperparameters(self) -> FinetuneConfig:
+        problem = hyperparameters_problem(self.hyperparameters)
+        if problem is not None:
+            raise ValueError(f"hyperparameters: {problem}")
+        return self
 
 
 class EvaluateConfig(_Section):
@@ -158,6 +179,22 @@ _REPLACED_CANARY_KEYS = {
 }
 
 
+MIN_CANARY_PERCENT = 1.0
+
+
+def canary_share_problem(percent: float) -> str | None:
+    """Why a canary share is no canary, or None: 100% is a full promotion with no test;
+    below MIN_CANARY_PERCENT the canary sees too few requests for its test ever to decide."""
+    if percent >= 100:
+        return (f"percent = {percent:g} is not a canary: the candidate would take all the "
+                "traffic at once, untested")
+    if percent < MIN_CANARY_PERCENT:
+        return (f"percent = {percent:g} is too small a canary: it would see fewer than 1 "
+                f"request in {100 / MIN_CANARY_PERCENT:g} and its test might never decide; "
+                f"use at least {MIN_CANARY_PERCENT:g}")
+    return None
+
+
 class CanaryConfig(_Section):
     percent: float = Field(10.0, gt=0, le=100)
     alpha: float = Field(0.05, gt=0, lt=0.5)
@@ -171,11 +208,20 @@ class CanaryConfig(_Section):
     max_votes_per_voter: int = Field(5, ge=1)
     """One voter (the API key that sent the feedback) weighs at most this many votes per
     target in the thumbs-down test (storage/route_health.py)."""
+    max_requests_per_user: int = Field(5, ge=1)
+    """One sticky user (or session) weighs at most this many requests per target in the
+    errors test (storage/route_health.py): its requests are a cluster, not independent."""
     min_requests: int = Field(100, ge=0)
     """Canary requests a promotion needs; a rollback does not wait for them."""
     min_age_minutes: float = Field(0.0, ge=0)
     watch_seconds: float = Field(10.0, gt=0)
     """With `cycle --every`: how often an open canary is evaluated between scheduled runs."""
+    max_hours: float = Field(24.0, gt=0)
+    """A canary still undecided this long after its promotion is rolled back (the safe side)."""
+    history_hours: float = Field(24.0, ge=0)
+    """When the current target gets too little traffic beside the canary (a sticky key sending
+    everything to the canary), its traffic in this many hours before the promotion is the
+    baseline instead (0: never)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -189,6 +235,14 @@ class CanaryConfig(_Section):
         return data
 
     @model_validator(mode="after")
+    def _a_real_canary(self) -> CanaryConfig:
+        problem = canary_share_problem(self.percent)
+        if problem is not None:
+            raise ValueError(problem + " (to give a model all the traffic, promote it "
+                                       "yourself: `tuneloop promote` without --canary)")
+        return self
+
+    @model_validator(mode="after")
     def _effects_ordered(self) -> CanaryConfig:
         for metric in ("error_rate", "thumbs_down"):
             tolerated = getattr(self, f"tolerated_{metric}_increase")
@@ -196,6 +250,9 @@ class CanaryConfig(_Section):
             if bad <= tolerated:
                 raise ValueError(f"bad_{metric}_increase ({bad}) must be above "
                                  f"tolerated_{metric}_increase ({tolerated})")
+        if self.min_age_minutes >= 60 * self.max_hours:
+            raise ValueError(f"min_age_minutes ({self.min_age_minutes:g}) must be below max_hours "
+                             f"({self.max_hours:g}) in minutes: the canary could never be promoted")
         return self
 
 
@@ -211,14 +268,64 @@ class CycleConfig(_Section):
     lease_seconds: float = Field(600.0, ge=10)
 
 
+BUILT_IN_SCORERS = ("exact", "exact_strict", "classification", "judge")
+METRICS = {"exact": ("mean",), "judge": ("win_rate",),  # exact: also a user function's
+           "classification": ("accuracy", "precision", "recall", "f1", "auroc", "auprc",
+                              "macro_precision", "macro_recall", "macro_f1")}
+
+
+def check_evaluate(config: CycleConfig) -> None:
+    """What `[evaluate]` names must exist before a run exports, uploads or trains: the scorer
+    (a user function is imported now), the judge's model and rubric, and checkpoints the
+    provider can serve. A mistake found only at the evaluate step would be found after paying
+    for the job."""
+    from exporter.judge import load_rubric
+    from exporter.providers.registry import SERVABLE_CHECKPOINTS
+    from exporter.scoring import load_scorer
+
+    cfg = config.evaluate
+    wrong_margin = margin_problem(cfg.margin, cfg.scorer)
+    if wrong_margin is not None:
+        raise ConfigError(f"cycle config: evaluate.margin: {wrong_margin}")
+    if cfg.scorer not in BUILT_IN_SCORERS:
+        if ":" not in cfg.scorer:
+            raise ConfigError(f"cycle config: evaluate.scorer: {cfg.scorer!r} is not a scorer: "
+                              f"use one of {', '.join(BUILT_IN_SCORERS)} or module:function")
+        try:
+            load_scorer(cfg.scorer)
+        except ConfigError as exc:
+            raise ConfigError(f"cycle config: evaluate.scorer: {exc.message}") from None
+    if cfg.scorer == "judge" and not cfg.judge_model:
+        raise ConfigError("cycle config: evaluate.judge_model: the judge scorer needs a judge "
+                          "model (e.g. judge_model = \"gpt-4o\")")
+    metrics = METRICS.get(cfg.scorer, METRICS["exact"])
+    if cfg.metric is not None and cfg.metric not in metrics:
+        raise ConfigError(f"cycle config: evaluate.metric: {cfg.metric!r} is not a metric of "
+                          f"the {cfg.scorer} scorer: use one of {', '.join(metrics)}")
+    if cfg.rubric is not None:
+        try:
+            load_rubric(cfg.rubric)
+        except ConfigError as exc:
+            raise ConfigError(f"cycle config: evaluate.rubric: {exc.message}") from None
+    provider = config.finetune.provider
+    if cfg.checkpoints and provider not in SERVABLE_CHECKPOINTS:
+        raise ConfigError(f"cycle config: evaluate.checkpoints: provider {provider!r} keeps no "
+                          "checkpoints a route can serve (only "
+                          f"{', '.join(sorted(SERVABLE_CHECKPOINTS))}): set checkpoints = 0")
+
+
 def parse_cycle_config(data: dict[str, Any]) -> CycleConfig:
+    """The config, refused with a ConfigError naming the field (exit code 2) when a setting
+    is wrong, including what `check_evaluate` looks up."""
     try:
-        return CycleConfig.model_validate(data)
+        config = CycleConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         msg = str(first["msg"]).removeprefix("Value error, ")  # pydantic's label for ours
         raise ConfigError(f"cycle config: {where}: {msg}") from exc
+    check_evaluate(config)
+    return config
 
 
 def load_cycle_config(path: Path) -> CycleConfig:

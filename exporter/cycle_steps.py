@@ -5,8 +5,10 @@ export → validate → finetune → wait → [checkpoints] → evaluate → can
 A step returns where the run goes next (None: the run is over, with an `outcome`), what to
 add to the run's state, and whether to stop here for now (`wait`: a job still training, a
 canary without enough traffic yet); the next cycle resumes that step. Outcomes: `promoted`,
-`rolled_back`, `not_promoted`, `job_failed`, `over_budget`, `unchanged` (the same training
-data as a model an earlier run trained), `dataset_rejected`, `superseded` (someone changed
+`rolled_back`, `not_promoted`, `job_failed`, `over_budget`, `unchanged` (the same data and
+training settings as an earlier run that trained a model and reached a decision; one that
+failed after starting its job is picked up instead: exporter/cycle_unchanged.py),
+`dataset_rejected`, `superseded` (someone changed
 the route), `failed` (a step kept failing).
 """
 
@@ -14,27 +16,33 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exporter import cycle_adapter
 from exporter.cycle_config import CycleConfig, EvaluateConfig
-from exporter.cycle_unchanged import same_data
+from exporter.cycle_unchanged import (
+    data_key,
+    decided,
+    last_training,
+    resumed,
+    same_data,
+    training_key,
+)
 from exporter.eval_gate import gate_decision
 from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.exportdir import load_export
 from exporter.finetune import JobProvider, default_provider
-from exporter.formats import FormatOptions
+from exporter.fix_hints import CYCLE_SKIP_HINT, how_to_fix
+from exporter.formats import FormatOptions, RuleViolations
 from exporter.judge import load_rubric
 from exporter.pipeline import ExportOptions
 from exporter.strip import TemplateStrip
 from tuneloop.client import AdminClient
 from tuneloop.errors import ConfigError, DatasetError, TuneloopError
-
-TRAIN = "train.jsonl"
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class StepContext:
     providers: Callable[[str], JobProvider] | None = None
     """Fine-tuning providers by name (from the settings); None: OpenAI's, from its SDK's
     environment."""
+    force: bool = False
+    """`tuneloop cycle --force`: train even on data and settings an earlier run trained on."""
 
     def provider(self) -> JobProvider:
         name = self.config.finetune.provider
@@ -88,13 +98,26 @@ def end(outcome: str, **detail: Any) -> StepResult:
     return StepResult(None, detail=detail, outcome=outcome)
 
 
+def rejected(message: str, problems: Mapping[str, Sequence[str]], **detail: Any
+             ) -> StepResult:
+    """The run ends `dataset_rejected` (`tuneloop cycle` exits 2): the message names the
+    offending examples, the note says how to fix them or to set `[dataset] skip_invalid`."""
+    hint = how_to_fix(problems, skip_hint=CYCLE_SKIP_HINT)
+    return StepResult(None, detail={"error": message[:2000], "hint": hint,
+                                    "problems": {rule: list(ids)[:20]
+                                                 for rule, ids in problems.items()},
+                                    **detail},
+                      outcome="dataset_rejected", note=message + (f"\n{hint}" if hint else ""))
+
+
 def export_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.dataset
     fmt = FormatOptions(cfg.format, separator=cfg.separator, stop=cfg.stop,
                         labels=tuple(cfg.labels) if cfg.labels else None,
                         positive_class=cfg.positive_class)
     options = ExportOptions(name=cfg.name, format=fmt, base_model=ctx.config.finetune.base_model,
-                            validation_fraction=cfg.validation, seed=cfg.seed, filter=cfg.filter)
+                            validation_fraction=cfg.validation, seed=cfg.seed, filter=cfg.filter,
+                            skip_invalid=cfg.skip_invalid)
     if cfg.strip_template is not None:  # the training data without the template
         options = dataclasses.replace(options, strip=TemplateStrip(
             ctx.client.prompt_template(cfg.strip_template), cfg.system_prompt))
@@ -103,23 +126,33 @@ def export_step(ctx: StepContext) -> StepResult:
         result = cycle_adapter.build_dataset(ctx.client, cfg.name, options, cfg.filter, out,
                                              record=False)
     except DatasetError as exc:  # not enough or unusable data: no job this time
-        return end("dataset_rejected", error=exc.message[:2000])
-    same = same_data(ctx.client, ctx.config.name, cfg.name, result.manifest, ctx.run["id"])
-    if same is not None:  # nothing new: no dataset version, no export directory
+        return rejected(exc.message, exc.problems if isinstance(exc, RuleViolations) else {})
+    force = ctx.force or bool(ctx.state.get("force"))
+    same = same_data(ctx.client, ctx.config.name, cfg.name, result.manifest, ctx.run["id"],
+                     ctx.config.finetune.model_dump(mode="json"), force=force)
+    if same is not None and same.trained_by is not None:  # decided before: nothing to do
         shutil.rmtree(result.path, ignore_errors=True)
-        if same.version is None:
-            return StepResult(None, detail={"same_data_as": same.trained_by,
-                                            "message": same.message},
-                              outcome="unchanged", note=same.message)
-        manifest, path = same.version["manifest"], same.version["path"]
+        return StepResult(None, detail={"same_data_as": same.trained_by,
+                                        "message": same.message},
+                          outcome="unchanged", note=same.message)
+    if same is not None and same.path is not None and same.manifest is not None:
+        shutil.rmtree(result.path, ignore_errors=True)  # nothing new: no version, no directory
+        manifest, path = dict(same.manifest), same.path
     else:
         result = cycle_adapter.record_dataset(ctx.client, result)
         manifest, path = result.manifest, str(result.path)
-    return StepResult("validate",
-                      state={"export_path": path,
-                             "train_sha256": manifest["files"][TRAIN]["sha256"]},
+    train, validation = data_key(manifest)
+    state: dict[str, Any] = {"export_path": path, "train_sha256": train,
+                             "validation_sha256": validation, **({"force": True} if force else {})}
+    after = "validate"
+    if same is not None and same.resume_from is not None:  # its job, not a second one
+        after, taken = resumed(same.resume_from, bool(ctx.config.evaluate.checkpoints))
+        state |= taken
+    return StepResult(after, state=state,
                       detail={"counts": manifest["counts"], "billing": manifest["billing"],
-                              **({"message": same.message} if same else {})},
+                              **({"message": same.message} if same else {}),
+                              **({"resumed_from": state["resumed_from"]}
+                                 if "resumed_from" in state else {})},
                       note=same.message if same else "")
 
 
@@ -140,13 +173,16 @@ def validate_step(ctx: StepContext) -> StepResult:
     errors = [f for f in manifest["validation"].get("findings", [])
               if f.get("severity") == "error"]
     if errors:
-        return end("dataset_rejected", findings=errors[:20])
-    sha = manifest["files"][TRAIN]["sha256"]
-    earlier = [r for r in ctx.client.cycle_runs(ctx.config.name, limit=100)
-               if r["id"] != ctx.run["id"] and r["state"].get("fine_tuned_model")
-               and r["state"].get("train_sha256") == sha]
-    if earlier:
-        return end("unchanged", same_data_as=earlier[0]["id"])
+        return rejected("the dataset fails validation: " + "; ".join(
+            f"{f.get('code')}: {f.get('message', '')}" for f in errors[:20]),
+            {str(f.get("code")): list(f.get("examples") or []) for f in errors},
+            findings=errors[:20])
+    if not (ctx.force or ctx.state.get("force")):  # trained and decided since the export?
+        earlier = last_training(ctx.client, ctx.config.name, data_key(manifest),
+                                training_key(ctx.config.finetune.model_dump(mode="json")),
+                                ctx.run["id"])
+        if earlier is not None and decided(earlier):
+            return end("unchanged", same_data_as=earlier["id"])
     finetune = ctx.config.finetune
     cost = training_cost(manifest, finetune.hyperparameters)
     cap = finetune.max_cost_usd

@@ -65,16 +65,31 @@ class Stripped:
 def _wrapped(content: Any, prefix: str, suffix: str) -> Any:
     if isinstance(content, str):
         return prefix + content + suffix
-    parts = [dict(p) for p in content] if isinstance(content, list) else []
+    parts = [dict(p) if isinstance(p, Mapping) else p for p in content] \
+        if isinstance(content, list) else []
+
+    def text_part(index: int) -> bool:  # stripping took the affixes from these parts' texts
+        part = parts[index] if parts else None
+        return isinstance(part, dict) and part.get("type") in ("text", "input_text") \
+            and isinstance(part.get("text"), str)
+
     if prefix:
-        parts.insert(0, {"type": "text", "text": prefix})
+        if text_part(0):
+            parts[0]["text"] = prefix + parts[0]["text"]
+        else:
+            parts.insert(0, {"type": "text", "text": prefix})
     if suffix:
-        parts.append({"type": "text", "text": suffix})
+        if text_part(-1):
+            parts[-1]["text"] = parts[-1]["text"] + suffix
+        else:
+            parts.append({"type": "text", "text": suffix})
     return parts
 
 
 def messages_as_sent(messages: list[dict[str, Any]], strip: Stripped) -> list[dict[str, Any]]:
-    """An exported example's messages with the template put back: the app's request."""
+    """An exported example's messages with the template put back: the app's request as
+    nearly as the template tells (every user turn wrapped in its prefix and suffix). Used
+    for the baseline when the logged request is not at hand (exporter.eval_baseline)."""
     template, rest = strip.template, [dict(m) for m in messages]
     role = "system"
     if (strip.replacement is not None and rest and rest[0].get("role") in SYSTEM_ROLES
@@ -86,11 +101,11 @@ def messages_as_sent(messages: list[dict[str, Any]], strip: Stripped) -> list[di
     elif rest and rest[0].get("role") in SYSTEM_ROLES:
         head.append(rest.pop(0))
     head += [dict(turn) for turn in template.few_shot]
-    users = [i for i, m in enumerate(rest) if m.get("role") == "user"]
-    if users and (template.user_prefix or template.user_suffix):
-        last = rest[users[-1]]
-        last["content"] = _wrapped(last.get("content"), template.user_prefix,
-                                   template.user_suffix)
+    if template.user_prefix or template.user_suffix:
+        for message in rest:  # stripping took the affixes from every user turn holding them
+            if message.get("role") == "user":
+                message["content"] = _wrapped(message.get("content"), template.user_prefix,
+                                              template.user_suffix)
     return head + rest
 
 

@@ -25,6 +25,21 @@ if TYPE_CHECKING:  # light to import: the CLI reads the defaults before any eval
 MIN_DECIDED = 10
 MIN_DISCORDANT = 10
 MAX_ERROR_SHARE = 0.1
+RATE_SCORERS = frozenset({"exact", "exact_strict", "classification", "judge"})
+
+
+def margin_problem(margin: float, scorer: str) -> str | None:
+    """Why `margin` can never be met by `scorer`'s margin, or None. The built-in scorers'
+    margins are differences of rates in [-1, 1] (the judge's: 2 × win rate − 1), and the gate
+    wants the lower bound above 0: a margin of 1 or more never passes (a silent
+    `not_promoted` forever). A user function's scores have no known range."""
+    if margin != margin or margin < 0:
+        return f"margin must be a number of at least 0, got {margin}"
+    if scorer in RATE_SCORERS and margin >= 1:
+        return (f"margin {margin:g} can never be met: the {scorer} scorer's margin is a "
+                "difference of rates, between -1 and 1, so the candidate could never pass; "
+                "it is in the metric's units (0.02: two points better)")
+    return None
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class EvalReport:
     pairwise: dict[str, Any] | None = None  # the judge's wins, losses, ties, errors, test
     judgements: list[dict[str, Any]] | None = None
     paired: dict[str, Any] | None = None  # bootstrap: discordant examples, McNemar, failures
+    baseline_requests: dict[str, int] | None = None  # stripped export: logged vs rebuilt
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "dataset": self.dataset, "examples": self.examples,
@@ -83,7 +84,7 @@ class EvalReport:
                 "models": self.models, "margin": self.margin,
                 "confidence": self.confidence, "margin_interval": self.margin_interval,
                 "intervals": self.intervals, "pairwise": self.pairwise,
-                "paired": self.paired,
+                "paired": self.paired, "baseline_requests": self.baseline_requests,
                 "judgements": self.judgements,
                 "differences": self.differences, "differences_total": self.differences_total}
 
@@ -104,6 +105,10 @@ class EvalReport:
                          f"these examples, so each interval is at 1 - "
                          f"{1 - family:.4g}/{comparisons} = "
                          f"{self.confidence * 100:.4g}%")
+        if self.baseline_requests and self.baseline_requests.get("rebuilt"):
+            lines.append(f"  baseline asked the app's logged request for "
+                         f"{self.baseline_requests['logged']} examples; "
+                         f"{self.baseline_requests['rebuilt']} rebuilt from the template")
         width = max(len(m["model"]) for m in self.models.values())
         for role, model in self.models.items():
             lines.append(f"  {role:<9} {model['model']:<{width}}  {model['score']:.4f} "

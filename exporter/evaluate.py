@@ -4,25 +4,26 @@ Every example goes to both models through the tuneloop proxy with the official `
 marked `x-tuneloop-traffic: evaluation` (so it never mixes with production rows) and tagged
 `eval:<run id>` and `eval-candidate` / `eval-baseline`. The candidate gets the request as
 trained (the export's template stripped, a legacy separator and stop), the baseline the app's
-request as sent (exporter.eval_cases): what each gets in production. At most `concurrency`
-requests are in flight; 429, 5xx and connection failures are retried with exponential backoff
-(honouring `retry-after`), other errors are recorded as the example's answer failing. With the
-`judge`
-scorer, a judge model then compares each pair of answers, in both orders, through the proxy
-as well (tagged `eval-judge`; see exporter.judge). The run and its report, judgements
-included, are stored through the admin API (`/admin/evals`).
+request as sent (exporter.eval_cases; for a stripped export, the interaction's logged request
+when it is the example's, exporter.eval_baseline): what each gets in production. At most
+`concurrency` requests are in flight; 429, 5xx and connection failures are retried with
+exponential backoff (honouring `retry-after`), other errors are recorded as the example's answer
+failing. With the `judge` scorer, a judge model then compares each pair of answers, in both
+orders, through the proxy as well (tagged `eval-judge`; see exporter.judge). The run and its
+report, judgements included, are stored through the admin API (`/admin/evals`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import openai
 
+from exporter.eval_baseline import with_logged_requests
 from exporter.eval_cases import (
     EvalCase,
     Markers,
@@ -179,7 +180,9 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
     """Run the export's validation set through both models via the proxy at `client.api`,
     score it, store the report, and return it."""
     export = load_export(export_dir)
-    cases, markers = load_cases(export, options.limit, _stripped(client, export.manifest))
+    strip = _stripped(client, export.manifest)
+    cases, markers = load_cases(export, options.limit, strip)
+    cases, baseline_requests = with_logged_requests(cases, strip, client.interaction)
     scoring = make_scoring(options.scorer, options.threshold, options.metric, export.manifest)
     if scoring.judged and not options.judge_model:
         raise ConfigError("the judge scorer needs a judge model (--judge-model, or "
@@ -202,6 +205,8 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
                               {"candidate": options.candidate, "baseline": options.baseline},
                               scoring, options.max_differences, stats, pairwise,
                               asked.judgements)
+        if baseline_requests is not None:
+            report = replace(report, baseline_requests=baseline_requests.to_json())
     except BaseException as exc:
         client.finish_eval_run(run["id"], status="failed", error=str(exc)[:1000] or repr(exc))
         raise

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from exporter.exportdir import ExportDir, load_export
+from exporter.hyperparameters import hyperparameters_problem
 from exporter.providers.base import FineTuneProvider, JobEvent, JobInfo, JobSpec, LossCurves
 from exporter.providers.follow import Backoff, FollowObserver, QuietObserver, follow
 from exporter.providers.openai_ft import OpenAIFineTuning, check_compatible, method_for
@@ -71,6 +72,9 @@ def job_spec(export: ExportDir, base_model: str, *, method: str | None = None,
         if chosen != "dpo":
             raise DatasetError("beta is a DPO hyperparameter; use --method dpo", param="beta")
         hyper["beta"] = beta
+    problem = hyperparameters_problem(hyper)  # before any upload or job
+    if problem is not None:
+        raise DatasetError(problem, param="hyperparameters")
     return JobSpec(base_model, "dpo" if chosen == "dpo" else "supervised", hyper, suffix, seed)
 
 

@@ -38,9 +38,15 @@ def fix_for(rule: str) -> str:
     return FIXES.get(rule, _DEFAULT_FIX)
 
 
-def how_to_fix(problems: Mapping[str, Sequence[str]], limit: int = 5) -> str:
+CYCLE_SKIP_HINT = ("or set `skip_invalid = true` under [dataset] in the cycle's config to leave "
+                   "the offending examples out (they are counted and listed in the report)")
+
+
+def how_to_fix(problems: Mapping[str, Sequence[str]], limit: int = 5,
+               skip_hint: str = SKIP_HINT) -> str:
     """One line per rule that names examples: the rule, the first ids, what to do; then the
-    --skip-invalid way out. Empty when no rule names examples (nothing to skip)."""
+    way out `skip_hint` gives (--skip-invalid; the cycle's `[dataset] skip_invalid`). Empty
+    when no rule names examples (nothing to skip)."""
     lines = []
     for rule in sorted(problems):
         ids = list(problems[rule])
@@ -50,4 +56,4 @@ def how_to_fix(problems: Mapping[str, Sequence[str]], limit: int = 5) -> str:
         lines.append(f"  {rule} ({shown}): {fix_for(rule)}")
     if not lines:
         return ""
-    return "how to fix:\n" + "\n".join(lines) + "\n" + SKIP_HINT
+    return "how to fix:\n" + "\n".join(lines) + "\n" + skip_hint

@@ -13,6 +13,14 @@ learns neither, and the stripped requests it will serve would look unlike its tr
 report warns with the count and the first ids, and each one's lineage record says
 `"skipped": "template_mismatch:<part>"`, the part that differs (`system_prompt`, `few_shot`,
 `prefix`, `suffix`, `empty`, ...); the manifest's `template.mismatches` counts them by part.
+
+A replacement system prompt takes the place of the TEMPLATE's system prompt. When the template
+has none, an example's own system message is not the template: it varies per request (a
+tenant's instructions, the customer's context) and is part of what the model must learn from.
+Replacing it would delete that text silently, from the training data and from the baseline's
+evaluation; such an example is skipped as a mismatch with part `own_system_prompt`, counted
+and named like the others (export without `--system-prompt` to keep each example's own system
+message, or freeze a template that includes the system prompt).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from typing import Any
 
 from exporter.examples import Example
 from tuneloop.errors import TemplateMismatch
-from tuneloop.prompt_template import PromptTemplate, strip_messages, strip_prompt
+from tuneloop.prompt_template import SYSTEM_ROLES, PromptTemplate, strip_messages, strip_prompt
 
 MISMATCH = "template_mismatch"
 
@@ -41,6 +49,11 @@ def strip_example(example: Example, strip: TemplateStrip) -> Example:
     template = strip.template
     messages = list(example.messages)
     if template.has_chat_parts:
+        if (strip.system_prompt is not None and template.system_prompt is None and messages
+                and isinstance(messages[0], dict) and messages[0].get("role") in SYSTEM_ROLES):
+            raise TemplateMismatch(
+                f"the example has its own system message and template {template.ref} has no "
+                "system prompt: the replacement system prompt would delete it", "own_system_prompt")
         messages = strip_messages(template, messages, system_prompt=strip.system_prompt)
     if template.has_prompt_parts:
         users = [i for i, m in enumerate(messages) if m.get("role") == "user"]

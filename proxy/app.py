@@ -32,13 +32,13 @@ from proxy.metrics import ProxyMetrics
 from proxy.passthrough import list_models, passthrough
 from proxy.pricing import PriceMap
 from proxy.redaction import redactor_for
-from proxy.routing import Router
+from proxy.routing import Router, draw_salt
 from proxy.savings_metrics import SavingsCollector
 from proxy.shared_state import change_feed
 from proxy.upstream import HttpUpstream
 from proxy.usage_estimate import UsageEstimator
 from storage.compute_worker import ComputeWorker
-from storage.keys import active_key_hashes
+from storage.keys import key_hashes
 from storage.search_index import SearchIndexer, queue_for_index
 from storage.search_queue import BackgroundIndexer
 from storage.spool import Spool
@@ -141,10 +141,10 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     reviewer = settings.reviewer_token.get_secret_value() if settings.reviewer_token else None
     return ProxyContext(
         settings=settings, db=db, writer=writer, indexer=indexer, worker=worker,
-        router=Router(),
+        router=Router(salt=draw_salt(admin_token)),
         http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
-        keys=KeyRing(db.write_sync(active_key_hashes)), metrics=metrics_,
+        keys=KeyRing(*db.write_sync(key_hashes)), metrics=metrics_,
         prices=prices, redactor=redactor_for(settings), savings=savings,
         metrics_auth=MetricsAuth.from_settings(settings, admin_token),
     )

@@ -105,13 +105,19 @@ class MetricsAuth:
 
 
 class KeyRing:
-    """Hashes of the keys the proxy issued (when settings.issue_keys), kept in memory."""
+    """Hashes of the keys the proxy issued (when settings.issue_keys), kept in memory, and
+    of the `feedback_relay` keys among them (storage/keys.py)."""
 
-    def __init__(self, hashes: set[str]):
+    def __init__(self, hashes: set[str], relay: set[str] | None = None):
         self._hashes = set(hashes)
+        self._relay = set(relay or ())
 
-    def replace(self, hashes: set[str]) -> None:
+    def replace(self, hashes: set[str], relay: set[str] | None = None) -> None:
         self._hashes = set(hashes)
+        self._relay = set(relay or ())
+
+    def is_relay(self, token: str) -> bool:
+        return hash_key(token) in self._relay
 
     def check(self, headers: Mapping[str, str]) -> None:
         token = bearer(headers)

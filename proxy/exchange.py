@@ -184,7 +184,7 @@ class Exchange:
             capture.provider = attempt.target.provider
             capture.route = None if plan.alias is None else {
                 **attempt.describe(), "attempt": number,
-                "primary": plan.attempts[0].target.model}
+                "primary": plan.attempts[0].target.model, "draw": plan.draw}
             outgoing = body_for(attempt, self.endpoint, body, payload)
             capture.sent_request = outgoing.body if outgoing.transformed else None
             if outgoing.mismatch is not None:

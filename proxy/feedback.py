@@ -18,6 +18,7 @@ from proxy.auth import bearer
 from proxy.context import ProxyContext, context_of
 from storage.feedback import add_feedback, validate_feedback
 from storage.interactions import interaction_exists
+from storage.route_health import RELAY_MARK
 from tuneloop.errors import NotFound
 
 INGEST_WAIT_S = 5.0
@@ -41,6 +42,8 @@ async def feedback(request: Request) -> Response:
         ctx.keys.check(request.headers)
         key = bearer(request.headers)
         source = key[:7] if key else None  # the key's public prefix, as in api_keys
+        if key and ctx.keys.is_relay(key):  # its votes count per end user (route_health)
+            source = f"{source}{RELAY_MARK}"
     interaction_id, score, comment = validate_feedback(await json_object(request))
     if comment is not None:
         comment = ctx.redactor.text(comment)

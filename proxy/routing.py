@@ -1,8 +1,14 @@
 """The route table: aliases the apps send, mapped to weighted targets with ordered fallbacks.
 
 A model name that is not an alias goes to the default upstream unchanged. The canary draw is
-random per request, or sticky per user/session when the client names one (a hash of alias and
-key, so the same user keeps seeing the same target while the weights stay put).
+random per request, or sticky per user/session when the client names one: a keyed hash of
+alias and key (the key is the proxy's secret `draw_salt`, so a client cannot work out offline
+which user ids land on the canary), so the same user keeps seeing the same target while the
+weights stay put. A key that sends too large a share of an alias's recent traffic (an app
+sending one constant `user` for all its users) is drawn per request instead: one key must not
+put all the traffic on one target (see :class:`HotKeys`). Each plan says which draw it used
+(`Plan.draw`), and the interaction's `route` records it, so the canary's statistics count a
+sticky user's requests as the cluster they are (storage/route_health.py).
 """
 
 from __future__ import annotations
@@ -11,13 +17,20 @@ import functools
 import hashlib
 import logging
 import random
+from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from proxy.transforms import TargetTransforms, Transform, check_transforms, template_refs
+from proxy.transforms import (
+    TargetTransforms,
+    Transform,
+    check_stop,
+    check_transforms,
+    template_refs,
+)
 from tuneloop.errors import BadRequest
 from tuneloop.prompt_template import PromptTemplate
 
@@ -86,7 +99,9 @@ class RouteSpec(BaseModel):
                 for ref in template_refs(target.transforms)}
 
     def check(self, alias: str, templates: Mapping[str, PromptTemplate]) -> None:
-        """Refuse transforms that cannot work (unknown template, legacy on a chat target)."""
+        """Refuse transforms that cannot work (unknown template, legacy on a chat target, a
+        stop value OpenAI refuses)."""
+        check_stop(f"route {alias!r}", self.stop)
         for kind, targets in (("targets", self.targets), ("fallbacks", self.fallbacks)):
             for index, target in enumerate(targets):
                 if target.transforms:
@@ -129,6 +144,8 @@ class Plan:
     alias: str | None
     spec: RouteSpec | None
     attempts: tuple[Attempt, ...]
+    draw: str = "random"
+    """`sticky` (the target follows the user/session key) or `random` (drawn per request)."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -140,11 +157,51 @@ def default_plan(model: str) -> Plan:
     return Plan(None, None, (Attempt(target, None, "default"),))
 
 
-def _draw(alias: str, sticky_key: str | None) -> float:
-    if sticky_key is None:
-        return random.random()
-    digest = hashlib.blake2b(f"{alias}\x00{sticky_key}".encode(), digest_size=8).digest()
+HOT_WINDOW = 200
+"""The last sticky requests per alias that :class:`HotKeys` looks at."""
+HOT_SHARE = 0.1
+HOT_MIN = 10
+"""A key is hot when it sent more than HOT_SHARE of the window and at least HOT_MIN of it."""
+
+
+@dataclass
+class HotKeys:
+    """The sticky keys of each alias's last `HOT_WINDOW` requests that named one. A key that
+    sent more than `HOT_SHARE` of them (and at least `HOT_MIN`) is *hot*: a constant `user`
+    from an app's backend, or one very heavy user. A hot key is drawn per request, so it
+    cannot put all of the alias's traffic (or a large share of it) on one target: stickiness
+    is kept for keys with enough company. The counts are this process's own (each replica
+    keeps its own window)."""
+
+    window: int = HOT_WINDOW
+    recent: dict[str, deque[str]] = field(default_factory=dict)
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def seen(self, alias: str, key: str) -> bool:
+        """Count one request of `key` on `alias`; whether the key is hot."""
+        recent = self.recent.setdefault(alias, deque())
+        counts = self.counts.setdefault(alias, Counter())
+        recent.append(key)
+        counts[key] += 1
+        if len(recent) > self.window:
+            gone = recent.popleft()
+            counts[gone] -= 1
+            if not counts[gone]:
+                del counts[gone]
+        return counts[key] >= HOT_MIN and counts[key] > HOT_SHARE * len(recent)
+
+
+def sticky_draw(salt: bytes, alias: str, sticky_key: str) -> float:
+    """Where in [0, 1) the key's requests to the alias land: a keyed hash, unknown to anyone
+    without the salt."""
+    digest = hashlib.blake2b(f"{alias}\x00{sticky_key}".encode(), key=salt[:64],
+                             digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def draw_salt(secret: str) -> bytes:
+    """The draw's key, derived from a server secret (the admin token) for this one use."""
+    return hashlib.blake2b(secret.encode(), person=b"tuneloop-draw").digest()
 
 
 def _resolved(alias: str, target: Target, spec: RouteSpec,
@@ -171,8 +228,11 @@ class Router:
     `templates` resolves the `strip_template` transforms' names (frozen, so never stale)."""
 
     def __init__(self, table: dict[str, RouteSpec] | None = None,
-                 templates: Mapping[str, PromptTemplate] | None = None):
+                 templates: Mapping[str, PromptTemplate] | None = None, *,
+                 salt: bytes | None = None):
         self._table: dict[str, _Route] = {}
+        self._salt = salt if salt is not None else random.randbytes(32)
+        self._hot = HotKeys()
         self.replace(dict(table or {}), templates or {})
 
     def replace(self, table: dict[str, RouteSpec],
@@ -195,7 +255,11 @@ class Router:
             return default_plan(model if isinstance(model, str) and model else "unknown")
         spec = route.spec
         total = sum(t.weight for t in spec.targets)
-        point = _draw(model, sticky_key) * total
+        sticky = sticky_key is not None and not self._hot.seen(model, sticky_key)
+        if sticky and sticky_key is not None:
+            point = sticky_draw(self._salt, model, sticky_key) * total
+        else:
+            point = random.random() * total
         chosen = route.targets[-1]
         for pair in route.targets:
             if point < pair[0].weight:
@@ -206,4 +270,4 @@ class Router:
                             spec.read_timeout_s, chosen[1])]
         attempts += [Attempt(t, model, "fallback", spec.connect_timeout_s, spec.read_timeout_s,
                              transforms) for t, transforms in route.fallbacks]
-        return Plan(model, spec, tuple(attempts))
+        return Plan(model, spec, tuple(attempts), "sticky" if sticky else "random")

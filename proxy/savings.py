@@ -5,7 +5,10 @@ Per target: requests, prompt and completion tokens per request, cost per request
 price", never 0). Per target other than the baseline: tokens and USD saved per request (the
 baseline's per-request figures minus its own), per day at the traffic it served, and per day
 were it to serve all the alias's traffic; and break-even: the training cost over the saving per
-request, "never" when the saving is not positive.
+request, "never" when the saving is not positive, and in days at the alias's WHOLE traffic (its
+requests per live day, every target together): what the model will get once promoted fully. A
+10% canary started an hour ago would otherwise look ten times slower to pay off (and, with its
+hour counted as a day, 24 times slower again).
 
 "Per day" is per LIVE day: from the target's first to its last request in the window (the
 alias's, for "all the alias's traffic"), at least `MIN_LIVE_DAYS` (a few minutes of traffic
@@ -111,8 +114,10 @@ def training_cost(training: Mapping[str, Any] | None, prices: PriceMap) -> float
     return None if cost is None else float(cost)
 
 
-def _break_even(saved: float | None, per_day: float | None, cost: float | None,
+def _break_even(saved: float | None, requests_per_day: float, cost: float | None,
                 why_not: str | None) -> dict[str, Any]:
+    """Requests to pay the training cost back, and days at `requests_per_day` (the alias's
+    whole traffic)."""
     if saved is None:
         return {"break_even": why_not or "no saving known", "break_even_requests": None,
                 "break_even_days": None}
@@ -122,8 +127,10 @@ def _break_even(saved: float | None, per_day: float | None, cost: float | None,
         return {"break_even": "no training cost known", "break_even_requests": None,
                 "break_even_days": None}
     requests = math.ceil(cost / saved - 1e-9)
-    days = cost / per_day if per_day else None
-    text = f"after {requests:,} requests" + ("" if days is None else f" (~{days:,.1f} days)")
+    days = cost / (saved * requests_per_day) if requests_per_day > 0 else None
+    text = f"after {requests:,} requests" + ("" if days is None else (
+        f" (~{days:,.1f} days at the alias's whole traffic, "
+        f"{requests_per_day:,.1f} requests a day)"))
     return {"break_even": text, "break_even_requests": requests,
             "break_even_days": None if days is None else round(days, 3)}
 
@@ -149,6 +156,7 @@ def savings_report(alias: str, spec: Mapping[str, Any] | None,
     all_requests = sum(t.requests for t in totals.values())
     alias_days = live_days(*_span(usage), days)
     report: dict[str, Any] = {"alias": alias, "days": days, "live_days": round(alias_days, 3),
+                              "requests_per_day": round(all_requests / alias_days, 3),
                               "baseline": base,
                               "route": dict(spec) if spec else None, "targets": [],
                               "daily": [], "message": None}
@@ -206,7 +214,7 @@ def _target_row(target: str, mine: Totals, price: Price | None, role: str, base:
         "saved_usd_per_day_at_full_traffic": _usd(
             None if saved is None else saved * alias_requests_per_day),
         "training": None if training is None else {**training, "cost_usd": _usd(cost)},
-        **_break_even(saved, per_day, cost, why_not),
+        **_break_even(saved, alias_requests_per_day, cost, why_not),
     }
     if why_not:
         row["note"] = why_not

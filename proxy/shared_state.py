@@ -9,12 +9,12 @@ from __future__ import annotations
 from proxy.admin.routes_api import reload_routes
 from proxy.context import ProxyContext
 from storage.backend.pg_database import PgDatabase
-from storage.keys import active_key_hashes
+from storage.keys import key_hashes
 from storage.notify import ALL, KEYS, ROUTES, ChangeFeed
 
 
 async def reload_keys(ctx: ProxyContext) -> None:
-    ctx.keys.replace(await ctx.db.read(active_key_hashes))
+    ctx.keys.replace(*await ctx.db.read(key_hashes))
 
 
 def change_feed(ctx: ProxyContext) -> ChangeFeed | None:

@@ -5,14 +5,16 @@ canary's baseline without transforms gets the request exactly as the app sent it
 change where a request goes, which key it carries or which headers: only the body.
 
 - `strip_template` (`template`: `name-vN`): the frozen prompt template is taken out of the
-  request (`tuneloop.prompt_template`), since the fine-tuned model learned it.
+  request (`tuneloop.prompt_template`; a `/v1/responses` request in its own shape,
+  `tuneloop.responses_strip`), since the fine-tuned model learned it.
 - `replace_system_prompt` (`system_prompt`): the request's system prompt is replaced by this
   one (inserted first when it has none). After `strip_template`, it takes the stripped
   system prompt's place; after a legacy template's, it is put in front of the stripped prompt
   (as `export --strip-template --system-prompt` does).
 - `legacy_separator` (`separator`): legacy completions: appended to each prompt that does not
   already end with it.
-- `stop` (`stop`): the stop sequence set on completions and chat requests that set none.
+- `stop` (`stop`): the stop sequence set on completions and chat requests that set none: a
+  string or a list of at most 4, none empty (OpenAI's rule; anything else is refused, 400).
 
 They apply in that order, whatever their order in the list; a type appears at most once.
 
@@ -33,8 +35,8 @@ from tuneloop.errors import BadRequest
 from tuneloop.prompt_template import PromptTemplate
 from tuneloop.request_transforms import UNCHANGED, Applied, TargetTransforms
 
-__all__ = ["UNCHANGED", "Applied", "TargetTransforms", "Transform", "check_transforms",
-           "template_refs"]
+__all__ = ["UNCHANGED", "Applied", "TargetTransforms", "Transform", "check_stop",
+           "check_transforms", "template_refs"]
 
 
 class StripTemplate(BaseModel):
@@ -65,10 +67,27 @@ Transform = Annotated[StripTemplate | ReplaceSystemPrompt | LegacySeparator | St
                       Field(discriminator="type")]
 
 
+MAX_STOP_SEQUENCES = 4  # OpenAI's rule for `stop`: a string or up to 4 strings, none empty
+
+
+def check_stop(where: str, stop: str | list[str] | None) -> None:
+    """Refuse a stop value the OpenAI API refuses (BadRequest naming where it is): every
+    request the target gets would fail."""
+    if stop is None:
+        return
+    values = [stop] if isinstance(stop, str) else stop
+    if not values or len(values) > MAX_STOP_SEQUENCES:
+        raise BadRequest(f"{where}: stop is a string or a list of 1 to {MAX_STOP_SEQUENCES} "
+                         f"strings (OpenAI's limit), not {len(values)}", param="stop")
+    if any(not value for value in values):
+        raise BadRequest(f"{where}: a stop sequence must not be empty", param="stop")
+
+
 def check_transforms(where: str, transforms: list[Any],
                      templates: Mapping[str, PromptTemplate]) -> None:
     """Refuse a list that cannot work (BadRequest naming the target): a type twice, an
-    unknown template, or legacy transforms beside chat-only ones."""
+    unknown template, legacy transforms beside chat-only ones, or a stop value OpenAI
+    refuses."""
     kinds = [t.type for t in transforms]
     for kind in set(kinds):
         if kinds.count(kind) > 1:
@@ -89,6 +108,8 @@ def check_transforms(where: str, transforms: list[Any],
                 legacy_reason = f"template {template.ref} is a legacy-prompt template"
                 legacy_template = True
     for transform in transforms:
+        if isinstance(transform, StopSequence):
+            check_stop(where, transform.stop)
         if isinstance(transform, ReplaceSystemPrompt) and not legacy_template:
             chat_reason = chat_reason or ("replace_system_prompt is for chat requests (or "
                                           "after a legacy template's strip_template)")

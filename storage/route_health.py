@@ -13,7 +13,17 @@ client cannot flood: a voter is the API key that sent the feedback (its public p
 issued keys every feedback comes from the one anonymous voter), a voter's latest score on an
 interaction is its one vote there (a thumbs-down when below 0), and a voter with more than
 `max_votes_per_voter` votes on a target's requests is weighed down to that many (each of its
-votes counts `max_votes_per_voter / n`), so counts may be fractional.
+votes counts `max_votes_per_voter / n`), so counts may be fractional. A key an admin marked
+`feedback_relay` (an app backend sending its end users' feedback, storage/keys.py) is not one
+voter: each end user of the rated interactions (its user id, else session id, else the
+interaction itself) is one voter under that key, each weighing at most `max_votes_per_voter`.
+
+The error test uses `weighed_requests` / `weighed_errors` the same way: the requests of one
+sticky user (the route's `draw` was `sticky`: the user or session key chose the target) are
+one cluster, not independent trials, and a user with more than `max_requests_per_user`
+requests on a target is weighed down to that many. So heavy users whose requests err alike do
+not pass for many independent observations, and one user id flooding a target with cheap
+successes weighs at most that many requests. Requests drawn per request count one each.
 """
 
 from __future__ import annotations
@@ -27,15 +37,28 @@ from storage.db import Connection
 MAX_VOTES_PER_VOTER = 5
 """The default weight of one voter (API key) on one target in the canary's thumbs-down test."""
 
+RELAY_MARK = "+relay"
+"""Ends the feedback `source` of a `feedback_relay` key (never in a key's public prefix)."""
+
+MAX_REQUESTS_PER_USER = 5
+"""The default weight of one sticky user (or session) on one target in the canary's error test."""
+
 _HEALTH_SQL = """
-WITH r AS (
+WITH q AS (
     SELECT id,
            coalesce(route ->> 'primary', route ->> 'target') AS target,
            status_code, finish, latency_ms,
-           coalesce({attempt}, 0) AS attempt
+           coalesce({attempt}, 0) AS attempt, coalesce(user_id, session_id) AS end_user,
+           CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
+                                                THEN 'random' ELSE 'sticky' END) = 'sticky'
+                THEN 'u:' || coalesce(user_id, session_id, '') ELSE 'r:' || id END AS cluster
     FROM interactions
     WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ?
       AND created_at < ?
+), r AS (
+    SELECT *, CASE WHEN status_code >= 500 OR finish IN ('timeout', 'upstream_cut')
+                        OR attempt > 0 THEN 1 ELSE 0 END AS failed
+    FROM q
 ), rated AS (
     SELECT fb.interaction_id, avg(fb.score) AS mean
     FROM feedback fb JOIN r ON fb.interaction_id = r.id
@@ -49,7 +72,10 @@ WITH r AS (
     FROM rated JOIN r ON rated.interaction_id = r.id
     GROUP BY r.target
 ), latest AS (
-    SELECT r.target, coalesce(fb.source, '') AS voter, fb.score,
+    SELECT r.target,
+           CASE WHEN fb.source LIKE '%{relay}'
+                THEN fb.source || ':' || coalesce(r.end_user, 'interaction:' || r.id)
+                ELSE coalesce(fb.source, '') END AS voter, fb.score,
            row_number() OVER (PARTITION BY fb.interaction_id, coalesce(fb.source, '')
                               ORDER BY fb.created_at DESC, fb.id DESC) AS nth
     FROM feedback fb JOIN r ON fb.interaction_id = r.id
@@ -61,11 +87,17 @@ WITH r AS (
     SELECT target, sum(n * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS votes,
            sum(down * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS down_votes
     FROM voters GROUP BY target
+), clusters AS (
+    SELECT target, cluster, count(*) AS n, sum(failed) AS x
+    FROM r GROUP BY target, cluster
+), w AS (
+    SELECT target, sum(n * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_requests,
+           sum(x * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_errors
+    FROM clusters GROUP BY target
 )
 SELECT r.target,
        count(*) AS requests,
-       count(*) FILTER (WHERE r.status_code >= 500 OR r.finish IN ('timeout', 'upstream_cut')
-                        OR r.attempt > 0) AS errors,
+       sum(r.failed) AS errors,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY r.latency_ms)
            FILTER (WHERE r.status_code < 400) AS p50,
        max(f.n) AS feedback_count,
@@ -73,25 +105,30 @@ SELECT r.target,
        max(t.rated) AS rated,
        max(t.down) AS thumbs_down,
        max(v.votes) AS votes,
-       max(v.down_votes) AS down_votes
+       max(v.down_votes) AS down_votes,
+       max(w.weighed_requests) AS weighed_requests,
+       max(w.weighed_errors) AS weighed_errors
 FROM r LEFT JOIN f ON f.target = r.target LEFT JOIN t ON t.target = r.target
-     LEFT JOIN v ON v.target = r.target
+     LEFT JOIN v ON v.target = r.target LEFT JOIN w ON w.target = r.target
 GROUP BY r.target
 ORDER BY requests DESC, r.target
 """
 
 
 def route_health(con: Connection, alias: str, since: datetime, until: datetime,
-                 max_votes_per_voter: int = MAX_VOTES_PER_VOTER) -> list[dict[str, Any]]:
-    """Per target: requests, errors, error_rate, feedback_count, feedback_mean,
-    rated_requests (requests with feedback), thumbs_down (of those, the ones whose mean score
-    is below 0), votes and down_votes (weighed per voter, see the module doc),
-    latency_p50_ms, over production traffic for `alias` in [since, until)."""
-    if max_votes_per_voter < 1:
-        raise ValueError("max_votes_per_voter must be at least 1")
-    sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"))
-    cap = float(max_votes_per_voter)
-    rows = con.execute(sql, [alias, since, until, cap, cap]).fetchall()
+                 max_votes_per_voter: int = MAX_VOTES_PER_VOTER,
+                 max_requests_per_user: int = MAX_REQUESTS_PER_USER) -> list[dict[str, Any]]:
+    """Per target: requests, errors, error_rate, weighed_requests and weighed_errors (weighed
+    per sticky user, see the module doc), feedback_count, feedback_mean, rated_requests
+    (requests with feedback), thumbs_down (of those, the ones whose mean score is below 0),
+    votes and down_votes (weighed per voter), latency_p50_ms, over production traffic for
+    `alias` in [since, until)."""
+    if max_votes_per_voter < 1 or max_requests_per_user < 1:
+        raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
+    sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"),
+                             relay=RELAY_MARK)
+    cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
+    rows = con.execute(sql, [alias, since, until, cap, cap, per_user, per_user]).fetchall()
     return [
         {
             "target": target,
@@ -104,8 +141,10 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
             "thumbs_down": thumbs_down or 0,
             "votes": round(float(votes or 0), 6),
             "down_votes": round(float(down_votes or 0), 6),
+            "weighed_requests": round(float(weighed_requests or 0), 6),
+            "weighed_errors": round(float(weighed_errors or 0), 6),
             "latency_p50_ms": None if p50 is None else round(p50, 3),
         }
         for target, requests, errors, p50, feedback_count, feedback_mean, rated, thumbs_down,
-        votes, down_votes in rows
+        votes, down_votes, weighed_requests, weighed_errors in rows
     ]

@@ -14,7 +14,8 @@ CREATE TABLE public.api_keys (
     key_hash character varying NOT NULL,
     prefix character varying NOT NULL,
     created_at timestamp with time zone NOT NULL,
-    revoked_at timestamp with time zone
+    revoked_at timestamp with time zone,
+    feedback_relay boolean DEFAULT false
 );
 
 CREATE TABLE public.cycle_leases (

@@ -20,6 +20,7 @@ CREATE TABLE api_keys (
     prefix VARCHAR NOT NULL,
     created_at TIMESTAMP WITH TIME ZONE NOT NULL,
     revoked_at TIMESTAMP WITH TIME ZONE,
+    feedback_relay BOOLEAN DEFAULT false,
     PRIMARY KEY (id),
     UNIQUE (key_hash)
 );

@@ -52,7 +52,7 @@ def vote(proxy: ProxyServer, key: str, ids: list[str], score: float, times: int 
 def verdict(proxy: ProxyServer) -> tuple[Any, dict[str, dict[str, Any]]]:
     rows = {t["target"]: t for t in proxy.admin().route_health(
         ALIAS, max_votes_per_voter=CFG.max_votes_per_voter)["targets"]}
-    return judge_canary(rows[FT], rows[BASE], CFG, timedelta(days=7)), rows
+    return judge_canary(rows[FT], rows[BASE], CFG, timedelta(hours=1)), rows
 
 
 def test_a_flood_from_one_key_cannot_roll_back_a_good_canary(
@@ -93,3 +93,48 @@ def test_a_key_changing_its_mind_counts_once(
     vote(proxy, key, arms[FT][:2], 1)
     _, rows = verdict(proxy)
     assert rows[FT]["votes"] == 2 and rows[FT]["down_votes"] == 0
+
+
+def test_a_relay_key_counts_each_end_users_vote(
+        proxy_factory: Callable[..., ProxyServer]) -> None:
+    """An app whose backend sends all its users' feedback with one key: as one voter it
+    weighed 5 votes per target, so its users' thumbs-down never reached the test. Marked
+    `feedback_relay` by the admin, its votes count per end user of the rated request."""
+    proxy, arms = canary_with_traffic(proxy_factory)
+    admin = proxy.admin()
+    relay = admin.create_key("backend", feedback_relay=True)
+    assert relay["feedback_relay"] is True
+    assert proxy.sql(f"SELECT feedback_relay FROM api_keys WHERE id = '{relay['id']}'") \
+        == [[True]]
+    plain = admin.create_key("other-backend")["key"]
+    vote(proxy, plain, arms[FT], -1)
+    _, rows = verdict(proxy)
+    assert rows[FT]["votes"] == CFG.max_votes_per_voter  # one voter: 5 of its votes
+    vote(proxy, relay["key"], arms[FT], -1)
+    vote(proxy, relay["key"], arms[BASE], 1)
+    result, rows = verdict(proxy)
+    assert rows[FT]["down_votes"] == CFG.max_votes_per_voter + len(arms[FT])
+    assert rows[BASE]["votes"] == len(arms[BASE])
+    assert result.verdict == "rollback" and result.reasons[0].startswith("thumbs_down")
+
+
+def test_a_relay_key_still_weighs_one_end_user_at_most_max_votes(
+        proxy_factory: Callable[..., ProxyServer]) -> None:
+    """The relay's votes about one end user's requests are that user's: flooding them
+    weighs `max_votes_per_voter` like any voter."""
+    proxy, _ = canary_with_traffic(proxy_factory)
+    admin = proxy.admin()
+    relay = admin.create_key("backend", feedback_relay=True)["key"]
+    client = proxy.openai(api_key=admin.create_key("app-2")["key"])
+    ids = [client.chat.completions.with_raw_response.create(
+        model=ALIAS, messages=[{"role": "user", "content": f"again {n}"}],
+        extra_headers={"x-tuneloop-user": "mallory"}).headers["x-tuneloop-id"]
+        for n in range(30)]
+    proxy.wait_logged(40 + len(ids))
+    drawn = dict(proxy.sql("SELECT id, route->>'primary' FROM interactions "
+                           "WHERE user_id = 'mallory'"))
+    on_canary = [i for i in ids if drawn[i] == FT]
+    assert len(on_canary) > CFG.max_votes_per_voter
+    vote(proxy, relay, on_canary, -1)
+    _, rows = verdict(proxy)
+    assert rows[FT]["down_votes"] == CFG.max_votes_per_voter

@@ -13,9 +13,10 @@ import pytest
 
 from exporter.canary_stats import SprtParams, sprt
 from exporter.cycle_canary import judge_canary
-from exporter.cycle_config import CanaryConfig
+from exporter.cycle_config import CanaryConfig, parse_cycle_config
+from tuneloop.errors import ConfigError
 
-WEEK = timedelta(days=7)
+AGE = timedelta(hours=7)  # old enough (min_age_minutes), below max_hours
 
 
 def health(requests: int, errors: int, rated: float = 0, down: float = 0) -> dict[str, Any]:
@@ -34,7 +35,7 @@ def rolled_back(canary: float, baseline: float, share: float, seed: int, cfg: Ca
             n, x = n + 1, x + (rng.random() < canary)
             if n % every:
                 continue
-            verdict = judge_canary(health(n, x), health(nb, xb), cfg, WEEK).verdict
+            verdict = judge_canary(health(n, x), health(nb, xb), cfg, AGE).verdict
             if verdict != "continue":
                 return verdict == "rollback"
         else:
@@ -60,7 +61,7 @@ def test_a_canary_failing_30_percent_still_goes_within_100_requests() -> None:
 
 def test_the_two_tests_share_alpha() -> None:
     cfg = CanaryConfig(alpha=0.05, min_requests=0, min_feedback=5)
-    verdict = judge_canary(health(60, 0, 10, 1), health(540, 0, 80, 4), cfg, WEEK)
+    verdict = judge_canary(health(60, 0, 10, 1), health(540, 0, 80, 4), cfg, AGE)
     assert [t.upper for t in verdict.tests] == [pytest.approx(math.log(2 / 0.05))] * 2
 
 
@@ -72,3 +73,39 @@ def test_the_baseline_sample_counts() -> None:
     many = sprt("errors", 100, 15, 10_000, 500, params)
     assert few.llr < many.llr
     assert few.decision == "continue" and many.decision == "worse"
+
+
+def test_a_starved_baseline_is_replaced_by_its_history() -> None:
+    """All the traffic on the canary (a constant sticky key): against no concurrent baseline
+    even 200 errors in 200 requests proved nothing (LLR 0); against the current target's
+    traffic before the promotion they do."""
+    cfg = CanaryConfig(percent=10, min_requests=100)
+    broken, idle, before = health(200, 200), health(0, 0), health(300, 3)
+    assert judge_canary(broken, idle, cfg, timedelta(hours=1)).verdict == "continue"
+    verdict = judge_canary(broken, idle, cfg, timedelta(hours=1), before)
+    assert verdict.verdict == "rollback"
+    assert verdict.tests[0].baseline == "history" and verdict.tests[0].baseline_n == 300
+    assert "before the canary" in verdict.reasons[0]
+    fed = judge_canary(health(200, 2), health(1800, 18), cfg, AGE, health(300, 150))
+    assert fed.tests[0].baseline == "concurrent"  # history only when starved
+
+
+def test_one_user_flooding_cheap_successes_cannot_dilute_a_failing_canary() -> None:
+    """20 errors in 100 honest canary requests against 9 in 900; an app key adds 2,000
+    successful requests with one canary-bound user id: counted one by one they made the
+    canary look no worse (promoted); weighed per user they weigh 5."""
+    cfg = CanaryConfig(percent=10, min_requests=100)
+    canary = {**health(2100, 20), "weighed_requests": 105, "weighed_errors": 20}
+    stable = {**health(900, 9), "weighed_requests": 900, "weighed_errors": 9}
+    verdict = judge_canary(canary, stable, cfg, AGE)
+    assert verdict.verdict == "rollback", verdict.reasons
+    assert verdict.tests[0].canary_n == 105
+
+
+def test_a_minimum_age_past_max_hours_is_refused() -> None:
+    """A canary that must wait longer than it may live would always be rolled back."""
+    with pytest.raises(ConfigError, match=r"min_age_minutes \(1440\) must be below max_hours "
+                                          r"\(24\).*could never be promoted"):
+        parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
+                            "finetune": {"base_model": "m"},
+                            "canary": {"min_age_minutes": 1440, "max_hours": 24}})

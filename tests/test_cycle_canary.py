@@ -151,3 +151,84 @@ def test_run_schedule_watches_between_runs() -> None:
 
     run_schedule(once, watch, interval_s=3.5, watch_s=1e-3, stop=stop, clock=lambda: now[0])
     assert calls[:6] == ["run@0", "watch@0", "watch@1", "watch@2", "watch@3", "run@4"]
+
+
+def canary_bound_user(proxy: ProxyServer, model: str) -> str:
+    """A user id whose first request the route sent to the canary (the probes are not
+    logged: they count for neither target)."""
+    client = proxy.openai()
+    for n in range(400):
+        mark = len(proxy.upstream.state.requests)
+        client.chat.completions.create(
+            model=ALIAS, user=f"backend-{n}", extra_headers={"x-tuneloop-no-log": "1"},
+            messages=[{"role": "user", "content": f"Where is parcel {n}?"}])
+        if reached(proxy, mark) == {model: 1}:
+            return f"backend-{n}"
+    raise AssertionError("no user landed on the canary")
+
+
+def test_a_broken_canary_is_rolled_back_when_a_constant_user_starves_the_baseline(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    """An app sending one constant body `user` (its backend) to a sticky split: every request
+    went to the canary, the current target got none, and a canary failing all of them stayed
+    at `continue` for ever (LLR +0.00), holding the cycle at `watch`."""
+    ask(loop, 30, start=1000)  # the alias's traffic before the canary: the baseline's history
+    wait_ingested(loop, 30)
+    cfg, model = open_canary(loop, tmp_path, percent=10)
+    user = canary_bound_user(loop, model)
+    loop.upstream.state.model_error_rate[model] = 1.0
+    client = loop.openai()
+    for n in range(40):
+        with contextlib.suppress(openai.InternalServerError):
+            client.chat.completions.create(
+                model=ALIAS, user=user, messages=[{"role": "user", "content": f"Order {n}?"}])
+    loop.wait_for(f"SELECT count(*) FROM interactions WHERE user_id = '{user}'",
+                  lambda r: r[0][0] >= 40)
+    outcome = run(loop, cfg)
+    assert outcome.status == "finished" and outcome.run["outcome"] == "rolled_back", \
+        outcome.message
+    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
+    latest = loop.admin().route_history(ALIAS)[0]
+    assert latest["action"] == "rollback"
+    assert latest["detail"]["verdict"]["tests"][0]["decision"] == "worse"
+
+
+def test_a_canary_undecided_at_max_hours_is_rolled_back_with_the_reason(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    """No traffic at all reaches the canary: it used to wait at `watch` for ever, and every
+    later run of the cycle waited behind it."""
+    cfg, model = open_canary(loop, tmp_path, max_hours=24)
+    assert run(loop, cfg).run["step"] == "watch"  # undecided, young: still watched
+    expired = config(tmp_path, canary={**cfg.canary.model_dump(), "max_hours": 1e-9})
+    outcome = run(loop, expired)
+    assert outcome.status == "finished" and outcome.run["outcome"] == "rolled_back", \
+        outcome.message
+    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
+    latest = loop.admin().route_history(ALIAS)[0]
+    assert latest["action"] == "rollback" and latest["detail"]["model"] == model
+    [reason, *_] = latest["detail"]["verdict"]["reasons"]
+    assert "max_hours" in reason and "safe side" in reason
+    printed = CliRunner().invoke(main, ["routes", "history", "--alias", ALIAS, "--api",
+                                        loop.url], env={"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN})
+    assert printed.exit_code == 0, printed.output
+    assert "why: undecided after" in printed.output
+    assert run(loop, cfg).run.get("id") != outcome.run["id"]  # the loop goes on
+
+
+def test_a_starved_baseline_is_judged_against_its_traffic_before_the_canary(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    """A 90% canary failing everything: beside it the current target got a request or two,
+    too few to compare with, so the test reads the current target's 30 requests on the alias
+    before the promotion (the watch asks the health API for that window)."""
+    ask(loop, 30, start=2000)
+    wait_ingested(loop, 30)
+    cfg, model = open_canary(loop, tmp_path, percent=90)
+    loop.upstream.state.model_error_rate[model] = 1.0
+    ask(loop, 20, start=3000)
+    wait_ingested(loop, 50)
+    outcome = run(loop, cfg)
+    assert outcome.status == "finished" and outcome.run["outcome"] == "rolled_back", \
+        outcome.message
+    [errors, _] = loop.admin().route_history(ALIAS)[0]["detail"]["verdict"]["tests"]
+    assert errors["baseline"] == "history" and errors["baseline_n"] == 30, errors
+    assert errors["decision"] == "worse"

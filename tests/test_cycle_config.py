@@ -30,6 +30,8 @@ def test_the_readme_cycle_toml_is_a_valid_config() -> None:
     config = parse_cycle_config(tomllib.loads(block.group(1)))
     assert config.alias == "support-bot" and config.finetune.max_cost_usd == 25.0
     assert config.evaluate.margin == 0.02 and config.canary.percent == 10
+    # the example shows the defaults it does not explain otherwise
+    assert config.canary.min_requests == CanaryConfig().min_requests
 
 
 def test_config_errors_name_the_field() -> None:
@@ -91,7 +93,7 @@ def test_sprt_bounds_and_decisions() -> None:
 
 def test_canary_verdict() -> None:
     cfg = CanaryConfig(min_requests=50, min_feedback=5)
-    week = timedelta(days=7)
+    week = timedelta(hours=7)  # below max_hours (24): an undecided canary still waits
     bad = judge_canary(row(10, 3), row(90, 0), cfg, timedelta(0))
     assert bad.verdict == "rollback" and bad.reasons[0].startswith("errors 3/10")
     assert judge_canary(row(60, 0), row(540, 0), cfg, week).verdict == "promote"
@@ -131,3 +133,48 @@ def test_a_replaced_canary_setting_says_what_replaced_it() -> None:
         parse_cycle_config({"name": "c", "alias": "a", "dataset": {"name": "d"},
                             "finetune": {"base_model": "m"},
                             "canary": {"max_error_rate_increase": 0.01}})
+
+
+def with_evaluate(tmp_path: Path, provider: str = "openai", **evaluate: Any) -> dict[str, Any]:
+    return {"name": "x", "alias": "a", "dataset": {"name": "d"},
+            "finetune": {"provider": provider, "base_model": "m"}, "evaluate": evaluate}
+
+
+REFUSED_EVALUATE: list[tuple[dict[str, Any], str, str]] = [
+    ({"scorer": "bogus"}, "openai",
+     r"evaluate\.scorer: 'bogus' is not a scorer: use one of exact, exact_strict, "
+     r"classification, judge or module:function"),
+    ({"scorer": "no_such_module_zz:score"}, "openai",
+     r"evaluate\.scorer: cannot import the scorer module 'no_such_module_zz'"),
+    ({"scorer": "json:no_such_function"}, "openai",
+     r"evaluate\.scorer: json has no function 'no_such_function'"),
+    ({"scorer": "judge"}, "openai", r"evaluate\.judge_model: the judge scorer needs a judge model"),
+    ({"scorer": "judge", "judge_model": "gpt-4o", "rubric": "MISSING"}, "openai",
+     r"evaluate\.rubric: rubric file not found"),
+    ({"scorer": "judge", "judge_model": "gpt-4o", "metric": "f1"}, "openai",
+     r"evaluate\.metric: 'f1' is not a metric of the judge scorer: use one of win_rate"),
+    ({"scorer": "classification", "metric": "mean"}, "openai",
+     r"evaluate\.metric: 'mean' is not a metric of the classification scorer"),
+    ({"checkpoints": 2}, "together",
+     r"evaluate\.checkpoints: provider 'together' keeps no checkpoints a route can serve"),
+    ({"checkpoints": 2}, "fireworks", r"evaluate\.checkpoints: provider 'fireworks'"),
+]
+
+
+def test_evaluate_mistakes_are_refused_when_the_config_loads(tmp_path: Path) -> None:
+    """Each would otherwise be found at the evaluate step, after the job was paid for."""
+    for evaluate, provider, message in REFUSED_EVALUATE:
+        if evaluate.get("rubric") == "MISSING":
+            evaluate = {**evaluate, "rubric": str(tmp_path / "no-rubric.md")}
+        with pytest.raises(ConfigError, match=message) as caught:
+            parse_cycle_config(with_evaluate(tmp_path, provider, **evaluate))
+        assert caught.value.exit_code == 2
+    rubric = tmp_path / "rubric.md"
+    rubric.write_text("Prefer the answer that names the order's status.\n")
+    for evaluate, provider in [({"scorer": "exact_strict"}, "together"),
+                               ({"scorer": "json:dumps"}, "openai"),
+                               ({"scorer": "judge", "judge_model": "gpt-4o",
+                                 "rubric": str(rubric)}, "openai"),
+                               ({"scorer": "classification", "metric": "auroc"}, "openai"),
+                               ({"checkpoints": 3}, "azure")]:
+        parse_cycle_config(with_evaluate(tmp_path, provider, **evaluate))

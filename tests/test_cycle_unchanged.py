@@ -6,8 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ProxyServer
-from tests.test_cycle import config, loop, run  # noqa: F401  (loop: the fixture)
+from tests.test_cycle import (  # noqa: F401  (loop: the fixture)
+    ALIAS,
+    config,
+    loop,
+    run,
+    the_current_model_is_worse,
+)
 
 
 def test_unchanged_data_writes_no_dataset_version_and_no_export_directory(
@@ -35,7 +43,75 @@ def test_unchanged_data_writes_no_dataset_version_and_no_export_directory(
 
     unchanged = run(loop, config(tmp_path))
     assert unchanged.run["outcome"] == "unchanged" and len(loop.upstream.state.jobs) == 1
-    assert f"has not changed since run {trained.run['id']}" in unchanged.message
+    assert f"have not changed since run {trained.run['id']}" in unchanged.message
     assert "no new dataset version or export directory written" in unchanged.message
     assert [v["version"] for v in loop.admin().dataset_versions("support")["versions"]] == [1]
     assert sorted(exports.iterdir()) == made and not list(exports.glob(".*"))
+
+
+def test_a_model_trained_by_a_run_that_failed_later_is_evaluated_not_stranded(
+        loop: ProxyServer, tmp_path: Path) -> None:  # noqa: F811
+    """The evaluation kept failing (the alias lost its route, so no current model to compare
+    with) after the job trained: once fixed, the next run picks up the trained model and
+    evaluates it; no second job, never `unchanged`."""
+    the_current_model_is_worse(loop)
+    routes = loop.admin().routes()
+    loop.admin().put_routes({})
+    cfg = config(tmp_path, max_step_attempts=2)
+    for _ in range(2):
+        failing = run(loop, cfg)
+        assert "step evaluate failed: the alias 'support-bot' has no route" in failing.message
+    loop.admin().put_routes(routes)
+    assert failing.status == "failed" and len(loop.upstream.state.jobs) == 1
+    model = failing.run["state"]["fine_tuned_model"]
+
+    picked = run(loop, cfg)
+    assert picked.run["id"] != failing.run["id"]
+    assert picked.status == "active" and picked.run["step"] == "watch", picked.message
+    assert picked.run["state"]["resumed_from"] == failing.run["id"]
+    assert picked.run["state"]["fine_tuned_model"] == model
+    assert len(loop.upstream.state.jobs) == 1  # its job, not a second one
+    steps = [s["step"] for s in loop.admin().cycle_run(picked.run["id"])["steps"]]
+    assert "finetune" not in steps and "validate" not in steps and "evaluate" in steps
+    assert model in [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]]
+
+
+def test_changed_training_settings_train_again_and_force_retrains(
+        loop: ProxyServer, tmp_path: Path) -> None:  # noqa: F811
+    first = run(loop, config(tmp_path))
+    assert first.run["outcome"] == "not_promoted" and len(loop.upstream.state.jobs) == 1
+    epochs = run(loop, config(tmp_path, finetune={"hyperparameters": {"n_epochs": 3}}))
+    assert epochs.run["outcome"] == "not_promoted", epochs.message
+    assert len(loop.upstream.state.jobs) == 2
+    base = run(loop, config(tmp_path, finetune={"base_model": "gpt-4.1-mini-2025-04-14",
+                                                "hyperparameters": {"n_epochs": 3}}))
+    assert base.run["outcome"] == "not_promoted", base.message
+    assert len(loop.upstream.state.jobs) == 3
+    same = run(loop, config(tmp_path, finetune={"hyperparameters": {"n_epochs": 3}}))
+    assert same.run["outcome"] == "unchanged" and len(loop.upstream.state.jobs) == 3
+    assert f"since run {epochs.run['id']}" in same.message and "--force" in same.message
+    forced = run(loop, config(tmp_path), force=True)
+    assert forced.run["outcome"] == "not_promoted" and len(loop.upstream.state.jobs) == 4
+
+
+def test_a_job_whose_run_failed_while_following_it_is_followed_again_not_retrained(
+        loop: ProxyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The provider could not be reached while the job trained (the run failed at `wait`):
+    the next run follows the same job (a wait timeout is no training setting)."""
+    the_current_model_is_worse(loop)
+    loop.upstream.state.finetune_step_seconds = 0.3  # still training when the wait times out
+    first = run(loop, config(tmp_path, finetune={"wait_timeout_minutes": 0.001},
+                             max_step_attempts=2))
+    assert first.run["step"] == "wait" and len(loop.upstream.state.jobs) == 1
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
+    for _ in range(2):
+        failing = run(loop, config(tmp_path, max_step_attempts=2))
+        assert "step wait failed" in failing.message
+    assert failing.status == "failed" and failing.run["id"] == first.run["id"]
+
+    monkeypatch.setenv("OPENAI_BASE_URL", loop.upstream.base_url)
+    loop.upstream.state.finetune_step_seconds = 0.01
+    picked = run(loop, config(tmp_path))
+    assert picked.run["state"]["resumed_from"] == first.run["id"], picked.message
+    assert picked.run["step"] == "watch" and len(loop.upstream.state.jobs) == 1
+    assert picked.run["state"]["job_id"] == first.run["state"]["job_id"]

@@ -92,3 +92,35 @@ def test_legacy_prompt_template_with_a_replacement_in_front(tmp_path: Path) -> N
     assert sorted(r["prompt"] for r in rows) == sorted(
         f"QA: Text number {i}.\n\n###\n\n" for i in range(12))
     assert result.manifest["counts"]["skipped"] == {"template_mismatch": 1}
+
+
+def test_a_replacement_never_deletes_an_examples_own_system_message(tmp_path: Path) -> None:
+    """A template without a system prompt: an example's own system message varies (a
+    tenant's instructions), so `--system-prompt` must not silently drop it. Such examples are
+    skipped and counted; those without one get the replacement."""
+    template = PromptTemplate(name="wrap", version=1, user_prefix="Q: ", user_suffix="\nBe brief.")
+
+    def asked(i: int, system: str | None) -> Example:
+        head = [{"role": "system", "content": system}] if system else []
+        return example(i, [*head, {"role": "user", "content": f"Q: order {i}?\nBe brief."}])
+
+    examples = [asked(i, None) for i in range(20)] + [
+        asked(900 + i, f"Tenant {i}: answer in French.") for i in range(3)]
+    result = export(examples, tmp_path / "out", ExportOptions(
+        name="wrap", workers=1, strip=TemplateStrip(template, "Acme support.")))
+    data = b"".join((tmp_path / "out" / f"{s}.jsonl").read_bytes()
+                    for s in ("train", "validation"))
+    assert b"Tenant" not in data  # not kept with its text gone: skipped
+    rows = [json.loads(line) for line in data.splitlines()]
+    assert len(rows) == 20 and all(
+        r["messages"][0] == {"role": "system", "content": "Acme support."} for r in rows)
+    warning = next(f for f in result.report.warnings if f.code == "template_mismatch")
+    assert warning.count == 3 and set(warning.examples) == {"ix-900", "ix-901", "ix-902"}
+    assert result.manifest["template"]["mismatches"] == {"own_system_prompt": 3}
+
+    # without a replacement, each example's own system message is kept as what varies
+    export(examples, tmp_path / "kept", ExportOptions(name="wrap", workers=1,
+                                                      strip=TemplateStrip(template)))
+    kept = b"".join((tmp_path / "kept" / f"{s}.jsonl").read_bytes()
+                    for s in ("train", "validation"))
+    assert kept.count(b"answer in French") == 3 and b"Be brief" not in kept

@@ -123,3 +123,17 @@ def test_naming_and_dropping_one_transform_is_refused(server: ProxyServer,
                           json={"model": FT, "drop_transforms": ["everything"]})
     assert response.status_code == 400
     assert transforms_of(server, "qa-d") == CANARY  # nothing changed
+
+
+def test_a_replacement_beside_a_template_without_a_system_prompt_is_warned(
+        server: ProxyServer, tmp_path: Path) -> None:
+    server.admin().freeze_template("wrap", {"user_prefix": "Q: "})
+    server.admin().put_routes({**server.admin().routes(), "qa-e": {"targets": [{"model": BASE}]}})
+    result = promote(server, tmp_path, "qa-e", "--canary", "10", "--strip-template", "wrap-v1",
+                     "--system-prompt", "Short.")
+    assert result.exit_code == 0, result.output
+    assert ("warning: template wrap-v1 has no system prompt, so ft:davinci-002:acme::v1 gets "
+            "the replacement system prompt in place of the app's own system message"
+            ) in result.output
+    result = promote(server, tmp_path, "qa-e", "--drop-transform", "system-prompt")
+    assert result.exit_code == 0 and "warning" not in result.output

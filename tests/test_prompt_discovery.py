@@ -169,7 +169,7 @@ def test_a_discovery_job_runs_in_a_worker_process_and_names_candidates_by_conten
     finally:
         worker.close()
     assert found == analyse(job)
-    assert found["read"] == {"considered": 5, "rows": 5, "unreadable": 1}
+    assert found["read"] == {"considered": 5, "rows": 5, "unreadable": 1, "skipped": 0}
     best = found["candidates"][0]
     assert best["parts"]["system_prompt"] == "You are a terse bot."
     assert best["id"] == candidate_id(dict(best["parts"])) and len(best["id"]) == 12

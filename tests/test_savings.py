@@ -114,8 +114,12 @@ def test_savings_match_the_hand_computed_figures(proxy_factory: Callable[..., Pr
     # break-even by hand: $6.00 / $0.01675 = 358.2 -> 359 requests
     assert ft["training"]["cost_usd"] == pytest.approx(TRAINING_COST)
     assert ft["break_even_requests"] == 359 == math.ceil(TRAINING_COST / SAVED)
-    assert ft["break_even_days"] == pytest.approx(TRAINING_COST / per_day, abs=1e-3)
-    assert ft["break_even"].startswith("after 359 requests")
+    # in days at the alias's whole traffic (what the model gets once promoted fully), not at
+    # the canary's share of it: 24 requests through the alias in its one live day
+    assert report["requests_per_day"] == REQUESTS
+    assert ft["break_even_days"] == pytest.approx(TRAINING_COST / (SAVED * REQUESTS), abs=1e-3)
+    assert ft["break_even"] == ("after 359 requests (~14.9 days at the alias's whole traffic, "
+                                "24.0 requests a day)")
     # today's row of the chart: what the canary's requests saved
     today = {row["target"]: row for row in report["daily"]}
     assert today[FT]["saved_usd"] == pytest.approx(SAVED * n_ft, abs=1e-8)

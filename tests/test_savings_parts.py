@@ -178,6 +178,27 @@ def test_per_day_is_per_day_the_target_served() -> None:
         "live_days"] == 30
 
 
+def test_break_even_days_count_the_alias_whole_traffic() -> None:
+    """A 10% canary started an hour ago, the alias serving 1,000 requests a day for a week:
+    its break-even in days is at the 1,000 a day it gets once promoted, not at its own ~4
+    requests counted over a (minimum) day."""
+    prices = PriceMap({"base": (1e-6, 2e-6), "ft": (1e-6, 2e-6)})
+    spec = {"targets": [{"model": "base", "weight": 90}, {"model": "ft", "weight": 10}]}
+    usage = [_usage("base", 6_996, 1000, 100, day=None, first=7, last=0),
+             _usage("ft", 4, 100, 100, day=None, first=1 / 24, last=0)]
+    job = {"job_id": "j", "base_model": "x", "trained_tokens": 1, "training_cost_usd": 9.0}
+    report = savings_report("bot", spec, usage, prices, {"ft": job}, days=7)
+    ft = report["targets"][1]
+    # by hand: $0.0009 saved a request; $9.00 / $0.0009 = 10,000 requests; 7,000 requests
+    # over 7 live days = 1,000 a day -> 10 days (its own 4 a day would say 2,500 days)
+    assert report["requests_per_day"] == 1000
+    assert ft["break_even_requests"] == 10_000
+    assert ft["break_even_days"] == pytest.approx(10.0)
+    assert ft["break_even"] == ("after 10,000 requests (~10.0 days at the alias's whole "
+                                "traffic, 1,000.0 requests a day)")
+    assert ft["saved_usd_per_day"] == pytest.approx(0.0036)  # what the canary saves today
+
+
 def test_cached_prompt_tokens_are_priced_at_the_cached_rate() -> None:
     # litellm's map: gpt-4o-mini $0.15 in, $0.075 cached in, $0.60 out per 1M
     # by hand: 200 x 0.15 + 800 x 0.075 + 100 x 0.60 = 30 + 60 + 60 = $150 per 1M requests
@@ -234,10 +255,11 @@ def test_the_baseline_and_the_training_cost() -> None:
     assert report["baseline"] == "a"
     b = report["targets"][1]
     # $0.0012 - $0.0003 = $0.0009 a request; trained 100k x $10/1M = $1.00 (the settings'
-    # training price before the job's recorded cost) -> 1,112 requests; 5 a day -> 222.2 days
+    # training price before the job's recorded cost) -> 1,112 requests; at the alias's 15 a
+    # day (b's 5 and, before the promotion, a's 10: b gets them all now) -> 74.1 days
     assert b["saved_usd_per_request"] == pytest.approx(0.0009)
     assert b["training"]["cost_usd"] == pytest.approx(1.0)
-    assert b["break_even_requests"] == 1112 and b["break_even_days"] == pytest.approx(222.222)
+    assert b["break_even_requests"] == 1112 and b["break_even_days"] == pytest.approx(74.074)
     # no training price in the settings: the job's recorded cost
     again = savings_report("bot", spec, usage, PriceMap({"a": (1e-6, 2e-6), "b": (1e-6, 2e-6)}),
                            {"b": job}, days=1)

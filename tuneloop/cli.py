@@ -179,13 +179,16 @@ def keys() -> None:
 
 @keys.command("create")
 @click.argument("name")
+@click.option("--feedback-relay", is_flag=True,
+              help="An app backend's key sending its end users' feedback: its votes count per "
+                   "end user of the rated request in the canary's test, not as one voter.")
 @api_option
 @click.pass_context
 @domain_errors
-def keys_create(ctx: click.Context, name: str, api: str | None) -> None:
+def keys_create(ctx: click.Context, name: str, feedback_relay: bool, api: str | None) -> None:
     """Create a key; it is printed once and stored only as a hash."""
     with make_client(ctx, api) as client:
-        created = client.create_key(name)
+        created = client.create_key(name, feedback_relay=feedback_relay)
     click.echo(created["key"])
     err_console.print(f"key {created['id']} for {name}: store it now, it is not shown again")
 

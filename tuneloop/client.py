@@ -178,13 +178,17 @@ class AdminClient(ReviewMethods, TemplateMethods):
         return result
 
     def route_health(self, alias: str, since: str | None = None, until: str | None = None,
-                     max_votes_per_voter: int | None = None) -> dict[str, Any]:
-        """Per target of the alias: requests, error rate, feedback (and its votes, one voter
+                     max_votes_per_voter: int | None = None,
+                     max_requests_per_user: int | None = None) -> dict[str, Any]:
+        """Per target of the alias: requests, error rate (and the requests weighed per sticky
+        user, one weighing at most `max_requests_per_user`), feedback (and its votes, one voter
         weighing at most `max_votes_per_voter`), latency p50 (production traffic since the
         latest promotion, or `since`)."""
         result: dict[str, Any] = self.request("GET", f"/admin/routes/{_quote(alias)}/health",
                                               params={"since": since, "until": until,
-                                                      "max_votes_per_voter": max_votes_per_voter})
+                                                      "max_votes_per_voter": max_votes_per_voter,
+                                                      "max_requests_per_user":
+                                                          max_requests_per_user})
         return result
 
     def savings(self, alias: str, days: int | None = None,
@@ -279,8 +283,9 @@ class AdminClient(ReviewMethods, TemplateMethods):
         return result
 
     # -- keys ------------------------------------------------------------------------------
-    def create_key(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("POST", "/admin/keys", json={"name": name})
+    def create_key(self, name: str, feedback_relay: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/admin/keys", json={
+            "name": name, "feedback_relay": feedback_relay})
         return result
 
     def revoke_key(self, key_id: str) -> None:

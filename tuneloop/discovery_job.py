@@ -31,6 +31,7 @@ DEFAULT_SAMPLE_BYTES = 16 * 1024 * 1024
 MAX_SAMPLE_BYTES = 64 * 1024 * 1024
 MAX_REQUEST_BYTES = 1024 * 1024  # one request over this is left out of the sample
 BATCH_ROWS = 200  # ids per storage read
+PROMPT_ENDPOINTS = ("chat.completions", "completions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,7 @@ def analyse(job: DiscoveryJob) -> dict[str, Any]:
     """Candidate templates for the job's rows (CPU work: parsing, matching, token counting)."""
     samples: list[Sample] = []
     tokenizer_model: str | None = None
-    unreadable = 0
+    unreadable = skipped = 0
     for endpoint, text, upstream_model in job.rows:
         try:
             request = orjson.loads(text)
@@ -66,9 +67,11 @@ def analyse(job: DiscoveryJob) -> dict[str, Any]:
         if sample is not None:
             samples.append(sample)
             tokenizer_model = tokenizer_model or upstream_model
+        elif endpoint in PROMPT_ENDPOINTS:
+            skipped += 1  # a malformed message list, a batched or token-id prompt
     model = tokenizer_model or job.alias
     found = discover(samples, token_counter(model), job.threshold)
     for candidate in found["candidates"]:
         candidate["id"] = candidate_id(candidate["parts"])
-    read = {**job.read, "rows": len(job.rows), "unreadable": unreadable}
+    read = {**job.read, "rows": len(job.rows), "unreadable": unreadable, "skipped": skipped}
     return {"alias": job.alias, "tokenizer_model": model, "read": read, **found}

@@ -58,12 +58,15 @@ class Sample:
 
 
 def sample_of(endpoint: str, request: object) -> Sample | None:
-    """The part of a logged request body discovery reads; None for anything else."""
+    """The part of a logged request body discovery reads; None for anything else (another
+    endpoint, a batched prompt, a message list that is not objects with a string role: the
+    API refuses those, and discovery must never trip on one)."""
     if not isinstance(request, Mapping):
         return None
     if endpoint == "chat.completions":
         messages = request.get("messages")
-        if isinstance(messages, list) and messages:
+        if (isinstance(messages, list) and messages and all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages)):
             return Sample(messages=messages)
     elif endpoint == "completions":
         prompt = request.get("prompt")

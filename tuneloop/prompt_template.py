@@ -6,11 +6,13 @@ legacy completions a fixed prefix and suffix of the prompt. A fine-tuned model l
 training examples (the exporter) and requests to that model (the proxy) can leave it out.
 
 Pure functions over plain JSON values; imports nothing of ours but the domain errors, so the
-proxy, the exporter and the review app share one definition. `strip_*` runs per request on the
-proxy's path: strings are compared by length then equality (`startswith`, `endswith`, `==`), no
-regular expression and no JSON serialization; the messages are copied shallowly.
+proxy, the exporter and the review app share one definition. Matching and stripping live in
+tuneloop/template_match.py (re-exported here): they run per request on the proxy's path, in one
+linear pass, and are total over whatever JSON a client sends (a malformed message list is a
+mismatch with part `malformed`, never another error).
 
 Rules:
+- A message is an object with a string `role`; a list holding anything else is `malformed`.
 - A content is a string or a list of parts. A list whose parts are all text matches a string
   equal to the parts' texts joined by nothing (how OpenAI reads them); any other list matches
   only an equal list.
@@ -33,18 +35,26 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from tuneloop.errors import BadRequest, TemplateMismatch
+from tuneloop.errors import BadRequest
+from tuneloop.template_match import SYSTEM_ROLES as SYSTEM_ROLES
+from tuneloop.template_match import content_as_text as content_as_text
+from tuneloop.template_match import matches_messages as matches_messages
+from tuneloop.template_match import matches_prompt as matches_prompt
+from tuneloop.template_match import mismatch_messages as mismatch_messages
+from tuneloop.template_match import mismatch_prompt as mismatch_prompt
+from tuneloop.template_match import strip_messages as strip_messages
+from tuneloop.template_match import strip_prompt as strip_prompt
+from tuneloop.template_match import strip_prompts as strip_prompts
 from tuneloop.template_names import check_name as check_name
 from tuneloop.template_names import parse_ref as parse_ref
 
 Message = dict[str, Any]
-SYSTEM_ROLES = ("system", "developer")
 MAX_TEMPLATE_CHARS = 1_000_000
 _FEW_SHOT_KEYS = frozenset({"role", "content", "name"})
 
@@ -192,217 +202,3 @@ def _check_turn(index: int, turn: object) -> Message:
     if not isinstance(content, (str, list)):
         raise BadRequest(f"few_shot[{index}] has no content", param="few_shot")
     return dict(turn)
-
-
-# --- matching -------------------------------------------------------------------------------
-
-
-def content_as_text(content: object) -> str | None:
-    """The string a content stands for: itself, or the joined texts of an all-text list;
-    None for anything else (an image part, a bad shape)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, Mapping) or part.get("type") not in ("text", "input_text"):
-                return None
-            text = part.get("text")
-            if not isinstance(text, str):
-                return None
-            texts.append(text)
-        return "".join(texts)
-    return None
-
-
-def _same_content(expected: object, actual: object) -> bool:
-    if type(expected) is str and type(actual) is str:
-        return len(expected) == len(actual) and expected == actual
-    if expected == actual:
-        return True
-    wanted, got = content_as_text(expected), content_as_text(actual)
-    return wanted is not None and got is not None and wanted == got
-
-
-def _same_turn(expected: Mapping[str, Any], actual: object) -> bool:
-    if not isinstance(actual, Mapping):
-        return False
-    if actual.get("role") != expected.get("role"):
-        return False
-    if actual.get("name") != expected.get("name"):
-        return False
-    if actual.get("tool_calls") or actual.get("function_call"):
-        return False
-    return _same_content(expected.get("content"), actual.get("content"))
-
-
-def _is_system(message: object) -> bool:
-    return isinstance(message, Mapping) and message.get("role") in SYSTEM_ROLES
-
-
-def _last_user_index(messages: Sequence[object], start: int) -> int:
-    for index in range(len(messages) - 1, start - 1, -1):
-        message = messages[index]
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            return index
-    return -1
-
-
-def _strip_text(text: str, prefix: str, suffix: str, what: str) -> str:
-    if prefix and not text.startswith(prefix):
-        raise TemplateMismatch(f"{what} does not start with the template's prefix", "prefix")
-    if suffix and not text.endswith(suffix):
-        raise TemplateMismatch(f"{what} does not end with the template's suffix", "suffix")
-    if len(text) < len(prefix) + len(suffix):
-        raise TemplateMismatch(f"{what}'s prefix and suffix overlap", "prefix_suffix_overlap")
-    return text[len(prefix) : len(text) - len(suffix)]
-
-
-def _is_text_part(part: object) -> bool:
-    return isinstance(part, Mapping) and part.get("type") in ("text", "input_text")
-
-
-def _strip_part(part: object, prefix: str, suffix: str, where: str) -> dict[str, Any]:
-    what = "the last user message"
-    if not _is_text_part(part):
-        raise TemplateMismatch(f"{what} does not {where} with a text part", "user_content")
-    assert isinstance(part, Mapping)
-    text = part.get("text")
-    if not isinstance(text, str):
-        raise TemplateMismatch(f"{what}'s text part has no text", "user_content")
-    return {**part, "text": _strip_text(text, prefix, suffix, what)}
-
-
-def _strip_content(content: object, prefix: str, suffix: str) -> object:
-    if isinstance(content, str):
-        return _strip_text(content, prefix, suffix, "the last user message")
-    if not isinstance(content, list) or not content:
-        raise TemplateMismatch("the last user message has no text to strip", "user_content")
-    parts: list[object] = list(content)
-    if len(parts) == 1:
-        parts[0] = _strip_part(parts[0], prefix, suffix, "start and end")
-    else:
-        if prefix:
-            parts[0] = _strip_part(parts[0], prefix, "", "start")
-        if suffix:
-            parts[-1] = _strip_part(parts[-1], "", suffix, "end")
-    kept = [p for p in parts if not (isinstance(p, Mapping) and _is_text_part(p) and not p["text"])]
-    return kept if kept else ""
-
-
-def strip_messages(
-    template: PromptTemplate,
-    messages: Sequence[Mapping[str, Any]],
-    *,
-    system_prompt: str | None = None,
-) -> list[Message]:
-    """What varies in a chat request: the messages without the template's parts, and with
-    `system_prompt` (a short replacement) first when given. Raises :class:`TemplateMismatch`
-    naming the first part that differs; the input is never modified."""
-    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
-        raise TemplateMismatch("the request has no message list", "messages")
-    if not template.has_chat_parts:
-        raise TemplateMismatch(
-            f"template {template.ref} has no chat parts (it is for legacy prompts)", "kind"
-        )
-    start = 0
-    system_role = "system"
-    if template.system_prompt is not None:
-        if not messages or not _is_system(messages[0]):
-            raise TemplateMismatch("the request has no system prompt", "system_prompt")
-        system_role = messages[0]["role"]
-        if not _same_content(template.system_prompt, messages[0].get("content")):
-            raise TemplateMismatch(
-                "the request's system prompt differs from the template's", "system_prompt"
-            )
-        start = 1
-    elif messages and _is_system(messages[0]):
-        start = 1  # the app's own system message stays; few-shot turns follow it
-    kept_head = list(messages[:start]) if template.system_prompt is None else []
-    for offset, turn in enumerate(template.few_shot):
-        index = start + offset
-        if index >= len(messages):
-            raise TemplateMismatch(
-                f"few-shot turn {offset + 1} of {len(template.few_shot)} is missing", "few_shot"
-            )
-        if not _same_turn(turn, messages[index]):
-            raise TemplateMismatch(
-                f"few-shot turn {offset + 1} of {len(template.few_shot)} differs", "few_shot"
-            )
-    start += len(template.few_shot)
-    rest: list[Message] = [m if isinstance(m, dict) else dict(m) for m in messages[start:]]
-    if not rest:
-        raise TemplateMismatch("the request is nothing but the template", "empty")
-    if template.user_prefix or template.user_suffix:
-        last = _last_user_index(rest, 0)
-        if last < 0:
-            raise TemplateMismatch("no user message follows the few-shot turns", "user_message")
-        for index in range(last, -1, -1):
-            message = rest[index]
-            if message.get("role") != "user":
-                continue
-            try:
-                content = _strip_content(
-                    message.get("content"), template.user_prefix, template.user_suffix)
-            except TemplateMismatch:
-                if index == last:
-                    raise
-                continue  # an earlier turn the app sent without the affixes: kept as sent
-            text = content_as_text(content)
-            if content == "" or (text is not None and not text.strip()):
-                if index == last:
-                    raise TemplateMismatch(
-                        "the last user message is nothing but the template's prefix and "
-                        "suffix", "empty")
-                continue
-            rest[index] = {**message, "content": content}
-    head: list[Message] = [dict(m) for m in kept_head]
-    if system_prompt is not None:
-        # exactly one system message: the replacement takes the place of the template's, or
-        # of the app's own when the template has none
-        head = [{"role": system_role if not head else head[0]["role"], "content": system_prompt}]
-    return head + rest
-
-
-def strip_prompt(
-    template: PromptTemplate, prompt: object, *, replacement: str | None = None
-) -> str:
-    """What varies in a legacy prompt: the prompt without the template's prefix and suffix,
-    with `replacement` (a short instruction) in front when given."""
-    if not isinstance(prompt, str):
-        raise TemplateMismatch("the prompt is not a single string", "prompt")
-    if not template.has_prompt_parts:
-        raise TemplateMismatch(
-            f"template {template.ref} has no prompt prefix or suffix (it is for chat)", "kind"
-        )
-    stripped = _strip_text(prompt, template.prompt_prefix, template.prompt_suffix, "the prompt")
-    if not stripped.strip():
-        raise TemplateMismatch("the prompt is nothing but the template", "empty")
-    return stripped if replacement is None else replacement + stripped
-
-
-def mismatch_messages(
-    template: PromptTemplate, messages: Sequence[Mapping[str, Any]]
-) -> TemplateMismatch | None:
-    """None when the messages match the template, else the error saying where they differ."""
-    try:
-        strip_messages(template, messages)
-    except TemplateMismatch as exc:
-        return exc
-    return None
-
-
-def mismatch_prompt(template: PromptTemplate, prompt: object) -> TemplateMismatch | None:
-    try:
-        strip_prompt(template, prompt)
-    except TemplateMismatch as exc:
-        return exc
-    return None
-
-
-def matches_messages(template: PromptTemplate, messages: Sequence[Mapping[str, Any]]) -> bool:
-    return mismatch_messages(template, messages) is None
-
-
-def matches_prompt(template: PromptTemplate, prompt: object) -> bool:
-    return mismatch_prompt(template, prompt) is None

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneloop.errors import TemplateMismatch
-from tuneloop.prompt_template import SYSTEM_ROLES, PromptTemplate, strip_messages, strip_prompt
+from tuneloop.prompt_template import SYSTEM_ROLES, PromptTemplate, strip_messages, strip_prompts
+from tuneloop.responses_strip import strip_responses
 
 _SHORT = {"replace_system_prompt": "system prompt", "legacy_separator": "separator"}
 
@@ -76,21 +77,26 @@ class TargetTransforms:
         mismatch: TemplateMismatch | None = None
         if endpoint == "chat.completions" and (self.template or self.system_prompt):
             messages = payload.get("messages")
-            if isinstance(messages, list):
-                try:
-                    if self.template is not None:
-                        messages = strip_messages(self.template, messages,
-                                                  system_prompt=self.system_prompt)
-                    else:
-                        messages = _with_system_prompt(messages, self.system_prompt or "")
+            try:
+                if self.template is not None:
+                    messages = strip_messages(self.template, messages,  # type: ignore[arg-type]
+                                              system_prompt=self.system_prompt)
                     changed = {**payload, "messages": messages}
-                except TemplateMismatch as exc:
-                    mismatch = exc
+                elif isinstance(messages, list):
+                    messages = _with_system_prompt(messages, self.system_prompt or "")
+                    changed = {**payload, "messages": messages}
+            except TemplateMismatch as exc:
+                mismatch = exc
         elif endpoint == "completions" and self.template is not None:
             try:
-                prompt = strip_prompt(self.template, payload.get("prompt"),
-                                      replacement=self.system_prompt)
+                prompt = strip_prompts(self.template, payload.get("prompt"),
+                                       replacement=self.system_prompt)
                 changed = {**payload, "prompt": prompt}
+            except TemplateMismatch as exc:
+                mismatch = exc
+        elif endpoint == "responses" and (self.template or self.system_prompt):
+            try:
+                changed = strip_responses(self.template, payload, self.system_prompt)
             except TemplateMismatch as exc:
                 mismatch = exc
         if self.separator and endpoint == "completions":

@@ -13,6 +13,9 @@ from tuneloop.config import Settings
 from tuneloop.errors import ConfigError
 
 PROVIDERS = ("openai", "together", "fireworks", "azure")
+SERVABLE_CHECKPOINTS = frozenset({"openai", "azure"})
+"""Providers whose jobs' checkpoints are models a route can serve (`checkpoints()`); the
+others raise ProviderUnsupported, so `[evaluate] checkpoints` is refused with them."""
 
 
 def _secret(value: SecretStr | None, variable: str, provider: str) -> str:

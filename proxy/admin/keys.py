@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from proxy.admin.common import authorize, json_object, json_response
 from proxy.auth import Role
-from storage.keys import active_key_hashes, create_key, list_keys, revoke_key
+from storage.keys import create_key, key_hashes, list_keys, revoke_key
 from tuneloop.errors import BadRequest
 
 
@@ -18,8 +18,11 @@ async def create(request: Request) -> Response:
     name = body.get("name")
     if not isinstance(name, str) or not 0 < len(name) <= 128:
         raise BadRequest("name is a string of 1-128 characters", param="name")
-    created = await ctx.db.write(lambda con: create_key(con, name))
-    ctx.keys.replace(await ctx.db.read(active_key_hashes))
+    relay = body.get("feedback_relay", False)
+    if not isinstance(relay, bool):
+        raise BadRequest("feedback_relay is true or false", param="feedback_relay")
+    created = await ctx.db.write(lambda con: create_key(con, name, relay))
+    ctx.keys.replace(*await ctx.db.read(key_hashes))
     return json_response(created, 201)
 
 
@@ -32,7 +35,7 @@ async def revoke(request: Request) -> Response:
     ctx = authorize(request, Role.ADMIN)
     key_id = request.path_params["key_id"]
     await ctx.db.write(lambda con: revoke_key(con, key_id))
-    ctx.keys.replace(await ctx.db.read(active_key_hashes))
+    ctx.keys.replace(*await ctx.db.read(key_hashes))
     return json_response({"id": key_id, "revoked": True})
 
 

@@ -35,7 +35,7 @@ from proxy.promotion import parse_promote_request, promoted_spec
 from proxy.routing import RouteSpec
 from storage.db import Connection
 from storage.promotions import last_change, latest_episode, promote_route, rollback_route
-from storage.route_health import MAX_VOTES_PER_VOTER, route_health
+from storage.route_health import MAX_REQUESTS_PER_USER, MAX_VOTES_PER_VOTER, route_health
 from storage.routes import load_routes
 from tuneloop.errors import BadRequest
 
@@ -129,13 +129,15 @@ async def health(request: Request) -> Response:
     until = time_param(request.query_params, "until")
     cap = int_param(request.query_params, "max_votes_per_voter", default=MAX_VOTES_PER_VOTER,
                     low=1, high=1_000_000)
-    assert cap is not None
+    per_user = int_param(request.query_params, "max_requests_per_user",
+                         default=MAX_REQUESTS_PER_USER, low=1, high=1_000_000)
+    assert cap is not None and per_user is not None
 
     def read(con: Any) -> dict[str, Any]:
         episode = latest_episode(con, alias)
         start = since or (episode.promoted_at if episode else None) or last_change(con, alias) \
             or datetime(1970, 1, 1, tzinfo=UTC)
-        targets = route_health(con, alias, start, until or FAR_FUTURE, cap)
+        targets = route_health(con, alias, start, until or FAR_FUTURE, cap, per_user)
         spec = load_routes(con).get(alias)
         roles = _roles(spec)
         for row in targets:

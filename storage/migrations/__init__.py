@@ -37,6 +37,7 @@ from storage.migrations import (
     m044_sent_request,
     m045_route_transforms,
     m046_search_pending,
+    m047_key_feedback_relay,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -70,6 +71,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(44, "sent_request", m044_sent_request.apply),
     Migration(45, "route_transforms", m045_route_transforms.apply),
     Migration(46, "search_pending", m046_search_pending.apply),
+    Migration(47, "key_feedback_relay", m047_key_feedback_relay.apply),
 )
 
 

@@ -1,8 +1,10 @@
 """`tuneloop jobs checkpoints JOB`: a job's checkpoints with their validation loss, beside
 their evaluation scores; with `--dataset`, evaluate the last `--checkpoints K` of them against
 `--baseline`, and with `--promote ALIAS`, route the best one as a canary when it passes the
-same gate as `tuneloop cycle` (exporter/eval_gate.py); when it does not, nothing is routed
-and the command exits with 8 (see exporter/checkpoints.py)."""
+same gate as `tuneloop cycle` (exporter/eval_gate.py), with the transforms its evaluation
+gave it (the export's stripped template and system prompt, a legacy separator and stop, as
+`promote --from-export`); when it does not, nothing is routed and the command exits with 8
+(see exporter/checkpoints.py). Nothing watches a canary opened here: the command says so."""
 
 from __future__ import annotations
 
@@ -74,10 +76,11 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
         render_checkpoints,
         stored_evaluations,
     )
-    from exporter.cycle_config import CanaryConfig
-    from exporter.eval_gate import GateRules, gate_decision
+    from exporter.cycle_config import CanaryConfig, canary_share_problem
+    from exporter.eval_gate import GateRules, gate_decision, margin_problem
     from exporter.evaluate import EvalOptions
     from exporter.judge import load_rubric
+    from tuneloop.commands.promote import describe_route, export_transforms
 
     if export_dir is not None and baseline is None:
         raise ConfigError("--dataset needs --baseline (the model the checkpoints must beat)")
@@ -86,6 +89,15 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
                           "the one that evaluates best")
     if full and canary is not None:
         raise ConfigError("--full and --canary are exclusive: --full routes all the traffic")
+    wrong_share = None if canary is None else canary_share_problem(canary)
+    if wrong_share is not None:  # before evaluating anything
+        raise click.BadParameter(wrong_share.replace("percent = ", "")
+                                 + ("; use --full to route all the traffic (no canary test)"
+                                    if canary is not None and canary >= 100 else ""),
+                                 param_hint="--canary")
+    wrong_margin = margin_problem(margin, scorer)
+    if wrong_margin is not None:
+        raise click.BadParameter(wrong_margin, param_hint="--margin")
     share = 100.0 if full else canary if canary is not None else CanaryConfig().percent
     rules = GateRules(margin, "lower_bound", min_decided, min_discordant, max_error_share)
     with make_client(ctx, api) as client:
@@ -103,8 +115,13 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
         promoted = decision = None
         if alias is not None and best is not None and best.report is not None:
             decision = gate_decision(best.report, rules)
-            if decision.passed:
-                promoted = client.promote(alias, best.checkpoint.model, canary=share)
+            if decision.passed and export_dir is not None:  # with its evaluation's transforms
+                given = export_transforms(export_dir)
+                promoted = client.promote(alias, best.checkpoint.model, canary=share,
+                                          prompt_suffix=given.get("prompt_suffix"),
+                                          stop=given.get("stop"),
+                                          strip_template=given.get("strip_template"),
+                                          system_prompt=given.get("system_prompt"))
     gate = None if decision is None else {"passed": decision.passed,
                                           "reasons": decision.reasons}
     if as_json:
@@ -117,10 +134,21 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
         raise GateNotPassed(f"not promoted: the best checkpoint {best.checkpoint.model} (step "
                             f"{best.checkpoint.step}) did not pass the gate: "
                             + "; ".join(decision.reasons))
-    if promoted is not None and best is not None and not as_json:
+    if promoted is not None and best is not None and alias is not None and not as_json:
         kind = "fully" if share >= 100 else f"as a {share:g}% canary"
         click.echo(f"promoted {best.checkpoint.model} (step {best.checkpoint.step}) {kind} "
-                   f"on {alias}")
+                   f"on {alias}: {describe_route(promoted['spec'])}")
+        if share < 100:
+            click.echo(unwatched(alias, best.checkpoint.model), err=True)
+
+
+def unwatched(alias: str, model: str) -> str:
+    """A canary opened here has no sequential test behind it: only `tuneloop cycle` watches
+    the canaries its own runs open."""
+    return (f"note: nothing watches this canary (`tuneloop cycle` watches only the canaries "
+            f"its runs open): look at its errors and feedback (the review app's Routes page), "
+            f"then `tuneloop promote --alias {alias} --model {model}` to give it all the "
+            f"traffic or `tuneloop rollback --alias {alias}` to take it back")
 
 
 def _job_provider(ctx: click.Context, client: Any, job_id: str) -> Any:

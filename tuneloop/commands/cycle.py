@@ -41,14 +41,22 @@ def parse_interval(text: str) -> float:
               help="The cycle's TOML file (see exporter/cycle_config.py).")
 @click.option("--every", default=None,
               help="Keep running: one cycle every interval (90s, 30m, 6h, 1d).")
+@click.option("--force", is_flag=True,
+              help="Train even when the data and [finetune] settings are those of an earlier "
+                   "run that trained and reached a decision (else that run ends `unchanged`). "
+                   "Applies to a run that exports in this invocation.")
 @api_option
 @click.pass_context
-def cycle(ctx: click.Context, cycle_file: Path, every: str | None, api: str | None) -> None:
+def cycle(ctx: click.Context, cycle_file: Path, every: str | None, force: bool,
+          api: str | None) -> None:
     """Export, validate, fine-tune, evaluate, and canary-promote or roll back, gated."""
     from exporter.cycle import run_cycle
     from exporter.cycle_config import load_cycle_config
     from exporter.providers.registry import make_provider
     interval = parse_interval(every) if every else None
+    if force and interval is not None:
+        raise click.UsageError("--force with --every would train again at every run: run "
+                               "`tuneloop cycle --force` once, then schedule without it")
 
     def once() -> str:
         config = load_cycle_config(cycle_file)
@@ -57,13 +65,16 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, api: str | No
         with make_client(ctx, api) as client:
             outcome = run_cycle(client, config, api_key=key,
                                 providers=lambda name: make_provider(name, settings),
-                                say=lambda text: err_console.print(text, highlight=False))
+                                say=lambda text: err_console.print(text, highlight=False),
+                                force=force)
         click.echo(f"cycle {config.name}: {outcome.status}: {outcome.message}")
+        if (outcome.run or {}).get("outcome") == "dataset_rejected":
+            return "dataset_rejected"  # the data needs a person: cron must notice
         return outcome.status
 
     if interval is None:
         status = domain_errors(once)()
-        sys.exit(1 if status in ("error", "failed") else 0)
+        sys.exit({"error": 1, "failed": 1, "dataset_rejected": 2}.get(status, 0))
 
     def guarded(fn: Callable[[], object]) -> Callable[[], None]:
         def call() -> None:

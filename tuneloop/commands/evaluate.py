@@ -55,11 +55,14 @@ def evaluate(ctx: click.Context, export_dir: Path, candidate: str, baseline: str
              rubric: Path | None, confidence: float, margin: float, api_key_env: str | None,
              as_json: bool, api: str | None) -> None:
     """Compare a candidate model with a baseline on an export's validation set."""
-    from exporter.eval_gate import GateRules, gate_decision
+    from exporter.eval_gate import GateRules, gate_decision, margin_problem
     from exporter.evaluate import EvalOptions
     from exporter.evaluate import evaluate as run_evaluation
     from exporter.judge import load_rubric
 
+    wrong_margin = margin_problem(margin, scorer)
+    if wrong_margin is not None:  # before sending anything
+        raise click.BadParameter(wrong_margin, param_hint="--margin")
     options = EvalOptions(candidate, baseline, scorer=scorer, threshold=threshold,
                           metric=metric, concurrency=concurrency, retries=retries,
                           limit=limit, max_tokens=max_tokens, judge_model=judge_model,

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from tuneloop.client import AdminClient
 from tuneloop.commands.common import api_option, domain_errors, make_client
 from tuneloop.request_transforms import describe
 
@@ -38,10 +39,13 @@ def describe_verdict(verdict: dict[str, Any]) -> str:
                    f"{test['llr_bad']:+.3f} (no worse at {test['lower']:.3f})")
         else:
             llr = f"LLR {test['llr']:+.3f} in [{test['lower']:.3f}, {test['upper']:.3f}]"
+        before = " before the canary" if test.get("baseline") == "history" else ""
         lines.append(
             f"  {test['metric']}: canary {test['canary_events']:g}/{test['canary_n']:g}, "
-            f"current {test['baseline_events']:g}/{test['baseline_n']:g}; H0 p="
+            f"current {test['baseline_events']:g}/{test['baseline_n']:g}{before}; H0 p="
             f"{test['p0']:.4f} H1 p={test['p1']:.4f}; {llr}: {test['decision']}")
+    lines += [f"  why: {reason}" for reason in verdict.get("reasons", [])
+              if not reason.startswith(("errors ", "thumbs_down "))]  # the tests' own lines
     return "\n".join(lines)
 
 
@@ -118,6 +122,25 @@ def candidate_transforms_line(spec: dict[str, Any], model: str, named: set[str])
     return line
 
 
+def replaced_own_system_warning(client: AdminClient, spec: dict[str, Any], model: str
+                                ) -> str | None:
+    """A warning when the model gets a replacement system prompt beside a stripped chat
+    template without one: the proxy then drops the app's own system message."""
+    target: dict[str, Any] = next(
+        (t for t in spec.get("targets", []) if t.get("model") == model), {})
+    kinds = {t.get("type"): t for t in target.get("transforms") or []}
+    if "replace_system_prompt" not in kinds or "strip_template" not in kinds:
+        return None
+    ref = str(kinds["strip_template"].get("template"))
+    template = client.prompt_template(ref)
+    if template.system_prompt is not None or not template.has_chat_parts:
+        return None
+    return (f"warning: template {ref} has no system prompt, so {model} gets the replacement "
+            "system prompt in place of the app's own system message: per-request text the "
+            "app sends there does not reach it (export skips such examples as "
+            "own_system_prompt mismatches)")
+
+
 @click.command("promote")
 @click.option("--alias", required=True, help="The alias apps send as their model.")
 @click.option("--model", required=True, help="The model to promote (e.g. ft:...).")
@@ -181,10 +204,13 @@ def promote(ctx: click.Context, alias: str, model: str, canary: float, provider:
             strip_template=given["strip_template"], system_prompt=given["system_prompt"],
             keep_fallbacks=keep_fallbacks, previous_as_fallback=previous_as_fallback,
             drop_transforms=dropped, no_transforms=no_transforms)
+        warning = replaced_own_system_warning(client, result["spec"], model)
     kind = "fully" if canary >= 100 else f"as a {canary:g}% canary"
     click.echo(f"promoted {model} {kind} on {alias}: {describe_route(result['spec'])}")
     named = {GIVEN_TYPE[k] for k, v in given.items() if v is not None}
     click.echo(candidate_transforms_line(result["spec"], model, named))
+    if warning:
+        click.echo(warning, err=True)
 
 
 @click.command("rollback")

@@ -47,6 +47,10 @@ def _print_candidates(found: dict[str, Any]) -> None:
         click.echo(f"note: {read.get('over_budget', 0)} older requests left out (over the "
                    f"{read.get('max_bytes', 0) // 2**20} MiB read budget), "
                    f"{read.get('too_large', 0)} over 1 MiB each")
+    left_out = read.get("unreadable", 0) + read.get("skipped", 0)
+    if left_out:
+        click.echo(f"note: {left_out} requests left out (not JSON, a malformed message list, or "
+                   "a batched or token-id prompt)")
     if not found["candidates"]:
         click.echo("no shared prompt parts found")
     for candidate in found["candidates"]:
