@@ -132,8 +132,8 @@ def test_a_replacement_beside_a_template_without_a_system_prompt_is_warned(
     result = promote(server, tmp_path, "qa-e", "--canary", "10", "--strip-template", "wrap-v1",
                      "--system-prompt", "Short.")
     assert result.exit_code == 0, result.output
-    assert ("warning: template wrap-v1 has no system prompt, so ft:davinci-002:acme::v1 gets "
-            "the replacement system prompt in place of the app's own system message"
-            ) in result.output
+    assert ("warning: template wrap-v1 has no system prompt, so a request holding the app's "
+            "own system message is a template mismatch for ft:davinci-002:acme::v1 "
+            "(own_system_prompt") in result.output
     result = promote(server, tmp_path, "qa-e", "--drop-transform", "system-prompt")
     assert result.exit_code == 0 and "warning" not in result.output
