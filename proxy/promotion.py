@@ -6,7 +6,8 @@
   `previous_as_fallback` is off), then the kept fallbacks.
 
 The stable target is the heaviest current target that is not the candidate. A candidate
-already in the route keeps its provider, base_url, key variable and transforms unless the
+already in the route (a target, else a fallback: promoted again after a newer model took its
+place) keeps its provider, base_url, key variable and transforms unless the
 request names new ones, so promoting a canary to full needs only the model name.
 
 The request's `strip_template`, `system_prompt`, `prompt_suffix` and `stop` become the
@@ -116,8 +117,10 @@ def merged_transforms(had: list[dict[str, Any]], request: PromoteRequest
 
 
 def _candidate(request: PromoteRequest, current: RouteSpec | None, weight: float) -> Target:
-    known = next((t for t in (current.targets if current else []) if t.model == request.model),
-                 None)
+    # the model's settings and transforms where the route has it: a target, else a fallback
+    # (a fine-tune promoted again after a newer one took its place)
+    places = [*current.targets, *current.fallbacks] if current else []
+    known = next((t for t in places if t.model == request.model), None)
     values: dict[str, Any] = {"model": request.model, "weight": weight}
     if known is not None:
         values |= known.model_dump(include={"provider", "base_url", "api_key_env",

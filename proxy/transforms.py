@@ -9,7 +9,9 @@ change where a request goes, which key it carries or which headers: only the bod
   `tuneloop.responses_strip`), since the fine-tuned model learned it.
 - `replace_system_prompt` (`system_prompt`): the request's system prompt is replaced by this
   one (inserted first when it has none). After `strip_template`, it takes the stripped
-  system prompt's place; after a legacy template's, it is put in front of the stripped prompt
+  system prompt's place (a template without one: a request holding its own system message,
+  or `instructions`, is a mismatch `own_system_prompt`, never replaced); after a legacy
+  template's, it is put in front of the stripped prompt
   (as `export --strip-template --system-prompt` does).
 - `legacy_separator` (`separator`): legacy completions: appended to each prompt that does not
   already end with it.

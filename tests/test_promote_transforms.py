@@ -132,8 +132,29 @@ def test_a_replacement_beside_a_template_without_a_system_prompt_is_warned(
     result = promote(server, tmp_path, "qa-e", "--canary", "10", "--strip-template", "wrap-v1",
                      "--system-prompt", "Short.")
     assert result.exit_code == 0, result.output
-    assert ("warning: template wrap-v1 has no system prompt, so ft:davinci-002:acme::v1 gets "
-            "the replacement system prompt in place of the app's own system message"
-            ) in result.output
+    assert ("warning: template wrap-v1 has no system prompt, so a request holding the app's "
+            "own system message is a template mismatch for ft:davinci-002:acme::v1 "
+            "(own_system_prompt") in result.output
     result = promote(server, tmp_path, "qa-e", "--drop-transform", "system-prompt")
     assert result.exit_code == 0 and "warning" not in result.output
+
+
+def test_promoting_again_a_model_now_in_the_fallbacks_keeps_its_transforms(
+        server: ProxyServer, tmp_path: Path) -> None:
+    """v1 promoted fully, then v2 (v1 becomes a fallback), then v1 again (a rollback by
+    promotion): v1 gets back its own transforms from the fallbacks, not none."""
+    start_canary(server, tmp_path, "qa-f")
+    assert promote(server, tmp_path, "qa-f").exit_code == 0
+    v2 = "ft:davinci-002:acme::v2"
+    server.admin().promote("qa-f", v2, strip_template="qa-v1", prompt_suffix=SEPARATOR,
+                           stop=" V2")
+    route = server.admin().routes()["qa-f"]
+    assert [t["model"] for t in route["targets"]] == [v2]
+    assert next(t for t in route["fallbacks"] if t["model"] == FT)["transforms"] == CANARY
+    result = promote(server, tmp_path, "qa-f")
+    assert result.exit_code == 0, result.output
+    assert transforms_of(server, "qa-f") == CANARY
+    assert "(kept from the route: strip qa-v1, separator, stop" in result.output
+    server.openai().completions.create(model="qa-f", prompt=PREFIX + "DuckDB")
+    body = server.upstream.state.requests[-1].json
+    assert body == {**body, "model": FT, "prompt": "DuckDB" + SEPARATOR, "stop": " END"}

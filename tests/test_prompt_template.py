@@ -201,12 +201,12 @@ def test_template_without_system_prompt_keeps_the_apps_system_message() -> None:
         {"role": "user", "content": "q"},
     ]
     assert strip_messages(template, messages) == [messages[0], messages[-1]]
-    # a replacement system prompt takes the app's one's place: exactly one system message
-    out = strip_messages(template, messages, system_prompt="short")
-    assert out == [{"role": "system", "content": "short"}, messages[-1]]
-    messages[0]["role"] = "developer"
-    assert strip_messages(template, messages, system_prompt="short")[0] == {
-        "role": "developer", "content": "short"}
+    # a replacement system prompt would delete the app's own (per-request text): a mismatch
+    for role in ("system", "developer"):
+        messages[0]["role"] = role
+        with pytest.raises(TemplateMismatch) as caught:
+            strip_messages(template, messages, system_prompt="short")
+        assert caught.value.part == "own_system_prompt"
     # and inserted when the app sent none
     assert strip_messages(template, messages[1:], system_prompt="short") == [
         {"role": "system", "content": "short"}, messages[-1]]

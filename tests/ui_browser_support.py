@@ -101,9 +101,9 @@ class ApiGate:
             await self._go.wait()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         async with httpx.AsyncClient(base_url=self.upstream, timeout=30) as upstream:
-            answer = await upstream.request(request.method, request.url.path,
-                                            params=request.query_params, headers=headers,
-                                            content=await request.body())
+            query = f"?{request.url.query}" if request.url.query else ""
+            answer = await upstream.request(request.method, request.url.path + query,
+                                            headers=headers, content=await request.body())
         return Response(answer.content, answer.status_code,
                         {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS})
 

@@ -26,8 +26,9 @@ Rules:
   every turn) and kept as sent when not (apps that wrap only the newest).
 - Stripping returns what varies: the messages after the few-shot turns, the user messages
   without prefix and suffix (an emptied text part is dropped), and, when asked, a short
-  replacement system prompt as the first message (where the template's was, with its role;
-  with a template without one, in place of the app's own system message, else inserted).
+  replacement system prompt as the first message (where the template's was, with its role,
+  else inserted). With a template without one, a request holding its own system message is a
+  mismatch `own_system_prompt`: that text varies per request, a replacement would delete it.
 - A request that is nothing but the template (no message after the few-shot turns, or a last
   user message or prompt that is empty once stripped) is a mismatch: there is nothing to train
   on or to send.

@@ -210,6 +210,12 @@ def strip_messages(
     _roles(messages[: start + 1])
     first: Any = messages[0] if messages else None
     head_role = first["role"] if first is not None and first["role"] in SYSTEM_ROLES else None
+    if system_prompt is not None and head_role is not None and template.system_prompt is None:
+        # the app's own system message is not template: it varies per request (a tenant's
+        # instructions, a customer's context); a replacement would delete it silently
+        raise TemplateMismatch(
+            f"the request has its own system message and template {template.ref} has no "
+            "system prompt: the replacement system prompt would delete it", "own_system_prompt")
     if template.system_prompt is not None:
         if head_role is None:
             raise TemplateMismatch("the request has no system prompt", "system_prompt")
@@ -235,8 +241,8 @@ def strip_messages(
     else:
         _roles(rest)
     if system_prompt is not None:
-        # exactly one system message: the replacement takes the place of the template's, or
-        # of the app's own when the template has none
+        # exactly one system message: the replacement takes the place of the template's (or
+        # comes first when neither the template nor the request has one)
         return [{"role": head_role or "system", "content": system_prompt}, *rest]
     if head_role is not None and template.system_prompt is None:
         return [first, *rest]

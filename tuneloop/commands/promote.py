@@ -125,7 +125,7 @@ def candidate_transforms_line(spec: dict[str, Any], model: str, named: set[str])
 def replaced_own_system_warning(client: AdminClient, spec: dict[str, Any], model: str
                                 ) -> str | None:
     """A warning when the model gets a replacement system prompt beside a stripped chat
-    template without one: the proxy then drops the app's own system message."""
+    template without one: a request holding its own system message is then a mismatch."""
     target: dict[str, Any] = next(
         (t for t in spec.get("targets", []) if t.get("model") == model), {})
     kinds = {t.get("type"): t for t in target.get("transforms") or []}
@@ -135,10 +135,9 @@ def replaced_own_system_warning(client: AdminClient, spec: dict[str, Any], model
     template = client.prompt_template(ref)
     if template.system_prompt is not None or not template.has_chat_parts:
         return None
-    return (f"warning: template {ref} has no system prompt, so {model} gets the replacement "
-            "system prompt in place of the app's own system message: per-request text the "
-            "app sends there does not reach it (export skips such examples as "
-            "own_system_prompt mismatches)")
+    return (f"warning: template {ref} has no system prompt, so a request holding the app's "
+            f"own system message is a template mismatch for {model} (own_system_prompt: sent "
+            "unstripped, as the app sent it; export skips such examples)")
 
 
 @click.command("promote")
