@@ -7,7 +7,10 @@ ends or a step says to wait (a job still training, a canary still gathering traf
 transition is recorded through the admin API before the next step, so a rerun continues
 where the last one stopped. A failing step is retried by later invocations up to
 `max_step_attempts`, except the fine-tune step: it is marked started before the job is
-created and never retried, so one run never starts two jobs.
+created and never retried, so one run never starts two jobs. A run that fails at `watch`
+leaves its canary on the route and says so (naming the route); the next invocation then
+starts a run at `watch` for that canary (`settling_run`) before anything new is trained or
+evaluated, so no canary stays open unwatched and past its `max_hours`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.cycle_canary import canary_step, watch_step
+from exporter.cycle_canary import canary_step, left_open, unwatched_warning, watch_step
 from exporter.cycle_checkpoints import checkpoints_step
 from exporter.cycle_config import CycleConfig
 from exporter.cycle_steps import FIRST_STEP, STEPS, StepContext, StepResult
@@ -74,10 +77,37 @@ class LeaseKeeper:
             self.client.release_cycle_lease(self.cycle, self.holder)
 
 
-def _active_run(client: AdminClient, config: CycleConfig, holder: str) -> dict[str, Any]:
+SETTLED_STATE_SKIPPED = ("attempts",)
+
+
+def settling_run(client: AdminClient, config: CycleConfig, holder: str,
+                 say: Callable[[str], None] = lambda _: None) -> dict[str, Any] | None:
+    """A new run that watches the canary a failed run left open (`left_open`), or None.
+    It takes that run's state (model, promotion time, data keys) and starts at `watch`, so
+    nothing new is trained or evaluated while a canary of the cycle is open and unwatched."""
+    orphan = left_open(client, config)
+    if orphan is None:
+        return None
+    state = {k: v for k, v in (orphan.get("state") or {}).items()
+             if k not in SETTLED_STATE_SKIPPED}
+    message = (f"run {orphan['id']} failed with its canary of {state['fine_tuned_model']} "
+               f"open on route {config.alias!r}: watching it before anything new")
+    say(message)
+    run = client.create_cycle_run(config.name, holder, "watch", config.model_dump(mode="json"))
+    return client.record_cycle_step(run["id"], holder, "settle", "done",
+                                    state={**state, "settles": orphan["id"]},
+                                    detail={"settles": orphan["id"], "message": message},
+                                    next_step="watch")
+
+
+def _active_run(client: AdminClient, config: CycleConfig, holder: str,
+                say: Callable[[str], None]) -> dict[str, Any]:
     active = client.cycle_runs(config.name, status="active", limit=1)
     if active:
         return client.cycle_run(active[0]["id"])
+    settling = settling_run(client, config, holder, say)
+    if settling is not None:
+        return settling
     return client.create_cycle_run(config.name, holder, FIRST_STEP,
                                    config.model_dump(mode="json"))
 
@@ -121,8 +151,9 @@ def _drive(ctx: StepContext, config: CycleConfig,
             if not isinstance(exc, TuneloopError):
                 log.exception("cycle %s: step %s failed", config.name, step)
             ctx.run = _record_error(ctx, step, exc, config.max_step_attempts)
+            warning = f"; {unwatched_warning(config.alias, ctx.run)}" if step == "watch" else ""
             return CycleOutcome("failed" if ctx.run["status"] == "failed" else "error",
-                                ctx.run, f"step {step} failed: {ctx.run['error']}")
+                                ctx.run, f"step {step} failed: {ctx.run['error']}{warning}")
         ctx.run = record_result(ctx, step, result)
         if result.note and not result.wait:
             say(result.note)  # e.g. the evaluation's scores with their intervals
@@ -149,6 +180,6 @@ def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None =
     except Conflict as exc:
         return CycleOutcome("busy", None, exc.message)
     with LeaseKeeper(client, config.name, holder, config.lease_seconds):
-        run = _active_run(client, config, holder)
+        run = _active_run(client, config, holder, say)
         ctx = StepContext(client, config, run, holder, api_key, providers, force)
         return _drive(ctx, config, say)

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from exporter.canary_stats import CanaryVerdict, SprtParams, canary_verdict, sprt
-from exporter.cycle_config import CanaryConfig
+from exporter.cycle_config import CanaryConfig, CycleConfig
 from exporter.cycle_steps import StepContext, StepResult, current_model, end
 from exporter.exportdir import load_export
+from tuneloop.client import AdminClient
+
+RUNS_LOOKED_AT = 100
 
 _NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "weighed_requests": 0.0,
                "weighed_errors": 0.0, "feedback_count": 0,
@@ -145,3 +148,32 @@ def watch_step(ctx: StepContext) -> StepResult:
         return end("promoted", **detail)
     note = f"the canary is undecided ({'; '.join(verdict.reasons)})"
     return StepResult("watch", detail=detail, wait=True, note=note)
+
+
+def left_open(client: AdminClient, config: CycleConfig) -> dict[str, Any] | None:
+    """The newest failed run of the cycle whose canary is still on the alias's route (a share
+    below the heaviest target's): its watch step kept failing, nobody watches that canary
+    and its `max_hours` is not enforced. A run settles it before anything new
+    (exporter/cycle.py); None when there is none."""
+    spec = client.routes().get(config.alias)
+    if spec is None or not spec.get("targets"):
+        return None
+    weights = {str(t["model"]): float(t.get("weight", 100.0)) for t in spec["targets"]}
+    heaviest = max(weights.values())
+    for run in client.cycle_runs(config.name, limit=RUNS_LOOKED_AT):
+        state = run.get("state") or {}
+        model = state.get("fine_tuned_model")
+        # promoted_at is recorded by the canary step: a failed run with it failed at watch
+        if run.get("status") == "failed" and state.get("promoted_at") and \
+                model in weights and weights[model] < heaviest:
+            return run
+    return None
+
+
+def unwatched_warning(alias: str, run: dict[str, Any]) -> str:
+    """What a run failing at `watch` says: its canary stays open until a run settles it."""
+    state = run.get("state") or {}
+    return (f"the canary of {state.get('fine_tuned_model')} on route {alias!r} stays open at "
+            f"{state.get('canary_percent', '?')}% and is NOT watched (its max_hours is not "
+            "enforced) until the next `tuneloop cycle` settles it first; to close it now: "
+            f"`tuneloop routes rollback {alias}`")

@@ -38,7 +38,7 @@ rubric = "rubric.md"             # what the judge looks for [default: a general 
 checkpoints = 0                  # K > 0: evaluate the job's last K checkpoints, keep the best
 
 [canary]                         # the verdict: Wald's SPRT per metric (exporter/canary_stats.py)
-percent = 10
+percent = 10                     # 1 to 90: the current model keeps some traffic to compare
 alpha = 0.05                     # chance of rolling back a canary within tolerance
 beta = 0.2                       # chance of promoting a canary that is `bad_*` worse
 tolerated_error_rate_increase = 0.01  # H0: error rate <= the current model's + this
@@ -74,9 +74,17 @@ from exporter.formats import DEFAULT_SEPARATOR, FormatName
 from exporter.hyperparameters import hyperparameters_problem
 from tuneloop.errors import ConfigError
 
+MAX_HOURS = 24 * 30
+"""max_hours, history_hours: a canary open (or a history) longer than 30 days is a mistake."""
+MAX_MIN_REQUESTS = 1_000_000
+MAX_MIN_FEEDBACK = 100_000
+"""Hard caps: a canary needing more could never be promoted before max_hours on any real
+alias; it would always expire and be rolled back."""
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf/nan never make sense here and crash later (a timedelta overflow, a JSON record)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DatasetConfig(_Section):
@@ -119,8 +127,8 @@ class FinetuneConfig(_Section):
     max_cost_usd: float | None = Field(None, ge=0)
     allow_unknown_cost: bool = False
     """With a cap set, a model whose training price is unknown is refused unless this is on."""
-    poll_seconds: float = Field(30.0, gt=0)
-    wait_timeout_minutes: float | None = Field(None, gt=0)
+    poll_seconds: float = Field(30.0, gt=0, le=3600)
+    wait_timeout_minutes: float | None = Field(None, gt=0, le=MAX_HOURS * 60)
 
     @model_validator(mode="after")
     def _hyperparameters(self) -> FinetuneConfig:
@@ -134,7 +142,8 @@ class EvaluateConfig(_Section):
     baseline: str | None = None
     """Default: the alias's current target."""
     scorer: str = "exact"
-    threshold: float = 0.5
+    threshold: float = Field(0.5, ge=0, le=1)
+    """classification: the score from which an example counts as the positive class."""
     metric: str | None = None
     margin: float = Field(0.0, ge=0)
     gate: Literal["lower_bound", "point"] = "lower_bound"
@@ -159,6 +168,15 @@ class EvaluateConfig(_Section):
     checkpoints: int = Field(0, ge=0, le=100)
     """Evaluate the job's last K checkpoints and go on with the best (0: the final model)."""
 
+    @model_validator(mode="after")
+    def _some_evidence(self) -> EvaluateConfig:
+        needed = "min_decided" if self.scorer == "judge" else "min_discordant"
+        if self.max_error_share >= 1 and getattr(self, needed) == 0:
+            raise ValueError(f"max_error_share = 1 with {needed} = 0 lets a candidate whose "
+                             "every request failed pass the gate on no evidence: lower "
+                             f"max_error_share or set {needed} >= 1")
+        return self
+
     @property
     def rules(self) -> GateRules:
         return GateRules(self.margin, self.gate, self.min_decided, self.min_discordant,
@@ -180,6 +198,7 @@ _REPLACED_CANARY_KEYS = {
 
 
 MIN_CANARY_PERCENT = 1.0
+MAX_CANARY_PERCENT = 90.0
 
 
 def canary_share_problem(percent: float) -> str | None:
@@ -188,6 +207,10 @@ def canary_share_problem(percent: float) -> str | None:
     if percent >= 100:
         return (f"percent = {percent:g} is not a canary: the candidate would take all the "
                 "traffic at once, untested")
+    if percent > MAX_CANARY_PERCENT:
+        return (f"percent = {percent:g} is too large a canary: the current model must keep "
+                f"at least {100 - MAX_CANARY_PERCENT:g}% of the traffic for the test to compare "
+                f"the canary with; use at most {MAX_CANARY_PERCENT:g}")
     if percent < MIN_CANARY_PERCENT:
         return (f"percent = {percent:g} is too small a canary: it would see fewer than 1 "
                 f"request in {100 / MIN_CANARY_PERCENT:g} and its test might never decide; "
@@ -203,22 +226,22 @@ class CanaryConfig(_Section):
     bad_error_rate_increase: float = Field(0.05, gt=0, le=1)
     tolerated_thumbs_down_increase: float = Field(0.05, ge=0, lt=1)
     bad_thumbs_down_increase: float = Field(0.2, gt=0, le=1)
-    min_feedback: int = Field(10, ge=1)
+    min_feedback: int = Field(10, ge=1, le=MAX_MIN_FEEDBACK)
     """The thumbs-down test counts only once the canary has this many votes."""
-    max_votes_per_voter: int = Field(5, ge=1)
+    max_votes_per_voter: int = Field(5, ge=1, le=1_000_000)
     """One voter (the API key that sent the feedback) weighs at most this many votes per
     target in the thumbs-down test (storage/route_health.py)."""
-    max_requests_per_user: int = Field(5, ge=1)
+    max_requests_per_user: int = Field(5, ge=1, le=1_000_000)
     """One sticky user (or session) weighs at most this many requests per target in the
     errors test (storage/route_health.py): its requests are a cluster, not independent."""
-    min_requests: int = Field(100, ge=0)
+    min_requests: int = Field(100, ge=0, le=MAX_MIN_REQUESTS)
     """Canary requests a promotion needs; a rollback does not wait for them."""
     min_age_minutes: float = Field(0.0, ge=0)
-    watch_seconds: float = Field(10.0, gt=0)
+    watch_seconds: float = Field(10.0, gt=0, le=3600)
     """With `cycle --every`: how often an open canary is evaluated between scheduled runs."""
-    max_hours: float = Field(24.0, gt=0)
+    max_hours: float = Field(24.0, gt=0, le=MAX_HOURS)
     """A canary still undecided this long after its promotion is rolled back (the safe side)."""
-    history_hours: float = Field(24.0, ge=0)
+    history_hours: float = Field(24.0, ge=0, le=MAX_HOURS)
     """When the current target gets too little traffic beside the canary (a sticky key sending
     everything to the canary), its traffic in this many hours before the promotion is the
     baseline instead (0: never)."""
@@ -263,9 +286,9 @@ class CycleConfig(_Section):
     finetune: FinetuneConfig
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
-    max_step_attempts: int = Field(3, ge=1)
+    max_step_attempts: int = Field(3, ge=1, le=100)
     """A step that fails this many times fails the run (the next cycle starts a new one)."""
-    lease_seconds: float = Field(600.0, ge=10)
+    lease_seconds: float = Field(600.0, ge=10, le=86_400)
 
 
 BUILT_IN_SCORERS = ("exact", "exact_strict", "classification", "judge")

@@ -9,7 +9,9 @@ scheduled run. An undecided look records nothing (the scheduled runs record the 
 One watcher at a time: each look takes the cycle's lease (storage/cycles.py, kept by the proxy
 in the shared store), so with several `tuneloop cycle --every` processes (or replicas of the
 proxy on Postgres) only the lease holder acts; the others find it busy and look again later.
-A look that finds no open canary reads the run list only and takes no lease.
+A look that finds no open canary reads the run list and the route only and takes no lease. A
+canary a failed run left open (its watch step kept failing) is settled first: the look opens
+a run that watches it (exporter/cycle.py `settling_run`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from exporter.cycle import CycleOutcome, default_holder, record_result
-from exporter.cycle_canary import watch_step
+from exporter.cycle import CycleOutcome, default_holder, record_result, settling_run
+from exporter.cycle_canary import left_open, watch_step
 from exporter.cycle_config import CycleConfig
 from exporter.cycle_steps import StepContext
 from tuneloop.client import AdminClient
@@ -36,7 +38,7 @@ def watch_canary(client: AdminClient, config: CycleConfig, *, api_key: str | Non
                  holder: str | None = None) -> CycleOutcome:
     """Evaluate the cycle's open canary now: `idle` (none open), `busy` (another holder has
     the lease), `active` (undecided) or `finished` (rolled back or promoted)."""
-    if _open_canary(client, config) is None:
+    if _open_canary(client, config) is None and left_open(client, config) is None:
         return CycleOutcome("idle", None, "no open canary")
     holder = holder or default_holder()
     try:
@@ -45,6 +47,9 @@ def watch_canary(client: AdminClient, config: CycleConfig, *, api_key: str | Non
         return CycleOutcome("busy", None, exc.message)
     try:
         run_id = _open_canary(client, config)  # again, under the lease
+        if run_id is None and not client.cycle_runs(config.name, status="active", limit=1):
+            settling = settling_run(client, config, holder)  # a failed run's canary
+            run_id = None if settling is None else str(settling["id"])
         if run_id is None:
             return CycleOutcome("idle", None, "no open canary")
         ctx = StepContext(client, config, client.cycle_run(run_id), holder, api_key)

@@ -178,3 +178,36 @@ def test_evaluate_mistakes_are_refused_when_the_config_loads(tmp_path: Path) -> 
                                ({"scorer": "classification", "metric": "auroc"}, "openai"),
                                ({"checkpoints": 3}, "azure")]:
         parse_cycle_config(with_evaluate(tmp_path, provider, **evaluate))
+
+
+BASE = {"name": "c", "alias": "a", "dataset": {"name": "d"}, "finetune": {"base_model": "m"}}
+
+
+@pytest.mark.parametrize(("section", "setting", "field"), [
+    ("canary", {"max_hours": 1e12}, "canary.max_hours"),  # OverflowError at every watch
+    ("canary", {"max_hours": float("inf")}, "canary.max_hours"),  # JSON crash at every run
+    ("canary", {"history_hours": float("inf")}, "canary.history_hours"),
+    ("canary", {"watch_seconds": float("inf")}, "canary.watch_seconds"),
+    ("canary", {"alpha": float("nan")}, "canary.alpha"),
+    ("canary", {"percent": 99.99}, "percent = 99.99 is too large a canary"),
+    ("canary", {"min_requests": 10**9}, "canary.min_requests"),
+    ("canary", {"min_feedback": 10**9}, "canary.min_feedback"),
+    ("evaluate", {"threshold": -3}, "evaluate.threshold"),
+    ("evaluate", {"threshold": 1.5}, "evaluate.threshold"),
+    ("evaluate", {"confidence": float("nan")}, "evaluate.confidence"),
+    ("evaluate", {"min_discordant": 0, "max_error_share": 1}, "on no evidence"),
+    ("finetune", {"max_cost_usd": float("inf")}, "finetune.max_cost_usd"),
+])
+def test_settings_that_can_never_work_are_refused(section: str, setting: dict[str, float],
+                                                   field: str) -> None:
+    """r14b #2, #6: non-finite or absurd settings loaded, then crashed every watch (1e12 hours:
+    OverflowError; inf: a JSON error) or could never decide; refused when the config loads."""
+    data: dict[str, Any] = {**BASE, "finetune": dict(BASE["finetune"])}  # type: ignore[arg-type]
+    if section == "finetune":
+        data["finetune"].update(setting)
+    else:
+        data[section] = setting
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        parse_cycle_config(data)
+    data[section] = {"base_model": "m"} if section == "finetune" else {}
+    parse_cycle_config(data)  # the same section without it loads
