@@ -189,6 +189,9 @@ class Exchange:
             capture.sent_request = outgoing.body if outgoing.transformed else None
             if outgoing.mismatch is not None:
                 self.mismatched(attempt, outgoing.mismatch)
+            if outgoing.stops_dropped and capture.route is not None:  # over OpenAI's 4
+                capture.route["stops_dropped"] = list(outgoing.stops_dropped)
+                ctx.metrics.stops_dropped.labels(plan.alias or "", attempt.target.model).inc()
             began = time.perf_counter()
             try:
                 reply = await send_attempt(ctx, attempt, self.endpoint, self.headers, suffix,
