@@ -189,6 +189,9 @@ class Exchange:
             capture.sent_request = outgoing.body if outgoing.transformed else None
             if outgoing.mismatch is not None:
                 self.mismatched(attempt, outgoing.mismatch)
+            if outgoing.stops_dropped and capture.route is not None:  # over OpenAI's 4
+                capture.route["stops_dropped"] = list(outgoing.stops_dropped)
+                ctx.metrics.stops_dropped.labels(plan.alias or "", attempt.target.model).inc()
             began = time.perf_counter()
             try:
                 reply = await send_attempt(ctx, attempt, self.endpoint, self.headers, suffix,
@@ -314,6 +317,8 @@ class Exchange:
         """An error of the proxy's own, OpenAI-shaped; logged once the request was valid."""
         logged = False
         if self.capture is not None:
+            if self.capture.route is not None:  # the canary's error test tells who answered
+                self.capture.route["answered_by"] = "proxy"
             kind = finish or ("timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error")
             logged = self.log(status=exc.status_code, response=exc.to_openai(), finish=kind,
                               error=exc.message)

@@ -71,6 +71,7 @@ class Outgoing:
     payload: dict[str, Any]
     transformed: bool = False
     mismatch: TemplateMismatch | None = None
+    stops_dropped: tuple[str, ...] = ()
 
 
 def body_for(attempt: Attempt, endpoint: str, raw: bytes, payload: dict[str, Any]) -> Outgoing:
@@ -82,7 +83,7 @@ def body_for(attempt: Attempt, endpoint: str, raw: bytes, payload: dict[str, Any
     changed = dict(applied.payload if applied.payload is not None else payload)
     changed["model"] = attempt.target.model
     return Outgoing(orjson.dumps(changed), changed, applied.payload is not None,
-                    applied.mismatch)
+                    applied.mismatch, applied.stops_dropped)
 
 
 class RawResponse(Response):

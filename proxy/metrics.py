@@ -35,6 +35,11 @@ class ProxyMetrics:
             "transform that did not hold the template (sent unstripped).",
             ["alias", "target", "template"], registry=self.registry,
         )
+        self.stops_dropped = Counter(
+            "tuneloop_stops_dropped", "Requests to a target with a stop transform whose own "
+            "stop sequences were not all sent (the trained stop comes first; OpenAI allows 4).",
+            ["alias", "target"], registry=self.registry,
+        )
         self._mismatch_counts: dict[tuple[str, str, str], int] = {}
         self._gauges: list[Gauge] = []
         # labelled children cached: labels() costs a lock and a dict build per call

@@ -47,7 +47,7 @@ class PromoteRequest(BaseModel):
     prompt_suffix: str | None = Field(None, min_length=1)
     """Legacy-format models: the separator appended to the candidate's prompts."""
     stop: str | list[str] | None = None
-    """The stop sequence set on the candidate's requests that set none."""
+    """The stop sequence always sent to the candidate (merged with a request's own)."""
     strip_template: str | None = Field(None, min_length=1, max_length=80)
     """A frozen template (`name-vN`) taken out of the candidate's requests."""
     system_prompt: str | None = Field(None, min_length=1)

@@ -83,7 +83,7 @@ class RouteSpec(BaseModel):
     separator appended to the prompts sent to every target. New routes carry a
     `legacy_separator` transform on the target that needs it instead."""
     stop: str | list[str] | None = None
-    """Like `prompt_suffix`: the stop sequence set, for every target, on requests with none."""
+    """Like `prompt_suffix`: the stop sequence sent to every target (merged with a request's)."""
     connect_timeout_s: float | None = Field(None, gt=0)
     read_timeout_s: float | None = Field(None, gt=0)
 

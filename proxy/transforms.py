@@ -15,8 +15,9 @@ change where a request goes, which key it carries or which headers: only the bod
   (as `export --strip-template --system-prompt` does).
 - `legacy_separator` (`separator`): legacy completions: appended to each prompt that does not
   already end with it.
-- `stop` (`stop`): the stop sequence set on completions and chat requests that set none: a
-  string or a list of at most 4, none empty (OpenAI's rule; anything else is refused, 400).
+- `stop` (`stop`): the stop sequence always sent on completions and chat requests, merged with
+  a request's own (`tuneloop.request_transforms.merged_stop`): a string or a list of at most
+  4, none empty (OpenAI's rule; anything else is refused, 400).
 
 They apply in that order, whatever their order in the list; a type appears at most once.
 

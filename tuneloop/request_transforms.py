@@ -3,9 +3,10 @@ proxy (what a target receives, proxy/transforms.py validates the route) and the 
 (what each model is asked, exporter/evaluate.py). Imports nothing of ours but the template
 kernel and the domain errors.
 
-Order: strip the template, replace the system prompt, append the legacy separator, set the
-stop sequence when the request sets none. A request that does not hold the template gets
-neither of the first two (see `Applied.mismatch`); the payload is never modified.
+Order: strip the template, replace the system prompt, append the legacy separator, add the
+trained stop sequence (always: merged with the app's own stops, see `merged_stop`). A
+request that does not hold the template gets neither of the first two (see
+`Applied.mismatch`); the payload is never modified.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class Applied:
 
     payload: dict[str, Any] | None
     mismatch: TemplateMismatch | None = None
+    stops_dropped: tuple[str, ...] = ()
+    """The app's stop sequences left out: the trained stop plus the app's went over 4."""
 
 
 UNCHANGED = Applied(None)
@@ -104,12 +107,42 @@ class TargetTransforms:
             suffixed = _with_suffix(current, self.separator)
             if suffixed is not current:
                 changed = {**(changed or payload), "prompt": suffixed}
-        if (self.stop is not None and payload.get("stop") is None
-                and endpoint in ("completions", "chat.completions")):
-            changed = {**(changed or payload), "stop": self.stop}
+        dropped: tuple[str, ...] = ()
+        if self.stop is not None and endpoint in ("completions", "chat.completions"):
+            app_stop = payload.get("stop")
+            stop, dropped = merged_stop(self.stop, app_stop)
+            if stop is not app_stop:
+                changed = {**(changed or payload), "stop": stop}
         if changed is None and mismatch is None:
             return UNCHANGED
-        return Applied(changed, mismatch)
+        return Applied(changed, mismatch, dropped)
+
+
+MAX_STOPS = 4  # OpenAI's limit on `stop`
+
+
+def merged_stop(trained: str | list[str], app: Any) -> tuple[Any, tuple[str, ...]]:
+    """The stop a target with a `stop` transform gets, and the app's stops left out. The
+    trained stop is always sent (a fine-tune runs on past its end marker without it, whatever
+    the app set, `[]` included): the app's stops are added after it, deduplicated, up to
+    OpenAI's 4 (the app's first ones kept). A stop OpenAI would refuse (not a string nor a
+    list of strings) is left as the app sent it (the `app` object itself): the upstream
+    refuses it as it does the baseline's."""
+    own = [trained] if isinstance(trained, str) else list(trained)
+    if app is None:
+        return trained, ()
+    if isinstance(app, str):
+        theirs = [app]
+    elif isinstance(app, list) and all(isinstance(s, str) for s in app):
+        theirs = app
+    else:
+        return app, ()
+    extra = [s for i, s in enumerate(theirs) if s not in own and s not in theirs[:i]]
+    room = max(MAX_STOPS - len(own), 0)
+    merged = own + extra[:room]
+    if merged == theirs:
+        return app, ()
+    return merged, tuple(extra[room:])
 
 
 def _with_system_prompt(messages: list[Any], system_prompt: str) -> list[Any]:

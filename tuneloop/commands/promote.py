@@ -152,7 +152,7 @@ def replaced_own_system_warning(client: AdminClient, spec: dict[str, Any], model
               help="Legacy-format models: the separator the proxy appends to the model's "
                    "prompts (only the model's: the current target gets the app's request).")
 @click.option("--stop", default=None,
-              help="The stop sequence set on the model's requests that set none.")
+              help="The stop sequence always sent to the model (merged with the app's own).")
 @click.option("--strip-template", default=None, metavar="NAME-vN",
               help="A frozen template the proxy takes out of the model's requests (the "
                    "model learned it; see `tuneloop templates`).")

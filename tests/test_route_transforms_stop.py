@@ -1,0 +1,86 @@
+"""A target's trained stop is always sent: an app-set `stop` (even `[]`) is merged with it,
+never in its place, so a fine-tune does not run on past its end marker (and an app's key can't
+make the canary look bad). OpenAI allows 4: past that, the trained stop and the app's first
+ones are sent, the rest counted and noted in the row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from proxy.app import create_app
+from tests.conftest import FakeUpstream, ProxyServer, proxy_settings
+from tests.fakes.openai_upstream import FakeOpenAIState
+from tests.fakes.openai_upstream import create_app as create_fake_openai
+from tests.fakes.server import serve_app
+
+LEGACY_FT = "ft:davinci-002:acme::stop"
+CHAT_FT = "ft:gpt-4o-mini-2024-07-18:acme::stop"
+SEPARATOR = "\n\n###\n\n"
+ROUTES = {
+    "qa-stop": {"targets": [{"model": LEGACY_FT, "transforms": [
+        {"type": "legacy_separator", "separator": SEPARATOR}, {"type": "stop", "stop": " END"}]}]},
+    "chat-stop": {"targets": [{"model": CHAT_FT, "transforms": [
+        {"type": "stop", "stop": ["<E>", "<F>"]}]}]},
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
+    tmp = tmp_path_factory.mktemp("stop")
+    state = FakeOpenAIState()
+    with serve_app(create_fake_openai(state)) as upstream_url:
+        upstream = FakeUpstream(upstream_url, state)
+        settings = proxy_settings(tmp, upstream.base_url)
+        with serve_app(create_app(settings)) as url:
+            proxy = ProxyServer(url, settings, upstream)
+            proxy.admin().put_routes(ROUTES)
+            yield proxy
+            proxy.close()
+
+
+def last_sent(proxy: ProxyServer, model: str) -> dict[str, Any]:
+    bodies = [r.json for r in proxy.upstream.state.requests
+              if isinstance(r.json, dict) and r.json.get("model") == model]
+    assert bodies
+    return bodies[-1]
+
+
+@pytest.mark.parametrize(("app_stop", "sent"), [
+    (None, " END"),
+    ([], [" END"]),
+    (["\n\n\n"], [" END", "\n\n\n"]),
+    ("\n\n\n", [" END", "\n\n\n"]),
+    (" END", " END"),  # the app already asks for it: sent as the app sent it
+    ([" END", "x", "x"], [" END", "x"]),
+])
+def test_the_trained_stop_is_merged_with_the_apps(server: ProxyServer, app_stop: Any,
+                                                  sent: Any) -> None:
+    extra = {} if app_stop is None else {"stop": app_stop}
+    raw = server.openai().completions.with_raw_response.create(
+        model="qa-stop", prompt="topic", max_tokens=5, **extra)
+    body = last_sent(server, LEGACY_FT)
+    assert body["stop"] == sent and body["prompt"] == "topic" + SEPARATOR
+    assert "stops_dropped" not in server.row(raw.headers["x-tuneloop-id"])["route"]
+
+
+def test_chat_stop_empty_list_still_gets_the_trained_stop(server: ProxyServer) -> None:
+    server.openai().chat.completions.create(
+        model="chat-stop", messages=[{"role": "user", "content": "hi"}], stop=[])
+    assert last_sent(server, CHAT_FT)["stop"] == ["<E>", "<F>"]
+
+
+def test_past_four_the_trained_stop_and_the_apps_first_ones_are_sent_and_noted(
+        server: ProxyServer) -> None:
+    raw = server.openai().chat.completions.with_raw_response.create(
+        model="chat-stop", messages=[{"role": "user", "content": "hi"}],
+        stop=["a", "<E>", "b", "c"])
+    assert last_sent(server, CHAT_FT)["stop"] == ["<E>", "<F>", "a", "b"]
+    row = server.row(raw.headers["x-tuneloop-id"])
+    assert row["request"]["stop"] == ["a", "<E>", "b", "c"]  # what the app sent, kept
+    assert row["route"]["stops_dropped"] == ["c"]
+    metrics = server.http().get("/metrics").text
+    assert any(line.startswith("tuneloop_stops_dropped_total{") and "chat-stop" in line
+               and line.endswith(" 1.0") for line in metrics.splitlines())
