@@ -112,6 +112,12 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
                           expired=expired)
 
 
+def _found_worse(verdict: CanaryVerdict, canary: dict[str, Any], cfg: CanaryConfig) -> bool:
+    counted = canary.get("votes", 0) >= cfg.min_feedback
+    return any(t.decision == "worse" for t in verdict.tests
+               if t.metric != "thumbs_down" or counted)
+
+
 def watch_step(ctx: StepContext) -> StepResult:
     alias, candidate = ctx.config.alias, ctx.state["fine_tuned_model"]
     cfg = ctx.config.canary
@@ -142,7 +148,12 @@ def watch_step(ctx: StepContext) -> StepResult:
         detail["stable_before"] = history
     if verdict.verdict == "rollback":
         ctx.client.rollback(alias, verdict=verdict.to_json())
-        return end("rolled_back", reasons=list(verdict.reasons), **detail)
+        # undecided at max_hours, never found worse: a later run on the same data may re-open
+        # it once (exporter/cycle_unchanged.py)
+        undecided = age >= timedelta(hours=cfg.max_hours) and not _found_worse(verdict, canary, cfg)
+        return StepResult(None, state={"rolled_back_undecided": undecided},
+                          detail={"reasons": list(verdict.reasons), **detail},
+                          outcome="rolled_back")
     if verdict.verdict == "promote":
         ctx.client.promote(alias, candidate, canary=100, verdict=verdict.to_json())
         return end("promoted", **detail)

@@ -129,7 +129,7 @@ def export_step(ctx: StepContext) -> StepResult:
         return rejected(exc.message, exc.problems if isinstance(exc, RuleViolations) else {})
     force = ctx.force or bool(ctx.state.get("force"))
     same = same_data(ctx.client, ctx.config.name, cfg.name, result.manifest, ctx.run["id"],
-                     ctx.config.finetune.model_dump(mode="json"), force=force)
+                     ctx.config.model_dump(mode="json"), force=force)
     if same is not None and same.trained_by is not None:  # decided before: nothing to do
         shutil.rmtree(result.path, ignore_errors=True)
         return StepResult(None, detail={"same_data_as": same.trained_by,
@@ -148,6 +148,9 @@ def export_step(ctx: StepContext) -> StepResult:
     if same is not None and same.resume_from is not None:  # its job, not a second one
         after, taken = resumed(same.resume_from, bool(ctx.config.evaluate.checkpoints))
         state |= taken
+        if same.start is not None:  # a decided run's model, never found worse: judged again
+            after = same.start
+            state |= {"reopened_from": same.resume_from["id"]}
     return StepResult(after, state=state,
                       detail={"counts": manifest["counts"], "billing": manifest["billing"],
                               **({"message": same.message} if same else {}),

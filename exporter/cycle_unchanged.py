@@ -6,7 +6,12 @@ AND the same training settings (`[finetune]` provider, base_model, method, suffi
 hyperparameters). The newest earlier run of the cycle that started a job on the same training
 decides what a new run does:
 - it reached a decision (`promoted`, `not_promoted`, `rolled_back`, `superseded`): the run
-  ends `unchanged`, nothing to train;
+  ends `unchanged`, nothing to train, except where the model was never found worse
+  (`rejudged`): after `not_promoted`, when `[evaluate]` or `[canary]` changed since, the run
+  evaluates that model again; after a canary rolled back *undecided* at `max_hours`, the run
+  opens its canary again (evaluating it first when `[evaluate]` changed), once per data and
+  settings: a re-opened canary that expires undecided again ends later runs `unchanged`
+  until the data or the settings change (no churn);
 - it failed after starting its job (a step kept failing: the evaluation, the checkpoints, the
   canary, or following the job): the run resumes from that job (`resume_from`): it follows
   the job if it has no model yet, else evaluates the trained model (its checkpoints first
@@ -39,6 +44,9 @@ TRAINING_SETTINGS = ("provider", "base_model", "method", "suffix", "seed", "hype
 RESUMED_STATE = ("job_id", "fine_tuned_model", "serving", "estimated_cost_usd")
 
 
+JUDGEMENT_SECTIONS = ("evaluate", "canary")
+
+
 @dataclass(frozen=True)
 class SameData:
     message: str
@@ -46,6 +54,7 @@ class SameData:
     resume_from: Mapping[str, Any] | None = None  # an earlier run whose job to pick up
     path: str | None = None  # a directory holding these files (the fresh one is removed)
     manifest: Mapping[str, Any] | None = None  # that directory's manifest
+    start: str | None = None  # a decided run's model judged again: the step to start at
 
 
 def data_key(manifest: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -101,6 +110,36 @@ def resumed(run: Mapping[str, Any], checkpoints: bool) -> tuple[str, dict[str, A
     return ("checkpoints" if checkpoints else "evaluate"), taken
 
 
+def judgement(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The `[evaluate]` and `[canary]` settings of a run's config: how a model is judged."""
+    return {name: config.get(name) for name in JUDGEMENT_SECTIONS}
+
+
+def rejudged(run: Mapping[str, Any], now: Mapping[str, Any], checkpoints: bool
+             ) -> tuple[str, str] | None:
+    """Where a new run on `run`'s training judges its model again, and why, or None (then
+    `unchanged`): the model was never found worse (not promoted by a gate since changed, or
+    its canary rolled back undecided at max_hours) and this is the first time for these
+    settings. `now`: the new run's config."""
+    state = run.get("state") or {}
+    model = state.get("fine_tuned_model")
+    if not model:
+        return None
+    changed = judgement(run.get("config") or {}) != judgement(now)
+    if run.get("outcome") == "not_promoted" and changed:
+        return (("checkpoints" if checkpoints else "evaluate"),
+                f"[evaluate] or [canary] changed since run {run['id']} ended not_promoted: "
+                f"evaluating its model {model} again, not training again")
+    if run.get("outcome") == "rolled_back" and state.get("rolled_back_undecided") \
+            and (changed or not state.get("reopened_from")):
+        evaluate_changed = (run.get("config") or {}).get("evaluate") != now.get("evaluate")
+        step = ("checkpoints" if checkpoints else "evaluate") if evaluate_changed else "canary"
+        return (step, f"run {run['id']}'s canary of {model} was rolled back undecided at "
+                      "max_hours (never found worse): opening its canary again, once for this "
+                      "data and these settings, not training again")
+    return None
+
+
 def _directory(path: Any, key: tuple[str | None, str | None]) -> Mapping[str, Any] | None:
     """The manifest of the export at `path` when it is there and holds these files."""
     if not isinstance(path, str) or not Path(path).is_dir():
@@ -113,17 +152,28 @@ def _directory(path: Any, key: tuple[str | None, str | None]) -> Mapping[str, An
 
 
 def same_data(client: AdminClient, cycle: str, dataset: str, manifest: Mapping[str, Any],
-              run_id: str, finetune: Mapping[str, Any], *, force: bool = False
+              run_id: str, config: Mapping[str, Any], *, force: bool = False
               ) -> SameData | None:
+    """`config`: the new run's (JSON) config."""
     key = data_key(manifest)
+    finetune = config.get("finetune") or {}
     earlier = None if force else last_training(client, cycle, key, training_key(finetune),
                                                run_id)
+    again = None if earlier is None or not decided(earlier) else rejudged(
+        earlier, config, bool((config.get("evaluate") or {}).get("checkpoints")))
+    if earlier is not None and again is not None:
+        found = _directory((earlier.get("state") or {}).get("export_path"), key)
+        return SameData(again[1], resume_from=earlier, start=again[0],
+                        path=earlier["state"]["export_path"] if found else None,
+                        manifest=found)
     if earlier is not None and decided(earlier):
         state = earlier.get("state") or {}
         return SameData(f"the data and the training settings have not changed since run "
                         f"{earlier['id']}, which trained {state.get('fine_tuned_model')} on "
                         f"them and ended {earlier['outcome']}: no new dataset version or "
-                        "export directory written, nothing to train (--force trains again)",
+                        "export directory written, nothing to train (--force trains again; a "
+                        "changed [evaluate] or [canary] judges a model never found worse "
+                        "again)",
                         trained_by=earlier["id"])
     resume = earlier if earlier is not None and resumable(earlier) else None
     if resume is not None:

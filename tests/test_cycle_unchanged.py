@@ -115,3 +115,54 @@ def test_a_job_whose_run_failed_while_following_it_is_followed_again_not_retrain
     assert picked.run["state"]["resumed_from"] == first.run["id"], picked.message
     assert picked.run["step"] == "watch" and len(loop.upstream.state.jobs) == 1
     assert picked.run["state"]["job_id"] == first.run["state"]["job_id"]
+
+
+def test_a_canary_rolled_back_undecided_is_opened_again_once_without_training(
+        loop: ProxyServer, tmp_path: Path) -> None:  # noqa: F811
+    """r14b #3: a flawless canary on a quiet alias expires at max_hours and is rolled back
+    undecided. On main every later run on the same data ended `unchanged` for good (only
+    --force, a new paid job, helped); now the next run opens the same model's canary again,
+    once for this data and these settings, and after a second undecided expiry the cycle is
+    `unchanged` (no churn) until the data or the settings change."""
+    import time
+    the_current_model_is_worse(loop)
+    cfg = config(tmp_path, canary={"percent": 10, "min_requests": 100, "max_hours": 0.0005})
+    first = run(loop, cfg)
+    assert first.status == "active" and first.run["step"] == "watch", first.message
+    model = first.run["state"]["fine_tuned_model"]
+    time.sleep(2)  # past max_hours (1.8 s) with no canary traffic
+    expired = run(loop, cfg)
+    assert expired.run["outcome"] == "rolled_back" and expired.run["state"][
+        "rolled_back_undecided"] is True, expired.message
+
+    again = run(loop, cfg)
+    assert again.status == "active" and again.run["step"] == "watch", again.message
+    assert again.run["state"]["reopened_from"] == expired.run["id"]
+    assert again.run["state"]["fine_tuned_model"] == model
+    assert len(loop.upstream.state.jobs) == 1  # no retraining
+    exported = next(s for s in loop.admin().cycle_run(again.run["id"])["steps"]
+                    if s["step"] == "export" and s["status"] == "done")
+    assert "rolled back undecided at max_hours" in exported["detail"]["message"]
+    assert {t["model"]: t["weight"] for t in loop.admin().routes()[ALIAS]["targets"]}[model] == 10
+
+    time.sleep(2)
+    assert run(loop, cfg).run["outcome"] == "rolled_back"
+    settled = run(loop, cfg)  # the re-opened canary expired undecided too: no third time
+    assert settled.run["outcome"] == "unchanged", settled.message
+    assert len(loop.upstream.state.jobs) == 1
+
+
+def test_a_model_not_promoted_by_a_gate_since_relaxed_is_evaluated_again(
+        loop: ProxyServer, tmp_path: Path) -> None:  # noqa: F811
+    """r14b #3: not promoted by too strict a gate; the engineer relaxes `[evaluate]`: the next
+    run evaluates the trained model again (on main: `unchanged` for good), no second job."""
+    the_current_model_is_worse(loop)
+    strict = run(loop, config(tmp_path, evaluate={"min_discordant": 50}))
+    assert strict.run["outcome"] == "not_promoted", strict.message
+    assert run(loop, config(tmp_path, evaluate={"min_discordant": 50})).run["outcome"] \
+        == "unchanged"
+    relaxed = run(loop, config(tmp_path))
+    assert relaxed.status == "active" and relaxed.run["step"] == "watch", relaxed.message
+    assert relaxed.run["state"]["reopened_from"] == strict.run["id"]
+    assert relaxed.run["state"]["fine_tuned_model"] == strict.run["state"]["fine_tuned_model"]
+    assert len(loop.upstream.state.jobs) == 1
