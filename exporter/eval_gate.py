@@ -6,7 +6,9 @@ The candidate passes when all of these hold:
 - the margin's lower confidence bound (the point margin with `gate = "point"`) is above 0 and
   at least `margin`;
 - at most `max_error_share` of the examples have a failed request on either side (judge: a
-  failed judgement too); failures are no evidence either way, and many of them hide the rest;
+  failed judgement too): many of them hide the rest. The candidate's failures also count
+  against it in the scores (a wrong answer; judge: a loss); the baseline's are no evidence
+  either way (the pair is left out, exporter/eval_report.py);
 - judge: at least `min_decided` pairs were decided (a win or a loss; ties and errors are not);
 - other scorers: at least `min_discordant` examples where the two models scored differently,
   and for 0/1 scores of a mean or accuracy, the exact McNemar test agrees: the Clopper-Pearson

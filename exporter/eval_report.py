@@ -6,10 +6,11 @@ function `module:function` taking (prediction, reference), or `classification`: 
 task (the export names the positive class) precision, recall, F1, accuracy, AUROC and AUPRC
 at the chosen threshold, using the positive class's probability from the first token's
 logprobs when the model returns them, else the predicted label; for more classes, accuracy
-and macro F1 (exporter/eval_scores.py). An example with a failed request on either side is
-left out of every score, the margin and its test (a baseline that failed is no evidence that
-the candidate is better, as with the judge); `paired` counts them for the gate's
-max_error_share.
+and macro F1 (exporter/eval_scores.py). An example whose baseline request failed is left out
+of every score, the margin and its test (a baseline that failed is no evidence that the
+candidate is better, as with the judge); a candidate's failed request where the baseline
+answered is the candidate's wrong answer (scored 0: a model that fails is worse, not excused);
+`paired` counts failures on either side for the gate's max_error_share.
 `judge`: a judge model compares the two answers (exporter.judge); the candidate's score is its
 win rate over the decided pairs, the baseline's the rest.
 
@@ -125,8 +126,11 @@ class EvalReport:
         if self.pairwise is not None:
             p = self.pairwise
             kinds = ", ".join(f"{k} {v}" for k, v in p.get("errors_by_kind", {}).items() if v)
-            lines.append(f"  judge     {p['judge']}: {p['wins']} wins, {p['losses']} losses, "
-                         f"{p['ties']} ties, {p['errors']} errors{f' ({kinds})' if kinds else ''}"
+            lost = (f" ({p['candidate_failed']} of them failed requests)"
+                    if p.get("candidate_failed") else "")
+            lines.append(f"  judge     {p['judge']}: {p['wins']} wins, {p['losses']} losses"
+                         f"{lost}, {p['ties']} ties, {p['errors']} errors"
+                         f"{f' ({kinds})' if kinds else ''}"
                          f"; win rate {p['win_rate']:.4f} {_interval(p['interval'])} over "
                          f"{p.get('judged', p['decided'])} judged pairs, ties as half "
                          f"(exact Clopper-Pearson on {p['decided']} decided pairs), sign test "
@@ -140,9 +144,11 @@ class EvalReport:
                          f"on {q['candidate_better']}, baseline on {q['baseline_better']}){exact}")
             if q.get("failed"):
                 lines.append(f"  failed    {q['failed']} of {self.examples} examples have a "
-                             f"failed request (either side): left out of every score, the "
-                             f"margin and the test (no evidence either way); scored on the "
-                             f"{q.get('compared', self.examples - q['failed'])} both answered")
+                             f"failed request (either side); the candidate's "
+                             f"{q.get('candidate_failed', 0)} count as wrong answers, the "
+                             f"{q.get('left_out', q['failed'])} the baseline failed are left "
+                             f"out (no evidence either way); scored on "
+                             f"{q.get('compared', self.examples - q['failed'])}")
         if self.differences_total and shown > 0:
             lines.append(f"  {self.differences_total} examples answered differently; "
                          f"the first {min(shown, len(self.differences))}:")
@@ -184,27 +190,29 @@ class Stats:
 
 
 def _answered(answers: Mapping[str, Sequence[Answer]]) -> list[int]:
-    """The examples both models answered: the only evidence. A failed request on either side
-    (the baseline's as much as the candidate's) says nothing of which model is better."""
-    return [i for i, pair in enumerate(zip(answers["candidate"], answers["baseline"],
-                                           strict=True))
-            if all(a.text is not None for a in pair)]
+    """The examples the baseline answered: the evidence. The candidate's failed request there
+    is its wrong answer (scored 0: a model that fails in production is worse, r14b #1); a
+    failed baseline request says nothing of which model is better, so that pair is left out."""
+    return [i for i, answer in enumerate(answers["baseline"]) if answer.text is not None]
 
 
 def _paired(scored: Mapping[str, Sequence[float]], examples: int, scoring: Scoring,
-            confidence: float) -> dict[str, Any]:
-    """Over the `scored` pairs (both answered, out of `examples`): the discordant examples;
-    for 0/1 scores of a mean or accuracy, the exact McNemar test and the Clopper-Pearson
-    interval of P(candidate better | discordant); the pairs left out for a failed request."""
+            confidence: float, failed: int, candidate_failed: int) -> dict[str, Any]:
+    """Over the `scored` pairs (the baseline answered, out of `examples`): the discordant
+    examples; for 0/1 scores of a mean or accuracy, the exact McNemar test and the
+    Clopper-Pearson interval of P(candidate better | discordant); the examples with a failed
+    request on either side (`failed`, for max_error_share), the candidate's failures (scored
+    as wrong answers) and the pairs left out for the baseline's."""
     pairs = list(zip(scored["candidate"], scored["baseline"], strict=True))
     better = sum(c > b for c, b in pairs)
     worse = sum(c < b for c, b in pairs)
-    failed = examples - len(pairs)
     binary = scoring.metric in ("mean", "accuracy") and all(v in (0.0, 1.0) for p in pairs
                                                              for v in p)
     out: dict[str, Any] = {"compared": len(pairs), "discordant": better + worse,
                            "candidate_better": better, "baseline_better": worse,
-                           "failed": failed, "error_share": failed / examples if examples else 0.0,
+                           "failed": failed, "left_out": examples - len(pairs),
+                           "candidate_failed": candidate_failed,
+                           "error_share": failed / examples if examples else 0.0,
                            "p_value": None, "interval": None}
     if binary and pairs:
         out["p_value"] = sign_test(better, worse)
@@ -218,7 +226,8 @@ def _bootstrap(scoring: Scoring, cases: Sequence[EvalCase],
                                       list[float] | None, dict[str, Any]]:
     """Each model's summary with its intervals, its per-example scores (for showing), the
     margin's interval, and the paired counts. Scores, intervals and the test are over the
-    examples both models answered; the others are counted (max_error_share) and left out."""
+    examples the baseline answered (the candidate's failures there scored as wrong answers);
+    the others are left out; failures on either side are counted (max_error_share)."""
     kept = _answered(answers)
     kept_cases = [cases[i] for i in kept]
     kept_answers = {role: [answers[role][i] for i in kept] for role in models}
@@ -246,8 +255,11 @@ def _bootstrap(scoring: Scoring, cases: Sequence[EvalCase],
         margin_interval = list(percentile(sampled["candidate"][scoring.metric]
                                           - sampled["baseline"][scoring.metric],
                                           stats.each))
+    failed = sum(any(answers[role][i].text is None for role in models)
+                 for i in range(len(cases)))
+    candidate_failed = sum(a.text is None for a in answers["candidate"])
     paired = _paired({role: scores[role][2] if scores else [] for role in models},
-                     len(cases), scoring, stats.each)
+                     len(cases), scoring, stats.each, failed, candidate_failed)
     left_out = sorted(set(range(len(cases))) - set(kept))
     shown = {role: [0.0] * len(cases) for role in models}
     for role in models:  # where both answered, the same numbers as decided on

@@ -2,9 +2,10 @@
 `module:function`, `classification`, `judge`), each model's metrics over a set of examples,
 and a 0..1 score per example.
 
-Only examples that both models answered are scored for the comparison (exporter.eval_report
-leaves the others out: a failed request is no evidence either way); `example_scores` still
-gives a failed answer 0 for the report's list of differences.
+Only examples the baseline answered are scored for the comparison (exporter.eval_report
+leaves the others out: a failed baseline request is no evidence either way); there, the
+candidate's failed request scores as a wrong answer (0; for classification, the wrong label),
+and `example_scores` gives a failed answer 0 for the report's list of differences.
 """
 
 from __future__ import annotations

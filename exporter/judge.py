@@ -2,11 +2,13 @@
 validation example, through the proxy as evaluation traffic (tagged `eval-judge`), in both
 orders (see `exporter.judge_prompt`).
 
-A pair needs no judge when an answer failed or when both answers are the same (a tie). A
-failed request, on either side, makes the pair an `error` (`candidate_failed`,
-`baseline_failed`, `both_failed`): a baseline that failed is no evidence that the candidate is
-better. A judge reply that is not the JSON verdict asked for is asked once more; unparseable
-twice, or a judge request that failed after its retries, is an error too (`judge_failed`).
+A pair needs no judge when an answer failed or when both answers are the same (a tie). The
+candidate's failed request where the baseline answered is a loss (`how: candidate_failed`): a
+model that fails is worse, not excused (r14b #1). A failed baseline request makes the pair an
+`error` (`baseline_failed`, `both_failed`): a baseline that failed is no evidence that the
+candidate is better. A judge reply that is not the JSON verdict asked for is asked once
+more; unparseable twice, or a judge request that failed after its retries, is an error too
+(`judge_failed`).
 An error counts neither as a win nor as a loss; the report counts them by kind and the gate
 refuses a run with too many (exporter/eval_gate.py). Every judgement (each order's verdict,
 reason and interaction id) is kept in the report.
@@ -75,7 +77,7 @@ def settled(candidate: Answer, baseline: Answer) -> tuple[Outcome | Literal["err
     if candidate.text is None and baseline.text is None:
         return "error", "both_failed"
     if candidate.text is None:
-        return "error", "candidate_failed"
+        return "baseline", "candidate_failed"  # a loss: the baseline answered, it did not
     if baseline.text is None:
         return "error", "baseline_failed"
     if normalize_answer(candidate.text) == normalize_answer(baseline.text):
@@ -143,7 +145,7 @@ async def judge_pairs(client: openai.AsyncOpenAI, spec: JudgeSpec, cases: Sequen
     return list(await asyncio.gather(*(pair(i) for i in range(len(cases)))))
 
 
-ERROR_KINDS = ("candidate_failed", "baseline_failed", "both_failed", "judge_failed")
+ERROR_KINDS = ("baseline_failed", "both_failed", "judge_failed")
 
 
 def pairwise_summary(judgements: Sequence[Mapping[str, Any]],
@@ -163,6 +165,7 @@ def pairwise_summary(judgements: Sequence[Mapping[str, Any]],
     return {**count, "decided": decided, "judged": judged, "pairs": len(judgements),
             "errors_by_kind": {kind: sum(j["outcome"] == "error" and j["how"] == kind
                                          for j in judgements) for kind in ERROR_KINDS},
+            "candidate_failed": sum(j["how"] == "candidate_failed" for j in judgements),
             "error_share": count["errors"] / len(judgements) if judgements else 0.0,
             "win_rate": rate,
             "interval": [0.5 + share * (p_low - 0.5), 0.5 + share * (p_high - 0.5)],

@@ -317,6 +317,8 @@ class Exchange:
         """An error of the proxy's own, OpenAI-shaped; logged once the request was valid."""
         logged = False
         if self.capture is not None:
+            if self.capture.route is not None:  # the canary's error test tells who answered
+                self.capture.route["answered_by"] = "proxy"
             kind = finish or ("timeout" if isinstance(exc, UpstreamTimeout) else "upstream_error")
             logged = self.log(status=exc.status_code, response=exc.to_openai(), finish=kind,
                               error=exc.message)

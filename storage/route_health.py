@@ -2,9 +2,14 @@
 
 A request counts for the target the route drew for it (`route.primary`, or `route.target`
 for rows logged before the proxy recorded the primary). It is an error when the upstream
-answered 5xx, timed out or cut the answer, or when the drawn target failed and a fallback
-served it (`route.attempt > 0`). 4xx answers (bad requests, rate limits) are the caller's or
-the account's, not the model's, and don't count. Latency is over the answers below 400.
+answered 4xx or 5xx, timed out or cut the answer, or when the drawn target failed and a fallback
+served it (`route.attempt > 0`). Upstream 4xx answers count too (a fine-tuned model that was
+deleted, not deployed, refuses a parameter or is rate limited answers 400/404/429 to every
+request): the verdict compares the arms, so an app's own bad requests, which every target
+refuses alike, raise both arms' rates alike. A 4xx the proxy answered itself after it chose
+the target (its row's `route.answered_by` is `proxy`, proxy/exchange.py) never counts: it
+says nothing about the target; the proxy's checks before routing (keys, body size, JSON)
+log no routed row at all. Latency is over the answers below 400.
 Evaluation and synthetic traffic never count. A request users rated is a thumbs-down when
 the mean of its feedback scores is below 0 (`rated_requests`, `thumbs_down`: for people).
 
@@ -47,7 +52,7 @@ _HEALTH_SQL = """
 WITH q AS (
     SELECT id,
            coalesce(route ->> 'primary', route ->> 'target') AS target,
-           status_code, finish, latency_ms,
+           status_code, finish, latency_ms, route ->> 'answered_by' AS answered_by,
            coalesce({attempt}, 0) AS attempt, coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
@@ -57,7 +62,8 @@ WITH q AS (
       AND created_at < ?
 ), r AS (
     SELECT *, CASE WHEN status_code >= 500 OR finish IN ('timeout', 'upstream_cut')
-                        OR attempt > 0 THEN 1 ELSE 0 END AS failed
+                        OR attempt > 0 OR (status_code >= 400 AND answered_by IS NULL)
+                   THEN 1 ELSE 0 END AS failed
     FROM q
 ), rated AS (
     SELECT fb.interaction_id, avg(fb.score) AS mean

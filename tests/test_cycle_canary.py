@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 from click.testing import CliRunner
 
 from exporter.cycle_watch import run_schedule, watch_canary
@@ -107,8 +108,14 @@ def test_the_watcher_promotes_a_clearly_better_canary_before_the_next_run(
         "interval_s": 3600.0, "watch_s": cfg.canary.watch_seconds, "stop": stop})
     schedule.start()
     try:
+        # traffic only after the scheduled run looked (on a loaded machine a late run would
+        # see the traffic and decide itself, leaving the watcher "no open canary")
+        started = time.monotonic() + 60
+        while not runs and time.monotonic() < started:
+            time.sleep(0.05)
+        assert runs and runs[0].status == "active", runs
         ask(loop, 120)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(o.status == "finished" for o in looks):
             time.sleep(0.05)
     finally:
@@ -232,3 +239,50 @@ def test_a_starved_baseline_is_judged_against_its_traffic_before_the_canary(
     [errors, _] = loop.admin().route_history(ALIAS)[0]["detail"]["verdict"]["tests"]
     assert errors["baseline"] == "history" and errors["baseline_n"] == 30, errors
     assert errors["decision"] == "worse"
+
+
+def ask_refused(proxy: ProxyServer, count: int, start: int = 0) -> int:
+    """`count` alias requests, where 4xx and 5xx answers are expected: how many were refused."""
+    client, refused = proxy.openai(), 0
+    for n in range(start, start + count):
+        try:
+            client.chat.completions.create(
+                model=ALIAS, messages=[{"role": "user", "content": f"Where is order {n}?"}])
+        except openai.APIStatusError:
+            refused += 1
+    return refused
+
+
+@pytest.mark.parametrize("status", [400, 404])
+def test_a_canary_refusing_every_request_with_a_4xx_is_rolled_back(
+        loop: ProxyServer, tmp_path: Path, status: int) -> None:
+    """A deleted, undeployed or parameter-refusing fine-tune answers 4xx to every request: the
+    upstream's 4xx answers are the canary's errors (they were not: promoted, r14b #1)."""
+    cfg, model = open_canary(loop, tmp_path, percent=10)
+    loop.upstream.state.fail_containing[model] = status
+    sent, outcome = 0, None
+    while sent < 600:
+        ask_refused(loop, 50, start=sent)
+        sent += 50
+        wait_ingested(loop, sent)
+        outcome = run(loop, cfg)
+        if outcome.status == "finished":
+            break
+    assert outcome is not None and outcome.run["outcome"] == "rolled_back", outcome.message
+    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
+    [errors, _] = loop.admin().route_history(ALIAS)[0]["detail"]["verdict"]["tests"]
+    assert errors["metric"] == "errors" and errors["decision"] == "worse"
+
+
+def test_4xx_answers_for_every_target_do_not_roll_the_canary_back(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    """An app's bad requests (here, every one) are refused by both arms alike: no rollback."""
+    cfg, model = open_canary(loop, tmp_path, min_requests=5)
+    loop.upstream.state.fail_containing["Where is order"] = 400
+    assert ask_refused(loop, 200) == 200
+    wait_ingested(loop, 200)
+    outcome = run(loop, cfg)
+    assert outcome.run.get("outcome") != "rolled_back", outcome.message
+    assert model in {t["model"] for t in loop.admin().routes()[ALIAS]["targets"]}
+    rows = loop.admin().route_health(ALIAS, since="2000-01-01T00:00:00Z")["targets"]
+    assert rows and all(r["errors"] == r["requests"] for r in rows), rows

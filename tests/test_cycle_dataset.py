@@ -45,6 +45,10 @@ def test_a_rejected_dataset_fails_the_cycle_and_says_how_to_fix_it(
     assert "ended: dataset_rejected" in text and bad in text
     assert f"separator_in_prompt ({bad}): the prompt contains the separator" in text
     assert "set `skip_invalid = true` under [dataset]" in text
+    # the progress hint on stderr (rich) keeps `[dataset]` too: it was read as a style tag
+    assert "under in the cycle's config" not in text
+    assert text.count("under [dataset] in the cycle's config") == text.count(
+        "in the cycle's config"), text
     [run] = proxy.admin().cycle_runs("legacy")
     last = proxy.admin().cycle_run(run["id"])["steps"][-1]
     assert last["detail"]["problems"] == {"separator_in_prompt": [bad]}

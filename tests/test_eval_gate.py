@@ -78,10 +78,10 @@ def test_a_clear_judged_winner_passes() -> None:
     assert report.margin_lower == pytest.approx(20 / 25 * (2 * low - 1))
 
 
-def test_a_failure_on_either_side_is_an_error_never_a_win() -> None:
+def test_a_failure_is_never_a_win() -> None:
     ok, failed = Answer("fine", None, None), Answer(None, "400 bad", None)
     assert settled(ok, failed) == ("error", "baseline_failed")
-    assert settled(failed, ok) == ("error", "candidate_failed")
+    assert settled(failed, ok) == ("baseline", "candidate_failed")  # a loss
     assert settled(failed, failed) == ("error", "both_failed")
     report = judged_report(wins=20, losses=0, ties=0, errors=3)  # 3 of 23 pairs: 13%
     assert report.pairwise is not None
@@ -192,5 +192,69 @@ def test_equal_models_with_a_failing_baseline_are_not_promoted(scorer: str) -> N
     assert report.paired["discordant"] == 0 and report.margin == 0
     assert report.models["baseline"]["errors"] == 10
     assert not any("max_error_share" in reason for reason in decision.reasons)  # 8.9%
-    assert "failed    10 of 112 examples have a failed request (either side): left out" \
+    assert "failed    10 of 112 examples have a failed request (either side); the " \
+        "candidate's 0 count as wrong answers, the 10 the baseline failed are left out" \
         in report.render()
+
+
+@pytest.mark.parametrize("scorer", ["exact", "classification", "classification_multi"])
+def test_a_candidate_failing_9_percent_is_not_promoted(scorer: str) -> None:
+    """The candidate's request fails on 18 of 200 examples (9%, under max_error_share) that the
+    baseline got right, and it is right on 20 others the baseline got wrong: counting a failure
+    as a wrong answer it is no better (142 vs 140 right; McNemar 20-18). Its failures count
+    against it (r14b #1: left out as "no evidence" they made it a clear winner, 20-0)."""
+    labels = ["yes", "no"] if scorer == "classification" else ["yes", "no", "maybe"]
+    all_cases = [EvalCase(i, [{"role": "user", "content": f"q{i}"}], f"q{i}",
+                          labels[i % len(labels)] if scorer != "exact" else f"a{i}")
+                 for i in range(200)]
+
+    def wrong(case: EvalCase) -> Answer:
+        other = labels[(labels.index(case.reference) + 1) % len(labels)] \
+            if scorer != "exact" else "wrong"
+        return Answer(other, None, None)
+
+    right = [Answer(c.reference, None, None) for c in all_cases]
+    baseline = [wrong(c) if 18 <= i < 38 or i >= 160 else right[i]
+                for i, c in enumerate(all_cases)]
+    candidate = [Answer(None, "400 context_length_exceeded", None) if i < 18
+                 else wrong(c) if i >= 160 else right[i] for i, c in enumerate(all_cases)]
+    manifest = {"classification": {"labels": dict.fromkeys(labels, 1),
+                                   "positive_class": "yes"}} if scorer != "exact" else {}
+    scoring = make_scoring("classification" if scorer != "exact" else "exact", 0.5, None,
+                           manifest)
+    report = build_report("ev_c", "d", all_cases, {"candidate": candidate, "baseline": baseline},
+                          MODELS, scoring, 5)
+    decision = gate_decision(report, GateRules())
+    assert not decision.passed, report.render()
+    assert report.paired is not None
+    assert (report.paired["failed"], report.paired["compared"]) == (18, 200)
+    assert (report.paired["candidate_better"], report.paired["baseline_better"]) == (20, 18)
+    assert report.models["candidate"]["errors"] == 18
+    assert "the candidate's 18 count as wrong answers, the 0 the baseline failed are left " \
+        "out" in report.render()
+    # the same candidate without its failures (right there) is a clear winner
+    fixed = [right[i] if i < 18 else a for i, a in enumerate(candidate)]
+    clear = build_report("ev_c2", "d", all_cases, {"candidate": fixed, "baseline": baseline},
+                         MODELS, scoring, 5)
+    assert gate_decision(clear, GateRules()).passed, clear.render()
+
+
+def test_a_judged_candidates_failed_request_is_a_loss() -> None:
+    """Judge: the candidate's failed request where the baseline answered is a loss, not an
+    error (15 wins, 3 judged losses and 7 failed requests: 15-10, not a clear 15-3)."""
+    failed, ok = Answer(None, "404 model not found", None), Answer("fine", None, None)
+    outcome, how = settled(failed, ok) or ("", "")
+    judgements = ([judgement("candidate")] * 15 + [judgement("baseline")] * 3
+                  + [judgement("tie")] * 60 + [judgement(outcome, how)] * 7)
+    n = len(judgements)
+    answers = {"candidate": [failed if i >= n - 7 else ok for i in range(n)],
+               "baseline": [ok] * n}
+    pairwise = {"judge": "j", "rubric": "r", **pairwise_summary(judgements, 0.95)}
+    report = build_report("ev_jf", "d", cases(n), answers, MODELS,
+                          make_scoring("judge", 0.5, None, {}), 5, Stats(), pairwise,
+                          judgements)
+    assert report.pairwise is not None
+    assert (report.pairwise["losses"], report.pairwise["errors"]) == (10, 0)
+    assert report.pairwise["candidate_failed"] == 7
+    assert not gate_decision(report, GateRules()).passed
+    assert "10 losses (7 of them failed requests)" in report.render()

@@ -102,8 +102,9 @@ def test_retries_429_and_5xx_with_backoff_then_records_failures(
     report = evaluate(proxy.admin(), data, options, api_key=UPSTREAM_KEY)
     assert report.models["candidate"]["errors"] == 1  # 3 attempts failed, then it gave up
     assert report.models["baseline"]["retries"] == 1 and report.models["baseline"]["errors"] == 0
-    # a failed request is no evidence: left out of the scores (the gate counts it)
-    assert report.margin == 0.0 and report.paired is not None and report.paired["failed"] == 1
+    # the candidate's failed request is its wrong answer (the gate counts it too)
+    assert report.margin < 0 and report.paired is not None and report.paired["failed"] == 1
+    assert report.paired["candidate_failed"] == 1 and report.paired["compared"] == 3
     assert report.differences[0]["candidate"]["error"].startswith("gave up after 3 attempts")
 
 

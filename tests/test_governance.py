@@ -31,12 +31,13 @@ def every_table_mentioning(proxy: ProxyServer, needle: str) -> list[str]:
         "SELECT table_name, column_name FROM information_schema.columns WHERE "
         "table_schema IN ('main', 'public') AND (data_type LIKE 'VARCHAR%' OR data_type LIKE "
         "'%[]' OR data_type IN ('JSON', 'json', 'text', 'character varying', 'ARRAY'))")
-    found = []
-    for table, column in columns:
-        count = proxy.sql(f"SELECT count(*) FROM \"{table}\" WHERE CAST(\"{column}\" AS "
-                          f"VARCHAR) LIKE '%{needle}%'")[0][0]
-        if count:
-            found.append(f"{table}.{column}")
+    if not columns:
+        return []
+    # one query for every column: a query per column took minutes on a loaded CI machine
+    union = " UNION ALL ".join(
+        f"SELECT '{table}.{column}' AS place, count(*) AS n FROM \"{table}\" "
+        f"WHERE CAST(\"{column}\" AS VARCHAR) LIKE '%{needle}%'" for table, column in columns)
+    found = [place for place, n in proxy.sql(f"SELECT place, n FROM ({union}) AS hits") if n]
     return found
 
 

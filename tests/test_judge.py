@@ -147,11 +147,12 @@ def test_failed_answers_and_failed_judge_requests_are_errors_never_wins(
     data = make_export(tmp_path / "qa")
     proxy.upstream.state.model_replies[BASELINE] = "I don't know."
     proxy.upstream.state.judges[JUDGE] = judge = FakeJudge(prefer="echo:")
-    # the candidate's requests fail (400): errors, no judge is asked
+    # the candidate's requests fail (400): losses (the baseline answered), no judge is asked
     report = evaluate(proxy.admin(), data, EvalOptions("fail-400", BASELINE, scorer="judge",
                                                        judge_model=JUDGE, limit=4),
                       api_key=UPSTREAM_KEY)
-    assert report.pairwise is not None and report.pairwise["errors"] == 4
+    assert report.pairwise is not None
+    assert (report.pairwise["losses"], report.pairwise["errors"]) == (4, 0)
     assert judge.asked == 0 and report.judgements is not None
     assert {j["how"] for j in report.judgements} == {"candidate_failed"}
     # the current model's requests fail: no evidence that the candidate is better, no win

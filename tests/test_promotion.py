@@ -188,3 +188,27 @@ def test_cli_promote_and_rollback(proxy: ProxyServer, tmp_path: Path) -> None:
                     "TUNELOOP_ADMIN_TOKEN": None}
     result = runner.invoke(main, [*db, "rollback", "--alias", ALIAS], env=reviewer_env)
     assert result.exit_code == Forbidden.exit_code and "admin token" in result.output
+
+
+def test_health_counts_the_upstreams_4xx_not_the_proxys_own(proxy: ProxyServer) -> None:
+    """An upstream 4xx is the target's error (r14b #1); a 4xx the proxy answered itself after
+    routing (here: embeddings to a litellm provider, refused before any upstream call) says
+    nothing about the target and is marked `answered_by: proxy` in the row's route."""
+    proxy.admin().put_routes({
+        "refused": {"targets": [{"model": "refused-model"}]},
+        "ours": {"targets": [{"model": "claude-3-5-haiku-20241022", "provider": "anthropic"}]},
+    })
+    proxy.upstream.state.fail_containing["refused-model"] = 404
+    with proxy.http() as http:
+        refused = http.post("/v1/chat/completions", json={
+            "model": "refused", "messages": [{"role": "user", "content": "hi"}]})
+        ours = http.post("/v1/embeddings", json={"model": "ours", "input": "hi"})
+    assert refused.status_code == 404 and ours.status_code == 400, (refused.text, ours.text)
+    proxy.wait_logged(2)
+    answered = dict(proxy.sql("SELECT model, route->>'answered_by' FROM interactions"))
+    assert answered == {"refused": None, "ours": "proxy"}
+    since = "2000-01-01T00:00:00Z"
+    [upstream] = proxy.admin().route_health("refused", since=since)["targets"]
+    assert (upstream["requests"], upstream["errors"]) == (1, 1)
+    [own] = proxy.admin().route_health("ours", since=since)["targets"]
+    assert (own["requests"], own["errors"]) == (1, 0)

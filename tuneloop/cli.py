@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from rich.markup import escape
 
 from tuneloop.client import ServerUnreachable
 from tuneloop.commands.checkpoints import checkpoints
@@ -86,16 +87,16 @@ def serve(ctx: click.Context, host: str | None, port: int | None, db: str | None
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if token_file:
-        err_console.print(f"admin token in [bold]{token_file}[/] (mode 0600); CLI commands on "
-                          "this machine read it from there", highlight=False)
+        err_console.print(f"admin token in [bold]{escape(str(token_file))}[/] (mode 0600); "
+                          "CLI commands on this machine read it from there", highlight=False)
     err_console.print(
         f"tuneloop proxy on http://{settings.host}:{settings.port}/v1 → {settings.upstream}, "
-        f"logging to {settings.db_label}", highlight=False,
+        f"logging to {settings.db_label}", highlight=False, markup=False,
     )
     warning = open_relay_warning(settings)
     if warning:
         logging.getLogger("tuneloop.proxy").warning("%s", warning)
-        err_console.print(f"[bold red]{warning}[/]", highlight=False, markup=True)
+        err_console.print(f"[bold red]{escape(warning)}[/]", highlight=False, markup=True)
     try:
         uvicorn.run(create_app(settings), **uvicorn_options(settings))
     except OSError as exc:
@@ -190,7 +191,8 @@ def keys_create(ctx: click.Context, name: str, feedback_relay: bool, api: str | 
     with make_client(ctx, api) as client:
         created = client.create_key(name, feedback_relay=feedback_relay)
     click.echo(created["key"])
-    err_console.print(f"key {created['id']} for {name}: store it now, it is not shown again")
+    err_console.print(f"key {created['id']} for {name}: store it now, it is not shown again",
+                      markup=False)
 
 
 @keys.command("revoke")
@@ -202,7 +204,7 @@ def keys_revoke(ctx: click.Context, key_id: str, api: str | None) -> None:
     """Revoke a key by its id."""
     with make_client(ctx, api) as client:
         client.revoke_key(key_id)
-    err_console.print(f"revoked {key_id}")
+    err_console.print(f"revoked {key_id}", markup=False)
 
 
 @main.group()

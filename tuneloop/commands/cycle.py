@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from tuneloop.commands.common import (
     api_option,
@@ -65,7 +66,8 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, force: bool,
         with make_client(ctx, api) as client:
             outcome = run_cycle(client, config, api_key=key,
                                 providers=lambda name: make_provider(name, settings),
-                                say=lambda text: err_console.print(text, highlight=False),
+                                say=lambda text: err_console.print(escape(text),
+                                                                   highlight=False),
                                 force=force)
         click.echo(f"cycle {config.name}: {outcome.status}: {outcome.message}")
         if (outcome.run or {}).get("outcome") == "dataset_rejected":
@@ -81,7 +83,8 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, force: bool,
             try:
                 fn()
             except TuneloopError as exc:  # keep the schedule; the next run resumes
-                err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+                err_console.print(f"[bold red]error:[/] {escape(exc.message)}",
+                                  highlight=False)
             except Exception:
                 log.exception("cycle failed")
         return call

@@ -27,7 +27,7 @@ COMPACT_TIMEOUT_S = 3600.0
 def _print(deleted: dict[str, int]) -> None:
     for table, count in sorted(deleted.items()):
         if count:
-            err_console.print(f"  {table}: {count}", highlight=False)
+            err_console.print(f"  {table}: {count}", highlight=False, markup=False)
 
 
 def _lineage_ids(directory: Path) -> set[str]:
