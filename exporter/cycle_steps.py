@@ -240,14 +240,15 @@ def current_model(client: AdminClient, alias: str) -> str:
 
 
 def eval_options(cfg: EvaluateConfig, candidate: str, baseline: str,
-                 cycle_run_id: str, comparisons: int = 1) -> EvalOptions:
+                 cycle_run_id: str, comparisons: int = 1, alias: str | None = None
+                 ) -> EvalOptions:
     """The evaluation `[evaluate]` asks for (the judge's model and rubric included);
     `comparisons`: the candidate is the best of that many checkpoints (Bonferroni)."""
     return EvalOptions(candidate, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
                        metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
                        limit=cfg.limit, cycle_run_id=cycle_run_id,
                        judge_model=cfg.judge_model, rubric=load_rubric(cfg.rubric),
-                       confidence=cfg.confidence, comparisons=comparisons)
+                       confidence=cfg.confidence, comparisons=comparisons, alias=alias)
 
 
 def gate_passes(report: EvalReport, cfg: EvaluateConfig) -> bool:
@@ -263,7 +264,8 @@ def evaluate_step(ctx: StepContext) -> StepResult:
     baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
     # the best of K checkpoints, chosen on these same examples, is gated at Bonferroni's level
     options = eval_options(cfg, candidate, baseline, ctx.run["id"],
-                           comparisons=int(ctx.state.get("checkpoints_compared") or 1))
+                           comparisons=int(ctx.state.get("checkpoints_compared") or 1),
+                           alias=ctx.config.alias)
     report = evaluate(ctx.client, Path(ctx.state["export_path"]), options, api_key=ctx.api_key)
     scores = {"eval_run_id": report.run_id, "baseline": baseline, "margin": report.margin,
               "margin_interval": report.margin_interval, "gate": cfg.gate,

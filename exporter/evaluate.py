@@ -76,6 +76,7 @@ class EvalOptions:
     seed: int = SEED  # of the bootstrap
     comparisons: int = 1  # K > 1: the best of K candidates is chosen on these examples, so
     # each interval is at 1 - (1 - confidence) / K (Bonferroni)
+    alias: str | None = None  # the alias evaluated: the baseline gets its transforms there
 
 
 async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: Markers,
@@ -144,18 +145,32 @@ def _stripped(client: AdminClient, manifest: Mapping[str, Any]) -> Stripped | No
     return Stripped(client.prompt_template(named["ref"]), named.get("replacement_system_prompt"))
 
 
-def _route_transforms(client: AdminClient, model: str) -> TargetTransforms | None:
-    """The transforms `model` gets as a route target (the current model of an alias): the
-    same wherever the routes name it, else none (the app's request as sent)."""
-    found: list[tuple[Any, Any, Any]] = []
-    for spec in client.routes().values():
+def _route_transforms(client: AdminClient, model: str,
+                      alias: str | None = None) -> TargetTransforms | None:
+    """The transforms `model` gets as a route target (the current model of an alias): where
+    `alias` routes it when given and it does, else the same wherever the routes name it; none
+    when no route names it (the app's request as sent). Routes that give it different
+    transforms, with no alias to choose by, raise ConfigError: never a silent guess."""
+    found: dict[str, list[tuple[Any, Any, Any]]] = {}
+    for name, spec in client.routes().items():
         for target in [*spec.get("targets", []), *spec.get("fallbacks", [])]:
             if target.get("model") == model:
-                found.append((target.get("transforms") or [], spec.get("prompt_suffix"),
-                              spec.get("stop")))
-    if not found or any(entry != found[0] for entry in found):
+                found.setdefault(name, []).append((
+                    target.get("transforms") or [], spec.get("prompt_suffix"), spec.get("stop")))
+    if alias is not None and alias in found:
+        found = {alias: found[alias]}
+    entries = [entry for name in sorted(found) for entry in found[name]]
+    if not entries:
         return None
-    transforms, separator, stop = found[0]
+    if any(entry != entries[0] for entry in entries):
+        where = ", ".join(sorted(found))
+        raise ConfigError(
+            f"the baseline {model} gets different transforms on {where}"
+            + (f" (and alias {alias!r} does not route it)" if alias is not None
+               else "" if len(found) > 1 else " (as a target and as a fallback)")
+            + ": name the alias evaluated (`tuneloop evaluate --alias A`; a cycle names "
+            "its own) so the baseline is asked as that route asks it")
+    transforms, separator, stop = entries[0]
     refs = {t["template"] for t in transforms if t.get("type") == "strip_template"}
     templates = {ref: client.prompt_template(ref) for ref in refs}
     return TargetTransforms.build(transforms, templates, separator, stop)
@@ -187,14 +202,14 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
     if scoring.judged and not options.judge_model:
         raise ConfigError("the judge scorer needs a judge model (--judge-model, or "
                           "[evaluate] judge_model)")
+    baseline_transforms = _route_transforms(client, options.baseline, options.alias)
     run = client.create_eval_run(candidate=options.candidate, baseline=options.baseline,
                                  scorer=options.scorer, dataset=str(export_dir),
                                  threshold=options.threshold if scoring.classification else None,
                                  cycle_run_id=options.cycle_run_id)
     try:
         asked = asyncio.run(_ask_all(client.api + "/v1", api_key, run["id"], cases, markers,
-                                     options, scoring,
-                                     _route_transforms(client, options.baseline)))
+                                     options, scoring, baseline_transforms))
         _check_key(asked.answers, api_key)
         stats = Stats(options.confidence, options.resamples, options.seed, options.comparisons)
         pairwise = None

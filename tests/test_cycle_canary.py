@@ -108,8 +108,14 @@ def test_the_watcher_promotes_a_clearly_better_canary_before_the_next_run(
         "interval_s": 3600.0, "watch_s": cfg.canary.watch_seconds, "stop": stop})
     schedule.start()
     try:
+        # traffic only after the scheduled run looked (on a loaded machine a late run would
+        # see the traffic and decide itself, leaving the watcher "no open canary")
+        started = time.monotonic() + 60
+        while not runs and time.monotonic() < started:
+            time.sleep(0.05)
+        assert runs and runs[0].status == "active", runs
         ask(loop, 120)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(o.status == "finished" for o in looks):
             time.sleep(0.05)
     finally:

@@ -45,6 +45,9 @@ from tuneloop.errors import ConfigError
 @click.option("--api-key-env", default=None,
               help="Variable holding the key the proxy expects [default OPENAI_API_KEY; "
                    "none: the proxy's own upstream key].")
+@click.option("--alias", default=None,
+              help="The alias evaluated: the baseline is asked with the transforms its route "
+                   "gives it there (needed when routes give it different ones).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @api_option
 @click.pass_context
@@ -53,7 +56,7 @@ def evaluate(ctx: click.Context, export_dir: Path, candidate: str, baseline: str
              threshold: float, metric: str | None, concurrency: int, retries: int,
              limit: int | None, max_tokens: int | None, judge_model: str | None,
              rubric: Path | None, confidence: float, margin: float, api_key_env: str | None,
-             as_json: bool, api: str | None) -> None:
+             alias: str | None, as_json: bool, api: str | None) -> None:
     """Compare a candidate model with a baseline on an export's validation set."""
     from exporter.eval_gate import GateRules, gate_decision, margin_problem
     from exporter.evaluate import EvalOptions
@@ -66,7 +69,7 @@ def evaluate(ctx: click.Context, export_dir: Path, candidate: str, baseline: str
     options = EvalOptions(candidate, baseline, scorer=scorer, threshold=threshold,
                           metric=metric, concurrency=concurrency, retries=retries,
                           limit=limit, max_tokens=max_tokens, judge_model=judge_model,
-                          rubric=load_rubric(rubric), confidence=confidence)
+                          rubric=load_rubric(rubric), confidence=confidence, alias=alias)
     with make_client(ctx, api) as client:
         report = run_evaluation(client, export_dir, options,
                                 api_key=proxy_api_key(settings_from(ctx), api_key_env))
