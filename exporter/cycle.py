@@ -151,8 +151,10 @@ def _drive(ctx: StepContext, config: CycleConfig,
             if not isinstance(exc, TuneloopError):
                 log.exception("cycle %s: step %s failed", config.name, step)
             ctx.run = _record_error(ctx, step, exc, config.max_step_attempts)
-            warning = f"; {unwatched_warning(config.alias, ctx.run)}" if step == "watch" else ""
-            return CycleOutcome("failed" if ctx.run["status"] == "failed" else "error",
+            failed = ctx.run["status"] == "failed"
+            warning = f"; {unwatched_warning(config.alias, ctx.run)}" \
+                if step == "watch" and failed else ""
+            return CycleOutcome("failed" if failed else "error",
                                 ctx.run, f"step {step} failed: {ctx.run['error']}{warning}")
         ctx.run = record_result(ctx, step, result)
         if result.note and not result.wait:

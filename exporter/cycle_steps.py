@@ -7,7 +7,9 @@ add to the run's state, and whether to stop here for now (`wait`: a job still tr
 canary without enough traffic yet); the next cycle resumes that step. Outcomes: `promoted`,
 `rolled_back`, `not_promoted`, `job_failed`, `over_budget`, `unchanged` (the same data and
 training settings as an earlier run that trained a model and reached a decision; one that
-failed after starting its job is picked up instead: exporter/cycle_unchanged.py),
+failed after starting its job is picked up instead, and a model never found worse is judged
+again once when its canary expired undecided or `[evaluate]`/`[canary]` changed:
+exporter/cycle_unchanged.py),
 `dataset_rejected`, `superseded` (someone changed
 the route), `failed` (a step kept failing).
 """

@@ -125,14 +125,15 @@ def rejudged(run: Mapping[str, Any], now: Mapping[str, Any], checkpoints: bool
     model = state.get("fine_tuned_model")
     if not model:
         return None
-    changed = judgement(run.get("config") or {}) != judgement(now)
+    before = run.get("config")  # None: a run from before configs were kept, not a change
+    changed = before is not None and judgement(before) != judgement(now)
     if run.get("outcome") == "not_promoted" and changed:
         return (("checkpoints" if checkpoints else "evaluate"),
                 f"[evaluate] or [canary] changed since run {run['id']} ended not_promoted: "
                 f"evaluating its model {model} again, not training again")
     if run.get("outcome") == "rolled_back" and state.get("rolled_back_undecided") \
             and (changed or not state.get("reopened_from")):
-        evaluate_changed = (run.get("config") or {}).get("evaluate") != now.get("evaluate")
+        evaluate_changed = changed and (before or {}).get("evaluate") != now.get("evaluate")
         step = ("checkpoints" if checkpoints else "evaluate") if evaluate_changed else "canary"
         return (step, f"run {run['id']}'s canary of {model} was rolled back undecided at "
                       "max_hours (never found worse): opening its canary again, once for this "
