@@ -31,8 +31,9 @@ class ProxyMetrics:
             registry=self.registry,
         )
         self.template_mismatches = Counter(
-            "tuneloop_template_mismatches", "Requests to a target with a strip_template "
-            "transform that did not hold the template (sent unstripped).",
+            "tuneloop_template_mismatches", "Requests to a target with transforms that "
+            "did not hold its template, or could not be transformed (malformed, echo): sent "
+            "unstripped (template is empty for a target without strip_template).",
             ["alias", "target", "template"], registry=self.registry,
         )
         self.stops_dropped = Counter(

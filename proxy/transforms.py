@@ -8,11 +8,11 @@ change where a request goes, which key it carries or which headers: only the bod
   request (`tuneloop.prompt_template`; a `/v1/responses` request in its own shape,
   `tuneloop.responses_strip`), since the fine-tuned model learned it.
 - `replace_system_prompt` (`system_prompt`): the request's system prompt is replaced by this
-  one (inserted first when it has none). After `strip_template`, it takes the stripped
-  system prompt's place (a template without one: a request holding its own system message,
-  or `instructions`, is a mismatch `own_system_prompt`, never replaced); after a legacy
-  template's, it is put in front of the stripped prompt
-  (as `export --strip-template --system-prompt` does).
+  one (inserted first when it has none; `/v1/responses`: in `instructions`). After
+  `strip_template`, it takes the stripped system prompt's place (a template without one: a
+  request holding its own system message, or `instructions`, is a mismatch
+  `own_system_prompt`, never replaced); after a legacy template's, it is put in front of the
+  stripped prompt (as `export --strip-template --system-prompt` does).
 - `legacy_separator` (`separator`): legacy completions: appended to each prompt that does not
   already end with it.
 - `stop` (`stop`): the stop sequence always sent on completions and chat requests, merged with
@@ -24,7 +24,9 @@ They apply in that order, whatever their order in the list; a type appears at mo
 When a request does not hold the target's template (the app changed its prompt), the target
 still gets it, unstripped and with its own system prompt (no `strip_template` nor
 `replace_system_prompt`: an instruction the app added must not be thrown away), with the
-separator and stop sequence the model needs; the caller counts and logs it.
+separator and stop sequence the model needs; the caller counts and logs it. A legacy
+request with `echo` (its answer starts with the prompt) is sent unstripped and without the
+separator (a mismatch `echo`), so the app reads back the prompt it sent.
 """
 
 from __future__ import annotations

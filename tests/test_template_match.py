@@ -106,8 +106,10 @@ def test_a_responses_request_is_stripped_in_its_own_shape() -> None:
     assert body == before
     kept = strip_responses(BARE, {"input": "Q: hi", "instructions": "Own."}, None)
     assert kept == {"input": "hi", "instructions": "Own."}
-    assert strip_responses(None, {"input": "hi"}, "S") == {
-        "input": [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}]}
+    assert strip_responses(None, {"input": "hi"}, "S") == {"input": "hi", "instructions": "S"}
+    own = [{"role": "developer", "content": "Own."}, {"role": "user", "content": "hi"}]
+    assert strip_responses(None, {"input": own}, "S") == {
+        "input": [{"role": "developer", "content": "S"}, own[1]]}
     assert strip_responses(None, {"input": "hi", "instructions": "Own."}, "S") == {
         "input": "hi", "instructions": "S"}
 

@@ -6,7 +6,9 @@ kernel and the domain errors.
 Order: strip the template, replace the system prompt, append the legacy separator, add the
 trained stop sequence (always: merged with the app's own stops, see `merged_stop`). A
 request that does not hold the template gets neither of the first two (see
-`Applied.mismatch`); the payload is never modified.
+`Applied.mismatch`); a legacy request with `echo` (its answer starts with the prompt as the
+target got it) gets none of the first three (a mismatch `echo`); the payload is never
+modified.
 """
 
 from __future__ import annotations
@@ -78,18 +80,23 @@ class TargetTransforms:
         """The request for this target (a shallow copy; `payload` is never modified)."""
         changed: dict[str, Any] | None = None
         mismatch: TemplateMismatch | None = None
+        echo = endpoint == "completions" and payload.get("echo") not in (None, False)
         if endpoint == "chat.completions" and (self.template or self.system_prompt):
             messages = payload.get("messages")
             try:
                 if self.template is not None:
                     messages = strip_messages(self.template, messages,  # type: ignore[arg-type]
                                               system_prompt=self.system_prompt)
-                    changed = {**payload, "messages": messages}
-                elif isinstance(messages, list):
+                else:
                     messages = _with_system_prompt(messages, self.system_prompt or "")
-                    changed = {**payload, "messages": messages}
+                changed = {**payload, "messages": messages}
             except TemplateMismatch as exc:
                 mismatch = exc
+        elif echo and (self.template is not None or self.separator):
+            # the app reads its own prompt back at the start of the text: a transformed one
+            # would show it what the target got, so it is sent as the app sent it
+            mismatch = TemplateMismatch("echo returns the prompt: sent as the app sent it, "
+                                        "without the template strip or separator", "echo")
         elif endpoint == "completions" and self.template is not None:
             try:
                 prompt = strip_prompts(self.template, payload.get("prompt"),
@@ -102,7 +109,7 @@ class TargetTransforms:
                 changed = strip_responses(self.template, payload, self.system_prompt)
             except TemplateMismatch as exc:
                 mismatch = exc
-        if self.separator and endpoint == "completions":
+        if self.separator and endpoint == "completions" and not echo:
             current = (changed or payload).get("prompt")
             suffixed = _with_suffix(current, self.separator)
             if suffixed is not current:
@@ -145,9 +152,16 @@ def merged_stop(trained: str | list[str], app: Any) -> tuple[Any, tuple[str, ...
     return merged, tuple(extra[room:])
 
 
-def _with_system_prompt(messages: list[Any], system_prompt: str) -> list[Any]:
-    first = messages[0] if messages else None
-    if isinstance(first, dict) and first.get("role") in SYSTEM_ROLES:
+def _with_system_prompt(messages: Any, system_prompt: str) -> list[Any]:
+    """`replace_system_prompt` without a template. A message list the OpenAI API refuses
+    (not a non-empty list of objects with a string role) is a mismatch `malformed`: the
+    target gets it as sent, so the upstream refuses it as it does the baseline's."""
+    if (not isinstance(messages, list) or not messages
+            or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages)):
+        raise TemplateMismatch("the messages are not a non-empty list of objects with a "
+                               "string role, which the OpenAI API refuses", "malformed")
+    first = messages[0]
+    if first["role"] in SYSTEM_ROLES:
         return [{"role": first["role"], "content": system_prompt}, *messages[1:]]
     return [{"role": "system", "content": system_prompt}, *messages]
 

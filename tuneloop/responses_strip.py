@@ -7,7 +7,9 @@ context; `input` is a string (one user message) or a list of items, a message it
 The request is read as the chat message list it stands for (`instructions` first, then the
 input's messages; other items kept in place and never matched), stripped by the same kernel
 (tuneloop/template_match.py), and written back in its own shape: the template's system prompt
-taken out of `instructions` (a replacement system prompt put there instead), the few-shot items
+taken out of `instructions` (a replacement system prompt put there instead, or put there when
+the request has none; an input that starts with a system message has it replaced there), the
+few-shot items
 and the user prefix/suffix out of `input` (a string input stays a string).
 
 A request whose context is not all in the body can't be shown to hold the template: one with
@@ -54,8 +56,11 @@ def strip_responses(template: PromptTemplate | None, payload: dict[str, Any],
                 raise TemplateMismatch("an input item is neither a message nor a typed item, "
                                        "which the OpenAI API refuses", "malformed")
             items.append(item)
+    elif source is None:
+        raise TemplateMismatch("the request has no input", "input")
     else:
-        raise TemplateMismatch("the request has no input", "messages")
+        raise TemplateMismatch("input is neither a string nor a list, which the OpenAI API "
+                               "refuses", "malformed")
     head = {"role": "system", "content": instructions} if instructions is not None else None
     messages = [head, *items] if head is not None else items
     if template is not None:
@@ -66,7 +71,13 @@ def strip_responses(template: PromptTemplate | None, payload: dict[str, Any],
     else:
         stripped = [{"role": "system", "content": system_prompt}, *items]
     changed = dict(payload)
-    if head is not None:  # the system message stands for `instructions`: it goes back there
+    if (head is None and system_prompt is not None and stripped
+            and stripped[0].get("content") == system_prompt
+            and not (items and items[0].get("role") in ("system", "developer"))):
+        # inserted, as there was no system prompt: the Responses API's place for it
+        changed["instructions"] = system_prompt
+        stripped = stripped[1:]
+    elif head is not None:  # the system message stands for `instructions`: it goes back there
         if system_prompt is not None:
             changed["instructions"] = system_prompt
             stripped = stripped[1:]
