@@ -132,7 +132,8 @@ def test_responses_replacement_after_a_template_without_system_prompt(
     assert sent["instructions"] == "Acme." and sent["input"] == "hi"
 
 
-@pytest.mark.parametrize("messages", [[], [5], {"role": "user"}])
+@pytest.mark.parametrize("messages", [[], [5], {"role": "user"}, [{"role": "system"}],
+                                      [{"role": "system", "content": 5}]])
 def test_chat_replace_only_refused_messages_reach_the_target_as_sent(
         server: ProxyServer, messages: Any) -> None:
     answer = post(server, "/v1/chat/completions", {"model": "rp", "messages": messages})
@@ -142,7 +143,8 @@ def test_chat_replace_only_refused_messages_reach_the_target_as_sent(
 
 
 @pytest.mark.parametrize(("body", "part"), [
-    ({}, "input"), ({"input": {"role": "user"}}, "malformed"), ({"input": 5}, "malformed")])
+    ({}, "input"), ({"input": {"role": "user"}}, "malformed"), ({"input": 5}, "malformed"),
+    ({"input": [{"role": "developer", "content": 5}]}, "malformed")])
 def test_responses_without_a_readable_input_names_the_part(
         server: ProxyServer, body: dict[str, Any], part: str) -> None:
     answer = post(server, "/v1/responses", {"model": "rp", **body})

@@ -161,6 +161,9 @@ def _with_system_prompt(messages: Any, system_prompt: str) -> list[Any]:
         raise TemplateMismatch("the messages are not a non-empty list of objects with a "
                                "string role, which the OpenAI API refuses", "malformed")
     first = messages[0]
+    if first["role"] in SYSTEM_ROLES and not isinstance(first.get("content"), str | list):
+        raise TemplateMismatch("the system message's content is neither a string nor a list, "
+                               "which the OpenAI API refuses", "malformed")
     if first["role"] in SYSTEM_ROLES:
         return [{"role": first["role"], "content": system_prompt}, *messages[1:]]
     return [{"role": "system", "content": system_prompt}, *messages]

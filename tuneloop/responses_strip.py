@@ -67,6 +67,9 @@ def strip_responses(template: PromptTemplate | None, payload: dict[str, Any],
         stripped = strip_messages(template, messages, system_prompt=system_prompt)
     elif head is None and items and isinstance(items[0], dict) and items[0].get("role") in (
             "system", "developer"):  # replace_system_prompt alone
+        if not isinstance(items[0].get("content"), str | list):
+            raise TemplateMismatch("the system message's content is neither a string nor a "
+                                   "list, which the OpenAI API refuses", "malformed")
         stripped = [{"role": items[0]["role"], "content": system_prompt}, *items[1:]]
     else:
         stripped = [{"role": "system", "content": system_prompt}, *items]
