@@ -150,15 +150,17 @@ def _route_transforms(client: AdminClient, model: str,
     """The transforms `model` gets as a route target (the current model of an alias): where
     `alias` routes it when given, else the same wherever the routes name it; none when no
     route names it (the app's request as sent). An `alias` that does not route it while
-    others do, or routes that give it different transforms with no alias to choose by, raise
-    ConfigError: never a silent guess."""
+    others give it transforms, or routes that give it different transforms with no alias to
+    choose by, raise ConfigError: never a silent guess."""
     found: dict[str, list[tuple[Any, Any, Any]]] = {}
     for name, spec in client.routes().items():
         for target in [*spec.get("targets", []), *spec.get("fallbacks", [])]:
             if target.get("model") == model:
                 found.setdefault(name, []).append((
                     target.get("transforms") or [], spec.get("prompt_suffix"), spec.get("stop")))
-    if alias is not None and found and alias not in found:
+    plain: tuple[Any, Any, Any] = ([], None, None)  # no transforms: as sent
+    if alias is not None and alias not in found and any(
+            entry != plain for entries in found.values() for entry in entries):
         raise ConfigError(
             f"alias {alias!r} does not route the baseline {model}; "
             f"{', '.join(repr(name) for name in sorted(found))} "
