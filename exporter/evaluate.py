@@ -148,15 +148,24 @@ def _stripped(client: AdminClient, manifest: Mapping[str, Any]) -> Stripped | No
 def _route_transforms(client: AdminClient, model: str,
                       alias: str | None = None) -> TargetTransforms | None:
     """The transforms `model` gets as a route target (the current model of an alias): where
-    `alias` routes it when given and it does, else the same wherever the routes name it; none
-    when no route names it (the app's request as sent). Routes that give it different
-    transforms, with no alias to choose by, raise ConfigError: never a silent guess."""
+    `alias` routes it when given, else the same wherever the routes name it; none when no
+    route names it (the app's request as sent). An `alias` that does not route it while
+    others give it transforms, or routes that give it different transforms with no alias to
+    choose by, raise ConfigError: never a silent guess."""
     found: dict[str, list[tuple[Any, Any, Any]]] = {}
     for name, spec in client.routes().items():
         for target in [*spec.get("targets", []), *spec.get("fallbacks", [])]:
             if target.get("model") == model:
                 found.setdefault(name, []).append((
                     target.get("transforms") or [], spec.get("prompt_suffix"), spec.get("stop")))
+    plain: tuple[Any, Any, Any] = ([], None, None)  # no transforms: as sent
+    if alias is not None and alias not in found and any(
+            entry != plain for entries in found.values() for entry in entries):
+        raise ConfigError(
+            f"alias {alias!r} does not route the baseline {model}; "
+            f"{', '.join(repr(name) for name in sorted(found))} "
+            f"{'does' if len(found) == 1 else 'do'}: name the alias that routes it "
+            "(`tuneloop evaluate --alias A`), so the baseline is asked as that route asks it")
     if alias is not None and alias in found:
         found = {alias: found[alias]}
     entries = [entry for name in sorted(found) for entry in found[name]]
@@ -166,8 +175,7 @@ def _route_transforms(client: AdminClient, model: str,
         where = ", ".join(sorted(found))
         raise ConfigError(
             f"the baseline {model} gets different transforms on {where}"
-            + (f" (and alias {alias!r} does not route it)" if alias is not None
-               else "" if len(found) > 1 else " (as a target and as a fallback)")
+            + ("" if len(found) > 1 else " (as a target and as a fallback)")
             + ": name the alias evaluated (`tuneloop evaluate --alias A`; a cycle names "
             "its own) so the baseline is asked as that route asks it")
     transforms, separator, stop = entries[0]

@@ -100,3 +100,24 @@ def test_the_cli_takes_the_alias(server: ProxyServer, dataset: Path, tmp_path: P
     result = CliRunner().invoke(main, [*args, "--alias", "qa-eu"], env=env)
     assert result.exit_code == 0, result.output
     assert asked(server) and all(b["stop"] == "END" for b in asked(server))
+
+
+def test_an_alias_that_does_not_route_the_baseline_is_refused_naming_those_that_do(
+        server: ProxyServer, dataset: Path, tmp_path: Path) -> None:
+    """`--alias support` where support does not route the baseline: never another alias's
+    transforms silently; the message names the aliases that do route it."""
+    server.upstream.state.requests.clear()
+    with pytest.raises(ConfigError) as caught:
+        evaluate(server.admin(), dataset, EvalOptions(CANDIDATE, CURRENT, alias="support"),
+                 api_key=UPSTREAM_KEY)
+    message = str(caught.value)
+    assert f"alias 'support' does not route the baseline {CURRENT}" in message
+    assert "'qa', 'qa-eu' do" in message and "--alias" in message
+    assert not server.upstream.state.requests  # refused before asking anything
+    env = {**os.environ, "TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN, "TUNELOOP_API": server.url,
+           "OPENAI_API_KEY": UPSTREAM_KEY}
+    refused = CliRunner().invoke(main, [
+        "--db", str(tmp_path / "cli.duckdb"), "evaluate", "--dataset", str(dataset),
+        "--candidate", CANDIDATE, "--baseline", CURRENT, "--alias", "support"], env=env)
+    assert refused.exit_code == 2
+    assert "does not route the baseline" in " ".join(refused.output.split())

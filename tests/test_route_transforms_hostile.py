@@ -66,6 +66,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
                     ("bare-bot", FT + "-bare", "bare-v1", []),
                     ("qa-bot", LEGACY_FT, "qa-v1", [
                         {"type": "legacy_separator", "separator": "\n\n###\n\n"}]))}
+            routes["replace-bot"] = {"targets": [{"model": FT + "-rp", "transforms": [
+                {"type": "strip_template", "template": "wrapped-v1"},
+                {"type": "replace_system_prompt", "system_prompt": "ACME."}]}]}
+            routes["replace-only-bot"] = {"targets": [{"model": FT + "-rponly", "transforms": [
+                {"type": "replace_system_prompt", "system_prompt": "ACME."}]}]}
             proxy.admin().put_routes(routes)
             yield proxy
             proxy.close()
@@ -267,3 +272,56 @@ def test_the_cli_refuses_a_route_file_with_five_stop_sequences(
     assert result.exit_code == 2, result.output
     assert "1 to 4 strings" in result.output
     assert "cli-stops" not in server.admin().routes()
+
+
+SYSTEM_TARGETS = {"wrapped-bot": FT, "replace-bot": FT + "-rp",
+                  "replace-only-bot": FT + "-rponly"}
+
+
+@pytest.mark.parametrize("alias", list(SYSTEM_TARGETS))
+@pytest.mark.parametrize("extra", [{"name": 5}, {"name": None}, {"cache_control": {"x": 1}},
+                                   {"name": "acme", "weird": True}])
+def test_a_system_message_openai_refuses_reaches_the_target_as_sent(
+        server: ProxyServer, alias: str, extra: dict[str, Any]) -> None:
+    """A template system prompt (or the one replace_system_prompt replaces) carrying a key the
+    chat API does not define, or a name that is not a string: the baseline is refused, so the
+    fine-tune gets the messages as sent too (not a valid, stripped body), a mismatch."""
+    messages = [{**SYS, **extra}, {"role": "user", "content": PREFIX + "hi" + SUFFIX}]
+    response = post(server, "/v1/chat/completions", {"model": alias, "messages": messages})
+    assert response.status_code < 500, response.text
+    assert last_sent(server, SYSTEM_TARGETS[alias])["messages"] == messages
+    row = server.row(response.headers["x-tuneloop-id"])
+    assert row["route"]["template_mismatch"] == "malformed"
+
+
+def test_a_system_messages_valid_name_is_kept_by_the_replacement(server: ProxyServer) -> None:
+    messages = [{**SYS, "name": "acme"}, {"role": "user", "content": PREFIX + "hi" + SUFFIX}]
+    for alias, sent in (("replace-bot", [{"role": "system", "content": "ACME.", "name": "acme"},
+                                         {"role": "user", "content": "hi"}]),
+                        ("replace-only-bot", [{"role": "system", "content": "ACME.",
+                                               "name": "acme"}, messages[1]]),
+                        ("wrapped-bot", [{"role": "user", "content": "hi"}])):
+        raw = server.openai().chat.completions.with_raw_response.create(
+            model=alias, messages=messages)  # type: ignore[arg-type]
+        assert last_sent(server, SYSTEM_TARGETS[alias])["messages"] == sent
+        assert "template_mismatch" not in server.row(raw.headers["x-tuneloop-id"])["route"]
+
+
+def test_a_responses_system_item_is_checked_as_the_responses_api_defines_it(
+        server: ProxyServer) -> None:
+    """/v1/responses: a system input item may say `type: message` (stripped as before); a key
+    the API does not define for it (`name`) sends the request as the app sent it."""
+    user = {"role": "user", "content": f"{PREFIX}where?{SUFFIX}"}
+    for alias in ("replace-bot", "replace-only-bot"):
+        good = {"model": alias, "input": [{**SYS, "type": "message"}, user]}
+        response = post(server, "/v1/responses", good)
+        assert response.status_code == 200, response.text
+        sent = last_sent(server, SYSTEM_TARGETS[alias])
+        assert sent != {**good, "model": SYSTEM_TARGETS[alias]}
+        assert "template_mismatch" not in server.row(response.headers["x-tuneloop-id"])["route"]
+        bad = {"model": alias, "input": [{**SYS, "name": "acme"}, user]}
+        response = post(server, "/v1/responses", bad)
+        assert response.status_code < 500, response.text
+        assert last_sent(server, SYSTEM_TARGETS[alias]) == {**bad, "model": SYSTEM_TARGETS[alias]}
+        row = server.row(response.headers["x-tuneloop-id"])
+        assert row["route"]["template_mismatch"] == "malformed"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from proxy.app import create_app
-from tests.conftest import FakeUpstream, ProxyServer, proxy_settings
+from tests.conftest import UPSTREAM_KEY, FakeUpstream, ProxyServer, proxy_settings
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
@@ -84,3 +84,33 @@ def test_past_four_the_trained_stop_and_the_apps_first_ones_are_sent_and_noted(
     metrics = server.http().get("/metrics").text
     assert any(line.startswith("tuneloop_stops_dropped_total{") and "chat-stop" in line
                and line.endswith(" 1.0") for line in metrics.splitlines())
+
+
+@pytest.mark.parametrize("app_stop", [
+    ["a", "b", "c", "d", "e"],  # more than OpenAI's 4
+    ["a", ""],  # an empty string
+    "",
+    ["a", 5],  # not a string
+    {"a": 1},
+])
+def test_a_stop_openai_refuses_reaches_the_target_as_sent_and_is_counted(
+        server: ProxyServer, app_stop: Any) -> None:
+    """The upstream refuses it for the baseline: the fine-tune must get it as the app sent it
+    too (not the merged, valid stop), so an app key can't make only one arm fail."""
+    body = {"model": "chat-stop", "messages": [{"role": "user", "content": "hi"}],
+            "stop": app_stop}
+    response = server.http().post("/v1/chat/completions", json=body,
+                                  headers={"authorization": f"Bearer {UPSTREAM_KEY}"})
+    assert response.status_code < 500, response.text
+    assert last_sent(server, CHAT_FT) == {**body, "model": CHAT_FT}
+    row = server.row(response.headers["x-tuneloop-id"])
+    assert row["route"]["template_mismatch"] == "malformed"
+    assert row["sent_request"] is None and "stops_dropped" not in row["route"]
+
+
+def test_five_stops_with_the_openai_sdk_are_sent_as_the_app_sent_them(
+        server: ProxyServer) -> None:
+    server.openai().chat.completions.create(
+        model="chat-stop", messages=[{"role": "user", "content": "hi"}],
+        stop=["a", "b", "c", "d", "e"])
+    assert last_sent(server, CHAT_FT)["stop"] == ["a", "b", "c", "d", "e"]

@@ -4,7 +4,8 @@ proxy (what a target receives, proxy/transforms.py validates the route) and the 
 kernel and the domain errors.
 
 Order: strip the template, replace the system prompt, append the legacy separator, add the
-trained stop sequence (always: merged with the app's own stops, see `merged_stop`). A
+trained stop sequence (always: merged with the app's own stops, see `merged_stop`; an app
+`stop` OpenAI refuses sends the whole request as sent, a mismatch `malformed`). A
 request that does not hold the template gets neither of the first two (see
 `Applied.mismatch`); a legacy request with `echo` (its answer starts with the prompt as the
 target got it) gets none of the first three (a mismatch `echo`); the payload is never
@@ -20,6 +21,7 @@ from typing import Any
 from tuneloop.errors import TemplateMismatch
 from tuneloop.prompt_template import SYSTEM_ROLES, PromptTemplate, strip_messages, strip_prompts
 from tuneloop.responses_strip import strip_responses
+from tuneloop.template_match import check_system_message
 
 _SHORT = {"replace_system_prompt": "system prompt", "legacy_separator": "separator"}
 
@@ -81,6 +83,13 @@ class TargetTransforms:
         changed: dict[str, Any] | None = None
         mismatch: TemplateMismatch | None = None
         echo = endpoint == "completions" and payload.get("echo") not in (None, False)
+        if (self.stop is not None and endpoint in ("completions", "chat.completions")
+                and stop_refused(payload.get("stop"))):
+            # the upstream refuses it: both arms get the request as the app sent it, so an
+            # app key can't make only one arm fail
+            return Applied(None, TemplateMismatch(
+                "stop is not a non-empty string nor a list of at most 4 of them, which the "
+                "OpenAI API refuses: sent as the app sent it", "malformed"))
         if endpoint == "chat.completions" and (self.template or self.system_prompt):
             messages = payload.get("messages")
             try:
@@ -128,22 +137,31 @@ class TargetTransforms:
 MAX_STOPS = 4  # OpenAI's limit on `stop`
 
 
+def stop_refused(app: Any) -> bool:
+    """Whether OpenAI refuses the app's `stop`: it takes null, a string, or a list of at most
+    4 strings, and refuses an empty string among them."""
+    if app is None:
+        return False
+    if isinstance(app, str):
+        return not app
+    return (not isinstance(app, list) or len(app) > MAX_STOPS
+            or not all(isinstance(s, str) and s for s in app))
+
+
 def merged_stop(trained: str | list[str], app: Any) -> tuple[Any, tuple[str, ...]]:
     """The stop a target with a `stop` transform gets, and the app's stops left out. The
     trained stop is always sent (a fine-tune runs on past its end marker without it, whatever
     the app set, `[]` included): the app's stops are added after it, deduplicated, up to
-    OpenAI's 4 (the app's first ones kept). A stop OpenAI would refuse (not a string nor a
-    list of strings) is left as the app sent it (the `app` object itself): the upstream
-    refuses it as it does the baseline's."""
+    OpenAI's 4 (the app's first ones kept). A stop OpenAI would refuse (`stop_refused`: more
+    than 4, an empty string, not a string) is left as the app sent it (the `app` object
+    itself): the upstream refuses it as it does the baseline's (`TargetTransforms.apply`
+    sends the whole request as sent, a mismatch `malformed`)."""
     own = [trained] if isinstance(trained, str) else list(trained)
     if app is None:
         return trained, ()
-    if isinstance(app, str):
-        theirs = [app]
-    elif isinstance(app, list) and all(isinstance(s, str) for s in app):
-        theirs = app
-    else:
+    if stop_refused(app):
         return app, ()
+    theirs = [app] if isinstance(app, str) else app
     extra = [s for i, s in enumerate(theirs) if s not in own and s not in theirs[:i]]
     room = max(MAX_STOPS - len(own), 0)
     merged = own + extra[:room]
@@ -165,7 +183,11 @@ def _with_system_prompt(messages: Any, system_prompt: str) -> list[Any]:
         raise TemplateMismatch("the system message's content is neither a string nor a list, "
                                "which the OpenAI API refuses", "malformed")
     if first["role"] in SYSTEM_ROLES:
-        return [{"role": first["role"], "content": system_prompt}, *messages[1:]]
+        check_system_message(first)
+        replaced: dict[str, Any] = {"role": first["role"], "content": system_prompt}
+        if "name" in first:
+            replaced["name"] = first["name"]
+        return [replaced, *messages[1:]]
     return [{"role": "system", "content": system_prompt}, *messages]
 
 

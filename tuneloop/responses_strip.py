@@ -23,6 +23,7 @@ from typing import Any
 
 from tuneloop.errors import TemplateMismatch
 from tuneloop.prompt_template import PromptTemplate, strip_messages
+from tuneloop.template_match import RESPONSES_SYSTEM_KEYS, check_system_message
 
 _SERVER_CONTEXT = ("previous_response_id", "conversation", "prompt")
 _ITEM = "(item)"  # the role a non-message item is read with: never a template's
@@ -64,13 +65,15 @@ def strip_responses(template: PromptTemplate | None, payload: dict[str, Any],
     head = {"role": "system", "content": instructions} if instructions is not None else None
     messages = [head, *items] if head is not None else items
     if template is not None:
-        stripped = strip_messages(template, messages, system_prompt=system_prompt)
+        stripped = strip_messages(template, messages, system_prompt=system_prompt,
+                                  system_keys=RESPONSES_SYSTEM_KEYS)
     elif head is None and items and isinstance(items[0], dict) and items[0].get("role") in (
             "system", "developer"):  # replace_system_prompt alone
         if not isinstance(items[0].get("content"), str | list):
             raise TemplateMismatch("the system message's content is neither a string nor a "
                                    "list, which the OpenAI API refuses", "malformed")
-        stripped = [{"role": items[0]["role"], "content": system_prompt}, *items[1:]]
+        check_system_message(items[0], RESPONSES_SYSTEM_KEYS)
+        stripped = [{**items[0], "content": system_prompt}, *items[1:]]
     else:
         stripped = [{"role": "system", "content": system_prompt}, *items]
     changed = dict(payload)

@@ -100,6 +100,27 @@ def _roles(messages: Sequence[Any]) -> list[str]:
     return roles
 
 
+CHAT_SYSTEM_KEYS = frozenset(("role", "content", "name"))
+"""What the OpenAI chat API defines for a system (developer) message; `name` a string."""
+RESPONSES_SYSTEM_KEYS = frozenset(("role", "content", "type"))
+"""What the Responses API defines for an input message item; `type` is "message"."""
+
+
+def check_system_message(message: Mapping[str, Any],
+                         keys: frozenset[str] = CHAT_SYSTEM_KEYS) -> None:
+    """A system message the transforms replace or take out must be one the OpenAI API
+    accepts: another key, or a `name` that is not a string, is `malformed` (the target gets
+    the request as sent, so the upstream refuses it as it does the baseline's)."""
+    extra = message.keys() - keys
+    if extra:
+        raise _malformed(f"the system message has {', '.join(sorted(map(str, extra)))}, "
+                         "which the API does not define for it")
+    if "name" in message and not isinstance(message["name"], str):
+        raise _malformed("the system message's name is not a string")
+    if "type" in message and message["type"] != "message":
+        raise _malformed("the system message's type is not \"message\"")
+
+
 def _blank(text: str) -> bool:
     return not text or text.isspace()
 
@@ -195,11 +216,13 @@ def strip_messages(
     messages: Sequence[Mapping[str, Any]],
     *,
     system_prompt: str | None = None,
+    system_keys: frozenset[str] = CHAT_SYSTEM_KEYS,
 ) -> list[Message]:
     """What varies in a chat request: the messages without the template's parts, and with
     `system_prompt` (a short replacement) first when given. Raises :class:`TemplateMismatch`
     naming the first part that differs; the input is never modified. Each message is looked
-    at once (its shape checked where it is read)."""
+    at once (its shape checked where it is read); a system message replaced or taken out
+    must have only `system_keys` (`check_system_message`)."""
     if not isinstance(messages, list | tuple):
         raise TemplateMismatch("the request has no message list", "messages")
     if not template.has_chat_parts:
@@ -222,6 +245,7 @@ def strip_messages(
         if not same_text(template.system_prompt, first.get("content")):
             raise TemplateMismatch(
                 "the request's system prompt differs from the template's", "system_prompt")
+        check_system_message(first, system_keys)
     if head_role is not None:  # the template's system prompt, or the app's own (kept)
         start += 1
         _roles(messages[start: start + 1])
@@ -243,7 +267,10 @@ def strip_messages(
     if system_prompt is not None:
         # exactly one system message: the replacement takes the place of the template's (or
         # comes first when neither the template nor the request has one)
-        return [{"role": head_role or "system", "content": system_prompt}, *rest]
+        replacement: Message = {"role": head_role or "system", "content": system_prompt}
+        if head_role is not None and isinstance(first.get("name"), str):
+            replacement["name"] = first["name"]  # what is valid of the app's message is kept
+        return [replacement, *rest]
     if head_role is not None and template.system_prompt is None:
         return [first, *rest]
     return rest
