@@ -16,6 +16,7 @@ evaluated, so no canary stays open unwatched and past its `max_hours`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -183,5 +184,33 @@ def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None =
         return CycleOutcome("busy", None, exc.message)
     with LeaseKeeper(client, config.name, holder, config.lease_seconds):
         run = _active_run(client, config, holder, say)
+        ignored = force_ignored(run) if force else None
+        if ignored:
+            say(ignored)
         ctx = StepContext(client, config, run, holder, api_key, providers, force)
-        return _drive(ctx, config, say)
+        outcome = _drive(ctx, config, say)
+    if ignored:
+        outcome = dataclasses.replace(outcome, message=f"{outcome.message}; {ignored}")
+    return outcome
+
+
+FORCE_APPLIES = frozenset({"export", "validate"})
+
+
+def force_ignored(run: dict[str, Any]) -> str | None:
+    """What `--force` did not do: it applies to a run that exports (or validates) in this
+    invocation; a run already past that (an active run continued, a canary open or being
+    settled) goes on as it is. None when force applies."""
+    step = run.get("step")
+    if step in FORCE_APPLIES:
+        return None
+    state = run.get("state") or {}
+    if state.get("settles"):
+        why = (f"run {run['id']} first settles the canary run {state['settles']} left open "
+               f"({state.get('fine_tuned_model')})")
+    elif step == "watch":
+        why = f"run {run['id']} is watching its open canary of {state.get('fine_tuned_model')}"
+    else:
+        why = f"run {run['id']} is active at step {step}"
+    return (f"--force ignored: {why}; it applies to a run that exports: run `tuneloop cycle "
+            "--force` again once this run has ended")

@@ -151,12 +151,29 @@ def watch_step(ctx: StepContext) -> StepResult:
         undecided = age >= timedelta(hours=cfg.max_hours) and not _found_worse(verdict, canary, cfg)
         return StepResult(None, state={"rolled_back_undecided": undecided},
                           detail={"reasons": list(verdict.reasons), **detail},
-                          outcome="rolled_back")
+                          outcome="rolled_back",
+                          note=rollback_note(candidate, verdict, undecided,
+                                             reopened=bool(ctx.state.get("reopened_from"))))
     if verdict.verdict == "promote":
         ctx.client.promote(alias, candidate, canary=100, verdict=verdict.to_json())
         return end("promoted", **detail)
     note = f"the canary is undecided ({'; '.join(verdict.reasons)})"
     return StepResult("watch", detail=detail, wait=True, note=note)
+
+
+def rollback_note(model: str, verdict: CanaryVerdict, undecided: bool, reopened: bool) -> str:
+    """What the run's output says about a rollback: why, and whether a later run opens the
+    same model's canary again (exporter/cycle_unchanged.py `rejudged`)."""
+    why = "; ".join(verdict.reasons)
+    if not undecided:
+        return (f"the canary of {model} was found worse ({why}): it stays rolled back; later "
+                "runs on the same data and settings end `unchanged`")
+    if reopened:
+        return (f"the re-opened canary of {model} expired undecided again ({why}): it is NOT "
+                "re-opened; later runs end `unchanged` until the data or the [evaluate]/"
+                "[canary] settings change")
+    return (f"the canary of {model} was rolled back undecided ({why}), never found worse: the "
+            "next run on the same data and settings re-opens it once (no new job)")
 
 
 def left_open(client: AdminClient, config: CycleConfig) -> dict[str, Any] | None:

@@ -234,7 +234,7 @@ class CanaryConfig(_Section):
     max_requests_per_user: int = Field(5, ge=1, le=1_000_000)
     """One sticky user (or session) weighs at most this many requests per target in the
     errors test (storage/route_health.py): its requests are a cluster, not independent."""
-    min_requests: int = Field(100, ge=0, le=MAX_MIN_REQUESTS)
+    min_requests: int = Field(100, ge=1, le=MAX_MIN_REQUESTS)
     """Canary requests a promotion needs; a rollback does not wait for them."""
     min_age_minutes: float = Field(0.0, ge=0)
     watch_seconds: float = Field(10.0, gt=0, le=3600)

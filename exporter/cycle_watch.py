@@ -57,8 +57,9 @@ def watch_canary(client: AdminClient, config: CycleConfig, *, api_key: str | Non
         if result.wait:
             return CycleOutcome("active", ctx.run, f"waiting at watch: {result.note}")
         ctx.run = record_result(ctx, "watch", result)
+        why = f" ({result.note})" if result.note else ""
         return CycleOutcome(ctx.run["status"], ctx.run,
-                            f"run {run_id} ended: {ctx.run.get('outcome')}")
+                            f"run {run_id} ended: {ctx.run.get('outcome')}{why}")
     finally:
         with contextlib.suppress(TuneloopError):
             client.release_cycle_lease(config.name, holder)

@@ -17,7 +17,7 @@ pytestmark = both_stores
 ALIAS = "support-bot"
 BASE = "gpt-4o-mini"
 FT = "ft:gpt-4o-mini-2024-07-18:acme::v1"
-CFG = CanaryConfig(percent=50, min_requests=0, min_feedback=5)
+CFG = CanaryConfig(percent=50, min_requests=1, min_feedback=5)
 
 
 def canary_with_traffic(proxy_factory: Callable[..., ProxyServer]

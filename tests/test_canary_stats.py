@@ -47,7 +47,7 @@ def test_an_even_canary_with_half_the_traffic_is_rolled_back_at_most_alpha_of_th
 ) -> None:
     """10% errors in both arms at a 50% share: the test that took the baseline's rate as
     known rolled back about 1 in 9 of these (bench/canary_sprt.py)."""
-    cfg = CanaryConfig(percent=50, min_requests=0)
+    cfg = CanaryConfig(percent=50, min_requests=1)
     runs = 200
     false_rollbacks = sum(rolled_back(0.10, 0.10, 0.5, seed, cfg) for seed in range(runs))
     assert false_rollbacks / runs <= cfg.alpha
@@ -60,7 +60,7 @@ def test_a_canary_failing_30_percent_still_goes_within_100_requests() -> None:
 
 
 def test_the_two_tests_share_alpha() -> None:
-    cfg = CanaryConfig(alpha=0.05, min_requests=0, min_feedback=5)
+    cfg = CanaryConfig(alpha=0.05, min_requests=1, min_feedback=5)
     verdict = judge_canary(health(60, 0, 10, 1), health(540, 0, 80, 4), cfg, AGE)
     assert [t.upper for t in verdict.tests] == [pytest.approx(math.log(2 / 0.05))] * 2
 

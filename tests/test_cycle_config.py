@@ -99,7 +99,7 @@ def test_canary_verdict() -> None:
     assert judge_canary(row(60, 0), row(540, 0), cfg, week).verdict == "promote"
     early = judge_canary(row(45, 0), row(540, 0), cfg, week)  # no worse, short of min_requests
     assert early.verdict == "continue" and "45 of 50 requests" in early.reasons[0]
-    young = CanaryConfig(min_requests=0, min_age_minutes=30)
+    young = CanaryConfig(min_requests=1, min_age_minutes=30)
     assert judge_canary(row(60, 0), row(540, 0), young, timedelta(minutes=5)).verdict \
         == "continue"
     # users hate it: the thumbs-down test rolls it back once it counts (min_feedback)
@@ -191,6 +191,7 @@ BASE = {"name": "c", "alias": "a", "dataset": {"name": "d"}, "finetune": {"base_
     ("canary", {"alpha": float("nan")}, "canary.alpha"),
     ("canary", {"percent": 99.99}, "percent = 99.99 is too large a canary"),
     ("canary", {"min_requests": 10**9}, "canary.min_requests"),
+    ("canary", {"min_requests": 0}, "canary.min_requests"),  # r14c: promotes on no traffic
     ("canary", {"min_feedback": 10**9}, "canary.min_feedback"),
     ("evaluate", {"threshold": -3}, "evaluate.threshold"),
     ("evaluate", {"threshold": 1.5}, "evaluate.threshold"),

@@ -119,9 +119,12 @@ def test_a_run_settles_the_canary_a_failed_watch_left_open_before_training_again
     loop.admin().bulk_review("approve", reviewer="rita", filter={"review": "pending"})
     time.sleep(2)  # past max_hours (1.8 s)
     said: list[str] = []
-    settled = run_cycle(client, cfg, api_key=UPSTREAM_KEY, say=said.append)
+    settled = run_cycle(client, cfg, api_key=UPSTREAM_KEY, say=said.append, force=True)
     assert settled.status == "finished" and settled.run["outcome"] == "rolled_back", \
         settled.message
+    # r14c #4: --force does not apply to a run settling a canary, and says so
+    assert "--force ignored" in settled.message and "settles the canary" in settled.message
+    assert "re-opens it once" in settled.message  # r14c #5: undecided, never found worse
     assert settled.run["state"]["settles"] and any("watching it before anything new" in s
                                                    for s in said), said
     assert len(loop.upstream.state.jobs) == jobs  # nothing trained while it was open

@@ -134,6 +134,8 @@ def test_a_canary_rolled_back_undecided_is_opened_again_once_without_training(
     expired = run(loop, cfg)
     assert expired.run["outcome"] == "rolled_back" and expired.run["state"][
         "rolled_back_undecided"] is True, expired.message
+    # r14c #5: the cron output says it will be re-opened once
+    assert "re-opens it once (no new job)" in expired.message, expired.message
 
     again = run(loop, cfg)
     assert again.status == "active" and again.run["step"] == "watch", again.message
@@ -146,7 +148,10 @@ def test_a_canary_rolled_back_undecided_is_opened_again_once_without_training(
     assert {t["model"]: t["weight"] for t in loop.admin().routes()[ALIAS]["targets"]}[model] == 10
 
     time.sleep(2)
-    assert run(loop, cfg).run["outcome"] == "rolled_back"
+    again_expired = run(loop, cfg)
+    assert again_expired.run["outcome"] == "rolled_back"
+    assert "expired undecided again" in again_expired.message and \
+        "NOT re-opened" in again_expired.message, again_expired.message
     settled = run(loop, cfg)  # the re-opened canary expired undecided too: no third time
     assert settled.run["outcome"] == "unchanged", settled.message
     assert len(loop.upstream.state.jobs) == 1

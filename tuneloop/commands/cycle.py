@@ -45,7 +45,8 @@ def parse_interval(text: str) -> float:
 @click.option("--force", is_flag=True,
               help="Train even when the data and [finetune] settings are those of an earlier "
                    "run that trained and reached a decision (else that run ends `unchanged`). "
-                   "Applies to a run that exports in this invocation.")
+                   "Applies to a run that exports in this invocation; ignored (and said so) while "
+                   "a run is active past its export, e.g. a canary open or being settled.")
 @api_option
 @click.pass_context
 def cycle(ctx: click.Context, cycle_file: Path, every: str | None, force: bool,
