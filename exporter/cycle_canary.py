@@ -20,11 +20,9 @@ from typing import Any
 
 from exporter.canary_stats import CanaryVerdict, SprtParams, canary_verdict, sprt
 from exporter.cycle_config import CanaryConfig, CycleConfig
-from exporter.cycle_steps import StepContext, StepResult, current_model, end
+from exporter.cycle_steps import StepContext, StepResult, current_model, end, open_canary_run
 from exporter.exportdir import load_export
 from tuneloop.client import AdminClient
-
-RUNS_LOOKED_AT = 100
 
 _NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "weighed_requests": 0.0,
                "weighed_errors": 0.0, "feedback_count": 0,
@@ -39,7 +37,7 @@ def canary_step(ctx: StepContext) -> StepResult:
     named = manifest.get("template")
     template: dict[str, Any] = named if isinstance(named, dict) else {}
     candidate, percent = ctx.state["fine_tuned_model"], ctx.config.canary.percent
-    stable = current_model(ctx.client, ctx.config.alias)
+    stable = current_model(ctx.client, ctx.config)
     result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
                                 prompt_suffix=suffix, stop=stop,
                                 strip_template=template.get("ref"),
@@ -162,23 +160,13 @@ def watch_step(ctx: StepContext) -> StepResult:
 
 
 def left_open(client: AdminClient, config: CycleConfig) -> dict[str, Any] | None:
-    """The newest failed run of the cycle whose canary is still on the alias's route (a share
-    below the heaviest target's): its watch step kept failing, nobody watches that canary
-    and its `max_hours` is not enforced. A run settles it before anything new
+    """The failed run of the cycle whose canary is still on the alias's route: its watch
+    step kept failing, nobody watches that canary and its `max_hours` is not enforced. Found
+    from the run's recorded state (`open_canary_run`: the candidate it promoted still shares
+    the route), whatever the canary's share (up to 90%). A run settles it before anything new
     (exporter/cycle.py); None when there is none."""
-    spec = client.routes().get(config.alias)
-    if spec is None or not spec.get("targets"):
-        return None
-    weights = {str(t["model"]): float(t.get("weight", 100.0)) for t in spec["targets"]}
-    heaviest = max(weights.values())
-    for run in client.cycle_runs(config.name, limit=RUNS_LOOKED_AT):
-        state = run.get("state") or {}
-        model = state.get("fine_tuned_model")
-        # promoted_at is recorded by the canary step: a failed run with it failed at watch
-        if run.get("status") == "failed" and state.get("promoted_at") and \
-                model in weights and weights[model] < heaviest:
-            return run
-    return None
+    run = open_canary_run(client, config)
+    return run if run is not None and run.get("status") == "failed" else None
 
 
 def unwatched_warning(alias: str, run: dict[str, Any]) -> str:

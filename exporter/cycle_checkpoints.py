@@ -17,7 +17,7 @@ def checkpoints_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.evaluate
     final = ctx.state["fine_tuned_model"]
     checkpoints = last_checkpoints(ctx.provider(), ctx.state["job_id"], cfg.checkpoints)
-    baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
+    baseline = cfg.baseline or current_model(ctx.client, ctx.config)
     options = eval_options(cfg, final, baseline, ctx.run["id"], comparisons=len(checkpoints),
                            alias=ctx.config.alias)
     results = evaluate_checkpoints(ctx.client, checkpoints, Path(ctx.state["export_path"]),

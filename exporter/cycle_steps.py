@@ -232,11 +232,43 @@ def wait_step(ctx: StepContext) -> StepResult:
                       note=f"job {job['id']} is {job['status']}")
 
 
-def current_model(client: AdminClient, alias: str) -> str:
+CANARY_RUNS_LOOKED_AT = 100
+
+
+def open_canary_run(client: AdminClient, config: CycleConfig,
+                    spec: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The cycle's newest run that put a canary on the alias's route (its state records
+    `promoted_at`, the candidate it promoted and the `stable` model it replaced), when that
+    canary is still open: the candidate still shares the route with another target. Found
+    from what the run recorded, never from the weights (a canary may take up to 90%)."""
+    spec = client.routes().get(config.alias) if spec is None else spec
+    models = {str(t["model"]) for t in (spec or {}).get("targets") or []}
+    if len(models) < 2:
+        return None
+    for run in client.cycle_runs(config.name, limit=CANARY_RUNS_LOOKED_AT):
+        state = run.get("state") or {}
+        if not state.get("promoted_at"):
+            continue
+        # only the newest canary of the cycle can be open: an older one was settled or
+        # replaced by it
+        return run if state.get("fine_tuned_model") in models else None
+    return None
+
+
+def current_model(client: AdminClient, config: CycleConfig) -> str:
+    """The model the alias serves for sure: while a canary of the cycle is open, the model
+    that canary's run replaced (recorded as `stable`), whatever the weights; otherwise the
+    route's heaviest target."""
+    alias = config.alias
     spec = client.routes().get(alias)
-    if spec is None:
+    if spec is None or not spec.get("targets"):
         raise ConfigError(f"the alias {alias!r} has no route: create it (tuneloop routes set) "
                           "or set [evaluate] baseline")
+    models = [str(t["model"]) for t in spec["targets"]]
+    run = open_canary_run(client, config, spec)
+    stable = None if run is None else (run.get("state") or {}).get("stable")
+    if stable in models:
+        return str(stable)
     heaviest = max(spec["targets"], key=lambda t: float(t.get("weight", 100.0)))
     return str(heaviest["model"])
 
@@ -263,7 +295,7 @@ def gate_passes(report: EvalReport, cfg: EvaluateConfig) -> bool:
 def evaluate_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.evaluate
     candidate = ctx.state["fine_tuned_model"]
-    baseline = cfg.baseline or current_model(ctx.client, ctx.config.alias)
+    baseline = cfg.baseline or current_model(ctx.client, ctx.config)
     # the best of K checkpoints, chosen on these same examples, is gated at Bonferroni's level
     options = eval_options(cfg, candidate, baseline, ctx.run["id"],
                            comparisons=int(ctx.state.get("checkpoints_compared") or 1),

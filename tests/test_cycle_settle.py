@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from exporter.cycle import run_cycle
+from exporter.cycle_steps import current_model
 from exporter.cycle_watch import watch_canary
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer
 from tests.test_cycle import ALIAS, CURRENT, config, loop, the_current_model_is_worse  # noqa: F401
@@ -79,7 +80,8 @@ def targets(proxy: ProxyServer) -> dict[str, float]:
 def fail_the_watch(proxy: ProxyServer, relay: Relay, tmp_path: Path, **canary: Any
                    ) -> tuple[Any, AdminClient, str]:
     the_current_model_is_worse(proxy)
-    cfg = config(tmp_path, canary={"percent": 10, "min_requests": 100, **canary})
+    canary = {"percent": 10, "min_requests": 100, **canary}
+    cfg = config(tmp_path, canary=canary)
     client = proxy.admin()
     first = run_cycle(client, cfg, api_key=UPSTREAM_KEY)
     assert first.status == "active" and first.run["step"] == "watch", first.message
@@ -91,16 +93,22 @@ def fail_the_watch(proxy: ProxyServer, relay: Relay, tmp_path: Path, **canary: A
     relayed.close()
     assert outcome.status == "failed", outcome.message
     # loud: names the route and the open canary
-    assert f"route {ALIAS!r} stays open at 10.0%" in outcome.message, outcome.message
+    percent = float(canary["percent"])
+    assert f"route {ALIAS!r} stays open at {percent}%" in outcome.message, outcome.message
     assert "NOT watched" in outcome.message
-    assert targets(proxy)[model] == 10
+    assert targets(proxy)[model] == percent
     relay.down = False
     return cfg, client, model
 
 
+@pytest.mark.parametrize("percent", [10, 50, 60])
 def test_a_run_settles_the_canary_a_failed_watch_left_open_before_training_again(
-        loop: ProxyServer, relay: Relay, tmp_path: Path) -> None:  # noqa: F811
-    cfg, client, model = fail_the_watch(loop, relay, tmp_path, max_hours=0.0005)
+        loop: ProxyServer, relay: Relay, tmp_path: Path, percent: int) -> None:  # noqa: F811
+    # r14c #1: at 50% or more the canary is as heavy as the current model (or heavier); it is
+    # found from the run's recorded state, and the current model is the one the run replaced
+    cfg, client, model = fail_the_watch(loop, relay, tmp_path, max_hours=0.0005,
+                                        percent=percent)
+    assert current_model(client, cfg) == CURRENT
     jobs = len(loop.upstream.state.jobs)
     # new data arrives: on main the next run trained a second model and the canary stayed
     chat = loop.openai()
@@ -123,9 +131,11 @@ def test_a_run_settles_the_canary_a_failed_watch_left_open_before_training_again
     assert len(loop.upstream.state.jobs) == jobs + 1
 
 
+@pytest.mark.parametrize("percent", [10, 60])
 def test_the_watcher_settles_a_canary_a_failed_run_left_open(
-        loop: ProxyServer, relay: Relay, tmp_path: Path) -> None:  # noqa: F811
-    cfg, client, model = fail_the_watch(loop, relay, tmp_path, max_hours=0.0005)
+        loop: ProxyServer, relay: Relay, tmp_path: Path, percent: int) -> None:  # noqa: F811
+    cfg, client, model = fail_the_watch(loop, relay, tmp_path, max_hours=0.0005,
+                                        percent=percent)
     time.sleep(2)
     outcome = watch_canary(client, cfg, api_key=UPSTREAM_KEY)
     assert outcome.status == "finished" and outcome.run["outcome"] == "rolled_back", \
