@@ -286,3 +286,57 @@ def test_4xx_answers_for_every_target_do_not_roll_the_canary_back(
     assert model in {t["model"] for t in loop.admin().routes()[ALIAS]["targets"]}
     rows = loop.admin().route_health(ALIAS, since="2000-01-01T00:00:00Z")["targets"]
     assert rows and all(r["errors"] == r["requests"] for r in rows), rows
+
+
+def test_an_app_key_cannot_force_a_rollback_with_requests_every_target_refuses(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    """The response's `model` tells which user ids stick to the canary; requests that every
+    target refuses (400), sent only under those ids, once weighed 5 each as canary errors and
+    rolled an equal canary back for good (r14c #2). A sticky user's 4xx counts only on its
+    first request on that target, made before the user could know the arm."""
+    cfg, model = open_canary(loop, tmp_path, percent=10)
+    loop.upstream.state.fail_containing["BADPARAM"] = 400
+    client, sent, bound = loop.openai(), 0, []
+    for n in range(300):
+        client.chat.completions.create(
+            model=ALIAS, user=f"real-{n}", messages=[{"role": "user", "content": f"Order {n}?"}])
+    for n in range(200):
+        answer = client.chat.completions.create(
+            model=ALIAS, user=f"probe-{n}", messages=[{"role": "user", "content": "hi"}])
+        if answer.model == model:
+            bound.append(f"probe-{n}")
+    sent = 500
+    assert bound
+    for user in bound:
+        for k in range(5):
+            with contextlib.suppress(openai.BadRequestError):
+                client.chat.completions.create(
+                    model=ALIAS, user=user, messages=[{"role": "user", "content": f"BADPARAM {k}"}])
+            sent += 1
+    wait_ingested(loop, sent)
+    outcome = run(loop, cfg)
+    assert outcome.run.get("outcome") != "rolled_back", outcome.message
+    assert model in {t["model"] for t in loop.admin().routes()[ALIAS]["targets"]}
+
+
+def test_a_canary_refusing_its_sticky_users_is_rolled_back(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    """Sticky users of a fine-tune that answers 404 to everything: each user's first refused
+    request on the canary counts, so the canary still goes."""
+    cfg, model = open_canary(loop, tmp_path, percent=10)
+    loop.upstream.state.fail_containing[model] = 404
+    client, sent, outcome = loop.openai(), 0, None
+    for rnd in range(20):
+        for n in range(50):
+            for k in range(3):
+                with contextlib.suppress(openai.NotFoundError):
+                    client.chat.completions.create(
+                        model=ALIAS, user=f"u{rnd}-{n}",
+                        messages=[{"role": "user", "content": f"Order {n} {k}?"}])
+        sent += 150
+        wait_ingested(loop, sent)
+        outcome = run(loop, cfg)
+        if outcome.status == "finished":
+            break
+    assert outcome is not None and outcome.run["outcome"] == "rolled_back", outcome.message
+    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
