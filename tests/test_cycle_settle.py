@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from exporter.cycle_watch import watch_canary
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer
 from tests.test_cycle import ALIAS, CURRENT, config, loop, the_current_model_is_worse  # noqa: F401
 from tuneloop.client import AdminClient
+
+MAX_HOURS = 0.003  # 10.8 s: long enough for a loaded machine's first look, short for a test
 
 
 class Relay:
@@ -78,7 +81,7 @@ def targets(proxy: ProxyServer) -> dict[str, float]:
 
 
 def fail_the_watch(proxy: ProxyServer, relay: Relay, tmp_path: Path, **canary: Any
-                   ) -> tuple[Any, AdminClient, str]:
+                   ) -> tuple[Any, AdminClient, str, datetime]:
     the_current_model_is_worse(proxy)
     canary = {"percent": 10, "min_requests": 100, **canary}
     cfg = config(tmp_path, canary=canary)
@@ -86,6 +89,7 @@ def fail_the_watch(proxy: ProxyServer, relay: Relay, tmp_path: Path, **canary: A
     first = run_cycle(client, cfg, api_key=UPSTREAM_KEY)
     assert first.status == "active" and first.run["step"] == "watch", first.message
     model = first.run["state"]["fine_tuned_model"]
+    opened = datetime.fromisoformat(first.run["state"]["promoted_at"])
     relay.down = True
     relayed = AdminClient(relay.url, ADMIN_TOKEN)  # the watch steps go through the relay
     for _ in range(cfg.max_step_attempts):
@@ -98,7 +102,14 @@ def fail_the_watch(proxy: ProxyServer, relay: Relay, tmp_path: Path, **canary: A
     assert "NOT watched" in outcome.message
     assert targets(proxy)[model] == percent
     relay.down = False
-    return cfg, client, model
+    return cfg, client, model, opened
+
+
+def wait_past_max_hours(opened: datetime) -> None:
+    """Sleep until the canary opened at `opened` is older than MAX_HOURS (a loaded machine
+    can spend seconds before the first look: a short fixed max_hours expired it too early)."""
+    left = (opened + timedelta(hours=MAX_HOURS) - datetime.now(UTC)).total_seconds()
+    time.sleep(max(left, 0) + 0.3)
 
 
 @pytest.mark.parametrize("percent", [10, 50, 60])
@@ -106,8 +117,8 @@ def test_a_run_settles_the_canary_a_failed_watch_left_open_before_training_again
         loop: ProxyServer, relay: Relay, tmp_path: Path, percent: int) -> None:  # noqa: F811
     # r14c #1: at 50% or more the canary is as heavy as the current model (or heavier); it is
     # found from the run's recorded state, and the current model is the one the run replaced
-    cfg, client, model = fail_the_watch(loop, relay, tmp_path, max_hours=0.0005,
-                                        percent=percent)
+    cfg, client, model, opened = fail_the_watch(loop, relay, tmp_path, max_hours=MAX_HOURS,
+                                                percent=percent)
     assert current_model(client, cfg) == CURRENT
     jobs = len(loop.upstream.state.jobs)
     # new data arrives: on main the next run trained a second model and the canary stayed
@@ -117,7 +128,7 @@ def test_a_run_settles_the_canary_a_failed_watch_left_open_before_training_again
                                      messages=[{"role": "user", "content": f"Where is order {i}?"}])
     loop.wait_logged(45)
     loop.admin().bulk_review("approve", reviewer="rita", filter={"review": "pending"})
-    time.sleep(2)  # past max_hours (1.8 s)
+    wait_past_max_hours(opened)
     said: list[str] = []
     settled = run_cycle(client, cfg, api_key=UPSTREAM_KEY, say=said.append, force=True)
     assert settled.status == "finished" and settled.run["outcome"] == "rolled_back", \
@@ -137,9 +148,9 @@ def test_a_run_settles_the_canary_a_failed_watch_left_open_before_training_again
 @pytest.mark.parametrize("percent", [10, 60])
 def test_the_watcher_settles_a_canary_a_failed_run_left_open(
         loop: ProxyServer, relay: Relay, tmp_path: Path, percent: int) -> None:  # noqa: F811
-    cfg, client, model = fail_the_watch(loop, relay, tmp_path, max_hours=0.0005,
-                                        percent=percent)
-    time.sleep(2)
+    cfg, client, model, opened = fail_the_watch(loop, relay, tmp_path, max_hours=MAX_HOURS,
+                                                percent=percent)
+    wait_past_max_hours(opened)
     outcome = watch_canary(client, cfg, api_key=UPSTREAM_KEY)
     assert outcome.status == "finished" and outcome.run["outcome"] == "rolled_back", \
         outcome.message
