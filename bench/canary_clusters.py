@@ -17,12 +17,6 @@ target (storage/route_health.py).
   its best play sends a fresh id per request (each probe counts on whichever arm it lands)
   and, when the answer shows it reached the canary, `max_requests_per_user - 1` more on that
   id. The share of runs whose verdict is `promote` after all the traffic.
-- Refusals clustered by user: an even canary; 10% of users send what every target refuses
-  (400, e.g. too long a context), the rest err 1% (5xx); Pareto volumes, sticky users.
-  Old: each of a sticky user's 4xx counts (weighed as above). New: a sticky user's 4xx counts
-  only on its first request on that target (made before it could see which arm it is on);
-  5xx, timeouts and fallbacks count on every request. How often the even canary is rolled
-  back, and how many canary requests a fine-tune answering 404 to everything needs.
 """
 
 from __future__ import annotations
@@ -132,53 +126,3 @@ def print_threats(params: SprtParams, *, runs: int) -> None:
         new = [diluted(s, budget, params, new=True) for s in range(runs)].count("promote")
         print(f"  attacker +{budget:6d} requests: old {100 * old / runs:5.1f}% new "
               f"{100 * new / runs:5.1f}%")
-    print_refusals(params, runs=runs)
-
-
-def refusals(seed: int, users: int, params: SprtParams, *, new: bool,
-             broken: bool = False, total: int = 20_000, every: int = 50) -> tuple[str, int]:
-    """The even (or, `broken`, refusing everything) canary's decision and canary requests."""
-    rng = random.Random(seed)
-    volume = [rng.paretovariate(1.2) for _ in range(users)]
-    refused = [rng.random() < 0.1 for _ in range(users)]
-    on_canary = [rng.random() < SHARE for _ in range(users)]
-    weights = [v / sum(volume) for v in volume]
-    hot = [w > HOT for w in weights]
-    arms = (_Arm(), _Arm())
-    seen = 0
-    for n, user in enumerate(rng.choices(range(users), weights, k=total)):
-        canary = rng.random() < SHARE if hot[user] else on_canary[user]
-        key = f"r{n}" if hot[user] else f"u{user}"
-        arm = arms[0 if canary else 1]
-        first = arm.cells[key][0] == 0
-        four = refused[user] or (broken and canary)
-        counted = four and (first or not new or key.startswith("r"))
-        arm.add(key, counted or (not four and rng.random() < 0.01))
-        if canary:
-            seen += 1
-            if seen % every == 0:
-                decision = sprt("errors", arms[0].n, arms[0].x, arms[1].n, arms[1].x,
-                                params).decision
-                if decision == "worse":
-                    return "rollback", seen
-                if decision == "not_worse" and seen >= 100:
-                    return "promote", seen
-    return "continue", seen
-
-
-def print_refusals(params: SprtParams, *, runs: int) -> None:
-    print(f"refusals clustered by user (10% of users refused by every target), {SHARE:.0%} "
-          f"share, {runs} runs (old: every 4xx of a sticky user; new: its first per target):")
-    for users in (50, 200, 1000):
-        row = []
-        for new in (False, True):
-            even = [refusals(s, users, params, new=new)[0] for s in range(runs)]
-            broken = [refusals(s, users, params, new=new, broken=True) for s in range(runs)]
-            gone = sorted(n for d, n in broken if d == "rollback")
-            median = gone[len(gone) // 2] if gone else 0
-            row.append((even.count("rollback") / runs, len(gone) / runs, median))
-        (eo, bo, mo), (en, bn, mn) = row
-        print(f"  {users:4d} users: even canary rolled back old {100 * eo:5.1f}% new "
-              f"{100 * en:5.1f}% (this test {100 * params.alpha:g}%); a canary refusing "
-              f"everything rolled back old {100 * bo:5.1f}% (median {mo} canary requests) "
-              f"new {100 * bn:5.1f}% (median {mn})")

@@ -6,10 +6,10 @@ answered 4xx or 5xx, timed out or cut the answer, or when the drawn target faile
 served it (`route.attempt > 0`). Upstream 4xx answers count too (a fine-tuned model that was
 deleted, not deployed, refuses a parameter or is rate limited answers 400/404/429 to every
 request): the verdict compares the arms, so an app's own bad requests, which every target
-refuses alike, raise both arms' rates alike when drawn per request. A 4xx the proxy
-answered itself after it chose the target (its row's `route.answered_by` is `proxy`,
-proxy/exchange.py) never counts: it says nothing about the target; the proxy's checks before
-routing (keys, body size, JSON) log no routed row at all. Latency is over the answers below 400.
+refuses alike, raise both arms' rates alike. A 4xx the proxy answered itself after it chose
+the target (its row's `route.answered_by` is `proxy`, proxy/exchange.py) never counts: it
+says nothing about the target; the proxy's checks before routing (keys, body size, JSON)
+log no routed row at all. Latency is over the answers below 400.
 Evaluation and synthetic traffic never count. A request users rated is a thumbs-down when
 the mean of its feedback scores is below 0 (`rated_requests`, `thumbs_down`: for people).
 
@@ -29,12 +29,6 @@ one cluster, not independent trials, and a user with more than `max_requests_per
 requests on a target is weighed down to that many. So heavy users whose requests err alike do
 not pass for many independent observations, and one user id flooding a target with cheap
 successes weighs at most that many requests. Requests drawn per request count one each.
-In that test a sticky user's upstream 4xx is an error only on its first request on that
-target (`weighed_failed`): refusals that come from the user's content (a conversation every
-target refuses) land on the user's one arm and, counted on every request, rolled even canaries
-back (r14c #2); an app key that reads the answer's `model` could send refused requests only on
-canary-bound ids. The first request is sent before the user could see its arm. A fine-tune
-refusing everything still fails every user's first request on it. `errors` counts them all.
 """
 
 from __future__ import annotations
@@ -63,20 +57,13 @@ WITH q AS (
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
                 THEN 'u:' || coalesce(user_id, session_id, '') ELSE 'r:' || id END AS cluster
-           , created_at
     FROM interactions
     WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ?
       AND created_at < ?
 ), r AS (
     SELECT *, CASE WHEN status_code >= 500 OR finish IN ('timeout', 'upstream_cut')
                         OR attempt > 0 OR (status_code >= 400 AND answered_by IS NULL)
-                   THEN 1 ELSE 0 END AS failed,
-           CASE WHEN status_code >= 500 OR finish IN ('timeout', 'upstream_cut')
-                        OR attempt > 0
-                        OR (status_code >= 400 AND answered_by IS NULL
-                            AND (cluster LIKE 'r:%' OR row_number() OVER (
-                                PARTITION BY target, cluster ORDER BY created_at, id) = 1))
-                   THEN 1 ELSE 0 END AS weighed_failed
+                   THEN 1 ELSE 0 END AS failed
     FROM q
 ), rated AS (
     SELECT fb.interaction_id, avg(fb.score) AS mean
@@ -107,7 +94,7 @@ WITH q AS (
            sum(down * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS down_votes
     FROM voters GROUP BY target
 ), clusters AS (
-    SELECT target, cluster, count(*) AS n, sum(weighed_failed) AS x
+    SELECT target, cluster, count(*) AS n, sum(failed) AS x
     FROM r GROUP BY target, cluster
 ), w AS (
     SELECT target, sum(n * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_requests,
