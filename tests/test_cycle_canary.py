@@ -286,3 +286,31 @@ def test_4xx_answers_for_every_target_do_not_roll_the_canary_back(
     assert model in {t["model"] for t in loop.admin().routes()[ALIAS]["targets"]}
     rows = loop.admin().route_health(ALIAS, since="2000-01-01T00:00:00Z")["targets"]
     assert rows and all(r["errors"] == r["requests"] for r in rows), rows
+
+
+def test_a_fine_tune_failing_its_sticky_users_after_their_first_request_is_rolled_back(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    """Sticky users each get one answer from the canary, then it is deleted (404 from then on,
+    as for follow-up turns it refuses). Every 4xx counts, not only a user's first: a rule
+    counting only the first one (tried, reverted) promoted this canary to 100%."""
+    cfg, model = open_canary(loop, tmp_path, percent=50, min_requests=20)
+    client, users = loop.openai(), [f"user-{n}" for n in range(40)]
+    for user in users:
+        client.chat.completions.create(model=ALIAS, user=user,
+                                       messages=[{"role": "user", "content": "Where is it?"}])
+    sent = len(users)
+    loop.upstream.state.fail_containing[model] = 404
+    outcome = None
+    for turn in range(6):
+        for user in users:
+            with contextlib.suppress(openai.APIStatusError):
+                client.chat.completions.create(
+                    model=ALIAS, user=user,
+                    messages=[{"role": "user", "content": f"And then {turn}?"}])
+        sent += len(users)
+        wait_ingested(loop, sent)
+        outcome = run(loop, cfg)
+        if outcome.status == "finished":
+            break
+    assert outcome is not None and outcome.run["outcome"] == "rolled_back", outcome.message
+    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
