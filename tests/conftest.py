@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,29 @@ def fake_openai() -> Iterator[FakeUpstream]:
     state = FakeOpenAIState()
     with serve_app(create_fake_openai(state)) as url:
         yield FakeUpstream(url, state)
+
+
+@contextmanager
+def module_proxy(tmp: Path, **overrides: Any) -> Iterator[ProxyServer]:
+    """A fake OpenAI and a proxy in front of it, for a module-scoped fixture (DuckDB in tmp)."""
+    state = FakeOpenAIState()
+    with serve_app(create_fake_openai(state)) as upstream_url:
+        upstream = FakeUpstream(upstream_url, state)
+        settings = proxy_settings(tmp, upstream.base_url, **overrides)
+        with serve_app(create_app(settings)) as url:
+            proxy = ProxyServer(url, settings, upstream)
+            try:
+                yield proxy
+            finally:
+                proxy.close()
+
+
+def last_sent(proxy: ProxyServer, model: str) -> dict[str, Any]:
+    """The newest body the fake upstream received for `model`."""
+    bodies = [r.json for r in proxy.upstream.state.requests
+              if isinstance(r.json, dict) and r.json.get("model") == model]
+    assert bodies, f"nothing reached {model}"
+    return bodies[-1]
 
 
 FAKE_CONTROLS = ("x-fake-fail", "x-fake-delay-ms", "x-fake-cut-after", "x-fake-reset",

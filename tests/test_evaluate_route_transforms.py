@@ -17,11 +17,12 @@ from exporter.evaluate import EvalOptions, evaluate
 from exporter.examples import Example
 from exporter.formats import FormatOptions
 from exporter.pipeline import ExportOptions, export
-from proxy.app import create_app
-from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, FakeUpstream, ProxyServer, proxy_settings
-from tests.fakes.openai_upstream import FakeOpenAIState
-from tests.fakes.openai_upstream import create_app as create_fake_openai
-from tests.fakes.server import serve_app
+from tests.conftest import (
+    ADMIN_TOKEN,
+    UPSTREAM_KEY,
+    ProxyServer,
+    module_proxy,
+)
 from tuneloop.cli import main
 from tuneloop.errors import ConfigError
 
@@ -37,17 +38,10 @@ def legacy_target(stop: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
-    tmp = tmp_path_factory.mktemp("eval-routes")
-    state = FakeOpenAIState()
-    with serve_app(create_fake_openai(state)) as upstream_url:
-        upstream = FakeUpstream(upstream_url, state)
-        settings = proxy_settings(tmp, upstream.base_url)
-        with serve_app(create_app(settings)) as url:
-            proxy = ProxyServer(url, settings, upstream)
-            proxy.admin().put_routes({"qa": {"targets": [legacy_target("###")]},
-                                      "qa-eu": {"targets": [legacy_target("END")]}})
-            yield proxy
-            proxy.close()
+    with module_proxy(tmp_path_factory.mktemp("eval-routes")) as proxy:
+        proxy.admin().put_routes({"qa": {"targets": [legacy_target("###")]},
+                                  "qa-eu": {"targets": [legacy_target("END")]}})
+        yield proxy
 
 
 @pytest.fixture(scope="module")

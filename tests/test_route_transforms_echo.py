@@ -18,7 +18,7 @@ import pytest
 from proxy.app import create_app
 from storage.prompt_templates import freeze_template
 from storage.store import migrate_store, open_store
-from tests.conftest import UPSTREAM_KEY, FakeUpstream, ProxyServer, proxy_settings
+from tests.conftest import UPSTREAM_KEY, FakeUpstream, ProxyServer, last_sent, proxy_settings
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
@@ -62,13 +62,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
                     {"type": "replace_system_prompt", "system_prompt": "Acme."}]}]}})
             yield proxy
             proxy.close()
-
-
-def last_sent(proxy: ProxyServer, model: str) -> dict[str, Any]:
-    bodies = [r.json for r in proxy.upstream.state.requests
-              if isinstance(r.json, dict) and r.json.get("model") == model]
-    assert bodies
-    return bodies[-1]
 
 
 def mismatch(proxy: ProxyServer, interaction_id: str) -> Any:

@@ -25,6 +25,7 @@ from tests.conftest import (
     UPSTREAM_KEY,
     FakeUpstream,
     ProxyServer,
+    last_sent,
     proxy_settings,
 )
 from tests.fakes.openai_upstream import FakeOpenAIState
@@ -78,13 +79,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
 
 def post(proxy: ProxyServer, path: str, body: dict[str, Any]) -> httpx.Response:
     return proxy.http().post(path, json=body, headers={"authorization": f"Bearer {UPSTREAM_KEY}"})
-
-
-def last_sent(proxy: ProxyServer, model: str) -> dict[str, Any]:
-    bodies = [r.json for r in proxy.upstream.state.requests
-              if isinstance(r.json, dict) and r.json.get("model") == model]
-    assert bodies, f"nothing reached {model}"
-    return bodies[-1]
 
 
 def wrapped_user(*parts: object) -> dict[str, Any]:

@@ -6,15 +6,10 @@ target gets it as the app sent it, on chat and on /v1/responses (`instructions`)
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from proxy.app import create_app
-from tests.conftest import FakeUpstream, ProxyServer, proxy_settings
-from tests.fakes.openai_upstream import FakeOpenAIState
-from tests.fakes.openai_upstream import create_app as create_fake_openai
-from tests.fakes.server import serve_app
+from tests.conftest import ProxyServer, last_sent, module_proxy
 
 FT = "ft:gpt-4o-mini-2024-07-18:acme::own"
 OWN = "Tenant 42: VIP customer, refunds ALLOWED up to $500."
@@ -25,24 +20,10 @@ ROUTE = {"targets": [{"model": FT, "transforms": [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
-    tmp = tmp_path_factory.mktemp("own_system")
-    state = FakeOpenAIState()
-    with serve_app(create_fake_openai(state)) as upstream_url:
-        upstream = FakeUpstream(upstream_url, state)
-        settings = proxy_settings(tmp, upstream.base_url)
-        with serve_app(create_app(settings)) as url:
-            proxy = ProxyServer(url, settings, upstream)
-            proxy.admin().freeze_template("q", {"user_prefix": "Q: "})
-            proxy.admin().put_routes({"own-bot": ROUTE})
-            yield proxy
-            proxy.close()
-
-
-def last_sent(proxy: ProxyServer) -> dict[str, Any]:
-    bodies = [r.json for r in proxy.upstream.state.requests
-              if isinstance(r.json, dict) and r.json.get("model") == FT]
-    assert bodies
-    return bodies[-1]
+    with module_proxy(tmp_path_factory.mktemp("own_system")) as proxy:
+        proxy.admin().freeze_template("q", {"user_prefix": "Q: "})
+        proxy.admin().put_routes({"own-bot": ROUTE})
+        yield proxy
 
 
 def test_chat_with_its_own_system_message_is_a_mismatch_sent_as_the_app_sent_it(
@@ -50,7 +31,7 @@ def test_chat_with_its_own_system_message_is_a_mismatch_sent_as_the_app_sent_it(
     messages = [{"role": "system", "content": OWN}, {"role": "user", "content": "Q: refund?"}]
     raw = server.openai().chat.completions.with_raw_response.create(
         model="own-bot", messages=messages)  # type: ignore[arg-type]
-    assert last_sent(server)["messages"] == messages  # the tenant's context reached the model
+    assert last_sent(server, FT)["messages"] == messages  # the tenant's context reached the model
     row = server.row(raw.headers["x-tuneloop-id"])
     assert row["route"]["template_mismatch"] == "own_system_prompt"
 
@@ -58,7 +39,7 @@ def test_chat_with_its_own_system_message_is_a_mismatch_sent_as_the_app_sent_it(
 def test_chat_without_a_system_message_still_gets_the_replacement(server: ProxyServer) -> None:
     raw = server.openai().chat.completions.with_raw_response.create(
         model="own-bot", messages=[{"role": "user", "content": "Q: refund?"}])
-    assert last_sent(server)["messages"] == [{"role": "system", "content": "Acme support."},
+    assert last_sent(server, FT)["messages"] == [{"role": "system", "content": "Acme support."},
                                              {"role": "user", "content": "refund?"}]
     assert "template_mismatch" not in server.row(raw.headers["x-tuneloop-id"])["route"]
 
@@ -66,7 +47,7 @@ def test_chat_without_a_system_message_still_gets_the_replacement(server: ProxyS
 def test_responses_instructions_are_not_replaced(server: ProxyServer) -> None:
     raw = server.openai().responses.with_raw_response.create(
         model="own-bot", instructions=OWN, input="Q: refund?")
-    sent = last_sent(server)
+    sent = last_sent(server, FT)
     assert sent["instructions"] == OWN and sent["input"] == "Q: refund?"
     row = server.row(raw.headers["x-tuneloop-id"])
     assert row["route"]["template_mismatch"] == "own_system_prompt"

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from proxy.app import create_app
-from tests.conftest import UPSTREAM_KEY, FakeUpstream, ProxyServer, proxy_settings
-from tests.fakes.openai_upstream import FakeOpenAIState
-from tests.fakes.openai_upstream import create_app as create_fake_openai
-from tests.fakes.server import serve_app
+from tests.conftest import (
+    UPSTREAM_KEY,
+    ProxyServer,
+    last_sent,
+    module_proxy,
+)
 
 LEGACY_FT = "ft:davinci-002:acme::stop"
 CHAT_FT = "ft:gpt-4o-mini-2024-07-18:acme::stop"
@@ -29,23 +30,9 @@ ROUTES = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
-    tmp = tmp_path_factory.mktemp("stop")
-    state = FakeOpenAIState()
-    with serve_app(create_fake_openai(state)) as upstream_url:
-        upstream = FakeUpstream(upstream_url, state)
-        settings = proxy_settings(tmp, upstream.base_url)
-        with serve_app(create_app(settings)) as url:
-            proxy = ProxyServer(url, settings, upstream)
-            proxy.admin().put_routes(ROUTES)
-            yield proxy
-            proxy.close()
-
-
-def last_sent(proxy: ProxyServer, model: str) -> dict[str, Any]:
-    bodies = [r.json for r in proxy.upstream.state.requests
-              if isinstance(r.json, dict) and r.json.get("model") == model]
-    assert bodies
-    return bodies[-1]
+    with module_proxy(tmp_path_factory.mktemp("stop")) as proxy:
+        proxy.admin().put_routes(ROUTES)
+        yield proxy
 
 
 @pytest.mark.parametrize(("app_stop", "sent"), [
