@@ -129,13 +129,20 @@ def forgotten_user_key(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _forgotten_removed(con: Connection, table: pa.Table) -> pa.Table:
-    """The batch without the rows of users erased by `forget` after the row was made (a row
-    of theirs that waited in a spool, this replica's or another's, while `forget` ran)."""
+def user_keys(table: pa.Table) -> dict[str, str]:
+    """The users of a batch by their `forgotten_users` key (`forgotten_user_key`)."""
     users = [u for u in pc.unique(table["user_id"]).to_pylist() if u is not None]
-    if not users or not table_exists(con, "forgotten_users"):
+    return {forgotten_user_key(u): u for u in users}
+
+
+def _forgotten_removed(con: Connection, table: pa.Table,
+                       names: dict[str, str] | None = None) -> pa.Table:
+    """The batch without the rows of users erased by `forget` after the row was made (a row
+    of theirs that waited in a spool, this replica's or another's, while `forget` ran).
+    `names`: the batch's `user_keys`, when computed beforehand."""
+    names = user_keys(table) if names is None else names
+    if not names or not table_exists(con, "forgotten_users"):
         return table
-    names = {forgotten_user_key(u): u for u in users}
     rows = con.execute("SELECT user_sha256, forgotten_at FROM forgotten_users "
                        "WHERE user_sha256 = ANY(?)", [list(names)]).fetchall()
     if not rows:
@@ -155,13 +162,15 @@ class PreparedBatch:
     copy_data: CopyInput = None
     """Postgres COPY input of `table`: COPY's binary format where every column has a type
     it is written for, else its text format (None: made at insert)."""
+    users: dict[str, str] | None = None
+    """`user_keys(table)` (None: computed at insert)."""
 
 
 def prepare_batch(table: pa.Table, *, for_postgres: bool) -> PreparedBatch:
     copy_data: CopyInput = None
     if for_postgres:
         copy_data = binary_for_copy(table) or text_for_copy(table)
-    return PreparedBatch(table, logged_untrainable(table), copy_data)
+    return PreparedBatch(table, logged_untrainable(table), copy_data, user_keys(table))
 
 
 def _copy_interactions(con: PgConnection, table: pa.Table, data: CopyInput) -> bool:
@@ -204,7 +213,8 @@ def insert_interactions(con: Connection, table: pa.Table | PreparedBatch, *,
     Python, not by reading the JSON back). `then` gets the rows actually inserted, in the
     same transaction (the writer lists them for the search indexer)."""
     prepared = table if isinstance(table, PreparedBatch) else None
-    rows = _forgotten_removed(con, prepared.table if prepared else table)
+    rows = _forgotten_removed(con, prepared.table, prepared.users) if prepared else \
+        _forgotten_removed(con, table)
     if rows.num_rows == 0:
         return 0
     if prepared is None or rows.num_rows < prepared.table.num_rows:

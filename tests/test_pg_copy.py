@@ -158,3 +158,39 @@ def test_binary_input_for_other_column_types_goes_in_as_text(pg_url: str) -> Non
             assert got == [("a", 7, ["x", None], want_doc), ("b", None, [], None)], (n, tags, doc)
     finally:
         db.close()
+
+
+def test_long_text_is_lz4_compressed_in_every_copy_of_a_transaction(pg_url: str) -> None:
+    """lz4 is SET LOCAL once per transaction: a savepoint rolled back undoes it (the next COPY
+    sets it again), a savepoint released keeps it, a new transaction sets it again."""
+    long = "refund policy customer order " * 400  # compressible, past the TOAST threshold
+    db = PgDatabase(pg_url, read_threads=1)
+    try:
+        db.write_sync(lambda con: con.execute("CREATE TABLE t (id VARCHAR, body TEXT)"))
+
+        def copy(con: Any, id_: str) -> None:
+            con.copy_rows("t", pa.table({"id": [id_], "body": [long]}))
+
+        def steps(con: Any) -> None:
+            con.execute("BEGIN")
+            copy(con, "in a savepoint rolled back")
+            con.execute("ROLLBACK")
+            copy(con, "after the rollback")
+            con.execute("BEGIN")
+            copy(con, "in a savepoint released")
+            con.execute("COMMIT")
+            con.execute("BEGIN")
+            con.execute("BEGIN")
+            con.execute("ROLLBACK")
+            copy(con, "after an inner rollback")
+            con.execute("COMMIT")
+            copy(con, "after the release")
+        db.write_sync(steps)
+        db.write_sync(lambda con: copy(con, "next transaction"))
+        got = dict(db.read_sync(lambda con: con.execute(
+            "SELECT id, pg_column_compression(body) FROM t").fetchall()))
+        assert got == dict.fromkeys(["after the rollback", "in a savepoint released",
+                                     "after an inner rollback", "after the release",
+                                     "next transaction"], "lz4")
+    finally:
+        db.close()

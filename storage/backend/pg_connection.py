@@ -108,6 +108,7 @@ class PgConnection:
         self.raw = raw
         self._cursor: psycopg.Cursor[Any] = raw.cursor()
         self._depth = 0
+        self._lz4_depth: int | None = None  # the savepoint depth lz4 was SET LOCAL at
         self.ddl = ddl
         self._column_types = {} if column_types is None else column_types
 
@@ -185,6 +186,10 @@ class PgConnection:
             return
         if self._depth == 0:
             raise psycopg.ProgrammingError(f"{verb} with no transaction open")
+        if self._lz4_depth is not None:  # a SET LOCAL ends with its transaction, is undone
+            # by the rollback of its savepoint, and is kept by its release
+            undone = self._depth == 1 or (verb == "ROLLBACK" and self._lz4_depth >= self._depth)
+            self._lz4_depth = None if undone else min(self._lz4_depth, self._depth - 1)
         self._depth -= 1
         if self._depth == 0:
             self._cursor.execute(verb.encode())
