@@ -219,11 +219,12 @@ class PgConnection:
         """COPY the rows of `table` into table `name` (its columns by name); the row count.
         `data`: its COPY input when made beforehand (binary input whose column types the
         table doesn't have is made again, as text). Inside a transaction, long text is
-        compressed with lz4 where the server has it."""
+        compressed with lz4 where the server has it (SET LOCAL once per transaction)."""
         if table.num_rows == 0:
             return 0
-        if self.in_transaction and self._has_lz4():
+        if self.in_transaction and self._lz4_depth is None and self._has_lz4():
             self._cursor.execute(b"SET LOCAL default_toast_compression = 'lz4'")
+            self._lz4_depth = self._depth
         names = ", ".join(f'"{field}"' for field in table.schema.names)
         if isinstance(data, BinaryCopy):
             if self._binary_fits(name, data):
