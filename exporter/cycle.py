@@ -24,6 +24,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from exporter.cycle_canary import canary_step, left_open, unwatched_warning, watch_step
@@ -83,16 +84,25 @@ SETTLED_STATE_SKIPPED = ("attempts",)
 
 def settling_run(client: AdminClient, config: CycleConfig, holder: str,
                  say: Callable[[str], None] = lambda _: None) -> dict[str, Any] | None:
-    """A new run that watches the canary a failed run left open (`left_open`), or None.
+    """A new run that watches the canary an ended run left open (`left_open`), or None.
     It takes that run's state (model, promotion time, data keys) and starts at `watch`, so
-    nothing new is trained or evaluated while a canary of the cycle is open and unwatched."""
+    nothing new is trained or evaluated while a canary of the cycle is open and unwatched. A
+    superseded canary put back by a rollback is judged on the traffic since the route last
+    changed (it was off the route before) and its `max_hours` counts from then."""
     orphan = left_open(client, config)
     if orphan is None:
         return None
     state = {k: v for k, v in (orphan.get("state") or {}).items()
              if k not in SETTLED_STATE_SKIPPED}
-    message = (f"run {orphan['id']} failed with its canary of {state['fine_tuned_model']} "
-               f"open on route {config.alias!r}: watching it before anything new")
+    if orphan.get("status") == "failed":
+        why = f"run {orphan['id']} failed with its canary of {state['fine_tuned_model']} open"
+    else:
+        back = client.route_canary(config.alias).get("changed_at")
+        if back and datetime.fromisoformat(back) > datetime.fromisoformat(state["promoted_at"]):
+            state["promoted_at"] = back
+        why = (f"the canary of {state['fine_tuned_model']} that run {orphan['id']} opened was "
+               f"superseded, then put back by a rollback (at {state['promoted_at']}): it is open")
+    message = f"{why} on route {config.alias!r}: watching it before anything new"
     say(message)
     run = client.create_cycle_run(config.name, holder, "watch", config.model_dump(mode="json"))
     return client.record_cycle_step(run["id"], holder, "settle", "done",

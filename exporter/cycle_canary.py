@@ -37,7 +37,17 @@ def canary_step(ctx: StepContext) -> StepResult:
     named = manifest.get("template")
     template: dict[str, Any] = named if isinstance(named, dict) else {}
     candidate, percent = ctx.state["fine_tuned_model"], ctx.config.canary.percent
+    route = ctx.client.route_canary(ctx.config.alias)
+    waiting = _another_canary(ctx.config.alias, route.get("canary"), candidate)
+    if waiting:
+        return StepResult("canary", wait=True, note=waiting)
     stable = current_model(ctx.client, ctx.config)
+    evaluated = ctx.state.get("baseline")
+    if evaluated and not ctx.config.evaluate.baseline and evaluated != stable:
+        note = (f"the alias now serves {stable}, not {evaluated} that {candidate} was "
+                f"evaluated against: evaluating again before any canary")
+        return StepResult("evaluate", detail={"stable": stable, "evaluated_against": evaluated},
+                          note=note)
     result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
                                 prompt_suffix=suffix, stop=stop,
                                 strip_template=template.get("ref"),
@@ -48,6 +58,18 @@ def canary_step(ctx: StepContext) -> StepResult:
     if percent >= 100:
         return StepResult(None, state=state, detail=detail, outcome="promoted")
     return StepResult("watch", state=state, detail=detail)
+
+
+def _another_canary(alias: str, episode: dict[str, Any] | None, candidate: str) -> str | None:
+    """Why the canary step waits: the route has an open canary of another model (another
+    cycle's, a person's); one canary at a time, so neither judges the other's untested model
+    as the current one. None when the route has none (or it is this candidate's)."""
+    if episode is None or episode.get("model") == candidate:
+        return None
+    return (f"route {alias!r} has an open canary of {episode.get('model')} "
+            f"({episode.get('canary'):g}% since {episode.get('promoted_at')}) that this run did "
+            f"not open: one canary at a time, so {candidate} waits until that one is promoted "
+            "or rolled back (then it is evaluated again if the alias's model changed)")
 
 
 def _starved(canary_n: float, baseline_n: float, floor: int) -> bool:
@@ -177,13 +199,17 @@ def rollback_note(model: str, verdict: CanaryVerdict, undecided: bool, reopened:
 
 
 def left_open(client: AdminClient, config: CycleConfig) -> dict[str, Any] | None:
-    """The failed run of the cycle whose canary is still on the alias's route: its watch
-    step kept failing, nobody watches that canary and its `max_hours` is not enforced. Found
-    from the run's recorded state (`open_canary_run`: the candidate it promoted still shares
-    the route), whatever the canary's share (up to 90%). A run settles it before anything new
-    (exporter/cycle.py); None when there is none."""
+    """The ended run of the cycle whose canary is open on the alias's route with nobody
+    watching it (so its `max_hours` is not enforced either): its watch step kept failing
+    (`failed`), or someone's promotion superseded it and a rollback of that promotion put it
+    back (`superseded`). Found from the run's recorded state (`open_canary_run`: its candidate
+    is the route's open canary), whatever the canary's share (up to 90%). A run settles it
+    before anything new (exporter/cycle.py); None when there is none."""
     run = open_canary_run(client, config)
-    return run if run is not None and run.get("status") == "failed" else None
+    if run is None:
+        return None
+    unwatched = run.get("status") == "failed" or run.get("outcome") == "superseded"
+    return run if unwatched else None
 
 
 def unwatched_warning(alias: str, run: dict[str, Any]) -> str:

@@ -235,15 +235,13 @@ def wait_step(ctx: StepContext) -> StepResult:
 CANARY_RUNS_LOOKED_AT = 100
 
 
-def open_canary_run(client: AdminClient, config: CycleConfig,
-                    spec: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+def open_canary_run(client: AdminClient, config: CycleConfig) -> dict[str, Any] | None:
     """The cycle's newest run that put a canary on the alias's route (its state records
     `promoted_at`, the candidate it promoted and the `stable` model it replaced), when that
-    canary is still open: the candidate still shares the route with another target. Found
-    from what the run recorded, never from the weights (a canary may take up to 90%)."""
-    spec = client.routes().get(config.alias) if spec is None else spec
-    models = {str(t["model"]) for t in (spec or {}).get("targets") or []}
-    if len(models) < 2:
+    candidate is the route's open canary (`AdminClient.route_canary`: the promotion episode
+    still open, never judged by the weights: a canary may take up to 90%)."""
+    episode = client.route_canary(config.alias).get("canary")
+    if episode is None:
         return None
     for run in client.cycle_runs(config.name, limit=CANARY_RUNS_LOOKED_AT):
         state = run.get("state") or {}
@@ -251,26 +249,20 @@ def open_canary_run(client: AdminClient, config: CycleConfig,
             continue
         # only the newest canary of the cycle can be open: an older one was settled or
         # replaced by it
-        return run if state.get("fine_tuned_model") in models else None
+        return run if state.get("fine_tuned_model") == episode.get("model") else None
     return None
 
 
 def current_model(client: AdminClient, config: CycleConfig) -> str:
-    """The model the alias serves for sure: while a canary of the cycle is open, the model
-    that canary's run replaced (recorded as `stable`), whatever the weights; otherwise the
-    route's heaviest target."""
+    """The model the alias serves for sure (`stable`, proxy/promotion.py): never a canary
+    still open on its route, whoever opened it (this cycle, another one, a person) and
+    whatever its share."""
     alias = config.alias
-    spec = client.routes().get(alias)
-    if spec is None or not spec.get("targets"):
+    stable = client.route_canary(alias).get("stable")
+    if not stable:
         raise ConfigError(f"the alias {alias!r} has no route: create it (tuneloop routes set) "
                           "or set [evaluate] baseline")
-    models = [str(t["model"]) for t in spec["targets"]]
-    run = open_canary_run(client, config, spec)
-    stable = None if run is None else (run.get("state") or {}).get("stable")
-    if stable in models:
-        return str(stable)
-    heaviest = max(spec["targets"], key=lambda t: float(t.get("weight", 100.0)))
-    return str(heaviest["model"])
+    return str(stable)
 
 
 def eval_options(cfg: EvaluateConfig, candidate: str, baseline: str,

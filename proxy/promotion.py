@@ -5,7 +5,9 @@
 - full (share 100): the candidate only, with the stable target as the first fallback (unless
   `previous_as_fallback` is off), then the kept fallbacks.
 
-The stable target is the heaviest current target that is not the candidate. A candidate
+The stable target is the heaviest current target that is neither the candidate nor the
+route's open canary (storage/promotions.py `open_canary`): a new canary replaces an open one
+beside the stable target, whatever their weights. A candidate
 already in the route (a target, else a fallback: promoted again after a newer model took its
 place) keeps its provider, base_url, key variable and transforms unless the
 request names new ones, so promoting a canary to full needs only the model name.
@@ -101,9 +103,14 @@ def _same(a: Target, b: Target) -> bool:
     return (a.model, a.provider, a.base_url) == (b.model, b.provider, b.base_url)
 
 
-def stable_target(spec: RouteSpec, candidate_model: str) -> Target | None:
+def stable_target(spec: RouteSpec, candidate_model: str | None,
+                  open_canary: str | None = None) -> Target | None:
+    """The target serving the alias for sure: the heaviest that is not the candidate nor the
+    open canary (an untested model, even at 60%); the open canary only when nothing else is
+    left."""
     others = [t for t in spec.targets if t.model != candidate_model and t.weight > 0]
-    return max(others, key=lambda t: t.weight) if others else None
+    settled = [t for t in others if t.model != open_canary] or others
+    return max(settled, key=lambda t: t.weight) if settled else None
 
 
 def merged_transforms(had: list[dict[str, Any]], request: PromoteRequest
@@ -185,7 +192,9 @@ def _no_route_for_canary(alias: str, model: str, share: float) -> str:
             f"with a route for it), then start the canary: `{again}`")
 
 
-def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest) -> RouteSpec:
+def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest,
+                  open_canary: str | None = None) -> RouteSpec:
+    """`open_canary`: the model of the route's open canary, if any (never the stable one)."""
     share = min(request.canary, FULL)
     if current is not None:
         current = route_level_moved(current)
@@ -194,7 +203,7 @@ def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest
         if not request.full:
             raise Conflict(_no_route_for_canary(alias, request.model, share))
         return RouteSpec(targets=[candidate])
-    stable = stable_target(current, request.model)
+    stable = stable_target(current, request.model, open_canary)
     kept = [t for t in current.fallbacks if t.model != request.model] \
         if request.keep_fallbacks else []
     if request.full:

@@ -139,6 +139,20 @@ def latest_episode(con: Connection, alias: str) -> Episode | None:
     return episodes[-1] if episodes else None
 
 
+def open_canary(con: Connection, alias: str) -> Episode | None:
+    """The alias's open canary: the latest promotion episode not rolled back, when it gave its
+    model a share (< 100%) and that model still shares the route with another target. It
+    stays open until promoted fully, rolled back or replaced by another promotion; a
+    rollback of a later promotion opens it again. Weights never decide it (a canary may take
+    up to 90%)."""
+    episode = latest_episode(con, alias)
+    spec = _current(con, alias)
+    if episode is None or spec is None or episode.canary is None or episode.canary >= 100:
+        return None
+    models = {str(t.get("model")) for t in spec.get("targets") or []}
+    return episode if episode.model in models and len(models) > 1 else None
+
+
 def last_change(con: Connection, alias: str) -> datetime | None:
     rows = con.execute("SELECT max(changed_at) FROM route_history WHERE alias = ?",
                        [alias]).fetchall()

@@ -212,3 +212,29 @@ def test_health_counts_the_upstreams_4xx_not_the_proxys_own(proxy: ProxyServer) 
     assert (upstream["requests"], upstream["errors"]) == (1, 1)
     [own] = proxy.admin().route_health("ours", since=since)["targets"]
     assert (own["requests"], own["errors"]) == (1, 0)
+
+
+@pytest.mark.parametrize("share", [10, 60])
+def test_a_canary_beside_an_open_canary_keeps_the_stable_target_whatever_the_weights(
+        proxy: ProxyServer, share: int) -> None:
+    # r14d #2: at 60% the open canary was taken for the stable target, so a person's canary
+    # dropped the model the alias really served
+    start_route(proxy)
+    admin = proxy.admin()
+    admin.promote(ALIAS, FT, canary=share)
+    second = admin.promote(ALIAS, FT2, canary=10)
+    assert [(t["model"], t["weight"]) for t in second["spec"]["targets"]] == [(BASE, 90),
+                                                                            (FT2, 10)]
+    state = admin.route_canary(ALIAS)
+    assert (state["stable"], state["canary"]["model"]) == (BASE, FT2)
+    # rolling the newer canary back re-opens the first, beside the same stable target
+    admin.rollback(ALIAS)
+    assert admin.route_canary(ALIAS)["canary"]["model"] == FT
+    state = admin.route_canary(ALIAS)
+    assert [(t["model"], t["weight"]) for t in state["route"]["targets"]] == [
+        (BASE, 100 - share), (FT, share)]
+    assert (state["stable"], state["canary"]["model"]) == (BASE, FT)
+    # promoted fully, it is no canary any more: the alias serves it for sure
+    admin.promote(ALIAS, FT)
+    state = admin.route_canary(ALIAS)
+    assert (state["stable"], state["canary"]) == (FT, None)

@@ -191,6 +191,13 @@ class AdminClient(ReviewMethods, TemplateMethods):
                                                           max_requests_per_user})
         return result
 
+    def route_canary(self, alias: str) -> dict[str, Any]:
+        """The alias's route, its open canary (the promotion episode: model, share, times; or
+        None) and its `stable` model (the one it serves for sure, never an open canary), and
+        when the route last changed (`changed_at`)."""
+        result: dict[str, Any] = self.request("GET", f"/admin/routes/{_quote(alias)}/canary")
+        return result
+
     def savings(self, alias: str, days: int | None = None,
                 baseline: str | None = None) -> dict[str, Any]:
         """Per target of the alias over production traffic of the last `days` days (default

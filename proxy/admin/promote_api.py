@@ -4,7 +4,9 @@
 - `POST /admin/routes/{alias}/rollback` (admin): the spec before the latest promotion;
   an optional body `{"verdict": {...}}` (like the promotion's `verdict`) records why;
 - `GET /admin/routes/{alias}/health?since=&until=`: per target, production traffic since the
-  latest promotion (or `since`).
+  latest promotion (or `since`);
+- `GET /admin/routes/{alias}/canary`: the route's open canary (storage/promotions.py
+  `open_canary`) and its stable model, the one the alias serves for sure.
 
 Both writes record the route history and reload the in-memory router at once.
 """
@@ -31,10 +33,16 @@ from proxy.admin.routes_api import checked_spec, reload_routes
 from proxy.auth import Role
 from proxy.body import read_request_body
 from proxy.context import context_of
-from proxy.promotion import parse_promote_request, promoted_spec
+from proxy.promotion import parse_promote_request, promoted_spec, stable_target
 from proxy.routing import RouteSpec
 from storage.db import Connection
-from storage.promotions import last_change, latest_episode, promote_route, rollback_route
+from storage.promotions import (
+    last_change,
+    latest_episode,
+    open_canary,
+    promote_route,
+    rollback_route,
+)
 from storage.route_health import MAX_REQUESTS_PER_USER, MAX_VOTES_PER_VOTER, route_health
 from storage.routes import load_routes
 from tuneloop.errors import BadRequest
@@ -60,7 +68,9 @@ async def promote(request: Request) -> Response:
 
     def build(con: Connection, current: dict[str, Any] | None) -> dict[str, Any]:
         spec = None if current is None else RouteSpec.model_validate(current)
-        made, _ = checked_spec(con, alias, promoted_spec(alias, spec, promotion))
+        canary = open_canary(con, alias)
+        made, _ = checked_spec(con, alias, promoted_spec(
+            alias, spec, promotion, None if canary is None else canary.model))
         return made.model_dump(exclude_none=True)
 
     detail: dict[str, Any] = {"model": promotion.model, "canary": min(promotion.canary, 100.0)}
@@ -152,8 +162,29 @@ async def health(request: Request) -> Response:
     return json_response(await ctx.db.read(read))
 
 
+async def canary(request: Request) -> Response:
+    ctx = authorize(request, Role.REVIEWER)
+    alias = _alias(request)
+
+    def read(con: Connection) -> dict[str, Any]:
+        spec = load_routes(con).get(alias)
+        episode = open_canary(con, alias)
+        stable = None
+        if spec is not None:
+            target = stable_target(RouteSpec.model_validate(spec), None,
+                                   None if episode is None else episode.model)
+            stable = None if target is None else target.model
+        changed = last_change(con, alias)
+        return {"alias": alias, "route": spec, "stable": stable,
+                "canary": None if episode is None else episode.to_json(),
+                "changed_at": None if changed is None else changed.isoformat()}
+
+    return json_response(await ctx.db.read(read))
+
+
 ROUTES = [
     Route("/admin/routes/{alias:path}/promote", promote, methods=["POST"]),
     Route("/admin/routes/{alias:path}/rollback", rollback, methods=["POST"]),
     Route("/admin/routes/{alias:path}/health", health, methods=["GET"]),
+    Route("/admin/routes/{alias:path}/canary", canary, methods=["GET"]),
 ]
