@@ -13,14 +13,15 @@ spooled with the real `LogWriter`, then ingested; the script prints rows/s for:
 - `indexer`: the background search indexer (`storage.search_queue`) indexing those rows
   (tokenized in this process; the server uses its compute worker),
 - `bound`: the store alone, the same rows put into a bare table like `interactions` (Postgres:
-  COPY of input made beforehand, in the text format ingest writes; `bound-csv` the same in
-  CSV, as ingest wrote before, interleaved with it; DuckDB: INSERT from Arrow): what the
-  machine allows at the moment (on a shared machine the figures move with its load),
+  COPY of input made beforehand, in the binary format ingest writes; `bound-txt` the same in
+  COPY's text format, as ingest wrote before, interleaved with it; DuckDB: INSERT from
+  Arrow): what the machine allows at the moment (on a shared machine the figures move with
+  its load),
 
 into a throwaway local Postgres cluster (tests/pg_cluster.py: fsync, synchronous_commit and
 full_page_writes off, as in the tests; `--durable` turns them on) and into a DuckDB file, and
 the ratios. Then, unless `--baseline ''`, this tree's writer and a baseline commit's (by
-default the one before the COPY text format), each in a process of its own, into a fresh
+default the one before the COPY binary format), each in a process of its own, into a fresh
 database, in turn, on the same rows: rows/s and the server's CPU per 1,000 rows of each (the
 CPU figure is the one a shared machine's load moves least), and their ratios. Run from the
 repository root:
@@ -44,8 +45,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -63,7 +62,7 @@ _WORD_TEXT = ("refund policy customer order invoice shipping delay account passw
               "address payment card declined discount coupon delivery tracking number escalate "
               "manager thanks please help urgent today tomorrow week")
 WORDS = tuple(_WORD_TEXT.split(" "))
-BASELINE = "7ac06ba"  # main before the COPY text format (CSV), for --baseline
+BASELINE = "84cef5c"  # main before the COPY binary format (text format), for --baseline
 
 
 def _text(rng: random.Random, words: int) -> str:
@@ -112,15 +111,18 @@ def bench_insert(db: Store, rows: list[dict[str, Any]], batch: int) -> float:
 def bench_copy_bound(url: str, rows: list[dict[str, Any]], batch: int) -> tuple[float, float]:
     """Postgres alone: the same rows COPYed (input made beforehand, not timed) into a bare
     table like `interactions` (its key and indexes): what this machine allows at the moment.
-    Twice, interleaved batch by batch: in COPY's text format (as ingest writes them now) and
-    in CSV (as it wrote them before). Rows/s of each."""
+    Twice, interleaved batch by batch: in COPY's binary format (as ingest writes them now) and
+    in its text format (as it wrote them before). Rows/s of each."""
     import psycopg
 
     from storage.backend.pg_copy import text_for_copy
+    from storage.backend.pg_copy_binary import HEADER, TRAILER, binary_for_copy
 
     tables = [to_arrow(rows[i:i + batch]) for i in range(0, len(rows), batch)]
-    formats = {"text": ("", [bytes(text_for_copy(t) or b"") for t in tables]),
-               "csv": (" WITH (FORMAT csv)", [_csv(t) for t in tables])}
+    binary = [binary_for_copy(t) for t in tables]
+    formats = {"binary": (" (FORMAT binary)", [HEADER + bytes(b.rows) + TRAILER
+                                               for b in binary if b is not None]),
+               "text": ("", [bytes(text_for_copy(t) or b"") for t in tables])}
     names = ", ".join(tables[0].schema.names)
     elapsed = dict.fromkeys(formats, 0.0)
     with psycopg.connect(url, autocommit=True) as con:
@@ -137,24 +139,7 @@ def bench_copy_bound(url: str, rows: list[dict[str, Any]], batch: int) -> tuple[
                 elapsed[kind] += time.perf_counter() - start
         for kind in formats:
             con.execute(f"DROP TABLE bound_{kind}")
-    return len(rows) / elapsed["text"], len(rows) / elapsed["csv"]
-
-
-def _csv(table: pa.Table) -> bytes:
-    """The batch as CSV for COPY, as storage.backend.pg_copy wrote it before the text format
-    (Arrow's CSV writer; lists as array literals)."""
-    import io
-
-    import pyarrow.csv as pa_csv
-
-    from storage.backend.pg_copy import _array_literals, _is_list
-
-    columns = [_array_literals(c) if _is_list(f.type) else c
-               for f, c in zip(table.schema, table.columns, strict=True)]
-    out = io.BytesIO()
-    pa_csv.write_csv(pa.table(columns, names=table.schema.names), out,
-                     pa_csv.WriteOptions(include_header=False))
-    return out.getvalue()
+    return len(rows) / elapsed["binary"], len(rows) / elapsed["text"]
 
 
 def bench_duck_bound(path: Path, rows: list[dict[str, Any]], batch: int) -> float:
@@ -209,6 +194,8 @@ url, count, batch, name, spool = sys.argv[1:6]
 rng = random.Random(12)
 rows = [dict(make_row(rng, n), id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{name}-{n}")))
         for n in range(int(count))]
+warm = [dict(make_row(rng, n), id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{name}-warm-{n}")))
+        for n in range(500)]
 
 def server_cpu(before):
     # CPU seconds of this database's server processes (Linux /proc), since `before`
@@ -229,7 +216,8 @@ def server_cpu(before):
 db = open_store(url)
 try:
     migrate_store(db)
-    db.write_sync(lambda con: con.execute("SELECT 1"))
+    # warmed up as a running server is (first calls load code, kernels, the price map)
+    bench_writer(db, warm, len(warm), Path(spool + "-warm"))
     before, _ = server_cpu({})
     rate = bench_writer(db, rows, int(batch), Path(spool))
     _, cpu = server_cpu(before)
@@ -242,8 +230,8 @@ print(rate, cpu / len(rows))
 def writer_in(root: Path, url: str, rows: int, batch: int, name: str,
               spool: Path) -> tuple[float, float]:
     """The writer bench of the tree at `root` (this one, or the baseline's), in a process of
-    its own: rows/s and the server's CPU seconds per row (the figure the load of a shared
-    machine moves least)."""
+    its own, after a warm-up ingest of 500 rows: rows/s and the server's CPU seconds per row
+    (the figure the load of a shared machine moves least)."""
     import os
     import subprocess
 
@@ -355,7 +343,7 @@ def main() -> None:
                            for root, name in pair}
                     compared.append((got["new"], got["old"]))
             best = [max(column) for column in zip(*runs, strict=True)]
-            pg, bound, bound_csv = best[0:4], best[4], best[5]
+            pg, bound, bound_text = best[0:4], best[4], best[5]
             duck, duck_bound = best[6:10], best[10]
         finally:
             if cluster is not None:
@@ -368,15 +356,15 @@ def main() -> None:
                         ("bound", bound, duck_bound)):
         print(f"{label:<9} {p:>16,.0f} {p / bound:>7.2f} {d:>14,.0f} {d / duck_bound:>7.2f} "
               f"{p / d:>8.2f}")
-    print(f"{'bound-csv':<9} {bound_csv:>16,.0f} {bound_csv / bound:>7.2f}")
+    print(f"{'bound-txt':<9} {bound_text:>16,.0f} {bound_text / bound:>7.2f}")
     print(f"writer1: a segment parsed whole, then written (before); writer: as the server "
           f"does (Postgres: in pieces of {PIECE_ROWS} rows, parsed while the database takes "
           "the piece before; DuckDB: whole)")
     print(f"best of {args.rounds} rounds each; Postgres durability settings "
           f"{'on' if args.durable else 'off (as in the tests)'}")
     print("bound: the same rows alone into a bare table like interactions (Postgres: COPY of "
-          "ready input in the text format, lz4; bound-csv: the same in CSV, as before, "
-          "interleaved with it; DuckDB: INSERT from Arrow)")
+          "ready input in the binary format, lz4; bound-txt: the same in the text format, as "
+          "before, interleaved with it; DuckDB: INSERT from Arrow)")
     if compared:
         new_rate = [new[0] for new, _ in compared]
         old_rate = [old[0] for _, old in compared]

@@ -16,8 +16,9 @@ import pyarrow.json as pa_json
 
 from storage.backend import CONSTRAINT_ERRORS, staged
 from storage.backend.dialect import table_exists
-from storage.backend.pg_connection import PgConnection
+from storage.backend.pg_connection import CopyInput, PgConnection
 from storage.backend.pg_copy import text_for_copy
+from storage.backend.pg_copy_binary import binary_for_copy
 from storage.db import Connection
 from storage.trainable import logged_untrainable, mark_untrainable_batch
 
@@ -128,13 +129,20 @@ def forgotten_user_key(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _forgotten_removed(con: Connection, table: pa.Table) -> pa.Table:
-    """The batch without the rows of users erased by `forget` after the row was made (a row
-    of theirs that waited in a spool, this replica's or another's, while `forget` ran)."""
+def user_keys(table: pa.Table) -> dict[str, str]:
+    """The users of a batch by their `forgotten_users` key (`forgotten_user_key`)."""
     users = [u for u in pc.unique(table["user_id"]).to_pylist() if u is not None]
-    if not users or not table_exists(con, "forgotten_users"):
+    return {forgotten_user_key(u): u for u in users}
+
+
+def _forgotten_removed(con: Connection, table: pa.Table,
+                       names: dict[str, str] | None = None) -> pa.Table:
+    """The batch without the rows of users erased by `forget` after the row was made (a row
+    of theirs that waited in a spool, this replica's or another's, while `forget` ran).
+    `names`: the batch's `user_keys`, when computed beforehand."""
+    names = user_keys(table) if names is None else names
+    if not names or not table_exists(con, "forgotten_users"):
         return table
-    names = {forgotten_user_key(u): u for u in users}
     rows = con.execute("SELECT user_sha256, forgotten_at FROM forgotten_users "
                        "WHERE user_sha256 = ANY(?)", [list(names)]).fetchall()
     if not rows:
@@ -151,16 +159,21 @@ class PreparedBatch:
     (the writer prepares the next batch while the database takes this one)."""
     table: pa.Table
     untrainable: tuple[list[str], list[str]]
-    copy_text: memoryview | None = None
-    """Postgres COPY input of `table` (None: made at insert)."""
+    copy_data: CopyInput = None
+    """Postgres COPY input of `table`: COPY's binary format where every column has a type
+    it is written for, else its text format (None: made at insert)."""
+    users: dict[str, str] | None = None
+    """`user_keys(table)` (None: computed at insert)."""
 
 
 def prepare_batch(table: pa.Table, *, for_postgres: bool) -> PreparedBatch:
-    return PreparedBatch(table, logged_untrainable(table),
-                         text_for_copy(table) if for_postgres else None)
+    copy_data: CopyInput = None
+    if for_postgres:
+        copy_data = binary_for_copy(table) or text_for_copy(table)
+    return PreparedBatch(table, logged_untrainable(table), copy_data, user_keys(table))
 
 
-def _copy_interactions(con: PgConnection, table: pa.Table, data: memoryview | None) -> bool:
+def _copy_interactions(con: PgConnection, table: pa.Table, data: CopyInput) -> bool:
     """Postgres: COPY the batch straight into the table (one pass over the data, instead of
     COPY into a temporary table and INSERT ... SELECT from it), in a savepoint. False when an
     id is already there (a replayed spool segment): the caller then takes the path that
@@ -178,7 +191,7 @@ def _copy_interactions(con: PgConnection, table: pa.Table, data: memoryview | No
     return True
 
 
-def _insert_new(con: Connection, table: pa.Table, data: memoryview | None) -> pa.Table:
+def _insert_new(con: Connection, table: pa.Table, data: CopyInput) -> pa.Table:
     """Insert the rows whose id is not there yet; the rows inserted."""
     if isinstance(con, PgConnection) and _copy_interactions(con, table, data):
         return table
@@ -200,12 +213,13 @@ def insert_interactions(con: Connection, table: pa.Table | PreparedBatch, *,
     Python, not by reading the JSON back). `then` gets the rows actually inserted, in the
     same transaction (the writer lists them for the search indexer)."""
     prepared = table if isinstance(table, PreparedBatch) else None
-    rows = _forgotten_removed(con, prepared.table if prepared else table)
+    rows = _forgotten_removed(con, prepared.table, prepared.users) if prepared else \
+        _forgotten_removed(con, table)
     if rows.num_rows == 0:
         return 0
     if prepared is None or rows.num_rows < prepared.table.num_rows:
         prepared = prepare_batch(rows, for_postgres=False)
-    inserted = _insert_new(con, rows, prepared.copy_text)
+    inserted = _insert_new(con, rows, prepared.copy_data)
     ids, reasons = prepared.untrainable
     if inserted.num_rows < rows.num_rows:  # a replay: only the rows new here
         kept = set(inserted["id"].to_pylist())

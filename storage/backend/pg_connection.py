@@ -20,6 +20,7 @@ import psycopg
 import pyarrow as pa
 
 from storage.backend.pg_copy import text_for_copy
+from storage.backend.pg_copy_binary import HEADER, TRAILER, BinaryCopy
 
 _TRANSACTION = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK)(\s+TRANSACTION)?\s*;?\s*$", re.I)
 _DDL_DOUBLE = re.compile(r"\bDOUBLE\b(?!\s+PRECISION)", re.I)
@@ -79,6 +80,10 @@ _ARROW_TO_PG: tuple[tuple[Any, str], ...] = (
 )
 
 
+CopyInput = memoryview | BinaryCopy | None
+"""Rows made into COPY input beforehand: COPY's text format (storage.backend.pg_copy), its
+binary format (storage.backend.pg_copy_binary), or None (made by `copy_rows`)."""
+
 _SERVER = " server"  # the entry of the column-type cache that holds server facts (not a table)
 _COMPRESSED = frozenset({"text", "json", "jsonb"})  # types whose long values are compressed
 
@@ -103,6 +108,7 @@ class PgConnection:
         self.raw = raw
         self._cursor: psycopg.Cursor[Any] = raw.cursor()
         self._depth = 0
+        self._lz4_depth: int | None = None  # the savepoint depth lz4 was SET LOCAL at
         self.ddl = ddl
         self._column_types = {} if column_types is None else column_types
 
@@ -180,6 +186,10 @@ class PgConnection:
             return
         if self._depth == 0:
             raise psycopg.ProgrammingError(f"{verb} with no transaction open")
+        if self._lz4_depth is not None:  # a SET LOCAL ends with its transaction, is undone
+            # by the rollback of its savepoint, and is kept by its release
+            undone = self._depth == 1 or (verb == "ROLLBACK" and self._lz4_depth >= self._depth)
+            self._lz4_depth = None if undone else min(self._lz4_depth, self._depth - 1)
         self._depth -= 1
         if self._depth == 0:
             self._cursor.execute(verb.encode())
@@ -205,15 +215,26 @@ class PgConnection:
         self._cursor.execute(f'CREATE TEMPORARY TABLE "{name}" ({columns})'.encode())
         self.copy_rows(name, table)
 
-    def copy_rows(self, name: str, table: pa.Table, data: memoryview | None = None) -> int:
+    def copy_rows(self, name: str, table: pa.Table, data: CopyInput = None) -> int:
         """COPY the rows of `table` into table `name` (its columns by name); the row count.
-        `data`: its COPY text (`text_for_copy`) when made beforehand. Inside a transaction, long
-        text is compressed with lz4 where the server has it."""
+        `data`: its COPY input when made beforehand (binary input whose column types the
+        table doesn't have is made again, as text). Inside a transaction, long text is
+        compressed with lz4 where the server has it (SET LOCAL once per transaction)."""
         if table.num_rows == 0:
             return 0
-        if self.in_transaction and self._has_lz4():
+        if self.in_transaction and self._lz4_depth is None and self._has_lz4():
             self._cursor.execute(b"SET LOCAL default_toast_compression = 'lz4'")
+            self._lz4_depth = self._depth
         names = ", ".join(f'"{field}"' for field in table.schema.names)
+        if isinstance(data, BinaryCopy):
+            if self._binary_fits(name, data):
+                with self._cursor.copy(
+                        f'COPY "{name}" ({names}) FROM STDIN (FORMAT binary)'.encode()) as copy:
+                    copy.write(HEADER)
+                    copy.write(data.rows)
+                    copy.write(TRAILER)
+                return self._cursor.rowcount
+            data = None
         if data is None:
             data = text_for_copy(table)
         if data is None:  # a type the text path doesn't write: row by row
@@ -225,6 +246,14 @@ class PgConnection:
             with self._cursor.copy(f'COPY "{name}" ({names}) FROM STDIN'.encode()) as copy:
                 copy.write(data)
         return self._cursor.rowcount
+
+    def _binary_fits(self, name: str, data: BinaryCopy) -> bool:
+        """Whether table `name` has the column types `data` was written for (looked up again
+        once when not: the cache may predate a migration)."""
+        if data.fits(self._types_of(name)):
+            return True
+        self._column_types.pop(name, None)
+        return data.fits(self._types_of(name))
 
     def unstage(self, name: str) -> None:
         self._cursor.execute(f'DROP TABLE IF EXISTS "{name}"'.encode())
