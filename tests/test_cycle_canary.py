@@ -276,7 +276,8 @@ def test_a_canary_refusing_every_request_with_a_4xx_is_rolled_back(
 
 def test_4xx_answers_for_every_target_do_not_roll_the_canary_back(
         loop: ProxyServer, tmp_path: Path) -> None:
-    """An app's bad requests (here, every one) are refused by both arms alike: no rollback."""
+    """An app's bad requests (here, every one) are refused by both arms alike: no rollback,
+    and no error of either (the canary's refusals got a refusing second opinion)."""
     cfg, model = open_canary(loop, tmp_path, min_requests=5)
     loop.upstream.state.fail_containing["Where is order"] = 400
     assert ask_refused(loop, 200) == 200
@@ -285,7 +286,8 @@ def test_4xx_answers_for_every_target_do_not_roll_the_canary_back(
     assert outcome.run.get("outcome") != "rolled_back", outcome.message
     assert model in {t["model"] for t in loop.admin().routes()[ALIAS]["targets"]}
     rows = loop.admin().route_health(ALIAS, since="2000-01-01T00:00:00Z")["targets"]
-    assert rows and all(r["errors"] == r["requests"] for r in rows), rows
+    assert rows and all(r["refused_requests"] and (r["requests"], r["errors"]) == (0, 0)
+                        for r in rows), rows
 
 
 def test_a_fine_tune_failing_its_sticky_users_after_their_first_request_is_rolled_back(
