@@ -171,3 +171,19 @@ def test_a_model_not_promoted_by_a_gate_since_relaxed_is_evaluated_again(
     assert relaxed.run["state"]["reopened_from"] == strict.run["id"]
     assert relaxed.run["state"]["fine_tuned_model"] == strict.run["state"]["fine_tuned_model"]
     assert len(loop.upstream.state.jobs) == 1
+
+
+def test_settings_that_judge_nothing_do_not_evaluate_a_not_promoted_model_again(
+        loop: ProxyServer, tmp_path: Path) -> None:  # noqa: F811
+    """r14d: on main any change of `[canary]` (even `watch_seconds`) or of `[evaluate]`'s
+    concurrency re-ran the gate on a model the gate had refused: only the gate's own
+    settings do."""
+    the_current_model_is_worse(loop)
+    strict = {"min_discordant": 50}
+    first = run(loop, config(tmp_path, evaluate=strict))
+    assert first.run["outcome"] == "not_promoted", first.message
+    for sections in ({"evaluate": strict, "canary": {"watch_seconds": 30, "percent": 20}},
+                     {"evaluate": {**strict, "concurrency": 2, "retries": 1}}):
+        again = run(loop, config(tmp_path, **sections))
+        assert again.run["outcome"] == "unchanged", (sections, again.message)
+    assert len(loop.upstream.state.jobs) == 1
