@@ -46,8 +46,9 @@ def canary_step(ctx: StepContext) -> StepResult:
     if evaluated and not ctx.config.evaluate.baseline and evaluated != stable:
         note = (f"the alias now serves {stable}, not {evaluated} that {candidate} was "
                 f"evaluated against: evaluating again before any canary")
-        return StepResult("evaluate", detail={"stable": stable, "evaluated_against": evaluated},
-                          note=note)
+        # the canary's earlier evidence was against the other model
+        return StepResult("evaluate", state={"evidence_since": None},
+                          detail={"stable": stable, "evaluated_against": evaluated}, note=note)
     result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
                                 prompt_suffix=suffix, stop=stop,
                                 strip_template=template.get("ref"),
@@ -141,7 +142,10 @@ def _found_worse(verdict: CanaryVerdict, canary: dict[str, Any], cfg: CanaryConf
 def watch_step(ctx: StepContext) -> StepResult:
     alias, candidate = ctx.config.alias, ctx.state["fine_tuned_model"]
     cfg = ctx.config.canary
-    health = ctx.client.route_health(alias, since=ctx.state["promoted_at"],
+    # a re-opened canary's test goes on with its first window's evidence (a fresh start would
+    # give a bad canary a second chance at being promoted); its max_hours counts from now
+    opened = datetime.fromisoformat(ctx.state.get("evidence_since") or ctx.state["promoted_at"])
+    health = ctx.client.route_health(alias, since=opened.isoformat(),
                                      max_votes_per_voter=cfg.max_votes_per_voter,
                                      max_requests_per_user=cfg.max_requests_per_user)
     spec = health.get("route") or {"targets": []}
@@ -157,8 +161,8 @@ def watch_step(ctx: StepContext) -> StepResult:
     history = None
     if needs_history(canary, stable, cfg):
         before = ctx.client.route_health(
-            alias, since=(promoted_at - timedelta(hours=cfg.history_hours)).isoformat(),
-            until=promoted_at.isoformat(), max_votes_per_voter=cfg.max_votes_per_voter,
+            alias, since=(opened - timedelta(hours=cfg.history_hours)).isoformat(),
+            until=opened.isoformat(), max_votes_per_voter=cfg.max_votes_per_voter,
             max_requests_per_user=cfg.max_requests_per_user)
         history = {row["target"]: row for row in before["targets"]}.get(ctx.state["stable"])
     verdict = judge_canary(canary, stable, cfg, age, history)

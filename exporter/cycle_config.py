@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -82,9 +82,26 @@ MAX_MIN_FEEDBACK = 100_000
 alias; it would always expire and be rolled back."""
 
 
+def _takes_bool(annotation: Any) -> bool:
+    return annotation is bool or annotation is Any or bool in get_args(annotation)
+
+
 class _Section(BaseModel):
     # inf/nan never make sense here and crash later (a timedelta overflow, a JSON record)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_true_for_a_number(cls, data: Any) -> Any:
+        # pydantic reads `min_requests = true` as 1: a typo that would promote on 1 request
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if isinstance(value, bool) and field is not None \
+                        and not _takes_bool(field.annotation):
+                    raise ValueError(f"{key} = {str(value).lower()}: a number is expected "
+                                     "here, not true/false")
+        return data
 
 
 class DatasetConfig(_Section):

@@ -153,6 +153,10 @@ def export_step(ctx: StepContext) -> StepResult:
         if same.start is not None:  # a decided run's model, never found worse: judged again
             after = same.start
             state |= {"reopened_from": same.resume_from["id"]}
+            earlier = same.resume_from.get("state") or {}
+            opened = earlier.get("evidence_since") or earlier.get("promoted_at")
+            if after == "canary" and opened:  # its canary again: the test goes on from there
+                state["evidence_since"] = opened
     return StepResult(after, state=state,
                       detail={"counts": manifest["counts"], "billing": manifest["billing"],
                               **({"message": same.message} if same else {}),

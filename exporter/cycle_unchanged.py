@@ -7,11 +7,12 @@ hyperparameters). The newest earlier run of the cycle that started a job on the 
 decides what a new run does:
 - it reached a decision (`promoted`, `not_promoted`, `rolled_back`, `superseded`): the run
   ends `unchanged`, nothing to train, except where the model was never found worse
-  (`rejudged`): after `not_promoted`, when `[evaluate]` or `[canary]` changed since, the run
+  (`rejudged`): after `not_promoted`, when the gate (`[evaluate]`) changed since, the run
   evaluates that model again; after a canary rolled back *undecided* at `max_hours`, the run
   opens its canary again (evaluating it first when `[evaluate]` changed), once per data and
-  settings: a re-opened canary that expires undecided again ends later runs `unchanged`
-  until the data or the settings change (no churn);
+  settings (`[evaluate]` and `[canary]`, less how often and how fast: `NOT_JUDGEMENT`): a
+  re-opened canary that expires undecided again ends later runs `unchanged` until the data
+  or the settings change (no churn);
 - it failed after starting its job (a step kept failing: the evaluation, the checkpoints, the
   canary, or following the job): the run resumes from that job (`resume_from`): it follows
   the job if it has no model yet, else evaluates the trained model (its checkpoints first
@@ -45,6 +46,10 @@ RESUMED_STATE = ("job_id", "fine_tuned_model", "serving", "estimated_cost_usd")
 
 
 JUDGEMENT_SECTIONS = ("evaluate", "canary")
+NOT_JUDGEMENT = {"evaluate": frozenset({"concurrency", "retries", "api_key_env"}),
+                 "canary": frozenset({"watch_seconds"})}
+"""Settings of those sections that change how fast or through what a model is judged, not
+the judgement: changing them judges nothing again."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,12 @@ def resumed(run: Mapping[str, Any], checkpoints: bool) -> tuple[str, dict[str, A
     return ("checkpoints" if checkpoints else "evaluate"), taken
 
 
-def judgement(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The `[evaluate]` and `[canary]` settings of a run's config: how a model is judged."""
-    return {name: config.get(name) for name in JUDGEMENT_SECTIONS}
+def judgement(config: Mapping[str, Any], sections: tuple[str, ...] = JUDGEMENT_SECTIONS
+              ) -> dict[str, Any]:
+    """The settings of a run's config that decide how a model is judged: `[evaluate]`'s
+    (the gate) and `[canary]`'s, less `NOT_JUDGEMENT`."""
+    return {name: {key: value for key, value in (config.get(name) or {}).items()
+                   if key not in NOT_JUDGEMENT[name]} for name in sections}
 
 
 def rejudged(run: Mapping[str, Any], now: Mapping[str, Any], checkpoints: bool
@@ -127,14 +135,16 @@ def rejudged(run: Mapping[str, Any], now: Mapping[str, Any], checkpoints: bool
         return None
     before = run.get("config")  # None: a run from before configs were kept, not a change
     changed = before is not None and judgement(before) != judgement(now)
-    if run.get("outcome") == "not_promoted" and changed:
+    gate_changed = before is not None and \
+        judgement(before, ("evaluate",)) != judgement(now, ("evaluate",))
+    # not promoted by the gate: only the gate's settings can change that
+    if run.get("outcome") == "not_promoted" and gate_changed:
         return (("checkpoints" if checkpoints else "evaluate"),
-                f"[evaluate] or [canary] changed since run {run['id']} ended not_promoted: "
+                f"[evaluate] changed since run {run['id']} ended not_promoted: "
                 f"evaluating its model {model} again, not training again")
     if run.get("outcome") == "rolled_back" and state.get("rolled_back_undecided") \
             and (changed or not state.get("reopened_from")):
-        evaluate_changed = changed and (before or {}).get("evaluate") != now.get("evaluate")
-        step = ("checkpoints" if checkpoints else "evaluate") if evaluate_changed else "canary"
+        step = ("checkpoints" if checkpoints else "evaluate") if gate_changed else "canary"
         return (step, f"run {run['id']}'s canary of {model} was rolled back undecided at "
                       "max_hours (never found worse): opening its canary again, once for this "
                       "data and these settings, not training again")
@@ -173,8 +183,8 @@ def same_data(client: AdminClient, cycle: str, dataset: str, manifest: Mapping[s
                         f"{earlier['id']}, which trained {state.get('fine_tuned_model')} on "
                         f"them and ended {earlier['outcome']}: no new dataset version or "
                         "export directory written, nothing to train (--force trains again; a "
-                        "changed [evaluate] or [canary] judges a model never found worse "
-                        "again)",
+                        "changed gate ([evaluate]), or [canary] after an undecided canary, "
+                        "judges a model never found worse again)",
                         trained_by=earlier["id"])
     resume = earlier if earlier is not None and resumable(earlier) else None
     if resume is not None:

@@ -175,16 +175,21 @@ class Exchange:
 
     async def forward(self, suffix: str, body: bytes, payload: dict[str, Any]) -> UpstreamReply:
         """Each attempt of the plan in turn: the next on a connection error, a timeout or a
-        5xx, the last one's outcome whatever it is."""
+        5xx, or on a 4xx when the next is a second opinion (proxy.routing: a canary's
+        refusal); the last one's outcome whatever it is. The primary's status, when another
+        attempt answered, is in the row's `route.primary_status`."""
         assert self.capture is not None and self.plan is not None
         ctx, capture, plan = self.ctx, self.capture, self.plan
         last = len(plan.attempts) - 1
+        primary_status: int | None = None
         for number, attempt in enumerate(plan.attempts):
             capture.upstream_model = attempt.target.model
             capture.provider = attempt.target.provider
             capture.route = None if plan.alias is None else {
                 **attempt.describe(), "attempt": number,
                 "primary": plan.attempts[0].target.model, "draw": plan.draw}
+            if primary_status is not None and capture.route is not None:
+                capture.route["primary_status"] = primary_status
             outgoing = body_for(attempt, self.endpoint, body, payload)
             capture.sent_request = outgoing.body if outgoing.transformed else None
             if outgoing.mismatch is not None:
@@ -203,7 +208,11 @@ class Exchange:
                 ctx.metrics.fallbacks.labels(plan.alias or "").inc()
                 continue
             ctx.metrics.observe_upstream(self.endpoint, time.perf_counter() - began)
-            if reply.status >= 500 and number < last:
+            second_opinion = number < last and 400 <= reply.status < 500 \
+                and plan.attempts[number + 1].role == "second_opinion"
+            if (reply.status >= 500 and number < last) or second_opinion:
+                if number == 0:
+                    primary_status = reply.status
                 reply.release()
                 ctx.metrics.fallbacks.labels(plan.alias or "").inc()
                 continue

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from proxy.routing import RouteSpec, Target
+from proxy.routing import RouteSpec, Target, stable_target
 from tuneloop.errors import BadRequest, Conflict
 
 FULL = 100.0
@@ -101,16 +101,6 @@ def parse_promote_request(body: dict[str, Any]) -> PromoteRequest:
 
 def _same(a: Target, b: Target) -> bool:
     return (a.model, a.provider, a.base_url) == (b.model, b.provider, b.base_url)
-
-
-def stable_target(spec: RouteSpec, candidate_model: str | None,
-                  open_canary: str | None = None) -> Target | None:
-    """The target serving the alias for sure: the heaviest that is not the candidate nor the
-    open canary (an untested model, even at 60%); the open canary only when nothing else is
-    left."""
-    others = [t for t in spec.targets if t.model != candidate_model and t.weight > 0]
-    settled = [t for t in others if t.model != open_canary] or others
-    return max(settled, key=lambda t: t.weight) if settled else None
 
 
 def merged_transforms(had: list[dict[str, Any]], request: PromoteRequest

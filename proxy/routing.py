@@ -9,6 +9,12 @@ sending one constant `user` for all its users) is drawn per request instead: one
 put all the traffic on one target (see :class:`HotKeys`). Each plan says which draw it used
 (`Plan.draw`), and the interaction's `route` records it, so the canary's statistics count a
 sticky user's requests as the cluster they are (storage/route_health.py).
+
+A request drawn for the route's open canary (storage/promotions.py `open_canary`) that the
+canary answers with a 4xx gets a *second opinion*: the same request goes to the stable target
+(:func:`stable_target`), whose answer the app receives. So an app never gets a refusal only
+the untested model gave, and the canary's statistics tell a refusal of the model (the stable
+target answered) from one of the request (both refused; storage/route_health.py).
 """
 
 from __future__ import annotations
@@ -109,6 +115,16 @@ class RouteSpec(BaseModel):
                                      target.transforms, templates)
 
 
+def stable_target(spec: RouteSpec, candidate_model: str | None,
+                  open_canary: str | None = None) -> Target | None:
+    """The target serving the alias for sure: the heaviest that is not the candidate (of a
+    promotion) nor the open canary (an untested model, even at 60%); the open canary only
+    when nothing else is left."""
+    others = [t for t in spec.targets if t.model != candidate_model and t.weight > 0]
+    settled = [t for t in others if t.model != open_canary] or others
+    return max(settled, key=lambda t: t.weight) if settled else None
+
+
 def parse_route_table(raw: Any) -> dict[str, RouteSpec]:
     if not isinstance(raw, dict):
         raise BadRequest('the route table is a JSON object {"alias": {"targets": [...]}}')
@@ -129,7 +145,7 @@ def parse_route_table(raw: Any) -> dict[str, RouteSpec]:
 class Attempt:
     target: Target
     alias: str | None
-    role: str  # "primary", "fallback", or "default" (no alias)
+    role: str  # "primary", "second_opinion", "fallback", or "default" (no alias)
     connect_timeout_s: float | None = None
     read_timeout_s: float | None = None
     transforms: TargetTransforms | None = None
@@ -221,6 +237,20 @@ class _Route:
     spec: RouteSpec
     targets: tuple[tuple[Target, TargetTransforms | None], ...]
     fallbacks: tuple[tuple[Target, TargetTransforms | None], ...]
+    canary: str | None = None
+    second_opinion: tuple[Target, TargetTransforms | None] | None = None
+    """The stable target, asked when the open canary answers a 4xx."""
+
+
+def _route(alias: str, spec: RouteSpec, templates: Mapping[str, PromptTemplate],
+           canary: str | None) -> _Route:
+    targets = tuple((t, _resolved(alias, t, spec, templates)) for t in spec.targets)
+    fallbacks = tuple((t, _resolved(alias, t, spec, templates)) for t in spec.fallbacks)
+    stable = stable_target(spec, None, canary) if canary else None
+    if stable is None or stable.model == canary:
+        return _Route(spec, targets, fallbacks)
+    second = next(pair for pair in targets if pair[0] is stable)
+    return _Route(spec, targets, fallbacks, canary, second)
 
 
 class Router:
@@ -229,21 +259,19 @@ class Router:
 
     def __init__(self, table: dict[str, RouteSpec] | None = None,
                  templates: Mapping[str, PromptTemplate] | None = None, *,
-                 salt: bytes | None = None):
+                 salt: bytes | None = None, canaries: Mapping[str, str] | None = None):
         self._table: dict[str, _Route] = {}
         self._salt = salt if salt is not None else random.randbytes(32)
         self._hot = HotKeys()
-        self.replace(dict(table or {}), templates or {})
+        self.replace(dict(table or {}), templates or {}, canaries)
 
     def replace(self, table: dict[str, RouteSpec],
-                templates: Mapping[str, PromptTemplate] | None = None) -> None:
-        found = templates or {}
-        self._table = {
-            alias: _Route(spec,
-                          tuple((t, _resolved(alias, t, spec, found)) for t in spec.targets),
-                          tuple((t, _resolved(alias, t, spec, found)) for t in spec.fallbacks))
-            for alias, spec in table.items()
-        }
+                templates: Mapping[str, PromptTemplate] | None = None,
+                canaries: Mapping[str, str] | None = None) -> None:
+        """`canaries`: each alias's open canary model (storage/promotions.py)."""
+        found, open_ = templates or {}, canaries or {}
+        self._table = {alias: _route(alias, spec, found, open_.get(alias))
+                       for alias, spec in table.items()}
 
     @property
     def aliases(self) -> list[str]:
@@ -268,6 +296,10 @@ class Router:
             point -= pair[0].weight
         attempts = [Attempt(chosen[0], model, "primary", spec.connect_timeout_s,
                             spec.read_timeout_s, chosen[1])]
+        if route.second_opinion is not None and chosen[0].model == route.canary:
+            stable, transforms = route.second_opinion
+            attempts.append(Attempt(stable, model, "second_opinion", spec.connect_timeout_s,
+                                    spec.read_timeout_s, transforms))
         attempts += [Attempt(t, model, "fallback", spec.connect_timeout_s, spec.read_timeout_s,
                              transforms) for t, transforms in route.fallbacks]
         return Plan(model, spec, tuple(attempts), "sticky" if sticky else "random")

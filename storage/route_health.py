@@ -2,14 +2,22 @@
 
 A request counts for the target the route drew for it (`route.primary`, or `route.target`
 for rows logged before the proxy recorded the primary). It is an error when the upstream
-answered 4xx or 5xx, timed out or cut the answer, or when the drawn target failed and a fallback
-served it (`route.attempt > 0`). Upstream 4xx answers count too (a fine-tuned model that was
-deleted, not deployed, refuses a parameter or is rate limited answers 400/404/429 to every
-request): the verdict compares the arms, so an app's own bad requests, which every target
-refuses alike, raise both arms' rates alike. A 4xx the proxy answered itself after it chose
-the target (its row's `route.answered_by` is `proxy`, proxy/exchange.py) never counts: it
-says nothing about the target; the proxy's checks before routing (keys, body size, JSON)
-log no routed row at all. Latency is over the answers below 400.
+answered 5xx, timed out or cut the answer, or when the drawn target failed and another served
+it (`route.attempt > 0`). A 4xx is an error of the model only when another model answered the
+same request: the open canary's 4xx gets a second opinion from the stable target
+(proxy/routing.py), so a canary refusing what the stable model answers (a deleted or
+undeployed fine-tune, a refused parameter, a rate limit: 400/404/429) errs, while a request
+both refused (`route.role` `second_opinion` answered 4xx) is the request's fault and no error
+of either. That fault may cluster on a few users (each sends the same broken request again)
+or be sent on purpose to the arm a client sees in the response's `model`, so it never
+counts. A stable target's own 4xx has no second opinion and does not count either (the safe
+side: the canary is compared with a stable model that never refuses). A canary 4xx with no
+second opinion (rows from before it, `canary` named) still counts. A 4xx the proxy answered
+itself after it chose the target (its row's `route.answered_by` is `proxy`,
+proxy/exchange.py) never counts; the proxy's checks before routing (keys, body size, JSON)
+log no routed row at all. The 4xx that do not count are not judged at all: they are
+`refused_requests`, left out of `requests` and the weighed trials, so refused requests sent to
+one arm cannot dilute its error rate either. Latency is over the answers below 400.
 Evaluation and synthetic traffic never count. A request users rated is a thumbs-down when
 the mean of its feedback scores is below 0 (`rated_requests`, `thumbs_down`: for people).
 
@@ -53,18 +61,27 @@ WITH q AS (
     SELECT id,
            coalesce(route ->> 'primary', route ->> 'target') AS target,
            status_code, finish, latency_ms, route ->> 'answered_by' AS answered_by,
-           coalesce({attempt}, 0) AS attempt, coalesce(user_id, session_id) AS end_user,
+           coalesce({attempt}, 0) AS attempt, route ->> 'role' AS role,
+           coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
                 THEN 'u:' || coalesce(user_id, session_id, '') ELSE 'r:' || id END AS cluster
     FROM interactions
     WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ?
       AND created_at < ?
-), r AS (
+), r0 AS (
     SELECT *, CASE WHEN status_code >= 500 OR finish IN ('timeout', 'upstream_cut')
-                        OR attempt > 0 OR (status_code >= 400 AND answered_by IS NULL)
+                        OR (attempt > 0 AND NOT (role = 'second_opinion'
+                                                 AND status_code BETWEEN 400 AND 499))
+                        OR (status_code >= 400 AND answered_by IS NULL AND attempt = 0
+                            AND target = CAST(? AS VARCHAR))
                    THEN 1 ELSE 0 END AS failed
     FROM q
+), r AS (
+    SELECT *, CASE WHEN failed = 0 AND status_code BETWEEN 400 AND 499
+                        AND (attempt = 0 OR role = 'second_opinion')
+                   THEN 1 ELSE 0 END AS excused
+    FROM r0
 ), rated AS (
     SELECT fb.interaction_id, avg(fb.score) AS mean
     FROM feedback fb JOIN r ON fb.interaction_id = r.id
@@ -95,15 +112,16 @@ WITH q AS (
     FROM voters GROUP BY target
 ), clusters AS (
     SELECT target, cluster, count(*) AS n, sum(failed) AS x
-    FROM r GROUP BY target, cluster
+    FROM r WHERE excused = 0 GROUP BY target, cluster
 ), w AS (
     SELECT target, sum(n * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_requests,
            sum(x * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_errors
     FROM clusters GROUP BY target
 )
 SELECT r.target,
-       count(*) AS requests,
+       count(*) FILTER (WHERE r.excused = 0) AS requests,
        sum(r.failed) AS errors,
+       sum(r.excused) AS refused,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY r.latency_ms)
            FILTER (WHERE r.status_code < 400) AS p50,
        max(f.n) AS feedback_count,
@@ -117,30 +135,35 @@ SELECT r.target,
 FROM r LEFT JOIN f ON f.target = r.target LEFT JOIN t ON t.target = r.target
      LEFT JOIN v ON v.target = r.target LEFT JOIN w ON w.target = r.target
 GROUP BY r.target
-ORDER BY requests DESC, r.target
+ORDER BY count(*) DESC, r.target
 """
 
 
 def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  max_votes_per_voter: int = MAX_VOTES_PER_VOTER,
-                 max_requests_per_user: int = MAX_REQUESTS_PER_USER) -> list[dict[str, Any]]:
-    """Per target: requests, errors, error_rate, weighed_requests and weighed_errors (weighed
-    per sticky user, see the module doc), feedback_count, feedback_mean, rated_requests
-    (requests with feedback), thumbs_down (of those, the ones whose mean score is below 0),
-    votes and down_votes (weighed per voter), latency_p50_ms, over production traffic for
-    `alias` in [since, until)."""
+                 max_requests_per_user: int = MAX_REQUESTS_PER_USER,
+                 canary: str | None = None) -> list[dict[str, Any]]:
+    """Per target: requests (judged: not `refused_requests`), errors, error_rate,
+    refused_requests (4xx that say nothing of the target, see the module doc), weighed_requests
+    and weighed_errors (weighed per sticky user, see the module doc), feedback_count,
+    feedback_mean, rated_requests (requests with feedback), thumbs_down (of those, the ones
+    whose mean score is below 0), votes and down_votes (weighed per voter), latency_p50_ms,
+    over production traffic for `alias` in [since, until). `canary`: the alias's open canary
+    model, whose 4xx without a second opinion count."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
         raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
     sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"),
                              relay=RELAY_MARK)
     cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
-    rows = con.execute(sql, [alias, since, until, cap, cap, per_user, per_user]).fetchall()
+    rows = con.execute(sql, [alias, since, until, canary, cap, cap, per_user, per_user]
+                       ).fetchall()
     return [
         {
             "target": target,
             "requests": requests,
             "errors": errors,
             "error_rate": errors / requests if requests else 0.0,
+            "refused_requests": refused,
             "feedback_count": feedback_count or 0,
             "feedback_mean": feedback_mean,
             "rated_requests": rated or 0,
@@ -151,6 +174,6 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
             "weighed_errors": round(float(weighed_errors or 0), 6),
             "latency_p50_ms": None if p50 is None else round(p50, 3),
         }
-        for target, requests, errors, p50, feedback_count, feedback_mean, rated, thumbs_down,
-        votes, down_votes, weighed_requests, weighed_errors in rows
+        for target, requests, errors, refused, p50, feedback_count, feedback_mean, rated,
+        thumbs_down, votes, down_votes, weighed_requests, weighed_errors in rows
     ]

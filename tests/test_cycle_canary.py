@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,18 +53,27 @@ def open_canary(proxy: ProxyServer, tmp_path: Path, **canary: Any) -> tuple[Any,
     return cfg, first.run["state"]["fine_tuned_model"]
 
 
+def until_decided(proxy: ProxyServer, cfg: Any, send_batch: Callable[[int], object],
+                  batch: int, most: int, logged: int = 0) -> Any:
+    """Send a batch (`send_batch(number of the batch's first request)`), let it be logged
+    (after the `logged` rows already there) and run the cycle, until the canary is decided or
+    `most` requests were sent; the last outcome."""
+    sent, outcome = 0, None
+    while sent < most:
+        send_batch(sent)
+        sent += batch
+        wait_ingested(proxy, logged + sent)
+        outcome = run(proxy, cfg)
+        if outcome.status == "finished":
+            break
+    return outcome
+
+
 def test_a_canary_failing_30_percent_is_rolled_back_within_its_first_100_requests(
         loop: ProxyServer, tmp_path: Path) -> None:
     cfg, model = open_canary(loop, tmp_path)  # min_requests 100: the old verdict waited for it
     loop.upstream.state.model_error_rate[model] = 0.3
-    sent, outcome = 0, None
-    while sent < 200:
-        ask(loop, 10, start=sent)
-        sent += 10
-        wait_ingested(loop, sent)
-        outcome = run(loop, cfg)
-        if outcome.status == "finished":
-            break
+    outcome = until_decided(loop, cfg, lambda start: ask(loop, 10, start=start), 10, 200)
     assert outcome is not None and outcome.run["outcome"] == "rolled_back", outcome
     assert canary_requests(loop, model) < 100
     assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
@@ -260,14 +270,7 @@ def test_a_canary_refusing_every_request_with_a_4xx_is_rolled_back(
     upstream's 4xx answers are the canary's errors (they were not: promoted, r14b #1)."""
     cfg, model = open_canary(loop, tmp_path, percent=10)
     loop.upstream.state.fail_containing[model] = status
-    sent, outcome = 0, None
-    while sent < 600:
-        ask_refused(loop, 50, start=sent)
-        sent += 50
-        wait_ingested(loop, sent)
-        outcome = run(loop, cfg)
-        if outcome.status == "finished":
-            break
+    outcome = until_decided(loop, cfg, lambda start: ask_refused(loop, 50, start=start), 50, 600)
     assert outcome is not None and outcome.run["outcome"] == "rolled_back", outcome.message
     assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
     [errors, _] = loop.admin().route_history(ALIAS)[0]["detail"]["verdict"]["tests"]
@@ -276,7 +279,8 @@ def test_a_canary_refusing_every_request_with_a_4xx_is_rolled_back(
 
 def test_4xx_answers_for_every_target_do_not_roll_the_canary_back(
         loop: ProxyServer, tmp_path: Path) -> None:
-    """An app's bad requests (here, every one) are refused by both arms alike: no rollback."""
+    """An app's bad requests (here, every one) are refused by both arms alike: no rollback,
+    and no error of either (the canary's refusals got a refusing second opinion)."""
     cfg, model = open_canary(loop, tmp_path, min_requests=5)
     loop.upstream.state.fail_containing["Where is order"] = 400
     assert ask_refused(loop, 200) == 200
@@ -285,7 +289,8 @@ def test_4xx_answers_for_every_target_do_not_roll_the_canary_back(
     assert outcome.run.get("outcome") != "rolled_back", outcome.message
     assert model in {t["model"] for t in loop.admin().routes()[ALIAS]["targets"]}
     rows = loop.admin().route_health(ALIAS, since="2000-01-01T00:00:00Z")["targets"]
-    assert rows and all(r["errors"] == r["requests"] for r in rows), rows
+    assert rows and all(r["refused_requests"] and (r["requests"], r["errors"]) == (0, 0)
+                        for r in rows), rows
 
 
 def test_a_fine_tune_failing_its_sticky_users_after_their_first_request_is_rolled_back(
@@ -298,19 +303,17 @@ def test_a_fine_tune_failing_its_sticky_users_after_their_first_request_is_rolle
     for user in users:
         client.chat.completions.create(model=ALIAS, user=user,
                                        messages=[{"role": "user", "content": "Where is it?"}])
-    sent = len(users)
+    wait_ingested(loop, len(users))
     loop.upstream.state.fail_containing[model] = 404
-    outcome = None
-    for turn in range(6):
+
+    def follow_ups(start: int) -> None:
         for user in users:
             with contextlib.suppress(openai.APIStatusError):
                 client.chat.completions.create(
                     model=ALIAS, user=user,
-                    messages=[{"role": "user", "content": f"And then {turn}?"}])
-        sent += len(users)
-        wait_ingested(loop, sent)
-        outcome = run(loop, cfg)
-        if outcome.status == "finished":
-            break
+                    messages=[{"role": "user", "content": f"And then {start}?"}])
+
+    outcome = until_decided(loop, cfg, follow_ups, len(users), 6 * len(users),
+                            logged=len(users))
     assert outcome is not None and outcome.run["outcome"] == "rolled_back", outcome.message
     assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]

@@ -198,6 +198,11 @@ BASE = {"name": "c", "alias": "a", "dataset": {"name": "d"}, "finetune": {"base_
     ("evaluate", {"confidence": float("nan")}, "evaluate.confidence"),
     ("evaluate", {"min_discordant": 0, "max_error_share": 1}, "on no evidence"),
     ("finetune", {"max_cost_usd": float("inf")}, "finetune.max_cost_usd"),
+    # r14d: pydantic read `true` as 1 (a promotion on 1 request), `false` as 0
+    ("canary", {"min_requests": True}, "min_requests = true: a number is expected"),
+    ("canary", {"percent": True}, "percent = true: a number is expected"),
+    ("evaluate", {"margin": False}, "margin = false: a number is expected"),
+    ("finetune", {"max_cost_usd": True}, "max_cost_usd = true: a number is expected"),
 ])
 def test_settings_that_can_never_work_are_refused(section: str, setting: dict[str, float],
                                                    field: str) -> None:

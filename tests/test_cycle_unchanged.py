@@ -4,6 +4,7 @@ entry point as `tuneloop cycle` calls it."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,11 @@ from tests.test_cycle import (  # noqa: F401  (loop: the fixture)
     config,
     loop,
     run,
+    send,
     the_current_model_is_worse,
 )
+from tests.test_cycle_canary import wait_ingested
+from tests.test_cycle_settle import MAX_HOURS, wait_past_max_hours
 
 
 def test_unchanged_data_writes_no_dataset_version_and_no_export_directory(
@@ -171,3 +175,42 @@ def test_a_model_not_promoted_by_a_gate_since_relaxed_is_evaluated_again(
     assert relaxed.run["state"]["reopened_from"] == strict.run["id"]
     assert relaxed.run["state"]["fine_tuned_model"] == strict.run["state"]["fine_tuned_model"]
     assert len(loop.upstream.state.jobs) == 1
+
+
+def test_settings_that_judge_nothing_do_not_evaluate_a_not_promoted_model_again(
+        loop: ProxyServer, tmp_path: Path) -> None:  # noqa: F811
+    """r14d: on main any change of `[canary]` (even `watch_seconds`) or of `[evaluate]`'s
+    concurrency re-ran the gate on a model the gate had refused: only the gate's own
+    settings do."""
+    the_current_model_is_worse(loop)
+    strict = {"min_discordant": 50}
+    first = run(loop, config(tmp_path, evaluate=strict))
+    assert first.run["outcome"] == "not_promoted", first.message
+    for sections in ({"evaluate": strict, "canary": {"watch_seconds": 30, "percent": 20}},
+                     {"evaluate": {**strict, "concurrency": 2, "retries": 1}}):
+        again = run(loop, config(tmp_path, **sections))
+        assert again.run["outcome"] == "unchanged", (sections, again.message)
+    assert len(loop.upstream.state.jobs) == 1
+
+
+def test_a_re_opened_canary_is_judged_on_its_first_windows_evidence_too(
+        loop: ProxyServer, tmp_path: Path) -> None:  # noqa: F811
+    """r14d: the re-opened canary's test started from nothing, so a canary undecided twice had
+    two independent chances at being promoted (about twice beta); it goes on instead."""
+    the_current_model_is_worse(loop)
+    cfg = config(tmp_path, canary={"percent": 50, "min_requests": 1000, "max_hours": MAX_HOURS})
+    first = run(loop, cfg)
+    assert first.run["step"] == "watch", first.message
+    model = first.run["state"]["fine_tuned_model"]
+    send(loop, 40)
+    wait_ingested(loop, 40)
+    wait_past_max_hours(datetime.fromisoformat(first.run["state"]["promoted_at"]))
+    expired = run(loop, cfg)
+    assert expired.run["state"]["rolled_back_undecided"] is True, expired.message
+    [before] = [t for t in loop.admin().route_health(
+        ALIAS, since=first.run["state"]["promoted_at"])["targets"] if t["target"] == model]
+    assert before["requests"] > 0
+    again = run(loop, cfg)
+    assert again.run["step"] == "watch", again.message
+    watched = loop.admin().cycle_run(again.run["id"])["steps"][-1]["detail"]
+    assert watched["canary"]["requests"] == before["requests"], watched  # on main: 0

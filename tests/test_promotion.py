@@ -151,7 +151,8 @@ def test_health_compares_targets_on_production_traffic_only(proxy: ProxyServer) 
     stable = [i for i in ids if rows[i][1] == BASE]
     canary = [i for i in ids if rows[i][1] == "fail-500"]
     assert stable and canary
-    assert all(rows[i][2] == SPARE and rows[i][3] == 200 for i in canary)  # a fallback served
+    # the stable target served them (a second opinion, before the route's fallbacks)
+    assert all(rows[i][2] == BASE and rows[i][3] == 200 for i in canary)
     with proxy.http() as http:
         for i in stable:
             assert http.post("/v1/feedback", json={"id": i, "score": 1}).status_code == 201
@@ -191,27 +192,36 @@ def test_cli_promote_and_rollback(proxy: ProxyServer, tmp_path: Path) -> None:
 
 
 def test_health_counts_the_upstreams_4xx_not_the_proxys_own(proxy: ProxyServer) -> None:
-    """An upstream 4xx is the target's error (r14b #1); a 4xx the proxy answered itself after
-    routing (here: embeddings to a litellm provider, refused before any upstream call) says
-    nothing about the target and is marked `answered_by: proxy` in the row's route."""
+    """A canary's upstream 4xx is its error when the stable target answered the request
+    (r14b #1); a 4xx the proxy answered itself after routing (here: embeddings to a litellm
+    provider, refused before any upstream call) says nothing about the target and is marked
+    `answered_by: proxy` in the row's route."""
     proxy.admin().put_routes({
-        "refused": {"targets": [{"model": "refused-model"}]},
+        "refused": {"targets": [{"model": BASE}]},
         "ours": {"targets": [{"model": "claude-3-5-haiku-20241022", "provider": "anthropic"}]},
     })
+    proxy.admin().promote("refused", "refused-model", canary=50)
     proxy.upstream.state.fail_containing["refused-model"] = 404
     with proxy.http() as http:
-        refused = http.post("/v1/chat/completions", json={
-            "model": "refused", "messages": [{"role": "user", "content": "hi"}]})
+        answered = [http.post("/v1/chat/completions", json={
+            "model": "refused", "messages": [{"role": "user", "content": "hi"}],
+            "user": f"user-{n}"}) for n in range(20)]
         ours = http.post("/v1/embeddings", json={"model": "ours", "input": "hi"})
-    assert refused.status_code == 404 and ours.status_code == 400, (refused.text, ours.text)
-    proxy.wait_logged(2)
-    answered = dict(proxy.sql("SELECT model, route->>'answered_by' FROM interactions"))
-    assert answered == {"refused": None, "ours": "proxy"}
+    assert {r.status_code for r in answered} == {200} and ours.status_code == 400, ours.text
+    proxy.wait_logged(21)
+    routes = [tuple(r) for r in proxy.sql(
+        "SELECT route->>'primary', route->>'role', route->>'primary_status', "
+        "route->>'answered_by' FROM interactions")]
+    refusals = [r for r in routes if r[0] == "refused-model"]
+    assert refusals and all(r[1:] == ("second_opinion", "404", None) for r in refusals)
+    assert ("claude-3-5-haiku-20241022", "primary", None, "proxy") in routes
     since = "2000-01-01T00:00:00Z"
-    [upstream] = proxy.admin().route_health("refused", since=since)["targets"]
-    assert (upstream["requests"], upstream["errors"]) == (1, 1)
+    rows = {r["target"]: r for r in proxy.admin().route_health("refused", since=since)["targets"]}
+    assert (rows["refused-model"]["requests"], rows["refused-model"]["errors"]) == (
+        len(refusals), len(refusals))
+    assert rows[BASE]["errors"] == 0
     [own] = proxy.admin().route_health("ours", since=since)["targets"]
-    assert (own["requests"], own["errors"]) == (1, 0)
+    assert (own["requests"], own["errors"], own["refused_requests"]) == (0, 0, 1)
 
 
 @pytest.mark.parametrize("share", [10, 60])

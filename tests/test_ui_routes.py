@@ -4,9 +4,11 @@ token)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import openai
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -54,7 +56,11 @@ def test_routes_page_shows_shares_health_and_history_read_only(
         routes_page: Callable[..., AppTest], proxy: ProxyServer) -> None:
     proxy.openai().chat.completions.create(model="support-bot",
                                            messages=[{"role": "user", "content": "hi"}])
-    proxy.wait_logged(1)
+    proxy.upstream.state.fail_containing["refuse me"] = 400  # every model refuses it
+    with contextlib.suppress(openai.BadRequestError):
+        proxy.openai().chat.completions.create(
+            model="support-bot", messages=[{"role": "user", "content": "refuse me"}])
+    proxy.wait_logged(2)
     at = routes_page()
     table = at.dataframe[0].value
     assert list(table["alias"]) == ["support-bot"]
@@ -62,6 +68,7 @@ def test_routes_page_shows_shares_health_and_history_read_only(
     assert table["transforms"][0] == f"{FT}: stop"  # the candidate's only
     health = at.dataframe[1].value
     assert health["requests"].sum() == 1 and set(health["role"]) == {"target"}
+    assert health["refused"].sum() == 1  # not judged
     history = at.dataframe[2].value
     assert list(history["action"]) == ["promote", "replace"]
     button = rollback(at)

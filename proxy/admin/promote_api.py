@@ -147,7 +147,9 @@ async def health(request: Request) -> Response:
         episode = latest_episode(con, alias)
         start = since or (episode.promoted_at if episode else None) or last_change(con, alias) \
             or datetime(1970, 1, 1, tzinfo=UTC)
-        targets = route_health(con, alias, start, until or FAR_FUTURE, cap, per_user)
+        opened = open_canary(con, alias)
+        targets = route_health(con, alias, start, until or FAR_FUTURE, cap, per_user,
+                               None if opened is None else opened.model)
         spec = load_routes(con).get(alias)
         roles = _roles(spec)
         for row in targets:

@@ -18,6 +18,7 @@ from proxy.auth import Role
 from proxy.context import ProxyContext
 from proxy.routing import RouteSpec, parse_route_table
 from storage.db import Connection
+from storage.promotions import open_canary
 from storage.prompt_templates import load_template
 from storage.routes import load_routes, replace_routes, route_history
 from tuneloop.errors import NotFound
@@ -56,14 +57,18 @@ def checked_spec(con: Connection, alias: str, spec: RouteSpec) -> tuple[RouteSpe
     return spec, {t.ref: t for t in templates.values()}
 
 
-def read_router_table(con: Connection) -> tuple[dict[str, RouteSpec], Templates]:
+def read_router_table(con: Connection
+                      ) -> tuple[dict[str, RouteSpec], Templates, dict[str, str]]:
+    """The route table, the templates it names and each alias's open canary model."""
     table = parse_route_table(load_routes(con))
-    return table, route_templates(con, table)
+    canaries = {alias: episode.model for alias in table
+                if (episode := open_canary(con, alias)) is not None}
+    return table, route_templates(con, table), canaries
 
 
 async def reload_routes(ctx: ProxyContext) -> None:
-    table, templates = await ctx.db.read(read_router_table)
-    ctx.router.replace(table, templates)
+    table, templates, canaries = await ctx.db.read(read_router_table)
+    ctx.router.replace(table, templates, canaries)
 
 
 async def get_routes(request: Request) -> Response:
@@ -76,18 +81,14 @@ async def put_routes(request: Request) -> Response:
     table = parse_route_table(await json_body(request))
     actor = request.headers.get("x-tuneloop-actor", "admin")[:128]
 
-    def write(con: Connection) -> tuple[dict[str, RouteSpec], Templates]:
-        checked: dict[str, RouteSpec] = {}
-        templates: Templates = {}
-        for alias, spec in table.items():
-            checked[alias], found = checked_spec(con, alias, spec)
-            templates |= found
+    def write(con: Connection) -> dict[str, RouteSpec]:
+        checked = {alias: checked_spec(con, alias, spec)[0] for alias, spec in table.items()}
         replace_routes(con, {a: s.model_dump(exclude_none=True) for a, s in checked.items()},
                        actor)
-        return checked, templates
+        return checked
 
-    checked, templates = await ctx.db.write(write)
-    ctx.router.replace(checked, templates)
+    checked = await ctx.db.write(write)
+    await reload_routes(ctx)  # with each alias's open canary (storage/promotions.py)
     return json_response({a: s.model_dump(exclude_none=True) for a, s in checked.items()})
 
 

@@ -1,0 +1,73 @@
+"""A canary's 4xx gets a second opinion from the stable model (r14d #4).
+
+A refusal only the untested model gave never reaches the app (the stable model answers it),
+and it is the canary's error; a request both refuse is the request's fault, no error of
+either arm. So refusals that cluster on a few sticky users, or that a client sends on purpose
+to the arm it reads in the response's `model`, cannot roll an even canary back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+
+from tests import test_cycle
+from tests.conftest import ProxyServer, both_stores
+from tests.test_cycle import ALIAS, CURRENT, run
+from tests.test_cycle_canary import open_canary, wait_ingested
+
+pytestmark = both_stores
+loop = test_cycle.loop  # the fixture: approved traffic, the alias, fast fake fine-tuning
+
+BROKEN = "BROKEN-REQUEST"  # every model refuses a body holding it
+
+
+def test_the_app_gets_the_stable_models_answer_when_the_canary_refuses(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    _, model = open_canary(loop, tmp_path, percent=50)
+    loop.upstream.state.fail_containing[model] = 404  # the fine-tune was deleted
+    client = loop.openai()
+    answers = [client.chat.completions.create(
+        model=ALIAS, user=f"user-{n}", messages=[{"role": "user", "content": "Where is it?"}])
+        for n in range(30)]
+    assert {a.model for a in answers} == {CURRENT}  # on main: 404 for the canary's users
+    wait_ingested(loop, 30)
+    rows = {r["target"]: r for r in loop.admin().route_health(ALIAS)["targets"]}
+    assert rows[model]["requests"] and rows[model]["errors"] == rows[model]["requests"]
+    assert rows[CURRENT]["errors"] == 0
+
+
+def test_refusals_sent_to_the_arm_a_client_sees_do_not_roll_an_even_canary_back(
+        loop: ProxyServer, tmp_path: Path) -> None:
+    """A client with an app key reads which arm answered (the response's `model`) and sends
+    requests every model refuses as the users that landed on the canary, five each (the per
+    user weight): on main 90 such requests rolled an even canary back."""
+    cfg, model = open_canary(loop, tmp_path, percent=50)
+    loop.upstream.state.fail_containing[BROKEN] = 400
+    client, sent, refused = loop.openai(), 0, 0
+    for n in range(60):
+        user = f"user-{n}"
+        answer = client.chat.completions.create(
+            model=ALIAS, user=user, messages=[{"role": "user", "content": "Where is it?"}])
+        sent += 1
+        if answer.model != model:
+            continue
+        for _ in range(5):
+            try:
+                client.chat.completions.create(
+                    model=ALIAS, user=user, messages=[{"role": "user", "content": BROKEN}])
+            except openai.BadRequestError:
+                refused += 1
+            sent += 1
+    assert refused >= 60, refused  # enough to roll back on main (about 90 did)
+    wait_ingested(loop, sent)
+    outcome = run(loop, cfg)
+    assert outcome.run.get("outcome") != "rolled_back", outcome.message
+    since = "2000-01-01T00:00:00Z"
+    rows = {r["target"]: r for r in loop.admin().route_health(ALIAS, since=since)["targets"]}
+    assert rows[model]["errors"] == 0 and rows[CURRENT]["errors"] == 0, rows
+    # not judged either: refused requests sent to one arm do not dilute its error rate
+    assert rows[model]["refused_requests"] == refused
+    assert model in {t["model"] for t in loop.admin().routes()[ALIAS]["targets"]}
+    assert outcome.run.get("outcome") != "promoted", outcome.message  # too few judged yet
