@@ -156,8 +156,9 @@ class FinetuneConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    baseline: str | None = None
-    """Default: the alias's current target."""
+    baseline: str | None = Field(None, min_length=1)
+    """Only for an alias with no route yet: the gate's baseline is otherwise always the model
+    the alias serves (its stable model), and a different `baseline` is refused."""
     scorer: str = "exact"
     threshold: float = Field(0.5, ge=0, le=1)
     """classification: the score from which an example counts as the positive class."""
@@ -306,6 +307,14 @@ class CycleConfig(_Section):
     max_step_attempts: int = Field(3, ge=1, le=100)
     """A step that fails this many times fails the run (the next cycle starts a new one)."""
     lease_seconds: float = Field(600.0, ge=10, le=86_400)
+
+    @model_validator(mode="after")
+    def _baseline_not_the_alias(self) -> CycleConfig:
+        if self.evaluate.baseline == self.alias:
+            raise ValueError(f"evaluate.baseline = {self.alias!r} is the alias itself: the "
+                             "gate compares the candidate with the model the alias serves; "
+                             "remove `baseline`")
+        return self
 
 
 BUILT_IN_SCORERS = ("exact", "exact_strict", "classification", "judge")
