@@ -19,11 +19,13 @@ spooled with the real `LogWriter`, then ingested; the script prints rows/s for:
   its load),
 
 into a throwaway local Postgres cluster (tests/pg_cluster.py: fsync, synchronous_commit and
-full_page_writes off, as in the tests; `--durable` turns them on) and into a DuckDB file, and
-the ratios. Then, unless `--baseline ''`, this tree's writer and a baseline commit's (by
-default the one before the COPY binary format), each in a process of its own, into a fresh
-database, in turn, on the same rows: rows/s and the server's CPU per 1,000 rows of each (the
-CPU figure is the one a shared machine's load moves least), and their ratios. Run from the
+full_page_writes off, as in the tests; `--durable` turns them on, with the WAL settings the
+README recommends for a production store, `PRODUCTION_WAL`, and the WAL segments made once and
+then recycled, as on a server that has been running) and into a DuckDB file, and the ratios.
+Then, unless `--baseline ''`, this tree's writer and a baseline commit's (by default the one
+before the COPY binary format), each in a process of its own, into a fresh database, in turn,
+on the same rows: rows/s and the server's CPU per 1,000 rows of each (the CPU figure is the one
+a shared machine's load moves least), their ratios, and the WAL each wrote. Run from the
 repository root:
 
     python bench/pg_ingest.py                   # 20,000 rows, batches of 2,000
@@ -63,6 +65,18 @@ _WORD_TEXT = ("refund policy customer order invoice shipping delay account passw
               "manager thanks please help urgent today tomorrow week")
 WORDS = tuple(_WORD_TEXT.split(" "))
 BASELINE = "84cef5c"  # main before the COPY binary format (text format), for --baseline
+DURABLE = dict.fromkeys(("fsync", "synchronous_commit", "full_page_writes"), "on")
+PRODUCTION_WAL = {
+    # WAL settings the README recommends for a Postgres taking tuneloop's ingest; durability
+    # stays whole. Full-page images compressed; WAL buffered before the writing backend must
+    # write it itself (16MB: the default once shared_buffers is 512MB or more); checkpoints
+    # (each followed by full-page images of every page touched again) by time, not every GB;
+    # a GB of WAL segments kept for reuse (a new segment is 16MB written with zeroes and
+    # fsynced by the backend that needs it, while the ingest transaction waits)
+    "wal_compression": "lz4", "wal_buffers": "16MB", "max_wal_size": "4GB",
+    "min_wal_size": "1GB", "checkpoint_timeout": "15min",
+}
+WARM_SEGMENTS = 24  # WAL segments made before measuring (--durable), then recycled
 
 
 def _text(rng: random.Random, words: int) -> str:
@@ -256,6 +270,34 @@ def baseline_tree(rev: str, into: Path) -> Path:
     return into
 
 
+def warm_wal(admin_url: str, segments: int = WARM_SEGMENTS) -> None:
+    """Make `segments` WAL segment files and checkpoint: later WAL reuses them (renamed), as on
+    a server that has been running, instead of each new segment being written full of zeroes
+    and fsynced first, which only a fresh cluster pays."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as con:
+        con.execute("CREATE TABLE bench_warm_wal (x int)")
+        for _ in range(segments):
+            con.execute("INSERT INTO bench_warm_wal VALUES (1)")
+            con.execute("SELECT pg_switch_wal()")
+        con.execute("DROP TABLE bench_warm_wal")
+        con.execute("CHECKPOINT")
+
+
+def wal_counters(admin_url: str) -> tuple[float, ...]:
+    """pg_stat_wal's bytes, full-page images and times the WAL buffers were full, and the
+    checkpoints done (pg_stat_bgwriter), cluster-wide."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as con:
+        row = con.execute("SELECT wal_bytes, wal_fpi, wal_buffers_full, (SELECT "
+                          "checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) "
+                          "FROM pg_stat_wal").fetchone()
+    assert row is not None
+    return tuple(float(v) for v in row)
+
+
 def bench_indexer(db: Store, rows: int, batch: int) -> float:
     """Every listed row indexed by the background indexer."""
     async def run() -> float:
@@ -313,14 +355,16 @@ def main() -> None:
           f"batches of {args.batch}")
 
     compared: list[tuple[tuple[float, float], tuple[float, float]]] = []
+    wal: dict[str, list[tuple[float, ...]]] = {"new": [], "old": []}
     with tempfile.TemporaryDirectory(prefix="tl-pg-ingest-") as tmp_name:
         tmp = Path(tmp_name)
         cluster = None
         url = args.url
         if url is None:
             from tests.pg_cluster import PgCluster
-            durable = dict.fromkeys(("fsync", "synchronous_commit", "full_page_writes"), "on")
-            cluster = PgCluster.start(durable if args.durable else None)
+            cluster = PgCluster.start({**DURABLE, **PRODUCTION_WAL} if args.durable else None)
+            if args.durable:
+                warm_wal(cluster.admin_url())
             url = cluster.create_database()
         old = baseline_tree(args.baseline, tmp / "baseline") \
             if args.baseline and cluster is not None else None
@@ -338,9 +382,14 @@ def main() -> None:
                     # this tree's writer and the baseline's, each into a fresh database, in
                     # turn (which goes first alternates), on the same rows
                     pair = [(ROOT, "new"), (old, "old")][:: 1 if n % 2 == 0 else -1]
-                    got = {name: writer_in(root, cluster.create_database(), len(rows) // 2,
-                                           args.batch, f"{name}{n}", tmp / f"cmp-{name}{n}")
-                           for root, name in pair}
+                    got = {}
+                    for root, name in pair:
+                        target = cluster.create_database()
+                        before = wal_counters(cluster.admin_url())
+                        got[name] = writer_in(root, target, len(rows) // 2, args.batch,
+                                              f"{name}{n}", tmp / f"cmp-{name}{n}")
+                        wal[name].append(tuple(b - a for a, b in zip(
+                            before, wal_counters(cluster.admin_url()), strict=True)))
                     compared.append((got["new"], got["old"]))
             best = [max(column) for column in zip(*runs, strict=True)]
             pg, bound, bound_text = best[0:4], best[4], best[5]
@@ -360,8 +409,10 @@ def main() -> None:
     print(f"writer1: a segment parsed whole, then written (before); writer: as the server "
           f"does (Postgres: in pieces of {PIECE_ROWS} rows, parsed while the database takes "
           "the piece before; DuckDB: whole)")
-    print(f"best of {args.rounds} rounds each; Postgres durability settings "
-          f"{'on' if args.durable else 'off (as in the tests)'}")
+    settings = ("on, with " + ", ".join(f"{k}={v}" for k, v in PRODUCTION_WAL.items())
+                + f" and {WARM_SEGMENTS} WAL segments made beforehand"
+                if args.durable else "off (as in the tests)")
+    print(f"best of {args.rounds} rounds each; Postgres durability settings {settings}")
     print("bound: the same rows alone into a bare table like interactions (Postgres: COPY of "
           "ready input in the binary format, lz4; bound-txt: the same in the text format, as "
           "before, interleaved with it; DuckDB: INSERT from Arrow)")
@@ -380,6 +431,12 @@ def main() -> None:
             print(f"  server CPU  this tree {_spread(new_cpu, '.1f')} ms  baseline "
                   f"{_spread(old_cpu, '.1f')} ms per 1,000 rows  "
                   f"baseline/this {_spread(cpu_ratio, '.2f')}")
+        for name, label in (("new", "this tree"), ("old", "baseline")):
+            per_row = [w[0] / (len(rows) // 2) for w in wal[name]]
+            print(f"  WAL         {label}: {_spread(per_row)} bytes per row, full-page images "
+                  f"{sum(w[1] for w in wal[name]):,.0f}, WAL buffers full "
+                  f"{sum(w[2] for w in wal[name]):,.0f} times, checkpoints "
+                  f"{sum(w[3] for w in wal[name]):,.0f} (all rounds)")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def canary_step(ctx: StepContext) -> StepResult:
         return StepResult("canary", wait=True, note=waiting, blocked=True)
     stable = current_model(ctx.client, ctx.config)
     evaluated = ctx.state.get("baseline")
-    if evaluated and not ctx.config.evaluate.baseline and evaluated != stable:
+    if evaluated and evaluated != stable:
         note = (f"the alias now serves {stable}, not {evaluated} that {candidate} was "
                 f"evaluated against: evaluating again before any canary")
         # the canary's earlier evidence was against the other model

@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter.checkpoints import best_checkpoint, evaluate_checkpoints, last_checkpoints
-from exporter.cycle_steps import StepContext, StepResult, current_model, eval_options
+from exporter.cycle_steps import StepContext, StepResult, eval_options, gate_baseline
 
 
 def checkpoints_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.evaluate
     final = ctx.state["fine_tuned_model"]
     checkpoints = last_checkpoints(ctx.provider(), ctx.state["job_id"], cfg.checkpoints)
-    baseline = cfg.baseline or current_model(ctx.client, ctx.config)
+    baseline = gate_baseline(ctx.client, ctx.config)
     options = eval_options(cfg, final, baseline, ctx.run["id"], comparisons=len(checkpoints),
                            alias=ctx.config.alias)
     results = evaluate_checkpoints(ctx.client, checkpoints, Path(ctx.state["export_path"]),

@@ -116,6 +116,8 @@ def rejected(message: str, problems: Mapping[str, Sequence[str]], **detail: Any
 
 
 def export_step(ctx: StepContext) -> StepResult:
+    if ctx.config.evaluate.baseline:  # refused before any job is paid for, not after
+        gate_baseline(ctx.client, ctx.config)
     cfg = ctx.config.dataset
     fmt = FormatOptions(cfg.format, separator=cfg.separator, stop=cfg.stop,
                         labels=tuple(cfg.labels) if cfg.labels else None,
@@ -272,6 +274,26 @@ def current_model(client: AdminClient, config: CycleConfig) -> str:
     return str(stable)
 
 
+def gate_baseline(client: AdminClient, config: CycleConfig) -> str:
+    """The model a candidate must beat: the model the alias serves (`current_model`, its
+    route's stable model) whenever the alias has a route. `[evaluate] baseline` only stands in
+    for an alias with no route yet; one that differs from the model the alias serves is
+    refused (a candidate gated against another model could replace a better one)."""
+    alias, configured = config.alias, config.evaluate.baseline
+    stable = client.route_canary(alias).get("stable")
+    if not stable:
+        if configured:
+            return configured
+        raise ConfigError(f"the alias {alias!r} has no route: create it (tuneloop routes set) "
+                          "or set [evaluate] baseline")
+    if configured and configured != stable:
+        raise ConfigError(f"[evaluate] baseline = {configured!r}, but the alias {alias!r} "
+                          f"serves {stable}: a candidate must beat the model it replaces, so "
+                          "the gate compares it with the alias's model; remove `baseline` "
+                          "(it only serves an alias with no route yet)")
+    return str(stable)
+
+
 def eval_options(cfg: EvaluateConfig, candidate: str, baseline: str,
                  cycle_run_id: str, comparisons: int = 1, alias: str | None = None
                  ) -> EvalOptions:
@@ -294,7 +316,7 @@ def gate_passes(report: EvalReport, cfg: EvaluateConfig) -> bool:
 def evaluate_step(ctx: StepContext) -> StepResult:
     cfg = ctx.config.evaluate
     candidate = ctx.state["fine_tuned_model"]
-    baseline = cfg.baseline or current_model(ctx.client, ctx.config)
+    baseline = gate_baseline(ctx.client, ctx.config)
     # the best of K checkpoints, chosen on these same examples, is gated at Bonferroni's level
     options = eval_options(cfg, candidate, baseline, ctx.run["id"],
                            comparisons=int(ctx.state.get("checkpoints_compared") or 1),
