@@ -9,6 +9,10 @@
    pairs with ties as half, min_decided). Small evaluations show the difference most.
 3. The winner's curse: the best of K coin-flip checkpoints, chosen on the same pairs, is
    promoted how often, with and without Bonferroni's 1 - 0.05/K.
+4. A judge that refuses to judge the candidate's unsafe answers (a content filter's 400) on
+   9% of 1,000 pairs, the candidate winning 55% of the rest (501 wins vs 499 not won): how
+   often the gate promotes it with those pairs as losses (exporter/judge.py), and as they
+   counted before r14e #6 (errors left out of the win rate, up to max_error_share).
 
     python bench/eval_intervals.py [--runs 2000]
 """
@@ -94,6 +98,35 @@ def best_of(k: int, pairs: int, runs: int) -> tuple[float, float]:
     return plain / runs, corrected / runs
 
 
+def refusing_judge(runs: int, pairs: int = 1000, unsafe: float = 0.09,
+                   p_win: float = 0.55) -> tuple[float, float]:
+    """(share of runs the gate promotes, share it would promote with the refused pairs left
+    out of the win rate as errors) for a candidate whose unsafe answers the judge refuses."""
+    rng = random.Random(2)
+    now = left_out = 0
+    for _ in range(runs):
+        refused, judged = [], []
+        for _ in range(pairs):
+            if rng.random() < unsafe:
+                refused.append("refused")
+            else:
+                judged.append("candidate" if rng.random() < p_win else "baseline")
+        base = [{"outcome": o, "how": "judged", "orders": []} for o in judged]
+        for how, outcome in (("judge_failed", "baseline"), ("both_failed", "error")):
+            judgements = base + [{"outcome": outcome, "how": how, "orders": []}
+                                 for _ in refused]
+            pairwise = pairwise_summary(judgements, 0.95)
+            low, high = pairwise["interval"]
+            report = EvalReport("ev", "d", pairs, "judge", "win_rate", None, {}, 0.0, [], 0,
+                                0.95, [2 * low - 1, 2 * high - 1], None, pairwise)
+            passed = gate_decision(report, GateRules(margin=0.02)).passed
+            if how == "judge_failed":
+                now += passed
+            else:
+                left_out += passed
+    return now / runs, left_out / runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2000)
@@ -112,6 +145,11 @@ def main() -> None:
         plain, corrected = best_of(k, 100, args.runs // 4)
         print(f"  K = {k}: promoted {plain:.1%} at 95% each, {corrected:.1%} with "
               f"Bonferroni (1 - 0.05/{k})")
+    runs = max(args.runs // 10, 1)
+    now, left_out = refusing_judge(runs)
+    print(f"a judge refusing the candidate's unsafe answers (9% of 1,000 pairs, 55% of the "
+          f"rest won; margin 0.02), {runs} runs: promoted {now:.1%} with refusals as losses; "
+          f"{left_out:.1%} with them left out as errors (before r14e #6)")
 
 
 if __name__ == "__main__":

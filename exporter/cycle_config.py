@@ -30,8 +30,10 @@ gate = "lower_bound"             # ...with 95% confidence: the margin's interval
                                  # must be above 0 and at least `margin` ("point": the margin)
 confidence = 0.95                # of the intervals (bootstrap over examples; judge: exact
                                  # Clopper-Pearson on decided pairs); Bonferroni over checkpoints
+                                 # (at least 0.8)
 max_error_share = 0.1            # more examples than this with a failed request: not promoted
-min_decided = 10                 # judge: fewer decided pairs (wins + losses): not promoted
+                                 # (at most 0.5)
+min_decided = 10                 # judge: fewer decided pairs (wins + losses): not promoted (>= 1)
 min_discordant = 10              # other scorers: fewer examples scored differently: the same
 judge_model = "gpt-4o"           # the judge scorer's model, asked through the proxy
 rubric = "rubric.md"             # what the judge looks for [default: a general rubric]
@@ -65,8 +67,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from exporter.eval_gate import (
     MAX_ERROR_SHARE,
+    MIN_CONFIDENCE,
     MIN_DECIDED,
     MIN_DISCORDANT,
+    MOST_ERROR_SHARE,
     GateRules,
     margin_problem,
 )
@@ -86,6 +90,13 @@ def _takes_bool(annotation: Any) -> bool:
     return annotation is bool or annotation is Any or bool in get_args(annotation)
 
 
+def _number_only(annotation: Any) -> bool:
+    """An int or float field (optional or not), which no string should reach."""
+    kinds = get_args(annotation) or (annotation,)
+    return any(k in (int, float) for k in kinds) and all(k in (int, float, type(None))
+                                                         for k in kinds)
+
+
 class _Section(BaseModel):
     # inf/nan never make sense here and crash later (a timedelta overflow, a JSON record)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -93,7 +104,8 @@ class _Section(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_true_for_a_number(cls, data: Any) -> Any:
-        # pydantic reads `min_requests = true` as 1: a typo that would promote on 1 request
+        # pydantic reads `min_requests = true` as 1: a typo that would promote on 1 request;
+        # and `percent = "50"` as 50: a quoted number is a mistake of the same kind
         if isinstance(data, dict):
             for key, value in data.items():
                 field = cls.model_fields.get(key) if isinstance(key, str) else None
@@ -101,6 +113,10 @@ class _Section(BaseModel):
                         and not _takes_bool(field.annotation):
                     raise ValueError(f"{key} = {str(value).lower()}: a number is expected "
                                      "here, not true/false")
+                if isinstance(value, str) and field is not None \
+                        and _number_only(field.annotation):
+                    raise ValueError(f"{key} = {value[:40]!r}: a number is expected here, not "
+                                     "a string (write it without quotes)")
         return data
 
 
@@ -170,7 +186,9 @@ class EvaluateConfig(_Section):
     scorer the margin is 2 × win rate − 1, the win rate over judged pairs with ties as half
     (exporter/judge.py)."""
     confidence: float = Field(0.95, gt=0.5, lt=1)
-    max_error_share: float = Field(MAX_ERROR_SHARE, ge=0, le=1)
+    """At least 0.8 (exporter/eval_gate.py MIN_CONFIDENCE): below, a candidate no better than
+    the current model would pass more than 1 time in 10."""
+    max_error_share: float = Field(MAX_ERROR_SHARE, ge=0, le=MOST_ERROR_SHARE)
     """The share of examples (judge: pairs) with a failed request or judgement above which the
     candidate is not promoted."""
     min_decided: int = Field(MIN_DECIDED, ge=0)
@@ -188,11 +206,20 @@ class EvaluateConfig(_Section):
 
     @model_validator(mode="after")
     def _some_evidence(self) -> EvaluateConfig:
-        needed = "min_decided" if self.scorer == "judge" else "min_discordant"
-        if self.max_error_share >= 1 and getattr(self, needed) == 0:
-            raise ValueError(f"max_error_share = 1 with {needed} = 0 lets a candidate whose "
-                             "every request failed pass the gate on no evidence: lower "
-                             f"max_error_share or set {needed} >= 1")
+        for needed in ("min_decided", "min_discordant"):
+            if getattr(self, needed) < 1:
+                raise ValueError(f"{needed} = 0 lets a candidate pass the gate on no evidence "
+                                 f"(no {needed.removeprefix('min_')} example at all): set "
+                                 f"{needed} >= 1")
+        if self.confidence < MIN_CONFIDENCE:
+            raise ValueError(f"confidence = {self.confidence:g} is too low for a gate: a "
+                             "candidate no better than the current model would pass up to "
+                             f"{(1 - self.confidence) / 2:.1%} of the time; use at least "
+                             f"{MIN_CONFIDENCE:g}")
+        if self.gate == "point" and self.margin <= 0:
+            raise ValueError("gate = \"point\" with margin = 0 promotes a candidate ahead by "
+                             "a single lucky example: set a margin above 0, or use the default "
+                             "gate = \"lower_bound\"")
         return self
 
     @property
@@ -255,7 +282,7 @@ class CanaryConfig(_Section):
     min_requests: int = Field(100, ge=1, le=MAX_MIN_REQUESTS)
     """Canary requests a promotion needs; a rollback does not wait for them."""
     min_age_minutes: float = Field(0.0, ge=0)
-    watch_seconds: float = Field(10.0, gt=0, le=3600)
+    watch_seconds: float = Field(10.0, ge=1, le=3600)
     """With `cycle --every`: how often an open canary is evaluated between scheduled runs."""
     max_hours: float = Field(24.0, gt=0, le=MAX_HOURS)
     """A canary still undecided this long after its promotion is rolled back (the safe side)."""
@@ -372,7 +399,7 @@ def parse_cycle_config(data: dict[str, Any]) -> CycleConfig:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         msg = str(first["msg"]).removeprefix("Value error, ")  # pydantic's label for ours
-        raise ConfigError(f"cycle config: {where}: {msg}") from exc
+        raise ConfigError(f"cycle config: {where + ': ' if where else ''}{msg}") from exc
     check_evaluate(config)
     return config
 

@@ -7,7 +7,8 @@ The candidate passes when all of these hold:
   at least `margin`;
 - at most `max_error_share` of the examples have a failed request on either side (judge: a
   failed judgement too): many of them hide the rest. The candidate's failures also count
-  against it in the scores (a wrong answer; judge: a loss); the baseline's are no evidence
+  against it in the scores (a wrong answer; judge: a loss), and so does a pair the judge
+  could not judge (a loss: no evidence for the candidate); the baseline's are no evidence
   either way (the pair is left out, exporter/eval_report.py);
 - judge: at least `min_decided` pairs were decided (a win or a loss; ties and errors are not);
 - other scorers: at least `min_discordant` examples where the two models scored differently,
@@ -27,6 +28,13 @@ if TYPE_CHECKING:  # light to import: the CLI reads the defaults before any eval
 MIN_DECIDED = 10
 MIN_DISCORDANT = 10
 MAX_ERROR_SHARE = 0.1
+MIN_CONFIDENCE = 0.8
+"""The lowest confidence a promotion gate accepts: the gate wants the lower bound of a
+two-sided interval, so a candidate no better than the current model passes up to (1 -
+confidence) / 2 of the time: 10% at 0.8, 24.5% at 0.51 (a coin flip weighted a little)."""
+MOST_ERROR_SHARE = 0.5
+"""The largest max_error_share a promotion gate accepts: past half the examples failed, the
+few that decide say nothing about the rest."""
 RATE_SCORERS = frozenset({"exact", "exact_strict", "classification", "judge"})
 
 
@@ -77,8 +85,10 @@ def gate_decision(report: EvalReport, rules: GateRules) -> GateDecision:
         p = report.pairwise
         share = p.get("error_share", 0.0)
         if share > rules.max_error_share:
-            reasons.append(f"{p['errors']} of {p.get('pairs', report.examples)} pairs are "
-                           f"errors ({share:.1%} > max_error_share {rules.max_error_share:.1%})")
+            reasons.append(f"{p.get('failed', p['errors'])} of "
+                           f"{p.get('pairs', report.examples)} pairs are errors or failed "
+                           f"judgements ({share:.1%} > max_error_share "
+                           f"{rules.max_error_share:.1%})")
         if p["decided"] < rules.min_decided:
             reasons.append(f"only {p['decided']} decided pairs (wins + losses), fewer than "
                            f"min_decided {rules.min_decided}")

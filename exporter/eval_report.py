@@ -126,8 +126,10 @@ class EvalReport:
         if self.pairwise is not None:
             p = self.pairwise
             kinds = ", ".join(f"{k} {v}" for k, v in p.get("errors_by_kind", {}).items() if v)
-            lost = (f" ({p['candidate_failed']} of them failed requests)"
-                    if p.get("candidate_failed") else "")
+            why = [f"{p[k]} of them {what}" for k, what in (
+                ("candidate_failed", "failed requests"),
+                ("judge_failed", "pairs the judge could not judge")) if p.get(k)]
+            lost = f" ({', '.join(why)})" if why else ""
             lines.append(f"  judge     {p['judge']}: {p['wins']} wins, {p['losses']} losses"
                          f"{lost}, {p['ties']} ties, {p['errors']} errors"
                          f"{f' ({kinds})' if kinds else ''}"

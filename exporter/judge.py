@@ -7,11 +7,15 @@ candidate's failed request where the baseline answered is a loss (`how: candidat
 model that fails is worse, not excused (r14b #1). A failed baseline request makes the pair an
 `error` (`baseline_failed`, `both_failed`): a baseline that failed is no evidence that the
 candidate is better. A judge reply that is not the JSON verdict asked for is asked once
-more; unparseable twice, or a judge request that failed after its retries, is an error too
-(`judge_failed`).
-An error counts neither as a win nor as a loss; the report counts them by kind and the gate
-refuses a run with too many (exporter/eval_gate.py). Every judgement (each order's verdict,
-reason and interaction id) is kept in the report.
+more; unparseable twice, or a judge request that failed after its retries (transient
+failures are retried as any request), is a loss too (`how: judge_failed`, r14e #6): a pair
+the judge could not judge is no evidence FOR the candidate, and a judge that refuses to
+judge (a content filter's 400 on an unsafe answer, an answer too long for its context)
+may be refusing the candidate's answer; left out, those pairs would leave the
+sample and an unsafe candidate would pass.
+An error counts neither as a win nor as a loss; the report counts them by kind, and the gate
+refuses a run with too many errors and judge failures together (exporter/eval_gate.py).
+Every judgement (each order's verdict, reason and interaction id) is kept in the report.
 
 The statistics (`pairwise_summary`): the candidate's win rate is over all judged pairs with
 ties as half a win, (wins + ties / 2) / (wins + losses + ties), so the margin 2 × win rate − 1
@@ -137,25 +141,35 @@ async def judge_pairs(client: openai.AsyncOpenAI, spec: JudgeSpec, cases: Sequen
         orders = await asyncio.gather(*(
             _one_order(client, spec, case, order, texts, reference, own, policy, gate)
             for order in ORDERS))
-        if any(o["error"] is not None for o in orders):
-            return {**judgement, "outcome": "error", "how": "judge_failed", "orders": orders}
+        if any(o["error"] is not None for o in orders):  # a loss: no evidence for it
+            return {**judgement, "outcome": "baseline", "how": "judge_failed", "orders": orders}
         outcome = combine([o["prefers"] for o in orders])
         return {**judgement, "outcome": outcome, "how": "judged", "orders": orders}
 
     return list(await asyncio.gather(*(pair(i) for i in range(len(cases)))))
 
 
-ERROR_KINDS = ("baseline_failed", "both_failed", "judge_failed")
+ERROR_KINDS = ("baseline_failed", "both_failed")
+
+
+def _outcome(judgement: Mapping[str, Any]) -> str:
+    # a pair the judge could not judge is a loss, whatever an older record called it
+    return "baseline" if judgement.get("how") == "judge_failed" else str(judgement["outcome"])
 
 
 def pairwise_summary(judgements: Sequence[Mapping[str, Any]],
                      confidence: float) -> dict[str, Any]:
-    """Wins, losses, ties and errors (by kind) of the candidate; its win rate over the judged
-    pairs with ties as half, and that rate's interval from the Clopper-Pearson interval of the
-    decided pairs (see the module doc); the sign test's p-value; the error share."""
-    count = {k: sum(j["outcome"] == v for j in judgements)
+    """Wins, losses (with the candidate's failed requests and the pairs the judge could not
+    judge among them), ties and errors (by kind) of the candidate; its win rate over the
+    judged pairs with ties as half, and that rate's interval from the Clopper-Pearson interval
+    of the decided pairs (see the module doc); the sign test's p-value; the share of pairs
+    with an error or a failed judgement (`failed`, for the gate's max_error_share)."""
+    outcomes = [_outcome(j) for j in judgements]
+    count = {k: outcomes.count(v)
              for k, v in (("wins", "candidate"), ("losses", "baseline"), ("ties", "tie"),
                           ("errors", "error"))}
+    judge_failed = sum(j.get("how") == "judge_failed" for j in judgements)
+    failed = count["errors"] + judge_failed
     wins, losses = count["wins"], count["losses"]
     decided = wins + losses
     judged = decided + count["ties"]
@@ -166,7 +180,8 @@ def pairwise_summary(judgements: Sequence[Mapping[str, Any]],
             "errors_by_kind": {kind: sum(j["outcome"] == "error" and j["how"] == kind
                                          for j in judgements) for kind in ERROR_KINDS},
             "candidate_failed": sum(j["how"] == "candidate_failed" for j in judgements),
-            "error_share": count["errors"] / len(judgements) if judgements else 0.0,
+            "judge_failed": judge_failed, "failed": failed,
+            "error_share": failed / len(judgements) if judgements else 0.0,
             "win_rate": rate,
             "interval": [0.5 + share * (p_low - 0.5), 0.5 + share * (p_high - 0.5)],
             "decided_interval": [p_low, p_high],

@@ -104,7 +104,7 @@ def test_the_watcher_promotes_a_clearly_better_canary_before_the_next_run(
         loop: ProxyServer, tmp_path: Path) -> None:
     """`cycle --every 1h` watches between runs: the canary is promoted as soon as the test
     decides, not an hour later."""
-    cfg, model = open_canary(loop, tmp_path, min_requests=20, watch_seconds=0.05)
+    cfg, model = open_canary(loop, tmp_path, min_requests=20, watch_seconds=1)
     loop.upstream.state.model_error_rate[CURRENT] = 0.2  # the current model fails, not the canary
     runs, looks = [], []
     stop = threading.Event()

@@ -196,13 +196,26 @@ BASE = {"name": "c", "alias": "a", "dataset": {"name": "d"}, "finetune": {"base_
     ("evaluate", {"threshold": -3}, "evaluate.threshold"),
     ("evaluate", {"threshold": 1.5}, "evaluate.threshold"),
     ("evaluate", {"confidence": float("nan")}, "evaluate.confidence"),
-    ("evaluate", {"min_discordant": 0, "max_error_share": 1}, "on no evidence"),
+    # r14e #10: settings that decide on (almost) no evidence
+    ("evaluate", {"min_discordant": 0}, "min_discordant = 0 lets a candidate pass"),
+    ("evaluate", {"min_decided": 0}, "min_decided = 0 lets a candidate pass"),
+    ("evaluate", {"max_error_share": 0.99}, "evaluate.max_error_share"),
+    ("evaluate", {"gate": "point", "margin": 0}, 'gate = "point" with margin = 0'),
+    ("evaluate", {"confidence": 0.51}, "confidence = 0.51 is too low for a gate"),
+    ("canary", {"watch_seconds": 1e-9}, "canary.watch_seconds"),  # a busy loop
+    ("evaluate", {"baseline": "a"}, "is the alias itself"),
     ("finetune", {"max_cost_usd": float("inf")}, "finetune.max_cost_usd"),
     # r14d: pydantic read `true` as 1 (a promotion on 1 request), `false` as 0
     ("canary", {"min_requests": True}, "min_requests = true: a number is expected"),
     ("canary", {"percent": True}, "percent = true: a number is expected"),
     ("evaluate", {"margin": False}, "margin = false: a number is expected"),
     ("finetune", {"max_cost_usd": True}, "max_cost_usd = true: a number is expected"),
+    # r14e #10: pydantic read `percent = "50"` as 50, the same kind of mistake
+    ("canary", {"percent": "50"}, "percent = '50': a number is expected here, not a string"),
+    ("canary", {"min_requests": "1"}, "min_requests = '1': a number is expected"),
+    ("evaluate", {"margin": "0.1"}, "margin = '0.1': a number is expected"),
+    ("finetune", {"max_cost_usd": "5"}, "max_cost_usd = '5': a number is expected"),
+    ("finetune", {"wait_timeout_minutes": "60"}, "wait_timeout_minutes = '60': a number"),
 ])
 def test_settings_that_can_never_work_are_refused(section: str, setting: dict[str, float],
                                                    field: str) -> None:

@@ -89,7 +89,8 @@ def test_a_failure_is_never_a_win() -> None:
     assert report.pairwise["errors_by_kind"]["baseline_failed"] == 3
     decision = gate_decision(report, GateRules())
     assert not decision.passed
-    assert decision.reasons == ["3 of 23 pairs are errors (13.0% > max_error_share 10.0%)"]
+    assert decision.reasons == ["3 of 23 pairs are errors or failed judgements "
+                                "(13.0% > max_error_share 10.0%)"]
     assert "3 errors (baseline_failed 3)" in report.render()
     assert gate_decision(report, GateRules(max_error_share=0.2)).passed
 

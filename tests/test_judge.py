@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from exporter.cycle_config import EvaluateConfig
 from exporter.cycle_steps import gate_passes
+from exporter.eval_gate import GateRules, gate_decision
 from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.intervals import bonferroni, clopper_pearson
@@ -126,9 +127,11 @@ def test_unparseable_judge_output_is_retried_once_and_never_a_win(
     report = judged(proxy, data, garbage)
     n = report.examples
     assert report.pairwise is not None
-    assert report.pairwise["errors"] == n and report.pairwise["wins"] == 0
+    # a pair the judge could not judge is a loss (r14e #6): no evidence for the candidate
+    assert (report.pairwise["losses"], report.pairwise["judge_failed"]) == (n, n)
+    assert report.pairwise["errors"] == 0 and report.pairwise["wins"] == 0
     assert garbage.asked == 2 * 2 * n  # each order asked twice, no more
-    assert report.models["candidate"]["score"] == 0.5  # no decided pair: no evidence
+    assert report.models["candidate"]["score"] == 0.0
     assert not gate_passes(report, EvaluateConfig())
     [order, _] = proxy.admin().eval_run(report.run_id)["report"]["judgements"][0]["orders"]
     assert order["attempts"] == 2 and order["verdict"] is None
@@ -162,14 +165,15 @@ def test_failed_answers_and_failed_judge_requests_are_errors_never_wins(
     assert report.pairwise is not None
     assert report.pairwise["wins"] == 0 and report.pairwise["errors"] == 4
     assert report.pairwise["errors_by_kind"]["baseline_failed"] == 4
-    assert not gate_passes(report, EvaluateConfig(min_decided=0))
+    assert not gate_decision(report, GateRules(min_decided=0)).passed
     assert "4 errors (baseline_failed 4)" in report.render()
-    # the judge's requests fail (400, not retried): errors, never wins
+    # the judge's requests fail (400, not retried): losses (r14e #6), never wins
     report = evaluate(proxy.admin(), data, EvalOptions(CANDIDATE, BASELINE, scorer="judge",
                                                        judge_model="fail-400", limit=4),
                       api_key=UPSTREAM_KEY)
     assert report.pairwise is not None
-    assert report.pairwise["errors"] == 4 and report.pairwise["wins"] == 0
+    assert report.pairwise["losses"] == 4 and report.pairwise["wins"] == 0
+    assert report.pairwise["judge_failed"] == 4 and report.pairwise["error_share"] == 1.0
     assert report.judgements is not None
     order = report.judgements[0]["orders"][0]
     assert order["attempts"] == 1 and order["error"].startswith("judge request failed: 400")

@@ -14,7 +14,13 @@ from typing import Any
 
 import click
 
-from exporter.eval_gate import MAX_ERROR_SHARE, MIN_DECIDED, MIN_DISCORDANT
+from exporter.eval_gate import (
+    MAX_ERROR_SHARE,
+    MIN_CONFIDENCE,
+    MIN_DECIDED,
+    MIN_DISCORDANT,
+    MOST_ERROR_SHARE,
+)
 from tuneloop.commands.common import api_option, domain_errors, make_client, settings_from
 from tuneloop.commands.evaluate import proxy_api_key
 from tuneloop.errors import ConfigError, GateNotPassed, NotFound
@@ -45,16 +51,16 @@ from tuneloop.errors import ConfigError, GateNotPassed, NotFound
               help="With --promote: route all the alias's traffic to it (no canary).")
 @click.option("--margin", type=click.FloatRange(0), default=0.0, show_default=True,
               help="The gate: the margin's lower confidence bound must reach this.")
-@click.option("--confidence", type=click.FloatRange(0.5, 1, min_open=True, max_open=True),
+@click.option("--confidence", type=click.FloatRange(MIN_CONFIDENCE, 1, max_open=True),
               default=0.95, show_default=True,
               help="Of the intervals, for the K checkpoints together (Bonferroni).")
-@click.option("--min-decided", type=click.IntRange(0), default=MIN_DECIDED, show_default=True,
+@click.option("--min-decided", type=click.IntRange(1), default=MIN_DECIDED, show_default=True,
               help="The gate, judge scorer: decided pairs (wins + losses) needed.")
-@click.option("--min-discordant", type=click.IntRange(0), default=MIN_DISCORDANT,
+@click.option("--min-discordant", type=click.IntRange(1), default=MIN_DISCORDANT,
               show_default=True,
               help="The gate, other scorers: examples the two models scored differently.")
-@click.option("--max-error-share", type=click.FloatRange(0, 1), default=MAX_ERROR_SHARE,
-              show_default=True,
+@click.option("--max-error-share", type=click.FloatRange(0, MOST_ERROR_SHARE),
+              default=MAX_ERROR_SHARE, show_default=True,
               help="The gate: the largest share of examples with a failed request.")
 @click.option("--api-key-env", default=None,
               help="Variable holding the key the proxy expects [default OPENAI_API_KEY].")
