@@ -111,11 +111,44 @@ def settling_run(client: AdminClient, config: CycleConfig, holder: str,
                                     next_step="watch")
 
 
+RUN_IDENTITY = (("alias",), ("dataset", "name"), ("finetune", "provider"),
+                ("finetune", "base_model"))
+"""What a run is about: an active run goes on only under a config that agrees on these."""
+
+
+def config_moved(run: dict[str, Any], config: CycleConfig) -> str | None:
+    """Why the active `run` cannot go on under `config` (a config copied with the same `name`
+    for another alias, or edited mid-run: its model would open a canary elsewhere), or None."""
+    recorded = run.get("config")
+    if not isinstance(recorded, dict):
+        return None  # a run from before configs were kept
+    now = config.model_dump(mode="json")
+    changed = []
+    for path in RUN_IDENTITY:
+        before: Any = recorded
+        after: Any = now
+        for key in path:
+            before = before.get(key) if isinstance(before, dict) else None
+            after = after.get(key) if isinstance(after, dict) else None
+        if before != after:
+            changed.append(f"{'.'.join(path)} {before!r} -> {after!r}")
+    if not changed:
+        return None
+    return (f"run {run['id']} of cycle {config.name!r} is active (step {run.get('step')}) and "
+            f"was started with another config: {'; '.join(changed)}. It goes on only with the "
+            "config it started with (see `GET /admin/cycle-runs/" + str(run["id"]) + "`); a "
+            "config for another alias or dataset needs its own `name`")
+
+
 def _active_run(client: AdminClient, config: CycleConfig, holder: str,
                 say: Callable[[str], None]) -> dict[str, Any]:
     active = client.cycle_runs(config.name, status="active", limit=1)
     if active:
-        return client.cycle_run(active[0]["id"])
+        run = client.cycle_run(active[0]["id"])
+        moved = config_moved(run, config)
+        if moved:
+            raise Conflict(moved)
+        return run
     settling = settling_run(client, config, holder, say)
     if settling is not None:
         return settling
@@ -171,7 +204,8 @@ def _drive(ctx: StepContext, config: CycleConfig,
         if result.note and not result.wait:
             say(result.note)  # e.g. the evaluation's scores with their intervals
         if result.wait:
-            return CycleOutcome("active", ctx.run, f"waiting at {step}: {result.note}")
+            return CycleOutcome("blocked" if result.blocked else "active", ctx.run,
+                                f"waiting at {step}: {result.note}")
         note = result.note
     outcome = ctx.run.get("outcome")
     why = f" ({note})" if note and ctx.run["status"] != "active" else ""

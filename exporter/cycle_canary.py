@@ -23,6 +23,7 @@ from exporter.cycle_config import CanaryConfig, CycleConfig
 from exporter.cycle_steps import StepContext, StepResult, current_model, end, open_canary_run
 from exporter.exportdir import load_export
 from tuneloop.client import AdminClient
+from tuneloop.errors import Conflict
 
 _NO_TRAFFIC = {"requests": 0, "errors": 0, "error_rate": 0.0, "weighed_requests": 0.0,
                "weighed_errors": 0.0, "feedback_count": 0,
@@ -40,20 +41,24 @@ def canary_step(ctx: StepContext) -> StepResult:
     route = ctx.client.route_canary(ctx.config.alias)
     waiting = _another_canary(ctx.config.alias, route.get("canary"), candidate)
     if waiting:
-        return StepResult("canary", wait=True, note=waiting)
+        return StepResult("canary", wait=True, note=waiting, blocked=True)
     stable = current_model(ctx.client, ctx.config)
     evaluated = ctx.state.get("baseline")
-    if evaluated and not ctx.config.evaluate.baseline and evaluated != stable:
+    if evaluated and evaluated != stable:
         note = (f"the alias now serves {stable}, not {evaluated} that {candidate} was "
                 f"evaluated against: evaluating again before any canary")
         # the canary's earlier evidence was against the other model
         return StepResult("evaluate", state={"evidence_since": None},
                           detail={"stable": stable, "evaluated_against": evaluated}, note=note)
-    result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
-                                prompt_suffix=suffix, stop=stop,
-                                strip_template=template.get("ref"),
-                                system_prompt=template.get("replacement_system_prompt"),
-                                **ctx.state.get("serving", {}))
+    try:
+        result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
+                                    prompt_suffix=suffix, stop=stop,
+                                    strip_template=template.get("ref"),
+                                    system_prompt=template.get("replacement_system_prompt"),
+                                    **ctx.state.get("serving", {}))
+    except Conflict as exc:  # e.g. a person's A/B split: the route needs a person first
+        return StepResult("canary", wait=True, blocked=True,
+                          note=f"no canary of {candidate} opened: {exc.message}")
     state = {"promoted_at": result["changed_at"], "stable": stable, "canary_percent": percent}
     detail = {"model": candidate, "canary": percent, "stable": stable}
     if percent >= 100:

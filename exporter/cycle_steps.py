@@ -55,6 +55,9 @@ class StepResult:
     outcome: str | None = None
     wait: bool = False
     note: str = ""  # why it waits, for people
+    blocked: bool = False
+    """It waits on something only a person can settle (another canary open on the alias, a
+    route split between models): `tuneloop cycle` exits 9 so a scheduler notices."""
 
 
 @dataclass

@@ -21,7 +21,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from exporter.cycle import CycleOutcome, default_holder, record_result, settling_run
+from exporter.cycle import (
+    CycleOutcome,
+    config_moved,
+    default_holder,
+    record_result,
+    settling_run,
+)
 from exporter.cycle_canary import left_open, watch_step
 from exporter.cycle_config import CycleConfig
 from exporter.cycle_steps import StepContext
@@ -52,7 +58,11 @@ def watch_canary(client: AdminClient, config: CycleConfig, *, api_key: str | Non
             run_id = None if settling is None else str(settling["id"])
         if run_id is None:
             return CycleOutcome("idle", None, "no open canary")
-        ctx = StepContext(client, config, client.cycle_run(run_id), holder, api_key)
+        run = client.cycle_run(run_id)
+        moved = config_moved(run, config)
+        if moved:
+            return CycleOutcome("error", run, moved)
+        ctx = StepContext(client, config, run, holder, api_key)
         result = watch_step(ctx)
         if result.wait:
             return CycleOutcome("active", ctx.run, f"waiting at watch: {result.note}")

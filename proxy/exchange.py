@@ -34,7 +34,7 @@ from proxy.headers import client_meta, downstream_headers, with_body_user
 from proxy.ids import uuid7
 from proxy.incoming import API_PREFIX, plain_path, upstream_path
 from proxy.reply import UpstreamCut, UpstreamReply
-from proxy.routing import Attempt, Plan
+from proxy.routing import Attempt, Plan, next_attempt
 from tuneloop.errors import (
     RequestTimeout,
     TemplateMismatch,
@@ -174,15 +174,16 @@ class Exchange:
         return await self.forward(suffix, body, payload)
 
     async def forward(self, suffix: str, body: bytes, payload: dict[str, Any]) -> UpstreamReply:
-        """Each attempt of the plan in turn: the next on a connection error, a timeout or a
-        5xx, or on a 4xx when the next is a second opinion (proxy.routing: a canary's
-        refusal); the last one's outcome whatever it is. The primary's status, when another
-        attempt answered, is in the row's `route.primary_status`."""
+        """Each attempt of the plan in turn (:func:`next_attempt`): the next on a connection
+        error, a timeout or a 5xx, the second opinion on the primary's 4xx (proxy.routing);
+        the last one's outcome whatever it is. The primary's status, when another attempt
+        answered, is in the row's `route.primary_status`."""
         assert self.capture is not None and self.plan is not None
         ctx, capture, plan = self.ctx, self.capture, self.plan
-        last = len(plan.attempts) - 1
         primary_status: int | None = None
-        for number, attempt in enumerate(plan.attempts):
+        number: int | None = 0
+        while number is not None:
+            attempt = plan.attempts[number]
             capture.upstream_model = attempt.target.model
             capture.provider = attempt.target.provider
             capture.route = None if plan.alias is None else {
@@ -203,20 +204,25 @@ class Exchange:
                                            outgoing.body, outgoing.payload,
                                            timeouts_for(ctx, attempt))
             except (UpstreamUnreachable, UpstreamTimeout):
-                if number == last:
+                following = next_attempt(plan.attempts, number, refused=False)
+                if following is None:
                     raise
                 ctx.metrics.fallbacks.labels(plan.alias or "").inc()
+                number = following
                 continue
             ctx.metrics.observe_upstream(self.endpoint, time.perf_counter() - began)
-            second_opinion = number < last and 400 <= reply.status < 500 \
-                and plan.attempts[number + 1].role == "second_opinion"
-            if (reply.status >= 500 and number < last) or second_opinion:
-                if number == 0:
-                    primary_status = reply.status
-                reply.release()
-                ctx.metrics.fallbacks.labels(plan.alias or "").inc()
-                continue
-            return reply
+            following = None
+            if reply.status >= 500:
+                following = next_attempt(plan.attempts, number, refused=False)
+            elif reply.status >= 400:
+                following = next_attempt(plan.attempts, number, refused=True)
+            if following is None:
+                return reply
+            if number == 0:
+                primary_status = reply.status
+            reply.release()
+            ctx.metrics.fallbacks.labels(plan.alias or "").inc()
+            number = following
         raise AssertionError("a plan has at least one attempt")
 
     def mismatched(self, attempt: Attempt, mismatch: TemplateMismatch) -> None:
@@ -381,3 +387,4 @@ class LoggedEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: ProxyContext = scope["app"].state.ctx
         await Exchange(ctx, self.path, self.endpoint, scope, receive, send).run()
+

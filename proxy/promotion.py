@@ -182,6 +182,30 @@ def _no_route_for_canary(alias: str, model: str, share: float) -> str:
             f"with a route for it), then start the canary: `{again}`")
 
 
+def _refuse_canary(alias: str, current: RouteSpec, model: str, share: float,
+                   stable: Target | None, open_canary: str | None) -> None:
+    """A canary shares the alias with ONE model it is compared with, the stable target: refuse
+    one that would leave none (the model already serves everything), make an open, untested
+    canary the stable one (a canary of the stable model itself: the open canary would get the
+    rest), or drop a model a person's split still serves (A/B)."""
+    if stable is None:
+        raise Conflict(f"{alias!r} already sends all its traffic to {model}: there is no "
+                       "current target to share a canary with")
+    if stable.model == open_canary:
+        raise Conflict(f"{alias!r} has an open canary of {open_canary} (untested) beside "
+                       f"{model}: a canary of {model} would give {open_canary} "
+                       f"{FULL - share:g}% of the traffic. Settle that canary first: `tuneloop "
+                       f"rollback --alias {quote(alias)}`, or promote one of them fully")
+    settled = [t for t in current.targets
+               if t.weight > 0 and t.model not in (model, open_canary, stable.model)]
+    if settled:
+        split = ", ".join(t.model for t in [stable, *settled])
+        raise Conflict(f"{alias!r} splits its traffic between {split}: a canary is compared "
+                       f"with one current model and would drop the others. Set the route to "
+                       f"one model first (`tuneloop promote --alias {quote(alias)} --model "
+                       f"{quote(stable.model)}`), then start the canary")
+
+
 def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest,
                   open_canary: str | None = None) -> RouteSpec:
     """`open_canary`: the model of the route's open canary, if any (never the stable one)."""
@@ -198,13 +222,14 @@ def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest
         if request.keep_fallbacks else []
     if request.full:
         targets = [candidate]
+        # an open canary is untested: never the previous model a fallback keeps
         previous = [stable.model_copy(update={"weight": FULL})] \
-            if stable is not None and request.previous_as_fallback else []
+            if stable is not None and stable.model != open_canary \
+            and request.previous_as_fallback else []
         fallbacks = _unique(previous + kept)
     else:
-        if stable is None:
-            raise Conflict(f"{alias!r} already sends all its traffic to {request.model}: there "
-                           "is no current target to share a canary with")
+        _refuse_canary(alias, current, request.model, share, stable, open_canary)
+        assert stable is not None
         targets = [stable.model_copy(update={"weight": FULL - share}), candidate]
         fallbacks = kept
     update: dict[str, Any] = {"targets": targets, "fallbacks": fallbacks}

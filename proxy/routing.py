@@ -10,11 +10,12 @@ put all the traffic on one target (see :class:`HotKeys`). Each plan says which d
 (`Plan.draw`), and the interaction's `route` records it, so the canary's statistics count a
 sticky user's requests as the cluster they are (storage/route_health.py).
 
-A request drawn for the route's open canary (storage/promotions.py `open_canary`) that the
-canary answers with a 4xx gets a *second opinion*: the same request goes to the stable target
-(:func:`stable_target`), whose answer the app receives. So an app never gets a refusal only
-the untested model gave, and the canary's statistics tell a refusal of the model (the stable
-target answered) from one of the request (both refused; storage/route_health.py).
+While the route has an open canary (storage/promotions.py `open_canary`), a 4xx gets a
+*second opinion* from the other arm: a request drawn for the canary that it fails (a 4xx, a
+5xx, a timeout) goes to the stable target (:func:`stable_target`) first, and a request the
+stable target answers with a 4xx goes to the canary; the app receives the second answer. The
+canary's statistics then tell a refusal of the model (the other one answered) from one of the
+request (both refused), alike on both arms (storage/route_health.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import hashlib
 import logging
 import random
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,10 +150,25 @@ class Attempt:
     connect_timeout_s: float | None = None
     read_timeout_s: float | None = None
     transforms: TargetTransforms | None = None
+    after_4xx_only: bool = False
+    """A second opinion asked only when the attempt before it answered a 4xx (the canary, for
+    the stable target's refusals: its 5xx and timeouts go to the route's fallbacks)."""
 
     def describe(self) -> dict[str, Any]:
         return {"alias": self.alias, "target": self.target.model,
                 "provider": self.target.provider, "role": self.role}
+
+
+def next_attempt(attempts: Sequence[Attempt], failed: int, *, refused: bool) -> int | None:
+    """The attempt to try after attempt `failed` failed, or None (its outcome stands). A 4xx
+    (`refused`) goes only to a second opinion right after the primary; a 5xx, timeout or
+    connection error to the next attempt that is not a 4xx-only second opinion."""
+    if refused:
+        after = failed + 1
+        return after if failed == 0 and after < len(attempts) \
+            and attempts[after].role == "second_opinion" else None
+    return next((index for index in range(failed + 1, len(attempts))
+                 if not attempts[index].after_4xx_only), None)
 
 
 @dataclass(frozen=True)
@@ -237,9 +253,9 @@ class _Route:
     spec: RouteSpec
     targets: tuple[tuple[Target, TargetTransforms | None], ...]
     fallbacks: tuple[tuple[Target, TargetTransforms | None], ...]
-    canary: str | None = None
-    second_opinion: tuple[Target, TargetTransforms | None] | None = None
-    """The stable target, asked when the open canary answers a 4xx."""
+    canary: tuple[Target, TargetTransforms | None] | None = None
+    stable: tuple[Target, TargetTransforms | None] | None = None
+    """With an open canary: each is the other's second opinion."""
 
 
 def _route(alias: str, spec: RouteSpec, templates: Mapping[str, PromptTemplate],
@@ -249,8 +265,9 @@ def _route(alias: str, spec: RouteSpec, templates: Mapping[str, PromptTemplate],
     stable = stable_target(spec, None, canary) if canary else None
     if stable is None or stable.model == canary:
         return _Route(spec, targets, fallbacks)
-    second = next(pair for pair in targets if pair[0] is stable)
-    return _Route(spec, targets, fallbacks, canary, second)
+    stable_pair = next(pair for pair in targets if pair[0] is stable)
+    canary_pair = next(pair for pair in targets if pair[0].model == canary)
+    return _Route(spec, targets, fallbacks, canary_pair, stable_pair)
 
 
 class Router:
@@ -296,10 +313,17 @@ class Router:
             point -= pair[0].weight
         attempts = [Attempt(chosen[0], model, "primary", spec.connect_timeout_s,
                             spec.read_timeout_s, chosen[1])]
-        if route.second_opinion is not None and chosen[0].model == route.canary:
-            stable, transforms = route.second_opinion
-            attempts.append(Attempt(stable, model, "second_opinion", spec.connect_timeout_s,
-                                    spec.read_timeout_s, transforms))
+        if route.canary is not None and route.stable is not None:
+            if chosen[0] is route.canary[0]:
+                other, after_4xx_only = route.stable, False
+            elif chosen[0] is route.stable[0]:
+                other, after_4xx_only = route.canary, True
+            else:
+                other = None
+            if other is not None:
+                attempts.append(Attempt(other[0], model, "second_opinion",
+                                        spec.connect_timeout_s, spec.read_timeout_s, other[1],
+                                        after_4xx_only))
         attempts += [Attempt(t, model, "fallback", spec.connect_timeout_s, spec.read_timeout_s,
                              transforms) for t, transforms in route.fallbacks]
         return Plan(model, spec, tuple(attempts), "sticky" if sticky else "random")

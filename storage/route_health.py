@@ -16,8 +16,12 @@ second opinion (rows from before it, `canary` named) still counts. A 4xx the pro
 itself after it chose the target (its row's `route.answered_by` is `proxy`,
 proxy/exchange.py) never counts; the proxy's checks before routing (keys, body size, JSON)
 log no routed row at all. The 4xx that do not count are not judged at all: they are
-`refused_requests`, left out of `requests` and the weighed trials, so refused requests sent to
-one arm cannot dilute its error rate either. Latency is over the answers below 400.
+`unjudged_requests`, left out of `requests` and the weighed trials, so refused requests sent to
+one arm cannot dilute its error rate either. Neither is a request the client gave up on before
+any answer (`finish` `client_disconnected`, no status): no success (a canary that never
+answers within the app's timeout was promoted on them) and no error (a client could abandon
+requests on one arm on purpose); such a canary is never promoted (it has no judged requests)
+and `max_hours` rolls it back. Latency is over the answers below 400.
 Evaluation and synthetic traffic never count. A request users rated is a thumbs-down when
 the mean of its feedback scores is below 0 (`rated_requests`, `thumbs_down`: for people).
 
@@ -78,8 +82,10 @@ WITH q AS (
                    THEN 1 ELSE 0 END AS failed
     FROM q
 ), r AS (
-    SELECT *, CASE WHEN failed = 0 AND status_code BETWEEN 400 AND 499
-                        AND (attempt = 0 OR role = 'second_opinion')
+    SELECT *, CASE WHEN failed = 0 AND ((status_code BETWEEN 400 AND 499
+                                         AND (attempt = 0 OR role = 'second_opinion'))
+                                        OR (status_code IS NULL
+                                            AND finish = 'client_disconnected'))
                    THEN 1 ELSE 0 END AS excused
     FROM r0
 ), rated AS (
@@ -143,8 +149,9 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  max_votes_per_voter: int = MAX_VOTES_PER_VOTER,
                  max_requests_per_user: int = MAX_REQUESTS_PER_USER,
                  canary: str | None = None) -> list[dict[str, Any]]:
-    """Per target: requests (judged: not `refused_requests`), errors, error_rate,
-    refused_requests (4xx that say nothing of the target, see the module doc), weighed_requests
+    """Per target: requests (judged: not `unjudged_requests`), errors, error_rate,
+    unjudged_requests (4xx that say nothing of the target, answers the client gave up on: see
+    the module doc), weighed_requests
     and weighed_errors (weighed per sticky user, see the module doc), feedback_count,
     feedback_mean, rated_requests (requests with feedback), thumbs_down (of those, the ones
     whose mean score is below 0), votes and down_votes (weighed per voter), latency_p50_ms,
@@ -163,7 +170,7 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
             "requests": requests,
             "errors": errors,
             "error_rate": errors / requests if requests else 0.0,
-            "refused_requests": refused,
+            "unjudged_requests": refused,
             "feedback_count": feedback_count or 0,
             "feedback_mean": feedback_mean,
             "rated_requests": rated or 0,

@@ -9,6 +9,7 @@ to the arm it reads in the response's `model`, cannot roll an even canary back.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import openai
 
@@ -68,6 +69,57 @@ def test_refusals_sent_to_the_arm_a_client_sees_do_not_roll_an_even_canary_back(
     rows = {r["target"]: r for r in loop.admin().route_health(ALIAS, since=since)["targets"]}
     assert rows[model]["errors"] == 0 and rows[CURRENT]["errors"] == 0, rows
     # not judged either: refused requests sent to one arm do not dilute its error rate
-    assert rows[model]["refused_requests"] == refused
+    assert rows[model]["unjudged_requests"] == refused
     assert model in {t["model"] for t in loop.admin().routes()[ALIAS]["targets"]}
     assert outcome.run.get("outcome") != "promoted", outcome.message  # too few judged yet
+
+
+STABLE, CANDIDATE = "stable-model", "candidate-model"
+
+
+def canary_route(proxy: ProxyServer) -> None:
+    proxy.admin().put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+    proxy.admin().promote(ALIAS, CANDIDATE, canary=50)
+
+
+def judged(proxy: ProxyServer, count: int) -> dict[str, dict[str, Any]]:
+    proxy.wait_for(f"SELECT count(*) FROM interactions WHERE model = '{ALIAS}'",
+                   lambda r: r[0][0] >= count)
+    since = "2000-01-01T00:00:00Z"
+    return {r["target"]: r for r in proxy.admin().route_health(ALIAS, since=since)["targets"]}
+
+
+def test_the_stable_models_refusals_get_the_canarys_opinion_too(proxy: ProxyServer) -> None:
+    """r14e #3: only the canary's 4xx had a second opinion, so when both models refuse some
+    requests of their own (a per-model rate limit, say) only the canary's counted and an
+    even canary was rolled back (48% at 3% each). Now each arm's refusal is asked of the
+    other: here the stable model is rate limited on every request."""
+    canary_route(proxy)
+    proxy.upstream.state.fail_containing[STABLE] = 429
+    client = proxy.openai()
+    answers = [client.with_options(max_retries=0).chat.completions.create(
+        model=ALIAS, user=f"user-{n}", messages=[{"role": "user", "content": "hi"}])
+        for n in range(30)]
+    assert {a.model for a in answers} == {CANDIDATE}  # on main: 429 for the stable arm
+    rows = judged(proxy, 30)
+    assert rows[STABLE]["requests"] and rows[STABLE]["error_rate"] == 1.0, rows
+    assert rows[CANDIDATE]["errors"] == 0
+
+
+def test_requests_the_client_gave_up_on_are_not_judged(proxy: ProxyServer) -> None:
+    """r14e #1: a canary answering after the app's timeout was promoted: its abandoned
+    requests (no status) counted as successes; they could also dilute a bad canary."""
+    proxy.admin().put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+    proxy.admin().promote(ALIAS, "slow-3000", canary=50)  # answers after 3 s
+    client = proxy.openai().with_options(timeout=0.5, max_retries=0)
+    gave_up = 0
+    for n in range(20):
+        try:
+            client.chat.completions.create(model=ALIAS, user=f"user-{n}",
+                                           messages=[{"role": "user", "content": "hi"}])
+        except openai.APITimeoutError:
+            gave_up += 1
+    assert gave_up
+    rows = judged(proxy, 20)
+    assert rows["slow-3000"]["requests"] == 0, rows  # on main: each a judged success
+    assert rows["slow-3000"]["unjudged_requests"] == gave_up

@@ -289,7 +289,7 @@ def test_4xx_answers_for_every_target_do_not_roll_the_canary_back(
     assert outcome.run.get("outcome") != "rolled_back", outcome.message
     assert model in {t["model"] for t in loop.admin().routes()[ALIAS]["targets"]}
     rows = loop.admin().route_health(ALIAS, since="2000-01-01T00:00:00Z")["targets"]
-    assert rows and all(r["refused_requests"] and (r["requests"], r["errors"]) == (0, 0)
+    assert rows and all(r["unjudged_requests"] and (r["requests"], r["errors"]) == (0, 0)
                         for r in rows), rows
 
 

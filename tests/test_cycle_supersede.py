@@ -13,11 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from exporter.cycle_steps import current_model
 from exporter.cycle_watch import watch_canary
-from tests.conftest import UPSTREAM_KEY, ProxyServer, both_stores
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer, both_stores
 from tests.test_cycle import ALIAS, CURRENT, config, loop, run  # noqa: F401
+from tuneloop.cli import main
+from tuneloop.errors import Conflict
 
 pytestmark = both_stores
 
@@ -87,7 +90,8 @@ def test_a_second_cycle_on_the_alias_waits_for_the_open_canary_and_judges_the_st
     assert current_model(loop.admin(), second) == CURRENT
     waiting = run(loop, second)
     assert waiting.run["state"]["baseline"] == CURRENT, waiting.message
-    assert waiting.status == "active" and waiting.run["step"] == "canary", waiting.message
+    # blocked: it waits on something a person must settle (`tuneloop cycle` exits 9)
+    assert waiting.status == "blocked" and waiting.run["step"] == "canary", waiting.message
     assert f"open canary of {model}" in waiting.message
     assert weights(loop) == {CURRENT: 40.0, model: 60.0}  # the first canary untouched
     # the first model is promoted fully: the second is evaluated again, against it
@@ -96,3 +100,42 @@ def test_a_second_cycle_on_the_alias_waits_for_the_open_canary_and_judges_the_st
     assert again.run["state"]["baseline"] == model, again.message
     assert again.status == "finished" and again.run["outcome"] == "not_promoted", again.message
     assert weights(loop) == {model: 100.0}
+
+
+def test_a_run_does_not_go_on_under_a_config_for_another_alias(
+        loop: ProxyServer, tmp_path: Path) -> None:  # noqa: F811
+    """r14e #8: a config copied with the same `name` for another alias (or edited mid-run)
+    took over the active run: its support-data model opened a canary on billing-bot."""
+    loop.upstream.state.finetune_step_seconds = 1000  # the job trains on: the run waits
+    first = run(loop, config(tmp_path, finetune={"wait_timeout_minutes": 0.001}))
+    assert first.status == "active" and first.run["step"] == "wait", first.message
+    loop.admin().put_routes({"billing-bot": {"targets": [{"model": CURRENT}]}})
+    with pytest.raises(Conflict, match="started with another config: alias 'support-bot' -> "
+                                       "'billing-bot'"):
+        run(loop, config(tmp_path, alias="billing-bot", finetune={"wait_timeout_minutes": 0.001}))
+    assert [t["model"] for t in loop.admin().routes()["billing-bot"]["targets"]] == [CURRENT]
+
+
+def test_a_canary_on_a_split_route_blocks_the_cycle_visibly(
+        loop: ProxyServer, tmp_path: Path) -> None:  # noqa: F811
+    """r14e #7, #9: a person's A/B split (or canary) holds the cycle at `canary`: it says so
+    and `tuneloop cycle` exits 9 instead of 0, so a scheduler notices."""
+    loop.upstream.state.model_replies[CURRENT] = "I don't know."
+    loop.admin().put_routes({ALIAS: {"targets": [{"model": CURRENT, "weight": 50},
+                                                 {"model": OTHER, "weight": 50}]}})
+    cfg = config(tmp_path)
+    blocked = run(loop, cfg)
+    assert blocked.status == "blocked" and blocked.run["step"] == "canary", blocked.message
+    assert "splits its traffic between" in blocked.message
+    assert weights(loop) == {CURRENT: 50.0, OTHER: 50.0}  # on main: OTHER dropped
+    path = tmp_path / "cycle.toml"
+    path.write_text(f"""name = "support"\nalias = "{ALIAS}"\n[dataset]\nname = "support"
+validation = 0.3\nout_dir = "{tmp_path / 'exports'}"\n[finetune]
+base_model = "gpt-4o-mini-2024-07-18"\nsuffix = "support"\npoll_seconds = 0.02
+hyperparameters = {{n_epochs = 2}}\n[evaluate]\nmargin = 0.1\nmin_decided = 5
+min_discordant = 5\n[canary]\npercent = 50\nmin_requests = 5\nmin_feedback = 3
+bad_error_rate_increase = 0.3\n""")
+    printed = CliRunner().invoke(main, ["cycle", "--config", str(path), "--api", loop.url],
+                                 env={"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN})
+    assert printed.exit_code == 9, printed.output
+    assert "blocked" in printed.output

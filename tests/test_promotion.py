@@ -221,7 +221,7 @@ def test_health_counts_the_upstreams_4xx_not_the_proxys_own(proxy: ProxyServer) 
         len(refusals), len(refusals))
     assert rows[BASE]["errors"] == 0
     [own] = proxy.admin().route_health("ours", since=since)["targets"]
-    assert (own["requests"], own["errors"], own["refused_requests"]) == (0, 0, 1)
+    assert (own["requests"], own["errors"], own["unjudged_requests"]) == (0, 0, 1)
 
 
 @pytest.mark.parametrize("share", [10, 60])
@@ -248,3 +248,24 @@ def test_a_canary_beside_an_open_canary_keeps_the_stable_target_whatever_the_wei
     admin.promote(ALIAS, FT)
     state = admin.route_canary(ALIAS)
     assert (state["stable"], state["canary"]) == (FT, None)
+
+
+def test_a_canary_never_makes_an_open_canary_the_stable_model_nor_drops_a_split(
+        proxy: ProxyServer) -> None:
+    """r14e #2: `promote --model <stable> --canary 10` beside an open canary gave the untested
+    canary 90%; r14e #7: a canary on a person's A/B split dropped one of its models."""
+    start_route(proxy)
+    admin = proxy.admin()
+    admin.promote(ALIAS, FT, canary=10)
+    with pytest.raises(Conflict, match=r"open canary of .* a canary of gpt-4o-mini would give"):
+        admin.promote(ALIAS, BASE, canary=10)
+    assert {t["model"]: t["weight"] for t in admin.routes()[ALIAS]["targets"]} == {
+        BASE: 90, FT: 10}
+    full = admin.promote(ALIAS, BASE)  # promoting the stable model fully ends the canary
+    assert [t["model"] for t in full["spec"]["targets"]] == [BASE]
+    assert FT not in [t["model"] for t in full["spec"]["fallbacks"]]  # untested: no fallback
+    admin.put_routes({ALIAS: {"targets": [{"model": BASE, "weight": 50},
+                                          {"model": SPARE, "weight": 50}]}})
+    with pytest.raises(Conflict, match="splits its traffic between"):
+        admin.promote(ALIAS, FT, canary=10)
+    assert {t["model"] for t in admin.routes()[ALIAS]["targets"]} == {BASE, SPARE}

@@ -68,7 +68,7 @@ def test_routes_page_shows_shares_health_and_history_read_only(
     assert table["transforms"][0] == f"{FT}: stop"  # the candidate's only
     health = at.dataframe[1].value
     assert health["requests"].sum() == 1 and set(health["role"]) == {"target"}
-    assert health["refused"].sum() == 1  # not judged
+    assert health["not judged"].sum() == 1  # not judged
     history = at.dataframe[2].value
     assert list(history["action"]) == ["promote", "replace"]
     button = rollback(at)

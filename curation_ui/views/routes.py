@@ -45,15 +45,15 @@ def route_table(routes: dict[str, Any]) -> pd.DataFrame:
 
 
 def health_table(health: dict[str, Any]) -> pd.DataFrame:
-    # refused: 4xx that say nothing of the model (both models refused the request, or the
-    # proxy did), not judged (storage/route_health.py)
+    # not judged: 4xx that say nothing of the model (both models refused the request, or the
+    # proxy did) and requests the client gave up on before any answer (storage/route_health.py)
     rows = [{"target": t["target"], "role": t.get("role"), "share %": t.get("share"),
              "requests": t["requests"], "error rate": round(t["error_rate"], 4),
-             "refused": t.get("refused_requests", 0),
+             "not judged": t.get("unjudged_requests", 0),
              "feedback mean": t["feedback_mean"], "feedback count": t["feedback_count"],
              "latency p50 ms": t["latency_p50_ms"]} for t in health["targets"]]
     return pd.DataFrame(rows, columns=["target", "role", "share %", "requests", "error rate",
-                                       "refused", "feedback mean", "feedback count",
+                                       "not judged", "feedback mean", "feedback count",
                                        "latency p50 ms"])
 
 

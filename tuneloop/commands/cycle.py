@@ -77,7 +77,7 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, force: bool,
 
     if interval is None:
         status = domain_errors(once)()
-        sys.exit({"error": 1, "failed": 1, "dataset_rejected": 2}.get(status, 0))
+        sys.exit({"error": 1, "failed": 1, "dataset_rejected": 2, "blocked": 9}.get(status, 0))
 
     def guarded(fn: Callable[[], object]) -> Callable[[], None]:
         def call() -> None:
