@@ -159,6 +159,11 @@ class Attempt:
                 "provider": self.target.provider, "role": self.role}
 
 
+NOT_ASKED_AGAIN = frozenset({401, 403})
+"""Refusals of the client's own credentials: the other arm (maybe on the operator's key) is
+never asked."""
+
+
 def next_attempt(attempts: Sequence[Attempt], failed: int, *, refused: bool) -> int | None:
     """The attempt to try after attempt `failed` failed, or None (its outcome stands). A 4xx
     (`refused`) goes only to a second opinion right after the primary; a 5xx, timeout or
@@ -263,10 +268,12 @@ def _route(alias: str, spec: RouteSpec, templates: Mapping[str, PromptTemplate],
     targets = tuple((t, _resolved(alias, t, spec, templates)) for t in spec.targets)
     fallbacks = tuple((t, _resolved(alias, t, spec, templates)) for t in spec.fallbacks)
     stable = stable_target(spec, None, canary) if canary else None
-    if stable is None or stable.model == canary:
+    canary_pair = next((pair for pair in targets if pair[0].model == canary), None)
+    # a target taken out of traffic (weight 0) is nobody's second opinion
+    if stable is None or stable.model == canary or canary_pair is None \
+            or canary_pair[0].weight <= 0:
         return _Route(spec, targets, fallbacks)
     stable_pair = next(pair for pair in targets if pair[0] is stable)
-    canary_pair = next(pair for pair in targets if pair[0].model == canary)
     return _Route(spec, targets, fallbacks, canary_pair, stable_pair)
 
 

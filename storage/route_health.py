@@ -2,20 +2,21 @@
 
 A request counts for the target the route drew for it (`route.primary`, or `route.target`
 for rows logged before the proxy recorded the primary). It is an error when the upstream
-answered 5xx, timed out or cut the answer, or when the drawn target failed and another served
-it (`route.attempt > 0`). A 4xx is an error of the model only when another model answered the
-same request: the open canary's 4xx gets a second opinion from the stable target
-(proxy/routing.py), so a canary refusing what the stable model answers (a deleted or
-undeployed fine-tune, a refused parameter, a rate limit: 400/404/429) errs, while a request
-both refused (`route.role` `second_opinion` answered 4xx) is the request's fault and no error
-of either. That fault may cluster on a few users (each sends the same broken request again)
-or be sent on purpose to the arm a client sees in the response's `model`, so it never
-counts. A stable target's own 4xx has no second opinion and does not count either (the safe
-side: the canary is compared with a stable model that never refuses). A canary 4xx with no
-second opinion (rows from before it, `canary` named) still counts. A 4xx the proxy answered
-itself after it chose the target (its row's `route.answered_by` is `proxy`,
-proxy/exchange.py) never counts; the proxy's checks before routing (keys, body size, JSON)
-log no routed row at all. The 4xx that do not count are not judged at all: they are
+answered 5xx, timed out, cut the answer or ended a 200 stream with an error event, or when the
+drawn target failed and another served it (`route.attempt > 0`). A 4xx is an error of the
+model only when the other arm answered the same request: while a canary is open each arm's 4xx
+gets a second opinion from the other (proxy/routing.py; not a 401/403, the client's own key),
+so a canary refusing what the stable model answers (a deleted or undeployed fine-tune, a
+refused parameter, a rate limit: 400/404/429) errs, and so does a stable model rate-limited
+where the canary answers. When the second opinion does not answer (it refused too, failed or
+timed out), the primary's refusal stands, logged at attempt 0 with `second_opinion_status`:
+the request's fault, no error of either (a failing second opinion is never charged to the
+primary). Such faults may cluster on a few users (each sends the same broken request again)
+or be sent on purpose to the arm a client sees in the response's `model`, so they never count.
+A canary 4xx with no second opinion (rows from before it, `canary` named) still counts. A
+4xx the proxy answered itself after it chose the target (its row's `route.answered_by` is
+`proxy`, proxy/exchange.py) never counts; the proxy's checks before routing (keys, body size,
+JSON) log no routed row at all. The 4xx that do not count are not judged at all: they are
 `unjudged_requests`, left out of `requests` and the weighed trials, so refused requests sent to
 one arm cannot dilute its error rate either. Neither is a request the client gave up on before
 any answer (`finish` `client_disconnected`, no status): no success (a canary that never
@@ -66,6 +67,7 @@ WITH q AS (
            coalesce(route ->> 'primary', route ->> 'target') AS target,
            status_code, finish, latency_ms, route ->> 'answered_by' AS answered_by,
            coalesce({attempt}, 0) AS attempt, route ->> 'role' AS role,
+           route ->> 'second_opinion_status' AS second_opinion,
            coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
@@ -75,15 +77,14 @@ WITH q AS (
       AND created_at < ?
 ), r0 AS (
     SELECT *, CASE WHEN status_code >= 500 OR finish IN ('timeout', 'upstream_cut')
-                        OR (attempt > 0 AND NOT (role = 'second_opinion'
-                                                 AND status_code BETWEEN 400 AND 499))
+                        OR (status_code < 400 AND finish = 'upstream_error')
+                        OR attempt > 0
                         OR (status_code >= 400 AND answered_by IS NULL AND attempt = 0
-                            AND target = CAST(? AS VARCHAR))
+                            AND target = CAST(? AS VARCHAR) AND second_opinion IS NULL)
                    THEN 1 ELSE 0 END AS failed
     FROM q
 ), r AS (
-    SELECT *, CASE WHEN failed = 0 AND ((status_code BETWEEN 400 AND 499
-                                         AND (attempt = 0 OR role = 'second_opinion'))
+    SELECT *, CASE WHEN failed = 0 AND ((status_code BETWEEN 400 AND 499 AND attempt = 0)
                                         OR (status_code IS NULL
                                             AND finish = 'client_disconnected'))
                    THEN 1 ELSE 0 END AS excused

@@ -123,3 +123,46 @@ def test_requests_the_client_gave_up_on_are_not_judged(proxy: ProxyServer) -> No
     rows = judged(proxy, 20)
     assert rows["slow-3000"]["requests"] == 0, rows  # on main: each a judged success
     assert rows["slow-3000"]["unjudged_requests"] == gave_up
+
+
+def test_a_failing_second_opinion_is_charged_to_nobody_and_the_refusal_stands(
+        proxy: ProxyServer) -> None:
+    """r14f #1: a request every model refuses went from the stable model to a canary failing
+    with 500: the canary's 500 reached the app and was charged to the stable arm (a bad canary
+    was promoted that way). Now the stable model's refusal stands, judged for nobody; the
+    canary's own 500 on requests drawn for it is still its error."""
+    proxy.admin().put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+    proxy.admin().promote(ALIAS, "fail-500", canary=50)
+    proxy.upstream.state.fail_containing[BROKEN] = 400  # the stable model refuses it
+    client = proxy.openai().with_options(max_retries=0)
+    statuses = []
+    for n in range(30):
+        try:
+            client.chat.completions.create(model=ALIAS, user=f"user-{n}",
+                                           messages=[{"role": "user", "content": BROKEN}])
+            statuses.append(200)
+        except openai.APIStatusError as exc:
+            statuses.append(exc.status_code)
+    assert set(statuses) == {400}, statuses  # on main: 500s from the canary
+    rows = judged(proxy, 30)
+    assert rows[STABLE]["errors"] == 0 and rows[STABLE]["unjudged_requests"], rows
+    assert rows["fail-500"]["errors"] == rows["fail-500"]["requests"] > 0  # its own 500s
+
+
+def test_a_refusal_of_the_clients_key_gets_no_second_opinion(proxy: ProxyServer) -> None:
+    """r14f #4: a bad client key refused by the stable model (401) was answered by the
+    canary, on the operator's key for it."""
+    canary_route(proxy)
+    proxy.upstream.state.fail_containing[STABLE] = 401
+    client = proxy.openai().with_options(max_retries=0)
+    answered_by = []
+    for n in range(20):
+        try:
+            answered_by.append(client.chat.completions.create(
+                model=ALIAS, user=f"user-{n}",
+                messages=[{"role": "user", "content": "hi"}]).model)
+        except openai.AuthenticationError:
+            answered_by.append("401")
+    assert "401" in answered_by  # on main: the canary answered every stable-drawn request
+    rows = judged(proxy, 20)
+    assert rows[STABLE]["errors"] == 0, rows
