@@ -215,6 +215,10 @@ class Exchange:
                 ctx.metrics.fallbacks.labels(plan.alias or "").inc()
                 number = following
                 continue
+            except BaseException:  # e.g. the client hung up during the second opinion
+                if held is not None:  # logged as the primary's refusal, not the second's fault
+                    self.refusal_stands(held, "abandoned").release()
+                raise
             ctx.metrics.observe_upstream(self.endpoint, time.perf_counter() - began)
             if held is not None:
                 if reply.status < 400:

@@ -8,6 +8,7 @@ to the arm it reads in the response's `model`, cannot roll an even canary back.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,20 @@ def test_a_refusal_of_the_clients_key_gets_no_second_opinion(proxy: ProxyServer)
     assert "401" in answered_by  # on main: the canary answered every stable-drawn request
     rows = judged(proxy, 20)
     assert rows[STABLE]["errors"] == 0, rows
+
+
+def test_a_client_gone_during_a_second_opinion_is_charged_to_nobody(
+        proxy: ProxyServer) -> None:
+    """The stable model refuses (429), the client hangs up while the slow canary gives its
+    second opinion: no error of the stable model (it was logged as the second opinion's
+    attempt, an error of the primary)."""
+    proxy.admin().put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+    proxy.admin().promote(ALIAS, "slow-3000", canary=10)
+    proxy.upstream.state.fail_containing[STABLE] = 429
+    client = proxy.openai().with_options(timeout=0.5, max_retries=0)
+    for n in range(20):
+        with contextlib.suppress(openai.APITimeoutError, openai.RateLimitError):
+            client.chat.completions.create(model=ALIAS, user=f"user-{n}",
+                                           messages=[{"role": "user", "content": "hi"}])
+    rows = judged(proxy, 20)
+    assert rows[STABLE]["errors"] == 0 and rows[STABLE]["unjudged_requests"], rows
