@@ -13,7 +13,8 @@ timed out), the primary's refusal stands, logged at attempt 0 with `second_opini
 the request's fault, no error of either (a failing second opinion is never charged to the
 primary). Such faults may cluster on a few users (each sends the same broken request again)
 or be sent on purpose to the arm a client sees in the response's `model`, so they never count.
-A canary 4xx with no second opinion (rows from before it, `canary` named) still counts. A
+A canary 4xx with no second opinion (rows from before it, `canary` named) still counts,
+but never a 401/403: a refusal of the client's own key says nothing of either model. A
 4xx the proxy answered itself after it chose the target (its row's `route.answered_by` is
 `proxy`, proxy/exchange.py) never counts; the proxy's checks before routing (keys, body size,
 JSON) log no routed row at all. The 4xx that do not count are not judged at all: they are
@@ -79,7 +80,8 @@ WITH q AS (
     SELECT *, CASE WHEN status_code >= 500 OR finish IN ('timeout', 'upstream_cut')
                         OR (status_code < 400 AND finish = 'upstream_error')
                         OR attempt > 0
-                        OR (status_code >= 400 AND answered_by IS NULL AND attempt = 0
+                        OR (status_code >= 400 AND status_code NOT IN (401, 403)
+                            AND answered_by IS NULL AND attempt = 0
                             AND target = CAST(? AS VARCHAR) AND second_opinion IS NULL)
                    THEN 1 ELSE 0 END AS failed
     FROM q
