@@ -20,7 +20,7 @@ from typing import Any
 
 from exporter.canary_stats import CanaryVerdict, SprtParams, canary_verdict, sprt
 from exporter.cycle_config import CanaryConfig, CycleConfig
-from exporter.cycle_steps import StepContext, StepResult, current_model, end, open_canary_run
+from exporter.cycle_steps import StepContext, StepResult, end, no_route, open_canary_run
 from exporter.exportdir import load_export
 from tuneloop.client import AdminClient
 from tuneloop.errors import Conflict
@@ -42,7 +42,9 @@ def canary_step(ctx: StepContext) -> StepResult:
     waiting = _another_canary(ctx.config.alias, route.get("canary"), candidate)
     if waiting:
         return StepResult("canary", wait=True, note=waiting, blocked=True)
-    stable = current_model(ctx.client, ctx.config)
+    stable = route.get("stable")  # `current_model`, from the route just read
+    if not stable:
+        raise no_route(ctx.config.alias)
     evaluated = ctx.state.get("baseline")
     if evaluated and evaluated != stable:
         note = (f"the alias now serves {stable}, not {evaluated} that {candidate} was "

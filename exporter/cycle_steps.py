@@ -262,15 +262,18 @@ def open_canary_run(client: AdminClient, config: CycleConfig) -> dict[str, Any] 
     return None
 
 
+def no_route(alias: str) -> ConfigError:
+    return ConfigError(f"the alias {alias!r} has no route: create it (tuneloop routes set) "
+                       "or set [evaluate] baseline")
+
+
 def current_model(client: AdminClient, config: CycleConfig) -> str:
     """The model the alias serves for sure (`stable`, proxy/promotion.py): never a canary
     still open on its route, whoever opened it (this cycle, another one, a person) and
     whatever its share."""
-    alias = config.alias
-    stable = client.route_canary(alias).get("stable")
+    stable = client.route_canary(config.alias).get("stable")
     if not stable:
-        raise ConfigError(f"the alias {alias!r} has no route: create it (tuneloop routes set) "
-                          "or set [evaluate] baseline")
+        raise no_route(config.alias)
     return str(stable)
 
 
@@ -284,8 +287,7 @@ def gate_baseline(client: AdminClient, config: CycleConfig) -> str:
     if not stable:
         if configured:
             return configured
-        raise ConfigError(f"the alias {alias!r} has no route: create it (tuneloop routes set) "
-                          "or set [evaluate] baseline")
+        raise no_route(alias)
     if configured and configured != stable:
         raise ConfigError(f"[evaluate] baseline = {configured!r}, but the alias {alias!r} "
                           f"serves {stable}: a candidate must beat the model it replaces, so "

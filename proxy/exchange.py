@@ -419,4 +419,3 @@ class LoggedEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: ProxyContext = scope["app"].state.ctx
         await Exchange(ctx, self.path, self.endpoint, scope, receive, send).run()
-

@@ -145,8 +145,11 @@ def open_canary(con: Connection, alias: str) -> Episode | None:
     stays open until promoted fully, rolled back or replaced by another promotion; a
     rollback of a later promotion opens it again. Weights never decide it (a canary may take
     up to 90%)."""
-    episode = latest_episode(con, alias)
-    spec = _current(con, alias)
+    return canary_of(latest_episode(con, alias), _current(con, alias))
+
+
+def canary_of(episode: Episode | None, spec: Spec | None) -> Episode | None:
+    """`open_canary` from the alias's latest open episode and its current spec."""
     if episode is None or spec is None or episode.canary is None or episode.canary >= 100:
         return None
     models = {str(t.get("model")) for t in spec.get("targets") or []}

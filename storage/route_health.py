@@ -13,7 +13,8 @@ timed out), the primary's refusal stands, logged at attempt 0 with `second_opini
 the request's fault, no error of either (a failing second opinion is never charged to the
 primary). Such faults may cluster on a few users (each sends the same broken request again)
 or be sent on purpose to the arm a client sees in the response's `model`, so they never count.
-A canary 4xx with no second opinion (rows from before it, `canary` named) still counts. A
+A canary 4xx with no second opinion (rows from before it, `canary` named) still counts,
+but never a 401/403: a refusal of the client's own key says nothing of either model. A
 4xx the proxy answered itself after it chose the target (its row's `route.answered_by` is
 `proxy`, proxy/exchange.py) never counts; the proxy's checks before routing (keys, body size,
 JSON) log no routed row at all. The 4xx that do not count are not judged at all: they are
@@ -66,7 +67,7 @@ WITH q AS (
     SELECT id,
            coalesce(route ->> 'primary', route ->> 'target') AS target,
            status_code, finish, latency_ms, route ->> 'answered_by' AS answered_by,
-           coalesce({attempt}, 0) AS attempt, route ->> 'role' AS role,
+           coalesce({attempt}, 0) AS attempt,
            route ->> 'second_opinion_status' AS second_opinion,
            coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
@@ -79,7 +80,8 @@ WITH q AS (
     SELECT *, CASE WHEN status_code >= 500 OR finish IN ('timeout', 'upstream_cut')
                         OR (status_code < 400 AND finish = 'upstream_error')
                         OR attempt > 0
-                        OR (status_code >= 400 AND answered_by IS NULL AND attempt = 0
+                        OR (status_code >= 400 AND status_code NOT IN (401, 403)
+                            AND answered_by IS NULL AND attempt = 0
                             AND target = CAST(? AS VARCHAR) AND second_opinion IS NULL)
                    THEN 1 ELSE 0 END AS failed
     FROM q
@@ -128,7 +130,7 @@ WITH q AS (
 SELECT r.target,
        count(*) FILTER (WHERE r.excused = 0) AS requests,
        sum(r.failed) AS errors,
-       sum(r.excused) AS refused,
+       sum(r.excused) AS unjudged,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY r.latency_ms)
            FILTER (WHERE r.status_code < 400) AS p50,
        max(f.n) AS feedback_count,
@@ -152,8 +154,8 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  canary: str | None = None) -> list[dict[str, Any]]:
     """Per target: requests (judged: not `unjudged_requests`), errors, error_rate,
     unjudged_requests (4xx that say nothing of the target, answers the client gave up on: see
-    the module doc), weighed_requests
-    and weighed_errors (weighed per sticky user, see the module doc), feedback_count,
+    the module doc), weighed_requests and weighed_errors (weighed per sticky user, see the
+    module doc), feedback_count,
     feedback_mean, rated_requests (requests with feedback), thumbs_down (of those, the ones
     whose mean score is below 0), votes and down_votes (weighed per voter), latency_p50_ms,
     over production traffic for `alias` in [since, until). `canary`: the alias's open canary
@@ -171,7 +173,7 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
             "requests": requests,
             "errors": errors,
             "error_rate": errors / requests if requests else 0.0,
-            "unjudged_requests": refused,
+            "unjudged_requests": unjudged,
             "feedback_count": feedback_count or 0,
             "feedback_mean": feedback_mean,
             "rated_requests": rated or 0,
@@ -182,6 +184,6 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
             "weighed_errors": round(float(weighed_errors or 0), 6),
             "latency_p50_ms": None if p50 is None else round(p50, 3),
         }
-        for target, requests, errors, refused, p50, feedback_count, feedback_mean, rated,
+        for target, requests, errors, unjudged, p50, feedback_count, feedback_mean, rated,
         thumbs_down, votes, down_votes, weighed_requests, weighed_errors in rows
     ]

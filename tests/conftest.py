@@ -228,18 +228,25 @@ def fake_openai() -> Iterator[FakeUpstream]:
 
 
 @contextmanager
+def running_proxy(tmp: Path, upstream: FakeUpstream, **overrides: Any) -> Iterator[ProxyServer]:
+    """A proxy in front of `upstream` (settings: `proxy_settings` with `overrides`), stopped
+    and closed at the end."""
+    settings = proxy_settings(tmp, upstream.base_url, **overrides)
+    with serve_app(create_app(settings)) as url:
+        proxy = ProxyServer(url, settings, upstream)
+        try:
+            yield proxy
+        finally:
+            proxy.close()
+
+
+@contextmanager
 def module_proxy(tmp: Path, **overrides: Any) -> Iterator[ProxyServer]:
     """A fake OpenAI and a proxy in front of it, for a module-scoped fixture (DuckDB in tmp)."""
     state = FakeOpenAIState()
-    with serve_app(create_fake_openai(state)) as upstream_url:
-        upstream = FakeUpstream(upstream_url, state)
-        settings = proxy_settings(tmp, upstream.base_url, **overrides)
-        with serve_app(create_app(settings)) as url:
-            proxy = ProxyServer(url, settings, upstream)
-            try:
-                yield proxy
-            finally:
-                proxy.close()
+    with serve_app(create_fake_openai(state)) as upstream_url, \
+            running_proxy(tmp, FakeUpstream(upstream_url, state), **overrides) as proxy:
+        yield proxy
 
 
 def last_sent(proxy: ProxyServer, model: str) -> dict[str, Any]:

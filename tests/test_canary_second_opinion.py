@@ -184,3 +184,19 @@ def test_a_client_gone_during_a_second_opinion_is_charged_to_nobody(
                                            messages=[{"role": "user", "content": "hi"}])
     rows = judged(proxy, 20)
     assert rows[STABLE]["errors"] == 0 and rows[STABLE]["unjudged_requests"], rows
+
+
+def test_a_refusal_of_the_clients_key_is_no_error_of_either_arm(proxy: ProxyServer) -> None:
+    """A bad client key (401, never asked again) on requests drawn for the canary counted as
+    the canary's errors, while the same 401 on the stable arm was not judged: anyone without
+    a valid key could roll a healthy canary back."""
+    canary_route(proxy)
+    proxy.upstream.state.fail_containing["bad-key-marker"] = 401
+    client = proxy.openai().with_options(max_retries=0)
+    for n in range(20):
+        with contextlib.suppress(openai.AuthenticationError):
+            client.chat.completions.create(
+                model=ALIAS, user=f"user-{n}",
+                messages=[{"role": "user", "content": "bad-key-marker"}])
+    rows = judged(proxy, 20)
+    assert all(r["errors"] == 0 and r["unjudged_requests"] for r in rows.values()), rows

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +19,15 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from proxy.app import create_app
 from storage.db import Database
 from storage.store import migrate_store, open_store
 from storage.transfer import SEQUENCES, TABLE_ORDER, Transfer
 from storage.transfer_stores import label, transfer_stores
-from tests.conftest import FakeUpstream, ProxyServer, proxy_settings
-from tests.fakes.server import serve_app
+from tests.conftest import FakeUpstream, ProxyServer, running_proxy
 from tuneloop.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 N_CHATS = 12
-
-
-@contextlib.contextmanager
-def running_proxy(tmp_path: Path, upstream: FakeUpstream, db: str) -> Iterator[ProxyServer]:
-    settings = proxy_settings(tmp_path, upstream.base_url, db=db)
-    with serve_app(create_app(settings)) as url:
-        server = ProxyServer(url, settings, upstream)
-        try:
-            yield server
-        finally:
-            server.close()
 
 
 def fill(server: ProxyServer) -> None:
@@ -85,7 +72,7 @@ def snapshot(server: ProxyServer) -> dict[str, Any]:
 def source_store(tmp_path: Path, fake_openai: FakeUpstream) -> tuple[str, dict[str, Any]]:
     """A DuckDB store filled through a real proxy (stopped), and its admin-API snapshot."""
     db = str(tmp_path / "source.duckdb")
-    with running_proxy(tmp_path, fake_openai, db) as server:
+    with running_proxy(tmp_path, fake_openai, db=db) as server:
         fill(server)
         before = snapshot(server)
     return db, before
@@ -127,7 +114,7 @@ def test_duckdb_to_postgres_and_back_serves_the_same(
     assert result.exit_code == 0, result.output
     assert "verified: every table has the source's rows" in result.output
     assert "rows/s" in result.output
-    with running_proxy(tmp_path, fake_openai, pg_url) as server:
+    with running_proxy(tmp_path, fake_openai, db=pg_url) as server:
         assert snapshot(server) == before
         # the copied sequence continues after the copied route history
         server.admin().put_routes({"support": {"targets": [{"model": "gpt-4.1"}]}})
@@ -139,7 +126,7 @@ def test_duckdb_to_postgres_and_back_serves_the_same(
     assert result.exit_code == 0, result.output
     assert result.output == ""
     assert table_rows(back) == table_rows(pg_url)
-    with running_proxy(tmp_path, fake_openai, back) as server:
+    with running_proxy(tmp_path, fake_openai, db=back) as server:
         assert snapshot(server) == on_pg
 
 
@@ -149,9 +136,7 @@ def test_a_replica_already_serving_the_destination_takes_the_copied_routes(
     """`tuneloop serve` may start on the empty Postgres before the copy (the issue's order):
     it routes with the copied table at once, not only at its next periodic reload."""
     source, _ = source_store
-    settings = proxy_settings(tmp_path, fake_openai.base_url, db=pg_url, shared_reload_s=600)
-    with serve_app(create_app(settings)) as url:
-        server = ProxyServer(url, settings, fake_openai)
+    with running_proxy(tmp_path, fake_openai, db=pg_url, shared_reload_s=600) as server:
         client = server.openai()
 
         def aliases() -> set[str]:  # the replica's routing table (GET /v1/models: not logged)

@@ -37,6 +37,7 @@ from proxy.promotion import parse_promote_request, promoted_spec, stable_target
 from proxy.routing import RouteSpec
 from storage.db import Connection
 from storage.promotions import (
+    canary_of,
     last_change,
     latest_episode,
     open_canary,
@@ -147,10 +148,10 @@ async def health(request: Request) -> Response:
         episode = latest_episode(con, alias)
         start = since or (episode.promoted_at if episode else None) or last_change(con, alias) \
             or datetime(1970, 1, 1, tzinfo=UTC)
-        opened = open_canary(con, alias)
+        spec = load_routes(con).get(alias)
+        opened = canary_of(episode, spec)
         targets = route_health(con, alias, start, until or FAR_FUTURE, cap, per_user,
                                None if opened is None else opened.model)
-        spec = load_routes(con).get(alias)
         roles = _roles(spec)
         for row in targets:
             row.update(roles.get(row["target"], {"role": "not_in_route", "share": 0.0}))
