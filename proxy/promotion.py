@@ -32,9 +32,18 @@ from __future__ import annotations
 from shlex import quote
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from proxy.routing import RouteSpec, Target, stable_target
+from tuneloop.config import canary_share_too_small
 from tuneloop.errors import BadRequest, Conflict
 
 FULL = 100.0
@@ -46,7 +55,8 @@ class PromoteRequest(BaseModel):
 
     model: str = Field(min_length=1, max_length=256)
     canary: float = Field(FULL, gt=0, le=100)
-    """Percent of the alias's traffic for the candidate; 100 promotes fully."""
+    """Percent of the alias's traffic for the candidate; 100 promotes fully; at least
+    MIN_CANARY_SHARE (tuneloop/config.py)."""
     provider: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
@@ -67,6 +77,14 @@ class PromoteRequest(BaseModel):
     previous_as_fallback: bool = True
     verdict: dict[str, Any] | None = None
     """The canary test's statistics behind the promotion (kept in the route history)."""
+
+    @field_validator("canary")
+    @classmethod
+    def _a_share_that_is_judged(cls, value: float) -> float:
+        problem = canary_share_too_small(value)
+        if problem is not None:
+            raise PydanticCustomError("canary_share", problem)
+        return value
 
     @property
     def full(self) -> bool:
