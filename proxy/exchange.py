@@ -35,7 +35,7 @@ from proxy.ids import uuid7
 from proxy.incoming import API_PREFIX, plain_path, upstream_path
 from proxy.reply import UpstreamCut, UpstreamReply
 from proxy.routing import Attempt, Plan, next_attempt
-from proxy.second_opinion import HeldRefusal, following
+from proxy.second_opinion import HeldRefusal, awaited, following
 from tuneloop.errors import (
     RequestTimeout,
     TemplateMismatch,
@@ -203,9 +203,10 @@ class Exchange:
                 ctx.metrics.stops_dropped.labels(plan.alias or "", attempt.target.model).inc()
             began = time.perf_counter()
             try:
-                reply = await send_attempt(ctx, attempt, self.endpoint, self.headers, suffix,
-                                           outgoing.body, outgoing.payload,
-                                           timeouts_for(ctx, attempt))
+                reply = await awaited(send_attempt(ctx, attempt, self.endpoint, self.headers,
+                                                   suffix, outgoing.body, outgoing.payload,
+                                                   timeouts_for(ctx, attempt)),
+                                      held, ctx.settings.second_opinion_timeout_s)
             except (UpstreamUnreachable, UpstreamTimeout):
                 if held is not None:
                     return held.stands(capture, plan.attempts[0], "timeout")

@@ -1,15 +1,20 @@
 """The second opinion of an open canary's other arm (proxy.routing), as `Exchange.forward` asks
 it: which attempt follows an answer, the primary's refusal held while the other arm is asked,
-and that refusal standing when the second opinion does not answer."""
+and that refusal standing when the second opinion does not answer (in time: the settings'
+`second_opinion_timeout_s`, shorter than an upstream's read timeout, since the app would
+have had the refusal at once without a canary)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.capture import Capture
 from proxy.reply import UpstreamReply
 from proxy.routing import NOT_ASKED_AGAIN, Attempt, next_attempt
+from tuneloop.errors import UpstreamTimeout
 
 
 def following(attempts: tuple[Attempt, ...], number: int, status: int) -> int | None:
@@ -55,3 +60,16 @@ class HeldRefusal:
             return reply
         reply.release()
         return self.stands(capture, primary, reply.status)
+
+
+async def awaited(sending: Awaitable[UpstreamReply], held: HeldRefusal | None,
+                  limit_s: float) -> UpstreamReply:
+    """An attempt's reply; with a refusal held (the attempt is its second opinion), waited for
+    at most `limit_s` until the reply starts (then UpstreamTimeout: the refusal stands)."""
+    if held is None:
+        return await sending
+    try:
+        return await asyncio.wait_for(sending, limit_s)
+    except TimeoutError as exc:
+        raise UpstreamTimeout(f"the second opinion did not answer within {limit_s:g} s "
+                              "(second_opinion_timeout_s)") from exc

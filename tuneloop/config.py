@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     """Largest body relayed on other /v1/* paths (file uploads for fine-tuning, ...)."""
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(600.0, gt=0)
+    second_opinion_timeout_s: float = Field(10.0, gt=0)
+    """While a canary is open, how long a refusal waits on the other arm's second opinion (its
+    answer's start); then the refusal stands, as when the second opinion fails."""
 
     # the log writer: spool append on the request path, batch ingest off it
     spool_dir: Path | None = None
