@@ -41,6 +41,17 @@ def canary_share(ctx: click.Context, param: click.Parameter, value: float | None
     return value
 
 
+def gate_confidence(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A `--confidence` option's check: below the gate's floor (exporter/eval_gate.py
+    MIN_CONFIDENCE, as the cycle's [evaluate] confidence) it is refused."""
+    from exporter.eval_gate import confidence_problem
+
+    problem = confidence_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
+
+
 def settings_from(ctx: click.Context) -> Settings:
     settings: Settings = ctx.obj["settings"]
     return settings
