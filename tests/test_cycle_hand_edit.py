@@ -85,7 +85,7 @@ def test_a_promotion_between_the_read_and_the_decision_is_not_undone(
         loop: ProxyServer, tmp_path: Path) -> None:
     """A person promotes another canary right after the watch read the route's health: the
     cycle's full promotion, decided on the older route, is refused instead of dropping it."""
-    cfg, model = open_canary(loop, tmp_path, min_requests=20)
+    cfg, _ = open_canary(loop, tmp_path, min_requests=20)
     loop.upstream.state.model_error_rate[CURRENT] = 0.2
     ask(loop, 160)
     wait_ingested(loop, 160)

@@ -57,6 +57,10 @@ def describe_change(item: dict[str, Any]) -> str:
         head += f": {detail.get('model')} at {detail.get('canary', 100):g}%"
     elif item["action"] == "rollback":
         head += f": undid {detail.get('model')} (#{detail.get('undoes')})"
+        if detail.get("rebuilt"):
+            head += ", taken out of the route as changed since"
+        elif detail.get("forced"):
+            head += ", forced over changes since"
     if item.get("spec"):
         head += f" -> {describe_route(item['spec'])}"
     verdict = detail.get("verdict")
