@@ -141,7 +141,7 @@ def rollback_route(con: Connection, alias: str, by: str | None,
         episode = episodes[-1]
         detail: dict[str, Any] = {"undoes": episode.first_seq, "model": episode.model}
         spec = episode.before
-        if episode.changed_since(current):
+        if episode.changed_since(current) and current != episode.before:
             is_canary = episode.canary is not None and episode.canary < 100
             rebuilt = without_canary(current, episode.model, episode.before) \
                 if is_canary else None

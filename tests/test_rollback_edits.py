@@ -169,7 +169,8 @@ def test_stacked_rollbacks_after_an_edit(proxy: ProxyServer) -> None:
 
 def test_no_edit_since_the_promotion_restores_exactly(proxy: ProxyServer) -> None:
     """A person's canary put on top and rolled back is no edit: the canary under it is
-    re-opened, then restored exactly (weights, fallbacks)."""
+    re-opened, then restored exactly (weights, fallbacks). Nor is a hand edit that put the
+    route back as it was before the canary: the rollback just closes the episode."""
     admin = proxy.admin()
     original = admin.put_routes({ALIAS: {"targets": [{"model": BASE, "weight": 7}],
                                          "fallbacks": [{"model": SPARE}]}})[ALIAS]
@@ -180,6 +181,9 @@ def test_no_edit_since_the_promotion_restores_exactly(proxy: ProxyServer) -> Non
     assert state["canary"]["model"] == FT and state["changed_since_promotion"] is False
     restored = admin.rollback(ALIAS)
     assert restored["spec"] == original and "rebuilt" not in restored
+    admin.promote(ALIAS, FT, canary=10)
+    edit(proxy, original)
+    assert admin.rollback(ALIAS)["spec"] == original
 
 
 def test_expect_seq_refuses_a_write_on_a_route_changed_since_it_was_read(
@@ -225,3 +229,4 @@ def test_a_hand_edit_shows_in_the_canary_read(proxy: ProxyServer) -> None:
     state = admin.route_canary(ALIAS)
     assert state["canary"]["model"] == FT and state["changed_since_promotion"] is True
     assert admin.route_health(ALIAS)["changed_since_promotion"] is True
+
