@@ -212,6 +212,8 @@ def watch_step(ctx: StepContext) -> StepResult:
             return _held(alias, candidate, "promotion", exc, detail)
         return end("promoted", **detail)
     note = f"the canary is undecided ({'; '.join(verdict.reasons)})"
+    if health.get("changed_since_promotion"):
+        note += "; the route was edited by hand during it: the cycle will not promote it"
     return StepResult("watch", detail=detail, wait=True, note=note)
 
 

@@ -220,8 +220,9 @@ def promote(ctx: click.Context, alias: str, model: str, canary: float, provider:
 @click.option("--alias", required=True, help="The alias to roll back.")
 @click.option("--json", "as_json", is_flag=True, help="Print the restored route as JSON.")
 @click.option("--force", is_flag=True,
-              help="Restore the route from before the promotion even over changes made to it "
-                   "since (refused without: exit 5).")
+              help="When the route was changed since a full promotion (or its canary left "
+                   "the route), restore the route from before it anyway (refused without: "
+                   "exit 5).")
 @api_option
 @click.pass_context
 @domain_errors
