@@ -144,20 +144,23 @@ class AdminClient(ReviewMethods, TemplateMethods):
                 previous_as_fallback: bool = True,
                 verdict: Mapping[str, Any] | None = None,
                 drop_transforms: Sequence[str] = (),
-                no_transforms: bool = False) -> dict[str, Any]:
+                no_transforms: bool = False, expect_seq: int | None = None) -> dict[str, Any]:
         """Route `canary` percent of the alias's traffic to `model` (100: all of it, with the
         previous target as a fallback). Admin token only. `verdict`: the canary test's
         statistics behind the promotion, kept in the route history. `prompt_suffix`, `stop`,
         `strip_template` (`name-vN`) and `system_prompt` become the model's own transforms,
         replacing only those types among the ones it already has in the route; the others are
-        kept unless dropped (`drop_transforms`: types; `no_transforms`: all of them)."""
+        kept unless dropped (`drop_transforms`: types; `no_transforms`: all of them).
+        `expect_seq`: the route's `seq` read before deciding; Conflict `route_changed` when
+        the route's history moved since."""
         body: dict[str, Any] = {"model": model, "canary": canary,
                                 "keep_fallbacks": keep_fallbacks,
                                 "previous_as_fallback": previous_as_fallback}
         for key, value in (("provider", provider), ("base_url", base_url),
                            ("api_key_env", api_key_env), ("prompt_suffix", prompt_suffix),
                            ("stop", stop), ("strip_template", strip_template),
-                           ("system_prompt", system_prompt), ("verdict", verdict)):
+                           ("system_prompt", system_prompt), ("verdict", verdict),
+                           ("expect_seq", expect_seq)):
             if value is not None:
                 body[key] = value
         if drop_transforms:
@@ -168,11 +171,17 @@ class AdminClient(ReviewMethods, TemplateMethods):
                                               json=body)
         return result
 
-    def rollback(self, alias: str, *, verdict: Mapping[str, Any] | None = None
-                 ) -> dict[str, Any]:
-        """Restore the route before the latest promotion. Admin token only. `verdict`: the
-        canary test's statistics behind the rollback, kept in the route history."""
-        body = {} if verdict is None else {"verdict": dict(verdict)}
+    def rollback(self, alias: str, *, verdict: Mapping[str, Any] | None = None,
+                 force: bool = False, expect_seq: int | None = None) -> dict[str, Any]:
+        """Undo the latest promotion (a canary is taken out of a route changed since; other
+        changes since refuse with Conflict `route_edited` unless `force`). Admin token only.
+        `verdict`: the canary test's statistics behind it, kept in the route history;
+        `expect_seq` as for `promote`."""
+        body: dict[str, Any] = {} if verdict is None else {"verdict": dict(verdict)}
+        if force:
+            body["force"] = True
+        if expect_seq is not None:
+            body["expect_seq"] = expect_seq
         result: dict[str, Any] = self.request("POST", f"/admin/routes/{_quote(alias)}/rollback",
                                               json=body)
         return result
@@ -193,8 +202,9 @@ class AdminClient(ReviewMethods, TemplateMethods):
 
     def route_canary(self, alias: str) -> dict[str, Any]:
         """The alias's route, its open canary (the promotion episode: model, share, times; or
-        None) and its `stable` model (the one it serves for sure, never an open canary), and
-        when the route last changed (`changed_at`)."""
+        None) and its `stable` model (the one it serves for sure, never an open canary), when
+        the route last changed (`changed_at`), its history `seq` (for `expect_seq`) and
+        `changed_since_promotion`."""
         result: dict[str, Any] = self.request("GET", f"/admin/routes/{_quote(alias)}/canary")
         return result
 
