@@ -152,15 +152,16 @@ def _guard(seq: int | None, episode: Episode | None, spec: dict[str, Any] | None
 
 
 def _roles(spec: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """What each model is in the current route: a weighted target (with its share) or a
-    fallback."""
+    """What each model is in the current route: a weighted target (with its share, that of
+    all its deployments) or a fallback."""
     if spec is None:
         return {}
     roles: dict[str, dict[str, Any]] = {}
     total = sum(float(t.get("weight", 100.0)) for t in spec["targets"]) or 1.0
-    for target in spec["targets"]:
-        share = round(100 * float(target.get("weight", 100.0)) / total, 3)
-        roles.setdefault(target["model"], {"role": "target", "share": share})
+    for model in dict.fromkeys(t["model"] for t in spec["targets"]):
+        weight = sum(float(t.get("weight", 100.0)) for t in spec["targets"]
+                     if t["model"] == model)
+        roles[model] = {"role": "target", "share": round(100 * weight / total, 3)}
     for target in spec.get("fallbacks", []):
         roles.setdefault(target["model"], {"role": "fallback", "share": 0.0})
     return roles

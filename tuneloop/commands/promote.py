@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from tuneloop.client import AdminClient
-from tuneloop.commands.common import api_option, domain_errors, make_client
+from tuneloop.commands.common import api_option, canary_share, domain_errors, make_client
 from tuneloop.request_transforms import describe
 
 
@@ -148,6 +148,7 @@ def replaced_own_system_warning(client: AdminClient, spec: dict[str, Any], model
 @click.option("--alias", required=True, help="The alias apps send as their model.")
 @click.option("--model", required=True, help="The model to promote (e.g. ft:...).")
 @click.option("--canary", type=click.FloatRange(0, 100, min_open=True), default=100.0,
+              callback=canary_share,
               show_default=True, help="Percent of the alias's traffic; 100 promotes fully.")
 @click.option("--provider", default=None, help="Provider of the model [default openai].")
 @click.option("--base-url", default=None, help="OpenAI-compatible server of the model.")
