@@ -34,8 +34,9 @@ from proxy.headers import client_meta, downstream_headers, with_body_user
 from proxy.ids import uuid7
 from proxy.incoming import API_PREFIX, plain_path, upstream_path
 from proxy.reply import UpstreamCut, UpstreamReply
-from proxy.routing import Attempt, Plan, next_attempt
-from proxy.second_opinion import HeldRefusal, awaited, following
+from proxy.routing import Attempt, Plan
+from proxy.second_opinion import KEY_REFUSALS, Failover, awaited, refused_key
+from proxy.silence import UpstreamSilence
 from tuneloop.errors import (
     RequestTimeout,
     TemplateMismatch,
@@ -101,6 +102,7 @@ class Exchange:
         self.watcher: asyncio.Task[None] | None = None
         self.left = False
         """Whether the client hung up while the proxy was waiting (see `watch`)."""
+        self.silence = UpstreamSilence()
 
     # -- the request, top to bottom -----------------------------------------------------------
     async def run(self) -> None:
@@ -175,25 +177,19 @@ class Exchange:
         return await self.forward(suffix, body, payload)
 
     async def forward(self, suffix: str, body: bytes, payload: dict[str, Any]) -> UpstreamReply:
-        """Each attempt of the plan in turn (:func:`next_attempt`): the next on a connection
-        error, a timeout or a 5xx, the second opinion on the primary's 4xx (proxy.routing,
-        proxy.second_opinion);
-        the last one's outcome whatever it is. The primary's status, when another attempt
-        answered, is in the row's `route.primary_status`."""
+        """Each attempt of the plan in turn, as :class:`Failover` says: the next on a
+        connection error, a timeout or a 5xx, an open canary's other arm on any failure of the
+        primary (proxy.second_opinion). The primary's status, when another attempt answered,
+        is in the row's `route.primary_status`."""
         assert self.capture is not None and self.plan is not None
         ctx, capture, plan = self.ctx, self.capture, self.plan
-        primary_status: int | None = None
-        held: HeldRefusal | None = None  # the primary's refusal while the other arm is asked
-        number: int | None = 0
-        while number is not None:
-            attempt = plan.attempts[number]
+        failover = Failover(plan, capture)
+        step: int | UpstreamReply = 0
+        while isinstance(step, int):
+            number, attempt = step, plan.attempts[step]
             capture.upstream_model = attempt.target.model
             capture.provider = attempt.target.provider
-            capture.route = None if plan.alias is None else {
-                **attempt.describe(), "attempt": number,
-                "primary": plan.attempts[0].target.model, "draw": plan.draw}
-            if primary_status is not None and capture.route is not None:
-                capture.route["primary_status"] = primary_status
+            capture.route = failover.route(number)
             outgoing = body_for(attempt, self.endpoint, body, payload)
             capture.sent_request = outgoing.body if outgoing.transformed else None
             if outgoing.mismatch is not None:
@@ -201,40 +197,28 @@ class Exchange:
             if outgoing.stops_dropped and capture.route is not None:  # over OpenAI's 4
                 capture.route["stops_dropped"] = list(outgoing.stops_dropped)
                 ctx.metrics.stops_dropped.labels(plan.alias or "", attempt.target.model).inc()
-            began = time.perf_counter()
+            began = self.silence.heard()
             try:
                 reply = await awaited(send_attempt(ctx, attempt, self.endpoint, self.headers,
                                                    suffix, outgoing.body, outgoing.payload,
                                                    timeouts_for(ctx, attempt)),
-                                      held, ctx.settings.second_opinion_timeout_s)
-            except (UpstreamUnreachable, UpstreamTimeout):
-                if held is not None:
-                    return held.stands(capture, plan.attempts[0], "timeout")
-                after = next_attempt(plan.attempts, number, refused=False)
-                if after is None:
-                    raise
-                ctx.metrics.fallbacks.labels(plan.alias or "").inc()
-                number = after
-                continue
+                                      failover.bounded(number),
+                                      ctx.settings.second_opinion_timeout_s)
+            except (UpstreamUnreachable, UpstreamTimeout) as exc:
+                step = failover.raised(number, exc)
             except BaseException:  # e.g. the client hung up during the second opinion
-                if held is not None:  # logged as the primary's refusal, not the second's fault
-                    held.stands(capture, plan.attempts[0], "abandoned").release()
+                failover.abandoned()  # logged as the primary's failure, judged for nobody
                 raise
-            ctx.metrics.observe_upstream(self.endpoint, time.perf_counter() - began)
-            if held is not None:
-                return held.answered(reply, capture, plan.attempts[0])
-            after = following(plan.attempts, number, reply.status)
-            if after is None:
-                return reply
-            if number == 0:
-                primary_status = reply.status
-            if reply.status < 500 and plan.attempts[after].role == "second_opinion":
-                held = HeldRefusal.of(reply, capture)
             else:
-                reply.release()
-            ctx.metrics.fallbacks.labels(plan.alias or "").inc()
-            number = after
-        raise AssertionError("a plan has at least one attempt")
+                ctx.metrics.observe_upstream(self.endpoint, self.silence.heard() - began)
+                client_key = False
+                if reply.status in KEY_REFUSALS and capture.route is not None:
+                    capture.route["refused_key"] = refused_key(ctx, self.headers, attempt)
+                    client_key = capture.route["refused_key"] == "client"
+                step = failover.answered(number, reply, client_key)
+            if isinstance(step, int):
+                ctx.metrics.fallbacks.labels(plan.alias or "").inc()
+        return step
 
     def mismatched(self, attempt: Attempt, mismatch: TemplateMismatch) -> None:
         """The request does not hold its target's template: it goes to that target unstripped
@@ -309,6 +293,7 @@ class Exchange:
                     if client_gone(self.receive):
                         finish("client_disconnected", GONE)
                         return
+                    self.silence.heard()
                     assembler.feed(chunk)
                     capture.first_byte()
                     if assembler.done and not capture.logged:
@@ -374,6 +359,10 @@ class Exchange:
         capture.logged = True
         if capture.meta.no_log:
             return False
+        if finish == "client_disconnected" and capture.route is not None:
+            stalled = self.silence.stalled_s(self.ctx.settings.upstream_stall_s)
+            if stalled is not None:  # the client gave up on a stall, not a cancel
+                capture.route["stalled_s"] = stalled
         try:
             record = capture.record(status_code=status, response=response, finish=finish,
                                     error=error, prices=self.ctx.prices,
