@@ -211,11 +211,11 @@ class Exchange:
                 raise
             else:
                 ctx.metrics.observe_upstream(self.endpoint, self.silence.heard() - began)
-                client_key = False
-                if reply.status in KEY_REFUSALS and capture.route is not None:
-                    capture.route["refused_key"] = refused_key(ctx, self.headers, attempt)
-                    client_key = capture.route["refused_key"] == "client"
-                step = failover.answered(number, reply, client_key)
+                key = refused_key(ctx, self.headers, attempt) \
+                    if reply.status in KEY_REFUSALS and plan.alias is not None else None
+                if key is not None and capture.route is not None:
+                    capture.route["refused_key"] = key
+                step = failover.answered(number, reply, key)
             if isinstance(step, int):
                 ctx.metrics.fallbacks.labels(plan.alias or "").inc()
         return step

@@ -86,6 +86,7 @@ class Failover:
         self.plan = plan
         self.capture = capture
         self.primary_status: int | None = None
+        self.refused_key: str | None = None  # whose key the primary's 401/403 refused
         self.held: HeldFailure | None = None
 
     def route(self, number: int) -> dict[str, Any] | None:
@@ -97,6 +98,8 @@ class Failover:
                  "primary": plan.attempts[0].target.model, "draw": plan.draw}
         if self.primary_status is not None:
             route["primary_status"] = self.primary_status
+        if self.refused_key is not None:
+            route["refused_key"] = self.refused_key
         if self.held is not None and self.held.second is not None:
             route["second_opinion_status"] = self.held.second
         return route
@@ -106,15 +109,19 @@ class Failover:
         `second_opinion_timeout_s`)."""
         return self.held is not None and self.plan.attempts[number].role == "second_opinion"
 
-    def answered(self, number: int, reply: UpstreamReply, client_key: bool) -> Step:
+    def answered(self, number: int, reply: UpstreamReply, key: str | None) -> Step:
+        """After attempt `number` answered (`key`: whose key its 401/403 refused): the next
+        attempt, or the reply that answers the app."""
         attempts = self.plan.attempts
+        if number == 0 and key is not None:
+            self.refused_key = key
         if reply.status < 400:
             if self.held is not None:
                 self.held.release()
             return reply
         if self.held is not None:
             return self._failed_again(number, reply.status, reply)
-        after = following(attempts, number, reply.status, client_key)
+        after = following(attempts, number, reply.status, key == "client")
         if after is None:
             return reply
         if number == 0:
