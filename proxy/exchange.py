@@ -11,7 +11,8 @@ arrival (body upload included). Whether the client is still there is asked of th
 without waiting (`client_gone`), before each piece of the answer goes out; and while the proxy
 waits on the upstream, one small task (`_until_gone`) waits on the channel: a client that hangs
 up cancels the upstream call (the request task is cancelled, so the upstream connection is
-closed, never pooled) and the interaction is logged `client_disconnected`.
+closed, never pooled) and the interaction is logged `client_disconnected` (with `route.stalled_s`
+when the upstream had been silent `upstream_stall_s`: proxy.silence).
 """
 
 from __future__ import annotations
