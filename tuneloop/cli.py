@@ -254,7 +254,10 @@ def routes_set(ctx: click.Context, file: Any, api: str | None) -> None:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{file.name} is not JSON: {exc}") from exc
     with make_client(ctx, api) as client:
-        click.echo(json.dumps(client.put_routes(table), indent=2))
+        result, warnings = client.put_routes_warned(table)
+    click.echo(json.dumps(result, indent=2))
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 main.add_command(ui)

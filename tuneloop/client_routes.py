@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+import orjson
+
 
 def _path(alias: str, action: str) -> str:
     return f"/admin/routes/{quote(alias, safe='')}/{action}"
@@ -18,14 +21,26 @@ class RouteMethods:
                 params: Mapping[str, Any] | None = None) -> Any:
         raise NotImplementedError  # AdminClient.request
 
+    def send(self, method: str, path: str, *, json: Any = None,
+             params: Mapping[str, Any] | None = None) -> httpx.Response:
+        raise NotImplementedError  # AdminClient.send
+
     # -- routes ----------------------------------------------------------------------------
     def routes(self) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "/admin/routes")
         return result
 
     def put_routes(self, table: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("PUT", "/admin/routes", json=dict(table))
-        return result
+        return self.put_routes_warned(table)[0]
+
+    def put_routes_warned(self, table: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The table as set, and the server's warnings about it (a target at another host
+        than the default upstream without a key variable gets no key at all)."""
+        response = self.send("PUT", "/admin/routes", json=dict(table))
+        warnings = [str(orjson.loads(value))
+                    for value in response.headers.get_list("x-tuneloop-warning")]
+        result: dict[str, Any] = response.json()
+        return result, warnings
 
     def route_history(self, alias: str | None = None) -> list[dict[str, Any]]:
         result: dict[str, Any] = self.request("GET", "/admin/routes/history",
