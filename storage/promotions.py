@@ -45,6 +45,7 @@ class Episode:
     before: Spec | None  # the spec in effect before the episode began
     promoted_seq: int  # the latest promotion's seq
     written: Spec | None  # the spec the latest promotion wrote
+    promoted_by: str | None = None  # who made the latest promotion (`changed_by`)
 
     def changed_since(self, spec: Spec | None) -> bool:
         """The route is no longer what the latest promotion wrote (a person's edit, ...)."""
@@ -54,7 +55,8 @@ class Episode:
         return {"first_seq": self.first_seq, "model": self.model,
                 "started_at": self.started_at.isoformat(),
                 "promoted_at": self.promoted_at.isoformat(), "canary": self.canary,
-                "before": self.before, "promoted_seq": self.promoted_seq}
+                "before": self.before, "promoted_seq": self.promoted_seq,
+                "promoted_by": self.promoted_by}
 
 
 def _loads(text: str | None) -> Any:
@@ -64,20 +66,20 @@ def _loads(text: str | None) -> Any:
 def open_episodes(con: Connection, alias: str) -> list[Episode]:
     """The alias's promotion episodes not yet rolled back, oldest first."""
     rows = con.execute(
-        "SELECT seq, spec, action, changed_at, detail FROM route_history WHERE alias = ? "
-        "ORDER BY seq", [alias]).fetchall()
+        "SELECT seq, spec, action, changed_at, detail, changed_by FROM route_history "
+        "WHERE alias = ? ORDER BY seq", [alias]).fetchall()
     stack: list[Episode] = []
     previous: Spec | None = None
-    for seq, spec_text, action, changed_at, detail_text in rows:
+    for seq, spec_text, action, changed_at, detail_text, by in rows:
         spec, detail = _loads(spec_text), _loads(detail_text) or {}
         if action == "promote":
             model, canary = str(detail.get("model")), detail.get("canary")
             if stack and stack[-1].model == model:
                 stack[-1] = replace(stack[-1], promoted_at=changed_at, canary=canary,
-                                    promoted_seq=seq, written=spec)
+                                    promoted_seq=seq, written=spec, promoted_by=by)
             else:
                 stack.append(Episode(seq, model, changed_at, changed_at, canary, previous,
-                                     seq, spec))
+                                     seq, spec, by))
         elif action == "rollback":
             stack = [e for e in stack if e.first_seq != detail.get("undoes")]
         previous = spec
