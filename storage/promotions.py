@@ -28,7 +28,13 @@ import orjson
 from storage.backend import upsert_sql
 from storage.db import Connection
 from storage.notify import ROUTES, notify
-from storage.rollback_edits import check_expected_seq, refuse_restore, without_canary
+from storage.rollback_edits import (
+    check_expected_seq,
+    describe_episode,
+    refuse_restore,
+    without_canary,
+    wrong_model,
+)
 from storage.transaction import transaction
 from tuneloop.errors import Conflict, NotFound
 
@@ -125,12 +131,14 @@ def promote_route(con: Connection, alias: str, build: Callable[[Spec | None], Sp
 
 def rollback_route(con: Connection, alias: str, by: str | None,
                    verdict: dict[str, Any] | None = None, *, force: bool = False,
-                   expect_seq: int | None = None) -> dict[str, Any]:
+                   expect_seq: int | None = None, model: str | None = None) -> dict[str, Any]:
     """Undo the latest promotion episode not yet undone: restore the spec in effect before it,
     or, when the route changed since its latest promotion, take its canary out of the current
     route (refused when there is no canary share to take out, unless `force` restores the old
     spec anyway); `verdict` (the canary test's statistics, when a test decided) joins the
-    recorded detail."""
+    recorded detail. `model`: the model the caller means to roll back; Conflict when the
+    latest episode is another's (storage/rollback_edits.py `wrong_model`). The result's
+    `undone` is the episode undone (its model, when and by whom it was promoted)."""
 
     def work() -> dict[str, Any]:
         check_expected_seq(con, alias, expect_seq)
@@ -141,6 +149,8 @@ def rollback_route(con: Connection, alias: str, by: str | None,
                 raise NotFound(f"no route for alias {alias!r}")
             raise Conflict(f"{alias!r} has no promotion to roll back")
         episode = episodes[-1]
+        if model is not None and model != episode.model:
+            raise wrong_model(con, alias, model, describe_episode(episode))
         detail: dict[str, Any] = {"undoes": episode.first_seq, "model": episode.model}
         spec = episode.before
         if episode.changed_since(current) and current != episode.before:
@@ -162,7 +172,7 @@ def rollback_route(con: Connection, alias: str, by: str | None,
             detail["verdict"] = verdict
         written = _write(con, alias, spec, "rollback", detail, by)
         return {"alias": alias, "action": "rollback", **detail, **written,
-                "spec": spec, "previous": current}
+                "spec": spec, "previous": current, "undone": episode.to_json()}
 
     with transaction(con):
         return work()

@@ -68,12 +68,16 @@ class RouteMethods:
         return result
 
     def rollback(self, alias: str, *, verdict: Mapping[str, Any] | None = None,
-                 force: bool = False, expect_seq: int | None = None) -> dict[str, Any]:
+                 force: bool = False, expect_seq: int | None = None,
+                 model: str | None = None) -> dict[str, Any]:
         """Undo the latest promotion (a canary is taken out of a route changed since; other
         changes since refuse with Conflict `route_edited` unless `force`). Admin token only.
         `verdict`: the canary test's statistics behind it, kept in the route history;
-        `expect_seq` as for `promote`."""
+        `expect_seq` as for `promote`; `model`: Conflict `rollback_other_model` unless the
+        promotion undone is that model's. The result's `undone`: the promotion undone."""
         body: dict[str, Any] = {} if verdict is None else {"verdict": dict(verdict)}
+        if model is not None:
+            body["model"] = model
         if force:
             body["force"] = True
         if expect_seq is not None:
@@ -99,8 +103,9 @@ class RouteMethods:
     def route_canary(self, alias: str) -> dict[str, Any]:
         """The alias's route, its open canary (the promotion episode: model, share, times; or
         None) and its `stable` model (the one it serves for sure, never an open canary), when
-        the route last changed (`changed_at`), its history `seq` (for `expect_seq`) and
-        `changed_since_promotion`."""
+        the route last changed (`changed_at`), its history `seq` (for `expect_seq`),
+        `changed_since_promotion` and `promotion`, the latest promotion not rolled back (what
+        a rollback would undo; None when there is none)."""
         result: dict[str, Any] = self.request("GET", _path(alias, "canary"))
         return result
 
