@@ -23,8 +23,21 @@ class RouteMethods:
         result: dict[str, Any] = self.request("GET", "/admin/routes")
         return result
 
-    def put_routes(self, table: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("PUT", "/admin/routes", json=dict(table))
+    def routes_with_seq(self) -> dict[str, Any]:
+        """`{"routes": the table, "seq": its version (for `put_routes(expect_seq=)`), "seqs":
+        each alias's latest history seq}`."""
+        result: dict[str, Any] = self.request("GET", "/admin/routes",
+                                              params={"with_seq": "true"})
+        return result
+
+    def put_routes(self, table: Mapping[str, Any], *, expect_seq: int | None = None,
+                   force: bool = False) -> dict[str, Any]:
+        """Replace the whole table. `expect_seq`: the table version read (`routes_with_seq`):
+        Conflict `route_changed` when an alias this changes or deletes moved since; an alias
+        with an open canary is changed or deleted only with `force` (Conflict `open_canary`)."""
+        params = {"expect_seq": expect_seq, "force": "true" if force else None}
+        result: dict[str, Any] = self.request("PUT", "/admin/routes", json=dict(table),
+                                              params=params)
         return result
 
     def route_history(self, alias: str | None = None) -> list[dict[str, Any]]:
