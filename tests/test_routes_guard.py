@@ -109,3 +109,24 @@ def test_the_cli_refuses_a_file_leaving_aliases_out_and_a_stale_table(
     code, output = cli(proxy, tmp_path, "set", str(partial), "--force")
     assert code == 0, output
     assert list(admin.routes()) == [OTHER_ALIAS]
+
+
+def test_the_cli_refuses_a_stale_copy_putting_a_promotion_back(
+        proxy: ProxyServer, tmp_path: Path) -> None:
+    """The probe's steps through the CLI with no --expect-seq: `routes show > table.json`,
+    the cycle promotes its canary fully, the person edits another alias and sets the file."""
+    with_canary(proxy)
+    admin = proxy.admin()
+    stale = admin.routes()
+    admin.promote(ALIAS, CANARY)  # the cycle
+    stale[OTHER_ALIAS] = {"targets": [{"model": "gpt-4o-mini"}]}
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(stale))
+    code, output = cli(proxy, tmp_path, "set", str(path))
+    # on main: accepted, back to a 90/10 split that no canary watch knows of
+    assert code == Conflict.exit_code and f"sets {ALIAS!r} back to its route of #3" in output
+    assert "#4 promote by admin" in output, output
+    assert models(proxy) == [CANARY] and models(proxy, OTHER_ALIAS) == [STABLE]
+    code, output = cli(proxy, tmp_path, "set", str(path), "--force")  # meant it
+    assert code == 0, output
+    assert models(proxy) == [STABLE, CANARY]

@@ -29,12 +29,13 @@ from tuneloop.commands.finetune import finetune, jobs
 from tuneloop.commands.governance import compact, forget, retention
 from tuneloop.commands.migrate_store import migrate_store
 from tuneloop.commands.promote import promote, rollback
+from tuneloop.commands.route_table import refuse_left_out, refuse_reverts
 from tuneloop.commands.savings import savings
 from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.templates import templates
 from tuneloop.commands.ui import ui
 from tuneloop.config import load_settings
-from tuneloop.errors import ConfigError, Conflict, StorageError, Unauthorized
+from tuneloop.errors import ConfigError, StorageError, Unauthorized
 from tuneloop.sql_print import print_answer
 
 if TYPE_CHECKING:
@@ -252,8 +253,9 @@ def routes_history(ctx: click.Context, alias: str | None, as_json: bool, api: st
               help="The table version `routes show` printed: refused (exit 5) when an alias "
                    "this changes or deletes was changed since.")
 @click.option("--force", is_flag=True,
-              help="Delete the aliases FILE leaves out, and change or delete aliases with an "
-                   "open canary (refused without: exit 5).")
+              help="Delete the aliases FILE leaves out, change or delete aliases with an "
+                   "open canary, put an alias back to a route it had before (refused "
+                   "without: exit 5).")
 @api_option
 @click.pass_context
 @domain_errors
@@ -268,19 +270,11 @@ def routes_set(ctx: click.Context, file: Any, expect_seq: int | None, force: boo
         if not force and isinstance(table, dict):
             read = client.routes_with_seq()
             refuse_left_out(read["routes"], table)
-            expect_seq = read["seq"] if expect_seq is None else expect_seq
+            if expect_seq is None:  # the server cannot know what FILE was read from
+                refuse_reverts(client, read["routes"], table)
+                expect_seq = read["seq"]
         click.echo(json.dumps(client.put_routes(table, expect_seq=expect_seq, force=force),
                               indent=2))
-
-
-def refuse_left_out(current: dict[str, Any], table: dict[str, Any]) -> None:
-    """The table replaces every alias: one FILE leaves out would be deleted."""
-    left_out = sorted(current.keys() - table.keys())
-    if left_out:
-        raise Conflict(f"FILE leaves out {', '.join(map(repr, left_out))}, which have routes: "
-                       "`routes set` replaces the whole table, so they would be deleted. Add "
-                       "them to FILE (`tuneloop routes show`), or delete them with --force",
-                       code="aliases_left_out")
 
 
 main.add_command(ui)
