@@ -10,10 +10,12 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner
 
-from tests.conftest import ADMIN_TOKEN, ProxyServer
+from tests.conftest import ADMIN_TOKEN, ProxyServer, both_stores
 from tuneloop.cli import main
 from tuneloop.client import AdminClient
 from tuneloop.errors import Conflict
+
+pytestmark = both_stores
 
 ALIAS, OLD, V1, V2 = "support-bot", "old-model-2024", "ft-v1", "ft-v2"
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import ADMIN_TOKEN, ProxyServer
+from tests.conftest import ADMIN_TOKEN, ProxyServer, both_stores
 from tuneloop.cli import main
 from tuneloop.errors import Conflict
+
+pytestmark = both_stores
 
 ALIAS, OTHER_ALIAS = "support-bot", "other-bot"
 STABLE, CANARY = "stable-model", "canary-model"
