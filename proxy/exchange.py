@@ -25,6 +25,7 @@ from typing import Any, cast
 import orjson
 from starlette.types import Message, Receive, Scope, Send
 
+from proxy.arm_cover import ArmCover
 from proxy.assemble import ASSEMBLERS, BodyDecoder
 from proxy.body import BodyLimits, parse_payload, read_body
 from proxy.capture import Capture, parse_json
@@ -96,6 +97,7 @@ class Exchange:
         self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.capture: Capture | None = None
         self.plan: Plan | None = None
+        self.cover: ArmCover | None = None  # an open canary's alias: the arm is not told
         self.answering = False
         """Whether the response has started (after that, no error answer is possible)."""
         self.watcher: asyncio.Task[None] | None = None
@@ -168,11 +170,13 @@ class Exchange:
         payload = parse_payload(body, settings.max_json_depth)
         meta = with_body_user(meta, payload)
         self.plan = self.ctx.router.plan(payload.get("model"), meta.sticky_key)
+        self.cover = ArmCover.of(self.plan)
         stream = payload.get("stream") is True and self.endpoint != "embeddings"
         self.capture = Capture(uuid7(), self.endpoint, meta, body, payload, stream,
                                started=self.started)
         self.watch()
-        return await self.forward(suffix, body, payload)
+        reply = await self.forward(suffix, body, payload)
+        return reply if self.cover is None else self.cover.check(reply)
 
     async def forward(self, suffix: str, body: bytes, payload: dict[str, Any]) -> UpstreamReply:
         """Each attempt of the plan in turn (:func:`next_attempt`): the next on a connection
@@ -184,6 +188,7 @@ class Exchange:
         ctx, capture, plan = self.ctx, self.capture, self.plan
         primary_status: int | None = None
         held: HeldRefusal | None = None  # the primary's refusal while the other arm is asked
+        asked = self.headers if self.cover is None else self.cover.asked(self.headers)
         number: int | None = 0
         while number is not None:
             attempt = plan.attempts[number]
@@ -203,7 +208,7 @@ class Exchange:
                 ctx.metrics.stops_dropped.labels(plan.alias or "", attempt.target.model).inc()
             began = time.perf_counter()
             try:
-                reply = await awaited(send_attempt(ctx, attempt, self.endpoint, self.headers,
+                reply = await awaited(send_attempt(ctx, attempt, self.endpoint, asked,
                                                    suffix, outgoing.body, outgoing.payload,
                                                    timeouts_for(ctx, attempt)),
                                       held, ctx.settings.second_opinion_timeout_s)
@@ -267,6 +272,8 @@ class Exchange:
             reply.release()
         decoded = BodyDecoder(reply.content_encoding).decode(raw)
         response = parse_json(decoded)
+        if self.cover is not None:  # the capture keeps the upstream's words, the client these
+            raw = self.cover.answer(decoded, response)
         if response is None and decoded:
             response = {"unparsed_body": decoded[:10_000].decode("utf-8", "replace")}
         if self.unwatch() or client_gone(self.receive):
@@ -277,7 +284,8 @@ class Exchange:
         logged = self.log(status=reply.status, response=response,
                           finish="upstream_error" if reply.status >= 400 else "completed",
                           error=_error_text(reply.status, response, decoded))
-        headers = downstream_headers(reply.headers)
+        headers = downstream_headers(reply.headers) if self.cover is None else \
+            self.cover.headers(reply.content_type, stream=False)
         if logged:
             headers.append((ID_HEADER, self.capture.interaction_id.encode()))
         await self.respond(reply.status, headers, raw)
@@ -296,7 +304,9 @@ class Exchange:
                 kind, error = "upstream_error", str(assembler.error)[:2000]
             self.log(status=reply.status, response=assembler.result(), finish=kind, error=error)
 
-        headers = downstream_headers(reply.headers)
+        headers = downstream_headers(reply.headers) if self.cover is None else \
+            self.cover.headers(reply.content_type, stream=True)
+        covering = None if self.cover is None else self.cover.events(reply.content_encoding)
         if not capture.meta.no_log:
             headers.append((ID_HEADER, capture.interaction_id.encode()))
         ending: bytes = b""
@@ -313,8 +323,8 @@ class Exchange:
                     capture.first_byte()
                     if assembler.done and not capture.logged:
                         finish("completed")
-                    await self.send({"type": "http.response.body", "body": chunk,
-                                     "more_body": True})
+                    await self.send({"type": "http.response.body", "more_body": True,
+                                     "body": chunk if covering is None else covering.feed(chunk)})
             except UpstreamTimeout as exc:
                 finish("timeout", exc.message)
                 ending = _event(exc)
