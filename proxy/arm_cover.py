@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from proxy.assemble import BodyDecoder
+from proxy.assemble import EventSplitter
 from proxy.reply import UpstreamReply
 from proxy.routing import Plan
 from tuneloop.errors import UpstreamUnreachable
@@ -119,26 +119,11 @@ class CoveredEvents:
 
     def __init__(self, cover: ArmCover, encoding: str):
         self._cover = cover
-        self._decoder = BodyDecoder(encoding)
-        self._buffer = b""
-        self._cr = False
+        self._events = EventSplitter(encoding)
 
     def feed(self, chunk: bytes) -> bytes:
         """The covered bytes of every event that `chunk` completes (b"" when none)."""
-        data = self._decoder.decode(chunk)
-        if self._cr:
-            data, self._cr = b"\r" + data, False
-        if data.endswith(b"\r"):  # maybe half of a CRLF: wait for the next read
-            data, self._cr = data[:-1], True
-        self._buffer += data.replace(b"\r\n", b"\n")
-        out: list[bytes] = []
-        start = 0
-        while (end := self._buffer.find(b"\n\n", start)) != -1:
-            out.append(self._event(self._buffer[start:end]))
-            start = end + 2
-        if start:
-            self._buffer = self._buffer[start:]
-        return b"".join(out)
+        return b"".join([self._event(raw) for raw in self._events.feed(chunk)])
 
     def _event(self, raw: bytes) -> bytes:
         lines = raw.split(b"\n")
