@@ -65,6 +65,15 @@ def plain_body(model: str) -> bytes:
 async def byte_by_byte(seen: Seen, writer: asyncio.StreamWriter) -> bool:
     request = orjson.loads(seen.body)
     model, stream = request["model"], request.get("stream") is True
+    if b"REFUSED" in seen.body:
+        error = orjson.dumps({"error": {
+            "message": f"The model `{model}` does not exist or you do not have access to it.",
+            "type": "invalid_request_error", "param": None, "code": "model_not_found"}})
+        writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n"
+                     b"openai-model: " + model.encode() + b"\r\ncontent-length: %d\r\n\r\n%s"
+                     % (len(error), error))
+        await writer.drain()
+        return True
     body = gzip.compress(stream_body(model) if stream else plain_body(model))
     kind = b"text/event-stream" if stream else b"application/json"
     writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-encoding: gzip\r\n"
@@ -96,9 +105,10 @@ def canary_proxy(proxy_factory: Callable[..., ProxyServer],
     return proxy
 
 
-def ask(proxy: ProxyServer, model: str, user: str, stream: bool) -> httpx.Response:
+def ask(proxy: ProxyServer, model: str, user: str, stream: bool,
+        text: str = "hi") -> httpx.Response:
     body = {"model": model, "user": user, "stream": stream,
-            "messages": [{"role": "user", "content": "hi"}]}
+            "messages": [{"role": "user", "content": text}]}
     with proxy.http() as http:
         return http.post("/v1/chat/completions", json=body,
                          headers={"accept-encoding": "gzip"})
@@ -151,3 +161,15 @@ def test_no_open_canary_no_rewrite(canary_proxy: ProxyServer, raw_upstream: RawU
     assert raw_upstream.seen[-1].header("accept-encoding") == "gzip"
     covered = ask(canary_proxy, ALIAS, "user-1", stream=True)
     assert covered.content == covered_stream()
+
+
+def test_an_error_that_names_the_target_names_the_alias(canary_proxy: ProxyServer) -> None:
+    """Both arms refuse (the second opinion answers): the message names neither."""
+    for n in range(6):
+        answer = ask(canary_proxy, ALIAS, f"user-{n}", stream=False, text="REFUSED")
+        assert answer.status_code == 404
+        message = answer.json()["error"]["message"]
+        assert message == f"The model `{ALIAS}` does not exist or you do not have access to it."
+        assert "openai-model" not in answer.headers
+        row = canary_proxy.row(answer.headers["x-tuneloop-id"])
+        assert row["response"]["error"]["message"] != message  # the store keeps the truth
