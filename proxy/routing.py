@@ -19,7 +19,8 @@ request (both refused), alike on both arms (storage/route_health.py). An arm is 
 deployment of the canary model (another base_url or provider) is the canary arm, every
 deployment of the stable model the stable arm. A model drained to weight 0 is nobody's second
 opinion. The primary's refusal waits on its second opinion at most `second_opinion_timeout_s`
-(proxy/second_opinion.py).
+(proxy/second_opinion.py). While the canary is open, the answers do not say which arm gave
+them (`Plan.covered`, proxy/arm_cover.py).
 """
 
 from __future__ import annotations
