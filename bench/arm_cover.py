@@ -6,8 +6,9 @@ answers are rewritten so they do not say which arm answered, next to an alias wi
   (what every stream pays) and the assembler plus the cover's rewrite (what a covered stream
   pays). CPU µs per event, median of runs.
 - per request: a real proxy (uvicorn, DuckDB, logging on) in front of the fake upstream on
-  loopback; one client sends the same streamed and plain chat requests, alternating, to an
-  alias with an open 50% canary and to one without: median ms per request, and the ratio.
+  loopback; one client sends the same streamed (the fake's 6 events) and plain chat requests,
+  alternating, to an alias with an open 50% canary and to one without: median ms per request,
+  and the ratio.
   A latency figure, with client, proxy and upstream sharing this machine's cores.
 
     PYTHONPATH=$PWD /work/venv/bin/python bench/arm_cover.py [--requests 200]
@@ -35,11 +36,12 @@ from tests.fakes.server import serve_app
 from tuneloop.client import AdminClient
 
 EVENTS = 300
+CANARY = "ft:gpt-4o-mini-2024-07-18:acme::abc123"
 
 
 def stream_events() -> list[bytes]:
     base = {"id": "chatcmpl-AbC123", "object": "chat.completion.chunk", "created": 1700000000,
-            "model": "ft:gpt-4o-mini-2024-07-18:acme::abc123",
+            "model": CANARY,
             "system_fingerprint": "fp_0ba0d124f1", "service_tier": "default"}
     events = [b"data: " + orjson.dumps({**base, "choices": [
         {"index": 0, "delta": {"content": f" word{n}"}, "logprobs": None,
@@ -49,7 +51,7 @@ def stream_events() -> list[bytes]:
 
 def per_event_us() -> tuple[float, float]:
     events = stream_events()
-    cover = ArmCover("support-bot", ["gpt-4o-mini", "ft:gpt-4o-mini-2024-07-18:acme::abc123"])
+    cover = ArmCover("support-bot", ["gpt-4o-mini", CANARY])
 
     def relayed() -> None:
         assembler = ChatAssembler("")
@@ -79,7 +81,6 @@ def per_request_ms(client: httpx.Client, url: str, bodies: dict[str, bytes],
 
 
 def per_request(count: int) -> dict[str, float]:
-    text = " ".join(f"word{n}" for n in range(EVENTS))  # the fake echoes it word by word
     with tempfile.TemporaryDirectory() as tmp, \
             serve_app(create_fake_openai(FakeOpenAIState())) as fake, \
             serve_app(create_app(proxy_settings(Path(tmp), fake + "/v1"))) as url, \
@@ -87,10 +88,10 @@ def per_request(count: int) -> dict[str, float]:
         admin = AdminClient(url, ADMIN_TOKEN)
         targets = {"targets": [{"model": "gpt-4o-mini"}]}
         admin.put_routes({"covered": targets, "plain": targets})
-        admin.promote("covered", "ft:gpt-4o-mini-2024-07-18:acme::abc123", canary=50)
+        admin.promote("covered", CANARY, canary=50)
         bodies = {f"{alias} {kind}": orjson.dumps(
             {"model": alias, "stream": kind == "stream", "user": f"u-{alias}",
-             "messages": [{"role": "user", "content": text}]})
+             "messages": [{"role": "user", "content": "Tell me about refunds."}]})
             for kind in ("stream", "plain") for alias in ("plain", "covered")}
         per_request_ms(client, f"{url}/v1/chat/completions", bodies, 20)  # warm up
         return per_request_ms(client, f"{url}/v1/chat/completions", bodies, count)
@@ -105,8 +106,9 @@ def main() -> None:
     print(f"  assembler alone (every stream) {relayed:6.2f} µs; with the cover's rewrite "
           f"{covered:6.2f} µs (+{covered - relayed:.2f} µs, x{covered / relayed:.2f})")
     ms = per_request(args.requests)
+    print(f"  a {EVENTS}-event stream: +{(covered - relayed) * EVENTS / 1000:.2f} ms of CPU")
     print(f"per request (real proxy + fake upstream, {args.requests} of each, alternating; "
-          f"median ms; {EVENTS} streamed events):")
+          f"median ms; the fake streams 6 events):")
     for kind in ("stream", "plain"):
         plain, covered_ms = ms[f"plain {kind}"], ms[f"covered {kind}"]
         print(f"  {kind:6s} no canary {plain:7.2f} ms; open canary (covered) {covered_ms:7.2f}"

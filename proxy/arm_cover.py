@@ -126,6 +126,13 @@ class CoveredEvents:
         return b"".join([self._event(raw) for raw in self._events.feed(chunk)])
 
     def _event(self, raw: bytes) -> bytes:
+        if raw.startswith(b"data: {") and b"\n" not in raw:  # the usual event: one JSON line
+            try:
+                payload = orjson.loads(raw[6:])
+            except orjson.JSONDecodeError:
+                payload = None
+            if isinstance(payload, dict):
+                return b"data: " + orjson.dumps(self._cover.covered(payload)) + b"\n\n"
         lines = raw.split(b"\n")
         data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
         try:
