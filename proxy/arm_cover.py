@@ -6,7 +6,8 @@ only the canary refuses as the users that landed on it, or flood one arm with ch
 its `model` (the JSON answer's, every streamed event's, a Responses event's `response.model`)
 is the alias, its `system_fingerprint` is gone, a target's model name in an error message is
 the alias, and of the upstream's headers only a canonical `content-type` is kept (rate limit
-headers, request ids, `server`, timings differ per model and per provider). Both arms alike,
+headers, request ids, `server`, timings differ per model and per provider); the proxy's own
+error for an upstream that failed names no host or provider. Both arms alike,
 and the route's fallbacks too. The store keeps what the upstream really said (the capture sees
 the upstream's bytes, the client these).
 
@@ -29,7 +30,7 @@ import orjson
 from proxy.assemble import EventSplitter
 from proxy.reply import UpstreamReply
 from proxy.routing import Plan
-from tuneloop.errors import UpstreamUnreachable
+from tuneloop.errors import TuneloopError, UpstreamTimeout, UpstreamUnreachable
 
 READABLE = frozenset({"", "identity", "gzip", "deflate"})
 JSON_TYPE = b"application/json"
@@ -101,6 +102,16 @@ class ArmCover:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             out["error"] = {**error, "message": self.named(error["message"])}
         return out
+
+    def proxy_error(self, exc: TuneloopError) -> dict[str, Any]:
+        """The proxy's own error answer: an upstream's failure without the host or provider
+        that failed (the arms may live apart; the store keeps the full message)."""
+        if isinstance(exc, UpstreamTimeout):
+            return type(exc)("the upstream did not answer in time", code=exc.code).to_openai()
+        if isinstance(exc, UpstreamUnreachable):
+            return type(exc)("the upstream could not be reached or failed the request",
+                             code=exc.code).to_openai()
+        return self.covered(exc.to_openai())
 
     def named(self, text: str) -> str:
         for name in self._names:

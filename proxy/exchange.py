@@ -19,11 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from proxy.arm_cover import ArmCover
 from proxy.assemble import ASSEMBLERS, BodyDecoder
@@ -33,7 +32,7 @@ from proxy.context import ProxyContext
 from proxy.forward import ID_HEADER, body_for, send_attempt, timeouts_for
 from proxy.headers import client_meta, downstream_headers, with_body_user
 from proxy.ids import uuid7
-from proxy.incoming import API_PREFIX, plain_path, upstream_path
+from proxy.incoming import API_PREFIX, client_gone, plain_path, upstream_path
 from proxy.reply import UpstreamCut, UpstreamReply
 from proxy.routing import Attempt, Plan, next_attempt
 from proxy.second_opinion import HeldRefusal, awaited, following
@@ -48,23 +47,6 @@ from tuneloop.errors import (
 log = logging.getLogger("tuneloop.proxy")
 GONE = "the client closed the connection before the answer was sent"
 CLIENT_CLOSED = 499
-
-
-def client_gone(receive: Receive) -> bool:
-    """Whether the client has hung up, asked without waiting.
-
-    Once the body is read, the server's `receive()` returns `http.disconnect` at once if the
-    client is gone, and otherwise waits; its first step is taken here and, if it would wait,
-    the call is dropped (the same question Starlette's `Request.is_disconnected` asks with a
-    cancelled scope, without a task or a scope).
-    """
-    step = cast(Coroutine[Any, Any, Message], receive())
-    try:
-        step.send(None)
-    except StopIteration as done:
-        return bool(done.value.get("type") == "http.disconnect")
-    step.close()
-    return False
 
 
 def _error_text(status: int, response: Any, raw: bytes) -> str | None:
@@ -364,7 +346,8 @@ class Exchange:
             headers.append((b"connection", b"close"))
         if logged and self.capture is not None:
             headers.append((ID_HEADER, self.capture.interaction_id.encode()))
-        await self.respond(exc.status_code, headers, orjson.dumps(exc.to_openai()))
+        answer = exc.to_openai() if self.cover is None else self.cover.proxy_error(exc)
+        await self.respond(exc.status_code, headers, orjson.dumps(answer))
 
     async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         headers.append((b"content-length", str(len(body)).encode()))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import openai
+
 from tests.conftest import ProxyServer
 from tests.fakes.openai_chat import FINGERPRINT
 
@@ -95,3 +97,22 @@ def test_no_canary_and_a_model_name_are_left_alone(proxy: ProxyServer) -> None:
     answer = client.chat.completions.create(model=ALIAS,
                                             messages=[{"role": "user", "content": "hi"}])
     assert answer.model == ALIAS
+
+
+def test_the_proxys_error_names_no_host(proxy: ProxyServer) -> None:
+    """Arms served apart: the proxy's error for the one that failed does not say where."""
+    proxy.admin().put_routes({ALIAS: {"targets": [{"model": STABLE,
+                                                   "base_url": "http://127.0.0.1:9/v1"}]}})
+    proxy.admin().promote(ALIAS, CANDIDATE, canary=50, base_url="http://127.0.0.1:19/v1")
+    client = proxy.openai()
+    for user in USERS[:4]:
+        try:
+            client.chat.completions.create(model=ALIAS, user=user,
+                                           messages=[{"role": "user", "content": "hi"}])
+        except openai.APIStatusError as failed:
+            assert failed.status_code == 502
+            assert "127.0.0.1" not in failed.response.text, failed.response.text
+            row = proxy.row(failed.response.headers["x-tuneloop-id"])
+            assert "127.0.0.1" in row["error"]  # the store keeps the whole message
+        else:
+            raise AssertionError("nothing listens there")
