@@ -59,8 +59,9 @@ def _error_text(status: int, response: Any, raw: bytes) -> str | None:
     return raw[:500].decode("utf-8", "replace") or f"HTTP {status}"
 
 
-def _event(exc: TuneloopError) -> bytes:
-    return b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"
+def _event(exc: TuneloopError, cover: ArmCover | None) -> bytes:
+    answer = exc.to_openai() if cover is None else cover.proxy_error(exc)
+    return b"data: " + orjson.dumps(answer) + b"\n\n"
 
 
 class Exchange:
@@ -309,12 +310,12 @@ class Exchange:
                                      "body": chunk if covering is None else covering.feed(chunk)})
             except UpstreamTimeout as exc:
                 finish("timeout", exc.message)
-                ending = _event(exc)
+                ending = _event(exc, self.cover)
             except UpstreamCut as exc:
                 cut = UpstreamUnreachable(f"the upstream cut the stream: {exc}",
                                           code="upstream_cut")
                 finish("upstream_cut", cut.message)
-                ending = _event(cut)
+                ending = _event(cut, self.cover)
             if not capture.logged:
                 if assembler.done or self.endpoint not in ASSEMBLERS:
                     finish("completed")
@@ -323,7 +324,7 @@ class Exchange:
                         "the upstream ended the stream before its end marker",
                         code="upstream_cut")
                     finish("upstream_cut", cut.message)
-                    ending = _event(cut)
+                    ending = _event(cut, self.cover)
             self.unwatch()
             await self.send({"type": "http.response.body", "body": ending, "more_body": False})
         finally:

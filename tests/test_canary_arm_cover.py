@@ -65,6 +65,11 @@ def plain_body(model: str) -> bytes:
 async def byte_by_byte(seen: Seen, writer: asyncio.StreamWriter) -> bool:
     request = orjson.loads(seen.body)
     model, stream = request["model"], request.get("stream") is True
+    if b"BROTLI" in seen.body:  # an encoding the proxy never asks for and cannot read
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     b"content-encoding: br\r\ncontent-length: 4\r\n\r\n\x0b\x02\x80\x00")
+        await writer.drain()
+        return True
     if b"REFUSED" in seen.body:
         error = orjson.dumps({"error": {
             "message": f"The model `{model}` does not exist or you do not have access to it.",
@@ -173,3 +178,11 @@ def test_an_error_that_names_the_target_names_the_alias(canary_proxy: ProxyServe
         assert "openai-model" not in answer.headers
         row = canary_proxy.row(answer.headers["x-tuneloop-id"])
         assert row["response"]["error"]["message"] != message  # the store keeps the truth
+
+
+def test_an_answer_it_cannot_read_is_not_relayed(canary_proxy: ProxyServer) -> None:
+    """Brotli (never asked for): the proxy cannot rewrite it, so it is not relayed unread."""
+    answer = ask(canary_proxy, ALIAS, "user-1", stream=False, text="BROTLI")
+    assert answer.status_code == 502
+    assert answer.json()["error"]["code"] == "upstream_encoding"
+    assert "content-encoding" not in answer.headers
