@@ -12,6 +12,9 @@ without waiting (`client_gone`), before each piece of the answer goes out; and w
 waits on the upstream, one small task (`_until_gone`) waits on the channel: a client that hangs
 up cancels the upstream call (the request task is cancelled, so the upstream connection is
 closed, never pooled) and the interaction is logged `client_disconnected`.
+
+An alias with an open canary gets a *covered* answer (`cover`, proxy/arm_cover.py): the client
+is not told which arm answered; the capture still sees the upstream's own bytes.
 """
 
 from __future__ import annotations
