@@ -16,6 +16,7 @@ report, judgements included, are stored through the admin API (`/admin/evals`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from exporter.eval_cases import (
     read_answer,
     request_for,
 )
+from exporter.eval_groups import dense_groups
 from exporter.eval_report import (
     Answer,
     EvalReport,
@@ -223,15 +225,19 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
         pairwise = None
         if asked.judgements is not None:
             pairwise = {"judge": options.judge_model, "rubric": options.rubric,
-                        **pairwise_summary(asked.judgements, stats.each)}
+                        **pairwise_summary(asked.judgements, stats.each,
+                                           dense_groups([c.group for c in cases]).tolist())}
         report = build_report(run["id"], str(export_dir), cases, asked.answers,
                               {"candidate": options.candidate, "baseline": options.baseline},
                               scoring, options.max_differences, stats, pairwise,
                               asked.judgements)
         if baseline_requests is not None:
             report = replace(report, baseline_requests=baseline_requests.to_json())
+        client.finish_eval_run(run["id"], status="done", report=report.to_json())
     except BaseException as exc:
-        client.finish_eval_run(run["id"], status="failed", error=str(exc)[:1000] or repr(exc))
+        # never leave the run `running`: whatever failed, storing the report included
+        with contextlib.suppress(Exception):  # the original error is what to show
+            client.finish_eval_run(run["id"], status="failed",
+                                   error=str(exc)[:1000] or repr(exc))
         raise
-    client.finish_eval_run(run["id"], status="done", report=report.to_json())
     return report
