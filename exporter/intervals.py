@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -100,6 +101,7 @@ def _incomplete_beta(a: float, b: float, x: float) -> float:
     return 1 - front * _betacf(b, a, 1 - x) / b
 
 
+@lru_cache(maxsize=256)
 def student_t_quantile(probability: float, df: float) -> float:
     """The `probability` quantile (above 1/2) of Student's t with `df` degrees of freedom."""
     def above(t: float) -> float:  # P(T > t), t >= 0
