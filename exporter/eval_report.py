@@ -116,7 +116,13 @@ class EvalReport:
                  f"{self.confidence * 100:.4g}% intervals{': ' + how if how else ''}"]
         family = (self.intervals or {}).get("family_confidence", self.confidence)
         comparisons = (self.intervals or {}).get("comparisons", 1)
-        if comparisons > 1:
+        repeated = (self.intervals or {}).get("repeated", 1)
+        if repeated > 1:
+            lines.append(f"  repeated test: gate number {repeated} of this model on these "
+                         f"examples (it was not promoted before; the gate's settings changed "
+                         f"since), so each interval is at Bonferroni's level for "
+                         f"{repeated * comparisons} tests: {self.confidence * 100:.4g}%")
+        elif comparisons > 1:
             lines.append(f"  Bonferroni: the best of {comparisons} checkpoints is chosen on "
                          f"these examples, so each interval is at 1 - "
                          f"{1 - family:.4g}/{comparisons} = "
@@ -210,11 +216,12 @@ class Stats:
     resamples: int = RESAMPLES
     seed: int = SEED
     comparisons: int = 1  # K: the best of K candidates is chosen on the same examples
+    repeated: int = 1  # R: the R-th gate of one model on these examples (exporter/cycle_steps)
 
     @property
     def each(self) -> float:
-        """Each interval's confidence: Bonferroni over the comparisons."""
-        return bonferroni(self.confidence, self.comparisons)
+        """Each interval's confidence: Bonferroni over the comparisons and repeated tests."""
+        return bonferroni(self.confidence, self.comparisons * self.repeated)
 
 
 def _answered(answers: Mapping[str, Sequence[Answer]]) -> list[int]:
@@ -378,7 +385,7 @@ def build_report(run_id: str, dataset: str, cases: Sequence[EvalCase],
                       differences, len(differing), stats.each, margin_interval,
                       {"method": method, "confidence": stats.each,
                        "family_confidence": stats.confidence,
-                       "comparisons": stats.comparisons,
+                       "comparisons": stats.comparisons, "repeated": stats.repeated,
                        "resamples": stats.resamples, "seed": stats.seed},
                       dict(pairwise) if pairwise is not None else None,
                       list(judgements) if judgements is not None else None, paired,

@@ -79,6 +79,7 @@ class EvalOptions:
     comparisons: int = 1  # K > 1: the best of K candidates is chosen on these examples, so
     # each interval is at 1 - (1 - confidence) / K (Bonferroni)
     alias: str | None = None  # the alias evaluated: the baseline gets its transforms there
+    repeated: int = 1  # R > 1: the R-th gate of this model on these examples (Bonferroni)
 
 
 async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: Markers,
@@ -221,7 +222,8 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
         asked = asyncio.run(_ask_all(client.api + "/v1", api_key, run["id"], cases, markers,
                                      options, scoring, baseline_transforms))
         _check_key(asked.answers, api_key)
-        stats = Stats(options.confidence, options.resamples, options.seed, options.comparisons)
+        stats = Stats(options.confidence, options.resamples, options.seed, options.comparisons,
+                      options.repeated)
         pairwise = None
         if asked.judgements is not None:
             pairwise = {"judge": options.judge_model, "rubric": options.rubric,

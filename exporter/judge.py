@@ -33,6 +33,7 @@ candidate exactly at margin 0.06, no losses, 200 pairs, passed 4% of the time in
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,23 @@ def load_rubric(path: Path | None) -> str:
         raise ConfigError(f"cannot read the rubric file {path}: {exc}") from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc.message}") from None
+
+
+def rubric_digest(rubric: str) -> str:
+    """The sha256 of a rubric's text: what a cycle compares to tell an edited rubric file."""
+    return hashlib.sha256(rubric.encode()).hexdigest()
+
+
+def configured_rubric_digest(evaluate: Mapping[str, Any]) -> str | None:
+    """`rubric_digest` of the rubric an `[evaluate]` config (as JSON) names, read now; None
+    for another scorer or a rubric that cannot be read."""
+    if evaluate.get("scorer") != "judge":
+        return None
+    path = evaluate.get("rubric")
+    try:
+        return rubric_digest(load_rubric(Path(path) if isinstance(path, str) else None))
+    except ConfigError:
+        return None
 
 
 def settled(candidate: Answer, baseline: Answer) -> tuple[Outcome | Literal["error"], str] | None:
