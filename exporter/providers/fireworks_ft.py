@@ -221,7 +221,7 @@ class FireworksFineTuning(HttpTrainer):
                     f"{self.deploy_timeout_s:g}s (deployed model {name or '?'}); not evaluated "
                     "while it cannot answer: the cycle tries again at its next run "
                     "(TUNELOOP_FIREWORKS_DEPLOY_TIMEOUT_S waits longer)")
-            self.sleep(self.deploy_poll_s)
+            self.sleep(min(self.deploy_poll_s, max(0.0, deadline - self.clock())))
             if not name:
                 deployed = self._deployed_ref(model)
                 name = str(deployed.get("name") or "")
