@@ -67,11 +67,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from exporter.eval_gate import (
     MAX_ERROR_SHARE,
-    MIN_CONFIDENCE,
     MIN_DECIDED,
     MIN_DISCORDANT,
     MOST_ERROR_SHARE,
     GateRules,
+    confidence_problem,
     margin_problem,
 )
 from exporter.formats import DEFAULT_SEPARATOR, FormatName
@@ -227,11 +227,9 @@ class EvaluateConfig(_Section):
                 raise ValueError(f"{needed} = 0 lets a candidate pass the gate on no evidence "
                                  f"(no {needed.removeprefix('min_')} example at all): set "
                                  f"{needed} >= 1")
-        if self.confidence < MIN_CONFIDENCE:
-            raise ValueError(f"confidence = {self.confidence:g} is too low for a gate: a "
-                             "candidate no better than the current model would pass up to "
-                             f"{(1 - self.confidence) / 2:.1%} of the time; use at least "
-                             f"{MIN_CONFIDENCE:g}")
+        low = confidence_problem(self.confidence)
+        if low is not None:
+            raise ValueError(f"confidence = {low}")
         if self.gate == "point" and self.margin <= 0:
             raise ValueError("gate = \"point\" with margin = 0 promotes a candidate ahead by "
                              "a single lucky example: set a margin above 0, or use the default "

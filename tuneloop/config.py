@@ -38,6 +38,20 @@ _NEVER_FORWARDED = frozenset(
 )
 
 
+MIN_CANARY_SHARE = 0.1
+"""The smallest canary share (percent of an alias's traffic) a promotion takes: below it the
+canary hardly gets a request and is never judged (the cycle's own floor is higher,
+exporter/cycle_config.py)."""
+
+
+def canary_share_too_small(share: float) -> str | None:
+    """Why a promotion's canary share is too small to be a canary, or None."""
+    if share >= MIN_CANARY_SHARE:
+        return None
+    return (f"a canary share of {share:g}% is too small: the canary would hardly get a request "
+            f"and never be judged; give it at least {MIN_CANARY_SHARE:g} (percent)")
+
+
 def public_url(url: str) -> str:
     """A database URL fit for messages and logs: user, host, port and database, without the
     password or the query (which may carry one: `?password=...`)."""
@@ -132,6 +146,9 @@ class Settings(BaseSettings):
     """Largest body relayed on other /v1/* paths (file uploads for fine-tuning, ...)."""
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(600.0, gt=0)
+    second_opinion_timeout_s: float = Field(10.0, gt=0)
+    """While a canary is open, how long a refusal waits on the other arm's second opinion (its
+    answer's start); then the refusal stands, as when the second opinion fails."""
 
     # the log writer: spool append on the request path, batch ingest off it
     spool_dir: Path | None = None
