@@ -10,12 +10,20 @@ in the `history_hours` before the promotion. Requests count weighed per sticky u
 (`max_requests_per_user`, storage/route_health.py). The
 verdict and its statistics go into the step's detail and, on a decision, into the route
 history entry of the rollback or promotion (`detail.verdict`).
+
+A person's edit of the route during the canary (an A/B split of the stable arm, another stable
+model) is never overridden: a canary found no worse is then not promoted (the run waits
+`blocked` for a person to promote or roll back), and a bad one's rollback takes the canary out
+of the edited route (storage/rollback_edits.py). Each write passes the route history `seq` the
+decision was made on (`expect_seq`): a route changed in between refuses it, and the next look
+decides again.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 from exporter.canary_stats import CanaryVerdict, SprtParams, canary_verdict, sprt
@@ -54,6 +62,7 @@ def canary_step(ctx: StepContext) -> StepResult:
                           detail={"stable": stable, "evaluated_against": evaluated}, note=note)
     try:
         result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
+                                    expect_seq=route.get("seq"),
                                     prompt_suffix=suffix, stop=stop,
                                     strip_template=template.get("ref"),
                                     system_prompt=template.get("replacement_system_prompt"),
@@ -177,8 +186,13 @@ def watch_step(ctx: StepContext) -> StepResult:
               "verdict": verdict.to_json()}
     if history is not None:
         detail["stable_before"] = history
+    seq = health.get("seq")  # the writes below refuse if the route moved since this read
     if verdict.verdict == "rollback":
-        ctx.client.rollback(alias, verdict=verdict.to_json())
+        try:
+            # a route a person changed meanwhile keeps the change: the canary is taken out
+            ctx.client.rollback(alias, verdict=verdict.to_json(), expect_seq=seq)
+        except Conflict as exc:
+            return _held(alias, candidate, "rollback", exc, detail)
         # undecided at max_hours, never found worse: a later run on the same data may re-open
         # it once (exporter/cycle_unchanged.py)
         undecided = age >= timedelta(hours=cfg.max_hours) and not _found_worse(verdict, canary, cfg)
@@ -188,10 +202,38 @@ def watch_step(ctx: StepContext) -> StepResult:
                           note=rollback_note(candidate, verdict, undecided,
                                              reopened=bool(ctx.state.get("reopened_from"))))
     if verdict.verdict == "promote":
-        ctx.client.promote(alias, candidate, canary=100, verdict=verdict.to_json())
+        if health.get("changed_since_promotion"):
+            return StepResult("watch", detail=detail, wait=True, blocked=True,
+                              note=edited_note(alias, candidate))
+        try:
+            ctx.client.promote(alias, candidate, canary=100, verdict=verdict.to_json(),
+                               expect_seq=seq)
+        except Conflict as exc:
+            return _held(alias, candidate, "promotion", exc, detail)
         return end("promoted", **detail)
     note = f"the canary is undecided ({'; '.join(verdict.reasons)})"
+    if health.get("changed_since_promotion"):
+        note += "; the route was edited by hand during it: the cycle will not promote it"
     return StepResult("watch", detail=detail, wait=True, note=note)
+
+
+def edited_note(alias: str, model: str) -> str:
+    """Why a canary found no worse is not promoted: a person changed the route during it."""
+    return (f"the canary of {model} is found no worse, but route {alias!r} was edited by hand "
+            f"during the canary: promoting it fully would override that edit, so the cycle "
+            f"leaves it to a person. Settle it with `tuneloop promote --alias {quote(alias)} "
+            f"--model {quote(model)}` (full) or `tuneloop rollback --alias {quote(alias)}` (takes "
+            "the canary out, keeps the edit)")
+
+
+def _held(alias: str, model: str, write: str, exc: Conflict, detail: dict[str, Any]
+          ) -> StepResult:
+    """The decision's write was refused: the route changed since it was read (decided again
+    at the next look, never retried blindly) or needs a person."""
+    again = " (decided again at the next look)" if exc.code == "route_changed" else ""
+    return StepResult("watch", detail=detail, wait=True, blocked=True,
+                      note=f"the {write} of the canary of {model} on {alias!r} was refused"
+                           f"{again}: {exc.message}")
 
 
 def rollback_note(model: str, verdict: CanaryVerdict, undecided: bool, reopened: bool) -> str:

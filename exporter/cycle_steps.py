@@ -284,17 +284,25 @@ def gate_baseline(client: AdminClient, config: CycleConfig) -> str:
     route's stable model) whenever the alias has a route. `[evaluate] baseline` only stands in
     for an alias with no route yet; one that differs from the model the alias serves is
     refused (a candidate gated against another model could replace a better one)."""
-    alias, configured = config.alias, config.evaluate.baseline
+    return alias_baseline(client, config.alias, config.evaluate.baseline,
+                          f"[evaluate] baseline = {config.evaluate.baseline!r}",
+                          "remove `baseline` (it only serves an alias with no route yet)")
+
+
+def alias_baseline(client: AdminClient, alias: str, named: str | None, named_as: str,
+                   instead: str) -> str:
+    """`gate_baseline` for any gate that routes a candidate on `alias` (the cycle's, `jobs
+    checkpoints --promote`): the alias's stable model; `named` (the baseline a person named,
+    `named_as` in the message, which says to do `instead`) only for an alias with no route."""
     stable = client.route_canary(alias).get("stable")
     if not stable:
-        if configured:
-            return configured
+        if named:
+            return named
         raise no_route(alias)
-    if configured and configured != stable:
-        raise ConfigError(f"[evaluate] baseline = {configured!r}, but the alias {alias!r} "
-                          f"serves {stable}: a candidate must beat the model it replaces, so "
-                          "the gate compares it with the alias's model; remove `baseline` "
-                          "(it only serves an alias with no route yet)")
+    if named and named != stable:
+        raise ConfigError(f"{named_as}, but the alias {alias!r} serves {stable}: a candidate "
+                          "must beat the model it replaces, so the gate compares it with the "
+                          f"alias's model; {instead}")
     return str(stable)
 
 

@@ -43,7 +43,8 @@ def _open_canary(client: AdminClient, config: CycleConfig) -> str | None:
 def watch_canary(client: AdminClient, config: CycleConfig, *, api_key: str | None = None,
                  holder: str | None = None) -> CycleOutcome:
     """Evaluate the cycle's open canary now: `idle` (none open), `busy` (another holder has
-    the lease), `active` (undecided) or `finished` (rolled back or promoted)."""
+    the lease), `active` (undecided), `blocked` (waits for a person: the route was edited
+    during the canary) or `finished` (rolled back or promoted)."""
     if _open_canary(client, config) is None and left_open(client, config) is None:
         return CycleOutcome("idle", None, "no open canary")
     holder = holder or default_holder()
@@ -65,7 +66,9 @@ def watch_canary(client: AdminClient, config: CycleConfig, *, api_key: str | Non
         ctx = StepContext(client, config, run, holder, api_key)
         result = watch_step(ctx)
         if result.wait:
-            return CycleOutcome("active", ctx.run, f"waiting at watch: {result.note}")
+            # blocked (a person must settle the route) or not, the next look decides again
+            return CycleOutcome("blocked" if result.blocked else "active", ctx.run,
+                                f"waiting at watch: {result.note}")
         ctx.run = record_result(ctx, "watch", result)
         why = f" ({result.note})" if result.note else ""
         return CycleOutcome(ctx.run["status"], ctx.run,

@@ -36,6 +36,17 @@ MIN_CONFIDENCE = 0.8
 """The lowest confidence a promotion gate accepts: the gate wants the lower bound of a
 two-sided interval, so a candidate no better than the current model passes up to (1 -
 confidence) / 2 of the time: 10% at 0.8, 24.5% at 0.51 (a coin flip weighted a little)."""
+
+
+def confidence_problem(confidence: float) -> str | None:
+    """Why a gate's confidence is too low (below MIN_CONFIDENCE), or None."""
+    if confidence >= MIN_CONFIDENCE:
+        return None
+    return (f"{confidence:g} is too low for a gate: a candidate no better than the current "
+            f"model would pass up to {(1 - confidence) / 2:.1%} of the time; use at least "
+            f"{MIN_CONFIDENCE:g}")
+
+
 MOST_ERROR_SHARE = 0.5
 """The largest max_error_share a promotion gate accepts: past half the examples failed, the
 few that decide say nothing about the rest."""

@@ -8,7 +8,8 @@ request as sent (exporter.eval_cases; for a stripped export, the interaction's l
 when it is the example's, exporter.eval_baseline): what each gets in production. At most
 `concurrency` requests are in flight; 429, 5xx and connection failures are retried with
 exponential backoff (honouring `retry-after`), other errors are recorded as the example's answer
-failing. With the `judge` scorer, a judge model then compares each pair of answers, in both
+failing; a model that could not be reached (`_check_reachable`) fails the evaluation instead
+of being scored. With the `judge` scorer, a judge model then compares each pair of answers, in both
 orders, through the proxy as well (tagged `eval-judge`; see exporter.judge). The run and its
 report, judgements included, are stored through the admin API (`/admin/evals`).
 """
@@ -42,13 +43,13 @@ from exporter.eval_report import (
     build_report,
     make_scoring,
 )
-from exporter.eval_retry import send
+from exporter.eval_retry import NOT_FOUND, send
 from exporter.exportdir import load_export
 from exporter.intervals import CONFIDENCE, RESAMPLES, SEED
 from exporter.judge import JudgeSpec, judge_pairs, pairwise_summary
 from exporter.judge_prompt import DEFAULT_RUBRIC
 from tuneloop.client import AdminClient
-from tuneloop.errors import ConfigError
+from tuneloop.errors import ConfigError, ModelUnreachable
 from tuneloop.request_transforms import TargetTransforms
 
 ROLES = ("candidate", "baseline")
@@ -92,7 +93,8 @@ async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: 
     reply = await send(lambda: api.with_raw_response.create(**body, extra_headers=headers),
                        options)
     if reply.raw is None:
-        return Answer(None, reply.error, reply.interaction_id, None, reply.retries)
+        return Answer(None, reply.error, reply.interaction_id, None, reply.retries,
+                      unreachable=reply.unreachable)
     text, top = read_answer(endpoint, reply.raw.parse().model_dump(), markers)
     return Answer(text, None, reply.interaction_id, top, reply.retries)
 
@@ -128,6 +130,7 @@ async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[
     try:
         answers = await asyncio.gather(*(one(role, case) for case in cases for role in ROLES))
         by_role = {role: list(answers[i::2]) for i, role in enumerate(ROLES)}
+        _check_reachable(by_role, models)  # before paying a judge for it
         if not scoring.judged:
             return _Asked(by_role)
         assert options.judge_model is not None
@@ -199,6 +202,29 @@ def _check_key(answers: Mapping[str, list[Answer]], api_key: str | None) -> None
                 f"the proxy refused the {role}'s evaluation requests with {given}: {refused}; "
                 "give evaluate the key the proxy expects (OPENAI_API_KEY, or --api-key-env "
                 "VAR; in a cycle, [evaluate] api_key_env)")
+
+
+MAX_UNREACHABLE_SHARE = 0.1
+
+
+def _check_reachable(answers: Mapping[str, list[Answer]], models: Mapping[str, str]) -> None:
+    """A model that could not be reached (404: not served, e.g. a LoRA still deploying; 5xx
+    or connection failures after the retries) on any request with a 404, or on more than
+    MAX_UNREACHABLE_SHARE of them, fails the evaluation (ModelUnreachable) instead of being
+    scored: those failures say nothing of its answers, and a verdict (`not_promoted`) would
+    close the model for good. A cycle retries its step, then its next run evaluates the same
+    model again. Fewer such failures, and a 400 (a content filter, a prompt too long), stay
+    the candidate's wrong answers (exporter/eval_report.py)."""
+    for role, rows in answers.items():
+        down = [a for a in rows if a.unreachable]
+        missing = [a for a in down if (a.error or "").startswith(f"{NOT_FOUND}:")]
+        if missing or len(down) > MAX_UNREACHABLE_SHARE * len(rows):
+            first = (missing or down)[0].error
+            raise ModelUnreachable(
+                f"the {role} {models[role]} could not be reached on {len(down)} of {len(rows)} "
+                f"evaluation requests ({first}): not scored, no verdict recorded (an "
+                "unreachable model says nothing of its quality); evaluate again once it is "
+                "served (a cycle retries this step, then evaluates the same model again)")
 
 
 def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,

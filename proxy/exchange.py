@@ -34,7 +34,8 @@ from proxy.headers import client_meta, downstream_headers, with_body_user
 from proxy.ids import uuid7
 from proxy.incoming import API_PREFIX, plain_path, upstream_path
 from proxy.reply import UpstreamCut, UpstreamReply
-from proxy.routing import NOT_ASKED_AGAIN, Attempt, Plan, next_attempt
+from proxy.routing import Attempt, Plan, next_attempt
+from proxy.second_opinion import HeldRefusal, awaited, following
 from tuneloop.errors import (
     RequestTimeout,
     TemplateMismatch,
@@ -175,15 +176,14 @@ class Exchange:
 
     async def forward(self, suffix: str, body: bytes, payload: dict[str, Any]) -> UpstreamReply:
         """Each attempt of the plan in turn (:func:`next_attempt`): the next on a connection
-        error, a timeout or a 5xx, the second opinion on the primary's 4xx (proxy.routing);
+        error, a timeout or a 5xx, the second opinion on the primary's 4xx (proxy.routing,
+        proxy.second_opinion);
         the last one's outcome whatever it is. The primary's status, when another attempt
         answered, is in the row's `route.primary_status`."""
         assert self.capture is not None and self.plan is not None
         ctx, capture, plan = self.ctx, self.capture, self.plan
         primary_status: int | None = None
-        # the primary's refusal while its second opinion is asked: it stands (and is what the
-        # app gets) unless the second opinion answers
-        held: tuple[UpstreamReply, dict[str, Any] | None, bytes | None] | None = None
+        held: HeldRefusal | None = None  # the primary's refusal while the other arm is asked
         number: int | None = 0
         while number is not None:
             attempt = plan.attempts[number]
@@ -203,59 +203,38 @@ class Exchange:
                 ctx.metrics.stops_dropped.labels(plan.alias or "", attempt.target.model).inc()
             began = time.perf_counter()
             try:
-                reply = await send_attempt(ctx, attempt, self.endpoint, self.headers, suffix,
-                                           outgoing.body, outgoing.payload,
-                                           timeouts_for(ctx, attempt))
+                reply = await awaited(send_attempt(ctx, attempt, self.endpoint, self.headers,
+                                                   suffix, outgoing.body, outgoing.payload,
+                                                   timeouts_for(ctx, attempt)),
+                                      held, ctx.settings.second_opinion_timeout_s)
             except (UpstreamUnreachable, UpstreamTimeout):
                 if held is not None:
-                    return self.refusal_stands(held, "timeout")
-                following = next_attempt(plan.attempts, number, refused=False)
-                if following is None:
+                    return held.stands(capture, plan.attempts[0], "timeout")
+                after = next_attempt(plan.attempts, number, refused=False)
+                if after is None:
                     raise
                 ctx.metrics.fallbacks.labels(plan.alias or "").inc()
-                number = following
+                number = after
                 continue
             except BaseException:  # e.g. the client hung up during the second opinion
                 if held is not None:  # logged as the primary's refusal, not the second's fault
-                    self.refusal_stands(held, "abandoned").release()
+                    held.stands(capture, plan.attempts[0], "abandoned").release()
                 raise
             ctx.metrics.observe_upstream(self.endpoint, time.perf_counter() - began)
             if held is not None:
-                if reply.status < 400:
-                    held[0].release()
-                    return reply
-                reply.release()
-                return self.refusal_stands(held, reply.status)
-            following = None
-            if reply.status >= 500:
-                following = next_attempt(plan.attempts, number, refused=False)
-            elif reply.status >= 400 and reply.status not in NOT_ASKED_AGAIN:
-                following = next_attempt(plan.attempts, number, refused=True)
-            if following is None:
+                return held.answered(reply, capture, plan.attempts[0])
+            after = following(plan.attempts, number, reply.status)
+            if after is None:
                 return reply
             if number == 0:
                 primary_status = reply.status
-            if reply.status < 500 and plan.attempts[following].role == "second_opinion":
-                held = (reply, capture.route and dict(capture.route), capture.sent_request)
+            if reply.status < 500 and plan.attempts[after].role == "second_opinion":
+                held = HeldRefusal.of(reply, capture)
             else:
                 reply.release()
             ctx.metrics.fallbacks.labels(plan.alias or "").inc()
-            number = following
+            number = after
         raise AssertionError("a plan has at least one attempt")
-
-    def refusal_stands(self, held: tuple[UpstreamReply, dict[str, Any] | None, bytes | None],
-                       second: int | str) -> UpstreamReply:
-        """The second opinion did not answer (it refused too, failed or timed out): the
-        primary's refusal is the answer, logged as the primary's with `second_opinion_status`
-        (storage/route_health.py: no model's error, not judged)."""
-        assert self.capture is not None and self.plan is not None
-        reply, route, sent = held
-        primary = self.plan.attempts[0].target
-        self.capture.upstream_model, self.capture.provider = primary.model, primary.provider
-        self.capture.route = None if route is None else {**route,
-                                                         "second_opinion_status": second}
-        self.capture.sent_request = sent
-        return reply
 
     def mismatched(self, attempt: Attempt, mismatch: TemplateMismatch) -> None:
         """The request does not hold its target's template: it goes to that target unstripped

@@ -6,11 +6,15 @@
   `previous_as_fallback` is off), then the kept fallbacks.
 
 The stable target is the heaviest current target that is neither the candidate nor the
-route's open canary (storage/promotions.py `open_canary`): a new canary replaces an open one
-beside the stable target, whatever their weights. A candidate
-already in the route (a target, else a fallback: promoted again after a newer model took its
-place) keeps its provider, base_url, key variable and transforms unless the
-request names new ones, so promoting a canary to full needs only the model name.
+route's open canary (storage/promotions.py `open_canary`; proxy/routing.py `stable_target`): a
+new canary replaces an open one beside the stable target, whatever their weights. A model is
+one arm whatever its deployments (the same model at other base_urls or providers): all the
+stable model's deployments share 100 - share in their weights' ratio (on a full promotion all
+become fallbacks, heaviest first), and the candidate's deployments in the route's targets
+share its share. A candidate already in the route (a target, else a fallback: promoted again
+after a newer model took its place) keeps its provider, base_url, key variable and
+transforms unless the request names new ones (then only the deployment named is routed), so
+promoting a canary to full needs only the model name.
 
 The request's `strip_template`, `system_prompt`, `prompt_suffix` and `stop` become the
 candidate's own transforms (proxy.transforms): the stable target keeps getting the app's
@@ -28,9 +32,18 @@ from __future__ import annotations
 from shlex import quote
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from proxy.routing import RouteSpec, Target, stable_target
+from tuneloop.config import canary_share_too_small
 from tuneloop.errors import BadRequest, Conflict
 
 FULL = 100.0
@@ -42,7 +55,8 @@ class PromoteRequest(BaseModel):
 
     model: str = Field(min_length=1, max_length=256)
     canary: float = Field(FULL, gt=0, le=100)
-    """Percent of the alias's traffic for the candidate; 100 promotes fully."""
+    """Percent of the alias's traffic for the candidate; 100 promotes fully; at least
+    MIN_CANARY_SHARE (tuneloop/config.py)."""
     provider: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
@@ -63,6 +77,14 @@ class PromoteRequest(BaseModel):
     previous_as_fallback: bool = True
     verdict: dict[str, Any] | None = None
     """The canary test's statistics behind the promotion (kept in the route history)."""
+
+    @field_validator("canary")
+    @classmethod
+    def _a_share_that_is_judged(cls, value: float) -> float:
+        problem = canary_share_too_small(value)
+        if problem is not None:
+            raise PydanticCustomError("canary_share", problem)
+        return value
 
     @property
     def full(self) -> bool:
@@ -113,11 +135,9 @@ def merged_transforms(had: list[dict[str, Any]], request: PromoteRequest
     return [t for t in had if t.get("type") not in replaced] + named
 
 
-def _candidate(request: PromoteRequest, current: RouteSpec | None, weight: float) -> Target:
-    # the model's settings and transforms where the route has it: a target, else a fallback
-    # (a fine-tune promoted again after a newer one took its place)
-    places = [*current.targets, *current.fallbacks] if current else []
-    known = next((t for t in places if t.model == request.model), None)
+def _candidate(request: PromoteRequest, known: Target | None, weight: float) -> Target:
+    """The candidate as one deployment: `known`'s settings and transforms (where the route has
+    it), with what the request names."""
     values: dict[str, Any] = {"model": request.model, "weight": weight}
     if known is not None:
         values |= known.model_dump(include={"provider", "base_url", "api_key_env",
@@ -136,6 +156,38 @@ def _candidate(request: PromoteRequest, current: RouteSpec | None, weight: float
     except ValidationError as exc:
         first = exc.errors()[0]
         raise BadRequest(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+
+
+_PLACE = ("provider", "base_url", "api_key_env")
+
+
+def _candidates(request: PromoteRequest, current: RouteSpec | None,
+                share: float) -> list[Target]:
+    """The candidate's deployments after the promotion, sharing `share`. Those the route's
+    targets have (the same model at other base_urls or providers: one canary arm) keep their
+    places and their weights' ratio; else the model's settings where the route has it (a
+    fallback: a fine-tune promoted again after a newer one took its place), or new. A request
+    naming a place (provider, base_url, key variable) routes the one deployment named."""
+    named = {name: getattr(request, name) for name in _PLACE
+             if getattr(request, name) is not None}
+    targets = [t for t in current.targets if t.model == request.model] if current else []
+    if targets and not named:
+        return [_candidate(request, t, weight)
+                for t, weight in _shares(targets, targets[0], share)]
+    places = [*current.targets, *current.fallbacks] if current else []
+    mine = [t for t in places if t.model == request.model]
+    known = next((t for t in mine if all(getattr(t, k) == v for k, v in named.items())),
+                 mine[0] if mine else None)
+    return [_candidate(request, known, share)]
+
+
+def _shares(arm: list[Target], chosen: Target, total: float) -> list[tuple[Target, float]]:
+    """One model's deployments with their weights sharing `total`, in their ratio (all of it on
+    `chosen` when every one was drained to 0)."""
+    weights = sum(t.weight for t in arm)
+    if weights <= 0:
+        return [(t, total if t is chosen else 0.0) for t in arm]
+    return [(t, total * t.weight / weights) for t in arm]
 
 
 def _unique(targets: list[Target]) -> list[Target]:
@@ -212,25 +264,29 @@ def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest
     share = min(request.canary, FULL)
     if current is not None:
         current = route_level_moved(current)
-    candidate = _candidate(request, current, share)
+    candidates = _candidates(request, current, share)
     if current is None:
         if not request.full:
             raise Conflict(_no_route_for_canary(alias, request.model, share))
-        return RouteSpec(targets=[candidate])
+        return RouteSpec(targets=candidates)
     stable = stable_target(current, request.model, open_canary)
+    # the stable model's deployments (other base_urls or providers): one stable arm
+    arm = [] if stable is None else [t for t in current.targets if t.model == stable.model]
     kept = [t for t in current.fallbacks if t.model != request.model] \
         if request.keep_fallbacks else []
     if request.full:
-        targets = [candidate]
+        targets = candidates
         # an open canary is untested: never the previous model a fallback keeps
-        previous = [stable.model_copy(update={"weight": FULL})] \
+        previous = [t.model_copy(update={"weight": FULL})
+                    for t in sorted(arm, key=lambda t: t.weight, reverse=True)] \
             if stable is not None and stable.model != open_canary \
             and request.previous_as_fallback else []
         fallbacks = _unique(previous + kept)
     else:
         _refuse_canary(alias, current, request.model, share, stable, open_canary)
         assert stable is not None
-        targets = [stable.model_copy(update={"weight": FULL - share}), candidate]
+        targets = [t.model_copy(update={"weight": weight})
+                   for t, weight in _shares(arm, stable, FULL - share)] + candidates
         fallbacks = kept
     update: dict[str, Any] = {"targets": targets, "fallbacks": fallbacks}
     try:

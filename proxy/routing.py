@@ -15,7 +15,11 @@ While the route has an open canary (storage/promotions.py `open_canary`), a 4xx 
 5xx, a timeout) goes to the stable target (:func:`stable_target`) first, and a request the
 stable target answers with a 4xx goes to the canary; the app receives the second answer. The
 canary's statistics then tell a refusal of the model (the other one answered) from one of the
-request (both refused), alike on both arms (storage/route_health.py).
+request (both refused), alike on both arms (storage/route_health.py). An arm is a model: every
+deployment of the canary model (another base_url or provider) is the canary arm, every
+deployment of the stable model the stable arm. A model drained to weight 0 is nobody's second
+opinion. The primary's refusal waits on its second opinion at most `second_opinion_timeout_s`
+(proxy/second_opinion.py).
 """
 
 from __future__ import annotations
@@ -119,11 +123,14 @@ class RouteSpec(BaseModel):
 def stable_target(spec: RouteSpec, candidate_model: str | None,
                   open_canary: str | None = None) -> Target | None:
     """The target serving the alias for sure: the heaviest that is not the candidate (of a
-    promotion) nor the open canary (an untested model, even at 60%); the open canary only
-    when nothing else is left."""
-    others = [t for t in spec.targets if t.model != candidate_model and t.weight > 0]
-    settled = [t for t in others if t.model != open_canary] or others
-    return max(settled, key=lambda t: t.weight) if settled else None
+    promotion) nor a deployment of the open canary (an untested model, even at 60%). Beside an
+    open canary a model drained to weight 0 is still the stable one (a person took it out of
+    traffic for a while: the canary stays the untested model it is); the open canary only
+    when the route has no other model at all."""
+    others = [t for t in spec.targets if t.model != candidate_model]
+    settled = [t for t in others if t.model != open_canary] if open_canary is not None else []
+    pool = [t for t in settled if t.weight > 0] or settled or [t for t in others if t.weight > 0]
+    return max(pool, key=lambda t: t.weight) if pool else None
 
 
 def parse_route_table(raw: Any) -> dict[str, RouteSpec]:
@@ -260,7 +267,8 @@ class _Route:
     fallbacks: tuple[tuple[Target, TargetTransforms | None], ...]
     canary: tuple[Target, TargetTransforms | None] | None = None
     stable: tuple[Target, TargetTransforms | None] | None = None
-    """With an open canary: each is the other's second opinion."""
+    """With an open canary: each arm's second opinion (the heaviest deployment of the canary
+    model, the stable target), asked for any deployment of the other arm's model."""
 
 
 def _route(alias: str, spec: RouteSpec, templates: Mapping[str, PromptTemplate],
@@ -268,12 +276,12 @@ def _route(alias: str, spec: RouteSpec, templates: Mapping[str, PromptTemplate],
     targets = tuple((t, _resolved(alias, t, spec, templates)) for t in spec.targets)
     fallbacks = tuple((t, _resolved(alias, t, spec, templates)) for t in spec.fallbacks)
     stable = stable_target(spec, None, canary) if canary else None
-    canary_pair = next((pair for pair in targets if pair[0].model == canary), None)
     # a target taken out of traffic (weight 0) is nobody's second opinion
-    if stable is None or stable.model == canary or canary_pair is None \
-            or canary_pair[0].weight <= 0:
+    canary_arm = [pair for pair in targets if pair[0].model == canary and pair[0].weight > 0]
+    if stable is None or stable.model == canary or stable.weight <= 0 or not canary_arm:
         return _Route(spec, targets, fallbacks)
     stable_pair = next(pair for pair in targets if pair[0] is stable)
+    canary_pair = max(canary_arm, key=lambda pair: pair[0].weight)
     return _Route(spec, targets, fallbacks, canary_pair, stable_pair)
 
 
@@ -321,9 +329,10 @@ class Router:
         attempts = [Attempt(chosen[0], model, "primary", spec.connect_timeout_s,
                             spec.read_timeout_s, chosen[1])]
         if route.canary is not None and route.stable is not None:
-            if chosen[0] is route.canary[0]:
+            # an arm is a model: all its deployments (base_url, provider) alike
+            if chosen[0].model == route.canary[0].model:
                 other, after_4xx_only = route.stable, False
-            elif chosen[0] is route.stable[0]:
+            elif chosen[0].model == route.stable[0].model:
                 other, after_4xx_only = route.canary, True
             else:
                 other = None

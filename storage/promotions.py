@@ -6,7 +6,11 @@ A promotion writes the alias's spec and records action `promote` with a detail
 effect before the episode began and records action `rollback` with
 `{"undoes": <seq of the episode's first promotion>, "model"}`. Rollbacks stack like undo: a
 second one undoes the episode before. Manual changes (PUT /admin/routes) neither open nor
-close an episode.
+close an episode, but a rollback respects them: when the route changed since the episode's
+latest promotion, a canary's rollback takes the canary out of the current route instead of
+restoring the old spec, and a full promotion's is refused unless forced
+(storage/rollback_edits.py). Both writes take an optional `expect_seq` (the alias's latest
+history seq the caller read) and refuse with Conflict when the history moved since.
 
 The spec itself is built by the caller (the proxy validates it); storage only runs the
 read-build-write in one transaction on the writer thread, so two promotions can't interleave.
@@ -24,6 +28,7 @@ import orjson
 from storage.backend import upsert_sql
 from storage.db import Connection
 from storage.notify import ROUTES, notify
+from storage.rollback_edits import check_expected_seq, refuse_restore, without_canary
 from storage.transaction import transaction
 from tuneloop.errors import Conflict, NotFound
 
@@ -38,12 +43,18 @@ class Episode:
     promoted_at: datetime  # the latest promotion of the episode
     canary: float | None  # the latest promotion's share
     before: Spec | None  # the spec in effect before the episode began
+    promoted_seq: int  # the latest promotion's seq
+    written: Spec | None  # the spec the latest promotion wrote
+
+    def changed_since(self, spec: Spec | None) -> bool:
+        """The route is no longer what the latest promotion wrote (a person's edit, ...)."""
+        return spec != self.written
 
     def to_json(self) -> dict[str, Any]:
         return {"first_seq": self.first_seq, "model": self.model,
                 "started_at": self.started_at.isoformat(),
                 "promoted_at": self.promoted_at.isoformat(), "canary": self.canary,
-                "before": self.before}
+                "before": self.before, "promoted_seq": self.promoted_seq}
 
 
 def _loads(text: str | None) -> Any:
@@ -62,9 +73,11 @@ def open_episodes(con: Connection, alias: str) -> list[Episode]:
         if action == "promote":
             model, canary = str(detail.get("model")), detail.get("canary")
             if stack and stack[-1].model == model:
-                stack[-1] = replace(stack[-1], promoted_at=changed_at, canary=canary)
+                stack[-1] = replace(stack[-1], promoted_at=changed_at, canary=canary,
+                                    promoted_seq=seq, written=spec)
             else:
-                stack.append(Episode(seq, model, changed_at, changed_at, canary, previous))
+                stack.append(Episode(seq, model, changed_at, changed_at, canary, previous,
+                                     seq, spec))
         elif action == "rollback":
             stack = [e for e in stack if e.first_seq != detail.get("undoes")]
         previous = spec
@@ -91,11 +104,13 @@ def _write(con: Connection, alias: str, spec: Spec, action: str, detail: dict[st
 
 
 def promote_route(con: Connection, alias: str, build: Callable[[Spec | None], Spec],
-                  detail: dict[str, Any], by: str | None) -> dict[str, Any]:
+                  detail: dict[str, Any], by: str | None,
+                  expect_seq: int | None = None) -> dict[str, Any]:
     """Write `build(current spec or None)` as the alias's route and record the promotion.
     `detail` holds at least the promoted `model` and its `canary` share."""
 
     def work() -> dict[str, Any]:
+        check_expected_seq(con, alias, expect_seq)
         previous = _current(con, alias)
         spec = build(previous)
         written = _write(con, alias, spec, "promote", detail, by)
@@ -107,11 +122,16 @@ def promote_route(con: Connection, alias: str, build: Callable[[Spec | None], Sp
 
 
 def rollback_route(con: Connection, alias: str, by: str | None,
-                   verdict: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Restore the spec in effect before the latest promotion episode not yet undone;
-    `verdict` (the canary test's statistics, when a test decided) joins the recorded detail."""
+                   verdict: dict[str, Any] | None = None, *, force: bool = False,
+                   expect_seq: int | None = None) -> dict[str, Any]:
+    """Undo the latest promotion episode not yet undone: restore the spec in effect before it,
+    or, when the route changed since its latest promotion, take its canary out of the current
+    route (refused when there is no canary share to take out, unless `force` restores the old
+    spec anyway); `verdict` (the canary test's statistics, when a test decided) joins the
+    recorded detail."""
 
     def work() -> dict[str, Any]:
+        check_expected_seq(con, alias, expect_seq)
         episodes = open_episodes(con, alias)
         current = _current(con, alias)
         if not episodes:
@@ -119,16 +139,28 @@ def rollback_route(con: Connection, alias: str, by: str | None,
                 raise NotFound(f"no route for alias {alias!r}")
             raise Conflict(f"{alias!r} has no promotion to roll back")
         episode = episodes[-1]
-        if episode.before is None:
+        detail: dict[str, Any] = {"undoes": episode.first_seq, "model": episode.model}
+        spec = episode.before
+        if episode.changed_since(current) and current != episode.before:
+            is_canary = episode.canary is not None and episode.canary < 100
+            rebuilt = without_canary(current, episode.model, episode.before) \
+                if is_canary else None
+            if rebuilt is not None:
+                spec, detail["rebuilt"] = rebuilt, True
+            elif not force:
+                raise refuse_restore(con, alias, episode.model, episode.promoted_seq,
+                                     is_canary, episode.before, current)
+            else:
+                detail["forced"] = True
+        if spec is None:
             raise Conflict(f"{alias!r} had no route before {episode.model} was promoted: there "
                            "is no previous target to roll back to (replace the route with "
                            "PUT /admin/routes instead)")
-        detail: dict[str, Any] = {"undoes": episode.first_seq, "model": episode.model}
         if verdict is not None:
             detail["verdict"] = verdict
-        written = _write(con, alias, episode.before, "rollback", detail, by)
+        written = _write(con, alias, spec, "rollback", detail, by)
         return {"alias": alias, "action": "rollback", **detail, **written,
-                "spec": episode.before, "previous": current}
+                "spec": spec, "previous": current}
 
     with transaction(con):
         return work()

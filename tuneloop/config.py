@@ -38,6 +38,20 @@ _NEVER_FORWARDED = frozenset(
 )
 
 
+MIN_CANARY_SHARE = 0.1
+"""The smallest canary share (percent of an alias's traffic) a promotion takes: below it the
+canary hardly gets a request and is never judged (the cycle's own floor is higher,
+exporter/cycle_config.py)."""
+
+
+def canary_share_too_small(share: float) -> str | None:
+    """Why a promotion's canary share is too small to be a canary, or None."""
+    if share >= MIN_CANARY_SHARE:
+        return None
+    return (f"a canary share of {share:g}% is too small: the canary would hardly get a request "
+            f"and never be judged; give it at least {MIN_CANARY_SHARE:g} (percent)")
+
+
 def public_url(url: str) -> str:
     """A database URL fit for messages and logs: user, host, port and database, without the
     password or the query (which may carry one: `?password=...`)."""
@@ -106,6 +120,11 @@ class Settings(BaseSettings):
     """Fireworks' control plane (datasets, fine-tuning jobs, deployed models)."""
     fireworks_inference_url: str = "https://api.fireworks.ai/inference/v1"
     """Fireworks' OpenAI-compatible inference, the base_url a route to a Fireworks model uses."""
+    fireworks_deploy_timeout_s: float = Field(900.0, gt=0, le=86400)
+    """How long serving a Fireworks LoRA waits for it to be DEPLOYED (then the cycle's `wait`
+    step fails and is tried again at its next run: the model is never evaluated unloaded)."""
+    fireworks_deploy_poll_s: float = Field(10.0, gt=0, le=600)
+    """How often that wait asks Fireworks for the deployed model's state."""
     azure_openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("AZURE_OPENAI_API_KEY", "azure_openai_api_key"))
     azure_openai_endpoint: str | None = Field(
@@ -127,6 +146,9 @@ class Settings(BaseSettings):
     """Largest body relayed on other /v1/* paths (file uploads for fine-tuning, ...)."""
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(600.0, gt=0)
+    second_opinion_timeout_s: float = Field(10.0, gt=0)
+    """While a canary is open, how long a refusal waits on the other arm's second opinion (its
+    answer's start); then the refusal stands, as when the second opinion fails."""
 
     # the log writer: spool append on the request path, batch ingest off it
     spool_dir: Path | None = None

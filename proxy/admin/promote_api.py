@@ -1,12 +1,19 @@
 """Promotion, rollback and canary health of one alias:
 
 - `POST /admin/routes/{alias}/promote` (admin): a canary share or the full route for a model;
-- `POST /admin/routes/{alias}/rollback` (admin): the spec before the latest promotion;
-  an optional body `{"verdict": {...}}` (like the promotion's `verdict`) records why;
+- `POST /admin/routes/{alias}/rollback` (admin): the spec before the latest promotion (the
+  canary taken out of the current route when it changed since; storage/rollback_edits.py);
+  an optional body `{"verdict": {...}, "force": bool, "expect_seq": int}`: `verdict` (like
+  the promotion's) records why, `force` restores the old spec over changes made since;
 - `GET /admin/routes/{alias}/health?since=&until=`: per target, production traffic since the
   latest promotion (or `since`);
 - `GET /admin/routes/{alias}/canary`: the route's open canary (storage/promotions.py
   `open_canary`) and its stable model, the one the alias serves for sure.
+
+Both reads return the alias's latest history `seq` and whether the route changed since the
+latest promotion (`changed_since_promotion`); both writes take `expect_seq` (the promotion in
+its body beside the request's fields) and refuse with 409 `route_changed` when the history
+moved past it.
 
 Both writes record the route history and reload the in-memory router at once.
 """
@@ -37,6 +44,7 @@ from proxy.promotion import parse_promote_request, promoted_spec, stable_target
 from proxy.routing import RouteSpec
 from storage.db import Connection
 from storage.promotions import (
+    Episode,
     canary_of,
     last_change,
     latest_episode,
@@ -44,6 +52,7 @@ from storage.promotions import (
     promote_route,
     rollback_route,
 )
+from storage.rollback_edits import latest_seq
 from storage.route_health import MAX_REQUESTS_PER_USER, MAX_VOTES_PER_VOTER, route_health
 from storage.routes import load_routes
 from tuneloop.errors import BadRequest
@@ -65,7 +74,9 @@ def _actor(request: Request) -> str:
 async def promote(request: Request) -> Response:
     ctx = authorize(request, Role.ADMIN)
     alias = _alias(request)
-    promotion = parse_promote_request(await json_object(request))
+    body = await json_object(request)
+    expect_seq = _expect_seq(body.pop("expect_seq", None))
+    promotion = parse_promote_request(body)
 
     def build(con: Connection, current: dict[str, Any] | None) -> dict[str, Any]:
         spec = None if current is None else RouteSpec.model_validate(current)
@@ -85,9 +96,17 @@ async def promote(request: Request) -> Response:
         detail["verdict"] = promotion.verdict
     result = await ctx.db.write(
         lambda con: promote_route(con, alias, lambda cur: build(con, cur), detail,
-                                  _actor(request)))
+                                  _actor(request), expect_seq))
     await reload_routes(ctx)
     return json_response(result)
+
+
+def _expect_seq(value: Any) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                              or value < 0):
+        raise BadRequest("expect_seq must be a route history seq (an integer >= 0)",
+                         param="expect_seq")
+    return value
 
 
 async def _optional_object(request: Request) -> dict[str, Any]:
@@ -106,28 +125,43 @@ async def rollback(request: Request) -> Response:
     ctx = authorize(request, Role.ADMIN)
     alias = _alias(request)
     body = await _optional_object(request)
-    unknown = body.keys() - {"verdict"}
+    unknown = body.keys() - {"verdict", "force", "expect_seq"}
     if unknown:
         raise BadRequest(f"unknown fields: {sorted(unknown)}")
     verdict = body.get("verdict")
     if verdict is not None and not isinstance(verdict, dict):
         raise BadRequest("verdict must be an object", param="verdict")
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise BadRequest("force must be true or false", param="force")
+    expect_seq = _expect_seq(body.get("expect_seq"))
     result = await ctx.db.write(
-        lambda con: rollback_route(con, alias, _actor(request), verdict=verdict))
+        lambda con: rollback_route(con, alias, _actor(request), verdict=verdict, force=force,
+                                   expect_seq=expect_seq))
     await reload_routes(ctx)
     return json_response(result)
 
 
+def _guard(seq: int | None, episode: Episode | None, spec: dict[str, Any] | None
+           ) -> dict[str, Any]:
+    """What a caller deciding on this read passes back as `expect_seq` (read BEFORE the
+    route: a write in between makes it stale, never the route), and whether the route changed
+    since the latest promotion (a person's edit during a canary)."""
+    return {"seq": seq,
+            "changed_since_promotion": episode is not None and episode.changed_since(spec)}
+
+
 def _roles(spec: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """What each model is in the current route: a weighted target (with its share) or a
-    fallback."""
+    """What each model is in the current route: a weighted target (with its share, that of
+    all its deployments) or a fallback."""
     if spec is None:
         return {}
     roles: dict[str, dict[str, Any]] = {}
     total = sum(float(t.get("weight", 100.0)) for t in spec["targets"]) or 1.0
-    for target in spec["targets"]:
-        share = round(100 * float(target.get("weight", 100.0)) / total, 3)
-        roles.setdefault(target["model"], {"role": "target", "share": share})
+    for model in dict.fromkeys(t["model"] for t in spec["targets"]):
+        weight = sum(float(t.get("weight", 100.0)) for t in spec["targets"]
+                     if t["model"] == model)
+        roles[model] = {"role": "target", "share": round(100 * weight / total, 3)}
     for target in spec.get("fallbacks", []):
         roles.setdefault(target["model"], {"role": "fallback", "share": 0.0})
     return roles
@@ -145,6 +179,7 @@ async def health(request: Request) -> Response:
     assert cap is not None and per_user is not None
 
     def read(con: Any) -> dict[str, Any]:
+        seq = latest_seq(con, alias)
         episode = latest_episode(con, alias)
         start = since or (episode.promoted_at if episode else None) or last_change(con, alias) \
             or datetime(1970, 1, 1, tzinfo=UTC)
@@ -160,7 +195,7 @@ async def health(request: Request) -> Response:
                 row["candidate"] = row["target"] == episode.model
         return {"alias": alias, "since": start.isoformat(), "until": until and until.isoformat(),
                 "promotion": None if episode is None else episode.to_json(),
-                "route": spec, "targets": targets}
+                "route": spec, "targets": targets, **_guard(seq, episode, spec)}
 
     return json_response(await ctx.db.read(read))
 
@@ -170,8 +205,10 @@ async def canary(request: Request) -> Response:
     alias = _alias(request)
 
     def read(con: Connection) -> dict[str, Any]:
+        seq = latest_seq(con, alias)
         spec = load_routes(con).get(alias)
-        episode = open_canary(con, alias)
+        latest = latest_episode(con, alias)
+        episode = canary_of(latest, spec)
         stable = None
         if spec is not None:
             target = stable_target(RouteSpec.model_validate(spec), None,
@@ -180,7 +217,8 @@ async def canary(request: Request) -> Response:
         changed = last_change(con, alias)
         return {"alias": alias, "route": spec, "stable": stable,
                 "canary": None if episode is None else episode.to_json(),
-                "changed_at": None if changed is None else changed.isoformat()}
+                "changed_at": None if changed is None else changed.isoformat(),
+                **_guard(seq, latest, spec)}
 
     return json_response(await ctx.db.read(read))
 

@@ -1,7 +1,8 @@
 """`tuneloop jobs checkpoints JOB`: a job's checkpoints with their validation loss, beside
 their evaluation scores; with `--dataset`, evaluate the last `--checkpoints K` of them against
 `--baseline`, and with `--promote ALIAS`, route the best one as a canary when it passes the
-same gate as `tuneloop cycle` (exporter/eval_gate.py), with the transforms its evaluation
+same gate as `tuneloop cycle` (exporter/eval_gate.py: against the alias's stable model, as
+exporter/cycle_steps.py `gate_baseline`), with the transforms its evaluation
 gave it (the export's stripped template and system prompt, a legacy separator and stop, as
 `promote --from-export`); when it does not, nothing is routed and the command exits with 8
 (see exporter/checkpoints.py). Nothing watches a canary opened here: the command says so."""
@@ -16,12 +17,17 @@ import click
 
 from exporter.eval_gate import (
     MAX_ERROR_SHARE,
-    MIN_CONFIDENCE,
     MIN_DECIDED,
     MIN_DISCORDANT,
     MOST_ERROR_SHARE,
 )
-from tuneloop.commands.common import api_option, domain_errors, make_client, settings_from
+from tuneloop.commands.common import (
+    api_option,
+    domain_errors,
+    gate_confidence,
+    make_client,
+    settings_from,
+)
 from tuneloop.commands.evaluate import proxy_api_key
 from tuneloop.errors import ConfigError, GateNotPassed, NotFound
 
@@ -33,7 +39,9 @@ from tuneloop.errors import ConfigError, GateNotPassed, NotFound
 @click.option("--dataset", "export_dir", default=None,
               type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Evaluate each checkpoint on this export's validation set.")
-@click.option("--baseline", default=None, help="The model the checkpoints must beat.")
+@click.option("--baseline", default=None,
+              help="The model the checkpoints must beat; with --promote, the model the alias "
+                   "serves (its stable model, as the cycle's gate) when it has a route.")
 @click.option("--scorer", default="exact", show_default=True,
               help="exact | exact_strict | module:function | classification | judge")
 @click.option("--judge-model", default=None, help="judge scorer: the model that compares.")
@@ -51,8 +59,8 @@ from tuneloop.errors import ConfigError, GateNotPassed, NotFound
               help="With --promote: route all the alias's traffic to it (no canary).")
 @click.option("--margin", type=click.FloatRange(0), default=0.0, show_default=True,
               help="The gate: the margin's lower confidence bound must reach this.")
-@click.option("--confidence", type=click.FloatRange(MIN_CONFIDENCE, 1, max_open=True),
-              default=0.95, show_default=True,
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.95, show_default=True, callback=gate_confidence,
               help="Of the intervals, for the K checkpoints together (Bonferroni).")
 @click.option("--min-decided", type=click.IntRange(1), default=MIN_DECIDED, show_default=True,
               help="The gate, judge scorer: decided pairs (wins + losses) needed.")
@@ -76,13 +84,14 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
                 api_key_env: str | None, as_json: bool, api: str | None) -> None:
     """A job's checkpoints: validation loss and evaluation scores; evaluate, promote the best."""
     from exporter.checkpoints import (
-        best_checkpoint,
+        comparable_best,
         evaluate_checkpoints,
         last_checkpoints,
         render_checkpoints,
         stored_evaluations,
     )
     from exporter.cycle_config import CanaryConfig, canary_share_problem
+    from exporter.cycle_steps import alias_baseline
     from exporter.eval_gate import GateRules, gate_decision, margin_problem
     from exporter.evaluate import EvalOptions
     from exporter.judge import load_rubric
@@ -107,6 +116,9 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
     share = 100.0 if full else canary if canary is not None else CanaryConfig().percent
     rules = GateRules(margin, "lower_bound", min_decided, min_discordant, max_error_share)
     with make_client(ctx, api) as client:
+        if alias is not None and baseline is not None:  # the gate routes: as the cycle's
+            alias_baseline(client, alias, baseline, f"--baseline {baseline}",
+                           "give that model as --baseline, or leave --promote out")
         found = last_checkpoints(_job_provider(ctx, client, job_id), job_id, last)
         if export_dir is not None and baseline is not None:
             options = EvalOptions(found[-1].model, baseline, scorer=scorer, limit=limit,
@@ -116,8 +128,7 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
             results = evaluate_checkpoints(client, found, export_dir, options, api_key=key)
         else:
             results = stored_evaluations(found, client.eval_runs(limit=1000))
-        scored = [r for r in results if r.margin is not None]
-        best = best_checkpoint(scored) if scored else None
+        best = comparable_best(results)  # None: nothing scored, or scores not comparable
         promoted = decision = None
         if alias is not None and best is not None and best.report is not None:
             decision = gate_decision(best.report, rules)

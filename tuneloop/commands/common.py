@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tuneloop.client import AdminClient
-from tuneloop.config import Settings
+from tuneloop.config import Settings, canary_share_too_small
 from tuneloop.errors import TuneloopError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,6 +29,27 @@ def domain_errors(fn: F) -> F:
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]
+
+
+def canary_share(ctx: click.Context, param: click.Parameter, value: float | None
+                 ) -> float | None:
+    """A `--canary` option's check: a share too small ever to be judged is refused (as the
+    server refuses it)."""
+    problem = None if value is None else canary_share_too_small(value)
+    if problem is not None:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
+
+
+def gate_confidence(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A `--confidence` option's check: below the gate's floor (exporter/eval_gate.py
+    MIN_CONFIDENCE, as the cycle's [evaluate] confidence) it is refused."""
+    from exporter.eval_gate import confidence_problem
+
+    problem = confidence_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
 
 
 def settings_from(ctx: click.Context) -> Settings:

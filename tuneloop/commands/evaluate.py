@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from tuneloop.commands.common import api_option, domain_errors, make_client, settings_from
+from tuneloop.commands.common import (
+    api_option,
+    domain_errors,
+    gate_confidence,
+    make_client,
+    settings_from,
+)
 from tuneloop.config import Settings
 from tuneloop.errors import ConfigError
 
@@ -37,8 +43,9 @@ from tuneloop.errors import ConfigError
 @click.option("--rubric", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="judge scorer: a text file saying what a better answer is "
                    "[default: a general rubric].")
-@click.option("--confidence", type=click.FloatRange(0.5, 1, min_open=True, max_open=True),
-              default=0.95, show_default=True, help="Of the scores' intervals.")
+@click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.95, show_default=True, callback=gate_confidence,
+              help="Of the scores' intervals; at least 0.8, as the cycle's gate.")
 @click.option("--margin", type=click.FloatRange(0), default=0.0, show_default=True,
               help="The gate shown under the report (as the cycle's [evaluate] margin; "
                    "its other settings at their defaults).")

@@ -15,6 +15,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from tuneloop.commands.common import canary_share
+
 api_option = click.option("--api", default=None,
                           help="Admin API base URL [env TUNELOOP_API].")
 PROVIDERS = ("openai", "together", "fireworks", "azure")
@@ -255,6 +257,7 @@ def jobs_results(ctx: click.Context, job_id: str, as_json: bool, provider: str |
 @click.option("--promote", "alias", default=None,
               help="Route the model on this alias (admin token).")
 @click.option("--canary", type=click.FloatRange(0, 100, min_open=True), default=100.0,
+              callback=canary_share,
               show_default=True, help="With --promote: the model's share of the alias.")
 @provider_option
 @api_option

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from tuneloop.client import AdminClient
-from tuneloop.commands.common import api_option, domain_errors, make_client
+from tuneloop.commands.common import api_option, canary_share, domain_errors, make_client
 from tuneloop.request_transforms import describe
 
 
@@ -57,6 +57,10 @@ def describe_change(item: dict[str, Any]) -> str:
         head += f": {detail.get('model')} at {detail.get('canary', 100):g}%"
     elif item["action"] == "rollback":
         head += f": undid {detail.get('model')} (#{detail.get('undoes')})"
+        if detail.get("rebuilt"):
+            head += ", taken out of the route as changed since"
+        elif detail.get("forced"):
+            head += ", forced over changes since"
     if item.get("spec"):
         head += f" -> {describe_route(item['spec'])}"
     verdict = detail.get("verdict")
@@ -144,6 +148,7 @@ def replaced_own_system_warning(client: AdminClient, spec: dict[str, Any], model
 @click.option("--alias", required=True, help="The alias apps send as their model.")
 @click.option("--model", required=True, help="The model to promote (e.g. ft:...).")
 @click.option("--canary", type=click.FloatRange(0, 100, min_open=True), default=100.0,
+              callback=canary_share,
               show_default=True, help="Percent of the alias's traffic; 100 promotes fully.")
 @click.option("--provider", default=None, help="Provider of the model [default openai].")
 @click.option("--base-url", default=None, help="OpenAI-compatible server of the model.")
@@ -215,14 +220,22 @@ def promote(ctx: click.Context, alias: str, model: str, canary: float, provider:
 @click.command("rollback")
 @click.option("--alias", required=True, help="The alias to roll back.")
 @click.option("--json", "as_json", is_flag=True, help="Print the restored route as JSON.")
+@click.option("--force", is_flag=True,
+              help="When the route was changed since a full promotion (or its canary left "
+                   "the route), restore the route from before it anyway (refused without: "
+                   "exit 5).")
 @api_option
 @click.pass_context
 @domain_errors
-def rollback(ctx: click.Context, alias: str, as_json: bool, api: str | None) -> None:
-    """Restore the alias's route from before its latest promotion."""
+def rollback(ctx: click.Context, alias: str, as_json: bool, force: bool,
+             api: str | None) -> None:
+    """Restore the alias's route from before its latest promotion. When the route was
+    changed since (by hand), a canary is taken out of the current route instead, its share
+    given back to the other targets; a full promotion is refused unless --force."""
     with make_client(ctx, api) as client:
-        result = client.rollback(alias)
+        result = client.rollback(alias, force=force)
     if as_json:
         click.echo(json.dumps(result["spec"], indent=2))
-    else:
-        click.echo(f"rolled back {result['model']} on {alias}: {describe_route(result['spec'])}")
+        return
+    how = " (taken out of the route as changed since)" if result.get("rebuilt") else ""
+    click.echo(f"rolled back {result['model']} on {alias}{how}: {describe_route(result['spec'])}")

@@ -1,0 +1,105 @@
+"""A rollback onto a route changed since its promotion (a person's PUT /admin/routes while a
+canary was open, say), and the optimistic guard of promotions and rollbacks.
+
+Restoring the spec from before the episode would silently undo such a change, so:
+
+- a canary episode whose model is still a target is rebuilt on the CURRENT route: the canary
+  model's targets are taken out and their weight is given back to the others in proportion
+  (each keeps its other fields). Route-level `prompt_suffix`/`stop` stay as they are now: the
+  promotion moved them onto each target (proxy/promotion.py `route_level_moved`), so the
+  remaining targets still carry them, and putting them back on the route would reach targets
+  a person added without them. A fallback entry of the model that the promotion took out
+  (it became the canary) comes back, as an exact restore would have it;
+- anything else (a full promotion, a canary model no longer in the route, or nothing left to
+  serve without it) is refused with Conflict saying what changed, unless the caller forces the
+  exact restore.
+
+`expect_seq`: the alias's latest route_history seq the caller read (GET .../canary and
+.../health return it as `seq`); a write refuses with Conflict `route_changed` when the alias's
+history moved since, so a decision taken on a route a person changed meanwhile is taken again.
+"""
+
+from __future__ import annotations
+
+from shlex import quote
+from typing import Any
+
+from storage.db import Connection
+from tuneloop.errors import Conflict
+
+Spec = dict[str, Any]
+CHANGES_LISTED = 5
+
+
+def latest_seq(con: Connection, alias: str) -> int | None:
+    rows = con.execute("SELECT max(seq) FROM route_history WHERE alias = ?", [alias]).fetchall()
+    value = rows[0][0]
+    return None if value is None else int(value)
+
+
+def check_expected_seq(con: Connection, alias: str, expect_seq: int | None) -> None:
+    if expect_seq is None:
+        return
+    seq = latest_seq(con, alias)
+    if seq != expect_seq:
+        raise Conflict(f"route {alias!r} changed since it was read (its history is at #{seq}, "
+                       f"not #{expect_seq}): read it again and decide again",
+                       code="route_changed")
+
+
+def _weight(target: Spec) -> float:
+    return float(target.get("weight", 100.0))
+
+
+def without_canary(current: Spec | None, model: str, before: Spec | None) -> Spec | None:
+    """`current` with `model`'s targets taken out and their weight given back to the others
+    in proportion; None when `model` is no target or no weighted target would be left."""
+    if current is None:
+        return None
+    targets: list[Spec] = list(current.get("targets") or [])
+    kept = [t for t in targets if t.get("model") != model]
+    left = sum(_weight(t) for t in kept)
+    if len(kept) == len(targets) or left <= 0:
+        return None
+    scale = sum(_weight(t) for t in targets) / left
+    fallbacks: list[Spec] = list(current.get("fallbacks") or [])
+    if not any(f.get("model") == model for f in fallbacks):
+        fallbacks += [f for f in (before or {}).get("fallbacks") or []
+                      if f.get("model") == model][:1]
+    rebuilt = {**current, "targets": [{**t, "weight": round(_weight(t) * scale, 6)}
+                                      for t in kept]}
+    if fallbacks:
+        rebuilt["fallbacks"] = fallbacks
+    return rebuilt
+
+
+def describe_targets(spec: Spec | None) -> str:
+    if spec is None:
+        return "no route (deleted)"
+    targets = spec.get("targets") or []
+    total = sum(_weight(t) for t in targets) or 1.0
+    return ", ".join(f"{t.get('model')} {100 * _weight(t) / total:g}%" for t in targets)
+
+
+def changes_since(con: Connection, alias: str, seq: int) -> list[str]:
+    """The alias's history entries after `seq`, newest last (at most CHANGES_LISTED)."""
+    rows = con.execute(
+        "SELECT seq, action, changed_by, changed_at FROM route_history WHERE alias = ? "
+        "AND seq > ? ORDER BY seq DESC LIMIT ?", [alias, seq, CHANGES_LISTED]).fetchall()
+    return [f"#{s} {action} by {by or 'unknown'} at {at.isoformat(timespec='seconds')}"
+            for s, action, by, at in reversed(rows)]
+
+
+def refuse_restore(con: Connection, alias: str, model: str, promoted_seq: int, canary: bool,
+                   before: Spec | None, current: Spec | None) -> Conflict:
+    """Why a rollback will not restore the spec from before `model`'s promotion by itself."""
+    changes = "; ".join(changes_since(con, alias, promoted_seq)) or "by another route write"
+    why = (f"the canary of {model} no longer shares the route" if canary
+           else f"{model} was promoted fully (no canary share to take out)")
+    return Conflict(
+        f"route {alias!r} was changed since {model} was promoted (#{promoted_seq}): {changes}. "
+        f"It now sends {describe_targets(current)}; {why}, so rolling back means restoring "
+        f"the route from before the promotion ({describe_targets(before)}) and undoing those "
+        f"changes. Set the route you want (`tuneloop routes set`, PUT /admin/routes), or roll "
+        f"back anyway: `tuneloop rollback --alias {quote(alias)} --force` (API: "
+        f'{{"force": true}})', code="route_edited")
