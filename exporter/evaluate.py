@@ -17,6 +17,7 @@ report, judgements included, are stored through the admin API (`/admin/evals`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from exporter.eval_cases import (
     read_answer,
     request_for,
 )
+from exporter.eval_groups import dense_groups
 from exporter.eval_report import (
     Answer,
     EvalReport,
@@ -78,6 +80,7 @@ class EvalOptions:
     comparisons: int = 1  # K > 1: the best of K candidates is chosen on these examples, so
     # each interval is at 1 - (1 - confidence) / K (Bonferroni)
     alias: str | None = None  # the alias evaluated: the baseline gets its transforms there
+    repeated: int = 1  # R > 1: the R-th gate of this model on these examples (Bonferroni)
 
 
 async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: Markers,
@@ -245,19 +248,24 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
         asked = asyncio.run(_ask_all(client.api + "/v1", api_key, run["id"], cases, markers,
                                      options, scoring, baseline_transforms))
         _check_key(asked.answers, api_key)
-        stats = Stats(options.confidence, options.resamples, options.seed, options.comparisons)
+        stats = Stats(options.confidence, options.resamples, options.seed, options.comparisons,
+                      options.repeated)
         pairwise = None
         if asked.judgements is not None:
             pairwise = {"judge": options.judge_model, "rubric": options.rubric,
-                        **pairwise_summary(asked.judgements, stats.each)}
+                        **pairwise_summary(asked.judgements, stats.each,
+                                           dense_groups([c.group for c in cases]).tolist())}
         report = build_report(run["id"], str(export_dir), cases, asked.answers,
                               {"candidate": options.candidate, "baseline": options.baseline},
                               scoring, options.max_differences, stats, pairwise,
                               asked.judgements)
         if baseline_requests is not None:
             report = replace(report, baseline_requests=baseline_requests.to_json())
+        client.finish_eval_run(run["id"], status="done", report=report.to_json())
     except BaseException as exc:
-        client.finish_eval_run(run["id"], status="failed", error=str(exc)[:1000] or repr(exc))
+        # never leave the run `running`: whatever failed, storing the report included
+        with contextlib.suppress(Exception):  # the original error is what to show
+            client.finish_eval_run(run["id"], status="failed",
+                                   error=str(exc)[:1000] or repr(exc))
         raise
-    client.finish_eval_run(run["id"], status="done", report=report.to_json())
     return report
