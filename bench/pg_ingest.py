@@ -1,6 +1,7 @@
 """Ingest throughput: spooled interactions into Postgres, side by side with DuckDB.
 
-Realistic rows (chat request and response JSON of 2-4 KB, varied text, tags, a user id) are
+Realistic rows (chat request and response JSON of 2-4 KB, varied text, tags, a user id, an
+id as the proxy makes it: a UUIDv7, time-ordered, so the key index is appended to) are
 spooled with the real `LogWriter`, then ingested; the script prints rows/s for:
 
 - `insert`: `storage.records.insert_interactions` alone, as the writer calls it (COPY, the
@@ -81,6 +82,15 @@ WARM_SEGMENTS = 24  # WAL segments made before measuring (--durable), then recyc
 
 def _text(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
+
+
+def uuid7_at(millis: int, rng: random.Random) -> str:
+    """An id as the proxy makes them (proxy.ids.uuid7: the time in milliseconds first, then
+    random bits), for the time given: ids of rows made later sort after, so the index on
+    `id` is appended to, as in production (random ids cost its inserts more)."""
+    value = ((millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rng.getrandbits(12) << 64
+             | 0b10 << 62 | rng.getrandbits(62))
+    return str(uuid.UUID(int=value))
 
 
 def make_row(rng: random.Random, n: int) -> dict[str, Any]:
@@ -206,10 +216,14 @@ from storage.store import migrate_store, open_store
 
 url, count, batch, name, spool = sys.argv[1:6]
 rng = random.Random(12)
-rows = [dict(make_row(rng, n), id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{name}-{n}")))
-        for n in range(int(count))]
-warm = [dict(make_row(rng, n), id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"{name}-warm-{n}")))
-        for n in range(500)]
+ids = random.Random(name)
+
+def uuid7_at(millis):  # as the proxy makes ids (proxy.ids.uuid7): time-ordered
+    return str(uuid.UUID(int=(millis << 80 | 0x7 << 76 | ids.getrandbits(12) << 64
+                              | 0b10 << 62 | ids.getrandbits(62))))
+
+rows = [dict(make_row(rng, n), id=uuid7_at(1_764_460_800_000 + n)) for n in range(int(count))]
+warm = [dict(make_row(rng, n), id=uuid7_at(1_764_000_000_000 + n)) for n in range(500)]
 
 def server_cpu(before):
     # CPU seconds of this database's server processes (Linux /proc), since `before`
@@ -348,7 +362,7 @@ def main() -> None:
                              "the same rows (default: before the COPY text format); '' for none")
     args = parser.parse_args()
 
-    rng = random.Random(12)
+    rng, ids = random.Random(12), random.Random(7)
     rows = [make_row(rng, n) for n in range(args.rows)]
     size = sum(len(r["request"]) + len(r["response"]) for r in rows) / len(rows)
     print(f"{args.rows} rows, request+response {size / 1024:.1f} KB on average, "
@@ -371,7 +385,9 @@ def main() -> None:
         try:
             runs: list[tuple[float, ...]] = []
             for n in range(args.rounds):
-                batch_rows = [dict(r, id=str(uuid.uuid4())) for r in rows] if n else rows
+                # new ids each round, later than the round before's (as time goes on)
+                batch_rows = [dict(r, id=uuid7_at(1_764_460_800_000 + n * 10**7 + k, ids))
+                              for k, r in enumerate(rows)]
                 half = batch_rows[: len(rows) // 2]
                 runs.append((*measure(url, batch_rows, args.batch, tmp, f"pg{n}"),
                              *bench_copy_bound(url, half, args.batch),

@@ -1,0 +1,114 @@
+"""The routes side of the admin client: the route table, its history, promotions and
+rollbacks, health, the open canary and savings (see proxy/admin/routes_api.py and
+proxy/admin/promote_api.py). Mixed into `tuneloop.client.AdminClient`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+
+def _path(alias: str, action: str) -> str:
+    return f"/admin/routes/{quote(alias, safe='')}/{action}"
+
+
+class RouteMethods:
+    def request(self, method: str, path: str, *, json: Any = None,
+                params: Mapping[str, Any] | None = None) -> Any:
+        raise NotImplementedError  # AdminClient.request
+
+    # -- routes ----------------------------------------------------------------------------
+    def routes(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/admin/routes")
+        return result
+
+    def put_routes(self, table: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("PUT", "/admin/routes", json=dict(table))
+        return result
+
+    def route_history(self, alias: str | None = None) -> list[dict[str, Any]]:
+        result: dict[str, Any] = self.request("GET", "/admin/routes/history",
+                                              params={"alias": alias})
+        return list(result["items"])
+
+    def promote(self, alias: str, model: str, *, canary: float = 100.0,
+                provider: str | None = None, base_url: str | None = None,
+                api_key_env: str | None = None, prompt_suffix: str | None = None,
+                stop: str | list[str] | None = None, strip_template: str | None = None,
+                system_prompt: str | None = None, keep_fallbacks: bool = True,
+                previous_as_fallback: bool = True,
+                verdict: Mapping[str, Any] | None = None,
+                drop_transforms: Sequence[str] = (),
+                no_transforms: bool = False, expect_seq: int | None = None) -> dict[str, Any]:
+        """Route `canary` percent of the alias's traffic to `model` (100: all of it, with the
+        previous target as a fallback). Admin token only. `verdict`: the canary test's
+        statistics behind the promotion, kept in the route history. `prompt_suffix`, `stop`,
+        `strip_template` (`name-vN`) and `system_prompt` become the model's own transforms,
+        replacing only those types among the ones it already has in the route; the others are
+        kept unless dropped (`drop_transforms`: types; `no_transforms`: all of them).
+        `expect_seq`: the route's `seq` read before deciding; Conflict `route_changed` when
+        the route's history moved since."""
+        body: dict[str, Any] = {"model": model, "canary": canary,
+                                "keep_fallbacks": keep_fallbacks,
+                                "previous_as_fallback": previous_as_fallback}
+        for key, value in (("provider", provider), ("base_url", base_url),
+                           ("api_key_env", api_key_env), ("prompt_suffix", prompt_suffix),
+                           ("stop", stop), ("strip_template", strip_template),
+                           ("system_prompt", system_prompt), ("verdict", verdict),
+                           ("expect_seq", expect_seq)):
+            if value is not None:
+                body[key] = value
+        if drop_transforms:
+            body["drop_transforms"] = list(drop_transforms)
+        if no_transforms:
+            body["no_transforms"] = True
+        result: dict[str, Any] = self.request("POST", _path(alias, "promote"),
+                                              json=body)
+        return result
+
+    def rollback(self, alias: str, *, verdict: Mapping[str, Any] | None = None,
+                 force: bool = False, expect_seq: int | None = None) -> dict[str, Any]:
+        """Undo the latest promotion (a canary is taken out of a route changed since; other
+        changes since refuse with Conflict `route_edited` unless `force`). Admin token only.
+        `verdict`: the canary test's statistics behind it, kept in the route history;
+        `expect_seq` as for `promote`."""
+        body: dict[str, Any] = {} if verdict is None else {"verdict": dict(verdict)}
+        if force:
+            body["force"] = True
+        if expect_seq is not None:
+            body["expect_seq"] = expect_seq
+        result: dict[str, Any] = self.request("POST", _path(alias, "rollback"),
+                                              json=body)
+        return result
+
+    def route_health(self, alias: str, since: str | None = None, until: str | None = None,
+                     max_votes_per_voter: int | None = None,
+                     max_requests_per_user: int | None = None) -> dict[str, Any]:
+        """Per target of the alias: requests, error rate (and the requests weighed per sticky
+        user, one weighing at most `max_requests_per_user`), feedback (and its votes, one voter
+        weighing at most `max_votes_per_voter`), latency p50 (production traffic since the
+        latest promotion, or `since`)."""
+        result: dict[str, Any] = self.request("GET", _path(alias, "health"),
+                                              params={"since": since, "until": until,
+                                                      "max_votes_per_voter": max_votes_per_voter,
+                                                      "max_requests_per_user":
+                                                          max_requests_per_user})
+        return result
+
+    def route_canary(self, alias: str) -> dict[str, Any]:
+        """The alias's route, its open canary (the promotion episode: model, share, times; or
+        None) and its `stable` model (the one it serves for sure, never an open canary), when
+        the route last changed (`changed_at`), its history `seq` (for `expect_seq`) and
+        `changed_since_promotion`."""
+        result: dict[str, Any] = self.request("GET", _path(alias, "canary"))
+        return result
+
+    def savings(self, alias: str, days: int | None = None,
+                baseline: str | None = None) -> dict[str, Any]:
+        """Per target of the alias over production traffic of the last `days` days (default
+        7): tokens and cost per request, tokens and USD saved against the baseline per request
+        and per day, break-even. Reviewer or admin token."""
+        result: dict[str, Any] = self.request("GET", _path(alias, "savings"),
+                                              params={"days": days, "baseline": baseline})
+        return result
