@@ -25,14 +25,16 @@ def weights(spec: dict[str, Any]) -> list[tuple[str, str | None, float]]:
 
 
 def ask(proxy: ProxyServer, users: int) -> list[str | int]:
-    """One chat request per sticky user: the model that answered, or the refusal's status."""
+    """One chat request per sticky user: the model that answered (as the store says: the
+    answer names the alias while a canary is open), or the refusal's status."""
     client = proxy.openai().with_options(max_retries=0)
     seen: list[str | int] = []
     for n in range(users):
         try:
-            seen.append(client.chat.completions.create(
-                model=ALIAS, user=f"user-{n}",
-                messages=[{"role": "user", "content": "hi"}]).model)
+            raw = client.chat.completions.with_raw_response.create(
+                model=ALIAS, user=f"user-{n}", messages=[{"role": "user", "content": "hi"}])
+            assert raw.parse().model == ALIAS
+            seen.append(proxy.row(raw.headers["x-tuneloop-id"])["upstream_model"])
         except openai.APIStatusError as exc:
             seen.append(exc.status_code)
     return seen
