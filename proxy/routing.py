@@ -19,7 +19,8 @@ request (both refused), alike on both arms (storage/route_health.py). An arm is 
 deployment of the canary model (another base_url or provider) is the canary arm, every
 deployment of the stable model the stable arm. A model drained to weight 0 is nobody's second
 opinion. The primary's refusal waits on its second opinion at most `second_opinion_timeout_s`
-(proxy/second_opinion.py).
+(proxy/second_opinion.py). While the canary is open, the answers do not say which arm gave
+them (`Plan.covered`, proxy/arm_cover.py).
 """
 
 from __future__ import annotations
@@ -213,6 +214,9 @@ class Plan:
     attempts: tuple[Attempt, ...]
     draw: str = "random"
     """`sticky` (the target follows the user/session key) or `random` (drawn per request)."""
+    covered: bool = False
+    """The alias has an open canary: the answer does not say which arm gave it
+    (proxy/arm_cover.py)."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -292,6 +296,7 @@ class _Route:
     stable: tuple[Target, TargetTransforms | None] | None = None
     """With an open canary: each arm's second opinion (the heaviest deployment of the canary
     model, the stable target), asked for any deployment of the other arm's model."""
+    open_canary: str | None = None
 
 
 def _route(alias: str, spec: RouteSpec, templates: Mapping[str, PromptTemplate],
@@ -302,10 +307,10 @@ def _route(alias: str, spec: RouteSpec, templates: Mapping[str, PromptTemplate],
     # a target taken out of traffic (weight 0) is nobody's second opinion
     canary_arm = [pair for pair in targets if pair[0].model == canary and pair[0].weight > 0]
     if stable is None or stable.model == canary or stable.weight <= 0 or not canary_arm:
-        return _Route(spec, targets, fallbacks)
+        return _Route(spec, targets, fallbacks, open_canary=canary)
     stable_pair = next(pair for pair in targets if pair[0] is stable)
     canary_pair = max(canary_arm, key=lambda pair: pair[0].weight)
-    return _Route(spec, targets, fallbacks, canary_pair, stable_pair)
+    return _Route(spec, targets, fallbacks, canary_pair, stable_pair, canary)
 
 
 class Router:
@@ -365,4 +370,5 @@ class Router:
                                         after_4xx_only))
         attempts += [Attempt(t, model, "fallback", spec.connect_timeout_s, spec.read_timeout_s,
                              transforms) for t, transforms in route.fallbacks]
-        return Plan(model, spec, tuple(attempts), "sticky" if sticky else "random")
+        return Plan(model, spec, tuple(attempts), "sticky" if sticky else "random",
+                    covered=route.open_canary is not None)

@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     """Fireworks' control plane (datasets, fine-tuning jobs, deployed models)."""
     fireworks_inference_url: str = "https://api.fireworks.ai/inference/v1"
     """Fireworks' OpenAI-compatible inference, the base_url a route to a Fireworks model uses."""
+    fireworks_deploy_timeout_s: float = Field(900.0, gt=0, le=86400)
+    """How long serving a Fireworks LoRA waits for it to be DEPLOYED (then the cycle's `wait`
+    step fails and is tried again at its next run: the model is never evaluated unloaded)."""
+    fireworks_deploy_poll_s: float = Field(10.0, gt=0, le=600)
+    """How often that wait asks Fireworks for the deployed model's state."""
     azure_openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("AZURE_OPENAI_API_KEY", "azure_openai_api_key"))
     azure_openai_endpoint: str | None = Field(
