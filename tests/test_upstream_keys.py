@@ -94,7 +94,8 @@ def test_setting_a_keyless_target_elsewhere_is_allowed_with_a_warning(
 
     _, warnings = admin.put_routes_warned(
         {"other-bot": {"targets": [{"model": STABLE}],
-                       "fallbacks": [{"model": "local", "base_url": elsewhere.base_url}]}})
+                       "fallbacks": [{"model": "local", "base_url": elsewhere.base_url}]}},
+        force=True)  # the table drops support-bot and its open canary
     [warning] = warnings
     assert "'other-bot'" in warning and "local" in warning and "no api_key_env" in warning
 
@@ -104,7 +105,7 @@ def test_setting_a_keyless_target_elsewhere_is_allowed_with_a_warning(
         {ALIAS: {"targets": [{"model": "local", "base_url": elsewhere.base_url}]}}))
     cli = CliRunner()
     db = ["--db", str(tmp_path / "cli.duckdb")]
-    set_routes = cli.invoke(main, [*db, "routes", "set", str(routes_file)], env=env)
+    set_routes = cli.invoke(main, [*db, "routes", "set", str(routes_file), "--force"], env=env)
     assert set_routes.exit_code == 0, set_routes.output
     assert "warning:" in set_routes.stderr and "no api_key_env" in set_routes.stderr
     promote = cli.invoke(main, [*db, "promote", "--alias", ALIAS, "--model", "local-2",
