@@ -59,6 +59,7 @@ history_hours = 24               # baseline starved beside the canary: its traff
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -76,6 +77,7 @@ from exporter.eval_gate import (
 )
 from exporter.formats import DEFAULT_SEPARATOR, FormatName
 from exporter.hyperparameters import hyperparameters_problem
+from tuneloop.config import MAX_CANARY_SHARE
 from tuneloop.errors import ConfigError
 
 MAX_HOURS = 24 * 30
@@ -257,12 +259,15 @@ _REPLACED_CANARY_KEYS = {
 
 
 MIN_CANARY_PERCENT = 1.0
-MAX_CANARY_PERCENT = 90.0
+MAX_CANARY_PERCENT = MAX_CANARY_SHARE
 
 
 def canary_share_problem(percent: float) -> str | None:
     """Why a canary share is no canary, or None: 100% is a full promotion with no test;
     below MIN_CANARY_PERCENT the canary sees too few requests for its test ever to decide."""
+    if not math.isfinite(percent):
+        return (f"percent = {percent:g} is no canary share: give a number from "
+                f"{MIN_CANARY_PERCENT:g} to {MAX_CANARY_PERCENT:g}")
     if percent >= 100:
         return (f"percent = {percent:g} is not a canary: the candidate would take all the "
                 "traffic at once, untested")

@@ -56,6 +56,21 @@ LITELLM_PROVIDERS = frozenset(
 )
 
 
+MAX_WEIGHT = 1e6
+"""A target's largest weight: the route's total stays a finite number (weights are ratios)."""
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why a target's model name cannot be one (blank, padded, a control character), or None."""
+    if not name.strip():
+        return "a model name cannot be blank"
+    if name != name.strip():
+        return f"the model name {name!r} starts or ends with white space"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"the model name {name!r} holds a control character"
+    return None
+
+
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,11 +78,19 @@ class Target(BaseModel):
     provider: str = OPENAI_COMPATIBLE
     base_url: str | None = None
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-    weight: float = Field(100.0, ge=0)
-    connect_timeout_s: float | None = Field(None, gt=0)
-    read_timeout_s: float | None = Field(None, gt=0)
+    weight: float = Field(100.0, ge=0, le=MAX_WEIGHT, allow_inf_nan=False)
+    connect_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    read_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     transforms: list[Transform] | None = Field(None, max_length=8)
     """Applied only to requests sent to this target (proxy.transforms)."""
+
+    @field_validator("model")
+    @classmethod
+    def _a_model_name(cls, value: str) -> str:
+        problem = model_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("provider")
     @classmethod
@@ -96,8 +119,8 @@ class RouteSpec(BaseModel):
     `legacy_separator` transform on the target that needs it instead."""
     stop: str | list[str] | None = None
     """Like `prompt_suffix`: the stop sequence sent to every target (merged with a request's)."""
-    connect_timeout_s: float | None = Field(None, gt=0)
-    read_timeout_s: float | None = Field(None, gt=0)
+    connect_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    read_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @field_validator("targets")
     @classmethod

@@ -273,8 +273,10 @@ def routes_set(ctx: click.Context, file: Any, expect_seq: int | None, force: boo
             if expect_seq is None:  # the server cannot know what FILE was read from
                 refuse_reverts(client, read["routes"], table)
                 expect_seq = read["seq"]
-        click.echo(json.dumps(client.put_routes(table, expect_seq=expect_seq, force=force),
-                              indent=2))
+        result, warnings = client.put_routes_warned(table, expect_seq=expect_seq, force=force)
+    click.echo(json.dumps(result, indent=2))
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 main.add_command(ui)

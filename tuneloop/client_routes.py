@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+import orjson
+
 
 def _path(alias: str, action: str) -> str:
     return f"/admin/routes/{quote(alias, safe='')}/{action}"
@@ -17,6 +20,10 @@ class RouteMethods:
     def request(self, method: str, path: str, *, json: Any = None,
                 params: Mapping[str, Any] | None = None) -> Any:
         raise NotImplementedError  # AdminClient.request
+
+    def send(self, method: str, path: str, *, json: Any = None,
+             params: Mapping[str, Any] | None = None) -> httpx.Response:
+        raise NotImplementedError  # AdminClient.send
 
     # -- routes ----------------------------------------------------------------------------
     def routes(self) -> dict[str, Any]:
@@ -32,13 +39,21 @@ class RouteMethods:
 
     def put_routes(self, table: Mapping[str, Any], *, expect_seq: int | None = None,
                    force: bool = False) -> dict[str, Any]:
-        """Replace the whole table. `expect_seq`: the table version read (`routes_with_seq`):
-        Conflict `route_changed` when an alias this changes or deletes moved since; an alias
-        with an open canary is changed or deleted only with `force` (Conflict `open_canary`)."""
+        return self.put_routes_warned(table, expect_seq=expect_seq, force=force)[0]
+
+    def put_routes_warned(self, table: Mapping[str, Any], *, expect_seq: int | None = None,
+                          force: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """Replace the whole table; the table as set, and the server's warnings about it (a
+        target at another host than the default upstream without a key variable gets no key
+        at all). `expect_seq`: the table version read (`routes_with_seq`): Conflict
+        `route_changed` when an alias this changes or deletes moved since; an alias with an
+        open canary is changed or deleted only with `force` (Conflict `open_canary`)."""
         params = {"expect_seq": expect_seq, "force": "true" if force else None}
-        result: dict[str, Any] = self.request("PUT", "/admin/routes", json=dict(table),
-                                              params=params)
-        return result
+        response = self.send("PUT", "/admin/routes", json=dict(table), params=params)
+        warnings = [str(orjson.loads(value))
+                    for value in response.headers.get_list("x-tuneloop-warning")]
+        result: dict[str, Any] = response.json()
+        return result, warnings
 
     def route_history(self, alias: str | None = None) -> list[dict[str, Any]]:
         result: dict[str, Any] = self.request("GET", "/admin/routes/history",

@@ -42,14 +42,24 @@ MIN_CANARY_SHARE = 0.1
 """The smallest canary share (percent of an alias's traffic) a promotion takes: below it the
 canary hardly gets a request and is never judged (the cycle's own floor is higher,
 exporter/cycle_config.py)."""
+MAX_CANARY_SHARE = 90.0
+"""The largest canary share: the current model keeps at least 10% of the traffic to be
+compared with (the cycle's cap too). A share of 100 is no canary but a full promotion."""
 
 
-def canary_share_too_small(share: float) -> str | None:
-    """Why a promotion's canary share is too small to be a canary, or None."""
-    if share >= MIN_CANARY_SHARE:
+def canary_share_problem(share: float) -> str | None:
+    """Why a promotion's share is neither a canary share nor 100 (a full promotion), or None."""
+    if MIN_CANARY_SHARE <= share <= MAX_CANARY_SHARE or share == 100:
         return None
-    return (f"a canary share of {share:g}% is too small: the canary would hardly get a request "
-            f"and never be judged; give it at least {MIN_CANARY_SHARE:g} (percent)")
+    if 0 < share < MIN_CANARY_SHARE:
+        return (f"a canary share of {share:.10g}% is too small: the canary would hardly get a "
+                f"request and never be judged; give it at least {MIN_CANARY_SHARE:g} (percent)")
+    if MAX_CANARY_SHARE < share < 100:
+        return (f"a canary share of {share:.10g}% is too large: the current model must keep at "
+                f"least {100 - MAX_CANARY_SHARE:g}% of the traffic to be compared with; give "
+                f"at most {MAX_CANARY_SHARE:g} (percent), or 100 to promote fully")
+    return (f"the canary share must be a number between {MIN_CANARY_SHARE:g} and "
+            f"{MAX_CANARY_SHARE:g} (percent), or 100 to promote fully; got {share:.10g}")
 
 
 def public_url(url: str) -> str:

@@ -44,6 +44,7 @@ from proxy.body import read_request_body
 from proxy.context import context_of
 from proxy.promotion import parse_promote_request, promoted_spec, stable_target
 from proxy.routing import RouteSpec
+from proxy.upstream_keys import keyless_elsewhere, refuse_unset_keys
 from storage.db import Connection
 from storage.promotions import (
     Episode,
@@ -79,6 +80,7 @@ async def promote(request: Request) -> Response:
     body = await json_object(request)
     expect_seq = _expect_seq(body.pop("expect_seq", None))
     promotion = parse_promote_request(body)
+    refuse_unset_keys(ctx.settings, [promotion.api_key_env], "api_key_env")
 
     def build(con: Connection, current: dict[str, Any] | None) -> dict[str, Any]:
         spec = None if current is None else RouteSpec.model_validate(current)
@@ -100,6 +102,8 @@ async def promote(request: Request) -> Response:
         lambda con: promote_route(con, alias, lambda cur: build(con, cur), detail,
                                   _actor(request), expect_seq))
     await reload_routes(ctx)
+    result["warnings"] = keyless_elsewhere(ctx.settings, alias,
+                                           RouteSpec.model_validate(result["spec"]))
     return json_response(result)
 
 

@@ -5,10 +5,14 @@ refuses to change or delete an alias with an open canary unless `?force=true`
 
 A route is checked against the store when it is set: a `strip_template` transform must name a
 frozen template (and is pinned to its version: `support-bot` becomes `support-bot-v3`), and a
-target's transforms must agree on chat or legacy completions (proxy.transforms)."""
+target's transforms must agree on chat or legacy completions (proxy.transforms). A target's
+`api_key_env` must be set in the proxy's environment; a target at another origin than the
+default upstream without one is allowed (a server without auth) with a warning, as each
+`x-tuneloop-warning` header of the answer (proxy/upstream_keys.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +31,7 @@ from proxy.admin.common import (
 from proxy.auth import Role
 from proxy.context import ProxyContext
 from proxy.routing import RouteSpec, parse_route_table
+from proxy.upstream_keys import keyless_elsewhere, refuse_unset_keys
 from storage.db import Connection
 from storage.promotions import open_canary
 from storage.prompt_templates import load_template
@@ -36,6 +41,8 @@ from tuneloop.errors import NotFound
 from tuneloop.prompt_template import PromptTemplate
 
 Templates = dict[str, PromptTemplate]
+WARNING_HEADER = "x-tuneloop-warning"
+"""One per warning of a PUT (a JSON string): the body is the table, keyed by any alias."""
 
 
 def route_templates(con: Connection, specs: Mapping[str, RouteSpec]) -> Templates:
@@ -103,6 +110,9 @@ async def put_routes(request: Request) -> Response:
     expect_seq = int_param(request.query_params, "expect_seq", low=0)
     force = bool(bool_param(request.query_params, "force"))
     table = parse_route_table(await json_body(request))
+    for alias, spec in table.items():
+        refuse_unset_keys(ctx.settings, [t.api_key_env for t in [*spec.targets, *spec.fallbacks]],
+                          f"route {alias!r}")
     actor = request.headers.get("x-tuneloop-actor", "admin")[:128]
 
     def write(con: Connection) -> dict[str, RouteSpec]:
@@ -115,7 +125,11 @@ async def put_routes(request: Request) -> Response:
 
     checked = await ctx.db.write(write)
     await reload_routes(ctx)  # with each alias's open canary (storage/promotions.py)
-    return json_response({a: s.model_dump(exclude_none=True) for a, s in checked.items()})
+    response = json_response({a: s.model_dump(exclude_none=True) for a, s in checked.items()})
+    for alias, spec in checked.items():  # beside the table: an alias may be any name
+        for warning in keyless_elsewhere(ctx.settings, alias, spec):
+            response.headers.append(WARNING_HEADER, json.dumps(warning))
+    return response
 
 
 async def get_history(request: Request) -> Response:

@@ -150,7 +150,7 @@ def replaced_own_system_warning(client: AdminClient, spec: dict[str, Any], model
 @click.command("promote")
 @click.option("--alias", required=True, help="The alias apps send as their model.")
 @click.option("--model", required=True, help="The model to promote (e.g. ft:...).")
-@click.option("--canary", type=click.FloatRange(0, 100, min_open=True), default=100.0,
+@click.option("--canary", type=float, default=100.0,
               callback=canary_share,
               show_default=True, help="Percent of the alias's traffic; 100 promotes fully.")
 @click.option("--provider", default=None, help="Provider of the model [default openai].")
@@ -218,6 +218,8 @@ def promote(ctx: click.Context, alias: str, model: str, canary: float, provider:
     click.echo(candidate_transforms_line(result["spec"], model, named))
     if warning:
         click.echo(warning, err=True)
+    for keyless in result.get("warnings", []):
+        click.echo(f"warning: {keyless}", err=True)
 
 
 RECENT_ROLLBACK = timedelta(minutes=10)
