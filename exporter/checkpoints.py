@@ -10,6 +10,12 @@ Choosing the best of K on the same examples flatters it (the winner's curse): ea
 evaluations is made at Bonferroni's 1 - (1 - confidence) / K, so the chosen one's interval
 still holds at `confidence`, and the report says so. The best is promoted only through the
 gate (exporter/eval_gate.py), as in `tuneloop cycle`.
+
+Scores are compared only between evaluations on the same dataset against the same baseline
+with the same scorer (`comparison`): a checkpoint scored against a weaker model is no better
+for it. Without `--dataset`, each checkpoint shows its stored run of the comparison most
+checkpoints share (the newest such, on a tie); when a checkpoint has none, nothing is picked
+as best and the listing says which runs differ (`not_comparable`).
 """
 
 from __future__ import annotations
@@ -37,11 +43,28 @@ class CheckpointEval:
     margin: float | None = None
     margin_interval: list[float] | None = None  # when evaluated now (the run list has none)
     report: EvalReport | None = field(default=None, compare=False)  # when evaluated now
+    baseline: str | None = None  # the model it was scored against
+    dataset: str | None = None  # the export evaluated on
+    scorer: str | None = None
+    threshold: float | None = None  # classification
+
+    @property
+    def comparison(self) -> Comparison:
+        """What its scores can be compared with: the same dataset, baseline and scorer."""
+        return (self.dataset, self.baseline, self.scorer, self.threshold)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.checkpoint.to_json(), "eval_run_id": self.eval_run_id,
                 "candidate_score": self.candidate_score, "baseline_score": self.baseline_score,
-                "margin": self.margin, "margin_interval": self.margin_interval}
+                "margin": self.margin, "margin_interval": self.margin_interval,
+                "baseline": self.baseline, "dataset": self.dataset, "scorer": self.scorer}
+
+
+Comparison = tuple[str | None, str | None, str | None, float | None]
+
+
+def _comparison(run: dict[str, Any]) -> Comparison:
+    return (run.get("dataset"), run.get("baseline"), run.get("scorer"), run.get("threshold"))
 
 
 def last_checkpoints(provider: FineTuneProvider, job_id: str, k: int | None) -> list[Checkpoint]:
@@ -67,7 +90,8 @@ def evaluate_checkpoints(client: AdminClient, checkpoints: Sequence[Checkpoint],
         results.append(CheckpointEval(checkpoint, report.run_id,
                                       report.models["candidate"]["score"],
                                       report.models["baseline"]["score"], report.margin,
-                                      report.margin_interval, report))
+                                      report.margin_interval, report, options.baseline,
+                                      report.dataset, options.scorer, report.threshold))
     return results
 
 
@@ -83,17 +107,47 @@ def best_checkpoint(results: Sequence[CheckpointEval]) -> CheckpointEval:
     return max(results, key=_rank)
 
 
+def not_comparable(results: Sequence[CheckpointEval]) -> str | None:
+    """Why the scored results cannot be ranked against each other (evaluated on other
+    datasets, against other baselines or with other scorers), or None when they can."""
+    scored = [r for r in results if r.margin is not None]
+    if len({r.comparison for r in scored}) <= 1:
+        return None
+    shown = "; ".join(f"step {r.checkpoint.step}: against {r.baseline} on {r.dataset} "
+                      f"({r.scorer})" for r in scored)
+    return (f"not comparable, no best picked: these evaluations differ ({shown}); "
+            "`--dataset DIR --baseline MODEL` evaluates them all on the same examples "
+            "against the same model")
+
+
+def comparable_best(results: Sequence[CheckpointEval]) -> CheckpointEval | None:
+    """The best scored result when the scored ones are comparable, else None."""
+    scored = [r for r in results if r.margin is not None]
+    if not scored or not_comparable(scored) is not None:
+        return None
+    return best_checkpoint(scored)
+
+
 def stored_evaluations(checkpoints: Sequence[Checkpoint],
                        runs: Sequence[dict[str, Any]]) -> list[CheckpointEval]:
-    """The checkpoints with the scores of their latest done eval run (GET /admin/evals,
-    newest first), if any."""
+    """The checkpoints with the scores of a stored done eval run (GET /admin/evals, newest
+    first), if any: for each, its newest run of the comparison (dataset, baseline, scorer)
+    most of them have a run of (the newest such on a tie), else its newest run."""
+    models = {c.model for c in checkpoints}
+    done = [r for r in runs if r.get("status") == "done" and r.get("candidate") in models]
+    covered: dict[Comparison, set[str]] = {}
+    for seen in done:  # newest first: dict order breaks ties for the newest comparison
+        covered.setdefault(_comparison(seen), set()).add(str(seen["candidate"]))
+    common = max(covered, key=lambda key: len(covered[key]), default=None)
     results = []
     for checkpoint in checkpoints:
-        run = next((r for r in runs if r.get("candidate") == checkpoint.model
-                    and r.get("status") == "done"), None)
+        mine = [r for r in done if r.get("candidate") == checkpoint.model]
+        chosen = [r for r in mine if _comparison(r) == common] or mine
+        run = chosen[0] if chosen else None
         results.append(CheckpointEval(checkpoint) if run is None else CheckpointEval(
             checkpoint, run["id"], run.get("candidate_score"), run.get("baseline_score"),
-            run.get("margin")))
+            run.get("margin"), baseline=run.get("baseline"), dataset=run.get("dataset"),
+            scorer=run.get("scorer"), threshold=run.get("threshold")))
     return results
 
 
@@ -105,12 +159,20 @@ def _interval(bounds: Sequence[float] | None) -> str:
     return "-" if not bounds else f"[{bounds[0]:+.3f}, {bounds[1]:+.3f}]"
 
 
+def _dataset(path: str | None) -> str:
+    return "-" if not path else Path(path).name or path
+
+
 def render_checkpoints(results: Sequence[CheckpointEval], best: CheckpointEval | None) -> str:
-    """One line per checkpoint: step, validation loss (full set when known), eval scores."""
+    """One line per checkpoint: step, validation loss (full set when known), eval scores, the
+    model they are against and the dataset (directory name); a line saying why no best is
+    picked when the scores are not comparable."""
     evaluated = [r.report for r in results if r.report is not None]
     level = f"{evaluated[0].confidence * 100:.4g}%" if evaluated else "95%"
+    against = max([len("against"), *(len(r.baseline or "-") for r in results)])
+    data = max([len("dataset"), *(len(_dataset(r.dataset)) for r in results)])
     lines = [f"step  valid_loss  full_valid_loss  score   baseline  margin   margin {level:<12}"
-             "model"]
+             f"{'against':<{against}}  {'dataset':<{data}}  model"]
     for result in results:
         metrics = result.checkpoint.metrics
         mark = "  <- best" if best is not None and result.checkpoint == best.checkpoint else ""
@@ -118,7 +180,11 @@ def render_checkpoints(results: Sequence[CheckpointEval], best: CheckpointEval |
                      f"{_number(metrics.get('full_valid_loss')):>15}  "
                      f"{_number(result.candidate_score):>6}  {_number(result.baseline_score):>8}"
                      f"  {_number(result.margin):>7}  {_interval(result.margin_interval):<17}"
+                     f"  {result.baseline or '-':<{against}}  {_dataset(result.dataset):<{data}}"
                      f"  {result.checkpoint.model}{mark}")
+    apart = not_comparable(results)
+    if apart is not None:
+        lines.append(f"({apart})")
     if len(evaluated) > 1:
         family = (evaluated[0].intervals or {}).get("family_confidence", 0.95)
         lines.append(f"(intervals at {level}: Bonferroni over {len(evaluated)} checkpoints, so "

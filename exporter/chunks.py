@@ -24,7 +24,7 @@ from exporter.checks import (
     preference_row_problems,
     prompt_completion_row_problems,
 )
-from exporter.examples import Example, fingerprint
+from exporter.examples import Example, fingerprint, prompt_fingerprint
 from exporter.formats import ExampleError, FormatOptions, Skipped, format_example
 from exporter.legacy_checks import PromptCompletionStats
 from exporter.strip import MISMATCH, TemplateStrip, strip_example
@@ -58,6 +58,7 @@ class ChunkResult:
     emitted: bytearray = field(default_factory=bytearray)  # per input example: 1 = a line
     lineage: bytes = b""  # per input example, the start of its lineage.jsonl record
     fingerprints: array[int] = field(default_factory=lambda: array("q"))  # per line
+    prompt_fingerprints: array[int] = field(default_factory=lambda: array("q"))  # per line
     row_hashes: array[int] = field(default_factory=lambda: array("q"))  # prompt/completion
     answer_hashes: array[int] = field(default_factory=lambda: array("q"))
     tokens: array[int] = field(default_factory=lambda: array("i"))
@@ -145,6 +146,7 @@ def _add_row(
     result.answer_tokens.append(answer)
     result.messages.append(messages)
     result.fingerprints.append(fingerprint(example))
+    result.prompt_fingerprints.append(prompt_fingerprint(example))
     if result.stats is not None:
         result.row_hashes.append(hash64(line))
         prompt, completion = row["prompt"], row["completion"]

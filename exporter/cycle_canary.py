@@ -14,9 +14,10 @@ history entry of the rollback or promotion (`detail.verdict`).
 A person's edit of the route during the canary (an A/B split of the stable arm, another stable
 model) is never overridden: a canary found no worse is then not promoted (the run waits
 `blocked` for a person to promote or roll back), and a bad one's rollback takes the canary out
-of the edited route (storage/rollback_edits.py). Each write passes the route history `seq` the
-decision was made on (`expect_seq`): a route changed in between refuses it, and the next look
-decides again.
+of the edited route (storage/rollback_edits.py). A person's full promotion of the candidate
+settles the canary: the run ends `promoted` (by that person), never rolled back. Each write
+passes the route history `seq` the decision was made on (`expect_seq`): a route changed in
+between refuses it, and the next look decides again.
 """
 
 from __future__ import annotations
@@ -166,6 +167,8 @@ def watch_step(ctx: StepContext) -> StepResult:
                                      max_requests_per_user=cfg.max_requests_per_user)
     spec = health.get("route") or {"targets": []}
     promotion = health.get("promotion") or {}
+    if promotion.get("model") == candidate and (promotion.get("canary") or 0) >= 100:
+        return promoted_by_hand(alias, candidate, promotion)
     if promotion.get("model") != candidate or \
             candidate not in [t["model"] for t in spec["targets"]]:
         return end("superseded", route=spec)
@@ -215,6 +218,19 @@ def watch_step(ctx: StepContext) -> StepResult:
     if health.get("changed_since_promotion"):
         note += "; the route was edited by hand during it: the cycle will not promote it"
     return StepResult("watch", detail=detail, wait=True, note=note)
+
+
+def promoted_by_hand(alias: str, model: str, promotion: dict[str, Any]) -> StepResult:
+    """The canary's episode ends in a full promotion the watch did not make (a person's
+    `tuneloop promote`): that settled it. The stable model gets no traffic any more, so the
+    test could never decide and its `max_hours` would roll back the person's decision."""
+    who, at = promotion.get("promoted_by") or "unknown", promotion.get("promoted_at")
+    note = (f"the canary of {model} on {alias!r} was promoted fully by {who} at {at} "
+            f"(#{promotion.get('promoted_seq')}): settled by hand, the watch ends")
+    return StepResult(None, detail={"promoted_by": who, "promoted_at": at,
+                                    "promoted_seq": promotion.get("promoted_seq"),
+                                    "settled_by_hand": True},
+                      outcome="promoted", note=note)
 
 
 def edited_note(alias: str, model: str) -> str:

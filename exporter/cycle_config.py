@@ -15,7 +15,7 @@ strip_template = "support-bot-v1"  # train without this frozen prompt template; 
                                  # then gets the same strip transform (optional)
 
 [finetune]
-provider = "openai"              # openai | together | fireworks | azure
+provider = "openai"              # openai | together | fireworks (azure: not in a cycle)
 base_model = "gpt-4o-mini-2024-07-18"
 suffix = "support"
 hyperparameters = { n_epochs = 3 }
@@ -59,6 +59,7 @@ history_hours = 24               # baseline starved beside the canary: its traff
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -76,6 +77,7 @@ from exporter.eval_gate import (
 )
 from exporter.formats import DEFAULT_SEPARATOR, FormatName
 from exporter.hyperparameters import hyperparameters_problem
+from tuneloop.config import MAX_CANARY_SHARE
 from tuneloop.errors import ConfigError
 
 MAX_HOURS = 24 * 30
@@ -149,9 +151,19 @@ class DatasetConfig(_Section):
         return self
 
 
+AZURE_IN_A_CYCLE = (
+    'provider = "azure" cannot run in a cycle: Azure OpenAI serves a fine-tuned model only '
+    "once someone deploys it in the Azure resource (portal or management API; the data-plane "
+    "key tuneloop has cannot), so every run would train, and pay, then stop before evaluating "
+    "it. Train with `tuneloop finetune --provider azure`, deploy the model in Azure, then "
+    "`tuneloop evaluate` and `tuneloop promote` the deployment's name")
+"""Why: no setting could name the deployment either, as it is made after each job ends."""
+
+
 class FinetuneConfig(_Section):
     provider: Literal["openai", "together", "fireworks", "azure"] = "openai"
-    """Where the job runs; its key and base URL come from the settings (README)."""
+    """Where the job runs; its key and base URL come from the settings (README). "azure" is
+    refused (`_servable`): named so the refusal says why, not "not one of"."""
     base_model: str = Field(min_length=1)
     method: Literal["supervised", "dpo"] = "supervised"
     suffix: str | None = Field(None, max_length=64)
@@ -162,6 +174,12 @@ class FinetuneConfig(_Section):
     """With a cap set, a model whose training price is unknown is refused unless this is on."""
     poll_seconds: float = Field(30.0, gt=0, le=3600)
     wait_timeout_minutes: float | None = Field(None, gt=0, le=MAX_HOURS * 60)
+
+    @model_validator(mode="after")
+    def _servable(self) -> FinetuneConfig:
+        if self.provider == "azure":
+            raise ValueError(AZURE_IN_A_CYCLE)
+        return self
 
     @model_validator(mode="after")
     def _hyperparameters(self) -> FinetuneConfig:
@@ -241,12 +259,15 @@ _REPLACED_CANARY_KEYS = {
 
 
 MIN_CANARY_PERCENT = 1.0
-MAX_CANARY_PERCENT = 90.0
+MAX_CANARY_PERCENT = MAX_CANARY_SHARE
 
 
 def canary_share_problem(percent: float) -> str | None:
     """Why a canary share is no canary, or None: 100% is a full promotion with no test;
     below MIN_CANARY_PERCENT the canary sees too few requests for its test ever to decide."""
+    if not math.isfinite(percent):
+        return (f"percent = {percent:g} is no canary share: give a number from "
+                f"{MIN_CANARY_PERCENT:g} to {MAX_CANARY_PERCENT:g}")
     if percent >= 100:
         return (f"percent = {percent:g} is not a canary: the candidate would take all the "
                 "traffic at once, untested")

@@ -40,7 +40,7 @@ from exporter.exportdir import load_export
 from exporter.finetune import JobProvider, default_provider
 from exporter.fix_hints import CYCLE_SKIP_HINT, how_to_fix
 from exporter.formats import FormatOptions, RuleViolations
-from exporter.judge import load_rubric
+from exporter.judge import load_rubric, rubric_digest
 from exporter.pipeline import ExportOptions
 from exporter.strip import TemplateStrip
 from tuneloop.client import AdminClient
@@ -159,6 +159,8 @@ def export_step(ctx: StepContext) -> StepResult:
             after = same.start
             state |= {"reopened_from": same.resume_from["id"]}
             earlier = same.resume_from.get("state") or {}
+            if same.resume_from.get("outcome") == "not_promoted":  # gated again: corrected
+                state["repeated_tests"] = int(earlier.get("repeated_tests") or 1) + 1
             opened = earlier.get("evidence_since") or earlier.get("promoted_at")
             if after == "canary" and opened:  # its canary again: the test goes on from there
                 state["evidence_since"] = opened
@@ -305,15 +307,17 @@ def alias_baseline(client: AdminClient, alias: str, named: str | None, named_as:
 
 
 def eval_options(cfg: EvaluateConfig, candidate: str, baseline: str,
-                 cycle_run_id: str, comparisons: int = 1, alias: str | None = None
-                 ) -> EvalOptions:
+                 cycle_run_id: str, comparisons: int = 1, alias: str | None = None,
+                 repeated: int = 1) -> EvalOptions:
     """The evaluation `[evaluate]` asks for (the judge's model and rubric included);
-    `comparisons`: the candidate is the best of that many checkpoints (Bonferroni)."""
+    `comparisons`: the candidate is the best of that many checkpoints; `repeated`: the how
+    many-th gate of this model on these examples (both Bonferroni)."""
     return EvalOptions(candidate, baseline, scorer=cfg.scorer, threshold=cfg.threshold,
                        metric=cfg.metric, concurrency=cfg.concurrency, retries=cfg.retries,
                        limit=cfg.limit, cycle_run_id=cycle_run_id,
                        judge_model=cfg.judge_model, rubric=load_rubric(cfg.rubric),
-                       confidence=cfg.confidence, comparisons=comparisons, alias=alias)
+                       confidence=cfg.confidence, comparisons=comparisons, alias=alias,
+                       repeated=repeated)
 
 
 def gate_passes(report: EvalReport, cfg: EvaluateConfig) -> bool:
@@ -330,14 +334,16 @@ def evaluate_step(ctx: StepContext) -> StepResult:
     # the best of K checkpoints, chosen on these same examples, is gated at Bonferroni's level
     options = eval_options(cfg, candidate, baseline, ctx.run["id"],
                            comparisons=int(ctx.state.get("checkpoints_compared") or 1),
-                           alias=ctx.config.alias)
+                           alias=ctx.config.alias,
+                           repeated=int(ctx.state.get("repeated_tests") or 1))
     report = evaluate(ctx.client, Path(ctx.state["export_path"]), options, api_key=ctx.api_key)
     scores = {"eval_run_id": report.run_id, "baseline": baseline, "margin": report.margin,
               "margin_interval": report.margin_interval, "gate": cfg.gate,
               "candidate_score": report.models["candidate"]["score"],
               "candidate_interval": report.models["candidate"].get("interval"),
               "baseline_score": report.models["baseline"]["score"],
-              "baseline_interval": report.models["baseline"].get("interval")}
+              "baseline_interval": report.models["baseline"].get("interval"),
+              "rubric_sha256": rubric_digest(options.rubric)}
     decision = gate_decision(report, cfg.rules)
     beats = decision.passed
     detail = {**scores, "required_margin": cfg.margin, "gate_reasons": decision.reasons}

@@ -7,10 +7,13 @@ hyperparameters). The newest earlier run of the cycle that started a job on the 
 decides what a new run does:
 - it reached a decision (`promoted`, `not_promoted`, `rolled_back`, `superseded`): the run
   ends `unchanged`, nothing to train, except where the model was never found worse
-  (`rejudged`): after `not_promoted`, when the gate (`[evaluate]`) changed since, the run
-  evaluates that model again; after a canary rolled back *undecided* at `max_hours`, the run
-  opens its canary again (evaluating it first when `[evaluate]` changed), once per data and
-  settings (`[evaluate]` and `[canary]`, less how often and how fast: `NOT_JUDGEMENT`): a
+  (`rejudged`): after `not_promoted`, when the gate (`[evaluate]`, or the text of its rubric
+  file) changed since, the run evaluates that model again, as a repeated test on the same
+  validation examples: the R-th gate of one model is at Bonferroni's level for R tests (else
+  a user could adjust the gate until the model passes); after a canary rolled back
+  *undecided* at `max_hours`, the run opens its canary again (evaluating it first when
+  `[evaluate]` changed), once per data and settings (`[evaluate]` and `[canary]`, less how
+  often and how fast: `NOT_JUDGEMENT`): a
   re-opened canary that expires undecided again ends later runs `unchanged` until the data
   or the settings change (no churn);
 - it failed after starting its job (a step kept failing: the evaluation, the checkpoints, the
@@ -36,6 +39,7 @@ from typing import Any
 import orjson
 
 from exporter.exportdir import TRAIN_FILE, VALIDATION_FILE, load_export
+from exporter.judge import configured_rubric_digest
 from tuneloop.client import AdminClient
 from tuneloop.errors import NotFound, TuneloopError
 
@@ -134,14 +138,21 @@ def rejudged(run: Mapping[str, Any], now: Mapping[str, Any], checkpoints: bool
     if not model:
         return None
     before = run.get("config")  # None: a run from before configs were kept, not a change
-    changed = before is not None and judgement(before) != judgement(now)
-    gate_changed = before is not None and \
-        judgement(before, ("evaluate",)) != judgement(now, ("evaluate",))
+    # the config names the rubric's file: its text is what judges (kept by the run)
+    rubric = configured_rubric_digest(now.get("evaluate") or {})
+    rubric_edited = rubric is not None and state.get("rubric_sha256") not in (None, rubric)
+    changed = rubric_edited or (before is not None and judgement(before) != judgement(now))
+    gate_changed = rubric_edited or (before is not None and judgement(before, ("evaluate",))
+                                     != judgement(now, ("evaluate",)))
     # not promoted by the gate: only the gate's settings can change that
     if run.get("outcome") == "not_promoted" and gate_changed:
+        tests = int(state.get("repeated_tests") or 1) + 1
         return (("checkpoints" if checkpoints else "evaluate"),
-                f"[evaluate] changed since run {run['id']} ended not_promoted: "
-                f"evaluating its model {model} again, not training again")
+                f"[evaluate]{' (the rubric file)' if rubric_edited else ''} changed since run "
+                f"{run['id']} ended not_promoted: evaluating its model {model} again, not "
+                f"training again; a repeated test on the same validation examples (gate "
+                f"number {tests} of this model), so its intervals are at Bonferroni's level "
+                f"for {tests} tests")
     if run.get("outcome") == "rolled_back" and state.get("rolled_back_undecided") \
             and (changed or not state.get("reopened_from")):
         step = ("checkpoints" if checkpoints else "evaluate") if gate_changed else "canary"

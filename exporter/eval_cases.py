@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from exporter.eval_groups import lineage_group
 from exporter.examples import content_text
 from exporter.exportdir import ExportDir
 from exporter.formats import DEFAULT_SEPARATOR, DEFAULT_STOP
@@ -51,6 +52,7 @@ class EvalCase:
     source_id: str | None = None  # the interaction it was exported from (lineage)
     edited: bool = False  # the reference is a reviewer's edit of the logged answer
     as_sent: list[dict[str, Any]] | None = None  # the app's messages, when they differ
+    group: str | None = None  # its split group (exporter/eval_groups.py); None: its own
     prompt_as_sent: str | None = None  # legacy: the app's prompt (no separator)
 
 
@@ -188,9 +190,10 @@ def load_cases(export: ExportDir, limit: int | None = None, strip: Stripped | No
                 try:
                     record = lineage.get(number) or {}
                     source = record.get("interaction_id")
-                    cases.append(replace(_case(number, orjson.loads(line), fmt, markers, strip),
-                                         source_id=str(source) if source else None,
-                                         edited=record.get("edited") is True))
+                    case = _case(number, orjson.loads(line), fmt, markers, strip)
+                    cases.append(replace(case, source_id=str(source) if source else None,
+                                         edited=record.get("edited") is True,
+                                         group=lineage_group(record, case.messages)))
                 except (KeyError, IndexError, TypeError, orjson.JSONDecodeError) as exc:
                     raise DatasetError(f"validation.jsonl line {number} is not a {fmt} "
                                        f"example: {exc!r}") from exc

@@ -15,6 +15,10 @@ The candidate passes when all of these hold:
   and for 0/1 scores of a mean or accuracy, the exact McNemar test agrees: the Clopper-Pearson
   lower bound of P(candidate better | discordant) is above 1/2 (a bootstrap of a handful of
   discordant examples is too optimistic; not with `gate = "point"`).
+
+Every count and test is over the split's groups, not lines (exporter/eval_groups.py): copies
+of one prompt, one prompt answered twice and the turns of a session are one piece of
+evidence, so 18 copies of 3 questions are 3 decided pairs, not 18 (r14g #1).
 """
 
 from __future__ import annotations
@@ -87,8 +91,9 @@ def gate_decision(report: EvalReport, rules: GateRules) -> GateDecision:
     decided_on = report.margin if rules.gate == "point" else report.margin_lower
     reasons = []
     what = "margin" if rules.gate == "point" else "the margin's lower confidence bound"
-    if decided_on is None:
-        reasons.append("no margin interval (no examples)")
+    if decided_on is None or decided_on != decided_on:
+        reasons.append("no margin interval (no examples, or fewer than two independent "
+                       "groups)")
     elif decided_on <= 0 or decided_on < rules.margin:
         reasons.append(f"{what} {decided_on:+.4f} is not above 0 and at least "
                        f"{rules.margin:g}")
@@ -100,20 +105,29 @@ def gate_decision(report: EvalReport, rules: GateRules) -> GateDecision:
                            f"{p.get('pairs', report.examples)} pairs are errors or failed "
                            f"judgements ({share:.1%} > max_error_share "
                            f"{rules.max_error_share:.1%})")
-        if p["decided"] < rules.min_decided:
-            reasons.append(f"only {p['decided']} decided pairs (wins + losses), fewer than "
-                           f"min_decided {rules.min_decided}")
+        decided = p.get("decided_groups", p["decided"])
+        if decided < rules.min_decided:
+            copies = "" if decided == p["decided"] else (
+                f" counted in independent groups (copies of one prompt or a session count "
+                f"once; {p['decided']} pairs)")
+            reasons.append(f"only {decided} decided pairs (wins + losses){copies}, fewer "
+                           f"than min_decided {rules.min_decided}")
     if report.paired is not None:
         q = report.paired
         if q["error_share"] > rules.max_error_share:
             reasons.append(f"{q['failed']} of {report.examples} examples have a failed request "
                            f"({q['error_share']:.1%} > max_error_share "
                            f"{rules.max_error_share:.1%})")
-        if q["discordant"] < rules.min_discordant:
-            reasons.append(f"only {q['discordant']} discordant examples (scored differently), "
-                           f"fewer than min_discordant {rules.min_discordant}")
+        discordant = q.get("discordant_groups", q["discordant"])
+        if discordant < rules.min_discordant:
+            copies = "" if discordant == q["discordant"] else (
+                f" counted in independent groups (copies of one prompt or a session count "
+                f"once; {q['discordant']} examples)")
+            reasons.append(f"only {discordant} discordant examples (scored differently)"
+                           f"{copies}, fewer than min_discordant {rules.min_discordant}")
         if rules.gate != "point" and q.get("interval") is not None and q["interval"][0] <= 0.5:
+            better, worse = (q.get("groups_better", q["candidate_better"]),
+                             q.get("groups_worse", q["baseline_better"]))
             reasons.append(f"the exact McNemar test does not favour the candidate "
-                           f"({q['candidate_better']} better, {q['baseline_better']} worse, "
-                           f"p = {q['p_value']:.4g})")
+                           f"({better} better, {worse} worse, p = {q['p_value']:.4g})")
     return GateDecision(not reasons, decided_on, reasons)

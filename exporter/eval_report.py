@@ -28,6 +28,7 @@ checkpoints is chosen on these examples) every interval is at 1 - (1 - confidenc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,13 @@ from typing import Any
 import numpy as np
 
 from exporter.eval_cases import EvalCase
+from exporter.eval_groups import (
+    dense_groups,
+    discordant_groups_text,
+    group_signs,
+    renumber,
+    units_text,
+)
 from exporter.eval_scores import (  # noqa: F401  (Answer, Scoring, make_scoring: re-exported)
     Answer,
     Scoring,
@@ -48,8 +56,9 @@ from exporter.intervals import (
     SEED,
     bonferroni,
     clopper_pearson,
+    cluster_t_interval,
+    group_weight_blocks,
     percentile,
-    resample_blocks,
     sign_test,
 )
 from exporter.scoring import normalize_answer
@@ -78,16 +87,21 @@ class EvalReport:
     judgements: list[dict[str, Any]] | None = None
     paired: dict[str, Any] | None = None  # bootstrap: discordant examples, McNemar, failures
     baseline_requests: dict[str, int] | None = None  # stripped export: logged vs rebuilt
+    groups: int | None = None  # the independent groups of the examples (exporter/eval_groups)
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "dataset": self.dataset, "examples": self.examples,
-                "scorer": self.scorer, "metric": self.metric, "threshold": self.threshold,
-                "models": self.models, "margin": self.margin,
-                "confidence": self.confidence, "margin_interval": self.margin_interval,
-                "intervals": self.intervals, "pairwise": self.pairwise,
-                "paired": self.paired, "baseline_requests": self.baseline_requests,
-                "judgements": self.judgements,
-                "differences": self.differences, "differences_total": self.differences_total}
+        """The report as JSON (a number that is not finite, an interval no resample had a
+        value for, is null)."""
+        return _finite({
+            "run_id": self.run_id, "dataset": self.dataset, "examples": self.examples,
+            "groups": self.groups,
+            "scorer": self.scorer, "metric": self.metric, "threshold": self.threshold,
+            "models": self.models, "margin": self.margin,
+            "confidence": self.confidence, "margin_interval": self.margin_interval,
+            "intervals": self.intervals, "pairwise": self.pairwise,
+            "paired": self.paired, "baseline_requests": self.baseline_requests,
+            "judgements": self.judgements,
+            "differences": self.differences, "differences_total": self.differences_total})
 
     @property
     def margin_lower(self) -> float | None:
@@ -96,12 +110,19 @@ class EvalReport:
     def render(self, shown: int = 5) -> str:
         threshold = f" at threshold {self.threshold:g}" if self.threshold is not None else ""
         how = (self.intervals or {}).get("method", "")
+        groups = f" in {self.groups} independent groups" if self.groups is not None else ""
         lines = [f"evaluation {self.run_id} on {self.dataset}: {self.examples} validation "
-                 f"examples, scorer {self.scorer}, {self.metric}{threshold}; "
+                 f"examples{groups}, scorer {self.scorer}, {self.metric}{threshold}; "
                  f"{self.confidence * 100:.4g}% intervals{': ' + how if how else ''}"]
         family = (self.intervals or {}).get("family_confidence", self.confidence)
         comparisons = (self.intervals or {}).get("comparisons", 1)
-        if comparisons > 1:
+        repeated = (self.intervals or {}).get("repeated", 1)
+        if repeated > 1:
+            lines.append(f"  repeated test: gate number {repeated} of this model on these "
+                         f"examples (it was not promoted before; the gate's settings changed "
+                         f"since), so each interval is at Bonferroni's level for "
+                         f"{repeated * comparisons} tests: {self.confidence * 100:.4g}%")
+        elif comparisons > 1:
             lines.append(f"  Bonferroni: the best of {comparisons} checkpoints is chosen on "
                          f"these examples, so each interval is at 1 - "
                          f"{1 - family:.4g}/{comparisons} = "
@@ -134,8 +155,8 @@ class EvalReport:
                          f"{lost}, {p['ties']} ties, {p['errors']} errors"
                          f"{f' ({kinds})' if kinds else ''}"
                          f"; win rate {p['win_rate']:.4f} {_interval(p['interval'])} over "
-                         f"{p.get('judged', p['decided'])} judged pairs, ties as half "
-                         f"(exact Clopper-Pearson on {p['decided']} decided pairs), sign test "
+                         f"{units_text(p, 'judged')}, ties as half "
+                         f"(exact Clopper-Pearson on {units_text(p, 'decided')}), sign test "
                          f"p = {p['p_value']:.4g}; the two orders disagreed on "
                          f"{p['orders_disagreed']} pairs")
         if self.paired is not None:
@@ -143,7 +164,8 @@ class EvalReport:
             exact = (f"; exact McNemar p = {q['p_value']:.4g}, P(candidate better | discordant) "
                      f"{_interval(q['interval'])}" if q.get("p_value") is not None else "")
             lines.append(f"  paired    {q['discordant']} discordant examples (candidate better "
-                         f"on {q['candidate_better']}, baseline on {q['baseline_better']}){exact}")
+                         f"on {q['candidate_better']}, baseline on {q['baseline_better']})"
+                         f"{discordant_groups_text(q)}{exact}")
             if q.get("failed"):
                 lines.append(f"  failed    {q['failed']} of {self.examples} examples have a "
                              f"failed request (either side); the candidate's "
@@ -165,8 +187,18 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def _interval(bounds: Sequence[float] | None, sign: str = "") -> str:
-    if not bounds or any(b != b for b in bounds):  # none, or NaN (no resample had a value)
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _interval(bounds: Sequence[float | None] | None, sign: str = "") -> str:
+    if not bounds or any(b is None or b != b for b in bounds):  # none, or NaN
         return ""
     return f"[{bounds[0]:{sign}.4f}, {bounds[1]:{sign}.4f}]"
 
@@ -184,11 +216,12 @@ class Stats:
     resamples: int = RESAMPLES
     seed: int = SEED
     comparisons: int = 1  # K: the best of K candidates is chosen on the same examples
+    repeated: int = 1  # R: the R-th gate of one model on these examples (exporter/cycle_steps)
 
     @property
     def each(self) -> float:
-        """Each interval's confidence: Bonferroni over the comparisons."""
-        return bonferroni(self.confidence, self.comparisons)
+        """Each interval's confidence: Bonferroni over the comparisons and repeated tests."""
+        return bonferroni(self.confidence, self.comparisons * self.repeated)
 
 
 def _answered(answers: Mapping[str, Sequence[Answer]]) -> list[int]:
@@ -198,27 +231,35 @@ def _answered(answers: Mapping[str, Sequence[Answer]]) -> list[int]:
     return [i for i, answer in enumerate(answers["baseline"]) if answer.text is not None]
 
 
-def _paired(scored: Mapping[str, Sequence[float]], examples: int, scoring: Scoring,
-            confidence: float, failed: int, candidate_failed: int) -> dict[str, Any]:
-    """Over the `scored` pairs (the baseline answered, out of `examples`): the discordant
-    examples; for 0/1 scores of a mean or accuracy, the exact McNemar test and the
-    Clopper-Pearson interval of P(candidate better | discordant); the examples with a failed
-    request on either side (`failed`, for max_error_share), the candidate's failures (scored
-    as wrong answers) and the pairs left out for the baseline's."""
+def _paired(scored: Mapping[str, Sequence[float]], group_of: np.ndarray, examples: int,
+            scoring: Scoring, confidence: float, failed: int,
+            candidate_failed: int) -> dict[str, Any]:
+    """Over the `scored` pairs (the baseline answered, out of `examples`; `group_of`: their
+    split groups, 0..G-1): the discordant examples, and the discordant groups (a group's
+    outcome is the mean of its differences: copies of one prompt are one piece of evidence);
+    for 0/1 scores of a mean or accuracy, the exact McNemar test over the groups and the
+    Clopper-Pearson interval of P(candidate better | discordant group); the examples with a
+    failed request on either side (`failed`, for max_error_share), the candidate's failures
+    (scored as wrong answers) and the pairs left out for the baseline's."""
     pairs = list(zip(scored["candidate"], scored["baseline"], strict=True))
     better = sum(c > b for c, b in pairs)
     worse = sum(c < b for c, b in pairs)
+    differences = np.array([c - b for c, b in pairs], dtype=float)
+    groups_better, groups_worse, groups = group_signs(differences, group_of)
     binary = scoring.metric in ("mean", "accuracy") and all(v in (0.0, 1.0) for p in pairs
                                                              for v in p)
     out: dict[str, Any] = {"compared": len(pairs), "discordant": better + worse,
                            "candidate_better": better, "baseline_better": worse,
+                           "groups": groups, "discordant_groups": groups_better + groups_worse,
+                           "groups_better": groups_better, "groups_worse": groups_worse,
                            "failed": failed, "left_out": examples - len(pairs),
                            "candidate_failed": candidate_failed,
                            "error_share": failed / examples if examples else 0.0,
                            "p_value": None, "interval": None}
     if binary and pairs:
-        out["p_value"] = sign_test(better, worse)
-        out["interval"] = list(clopper_pearson(better, better + worse, confidence))
+        out["p_value"] = sign_test(groups_better, groups_worse)
+        out["interval"] = list(clopper_pearson(groups_better, groups_better + groups_worse,
+                                               confidence))
     return out
 
 
@@ -229,14 +270,17 @@ def _bootstrap(scoring: Scoring, cases: Sequence[EvalCase],
     """Each model's summary with its intervals, its per-example scores (for showing), the
     margin's interval, and the paired counts. Scores, intervals and the test are over the
     examples the baseline answered (the candidate's failures there scored as wrong answers);
-    the others are left out; failures on either side are counted (max_error_share)."""
+    the others are left out; failures on either side are counted (max_error_share). The
+    bootstrap draws the split's groups whole; a mean's margin has the cluster t-interval."""
     kept = _answered(answers)
+    group_of = renumber(dense_groups([c.group for c in cases])[kept])
     kept_cases = [cases[i] for i in kept]
     kept_answers = {role: [answers[role][i] for i in kept] for role in models}
     scores = {role: score_answers(scoring, kept_cases, kept_answers[role]) for role in models
               } if kept else {}
     parts: dict[str, list[dict[str, np.ndarray]]] = {role: [] for role in models}
-    for block in resample_blocks(len(kept) if scores else 0, stats.resamples, stats.seed):
+    for block in group_weight_blocks(group_of if scores else group_of[:0], stats.resamples,
+                                     stats.seed):
         for role in models:
             parts[role].append(scores[role][3](block))
     sampled = {role: {name: np.concatenate([p[name] for p in parts[role]])
@@ -253,14 +297,17 @@ def _bootstrap(scoring: Scoring, cases: Sequence[EvalCase],
                          "errors": sum(a.text is None for a in answers[role]),
                          "retries": sum(a.retries for a in answers[role])}
     margin_interval = None
-    if scoring.metric in sampled.get("candidate", {}):
+    if scoring.metric == "mean" and scores:
+        differences = np.asarray(scores["candidate"][2]) - np.asarray(scores["baseline"][2])
+        margin_interval = list(cluster_t_interval(differences, group_of, stats.each))
+    elif scoring.metric in sampled.get("candidate", {}):
         margin_interval = list(percentile(sampled["candidate"][scoring.metric]
                                           - sampled["baseline"][scoring.metric],
                                           stats.each))
     failed = sum(any(answers[role][i].text is None for role in models)
                  for i in range(len(cases)))
     candidate_failed = sum(a.text is None for a in answers["candidate"])
-    paired = _paired({role: scores[role][2] if scores else [] for role in models},
+    paired = _paired({role: scores[role][2] if scores else [] for role in models}, group_of,
                      len(cases), scoring, stats.each, failed, candidate_failed)
     left_out = sorted(set(range(len(cases))) - set(kept))
     shown = {role: [0.0] * len(cases) for role in models}
@@ -314,6 +361,8 @@ def build_report(run_id: str, dataset: str, cases: Sequence[EvalCase],
         summary, scored, margin_interval, paired = _bootstrap(scoring, cases, answers, models,
                                                               stats)
         method = f"bootstrap, {stats.resamples} resamples, seed {stats.seed}"
+        if scoring.metric == "mean":
+            method += "; margin: t-interval over the groups"
     differing = []
     for i in range(len(cases)):
         texts = [answers[role][i].text for role in models]
@@ -336,10 +385,11 @@ def build_report(run_id: str, dataset: str, cases: Sequence[EvalCase],
                       differences, len(differing), stats.each, margin_interval,
                       {"method": method, "confidence": stats.each,
                        "family_confidence": stats.confidence,
-                       "comparisons": stats.comparisons,
+                       "comparisons": stats.comparisons, "repeated": stats.repeated,
                        "resamples": stats.resamples, "seed": stats.seed},
                       dict(pairwise) if pairwise is not None else None,
-                      list(judgements) if judgements is not None else None, paired)
+                      list(judgements) if judgements is not None else None, paired,
+                      groups=int(np.unique(dense_groups([c.group for c in cases])).size))
 
 
 def _judgement_note(judgement: Mapping[str, Any]) -> dict[str, Any]:

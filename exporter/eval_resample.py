@@ -1,8 +1,10 @@
 """An evaluation's metrics on bootstrap resamples of its examples, vectorized over the
 resamples (2,000 resamples of 1,000 examples take milliseconds), for the confidence intervals
-of the report. Each `*_resampler` returns a function from a (resamples × n) index matrix
-(`exporter.intervals.resample_indices`) to each metric's value on every resample; the metrics
-are defined exactly as in `exporter.scoring`. Pure functions.
+of the report. A resample is given by weights: how many times each example was drawn (a
+(resamples × n) matrix, `exporter.intervals.group_weight_blocks`: the split's groups are
+drawn whole, so copies of one prompt are drawn together, never as independent examples).
+Each `*_resampler` returns a function from such a weight matrix to each metric's value on
+every resample; the metrics are defined exactly as in `exporter.scoring`. Pure functions.
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros(a.shape, dtype=float), where=b > 0)
 
 
+def _total(weights: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """Per resample, the weighted count (or sum) of `flags`."""
+    return weights @ flags.astype(float)
+
+
 def mean_resampler(per_example: Sequence[float]) -> Resampler:
     scores = np.asarray(per_example, dtype=float)
-    return lambda idx: {"mean": scores[idx].mean(axis=1)}
+    return lambda w: {"mean": _ratio(_total(w, scores), w.sum(axis=1).astype(float))}
 
 
 def binary_resampler(truth: Sequence[bool], probabilities: Sequence[float], threshold: float,
@@ -33,17 +40,17 @@ def binary_resampler(truth: Sequence[bool], probabilities: Sequence[float], thre
     y = np.asarray(truth, dtype=bool)
     s = np.asarray(probabilities, dtype=float)
     predicted = s >= threshold
+    positions = np.arange(y.size)
 
-    def at(idx: np.ndarray) -> dict[str, np.ndarray]:
-        t, p = y[idx], predicted[idx]
-        tp = (t & p).sum(axis=1)
-        fp = (~t & p).sum(axis=1)
-        fn = (t & ~p).sum(axis=1)
+    def at(w: np.ndarray) -> dict[str, np.ndarray]:
+        tp, fp, fn = _total(w, y & predicted), _total(w, ~y & predicted), _total(w, y & ~predicted)
         precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-        out = {"accuracy": (t == p).mean(axis=1), "precision": precision, "recall": recall,
+        out = {"accuracy": _ratio(_total(w, y == predicted), w.sum(axis=1).astype(float)),
+               "precision": precision, "recall": recall,
                "f1": _ratio(2 * precision * recall, precision + recall)}
         if metric in _SLOW:
-            values = [_SLOW[metric](y[row].tolist(), s[row].tolist()) for row in idx]
+            rows = (np.repeat(positions, row) for row in w)
+            values = [_SLOW[metric](y[row].tolist(), s[row].tolist()) for row in rows]
             out[metric] = np.array([np.nan if v is None else v for v in values], dtype=float)
         return out
 
@@ -56,22 +63,21 @@ def multiclass_resampler(references: Sequence[str], predictions: Sequence[str]) 
     ref = np.asarray([classes.index(r) for r in references], dtype=np.int32)
     pred = np.asarray([classes.index(p) for p in predictions], dtype=np.int32)
 
-    def at(idx: np.ndarray) -> dict[str, np.ndarray]:
-        r, p = ref[idx], pred[idx]
-        sums = {"precision": np.zeros(len(idx)), "recall": np.zeros(len(idx)),
-                "f1": np.zeros(len(idx))}
-        present = np.zeros(len(idx))
+    def at(w: np.ndarray) -> dict[str, np.ndarray]:
+        sums = {"precision": np.zeros(len(w)), "recall": np.zeros(len(w)),
+                "f1": np.zeros(len(w))}
+        present = np.zeros(len(w))
         for c in range(len(classes)):
-            is_ref, is_pred = r == c, p == c
-            tp = (is_ref & is_pred).sum(axis=1)
-            support = is_ref.sum(axis=1)
-            precision, recall = _ratio(tp, is_pred.sum(axis=1)), _ratio(tp, support)
+            is_ref, is_pred = ref == c, pred == c
+            tp = _total(w, is_ref & is_pred)
+            support = _total(w, is_ref)
+            precision, recall = _ratio(tp, _total(w, is_pred)), _ratio(tp, support)
             f1 = _ratio(2 * precision * recall, precision + recall)
             here = support > 0
             present += here
             for name, value in (("precision", precision), ("recall", recall), ("f1", f1)):
                 sums[name] += np.where(here, value, 0.0)
-        out = {"accuracy": (r == p).mean(axis=1)}
+        out = {"accuracy": _ratio(_total(w, ref == pred), w.sum(axis=1).astype(float))}
         out.update({f"macro_{name}": _ratio(total, present) for name, total in sums.items()})
         return out
 

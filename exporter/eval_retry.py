@@ -1,5 +1,8 @@
 """One evaluation request through the proxy, retried after 429, 5xx and connection failures
-with exponential backoff (honouring `retry-after`); other errors are final."""
+with exponential backoff (honouring `retry-after`); other errors are final. A request that
+failed without reaching the model (still 429/5xx/unreachable after the retries, or 404: no
+such model served) is marked `unreachable`: no answer of the model's, unlike a 400 (a
+content filter, a prompt too long), which is."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any, Protocol
 import openai
 
 RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)
+NOT_FOUND = 404  # the model is not served there (not deployed yet, a wrong name)
 
 
 class RetryPolicy(Protocol):
@@ -30,6 +34,7 @@ class Reply:
     error: str | None
     interaction_id: str | None
     retries: int
+    unreachable: bool = False  # failed before the model could answer (see the docstring)
 
 
 def retry_delay(attempt: int, error: Exception, policy: RetryPolicy) -> float:
@@ -55,7 +60,8 @@ async def send(create: Callable[[], Awaitable[Any]], policy: RetryPolicy) -> Rep
             continue
         except openai.APIStatusError as exc:
             return Reply(None, f"{exc.status_code}: {exc.message}"[:500],
-                         exc.response.headers.get("x-tuneloop-id"), attempt)
+                         exc.response.headers.get("x-tuneloop-id"), attempt,
+                         unreachable=exc.status_code == NOT_FOUND)
         return Reply(raw, None, raw.headers.get("x-tuneloop-id"), attempt)
     return Reply(None, f"gave up after {policy.retries + 1} attempts: {error}"[:500], None,
-                 policy.retries)
+                 policy.retries, unreachable=True)

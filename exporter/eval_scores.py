@@ -38,6 +38,7 @@ class Answer:
     interaction_id: str | None
     top_logprobs: Mapping[str, float] | None = None
     retries: int = 0
+    unreachable: bool = False  # the request never reached the model (exporter/eval_retry.py)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ request as sent (exporter.eval_cases; for a stripped export, the interaction's l
 when it is the example's, exporter.eval_baseline): what each gets in production. At most
 `concurrency` requests are in flight; 429, 5xx and connection failures are retried with
 exponential backoff (honouring `retry-after`), other errors are recorded as the example's answer
-failing. With the `judge` scorer, a judge model then compares each pair of answers, in both
+failing; a model that could not be reached (`_check_reachable`) fails the evaluation instead
+of being scored. With the `judge` scorer, a judge model then compares each pair of answers, in both
 orders, through the proxy as well (tagged `eval-judge`; see exporter.judge). The run and its
 report, judgements included, are stored through the admin API (`/admin/evals`).
 """
@@ -16,6 +17,7 @@ report, judgements included, are stored through the admin API (`/admin/evals`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +34,7 @@ from exporter.eval_cases import (
     read_answer,
     request_for,
 )
+from exporter.eval_groups import dense_groups
 from exporter.eval_report import (
     Answer,
     EvalReport,
@@ -40,13 +43,13 @@ from exporter.eval_report import (
     build_report,
     make_scoring,
 )
-from exporter.eval_retry import send
+from exporter.eval_retry import NOT_FOUND, send
 from exporter.exportdir import load_export
 from exporter.intervals import CONFIDENCE, RESAMPLES, SEED
 from exporter.judge import JudgeSpec, judge_pairs, pairwise_summary
 from exporter.judge_prompt import DEFAULT_RUBRIC
 from tuneloop.client import AdminClient
-from tuneloop.errors import ConfigError
+from tuneloop.errors import ConfigError, ModelUnreachable
 from tuneloop.request_transforms import TargetTransforms
 
 ROLES = ("candidate", "baseline")
@@ -77,6 +80,7 @@ class EvalOptions:
     comparisons: int = 1  # K > 1: the best of K candidates is chosen on these examples, so
     # each interval is at 1 - (1 - confidence) / K (Bonferroni)
     alias: str | None = None  # the alias evaluated: the baseline gets its transforms there
+    repeated: int = 1  # R > 1: the R-th gate of this model on these examples (Bonferroni)
 
 
 async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: Markers,
@@ -89,7 +93,8 @@ async def _ask(client: openai.AsyncOpenAI, model: str, case: EvalCase, markers: 
     reply = await send(lambda: api.with_raw_response.create(**body, extra_headers=headers),
                        options)
     if reply.raw is None:
-        return Answer(None, reply.error, reply.interaction_id, None, reply.retries)
+        return Answer(None, reply.error, reply.interaction_id, None, reply.retries,
+                      unreachable=reply.unreachable)
     text, top = read_answer(endpoint, reply.raw.parse().model_dump(), markers)
     return Answer(text, None, reply.interaction_id, top, reply.retries)
 
@@ -125,6 +130,7 @@ async def _ask_all(base_url: str, api_key: str | None, run_id: str, cases: list[
     try:
         answers = await asyncio.gather(*(one(role, case) for case in cases for role in ROLES))
         by_role = {role: list(answers[i::2]) for i, role in enumerate(ROLES)}
+        _check_reachable(by_role, models)  # before paying a judge for it
         if not scoring.judged:
             return _Asked(by_role)
         assert options.judge_model is not None
@@ -198,6 +204,29 @@ def _check_key(answers: Mapping[str, list[Answer]], api_key: str | None) -> None
                 "VAR; in a cycle, [evaluate] api_key_env)")
 
 
+MAX_UNREACHABLE_SHARE = 0.1
+
+
+def _check_reachable(answers: Mapping[str, list[Answer]], models: Mapping[str, str]) -> None:
+    """A model that could not be reached (404: not served, e.g. a LoRA still deploying; 5xx
+    or connection failures after the retries) on any request with a 404, or on more than
+    MAX_UNREACHABLE_SHARE of them, fails the evaluation (ModelUnreachable) instead of being
+    scored: those failures say nothing of its answers, and a verdict (`not_promoted`) would
+    close the model for good. A cycle retries its step, then its next run evaluates the same
+    model again. Fewer such failures, and a 400 (a content filter, a prompt too long), stay
+    the candidate's wrong answers (exporter/eval_report.py)."""
+    for role, rows in answers.items():
+        down = [a for a in rows if a.unreachable]
+        missing = [a for a in down if (a.error or "").startswith(f"{NOT_FOUND}:")]
+        if missing or len(down) > MAX_UNREACHABLE_SHARE * len(rows):
+            first = (missing or down)[0].error
+            raise ModelUnreachable(
+                f"the {role} {models[role]} could not be reached on {len(down)} of {len(rows)} "
+                f"evaluation requests ({first}): not scored, no verdict recorded (an "
+                "unreachable model says nothing of its quality); evaluate again once it is "
+                "served (a cycle retries this step, then evaluates the same model again)")
+
+
 def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
              api_key: str | None = None) -> EvalReport:
     """Run the export's validation set through both models via the proxy at `client.api`,
@@ -219,19 +248,24 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
         asked = asyncio.run(_ask_all(client.api + "/v1", api_key, run["id"], cases, markers,
                                      options, scoring, baseline_transforms))
         _check_key(asked.answers, api_key)
-        stats = Stats(options.confidence, options.resamples, options.seed, options.comparisons)
+        stats = Stats(options.confidence, options.resamples, options.seed, options.comparisons,
+                      options.repeated)
         pairwise = None
         if asked.judgements is not None:
             pairwise = {"judge": options.judge_model, "rubric": options.rubric,
-                        **pairwise_summary(asked.judgements, stats.each)}
+                        **pairwise_summary(asked.judgements, stats.each,
+                                           dense_groups([c.group for c in cases]).tolist())}
         report = build_report(run["id"], str(export_dir), cases, asked.answers,
                               {"candidate": options.candidate, "baseline": options.baseline},
                               scoring, options.max_differences, stats, pairwise,
                               asked.judgements)
         if baseline_requests is not None:
             report = replace(report, baseline_requests=baseline_requests.to_json())
+        client.finish_eval_run(run["id"], status="done", report=report.to_json())
     except BaseException as exc:
-        client.finish_eval_run(run["id"], status="failed", error=str(exc)[:1000] or repr(exc))
+        # never leave the run `running`: whatever failed, storing the report included
+        with contextlib.suppress(Exception):  # the original error is what to show
+            client.finish_eval_run(run["id"], status="failed",
+                                   error=str(exc)[:1000] or repr(exc))
         raise
-    client.finish_eval_run(run["id"], status="done", report=report.to_json())
     return report

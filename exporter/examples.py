@@ -147,6 +147,11 @@ def _message_parts(message: Mapping[str, Any], parts: list[str]) -> None:
             )
 
 
+def _hash_parts(parts: list[str]) -> int:
+    digest = hashlib.blake2b(normalize_text("\x00".join(parts)), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
 def fingerprint(example: Example) -> int:
     """A 64-bit hash of the example's normalized text (whitespace removed, case folded):
     equal for exact duplicates and for copies that differ only in whitespace or case, which
@@ -156,5 +161,27 @@ def fingerprint(example: Example) -> int:
         _message_parts(message, parts)
     if example.label is not None:
         parts.append(example.label)
-    digest = hashlib.blake2b(normalize_text("\x00".join(parts)), digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+    return _hash_parts(parts)
+
+
+def prompt_messages(messages: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    """The prompt of a message list: without its final assistant turn (the answer)."""
+    if messages and messages[-1].get("role") == "assistant":
+        return messages[:-1]
+    return messages
+
+
+def prompt_fingerprint_of(messages: Sequence[Mapping[str, Any]]) -> int:
+    """`prompt_fingerprint` of a prompt given as its messages (no final answer)."""
+    parts: list[str] = ["prompt"]  # never equal to a whole example's fingerprint
+    for message in messages:
+        _message_parts(message, parts)
+    return _hash_parts(parts)
+
+
+def prompt_fingerprint(example: Example) -> int:
+    """A 64-bit hash of the example's prompt (its messages without the final assistant
+    answer, normalized as `fingerprint`): equal for one prompt answered twice (at a
+    temperature above 0, or a reviewer's edit of one copy), which the split keeps on one side
+    too, so validation never asks what train answered."""
+    return prompt_fingerprint_of(prompt_messages(example.messages))

@@ -3,7 +3,9 @@
 `lineage.jsonl` has one line per input example, in input order, with the columns of the
 `dataset_items` table (interaction_id, revision_id, revision, split, line, skipped), so every
 exported line traces back to its interaction and revision, and every skipped example is
-accounted for. The manifest holds the sha256 of each file; :func:`load_export` checks them.
+accounted for; an exported line's record also names its split group (`group`: lines of one
+group are duplicates, one prompt, or one session; evaluation counts groups as its
+independent evidence). The manifest holds the sha256 of each file; :func:`load_export` checks them.
 
 Exported files hold users' prompts: they are created 0600 in 0700 folders, whatever the umask.
 """
@@ -90,6 +92,7 @@ class Lineage:
     skipped: Mapping[int, str]  # input index -> reason
     prefixes: Sequence[bytes]
     mismatch_parts: Mapping[int, str] = field(default_factory=dict)  # index -> part differing
+    groups: np.ndarray | None = None  # per line: its split group (exporter/split.py)
 
 
 def _route(
@@ -121,15 +124,17 @@ def _line_numbers(sides: np.ndarray) -> list[int]:
 def _write_lineage(trace: HashedWriter, sides: np.ndarray, lineage: Lineage) -> None:
     names = (b"train", b"validation")
     side_of, number_of = sides.tolist(), _line_numbers(sides)
+    group_of = lineage.groups.tolist() if lineage.groups is not None else None
     index = line = 0
     for blob in lineage.prefixes:
         records = []
         for prefix in blob.split(b"\n") if blob else ():
             if lineage.emitted[index]:
                 side = side_of[line]
+                group = b'"group":%d,' % group_of[line] if group_of is not None else b""
                 records.append(
-                    b'%s"split":"%s","line":%d,"skipped":null}\n'
-                    % (prefix, names[side], number_of[line])
+                    b'%s"split":"%s","line":%d,%s"skipped":null}\n'
+                    % (prefix, names[side], number_of[line], group)
                 )
                 line += 1
             else:

@@ -17,24 +17,33 @@ An error counts neither as a win nor as a loss; the report counts them by kind, 
 refuses a run with too many errors and judge failures together (exporter/eval_gate.py).
 Every judgement (each order's verdict, reason and interaction id) is kept in the report.
 
-The statistics (`pairwise_summary`): the candidate's win rate is over all judged pairs with
+The statistics (`pairwise_summary`) count the split's groups, not pairs: copies of one prompt
+and the turns of one session are one piece of evidence (exporter/eval_groups.py). A group
+wins when its pairs have more wins than losses, loses when fewer, ties otherwise (one pair
+per group: the pair's outcome). The candidate's win rate is over the judged groups with
 ties as half a win, (wins + ties / 2) / (wins + losses + ties), so the margin 2 × win rate − 1
-is (wins − losses) / judged pairs: many ties dilute it. Its interval comes from the exact
-Clopper-Pearson interval of p = P(candidate wins | the pair is decided), i.e. the sign test on
-the decided pairs, scaled by the decided share: margin in (decided / judged) × (2p − 1).
+is (wins − losses) / judged groups: many ties dilute it. Its interval comes from the exact
+Clopper-Pearson interval of p = P(candidate wins | the group is decided), i.e. the sign test
+on the decided groups, scaled by the decided share: margin in (decided / judged) × (2p − 1).
+That share is taken as fixed: with a `margin` above 0 the bound is a little optimistic (a
+candidate exactly at margin 0.06, no losses, 200 pairs, passed 4% of the time instead of
+2.5%, r14g #6); above 0 alone is the exact sign test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import openai
 
 from exporter.eval_cases import EvalCase, answer_text
+from exporter.eval_groups import group_signs, renumber
 from exporter.eval_report import Answer
 from exporter.eval_retry import RetryPolicy, send
 from exporter.intervals import clopper_pearson, sign_test
@@ -74,6 +83,23 @@ def load_rubric(path: Path | None) -> str:
         raise ConfigError(f"cannot read the rubric file {path}: {exc}") from None
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc.message}") from None
+
+
+def rubric_digest(rubric: str) -> str:
+    """The sha256 of a rubric's text: what a cycle compares to tell an edited rubric file."""
+    return hashlib.sha256(rubric.encode()).hexdigest()
+
+
+def configured_rubric_digest(evaluate: Mapping[str, Any]) -> str | None:
+    """`rubric_digest` of the rubric an `[evaluate]` config (as JSON) names, read now; None
+    for another scorer or a rubric that cannot be read."""
+    if evaluate.get("scorer") != "judge":
+        return None
+    path = evaluate.get("rubric")
+    try:
+        return rubric_digest(load_rubric(Path(path) if isinstance(path, str) else None))
+    except ConfigError:
+        return None
 
 
 def settled(candidate: Answer, baseline: Answer) -> tuple[Outcome | Literal["error"], str] | None:
@@ -157,26 +183,50 @@ def _outcome(judgement: Mapping[str, Any]) -> str:
     return "baseline" if judgement.get("how") == "judge_failed" else str(judgement["outcome"])
 
 
-def pairwise_summary(judgements: Sequence[Mapping[str, Any]],
-                     confidence: float) -> dict[str, Any]:
+def _group_outcomes(outcomes: Sequence[str], groups: Sequence[int] | None
+                    ) -> dict[str, int]:
+    """Wins, losses and ties counted in groups (exporter/eval_groups.py): a group's outcome
+    is the sign of its pairs' wins minus losses; a group of errors only is not judged."""
+    group_of = np.asarray(groups if groups is not None else range(len(outcomes)),
+                          dtype=np.int64)
+    value = {"candidate": 1.0, "baseline": -1.0, "tie": 0.0}
+    judged = np.array([o in value for o in outcomes], dtype=bool)
+    if not judged.any():
+        return {"wins": 0, "losses": 0, "ties": 0, "groups": int(np.unique(group_of).size)}
+    scores = np.array([value[o] for o in outcomes if o in value])
+    better, worse, count = group_signs(scores, renumber(group_of[judged]))
+    return {"wins": better, "losses": worse, "ties": count - better - worse,
+            "groups": int(np.unique(group_of).size)}
+
+
+def pairwise_summary(judgements: Sequence[Mapping[str, Any]], confidence: float,
+                     groups: Sequence[int] | None = None) -> dict[str, Any]:
     """Wins, losses (with the candidate's failed requests and the pairs the judge could not
-    judge among them), ties and errors (by kind) of the candidate; its win rate over the
-    judged pairs with ties as half, and that rate's interval from the Clopper-Pearson interval
-    of the decided pairs (see the module doc); the sign test's p-value; the share of pairs
-    with an error or a failed judgement (`failed`, for the gate's max_error_share)."""
+    judge among them), ties and errors (by kind) of the candidate; the same counted in the
+    split's groups (`groups`: each judgement's group; None: each its own), which the
+    statistics use: the win rate over the judged groups with ties as half, and that rate's
+    interval from the Clopper-Pearson interval of the decided groups (see the module doc);
+    the sign test's p-value; the share of pairs with an error or a failed judgement
+    (`failed`, for the gate's max_error_share)."""
     outcomes = [_outcome(j) for j in judgements]
     count = {k: outcomes.count(v)
              for k, v in (("wins", "candidate"), ("losses", "baseline"), ("ties", "tie"),
                           ("errors", "error"))}
     judge_failed = sum(j.get("how") == "judge_failed" for j in judgements)
     failed = count["errors"] + judge_failed
-    wins, losses = count["wins"], count["losses"]
+    unit = _group_outcomes(outcomes, groups)
+    wins, losses = unit["wins"], unit["losses"]
     decided = wins + losses
-    judged = decided + count["ties"]
+    judged = decided + unit["ties"]
     share = decided / judged if judged else 0.0
     p_low, p_high = clopper_pearson(wins, decided, confidence)
-    rate = (wins + count["ties"] / 2) / judged if judged else 0.5
-    return {**count, "decided": decided, "judged": judged, "pairs": len(judgements),
+    rate = (wins + unit["ties"] / 2) / judged if judged else 0.5
+    return {**count, "decided": count["wins"] + count["losses"],
+            "judged": count["wins"] + count["losses"] + count["ties"],
+            "pairs": len(judgements),
+            "groups": {"total": unit["groups"], "wins": wins, "losses": losses,
+                       "ties": unit["ties"], "decided": decided, "judged": judged},
+            "decided_groups": decided,
             "errors_by_kind": {kind: sum(j["outcome"] == "error" and j["how"] == kind
                                          for j in judgements) for kind in ERROR_KINDS},
             "candidate_failed": sum(j["how"] == "candidate_failed" for j in judgements),
@@ -186,7 +236,7 @@ def pairwise_summary(judgements: Sequence[Mapping[str, Any]],
             "interval": [0.5 + share * (p_low - 0.5), 0.5 + share * (p_high - 0.5)],
             "decided_interval": [p_low, p_high],
             "p_value": sign_test(wins, losses),
-            "method": "win rate over judged pairs, ties as half; exact Clopper-Pearson "
-                      "interval of the decided pairs (sign test)",
+            "method": "win rate over judged groups, ties as half; exact Clopper-Pearson "
+                      "interval of the decided groups (sign test)",
             "orders_disagreed": sum(1 for j in judgements if j["how"] == "judged"
                                     and len({o["prefers"] for o in j["orders"]}) > 1)}

@@ -53,7 +53,7 @@ from exporter.formats import FormatOptions, RuleViolations
 from exporter.left_out import warn_left_out
 from exporter.legacy_checks import PromptCompletionStats
 from exporter.report import DatasetFacts, ValidationReport, build_report
-from exporter.split import Grouper, check_fraction
+from exporter.split import Grouper, SplitResult, check_fraction
 from exporter.strip import MISMATCH, TemplateStrip
 from exporter.tokens import model_info
 from tuneloop.errors import ConfigError, DatasetError
@@ -122,7 +122,7 @@ class _Gathered:
         lines = [e for e, out in zip(chunk, result.emitted, strict=True) if out]
         self.grouper.add(
             result.fingerprints, [e.session_id for e in lines], [e.interaction_id for e in lines],
-            result.line_labels or None,
+            result.line_labels or None, result.prompt_fingerprints,
         )
         for index, reason in result.skipped:
             self.skipped[self.examples + index] = reason
@@ -200,12 +200,13 @@ def _duplicates(ids: list[str], hashes: Iterable[int]) -> Tally:
     return tally
 
 
-def _facts(options: ExportOptions, gathered: _Gathered) -> DatasetFacts:
-    split = gathered.grouper.assign(options.validation_fraction, options.seed)
+def _facts(options: ExportOptions, gathered: _Gathered, split: SplitResult) -> DatasetFacts:
     line_ids = gathered.grouper.ids
-    near = Tally()
+    near, same_prompt = Tally(), Tally()
     for index in split.duplicates:
         near.add(line_ids[index])
+    for index in split.same_prompt:
+        same_prompt.add(line_ids[index])
     prompt_completion = gathered.stats is not None
     return DatasetFacts(
         options=options.format,
@@ -227,6 +228,8 @@ def _facts(options: ExportOptions, gathered: _Gathered) -> DatasetFacts:
         stats=gathered.stats,
         labels=gathered.labels,
         groups=split.groups,
+        same_prompt=same_prompt,
+        validation_groups=split.validation_groups,
     )
 
 
@@ -349,7 +352,8 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions, *,
             raise RuleViolations({c: t.ids for c, t in gathered.violations.items()}, counts)
         seconds["format_check_count"] = clock() - started
         started = clock()
-        facts = _facts(options, gathered)
+        split = gathered.grouper.assign(options.validation_fraction, options.seed)
+        facts = _facts(options, gathered, split)
         report = build_report(facts)
         _warn_untrainable(report, gathered.untrainable)
         warn_left_out(report, gathered.left_out)
@@ -360,7 +364,7 @@ def export(examples: Iterable[Example], out: Path, options: ExportOptions, *,
         if not report.ok:
             raise DatasetRejected(report)
         lineage = Lineage(gathered.emitted, gathered.skipped, gathered.lineage,
-                          gathered.mismatch_parts)
+                          gathered.mismatch_parts, split.group_of)
         files = write_split_files(
             work,
             spool,

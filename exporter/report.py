@@ -41,6 +41,8 @@ class DatasetFacts:
     stats: PromptCompletionStats | None = None
     labels: Mapping[str, int] = field(default_factory=dict)
     groups: int = 0
+    same_prompt: Tally = field(default_factory=Tally)  # one prompt, another answer
+    validation_groups: int = 0
 
 
 def distribution(values: np.ndarray) -> dict[str, float]:
@@ -103,6 +105,11 @@ def _dataset_findings(facts: DatasetFacts, n_train: int, n_validation: int) -> l
         message = "duplicates (exact or up to whitespace and case), kept on one side of the split"
         tally = facts.near_duplicates
         found.append(Finding("duplicates", "warning", message, tally.count, tuple(tally.ids)))
+    if facts.same_prompt.count:
+        message = ("the same prompt with another answer (sampled twice, or edited on one "
+                   "copy), kept on one side of the split with its other answers")
+        tally = facts.same_prompt
+        found.append(Finding("same_prompt", "info", message, tally.count, tuple(tally.ids)))
     if facts.model.training_price_per_1m is None:
         message = f"no training price known for {facts.model.name}; cost not estimated"
         found.append(Finding("unknown_price", "info", message))
@@ -164,7 +171,8 @@ def build_report(facts: DatasetFacts) -> ValidationReport:
     n_train = int(validation.size - n_validation)
     found = [finding_from_tally(code, tally) for code, tally in facts.problems.items()]
     found += _dataset_findings(facts, n_train, n_validation)
-    details: dict[str, Any] = {"split_groups": facts.groups}
+    details: dict[str, Any] = {"split_groups": facts.groups,
+                               "validation_groups": facts.validation_groups}
     if facts.stats is not None:
         legacy, summary = prepare_data_findings(
             facts.stats, facts.exact_duplicates, facts.distinct_completions

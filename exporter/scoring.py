@@ -51,11 +51,15 @@ def load_scorer(spec: str) -> Scorer:
 
     def score(prediction: str, reference: str) -> float:
         value = function(prediction, reference)
-        if isinstance(value, bool | int | float) and not (
-            isinstance(value, float) and math.isnan(value)
-        ):
-            return float(value)
-        raise DatasetError(f"scorer {spec} returned {value!r}; it must return a number or bool")
+        if isinstance(value, bool | int | float):
+            try:
+                number = float(value)
+            except OverflowError:  # an int past float's range
+                number = math.inf
+            if math.isfinite(number):
+                return number
+        raise DatasetError(f"scorer {spec} returned {value!r}; it must return a number or "
+                           "bool (finite: not NaN nor infinity)")
 
     return score
 

@@ -1,10 +1,15 @@
 """Train/validation split that never leaks.
 
 Examples that are duplicates (exact, or equal after removing whitespace and folding case:
-the same `fingerprint`) or that share a session are joined into one group (union-find); a
-group always lands on one side. Groups are ordered by a seeded hash of their smallest member
-fingerprint and taken into validation while they fit the target size, so the split depends
-only on the seed and on the set of examples, not on their order.
+the same `fingerprint`), that ask the same prompt (the same `prompt_fingerprint`: one
+prompt answered twice, or edited on one copy) or that share a session are joined into one
+group (union-find); a group always lands on one side, so no prompt of validation is trained
+on. The groups are also the evaluation's independent units: each validation line's lineage
+record names its group (`group`), and the statistics count groups, not lines (copies of one
+prompt are one piece of evidence, exporter/eval_groups.py). Groups are ordered by a seeded
+hash of their smallest member fingerprint and taken into validation while they fit the
+target size, so the split depends only on the seed and on the set of examples, not on their
+order.
 
 Stratified by label when examples have one (classification): each label's examples are
 split on their own, toward `fraction` of that label's count, so validation keeps the
@@ -20,11 +25,11 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from exporter.examples import Example, fingerprint
+from exporter.examples import Example, fingerprint, prompt_fingerprint
 from tuneloop.errors import DatasetError
 
 TRAIN = 0
@@ -36,6 +41,16 @@ class SplitResult:
     sides: bytearray  # per example: TRAIN or VALIDATION
     groups: int
     duplicates: list[int]  # indexes of examples whose fingerprint repeats an earlier one
+    group_of: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # per example: its group's id (the index of the group's first example)
+    same_prompt: list[int] = field(default_factory=list)  # indexes of examples asking an
+    # earlier example's prompt with another answer (not a duplicate)
+
+    @property
+    def validation_groups(self) -> int:
+        """The independent groups in validation."""
+        chosen = np.frombuffer(bytes(self.sides), dtype=np.uint8).astype(bool)
+        return int(np.unique(self.group_of[chosen]).size) if chosen.any() else 0
 
     @property
     def validation(self) -> int:
@@ -70,7 +85,7 @@ def _mix(values: np.ndarray, seed: int) -> np.ndarray:
 
 
 class Grouper:
-    """Union-find over examples, keyed by fingerprint and session id."""
+    """Union-find over examples, keyed by fingerprint, prompt fingerprint and session id."""
 
     def __init__(self) -> None:
         self.parent: list[int] = []
@@ -78,7 +93,9 @@ class Grouper:
         self._fingerprints: array[int] = array("q")
         self._labels: list[str | None] = []
         self.duplicates: list[int] = []
+        self.same_prompt: list[int] = []
         self._by_fingerprint: dict[int, int] = {}
+        self._by_prompt: dict[int, int] = {}
         self._by_session: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -91,10 +108,12 @@ class Grouper:
 
     def add(
         self, fingerprints: Sequence[int], sessions: Sequence[str | None], ids: Sequence[str],
-        labels: Sequence[str | None] | None = None,
+        labels: Sequence[str | None] | None = None, prompts: Sequence[int] | None = None,
     ) -> None:
         if not len(fingerprints) == len(sessions) == len(ids):
             raise ValueError("fingerprints, sessions and ids must have the same length")
+        if prompts is not None and len(prompts) != len(ids):
+            raise ValueError("prompts and ids must have the same length")
         if labels is not None and len(labels) != len(ids):
             raise ValueError("labels and ids must have the same length")
         self._labels.extend(labels if labels is not None else [None] * len(ids))
@@ -103,10 +122,18 @@ class Grouper:
         parent.extend(range(start, start + len(ids)))
         self.ids.extend(ids)
         self._fingerprints.extend(fingerprints)
+        repeats = len(self.duplicates)
         for i, value in enumerate(fingerprints, start):
             j = by_fingerprint.setdefault(value, i)
             if j != i:
                 self.duplicates.append(i)
+                self._union(i, j)
+        by_prompt, duplicate = self._by_prompt, set(self.duplicates[repeats:])
+        for i, value in enumerate(prompts or (), start):
+            j = by_prompt.setdefault(value, i)
+            if j != i:
+                if i not in duplicate:
+                    self.same_prompt.append(i)
                 self._union(i, j)
         for i, session in enumerate(sessions, start):
             if session is not None:
@@ -148,7 +175,8 @@ class Grouper:
                 chosen[root] = True
                 taken[stratum] += size
         sides = bytearray(chosen[roots].astype(np.uint8).tobytes())
-        return SplitResult(sides, int(groups.size), list(self.duplicates))
+        return SplitResult(sides, int(groups.size), list(self.duplicates), roots,
+                           list(self.same_prompt))
 
 
 def assign_split(
@@ -157,10 +185,12 @@ def assign_split(
     ids: Sequence[str],
     validation_fraction: float,
     seed: int = 0,
+    prompts: Sequence[int] | None = None,
 ) -> SplitResult:
-    """Sides for examples given by parallel sequences (fingerprint, session id, example id)."""
+    """Sides for examples given by parallel sequences (fingerprint, session id, example id,
+    prompt fingerprint)."""
     grouper = Grouper()
-    grouper.add(fingerprints, sessions, ids)
+    grouper.add(fingerprints, sessions, ids, prompts=prompts)
     return grouper.assign(validation_fraction, seed)
 
 
@@ -173,4 +203,5 @@ def split_examples(
         [e.interaction_id for e in examples],
         validation_fraction,
         seed,
+        [prompt_fingerprint(e) for e in examples],
     )

@@ -32,20 +32,44 @@ class BodyDecoder:
             return b""
 
 
-class StreamAssembler:
-    """Parses SSE incrementally; subclasses fold each event into a result."""
+class EventSplitter:
+    """Server-sent events out of an upstream's body read in pieces cut anywhere: each complete
+    event's lines without its blank line, CRLF made LF (also when a read ends between the CR
+    and the LF). An unterminated event at the end is never returned (SSE clients drop it)."""
 
     def __init__(self, encoding: str = ""):
         self._decoder = BodyDecoder(encoding)
         self._buffer = b""
+        self._cr = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        data = self._decoder.decode(chunk)
+        if self._cr:
+            data, self._cr = b"\r" + data, False
+        if data.endswith(b"\r"):  # maybe half a CRLF: wait for the next read
+            data, self._cr = data[:-1], True
+        self._buffer += data.replace(b"\r\n", b"\n")
+        events: list[bytes] = []
+        start = 0
+        while (end := self._buffer.find(b"\n\n", start)) != -1:
+            events.append(self._buffer[start:end])
+            start = end + 2
+        if start:
+            self._buffer = self._buffer[start:]
+        return events
+
+
+class StreamAssembler:
+    """Parses SSE incrementally; subclasses fold each event into a result."""
+
+    def __init__(self, encoding: str = ""):
+        self._events = EventSplitter(encoding)
         self.done = False
         self.events = 0
         self.error: Any = None
 
     def feed(self, chunk: bytes) -> None:
-        self._buffer += self._decoder.decode(chunk).replace(b"\r\n", b"\n")
-        while b"\n\n" in self._buffer:
-            raw, self._buffer = self._buffer.split(b"\n\n", 1)
+        for raw in self._events.feed(chunk):
             self._event(raw)
 
     def _event(self, raw: bytes) -> None:

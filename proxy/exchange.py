@@ -13,6 +13,9 @@ waits on the upstream, one small task (`_until_gone`) waits on the channel: a cl
 up cancels the upstream call (the request task is cancelled, so the upstream connection is
 closed, never pooled) and the interaction is logged `client_disconnected` (with `route.stalled_s`
 when the upstream had been silent `upstream_stall_s`: proxy.silence).
+
+An alias with an open canary gets a *covered* answer (`cover`, proxy/arm_cover.py): the client
+is not told which arm answered; the capture still sees the upstream's own bytes.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import Any, cast
+from typing import Any
 
 import orjson
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from proxy.arm_cover import ArmCover
 from proxy.assemble import ASSEMBLERS, BodyDecoder
 from proxy.body import BodyLimits, parse_payload, read_body
 from proxy.capture import Capture, parse_json
@@ -33,7 +36,7 @@ from proxy.context import ProxyContext
 from proxy.forward import ID_HEADER, body_for, send_attempt, timeouts_for
 from proxy.headers import client_meta, downstream_headers, with_body_user
 from proxy.ids import uuid7
-from proxy.incoming import API_PREFIX, plain_path, upstream_path
+from proxy.incoming import API_PREFIX, client_gone, plain_path, upstream_path
 from proxy.reply import UpstreamCut, UpstreamReply
 from proxy.routing import Attempt, Plan
 from proxy.second_opinion import KEY_REFUSALS, Failover, awaited, refused_key
@@ -51,23 +54,6 @@ GONE = "the client closed the connection before the answer was sent"
 CLIENT_CLOSED = 499
 
 
-def client_gone(receive: Receive) -> bool:
-    """Whether the client has hung up, asked without waiting.
-
-    Once the body is read, the server's `receive()` returns `http.disconnect` at once if the
-    client is gone, and otherwise waits; its first step is taken here and, if it would wait,
-    the call is dropped (the same question Starlette's `Request.is_disconnected` asks with a
-    cancelled scope, without a task or a scope).
-    """
-    step = cast(Coroutine[Any, Any, Message], receive())
-    try:
-        step.send(None)
-    except StopIteration as done:
-        return bool(done.value.get("type") == "http.disconnect")
-    step.close()
-    return False
-
-
 def _error_text(status: int, response: Any, raw: bytes) -> str | None:
     if status < 400:
         return None
@@ -78,8 +64,9 @@ def _error_text(status: int, response: Any, raw: bytes) -> str | None:
     return raw[:500].decode("utf-8", "replace") or f"HTTP {status}"
 
 
-def _event(exc: TuneloopError) -> bytes:
-    return b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"
+def _event(exc: TuneloopError, cover: ArmCover | None) -> bytes:
+    answer = exc.to_openai() if cover is None else cover.proxy_error(exc)
+    return b"data: " + orjson.dumps(answer) + b"\n\n"
 
 
 class Exchange:
@@ -98,6 +85,7 @@ class Exchange:
         self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.capture: Capture | None = None
         self.plan: Plan | None = None
+        self.cover: ArmCover | None = None  # an open canary's alias: the arm is not told
         self.answering = False
         """Whether the response has started (after that, no error answer is possible)."""
         self.watcher: asyncio.Task[None] | None = None
@@ -171,11 +159,13 @@ class Exchange:
         payload = parse_payload(body, settings.max_json_depth)
         meta = with_body_user(meta, payload)
         self.plan = self.ctx.router.plan(payload.get("model"), meta.sticky_key)
+        self.cover = ArmCover.of(self.plan)
         stream = payload.get("stream") is True and self.endpoint != "embeddings"
         self.capture = Capture(uuid7(), self.endpoint, meta, body, payload, stream,
                                started=self.started)
         self.watch()
-        return await self.forward(suffix, body, payload)
+        reply = await self.forward(suffix, body, payload)
+        return reply if self.cover is None else self.cover.check(reply)
 
     async def forward(self, suffix: str, body: bytes, payload: dict[str, Any]) -> UpstreamReply:
         """Each attempt of the plan in turn, as :class:`Failover` says: the next on a
@@ -186,6 +176,7 @@ class Exchange:
         ctx, capture, plan = self.ctx, self.capture, self.plan
         failover = Failover(plan, capture)
         step: int | UpstreamReply = 0
+        asked = self.headers if self.cover is None else self.cover.asked(self.headers)
         while isinstance(step, int):
             number, attempt = step, plan.attempts[step]
             capture.upstream_model = attempt.target.model
@@ -200,7 +191,7 @@ class Exchange:
                 ctx.metrics.stops_dropped.labels(plan.alias or "", attempt.target.model).inc()
             began = self.silence.heard()
             try:
-                reply = await awaited(send_attempt(ctx, attempt, self.endpoint, self.headers,
+                reply = await awaited(send_attempt(ctx, attempt, self.endpoint, asked,
                                                    suffix, outgoing.body, outgoing.payload,
                                                    timeouts_for(ctx, attempt)),
                                       failover.bounded(number),
@@ -212,7 +203,7 @@ class Exchange:
                 raise
             else:
                 ctx.metrics.observe_upstream(self.endpoint, self.silence.heard() - began)
-                key = refused_key(ctx, self.headers, attempt) \
+                key = refused_key(ctx, asked, attempt) \
                     if reply.status in KEY_REFUSALS and plan.alias is not None else None
                 if key is not None and capture.route is not None:
                     capture.route["refused_key"] = key
@@ -252,6 +243,8 @@ class Exchange:
             reply.release()
         decoded = BodyDecoder(reply.content_encoding).decode(raw)
         response = parse_json(decoded)
+        if self.cover is not None:  # the capture keeps the upstream's words, the client these
+            raw = self.cover.answer(decoded, response)
         if response is None and decoded:
             response = {"unparsed_body": decoded[:10_000].decode("utf-8", "replace")}
         if self.unwatch() or client_gone(self.receive):
@@ -262,7 +255,8 @@ class Exchange:
         logged = self.log(status=reply.status, response=response,
                           finish="upstream_error" if reply.status >= 400 else "completed",
                           error=_error_text(reply.status, response, decoded))
-        headers = downstream_headers(reply.headers)
+        headers = downstream_headers(reply.headers) if self.cover is None else \
+            self.cover.headers(reply.content_type, stream=False)
         if logged:
             headers.append((ID_HEADER, self.capture.interaction_id.encode()))
         await self.respond(reply.status, headers, raw)
@@ -281,7 +275,9 @@ class Exchange:
                 kind, error = "upstream_error", str(assembler.error)[:2000]
             self.log(status=reply.status, response=assembler.result(), finish=kind, error=error)
 
-        headers = downstream_headers(reply.headers)
+        headers = downstream_headers(reply.headers) if self.cover is None else \
+            self.cover.headers(reply.content_type, stream=True)
+        covering = None if self.cover is None else self.cover.events(reply.content_encoding)
         if not capture.meta.no_log:
             headers.append((ID_HEADER, capture.interaction_id.encode()))
         ending: bytes = b""
@@ -299,16 +295,16 @@ class Exchange:
                     capture.first_byte()
                     if assembler.done and not capture.logged:
                         finish("completed")
-                    await self.send({"type": "http.response.body", "body": chunk,
-                                     "more_body": True})
+                    await self.send({"type": "http.response.body", "more_body": True,
+                                     "body": chunk if covering is None else covering.feed(chunk)})
             except UpstreamTimeout as exc:
                 finish("timeout", exc.message)
-                ending = _event(exc)
+                ending = _event(exc, self.cover)
             except UpstreamCut as exc:
                 cut = UpstreamUnreachable(f"the upstream cut the stream: {exc}",
                                           code="upstream_cut")
                 finish("upstream_cut", cut.message)
-                ending = _event(cut)
+                ending = _event(cut, self.cover)
             if not capture.logged:
                 if assembler.done or self.endpoint not in ASSEMBLERS:
                     finish("completed")
@@ -317,7 +313,7 @@ class Exchange:
                         "the upstream ended the stream before its end marker",
                         code="upstream_cut")
                     finish("upstream_cut", cut.message)
-                    ending = _event(cut)
+                    ending = _event(cut, self.cover)
             self.unwatch()
             await self.send({"type": "http.response.body", "body": ending, "more_body": False})
         finally:
@@ -340,7 +336,8 @@ class Exchange:
             headers.append((b"connection", b"close"))
         if logged and self.capture is not None:
             headers.append((ID_HEADER, self.capture.interaction_id.encode()))
-        await self.respond(exc.status_code, headers, orjson.dumps(exc.to_openai()))
+        answer = exc.to_openai() if self.cover is None else self.cover.proxy_error(exc)
+        await self.respond(exc.status_code, headers, orjson.dumps(answer))
 
     async def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         headers.append((b"content-length", str(len(body)).encode()))

@@ -1,4 +1,4 @@
-"""To the upstream and back: which key goes upstream, what body an alias sends, one attempt of
+"""To the upstream and back: what body an alias sends, one attempt of
 a plan, and the OpenAI-shaped error answers of the Starlette handlers."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from starlette.responses import Response
@@ -16,50 +15,10 @@ from proxy.headers import upstream_headers
 from proxy.reply import Timeouts, UpstreamReply
 from proxy.routing import OPENAI_COMPATIBLE, Attempt
 from proxy.transforms import UNCHANGED
-from tuneloop.errors import RequestTimeout, TemplateMismatch, TuneloopError, UpstreamUnreachable
+from proxy.upstream_keys import upstream_credentials
+from tuneloop.errors import RequestTimeout, TemplateMismatch, TuneloopError
 
 ID_HEADER = b"x-tuneloop-id"
-
-
-def origin_of(url: str) -> tuple[str, str]:
-    """(scheme, host[:port]) of an http(s) URL, lower-cased, default ports dropped."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    try:
-        port = parts.port
-    except ValueError:
-        return scheme, f"{host}:invalid-port"
-    default = 443 if scheme == "https" else 80
-    return scheme, host if port in (None, default) else f"{host}:{port}"
-
-
-def upstream_credentials(ctx: ProxyContext, headers: Mapping[str, str],
-                         attempt: Attempt) -> dict[str, str]:
-    """Which key goes upstream: the route's own key; else, to the default upstream's origin,
-    the proxy's key when it issues keys to apps, or the client's key, or OPENAI_API_KEY; to
-    any other origin the client's own key or none (the server's key and a key the proxy
-    issued never leave for another company's server)."""
-    target = attempt.target
-    if target.api_key_env:
-        key = ctx.settings.env_secret(target.api_key_env)
-        if key is None:
-            raise UpstreamUnreachable(
-                f"the route's key variable {target.api_key_env} is not set",
-                code="missing_upstream_key",
-            )
-        return {"authorization": f"Bearer {key}"}
-    settings = ctx.settings
-    home = target.base_url is None or origin_of(target.base_url) == origin_of(settings.upstream)
-    server_key = settings.openai_api_key if home else None
-    server = {"authorization": f"Bearer {server_key.get_secret_value()}"} if server_key else {}
-    if settings.issue_keys:  # the client's key is ours: it never goes upstream
-        return server
-    if "authorization" in headers:
-        return {"authorization": headers["authorization"]}
-    if "api-key" in headers:
-        return {"api-key": headers["api-key"]}
-    return server
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +75,7 @@ async def send_attempt(ctx: ProxyContext, attempt: Attempt, endpoint: str,
     """One attempt of a plan: to a litellm provider, or POST to an OpenAI-compatible upstream
     at the target's (or the default) base URL plus the checked `suffix`."""
     target = attempt.target
-    credentials = upstream_credentials(ctx, client_headers, attempt)
+    credentials = upstream_credentials(ctx.settings, client_headers, target)
     if target.provider != OPENAI_COMPATIBLE:
         key = credentials.get("authorization", "").removeprefix("Bearer ") or None
         return await ctx.litellm.send(

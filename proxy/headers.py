@@ -20,7 +20,7 @@ TRAFFIC_KINDS = ("production", "evaluation", "synthetic")
 # hop-by-hop fields, forwarding claims (X-Forwarded-*, Forwarded, X-Real-IP, Via), URL and
 # method overrides (X-Original-URL, X-Rewrite-URL, X-HTTP-Method-Override), cookies, other
 # providers' keys, our own x-tuneloop-* headers, and body framing (set by the client library).
-# Credentials are added by the caller (`proxy.forward.upstream_credentials`), never copied.
+# Credentials are added by the caller (`proxy.upstream_keys.upstream_credentials`), never copied.
 FORWARDED_UPSTREAM = frozenset(
     {
         "content-type", "accept", "user-agent", "openai-organization", "openai-project",

@@ -1,5 +1,5 @@
-"""The parts of an incoming ASGI request the proxy forwards, read once from the scope, and the
-one rule for the path that goes upstream.
+"""The parts of an incoming ASGI request the proxy forwards, read once from the scope, the
+one rule for the path that goes upstream, and whether the client is still there.
 
 The upstream's origin comes from settings and routes only. The path appended to it is built
 from the decoded path the router matched (never the raw one), checked segment by segment and
@@ -17,10 +17,12 @@ after the first `?`, which the checked path cannot contain, so `?/../../admin` s
 from __future__ import annotations
 
 import re
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import quote
 
-from starlette.types import Scope
+from starlette.types import Message, Receive, Scope
 
 from tuneloop.errors import BadRequest
 
@@ -85,3 +87,20 @@ class Incoming:
             suffix=upstream_path(scope) if suffix is None else suffix,
             headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]},
         )
+
+
+def client_gone(receive: Receive) -> bool:
+    """Whether the client has hung up, asked without waiting.
+
+    Once the body is read, the server's `receive()` returns `http.disconnect` at once if the
+    client is gone, and otherwise waits; its first step is taken here and, if it would wait,
+    the call is dropped (the same question Starlette's `Request.is_disconnected` asks with a
+    cancelled scope, without a task or a scope).
+    """
+    step = cast(Coroutine[Any, Any, Message], receive())
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return bool(done.value.get("type") == "http.disconnect")
+    step.close()
+    return False

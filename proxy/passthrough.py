@@ -24,11 +24,12 @@ from proxy.body import (
 )
 from proxy.capture import parse_json
 from proxy.context import ProxyContext, context_of
-from proxy.forward import RawResponse, upstream_credentials
+from proxy.forward import RawResponse
 from proxy.headers import downstream_headers, upstream_headers
 from proxy.incoming import Incoming
 from proxy.reply import Timeouts, UpstreamCut, UpstreamReply
 from proxy.routing import default_plan
+from proxy.upstream_keys import upstream_credentials
 from tuneloop.errors import UpstreamTimeout
 
 
@@ -36,7 +37,8 @@ async def _forward(ctx: ProxyContext, incoming: Incoming,
                    body: bytes | AsyncIterator[bytes] | None,
                    length: str | None = None) -> UpstreamReply:
     headers = upstream_headers(incoming.headers, ctx.settings.forward_headers)
-    headers.update(upstream_credentials(ctx, incoming.headers, default_plan("-").attempts[0]))
+    headers.update(upstream_credentials(ctx.settings, incoming.headers,
+                                        default_plan("-").attempts[0].target))
     if length is not None:  # a relayed body keeps its declared length (else: chunked)
         headers["content-length"] = length
     url = ctx.settings.upstream + incoming.suffix

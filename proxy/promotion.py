@@ -29,6 +29,7 @@ onto each of its targets and fallbacks first, so those keep getting what they go
 
 from __future__ import annotations
 
+import json
 from shlex import quote
 from typing import Any, Literal
 
@@ -42,8 +43,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from proxy.routing import RouteSpec, Target, stable_target
-from tuneloop.config import canary_share_too_small
+from proxy.routing import RouteSpec, Target, model_name_problem, stable_target
+from tuneloop.config import MAX_CANARY_SHARE, MIN_CANARY_SHARE, canary_share_problem
 from tuneloop.errors import BadRequest, Conflict
 
 FULL = 100.0
@@ -54,9 +55,9 @@ class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=256)
-    canary: float = Field(FULL, gt=0, le=100)
-    """Percent of the alias's traffic for the candidate; 100 promotes fully; at least
-    MIN_CANARY_SHARE (tuneloop/config.py)."""
+    canary: float = FULL
+    """Percent of the alias's traffic for the candidate, from MIN_CANARY_SHARE to
+    MAX_CANARY_SHARE (tuneloop/config.py); 100 promotes fully."""
     provider: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None
@@ -78,13 +79,27 @@ class PromoteRequest(BaseModel):
     verdict: dict[str, Any] | None = None
     """The canary test's statistics behind the promotion (kept in the route history)."""
 
-    @field_validator("canary")
+    @field_validator("model")
     @classmethod
-    def _a_share_that_is_judged(cls, value: float) -> float:
-        problem = canary_share_too_small(value)
+    def _a_model_name(cls, value: str) -> str:
+        problem = model_name_problem(value)
+        if problem is not None:
+            raise PydanticCustomError("model_name", problem)
+        return value
+
+    @field_validator("canary", mode="before")
+    @classmethod
+    def _a_share_that_is_judged(cls, value: Any) -> float:
+        # a number only: neither "10" nor true (which lax parsing takes for 1%)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PydanticCustomError(
+                "canary_share", f"the canary share must be a number between "
+                f"{MIN_CANARY_SHARE:g} and {MAX_CANARY_SHARE:g} (percent), or 100 to promote "
+                f"fully; got {json.dumps(value, default=str)[:80]}")
+        problem = canary_share_problem(float(value))
         if problem is not None:
             raise PydanticCustomError("canary_share", problem)
-        return value
+        return float(value)
 
     @property
     def full(self) -> bool:
@@ -262,6 +277,10 @@ def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest
                   open_canary: str | None = None) -> RouteSpec:
     """`open_canary`: the model of the route's open canary, if any (never the stable one)."""
     share = min(request.canary, FULL)
+    if not request.full and request.model == alias:
+        raise BadRequest(f"model: a canary of {alias!r} on the alias {alias!r} itself would send "
+                         f"{share:g}% of its traffic to the default upstream as model {alias!r}; "
+                         "name the model to try", param="model")
     if current is not None:
         current = route_level_moved(current)
     candidates = _candidates(request, current, share)

@@ -19,7 +19,8 @@ both arms (storage/route_health.py). An arm is a model: every
 deployment of the canary model (another base_url or provider) is the canary arm, every
 deployment of the stable model the stable arm. A model drained to weight 0 is nobody's second
 opinion. The primary's failure waits on its second opinion at most `second_opinion_timeout_s`
-(proxy/second_opinion.py).
+(proxy/second_opinion.py). While the canary is open, the answers do not say which arm gave
+them (`Plan.covered`, proxy/arm_cover.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,21 @@ LITELLM_PROVIDERS = frozenset(
 )
 
 
+MAX_WEIGHT = 1e6
+"""A target's largest weight: the route's total stays a finite number (weights are ratios)."""
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why a target's model name cannot be one (blank, padded, a control character), or None."""
+    if not name.strip():
+        return "a model name cannot be blank"
+    if name != name.strip():
+        return f"the model name {name!r} starts or ends with white space"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"the model name {name!r} holds a control character"
+    return None
+
+
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,11 +78,19 @@ class Target(BaseModel):
     provider: str = OPENAI_COMPATIBLE
     base_url: str | None = None
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-    weight: float = Field(100.0, ge=0)
-    connect_timeout_s: float | None = Field(None, gt=0)
-    read_timeout_s: float | None = Field(None, gt=0)
+    weight: float = Field(100.0, ge=0, le=MAX_WEIGHT, allow_inf_nan=False)
+    connect_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    read_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     transforms: list[Transform] | None = Field(None, max_length=8)
     """Applied only to requests sent to this target (proxy.transforms)."""
+
+    @field_validator("model")
+    @classmethod
+    def _a_model_name(cls, value: str) -> str:
+        problem = model_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("provider")
     @classmethod
@@ -95,8 +119,8 @@ class RouteSpec(BaseModel):
     `legacy_separator` transform on the target that needs it instead."""
     stop: str | list[str] | None = None
     """Like `prompt_suffix`: the stop sequence sent to every target (merged with a request's)."""
-    connect_timeout_s: float | None = Field(None, gt=0)
-    read_timeout_s: float | None = Field(None, gt=0)
+    connect_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    read_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @field_validator("targets")
     @classmethod
@@ -181,6 +205,9 @@ class Plan:
     attempts: tuple[Attempt, ...]
     draw: str = "random"
     """`sticky` (the target follows the user/session key) or `random` (drawn per request)."""
+    covered: bool = False
+    """The alias has an open canary: the answer does not say which arm gave it
+    (proxy/arm_cover.py)."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -260,6 +287,7 @@ class _Route:
     stable: tuple[Target, TargetTransforms | None] | None = None
     """With an open canary: each arm's second opinion (the heaviest deployment of the canary
     model, the stable target), asked for any deployment of the other arm's model."""
+    open_canary: str | None = None
 
 
 def _route(alias: str, spec: RouteSpec, templates: Mapping[str, PromptTemplate],
@@ -270,10 +298,10 @@ def _route(alias: str, spec: RouteSpec, templates: Mapping[str, PromptTemplate],
     # a target taken out of traffic (weight 0) is nobody's second opinion
     canary_arm = [pair for pair in targets if pair[0].model == canary and pair[0].weight > 0]
     if stable is None or stable.model == canary or stable.weight <= 0 or not canary_arm:
-        return _Route(spec, targets, fallbacks)
+        return _Route(spec, targets, fallbacks, open_canary=canary)
     stable_pair = next(pair for pair in targets if pair[0] is stable)
     canary_pair = max(canary_arm, key=lambda pair: pair[0].weight)
-    return _Route(spec, targets, fallbacks, canary_pair, stable_pair)
+    return _Route(spec, targets, fallbacks, canary_pair, stable_pair, canary)
 
 
 class Router:
@@ -332,4 +360,5 @@ class Router:
                                         spec.connect_timeout_s, spec.read_timeout_s, other[1]))
         attempts += [Attempt(t, model, "fallback", spec.connect_timeout_s, spec.read_timeout_s,
                              transforms) for t, transforms in route.fallbacks]
-        return Plan(model, spec, tuple(attempts), "sticky" if sticky else "random")
+        return Plan(model, spec, tuple(attempts), "sticky" if sticky else "random",
+                    covered=route.open_canary is not None)

@@ -22,9 +22,9 @@ from typing import Any
 
 from proxy.capture import Capture
 from proxy.context import ProxyContext
-from proxy.forward import upstream_credentials
 from proxy.reply import UpstreamReply
 from proxy.routing import OPENAI_COMPATIBLE, Attempt, Plan, next_attempt
+from proxy.upstream_keys import at_default_upstream, upstream_credentials
 from tuneloop.errors import TuneloopError, UpstreamTimeout
 
 KEY_REFUSALS = frozenset({401, 403})
@@ -35,9 +35,9 @@ def refused_key(ctx: ProxyContext, headers: Mapping[str, str], attempt: Attempt)
     client's own (or the client sent none, the proxy not issuing keys), else `operator`."""
     if attempt.target.provider != OPENAI_COMPATIBLE or ctx.settings.issue_keys:
         return "operator"  # litellm uses the route's or the provider's variable
-    sent = upstream_credentials(ctx, headers, attempt)
-    if not sent:
-        return "client" if not {"authorization", "api-key"} & headers.keys() else "operator"
+    sent = upstream_credentials(ctx.settings, headers, attempt.target)
+    if not sent:  # no key went: the client sent none, or the target is keyless elsewhere
+        return "client" if at_default_upstream(ctx.settings, attempt.target) else "operator"
     return "client" if all(headers.get(k) == v for k, v in sent.items()) else "operator"
 
 

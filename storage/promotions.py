@@ -28,7 +28,13 @@ import orjson
 from storage.backend import upsert_sql
 from storage.db import Connection
 from storage.notify import ROUTES, notify
-from storage.rollback_edits import check_expected_seq, refuse_restore, without_canary
+from storage.rollback_edits import (
+    check_expected_seq,
+    describe_episode,
+    refuse_restore,
+    without_canary,
+    wrong_model,
+)
 from storage.transaction import transaction
 from tuneloop.errors import Conflict, NotFound
 
@@ -45,6 +51,7 @@ class Episode:
     before: Spec | None  # the spec in effect before the episode began
     promoted_seq: int  # the latest promotion's seq
     written: Spec | None  # the spec the latest promotion wrote
+    promoted_by: str | None = None  # who made the latest promotion (`changed_by`)
 
     def changed_since(self, spec: Spec | None) -> bool:
         """The route is no longer what the latest promotion wrote (a person's edit, ...)."""
@@ -54,7 +61,8 @@ class Episode:
         return {"first_seq": self.first_seq, "model": self.model,
                 "started_at": self.started_at.isoformat(),
                 "promoted_at": self.promoted_at.isoformat(), "canary": self.canary,
-                "before": self.before, "promoted_seq": self.promoted_seq}
+                "before": self.before, "promoted_seq": self.promoted_seq,
+                "promoted_by": self.promoted_by}
 
 
 def _loads(text: str | None) -> Any:
@@ -64,20 +72,20 @@ def _loads(text: str | None) -> Any:
 def open_episodes(con: Connection, alias: str) -> list[Episode]:
     """The alias's promotion episodes not yet rolled back, oldest first."""
     rows = con.execute(
-        "SELECT seq, spec, action, changed_at, detail FROM route_history WHERE alias = ? "
-        "ORDER BY seq", [alias]).fetchall()
+        "SELECT seq, spec, action, changed_at, detail, changed_by FROM route_history "
+        "WHERE alias = ? ORDER BY seq", [alias]).fetchall()
     stack: list[Episode] = []
     previous: Spec | None = None
-    for seq, spec_text, action, changed_at, detail_text in rows:
+    for seq, spec_text, action, changed_at, detail_text, by in rows:
         spec, detail = _loads(spec_text), _loads(detail_text) or {}
         if action == "promote":
             model, canary = str(detail.get("model")), detail.get("canary")
             if stack and stack[-1].model == model:
                 stack[-1] = replace(stack[-1], promoted_at=changed_at, canary=canary,
-                                    promoted_seq=seq, written=spec)
+                                    promoted_seq=seq, written=spec, promoted_by=by)
             else:
                 stack.append(Episode(seq, model, changed_at, changed_at, canary, previous,
-                                     seq, spec))
+                                     seq, spec, by))
         elif action == "rollback":
             stack = [e for e in stack if e.first_seq != detail.get("undoes")]
         previous = spec
@@ -123,12 +131,14 @@ def promote_route(con: Connection, alias: str, build: Callable[[Spec | None], Sp
 
 def rollback_route(con: Connection, alias: str, by: str | None,
                    verdict: dict[str, Any] | None = None, *, force: bool = False,
-                   expect_seq: int | None = None) -> dict[str, Any]:
+                   expect_seq: int | None = None, model: str | None = None) -> dict[str, Any]:
     """Undo the latest promotion episode not yet undone: restore the spec in effect before it,
     or, when the route changed since its latest promotion, take its canary out of the current
     route (refused when there is no canary share to take out, unless `force` restores the old
     spec anyway); `verdict` (the canary test's statistics, when a test decided) joins the
-    recorded detail."""
+    recorded detail. `model`: the model the caller means to roll back; Conflict when the
+    latest episode is another's (storage/rollback_edits.py `wrong_model`). The result's
+    `undone` is the episode undone (its model, when and by whom it was promoted)."""
 
     def work() -> dict[str, Any]:
         check_expected_seq(con, alias, expect_seq)
@@ -139,6 +149,8 @@ def rollback_route(con: Connection, alias: str, by: str | None,
                 raise NotFound(f"no route for alias {alias!r}")
             raise Conflict(f"{alias!r} has no promotion to roll back")
         episode = episodes[-1]
+        if model is not None and model != episode.model:
+            raise wrong_model(con, alias, model, describe_episode(episode))
         detail: dict[str, Any] = {"undoes": episode.first_seq, "model": episode.model}
         spec = episode.before
         if episode.changed_since(current) and current != episode.before:
@@ -160,7 +172,7 @@ def rollback_route(con: Connection, alias: str, by: str | None,
             detail["verdict"] = verdict
         written = _write(con, alias, spec, "rollback", detail, by)
         return {"alias": alias, "action": "rollback", **detail, **written,
-                "spec": spec, "previous": current}
+                "spec": spec, "previous": current, "undone": episode.to_json()}
 
     with transaction(con):
         return work()

@@ -24,6 +24,8 @@ from __future__ import annotations
 from shlex import quote
 from typing import Any
 
+import orjson
+
 from storage.db import Connection
 from tuneloop.errors import Conflict
 
@@ -103,3 +105,29 @@ def refuse_restore(con: Connection, alias: str, model: str, promoted_seq: int, c
         f"changes. Set the route you want (`tuneloop routes set`, PUT /admin/routes), or roll "
         f"back anyway: `tuneloop rollback --alias {quote(alias)} --force` (API: "
         f'{{"force": true}})', code="route_edited")
+
+
+def describe_episode(episode: Any) -> str:
+    """`ft-v1 (promoted fully at 2026-11-01T10:00:00+00:00 by cli, #12)`: a promotion episode
+    (storage/promotions.py `Episode`) for people."""
+    share = "fully" if (episode.canary or 0) >= 100 else f"as a {episode.canary:g}% canary"
+    return (f"{episode.model} (promoted {share} at "
+            f"{episode.promoted_at.isoformat(timespec='seconds')} by "
+            f"{episode.promoted_by or 'unknown'}, #{episode.promoted_seq})")
+
+
+def wrong_model(con: Connection, alias: str, model: str, undone: str) -> Conflict:
+    """A rollback meant for `model` would undo another promotion (`undone`): `model` was
+    rolled back already (by the cycle, by someone else) or never promoted."""
+    rows = con.execute(
+        "SELECT seq, changed_by, changed_at, detail FROM route_history WHERE alias = ? AND "
+        "action = 'rollback' ORDER BY seq DESC LIMIT 100", [alias]).fetchall()
+    done = next((r for r in rows if (orjson.loads(r[3] or "{}") or {}).get("model") == model),
+                None)
+    happened = (f"{model} was rolled back already (#{done[0]} by {done[1] or 'unknown'} "
+                f"at {done[2].isoformat(timespec='seconds')})" if done
+                else f"{model} has no open promotion on it")
+    return Conflict(
+        f"route {alias!r}: {happened}; rolling back now would undo {undone} instead. See "
+        f"`tuneloop routes history --alias {quote(alias)}`; to undo that one, roll back with "
+        'its model (`--model`, API: "model")', code="rollback_other_model")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,11 +30,15 @@ def _record(con: Connection, alias: str, spec: dict[str, Any] | None, action: st
     notify(con, ROUTES)  # every replica reloads its routes when this commits
 
 
-def replace_routes(con: Connection, specs: dict[str, dict[str, Any]], by: str | None) -> None:
-    """Replace the whole table in one transaction, recording every change in the history."""
+def replace_routes(con: Connection, specs: dict[str, dict[str, Any]], by: str | None,
+                   check: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> None:
+    """Replace the whole table in one transaction, recording every change in the history;
+    `check(current table)` runs first in it (storage/route_table_guard.py)."""
     now = datetime.now(UTC)
     with transaction(con):
         current = load_routes(con)
+        if check is not None:
+            check(current)
         for alias in current.keys() - specs.keys():
             con.execute("DELETE FROM routes WHERE alias = ?", [alias])
             _record(con, alias, None, "delete", by, now)

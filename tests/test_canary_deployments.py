@@ -25,14 +25,16 @@ def weights(spec: dict[str, Any]) -> list[tuple[str, str | None, float]]:
 
 
 def ask(proxy: ProxyServer, users: int) -> list[str | int]:
-    """One chat request per sticky user: the model that answered, or the refusal's status."""
+    """One chat request per sticky user: the model that answered (as the store says: the
+    answer names the alias while a canary is open), or the refusal's status."""
     client = proxy.openai().with_options(max_retries=0)
     seen: list[str | int] = []
     for n in range(users):
         try:
-            seen.append(client.chat.completions.create(
-                model=ALIAS, user=f"user-{n}",
-                messages=[{"role": "user", "content": "hi"}]).model)
+            raw = client.chat.completions.with_raw_response.create(
+                model=ALIAS, user=f"user-{n}", messages=[{"role": "user", "content": "hi"}])
+            assert raw.parse().model == ALIAS
+            seen.append(proxy.row(raw.headers["x-tuneloop-id"])["upstream_model"])
         except openai.APIStatusError as exc:
             seen.append(exc.status_code)
     return seen
@@ -55,7 +57,7 @@ def test_a_stable_model_drained_to_weight_0_stays_the_stable_model(
     admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
     admin.promote(ALIAS, CANARY, canary=10)
     admin.put_routes({ALIAS: {"targets": [{"model": STABLE, "weight": 0},
-                                          {"model": CANARY, "weight": canary_weight}]}})
+                                          {"model": CANARY, "weight": canary_weight}]}}, force=True)
     state = admin.route_canary(ALIAS)
     assert (state["stable"], state["canary"]["model"]) == (STABLE, CANARY)  # main: CANARY
     # a weight-0 model is nobody's second opinion: the canary's refusal reaches the app, and
@@ -77,7 +79,7 @@ def test_a_new_canary_beside_a_drained_stable_model_is_compared_with_it(
     admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
     admin.promote(ALIAS, CANARY, canary=10)
     admin.put_routes({ALIAS: {"targets": [{"model": STABLE, "weight": 0},
-                                          {"model": CANARY, "weight": 10}]}})
+                                          {"model": CANARY, "weight": 10}]}}, force=True)
     second = admin.promote(ALIAS, OTHER, canary=10)
     assert weights(second["spec"]) == [(STABLE, None, 90), (OTHER, None, 10)]
     assert admin.route_canary(ALIAS)["stable"] == STABLE
@@ -113,7 +115,8 @@ def test_two_deployments_of_the_canary_model_are_one_canary_arm(proxy: ProxyServ
     admin.promote(ALIAS, CANARY, canary=50)
     admin.put_routes({ALIAS: {"targets": [{"model": STABLE, "weight": 50},
                                           {"model": CANARY, "weight": 25},
-                                          {"model": CANARY, "base_url": there, "weight": 25}]}})
+                                          {"model": CANARY, "base_url": there, "weight": 25}]}},
+                     force=True)
     assert admin.route_canary(ALIAS)["canary"]["model"] == CANARY
     proxy.upstream.state.fail_containing[CANARY] = 404  # the fine-tune was deleted
     assert set(ask(proxy, 30)) == {STABLE}

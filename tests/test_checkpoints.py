@@ -62,7 +62,7 @@ def test_checkpoints_are_evaluated_and_the_best_promoted(loop: ProxyServer,
     assert "0.0000" in lines["10"] and "best" not in lines["10"]
 
     export_dir = second.run["state"]["export_path"]
-    loop.admin().put_routes({ALIAS: {"targets": [{"model": CURRENT}]}})
+    loop.admin().put_routes({ALIAS: {"targets": [{"model": CURRENT}]}}, force=True)
     # the current model answers as approved again, the last checkpoint loses on every
     # example: the best of the one evaluated is refused, nothing is routed
     del loop.upstream.state.model_replies[CURRENT]

@@ -42,7 +42,8 @@ def test_a_promoted_checkpoint_gets_the_exports_transforms(
     trained = run_cycle(proxy.admin(), cfg, api_key=UPSTREAM_KEY)
     assert trained.run["state"].get("job_id"), trained.message
     [job] = proxy.upstream.state.jobs.values()
-    proxy.admin().put_routes({ALIAS: {"targets": [{"model": CURRENT}]}})  # no canary yet
+    proxy.admin().put_routes({ALIAS: {"targets": [{"model": CURRENT}]}},
+                             force=True)  # no canary yet (the route reset)
 
     promoted = CliRunner().invoke(main, [
         "jobs", "checkpoints", job.id, "--dataset", trained.run["state"]["export_path"],

@@ -176,7 +176,7 @@ def test_evaluate_mistakes_are_refused_when_the_config_loads(tmp_path: Path) -> 
                                ({"scorer": "judge", "judge_model": "gpt-4o",
                                  "rubric": str(rubric)}, "openai"),
                                ({"scorer": "classification", "metric": "auroc"}, "openai"),
-                               ({"checkpoints": 3}, "azure")]:
+                               ({"checkpoints": 3}, "openai")]:
         parse_cycle_config(with_evaluate(tmp_path, provider, **evaluate))
 
 

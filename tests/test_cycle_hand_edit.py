@@ -30,7 +30,7 @@ def split_the_stable_arm(proxy: ProxyServer, model: str) -> None:
     """A person's hand edit during the canary: the stable 50% becomes an A/B split."""
     proxy.admin().put_routes({ALIAS: {"targets": [{"model": CURRENT, "weight": 25},
                                                   {"model": OTHER, "weight": 25},
-                                                  {"model": model, "weight": 50}]}})
+                                                  {"model": model, "weight": 50}]}}, force=True)
 
 
 def until_settled(proxy: ProxyServer, cfg: Any, most: int = 400) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,3 +215,50 @@ def test_a_re_opened_canary_is_judged_on_its_first_windows_evidence_too(
     assert again.run["step"] == "watch", again.message
     watched = loop.admin().cycle_run(again.run["id"])["steps"][-1]["detail"]
     assert watched["canary"]["requests"] == before["requests"], watched  # on main: 0
+
+
+def said(run: dict[str, Any], step: str) -> str:
+    """What a run's step recorded (its detail), as text."""
+    return " ".join(str(s.get("detail")) for s in run["steps"] if s["step"] == step)
+
+
+def test_a_relaxed_gate_is_a_repeated_test_and_says_so(
+        loop: ProxyServer, tmp_path: Path) -> None:  # noqa: F811
+    """r14g #9: evaluating a not-promoted model again on the same validation examples after
+    the gate changed is a second test of it (a user could adjust the gate until it passes):
+    its intervals are at Bonferroni's level for the tests so far, and the report says so."""
+    the_current_model_is_worse(loop)
+    strict = run(loop, config(tmp_path, evaluate={"min_discordant": 50}))
+    assert strict.run["outcome"] == "not_promoted", strict.message
+    notes: list[str] = []
+    relaxed = run(loop, config(tmp_path), say=notes.append)
+    assert relaxed.run["state"]["reopened_from"] == strict.run["id"], relaxed.message
+    assert relaxed.run["state"]["repeated_tests"] == 2
+    report = loop.admin().eval_run(relaxed.run["state"]["eval_run_id"])["report"]
+    assert report["confidence"] == pytest.approx(1 - 0.05 / 2)
+    assert report["intervals"]["repeated"] == 2
+    assert "repeated test" in said(relaxed.run, "export")
+    assert "repeated test: gate number 2 of this model" in "\n".join(notes)
+
+
+def test_an_edited_rubric_file_judges_a_not_promoted_model_again(
+        loop: ProxyServer, tmp_path: Path) -> None:  # noqa: F811
+    """r14g #9: the config names the rubric's file; editing the file changes the judgement
+    (on main: the run ended `unchanged`, the new rubric silently not applied)."""
+    from tests.fakes.judge import FakeJudge
+
+    the_current_model_is_worse(loop)
+    loop.upstream.state.judges["judge-model"] = FakeJudge(prefer="echo:")
+    rubric = tmp_path / "rubric.md"
+    rubric.write_text("Prefer the shorter answer.\n")
+    judged = {"scorer": "judge", "judge_model": "judge-model", "rubric": str(rubric),
+              "min_decided": 50}
+    first = run(loop, config(tmp_path, evaluate=judged))
+    assert first.run["outcome"] == "not_promoted", first.message
+    assert run(loop, config(tmp_path, evaluate=judged)).run["outcome"] == "unchanged"
+    rubric.write_text("Prefer answers that repeat the question.\n")
+    again = run(loop, config(tmp_path, evaluate=judged))
+    assert again.run["outcome"] == "not_promoted", again.message  # judged again: too few
+    assert again.run["state"]["reopened_from"] == first.run["id"]
+    assert "(the rubric file) changed" in said(again.run, "export")
+    assert len(loop.upstream.state.jobs) == 1

@@ -16,7 +16,7 @@ from exporter.cycle_steps import gate_passes
 from exporter.eval_cases import EvalCase
 from exporter.eval_report import Answer, EvalReport, build_report, make_scoring
 from exporter.eval_resample import binary_resampler, mean_resampler, multiclass_resampler
-from exporter.intervals import percentile, resample_indices, sign_test, wilson
+from exporter.intervals import index_weights, percentile, resample_indices, sign_test, wilson
 from exporter.judge_prompt import combine, judge_messages, parse_verdict, preferred
 from exporter.scoring import binary_metrics, multiclass_metrics
 
@@ -49,8 +49,9 @@ def test_resampled_metrics_equal_the_scalar_definitions_on_every_resample() -> N
     probabilities = [rng.random() for _ in range(n)]
     idx = resample_indices(n, 200, seed=7)
     assert idx.shape == (200, n) and (resample_indices(n, 200, seed=7) == idx).all()
+    weights = index_weights(idx, n)  # the resamplers take how often each example was drawn
 
-    binary = binary_resampler(truth, probabilities, 0.6, "auroc")(idx)
+    binary = binary_resampler(truth, probabilities, 0.6, "auroc")(weights)
     for i, row in enumerate(idx[:60]):
         expected = binary_metrics([truth[j] for j in row], [probabilities[j] for j in row], 0.6)
         for name in ("accuracy", "precision", "recall", "f1"):
@@ -61,7 +62,7 @@ def test_resampled_metrics_equal_the_scalar_definitions_on_every_resample() -> N
     labels = ["a", "b", "c"]
     references = [rng.choice(labels) for _ in range(n)]
     predictions = [rng.choice(labels) for _ in range(n)]
-    multi = multiclass_resampler(references, predictions)(idx)
+    multi = multiclass_resampler(references, predictions)(weights)
     for i, row in enumerate(idx[:60]):
         expected_m = multiclass_metrics([references[j] for j in row],
                                         [predictions[j] for j in row])
@@ -69,7 +70,7 @@ def test_resampled_metrics_equal_the_scalar_definitions_on_every_resample() -> N
             assert multi[name][i] == pytest.approx(expected_m[name]), name
 
     scores = [rng.random() for _ in range(n)]
-    means = mean_resampler(scores)(idx)["mean"]
+    means = mean_resampler(scores)(weights)["mean"]
     assert means[5] == pytest.approx(sum(scores[j] for j in idx[5]) / n)
 
 

@@ -187,7 +187,8 @@ def test_cli_promote_and_rollback(proxy: ProxyServer, tmp_path: Path) -> None:
     assert proxy.admin().routes()[ALIAS]["targets"][0]["model"] == BASE
     reviewer_env = {"TUNELOOP_REVIEWER_TOKEN": REVIEWER_TOKEN, "TUNELOOP_API": proxy.url,
                     "TUNELOOP_ADMIN_TOKEN": None}
-    result = runner.invoke(main, [*db, "rollback", "--alias", ALIAS], env=reviewer_env)
+    result = runner.invoke(main, [*db, "rollback", "--alias", ALIAS, "--model", FT],
+                           env=reviewer_env)  # --model: no "just rolled back" check first
     assert result.exit_code == Forbidden.exit_code and "admin token" in result.output
 
 

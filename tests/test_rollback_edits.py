@@ -27,7 +27,7 @@ def weights(spec: dict[str, Any]) -> dict[str, float]:
 
 def edit(proxy: ProxyServer, spec: dict[str, Any]) -> dict[str, Any]:
     """A person's hand edit (PUT /admin/routes); the route as stored."""
-    stored: dict[str, Any] = proxy.admin().put_routes({ALIAS: spec})[ALIAS]
+    stored: dict[str, Any] = proxy.admin().put_routes({ALIAS: spec}, force=True)[ALIAS]
     return stored
 
 
@@ -79,7 +79,7 @@ def test_a_rollback_onto_a_legacy_route_keeps_what_each_target_gets(
     canary = admin.promote("legacy", "ft:davinci-002:acme::v1", canary=10)["spec"]
     admin.put_routes({"legacy": {"targets": [
         {**canary["targets"][0], "weight": 45}, {"model": "babbage-002", "weight": 45},
-        canary["targets"][1]]}})
+        canary["targets"][1]]}}, force=True)
     spec = admin.rollback("legacy")["spec"]
     assert weights(spec) == {"davinci-002": 50.0, "babbage-002": 50.0}  # main: davinci 100
     assert "prompt_suffix" not in spec and "stop" not in spec

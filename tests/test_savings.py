@@ -160,7 +160,8 @@ def test_no_traffic_no_price_and_no_saving_are_said_not_crashed(
     local = "acme-local-llm"
     proxy.upstream.state.model_usage[local] = (1_000, 100)
     proxy.admin().put_routes({ALIAS: {"targets": [{"model": BASE, "weight": 50},
-                                                  {"model": local, "weight": 50}]}})
+                                                  {"model": local, "weight": 50}]}},
+                             force=True)  # over the open canary
     served = chat(proxy, 12)
     assert served[local] and served[BASE]
     row = next(t for t in proxy.admin().savings(ALIAS)["targets"] if t["target"] == local)

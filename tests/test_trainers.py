@@ -204,9 +204,12 @@ def fireworks() -> Iterator[tuple[str, Any]]:
 
 
 def fireworks_settings(url: str, state: Any, **values: Any) -> Settings:
-    return settings(fireworks_api_key=state.api_key, fireworks_account_id=state.account,
-                    fireworks_base_url=url, fireworks_inference_url=f"{url}/inference/v1",
-                    **values)
+    """The fake's settings; its LoRA deployments are polled every 10 ms (a read advances
+    them: tests/fakes/fireworks_finetune.py)."""
+    return settings(**{"fireworks_api_key": state.api_key,
+                       "fireworks_account_id": state.account, "fireworks_base_url": url,
+                       "fireworks_inference_url": f"{url}/inference/v1",
+                       "fireworks_deploy_poll_s": 0.01, **values})
 
 
 def test_a_fireworks_job_runs_from_upload_to_a_routed_model(

@@ -109,3 +109,20 @@ def test_routes_page_lists_the_frozen_prompt_templates(routes_page: Callable[...
     first = table[table["template"] == "support-bot-v1"].iloc[0]
     assert first["tokens"] == made["tokens"] > 0  # counted by the server; its share unknown
     assert first["parts"] == "system prompt (19 chars), 2 few-shot turns, user suffix"
+
+
+def test_the_rollback_button_rolls_back_what_the_page_showed(
+        routes_page: Callable[..., AppTest], proxy: ProxyServer) -> None:
+    """r14h #5: the page shows FT's canary; the cycle rolls it back before the click: the
+    click must not undo the older full promotion underneath."""
+    admin = proxy.admin()
+    admin.rollback("support-bot")
+    admin.promote("support-bot", "ft-old")  # last month's full promotion
+    admin.promote("support-bot", FT, canary=10)
+    at = routes_page(ui_admin_token=ADMIN_TOKEN)
+    admin.rollback("support-bot", verdict={"verdict": "rollback"})  # the cycle, meanwhile
+    rollback(at).click().run()  # type: ignore[attr-defined]
+    assert not at.exception
+    # on main: ft-old's promotion undone, back to gpt-4o-mini
+    assert any("Rollback refused" in e.value for e in at.error)
+    assert [t["model"] for t in admin.routes()["support-bot"]["targets"]] == ["ft-old"]

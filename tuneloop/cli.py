@@ -29,6 +29,7 @@ from tuneloop.commands.finetune import finetune, jobs
 from tuneloop.commands.governance import compact, forget, retention
 from tuneloop.commands.migrate_store import migrate_store
 from tuneloop.commands.promote import promote, rollback
+from tuneloop.commands.route_table import refuse_left_out, refuse_reverts
 from tuneloop.commands.savings import savings
 from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.templates import templates
@@ -217,9 +218,13 @@ def routes() -> None:
 @click.pass_context
 @domain_errors
 def routes_show(ctx: click.Context, api: str | None) -> None:
-    """Print the route table as JSON."""
+    """Print the route table as JSON (its version, for `routes set --expect-seq`, on stderr)."""
     with make_client(ctx, api) as client:
-        click.echo(json.dumps(client.routes(), indent=2))
+        read = client.routes_with_seq()
+    click.echo(json.dumps(read["routes"], indent=2))
+    err_console.print(f"route table at history #{read['seq']}: `tuneloop routes set FILE "
+                      f"--expect-seq {read['seq']}` refuses to undo changes made since",
+                      markup=False)
 
 
 @routes.command("history")
@@ -244,17 +249,34 @@ def routes_history(ctx: click.Context, alias: str | None, as_json: bool, api: st
 
 @routes.command("set")
 @click.argument("file", type=click.File("r"))
+@click.option("--expect-seq", type=click.IntRange(min=0), default=None,
+              help="The table version `routes show` printed: refused (exit 5) when an alias "
+                   "this changes or deletes was changed since.")
+@click.option("--force", is_flag=True,
+              help="Delete the aliases FILE leaves out, change or delete aliases with an "
+                   "open canary, put an alias back to a route it had before (refused "
+                   "without: exit 5).")
 @api_option
 @click.pass_context
 @domain_errors
-def routes_set(ctx: click.Context, file: Any, api: str | None) -> None:
+def routes_set(ctx: click.Context, file: Any, expect_seq: int | None, force: bool,
+               api: str | None) -> None:
     """Replace the route table with the JSON object in FILE (- for stdin)."""
     try:
         table = json.load(file)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{file.name} is not JSON: {exc}") from exc
     with make_client(ctx, api) as client:
-        click.echo(json.dumps(client.put_routes(table), indent=2))
+        if not force and isinstance(table, dict):
+            read = client.routes_with_seq()
+            refuse_left_out(read["routes"], table)
+            if expect_seq is None:  # the server cannot know what FILE was read from
+                refuse_reverts(client, read["routes"], table)
+                expect_seq = read["seq"]
+        result, warnings = client.put_routes_warned(table, expect_seq=expect_seq, force=force)
+    click.echo(json.dumps(result, indent=2))
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 main.add_command(ui)

@@ -69,6 +69,14 @@ class AdminClient(ReviewMethods, RouteMethods, TemplateMethods):
 
     def request(self, method: str, path: str, *, json: Any = None,
                 params: Mapping[str, Any] | None = None) -> Any:
+        response = self.send(method, path, json=json, params=params)
+        if not response.content:
+            return None
+        return response.json()
+
+    def send(self, method: str, path: str, *, json: Any = None,
+             params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """The successful response itself (its headers too); errors raised as `request`."""
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = self._http.request(method, path, json=json, params=clean)
@@ -78,9 +86,7 @@ class AdminClient(ReviewMethods, RouteMethods, TemplateMethods):
             raise UpstreamTimeout(f"the tuneloop server at {self.api} timed out") from exc
         if response.status_code >= 400:
             raise _error_from(response)
-        if not response.content:
-            return None
-        return response.json()
+        return response
 
     def stream_lines(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                      content: Iterable[bytes] | None = None,

@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import httpx
+import orjson
+
 
 def _path(alias: str, action: str) -> str:
     return f"/admin/routes/{quote(alias, safe='')}/{action}"
@@ -18,14 +21,39 @@ class RouteMethods:
                 params: Mapping[str, Any] | None = None) -> Any:
         raise NotImplementedError  # AdminClient.request
 
+    def send(self, method: str, path: str, *, json: Any = None,
+             params: Mapping[str, Any] | None = None) -> httpx.Response:
+        raise NotImplementedError  # AdminClient.send
+
     # -- routes ----------------------------------------------------------------------------
     def routes(self) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "/admin/routes")
         return result
 
-    def put_routes(self, table: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("PUT", "/admin/routes", json=dict(table))
+    def routes_with_seq(self) -> dict[str, Any]:
+        """`{"routes": the table, "seq": its version (for `put_routes(expect_seq=)`), "seqs":
+        each alias's latest history seq}`."""
+        result: dict[str, Any] = self.request("GET", "/admin/routes",
+                                              params={"with_seq": "true"})
         return result
+
+    def put_routes(self, table: Mapping[str, Any], *, expect_seq: int | None = None,
+                   force: bool = False) -> dict[str, Any]:
+        return self.put_routes_warned(table, expect_seq=expect_seq, force=force)[0]
+
+    def put_routes_warned(self, table: Mapping[str, Any], *, expect_seq: int | None = None,
+                          force: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """Replace the whole table; the table as set, and the server's warnings about it (a
+        target at another host than the default upstream without a key variable gets no key
+        at all). `expect_seq`: the table version read (`routes_with_seq`): Conflict
+        `route_changed` when an alias this changes or deletes moved since; an alias with an
+        open canary is changed or deleted only with `force` (Conflict `open_canary`)."""
+        params = {"expect_seq": expect_seq, "force": "true" if force else None}
+        response = self.send("PUT", "/admin/routes", json=dict(table), params=params)
+        warnings = [str(orjson.loads(value))
+                    for value in response.headers.get_list("x-tuneloop-warning")]
+        result: dict[str, Any] = response.json()
+        return result, warnings
 
     def route_history(self, alias: str | None = None) -> list[dict[str, Any]]:
         result: dict[str, Any] = self.request("GET", "/admin/routes/history",
@@ -68,12 +96,16 @@ class RouteMethods:
         return result
 
     def rollback(self, alias: str, *, verdict: Mapping[str, Any] | None = None,
-                 force: bool = False, expect_seq: int | None = None) -> dict[str, Any]:
+                 force: bool = False, expect_seq: int | None = None,
+                 model: str | None = None) -> dict[str, Any]:
         """Undo the latest promotion (a canary is taken out of a route changed since; other
         changes since refuse with Conflict `route_edited` unless `force`). Admin token only.
         `verdict`: the canary test's statistics behind it, kept in the route history;
-        `expect_seq` as for `promote`."""
+        `expect_seq` as for `promote`; `model`: Conflict `rollback_other_model` unless the
+        promotion undone is that model's. The result's `undone`: the promotion undone."""
         body: dict[str, Any] = {} if verdict is None else {"verdict": dict(verdict)}
+        if model is not None:
+            body["model"] = model
         if force:
             body["force"] = True
         if expect_seq is not None:
@@ -99,8 +131,9 @@ class RouteMethods:
     def route_canary(self, alias: str) -> dict[str, Any]:
         """The alias's route, its open canary (the promotion episode: model, share, times; or
         None) and its `stable` model (the one it serves for sure, never an open canary), when
-        the route last changed (`changed_at`), its history `seq` (for `expect_seq`) and
-        `changed_since_promotion`."""
+        the route last changed (`changed_at`), its history `seq` (for `expect_seq`),
+        `changed_since_promotion` and `promotion`, the latest promotion not rolled back (what
+        a rollback would undo; None when there is none)."""
         result: dict[str, Any] = self.request("GET", _path(alias, "canary"))
         return result
 

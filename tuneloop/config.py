@@ -42,14 +42,24 @@ MIN_CANARY_SHARE = 0.1
 """The smallest canary share (percent of an alias's traffic) a promotion takes: below it the
 canary hardly gets a request and is never judged (the cycle's own floor is higher,
 exporter/cycle_config.py)."""
+MAX_CANARY_SHARE = 90.0
+"""The largest canary share: the current model keeps at least 10% of the traffic to be
+compared with (the cycle's cap too). A share of 100 is no canary but a full promotion."""
 
 
-def canary_share_too_small(share: float) -> str | None:
-    """Why a promotion's canary share is too small to be a canary, or None."""
-    if share >= MIN_CANARY_SHARE:
+def canary_share_problem(share: float) -> str | None:
+    """Why a promotion's share is neither a canary share nor 100 (a full promotion), or None."""
+    if MIN_CANARY_SHARE <= share <= MAX_CANARY_SHARE or share == 100:
         return None
-    return (f"a canary share of {share:g}% is too small: the canary would hardly get a request "
-            f"and never be judged; give it at least {MIN_CANARY_SHARE:g} (percent)")
+    if 0 < share < MIN_CANARY_SHARE:
+        return (f"a canary share of {share:.10g}% is too small: the canary would hardly get a "
+                f"request and never be judged; give it at least {MIN_CANARY_SHARE:g} (percent)")
+    if MAX_CANARY_SHARE < share < 100:
+        return (f"a canary share of {share:.10g}% is too large: the current model must keep at "
+                f"least {100 - MAX_CANARY_SHARE:g}% of the traffic to be compared with; give "
+                f"at most {MAX_CANARY_SHARE:g} (percent), or 100 to promote fully")
+    return (f"the canary share must be a number between {MIN_CANARY_SHARE:g} and "
+            f"{MAX_CANARY_SHARE:g} (percent), or 100 to promote fully; got {share:.10g}")
 
 
 def public_url(url: str) -> str:
@@ -120,6 +130,11 @@ class Settings(BaseSettings):
     """Fireworks' control plane (datasets, fine-tuning jobs, deployed models)."""
     fireworks_inference_url: str = "https://api.fireworks.ai/inference/v1"
     """Fireworks' OpenAI-compatible inference, the base_url a route to a Fireworks model uses."""
+    fireworks_deploy_timeout_s: float = Field(900.0, gt=0, le=86400)
+    """How long serving a Fireworks LoRA waits for it to be DEPLOYED (then the cycle's `wait`
+    step fails and is tried again at its next run: the model is never evaluated unloaded)."""
+    fireworks_deploy_poll_s: float = Field(10.0, gt=0, le=600)
+    """How often that wait asks Fireworks for the deployed model's state."""
     azure_openai_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("AZURE_OPENAI_API_KEY", "azure_openai_api_key"))
     azure_openai_endpoint: str | None = Field(

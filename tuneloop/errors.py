@@ -80,6 +80,14 @@ class UpstreamUnreachable(TuneloopError):
     exit_code = 6
 
 
+class ModelUnreachable(UpstreamUnreachable):
+    """A model under evaluation could not be reached on too many of its requests (404, 5xx
+    or connection failures after retries): its answers say nothing of its quality, so the
+    evaluation fails (a cycle retries the step) instead of recording a verdict."""
+
+    code = "model_unreachable"
+
+
 class UpstreamTimeout(TuneloopError):
     status_code = 504
     error_type = "timeout_error"

@@ -68,11 +68,13 @@ def history_table(history: list[dict[str, Any]]) -> pd.DataFrame:
 FLASH = "routes-flash"
 
 
-def roll_back(alias: str) -> None:
+def roll_back(alias: str, model: str | None, seq: int | None) -> None:
+    """Roll back what the page showed (`model`, the route at history `seq`): refused when
+    someone rolled it back or changed the route since the page was read."""
     admin = admin_client(f"ui:{reviewer()}")
     assert admin is not None  # the button is disabled without it
     try:
-        result = admin.rollback(alias)
+        result = admin.rollback(alias, model=model, expect_seq=seq)
     except TuneloopError as exc:
         st.session_state[FLASH] = ("error", f"Rollback refused: {exc.message}")
         return
@@ -80,13 +82,17 @@ def roll_back(alias: str) -> None:
                                           f"{shares(result['spec'])}")
 
 
-def rollback_button(alias: str) -> None:
+def rollback_button(alias: str, health: dict[str, Any]) -> None:
     if admin_client(f"ui:{reviewer()}") is None:
         st.button(f"Roll back {alias}", disabled=True, help=NO_ADMIN_TOKEN, key="rollback")
         st.caption(escape_markdown(NO_ADMIN_TOKEN))
         return
+    promotion = health.get("promotion") or {}
+    model = promotion.get("model")
     st.button(f"Roll back {alias}", type="primary", key="rollback", on_click=roll_back,
-              args=(alias,), help="Restore the route from before its latest promotion.")
+              args=(alias, model, health.get("seq")),
+              help=f"Undo the promotion of {model} shown below: restore the route from "
+                   "before it." if model else "The alias has no promotion to roll back.")
 
 
 st.title("Routes")
@@ -105,7 +111,6 @@ st.dataframe(route_table(routes), hide_index=True, width="stretch")
 
 alias = st.selectbox("Alias", sorted(routes), key="routes-alias")
 assert alias is not None
-rollback_button(alias)
 try:
     health = client().route_health(alias)
     history = client().route_history(alias)
@@ -113,6 +118,7 @@ try:
 except TuneloopError as exc:
     st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
     st.stop()
+rollback_button(alias, health)  # rolls back what the page shows, nothing older
 st.subheader("Canary health")
 promotion = health.get("promotion")
 if promotion:

@@ -5,7 +5,12 @@ datasets (`POST /datasets` with `datasetId` and `dataset.userUploaded`, then
 `POST /datasets/{id}:upload` multipart; `GET /datasets/{id}` until `state` is READY),
 `POST /supervisedFineTuningJobs` (`dataset`, `baseModel`, `outputModel`, `epochs`, ...),
 `GET /supervisedFineTuningJobs/{id}` (`state`: JOB_STATE_*), `POST .../{id}:cancel`, and
-`POST /deployedModels` (`model`, `serverless`) to load the LoRA for serving. The model is
+`POST /deployedModels` (`model`, `serverless`) to load the LoRA for serving, then
+`GET /deployedModels/{id}` until its `state` is DEPLOYED (the reference lists
+STATE_UNSPECIFIED, UNDEPLOYING, DEPLOYING, DEPLOYED, UPDATING:
+https://fireworks.ai/docs/api-reference/get-deployed-model); a LoRA loaded before (409) is
+found through `GET /models/{id}` (`deployedModelRefs`). Until then the inference API answers
+404 for the model, so `deploy` waits, at most `deploy_timeout_s`. The model is
 `accounts/{account}/models/{id}`, served by the OpenAI-compatible inference API
 (https://api.fireworks.ai/inference/v1) with FIREWORKS_API_KEY. Fireworks' API has no job
 events, metrics file or servable checkpoints: the interface says so (ProviderUnsupported).
@@ -30,6 +35,7 @@ from exporter.providers.base import (
     JobInfo,
     JobSpec,
     LossCurves,
+    TransientProviderError,
     UploadedFiles,
 )
 from exporter.providers.http_api import AlreadyExists, HttpTrainer, JsonApi, epoch, servable
@@ -43,6 +49,8 @@ RUNNING = frozenset({"JOB_STATE_RUNNING", "JOB_STATE_WRITING_RESULTS", "JOB_STAT
 HYPERPARAMETERS = {"n_epochs": "epochs", "batch_size": "batchSize",
                    "learning_rate": "learningRate", "lora_rank": "loraRank"}
 READY_POLLS = 30
+DEPLOYED = "DEPLOYED"
+GONE = frozenset({"UNDEPLOYING"})  # being removed: never becomes servable by waiting
 
 
 def _status(state: str) -> str:
@@ -88,8 +96,12 @@ class FireworksFineTuning(HttpTrainer):
     hyperparameters = HYPERPARAMETERS
 
     def __init__(self, api_key: str, account: str, base_url: str, inference_url: str, *,
-                 timeout: float = 60.0, sleep: Callable[[float], None] = time.sleep):
+                 timeout: float = 60.0, sleep: Callable[[float], None] = time.sleep,
+                 deploy_timeout_s: float = 900.0, deploy_poll_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.account = account
+        self.deploy_timeout_s, self.deploy_poll_s, self.clock = \
+            deploy_timeout_s, deploy_poll_s, clock
         self.inference_url = inference_url.rstrip("/")
         self.api = JsonApi("Fireworks", f"{base_url.rstrip('/')}/v1/accounts/{account}",
                            api_key, timeout=timeout)
@@ -164,10 +176,56 @@ class FireworksFineTuning(HttpTrainer):
             "evaluates and promotes the job's output model with --provider fireworks")
 
     def deploy(self, job: JobInfo) -> ServedModel:
-        """Load the LoRA for serverless serving (already loaded: fine), and say where a route
-        reaches it: Fireworks' OpenAI-compatible inference, under the model's full name."""
+        """Load the LoRA for serverless serving (already loaded: fine), wait until Fireworks
+        serves it (DEPLOYED), and say where a route reaches it: Fireworks' OpenAI-compatible
+        inference, under the model's full name. An evaluation of a LoRA still deploying would
+        score 404s, not the model."""
         model = servable(job)
-        with suppress(AlreadyExists):  # deployed before: fine
-            self.api.call("POST", "/deployedModels", f"deploy {model}",
-                          json={"model": model, "serverless": True})
+        try:
+            deployed = self.api.call("POST", "/deployedModels", f"deploy {model}",
+                                     json={"model": model, "serverless": True})
+        except AlreadyExists:  # loaded before (an earlier attempt): wait for that one
+            deployed = self._deployed_ref(model)
+        self._wait_deployed(model, deployed)
         return ServedModel(model, self.inference_url, KEY_ENV)
+
+    def _deployed_ref(self, model: str) -> Mapping[str, Any]:
+        """The deployed model of `model` (its name and state), from the model's refs."""
+        found = self.api.call("GET", f"/models/{_short(model)}", f"model {model}")
+        refs = [r for r in found.get("deployedModelRefs") or [] if isinstance(r, Mapping)]
+        if not refs:
+            raise ProviderError(f"deploy {model}: Fireworks says it is deployed already but "
+                                "lists no deployed model for it")
+        return next((r for r in refs if r.get("state") == DEPLOYED), refs[0])
+
+    def _wait_deployed(self, model: str, deployed: Mapping[str, Any]) -> None:
+        """Poll the deployed model until it is DEPLOYED; ProviderError when it is being
+        removed, reports an error, or is not DEPLOYED within `deploy_timeout_s`. States the
+        reference may add later are waited on like DEPLOYING."""
+        name = str(deployed.get("name") or "")
+        deadline = self.clock() + self.deploy_timeout_s
+        while True:
+            state = str(deployed.get("state") or "STATE_UNSPECIFIED")
+            status = deployed.get("status") or {}
+            code = str(status.get("code") or "OK") if isinstance(status, Mapping) else "OK"
+            if state == DEPLOYED:
+                return
+            if state in GONE or code != "OK":
+                why = status.get("message") if isinstance(status, Mapping) else None
+                raise ProviderError(f"deploy {model}: Fireworks' deployed model {name or '?'} "
+                                    f"is {state} ({code}{f': {why}' if why else ''}): it will "
+                                    "not serve the model; load it again (`tuneloop jobs serve`)")
+            if self.clock() >= deadline:
+                raise ProviderError(
+                    f"deploy {model}: still {state} at Fireworks after "
+                    f"{self.deploy_timeout_s:g}s (deployed model {name or '?'}); not evaluated "
+                    "while it cannot answer: the cycle tries again at its next run "
+                    "(TUNELOOP_FIREWORKS_DEPLOY_TIMEOUT_S waits longer)")
+            self.sleep(min(self.deploy_poll_s, max(0.0, deadline - self.clock())))
+            if not name:
+                deployed = self._deployed_ref(model)
+                name = str(deployed.get("name") or "")
+                continue
+            with suppress(TransientProviderError):  # a blip while polling: ask again
+                deployed = self.api.call("GET", f"/deployedModels/{_short(name)}",
+                                         f"deployed model {name}")

@@ -44,7 +44,9 @@ def make_provider(name: str, settings: Settings) -> JobProvider:
             raise ConfigError("--provider fireworks needs your account id: set "
                               "FIREWORKS_ACCOUNT_ID")
         return FireworksFineTuning(fireworks_key, settings.fireworks_account_id,
-                                   settings.fireworks_base_url, settings.fireworks_inference_url)
+                                   settings.fireworks_base_url, settings.fireworks_inference_url,
+                                   deploy_timeout_s=settings.fireworks_deploy_timeout_s,
+                                   deploy_poll_s=settings.fireworks_deploy_poll_s)
     if name == "azure":
         from exporter.providers.azure_ft import azure_fine_tuning
 

@@ -10,6 +10,10 @@ tokens billed: epochs x training tokens + evaluations x validation tokens) and `
 in nanodollars (the together SDK's `finetune_price_to_dollars` divides by 1e9): they fill
 the job's trained tokens and training cost. The fine-tuned LoRA is served by Together's
 OpenAI-compatible inference under the same base URL, with the same key (TOGETHER_API_KEY).
+There is no deployment to wait for: Together serves a LoRA fine-tune serverless once the job
+completes ("fine-tune your model and start running inference immediately",
+https://docs.together.ai/docs/lora-inference); a model it does not serve (yet) answers 404,
+which fails the evaluation rather than scoring it (exporter/evaluate.py).
 """
 
 from __future__ import annotations

@@ -199,9 +199,11 @@ def _item_batches(source: IO[bytes]) -> Iterator[pa.RecordBatch]:
     if source.tell() == 0:
         return
     source.seek(0)
-    # a lineage record as exported: the table's columns, and whether a reviewer edited the
-    # answer (for evaluation; not stored); any other field is refused
-    schema = DATASET_ITEMS_SCHEMA.append(pa.field("edited", pa.bool_()))
+    # a lineage record as exported: the table's columns, whether a reviewer edited the
+    # answer and the line's split group (for evaluation; not stored); any other field is
+    # refused
+    schema = DATASET_ITEMS_SCHEMA.append(pa.field("edited", pa.bool_())).append(
+        pa.field("group", pa.int64()))
     options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
     try:
         yield from pajson.open_json(source, parse_options=options)

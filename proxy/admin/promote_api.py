@@ -3,8 +3,10 @@
 - `POST /admin/routes/{alias}/promote` (admin): a canary share or the full route for a model;
 - `POST /admin/routes/{alias}/rollback` (admin): the spec before the latest promotion (the
   canary taken out of the current route when it changed since; storage/rollback_edits.py);
-  an optional body `{"verdict": {...}, "force": bool, "expect_seq": int}`: `verdict` (like
-  the promotion's) records why, `force` restores the old spec over changes made since;
+  an optional body `{"verdict": {...}, "force": bool, "expect_seq": int, "model": str}`:
+  `verdict` (like the promotion's) records why, `force` restores the old spec over changes
+  made since, `model` refuses (409 `rollback_other_model`) unless the latest promotion not yet
+  rolled back is that model's (a late or repeated rollback would undo an older one);
 - `GET /admin/routes/{alias}/health?since=&until=`: per target, production traffic since the
   latest promotion (or `since`);
 - `GET /admin/routes/{alias}/canary`: the route's open canary (storage/promotions.py
@@ -42,6 +44,7 @@ from proxy.body import read_request_body
 from proxy.context import context_of
 from proxy.promotion import parse_promote_request, promoted_spec, stable_target
 from proxy.routing import RouteSpec
+from proxy.upstream_keys import keyless_elsewhere, refuse_unset_keys
 from storage.db import Connection
 from storage.promotions import (
     Episode,
@@ -77,6 +80,7 @@ async def promote(request: Request) -> Response:
     body = await json_object(request)
     expect_seq = _expect_seq(body.pop("expect_seq", None))
     promotion = parse_promote_request(body)
+    refuse_unset_keys(ctx.settings, [promotion.api_key_env], "api_key_env")
 
     def build(con: Connection, current: dict[str, Any] | None) -> dict[str, Any]:
         spec = None if current is None else RouteSpec.model_validate(current)
@@ -98,6 +102,8 @@ async def promote(request: Request) -> Response:
         lambda con: promote_route(con, alias, lambda cur: build(con, cur), detail,
                                   _actor(request), expect_seq))
     await reload_routes(ctx)
+    result["warnings"] = keyless_elsewhere(ctx.settings, alias,
+                                           RouteSpec.model_validate(result["spec"]))
     return json_response(result)
 
 
@@ -125,7 +131,7 @@ async def rollback(request: Request) -> Response:
     ctx = authorize(request, Role.ADMIN)
     alias = _alias(request)
     body = await _optional_object(request)
-    unknown = body.keys() - {"verdict", "force", "expect_seq"}
+    unknown = body.keys() - {"verdict", "force", "expect_seq", "model"}
     if unknown:
         raise BadRequest(f"unknown fields: {sorted(unknown)}")
     verdict = body.get("verdict")
@@ -135,9 +141,12 @@ async def rollback(request: Request) -> Response:
     if not isinstance(force, bool):
         raise BadRequest("force must be true or false", param="force")
     expect_seq = _expect_seq(body.get("expect_seq"))
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or not 0 < len(model) <= 256):
+        raise BadRequest("model must be the name of the model to roll back", param="model")
     result = await ctx.db.write(
         lambda con: rollback_route(con, alias, _actor(request), verdict=verdict, force=force,
-                                   expect_seq=expect_seq))
+                                   expect_seq=expect_seq, model=model))
     await reload_routes(ctx)
     return json_response(result)
 
@@ -217,6 +226,7 @@ async def canary(request: Request) -> Response:
         changed = last_change(con, alias)
         return {"alias": alias, "route": spec, "stable": stable,
                 "canary": None if episode is None else episode.to_json(),
+                "promotion": None if latest is None else latest.to_json(),
                 "changed_at": None if changed is None else changed.isoformat(),
                 **_guard(seq, latest, spec)}
 

@@ -12,7 +12,13 @@ file is uploaded, then READY. A job advances one state each time it is read:
     -> JOB_STATE_COMPLETED
 
 ``displayName == "fail"`` fails it while running; ``:cancel`` makes it JOB_STATE_CANCELLED.
-The output model answers chat only once deployed (``POST .../deployedModels``).
+
+A completed job's output model is loaded by ``POST .../deployedModels`` (409 when it has one
+already), which answers it DEPLOYING; each ``GET .../deployedModels/{id}`` reads it one step
+further, DEPLOYED at the ``state.deploy_reads``-th read (``state.deploy_failure`` set: an
+error status instead). ``GET .../models/{id}`` lists the model's ``deployedModelRefs``. The
+inference API answers chat for the model only once it is DEPLOYED (``state.deployed``), 404
+before, as Fireworks answers a model not deployed.
 """
 
 from __future__ import annotations
@@ -69,12 +75,32 @@ class SftJob:
 
 
 @dataclass
+class DeployedModel:
+    name: str
+    model: str
+    serverless: bool
+    create_time: str
+    reads: int = 0
+    state: str = "DEPLOYING"
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model, "serverless": self.serverless,
+                "state": self.state, "createTime": self.create_time,
+                "status": {"code": "INTERNAL" if self.message else "OK",
+                           "message": self.message}}
+
+
+@dataclass
 class FakeFireworksState(FakeStateBase):
     api_key: str = "fireworks-test-key"
     account: str = "tuneloop-fake"
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: dict[str, SftJob] = field(default_factory=dict)
-    deployed: set[str] = field(default_factory=set)
+    deployed_models: dict[str, DeployedModel] = field(default_factory=dict)  # by id
+    deployed: set[str] = field(default_factory=set)  # the models inference serves
+    deploy_reads: int = 2  # reads of a deployed model until it is DEPLOYED
+    deploy_failure: str | None = None  # the error a deployment ends with instead
 
 
 def tick(job: SftJob) -> None:
@@ -183,12 +209,45 @@ async def deploy_model(call: Call, state: FakeFireworksState) -> Response:
             if j.state == "JOB_STATE_COMPLETED"}
     if model not in done:
         return error(400, f"model {model!r} is not a completed fine-tuned model")
-    if model in state.deployed:
+    if any(d.model == model for d in state.deployed_models.values()):
         return error(409, f"{model} is already deployed")
-    state.deployed.add(model)
-    return json_response({"name": f"accounts/{state.account}/deployedModels/{len(state.deployed)}",
-                          "model": model, "serverless": bool(call.data.get("serverless")),
-                          "state": "DEPLOYED", "createTime": stamp()})
+    deployed_id = state.next_id("", 12)
+    deployed = DeployedModel(f"accounts/{state.account}/deployedModels/{deployed_id}",
+                             str(model), bool(call.data.get("serverless")), stamp())
+    state.deployed_models[deployed_id] = deployed
+    return json_response(deployed.to_json())
+
+
+def tick_deployed(deployed: DeployedModel, state: FakeFireworksState) -> None:
+    """One read further: DEPLOYED (or failed) at the `deploy_reads`-th read."""
+    if deployed.state != "DEPLOYING":
+        return
+    deployed.reads += 1
+    if deployed.reads < state.deploy_reads:
+        return
+    if state.deploy_failure:
+        deployed.state, deployed.message = "UNDEPLOYING", state.deploy_failure
+    else:
+        deployed.state = "DEPLOYED"
+        state.deployed.add(deployed.model)
+
+
+async def get_deployed_model(call: Call, state: FakeFireworksState) -> Response:
+    deployed_id = call.request.path_params["deployed_id"]
+    deployed = state.deployed_models.get(deployed_id)
+    if deployed is None:
+        return error(404, f"deployedModel {deployed_id} not found")
+    tick_deployed(deployed, state)
+    return json_response(deployed.to_json())
+
+
+async def get_model(call: Call, state: FakeFireworksState) -> Response:
+    name = f"accounts/{state.account}/models/{call.request.path_params['model_id']}"
+    if not any(j.body["outputModel"] == name for j in state.jobs.values()):
+        return error(404, f"model {name} not found")
+    refs = [{"name": d.name, "state": d.state} for d in state.deployed_models.values()
+            if d.model == name]
+    return json_response({"name": name, "state": "READY", "deployedModelRefs": refs})
 
 
 async def chat_completions(call: Call, state: FakeFireworksState) -> Response:
@@ -222,7 +281,9 @@ def create_app(state: FakeFireworksState | None = None) -> Starlette:
              (f"{root}/supervisedFineTuningJobs", list_jobs, ["GET"]),
              (f"{root}/supervisedFineTuningJobs/{{job_id}}:cancel", cancel_job, ["POST"]),
              (f"{root}/supervisedFineTuningJobs/{{job_id}}", get_job, ["GET"]),
-             (f"{root}/deployedModels", deploy_model, ["POST"]))
+             (f"{root}/deployedModels", deploy_model, ["POST"]),
+             (f"{root}/deployedModels/{{deployed_id}}", get_deployed_model, ["GET"]),
+             (f"{root}/models/{{model_id}}", get_model, ["GET"]))
     routes = keyed_routes(state, table, error_body, refused)
     routes += keyed_routes(state, [("/inference/v1/chat/completions", chat_completions,
                                     ["POST"])], error_body, unkeyed)

@@ -84,7 +84,7 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
                 api_key_env: str | None, as_json: bool, api: str | None) -> None:
     """A job's checkpoints: validation loss and evaluation scores; evaluate, promote the best."""
     from exporter.checkpoints import (
-        best_checkpoint,
+        comparable_best,
         evaluate_checkpoints,
         last_checkpoints,
         render_checkpoints,
@@ -128,8 +128,7 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
             results = evaluate_checkpoints(client, found, export_dir, options, api_key=key)
         else:
             results = stored_evaluations(found, client.eval_runs(limit=1000))
-        scored = [r for r in results if r.margin is not None]
-        best = best_checkpoint(scored) if scored else None
+        best = comparable_best(results)  # None: nothing scored, or scores not comparable
         promoted = decision = None
         if alias is not None and best is not None and best.report is not None:
             decision = gate_decision(best.report, rules)

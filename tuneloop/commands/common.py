@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tuneloop.client import AdminClient
-from tuneloop.config import Settings, canary_share_too_small
+from tuneloop.config import Settings, canary_share_problem
 from tuneloop.errors import TuneloopError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,9 +33,9 @@ def domain_errors(fn: F) -> F:
 
 def canary_share(ctx: click.Context, param: click.Parameter, value: float | None
                  ) -> float | None:
-    """A `--canary` option's check: a share too small ever to be judged is refused (as the
-    server refuses it)."""
-    problem = None if value is None else canary_share_too_small(value)
+    """A `--canary` option's check: a number from MIN_CANARY_SHARE to MAX_CANARY_SHARE, or 100
+    (tuneloop/config.py), as the server checks it."""
+    problem = None if value is None else canary_share_problem(value)
     if problem is not None:
         raise click.BadParameter(problem, ctx=ctx, param=param)
     return value

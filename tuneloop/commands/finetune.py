@@ -256,7 +256,7 @@ def jobs_results(ctx: click.Context, job_id: str, as_json: bool, provider: str |
 @click.argument("job_id")
 @click.option("--promote", "alias", default=None,
               help="Route the model on this alias (admin token).")
-@click.option("--canary", type=click.FloatRange(0, 100, min_open=True), default=100.0,
+@click.option("--canary", type=float, default=100.0,
               callback=canary_share,
               show_default=True, help="With --promote: the model's share of the alias.")
 @provider_option
@@ -286,9 +286,11 @@ def jobs_serve(ctx: click.Context, job_id: str, alias: str | None, canary: float
                             for k, v in served.promote_args().items() if v and k != "provider")
             click.echo(f"route it: tuneloop promote --alias ALIAS --model {served.model}{flags}")
             return
-        client.promote(alias, served.model, canary=canary, **served.promote_args())
+        result = client.promote(alias, served.model, canary=canary, **served.promote_args())
         kind = "fully" if canary >= 100 else f"as a {canary:g}% canary"
         click.echo(f"promoted {served.model} {kind} on {alias}")
+        for keyless in result.get("warnings", []):
+            click.echo(f"warning: {keyless}", err=True)
 
     _run(ctx, api, body)
 

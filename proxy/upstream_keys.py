@@ -1,0 +1,93 @@
+"""Which key goes to which host. Hosts and keys come from the settings and the routes, never
+from a request, and an app's secret goes only to the host the app chose: the default
+upstream (`settings.upstream`, the one the proxy was put in front of).
+
+- a target with `api_key_env`: that variable's key, wherever the target is;
+- a target at the default upstream's origin: the server's key when the proxy issues keys to
+  apps (their keys are ours), else the app's own key, else OPENAI_API_KEY;
+- a target at any other origin: no key at all (a self-hosted server without auth). Neither the
+  app's key nor the server's ever travels there; `keyless_elsewhere` says so when such a
+  route is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from proxy.routing import OPENAI_COMPATIBLE, RouteSpec, Target
+from tuneloop.config import Settings
+from tuneloop.errors import BadRequest, UpstreamUnreachable
+
+
+def origin_of(url: str) -> tuple[str, str]:
+    """(scheme, host[:port]) of an http(s) URL, lower-cased, default ports dropped."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return scheme, f"{host}:invalid-port"
+    default = 443 if scheme == "https" else 80
+    return scheme, host if port in (None, default) else f"{host}:{port}"
+
+
+def at_default_upstream(settings: Settings, target: Target) -> bool:
+    """Whether an OpenAI-compatible target is served at the default upstream's origin."""
+    return target.base_url is None or origin_of(target.base_url) == origin_of(settings.upstream)
+
+
+def upstream_credentials(settings: Settings, headers: Mapping[str, str],
+                         target: Target) -> dict[str, str]:
+    """The credential headers a request to `target` carries (see the module's docstring);
+    `headers`: the app's request headers."""
+    if target.api_key_env:
+        key = settings.env_secret(target.api_key_env)
+        if key is None:
+            raise UpstreamUnreachable(
+                f"the route's key variable {target.api_key_env} is not set",
+                code="missing_upstream_key",
+            )
+        return {"authorization": f"Bearer {key}"}
+    if not at_default_upstream(settings, target):
+        return {}
+    server_key = settings.openai_api_key
+    server = {"authorization": f"Bearer {server_key.get_secret_value()}"} if server_key else {}
+    if settings.issue_keys:  # the client's key is ours: it never goes upstream
+        return server
+    if "authorization" in headers:
+        return {"authorization": headers["authorization"]}
+    if "api-key" in headers:
+        return {"api-key": headers["api-key"]}
+    return server
+
+
+def keyless_elsewhere(settings: Settings, alias: str, spec: RouteSpec) -> list[str]:
+    """Warnings for the route's OpenAI-compatible targets at another origin than the default
+    upstream without `api_key_env`: they get no key at all (allowed: a server without auth)."""
+    warnings: list[str] = []
+    seen: set[tuple[str, str | None]] = set()
+    for target in [*spec.targets, *spec.fallbacks]:
+        if target.provider != OPENAI_COMPATIBLE or target.api_key_env \
+                or at_default_upstream(settings, target) \
+                or (target.model, target.base_url) in seen:
+            continue
+        seen.add((target.model, target.base_url))
+        warnings.append(
+            f"route {alias!r}: {target.model} at {target.base_url} has no api_key_env, so its "
+            "requests carry no key (the apps' keys and OPENAI_API_KEY go only to the default "
+            f"upstream {settings.upstream}); name the variable holding its key with "
+            "api_key_env (--api-key-env) unless that server needs none")
+    return warnings
+
+
+def refuse_unset_keys(settings: Settings, names: list[str | None], where: str) -> None:
+    """BadRequest when a route names a key variable the proxy's environment does not hold
+    (every request to that target would fail)."""
+    for name in names:
+        if name and settings.env_secret(name) is None:
+            raise BadRequest(f"{where}: the key variable {name} is not set in the proxy's "
+                             "environment (every request to this target would fail); set it "
+                             "where the proxy runs and restart it, or name another",
+                             param="api_key_env")

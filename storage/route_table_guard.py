@@ -1,0 +1,71 @@
+"""The guard of a whole-table write (PUT /admin/routes, `tuneloop routes set`), which replaces
+every alias at once, so a stale or partial table would silently undo what happened since:
+
+- `expect_seq`: the table version the caller read (the route history's latest seq, across all
+  aliases; GET /admin/routes?with_seq=true). The write is refused (Conflict `route_changed`)
+  when an alias it changes or deletes has history after it: a promotion, rollback or edit
+  the caller never saw (e.g. the cycle promoting its canary fully while a person edited
+  another alias). Aliases it leaves as they are may have moved: nothing of theirs is undone.
+- an alias with an open canary (storage/promotions.py `open_canary`) that the write changes or
+  deletes is refused (Conflict `open_canary`) unless forced: the canary's watch, second
+  opinions and test would end with no decision, or its traffic go upstream as the alias's
+  name. Settle it first (`promote` fully, `rollback`), or force the edit (a deliberate A/B
+  split of the stable arm, say; a rollback then takes the canary out of the edited route).
+"""
+
+from __future__ import annotations
+
+from shlex import quote
+from typing import Any
+
+from storage.db import Connection
+from storage.promotions import open_canary
+from storage.rollback_edits import changes_since
+from tuneloop.errors import Conflict
+
+Spec = dict[str, Any]
+
+
+def table_seq(con: Connection) -> int | None:
+    """The route table's version: the latest route history seq of any alias."""
+    value = con.execute("SELECT max(seq) FROM route_history").fetchall()[0][0]
+    return None if value is None else int(value)
+
+
+def alias_seqs(con: Connection) -> dict[str, int]:
+    rows = con.execute("SELECT alias, max(seq) FROM route_history GROUP BY alias").fetchall()
+    return {str(alias): int(seq) for alias, seq in rows}
+
+
+def touched(current: dict[str, Spec], specs: dict[str, Spec]) -> list[str]:
+    """The aliases a table write changes or deletes."""
+    return sorted([a for a in current if a not in specs]
+                  + [a for a, spec in specs.items() if current.get(a) != spec])
+
+
+def check_table_write(con: Connection, current: dict[str, Spec], specs: dict[str, Spec],
+                      expect_seq: int | None, force: bool) -> None:
+    aliases = touched(current, specs)
+    if expect_seq is not None:
+        seqs = alias_seqs(con)
+        moved = [a for a in aliases if seqs.get(a, -1) > expect_seq]
+        if moved:
+            what = "; ".join(f"{a}: " + ", ".join(changes_since(con, a, expect_seq))
+                             for a in moved)
+            raise Conflict(f"the route table changed since it was read (#{expect_seq}), and "
+                           f"this write would undo it: {what}. Read the table again "
+                           "(`tuneloop routes show`) and make the change on it",
+                           code="route_changed")
+    if force:
+        return
+    for alias in aliases:
+        episode = open_canary(con, alias)
+        if episode is None:
+            continue
+        how = "delete the alias" if alias not in specs else "change its route"
+        raise Conflict(
+            f"route {alias!r} has an open canary of {episode.model} ({episode.canary:g}% "
+            f"since {episode.promoted_at.isoformat(timespec='seconds')}) and this write would "
+            f"{how}: settle the canary first (`tuneloop promote --alias {quote(alias)} --model "
+            f"{quote(episode.model)}` or `tuneloop rollback --alias {quote(alias)}`), or write "
+            "anyway with `tuneloop routes set --force` (API: ?force=true)", code="open_canary")

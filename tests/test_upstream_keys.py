@@ -1,0 +1,114 @@
+"""An app's key goes only to the host it chose, the default upstream (outside review r14h #7):
+a canary deployed at another host without `api_key_env` received every request with the app's
+own `Bearer` key, second opinions of requests drawn for the stable OpenAI model included. A
+target at another origin now gets its `api_key_env` key or no key at all; setting one without a
+key variable is allowed (a server without auth) with a warning from the API and the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import ADMIN_TOKEN, FakeUpstream, ProxyServer
+from tests.fakes.openai_upstream import FakeOpenAIState
+from tests.fakes.openai_upstream import create_app as create_fake_openai
+from tests.fakes.server import serve_app
+from tuneloop.cli import main
+
+ALIAS = "support-bot"
+STABLE, CANARY = "stable-model", "canary-model"
+APP_KEY = "sk-APP-OWN-OPENAI-KEY"
+SERVER_KEY = "sk-SERVER-OPENAI-KEY"
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[FakeUpstream]:
+    """A second fake OpenAI-compatible server: another port, so another origin."""
+    state = FakeOpenAIState()
+    with serve_app(create_fake_openai(state)) as url:
+        yield FakeUpstream(url, state)
+
+
+def credentials(requests: list[Any]) -> set[tuple[str | None, str | None]]:
+    return {(r.headers.get("authorization"), r.headers.get("api-key")) for r in requests}
+
+
+def ask(client: openai.OpenAI, count: int, text: str = "please") -> None:
+    for i in range(count):
+        with contextlib.suppress(openai.APIStatusError):
+            client.chat.completions.create(model=ALIAS, user=f"u{i}",
+                                           messages=[{"role": "user", "content": text}])
+
+
+def test_a_canary_at_another_origin_never_gets_the_apps_key(
+        proxy_factory: Any, elsewhere: FakeUpstream) -> None:
+    proxy = proxy_factory(openai_api_key=SERVER_KEY)
+    admin = proxy.admin()
+    admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+    admin.promote(ALIAS, CANARY, canary=50, base_url=elsewhere.base_url)
+    proxy.upstream.state.fail_containing["please"] = 400  # the stable model refuses: 2nd opinion
+    ask(proxy.openai(api_key=APP_KEY), 20)
+    ask(proxy.openai(api_key=APP_KEY, default_headers={"api-key": APP_KEY}), 4)
+    for i in range(4):  # no key: the server's, to the default upstream only
+        proxy.http().post("/v1/chat/completions", json={
+            "model": ALIAS, "user": f"k{i}", "messages": [{"role": "user", "content": "please"}]})
+    canary_side = elsewhere.state.requests
+    assert {r.json["model"] for r in canary_side} == {CANARY}
+    assert len(canary_side) >= 20  # its own draws and the stable model's second opinions
+    assert credentials(canary_side) == {(None, None)}
+    home = {r.headers.get("authorization") for r in proxy.upstream.state.requests}
+    assert home == {f"Bearer {APP_KEY}", f"Bearer {SERVER_KEY}"}
+
+
+def test_a_target_at_another_origin_gets_its_own_key_variable(
+        proxy_factory: Any, elsewhere: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_CANARY_HOST_KEY", "sk-canary-host")
+    proxy = proxy_factory()
+    admin = proxy.admin()
+    admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+    result = admin.promote(ALIAS, CANARY, canary=50, base_url=elsewhere.base_url,
+                           api_key_env="TEST_CANARY_HOST_KEY")
+    assert result["warnings"] == []
+    ask(proxy.openai(api_key=APP_KEY), 10, "hello")
+    assert elsewhere.state.requests
+    assert credentials(elsewhere.state.requests) == {("Bearer sk-canary-host", None)}
+    assert credentials(proxy.upstream.state.requests) == {(f"Bearer {APP_KEY}", None)}
+
+
+def test_setting_a_keyless_target_elsewhere_is_allowed_with_a_warning(
+        proxy: ProxyServer, elsewhere: FakeUpstream, tmp_path: Path) -> None:
+    admin = proxy.admin()
+    table, warnings = admin.put_routes_warned({ALIAS: {"targets": [{"model": STABLE}]}})
+    assert warnings == [] and [t["model"] for t in table[ALIAS]["targets"]] == [STABLE]
+    promoted = admin.promote(ALIAS, CANARY, canary=10, base_url=elsewhere.base_url)
+    [warning] = promoted["warnings"]
+    assert CANARY in warning and elsewhere.base_url in warning and "no api_key_env" in warning
+    assert [t["model"] for t in admin.routes()[ALIAS]["targets"]] == [STABLE, CANARY]
+
+    _, warnings = admin.put_routes_warned(
+        {"other-bot": {"targets": [{"model": STABLE}],
+                       "fallbacks": [{"model": "local", "base_url": elsewhere.base_url}]}},
+        force=True)  # the table drops support-bot and its open canary
+    [warning] = warnings
+    assert "'other-bot'" in warning and "local" in warning and "no api_key_env" in warning
+
+    env = {"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN, "TUNELOOP_API": proxy.url}
+    routes_file = tmp_path / "routes.json"
+    routes_file.write_text(json.dumps(
+        {ALIAS: {"targets": [{"model": "local", "base_url": elsewhere.base_url}]}}))
+    cli = CliRunner()
+    db = ["--db", str(tmp_path / "cli.duckdb")]
+    set_routes = cli.invoke(main, [*db, "routes", "set", str(routes_file), "--force"], env=env)
+    assert set_routes.exit_code == 0, set_routes.output
+    assert "warning:" in set_routes.stderr and "no api_key_env" in set_routes.stderr
+    promote = cli.invoke(main, [*db, "promote", "--alias", ALIAS, "--model", "local-2",
+                                "--base-url", elsewhere.base_url], env=env)
+    assert promote.exit_code == 0, promote.output
+    assert "warning:" in promote.stderr and "local-2" in promote.stderr
