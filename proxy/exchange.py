@@ -11,7 +11,8 @@ arrival (body upload included). Whether the client is still there is asked of th
 without waiting (`client_gone`), before each piece of the answer goes out; and while the proxy
 waits on the upstream, one small task (`_until_gone`) waits on the channel: a client that hangs
 up cancels the upstream call (the request task is cancelled, so the upstream connection is
-closed, never pooled) and the interaction is logged `client_disconnected`.
+closed, never pooled) and the interaction is logged `client_disconnected` (with `route.stalled_s`
+when the upstream had been silent `upstream_stall_s`: proxy.silence).
 
 An alias with an open canary gets a *covered* answer (`cover`, proxy/arm_cover.py): the client
 is not told which arm answered; the capture still sees the upstream's own bytes.
@@ -37,8 +38,9 @@ from proxy.headers import client_meta, downstream_headers, with_body_user
 from proxy.ids import uuid7
 from proxy.incoming import API_PREFIX, client_gone, plain_path, upstream_path
 from proxy.reply import UpstreamCut, UpstreamReply
-from proxy.routing import Attempt, Plan, next_attempt
-from proxy.second_opinion import HeldRefusal, awaited, following
+from proxy.routing import Attempt, Plan
+from proxy.second_opinion import KEY_REFUSALS, Failover, awaited, refused_key
+from proxy.silence import UpstreamSilence
 from tuneloop.errors import (
     RequestTimeout,
     TemplateMismatch,
@@ -89,6 +91,7 @@ class Exchange:
         self.watcher: asyncio.Task[None] | None = None
         self.left = False
         """Whether the client hung up while the proxy was waiting (see `watch`)."""
+        self.silence = UpstreamSilence()
 
     # -- the request, top to bottom -----------------------------------------------------------
     async def run(self) -> None:
@@ -165,26 +168,20 @@ class Exchange:
         return reply if self.cover is None else self.cover.check(reply)
 
     async def forward(self, suffix: str, body: bytes, payload: dict[str, Any]) -> UpstreamReply:
-        """Each attempt of the plan in turn (:func:`next_attempt`): the next on a connection
-        error, a timeout or a 5xx, the second opinion on the primary's 4xx (proxy.routing,
-        proxy.second_opinion);
-        the last one's outcome whatever it is. The primary's status, when another attempt
-        answered, is in the row's `route.primary_status`."""
+        """Each attempt of the plan in turn, as :class:`Failover` says: the next on a
+        connection error, a timeout or a 5xx, an open canary's other arm on any failure of the
+        primary (proxy.second_opinion). The primary's status, when another attempt answered,
+        is in the row's `route.primary_status`."""
         assert self.capture is not None and self.plan is not None
         ctx, capture, plan = self.ctx, self.capture, self.plan
-        primary_status: int | None = None
-        held: HeldRefusal | None = None  # the primary's refusal while the other arm is asked
+        failover = Failover(plan, capture)
+        step: int | UpstreamReply = 0
         asked = self.headers if self.cover is None else self.cover.asked(self.headers)
-        number: int | None = 0
-        while number is not None:
-            attempt = plan.attempts[number]
+        while isinstance(step, int):
+            number, attempt = step, plan.attempts[step]
             capture.upstream_model = attempt.target.model
             capture.provider = attempt.target.provider
-            capture.route = None if plan.alias is None else {
-                **attempt.describe(), "attempt": number,
-                "primary": plan.attempts[0].target.model, "draw": plan.draw}
-            if primary_status is not None and capture.route is not None:
-                capture.route["primary_status"] = primary_status
+            capture.route = failover.route(number)
             outgoing = body_for(attempt, self.endpoint, body, payload)
             capture.sent_request = outgoing.body if outgoing.transformed else None
             if outgoing.mismatch is not None:
@@ -192,40 +189,28 @@ class Exchange:
             if outgoing.stops_dropped and capture.route is not None:  # over OpenAI's 4
                 capture.route["stops_dropped"] = list(outgoing.stops_dropped)
                 ctx.metrics.stops_dropped.labels(plan.alias or "", attempt.target.model).inc()
-            began = time.perf_counter()
+            began = self.silence.heard()
             try:
                 reply = await awaited(send_attempt(ctx, attempt, self.endpoint, asked,
                                                    suffix, outgoing.body, outgoing.payload,
                                                    timeouts_for(ctx, attempt)),
-                                      held, ctx.settings.second_opinion_timeout_s)
-            except (UpstreamUnreachable, UpstreamTimeout):
-                if held is not None:
-                    return held.stands(capture, plan.attempts[0], "timeout")
-                after = next_attempt(plan.attempts, number, refused=False)
-                if after is None:
-                    raise
-                ctx.metrics.fallbacks.labels(plan.alias or "").inc()
-                number = after
-                continue
+                                      failover.bounded(number),
+                                      ctx.settings.second_opinion_timeout_s)
+            except (UpstreamUnreachable, UpstreamTimeout) as exc:
+                step = failover.raised(number, exc)
             except BaseException:  # e.g. the client hung up during the second opinion
-                if held is not None:  # logged as the primary's refusal, not the second's fault
-                    held.stands(capture, plan.attempts[0], "abandoned").release()
+                failover.abandoned()  # logged as the primary's failure, judged for nobody
                 raise
-            ctx.metrics.observe_upstream(self.endpoint, time.perf_counter() - began)
-            if held is not None:
-                return held.answered(reply, capture, plan.attempts[0])
-            after = following(plan.attempts, number, reply.status)
-            if after is None:
-                return reply
-            if number == 0:
-                primary_status = reply.status
-            if reply.status < 500 and plan.attempts[after].role == "second_opinion":
-                held = HeldRefusal.of(reply, capture)
             else:
-                reply.release()
-            ctx.metrics.fallbacks.labels(plan.alias or "").inc()
-            number = after
-        raise AssertionError("a plan has at least one attempt")
+                ctx.metrics.observe_upstream(self.endpoint, self.silence.heard() - began)
+                key = refused_key(ctx, asked, attempt) \
+                    if reply.status in KEY_REFUSALS and plan.alias is not None else None
+                if key is not None and capture.route is not None:
+                    capture.route["refused_key"] = key
+                step = failover.answered(number, reply, key)
+            if isinstance(step, int):
+                ctx.metrics.fallbacks.labels(plan.alias or "").inc()
+        return step
 
     def mismatched(self, attempt: Attempt, mismatch: TemplateMismatch) -> None:
         """The request does not hold its target's template: it goes to that target unstripped
@@ -305,6 +290,7 @@ class Exchange:
                     if client_gone(self.receive):
                         finish("client_disconnected", GONE)
                         return
+                    self.silence.heard()
                     assembler.feed(chunk)
                     capture.first_byte()
                     if assembler.done and not capture.logged:
@@ -371,6 +357,10 @@ class Exchange:
         capture.logged = True
         if capture.meta.no_log:
             return False
+        if finish == "client_disconnected" and capture.route is not None:
+            stalled = self.silence.stalled_s(self.ctx.settings.upstream_stall_s)
+            if stalled is not None:  # the client gave up on a stall, not a cancel
+                capture.route["stalled_s"] = stalled
         try:
             record = capture.record(status_code=status, response=response, finish=finish,
                                     error=error, prices=self.ctx.prices,

@@ -10,15 +10,15 @@ put all the traffic on one target (see :class:`HotKeys`). Each plan says which d
 (`Plan.draw`), and the interaction's `route` records it, so the canary's statistics count a
 sticky user's requests as the cluster they are (storage/route_health.py).
 
-While the route has an open canary (storage/promotions.py `open_canary`), a 4xx gets a
-*second opinion* from the other arm: a request drawn for the canary that it fails (a 4xx, a
-5xx, a timeout) goes to the stable target (:func:`stable_target`) first, and a request the
-stable target answers with a 4xx goes to the canary; the app receives the second answer. The
-canary's statistics then tell a refusal of the model (the other one answered) from one of the
-request (both refused), alike on both arms (storage/route_health.py). An arm is a model: every
+While the route has an open canary (storage/promotions.py `open_canary`), a failure gets a
+*second opinion* from the other arm: a request drawn for either arm that it fails (a 4xx, a
+5xx, a timeout) goes to the other arm's heaviest target (:func:`stable_target` for the
+canary's) first; the app receives the second answer. The canary's statistics then tell a
+failure of the model (the other one answered) from one of the request (both failed), alike on
+both arms (storage/route_health.py). An arm is a model: every
 deployment of the canary model (another base_url or provider) is the canary arm, every
 deployment of the stable model the stable arm. A model drained to weight 0 is nobody's second
-opinion. The primary's refusal waits on its second opinion at most `second_opinion_timeout_s`
+opinion. The primary's failure waits on its second opinion at most `second_opinion_timeout_s`
 (proxy/second_opinion.py). While the canary is open, the answers do not say which arm gave
 them (`Plan.covered`, proxy/arm_cover.py).
 """
@@ -181,30 +181,21 @@ class Attempt:
     connect_timeout_s: float | None = None
     read_timeout_s: float | None = None
     transforms: TargetTransforms | None = None
-    after_4xx_only: bool = False
-    """A second opinion asked only when the attempt before it answered a 4xx (the canary, for
-    the stable target's refusals: its 5xx and timeouts go to the route's fallbacks)."""
 
     def describe(self) -> dict[str, Any]:
         return {"alias": self.alias, "target": self.target.model,
                 "provider": self.target.provider, "role": self.role}
 
 
-NOT_ASKED_AGAIN = frozenset({401, 403})
-"""Refusals of the client's own credentials: the other arm (maybe on the operator's key) is
-never asked."""
-
-
 def next_attempt(attempts: Sequence[Attempt], failed: int, *, refused: bool) -> int | None:
     """The attempt to try after attempt `failed` failed, or None (its outcome stands). A 4xx
     (`refused`) goes only to a second opinion right after the primary; a 5xx, timeout or
-    connection error to the next attempt that is not a 4xx-only second opinion."""
+    connection error to the next attempt (the second opinion, then the fallbacks)."""
+    after = failed + 1
     if refused:
-        after = failed + 1
         return after if failed == 0 and after < len(attempts) \
             and attempts[after].role == "second_opinion" else None
-    return next((index for index in range(failed + 1, len(attempts))
-                 if not attempts[index].after_4xx_only), None)
+    return after if after < len(attempts) else None
 
 
 @dataclass(frozen=True)
@@ -359,15 +350,14 @@ class Router:
         if route.canary is not None and route.stable is not None:
             # an arm is a model: all its deployments (base_url, provider) alike
             if chosen[0].model == route.canary[0].model:
-                other, after_4xx_only = route.stable, False
+                other = route.stable
             elif chosen[0].model == route.stable[0].model:
-                other, after_4xx_only = route.canary, True
+                other = route.canary
             else:
                 other = None
             if other is not None:
                 attempts.append(Attempt(other[0], model, "second_opinion",
-                                        spec.connect_timeout_s, spec.read_timeout_s, other[1],
-                                        after_4xx_only))
+                                        spec.connect_timeout_s, spec.read_timeout_s, other[1]))
         attempts += [Attempt(t, model, "fallback", spec.connect_timeout_s, spec.read_timeout_s,
                              transforms) for t, transforms in route.fallbacks]
         return Plan(model, spec, tuple(attempts), "sticky" if sticky else "random",

@@ -2,28 +2,28 @@
 
 A request counts for the target the route drew for it (`route.primary`, or `route.target`
 for rows logged before the proxy recorded the primary). It is an error when the upstream
-answered 5xx, timed out, cut the answer or ended a 200 stream with an error event, or when the
-drawn target failed and another served it (`route.attempt > 0`). A 4xx is an error of the
-model only when the other arm answered the same request: while a canary is open each arm's 4xx
-gets a second opinion from the other (proxy/routing.py; not a 401/403, the client's own key),
-so a canary refusing what the stable model answers (a deleted or undeployed fine-tune, a
-refused parameter, a rate limit: 400/404/429) errs, and so does a stable model rate-limited
-where the canary answers. When the second opinion does not answer (it refused too, failed or
-timed out), the primary's refusal stands, logged at attempt 0 with `second_opinion_status`:
-the request's fault, no error of either (a failing second opinion is never charged to the
-primary). Such faults may cluster on a few users (each sends the same broken request again)
-or be sent on purpose to the arm a client sees in the response's `model`, so they never count.
-A canary 4xx with no second opinion (rows from before it, `canary` named) still counts,
-but never a 401/403: a refusal of the client's own key says nothing of either model. A
-4xx the proxy answered itself after it chose the target (its row's `route.answered_by` is
-`proxy`, proxy/exchange.py) never counts; the proxy's checks before routing (keys, body size,
-JSON) log no routed row at all. The 4xx that do not count are not judged at all: they are
-`unjudged_requests`, left out of `requests` and the weighed trials, so refused requests sent to
-one arm cannot dilute its error rate either. Neither is a request the client gave up on before
-any answer (`finish` `client_disconnected`, no status): no success (a canary that never
-answers within the app's timeout was promoted on them) and no error (a client could abandon
-requests on one arm on purpose); such a canary is never promoted (it has no judged requests)
-and `max_hours` rolls it back. Latency is over the answers below 400.
+answered 5xx, timed out, cut the answer, ended a 200 stream with an error event or stalled
+(`route.stalled_s`: the client hung up after the upstream was silent `upstream_stall_s`), or
+when the drawn target failed and another served it (`route.attempt > 0`). While a canary is
+open each arm's failure (4xx, 5xx, timeout) gets a second opinion from the other
+(proxy/second_opinion.py), so a canary refusing or failing what the stable model answers errs,
+and so does a stable model failing where the canary answers. When the second opinion fails too
+(any failure: refused, 5xx, timed out, cut, stalled, or the client left while it was asked),
+the request failed on every model: its row carries `second_opinion_status` (or is the second
+opinion's own failed row) and is judged for neither arm, whoever finally answered (a
+fallback). Such failures may cluster on a few users or be sent on purpose to the arm a client
+sees, so they never count. A 4xx with no second opinion counts only on the open canary
+(`canary` named; rows from before second opinions). A 401/403 of the client's own key
+(`route.refused_key` `client`, or not recorded: rows from before it) says nothing of either
+model; on the operator's key (`operator`: a route's `api_key_env`, the server's key) it is the
+target's failure like any 4xx. A 4xx the proxy answered itself after it chose the target (its
+row's `route.answered_by` is `proxy`, proxy/exchange.py) never counts; the proxy's checks before
+routing (keys, body size, JSON) log no routed row at all. The requests that do not count are
+not judged at all: they are `unjudged_requests`, left out of `requests` and the weighed
+trials, so failing requests sent to one arm cannot dilute its error rate either. Neither is a
+request the client hung up on quicker than a stall (`finish` `client_disconnected`, whatever
+the status: an unfinished stream is no success): a user's cancel says nothing either way.
+Latency is over the answers below 400.
 Evaluation and synthetic traffic never count. A request users rated is a thumbs-down when
 the mean of its feedback scores is below 0 (`rated_requests`, `thumbs_down`: for people).
 
@@ -69,6 +69,8 @@ WITH q AS (
            status_code, finish, latency_ms, route ->> 'answered_by' AS answered_by,
            coalesce({attempt}, 0) AS attempt,
            route ->> 'second_opinion_status' AS second_opinion,
+           route ->> 'role' AS role, route ->> 'refused_key' AS refused_key,
+           route ->> 'stalled_s' AS stalled,
            coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
@@ -76,19 +78,28 @@ WITH q AS (
     FROM interactions
     WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ?
       AND created_at < ?
-), r0 AS (
-    SELECT *, CASE WHEN status_code >= 500 OR finish IN ('timeout', 'upstream_cut')
-                        OR (status_code < 400 AND finish = 'upstream_error')
-                        OR attempt > 0
-                        OR (status_code >= 400 AND status_code NOT IN (401, 403)
-                            AND answered_by IS NULL AND attempt = 0
-                            AND target = CAST(? AS VARCHAR) AND second_opinion IS NULL)
-                   THEN 1 ELSE 0 END AS failed
+), r00 AS (
+    SELECT *, CASE WHEN second_opinion IS NOT NULL
+                        OR (role = 'second_opinion'
+                            AND NOT (status_code < 400 AND finish = 'completed'))
+                        OR (status_code IN (401, 403) AND attempt = 0
+                            AND coalesce(refused_key, 'client') = 'client')
+                   THEN 1 ELSE 0 END AS nobodys
     FROM q
+), r0 AS (
+    SELECT *, CASE WHEN nobodys = 0
+                        AND (status_code >= 500 OR finish IN ('timeout', 'upstream_cut')
+                             OR stalled IS NOT NULL
+                             OR (status_code < 400 AND finish = 'upstream_error')
+                             OR attempt > 0
+                             OR (status_code >= 400 AND answered_by IS NULL AND attempt = 0
+                                 AND target = CAST(? AS VARCHAR)))
+                   THEN 1 ELSE 0 END AS failed
+    FROM r00
 ), r AS (
-    SELECT *, CASE WHEN failed = 0 AND ((status_code BETWEEN 400 AND 499 AND attempt = 0)
-                                        OR (status_code IS NULL
-                                            AND finish = 'client_disconnected'))
+    SELECT *, CASE WHEN failed = 0 AND (nobodys = 1
+                                        OR (status_code BETWEEN 400 AND 499 AND attempt = 0)
+                                        OR finish = 'client_disconnected')
                    THEN 1 ELSE 0 END AS excused
     FROM r0
 ), rated AS (

@@ -157,8 +157,12 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(600.0, gt=0)
     second_opinion_timeout_s: float = Field(10.0, gt=0)
-    """While a canary is open, how long a refusal waits on the other arm's second opinion (its
-    answer's start); then the refusal stands, as when the second opinion fails."""
+    """While a canary is open, how long a failure waits on the other arm's second opinion (its
+    answer's start); then the failure stands, as when the second opinion fails."""
+    upstream_stall_s: float = Field(30.0, gt=0)
+    """A client that hangs up after the upstream was silent this long (no byte before the
+    answer started, or since a stream's last chunk) gave up on a stall: an error of that
+    target in the canary's health. A quicker hang-up is the user's cancel, judged for nobody."""
 
     # the log writer: spool append on the request path, batch ingest off it
     spool_dir: Path | None = None
