@@ -107,9 +107,7 @@ def gate_decision(report: EvalReport, rules: GateRules) -> GateDecision:
                            f"{rules.max_error_share:.1%})")
         decided = p.get("decided_groups", p["decided"])
         if decided < rules.min_decided:
-            copies = "" if decided == p["decided"] else (
-                f" counted in independent groups (copies of one prompt or a session count "
-                f"once; {p['decided']} pairs)")
+            copies = _in_groups(decided, p["decided"], "pairs")
             reasons.append(f"only {decided} decided pairs (wins + losses){copies}, fewer "
                            f"than min_decided {rules.min_decided}")
     if report.paired is not None:
@@ -120,9 +118,7 @@ def gate_decision(report: EvalReport, rules: GateRules) -> GateDecision:
                            f"{rules.max_error_share:.1%})")
         discordant = q.get("discordant_groups", q["discordant"])
         if discordant < rules.min_discordant:
-            copies = "" if discordant == q["discordant"] else (
-                f" counted in independent groups (copies of one prompt or a session count "
-                f"once; {q['discordant']} examples)")
+            copies = _in_groups(discordant, q["discordant"], "examples")
             reasons.append(f"only {discordant} discordant examples (scored differently)"
                            f"{copies}, fewer than min_discordant {rules.min_discordant}")
         if rules.gate != "point" and q.get("interval") is not None and q["interval"][0] <= 0.5:
@@ -131,3 +127,10 @@ def gate_decision(report: EvalReport, rules: GateRules) -> GateDecision:
             reasons.append(f"the exact McNemar test does not favour the candidate "
                            f"({better} better, {worse} worse, p = {q['p_value']:.4g})")
     return GateDecision(not reasons, decided_on, reasons)
+
+
+def _in_groups(groups: int, lines: int, unit: str) -> str:
+    """How a count of groups differs from the lines behind it, for a gate's reason."""
+    return "" if groups == lines else (
+        f" counted in independent groups (copies of one prompt or a session count once; "
+        f"{lines} {unit})")
