@@ -8,7 +8,7 @@ on both backends (timestamps as UTC microseconds, JSON as the text stored, array
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +75,8 @@ def count_rows(con: Connection, table: str) -> int:
 
 
 def read_batches(con: Connection, spec: TableSpec, *, skip: int = 0, batch_rows: int,
-                 ordered: bool = True, limit: int | None = None) -> Iterator[pa.Table]:
+                 ordered: bool = True, limit: int | None = None
+                 ) -> Generator[pa.Table, None, None]:
     """The table's rows as Arrow tables of up to `batch_rows` rows, in `spec.order` after the
     first `skip` rows and at most `limit` of them (ordered), or in any order (ordered=False,
     for checksums). On Postgres one read-only REPEATABLE READ transaction: one snapshot for
