@@ -128,6 +128,7 @@ class Transfer:
                                   "at an older schema than the source?")
         done = self.dest.write_sync(lambda con: self._start_atomically(con, source))
         self._refuse_changed_copied_rows(source, done)
+        self.dest.write_sync(lambda con: self._record_totals(con, source))
         return [PlannedTable(spec, rows, done[spec.name].rows_done, done[spec.name].digest)
                 for spec, rows in source]
 
@@ -154,6 +155,13 @@ class Transfer:
             raise TransferRefused(
                 "the source changed since this copy started: " + ", ".join(changed[:5]) +
                 ". Stop whatever writes to the source and copy again into an empty store")
+
+    def _record_totals(self, con: Connection, source: list[tuple[TableSpec, int]]) -> None:
+        """The source's row counts now (a resume copies the source as it is now)."""
+        with transaction(con):
+            for spec, rows in source:
+                con.execute(f"UPDATE {RECORD} SET source_rows = ? WHERE table_name = ?",
+                            [rows, spec.name])
 
     def _digest_of_first(self, spec: TableSpec, rows: int, digest: BatchDigest) -> int:
         def run(con: Connection) -> tuple[int, int]:
@@ -212,9 +220,6 @@ class Transfer:
             raise TransferRefused(
                 f"the source has tables this copy didn't start with: {', '.join(new[:5])}. "
                 "Copy again into an empty store")
-        for spec, now in source:  # the totals shown; a resume copies the source as it is now
-            con.execute(f"UPDATE {RECORD} SET source_rows = ? WHERE table_name = ?",
-                        [now, spec.name])
         return record
 
     # -- copying -------------------------------------------------------------------------

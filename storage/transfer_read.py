@@ -148,11 +148,14 @@ class BatchDigest:
     def __call__(self, batch: pa.Table) -> int:
         if batch.num_rows == 0:
             return 0
+        # a list as its text: hash() gives NULL, [] and [NULL] the same value
+        values = ", ".join(
+            f"CAST({quote(f.name)} AS VARCHAR)" if pa.types.is_list(f.type) else quote(f.name)
+            for f in batch.schema)
         self._con.register("tl_digest", batch)
         try:
             rows = self._con.execute(
-                f"SELECT sum(hash({column_list(batch.column_names)}))::VARCHAR "
-                "FROM tl_digest").fetchall()
+                f"SELECT sum(hash({values}))::VARCHAR FROM tl_digest").fetchall()
         finally:
             self._con.unregister("tl_digest")
         return int(rows[0][0]) % CHECKSUM_MOD if rows and rows[0][0] is not None else 0

@@ -242,3 +242,19 @@ def test_a_row_the_destination_refuses_for_another_reason_is_named(
     out = " ".join(result.output.split())
     assert "Traceback" not in out
     assert reason in out and "revision=1)" in out and 'violates check constraint "polite"' in out
+
+
+def test_a_source_row_changed_in_the_destination_is_named(
+        source_store: tuple[str, dict[str, Any]], tmp_path: Path) -> None:
+    """A row the destination holds differently (a replica changed a copied route, say) is a
+    difference, named by its key, on every run (exit 7)."""
+    source, _ = source_store
+    dest = str(tmp_path / "copy.duckdb")
+    assert migrate("--from", source, "--to", dest, "-q").exit_code == 0
+    change(dest, "UPDATE routes SET updated_by = 'a replica'")
+    for _ in range(2):
+        result = migrate("--from", source, "--to", dest)
+        assert result.exit_code == 7, result.output
+        out = " ".join(result.output.split())
+        assert "the destination lacks source rows (or holds them changed): " \
+               "routes: 1 rows, e.g. (alias='support')" in out, out

@@ -75,12 +75,15 @@ def refuse_nul(body: bytes, what: str) -> None:
 
 
 def nul_in_url(scope: Scope) -> BadRequest | None:
-    """The error for an admin request whose path or query holds a NUL character, else None."""
+    """The error for an admin request whose path, query or headers hold a NUL character, else
+    None (HTTP servers refuse a NUL in a header already: this holds behind any of them)."""
     if "\x00" in scope["path"]:
         return nul_refused("the URL path")
     query = scope.get("query_string", b"").decode("latin-1")
     if any("\x00" in k or "\x00" in v for k, v in parse_qsl(query, keep_blank_values=True)):
         return nul_refused("the query string")
+    if any(b"\x00" in value for _, value in scope.get("headers", ())):  # x-tuneloop-actor
+        return nul_refused("a header")
     return None
 
 

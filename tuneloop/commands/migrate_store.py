@@ -119,7 +119,8 @@ def migrate_store(source: str, dest: str, batch_rows: int, quiet: bool) -> None:
             if bad:
                 raise TransferMismatch(
                     "the destination lacks source rows (or holds them changed): " + "; ".join(
-                        f"{c.table}: {c.missing:,} rows, e.g. ({'), ('.join(c.examples)})"
+                        f"{c.table}: {c.missing:,} rows" +
+                        (f", e.g. ({'), ('.join(c.examples)})" if c.examples else "")
                         for c in bad[:5]) +
                     ". Did something write to the source, or change those rows in the "
                     "destination, meanwhile? Start again into an empty store")
