@@ -81,7 +81,9 @@ def compare(source: str, cluster: PgCluster, rev: str, rounds: int, batch_rows: 
             figures[name].append(timed_copy(root, source, cluster.create_database(),
                                             batch_rows))
     print(f"\nDuckDB → Postgres with verification, this tree vs {rev}, {rounds} rounds "
-          "(median):")
+          "(median; each round's wall/CPU s this tree, then baseline):")
+    print("  " + "  ".join(f"{a[0]:.1f}/{a[1]:.1f} {b[0]:.1f}/{b[1]:.1f}"
+                           for a, b in zip(figures["this"], figures["baseline"], strict=True)))
     for column, what in ((0, "wall s"), (1, "CPU s ")):
         this = statistics.median(f[column] for f in figures["this"])
         base = statistics.median(f[column] for f in figures["baseline"])
