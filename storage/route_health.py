@@ -23,6 +23,14 @@ not judged at all: they are `unjudged_requests`, left out of `requests` and the 
 trials, so failing requests sent to one arm cannot dilute its error rate either. Neither is a
 request the client hung up on quicker than a stall (`finish` `client_disconnected`, whatever
 the status: an unfinished stream is no success): a user's cancel says nothing either way.
+A row with `route.late_opinion` (proxy/background_opinion.py: a second opinion cut by
+`second_opinion_timeout_s` or by the client's hang-up went on in the background, or the
+client hung up before its answer's first byte and the other arm was asked) is judged by that
+opinion's own row (traffic `probe`, `source_id` this row's id) alone: the other arm's answer
+started (`status_code` < 400, `finish` `completed`) -> the drawn arm's error (whatever the
+row's own second opinion status, stall or hang-up); it failed, or no such row exists (pending,
+lost, cancelled at shutdown, or `late_opinion` says none was asked: `too_quick`,
+`budget_full`) -> nobody's, unjudged. Probe rows are no production request of either arm.
 Latency is over the answers below 400.
 Evaluation and synthetic traffic never count. A request users rated is a thumbs-down when
 the mean of its feedback scores is below 0 (`rated_requests`, `thumbs_down`: for people).
@@ -188,8 +196,8 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"),
                              relay=RELAY_MARK)
     cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
-    rows = con.execute(sql, [alias, since, alias, since, until, canary, cap, cap, per_user, per_user]
-                       ).fetchall()
+    rows = con.execute(sql, [alias, since, alias, since, until, canary, cap, cap, per_user,
+                             per_user]).fetchall()
     return [
         {
             "target": target,
