@@ -17,13 +17,14 @@ import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import openai
 
 from exporter.cycle_canary import judge_canary
 from exporter.cycle_config import CanaryConfig
-from tests.conftest import ProxyServer, both_stores
+from tests.conftest import FakeUpstream, ProxyServer, both_stores, running_proxy
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
@@ -181,3 +182,27 @@ def test_background_opinions_beyond_the_budget_are_skipped_and_counted(
     metrics = proxy.http().get("/metrics").text
     line = 'tuneloop_background_opinions_skipped_total{reason="budget_full"} '
     assert f"{line}{float(marks.count('budget_full'))}" in metrics, metrics
+
+
+def test_pending_background_opinions_are_cancelled_at_shutdown(
+        tmp_path: Path, fake_openai: FakeUpstream) -> None:
+    """The stable model's second opinions (5 s) are still pending when the proxy stops: they
+    are cancelled (no row of theirs is logged), the failures' own rows are kept, and those
+    stay unjudged after a restart."""
+    with running_proxy(tmp_path, fake_openai, second_opinion_timeout_s=0.1) as proxy:
+        proxy.admin().put_routes({ALIAS: {"targets": [{"model": "slow-5000"}]}})
+        proxy.admin().promote(ALIAS, "fail-500", canary=90)
+        client = proxy.openai().with_options(max_retries=0)
+        for n in range(6):
+            with contextlib.suppress(openai.InternalServerError, openai.APITimeoutError):
+                client.with_options(timeout=1.0).chat.completions.create(
+                    model=ALIAS, user=f"user-{n}", messages=HI)
+        proxy.wait_for("SELECT count(*) FROM interactions", lambda r: r[0][0] >= 6)
+    with running_proxy(tmp_path, fake_openai) as again:
+        marks = late_opinions(again)
+        assert marks and set(marks) == {"asked"}, marks
+        assert again.sql("SELECT count(*) FROM interactions WHERE traffic = 'probe'") == [[0]]
+        rows = {r["target"]: r for r in again.admin().route_health(
+            ALIAS, since="2000-01-01T00:00:00Z")["targets"]}
+    assert rows["fail-500"]["errors"] == 0, rows
+    assert rows["fail-500"]["unjudged_requests"] == len(marks), rows
