@@ -76,7 +76,7 @@ WITH late AS (
            max(CASE WHEN status_code < 400 AND finish = 'completed' THEN 1 ELSE 0 END)
                AS answered
     FROM interactions
-    WHERE traffic = 'probe' AND route ->> 'alias' = ? AND created_at >= ?
+    WHERE traffic = 'probe' AND created_at >= ?
     GROUP BY source_id
 ), q0 AS (
     SELECT id,
@@ -196,7 +196,7 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"),
                              relay=RELAY_MARK)
     cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
-    rows = con.execute(sql, [alias, since, alias, since, until, canary, cap, cap, per_user,
+    rows = con.execute(sql, [since, alias, since, until, canary, cap, cap, per_user,
                              per_user]).fetchall()
     return [
         {
