@@ -46,7 +46,8 @@ def test_a_canary_failing_30pc_beside_a_slow_stable_model_is_rolled_back(
         proxy_factory: Callable[..., ProxyServer]) -> None:
     """Each canary 500 gets the stable model's second opinion, which starts after 0.25 s:
     past `second_opinion_timeout_s` (0.15 s). On main the cut second opinion made each 500
-    'failed on every model': the canary showed 0 errors. The app still gets the 500 at once."""
+    'failed on every model': the canary showed 0 errors (verdict `continue`, promoted once
+    `min_requests` were in). The app still gets the 500 at once."""
     proxy = proxy_factory(second_opinion_timeout_s=0.15)
     slow_stable = "slow-250"
     proxy.upstream.state.model_error_rate[CANARY] = 0.3
@@ -109,10 +110,10 @@ def test_stalls_steered_onto_an_even_canarys_sticky_users_do_not_roll_it_back(
 def test_a_canary_hanging_on_27pc_is_rolled_back_when_apps_give_up_before_a_stall(
         proxy_factory: Callable[..., ProxyServer]) -> None:
     """The canary never answers 27% of the requests (those asking it to 'ponder'); the apps
-    give up after 0.6 s, far below `upstream_stall_s` (30 s). On main each was the user's
-    cancel (unjudged) and the canary was promoted; the arms' give-ups were never compared.
-    Now the stable model, asked in the background, answered within 0.6 s: the canary's
-    errors."""
+    give up after 1 s, far below `upstream_stall_s` (30 s). On main each was the user's
+    cancel (unjudged) and the canary was not rolled back (`continue` here, promoted once
+    `min_requests` were in); the arms' give-ups were never compared. Now the stable model,
+    asked in the background, answered within the client's wait: the canary's errors."""
     proxy = proxy_factory(hangup_probe_min_s=0.2)
     hangs = FakeOpenAIState()
     hangs.delay_containing["ponder"] = 5000
@@ -120,7 +121,7 @@ def test_a_canary_hanging_on_27pc_is_rolled_back_when_apps_give_up_before_a_stal
         admin = proxy.admin()
         admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
         admin.promote(ALIAS, CANARY, canary=50, base_url=hangs_url + "/v1")
-        client = proxy.openai().with_options(timeout=0.6, max_retries=0)
+        client = proxy.openai().with_options(timeout=1.0, max_retries=0)
 
         def ask(n: int) -> bool:
             text = "please ponder this" if n % 11 in (0, 4, 8) else "hello"
@@ -135,13 +136,13 @@ def test_a_canary_hanging_on_27pc_is_rolled_back_when_apps_give_up_before_a_stal
             gave_up = sum(pool.map(ask, range(160)))
         assert gave_up
         rows = health(proxy, 160)
-    assert rows[CANARY]["errors"] == gave_up, rows
+    assert gave_up >= rows[CANARY]["errors"] >= 0.9 * gave_up, rows
     assert rows[STABLE]["errors"] == 0, rows
     assert verdict(rows, CANARY, STABLE) == "rollback", rows
 
 
 def test_an_instant_hang_up_probes_nothing(proxy: ProxyServer) -> None:
-    """A client hanging up sooner than `hangup_probe_min_s` (1 s by default) costs no upstream
+    """A client hanging up sooner than `hangup_probe_min_s` (0.5 s by default) costs no upstream
     call: the other arm is not asked, the row says why (and stays unjudged)."""
     admin = proxy.admin()
     admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})

@@ -169,7 +169,7 @@ class Settings(BaseSettings):
     or by the client's hang-up goes on off the hot path, and a client hanging up before its
     answer's first byte gets the other arm asked. Above it they are skipped (their requests
     stay unjudged; `tuneloop_background_opinions_skipped_total`); 0 turns them off."""
-    hangup_probe_min_s: float = Field(1.0, ge=0)
+    hangup_probe_min_s: float = Field(0.5, ge=0)
     """A client hanging up before its answer sooner than this after its request probes nothing
     (an instant cancel costs no upstream call; the request stays unjudged)."""
 
