@@ -23,6 +23,7 @@ is not told which arm answered; the capture still sees the upstream's own bytes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -35,11 +36,11 @@ from proxy.assemble import ASSEMBLERS, BodyDecoder
 from proxy.body import BodyLimits, parse_payload, read_body
 from proxy.capture import Capture, parse_json
 from proxy.context import ProxyContext
-from proxy.forward import ID_HEADER, Outgoing, body_for, send_attempt, timeouts_for
+from proxy.forward import ID_HEADER, body_for, send_attempt, timeouts_for
 from proxy.headers import client_meta, downstream_headers, with_body_user
 from proxy.ids import uuid7
 from proxy.incoming import API_PREFIX, client_gone, plain_path, upstream_path
-from proxy.late_opinion import probe_after_hangup, probe_capture
+from proxy.late_opinion import go_on_later, probe_after_hangup
 from proxy.reply import UpstreamCut, UpstreamReply
 from proxy.routing import Attempt, Plan
 from proxy.second_opinion import KEY_REFUSALS, Failover, awaited, refused_key
@@ -198,26 +199,17 @@ class Exchange:
                 capture.route["stops_dropped"] = list(outgoing.stops_dropped)
                 ctx.metrics.stops_dropped.labels(plan.alias or "", attempt.target.model).inc()
             began = self.silence.heard()
-
-            def later(task: asyncio.Task[UpstreamReply], number: int = number,
-                      outgoing: Outgoing = outgoing, began: float = began) -> None:
-                """The second opinion goes on in the background, judging this row."""
-                if capture.meta.no_log:  # no row to judge
-                    task.cancel()
-                    return
-                probe = probe_capture(capture, plan, number, outgoing, began, None)
-                failover.late = ctx.opinions.take(probe, task, None)
-
+            later = functools.partial(go_on_later, ctx, failover, number, outgoing, began) \
+                if failover.bounded(number) else None  # a second opinion: waited for so long
             try:
                 reply = await awaited(send_attempt(ctx, attempt, self.endpoint, asked,
                                                    suffix, outgoing.body, outgoing.payload,
                                                    timeouts_for(ctx, attempt)),
-                                      failover.bounded(number),
-                                      ctx.settings.second_opinion_timeout_s, later)
+                                      later, ctx.settings.second_opinion_timeout_s)
             except (UpstreamUnreachable, UpstreamTimeout) as exc:
                 step = failover.raised(number, exc)
             except BaseException:  # e.g. the client hung up during the second opinion
-                failover.abandoned()  # logged as the primary's failure, judged for nobody
+                failover.abandoned()  # logged as the primary's failure (see go_on_later)
                 raise
             else:
                 ctx.metrics.observe_upstream(self.endpoint, self.silence.heard() - began)

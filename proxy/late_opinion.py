@@ -11,6 +11,7 @@ when `background_opinions_max` are in flight: those rows say `late_opinion` `too
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -21,7 +22,9 @@ from proxy.capture import Capture
 from proxy.context import ProxyContext
 from proxy.forward import Outgoing, body_for, send_attempt, timeouts_for
 from proxy.ids import uuid7
+from proxy.reply import UpstreamReply
 from proxy.routing import Plan
+from proxy.second_opinion import Failover
 
 
 def other_arm(plan: Plan) -> int | None:
@@ -44,6 +47,19 @@ def probe_capture(primary: Capture, plan: Plan, number: int, outgoing: Outgoing,
                    primary.stream, started=started, upstream_model=attempt.target.model,
                    provider=attempt.target.provider, route=route,
                    sent_request=outgoing.body if outgoing.transformed else None)
+
+
+def go_on_later(ctx: ProxyContext, failover: Failover, number: int, outgoing: Outgoing,
+                began: float, task: asyncio.Task[UpstreamReply]) -> None:
+    """Second opinion `number`, cut by `second_opinion_timeout_s` or by the client's hang-up,
+    goes on in the background and judges the request's row (or is cancelled: no row to judge,
+    or the budget is full; `failover.late` says which)."""
+    capture = failover.capture
+    if capture.meta.no_log:
+        task.cancel()
+        return
+    probe = probe_capture(capture, failover.plan, number, outgoing, began, None)
+    failover.late = ctx.opinions.take(probe, task, None)
 
 
 def probe_after_hangup(ctx: ProxyContext, plan: Plan, primary: Capture,

@@ -201,12 +201,13 @@ Later = Callable[["asyncio.Task[UpstreamReply]"], None]
 """Takes a second opinion cut short: it goes on in the background (or is cancelled)."""
 
 
-async def awaited(sending: Coroutine[Any, Any, UpstreamReply], bounded: bool,
-                  limit_s: float, later: Later) -> UpstreamReply:
-    """An attempt's reply; a second opinion's waited for at most `limit_s` until the reply
-    starts (then UpstreamTimeout: the primary's failure stands). A second opinion cut so, or
-    by the client's hang-up (the request cancelled), is not cancelled: `later` takes it."""
-    if not bounded:
+async def awaited(sending: Coroutine[Any, Any, UpstreamReply], later: Later | None,
+                  limit_s: float) -> UpstreamReply:
+    """An attempt's reply; a second opinion's (`later` given) waited for at most `limit_s`
+    until the reply starts (then UpstreamTimeout: the primary's failure stands). A second
+    opinion cut so, or by the client's hang-up (the request cancelled), is not cancelled:
+    `later` takes it."""
+    if later is None:
         return await sending
     task = asyncio.ensure_future(sending)
     try:

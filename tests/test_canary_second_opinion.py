@@ -119,12 +119,14 @@ def test_the_stable_models_refusals_get_the_canarys_opinion_too(proxy: ProxyServ
     assert rows[CANDIDATE]["errors"] == 0
 
 
-def test_requests_the_client_gave_up_on_are_not_judged(proxy: ProxyServer) -> None:
+def test_requests_the_client_gave_up_on_are_never_successes(proxy: ProxyServer) -> None:
     """r14e #1: a canary answering after the app's timeout was promoted: its abandoned
-    requests (no status) counted as successes; they could also dilute a bad canary."""
+    requests (no status) counted as successes; they could also dilute a bad canary. Then they
+    were unjudged; now the stable model is asked in the background (issue 14) and answers
+    within the client's wait: each is the canary's error."""
     proxy.admin().put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
     proxy.admin().promote(ALIAS, "slow-3000", canary=50)  # answers after 3 s
-    client = proxy.openai().with_options(timeout=0.5, max_retries=0)
+    client = proxy.openai().with_options(timeout=1.0, max_retries=0)
     gave_up = 0
     for n in range(20):
         try:
@@ -134,8 +136,9 @@ def test_requests_the_client_gave_up_on_are_not_judged(proxy: ProxyServer) -> No
             gave_up += 1
     assert gave_up
     rows = judged(proxy, 20)
-    assert rows["slow-3000"]["requests"] == 0, rows  # on main: each a judged success
-    assert rows["slow-3000"]["unjudged_requests"] == gave_up
+    slow = rows["slow-3000"]
+    assert slow["errors"] == slow["requests"] == gave_up, rows  # on main: judged successes
+    assert rows[STABLE]["errors"] == 0, rows
 
 
 def test_a_failing_second_opinion_is_charged_to_nobody_and_the_primary_failure_stands(
