@@ -6,8 +6,9 @@ judging rows by their `probe` rows costs, against the same query with no probe r
 Seeds N production rows of one alias with an open canary (half per arm, 5% failures, sticky
 users) into a DuckDB file, `--late-share` of them (default 2%) with `route.late_opinion`
 `asked` and a probe row each (half answered), plus N other rows of another alias. Times
-`route_health` over the alias (warm, p50 of 15) and the baseline: the same SQL with the probe
-rows' scan left out (the late CTE reads nothing), which is the query as it was before.
+`route_health` over the alias and the baseline (warm, p50 of 21, run in alternation): the
+same SQL with the probe rows' scan left out (the late CTE reads nothing), the query as it was
+before.
 """
 
 from __future__ import annotations
@@ -79,14 +80,16 @@ def seed(con: Connection, n: int, late_share: float, rng: np.random.Generator) -
     return probes
 
 
-def timed(run: Any, repeat: int = 15) -> float:
-    run()
-    times = []
+def timed_pair(first: Any, second: Any, repeat: int = 21) -> tuple[float, float]:
+    """Median ms of each, run in alternation (a busy machine slows both alike)."""
+    first(), second()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        began = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - began) * 1000)
-    return statistics.median(times)
+        for run, into in ((first, times[0]), (second, times[1])):
+            began = time.perf_counter()
+            run()
+            into.append((time.perf_counter() - began) * 1000)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> None:
@@ -112,8 +115,7 @@ def main() -> None:
                 health_module._HEALTH_SQL = new_sql
 
         judged = {r["target"]: (r["requests"], r["errors"]) for r in run(new_sql)}
-        new_ms = timed(lambda: run(new_sql))
-        base_ms = timed(lambda: run(baseline_sql))
+        new_ms, base_ms = timed_pair(lambda: run(new_sql), lambda: run(baseline_sql))
         print(f"rows: {args.rows:,} of the alias (+{args.rows:,} of another, {probes:,} probes)")
         print(f"judged (requests, errors) per arm: {judged}")
         print(f"route_health with probe rows: {new_ms:.1f} ms p50")
