@@ -61,7 +61,7 @@ def test_a_model_trained_by_a_run_that_failed_later_is_evaluated_not_stranded(
     evaluates it; no second job, never `unchanged`."""
     the_current_model_is_worse(loop)
     routes = loop.admin().routes()
-    loop.admin().put_routes({})
+    loop.admin().put_routes({}, force=True)
     cfg = config(tmp_path, max_step_attempts=2)
     for _ in range(2):
         failing = run(loop, cfg)

@@ -58,7 +58,9 @@ def transforms_of(server: ProxyServer, alias: str) -> list[dict[str, Any]]:
 
 
 def start_canary(server: ProxyServer, tmp_path: Path, alias: str) -> None:
-    server.admin().put_routes({**server.admin().routes(), alias: {"targets": [{"model": BASE}]}})
+    read = server.admin().routes_with_seq()
+    server.admin().put_routes({**read["routes"], alias: {"targets": [{"model": BASE}]}},
+                              expect_seq=read["seq"])
     result = promote(server, tmp_path, alias, "--canary", "10", "--strip-template", "qa-v1",
                      "--prompt-suffix", SEPARATOR, "--stop", " END")
     assert result.exit_code == 0, result.output
