@@ -66,7 +66,7 @@ def test_a_model_trained_by_a_run_that_failed_later_is_evaluated_not_stranded(
     for _ in range(2):
         failing = run(loop, cfg)
         assert "step evaluate failed: the alias 'support-bot' has no route" in failing.message
-    loop.admin().put_routes(routes)
+    loop.admin().put_routes(routes, force=True)
     assert failing.status == "failed" and len(loop.upstream.state.jobs) == 1
     model = failing.run["state"]["fine_tuned_model"]
 

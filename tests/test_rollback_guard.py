@@ -121,8 +121,3 @@ def test_a_second_api_rollback_right_after_one_is_refused(proxy: ProxyServer) ->
     assert done.status_code == 200 and done.json()["undone"]["model"] == V1, done.text
     assert models(proxy) == [OLD]
 
-
-def test_a_rollback_naming_its_model_after_one_goes_through(proxy: ProxyServer) -> None:
-    cycle_rolled_back_v2(proxy)
-    done = proxy.admin().rollback(ALIAS, model=V1)
-    assert done["undone"]["model"] == V1 and models(proxy) == [OLD]
