@@ -3,7 +3,8 @@ decides its fate with the sequential test of exporter/canary_stats.py.
 
 `watch` rolls back as soon as the error rate (or, with enough feedback, the thumbs-down share)
 is found worse than the current model's, promotes to 100% as soon as every test finds it no
-worse (after `min_requests` canary requests and `min_age_minutes`), and otherwise waits, for
+worse (after `min_requests` canary requests, weighed as the error test weighs them, and
+`min_age_minutes`), and otherwise waits, for
 at most `max_hours` (then an undecided canary is rolled back, the safe side). A metric whose
 current target got too little traffic beside the canary is compared with that target's traffic
 in the `history_hours` before the promotion. Requests count weighed per sticky user
@@ -144,7 +145,7 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
         expired = (f"undecided after {age.total_seconds() / 3600:.1f} hours ([canary] "
                    f"max_hours {cfg.max_hours:g}): rolled back, the safe side")
     return canary_verdict(tests, feedback_counted=canary.get("votes", 0)
-                          >= cfg.min_feedback, canary_requests=canary["requests"],
+                          >= cfg.min_feedback, canary_requests=canary["trials"],
                           min_requests=cfg.min_requests,
                           old_enough=age >= timedelta(minutes=cfg.min_age_minutes),
                           expired=expired)
