@@ -23,6 +23,7 @@ between refuses it, and the next look decides again.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from shlex import quote
@@ -74,9 +75,11 @@ def canary_step(ctx: StepContext) -> StepResult:
                           note=f"no canary of {candidate} opened: {exc.message}")
     state = {"promoted_at": result["changed_at"], "stable": stable, "canary_percent": percent}
     detail = {"model": candidate, "canary": percent, "stable": stable}
+    warnings = list(result.get("warnings") or [])
     if percent >= 100:
-        return StepResult(None, state=state, detail=detail, outcome="promoted")
-    return StepResult("watch", state=state, detail=detail)
+        return StepResult(None, state=state, detail=detail, outcome="promoted",
+                          warnings=warnings)
+    return StepResult("watch", state=state, detail=detail, warnings=warnings)
 
 
 def _another_canary(alias: str, episode: dict[str, Any] | None, candidate: str) -> str | None:
@@ -210,11 +213,12 @@ def watch_step(ctx: StepContext) -> StepResult:
             return StepResult("watch", detail=detail, wait=True, blocked=True,
                               note=edited_note(alias, candidate))
         try:
-            ctx.client.promote(alias, candidate, canary=100, verdict=verdict.to_json(),
-                               expect_seq=seq)
+            promoted = ctx.client.promote(alias, candidate, canary=100,
+                                          verdict=verdict.to_json(), expect_seq=seq)
         except Conflict as exc:
             return _held(alias, candidate, "promotion", exc, detail)
-        return end("promoted", **detail)
+        return dataclasses.replace(end("promoted", **detail),
+                                   warnings=list(promoted.get("warnings") or []))
     note = f"the canary is undecided ({'; '.join(verdict.reasons)})"
     if health.get("changed_since_promotion"):
         note += "; the route was edited by hand during it: the cycle will not promote it"
