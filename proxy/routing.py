@@ -51,6 +51,7 @@ from proxy.transforms import (
     check_transforms,
     template_refs,
 )
+from tuneloop.config import MAX_ROUTE_WEIGHT
 from tuneloop.errors import BadRequest
 from tuneloop.prompt_template import PromptTemplate
 
@@ -64,7 +65,7 @@ LITELLM_PROVIDERS = frozenset(
 )
 
 
-MAX_WEIGHT = 1e6
+MAX_WEIGHT = MAX_ROUTE_WEIGHT
 """A target's largest weight: the route's total stays a finite number (weights are ratios).
 A route written with a heavier one is refused (:meth:`RouteSpec.check`); one already stored
 (written before the limit, or copied by `migrate-store`) is read with its weights scaled down
