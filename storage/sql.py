@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
+import re
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ import psycopg
 from storage.backend.pg_connection import PgConnection
 from storage.backend.pg_database import PgDatabase, json_as_text, redact_url
 from storage.db import Connection, Database
+from storage.migrations.m049_sql_row_cap import ROW_TOO_LARGE
 from storage.sql_check import check_read_only
 from storage.sql_check_pg import check_pg_query
 from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge, StorageError
@@ -148,21 +150,51 @@ def _pg_answer_json(con: PgConnection, sql: str, limits: SqlLimits) -> bytes:
     try:
         con.raw.execute(b"SET TRANSACTION READ ONLY")
         con.raw.execute(f"SET LOCAL statement_timeout = {int(limits.timeout_s * 1000)}".encode())
+        query = _TRAILING.sub("", sql)
+        _parse_alone(con.raw, query)
         with con.raw.cursor(name="tl_sql") as cursor:
-            # no parameters: `%` is psycopg's placeholder mark, so it is doubled
-            cursor.execute(sql.replace("%", "%%").encode(), [])
+            cursor.execute(_no_placeholders(row_capped(query, limits.max_bytes)), [])
             return _fetch(cursor, limits, deadline)
     except psycopg.errors.QueryCanceled as exc:
         raise _timeout(limits) from exc
-    except (psycopg.errors.ReadOnlySqlTransaction,
-            psycopg.errors.InsufficientPrivilege) as exc:
-        raise Forbidden(f"not allowed: {exc}", code="read_only") from exc
     except psycopg.Error as exc:
+        if exc.sqlstate == ROW_TOO_LARGE:
+            raise _too_large(limits) from exc
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction
+                      | psycopg.errors.InsufficientPrivilege):
+            raise Forbidden(f"not allowed: {exc}", code="read_only") from exc
         raise BadRequest(f"query failed: {exc}") from exc
     finally:
         timer.cancel()
         with contextlib.suppress(psycopg.Error):
             con.execute("ROLLBACK")
+
+
+_TRAILING = re.compile(r"[\s;]+$")  # one statement anyway: trailing semicolons go
+
+
+def _parse_alone(raw: psycopg.Connection[Any], query: str) -> None:
+    """The query must be one statement on its own (parsed, not planned nor run: the protocol's
+    Parse message), or it could close the wrapper's bracket itself (`1) q WHERE false UNION
+    ALL SELECT ... FROM (SELECT 1`) and send rows the wrapper never measures."""
+    result = raw.pgconn.prepare(b"tl_sql_alone", query.encode())
+    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        raise psycopg.errors.error_from_result(result)
+
+
+def _no_placeholders(sql: str) -> bytes:
+    """Sent with an empty parameter list (the extended protocol: one statement only), so
+    `%`, psycopg's placeholder mark, is doubled."""
+    return sql.replace("%", "%%").encode()
+
+
+def row_capped(query: str, max_bytes: int) -> str:
+    """The query (a statement that parses alone) wrapped so that the server measures each row
+    as JSON text before sending it, and ends the query at the first one over `max_bytes`
+    (migration 49): no row larger than the whole answer may be crosses the socket. The same
+    rows, columns and order. The newline ends a trailing `--` comment."""
+    return (f"SELECT q.* FROM (\n{query}\n) AS q "
+            f"WHERE tuneloop_sql_row_fits(octet_length(row_to_json(q)::text), {int(max_bytes)})")
 
 
 def _fetch_duckdb(con: duckdb.DuckDBPyConnection, sql: str, limits: SqlLimits,
@@ -189,11 +221,7 @@ def _fetch(cursor: Any, limits: SqlLimits, deadline: float) -> bytes:
             encoded = _row_json(row)
             size += len(encoded) + 1
             if size > limits.max_bytes:
-                raise PayloadTooLarge(
-                    f"the answer is larger than {limits.max_bytes} bytes (the sql_max_bytes "
-                    "setting) and was not sent; select fewer or narrower columns, or add a "
-                    "LIMIT", code="answer_too_large",
-                )
+                raise _too_large(limits)
             parts.append(encoded if count == 0 else b"," + encoded)
             count += 1
         if truncated:
@@ -205,6 +233,12 @@ def _fetch(cursor: Any, limits: SqlLimits, deadline: float) -> bytes:
         batch = max(1, min(MAX_BATCH_ROWS, (limits.max_bytes - size) // (4 * average)))
     parts.append(b'],"truncated":' + (b"true" if truncated else b"false") + b"}")
     return b"".join(parts)
+
+
+def _too_large(limits: SqlLimits) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the answer is larger than {limits.max_bytes} bytes (the "
+                           "sql_max_bytes setting) and was not sent; select fewer or narrower "
+                           "columns, or add a LIMIT", code="answer_too_large")
 
 
 def _timeout(limits: SqlLimits) -> BadRequest:
