@@ -151,10 +151,11 @@ def _pg_answer_json(con: PgConnection, sql: str, limits: SqlLimits) -> bytes:
         con.raw.execute(b"SET TRANSACTION READ ONLY")
         con.raw.execute(f"SET LOCAL statement_timeout = {int(limits.timeout_s * 1000)}".encode())
         query = _TRAILING.sub("", sql)
-        _parse_alone(con.raw, query)
+        columns = _columns_alone(con.raw, query)
         with con.raw.cursor(name="tl_sql") as cursor:
-            cursor.execute(_no_placeholders(row_capped(query, limits.max_bytes)), [])
-            return _fetch(cursor, limits, deadline)
+            capped = row_capped(query, len(columns), limits.max_bytes) if columns else query
+            cursor.execute(_no_placeholders(capped), [])
+            return _fetch(cursor, limits, deadline, columns)
     except psycopg.errors.QueryCanceled as exc:
         raise _timeout(limits) from exc
     except psycopg.Error as exc:
@@ -173,13 +174,17 @@ def _pg_answer_json(con: PgConnection, sql: str, limits: SqlLimits) -> bytes:
 _TRAILING = re.compile(r"[\s;]+$")  # one statement anyway: trailing semicolons go
 
 
-def _parse_alone(raw: psycopg.Connection[Any], query: str) -> None:
-    """The query must be one statement on its own (parsed, not planned nor run: the protocol's
-    Parse message), or it could close the wrapper's bracket itself (`1) q WHERE false UNION
-    ALL SELECT ... FROM (SELECT 1`) and send rows the wrapper never measures."""
-    result = raw.pgconn.prepare(b"tl_sql_alone", query.encode())
-    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-        raise psycopg.errors.error_from_result(result)
+def _columns_alone(raw: psycopg.Connection[Any], query: str) -> list[str]:
+    """The query's column names. It must be one statement on its own (parsed and described,
+    not planned nor run: the protocol's Parse and Describe), or it could close the wrapper's
+    bracket itself (`1) q WHERE false UNION ALL SELECT ... FROM (SELECT 1`) and send rows the
+    wrapper never measures."""
+    name = b"tl_sql_alone"
+    for result in (raw.pgconn.prepare(name, query.encode()),
+                   raw.pgconn.describe_prepared(name)):
+        if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+            raise psycopg.errors.error_from_result(result)
+    return [(result.fname(i) or b"").decode(errors="replace") for i in range(result.nfields)]
 
 
 def _no_placeholders(sql: str) -> bytes:
@@ -188,13 +193,19 @@ def _no_placeholders(sql: str) -> bytes:
     return sql.replace("%", "%%").encode()
 
 
-def row_capped(query: str, max_bytes: int) -> str:
-    """The query (a statement that parses alone) wrapped so that the server measures each row
-    as JSON text before sending it, and ends the query at the first one over `max_bytes`
-    (migration 49): no row larger than the whole answer may be crosses the socket. The same
-    rows, columns and order. The newline ends a trailing `--` comment."""
-    return (f"SELECT q.* FROM (\n{query}\n) AS q "
-            f"WHERE tuneloop_sql_row_fits(octet_length(row_to_json(q)::text), {int(max_bytes)})")
+def row_capped(query: str, columns: int, max_bytes: int) -> str:
+    """The query (one statement that parses alone, with this many columns) wrapped so that the
+    server measures each row before sending it: the sum of its values' sizes as text (what
+    the text protocol sends; `octet_length` of a stored text or json value reads its header,
+    not the value), ending the query at the first row over `max_bytes` (migration 49): no row
+    larger than the whole answer may be crosses the socket. The same rows and order; the
+    columns are renamed by position (the names come from the query's own description). The
+    newline ends a trailing `--` comment; `OFFSET 0` keeps the planner from pulling the query
+    up into the wrapper, where each value would be computed twice (measured, then sent)."""
+    names = ", ".join(f"c{i}" for i in range(columns))
+    size = " + ".join(f"coalesce(octet_length(q.c{i}::text), 0)::bigint" for i in range(columns))
+    return (f"SELECT * FROM (SELECT * FROM (\n{query}\n) AS q0 OFFSET 0) AS q({names}) "
+            f"WHERE tuneloop_sql_row_fits({size}, {int(max_bytes)})")
 
 
 def _fetch_duckdb(con: duckdb.DuckDBPyConnection, sql: str, limits: SqlLimits,
@@ -202,8 +213,9 @@ def _fetch_duckdb(con: duckdb.DuckDBPyConnection, sql: str, limits: SqlLimits,
     return _fetch(con.execute(sql), limits, deadline)
 
 
-def _fetch(cursor: Any, limits: SqlLimits, deadline: float) -> bytes:
-    columns = [d[0] for d in cursor.description or []]
+def _fetch(cursor: Any, limits: SqlLimits, deadline: float,
+           names: list[str] | None = None) -> bytes:
+    columns = names if names is not None else [d[0] for d in cursor.description or []]
     head = b'{"columns":' + orjson.dumps(columns) + b',"rows":['
     parts = [head]
     size = len(head) + 64

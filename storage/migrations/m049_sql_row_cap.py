@@ -1,8 +1,8 @@
 """Migration 49: the function `tuneloop sql` bounds each row with on Postgres (nothing on
 DuckDB, where the query runs in the process anyway).
 
-`storage.sql` wraps a read-only query as `SELECT q.* FROM (query) q WHERE
-tuneloop_sql_row_fits(octet_length(row_to_json(q)::text), cap)`: the server measures each row
+`storage.sql` wraps a read-only query as `SELECT * FROM (query) q(c0, c1, ...) WHERE
+tuneloop_sql_row_fits(octet_length(c0::text) + ..., cap)`: the server measures each row
 before sending it and ends the query with SQLSTATE `TL413` at the first row over the cap, so
 no such row crosses the socket (a `SELECT repeat('x', 700000000)` used to be fetched whole
 into the replica, 1.7 GB, before the answer was refused). Executable by PUBLIC, as every

@@ -68,6 +68,9 @@ def test_rows_under_the_cap_come_back_as_the_query_gave_them(proxy_factory: Any)
         "(SELECT 1) UNION ALL (SELECT 2) ORDER BY 1 DESC LIMIT 1": [[2]],
         "SELECT length(repeat('x', 500000))": [[500000]],
         "TABLE _migrations ORDER BY version DESC LIMIT 0": [],
+        "SELECT pg_sleep(0), NULL, (1, 'a'), ARRAY[1, 2], '{\"a\": 1}'::jsonb": [
+            ["", None, ["1", "a"], [1, 2], '{"a": 1}']],
+        "SELECT FROM _migrations LIMIT 1": [[]],
     }
     for sql, rows in cases.items():
         answer = post_sql(proxy, sql)
