@@ -139,9 +139,10 @@ def answer_json(con: Connection, sql: str, limits: SqlLimits) -> bytes:
 def _pg_answer_json(con: PgConnection, sql: str, limits: SqlLimits) -> bytes:
     """On Postgres the database itself enforces what DuckDB's statement check does: one
     statement (the extended protocol refuses more), in a READ ONLY transaction, under a
-    statement timeout, read through a server-side cursor so only what is sent is fetched.
-    Run it on a connection of a role without write rights (the `sql_db` setting) to make
-    the limit the database's own, whatever the query does."""
+    statement timeout, read through a server-side cursor so only what is sent is fetched,
+    and each row is measured by the server before it is sent (`row_capped`). Run it on a
+    connection of a role without write rights (the `sql_db` setting) to make the limit the
+    database's own, whatever the query does."""
     check_pg_query(sql)
     deadline = time.monotonic() + limits.timeout_s
     timer = threading.Timer(limits.timeout_s + 0.5, con.cancel)
