@@ -1,0 +1,67 @@
+"""The conflict panel's "Your answer" (AppTest, a real proxy on loopback): the reviewer's text
+is in what every run sends the browser, not only in the run that first put it in the session.
+That run's one-shot value can miss the browser (a rerun request cuts the run short, or the
+next run starts before its messages went out and clears them); the next run then drew the
+editor with its own default, empty, and a click sent that empty text back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ProxyServer
+from tests.test_review_api import logged
+from tests.test_ui_app import app, button  # noqa: F401  (the fixture)
+
+
+def browser_shows(area: Any) -> str:
+    """What a browser shows in a text area drawn from this run's message alone."""
+    return str(area.proto.value if area.proto.set_value else area.proto.default)
+
+
+def mine(at: AppTest) -> Any:
+    return next(t for t in at.text_area if t.label == "Your answer")
+
+
+def test_a_later_run_of_the_conflict_panel_still_carries_my_answer(
+        app: Callable[..., AppTest], proxy: ProxyServer) -> None:  # noqa: F811
+    _older, newer = logged(proxy, "first question", "second question")
+    at = app("ann")
+    proxy.admin().release(newer, reviewer="ann")  # as if ann's claim ran out
+    proxy.admin().review(newer, "approve", reviewer="bob", expected_revision=0)
+    next(t for t in at.text_area if t.label == "Answer").input("my better answer")
+    button(at, "Save edit and approve").click().run()
+    assert browser_shows(mine(at)) == "my better answer"
+    at.run()  # the next run, as if the browser never got the one before
+    assert browser_shows(mine(at)) == "my better answer"
+    mine(at).input(browser_shows(mine(at)))  # what that browser sends back with a click
+    button(at, "Re-apply mine").click().run()
+    item = proxy.admin().interaction(newer)
+    assert [(r["reviewer"], r["action"]) for r in item["revisions"]] == [
+        ("bob", "approve"), ("ann", "edit")]
+    assert item["current"][-1]["content"] == "my better answer"
+
+
+def test_re_applying_an_empty_answer_keeps_the_panel(
+        app: Callable[..., AppTest], proxy: ProxyServer) -> None:  # noqa: F811
+    """An emptied "Your answer" is not sent (it would be refused): the panel used to go with
+    the refusal, and the Queue moved on to the next item."""
+    _older, newer = logged(proxy, "first question", "second question")
+    at = app("ann")
+    proxy.admin().release(newer, reviewer="ann")
+    proxy.admin().review(newer, "approve", reviewer="bob", expected_revision=0)
+    next(t for t in at.text_area if t.label == "Answer").input("my better answer")
+    button(at, "Save edit and approve").click().run()
+    mine(at).input("  ")
+    button(at, "Re-apply mine").click().run()
+    assert not at.exception
+    assert "Your answer is empty: write it, or keep the current one." in [
+        e.value for e in at.error]
+    assert proxy.admin().interaction(newer)["revision"] == 1  # nothing sent
+    mine(at).input("my better answer, again")
+    button(at, "Re-apply mine").click().run()
+    item = proxy.admin().interaction(newer)
+    assert item["revision"] == 2
+    assert item["current"][-1]["content"] == "my better answer, again"
