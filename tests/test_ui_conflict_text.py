@@ -1,8 +1,11 @@
-"""The conflict panel's "Your answer" (AppTest, a real proxy on loopback): the reviewer's text
-is in what every run sends the browser, not only in the run that first put it in the session.
-That run's one-shot value can miss the browser (a rerun request cuts the run short, or the
-next run starts before its messages went out and clears them); the next run then drew the
-editor with its own default, empty, and a click sent that empty text back."""
+"""What a reviewer wrote (or picked) is in what every run sends the browser, not only in the run
+that first put it in the session (AppTest, a real proxy on loopback): the conflict panel's
+"Your answer", a draft handed back after a reload, a canned reason. A value put only into the
+session state goes to the browser once (a one-shot `set_value`), with that run; a rerun
+request that cuts the run short (in the browser test: the draft keeper asking, right after the
+save, to restore the text just typed), or a next run that starts before its messages went out
+(it clears them), and the browser drew the widget from its own default: an empty "Your
+answer", which a Re-apply then sent back. `browser_shows` reads what such a browser shows."""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ def test_a_later_run_of_the_conflict_panel_still_carries_my_answer(
     button(at, "Save edit and approve").click().run()
     assert browser_shows(mine(at)) == "my better answer"
     at.run()  # the next run, as if the browser never got the one before
+    assert not at.exception
     assert browser_shows(mine(at)) == "my better answer"
     mine(at).input(browser_shows(mine(at)))  # what that browser sends back with a click
     button(at, "Re-apply mine").click().run()
@@ -65,3 +69,34 @@ def test_re_applying_an_empty_answer_keeps_the_panel(
     item = proxy.admin().interaction(newer)
     assert item["revision"] == 2
     assert item["current"][-1]["content"] == "my better answer, again"
+
+
+def test_a_later_run_still_carries_a_restored_draft(app: Callable[..., AppTest],  # noqa: F811
+                                                    proxy: ProxyServer) -> None:
+    """A draft kept in the browser, handed back after a reload, goes into the editor once (the
+    browser asks once a page load): a later run showed the logged answer in its place, and
+    the reviewer's next keystroke overwrote the kept draft."""
+    (item_id,) = logged(proxy, "capital of France?")
+    at = app("ann")
+    at.session_state["tuneloop-draft"] = {  # what the draft keeper hands back after a reload
+        "draft": {"key": f"tuneloop-draft:ann:{item_id}", "text": "Paris, kept."}}
+    at.run()
+    answer = next(t for t in at.text_area if t.label == "Answer")
+    assert browser_shows(answer) == "Paris, kept."
+    at.run()
+    assert not at.exception
+    answer = next(t for t in at.text_area if t.label == "Answer")
+    assert browser_shows(answer) == "Paris, kept."
+
+
+def test_a_later_run_still_carries_a_canned_reason(app: Callable[..., AppTest],  # noqa: F811
+                                                   proxy: ProxyServer) -> None:
+    """A canned reason (keys 1-9) put in the reason box is there on later runs too: the box
+    showed empty, and X then asked for a reason."""
+    logged(proxy, "rude reply")
+    at = app("ann")
+    next(b for b in at.button if b.label == "3 Unsafe or harmful").click().run()
+    at.run()
+    assert not at.exception
+    box = next(t for t in at.text_input if t.label.startswith("Reason"))
+    assert browser_shows(box) == "Unsafe or harmful"
