@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.backend import CONSTRAINT_ERRORS, staged
-from storage.backend.dialect import table_exists
+from storage.backend.dialect import dialect_of, table_exists
 from storage.backend.pg_connection import PgConnection
 from storage.compute_worker import ComputeWorker
 from storage.db import Connection
@@ -267,6 +267,20 @@ def index_edit(con: Connection, interaction_id: str, messages: list[dict[str, An
 
 
 PENDING = "search_pending"
+POSTINGS = "search_terms"
+
+
+def delete_postings(con: Connection, ids_query: str) -> int:
+    """Postgres: delete the postings of the interactions `ids_query` (SQL) selects, found by
+    their keys in `search_docs` (an edit's keys are merged there too) through the
+    (term_key, interaction_id) index: search_terms has no index by interaction (migration
+    48). Answers the rows deleted."""
+    cursor = con.execute(
+        f"DELETE FROM {POSTINGS} t USING (SELECT d.interaction_id, k.term_key FROM "
+        "search_docs d CROSS JOIN LATERAL unnest(d.term_keys) AS k(term_key) "
+        f"WHERE d.interaction_id IN ({ids_query})) p "
+        "WHERE t.term_key = p.term_key AND t.interaction_id = p.interaction_id")
+    return dialect_of(con).changed_rows(cursor)
 
 
 def queue_for_index(con: Connection, batch: pa.Table) -> None:
