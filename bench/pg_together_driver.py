@@ -4,9 +4,9 @@ measured, this one or a baseline's, so it imports nothing from bench/).
 
 Wired as proxy/app.py wires them: one store, the compute worker process (the indexer's
 tokenizing and usage estimates go there), the writer's loop waking the indexer's after each
-ingest. Rows are spooled as the proxy spools them: at `rate` rows/s (0: all of them first,
-the spool sealed every `batch` rows), each a row of the pool with an id as the proxy makes
-them. Prints one JSON object: rates, backlog samples, CPU.
+ingest. Rows are spooled as the proxy spools them: at `rate` rows/s (0: as fast as the writer
+takes them, a batch whenever fewer than AHEAD_BATCHES wait), each a row of the pool with an
+id as the proxy makes them. Prints one JSON object: rates, backlog samples, CPU.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import sys
 import time
 import uuid
@@ -33,6 +34,7 @@ from storage.writer import LogWriter
 WARM_ROWS = 500
 SAMPLE_S = 1.0
 TICK_S = 0.01
+AHEAD_BATCHES = 2  # --rate 0: batches kept spooled ahead of the writer
 
 
 def uuid7_at(millis: int, rng: random.Random) -> str:
@@ -88,38 +90,34 @@ async def run(url: str, pool_file: str, rows: int, rate: float, batch: int, spoo
             writer.log(dict(row, id=uuid7_at(base_ms + made // 20, ids),
                             created_at=(base_ms * 1000 + made * 50)))
             made += 1
-            if not rate and made % batch == 0:
-                spool.seal()
 
     # warmed up as a running server is: code loaded, the worker started, the price map read
     log(WARM_ROWS)
     await writer.ingest_pending()
     await indexer.index_pending()
     made_before, ingested0 = made, writer.stats.ingested
+    first_id = uuid7_at(base_ms + made // 20, random.Random(0))[:13]  # below every id to come
     backlog0 = backlog(db)
-    if not rate:
-        log(rows)
     procs = [os.getpid(), worker.worker_pid() or 0]
     servers = server_pids(db)
     client0, server0 = cpu_of(procs), cpu_of(servers)
     samples: list[tuple[float, int, int, int]] = []
     start = time.perf_counter()
-    # all spooled first: the writer's ingest of that backlog (its loop would do the same,
-    # after its interval); else the writer's loop, sealing and ingesting every interval
-    backlog_ingest = asyncio.ensure_future(writer.ingest_pending()) if not rate else None
-    if rate:
-        writer.start()
+    writer.start()
     indexer.start()
-    indexer.wake()
+    ahead = AHEAD_BATCHES * batch * statistics.mean(len(json.dumps(r)) for r in pool)
 
     async def produce() -> None:
         while made - made_before < rows:
-            due = min(rows, int(rate * (time.perf_counter() - start))) - (made - made_before)
+            if rate:
+                due = min(rows, int(rate * (time.perf_counter() - start))) - (made - made_before)
+            else:  # flat out: the writer never waits for rows, nor takes them all at once
+                due = min(batch, rows - (made - made_before)) if spool.size_bytes < ahead else 0
             if due > 0:
                 log(due)
             await asyncio.sleep(TICK_S)
 
-    producer = asyncio.ensure_future(produce() if rate else asyncio.sleep(0))
+    producer = asyncio.ensure_future(produce())
 
     def ingested() -> int:
         return writer.stats.ingested - ingested0
@@ -129,25 +127,24 @@ async def run(url: str, pool_file: str, rows: int, rate: float, batch: int, spoo
     while True:
         await asyncio.sleep(SAMPLE_S if written_at is None else 0.2)
         now = time.perf_counter() - start
-        pending = await db.read(lambda con: int(con.execute(
-            "SELECT count(*) FROM search_pending").fetchall()[0][0]))
-        # every row ingested is listed for the indexer (all are chat rows): what left the
-        # list is indexed (the indexer's own count moves only when a call of it ends)
-        done = ingested()
-        samples.append((round(now, 2), done, done - (pending - backlog0), pending))
-        if written_at is None and done >= rows:
+        # counted in the database (the writer's and the indexer's own counts move only when
+        # a call of theirs ends): every row ingested is indexed or listed (all are chat rows)
+        pending, indexed = await db.read(lambda con: con.execute(
+            "SELECT (SELECT count(*) FROM search_pending), (SELECT count(*) FROM search_docs "
+            "WHERE interaction_id >= ?)", [first_id]).fetchall()[0])
+        samples.append((round(now, 2), indexed + pending - backlog0, indexed, pending))
+        if written_at is None and ingested() >= rows:
             written_at = now
             cpu_window = (cpu_of(procs) - client0, cpu_of(servers + server_pids(db)) - server0)
-            indexed_then, backlog_then = done - (pending - backlog0), pending
+            indexed_then, backlog_then = indexed, pending
         if written_at is not None and (pending <= backlog0 or now - written_at > drain_s):
             break
         if now > max_s:
             raise RuntimeError(f"not done after {max_s:.0f} s: {samples[-3:]}")
     drained_at = time.perf_counter() - start
+    cpu_total = (cpu_of(procs) - client0, cpu_of(servers + server_pids(db)) - server0)
     indexed_all = samples[-1][2]
     await producer
-    if backlog_ingest is not None:
-        await backlog_ingest
     await indexer.close()
     await writer.close()
     worker.close()
@@ -164,6 +161,9 @@ async def run(url: str, pool_file: str, rows: int, rate: float, batch: int, spoo
         "backlog_left": samples[-1][3], "drained_s": drained_at,
         "client_cpu_ms_per_1000": cpu_window[0] / rows * 1e6,
         "server_cpu_ms_per_1000": cpu_window[1] / rows * 1e6,
+        # writer and indexer, until the backlog is gone (or drain_s): per row ingested
+        "client_cpu_total_ms_per_1000": cpu_total[0] / rows * 1e6,
+        "server_cpu_total_ms_per_1000": cpu_total[1] / rows * 1e6,
         "samples": samples,
     }
 
