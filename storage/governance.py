@@ -55,7 +55,8 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
             before(con)
         if dialect.name == "postgres":  # before search_docs, which finds them
             keep = keep | {POSTINGS}
-            deleted[POSTINGS] = delete_postings(con, "SELECT id FROM _doomed")
+            deleted[POSTINGS] = delete_postings(con, [r[0] for r in con.execute(
+                "SELECT id FROM _doomed ORDER BY id").fetchall()])
         for table in dependent_tables(con):
             if table in keep:
                 continue
