@@ -372,8 +372,6 @@ CREATE INDEX interactions_by_time ON public.interactions USING btree (created_at
 
 CREATE INDEX interactions_by_user ON public.interactions USING btree (user_id);
 
-CREATE INDEX search_terms_by_interaction ON public.search_terms USING btree (interaction_id);
-
 CREATE INDEX search_terms_by_term ON public.search_terms USING btree (term_key, interaction_id) INCLUDE (fields);
 
 CREATE INDEX search_words_by_interaction ON public.search_words USING btree (interaction_id);
