@@ -4,7 +4,9 @@ not. One function for every door a candidate can go through (`tuneloop cycle`'s 
 
 The candidate passes when all of these hold:
 - the margin's lower confidence bound (the point margin with `gate = "point"`) is above 0 and
-  at least `margin`;
+  at least `margin`; for the judge with a `margin` above 0, an exact test that also takes the
+  decided share as uncertain agrees (exporter/margin_test.py; "above 0" alone is the exact
+  sign test);
 - at most `max_error_share` of the examples have a failed request on either side (judge: a
   failed judgement too): many of them hide the rest. The candidate's failures also count
   against it in the scores (a wrong answer; judge: a loss), and so does a pair the judge
@@ -97,6 +99,8 @@ def gate_decision(report: EvalReport, rules: GateRules) -> GateDecision:
     elif decided_on <= 0 or decided_on < rules.margin:
         reasons.append(f"{what} {decided_on:+.4f} is not above 0 and at least "
                        f"{rules.margin:g}")
+    if report.pairwise is not None and rules.gate != "point" and rules.margin > 0:
+        reasons.extend(_exact_margin_problem(report, rules.margin))
     if report.pairwise is not None:
         p = report.pairwise
         share = p.get("error_share", 0.0)
@@ -127,6 +131,25 @@ def gate_decision(report: EvalReport, rules: GateRules) -> GateDecision:
             reasons.append(f"the exact McNemar test does not favour the candidate "
                            f"({better} better, {worse} worse, p = {q['p_value']:.4g})")
     return GateDecision(not reasons, decided_on, reasons)
+
+
+def _exact_margin_problem(report: EvalReport, margin: float) -> list[str]:
+    """Why the exact test (with the decided share's uncertainty, exporter/margin_test.py)
+    does not put the judge's margin above `margin` at the report's confidence, if it does not."""
+    from exporter.margin_test import margin_p_value  # numpy: only when a judge is gated
+
+    assert report.pairwise is not None
+    groups = report.pairwise.get("groups") or {}
+    if not {"wins", "losses", "ties"} <= groups.keys():
+        return ["the judge's counts in groups are missing (an evaluation from an older "
+                "version): evaluate again to gate on a margin above 0"]
+    p_value = margin_p_value(groups["wins"], groups["losses"], groups["ties"], margin)
+    if p_value <= (1 - report.confidence) / 2:
+        return []
+    return [f"the exact test that also takes the share of decided pairs as uncertain does "
+            f"not put the margin above {margin:g} ({groups['wins']} wins, {groups['losses']} "
+            f"losses, {groups['ties']} ties in groups; one-sided p = {p_value:.4g} > "
+            f"{(1 - report.confidence) / 2:.4g})"]
 
 
 def _in_groups(groups: int, lines: int, unit: str) -> str:

@@ -25,9 +25,9 @@ ties as half a win, (wins + ties / 2) / (wins + losses + ties), so the margin 2 
 is (wins − losses) / judged groups: many ties dilute it. Its interval comes from the exact
 Clopper-Pearson interval of p = P(candidate wins | the group is decided), i.e. the sign test
 on the decided groups, scaled by the decided share: margin in (decided / judged) × (2p − 1).
-That share is taken as fixed: with a `margin` above 0 the bound is a little optimistic (a
-candidate exactly at margin 0.06, no losses, 200 pairs, passed 4% of the time instead of
-2.5%, r14g #6); above 0 alone is the exact sign test.
+That share is taken as fixed, which is exact for "above 0" (the sign test) and a little
+optimistic for a `margin` above 0, so the gate then also asks an exact test that takes the
+share as uncertain (exporter/margin_test.py, r14g #6).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ Restoring the spec from before the episode would silently undo such a change, so
 
 - a canary episode whose model is still a target is rebuilt on the CURRENT route: the canary
   model's targets are taken out and their weight is given back to the others in proportion
-  (each keeps its other fields). Route-level `prompt_suffix`/`stop` stay as they are now: the
+  (each keeps its other fields; no weight above MAX_ROUTE_WEIGHT, where the route would be
+  refused). Route-level `prompt_suffix`/`stop` stay as they are now: the
   promotion moved them onto each target (proxy/promotion.py `route_level_moved`), so the
   remaining targets still carry them, and putting them back on the route would reach targets
   a person added without them. A fallback entry of the model that the promotion took out
@@ -33,6 +34,7 @@ from typing import Any
 import orjson
 
 from storage.db import Connection
+from tuneloop.config import MAX_ROUTE_WEIGHT
 from tuneloop.errors import Conflict
 
 Spec = dict[str, Any]
@@ -71,6 +73,8 @@ def without_canary(current: Spec | None, model: str, before: Spec | None) -> Spe
     if len(kept) == len(targets) or left <= 0:
         return None
     scale = sum(_weight(t) for t in targets) / left
+    # weights are ratios: capping the scale keeps the split and a weight the proxy takes
+    scale = min(scale, MAX_ROUTE_WEIGHT / max(_weight(t) for t in kept))
     fallbacks: list[Spec] = list(current.get("fallbacks") or [])
     if not any(f.get("model") == model for f in fallbacks):
         fallbacks += [f for f in (before or {}).get("fallbacks") or []

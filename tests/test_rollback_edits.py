@@ -69,6 +69,25 @@ def test_rolling_back_a_canary_keeps_an_ab_split_made_during_it(proxy: ProxyServ
     assert admin.route_canary(ALIAS)["canary"] is None
 
 
+def test_a_rebuilt_route_keeps_its_weights_within_the_bound(proxy: ProxyServer) -> None:
+    """The canary's weight is given back in proportion, but never past the largest weight a
+    route may have (1e6): a split edited at the bound used to come back with 1.5e6, a route
+    the proxy refuses to write (and, before it read such routes scaled, failed to load)."""
+    admin = proxy.admin()
+    admin.put_routes({ALIAS: {"targets": [{"model": BASE}]}})
+    canary = admin.promote(ALIAS, FT, canary=10)["spec"]
+    edit(proxy, {**canary, "targets": [{"model": BASE, "weight": 1e6},
+                                       {"model": OTHER, "weight": 5e5}, canary["targets"][1]]})
+    rolled = admin.rollback(ALIAS)
+    assert rolled["rebuilt"] is True
+    assert weights(rolled["spec"]) == {BASE: 1e6, OTHER: 5e5}
+    assert weights(admin.routes()[ALIAS]) == {BASE: 1e6, OTHER: 5e5}
+    admin.put_routes({ALIAS: admin.routes()[ALIAS]})  # what GET shows can be written back
+    mark = len(proxy.upstream.state.requests)
+    send(proxy, 30)
+    assert set(reached(proxy, mark)) == {BASE, OTHER}
+
+
 def test_a_rollback_onto_a_legacy_route_keeps_what_each_target_gets(
         proxy: ProxyServer) -> None:
     """The promotion moved the route-level suffix and stop onto the targets: the target that
