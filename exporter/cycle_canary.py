@@ -197,7 +197,8 @@ def watch_step(ctx: StepContext) -> StepResult:
     if verdict.verdict == "rollback":
         try:
             # a route a person changed meanwhile keeps the change: the canary is taken out
-            ctx.client.rollback(alias, verdict=verdict.to_json(), expect_seq=seq)
+            ctx.client.rollback(alias, verdict=verdict.to_json(), expect_seq=seq,
+                                model=candidate)
         except Conflict as exc:
             return _held(alias, candidate, "rollback", exc, detail)
         # undecided at max_hours, never found worse: a later run on the same data may re-open

@@ -21,7 +21,8 @@ loop = test_cycle.loop  # the fixture: approved traffic, the alias, fast fake fi
 def test_the_cycle_shows_and_keeps_its_promotions_warnings(loop: ProxyServer,
                                                             tmp_path: Path) -> None:
     elsewhere = loop.upstream.base_url.replace("127.0.0.1", "localhost")
-    loop.admin().put_routes({ALIAS: {"targets": [{"model": CURRENT, "base_url": elsewhere}]}})
+    loop.admin().put_routes({ALIAS: {"targets": [{"model": CURRENT, "base_url": elsewhere}]}},
+                            expect_seq=loop.admin().routes_with_seq()["seq"])
     loop.upstream.state.model_replies[CURRENT] = "I don't know."  # the candidate wins
     toml = tmp_path / "cycle.toml"
     toml.write_text(f"""

@@ -171,7 +171,7 @@ def test_stacked_rollbacks_after_an_edit(proxy: ProxyServer) -> None:
                                      spec["targets"][1]]})
     assert weights(admin.rollback(ALIAS)["spec"]) == {FT: 50.0, OTHER: 50.0}
     with pytest.raises(Conflict, match=f"since {FT} was promoted"):
-        admin.rollback(ALIAS)
+        admin.rollback(ALIAS, model=FT)  # right after a rollback: named
     assert admin.rollback(ALIAS, force=True)["spec"] == original
     with pytest.raises(Conflict, match="no promotion to roll back"):
         admin.rollback(ALIAS)
@@ -183,7 +183,7 @@ def test_stacked_rollbacks_after_an_edit(proxy: ProxyServer) -> None:
     assert weights(admin.rollback(ALIAS)["spec"]) == {OTHER: 100.0}
     assert admin.route_canary(ALIAS)["canary"] is None  # FT's canary is not on the route
     with pytest.raises(Conflict, match=f"the canary of {FT} no longer shares the route"):
-        admin.rollback(ALIAS)
+        admin.rollback(ALIAS, model=FT)
 
 
 def test_no_edit_since_the_promotion_restores_exactly(proxy: ProxyServer) -> None:
@@ -198,7 +198,7 @@ def test_no_edit_since_the_promotion_restores_exactly(proxy: ProxyServer) -> Non
     assert admin.rollback(ALIAS)["spec"] == first
     state = admin.route_canary(ALIAS)
     assert state["canary"]["model"] == FT and state["changed_since_promotion"] is False
-    restored = admin.rollback(ALIAS)
+    restored = admin.rollback(ALIAS, model=FT)
     assert restored["spec"] == original and "rebuilt" not in restored
     admin.promote(ALIAS, FT, canary=10)
     edit(proxy, original)

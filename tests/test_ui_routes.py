@@ -137,7 +137,8 @@ def test_a_rollback_refused_for_an_edited_route_can_be_forced(
     admin.rollback("support-bot")
     admin.promote("support-bot", FT)
     admin.put_routes({"support-bot": {"targets": [{"model": FT, "weight": 50},
-                                                  {"model": "ft-other", "weight": 50}]}})
+                                                  {"model": "ft-other", "weight": 50}]}},
+                     expect_seq=admin.routes_with_seq()["seq"])  # a person's edit
     at = routes_page(ui_admin_token=ADMIN_TOKEN)
     rollback(at).click().run()  # type: ignore[attr-defined]
     assert not at.exception
@@ -158,7 +159,8 @@ def test_a_refused_rollback_need_not_be_forced(routes_page: Callable[..., AppTes
     admin = proxy.admin()
     admin.rollback("support-bot")
     admin.promote("support-bot", FT)
-    admin.put_routes({"support-bot": {"targets": [{"model": "ft-other"}]}})
+    admin.put_routes({"support-bot": {"targets": [{"model": "ft-other"}]}},
+                     expect_seq=admin.routes_with_seq()["seq"])  # a person's edit
     at = routes_page(ui_admin_token=ADMIN_TOKEN)
     rollback(at).click().run()  # type: ignore[attr-defined]
     next(b for b in at.button if b.label == "Keep the route as it is").click().run()
