@@ -22,6 +22,7 @@ from proxy.admin import admin_routes
 from proxy.admin.common import json_response
 from proxy.admin.governance import retention_loop
 from proxy.admin.routes_api import reload_routes
+from proxy.admin.sql import warn_if_sql_role_unsafe
 from proxy.auth import AdminAuth, KeyRing, MetricsAuth, ensure_admin_token
 from proxy.background_opinion import BackgroundOpinions
 from proxy.context import ProxyContext, context_of
@@ -178,6 +179,9 @@ def create_app(settings: Settings) -> FastPath:
         except Exception as exc:
             log.error("could not replay the spool at start (will retry): %s", exc)
         await reload_routes(ctx)
+        if settings.db_is_postgres:
+            sql_url = settings.sql_db.get_secret_value() if settings.sql_db else None
+            await asyncio.to_thread(warn_if_sql_role_unsafe, ctx.db, sql_url)
         ctx.feed = change_feed(ctx)
         feed = None if ctx.feed is None else asyncio.create_task(ctx.feed.run(),
                                                                   name="tuneloop-feed")

@@ -43,7 +43,7 @@ from proxy.incoming import API_PREFIX, client_gone, plain_path, upstream_path
 from proxy.late_opinion import go_on_later, probe_after_hangup
 from proxy.reply import UpstreamCut, UpstreamReply
 from proxy.routing import Attempt, Plan
-from proxy.second_opinion import KEY_REFUSALS, Failover, awaited, refused_key
+from proxy.second_opinion import KEY_REFUSALS, Failover, awaited, refused_key, shares_key
 from proxy.silence import UpstreamSilence
 from tuneloop.errors import (
     RequestTimeout,
@@ -217,7 +217,8 @@ class Exchange:
                     if reply.status in KEY_REFUSALS and plan.alias is not None else None
                 if key is not None and capture.route is not None:
                     capture.route["refused_key"] = key
-                step = failover.answered(number, reply, key)
+                step = failover.answered(number, reply, key, key == "client" and shares_key(
+                    ctx, asked, plan.attempts, number))
             if isinstance(step, int):
                 ctx.metrics.fallbacks.labels(plan.alias or "").inc()
         return step

@@ -13,14 +13,18 @@ the request failed on every model: its row carries `second_opinion_status` (or i
 opinion's own failed row) and is judged for neither arm, whoever finally answered (a
 fallback). Such failures may cluster on a few users or be sent on purpose to the arm a client
 sees, so they never count. A 4xx with no second opinion counts only on the open canary
-(`canary` named; rows from before second opinions). A 401/403 of the client's own key
-(`route.refused_key` `client`, or not recorded: rows from before it) says nothing of either
-model; on the operator's key (`operator`: a route's `api_key_env`, the server's key) it is the
-target's failure like any 4xx. A 4xx the proxy answered itself after it chose the target (its
-row's `route.answered_by` is `proxy`, proxy/exchange.py) never counts; the proxy's checks before
-routing (keys, body size, JSON) log no routed row at all. The requests that do not count are
-not judged at all: they are `unjudged_requests`, left out of `requests` and the weighed
-trials, so failing requests sent to one arm cannot dilute its error rate either. Neither is a
+(`canary` named; rows from before second opinions). A 401/403 on the operator's key
+(`route.refused_key` `operator`: a route's `api_key_env`, the server's key) is the target's
+failure like any 4xx. On the client's own key (`client`) it gets a second opinion only when
+the other arm would get that same key at the same origin (proxy/second_opinion.py): then it
+is judged as above (the other arm answered: the drawn arm's error; refused too: a bad key,
+nobody's). Otherwise (`client` at attempt 0 with no `second_opinion_status`, or not recorded:
+rows from before it) it says nothing of either model. A 4xx the proxy answered itself after
+it chose the target (its row's `route.answered_by` is `proxy`, proxy/exchange.py) never
+counts; the proxy's checks before routing (keys, body size, JSON) log no routed row at all.
+The requests that do not count are not judged at all: they are `unjudged_requests`, left out
+of `requests` and the weighed trials, so failing requests sent to one arm cannot dilute its
+error rate either. Neither is a
 request the client hung up on quicker than a stall (`finish` `client_disconnected`, whatever
 the status: an unfinished stream is no success): a user's cancel says nothing either way.
 A row with `route.late_opinion` (proxy/background_opinion.py: a second opinion cut by

@@ -167,10 +167,14 @@ def test_a_failing_second_opinion_is_charged_to_nobody_and_the_primary_failure_s
     assert all(r["errors"] == 0 and r["requests"] == 0 for r in rows.values()), rows
 
 
-def test_a_refusal_of_the_clients_key_gets_no_second_opinion(proxy: ProxyServer) -> None:
+def test_a_refusal_of_the_clients_key_gets_no_second_opinion_on_another_key(
+        proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """r14f #4: a bad client key refused by the stable model (401) was answered by the
-    canary, on the operator's key for it."""
-    canary_route(proxy)
+    canary, on the operator's key for it (its `api_key_env`). A canary that would get the
+    same client key is asked: tests/test_canary_client_keys.py."""
+    monkeypatch.setenv("TUNELOOP_TEST_CANARY_KEY", "sk-operator-canary")
+    proxy.admin().put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+    proxy.admin().promote(ALIAS, CANDIDATE, canary=50, api_key_env="TUNELOOP_TEST_CANARY_KEY")
     proxy.upstream.state.fail_containing[STABLE] = 401
     client = proxy.openai().with_options(max_retries=0)
     answered_by = []

@@ -45,6 +45,9 @@ exporter/cycle_config.py)."""
 MAX_CANARY_SHARE = 90.0
 """The largest canary share: the current model keeps at least 10% of the traffic to be
 compared with (the cycle's cap too). A share of 100 is no canary but a full promotion."""
+MAX_ROUTE_WEIGHT = 1e6
+"""A route target's largest weight (proxy/routing.py): the route's total stays a finite
+number. Also the bound a rollback's rebuilt route keeps (storage/rollback_edits.py)."""
 
 
 def canary_share_problem(share: float) -> str | None:

@@ -9,7 +9,8 @@ Failure injection (same for every fake, on every recorded route):
 * header ``x-fake-cut-after: N`` or model ``cut-<N>`` sends N stream events, then closes the
   connection without finishing the chunked body (non-streams: half the body is sent);
 * header ``x-fake-reset: 1`` or model ``reset`` aborts the connection without any response;
-* ``state.model_error_rate[model] = 0.3`` answers 500 to 30% of that model's requests, evenly;
+* ``state.model_error_rate[model] = 0.3`` answers 500 (or ``state.model_error_status[model]``)
+  to 30% of that model's requests, evenly;
 * ``state.fail_containing[text] = status`` answers that status to every request whose body
   contains ``text`` (a document that keeps failing until the test removes the entry);
 * ``state.delay_containing[text] = ms`` sleeps that long before answering every request whose
@@ -91,6 +92,9 @@ class FakeStateBase:
     model_error_rate: dict[str, float] = field(default_factory=dict)
     """A model that answers 500 to this share of its requests, spread evenly and
     deterministically (0.3: requests 4, 7, 10, ... of that model fail)."""
+    model_error_status: dict[str, int] = field(default_factory=dict)
+    """The status a `model_error_rate` model fails with, when not 500 (403: a model the key
+    cannot access now and then)."""
     model_calls: dict[str, int] = field(default_factory=dict)
 
     def fail_next(self, count: int, status: int, retry_after: float | None = None) -> None:
@@ -330,7 +334,7 @@ def _from_error_rate(injection: Injection, state: FakeStateBase, model: object) 
     assert isinstance(model, str)
     calls = state.model_calls[model] = state.model_calls.get(model, 0) + 1
     if int(calls * rate + 1e-9) > int((calls - 1) * rate + 1e-9):
-        injection.status = 500
+        injection.status = state.model_error_status.get(model, 500)
 
 
 def resolve_injection(state: FakeStateBase, request: Request, data: dict[str, Any]) -> Injection:
