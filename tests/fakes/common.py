@@ -12,7 +12,9 @@ Failure injection (same for every fake, on every recorded route):
 * ``state.model_error_rate[model] = 0.3`` answers 500 (or ``state.model_error_status[model]``)
   to 30% of that model's requests, evenly;
 * ``state.fail_containing[text] = status`` answers that status to every request whose body
-  contains ``text`` (a document that keeps failing until the test removes the entry).
+  contains ``text`` (a document that keeps failing until the test removes the entry);
+* ``state.delay_containing[text] = ms`` sleeps that long before answering every request whose
+  body contains ``text`` (a model that hangs on some inputs only).
 
 Delays (``latency_ms`` then the injected one) come first, then a failure, a reset, a cut.
 """
@@ -78,6 +80,7 @@ class FakeStateBase:
     record: bool = True
     failures: deque[ProgrammedFailure] = field(default_factory=deque)
     fail_containing: dict[str, int] = field(default_factory=dict)
+    delay_containing: dict[str, float] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     model_replies: dict[str, str] = field(default_factory=dict)
@@ -107,6 +110,7 @@ class FakeStateBase:
         self.requests.clear()
         self.failures.clear()
         self.fail_containing.clear()
+        self.delay_containing.clear()
 
 
 ErrorBody = Callable[[int, str | None], Any]
@@ -384,7 +388,8 @@ def endpoint(
                 if text.encode() in body:
                     injection.status = status
                     break
-        delay = state.latency_ms + injection.delay_ms
+        delay = state.latency_ms + injection.delay_ms + sum(
+            ms for text, ms in state.delay_containing.items() if text.encode() in body)
         if delay:
             await asyncio.sleep(delay / 1000)
         if injection.status is not None and injection.status >= 400:
