@@ -33,6 +33,8 @@ repository root:
     python bench/pg_ingest.py --rows 50000 --batch 5000 --url postgresql://me@host/db
 
 With --url the rows go into that (empty, migrated here) database instead of a throwaway one.
+The writer with the search indexer running beside it, as a replica runs them:
+bench/pg_ingest_together.py; the indexer's writes by index layout: bench/pg_index_write.py.
 """
 
 from __future__ import annotations

@@ -273,14 +273,38 @@ def stored_ids(db_url: str) -> list[str]:
         return [row[0] for row in con.execute("SELECT id FROM interactions").fetchall()]
 
 
-def postgres_cpu(db_url: str) -> float:
-    """CPU of the server processes (postmaster children), in seconds."""
+def _stat_times(pid: int) -> tuple[int, int, int, int]:
+    """utime, stime, cutime, cstime (clock ticks) of a process; zeros once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return (0, 0, 0, 0)
+    return (int(fields[11]), int(fields[12]), int(fields[13]), int(fields[14]))
+
+
+def postmaster_of(db_url: str) -> int:
+    """The pid of the server's postmaster: the parent of this connection's backend, read
+    while the backend still runs (the server must be on this machine)."""
     with psycopg.connect(db_url) as con:
         row = con.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    stat = Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()
-    postmaster = int(stat[1])
-    return cpu_seconds(children(postmaster))
+        assert row is not None
+        stat = Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(stat[1])
+
+
+def postgres_cpu(postmaster: int) -> float:
+    """CPU of the whole server since it started, in seconds: the postmaster, its live
+    processes, and the ones that have exited (a backend of a closed connection, a replica's
+    killed pool): the postmaster reaps each, and the kernel adds its time to the postmaster's
+    cutime/cstime. So it only grows, whatever connections come and go between two readings.
+    Read again when a process was reaped in between (its time would count twice or not)."""
+    for _ in range(10):
+        before = _stat_times(postmaster)
+        live = cpu_seconds(children(postmaster))  # their own time and their reaped children's
+        after = _stat_times(postmaster)
+        if before[2:] == after[2:]:
+            break
+    return sum(after) / TICKS + live
 
 
 @dataclass
@@ -304,7 +328,8 @@ def run(db_url: str, workdir: Path, replicas: int, clients: int, duration_s: flo
         asyncio.run(drive([r.url for r in group.replicas], 16, 3.0))
         group.wait_drained()
         warm = set(stored_ids(db_url))
-        cpu0, pg0 = group.cpu(), postgres_cpu(db_url)
+        postmaster = postmaster_of(db_url)
+        cpu0, pg0 = group.cpu(), postgres_cpu(postmaster)
         events: list[tuple[float, Callable[[], Any]]] = []
         if kill:
             events = [(duration_s / 3, lambda: group.kill(replicas - 1)),
@@ -312,7 +337,7 @@ def run(db_url: str, workdir: Path, replicas: int, clients: int, duration_s: flo
         load = asyncio.run(drive([r.url for r in group.replicas], clients, duration_s, events))
         group.wait_drained()
         done = time.time()
-        cpu1, pg1 = group.cpu(), postgres_cpu(db_url)
+        cpu1, pg1 = group.cpu(), postgres_cpu(postmaster)
         every = stored_ids(db_url)
     answered = len(load.answered)
     ids = [i for i in every if i not in warm]

@@ -35,6 +35,8 @@ FLASH = "flash"
 ACTED = "acted"
 CONFLICT = "conflict"
 EDITING = "editing"  # editor widget key -> the item@revision whose text it was drawn with
+RESTORED = "drafts_restored"  # editor widget key -> the draft restored into it (its default)
+CANNED = "canned_reasons"  # reason box key -> the canned reason last put in it (its default)
 REASON_LABEL = "Reason (required to reject, optional for needs work)"
 NO_REASON = ("A reject needs a reason: press 1-9 for one of the reasons below, or click the "
              "reason box and write it (Enter rejects).")
@@ -205,6 +207,7 @@ def _shown(item: dict[str, Any]) -> str:
 
 def _set_reason(key: str, text: str, token: str) -> None:
     st.session_state[key] = text
+    st.session_state.setdefault(CANNED, {})[key] = text  # the box's default (see _editors)
     st.session_state["focus_reason"] = token
 
 
@@ -221,7 +224,8 @@ def action_panel(item: dict[str, Any], *, key: str, on_done: Callable[[], None])
               disabled=not trainable, on_click=_act, args=(item, "approve", scope, on_done))
     reason_key = f"{scope}-reason"
     with st.form(f"{scope}-judge", border=False, enter_to_submit=True):
-        st.text_input(REASON_LABEL, key=reason_key, max_chars=2000)
+        st.text_input(REASON_LABEL, value=st.session_state.get(CANNED, {}).get(reason_key, ""),
+                      key=reason_key, max_chars=2000)
         if problem == NO_REASON:
             st.error(problem)  # right under the box it is about
         reject, needs_work = st.columns(2)
@@ -256,9 +260,12 @@ def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
     answer_key = f"{scope}-answer"
     original = last_answer(messages)
     restored = _restore_draft(item, answer_key, original)
-    # the editor's own default is this item's answer (not only a value put in the session
-    # state): a run cut short by a second key press sends the widget again without that value,
-    # and the browser then showed the widget's default, an empty editor (UIREVIEW_11 #2)
+    # the editor's own default is this item's answer, or the draft restored into it (not only
+    # a value put in the session state): that value reaches the browser once, with the run
+    # that put it there, and a run cut short by a second key press or a rerun request sends
+    # the widget again without it; the browser then showed the widget's default, an empty
+    # editor (UIREVIEW_11 #2) or the answer without the restored draft
+    default = st.session_state.get(RESTORED, {}).get(answer_key, original)
     st.session_state.setdefault(EDITING, {})[answer_key] = _shown(item)
     alternatives = [str(a["content"]) for a in item.get("alternatives") or []
                     if isinstance(a, dict) and isinstance(a.get("content"), str)]
@@ -273,7 +280,7 @@ def _editors(item: dict[str, Any], scope: str, on_done: Callable[[], None],
         st.info("Your unsaved answer for this item was restored from this browser.")
     with st.form(f"{scope}-edit", border=True):
         st.caption("Edit the assistant's answer, then save it as approved (Ctrl+Enter).")
-        st.text_area("Answer", value=original, key=answer_key, height=190,
+        st.text_area("Answer", value=default, key=answer_key, height=190,
                      label_visibility="collapsed")
         save, preview = st.columns([1, 1])
         # no shortcut on Save: Ctrl+Enter in the text area submits the form (through its first
@@ -314,6 +321,7 @@ def _restore_draft(item: dict[str, Any], answer_key: str, original: str) -> bool
             and isinstance(draft.get("text"), str):
         applied.add(key)
         st.session_state[answer_key] = draft["text"]
+        st.session_state.setdefault(RESTORED, {})[answer_key] = draft["text"]
         return True
     return False
 

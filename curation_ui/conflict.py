@@ -1,7 +1,12 @@
 """After a 409 (someone reviewed or holds the item first): the reviewer stays on the item and
 sees their version beside the current one; "Re-apply mine" sends their action again against
 the current revision, "Keep the current one" drops theirs. Nothing they typed is lost until
-they choose.
+they choose: "Your answer" has the reviewer's text as its own default, drawn by every run (a
+value only put into the session state reaches the browser once, with the run that put it
+there; were that run cut short by a rerun request, or its messages cleared by the next run
+before they went out, the browser drew the editor empty and sent that back with the next
+click). A re-apply that is refused for another reason (an empty answer, the API down) keeps
+the panel and the text.
 
 The panel never ends the run with `st.stop()`: on the Queue it is drawn inside a fragment,
 and a click made while a fragment runs (e.g. on "Re-apply mine" as soon as it shows, while the
@@ -65,9 +70,8 @@ def conflict_panel() -> Panel:
         st.subheader("Your version")
         st.text(_describe(conflict))
         if conflict.get("messages") is not None:
-            if mine_key not in st.session_state:
-                st.session_state[mine_key] = last_answer(conflict["messages"])
-            st.text_area("Your answer", key=mine_key, height=220)
+            st.text_area("Your answer", value=last_answer(conflict["messages"]), key=mine_key,
+                         height=220)
     with theirs_column:
         st.subheader("Current version")
         last = (current.get("revisions") or [{}])[-1]
@@ -77,14 +81,11 @@ def conflict_panel() -> Panel:
             st.text(f"reason: {last['reason']}")
         show_text(last_answer(current.get("current")) or "(no answer)")
     apply, keep = st.columns(2)
+    answer = str(st.session_state.get(mine_key) or "")
     if apply.button("Re-apply mine", type="primary", width="stretch", key="conflict-apply"):
-        messages = conflict.get("messages")
-        if messages is not None:
-            messages = with_answer(messages, str(st.session_state.get(mine_key) or ""))
-        st.session_state.pop(CONFLICT, None)
-        run_action(current, str(conflict["action"]), reason=conflict.get("reason"),
-                   messages=messages)
-        return Panel.RESOLVED
+        if conflict.get("messages") is None or answer.strip():
+            return _re_apply(conflict, current, answer)
+        st.error("Your answer is empty: write it, or keep the current one.")  # nothing sent
     if keep.button("Keep the current one", width="stretch", key="conflict-keep"):
         st.session_state.pop(CONFLICT, None)
         forget_draft(conflict["id"])
@@ -92,3 +93,17 @@ def conflict_panel() -> Panel:
         return Panel.RESOLVED
     page_ready(f"conflict-{conflict['id']}-{conflict['seen_revision']}")
     return Panel.SHOWN
+
+
+def _re_apply(conflict: dict[str, Any], current: dict[str, Any], answer: str) -> Panel:
+    """Send the reviewer's action again, against the current revision. Refused other than by
+    a new conflict (that one is pending then), the panel stays with what they wrote, under
+    the flashed error."""
+    messages = conflict.get("messages")
+    if messages is not None:
+        messages = with_answer(messages, answer)
+    st.session_state.pop(CONFLICT, None)
+    if not run_action(current, str(conflict["action"]), reason=conflict.get("reason"),
+                      messages=messages) and pending_conflict() is None:
+        st.session_state[CONFLICT] = {**conflict, "messages": messages}
+    return Panel.RESOLVED

@@ -166,11 +166,12 @@ class CanaryVerdict:
                 "tests": [t.to_json() for t in self.tests], "reasons": list(self.reasons)}
 
 
-def canary_verdict(tests: list[SprtResult], *, feedback_counted: bool, canary_requests: int,
-                   min_requests: int, old_enough: bool, expired: str | None = None
-                   ) -> CanaryVerdict:
+def canary_verdict(tests: list[SprtResult], *, feedback_counted: bool,
+                   canary_requests: float, min_requests: int, old_enough: bool,
+                   expired: str | None = None) -> CanaryVerdict:
     """Roll back as soon as any test finds the canary worse; promote when every test that
-    counts finds it no worse and the canary has `min_requests` and its minimum age; else
+    counts finds it no worse and the canary has `min_requests` (counted as the error test
+    counts them: weighed per sticky user, storage/route_health.py) and its minimum age; else
     keep watching, unless the canary is past its maximum age (`expired` says why): then an
     undecided canary is rolled back, the safe side. The thumbs-down test counts only when
     `feedback_counted`."""
@@ -181,8 +182,10 @@ def canary_verdict(tests: list[SprtResult], *, feedback_counted: bool, canary_re
     if all(t.decision == "not_worse" for t in counted):
         if canary_requests >= min_requests and old_enough:
             return CanaryVerdict("promote", tuple(tests), tuple(t.describe() for t in counted))
-        why = (f"no worse, but {canary_requests} of {min_requests} requests"
-               if canary_requests < min_requests else "no worse, but not old enough yet")
+        counted_requests = f"{round(canary_requests, 2):.10g}"
+        why = (f"no worse, but {counted_requests} of {min_requests} requests (weighed per "
+               "sticky user)" if canary_requests < min_requests
+               else "no worse, but not old enough yet")
         pending = [why]
     else:
         pending = [t.describe() for t in counted if t.decision == "continue"]

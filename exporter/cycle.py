@@ -46,6 +46,14 @@ class CycleOutcome:
     status: str  # busy | active (waiting) | finished | failed | error (will be retried)
     run: dict[str, Any] | None
     message: str
+    warnings: tuple[str, ...] = ()
+    """The server's warnings on what this invocation's steps did (a promotion's)."""
+
+    def to_json(self) -> dict[str, Any]:
+        run = self.run or {}
+        return {"status": self.status, "message": self.message, "run": run.get("id"),
+                "step": run.get("step"), "outcome": run.get("outcome"),
+                "warnings": list(self.warnings)}
 
 
 def default_holder() -> str:
@@ -157,11 +165,13 @@ def _active_run(client: AdminClient, config: CycleConfig, holder: str,
 
 
 def record_result(ctx: StepContext, step: str, result: StepResult) -> dict[str, Any]:
+    detail = {**result.detail, "warnings": result.warnings} if result.warnings \
+        else result.detail
     if result.wait:
         return ctx.client.record_cycle_step(ctx.run["id"], ctx.holder, step, "waiting",
-                                            detail=result.detail, state=result.state)
+                                            detail=detail, state=result.state)
     over = result.next_step is None
-    fields: dict[str, Any] = {"detail": result.detail, "state": result.state,
+    fields: dict[str, Any] = {"detail": detail, "state": result.state,
                               "next_step": result.next_step}
     if over:
         fields |= {"run_status": "finished", "outcome": result.outcome}
@@ -184,6 +194,7 @@ def _record_error(ctx: StepContext, step: str, exc: Exception, max_attempts: int
 def _drive(ctx: StepContext, config: CycleConfig,
            say: Callable[[str], None]) -> CycleOutcome:
     note = ""
+    warnings: list[str] = []
     while ctx.run["status"] == "active" and ctx.run["step"]:
         step = ctx.run["step"]
         say(f"{ctx.run['id']}: {step}")
@@ -199,18 +210,22 @@ def _drive(ctx: StepContext, config: CycleConfig,
             warning = f"; {unwatched_warning(config.alias, ctx.run)}" \
                 if step == "watch" and failed else ""
             return CycleOutcome("failed" if failed else "error",
-                                ctx.run, f"step {step} failed: {ctx.run['error']}{warning}")
+                                ctx.run, f"step {step} failed: {ctx.run['error']}{warning}",
+                                tuple(warnings))
         ctx.run = record_result(ctx, step, result)
+        for text in result.warnings:
+            say(f"warning: {text}")
+        warnings += result.warnings
         if result.note and not result.wait:
             say(result.note)  # e.g. the evaluation's scores with their intervals
         if result.wait:
             return CycleOutcome("blocked" if result.blocked else "active", ctx.run,
-                                f"waiting at {step}: {result.note}")
+                                f"waiting at {step}: {result.note}", tuple(warnings))
         note = result.note
     outcome = ctx.run.get("outcome")
     why = f" ({note})" if note and ctx.run["status"] != "active" else ""
     return CycleOutcome(ctx.run["status"], ctx.run,
-                        f"run {ctx.run['id']} ended: {outcome}{why}")
+                        f"run {ctx.run['id']} ended: {outcome}{why}", tuple(warnings))
 
 
 def run_cycle(client: AdminClient, config: CycleConfig, *, api_key: str | None = None,

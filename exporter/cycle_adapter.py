@@ -70,15 +70,17 @@ def wait_for_job(client: AdminClient, job_id: str, *, poll_s: float = 30.0,
         time.sleep(min(poll_s, remaining))
 
 
-def serve(client: AdminClient, provider: finetune.JobProvider, job_id: str) -> dict[str, Any]:
+def serve(client: AdminClient, provider: finetune.JobProvider, job_id: str
+          ) -> tuple[dict[str, Any], list[str]]:
     """Make a succeeded job's model reachable through the proxy: a provider whose models live
     at another server (Together, Fireworks) deploys it, and the model gets a route of its own
     name to that server, so evaluation and the canary reach it by name. Returns the route
-    target's `provider`, `base_url` and `api_key_env` ({} for OpenAI: the default upstream)."""
+    target's `provider`, `base_url` and `api_key_env` ({} for OpenAI: the default upstream),
+    and the warnings of the route's promotion."""
     deploy = getattr(provider, "deploy", None)
     if provider.name == "openai" or deploy is None:
-        return {}
+        return {}, []
     served = deploy(provider.retrieve(job_id))
     args: dict[str, Any] = served.promote_args()
-    client.promote(served.model, served.model, **args)
-    return args
+    result = client.promote(served.model, served.model, **args)
+    return args, list(result.get("warnings") or [])

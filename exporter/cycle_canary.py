@@ -3,7 +3,8 @@ decides its fate with the sequential test of exporter/canary_stats.py.
 
 `watch` rolls back as soon as the error rate (or, with enough feedback, the thumbs-down share)
 is found worse than the current model's, promotes to 100% as soon as every test finds it no
-worse (after `min_requests` canary requests and `min_age_minutes`), and otherwise waits, for
+worse (after `min_requests` canary requests, weighed as the error test weighs them, and
+`min_age_minutes`), and otherwise waits, for
 at most `max_hours` (then an undecided canary is rolled back, the safe side). A metric whose
 current target got too little traffic beside the canary is compared with that target's traffic
 in the `history_hours` before the promotion. Requests count weighed per sticky user
@@ -22,6 +23,7 @@ between refuses it, and the next look decides again.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from shlex import quote
@@ -73,9 +75,11 @@ def canary_step(ctx: StepContext) -> StepResult:
                           note=f"no canary of {candidate} opened: {exc.message}")
     state = {"promoted_at": result["changed_at"], "stable": stable, "canary_percent": percent}
     detail = {"model": candidate, "canary": percent, "stable": stable}
+    warnings = list(result.get("warnings") or [])
     if percent >= 100:
-        return StepResult(None, state=state, detail=detail, outcome="promoted")
-    return StepResult("watch", state=state, detail=detail)
+        return StepResult(None, state=state, detail=detail, outcome="promoted",
+                          warnings=warnings)
+    return StepResult("watch", state=state, detail=detail, warnings=warnings)
 
 
 def _another_canary(alias: str, episode: dict[str, Any] | None, candidate: str) -> str | None:
@@ -144,7 +148,7 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
         expired = (f"undecided after {age.total_seconds() / 3600:.1f} hours ([canary] "
                    f"max_hours {cfg.max_hours:g}): rolled back, the safe side")
     return canary_verdict(tests, feedback_counted=canary.get("votes", 0)
-                          >= cfg.min_feedback, canary_requests=canary["requests"],
+                          >= cfg.min_feedback, canary_requests=canary["trials"],
                           min_requests=cfg.min_requests,
                           old_enough=age >= timedelta(minutes=cfg.min_age_minutes),
                           expired=expired)
@@ -193,7 +197,8 @@ def watch_step(ctx: StepContext) -> StepResult:
     if verdict.verdict == "rollback":
         try:
             # a route a person changed meanwhile keeps the change: the canary is taken out
-            ctx.client.rollback(alias, verdict=verdict.to_json(), expect_seq=seq)
+            ctx.client.rollback(alias, verdict=verdict.to_json(), expect_seq=seq,
+                                model=candidate)
         except Conflict as exc:
             return _held(alias, candidate, "rollback", exc, detail)
         # undecided at max_hours, never found worse: a later run on the same data may re-open
@@ -209,11 +214,12 @@ def watch_step(ctx: StepContext) -> StepResult:
             return StepResult("watch", detail=detail, wait=True, blocked=True,
                               note=edited_note(alias, candidate))
         try:
-            ctx.client.promote(alias, candidate, canary=100, verdict=verdict.to_json(),
-                               expect_seq=seq)
+            promoted = ctx.client.promote(alias, candidate, canary=100,
+                                          verdict=verdict.to_json(), expect_seq=seq)
         except Conflict as exc:
             return _held(alias, candidate, "promotion", exc, detail)
-        return end("promoted", **detail)
+        return dataclasses.replace(end("promoted", **detail),
+                                   warnings=list(promoted.get("warnings") or []))
     note = f"the canary is undecided ({'; '.join(verdict.reasons)})"
     if health.get("changed_since_promotion"):
         note += "; the route was edited by hand during it: the cycle will not promote it"

@@ -58,6 +58,9 @@ class StepResult:
     blocked: bool = False
     """It waits on something only a person can settle (another canary open on the alias, a
     route split between models): `tuneloop cycle` exits 9 so a scheduler notices."""
+    warnings: list[str] = field(default_factory=list)
+    """What the server warned of while the step acted (a promotion's `warnings`, e.g. a
+    target at another server without `api_key_env`): printed, and kept in the step's detail."""
 
 
 @dataclass
@@ -232,11 +235,11 @@ def wait_step(ctx: StepContext) -> StepResult:
     detail = {"job_id": job["id"], "status": job["status"]}
     if job["status"] == "succeeded":
         after = "checkpoints" if ctx.config.evaluate.checkpoints else "evaluate"
-        serving = cycle_adapter.serve(ctx.client, provider, job["id"])
+        serving, warnings = cycle_adapter.serve(ctx.client, provider, job["id"])
         return StepResult(after, state={"fine_tuned_model": job["fine_tuned_model"],
                                         "serving": serving},
                           detail={**detail, "fine_tuned_model": job["fine_tuned_model"],
-                                  "serving": serving})
+                                  "serving": serving}, warnings=warnings)
     if job["status"] in ("failed", "cancelled"):
         return end("job_failed", **detail, error=job.get("error"))
     return StepResult("wait", detail=detail, wait=True,

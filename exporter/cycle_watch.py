@@ -72,7 +72,8 @@ def watch_canary(client: AdminClient, config: CycleConfig, *, api_key: str | Non
         ctx.run = record_result(ctx, "watch", result)
         why = f" ({result.note})" if result.note else ""
         return CycleOutcome(ctx.run["status"], ctx.run,
-                            f"run {run_id} ended: {ctx.run.get('outcome')}{why}")
+                            f"run {run_id} ended: {ctx.run.get('outcome')}{why}",
+                            tuple(result.warnings))
     finally:
         with contextlib.suppress(TuneloopError):
             client.release_cycle_lease(config.name, holder)

@@ -22,7 +22,9 @@ from proxy.admin import admin_routes
 from proxy.admin.common import ADMIN_PREFIX, json_response, nul_in_url
 from proxy.admin.governance import retention_loop
 from proxy.admin.routes_api import reload_routes
+from proxy.admin.sql import warn_if_sql_role_unsafe
 from proxy.auth import AdminAuth, KeyRing, MetricsAuth, ensure_admin_token
+from proxy.background_opinion import BackgroundOpinions
 from proxy.context import ProxyContext, context_of
 from proxy.exchange import Exchange, LoggedEndpoint
 from proxy.feedback import feedback
@@ -138,6 +140,12 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     savings = SavingsCollector(db, prices, days=settings.savings_metrics_days,
                                max_age_s=settings.savings_metrics_cache_s)
     metrics_.registry.register(savings)
+    redactor = redactor_for(settings)
+    opinions = BackgroundOpinions(settings.background_opinions_max, writer.log, prices,
+                                  redactor, metrics_.background_opinions_skipped)
+    metrics_.observe("tuneloop_background_opinions_in_flight", "Background second opinions "
+                     "of open canaries being asked (at most background_opinions_max).",
+                     lambda: opinions.in_flight)
     reviewer = settings.reviewer_token.get_secret_value() if settings.reviewer_token else None
     return ProxyContext(
         settings=settings, db=db, writer=writer, indexer=indexer, worker=worker,
@@ -145,7 +153,8 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
         http=HttpUpstream(),
         litellm=LitellmUpstream(), admin=AdminAuth(admin_token, reviewer),
         keys=KeyRing(*db.write_sync(key_hashes)), metrics=metrics_,
-        prices=prices, redactor=redactor_for(settings), savings=savings,
+        prices=prices, redactor=redactor, savings=savings,
+        opinions=opinions,
         metrics_auth=MetricsAuth.from_settings(settings, admin_token),
     )
 
@@ -170,6 +179,9 @@ def create_app(settings: Settings) -> FastPath:
         except Exception as exc:
             log.error("could not replay the spool at start (will retry): %s", exc)
         await reload_routes(ctx)
+        if settings.db_is_postgres:
+            sql_url = settings.sql_db.get_secret_value() if settings.sql_db else None
+            await asyncio.to_thread(warn_if_sql_role_unsafe, ctx.db, sql_url)
         ctx.feed = change_feed(ctx)
         feed = None if ctx.feed is None else asyncio.create_task(ctx.feed.run(),
                                                                   name="tuneloop-feed")
@@ -190,6 +202,7 @@ def create_app(settings: Settings) -> FastPath:
             for task in (retention, feed):
                 if task is not None:
                     task.cancel()
+            await ctx.opinions.close()  # before the writer: none logs after it
             await ctx.writer.close()
             await ctx.indexer.close()
             if ctx.worker is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from proxy.auth import AdminAuth, KeyRing, MetricsAuth
+from proxy.background_opinion import BackgroundOpinions
 from proxy.litellm_upstream import LitellmUpstream
 from proxy.metrics import ProxyMetrics
 from proxy.pricing import PriceMap
@@ -39,6 +40,8 @@ class ProxyContext:
     prices: PriceMap
     redactor: Redactor
     savings: SavingsCollector
+    opinions: BackgroundOpinions
+    """An open canary's second opinions that go on after the app got its answer."""
     metrics_auth: MetricsAuth = field(default_factory=lambda: MetricsAuth(False, []))
     feed: ChangeFeed | None = None  # Postgres: follows the other replicas (proxy.shared_state)
     # one template discovery at a time per server (proxy/admin/templates_api.py)

@@ -12,7 +12,9 @@ without waiting (`client_gone`), before each piece of the answer goes out; and w
 waits on the upstream, one small task (`_until_gone`) waits on the channel: a client that hangs
 up cancels the upstream call (the request task is cancelled, so the upstream connection is
 closed, never pooled) and the interaction is logged `client_disconnected` (with `route.stalled_s`
-when the upstream had been silent `upstream_stall_s`: proxy.silence).
+when the upstream had been silent `upstream_stall_s`: proxy.silence). While a canary is open,
+a hang-up before the answer's first byte reached the client has the other arm asked in the
+background (proxy/late_opinion.py): would it have answered in the time the client waited?
 
 An alias with an open canary gets a *covered* answer (`cover`, proxy/arm_cover.py): the client
 is not told which arm answered; the capture still sees the upstream's own bytes.
@@ -21,6 +23,7 @@ is not told which arm answered; the capture still sees the upstream's own bytes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -37,9 +40,10 @@ from proxy.forward import ID_HEADER, body_for, send_attempt, timeouts_for
 from proxy.headers import client_meta, downstream_headers, with_body_user
 from proxy.ids import uuid7
 from proxy.incoming import API_PREFIX, client_gone, plain_path, upstream_path
+from proxy.late_opinion import go_on_later, probe_after_hangup
 from proxy.reply import UpstreamCut, UpstreamReply
 from proxy.routing import Attempt, Plan
-from proxy.second_opinion import KEY_REFUSALS, Failover, awaited, refused_key
+from proxy.second_opinion import KEY_REFUSALS, Failover, awaited, refused_key, shares_key
 from proxy.silence import UpstreamSilence
 from tuneloop.errors import (
     RequestTimeout,
@@ -91,6 +95,10 @@ class Exchange:
         self.watcher: asyncio.Task[None] | None = None
         self.left = False
         """Whether the client hung up while the proxy was waiting (see `watch`)."""
+        self.left_at: float | None = None
+        self.asked: dict[str, str] = {}
+        """The headers the upstream is asked with (the arm cover's, when a canary is open)."""
+        self.suffix = ""
         self.silence = UpstreamSilence()
 
     # -- the request, top to bottom -----------------------------------------------------------
@@ -136,7 +144,7 @@ class Exchange:
                 pass  # nothing else can arrive once the body is read
         except Exception:
             return
-        self.left = True
+        self.left, self.left_at = True, time.perf_counter()
         task.cancel()
 
     def unwatch(self) -> bool:
@@ -177,6 +185,7 @@ class Exchange:
         failover = Failover(plan, capture)
         step: int | UpstreamReply = 0
         asked = self.headers if self.cover is None else self.cover.asked(self.headers)
+        self.asked, self.suffix = asked, suffix
         while isinstance(step, int):
             number, attempt = step, plan.attempts[step]
             capture.upstream_model = attempt.target.model
@@ -190,16 +199,17 @@ class Exchange:
                 capture.route["stops_dropped"] = list(outgoing.stops_dropped)
                 ctx.metrics.stops_dropped.labels(plan.alias or "", attempt.target.model).inc()
             began = self.silence.heard()
+            later = functools.partial(go_on_later, ctx, failover, number, outgoing, began) \
+                if failover.bounded(number) else None  # a second opinion: waited for so long
             try:
                 reply = await awaited(send_attempt(ctx, attempt, self.endpoint, asked,
                                                    suffix, outgoing.body, outgoing.payload,
                                                    timeouts_for(ctx, attempt)),
-                                      failover.bounded(number),
-                                      ctx.settings.second_opinion_timeout_s)
+                                      later, ctx.settings.second_opinion_timeout_s)
             except (UpstreamUnreachable, UpstreamTimeout) as exc:
                 step = failover.raised(number, exc)
             except BaseException:  # e.g. the client hung up during the second opinion
-                failover.abandoned()  # logged as the primary's failure, judged for nobody
+                failover.abandoned()  # logged as the primary's failure (see go_on_later)
                 raise
             else:
                 ctx.metrics.observe_upstream(self.endpoint, self.silence.heard() - began)
@@ -207,7 +217,8 @@ class Exchange:
                     if reply.status in KEY_REFUSALS and plan.alias is not None else None
                 if key is not None and capture.route is not None:
                     capture.route["refused_key"] = key
-                step = failover.answered(number, reply, key)
+                step = failover.answered(number, reply, key, key == "client" and shares_key(
+                    ctx, asked, plan.attempts, number))
             if isinstance(step, int):
                 ctx.metrics.fallbacks.labels(plan.alias or "").inc()
         return step
@@ -361,6 +372,9 @@ class Exchange:
             stalled = self.silence.stalled_s(self.ctx.settings.upstream_stall_s)
             if stalled is not None:  # the client gave up on a stall, not a cancel
                 capture.route["stalled_s"] = stalled
+            if self.cover is not None and self.plan is not None:  # a canary is open
+                waited = (self.left_at or time.perf_counter()) - self.started
+                probe_after_hangup(self.ctx, self.plan, capture, self.asked, self.suffix, waited)
         try:
             record = capture.record(status_code=status, response=response, finish=finish,
                                     error=error, prices=self.ctx.prices,

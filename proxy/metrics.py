@@ -41,6 +41,12 @@ class ProxyMetrics:
             "stop sequences were not all sent (the trained stop comes first; OpenAI allows 4).",
             ["alias", "target"], registry=self.registry,
         )
+        self.background_opinions_skipped = Counter(
+            "tuneloop_background_opinions_skipped", "Background second opinions of an open "
+            "canary not asked: `budget_full` (background_opinions_max in flight), `too_quick` "
+            "(a hang-up sooner than hangup_probe_min_s); their requests stay unjudged.",
+            ["reason"], registry=self.registry,
+        )
         self._mismatch_counts: dict[tuple[str, str, str], int] = {}
         self._gauges: list[Gauge] = []
         # labelled children cached: labels() costs a lock and a dict build per call

@@ -34,7 +34,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from proxy.transforms import (
     TargetTransforms,
@@ -43,6 +51,7 @@ from proxy.transforms import (
     check_transforms,
     template_refs,
 )
+from tuneloop.config import MAX_ROUTE_WEIGHT
 from tuneloop.errors import BadRequest
 from tuneloop.prompt_template import PromptTemplate
 
@@ -56,8 +65,12 @@ LITELLM_PROVIDERS = frozenset(
 )
 
 
-MAX_WEIGHT = 1e6
-"""A target's largest weight: the route's total stays a finite number (weights are ratios)."""
+MAX_WEIGHT = MAX_ROUTE_WEIGHT
+"""A target's largest weight: the route's total stays a finite number (weights are ratios).
+A route written with a heavier one is refused (:meth:`RouteSpec.check`); one already stored
+(written before the limit, or copied by `migrate-store`) is read with its weights scaled down
+in proportion, the heaviest at MAX_WEIGHT: the same traffic split, and routing still starts
+(:class:`Router` says so in the log)."""
 
 
 def model_name_problem(name: str) -> str | None:
@@ -78,7 +91,8 @@ class Target(BaseModel):
     provider: str = OPENAI_COMPATIBLE
     base_url: str | None = None
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-    weight: float = Field(100.0, ge=0, le=MAX_WEIGHT, allow_inf_nan=False)
+    weight: float = Field(100.0, ge=0, allow_inf_nan=False)
+    """Above MAX_WEIGHT only as read from the store, and then scaled (RouteSpec)."""
     connect_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     read_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     transforms: list[Transform] | None = Field(None, max_length=8)
@@ -122,6 +136,9 @@ class RouteSpec(BaseModel):
     connect_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     read_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
 
+    _over_weight: dict[str, float] = PrivateAttr(default_factory=dict)
+    """The weights above MAX_WEIGHT it was given (`targets.0` → weight), now scaled."""
+
     @field_validator("targets")
     @classmethod
     def _some_weight(cls, targets: list[Target]) -> list[Target]:
@@ -129,13 +146,40 @@ class RouteSpec(BaseModel):
             raise ValueError("at least one target needs a positive weight")
         return targets
 
+    @model_validator(mode="after")
+    def _weights_within_bound(self) -> RouteSpec:
+        for kind in ("targets", "fallbacks"):
+            targets: list[Target] = getattr(self, kind)
+            heaviest = max((t.weight for t in targets), default=0.0)
+            if heaviest <= MAX_WEIGHT:
+                continue
+            self._over_weight |= {f"{kind}.{i}": t.weight for i, t in enumerate(targets)
+                                  if t.weight > MAX_WEIGHT}
+            scale = MAX_WEIGHT / heaviest  # before multiplying: 1e308 * 1e6 is inf
+            setattr(self, kind, [t.model_copy(update={"weight": min(t.weight * scale,
+                                                                    MAX_WEIGHT)})
+                                 for t in targets])
+        return self
+
+    @property
+    def weights_scaled(self) -> dict[str, float]:
+        """The weights above MAX_WEIGHT it was read with (`targets.0` → weight), scaled down
+        in proportion; empty for a route within the bound."""
+        return dict(self._over_weight)
+
     def template_refs(self) -> set[str]:
         return {ref for target in [*self.targets, *self.fallbacks]
                 for ref in template_refs(target.transforms)}
 
     def check(self, alias: str, templates: Mapping[str, PromptTemplate]) -> None:
         """Refuse transforms that cannot work (unknown template, legacy on a chat target, a
-        stop value OpenAI refuses)."""
+        stop value OpenAI refuses) and weights above MAX_WEIGHT (a stored route with them is
+        read scaled, never written)."""
+        if self._over_weight:
+            where, weight = next(iter(self._over_weight.items()))
+            raise BadRequest(f"route {alias!r}: {where}.weight: Input should be less than or "
+                             f"equal to {MAX_WEIGHT:.0f}, not {weight:g} (weights are ratios: "
+                             "divide them all by the same number)", param=alias)
         check_stop(f"route {alias!r}", self.stop)
         for kind, targets in (("targets", self.targets), ("fallbacks", self.fallbacks)):
             for index, target in enumerate(targets):
@@ -312,6 +356,7 @@ class Router:
                  templates: Mapping[str, PromptTemplate] | None = None, *,
                  salt: bytes | None = None, canaries: Mapping[str, str] | None = None):
         self._table: dict[str, _Route] = {}
+        self._scaled: dict[str, dict[str, float]] = {}
         self._salt = salt if salt is not None else random.randbytes(32)
         self._hot = HotKeys()
         self.replace(dict(table or {}), templates or {}, canaries)
@@ -323,6 +368,21 @@ class Router:
         found, open_ = templates or {}, canaries or {}
         self._table = {alias: _route(alias, spec, found, open_.get(alias))
                        for alias, spec in table.items()}
+        self._warn_scaled(table)
+
+    def _warn_scaled(self, table: Mapping[str, RouteSpec]) -> None:
+        """Say once per stored route (not at every reload) that its weights were scaled."""
+        scaled = {alias: spec.weights_scaled for alias, spec in table.items()
+                  if spec.weights_scaled}
+        for alias, weights in scaled.items():
+            if self._scaled.get(alias) != weights:
+                given = ", ".join(f"{where}.weight {weight:g}" for where, weight in weights.items())
+                log.warning("route %r is stored with weights above %g (%s): routed with all its "
+                            "weights scaled down in proportion (the same split, the heaviest at "
+                            "%g). Set the route again with weights of at most %g (`tuneloop "
+                            "routes set`): it would be refused as it is stored",
+                            alias, MAX_WEIGHT, given, MAX_WEIGHT, MAX_WEIGHT)
+        self._scaled = scaled
 
     @property
     def aliases(self) -> list[str]:

@@ -9,22 +9,28 @@ fallbacks; the row carries `second_opinion_status` and is judged for neither arm
 (storage/route_health.py), whoever finally answers. The app gets the successful answer if any,
 else the primary's own failure. The second opinion is waited for at most the settings'
 `second_opinion_timeout_s` until its answer starts (the app would have had the failure at once
-without a canary). A 401/403 on the client's own key (pass-through) is never asked again; on a
-key of the operator's (a route's `api_key_env`, the server's key, a litellm provider's
-variable) it is the target's failure like any other (`route.refused_key` says whose)."""
+without a canary); one cut so, or by the client's hang-up, goes on in the background and judges
+the row later (proxy/background_opinion.py, `route.late_opinion`). A 401/403 on a key of the
+operator's (a route's `api_key_env`, the server's key, a litellm provider's variable) is the
+target's failure like any other; on the client's own key (pass-through) it is asked again only
+when the other arm would get the very same credentials at the same origin
+(proxy/upstream_keys.py `same_credentials`: the app's key goes nowhere it would not go anyway):
+its answer makes the refusal the drawn arm's failure, its refusal makes the key bad, nobody's.
+Else it stands, unjudged (`route.refused_key` says whose)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.background_opinion import LATE_OPINION
 from proxy.capture import Capture
 from proxy.context import ProxyContext
 from proxy.reply import UpstreamReply
 from proxy.routing import OPENAI_COMPATIBLE, Attempt, Plan, next_attempt
-from proxy.upstream_keys import at_default_upstream, upstream_credentials
+from proxy.upstream_keys import at_default_upstream, same_credentials, upstream_credentials
 from tuneloop.errors import TuneloopError, UpstreamTimeout
 
 KEY_REFUSALS = frozenset({401, 403})
@@ -41,11 +47,20 @@ def refused_key(ctx: ProxyContext, headers: Mapping[str, str], attempt: Attempt)
     return "client" if all(headers.get(k) == v for k, v in sent.items()) else "operator"
 
 
+def shares_key(ctx: ProxyContext, headers: Mapping[str, str], attempts: tuple[Attempt, ...],
+               number: int) -> bool:
+    """Whether attempt `number`'s second opinion would get the credentials it sent, at the
+    same origin (so the client's key it refused can be tried there)."""
+    after = number + 1
+    return after < len(attempts) and attempts[after].role == "second_opinion" and \
+        same_credentials(ctx.settings, headers, attempts[number].target, attempts[after].target)
+
+
 def following(attempts: tuple[Attempt, ...], number: int, status: int,
               client_key: bool) -> int | None:
     """The attempt to try after attempt `number` answered `status`, or None (it stands): a 5xx
-    goes on like a connection error, a 4xx (but a refusal of the client's own key) only to a
-    second opinion."""
+    goes on like a connection error, a 4xx only to a second opinion (`client_key`: a refusal
+    of the client's own key the second opinion would not get: it stands)."""
     if status >= 500:
         return next_attempt(attempts, number, refused=False)
     if status >= 400 and not client_key:
@@ -88,6 +103,8 @@ class Failover:
         self.primary_status: int | None = None
         self.refused_key: str | None = None  # whose key the primary's 401/403 refused
         self.held: HeldFailure | None = None
+        self.late: str | None = None
+        """The route's `late_opinion` once the second opinion went to the background."""
 
     def route(self, number: int) -> dict[str, Any] | None:
         """The row's `route` for attempt `number`."""
@@ -102,6 +119,8 @@ class Failover:
             route["refused_key"] = self.refused_key
         if self.held is not None and self.held.second is not None:
             route["second_opinion_status"] = self.held.second
+        if self.late is not None:
+            route[LATE_OPINION] = self.late
         return route
 
     def bounded(self, number: int) -> bool:
@@ -109,9 +128,11 @@ class Failover:
         `second_opinion_timeout_s`)."""
         return self.held is not None and self.plan.attempts[number].role == "second_opinion"
 
-    def answered(self, number: int, reply: UpstreamReply, key: str | None) -> Step:
-        """After attempt `number` answered (`key`: whose key its 401/403 refused): the next
-        attempt, or the reply that answers the app."""
+    def answered(self, number: int, reply: UpstreamReply, key: str | None,
+                 shared: bool = False) -> Step:
+        """After attempt `number` answered (`key`: whose key its 401/403 refused; `shared`:
+        its second opinion would get that same key, `shares_key`): the next attempt, or the
+        reply that answers the app."""
         attempts = self.plan.attempts
         if number == 0 and key is not None:
             self.refused_key = key
@@ -121,7 +142,7 @@ class Failover:
             return reply
         if self.held is not None:
             return self._failed_again(number, reply.status, reply)
-        after = following(attempts, number, reply.status, key == "client")
+        after = following(attempts, number, reply.status, key == "client" and not shared)
         if after is None:
             return reply
         if number == 0:
@@ -185,17 +206,31 @@ class Failover:
         capture.upstream_model, capture.provider = primary.model, primary.provider
         capture.route = None if held.route is None else {
             **held.route, "second_opinion_status": held.second}
+        if capture.route is not None and self.late is not None:
+            capture.route[LATE_OPINION] = self.late
         capture.sent_request = held.sent_request
 
 
-async def awaited(sending: Awaitable[UpstreamReply], bounded: bool,
+Later = Callable[["asyncio.Task[UpstreamReply]"], None]
+"""Takes a second opinion cut short: it goes on in the background (or is cancelled)."""
+
+
+async def awaited(sending: Coroutine[Any, Any, UpstreamReply], later: Later | None,
                   limit_s: float) -> UpstreamReply:
-    """An attempt's reply; a second opinion's waited for at most `limit_s` until the reply
-    starts (then UpstreamTimeout: the primary's failure stands)."""
-    if not bounded:
+    """An attempt's reply; a second opinion's (`later` given) waited for at most `limit_s`
+    until the reply starts (then UpstreamTimeout: the primary's failure stands). A second
+    opinion cut so, or by the client's hang-up (the request cancelled), is not cancelled:
+    `later` takes it."""
+    if later is None:
         return await sending
+    task = asyncio.ensure_future(sending)
     try:
-        return await asyncio.wait_for(sending, limit_s)
-    except TimeoutError as exc:
+        done, _ = await asyncio.wait({task}, timeout=limit_s)
+    except asyncio.CancelledError:
+        later(task)
+        raise
+    if not done:
+        later(task)
         raise UpstreamTimeout(f"the second opinion did not answer within {limit_s:g} s "
-                              "(second_opinion_timeout_s)") from exc
+                              "(second_opinion_timeout_s)")
+    return task.result()

@@ -38,6 +38,25 @@ def at_default_upstream(settings: Settings, target: Target) -> bool:
     return target.base_url is None or origin_of(target.base_url) == origin_of(settings.upstream)
 
 
+def target_origin(settings: Settings, target: Target) -> tuple[str, str]:
+    """The origin an OpenAI-compatible target's requests go to."""
+    return origin_of(target.base_url or settings.upstream)
+
+
+def same_credentials(settings: Settings, headers: Mapping[str, str], first: Target,
+                     second: Target) -> bool:
+    """Whether two OpenAI-compatible targets get the very same credentials at the same origin
+    (asking the second sends the app's key nowhere it would not go anyway)."""
+    if first.provider != OPENAI_COMPATIBLE or second.provider != OPENAI_COMPATIBLE \
+            or target_origin(settings, first) != target_origin(settings, second):
+        return False
+    try:
+        return upstream_credentials(settings, headers, first) \
+            == upstream_credentials(settings, headers, second)
+    except UpstreamUnreachable:  # a key variable not set: that target gets nothing
+        return False
+
+
 def upstream_credentials(settings: Settings, headers: Mapping[str, str],
                          target: Target) -> dict[str, str]:
     """The credential headers a request to `target` carries (see the module's docstring);

@@ -41,7 +41,7 @@ from storage.trainable import untrainable_reason
 
 DEFAULT_LABEL_PREFIX = "label:"
 PAGE_SIZE = 2000
-_NOT_EVALUATION = ("i.traffic <> 'evaluation'", ())
+_NOT_EVALUATION = ("i.traffic NOT IN ('evaluation', 'probe')", ())
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,9 @@ class ExampleSelection:
 
 
 def without_evaluation_traffic(query: ReviewQuery) -> ReviewQuery:
-    """Evaluation traffic (the candidate's test runs) is kept out unless asked for."""
+    """Evaluation traffic (the candidate's test runs) and an open canary's background second
+    opinions (`probe`: nobody's answer, proxy/background_opinion.py) are kept out unless
+    asked for."""
     if query.base.traffic is not None:
         return query
     base = dataclasses.replace(query.base, extra_sql=(*query.base.extra_sql, _NOT_EVALUATION))

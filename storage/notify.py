@@ -45,8 +45,22 @@ def notify(con: Connection, topic: str) -> None:
         con.execute("SELECT pg_notify(?, ?)", [CHANNEL, topic])
 
 
+FIRST_RETRY_S = 0.05
+STABLE_S = 1.0  # a session that lasted this long was working: it is retried at once
+
+
+def reconnect_delay(failures: int, most_s: float) -> float:
+    """How long to wait before reconnecting after `failures` failed connection attempts in a
+    row: none after a connection that worked was lost (a change made meanwhile reaches this
+    replica only once it is back), then doubling from FIRST_RETRY_S up to `most_s`."""
+    if failures <= 0:
+        return 0.0
+    return min(most_s, FIRST_RETRY_S * 2.0 ** min(failures - 1, 30))
+
+
 class ChangeFeed:
-    """One replica's listener: `run()` until cancelled, reconnecting after any failure."""
+    """One replica's listener: `run()` until cancelled, reconnecting after any failure: at
+    once after a lost connection, then backing off up to `retry_s` while it can't connect."""
 
     def __init__(self, url: str, on_change: OnChange, *, reload_s: float = 5.0,
                  retry_s: float = 1.0):
@@ -59,17 +73,26 @@ class ChangeFeed:
         self.received = 0
 
     async def run(self) -> None:
+        failures = 0
         while True:
+            started = time.monotonic()
             try:
                 await self._session()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a lost connection: reconnect, reload everything
+                # a session that worked for a while: at once; one lost as soon as it was
+                # made counts as a failure too (no reconnecting in a tight loop)
+                lasted = self.connected.is_set() and time.monotonic() - started >= STABLE_S
+                failures = 0 if lasted else failures + 1
+                delay = reconnect_delay(failures, self.retry_s)
                 log.warning("change feed on %s lost (%s: %s); reconnecting in %g s",
-                            redact_url(self.url), type(exc).__name__, exc, self.retry_s)
+                            redact_url(self.url), type(exc).__name__, exc, delay)
+            else:
+                failures, delay = 0, 0.0
             self.leader = False
             self.connected.clear()
-            await asyncio.sleep(self.retry_s)
+            await asyncio.sleep(delay)
 
     async def _session(self) -> None:
         async with await psycopg.AsyncConnection.connect(

@@ -31,6 +31,7 @@ from storage.notify import ROUTES, notify
 from storage.rollback_edits import (
     check_expected_seq,
     describe_episode,
+    refuse_after_recent_rollback,
     refuse_restore,
     without_canary,
     wrong_model,
@@ -137,7 +138,8 @@ def rollback_route(con: Connection, alias: str, by: str | None,
     route (refused when there is no canary share to take out, unless `force` restores the old
     spec anyway); `verdict` (the canary test's statistics, when a test decided) joins the
     recorded detail. `model`: the model the caller means to roll back; Conflict when the
-    latest episode is another's (storage/rollback_edits.py `wrong_model`). The result's
+    latest episode is another's (storage/rollback_edits.py `wrong_model`). Without `model` or
+    `force`, refused right after another rollback (`refuse_after_recent_rollback`). The result's
     `undone` is the episode undone (its model, when and by whom it was promoted)."""
 
     def work() -> dict[str, Any]:
@@ -151,6 +153,8 @@ def rollback_route(con: Connection, alias: str, by: str | None,
         episode = episodes[-1]
         if model is not None and model != episode.model:
             raise wrong_model(con, alias, model, describe_episode(episode))
+        if model is None and not force:
+            refuse_after_recent_rollback(con, alias, episode.model, describe_episode(episode))
         detail: dict[str, Any] = {"undoes": episode.first_seq, "model": episode.model}
         spec = episode.before
         if episode.changed_since(current) and current != episode.before:

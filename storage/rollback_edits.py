@@ -5,7 +5,8 @@ Restoring the spec from before the episode would silently undo such a change, so
 
 - a canary episode whose model is still a target is rebuilt on the CURRENT route: the canary
   model's targets are taken out and their weight is given back to the others in proportion
-  (each keeps its other fields). Route-level `prompt_suffix`/`stop` stay as they are now: the
+  (each keeps its other fields; no weight above MAX_ROUTE_WEIGHT, where the route would be
+  refused). Route-level `prompt_suffix`/`stop` stay as they are now: the
   promotion moved them onto each target (proxy/promotion.py `route_level_moved`), so the
   remaining targets still carry them, and putting them back on the route would reach targets
   a person added without them. A fallback entry of the model that the promotion took out
@@ -17,20 +18,28 @@ Restoring the spec from before the episode would silently undo such a change, so
 `expect_seq`: the alias's latest route_history seq the caller read (GET .../canary and
 .../health return it as `seq`); a write refuses with Conflict `route_changed` when the alias's
 history moved since, so a decision taken on a route a person changed meanwhile is taken again.
+
+A rollback right after another one (the alias's latest change is a rollback of the last
+RECENT_ROLLBACK: the cycle's, a colleague's) is refused (Conflict `just_rolled_back`) unless it
+names the `model` it means or is forced: a late or repeated rollback would silently undo an
+older promotion (last month's full one) nobody meant to.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from shlex import quote
 from typing import Any
 
 import orjson
 
 from storage.db import Connection
+from tuneloop.config import MAX_ROUTE_WEIGHT
 from tuneloop.errors import Conflict
 
 Spec = dict[str, Any]
 CHANGES_LISTED = 5
+RECENT_ROLLBACK = timedelta(minutes=10)
 
 
 def latest_seq(con: Connection, alias: str) -> int | None:
@@ -64,6 +73,8 @@ def without_canary(current: Spec | None, model: str, before: Spec | None) -> Spe
     if len(kept) == len(targets) or left <= 0:
         return None
     scale = sum(_weight(t) for t in targets) / left
+    # weights are ratios: capping the scale keeps the split and a weight the proxy takes
+    scale = min(scale, MAX_ROUTE_WEIGHT / max(_weight(t) for t in kept))
     fallbacks: list[Spec] = list(current.get("fallbacks") or [])
     if not any(f.get("model") == model for f in fallbacks):
         fallbacks += [f for f in (before or {}).get("fallbacks") or []
@@ -131,3 +142,27 @@ def wrong_model(con: Connection, alias: str, model: str, undone: str) -> Conflic
         f"route {alias!r}: {happened}; rolling back now would undo {undone} instead. See "
         f"`tuneloop routes history --alias {quote(alias)}`; to undo that one, roll back with "
         'its model (`--model`, API: "model")', code="rollback_other_model")
+
+
+def refuse_after_recent_rollback(con: Connection, alias: str, model: str, undone: str) -> None:
+    """Conflict `just_rolled_back` when the alias's latest change is a rollback of the last
+    RECENT_ROLLBACK: another rollback (of `model`'s promotion, `undone` for people) without
+    naming the model would undo a promotion the caller never saw."""
+    rows = con.execute(
+        "SELECT seq, action, changed_by, changed_at, detail FROM route_history WHERE alias = ? "
+        "ORDER BY seq DESC LIMIT 1", [alias]).fetchall()
+    if not rows or rows[0][1] != "rollback":
+        return
+    seq, _, by, at, detail_text = rows[0]
+    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    if datetime.now(UTC) - at > RECENT_ROLLBACK:
+        return
+    detail = orjson.loads(detail_text or "{}") or {}
+    named = orjson.dumps({"model": model}).decode()
+    raise Conflict(
+        f"route {alias!r} was just rolled back: #{seq} rollback by {by or 'unknown'} at "
+        f"{at.isoformat(timespec='seconds')} undid {detail.get('model')} "
+        f"(#{detail.get('undoes')}). Another rollback now would undo {undone}. If you meant the "
+        f"rollback above, it is done; to undo {model} as well: `tuneloop rollback --alias "
+        f"{quote(alias)} --model {quote(model)}` (API: {named}, or {{\"force\": true}})",
+        code="just_rolled_back")

@@ -13,16 +13,28 @@ the request failed on every model: its row carries `second_opinion_status` (or i
 opinion's own failed row) and is judged for neither arm, whoever finally answered (a
 fallback). Such failures may cluster on a few users or be sent on purpose to the arm a client
 sees, so they never count. A 4xx with no second opinion counts only on the open canary
-(`canary` named; rows from before second opinions). A 401/403 of the client's own key
-(`route.refused_key` `client`, or not recorded: rows from before it) says nothing of either
-model; on the operator's key (`operator`: a route's `api_key_env`, the server's key) it is the
-target's failure like any 4xx. A 4xx the proxy answered itself after it chose the target (its
-row's `route.answered_by` is `proxy`, proxy/exchange.py) never counts; the proxy's checks before
-routing (keys, body size, JSON) log no routed row at all. The requests that do not count are
-not judged at all: they are `unjudged_requests`, left out of `requests` and the weighed
-trials, so failing requests sent to one arm cannot dilute its error rate either. Neither is a
+(`canary` named; rows from before second opinions). A 401/403 on the operator's key
+(`route.refused_key` `operator`: a route's `api_key_env`, the server's key) is the target's
+failure like any 4xx. On the client's own key (`client`) it gets a second opinion only when
+the other arm would get that same key at the same origin (proxy/second_opinion.py): then it
+is judged as above (the other arm answered: the drawn arm's error; refused too: a bad key,
+nobody's). Otherwise (`client` at attempt 0 with no `second_opinion_status`, or not recorded:
+rows from before it) it says nothing of either model. A 4xx the proxy answered itself after
+it chose the target (its row's `route.answered_by` is `proxy`, proxy/exchange.py) never
+counts; the proxy's checks before routing (keys, body size, JSON) log no routed row at all.
+The requests that do not count are not judged at all: they are `unjudged_requests`, left out
+of `requests` and the weighed trials, so failing requests sent to one arm cannot dilute its
+error rate either. Neither is a
 request the client hung up on quicker than a stall (`finish` `client_disconnected`, whatever
 the status: an unfinished stream is no success): a user's cancel says nothing either way.
+A row with `route.late_opinion` (proxy/background_opinion.py: a second opinion cut by
+`second_opinion_timeout_s` or by the client's hang-up went on in the background, or the
+client hung up before its answer's first byte and the other arm was asked) is judged by that
+opinion's own row (traffic `probe`, `source_id` this row's id) alone: the other arm's answer
+started (`status_code` < 400, `finish` `completed`) -> the drawn arm's error (whatever the
+row's own second opinion status, stall or hang-up); it failed, or no such row exists (pending,
+lost, cancelled at shutdown, or `late_opinion` says none was asked: `too_quick`,
+`budget_full`) -> nobody's, unjudged. Probe rows are no production request of either arm.
 Latency is over the answers below 400.
 Evaluation and synthetic traffic never count. A request users rated is a thumbs-down when
 the mean of its feedback scores is below 0 (`rated_requests`, `thumbs_down`: for people).
@@ -63,14 +75,21 @@ MAX_REQUESTS_PER_USER = 5
 """The default weight of one sticky user (or session) on one target in the canary's error test."""
 
 _HEALTH_SQL = """
-WITH q AS (
+WITH late AS (
+    SELECT source_id,
+           max(CASE WHEN status_code < 400 AND finish = 'completed' THEN 1 ELSE 0 END)
+               AS answered
+    FROM interactions
+    WHERE traffic = 'probe' AND created_at >= ?
+    GROUP BY source_id
+), q0 AS (
     SELECT id,
            coalesce(route ->> 'primary', route ->> 'target') AS target,
            status_code, finish, latency_ms, route ->> 'answered_by' AS answered_by,
            coalesce({attempt}, 0) AS attempt,
            route ->> 'second_opinion_status' AS second_opinion,
            route ->> 'role' AS role, route ->> 'refused_key' AS refused_key,
-           route ->> 'stalled_s' AS stalled,
+           route ->> 'stalled_s' AS stalled, route ->> 'late_opinion' AS late_opinion,
            coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
@@ -78,8 +97,12 @@ WITH q AS (
     FROM interactions
     WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ?
       AND created_at < ?
+), q AS (
+    SELECT q0.*, coalesce(late.answered, 0) AS late_answered
+    FROM q0 LEFT JOIN late ON late.source_id = q0.id
 ), r00 AS (
-    SELECT *, CASE WHEN second_opinion IS NOT NULL
+    SELECT *, CASE WHEN late_opinion IS NOT NULL THEN 1 - late_answered
+                   WHEN second_opinion IS NOT NULL
                         OR (role = 'second_opinion'
                             AND NOT (status_code < 400 AND finish = 'completed'))
                         OR (status_code IN (401, 403) AND attempt = 0
@@ -87,7 +110,8 @@ WITH q AS (
                    THEN 1 ELSE 0 END AS nobodys
     FROM q
 ), r0 AS (
-    SELECT *, CASE WHEN nobodys = 0
+    SELECT *, CASE WHEN late_opinion IS NOT NULL THEN late_answered
+                   WHEN nobodys = 0
                         AND (status_code >= 500 OR finish IN ('timeout', 'upstream_cut')
                              OR stalled IS NOT NULL
                              OR (status_code < 400 AND finish = 'upstream_error')
@@ -176,8 +200,8 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"),
                              relay=RELAY_MARK)
     cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
-    rows = con.execute(sql, [alias, since, until, canary, cap, cap, per_user, per_user]
-                       ).fetchall()
+    rows = con.execute(sql, [since, alias, since, until, canary, cap, cap, per_user,
+                             per_user]).fetchall()
     return [
         {
             "target": target,

@@ -1,6 +1,11 @@
 """The guard of a whole-table write (PUT /admin/routes, `tuneloop routes set`), which replaces
 every alias at once, so a stale or partial table would silently undo what happened since:
 
+- a write that changes anything needs `expect_seq` or `force` once the route table has history
+  (or when it would delete an alias by leaving it out): refused with PreconditionRequired
+  (428 `expect_seq_required`) otherwise. A table written without knowing what it replaces
+  would put a promoted alias back to its old split, or delete an alias, without a word;
+
 - `expect_seq`: the table version the caller read (the route history's latest seq, across all
   aliases; GET /admin/routes?with_seq=true). The write is refused (Conflict `route_changed`)
   when an alias it changes or deletes has history after it: a promotion, rollback or edit
@@ -21,7 +26,7 @@ from typing import Any
 from storage.db import Connection
 from storage.promotions import open_canary
 from storage.rollback_edits import changes_since
-from tuneloop.errors import Conflict
+from tuneloop.errors import Conflict, PreconditionRequired
 
 Spec = dict[str, Any]
 
@@ -43,9 +48,30 @@ def touched(current: dict[str, Spec], specs: dict[str, Spec]) -> list[str]:
                   + [a for a, spec in specs.items() if current.get(a) != spec])
 
 
+def require_expect_seq(con: Connection, current: dict[str, Spec], specs: dict[str, Spec],
+                       aliases: list[str]) -> None:
+    """PreconditionRequired for a write without `expect_seq` or `force` that changes an alias
+    once the table has history, or deletes one by leaving it out."""
+    seq = table_seq(con)
+    left_out = sorted(current.keys() - specs.keys())
+    if not aliases or (seq is None and not left_out):
+        return
+    why = f"the route table has history (#{seq})" if seq is not None else "aliases have routes"
+    deletes = f" and deletes {', '.join(map(repr, left_out))} (left out)" if left_out else ""
+    raise PreconditionRequired(
+        f"{why}, and this PUT replaces the whole table: it changes {', '.join(map(repr, aliases))}"
+        f"{deletes} without saying which version it was written from, so it could silently undo "
+        "a promotion, rollback or edit made since. Send expect_seq (the `seq` of GET "
+        "/admin/routes?with_seq=true, the table you edited: a 409 then names any change it "
+        "would undo) or force=true to write it as it is (`tuneloop routes set` sends "
+        "expect_seq; --force)", code="expect_seq_required", param="expect_seq")
+
+
 def check_table_write(con: Connection, current: dict[str, Spec], specs: dict[str, Spec],
                       expect_seq: int | None, force: bool) -> None:
     aliases = touched(current, specs)
+    if expect_seq is None and not force:
+        require_expect_seq(con, current, specs, aliases)
     if expect_seq is not None:
         seqs = alias_seqs(con)
         moved = [a for a in aliases if seqs.get(a, -1) > expect_seq]

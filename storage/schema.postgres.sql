@@ -2,6 +2,18 @@
 -- storage/migrations/ (the source of truth). Do not edit: add a migration, then
 -- run the command again.
 
+CREATE FUNCTION public.tuneloop_sql_row_fits(size bigint, cap bigint) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $$
+        BEGIN
+            IF size > cap THEN
+                RAISE EXCEPTION 'a row of % bytes is over the cap of % bytes', size, cap
+                    USING ERRCODE = 'TL413';
+            END IF;
+            RETURN true;
+        END
+        $$;
+
 CREATE TABLE public._migrations (
     version integer NOT NULL,
     name character varying NOT NULL,
@@ -359,8 +371,6 @@ CREATE INDEX interactions_by_session ON public.interactions USING btree (session
 CREATE INDEX interactions_by_time ON public.interactions USING btree (created_at);
 
 CREATE INDEX interactions_by_user ON public.interactions USING btree (user_id);
-
-CREATE INDEX search_terms_by_interaction ON public.search_terms USING btree (interaction_id);
 
 CREATE INDEX search_terms_by_term ON public.search_terms USING btree (term_key, interaction_id) INCLUDE (fields);
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
+import re
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ import psycopg
 from storage.backend.pg_connection import PgConnection
 from storage.backend.pg_database import PgDatabase, json_as_text, redact_url
 from storage.db import Connection, Database
+from storage.migrations.m049_sql_row_cap import ROW_TOO_LARGE
 from storage.sql_check import check_read_only
 from storage.sql_check_pg import check_pg_query
 from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge, StorageError
@@ -137,9 +139,10 @@ def answer_json(con: Connection, sql: str, limits: SqlLimits) -> bytes:
 def _pg_answer_json(con: PgConnection, sql: str, limits: SqlLimits) -> bytes:
     """On Postgres the database itself enforces what DuckDB's statement check does: one
     statement (the extended protocol refuses more), in a READ ONLY transaction, under a
-    statement timeout, read through a server-side cursor so only what is sent is fetched.
-    Run it on a connection of a role without write rights (the `sql_db` setting) to make
-    the limit the database's own, whatever the query does."""
+    statement timeout, read through a server-side cursor so only what is sent is fetched,
+    and each row is measured by the server before it is sent (`row_capped`). Run it on a
+    connection of a role without write rights (the `sql_db` setting) to make the limit the
+    database's own, whatever the query does."""
     check_pg_query(sql)
     deadline = time.monotonic() + limits.timeout_s
     timer = threading.Timer(limits.timeout_s + 0.5, con.cancel)
@@ -148,16 +151,20 @@ def _pg_answer_json(con: PgConnection, sql: str, limits: SqlLimits) -> bytes:
     try:
         con.raw.execute(b"SET TRANSACTION READ ONLY")
         con.raw.execute(f"SET LOCAL statement_timeout = {int(limits.timeout_s * 1000)}".encode())
+        query = _TRAILING.sub("", sql)
+        columns = _columns_alone(con.raw, query)
         with con.raw.cursor(name="tl_sql") as cursor:
-            # no parameters: `%` is psycopg's placeholder mark, so it is doubled
-            cursor.execute(sql.replace("%", "%%").encode(), [])
-            return _fetch(cursor, limits, deadline)
+            capped = row_capped(query, len(columns), limits.max_bytes) if columns else query
+            cursor.execute(_no_placeholders(capped), [])
+            return _fetch(cursor, limits, deadline, columns)
     except psycopg.errors.QueryCanceled as exc:
         raise _timeout(limits) from exc
-    except (psycopg.errors.ReadOnlySqlTransaction,
-            psycopg.errors.InsufficientPrivilege) as exc:
-        raise Forbidden(f"not allowed: {exc}", code="read_only") from exc
     except psycopg.Error as exc:
+        if exc.sqlstate == ROW_TOO_LARGE:
+            raise _too_large(limits) from exc
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction
+                      | psycopg.errors.InsufficientPrivilege):
+            raise Forbidden(f"not allowed: {exc}", code="read_only") from exc
         raise BadRequest(f"query failed: {exc}") from exc
     finally:
         timer.cancel()
@@ -165,13 +172,51 @@ def _pg_answer_json(con: PgConnection, sql: str, limits: SqlLimits) -> bytes:
             con.execute("ROLLBACK")
 
 
+_TRAILING = re.compile(r"[\s;]+$")  # one statement anyway: trailing semicolons go
+
+
+def _columns_alone(raw: psycopg.Connection[Any], query: str) -> list[str]:
+    """The query's column names. It must be one statement on its own (parsed and described,
+    not planned nor run: the protocol's Parse and Describe), or it could close the wrapper's
+    bracket itself (`1) q WHERE false UNION ALL SELECT ... FROM (SELECT 1`) and send rows the
+    wrapper never measures."""
+    name = b"tl_sql_alone"
+    for result in (raw.pgconn.prepare(name, query.encode()),
+                   raw.pgconn.describe_prepared(name)):
+        if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+            raise psycopg.errors.error_from_result(result)
+    return [(result.fname(i) or b"").decode(errors="replace") for i in range(result.nfields)]
+
+
+def _no_placeholders(sql: str) -> bytes:
+    """Sent with an empty parameter list (the extended protocol: one statement only), so
+    `%`, psycopg's placeholder mark, is doubled."""
+    return sql.replace("%", "%%").encode()
+
+
+def row_capped(query: str, columns: int, max_bytes: int) -> str:
+    """The query (one statement that parses alone, with this many columns) wrapped so that the
+    server measures each row before sending it: the sum of its values' sizes as text (what
+    the text protocol sends; `octet_length` of a stored text or json value reads its header,
+    not the value), ending the query at the first row over `max_bytes` (migration 49): no row
+    larger than the whole answer may be crosses the socket. The same rows and order; the
+    columns are renamed by position (the names come from the query's own description). The
+    newline ends a trailing `--` comment; `OFFSET 0` keeps the planner from pulling the query
+    up into the wrapper, where each value would be computed twice (measured, then sent)."""
+    names = ", ".join(f"c{i}" for i in range(columns))
+    size = " + ".join(f"coalesce(octet_length(q.c{i}::text), 0)::bigint" for i in range(columns))
+    return (f"SELECT * FROM (SELECT * FROM (\n{query}\n) AS q0 OFFSET 0) AS q({names}) "
+            f"WHERE tuneloop_sql_row_fits({size}, {int(max_bytes)})")
+
+
 def _fetch_duckdb(con: duckdb.DuckDBPyConnection, sql: str, limits: SqlLimits,
                   deadline: float) -> bytes:
     return _fetch(con.execute(sql), limits, deadline)
 
 
-def _fetch(cursor: Any, limits: SqlLimits, deadline: float) -> bytes:
-    columns = [d[0] for d in cursor.description or []]
+def _fetch(cursor: Any, limits: SqlLimits, deadline: float,
+           names: list[str] | None = None) -> bytes:
+    columns = names if names is not None else [d[0] for d in cursor.description or []]
     head = b'{"columns":' + orjson.dumps(columns) + b',"rows":['
     parts = [head]
     size = len(head) + 64
@@ -189,11 +234,7 @@ def _fetch(cursor: Any, limits: SqlLimits, deadline: float) -> bytes:
             encoded = _row_json(row)
             size += len(encoded) + 1
             if size > limits.max_bytes:
-                raise PayloadTooLarge(
-                    f"the answer is larger than {limits.max_bytes} bytes (the sql_max_bytes "
-                    "setting) and was not sent; select fewer or narrower columns, or add a "
-                    "LIMIT", code="answer_too_large",
-                )
+                raise _too_large(limits)
             parts.append(encoded if count == 0 else b"," + encoded)
             count += 1
         if truncated:
@@ -205,6 +246,12 @@ def _fetch(cursor: Any, limits: SqlLimits, deadline: float) -> bytes:
         batch = max(1, min(MAX_BATCH_ROWS, (limits.max_bytes - size) // (4 * average)))
     parts.append(b'],"truncated":' + (b"true" if truncated else b"false") + b"}")
     return b"".join(parts)
+
+
+def _too_large(limits: SqlLimits) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the answer is larger than {limits.max_bytes} bytes (the "
+                           "sql_max_bytes setting) and was not sent; select fewer or narrower "
+                           "columns, or add a LIMIT", code="answer_too_large")
 
 
 def _timeout(limits: SqlLimits) -> BadRequest:

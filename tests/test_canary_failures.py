@@ -29,8 +29,13 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 def health(proxy: ProxyServer, count: int) -> dict[str, dict[str, Any]]:
-    proxy.wait_for(f"SELECT count(*) FROM interactions WHERE model = '{ALIAS}'",
-                   lambda r: r[0][0] >= count)
+    """The alias's health once `count` requests are logged and every background second
+    opinion they asked (proxy/background_opinion.py) logged its row."""
+    proxy.wait_for(f"SELECT count(*) FROM interactions WHERE model = '{ALIAS}' "
+                   "AND traffic = 'production'", lambda r: r[0][0] >= count)
+    proxy.wait_for("SELECT (SELECT count(*) FROM interactions WHERE route ->> 'late_opinion' "
+                   "= 'asked') - (SELECT count(*) FROM interactions WHERE traffic = 'probe')",
+                   lambda r: r[0][0] <= 0)
     rows = proxy.admin().route_health(ALIAS, since=SINCE)["targets"]
     return {r["target"]: r for r in rows}
 

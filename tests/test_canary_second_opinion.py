@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import pytest
 
 from tests import test_cycle
 from tests.conftest import ProxyServer, both_stores
+from tests.test_canary_failures import health
 from tests.test_cycle import ALIAS, CURRENT, run
 from tests.test_cycle_canary import open_canary, wait_ingested
 
@@ -97,10 +99,7 @@ def canary_route(proxy: ProxyServer) -> None:
 
 
 def judged(proxy: ProxyServer, count: int) -> dict[str, dict[str, Any]]:
-    proxy.wait_for(f"SELECT count(*) FROM interactions WHERE model = '{ALIAS}'",
-                   lambda r: r[0][0] >= count)
-    since = "2000-01-01T00:00:00Z"
-    return {r["target"]: r for r in proxy.admin().route_health(ALIAS, since=since)["targets"]}
+    return health(proxy, count)  # once the background second opinions logged their rows
 
 
 def test_the_stable_models_refusals_get_the_canarys_opinion_too(proxy: ProxyServer) -> None:
@@ -120,12 +119,14 @@ def test_the_stable_models_refusals_get_the_canarys_opinion_too(proxy: ProxyServ
     assert rows[CANDIDATE]["errors"] == 0
 
 
-def test_requests_the_client_gave_up_on_are_not_judged(proxy: ProxyServer) -> None:
+def test_requests_the_client_gave_up_on_are_never_successes(proxy: ProxyServer) -> None:
     """r14e #1: a canary answering after the app's timeout was promoted: its abandoned
-    requests (no status) counted as successes; they could also dilute a bad canary."""
+    requests (no status) counted as successes; they could also dilute a bad canary. Then they
+    were unjudged; now the stable model is asked in the background (issue 14) and answers
+    within the client's wait: each is the canary's error."""
     proxy.admin().put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
     proxy.admin().promote(ALIAS, "slow-3000", canary=50)  # answers after 3 s
-    client = proxy.openai().with_options(timeout=0.5, max_retries=0)
+    client = proxy.openai().with_options(timeout=1.0, max_retries=0)
     gave_up = 0
     for n in range(20):
         try:
@@ -135,8 +136,9 @@ def test_requests_the_client_gave_up_on_are_not_judged(proxy: ProxyServer) -> No
             gave_up += 1
     assert gave_up
     rows = judged(proxy, 20)
-    assert rows["slow-3000"]["requests"] == 0, rows  # on main: each a judged success
-    assert rows["slow-3000"]["unjudged_requests"] == gave_up
+    slow = rows["slow-3000"]
+    assert slow["errors"] == slow["requests"] == gave_up, rows  # on main: judged successes
+    assert rows[STABLE]["errors"] == 0, rows
 
 
 def test_a_failing_second_opinion_is_charged_to_nobody_and_the_primary_failure_stands(
@@ -165,10 +167,14 @@ def test_a_failing_second_opinion_is_charged_to_nobody_and_the_primary_failure_s
     assert all(r["errors"] == 0 and r["requests"] == 0 for r in rows.values()), rows
 
 
-def test_a_refusal_of_the_clients_key_gets_no_second_opinion(proxy: ProxyServer) -> None:
+def test_a_refusal_of_the_clients_key_gets_no_second_opinion_on_another_key(
+        proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """r14f #4: a bad client key refused by the stable model (401) was answered by the
-    canary, on the operator's key for it."""
-    canary_route(proxy)
+    canary, on the operator's key for it (its `api_key_env`). A canary that would get the
+    same client key is asked: tests/test_canary_client_keys.py."""
+    monkeypatch.setenv("TUNELOOP_TEST_CANARY_KEY", "sk-operator-canary")
+    proxy.admin().put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+    proxy.admin().promote(ALIAS, CANDIDATE, canary=50, api_key_env="TUNELOOP_TEST_CANARY_KEY")
     proxy.upstream.state.fail_containing[STABLE] = 401
     client = proxy.openai().with_options(max_retries=0)
     answered_by = []
@@ -184,21 +190,29 @@ def test_a_refusal_of_the_clients_key_gets_no_second_opinion(proxy: ProxyServer)
     assert rows[STABLE]["errors"] == 0, rows
 
 
-def test_a_client_gone_during_a_second_opinion_is_charged_to_nobody(
-        proxy: ProxyServer) -> None:
+@pytest.mark.parametrize("canary_answers", [True, False])
+def test_a_client_gone_during_a_second_opinion_lets_it_judge_in_the_background(
+        proxy: ProxyServer, canary_answers: bool) -> None:
     """The stable model refuses (429), the client hangs up while the slow canary gives its
-    second opinion: no error of the stable model (it was logged as the second opinion's
-    attempt, an error of the primary)."""
+    second opinion: the second opinion goes on in the background (proxy/background_opinion.py)
+    and judges the row: the canary answered, so the refusal was the stable model's error; when
+    the canary fails too, nobody's."""
     proxy.admin().put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
-    proxy.admin().promote(ALIAS, "slow-3000", canary=10)
+    proxy.admin().promote(ALIAS, "slow-1500", canary=10)
     proxy.upstream.state.fail_containing[STABLE] = 429
+    if not canary_answers:
+        proxy.upstream.state.fail_containing["slow-1500"] = 500
     client = proxy.openai().with_options(timeout=0.5, max_retries=0)
     for n in range(20):
         with contextlib.suppress(openai.APITimeoutError, openai.RateLimitError):
             client.chat.completions.create(model=ALIAS, user=f"user-{n}",
                                            messages=[{"role": "user", "content": "hi"}])
     rows = judged(proxy, 20)
-    assert rows[STABLE]["errors"] == 0 and rows[STABLE]["unjudged_requests"], rows
+    stable = rows[STABLE]
+    if canary_answers:
+        assert stable["requests"] and stable["errors"] == stable["requests"], rows
+    else:
+        assert stable["errors"] == 0 and stable["unjudged_requests"], rows
 
 
 def test_a_refusal_of_the_clients_key_is_no_error_of_either_arm(proxy: ProxyServer) -> None:

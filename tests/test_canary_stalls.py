@@ -1,8 +1,8 @@
 """Whose key a 401/403 refused (r14h #3), and hang-ups the canary's health must judge (r14h #4).
 
 A 401/403 on the operator's key (a route's `api_key_env`, the server's key) is a failure of
-the target like any other: the other arm's second opinion, and the target's error. Only a
-refusal of the client's own passed-through key says nothing of either model.
+the target like any other: the other arm's second opinion, and the target's error. A refusal
+of the client's own passed-through key: tests/test_canary_client_keys.py.
 
 A client that gives up after the upstream was silent `upstream_stall_s` (before the first
 byte, or since a stream's last chunk) gave up on a stall: an error of that arm. A quicker
@@ -11,7 +11,6 @@ hang-up is a user's cancel, judged for nobody, and an unfinished stream is never
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -61,21 +60,6 @@ def test_a_stable_model_refusing_the_server_key_is_its_error(
     assert {a.status_code for a in answers} == {200}
     rows = health(proxy, 20)
     assert rows["fail-401"]["requests"] and rows["fail-401"]["error_rate"] == 1.0, rows
-
-
-def test_a_refusal_of_the_clients_own_key_stays_unjudged_and_is_recorded_so(
-        proxy: ProxyServer) -> None:
-    """Pass-through: the client's own key goes upstream, its 401 is never asked again."""
-    proxy.admin().put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
-    proxy.admin().promote(ALIAS, "fail-401", canary=50)
-    client = proxy.openai(api_key=UPSTREAM_KEY).with_options(max_retries=0)
-    for n in range(20):
-        with contextlib.suppress(openai.AuthenticationError):
-            client.chat.completions.create(model=ALIAS, user=f"user-{n}", messages=HI)
-    rows = health(proxy, 20)
-    assert rows["fail-401"]["errors"] == 0 and rows["fail-401"]["unjudged_requests"], rows
-    assert proxy.sql("SELECT DISTINCT route ->> 'refused_key', route ->> 'attempt' FROM "
-                     "interactions WHERE status_code = 401") == [["client", "0"]]
 
 
 def stalls_after(proxy_factory: Callable[..., ProxyServer], monkeypatch: pytest.MonkeyPatch,

@@ -102,6 +102,21 @@ def test_one_user_flooding_cheap_successes_cannot_dilute_a_failing_canary() -> N
     assert verdict.tests[0].canary_n == 105
 
 
+def test_one_heavy_sticky_user_cannot_make_up_min_requests() -> None:
+    """60 honest canary users (one clean request each) and one user sending 240 more: 300
+    requests, but the error test weighs that user at `max_requests_per_user` (5), and so does
+    `min_requests` (100): counted raw, the one user made up the minimum and the canary was
+    promoted on 65 requests' worth of evidence."""
+    cfg = CanaryConfig(percent=10, min_requests=100)
+    canary = {**health(300, 0), "weighed_requests": 65, "weighed_errors": 0}
+    stable = {**health(900, 0), "weighed_requests": 900, "weighed_errors": 0}
+    verdict = judge_canary(canary, stable, cfg, AGE)
+    assert verdict.verdict == "continue", verdict.reasons
+    assert verdict.reasons == ("no worse, but 65 of 100 requests (weighed per sticky user)",)
+    honest = {**health(100, 0), "weighed_requests": 100, "weighed_errors": 0}
+    assert judge_canary(honest, stable, cfg, AGE).verdict == "promote"
+
+
 def test_a_minimum_age_past_max_hours_is_refused() -> None:
     """A canary that must wait longer than it may live would always be rolled back."""
     with pytest.raises(ConfigError, match=r"min_age_minutes \(1440\) must be below max_hours "

@@ -223,7 +223,7 @@ def test_a_fine_tune_step_cut_short_is_never_retried(loop: ProxyServer, tmp_path
 
 def test_failing_step_is_retried_then_fails_the_run(loop: ProxyServer, tmp_path: Path) -> None:
     the_current_model_is_worse(loop)
-    loop.admin().put_routes({})  # no current model to compare with
+    loop.admin().put_routes({}, force=True)  # no current model to compare with
     cfg = config(tmp_path, max_step_attempts=2)
     first = run(loop, cfg)
     assert first.status == "error" and first.run["step"] == "evaluate"

@@ -109,7 +109,7 @@ def test_a_run_does_not_go_on_under_a_config_for_another_alias(
     loop.upstream.state.finetune_step_seconds = 1000  # the job trains on: the run waits
     first = run(loop, config(tmp_path, finetune={"wait_timeout_minutes": 0.001}))
     assert first.status == "active" and first.run["step"] == "wait", first.message
-    loop.admin().put_routes({"billing-bot": {"targets": [{"model": CURRENT}]}})
+    loop.admin().put_routes({"billing-bot": {"targets": [{"model": CURRENT}]}}, force=True)
     with pytest.raises(Conflict, match="started with another config: alias 'support-bot' -> "
                                        "'billing-bot'"):
         run(loop, config(tmp_path, alias="billing-bot", finetune={"wait_timeout_minutes": 0.001}))
@@ -122,7 +122,8 @@ def test_a_canary_on_a_split_route_blocks_the_cycle_visibly(
     and `tuneloop cycle` exits 9 instead of 0, so a scheduler notices."""
     loop.upstream.state.model_replies[CURRENT] = "I don't know."
     loop.admin().put_routes({ALIAS: {"targets": [{"model": CURRENT, "weight": 50},
-                                                 {"model": OTHER, "weight": 50}]}})
+                                                 {"model": OTHER, "weight": 50}]}},
+                            expect_seq=loop.admin().routes_with_seq()["seq"])
     cfg = config(tmp_path)
     blocked = run(loop, cfg)
     assert blocked.status == "blocked" and blocked.run["step"] == "canary", blocked.message

@@ -61,12 +61,12 @@ def test_a_model_trained_by_a_run_that_failed_later_is_evaluated_not_stranded(
     evaluates it; no second job, never `unchanged`."""
     the_current_model_is_worse(loop)
     routes = loop.admin().routes()
-    loop.admin().put_routes({})
+    loop.admin().put_routes({}, force=True)
     cfg = config(tmp_path, max_step_attempts=2)
     for _ in range(2):
         failing = run(loop, cfg)
         assert "step evaluate failed: the alias 'support-bot' has no route" in failing.message
-    loop.admin().put_routes(routes)
+    loop.admin().put_routes(routes, force=True)
     assert failing.status == "failed" and len(loop.upstream.state.jobs) == 1
     model = failing.run["state"]["fine_tuned_model"]
 

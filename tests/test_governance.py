@@ -8,10 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from storage.db import Connection
-from storage.governance import apply_retention, dependent_tables
+from storage.governance import apply_retention, dependent_tables, forget_user
+from storage.records import insert_interactions, to_arrow
+from storage.search_index import index_batch, index_edit
 from storage.spool import Spool
 from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
 from tests.store_support import connected
@@ -182,3 +185,34 @@ def test_forget_refuses_bad_bodies(proxy: ProxyServer, body: dict[str, Any]) -> 
         response = http.post("/admin/forget", json=body,
                              headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
     assert response.status_code == 400
+
+
+def test_forget_deletes_the_users_postings_edits_included(store: str) -> None:
+    """search_terms has no index by interaction on Postgres (migration 48): a forgotten
+    interaction's postings are found by its keys in search_docs, an edit's added ones too;
+    the other users' postings stay."""
+    now = datetime.now(UTC)
+
+    def row(n: int, user: str, text: str) -> dict[str, Any]:
+        return {"id": f"i{n}", "created_at": now, "endpoint": "chat.completions",
+                "traffic": "production", "user_id": user,
+                "request": orjson.dumps({"messages": [{"role": "user", "content": text}]}
+                                        ).decode()}
+
+    with connected(store) as con:
+        batch = to_arrow([row(0, "alice", "refund my order"), row(1, "alice", "cancel plan"),
+                          row(2, "bob", "refund my order please")])
+        insert_interactions(con, batch)
+        index_batch(con, batch)
+        index_edit(con, "i0", [{"role": "user", "content": "refund my order"},
+                               {"role": "assistant", "content": "zebra unicorn answer"}])
+
+        def postings() -> dict[str, int]:
+            return dict(con.execute("SELECT interaction_id, count(*) FROM search_terms "
+                                    "GROUP BY 1").fetchall())
+
+        before = postings()
+        assert before["i0"] > before["i1"] > 0 and before["i2"] > 0
+        deleted = forget_user(con, "alice").deleted
+        assert deleted["search_terms"] == before["i0"] + before["i1"]
+        assert postings() == {"i2": before["i2"]}

@@ -37,6 +37,9 @@ def test_compose_file_parses_with_the_proxy_and_its_volume() -> None:
 
 
 REPLICAS_UP = "docker compose --profile replicas up -d lb ui-replicas"
+INIT_SCRIPT = (ROOT / "deploy/postgres-init.sh").read_text()
+INIT_ROLES = (re.findall(r"TUNELOOP_PG_ROLE:-(\w+)", INIT_SCRIPT)[0],
+              re.findall(r"TUNELOOP_PG_SQL_ROLE:-(\w+)", INIT_SCRIPT)[0])
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|_KEY$")
 FROM_ENV = re.compile(r"^\$\{[A-Z][A-Z0-9_]*(:-|:\?[^}]*)?\}$")
 
@@ -77,6 +80,14 @@ def test_compose_replicas_profile_runs_two_replicas_on_postgres_behind_haproxy()
     assert postgres["volumes"][0].split(":")[0] in compose["volumes"]
     assert "pg_isready" in postgres["healthcheck"]["test"]
     assert FROM_ENV.match(postgres["environment"]["POSTGRES_PASSWORD"])
+    init = [v for v in postgres["volumes"] if ":/docker-entrypoint-initdb.d/" in v]
+    assert [v.split(":")[0] for v in init] == ["./deploy/postgres-init.sh"]
+    assert init[0].endswith(".sh:ro")
+    assert (ROOT / "deploy/postgres-init.sh").stat().st_mode & 0o111  # run, not sourced
+    # the replicas' password reaches the init script; the superuser's is another one
+    replica_password = services["proxy-1"]["environment"]["PGPASSWORD"]
+    assert postgres["environment"]["TUNELOOP_PG_PASSWORD"] == replica_password
+    assert postgres["environment"]["POSTGRES_PASSWORD"] != replica_password
 
     spools = set()
     for name in ("proxy-1", "proxy-2"):
@@ -85,13 +96,20 @@ def test_compose_replicas_profile_runs_two_replicas_on_postgres_behind_haproxy()
         assert command[:2] == ["tuneloop", "serve"]
         url = urlsplit(command[command.index("--db") + 1])
         assert url.scheme == "postgresql" and url.hostname == "postgres" and url.password is None
-        assert url.username == postgres["environment"]["POSTGRES_USER"]
         assert url.path == "/" + postgres["environment"]["POSTGRES_DB"]
+        # neither the store's role nor the read-only SQL role is the image's superuser
+        # (POSTGRES_USER); deploy/postgres-init.sh creates both, plain
+        sql_url = urlsplit(replica["environment"]["TUNELOOP_SQL_DB"])
+        assert (sql_url.scheme, sql_url.hostname, sql_url.path, sql_url.password) == (
+            "postgresql", "postgres", url.path, None)
+        superuser = postgres["environment"]["POSTGRES_USER"]
+        assert len({superuser, url.username, sql_url.username}) == 3
+        assert (url.username, sql_url.username) == INIT_ROLES
         assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert "/healthz" in " ".join(replica["healthcheck"]["test"])
         env = replica["environment"]
         assert env["TUNELOOP_ADMIN_TOKEN"].startswith("${TUNELOOP_ADMIN_TOKEN:?")
-        assert env["PGPASSWORD"] == postgres["environment"]["POSTGRES_PASSWORD"]
+        assert env["PGPASSWORD"] == postgres["environment"]["TUNELOOP_PG_PASSWORD"]
         assert "ports" not in replica  # reached through the load balancer only
         (volume,) = [v for v in replica["volumes"] if v.endswith(":" + env["TUNELOOP_SPOOL_DIR"])]
         assert volume.split(":")[0] in compose["volumes"]

@@ -57,8 +57,15 @@ def transforms_of(server: ProxyServer, alias: str) -> list[dict[str, Any]]:
     return list(target.get("transforms", []))
 
 
+def start_route(server: ProxyServer, alias: str) -> None:
+    """Add `alias` to the module's table, as one who read it just before."""
+    read = server.admin().routes_with_seq()
+    server.admin().put_routes({**read["routes"], alias: {"targets": [{"model": BASE}]}},
+                              expect_seq=read["seq"])
+
+
 def start_canary(server: ProxyServer, tmp_path: Path, alias: str) -> None:
-    server.admin().put_routes({**server.admin().routes(), alias: {"targets": [{"model": BASE}]}})
+    start_route(server, alias)
     result = promote(server, tmp_path, alias, "--canary", "10", "--strip-template", "qa-v1",
                      "--prompt-suffix", SEPARATOR, "--stop", " END")
     assert result.exit_code == 0, result.output
@@ -128,7 +135,7 @@ def test_naming_and_dropping_one_transform_is_refused(server: ProxyServer,
 def test_a_replacement_beside_a_template_without_a_system_prompt_is_warned(
         server: ProxyServer, tmp_path: Path) -> None:
     server.admin().freeze_template("wrap", {"user_prefix": "Q: "})
-    server.admin().put_routes({**server.admin().routes(), "qa-e": {"targets": [{"model": BASE}]}})
+    start_route(server, "qa-e")
     result = promote(server, tmp_path, "qa-e", "--canary", "10", "--strip-template", "wrap-v1",
                      "--system-prompt", "Short.")
     assert result.exit_code == 0, result.output

@@ -91,7 +91,7 @@ def test_rollbacks_undo_promotions_in_turn(proxy: ProxyServer) -> None:
     assert [(t["model"], t["weight"]) for t in admin.routes()[ALIAS]["targets"]] == [
         (FT, 90), (FT2, 10)]
     assert admin.rollback(ALIAS)["spec"] == after_first
-    assert admin.rollback(ALIAS)["spec"] == original
+    assert admin.rollback(ALIAS, model=FT)["spec"] == original  # right after one: named
     mark = len(proxy.upstream.state.requests)
     send(proxy, 5)
     assert reached(proxy, mark) == {BASE: 5}
@@ -266,7 +266,8 @@ def test_a_canary_never_makes_an_open_canary_the_stable_model_nor_drops_a_split(
     assert [t["model"] for t in full["spec"]["targets"]] == [BASE]
     assert FT not in [t["model"] for t in full["spec"]["fallbacks"]]  # untested: no fallback
     admin.put_routes({ALIAS: {"targets": [{"model": BASE, "weight": 50},
-                                          {"model": SPARE, "weight": 50}]}})
+                                          {"model": SPARE, "weight": 50}]}},
+                     expect_seq=admin.routes_with_seq()["seq"])
     with pytest.raises(Conflict, match="splits its traffic between"):
         admin.promote(ALIAS, FT, canary=10)
     assert {t["model"] for t in admin.routes()[ALIAS]["targets"]} == {BASE, SPARE}

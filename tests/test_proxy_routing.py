@@ -134,7 +134,8 @@ def test_routes_reload_without_restart_and_survive_one(proxy_factory: Any) -> No
     admin = first.admin()
     admin.put_routes({"bot": {"targets": [{"model": "gpt-4o-mini"}]}})
     ask(first.openai(), "bot")
-    admin.put_routes({"bot": {"targets": [{"model": "gpt-4o-mini-2024-07-18"}]}})
+    admin.put_routes({"bot": {"targets": [{"model": "gpt-4o-mini-2024-07-18"}]}},
+                     expect_seq=admin.routes_with_seq()["seq"])
     assert ask(first.openai(), "bot").parse().model == "gpt-4o-mini-2024-07-18"
     history = admin.request("GET", "/admin/routes/history", params={"alias": "bot"})["items"]
     assert [h["action"] for h in history] == ["replace", "replace"]

@@ -69,6 +69,25 @@ def test_rolling_back_a_canary_keeps_an_ab_split_made_during_it(proxy: ProxyServ
     assert admin.route_canary(ALIAS)["canary"] is None
 
 
+def test_a_rebuilt_route_keeps_its_weights_within_the_bound(proxy: ProxyServer) -> None:
+    """The canary's weight is given back in proportion, but never past the largest weight a
+    route may have (1e6): a split edited at the bound used to come back with 1.5e6, a route
+    the proxy refuses to write (and, before it read such routes scaled, failed to load)."""
+    admin = proxy.admin()
+    admin.put_routes({ALIAS: {"targets": [{"model": BASE}]}})
+    canary = admin.promote(ALIAS, FT, canary=10)["spec"]
+    edit(proxy, {**canary, "targets": [{"model": BASE, "weight": 1e6},
+                                       {"model": OTHER, "weight": 5e5}, canary["targets"][1]]})
+    rolled = admin.rollback(ALIAS)
+    assert rolled["rebuilt"] is True
+    assert weights(rolled["spec"]) == {BASE: 1e6, OTHER: 5e5}
+    assert weights(admin.routes()[ALIAS]) == {BASE: 1e6, OTHER: 5e5}
+    admin.put_routes({ALIAS: admin.routes()[ALIAS]})  # what GET shows can be written back
+    mark = len(proxy.upstream.state.requests)
+    send(proxy, 30)
+    assert set(reached(proxy, mark)) == {BASE, OTHER}
+
+
 def test_a_rollback_onto_a_legacy_route_keeps_what_each_target_gets(
         proxy: ProxyServer) -> None:
     """The promotion moved the route-level suffix and stop onto the targets: the target that
@@ -152,7 +171,7 @@ def test_stacked_rollbacks_after_an_edit(proxy: ProxyServer) -> None:
                                      spec["targets"][1]]})
     assert weights(admin.rollback(ALIAS)["spec"]) == {FT: 50.0, OTHER: 50.0}
     with pytest.raises(Conflict, match=f"since {FT} was promoted"):
-        admin.rollback(ALIAS)
+        admin.rollback(ALIAS, model=FT)  # right after a rollback: named
     assert admin.rollback(ALIAS, force=True)["spec"] == original
     with pytest.raises(Conflict, match="no promotion to roll back"):
         admin.rollback(ALIAS)
@@ -164,7 +183,7 @@ def test_stacked_rollbacks_after_an_edit(proxy: ProxyServer) -> None:
     assert weights(admin.rollback(ALIAS)["spec"]) == {OTHER: 100.0}
     assert admin.route_canary(ALIAS)["canary"] is None  # FT's canary is not on the route
     with pytest.raises(Conflict, match=f"the canary of {FT} no longer shares the route"):
-        admin.rollback(ALIAS)
+        admin.rollback(ALIAS, model=FT)
 
 
 def test_no_edit_since_the_promotion_restores_exactly(proxy: ProxyServer) -> None:
@@ -179,7 +198,7 @@ def test_no_edit_since_the_promotion_restores_exactly(proxy: ProxyServer) -> Non
     assert admin.rollback(ALIAS)["spec"] == first
     state = admin.route_canary(ALIAS)
     assert state["canary"]["model"] == FT and state["changed_since_promotion"] is False
-    restored = admin.rollback(ALIAS)
+    restored = admin.rollback(ALIAS, model=FT)
     assert restored["spec"] == original and "rebuilt" not in restored
     admin.promote(ALIAS, FT, canary=10)
     edit(proxy, original)

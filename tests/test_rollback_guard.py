@@ -1,13 +1,14 @@
-"""A late or repeated rollback never silently undoes an older promotion (r14h #5): the CLI's
-`rollback` names what it undoes, refuses right after another rollback unless `--model` names
-the model, and `--model` / the API's `model` refuse a rollback that would undo another
-model's promotion. Real proxy, real store."""
+"""A late or repeated rollback never silently undoes an older promotion (r14h #5, h2 #3):
+the CLI's `rollback` names what it undoes; the server (API and CLI alike) refuses right after
+another rollback unless `model` names the model (or `force`), and `--model` / the API's
+`model` refuse a rollback that would undo another model's promotion. Real proxy, real store."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import httpx
+import pytest
 from click.testing import CliRunner
 
 from tests.conftest import ADMIN_TOKEN, ProxyServer, both_stores
@@ -45,6 +46,7 @@ def test_a_late_cli_rollback_is_refused_naming_what_it_would_undo(
         proxy: ProxyServer, tmp_path: Path) -> None:
     cycle_rolled_back_v2(proxy)
     code, output = cli(proxy, tmp_path)
+    output = " ".join(output.split())  # the console wraps the server's message
     # on main: exit 0, `rolled back ft-v1 on support-bot: old-model-2024 100%`
     assert code == Conflict.exit_code, output
     assert "just rolled back" in output and f"undid {V2}" in output, output
@@ -95,3 +97,27 @@ def test_the_api_rollback_refuses_another_models_promotion(proxy: ProxyServer) -
     assert done.status_code == 200, done.text
     assert done.json()["undone"]["model"] == V1
     assert models(proxy) == [OLD]
+
+
+def test_a_second_api_rollback_right_after_one_is_refused(proxy: ProxyServer) -> None:
+    """h2 #3: the cycle rolled back V2's canary; a second POST .../rollback without `model`
+    (a person's script, the review app after the cycle) undid V1's full promotion too on
+    main. Now 409 `just_rolled_back`, naming both; `model` or `force` lets it through."""
+    cycle_rolled_back_v2(proxy)
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    url = f"{proxy.url}/admin/routes/{ALIAS}/rollback"
+    refused = httpx.post(url, headers=auth)
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "just_rolled_back", error
+    assert f"undid {V2}" in error["message"] and "by cycle" in error["message"], error
+    assert f"would undo {V1} (promoted fully" in error["message"], error
+    assert f'"model":"{V1}"' in error["message"] and '"force": true' in error["message"]
+    assert models(proxy) == [V1]
+    with pytest.raises(Conflict):  # the client and every caller get the same answer
+        proxy.admin().rollback(ALIAS, verdict={"verdict": "rollback"})
+    assert models(proxy) == [V1]
+    done = httpx.post(url, json={"force": True}, headers=auth)
+    assert done.status_code == 200 and done.json()["undone"]["model"] == V1, done.text
+    assert models(proxy) == [OLD]
+

@@ -74,8 +74,8 @@ def sent_to(proxy: ProxyServer, model: str) -> list[dict[str, Any]]:
 
 
 def put_route(proxy: ProxyServer, alias: str, spec: dict[str, Any]) -> None:
-    routes = proxy.admin().routes()
-    proxy.admin().put_routes({**routes, alias: spec})
+    read = proxy.admin().routes_with_seq()
+    proxy.admin().put_routes({**read["routes"], alias: spec}, expect_seq=read["seq"])
 
 
 def ask(proxy: ProxyServer, alias: str, question: str, **extra: Any) -> str:

@@ -136,8 +136,10 @@ def test_a_well_formed_request_is_still_stripped(server: ProxyServer) -> None:
 def test_discovery_skips_and_counts_rows_it_cannot_read(server: ProxyServer) -> None:
     """Malformed rows among an alias's logged requests: discovery still answers, counts them in
     `read.skipped`, and finds the template in the rest."""
-    server.admin().put_routes({**server.admin().routes(),
-                               "plain-bot": {"targets": [{"model": "gpt-4o-mini"}]}})
+    read = server.admin().routes_with_seq()
+    server.admin().put_routes({**read["routes"],
+                               "plain-bot": {"targets": [{"model": "gpt-4o-mini"}]}},
+                              expect_seq=read["seq"])
     client = server.openai()
     for n in range(12):
         client.chat.completions.create(model="plain-bot", messages=[
@@ -247,8 +249,10 @@ def test_a_stop_value_openai_refuses_is_refused_at_the_admin_api(
 
 def test_four_stop_sequences_are_accepted(server: ProxyServer) -> None:
     stop = ["END", "###", "\n\n", "Q:"]
-    server.admin().put_routes({**server.admin().routes(), "four": {"targets": [
-        {"model": FT + "-four", "transforms": [{"type": "stop", "stop": stop}]}]}})
+    read = server.admin().routes_with_seq()
+    server.admin().put_routes({**read["routes"], "four": {"targets": [
+        {"model": FT + "-four", "transforms": [{"type": "stop", "stop": stop}]}]}},
+        expect_seq=read["seq"])
     post(server, "/v1/chat/completions", {"model": "four", "messages": [
         {"role": "user", "content": "hi"}]})
     assert last_sent(server, FT + "-four")["stop"] == stop

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
 from tests.conftest import ADMIN_TOKEN, ProxyServer, both_stores
 from tuneloop.cli import main
-from tuneloop.errors import Conflict
+from tuneloop.errors import Conflict, PreconditionRequired
 
 pytestmark = both_stores
 
@@ -65,7 +67,8 @@ def test_a_table_leaving_out_an_alias_with_an_open_canary_is_refused(
     with_canary(proxy)
     admin = proxy.admin()
     with pytest.raises(Conflict) as refused:
-        admin.put_routes({OTHER_ALIAS: {"targets": [{"model": "gpt-4o-mini"}]}})
+        admin.put_routes({OTHER_ALIAS: {"targets": [{"model": "gpt-4o-mini"}]}},
+                         expect_seq=admin.routes_with_seq()["seq"])
     assert refused.value.code == "open_canary"
     assert f"open canary of {CANARY}" in refused.value.message and "--force" in \
         refused.value.message
@@ -77,15 +80,16 @@ def test_a_table_leaving_out_an_alias_with_an_open_canary_is_refused(
 def test_changing_an_alias_with_an_open_canary_needs_force(proxy: ProxyServer) -> None:
     with_canary(proxy)
     admin = proxy.admin()
-    table = admin.routes()
+    read = admin.routes_with_seq()
+    table = read["routes"]
     table[ALIAS] = {"targets": [{"model": STABLE}]}  # a stale copy from before the canary
     with pytest.raises(Conflict) as refused:
-        admin.put_routes(table)
+        admin.put_routes(table, expect_seq=read["seq"])
     assert refused.value.code == "open_canary"
     assert models(proxy) == [STABLE, CANARY]
     table = admin.routes()  # the others are edited freely beside it
     table[OTHER_ALIAS] = {"targets": [{"model": "gpt-4o-mini"}]}
-    admin.put_routes(table)
+    admin.put_routes(table, expect_seq=read["seq"])
     assert models(proxy, OTHER_ALIAS) == ["gpt-4o-mini"]
 
 
@@ -132,3 +136,55 @@ def test_the_cli_refuses_a_stale_copy_putting_a_promotion_back(
     code, output = cli(proxy, tmp_path, "set", str(path), "--force")  # meant it
     assert code == 0, output
     assert models(proxy) == [STABLE, CANARY]
+
+
+def put_raw(proxy: ProxyServer, table: dict[str, Any], **params: str) -> httpx.Response:
+    """PUT /admin/routes as any HTTP client would send it (no CLI, no read first)."""
+    return proxy.http().put("/admin/routes", json=table, params=params,
+                            headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+
+
+def test_a_put_without_expect_seq_does_not_turn_a_full_promotion_back(
+        proxy: ProxyServer) -> None:
+    """h2 #2: a person copies the table during a 90/10 canary, the cycle promotes it fully,
+    the person PUTs the copy (another alias edited) with no expect_seq. On main the full
+    promotion silently became the old 90/10 split again (no open canary in /canary, a
+    rollback refused). Now: 428, nothing written; with the version read, a 409 naming the
+    promotion; `force` writes it as it is."""
+    with_canary(proxy)
+    admin = proxy.admin()
+    stale = admin.routes()
+    admin.promote(ALIAS, CANARY)  # the cycle
+    stale[OTHER_ALIAS] = {"targets": [{"model": "gpt-4o-mini"}]}
+    answer = put_raw(proxy, stale)
+    assert answer.status_code == 428, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "expect_seq_required" and error["param"] == "expect_seq"
+    assert "expect_seq" in error["message"] and "with_seq=true" in error["message"]
+    assert "force=true" in error["message"], error
+    assert models(proxy) == [CANARY] and models(proxy, OTHER_ALIAS) == [STABLE]
+    assert admin.route_canary(ALIAS)["promotion"]["canary"] == 100
+    with pytest.raises(PreconditionRequired):  # the client raises it as a Conflict
+        admin.put_routes(stale)
+    answer = put_raw(proxy, stale, expect_seq="3")  # read before the promotion (#4)
+    assert answer.status_code == 409 and answer.json()["error"]["code"] == "route_changed"
+    assert models(proxy) == [CANARY]
+    assert put_raw(proxy, stale, force="true").status_code == 200
+    assert models(proxy) == [STABLE, CANARY]
+
+
+def test_a_put_without_expect_seq_does_not_delete_an_alias_left_out(
+        proxy: ProxyServer) -> None:
+    """h2 #2: on main a PUT leaving out an alias with no open canary deleted it silently."""
+    both = {ALIAS: {"targets": [{"model": STABLE}]},
+            OTHER_ALIAS: {"targets": [{"model": STABLE}]}}
+    assert put_raw(proxy, both).status_code == 200  # the first table needs no version
+    assert put_raw(proxy, both).status_code == 200  # nor one that changes nothing
+    only = {OTHER_ALIAS: {"targets": [{"model": STABLE}]}}
+    answer = put_raw(proxy, only)
+    assert answer.status_code == 428, answer.text
+    assert f"deletes {ALIAS!r} (left out)" in answer.json()["error"]["message"]
+    assert sorted(proxy.admin().routes()) == [OTHER_ALIAS, ALIAS]
+    seq = proxy.admin().routes_with_seq()["seq"]
+    assert put_raw(proxy, only, expect_seq=str(seq)).status_code == 200  # read, then left out
+    assert list(proxy.admin().routes()) == [OTHER_ALIAS]

@@ -176,7 +176,8 @@ def test_no_traffic_no_price_and_no_saving_are_said_not_crashed(
     dear = "ft:gpt-4o-mini-2024-07-18:acme::dear"
     proxy.upstream.state.model_usage[dear] = (40_000, 500)
     proxy.admin().put_routes({ALIAS: {"targets": [{"model": BASE, "weight": 50},
-                                                  {"model": dear, "weight": 50}]}})
+                                                  {"model": dear, "weight": 50}]}},
+                             expect_seq=proxy.admin().routes_with_seq()["seq"])
     assert chat(proxy, 12)[dear]
     record_training(proxy, dear, TRAINED_TOKENS)
     row = next(t for t in proxy.admin().savings(ALIAS)["targets"] if t["target"] == dear)

@@ -49,9 +49,6 @@ def test_one_revision_per_ctrl_enter_and_drafts_survive_a_reload(
     assert proxy.admin().interaction(older)["revision"] == 0
 
 
-# One rerun: the conflict panel showed an empty "Your answer" in 2 of about 6 full runs
-# (session 9, cause not found yet); a second failure in a row still fails the suite.
-@pytest.mark.flaky(reruns=1)
 def test_two_reviewers_get_different_items_and_a_conflict_keeps_the_losers_text(
         proxy: ProxyServer, tmp_path: Path) -> None:
     from playwright.sync_api import expect

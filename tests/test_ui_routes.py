@@ -126,3 +126,44 @@ def test_the_rollback_button_rolls_back_what_the_page_showed(
     # on main: ft-old's promotion undone, back to gpt-4o-mini
     assert any("Rollback refused" in e.value for e in at.error)
     assert [t["model"] for t in admin.routes()["support-bot"]["targets"]] == ["ft-old"]
+
+
+def test_a_rollback_refused_for_an_edited_route_can_be_forced(
+        routes_page: Callable[..., AppTest], proxy: ProxyServer) -> None:
+    """A full promotion, then a person's edit of the route: the rollback is refused with 409
+    `route_edited` (it would undo the edit). The page shows why and offers to roll back anyway
+    (force), as `tuneloop rollback --force` does; the refusal alone changes nothing."""
+    admin = proxy.admin()
+    admin.rollback("support-bot")
+    admin.promote("support-bot", FT)
+    admin.put_routes({"support-bot": {"targets": [{"model": FT, "weight": 50},
+                                                  {"model": "ft-other", "weight": 50}]}},
+                     expect_seq=admin.routes_with_seq()["seq"])  # a person's edit
+    at = routes_page(ui_admin_token=ADMIN_TOKEN)
+    rollback(at).click().run()  # type: ignore[attr-defined]
+    assert not at.exception
+    [refusal] = [e.value for e in at.error if "Rollback refused" in e.value]
+    assert "was changed since" in refusal and "roll back anyway" in refusal
+    assert [t["model"] for t in admin.routes()["support-bot"]["targets"]] == [FT, "ft-other"]
+    forced = next(b for b in at.button if b.label == "Roll back support-bot anyway")
+    forced.click().run()
+    assert not at.exception
+    assert any("Rolled back" in s.value for s in at.success)
+    assert [t["model"] for t in admin.routes()["support-bot"]["targets"]] == ["gpt-4o-mini"]
+    assert admin.route_history("support-bot")[0]["changed_by"] == "ui:ann"
+    assert not any(b.label == "Roll back support-bot anyway" for b in at.button)
+
+
+def test_a_refused_rollback_need_not_be_forced(routes_page: Callable[..., AppTest],
+                                               proxy: ProxyServer) -> None:
+    admin = proxy.admin()
+    admin.rollback("support-bot")
+    admin.promote("support-bot", FT)
+    admin.put_routes({"support-bot": {"targets": [{"model": "ft-other"}]}},
+                     expect_seq=admin.routes_with_seq()["seq"])  # a person's edit
+    at = routes_page(ui_admin_token=ADMIN_TOKEN)
+    rollback(at).click().run()  # type: ignore[attr-defined]
+    next(b for b in at.button if b.label == "Keep the route as it is").click().run()
+    assert not at.exception
+    assert not any(b.label == "Roll back support-bot anyway" for b in at.button)
+    assert [t["model"] for t in admin.routes()["support-bot"]["targets"]] == ["ft-other"]

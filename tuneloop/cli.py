@@ -40,6 +40,7 @@ from tuneloop.sql_print import print_answer
 
 if TYPE_CHECKING:
     from storage.db import Connection
+    from tuneloop.config import Settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,8 +117,19 @@ def serve(ctx: click.Context, host: str | None, port: int | None, db: str | None
 @domain_errors
 def sql(ctx: click.Context, query: str, api: str | None, output: str, max_rows: int) -> None:
     """Run one read-only SELECT: through the server's admin API while it runs, or on the
-    database file directly when no server is running."""
+    database file directly when no server is running. A store named with --db (or
+    TUNELOOP_DB) and no server named (--api, TUNELOOP_API) is read directly: a server that
+    happens to listen on the default address may serve another store."""
     settings = settings_from(ctx)
+    if "db" in settings.model_fields_set and api is None and "api" not in settings.model_fields_set:
+        err_console.print(f"(reading {settings.db_label} directly; --api URL asks a server)",
+                          highlight=False, markup=False)
+        result = _read_directly(settings, query, max_rows, held_hint=(
+            "--db names a store, not a server, so no server was asked: name the server that "
+            "holds it with --api http://HOST:PORT (or set TUNELOOP_API)"))
+        print_answer(result, output, sys.stdout,
+                     lambda text: err_console.print(text, highlight=False, markup=False))
+        return
     try:
         with make_client(ctx, api) as client:
             result = client.sql(query, max_rows)
@@ -139,39 +151,47 @@ def sql(ctx: click.Context, query: str, api: str | None, output: str, max_rows: 
                 f"{exc.message}, and there is {where} to read directly: give the server's "
                 "address with --api http://HOST:PORT (or set TUNELOOP_API), or the database "
                 "with --db PATH (or set TUNELOOP_DB)") from exc
-        from storage.sql import open_pg_for_sql, run_read_only
-
         err_console.print(f"(no server at {api or settings.api}; reading {settings.db_label} "
                           "directly)", highlight=False, markup=False)
-        con: Connection
-        if settings.db_file is not None:
-            con = _open_file_for_sql(settings.db_file, api or settings.api)
-        else:
-            con = open_pg_for_sql(settings.sql_db.get_secret_value() if settings.sql_db
-                                  else str(settings.db))
-        try:
-            result = run_read_only(con, query, max_rows=min(max_rows, settings.sql_max_rows),
-                                   timeout_s=settings.sql_timeout_s,
-                                   max_bytes=settings.sql_max_bytes)
-        finally:
-            con.close()
+        result = _read_directly(settings, query, max_rows, held_hint=(
+            f"no server answers at {api or settings.api}, and the file is held by another "
+            "process (a tuneloop server on another address?). Point this command at that "
+            "server's admin API with --api http://HOST:PORT (or set TUNELOOP_API)"))
     print_answer(result, output, sys.stdout,
                  lambda text: err_console.print(text, highlight=False, markup=False))
 
 
-def _open_file_for_sql(path: Path, api: str) -> Connection:
-    """The database file, read-only; when a process (a server not at `api`) holds it, say to
-    reach that server's admin API, not to run `tuneloop sql` again."""
+def _read_directly(settings: Settings, query: str, max_rows: int, *,
+                   held_hint: str) -> dict[str, Any]:
+    """The query on the store itself: the DuckDB file read-only, or a Postgres session (as
+    `sql_db` when set)."""
+    from storage.sql import open_pg_for_sql, run_read_only
+
+    con: Connection
+    if settings.db_file is not None:
+        if not settings.db_file.is_file():
+            raise ServerUnreachable(f"no database file at {settings.db_file}")
+        con = _open_file_for_sql(settings.db_file, held_hint)
+    else:
+        con = open_pg_for_sql(settings.sql_db.get_secret_value() if settings.sql_db
+                              else str(settings.db))
+    try:
+        return run_read_only(con, query, max_rows=min(max_rows, settings.sql_max_rows),
+                             timeout_s=settings.sql_timeout_s, max_bytes=settings.sql_max_bytes)
+    finally:
+        con.close()
+
+
+def _open_file_for_sql(path: Path, held_hint: str) -> Connection:
+    """The database file, read-only; when a process holds it, say to reach that server's
+    admin API (`held_hint`), not to run `tuneloop sql` again."""
     from storage.db import connect
 
     try:
         return connect(path, read_only=True)
     except StorageError as exc:
-        raise StorageError(
-            f"no server answers at {api}, and {path} is held by another process (a tuneloop "
-            f"server on another address?): {exc.__cause__ or exc.message}. Point this command "
-            "at that server's admin API with --api http://HOST:PORT (or set TUNELOOP_API)"
-        ) from exc
+        raise StorageError(f"{path} is held by another process: {exc.__cause__ or exc.message}"
+                           f". {held_hint}") from exc
 
 
 @main.group()

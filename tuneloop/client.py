@@ -22,6 +22,7 @@ from tuneloop.errors import (
     NotFound,
     NotTrainable,
     PayloadTooLarge,
+    PreconditionRequired,
     StorageError,
     TuneloopError,
     Unauthorized,
@@ -32,8 +33,8 @@ from tuneloop.names import dataset_name
 
 _BY_STATUS: dict[int, type[TuneloopError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
-    413: PayloadTooLarge, 422: NotTrainable, 502: UpstreamUnreachable, 503: StorageError,
-    504: UpstreamTimeout,
+    413: PayloadTooLarge, 422: NotTrainable, 428: PreconditionRequired,
+    502: UpstreamUnreachable, 503: StorageError, 504: UpstreamTimeout,
 }
 
 

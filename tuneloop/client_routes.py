@@ -102,7 +102,9 @@ class RouteMethods:
         changes since refuse with Conflict `route_edited` unless `force`). Admin token only.
         `verdict`: the canary test's statistics behind it, kept in the route history;
         `expect_seq` as for `promote`; `model`: Conflict `rollback_other_model` unless the
-        promotion undone is that model's. The result's `undone`: the promotion undone."""
+        promotion undone is that model's. Right after another rollback, Conflict
+        `just_rolled_back` unless `model` or `force`. The result's `undone`: the promotion
+        undone."""
         body: dict[str, Any] = {} if verdict is None else {"verdict": dict(verdict)}
         if model is not None:
             body["model"] = model

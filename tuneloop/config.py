@@ -45,6 +45,9 @@ exporter/cycle_config.py)."""
 MAX_CANARY_SHARE = 90.0
 """The largest canary share: the current model keeps at least 10% of the traffic to be
 compared with (the cycle's cap too). A share of 100 is no canary but a full promotion."""
+MAX_ROUTE_WEIGHT = 1e6
+"""A route target's largest weight (proxy/routing.py): the route's total stays a finite
+number. Also the bound a rollback's rebuilt route keeps (storage/rollback_edits.py)."""
 
 
 def canary_share_problem(share: float) -> str | None:
@@ -163,6 +166,15 @@ class Settings(BaseSettings):
     """A client that hangs up after the upstream was silent this long (no byte before the
     answer started, or since a stream's last chunk) gave up on a stall: an error of that
     target in the canary's health. A quicker hang-up is the user's cancel, judged for nobody."""
+    background_opinions_max: int = Field(16, ge=0)
+    """While a canary is open, at most this many *background* second opinions in flight per
+    process (proxy/background_opinion.py): a second opinion cut by `second_opinion_timeout_s`
+    or by the client's hang-up goes on off the hot path, and a client hanging up before its
+    answer's first byte gets the other arm asked. Above it they are skipped (their requests
+    stay unjudged; `tuneloop_background_opinions_skipped_total`); 0 turns them off."""
+    hangup_probe_min_s: float = Field(0.5, ge=0)
+    """A client hanging up before its answer sooner than this after its request probes nothing
+    (an instant cancel costs no upstream call; the request stays unjudged)."""
 
     # the log writer: spool append on the request path, batch ingest off it
     spool_dir: Path | None = None

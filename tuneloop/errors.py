@@ -66,6 +66,14 @@ class Conflict(TuneloopError):
     exit_code = 5
 
 
+class PreconditionRequired(Conflict):
+    """A write that must say which version it was decided on (e.g. `expect_seq`) and did not:
+    refused like a conflict (428; CLI exit code 5)."""
+
+    status_code = 428
+    code = "precondition_required"
+
+
 class PayloadTooLarge(TuneloopError):
     status_code = 413
     error_type = "invalid_request_error"

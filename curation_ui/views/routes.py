@@ -1,6 +1,11 @@
 """Routes: the alias map with canary shares, an alias's canary health, savings (charts) and
 route history, a rollback button (admin token only), the frozen prompt templates, and the
-latest evaluations and cycle runs."""
+latest evaluations and cycle runs.
+
+A rollback the server refuses because the route was edited since the promotion (409
+`route_edited`: rolling back would undo that edit) shows the server's message and offers
+"Roll back anyway", which sends `force` (as `tuneloop rollback --force`) for the same
+promotion and route version the refusal was about."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from curation_ui.chat_view import escape_markdown
 from curation_ui.savings_view import show_savings
 from curation_ui.session import client, require_reviewer, reviewer
 from curation_ui.templates_view import frozen_templates
-from tuneloop.errors import TuneloopError
+from tuneloop.errors import Conflict, TuneloopError
 from tuneloop.request_transforms import describe
 
 require_reviewer()
@@ -66,20 +71,44 @@ def history_table(history: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 FLASH = "routes-flash"
+FORCE_OFFER = "routes-force-offer"
+"""A refused rollback that may be forced: (alias, model, seq, the server's message)."""
 
 
-def roll_back(alias: str, model: str | None, seq: int | None) -> None:
+def roll_back(alias: str, model: str | None, seq: int | None, force: bool = False) -> None:
     """Roll back what the page showed (`model`, the route at history `seq`): refused when
-    someone rolled it back or changed the route since the page was read."""
+    someone rolled it back or changed the route since the page was read. A refusal because
+    the route was edited since the promotion is offered as "Roll back anyway" (`force`)."""
+    st.session_state.pop(FORCE_OFFER, None)
     admin = admin_client(f"ui:{reviewer()}")
     assert admin is not None  # the button is disabled without it
     try:
-        result = admin.rollback(alias, model=model, expect_seq=seq)
+        result = admin.rollback(alias, model=model, expect_seq=seq, force=force)
     except TuneloopError as exc:
+        if isinstance(exc, Conflict) and exc.code == "route_edited" and not force:
+            st.session_state[FORCE_OFFER] = (alias, model, seq, exc.message)
+            return
         st.session_state[FLASH] = ("error", f"Rollback refused: {exc.message}")
         return
     st.session_state[FLASH] = ("success", f"Rolled back {result['model']}: {alias} now sends "
                                           f"{shares(result['spec'])}")
+
+
+def force_offer(alias: str) -> None:
+    """The server's refusal of the last rollback of `alias` (the route was edited since the
+    promotion) and the explicit confirmation that rolls back anyway, undoing that edit."""
+    offer = st.session_state.get(FORCE_OFFER)
+    if offer is None or offer[0] != alias:
+        return
+    _, model, seq, message = offer
+    st.error(escape_markdown(f"Rollback refused: {message}"))
+    confirm, cancel = st.columns(2)
+    confirm.button(f"Roll back {alias} anyway", type="primary", key="rollback-force",
+                   on_click=roll_back, args=(alias, model, seq, True),
+                   help="Restore the route from before the promotion, undoing the changes "
+                        "made since (as `tuneloop rollback --force`).")
+    cancel.button("Keep the route as it is", key="rollback-force-cancel",
+                  on_click=lambda: st.session_state.pop(FORCE_OFFER, None))
 
 
 def rollback_button(alias: str, health: dict[str, Any]) -> None:
@@ -119,6 +148,7 @@ except TuneloopError as exc:
     st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
     st.stop()
 rollback_button(alias, health)  # rolls back what the page shows, nothing older
+force_offer(alias)
 st.subheader("Canary health")
 promotion = health.get("promotion")
 if promotion:

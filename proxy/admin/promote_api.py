@@ -6,7 +6,9 @@
   an optional body `{"verdict": {...}, "force": bool, "expect_seq": int, "model": str}`:
   `verdict` (like the promotion's) records why, `force` restores the old spec over changes
   made since, `model` refuses (409 `rollback_other_model`) unless the latest promotion not yet
-  rolled back is that model's (a late or repeated rollback would undo an older one);
+  rolled back is that model's (a late or repeated rollback would undo an older one); without
+  `model` or `force`, a rollback right after another one (10 minutes) is refused (409
+  `just_rolled_back`, storage/rollback_edits.py);
 - `GET /admin/routes/{alias}/health?since=&until=`: per target, production traffic since the
   latest promotion (or `since`);
 - `GET /admin/routes/{alias}/canary`: the route's open canary (storage/promotions.py

@@ -1,7 +1,7 @@
 """GET/PUT /admin/routes (the alias table) and GET /admin/routes/history. A PUT replaces the
-whole table; it takes the table version read (`?expect_seq=`, from `GET ?with_seq=true`) and
-refuses to change or delete an alias with an open canary unless `?force=true`
-(storage/route_table_guard.py).
+whole table; it takes the table version read (`?expect_seq=`, from `GET ?with_seq=true`),
+needed (else 428) once the table has history unless `?force=true`, and refuses to change or
+delete an alias with an open canary unless forced (storage/route_table_guard.py).
 
 A route is checked against the store when it is set: a `strip_template` transform must name a
 frozen template (and is pinned to its version: `support-bot` becomes `support-bot-v3`), and a

@@ -2,12 +2,15 @@
 
 One query at a time per token (a second one while the first runs gets 429), on a cursor of its
 own in a worker thread (not the reader pool the UI and the admin API share), serialized there
-too, and bounded by the `sql_max_bytes`, `sql_max_rows` and `sql_timeout_s` settings.
+too, and bounded by the `sql_max_bytes`, `sql_max_rows` and `sql_timeout_s` settings. On
+Postgres a role with more than read rights (a superuser: what docker's postgres image makes
+POSTGRES_USER) is refused with 503 `sql_role_unsafe` (storage/sql_role.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,9 +19,13 @@ from starlette.routing import Route
 from proxy.admin.common import json_object
 from proxy.auth import Role
 from proxy.context import context_of
+from storage.backend.pg_connection import PgConnection
 from storage.sql import SqlLimits, answer_json, sql_connection
+from storage.sql_role import sql_role_problem
 from storage.store import Store
-from tuneloop.errors import BadRequest, TooManyRequests
+from tuneloop.errors import BadRequest, StorageError, TooManyRequests
+
+log = logging.getLogger("tuneloop.proxy")
 
 
 class SqlGate:
@@ -39,6 +46,11 @@ def gate_of(request: Request) -> SqlGate:
 def _answer(db: Store, sql: str, limits: SqlLimits, sql_url: str | None) -> bytes:
     cursor = sql_connection(db, sql_url)
     try:
+        if isinstance(cursor, PgConnection):  # checked per query: a role's rights can change
+            problem = sql_role_problem(cursor)
+            if problem is not None:
+                raise StorageError(f"read-only SQL is refused on this replica: {problem}",
+                                   code="sql_role_unsafe")
         return answer_json(cursor, sql, limits)
     finally:
         cursor.close()
@@ -71,6 +83,22 @@ async def run_sql(request: Request) -> Response:
     work.add_done_callback(lambda _: gate.running.discard(role))
     answer = await asyncio.shield(work)
     return Response(answer, media_type="application/json")
+
+
+def warn_if_sql_role_unsafe(db: Store, sql_url: str | None) -> None:
+    """At start: say loudly when read-only SQL would be refused for its role."""
+    try:
+        con = sql_connection(db, sql_url)
+    except StorageError as exc:  # a wrong sql_db: each query answers 503 and says so
+        log.warning("read-only SQL: %s", exc.message)
+        return
+    try:
+        if isinstance(con, PgConnection):
+            problem = sql_role_problem(con)
+            if problem is not None:
+                log.warning("POST /admin/sql (tuneloop sql) is refused: %s", problem)
+    finally:
+        con.close()
 
 
 ROUTES = [Route("/admin/sql", run_sql, methods=["POST"])]

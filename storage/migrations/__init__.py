@@ -38,6 +38,8 @@ from storage.migrations import (
     m045_route_transforms,
     m046_search_pending,
     m047_key_feedback_relay,
+    m048_search_terms_one_index,
+    m049_sql_row_cap,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -72,6 +74,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(45, "route_transforms", m045_route_transforms.apply),
     Migration(46, "search_pending", m046_search_pending.apply),
     Migration(47, "key_feedback_relay", m047_key_feedback_relay.apply),
+    Migration(48, "search_terms_one_index", m048_search_terms_one_index.apply),
+    Migration(49, "sql_row_cap", m049_sql_row_cap.apply),
 )
 
 

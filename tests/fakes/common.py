@@ -9,9 +9,12 @@ Failure injection (same for every fake, on every recorded route):
 * header ``x-fake-cut-after: N`` or model ``cut-<N>`` sends N stream events, then closes the
   connection without finishing the chunked body (non-streams: half the body is sent);
 * header ``x-fake-reset: 1`` or model ``reset`` aborts the connection without any response;
-* ``state.model_error_rate[model] = 0.3`` answers 500 to 30% of that model's requests, evenly;
+* ``state.model_error_rate[model] = 0.3`` answers 500 (or ``state.model_error_status[model]``)
+  to 30% of that model's requests, evenly;
 * ``state.fail_containing[text] = status`` answers that status to every request whose body
-  contains ``text`` (a document that keeps failing until the test removes the entry).
+  contains ``text`` (a document that keeps failing until the test removes the entry);
+* ``state.delay_containing[text] = ms`` sleeps that long before answering every request whose
+  body contains ``text`` (a model that hangs on some inputs only).
 
 Delays (``latency_ms`` then the injected one) come first, then a failure, a reset, a cut.
 """
@@ -77,6 +80,7 @@ class FakeStateBase:
     record: bool = True
     failures: deque[ProgrammedFailure] = field(default_factory=deque)
     fail_containing: dict[str, int] = field(default_factory=dict)
+    delay_containing: dict[str, float] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     model_replies: dict[str, str] = field(default_factory=dict)
@@ -88,6 +92,9 @@ class FakeStateBase:
     model_error_rate: dict[str, float] = field(default_factory=dict)
     """A model that answers 500 to this share of its requests, spread evenly and
     deterministically (0.3: requests 4, 7, 10, ... of that model fail)."""
+    model_error_status: dict[str, int] = field(default_factory=dict)
+    """The status a `model_error_rate` model fails with, when not 500 (403: a model the key
+    cannot access now and then)."""
     model_calls: dict[str, int] = field(default_factory=dict)
 
     def fail_next(self, count: int, status: int, retry_after: float | None = None) -> None:
@@ -103,6 +110,7 @@ class FakeStateBase:
         self.requests.clear()
         self.failures.clear()
         self.fail_containing.clear()
+        self.delay_containing.clear()
 
 
 ErrorBody = Callable[[int, str | None], Any]
@@ -326,7 +334,7 @@ def _from_error_rate(injection: Injection, state: FakeStateBase, model: object) 
     assert isinstance(model, str)
     calls = state.model_calls[model] = state.model_calls.get(model, 0) + 1
     if int(calls * rate + 1e-9) > int((calls - 1) * rate + 1e-9):
-        injection.status = 500
+        injection.status = state.model_error_status.get(model, 500)
 
 
 def resolve_injection(state: FakeStateBase, request: Request, data: dict[str, Any]) -> Injection:
@@ -380,7 +388,8 @@ def endpoint(
                 if text.encode() in body:
                     injection.status = status
                     break
-        delay = state.latency_ms + injection.delay_ms
+        delay = state.latency_ms + injection.delay_ms + sum(
+            ms for text, ms in state.delay_containing.items() if text.encode() in body)
         if delay:
             await asyncio.sleep(delay / 1000)
         if injection.status is not None and injection.status >= 400:

@@ -172,9 +172,11 @@ def test_provider_error_is_a_status_and_a_short_message(
     claude: tuple[ProxyServer, FakeAnthropicState],
 ) -> None:
     proxy, _ = claude
+    read = proxy.admin().routes_with_seq()
     proxy.admin().put_routes({"claude-alias": {"targets": [{
         "model": "fail-400", "provider": "anthropic",
-        "base_url": proxy.admin().routes()["claude-alias"]["targets"][0]["base_url"]}]}})
+        "base_url": read["routes"]["claude-alias"]["targets"][0]["base_url"]}]}},
+        expect_seq=read["seq"])
     answer = chat(proxy)
     assert answer.status_code == 400
     error = answer.json()["error"]
@@ -191,7 +193,8 @@ def test_a_provider_stream_cut_midway_ends_with_a_clean_error(
     proxy, _ = claude
     url = proxy.admin().routes()["claude-alias"]["targets"][0]["base_url"]
     proxy.admin().put_routes({"claude-alias": {"targets": [{
-        "model": "cut-2", "provider": "anthropic", "base_url": url}]}})
+        "model": "cut-2", "provider": "anthropic", "base_url": url}]}},
+        expect_seq=proxy.admin().routes_with_seq()["seq"])
     body = {"model": "claude-alias", "messages": [{"role": "user", "content": "hi there you"}],
             "max_tokens": 16, "stream": True}
     with proxy.http().stream("POST", "/v1/chat/completions", json=body,

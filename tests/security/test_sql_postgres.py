@@ -235,7 +235,7 @@ def test_the_sql_db_role_reads_and_the_database_refuses_its_writes(
             psycopg.errors.InsufficientPrivilege):
         con.execute(kill.encode())
     assert proxy.sql("SELECT count(*) FROM routes") == [[1]]
-    proxy.admin().put_routes({})  # the store's connections are alive
+    proxy.admin().put_routes({}, force=True)  # the store's connections are alive
 
 
 def test_sql_db_needs_a_postgres_store(tmp_path: Any) -> None:

@@ -1,10 +1,14 @@
 """`tuneloop cycle --config cycle.toml [--every 6h]`: the scheduled export → fine-tune →
 evaluate → canary → promote-or-roll-back job (see exporter/cycle.py). Safe under cron: a
 concurrent invocation finds the lease held and does nothing. With `--every`, an open canary
-is also evaluated every `[canary] watch_seconds` between runs (exporter/cycle_watch.py)."""
+is also evaluated every `[canary] watch_seconds` between runs (exporter/cycle_watch.py).
+The server's warnings on a promotion the run made (a target at another server without
+`api_key_env`) are printed as `warning: ...`, given in `--json`'s `warnings` and kept in the
+step's detail."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -47,10 +51,13 @@ def parse_interval(text: str) -> float:
                    "run that trained and reached a decision (else that run ends `unchanged`). "
                    "Applies to a run that exports in this invocation; ignored (and said so) while "
                    "a run is active past its export, e.g. a canary open or being settled.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print each invocation's outcome as one JSON object (status, message, run, "
+                   "step, outcome, warnings) instead of a line of text.")
 @api_option
 @click.pass_context
 def cycle(ctx: click.Context, cycle_file: Path, every: str | None, force: bool,
-          api: str | None) -> None:
+          as_json: bool, api: str | None) -> None:
     """Export, validate, fine-tune, evaluate, and canary-promote or roll back, gated."""
     from exporter.cycle import run_cycle
     from exporter.cycle_config import load_cycle_config
@@ -70,7 +77,10 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, force: bool,
                                 say=lambda text: err_console.print(escape(text),
                                                                    highlight=False),
                                 force=force)
-        click.echo(f"cycle {config.name}: {outcome.status}: {outcome.message}")
+        if as_json:
+            click.echo(json.dumps({"cycle": config.name, **outcome.to_json()}))
+        else:
+            click.echo(f"cycle {config.name}: {outcome.status}: {outcome.message}")
         if (outcome.run or {}).get("outcome") == "dataset_rejected":
             return "dataset_rejected"  # the data needs a person: cron must notice
         return outcome.status
@@ -96,7 +106,11 @@ def cycle(ctx: click.Context, cycle_file: Path, every: str | None, force: bool,
         key = proxy_api_key(settings_from(ctx), config.evaluate.api_key_env)
         with make_client(ctx, api) as client:
             outcome = watch_canary(client, config, api_key=key)
-        if outcome.status == "finished":
+        for text in outcome.warnings:
+            err_console.print(escape(f"warning: {text}"), highlight=False)
+        if outcome.status == "finished" and as_json:
+            click.echo(json.dumps({"cycle": config.name, **outcome.to_json()}))
+        elif outcome.status == "finished":
             click.echo(f"cycle {config.name}: canary decided: {outcome.message}")
 
     from exporter.cycle_watch import run_schedule

@@ -4,16 +4,13 @@ share or all of it) and back, through the admin API (admin token only)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from shlex import quote
 from typing import Any
 
 import click
 
 from tuneloop.client import AdminClient
 from tuneloop.commands.common import api_option, canary_share, domain_errors, make_client
-from tuneloop.errors import Conflict
 from tuneloop.request_transforms import describe
 
 
@@ -222,9 +219,6 @@ def promote(ctx: click.Context, alias: str, model: str, canary: float, provider:
         click.echo(f"warning: {keyless}", err=True)
 
 
-RECENT_ROLLBACK = timedelta(minutes=10)
-
-
 def describe_promotion(episode: dict[str, Any]) -> str:
     """`ft-v1 (promoted fully at ... by cli, #12)`: a promotion episode (GET .../canary
     `promotion`, a rollback's `undone`) for people."""
@@ -232,26 +226,6 @@ def describe_promotion(episode: dict[str, Any]) -> str:
     share = "fully" if canary >= 100 else f"as a {canary:g}% canary"
     return (f"{episode.get('model')} (promoted {share} at {episode.get('promoted_at')} by "
             f"{episode.get('promoted_by') or 'unknown'}, #{episode.get('promoted_seq')})")
-
-
-def refuse_after_recent_rollback(client: AdminClient, alias: str,
-                                 promotion: dict[str, Any] | None) -> None:
-    """Conflict when the alias's latest change is a rollback of the last RECENT_ROLLBACK (the
-    cycle's, a colleague's): a second one, without --model, would undo an older promotion
-    the person never meant to."""
-    items = client.route_history(alias)
-    if not items or items[0]["action"] != "rollback":
-        return
-    if datetime.now(UTC) - datetime.fromisoformat(items[0]["changed_at"]) > RECENT_ROLLBACK:
-        return
-    undone = "nothing (no promotion left)" if promotion is None else \
-        describe_promotion(promotion)
-    how = "" if promotion is None else (
-        f"; to undo it as well: `tuneloop rollback --alias {quote(alias)} --model "
-        f"{quote(str(promotion.get('model')))}`")
-    raise Conflict(f"route {alias!r} was just rolled back: {describe_change(items[0])}. "
-                   f"Another rollback now would undo {undone}. If you meant the rollback "
-                   f"above, it is done{how}", code="just_rolled_back")
 
 
 @click.command("rollback")
@@ -265,8 +239,8 @@ def refuse_after_recent_rollback(client: AdminClient, alias: str,
 @click.option("--json", "as_json", is_flag=True, help="Print the restored route as JSON.")
 @click.option("--force", is_flag=True,
               help="When the route was changed since a full promotion (or its canary left "
-                   "the route), restore the route from before it anyway (refused without: "
-                   "exit 5).")
+                   "the route), restore the route from before it anyway; right after another "
+                   "rollback, roll back again anyway (refused without: exit 5).")
 @api_option
 @click.pass_context
 @domain_errors
@@ -275,12 +249,9 @@ def rollback(ctx: click.Context, alias: str, model: str | None, expect_seq: int 
     """Restore the alias's route from before its latest promotion not yet rolled back (says
     which). When the route was changed since (by hand), a canary is taken out of the current
     route instead, its share given back to the other targets; a full promotion is refused
-    unless --force. Right after another rollback, refused unless --model names the model."""
+    unless --force. Right after another rollback, refused (by the server) unless --model
+    names the model."""
     with make_client(ctx, api) as client:
-        if model is None and expect_seq is None:
-            state = client.route_canary(alias)
-            expect_seq = state.get("seq")  # what it undoes is what was read here
-            refuse_after_recent_rollback(client, alias, state.get("promotion"))
         result = client.rollback(alias, force=force, expect_seq=expect_seq, model=model)
     if as_json:
         click.echo(json.dumps(result["spec"], indent=2))

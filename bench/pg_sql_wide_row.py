@@ -1,0 +1,84 @@
+"""One wide row through `tuneloop sql` on Postgres: a replica's memory while POST /admin/sql
+(a reviewer token) answers `SELECT repeat('x', N)` past the answer cap (16 MiB).
+
+    python bench/pg_sql_wide_row.py                  # N = 100M, 400M, 700M characters
+
+For each N it prints the HTTP answer, its time, and the replica's RSS before, at its peak
+(sampled every 10 ms) and after. The server measures each row before sending it
+(storage/sql.py `row_capped`), so the replica's memory stays flat; before that change the
+replica fetched the whole value (400M: 393 → 1,708 MB). A real `tuneloop serve` process
+(bench/replicas.py `ReplicaSet`) on a throwaway cluster (tests/pg_cluster.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.replicas import ReplicaSet  # noqa: E402
+from tests.pg_cluster import PgCluster  # noqa: E402
+
+TOKEN = "reviewer-token-abcdefghijklmnop"
+SIZES = (100_000_000, 400_000_000, 700_000_000)
+
+
+def rss_mb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    return -1
+
+
+def measure(url: str, pid: int, size: int) -> str:
+    base = rss_mb(pid)
+    peak = [base]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mb(pid))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        answer = httpx.post(f"{url}/admin/sql", json={"sql": f"SELECT repeat('x', {size})"},
+                            headers={"authorization": f"Bearer {TOKEN}"}, timeout=120)
+    finally:
+        stop.set()
+        watcher.join()
+    took = time.monotonic() - started
+    code = answer.json()["error"]["code"] if answer.status_code != 200 else "ok"
+    return (f"repeat {size // 1_000_000}M: HTTP {answer.status_code} {code} in {took:.1f} s; "
+            f"replica RSS {base} MB -> peak {peak[0]} MB, after {rss_mb(pid)} MB")
+
+
+def main() -> None:
+    cluster = PgCluster.start()
+    work = Path(tempfile.mkdtemp(prefix="tuneloop-wide-row-"))
+    try:
+        url = cluster.create_database()
+        with ReplicaSet(url, work, 1, env={"TUNELOOP_REVIEWER_TOKEN": TOKEN}) as group:
+            replica = group.replicas[0]
+            assert replica.proc is not None
+            httpx.post(f"{replica.url}/admin/sql", json={"sql": "SELECT 1"}, timeout=60,
+                       headers={"authorization": f"Bearer {TOKEN}"}).raise_for_status()
+            for size in SIZES:  # after a first small query (its session's own memory)
+                print(measure(replica.url, replica.proc.pid, size), flush=True)
+    finally:
+        cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

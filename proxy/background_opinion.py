@@ -1,0 +1,134 @@
+"""Background second opinions of an open canary: the ones that judge a request after its app
+got its answer (proxy/late_opinion.py starts them, storage/route_health.py reads them).
+
+A second opinion cut by our own patience (`second_opinion_timeout_s`, or the client hanging up
+while it was asked) says nothing about the request, nor does a client's hang-up before its
+answer's first byte: so the second opinion goes on here, off the hot path (up to its attempt's
+read timeout), and a hang-up gets the other arm asked here, its answer due within the time the
+client waited. The request's row is logged at once, as always, with `route.late_opinion`
+(`asked`; or `budget_full`, `too_quick`: none is asked, the row stays unjudged). The outcome
+is a row of its own, spooled like every interaction (so both stores get it the same way):
+traffic `probe`, `source_id` the judged request's id, the other arm's status, `finish`
+`completed` when its answer started in time (else `timeout`, `upstream_error`,
+`upstream_cut`), `ttfb_ms`, and no answer text: it is nobody's answer, never counted as a
+production request of either arm nor training data.
+
+At most `limit` run at once per process (above: skipped, counted by reason in
+`tuneloop_background_opinions_skipped_total`); at shutdown the pending ones are cancelled
+and log nothing, so their requests stay unjudged, as after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import Counter
+
+from proxy.capture import Capture
+from proxy.pricing import PriceMap
+from proxy.redaction import Redactor
+from proxy.reply import UpstreamCut, UpstreamReply
+from tuneloop.errors import TuneloopError, UpstreamTimeout
+
+log = logging.getLogger("tuneloop.proxy")
+
+LATE_OPINION = "late_opinion"
+"""The route field of a request judged by a background opinion (or that could not be)."""
+ASKED, BUDGET_FULL, TOO_QUICK = "asked", "budget_full", "too_quick"
+PROBE_TRAFFIC = "probe"
+
+Log = Callable[[dict[str, object]], bool]
+
+
+class BackgroundOpinions:
+    """The background opinions of one process, at most `limit` at once."""
+
+    def __init__(self, limit: int, log_record: Log, prices: PriceMap, redactor: Redactor,
+                 skipped: Counter):
+        self.limit = limit
+        self._log = log_record
+        self._prices = prices
+        self._redactor = redactor
+        self._skipped = skipped
+        self._running: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def has_room(self) -> bool:
+        return not self._closed and len(self._running) < self.limit
+
+    def skip(self, reason: str) -> str:
+        """Count a background opinion not asked; the route's `late_opinion` then."""
+        self._skipped.labels(reason).inc()
+        return reason
+
+    def take(self, probe: Capture, sending: Awaitable[UpstreamReply],
+             deadline_s: float | None) -> str:
+        """Let `sending` (the other arm asked, already running or not) judge the request in
+        the background: its answer must start within `deadline_s` (None: its own read
+        timeout). Returns the route's `late_opinion`: `asked`, or `budget_full` (then
+        `sending` is cancelled)."""
+        if not self.has_room():
+            if isinstance(sending, asyncio.Future):
+                sending.cancel()
+            elif asyncio.iscoroutine(sending):
+                sending.close()
+            return self.skip(BUDGET_FULL)
+        task = asyncio.get_running_loop().create_task(self._judge(probe, sending, deadline_s),
+                                                      name="tuneloop-background-opinion")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return ASKED
+
+    async def _judge(self, probe: Capture, sending: Awaitable[UpstreamReply],
+                     deadline_s: float | None) -> None:
+        status: int | None = None
+        finish, error = "timeout", None
+        try:  # cancelled at shutdown: nothing is logged, the request stays unjudged
+            async with asyncio.timeout(deadline_s):
+                reply = await sending
+                status = reply.status
+                try:
+                    if status < 400:
+                        async for _first in reply.chunks():
+                            break  # its answer started: all we wanted to know
+                        probe.first_byte()
+                        finish = "completed"
+                    else:
+                        finish, error = "upstream_error", f"HTTP {status}"
+                finally:
+                    reply.release()
+        except TimeoutError:
+            error = f"its answer did not start within {deadline_s:g} s (the client's wait)"
+        except UpstreamTimeout as exc:
+            error = exc.message
+        except UpstreamCut as exc:
+            finish, error = "upstream_cut", str(exc) or "the upstream cut its answer"
+        except TuneloopError as exc:
+            finish, error = "upstream_error", exc.message
+        except Exception:  # a background task must not die unseen
+            log.exception("background second opinion %s failed", probe.interaction_id)
+            finish, error = "upstream_error", "the proxy hit an internal error"
+        self._write(probe, status, finish, error)
+
+    def _write(self, probe: Capture, status: int | None, finish: str, error: str | None) -> None:
+        try:
+            self._log(probe.record(status_code=status, response=None, finish=finish,
+                                   error=error, prices=self._prices, redactor=self._redactor))
+        except Exception:
+            log.exception("could not log background second opinion %s", probe.interaction_id)
+
+    async def close(self) -> None:
+        """Cancel the pending ones (their requests stay unjudged)."""
+        self._closed = True
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
