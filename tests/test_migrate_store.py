@@ -49,7 +49,8 @@ def fill(server: ProxyServer) -> None:
     admin.review(ids[2], "edit", reviewer="ann", expected_revision=0, messages=edited)
     admin.tag(ids[3], reviewer="ann", add=["golden", "billing"])
     admin.put_routes({"support": {"targets": [{"model": "gpt-4o-mini"}]}})
-    admin.put_routes({"support": {"targets": [{"model": "gpt-4o"}]}})
+    admin.put_routes({"support": {"targets": [{"model": "gpt-4o"}]}},
+                     expect_seq=admin.routes_with_seq()["seq"])
     admin.create_key("billing-app")
 
 
@@ -117,7 +118,8 @@ def test_duckdb_to_postgres_and_back_serves_the_same(
     with running_proxy(tmp_path, fake_openai, db=pg_url) as server:
         assert snapshot(server) == before
         # the copied sequence continues after the copied route history
-        server.admin().put_routes({"support": {"targets": [{"model": "gpt-4.1"}]}})
+        server.admin().put_routes({"support": {"targets": [{"model": "gpt-4.1"}]}},
+                                  expect_seq=server.admin().routes_with_seq()["seq"])
         on_pg = snapshot(server)
         seqs = [h["seq"] for h in on_pg["history"]]
         assert len(set(seqs)) == len(seqs) == len(before["history"]) + 1
