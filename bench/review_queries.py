@@ -139,6 +139,7 @@ def seed(con: Connection, rows: int, rng: np.random.Generator) -> dict[str, Any]
             "session_id": pa.array([f"s-{u}" for u in rng.integers(0, 200_000, n)]),
             "metadata": pa.nulls(n, pa.string()),
             "usage_estimated": pa.array([False] * n), "source_id": pa.nulls(n, pa.string()),
+            "sent_request": pa.nulls(n, pa.string()),
         }, schema=INTERACTION_SCHEMA)
         con.execute("BEGIN TRANSACTION")
         insert_interactions(con, table)

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from proxy.admin import admin_routes
-from proxy.admin.common import json_response
+from proxy.admin.common import ADMIN_PREFIX, json_response, nul_in_url
 from proxy.admin.governance import retention_loop
 from proxy.admin.routes_api import reload_routes
 from proxy.admin.sql import warn_if_sql_role_unsafe
@@ -244,10 +244,14 @@ class FastPath:
         self.state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path = scope["path"]
-            endpoint = LOGGED_ENDPOINTS.get(path)
-            if endpoint is not None:
-                await Exchange(self.state.ctx, path, endpoint, scope, receive, send).run()
+            if scope["method"] == "POST":
+                endpoint = LOGGED_ENDPOINTS.get(path)
+                if endpoint is not None:
+                    await Exchange(self.state.ctx, path, endpoint, scope, receive, send).run()
+                    return
+            if path.startswith(ADMIN_PREFIX) and (refused := nul_in_url(scope)) is not None:
+                await error_response(refused)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

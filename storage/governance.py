@@ -8,6 +8,7 @@ Records the database refused sit in the spool's quarantine file; they are cleane
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -149,7 +150,25 @@ def forget_in_reports(con: Connection) -> int:
     return removed
 
 
-_NAMED = "(user_id = ANY(?) OR request ->> 'user' = ANY(?))"
+def _named(con: Connection, names: list[str]) -> tuple[str, list[Any]]:
+    """The interactions naming one of `names` (as `user_id` or the request's `user` field), as
+    SQL and its parameters. Postgres can't read any part of a JSON text holding an escaped NUL
+    (`\\u0000`: `->>` fails on the whole row, and so would the statement): those (rare) rows
+    are read in Python."""
+    d = dialect_of(con)
+    if not d.unescapes_nul_badly:
+        return "(user_id = ANY(?) OR request ->> 'user' = ANY(?))", [names, names]
+    has_nul = d.has_escaped_nul("request")
+    wanted = set(names)
+    named = []
+    for id_, request in con.execute(
+            f"SELECT id, request::text FROM interactions WHERE {has_nul}").fetchall():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            body = orjson.loads(request) if request else None
+            if isinstance(body, dict) and body.get("user") in wanted:
+                named.append(id_)
+    return (f"(user_id = ANY(?) OR CASE WHEN {has_nul} THEN id = ANY(?) "
+            "ELSE request ->> 'user' = ANY(?) END)", [names, named, names])
 
 
 def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
@@ -176,8 +195,9 @@ def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
         con.execute(upsert_sql("forgotten_users", ("user_sha256", "forgotten_at"),
                                "user_sha256"),
                     [forgotten_user_key(name), now])
-    deleted = _delete(con, f"{_NAMED} OR source_id IN (SELECT id FROM interactions WHERE "
-                           f"{_NAMED})", [names, names, names, names], before=before)
+    named, params = _named(con, names)
+    deleted = _delete(con, f"{named} OR source_id IN (SELECT id FROM interactions WHERE "
+                           f"{named})", [*params, *params], before=before)
     deleted["eval_report_examples"] = reports
     return Forgotten(deleted, exports)
 

@@ -15,39 +15,47 @@ rows counted (`OFFSET`, on the same order): every row is copied exactly once, a 
 a primary key included. Inserts also say `ON CONFLICT DO NOTHING` where a key exists.
 
 The destination must be empty of user data, or hold a previous run of the same transfer: the
-same source, whose tables still have the row counts recorded when the transfer started (a
-source that changed in between is refused: start again into an empty store). Sequences
-(route_history_seq, cycle_steps_seq) are moved past the copied maxima, and replicas already
-serving a Postgres destination are told to reload routes and keys (storage.notify). The
-search index is copied like any table (it is derived from interactions, but rebuilding it
-costs more than copying it).
+same source, whose rows already copied are unchanged. Each batch also records a digest of the
+rows copied so far (storage.transfer_read.BatchDigest); a resume reads the source's first
+`rows_done` rows of each table again and refuses the source when their digest differs (a row
+copied before was changed or deleted, or one was inserted among them: start again into an
+empty store). Rows beyond those are copied as they are now, and the final check compares every
+row anyway. Sequences (route_history_seq, cycle_steps_seq) are moved past the copied maxima,
+and replicas already serving a Postgres destination are told to reload routes and keys
+(storage.notify); the rows they write meanwhile stay, and the check counts them as beyond the
+source (storage.transfer_verify). A row that can't be read or written stops the copy with its
+table, key and reason (storage.transfer_rows). The search index is copied like any table (it
+is derived from interactions, but rebuilding it costs more than copying it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.backend import is_postgres, staged
+from storage.backend import DATABASE_ERRORS, is_postgres, staged
 from storage.backend.dialect import table_exists
 from storage.db import Connection
 from storage.notify import TOPICS, notify
 from storage.store import Store
 from storage.transaction import transaction
 from storage.transfer_read import (
+    CHECKSUM_MOD,
+    BatchDigest,
     TableSpec,
-    TableSum,
     column_list,
     count_rows,
     quote,
     read_batches,
     table_spec,
-    table_sum,
     user_tables,
 )
+from storage.transfer_rows import first_unwritable, refused, refused_batch, unreadable
+from storage.transfer_verify import TableCheck, check_table
 from tuneloop.errors import TransferRefused
 
 RECORD = "_store_transfer"
@@ -66,6 +74,10 @@ SEQUENCES = {"route_history_seq": ("route_history", "seq"),
              "cycle_steps_seq": ("cycle_steps", "seq")}
 """Each sequence and the column it numbers: set past that column's maximum after the copy."""
 
+SOURCE_WINS = frozenset({"search_words"})
+"""Tables whose source row replaces one a replica wrote first during the copy: a word's row
+names the first interaction it was seen in, which is the source's (older) one."""
+
 Progress = Callable[[str, int, int], None]
 """Called with (table, rows done, rows in the source table) as batches are committed."""
 
@@ -75,17 +87,18 @@ class PlannedTable:
     spec: TableSpec
     source_rows: int
     rows_done: int
+    digest: int | None = 0
+    """Of the rows done (BatchDigest); None for a copy an older version started."""
 
 
 @dataclass(frozen=True)
-class TableCheck:
-    table: str
-    source: TableSum
-    dest: TableSum
+class Recorded:
+    source_rows: int
+    rows_done: int
+    digest: int | None
 
-    @property
-    def ok(self) -> bool:
-        return self.source == self.dest
+
+__all__ = ["PlannedTable", "TableCheck", "Transfer", "advance_sequence", "ordered"]
 
 
 def ordered(tables: Iterable[str]) -> list[str]:
@@ -95,12 +108,13 @@ def ordered(tables: Iterable[str]) -> list[str]:
 
 class Transfer:
     def __init__(self, source: Store, dest: Store, *, source_label: str,
-                 batch_rows: int = 5000):
+                 batch_rows: int = 5000, dest_label: str = "the destination"):
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
         self.source, self.dest = source, dest
-        self.source_label = source_label
+        self.source_label, self.dest_label = source_label, dest_label
         self.batch_rows = batch_rows
+        self.to_postgres = bool(dest.read_sync(is_postgres))
 
     # -- what to copy, and where a previous run stopped -------------------------------------
     def prepare(self) -> list[PlannedTable]:
@@ -113,17 +127,62 @@ class Transfer:
             raise TransferRefused(f"the destination has no table {', '.join(missing)}: is it "
                                   "at an older schema than the source?")
         done = self.dest.write_sync(lambda con: self._start_atomically(con, source))
-        return [PlannedTable(spec, rows, done[spec.name]) for spec, rows in source]
+        self._refuse_changed_copied_rows(source, done)
+        self.dest.write_sync(lambda con: self._record_totals(con, source))
+        return [PlannedTable(spec, rows, done[spec.name].rows_done, done[spec.name].digest)
+                for spec, rows in source]
+
+    def _refuse_changed_copied_rows(self, source: list[tuple[TableSpec, int]],
+                                    done: dict[str, Recorded]) -> None:
+        """The source's first `rows_done` rows of each table must be those copied: same
+        digest (a copy started by an older version, without digests: same row counts)."""
+        changed = []
+        digest = BatchDigest()
+        try:
+            for spec, rows in source:
+                record = done[spec.name]
+                if record.digest is None:
+                    if record.source_rows != rows:
+                        changed.append(f"{spec.name} ({record.source_rows} rows then, "
+                                       f"{rows} now)")
+                elif record.rows_done and self._digest_of_first(
+                        spec, record.rows_done, digest) != record.digest:
+                    changed.append(f"{spec.name} (among its first {record.rows_done:,} "
+                                   "rows, already copied)")
+        finally:
+            digest.close()
+        if changed:
+            raise TransferRefused(
+                "the source changed since this copy started: " + ", ".join(changed[:5]) +
+                ". Stop whatever writes to the source and copy again into an empty store")
+
+    def _record_totals(self, con: Connection, source: list[tuple[TableSpec, int]]) -> None:
+        """The source's row counts now (a resume copies the source as it is now)."""
+        with transaction(con):
+            for spec, rows in source:
+                con.execute(f"UPDATE {RECORD} SET source_rows = ? WHERE table_name = ?",
+                            [rows, spec.name])
+
+    def _digest_of_first(self, spec: TableSpec, rows: int, digest: BatchDigest) -> int:
+        def run(con: Connection) -> tuple[int, int]:
+            total = seen = 0
+            for batch in read_batches(con, spec, batch_rows=self.batch_rows, limit=rows):
+                total, seen = (total + digest(batch)) % CHECKSUM_MOD, seen + batch.num_rows
+            return total, seen
+
+        total, seen = self.source.read_sync(run)
+        return total if seen == rows else -1  # fewer rows now: never a recorded digest
 
     def _source_tables(self, con: Connection) -> list[tuple[TableSpec, int]]:
         return [(table_spec(con, t), count_rows(con, t)) for t in ordered(user_tables(con))]
 
     def _start_atomically(self, con: Connection,
-                          source: list[tuple[TableSpec, int]]) -> dict[str, int]:
+                          source: list[tuple[TableSpec, int]]) -> dict[str, Recorded]:
         with transaction(con):  # the record with all its rows, or none of it
             return self._start(con, source)
 
-    def _start(self, con: Connection, source: list[tuple[TableSpec, int]]) -> dict[str, int]:
+    def _start(self, con: Connection, source: list[tuple[TableSpec, int]]
+               ) -> dict[str, Recorded]:
         if table_exists(con, RECORD):
             return self._resume(con, source)
         filled = [(s.name, n) for s, _ in source if (n := count_rows(con, s.name))]
@@ -135,30 +194,33 @@ class Transfer:
                 "database or choose a new file")
         con.execute(f"CREATE TABLE {RECORD} (table_name VARCHAR PRIMARY KEY, source VARCHAR "
                     "NOT NULL, source_rows BIGINT NOT NULL, rows_done BIGINT NOT NULL, "
-                    "started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ)")
+                    "started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ, "
+                    "copied_digest VARCHAR)")
         now = datetime.now(UTC)
         for spec, rows in source:
-            con.execute(f"INSERT INTO {RECORD} VALUES (?, ?, ?, 0, ?, NULL)",
+            con.execute(f"INSERT INTO {RECORD} VALUES (?, ?, ?, 0, ?, NULL, '0')",
                         [spec.name, self.source_label, rows, now])
-        return {spec.name: 0 for spec, _ in source}
+        return {spec.name: Recorded(rows, 0, 0) for spec, rows in source}
 
-    def _resume(self, con: Connection, source: list[tuple[TableSpec, int]]) -> dict[str, int]:
-        rows = con.execute(f"SELECT table_name, source, source_rows, rows_done FROM {RECORD}"
-                           ).fetchall()
-        record = {str(r[0]): (str(r[1]), int(r[2]), int(r[3])) for r in rows}
-        labels = {label for label, _, _ in record.values()}
+    def _resume(self, con: Connection, source: list[tuple[TableSpec, int]]
+                ) -> dict[str, Recorded]:
+        if "copied_digest" not in table_spec(con, RECORD).columns:  # an older version's
+            con.execute(f"ALTER TABLE {RECORD} ADD COLUMN copied_digest VARCHAR")
+        rows = con.execute(f"SELECT table_name, source, source_rows, rows_done, copied_digest "
+                           f"FROM {RECORD}").fetchall()
+        labels = {str(r[1]) for r in rows}
         if labels != {self.source_label}:
             raise TransferRefused(
                 f"the destination holds a copy (finished or not) of {', '.join(sorted(labels))}"
                 f", not of {self.source_label}: copy into an empty store instead")
-        changed = [f"{s.name} ({record[s.name][1] if s.name in record else 'no'} rows then, "
-                   f"{n} now)" for s, n in source
-                   if s.name not in record or record[s.name][1] != n]
-        if changed:
+        record = {str(r[0]): Recorded(int(r[2]), int(r[3]), None if r[4] is None else int(r[4]))
+                  for r in rows}
+        new = [s.name for s, _ in source if s.name not in record]
+        if new:
             raise TransferRefused(
-                "the source changed since this copy started: " + ", ".join(changed[:5]) +
-                ". Stop whatever writes to the source and copy again into an empty store")
-        return {name: done for name, (_, _, done) in record.items()}
+                f"the source has tables this copy didn't start with: {', '.join(new[:5])}. "
+                "Copy again into an empty store")
+        return record
 
     # -- copying -------------------------------------------------------------------------
     def copy(self, plan: list[PlannedTable], progress: Progress | None = None) -> None:
@@ -168,33 +230,82 @@ class Transfer:
 
     def copy_table(self, table: PlannedTable, progress: Progress | None = None) -> None:
         spec, total = table.spec, table.source_rows
-        done = table.rows_done
+        done, copied = table.rows_done, table.digest
         if progress:
             progress(spec.name, done, total)
         if done >= total:
             return
+        digest = BatchDigest()
 
         def run(con: Connection) -> None:
-            nonlocal done
-            for batch in read_batches(con, spec, skip=done, batch_rows=self.batch_rows):
-                self.dest.write_sync(functools.partial(self._insert, spec=spec, batch=batch))
-                done += batch.num_rows
-                if progress:
-                    progress(spec.name, done, total)
+            nonlocal done, copied
+            batches = read_batches(con, spec, skip=done, batch_rows=self.batch_rows)
+            with contextlib.closing(batches):  # its cursor and snapshot, on any exit
+                while True:
+                    try:
+                        batch = next(batches, None)
+                    except DATABASE_ERRORS as exc:
+                        raise unreadable(con, spec, done, exc, self.source_label) from exc
+                    if batch is None:
+                        return
+                    if copied is not None:
+                        copied = (copied + digest(batch)) % CHECKSUM_MOD
+                    self._write(spec, batch, copied)
+                    done += batch.num_rows
+                    if progress:
+                        progress(spec.name, done, total)
 
-        self.source.read_sync(run)
+        try:
+            self.source.read_sync(run)
+        finally:
+            digest.close()
         self.dest.write_sync(lambda con: con.execute(
             f"UPDATE {RECORD} SET finished_at = ? WHERE table_name = ?",
             [datetime.now(UTC), spec.name]))
 
-    def _insert(self, con: Connection, spec: TableSpec, batch: Any) -> None:
+    def _write(self, spec: TableSpec, batch: Any, copied: int | None) -> None:
+        """One batch and its count (and the digest of the rows done with it), or nothing and
+        TransferRowRefused naming the first row the destination can't take."""
+        if self.to_postgres and (bad := first_unwritable(batch)) is not None:
+            raise refused(spec, batch, bad.row, bad.why, self.dest_label)
+        try:
+            self.dest.write_sync(functools.partial(self._insert, spec=spec, batch=batch,
+                                                   copied=copied))
+        except DATABASE_ERRORS as exc:
+            raise refused_batch(spec, batch, exc, functools.partial(self._try, spec),
+                                self.dest_label) from exc
+
+    def _try(self, spec: TableSpec, rows: Any) -> None:
+        """Insert `rows` and roll back: raises the database's error if it refuses them."""
+        class Undo(Exception):
+            pass
+
+        def run(con: Connection) -> None:
+            with transaction(con):
+                self._insert_rows(con, spec, rows)
+                raise Undo
+
+        with contextlib.suppress(Undo):
+            self.dest.write_sync(run)
+
+    def _insert_rows(self, con: Connection, spec: TableSpec, batch: Any) -> None:
         names = column_list(spec.columns)
         conflict = " ON CONFLICT DO NOTHING" if spec.key else ""
-        with transaction(con), staged(con, STAGE, batch, like=spec.name):
+        if spec.name in SOURCE_WINS and spec.key:
+            others = [c for c in spec.columns if c not in spec.key]
+            conflict = (f" ON CONFLICT ({column_list(spec.key)}) DO UPDATE SET " +
+                        ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in others))
+        with staged(con, STAGE, batch, like=spec.name):
             con.execute(f"INSERT INTO {quote(spec.name)} ({names}) "
                         f"SELECT {names} FROM {STAGE}{conflict}")
-            con.execute(f"UPDATE {RECORD} SET rows_done = rows_done + ? WHERE table_name = ?",
-                        [batch.num_rows, spec.name])
+
+    def _insert(self, con: Connection, spec: TableSpec, batch: Any,
+                copied: int | None) -> None:
+        with transaction(con):
+            self._insert_rows(con, spec, batch)
+            con.execute(f"UPDATE {RECORD} SET rows_done = rows_done + ?, copied_digest = ? "
+                        "WHERE table_name = ?",
+                        [batch.num_rows, None if copied is None else str(copied), spec.name])
 
     def _finish(self, con: Connection) -> None:
         """Sequences past the copied numbers; replicas already serving the destination reload
@@ -211,14 +322,13 @@ class Transfer:
     # -- checking ------------------------------------------------------------------------
     def verify(self, plan: list[PlannedTable],
                progress: Callable[[str], None] | None = None) -> list[TableCheck]:
+        """Per table: every source row is in the destination, identical (rows there beyond
+        the source's, written by replicas meanwhile, are counted, not a difference)."""
         checks = []
         for table in plan:
             if progress:
                 progress(table.spec.name)
-            summing = functools.partial(table_sum, spec=table.spec, batch_rows=self.batch_rows)
-            source = self.source.read_sync(summing)
-            dest = self.dest.read_sync(summing)
-            checks.append(TableCheck(table.spec.name, source, dest))
+            checks.append(check_table(self.source, self.dest, table.spec, self.batch_rows))
         return checks
 
 

@@ -8,10 +8,11 @@ on both backends (timestamps as UTC microseconds, JSON as the text stored, array
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg.types.string import TextLoader
@@ -74,13 +75,17 @@ def count_rows(con: Connection, table: str) -> int:
 
 
 def read_batches(con: Connection, spec: TableSpec, *, skip: int = 0, batch_rows: int,
-                 ordered: bool = True) -> Iterator[pa.Table]:
+                 ordered: bool = True, limit: int | None = None
+                 ) -> Generator[pa.Table, None, None]:
     """The table's rows as Arrow tables of up to `batch_rows` rows, in `spec.order` after the
-    first `skip` rows (ordered), or in any order (ordered=False, for checksums). On Postgres
-    one read-only REPEATABLE READ transaction: one snapshot for the whole table."""
+    first `skip` rows and at most `limit` of them (ordered), or in any order (ordered=False,
+    for checksums). On Postgres one read-only REPEATABLE READ transaction: one snapshot for
+    the whole table."""
     sql = f"SELECT {column_list(spec.columns)} FROM {quote(spec.name)}"
     if ordered:
         sql += f" ORDER BY {column_list(spec.order)}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         if skip:
             sql += f" OFFSET {int(skip)}"
     if is_postgres(con):
@@ -119,14 +124,44 @@ def _normalized(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     return column.to_pylist()
 
 
+def row_digests(table: pa.Table) -> list[int]:
+    """A 64-bit digest of each row, the same for the same values on either backend."""
+    return [int.from_bytes(hashlib.blake2b(repr(row).encode(), digest_size=8).digest(), "big")
+            for row in zip(*(_normalized(c) for c in table.columns), strict=True)]
+
+
 def checksum(table: pa.Table) -> int:
     """The sum (mod 2**64) of a digest of each row: the same for the same rows in any order,
     on either backend."""
-    total = 0
-    for row in zip(*(_normalized(c) for c in table.columns), strict=True):
-        digest = hashlib.blake2b(repr(row).encode(), digest_size=8).digest()
-        total += int.from_bytes(digest, "big")
-    return total % CHECKSUM_MOD
+    return sum(row_digests(table)) % CHECKSUM_MOD
+
+
+class BatchDigest:
+    """An order-independent digest of rows as read from ONE store (DuckDB's hash of each row,
+    summed mod 2**64), computed in an in-memory DuckDB on the Arrow batches: about 6x faster
+    than `checksum`, but not comparable across backends (their Arrow types differ). A copy
+    records it for the rows it has copied; a resume compares it with the source's rows now."""
+
+    def __init__(self) -> None:
+        self._con = duckdb.connect()
+
+    def __call__(self, batch: pa.Table) -> int:
+        if batch.num_rows == 0:
+            return 0
+        # a list as its text: hash() gives NULL, [] and [NULL] the same value
+        values = ", ".join(
+            f"CAST({quote(f.name)} AS VARCHAR)" if pa.types.is_list(f.type) else quote(f.name)
+            for f in batch.schema)
+        self._con.register("tl_digest", batch)
+        try:
+            rows = self._con.execute(
+                f"SELECT sum(hash({values}))::VARCHAR FROM tl_digest").fetchall()
+        finally:
+            self._con.unregister("tl_digest")
+        return int(rows[0][0]) % CHECKSUM_MOD if rows and rows[0][0] is not None else 0
+
+    def close(self) -> None:
+        self._con.close()
 
 
 @dataclass(frozen=True)

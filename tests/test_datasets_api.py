@@ -197,7 +197,7 @@ def test_bad_dataset_names_are_refused(proxy: ProxyServer, name: str, tmp_path: 
     with pytest.raises(BadRequest):
         snapshot_dir(tmp_path, name)
     header = {"name": name, "format": "chat", "filter": {}, "manifest": {}}
-    with pytest.raises(BadRequest, match=r"dataset name|reserved"):
+    with pytest.raises(BadRequest, match=r"dataset name|reserved|NUL character"):
         proxy.admin().record_dataset(header, [])
     with pytest.raises((BadRequest, NotFound)):
         proxy.admin().dataset_versions(name)

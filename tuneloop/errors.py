@@ -225,3 +225,15 @@ class GateNotPassed(TuneloopError):
     status_code = 409
     code = "gate_not_passed"
     exit_code = 8
+
+
+class TransferRowRefused(TuneloopError):
+    """`migrate-store`: a source row can't be read, or the destination refuses it (a NUL
+    character for Postgres text, a time outside the years 1 to 9999, ...). The message names
+    the table, the row and why; the copy stopped before that row's batch and continues from
+    there when run again, once the row is fixed or deleted in the source."""
+
+    status_code = 422
+    error_type = "invalid_request_error"
+    code = "transfer_row_refused"
+    exit_code = 2

@@ -2,7 +2,12 @@
 
 Every admin body is read by `json_body` (the snapshot header of POST /admin/datasets by
 `parse_admin_json`): at most `settings.max_json_depth` levels of JSON (default 64), else 400
-`json_too_deep`, the hot path's check (proxy.body) reused. Stored rows are answered one by one
+`json_too_deep`, the hot path's check (proxy.body) reused; and no NUL character (U+0000,
+`\\u0000` in JSON) anywhere in it, else 400 `nul_character`: Postgres text can't hold one
+(DuckDB's can, and such a row then stops `migrate-store`), and Postgres can't read any part
+of a JSON value holding one. The URL of every admin request is checked alike
+(`nul_in_url`, from proxy.app before routing), so no path or query parameter reaches storage
+with one either. Stored rows are answered one by one
 (`row_json`): a row that cannot be written as JSON becomes a placeholder, logged, and the rest
 of the answer is served.
 """
@@ -10,13 +15,16 @@ of the answer is served.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from proxy.auth import Role
 from proxy.body import read_request_body, too_deep, within_depth
@@ -26,6 +34,9 @@ from tuneloop.errors import BadRequest
 
 ADMIN_BODY_LIMIT = 16 * 1024 * 1024
 UNREADABLE = "unreadable stored value"
+ADMIN_PREFIX = "/admin/"
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+"""`\\u0000` in JSON text: an escape, not an escaped backslash followed by `u0000`."""
 log = logging.getLogger("tuneloop.admin")
 
 
@@ -52,10 +63,35 @@ def row_json(row: dict[str, Any]) -> orjson.Fragment:
         return orjson.Fragment(orjson.dumps({"id": row.get("id"), "error": UNREADABLE}))
 
 
+def nul_refused(what: str) -> BadRequest:
+    return BadRequest(f"{what} holds a NUL character (U+0000), which tuneloop does not "
+                      "store: remove it", code="nul_character")
+
+
+def refuse_nul(body: bytes, what: str) -> None:
+    """400 when the JSON text `body` holds an escaped NUL (a raw one is invalid JSON)."""
+    if b"\\u0000" in body and _ESCAPED_NUL.search(body):
+        raise nul_refused(what)
+
+
+def nul_in_url(scope: Scope) -> BadRequest | None:
+    """The error for an admin request whose path, query or headers hold a NUL character, else
+    None (HTTP servers refuse a NUL in a header already: this holds behind any of them)."""
+    if "\x00" in scope["path"]:
+        return nul_refused("the URL path")
+    query = scope.get("query_string", b"").decode("latin-1")
+    if any("\x00" in k or "\x00" in v for k, v in parse_qsl(query, keep_blank_values=True)):
+        return nul_refused("the query string")
+    if any(b"\x00" in value for _, value in scope.get("headers", ())):  # x-tuneloop-actor
+        return nul_refused("a header")
+    return None
+
+
 def parse_admin_json(body: bytes, max_depth: int, what: str = "the request body") -> Any:
-    """JSON text of an admin body: not deeper than `max_depth`, valid."""
+    """JSON text of an admin body: not deeper than `max_depth`, without NUL, valid."""
     if not within_depth(body, max_depth):
         raise too_deep(max_depth)
+    refuse_nul(body, what)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -31,6 +32,7 @@ from proxy.admin.common import (
     authorize,
     int_param,
     json_response,
+    nul_refused,
     parse_admin_json,
     text_param,
 )
@@ -206,9 +208,19 @@ def _item_batches(source: IO[bytes]) -> Iterator[pa.RecordBatch]:
         pa.field("group", pa.int64()))
     options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
     try:
-        yield from pajson.open_json(source, parse_options=options)
+        for batch in pajson.open_json(source, parse_options=options):
+            _refuse_nul(batch)
+            yield batch
     except pa.ArrowInvalid as exc:
         raise BadRequest(f"a dataset item line is not a lineage record: {exc}") from exc
+
+
+def _refuse_nul(batch: pa.RecordBatch) -> None:
+    """The item lines' text, as the header's (parse_admin_json): no NUL character."""
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if pa.types.is_string(column.type) and pc.any(
+                pc.match_substring(column, "\x00")).as_py():
+            raise nul_refused(f"a dataset item line's {name}")
 
 
 def _actor(request: Request, role: Role, header: dict[str, Any]) -> str:

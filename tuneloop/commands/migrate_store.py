@@ -77,7 +77,8 @@ def migrate_store(source: str, dest: str, batch_rows: int, quiet: bool) -> None:
     out = Console(quiet=quiet, highlight=False)
     timing = Timing()
     with transfer_stores(source, dest) as (src, dst):
-        transfer = Transfer(src, dst, source_label=label(source), batch_rows=batch_rows)
+        transfer = Transfer(src, dst, source_label=label(source), batch_rows=batch_rows,
+                            dest_label=label(dest))
 
         def run() -> None:
             plan = transfer.prepare()
@@ -104,21 +105,30 @@ def migrate_store(source: str, dest: str, batch_rows: int, quiet: bool) -> None:
                       f"({_rate(copied, elapsed)} rows/s) from {label(source)} to {label(dest)}")
             with err_console.status("verifying") if not quiet else contextlib.nullcontext():
                 checks = transfer.verify(plan)
-            summary = Table("table", "source rows", "dest rows", "checksum", "copied now",
-                            "rows/s", title="verification")
+            summary = Table("table", "source rows", "dest rows", "source rows in dest",
+                            "beyond source", "copied now", "rows/s", title="verification")
             for check, table in zip(checks, plan, strict=True):
                 name = table.spec.name
                 summary.add_row(name, f"{check.source.rows:,}", f"{check.dest.rows:,}",
-                                "ok" if check.ok else "DIFFERS",
+                                "all" if check.ok else f"{check.missing:,} MISSING",
+                                f"{check.beyond:,}" if check.beyond else "",
                                 f"{timing.copied(name):,}",
                                 _rate(timing.copied(name), timing.seconds(name)))
             out.print(summary)
-            bad = [c.table for c in checks if not c.ok]
+            bad = [c for c in checks if not c.ok]
             if bad:
                 raise TransferMismatch(
-                    f"the copy differs from the source in {', '.join(bad)}: did something "
-                    "write to either store meanwhile? Start again into an empty store")
-            out.print("verified: every table has the source's rows (count and checksum)")
+                    "the destination lacks source rows (or holds them changed): " + "; ".join(
+                        f"{c.table}: {c.missing:,} rows" +
+                        (f", e.g. ({'), ('.join(c.examples)})" if c.examples else "")
+                        for c in bad[:5]) +
+                    ". Did something write to the source, or change those rows in the "
+                    "destination, meanwhile? Start again into an empty store")
+            beyond = sum(c.beyond for c in checks)
+            out.print("verified: every source row is in the destination, identical "
+                      "(count and checksum per table)" + (
+                          f"; {beyond:,} rows the destination has beyond the source "
+                          "(written there during the copy)" if beyond else ""))
 
         exclusively(dst, run)
 
