@@ -45,14 +45,30 @@ class ProxyProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> ProxyProcess:
+        """Start `tuneloop serve` and wait for its /healthz. The port was free a moment ago
+        (free_port): when another test's server took it meanwhile, that server must not pass
+        for this proxy (its answers are not our health's shape), and the proxy, unable to
+        bind, is started again on another port."""
         if isinstance(self.db, str) and self.state_dir is None:
             raise ValueError("a proxy on a Postgres URL needs a state_dir (not the cwd)")
         self.log_path = self.log_path or (self.state_dir / "serve.log" if self.state_dir
                                           else Path(self.db).with_suffix(".log"))
+        for _ in range(PORT_TRIES):
+            if self._started(timeout_s):
+                return self
+            self.port = free_port()  # the port was taken before the proxy could bind it
+        raise RuntimeError(f"proxy could not bind a port: {self.log_text()[-2000:]}")
+
+    def _started(self, timeout_s: float) -> bool:
+        """True once this proxy says it listens on its port and answers its health; False
+        when its port was taken (nothing else is ever asked: polling a port another test's
+        server holds would show that server requests it never expected)."""
+        assert self.log_path is not None
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         if self.state_dir is not None:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             env["TUNELOOP_STATE_DIR"] = str(self.state_dir)
+        since = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "tuneloop.cli", "serve", "--host", "127.0.0.1",
@@ -60,17 +76,36 @@ class ProxyProcess:
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
+        listening = f"running on http://127.0.0.1:{self.port} "
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            said = self._log_since(since)
+            if "address already in use" in said:
+                self._end()
+                return False
             if self._proc.poll() is not None:
                 raise RuntimeError(f"proxy exited: {self.log_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            if listening in said:
+                try:
+                    answer = httpx.get(self.url + "/healthz", timeout=1)
+                    if answer.status_code == 200 and _is_our_health(answer):
+                        return True
+                except httpx.HTTPError:
+                    pass
             time.sleep(0.05)
         raise TimeoutError(f"proxy did not start: {self.log_text()[-2000:]}")
+
+    def _log_since(self, offset: int) -> str:
+        assert self.log_path is not None
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace").lower()
+
+    def _end(self) -> None:
+        assert self._proc is not None
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait(10)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, nothing is drained."""
@@ -98,3 +133,16 @@ class ProxyProcess:
             if self._proc is not None and self._proc.poll() is None:
                 self._proc.kill()
                 self._proc.wait(10)
+
+
+PORT_TRIES = 5
+
+
+def _is_our_health(answer: httpx.Response) -> bool:
+    """The proxy's /healthz (proxy/app.py), not whatever else listens on the port."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("status") in ("ok", "degraded") \
+        and "spool_bytes" in body
