@@ -80,6 +80,7 @@ class Exchange:
     def __init__(self, ctx: ProxyContext, path: str, endpoint: str, scope: Scope,
                  receive: Receive, send: Send):
         self.started = time.perf_counter()
+        self.drawn_asked_at: float | None = None  # when the drawn arm (attempt 0) was asked
         self.ctx = ctx
         self.path = path
         self.endpoint = endpoint
@@ -199,6 +200,8 @@ class Exchange:
                 capture.route["stops_dropped"] = list(outgoing.stops_dropped)
                 ctx.metrics.stops_dropped.labels(plan.alias or "", attempt.target.model).inc()
             began = self.silence.heard()
+            if number == 0:
+                self.drawn_asked_at = began
             later = functools.partial(go_on_later, ctx, failover, number, outgoing, began) \
                 if failover.bounded(number) else None  # a second opinion: waited for so long
             try:
@@ -372,8 +375,11 @@ class Exchange:
             stalled = self.silence.stalled_s(self.ctx.settings.upstream_stall_s)
             if stalled is not None:  # the client gave up on a stall, not a cancel
                 capture.route["stalled_s"] = stalled
-            if self.cover is not None and self.plan is not None:  # a canary is open
-                waited = (self.left_at or time.perf_counter()) - self.started
+            if self.cover is not None and self.plan is not None \
+                    and self.drawn_asked_at is not None:  # a canary is open, an arm was asked
+                # the drawn arm's time, not the client's: a body sent slowly must not give
+                # the other arm longer than the drawn one had (r14 #1)
+                waited = (self.left_at or time.perf_counter()) - self.drawn_asked_at
                 probe_after_hangup(self.ctx, self.plan, capture, self.asked, self.suffix, waited)
         try:
             record = capture.record(status_code=status, response=response, finish=finish,

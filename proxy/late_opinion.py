@@ -64,9 +64,11 @@ def go_on_later(ctx: ProxyContext, failover: Failover, number: int, outgoing: Ou
 
 def probe_after_hangup(ctx: ProxyContext, plan: Plan, primary: Capture,
                        asked: Mapping[str, str], suffix: str, waited_s: float) -> None:
-    """The client hung up `waited_s` into its request: when that was before its answer's first
-    byte, on the drawn arm (no second opinion asked yet), the other arm is asked in the
-    background and the route's `late_opinion` says so (or why not)."""
+    """The client hung up `waited_s` after the drawn arm was asked (not after its request
+    began: a body sent slowly gives the other arm no longer than the drawn arm had): when that
+    was before its answer's first byte, on the drawn arm (no second opinion asked yet), the
+    other arm is asked in the background and the route's `late_opinion` says so (or why
+    not)."""
     route, number = primary.route, other_arm(plan)
     if (route is None or number is None or primary.ttfb_ms is not None
             or route.get("attempt") != 0 or "second_opinion_status" in route
