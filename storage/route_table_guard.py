@@ -73,6 +73,14 @@ def check_table_write(con: Connection, current: dict[str, Spec], specs: dict[str
     if expect_seq is None and not force:
         require_expect_seq(con, current, specs, aliases)
     if expect_seq is not None:
+        seq = table_seq(con)
+        if expect_seq > (seq if seq is not None else 0) or expect_seq < 0:
+            raise Conflict(f"expect_seq {expect_seq} is no version of this route table (its "
+                           f"latest is #{seq if seq is not None else 0}): it was read from "
+                           "another store or made up, so it cannot say what this write would "
+                           "undo. Read the table again (GET /admin/routes?with_seq=true, "
+                           "`tuneloop routes show`) and make the change on it",
+                           code="route_changed")
         seqs = alias_seqs(con)
         moved = [a for a in aliases if seqs.get(a, -1) > expect_seq]
         if moved:

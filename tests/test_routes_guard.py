@@ -188,3 +188,19 @@ def test_a_put_without_expect_seq_does_not_delete_an_alias_left_out(
     seq = proxy.admin().routes_with_seq()["seq"]
     assert put_raw(proxy, only, expect_seq=str(seq)).status_code == 200  # read, then left out
     assert list(proxy.admin().routes()) == [OTHER_ALIAS]
+
+
+def test_a_version_the_table_never_had_is_refused(proxy: ProxyServer) -> None:
+    # r14 #3: a stale copy sent with expect_seq 1e9 (pasted from another store, or made up)
+    # passed every "moved since" check and put a full promotion back to its canary split
+    with_canary(proxy)
+    admin = proxy.admin()
+    stale = admin.routes()  # read during the 10% canary
+    admin.promote(ALIAS, CANARY, expect_seq=admin.route_canary(ALIAS)["seq"])
+    latest = admin.routes_with_seq()["seq"]
+    for made_up in (latest + 1, 1_000_000_000):
+        with pytest.raises(Conflict) as refused:
+            admin.put_routes(stale, expect_seq=made_up)
+        assert refused.value.code == "route_changed"
+        assert f"its latest is #{latest}" in refused.value.message
+    assert models(proxy) == [CANARY]
