@@ -168,25 +168,29 @@ class CanaryVerdict:
 
 def canary_verdict(tests: list[SprtResult], *, feedback_counted: bool,
                    canary_requests: float, min_requests: int, old_enough: bool,
-                   expired: str | None = None) -> CanaryVerdict:
+                   expired: str | None = None, held: str | None = None) -> CanaryVerdict:
     """Roll back as soon as any test finds the canary worse; promote when every test that
     counts finds it no worse and the canary has `min_requests` (counted as the error test
     counts them: weighed per sticky user, storage/route_health.py) and its minimum age; else
     keep watching, unless the canary is past its maximum age (`expired` says why): then an
     undecided canary is rolled back, the safe side. The thumbs-down test counts only when
-    `feedback_counted`."""
+    `feedback_counted`. `held`: why a canary every test finds no worse is not promoted yet
+    (its missing background second opinions, counted as errors, would change that)."""
     counted = [t for t in tests if t.metric != "thumbs_down" or feedback_counted]
     worse = [t for t in counted if t.decision == "worse"]
     if worse:
         return CanaryVerdict("rollback", tuple(tests), tuple(t.describe() for t in worse))
     if all(t.decision == "not_worse" for t in counted):
-        if canary_requests >= min_requests and old_enough:
+        if held is not None:
+            pending = [held]
+        elif canary_requests >= min_requests and old_enough:
             return CanaryVerdict("promote", tuple(tests), tuple(t.describe() for t in counted))
-        counted_requests = f"{round(canary_requests, 2):.10g}"
-        why = (f"no worse, but {counted_requests} of {min_requests} requests (weighed per "
-               "sticky user)" if canary_requests < min_requests
-               else "no worse, but not old enough yet")
-        pending = [why]
+        else:
+            counted_requests = f"{round(canary_requests, 2):.10g}"
+            why = (f"no worse, but {counted_requests} of {min_requests} requests (weighed per "
+                   "sticky user)" if canary_requests < min_requests
+                   else "no worse, but not old enough yet")
+            pending = [why]
     else:
         pending = [t.describe() for t in counted if t.decision == "continue"]
     if expired is not None:

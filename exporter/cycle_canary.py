@@ -151,7 +151,26 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
                           >= cfg.min_feedback, canary_requests=canary["trials"],
                           min_requests=cfg.min_requests,
                           old_enough=age >= timedelta(minutes=cfg.min_age_minutes),
-                          expired=expired)
+                          expired=expired, held=_promotion_held(canary, n_b, x_b, errors, kind))
+
+
+def _promotion_held(canary: dict[str, Any], n_b: float, x_b: float, params: SprtParams,
+          kind: str) -> str | None:
+    """Why the canary is not promoted while some of its failures wait on a background second
+    opinion that was skipped (the budget was full) or has not reported (r14 #2): those rows
+    are unjudged, so for a rollback they count for nobody (an app key filling the budget must
+    not roll a canary back), but a promotion must hold with every one of them counted as the
+    canary's error, else a bad canary whose failures are the ones left unjudged looks healthy."""
+    missing = canary.get("opinions_missing", 0)
+    if not missing:
+        return None
+    worst = sprt("errors", canary["trials"] + missing, canary["failures"] + missing, n_b, x_b,
+                 params, kind)
+    if worst.decision == "not_worse":
+        return None
+    return (f"no worse, but {missing} of its failures or hang-ups still wait on a background "
+            f"second opinion (skipped: background_opinions_max was full, or not reported yet); "
+            f"counted as its errors the canary would not pass ({worst.describe()})")
 
 
 def _found_worse(verdict: CanaryVerdict, canary: dict[str, Any], cfg: CanaryConfig) -> bool:

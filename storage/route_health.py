@@ -98,7 +98,8 @@ WITH late AS (
     WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ?
       AND created_at < ?
 ), q AS (
-    SELECT q0.*, coalesce(late.answered, 0) AS late_answered
+    SELECT q0.*, coalesce(late.answered, 0) AS late_answered,
+           CASE WHEN late.source_id IS NULL THEN 0 ELSE 1 END AS late_seen
     FROM q0 LEFT JOIN late ON late.source_id = q0.id
 ), r00 AS (
     SELECT *, CASE WHEN late_opinion IS NOT NULL THEN 1 - late_answered
@@ -175,7 +176,9 @@ SELECT r.target,
        max(v.votes) AS votes,
        max(v.down_votes) AS down_votes,
        max(w.weighed_requests) AS weighed_requests,
-       max(w.weighed_errors) AS weighed_errors
+       max(w.weighed_errors) AS weighed_errors,
+       count(*) FILTER (WHERE r.late_opinion = 'budget_full'
+                        OR (r.late_opinion = 'asked' AND r.late_seen = 0)) AS opinions_missing
 FROM r LEFT JOIN f ON f.target = r.target LEFT JOIN t ON t.target = r.target
      LEFT JOIN v ON v.target = r.target LEFT JOIN w ON w.target = r.target
 GROUP BY r.target
@@ -193,6 +196,9 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     module doc), feedback_count,
     feedback_mean, rated_requests (requests with feedback), thumbs_down (of those, the ones
     whose mean score is below 0), votes and down_votes (weighed per voter), latency_p50_ms,
+    opinions_missing (failures or hang-ups judged by a background second opinion that was
+    skipped for the budget or has not reported yet: unjudged, but the canary's promotion must
+    survive counting them as its errors, exporter/cycle_canary.py),
     over production traffic for `alias` in [since, until). `canary`: the alias's open canary
     model, whose 4xx without a second opinion count."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
@@ -218,7 +224,9 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
             "weighed_requests": round(float(weighed_requests or 0), 6),
             "weighed_errors": round(float(weighed_errors or 0), 6),
             "latency_p50_ms": None if p50 is None else round(p50, 3),
+            "opinions_missing": opinions_missing or 0,
         }
         for target, requests, errors, unjudged, p50, feedback_count, feedback_mean, rated,
-        thumbs_down, votes, down_votes, weighed_requests, weighed_errors in rows
+        thumbs_down, votes, down_votes, weighed_requests, weighed_errors, opinions_missing
+        in rows
     ]
