@@ -44,7 +44,8 @@ def change_route(group: ReplicaSet, through: int, model: str, delays: dict[int, 
     """PUT a route through one replica, then poll every replica until it routes there;
     delays[i] = seconds from the PUT's answer until replica i routed to `model`."""
     with AdminClient(group.replicas[through].url, TOKEN) as admin:
-        admin.put_routes({"support": {"targets": [{"model": model}]}})
+        admin.put_routes({"support": {"targets": [{"model": model}]}},
+                         expect_seq=admin.routes_with_seq()["seq"])
     changed = time.monotonic()
     pending = set(range(len(group.replicas)))
     while pending and time.monotonic() - changed < APPLY_BOUND_S:
