@@ -2,12 +2,13 @@
 has an open canary: a second opinion cut by `second_opinion_timeout_s` or by the client's
 hang-up (it goes on), and a hang-up before the answer's first byte reached the client (the
 other arm is asked the same request, as its second opinion would be: the same body,
-transforms and credentials, proxy/forward.py; its answer due within the client's wait W).
+transforms and credentials, proxy/forward.py; its answer due within W, the time since the
+drawn arm was asked).
 
 A hang-up after the first byte is not probed (the client may know the arm by then); nor one
-sooner than `hangup_probe_min_s` after the request (an instant cancel costs nothing), nor one
-when `background_opinions_max` are in flight: those rows say `late_opinion` `too_quick` /
-`budget_full` and are unjudged."""
+sooner than `hangup_probe_min_s` after the drawn arm was asked (an instant cancel costs
+nothing), nor one when `background_opinions_max` are in flight: those rows say
+`late_opinion` `too_quick` / `budget_full` and are unjudged."""
 
 from __future__ import annotations
 
