@@ -2,6 +2,14 @@
 -- storage/migrations/ (the source of truth). Do not edit: add a migration, then
 -- run the command again.
 
+CREATE FUNCTION public.tuneloop_search_vector(keys bigint[], fields smallint[]) RETURNS tsvector
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+            SELECT coalesce(string_agg(to_hex(k) || ':' || concat_ws(',', CASE WHEN f & 1 <> 0 THEN '1A' END, CASE WHEN f & 2 <> 0 THEN '2B' END, CASE WHEN f & 4 <> 0 THEN '3C' END), ' '),
+                            '')::tsvector
+            FROM unnest(keys, fields) AS t(k, f)
+        $$;
+
 CREATE FUNCTION public.tuneloop_sql_row_fits(size bigint, cap bigint) RETURNS boolean
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     AS $$
@@ -264,17 +272,12 @@ CREATE TABLE public.routes (
 CREATE TABLE public.search_docs (
     interaction_id character varying NOT NULL,
     term_keys bigint[] NOT NULL,
-    term_fields smallint[] NOT NULL
+    term_fields smallint[] NOT NULL,
+    lexemes tsvector GENERATED ALWAYS AS (public.tuneloop_search_vector(term_keys, term_fields)) STORED
 );
 
 CREATE TABLE public.search_pending (
     interaction_id character varying NOT NULL
-);
-
-CREATE TABLE public.search_terms (
-    term_key bigint NOT NULL,
-    interaction_id character varying NOT NULL,
-    fields smallint NOT NULL
 );
 
 CREATE TABLE public.search_words (
@@ -372,7 +375,7 @@ CREATE INDEX interactions_by_time ON public.interactions USING btree (created_at
 
 CREATE INDEX interactions_by_user ON public.interactions USING btree (user_id);
 
-CREATE INDEX search_terms_by_term ON public.search_terms USING btree (term_key, interaction_id) INCLUDE (fields);
+CREATE INDEX search_docs_lexemes ON public.search_docs USING gin (lexemes);
 
 CREATE INDEX search_words_by_interaction ON public.search_words USING btree (interaction_id);
 
