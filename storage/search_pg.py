@@ -88,24 +88,29 @@ class VectorSearch:
             return self._rare(con, before, count)
         return self._window(con, before, count)
 
+    def rare_sql(self, before: str | None, count: int) -> tuple[str, list[Any]]:
+        """The rare shape: every match (the GIN), materialized, the newest `count` taken."""
+        below, params = ("AND interaction_id < ? ", [before]) if before is not None else ("", [])
+        return ("WITH matches AS MATERIALIZED (SELECT interaction_id FROM search_docs "
+                f"WHERE lexemes @@ {self.query} {below}) "
+                "SELECT interaction_id FROM matches ORDER BY interaction_id DESC LIMIT ?",
+                [*params, count])
+
+    def window_sql(self, before: str | None, count: int) -> tuple[str, list[Any]]:
+        """The common shape: the next `count` rows by the primary key, each tested."""
+        below, params = ("WHERE interaction_id < ? ", [before]) if before is not None \
+            else ("", [])
+        return (f"SELECT interaction_id, ts_match_vq(lexemes, {self.query}) FROM search_docs "
+                f"{below}ORDER BY interaction_id DESC LIMIT ?", [*params, count])
+
     def _rare(self, con: Connection, before: str | None,
               count: int) -> tuple[list[str], str | None]:
-        below, params = ("AND interaction_id < ? ", [before]) if before is not None else ("", [])
-        rows = con.execute(
-            "WITH matches AS MATERIALIZED (SELECT interaction_id FROM search_docs "
-            f"WHERE lexemes @@ {self.query} {below}) "
-            "SELECT interaction_id FROM matches ORDER BY interaction_id DESC LIMIT ?",
-            [*params, count]).fetchall()
-        ids = [r[0] for r in rows]
+        ids = [r[0] for r in con.execute(*self.rare_sql(before, count)).fetchall()]
         return ids, (ids[-1] if len(ids) == count else None)
 
     def _window(self, con: Connection, before: str | None,
                 count: int) -> tuple[list[str], str | None]:
-        below, params = ("WHERE interaction_id < ? ", [before]) if before is not None \
-            else ("", [])
-        rows: list[Any] = con.execute(
-            f"SELECT interaction_id, ts_match_vq(lexemes, {self.query}) FROM search_docs "
-            f"{below}ORDER BY interaction_id DESC LIMIT ?", [*params, count]).fetchall()
+        rows: list[Any] = con.execute(*self.window_sql(before, count)).fetchall()
         ids = [r[0] for r in rows if r[1]]
         if count >= SPARSE_MIN_WINDOW and len(ids) * SPARSE < count:
             self.rare = True  # sparse after all: the rest of the search reads the matches
