@@ -5,8 +5,7 @@
 CREATE FUNCTION public.tuneloop_search_vector(keys bigint[], fields smallint[]) RETURNS tsvector
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-            SELECT coalesce(string_agg(to_hex(k) || ':' || concat_ws(',', CASE WHEN f & 1 <> 0 THEN '1A' END, CASE WHEN f & 2 <> 0 THEN '2B' END, CASE WHEN f & 4 <> 0 THEN '3C' END), ' '),
-                            '')::tsvector
+            SELECT coalesce(string_agg(to_hex(k) || (ARRAY[':1A', ':2B', ':1A,2B', ':3C', ':1A,3C', ':2B,3C', ':1A,2B,3C'])[f], ' '), '')::tsvector
             FROM unnest(keys, fields) AS t(k, f)
         $$;
 

@@ -26,7 +26,10 @@ transaction that writes the terms), or by `index_batch` in the caller's transact
   (`tuneloop forget`, retention) removes the word with it: no word outlives every interaction
   it came from, and a word seen again later returns.
 
-Edited message lists add their new terms (search finds an item by any of its revisions).
+On Postgres (migration 50) there are no postings: search_docs holds a tsvector generated
+from its term keys and fields, with a GIN index (storage.search_pg); `dialect.search_postings`
+says which. Edited message lists add their new terms (search finds an item by any of its
+revisions).
 """
 
 from __future__ import annotations

@@ -21,16 +21,21 @@ VECTOR_FUNCTION = "tuneloop_search_vector"
 FIELD_POSITIONS = ((1, "1A"), (2, "2B"), (4, "3C"))  # field bit, its position and weight
 
 
+def positions(bits: int) -> str:
+    """The positions (with weights) of a lexeme in the fields `bits`, as tsvector text."""
+    return ":" + ",".join(label for bit, label in FIELD_POSITIONS if bits & bit)
+
+
 def apply(con: Connection) -> None:
     if dialect_of(con).name != "postgres":
         return
-    positions = ", ".join(f"CASE WHEN f & {bit} <> 0 THEN '{label}' END"
-                          for bit, label in FIELD_POSITIONS)
+    # indexed by the field bits (1-7): one array subscript a term, not a CASE per field
+    # (a sixth less of the server's CPU per row written, bench/pg_index_write.py)
+    by_bits = ", ".join(f"'{positions(bits)}'" for bits in range(1, 8))
     con.execute(f"""
         CREATE FUNCTION {VECTOR_FUNCTION}(keys bigint[], fields smallint[]) RETURNS tsvector
         LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-            SELECT coalesce(string_agg(to_hex(k) || ':' || concat_ws(',', {positions}), ' '),
-                            '')::tsvector
+            SELECT coalesce(string_agg(to_hex(k) || (ARRAY[{by_bits}])[f], ' '), '')::tsvector
             FROM unnest(keys, fields) AS t(k, f)
         $$""")
     con.execute("ALTER TABLE search_docs ADD COLUMN lexemes tsvector GENERATED ALWAYS AS "
