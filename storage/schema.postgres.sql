@@ -5,7 +5,8 @@
 CREATE FUNCTION public.tuneloop_search_vector(keys bigint[], fields smallint[]) RETURNS tsvector
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-            SELECT coalesce(string_agg(to_hex(k) || (ARRAY[':1A', ':2B', ':1A,2B', ':3C', ':1A,3C', ':2B,3C', ':1A,2B,3C'])[f], ' '), '')::tsvector
+            SELECT coalesce(string_agg(replace((ARRAY['#s', '#u', '#s #u', '#a', '#s #a', '#u #a', '#s #u #a'])[f], '#', to_hex(k)), ' '),
+                            '')::tsvector
             FROM unnest(keys, fields) AS t(k, f)
         $$;
 

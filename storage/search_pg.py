@@ -1,16 +1,16 @@
 """Text search on Postgres: the tsvector of `search_docs` (migration 50) and a plan of its own
 for newest-first results.
 
-The query is one tsquery: each term a lexeme (its 64-bit key in hex, as
-`tuneloop_search_vector` writes it), a prefix the OR of the words seen with it (search_words,
-as on DuckDB), the terms ANDed, and the fields of `q_in` as weight labels (system A, user B,
-answer C: `conversation` asks `:BC`). So both stores find the same items.
+The query is one tsquery: each term its lexemes (its 64-bit key in hex with the suffix of a
+field, as `tuneloop_search_vector` writes them) in the fields of `q_in` ORed
+(`conversation`: user or answer), a prefix the OR of the words seen with it (search_words, as
+on DuckDB), the terms ANDed. So both stores find the same items, and the GIN index answers
+the whole query, fields included (no row is read again to check a weight).
 
 Left to itself, the planner takes one of two shapes for `lexemes @@ q ORDER BY id DESC LIMIT n`
 and picks by its estimate, and a wrong pick is expensive: for a rare term, the primary key's
 index backwards, every row filtered (1.6-3.9 s at 1M rows); for a common term, a GIN bitmap of
-hundreds of thousands of rows, each rechecked, then sorted. So the shape is chosen here and
-forced:
+hundreds of thousands of rows, then sorted. So the shape is chosen here and forced:
 
 - rare (estimated matches below `rare_limit`: the cost of reading every match is then below
   that of reading the rows between the matches of a page): the GIN's matches, MATERIALIZED
@@ -31,10 +31,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from storage.db import Connection
+from storage.migrations.m050_search_vectors import FIELD_SUFFIXES
 
 KEY_MASK = (1 << 64) - 1
-WEIGHTS = ((1, "A"), (2, "B"), (4, "C"))  # field bit and its weight (migration 50)
-ALL_FIELDS = 7
 RARE_FACTOR = 16  # rare: estimated matches below RARE_FACTOR * sqrt(rows)
 SPARSE = 64  # a common window with fewer than 1/SPARSE of its rows matching: go rare
 SPARSE_MIN_WINDOW = 1024
@@ -46,12 +45,11 @@ def lexeme(key: int) -> str:
 
 
 def tsquery(groups: Sequence[frozenset[int]], bits: int) -> str:
-    """Every group (a term, or the terms of a prefix) present in the fields `bits`."""
-    weights = "" if bits & ALL_FIELDS == ALL_FIELDS else \
-        ":" + "".join(label for bit, label in WEIGHTS if bits & bit)
+    """Every group (a term, or the terms of a prefix) present in one of the fields `bits`."""
+    suffixes = [suffix for bit, suffix in FIELD_SUFFIXES if bits & bit]
     parts = []
     for group in groups:
-        alternatives = [f"'{lexeme(k)}'{weights}" for k in sorted(group)]
+        alternatives = [f"'{lexeme(k)}{suffix}'" for k in sorted(group) for suffix in suffixes]
         parts.append(alternatives[0] if len(alternatives) == 1
                      else "(" + " | ".join(alternatives) + ")")
     return " & ".join(parts)
