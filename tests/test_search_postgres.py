@@ -26,17 +26,19 @@ QUERIES = [("refund", "conversation"), ("refu*", "conversation"), ("refu*", "all
            ("refunds order", "conversation"), ("billing", "all"), ("billing", "conversation"),
            ("billing", "answers"), ("パスワード", "conversation"), ("ワード", "answers"),
            ("密码 order", "conversation"), ("strasse", "all"), ("parc* deliv*", "conversation"),
-           ("zebra", "conversation"), ("hello", "conversation"), ("acme", "all")]
+           ("zebra", "conversation"), ("hello", "conversation"), ("acme", "all"),
+           ("alpha beta", "conversation"), ("alpha zebra", "conversation")]
 N_ROWS = 6000
 
 
 def corpus() -> list[dict[str, Any]]:
-    """TEXTS, then N_ROWS rows of random words (fixed seed), each saying hello; one in 500
-    with a rare word; the shared system prompt names refunds and billing."""
+    """TEXTS, then N_ROWS rows of random words (fixed seed), each saying hello and alpha or
+    beta; one in 500 with a rare word; the shared system prompt names refunds and billing."""
     pick = random.Random(12)
     rows = [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
     for k in range(len(TEXTS), len(TEXTS) + N_ROWS):
-        user = " ".join(pick.sample(WORDS, 3)) + (" zebra" if k % 500 == 0 else "")
+        user = " ".join(pick.sample(WORDS, 3)) + (" zebra" if k % 500 == 0 else "") \
+            + (" alpha" if k % 2 else " beta")  # each in half the rows, never together
         rows.append(item(k, f"hello {user}", " ".join(pick.sample(WORDS, 2))))
     return rows
 
@@ -44,7 +46,7 @@ def corpus() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory,
            request: pytest.FixtureRequest) -> Iterator[tuple[Connection, Connection]]:
-    """The corpus indexed in a DuckDB file and in a Postgres database (analyzed, as
+    """The corpus indexed in a DuckDB file and in a Postgres database (vacuumed, as
     autovacuum does), with an edited answer."""
     cluster = request.getfixturevalue("pg_cluster")
     url = cluster.create_database()
@@ -55,7 +57,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory,
         for con in (duck, pg):
             load(con, corpus())
             index_edit(con, ids(7)[0], edit)
-        pg.execute("ANALYZE search_docs")
+        pg.execute("VACUUM ANALYZE search_docs")  # as autovacuum would: the GIN merged
         yield duck, pg
     cluster.drop_database(url)
 
@@ -102,6 +104,19 @@ def test_a_rare_term_reads_the_gin_and_a_common_one_the_key_newest_first(
     assert not common.rare and common.estimate > common.rare_limit
     shape = plan(pg, common.window_sql(None, 256))
     assert "Index Scan Backward using search_docs_pkey" in shape and "Bitmap" not in shape
+
+
+def test_a_query_estimated_common_that_is_sparse_after_all_reads_the_gin(
+        stores: tuple[Connection, Connection]) -> None:
+    """alpha and beta are each in half the rows, never together: the estimate (the planner's,
+    terms taken as independent) says a quarter; the first full window finds none, and the
+    search goes on with the rare shape instead of walking the whole key."""
+    _, pg = stores
+    search = vector_search(pg, "alpha beta")
+    assert not search.rare
+    assert search.candidates(pg, None, 1024) == ([], ids(len(TEXTS) + N_ROWS - 1024)[0])
+    assert search.rare
+    assert search.candidates(pg, ids(len(TEXTS) + N_ROWS - 1024)[0], 1024) == ([], None)
 
 
 @pytest.mark.parametrize(("q", "q_in"), QUERIES)
