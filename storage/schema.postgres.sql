@@ -5,9 +5,10 @@
 CREATE FUNCTION public.tuneloop_search_vector(keys bigint[], fields smallint[]) RETURNS tsvector
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-            SELECT coalesce(string_agg(replace((ARRAY['#s', '#u', '#s #u', '#a', '#s #a', '#u #a', '#s #u #a'])[f], '#', to_hex(k)), ' '),
-                            '')::tsvector
-            FROM unnest(keys, fields) AS t(k, f)
+            SELECT array_to_tsvector(ARRAY(
+                SELECT to_hex(k) || suffix FROM unnest(keys, fields) AS t(k, f),
+                    unnest(ARRAY[1, 2, 4], ARRAY['s', 'u', 'a']) AS s(bit, suffix)
+                WHERE f & bit <> 0))
         $$;
 
 CREATE FUNCTION public.tuneloop_sql_row_fits(size bigint, cap bigint) RETURNS boolean

@@ -24,22 +24,20 @@ VECTOR_FUNCTION = "tuneloop_search_vector"
 FIELD_SUFFIXES = ((1, "s"), (2, "u"), (4, "a"))  # field bit (storage.search_index), suffix
 
 
-def field_lexemes(bits: int, key: str = "#") -> str:
-    """The lexemes of a term key in the fields `bits`, as tsvector text."""
-    return " ".join(key + suffix for bit, suffix in FIELD_SUFFIXES if bits & bit)
-
-
 def apply(con: Connection) -> None:
     if dialect_of(con).name != "postgres":
         return
-    # indexed by the field bits (1-7): one array subscript a term, not a CASE per field
-    by_bits = ", ".join(f"'{field_lexemes(bits)}'" for bits in range(1, 8))
+    bits = ", ".join(str(bit) for bit, _ in FIELD_SUFFIXES)
+    suffixes = ", ".join(f"'{suffix}'" for _, suffix in FIELD_SUFFIXES)
+    # array_to_tsvector: the lexemes as they are, no tsvector text to parse (a third less
+    # of the server's CPU per row than building that text, bench/pg_index_write.py)
     con.execute(f"""
         CREATE FUNCTION {VECTOR_FUNCTION}(keys bigint[], fields smallint[]) RETURNS tsvector
         LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-            SELECT coalesce(string_agg(replace((ARRAY[{by_bits}])[f], '#', to_hex(k)), ' '),
-                            '')::tsvector
-            FROM unnest(keys, fields) AS t(k, f)
+            SELECT array_to_tsvector(ARRAY(
+                SELECT to_hex(k) || suffix FROM unnest(keys, fields) AS t(k, f),
+                    unnest(ARRAY[{bits}], ARRAY[{suffixes}]) AS s(bit, suffix)
+                WHERE f & bit <> 0))
         $$""")
     con.execute("ALTER TABLE search_docs ADD COLUMN lexemes tsvector GENERATED ALWAYS AS "
                 f"({VECTOR_FUNCTION}(term_keys, term_fields)) STORED")
