@@ -15,7 +15,7 @@ machine's load moves least) and the bytes on disk per interaction:
   place of the postings, a layout not taken (it can't tell the fields apart),
 - `docs+gin-fu`: the same with fastupdate off (each key merged at once),
 - `tsvector`: migration 50, what the indexer writes now: search_docs with its generated
-  tsvector (term keys as lexemes, fields as weights) and its GIN index, no postings,
+  tsvector (a lexeme per term key and field) and its GIN index, no postings,
 - `tsvector-fu`: the same with the GIN's fastupdate off.
 
 The first five are written into a store at migration 49, the last two at the latest.
