@@ -199,7 +199,7 @@ def test_killed_copy_resumes_to_exactly_the_source(
          pg_url, "--batch-rows", "1", "--quiet"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    done = _wait_for_progress(pg_url, lambda n: n >= 40, proc)
+    done = _wait_for_progress(pg_url, lambda n: n >= 10, proc)  # of 44 (no postings)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL
