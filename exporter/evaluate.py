@@ -224,7 +224,8 @@ def _check_reachable(answers: Mapping[str, list[Answer]], models: Mapping[str, s
                 f"the {role} {models[role]} could not be reached on {len(down)} of {len(rows)} "
                 f"evaluation requests ({first}): not scored, no verdict recorded (an "
                 "unreachable model says nothing of its quality); evaluate again once it is "
-                "served (a cycle retries this step, then evaluates the same model again)")
+                "served (a cycle retries this step, then evaluates the same model again)",
+                role=role)
 
 
 def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,

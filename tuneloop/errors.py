@@ -91,9 +91,15 @@ class UpstreamUnreachable(TuneloopError):
 class ModelUnreachable(UpstreamUnreachable):
     """A model under evaluation could not be reached on too many of its requests (404, 5xx
     or connection failures after retries): its answers say nothing of its quality, so the
-    evaluation fails (a cycle retries the step) instead of recording a verdict."""
+    evaluation fails (a cycle retries the step) instead of recording a verdict. `role`: which
+    model of the evaluation it was (`candidate`, `baseline`), when known."""
 
     code = "model_unreachable"
+
+    def __init__(self, message: str, *, role: str | None = None, code: str | None = None,
+                 param: str | None = None):
+        super().__init__(message, code=code, param=param)
+        self.role = role
 
 
 class UpstreamTimeout(TuneloopError):
