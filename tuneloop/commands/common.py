@@ -25,7 +25,10 @@ def domain_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except TuneloopError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
+            # as written: no `:x:` turned into an emoji, no line breaks inside a command the
+            # message prints (the terminal wraps; a pasted command must stay one command)
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False,
+                              emoji=False, soft_wrap=True)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 import click
@@ -282,8 +283,9 @@ def jobs_serve(ctx: click.Context, job_id: str, alias: str | None, canary: float
         click.echo(f"{served.model} at {where}"
                    + (f" with the key in {served.api_key_env}" if served.api_key_env else ""))
         if alias is None:
-            flags = "".join(f" --{k.replace('_', '-')} {v}"
-                            for k, v in served.promote_args().items() if v and k != "provider")
+            flags = "".join(f" --{k.replace('_', '-')} {quote(v)}"
+                            for k, v in served.promote_args().items()
+                            if v and not (k == "provider" and v == "openai"))
             click.echo(f"route it: tuneloop promote --alias ALIAS --model {served.model}{flags}")
             return
         result = client.promote(alias, served.model, canary=canary, **served.promote_args())
