@@ -55,6 +55,18 @@ def gate_confidence(ctx: click.Context, param: click.Parameter, value: float) ->
     return value
 
 
+def refuse_unused_judge_options(scorer: str, judge_model: str | None,
+                                rubric: object | None) -> None:
+    """`--judge-model` / `--rubric` are the judge scorer's: with another scorer they would be
+    silently ignored (an exact-match evaluation the user took for a judged one)."""
+    given = [flag for flag, value in (("--judge-model", judge_model), ("--rubric", rubric))
+             if value is not None]
+    if given and scorer != "judge":
+        raise click.UsageError(f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} for "
+                               f"the judge scorer, but the scorer is {scorer!r}: add --scorer "
+                               f"judge, or leave {' and '.join(given)} out")
+
+
 def settings_from(ctx: click.Context) -> Settings:
     settings: Settings = ctx.obj["settings"]
     return settings
