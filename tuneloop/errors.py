@@ -148,6 +148,14 @@ class ProviderUnsupported(ProviderError):
     code = "provider_unsupported"
 
 
+class ProviderOptionRefused(ProviderUnsupported):
+    """An option the provider does not take (a seed, a hyperparameter, a method or format):
+    a usage mistake, refused before anything is uploaded, with the exit code of the CLI's
+    other refused options (2)."""
+
+    exit_code = 2
+
+
 class NotTrainable(TuneloopError):
     """A review action would approve an item without a final answer (an upstream error, a cut
     stream, an empty answer): edit it to supply the answer, or reject it."""

@@ -272,11 +272,12 @@ def jobs_serve(ctx: click.Context, job_id: str, alias: str | None, canary: float
         job = chosen.retrieve(job_id)
         deploy = getattr(chosen, "deploy", None)
         if deploy is None:  # OpenAI: the default upstream serves its fine-tunes
-            from exporter.providers.serving import ServedModel
+            from exporter.providers.serving import ServedModel, no_model_yet
+            from tuneloop.errors import DatasetError
 
             served = ServedModel(job.fine_tuned_model or "", None, None)
             if job.status != "succeeded":
-                raise click.ClickException(f"job {job_id} is {job.status}: no model to serve")
+                raise DatasetError(no_model_yet(job))  # as the other providers
         else:
             served = deploy(job)
         where = served.base_url or "the default upstream"
@@ -307,8 +308,11 @@ def jobs_cancel(ctx: click.Context, job_id: str, provider: str | None, api: str 
     from exporter.finetune import cancel_job
 
     def body(client: Any) -> None:
-        record = cancel_job(client, job_id, _provider(ctx, provider, client.job(job_id)))
-        click.echo(f"{record['id']} {record['status']}")
+        known = client.job(job_id)
+        already = known.get("status") == "cancelled"  # no provider call (nor its settings)
+        record = cancel_job(client, job_id, None if already else _provider(ctx, provider, known))
+        click.echo(f"{job_id} was already cancelled: nothing to do" if already
+                   else f"{record['id']} {record['status']}")
 
     _run(ctx, api, body)
 
