@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from tests import test_cycle
-from tests.conftest import ProxyServer
+from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, ProxyServer
 from tests.test_cycle import ALIAS, CURRENT, config, run
+from tuneloop.cli import main
 
 loop = test_cycle.loop  # the fixture: approved traffic, the alias, fast fake fine-tuning
 WORSE = "I don't know."
 EVALUATE = {"checkpoints": 3, "margin": 0.5}
+ENV = {"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN, "OPENAI_API_KEY": UPSTREAM_KEY}
 
 
 def trained(loop: ProxyServer, tmp_path: Path) -> tuple[dict[int, str], Any]:
@@ -51,7 +54,7 @@ def checkpoints_detail(loop: ProxyServer, run_id: str) -> dict[str, Any]:
 @pytest.mark.parametrize("down", [6, 10])  # an earlier checkpoint, and the job's last one
 def test_an_unservable_checkpoint_is_not_scored_and_the_best_of_the_rest_promoted(
         loop: ProxyServer, tmp_path: Path, down: int) -> None:
-    names, _job = trained(loop, tmp_path)
+    names, job = trained(loop, tmp_path)
     loop.upstream.state.model_replies.update(
         {names[step]: WORSE for step in (6, 10) if step != down})
     unserved(loop, names[down])
@@ -73,6 +76,22 @@ def test_an_unservable_checkpoint_is_not_scored_and_the_best_of_the_rest_promote
     gated = loop.admin().eval_run(second.run["state"]["eval_run_id"])["report"]
     assert gated["intervals"]["comparisons"] == 3
     assert gated["confidence"] == pytest.approx(1 - 0.05 / 3)
+
+    # by hand: the table says which was not scored and why, and marks the best of the rest
+    shown = CliRunner().invoke(main, [
+        "jobs", "checkpoints", job.id, "--dataset", second.run["state"]["export_path"],
+        "--baseline", CURRENT, "--api", loop.url], env=ENV)
+    assert shown.exit_code == 0, shown.output
+    said = " ".join(shown.output.split())
+    assert f"(step {down} not scored: the candidate {names[down]} could not be reached" in said
+    assert f"{names[8]} <- best" in said
+    for name in names.values():
+        unserved(loop, name)
+    none = CliRunner().invoke(main, [
+        "jobs", "checkpoints", job.id, "--dataset", second.run["state"]["export_path"],
+        "--baseline", CURRENT, "--api", loop.url], env=ENV)
+    assert none.exit_code == 6
+    assert "none of the 3 checkpoints could be evaluated" in " ".join(none.output.split())
 
 
 def test_a_retry_does_not_evaluate_the_checkpoints_again(loop: ProxyServer,

@@ -85,6 +85,7 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
                 api_key_env: str | None, as_json: bool, api: str | None) -> None:
     """A job's checkpoints: validation loss and evaluation scores; evaluate, promote the best."""
     from exporter.checkpoints import (
+        best_checkpoint,
         comparable_best,
         evaluate_checkpoints,
         last_checkpoints,
@@ -133,6 +134,8 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
                     click.echo(f"warning: {same}", err=True)
                     break
             results = evaluate_checkpoints(client, found, export_dir, options, api_key=key)
+            if all(r.not_scored for r in results):
+                best_checkpoint(results)  # ModelUnreachable: none could be evaluated
         else:
             results = stored_evaluations(found, client.eval_runs(limit=1000))
         best = comparable_best(results)  # None: nothing scored, or scores not comparable
