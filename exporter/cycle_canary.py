@@ -153,7 +153,8 @@ def _promotion_held(canary: dict[str, Any], base: Baseline, params: SprtParams) 
     if worst.decision == "not_worse":
         return None
     return (f"no worse, but {missing} of its failures or hang-ups still wait on a background "
-            f"second opinion (skipped: background_opinions_max was full, or not reported yet); "
+            f"second opinion (skipped: background_opinions_max or the key's share was full, or "
+            "not reported yet); "
             f"counted as its errors the canary would not pass ({worst.describe()})")
 
 

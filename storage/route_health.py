@@ -34,7 +34,8 @@ opinion's own row (traffic `probe`, `source_id` this row's id) alone: the other 
 started (`status_code` < 400, `finish` `completed`) -> the drawn arm's error (whatever the
 row's own second opinion status, stall or hang-up); it failed, or no such row exists (pending,
 lost, cancelled at shutdown, or `late_opinion` says none was asked: `too_quick`,
-`budget_full`) -> nobody's, unjudged. Probe rows are no production request of either arm.
+`budget_full`, `key_share_full`) -> nobody's, unjudged. Probe rows are no production request
+of either arm.
 `history_baseline` judges rows by the canary's rule when no canary was open (the current
 target's traffic before one, the canary's baseline when starved beside it): a failure no other
 model judged (an answer of status 400 or more, or a stall before the first byte, at attempt 0
@@ -196,7 +197,7 @@ SELECT r.target,
        max(v.down_votes) AS down_votes,
        max(w.weighed_requests) AS weighed_requests,
        max(w.weighed_errors) AS weighed_errors,
-       count(*) FILTER (WHERE r.late_opinion = 'budget_full'
+       count(*) FILTER (WHERE r.late_opinion IN ('budget_full', 'key_share_full')
                         OR (r.late_opinion = 'asked' AND r.late_seen = 0)
                         OR r.unopined = 1) AS opinions_missing
 FROM r LEFT JOIN f ON f.target = r.target LEFT JOIN t ON t.target = r.target
