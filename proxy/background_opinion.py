@@ -13,10 +13,11 @@ traffic `probe`, `source_id` the judged request's id, the other arm's status, `f
 `upstream_cut`), `ttfb_ms`, and no answer text: it is nobody's answer, never counted as a
 production request of either arm nor training data.
 
-At most `limit` run at once per process, and at most `per_key` of them for one client key
-(`key_of`: the credential a request came with), so one app key flooding failures or hang-ups
-leaves room for the others' (above either: skipped, `budget_full` / `key_share_full`,
-counted by reason in `tuneloop_background_opinions_skipped_total`). Only keys with an opinion
+At most `limit` run at once per process; one client key (`key_of`: the credential a request
+came with) gets more than `per_key` of them only while that leaves at least `per_key` free for
+the others, so one app key flooding failures or hang-ups leaves room for another key's
+(skipped: `budget_full` / `key_share_full`, counted by reason in
+`tuneloop_background_opinions_skipped_total`). Only keys with an opinion
 in flight are remembered, so at most `limit` of them. At shutdown the pending ones are
 cancelled and log nothing, so their requests stay unjudged, as after a crash."""
 
@@ -89,7 +90,7 @@ class BackgroundOpinions:
         `late_opinion`: `asked`, or `budget_full` / `key_share_full` (then `sending` is
         cancelled)."""
         full = BUDGET_FULL if not self.has_room() else \
-            KEY_SHARE_FULL if self._of_key.get(key, 0) >= self.per_key else None
+            KEY_SHARE_FULL if self._beyond_share(key) else None
         if full is not None:
             if isinstance(sending, asyncio.Future):
                 sending.cancel()
@@ -102,6 +103,13 @@ class BackgroundOpinions:
         self._of_key[key] = self._of_key.get(key, 0) + 1
         task.add_done_callback(lambda done: self._done(done, key))
         return ASKED
+
+    def _beyond_share(self, key: str) -> bool:
+        """`key` has its share in flight, and one more would leave less than a share free
+        for the other keys (a key alone may use the rest: one app's own failures are judged
+        as before, while a flood still leaves room for another key's)."""
+        free_after = self.limit - len(self._running) - 1
+        return self._of_key.get(key, 0) >= self.per_key and free_after < self.per_key
 
     def _done(self, task: asyncio.Task[None], key: str) -> None:
         self._running.discard(task)

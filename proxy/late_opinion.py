@@ -7,8 +7,8 @@ drawn arm was asked).
 
 A hang-up after the first byte is not probed (the client may know the arm by then); nor one
 sooner than `hangup_probe_min_s` after the drawn arm was asked (an instant cancel costs
-nothing), nor one when `background_opinions_max` are in flight, or
-`background_opinions_per_key` for the request's client key: those rows say `late_opinion`
+nothing), nor one when `background_opinions_max` are in flight, or the request's client key
+has its share (`background_opinions_per_key`) and no more is free: those rows say `late_opinion`
 `too_quick` / `budget_full` / `key_share_full` and are unjudged."""
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ def test_one_keys_flood_leaves_room_for_another_keys_opinions(
         proxy_factory: Callable[..., ProxyServer]) -> None:
     """The canary fails every request; the stable model's second opinion takes 20 s (past the
     0.1 s it is waited for), so each failure's opinion goes on in the background. Key A sends
-    10 requests, then key B 3: A's canary failures get 3 opinions (its share), B's all of
-    theirs. (The few drawn for the stable model are given up after 2 s.)"""
+    10 requests, then key B 3: A's canary failures get 3 opinions (its share: a 4th would
+    leave less than a share of the 6 free), B's all of theirs. (The few drawn for the stable
+    model are given up after 2 s.)"""
     proxy = proxy_factory(issue_keys=True, openai_api_key=UPSTREAM_KEY,
                           second_opinion_timeout_s=0.1, background_opinions_max=6,
                           background_opinions_per_key=3)
