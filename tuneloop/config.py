@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     # data governance
     redact: list[RedactionKind] = Field(default_factory=list)
     retention_days: int | None = Field(None, ge=1)
+    delete_chunk_rows: int = Field(5_000, ge=1, le=1_000_000)
+    """forget and retention delete this many interactions a transaction: the store's other
+    writes (every replica's, on Postgres) go on between two."""
 
     # prices (USD per 1M tokens) used before litellm's map: models it doesn't know, a
     # negotiated price, training prices for break-even (`tuneloop savings`)
