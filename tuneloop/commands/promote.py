@@ -40,6 +40,8 @@ def describe_verdict(verdict: dict[str, Any]) -> str:
         else:
             llr = f"LLR {test['llr']:+.3f} in [{test['lower']:.3f}, {test['upper']:.3f}]"
         before = " before the canary" if test.get("baseline") == "history" else ""
+        if test.get("baseline_unjudged"):  # exporter/canary_history.py: for a rollback only
+            before += f" (+{test['baseline_unjudged']:g} unjudged failures for a rollback)"
         lines.append(
             f"  {test['metric']}: canary {test['canary_events']:g}/{test['canary_n']:g}, "
             f"current {test['baseline_events']:g}/{test['baseline_n']:g}{before}; H0 p="
