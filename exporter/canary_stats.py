@@ -35,6 +35,7 @@ false-rollback rates at 10% and 50% canary shares and how soon a bad canary goes
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -78,6 +79,9 @@ class SprtResult:
     baseline: str = "concurrent"
     """`concurrent`: the current target's traffic since the promotion; `history`: its traffic
     before the promotion, used when the concurrent baseline is starved (cycle_canary.py)."""
+    baseline_unjudged: float = 0.0
+    """The baseline's failures no second opinion judged (its history, exporter/canary_history.py):
+    left out for a promotion (`llr_bad`), counted as its errors for a rollback (`llr`)."""
 
     def to_json(self) -> dict[str, Any]:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -86,6 +90,11 @@ class SprtResult:
         rate = self.canary_events / self.canary_n if self.canary_n else 0.0
         base = self.baseline_events / self.baseline_n if self.baseline_n else 0.0
         before = " before the canary" if self.baseline == "history" else ""
+        if self.baseline_unjudged:
+            m, n, x = self.baseline_unjudged, self.baseline_n, self.baseline_events
+            upper = (x + m) / (n + m)
+            before += (f" (and {m:g} failures there no second opinion judged: counted as its "
+                       f"errors only for a rollback, {x + m:g}/{n + m:g} ({upper:.3f}))")
         return (f"{self.metric} {self.canary_events:g}/{self.canary_n:g} ({rate:.3f}) against "
                 f"{self.baseline_events:g}/{self.baseline_n:g} ({base:.3f}){before}: LLR worse "
                 f"{self.llr:+.2f} (rolls back at {self.upper:.2f}), LLR bad {self.llr_bad:+.2f} "
@@ -149,6 +158,28 @@ def sprt(metric: str, canary_n: float, canary_events: float, baseline_n: float,
     return SprtResult(metric, canary_n, canary_events, baseline_n, baseline_events,
                       q0 + params.tolerance, q1 + params.bad, llr, llr_bad, params.lower,
                       params.upper, decision, baseline)
+
+
+def bounded_sprt(metric: str, canary_n: float, canary_events: float, baseline_n: float,
+                 baseline_events: float, unjudged: float, params: SprtParams,
+                 baseline: str = "concurrent") -> SprtResult:
+    """`sprt` against a baseline with `unjudged` failures that may or may not be its errors
+    (no second opinion judged them): *worse* only against the baseline counting them as its
+    errors, *not worse* only against the baseline without them. Neither bound is one those
+    rows can ease: whatever they are, a rollback and a promotion each hold at the bound least
+    favourable to it."""
+    low = sprt(metric, canary_n, canary_events, baseline_n, baseline_events, params, baseline)
+    if unjudged <= 0:
+        return low
+    high = sprt(metric, canary_n, canary_events, baseline_n + unjudged,
+                baseline_events + unjudged, params, baseline)
+    decision: Decision = "continue"
+    if high.decision == "worse":
+        decision = "worse"
+    elif low.decision == "not_worse":
+        decision = "not_worse"
+    return dataclasses.replace(low, p1=high.p1, llr=high.llr, decision=decision,
+                               baseline_unjudged=unjudged)
 
 
 def _alternatives(bad: float) -> list[float]:

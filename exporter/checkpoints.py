@@ -31,7 +31,7 @@ from exporter.eval_report import EvalReport
 from exporter.evaluate import EvalOptions, evaluate
 from exporter.providers.base import Checkpoint, FineTuneProvider
 from tuneloop.client import AdminClient
-from tuneloop.errors import NotFound
+from tuneloop.errors import ModelUnreachable, NotFound
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class CheckpointEval:
     dataset: str | None = None  # the export evaluated on
     scorer: str | None = None
     threshold: float | None = None  # classification
+    not_scored: str | None = None  # why it has no scores (it could not be reached)
 
     @property
     def comparison(self) -> Comparison:
@@ -57,7 +58,8 @@ class CheckpointEval:
         return {**self.checkpoint.to_json(), "eval_run_id": self.eval_run_id,
                 "candidate_score": self.candidate_score, "baseline_score": self.baseline_score,
                 "margin": self.margin, "margin_interval": self.margin_interval,
-                "baseline": self.baseline, "dataset": self.dataset, "scorer": self.scorer}
+                "baseline": self.baseline, "dataset": self.dataset, "scorer": self.scorer,
+                **({"not_scored": self.not_scored} if self.not_scored else {})}
 
 
 Comparison = tuple[str | None, str | None, str | None, float | None]
@@ -78,21 +80,68 @@ def last_checkpoints(provider: FineTuneProvider, job_id: str, k: int | None) -> 
 
 def evaluate_checkpoints(client: AdminClient, checkpoints: Sequence[Checkpoint],
                          export_dir: Path, options: EvalOptions, *,
-                         api_key: str | None = None) -> list[CheckpointEval]:
+                         api_key: str | None = None,
+                         earlier: Sequence[dict[str, Any]] = ()) -> list[CheckpointEval]:
     """Each checkpoint as `options.candidate`, one stored eval run each, every interval at
-    Bonferroni's level for len(checkpoints) comparisons."""
+    Bonferroni's level for len(checkpoints) comparisons, whether or not all can be scored.
+    A checkpoint that cannot be reached (ModelUnreachable: not served) is kept as not scored,
+    with the reason; an unreachable baseline still fails the whole. `earlier`: stored eval
+    runs (GET /admin/evals, newest first) whose report is reused for a checkpoint evaluated
+    the same way on the same data (a retry does not ask the working checkpoints again)."""
+    comparisons = max(1, len(checkpoints))
     results = []
     for checkpoint in checkpoints:
-        report = evaluate(client, export_dir,
-                          dataclasses.replace(options, candidate=checkpoint.model,
-                                              comparisons=max(1, len(checkpoints))),
-                          api_key=api_key)
+        asked = dataclasses.replace(options, candidate=checkpoint.model, comparisons=comparisons)
+        report = _stored_report(client, earlier, export_dir, asked)
+        if report is None:
+            try:
+                report = evaluate(client, export_dir, asked, api_key=api_key)
+            except ModelUnreachable as exc:
+                if exc.role != "candidate":
+                    raise
+                results.append(CheckpointEval(checkpoint, baseline=options.baseline,
+                                              dataset=str(export_dir), scorer=options.scorer,
+                                              not_scored=exc.message))
+                continue
         results.append(CheckpointEval(checkpoint, report.run_id,
                                       report.models["candidate"]["score"],
                                       report.models["baseline"]["score"], report.margin,
                                       report.margin_interval, report, options.baseline,
                                       report.dataset, options.scorer, report.threshold))
     return results
+
+
+def _stored_report(client: AdminClient, runs: Sequence[dict[str, Any]], export_dir: Path,
+                   options: EvalOptions) -> EvalReport | None:
+    """The newest done run in `runs` of `options` (the same candidate, baseline, scorer and
+    data, intervals at the same levels, the same judge and rubric), as its report."""
+    for run in runs:
+        if (run.get("status"), run.get("candidate"), run.get("baseline"), run.get("scorer"),
+                run.get("dataset")) != ("done", options.candidate, options.baseline,
+                                        options.scorer, str(export_dir)):
+            continue
+        stored = client.eval_run(str(run["id"])).get("report")
+        try:
+            report = EvalReport(**stored) if isinstance(stored, dict) else None
+        except TypeError:  # a report of another shape (an older version's)
+            report = None
+        if report is not None and _evaluated_as(report, options):
+            return report
+    return None
+
+
+def _evaluated_as(report: EvalReport, options: EvalOptions) -> bool:
+    intervals = report.intervals or {}
+    pairwise = report.pairwise or {}
+    judged = (pairwise.get("judge"), pairwise.get("rubric")) == (options.judge_model,
+                                                                  options.rubric)
+    return (intervals.get("family_confidence") == options.confidence
+            and intervals.get("comparisons") == options.comparisons
+            and intervals.get("repeated", 1) == options.repeated
+            and intervals.get("resamples") == options.resamples
+            and intervals.get("seed") == options.seed
+            and (report.pairwise is None or judged)
+            and (options.limit is None or report.examples <= options.limit))
 
 
 def _rank(result: CheckpointEval) -> tuple[float, float, int]:
@@ -102,9 +151,17 @@ def _rank(result: CheckpointEval) -> tuple[float, float, int]:
 
 
 def best_checkpoint(results: Sequence[CheckpointEval]) -> CheckpointEval:
-    if not results:
+    """The best scored result; ModelUnreachable when none could be scored (each unreached),
+    NotFound when there is none."""
+    scored = [r for r in results if r.not_scored is None]
+    if not scored and results:
+        raise ModelUnreachable(
+            f"none of the {len(results)} checkpoints could be evaluated: "
+            + "; ".join(f"step {r.checkpoint.step}: {r.not_scored}" for r in results),
+            role="candidate")
+    if not scored:
         raise NotFound("no evaluated checkpoint to choose from")
-    return max(results, key=_rank)
+    return max(scored, key=_rank)
 
 
 def not_comparable(results: Sequence[CheckpointEval]) -> str | None:
@@ -185,6 +242,8 @@ def render_checkpoints(results: Sequence[CheckpointEval], best: CheckpointEval |
     apart = not_comparable(results)
     if apart is not None:
         lines.append(f"({apart})")
+    lines += [f"(step {r.checkpoint.step} not scored: {r.not_scored})"
+              for r in results if r.not_scored]
     if len(evaluated) > 1:
         family = (evaluated[0].intervals or {}).get("family_confidence", 0.95)
         lines.append(f"(intervals at {level}: Bonferroni over {len(evaluated)} checkpoints, so "

@@ -24,7 +24,7 @@ from exporter.checks import (
     preference_row_problems,
     prompt_completion_row_problems,
 )
-from exporter.examples import Example, fingerprint, prompt_fingerprint
+from exporter.examples import Example, answer_edited, fingerprint, prompt_fingerprint
 from exporter.formats import ExampleError, FormatOptions, Skipped, format_example
 from exporter.legacy_checks import PromptCompletionStats
 from exporter.strip import MISMATCH, TemplateStrip, strip_example
@@ -84,13 +84,14 @@ def prepare_worker(encoding: str) -> None:
 
 def lineage_prefix(example: Example) -> bytes:
     """`{"interaction_id":…,"revision_id":…,"revision":…,"edited":…,` (the export adds where
-    it went; `edited`: the answer is a reviewer's edit, which evaluation's judge takes as a
-    reference). JSON escapes newlines, so prefixes can be joined with one."""
+    it went; `edited`: the final answer is a reviewer's edit (an edit of other messages only
+    keeps the logged answer), which evaluation's judge takes as a reference). JSON escapes
+    newlines, so prefixes can be joined with one."""
     record = {
         "interaction_id": example.interaction_id,
         "revision_id": example.revision_id,
         "revision": example.revision,
-        "edited": example.original is not None,
+        "edited": answer_edited(example),
     }
     return orjson.dumps(record)[:-1] + b","
 

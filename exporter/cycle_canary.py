@@ -7,8 +7,9 @@ worse (after `min_requests` canary requests, weighed as the error test weighs th
 `min_age_minutes`), and otherwise waits, for
 at most `max_hours` (then an undecided canary is rolled back, the safe side). A metric whose
 current target got too little traffic beside the canary is compared with that target's traffic
-in the `history_hours` before the promotion. Requests count weighed per sticky user
-(`max_requests_per_user`, storage/route_health.py). The
+in the `history_hours` before the promotion (judged by the canary's rule, each decision
+at the bound least favourable to it: exporter/canary_history.py). Requests count weighed per
+sticky user (`max_requests_per_user`, storage/route_health.py). The
 verdict and its statistics go into the step's detail and, on a decision, into the route
 history entry of the rollback or promotion (`detail.verdict`).
 
@@ -29,7 +30,14 @@ from pathlib import Path
 from shlex import quote
 from typing import Any
 
-from exporter.canary_stats import CanaryVerdict, SprtParams, canary_verdict, sprt
+from exporter.canary_history import (
+    Baseline,
+    baseline_of,
+    history_doubt,
+    needs_history,
+    weighed,
+)
+from exporter.canary_stats import CanaryVerdict, SprtParams, bounded_sprt, canary_verdict, sprt
 from exporter.cycle_config import CanaryConfig, CycleConfig
 from exporter.cycle_steps import StepContext, StepResult, end, no_route, open_canary_run
 from exporter.exportdir import load_export
@@ -94,55 +102,31 @@ def _another_canary(alias: str, episode: dict[str, Any] | None, candidate: str) 
             "or rolled back (then it is evaluated again if the alias's model changed)")
 
 
-def _starved(canary_n: float, baseline_n: float, floor: int) -> bool:
-    """The current target's concurrent sample is too thin to compare with: fewer trials than
-    the canary's and than `floor` (a sticky key sending all the traffic to the canary)."""
-    return baseline_n < canary_n and baseline_n < max(floor, 1)
-
-
-def _baseline(canary: dict[str, Any], stable: dict[str, Any], history: dict[str, Any] | None,
-              trials: str, events: str, floor: int) -> tuple[float, float, str]:
-    n_b, x_b = stable.get(trials, 0), stable.get(events, 0)
-    if history is not None and _starved(canary.get(trials, 0), n_b, floor) \
-            and history.get(trials, 0) > n_b:
-        return history[trials], history.get(events, 0), "history"
-    return n_b, x_b, "concurrent"
-
-
-def _weighed(row: dict[str, Any]) -> dict[str, Any]:
-    """The error test's trials: requests weighed per sticky user (storage/route_health.py);
-    a row without them (an older server) counts each request once."""
-    return {**row, "trials": row.get("weighed_requests", row.get("requests", 0)),
-            "failures": row.get("weighed_errors", row.get("errors", 0))}
-
-
-def needs_history(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig) -> bool:
-    canary, stable = _weighed(canary), _weighed(stable)
-    return cfg.history_hours > 0 and (
-        _starved(canary["trials"], stable["trials"], cfg.min_requests)
-        or _starved(canary.get("votes", 0), stable.get("votes", 0), cfg.min_feedback))
-
-
 def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig,
                  age: timedelta, history: dict[str, Any] | None = None) -> CanaryVerdict:
     """The verdict on health rows (storage/route_health.py) of the canary and the current
     target since the promotion. Either test can roll the canary back, so each gets half
     of `alpha` (Bonferroni): the chance of rolling back a canary within tolerance on both
     metrics stays at most `alpha`. A metric whose concurrent baseline is starved is compared
-    with `history` (the current target's row before the promotion) instead; a canary still
-    undecided at `max_hours` is rolled back."""
+    with `history` (the current target's row before the promotion, judged as its
+    `history_baseline`: exporter/canary_history.py) instead; a canary still undecided at
+    `max_hours` is rolled back."""
     alpha = cfg.alpha / 2
     errors = SprtParams(alpha, cfg.beta, cfg.tolerated_error_rate_increase,
                         cfg.bad_error_rate_increase)
     thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
-    canary, stable = _weighed(canary), _weighed(stable)
-    past = None if history is None else _weighed(history)
-    n_b, x_b, kind = _baseline(canary, stable, past, "trials", "failures", cfg.min_requests)
-    v_b, d_b, voted = _baseline(canary, stable, past, "votes", "down_votes", cfg.min_feedback)
-    tests = [sprt("errors", canary["trials"], canary["failures"], n_b, x_b, errors, kind),
-             sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0), v_b, d_b,
-                  thumbs, voted)]
+    canary, stable = weighed(canary), weighed(stable)
+    past = None if history is None else weighed(history)
+    base = baseline_of(canary, stable, past, "trials", "failures", cfg.min_requests,
+                       unjudged="opinions_missing")
+    votes = baseline_of(canary, stable, past, "votes", "down_votes", cfg.min_feedback)
+    tests = [bounded_sprt("errors", canary["trials"], canary["failures"], base.trials,
+                          base.events, base.unjudged, errors, base.kind),
+             sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0),
+                  votes.trials, votes.events, thumbs, votes.kind)]
+    held = [why for why in (_promotion_held(canary, base, errors),
+                            history_doubt(stable, base, cfg.alpha)) if why is not None]
     expired = None
     if age >= timedelta(hours=cfg.max_hours):
         expired = (f"undecided after {age.total_seconds() / 3600:.1f} hours ([canary] "
@@ -151,11 +135,10 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
                           >= cfg.min_feedback, canary_requests=canary["trials"],
                           min_requests=cfg.min_requests,
                           old_enough=age >= timedelta(minutes=cfg.min_age_minutes),
-                          expired=expired, held=_promotion_held(canary, n_b, x_b, errors, kind))
+                          expired=expired, held="; ".join(held) or None)
 
 
-def _promotion_held(canary: dict[str, Any], n_b: float, x_b: float, params: SprtParams,
-          kind: str) -> str | None:
+def _promotion_held(canary: dict[str, Any], base: Baseline, params: SprtParams) -> str | None:
     """Why the canary is not promoted while some of its failures wait on a background second
     opinion that was skipped (the budget was full) or has not reported (r14 #2): those rows
     are unjudged, so for a rollback they count for nobody (an app key filling the budget must
@@ -164,12 +147,14 @@ def _promotion_held(canary: dict[str, Any], n_b: float, x_b: float, params: Sprt
     missing = canary.get("opinions_missing", 0)
     if not missing:
         return None
-    worst = sprt("errors", canary["trials"] + missing, canary["failures"] + missing, n_b, x_b,
-                 params, kind)
+    # against the baseline without its own unjudged failures: the bound a promotion needs
+    worst = sprt("errors", canary["trials"] + missing, canary["failures"] + missing,
+                 base.trials, base.events, params, base.kind)
     if worst.decision == "not_worse":
         return None
     return (f"no worse, but {missing} of its failures or hang-ups still wait on a background "
-            f"second opinion (skipped: background_opinions_max was full, or not reported yet); "
+            f"second opinion (skipped: background_opinions_max or the key's share was full, or "
+            "not reported yet); "
             f"counted as its errors the canary would not pass ({worst.describe()})")
 
 
@@ -205,8 +190,10 @@ def watch_step(ctx: StepContext) -> StepResult:
         before = ctx.client.route_health(
             alias, since=(opened - timedelta(hours=cfg.history_hours)).isoformat(),
             until=opened.isoformat(), max_votes_per_voter=cfg.max_votes_per_voter,
-            max_requests_per_user=cfg.max_requests_per_user)
-        history = {row["target"]: row for row in before["targets"]}.get(ctx.state["stable"])
+            max_requests_per_user=cfg.max_requests_per_user, history_baseline=True)
+        # a server that did not judge it by the canary's rule (an older one): no history
+        if before.get("history_baseline") is True:
+            history = {row["target"]: row for row in before["targets"]}.get(ctx.state["stable"])
     verdict = judge_canary(canary, stable, cfg, age, history)
     detail = {"canary": canary, "stable": stable, "age_minutes": round(age.total_seconds() / 60, 2),
               "verdict": verdict.to_json()}

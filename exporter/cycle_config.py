@@ -259,6 +259,12 @@ def check_evaluate(config: CycleConfig) -> None:
             load_scorer(cfg.scorer)
         except ConfigError as exc:
             raise ConfigError(f"cycle config: evaluate.scorer: {exc.message}") from None
+    unused = [name for name in ("judge_model", "rubric") if getattr(cfg, name) is not None]
+    if unused and cfg.scorer != "judge":
+        raise ConfigError(f"cycle config: evaluate.{unused[0]}: {' and '.join(unused)} "
+                          f"{'are' if len(unused) > 1 else 'is'} for the judge scorer, but "
+                          f"scorer = {cfg.scorer!r}: set scorer = \"judge\", or remove "
+                          f"{' and '.join(unused)}")
     if cfg.scorer == "judge" and not cfg.judge_model:
         raise ConfigError("cycle config: evaluate.judge_model: the judge scorer needs a judge "
                           "model (e.g. judge_model = \"gpt-4o\")")

@@ -40,7 +40,7 @@ from exporter.exportdir import load_export
 from exporter.finetune import JobProvider, default_provider
 from exporter.fix_hints import CYCLE_SKIP_HINT, how_to_fix
 from exporter.formats import FormatOptions, RuleViolations
-from exporter.judge import load_rubric, rubric_digest
+from exporter.judge import load_rubric, rubric_digest, self_judging
 from exporter.pipeline import ExportOptions
 from exporter.strip import TemplateStrip
 from tuneloop.client import AdminClient
@@ -349,11 +349,15 @@ def evaluate_step(ctx: StepContext) -> StepResult:
               "rubric_sha256": rubric_digest(options.rubric)}
     decision = gate_decision(report, cfg.rules)
     beats = decision.passed
+    same = self_judging(options.judge_model, candidate, baseline) \
+        if cfg.scorer == "judge" else None
+    warnings = [same] if same is not None else []
     detail = {**scores, "required_margin": cfg.margin, "gate_reasons": decision.reasons}
     note = report.render(shown=0) + "\n  " + decision.render(cfg.rules)
     if not beats:
-        return StepResult(None, state=scores, detail=detail, outcome="not_promoted", note=note)
-    return StepResult("canary", state=scores, detail=detail, note=note)
+        return StepResult(None, state=scores, detail=detail, outcome="not_promoted", note=note,
+                          warnings=warnings)
+    return StepResult("canary", state=scores, detail=detail, note=note, warnings=warnings)
 
 
 FIRST_STEP = "export"

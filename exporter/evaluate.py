@@ -224,7 +224,25 @@ def _check_reachable(answers: Mapping[str, list[Answer]], models: Mapping[str, s
                 f"the {role} {models[role]} could not be reached on {len(down)} of {len(rows)} "
                 f"evaluation requests ({first}): not scored, no verdict recorded (an "
                 "unreachable model says nothing of its quality); evaluate again once it is "
-                "served (a cycle retries this step, then evaluates the same model again)")
+                "served (a cycle retries this step, then evaluates the same model again)",
+                role=role, not_served=bool(missing))
+
+
+def _unrouted(client: AdminClient, exc: ModelUnreachable, models: Mapping[str, str]
+              ) -> ModelUnreachable:
+    """`exc`, saying where the requests went when the model is no alias (the proxy sent them
+    to its default upstream, which does not serve it) and what a model served elsewhere
+    needs: a route to its server."""
+    model = models.get(exc.role or "")
+    if not exc.not_served or model is None or model in client.routes():
+        return exc
+    return ModelUnreachable(
+        f"{exc.message}. {model} is not an alias, so the proxy sent its requests to its "
+        "default upstream, which does not serve it: a model served elsewhere (Together, "
+        "Fireworks, another server) needs a route to it, e.g. `tuneloop promote --alias NAME "
+        f"--model {model} --base-url URL --api-key-env VAR` (or `tuneloop jobs serve JOB "
+        f"--promote NAME`), then evaluate NAME as the {exc.role}", role=exc.role,
+        not_served=True)
 
 
 def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
@@ -245,8 +263,12 @@ def evaluate(client: AdminClient, export_dir: Path, options: EvalOptions, *,
                                  threshold=options.threshold if scoring.classification else None,
                                  cycle_run_id=options.cycle_run_id)
     try:
-        asked = asyncio.run(_ask_all(client.api + "/v1", api_key, run["id"], cases, markers,
-                                     options, scoring, baseline_transforms))
+        try:
+            asked = asyncio.run(_ask_all(client.api + "/v1", api_key, run["id"], cases,
+                                         markers, options, scoring, baseline_transforms))
+        except ModelUnreachable as exc:
+            raise _unrouted(client, exc, {"candidate": options.candidate,
+                                          "baseline": options.baseline}) from None
         _check_key(asked.answers, api_key)
         stats = Stats(options.confidence, options.resamples, options.seed, options.comparisons,
                       options.repeated)

@@ -65,6 +65,24 @@ class Example(NamedTuple):
     endpoint: str | None = None
 
 
+_ANSWER_KEYS = ("content", "tool_calls", "function_call")
+
+
+def same_answer(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two assistant messages say the same (text and tool calls; not e.g. weight)."""
+    return all(a.get(key) == b.get(key) for key in _ANSWER_KEYS)
+
+
+def answer_edited(example: Example) -> bool:
+    """Whether the reviewer changed the final assistant answer (not only other messages, as
+    a prompt's typo fixed): only then is the answer a person's, not the logged model's."""
+    if example.original is None or not example.messages:
+        return False
+    answer = example.messages[-1]
+    return answer.get("role") != "assistant" or not same_answer(
+        clean_message(answer), clean_message(example.original))
+
+
 def clean_tool_call(call: Mapping[str, Any]) -> dict[str, Any]:
     """A tool call as fine-tuning wants it: arguments are a JSON string, never an object."""
     out = {k: v for k, v in call.items() if v is not None}

@@ -222,9 +222,13 @@ def refresh_job(client: AdminClient, job_id: str,
 
 def cancel_job(client: AdminClient, job_id: str,
                provider: FineTuneProvider | None = None) -> dict[str, Any]:
-    """Cancel at the provider (admin token checked first) and record the new state."""
-    client.job(job_id)  # a job tuneloop doesn't know is a NotFound, not a provider call
+    """Cancel at the provider (admin token checked first) and record the new state. A job
+    the record already has cancelled is returned as it is, with no provider call (a provider
+    refuses to cancel it again)."""
+    record = client.job(job_id)  # a job tuneloop doesn't know is a NotFound, not a provider call
     client.check_job()
+    if record.get("status") == "cancelled":
+        return record
     job = (provider or default_provider()).cancel(job_id)
     return client.update_job(job_id, **job_fields(job))
 

@@ -19,7 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from exporter.examples import Example, Message, clean_message, content_text, has_tool_use
+from exporter.examples import (
+    Example,
+    Message,
+    clean_message,
+    content_text,
+    has_tool_use,
+    same_answer,
+)
 from tuneloop.errors import DatasetError
 
 FormatName = Literal["chat", "legacy", "preference", "classification"]
@@ -202,11 +209,6 @@ def to_classification(
     }
 
 
-def _same_answer(a: Message, b: Message) -> bool:
-    keys = ("content", "tool_calls", "function_call")
-    return all(a.get(k) == b.get(k) for k in keys)
-
-
 def to_preference(example: Example) -> dict[str, Any] | Skipped:
     prompt_messages, answer = _answer(example)
     if example.original is None:
@@ -214,7 +216,7 @@ def to_preference(example: Example) -> dict[str, Any] | Skipped:
     preferred = {k: v for k, v in clean_message(answer).items() if k != "weight"}
     rejected = {k: v for k, v in clean_message(example.original).items() if k != "weight"}
     rejected["role"] = "assistant"
-    if _same_answer(preferred, rejected):
+    if same_answer(preferred, rejected):
         return Skipped("not_edited")
     prompt: dict[str, Any] = {"messages": [clean_message(m) for m in prompt_messages]}
     tools = _tools(example)

@@ -85,6 +85,17 @@ def load_rubric(path: Path | None) -> str:
         raise ConfigError(f"{path}: {exc.message}") from None
 
 
+def self_judging(judge_model: str | None, candidate: str, baseline: str) -> str | None:
+    """A warning when the judge is one of the two models it compares: a model tends to
+    prefer its own answers (self-preference), so its verdicts lean to that side."""
+    if judge_model is None or judge_model not in (candidate, baseline):
+        return None
+    role = "candidate" if judge_model == candidate else "baseline"
+    return (f"the judge model {judge_model} is also the {role}: a model tends to prefer its "
+            f"own answers, so the verdicts may favour the {role}; use another judge model "
+            "(--judge-model, [evaluate] judge_model)")
+
+
 def rubric_digest(rubric: str) -> str:
     """The sha256 of a rubric's text: what a cycle compares to tell an edited rubric file."""
     return hashlib.sha256(rubric.encode()).hexdigest()

@@ -142,7 +142,8 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     metrics_.registry.register(savings)
     redactor = redactor_for(settings)
     opinions = BackgroundOpinions(settings.background_opinions_max, writer.log, prices,
-                                  redactor, metrics_.background_opinions_skipped)
+                                  redactor, metrics_.background_opinions_skipped,
+                                  per_key=settings.background_opinions_per_key)
     metrics_.observe("tuneloop_background_opinions_in_flight", "Background second opinions "
                      "of open canaries being asked (at most background_opinions_max).",
                      lambda: opinions.in_flight)

@@ -13,19 +13,25 @@ traffic `probe`, `source_id` the judged request's id, the other arm's status, `f
 `upstream_cut`), `ttfb_ms`, and no answer text: it is nobody's answer, never counted as a
 production request of either arm nor training data.
 
-At most `limit` run at once per process (above: skipped, counted by reason in
-`tuneloop_background_opinions_skipped_total`); at shutdown the pending ones are cancelled
-and log nothing, so their requests stay unjudged, as after a crash."""
+At most `limit` run at once per process; one client key (`key_of`: the credential a request
+came with) gets more than `per_key` of them only while that leaves at least `per_key` free for
+the others, so one app key flooding failures or hang-ups leaves room for another key's
+(skipped: `budget_full` / `key_share_full`, counted by reason in
+`tuneloop_background_opinions_skipped_total`). Only keys with an opinion
+in flight are remembered, so at most `limit` of them. At shutdown the pending ones are
+cancelled and log nothing, so their requests stay unjudged, as after a crash."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from prometheus_client import Counter
 
+from proxy.auth import bearer
 from proxy.capture import Capture
 from proxy.pricing import PriceMap
 from proxy.redaction import Redactor
@@ -37,17 +43,26 @@ log = logging.getLogger("tuneloop.proxy")
 LATE_OPINION = "late_opinion"
 """The route field of a request judged by a background opinion (or that could not be)."""
 ASKED, BUDGET_FULL, TOO_QUICK = "asked", "budget_full", "too_quick"
+KEY_SHARE_FULL = "key_share_full"
 PROBE_TRAFFIC = "probe"
 
 Log = Callable[[dict[str, object]], bool]
+
+
+def key_of(headers: Mapping[str, str]) -> str:
+    """Which client key a request came with, as the per-key share counts it: a digest of its
+    credential (never the credential itself; no credential is one key)."""
+    return hashlib.blake2b((bearer(headers) or "").encode(), digest_size=12).hexdigest()
 
 
 class BackgroundOpinions:
     """The background opinions of one process, at most `limit` at once."""
 
     def __init__(self, limit: int, log_record: Log, prices: PriceMap, redactor: Redactor,
-                 skipped: Counter):
+                 skipped: Counter, per_key: int | None = None):
         self.limit = limit
+        self.per_key = limit if per_key is None else per_key
+        self._of_key: dict[str, int] = {}  # keys with an opinion in flight: at most `limit`
         self._log = log_record
         self._prices = prices
         self._redactor = redactor
@@ -68,22 +83,39 @@ class BackgroundOpinions:
         return reason
 
     def take(self, probe: Capture, sending: Awaitable[UpstreamReply],
-             deadline_s: float | None) -> str:
+             deadline_s: float | None, key: str = "") -> str:
         """Let `sending` (the other arm asked, already running or not) judge the request in
         the background: its answer must start within `deadline_s` (None: its own read
-        timeout). Returns the route's `late_opinion`: `asked`, or `budget_full` (then
-        `sending` is cancelled)."""
-        if not self.has_room():
+        timeout). `key`: the request's client key (`key_of`). Returns the route's
+        `late_opinion`: `asked`, or `budget_full` / `key_share_full` (then `sending` is
+        cancelled)."""
+        full = BUDGET_FULL if not self.has_room() else \
+            KEY_SHARE_FULL if self._beyond_share(key) else None
+        if full is not None:
             if isinstance(sending, asyncio.Future):
                 sending.cancel()
             elif asyncio.iscoroutine(sending):
                 sending.close()
-            return self.skip(BUDGET_FULL)
+            return self.skip(full)
         task = asyncio.get_running_loop().create_task(self._judge(probe, sending, deadline_s),
                                                       name="tuneloop-background-opinion")
         self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._of_key[key] = self._of_key.get(key, 0) + 1
+        task.add_done_callback(lambda done: self._done(done, key))
         return ASKED
+
+    def _beyond_share(self, key: str) -> bool:
+        """`key` has its share in flight, and one more would leave less than a share free
+        for the other keys (a key alone may use the rest: one app's own failures are judged
+        as before, while a flood still leaves room for another key's)."""
+        free_after = self.limit - len(self._running) - 1
+        return self._of_key.get(key, 0) >= self.per_key and free_after < self.per_key
+
+    def _done(self, task: asyncio.Task[None], key: str) -> None:
+        self._running.discard(task)
+        left = self._of_key.pop(key, 1) - 1
+        if left > 0:
+            self._of_key[key] = left
 
     async def _judge(self, probe: Capture, sending: Awaitable[UpstreamReply],
                      deadline_s: float | None) -> None:

@@ -33,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.arm_cover import ArmCover
 from proxy.assemble import ASSEMBLERS, BodyDecoder
+from proxy.background_opinion import key_of
 from proxy.body import BodyLimits, parse_payload, read_body
 from proxy.capture import Capture, parse_json
 from proxy.context import ProxyContext
@@ -202,7 +203,8 @@ class Exchange:
             began = self.silence.heard()
             if number == 0:
                 self.drawn_asked_at = began
-            later = functools.partial(go_on_later, ctx, failover, number, outgoing, began) \
+            later = functools.partial(go_on_later, ctx, failover, key_of(self.headers), number,
+                                      outgoing, began) \
                 if failover.bounded(number) else None  # a second opinion: waited for so long
             try:
                 reply = await awaited(send_attempt(ctx, attempt, self.endpoint, asked,
@@ -380,7 +382,8 @@ class Exchange:
                 # the drawn arm's time, not the client's: a body sent slowly must not give
                 # the other arm longer than the drawn one had (r14 #1)
                 waited = (self.left_at or time.perf_counter()) - self.drawn_asked_at
-                probe_after_hangup(self.ctx, self.plan, capture, self.asked, self.suffix, waited)
+                probe_after_hangup(self.ctx, self.plan, capture, self.asked, self.suffix, waited,
+                                   key_of(self.headers))
         try:
             record = capture.record(status_code=status, response=response, finish=finish,
                                     error=error, prices=self.ctx.prices,

@@ -7,8 +7,9 @@ drawn arm was asked).
 
 A hang-up after the first byte is not probed (the client may know the arm by then); nor one
 sooner than `hangup_probe_min_s` after the drawn arm was asked (an instant cancel costs
-nothing), nor one when `background_opinions_max` are in flight: those rows say
-`late_opinion` `too_quick` / `budget_full` and are unjudged."""
+nothing), nor one when `background_opinions_max` are in flight, or the request's client key
+has its share (`background_opinions_per_key`) and no more is free: those rows say `late_opinion`
+`too_quick` / `budget_full` / `key_share_full` and are unjudged."""
 
 from __future__ import annotations
 
@@ -50,21 +51,23 @@ def probe_capture(primary: Capture, plan: Plan, number: int, outgoing: Outgoing,
                    sent_request=outgoing.body if outgoing.transformed else None)
 
 
-def go_on_later(ctx: ProxyContext, failover: Failover, number: int, outgoing: Outgoing,
-                began: float, task: asyncio.Task[UpstreamReply]) -> None:
+def go_on_later(ctx: ProxyContext, failover: Failover, key: str, number: int,
+                outgoing: Outgoing, began: float, task: asyncio.Task[UpstreamReply]) -> None:
     """Second opinion `number`, cut by `second_opinion_timeout_s` or by the client's hang-up,
     goes on in the background and judges the request's row (or is cancelled: no row to judge,
-    or the budget is full; `failover.late` says which)."""
+    or the budget is full; `failover.late` says which). `key`: the client key (its share of
+    the budget)."""
     capture = failover.capture
     if capture.meta.no_log:
         task.cancel()
         return
     probe = probe_capture(capture, failover.plan, number, outgoing, began, None)
-    failover.late = ctx.opinions.take(probe, task, None)
+    failover.late = ctx.opinions.take(probe, task, None, key)
 
 
 def probe_after_hangup(ctx: ProxyContext, plan: Plan, primary: Capture,
-                       asked: Mapping[str, str], suffix: str, waited_s: float) -> None:
+                       asked: Mapping[str, str], suffix: str, waited_s: float,
+                       key: str) -> None:
     """The client hung up `waited_s` after the drawn arm was asked (not after its request
     began: a body sent slowly gives the other arm no longer than the drawn arm had): when that
     was before its answer's first byte, on the drawn arm (no second opinion asked yet), the
@@ -84,4 +87,4 @@ def probe_after_hangup(ctx: ProxyContext, plan: Plan, primary: Capture,
     probe = probe_capture(primary, plan, number, outgoing, time.perf_counter(), waited_s)
     sending = send_attempt(ctx, attempt, primary.endpoint, asked, suffix, outgoing.body,
                            outgoing.payload, timeouts_for(ctx, attempt))
-    route[LATE_OPINION] = opinions.take(probe, sending, waited_s)
+    route[LATE_OPINION] = opinions.take(probe, sending, waited_s, key)

@@ -43,8 +43,10 @@ class ProxyMetrics:
         )
         self.background_opinions_skipped = Counter(
             "tuneloop_background_opinions_skipped", "Background second opinions of an open "
-            "canary not asked: `budget_full` (background_opinions_max in flight), `too_quick` "
-            "(a hang-up sooner than hangup_probe_min_s); their requests stay unjudged.",
+            "canary not asked: `budget_full` (background_opinions_max in flight), "
+            "`key_share_full` (the request's client key has its share, "
+            "background_opinions_per_key, and no more is free), `too_quick` (a hang-up sooner "
+            "than hangup_probe_min_s); their requests stay unjudged.",
             ["reason"], registry=self.registry,
         )
         self._mismatch_counts: dict[tuple[str, str, str], int] = {}

@@ -237,12 +237,33 @@ def route_level_moved(spec: RouteSpec) -> RouteSpec:
     return RouteSpec.model_validate(data)
 
 
-def _no_route_for_canary(alias: str, model: str, share: float) -> str:
+_TARGET_FLAGS = (("provider", "--provider"), ("base_url", "--base-url"),
+                 ("api_key_env", "--api-key-env"), ("prompt_suffix", "--prompt-suffix"),
+                 ("strip_template", "--strip-template"), ("system_prompt", "--system-prompt"))
+
+
+def promote_command(alias: str, request: PromoteRequest, share: float) -> str:
+    """`tuneloop promote …` that makes the same request: the candidate's target (provider,
+    server, key variable) and transforms included, so a canary reaches the same model."""
+    parts = ["tuneloop", "promote", "--alias", quote(alias), "--model", quote(request.model),
+             "--canary", f"{share:g}"]
+    for field_name, flag in _TARGET_FLAGS:
+        value = getattr(request, field_name)
+        if value is not None:
+            parts += [flag, quote(value)]
+    stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+    for stop in stops:  # the CLI takes one; a list is written as the flag repeated
+        parts += ["--stop", quote(stop)]
+    return " ".join(parts)
+
+
+def _no_route_for_canary(alias: str, request: PromoteRequest, share: float) -> str:
     """A canary shares traffic with the current target: with no route there is none. Say
     how to create the route (keeping today's traffic where it goes: the default upstream,
-    as model `alias`), then the canary again; never to promote the candidate fully."""
+    as model `alias`), then the canary again, exactly as asked; never to promote the
+    candidate fully."""
     create = f"tuneloop promote --alias {quote(alias)} --model {quote(alias)}"
-    again = f"tuneloop promote --alias {quote(alias)} --model {quote(model)} --canary {share:g}"
+    again = promote_command(alias, request, share)
     return (f"{alias!r} has no route yet, so there is no current target to share a canary "
             f"with (its requests go to the default upstream as model {alias!r}). Create the "
             f"route first, serving what it serves today: `{create}` (or `tuneloop routes set` "
@@ -286,7 +307,7 @@ def promoted_spec(alias: str, current: RouteSpec | None, request: PromoteRequest
     candidates = _candidates(request, current, share)
     if current is None:
         if not request.full:
-            raise Conflict(_no_route_for_canary(alias, request.model, share))
+            raise Conflict(_no_route_for_canary(alias, request, share))
         return RouteSpec(targets=candidates)
     stable = stable_target(current, request.model, open_canary)
     # the stable model's deployments (other base_urls or providers): one stable arm

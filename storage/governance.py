@@ -19,6 +19,7 @@ import orjson
 from storage.backend import upsert_sql
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
+from storage.lookup import ids_condition
 from storage.records import forgotten_user_key
 from storage.spool import Spool
 from storage.transaction import transaction
@@ -62,6 +63,11 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
             "DELETE FROM interactions WHERE id IN (SELECT id FROM _doomed)"))
         con.execute("DROP TABLE _doomed")
     return deleted
+
+
+def add_counts(total: dict[str, int], more: dict[str, int]) -> None:
+    for table, count in more.items():
+        total[table] = total.get(table, 0) + count
 
 
 @dataclass
@@ -166,16 +172,27 @@ def _named(con: Connection, names: list[str]) -> tuple[str, list[Any]]:
             "ELSE request ->> 'user' = ANY(?) END)", [names, named, names])
 
 
-def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
-    """Delete one user's interactions, the ones made from them (evaluation replays carry
-    their source's id, not its user), and everything derived from them, their examples in
-    evaluation reports included; name the export files that hold their examples. `user_id`
-    may list the names the user is stored under (as sent, and its redaction pseudonym).
-
-    A user is found by `user_id` (the `x-tuneloop-user` header, else OpenAI's `user` body
-    field) and by the request's `user` body field, so a request that named the user in its
-    body is forgotten also when a header gave its `user_id` another name."""
+def mark_forgotten(con: Connection, user_id: str | Sequence[str]) -> list[str]:
+    """Record the user as forgotten (rows of theirs still in a replica's spool are skipped when
+    ingested) and answer the ids of every interaction to delete: theirs and the ones made from
+    them (evaluation replays carry their source's id, not its user), in id order. Run it in
+    the write that starts a forget, so no row of theirs is ingested between the two."""
     names = [user_id] if isinstance(user_id, str) else list(user_id)
+    now = datetime.now(UTC)
+    for name in names:
+        con.execute(upsert_sql("forgotten_users", ("user_sha256", "forgotten_at"),
+                               "user_sha256"),
+                    [forgotten_user_key(name), now])
+    named, params = _named(con, names)
+    return [row[0] for row in con.execute(
+        f"SELECT id FROM interactions WHERE {named} OR source_id IN (SELECT id FROM "
+        f"interactions WHERE {named}) ORDER BY id", [*params, *params]).fetchall()]
+
+
+def forget_interactions(con: Connection, ids: Sequence[str]) -> Forgotten:
+    """Delete these interactions of a forgotten user (`mark_forgotten`) and everything derived
+    from them, their examples in evaluation reports included, in one transaction; name the
+    export files that hold their examples."""
     exports: list[dict[str, Any]] = []
     reports = 0
 
@@ -185,27 +202,62 @@ def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
         _doomed_ids_of(con, exports)
         reports = forget_in_reports(con)
 
-    now = datetime.now(UTC)
-    for name in names:  # rows still in another replica's spool are skipped when ingested
-        con.execute(upsert_sql("forgotten_users", ("user_sha256", "forgotten_at"),
-                               "user_sha256"),
-                    [forgotten_user_key(name), now])
-    named, params = _named(con, names)
-    deleted = _delete(con, f"{named} OR source_id IN (SELECT id FROM interactions WHERE "
-                           f"{named})", [*params, *params], before=before)
+    condition, params = ids_condition("id", ids)
+    deleted = _delete(con, condition, params, before=before)
     deleted["eval_report_examples"] = reports
     return Forgotten(deleted, exports)
+
+
+def forget_user(con: Connection, user_id: str | Sequence[str]) -> Forgotten:
+    """Forget one user: `mark_forgotten`, then `forget_interactions` of all of theirs in one
+    transaction. A user is found by `user_id` (the `x-tuneloop-user` header, else OpenAI's
+    `user` body field) and by the request's `user` body field, so a request that named the
+    user in its body is forgotten also when a header gave its `user_id` another name; `user_id`
+    may list the names the user is stored under (as sent, and its redaction pseudonym). The
+    proxy forgets in chunks instead (`forget_interactions` per chunk, `merge_exports`)."""
+    return forget_interactions(con, mark_forgotten(con, user_id))
+
+
+def merge_exports(exports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The export directories named by several chunks of one forget, each once: its examples
+    added up, its interaction ids together."""
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for export in exports:
+        key = (export["dataset"], export["version"])
+        if key not in merged:
+            merged[key] = {**export, "interaction_ids": list(export["interaction_ids"])}
+            continue
+        into = merged[key]
+        into["examples"] += export["examples"]
+        into["interaction_ids"] = sorted({*into["interaction_ids"], *export["interaction_ids"]})
+        into["files"] = sorted({*into["files"], *export["files"]},
+                               key=lambda f: (f == "lineage.jsonl", f))
+    return sorted(merged.values(), key=lambda e: (e["dataset"], e["version"]))
 
 
 def retention_cutoff(days: int, *, now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(days=days)
 
 
-def apply_retention(con: Connection, days: int, *, now: datetime | None = None
-                    ) -> dict[str, int]:
-    """Delete interactions older than `days` days, with their revisions and the rest."""
+def apply_retention_chunk(con: Connection, days: int, limit: int, *,
+                          now: datetime | None = None) -> dict[str, int]:
+    """Delete the oldest `limit` interactions (at most) older than `days` days, with their
+    revisions and the rest, in one transaction; fewer than `limit` deleted: none are left."""
     cutoff = retention_cutoff(days, now=now)
-    return _delete(con, "created_at < ?", [cutoff], keep=KEPT_BY_RETENTION)
+    return _delete(con, "id IN (SELECT id FROM interactions WHERE created_at < ? ORDER BY id "
+                        "LIMIT ?)", [cutoff, limit], keep=KEPT_BY_RETENTION)
+
+
+def apply_retention(con: Connection, days: int, *, now: datetime | None = None,
+                    chunk_rows: int = 10_000) -> dict[str, int]:
+    """Delete interactions older than `days` days, with their revisions and the rest, a
+    transaction per `chunk_rows` interactions."""
+    deleted: dict[str, int] = {}
+    while True:
+        chunk = apply_retention_chunk(con, days, chunk_rows, now=now)
+        add_counts(deleted, chunk)
+        if chunk["interactions"] < chunk_rows:
+            return deleted
 
 
 def forget_quarantined(spool: Spool, user_id: str | Sequence[str]) -> int:

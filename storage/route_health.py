@@ -34,7 +34,16 @@ opinion's own row (traffic `probe`, `source_id` this row's id) alone: the other 
 started (`status_code` < 400, `finish` `completed`) -> the drawn arm's error (whatever the
 row's own second opinion status, stall or hang-up); it failed, or no such row exists (pending,
 lost, cancelled at shutdown, or `late_opinion` says none was asked: `too_quick`,
-`budget_full`) -> nobody's, unjudged. Probe rows are no production request of either arm.
+`budget_full`, `key_share_full`) -> nobody's, unjudged. Probe rows are no production request
+of either arm.
+`history_baseline` judges rows by the canary's rule when no canary was open (the current
+target's traffic before one, the canary's baseline when starved beside it): a failure no other
+model judged (an answer of status 400 or more, or a stall before the first byte, at attempt 0
+with no second opinion; a fallback that did not answer either) would have waited on a second
+opinion during a canary, so it is unjudged and counts in `opinions_missing`, like a skipped
+background opinion. Failures after the answer started (a cut or failed stream, a stall after
+the first byte) and a fallback's answer count as the canary's rows count them. Without it (the
+health people read) such a failure is the target's error, as no other model answered.
 Latency is over the answers below 400.
 Evaluation and synthetic traffic never count. A request users rated is a thumbs-down when
 the mean of its feedback scores is below 0 (`rated_requests`, `thumbs_down`: for people).
@@ -89,7 +98,7 @@ WITH late AS (
            coalesce({attempt}, 0) AS attempt,
            route ->> 'second_opinion_status' AS second_opinion,
            route ->> 'role' AS role, route ->> 'refused_key' AS refused_key,
-           route ->> 'stalled_s' AS stalled, route ->> 'late_opinion' AS late_opinion,
+           route ->> 'stalled_s' AS stalled, route ->> 'late_opinion' AS late_opinion, ttfb_ms,
            coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
@@ -119,14 +128,25 @@ WITH late AS (
                              OR attempt > 0
                              OR (status_code >= 400 AND answered_by IS NULL AND attempt = 0
                                  AND target = CAST(? AS VARCHAR)))
-                   THEN 1 ELSE 0 END AS failed
+                   THEN 1 ELSE 0 END AS failing
     FROM r00
-), r AS (
-    SELECT *, CASE WHEN failed = 0 AND (nobodys = 1
-                                        OR (status_code BETWEEN 400 AND 499 AND attempt = 0)
-                                        OR finish = 'client_disconnected')
-                   THEN 1 ELSE 0 END AS excused
+), r0h AS (
+    SELECT *, CASE WHEN CAST(? AS BOOLEAN) AND failing = 1 AND late_opinion IS NULL
+                        AND second_opinion IS NULL AND coalesce(role, '') <> 'second_opinion'
+                        AND ((attempt = 0 AND (status_code >= 400
+                                               OR (stalled IS NOT NULL AND ttfb_ms IS NULL)))
+                             OR (attempt > 0 AND NOT (status_code < 400
+                                                      AND finish = 'completed')))
+                   THEN 1 ELSE 0 END AS unopined
     FROM r0
+), r AS (
+    SELECT *, failing - unopined AS failed,
+           CASE WHEN failing - unopined = 0 AND (nobodys = 1 OR unopined = 1
+                                                 OR (status_code BETWEEN 400 AND 499
+                                                     AND attempt = 0)
+                                                 OR finish = 'client_disconnected')
+                   THEN 1 ELSE 0 END AS excused
+    FROM r0h
 ), rated AS (
     SELECT fb.interaction_id, avg(fb.score) AS mean
     FROM feedback fb JOIN r ON fb.interaction_id = r.id
@@ -177,8 +197,9 @@ SELECT r.target,
        max(v.down_votes) AS down_votes,
        max(w.weighed_requests) AS weighed_requests,
        max(w.weighed_errors) AS weighed_errors,
-       count(*) FILTER (WHERE r.late_opinion = 'budget_full'
-                        OR (r.late_opinion = 'asked' AND r.late_seen = 0)) AS opinions_missing
+       count(*) FILTER (WHERE r.late_opinion IN ('budget_full', 'key_share_full')
+                        OR (r.late_opinion = 'asked' AND r.late_seen = 0)
+                        OR r.unopined = 1) AS opinions_missing
 FROM r LEFT JOIN f ON f.target = r.target LEFT JOIN t ON t.target = r.target
      LEFT JOIN v ON v.target = r.target LEFT JOIN w ON w.target = r.target
 GROUP BY r.target
@@ -189,7 +210,8 @@ ORDER BY count(*) DESC, r.target
 def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  max_votes_per_voter: int = MAX_VOTES_PER_VOTER,
                  max_requests_per_user: int = MAX_REQUESTS_PER_USER,
-                 canary: str | None = None) -> list[dict[str, Any]]:
+                 canary: str | None = None,
+                 history_baseline: bool = False) -> list[dict[str, Any]]:
     """Per target: requests (judged: not `unjudged_requests`), errors, error_rate,
     unjudged_requests (4xx that say nothing of the target, answers the client gave up on: see
     the module doc), weighed_requests and weighed_errors (weighed per sticky user, see the
@@ -200,14 +222,15 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     skipped for the budget or has not reported yet: unjudged, but the canary's promotion must
     survive counting them as its errors, exporter/cycle_canary.py),
     over production traffic for `alias` in [since, until). `canary`: the alias's open canary
-    model, whose 4xx without a second opinion count."""
+    model, whose 4xx without a second opinion count. `history_baseline`: failures no second
+    opinion judged are unjudged and in `opinions_missing` (the module doc)."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
         raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
     sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"),
                              relay=RELAY_MARK)
     cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
-    rows = con.execute(sql, [since, alias, since, until, canary, cap, cap, per_user,
-                             per_user]).fetchall()
+    rows = con.execute(sql, [since, alias, since, until, canary, history_baseline, cap, cap,
+                             per_user, per_user]).fetchall()
     return [
         {
             "target": target,

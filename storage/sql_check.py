@@ -131,6 +131,9 @@ SHOWABLE = frozenset({"", '"tables"'})
 
 # names of DuckDB's own catalog objects: never a table here, never a CTE's name
 SYSTEM_PREFIXES = ("duckdb_", "pragma_", "pg_", "sqlite_", "information_schema")
+# tables no query may read: `forgotten_users` holds a hash of each forgotten user's name,
+# which a guess hashed the same way would confirm
+HIDDEN_TABLES = frozenset({"forgotten_users"})
 # a value built by one call stays below this many characters (repeat, lpad, rpad)
 MAX_BUILT_CHARS = 100_000
 MAX_SQL_CHARS = 100_000
@@ -156,11 +159,11 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     tables = frozenset(name.lower() for (name,) in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
         "AND table_catalog = current_database()"
-    ).fetchall())
+    ).fetchall()) - HIDDEN_TABLES
     system = frozenset(name.lower() for (name,) in con.execute(
         "SELECT view_name FROM duckdb_views() UNION SELECT table_name FROM duckdb_tables() "
         "UNION SELECT function_name FROM duckdb_functions() WHERE function_type = 'table'"
-    ).fetchall()) - tables
+    ).fetchall()) - tables | HIDDEN_TABLES
     try:
         _Checker(tables, system).walk(tree, frozenset())
     except RecursionError as exc:

@@ -9,14 +9,17 @@ rights (a superuser, REPLICATION, pg_read_server_files: `serve` refuses /admin/s
 storage/sql_role.py) read the server's files, create a replication slot that outlives the
 rollback (WAL then piles up until the disk fills), switch WAL or reset statistics. So these
 names are refused before the query reaches the database, wherever they appear, as are
-Unicode-escaped names (`U&"..."`) that could spell them in disguise. The check is a name match
-over the text: a string that merely contains such a name is refused too.
+Unicode-escaped names (`U&"..."`) that could spell them in disguise. So are the tables no
+reviewer may read (`storage.sql_check.HIDDEN_TABLES`), the planner's column samples
+(`pg_stats`), and the functions that read a table named at run time (`table_to_xml`). The
+check is a name match over the text: a string that merely contains such a name is refused too.
 """
 
 from __future__ import annotations
 
 import re
 
+from storage.sql_check import HIDDEN_TABLES
 from tuneloop.errors import Forbidden
 
 # signalling or ending sessions (other replicas' connections share the store's role)
@@ -27,7 +30,8 @@ _SIGNALS = ("pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
 _LOCKS = r"pg_(?:try_)?advisory_\w*"
 # functions that run SQL given as text (a way around any name check)
 _DYNAMIC = ("query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
-            "cursor_to_xml", "cursor_to_xmlschema", "ts_stat", "ts_rewrite", r"dblink\w*")
+            "cursor_to_xml", "cursor_to_xmlschema", "ts_stat", "ts_rewrite", r"dblink\w*",
+            r"table_to_xml\w*", r"schema_to_xml\w*", r"database_to_xml\w*")
 # replication slots and origins (a slot survives the rollback and holds WAL for good), WAL
 # switches, backups, recovery control
 _REPLICATION = (r"pg_(?:create|drop|copy)_\w*slot", r"pg_replication_slot_\w+",
@@ -39,9 +43,11 @@ _SERVER = (r"pg_read_\w*file", r"pg_ls_\w+", "pg_stat_file", r"pg_file_\w+", "pg
            "pg_current_logfile", r"pg_stat_\w*reset\w*", r"lo_\w+", "loread", "lowrite")
 # catalogs with secrets (password hashes, foreign servers' passwords, server config)
 _SECRETS = ("pg_authid", "pg_shadow", "pg_user_mappings?", "pg_hba_file_rules",
-            "pg_ident_file_mappings", "pg_file_settings", "pg_largeobject")
+            "pg_ident_file_mappings", "pg_file_settings", "pg_largeobject",
+            # the planner's samples of every column (a hidden table's values among them)
+            r"pg_stats\w*", r"pg_statistic\w*")
 _REFUSED = re.compile(r"(?<![\w$])\"?(" + "|".join((*_SIGNALS, *_DYNAMIC, _LOCKS, *_REPLICATION,
-                                                     *_SERVER, *_SECRETS))
+                                                     *_SERVER, *_SECRETS, *HIDDEN_TABLES))
                       + r")\"?(?![\w$])", re.IGNORECASE)
 _UNICODE_ESCAPE = re.compile(r"\bU&['\"]", re.IGNORECASE)
 
@@ -52,7 +58,8 @@ def check_pg_query(sql: str) -> None:
     if found is not None:
         raise Forbidden(f"{found.group(1).lower()} is not allowed in a read-only query (it "
                         "signals sessions, takes the store's locks, runs SQL built from text, "
-                        "reaches the server's files, WAL or replication, or reads secrets)",
+                        "reaches the server's files, WAL or replication, or reads secrets "
+                        "or a hidden table)",
                         code="read_only")
     if _UNICODE_ESCAPE.search(sql):
         raise Forbidden("Unicode-escaped names and strings (U&'...') are not allowed in a "

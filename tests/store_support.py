@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from storage.backend import is_postgres_url
 from storage.db import Connection
+from storage.sql_check import HIDDEN_TABLES
 from storage.store import migrate_store, open_store
 
 
@@ -26,3 +28,9 @@ def connected(store: str) -> Iterator[Connection]:
             connection.close()
     finally:
         db.close()
+
+
+def readable(columns: list[list[Any]]) -> list[list[Any]]:
+    """Rows of information_schema (table name first) without the tables `tuneloop sql` may not
+    read (`storage.sql_check.HIDDEN_TABLES`; on Postgres a query may not even name them)."""
+    return [row for row in columns if row[0] not in HIDDEN_TABLES]

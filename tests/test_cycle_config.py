@@ -153,6 +153,12 @@ REFUSED_EVALUATE: list[tuple[dict[str, Any], str, str]] = [
      r"evaluate\.rubric: rubric file not found"),
     ({"scorer": "judge", "judge_model": "gpt-4o", "metric": "f1"}, "openai",
      r"evaluate\.metric: 'f1' is not a metric of the judge scorer: use one of win_rate"),
+    ({"judge_model": "gpt-4o"}, "openai",  # silently an exact-match evaluation otherwise
+     r"evaluate\.judge_model: judge_model is for the judge scorer, but scorer = 'exact': set "
+     r"scorer = \"judge\", or remove judge_model"),
+    ({"scorer": "classification", "judge_model": "gpt-4o", "rubric": "r.md"}, "openai",
+     r"evaluate\.judge_model: judge_model and rubric are for the judge scorer, but scorer = "
+     r"'classification'"),
     ({"scorer": "classification", "metric": "mean"}, "openai",
      r"evaluate\.metric: 'mean' is not a metric of the classification scorer"),
     ({"checkpoints": 2}, "together",

@@ -89,3 +89,27 @@ def test_the_cycle_retries_an_unreachable_candidate_and_never_trains_it_again(
     assert again.run["state"]["resumed_from"] == first["id"]
     assert again.run["state"]["fine_tuned_model"] == first["state"]["fine_tuned_model"]
     assert len(loop.upstream.state.jobs) == 1  # the paid model, not a second job
+
+
+def test_a_model_no_route_reaches_says_it_went_to_the_default_upstream(
+        proxy: ProxyServer, tmp_path: Path) -> None:
+    data = make_export(tmp_path / "qa", count=40)
+    together = "tuneloop-fake/Meta-Llama-3.1-8B-Instruct-Reference-support-0000abcd"
+    proxy.upstream.state.model_error_rate[together] = 1.0
+    proxy.upstream.state.model_error_status[together] = 404  # OpenAI does not know it
+    with pytest.raises(ModelUnreachable) as caught:
+        evaluate(proxy.admin(), data, EvalOptions(together, BASELINE, **FAST),
+                 api_key=UPSTREAM_KEY)
+    said = caught.value.message
+    assert f"the candidate {together} could not be reached" in said
+    assert f"{together} is not an alias, so the proxy sent its requests to its default " \
+        "upstream, which does not serve it" in said
+    assert f"`tuneloop promote --alias NAME --model {together} --base-url URL --api-key-env " \
+        "VAR`" in said
+    # routed (an alias whose target does not serve it): no word of the default upstream
+    proxy.admin().promote("tg-eval", together)
+    with pytest.raises(ModelUnreachable) as routed:
+        evaluate(proxy.admin(), data, EvalOptions("tg-eval", BASELINE, **FAST),
+                 api_key=UPSTREAM_KEY)
+    assert "could not be reached" in routed.value.message
+    assert "default upstream" not in routed.value.message

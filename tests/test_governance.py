@@ -19,7 +19,7 @@ from storage.records import insert_interactions, to_arrow
 from storage.search_index import index_batch, index_edit
 from storage.spool import Spool
 from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
-from tests.store_support import connected
+from tests.store_support import connected, readable
 
 pytestmark = both_stores
 
@@ -32,10 +32,10 @@ def ask(proxy: ProxyServer, user: str, text: str) -> str:
 
 
 def every_table_mentioning(proxy: ProxyServer, needle: str) -> list[str]:
-    columns = proxy.sql(
+    columns = readable(proxy.sql(
         "SELECT table_name, column_name FROM information_schema.columns WHERE "
         "table_schema IN ('main', 'public') AND (data_type LIKE 'VARCHAR%' OR data_type LIKE "
-        "'%[]' OR data_type IN ('JSON', 'json', 'text', 'character varying', 'ARRAY'))")
+        "'%[]' OR data_type IN ('JSON', 'json', 'text', 'character varying', 'ARRAY'))"))
     if not columns:
         return []
     # one query for every column: a query per column took minutes on a loaded CI machine

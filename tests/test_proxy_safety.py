@@ -24,6 +24,7 @@ from tests.conftest import (
     both_stores,
 )
 from tests.proc import ProxyProcess, served_store, spool_dir
+from tests.store_support import readable
 
 COOKIE = "session=cookie-SECRET-value-42"
 PROXY_KEY_ENV = "sk-proxy-env-SECRET-0987654321"
@@ -324,10 +325,10 @@ def test_issued_keys(proxy_factory: Any) -> None:
 
 
 def text_columns_containing_live(proxy: ProxyServer, needle: str) -> int:
-    rows = proxy.sql(
+    rows = readable(proxy.sql(
         "SELECT table_name, column_name FROM information_schema.columns WHERE "
         "table_schema = 'main' AND (data_type LIKE 'VARCHAR%' OR data_type = 'JSON')"
-    )
+    ))
     total = 0
     for table, column in rows:
         total += proxy.sql(

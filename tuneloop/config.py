@@ -172,6 +172,12 @@ class Settings(BaseSettings):
     or by the client's hang-up goes on off the hot path, and a client hanging up before its
     answer's first byte gets the other arm asked. Above it they are skipped (their requests
     stay unjudged; `tuneloop_background_opinions_skipped_total`); 0 turns them off."""
+    background_opinions_per_key: int = Field(4, ge=1)
+    """One client key's share of those (the credential the request came with: an issued key,
+    or the app's own upstream key; none is one key too): beyond it, a key's opinion is asked
+    only while at least this many stay free for the other keys, so one app key's failures or
+    hang-ups cannot take the whole budget and leave the others' unjudged. Else skipped
+    (`key_share_full`, counted like `budget_full`)."""
     hangup_probe_min_s: float = Field(0.5, ge=0)
     """A client hanging up before its answer sooner than this after its request probes nothing
     (an instant cancel costs no upstream call; the request stays unjudged)."""
@@ -191,6 +197,9 @@ class Settings(BaseSettings):
     # data governance
     redact: list[RedactionKind] = Field(default_factory=list)
     retention_days: int | None = Field(None, ge=1)
+    delete_chunk_rows: int = Field(5_000, ge=1, le=1_000_000)
+    """forget and retention delete this many interactions a transaction: the store's other
+    writes (every replica's, on Postgres) go on between two."""
 
     # prices (USD per 1M tokens) used before litellm's map: models it doesn't know, a
     # negotiated price, training prices for break-even (`tuneloop savings`)

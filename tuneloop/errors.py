@@ -91,9 +91,17 @@ class UpstreamUnreachable(TuneloopError):
 class ModelUnreachable(UpstreamUnreachable):
     """A model under evaluation could not be reached on too many of its requests (404, 5xx
     or connection failures after retries): its answers say nothing of its quality, so the
-    evaluation fails (a cycle retries the step) instead of recording a verdict."""
+    evaluation fails (a cycle retries the step) instead of recording a verdict. `role`: which
+    model of the evaluation it was (`candidate`, `baseline`), when known; `not_served`: the
+    server answered 404 (it does not serve that model)."""
 
     code = "model_unreachable"
+
+    def __init__(self, message: str, *, role: str | None = None, not_served: bool = False,
+                 code: str | None = None, param: str | None = None):
+        super().__init__(message, code=code, param=param)
+        self.role = role
+        self.not_served = not_served
 
 
 class UpstreamTimeout(TuneloopError):
@@ -138,6 +146,14 @@ class ProviderUnsupported(ProviderError):
 
     status_code = 501
     code = "provider_unsupported"
+
+
+class ProviderOptionRefused(ProviderUnsupported):
+    """An option the provider does not take (a seed, a hyperparameter, a method or format):
+    a usage mistake, refused before anything is uploaded, with the exit code of the CLI's
+    other refused options (2)."""
+
+    exit_code = 2
 
 
 class NotTrainable(TuneloopError):

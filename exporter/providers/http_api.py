@@ -13,7 +13,13 @@ import httpx
 
 from exporter.exportdir import ExportDir
 from exporter.providers.base import JobInfo, JobSpec, TransientProviderError, UploadedFiles
-from tuneloop.errors import DatasetError, NotFound, ProviderError, ProviderUnsupported
+from exporter.providers.serving import no_model_yet
+from tuneloop.errors import (
+    DatasetError,
+    NotFound,
+    ProviderError,
+    ProviderOptionRefused,
+)
 
 Files = Mapping[str, tuple[str, bytes, str]]
 
@@ -101,7 +107,7 @@ def epoch(value: Any) -> int | None:
 def check_chat_export(export: ExportDir, spec: JobSpec, provider: str) -> None:
     """Together and Fireworks train here on chat exports with supervised learning."""
     if export.format != "chat" or spec.method != "supervised":
-        raise ProviderUnsupported(
+        raise ProviderOptionRefused(
             f"{provider} fine-tuning through tuneloop takes chat exports with supervised "
             f"training (method sft); {export.path} is a {export.format} export for "
             f"{spec.method!r}: export with --format chat, or use --provider openai")
@@ -113,19 +119,19 @@ def check_spec(spec: JobSpec, provider: str, hyperparameters: Iterable[str]) -> 
     allowed = list(hyperparameters)
     unknown = sorted(set(spec.hyperparameters) - set(allowed))
     if unknown:
-        raise ProviderUnsupported(
+        raise ProviderOptionRefused(
             f"{provider} takes {', '.join(allowed)} (an absolute learning rate, not OpenAI's "
             f"multiplier); not {', '.join(unknown)}")
     if spec.seed is not None:
         owner = f"{provider}'" if provider.endswith("s") else f"{provider}'s"
-        raise ProviderUnsupported(f"{owner} fine-tuning API takes no seed; leave --seed "
+        raise ProviderOptionRefused(f"{owner} fine-tuning API takes no seed; leave --seed "
                                   f"out with --provider {provider.lower()}")
 
 
 def servable(job: JobInfo) -> str:
     """The model a finished job made; DatasetError while it has none."""
     if job.status != "succeeded" or not job.fine_tuned_model:
-        raise DatasetError(f"job {job.id} is {job.status}: it has no model to serve yet")
+        raise DatasetError(no_model_yet(job))
     return job.fine_tuned_model
 
 

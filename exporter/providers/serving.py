@@ -13,6 +13,17 @@ from typing import Any, Protocol
 from exporter.providers.base import JobInfo
 
 
+def no_model_yet(job: JobInfo) -> str:
+    """Why a job has no model to serve, by its state: failed and cancelled jobs never will."""
+    if job.status == "failed":
+        return (f"job {job.id} failed: it has no model to serve (`tuneloop jobs show {job.id}` "
+                "has its error; start a new job)")
+    if job.status == "cancelled":
+        return f"job {job.id} was cancelled: it has no model to serve (start a new job)"
+    return (f"job {job.id} is {job.status}: it has no model to serve yet (`tuneloop jobs "
+            f"follow {job.id}` waits for it)")
+
+
 @dataclass(frozen=True)
 class ServedModel:
     model: str

@@ -19,10 +19,13 @@ from proxy.context import ProxyContext
 from storage.compact import POSTGRES_COMPACT
 from storage.db import Connection
 from storage.governance import (
-    apply_retention,
+    add_counts,
+    apply_retention_chunk,
     expire_quarantined,
+    forget_interactions,
     forget_quarantined,
-    forget_user,
+    mark_forgotten,
+    merge_exports,
 )
 from storage.spool import Spool
 from tuneloop.errors import BadRequest
@@ -39,15 +42,19 @@ async def forget(request: Request) -> Response:
     if not isinstance(user, str) or not 0 < len(user) <= 256:
         raise BadRequest("send {\"user\": \"<x-tuneloop-user value>\"}", param="user")
     names = ctx.redactor.stored_names(user)  # its pseudonym if redacted, its old mojibake
+    await ctx.writer.ingest_pending()  # rows still in the spool must be in the store
+    ids = await ctx.db.write(lambda con: mark_forgotten(con, names))
+    deleted: dict[str, int] = {}
     exports: list[dict[str, Any]] = []
-
-    def rows(con: Connection) -> dict[str, int]:
-        forgotten = forget_user(con, names)
+    chunk_rows = ctx.settings.delete_chunk_rows
+    for start in range(0, max(len(ids), 1), chunk_rows):  # no id: one empty chunk's counts
+        chunk = ids[start:start + chunk_rows]
+        forgotten = await ctx.db.write(functools.partial(forget_interactions, ids=chunk))
+        add_counts(deleted, forgotten.deleted)
         exports.extend(forgotten.exports)
-        return forgotten.deleted
-
-    deleted = await _delete_everywhere(ctx, rows,
-                                       lambda spool: forget_quarantined(spool, names))
+    deleted["quarantine"] = await _in_quarantine(ctx, lambda spool: forget_quarantined(
+        spool, names))
+    exports = merge_exports(exports)
     log.warning("forgot user (%d rows deleted; %d export directories hold their examples)",
                 sum(deleted.values()), len(exports))
     return json_response({"user": user, "deleted": deleted, "total": sum(deleted.values()),
@@ -67,25 +74,27 @@ async def compact(request: Request) -> Response:
     return json_response(result.to_json())
 
 
-async def _delete_everywhere(ctx: ProxyContext, rows: Callable[[Connection], dict[str, int]],
-                             quarantined: Callable[[Spool], int]) -> dict[str, int]:
-    """Delete in DuckDB and in the spool's quarantine file, on the writer thread (so no ingest
-    quarantines a record while that file is rewritten). Interactions still in the spool are
-    ingested first: they must be in DuckDB to be deleted."""
-    await ctx.writer.ingest_pending()
+async def _in_quarantine(ctx: ProxyContext, clean: Callable[[Spool], int]) -> int:
+    """Clean the spool's quarantine file on the writer thread (so no ingest quarantines a
+    record while that file is rewritten)."""
     spool = ctx.writer.spool
-
-    def run(con: Connection) -> dict[str, int]:
-        deleted = rows(con)
-        deleted["quarantine"] = quarantined(spool)
-        return deleted
-
-    return await ctx.db.write(run)
+    return await ctx.db.write(lambda con: clean(spool))
 
 
 async def run_retention(ctx: ProxyContext, days: int) -> dict[str, int]:
-    deleted = await _delete_everywhere(ctx, lambda con: apply_retention(con, days),
-                                       lambda spool: expire_quarantined(spool, days))
+    """Delete interactions older than `days` days, a write per `delete_chunk_rows` of them:
+    the other writes (ingest, reviews; every replica's, on Postgres) go on between two."""
+    await ctx.writer.ingest_pending()
+    deleted: dict[str, int] = {"interactions": 0}
+    chunk_rows = ctx.settings.delete_chunk_rows
+    while True:
+        chunk = await ctx.db.write(
+            lambda con: apply_retention_chunk(con, days, chunk_rows))
+        add_counts(deleted, chunk)
+        if chunk["interactions"] < chunk_rows:
+            break
+    deleted["quarantine"] = await _in_quarantine(
+        ctx, lambda spool: expire_quarantined(spool, days))
     if deleted.get("interactions"):
         log.warning("retention (%d days): deleted %s", days, deleted)
     return deleted

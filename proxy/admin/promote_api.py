@@ -9,8 +9,9 @@
   rolled back is that model's (a late or repeated rollback would undo an older one); without
   `model` or `force`, a rollback right after another one (10 minutes) is refused (409
   `just_rolled_back`, storage/rollback_edits.py);
-- `GET /admin/routes/{alias}/health?since=&until=`: per target, production traffic since the
-  latest promotion (or `since`);
+- `GET /admin/routes/{alias}/health?since=&until=&history_baseline=`: per target, production
+  traffic since the latest promotion (or `since`); `history_baseline=true` judges it as the
+  canary's baseline from before the canary (storage/route_health.py), echoed in the answer;
 - `GET /admin/routes/{alias}/canary`: the route's open canary (storage/promotions.py
   `open_canary`) and its stable model, the one the alias serves for sure.
 
@@ -34,6 +35,7 @@ from starlette.routing import Route
 from proxy.admin.common import (
     ADMIN_BODY_LIMIT,
     authorize,
+    bool_param,
     int_param,
     json_object,
     json_response,
@@ -188,6 +190,7 @@ async def health(request: Request) -> Response:
     per_user = int_param(request.query_params, "max_requests_per_user",
                          default=MAX_REQUESTS_PER_USER, low=1, high=1_000_000)
     assert cap is not None and per_user is not None
+    history = bool_param(request.query_params, "history_baseline") or False
 
     def read(con: Any) -> dict[str, Any]:
         seq = latest_seq(con, alias)
@@ -197,7 +200,7 @@ async def health(request: Request) -> Response:
         spec = load_routes(con).get(alias)
         opened = canary_of(episode, spec)
         targets = route_health(con, alias, start, until or FAR_FUTURE, cap, per_user,
-                               None if opened is None else opened.model)
+                               None if opened is None else opened.model, history)
         roles = _roles(spec)
         for row in targets:
             row.update(roles.get(row["target"], {"role": "not_in_route", "share": 0.0}))
@@ -206,7 +209,8 @@ async def health(request: Request) -> Response:
                 row["candidate"] = row["target"] == episode.model
         return {"alias": alias, "since": start.isoformat(), "until": until and until.isoformat(),
                 "promotion": None if episode is None else episode.to_json(),
-                "route": spec, "targets": targets, **_guard(seq, episode, spec)}
+                "route": spec, "targets": targets, "history_baseline": history,
+                **_guard(seq, episode, spec)}
 
     return json_response(await ctx.db.read(read))
 

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from proxy.redaction import Redactor
 from tests.conftest import ProxyServer
 from tests.fakes.server import serve_app
+from tests.store_support import readable
 
 ALL = ["email", "phone", "card"]
 
@@ -162,10 +163,10 @@ SECRETS = {
 def text_columns_containing(proxy: ProxyServer, needles: dict[str, str]) -> dict[str, list[str]]:
     """Per needle, the text columns of every table holding it (one SQL query: DuckDB
     compresses strings, so a byte grep of the file would prove nothing)."""
-    columns = proxy.sql(
+    columns = readable(proxy.sql(
         "SELECT table_name, column_name FROM information_schema.columns WHERE "
         "table_schema = 'main' AND (data_type LIKE 'VARCHAR%' OR data_type = 'JSON' OR "
-        "data_type LIKE '%[]')")
+        "data_type LIKE '%[]')"))
     assert columns
     values = ", ".join(f"('{name}', '{needle}')" for name, needle in needles.items())
     query = " UNION ALL ".join(

@@ -274,3 +274,21 @@ def test_cli_prints_no_terminal_controls_in_any_format(
 
 def _sql_chars(text: str) -> list[str]:
     return [f"'{c}'" if c.isascii() and c.isalnum() else f"chr({ord(c)})" for c in text]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM forgotten_users",
+    "SELECT * FROM main.forgotten_users",
+    'SELECT user_sha256 FROM "Forgotten_Users"',
+    "SUMMARIZE forgotten_users",
+    "SUMMARIZE SELECT * FROM forgotten_users",
+    "WITH f AS (SELECT * FROM forgotten_users) SELECT * FROM f",
+])
+def test_forgotten_users_hashes_are_not_readable(proxy: ProxyServer, sql: str) -> None:
+    """The table keeps a hash of each forgotten user's name: hashing a guess would confirm
+    that "alice@example.com" was forgotten, so no query reads it."""
+    proxy.admin().forget("alice@example.com")
+    answer = post_sql(proxy, sql)
+    assert answer.status_code == 403, (answer.status_code, answer.text[:300])
+    assert answer.json()["error"]["code"] == "read_only"
+    assert "forgotten_users" in post_sql(proxy, "SHOW TABLES").text  # its name is no secret

@@ -266,3 +266,20 @@ def test_cli_reads_postgres_directly_when_no_server_runs(store: str, tmp_path: A
         env={"TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN, "TUNELOOP_STATE_DIR": str(tmp_path)})
     assert refused.exit_code != 0
     assert proxy.sql("SELECT count(*) FROM routes") == [[1]]
+
+
+
+@on_postgres
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM forgotten_users",
+    'SELECT * FROM public."forgotten_users"',
+    "SELECT table_to_xml(('forgotten' || '_users')::regclass, true, false, '')",
+    "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'forgotten' || '_users'",
+])
+def test_forgotten_users_hashes_are_not_readable(proxy: ProxyServer, sql: str) -> None:
+    """The table keeps a hash of each forgotten user's name: hashing a guess would confirm
+    that "alice@example.com" was forgotten, so no query reads it, by name or round about."""
+    proxy.admin().forget("alice@example.com")
+    answer = post_sql(proxy, sql)
+    assert answer.status_code == 403, (answer.status_code, answer.text[:300])
+    assert answer.json()["error"]["code"] == "read_only"

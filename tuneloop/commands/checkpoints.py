@@ -26,6 +26,7 @@ from tuneloop.commands.common import (
     domain_errors,
     gate_confidence,
     make_client,
+    refuse_unused_judge_options,
     settings_from,
 )
 from tuneloop.commands.evaluate import proxy_api_key
@@ -84,6 +85,7 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
                 api_key_env: str | None, as_json: bool, api: str | None) -> None:
     """A job's checkpoints: validation loss and evaluation scores; evaluate, promote the best."""
     from exporter.checkpoints import (
+        best_checkpoint,
         comparable_best,
         evaluate_checkpoints,
         last_checkpoints,
@@ -94,9 +96,10 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
     from exporter.cycle_steps import alias_baseline
     from exporter.eval_gate import GateRules, gate_decision, margin_problem
     from exporter.evaluate import EvalOptions
-    from exporter.judge import load_rubric
+    from exporter.judge import load_rubric, self_judging
     from tuneloop.commands.promote import describe_route, export_transforms
 
+    refuse_unused_judge_options(scorer, judge_model, rubric)
     if export_dir is not None and baseline is None:
         raise ConfigError("--dataset needs --baseline (the model the checkpoints must beat)")
     if alias is not None and export_dir is None:
@@ -125,7 +128,14 @@ def checkpoints(ctx: click.Context, job_id: str, last: int | None, export_dir: P
                                   judge_model=judge_model, rubric=load_rubric(rubric),
                                   confidence=confidence)
             key = proxy_api_key(settings_from(ctx), api_key_env)
+            for checkpoint in found if scorer == "judge" else []:
+                same = self_judging(judge_model, checkpoint.model, baseline)
+                if same is not None:
+                    click.echo(f"warning: {same}", err=True)
+                    break
             results = evaluate_checkpoints(client, found, export_dir, options, api_key=key)
+            if all(r.not_scored for r in results):
+                best_checkpoint(results)  # ModelUnreachable: none could be evaluated
         else:
             results = stored_evaluations(found, client.eval_runs(limit=1000))
         best = comparable_best(results)  # None: nothing scored, or scores not comparable

@@ -25,7 +25,10 @@ def domain_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except TuneloopError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
+            # as written: no `:x:` turned into an emoji, no line breaks inside a command the
+            # message prints (the terminal wraps; a pasted command must stay one command)
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False,
+                              emoji=False, soft_wrap=True)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]
@@ -50,6 +53,18 @@ def gate_confidence(ctx: click.Context, param: click.Parameter, value: float) ->
     if problem is not None:
         raise click.BadParameter(problem, ctx=ctx, param=param)
     return value
+
+
+def refuse_unused_judge_options(scorer: str, judge_model: str | None,
+                                rubric: object | None) -> None:
+    """`--judge-model` / `--rubric` are the judge scorer's: with another scorer they would be
+    silently ignored (an exact-match evaluation the user took for a judged one)."""
+    given = [flag for flag, value in (("--judge-model", judge_model), ("--rubric", rubric))
+             if value is not None]
+    if given and scorer != "judge":
+        raise click.UsageError(f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} for "
+                               f"the judge scorer, but the scorer is {scorer!r}: add --scorer "
+                               f"judge, or leave {' and '.join(given)} out")
 
 
 def settings_from(ctx: click.Context) -> Settings:

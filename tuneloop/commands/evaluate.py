@@ -13,6 +13,7 @@ from tuneloop.commands.common import (
     domain_errors,
     gate_confidence,
     make_client,
+    refuse_unused_judge_options,
     settings_from,
 )
 from tuneloop.config import Settings
@@ -68,8 +69,9 @@ def evaluate(ctx: click.Context, export_dir: Path, candidate: str, baseline: str
     from exporter.eval_gate import GateRules, gate_decision, margin_problem
     from exporter.evaluate import EvalOptions
     from exporter.evaluate import evaluate as run_evaluation
-    from exporter.judge import load_rubric
+    from exporter.judge import load_rubric, self_judging
 
+    refuse_unused_judge_options(scorer, judge_model, rubric)
     wrong_margin = margin_problem(margin, scorer)
     if wrong_margin is not None:  # before sending anything
         raise click.BadParameter(wrong_margin, param_hint="--margin")
@@ -77,6 +79,9 @@ def evaluate(ctx: click.Context, export_dir: Path, candidate: str, baseline: str
                           metric=metric, concurrency=concurrency, retries=retries,
                           limit=limit, max_tokens=max_tokens, judge_model=judge_model,
                           rubric=load_rubric(rubric), confidence=confidence, alias=alias)
+    same = self_judging(judge_model, candidate, baseline) if scorer == "judge" else None
+    if same is not None:
+        click.echo(f"warning: {same}", err=True)
     with make_client(ctx, api) as client:
         report = run_evaluation(client, export_dir, options,
                                 api_key=proxy_api_key(settings_from(ctx), api_key_env))

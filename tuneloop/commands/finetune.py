@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 import click
@@ -271,19 +272,21 @@ def jobs_serve(ctx: click.Context, job_id: str, alias: str | None, canary: float
         job = chosen.retrieve(job_id)
         deploy = getattr(chosen, "deploy", None)
         if deploy is None:  # OpenAI: the default upstream serves its fine-tunes
-            from exporter.providers.serving import ServedModel
+            from exporter.providers.serving import ServedModel, no_model_yet
+            from tuneloop.errors import DatasetError
 
             served = ServedModel(job.fine_tuned_model or "", None, None)
             if job.status != "succeeded":
-                raise click.ClickException(f"job {job_id} is {job.status}: no model to serve")
+                raise DatasetError(no_model_yet(job))  # as the other providers
         else:
             served = deploy(job)
         where = served.base_url or "the default upstream"
         click.echo(f"{served.model} at {where}"
                    + (f" with the key in {served.api_key_env}" if served.api_key_env else ""))
         if alias is None:
-            flags = "".join(f" --{k.replace('_', '-')} {v}"
-                            for k, v in served.promote_args().items() if v and k != "provider")
+            flags = "".join(f" --{k.replace('_', '-')} {quote(v)}"
+                            for k, v in served.promote_args().items()
+                            if v and not (k == "provider" and v == "openai"))
             click.echo(f"route it: tuneloop promote --alias ALIAS --model {served.model}{flags}")
             return
         result = client.promote(alias, served.model, canary=canary, **served.promote_args())
@@ -305,8 +308,11 @@ def jobs_cancel(ctx: click.Context, job_id: str, provider: str | None, api: str 
     from exporter.finetune import cancel_job
 
     def body(client: Any) -> None:
-        record = cancel_job(client, job_id, _provider(ctx, provider, client.job(job_id)))
-        click.echo(f"{record['id']} {record['status']}")
+        known = client.job(job_id)
+        already = known.get("status") == "cancelled"  # no provider call (nor its settings)
+        record = cancel_job(client, job_id, None if already else _provider(ctx, provider, known))
+        click.echo(f"{job_id} was already cancelled: nothing to do" if already
+                   else f"{record['id']} {record['status']}")
 
     _run(ctx, api, body)
 

@@ -40,6 +40,8 @@ def describe_verdict(verdict: dict[str, Any]) -> str:
         else:
             llr = f"LLR {test['llr']:+.3f} in [{test['lower']:.3f}, {test['upper']:.3f}]"
         before = " before the canary" if test.get("baseline") == "history" else ""
+        if test.get("baseline_unjudged"):  # exporter/canary_history.py: for a rollback only
+            before += f" (+{test['baseline_unjudged']:g} unjudged failures for a rollback)"
         lines.append(
             f"  {test['metric']}: canary {test['canary_events']:g}/{test['canary_n']:g}, "
             f"current {test['baseline_events']:g}/{test['baseline_n']:g}{before}; H0 p="
@@ -156,8 +158,9 @@ def replaced_own_system_warning(client: AdminClient, spec: dict[str, Any], model
 @click.option("--prompt-suffix", default=None,
               help="Legacy-format models: the separator the proxy appends to the model's "
                    "prompts (only the model's: the current target gets the app's request).")
-@click.option("--stop", default=None,
-              help="The stop sequence always sent to the model (merged with the app's own).")
+@click.option("--stop", multiple=True,
+              help="The stop sequence always sent to the model (merged with the app's own). "
+                   "Repeatable (up to 4).")
 @click.option("--strip-template", default=None, metavar="NAME-vN",
               help="A frozen template the proxy takes out of the model's requests (the "
                    "model learned it; see `tuneloop templates`).")
@@ -184,14 +187,16 @@ def replaced_own_system_warning(client: AdminClient, spec: dict[str, Any], model
 @domain_errors
 def promote(ctx: click.Context, alias: str, model: str, canary: float, provider: str | None,
             base_url: str | None, api_key_env: str | None, prompt_suffix: str | None,
-            stop: str | None, strip_template: str | None, system_prompt: str | None,
+            stop: tuple[str, ...], strip_template: str | None, system_prompt: str | None,
             export_dir: Path | None, drop_transform: tuple[str, ...], no_transforms: bool,
             keep_fallbacks: bool, previous_as_fallback: bool, api: str | None) -> None:
     """Route a canary share (or all) of an alias's traffic to a model. Transforms (separator,
     stop, template, system prompt) apply to that model's requests only; those it already has
     in the route are kept unless named again (replaced) or dropped."""
-    given = {"prompt_suffix": prompt_suffix, "stop": stop, "strip_template": strip_template,
-             "system_prompt": system_prompt}
+    stops: str | list[str] | None = (None if not stop else stop[0] if len(stop) == 1
+                                     else list(stop))
+    given: dict[str, Any] = {"prompt_suffix": prompt_suffix, "stop": stops,
+                             "strip_template": strip_template, "system_prompt": system_prompt}
     dropped = [DROP_CHOICES[d] for d in drop_transform]
     clash = sorted(k for k, v in given.items() if v is not None and GIVEN_TYPE[k] in dropped)
     if clash:
