@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
@@ -31,20 +32,18 @@ ROUTE = {"targets": [{"model": "gpt-4o-mini"}]}
 @pytest.fixture
 def server_on_the_default_address(tmp_path: Path, fake_openai: FakeUpstream) -> Iterator[Path]:
     """A tuneloop server with one route, on 127.0.0.1:4000 when that is free (when it is not,
-    whatever listens there plays its part); the DuckDB file it holds."""
+    say taken by this fixture in another xdist worker, whatever listens there plays its part
+    and the server listens on another port); the DuckDB file it holds."""
     settings = proxy_settings(tmp_path / "other", fake_openai.base_url)
     app = create_app(settings)
     with contextlib.ExitStack() as stack:
         try:
             url = stack.enter_context(serve_app(app, port=DEFAULT_API_PORT))
         except OSError:
-            url = ""
-        if url:
-            import httpx
-
-            httpx.put(f"{url}/admin/routes", json={"other": ROUTE}, timeout=30,
-                      headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).raise_for_status()
-        assert isinstance(settings.db, Path)
+            url = stack.enter_context(serve_app(app))
+        httpx.put(f"{url}/admin/routes", json={"other": ROUTE}, timeout=30,
+                  headers={"authorization": f"Bearer {ADMIN_TOKEN}"}).raise_for_status()
+        assert isinstance(settings.db, Path) and settings.db.exists()
         yield settings.db
 
 
