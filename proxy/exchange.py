@@ -312,8 +312,10 @@ class Exchange:
                     capture.first_byte()
                     if assembler.done and not capture.logged:
                         finish("completed")
+                    self.silence.client_turn()  # a client slow to read is no upstream stall
                     await self.send({"type": "http.response.body", "more_body": True,
                                      "body": chunk if covering is None else covering.feed(chunk)})
+                    self.silence.heard()  # waiting on the upstream's next chunk from now
             except UpstreamTimeout as exc:
                 finish("timeout", exc.message)
                 ending = _event(exc, self.cover)
