@@ -104,7 +104,8 @@ WITH late AS (
            route ->> 'second_opinion_status' AS second_opinion,
            route ->> 'role' AS role, route ->> 'refused_key' AS refused_key,
            route ->> 'stalled_s' AS stalled, route ->> 'late_opinion' AS late_opinion, ttfb_ms,
-           route ->> 'late_due' AS late_due, route ->> 'client_key' AS client_key,
+           CASE WHEN route ->> 'late_opinion' = 'asked' THEN route ->> 'late_due' END
+               AS late_due, route ->> 'client_key' AS client_key,
            coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
@@ -187,19 +188,21 @@ WITH late AS (
     SELECT target, sum(n * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS votes,
            sum(down * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS down_votes
     FROM voters GROUP BY target
+), kc AS (
+    SELECT target, cluster, coalesce(client_key, '') AS client_key,
+           count(*) FILTER (WHERE excused = 0) AS n, sum(failed) AS x, sum(missing) AS m
+    FROM r GROUP BY target, cluster, coalesce(client_key, '')
 ), clusters AS (
-    SELECT target, cluster, count(*) AS n, sum(failed) AS x
-    FROM r WHERE excused = 0 GROUP BY target, cluster
+    SELECT target, cluster, sum(n) AS n, sum(x) AS x
+    FROM kc WHERE n > 0 GROUP BY target, cluster
 ), w AS (
     SELECT target, sum(n * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_requests,
            sum(x * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_errors
     FROM clusters GROUP BY target
 ), keyed AS (
-    SELECT r.target, coalesce(r.client_key, '') AS client_key, sum(r.missing) AS m,
-           sum(CASE WHEN r.excused = 0
-                    THEN least(1.0, CAST(? AS DOUBLE PRECISION) / clusters.n) ELSE 0 END) AS j
-    FROM r LEFT JOIN clusters ON clusters.target = r.target AND clusters.cluster = r.cluster
-    GROUP BY r.target, coalesce(r.client_key, '')
+    SELECT target, client_key, sum(m) AS m,
+           sum(least(CAST(n AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION))) AS j
+    FROM kc GROUP BY target, client_key
 ), km AS (
     SELECT target, sum(least(m, j)) AS missing_weighed FROM keyed GROUP BY target
 )

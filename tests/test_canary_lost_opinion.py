@@ -19,14 +19,15 @@ import openai
 from exporter.cycle_canary import judge_canary
 from exporter.cycle_config import CanaryConfig
 from proxy.app import create_app
-from tests.conftest import FakeUpstream, ProxyServer, proxy_settings
+from tests.conftest import FakeUpstream, ProxyServer, both_stores, proxy_settings
 from tests.fakes.server import serve_app
 from tests.test_canary_failures import ALIAS, CANARY, HI, SINCE, STABLE
 
 
+@both_stores
 def test_opinions_cancelled_at_a_restart_do_not_hold_a_clean_canary(
-        tmp_path: Path, fake_openai: FakeUpstream) -> None:
-    settings = proxy_settings(tmp_path, fake_openai.base_url, hangup_probe_min_s=0.2)
+        tmp_path: Path, fake_openai: FakeUpstream, store: str) -> None:
+    settings = proxy_settings(tmp_path, fake_openai.base_url, db=store, hangup_probe_min_s=0.2)
     with serve_app(create_app(settings)) as url:
         proxy = ProxyServer(url, settings, fake_openai)
         admin = proxy.admin()

@@ -20,7 +20,7 @@ import openai
 
 from exporter.cycle_canary import judge_canary
 from exporter.cycle_config import CanaryConfig
-from tests.conftest import UPSTREAM_KEY, ProxyServer
+from tests.conftest import UPSTREAM_KEY, ProxyServer, both_stores
 from tests.test_canary_failures import ALIAS, CANARY, HI, STABLE, health
 
 CFG = CanaryConfig(min_requests=50)
@@ -43,6 +43,7 @@ def test_the_hold_counts_missing_rows_as_weighed_per_key() -> None:
     assert beside_its_own.verdict == "continue", beside_its_own.reasons
 
 
+@both_stores
 def test_one_keys_skipped_hang_ups_do_not_hold_a_clean_canary(
         proxy_factory: Callable[..., ProxyServer]) -> None:
     """Both arms answer in 1.5 s; a second key hangs up after 0.4 s from 6 threads at once, so
