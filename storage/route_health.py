@@ -39,7 +39,8 @@ of either arm. Such a row waits on its opinion (`opinions_missing`) while skippe
 not yet in the store before its `late_due` (its deadline plus the ingest's grace); after it, the
 opinion is lost (cancelled at a restart, a crash) and the row is plainly unjudged.
 `opinions_missing_weighed` counts each client key's (`route.client_key`; rows without one are
-one key) missing rows at most as many as its judged requests there (weighed per sticky user):
+one key) missing rows at most as many as its judged requests there (a sticky user's at most
+`max_requests_per_user` of them):
 one key's skipped hang-ups weigh no more than its share of the evidence.
 `history_baseline` judges rows by the canary's rule when no canary was open (the current
 target's traffic before one, the canary's baseline when starved beside it): a failure no other
