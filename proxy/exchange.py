@@ -103,6 +103,12 @@ class Exchange:
         self.suffix = ""
         self.silence = UpstreamSilence()
 
+    @functools.cached_property
+    def client_key(self) -> str:
+        """Which client key sent the request (the opinions' per-key share and a canary row's
+        `client_key`): worked out once, when first needed."""
+        return self.ctx.opinions.key_of(self.headers)
+
     # -- the request, top to bottom -----------------------------------------------------------
     async def run(self) -> None:
         try:
@@ -203,9 +209,8 @@ class Exchange:
             began = self.silence.heard()
             if number == 0:
                 self.drawn_asked_at = began
-            later = functools.partial(go_on_later, ctx, failover,
-                                      ctx.opinions.key_of(self.headers), number, outgoing,
-                                      began) \
+            later = functools.partial(go_on_later, ctx, failover, self.client_key, number,
+                                      outgoing, began) \
                 if failover.bounded(number) else None  # a second opinion: waited for so long
             try:
                 reply = await awaited(send_attempt(ctx, attempt, self.endpoint, asked,
@@ -378,7 +383,7 @@ class Exchange:
             return False
         if self.cover is not None and capture.route is not None:  # a canary is open
             # whose evidence this row is: one key's skipped opinions weigh at most its share
-            capture.route[CLIENT_KEY] = self.ctx.opinions.key_of(self.headers)
+            capture.route[CLIENT_KEY] = self.client_key
         if finish == "client_disconnected" and capture.route is not None:
             stalled = self.silence.stalled_s(self.ctx.settings.upstream_stall_s)
             if stalled is not None:  # the client gave up on a stall, not a cancel
@@ -389,7 +394,7 @@ class Exchange:
                 # the other arm longer than the drawn one had (r14 #1)
                 waited = (self.left_at or time.perf_counter()) - self.drawn_asked_at
                 probe_after_hangup(self.ctx, self.plan, capture, self.asked, self.suffix, waited,
-                                   self.ctx.opinions.key_of(self.headers))
+                                   self.client_key)
         try:
             record = capture.record(status_code=status, response=response, finish=finish,
                                     error=error, prices=self.ctx.prices,
