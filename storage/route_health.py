@@ -37,7 +37,10 @@ lost, cancelled at shutdown, or `late_opinion` says none was asked: `too_quick`,
 `budget_full`, `key_share_full`) -> nobody's, unjudged. Probe rows are no production request
 of either arm. Such a row waits on its opinion (`opinions_missing`) while skipped, or asked and
 not yet in the store before its `late_due` (its deadline plus the ingest's grace); after it, the
-opinion is lost (cancelled at a restart, a crash) and the row is plainly unjudged.
+opinion is lost (cancelled at a restart, a crash) and the row is plainly unjudged. An `asked`
+row without `late_due` (written before rows carried it) is lost once older than the longest
+deadline an opinion could have had (`asked_bound_s`, from the settings' and the route's
+timeouts: proxy/admin/promote_api.py), else it would wait for ever (r14c HIGH 1).
 `opinions_missing_weighed` counts each client key's (`route.client_key`; rows without one are
 one key) missing rows at most as many as its judged requests there (a sticky user's at most
 `max_requests_per_user` of them):
@@ -81,7 +84,7 @@ successes weighs at most that many requests. Requests drawn per request count on
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storage.backend.dialect import dialect_of
@@ -114,7 +117,7 @@ WITH late AS (
            {primary_status} AS primary_status,
            route ->> 'stalled_s' AS stalled, route ->> 'late_opinion' AS late_opinion, ttfb_ms,
            CASE WHEN route ->> 'late_opinion' = 'asked' THEN route ->> 'late_due' END
-               AS late_due, route ->> 'client_key' AS client_key,
+               AS late_due, created_at < ? AS past_bound, route ->> 'client_key' AS client_key,
            coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
@@ -170,7 +173,8 @@ WITH late AS (
                      OR (late_opinion = 'asked' AND late_seen = 0
                          AND NOT (late_due IS NOT NULL
                                   AND CAST(late_due AS DOUBLE PRECISION)
-                                      < CAST(? AS DOUBLE PRECISION)))
+                                      < CAST(? AS DOUBLE PRECISION))
+                         AND NOT (late_due IS NULL AND past_bound))
                 THEN 1 ELSE 0 END AS missing
     FROM r0h
 ), rated AS (
@@ -260,7 +264,8 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  max_requests_per_user: int = MAX_REQUESTS_PER_USER,
                  canary: str | None = None,
                  history_baseline: bool = False,
-                 now: datetime | None = None) -> list[dict[str, Any]]:
+                 now: datetime | None = None,
+                 asked_bound_s: float | None = None) -> list[dict[str, Any]]:
     """Per target: requests (judged: not `unjudged_requests`), errors, error_rate,
     unjudged_requests (4xx that say nothing of the target, answers the client gave up on: see
     the module doc), weighed_requests and weighed_errors (weighed per sticky user, see the
@@ -274,7 +279,8 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     over production traffic for `alias` in [since, until). `canary`: the alias's open canary
     model, whose 4xx without a second opinion count. `history_baseline`: failures no second
     opinion judged are unjudged and in `opinions_missing` (the module doc). `now`: when an
-    asked opinion not in the store is lost (after its `late_due`)."""
+    asked opinion not in the store is lost (after its `late_due`; an `asked` row without one,
+    written before rows carried it, once older than `asked_bound_s`: None, never)."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
         raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
     dialect = dialect_of(con)
@@ -282,8 +288,11 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                              primary_status=dialect.try_integer("route ->> 'primary_status'"),
                              relay=RELAY_MARK)
     cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
-    at = (now or datetime.now(UTC)).timestamp()
-    rows = con.execute(sql, [since, alias, since, until, canary, history_baseline, at, cap, cap,
+    moment = now or datetime.now(UTC)
+    # never past the bound: no row of the window is older than `since`
+    bound = since if asked_bound_s is None else moment - timedelta(seconds=asked_bound_s)
+    rows = con.execute(sql, [since, bound, alias, since, until, canary, history_baseline,
+                             moment.timestamp(), cap, cap,
                              per_user, per_user, per_user, per_user, per_user]).fetchall()
     return [
         {
