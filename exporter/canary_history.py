@@ -21,11 +21,14 @@ arms' 5xx and timeouts before any answer (those the history's `opinions_missing_
 are), each client key's weighed down to `max_requests_per_user` (route_health.py): requests
 failing everywhere lower it, failures only one model gives raise it. Cuts and stalls after the
 first byte never get a second opinion, so none of them is credited: a history an app key
-poisoned with them eases no promotion. What a credited history still lets through (requests
-failing everywhere sent only before the canary, counted by the share of the canary's own
-failures) is caught by `history_doubt`, which weighs the credited rate against the current
-target's own requests beside the canary; and a bad canary is rolled back on that concurrent
-traffic alone too (exporter/cycle_canary.py), so a poisoned history cannot keep it in place.
+poisoned with them eases no promotion. Requests failing everywhere sent only before the canary
+are still credited by a share the canary's own failures (the current target answers them) make
+1: 30 of them beside 100 requests got a canary failing 12% promoted at 100 requests beside a
+current target at 0 of 11. So the credit is cut to the rate at which the current target's own
+requests beside the canary are as likely as not to show their few errors (`plausible_rate`,
+0 of 11: 6%): an honest 3-5% is within it, a poisoned 23% is not. `history_doubt` still
+refuses a history far above that (below `alpha`), and a bad canary is rolled back on the
+concurrent traffic alone too (exporter/cycle_canary.py), so no poisoned history keeps it.
 """
 
 from __future__ import annotations
@@ -71,6 +74,37 @@ def answer_share(canary: dict[str, Any], stable: dict[str, Any]) -> float:
     return answered / (answered + failed) if answered + failed > 0 else 0.0
 
 
+PLAUSIBLE = 0.5
+"""A credited history rate is at most the one at which the current target's own requests
+beside the canary are at least as likely as not to show their few errors (the median
+estimate): above it the credit is cut to it."""
+
+
+def plausible_rate(stable: dict[str, Any]) -> float:
+    """The highest error rate at which the current target's concurrent (weighed) requests
+    would show at most their errors with probability `PLAUSIBLE`; 0 without any requests."""
+    n, x = round(stable.get("trials", 0)), math.floor(stable.get("failures", 0) + 1e-9)
+    if n <= 0:
+        return 0.0
+    if x >= n:
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if binomial_cdf(x, n, mid) >= PLAUSIBLE else (low, mid)
+    return low
+
+
+def credit(history: dict[str, Any], trials: str, events: str, answerable: float,
+           share: float, stable: dict[str, Any]) -> float:
+    """How many of the history's `answerable` failures a promotion counts as the current
+    target's errors: the `share` the canary would have answered, cut so the history's rate
+    stays at most `plausible_rate` (module doc: the poison it leaves no room for)."""
+    n, x, rate = history.get(trials, 0), history.get(events, 0), plausible_rate(stable)
+    room = (rate * n - x) / (1 - rate) if rate < 1 else answerable
+    return max(0.0, min(answerable * share, room))
+
+
 def baseline_of(canary: dict[str, Any], stable: dict[str, Any], history: dict[str, Any] | None,
                 trials: str, events: str, floor: int, unjudged: str | None = None) -> Baseline:
     """The concurrent baseline, or the history when the concurrent one is starved and the
@@ -85,7 +119,8 @@ def baseline_of(canary: dict[str, Any], stable: dict[str, Any], history: dict[st
         left_out = history.get(unjudged, 0)
         answerable = min(history.get("opinions_missing_unanswered", 0), left_out)
         return Baseline(history[trials], history.get(events, 0), left_out, "history",
-                        credited=answerable * answer_share(canary, stable))
+                        credited=credit(history, trials, events, answerable,
+                                        answer_share(canary, stable), stable))
     return Baseline(n_b, x_b, 0, "concurrent")
 
 

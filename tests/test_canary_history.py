@@ -114,7 +114,7 @@ def test_a_rollback_counts_the_historys_unjudged_failures_as_the_current_targets
     starved = history_row(14, 0)
     bad = judge_canary(history_row(136, 27), starved, cfg, AGE, history_row(100, 0, 50))
     assert bad.verdict == "continue", bad.reasons
-    [errors, _] = bad.tests
+    errors = bad.tests[0]
     assert errors.baseline == "history" and errors.baseline_unjudged == 50
     assert "counted as its errors only for a rollback" in bad.reasons[0]
     broken = judge_canary(history_row(136, 90), starved, cfg, AGE, history_row(100, 0, 50))
@@ -176,6 +176,23 @@ def test_a_promotion_credits_the_share_of_the_historys_failures_the_canary_answe
     everywhere = judge_canary(with_opinions(canary, 1, 4), with_opinions(stable, 0, 5), cfg,
                               AGE, history)
     assert everywhere.verdict == "continue", everywhere.reasons
+
+
+def test_the_credit_stays_within_what_the_current_targets_own_requests_make_plausible() -> None:
+    """An app key's 30 requests failing on every model before the canary are credited like
+    the current target's own 5xx (a canary failing 12% answers none of them, and the current
+    target answers its failures: share 1). Credited in full (23%) a canary failing 12% was
+    promoted at 100 requests beside the current target at 0 of 11; the credit is cut to the
+    rate at which 0 of 11 is as likely as not (6%), so it is not."""
+    cfg = CanaryConfig(percent=90)
+    poisoned = {**history_row(100, 0, 30), "opinions_missing_unanswered": 30}
+    for requests in range(100, 600, 20):
+        verdict = judge_canary(with_opinions(history_row(requests, round(0.12 * requests)),
+                                             5, 0), history_row(requests // 9, 0), cfg, AGE,
+                               poisoned)
+        assert verdict.verdict != "promote", (requests, verdict.reasons)
+        credited = verdict.tests[0].baseline_credited
+        assert credited / (100 + credited) <= 1 - 0.5 ** (1 / (requests // 9)) + 1e-6
 
 
 def test_an_honest_canary_beside_a_current_target_with_its_own_5xx_is_promoted_soon(
