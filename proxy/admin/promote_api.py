@@ -46,7 +46,12 @@ from proxy.admin.routes_api import checked_spec, reload_routes
 from proxy.auth import Role
 from proxy.body import read_request_body
 from proxy.context import context_of
-from proxy.promotion import parse_promote_request, promoted_spec, stable_target
+from proxy.promotion import (
+    candidate_alone,
+    parse_promote_request,
+    promoted_spec,
+    stable_target,
+)
 from proxy.routing import RouteSpec
 from proxy.upstream_keys import keyless_elsewhere, refuse_unset_keys
 from storage.db import Connection
@@ -89,6 +94,8 @@ async def promote(request: Request) -> Response:
 
     def build(con: Connection, current: dict[str, Any] | None) -> dict[str, Any]:
         spec = None if current is None else RouteSpec.model_validate(current)
+        if spec is None and not promotion.full:  # refused with a hint: first, is it valid?
+            checked_spec(con, alias, candidate_alone(promotion))
         canary = open_canary(con, alias)
         made, _ = checked_spec(con, alias, promoted_spec(
             alias, spec, promotion, None if canary is None else canary.model))
