@@ -43,8 +43,9 @@ deadline an opinion could have had (`asked_bound_s`, from the settings' and the 
 timeouts: proxy/admin/promote_api.py), else it would wait for ever (r14c HIGH 1).
 `opinions_missing_weighed` counts each client key's (`route.client_key`; rows without one are
 one key) missing rows at most as many as its judged requests there (a sticky user's at most
-`max_requests_per_user` of them):
-one key's skipped hang-ups weigh no more than its share of the evidence.
+`max_requests_per_user` of them), and at most `max_requests_per_user` in all, as its second
+opinions are weighed: one key's skipped hang-ups weigh no more than its share of the evidence,
+even when it mixes cheap successes in to raise its judged requests (r14d HIGH 1).
 `history_baseline` judges rows by the canary's rule when no canary was open (the current
 target's traffic before one, the canary's baseline when starved beside it): a failure no other
 model judged is unjudged and counts in `opinions_missing`, like a skipped background opinion.
@@ -223,7 +224,7 @@ WITH late AS (
            sum(oa) AS oa, sum(ob) AS ob
     FROM kc GROUP BY target, client_key
 ), km AS (
-    SELECT target, sum(least(m, j)) AS missing_weighed,
+    SELECT target, sum(least(m, j, CAST(? AS DOUBLE PRECISION))) AS missing_weighed,
            sum(CASE WHEN oa + ob > 0
                     THEN oa * least(1.0, CAST(? AS DOUBLE PRECISION) / (oa + ob)) END)
                AS opinions_answered,
@@ -275,7 +276,8 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     opinions_missing (failures or hang-ups judged by a background second opinion that was
     skipped for the budget or has not reported yet: unjudged, but the canary's promotion must
     survive counting them as its errors, exporter/cycle_canary.py),
-    opinions_missing_weighed (those, each client key's at most its judged requests),
+    opinions_missing_weighed (those, each client key's at most its judged requests and
+    `max_requests_per_user`),
     over production traffic for `alias` in [since, until). `canary`: the alias's open canary
     model, whose 4xx without a second opinion count. `history_baseline`: failures no second
     opinion judged are unjudged and in `opinions_missing` (the module doc). `now`: when an
@@ -293,7 +295,7 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     bound = since if asked_bound_s is None else moment - timedelta(seconds=asked_bound_s)
     rows = con.execute(sql, [since, bound, alias, since, until, canary, history_baseline,
                              moment.timestamp(), cap, cap,
-                             per_user, per_user, per_user, per_user, per_user]).fetchall()
+                             *[per_user] * 6]).fetchall()
     return [
         {
             "target": target,
