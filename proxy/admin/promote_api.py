@@ -67,6 +67,7 @@ from storage.promotions import (
 from storage.rollback_edits import latest_seq
 from storage.route_health import MAX_REQUESTS_PER_USER, MAX_VOTES_PER_VOTER, route_health
 from storage.routes import load_routes
+from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -171,6 +172,20 @@ def _guard(seq: int | None, episode: Episode | None, spec: dict[str, Any] | None
             "changed_since_promotion": episode is not None and episode.changed_since(spec)}
 
 
+def opinion_bound_s(settings: Settings, spec: dict[str, Any] | None) -> float:
+    """The longest a background opinion asked on this route could take to be in the store
+    (as proxy/late_opinion.py bounds one: connect, then its reply and first chunk each within
+    the read timeout; plus the ingest's grace), with the largest timeouts the settings or the
+    route give: after it an `asked` row written without `late_due` is lost, not pending."""
+    parts = [spec or {}, *((spec or {}).get("targets") or []),
+             *((spec or {}).get("fallbacks") or [])]
+    connect = max([settings.connect_timeout_s,
+                   *(float(p["connect_timeout_s"]) for p in parts if p.get("connect_timeout_s"))])
+    read = max([settings.read_timeout_s,
+                *(float(p["read_timeout_s"]) for p in parts if p.get("read_timeout_s"))])
+    return connect + 2 * read + 2.0 + 3 * settings.ingest_interval_ms / 1000
+
+
 def _roles(spec: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """What each model is in the current route: a weighted target (with its share, that of
     all its deployments) or a fallback."""
@@ -207,7 +222,8 @@ async def health(request: Request) -> Response:
         spec = load_routes(con).get(alias)
         opened = canary_of(episode, spec)
         targets = route_health(con, alias, start, until or FAR_FUTURE, cap, per_user,
-                               None if opened is None else opened.model, history)
+                               None if opened is None else opened.model, history,
+                               asked_bound_s=opinion_bound_s(ctx.settings, spec))
         roles = _roles(spec)
         for row in targets:
             row.update(roles.get(row["target"], {"role": "not_in_route", "share": 0.0}))
