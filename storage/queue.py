@@ -33,6 +33,7 @@ from storage.lookup import Bounds, bounded, ids_condition
 from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.review import STATES
 from storage.search import DEFAULT_SCOPE, TermSearch, query_terms
+from storage.search_budget import page_budget
 from storage.tags import tag_condition
 from storage.trainable import trainable_sql
 
@@ -57,6 +58,9 @@ class ReviewQuery:
     min_score: float | None = None
     # True: only items with a final answer (see storage.trainable); False: only those without
     trainable: bool | None = None
+    # seconds a page of a `q` search may take (storage.search_budget); None: no limit (the
+    # work of datasets and bulk actions), set from settings for what reviewers list
+    search_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.review is not None and self.review not in STATES:
@@ -143,9 +147,10 @@ def find_ids(con: Connection, query: ReviewQuery, *, limit: int,
             where, params = f"{where} AND i.id < ?", [*params, cursor]
         found = _select(con, where, params, wanted)
     else:
-        driver = query.driver(con)
-        found = (_driven(con, query, driver, wanted, cursor) if driver is not None
-                 else _positional(con, query, wanted, cursor))
+        with page_budget(con, query.search_budget_s if query.q is not None else None):
+            driver = query.driver(con)
+            found = (_driven(con, query, driver, wanted, cursor) if driver is not None
+                     else _positional(con, query, wanted, cursor))
     page = found[:limit]
     return page, (page[-1] if len(found) > limit else None)
 

@@ -65,6 +65,11 @@ def query_terms(q: str) -> list[str]:
 
 def parse_query(q: str) -> list[QueryTerm]:
     """The terms of a query, in order; a clear 400 for a query without any or with too many."""
+    try:
+        q.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no text to tokenize or send on
+        raise BadRequest(f"q is not valid text: {exc.reason} at character {exc.start}",
+                         param="q") from exc
     found: list[QueryTerm] = []
     units = 0
     for piece in q.split():

@@ -3,6 +3,7 @@ The API is described in proxy/admin/review.py's docstring."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -59,7 +60,9 @@ async def next_queue_item(request: Request) -> Response:
     ctx = _reviewer_context(request)
     body = await json_object(request)
     reviewer = reviewer_name(body, request)
-    query, skip, with_progress = _queue_filter(body), _skip_of(body), _want_progress(body)
+    query = dataclasses.replace(_queue_filter(body),
+                                search_budget_s=ctx.settings.search_page_budget_s)
+    skip, with_progress = _skip_of(body), _want_progress(body)
     ttl_s = ctx.settings.review_claim_s
     taken = await ctx.db.write(lambda con: next_item(con, query, reviewer, ttl_s, skip=skip))
     answer: dict[str, Any] = {"item": None}

@@ -1,0 +1,117 @@
+"""A page of a text search (`q`) has a time budget (`search_page_budget_s`, storage.search_budget):
+past it a clear 400 `search_too_broad`, and the connection goes back to its pool clean (no
+statement_timeout left on Postgres, no interrupt pending on DuckDB). A lone surrogate in q is a
+clear 400 on both stores (r12z LOW 5: UnicodeEncodeError before)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import psycopg
+import pytest
+
+from storage.backend.pg_connection import PgConnection
+from storage.db import Connection
+from storage.queue import ReviewQuery, find_ids
+from storage.search_budget import page_budget
+from tests.conftest import ADMIN_TOKEN, STORES, ProxyServer, both_stores
+from tests.pg_cluster import PgCluster
+from tests.test_search_languages import TEXTS, ids, item, load, opened
+from tuneloop.errors import BadRequest, SearchTooBroad
+
+TINY_S = 1e-6  # spent before the first statement: deterministic, no timing race
+
+
+@pytest.fixture(scope="module", params=STORES)
+def con(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
+    if request.param == "duckdb":
+        store = str(tmp_path_factory.mktemp("b") / "b.duckdb")
+    else:
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        store = cluster.create_database()
+    with opened(store) as con:
+        load(con, [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)])
+        yield con
+    if request.param == "postgres":
+        cluster.drop_database(store)
+
+
+def statement_timeout(con: Connection) -> str | None:
+    if not isinstance(con, PgConnection):
+        return None
+    return str(con.execute("SHOW statement_timeout").fetchall()[0][0])
+
+
+def test_a_page_past_its_budget_is_search_too_broad(con: Connection) -> None:
+    with pytest.raises(SearchTooBroad, match="time budget") as caught:
+        find_ids(con, ReviewQuery(q="refund", search_budget_s=TINY_S), limit=50)
+    assert caught.value.code == "search_too_broad" and caught.value.status_code == 400
+    assert statement_timeout(con) in (None, "0")
+    # the same connection answers the next search, with or without a budget
+    assert find_ids(con, ReviewQuery(q="refund", search_budget_s=30), limit=50)[0] \
+        == ids(4, 5, 6, 9)
+    assert statement_timeout(con) in (None, "0")
+    assert find_ids(con, ReviewQuery(q="refund"), limit=50)[0] == ids(4, 5, 6, 9)
+
+
+def test_a_statement_past_the_budget_is_cancelled_and_the_timeout_reset(
+        con: Connection) -> None:
+    slow = ("SELECT pg_sleep(5)" if isinstance(con, PgConnection)
+            else "SELECT count(*) FROM range(100000000000)")
+    with pytest.raises(SearchTooBroad), page_budget(con, 0.3):
+        con.execute(slow).fetchall()
+    assert statement_timeout(con) in (None, "0")
+    assert con.execute("SELECT 1").fetchall()[0][0] == 1
+
+
+def test_a_cancel_inside_a_transaction_leaves_the_connection_clean(con: Connection) -> None:
+    """After the rollback of a transaction whose search was stopped: no statement_timeout
+    left (Postgres), no interrupt pending (DuckDB)."""
+    slow = ("SELECT pg_sleep(5)" if isinstance(con, PgConnection)
+            else "SELECT count(*) FROM range(100000000000)")
+    con.execute("BEGIN")
+    with pytest.raises(SearchTooBroad), page_budget(con, 0.3):
+        con.execute(slow).fetchall()
+    con.execute("ROLLBACK")
+    assert statement_timeout(con) in (None, "0")
+    after = ("SELECT count(*) FROM generate_series(1, 3000000)" if isinstance(con, PgConnection)
+             else "SELECT count(*) FROM range(3000000)")
+    assert con.execute(after).fetchall()[0][0] == 3_000_000
+    if isinstance(con, PgConnection):  # without a budget a timeout is no search error
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            con.execute("SET statement_timeout = 50").execute("SELECT pg_sleep(1)")
+        con.execute("RESET statement_timeout")
+
+
+@pytest.mark.parametrize("q", ["ref\ud800und", "\udfff", "refund \ud83d"])
+def test_a_lone_surrogate_in_q_is_a_400(con: Connection, q: str) -> None:
+    with pytest.raises(BadRequest, match="q is not valid text") as caught:
+        find_ids(con, ReviewQuery(q=q), limit=50)
+    assert caught.value.param == "q"
+
+
+@both_stores
+def test_the_review_list_answers_a_search_past_its_budget_as_a_400(
+        proxy_factory: Callable[..., ProxyServer]) -> None:
+    proxy = proxy_factory(search_page_budget_s=TINY_S)
+    proxy.openai().chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "where is my refund"}])
+    proxy.wait_logged(1)
+    with httpx.Client(headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30) as http:
+        for _ in range(3):  # every read connection of the pool, the same way
+            refused = http.get(proxy.url + "/admin/interactions", params={"q": "refund"})
+            assert refused.status_code == 400, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "search_too_broad" and error["param"] == "q", error
+            assert "narrow" in error["message"] or "rarer word" in error["message"]
+            listed = http.get(proxy.url + "/admin/interactions")
+            assert listed.status_code == 200 and len(listed.json()["items"]) == 1
+        claimed = http.post(proxy.url + "/admin/queue/next",
+                            json={"reviewer": "ann", "filter": {"q": "refund"}})
+        assert claimed.status_code == 400
+        assert claimed.json()["error"]["code"] == "search_too_broad"
+
+
+
