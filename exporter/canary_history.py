@@ -95,11 +95,20 @@ def plausible_rate(stable: dict[str, Any]) -> float:
     return low
 
 
+CREDIT_MIN_REQUESTS = 10
+"""The current target's concurrent (weighed) requests below which nothing is credited: 0 of 4
+makes 16% plausible, and a poisoned history credited that much got a canary failing 10%
+promoted (r14d MED 4)."""
+
+
 def credit(history: dict[str, Any], trials: str, events: str, answerable: float,
            share: float, stable: dict[str, Any]) -> float:
     """How many of the history's `answerable` failures a promotion counts as the current
     target's errors: the `share` the canary would have answered, cut so the history's rate
-    stays at most `plausible_rate` (module doc: the poison it leaves no room for)."""
+    stays at most `plausible_rate` (module doc: the poison it leaves no room for); none
+    while the current target has fewer than `CREDIT_MIN_REQUESTS` requests of its own."""
+    if stable.get("trials", 0) < CREDIT_MIN_REQUESTS:
+        return 0.0
     n, x, rate = history.get(trials, 0), history.get(events, 0), plausible_rate(stable)
     room = (rate * n - x) / (1 - rate) if rate < 1 else answerable
     return max(0.0, min(answerable * share, room))
@@ -150,3 +159,28 @@ def history_doubt(stable: dict[str, Any], base: Baseline, alpha: float) -> str |
             "a canary must not ease its promotion); it waits for the current target's own "
             "traffic")
 
+
+def history_too_low(stable: dict[str, Any], base: Baseline, alpha: float) -> str | None:
+    """Why a rollback is not made on the history baseline: the current target's own requests
+    beside the canary (weighed) would be this many errors with probability below `alpha` were
+    its error rate the history's, every unjudged failure there counted as its error (the bound
+    a rollback uses). Requests an app key sends before a canary that never fail (a burst of
+    one-token prompts) lowered the history's rate and got a good canary rolled back beside a
+    current target failing as often as it (r14d MED 3); the concurrent rollback test still
+    applies. None when it is no history or plausible."""
+    if base.kind != "history" or base.trials + base.unjudged <= 0:
+        return None
+    events, trials = base.events + base.unjudged, base.trials + base.unjudged
+    rate = events / trials
+    n, x = round(stable.get("trials", 0)), math.floor(stable.get("failures", 0) + 1e-9)
+    if x <= 0:
+        return None
+    p = 1.0 - binomial_cdf(x - 1, n, rate)  # at least x errors
+    if p >= alpha:
+        return None
+    return (f"worse than the current target's traffic before the canary, but its error rate "
+            f"there ({events:.4g}/{trials:.4g}, {rate:.3f}) is far below its own beside the "
+            f"canary ({x:g}/{n:g}; that many errors at that rate: p = {p:.4f}, below alpha "
+            f"{alpha:g}): not rolled back on that history (rows an app key can send before a "
+            "canary must not roll it back); the comparison with the current target's own "
+            "traffic decides")

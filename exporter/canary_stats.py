@@ -84,6 +84,8 @@ class SprtResult:
     counted as its errors for a rollback (`llr`); for a promotion (`llr_bad`) only the
     `baseline_credited` of them, already in `baseline_n` and `baseline_events`."""
     baseline_credited: float = 0.0
+    note: str = ""
+    """Why the decision is not the one the LLRs alone give (exporter/cycle_canary.py)."""
 
     def to_json(self) -> dict[str, Any]:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -105,7 +107,8 @@ class SprtResult:
         return (f"{self.metric} {self.canary_events:g}/{self.canary_n:g} ({rate:.3f}) against "
                 f"{self.baseline_events:.4g}/{self.baseline_n:.4g} ({base:.3f}){before}: LLR worse "
                 f"{self.llr:+.2f} (rolls back at {self.upper:.2f}), LLR bad {self.llr_bad:+.2f} "
-                f"(no worse at {self.lower:.2f}) -> {self.decision}")
+                f"(no worse at {self.lower:.2f}) -> {self.decision}"
+                + (f": {self.note}" if self.note else ""))
 
 
 def _xlog(x: float, p: float) -> float:

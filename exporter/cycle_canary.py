@@ -34,6 +34,7 @@ from exporter.canary_history import (
     Baseline,
     baseline_of,
     history_doubt,
+    history_too_low,
     needs_history,
     weighed,
 )
@@ -118,7 +119,8 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     90% for 879 requests). Those are two chances to roll back a canary within tolerance, so
     each takes half of the error test's alpha (alpha / 4, Bonferroni again): the verdict's
     rollback risk stays at most `alpha`. The concurrent one only rolls back: a promotion
-    still needs the history's bound."""
+    still needs the history's bound. Nor is a canary rolled back on a history whose error rate
+    the current target's own requests beside it make implausibly low (`history_too_low`)."""
     alpha = cfg.alpha / 2
     thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
@@ -134,6 +136,9 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
                           base.events, base.unjudged, errors, base.kind, base.credited),
              sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0),
                   votes.trials, votes.events, thumbs, votes.kind)]
+    too_low = history_too_low(stable, base, cfg.alpha)
+    if too_low is not None and tests[0].decision == "worse":
+        tests[0] = dataclasses.replace(tests[0], decision="continue", note=too_low)
     concurrent = (sprt("errors", canary["trials"], canary["failures"], stable["trials"],
                        stable["failures"], errors),) if on_history else ()
     held = [why for why in (_promotion_held(canary, base, errors),

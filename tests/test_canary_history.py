@@ -232,3 +232,31 @@ def test_the_second_opinions_share_weighs_each_client_key_at_most_its_cap(
     assert stable["opinions_answered"] > 0 and stable["opinions_failed"] > 0, stable
     assert stable["opinions_answered"] + stable["opinions_failed"] == pytest.approx(5), stable
     assert canary["opinions_answered"] == 0 and canary["opinions_failed"] == pytest.approx(5)
+
+
+def test_nothing_is_credited_beside_a_current_target_with_few_requests() -> None:
+    """r14d MED 4: 0 of 4 requests beside the canary made 16% plausible, so 28 of 50 failures
+    poisoning the history were credited and a canary failing 10% was promoted (1 run in 15).
+    Below `CREDIT_MIN_REQUESTS` of the current target's own nothing is credited."""
+    cfg = CanaryConfig(percent=90)
+    poisoned = {**history_row(150, 0, 50), "opinions_missing_unanswered": 50}
+    verdict = judge_canary(with_opinions(history_row(110, 11), 5, 0), history_row(4, 0), cfg,
+                           AGE, poisoned)
+    assert verdict.verdict == "continue", verdict.reasons
+    assert verdict.tests[0].baseline_credited == 0
+
+
+def test_a_history_far_below_the_current_targets_own_rate_rolls_nothing_back() -> None:
+    """r14d MED 3: 1000 cheap requests that never fail, sent before the canary, brought the
+    history to 10/1200; a good canary at 22/444 (the current target beside it: 3/56) was rolled
+    back on it. Such a history rolls nothing back; the current target's own traffic still
+    rolls back a canary far worse than it."""
+    cfg = CanaryConfig(percent=90)
+    diluted = history_row(1200, 10)
+    good = judge_canary(history_row(444, 22), history_row(56, 3), cfg, AGE, diluted)
+    assert good.verdict == "continue", good.reasons
+    assert "far below its own beside the canary" in good.reasons[0]
+    bad = judge_canary(history_row(444, 150), history_row(56, 3), cfg, AGE, diluted)
+    assert bad.verdict == "rollback", bad.reasons
+    honest = judge_canary(history_row(444, 60), history_row(56, 0), cfg, AGE, diluted)
+    assert honest.verdict == "rollback", honest.reasons
