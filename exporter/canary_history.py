@@ -18,8 +18,9 @@ Why a share and not none (r14c MED 4): with none, the current target's own 5xx v
 the history while the canary's own 5xx (the current target answers them) were its errors, so
 an honest canary as good as the current target waited 6-7x longer. The share comes from both
 arms' 5xx and timeouts before any answer (those the history's `opinions_missing_unanswered`
-are), each client key's weighed down to `max_requests_per_user` (route_health.py): requests
-failing everywhere lower it, failures only one model gives raise it. Cuts and stalls after the
+are), each client key's share weighed by its judged requests (route_health.py): requests
+failing everywhere lower it, failures only one model gives raise it, each key's as far as its
+judged traffic goes. Cuts and stalls after the
 first byte never get a second opinion, so none of them is credited: a history an app key
 poisoned with them eases no promotion. Requests failing everywhere sent only before the canary
 are still credited by a share the canary's own failures (the current target answers them) make
@@ -67,8 +68,9 @@ def weighed(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def answer_share(canary: dict[str, Any], stable: dict[str, Any]) -> float:
-    """Of the 5xx and timeouts either arm gave beside the canary (weighed per client key),
-    the share the other arm answered; 0 without any (nothing is credited)."""
+    """Of the 5xx and timeouts either arm gave beside the canary, the share the other arm
+    answered (each client key's weighed by its judged requests); 0 without any (nothing is
+    credited)."""
     answered = canary.get("opinions_answered", 0) + stable.get("opinions_answered", 0)
     failed = canary.get("opinions_failed", 0) + stable.get("opinions_failed", 0)
     return answered / (answered + failed) if answered + failed > 0 else 0.0

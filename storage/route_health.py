@@ -59,8 +59,11 @@ ones the canary's second opinions tell anything about (below; exporter/canary_hi
 Without it (the health people read) such a failure is the target's error.
 `opinions_answered` / `opinions_failed` (while a canary is open): the target's 5xx or timeouts
 (before any answer) whose second opinion answered (the target's error) or failed too (nobody's),
-each client key's weighed down to `max_requests_per_user` of them, so one key sending requests
-that fail everywhere (or that one model fails) moves the share by at most that many.
+each client key's share of them weighed by its judged requests on that target (its traffic
+there, sticky users weighed): one key sending requests that fail everywhere (unjudged) moves
+the share by no more than the judged traffic it also sends (r14d MED 5: weighed at 5 each, 20
+such requests from one key weighed as much as the app's own 5xx, and an honest canary waited
+475 requests, not 125).
 Latency is over the answers below 400.
 Evaluation and synthetic traffic never count. A request users rated is a thumbs-down when
 the mean of its feedback scores is below 0 (`rated_requests`, `thumbs_down`: for people).
@@ -225,11 +228,9 @@ WITH late AS (
     FROM kc GROUP BY target, client_key
 ), km AS (
     SELECT target, sum(least(m, j, CAST(? AS DOUBLE PRECISION))) AS missing_weighed,
-           sum(CASE WHEN oa + ob > 0
-                    THEN oa * least(1.0, CAST(? AS DOUBLE PRECISION) / (oa + ob)) END)
+           sum(CASE WHEN oa + ob > 0 THEN j * oa / CAST(oa + ob AS DOUBLE PRECISION) END)
                AS opinions_answered,
-           sum(CASE WHEN oa + ob > 0
-                    THEN ob * least(1.0, CAST(? AS DOUBLE PRECISION) / (oa + ob)) END)
+           sum(CASE WHEN oa + ob > 0 THEN j * ob / CAST(oa + ob AS DOUBLE PRECISION) END)
                AS opinions_failed
     FROM keyed GROUP BY target
 )
@@ -295,7 +296,7 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     bound = since if asked_bound_s is None else moment - timedelta(seconds=asked_bound_s)
     rows = con.execute(sql, [since, bound, alias, since, until, canary, history_baseline,
                              moment.timestamp(), cap, cap,
-                             *[per_user] * 6]).fetchall()
+                             *[per_user] * 4]).fetchall()
     return [
         {
             "target": target,

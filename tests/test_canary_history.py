@@ -15,10 +15,11 @@ from typing import Any
 import openai
 import pytest
 
+from exporter.canary_history import answer_share
 from exporter.cycle_canary import judge_canary
 from exporter.cycle_config import CanaryConfig
 from tests import test_cycle
-from tests.conftest import ProxyServer, both_stores
+from tests.conftest import UPSTREAM_KEY, ProxyServer, both_stores
 from tests.test_canary_failures import HI, SINCE
 from tests.test_cycle import ALIAS, CURRENT, run
 from tests.test_cycle_canary import ask, open_canary, until_decided, wait_ingested
@@ -210,10 +211,10 @@ def test_an_honest_canary_beside_a_current_target_with_its_own_5xx_is_promoted_s
     assert outcome is not None and outcome.run["outcome"] == "promoted", outcome.message
 
 
-def test_the_second_opinions_share_weighs_each_client_key_at_most_its_cap(
+def test_the_second_opinions_share_weighs_each_client_key_by_its_judged_requests(
         proxy_factory: Callable[..., ProxyServer]) -> None:
     """Beside a canary, each arm's 5xx the other answered (`opinions_answered`) or failed too
-    (`opinions_failed`), one client key's weighing `max_requests_per_user` (5) at most."""
+    (`opinions_failed`), one client key's share weighed by its judged requests there."""
     proxy = proxy_factory()
     admin = proxy.admin()
     admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
@@ -230,8 +231,44 @@ def test_the_second_opinions_share_weighs_each_client_key_at_most_its_cap(
     rows = {r["target"]: r for r in admin.route_health(ALIAS, since=since)["targets"]}
     stable, canary = rows[STABLE], rows["canary-model"]
     assert stable["opinions_answered"] > 0 and stable["opinions_failed"] > 0, stable
-    assert stable["opinions_answered"] + stable["opinions_failed"] == pytest.approx(5), stable
-    assert canary["opinions_answered"] == 0 and canary["opinions_failed"] == pytest.approx(5)
+    assert stable["opinions_answered"] + stable["opinions_failed"] \
+        == pytest.approx(stable["weighed_requests"]), stable
+    assert canary["opinions_answered"] == 0
+    assert canary["opinions_failed"] == pytest.approx(canary["weighed_requests"]), canary
+
+
+@both_stores
+def test_one_keys_failures_everywhere_move_the_share_only_as_far_as_its_judged_traffic(
+        proxy_factory: Callable[..., ProxyServer]) -> None:
+    """r14d MED 5: each key's opinions weighed 5 at most, so another key's 20 requests failing
+    everywhere weighed as much as the app's own 5xx the canary answered, halving the share
+    credited to an honest canary (promoted after 475 requests, not 125). That key has no
+    judged requests: its opinions weigh nothing."""
+    proxy = proxy_factory(issue_keys=True, openai_api_key=UPSTREAM_KEY)
+    admin = proxy.admin()
+    admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+    since = datetime.now(UTC).isoformat()
+    admin.promote(ALIAS, "canary-model", canary=50)
+    app = proxy.openai(api_key=admin.create_key("app")["key"]).with_options(max_retries=0)
+    other = proxy.openai(api_key=admin.create_key("other")["key"]).with_options(max_retries=0)
+    proxy.upstream.state.model_error_rate[STABLE] = 1.0
+    for n in range(20):  # the canary answers each one drawn to the current target
+        app.chat.completions.create(model=ALIAS, messages=[{"role": "user",
+                                                            "content": f"hi {n}"}])
+    proxy.upstream.state.model_error_rate[STABLE] = 0.0
+    for n in range(40):
+        app.chat.completions.create(model=ALIAS, messages=[{"role": "user",
+                                                            "content": f"later {n}"}])
+    for n in range(20):
+        with contextlib.suppress(openai.InternalServerError):
+            other.chat.completions.create(
+                model=ALIAS, messages=[{"role": "user", "content": f"poison {n}"}],
+                extra_headers={"x-fake-fail": "500"})
+    proxy.wait_for("SELECT count(*) FROM interactions WHERE traffic = 'production'",
+                   lambda r: r[0][0] >= 80)
+    rows = {r["target"]: r for r in admin.route_health(ALIAS, since=since)["targets"]}
+    assert rows["canary-model"]["opinions_failed"] == 0, rows  # the other key's: no weight
+    assert answer_share(rows["canary-model"], rows[STABLE]) == pytest.approx(1.0), rows
 
 
 def test_nothing_is_credited_beside_a_current_target_with_few_requests() -> None:
