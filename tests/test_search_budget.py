@@ -13,6 +13,7 @@ import pytest
 
 from storage.backend.pg_connection import PgConnection
 from storage.db import Connection
+from storage.progress import progress
 from storage.queue import ReviewQuery, find_ids
 from storage.search_budget import page_budget
 from tests.conftest import ADMIN_TOKEN, STORES, ProxyServer, both_stores
@@ -54,6 +55,13 @@ def test_a_page_past_its_budget_is_search_too_broad(con: Connection) -> None:
         == ids(4, 5, 6, 9)
     assert statement_timeout(con) in (None, "0")
     assert find_ids(con, ReviewQuery(q="refund"), limit=50)[0] == ids(4, 5, 6, 9)
+
+
+def test_progress_counts_are_not_refused_by_a_page_budget(con: Connection) -> None:
+    """r12v HIGH 1: `queue/next` with `progress` passed its budgeted query on to the counts,
+    which answered a 400 after the claim was made (the UI always asks for progress)."""
+    counts = progress(con, ReviewQuery(q="refund", search_budget_s=TINY_S), "ann")
+    assert counts["total"] == progress(con, ReviewQuery(q="refund"), "ann")["total"] > 0
 
 
 def test_a_statement_past_the_budget_is_cancelled_and_the_timeout_reset(
