@@ -19,6 +19,7 @@ window sizes, only the time does.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -237,16 +238,48 @@ def _matches(con: Connection, query: ReviewQuery, interaction_id: str) -> bool:
                             [interaction_id, *params]).fetchall())
 
 
+SEARCH_CANDIDATES = 8  # unclaimed matches a reader hands the writer for a text search
+
+
+def search_candidates(con: Connection, query: ReviewQuery, reviewer: str, *,
+                      skip: Sequence[str] = (), now: datetime | None = None) -> list[str]:
+    """For `next_item` with a text search (`q`), run on a reader: the first matches no one
+    else holds (nor skipped), newest first, at most `SEARCH_CANDIDATES`. The search (up to its
+    page budget) then never runs on the single writer, where every save, claim and ingest
+    batch queued behind it (r12v HIGH 2); the writer only re-checks them and claims one."""
+    now = now or datetime.now(UTC)
+    held = con.execute("SELECT interaction_id FROM review_claims WHERE expires_at > ? AND "
+                       "reviewer <> ?", [now, reviewer]).fetchall()
+    excluded = {r[0] for r in held} | set(skip)
+    found: list[str] = []
+    cursor: str | None = None
+    for _ in range(MAX_SCAN_PAGES):
+        ids, cursor = find_ids(con, query, limit=min(len(excluded) + SEARCH_CANDIDATES, 1000),
+                               cursor=cursor)
+        found += [i for i in ids if i not in excluded]
+        if len(found) >= SEARCH_CANDIDATES or cursor is None:
+            break
+    return found[:SEARCH_CANDIDATES]
+
+
 def next_item(con: Connection, query: ReviewQuery, reviewer: str, ttl_s: float, *,
-              skip: Sequence[str] = (), now: datetime | None = None) -> Claim | None:
-    """Claim the reviewer's next item (see the module's docstring); None when none is left."""
+              skip: Sequence[str] = (), now: datetime | None = None,
+              candidates: Sequence[str] | None = None) -> Claim | None:
+    """Claim the reviewer's next item (see the module's docstring); None when none is left.
+    `candidates`: a text search's matches found on a reader (`search_candidates`), claimed
+    here if still unclaimed and still in the filter's review state (its words stay: an edit
+    only adds words); when all were taken meanwhile the search runs here."""
     now = now or datetime.now(UTC)
     con.execute("DELETE FROM review_claims WHERE expires_at <= ?", [now])
     rows = con.execute("SELECT interaction_id, reviewer FROM review_claims").fetchall()
     own = [r[0] for r in rows if r[0] not in skip and r[1] == reviewer]
     chosen = next((i for i in own if _matches(con, query, i)), None)
-    if chosen is None:
-        excluded = {r[0] for r in rows if r[1] != reviewer} | set(skip)
+    excluded = {r[0] for r in rows if r[1] != reviewer} | set(skip)
+    if chosen is None and candidates:
+        unsearched = dataclasses.replace(query, q=None)
+        chosen = next((i for i in candidates
+                       if i not in excluded and _matches(con, unsearched, i)), None)
+    if chosen is None and candidates != []:
         chosen = _first_unclaimed(con, query, excluded)
     con.execute("DELETE FROM review_claims WHERE reviewer = ? AND interaction_id <> ?",
                 [reviewer, chosen or ""])

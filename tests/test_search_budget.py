@@ -14,7 +14,7 @@ import pytest
 from storage.backend.pg_connection import PgConnection
 from storage.db import Connection
 from storage.progress import progress
-from storage.queue import ReviewQuery, find_ids
+from storage.queue import ReviewQuery, find_ids, next_item, search_candidates
 from storage.search_budget import page_budget
 from tests.conftest import ADMIN_TOKEN, STORES, ProxyServer, both_stores
 from tests.pg_cluster import PgCluster
@@ -62,6 +62,26 @@ def test_progress_counts_are_not_refused_by_a_page_budget(con: Connection) -> No
     which answered a 400 after the claim was made (the UI always asks for progress)."""
     counts = progress(con, ReviewQuery(q="refund", search_budget_s=TINY_S), "ann")
     assert counts["total"] == progress(con, ReviewQuery(q="refund"), "ann")["total"] > 0
+
+
+def test_queue_next_searches_on_a_reader_and_the_writer_only_claims(con: Connection) -> None:
+    """r12v HIGH 2: `queue/next` ran its text search on the single writer, so one reviewer
+    token's searches queued every save, claim and ingest batch behind them, a budget each.
+    A reader finds the candidates; the writer claims one still unclaimed without searching
+    (here any search on it is refused at once), and searches only when all were taken."""
+    found = search_candidates(con, ReviewQuery(q="refund"), "ann")
+    assert len(found) >= 2
+    refused_here = ReviewQuery(q="refund", search_budget_s=TINY_S)
+    try:
+        ann = next_item(con, refused_here, "ann", 60, candidates=found)
+        bob = next_item(con, refused_here, "bob", 60, candidates=found)  # ann holds the first
+        assert ann is not None and bob is not None
+        assert (ann.interaction_id, bob.interaction_id) == (found[0], found[1])
+        with pytest.raises(SearchTooBroad):  # both taken meanwhile: the writer searches
+            next_item(con, refused_here, "cy", 60, candidates=found[:2])
+        assert next_item(con, refused_here, "dee", 60, candidates=[]) is None
+    finally:
+        con.execute("DELETE FROM review_claims")
 
 
 def test_a_statement_past_the_budget_is_cancelled_and_the_timeout_reset(

@@ -19,7 +19,7 @@ from proxy.context import ProxyContext, context_of
 from storage.claims import claim, release
 from storage.items import review_item
 from storage.progress import progress
-from storage.queue import ReviewQuery, next_item
+from storage.queue import ReviewQuery, next_item, search_candidates
 from tuneloop.errors import BadRequest
 
 MAX_SKIP = 10_000
@@ -64,7 +64,10 @@ async def next_queue_item(request: Request) -> Response:
                                 search_budget_s=ctx.settings.search_page_budget_s)
     skip, with_progress = _skip_of(body), _want_progress(body)
     ttl_s = ctx.settings.review_claim_s
-    taken = await ctx.db.write(lambda con: next_item(con, query, reviewer, ttl_s, skip=skip))
+    candidates = None if query.q is None else await ctx.db.read(
+        lambda con: search_candidates(con, query, reviewer, skip=skip))
+    taken = await ctx.db.write(lambda con: next_item(con, query, reviewer, ttl_s, skip=skip,
+                                                     candidates=candidates))
     answer: dict[str, Any] = {"item": None}
     if taken is not None:
         item = await ctx.db.read(lambda con: review_item(con, taken.interaction_id))
