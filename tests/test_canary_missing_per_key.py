@@ -44,13 +44,10 @@ def test_the_hold_counts_missing_rows_as_weighed_per_key() -> None:
     assert beside_its_own.verdict == "continue", beside_its_own.reasons
 
 
-@both_stores
-def test_one_keys_skipped_hang_ups_do_not_hold_a_clean_canary(
-        proxy_factory: Callable[..., ProxyServer]) -> None:
-    """Both arms answer in 1.5 s; a second key hangs up after 0.4 s from 6 threads at once, so
-    most of its hang-ups are beyond its share of 1 (budget 4). Its rows are all unjudged (the
-    other arm did not answer in 0.4 s either): it has no evidence, so its missing rows weigh
-    nothing, and the app's clean canary is promoted."""
+def canary_with_two_keys(proxy_factory: Callable[..., ProxyServer]
+                         ) -> tuple[ProxyServer, openai.OpenAI, str]:
+    """A 50% canary on a proxy issuing keys (budget 4, a key's share 1), the app's client and
+    a second key (the one hanging up)."""
     proxy = proxy_factory(issue_keys=True, openai_api_key=UPSTREAM_KEY,
                           background_opinions_max=4, background_opinions_per_key=1,
                           hangup_probe_min_s=0.2)
@@ -58,8 +55,18 @@ def test_one_keys_skipped_hang_ups_do_not_hold_a_clean_canary(
     admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
     admin.promote(ALIAS, CANARY, canary=50)
     app = proxy.openai(api_key=admin.create_key("app")["key"], timeout=10)
-    hanger = proxy.openai(api_key=admin.create_key("hanger")["key"],
-                          timeout=0.4).with_options(max_retries=0)
+    return proxy, app, admin.create_key("hanger")["key"]
+
+
+@both_stores
+def test_one_keys_skipped_hang_ups_do_not_hold_a_clean_canary(
+        proxy_factory: Callable[..., ProxyServer]) -> None:
+    """Both arms answer in 1.5 s; a second key hangs up after 0.4 s from 6 threads at once, so
+    most of its hang-ups are beyond its share of 1 (budget 4). Its rows are all unjudged (the
+    other arm did not answer in 0.4 s either): it has no evidence, so its missing rows weigh
+    nothing, and the app's clean canary is promoted."""
+    proxy, app, key = canary_with_two_keys(proxy_factory)
+    hanger = proxy.openai(api_key=key, timeout=0.4).with_options(max_retries=0)
     sent = [0]
     lock = threading.Lock()
 
@@ -94,14 +101,7 @@ def test_a_key_mixing_successes_into_its_hang_ups_does_not_hold_a_clean_canary(
     weigh at most `max_requests_per_user` in all, like its second opinions: 5 such rows hold
     a clean canary until about 240 requests on each arm, where before every one of its ~40
     skipped hang-ups beside its ~24 quick ones held it."""
-    proxy = proxy_factory(issue_keys=True, openai_api_key=UPSTREAM_KEY,
-                          background_opinions_max=4, background_opinions_per_key=1,
-                          hangup_probe_min_s=0.2)
-    admin = proxy.admin()
-    admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
-    admin.promote(ALIAS, CANARY, canary=50)
-    app = proxy.openai(api_key=admin.create_key("app")["key"], timeout=10)
-    key = admin.create_key("hanger")["key"]
+    proxy, app, key = canary_with_two_keys(proxy_factory)
     hanger = proxy.openai(api_key=key, timeout=0.4).with_options(max_retries=0)
     quick = proxy.openai(api_key=key, timeout=10)
 

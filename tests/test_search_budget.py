@@ -5,7 +5,7 @@ clear 400 on both stores (r12z LOW 5: UnicodeEncodeError before)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import psycopg
@@ -16,27 +16,13 @@ from storage.db import Connection
 from storage.progress import progress
 from storage.queue import ReviewQuery, find_ids, next_item, search_candidates
 from storage.search_budget import page_budget
-from tests.conftest import ADMIN_TOKEN, STORES, ProxyServer, both_stores
-from tests.pg_cluster import PgCluster
-from tests.test_search_languages import TEXTS, ids, item, load, opened
+from tests import test_search_languages
+from tests.conftest import ADMIN_TOKEN, ProxyServer, both_stores
+from tests.test_search_languages import ids
 from tuneloop.errors import BadRequest, SearchTooBroad
 
+con = test_search_languages.con  # the same module-scoped store of TEXTS, both stores
 TINY_S = 1e-6  # spent before the first statement: deterministic, no timing race
-
-
-@pytest.fixture(scope="module", params=STORES)
-def con(request: pytest.FixtureRequest,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connection]:
-    if request.param == "duckdb":
-        store = str(tmp_path_factory.mktemp("b") / "b.duckdb")
-    else:
-        cluster: PgCluster = request.getfixturevalue("pg_cluster")
-        store = cluster.create_database()
-    with opened(store) as con:
-        load(con, [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)])
-        yield con
-    if request.param == "postgres":
-        cluster.drop_database(store)
 
 
 def statement_timeout(con: Connection) -> str | None:
