@@ -32,6 +32,8 @@ def progress_line(progress: dict[str, Any], skipped: int) -> str:
                      "items)")
     if skipped:
         parts.append(f"{skipped} skipped")
+    if progress.get("exact") is False:
+        parts.append("counts so far: the search matches too much to count in time")
     return " · ".join(parts)
 
 

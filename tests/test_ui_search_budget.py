@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from curation_ui.workbench import progress_line
 from tests.conftest import ProxyServer, both_stores
 from tests.test_review_api import logged
 from tests.test_ui_app import app  # noqa: F401  (the fixture)
@@ -32,3 +33,9 @@ def test_a_search_past_its_budget_reads_as_too_broad(app: Callable[..., AppTest]
     shown = [e.value for e in at.error]
     assert any(m.startswith("Search too broad") for m in shown), shown
     assert not any("did not answer" in m for m in shown), shown
+
+
+def test_counts_cut_short_say_so() -> None:
+    counts = {"pending": 40, "total": 90, "reviewed_by_you": 3, "exact": False}
+    assert "counts so far" in progress_line(counts, 0)
+    assert "counts so far" not in progress_line({**counts, "exact": True}, 0)

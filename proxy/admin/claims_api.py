@@ -112,7 +112,8 @@ async def queue_progress(request: Request) -> Response:
         if since.tzinfo is None:
             raise BadRequest("since must carry its UTC offset", param="since")
     pending = [(k, v) for k, v in params.multi_items() if k != "review"]
-    query = review_query(QueryParams([*pending, ("review", "pending")]))
+    query = dataclasses.replace(review_query(QueryParams([*pending, ("review", "pending")])),
+                                search_budget_s=ctx.settings.search_page_budget_s)
     return json_response(await ctx.db.read(
         lambda con: progress(con, query, reviewer, since=since)))
 
