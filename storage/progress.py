@@ -11,8 +11,8 @@
 Without filters the first three are arithmetic on the small tables; with filters, one scan of
 the interactions matching them, hash-joined to the small `reviews` and `untrainable` tables;
 with a text query (`q`) they walk the term index's candidates instead, exact up to
-MAX_TEXT_COUNT each and within the query's search budget, if it has one (`exact` says whether
-all were: past either, the counts so far).
+MAX_TEXT_COUNT each and within a third of COUNT_SHARE of the query's search budget, if it has
+one (`exact` says whether all were: past either, each is the count so far, a lower bound).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tuneloop.errors import SearchTooBroad
 
 MAX_TEXT_COUNT = 100_000
 COUNT_PAGE = 10_000
+COUNT_SHARE = 0.25  # of the page budget, for the three text counts of a progress together
 _REVIEWABLE_SQL = ", ".join(f"'{e}'" for e in REVIEWABLE_ENDPOINTS)
 
 
@@ -104,9 +105,15 @@ def progress(con: Connection, query: ReviewQuery, reviewer: str, *,
              since: datetime | None = None, now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     since = since or start_of_day(now)
-    # the query's page budget bounds all three text counts together (_text_count)
+    # each text count gets a third of COUNT_SHARE of the query's page budget (_text_count): a
+    # step of the queue waited the whole budget on a common word (r12u MED 3), and one count
+    # spending it all left the others at 0, "10,000 of 0 pending" (MED 2)
     budget = query.search_budget_s
-    deadline = None if budget is None else time.monotonic() + budget
+    share = None if budget is None else budget * COUNT_SHARE / 3
+
+    def deadline() -> float | None:
+        return None if share is None else time.monotonic() + share
+
     query = dataclasses.replace(query, search_budget_s=None)
     pending_query = dataclasses.replace(query, review="pending")
     exact = True
@@ -116,12 +123,15 @@ def progress(con: Connection, query: ReviewQuery, reviewer: str, *,
         pending = answered if wanted is True else untrainable if wanted is False \
             else answered + untrainable
     else:
-        pending, exact = _text_count(con, pending_query, deadline)
+        pending, exact = _text_count(con, pending_query, deadline())
         untrainable, exact_u = _text_count(
-            con, dataclasses.replace(pending_query, trainable=False), deadline)
+            con, dataclasses.replace(pending_query, trainable=False), deadline())
         total, exact_t = _text_count(con, dataclasses.replace(query, review=None,
-                                                              trainable=None), deadline)
+                                                              trainable=None), deadline())
         exact = exact and exact_u and exact_t
+        if not exact:  # lower bounds each: never fewer in all than pending
+            total = max(total, pending + (untrainable if pending_query.trainable is True
+                                          else 0))
     by_you, by_all = con.execute(
         "SELECT count(*) FILTER (WHERE reviewer = ?), count(*) FROM reviews "
         "WHERE updated_at >= ? AND state <> 'pending'", [reviewer, since]).fetchall()[0]

@@ -20,7 +20,8 @@ window sizes, only the time does.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -252,14 +253,27 @@ def search_candidates(con: Connection, query: ReviewQuery, reviewer: str, *,
                        "reviewer <> ?", [now, reviewer]).fetchall()
     excluded = {r[0] for r in held} | set(skip)
     found: list[str] = []
-    cursor: str | None = None
-    for _ in range(MAX_SCAN_PAGES):
-        ids, cursor = find_ids(con, query, limit=min(len(excluded) + SEARCH_CANDIDATES, 1000),
-                               cursor=cursor)
+    for ids in budgeted_pages(con, query, min(len(excluded) + SEARCH_CANDIDATES, 1000)):
         found += [i for i in ids if i not in excluded]
-        if len(found) >= SEARCH_CANDIDATES or cursor is None:
+        if len(found) >= SEARCH_CANDIDATES:
             break
     return found[:SEARCH_CANDIDATES]
+
+
+def budgeted_pages(con: Connection, query: ReviewQuery, size: int) -> Iterator[list[str]]:
+    """The query's pages of `size` ids, newest first, at most MAX_SCAN_PAGES of them, all within
+    its one search budget (if it has one): a page each, a long skip list made one `queue/next`
+    take 50 budgets and hold a reader for a minute (r12u HIGH 1)."""
+    deadline = None if query.search_budget_s is None \
+        else time.monotonic() + query.search_budget_s
+    cursor: str | None = None
+    for _ in range(MAX_SCAN_PAGES):
+        paged = query if deadline is None else dataclasses.replace(
+            query, search_budget_s=max(deadline - time.monotonic(), 1e-9))
+        ids, cursor = find_ids(con, paged, limit=size, cursor=cursor)
+        yield ids
+        if cursor is None:
+            return
 
 
 def next_item(con: Connection, query: ReviewQuery, reviewer: str, ttl_s: float, *,
@@ -288,12 +302,8 @@ def next_item(con: Connection, query: ReviewQuery, reviewer: str, ttl_s: float, 
 
 def _first_unclaimed(con: Connection, query: ReviewQuery, excluded: set[str]) -> str | None:
     # a page one longer than the excluded set holds an unclaimed item unless the data ends
-    cursor: str | None = None
-    for _ in range(MAX_SCAN_PAGES):
-        ids, cursor = find_ids(con, query, limit=min(len(excluded) + 1, 1000), cursor=cursor)
+    for ids in budgeted_pages(con, query, min(len(excluded) + 1, 1000)):
         for interaction_id in ids:
             if interaction_id not in excluded:
                 return interaction_id
-        if cursor is None:
-            return None
     return None

@@ -5,6 +5,7 @@ clear 400 on both stores (r12z LOW 5: UnicodeEncodeError before)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import httpx
@@ -14,7 +15,13 @@ import pytest
 from storage.backend.pg_connection import PgConnection
 from storage.db import Connection
 from storage.progress import progress
-from storage.queue import ReviewQuery, find_ids, next_item, search_candidates
+from storage.queue import (
+    ReviewQuery,
+    budgeted_pages,
+    find_ids,
+    next_item,
+    search_candidates,
+)
 from storage.search_budget import page_budget
 from tests import test_search_languages
 from tests.conftest import ADMIN_TOKEN, ProxyServer, both_stores
@@ -73,6 +80,17 @@ def test_queue_next_searches_on_a_reader_and_the_writer_only_claims(con: Connect
         assert next_item(con, refused_here, "dee", 60, candidates=[]) is None
     finally:
         con.execute("DELETE FROM review_claims")
+
+
+def test_the_pages_of_one_queue_search_share_its_one_budget(con: Connection) -> None:
+    """r12u HIGH 1: `queue/next` walks up to 50 pages past a long skip list, and each page had
+    a budget of its own: one call held a reader for 50 budgets (48-70 s on Postgres)."""
+    pages = budgeted_pages(con, ReviewQuery(q="refund", search_budget_s=0.5), 1)
+    assert len(next(pages)) == 1
+    time.sleep(0.6)
+    with pytest.raises(SearchTooBroad):
+        next(pages)
+    assert len(list(budgeted_pages(con, ReviewQuery(q="refund"), 1))) >= 4  # no budget: all
 
 
 def test_a_statement_past_the_budget_is_cancelled_and_the_timeout_reset(

@@ -38,4 +38,5 @@ def test_a_search_past_its_budget_reads_as_too_broad(app: Callable[..., AppTest]
 def test_counts_cut_short_say_so() -> None:
     counts = {"pending": 40, "total": 90, "reviewed_by_you": 3, "exact": False}
     assert "counts so far" in progress_line(counts, 0)
+    assert progress_line(counts, 0).startswith("40+ of 90+ pending")  # r12u MED 2
     assert "counts so far" not in progress_line({**counts, "exact": True}, 0)
