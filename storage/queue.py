@@ -249,12 +249,15 @@ def search_candidates(con: Connection, query: ReviewQuery, reviewer: str, *,
     page budget) then never runs on the single writer, where every save, claim and ingest
     batch queued behind it (r12v HIGH 2); the writer only re-checks them and claims one."""
     now = now or datetime.now(UTC)
-    held = con.execute("SELECT interaction_id FROM review_claims WHERE expires_at > ? AND "
-                       "reviewer <> ?", [now, reviewer]).fetchall()
-    excluded = {r[0] for r in held} | set(skip)
-    found: list[str] = []
+    held = con.execute("SELECT interaction_id, reviewer FROM review_claims WHERE expires_at > ?",
+                       [now]).fetchall()
+    excluded = {r[0] for r in held if r[1] != reviewer} | set(skip)
+    own = [r[0] for r in held if r[1] == reviewer and r[0] not in skip]
+    # the reviewer's own claim first, if it matches (r12u MED 4: it was released for the
+    # newest match unless it was that one, unlike without a search)
+    found = TermSearch(con, query.q, query.q_in).matching(con, own) if own and query.q else []
     for ids in budgeted_pages(con, query, min(len(excluded) + SEARCH_CANDIDATES, 1000)):
-        found += [i for i in ids if i not in excluded]
+        found += [i for i in ids if i not in excluded and i not in found]
         if len(found) >= SEARCH_CANDIDATES:
             break
     return found[:SEARCH_CANDIDATES]

@@ -82,6 +82,23 @@ def test_queue_next_searches_on_a_reader_and_the_writer_only_claims(con: Connect
         con.execute("DELETE FROM review_claims")
 
 
+def test_a_reviewers_own_claim_matching_the_search_is_kept(con: Connection) -> None:
+    """r12u MED 4: with a search, a reviewer's own claim was released for the newest match
+    unless it was that one (a reload handed her a new item); without a search it is kept."""
+    query = ReviewQuery(q="refund")
+    found = search_candidates(con, query, "ann")
+    try:
+        older = next_item(con, query, "ann", 60, candidates=[found[1]])
+        assert older is not None and older.interaction_id == found[1]
+        again = search_candidates(con, query, "ann")
+        assert again[0] == found[1] and again.count(found[1]) == 1
+        kept = next_item(con, query, "ann", 60, candidates=again)
+        assert kept is not None and kept.interaction_id == found[1]
+        assert search_candidates(con, query, "ann", skip=[found[1]])[0] == found[0]
+    finally:
+        con.execute("DELETE FROM review_claims")
+
+
 def test_the_pages_of_one_queue_search_share_its_one_budget(con: Connection) -> None:
     """r12u HIGH 1: `queue/next` walks up to 50 pages past a long skip list, and each page had
     a budget of its own: one call held a reader for 50 budgets (48-70 s on Postgres)."""
