@@ -176,7 +176,8 @@ def _guard(seq: int | None, episode: Episode | None, spec: dict[str, Any] | None
 def opinion_bound_s(settings: Settings, spec: dict[str, Any] | None) -> float:
     """The longest a background opinion asked on this route could take to be in the store
     (`answer_bound_s` plus `ingest_grace_s`, proxy/background_opinion.py), with the largest
-    timeouts the settings or the route give: after it an `asked` row written without `late_due` is lost, not pending."""
+    timeouts the settings or the route give: after it an `asked` row written without `late_due`
+    is lost, not pending."""
     parts = [spec or {}, *((spec or {}).get("targets") or []),
              *((spec or {}).get("fallbacks") or [])]
     connect = max([settings.connect_timeout_s,
