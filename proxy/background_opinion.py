@@ -43,6 +43,7 @@ from proxy.capture import Capture
 from proxy.pricing import PriceMap
 from proxy.redaction import Redactor
 from proxy.reply import UpstreamCut, UpstreamReply
+from tuneloop.config import Settings
 from tuneloop.errors import TuneloopError, UpstreamTimeout
 
 log = logging.getLogger("tuneloop.proxy")
@@ -58,6 +59,19 @@ CLIENT_KEY = "client_key"
 PROBE_TRAFFIC = "probe"
 
 Log = Callable[[dict[str, object]], bool]
+
+
+def ingest_grace_s(settings: Settings) -> float:
+    """How long after its deadline an opinion's row may take to reach the store: a few of
+    the spool's ingests (an `asked` row's `late_due`, and route health's bound for rows
+    without one)."""
+    return 2.0 + 3 * settings.ingest_interval_ms / 1000
+
+
+def answer_bound_s(connect_s: float, read_s: float) -> float:
+    """The longest an opinion asked with its own timeouts may take to start its answer:
+    connect, then its reply and its first chunk, each within the read timeout."""
+    return connect_s + 2 * read_s
 
 
 def key_of(credential: str, salt: bytes = b"") -> str:

@@ -44,6 +44,7 @@ from proxy.admin.common import (
 )
 from proxy.admin.routes_api import checked_spec, reload_routes
 from proxy.auth import Role
+from proxy.background_opinion import answer_bound_s, ingest_grace_s
 from proxy.body import read_request_body
 from proxy.context import context_of
 from proxy.promotion import (
@@ -174,16 +175,16 @@ def _guard(seq: int | None, episode: Episode | None, spec: dict[str, Any] | None
 
 def opinion_bound_s(settings: Settings, spec: dict[str, Any] | None) -> float:
     """The longest a background opinion asked on this route could take to be in the store
-    (as proxy/late_opinion.py bounds one: connect, then its reply and first chunk each within
-    the read timeout; plus the ingest's grace), with the largest timeouts the settings or the
-    route give: after it an `asked` row written without `late_due` is lost, not pending."""
+    (`answer_bound_s` plus `ingest_grace_s`, proxy/background_opinion.py), with the largest
+    timeouts the settings or the route give: after it an `asked` row written without `late_due`
+    is lost, not pending."""
     parts = [spec or {}, *((spec or {}).get("targets") or []),
              *((spec or {}).get("fallbacks") or [])]
     connect = max([settings.connect_timeout_s,
                    *(float(p["connect_timeout_s"]) for p in parts if p.get("connect_timeout_s"))])
     read = max([settings.read_timeout_s,
                 *(float(p["read_timeout_s"]) for p in parts if p.get("read_timeout_s"))])
-    return connect + 2 * read + 2.0 + 3 * settings.ingest_interval_ms / 1000
+    return answer_bound_s(connect, read) + ingest_grace_s(settings)
 
 
 def _roles(spec: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
