@@ -11,7 +11,7 @@ storage/route_health.py judges them). The verdict (exporter/cycle_canary.py `jud
 looked at every `--every` canary requests: a good canary is never stopped by a promotion (the
 chance it is *ever* rolled back), a bad one stops at its first decision.
 
-    python bench/canary_history.py [--runs 200] [--levels 0 0.5 0.6] [--every 10]
+    python bench/canary_history.py [--runs 200] [--levels 0 0.4 0.5] [--every 10]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def trial(canary: float, stable: float, poison: int, level: float, seed: int, *,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.5, 0.6])
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.4, 0.5])
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--cap", type=int, default=900)
     args = parser.parse_args()

@@ -10,19 +10,20 @@ a canary raised the baseline and got a bad canary promoted beside a clean curren
 apart (`opinions_missing`): an error status, a failure a fallback answered (r14c MED 5), and
 a stream cut or stalled after its first byte, which any client can cause (r14c HIGH 2).
 Whether they were the current target's errors is not known, so each decision takes a bound
-(`bounded_sprt`): a rollback counts them as the current target's errors up to the rate its own
-requests beside the canary make as likely as not (`blamed`); a promotion counts only the share
-of them the canary would have answered (`credited`), estimated by `answer_share` from the
-second opinions beside the canary.
+(`bounded_sprt`): a rollback counts them as the current target's errors up to the rate at
+which its own requests beside the canary show at most their errors with probability
+`BLAME_LEVEL` (`blamed`, above the promotion's median); a promotion counts only the share of
+them the canary would have answered (`credited`), estimated by `answer_share` from the second
+opinions beside the canary.
 
 Why not all of them for a rollback (r14d MED 4): 50 requests failing on every model before a
 90% canary failing 10%, beside a current target failing none, raised the rollback's baseline
-to 25%, and the canary stayed until about 620 canary requests (a clean history: 50). The
-current target's own requests beside the canary bound its rate; at that median bound the
-canary goes at a median 370, and a good canary (2-20% both arms, or 1% worse) was rolled back
-in none of 200 runs, clean history or poisoned. A less conservative bound (the rate at which
-its errors are 75% likely) rolled back 8% of good canaries at 10%, above `alpha`
-(`python bench/canary_history.py`).
+to 25%, and the canary stayed for a median 620 canary requests (a clean history: 50). The
+current target's own requests beside the canary bound its rate. At 0.4 the canary goes at a
+median 460, and good canaries (2-20% both arms, or 1% worse at 5-10%) were rolled back in at
+most 2.5% of 200 runs (the error test's alpha / 2), clean history or poisoned; at the median
+(0.5) it went at 370 but 5% of good canaries at 20% were rolled back, at 0.6 at 290 and 11%
+(`python bench/canary_history.py --levels 0 0.4 0.5 0.6`).
 
 Why a share and not none (r14c MED 4): with none, the current target's own 5xx vanished from
 the history while the canary's own 5xx (the current target answers them) were its errors, so
@@ -128,10 +129,10 @@ def credit(history: dict[str, Any], trials: str, events: str, answerable: float,
     return max(0.0, min(answerable * share, room))
 
 
-BLAME_LEVEL = PLAUSIBLE
+BLAME_LEVEL = 0.4
 """A rollback counts the history's unjudged failures as the current target's errors only up
 to the rate at which its own requests beside the canary show at most their errors with this
-probability (`blamed`; the module doc)."""
+probability (`blamed`; the module doc says why this one)."""
 
 
 def blamed(history: dict[str, Any], trials: str, events: str, unjudged: float,

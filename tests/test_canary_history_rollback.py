@@ -63,25 +63,26 @@ def good_canary_rolled_back(rate: float, seed: int) -> bool:
 def test_a_poisoned_history_neither_keeps_a_bad_canary_nor_rolls_back_a_good_one() -> None:
     """r14d MED 4: 50 requests failing on every model before a 90% canary failing 10% beside a
     current target failing none: counted in full (50/200) they kept it until 620 canary
-    requests (a clean history: 50). Counted up to the current target's median plausible rate
-    (0 of 46: 1.5%) it goes at 420: the bound is where the same error test, alpha / 4, crosses
-    against that rate with the history's 150 requests. Good canaries beside such a history
-    (5% both arms, 20 seeds up to 900 canary requests) are not rolled back."""
-    assert first_rollback(0.10, POISONED) <= 420
+    requests (a clean history: 50). Counted up to the rate at which the current target's
+    own requests beside it show their errors with probability 0.4 (0 of 58: 1.6%) it goes at
+    530: the bound is where the error test (alpha / 4) crosses against the history's 150
+    requests at that rate. Good canaries beside such a history (5% both arms, 20 seeds up to
+    900 canary requests) are not rolled back."""
+    assert first_rollback(0.10, POISONED) <= 530
     assert first_rollback(0.10, {**POISONED, "opinions_missing": 0,
                                  "opinions_missing_unanswered": 0}) <= 60
     assert not any(good_canary_rolled_back(0.05, seed) for seed in range(20))
 
 
 def test_the_rollback_says_how_many_of_the_historys_unjudged_failures_it_counts() -> None:
-    """0 of 22 of the current target's own beside the canary: as likely as not at 3.1%, so of
-    the history's 50 unjudged failures 4.8 are counted (4.8/154.8); beside none of its own,
-    all 50 (nothing bounds them)."""
+    """0 of 22 of the current target's own beside the canary: at most that few with
+    probability 0.4 at 4.1%, so of the history's 50 unjudged failures 6.4 are counted
+    (6.4/156.4); beside none of its own, all 50 (nothing bounds them)."""
     verdict = judge_canary(arm(200, 20), arm(22, 0), CFG, AGE, POISONED)
     errors = verdict.tests[0]
     assert errors.baseline == "history" and errors.baseline_unjudged == 50
     assert errors.baseline_blamed is not None
-    assert abs(errors.baseline_blamed - 150 * (1 - 0.5 ** (1 / 22)) / 0.5 ** (1 / 22)) < 0.01
-    assert "4.801 of the 50 counted as its errors only for a rollback" in errors.describe()
+    assert abs(errors.baseline_blamed - 150 * (1 - 0.4 ** (1 / 22)) / 0.4 ** (1 / 22)) < 0.01
+    assert "6.379 of the 50 counted as its errors only for a rollback" in errors.describe()
     alone = judge_canary(arm(20, 2), arm(0, 0), CFG, AGE, POISONED).tests[0]
     assert alone.baseline_blamed == 50
