@@ -21,7 +21,7 @@ Why not all of them for a rollback (r14d MED 4): 50 requests failing on every mo
 to 25%, and the canary stayed for a median 620 canary requests (a clean history: 50). The
 current target's own requests beside the canary bound its rate. At 0.4 the canary goes at a
 median 460, and good canaries (2-20% both arms, or 1% worse at 5-10%) were rolled back in at
-most 2-3% of runs (20% both arms; none below), clean history or poisoned; at the median
+most 2-3% of runs (20% both arms; 0-0.5% below), clean history or poisoned; at the median
 (0.5) it went at 370 but 5% of good canaries at 20% were rolled back, at 0.6 at 290 and 11%
 (`python bench/canary_history.py --levels 0 0.4 0.5 0.6`).
 
