@@ -9,10 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
+from exporter.datasets import parse_filters
 from tests.conftest import ADMIN_TOKEN, ProxyServer
 from tests.test_search_languages import item, load, opened
 from tuneloop.client import AdminClient
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, DatasetError
 
 HEADERS = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -92,3 +93,10 @@ def test_a_page_parameter_given_twice_is_refused(loaded: ProxyServer, query: str
         assert "more than once" in error["message"]
         one = http.get("/admin/interactions?limit=1")
         assert one.status_code == 200 and len(one.json()["items"]) == 1
+
+
+@pytest.mark.parametrize("pair", ["q=", "q=  ", "tag="])
+def test_the_cli_refuses_a_filter_without_a_value(pair: str) -> None:
+    """`--filter q=` selected as if no search were given (every approved item)."""
+    with pytest.raises(DatasetError, match="has no value"):
+        parse_filters([pair])
