@@ -15,9 +15,11 @@ import pytest
 
 from exporter.cycle_canary import watch_step
 from exporter.cycle_steps import StepContext, StepResult
-from tests.conftest import UPSTREAM_KEY, ProxyServer
+from tests.conftest import UPSTREAM_KEY, ProxyServer, both_stores
 from tests.test_canary_failures import CANARY, STABLE
 from tests.test_cycle import ALIAS, config
+
+pytestmark = both_stores
 
 DEFAULTS = {"percent": 90, "min_requests": 100, "min_feedback": 10,
             "bad_error_rate_increase": 0.05}
