@@ -43,7 +43,7 @@ def trial(seed: int, share: float, mix: float, rates: dict[str, tuple[float, flo
     rng = random.Random(seed)
     shares = shares_of(HISTORY) if strata else None
     arms: list[dict[str, list[int]]] = [{}, {}]
-    for n in range(burst):  # never fails
+    for _ in range(burst):  # never fails
         arms[0 if rng.random() < share else 1].setdefault("cheap", [0, 0])[0] += 1
     sent = 0
     while sent < cap:

@@ -224,10 +224,11 @@ def watch_step(ctx: StepContext) -> StepResult:
         if before.get("history_baseline") is True:
             history = {row["target"]: row for row in before["targets"]}.get(ctx.state["stable"])
     verdict = judge_canary(canary, stable, cfg, age, history)
-    detail = {"canary": canary, "stable": stable, "age_minutes": round(age.total_seconds() / 60, 2),
+    detail = {"canary": _brief(canary), "stable": _brief(stable),
+              "age_minutes": round(age.total_seconds() / 60, 2),
               "verdict": verdict.to_json()}
     if history is not None:
-        detail["stable_before"] = history
+        detail["stable_before"] = _brief(history)
     seq = health.get("seq")  # the writes below refuse if the route moved since this read
     if verdict.verdict == "rollback":
         try:
@@ -259,6 +260,15 @@ def watch_step(ctx: StepContext) -> StepResult:
     if health.get("changed_since_promotion"):
         note += "; the route was edited by hand during it: the cycle will not promote it"
     return StepResult("watch", detail=detail, wait=True, note=note)
+
+
+def _brief(row: dict[str, Any]) -> dict[str, Any]:
+    """A health row for the step's detail: its per-key counts (one entry per client key, so
+    possibly many) as how many keys there were."""
+    if "by_key" not in row:
+        return row
+    brief = {k: v for k, v in row.items() if k != "by_key"}
+    return {**brief, "client_keys": len(row["by_key"])}
 
 
 def _before(ctx: StepContext, opened: datetime) -> dict[str, Any]:
