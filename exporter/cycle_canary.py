@@ -9,7 +9,8 @@ at most `max_hours` (then an undecided canary is rolled back, the safe side). A 
 current target got too little traffic beside the canary is compared with that target's traffic
 in the `history_hours` before the promotion (judged by the canary's rule, each decision
 at the bound least favourable to it: exporter/canary_history.py). Requests count weighed per
-sticky user (`max_requests_per_user`, storage/route_health.py). The
+sticky user (`max_requests_per_user`, storage/route_health.py), and each client key's at most
+its share of the alias's traffic in those `history_hours` (exporter/canary_strata.py). The
 verdict and its statistics go into the step's detail and, on a decision, into the route
 history entry of the rollback or promotion (`detail.verdict`).
 
@@ -40,6 +41,7 @@ from exporter.canary_history import (
     weighed,
 )
 from exporter.canary_stats import CanaryVerdict, SprtParams, bounded_sprt, canary_verdict, sprt
+from exporter.canary_strata import keyed, shares_of, stratified
 from exporter.cycle_config import CanaryConfig, CycleConfig
 from exporter.cycle_steps import StepContext, StepResult, end, no_route, open_canary_run
 from exporter.exportdir import load_export
@@ -106,6 +108,7 @@ def _another_canary(alias: str, episode: dict[str, Any] | None, candidate: str) 
 
 def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig,
                  age: timedelta, history: dict[str, Any] | None = None,
+                 shares: dict[str, float] | None = None,
                  blame_level: float = BLAME_LEVEL) -> CanaryVerdict:
     """The verdict on health rows (storage/route_health.py) of the canary and the current
     target since the promotion. Either test can roll the canary back, so each gets half
@@ -113,7 +116,8 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     metrics stays at most `alpha`. A metric whose concurrent baseline is starved is compared
     with `history` (the current target's row before the promotion, judged as its
     `history_baseline`: exporter/canary_history.py) instead; a canary still undecided at
-    `max_hours` is rolled back.
+    `max_hours` is rolled back. `shares`: each client key's share of the traffic before the
+    canary; each arm's keys count at most theirs (exporter/canary_strata.py; None: as sent).
 
     On the history the error test gets a second way to roll back: the canary found worse than
     the current target's concurrent traffic alone, starved or not (r14c MED 3: a history an
@@ -126,6 +130,7 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     `blame_level`: how many of the history's unjudged failures a rollback counts
     (exporter/canary_history.py `blamed`; 0: all of them), for bench/canary_history.py."""
     alpha = cfg.alpha / 2
+    canary, stable = stratified(canary, shares), stratified(stable, shares)
     thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
     canary, stable = weighed(canary), weighed(stable)
@@ -198,7 +203,8 @@ def watch_step(ctx: StepContext) -> StepResult:
     opened = datetime.fromisoformat(ctx.state.get("evidence_since") or ctx.state["promoted_at"])
     health = ctx.client.route_health(alias, since=opened.isoformat(),
                                      max_votes_per_voter=cfg.max_votes_per_voter,
-                                     max_requests_per_user=cfg.max_requests_per_user)
+                                     max_requests_per_user=cfg.max_requests_per_user,
+                                     by_key=True)
     spec = health.get("route") or {"targets": []}
     promotion = health.get("promotion") or {}
     if promotion.get("model") == candidate and (promotion.get("canary") or 0) >= 100:
@@ -211,20 +217,23 @@ def watch_step(ctx: StepContext) -> StepResult:
     stable = rows.get(ctx.state["stable"], _NO_TRAFFIC)
     promoted_at = datetime.fromisoformat(ctx.state["promoted_at"])
     age = datetime.now(UTC) - promoted_at
-    history = None
+    history, before = None, None
+    if cfg.history_hours > 0 and (keyed(canary) or keyed(stable)):
+        before = _before(ctx, opened)
+        # each key's requests count at most its share of the traffic before the canary
+        shares = shares_of(before["targets"])
+        canary, stable = stratified(canary, shares), stratified(stable, shares)
     if needs_history(canary, stable, cfg):
-        before = ctx.client.route_health(
-            alias, since=(opened - timedelta(hours=cfg.history_hours)).isoformat(),
-            until=opened.isoformat(), max_votes_per_voter=cfg.max_votes_per_voter,
-            max_requests_per_user=cfg.max_requests_per_user, history_baseline=True)
+        before = before or _before(ctx, opened)
         # a server that did not judge it by the canary's rule (an older one): no history
         if before.get("history_baseline") is True:
             history = {row["target"]: row for row in before["targets"]}.get(ctx.state["stable"])
     verdict = judge_canary(canary, stable, cfg, age, history)
-    detail = {"canary": canary, "stable": stable, "age_minutes": round(age.total_seconds() / 60, 2),
+    detail = {"canary": _brief(canary), "stable": _brief(stable),
+              "age_minutes": round(age.total_seconds() / 60, 2),
               "verdict": verdict.to_json()}
     if history is not None:
-        detail["stable_before"] = history
+        detail["stable_before"] = _brief(history)
     seq = health.get("seq")  # the writes below refuse if the route moved since this read
     if verdict.verdict == "rollback":
         try:
@@ -256,6 +265,25 @@ def watch_step(ctx: StepContext) -> StepResult:
     if health.get("changed_since_promotion"):
         note += "; the route was edited by hand during it: the cycle will not promote it"
     return StepResult("watch", detail=detail, wait=True, note=note)
+
+
+def _brief(row: dict[str, Any]) -> dict[str, Any]:
+    """A health row for the step's detail: its per-key counts (one entry per client key, so
+    possibly many) as how many keys there were."""
+    if "by_key" not in row:
+        return row
+    brief = {k: v for k, v in row.items() if k != "by_key"}
+    return {**brief, "client_keys": len(row["by_key"])}
+
+
+def _before(ctx: StepContext, opened: datetime) -> dict[str, Any]:
+    """The alias's health in the `history_hours` before the canary, judged as its baseline,
+    per client key too."""
+    cfg = ctx.config.canary
+    return ctx.client.route_health(
+        ctx.config.alias, since=(opened - timedelta(hours=cfg.history_hours)).isoformat(),
+        until=opened.isoformat(), max_votes_per_voter=cfg.max_votes_per_voter,
+        max_requests_per_user=cfg.max_requests_per_user, history_baseline=True, by_key=True)
 
 
 def promoted_by_hand(alias: str, model: str, promotion: dict[str, Any]) -> StepResult:
