@@ -10,9 +10,20 @@ a canary raised the baseline and got a bad canary promoted beside a clean curren
 apart (`opinions_missing`): an error status, a failure a fallback answered (r14c MED 5), and
 a stream cut or stalled after its first byte, which any client can cause (r14c HIGH 2).
 Whether they were the current target's errors is not known, so each decision takes a bound
-least favourable to it (`bounded_sprt`): a rollback counts every one of them as the current
-target's error; a promotion counts only the share of them the canary would have answered
-(`credited`), estimated by `answer_share` from the second opinions beside the canary.
+(`bounded_sprt`): a rollback counts them as the current target's errors up to the rate at
+which its own requests beside the canary show at most their errors with probability
+`BLAME_LEVEL` (`blamed`, above the promotion's median); a promotion counts only the share of
+them the canary would have answered (`credited`), estimated by `answer_share` from the second
+opinions beside the canary.
+
+Why not all of them for a rollback (r14d MED 4): 50 requests failing on every model before a
+90% canary failing 10%, beside a current target failing none, raised the rollback's baseline
+to 25%, and the canary stayed for a median 620 canary requests (a clean history: 50). The
+current target's own requests beside the canary bound its rate. At 0.4 the canary goes at a
+median 460, and good canaries (2-20% both arms, or 1% worse at 5-10%) were rolled back in at
+most 2-3% of runs (20% both arms; 0-0.5% below), clean history or poisoned; at the median
+(0.5) it went at 370 but 5% of good canaries at 20% were rolled back, at 0.6 at 290 and 11%
+(`python bench/canary_history.py --levels 0 0.4 0.5 0.6`).
 
 Why a share and not none (r14c MED 4): with none, the current target's own 5xx vanished from
 the history while the canary's own 5xx (the current target answers them) were its errors, so
@@ -52,6 +63,8 @@ class Baseline:
     credited: float = 0.0
     """Of `unjudged`, how many a promotion counts as the baseline's errors (the share the
     canary would have answered, `answer_share`)."""
+    blamed: float = 0.0
+    """Of `unjudged`, how many a rollback counts as the baseline's errors (`blamed`)."""
 
 
 def starved(canary_n: float, baseline_n: float, floor: int) -> bool:
@@ -82,9 +95,9 @@ beside the canary are at least as likely as not to show their few errors (the me
 estimate): above it the credit is cut to it."""
 
 
-def plausible_rate(stable: dict[str, Any]) -> float:
+def plausible_rate(stable: dict[str, Any], level: float = PLAUSIBLE) -> float:
     """The highest error rate at which the current target's concurrent (weighed) requests
-    would show at most their errors with probability `PLAUSIBLE`; 0 without any requests."""
+    would show at most their errors with probability `level`; 0 without any requests."""
     n, x = round(stable.get("trials", 0)), math.floor(stable.get("failures", 0) + 1e-9)
     if n <= 0:
         return 0.0
@@ -93,7 +106,7 @@ def plausible_rate(stable: dict[str, Any]) -> float:
     low, high = 0.0, 1.0
     for _ in range(40):
         mid = (low + high) / 2
-        low, high = (mid, high) if binomial_cdf(x, n, mid) >= PLAUSIBLE else (low, mid)
+        low, high = (mid, high) if binomial_cdf(x, n, mid) >= level else (low, mid)
     return low
 
 
@@ -116,8 +129,28 @@ def credit(history: dict[str, Any], trials: str, events: str, answerable: float,
     return max(0.0, min(answerable * share, room))
 
 
+BLAME_LEVEL = 0.4
+"""A rollback counts the history's unjudged failures as the current target's errors only up
+to the rate at which its own requests beside the canary show at most their errors with this
+probability (`blamed`; the module doc says why this one)."""
+
+
+def blamed(history: dict[str, Any], trials: str, events: str, unjudged: float,
+           stable: dict[str, Any], level: float = BLAME_LEVEL) -> float:
+    """How many of the history's `unjudged` failures a rollback counts as the current
+    target's errors: all of them, cut so the history's rate stays at most `plausible_rate`
+    at `level` (0: never cut); all of them while the current target has no requests of its
+    own beside the canary."""
+    if level <= 0 or stable.get("trials", 0) <= 0:
+        return unjudged
+    n, x, rate = history.get(trials, 0), history.get(events, 0), plausible_rate(stable, level)
+    room = (rate * n - x) / (1 - rate) if rate < 1 else unjudged
+    return max(0.0, min(unjudged, room))
+
+
 def baseline_of(canary: dict[str, Any], stable: dict[str, Any], history: dict[str, Any] | None,
-                trials: str, events: str, floor: int, unjudged: str | None = None) -> Baseline:
+                trials: str, events: str, floor: int, unjudged: str | None = None,
+                blame_level: float = BLAME_LEVEL) -> Baseline:
     """The concurrent baseline, or the history when the concurrent one is starved and the
     history has more trials. `unjudged`: the history row's field of failures no second
     opinion judged (the error test's `opinions_missing`); of those a promotion credits the
@@ -131,7 +164,8 @@ def baseline_of(canary: dict[str, Any], stable: dict[str, Any], history: dict[st
         answerable = min(history.get("opinions_missing_unanswered", 0), left_out)
         return Baseline(history[trials], history.get(events, 0), left_out, "history",
                         credited=credit(history, trials, events, answerable,
-                                        answer_share(canary, stable), stable))
+                                        answer_share(canary, stable), stable),
+                        blamed=blamed(history, trials, events, left_out, stable, blame_level))
     return Baseline(n_b, x_b, 0, "concurrent")
 
 

@@ -32,6 +32,7 @@ from shlex import quote
 from typing import Any
 
 from exporter.canary_history import (
+    BLAME_LEVEL,
     Baseline,
     baseline_of,
     history_doubt,
@@ -107,7 +108,8 @@ def _another_canary(alias: str, episode: dict[str, Any] | None, candidate: str) 
 
 def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig,
                  age: timedelta, history: dict[str, Any] | None = None,
-                 shares: dict[str, float] | None = None) -> CanaryVerdict:
+                 shares: dict[str, float] | None = None,
+                 blame_level: float = BLAME_LEVEL) -> CanaryVerdict:
     """The verdict on health rows (storage/route_health.py) of the canary and the current
     target since the promotion. Either test can roll the canary back, so each gets half
     of `alpha` (Bonferroni): the chance of rolling back a canary within tolerance on both
@@ -124,7 +126,9 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     each takes half of the error test's alpha (alpha / 4, Bonferroni again): the verdict's
     rollback risk stays at most `alpha`. The concurrent one only rolls back: a promotion
     still needs the history's bound. Nor is a canary rolled back on a history whose error rate
-    the current target's own requests beside it make implausibly low (`history_too_low`)."""
+    the current target's own requests beside it make implausibly low (`history_too_low`).
+    `blame_level`: how many of the history's unjudged failures a rollback counts
+    (exporter/canary_history.py `blamed`; 0: all of them), for bench/canary_history.py."""
     alpha = cfg.alpha / 2
     canary, stable = stratified(canary, shares), stratified(stable, shares)
     thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
@@ -132,13 +136,14 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     canary, stable = weighed(canary), weighed(stable)
     past = None if history is None else weighed(history)
     base = baseline_of(canary, stable, past, "trials", "failures", cfg.min_requests,
-                       unjudged="opinions_missing")
+                       unjudged="opinions_missing", blame_level=blame_level)
     on_history = base.kind == "history"
     errors = SprtParams(alpha / 2 if on_history else alpha, cfg.beta,
                         cfg.tolerated_error_rate_increase, cfg.bad_error_rate_increase)
     votes = baseline_of(canary, stable, past, "votes", "down_votes", cfg.min_feedback)
     tests = [bounded_sprt("errors", canary["trials"], canary["failures"], base.trials,
-                          base.events, base.unjudged, errors, base.kind, base.credited),
+                          base.events, base.unjudged, errors, base.kind, base.credited,
+                          base.blamed if on_history else None),
              sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0),
                   votes.trials, votes.events, thumbs, votes.kind)]
     too_low = history_too_low(stable, base, cfg.alpha)

@@ -45,7 +45,8 @@ def test_failures_sent_before_a_canary_do_not_get_a_bad_one_promoted(
     """50 requests failing on every model from an app key, then 100 of the apps', before a
     90% canary failing 20%: the history read 50/150 (33%) for the current model and the canary
     (27/136) was promoted beside a current model at 0 of 14. Those 50 had no second opinion:
-    left out for a promotion (0/100), counted only for a rollback."""
+    left out for a promotion (0/100), counted only for a rollback (at most up to the rate the
+    current model's own requests beside the canary make plausible: it may be rolled back)."""
     fail_everywhere(loop, 50)
     ask(loop, 100, start=1000)
     wait_ingested(loop, 150)
@@ -54,8 +55,8 @@ def test_failures_sent_before_a_canary_do_not_get_a_bad_one_promoted(
     ask(loop, 150, start=2000)
     wait_ingested(loop, 300)
     outcome = run(loop, cfg)
-    assert outcome.status == "active" and outcome.run["step"] == "watch", outcome.message
-    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT, model]
+    assert outcome.run.get("outcome") != "promoted", outcome.message
+    assert loop.admin().routes()[ALIAS]["targets"][0]["model"] == CURRENT
     assert "50 failures there no second opinion judged" in outcome.message, outcome.message
 
 
@@ -147,7 +148,7 @@ def test_a_poisoned_history_does_not_keep_a_bad_canary_in_place() -> None:
     verdict = judge_canary(history_row(350, 70), history_row(30, 0), cfg, AGE,
                            history_row(100, 0, 50))
     assert verdict.verdict == "rollback", verdict.reasons
-    assert "against 0/30 (0.000): " in verdict.reasons[0], verdict.reasons
+    assert any("against 0/30 (0.000): " in why for why in verdict.reasons), verdict.reasons
     assert all(t.upper == pytest.approx(math.log(4 / cfg.alpha))
                for t in verdict.tests if t.metric == "errors")
     fine = judge_canary(history_row(350, 3), history_row(30, 0), cfg, AGE,

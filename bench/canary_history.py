@@ -1,0 +1,113 @@
+"""The canary's history baseline at a 90% share (exporter/canary_history.py): how a rollback's
+count of the history's unjudged failures (`blamed` at `--levels`; 0: all of them, as before)
+trades a good canary's false rollbacks against a bad one's delay, each level in the same run.
+
+A simulated history: `HISTORY` requests of the current target, each failing with its error
+rate; none had a second opinion, so every failure is unjudged. A poisoned one adds `POISON`
+requests an app key sent that fail on every model (r14d MED 4). Then the canary: each request
+goes to the canary with the share's chance and fails with its arm's rate; a failure is the
+arm's error when the other arm answers its second opinion, nobody's when it fails too (as
+storage/route_health.py judges them). The verdict (exporter/cycle_canary.py `judge_canary`) is
+looked at every `--every` canary requests: a good canary is never stopped by a promotion (the
+chance it is *ever* rolled back), a bad one stops at its first decision.
+
+    python bench/canary_history.py [--runs 200] [--levels 0 0.4 0.5] [--every 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from datetime import timedelta
+from typing import Any
+
+from exporter.cycle_canary import judge_canary
+from exporter.cycle_config import CanaryConfig
+
+HISTORY, POISON, SHARE = 150, 50, 0.9
+CONFIG = CanaryConfig(percent=90)
+GOOD = ((0.02, 0.02), (0.05, 0.05), (0.10, 0.10), (0.20, 0.20),
+        (0.06, 0.05), (0.11, 0.10))  # the last two: + tolerance
+BAD = ((0.10, 0.0), (0.10, 0.02), (0.30, 0.02))
+
+
+def history(rate: float, poison: int, rng: random.Random) -> dict[str, Any]:
+    failed = sum(rng.random() < rate for _ in range(HISTORY))
+    return {"requests": HISTORY - failed, "errors": 0, "opinions_missing": failed + poison,
+            "opinions_missing_unanswered": failed + poison}
+
+
+def trial(canary: float, stable: float, poison: int, level: float, seed: int, *, every: int,
+          cap: int, stop_on_promotion: bool) -> tuple[str, int]:
+    rng = random.Random(seed)
+    past = history(stable, poison, rng)
+    rates = (canary, stable)
+    arms: list[dict[str, Any]] = [
+        {"requests": 0, "errors": 0, "opinions_answered": 0, "opinions_failed": 0}
+        for _ in rates]
+    seen = 0
+    while arms[0]["requests"] < cap:
+        arm = 0 if rng.random() < SHARE else 1
+        row = arms[arm]
+        if rng.random() >= rates[arm]:
+            row["requests"] += 1
+        elif rng.random() >= rates[1 - arm]:  # the other arm answers: this arm's error
+            row["requests"] += 1
+            row["errors"] += 1
+            row["opinions_answered"] += 1
+        else:
+            row["opinions_failed"] += 1
+        if arm or arms[0]["requests"] - seen < every:
+            continue
+        seen = arms[0]["requests"]
+        verdict = judge_canary(arms[0], arms[1], CONFIG, timedelta(hours=1), past,
+                               blame_level=level).verdict
+        if verdict == "rollback" or (verdict == "promote" and stop_on_promotion):
+            return verdict, seen
+    return "continue", arms[0]["requests"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.4, 0.5])
+    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--cap", type=int, default=900)
+    args = parser.parse_args()
+    print(f"share {SHARE}, history {HISTORY} requests (+{POISON} failing everywhere when "
+          f"poisoned), alpha {CONFIG.alpha}; {args.runs} runs each, a look every {args.every} "
+          f"canary requests up to {args.cap}; level 0: every unjudged failure counted (before)")
+    for canary, stable in GOOD:
+        for poison in (0, POISON):
+            rates = []
+            for level in args.levels:
+                results = [trial(canary, stable, poison, level, seed, every=args.every,
+                                 cap=args.cap, stop_on_promotion=False)
+                           for seed in range(args.runs)]
+                rates.append(sum(v == "rollback" for v, _ in results) / args.runs)
+            shown = ", ".join(f"level {lv:g} {100 * r:.1f}%"
+                              for lv, r in zip(args.levels, rates, strict=True))
+            print(f"good {canary:.2f} vs {stable:.2f}, history "
+                  f"{'poisoned' if poison else 'clean'}: false rollbacks {shown}")
+    for canary, stable in BAD:
+        for poison in (0, POISON):
+            medians = []
+            for level in args.levels:
+                results = [trial(canary, stable, poison, level, seed, every=args.every,
+                                 cap=args.cap, stop_on_promotion=True)
+                           for seed in range(args.runs)]
+                sizes = sorted(n for v, n in results if v == "rollback")
+                promoted = sum(v == "promote" for v, _ in results) / args.runs
+                median = statistics.median(sizes) if sizes else float("nan")
+                top = sizes[int(0.95 * (len(sizes) - 1))] if sizes else float("nan")
+                medians.append(median)
+                print(f"bad {canary:.2f} vs {stable:.2f}, history "
+                      f"{'poisoned' if poison else 'clean'}, level {level:g}: rolled back "
+                      f"{100 * len(sizes) / args.runs:.1f}%, promoted {100 * promoted:.1f}%; "
+                      f"canary requests median {median:g}, 95th {top:g}; ratio to level "
+                      f"{args.levels[0]:g} {median / medians[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
