@@ -15,6 +15,10 @@ window, where DuckDB skips the other row groups of each table by their min/max s
 
 Windows grow until the page is full or the data is exhausted. The result never depends on the
 window sizes, only the time does.
+
+On Postgres a since/until range also bounds the ids every path reads by the smallest and
+largest id of the range's rows (`storage.time_bounds`), and the positional windows start and
+end there: an old day is read where its ids are, not after every newer row.
 """
 
 from __future__ import annotations
@@ -209,8 +213,7 @@ def _window_lows(con: Connection, before: str | None,
         return lambda size: _id_near(con, top - size) if top - size > 0 else None
     limits = [("id < ?", before), ("id <= ?", span and span.high), ("id >= ?", span and span.low)]
     conditions = [(sql, value) for sql, value in limits if value is not None]
-    below = "".join(f"{'WHERE' if n == 0 else 'AND'} {sql} "
-                    for n, (sql, _) in enumerate(conditions))
+    below = "".join(f"WHERE {' AND '.join(sql for sql, _ in conditions)} " if conditions else "")
     params = [value for _, value in conditions]
 
     def low(size: int) -> str | None:
