@@ -75,6 +75,13 @@ def trial(canary: float, stable: float, poison: int, levels: HistoryLevels, seed
     return "continue", arms[0]["requests"]
 
 
+def runs(canary: float, stable: float, poison: int, levels: HistoryLevels,
+         args: argparse.Namespace, *, stop_on_promotion: bool) -> list[tuple[str, int]]:
+    """`args.runs` seeded trials of one case at one setting."""
+    return [trial(canary, stable, poison, levels, seed, every=args.every, cap=args.cap,
+                  stop_on_promotion=stop_on_promotion) for seed in range(args.runs)]
+
+
 def label(poison: int) -> str:
     return "poisoned" if poison else "clean"
 
@@ -85,9 +92,7 @@ def rollback_part(args: argparse.Namespace) -> None:
         for poison in (0, POISON):
             rates = []
             for levels in settings:
-                results = [trial(canary, stable, poison, levels, seed, every=args.every,
-                                 cap=args.cap, stop_on_promotion=False)
-                           for seed in range(args.runs)]
+                results = runs(canary, stable, poison, levels, args, stop_on_promotion=False)
                 rates.append(sum(v == "rollback" for v, _ in results) / args.runs)
             shown = ", ".join(f"level {lv:g} {100 * r:.1f}%"
                               for lv, r in zip(args.levels, rates, strict=True))
@@ -97,9 +102,7 @@ def rollback_part(args: argparse.Namespace) -> None:
         for poison in (0, POISON):
             medians = []
             for levels in settings:
-                results = [trial(canary, stable, poison, levels, seed, every=args.every,
-                                 cap=args.cap, stop_on_promotion=True)
-                           for seed in range(args.runs)]
+                results = runs(canary, stable, poison, levels, args, stop_on_promotion=True)
                 sizes = sorted(n for v, n in results if v == "rollback")
                 promoted = sum(v == "promote" for v, _ in results) / args.runs
                 median = statistics.median(sizes) if sizes else float("nan")
@@ -129,9 +132,7 @@ def promotion_part(args: argparse.Namespace) -> None:
         for poison in (0, POISON):
             shown, first = [], math.nan
             for levels in settings:
-                results = [trial(canary, stable, poison, levels, seed, every=args.every,
-                                 cap=args.cap, stop_on_promotion=True)
-                           for seed in range(args.runs)]
+                results = runs(canary, stable, poison, levels, args, stop_on_promotion=True)
                 waits = sorted(n if v == "promote" else math.inf for v, n in results)
                 median, ninetieth = statistics.median(waits), waits[int(0.9 * (args.runs - 1))]
                 first = median if math.isnan(first) else first
@@ -144,9 +145,7 @@ def promotion_part(args: argparse.Namespace) -> None:
         for poison in (0, POISON):
             rates = []
             for levels in settings:
-                results = [trial(canary, stable, poison, levels, seed, every=args.every,
-                                 cap=args.cap, stop_on_promotion=True)
-                           for seed in range(args.runs)]
+                results = runs(canary, stable, poison, levels, args, stop_on_promotion=True)
                 rates.append(sum(v == "promote" for v, _ in results) / args.runs)
             shown = [f"{name(levels)} {100 * rate:.1f}%"
                      + (f" x{rate / rates[0]:.2f}" if rates[0] else "")
