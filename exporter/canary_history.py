@@ -41,6 +41,17 @@ requests beside the canary are as likely as not to show their few errors (`plaus
 0 of 11: 6%): an honest 3-5% is within it, a poisoned 23% is not. `history_doubt` still
 refuses a history far above that (below `alpha`), and a bad canary is rolled back on the
 concurrent traffic alone too (exporter/cycle_canary.py), so no poisoned history keeps it.
+
+Why a doubt on top of the cut (h21, issue 14): at the first looks the current target has 10-20
+requests of its own, so the median cut still let a poisoned history read 6-16% and a canary
+failing 10% was promoted in 9% of runs beside a current target failing none, 29% beside one
+failing 2% (clean history: 0-1%). Nothing is credited when the history's rate with the whole
+share credited is one at which the current target's own requests would show at most their
+errors with probability below `CREDIT_DOUBT` (0.3): then 0% and 2%, while honest good canaries
+(2-11%, clean history) are promoted after the same median requests; a good canary beside a
+poisoned history waits for the current target's own traffic (the safe side). A stricter cut
+instead (level 0.75 or 0.9, or 20-30 requests before any credit) left 5-18% and held honest
+canaries 1.2-4x longer (`python bench/canary_history.py --part promotion --credits ...`).
 """
 
 from __future__ import annotations
@@ -117,16 +128,23 @@ promoted (r14d MED 4)."""
 
 
 def credit(history: dict[str, Any], trials: str, events: str, answerable: float,
-           share: float, stable: dict[str, Any]) -> float:
+           share: float, stable: dict[str, Any], level: float = PLAUSIBLE,
+           min_requests: float = CREDIT_MIN_REQUESTS, doubt: float = 0.0) -> float:
     """How many of the history's `answerable` failures a promotion counts as the current
     target's errors: the `share` the canary would have answered, cut so the history's rate
     stays at most `plausible_rate` (module doc: the poison it leaves no room for); none
-    while the current target has fewer than `CREDIT_MIN_REQUESTS` requests of its own."""
-    if stable.get("trials", 0) < CREDIT_MIN_REQUESTS:
+    while the current target has fewer than `CREDIT_MIN_REQUESTS` requests of its own, nor
+    when the history's rate with that whole share credited is above the one at which its own
+    requests show at most their errors with probability `doubt` (h21: that history is not
+    the current target's traffic, whatever of it the cut would keep)."""
+    if stable.get("trials", 0) < min_requests:
         return 0.0
-    n, x, rate = history.get(trials, 0), history.get(events, 0), plausible_rate(stable)
+    n, x, rate = history.get(trials, 0), history.get(events, 0), plausible_rate(stable, level)
+    full = answerable * share
+    if doubt > 0 and full > 0 and (x + full) / (n + full) > plausible_rate(stable, doubt):
+        return 0.0
     room = (rate * n - x) / (1 - rate) if rate < 1 else answerable
-    return max(0.0, min(answerable * share, room))
+    return max(0.0, min(full, room))
 
 
 BLAME_LEVEL = 0.4
@@ -148,9 +166,27 @@ def blamed(history: dict[str, Any], trials: str, events: str, unjudged: float,
     return max(0.0, min(unjudged, room))
 
 
+CREDIT_DOUBT = 0.3
+"""Nothing is credited when the current target's own requests beside the canary would show at
+most their errors with a probability below this at the history's fully credited rate."""
+
+
+@dataclass(frozen=True)
+class HistoryLevels:
+    """The history's bounds (the module doc says why these): `blame` for a rollback
+    (`blamed`), `credit` and `credit_min_requests` for a promotion (`credit`)."""
+    blame: float = BLAME_LEVEL
+    credit: float = PLAUSIBLE
+    credit_min_requests: float = CREDIT_MIN_REQUESTS
+    credit_doubt: float = CREDIT_DOUBT
+
+
+DEFAULT_LEVELS = HistoryLevels()
+
+
 def baseline_of(canary: dict[str, Any], stable: dict[str, Any], history: dict[str, Any] | None,
                 trials: str, events: str, floor: int, unjudged: str | None = None,
-                blame_level: float = BLAME_LEVEL) -> Baseline:
+                levels: HistoryLevels = DEFAULT_LEVELS) -> Baseline:
     """The concurrent baseline, or the history when the concurrent one is starved and the
     history has more trials. `unjudged`: the history row's field of failures no second
     opinion judged (the error test's `opinions_missing`); of those a promotion credits the
@@ -164,8 +200,9 @@ def baseline_of(canary: dict[str, Any], stable: dict[str, Any], history: dict[st
         answerable = min(history.get("opinions_missing_unanswered", 0), left_out)
         return Baseline(history[trials], history.get(events, 0), left_out, "history",
                         credited=credit(history, trials, events, answerable,
-                                        answer_share(canary, stable), stable),
-                        blamed=blamed(history, trials, events, left_out, stable, blame_level))
+                                        answer_share(canary, stable), stable, levels.credit,
+                                        levels.credit_min_requests, levels.credit_doubt),
+                        blamed=blamed(history, trials, events, left_out, stable, levels.blame))
     return Baseline(n_b, x_b, 0, "concurrent")
 
 

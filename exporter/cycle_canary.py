@@ -32,8 +32,9 @@ from shlex import quote
 from typing import Any
 
 from exporter.canary_history import (
-    BLAME_LEVEL,
+    DEFAULT_LEVELS,
     Baseline,
+    HistoryLevels,
     baseline_of,
     history_doubt,
     history_too_low,
@@ -109,7 +110,7 @@ def _another_canary(alias: str, episode: dict[str, Any] | None, candidate: str) 
 def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig,
                  age: timedelta, history: dict[str, Any] | None = None,
                  strata: Strata | None = None,
-                 blame_level: float = BLAME_LEVEL) -> CanaryVerdict:
+                 levels: HistoryLevels = DEFAULT_LEVELS) -> CanaryVerdict:
     """The verdict on health rows (storage/route_health.py) of the canary and the current
     target since the promotion. Either test can roll the canary back, so each gets half
     of `alpha` (Bonferroni): the chance of rolling back a canary within tolerance on both
@@ -128,8 +129,8 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     rollback risk stays at most `alpha`. The concurrent one only rolls back: a promotion
     still needs the history's bound. Nor is a canary rolled back on a history whose error rate
     the current target's own requests beside it make implausibly low (`history_too_low`).
-    `blame_level`: how many of the history's unjudged failures a rollback counts
-    (exporter/canary_history.py `blamed`; 0: all of them), for bench/canary_history.py."""
+    `levels`: how many of the history's unjudged failures a rollback counts and a promotion
+    credits (exporter/canary_history.py `blamed`, `credit`), for bench/canary_history.py."""
     alpha = cfg.alpha / 2
     canary, stable = stratified(canary, stable, strata)
     thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
@@ -137,7 +138,7 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     canary, stable = weighed(canary), weighed(stable)
     past = None if history is None else weighed(history)
     base = baseline_of(canary, stable, past, "trials", "failures", cfg.min_requests,
-                       unjudged="opinions_missing", blame_level=blame_level)
+                       unjudged="opinions_missing", levels=levels)
     on_history = base.kind == "history"
     errors = SprtParams(alpha / 2 if on_history else alpha, cfg.beta,
                         cfg.tolerated_error_rate_increase, cfg.bad_error_rate_increase)

@@ -298,3 +298,23 @@ def test_a_history_far_below_the_current_targets_own_rate_rolls_nothing_back() -
     assert bad.verdict == "rollback", bad.reasons
     honest = judge_canary(history_row(444, 60), history_row(56, 0), cfg, AGE, diluted)
     assert honest.verdict == "rollback", honest.reasons
+
+
+def test_a_poisoned_history_is_not_credited_beside_a_current_target_with_few_errors() -> None:
+    """h21 (issue 14): 50 requests failing everywhere before the canary, the current target
+    at 1 of 12 beside it: the median cut still credited the history up to 13.6% and a canary
+    failing 10% (4 of 100 so far) was promoted (29% of runs beside a current target failing
+    2%). That fully credited history (26%) is one its own requests make unlikely (below
+    `CREDIT_DOUBT`): nothing is credited. An honest history (7 of 150, the current target at
+    0 of 11) is credited and a good canary promoted."""
+    cfg = CanaryConfig(percent=90)
+    poisoned = {**history_row(147, 0, 53), "opinions_missing_unanswered": 53}
+    bad = judge_canary(with_opinions(history_row(100, 4), 4, 0),
+                       with_opinions(history_row(12, 1), 1, 0), cfg, AGE, poisoned)
+    assert bad.verdict == "continue", bad.reasons
+    assert bad.tests[0].baseline_credited == 0
+    honest = {**history_row(143, 0, 7), "opinions_missing_unanswered": 7}
+    good = judge_canary(with_opinions(history_row(100, 3), 3, 0), history_row(11, 0), cfg, AGE,
+                        honest)
+    assert good.verdict == "promote", good.reasons
+    assert good.tests[0].baseline_credited > 0

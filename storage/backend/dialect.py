@@ -20,6 +20,9 @@ class DuckDialect:
     name = "duckdb"
     # rows have storage positions (`rowid`), in insertion order
     row_positions = True
+    # a since/until list walks ids within the range's id bounds (storage/time_bounds.py);
+    # DuckDB skips row groups by their min/max created_at instead
+    bounds_time_by_id = False
 
     def _path(self, path: Path) -> str:
         out = "$"
@@ -108,6 +111,7 @@ class PgDialect(DuckDialect):
     name = "postgres"
     unescapes_nul_badly = True
     row_positions = False
+    bounds_time_by_id = True
 
     def _steps(self, path: Path) -> str:
         return "".join(f"->{step}" if isinstance(step, int) else f"->{_quote(step)}"
