@@ -2,8 +2,10 @@
 stop, with and without them on the same simulated traffic (the error test at alpha / 2, the
 concurrent baseline, `min_requests` 100 for a promotion, as exporter/cycle_canary.py runs it).
 
-Two app keys at 70/30 before the canary; during it each request's key is drawn at the given
-mix, each key's requests err at its own rate per arm. Scenarios:
+Two app keys at 70/30 before the canary (100 requests, one a second); during it one request a
+second, each request's key drawn at the given mix, each key's requests err at its own rate per
+arm (each key's allowance is its own usual rate: one a second times its history share, times
+the elapsed seconds, times SLACK). Scenarios:
 
 - even: both arms alike (keys erring 0% / 10%), never stopped by "no worse": the chance an
   even canary is ever rolled back (false rollbacks, alpha 2.5% for this test), at the usual mix
@@ -11,7 +13,7 @@ mix, each key's requests err at its own rate per arm. Scenarios:
 - bad: the canary fails 12% of both keys' requests (stable 0%): canary requests to rollback;
 - good: both 0%: canary requests to promotion;
 - burst: as `bad`, but a third key sends 150 cheap requests (never failing) right after the
-  promotion: promoted (the bug) or rolled back.
+  promotion: promoted (the bug) or rolled back; and 200 fresh keys one cheap request each.
 
     python bench/canary_strata.py [--runs 200] [--shares 0.9 0.5] [--every 5]
 """
@@ -24,11 +26,12 @@ import statistics
 from typing import Any
 
 from exporter.canary_stats import SprtParams, sprt
-from exporter.canary_strata import shares_of, stratified
+from exporter.canary_strata import strata_of, stratified
 
 ERRORS = SprtParams(0.025, 0.2, 0.01, 0.05)
 MIN_REQUESTS = 100
-HISTORY = [{"by_key": {"a": {"traffic": 70.0}, "b": {"traffic": 30.0}}}]
+HISTORY = [{"by_key": {"a": {"trials": 70.0}, "b": {"trials": 30.0}}}]
+HISTORY_S = 100.0
 
 
 def arm_row(counts: dict[str, list[int]]) -> dict[str, Any]:
@@ -38,13 +41,13 @@ def arm_row(counts: dict[str, list[int]]) -> dict[str, Any]:
 
 
 def trial(seed: int, share: float, mix: float, rates: dict[str, tuple[float, float]],
-          strata: bool, every: int, cap: int, stop_no_worse: bool, burst: int = 0
-          ) -> tuple[str, int]:
+          strata: bool, every: int, cap: int, stop_no_worse: bool, burst: int = 0,
+          burst_keys: int = 1) -> tuple[str, int]:
     rng = random.Random(seed)
-    shares = shares_of(HISTORY) if strata else None
     arms: list[dict[str, list[int]]] = [{}, {}]
-    for _ in range(burst):  # never fails
-        arms[0 if rng.random() < share else 1].setdefault("cheap", [0, 0])[0] += 1
+    for n in range(burst):  # never fails
+        key = f"cheap{n % burst_keys}"
+        arms[0 if rng.random() < share else 1].setdefault(key, [0, 0])[0] += 1
     sent = 0
     while sent < cap:
         key = "a" if rng.random() < mix else "b"
@@ -55,8 +58,8 @@ def trial(seed: int, share: float, mix: float, rates: dict[str, tuple[float, flo
         sent += 1
         if sent % every:
             continue
-        canary = stratified(arm_row(arms[0]), shares)
-        stable = stratified(arm_row(arms[1]), shares)
+        found = strata_of(HISTORY, HISTORY_S, float(sent)) if strata else None
+        canary, stable = stratified(arm_row(arms[0]), arm_row(arms[1]), found)
         test = sprt("errors", canary["weighed_requests"], canary["weighed_errors"],
                     stable["weighed_requests"], stable["weighed_errors"], ERRORS)
         if test.decision == "worse":
@@ -87,18 +90,20 @@ def main() -> None:
     print(f"keys a/b at 70/30 before the canary; {args.runs} runs each, a look every "
           f"{args.every} requests, up to {args.cap}; without strata -> with strata")
     even = {"a": (0.0, 0.0), "b": (0.10, 0.10)}
-    scenarios = [("even, mix 70/30", 0.7, even, False, 0),
-                 ("even, mix 50/50", 0.5, even, False, 0),
-                 ("bad 12% vs 0%", 0.7, {"a": (0.12, 0.0), "b": (0.12, 0.0)}, True, 0),
-                 ("good 0% vs 0%", 0.7, {"a": (0.0, 0.0), "b": (0.0, 0.0)}, True, 0),
+    scenarios = [("even, mix 70/30", 0.7, even, False, 0, 1),
+                 ("even, mix 50/50", 0.5, even, False, 0, 1),
+                 ("bad 12% vs 0%", 0.7, {"a": (0.12, 0.0), "b": (0.12, 0.0)}, True, 0, 1),
+                 ("good 0% vs 0%", 0.7, {"a": (0.0, 0.0), "b": (0.0, 0.0)}, True, 0, 1),
                  ("bad + cheap burst 150", 0.7, {"a": (0.12, 0.0), "b": (0.12, 0.0)}, True,
-                  150)]
+                  150, 1),
+                 ("bad + 200 fresh keys' burst", 0.7, {"a": (0.12, 0.0), "b": (0.12, 0.0)},
+                  True, 200, 200)]
     for share in args.shares:
-        for name, mix, rates, stop, burst in scenarios:
+        for name, mix, rates, stop, burst, burst_keys in scenarios:
             line = []
             for strata in (False, True):
                 results = [trial(seed, share, mix, rates, strata, args.every, args.cap, stop,
-                                 burst) for seed in range(args.runs)]
+                                 burst, burst_keys) for seed in range(args.runs)]
                 line.append(summary(results, args.runs))
             print(f"share {share:.1f}, {name}: {line[0]} -> {line[1]}")
 

@@ -10,7 +10,7 @@ current target got too little traffic beside the canary is compared with that ta
 in the `history_hours` before the promotion (judged by the canary's rule, each decision
 at the bound least favourable to it: exporter/canary_history.py). Requests count weighed per
 sticky user (`max_requests_per_user`, storage/route_health.py), and each client key's at most
-its share of the alias's traffic in those `history_hours` (exporter/canary_strata.py). The
+its own usual rate of requests in those `history_hours` (exporter/canary_strata.py). The
 verdict and its statistics go into the step's detail and, on a decision, into the route
 history entry of the rollback or promotion (`detail.verdict`).
 
@@ -42,7 +42,7 @@ from exporter.canary_history import (
     weighed,
 )
 from exporter.canary_stats import CanaryVerdict, SprtParams, bounded_sprt, canary_verdict, sprt
-from exporter.canary_strata import keyed, shares_of, stratified
+from exporter.canary_strata import Strata, history_seconds, keys_of, strata_of, stratified
 from exporter.cycle_config import CanaryConfig, CycleConfig
 from exporter.cycle_steps import StepContext, StepResult, end, no_route, open_canary_run
 from exporter.exportdir import load_export
@@ -109,7 +109,7 @@ def _another_canary(alias: str, episode: dict[str, Any] | None, candidate: str) 
 
 def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig,
                  age: timedelta, history: dict[str, Any] | None = None,
-                 shares: dict[str, float] | None = None,
+                 strata: Strata | None = None,
                  levels: HistoryLevels = DEFAULT_LEVELS) -> CanaryVerdict:
     """The verdict on health rows (storage/route_health.py) of the canary and the current
     target since the promotion. Either test can roll the canary back, so each gets half
@@ -117,8 +117,9 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     metrics stays at most `alpha`. A metric whose concurrent baseline is starved is compared
     with `history` (the current target's row before the promotion, judged as its
     `history_baseline`: exporter/canary_history.py) instead; a canary still undecided at
-    `max_hours` is rolled back. `shares`: each client key's share of the traffic before the
-    canary; each arm's keys count at most theirs (exporter/canary_strata.py; None: as sent).
+    `max_hours` is rolled back. `strata`: each client key's usual rate before the canary;
+    each key's requests count at most its allowance (exporter/canary_strata.py; None: as
+    sent).
 
     On the history the error test gets a second way to roll back: the canary found worse than
     the current target's concurrent traffic alone, starved or not (r14c MED 3: a history an
@@ -131,7 +132,7 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     `levels`: how many of the history's unjudged failures a rollback counts and a promotion
     credits (exporter/canary_history.py `blamed`, `credit`), for bench/canary_history.py."""
     alpha = cfg.alpha / 2
-    canary, stable = stratified(canary, shares), stratified(stable, shares)
+    canary, stable = stratified(canary, stable, strata)
     thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
     canary, stable = weighed(canary), weighed(stable)
@@ -219,11 +220,13 @@ def watch_step(ctx: StepContext) -> StepResult:
     promoted_at = datetime.fromisoformat(ctx.state["promoted_at"])
     age = datetime.now(UTC) - promoted_at
     history, before = None, None
-    if cfg.history_hours > 0 and (keyed(canary) or keyed(stable)):
+    if cfg.history_hours > 0 and len(keys_of(canary, stable)) > 1:
         before = _before(ctx, opened)
-        # each key's requests count at most its share of the traffic before the canary
-        shares = shares_of(before["targets"])
-        canary, stable = stratified(canary, shares), stratified(stable, shares)
+        # each key's requests count at most its usual rate before the canary (its allowance)
+        history_s = history_seconds(before["targets"], opened, cfg.history_hours)
+        elapsed_s = (datetime.now(UTC) - opened) / timedelta(seconds=1)
+        canary, stable = stratified(canary, stable,
+                                    strata_of(before["targets"], history_s, elapsed_s))
     if needs_history(canary, stable, cfg):
         before = before or _before(ctx, opened)
         # a server that did not judge it by the canary's rule (an older one): no history

@@ -26,8 +26,8 @@ the spool's ingest), after which a missing opinion is lost, not pending
 (storage/route_health.py). Each routed row says which client key sent it (`client_key`: the
 same key as the share's, a digest keyed by a server secret, so the stored value tells nothing
 of the credential), so one key's skipped opinions weigh no more than its share of the canary's
-evidence (exporter/cycle_canary.py), and its requests no more than its share of the traffic
-before the canary (exporter/canary_strata.py)."""
+evidence (exporter/cycle_canary.py), and its requests no more than its own usual rate before
+the canary (exporter/canary_strata.py)."""
 
 from __future__ import annotations
 

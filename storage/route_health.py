@@ -277,6 +277,13 @@ SELECT target, client_key,
 FROM bk GROUP BY target, client_key
 """
 
+_FIRST_SQL = """
+SELECT coalesce(route ->> 'primary', route ->> 'target') AS target, min(created_at)
+FROM interactions
+WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ? AND created_at < ?
+GROUP BY 1
+"""
+
 
 def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  max_votes_per_voter: int = MAX_VOTES_PER_VOTER,
@@ -305,7 +312,8 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     `by_key`: each row also gets `by_key`, per client key (`route.client_key`; "" for rows
     without one) its `trials` and `failures` (weighed as `weighed_requests` and
     `weighed_errors`) and its `traffic` (all its rows, excused or not, weighed per sticky
-    user): what the canary's strata read (exporter/canary_strata.py)."""
+    user): what the canary's strata read (exporter/canary_strata.py), and `first_at`, its
+    first row's time in the window (ISO 8601, UTC), whence the strata's rates."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
         raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
     dialect = dialect_of(con)
@@ -353,6 +361,15 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                 "trials": round(float(trials or 0), 6),
                 "failures": round(float(failures or 0), 6),
                 "traffic": round(float(traffic or 0), 6)}
+        firsts = {target: _utc(first) for target, first in con.execute(
+            _FIRST_SQL, [alias, since, until]).fetchall()}
         for row in health:
             row["by_key"] = keyed.get(row["target"], {})
+            row["first_at"] = firsts.get(row["target"])
     return health
+
+
+def _utc(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()

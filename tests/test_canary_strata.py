@@ -1,10 +1,12 @@
 """One client key's cheap requests must not decide a canary (issue 14, r14d HIGH 2): each key's
-requests count at most its share of the alias's traffic before the canary
-(exporter/canary_strata.py), on a real proxy issuing keys, judged by the cycle's watch."""
+requests count at most its own usual rate before the canary (exporter/canary_strata.py), on a
+real proxy issuing keys, judged by the cycle's watch. The apps send at a steady `PACE` before
+and during the canary (a usual rate to be measured against)."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +23,9 @@ from tests.test_cycle import ALIAS, config
 
 pytestmark = both_stores
 
+PACE = 20.0
+"""The apps' requests per second, before and during the canary."""
+
 DEFAULTS = {"percent": 90, "min_requests": 100, "min_feedback": 10,
             "bad_error_rate_increase": 0.05}
 
@@ -33,6 +38,7 @@ class Deployment:
         self.admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
         self.cfg = config(tmp_path, canary={**DEFAULTS, **canary})
         self.state: dict[str, Any] = {}
+        self.clock: tuple[float, int] | None = None
 
     def client(self, name: str) -> openai.OpenAI:
         key = self.admin.create_key(name)["key"]
@@ -48,6 +54,15 @@ class Deployment:
         self.sent += count
         self.proxy.wait_for("SELECT count(*) FROM interactions WHERE traffic = 'production'",
                             lambda r: r[0][0] >= self.sent)
+
+    def paced(self, client: openai.OpenAI, count: int) -> int:
+        """Send `count` as the apps do: at `PACE` on average since the first paced request
+        (catching up after a burst or a watch); how many were sent."""
+        start, done = self.clock or (time.monotonic(), 0)
+        self.send(client, count)
+        self.clock = (start, done + count)
+        time.sleep(max(0.0, start + (done + count) / PACE - time.monotonic()))
+        return count
 
     def open_canary(self) -> None:
         promoted = self.admin.promote(ALIAS, CANARY, canary=self.cfg.canary.percent)
@@ -79,20 +94,16 @@ def test_one_keys_cheap_burst_does_not_get_a_bad_canary_promoted(
     (the canary answers them), then the canary fails 12% of the app's requests. On main every
     request counted once: the burst filled `min_requests` and the error test, and the canary
     was promoted after 10 app requests (90% and 50%). Now the burst's key, new beside the
-    app's (the only key before the canary), counts at most NEW_KEY_SHARE: the canary is
-    rolled back, as it is without the burst."""
+    app's (the only key before the canary), counts at most NEW_KEYS_PART of the app's
+    usual rate: the canary is rolled back, as it is without the burst."""
     deployment = Deployment(proxy_factory(issue_keys=True, openai_api_key=UPSTREAM_KEY),
                             tmp_path, percent=percent)
     app, burst = deployment.client("app"), deployment.client("cheap")
-    deployment.send(app, 100)
+    deployment.paced(app, 100)
     deployment.open_canary()
     deployment.send(burst, cheap, max_tokens=1)
     deployment.proxy.upstream.state.model_error_rate[CANARY] = 0.12
-
-    def batch() -> int:
-        deployment.send(app, 10)
-        return 10
-    step, sent = until_decided(deployment, batch, 300)
+    step, sent = until_decided(deployment, lambda: deployment.paced(app, 10), 300)
     print(f"\n{percent}% canary, burst {cheap}: {step.outcome} after {sent} app requests")
     assert step.outcome == "rolled_back", (sent, step.note)
     canary = step.detail["canary"]
