@@ -1,11 +1,10 @@
 """GET /admin/stats counts the interactions in one pass (GROUPING SETS) where it used to run
 six scans: on the same random data, both stores, every time range, its answer must be the
-old queries' answer exactly. The old shape is kept below as the reference."""
+old queries' answer exactly. The old shape is kept in bench/review_stats.py as the reference."""
 
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,22 +12,11 @@ from typing import Any
 import orjson
 import pytest
 
-from storage.backend.dialect import dialect_of
+from bench.review_stats import six_scans
 from storage.db import Connection
 from storage.records import insert_interactions, to_arrow
 from storage.review import ReviewAction, apply_reviews, undo
-from storage.stats import (
-    _DAY_US,
-    _REVIEWABLE,
-    REVIEWED,
-    TOP_TAGS,
-    _by_state,
-    _day,
-    _feedback,
-    _range,
-    _reviewers,
-    review_stats,
-)
+from storage.stats import review_stats
 from storage.tags import change_tags
 from tests.store_support import connected
 
@@ -89,88 +77,3 @@ def test_one_pass_counts_as_the_six_scans_did(con: Connection) -> None:
     for since, until in ranges:
         assert review_stats(con, since, until) == six_scans(con, since, until), (since, until)
     assert review_stats(con)["totals"]["total"] > 0
-
-
-# -- the reference: review_stats as it was before the one-pass query ----------------------
-
-
-def six_scans(con: Connection, since: datetime | None = None,
-              until: datetime | None = None) -> dict[str, Any]:
-    d = dialect_of(con)
-    i_where, i_params = _range("created_at", since, until)
-    reviewable = f"{i_where} AND endpoint IN ({_REVIEWABLE})"
-    r_where, r_params = _range("interaction_created_at", since, until)
-
-    def grouped(i_key: str, r_key: str) -> tuple[dict[Any, int], list[tuple[Any, str, int]]]:
-        totals = dict(con.execute(f"SELECT {i_key} AS k, count(*) FROM interactions "
-                                  f"WHERE {reviewable} GROUP BY k", i_params).fetchall())
-        reviewed = con.execute(f"SELECT {r_key} AS k, state, count(*) FROM reviews "
-                               f"WHERE {r_where} GROUP BY k, state", r_params).fetchall()
-        return totals, [(k, s, c) for k, s, c in reviewed]
-
-    by_day = _by_state(*grouped(d.int_div(d.epoch_us("created_at"), str(_DAY_US)),
-                                d.int_div(d.epoch_us("interaction_created_at"), str(_DAY_US))),
-                       "day")
-    for row in by_day:
-        row["day"] = _day(row["day"])
-    by_model = _by_state(*grouped("coalesce(model, '')", "coalesce(model, '')"), "model")
-    overall = _by_state(*grouped("1", "1"), "all")
-    totals = overall[0] if overall else {"pending": 0, **dict.fromkeys(REVIEWED, 0), "total": 0}
-    totals.pop("all", None)
-    not_reviewable = con.execute(
-        f"SELECT count(*) FROM interactions WHERE {i_where} AND endpoint NOT IN ({_REVIEWABLE})",
-        i_params).fetchall()[0][0]
-    return {
-        "totals": {**totals, "not_reviewable": not_reviewable},
-        "by_day": sorted(by_day, key=lambda r: r["day"]),
-        "by_model": sorted(by_model, key=lambda r: (-r["total"], r["model"])),
-        "by_tag": _old_by_tag(con, reviewable, i_params, since, until),
-        "token_histogram": _old_token_histogram(con, reviewable, i_params),
-        "reviewers": _reviewers(con, since, until),
-        "feedback": _feedback(con, since, until),
-    }
-
-
-def _old_by_tag(con: Connection, reviewable: str, i_params: list[Any],
-                since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
-    d = dialect_of(con)
-    totals: dict[str, int] = dict(con.execute(
-        f"SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM interactions "
-        f"WHERE {reviewable} AND {d.list_length('tags')} > 0) AS logged GROUP BY tag",
-        i_params).fetchall())
-    r_where, r_params = _range("interaction_created_at", since, until)
-    reviewed: dict[tuple[str, str], int] = defaultdict(int)
-    for tag, state, count in con.execute(
-        f"SELECT tag, state, count(*) FROM (SELECT unnest(logged_tags) AS tag, state "
-        f"FROM reviews WHERE {r_where} AND {d.list_length('logged_tags')} > 0) AS reviewed "
-        "GROUP BY tag, state", r_params
-    ).fetchall():
-        reviewed[tag, state] += count
-    t_where, t_params = _range("t.interaction_created_at", since, until)
-    for tag, state, delta in con.execute(
-        f"SELECT t.tag, coalesce(r.state, 'pending'), "
-        f"sum(CASE WHEN t.removed THEN -1 ELSE 1 END) FROM interaction_tags t "
-        f"LEFT JOIN reviews r ON r.interaction_id = t.interaction_id "
-        f"WHERE {t_where} AND t.reviewable AND t.removed = t.logged "
-        "GROUP BY t.tag, coalesce(r.state, 'pending')", t_params
-    ).fetchall():
-        totals[tag] = totals.get(tag, 0) + int(delta)
-        reviewed[tag, state] += int(delta)
-    rows = _by_state(totals, [(tag, state, n) for (tag, state), n in reviewed.items()], "tag")
-    rows = [r for r in rows if r["total"] > 0]
-    return sorted(rows, key=lambda r: (-r["total"], r["tag"]))[:TOP_TAGS]
-
-
-def _old_token_histogram(con: Connection, reviewable: str,
-                         i_params: list[Any]) -> list[dict[str, Any]]:
-    log2 = dialect_of(con).log2("t")
-    rows = con.execute(
-        f"""
-        SELECT CASE WHEN t < 64 THEN 0 ELSE CAST(pow(2, floor({log2})) AS BIGINT) END AS low,
-               count(*)
-        FROM (SELECT coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) AS t
-              FROM interactions WHERE {reviewable}) AS tokens
-        GROUP BY low ORDER BY low
-        """, i_params).fetchall()
-    return [{"low": low, "high": 64 if low == 0 else low * 2, "count": count}
-            for low, count in rows]
