@@ -15,11 +15,13 @@ CREATE FUNCTION public.tuneloop_sql_row_fits(size bigint, cap bigint) RETURNS bo
         $$;
 
 CREATE FUNCTION public.tuneloop_stats_fits(endpoint character varying, model character varying, tags character varying[]) RETURNS boolean
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     AS $$
-            SELECT coalesce(octet_length(endpoint), 0) + coalesce(octet_length(model), 0)
+        BEGIN
+            RETURN coalesce(octet_length(endpoint), 0) + coalesce(octet_length(model), 0)
                    + coalesce(octet_length(array_to_string(tags, '')), 0)
-                   + 8 * coalesce(cardinality(tags), 0) <= 2000
+                   + 8 * coalesce(cardinality(tags), 0) <= 2000;
+        END
         $$;
 
 CREATE TABLE public._migrations (

@@ -28,13 +28,17 @@ def apply(con: Connection) -> None:
     if dialect_of(con).name != "postgres":
         return
     # array_to_string is STABLE (array output in general depends on settings), for a list
-    # of text it is not: declared IMMUTABLE so an index predicate may call it
+    # of text it is not: declared IMMUTABLE so an index predicate may call it. PL/pgSQL: it
+    # runs on every insert, twice, and a SQL function with a STABLE body isn't inlined (a
+    # call cost ~4.5 us against ~1.3 us in PL/pgSQL)
     con.execute(f"""
         CREATE FUNCTION tuneloop_stats_fits(endpoint VARCHAR, model VARCHAR, tags VARCHAR[])
-        RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-            SELECT coalesce(octet_length(endpoint), 0) + coalesce(octet_length(model), 0)
+        RETURNS boolean LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+        BEGIN
+            RETURN coalesce(octet_length(endpoint), 0) + coalesce(octet_length(model), 0)
                    + coalesce(octet_length(array_to_string(tags, '')), 0)
-                   + 8 * coalesce(cardinality(tags), 0) <= {STATS_BYTES}
+                   + 8 * coalesce(cardinality(tags), 0) <= {STATS_BYTES};
+        END
         $$""")
     con.execute(f"CREATE INDEX interactions_stats ON interactions (created_at) INCLUDE "
                 f"(endpoint, model, prompt_tokens, completion_tokens, tags) WHERE {FITS}")
