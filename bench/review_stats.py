@@ -5,15 +5,20 @@ against the six scans it ran before (issue 12), same run, same data, answers com
 
 The store must be seeded already (bench/review_queries.py seeds 1M rows into an empty
 database or a new DuckDB file). Times are warm p50/p99 over the whole range, the newest
-7 days and one day in the middle; the load average is printed with them.
+7 days and one day in the middle; the load average is printed with them. On Postgres (a
+server on this machine) the median CPU the whole server spent per call is printed too: the
+figure a shared machine's load moves least, about the time on an idle core (parallel
+workers included).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -21,7 +26,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.replicas import postgres_cpu, postmaster_of
 from bench.review_queries import open_bench_store, timed
+from storage.backend import is_postgres
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.stats import (
@@ -54,14 +61,29 @@ def main() -> None:
     ranges: list[tuple[str, datetime | None, datetime | None]] = [
         ("all", None, None), ("newest 7 days", last - timedelta(days=7), None),
         ("one day (middle)", middle, middle + timedelta(days=1))]
+    server = postmaster_of(args.db) if is_postgres(con) else None
+
+    def cpu(fn: Callable[[], Any]) -> str:
+        if server is None:
+            return ""
+        spent = []
+        for _ in range(args.runs):
+            before = postgres_cpu(server)
+            fn()
+            spent.append(postgres_cpu(server) - before)
+        return f" (server CPU {statistics.median(spent) * 1000:7.0f})"
+
     print(f"{backend}: {count:,} interactions; p50 / p99 ms over {args.runs} warm runs")
     for label, since, until in ranges:
-        new = timed(partial(review_stats, con, since, until), args.runs)
-        line = f"  {label:<18} one pass {new[0]:8.1f} / {new[1]:8.1f}"
+        new_fn = partial(review_stats, con, since, until)
+        new = timed(new_fn, args.runs)
+        line = f"  {label:<18} one pass {new[0]:8.1f} / {new[1]:8.1f}{cpu(new_fn)}"
         if not args.skip_old:
             assert review_stats(con, since, until) == six_scans(con, since, until), label
-            old = timed(partial(six_scans, con, since, until), args.runs)
-            line += f"   six scans {old[0]:8.1f} / {old[1]:8.1f}   x{old[0] / new[0]:.1f}"
+            old_fn = partial(six_scans, con, since, until)
+            old = timed(old_fn, args.runs)
+            line += (f"   six scans {old[0]:8.1f} / {old[1]:8.1f}{cpu(old_fn)}   "
+                     f"x{old[0] / new[0]:.1f}")
         print(f"{line}   load {os.getloadavg()[0]:.1f}", flush=True)
     con.close()
 

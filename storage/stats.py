@@ -106,7 +106,7 @@ def _keys(con: Connection) -> tuple[str, str]:
     d = dialect_of(con)
     tokens = "(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0))"
     # epoch arithmetic: date_trunc on TIMESTAMPTZ costs ~7x more over a million rows
-    return (d.int_div(d.epoch_us("created_at"), str(_DAY_US)),
+    return (d.epoch_day("created_at"),
             f"CASE WHEN {tokens} < 64 THEN 0 "
             f"ELSE CAST(pow(2, floor({d.log2(tokens)})) AS BIGINT) END")
 

@@ -52,6 +52,8 @@ def rows(n: int, rng: random.Random) -> list[dict[str, Any]]:
             "prompt_tokens": rng.choice(TOKENS), "completion_tokens": rng.choice(TOKENS),
             "tags": rng.choice(TAGS),
         })
+    for k, micros in enumerate([0, -1, -86_400_000_000, -86_400_000_001, 86_399_999_999]):
+        out[k]["created_at"] = micros  # about 1970: the day numbers of both stores' formulas
     return out
 
 
