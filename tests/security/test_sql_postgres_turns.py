@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from storage.sql_check_pg import check_pg_query
 from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer
+from tuneloop.errors import Forbidden
 
 on_postgres = pytest.mark.parametrize("store", ["postgres"], indirect=True)
 
@@ -46,3 +48,54 @@ def test_one_query_per_token_across_replicas(proxy_factory: Any) -> None:
     # the turn ends with the query (here stopped by the time limit), on whichever replica
     assert post_sql(second, "SELECT 4", REVIEWER_TOKEN).json()["rows"] == [[4]]
     assert post_sql(first, "SELECT 5", REVIEWER_TOKEN).json()["rows"] == [[5]]
+
+
+BUILT_TOO_BIG = [
+    # r12w MED 3: ~2 GB in the backend, 5.9 GB when sent to three replicas at once
+    "select length(string_agg(repeat('x',1000000), '')) from generate_series(1,1000)",
+    "select length(repeat('x', 200000000))",
+    "SELECT pg_catalog.repeat('xx', 50001)",
+    'SELECT "repeat"(\'x\', 200000000)',
+    "SELECT repeat /* a comment */ ('x', 200000000)",
+    "SELECT repeat(model, 1000000) FROM interactions",
+    "SELECT repeat('x', (SELECT 200000000))",
+    "SELECT lpad('7', 100000000, '0')",
+    "SELECT rpad(model, 100000000) FROM interactions",
+    "SELECT format('%100000000s', 'x')",
+    "SELECT format('%*s', 100000000, 'x')",
+    "SELECT format(model, 1) FROM interactions",
+    "SELECT array_fill(0, ARRAY[100000000])",
+]
+
+
+@pytest.mark.parametrize("sql", BUILT_TOO_BIG)
+def test_one_call_may_not_build_a_huge_value(sql: str) -> None:
+    with pytest.raises(Forbidden) as refused:
+        check_pg_query(sql)
+    assert refused.value.code == "read_only"
+    assert "1 GB" in refused.value.message
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT repeat('-', 40), lpad('7', 3, '0'), rpad('a', 2, '.'), repeat('ab'::text, 50000)",
+    "SELECT lpad(model, 20, '.'), format('%s: %-12s|%%', 1, model) FROM interactions",
+    "SELECT model, string_agg(DISTINCT endpoint, ',') FROM interactions GROUP BY model",
+    # names inside strings, quoted names and comments are not calls
+    "SELECT 'repeat(''x'', 200000000)', $$lpad('7', 100000000)$$ -- repeat('x', 200000000)",
+    "SELECT 1 AS repeat /* repeat('x', 200000000) */",
+])
+def test_small_builders_and_aggregates_pass_the_check(sql: str) -> None:
+    check_pg_query(sql)
+
+
+@on_postgres
+def test_huge_builders_are_refused_and_analytics_answered(proxy: ProxyServer) -> None:
+    for sql in BUILT_TOO_BIG[:2]:
+        refused = post_sql(proxy, sql, REVIEWER_TOKEN)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "read_only"
+    answer = post_sql(proxy, "SELECT g % 3, string_agg(g::text, ',' ORDER BY g), "
+                      "repeat('-', 3), lpad(g::text, 3, '0') FROM generate_series(1, 6) g "
+                      "GROUP BY 1, 4 ORDER BY 4", REVIEWER_TOKEN)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["rows"][:2] == [[1, "1", "---", "001"], [2, "2", "---", "002"]]
