@@ -30,15 +30,15 @@ def test_one_query_per_token_across_replicas(proxy_factory: Any) -> None:
     long = threading.Thread(target=lambda: answers.append(
         post_sql(first, "SELECT pg_sleep(60), 1", REVIEWER_TOKEN)))
     long.start()
-    refused = None
-    while long.is_alive() and refused is None:
-        answer = post_sql(second, "SELECT 2", REVIEWER_TOKEN)
-        if answer.status_code == 429:
-            refused = answer
-        else:
-            assert answer.status_code == 200, answer.text
-    assert refused is not None, ("the second replica ran the token's query alongside the "
-                                 f"first: {[a.text[:200] for a in answers]}")
+    # wait (as the other token) until the query runs: its turn is taken before it starts
+    running = ("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+               "datname = current_database() AND application_name = 'tuneloop-sql' AND "
+               "state = 'active'")
+    while post_sql(second, running, ADMIN_TOKEN).json()["rows"] != [[1]]:
+        assert long.is_alive(), [a.text[:200] for a in answers]
+    refused = post_sql(second, "SELECT 2", REVIEWER_TOKEN)
+    assert refused.status_code == 429, ("the second replica ran the token's query alongside "
+                                        f"the first: {refused.text[:200]}")
     assert refused.json()["error"]["code"] == "query_running"
     assert "another replica" in refused.json()["error"]["message"]
     # another token is not held up by it, on either replica
