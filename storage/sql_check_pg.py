@@ -11,7 +11,8 @@ rollback (WAL then piles up until the disk fills), switch WAL or reset statistic
 names are refused before the query reaches the database, wherever they appear, as are
 Unicode-escaped names (`U&"..."`) that could spell them in disguise. So are the tables no
 reviewer may read (`storage.sql_check.HIDDEN_TABLES`), the planner's column samples
-(`pg_stats`), and the functions that read a table named at run time (`table_to_xml`). The
+(`pg_stats`), the functions that read a table named at run time (`table_to_xml`), and
+`set_config` (a raised `work_mem` lets one sort or hash hold that much memory). The
 check is a name match over the text: a string that merely contains such a name is refused too.
 
 As on DuckDB (storage/sql_check.py `MAX_BUILT_CHARS`), a function that builds a value much larger
@@ -48,6 +49,9 @@ _REPLICATION = (r"pg_(?:create|drop|copy)_\w*slot", r"pg_replication_slot_\w+",
                 r"pg_logical_\w+", r"pg_replication_origin_\w+", r"pg_switch_\w+",
                 r"pg_create_restore_point", r"pg_(?:start_|stop_)?backup\w*",
                 r"pg_wal_replay_\w+", "pg_promote", "pg_import_system_collations")
+# settings: `work_mem` raised for the query would let a sort or hash hold that much memory
+# (the role's own setting, deploy/postgres-init.sh, and SHOW-like `current_setting` stay)
+_SETTINGS = ("set_config",)
 # the server's files, large objects (lo_import/lo_export read and write them), statistics
 _SERVER = (r"pg_read_\w*file", r"pg_ls_\w+", "pg_stat_file", r"pg_file_\w+", "pg_logdir_ls",
            "pg_current_logfile", r"pg_stat_\w*reset\w*", r"lo_\w+", "loread", "lowrite")
@@ -57,7 +61,8 @@ _SECRETS = ("pg_authid", "pg_shadow", "pg_user_mappings?", "pg_hba_file_rules",
             # the planner's samples of every column (a hidden table's values among them)
             r"pg_stats\w*", r"pg_statistic\w*")
 _REFUSED = re.compile(r"(?<![\w$])\"?(" + "|".join((*_SIGNALS, *_DYNAMIC, _LOCKS, *_REPLICATION,
-                                                     *_SERVER, *_SECRETS, *HIDDEN_TABLES))
+                                                     *_SETTINGS, *_SERVER, *_SECRETS,
+                                                     *HIDDEN_TABLES))
                       + r")\"?(?![\w$])", re.IGNORECASE)
 _UNICODE_ESCAPE = re.compile(r"\bU&['\"]", re.IGNORECASE)
 
@@ -68,8 +73,8 @@ def check_pg_query(sql: str) -> None:
     if found is not None:
         raise Forbidden(f"{found.group(1).lower()} is not allowed in a read-only query (it "
                         "signals sessions, takes the store's locks, runs SQL built from text, "
-                        "reaches the server's files, WAL or replication, or reads secrets "
-                        "or a hidden table)",
+                        "changes a setting, reaches the server's files, WAL or replication, "
+                        "or reads secrets or a hidden table)",
                         code="read_only")
     if _UNICODE_ESCAPE.search(sql):
         raise Forbidden("Unicode-escaped names and strings (U&'...') are not allowed in a "

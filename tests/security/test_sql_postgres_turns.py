@@ -77,6 +77,17 @@ def test_one_call_may_not_build_a_huge_value(sql: str) -> None:
 
 
 @pytest.mark.parametrize("sql", [
+    "SELECT set_config('work_mem', '64GB', true)",
+    "WITH s AS MATERIALIZED (SELECT pg_catalog.\"set_config\"('work_mem', '64GB', true)) "
+    "SELECT * FROM s",
+])
+def test_a_query_may_not_raise_its_memory_settings(sql: str) -> None:
+    with pytest.raises(Forbidden) as refused:
+        check_pg_query(sql)
+    assert "set_config" in refused.value.message
+
+
+@pytest.mark.parametrize("sql", [
     "SELECT repeat('-', 40), lpad('7', 3, '0'), rpad('a', 2, '.'), repeat('ab'::text, 50000)",
     "SELECT lpad(model, 20, '.'), format('%s: %-12s|%%', 1, model) FROM interactions",
     "SELECT model, string_agg(DISTINCT endpoint, ',') FROM interactions GROUP BY model",
