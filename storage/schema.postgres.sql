@@ -2,6 +2,15 @@
 -- storage/migrations/ (the source of truth). Do not edit: add a migration, then
 -- run the command again.
 
+CREATE FUNCTION public.tuneloop_search_vector(keys bigint[], fields smallint[]) RETURNS tsvector
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+            SELECT array_to_tsvector(ARRAY(
+                SELECT to_hex(k) || suffix FROM unnest(keys, fields) AS t(k, f),
+                    unnest(ARRAY[1, 2, 4], ARRAY['s', 'u', 'a']) AS s(bit, suffix)
+                WHERE f & bit <> 0))
+        $$;
+
 CREATE FUNCTION public.tuneloop_sql_row_fits(size bigint, cap bigint) RETURNS boolean
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     AS $$
@@ -264,17 +273,12 @@ CREATE TABLE public.routes (
 CREATE TABLE public.search_docs (
     interaction_id character varying NOT NULL,
     term_keys bigint[] NOT NULL,
-    term_fields smallint[] NOT NULL
+    term_fields smallint[] NOT NULL,
+    lexemes tsvector GENERATED ALWAYS AS (public.tuneloop_search_vector(term_keys, term_fields)) STORED
 );
 
 CREATE TABLE public.search_pending (
     interaction_id character varying NOT NULL
-);
-
-CREATE TABLE public.search_terms (
-    term_key bigint NOT NULL,
-    interaction_id character varying NOT NULL,
-    fields smallint NOT NULL
 );
 
 CREATE TABLE public.search_words (
@@ -372,7 +376,7 @@ CREATE INDEX interactions_by_time ON public.interactions USING btree (created_at
 
 CREATE INDEX interactions_by_user ON public.interactions USING btree (user_id);
 
-CREATE INDEX search_terms_by_term ON public.search_terms USING btree (term_key, interaction_id) INCLUDE (fields);
+CREATE INDEX search_docs_lexemes ON public.search_docs USING gin (lexemes);
 
 CREATE INDEX search_words_by_interaction ON public.search_words USING btree (interaction_id);
 

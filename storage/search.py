@@ -11,9 +11,10 @@ when it holds every term of the query in the searched fields (`q_in`):
 - `answers`: the assistant's messages only;
 - `all`: the system prompt too.
 
-The rarest term (estimated on the newest postings) drives the search: its postings give
-candidates newest first; the other terms are checked on those candidates only, through the
-per-interaction term keys.
+On DuckDB the rarest term (estimated on the newest postings) drives the search: its postings
+give candidates newest first; the other terms are checked on those candidates only, through
+the per-interaction term keys. On Postgres the whole query is one tsquery on the
+per-interaction tsvector, with a plan of its own (storage.search_pg).
 
 The index is written by a background indexer (storage.search_queue), a moment after ingest.
 The interactions ingested and not yet indexed (the newest TAIL_ROWS of them) are tokenized at
@@ -26,12 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.lookup import ids_condition
 from storage.search_index import FIELD_BITS, batch_forward_index, pending_rows
+from storage.search_pg import VectorSearch
 from storage.search_text import grams, stems, term_key, tokenize
 from tuneloop.errors import BadRequest
 
@@ -40,7 +42,6 @@ MAX_QUERY_GRAMS = 32
 MIN_PREFIX = 2
 MAX_PREFIX_WORDS = 1000
 SAMPLE_POSTINGS = 2_000_000
-SAMPLE_DOCS = 30_000  # on Postgres: the sample is the postings of the newest interactions
 TAIL_ROWS = 500  # the newest interactions not yet indexed, matched at query time
 SCOPES = {
     "conversation": FIELD_BITS["user"] | FIELD_BITS["answer"],
@@ -121,37 +122,30 @@ def rarest(con: Connection, groups: Sequence[frozenset[int]], bits: int) -> int:
     if len(groups) == 1:
         return 0
     every = frozenset().union(*groups)
-    newest, params = newest_postings(con)
+    total = con.execute("SELECT count(*) FROM search_terms").fetchall()[0][0]
+    # the last SAMPLE_POSTINGS rows by rowid: postings arrive in id order; the scan skips
+    # the older row groups
     counts = dict(con.execute(
-        f"SELECT term_key, count(*) FROM search_terms WHERE {newest} AND term_key IN "
-        f"({_key_list(every)}) AND (fields & ?) <> 0 GROUP BY 1", [*params, bits]).fetchall())
+        f"SELECT term_key, count(*) FROM search_terms WHERE rowid >= ? AND term_key IN "
+        f"({_key_list(every)}) AND (fields & ?) <> 0 GROUP BY 1",
+        [max(0, total - SAMPLE_POSTINGS), bits]).fetchall())
     return min(range(len(groups)), key=lambda n: sum(counts.get(k, 0) for k in groups[n]))
 
 
-def newest_postings(con: Connection) -> tuple[str, list[Any]]:
-    """The condition on search_terms that keeps its newest postings (the sample `rarest`
-    counts in), the one part of search each database says its own way. DuckDB: the last
-    SAMPLE_POSTINGS rows by rowid (postings arrive in id order; the scan skips row groups).
-    Postgres has no rowid: the postings of the newest SAMPLE_DOCS interactions, which the
-    (term_key, interaction_id) index of migration 39 counts as a short range per term."""
-    if dialect_of(con).name == "duckdb":
-        total = con.execute("SELECT count(*) FROM search_terms").fetchall()[0][0]
-        return "rowid >= ?", [max(0, total - SAMPLE_POSTINGS)]
-    bound = con.execute("SELECT interaction_id FROM search_docs ORDER BY interaction_id DESC "
-                        "LIMIT 1 OFFSET ?", [SAMPLE_DOCS]).fetchall()
-    return "interaction_id >= ?", [bound[0][0] if bound else ""]
+class IndexedSearch(Protocol):
+    def candidates(self, con: Connection, before: str | None,
+                   count: int) -> tuple[list[str], str | None]: ...
 
 
-class TermSearch:
-    """Candidates for a query, newest first, in batches (see `storage.queue`)."""
+class PostingsSearch:
+    """DuckDB: the postings of the rarest term give candidates newest first; the other terms
+    are checked on those candidates only, through the per-interaction term keys."""
 
-    def __init__(self, con: Connection, q: str, q_in: str = DEFAULT_SCOPE):
-        self.bits = scope_bits(q_in)
-        groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
-        driver = rarest(con, groups, self.bits)
+    def __init__(self, con: Connection, groups: Sequence[frozenset[int]], bits: int):
+        self.bits = bits
+        driver = rarest(con, groups, bits)
         self.driver = groups[driver]
         self.others = [g for n, g in enumerate(groups) if n != driver]
-        self.tail = unindexed_matches(con, groups, self.bits)
 
     def candidates(self, con: Connection, before: str | None,
                    count: int) -> tuple[list[str], str | None]:
@@ -173,10 +167,6 @@ class TermSearch:
         ids = list(dict.fromkeys(r[0] for r in rows))  # an edit may add a second posting
         if ids and self.others:
             ids = self._with_other_terms(con, ids)
-        tail = [i for i in self.tail if (before is None or i < before)
-                and (next_before is None or i >= next_before)]
-        if tail:
-            ids = sorted({*ids, *tail}, reverse=True)
         return ids, next_before
 
     def _with_other_terms(self, con: Connection, ids: list[str]) -> list[str]:
@@ -188,6 +178,32 @@ class TermSearch:
             held[item] = {k for k, f in zip(keys, fields, strict=True) if f & self.bits}
         return [i for i in ids if i in held
                 and all(not held[i].isdisjoint(group) for group in self.others)]
+
+
+class TermSearch:
+    """Candidates for a query, newest first, in batches (see `storage.queue`): from the
+    index (DuckDB: its postings; Postgres: its tsvector, storage.search_pg), and from the
+    unindexed tail."""
+
+    def __init__(self, con: Connection, q: str, q_in: str = DEFAULT_SCOPE):
+        self.bits = scope_bits(q_in)
+        groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
+        self.indexed: IndexedSearch = (
+            PostingsSearch(con, groups, self.bits) if dialect_of(con).search_postings
+            else VectorSearch(con, groups, self.bits))
+        self.tail = unindexed_matches(con, groups, self.bits)
+
+    def candidates(self, con: Connection, before: str | None,
+                   count: int) -> tuple[list[str], str | None]:
+        """Ids below `before` that hold every term, newest first, from the index's next
+        batch and the unindexed tail within it; and where the next batch starts (None: no
+        more)."""
+        ids, next_before = self.indexed.candidates(con, before, count)
+        tail = [i for i in self.tail if (before is None or i < before)
+                and (next_before is None or i >= next_before)]
+        if tail:
+            ids = sorted({*ids, *tail}, reverse=True)
+        return ids, next_before
 
 
 def unindexed_matches(con: Connection, groups: Sequence[frozenset[int]],

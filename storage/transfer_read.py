@@ -57,7 +57,8 @@ def user_tables(con: Connection) -> list[str]:
 def table_spec(con: Connection, table: str) -> TableSpec:
     columns = con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-        "current_schema() AND table_name = ? ORDER BY ordinal_position", [table]
+        "current_schema() AND table_name = ? AND coalesce(is_generated, 'NEVER') <> 'ALWAYS' "
+        "ORDER BY ordinal_position", [table]
     ).fetchall()
     key = con.execute(
         "SELECT k.column_name FROM information_schema.table_constraints c "

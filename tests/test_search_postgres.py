@@ -1,0 +1,154 @@
+"""Search on Postgres runs on its own machinery (migration 50): a tsvector per interaction with
+a GIN index, and a plan of its own for newest-first pages (storage.search_pg); it finds what
+DuckDB's postings find, CJK, prefixes, scopes and paging included; a store indexed before
+migration 50 is converted in SQL and still found."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.backend.dialect import table_exists
+from storage.db import Connection
+from storage.queue import ReviewQuery, find_ids
+from storage.search import parse_query, scope_bits, term_keys
+from storage.search_index import index_edit
+from storage.search_pg import VectorSearch
+from tests.test_search_languages import TEXTS, ids, item, load, opened
+
+WORDS = ["refund", "refunded", "invoice", "parcel", "shipping", "password", "billing",
+         "delivery", "order", "account", "パスワード", "密码", "비밀번호", "Straße"]
+QUERIES = [("refund", "conversation"), ("refu*", "conversation"), ("refu*", "all"),
+           ("refunds order", "conversation"), ("billing", "all"), ("billing", "conversation"),
+           ("billing", "answers"), ("パスワード", "conversation"), ("ワード", "answers"),
+           ("密码 order", "conversation"), ("strasse", "all"), ("parc* deliv*", "conversation"),
+           ("zebra", "conversation"), ("hello", "conversation"), ("acme", "all"),
+           ("alpha beta", "conversation"), ("alpha zebra", "conversation")]
+N_ROWS = 6000
+
+
+def corpus() -> list[dict[str, Any]]:
+    """TEXTS, then N_ROWS rows of random words (fixed seed), each saying hello and alpha or
+    beta; one in 500 with a rare word; the shared system prompt names refunds and billing."""
+    pick = random.Random(12)
+    rows = [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
+    for k in range(len(TEXTS), len(TEXTS) + N_ROWS):
+        user = " ".join(pick.sample(WORDS, 3)) + (" zebra" if k % 500 == 0 else "") \
+            + (" alpha" if k % 2 else " beta")  # each in half the rows, never together
+        rows.append(item(k, f"hello {user}", " ".join(pick.sample(WORDS, 2))))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory,
+           request: pytest.FixtureRequest) -> Iterator[tuple[Connection, Connection]]:
+    """The corpus indexed in a DuckDB file and in a Postgres database (vacuumed, as
+    autovacuum does), with an edited answer."""
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.create_database()
+    edit = [{"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "a revised answer about unicorns"}]
+    with opened(str(Path(tmp_path_factory.mktemp("d")) / "s.duckdb")) as duck, \
+            opened(url) as pg:
+        for con in (duck, pg):
+            load(con, corpus())
+            index_edit(con, ids(7)[0], edit)
+        pg.execute("VACUUM ANALYZE search_docs")  # as autovacuum would: the GIN merged
+        yield duck, pg
+    cluster.drop_database(url)
+
+
+def every_page(con: Connection, q: str, q_in: str, limit: int) -> list[str]:
+    found: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = find_ids(con, ReviewQuery(q=q, q_in=q_in), limit=limit, cursor=cursor)
+        found += page
+        if cursor is None:
+            return found
+
+
+def vector_search(con: Connection, q: str, q_in: str = "conversation") -> VectorSearch:
+    groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
+    return VectorSearch(con, groups, scope_bits(q_in))
+
+
+def plan(con: Connection, sql_params: tuple[str, list[Any]]) -> str:
+    sql, params = sql_params
+    return "\n".join(r[0] for r in con.execute(f"EXPLAIN {sql}", params).fetchall())
+
+
+def test_postgres_keeps_a_tsvector_with_a_gin_index_and_no_postings(
+        stores: tuple[Connection, Connection]) -> None:
+    _, pg = stores
+    assert not table_exists(pg, "search_terms")
+    assert pg.execute("SELECT count(*) FROM search_docs WHERE lexemes <> ''::tsvector"
+                      ).fetchall() == [(len(TEXTS) + N_ROWS,)]
+    index = pg.execute("SELECT indexdef FROM pg_indexes WHERE indexname = "
+                       "'search_docs_lexemes'").fetchall()
+    assert index and "USING gin (lexemes)" in index[0][0]
+
+
+def test_a_rare_term_reads_the_gin_and_a_common_one_the_key_newest_first(
+        stores: tuple[Connection, Connection]) -> None:
+    _, pg = stores
+    rare = vector_search(pg, "zebra")
+    assert rare.rare
+    shape = plan(pg, rare.rare_sql(None, 50))
+    assert "Bitmap Index Scan on search_docs_lexemes" in shape and "CTE" in shape
+    common = vector_search(pg, "hello")
+    assert not common.rare and common.estimate > common.rare_limit
+    shape = plan(pg, common.window_sql(None, 256))
+    assert "Index Scan Backward using search_docs_pkey" in shape and "Bitmap" not in shape
+
+
+def test_a_query_estimated_common_that_is_sparse_after_all_reads_the_gin(
+        stores: tuple[Connection, Connection]) -> None:
+    """alpha and beta are each in half the rows, never together: the estimate (the planner's,
+    terms taken as independent) says a quarter; the first full window finds none, and the
+    search goes on with the rare shape instead of walking the whole key."""
+    _, pg = stores
+    search = vector_search(pg, "alpha beta")
+    assert not search.rare
+    assert search.candidates(pg, None, 1024) == ([], ids(len(TEXTS) + N_ROWS - 1024)[0])
+    assert search.rare
+    assert search.candidates(pg, ids(len(TEXTS) + N_ROWS - 1024)[0], 1024) == ([], None)
+
+
+@pytest.mark.parametrize(("q", "q_in"), QUERIES)
+def test_both_stores_find_the_same_items_on_every_page(
+        stores: tuple[Connection, Connection], q: str, q_in: str) -> None:
+    duck, pg = stores
+    expected = every_page(duck, q, q_in, limit=1000)
+    assert every_page(pg, q, q_in, limit=37) == expected
+    assert every_page(pg, q, q_in, limit=1000) == expected
+
+
+def test_the_expected_items_are_found_on_postgres(stores: tuple[Connection, Connection]) -> None:
+    _, pg = stores
+    assert every_page(pg, "zebra", "conversation", 100) == ids(*range(500, N_ROWS + 12, 500))
+    assert every_page(pg, "unicorns", "answers", 100) == ids(7)  # the edited answer
+    assert every_page(pg, "unicorns", "conversation", 100) == ids(7)
+    assert every_page(pg, "acme", "conversation", 100) == []  # the system prompt only
+    assert len(every_page(pg, "acme", "all", 9000)) == len(TEXTS) + N_ROWS
+    assert len(every_page(pg, "hello", "conversation", 9000)) == N_ROWS + 2  # 11 and 7
+
+
+def test_an_index_from_before_migration_50_is_converted_and_found(tmp_path: Path,
+                                                                  pg_url: str) -> None:
+    rows = [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
+    with opened(pg_url, up_to=49) as con:
+        load(con, rows)  # postings in search_terms, keys in search_docs
+        assert table_exists(con, "search_terms")
+    with opened(pg_url) as con:  # migration 50
+        assert not table_exists(con, "search_terms")
+        assert vector_search(con, "refund").rare
+        assert every_page(con, "refund", "conversation", 10) == ids(4, 5, 6, 9)
+        assert every_page(con, "パスワード", "conversation", 10) == ids(0)
+        assert every_page(con, "refu*", "conversation", 10) == ids(4, 5, 6, 7, 9)
+        assert every_page(con, "billing", "all", 20) == ids(*range(len(TEXTS)))
+        assert every_page(con, "billing", "conversation", 20) == []
