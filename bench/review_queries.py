@@ -36,9 +36,7 @@ import pyarrow.compute as pc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storage.backend import DATABASE_ERRORS, is_postgres, is_postgres_url, staged
-from storage.backend.dialect import dialect_of
 from storage.backend.pg_connection import PgConnection
-from storage.backend.pg_database import json_as_text
 from storage.db import Connection, connect
 from storage.interactions import InteractionFilter
 from storage.items import list_review_items, review_item
@@ -208,13 +206,11 @@ def check_index(con: Connection, world: dict[str, Any], rng: np.random.Generator
         expected = batch_forward_index(row).docs.to_pylist()[0]
         keys, fields = con.execute("SELECT term_keys, term_fields FROM search_docs "
                                    "WHERE interaction_id = ?", [item_id]).fetchall()[0]
+        stored = dict(con.execute("SELECT term_key, fields FROM search_terms WHERE "
+                                  "interaction_id = ?", [item_id]).fetchall())
         hook = dict(zip(expected["term_keys"], expected["term_fields"], strict=True))
-        assert dict(zip(keys, fields, strict=True)) == hook, \
+        assert dict(zip(keys, fields, strict=True)) == hook == stored, \
             f"seeded index differs from the hook's for {item_id}"
-        if dialect_of(con).search_postings:  # (Postgres: a tsvector generated from these)
-            stored = dict(con.execute("SELECT term_key, fields FROM search_terms WHERE "
-                                      "interaction_id = ?", [item_id]).fetchall())
-            assert stored == hook, f"seeded postings differ from the hook's for {item_id}"
 
 
 def timed(fn: Callable[[], Any], runs: int) -> tuple[float, float]:
@@ -328,7 +324,6 @@ def open_bench_store(spec: str, workdir: Path) -> tuple[Connection, bool, str]:
     if is_postgres_url(spec):
         raw = psycopg.connect(spec, autocommit=True, options="-c timezone=UTC",
                               application_name="tuneloop-bench")
-        json_as_text(raw)  # as the store's own connections: JSON comes back as text
         migrate(PgConnection(raw, ddl=True))
         con: Connection = PgConnection(raw)
         fresh = con.execute("SELECT count(*) FROM interactions").fetchall()[0][0] == 0
@@ -369,10 +364,9 @@ def main() -> None:
         # autovacuum would do after a bulk load) so index-only scans are index-only
         con.execute("VACUUM ANALYZE" if is_postgres(con) else "CHECKPOINT")
     check_index(con, world, rng)
-    terms = "count(*) FROM search_terms" if dialect_of(con).search_postings \
-        else "sum(cardinality(term_keys)) FROM search_docs"
-    counts = con.execute(f"SELECT (SELECT count(*) FROM interactions), (SELECT {terms}), "
-                         "(SELECT count(*) FROM reviews)").fetchall()[0]
+    counts = con.execute("SELECT (SELECT count(*) FROM interactions), "
+                         "(SELECT count(*) FROM search_terms), (SELECT count(*) FROM reviews)"
+                         ).fetchall()[0]
     print(f"\n{backend}: {counts[0]:,} interactions, {counts[1]:,} term-index rows, "
           f"{counts[2]:,} reviewed; seeded in {world.get('seconds', 0):.0f} s; "
           f"{store_size(con, spec)}; {runs_note(args.runs)}\n")
@@ -402,9 +396,7 @@ def _reload(con: Connection, rows: int, rng: np.random.Generator) -> dict[str, A
         "SELECT endpoint FROM interactions ORDER BY id").fetchall()])
     vocab = vocabulary(rng, VOCABULARY)  # the same draws as the seeding's: same words
     cjk = cjk_vocabulary(rng, CJK_VOCABULARY)
-    postings = "search_terms" if dialect_of(con).search_postings else \
-        "(SELECT unnest(term_keys) AS term_key FROM search_docs) d"
-    frequency = dict(con.execute(f"SELECT term_key, count(*) FROM {postings} GROUP BY 1")
+    frequency = dict(con.execute("SELECT term_key, count(*) FROM search_terms GROUP BY 1")
                      .fetchall())
     history = con.execute("SELECT interaction_id FROM review_revisions WHERE action = 'undo' "
                           "LIMIT 1").fetchall()[0][0]

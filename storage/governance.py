@@ -21,6 +21,7 @@ from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.lookup import ids_condition
 from storage.records import forgotten_user_key
+from storage.search_index import POSTINGS, delete_postings
 from storage.spool import Spool
 from storage.transaction import transaction
 
@@ -54,6 +55,10 @@ def _delete(con: Connection, condition: str, params: list[Any], *,
         )
         if before is not None:
             before(con)
+        if dialect.name == "postgres":  # before search_docs, which finds them
+            keep = keep | {POSTINGS}
+            deleted[POSTINGS] = delete_postings(con, [r[0] for r in con.execute(
+                "SELECT id FROM _doomed ORDER BY id").fetchall()])
         for table in dependent_tables(con):
             if table in keep:
                 continue

@@ -2,6 +2,14 @@
 -- storage/migrations/ (the source of truth). Do not edit: add a migration, then
 -- run the command again.
 
+CREATE FUNCTION public.tuneloop_search_docs_lexemes() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+        BEGIN
+            NEW.lexemes := tuneloop_search_vector(NEW.term_keys, NEW.term_fields);
+            RETURN NEW;
+        END $$;
+
 CREATE FUNCTION public.tuneloop_search_vector(keys bigint[], fields smallint[]) RETURNS tsvector
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
@@ -274,11 +282,17 @@ CREATE TABLE public.search_docs (
     interaction_id character varying NOT NULL,
     term_keys bigint[] NOT NULL,
     term_fields smallint[] NOT NULL,
-    lexemes tsvector GENERATED ALWAYS AS (public.tuneloop_search_vector(term_keys, term_fields)) STORED
+    lexemes tsvector
 );
 
 CREATE TABLE public.search_pending (
     interaction_id character varying NOT NULL
+);
+
+CREATE TABLE public.search_terms (
+    term_key bigint NOT NULL,
+    interaction_id character varying NOT NULL,
+    fields smallint NOT NULL
 );
 
 CREATE TABLE public.search_words (
@@ -378,6 +392,10 @@ CREATE INDEX interactions_by_user ON public.interactions USING btree (user_id);
 
 CREATE INDEX search_docs_lexemes ON public.search_docs USING gin (lexemes);
 
+CREATE INDEX search_terms_by_term ON public.search_terms USING btree (term_key, interaction_id) INCLUDE (fields);
+
 CREATE INDEX search_words_by_interaction ON public.search_words USING btree (interaction_id);
 
 CREATE INDEX search_words_by_prefix ON public.search_words USING btree (word text_pattern_ops);
+
+CREATE TRIGGER search_docs_lexemes BEFORE INSERT OR UPDATE OF term_keys, term_fields ON public.search_docs FOR EACH ROW EXECUTE FUNCTION public.tuneloop_search_docs_lexemes();

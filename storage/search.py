@@ -14,7 +14,8 @@ when it holds every term of the query in the searched fields (`q_in`):
 On DuckDB the rarest term (estimated on the newest postings) drives the search: its postings
 give candidates newest first; the other terms are checked on those candidates only, through
 the per-interaction term keys. On Postgres the whole query is one tsquery on the
-per-interaction tsvector, with a plan of its own (storage.search_pg).
+per-interaction tsvector, with a plan of its own (storage.search_pg), once migration 50 is
+finished (storage.search_vectors); the postings until then.
 
 The index is written by a background indexer (storage.search_queue), a moment after ingest.
 The interactions ingested and not yet indexed (the newest TAIL_ROWS of them) are tokenized at
@@ -35,6 +36,7 @@ from storage.lookup import ids_condition
 from storage.search_index import FIELD_BITS, batch_forward_index, pending_rows
 from storage.search_pg import VectorSearch
 from storage.search_text import grams, stems, term_key, tokenize
+from storage.search_vectors import vectors_ready
 from tuneloop.errors import BadRequest
 
 MAX_QUERY_TERMS = 8  # words, prefixes and runs of characters
@@ -42,6 +44,7 @@ MAX_QUERY_GRAMS = 32
 MIN_PREFIX = 2
 MAX_PREFIX_WORDS = 1000
 SAMPLE_POSTINGS = 2_000_000
+SAMPLE_DOCS = 30_000  # on Postgres: the sample is the postings of the newest interactions
 TAIL_ROWS = 500  # the newest interactions not yet indexed, matched at query time
 SCOPES = {
     "conversation": FIELD_BITS["user"] | FIELD_BITS["answer"],
@@ -122,14 +125,25 @@ def rarest(con: Connection, groups: Sequence[frozenset[int]], bits: int) -> int:
     if len(groups) == 1:
         return 0
     every = frozenset().union(*groups)
-    total = con.execute("SELECT count(*) FROM search_terms").fetchall()[0][0]
-    # the last SAMPLE_POSTINGS rows by rowid: postings arrive in id order; the scan skips
-    # the older row groups
+    newest, params = newest_postings(con)
     counts = dict(con.execute(
-        f"SELECT term_key, count(*) FROM search_terms WHERE rowid >= ? AND term_key IN "
-        f"({_key_list(every)}) AND (fields & ?) <> 0 GROUP BY 1",
-        [max(0, total - SAMPLE_POSTINGS), bits]).fetchall())
+        f"SELECT term_key, count(*) FROM search_terms WHERE {newest} AND term_key IN "
+        f"({_key_list(every)}) AND (fields & ?) <> 0 GROUP BY 1", [*params, bits]).fetchall())
     return min(range(len(groups)), key=lambda n: sum(counts.get(k, 0) for k in groups[n]))
+
+
+def newest_postings(con: Connection) -> tuple[str, list[Any]]:
+    """The condition on search_terms that keeps its newest postings (the sample `rarest`
+    counts in). DuckDB: the last SAMPLE_POSTINGS rows by rowid (postings arrive in id order;
+    the scan skips row groups). Postgres (until its tsvector is ready, migration 50) has no
+    rowid: the postings of the newest SAMPLE_DOCS interactions, which the (term_key,
+    interaction_id) index of migration 39 counts as a short range per term."""
+    if dialect_of(con).row_positions:
+        total = con.execute("SELECT count(*) FROM search_terms").fetchall()[0][0]
+        return "rowid >= ?", [max(0, total - SAMPLE_POSTINGS)]
+    bound = con.execute("SELECT interaction_id FROM search_docs ORDER BY interaction_id DESC "
+                        "LIMIT 1 OFFSET ?", [SAMPLE_DOCS]).fetchall()
+    return "interaction_id >= ?", [bound[0][0] if bound else ""]
 
 
 class IndexedSearch(Protocol):
@@ -138,8 +152,9 @@ class IndexedSearch(Protocol):
 
 
 class PostingsSearch:
-    """DuckDB: the postings of the rarest term give candidates newest first; the other terms
-    are checked on those candidates only, through the per-interaction term keys."""
+    """DuckDB (and Postgres until its tsvector is ready): the postings of the rarest term
+    give candidates newest first; the other terms are checked on those candidates only,
+    through the per-interaction term keys."""
 
     def __init__(self, con: Connection, groups: Sequence[frozenset[int]], bits: int):
         self.bits = bits
@@ -189,8 +204,8 @@ class TermSearch:
         self.bits = scope_bits(q_in)
         groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
         self.indexed: IndexedSearch = (
-            PostingsSearch(con, groups, self.bits) if dialect_of(con).search_postings
-            else VectorSearch(con, groups, self.bits))
+            VectorSearch(con, groups, self.bits) if vectors_ready(con)
+            else PostingsSearch(con, groups, self.bits))
         self.tail = unindexed_matches(con, groups, self.bits)
 
     def candidates(self, con: Connection, before: str | None,

@@ -25,8 +25,7 @@ and replicas already serving a Postgres destination are told to reload routes an
 (storage.notify); the rows they write meanwhile stay, and the check counts them as beyond the
 source (storage.transfer_verify). A row that can't be read or written stops the copy with its
 table, key and reason (storage.transfer_rows). The search index is copied like any table (it
-is derived from interactions, but rebuilding it costs more than copying it), but for DuckDB's
-postings (DERIVED), which Postgres doesn't keep: rebuilt from search_docs when copied into DuckDB.
+is derived from interactions, but rebuilding it costs more than copying it).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from storage.backend import DATABASE_ERRORS, is_postgres, staged
 from storage.backend.dialect import table_exists
 from storage.db import Connection
 from storage.notify import TOPICS, notify
-from storage.search_index import rebuild_postings
+from storage.search_vectors import build_vectors
 from storage.store import Store
 from storage.transaction import transaction
 from storage.transfer_read import (
@@ -75,12 +74,6 @@ TABLE_ORDER = (
 SEQUENCES = {"route_history_seq": ("route_history", "seq"),
              "cycle_steps_seq": ("cycle_steps", "seq")}
 """Each sequence and the column it numbers: set past that column's maximum after the copy."""
-
-DERIVED = frozenset({"search_terms"})
-"""Tables one store derives from another table and the other store doesn't keep: the
-postings of DuckDB's search index (Postgres searches a tsvector generated in search_docs,
-migration 50). Not copied to a store without them; rebuilt in one that has them
-(storage.search_index `rebuild_postings`) when the source has none."""
 
 SOURCE_WINS = frozenset({"search_words"})
 """Tables whose source row replaces one a replica wrote first during the copy: a word's row
@@ -123,7 +116,6 @@ class Transfer:
         self.source_label, self.dest_label = source_label, dest_label
         self.batch_rows = batch_rows
         self.to_postgres = bool(dest.read_sync(is_postgres))
-        self.rebuilt: list[str] = []  # DERIVED tables rebuilt in the destination (prepare)
 
     # -- what to copy, and where a previous run stopped -------------------------------------
     def prepare(self) -> list[PlannedTable]:
@@ -131,9 +123,6 @@ class Transfer:
         destination. Raises TransferRefused for a destination with other data."""
         source = self.source.read_sync(self._source_tables)
         dest_tables = set(self.dest.read_sync(user_tables))
-        names = {s.name for s, _ in source}
-        self.rebuilt = sorted(DERIVED & dest_tables - names)
-        source = [(s, n) for s, n in source if s.name in dest_tables or s.name not in DERIVED]
         missing = [s.name for s, _ in source if s.name not in dest_tables]
         if missing:
             raise TransferRefused(f"the destination has no table {', '.join(missing)}: is it "
@@ -238,9 +227,9 @@ class Transfer:
     def copy(self, plan: list[PlannedTable], progress: Progress | None = None) -> None:
         for table in plan:
             self.copy_table(table, progress)
-        if "search_terms" in self.rebuilt:
-            self.dest.write_sync(rebuild_postings)
         self.dest.write_sync(self._finish)
+        if self.to_postgres:  # outside a transaction (CREATE INDEX CONCURRENTLY)
+            self.dest.read_sync(analyzed)
 
     def copy_table(self, table: PlannedTable, progress: Progress | None = None) -> None:
         spec, total = table.spec, table.source_rows
@@ -357,3 +346,10 @@ def advance_sequence(con: Connection, name: str, past: int) -> None:
     last = int(row[0]) if row and row[0] is not None else 0
     if past > last:  # DuckDB can't set a sequence: draw the values up to `past`
         con.execute(f"SELECT max(nextval('{name}')) FROM range(?)", [past - last])
+
+
+def analyzed(con: Connection) -> None:
+    """Postgres after a copy: the search vectors finished (storage.search_vectors) and the
+    planner's statistics gathered (autovacuum would, later: search plans by them)."""
+    build_vectors(con)
+    con.execute("ANALYZE")

@@ -11,10 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.governance import apply_retention, dependent_tables, forget_user
-from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
 from storage.search_index import index_batch, index_edit
 from storage.spool import Spool
@@ -141,9 +139,8 @@ def retention_deletes_old_interactions(con: Connection) -> None:
     assert [r[0] for r in con.execute("SELECT id FROM interactions").fetchall()] == ["i2"]
     # exported datasets stay traceable: lineage pointers are kept by retention
     assert con.execute("SELECT count(*) FROM dataset_items").fetchall()[0][0] == 3
-    postings = {"search_terms"} if dialect_of(con).search_postings else set()
     assert {"reviews", "review_revisions", "feedback", "interaction_tags", "search_docs",
-            "dataset_items", *postings} <= set(dependent_tables(con))
+            "search_terms", "dataset_items"} <= set(dependent_tables(con))
 
 
 def test_forget_and_retention_reach_the_quarantine(proxy: ProxyServer, tmp_path: Path) -> None:
@@ -191,9 +188,9 @@ def test_forget_refuses_bad_bodies(proxy: ProxyServer, body: dict[str, Any]) -> 
 
 
 def test_forget_deletes_the_users_postings_edits_included(store: str) -> None:
-    """A forgotten interaction leaves nothing in the search index, an edit's added terms
-    included (DuckDB: its postings; Postgres: its search_docs row, whose tsvector is the
-    index, migration 50); the other users' entries stay."""
+    """search_terms has no index by interaction on Postgres (migration 48): a forgotten
+    interaction's postings are found by its keys in search_docs, an edit's added ones too;
+    the other users' postings stay."""
     now = datetime.now(UTC)
 
     def row(n: int, user: str, text: str) -> dict[str, Any]:
@@ -210,21 +207,12 @@ def test_forget_deletes_the_users_postings_edits_included(store: str) -> None:
         index_edit(con, "i0", [{"role": "user", "content": "refund my order"},
                                {"role": "assistant", "content": "zebra unicorn answer"}])
 
-        def found(q: str) -> list[str]:
-            return find_ids(con, ReviewQuery(q=q), limit=10)[0]
-
         def postings() -> dict[str, int]:
-            table = "search_terms" if dialect_of(con).search_postings else "search_docs"
-            return dict(con.execute(f"SELECT interaction_id, count(*) FROM {table} "
+            return dict(con.execute("SELECT interaction_id, count(*) FROM search_terms "
                                     "GROUP BY 1").fetchall())
 
         before = postings()
-        assert found("zebra") == ["i0"] and found("refund") == ["i2", "i0"]
+        assert before["i0"] > before["i1"] > 0 and before["i2"] > 0
         deleted = forget_user(con, "alice").deleted
-        assert found("zebra") == [] and found("refund") == ["i2"]
+        assert deleted["search_terms"] == before["i0"] + before["i1"]
         assert postings() == {"i2": before["i2"]}
-        if dialect_of(con).search_postings:
-            assert before["i0"] > before["i1"] > 0 and before["i2"] > 0
-            assert deleted["search_terms"] == before["i0"] + before["i1"]
-        else:
-            assert deleted["search_docs"] == 2 and "search_terms" not in deleted

@@ -15,7 +15,6 @@ import psycopg
 import pytest
 
 from storage.backend import is_postgres_url, staged
-from storage.backend.dialect import dialect_of
 from storage.backend.pg_connection import PgConnection
 from storage.db import Connection, connect
 from storage.governance import forget_user
@@ -198,9 +197,8 @@ def rebuilt_index_is_searched(con: Connection) -> None:
     assert found(con, "パスワード") == ids(0) and found(con, "refund") == ids(4, 5, 6, 9)
     assert found(con, "billing") == [] and found(con, "refu*") == ids(4, 5, 6, 7, 9)
     # the backfill goes in chunks and skips what is indexed
-    if dialect_of(con).search_postings:
-        con.execute("DELETE FROM search_terms WHERE interaction_id IN (SELECT interaction_id "
-                    "FROM search_docs WHERE interaction_id > ?)", [ids(6)[0]])
+    con.execute("DELETE FROM search_terms WHERE interaction_id IN (SELECT interaction_id "
+                "FROM search_docs WHERE interaction_id > ?)", [ids(6)[0]])
     con.execute("DELETE FROM search_docs WHERE interaction_id > ?", [ids(6)[0]])
     assert backfill(con, chunk_rows=5) == len(TEXTS)
     assert found(con, "hello") == ids(11) and found(con, "refund") == ids(4, 5, 6, 9)

@@ -1,7 +1,7 @@
 """Search on Postgres runs on its own machinery (migration 50): a tsvector per interaction with
 a GIN index, and a plan of its own for newest-first pages (storage.search_pg); it finds what
-DuckDB's postings find, CJK, prefixes, scopes and paging included; a store indexed before
-migration 50 is converted in SQL and still found."""
+DuckDB's postings find, CJK, prefixes, scopes and paging included (a store indexed before
+migration 50: tests/test_search_upgrade)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from storage.queue import ReviewQuery, find_ids
 from storage.search import parse_query, scope_bits, term_keys
 from storage.search_index import index_edit
 from storage.search_pg import VectorSearch
+from storage.search_vectors import build_vectors, vectors_ready
 from tests.test_search_languages import TEXTS, ids, item, load, opened
 
 WORDS = ["refund", "refunded", "invoice", "parcel", "shipping", "password", "billing",
@@ -57,6 +58,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory,
         for con in (duck, pg):
             load(con, corpus())
             index_edit(con, ids(7)[0], edit)
+        assert build_vectors(pg) == (True, "")  # as the indexer does (storage.search_vectors)
         pg.execute("VACUUM ANALYZE search_docs")  # as autovacuum would: the GIN merged
         yield duck, pg
     cluster.drop_database(url)
@@ -82,10 +84,11 @@ def plan(con: Connection, sql_params: tuple[str, list[Any]]) -> str:
     return "\n".join(r[0] for r in con.execute(f"EXPLAIN {sql}", params).fetchall())
 
 
-def test_postgres_keeps_a_tsvector_with_a_gin_index_and_no_postings(
+def test_postgres_keeps_a_tsvector_with_a_gin_index_and_the_postings(
         stores: tuple[Connection, Connection]) -> None:
+    """The postings stay for the replicas of before migration 50 (tests/test_search_upgrade)."""
     _, pg = stores
-    assert not table_exists(pg, "search_terms")
+    assert table_exists(pg, "search_terms") and vectors_ready(pg)
     assert pg.execute("SELECT count(*) FROM search_docs WHERE lexemes <> ''::tsvector"
                       ).fetchall() == [(len(TEXTS) + N_ROWS,)]
     index = pg.execute("SELECT indexdef FROM pg_indexes WHERE indexname = "
@@ -136,19 +139,3 @@ def test_the_expected_items_are_found_on_postgres(stores: tuple[Connection, Conn
     assert every_page(pg, "acme", "conversation", 100) == []  # the system prompt only
     assert len(every_page(pg, "acme", "all", 9000)) == len(TEXTS) + N_ROWS
     assert len(every_page(pg, "hello", "conversation", 9000)) == N_ROWS + 2  # 11 and 7
-
-
-def test_an_index_from_before_migration_50_is_converted_and_found(tmp_path: Path,
-                                                                  pg_url: str) -> None:
-    rows = [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
-    with opened(pg_url, up_to=49) as con:
-        load(con, rows)  # postings in search_terms, keys in search_docs
-        assert table_exists(con, "search_terms")
-    with opened(pg_url) as con:  # migration 50
-        assert not table_exists(con, "search_terms")
-        assert vector_search(con, "refund").rare
-        assert every_page(con, "refund", "conversation", 10) == ids(4, 5, 6, 9)
-        assert every_page(con, "パスワード", "conversation", 10) == ids(0)
-        assert every_page(con, "refu*", "conversation", 10) == ids(4, 5, 6, 7, 9)
-        assert every_page(con, "billing", "all", 20) == ids(*range(len(TEXTS)))
-        assert every_page(con, "billing", "conversation", 20) == []

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from storage.backend.dialect import dialect_of
 from storage.governance import forget_user
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
@@ -67,11 +66,9 @@ def count(db: Store, sql: str) -> int:
 
 
 def postings(db: Store) -> list[tuple[Any, ...]]:
-    """Every interaction's terms with their fields, as the index holds them (search_docs: on
-    Postgres its tsvector is generated from them, on DuckDB its postings copy them)."""
-    return [(r[0], sorted(zip(r[1], r[2], strict=True))) for r in db.read_sync(
-        lambda con: con.execute("SELECT interaction_id, term_keys, term_fields FROM search_docs "
-                                "ORDER BY 1").fetchall())]
+    """Every row of the term index (repeats kept: a stem of two words of a text is two)."""
+    return [tuple(r) for r in db.read_sync(lambda con: con.execute(
+        "SELECT term_key, interaction_id, fields FROM search_terms ORDER BY 1, 2, 3").fetchall())]
 
 
 def search(db: Store) -> dict[str, list[str]]:
@@ -179,8 +176,7 @@ def test_a_forget_while_the_indexer_computes_leaves_no_terms_of_the_user(db: Sto
     taken = db.write_sync(lambda con: store_claimed(con, forward, batch["id"].to_pylist()))
     assert taken == len(rows) // 2
     alice = [r["id"] for r in rows if r["user_id"] == "alice"]
-    postings = ("search_terms",) if db.read_sync(dialect_of).search_postings else ()
-    for table in ("search_docs", *postings, "search_words"):
+    for table in ("search_docs", "search_terms", "search_words"):
         left = db.read_sync(lambda con, table=table: con.execute(
             f"SELECT count(*) FROM {table} WHERE interaction_id = ANY(?)", [alice]).fetchall())
         assert left[0][0] == 0, table

@@ -70,7 +70,7 @@ def test_the_indexer_reading_ahead_indexes_every_listed_row(store: str, tmp_path
             indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=5)
             indexed = await indexer.index_pending()
             docs = await db.read(lambda con: con.execute(
-                "SELECT count(DISTINCT interaction_id) FROM search_docs").fetchall()[0][0])
+                "SELECT count(DISTINCT interaction_id) FROM search_terms").fetchall()[0][0])
             return indexed, indexer.stats.lag_rows, int(docs)
         finally:
             db.close()

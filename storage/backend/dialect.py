@@ -20,9 +20,6 @@ class DuckDialect:
     name = "duckdb"
     # rows have storage positions (`rowid`), in insertion order
     row_positions = True
-    # text search reads postings (search_terms, one row per term of an interaction); without
-    # them (Postgres, migration 50) a tsvector per interaction (storage.search_pg)
-    search_postings = True
 
     def _path(self, path: Path) -> str:
         out = "$"
@@ -111,7 +108,6 @@ class PgDialect(DuckDialect):
     name = "postgres"
     unescapes_nul_badly = True
     row_positions = False
-    search_postings = False
 
     def _steps(self, path: Path) -> str:
         return "".join(f"->{step}" if isinstance(step, int) else f"->{_quote(step)}"

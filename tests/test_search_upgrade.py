@@ -1,0 +1,141 @@
+"""A rolling deploy across migration 50 on Postgres (review r12z HIGH 2): the migration
+neither rewrites nor holds search_docs (its tsvector is filled in batches afterwards and its
+GIN index built concurrently), and the replicas still running the version before it go on
+searching, editing and forgetting through the postings, which this version keeps writing.
+
+The old replica is its statements, as version 49 (cd19f3d^1) sends them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from storage.backend.dialect import table_exists
+from storage.db import Connection
+from storage.governance import forget_interactions
+from storage.queue import ReviewQuery, find_ids
+from storage.records import insert_interactions, to_arrow
+from storage.search_index import forward_index
+from storage.search_text import stems, term_key
+from storage.search_vectors import build_vectors, vectors_ready
+from tests.test_search_languages import TEXTS, ids, item, load, opened
+
+# version 49's search: the postings of a term, newest first (its storage.search)
+OLD_SEARCH = ("SELECT interaction_id FROM search_terms WHERE term_key = ? AND (fields & ?) <> 0 "
+              "AND interaction_id >= ? ORDER BY interaction_id DESC LIMIT ?")
+# version 49's edit: the merged keys into search_docs, the new ones as postings (index_edit)
+OLD_EDIT = ("UPDATE search_docs SET term_keys = ?::BIGINT[], term_fields = ? "
+            "WHERE interaction_id = ?")
+OLD_POSTING = "INSERT INTO search_terms (term_key, interaction_id, fields) VALUES (?, ?, ?)"
+# version 49's indexer writes search_docs by its three columns
+OLD_DOC = "INSERT INTO search_docs (interaction_id, term_keys, term_fields) VALUES (?, ?, ?)"
+# version 49's forget: the postings by the keys in search_docs, then the row (governance)
+OLD_FORGET = ("DELETE FROM search_terms t USING (SELECT d.interaction_id, k.term_key FROM "
+              "search_docs d CROSS JOIN LATERAL unnest(d.term_keys) AS k(term_key) "
+              "WHERE d.interaction_id = ANY(?::VARCHAR[])) p "
+              "WHERE t.term_key = p.term_key AND t.interaction_id = p.interaction_id")
+CONVERSATION = 2 | 4
+
+
+def key(word: str) -> int:
+    return term_key(stems([word])[0])
+
+
+def old_search(con: Connection, word: str) -> list[str]:
+    return [r[0] for r in con.execute(OLD_SEARCH, [key(word), CONVERSATION, "", 100]
+                                      ).fetchall()]
+
+
+def new_search(con: Connection, q: str) -> list[str]:
+    return find_ids(con, ReviewQuery(q=q), limit=100)[0]
+
+
+def old_index(con: Connection, k: int, user: str, answer: str) -> str:
+    """What version 49's indexer writes for an interaction (the interaction itself too)."""
+    row = item(k, user, answer)
+    insert_interactions(con, to_arrow([row]))
+    docs = forward_index([row["id"]], [("", user, answer)]).docs.to_pylist()[0]
+    con.execute(OLD_DOC, [row["id"], docs["term_keys"], docs["term_fields"]])
+    for term, fields in zip(docs["term_keys"], docs["term_fields"], strict=True):
+        con.execute(OLD_POSTING, [term, row["id"], fields])
+    return str(row["id"])
+
+
+def relation_file(con: Connection) -> Any:
+    return con.execute("SELECT pg_relation_filenode('search_docs')").fetchall()[0][0]
+
+
+def test_migration_50_keeps_search_docs_in_place_and_builds_its_index_afterwards(
+        pg_url: str) -> None:
+    rows = [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
+    with opened(pg_url, up_to=49) as con:
+        load(con, rows)
+        before = relation_file(con)
+    with opened(pg_url) as con:  # migration 50 alone, as at a replica's start
+        assert relation_file(con) == before  # no rewrite: the lock was a catalog change's
+        assert not vectors_ready(con)
+        assert con.execute("SELECT count(*) FROM search_docs WHERE lexemes IS NULL"
+                           ).fetchall() == [(len(rows),)]
+        assert con.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'search_docs' "
+                           "AND indexdef LIKE '%gin%'").fetchall() == [(0,)]
+        # meanwhile search reads the postings, and finds what it found
+        assert new_search(con, "refund") == ids(4, 5, 6, 9)
+        # the indexer fills in batches; an old replica's write transaction open meanwhile
+        # does not stop it (row locks only)
+        writer = psycopg.connect(pg_url, autocommit=False)
+        try:
+            writer.execute("INSERT INTO search_docs (interaction_id, term_keys, term_fields) "
+                           "VALUES ('zz', '{1}', '{2}')")
+            con.execute("SET lock_timeout = '2s'")
+            ready, start = build_vectors(con, max_chunks=1, chunk_rows=5)
+            assert not ready and start == ids(4)[0]
+            writer.commit()
+        finally:
+            writer.close()
+        while not ready:
+            ready, start = build_vectors(con, start=start, max_chunks=1, chunk_rows=5)
+        assert vectors_ready(con)
+        assert con.execute("SELECT count(*) FROM search_docs WHERE lexemes IS NULL"
+                           ).fetchall() == [(0,)]
+        assert con.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'search_docs' "
+                           "AND attname = 'lexemes'").fetchall() == [(1,)]  # ANALYZEd
+        assert new_search(con, "refund") == ids(4, 5, 6, 9)
+        assert new_search(con, "パスワード") == ids(0)
+        assert new_search(con, "refu*") == ids(4, 5, 6, 7, 9)
+
+
+def test_an_old_replica_searches_edits_and_forgets_after_migration_50(pg_url: str) -> None:
+    rows = [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
+    with opened(pg_url, up_to=49) as con:
+        load(con, rows)
+    with opened(pg_url) as con:
+        build_vectors(con)
+        assert vectors_ready(con) and table_exists(con, "search_terms")
+        # this version's writes keep the postings the old replicas read
+        load(con, [item(40, "a refund for my parcel", "sure")])
+        assert old_search(con, "refund") == ids(40, 4, 5, 6, 9)
+        # the old replica indexes a row: its search_docs row gets lexemes from the trigger
+        new_id = old_index(con, 41, "where is the zeppelin refund", "on its way")
+        assert old_search(con, "zeppelin") == [new_id]
+        assert new_search(con, "zeppelin") == [new_id]
+        # the old replica edits an answer: the keys merged, the tsvector follows them
+        edited = ids(9)[0]
+        keys, fields = con.execute("SELECT term_keys, term_fields FROM search_docs "
+                                   "WHERE interaction_id = ?", [edited]).fetchall()[0]
+        con.execute(OLD_EDIT, [[*keys, key("unicorn")], [*fields, 4], edited])
+        con.execute(OLD_POSTING, [key("unicorn"), edited, 4])
+        assert old_search(con, "unicorn") == [edited]
+        assert new_search(con, "unicorn") == [edited]
+        # the old replica forgets: its statements run, and neither search finds the row
+        forgotten = ids(4)[0]
+        con.execute("BEGIN")
+        con.execute(OLD_FORGET, [[forgotten]])
+        con.execute("DELETE FROM search_docs WHERE interaction_id = ?", [forgotten])
+        con.execute("COMMIT")
+        assert old_search(con, "refund") == ids(40, 41, 5, 6, 9)
+        assert new_search(con, "refund") == ids(40, 41, 5, 6, 9)
+        # and this version's forget leaves no posting behind for the old replicas
+        forget_interactions(con, ids(5))
+        assert old_search(con, "refund") == ids(40, 41, 6, 9)
+        assert new_search(con, "refund") == ids(40, 41, 6, 9)
