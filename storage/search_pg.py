@@ -35,8 +35,10 @@ from storage.migrations.m050_search_vectors import FIELD_SUFFIXES
 
 KEY_MASK = (1 << 64) - 1
 RARE_FACTOR = 16  # rare: estimated matches below RARE_FACTOR * sqrt(rows)
-SPARSE = 64  # a common window with fewer than 1/SPARSE of its rows matching: go rare
+RARE_CAP_FACTOR = 2  # the rare shape reads at most this many times rare_limit matches
+SPARSE = 64  # a common window with fewer than 1/SPARSE of its rows matching: try rare
 SPARSE_MIN_WINDOW = 1024
+BIG_GROUP = 64  # lexemes: a group with more is asked as `@@ ANY` of one-lexeme tsqueries
 
 
 def lexeme(key: int) -> str:
@@ -44,12 +46,16 @@ def lexeme(key: int) -> str:
     return format(key & KEY_MASK, "x")
 
 
+def group_lexemes(group: frozenset[int], bits: int) -> list[str]:
+    suffixes = [suffix for bit, suffix in FIELD_SUFFIXES if bits & bit]
+    return [f"{lexeme(k)}{suffix}" for k in sorted(group) for suffix in suffixes]
+
+
 def tsquery(groups: Sequence[frozenset[int]], bits: int) -> str:
     """Every group (a term, or the terms of a prefix) present in one of the fields `bits`."""
-    suffixes = [suffix for bit, suffix in FIELD_SUFFIXES if bits & bit]
     parts = []
     for group in groups:
-        alternatives = [f"'{lexeme(k)}{suffix}'" for k in sorted(group) for suffix in suffixes]
+        alternatives = [f"'{lx}'" for lx in group_lexemes(group, bits)]
         parts.append(alternatives[0] if len(alternatives) == 1
                      else "(" + " | ".join(alternatives) + ")")
     return " & ".join(parts)
@@ -57,6 +63,21 @@ def tsquery(groups: Sequence[frozenset[int]], bits: int) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def match_condition(groups: Sequence[frozenset[int]], bits: int) -> str:
+    """The SQL condition on `lexemes` for every group: the small groups as one tsquery, each
+    big one (a prefix of many words) as `lexemes @@ ANY` of its lexemes, one tsquery each: the
+    GIN checks a candidate against the whole of a tsquery, so an OR of ~2,000 lexemes cost
+    ~2,000 steps for every row any of them matches (37 s a page at 300k rows, r12z HIGH 1);
+    `ANY` is one index scan per lexeme, the bitmaps ORed."""
+    small = [g for g in groups if len(group_lexemes(g, bits)) <= BIG_GROUP]
+    big = [g for g in groups if len(group_lexemes(g, bits)) > BIG_GROUP]
+    conditions = [f"lexemes @@ {_literal(tsquery(small, bits))}::tsquery"] if small else []
+    for group in big:  # the lexemes are hex digits and a suffix letter: nothing to escape
+        conditions.append("lexemes @@ ANY(ARRAY[" + ", ".join(
+            f"'{lx}'::tsquery" for lx in group_lexemes(group, bits)) + "])")
+    return " AND ".join(conditions)
 
 
 def planned_rows(con: Connection, where: str) -> float:
@@ -73,11 +94,15 @@ class VectorSearch:
     batches (the indexed part of storage.search.TermSearch on Postgres)."""
 
     def __init__(self, con: Connection, groups: Sequence[frozenset[int]], bits: int):
-        self.query = _literal(tsquery(groups, bits)) + "::tsquery"
+        self.groups, self.bits = list(groups), bits
+        self.big = any(len(group_lexemes(g, bits)) > BIG_GROUP for g in groups)
+        self.condition = match_condition(groups, bits)
         rows = planned_rows(con, "TRUE")
-        self.estimate = planned_rows(con, f"lexemes @@ {self.query}")
+        self.estimate = planned_rows(con, self.condition)
         self.rare_limit = RARE_FACTOR * math.sqrt(max(rows, 1.0))
+        self.rare_cap = int(RARE_CAP_FACTOR * self.rare_limit)
         self.rare = self.estimate < self.rare_limit
+        self.windows_only = False  # the rare shape found too many: windows from now on
 
     def candidates(self, con: Connection, before: str | None,
                    count: int) -> tuple[list[str], str | None]:
@@ -87,29 +112,43 @@ class VectorSearch:
         return self._window(con, before, count)
 
     def rare_sql(self, before: str | None, count: int) -> tuple[str, list[Any]]:
-        """The rare shape: every match (the GIN), materialized, the newest `count` taken."""
+        """The rare shape: the matches (the GIN), at most rare_cap + 1 of them,
+        materialized, the newest `count` taken, with how many were read."""
         below, params = ("AND interaction_id < ? ", [before]) if before is not None else ("", [])
         return ("WITH matches AS MATERIALIZED (SELECT interaction_id FROM search_docs "
-                f"WHERE lexemes @@ {self.query} {below}) "
-                "SELECT interaction_id FROM matches ORDER BY interaction_id DESC LIMIT ?",
-                [*params, count])
+                f"WHERE {self.condition} {below}LIMIT ?) "
+                "SELECT interaction_id, (SELECT count(*) FROM matches) FROM matches "
+                "ORDER BY interaction_id DESC LIMIT ?", [*params, self.rare_cap + 1, count])
 
     def window_sql(self, before: str | None, count: int) -> tuple[str, list[Any]]:
-        """The common shape: the next `count` rows by the primary key, each tested."""
+        """The common shape: the next `count` rows by the primary key, each tested (a query
+        with a big group: their keys, tested here)."""
         below, params = ("WHERE interaction_id < ? ", [before]) if before is not None \
             else ("", [])
-        return (f"SELECT interaction_id, ts_match_vq(lexemes, {self.query}) FROM search_docs "
+        test = "term_keys, term_fields" if self.big else \
+            f"ts_match_vq(lexemes, {_literal(tsquery(self.groups, self.bits))}::tsquery)"
+        return (f"SELECT interaction_id, {test} FROM search_docs "
                 f"{below}ORDER BY interaction_id DESC LIMIT ?", [*params, count])
 
     def _rare(self, con: Connection, before: str | None,
               count: int) -> tuple[list[str], str | None]:
-        ids = [r[0] for r in con.execute(*self.rare_sql(before, count)).fetchall()]
+        rows = con.execute(*self.rare_sql(before, count)).fetchall()
+        if rows and rows[0][1] > self.rare_cap:  # many after all (an estimate without
+            self.rare, self.windows_only = False, True  # statistics, correlated terms)
+            return self._window(con, before, count)
+        ids = [r[0] for r in rows]
         return ids, (ids[-1] if len(ids) == count else None)
 
     def _window(self, con: Connection, before: str | None,
                 count: int) -> tuple[list[str], str | None]:
         rows: list[Any] = con.execute(*self.window_sql(before, count)).fetchall()
-        ids = [r[0] for r in rows if r[1]]
-        if count >= SPARSE_MIN_WINDOW and len(ids) * SPARSE < count:
-            self.rare = True  # sparse after all: the rest of the search reads the matches
+        ids = [r[0] for r in rows if self._holds(r)]
+        if not self.windows_only and count >= SPARSE_MIN_WINDOW and len(ids) * SPARSE < count:
+            self.rare = True  # sparse after all: try the matches (rare_cap of them at most)
         return ids, (rows[-1][0] if len(rows) == count else None)
+
+    def _holds(self, row: Any) -> bool:
+        if not self.big:
+            return bool(row[1])
+        held = {k for k, f in zip(row[1], row[2], strict=True) if f & self.bits}
+        return all(not held.isdisjoint(group) for group in self.groups)

@@ -28,19 +28,25 @@ QUERIES = [("refund", "conversation"), ("refu*", "conversation"), ("refu*", "all
            ("billing", "answers"), ("パスワード", "conversation"), ("ワード", "answers"),
            ("密码 order", "conversation"), ("strasse", "all"), ("parc* deliv*", "conversation"),
            ("zebra", "conversation"), ("hello", "conversation"), ("acme", "all"),
-           ("alpha beta", "conversation"), ("alpha zebra", "conversation")]
+           ("alpha beta", "conversation"), ("alpha zebra", "conversation"),
+           ("filler*", "conversation"), ("filler* zebra", "conversation"),
+           ("filler1* alpha", "answers"), ("zebra filler*", "all"), ("ancient", "conversation")]
 N_ROWS = 6000
 
 
 def corpus() -> list[dict[str, Any]]:
     """TEXTS, then N_ROWS rows of random words (fixed seed), each saying hello and alpha or
-    beta; one in 500 with a rare word; the shared system prompt names refunds and billing."""
+    beta; one in 500 with a rare word; the shared system prompt names refunds and billing; the
+    answers end with one of 150 words `filler0`.. (a prefix of many words); the oldest 4,000
+    say `ancient`."""
     pick = random.Random(12)
     rows = [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
     for k in range(len(TEXTS), len(TEXTS) + N_ROWS):
         user = " ".join(pick.sample(WORDS, 3)) + (" zebra" if k % 500 == 0 else "") \
             + (" alpha" if k % 2 else " beta")  # each in half the rows, never together
-        rows.append(item(k, f"hello {user}", " ".join(pick.sample(WORDS, 2))))
+        old = " ancient" if k < 4000 else ""  # common, but not in the newest 2,000 rows
+        rows.append(item(k, f"hello {user}{old}",
+                         " ".join(pick.sample(WORDS, 2)) + f" filler{k % 150}"))
     return rows
 
 
@@ -139,3 +145,47 @@ def test_the_expected_items_are_found_on_postgres(stores: tuple[Connection, Conn
     assert every_page(pg, "acme", "conversation", 100) == []  # the system prompt only
     assert len(every_page(pg, "acme", "all", 9000)) == len(TEXTS) + N_ROWS
     assert len(every_page(pg, "hello", "conversation", 9000)) == N_ROWS + 2  # 11 and 7
+
+
+def test_a_prefix_of_many_words_is_one_index_scan_a_word_not_one_tsquery(
+        stores: tuple[Connection, Connection]) -> None:
+    """r12z HIGH 1: the GIN checks each candidate against the whole tsquery, so a prefix of
+    ~1,000 words as one OR cost ~2,000 steps per matching row (37 s a page at 300k rows)."""
+    _, pg = stores
+    search = vector_search(pg, "filler* zebra")
+    assert search.big and search.rare
+    shape = plan(pg, search.rare_sql(None, 50))
+    assert "ANY" in shape and "Bitmap Index Scan on search_docs_lexemes" in shape
+    assert search.condition.count("|") == 1  # zebra in user | answer; filler* as ANY
+    assert search.candidates(pg, None, 50) == (ids(*range(500, N_ROWS + 12, 500)), None)
+
+
+def test_a_common_word_absent_from_the_newest_rows_does_not_read_every_match(
+        stores: tuple[Connection, Connection]) -> None:
+    """r12z HIGH 3: `ancient` is in 4,000 of 6,012 rows, none of the newest 2,000: the first
+    window finds none, the rare shape reads rare_cap + 1 matches (not all 4,000), sees them
+    many, and the search goes on by windows."""
+    _, pg = stores
+    search = vector_search(pg, "ancient")
+    assert not search.rare and 4000 > search.rare_cap
+    newest = len(TEXTS) + N_ROWS - 1
+    assert search.candidates(pg, None, 1024) == ([], ids(newest - 1023)[0])
+    assert search.rare
+    found, next_before = search.candidates(pg, ids(newest - 1023)[0], 1024)
+    assert not search.rare and search.windows_only
+    assert found == ids(*range(newest - 2047, 4000)) and next_before == ids(newest - 2047)[0]
+    found, _ = search.candidates(pg, next_before, 1024)
+    assert found == ids(*range(newest - 3071, newest - 2047))
+
+
+def test_a_query_taken_for_rare_that_is_not_goes_on_by_windows(
+        stores: tuple[Connection, Connection]) -> None:
+    """r12z MED 4: without statistics every estimate is small, and the rare shape read every
+    match; it reads rare_cap + 1 at most, then windows."""
+    _, pg = stores
+    search = vector_search(pg, "hello")
+    search.rare = True  # as an estimate without statistics makes it
+    newest = len(TEXTS) + N_ROWS - 1
+    found, next_before = search.candidates(pg, None, 100)
+    assert not search.rare and search.windows_only
+    assert found == ids(*range(newest - 99, newest + 1)) and next_before == ids(newest - 99)[0]
