@@ -5,21 +5,28 @@ The query is one tsquery: each term its lexemes (its 64-bit key in hex with the 
 field, as `tuneloop_search_vector` writes them) in the fields of `q_in` ORed
 (`conversation`: user or answer), a prefix the OR of the words seen with it (search_words, as
 on DuckDB), the terms ANDed. So both stores find the same items, and the GIN index answers
-the whole query, fields included (no row is read again to check a weight).
+the whole query, fields included (no row is read again to check a weight). A prefix of many
+words (more than BIG_GROUP lexemes) is its own condition, `lexemes @@ ANY` of one-lexeme
+tsqueries: the GIN checks each candidate against a whole tsquery (`match_condition`).
 
 Left to itself, the planner takes one of two shapes for `lexemes @@ q ORDER BY id DESC LIMIT n`
 and picks by its estimate, and a wrong pick is expensive: for a rare term, the primary key's
 index backwards, every row filtered (1.6-3.9 s at 1M rows); for a common term, a GIN bitmap of
-hundreds of thousands of rows, then sorted. So the shape is chosen here and forced:
+hundreds of thousands of rows, then sorted. So the shape is chosen here and forced, and each
+call's cost stays bounded by the page asked, not by the matches:
 
 - rare (estimated matches below `rare_limit`: the cost of reading every match is then below
-  that of reading the rows between the matches of a page): the GIN's matches, MATERIALIZED
-  (the planner can't turn it into the key scan), sorted, the first `count` taken;
+  that of reading the rows between the matches of a page): the GIN's matches, at most
+  `rare_cap` + 1 of them, MATERIALIZED (the planner can't turn it into the key scan), sorted,
+  the first `count` taken. More than `rare_cap` (an estimate without statistics, correlated
+  terms): the search goes on by windows, for good;
 - common: a window of the next `count` rows below `before` by the primary key, newest first,
-  each tested with `ts_match_vq` (the function behind `@@`: not indexable, so no bitmap).
-  A window in which the matches are sparse after all switches the search to the rare shape.
+  each tested with `ts_match_vq` (the function behind `@@`: not indexable, so no bitmap), or
+  by its keys here for a query with a big group. A window in which the matches are sparse
+  after all tries the rare shape (which, capped, gives up at once when they are many further
+  down: a word common overall but absent from the newest rows).
 
-The estimate is the planner's own for `lexemes @@ q` (from the lexeme frequencies ANALYZE
+The estimate is the planner's own for the condition (from the lexeme frequencies ANALYZE
 keeps in pg_stats, most_common_elems): planning only, no rows read.
 """
 

@@ -7,6 +7,7 @@ The old replica is its statements, as version 49 (cd19f3d^1) sends them."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
@@ -16,9 +17,11 @@ from storage.db import Connection
 from storage.governance import forget_interactions
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
-from storage.search_index import forward_index
+from storage.search_index import SearchIndexer, forward_index
+from storage.search_queue import BackgroundIndexer
 from storage.search_text import stems, term_key
 from storage.search_vectors import build_vectors, vectors_ready
+from storage.store import open_store
 from tests.test_search_languages import TEXTS, ids, item, load, opened
 
 # version 49's search: the postings of a term, newest first (its storage.search)
@@ -139,3 +142,30 @@ def test_an_old_replica_searches_edits_and_forgets_after_migration_50(pg_url: st
         forget_interactions(con, ids(5))
         assert old_search(con, "refund") == ids(40, 41, 6, 9)
         assert new_search(con, "refund") == ids(40, 41, 6, 9)
+
+
+def test_the_leading_replicas_indexer_finishes_migration_50_in_rounds(pg_url: str) -> None:
+    """A store migrated without finishing (a replica's startup finishes only a small one) is
+    finished by the search indexer, a round at a time; search reads the vectors after."""
+    rows = [item(k, f"hello number {k}", "sure") for k in range(200)]
+    with opened(pg_url, up_to=49) as con:
+        load(con, rows)
+    with opened(pg_url):  # migration 50 alone
+        pass
+
+    async def run() -> list[bool]:
+        db = open_store(pg_url)
+        try:
+            indexer = BackgroundIndexer(db, SearchIndexer(None))
+            rounds = [await db.read(vectors_ready)]
+            while not rounds[-1] and len(rounds) < 50:
+                rounds.append(await indexer.finish_vectors())
+            return rounds
+        finally:
+            db.close()
+
+    rounds = asyncio.run(run())
+    assert rounds[0] is False and rounds[-1] is True
+    with opened(pg_url) as con:
+        assert vectors_ready(con)
+        assert new_search(con, "hello") == ids(*range(100, 200))
