@@ -24,19 +24,19 @@ def migrate_store(db: Store, *, up_to: int | None = None) -> list[int]:
     from storage.migrations import migrate
 
     if isinstance(db, PgDatabase):
-        return db.run_with_session_lock(MIGRATE_LOCK, lambda con: _migrate_pg(con, up_to))
+        done = db.run_with_session_lock(MIGRATE_LOCK, lambda con: migrate(con, up_to=up_to))
+        if up_to is None or up_to >= 50:
+            # after the lock: CREATE INDEX CONCURRENTLY waits for every transaction, those of
+            # replicas waiting for the migration lock too (a deadlock under it)
+            db.read_sync(_finish_small_vectors)
+        return done
     return db.write_sync(lambda con: migrate(con, up_to=up_to))
 
 
 STARTUP_VECTOR_CHUNKS = 5  # a store this small gets its search vectors at startup
 
 
-def _migrate_pg(con: Connection, up_to: int | None) -> list[int]:
-    """Migrate, then finish migration 50 here when the store is small (a new one): a larger
-    one is finished by the search indexer, in batches (storage.search_vectors)."""
-    from storage.migrations import migrate
-
-    done = migrate(con, up_to=up_to)
-    if up_to is None or up_to >= 50:
-        build_vectors(con, max_chunks=STARTUP_VECTOR_CHUNKS)
-    return done
+def _finish_small_vectors(con: Connection) -> None:
+    """Finish migration 50 here when the store is small (a new one): a larger one is finished
+    by the search indexer, in batches (storage.search_vectors)."""
+    build_vectors(con, max_chunks=STARTUP_VECTOR_CHUNKS)
