@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.cycle_config import CanaryConfig
+from exporter.intervals import binomial_cdf
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def history_doubt(stable: dict[str, Any], base: Baseline, alpha: float) -> str |
         return None
     rate = base.events / base.trials
     n, x = round(stable.get("trials", 0)), stable.get("failures", 0)
-    p = _at_most(math.floor(x + 1e-9), n, rate)
+    p = binomial_cdf(math.floor(x + 1e-9), n, rate)
     if p >= alpha:
         return None
     return (f"no worse than the current target's traffic before the canary, but its error "
@@ -87,15 +88,3 @@ def history_doubt(stable: dict[str, Any], base: Baseline, alpha: float) -> str |
             "a canary must not ease its promotion); it waits for the current target's own "
             "traffic")
 
-
-def _at_most(x: int, n: int, rate: float) -> float:
-    """P(X <= x) for X ~ Binomial(n, rate)."""
-    if x >= n or rate <= 0:
-        return 1.0
-    if rate >= 1:
-        return 0.0
-    log_p, log_q = math.log(rate), math.log1p(-rate)
-    terms = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-             + k * log_p + (n - k) * log_q for k in range(x + 1)]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))

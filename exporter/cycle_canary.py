@@ -143,8 +143,12 @@ def _promotion_held(canary: dict[str, Any], base: Baseline, params: SprtParams) 
     opinion that was skipped (the budget was full) or has not reported (r14 #2): those rows
     are unjudged, so for a rollback they count for nobody (an app key filling the budget must
     not roll a canary back), but a promotion must hold with every one of them counted as the
-    canary's error, else a bad canary whose failures are the ones left unjudged looks healthy."""
-    missing = canary.get("opinions_missing", 0)
+    canary's error, else a bad canary whose failures are the ones left unjudged looks healthy.
+    Each client key's count at most as many as its own judged requests on the canary (weighed,
+    `opinions_missing_weighed`): a key whose hang-ups are all skipped must not hold a clean
+    canary (r14c #1); a key's bad canary rows beside its own judged ones still count. A server
+    without that field (an older one): every missing row counts."""
+    missing = canary.get("opinions_missing_weighed", canary.get("opinions_missing", 0))
     if not missing:
         return None
     # against the baseline without its own unjudged failures: the bound a promotion needs
@@ -152,9 +156,9 @@ def _promotion_held(canary: dict[str, Any], base: Baseline, params: SprtParams) 
                  base.trials, base.events, params, base.kind)
     if worst.decision == "not_worse":
         return None
-    return (f"no worse, but {missing} of its failures or hang-ups still wait on a background "
+    return (f"no worse, but {missing:g} of its failures or hang-ups still wait on a background "
             f"second opinion (skipped: background_opinions_max or the key's share was full, or "
-            "not reported yet); "
+            "not reported yet; each key's at most its judged requests); "
             f"counted as its errors the canary would not pass ({worst.describe()})")
 
 

@@ -19,7 +19,13 @@ the others, so one app key flooding failures or hang-ups leaves room for another
 (skipped: `budget_full` / `key_share_full`, counted by reason in
 `tuneloop_background_opinions_skipped_total`). Only keys with an opinion
 in flight are remembered, so at most `limit` of them. At shutdown the pending ones are
-cancelled and log nothing, so their requests stay unjudged, as after a crash."""
+cancelled and log nothing, so their requests stay unjudged, as after a crash: an `asked` row
+also says by when its opinion is due in the store (`late_due`, epoch seconds: its deadline,
+plus `grace_s` for the spool's ingest), after which a missing opinion is lost, not pending
+(storage/route_health.py). Each routed row of a canary says which client key sent it
+(`client_key`: the same key as the share's, a digest keyed by a server secret, so the stored
+value tells nothing of the credential), so one key's skipped opinions weigh no more than its
+share of the canary's evidence (exporter/cycle_canary.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from prometheus_client import Counter
@@ -44,23 +51,37 @@ LATE_OPINION = "late_opinion"
 """The route field of a request judged by a background opinion (or that could not be)."""
 ASKED, BUDGET_FULL, TOO_QUICK = "asked", "budget_full", "too_quick"
 KEY_SHARE_FULL = "key_share_full"
+LATE_DUE = "late_due"
+"""The route field of an `asked` row: when (epoch seconds) its opinion's row is due."""
+CLIENT_KEY = "client_key"
+"""The route field of a canary's row: which client key sent it (`BackgroundOpinions.key_of`)."""
 PROBE_TRAFFIC = "probe"
 
 Log = Callable[[dict[str, object]], bool]
 
 
-def key_of(headers: Mapping[str, str]) -> str:
+def key_of(headers: Mapping[str, str], salt: bytes = b"") -> str:
     """Which client key a request came with, as the per-key share counts it: a digest of its
-    credential (never the credential itself; no credential is one key)."""
-    return hashlib.blake2b((bearer(headers) or "").encode(), digest_size=12).hexdigest()
+    credential keyed by `salt` (never the credential itself; no credential is one key)."""
+    return hashlib.blake2b((bearer(headers) or "").encode(), digest_size=8, key=salt[:64],
+                           person=b"tuneloop-key").hexdigest()
+
+
+def key_salt(secret: str) -> bytes:
+    """The client keys' digest key, derived from a server secret (the admin token, the same
+    on every replica) for this one use."""
+    return hashlib.blake2b(secret.encode(), person=b"tuneloop-keyid").digest()
 
 
 class BackgroundOpinions:
     """The background opinions of one process, at most `limit` at once."""
 
     def __init__(self, limit: int, log_record: Log, prices: PriceMap, redactor: Redactor,
-                 skipped: Counter, per_key: int | None = None):
+                 skipped: Counter, per_key: int | None = None, salt: bytes = b"",
+                 grace_s: float = 5.0):
         self.limit = limit
+        self.salt = salt
+        self.grace_s = grace_s
         self.per_key = limit if per_key is None else per_key
         self._of_key: dict[str, int] = {}  # keys with an opinion in flight: at most `limit`
         self._log = log_record
@@ -77,18 +98,22 @@ class BackgroundOpinions:
     def has_room(self) -> bool:
         return not self._closed and len(self._running) < self.limit
 
+    def key_of(self, headers: Mapping[str, str]) -> str:
+        return key_of(headers, self.salt)
+
     def skip(self, reason: str) -> str:
         """Count a background opinion not asked; the route's `late_opinion` then."""
         self._skipped.labels(reason).inc()
         return reason
 
     def take(self, probe: Capture, sending: Awaitable[UpstreamReply],
-             deadline_s: float | None, key: str = "") -> str:
+             deadline_s: float | None, key: str = "", bound_s: float = 0.0
+             ) -> dict[str, object]:
         """Let `sending` (the other arm asked, already running or not) judge the request in
-        the background: its answer must start within `deadline_s` (None: its own read
-        timeout). `key`: the request's client key (`key_of`). Returns the route's
-        `late_opinion`: `asked`, or `budget_full` / `key_share_full` (then `sending` is
-        cancelled)."""
+        the background: its answer must start within `deadline_s` (None: its own timeouts,
+        at most `bound_s` from now). `key`: the request's client key (`key_of`). Returns the
+        route's fields: `late_opinion` `asked` with its `late_due`, or `budget_full` /
+        `key_share_full` (then `sending` is cancelled)."""
         full = BUDGET_FULL if not self.has_room() else \
             KEY_SHARE_FULL if self._beyond_share(key) else None
         if full is not None:
@@ -96,13 +121,14 @@ class BackgroundOpinions:
                 sending.cancel()
             elif asyncio.iscoroutine(sending):
                 sending.close()
-            return self.skip(full)
+            return {LATE_OPINION: self.skip(full)}
         task = asyncio.get_running_loop().create_task(self._judge(probe, sending, deadline_s),
                                                       name="tuneloop-background-opinion")
         self._running.add(task)
         self._of_key[key] = self._of_key.get(key, 0) + 1
         task.add_done_callback(lambda done: self._done(done, key))
-        return ASKED
+        within = deadline_s if deadline_s is not None else bound_s
+        return {LATE_OPINION: ASKED, LATE_DUE: round(time.time() + within + self.grace_s, 3)}
 
     def _beyond_share(self, key: str) -> bool:
         """`key` has its share in flight, and one more would leave less than a share free

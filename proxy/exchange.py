@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from proxy.arm_cover import ArmCover
 from proxy.assemble import ASSEMBLERS, BodyDecoder
-from proxy.background_opinion import key_of
+from proxy.background_opinion import CLIENT_KEY
 from proxy.body import BodyLimits, parse_payload, read_body
 from proxy.capture import Capture, parse_json
 from proxy.context import ProxyContext
@@ -102,6 +102,12 @@ class Exchange:
         """The headers the upstream is asked with (the arm cover's, when a canary is open)."""
         self.suffix = ""
         self.silence = UpstreamSilence()
+
+    @functools.cached_property
+    def client_key(self) -> str:
+        """Which client key sent the request (the opinions' per-key share and a canary row's
+        `client_key`): worked out once, when first needed."""
+        return self.ctx.opinions.key_of(self.headers)
 
     # -- the request, top to bottom -----------------------------------------------------------
     async def run(self) -> None:
@@ -203,7 +209,7 @@ class Exchange:
             began = self.silence.heard()
             if number == 0:
                 self.drawn_asked_at = began
-            later = functools.partial(go_on_later, ctx, failover, key_of(self.headers), number,
+            later = functools.partial(go_on_later, ctx, failover, self.client_key, number,
                                       outgoing, began) \
                 if failover.bounded(number) else None  # a second opinion: waited for so long
             try:
@@ -311,8 +317,10 @@ class Exchange:
                     capture.first_byte()
                     if assembler.done and not capture.logged:
                         finish("completed")
+                    self.silence.client_turn()  # a client slow to read is no upstream stall
                     await self.send({"type": "http.response.body", "more_body": True,
                                      "body": chunk if covering is None else covering.feed(chunk)})
+                    self.silence.heard()  # waiting on the upstream's next chunk from now
             except UpstreamTimeout as exc:
                 finish("timeout", exc.message)
                 ending = _event(exc, self.cover)
@@ -373,6 +381,9 @@ class Exchange:
         capture.logged = True
         if capture.meta.no_log:
             return False
+        if self.cover is not None and capture.route is not None:  # a canary is open
+            # whose evidence this row is: one key's skipped opinions weigh at most its share
+            capture.route[CLIENT_KEY] = self.client_key
         if finish == "client_disconnected" and capture.route is not None:
             stalled = self.silence.stalled_s(self.ctx.settings.upstream_stall_s)
             if stalled is not None:  # the client gave up on a stall, not a cancel
@@ -383,7 +394,7 @@ class Exchange:
                 # the other arm longer than the drawn one had (r14 #1)
                 waited = (self.left_at or time.perf_counter()) - self.drawn_asked_at
                 probe_after_hangup(self.ctx, self.plan, capture, self.asked, self.suffix, waited,
-                                   key_of(self.headers))
+                                   self.client_key)
         try:
             record = capture.record(status_code=status, response=response, finish=finish,
                                     error=error, prices=self.ctx.prices,

@@ -62,7 +62,10 @@ def go_on_later(ctx: ProxyContext, failover: Failover, key: str, number: int,
         task.cancel()
         return
     probe = probe_capture(capture, failover.plan, number, outgoing, began, None)
-    failover.late = ctx.opinions.take(probe, task, None, key)
+    timeouts = timeouts_for(ctx, failover.plan.attempts[number])
+    # its reply, then its first chunk: each within the read timeout
+    failover.late = ctx.opinions.take(probe, task, None, key,
+                                      timeouts.connect_s + 2 * timeouts.read_s)
 
 
 def probe_after_hangup(ctx: ProxyContext, plan: Plan, primary: Capture,
@@ -87,4 +90,4 @@ def probe_after_hangup(ctx: ProxyContext, plan: Plan, primary: Capture,
     probe = probe_capture(primary, plan, number, outgoing, time.perf_counter(), waited_s)
     sending = send_attempt(ctx, attempt, primary.endpoint, asked, suffix, outgoing.body,
                            outgoing.payload, timeouts_for(ctx, attempt))
-    route[LATE_OPINION] = opinions.take(probe, sending, waited_s, key)
+    route.update(opinions.take(probe, sending, waited_s, key))

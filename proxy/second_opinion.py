@@ -25,7 +25,6 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.background_opinion import LATE_OPINION
 from proxy.capture import Capture
 from proxy.context import ProxyContext
 from proxy.reply import UpstreamReply
@@ -103,8 +102,9 @@ class Failover:
         self.primary_status: int | None = None
         self.refused_key: str | None = None  # whose key the primary's 401/403 refused
         self.held: HeldFailure | None = None
-        self.late: str | None = None
-        """The route's `late_opinion` once the second opinion went to the background."""
+        self.late: dict[str, object] | None = None
+        """The route's `late_opinion` (and `late_due`) once the second opinion went to the
+        background."""
 
     def route(self, number: int) -> dict[str, Any] | None:
         """The row's `route` for attempt `number`."""
@@ -120,7 +120,7 @@ class Failover:
         if self.held is not None and self.held.second is not None:
             route["second_opinion_status"] = self.held.second
         if self.late is not None:
-            route[LATE_OPINION] = self.late
+            route.update(self.late)
         return route
 
     def bounded(self, number: int) -> bool:
@@ -207,7 +207,7 @@ class Failover:
         capture.route = None if held.route is None else {
             **held.route, "second_opinion_status": held.second}
         if capture.route is not None and self.late is not None:
-            capture.route[LATE_OPINION] = self.late
+            capture.route.update(self.late)
         capture.sent_request = held.sent_request
 
 

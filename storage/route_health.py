@@ -35,7 +35,13 @@ started (`status_code` < 400, `finish` `completed`) -> the drawn arm's error (wh
 row's own second opinion status, stall or hang-up); it failed, or no such row exists (pending,
 lost, cancelled at shutdown, or `late_opinion` says none was asked: `too_quick`,
 `budget_full`, `key_share_full`) -> nobody's, unjudged. Probe rows are no production request
-of either arm.
+of either arm. Such a row waits on its opinion (`opinions_missing`) while skipped, or asked and
+not yet in the store before its `late_due` (its deadline plus the ingest's grace); after it, the
+opinion is lost (cancelled at a restart, a crash) and the row is plainly unjudged.
+`opinions_missing_weighed` counts each client key's (`route.client_key`; rows without one are
+one key) missing rows at most as many as its judged requests there (a sticky user's at most
+`max_requests_per_user` of them):
+one key's skipped hang-ups weigh no more than its share of the evidence.
 `history_baseline` judges rows by the canary's rule when no canary was open (the current
 target's traffic before one, the canary's baseline when starved beside it): a failure no other
 model judged (an answer of status 400 or more, or a stall before the first byte, at attempt 0
@@ -68,7 +74,7 @@ successes weighs at most that many requests. Requests drawn per request count on
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from storage.backend.dialect import dialect_of
@@ -99,6 +105,8 @@ WITH late AS (
            route ->> 'second_opinion_status' AS second_opinion,
            route ->> 'role' AS role, route ->> 'refused_key' AS refused_key,
            route ->> 'stalled_s' AS stalled, route ->> 'late_opinion' AS late_opinion, ttfb_ms,
+           CASE WHEN route ->> 'late_opinion' = 'asked' THEN route ->> 'late_due' END
+               AS late_due, route ->> 'client_key' AS client_key,
            coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
@@ -145,7 +153,13 @@ WITH late AS (
                                                  OR (status_code BETWEEN 400 AND 499
                                                      AND attempt = 0)
                                                  OR finish = 'client_disconnected')
-                   THEN 1 ELSE 0 END AS excused
+                   THEN 1 ELSE 0 END AS excused,
+           CASE WHEN late_opinion IN ('budget_full', 'key_share_full') OR unopined = 1
+                     OR (late_opinion = 'asked' AND late_seen = 0
+                         AND NOT (late_due IS NOT NULL
+                                  AND CAST(late_due AS DOUBLE PRECISION)
+                                      < CAST(? AS DOUBLE PRECISION)))
+                THEN 1 ELSE 0 END AS missing
     FROM r0h
 ), rated AS (
     SELECT fb.interaction_id, avg(fb.score) AS mean
@@ -175,13 +189,23 @@ WITH late AS (
     SELECT target, sum(n * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS votes,
            sum(down * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS down_votes
     FROM voters GROUP BY target
+), kc AS (
+    SELECT target, cluster, coalesce(client_key, '') AS client_key,
+           count(*) FILTER (WHERE excused = 0) AS n, sum(failed) AS x, sum(missing) AS m
+    FROM r GROUP BY target, cluster, coalesce(client_key, '')
 ), clusters AS (
-    SELECT target, cluster, count(*) AS n, sum(failed) AS x
-    FROM r WHERE excused = 0 GROUP BY target, cluster
+    SELECT target, cluster, sum(n) AS n, sum(x) AS x
+    FROM kc WHERE n > 0 GROUP BY target, cluster
 ), w AS (
     SELECT target, sum(n * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_requests,
            sum(x * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_errors
     FROM clusters GROUP BY target
+), keyed AS (
+    SELECT target, client_key, sum(m) AS m,
+           sum(least(CAST(n AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION))) AS j
+    FROM kc GROUP BY target, client_key
+), km AS (
+    SELECT target, sum(least(m, j)) AS missing_weighed FROM keyed GROUP BY target
 )
 SELECT r.target,
        count(*) FILTER (WHERE r.excused = 0) AS requests,
@@ -197,11 +221,11 @@ SELECT r.target,
        max(v.down_votes) AS down_votes,
        max(w.weighed_requests) AS weighed_requests,
        max(w.weighed_errors) AS weighed_errors,
-       count(*) FILTER (WHERE r.late_opinion IN ('budget_full', 'key_share_full')
-                        OR (r.late_opinion = 'asked' AND r.late_seen = 0)
-                        OR r.unopined = 1) AS opinions_missing
+       sum(r.missing) AS opinions_missing,
+       max(km.missing_weighed) AS missing_weighed
 FROM r LEFT JOIN f ON f.target = r.target LEFT JOIN t ON t.target = r.target
      LEFT JOIN v ON v.target = r.target LEFT JOIN w ON w.target = r.target
+     LEFT JOIN km ON km.target = r.target
 GROUP BY r.target
 ORDER BY count(*) DESC, r.target
 """
@@ -211,7 +235,8 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  max_votes_per_voter: int = MAX_VOTES_PER_VOTER,
                  max_requests_per_user: int = MAX_REQUESTS_PER_USER,
                  canary: str | None = None,
-                 history_baseline: bool = False) -> list[dict[str, Any]]:
+                 history_baseline: bool = False,
+                 now: datetime | None = None) -> list[dict[str, Any]]:
     """Per target: requests (judged: not `unjudged_requests`), errors, error_rate,
     unjudged_requests (4xx that say nothing of the target, answers the client gave up on: see
     the module doc), weighed_requests and weighed_errors (weighed per sticky user, see the
@@ -221,16 +246,19 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     opinions_missing (failures or hang-ups judged by a background second opinion that was
     skipped for the budget or has not reported yet: unjudged, but the canary's promotion must
     survive counting them as its errors, exporter/cycle_canary.py),
+    opinions_missing_weighed (those, each client key's at most its judged requests),
     over production traffic for `alias` in [since, until). `canary`: the alias's open canary
     model, whose 4xx without a second opinion count. `history_baseline`: failures no second
-    opinion judged are unjudged and in `opinions_missing` (the module doc)."""
+    opinion judged are unjudged and in `opinions_missing` (the module doc). `now`: when an
+    asked opinion not in the store is lost (after its `late_due`)."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
         raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
     sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"),
                              relay=RELAY_MARK)
     cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
-    rows = con.execute(sql, [since, alias, since, until, canary, history_baseline, cap, cap,
-                             per_user, per_user]).fetchall()
+    at = (now or datetime.now(UTC)).timestamp()
+    rows = con.execute(sql, [since, alias, since, until, canary, history_baseline, at, cap, cap,
+                             per_user, per_user, per_user]).fetchall()
     return [
         {
             "target": target,
@@ -248,8 +276,9 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
             "weighed_errors": round(float(weighed_errors or 0), 6),
             "latency_p50_ms": None if p50 is None else round(p50, 3),
             "opinions_missing": opinions_missing or 0,
+            "opinions_missing_weighed": round(float(missing_weighed or 0), 6),
         }
         for target, requests, errors, unjudged, p50, feedback_count, feedback_mean, rated,
-        thumbs_down, votes, down_votes, weighed_requests, weighed_errors, opinions_missing
-        in rows
+        thumbs_down, votes, down_votes, weighed_requests, weighed_errors, opinions_missing,
+        missing_weighed in rows
     ]

@@ -242,15 +242,11 @@ def test_cycle_with_the_judge_promotes_a_preferred_candidate(loop: ProxyServer,
     assert low < 0.5 < high
 
 
-def test_reviewers_edited_answers_are_the_judges_references(proxy: ProxyServer,
-                                                             tmp_path: Path) -> None:
-    examples = [qa_example(i) for i in range(30)]
-    edited = {e.interaction_id for e in examples[::2]}  # a reviewer rewrote these answers
-    examples = [e._replace(original={"role": "assistant", "content": "the logged answer"})
-                if e.interaction_id in edited else e for e in examples]
-    data = tmp_path / "qa"
-    export(examples, data, ExportOptions(name="qa", validation_fraction=0.3, workers=1))
-    report = judged(proxy, data, FakeJudge(prefer="echo:"))
+def judged_with_references(proxy: ProxyServer, data: Path, report: EvalReport,
+                           edited: set[str]) -> tuple[set[int], list[str]]:
+    """The validation lines judged with a reviewer's reference, asserted to be exactly those
+    made from the `edited` interactions (some, not all) and shown in both orders; and every
+    prompt the judge was asked."""
     assert report.judgements is not None
     lineage = [json.loads(line) for line in (data / "lineage.jsonl").read_text().splitlines()]
     by_line = {r["line"]: r for r in lineage if r["split"] == "validation"}
@@ -262,6 +258,19 @@ def test_reviewers_edited_answers_are_the_judges_references(proxy: ProxyServer,
              if r.path == "/v1/chat/completions" and r.json["model"] == JUDGE]
     references = [text for text in asked if "<<<REFERENCE>>>" in text]
     assert len(references) == 2 * len(with_reference)  # both orders see it
+    return with_reference, asked
+
+
+def test_reviewers_edited_answers_are_the_judges_references(proxy: ProxyServer,
+                                                             tmp_path: Path) -> None:
+    examples = [qa_example(i) for i in range(30)]
+    edited = {e.interaction_id for e in examples[::2]}  # a reviewer rewrote these answers
+    examples = [e._replace(original={"role": "assistant", "content": "the logged answer"})
+                if e.interaction_id in edited else e for e in examples]
+    data = tmp_path / "qa"
+    export(examples, data, ExportOptions(name="qa", validation_fraction=0.3, workers=1))
+    report = judged(proxy, data, FakeJudge(prefer="echo:"))
+    with_reference, asked = judged_with_references(proxy, data, report, edited)
     validation = (data / "validation.jsonl").read_text().splitlines()
     for line in with_reference:
         answer = json.loads(validation[line - 1])["messages"][-1]["content"]

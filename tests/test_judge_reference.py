@@ -12,9 +12,10 @@ from exporter.evaluate import EvalOptions, evaluate
 from exporter.pipeline import ExportOptions
 from tests.conftest import REVIEWER_TOKEN, UPSTREAM_KEY, ProxyServer
 from tests.fakes.judge import FakeJudge
+from tests.test_judge import JUDGE, judged_with_references
 from tests.test_review_api import logged
 
-BASELINE, CANDIDATE, JUDGE = "gpt-4o-mini", "ft:gpt-4o-mini-2024-07-18:acme::c1", "judge-model"
+BASELINE, CANDIDATE = "gpt-4o-mini", "ft:gpt-4o-mini-2024-07-18:acme::c1"
 
 
 def test_only_an_edited_answer_is_a_reference_not_a_prompt_edit(proxy: ProxyServer,
@@ -39,16 +40,8 @@ def test_only_an_edited_answer_is_a_reference_not_a_prompt_edit(proxy: ProxyServ
     proxy.upstream.state.model_replies[CANDIDATE] = "Your parcel is on its way."
     report = evaluate(proxy.admin(), data, EvalOptions(CANDIDATE, BASELINE, scorer="judge",
                                                        judge_model=JUDGE), api_key=UPSTREAM_KEY)
-    assert report.judgements is not None
-    by_line = {r["line"]: r for r in lineage if r["split"] == "validation"}
-    with_reference = {j["line"] for j in report.judgements if j["reference"]}
-    assert with_reference == {line for line, r in by_line.items()
-                              if r["interaction_id"] in answer_edited}
-    assert 0 < len(with_reference) < report.examples
-    asked = [r.json["messages"][1]["content"] for r in proxy.upstream.state.requests
-             if r.path == "/v1/chat/completions" and r.json["model"] == JUDGE]
+    _, asked = judged_with_references(proxy, data, report, answer_edited)
     references = [text for text in asked if "<<<REFERENCE>>>" in text]
-    assert len(references) == 2 * len(with_reference)
     assert all("Your parcel arrives tomorrow." in text for text in references)
     assert not any("echo: Wher" in text.split("<<<REFERENCE>>>", 1)[-1].split(
         "<<<END REFERENCE>>>")[0] for text in references)

@@ -139,17 +139,25 @@ CHANGES_TO_COPIED_ROWS = {
 }
 
 
-@pytest.mark.parametrize("what", sorted(CHANGES_TO_COPIED_ROWS))
-@pytest.mark.parametrize("source_kind", ["duckdb", "postgres"])
-def test_resume_refuses_a_source_whose_copied_rows_changed(
-        source_store: tuple[str, dict[str, Any]], pg_url: str, tmp_path: Path, what: str,
-        source_kind: str) -> None:
+def partly_copied(source_store: tuple[str, dict[str, Any]], pg_url: str, tmp_path: Path,
+                  source_kind: str) -> tuple[str, str]:
+    """The source store (copied into Postgres first for `postgres`) and a DuckDB copy of it
+    stopped part way."""
     source, _ = source_store
     if source_kind == "postgres":
         assert migrate("--from", source, "--to", pg_url, "-q").exit_code == 0
         source = pg_url
     dest = str(tmp_path / "copy.duckdb")
     copy_part_of(source, dest)
+    return source, dest
+
+
+@pytest.mark.parametrize("what", sorted(CHANGES_TO_COPIED_ROWS))
+@pytest.mark.parametrize("source_kind", ["duckdb", "postgres"])
+def test_resume_refuses_a_source_whose_copied_rows_changed(
+        source_store: tuple[str, dict[str, Any]], pg_url: str, tmp_path: Path, what: str,
+        source_kind: str) -> None:
+    source, dest = partly_copied(source_store, pg_url, tmp_path, source_kind)
     change(source, *CHANGES_TO_COPIED_ROWS[what])
     result = migrate("--from", source, "--to", dest)
     assert result.exit_code == 5, result.output
@@ -161,12 +169,7 @@ def test_resume_refuses_a_source_whose_copied_rows_changed(
 def test_resume_copies_rows_changed_beyond_those_copied(
         source_store: tuple[str, dict[str, Any]], pg_url: str, tmp_path: Path,
         source_kind: str) -> None:
-    source, _ = source_store
-    if source_kind == "postgres":
-        assert migrate("--from", source, "--to", pg_url, "-q").exit_code == 0
-        source = pg_url
-    dest = str(tmp_path / "copy.duckdb")
-    copy_part_of(source, dest)
+    source, dest = partly_copied(source_store, pg_url, tmp_path, source_kind)
     change(source, f"UPDATE interactions SET model = 'changed' WHERE id = {LAST_ID}",
            "INSERT INTO routes VALUES ('late', '{}', now(), 'me')")
     result = migrate("--from", source, "--to", dest)

@@ -1,0 +1,70 @@
+"""A background opinion lost at a restart does not hold the canary for good (r14c #1).
+
+Opinions in flight at shutdown are cancelled and log nothing, so their rows stayed `asked` with
+no opinion row: in `opinions_missing` forever, each a canary error for a promotion, so a clean
+canary was held after any restart during a flood of slow hang-ups. An `asked` row says by when
+its opinion is due in the store (`route.late_due`); after that it is lost, plainly unjudged."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from exporter.cycle_canary import judge_canary
+from exporter.cycle_config import CanaryConfig
+from proxy.app import create_app
+from tests.conftest import FakeUpstream, ProxyServer, both_stores, proxy_settings
+from tests.fakes.server import serve_app
+from tests.test_canary_failures import ALIAS, CANARY, HI, SINCE, STABLE
+
+
+@both_stores
+def test_opinions_cancelled_at_a_restart_do_not_hold_a_clean_canary(
+        tmp_path: Path, fake_openai: FakeUpstream, store: str) -> None:
+    settings = proxy_settings(tmp_path, fake_openai.base_url, db=store, hangup_probe_min_s=0.2)
+    with serve_app(create_app(settings)) as url:
+        proxy = ProxyServer(url, settings, fake_openai)
+        admin = proxy.admin()
+        admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+        admin.promote(ALIAS, CANARY, canary=50)
+        hanger = proxy.openai(timeout=3.0).with_options(max_retries=0)
+
+        def hang_up(_: int) -> None:  # the other arm's answer is due 3 s on: after shutdown
+            with contextlib.suppress(openai.APIError):
+                hanger.chat.completions.create(model=ALIAS, messages=HI,
+                                               extra_headers={"x-fake-delay-ms": "8000"})
+
+        with ThreadPoolExecutor(12) as pool:
+            list(pool.map(hang_up, range(12)))
+        proxy.close()
+    with serve_app(create_app(settings)) as url:
+        proxy = ProxyServer(url, settings, fake_openai)
+        client = proxy.openai().with_options(max_retries=0)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: client.chat.completions.create(model=ALIAS, messages=HI),
+                          range(120)))
+        proxy.wait_for("SELECT count(*) FROM interactions WHERE traffic = 'production'",
+                       lambda r: r[0][0] >= 132)
+        lost = proxy.sql("SELECT count(*) FROM interactions i WHERE route ->> 'late_opinion' "
+                         f"= 'asked' AND route ->> 'primary' = '{CANARY}' AND NOT EXISTS "
+                         "(SELECT 1 FROM interactions p WHERE p.source_id = i.id)")[0][0]
+        assert lost > 0  # the case this is about: the canary's opinions cut by the restart
+        rows: dict[str, Any] = {}
+        deadline = time.monotonic() + 20  # they were due ~5 s after their hang-ups
+        while time.monotonic() < deadline:
+            rows = {r["target"]: r for r in proxy.admin().route_health(ALIAS, since=SINCE)
+                    ["targets"]}
+            if rows[CANARY]["opinions_missing"] == 0:
+                break
+            time.sleep(0.5)
+        assert rows[CANARY]["opinions_missing"] == 0, rows[CANARY]
+        verdict = judge_canary(rows[CANARY], rows[STABLE], CanaryConfig(min_requests=50),
+                               timedelta(hours=1))
+        assert verdict.verdict == "promote", verdict.reasons
+        proxy.close()
