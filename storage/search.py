@@ -43,6 +43,10 @@ MAX_QUERY_TERMS = 8  # words, prefixes and runs of characters
 MAX_QUERY_GRAMS = 32
 MIN_PREFIX = 2
 MAX_PREFIX_WORDS = 1000
+# Postgres: a prefix is an OR of its words' lexemes in one tsquery, which the GIN checks whole
+# for every candidate (cost: matches x words); 32 words keep a page under ~0.1 s at 300k rows
+# where 111 words took 25 s (bench/pg_search_plans.py)
+MAX_PREFIX_WORDS_POSTGRES = 32
 SAMPLE_POSTINGS = 2_000_000
 SAMPLE_DOCS = 30_000  # on Postgres: the sample is the postings of the newest interactions
 TAIL_ROWS = 500  # the newest interactions not yet indexed, matched at query time
@@ -69,6 +73,11 @@ def query_terms(q: str) -> list[str]:
 
 def parse_query(q: str) -> list[QueryTerm]:
     """The terms of a query, in order; a clear 400 for a query without any or with too many."""
+    try:
+        q.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no text to tokenize or send on
+        raise BadRequest(f"q is not valid text: {exc.reason} at character {exc.start}",
+                         param="q") from exc
     found: list[QueryTerm] = []
     units = 0
     for piece in q.split():
@@ -106,12 +115,14 @@ def term_keys(con: Connection, term: QueryTerm) -> frozenset[int]:
     """The keys that satisfy a term: its own, or for a prefix every word seen with it."""
     if not term.prefix:
         return frozenset([term_key(term.text)])
-    match, params = dialect_of(con).prefix_match("word", term.text)
+    dialect = dialect_of(con)
+    cap = MAX_PREFIX_WORDS_POSTGRES if dialect.name == "postgres" else MAX_PREFIX_WORDS
+    match, params = dialect.prefix_match("word", term.text)
     rows = con.execute(f"SELECT DISTINCT term_key FROM search_words WHERE {match} LIMIT ?",
-                       [*params, MAX_PREFIX_WORDS + 1]).fetchall()
-    if len(rows) > MAX_PREFIX_WORDS:
-        raise BadRequest(f"{term.text}* matches more than {MAX_PREFIX_WORDS} words; type more "
-                         "of the word", param="q")
+                       [*params, cap + 1]).fetchall()
+    if len(rows) > cap:
+        raise BadRequest(f"{term.text}* matches more than {cap} words; type more of the word",
+                         param="q")
     return frozenset([term_key(stems([term.text])[0]), *(r[0] for r in rows)])
 
 

@@ -28,17 +28,25 @@ call's cost stays bounded by the page asked, not by the matches:
 
 The estimate is the planner's own for the condition (from the lexeme frequencies ANALYZE
 keeps in pg_stats, most_common_elems): planning only, no rows read.
+
+A page has a time budget (PAGE_BUDGET_S) across its statements, each run under a
+statement_timeout of what is left: a search the plans above still can't answer in it (a word
+common overall but absent from the newest hundreds of thousands of rows) is a clear 400 asking
+for a narrower query, not seconds of a database core per call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from storage.db import Connection
 from storage.migrations.m050_search_vectors import FIELD_SUFFIXES
+from tuneloop.errors import BadRequest
 
 KEY_MASK = (1 << 64) - 1
 RARE_FACTOR = 16  # rare: estimated matches below RARE_FACTOR * sqrt(rows)
@@ -46,6 +54,8 @@ RARE_CAP_FACTOR = 2  # the rare shape reads at most this many times rare_limit m
 SPARSE = 64  # a common window with fewer than 1/SPARSE of its rows matching: try rare
 SPARSE_MIN_WINDOW = 1024
 BIG_GROUP = 64  # lexemes: a group with more is asked as `@@ ANY` of one-lexeme tsqueries
+PAGE_BUDGET_S = 1.0  # the statements of one page together
+QUERY_CANCELED = "57014"  # SQLSTATE of a statement stopped by statement_timeout
 
 
 def lexeme(key: int) -> str:
@@ -100,7 +110,9 @@ class VectorSearch:
     """The interactions indexed in search_docs that hold every group, newest first, in
     batches (the indexed part of storage.search.TermSearch on Postgres)."""
 
-    def __init__(self, con: Connection, groups: Sequence[frozenset[int]], bits: int):
+    def __init__(self, con: Connection, groups: Sequence[frozenset[int]], bits: int, *,
+                 budget_s: float = PAGE_BUDGET_S):
+        self.deadline = time.monotonic() + budget_s
         self.groups, self.bits = list(groups), bits
         self.big = any(len(group_lexemes(g, bits)) > BIG_GROUP for g in groups)
         self.condition = match_condition(groups, bits)
@@ -139,7 +151,7 @@ class VectorSearch:
 
     def _rare(self, con: Connection, before: str | None,
               count: int) -> tuple[list[str], str | None]:
-        rows = con.execute(*self.rare_sql(before, count)).fetchall()
+        rows = self._timed(con, *self.rare_sql(before, count))
         if rows and rows[0][1] > self.rare_cap:  # many after all (an estimate without
             self.rare, self.windows_only = False, True  # statistics, correlated terms)
             return self._window(con, before, count)
@@ -148,11 +160,34 @@ class VectorSearch:
 
     def _window(self, con: Connection, before: str | None,
                 count: int) -> tuple[list[str], str | None]:
-        rows: list[Any] = con.execute(*self.window_sql(before, count)).fetchall()
+        rows = self._timed(con, *self.window_sql(before, count))
         ids = [r[0] for r in rows if self._holds(r)]
         if not self.windows_only and count >= SPARSE_MIN_WINDOW and len(ids) * SPARSE < count:
             self.rare = True  # sparse after all: try the matches (rare_cap of them at most)
         return ids, (rows[-1][0] if len(rows) == count else None)
+
+    def _timed(self, con: Connection, sql: str, params: list[Any]) -> list[Any]:
+        """The rows of one statement, run in what is left of the page's budget."""
+        left_ms = int((self.deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            raise self._too_broad()
+        con.execute(f"SET statement_timeout = {left_ms}")
+        try:
+            return con.execute(sql, params).fetchall()
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) == QUERY_CANCELED \
+                    and time.monotonic() >= self.deadline - 0.05:
+                raise self._too_broad() from exc
+            raise
+        finally:  # in a transaction the cancel aborted, the SET goes with it
+            with contextlib.suppress(Exception):
+                con.execute("RESET statement_timeout")
+
+    def _too_broad(self) -> BadRequest:
+        return BadRequest("this search could not fill a page in its time budget "
+                          f"({PAGE_BUDGET_S:g} s): its words match many older items and few "
+                          "recent ones; add a rarer word, type more of a prefix, or filter "
+                          "by date or model", code="search_too_broad", param="q")
 
     def _holds(self, row: Any) -> bool:
         if not self.big:
