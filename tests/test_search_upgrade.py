@@ -8,6 +8,8 @@ The old replica is its statements, as version 49 (cd19f3d^1) sends them."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -169,3 +171,33 @@ def test_the_leading_replicas_indexer_finishes_migration_50_in_rounds(pg_url: st
     with opened(pg_url) as con:
         assert vectors_ready(con)
         assert new_search(con, "hello") == ids(*range(100, 200))
+
+
+def test_migration_50_waiting_for_a_long_reader_lets_the_others_through(pg_url: str) -> None:
+    """Its exclusive lock is asked with a lock_timeout and retried: a statement on search_docs
+    issued meanwhile waits a try at most (1 s), not for as long as the long reader runs."""
+    with opened(pg_url, up_to=49) as con:
+        load(con, [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)])
+    long_reader = psycopg.connect(pg_url, autocommit=True)
+    long_reader.execute("BEGIN")
+    long_reader.execute("SELECT count(*) FROM search_docs")  # holds its lock to COMMIT
+    done = threading.Event()
+
+    def start_a_replica() -> None:
+        with opened(pg_url):
+            done.set()
+    replica = threading.Thread(target=start_a_replica)
+    replica.start()
+    time.sleep(0.3)  # the migration is asking for its lock
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        other.execute("SET statement_timeout = 2500")  # before: queued to the reader's end
+        assert other.execute("SELECT count(*) FROM search_docs").fetchall() == [(len(TEXTS),)]
+        time.sleep(1.5)
+        assert other.execute("SELECT count(*) FROM search_docs").fetchall() == [(len(TEXTS),)]
+    assert not done.is_set()
+    long_reader.execute("COMMIT")
+    long_reader.close()
+    replica.join(timeout=30)
+    assert done.is_set()
+    with opened(pg_url) as con:
+        assert 50 in {r[0] for r in con.execute("SELECT version FROM _migrations").fetchall()}

@@ -16,6 +16,11 @@ and edits name only the keys). The rows already there are filled afterwards, in 
 the search indexer, which then builds the GIN index CONCURRENTLY (storage.search_vectors):
 until that index is valid, search reads the postings as before.
 
+Its one moment of an exclusive lock on `search_docs` (the ALTER and the trigger) is asked with
+a lock_timeout and retried: waiting behind a long reader, it would queue every statement on
+search_docs (every replica's search, ingest, edit) behind itself for as long as that reader
+runs; each try holds the queue for LOCK_WAIT_MS at most, then lets it go for a moment.
+
 `search_terms` stays, and is written as before: replicas of the version before this one
 search, edit and forget through it during a rolling deploy. A later migration drops it; run
 that version only after every replica runs this one (README, "Upgrading replicas").
@@ -23,12 +28,23 @@ that version only after every replica runs this one (README, "Upgrading replicas
 
 from __future__ import annotations
 
+import logging
+import time
+
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
+from storage.transaction import transaction
+from tuneloop.errors import StorageError
+
+log = logging.getLogger("tuneloop.storage")
 
 VECTOR_FUNCTION = "tuneloop_search_vector"
 TRIGGER_FUNCTION = "tuneloop_search_docs_lexemes"
 FIELD_SUFFIXES = ((1, "s"), (2, "u"), (4, "a"))  # field bit (storage.search_index), suffix
+LOCK_WAIT_MS = 1000  # one try at search_docs' exclusive lock
+LOCK_TRIES = 120
+LOCK_PAUSE_S = 0.5  # between tries: the statements queued behind the try run
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
 
 
 def apply(con: Connection) -> None:
@@ -52,6 +68,28 @@ def apply(con: Connection) -> None:
             NEW.lexemes := {VECTOR_FUNCTION}(NEW.term_keys, NEW.term_fields);
             RETURN NEW;
         END $$""")
-    con.execute("ALTER TABLE search_docs ADD COLUMN lexemes tsvector")
-    con.execute("CREATE TRIGGER search_docs_lexemes BEFORE INSERT OR UPDATE OF term_keys, "
-                f"term_fields ON search_docs FOR EACH ROW EXECUTE FUNCTION {TRIGGER_FUNCTION}()")
+    with_brief_lock(con, [
+        "ALTER TABLE search_docs ADD COLUMN lexemes tsvector",
+        "CREATE TRIGGER search_docs_lexemes BEFORE INSERT OR UPDATE OF term_keys, term_fields "
+        f"ON search_docs FOR EACH ROW EXECUTE FUNCTION {TRIGGER_FUNCTION}()"])
+
+
+def with_brief_lock(con: Connection, statements: list[str]) -> None:
+    """Run `statements` (inside the migration's transaction, as a savepoint) under a
+    lock_timeout, again after a pause while a long transaction keeps the lock from them."""
+    for attempt in range(1, LOCK_TRIES + 1):
+        try:
+            with transaction(con):
+                con.execute(f"SET LOCAL lock_timeout = {LOCK_WAIT_MS}")
+                for statement in statements:
+                    con.execute(statement)
+            return
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            log.warning("migration 50: search_docs is held by a long transaction (try %d of "
+                        "%d); trying again", attempt, LOCK_TRIES)
+            time.sleep(LOCK_PAUSE_S)
+    raise StorageError(f"migration 50 could not lock search_docs for an instant in "
+                       f"{LOCK_TRIES} tries: a long transaction holds it (pg_stat_activity "
+                       "shows which); end it, then start tuneloop again")
