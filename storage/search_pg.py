@@ -23,7 +23,8 @@ call's cost stays bounded by the page asked, not by the matches:
   windows, and by id ranges where they are sparse;
 - in a range (the matches sparse, and too many for the rare shape): the GIN's matches between
   two ids `span` rows apart (the primary key's index counts them), the GIN's bitmap ANDed with
-  the key's, the newest `count` taken. A range without enough matches makes the next one
+  the key's, the newest `count` taken; more than `rare_cap` in it, it is asked again
+  SPAN_GROWTH times narrower. A range without enough matches makes the next one
   SPAN_GROWTH times wider, so a stretch of rows without a match costs a few reads, not a
   window per `count` rows (a word in half the older rows, none of the newest 200k: 0.8 s by
   windows, r12z HIGH/MED 3); a full one goes back to windows;
@@ -186,23 +187,35 @@ class VectorSearch:
 
     def range_sql(self, low: str | None, before: str | None,
                   count: int) -> tuple[str, list[Any]]:
-        """A range: the matches (the GIN) from `low` to below `before`, materialized, the
-        newest `count` taken."""
+        """A range: the matches (the GIN) from `low` to below `before`, at most rare_cap + 1
+        of them, materialized, the newest `count` taken, with how many were read."""
         bounds = [(c, v) for c, v in (("interaction_id >= ?", low), ("interaction_id < ?", before))
                   if v is not None]
         where = "".join(f" AND {c}" for c, _ in bounds)
-        return (f"SELECT interaction_id FROM search_docs WHERE {self.condition}{where} "
-                "ORDER BY interaction_id DESC LIMIT ?", [*(v for _, v in bounds), count])
+        return ("WITH matches AS MATERIALIZED (SELECT interaction_id FROM search_docs "
+                f"WHERE {self.condition}{where} LIMIT ?) "
+                "SELECT interaction_id, (SELECT count(*) FROM matches) FROM matches "
+                "ORDER BY interaction_id DESC LIMIT ?",
+                [*(v for _, v in bounds), self.rare_cap + 1, count])
 
     def _in_range(self, con: Connection, before: str | None,
                   count: int) -> tuple[list[str], str | None]:
         below, params = ("WHERE interaction_id < ? ", [before]) if before is not None \
             else ("", [])
-        lows = self._timed(con, f"SELECT interaction_id FROM search_docs {below}ORDER BY "
-                           "interaction_id DESC LIMIT 1 OFFSET ?", [*params, self.span])
-        low = lows[0][0] if lows else None
-        ids = [r[0] for r in self._timed(con, *self.range_sql(low, before, count),
-                                         bitmaps_only=True)]
+        while True:
+            lows = self._timed(con, f"SELECT interaction_id FROM search_docs {below}ORDER BY "
+                               "interaction_id DESC LIMIT 1 OFFSET ?", [*params, self.span])
+            low = lows[0][0] if lows else None
+            rows = self._timed(con, *self.range_sql(low, before, count), bitmaps_only=True)
+            if not rows or rows[0][1] <= self.rare_cap:
+                break
+            if self.span <= count:  # dense: windows again
+                self.in_range = False
+                return self._window(con, before, count)
+            # more than rare_cap: too wide (the matches come in the table's order, not the
+            # newest first), narrower from the same place
+            self.span = max(count, self.span // SPAN_GROWTH)
+        ids = [r[0] for r in rows]
         if len(ids) == count:  # dense here: windows again
             self.in_range = False
             return ids, ids[-1]

@@ -237,7 +237,12 @@ def test_a_sparse_stretch_after_the_rare_shape_is_read_by_widening_ranges(
     search.ranged, search.in_range, search.span = True, True, 1024  # as after the rare cap
     assert search.candidates(pg, None, 512) == ([], ids(newest - 1024)[0])
     assert search.span == 1024 * SPAN_GROWTH
+    # 8,192 rows hold more than rare_cap matches: asked again 8 times narrower
+    low = newest - 1024 - 1025  # a range: `span` rows below `before`, and the row there
     assert search.candidates(pg, ids(newest - 1024)[0], 512) == (
-        ids(*range(4000 - 512, 4000)), ids(4000 - 512)[0])
+        ids(*range(low, 4000)), ids(low)[0])
+    assert search.in_range and search.rare_cap < 4000
+    assert search.candidates(pg, ids(low)[0], 512) == (
+        ids(*range(low - 512, low)), ids(low - 512)[0])
     assert not search.in_range  # a full one: windows again
     assert pg.execute("SHOW enable_indexscan").fetchall() == [("on",)]
