@@ -71,3 +71,11 @@ def filter_widgets(scope: str, *, review: bool) -> dict[str, Any]:
         params["since"] = _day_start(since if isinstance(since, date) else None)
         params["until"] = _day_start(until if isinstance(until, date) else None)
     return {k: v for k, v in params.items() if v not in ("", None)}
+
+
+def list_failure(exc: TuneloopError) -> str:
+    """What a failed list or queue call tells the reviewer: a search refused for its time
+    budget is a query to narrow, not an outage."""
+    if exc.code == "search_too_broad":
+        return f"Search too broad: {exc.message}"
+    return f"The admin API did not answer: {exc.message}"

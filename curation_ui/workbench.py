@@ -23,7 +23,8 @@ KEYS = [("A", "approve"), ("X", "reject with the reason (asks for one when the b
 
 def progress_line(progress: dict[str, Any], skipped: int) -> str:
     """"37 of 99 pending · 12 by you today", with what else is held or left out."""
-    parts = [f"{progress['pending']:,} of {progress['total']:,} pending",
+    more = "+" if progress.get("exact") is False else ""  # counts so far: lower bounds
+    parts = [f"{progress['pending']:,}{more} of {progress['total']:,}{more} pending",
              f"{progress['reviewed_by_you']:,} by you today"]
     if progress.get("claimed_by_others"):
         parts.append(f"{progress['claimed_by_others']:,} open with other reviewers")
@@ -32,6 +33,8 @@ def progress_line(progress: dict[str, Any], skipped: int) -> str:
                      "items)")
     if skipped:
         parts.append(f"{skipped} skipped")
+    if progress.get("exact") is False:
+        parts.append("counts so far: the search matches too much to count in time")
     return " · ".join(parts)
 
 

@@ -6,16 +6,30 @@ on every model (a 5xx, a long generation cut by a timeout) read as the current t
 error there, while during the canary it is nobody's. An app key sending such requests before
 a canary raised the baseline and got a bad canary promoted beside a clean current target
 (r14 MED 4). So the history is read as the canary's rows are judged (the health's
-`history_baseline`, storage/route_health.py): those failures are unjudged and counted apart
-(`opinions_missing`). Whether they were the current target's errors is not known, so each
-decision takes the bound least favourable to it (`bounded_sprt`): a promotion compares with
-the history without them, a rollback with every one of them counted as the current target's
-error. Rows an app key can write before the canary then ease neither.
+`history_baseline`, storage/route_health.py): every failure there is unjudged and counted
+apart (`opinions_missing`): an error status, a failure a fallback answered (r14c MED 5), and
+a stream cut or stalled after its first byte, which any client can cause (r14c HIGH 2).
+Whether they were the current target's errors is not known, so each decision takes a bound
+least favourable to it (`bounded_sprt`): a rollback counts every one of them as the current
+target's error; a promotion counts only the share of them the canary would have answered
+(`credited`), estimated by `answer_share` from the second opinions beside the canary.
 
-What the history still counts (a stream failing after its first byte, a stall after it)
-an app key may also send on purpose. So a canary is not promoted on a history whose error
-rate the current target's own requests beside the canary make implausible
-(`history_doubt`); it waits until the current target has traffic enough of its own.
+Why a share and not none (r14c MED 4): with none, the current target's own 5xx vanished from
+the history while the canary's own 5xx (the current target answers them) were its errors, so
+an honest canary as good as the current target waited 6-7x longer. The share comes from both
+arms' 5xx and timeouts before any answer (those the history's `opinions_missing_unanswered`
+are), each client key's share weighed by its judged requests (route_health.py): requests
+failing everywhere lower it, failures only one model gives raise it, each key's as far as its
+judged traffic goes. Cuts and stalls after the
+first byte never get a second opinion, so none of them is credited: a history an app key
+poisoned with them eases no promotion. Requests failing everywhere sent only before the canary
+are still credited by a share the canary's own failures (the current target answers them) make
+1: 30 of them beside 100 requests got a canary failing 12% promoted at 100 requests beside a
+current target at 0 of 11. So the credit is cut to the rate at which the current target's own
+requests beside the canary are as likely as not to show their few errors (`plausible_rate`,
+0 of 11: 6%): an honest 3-5% is within it, a poisoned 23% is not. `history_doubt` still
+refuses a history far above that (below `alpha`), and a bad canary is rolled back on the
+concurrent traffic alone too (exporter/cycle_canary.py), so no poisoned history keeps it.
 """
 
 from __future__ import annotations
@@ -35,6 +49,9 @@ class Baseline:
     unjudged: float
     """Failures no second opinion judged (history only): not in `trials` nor `events`."""
     kind: str
+    credited: float = 0.0
+    """Of `unjudged`, how many a promotion counts as the baseline's errors (the share the
+    canary would have answered, `answer_share`)."""
 
 
 def starved(canary_n: float, baseline_n: float, floor: int) -> bool:
@@ -50,16 +67,71 @@ def weighed(row: dict[str, Any]) -> dict[str, Any]:
             "failures": row.get("weighed_errors", row.get("errors", 0))}
 
 
+def answer_share(canary: dict[str, Any], stable: dict[str, Any]) -> float:
+    """Of the 5xx and timeouts either arm gave beside the canary, the share the other arm
+    answered (each client key's weighed by its judged requests); 0 without any (nothing is
+    credited)."""
+    answered = canary.get("opinions_answered", 0) + stable.get("opinions_answered", 0)
+    failed = canary.get("opinions_failed", 0) + stable.get("opinions_failed", 0)
+    return answered / (answered + failed) if answered + failed > 0 else 0.0
+
+
+PLAUSIBLE = 0.5
+"""A credited history rate is at most the one at which the current target's own requests
+beside the canary are at least as likely as not to show their few errors (the median
+estimate): above it the credit is cut to it."""
+
+
+def plausible_rate(stable: dict[str, Any]) -> float:
+    """The highest error rate at which the current target's concurrent (weighed) requests
+    would show at most their errors with probability `PLAUSIBLE`; 0 without any requests."""
+    n, x = round(stable.get("trials", 0)), math.floor(stable.get("failures", 0) + 1e-9)
+    if n <= 0:
+        return 0.0
+    if x >= n:
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if binomial_cdf(x, n, mid) >= PLAUSIBLE else (low, mid)
+    return low
+
+
+CREDIT_MIN_REQUESTS = 10
+"""The current target's concurrent (weighed) requests below which nothing is credited: 0 of 4
+makes 16% plausible, and a poisoned history credited that much got a canary failing 10%
+promoted (r14d MED 4)."""
+
+
+def credit(history: dict[str, Any], trials: str, events: str, answerable: float,
+           share: float, stable: dict[str, Any]) -> float:
+    """How many of the history's `answerable` failures a promotion counts as the current
+    target's errors: the `share` the canary would have answered, cut so the history's rate
+    stays at most `plausible_rate` (module doc: the poison it leaves no room for); none
+    while the current target has fewer than `CREDIT_MIN_REQUESTS` requests of its own."""
+    if stable.get("trials", 0) < CREDIT_MIN_REQUESTS:
+        return 0.0
+    n, x, rate = history.get(trials, 0), history.get(events, 0), plausible_rate(stable)
+    room = (rate * n - x) / (1 - rate) if rate < 1 else answerable
+    return max(0.0, min(answerable * share, room))
+
+
 def baseline_of(canary: dict[str, Any], stable: dict[str, Any], history: dict[str, Any] | None,
                 trials: str, events: str, floor: int, unjudged: str | None = None) -> Baseline:
     """The concurrent baseline, or the history when the concurrent one is starved and the
     history has more trials. `unjudged`: the history row's field of failures no second
-    opinion judged (the error test's `opinions_missing`)."""
+    opinion judged (the error test's `opinions_missing`); of those a promotion credits the
+    `answer_share` of the ones no answer had started (`opinions_missing_unanswered`)."""
     n_b, x_b = stable.get(trials, 0), stable.get(events, 0)
     if history is not None and starved(canary.get(trials, 0), n_b, floor) \
             and history.get(trials, 0) > n_b:
-        left_out = history.get(unjudged, 0) if unjudged else 0
-        return Baseline(history[trials], history.get(events, 0), left_out, "history")
+        if not unjudged:
+            return Baseline(history[trials], history.get(events, 0), 0, "history")
+        left_out = history.get(unjudged, 0)
+        answerable = min(history.get("opinions_missing_unanswered", 0), left_out)
+        return Baseline(history[trials], history.get(events, 0), left_out, "history",
+                        credited=credit(history, trials, events, answerable,
+                                        answer_share(canary, stable), stable))
     return Baseline(n_b, x_b, 0, "concurrent")
 
 
@@ -74,17 +146,43 @@ def history_doubt(stable: dict[str, Any], base: Baseline, alpha: float) -> str |
     """Why a promotion is not made on the history baseline: the current target's own
     requests beside the canary (weighed) would be this few errors with probability below
     `alpha` were its error rate the history's. None when it is no history or plausible."""
-    if base.kind != "history" or base.trials <= 0:
+    if base.kind != "history" or base.trials + base.credited <= 0:
         return None
-    rate = base.events / base.trials
+    events, trials = base.events + base.credited, base.trials + base.credited
+    rate = events / trials
     n, x = round(stable.get("trials", 0)), stable.get("failures", 0)
     p = binomial_cdf(math.floor(x + 1e-9), n, rate)
     if p >= alpha:
         return None
     return (f"no worse than the current target's traffic before the canary, but its error "
-            f"rate there ({base.events:g}/{base.trials:g}, {rate:.3f}) is far above its own "
+            f"rate there ({events:.4g}/{trials:.4g}, {rate:.3f}) is far above its own "
             f"beside the canary ({x:g}/{n:g}; that few errors at that rate: p = {p:.4f}, below "
             f"alpha {alpha:g}): not promoted on that history (rows an app key can send before "
             "a canary must not ease its promotion); it waits for the current target's own "
             "traffic")
 
+
+def history_too_low(stable: dict[str, Any], base: Baseline, alpha: float) -> str | None:
+    """Why a rollback is not made on the history baseline: the current target's own requests
+    beside the canary (weighed) would be this many errors with probability below `alpha` were
+    its error rate the history's, every unjudged failure there counted as its error (the bound
+    a rollback uses). Requests an app key sends before a canary that never fail (a burst of
+    one-token prompts) lowered the history's rate and got a good canary rolled back beside a
+    current target failing as often as it (r14d MED 3); the concurrent rollback test still
+    applies. None when it is no history or plausible."""
+    if base.kind != "history" or base.trials + base.unjudged <= 0:
+        return None
+    events, trials = base.events + base.unjudged, base.trials + base.unjudged
+    rate = events / trials
+    n, x = round(stable.get("trials", 0)), math.floor(stable.get("failures", 0) + 1e-9)
+    if x <= 0:
+        return None
+    p = 1.0 - binomial_cdf(x - 1, n, rate)  # at least x errors
+    if p >= alpha:
+        return None
+    return (f"worse than the current target's traffic before the canary, but its error rate "
+            f"there ({events:.4g}/{trials:.4g}, {rate:.3f}) is far below its own beside the "
+            f"canary ({x:g}/{n:g}; that many errors at that rate: p = {p:.4f}, below alpha "
+            f"{alpha:g}): not rolled back on that history (rows an app key can send before a "
+            "canary must not roll it back); the comparison with the current target's own "
+            "traffic decides")

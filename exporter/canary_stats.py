@@ -81,7 +81,11 @@ class SprtResult:
     before the promotion, used when the concurrent baseline is starved (cycle_canary.py)."""
     baseline_unjudged: float = 0.0
     """The baseline's failures no second opinion judged (its history, exporter/canary_history.py):
-    left out for a promotion (`llr_bad`), counted as its errors for a rollback (`llr`)."""
+    counted as its errors for a rollback (`llr`); for a promotion (`llr_bad`) only the
+    `baseline_credited` of them, already in `baseline_n` and `baseline_events`."""
+    baseline_credited: float = 0.0
+    note: str = ""
+    """Why the decision is not the one the LLRs alone give (exporter/cycle_canary.py)."""
 
     def to_json(self) -> dict[str, Any]:
         return {k: round(v, 6) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -91,14 +95,20 @@ class SprtResult:
         base = self.baseline_events / self.baseline_n if self.baseline_n else 0.0
         before = " before the canary" if self.baseline == "history" else ""
         if self.baseline_unjudged:
-            m, n, x = self.baseline_unjudged, self.baseline_n, self.baseline_events
+            m, c = self.baseline_unjudged, self.baseline_credited
+            n, x = self.baseline_n - c, self.baseline_events - c
             upper = (x + m) / (n + m)
-            before += (f" (and {m:g} failures there no second opinion judged: counted as its "
+            before += (f" (with {c:.4g} of its {m:g} failures there no second opinion judged, "
+                       f"the share the canary's second opinions answer; all {m:g} counted as "
+                       f"its errors only for a rollback, {x + m:.4g}/{n + m:.4g} "
+                       f"({upper:.3f}))" if c else
+                       f" (and {m:g} failures there no second opinion judged: counted as its "
                        f"errors only for a rollback, {x + m:g}/{n + m:g} ({upper:.3f}))")
         return (f"{self.metric} {self.canary_events:g}/{self.canary_n:g} ({rate:.3f}) against "
-                f"{self.baseline_events:g}/{self.baseline_n:g} ({base:.3f}){before}: LLR worse "
+                f"{self.baseline_events:.4g}/{self.baseline_n:.4g} ({base:.3f}){before}: LLR worse "
                 f"{self.llr:+.2f} (rolls back at {self.upper:.2f}), LLR bad {self.llr_bad:+.2f} "
-                f"(no worse at {self.lower:.2f}) -> {self.decision}")
+                f"(no worse at {self.lower:.2f}) -> {self.decision}"
+                + (f": {self.note}" if self.note else ""))
 
 
 def _xlog(x: float, p: float) -> float:
@@ -162,13 +172,15 @@ def sprt(metric: str, canary_n: float, canary_events: float, baseline_n: float,
 
 def bounded_sprt(metric: str, canary_n: float, canary_events: float, baseline_n: float,
                  baseline_events: float, unjudged: float, params: SprtParams,
-                 baseline: str = "concurrent") -> SprtResult:
+                 baseline: str = "concurrent", credited: float = 0.0) -> SprtResult:
     """`sprt` against a baseline with `unjudged` failures that may or may not be its errors
-    (no second opinion judged them): *worse* only against the baseline counting them as its
-    errors, *not worse* only against the baseline without them. Neither bound is one those
-    rows can ease: whatever they are, a rollback and a promotion each hold at the bound least
-    favourable to it."""
-    low = sprt(metric, canary_n, canary_events, baseline_n, baseline_events, params, baseline)
+    (no second opinion judged them): *worse* only against the baseline counting them all as
+    its errors, *not worse* only against the baseline counting `credited` of them (the share
+    the canary would have answered, exporter/canary_history.py; 0: none). A rollback holds
+    at the bound least favourable to it whatever they are, a promotion at the estimate."""
+    credited = min(max(credited, 0.0), max(unjudged, 0.0))
+    low = sprt(metric, canary_n, canary_events, baseline_n + credited,
+               baseline_events + credited, params, baseline)
     if unjudged <= 0:
         return low
     high = sprt(metric, canary_n, canary_events, baseline_n + unjudged,
@@ -179,7 +191,7 @@ def bounded_sprt(metric: str, canary_n: float, canary_events: float, baseline_n:
     elif low.decision == "not_worse":
         decision = "not_worse"
     return dataclasses.replace(low, p1=high.p1, llr=high.llr, decision=decision,
-                               baseline_unjudged=unjudged)
+                               baseline_unjudged=unjudged, baseline_credited=credited)
 
 
 def _alternatives(bad: float) -> list[float]:
@@ -199,16 +211,19 @@ class CanaryVerdict:
 
 def canary_verdict(tests: list[SprtResult], *, feedback_counted: bool,
                    canary_requests: float, min_requests: int, old_enough: bool,
-                   expired: str | None = None, held: str | None = None) -> CanaryVerdict:
+                   expired: str | None = None, held: str | None = None,
+                   rollback_only: tuple[SprtResult, ...] = ()) -> CanaryVerdict:
     """Roll back as soon as any test finds the canary worse; promote when every test that
     counts finds it no worse and the canary has `min_requests` (counted as the error test
     counts them: weighed per sticky user, storage/route_health.py) and its minimum age; else
     keep watching, unless the canary is past its maximum age (`expired` says why): then an
     undecided canary is rolled back, the safe side. The thumbs-down test counts only when
     `feedback_counted`. `held`: why a canary every test finds no worse is not promoted yet
-    (its missing background second opinions, counted as errors, would change that)."""
+    (its missing background second opinions, counted as errors, would change that).
+    `rollback_only`: tests whose *worse* rolls back but that need not find it no worse."""
     counted = [t for t in tests if t.metric != "thumbs_down" or feedback_counted]
-    worse = [t for t in counted if t.decision == "worse"]
+    worse = [t for t in (*counted, *rollback_only) if t.decision == "worse"]
+    tests = [*tests, *rollback_only]
     if worse:
         return CanaryVerdict("rollback", tuple(tests), tuple(t.describe() for t in worse))
     if all(t.decision == "not_worse" for t in counted):

@@ -84,8 +84,10 @@ def evaluate_checkpoints(client: AdminClient, checkpoints: Sequence[Checkpoint],
                          earlier: Sequence[dict[str, Any]] = ()) -> list[CheckpointEval]:
     """Each checkpoint as `options.candidate`, one stored eval run each, every interval at
     Bonferroni's level for len(checkpoints) comparisons, whether or not all can be scored.
-    A checkpoint that cannot be reached (ModelUnreachable: not served) is kept as not scored,
-    with the reason; an unreachable baseline still fails the whole. `earlier`: stored eval
+    A checkpoint the server does not serve (ModelUnreachable with a 404) is kept as not scored,
+    with the reason; one unreachable otherwise (5xx or connection failures after the retries:
+    perhaps a blip) fails the whole, as an unreachable baseline does, to be evaluated again
+    (a cycle retries its step). `earlier`: stored eval
     runs (GET /admin/evals, newest first) whose report is reused for a checkpoint evaluated
     the same way on the same data (a retry does not ask the working checkpoints again)."""
     comparisons = max(1, len(checkpoints))
@@ -97,7 +99,7 @@ def evaluate_checkpoints(client: AdminClient, checkpoints: Sequence[Checkpoint],
             try:
                 report = evaluate(client, export_dir, asked, api_key=api_key)
             except ModelUnreachable as exc:
-                if exc.role != "candidate":
+                if exc.role != "candidate" or not exc.not_served:
                     raise
                 results.append(CheckpointEval(checkpoint, baseline=options.baseline,
                                               dataset=str(export_dir), scorer=options.scorer,

@@ -34,6 +34,7 @@ from exporter.canary_history import (
     Baseline,
     baseline_of,
     history_doubt,
+    history_too_low,
     needs_history,
     weighed,
 )
@@ -110,21 +111,36 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     metrics stays at most `alpha`. A metric whose concurrent baseline is starved is compared
     with `history` (the current target's row before the promotion, judged as its
     `history_baseline`: exporter/canary_history.py) instead; a canary still undecided at
-    `max_hours` is rolled back."""
+    `max_hours` is rolled back.
+
+    On the history the error test gets a second way to roll back: the canary found worse than
+    the current target's concurrent traffic alone, starved or not (r14c MED 3: a history an
+    app key poisoned before the canary, counted in full for a rollback, kept a bad canary at
+    90% for 879 requests). Those are two chances to roll back a canary within tolerance, so
+    each takes half of the error test's alpha (alpha / 4, Bonferroni again): the verdict's
+    rollback risk stays at most `alpha`. The concurrent one only rolls back: a promotion
+    still needs the history's bound. Nor is a canary rolled back on a history whose error rate
+    the current target's own requests beside it make implausibly low (`history_too_low`)."""
     alpha = cfg.alpha / 2
-    errors = SprtParams(alpha, cfg.beta, cfg.tolerated_error_rate_increase,
-                        cfg.bad_error_rate_increase)
     thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
     canary, stable = weighed(canary), weighed(stable)
     past = None if history is None else weighed(history)
     base = baseline_of(canary, stable, past, "trials", "failures", cfg.min_requests,
                        unjudged="opinions_missing")
+    on_history = base.kind == "history"
+    errors = SprtParams(alpha / 2 if on_history else alpha, cfg.beta,
+                        cfg.tolerated_error_rate_increase, cfg.bad_error_rate_increase)
     votes = baseline_of(canary, stable, past, "votes", "down_votes", cfg.min_feedback)
     tests = [bounded_sprt("errors", canary["trials"], canary["failures"], base.trials,
-                          base.events, base.unjudged, errors, base.kind),
+                          base.events, base.unjudged, errors, base.kind, base.credited),
              sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0),
                   votes.trials, votes.events, thumbs, votes.kind)]
+    too_low = history_too_low(stable, base, cfg.alpha)
+    if too_low is not None and tests[0].decision == "worse":
+        tests[0] = dataclasses.replace(tests[0], decision="continue", note=too_low)
+    concurrent = (sprt("errors", canary["trials"], canary["failures"], stable["trials"],
+                       stable["failures"], errors),) if on_history else ()
     held = [why for why in (_promotion_held(canary, base, errors),
                             history_doubt(stable, base, cfg.alpha)) if why is not None]
     expired = None
@@ -135,7 +151,8 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
                           >= cfg.min_feedback, canary_requests=canary["trials"],
                           min_requests=cfg.min_requests,
                           old_enough=age >= timedelta(minutes=cfg.min_age_minutes),
-                          expired=expired, held="; ".join(held) or None)
+                          expired=expired, held="; ".join(held) or None,
+                          rollback_only=concurrent)
 
 
 def _promotion_held(canary: dict[str, Any], base: Baseline, params: SprtParams) -> str | None:
@@ -153,7 +170,7 @@ def _promotion_held(canary: dict[str, Any], base: Baseline, params: SprtParams) 
         return None
     # against the baseline without its own unjudged failures: the bound a promotion needs
     worst = sprt("errors", canary["trials"] + missing, canary["failures"] + missing,
-                 base.trials, base.events, params, base.kind)
+                 base.trials + base.credited, base.events + base.credited, params, base.kind)
     if worst.decision == "not_worse":
         return None
     return (f"no worse, but {missing:g} of its failures or hang-ups still wait on a background "

@@ -1,13 +1,14 @@
 """The cycle's `checkpoints` step (with `[evaluate] checkpoints = K`): between `wait` and
 `evaluate`, the job's last K checkpoints are evaluated against the current model
-(exporter/checkpoints.py) and the best becomes the run's candidate; `evaluate` then gates it
-as usual and `canary` promotes it. Each checkpoint's scores and validation loss are kept in
-the step's detail. A checkpoint that cannot be reached (not served) is kept as not scored,
-with the reason (a warning), and the best of the others is chosen; none reachable fails the
-step. A retry does not evaluate again a checkpoint this run has a stored evaluation of (the
-same data, baseline and settings). Every interval is at Bonferroni's 1 - (1 - confidence) / K
-for the K asked, here and in the `evaluate` step's gate: the best of K chosen on the same
-examples looks better than it is."""
+(exporter/checkpoints.py) and the best becomes the run's candidate; `evaluate` then gates it as
+usual and `canary` promotes it. Each checkpoint's scores and validation loss are kept in the
+step's detail. A checkpoint the provider does not serve (404) is kept as not scored, with the
+reason (a warning), and the best of the others is chosen; none served fails the step, and so
+does one unreachable otherwise (5xx, connection errors: the step is retried). A retry does not
+evaluate again a checkpoint this run has a stored evaluation of (the same data, baseline and
+settings). Every interval is at Bonferroni's 1 - (1 - confidence) / K for the K asked, here and
+in the `evaluate` step's gate: the best of K chosen on the same examples looks better than it
+is."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from proxy.admin.governance import retention_loop
 from proxy.admin.routes_api import reload_routes
 from proxy.admin.sql import warn_if_sql_role_unsafe
 from proxy.auth import AdminAuth, KeyRing, MetricsAuth, ensure_admin_token
-from proxy.background_opinion import BackgroundOpinions, key_salt
+from proxy.background_opinion import BackgroundOpinions, ingest_grace_s, key_salt
 from proxy.context import ProxyContext, context_of
 from proxy.exchange import Exchange, LoggedEndpoint
 from proxy.feedback import feedback
@@ -145,8 +145,7 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
                                   redactor, metrics_.background_opinions_skipped,
                                   per_key=settings.background_opinions_per_key,
                                   salt=key_salt(admin_token),
-                                  # an opinion's row reaches the store within a few ingests
-                                  grace_s=2.0 + 3 * settings.ingest_interval_ms / 1000)
+                                  grace_s=ingest_grace_s(settings))
     metrics_.observe("tuneloop_background_opinions_in_flight", "Background second opinions "
                      "of open canaries being asked (at most background_opinions_max).",
                      lambda: opinions.in_flight)

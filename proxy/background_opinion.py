@@ -13,15 +13,16 @@ traffic `probe`, `source_id` the judged request's id, the other arm's status, `f
 `upstream_cut`), `ttfb_ms`, and no answer text: it is nobody's answer, never counted as a
 production request of either arm nor training data.
 
-At most `limit` run at once per process; one client key (`key_of`: the credential a request
-came with) gets more than `per_key` of them only while that leaves at least `per_key` free for
-the others, so one app key flooding failures or hang-ups leaves room for another key's
-(skipped: `budget_full` / `key_share_full`, counted by reason in
-`tuneloop_background_opinions_skipped_total`). Only keys with an opinion
-in flight are remembered, so at most `limit` of them. At shutdown the pending ones are
-cancelled and log nothing, so their requests stay unjudged, as after a crash: an `asked` row
-also says by when its opinion is due in the store (`late_due`, epoch seconds: its deadline,
-plus `grace_s` for the spool's ingest), after which a missing opinion is lost, not pending
+At most `limit` run at once per process; one client key (`key_of`: the checked credential a
+request came with, proxy/upstream_keys.py `client_credential`; all requests without one are one
+key) gets more than `per_key` of them only while that leaves at least `per_key` free for the
+others, so one app key flooding failures or hang-ups leaves room for another key's (skipped:
+`budget_full` / `key_share_full`, counted by reason in
+`tuneloop_background_opinions_skipped_total`). Only keys with an opinion in flight are
+remembered, so at most `limit` of them. At shutdown the pending ones are cancelled and log
+nothing, so their requests stay unjudged, as after a crash: an `asked` row also says by when
+its opinion is due in the store (`late_due`, epoch seconds: its deadline, plus `grace_s` for
+the spool's ingest), after which a missing opinion is lost, not pending
 (storage/route_health.py). Each routed row of a canary says which client key sent it
 (`client_key`: the same key as the share's, a digest keyed by a server secret, so the stored
 value tells nothing of the credential), so one key's skipped opinions weigh no more than its
@@ -34,15 +35,15 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter
 
-from proxy.auth import bearer
 from proxy.capture import Capture
 from proxy.pricing import PriceMap
 from proxy.redaction import Redactor
 from proxy.reply import UpstreamCut, UpstreamReply
+from tuneloop.config import Settings
 from tuneloop.errors import TuneloopError, UpstreamTimeout
 
 log = logging.getLogger("tuneloop.proxy")
@@ -60,10 +61,24 @@ PROBE_TRAFFIC = "probe"
 Log = Callable[[dict[str, object]], bool]
 
 
-def key_of(headers: Mapping[str, str], salt: bytes = b"") -> str:
+def ingest_grace_s(settings: Settings) -> float:
+    """How long after its deadline an opinion's row may take to reach the store: a few of
+    the spool's ingests (an `asked` row's `late_due`, and route health's bound for rows
+    without one)."""
+    return 2.0 + 3 * settings.ingest_interval_ms / 1000
+
+
+def answer_bound_s(connect_s: float, read_s: float) -> float:
+    """The longest an opinion asked with its own timeouts may take to start its answer:
+    connect, then its reply and its first chunk, each within the read timeout."""
+    return connect_s + 2 * read_s
+
+
+def key_of(credential: str, salt: bytes = b"") -> str:
     """Which client key a request came with, as the per-key share counts it: a digest of its
-    credential keyed by `salt` (never the credential itself; no credential is one key)."""
-    return hashlib.blake2b((bearer(headers) or "").encode(), digest_size=8, key=salt[:64],
+    checked credential (`client_credential`) keyed by `salt` (never the credential itself; ""
+    is the anonymous client's key)."""
+    return hashlib.blake2b(credential.encode(), digest_size=8, key=salt[:64],
                            person=b"tuneloop-key").hexdigest()
 
 
@@ -98,8 +113,8 @@ class BackgroundOpinions:
     def has_room(self) -> bool:
         return not self._closed and len(self._running) < self.limit
 
-    def key_of(self, headers: Mapping[str, str]) -> str:
-        return key_of(headers, self.salt)
+    def key_of(self, credential: str) -> str:
+        return key_of(credential, self.salt)
 
     def skip(self, reason: str) -> str:
         """Count a background opinion not asked; the route's `late_opinion` then."""

@@ -41,11 +41,12 @@ from proxy.forward import ID_HEADER, body_for, send_attempt, timeouts_for
 from proxy.headers import client_meta, downstream_headers, with_body_user
 from proxy.ids import uuid7
 from proxy.incoming import API_PREFIX, client_gone, plain_path, upstream_path
-from proxy.late_opinion import go_on_later, probe_after_hangup
+from proxy.late_opinion import go_on_later, other_arm, probe_after_hangup
 from proxy.reply import UpstreamCut, UpstreamReply
 from proxy.routing import Attempt, Plan
 from proxy.second_opinion import KEY_REFUSALS, Failover, awaited, refused_key, shares_key
 from proxy.silence import UpstreamSilence
+from proxy.upstream_keys import client_credential
 from tuneloop.errors import (
     RequestTimeout,
     TemplateMismatch,
@@ -106,8 +107,13 @@ class Exchange:
     @functools.cached_property
     def client_key(self) -> str:
         """Which client key sent the request (the opinions' per-key share and a canary row's
-        `client_key`): worked out once, when first needed."""
-        return self.ctx.opinions.key_of(self.headers)
+        `client_key`): its credential checked by the proxy or by both canary arms' upstream,
+        else the anonymous client's (proxy/upstream_keys.py); worked out once, when first
+        needed."""
+        plan = self.plan
+        arms = [] if plan is None else \
+            [plan.attempts[n].target for n in (0, other_arm(plan)) if n is not None]
+        return self.ctx.opinions.key_of(client_credential(self.ctx.settings, self.headers, arms))
 
     # -- the request, top to bottom -----------------------------------------------------------
     async def run(self) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from proxy.background_opinion import LATE_OPINION, PROBE_TRAFFIC, TOO_QUICK
+from proxy.background_opinion import LATE_OPINION, PROBE_TRAFFIC, TOO_QUICK, answer_bound_s
 from proxy.capture import Capture
 from proxy.context import ProxyContext
 from proxy.forward import Outgoing, body_for, send_attempt, timeouts_for
@@ -63,9 +63,8 @@ def go_on_later(ctx: ProxyContext, failover: Failover, key: str, number: int,
         return
     probe = probe_capture(capture, failover.plan, number, outgoing, began, None)
     timeouts = timeouts_for(ctx, failover.plan.attempts[number])
-    # its reply, then its first chunk: each within the read timeout
     failover.late = ctx.opinions.take(probe, task, None, key,
-                                      timeouts.connect_s + 2 * timeouts.read_s)
+                                      answer_bound_s(timeouts.connect_s, timeouts.read_s))
 
 
 def probe_after_hangup(ctx: ProxyContext, plan: Plan, primary: Capture,

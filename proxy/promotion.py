@@ -257,6 +257,14 @@ def promote_command(alias: str, request: PromoteRequest, share: float) -> str:
     return " ".join(parts)
 
 
+def candidate_alone(request: PromoteRequest) -> RouteSpec:
+    """The candidate's target as the request names it, alone in a route: what a canary asked
+    on an alias with no route is checked as (its transforms and templates, by the caller,
+    which knows the templates) before it is refused with the commands to run, so options that
+    cannot go together are refused as such, never printed as a command that would fail."""
+    return RouteSpec(targets=_candidates(request, None, min(request.canary, FULL)))
+
+
 def _no_route_for_canary(alias: str, request: PromoteRequest, share: float) -> str:
     """A canary shares traffic with the current target: with no route there is none. Say
     how to create the route (keeping today's traffic where it goes: the default upstream,

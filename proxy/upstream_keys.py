@@ -8,13 +8,22 @@ upstream (`settings.upstream`, the one the proxy was put in front of).
 - a target at any other origin: no key at all (a self-hosted server without auth). Neither the
   app's key nor the server's ever travels there; `keyless_elsewhere` says so when such a
   route is set.
+
+Whose request it is (`client_credential`: an open canary's per-key share of background
+opinions and its rows' `client_key`) is told only by a credential somebody checks: the proxy's
+own key when it issues keys, else the app's own key when both canary arms get it (their
+upstream checks it). A header nobody checks (an `x-api-key` the proxy never forwards, a key the
+arms never get) tells nothing: every such request is the same anonymous client, however its
+headers vary. Client addresses are not used: behind a load balancer every app has the same
+one, and one client can have many.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
+from proxy.auth import bearer
 from proxy.routing import OPENAI_COMPATIBLE, RouteSpec, Target
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest, UpstreamUnreachable
@@ -75,11 +84,36 @@ def upstream_credentials(settings: Settings, headers: Mapping[str, str],
     server = {"authorization": f"Bearer {server_key.get_secret_value()}"} if server_key else {}
     if settings.issue_keys:  # the client's key is ours: it never goes upstream
         return server
-    if "authorization" in headers:
-        return {"authorization": headers["authorization"]}
-    if "api-key" in headers:
-        return {"api-key": headers["api-key"]}
-    return server
+    return own_credentials(headers) or server
+
+
+def own_credentials(headers: Mapping[str, str]) -> dict[str, str]:
+    """The app's own key header as the default upstream gets it when the proxy issues no keys:
+    `authorization`, else `api-key` ({}: neither; an `x-api-key` never goes upstream)."""
+    for name in ("authorization", "api-key"):
+        if name in headers:
+            return {name: headers[name]}
+    return {}
+
+
+def client_credential(settings: Settings, headers: Mapping[str, str],
+                      arms: Sequence[Target]) -> str:
+    """The credential that tells this request's client from others (see the module's
+    docstring); `arms`: the targets that may be asked (an open canary's two arms). "": the
+    anonymous client, one for all requests without a checked credential."""
+    if settings.issue_keys:  # checked by the proxy itself (proxy/auth.py KeyRing)
+        return bearer(headers) or ""
+    own = own_credentials(headers)
+    if not own or not arms:
+        return ""
+    for target in arms:
+        try:
+            if target.provider != OPENAI_COMPATIBLE \
+                    or upstream_credentials(settings, headers, target) != own:
+                return ""  # a litellm provider gets the operator's key, never the app's
+        except UpstreamUnreachable:  # its key variable is not set: it gets nothing
+            return ""
+    return next(iter(own.values()))
 
 
 def keyless_elsewhere(settings: Settings, alias: str, spec: RouteSpec) -> list[str]:

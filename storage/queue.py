@@ -19,7 +19,9 @@ window sizes, only the time does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +35,7 @@ from storage.lookup import Bounds, bounded, ids_condition
 from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.review import STATES
 from storage.search import DEFAULT_SCOPE, TermSearch, query_terms
+from storage.search_budget import page_budget
 from storage.tags import tag_condition
 from storage.trainable import trainable_sql
 
@@ -57,6 +60,9 @@ class ReviewQuery:
     min_score: float | None = None
     # True: only items with a final answer (see storage.trainable); False: only those without
     trainable: bool | None = None
+    # seconds a page of a `q` search may take (storage.search_budget); None: no limit (the
+    # work of datasets and bulk actions), set from settings for what reviewers list
+    search_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.review is not None and self.review not in STATES:
@@ -143,9 +149,10 @@ def find_ids(con: Connection, query: ReviewQuery, *, limit: int,
             where, params = f"{where} AND i.id < ?", [*params, cursor]
         found = _select(con, where, params, wanted)
     else:
-        driver = query.driver(con)
-        found = (_driven(con, query, driver, wanted, cursor) if driver is not None
-                 else _positional(con, query, wanted, cursor))
+        with page_budget(con, query.search_budget_s if query.q is not None else None):
+            driver = query.driver(con)
+            found = (_driven(con, query, driver, wanted, cursor) if driver is not None
+                     else _positional(con, query, wanted, cursor))
     page = found[:limit]
     return page, (page[-1] if len(found) > limit else None)
 
@@ -232,16 +239,64 @@ def _matches(con: Connection, query: ReviewQuery, interaction_id: str) -> bool:
                             [interaction_id, *params]).fetchall())
 
 
+SEARCH_CANDIDATES = 8  # unclaimed matches a reader hands the writer for a text search
+
+
+def search_candidates(con: Connection, query: ReviewQuery, reviewer: str, *,
+                      skip: Sequence[str] = (), now: datetime | None = None) -> list[str]:
+    """For `next_item` with a text search (`q`), run on a reader: the first matches no one
+    else holds (nor skipped), newest first, at most `SEARCH_CANDIDATES`. The search (up to its
+    page budget) then never runs on the single writer, where every save, claim and ingest
+    batch queued behind it (r12v HIGH 2); the writer only re-checks them and claims one."""
+    now = now or datetime.now(UTC)
+    held = con.execute("SELECT interaction_id, reviewer FROM review_claims WHERE expires_at > ?",
+                       [now]).fetchall()
+    excluded = {r[0] for r in held if r[1] != reviewer} | set(skip)
+    own = [r[0] for r in held if r[1] == reviewer and r[0] not in skip]
+    # the reviewer's own claim first, if it matches (r12u MED 4: it was released for the
+    # newest match unless it was that one, unlike without a search)
+    found = TermSearch(con, query.q, query.q_in).matching(con, own) if own and query.q else []
+    for ids in budgeted_pages(con, query, min(len(excluded) + SEARCH_CANDIDATES, 1000)):
+        found += [i for i in ids if i not in excluded and i not in found]
+        if len(found) >= SEARCH_CANDIDATES:
+            break
+    return found[:SEARCH_CANDIDATES]
+
+
+def budgeted_pages(con: Connection, query: ReviewQuery, size: int) -> Iterator[list[str]]:
+    """The query's pages of `size` ids, newest first, at most MAX_SCAN_PAGES of them, all within
+    its one search budget (if it has one): a page each, a long skip list made one `queue/next`
+    take 50 budgets and hold a reader for a minute (r12u HIGH 1)."""
+    deadline = None if query.search_budget_s is None \
+        else time.monotonic() + query.search_budget_s
+    cursor: str | None = None
+    for _ in range(MAX_SCAN_PAGES):
+        paged = query if deadline is None else dataclasses.replace(
+            query, search_budget_s=max(deadline - time.monotonic(), 1e-9))
+        ids, cursor = find_ids(con, paged, limit=size, cursor=cursor)
+        yield ids
+        if cursor is None:
+            return
+
+
 def next_item(con: Connection, query: ReviewQuery, reviewer: str, ttl_s: float, *,
-              skip: Sequence[str] = (), now: datetime | None = None) -> Claim | None:
-    """Claim the reviewer's next item (see the module's docstring); None when none is left."""
+              skip: Sequence[str] = (), now: datetime | None = None,
+              candidates: Sequence[str] | None = None) -> Claim | None:
+    """Claim the reviewer's next item (see the module's docstring); None when none is left.
+    `candidates`: a text search's matches found on a reader (`search_candidates`), claimed
+    here if still unclaimed and still in the filter's review state (its words stay: an edit
+    only adds words); when all were taken meanwhile the search runs here."""
     now = now or datetime.now(UTC)
     con.execute("DELETE FROM review_claims WHERE expires_at <= ?", [now])
     rows = con.execute("SELECT interaction_id, reviewer FROM review_claims").fetchall()
     own = [r[0] for r in rows if r[0] not in skip and r[1] == reviewer]
     chosen = next((i for i in own if _matches(con, query, i)), None)
-    if chosen is None:
-        excluded = {r[0] for r in rows if r[1] != reviewer} | set(skip)
+    excluded = {r[0] for r in rows if r[1] != reviewer} | set(skip)
+    if chosen is None and candidates:
+        unsearched = dataclasses.replace(query, q=None)
+        chosen = next((i for i in candidates
+                       if i not in excluded and _matches(con, unsearched, i)), None)
+    if chosen is None and candidates != []:
         chosen = _first_unclaimed(con, query, excluded)
     con.execute("DELETE FROM review_claims WHERE reviewer = ? AND interaction_id <> ?",
                 [reviewer, chosen or ""])
@@ -250,12 +305,8 @@ def next_item(con: Connection, query: ReviewQuery, reviewer: str, ttl_s: float, 
 
 def _first_unclaimed(con: Connection, query: ReviewQuery, excluded: set[str]) -> str | None:
     # a page one longer than the excluded set holds an unclaimed item unless the data ends
-    cursor: str | None = None
-    for _ in range(MAX_SCAN_PAGES):
-        ids, cursor = find_ids(con, query, limit=min(len(excluded) + 1, 1000), cursor=cursor)
+    for ids in budgeted_pages(con, query, min(len(excluded) + 1, 1000)):
         for interaction_id in ids:
             if interaction_id not in excluded:
                 return interaction_id
-        if cursor is None:
-            return None
     return None

@@ -37,19 +37,33 @@ lost, cancelled at shutdown, or `late_opinion` says none was asked: `too_quick`,
 `budget_full`, `key_share_full`) -> nobody's, unjudged. Probe rows are no production request
 of either arm. Such a row waits on its opinion (`opinions_missing`) while skipped, or asked and
 not yet in the store before its `late_due` (its deadline plus the ingest's grace); after it, the
-opinion is lost (cancelled at a restart, a crash) and the row is plainly unjudged.
+opinion is lost (cancelled at a restart, a crash) and the row is plainly unjudged. An `asked`
+row without `late_due` (written before rows carried it) is lost once older than the longest
+deadline an opinion could have had (`asked_bound_s`, from the settings' and the route's
+timeouts: proxy/admin/promote_api.py), else it would wait for ever (r14c HIGH 1).
 `opinions_missing_weighed` counts each client key's (`route.client_key`; rows without one are
 one key) missing rows at most as many as its judged requests there (a sticky user's at most
-`max_requests_per_user` of them):
-one key's skipped hang-ups weigh no more than its share of the evidence.
+`max_requests_per_user` of them), and at most `max_requests_per_user` in all, as its second
+opinions are weighed: one key's skipped hang-ups weigh no more than its share of the evidence,
+even when it mixes cheap successes in to raise its judged requests (r14d HIGH 1).
 `history_baseline` judges rows by the canary's rule when no canary was open (the current
 target's traffic before one, the canary's baseline when starved beside it): a failure no other
-model judged (an answer of status 400 or more, or a stall before the first byte, at attempt 0
-with no second opinion; a fallback that did not answer either) would have waited on a second
-opinion during a canary, so it is unjudged and counts in `opinions_missing`, like a skipped
-background opinion. Failures after the answer started (a cut or failed stream, a stall after
-the first byte) and a fallback's answer count as the canary's rows count them. Without it (the
-health people read) such a failure is the target's error, as no other model answered.
+model judged is unjudged and counts in `opinions_missing`, like a skipped background opinion.
+That is every failure there: an error status or a stall before the first byte (a second opinion
+would have judged it during a canary), a failure a fallback answered (`attempt` > 0: during a
+canary the other arm is asked first, and if it fails too the row is nobody's, r14c MED 5), and
+a stream cut, failed or stalled after its first byte (a client can cause one on purpose: during
+a canary it falls on whichever arm was drawn, in the history on the current target alone, r14c
+HIGH 2). `opinions_missing_unanswered` counts the first two kinds (no answer started), the only
+ones the canary's second opinions tell anything about (below; exporter/canary_history.py).
+Without it (the health people read) such a failure is the target's error.
+`opinions_answered` / `opinions_failed` (while a canary is open): the target's 5xx or timeouts
+(before any answer) whose second opinion answered (the target's error) or failed too (nobody's),
+each client key's share of them weighed by its judged requests on that target (its traffic
+there, sticky users weighed): one key sending requests that fail everywhere (unjudged) moves
+the share by no more than the judged traffic it also sends (r14d MED 5: weighed at 5 each, 20
+such requests from one key weighed as much as the app's own 5xx, and an honest canary waited
+475 requests, not 125).
 Latency is over the answers below 400.
 Evaluation and synthetic traffic never count. A request users rated is a thumbs-down when
 the mean of its feedback scores is below 0 (`rated_requests`, `thumbs_down`: for people).
@@ -74,7 +88,7 @@ successes weighs at most that many requests. Requests drawn per request count on
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storage.backend.dialect import dialect_of
@@ -104,9 +118,10 @@ WITH late AS (
            coalesce({attempt}, 0) AS attempt,
            route ->> 'second_opinion_status' AS second_opinion,
            route ->> 'role' AS role, route ->> 'refused_key' AS refused_key,
+           {primary_status} AS primary_status,
            route ->> 'stalled_s' AS stalled, route ->> 'late_opinion' AS late_opinion, ttfb_ms,
            CASE WHEN route ->> 'late_opinion' = 'asked' THEN route ->> 'late_due' END
-               AS late_due, route ->> 'client_key' AS client_key,
+               AS late_due, created_at < ? AS past_bound, route ->> 'client_key' AS client_key,
            coalesce(user_id, session_id) AS end_user,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
@@ -141,11 +156,15 @@ WITH late AS (
 ), r0h AS (
     SELECT *, CASE WHEN CAST(? AS BOOLEAN) AND failing = 1 AND late_opinion IS NULL
                         AND second_opinion IS NULL AND coalesce(role, '') <> 'second_opinion'
-                        AND ((attempt = 0 AND (status_code >= 400
-                                               OR (stalled IS NOT NULL AND ttfb_ms IS NULL)))
-                             OR (attempt > 0 AND NOT (status_code < 400
-                                                      AND finish = 'completed')))
-                   THEN 1 ELSE 0 END AS unopined
+                   THEN 1 ELSE 0 END AS unopined,
+           CASE WHEN attempt = 0 AND status_code < 400 AND ttfb_ms IS NOT NULL THEN 1 ELSE 0
+           END AS started,
+           CASE WHEN late_opinion IS NULL AND coalesce(refused_key, '') = ''
+                     AND coalesce(primary_status, status_code, 599) >= 500
+                THEN CASE WHEN second_opinion IS NOT NULL THEN 2
+                          WHEN role = 'second_opinion' AND attempt > 0 AND status_code < 400
+                               AND finish = 'completed' THEN 1 END
+           END AS opinion
     FROM r0
 ), r AS (
     SELECT *, failing - unopined AS failed,
@@ -158,7 +177,8 @@ WITH late AS (
                      OR (late_opinion = 'asked' AND late_seen = 0
                          AND NOT (late_due IS NOT NULL
                                   AND CAST(late_due AS DOUBLE PRECISION)
-                                      < CAST(? AS DOUBLE PRECISION)))
+                                      < CAST(? AS DOUBLE PRECISION))
+                         AND NOT (late_due IS NULL AND past_bound))
                 THEN 1 ELSE 0 END AS missing
     FROM r0h
 ), rated AS (
@@ -191,7 +211,8 @@ WITH late AS (
     FROM voters GROUP BY target
 ), kc AS (
     SELECT target, cluster, coalesce(client_key, '') AS client_key,
-           count(*) FILTER (WHERE excused = 0) AS n, sum(failed) AS x, sum(missing) AS m
+           count(*) FILTER (WHERE excused = 0) AS n, sum(failed) AS x, sum(missing) AS m,
+           count(*) FILTER (WHERE opinion = 1) AS oa, count(*) FILTER (WHERE opinion = 2) AS ob
     FROM r GROUP BY target, cluster, coalesce(client_key, '')
 ), clusters AS (
     SELECT target, cluster, sum(n) AS n, sum(x) AS x
@@ -202,10 +223,16 @@ WITH late AS (
     FROM clusters GROUP BY target
 ), keyed AS (
     SELECT target, client_key, sum(m) AS m,
-           sum(least(CAST(n AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION))) AS j
+           sum(least(CAST(n AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION))) AS j,
+           sum(oa) AS oa, sum(ob) AS ob
     FROM kc GROUP BY target, client_key
 ), km AS (
-    SELECT target, sum(least(m, j)) AS missing_weighed FROM keyed GROUP BY target
+    SELECT target, sum(least(m, j, CAST(? AS DOUBLE PRECISION))) AS missing_weighed,
+           sum(CASE WHEN oa + ob > 0 THEN j * oa / CAST(oa + ob AS DOUBLE PRECISION) END)
+               AS opinions_answered,
+           sum(CASE WHEN oa + ob > 0 THEN j * ob / CAST(oa + ob AS DOUBLE PRECISION) END)
+               AS opinions_failed
+    FROM keyed GROUP BY target
 )
 SELECT r.target,
        count(*) FILTER (WHERE r.excused = 0) AS requests,
@@ -222,7 +249,10 @@ SELECT r.target,
        max(w.weighed_requests) AS weighed_requests,
        max(w.weighed_errors) AS weighed_errors,
        sum(r.missing) AS opinions_missing,
-       max(km.missing_weighed) AS missing_weighed
+       max(km.missing_weighed) AS missing_weighed,
+       sum(r.unopined * (1 - r.started)) AS missing_unanswered,
+       max(km.opinions_answered) AS opinions_answered,
+       max(km.opinions_failed) AS opinions_failed
 FROM r LEFT JOIN f ON f.target = r.target LEFT JOIN t ON t.target = r.target
      LEFT JOIN v ON v.target = r.target LEFT JOIN w ON w.target = r.target
      LEFT JOIN km ON km.target = r.target
@@ -236,7 +266,8 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  max_requests_per_user: int = MAX_REQUESTS_PER_USER,
                  canary: str | None = None,
                  history_baseline: bool = False,
-                 now: datetime | None = None) -> list[dict[str, Any]]:
+                 now: datetime | None = None,
+                 asked_bound_s: float | None = None) -> list[dict[str, Any]]:
     """Per target: requests (judged: not `unjudged_requests`), errors, error_rate,
     unjudged_requests (4xx that say nothing of the target, answers the client gave up on: see
     the module doc), weighed_requests and weighed_errors (weighed per sticky user, see the
@@ -246,19 +277,26 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     opinions_missing (failures or hang-ups judged by a background second opinion that was
     skipped for the budget or has not reported yet: unjudged, but the canary's promotion must
     survive counting them as its errors, exporter/cycle_canary.py),
-    opinions_missing_weighed (those, each client key's at most its judged requests),
+    opinions_missing_weighed (those, each client key's at most its judged requests and
+    `max_requests_per_user`),
     over production traffic for `alias` in [since, until). `canary`: the alias's open canary
     model, whose 4xx without a second opinion count. `history_baseline`: failures no second
     opinion judged are unjudged and in `opinions_missing` (the module doc). `now`: when an
-    asked opinion not in the store is lost (after its `late_due`)."""
+    asked opinion not in the store is lost (after its `late_due`; an `asked` row without one,
+    written before rows carried it, once older than `asked_bound_s`: None, never)."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
         raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
-    sql = _HEALTH_SQL.format(attempt=dialect_of(con).try_integer("route ->> 'attempt'"),
+    dialect = dialect_of(con)
+    sql = _HEALTH_SQL.format(attempt=dialect.try_integer("route ->> 'attempt'"),
+                             primary_status=dialect.try_integer("route ->> 'primary_status'"),
                              relay=RELAY_MARK)
     cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
-    at = (now or datetime.now(UTC)).timestamp()
-    rows = con.execute(sql, [since, alias, since, until, canary, history_baseline, at, cap, cap,
-                             per_user, per_user, per_user]).fetchall()
+    moment = now or datetime.now(UTC)
+    # never past the bound: no row of the window is older than `since`
+    bound = since if asked_bound_s is None else moment - timedelta(seconds=asked_bound_s)
+    rows = con.execute(sql, [since, bound, alias, since, until, canary, history_baseline,
+                             moment.timestamp(), cap, cap,
+                             *[per_user] * 4]).fetchall()
     return [
         {
             "target": target,
@@ -277,8 +315,11 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
             "latency_p50_ms": None if p50 is None else round(p50, 3),
             "opinions_missing": opinions_missing or 0,
             "opinions_missing_weighed": round(float(missing_weighed or 0), 6),
+            "opinions_missing_unanswered": missing_unanswered or 0,
+            "opinions_answered": round(float(opinions_answered or 0), 6),
+            "opinions_failed": round(float(opinions_failed or 0), 6),
         }
         for target, requests, errors, unjudged, p50, feedback_count, feedback_mean, rated,
         thumbs_down, votes, down_votes, weighed_requests, weighed_errors, opinions_missing,
-        missing_weighed in rows
+        missing_weighed, missing_unanswered, opinions_answered, opinions_failed in rows
     ]

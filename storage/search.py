@@ -195,6 +195,20 @@ class PostingsSearch:
             ids = self._with_other_terms(con, ids)
         return ids, next_before
 
+    def matching(self, con: Connection, ids: Sequence[str]) -> list[str]:
+        """Of `ids`, those holding every term, indexed or in the unindexed tail."""
+        if not ids:
+            return []
+        where, params = ids_condition("interaction_id", list(ids))
+        held: dict[str, set[int]] = {}
+        for item, keys, fields in con.execute(
+                f"SELECT interaction_id, term_keys, term_fields FROM search_docs WHERE {where}",
+                params).fetchall():
+            held[item] = {k for k, f in zip(keys, fields, strict=True) if f & self.bits}
+        groups = [self.driver, *self.others]
+        return [i for i in ids if i in self.tail or (
+            i in held and all(not held[i].isdisjoint(group) for group in groups))]
+
     def _with_other_terms(self, con: Connection, ids: list[str]) -> list[str]:
         where, params = ids_condition("interaction_id", ids)
         held: dict[str, set[int]] = {}

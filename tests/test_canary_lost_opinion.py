@@ -8,6 +8,7 @@ its opinion is due in the store (`route.late_due`); after that it is lost, plain
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -19,6 +20,7 @@ import openai
 from exporter.cycle_canary import judge_canary
 from exporter.cycle_config import CanaryConfig
 from proxy.app import create_app
+from storage.db import connect
 from tests.conftest import FakeUpstream, ProxyServer, both_stores, proxy_settings
 from tests.fakes.server import serve_app
 from tests.test_canary_failures import ALIAS, CANARY, HI, SINCE, STABLE
@@ -67,4 +69,48 @@ def test_opinions_cancelled_at_a_restart_do_not_hold_a_clean_canary(
         verdict = judge_canary(rows[CANARY], rows[STABLE], CanaryConfig(min_requests=50),
                                timedelta(hours=1))
         assert verdict.verdict == "promote", verdict.reasons
+        proxy.close()
+
+
+def test_asked_rows_written_without_a_due_time_are_lost_after_the_longest_deadline(
+        tmp_path: Path, fake_openai: FakeUpstream) -> None:
+    """Rows written before `asked` rows carried `late_due` (r14c fix) stayed missing for ever
+    once their opinion was lost: one older than the longest deadline an opinion could have
+    had (connect, then reply and first chunk within the read timeout, and the ingest's grace;
+    the settings' or the route's, whichever is longer) is lost too."""
+    settings = proxy_settings(tmp_path, fake_openai.base_url, hangup_probe_min_s=0.2)
+    with serve_app(create_app(settings)) as url:
+        proxy = ProxyServer(url, settings, fake_openai)
+        admin = proxy.admin()
+        admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+        admin.promote(ALIAS, CANARY, canary=50)
+        hanger = proxy.openai(timeout=2.0).with_options(max_retries=0)
+
+        def hang_up(_: int) -> None:
+            with contextlib.suppress(openai.APIError):
+                hanger.chat.completions.create(model=ALIAS, messages=HI,
+                                               extra_headers={"x-fake-delay-ms": "8000"})
+
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(hang_up, range(6)))
+        proxy.wait_for("SELECT count(*) FROM interactions WHERE route ->> 'late_opinion' = "
+                       "'asked'", lambda r: r[0][0] >= 1)
+        proxy.close()
+    with connect(settings.db) as con:  # as an older server wrote them: no `late_due`
+        for row_id, route in con.execute(
+                "SELECT id, route FROM interactions WHERE route ->> 'late_opinion' = 'asked'"
+                ).fetchall():
+            older = {k: v for k, v in json.loads(route).items() if k != "late_due"}
+            con.execute("UPDATE interactions SET route = ? WHERE id = ?",
+                        [json.dumps(older), row_id])
+    quick = settings.model_copy(update={"connect_timeout_s": 1.0, "read_timeout_s": 2.0})
+    with serve_app(create_app(quick)) as url:
+        proxy = ProxyServer(url, quick, fake_openai)
+        missing = [proxy.admin().route_health(ALIAS, since=SINCE)["targets"]]
+        deadline = time.monotonic() + 30  # bound: 1 + 2 * 2 + 2 s grace after each row
+        while time.monotonic() < deadline and any(r["opinions_missing"] for r in missing[-1]):
+            time.sleep(0.5)
+            missing.append(proxy.admin().route_health(ALIAS, since=SINCE)["targets"])
+        assert any(r["opinions_missing"] for r in missing[0]), missing[0]  # waited at first
+        assert not any(r["opinions_missing"] for r in missing[-1]), missing[-1]
         proxy.close()

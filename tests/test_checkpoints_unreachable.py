@@ -1,6 +1,7 @@
 """A checkpoint the provider no longer serves (404) is not scored, with the reason, and the
 best of the others is promoted, the intervals still corrected for the K checkpoints asked; a
-retry of the step does not evaluate again the checkpoints it already has a stored run of;
+retry of the step does not evaluate again the checkpoints it already has a stored run of; a
+checkpoint down for a moment (5xx) fails the step instead, to be evaluated on its retry;
 with none reachable the step fails saying so."""
 
 from __future__ import annotations
@@ -125,3 +126,26 @@ def test_with_no_checkpoint_reachable_the_step_fails_saying_so(loop: ProxyServer
     assert "none of the 3 checkpoints could be evaluated: step 6: the candidate " \
         f"{names[6]} could not be reached" in failed.message
     assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
+
+
+def test_a_checkpoint_down_for_a_moment_is_evaluated_on_the_retry(loop: ProxyServer,
+                                                                   tmp_path: Path) -> None:
+    """r14c LOW 7: the job's last checkpoint, the best, answered 503 during the step (a blip):
+    it was skipped for good and a worse one opened as the canary in the same run. Only a 404
+    (not served) skips a checkpoint now; a 5xx fails the step, whose retry evaluates it (and
+    does not ask the others again)."""
+    names, _job = trained(loop, tmp_path)
+    loop.upstream.state.model_replies.update({names[6]: WORSE, names[8]: WORSE})
+    unserved(loop, names[10], status=503)
+    failed = run(loop, config(tmp_path, evaluate=EVALUATE))
+    assert failed.status == "error" and failed.run["step"] == "checkpoints", failed.message
+    assert f"the candidate {names[10]} could not be reached" in " ".join(failed.message.split())
+    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
+    before = {step: asked(loop, names[step]) for step in (6, 8)}
+    del loop.upstream.state.model_error_rate[names[10]]
+    second = run(loop, config(tmp_path, evaluate=EVALUATE))
+    assert second.run["step"] == "watch", second.message
+    assert second.run["state"]["fine_tuned_model"] == names[10]
+    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT, names[10]]
+    assert {step: asked(loop, names[step]) for step in (6, 8)} == before
+    assert "not_scored" not in checkpoints_detail(loop, second.run["id"])

@@ -246,7 +246,7 @@ def test_a_starved_baseline_is_judged_against_its_traffic_before_the_canary(
     outcome = run(loop, cfg)
     assert outcome.status == "finished" and outcome.run["outcome"] == "rolled_back", \
         outcome.message
-    [errors, _] = loop.admin().route_history(ALIAS)[0]["detail"]["verdict"]["tests"]
+    errors = loop.admin().route_history(ALIAS)[0]["detail"]["verdict"]["tests"][0]
     assert errors["baseline"] == "history" and errors["baseline_n"] == 30, errors
     assert errors["decision"] == "worse"
 
@@ -273,7 +273,7 @@ def test_a_canary_refusing_every_request_with_a_4xx_is_rolled_back(
     outcome = until_decided(loop, cfg, lambda start: ask_refused(loop, 50, start=start), 50, 600)
     assert outcome is not None and outcome.run["outcome"] == "rolled_back", outcome.message
     assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT]
-    [errors, _] = loop.admin().route_history(ALIAS)[0]["detail"]["verdict"]["tests"]
+    errors = loop.admin().route_history(ALIAS)[0]["detail"]["verdict"]["tests"][0]
     assert errors["metric"] == "errors" and errors["decision"] == "worse"
 
 

@@ -83,3 +83,22 @@ def test_the_printed_canary_keeps_its_transforms(proxy: ProxyServer, tmp_path: P
     [_stable, canary] = proxy.admin().routes()["nobot"]["targets"]
     assert canary["model"] == model and canary["weight"] == 5
     assert {t["type"]: t for t in canary["transforms"]} == transforms
+
+
+@pytest.mark.parametrize("asked", [
+    ["--prompt-suffix", "\n\n###\n\n", "--system-prompt", "Be brief."],
+    ["--strip-template", "nosuch-v1"],
+], ids=["legacy-and-chat", "unknown-template"])
+def test_options_that_cannot_work_are_refused_before_any_hint(
+        proxy: ProxyServer, tmp_path: Path, asked: list[str]) -> None:
+    """r14c LOW 8: a canary on an alias with no route was refused with the commands to run
+    even when its options could not go together (a legacy separator beside a chat system
+    prompt): the first printed command made the route, the second failed. The options are
+    checked first: the refusal is theirs (exit 2), with no command printed and no route."""
+    refused = run_cli(proxy, tmp_path, "promote", "--alias", "nobot", "--model",
+                      "ft:gpt-4o-mini:acme::c3", "--canary", "5", *asked)
+    said = flat(refused.output)
+    assert refused.exit_code == 2, refused.output
+    assert "has no route yet" not in said and "tuneloop promote" not in said, said
+    assert "either chat or legacy" in said or "unknown template" in said, said
+    assert "nobot" not in proxy.admin().routes()

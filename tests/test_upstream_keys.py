@@ -16,7 +16,9 @@ import openai
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import ADMIN_TOKEN, FakeUpstream, ProxyServer
+from proxy.routing import Target
+from proxy.upstream_keys import client_credential
+from tests.conftest import ADMIN_TOKEN, FakeUpstream, ProxyServer, proxy_settings
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
@@ -112,3 +114,25 @@ def test_setting_a_keyless_target_elsewhere_is_allowed_with_a_warning(
                                 "--base-url", elsewhere.base_url], env=env)
     assert promote.exit_code == 0, promote.output
     assert "warning:" in promote.stderr and "local-2" in promote.stderr
+
+
+def test_only_a_checked_credential_tells_one_client_from_another(tmp_path: Path) -> None:
+    """r14c LOW 6: a canary's per-key share of background opinions was keyed on whatever key
+    header came (`x-api-key` included) though nobody checked it. The client is now told by the
+    proxy's issued key, or by the app's own key when both arms' upstream gets it; any other
+    request is the one anonymous client ("")."""
+    at_home = [Target(model=STABLE), Target(model=CANARY)]
+    away = [Target(model=STABLE), Target(model=CANARY, base_url="http://127.0.0.2:9/v1")]
+    on_its_key = [Target(model=STABLE), Target(model=CANARY, api_key_env="SOME_KEY_VAR")]
+    passing = proxy_settings(tmp_path, "http://127.0.0.1:9/v1", openai_api_key=SERVER_KEY)
+    issuing = passing.model_copy(update={"issue_keys": True})
+    bearer = {"authorization": f"Bearer {APP_KEY}"}
+    assert client_credential(passing, {"x-api-key": APP_KEY}, at_home) == ""
+    assert client_credential(passing, {}, at_home) == ""
+    assert client_credential(passing, bearer, at_home) == bearer["authorization"]
+    assert client_credential(passing, {"api-key": APP_KEY}, at_home) == APP_KEY
+    assert client_credential(passing, bearer, away) == ""
+    assert client_credential(passing, bearer, on_its_key) == ""
+    assert client_credential(passing, bearer, []) == ""
+    assert client_credential(issuing, {"x-api-key": "tlk-issued"}, away) == "tlk-issued"
+    assert client_credential(issuing, bearer, at_home) == APP_KEY

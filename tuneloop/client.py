@@ -78,9 +78,12 @@ class AdminClient(ReviewMethods, RouteMethods, TemplateMethods):
     def send(self, method: str, path: str, *, json: Any = None,
              params: Mapping[str, Any] | None = None) -> httpx.Response:
         """The successful response itself (its headers too); errors raised as `request`."""
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        clean = _query_params(params)
         try:
             response = self._http.request(method, path, json=json, params=clean)
+        except UnicodeEncodeError as exc:  # a lone surrogate in the JSON body
+            raise BadRequest(f"the request is not valid text: {exc.reason} at character "
+                             f"{exc.start} of a field") from exc
         except httpx.ConnectError as exc:
             raise ServerUnreachable(f"no tuneloop server answers at {self.api}") from exc
         except httpx.TimeoutException as exc:
@@ -94,7 +97,7 @@ class AdminClient(ReviewMethods, RouteMethods, TemplateMethods):
                      headers: Mapping[str, str] | None = None) -> Iterator[bytes]:
         """The response body's lines as they arrive (bodies of any size in bounded memory);
         `content` streams the request body the same way."""
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        clean = _query_params(params)
         try:
             with self._http.stream(method, path, params=clean, content=content,
                                    headers=headers) as response:
@@ -326,6 +329,20 @@ def _segment(value: str) -> str:
 
 def _quote(segment: str) -> str:
     return quote(segment, safe="")
+
+
+def _query_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The parameters set; a text one that is not valid text (a lone surrogate, from a
+    terminal's undecodable bytes) refused as the server would, not a UnicodeEncodeError."""
+    clean = {k: v for k, v in (params or {}).items() if v is not None}
+    for name, value in clean.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BadRequest(f"{name} is not valid text: {exc.reason} at character "
+                                 f"{exc.start}", param=name) from exc
+    return clean
 
 
 def _error_from(response: httpx.Response) -> TuneloopError:

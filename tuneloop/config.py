@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     # (keeps ~20 ms of GIL per thousand rows off the event loop), as are stream usage
     # estimates; 0 turns the worker off (everything in-process)
     index_worker_min_rows: int = Field(200, ge=0)
+    # a page of a text search (`q`) the review list asks is answered within this or refused
+    # as a 400 search_too_broad (storage.search_budget)
+    search_page_budget_s: float = Field(2.0, gt=0)
 
     # data governance
     redact: list[RedactionKind] = Field(default_factory=list)

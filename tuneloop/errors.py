@@ -131,6 +131,12 @@ class DatasetError(BadRequest):
     code = "invalid_dataset"
 
 
+class SearchTooBroad(BadRequest):
+    """A search (`q`) that could not fill a page within its time budget."""
+
+    code = "search_too_broad"
+
+
 class ProviderError(TuneloopError):
     """A fine-tuning provider refused or failed a call."""
 

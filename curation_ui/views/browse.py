@@ -10,7 +10,7 @@ import streamlit as st
 
 from curation_ui.actions import flash, show_flash
 from curation_ui.chat_view import escape_markdown, last_answer
-from curation_ui.filters import filter_widgets
+from curation_ui.filters import filter_widgets, list_failure
 from curation_ui.session import client, require_reviewer, reviewer
 from curation_ui.styles import inject_styles
 from curation_ui.workbench import unreadable
@@ -102,7 +102,7 @@ if st.session_state.get("browse_signature") != signature:  # new filters: back t
 try:
     page = client().interactions(limit=size, cursor=cursors[-1], compact=True, **filters)
 except TuneloopError as exc:
-    st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
+    st.error(escape_markdown(list_failure(exc)))
     st.stop()
 items: list[dict[str, Any]] = [i for i in page["items"] if not unreadable(i)]
 broken = [i["id"] for i in page["items"] if unreadable(i)]

@@ -27,7 +27,7 @@ from curation_ui.actions import (
 from curation_ui.browser import page_ready
 from curation_ui.chat_view import escape_markdown, show_messages
 from curation_ui.conflict import Panel, conflict_panel
-from curation_ui.filters import filter_widgets
+from curation_ui.filters import filter_widgets, list_failure
 from curation_ui.item_header import show_header
 from curation_ui.layout import review_columns
 from curation_ui.reviewer_state import keep_work
@@ -106,7 +106,7 @@ def review_pane(filters: dict[str, Any]) -> None:
         item, progress = held(SLOT, repr(sorted(filters.items())) + repr(skipped),
                               lambda: next_item(filters, skipped))
     except TuneloopError as exc:
-        st.error(escape_markdown(f"The admin API did not answer: {exc.message}"))
+        st.error(escape_markdown(list_failure(exc)))
         return
     if progress:
         st.caption(progress_line(progress, len(skipped)))

@@ -3,6 +3,7 @@ The API is described in proxy/admin/review.py's docstring."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from proxy.context import ProxyContext, context_of
 from storage.claims import claim, release
 from storage.items import review_item
 from storage.progress import progress
-from storage.queue import ReviewQuery, next_item
+from storage.queue import ReviewQuery, next_item, search_candidates
 from tuneloop.errors import BadRequest
 
 MAX_SKIP = 10_000
@@ -59,9 +60,14 @@ async def next_queue_item(request: Request) -> Response:
     ctx = _reviewer_context(request)
     body = await json_object(request)
     reviewer = reviewer_name(body, request)
-    query, skip, with_progress = _queue_filter(body), _skip_of(body), _want_progress(body)
+    query = dataclasses.replace(_queue_filter(body),
+                                search_budget_s=ctx.settings.search_page_budget_s)
+    skip, with_progress = _skip_of(body), _want_progress(body)
     ttl_s = ctx.settings.review_claim_s
-    taken = await ctx.db.write(lambda con: next_item(con, query, reviewer, ttl_s, skip=skip))
+    candidates = None if query.q is None else await ctx.db.read(
+        lambda con: search_candidates(con, query, reviewer, skip=skip))
+    taken = await ctx.db.write(lambda con: next_item(con, query, reviewer, ttl_s, skip=skip,
+                                                     candidates=candidates))
     answer: dict[str, Any] = {"item": None}
     if taken is not None:
         item = await ctx.db.read(lambda con: review_item(con, taken.interaction_id))
@@ -106,7 +112,8 @@ async def queue_progress(request: Request) -> Response:
         if since.tzinfo is None:
             raise BadRequest("since must carry its UTC offset", param="since")
     pending = [(k, v) for k, v in params.multi_items() if k != "review"]
-    query = review_query(QueryParams([*pending, ("review", "pending")]))
+    query = dataclasses.replace(review_query(QueryParams([*pending, ("review", "pending")])),
+                                search_budget_s=ctx.settings.search_page_budget_s)
     return json_response(await ctx.db.read(
         lambda con: progress(con, query, reviewer, since=since)))
 

@@ -165,8 +165,12 @@ def text_param(params: QueryParams, name: str, max_length: int = 512) -> str | N
     raw = params.get(name)
     if raw is None or raw == "":
         return None
-    if len(raw) > max_length or "\x00" in raw:
-        raise BadRequest(f"{name} is too long or contains a NUL character", param=name)
+    if len(raw) > max_length:
+        raise BadRequest(f"{name} is too long (at most {max_length} characters)", param=name)
+    if "\x00" in raw:
+        raise BadRequest(f"{name} contains a NUL character", param=name)
+    if "\ufffd" in raw:  # what the query string's invalid UTF-8 was decoded to
+        raise BadRequest(f"{name} is not valid UTF-8 text", param=name)
     return raw
 
 

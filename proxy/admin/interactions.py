@@ -8,6 +8,8 @@ served.
 
 from __future__ import annotations
 
+import dataclasses
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -29,7 +31,8 @@ from tuneloop.errors import BadRequest
 
 async def list_items(request: Request) -> Response:
     ctx = authorize(request, Role.REVIEWER)
-    query = review_query(request.query_params)
+    query = dataclasses.replace(review_query(request.query_params),
+                                search_budget_s=ctx.settings.search_page_budget_s)
     limit, cursor = page_params(request.query_params)
     compact = bool_param(request.query_params, "compact") is True
     items, next_cursor = await ctx.db.read(

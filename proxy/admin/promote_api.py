@@ -44,9 +44,15 @@ from proxy.admin.common import (
 )
 from proxy.admin.routes_api import checked_spec, reload_routes
 from proxy.auth import Role
+from proxy.background_opinion import answer_bound_s, ingest_grace_s
 from proxy.body import read_request_body
 from proxy.context import context_of
-from proxy.promotion import parse_promote_request, promoted_spec, stable_target
+from proxy.promotion import (
+    candidate_alone,
+    parse_promote_request,
+    promoted_spec,
+    stable_target,
+)
 from proxy.routing import RouteSpec
 from proxy.upstream_keys import keyless_elsewhere, refuse_unset_keys
 from storage.db import Connection
@@ -62,6 +68,7 @@ from storage.promotions import (
 from storage.rollback_edits import latest_seq
 from storage.route_health import MAX_REQUESTS_PER_USER, MAX_VOTES_PER_VOTER, route_health
 from storage.routes import load_routes
+from tuneloop.config import Settings
 from tuneloop.errors import BadRequest
 
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
@@ -88,6 +95,8 @@ async def promote(request: Request) -> Response:
 
     def build(con: Connection, current: dict[str, Any] | None) -> dict[str, Any]:
         spec = None if current is None else RouteSpec.model_validate(current)
+        if spec is None and not promotion.full:  # refused with a hint: first, is it valid?
+            checked_spec(con, alias, candidate_alone(promotion))
         canary = open_canary(con, alias)
         made, _ = checked_spec(con, alias, promoted_spec(
             alias, spec, promotion, None if canary is None else canary.model))
@@ -164,6 +173,20 @@ def _guard(seq: int | None, episode: Episode | None, spec: dict[str, Any] | None
             "changed_since_promotion": episode is not None and episode.changed_since(spec)}
 
 
+def opinion_bound_s(settings: Settings, spec: dict[str, Any] | None) -> float:
+    """The longest a background opinion asked on this route could take to be in the store
+    (`answer_bound_s` plus `ingest_grace_s`, proxy/background_opinion.py), with the largest
+    timeouts the settings or the route give: after it an `asked` row written without `late_due`
+    is lost, not pending."""
+    parts = [spec or {}, *((spec or {}).get("targets") or []),
+             *((spec or {}).get("fallbacks") or [])]
+    connect = max([settings.connect_timeout_s,
+                   *(float(p["connect_timeout_s"]) for p in parts if p.get("connect_timeout_s"))])
+    read = max([settings.read_timeout_s,
+                *(float(p["read_timeout_s"]) for p in parts if p.get("read_timeout_s"))])
+    return answer_bound_s(connect, read) + ingest_grace_s(settings)
+
+
 def _roles(spec: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """What each model is in the current route: a weighted target (with its share, that of
     all its deployments) or a fallback."""
@@ -200,7 +223,8 @@ async def health(request: Request) -> Response:
         spec = load_routes(con).get(alias)
         opened = canary_of(episode, spec)
         targets = route_health(con, alias, start, until or FAR_FUTURE, cap, per_user,
-                               None if opened is None else opened.model, history)
+                               None if opened is None else opened.model, history,
+                               asked_bound_s=opinion_bound_s(ctx.settings, spec))
         roles = _roles(spec)
         for row in targets:
             row.update(roles.get(row["target"], {"role": "not_in_route", "share": 0.0}))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -111,6 +112,8 @@ class PgConnection:
         self._lz4_depth: int | None = None  # the savepoint depth lz4 was SET LOCAL at
         self.ddl = ddl
         self._column_types = {} if column_types is None else column_types
+        self._deadline: float | None = None  # time.monotonic() of statement_deadline
+        self._timeout_set = False
 
     # -- statements ------------------------------------------------------------------------
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> PgConnection:
@@ -120,6 +123,8 @@ class PgConnection:
             return self
         if self.ddl:
             sql = ddl_for_postgres(sql)
+        if self._deadline is not None:
+            self._limit_to_deadline(self._deadline)
         if params:
             self._cursor.execute(to_pyformat(sql).encode(), list(params))
         else:  # without parameters psycopg sends the text as it is
@@ -156,6 +161,30 @@ class PgConnection:
 
     def close(self) -> None:
         self._cursor.close()
+
+    @contextlib.contextmanager
+    def statement_deadline(self, deadline: float) -> Iterator[None]:
+        """Each statement run meanwhile under a statement_timeout of what is left until
+        `deadline` (a time.monotonic()), none past it (QueryCanceled without a round trip);
+        the connection is left without a timeout (it goes back to a pool)."""
+        self._deadline = deadline
+        try:
+            yield
+        finally:
+            self._deadline = None
+            if self._timeout_set:
+                self._timeout_set = False
+                # in a transaction a cancel aborted, the RESET fails and the rollback undoes
+                # the SET made in it
+                with contextlib.suppress(psycopg.Error):
+                    self._cursor.execute(b"RESET statement_timeout")
+
+    def _limit_to_deadline(self, deadline: float) -> None:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            raise psycopg.errors.QueryCanceled("the time budget was spent before this statement")
+        self._cursor.execute(f"SET statement_timeout = {left_ms}".encode())
+        self._timeout_set = True
 
     def cancel(self) -> None:
         """Stop the statement running on this connection (from another thread)."""
