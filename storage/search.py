@@ -11,11 +11,12 @@ when it holds every term of the query in the searched fields (`q_in`):
 - `answers`: the assistant's messages only;
 - `all`: the system prompt too.
 
-On DuckDB the rarest term (estimated on the newest postings) drives the search: its postings
-give candidates newest first; the other terms are checked on those candidates only, through
-the per-interaction term keys. On Postgres the whole query is one tsquery on the
-per-interaction tsvector, with a plan of its own (storage.search_pg), once migration 50 is
-finished (storage.search_vectors); the postings until then.
+The rarest term (estimated on the newest postings) drives the search: its postings give
+candidates newest first; the other terms are checked on those candidates only, through the
+per-interaction term keys. On Postgres, once migration 50 is finished
+(storage.search_vectors), a query of several terms whose matches are sparse among those
+postings asks the GIN index of the per-interaction tsvector for its joint matches, capped
+(storage.search_pg): few, they are the answer; many, the walk goes on (TermSearch).
 
 The index is written by a background indexer (storage.search_queue), a moment after ingest.
 The interactions ingested and not yet indexed (the newest TAIL_ROWS of them) are tokenized at
@@ -34,7 +35,7 @@ from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.lookup import ids_condition
 from storage.search_index import FIELD_BITS, batch_forward_index, pending_rows
-from storage.search_pg import VectorSearch
+from storage.search_pg import JOINT_CAP, KnownMatches, joint_matches
 from storage.search_text import grams, stems, term_key, tokenize
 from storage.search_vectors import vectors_ready
 from tuneloop.errors import BadRequest
@@ -43,12 +44,9 @@ MAX_QUERY_TERMS = 8  # words, prefixes and runs of characters
 MAX_QUERY_GRAMS = 32
 MIN_PREFIX = 2
 MAX_PREFIX_WORDS = 1000
-# Postgres: a prefix is an OR of its words' lexemes in one tsquery, which the GIN checks whole
-# for every candidate (cost: matches x words); 32 words keep a page under ~0.1 s at 300k rows
-# where 111 words took 25 s (bench/pg_search_plans.py)
-MAX_PREFIX_WORDS_POSTGRES = 32
 SAMPLE_POSTINGS = 2_000_000
 SAMPLE_DOCS = 30_000  # on Postgres: the sample is the postings of the newest interactions
+SPARSE = 16  # a batch of postings with fewer than 1/SPARSE matching: ask the GIN (Postgres)
 TAIL_ROWS = 500  # the newest interactions not yet indexed, matched at query time
 SCOPES = {
     "conversation": FIELD_BITS["user"] | FIELD_BITS["answer"],
@@ -115,14 +113,12 @@ def term_keys(con: Connection, term: QueryTerm) -> frozenset[int]:
     """The keys that satisfy a term: its own, or for a prefix every word seen with it."""
     if not term.prefix:
         return frozenset([term_key(term.text)])
-    dialect = dialect_of(con)
-    cap = MAX_PREFIX_WORDS_POSTGRES if dialect.name == "postgres" else MAX_PREFIX_WORDS
-    match, params = dialect.prefix_match("word", term.text)
+    match, params = dialect_of(con).prefix_match("word", term.text)
     rows = con.execute(f"SELECT DISTINCT term_key FROM search_words WHERE {match} LIMIT ?",
-                       [*params, cap + 1]).fetchall()
-    if len(rows) > cap:
-        raise BadRequest(f"{term.text}* matches more than {cap} words; type more of the word",
-                         param="q")
+                       [*params, MAX_PREFIX_WORDS + 1]).fetchall()
+    if len(rows) > MAX_PREFIX_WORDS:
+        raise BadRequest(f"{term.text}* matches more than {MAX_PREFIX_WORDS} words; type more "
+                         "of the word", param="q")
     return frozenset([term_key(stems([term.text])[0]), *(r[0] for r in rows)])
 
 
@@ -145,11 +141,11 @@ def rarest(con: Connection, groups: Sequence[frozenset[int]], bits: int) -> int:
 
 def newest_postings(con: Connection) -> tuple[str, list[Any]]:
     """The condition on search_terms that keeps its newest postings (the sample `rarest`
-    counts in). DuckDB: the last SAMPLE_POSTINGS rows by rowid (postings arrive in id order;
-    the scan skips row groups). Postgres (until its tsvector is ready, migration 50) has no
-    rowid: the postings of the newest SAMPLE_DOCS interactions, which the (term_key,
-    interaction_id) index of migration 39 counts as a short range per term."""
-    if dialect_of(con).row_positions:
+    counts in), the one part of search each database says its own way. DuckDB: the last
+    SAMPLE_POSTINGS rows by rowid (postings arrive in id order; the scan skips row groups).
+    Postgres has no rowid: the postings of the newest SAMPLE_DOCS interactions, which the
+    (term_key, interaction_id) index of migration 39 counts as a short range per term."""
+    if dialect_of(con).name == "duckdb":
         total = con.execute("SELECT count(*) FROM search_terms").fetchall()[0][0]
         return "rowid >= ?", [max(0, total - SAMPLE_POSTINGS)]
     bound = con.execute("SELECT interaction_id FROM search_docs ORDER BY interaction_id DESC "
@@ -163,9 +159,8 @@ class IndexedSearch(Protocol):
 
 
 class PostingsSearch:
-    """DuckDB (and Postgres until its tsvector is ready): the postings of the rarest term
-    give candidates newest first; the other terms are checked on those candidates only,
-    through the per-interaction term keys."""
+    """The postings of the rarest term give candidates newest first; the other terms are
+    checked on those candidates only, through the per-interaction term keys."""
 
     def __init__(self, con: Connection, groups: Sequence[frozenset[int]], bits: int):
         self.bits = bits
@@ -195,20 +190,6 @@ class PostingsSearch:
             ids = self._with_other_terms(con, ids)
         return ids, next_before
 
-    def matching(self, con: Connection, ids: Sequence[str]) -> list[str]:
-        """Of `ids`, those holding every term, indexed or in the unindexed tail."""
-        if not ids:
-            return []
-        where, params = ids_condition("interaction_id", list(ids))
-        held: dict[str, set[int]] = {}
-        for item, keys, fields in con.execute(
-                f"SELECT interaction_id, term_keys, term_fields FROM search_docs WHERE {where}",
-                params).fetchall():
-            held[item] = {k for k, f in zip(keys, fields, strict=True) if f & self.bits}
-        groups = [self.driver, *self.others]
-        return [i for i in ids if i in self.tail or (
-            i in held and all(not held[i].isdisjoint(group) for group in groups))]
-
     def _with_other_terms(self, con: Connection, ids: list[str]) -> list[str]:
         where, params = ids_condition("interaction_id", ids)
         held: dict[str, set[int]] = {}
@@ -222,16 +203,23 @@ class PostingsSearch:
 
 class TermSearch:
     """Candidates for a query, newest first, in batches (see `storage.queue`): from the
-    index (DuckDB: its postings; Postgres: its tsvector, storage.search_pg), and from the
-    unindexed tail."""
+    index, and from the unindexed tail. The index is read by the postings of the rarest term
+    (PostingsSearch). On Postgres, once its tsvector is ready (migration 50), a query of
+    several terms whose matches are sparse in a batch of those postings asks the GIN for its
+    joint matches below it (storage.search_pg), taken as they are when they are few: the
+    walk could read every posting of a common term for them (`alpha tok3 filler5`: 4.4 s a
+    page at 300k rows). When they are dense, or many, the walk goes on: it finds a page among
+    its newest postings (`alpha beta`, in 60,000 old rows together: 16 ms, 50 ms with the
+    GIN's bitmap first)."""
 
-    def __init__(self, con: Connection, q: str, q_in: str = DEFAULT_SCOPE):
+    def __init__(self, con: Connection, q: str, q_in: str = DEFAULT_SCOPE, *,
+                 joint_cap: int = JOINT_CAP):
         self.bits = scope_bits(q_in)
-        groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
-        self.indexed: IndexedSearch = (
-            VectorSearch(con, groups, self.bits) if vectors_ready(con)
-            else PostingsSearch(con, groups, self.bits))
-        self.tail = unindexed_matches(con, groups, self.bits)
+        self.groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
+        self.joint_cap = joint_cap
+        self.indexed: IndexedSearch = PostingsSearch(con, self.groups, self.bits)
+        self.joint_asked = len(self.groups) == 1  # one term: its postings are its matches
+        self.tail = unindexed_matches(con, self.groups, self.bits)
 
     def candidates(self, con: Connection, before: str | None,
                    count: int) -> tuple[list[str], str | None]:
@@ -239,11 +227,30 @@ class TermSearch:
         batch and the unindexed tail within it; and where the next batch starts (None: no
         more)."""
         ids, next_before = self.indexed.candidates(con, before, count)
+        if not self.joint_asked and next_before is not None and len(ids) * SPARSE < count:
+            self.joint_asked = True
+            joint = joint_matches(con, self.groups, self.bits, below=next_before,
+                                  cap=self.joint_cap) if vectors_ready(con) else None
+            if joint is not None:
+                self.indexed = KnownMatches(joint)
         tail = [i for i in self.tail if (before is None or i < before)
                 and (next_before is None or i >= next_before)]
         if tail:
             ids = sorted({*ids, *tail}, reverse=True)
         return ids, next_before
+
+    def matching(self, con: Connection, ids: Sequence[str]) -> list[str]:
+        """Of `ids`, those holding every term, indexed or in the unindexed tail."""
+        if not ids:
+            return []
+        where, params = ids_condition("interaction_id", list(ids))
+        held: dict[str, set[int]] = {}
+        for item, keys, fields in con.execute(
+                f"SELECT interaction_id, term_keys, term_fields FROM search_docs WHERE {where}",
+                params).fetchall():
+            held[item] = {k for k, f in zip(keys, fields, strict=True) if f & self.bits}
+        return [i for i in ids if i in self.tail or (
+            i in held and all(not held[i].isdisjoint(group) for group in self.groups))]
 
 
 def unindexed_matches(con: Connection, groups: Sequence[frozenset[int]],

@@ -1,8 +1,8 @@
 """Postgres: finishing migration 50 online. The migration adds `search_docs.lexemes` and its
 trigger; the rows indexed before it are filled here in batches, then the GIN index is built
-CONCURRENTLY (no lock that stops reads or writes of search_docs), then ANALYZE gives the
-planner the lexeme frequencies storage.search_pg estimates with. Search reads the tsvector
-once that index is valid (`vectors_ready`), the postings until then.
+CONCURRENTLY (no lock that stops reads or writes of search_docs), then ANALYZE. Search asks
+that index (storage.search_pg) once it is valid (`vectors_ready`), and only the postings
+until then.
 
 Run by the search indexer of the leading replica (storage.search_queue) a batch at a time,
 and to the end by `tuneloop migrate-store` into Postgres; a session advisory lock lets one

@@ -1,7 +1,9 @@
-"""Search on Postgres runs on its own machinery (migration 50): a tsvector per interaction with
-a GIN index, and a plan of its own for newest-first pages (storage.search_pg); it finds what
-DuckDB's postings find, CJK, prefixes, scopes and paging included (a store indexed before
-migration 50: tests/test_search_upgrade)."""
+"""Search on Postgres (migration 50): a tsvector per interaction with a GIN index, asked for the
+joint matches of a query of several terms (storage.search_pg), few of them the answer, many
+left to the postings walk of the rarest term, as every single-term query and every query
+while the GIN is not built yet; it finds what DuckDB's postings find on every path, CJK,
+prefixes, scopes and paging included (a store indexed before migration 50:
+tests/test_search_upgrade)."""
 
 from __future__ import annotations
 
@@ -15,12 +17,18 @@ import pytest
 from storage.backend.dialect import table_exists
 from storage.db import Connection
 from storage.queue import ReviewQuery, find_ids
-from storage.search import MAX_PREFIX_WORDS_POSTGRES, parse_query, scope_bits, term_keys
+from storage.search import (
+    PostingsSearch,
+    TermSearch,
+    parse_query,
+    scope_bits,
+    term_keys,
+)
 from storage.search_index import index_edit
-from storage.search_pg import SPAN_GROWTH, VectorSearch
+from storage.search_pg import JOINT_CAP, KnownMatches, joint_matches, match_condition
 from storage.search_vectors import build_vectors, vectors_ready
 from tests.test_search_languages import TEXTS, ids, item, load, opened
-from tuneloop.errors import BadRequest
+from tuneloop.errors import BadRequest, SearchTooBroad
 
 WORDS = ["refund", "refunded", "invoice", "parcel", "shipping", "password", "billing",
          "delivery", "order", "account", "パスワード", "密码", "비밀번호", "Straße"]
@@ -31,7 +39,11 @@ QUERIES = [("refund", "conversation"), ("refu*", "conversation"), ("refu*", "all
            ("zebra", "conversation"), ("hello", "conversation"), ("acme", "all"),
            ("alpha beta", "conversation"), ("alpha zebra", "conversation"),
            ("filler2*", "conversation"), ("filler3* zebra", "conversation"),
-           ("filler12* alpha", "answers"), ("zebra filler4*", "all"), ("ancient", "conversation")]
+           ("filler12* alpha", "answers"), ("zebra filler4*", "all"), ("ancient", "conversation"),
+           ("hello alpha", "conversation"), ("ancient beta", "conversation"),
+           ("ancient zebra", "conversation"), ("refund ancient parcel", "all"),
+           ("filler*", "conversation"), ("beta ancient filler*", "conversation"),
+           ("beta ancient filler1*", "all")]
 N_ROWS = 6000
 
 
@@ -58,17 +70,34 @@ def stores(tmp_path_factory: pytest.TempPathFactory,
     autovacuum does), with an edited answer."""
     cluster = request.getfixturevalue("pg_cluster")
     url = cluster.create_database()
-    edit = [{"role": "user", "content": "hello"},
-            {"role": "assistant", "content": "a revised answer about unicorns"}]
     with opened(str(Path(tmp_path_factory.mktemp("d")) / "s.duckdb")) as duck, \
             opened(url) as pg:
         for con in (duck, pg):
-            load(con, corpus())
-            index_edit(con, ids(7)[0], edit)
+            load_corpus(con)
         assert build_vectors(pg) == (True, "")  # as the indexer does (storage.search_vectors)
         pg.execute("VACUUM ANALYZE search_docs")  # as autovacuum would: the GIN merged
         yield duck, pg
     cluster.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def unready(request: pytest.FixtureRequest) -> Iterator[Connection]:
+    """The corpus in a Postgres database whose GIN is not built yet (the lexemes of the rows
+    of before migration 50 still being filled, storage.search_vectors)."""
+    cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.create_database()
+    with opened(url) as pg:
+        load_corpus(pg)
+        pg.execute("UPDATE search_docs SET lexemes = NULL WHERE interaction_id < ?", [ids(99)[0]])
+        yield pg
+    cluster.drop_database(url)
+
+
+def load_corpus(con: Connection) -> None:
+    load(con, corpus())
+    edit = [{"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "a revised answer about unicorns"}]
+    index_edit(con, ids(7)[0], edit)
 
 
 def every_page(con: Connection, q: str, q_in: str, limit: int) -> list[str]:
@@ -81,16 +110,10 @@ def every_page(con: Connection, q: str, q_in: str, limit: int) -> list[str]:
             return found
 
 
-def vector_search(con: Connection, q: str, q_in: str = "conversation", *,
-                  keys_from: Connection | None = None) -> VectorSearch:
+def groups_of(con: Connection, q: str, *, keys_from: Connection | None = None
+              ) -> list[frozenset[int]]:
     """`keys_from`: the store whose words give a prefix's keys (DuckDB: more words allowed)."""
-    groups = list(dict.fromkeys(term_keys(keys_from or con, t) for t in parse_query(q)))
-    return VectorSearch(con, groups, scope_bits(q_in))
-
-
-def plan(con: Connection, sql_params: tuple[str, list[Any]]) -> str:
-    sql, params = sql_params
-    return "\n".join(r[0] for r in con.execute(f"EXPLAIN {sql}", params).fetchall())
+    return list(dict.fromkeys(term_keys(keys_from or con, t) for t in parse_query(q)))
 
 
 def test_postgres_keeps_a_tsvector_with_a_gin_index_and_the_postings(
@@ -105,32 +128,6 @@ def test_postgres_keeps_a_tsvector_with_a_gin_index_and_the_postings(
     assert index and "USING gin (lexemes)" in index[0][0]
 
 
-def test_a_rare_term_reads_the_gin_and_a_common_one_the_key_newest_first(
-        stores: tuple[Connection, Connection]) -> None:
-    _, pg = stores
-    rare = vector_search(pg, "zebra")
-    assert rare.rare
-    shape = plan(pg, rare.rare_sql(None, 50))
-    assert "Bitmap Index Scan on search_docs_lexemes" in shape and "CTE" in shape
-    common = vector_search(pg, "hello")
-    assert not common.rare and common.estimate > common.rare_limit
-    shape = plan(pg, common.window_sql(None, 256))
-    assert "Index Scan Backward using search_docs_pkey" in shape and "Bitmap" not in shape
-
-
-def test_a_query_estimated_common_that_is_sparse_after_all_reads_the_gin(
-        stores: tuple[Connection, Connection]) -> None:
-    """alpha and beta are each in half the rows, never together: the estimate (the planner's,
-    terms taken as independent) says a quarter; the first full window finds none, and the
-    search goes on with the rare shape instead of walking the whole key."""
-    _, pg = stores
-    search = vector_search(pg, "alpha beta")
-    assert not search.rare
-    assert search.candidates(pg, None, 1024) == ([], ids(len(TEXTS) + N_ROWS - 1024)[0])
-    assert search.rare
-    assert search.candidates(pg, ids(len(TEXTS) + N_ROWS - 1024)[0], 1024) == ([], None)
-
-
 @pytest.mark.parametrize(("q", "q_in"), QUERIES)
 def test_both_stores_find_the_same_items_on_every_page(
         stores: tuple[Connection, Connection], q: str, q_in: str) -> None:
@@ -138,6 +135,82 @@ def test_both_stores_find_the_same_items_on_every_page(
     expected = every_page(duck, q, q_in, limit=1000)
     assert every_page(pg, q, q_in, limit=37) == expected
     assert every_page(pg, q, q_in, limit=1000) == expected
+
+
+@pytest.mark.parametrize(("q", "q_in"), QUERIES)
+def test_without_the_gin_postgres_walks_the_postings_and_finds_the_same_items(
+        stores: tuple[Connection, Connection], unready: Connection, q: str, q_in: str) -> None:
+    duck, _ = stores
+    assert not vectors_ready(unready)
+    assert isinstance(TermSearch(unready, q, q_in).indexed, PostingsSearch)
+    assert every_page(unready, q, q_in, limit=37) == every_page(duck, q, q_in, limit=1000)
+
+
+def test_a_query_of_several_terms_sparse_in_the_postings_takes_the_gins_joint_matches(
+        stores: tuple[Connection, Connection]) -> None:
+    """`alpha beta`: each in half the rows, never together: the walk of alpha's postings
+    (main's search) read all 3,000 of them and their terms; the first batch finds none, and
+    the GIN answers there are none. `ancient beta` (ancient absent from the newest 2,000
+    rows): the GIN's 1,994 matches, JOINT_CAP or fewer."""
+    duck, pg = stores
+    search = TermSearch(pg, "alpha beta")
+    found, next_before = search.candidates(pg, None, 256)
+    assert found == [] and next_before is not None
+    assert isinstance(search.indexed, KnownMatches) and search.indexed.matches == []
+    assert search.candidates(pg, next_before, 1024) == ([], None)
+    search = TermSearch(pg, "ancient beta")
+    found, next_before = search.candidates(pg, None, 256)
+    assert found == [] and isinstance(search.indexed, KnownMatches)
+    assert len(search.indexed.matches) == 1994 <= JOINT_CAP
+    assert search.candidates(pg, next_before, 5) == (
+        ids(*range(3990, 4000, 2)), ids(3990)[0])
+    on_duckdb = TermSearch(duck, "alpha beta")
+    on_duckdb.candidates(duck, None, 256)
+    assert isinstance(on_duckdb.indexed, PostingsSearch)
+
+
+def test_matches_dense_in_the_postings_or_many_are_left_to_the_walk(
+        stores: tuple[Connection, Connection]) -> None:
+    """`hello alpha`: every posting of alpha a match; `ancient beta` with a cap of 100: more
+    matches than the cap, the walk goes on (and asks the GIN once); one term: its postings."""
+    _, pg = stores
+    dense = TermSearch(pg, "hello alpha")
+    found, _ = dense.candidates(pg, None, 256)
+    assert len(found) == 256 and isinstance(dense.indexed, PostingsSearch)
+    many = TermSearch(pg, "ancient beta", joint_cap=100)
+    found, next_before = many.candidates(pg, None, 256)
+    assert found == [] and isinstance(many.indexed, PostingsSearch) and many.joint_asked
+    walked, _ = many.candidates(pg, next_before, 4096)
+    assert walked[:3] == ids(3998, 3996, 3994)
+    one = TermSearch(pg, "ancient")
+    one.candidates(pg, None, 256)
+    assert isinstance(one.indexed, PostingsSearch) and one.joint_asked
+
+
+def test_the_joint_matches_are_capped_and_leave_the_plan_settings_as_they_were(
+        stores: tuple[Connection, Connection]) -> None:
+    _, pg = stores
+    bits = scope_bits("conversation")
+    assert joint_matches(pg, groups_of(pg, "alpha beta"), bits) == []  # never together
+    zebra_hello = groups_of(pg, "zebra hello")
+    assert joint_matches(pg, zebra_hello, bits, cap=12) == ids(*range(500, N_ROWS + 12, 500))
+    assert joint_matches(pg, zebra_hello, bits, cap=11) is None
+    pg.execute("BEGIN")  # in a caller's transaction too
+    assert joint_matches(pg, zebra_hello, bits, cap=11) is None
+    assert pg.execute("SHOW enable_seqscan").fetchall() == [("on",)]
+    pg.execute("COMMIT")
+    assert pg.execute("SHOW enable_seqscan").fetchall() == [("on",)]
+    assert pg.execute("SHOW enable_indexscan").fetchall() == [("on",)]
+
+
+def test_a_page_past_its_budget_in_the_gin_leaves_the_connection_as_it_was(
+        stores: tuple[Connection, Connection]) -> None:
+    _, pg = stores
+    with pytest.raises(SearchTooBroad):
+        find_ids(pg, ReviewQuery(q="alpha beta", search_budget_s=1e-6), limit=50)
+    assert pg.execute("SHOW enable_seqscan").fetchall() == [("on",)]
+    assert pg.execute("SHOW statement_timeout").fetchall() == [("0",)]
+    assert find_ids(pg, ReviewQuery(q="alpha beta", search_budget_s=5), limit=50) == ([], None)
 
 
 def test_the_expected_items_are_found_on_postgres(stores: tuple[Connection, Connection]) -> None:
@@ -155,67 +228,11 @@ def test_a_prefix_of_many_words_is_one_index_scan_a_word_not_one_tsquery(
     """r12z HIGH 1: the GIN checks each candidate against the whole tsquery, so a prefix of
     ~1,000 words as one OR cost ~2,000 steps per matching row (37 s a page at 300k rows)."""
     duck, pg = stores
-    search = vector_search(pg, "filler* zebra", keys_from=duck)
-    assert search.big and search.rare
-    shape = plan(pg, search.rare_sql(None, 50))
-    assert "ANY" in shape and "Bitmap Index Scan on search_docs_lexemes" in shape
-    assert search.condition.count("|") == 1  # zebra in user | answer; filler* as ANY
-    assert search.candidates(pg, None, 50) == (ids(*range(500, N_ROWS + 12, 500)), None)
-
-
-def test_a_common_word_absent_from_the_newest_rows_does_not_read_every_match(
-        stores: tuple[Connection, Connection]) -> None:
-    """r12z HIGH 3: `ancient` is in 4,000 of 6,012 rows, none of the newest 2,000: the first
-    window finds none, the rare shape reads rare_cap + 1 matches (not all 4,000), sees them
-    many, and the search goes on by windows (by ranges where they are sparse)."""
-    _, pg = stores
-    search = vector_search(pg, "ancient")
-    assert not search.rare and search.rare_cap < 4000
-    newest = len(TEXTS) + N_ROWS - 1
-    assert search.candidates(pg, None, 1024) == ([], ids(newest - 1023)[0])
-    assert search.rare
-    found, next_before = search.candidates(pg, ids(newest - 1023)[0], 1024)
-    assert not search.rare and search.ranged
-    assert found == ids(*range(newest - 2047, 4000)) and next_before == ids(newest - 2047)[0]
-    found, _ = search.candidates(pg, next_before, 1024)
-    assert found == ids(*range(newest - 3071, newest - 2047))
-
-
-def test_a_query_taken_for_rare_that_is_not_goes_on_by_windows(
-        stores: tuple[Connection, Connection]) -> None:
-    """r12z MED 4: without statistics every estimate is small, and the rare shape read every
-    match; it reads rare_cap + 1 at most, then windows."""
-    _, pg = stores
-    search = vector_search(pg, "hello")
-    search.rare = True  # as an estimate without statistics makes it
-    newest = len(TEXTS) + N_ROWS - 1
-    found, next_before = search.candidates(pg, None, 100)
-    assert not search.rare and search.ranged
-    assert found == ids(*range(newest - 99, newest + 1)) and next_before == ids(newest - 99)[0]
-
-
-def test_a_prefix_of_more_words_than_postgres_allows_is_a_400(
-        stores: tuple[Connection, Connection]) -> None:
-    """A prefix's words are one OR the GIN checks whole for each candidate: 111 words took 25 s
-    a page at 300k rows (fill* 4.5 s, `fill* tok* ans*` 107 s); DuckDB allows more."""
-    duck, pg = stores
-    assert len(every_page(duck, "filler*", "conversation", 9000)) == N_ROWS  # 150 words
-    with pytest.raises(BadRequest, match=f"more than {MAX_PREFIX_WORDS_POSTGRES} words"):
-        find_ids(pg, ReviewQuery(q="filler*"), limit=50)
-
-
-def test_a_search_past_its_time_budget_is_a_clear_400(
-        stores: tuple[Connection, Connection]) -> None:
-    """Each statement runs in what is left of the page's budget; past it, a 400 asking for a
-    narrower query, and the connection keeps no statement_timeout."""
-    _, pg = stores
-    groups = [term_keys(pg, t) for t in parse_query("ancient")]
-    search = VectorSearch(pg, groups, scope_bits("conversation"), budget_s=0.0)
-    with pytest.raises(BadRequest, match="time budget") as raised:
-        search.candidates(pg, None, 1024)
-    assert raised.value.code == "search_too_broad"
-    vector_search(pg, "ancient").candidates(pg, None, 1024)
-    assert pg.execute("SHOW statement_timeout").fetchall() == [("0",)]
+    groups = groups_of(pg, "filler* zebra", keys_from=duck)
+    condition = match_condition(groups, scope_bits("conversation"))
+    assert "ANY" in condition and condition.count("|") == 1  # zebra in user | answer
+    assert joint_matches(pg, groups, scope_bits("conversation")) == \
+        ids(*range(500, N_ROWS + 12, 500))
 
 
 @pytest.mark.parametrize("q", ["ref\ud800und", "\udfff"])
@@ -226,23 +243,3 @@ def test_a_lone_surrogate_in_q_is_a_400_on_both_stores(
             find_ids(con, ReviewQuery(q=q), limit=50)
 
 
-def test_a_sparse_stretch_after_the_rare_shape_is_read_by_widening_ranges(
-        stores: tuple[Connection, Connection]) -> None:
-    """Past the rare shape's cap, a window finding few matches goes on by id ranges of the
-    GIN's matches, each SPAN_GROWTH times wider than the last that came back short, not a
-    window per `count` rows (r12z HIGH/MED 3 at 300k rows: 0.8 s a page)."""
-    _, pg = stores
-    search = vector_search(pg, "ancient")
-    newest = len(TEXTS) + N_ROWS - 1
-    search.ranged, search.in_range, search.span = True, True, 1024  # as after the rare cap
-    assert search.candidates(pg, None, 512) == ([], ids(newest - 1024)[0])
-    assert search.span == 1024 * SPAN_GROWTH
-    # 8,192 rows hold more than rare_cap matches: asked again 8 times narrower
-    low = newest - 1024 - 1025  # a range: `span` rows below `before`, and the row there
-    assert search.candidates(pg, ids(newest - 1024)[0], 512) == (
-        ids(*range(low, 4000)), ids(low)[0])
-    assert search.in_range and search.rare_cap < 4000
-    assert search.candidates(pg, ids(low)[0], 512) == (
-        ids(*range(low - 512, low)), ids(low - 512)[0])
-    assert not search.in_range  # a full one: windows again
-    assert pg.execute("SHOW enable_indexscan").fetchall() == [("on",)]
