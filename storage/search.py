@@ -35,7 +35,7 @@ from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.lookup import ids_condition
 from storage.search_index import FIELD_BITS, batch_forward_index, pending_rows
-from storage.search_pg import JOINT_CAP, KnownMatches, joint_matches
+from storage.search_pg import JOINT_CAP, KnownMatches, joint_matches, small_groups
 from storage.search_text import grams, stems, term_key, tokenize
 from storage.search_vectors import vectors_ready
 from tuneloop.errors import BadRequest
@@ -187,18 +187,20 @@ class PostingsSearch:
         next_before = rows[-1][0] if len(rows) == count else None
         ids = list(dict.fromkeys(r[0] for r in rows))  # an edit may add a second posting
         if ids and self.others:
-            ids = self._with_other_terms(con, ids)
+            ids = holding_every(con, ids, self.others, self.bits)
         return ids, next_before
 
-    def _with_other_terms(self, con: Connection, ids: list[str]) -> list[str]:
-        where, params = ids_condition("interaction_id", ids)
-        held: dict[str, set[int]] = {}
-        for item, keys, fields in con.execute(
-                f"SELECT interaction_id, term_keys, term_fields FROM search_docs WHERE {where}",
-                params).fetchall():
-            held[item] = {k for k, f in zip(keys, fields, strict=True) if f & self.bits}
-        return [i for i in ids if i in held
-                and all(not held[i].isdisjoint(group) for group in self.others)]
+
+def holding_every(con: Connection, ids: list[str], groups: Sequence[frozenset[int]],
+                  bits: int) -> list[str]:
+    """Of indexed `ids`, those holding every group in the fields `bits` (their term keys)."""
+    where, params = ids_condition("interaction_id", ids)
+    held: dict[str, set[int]] = {}
+    for item, keys, fields in con.execute(
+            f"SELECT interaction_id, term_keys, term_fields FROM search_docs WHERE {where}",
+            params).fetchall():
+        held[item] = {k for k, f in zip(keys, fields, strict=True) if f & bits}
+    return [i for i in ids if i in held and all(not held[i].isdisjoint(g) for g in groups)]
 
 
 class TermSearch:
@@ -218,7 +220,9 @@ class TermSearch:
         self.groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
         self.joint_cap = joint_cap
         self.indexed: IndexedSearch = PostingsSearch(con, self.groups, self.bits)
-        self.joint_asked = len(self.groups) == 1  # one term: its postings are its matches
+        self.asked = small_groups(self.groups, self.bits)  # of the GIN
+        # one term: its postings are its matches
+        self.joint_asked = len(self.groups) == 1 or not self.asked
         self.tail = unindexed_matches(con, self.groups, self.bits)
 
     def candidates(self, con: Connection, before: str | None,
@@ -229,9 +233,11 @@ class TermSearch:
         ids, next_before = self.indexed.candidates(con, before, count)
         if not self.joint_asked and next_before is not None and len(ids) * SPARSE < count:
             self.joint_asked = True
-            joint = joint_matches(con, self.groups, self.bits, below=next_before,
+            joint = joint_matches(con, self.asked, self.bits, below=next_before,
                                   cap=self.joint_cap) if vectors_ready(con) else None
             if joint is not None:
+                if joint and len(self.asked) < len(self.groups):
+                    joint = holding_every(con, joint, self.groups, self.bits)
                 self.indexed = KnownMatches(joint)
         tail = [i for i in self.tail if (before is None or i < before)
                 and (next_before is None or i >= next_before)]
@@ -243,14 +249,8 @@ class TermSearch:
         """Of `ids`, those holding every term, indexed or in the unindexed tail."""
         if not ids:
             return []
-        where, params = ids_condition("interaction_id", list(ids))
-        held: dict[str, set[int]] = {}
-        for item, keys, fields in con.execute(
-                f"SELECT interaction_id, term_keys, term_fields FROM search_docs WHERE {where}",
-                params).fetchall():
-            held[item] = {k for k, f in zip(keys, fields, strict=True) if f & self.bits}
-        return [i for i in ids if i in self.tail or (
-            i in held and all(not held[i].isdisjoint(group) for group in self.groups))]
+        held = set(holding_every(con, list(ids), self.groups, self.bits))
+        return [i for i in ids if i in self.tail or i in held]
 
 
 def unindexed_matches(con: Connection, groups: Sequence[frozenset[int]],

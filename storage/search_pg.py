@@ -7,9 +7,11 @@ field, as `tuneloop_search_vector` writes them) in the fields of `q_in` ORed
 (`conversation`: user or answer), a prefix the OR of the words seen with it (search_words, as
 on DuckDB), the terms ANDed. So both stores find the same items, and the GIN index answers
 the whole query, fields included (no row is read again to check a weight). A prefix of many
-words (more than BIG_GROUP lexemes) is its own condition, `lexemes @@ ANY` of one-lexeme
-tsqueries: the GIN checks a candidate against the whole of a tsquery, so an OR of ~2,000
-lexemes cost ~2,000 steps for every row any of them matches (`match_condition`).
+words (more than BIG_GROUP lexemes) is left out of the question (`small_groups`) and
+checked on the answers: the GIN checks a candidate against the whole of a tsquery, so an OR of
+~2,000 lexemes cost ~2,000 steps for every row any of them matches (37 s a page at 300k rows),
+and as `lexemes @@ ANY` of one-lexeme tsqueries the planner may test them row by row (8
+prefixes took minutes); none small, the GIN is not asked.
 
 The GIN gives the joint matches as one bitmap, in the table's order, not the newest first:
 `joint_matches` reads at most JOINT_CAP + 1 of them (the bitmap forced: the planner, taking
@@ -29,7 +31,7 @@ from storage.migrations.m050_search_vectors import FIELD_SUFFIXES
 from storage.transaction import transaction
 
 KEY_MASK = (1 << 64) - 1
-BIG_GROUP = 64  # lexemes: a group with more is asked as `@@ ANY` of one-lexeme tsqueries
+BIG_GROUP = 64  # lexemes: a group with more (a prefix of many words) is not asked of the GIN
 JOINT_CAP = 2000  # the joint matches read from the GIN; more: the postings walk
 
 
@@ -57,24 +59,17 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def match_condition(groups: Sequence[frozenset[int]], bits: int) -> str:
-    """The SQL condition on `lexemes` for every group: the small groups as one tsquery, each
-    big one (a prefix of many words) as `lexemes @@ ANY` of its lexemes, one tsquery each
-    (one index scan per lexeme, the bitmaps ORed)."""
-    small = [g for g in groups if len(group_lexemes(g, bits)) <= BIG_GROUP]
-    big = [g for g in groups if len(group_lexemes(g, bits)) > BIG_GROUP]
-    conditions = [f"lexemes @@ {_literal(tsquery(small, bits))}::tsquery"] if small else []
-    for group in big:  # the lexemes are hex digits and a suffix letter: nothing to escape
-        conditions.append("lexemes @@ ANY(ARRAY[" + ", ".join(
-            f"'{lx}'::tsquery" for lx in group_lexemes(group, bits)) + "])")
-    return " AND ".join(conditions)
+def small_groups(groups: Sequence[frozenset[int]], bits: int) -> list[frozenset[int]]:
+    """The groups the GIN is asked for: not a prefix of more than BIG_GROUP lexemes."""
+    return [g for g in groups if len(group_lexemes(g, bits)) <= BIG_GROUP]
 
 
 def joint_matches(con: Connection, groups: Sequence[frozenset[int]], bits: int,
                   below: str | None = None, cap: int = JOINT_CAP) -> list[str] | None:
     """The ids below `below` of the interactions in search_docs holding every group in the
-    fields `bits`, newest first, when at most `cap` of them; None when there are more."""
-    condition = match_condition(groups, bits)
+    fields `bits` (small groups: one tsquery), newest first, when at most `cap` of them; None
+    when there are more."""
+    condition = f"lexemes @@ {_literal(tsquery(groups, bits))}::tsquery"
     params: list[Any] = [cap + 1]
     if below is not None:
         condition, params = f"{condition} AND interaction_id < ?", [below, *params]
