@@ -6,7 +6,7 @@ baseline tree on the same database in the same run.
 
 Seeds an empty database (a seeded one is reused): every row says `hello` and two random words;
 the oldest 60% say `ancient` and end their answer with one of 990 words `fill000`.. (`fill*`
-is a prefix of 990 words, under DuckDB's 1,000-word cap, over Postgres's 32: a 400 there;
+is a prefix of 990 words, under the 1,000-word cap, Postgres's too since the hybrid search;
 `fill01*` is 10 words): common, but absent from the newest 40%;
 one row in 997 says `zebra`. Then VACUUM ANALYZE, and the first page (50 ids) of each query is timed
 (median of --runs; the best of --rounds rounds alternating the trees), with each tree's code
