@@ -10,8 +10,10 @@ prints for each:
 - `writer`: rows/s ingested (the spool drained into `interactions`),
 - `indexer`: rows/s indexed meanwhile, the search backlog (`search_pending`) when the writer is
   done, its slope over the second half of the run (rows/s; > 0: the indexer falls behind at
-  that rate) and the indexer's rate once the writer is done (alone, until the backlog is gone
-  or `--drain-s`),
+  that rate), the indexer's rate once the writer is done (alone, until the backlog is gone
+  or `--drain-s`) and how long after the writer's end the backlog was gone (`caught up`: with
+  `--rate R`, how far the search index lags behind a burst of `--rows` at R rows/s; `-` when
+  not within `--drain-s`),
 - the CPU per 1,000 rows of the database's server processes and of the replica (its process
   and its worker): until the writer is done (`writing`), and until the backlog is gone (`all`:
   the writer's and the indexer's, the cost of a row ingested and indexed), and the
@@ -155,6 +157,7 @@ def report(results: dict[str, list[dict[str, Any]]], wal: dict[str, list[tuple[f
               ("backlog at writer's end", "backlog_end", ",.0f", False),
               ("backlog slope rows/s (2nd half)", "backlog_slope", ",.0f", False),
               ("indexer rows/s after (alone)", "indexer_rate_after", ",.0f", True),
+              ("indexer caught up, s after writer", "caught_up_s", ".1f", False),
               ("server CPU ms/1,000, writing", "server_cpu_ms_per_1000", ".1f", False),
               ("replica CPU ms/1,000, writing", "client_cpu_ms_per_1000", ".1f", False),
               ("server CPU ms/1,000, all", "server_cpu_total_ms_per_1000", ".1f", False),
@@ -166,7 +169,7 @@ def report(results: dict[str, list[dict[str, Any]]], wal: dict[str, list[tuple[f
         cells = {}
         medians: dict[str, float | None] = {}
         for name in names:
-            values = [r[key] for r in results[name] if r[key] is not None]
+            values = [r[key] for r in results[name] if r.get(key) is not None]
             medians[name] = statistics.median(values) if values else None
             cells[name] = "-" if not values else (
                 f"{_fmt(medians[name], spec)} ({_fmt(min(values), spec)}-"
@@ -245,7 +248,8 @@ def main() -> None:
                     print(f"  round {n} {name}: writer {got['writer_rate']:,.0f} rows/s, "
                           f"indexer {got['indexer_rate_during']:,.0f} meanwhile, backlog "
                           f"{got['backlog_end']:,} at {got['writer_s']:.1f} s, then "
-                          f"{_fmt(got['indexer_rate_after'])} rows/s alone "
+                          f"{_fmt(got['indexer_rate_after'])} rows/s alone, caught up "
+                          f"{_fmt(got.get('caught_up_s'), '.1f')} s after the writer "
                           f"(load {os.getloadavg()[0]:.2f})", flush=True)
                     if shared is None:
                         cluster.drop_database(url)

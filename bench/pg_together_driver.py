@@ -159,6 +159,9 @@ async def run(url: str, pool_file: str, rows: int, rate: float, batch: int, spoo
         "indexer_rate_after": (indexed_all - indexed_then) / (drained_at - written_at)
         if drained_at > written_at else None,
         "backlog_left": samples[-1][3], "drained_s": drained_at,
+        # the indexer's lag: from the writer's end until the backlog is back where it was
+        # (None: not caught up within drain_s)
+        "caught_up_s": drained_at - written_at if samples[-1][3] <= backlog0 else None,
         "client_cpu_ms_per_1000": cpu_window[0] / rows * 1e6,
         "server_cpu_ms_per_1000": cpu_window[1] / rows * 1e6,
         # writer and indexer, until the backlog is gone (or drain_s): per row ingested

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from storage.backend import DATABASE_ERRORS, is_postgres, is_postgres_url, staged
 from storage.backend.pg_connection import PgConnection
+from storage.backend.pg_database import json_as_text
 from storage.db import Connection, connect
 from storage.interactions import InteractionFilter
 from storage.items import list_review_items, review_item
@@ -324,6 +325,7 @@ def open_bench_store(spec: str, workdir: Path) -> tuple[Connection, bool, str]:
     if is_postgres_url(spec):
         raw = psycopg.connect(spec, autocommit=True, options="-c timezone=UTC",
                               application_name="tuneloop-bench")
+        json_as_text(raw)  # as the store's pool configures its connections
         migrate(PgConnection(raw, ddl=True))
         con: Connection = PgConnection(raw)
         fresh = con.execute("SELECT count(*) FROM interactions").fetchall()[0][0] == 0

@@ -84,6 +84,8 @@ class SprtResult:
     counted as its errors for a rollback (`llr`); for a promotion (`llr_bad`) only the
     `baseline_credited` of them, already in `baseline_n` and `baseline_events`."""
     baseline_credited: float = 0.0
+    baseline_blamed: float | None = None
+    """Of `baseline_unjudged`, how many the rollback's `llr` counts (None: all of them)."""
     note: str = ""
     """Why the decision is not the one the LLRs alone give (exporter/cycle_canary.py)."""
 
@@ -96,14 +98,17 @@ class SprtResult:
         before = " before the canary" if self.baseline == "history" else ""
         if self.baseline_unjudged:
             m, c = self.baseline_unjudged, self.baseline_credited
+            b = m if self.baseline_blamed is None else self.baseline_blamed
             n, x = self.baseline_n - c, self.baseline_events - c
-            upper = (x + m) / (n + m)
+            upper = (x + b) / (n + b)
+            counted = "all" if b >= m else f"{b:.4g} of the"
             before += (f" (with {c:.4g} of its {m:g} failures there no second opinion judged, "
-                       f"the share the canary's second opinions answer; all {m:g} counted as "
-                       f"its errors only for a rollback, {x + m:.4g}/{n + m:.4g} "
+                       f"the share the canary's second opinions answer; {counted} {m:g} counted "
+                       f"as its errors only for a rollback, {x + b:.4g}/{n + b:.4g} "
                        f"({upper:.3f}))" if c else
-                       f" (and {m:g} failures there no second opinion judged: counted as its "
-                       f"errors only for a rollback, {x + m:g}/{n + m:g} ({upper:.3f}))")
+                       f" (and {m:g} failures there no second opinion judged: {counted} {m:g} "
+                       f"counted as its errors only for a rollback, {x + b:.4g}/{n + b:.4g} "
+                       f"({upper:.3f}))")
         return (f"{self.metric} {self.canary_events:g}/{self.canary_n:g} ({rate:.3f}) against "
                 f"{self.baseline_events:.4g}/{self.baseline_n:.4g} ({base:.3f}){before}: LLR worse "
                 f"{self.llr:+.2f} (rolls back at {self.upper:.2f}), LLR bad {self.llr_bad:+.2f} "
@@ -172,26 +177,30 @@ def sprt(metric: str, canary_n: float, canary_events: float, baseline_n: float,
 
 def bounded_sprt(metric: str, canary_n: float, canary_events: float, baseline_n: float,
                  baseline_events: float, unjudged: float, params: SprtParams,
-                 baseline: str = "concurrent", credited: float = 0.0) -> SprtResult:
+                 baseline: str = "concurrent", credited: float = 0.0,
+                 blamed: float | None = None) -> SprtResult:
     """`sprt` against a baseline with `unjudged` failures that may or may not be its errors
-    (no second opinion judged them): *worse* only against the baseline counting them all as
-    its errors, *not worse* only against the baseline counting `credited` of them (the share
-    the canary would have answered, exporter/canary_history.py; 0: none). A rollback holds
-    at the bound least favourable to it whatever they are, a promotion at the estimate."""
+    (no second opinion judged them): *worse* only against the baseline counting `blamed` of
+    them as its errors (None: all of them; exporter/canary_history.py: as many as the current
+    target's own requests beside the canary make plausible), *not worse* only against the
+    baseline counting `credited` of them (the share the canary would have answered; 0:
+    none)."""
     credited = min(max(credited, 0.0), max(unjudged, 0.0))
+    counted = unjudged if blamed is None else min(max(blamed, 0.0), unjudged)
     low = sprt(metric, canary_n, canary_events, baseline_n + credited,
                baseline_events + credited, params, baseline)
     if unjudged <= 0:
         return low
-    high = sprt(metric, canary_n, canary_events, baseline_n + unjudged,
-                baseline_events + unjudged, params, baseline)
+    high = sprt(metric, canary_n, canary_events, baseline_n + counted,
+                baseline_events + counted, params, baseline)
     decision: Decision = "continue"
     if high.decision == "worse":
         decision = "worse"
     elif low.decision == "not_worse":
         decision = "not_worse"
     return dataclasses.replace(low, p1=high.p1, llr=high.llr, decision=decision,
-                               baseline_unjudged=unjudged, baseline_credited=credited)
+                               baseline_unjudged=unjudged, baseline_credited=credited,
+                               baseline_blamed=None if blamed is None else counted)
 
 
 def _alternatives(bad: float) -> list[float]:

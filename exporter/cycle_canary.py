@@ -9,7 +9,8 @@ at most `max_hours` (then an undecided canary is rolled back, the safe side). A 
 current target got too little traffic beside the canary is compared with that target's traffic
 in the `history_hours` before the promotion (judged by the canary's rule, each decision
 at the bound least favourable to it: exporter/canary_history.py). Requests count weighed per
-sticky user (`max_requests_per_user`, storage/route_health.py). The
+sticky user (`max_requests_per_user`, storage/route_health.py), and each client key's at most
+its own usual rate of requests in those `history_hours` (exporter/canary_strata.py). The
 verdict and its statistics go into the step's detail and, on a decision, into the route
 history entry of the rollback or promotion (`detail.verdict`).
 
@@ -31,7 +32,9 @@ from shlex import quote
 from typing import Any
 
 from exporter.canary_history import (
+    DEFAULT_LEVELS,
     Baseline,
+    HistoryLevels,
     baseline_of,
     history_doubt,
     history_too_low,
@@ -39,6 +42,7 @@ from exporter.canary_history import (
     weighed,
 )
 from exporter.canary_stats import CanaryVerdict, SprtParams, bounded_sprt, canary_verdict, sprt
+from exporter.canary_strata import Strata, history_seconds, keys_of, strata_of, stratified
 from exporter.cycle_config import CanaryConfig, CycleConfig
 from exporter.cycle_steps import StepContext, StepResult, end, no_route, open_canary_run
 from exporter.exportdir import load_export
@@ -104,14 +108,18 @@ def _another_canary(alias: str, episode: dict[str, Any] | None, candidate: str) 
 
 
 def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConfig,
-                 age: timedelta, history: dict[str, Any] | None = None) -> CanaryVerdict:
+                 age: timedelta, history: dict[str, Any] | None = None,
+                 strata: Strata | None = None,
+                 levels: HistoryLevels = DEFAULT_LEVELS) -> CanaryVerdict:
     """The verdict on health rows (storage/route_health.py) of the canary and the current
     target since the promotion. Either test can roll the canary back, so each gets half
     of `alpha` (Bonferroni): the chance of rolling back a canary within tolerance on both
     metrics stays at most `alpha`. A metric whose concurrent baseline is starved is compared
     with `history` (the current target's row before the promotion, judged as its
     `history_baseline`: exporter/canary_history.py) instead; a canary still undecided at
-    `max_hours` is rolled back.
+    `max_hours` is rolled back. `strata`: each client key's usual rate before the canary;
+    each key's requests count at most its allowance (exporter/canary_strata.py; None: as
+    sent).
 
     On the history the error test gets a second way to roll back: the canary found worse than
     the current target's concurrent traffic alone, starved or not (r14c MED 3: a history an
@@ -120,20 +128,24 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
     each takes half of the error test's alpha (alpha / 4, Bonferroni again): the verdict's
     rollback risk stays at most `alpha`. The concurrent one only rolls back: a promotion
     still needs the history's bound. Nor is a canary rolled back on a history whose error rate
-    the current target's own requests beside it make implausibly low (`history_too_low`)."""
+    the current target's own requests beside it make implausibly low (`history_too_low`).
+    `levels`: how many of the history's unjudged failures a rollback counts and a promotion
+    credits (exporter/canary_history.py `blamed`, `credit`), for bench/canary_history.py."""
     alpha = cfg.alpha / 2
+    canary, stable = stratified(canary, stable, strata)
     thumbs = SprtParams(alpha, cfg.beta, cfg.tolerated_thumbs_down_increase,
                         cfg.bad_thumbs_down_increase)
     canary, stable = weighed(canary), weighed(stable)
     past = None if history is None else weighed(history)
     base = baseline_of(canary, stable, past, "trials", "failures", cfg.min_requests,
-                       unjudged="opinions_missing")
+                       unjudged="opinions_missing", levels=levels)
     on_history = base.kind == "history"
     errors = SprtParams(alpha / 2 if on_history else alpha, cfg.beta,
                         cfg.tolerated_error_rate_increase, cfg.bad_error_rate_increase)
     votes = baseline_of(canary, stable, past, "votes", "down_votes", cfg.min_feedback)
     tests = [bounded_sprt("errors", canary["trials"], canary["failures"], base.trials,
-                          base.events, base.unjudged, errors, base.kind, base.credited),
+                          base.events, base.unjudged, errors, base.kind, base.credited,
+                          base.blamed if on_history else None),
              sprt("thumbs_down", canary.get("votes", 0), canary.get("down_votes", 0),
                   votes.trials, votes.events, thumbs, votes.kind)]
     too_low = history_too_low(stable, base, cfg.alpha)
@@ -193,7 +205,8 @@ def watch_step(ctx: StepContext) -> StepResult:
     opened = datetime.fromisoformat(ctx.state.get("evidence_since") or ctx.state["promoted_at"])
     health = ctx.client.route_health(alias, since=opened.isoformat(),
                                      max_votes_per_voter=cfg.max_votes_per_voter,
-                                     max_requests_per_user=cfg.max_requests_per_user)
+                                     max_requests_per_user=cfg.max_requests_per_user,
+                                     by_key=True)
     spec = health.get("route") or {"targets": []}
     promotion = health.get("promotion") or {}
     if promotion.get("model") == candidate and (promotion.get("canary") or 0) >= 100:
@@ -206,20 +219,25 @@ def watch_step(ctx: StepContext) -> StepResult:
     stable = rows.get(ctx.state["stable"], _NO_TRAFFIC)
     promoted_at = datetime.fromisoformat(ctx.state["promoted_at"])
     age = datetime.now(UTC) - promoted_at
-    history = None
+    history, before = None, None
+    if cfg.history_hours > 0 and len(keys_of(canary, stable)) > 1:
+        before = _before(ctx, opened)
+        # each key's requests count at most its usual rate before the canary (its allowance)
+        history_s = history_seconds(before["targets"], opened, cfg.history_hours)
+        elapsed_s = (datetime.now(UTC) - opened) / timedelta(seconds=1)
+        canary, stable = stratified(canary, stable,
+                                    strata_of(before["targets"], history_s, elapsed_s))
     if needs_history(canary, stable, cfg):
-        before = ctx.client.route_health(
-            alias, since=(opened - timedelta(hours=cfg.history_hours)).isoformat(),
-            until=opened.isoformat(), max_votes_per_voter=cfg.max_votes_per_voter,
-            max_requests_per_user=cfg.max_requests_per_user, history_baseline=True)
+        before = before or _before(ctx, opened)
         # a server that did not judge it by the canary's rule (an older one): no history
         if before.get("history_baseline") is True:
             history = {row["target"]: row for row in before["targets"]}.get(ctx.state["stable"])
     verdict = judge_canary(canary, stable, cfg, age, history)
-    detail = {"canary": canary, "stable": stable, "age_minutes": round(age.total_seconds() / 60, 2),
+    detail = {"canary": _brief(canary), "stable": _brief(stable),
+              "age_minutes": round(age.total_seconds() / 60, 2),
               "verdict": verdict.to_json()}
     if history is not None:
-        detail["stable_before"] = history
+        detail["stable_before"] = _brief(history)
     seq = health.get("seq")  # the writes below refuse if the route moved since this read
     if verdict.verdict == "rollback":
         try:
@@ -251,6 +269,25 @@ def watch_step(ctx: StepContext) -> StepResult:
     if health.get("changed_since_promotion"):
         note += "; the route was edited by hand during it: the cycle will not promote it"
     return StepResult("watch", detail=detail, wait=True, note=note)
+
+
+def _brief(row: dict[str, Any]) -> dict[str, Any]:
+    """A health row for the step's detail: its per-key counts (one entry per client key, so
+    possibly many) as how many keys there were."""
+    if "by_key" not in row:
+        return row
+    brief = {k: v for k, v in row.items() if k != "by_key"}
+    return {**brief, "client_keys": len(row["by_key"])}
+
+
+def _before(ctx: StepContext, opened: datetime) -> dict[str, Any]:
+    """The alias's health in the `history_hours` before the canary, judged as its baseline,
+    per client key too."""
+    cfg = ctx.config.canary
+    return ctx.client.route_health(
+        ctx.config.alias, since=(opened - timedelta(hours=cfg.history_hours)).isoformat(),
+        until=opened.isoformat(), max_votes_per_voter=cfg.max_votes_per_voter,
+        max_requests_per_user=cfg.max_requests_per_user, history_baseline=True, by_key=True)
 
 
 def promoted_by_hand(alias: str, model: str, promotion: dict[str, Any]) -> StepResult:

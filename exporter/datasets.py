@@ -42,7 +42,7 @@ _UPLOAD_CHUNK = 1 << 20
 
 def parse_filters(pairs: Iterable[str]) -> dict[str, str]:
     """`key=value` pairs (the CLI's repeated --filter) as a filter; unknown or repeated keys
-    are refused, so a typo can't widen a dataset to everything."""
+    and empty values are refused, so a typo can't widen a dataset to everything."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -52,6 +52,9 @@ def parse_filters(pairs: Iterable[str]) -> dict[str, str]:
                                f"{', '.join(FILTER_KEYS)}", param="filter")
         if key in out:
             raise DatasetError(f"--filter {key} is given twice", param="filter")
+        if not value.strip():  # `--filter q=` would otherwise select as if no filter were given
+            raise DatasetError(f"--filter {key}= has no value: give one, or leave the filter "
+                               "out", param="filter")
         out[key] = value.strip()
     return out
 

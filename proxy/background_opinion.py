@@ -23,10 +23,11 @@ remembered, so at most `limit` of them. At shutdown the pending ones are cancell
 nothing, so their requests stay unjudged, as after a crash: an `asked` row also says by when
 its opinion is due in the store (`late_due`, epoch seconds: its deadline, plus `grace_s` for
 the spool's ingest), after which a missing opinion is lost, not pending
-(storage/route_health.py). Each routed row of a canary says which client key sent it
-(`client_key`: the same key as the share's, a digest keyed by a server secret, so the stored
-value tells nothing of the credential), so one key's skipped opinions weigh no more than its
-share of the canary's evidence (exporter/cycle_canary.py)."""
+(storage/route_health.py). Each routed row says which client key sent it (`client_key`: the
+same key as the share's, a digest keyed by a server secret, so the stored value tells nothing
+of the credential), so one key's skipped opinions weigh no more than its share of the canary's
+evidence (exporter/cycle_canary.py), and its requests no more than its own usual rate before
+the canary (exporter/canary_strata.py)."""
 
 from __future__ import annotations
 

@@ -387,8 +387,10 @@ class Exchange:
         capture.logged = True
         if capture.meta.no_log:
             return False
-        if self.cover is not None and capture.route is not None:  # a canary is open
-            # whose evidence this row is: one key's skipped opinions weigh at most its share
+        if capture.route is not None:
+            # whose evidence this row is: one key's skipped opinions weigh at most its share,
+            # and its requests count at most its share of the route's traffic before a canary
+            # (exporter/canary_strata.py), so rows without a canary say it too
             capture.route[CLIENT_KEY] = self.client_key
         if finish == "client_disconnected" and capture.route is not None:
             stalled = self.silence.stalled_s(self.ctx.settings.upstream_stall_s)

@@ -15,6 +15,10 @@ window, where DuckDB skips the other row groups of each table by their min/max s
 
 Windows grow until the page is full or the data is exhausted. The result never depends on the
 window sizes, only the time does.
+
+On Postgres a since/until range also bounds the ids every path reads by the smallest and
+largest id of the range's rows (`storage.time_bounds`), and the positional windows start and
+end there: an old day is read where its ids are, not after every newer row.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from storage.review import STATES
 from storage.search import DEFAULT_SCOPE, TermSearch, query_terms
 from storage.search_budget import page_budget
 from storage.tags import tag_condition
+from storage.time_bounds import RangeIds, time_id_bounds
 from storage.trainable import trainable_sql
 
 FIRST_WINDOW = 256
@@ -143,6 +148,12 @@ def find_ids(con: Connection, query: ReviewQuery, *, limit: int,
              cursor: str | None = None) -> tuple[list[str], str | None]:
     """The ids of one page, newest first, and the cursor of the next page (or None)."""
     wanted = limit + 1
+    span = time_id_bounds(con, query.base)
+    if span is not None:
+        if span.empty:
+            return [], None
+        query = dataclasses.replace(query, base=dataclasses.replace(
+            query.base, extra_sql=(*query.base.extra_sql, span.sql())))
     if query.plain:
         where, params = query.where(d=dialect_of(con))
         if cursor is not None:
@@ -152,7 +163,7 @@ def find_ids(con: Connection, query: ReviewQuery, *, limit: int,
         with page_budget(con, query.search_budget_s if query.q is not None else None):
             driver = query.driver(con)
             found = (_driven(con, query, driver, wanted, cursor) if driver is not None
-                     else _positional(con, query, wanted, cursor))
+                     else _positional(con, query, wanted, cursor, span))
     page = found[:limit]
     return page, (page[-1] if len(found) > limit else None)
 
@@ -191,14 +202,19 @@ def _id_near(con: Connection, position: int) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _window_lows(con: Connection, before: str | None) -> Callable[[int], str | None]:
-    """`low(size)`: the id about `size` rows below `before` in id order (None: fewer rows).
-    DuckDB answers by storage position (rowid); where rows have no position (Postgres), the
-    primary key's index counts them (an index-only scan of `size` entries)."""
+def _window_lows(con: Connection, before: str | None,
+                 span: RangeIds | None = None) -> Callable[[int], str | None]:
+    """`low(size)`: the id about `size` rows below `before` in id order (None: fewer rows),
+    counted within `span` (a time range's ids) if given. DuckDB answers by storage position
+    (rowid); where rows have no position (Postgres), the primary key's index counts them (an
+    index-only scan of `size` entries)."""
     if dialect_of(con).row_positions:
         top = _position(con, before)
         return lambda size: _id_near(con, top - size) if top - size > 0 else None
-    below, params = ("WHERE id < ? ", [before]) if before is not None else ("", [])
+    limits = [("id < ?", before), ("id <= ?", span and span.high), ("id >= ?", span and span.low)]
+    conditions = [(sql, value) for sql, value in limits if value is not None]
+    below = "".join(f"WHERE {' AND '.join(sql for sql, _ in conditions)} " if conditions else "")
+    params = [value for _, value in conditions]
 
     def low(size: int) -> str | None:
         rows = con.execute(f"SELECT id FROM interactions {below}ORDER BY id DESC "
@@ -207,10 +223,11 @@ def _window_lows(con: Connection, before: str | None) -> Callable[[int], str | N
     return low
 
 
-def _positional(con: Connection, query: ReviewQuery, wanted: int,
-                before: str | None) -> list[str]:
+def _positional(con: Connection, query: ReviewQuery, wanted: int, before: str | None,
+                span: RangeIds | None = None) -> list[str]:
+    """`span`: the ids of the query's time range, where the windows start and end."""
     found: list[str] = []
-    window_low = _window_lows(con, before)
+    window_low = _window_lows(con, before, span)
     size = max(FIRST_WINDOW, 4 * wanted)
     upper = before  # exclusive
     while len(found) < wanted:

@@ -103,7 +103,7 @@ RELAY_MARK = "+relay"
 MAX_REQUESTS_PER_USER = 5
 """The default weight of one sticky user (or session) on one target in the canary's error test."""
 
-_HEALTH_SQL = """
+_HEALTH_CTES = """
 WITH late AS (
     SELECT source_id,
            max(CASE WHEN status_code < 400 AND finish = 'completed' THEN 1 ELSE 0 END)
@@ -212,7 +212,8 @@ WITH late AS (
 ), kc AS (
     SELECT target, cluster, coalesce(client_key, '') AS client_key,
            count(*) FILTER (WHERE excused = 0) AS n, sum(failed) AS x, sum(missing) AS m,
-           count(*) FILTER (WHERE opinion = 1) AS oa, count(*) FILTER (WHERE opinion = 2) AS ob
+           count(*) FILTER (WHERE opinion = 1) AS oa, count(*) FILTER (WHERE opinion = 2) AS ob,
+           count(*) AS a
     FROM r GROUP BY target, cluster, coalesce(client_key, '')
 ), clusters AS (
     SELECT target, cluster, sum(n) AS n, sum(x) AS x
@@ -234,6 +235,9 @@ WITH late AS (
                AS opinions_failed
     FROM keyed GROUP BY target
 )
+"""
+
+_HEALTH_SQL = _HEALTH_CTES + """
 SELECT r.target,
        count(*) FILTER (WHERE r.excused = 0) AS requests,
        sum(r.failed) AS errors,
@@ -260,6 +264,26 @@ GROUP BY r.target
 ORDER BY count(*) DESC, r.target
 """
 
+_BY_KEY_SQL = _HEALTH_CTES + """, bk AS (
+    SELECT target, client_key, n, x, a,
+           sum(n) OVER (PARTITION BY target, cluster) AS cn,
+           sum(a) OVER (PARTITION BY cluster) AS ca
+    FROM kc
+)
+SELECT target, client_key,
+       sum(CASE WHEN cn > 0 THEN n * least(1.0, CAST(? AS DOUBLE PRECISION) / cn) ELSE 0 END),
+       sum(CASE WHEN cn > 0 THEN x * least(1.0, CAST(? AS DOUBLE PRECISION) / cn) ELSE 0 END),
+       sum(a * least(1.0, CAST(? AS DOUBLE PRECISION) / ca))
+FROM bk GROUP BY target, client_key
+"""
+
+_FIRST_SQL = """
+SELECT coalesce(route ->> 'primary', route ->> 'target') AS target, min(created_at)
+FROM interactions
+WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ? AND created_at < ?
+GROUP BY 1
+"""
+
 
 def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  max_votes_per_voter: int = MAX_VOTES_PER_VOTER,
@@ -267,7 +291,8 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  canary: str | None = None,
                  history_baseline: bool = False,
                  now: datetime | None = None,
-                 asked_bound_s: float | None = None) -> list[dict[str, Any]]:
+                 asked_bound_s: float | None = None,
+                 by_key: bool = False) -> list[dict[str, Any]]:
     """Per target: requests (judged: not `unjudged_requests`), errors, error_rate,
     unjudged_requests (4xx that say nothing of the target, answers the client gave up on: see
     the module doc), weighed_requests and weighed_errors (weighed per sticky user, see the
@@ -283,21 +308,26 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     model, whose 4xx without a second opinion count. `history_baseline`: failures no second
     opinion judged are unjudged and in `opinions_missing` (the module doc). `now`: when an
     asked opinion not in the store is lost (after its `late_due`; an `asked` row without one,
-    written before rows carried it, once older than `asked_bound_s`: None, never)."""
+    written before rows carried it, once older than `asked_bound_s`: None, never).
+    `by_key`: each row also gets `by_key`, per client key (`route.client_key`; "" for rows
+    without one) its `trials` and `failures` (weighed as `weighed_requests` and
+    `weighed_errors`) and its `traffic` (all its rows, excused or not, weighed per sticky
+    user): what the canary's strata read (exporter/canary_strata.py), and `first_at`, its
+    first row's time in the window (ISO 8601, UTC), whence the strata's rates."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
         raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
     dialect = dialect_of(con)
-    sql = _HEALTH_SQL.format(attempt=dialect.try_integer("route ->> 'attempt'"),
-                             primary_status=dialect.try_integer("route ->> 'primary_status'"),
-                             relay=RELAY_MARK)
+    fields = {"attempt": dialect.try_integer("route ->> 'attempt'"),
+              "primary_status": dialect.try_integer("route ->> 'primary_status'"),
+              "relay": RELAY_MARK}
     cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
     moment = now or datetime.now(UTC)
     # never past the bound: no row of the window is older than `since`
     bound = since if asked_bound_s is None else moment - timedelta(seconds=asked_bound_s)
-    rows = con.execute(sql, [since, bound, alias, since, until, canary, history_baseline,
-                             moment.timestamp(), cap, cap,
-                             *[per_user] * 4]).fetchall()
-    return [
+    params = [since, bound, alias, since, until, canary, history_baseline,
+              moment.timestamp(), cap, cap, *[per_user] * 4]
+    rows = con.execute(_HEALTH_SQL.format(**fields), params).fetchall()
+    health = [
         {
             "target": target,
             "requests": requests,
@@ -323,3 +353,23 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
         thumbs_down, votes, down_votes, weighed_requests, weighed_errors, opinions_missing,
         missing_weighed, missing_unanswered, opinions_answered, opinions_failed in rows
     ]
+    if by_key:
+        keyed: dict[str, dict[str, dict[str, float]]] = {}
+        for target, key, trials, failures, traffic in con.execute(
+                _BY_KEY_SQL.format(**fields), [*params, *[per_user] * 3]).fetchall():
+            keyed.setdefault(target, {})[key] = {
+                "trials": round(float(trials or 0), 6),
+                "failures": round(float(failures or 0), 6),
+                "traffic": round(float(traffic or 0), 6)}
+        firsts = {target: _utc(first) for target, first in con.execute(
+            _FIRST_SQL, [alias, since, until]).fetchall()}
+        for row in health:
+            row["by_key"] = keyed.get(row["target"], {})
+            row["first_at"] = firsts.get(row["target"])
+    return health
+
+
+def _utc(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()

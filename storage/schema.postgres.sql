@@ -386,7 +386,7 @@ ALTER TABLE ONLY public.untrainable
 
 CREATE INDEX interactions_by_session ON public.interactions USING btree (session_id);
 
-CREATE INDEX interactions_by_time ON public.interactions USING btree (created_at);
+CREATE INDEX interactions_by_time_id ON public.interactions USING btree (created_at, id);
 
 CREATE INDEX interactions_by_user ON public.interactions USING btree (user_id);
 

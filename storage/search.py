@@ -13,7 +13,7 @@ when it holds every term of the query in the searched fields (`q_in`):
 
 The rarest term (estimated on the newest postings) drives the search: its postings give
 candidates newest first; the other terms are checked on those candidates only, through the
-per-interaction term keys. On Postgres, once migration 50 is finished
+per-interaction term keys. On Postgres, once migration 51 is finished
 (storage.search_vectors), a query of several terms whose matches are sparse among those
 postings asks the GIN index of the per-interaction tsvector for its joint matches, capped
 (storage.search_pg): few, they are the answer; many, the walk goes on (TermSearch).
@@ -206,7 +206,7 @@ def holding_every(con: Connection, ids: list[str], groups: Sequence[frozenset[in
 class TermSearch:
     """Candidates for a query, newest first, in batches (see `storage.queue`): from the
     index, and from the unindexed tail. The index is read by the postings of the rarest term
-    (PostingsSearch). On Postgres, once its tsvector is ready (migration 50), a query of
+    (PostingsSearch). On Postgres, once its tsvector is ready (migration 51), a query of
     several terms whose matches are sparse in a batch of those postings asks the GIN for its
     joint matches below it (storage.search_pg), taken as they are when they are few: the
     walk could read every posting of a common term for them (`alpha tok3 filler5`: 4.4 s a

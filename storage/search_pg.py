@@ -1,4 +1,4 @@
-"""Text search on Postgres: the tsvector of `search_docs` (migration 50) read by its GIN index
+"""Text search on Postgres: the tsvector of `search_docs` (migration 51) read by its GIN index
 for the joint matches of a query of several terms (storage.search.TermSearch asks when they
 are sparse among the postings of its rarest term).
 
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from storage.db import Connection
-from storage.migrations.m050_search_vectors import FIELD_SUFFIXES
+from storage.migrations.m051_search_vectors import FIELD_SUFFIXES
 from storage.transaction import transaction
 
 KEY_MASK = (1 << 64) - 1

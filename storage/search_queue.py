@@ -45,7 +45,7 @@ from storage.store import Store
 
 log = logging.getLogger("tuneloop.search")
 IDLE_CHECK_S = 10.0  # with nothing ingested here, how often the list is looked at
-VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 50: rows filled a round, in chunks
+VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 51: rows filled a round, in chunks
 
 
 @dataclass
@@ -130,7 +130,7 @@ class BackgroundIndexer:
         return batch, await asyncio.to_thread(self.indexer.forward_index, batch)
 
     async def finish_vectors(self) -> bool:
-        """Postgres: take migration 50 a round further (storage.search_vectors: the lexemes
+        """Postgres: take migration 51 a round further (storage.search_vectors: the lexemes
         of older rows filled, then the GIN built concurrently); answers whether it is done."""
         if not self.vectors_ready:
             self.vectors_ready, self._vectors_from = await self.db.read(functools.partial(

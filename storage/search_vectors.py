@@ -1,4 +1,4 @@
-"""Postgres: finishing migration 50 online. The migration adds `search_docs.lexemes` and its
+"""Postgres: finishing migration 51 online. The migration adds `search_docs.lexemes` and its
 trigger; the rows indexed before it are filled here in batches, then the GIN index is built
 CONCURRENTLY (no lock that stops reads or writes of search_docs), then ANALYZE. Search asks
 that index (storage.search_pg) once it is valid (`vectors_ready`), and only the postings
@@ -15,7 +15,7 @@ import logging
 
 from storage.backend.dialect import dialect_of, table_exists
 from storage.db import Connection
-from storage.migrations.m050_search_vectors import VECTOR_FUNCTION
+from storage.migrations.m051_search_vectors import VECTOR_FUNCTION
 
 log = logging.getLogger("tuneloop.search")
 

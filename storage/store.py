@@ -37,6 +37,6 @@ STARTUP_VECTOR_CHUNKS = 5  # a store this small gets its search vectors at start
 
 
 def _finish_small_vectors(con: Connection) -> None:
-    """Finish migration 50 here when the store is small (a new one): a larger one is finished
+    """Finish migration 51 here when the store is small (a new one): a larger one is finished
     by the search indexer, in batches (storage.search_vectors)."""
     build_vectors(con, max_chunks=STARTUP_VECTOR_CHUNKS)

@@ -55,7 +55,7 @@ def user_tables(con: Connection) -> list[str]:
 
 
 DERIVED_COLUMNS = {"search_docs": frozenset({"lexemes"})}
-"""Columns a store makes from the others (Postgres' tsvector: migration 50's trigger), never
+"""Columns a store makes from the others (Postgres' tsvector: migration 51's trigger), never
 copied: DuckDB has none, and a Postgres destination makes its own."""
 
 

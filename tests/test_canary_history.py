@@ -45,7 +45,8 @@ def test_failures_sent_before_a_canary_do_not_get_a_bad_one_promoted(
     """50 requests failing on every model from an app key, then 100 of the apps', before a
     90% canary failing 20%: the history read 50/150 (33%) for the current model and the canary
     (27/136) was promoted beside a current model at 0 of 14. Those 50 had no second opinion:
-    left out for a promotion (0/100), counted only for a rollback."""
+    left out for a promotion (0/100), counted only for a rollback (at most up to the rate the
+    current model's own requests beside the canary make plausible: it may be rolled back)."""
     fail_everywhere(loop, 50)
     ask(loop, 100, start=1000)
     wait_ingested(loop, 150)
@@ -54,8 +55,8 @@ def test_failures_sent_before_a_canary_do_not_get_a_bad_one_promoted(
     ask(loop, 150, start=2000)
     wait_ingested(loop, 300)
     outcome = run(loop, cfg)
-    assert outcome.status == "active" and outcome.run["step"] == "watch", outcome.message
-    assert [t["model"] for t in loop.admin().routes()[ALIAS]["targets"]] == [CURRENT, model]
+    assert outcome.run.get("outcome") != "promoted", outcome.message
+    assert loop.admin().routes()[ALIAS]["targets"][0]["model"] == CURRENT
     assert "50 failures there no second opinion judged" in outcome.message, outcome.message
 
 
@@ -147,7 +148,7 @@ def test_a_poisoned_history_does_not_keep_a_bad_canary_in_place() -> None:
     verdict = judge_canary(history_row(350, 70), history_row(30, 0), cfg, AGE,
                            history_row(100, 0, 50))
     assert verdict.verdict == "rollback", verdict.reasons
-    assert "against 0/30 (0.000): " in verdict.reasons[0], verdict.reasons
+    assert any("against 0/30 (0.000): " in why for why in verdict.reasons), verdict.reasons
     assert all(t.upper == pytest.approx(math.log(4 / cfg.alpha))
                for t in verdict.tests if t.metric == "errors")
     fine = judge_canary(history_row(350, 3), history_row(30, 0), cfg, AGE,
@@ -297,3 +298,23 @@ def test_a_history_far_below_the_current_targets_own_rate_rolls_nothing_back() -
     assert bad.verdict == "rollback", bad.reasons
     honest = judge_canary(history_row(444, 60), history_row(56, 0), cfg, AGE, diluted)
     assert honest.verdict == "rollback", honest.reasons
+
+
+def test_a_poisoned_history_is_not_credited_beside_a_current_target_with_few_errors() -> None:
+    """h21 (issue 14): 50 requests failing everywhere before the canary, the current target
+    at 1 of 12 beside it: the median cut still credited the history up to 13.6% and a canary
+    failing 10% (4 of 100 so far) was promoted (29% of runs beside a current target failing
+    2%). That fully credited history (26%) is one its own requests make unlikely (below
+    `CREDIT_DOUBT`): nothing is credited. An honest history (7 of 150, the current target at
+    0 of 11) is credited and a good canary promoted."""
+    cfg = CanaryConfig(percent=90)
+    poisoned = {**history_row(147, 0, 53), "opinions_missing_unanswered": 53}
+    bad = judge_canary(with_opinions(history_row(100, 4), 4, 0),
+                       with_opinions(history_row(12, 1), 1, 0), cfg, AGE, poisoned)
+    assert bad.verdict == "continue", bad.reasons
+    assert bad.tests[0].baseline_credited == 0
+    honest = {**history_row(143, 0, 7), "opinions_missing_unanswered": 7}
+    good = judge_canary(with_opinions(history_row(100, 3), 3, 0), history_row(11, 0), cfg, AGE,
+                        honest)
+    assert good.verdict == "promote", good.reasons
+    assert good.tests[0].baseline_credited > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,19 @@ WORDS = ["refund", "shipping", "invoice", "delay", "password", "reset", "order",
 N = 3000
 
 
+T0 = 1_700_000_000_000_000  # microseconds
+
+
+def at(k: int) -> int:
+    """Row k's created_at: its id's order, but for every 11th row (as another tool may
+    write): a time elsewhere among the rows."""
+    return T0 + (k * 1000 if k % 11 else (k * 7919) % N * 1000 + 500)
+
+
+def moment(k: int) -> datetime:
+    return datetime.fromtimestamp((T0 + k * 1000) / 1e6, UTC)
+
+
 def synthetic(n: int, rng: random.Random) -> list[dict[str, Any]]:
     rows = []
     for k in range(n):
@@ -36,7 +50,7 @@ def synthetic(n: int, rng: random.Random) -> list[dict[str, Any]]:
         endpoint = "embeddings" if k % 17 == 0 else "chat.completions"
         rows.append({
             "id": f"{0x01900000 + k:08x}-0000-7000-8000-000000000000",
-            "created_at": 1_700_000_000_000_000 + k * 1000,
+            "created_at": at(k),
             "endpoint": endpoint, "model": rng.choice(["a", "b"]), "traffic": "production",
             "request": orjson.dumps({"messages": [{"role": "user",
                                                    "content": " ".join(words[:2])}]}).decode(),
@@ -118,6 +132,8 @@ def reference(data: dict[str, Any], query: ReviewQuery) -> list[str]:
                 or (base.model and row["model"] != base.model) \
                 or (base.user and row["user_id"] != base.user) \
                 or (base.has_error is not None and (row["status_code"] >= 400) != base.has_error) \
+                or (base.since and row["created_at"] < base.since.timestamp() * 1e6) \
+                or (base.until and row["created_at"] >= base.until.timestamp() * 1e6) \
                 or (query.q and (not reviewable or not set(query.q.split()) <= text)) \
                 or (query.min_score is not None
                     and (not scores or sum(scores) / len(scores) < query.min_score)):
@@ -142,6 +158,16 @@ QUERIES = [
     ReviewQuery(min_score=0.5),
     ReviewQuery(min_score=-1, review="pending", base=InteractionFilter(model="b")),
     ReviewQuery(q="password", tag="gold", base=InteractionFilter(has_error=True)),
+    # time ranges (on Postgres walked within the range's id bounds, storage/time_bounds.py)
+    ReviewQuery(base=InteractionFilter(since=moment(300), until=moment(700))),
+    ReviewQuery(base=InteractionFilter(since=moment(2990))),
+    ReviewQuery(base=InteractionFilter(until=moment(40), model="a")),
+    ReviewQuery(base=InteractionFilter(since=moment(5000))),
+    ReviewQuery(review="pending", base=InteractionFilter(since=moment(100), until=moment(1900))),
+    ReviewQuery(tag="gold", base=InteractionFilter(since=moment(0), until=moment(1500))),
+    ReviewQuery(review="approved", base=InteractionFilter(since=moment(2000),
+                                                          until=moment(2800))),
+    ReviewQuery(q="refund", base=InteractionFilter(until=moment(1200))),
 ]
 
 

@@ -1,8 +1,8 @@
-"""Search on Postgres (migration 50): a tsvector per interaction with a GIN index, asked for the
+"""Search on Postgres (migration 51): a tsvector per interaction with a GIN index, asked for the
 joint matches of a query of several terms (storage.search_pg), few of them the answer, many
 left to the postings walk of the rarest term, as every single-term query and every query
 while the GIN is not built yet; it finds what DuckDB's postings find on every path, CJK,
-prefixes, scopes and paging included (a store indexed before migration 50:
+prefixes, scopes and paging included (a store indexed before migration 51:
 tests/test_search_upgrade)."""
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory,
 @pytest.fixture(scope="module")
 def unready(request: pytest.FixtureRequest) -> Iterator[Connection]:
     """The corpus in a Postgres database whose GIN is not built yet (the lexemes of the rows
-    of before migration 50 still being filled, storage.search_vectors)."""
+    of before migration 51 still being filled, storage.search_vectors)."""
     cluster = request.getfixturevalue("pg_cluster")
     url = cluster.create_database()
     with opened(url) as pg:
@@ -118,7 +118,7 @@ def groups_of(con: Connection, q: str, *, keys_from: Connection | None = None
 
 def test_postgres_keeps_a_tsvector_with_a_gin_index_and_the_postings(
         stores: tuple[Connection, Connection]) -> None:
-    """The postings stay for the replicas of before migration 50 (tests/test_search_upgrade)."""
+    """The postings stay for the replicas of before migration 51 (tests/test_search_upgrade)."""
     _, pg = stores
     assert table_exists(pg, "search_terms") and vectors_ready(pg)
     assert pg.execute("SELECT count(*) FROM search_docs WHERE lexemes <> ''::tsvector"

@@ -1,9 +1,10 @@
-"""A rolling deploy across migration 50 on Postgres (review r12z HIGH 2): the migration
+"""A rolling deploy across migration 51 on Postgres (review r12z HIGH 2): the migration
 neither rewrites nor holds search_docs (its tsvector is filled in batches afterwards and its
 GIN index built concurrently), and the replicas still running the version before it go on
 searching, editing and forgetting through the postings, which this version keeps writing.
 
-The old replica is its statements, as version 49 (cd19f3d^1) sends them."""
+The old replica is its statements, as version 50 (main at a995f8f: its search, edit and forget
+of the postings as at cd19f3d^1) sends them."""
 
 from __future__ import annotations
 
@@ -26,16 +27,16 @@ from storage.search_vectors import build_vectors, vectors_ready
 from storage.store import open_store
 from tests.test_search_languages import TEXTS, ids, item, load, opened
 
-# version 49's search: the postings of a term, newest first (its storage.search)
+# version 50's search: the postings of a term, newest first (its storage.search)
 OLD_SEARCH = ("SELECT interaction_id FROM search_terms WHERE term_key = ? AND (fields & ?) <> 0 "
               "AND interaction_id >= ? ORDER BY interaction_id DESC LIMIT ?")
-# version 49's edit: the merged keys into search_docs, the new ones as postings (index_edit)
+# version 50's edit: the merged keys into search_docs, the new ones as postings (index_edit)
 OLD_EDIT = ("UPDATE search_docs SET term_keys = ?::BIGINT[], term_fields = ? "
             "WHERE interaction_id = ?")
 OLD_POSTING = "INSERT INTO search_terms (term_key, interaction_id, fields) VALUES (?, ?, ?)"
-# version 49's indexer writes search_docs by its three columns
+# version 50's indexer writes search_docs by its three columns
 OLD_DOC = "INSERT INTO search_docs (interaction_id, term_keys, term_fields) VALUES (?, ?, ?)"
-# version 49's forget: the postings by the keys in search_docs, then the row (governance)
+# version 50's forget: the postings by the keys in search_docs, then the row (governance)
 OLD_FORGET = ("DELETE FROM search_terms t USING (SELECT d.interaction_id, k.term_key FROM "
               "search_docs d CROSS JOIN LATERAL unnest(d.term_keys) AS k(term_key) "
               "WHERE d.interaction_id = ANY(?::VARCHAR[])) p "
@@ -57,7 +58,7 @@ def new_search(con: Connection, q: str) -> list[str]:
 
 
 def old_index(con: Connection, k: int, user: str, answer: str) -> str:
-    """What version 49's indexer writes for an interaction (the interaction itself too)."""
+    """What version 50's indexer writes for an interaction (the interaction itself too)."""
     row = item(k, user, answer)
     insert_interactions(con, to_arrow([row]))
     docs = forward_index([row["id"]], [("", user, answer)]).docs.to_pylist()[0]
@@ -71,13 +72,13 @@ def relation_file(con: Connection) -> Any:
     return con.execute("SELECT pg_relation_filenode('search_docs')").fetchall()[0][0]
 
 
-def test_migration_50_keeps_search_docs_in_place_and_builds_its_index_afterwards(
+def test_migration_51_keeps_search_docs_in_place_and_builds_its_index_afterwards(
         pg_url: str) -> None:
     rows = [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
-    with opened(pg_url, up_to=49) as con:
+    with opened(pg_url, up_to=50) as con:
         load(con, rows)
         before = relation_file(con)
-    with opened(pg_url) as con:  # migration 50 alone, as at a replica's start
+    with opened(pg_url) as con:  # migration 51 alone, as at a replica's start
         assert relation_file(con) == before  # no rewrite: the lock was a catalog change's
         assert not vectors_ready(con)
         assert con.execute("SELECT count(*) FROM search_docs WHERE lexemes IS NULL"
@@ -110,9 +111,9 @@ def test_migration_50_keeps_search_docs_in_place_and_builds_its_index_afterwards
         assert new_search(con, "refu*") == ids(4, 5, 6, 7, 9)
 
 
-def test_an_old_replica_searches_edits_and_forgets_after_migration_50(pg_url: str) -> None:
+def test_an_old_replica_searches_edits_and_forgets_after_migration_51(pg_url: str) -> None:
     rows = [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
-    with opened(pg_url, up_to=49) as con:
+    with opened(pg_url, up_to=50) as con:
         load(con, rows)
     with opened(pg_url) as con:
         build_vectors(con)
@@ -146,13 +147,13 @@ def test_an_old_replica_searches_edits_and_forgets_after_migration_50(pg_url: st
         assert new_search(con, "refund") == ids(40, 41, 6, 9)
 
 
-def test_the_leading_replicas_indexer_finishes_migration_50_in_rounds(pg_url: str) -> None:
+def test_the_leading_replicas_indexer_finishes_migration_51_in_rounds(pg_url: str) -> None:
     """A store migrated without finishing (a replica's startup finishes only a small one) is
     finished by the search indexer, a round at a time; search reads the vectors after."""
     rows = [item(k, f"hello number {k}", "sure") for k in range(200)]
-    with opened(pg_url, up_to=49) as con:
+    with opened(pg_url, up_to=50) as con:
         load(con, rows)
-    with opened(pg_url):  # migration 50 alone
+    with opened(pg_url):  # migration 51 alone
         pass
 
     async def run() -> list[bool]:
@@ -173,10 +174,10 @@ def test_the_leading_replicas_indexer_finishes_migration_50_in_rounds(pg_url: st
         assert new_search(con, "hello") == ids(*range(100, 200))
 
 
-def test_migration_50_waiting_for_a_long_reader_lets_the_others_through(pg_url: str) -> None:
+def test_migration_51_waiting_for_a_long_reader_lets_the_others_through(pg_url: str) -> None:
     """Its exclusive lock is asked with a lock_timeout and retried: a statement on search_docs
     issued meanwhile waits a try at most (1 s), not for as long as the long reader runs."""
-    with opened(pg_url, up_to=49) as con:
+    with opened(pg_url, up_to=50) as con:
         load(con, [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)])
     long_reader = psycopg.connect(pg_url, autocommit=True)
     long_reader.execute("BEGIN")
@@ -200,4 +201,4 @@ def test_migration_50_waiting_for_a_long_reader_lets_the_others_through(pg_url: 
     replica.join(timeout=30)
     assert done.is_set()
     with opened(pg_url) as con:
-        assert 50 in {r[0] for r in con.execute("SELECT version FROM _migrations").fetchall()}
+        assert 51 in {r[0] for r in con.execute("SELECT version FROM _migrations").fetchall()}

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from proxy.admin.common import json_object, json_response, row_json
+from proxy.admin.common import json_object, json_response, refuse_repeated, row_json
 from proxy.admin.review_params import filter_from_json, review_query, reviewer_name
 from proxy.auth import Role
 from proxy.context import ProxyContext, context_of
@@ -100,6 +100,7 @@ async def release_item(request: Request) -> Response:
 async def queue_progress(request: Request) -> Response:
     ctx = _reviewer_context(request)
     params = request.query_params
+    refuse_repeated(params, ("reviewer", "since"))
     reviewer = reviewer_name({"reviewer": params.get("reviewer")}, request)
     since_text = params.get("since")
     since = None

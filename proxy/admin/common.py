@@ -111,6 +111,15 @@ async def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
+def refuse_repeated(params: QueryParams, names: tuple[str, ...]) -> None:
+    """400 when a parameter that takes one value is given more than once (`?q=a&q=b`): which
+    one would count is the server's guess, so neither is taken."""
+    repeated = sorted({name for name in names if len(params.getlist(name)) > 1})
+    if repeated:
+        raise BadRequest(f"{', '.join(repeated)} given more than once; each takes one value",
+                         param=repeated[0])
+
+
 def int_param(params: QueryParams, name: str, *, default: int | None = None,
               low: int | None = None, high: int | None = None) -> int | None:
     raw = params.get(name)

@@ -20,6 +20,7 @@ from proxy.admin.common import (
     json_object,
     json_response,
     page_params,
+    refuse_repeated,
     row_json,
 )
 from proxy.admin.review_params import review_query
@@ -31,6 +32,7 @@ from tuneloop.errors import BadRequest
 
 async def list_items(request: Request) -> Response:
     ctx = authorize(request, Role.REVIEWER)
+    refuse_repeated(request.query_params, ("limit", "cursor", "compact"))
     query = dataclasses.replace(review_query(request.query_params),
                                 search_budget_s=ctx.settings.search_page_budget_s)
     limit, cursor = page_params(request.query_params)

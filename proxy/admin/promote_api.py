@@ -9,9 +9,10 @@
   rolled back is that model's (a late or repeated rollback would undo an older one); without
   `model` or `force`, a rollback right after another one (10 minutes) is refused (409
   `just_rolled_back`, storage/rollback_edits.py);
-- `GET /admin/routes/{alias}/health?since=&until=&history_baseline=`: per target, production
-  traffic since the latest promotion (or `since`); `history_baseline=true` judges it as the
-  canary's baseline from before the canary (storage/route_health.py), echoed in the answer;
+- `GET /admin/routes/{alias}/health?since=&until=&history_baseline=&by_key=`: per target,
+  production traffic since the latest promotion (or `since`); `history_baseline=true` judges
+  it as the canary's baseline from before the canary (storage/route_health.py), echoed in the
+  answer; `by_key=true` adds each target's counts per client key (the canary's strata);
 - `GET /admin/routes/{alias}/canary`: the route's open canary (storage/promotions.py
   `open_canary`) and its stable model, the one the alias serves for sure.
 
@@ -214,6 +215,7 @@ async def health(request: Request) -> Response:
                          default=MAX_REQUESTS_PER_USER, low=1, high=1_000_000)
     assert cap is not None and per_user is not None
     history = bool_param(request.query_params, "history_baseline") or False
+    by_key = bool_param(request.query_params, "by_key") or False
 
     def read(con: Any) -> dict[str, Any]:
         seq = latest_seq(con, alias)
@@ -224,7 +226,8 @@ async def health(request: Request) -> Response:
         opened = canary_of(episode, spec)
         targets = route_health(con, alias, start, until or FAR_FUTURE, cap, per_user,
                                None if opened is None else opened.model, history,
-                               asked_bound_s=opinion_bound_s(ctx.settings, spec))
+                               asked_bound_s=opinion_bound_s(ctx.settings, spec),
+                               by_key=by_key)
         roles = _roles(spec)
         for row in targets:
             row.update(roles.get(row["target"], {"role": "not_in_route", "share": 0.0}))

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
-from proxy.admin.common import float_param, interaction_filter, text_param
+from proxy.admin.common import float_param, interaction_filter, refuse_repeated, text_param
 from storage.messages import validate_messages
 from storage.queue import ReviewQuery
 from storage.review import ACTION_STATES, MESSAGE_ACTIONS, STATES
@@ -19,6 +19,8 @@ from tuneloop.errors import BadRequest
 FILTER_KEYS = ("review", "model", "tag", "user", "session", "since", "until", "q", "min_score",
                "has_error", "status_code", "traffic", "endpoint", "trainable",
                "q_in")
+# the filters whose JSON value must be text: a number there is a client's mistake, not a word
+TEXT_KEYS = frozenset(FILTER_KEYS) - {"min_score", "has_error", "status_code", "trainable"}
 TRAINABLE = {"true": True, "false": False, "any": None}
 MAX_REASON = 10_000
 MAX_NAME = 128
@@ -26,13 +28,16 @@ MAX_NAME = 128
 
 def review_query(params: QueryParams) -> ReviewQuery:
     """The filters of GET /admin/interactions (and of bulk-review's `filter`)."""
+    refuse_repeated(params, FILTER_KEYS)
     review = text_param(params, "review")
     if review is not None and review not in STATES:
         raise BadRequest(f"review must be one of {', '.join(STATES)}", param="review")
     min_score = float_param(params, "min_score")
     if min_score is not None and not -1 <= min_score <= 1:
         raise BadRequest("min_score must be between -1 and 1", param="min_score")
-    q = text_param(params, "q")
+    # an empty q is refused like a blank one (no words), not taken as no search: the app and
+    # the client leave q out when there is nothing to search for
+    q = "" if params.get("q") == "" else text_param(params, "q")
     trainable_text = text_param(params, "trainable")
     if trainable_text is not None and trainable_text not in TRAINABLE:
         raise BadRequest("trainable must be true (only items with a final answer), false "
@@ -68,6 +73,8 @@ def filter_from_json(value: Any) -> ReviewQuery:
                          f"{', '.join(FILTER_KEYS)}", param="filter")
     as_text: dict[str, str] = {}
     for key, item in value.items():
+        if key in TEXT_KEYS and item is not None and not isinstance(item, str):
+            raise BadRequest(f"filter.{key} must be a string", param="filter")
         if isinstance(item, bool):
             as_text[key] = "true" if item else "false"
         elif isinstance(item, str | int | float):

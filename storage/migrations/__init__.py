@@ -40,7 +40,8 @@ from storage.migrations import (
     m047_key_feedback_relay,
     m048_search_terms_one_index,
     m049_sql_row_cap,
-    m050_search_vectors,
+    m050_time_id_index,
+    m051_search_vectors,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -77,7 +78,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(47, "key_feedback_relay", m047_key_feedback_relay.apply),
     Migration(48, "search_terms_one_index", m048_search_terms_one_index.apply),
     Migration(49, "sql_row_cap", m049_sql_row_cap.apply),
-    Migration(50, "search_vectors", m050_search_vectors.apply),
+    Migration(50, "time_id_index", m050_time_id_index.apply),
+    Migration(51, "search_vectors", m051_search_vectors.apply),
 )
 
 

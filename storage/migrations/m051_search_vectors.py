@@ -1,4 +1,4 @@
-"""Migration 50: on Postgres, text search gets a tsvector per interaction (nothing to do on
+"""Migration 51: on Postgres, text search gets a tsvector per interaction (nothing to do on
 DuckDB, which keeps its postings). Online: nothing here rewrites or scans `search_docs`.
 
 `search_docs` gains `lexemes`, a plain nullable tsvector (adding it changes the catalog only:
@@ -87,9 +87,9 @@ def with_brief_lock(con: Connection, statements: list[str]) -> None:
         except Exception as exc:
             if getattr(exc, "sqlstate", None) != LOCK_NOT_AVAILABLE:
                 raise
-            log.warning("migration 50: search_docs is held by a long transaction (try %d of "
+            log.warning("migration 51: search_docs is held by a long transaction (try %d of "
                         "%d); trying again", attempt, LOCK_TRIES)
             time.sleep(LOCK_PAUSE_S)
-    raise StorageError(f"migration 50 could not lock search_docs for an instant in "
+    raise StorageError(f"migration 51 could not lock search_docs for an instant in "
                        f"{LOCK_TRIES} tries: a long transaction holds it (pg_stat_activity "
                        "shows which); end it, then start tuneloop again")

@@ -1,0 +1,136 @@
+"""The canary's strata: each client key's requests during the canary count at most its own
+usual rate of requests before it (issue 14, r14d HIGH 2, r14e HIGH 1-2, MED 3).
+
+Requests drawn at random count one each, whatever key sent them, so one key's burst of cheap
+requests (`max_tokens=1`, which no fine-tune fails) right after a promotion filled the error
+test and `min_requests`: a canary failing 12% of the apps' real requests was promoted after 10
+of them. Here the canary's period is post-stratified by client key (`route.client_key`,
+storage/route_health.py `by_key`).
+
+A key's *allowance* is its own rate of judged requests (`trials`: what the error test counts,
+not 4xx nor unjudged rows, weighed per sticky user) in the `history_hours` before the canary
+(the window the history baseline reads; from its first row on when the alias's traffic began
+later), times the canary's elapsed time, times `SLACK` (usual variation must not cut an honest
+key). Over both arms a key counts min(its trials, its allowance), each arm its part of that in
+proportion to its trials there (its failures alike). Absolute rates, not shares of the
+canary's traffic: a key under its allowance never shrinks another key's count, so a usual
+majority key sending a handful of requests during the canary holds nothing (r14e HIGH 1: as
+shares it set the scale and cut every other key to almost nothing).
+
+Keys absent from the history (a new app, a rotated key, keys made for a burst) share ONE
+allowance together, split in proportion to their trials: the allowances of the history's keys
+silent during the canary (an honest rotation fills the old key's slot, r14e MED 3) plus
+`NEW_KEYS_PART` of the route's whole rate, so many fresh keys weigh as one new app (r14e
+HIGH 2). Rows from before rows carried their key (`""`) tell no rate: a history without any
+keyed judged row gives no strata. No weight is above 1, so the weighed count is at most the
+real one (and at most the Kish effective size of the weighed sample). One key, or only the
+anonymous client (no issued keys, no checked app keys), over both arms gives exactly the
+unstratified counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+SLACK = 2.0
+"""How far above its usual rate a key's requests during the canary still count in full."""
+
+NEW_KEYS_PART = 0.05
+"""The part of the route's usual rate the keys absent from the history share (beside the
+allowances of the history's keys silent during the canary)."""
+
+UNKNOWN_KEY = ""
+"""`by_key`'s key of rows without `route.client_key` (written before rows carried it)."""
+
+MIN_HISTORY_SECONDS = 1.0
+"""The shortest history a rate is read over (a history of one instant gives no rate)."""
+
+
+@dataclass(frozen=True)
+class Strata:
+    """Each history key's judged requests per second before the canary, and how long the
+    canary has run: what the allowances are made of (module doc)."""
+
+    rates: dict[str, float]
+    elapsed_s: float
+
+    def allowances(self) -> dict[str, float]:
+        return {key: rate * self.elapsed_s * SLACK for key, rate in self.rates.items()}
+
+    def new_keys_part(self) -> float:
+        return NEW_KEYS_PART * sum(self.rates.values()) * self.elapsed_s * SLACK
+
+
+def history_seconds(history_targets: list[dict[str, Any]], opened: datetime,
+                    history_hours: float) -> float:
+    """The history window's length: `history_hours` before `opened`, from the alias's first
+    row there (`first_at`) when its traffic began later (a rate over hours without traffic
+    would cut every key). A server without `first_at` (an older one): the whole window."""
+    window = history_hours * 3600
+    firsts = [datetime.fromisoformat(row["first_at"]) for row in history_targets
+              if row.get("first_at")]
+    if firsts:
+        window = min(window, (opened - min(firsts)) / timedelta(seconds=1))
+    return max(window, MIN_HISTORY_SECONDS)
+
+
+def strata_of(history_targets: list[dict[str, Any]], history_s: float, elapsed_s: float
+              ) -> Strata | None:
+    """The strata from the health rows of every target in the history window (`by_key`
+    trials) over `history_s` seconds, the canary open for `elapsed_s`; None when no judged
+    row there carried its key."""
+    trials: dict[str, float] = {}
+    for row in history_targets:
+        for key, counts in (row.get("by_key") or {}).items():
+            if key != UNKNOWN_KEY:
+                trials[key] = trials.get(key, 0.0) + float(counts.get("trials", 0))
+    rates = {key: amount / history_s for key, amount in trials.items() if amount > 0}
+    if not rates:
+        return None
+    return Strata(rates, max(elapsed_s, 0.0))
+
+
+def keys_of(*rows: dict[str, Any]) -> dict[str, float]:
+    """Each client key's trials over the arms' rows (keys with none left out)."""
+    trials: dict[str, float] = {}
+    for row in rows:
+        for key, counts in (row.get("by_key") or {}).items():
+            if counts.get("trials", 0) > 0:
+                trials[key] = trials.get(key, 0.0) + float(counts["trials"])
+    return trials
+
+
+def weights(strata: Strata, trials: dict[str, float]) -> dict[str, float]:
+    """Each key's weight (at most 1) over both arms: its allowance over its trials, the keys
+    absent from the history their shared allowance over their trials together."""
+    allowed = strata.allowances()
+    fresh = sum(n for key, n in trials.items() if key not in allowed)
+    pool = strata.new_keys_part() + sum(a for key, a in allowed.items() if key not in trials)
+    return {key: min(1.0, (allowed[key] / n) if key in allowed else pool / fresh)
+            for key, n in trials.items()}
+
+
+def stratified(canary: dict[str, Any], stable: dict[str, Any], strata: Strata | None
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The arms' health rows with their `weighed_requests` and `weighed_errors` (what the
+    error test and `min_requests` read) cut, each key's to its allowance (module doc); the
+    first ones kept as `unstratified_requests` / `unstratified_errors`. The rows as they are
+    without strata, without `by_key` (an older server) or with one key over both arms."""
+    trials = keys_of(canary, stable)
+    if strata is None or len(trials) < 2:
+        return canary, stable
+    weight = weights(strata, trials)
+    return _weighed(canary, weight), _weighed(stable, weight)
+
+
+def _weighed(row: dict[str, Any], weight: dict[str, float]) -> dict[str, Any]:
+    keys = {key: counts for key, counts in (row.get("by_key") or {}).items()
+            if counts.get("trials", 0) > 0}
+    trials = sum(counts["trials"] * weight[key] for key, counts in keys.items())
+    failures = sum(counts["failures"] * weight[key] for key, counts in keys.items())
+    return {**row, "weighed_requests": round(trials, 6),
+            "weighed_errors": round(min(failures, trials), 6),
+            "unstratified_requests": row.get("weighed_requests", row.get("requests", 0)),
+            "unstratified_errors": row.get("weighed_errors", row.get("errors", 0))}

@@ -1,0 +1,147 @@
+"""The canary's strata as numbers (exporter/canary_strata.py): no weight above 1, one key or
+the anonymous client as sent, a key cut to its own allowance only, fresh keys sharing one,
+and two honest apps decided about as soon as without strata."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from exporter.canary_strata import (
+    NEW_KEYS_PART,
+    SLACK,
+    Strata,
+    history_seconds,
+    strata_of,
+    stratified,
+)
+from exporter.cycle_canary import judge_canary, needs_history
+from tests.conftest import UPSTREAM_KEY, ProxyServer
+from tests.test_canary_failures import CANARY, STABLE
+from tests.test_canary_strata import Deployment
+from tests.test_cycle import ALIAS
+
+
+def row(keys: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    trials = sum(n for n, _ in keys.values())
+    failures = sum(x for _, x in keys.values())
+    return {"weighed_requests": trials, "weighed_errors": failures,
+            "by_key": {k: {"trials": n, "failures": x, "traffic": n}
+                       for k, (n, x) in keys.items()}}
+
+
+EMPTY = row({})
+
+
+def strata(rates: dict[str, float], elapsed_s: float = 1.0 / SLACK) -> Strata:
+    """Rates per second over an elapsed time after which each key's allowance is its rate."""
+    return Strata(rates, elapsed_s)
+
+
+def test_the_weights_never_count_more_than_was_sent() -> None:
+    """Every key's weight is at most 1; the anonymous client alone, or one key, is as sent."""
+    usual = strata({"a": 70, "b": 30})
+    alone = row({"a": (50, 5)})
+    assert stratified(alone, EMPTY, usual) == (alone, EMPTY)
+    assert stratified(row({"a": (50, 5), "b": (30, 0)}), EMPTY, None)[0]["weighed_requests"] \
+        == 80
+    for a, b in [(70, 30), (60, 40), (90, 10), (10, 90), (1, 200), (200, 1)]:
+        cut, _ = stratified(row({"a": (a, a / 10), "b": (b, 0)}), EMPTY, usual)
+        assert cut["weighed_requests"] <= a + b + 1e-9
+        assert cut["weighed_errors"] <= a / 10 + 1e-9
+    exact, _ = stratified(row({"a": (70, 7), "b": (30, 0)}), EMPTY, usual)
+    assert exact["weighed_requests"] == 100 and exact["weighed_errors"] == 7
+
+
+def test_a_key_over_its_allowance_is_cut_over_both_arms_and_cuts_nobody_else() -> None:
+    usual = strata({"a": 70, "b": 30})
+    canary, stable = stratified(row({"a": (60, 6), "b": (90, 0)}), row({"b": (30, 0)}), usual)
+    # b: 120 trials against an allowance of 30, each arm its part; a in full
+    assert canary["weighed_requests"] == pytest.approx(60 + 90 / 4)
+    assert canary["weighed_errors"] == pytest.approx(6)
+    assert stable["weighed_requests"] == pytest.approx(30 / 4)
+    # a usual majority key sending 1 request shrinks nobody (r14e HIGH 1)
+    held, _ = stratified(row({"a": (1, 0), "b": (30, 0)}), EMPTY, usual)
+    assert held["weighed_requests"] == 31
+
+
+def test_fresh_keys_share_one_allowance_with_the_silent_keys() -> None:
+    usual = strata({"app": 100})
+    fresh = {f"k{n}": (1.0, 0.0) for n in range(200)}
+    cut, _ = stratified(row({"app": (10, 1), **fresh}), EMPTY, usual)
+    assert cut["weighed_requests"] == pytest.approx(10 + NEW_KEYS_PART * 100)
+    # a rotated key gets the silent old key's allowance (plus the new keys' part)
+    rotated, _ = stratified(row({"new": (70, 0), "small": (30, 0)}), EMPTY,
+                            strata({"old": 70, "small": 30}))
+    assert rotated["weighed_requests"] == 100
+
+
+def test_rates_come_from_keyed_judged_rows_over_the_history_s_span() -> None:
+    history = [{"by_key": {"a": {"trials": 60.0, "traffic": 500.0}, "": {"trials": 900.0}},
+                "first_at": "2026-01-01T10:00:00+00:00"},
+               {"by_key": {"a": {"trials": 10.0}, "b": {"trials": 30.0}, "c": {"trials": 0}},
+                "first_at": "2026-01-01T11:00:00+00:00"}]
+    opened = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert history_seconds(history, opened, 24) == 7200
+    assert history_seconds(history, opened, 1) == 3600
+    assert history_seconds([{"by_key": {}}], opened, 1) == 3600
+    found = strata_of(history, 100, 5)
+    assert found == Strata({"a": 0.7, "b": 0.3}, 5)
+    assert strata_of([{"by_key": {"": {"trials": 5.0}}}], 100, 5) is None
+
+
+def looks(deployment: Deployment, clients: list[tuple[openai.OpenAI, int]], most: int
+          ) -> dict[str, tuple[str, int]]:
+    """Send the clients' batches (each its count a look) until `most`, judging each look
+    with and without the strata (the same rows); the first decision of each and when."""
+    since = deployment.state["promoted_at"]
+    opened = datetime.fromisoformat(since)
+    before = deployment.admin.route_health(
+        ALIAS, since=(opened - timedelta(hours=24)).isoformat(), until=since,
+        history_baseline=True, by_key=True)["targets"]
+    history_s, cfg = history_seconds(before, opened, 24), deployment.cfg.canary
+    decided: dict[str, tuple[str, int]] = {}
+    sent = 0
+    while sent < most and len(decided) < 2:
+        for client, count in clients:
+            deployment.paced(client, count)
+            sent += count
+        rows = {r["target"]: r for r in deployment.admin.route_health(
+            ALIAS, since=since, by_key=True)["targets"]}
+        elapsed_s = (datetime.now(UTC) - opened) / timedelta(seconds=1)
+        for name, found in (("stratified", strata_of(before, history_s, elapsed_s)),
+                            ("unstratified", None)):
+            if name in decided:
+                continue
+            canary, stable = stratified(rows.get(CANARY, {}), rows.get(STABLE, {}), found)
+            history = {r["target"]: r for r in before}[STABLE] \
+                if needs_history(canary, stable, cfg) else None
+            verdict = judge_canary(canary, stable, cfg, datetime.now(UTC) - opened, history)
+            if verdict.verdict != "continue":
+                decided[name] = (verdict.verdict, sent)
+    print(f"\n{deployment.cfg.canary.percent:g}% canary, keys 70/30: {decided}")
+    return decided
+
+
+@pytest.mark.parametrize("percent", [90, 50])
+@pytest.mark.parametrize(("bad", "expected"), [(0.12, "rollback"), (0.0, "promote")])
+def test_two_honest_apps_are_decided_about_as_soon_as_without_strata(
+        proxy_factory: Callable[..., ProxyServer], tmp_path: Path, bad: float,
+        expected: str, percent: int) -> None:
+    """Two apps at 70/30 before and during the canary: their keys are at their shares, so the
+    strata cost (almost) nothing: the same verdict within a look or two."""
+    deployment = Deployment(proxy_factory(issue_keys=True, openai_api_key=UPSTREAM_KEY),
+                            tmp_path, percent=percent)
+    big, small = deployment.client("big"), deployment.client("small")
+    deployment.paced(big, 70)
+    deployment.paced(small, 30)
+    deployment.open_canary()
+    deployment.proxy.upstream.state.model_error_rate[CANARY] = bad
+    decided = looks(deployment, [(big, 7), (small, 3)], 400)
+    assert decided["stratified"][0] == decided["unstratified"][0] == expected, decided
+    assert decided["stratified"][1] <= decided["unstratified"][1] * 1.25 + 10, decided
