@@ -19,6 +19,7 @@ from storage.migrations.m051_search_vectors import VECTOR_FUNCTION
 
 log = logging.getLogger("tuneloop.search")
 
+MIGRATION = 51  # the migration finished here (storage.migrations)
 INDEX = "search_docs_lexemes"
 BUILD_LOCK = 0x74756E65_6C6F6F70 + 4  # beside storage.backend.pg_database's advisory keys
 FILL_CHUNK_ROWS = 2000

@@ -7,6 +7,7 @@ from pathlib import Path
 from storage.backend import is_postgres_url
 from storage.backend.pg_database import MIGRATE_LOCK, PgDatabase
 from storage.db import Connection, Database
+from storage.search_vectors import MIGRATION as VECTORS_MIGRATION
 from storage.search_vectors import build_vectors
 
 Store = Database | PgDatabase
@@ -25,7 +26,7 @@ def migrate_store(db: Store, *, up_to: int | None = None) -> list[int]:
 
     if isinstance(db, PgDatabase):
         done = db.run_with_session_lock(MIGRATE_LOCK, lambda con: migrate(con, up_to=up_to))
-        if up_to is None or up_to >= 50:
+        if up_to is None or up_to >= VECTORS_MIGRATION:
             # after the lock: CREATE INDEX CONCURRENTLY waits for every transaction, those of
             # replicas waiting for the migration lock too (a deadlock under it)
             db.read_sync(_finish_small_vectors)

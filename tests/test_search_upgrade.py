@@ -18,13 +18,14 @@ import psycopg
 from storage.backend.dialect import table_exists
 from storage.db import Connection
 from storage.governance import forget_interactions
+from storage.migrations import MIGRATIONS
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
 from storage.search_index import SearchIndexer, forward_index
 from storage.search_queue import BackgroundIndexer
 from storage.search_text import stems, term_key
-from storage.search_vectors import build_vectors, vectors_ready
-from storage.store import open_store
+from storage.search_vectors import MIGRATION, build_vectors, vectors_ready
+from storage.store import migrate_store, open_store
 from tests.test_search_languages import TEXTS, ids, item, load, opened
 
 # version 50's search: the postings of a term, newest first (its storage.search)
@@ -202,3 +203,20 @@ def test_migration_51_waiting_for_a_long_reader_lets_the_others_through(pg_url: 
     assert done.is_set()
     with opened(pg_url) as con:
         assert 51 in {r[0] for r in con.execute("SELECT version FROM _migrations").fetchall()}
+
+
+def test_migrate_store_up_to_50_leaves_the_store_as_version_50_has_it(pg_url: str) -> None:
+    """`migrate_store(up_to=50)` (a store as main's version 50 leaves it, the start of the
+    upgrade tests and benches) stops before the search vectors: it finished them at 50, when
+    they were migration 50, and failed on a store without their function and column."""
+    assert {m.name: m.version for m in MIGRATIONS}["search_vectors"] == MIGRATION == 51
+    db = open_store(pg_url)
+    try:
+        assert migrate_store(db, up_to=50)[-1] == 50
+        assert db.read_sync(lambda con: con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'search_docs' "
+            "AND column_name = 'lexemes'").fetchall()) == [(0,)]
+        assert migrate_store(db) == [51]
+        assert db.read_sync(vectors_ready)  # a small store: finished at its start
+    finally:
+        db.close()
