@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from storage.backend.dialect import table_exists
@@ -24,6 +25,7 @@ from storage.search import (
     scope_bits,
     term_keys,
 )
+from storage.search_budget import page_budget
 from storage.search_index import index_edit
 from storage.search_pg import JOINT_CAP, KnownMatches, joint_matches
 from storage.search_vectors import build_vectors, vectors_ready
@@ -211,6 +213,33 @@ def test_a_page_past_its_budget_in_the_gin_leaves_the_connection_as_it_was(
     assert pg.execute("SHOW enable_seqscan").fetchall() == [("on",)]
     assert pg.execute("SHOW statement_timeout").fetchall() == [("0",)]
     assert find_ids(pg, ReviewQuery(q="alpha beta", search_budget_s=5), limit=50) == ([], None)
+
+
+@pytest.mark.parametrize("outer", [False, True], ids=["alone", "in_a_transaction"])
+def test_a_budget_spent_inside_the_gins_read_is_search_too_broad_and_leaves_no_trace(
+        stores: tuple[Connection, Connection], outer: bool) -> None:
+    """The GIN's read itself cancelled by the page's statement_timeout (search_docs held by
+    another transaction meanwhile): a 400, and its plan settings rolled back with it."""
+    _, pg = stores
+    holder = psycopg.connect(pg.raw.info.dsn, autocommit=True)
+    try:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE search_docs IN ACCESS EXCLUSIVE MODE")
+        if outer:
+            pg.execute("BEGIN")
+        with pytest.raises(SearchTooBroad), page_budget(pg, 0.3):
+            joint_matches(pg, groups_of(pg, "zebra hello"), scope_bits("conversation"))
+        if outer:
+            pg.execute("ROLLBACK")  # the caller's, as its own error handling would
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    assert pg.raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert pg.execute("SHOW enable_seqscan").fetchall() == [("on",)]
+    assert pg.execute("SHOW enable_indexscan").fetchall() == [("on",)]
+    assert pg.execute("SHOW statement_timeout").fetchall() == [("0",)]
+    assert joint_matches(pg, groups_of(pg, "zebra hello"), scope_bits("conversation"),
+                         cap=12) == ids(*range(500, N_ROWS + 12, 500))
 
 
 def test_the_expected_items_are_found_on_postgres(stores: tuple[Connection, Connection]) -> None:
