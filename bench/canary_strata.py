@@ -15,7 +15,15 @@ the elapsed seconds, times SLACK). Scenarios:
 - burst: as `bad`, but a third key sends 150 cheap requests (never failing) right after the
   promotion: promoted (the bug) or rolled back; and 200 fresh keys one cheap request each.
 
-    python bench/canary_strata.py [--runs 200] [--shares 0.9 0.5] [--every 5]
+`--hold`: the promotion's hold on unjudged rows (`opinions_missing_weighed`, r14e MED 4) with
+the whole watch (exporter/cycle_canary.py `judge_canary`, `min_requests` 100), a clean canary
+(0% vs 0%) at each share: app requests to promotion when right after the promotion N fresh
+keys each send 12 quick requests and hang up so that 5 rows an arm's canary wait on a skipped
+background opinion (each key's full weight: at most its judged requests and 5), weighed per key
+(as before) -> inside the strata (now); and as guards the honest cases, one app key (the only
+key before and during the canary) with 5 such rows, and the 70/30 apps with 5 from key a.
+
+    python bench/canary_strata.py [--runs 200] [--shares 0.9 0.5] [--every 5] [--hold]
 """
 
 from __future__ import annotations
@@ -23,10 +31,13 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+from datetime import timedelta
 from typing import Any
 
 from exporter.canary_stats import SprtParams, sprt
 from exporter.canary_strata import strata_of, stratified
+from exporter.cycle_canary import judge_canary
+from exporter.cycle_config import CanaryConfig
 
 ERRORS = SprtParams(0.025, 0.2, 0.01, 0.05)
 MIN_REQUESTS = 100
@@ -70,6 +81,74 @@ def trial(seed: int, share: float, mix: float, rates: dict[str, tuple[float, flo
     return "continue", sent
 
 
+HOLD_CFG = CanaryConfig(percent=50, min_requests=MIN_REQUESTS)
+QUICK = 12
+"""Each hanging key's quick requests (on the canary about 6 at 50%: its full 5 missing rows)."""
+
+
+def hold_row(counts: dict[str, list[float]], per_key: bool) -> dict[str, Any]:
+    """An arm's health row from each key's [trials, failures, missing]; `per_key`: without
+    the keys' `missing` (as on main: the server's per-key sum, counted as it came)."""
+    keys = {k: {"trials": n, "failures": x, "traffic": n, **({} if per_key else {"missing": m})}
+            for k, (n, x, m) in counts.items()}
+    missing = sum(m for _, _, m in counts.values())
+    return {"weighed_requests": sum(n for n, _, _ in counts.values()),
+            "weighed_errors": sum(x for _, x, _ in counts.values()), "votes": 0.0,
+            "down_votes": 0.0, "opinions_missing": missing, "opinions_missing_weighed": missing,
+            "by_key": keys}
+
+
+def hold_trial(seed: int, share: float, history: list[dict[str, Any]], mix: dict[str, float],
+               hangers: int, honest_missing: str | None, per_key: bool, every: int,
+               cap: int) -> tuple[str, int]:
+    """A clean canary's verdict and the app requests sent until it (module doc, `--hold`)."""
+    rng = random.Random(seed)
+    arms: list[dict[str, list[float]]] = [{}, {}]
+    for n in range(hangers * QUICK):  # never fail
+        arm = arms[0 if rng.random() < share else 1]
+        arm.setdefault(f"hang{n % hangers}", [0, 0, 0])[0] += 1
+    for counts in arms[0].values():  # each key's full weight: its judged requests, 5
+        counts[2] = min(5, counts[0])
+    sent, keys = 0, list(mix)
+    while sent < cap:
+        key = rng.choices(keys, [mix[k] for k in keys])[0]
+        counts = arms[0 if rng.random() < share else 1].setdefault(key, [0, 0, 0])
+        counts[0] += 1
+        if key == honest_missing and arms[0].get(key):
+            arms[0][key][2] = min(5, arms[0][key][0])
+        sent += 1
+        if sent % every:
+            continue
+        canary, stable = hold_row(arms[0], per_key), hold_row(arms[1], per_key)
+        if len([k for arm in arms for k in arm]) > 1:
+            canary, stable = stratified(canary, stable, strata_of(history, HISTORY_S,
+                                                                  float(sent)))
+        verdict = judge_canary(canary, stable, HOLD_CFG, timedelta(hours=1))
+        if verdict.verdict != "continue":
+            return verdict.verdict, sent
+    return "continue", sent
+
+
+def hold_main(args: argparse.Namespace) -> None:
+    one_key = [{"by_key": {"a": {"trials": 100.0}}}]
+    cases = [("one app key, 5 hang-ups", one_key, {"a": 1.0}, 0, "a"),
+             ("apps 70/30, 5 hang-ups from a", HISTORY, {"a": 0.7, "b": 0.3}, 0, "a"),
+             ("apps 70/30, no hang-ups", HISTORY, {"a": 0.7, "b": 0.3}, 0, None),
+             ("apps 70/30 + 1 hanging key", HISTORY, {"a": 0.7, "b": 0.3}, 1, None),
+             ("apps 70/30 + 6 hanging keys", HISTORY, {"a": 0.7, "b": 0.3}, 6, None),
+             ("apps 70/30 + 20 hanging keys", HISTORY, {"a": 0.7, "b": 0.3}, 20, None)]
+    print(f"clean canary, {args.runs} runs each, a look every {args.every} app requests, up "
+          f"to {args.cap}; missing rows weighed per key (before) -> in the strata (now)")
+    for share in args.shares:
+        for name, history, mix, hangers, honest in cases:
+            line = []
+            for per_key in (True, False):
+                results = [hold_trial(seed, share, history, mix, hangers, honest, per_key,
+                                      args.every, args.cap) for seed in range(args.runs)]
+                line.append(summary(results, args.runs))
+            print(f"share {share:.1f}, {name}: {line[0]} -> {line[1]}")
+
+
 def summary(results: list[tuple[str, int]], runs: int) -> str:
     parts = []
     for verdict in ("rollback", "promote"):
@@ -86,7 +165,12 @@ def main() -> None:
     parser.add_argument("--shares", type=float, nargs="+", default=[0.9, 0.5])
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--cap", type=int, default=1000)
+    parser.add_argument("--hold", action="store_true",
+                        help="the promotion's hold on unjudged rows (module doc)")
     args = parser.parse_args()
+    if args.hold:
+        hold_main(args)
+        return
     print(f"keys a/b at 70/30 before the canary; {args.runs} runs each, a look every "
           f"{args.every} requests, up to {args.cap}; without strata -> with strata")
     even = {"a": (0.0, 0.0), "b": (0.10, 0.10)}

@@ -26,6 +26,16 @@ keyed judged row gives no strata. No weight is above 1, so the weighed count is 
 real one (and at most the Kish effective size of the weighed sample). One key, or only the
 anonymous client (no issued keys, no checked app keys), over both arms gives exactly the
 unstratified counts.
+
+The rows a promotion must survive counting as the canary's errors (`opinions_missing_weighed`:
+hang-ups and failures whose background second opinion was skipped or has not reported, each
+key's at most its judged requests and `max_requests_per_user`, storage/route_health.py) are
+weighed in the same strata (r14e MED 4: six keys mixing quick successes into their hang-ups
+added 5 each, and a clean 50% canary waited ~1,200 requests an arm; more keys held it until
+`max_hours`): a history key's count as more of its requests, at most in proportion to its
+allowance over its trials and missing rows; the keys absent from the history as ONE key (the
+most any one of them has), in proportion to their shared allowance. An honest app at its
+usual rate keeps its full count.
 """
 
 from __future__ import annotations
@@ -102,14 +112,47 @@ def keys_of(*rows: dict[str, Any]) -> dict[str, float]:
     return trials
 
 
+def _pool(strata: Strata, allowed: dict[str, float], trials: dict[str, float]) -> float:
+    """The allowance the keys absent from the history share (module doc)."""
+    return strata.new_keys_part() + sum(a for key, a in allowed.items() if key not in trials)
+
+
 def weights(strata: Strata, trials: dict[str, float]) -> dict[str, float]:
     """Each key's weight (at most 1) over both arms: its allowance over its trials, the keys
     absent from the history their shared allowance over their trials together."""
     allowed = strata.allowances()
     fresh = sum(n for key, n in trials.items() if key not in allowed)
-    pool = strata.new_keys_part() + sum(a for key, a in allowed.items() if key not in trials)
+    pool = _pool(strata, allowed, trials)
     return {key: min(1.0, (allowed[key] / n) if key in allowed else pool / fresh)
             for key, n in trials.items()}
+
+
+def missing_weighed(row: dict[str, Any], strata: Strata, trials: dict[str, float]
+                    ) -> float | None:
+    """The row's `opinions_missing_weighed` inside the strata (r14e MED 4): each key's missing
+    rows (`by_key` `missing`: already at most its judged requests and `max_requests_per_user`)
+    count as more requests of its stratum, weighed as those are: a history key's at most in
+    proportion to its allowance over its trials (both arms) and missing rows; the keys absent
+    from the history as ONE key (the most any one of them has) in their shared allowance. So
+    N keys, fresh or not, cannot each add a key's full weight of hang-ups to the hold. None:
+    a row without per-key `missing` (an older server), counted as it came."""
+    keys = row.get("by_key") or {}
+    if not keys or any("missing" not in counts for counts in keys.values()):
+        return None
+    allowed = strata.allowances()
+    counted, fresh = 0.0, 0.0
+    for key, counts in keys.items():
+        missing = float(counts["missing"])
+        if missing <= 0:
+            continue
+        if key in allowed:
+            counted += missing * min(1.0, allowed[key] / (trials.get(key, 0.0) + missing))
+        else:
+            fresh = max(fresh, missing)
+    if fresh > 0:
+        fresh_trials = sum(n for key, n in trials.items() if key not in allowed)
+        counted += fresh * min(1.0, _pool(strata, allowed, trials) / (fresh_trials + fresh))
+    return counted
 
 
 def stratified(canary: dict[str, Any], stable: dict[str, Any], strata: Strata | None
@@ -122,15 +165,22 @@ def stratified(canary: dict[str, Any], stable: dict[str, Any], strata: Strata | 
     if strata is None or len(trials) < 2:
         return canary, stable
     weight = weights(strata, trials)
-    return _weighed(canary, weight), _weighed(stable, weight)
+    return (_weighed(canary, weight, strata, trials),
+            _weighed(stable, weight, strata, trials))
 
 
-def _weighed(row: dict[str, Any], weight: dict[str, float]) -> dict[str, Any]:
+def _weighed(row: dict[str, Any], weight: dict[str, float], strata: Strata,
+             all_trials: dict[str, float]) -> dict[str, Any]:
     keys = {key: counts for key, counts in (row.get("by_key") or {}).items()
             if counts.get("trials", 0) > 0}
     trials = sum(counts["trials"] * weight[key] for key, counts in keys.items())
     failures = sum(counts["failures"] * weight[key] for key, counts in keys.items())
-    return {**row, "weighed_requests": round(trials, 6),
-            "weighed_errors": round(min(failures, trials), 6),
-            "unstratified_requests": row.get("weighed_requests", row.get("requests", 0)),
-            "unstratified_errors": row.get("weighed_errors", row.get("errors", 0))}
+    cut = {**row, "weighed_requests": round(trials, 6),
+           "weighed_errors": round(min(failures, trials), 6),
+           "unstratified_requests": row.get("weighed_requests", row.get("requests", 0)),
+           "unstratified_errors": row.get("weighed_errors", row.get("errors", 0))}
+    missing = missing_weighed(row, strata, all_trials)
+    if missing is not None and "opinions_missing_weighed" in row:
+        cut["opinions_missing_weighed"] = round(missing, 6)
+        cut["unstratified_missing"] = row["opinions_missing_weighed"]
+    return cut

@@ -175,8 +175,10 @@ def _promotion_held(canary: dict[str, Any], base: Baseline, params: SprtParams) 
     canary's error, else a bad canary whose failures are the ones left unjudged looks healthy.
     Each client key's count at most as many as its own judged requests on the canary (weighed,
     `opinions_missing_weighed`): a key whose hang-ups are all skipped must not hold a clean
-    canary (r14c #1); a key's bad canary rows beside its own judged ones still count. A server
-    without that field (an older one): every missing row counts."""
+    canary (r14c #1); a key's bad canary rows beside its own judged ones still count. With
+    strata they are weighed in them too (the keys new during the canary as one key: r14e MED
+    4, exporter/canary_strata.py `missing_weighed`). A server without that field (an older
+    one): every missing row counts."""
     missing = canary.get("opinions_missing_weighed", canary.get("opinions_missing", 0))
     if not missing:
         return None
@@ -187,7 +189,8 @@ def _promotion_held(canary: dict[str, Any], base: Baseline, params: SprtParams) 
         return None
     return (f"no worse, but {missing:g} of its failures or hang-ups still wait on a background "
             f"second opinion (skipped: background_opinions_max or the key's share was full, or "
-            "not reported yet; each key's at most its judged requests); "
+            "not reported yet; each key's at most its judged requests, the new keys' as one "
+            "key's); "
             f"counted as its errors the canary would not pass ({worst.describe()})")
 
 

@@ -45,7 +45,9 @@ timeouts: proxy/admin/promote_api.py), else it would wait for ever (r14c HIGH 1)
 one key) missing rows at most as many as its judged requests there (a sticky user's at most
 `max_requests_per_user` of them), and at most `max_requests_per_user` in all, as its second
 opinions are weighed: one key's skipped hang-ups weigh no more than its share of the evidence,
-even when it mixes cheap successes in to raise its judged requests (r14d HIGH 1).
+even when it mixes cheap successes in to raise its judged requests (r14d HIGH 1). `by_key`
+gives each key's part (`missing`): the canary's strata weigh them so that many keys do not
+each add that much (exporter/canary_strata.py, r14e MED 4).
 `history_baseline` judges rows by the canary's rule when no canary was open (the current
 target's traffic before one, the canary's baseline when starved beside it): a failure no other
 model judged is unjudged and counts in `opinions_missing`, like a skipped background opinion.
@@ -270,11 +272,13 @@ _BY_KEY_SQL = _HEALTH_CTES + """, bk AS (
            sum(a) OVER (PARTITION BY cluster) AS ca
     FROM kc
 )
-SELECT target, client_key,
+SELECT bk.target, bk.client_key,
        sum(CASE WHEN cn > 0 THEN n * least(1.0, CAST(? AS DOUBLE PRECISION) / cn) ELSE 0 END),
        sum(CASE WHEN cn > 0 THEN x * least(1.0, CAST(? AS DOUBLE PRECISION) / cn) ELSE 0 END),
-       sum(a * least(1.0, CAST(? AS DOUBLE PRECISION) / ca))
-FROM bk GROUP BY target, client_key
+       sum(a * least(1.0, CAST(? AS DOUBLE PRECISION) / ca)),
+       max(least(keyed.m, keyed.j, CAST(? AS DOUBLE PRECISION)))
+FROM bk JOIN keyed ON keyed.target = bk.target AND keyed.client_key = bk.client_key
+GROUP BY bk.target, bk.client_key
 """
 
 _FIRST_SQL = """
@@ -311,8 +315,9 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     written before rows carried it, once older than `asked_bound_s`: None, never).
     `by_key`: each row also gets `by_key`, per client key (`route.client_key`; "" for rows
     without one) its `trials` and `failures` (weighed as `weighed_requests` and
-    `weighed_errors`) and its `traffic` (all its rows, excused or not, weighed per sticky
-    user): what the canary's strata read (exporter/canary_strata.py), and `first_at`, its
+    `weighed_errors`), its `traffic` (all its rows, excused or not, weighed per sticky
+    user) and its `missing` (its part of `opinions_missing_weighed`): what the canary's
+    strata read (exporter/canary_strata.py), and `first_at`, its
     first row's time in the window (ISO 8601, UTC), whence the strata's rates."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
         raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
@@ -355,12 +360,13 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     ]
     if by_key:
         keyed: dict[str, dict[str, dict[str, float]]] = {}
-        for target, key, trials, failures, traffic in con.execute(
-                _BY_KEY_SQL.format(**fields), [*params, *[per_user] * 3]).fetchall():
+        for target, key, trials, failures, traffic, missing in con.execute(
+                _BY_KEY_SQL.format(**fields), [*params, *[per_user] * 4]).fetchall():
             keyed.setdefault(target, {})[key] = {
                 "trials": round(float(trials or 0), 6),
                 "failures": round(float(failures or 0), 6),
-                "traffic": round(float(traffic or 0), 6)}
+                "traffic": round(float(traffic or 0), 6),
+                "missing": round(float(missing or 0), 6)}
         firsts = {target: _utc(first) for target, first in con.execute(
             _FIRST_SQL, [alias, since, until]).fetchall()}
         for row in health:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from storage.backend.dialect import table_exists
-from storage.db import Connection
+from storage.backend.pg_connection import PgConnection
+from storage.db import Connection, connect
 from storage.governance import forget_interactions
-from storage.migrations import MIGRATIONS
+from storage.migrations import MIGRATIONS, migrate
+from storage.migrations.runner import run
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
 from storage.search_index import SearchIndexer, forward_index
@@ -216,7 +219,31 @@ def test_migrate_store_up_to_50_leaves_the_store_as_version_50_has_it(pg_url: st
         assert db.read_sync(lambda con: con.execute(
             "SELECT count(*) FROM information_schema.columns WHERE table_name = 'search_docs' "
             "AND column_name = 'lexemes'").fetchall()) == [(0,)]
-        assert migrate_store(db) == [51]
+        assert migrate_store(db)[0] == 51  # then the later ones (52, stats_index)
         assert db.read_sync(vectors_ready)  # a small store: finished at its start
     finally:
         db.close()
+
+
+def test_a_store_of_main_with_migration_52_before_51_gets_51(pg_url: str,
+                                                               tmp_path: Path) -> None:
+    """Main shipped 52 (stats_index) while 51 (these search vectors) waited on its branch: a
+    store of that version has 50 and 52; this one applies 51 to it, on both stores, and
+    search then reads the vectors (Postgres)."""
+    without_51 = [m for m in MIGRATIONS if m.version != MIGRATION]
+    duck = connect(tmp_path / "s.duckdb")
+    try:
+        run(duck, without_51)
+        assert migrate(duck) == [MIGRATION]
+    finally:
+        duck.close()
+    raw = psycopg.connect(pg_url, autocommit=True, options="-c timezone=UTC")
+    try:
+        con = PgConnection(raw, ddl=True)
+        run(con, without_51)
+        load(con, [item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)])
+        assert migrate(con) == [MIGRATION]
+        assert build_vectors(con)[0] and vectors_ready(con)
+        assert new_search(con, "refund") == ids(4, 5, 6, 9)
+    finally:
+        raw.close()
