@@ -14,6 +14,16 @@ CREATE FUNCTION public.tuneloop_sql_row_fits(size bigint, cap bigint) RETURNS bo
         END
         $$;
 
+CREATE FUNCTION public.tuneloop_stats_fits(endpoint character varying, model character varying, tags character varying[]) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    AS $$
+        BEGIN
+            RETURN coalesce(octet_length(endpoint), 0) + coalesce(octet_length(model), 0)
+                   + coalesce(octet_length(array_to_string(tags, '')), 0)
+                   + 8 * coalesce(cardinality(tags), 0) <= 2000;
+        END
+        $$;
+
 CREATE TABLE public._migrations (
     version integer NOT NULL,
     name character varying NOT NULL,
@@ -191,7 +201,8 @@ CREATE TABLE public.interactions (
     usage_estimated boolean,
     source_id character varying,
     sent_request json
-);
+)
+WITH (autovacuum_vacuum_insert_scale_factor='0.02');
 
 CREATE TABLE public.prompt_templates (
     name character varying NOT NULL,
@@ -371,6 +382,10 @@ CREATE INDEX interactions_by_session ON public.interactions USING btree (session
 CREATE INDEX interactions_by_time_id ON public.interactions USING btree (created_at, id);
 
 CREATE INDEX interactions_by_user ON public.interactions USING btree (user_id);
+
+CREATE INDEX interactions_stats ON public.interactions USING btree (created_at) INCLUDE (endpoint, model, prompt_tokens, completion_tokens, tags) WHERE public.tuneloop_stats_fits(endpoint, model, tags);
+
+CREATE INDEX interactions_stats_wide ON public.interactions USING btree (created_at) WHERE (NOT public.tuneloop_stats_fits(endpoint, model, tags));
 
 CREATE INDEX search_terms_by_term ON public.search_terms USING btree (term_key, interaction_id) INCLUDE (fields);
 

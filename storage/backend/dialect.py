@@ -23,6 +23,9 @@ class DuckDialect:
     # a since/until list walks ids within the range's id bounds (storage/time_bounds.py);
     # DuckDB skips row groups by their min/max created_at instead
     bounds_time_by_id = False
+    # the Stats page counts from the covering indexes of migration 52 (storage/stats.py);
+    # DuckDB reads the columns it names alone anyway
+    stats_index = False
 
     def _path(self, path: Path) -> str:
         out = "$"
@@ -72,6 +75,11 @@ class DuckDialect:
         """Integer division of two integers (DuckDB's `/` would give a DOUBLE)."""
         return f"({left} // {right})"
 
+    def epoch_day(self, expr: str) -> str:
+        """The day number of a TIMESTAMPTZ: its microseconds since 1970 divided by a day's,
+        as the integer division gives it (so before 1970, toward zero)."""
+        return self.int_div(self.epoch_us(expr), "86400000000")
+
     def log2(self, expr: str) -> str:
         """The base-2 logarithm of a positive number, as DOUBLE (exact at powers of 2)."""
         return f"log2({expr})"
@@ -112,6 +120,7 @@ class PgDialect(DuckDialect):
     unescapes_nul_badly = True
     row_positions = False
     bounds_time_by_id = True
+    stats_index = True
 
     def _steps(self, path: Path) -> str:
         return "".join(f"->{step}" if isinstance(step, int) else f"->{_quote(step)}"
@@ -167,6 +176,13 @@ class PgDialect(DuckDialect):
 
     def int_div(self, left: str, right: str) -> str:
         return f"({left} / {right})"
+
+    def epoch_day(self, expr: str) -> str:
+        # the same number; from 1970 on, by the UTC date, ~25% less of the stats page's time
+        # at 1M rows than through `extract`, which computes in NUMERIC
+        return (f"CASE WHEN {expr} >= TIMESTAMPTZ '1970-01-01 00:00:00+00' "
+                f"THEN ({expr} AT TIME ZONE 'UTC')::DATE - DATE '1970-01-01' "
+                f"ELSE {super().epoch_day(expr)} END")
 
     def log2(self, expr: str) -> str:
         # in DOUBLE: log(2.0, x::NUMERIC) computes to NUMERIC's precision, 17 s for the token
