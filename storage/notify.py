@@ -60,7 +60,7 @@ def notify(con: Connection, topic: str) -> None:
 def within(seconds: float, fn: Callable[[Connection], T]) -> Callable[[Connection], T]:
     """`fn` for `Database.read`, its statements stopped (QueryCanceled) once `seconds` are
     spent in all on Postgres (a statement_timeout; the pooled connection is left without
-    one), as is on DuckDB: a reload must not hold a pool connection for ever."""
+    one), unchanged on DuckDB: a reload must not hold a pool connection for ever."""
     def bounded(con: Connection) -> T:
         if isinstance(con, PgConnection):
             with con.statement_deadline(time.monotonic() + seconds):
