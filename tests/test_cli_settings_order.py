@@ -174,6 +174,11 @@ def test_compose_services_pass_the_settings_check(compose_pg: dict[str, str],
                     proc.kill()
                     proc.wait(10)
         assert failed is None, (name, failed)
+        if "TUNELOOP_SQL_DB" in env:
+            # a command run in the container (`docker compose exec proxy-1 tuneloop sql ...`)
+            done = _run(["sql", "SELECT 1 AS one"], env, folder)
+            said = " ".join((done.stdout + done.stderr).split())
+            assert done.returncode == 0 and REFUSED not in said, (name, said)
         ran.append(name)
     assert {"proxy", "proxy-1", "proxy-2", "ui", "ui-replicas", "scheduler",
             "scheduler-replicas"} <= set(ran)
