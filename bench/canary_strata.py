@@ -13,7 +13,13 @@ the elapsed seconds, times SLACK). Scenarios:
 - bad: the canary fails 12% of both keys' requests (stable 0%): canary requests to rollback;
 - good: both 0%: canary requests to promotion;
 - burst: as `bad`, but a third key sends 150 cheap requests (never failing) right after the
-  promotion: promoted (the bug) or rolled back; and 200 fresh keys one cheap request each.
+  promotion: promoted (the bug) or rolled back; and 200 fresh keys one cheap request each;
+- rotation: `good` with key a's requests sent by a key absent from the history (an honest
+  key rotation when the canary opens): counted as a new app (r14j HIGH 1), later, not wrong;
+- silent: `bad` with key a (70%) silent during the canary, b at its usual rate (0.3 a
+  second), and a key absent from the history sending 3 (5) cheap requests per b request from
+  the promotion on (r14j HIGH 1: the fresh key inherited a's allowance); without it, the
+  baseline.
 
 `--hold`: the promotion's hold on unjudged rows (`opinions_missing_weighed`, r14e MED 4) with
 the whole watch (exporter/cycle_canary.py `judge_canary`, `min_requests` 100), a clean canary
@@ -24,6 +30,7 @@ background opinion (each key's full weight: at most its judged requests and 5), 
 key before and during the canary) with 5 such rows, and the 70/30 apps with 5 from key a.
 
     python bench/canary_strata.py [--runs 200] [--shares 0.9 0.5] [--every 5] [--hold]
+                                  [--only rotated silent]
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -51,9 +59,19 @@ def arm_row(counts: dict[str, list[int]]) -> dict[str, Any]:
             "by_key": {k: {"trials": n, "failures": x} for k, (n, x) in counts.items()}}
 
 
+@dataclass(frozen=True)
+class Live:
+    """Who sends during the canary: key a renamed (`rotated`), the apps' requests a second
+    (`pace`), a fresh key's cheap requests per app request (`cheap_per`)."""
+
+    rotated: bool = False
+    pace: float = 1.0
+    cheap_per: int = 0
+
+
 def trial(seed: int, share: float, mix: float, rates: dict[str, tuple[float, float]],
           strata: bool, every: int, cap: int, stop_no_worse: bool, burst: int = 0,
-          burst_keys: int = 1) -> tuple[str, int]:
+          burst_keys: int = 1, live: Live = Live()) -> tuple[str, int]:
     rng = random.Random(seed)
     arms: list[dict[str, list[int]]] = [{}, {}]
     for n in range(burst):  # never fails
@@ -63,13 +81,16 @@ def trial(seed: int, share: float, mix: float, rates: dict[str, tuple[float, flo
     while sent < cap:
         key = "a" if rng.random() < mix else "b"
         arm = 0 if rng.random() < share else 1
-        counts = arms[arm].setdefault(key, [0, 0])
+        counts = arms[arm].setdefault("a-rotated" if live.rotated and key == "a" else key,
+                                      [0, 0])
         counts[0] += 1
         counts[1] += rng.random() < rates[key][arm]
+        for _ in range(live.cheap_per):  # never fail
+            arms[0 if rng.random() < share else 1].setdefault("fresh", [0, 0])[0] += 1
         sent += 1
         if sent % every:
             continue
-        found = strata_of(HISTORY, HISTORY_S, float(sent)) if strata else None
+        found = strata_of(HISTORY, HISTORY_S, sent / live.pace) if strata else None
         canary, stable = stratified(arm_row(arms[0]), arm_row(arms[1]), found)
         test = sprt("errors", canary["weighed_requests"], canary["weighed_errors"],
                     stable["weighed_requests"], stable["weighed_errors"], ERRORS)
@@ -165,6 +186,8 @@ def main() -> None:
     parser.add_argument("--shares", type=float, nargs="+", default=[0.9, 0.5])
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--cap", type=int, default=1000)
+    parser.add_argument("--only", nargs="+", default=[],
+                        help="only the scenarios whose name has one of these words")
     parser.add_argument("--hold", action="store_true",
                         help="the promotion's hold on unjudged rows (module doc)")
     args = parser.parse_args()
@@ -174,20 +197,29 @@ def main() -> None:
     print(f"keys a/b at 70/30 before the canary; {args.runs} runs each, a look every "
           f"{args.every} requests, up to {args.cap}; without strata -> with strata")
     even = {"a": (0.0, 0.0), "b": (0.10, 0.10)}
-    scenarios = [("even, mix 70/30", 0.7, even, False, 0, 1),
-                 ("even, mix 50/50", 0.5, even, False, 0, 1),
-                 ("bad 12% vs 0%", 0.7, {"a": (0.12, 0.0), "b": (0.12, 0.0)}, True, 0, 1),
-                 ("good 0% vs 0%", 0.7, {"a": (0.0, 0.0), "b": (0.0, 0.0)}, True, 0, 1),
-                 ("bad + cheap burst 150", 0.7, {"a": (0.12, 0.0), "b": (0.12, 0.0)}, True,
-                  150, 1),
-                 ("bad + 200 fresh keys' burst", 0.7, {"a": (0.12, 0.0), "b": (0.12, 0.0)},
-                  True, 200, 200)]
+    bad = {"a": (0.12, 0.0), "b": (0.12, 0.0)}
+    good = {"a": (0.0, 0.0), "b": (0.0, 0.0)}
+    b_alone = Live(pace=0.3)
+    scenarios = [("even, mix 70/30", 0.7, even, False, 0, 1, Live()),
+                 ("even, mix 50/50", 0.5, even, False, 0, 1, Live()),
+                 ("bad 12% vs 0%", 0.7, bad, True, 0, 1, Live()),
+                 ("good 0% vs 0%", 0.7, good, True, 0, 1, Live()),
+                 ("bad + cheap burst 150", 0.7, bad, True, 150, 1, Live()),
+                 ("bad + 200 fresh keys' burst", 0.7, bad, True, 200, 200, Live()),
+                 ("good, key a rotated", 0.7, good, True, 0, 1, Live(rotated=True)),
+                 ("bad, key a silent", 0.0, bad, True, 0, 1, b_alone),
+                 ("bad, key a silent + fresh key x3", 0.0, bad, True, 0, 1,
+                  Live(pace=0.3, cheap_per=3)),
+                 ("bad, key a silent + fresh key x5", 0.0, bad, True, 0, 1,
+                  Live(pace=0.3, cheap_per=5))]
     for share in args.shares:
-        for name, mix, rates, stop, burst, burst_keys in scenarios:
+        for name, mix, rates, stop, burst, burst_keys, live in scenarios:
+            if args.only and not any(word in name for word in args.only):
+                continue
             line = []
             for strata in (False, True):
                 results = [trial(seed, share, mix, rates, strata, args.every, args.cap, stop,
-                                 burst, burst_keys) for seed in range(args.runs)]
+                                 burst, burst_keys, live) for seed in range(args.runs)]
                 line.append(summary(results, args.runs))
             print(f"share {share:.1f}, {name}: {line[0]} -> {line[1]}")
 

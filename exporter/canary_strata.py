@@ -1,5 +1,6 @@
 """The canary's strata: each client key's requests during the canary count at most its own
-usual rate of requests before it (issue 14, r14d HIGH 2, r14e HIGH 1-2, MED 3).
+usual rate of requests before it (issue 14, r14d HIGH 2, r14e HIGH 1-2, MED 3, r14j HIGH 1,
+MED 2).
 
 Requests drawn at random count one each, whatever key sent them, so one key's burst of cheap
 requests (`max_tokens=1`, which no fine-tune fails) right after a promotion filled the error
@@ -7,25 +8,45 @@ test and `min_requests`: a canary failing 12% of the apps' real requests was pro
 of them. Here the canary's period is post-stratified by client key (`route.client_key`,
 storage/route_health.py `by_key`).
 
-A key's *allowance* is its own rate of judged requests (`trials`: what the error test counts,
-not 4xx nor unjudged rows, weighed per sticky user) in the `history_hours` before the canary
-(the window the history baseline reads; from its first row on when the alias's traffic began
-later), times the canary's elapsed time, times `SLACK` (usual variation must not cut an honest
-key). Over both arms a key counts min(its trials, its allowance), each arm its part of that in
-proportion to its trials there (its failures alike). Absolute rates, not shares of the
-canary's traffic: a key under its allowance never shrinks another key's count, so a usual
-majority key sending a handful of requests during the canary holds nothing (r14e HIGH 1: as
-shares it set the scale and cut every other key to almost nothing).
+A key's *allowance* is its own rate of judged requests (`judged`: what the error test counts,
+not 4xx nor unjudged rows, each request once) in the `history_hours` before the canary (the
+window the history baseline reads; from its first row on when the alias's traffic began later),
+times the canary's elapsed time, times `SLACK` (usual variation must not cut an honest key).
+Over both arms a key counts min(its trials, its allowance), each arm its part of that in
+proportion to its trials there (its failures alike); its trials there are weighed per sticky
+user as the error test weighs them.
 
-Keys absent from the history (a new app, a rotated key, keys made for a burst) share ONE
-allowance together, split in proportion to their trials: the allowances of the history's keys
-silent during the canary (an honest rotation fills the old key's slot, r14e MED 3) plus
+The rate is read from the raw judged count, not from the history's `trials` weighed per sticky
+user (r14j MED 2): those cap a user at `max_requests_per_user` over the whole 24 h window while
+during the canary each user's first 5 requests count at once, so an app whose users come back
+was held to a fraction of its real rate as soon as any second key (another app, a monitor) was
+on the route (a good 50% canary with 60 users of 20 requests each: promoted after 360 app
+requests, 240 without the monitor). This opens nothing: a key could always send its history
+without user ids (each request its own cluster, `trials` = `judged`) and get the same
+allowance; and the canary's side is still weighed per user, so a key's cheap requests count
+no more than before within it. A server without `judged` (an older one): `trials`.
+
+Absolute rates, not shares of the canary's traffic: a key under its allowance never shrinks
+another key's count, so a usual majority key sending a handful of requests during the canary
+holds nothing (r14e HIGH 1: as shares it set the scale and cut every other key to almost
+nothing).
+
+Keys absent from the history (a new app, a rotated key, a key left idle for `history_hours`,
+keys made for a burst) share ONE allowance together, split in proportion to their trials:
 `NEW_KEYS_PART` of the route's whole rate, so many fresh keys weigh as one new app (r14e
-HIGH 2). Rows from before rows carried their key (`""`) tell no rate: a history without any
-keyed judged row gives no strata. No weight is above 1, so the weighed count is at most the
-real one (and at most the Kish effective size of the weighed sample). One key, or only the
-anonymous client (no issued keys, no checked app keys), over both arms gives exactly the
-unstratified counts.
+HIGH 2). They never inherit the allowances of the history's keys silent during the canary (a
+nightly batch, an app in another timezone, the old key of a rotation): with those, a fresh
+key's one-token requests (5 per app request) got a canary failing 12% of an app's requests
+promoted after 30-40 of them whenever some history key was quiet (r14j HIGH 1), and a fresh key
+cannot be told from the rotated one. So an honest key rotation counts as a new app: slower
+decisions, never a wrong one. A route whose only live key is the rotated one has one key over
+both arms and is judged unstratified (below).
+
+Rows from before rows carried their key (`""`) tell no rate: a history without any keyed
+judged row gives no strata. No weight is above 1, so the weighed count is at most the real one
+(and at most the Kish effective size of the weighed sample). One key, or only the anonymous
+client (no issued keys, no checked app keys), over both arms gives exactly the unstratified
+counts.
 
 The rows a promotion must survive counting as the canary's errors (`opinions_missing_weighed`:
 hang-ups and failures whose background second opinion was skipped or has not reported, each
@@ -48,8 +69,8 @@ SLACK = 2.0
 """How far above its usual rate a key's requests during the canary still count in full."""
 
 NEW_KEYS_PART = 0.05
-"""The part of the route's usual rate the keys absent from the history share (beside the
-allowances of the history's keys silent during the canary)."""
+"""The part of the route's usual rate the keys absent from the history share (all their
+allowance: never the silent history keys', module doc)."""
 
 UNKNOWN_KEY = ""
 """`by_key`'s key of rows without `route.client_key` (written before rows carried it)."""
@@ -89,13 +110,14 @@ def history_seconds(history_targets: list[dict[str, Any]], opened: datetime,
 def strata_of(history_targets: list[dict[str, Any]], history_s: float, elapsed_s: float
               ) -> Strata | None:
     """The strata from the health rows of every target in the history window (`by_key`
-    trials) over `history_s` seconds, the canary open for `elapsed_s`; None when no judged
-    row there carried its key."""
+    `judged`, each judged request once; `trials` from an older server) over `history_s`
+    seconds, the canary open for `elapsed_s`; None when no judged row there carried its key."""
     trials: dict[str, float] = {}
     for row in history_targets:
         for key, counts in (row.get("by_key") or {}).items():
             if key != UNKNOWN_KEY:
-                trials[key] = trials.get(key, 0.0) + float(counts.get("trials", 0))
+                judged = counts.get("judged", counts.get("trials", 0))
+                trials[key] = trials.get(key, 0.0) + float(judged)
     rates = {key: amount / history_s for key, amount in trials.items() if amount > 0}
     if not rates:
         return None
@@ -112,17 +134,12 @@ def keys_of(*rows: dict[str, Any]) -> dict[str, float]:
     return trials
 
 
-def _pool(strata: Strata, allowed: dict[str, float], trials: dict[str, float]) -> float:
-    """The allowance the keys absent from the history share (module doc)."""
-    return strata.new_keys_part() + sum(a for key, a in allowed.items() if key not in trials)
-
-
 def weights(strata: Strata, trials: dict[str, float]) -> dict[str, float]:
     """Each key's weight (at most 1) over both arms: its allowance over its trials, the keys
     absent from the history their shared allowance over their trials together."""
     allowed = strata.allowances()
     fresh = sum(n for key, n in trials.items() if key not in allowed)
-    pool = _pool(strata, allowed, trials)
+    pool = strata.new_keys_part()
     return {key: min(1.0, (allowed[key] / n) if key in allowed else pool / fresh)
             for key, n in trials.items()}
 
@@ -151,7 +168,7 @@ def missing_weighed(row: dict[str, Any], strata: Strata, trials: dict[str, float
             fresh = max(fresh, missing)
     if fresh > 0:
         fresh_trials = sum(n for key, n in trials.items() if key not in allowed)
-        counted += fresh * min(1.0, _pool(strata, allowed, trials) / (fresh_trials + fresh))
+        counted += fresh * min(1.0, strata.new_keys_part() / (fresh_trials + fresh))
     return counted
 
 

@@ -14,7 +14,8 @@ opinions and its rows' `client_key`) is told only by a credential somebody check
 own key when it issues keys, else the app's own key when both canary arms get it (their
 upstream checks it). A header nobody checks (an `x-api-key` the proxy never forwards, a key the
 arms never get) tells nothing: every such request is the same anonymous client, however its
-headers vary. Client addresses are not used: behind a load balancer every app has the same
+headers vary; one credential is one client however its header spells the scheme
+(`normalized`). Client addresses are not used: behind a load balancer every app has the same
 one, and one client can have many.
 """
 
@@ -113,7 +114,19 @@ def client_credential(settings: Settings, headers: Mapping[str, str],
                 return ""  # a litellm provider gets the operator's key, never the app's
         except UpstreamUnreachable:  # its key variable is not set: it gets nothing
             return ""
-    return next(iter(own.values()))
+    return normalized(next(iter(own.values())))
+
+
+def normalized(credential: str) -> str:
+    """One credential however its header is spelled (r14j LOW 5): an upstream takes the
+    scheme in any case (RFC 7235) and surrounding whitespace, so `Bearer sk-x`, `bearer sk-x`
+    and `BEARER  sk-x` are one client (a bearer token as the bare token, as `bearer()` reads
+    an issued key; another scheme in lower case before its credentials)."""
+    parts = credential.split(maxsplit=1)
+    if len(parts) < 2:
+        return credential.strip()
+    scheme, rest = parts[0].lower(), parts[1].strip()
+    return rest if scheme == "bearer" else f"{scheme} {rest}"
 
 
 def keyless_elsewhere(settings: Settings, alias: str, spec: RouteSpec) -> list[str]:

@@ -3,12 +3,21 @@
 A change writes `pg_notify('tuneloop', topic)` in the transaction that makes it: Postgres
 delivers the notification to every listening session when, and only when, that transaction
 commits. Each replica has a `ChangeFeed`: one connection of its own that LISTENs and hands
-each topic to a callback; at every (re)connection, and every `reload_s` without news, the
-callback gets `ALL` as well (a notification sent while the connection was down is lost, so
-the replica reloads everything; the periodic reload bounds how stale a missed one can leave a
-replica). The same connection tries to hold a session advisory lock (`LEADER_LOCK`): the one
-replica holding it runs the once-per-deployment jobs (retention); when it dies, its session
-ends, the lock is free, and another replica takes it at its next tick.
+each topic to a callback; at every (re)connection the callback gets `ALL` as well (a
+notification sent while the connection was down is lost, so the replica reloads everything).
+Every `reload_s` the callback gets `ALL` on a timer of its own, whatever the connection does
+(the reloads read through the store's pool): that bounds how stale a missed notification can
+leave a replica, even while the LISTEN connection hangs. The same connection tries to hold a
+session advisory lock (`LEADER_LOCK`): the one replica holding it runs the once-per-deployment
+jobs (retention); when it dies, its session ends, the lock is free, and another replica takes
+it at its next try.
+
+A connection can hang without an error (a network partition, a failover, a stuck server
+process): after `timeout_s` without a notification the feed asks its connection something (the
+leader lock, or `SELECT 1`), and a connection that has not answered within `timeout_s` more
+is closed and made again. TCP keepalives and `tcp_user_timeout` (`tcp_options`) drop one the
+network lost within about `timeout_s` as well. The callbacks run one at a time (a reload that
+read before a change must not replace one that read after it).
 
 On DuckDB there is one process: `notify` does nothing and no feed runs.
 """
@@ -19,10 +28,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import psycopg
 
 from storage.backend import is_postgres
+from storage.backend.pg_connection import PgConnection
 from storage.backend.pg_database import LEADER_LOCK, redact_url
 from storage.db import Connection
 
@@ -35,6 +46,7 @@ ALL = "*"  # not sent: what a feed reports when it may have missed notifications
 TOPICS = (ROUTES, KEYS)
 
 OnChange = Callable[[str], Awaitable[None]]
+T = TypeVar("T")
 
 
 def notify(con: Connection, topic: str) -> None:
@@ -43,6 +55,27 @@ def notify(con: Connection, topic: str) -> None:
         raise ValueError(f"unknown topic {topic!r}")
     if is_postgres(con):
         con.execute("SELECT pg_notify(?, ?)", [CHANNEL, topic])
+
+
+def within(seconds: float, fn: Callable[[Connection], T]) -> Callable[[Connection], T]:
+    """`fn` for `Database.read`, its statements stopped (QueryCanceled) once `seconds` are
+    spent in all on Postgres (a statement_timeout; the pooled connection is left without
+    one), unchanged on DuckDB: a reload must not hold a pool connection for ever."""
+    def bounded(con: Connection) -> T:
+        if isinstance(con, PgConnection):
+            with con.statement_deadline(time.monotonic() + seconds):
+                return fn(con)
+        return fn(con)
+    return bounded
+
+
+def tcp_options(timeout_s: float) -> dict[str, Any]:
+    """libpq's options that make the kernel drop a connection the network lost within about
+    `timeout_s`: keepalive probes after a third of it idle, then every third; data (or
+    probes) unacknowledged for `timeout_s` ends it (`tcp_user_timeout`, Linux)."""
+    third = max(1, round(timeout_s / 3))
+    return {"keepalives": 1, "keepalives_idle": third, "keepalives_interval": third,
+            "keepalives_count": 3, "tcp_user_timeout": max(1, round(timeout_s * 1000))}
 
 
 FIRST_RETRY_S = 0.05
@@ -60,19 +93,37 @@ def reconnect_delay(failures: int, most_s: float) -> float:
 
 class ChangeFeed:
     """One replica's listener: `run()` until cancelled, reconnecting after any failure: at
-    once after a lost connection, then backing off up to `retry_s` while it can't connect."""
+    once after a lost connection, then backing off up to `retry_s` while it can't connect;
+    and reloading everything every `reload_s` meanwhile, connected or not."""
 
     def __init__(self, url: str, on_change: OnChange, *, reload_s: float = 5.0,
-                 retry_s: float = 1.0):
+                 retry_s: float = 1.0, timeout_s: float = 5.0):
         self.url = url
         self.on_change = on_change
         self.reload_s = reload_s
         self.retry_s = retry_s
+        self.timeout_s = timeout_s
         self.leader = False
         self.connected = asyncio.Event()
         self.received = 0
+        self._calls = asyncio.Lock()
 
     async def run(self) -> None:
+        reloads = asyncio.create_task(self._reload_every(), name="tuneloop-reload")
+        try:
+            await self._follow()
+        finally:
+            reloads.cancel()
+            await asyncio.gather(reloads, return_exceptions=True)
+
+    async def _reload_every(self) -> None:
+        """The fallback for a missed notification, on a timer of its own: a LISTEN connection
+        that hangs must not stop it."""
+        while True:
+            await asyncio.sleep(self.reload_s)
+            await self._call(ALL)
+
+    async def _follow(self) -> None:
         failures = 0
         while True:
             started = time.monotonic()
@@ -95,38 +146,64 @@ class ChangeFeed:
             await asyncio.sleep(delay)
 
     async def _session(self) -> None:
-        async with await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, application_name="tuneloop-feed",
-                connect_timeout=10) as conn:
-            await conn.execute(f"LISTEN {CHANNEL}".encode())
-            await self._tick(conn)  # anything sent before LISTEN took effect
+        conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, application_name="tuneloop-feed",
+            connect_timeout=10, **tcp_options(self.timeout_s))
+        try:
+            await self._ask(conn, f"LISTEN {CHANNEL}")
+            await self._try_lead(conn)
+            await self._call(ALL)  # anything sent before LISTEN took effect
             self.connected.set()
-            last_tick = time.monotonic()
+            asked = time.monotonic()
             while True:
                 # (a notifies() generator holds the connection: let each one end first)
                 topics = {note.payload async for note in
-                          conn.notifies(timeout=self.reload_s, stop_after=1)}
+                          conn.notifies(timeout=self.timeout_s, stop_after=1)}
                 if topics:  # and whatever else is already queued: act once per topic
                     topics |= {note.payload async for note in conn.notifies(timeout=0.01)}
                     self.received += len(topics)
                     for topic in sorted(topics & set(TOPICS)):
                         await self._call(topic)
-                if time.monotonic() - last_tick >= self.reload_s:
-                    # the fallback reload, and a try for the leader lock
-                    await self._tick(conn)
-                    last_tick = time.monotonic()
+                if time.monotonic() - asked >= self.timeout_s:
+                    # is the connection still there? (and a try for the leader lock)
+                    await self._try_lead(conn)
+                    asked = time.monotonic()
+        finally:
+            await conn.close()  # never waits on the server
 
-    async def _tick(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
-        if not self.leader:
-            row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)",
-                                            [LEADER_LOCK])).fetchone()
-            self.leader = bool(row and row[0])
-            if self.leader:
-                log.info("this replica runs the deployment-wide jobs (retention)")
-        await self._call(ALL)
+    async def _try_lead(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        if self.leader:
+            await self._ask(conn, "SELECT 1")
+            return
+        row = await self._ask(conn, "SELECT pg_try_advisory_lock(%s)", [LEADER_LOCK])
+        self.leader = bool(row and row[0])
+        if self.leader:
+            log.info("this replica runs the deployment-wide jobs (retention)")
+
+    async def _ask(self, conn: psycopg.AsyncConnection[tuple[object, ...]], query: str,
+                   params: list[object] | None = None) -> tuple[object, ...] | None:
+        """One statement's first row (None without rows), or TimeoutError when the server
+        has not answered within timeout_s: the connection is closed at once (psycopg's own
+        cancel would wait seconds more on a server that does not answer)."""
+        async def execute() -> tuple[object, ...] | None:
+            cursor = await conn.execute(query.encode(), params)
+            return await cursor.fetchone() if cursor.description else None
+
+        task = asyncio.ensure_future(execute())
+        try:
+            await asyncio.wait({task}, timeout=self.timeout_s)
+        finally:
+            if not task.done():  # no answer in time, or the feed is stopped meanwhile
+                await conn.close()
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise TimeoutError(f"no answer to {query.split()[0]} within {self.timeout_s:g} s")
+        return task.result()
 
     async def _call(self, topic: str) -> None:
-        try:
-            await self.on_change(topic)
-        except Exception:  # a failed reload must not end the feed; the next tick retries
-            log.exception("reloading %s after a change failed", topic)
+        async with self._calls:  # one at a time: an older read must not land last
+            try:
+                await self.on_change(topic)
+            except Exception:  # a failed reload must not end the feed; the next tick retries
+                log.exception("reloading %s after a change failed", topic)

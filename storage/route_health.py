@@ -276,7 +276,8 @@ SELECT bk.target, bk.client_key,
        sum(CASE WHEN cn > 0 THEN n * least(1.0, CAST(? AS DOUBLE PRECISION) / cn) ELSE 0 END),
        sum(CASE WHEN cn > 0 THEN x * least(1.0, CAST(? AS DOUBLE PRECISION) / cn) ELSE 0 END),
        sum(a * least(1.0, CAST(? AS DOUBLE PRECISION) / ca)),
-       max(least(keyed.m, keyed.j, CAST(? AS DOUBLE PRECISION)))
+       max(least(keyed.m, keyed.j, CAST(? AS DOUBLE PRECISION))),
+       sum(n)
 FROM bk JOIN keyed ON keyed.target = bk.target AND keyed.client_key = bk.client_key
 GROUP BY bk.target, bk.client_key
 """
@@ -315,8 +316,9 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     written before rows carried it, once older than `asked_bound_s`: None, never).
     `by_key`: each row also gets `by_key`, per client key (`route.client_key`; "" for rows
     without one) its `trials` and `failures` (weighed as `weighed_requests` and
-    `weighed_errors`), its `traffic` (all its rows, excused or not, weighed per sticky
-    user) and its `missing` (its part of `opinions_missing_weighed`): what the canary's
+    `weighed_errors`), its `judged` (its judged requests, each once: `requests`' part), its
+    `traffic` (all its rows, excused or not, weighed per sticky user) and its `missing` (its
+    part of `opinions_missing_weighed`): what the canary's
     strata read (exporter/canary_strata.py), and `first_at`, its
     first row's time in the window (ISO 8601, UTC), whence the strata's rates."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
@@ -360,10 +362,11 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     ]
     if by_key:
         keyed: dict[str, dict[str, dict[str, float]]] = {}
-        for target, key, trials, failures, traffic, missing in con.execute(
+        for target, key, trials, failures, traffic, missing, judged in con.execute(
                 _BY_KEY_SQL.format(**fields), [*params, *[per_user] * 4]).fetchall():
             keyed.setdefault(target, {})[key] = {
                 "trials": round(float(trials or 0), 6),
+                "judged": int(judged or 0),
                 "failures": round(float(failures or 0), 6),
                 "traffic": round(float(traffic or 0), 6),
                 "missing": round(float(missing or 0), 6)}

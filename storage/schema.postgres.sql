@@ -2,6 +2,23 @@
 -- storage/migrations/ (the source of truth). Do not edit: add a migration, then
 -- run the command again.
 
+CREATE FUNCTION public.tuneloop_search_docs_lexemes() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+        BEGIN
+            NEW.lexemes := tuneloop_search_vector(NEW.term_keys, NEW.term_fields);
+            RETURN NEW;
+        END $$;
+
+CREATE FUNCTION public.tuneloop_search_vector(keys bigint[], fields smallint[]) RETURNS tsvector
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+            SELECT array_to_tsvector(ARRAY(
+                SELECT to_hex(k) || suffix FROM unnest(keys, fields) AS t(k, f),
+                    unnest(ARRAY[1, 2, 4], ARRAY['s', 'u', 'a']) AS s(bit, suffix)
+                WHERE f & bit <> 0))
+        $$;
+
 CREATE FUNCTION public.tuneloop_sql_row_fits(size bigint, cap bigint) RETURNS boolean
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     AS $$
@@ -275,7 +292,8 @@ CREATE TABLE public.routes (
 CREATE TABLE public.search_docs (
     interaction_id character varying NOT NULL,
     term_keys bigint[] NOT NULL,
-    term_fields smallint[] NOT NULL
+    term_fields smallint[] NOT NULL,
+    lexemes tsvector
 );
 
 CREATE TABLE public.search_pending (
@@ -387,8 +405,12 @@ CREATE INDEX interactions_stats ON public.interactions USING btree (created_at) 
 
 CREATE INDEX interactions_stats_wide ON public.interactions USING btree (created_at) WHERE (NOT public.tuneloop_stats_fits(endpoint, model, tags));
 
+CREATE INDEX search_docs_lexemes ON public.search_docs USING gin (lexemes);
+
 CREATE INDEX search_terms_by_term ON public.search_terms USING btree (term_key, interaction_id) INCLUDE (fields);
 
 CREATE INDEX search_words_by_interaction ON public.search_words USING btree (interaction_id);
 
 CREATE INDEX search_words_by_prefix ON public.search_words USING btree (word text_pattern_ops);
+
+CREATE TRIGGER search_docs_lexemes BEFORE INSERT OR UPDATE OF term_keys, term_fields ON public.search_docs FOR EACH ROW EXECUTE FUNCTION public.tuneloop_search_docs_lexemes();

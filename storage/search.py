@@ -13,7 +13,10 @@ when it holds every term of the query in the searched fields (`q_in`):
 
 The rarest term (estimated on the newest postings) drives the search: its postings give
 candidates newest first; the other terms are checked on those candidates only, through the
-per-interaction term keys.
+per-interaction term keys. On Postgres, once migration 51 is finished
+(storage.search_vectors), a query of several terms whose matches are sparse among those
+postings asks the GIN index of the per-interaction tsvector for its joint matches, capped
+(storage.search_pg): few, they are the answer; many, the walk goes on (TermSearch).
 
 The index is written by a background indexer (storage.search_queue), a moment after ingest.
 The interactions ingested and not yet indexed (the newest TAIL_ROWS of them) are tokenized at
@@ -26,13 +29,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.lookup import ids_condition
 from storage.search_index import FIELD_BITS, batch_forward_index, pending_rows
+from storage.search_pg import JOINT_CAP, KnownMatches, joint_matches, small_groups
 from storage.search_text import grams, stems, term_key, tokenize
+from storage.search_vectors import vectors_ready
 from tuneloop.errors import BadRequest
 
 MAX_QUERY_TERMS = 8  # words, prefixes and runs of characters
@@ -41,6 +46,7 @@ MIN_PREFIX = 2
 MAX_PREFIX_WORDS = 1000
 SAMPLE_POSTINGS = 2_000_000
 SAMPLE_DOCS = 30_000  # on Postgres: the sample is the postings of the newest interactions
+SPARSE = 16  # a batch of postings with fewer than 1/SPARSE matching: ask the GIN (Postgres)
 TAIL_ROWS = 500  # the newest interactions not yet indexed, matched at query time
 SCOPES = {
     "conversation": FIELD_BITS["user"] | FIELD_BITS["answer"],
@@ -147,16 +153,20 @@ def newest_postings(con: Connection) -> tuple[str, list[Any]]:
     return "interaction_id >= ?", [bound[0][0] if bound else ""]
 
 
-class TermSearch:
-    """Candidates for a query, newest first, in batches (see `storage.queue`)."""
+class IndexedSearch(Protocol):
+    def candidates(self, con: Connection, before: str | None,
+                   count: int) -> tuple[list[str], str | None]: ...
 
-    def __init__(self, con: Connection, q: str, q_in: str = DEFAULT_SCOPE):
-        self.bits = scope_bits(q_in)
-        groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
-        driver = rarest(con, groups, self.bits)
+
+class PostingsSearch:
+    """The postings of the rarest term give candidates newest first; the other terms are
+    checked on those candidates only, through the per-interaction term keys."""
+
+    def __init__(self, con: Connection, groups: Sequence[frozenset[int]], bits: int):
+        self.bits = bits
+        driver = rarest(con, groups, bits)
         self.driver = groups[driver]
         self.others = [g for n, g in enumerate(groups) if n != driver]
-        self.tail = unindexed_matches(con, groups, self.bits)
 
     def candidates(self, con: Connection, before: str | None,
                    count: int) -> tuple[list[str], str | None]:
@@ -177,7 +187,58 @@ class TermSearch:
         next_before = rows[-1][0] if len(rows) == count else None
         ids = list(dict.fromkeys(r[0] for r in rows))  # an edit may add a second posting
         if ids and self.others:
-            ids = self._with_other_terms(con, ids)
+            ids = holding_every(con, ids, self.others, self.bits)
+        return ids, next_before
+
+
+def holding_every(con: Connection, ids: list[str], groups: Sequence[frozenset[int]],
+                  bits: int) -> list[str]:
+    """Of indexed `ids`, those holding every group in the fields `bits` (their term keys)."""
+    where, params = ids_condition("interaction_id", ids)
+    held: dict[str, set[int]] = {}
+    for item, keys, fields in con.execute(
+            f"SELECT interaction_id, term_keys, term_fields FROM search_docs WHERE {where}",
+            params).fetchall():
+        held[item] = {k for k, f in zip(keys, fields, strict=True) if f & bits}
+    return [i for i in ids if i in held and all(not held[i].isdisjoint(g) for g in groups)]
+
+
+class TermSearch:
+    """Candidates for a query, newest first, in batches (see `storage.queue`): from the
+    index, and from the unindexed tail. The index is read by the postings of the rarest term
+    (PostingsSearch). On Postgres, once its tsvector is ready (migration 51), a query of
+    several terms whose matches are sparse in a batch of those postings asks the GIN for its
+    joint matches below it (storage.search_pg), taken as they are when they are few: the
+    walk could read every posting of a common term for them (`alpha tok3 filler5`: 4.4 s a
+    page at 300k rows). When they are dense, or many, the walk goes on: it finds a page among
+    its newest postings (`alpha beta`, in 60,000 old rows together: 16 ms, 50 ms with the
+    GIN's bitmap first)."""
+
+    def __init__(self, con: Connection, q: str, q_in: str = DEFAULT_SCOPE, *,
+                 joint_cap: int = JOINT_CAP):
+        self.bits = scope_bits(q_in)
+        self.groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
+        self.joint_cap = joint_cap
+        self.indexed: IndexedSearch = PostingsSearch(con, self.groups, self.bits)
+        self.asked = small_groups(self.groups, self.bits)  # of the GIN
+        # one term: its postings are its matches
+        self.joint_asked = len(self.groups) == 1 or not self.asked
+        self.tail = unindexed_matches(con, self.groups, self.bits)
+
+    def candidates(self, con: Connection, before: str | None,
+                   count: int) -> tuple[list[str], str | None]:
+        """Ids below `before` that hold every term, newest first, from the index's next
+        batch and the unindexed tail within it; and where the next batch starts (None: no
+        more)."""
+        ids, next_before = self.indexed.candidates(con, before, count)
+        if not self.joint_asked and next_before is not None and len(ids) * SPARSE < count:
+            self.joint_asked = True
+            joint = joint_matches(con, self.asked, self.bits, below=next_before,
+                                  cap=self.joint_cap) if vectors_ready(con) else None
+            if joint is not None:
+                if joint and len(self.asked) < len(self.groups):
+                    joint = holding_every(con, joint, self.groups, self.bits)
+                self.indexed = KnownMatches(joint)
         tail = [i for i in self.tail if (before is None or i < before)
                 and (next_before is None or i >= next_before)]
         if tail:
@@ -188,25 +249,8 @@ class TermSearch:
         """Of `ids`, those holding every term, indexed or in the unindexed tail."""
         if not ids:
             return []
-        where, params = ids_condition("interaction_id", list(ids))
-        held: dict[str, set[int]] = {}
-        for item, keys, fields in con.execute(
-                f"SELECT interaction_id, term_keys, term_fields FROM search_docs WHERE {where}",
-                params).fetchall():
-            held[item] = {k for k, f in zip(keys, fields, strict=True) if f & self.bits}
-        groups = [self.driver, *self.others]
-        return [i for i in ids if i in self.tail or (
-            i in held and all(not held[i].isdisjoint(group) for group in groups))]
-
-    def _with_other_terms(self, con: Connection, ids: list[str]) -> list[str]:
-        where, params = ids_condition("interaction_id", ids)
-        held: dict[str, set[int]] = {}
-        for item, keys, fields in con.execute(
-                f"SELECT interaction_id, term_keys, term_fields FROM search_docs WHERE {where}",
-                params).fetchall():
-            held[item] = {k for k, f in zip(keys, fields, strict=True) if f & self.bits}
-        return [i for i in ids if i in held
-                and all(not held[i].isdisjoint(group) for group in self.others)]
+        held = set(holding_every(con, list(ids), self.groups, self.bits))
+        return [i for i in ids if i in self.tail or i in held]
 
 
 def unindexed_matches(con: Connection, groups: Sequence[frozenset[int]],

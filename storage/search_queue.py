@@ -31,6 +31,7 @@ from datetime import datetime
 import pyarrow as pa
 
 from storage.backend.dialect import table_exists
+from storage.backend.pg_database import PgDatabase
 from storage.db import Connection
 from storage.search_index import (
     PENDING,
@@ -39,10 +40,12 @@ from storage.search_index import (
     pending_rows,
     store_claimed,
 )
+from storage.search_vectors import build_vectors
 from storage.store import Store
 
 log = logging.getLogger("tuneloop.search")
 IDLE_CHECK_S = 10.0  # with nothing ingested here, how often the list is looked at
+VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 51: rows filled a round, in chunks
 
 
 @dataclass
@@ -77,6 +80,8 @@ class BackgroundIndexer:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._paused_until = 0.0
+        self.vectors_ready = not isinstance(db, PgDatabase)
+        self._vectors_from = ""
 
     def pause(self, seconds: float) -> None:
         """Index nothing for `seconds` (the lag is still measured): the fault-injection
@@ -124,6 +129,14 @@ class BackgroundIndexer:
                                                      after=after))
         return batch, await asyncio.to_thread(self.indexer.forward_index, batch)
 
+    async def finish_vectors(self) -> bool:
+        """Postgres: take migration 51 a round further (storage.search_vectors: the lexemes
+        of older rows filled, then the GIN built concurrently); answers whether it is done."""
+        if not self.vectors_ready:
+            self.vectors_ready, self._vectors_from = await self.db.read(functools.partial(
+                build_vectors, start=self._vectors_from, max_chunks=VECTOR_CHUNKS_PER_ROUND))
+        return self.vectors_ready
+
     async def refresh_lag(self) -> None:
         rows, oldest = await self.db.read(index_lag)
         self.stats.lag_rows = rows
@@ -143,13 +156,15 @@ class BackgroundIndexer:
             with contextlib.suppress(TimeoutError):
                 woken = await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             self._wake.clear()
-            idle = not woken and self.stats.lag_rows == 0 and self.stats.last_error is None
+            idle = not woken and self.stats.lag_rows == 0 and self.stats.last_error is None \
+                and self.vectors_ready
             if idle and time.monotonic() - checked < IDLE_CHECK_S:
                 continue  # nothing ingested here: look at the list (other replicas') now and then
             checked = time.monotonic()
             try:
                 if self.may_run() and time.monotonic() >= self._paused_until:
                     await self.index_pending()
+                    await self.finish_vectors()
                 else:
                     await self.refresh_lag()
                 self.stats.last_error = None

@@ -6,14 +6,18 @@ from pathlib import Path
 
 from storage.backend import is_postgres_url
 from storage.backend.pg_database import MIGRATE_LOCK, PgDatabase
-from storage.db import Database
+from storage.db import Connection, Database
+from storage.search_vectors import MIGRATION as VECTORS_MIGRATION
+from storage.search_vectors import build_vectors
 
 Store = Database | PgDatabase
 
 
-def open_store(spec: Path | str, *, read_threads: int = 3) -> Store:
+def open_store(spec: Path | str, *, read_threads: int = 3, wait_s: float = 5.0) -> Store:
+    """`wait_s`: with Postgres, how long a call waits for a pooled connection before it is
+    refused as storage_unavailable (503)."""
     if is_postgres_url(spec):
-        return PgDatabase(str(spec), read_threads=read_threads)
+        return PgDatabase(str(spec), read_threads=read_threads, wait_s=wait_s)
     return Database(Path(spec), read_threads=read_threads)
 
 
@@ -23,5 +27,19 @@ def migrate_store(db: Store, *, up_to: int | None = None) -> list[int]:
     from storage.migrations import migrate
 
     if isinstance(db, PgDatabase):
-        return db.run_with_session_lock(MIGRATE_LOCK, lambda con: migrate(con, up_to=up_to))
+        done = db.run_with_session_lock(MIGRATE_LOCK, lambda con: migrate(con, up_to=up_to))
+        if up_to is None or up_to >= VECTORS_MIGRATION:
+            # after the lock: CREATE INDEX CONCURRENTLY waits for every transaction, those of
+            # replicas waiting for the migration lock too (a deadlock under it)
+            db.read_sync(_finish_small_vectors)
+        return done
     return db.write_sync(lambda con: migrate(con, up_to=up_to))
+
+
+STARTUP_VECTOR_CHUNKS = 5  # a store this small gets its search vectors at startup
+
+
+def _finish_small_vectors(con: Connection) -> None:
+    """Finish migration 51 here when the store is small (a new one): a larger one is finished
+    by the search indexer, in batches (storage.search_vectors)."""
+    build_vectors(con, max_chunks=STARTUP_VECTOR_CHUNKS)

@@ -41,6 +41,7 @@ from storage.backend import DATABASE_ERRORS, is_postgres, staged
 from storage.backend.dialect import table_exists
 from storage.db import Connection
 from storage.notify import TOPICS, notify
+from storage.search_vectors import build_vectors
 from storage.store import Store
 from storage.transaction import transaction
 from storage.transfer_read import (
@@ -227,6 +228,8 @@ class Transfer:
         for table in plan:
             self.copy_table(table, progress)
         self.dest.write_sync(self._finish)
+        if self.to_postgres:  # outside a transaction (CREATE INDEX CONCURRENTLY)
+            self.dest.read_sync(analyzed)
 
     def copy_table(self, table: PlannedTable, progress: Progress | None = None) -> None:
         spec, total = table.spec, table.source_rows
@@ -343,3 +346,10 @@ def advance_sequence(con: Connection, name: str, past: int) -> None:
     last = int(row[0]) if row and row[0] is not None else 0
     if past > last:  # DuckDB can't set a sequence: draw the values up to `past`
         con.execute(f"SELECT max(nextval('{name}')) FROM range(?)", [past - last])
+
+
+def analyzed(con: Connection) -> None:
+    """Postgres after a copy: the search vectors finished (storage.search_vectors) and the
+    planner's statistics gathered (autovacuum would, later: search plans by them)."""
+    build_vectors(con)
+    con.execute("ANALYZE")

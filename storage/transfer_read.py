@@ -54,6 +54,11 @@ def user_tables(con: Connection) -> list[str]:
     return [str(r[0]) for r in rows if not str(r[0]).startswith("_")]
 
 
+DERIVED_COLUMNS = {"search_docs": frozenset({"lexemes"})}
+"""Columns a store makes from the others (Postgres' tsvector: migration 51's trigger), never
+copied: DuckDB has none, and a Postgres destination makes its own."""
+
+
 def table_spec(con: Connection, table: str) -> TableSpec:
     columns = con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = "
@@ -66,7 +71,9 @@ def table_spec(con: Connection, table: str) -> TableSpec:
         "WHERE c.table_schema = current_schema() AND c.table_name = ? "
         "AND c.constraint_type = 'PRIMARY KEY' ORDER BY k.ordinal_position", [table]
     ).fetchall()
-    return TableSpec(table, tuple(str(c[0]) for c in columns), tuple(str(k[0]) for k in key))
+    derived = DERIVED_COLUMNS.get(table, frozenset())
+    return TableSpec(table, tuple(str(c[0]) for c in columns if str(c[0]) not in derived),
+                     tuple(str(k[0]) for k in key))
 
 
 def count_rows(con: Connection, table: str) -> int:

@@ -1,6 +1,7 @@
-"""The strata by each key's own usual rate (exporter/canary_strata.py, r14e HIGH 1-2, MED 3):
-a quiet majority key holds nothing, many fresh keys weigh as one new app, and an honest key
-rotation fills the old key's slot. Real proxy issuing keys, the cycle's watch."""
+"""The strata by each key's own usual rate (exporter/canary_strata.py, r14e HIGH 1-2, MED 3,
+r14j HIGH 1): a quiet majority key holds nothing, many fresh keys weigh as one new app, and an
+honest key rotation counts as a new app (slower, never wrong). Real proxy issuing keys, the
+cycle's watch."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.test_canary_strata import ALIAS, Deployment, until_decided
 pytestmark = both_stores
 
 ROTATION_MOST = 180
+"""App requests to a good canary's promotion without the rotation (~1.3x the usual ~140)."""
 
 
 def deployment_of(proxy_factory: Callable[..., ProxyServer], tmp_path: Path) -> Deployment:
@@ -69,12 +71,12 @@ def test_many_fresh_keys_weigh_as_one_new_app(
 
 
 @pytest.mark.parametrize("rotate", [False, True])
-def test_an_honest_key_rotation_is_decided_about_as_soon(
+def test_an_honest_key_rotation_is_decided_later_never_wrongly(
         proxy_factory: Callable[..., ProxyServer], tmp_path: Path, rotate: bool) -> None:
-    """r14e MED 3: apps at 70/30 (a seeded mix), a good canary, the big app's key replaced
-    when the canary opens (`rotate`). On main the new key counted as 5% of the traffic: the
-    canary was promoted 2.3x later. Now the new key takes the silent old key's allowance:
-    promoted within ROTATION_MOST app requests either way (1.3x the usual ~140)."""
+    """Apps at 70/30 (a seeded mix), a good canary, the big app's key replaced when the canary
+    opens (`rotate`). The new key counts as a new app (NEW_KEYS_PART of the route's rate,
+    never the silent old key's allowance: r14j HIGH 1), so the canary is promoted later than
+    without the rotation (within ROTATION_MOST), but promoted."""
     deployment = deployment_of(proxy_factory, tmp_path)
     apps = [deployment.client("big"), deployment.client("small")]
     mix = random.Random(7)
@@ -89,6 +91,7 @@ def test_an_honest_key_rotation_is_decided_about_as_soon(
     deployment.open_canary()
     if rotate:
         apps[0] = deployment.client("big-rotated")
-    step, sent = until_decided(deployment, lambda: batch(10), 400)
+    step, sent = until_decided(deployment, lambda: batch(10), 800)
     print(f"\nkey rotation {rotate}: {step.outcome} after {sent} app requests")
-    assert step.outcome == "promoted" and sent <= ROTATION_MOST, (sent, step.note)
+    assert step.outcome == "promoted", (sent, step.note)
+    assert rotate or sent <= ROTATION_MOST, (sent, step.note)

@@ -70,15 +70,37 @@ def test_a_key_over_its_allowance_is_cut_over_both_arms_and_cuts_nobody_else() -
     assert held["weighed_requests"] == 31
 
 
-def test_fresh_keys_share_one_allowance_with_the_silent_keys() -> None:
+def test_fresh_keys_share_one_allowance_never_a_silent_keys() -> None:
     usual = strata({"app": 100})
     fresh = {f"k{n}": (1.0, 0.0) for n in range(200)}
     cut, _ = stratified(row({"app": (10, 1), **fresh}), EMPTY, usual)
     assert cut["weighed_requests"] == pytest.approx(10 + NEW_KEYS_PART * 100)
-    # a rotated key gets the silent old key's allowance (plus the new keys' part)
+    # r14j HIGH 1: a silent history key's allowance (a nightly batch, the old key of a
+    # rotation) is nobody's: a fresh key beside it gets the new keys' part alone
     rotated, _ = stratified(row({"new": (70, 0), "small": (30, 0)}), EMPTY,
                             strata({"old": 70, "small": 30}))
-    assert rotated["weighed_requests"] == 100
+    assert rotated["weighed_requests"] == pytest.approx(30 + NEW_KEYS_PART * 100)
+    silent = strata({"app": 30, "batch": 70})
+    cheap, _ = stratified(row({"app": (30, 4), "fresh": (150, 0)}), EMPTY, silent)
+    assert cheap["weighed_requests"] == pytest.approx(30 + NEW_KEYS_PART * 100)
+    assert cheap["weighed_errors"] == 4
+    # the rotated key alone over both arms: one key, nothing weighed
+    alone = row({"new": (70, 0)})
+    assert stratified(alone, EMPTY, strata({"old": 70})) == (alone, EMPTY)
+
+
+def test_rates_read_each_judged_request_once() -> None:
+    """r14j MED 2: the history's `judged` (each judged request once), not its `trials`
+    (weighed per sticky user over the whole window); `trials` from an older server."""
+    history = [{"by_key": {"app": {"trials": 300.0, "judged": 1200},
+                           "monitor": {"trials": 20.0, "judged": 20}}}]
+    assert strata_of(history, 60, 5) == Strata({"app": 20.0, "monitor": 20 / 60}, 5)
+    older = [{"by_key": {"app": {"trials": 300.0}, "monitor": {"trials": 20.0}}}]
+    assert strata_of(older, 60, 5) == Strata({"app": 5.0, "monitor": 20 / 60}, 5)
+    # the canary's side stays weighed per user: 60 users' first 5 requests each
+    found = strata({"app": 20.0, "monitor": 1 / 3}, 15.0)
+    canary, _ = stratified(row({"app": (300, 0), "monitor": (5, 0)}), EMPTY, found)
+    assert canary["weighed_requests"] == 305
 
 
 def test_rates_come_from_keyed_judged_rows_over_the_history_s_span() -> None:

@@ -115,6 +115,14 @@ def test_duckdb_to_postgres_and_back_serves_the_same(
     assert result.exit_code == 0, result.output
     assert "verified: every source row is in the destination" in result.output
     assert "rows/s" in result.output
+    with psycopg.connect(pg_url) as con:  # the planner has statistics; search its tsvector
+        assert con.execute("SELECT count(*) FROM pg_stat_user_tables WHERE relname IN "
+                           "('interactions', 'search_docs') AND last_analyze IS NOT NULL"
+                           ).fetchall() == [(2,)]
+        assert con.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = "
+                           "to_regclass('search_docs_lexemes')").fetchall() == [(True,)]
+        assert con.execute("SELECT count(*) FROM search_docs WHERE lexemes IS NULL"
+                           ).fetchall() == [(0,)]
     with running_proxy(tmp_path, fake_openai, db=pg_url) as server:
         assert snapshot(server) == before
         # the copied sequence continues after the copied route history

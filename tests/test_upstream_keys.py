@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from click.testing import CliRunner
@@ -24,6 +25,7 @@ from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
 from tuneloop.cli import main
 
+HI = [{"role": "user", "content": "hi"}]
 ALIAS = "support-bot"
 STABLE, CANARY = "stable-model", "canary-model"
 APP_KEY = "sk-APP-OWN-OPENAI-KEY"
@@ -129,10 +131,46 @@ def test_only_a_checked_credential_tells_one_client_from_another(tmp_path: Path)
     bearer = {"authorization": f"Bearer {APP_KEY}"}
     assert client_credential(passing, {"x-api-key": APP_KEY}, at_home) == ""
     assert client_credential(passing, {}, at_home) == ""
-    assert client_credential(passing, bearer, at_home) == bearer["authorization"]
+    assert client_credential(passing, bearer, at_home) == APP_KEY
     assert client_credential(passing, {"api-key": APP_KEY}, at_home) == APP_KEY
     assert client_credential(passing, bearer, away) == ""
     assert client_credential(passing, bearer, on_its_key) == ""
     assert client_credential(passing, bearer, []) == ""
     assert client_credential(issuing, {"x-api-key": "tlk-issued"}, away) == "tlk-issued"
     assert client_credential(issuing, bearer, at_home) == APP_KEY
+
+
+def test_one_own_key_is_one_client_however_its_scheme_is_spelled(
+        proxy_factory: Callable[..., ProxyServer]) -> None:
+    """r14j LOW 5: without issued keys the client key was a digest of the raw `authorization`
+    value, so `Bearer sk-x`, `bearer sk-x` and `BEARER  sk-x` (one key to an upstream that
+    takes the scheme in any case) were three clients: three times a key's share of background
+    opinions, of the missing opinions a promotion must survive, a fresh-key slot beside its
+    own. Now they are one client, as the same key in `api-key` is; another key is another."""
+    proxy = proxy_factory()
+    admin = proxy.admin()
+    admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
+    admin.promote(ALIAS, CANARY, canary=50)
+    spellings = [f"Bearer {APP_KEY}", f"bearer {APP_KEY}", f"BEARER  {APP_KEY}",
+                 f"Bearer\t{APP_KEY}", f"Bearer {SERVER_KEY}"]
+    with httpx.Client(base_url=proxy.base_url, timeout=10.0) as http:
+        for n, value in enumerate(spellings):
+            answer = http.post("/chat/completions", headers={"authorization": value},
+                               json={"model": ALIAS, "user": f"u{n}", "messages": HI})
+            assert answer.status_code == 200, answer.text
+        answer = http.post("/chat/completions", headers={"api-key": APP_KEY},
+                           json={"model": ALIAS, "user": "u9", "messages": HI})
+        assert answer.status_code == 200, answer.text
+    rows = proxy.wait_for("SELECT user_id, route ->> 'client_key' FROM interactions "
+                          "WHERE traffic = 'production' ORDER BY user_id",
+                          lambda r: len(r) == len(spellings) + 1)
+    keys = {user: key for user, key in rows}
+    assert keys["u0"] and all(keys[f"u{n}"] == keys["u0"] for n in (1, 2, 3, 9)), keys
+    assert keys["u4"] and keys["u4"] != keys["u0"], keys
+    passing = proxy.settings
+    arms = [Target(model=STABLE), Target(model=CANARY)]
+    padded = [*spellings[:4], f" Bearer {APP_KEY} ", f"bearer {APP_KEY}\r\n"]
+    assert {client_credential(passing, {"authorization": v}, arms) for v in padded} \
+        == {APP_KEY}
+    assert client_credential(passing, {"authorization": f"Basic  {APP_KEY}"}, arms) \
+        == client_credential(passing, {"authorization": f"BASIC {APP_KEY}"}, arms)

@@ -34,7 +34,6 @@ from tuneloop.commands.savings import savings
 from tuneloop.commands.synthesize import synthesize
 from tuneloop.commands.templates import templates
 from tuneloop.commands.ui import ui
-from tuneloop.config import load_settings
 from tuneloop.errors import ConfigError, StorageError, Unauthorized
 from tuneloop.sql_print import print_answer
 
@@ -55,7 +54,15 @@ def main(ctx: click.Context, config_file: Path | None, db: str | None) -> None:
     """tuneloop: production LLM traffic in, fine-tuned model out."""
     ctx.ensure_object(dict)
     ctx.obj["config_file"] = config_file
-    ctx.obj["settings"] = load_settings(config_file, db=db)
+    ctx.obj["db"] = db
+    if ctx.invoked_subcommand not in OWN_SETTINGS_FLAGS:
+        settings_from(ctx)  # built and checked now, before the command runs
+
+
+OWN_SETTINGS_FLAGS = frozenset({"serve"})
+"""Commands with settings flags of their own (serve's --config, --db, --host, ...): they build
+the settings themselves, once, with those flags in (settings_from), so a check across fields
+(sql_db needs a postgresql:// db, metrics_token needs metrics_auth = "token") sees them."""
 
 
 @main.command()
@@ -83,8 +90,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None, db: str | None
     from proxy.auth import ensure_admin_token
     from proxy.server import open_relay_warning, uvicorn_options
 
-    settings = load_settings(config_file or ctx.obj["config_file"], host=host, port=port,
-                             db=db or ctx.obj["settings"].db, upstream=upstream)
+    settings = settings_from(ctx, config_file=config_file, host=host, port=port, db=db,
+                             upstream=upstream)
     settings, token_file = ensure_admin_token(settings)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

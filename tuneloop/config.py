@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     shared_reload_s: float = Field(5.0, gt=0, le=3600)
     """With Postgres: a replica reloads routes and keys at every change another replica
     notifies (LISTEN/NOTIFY), and every this many seconds in any case (a missed one)."""
+    store_wait_s: float = Field(5.0, gt=0, le=600)
+    """With Postgres: how long a call waits for a connection to the store (the pool's wait);
+    then, as while Postgres is down, the admin API answers 503 storage_unavailable."""
+    shared_timeout_s: float = Field(5.0, ge=1, le=600)
+    """With Postgres: the replica's LISTEN connection is checked after this many seconds
+    without a notification and made again when it has not answered within as long more
+    (TCP keepalives and tcp_user_timeout drop one the network lost within about as long); a
+    reload's queries (routes, keys) are stopped after this long."""
 
     # credentials (never logged, never stored in the database)
     admin_token: SecretStr | None = None

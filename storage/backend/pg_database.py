@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
@@ -53,8 +54,10 @@ def json_as_text(raw: psycopg.Connection[Any]) -> None:
 class PgDatabase(ThreadedStore):
     dialect = "postgres"
 
-    def __init__(self, url: str, *, read_threads: int = 3, connect_timeout_s: float = 10.0):
+    def __init__(self, url: str, *, read_threads: int = 3, connect_timeout_s: float = 10.0,
+                 wait_s: float = 5.0):
         self.url = url
+        self.wait_s = wait_s
         self.path = None
         self._column_types: dict[str, dict[str, str]] = {}
         self._pool = ConnectionPool(
@@ -69,6 +72,9 @@ class PgDatabase(ThreadedStore):
             # a connection the server closed (restart, pg_terminate_backend) is replaced
             # before use instead of failing the request that draws it
             check=ConnectionPool.check_connection,
+            # a call waits this long for a connection: while Postgres is down, a request is
+            # answered 503 storage_unavailable promptly (store_wait_s), not after 30 s
+            timeout=wait_s,
         )
         try:
             self._pool.open(wait=True, timeout=connect_timeout_s)
@@ -83,12 +89,40 @@ class PgDatabase(ThreadedStore):
         self._busy_lock = threading.Lock()
         self._closed = False
 
+    def unavailable(self, exc: BaseException | None = None) -> StorageError:
+        """The domain error of a call that could not reach Postgres (503, no password)."""
+        lost = not isinstance(exc, PoolTimeout)  # (a subclass of OperationalError)
+        return StorageError(
+            f"the store {redact_url(self.url)} is unavailable: "
+            + ("the connection was lost during the call" if lost else
+               f"no connection within {self.wait_s:g} s (store_wait_s)")
+            + "; is Postgres up? Retry later")
+
+    def _unreached(self, exc: BaseException, raw: psycopg.Connection[Any] | None) -> bool:
+        """A pool that gave no connection in time, or a connection lost during the call
+        (not a query's own error, such as a cancelled statement)."""
+        return isinstance(exc, PoolTimeout) or (
+            isinstance(exc, psycopg.OperationalError) and raw is not None
+            and (raw.broken or raw.closed))
+
+    @contextmanager
+    def _checkout(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; Postgres out of reach becomes a StorageError (503)."""
+        raw: psycopg.Connection[Any] | None = None
+        try:
+            with self._pool.connection() as raw:
+                yield raw
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            if self._unreached(exc, raw):
+                raise self.unavailable(exc) from exc
+            raise
+
     def connection(self, raw: psycopg.Connection[Any], *, ddl: bool = False) -> PgConnection:
         return PgConnection(raw, ddl=ddl, column_types=self._column_types)
 
     # -- how one call runs (write, read and their _sync forms: ThreadedStore) --------------
     def _write_call(self, fn: Callable[[Any], T]) -> T:
-        with self._pool.connection() as raw, self._tracked(raw):
+        with self._checkout() as raw, self._tracked(raw):
             con = self.connection(raw)
             con.execute("BEGIN")
             try:
@@ -103,13 +137,13 @@ class PgDatabase(ThreadedStore):
                 raise
 
     def _read_call(self, fn: Callable[[Any], T]) -> T:
-        with self._pool.connection() as raw, self._tracked(raw):
+        with self._checkout() as raw, self._tracked(raw):
             return fn(self.connection(raw))
 
     def run_with_session_lock(self, key: int, fn: Callable[[PgConnection], T]) -> T:
         """Run fn on one connection holding a session advisory lock (migrations: the other
         replicas wait here, then find the work done). fn manages its own transactions."""
-        with self._pool.connection() as raw:
+        with self._checkout() as raw:
             raw.execute("SELECT pg_advisory_lock(%s)", [key])
             try:
                 return fn(self.connection(raw, ddl=True))
@@ -165,7 +199,10 @@ class DetachedPgCursor(PgConnection):
 
     def __init__(self, db: PgDatabase):
         self._db = db
-        raw = db._pool.getconn()
+        try:
+            raw = db._pool.getconn()
+        except PoolTimeout as exc:
+            raise db.unavailable(exc) from exc
         super().__init__(raw, column_types=db._column_types)
         with db._busy_lock:
             db._busy.add(raw)

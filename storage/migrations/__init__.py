@@ -41,6 +41,7 @@ from storage.migrations import (
     m048_search_terms_one_index,
     m049_sql_row_cap,
     m050_time_id_index,
+    m051_search_vectors,
     m052_stats_index,
 )
 from storage.migrations.runner import Migration, applied_versions, run
@@ -79,6 +80,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(48, "search_terms_one_index", m048_search_terms_one_index.apply),
     Migration(49, "sql_row_cap", m049_sql_row_cap.apply),
     Migration(50, "time_id_index", m050_time_id_index.apply),
+    Migration(51, "search_vectors", m051_search_vectors.apply),
     Migration(52, "stats_index", m052_stats_index.apply),
 )
 

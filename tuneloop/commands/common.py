@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tuneloop.client import AdminClient
-from tuneloop.config import Settings, canary_share_problem
+from tuneloop.config import Settings, canary_share_problem, load_settings
 from tuneloop.errors import TuneloopError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,8 +67,20 @@ def refuse_unused_judge_options(scorer: str, judge_model: str | None,
                                f"judge, or leave {' and '.join(given)} out")
 
 
-def settings_from(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj["settings"]
+def settings_from(ctx: click.Context, **flags: Any) -> Settings:
+    """The settings, built once: from the group's --config and --db, with a command's own
+    settings flags (`flags`, serve's) in front of them, so every check sees the values the
+    command runs with. The group builds them before any command without flags of its own."""
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    settings: Settings | None = obj.get("settings")
+    if settings is not None:
+        if any(value is not None for value in flags.values()):
+            raise RuntimeError("the settings were built before this command's flags were in: "
+                               "name the command in tuneloop.cli.OWN_SETTINGS_FLAGS")
+        return settings
+    config_file = flags.pop("config_file", None) or obj.get("config_file")
+    db = flags.pop("db", None) or obj.get("db")
+    settings = obj["settings"] = load_settings(config_file, db=db, **flags)
     return settings
 
 

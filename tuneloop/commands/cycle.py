@@ -56,6 +56,7 @@ def parse_interval(text: str) -> float:
                    "step, outcome, warnings) instead of a line of text.")
 @api_option
 @click.pass_context
+@domain_errors
 def cycle(ctx: click.Context, cycle_file: Path, every: str | None, force: bool,
           as_json: bool, api: str | None) -> None:
     """Export, validate, fine-tune, evaluate, and canary-promote or roll back, gated."""
