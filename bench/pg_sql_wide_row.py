@@ -1,5 +1,6 @@
 """One wide row through `tuneloop sql` on Postgres: a replica's memory while POST /admin/sql
-(a reviewer token) answers `SELECT repeat('x', N)` past the answer cap (16 MiB).
+(a reviewer token) answers one value of N characters past the answer cap (16 MiB), built as
+`string_agg(repeat('x', 100000), '')` (storage/sql_check_pg.py refuses one `repeat` that large).
 
     python bench/pg_sql_wide_row.py                  # N = 100M, 400M, 700M characters
 
@@ -29,6 +30,7 @@ from tests.pg_cluster import PgCluster  # noqa: E402
 
 TOKEN = "reviewer-token-abcdefghijklmnop"
 SIZES = (100_000_000, 400_000_000, 700_000_000)
+WIDE = "SELECT string_agg(repeat('x', 100000), '') FROM generate_series(1, {})"
 
 
 def rss_mb(pid: int) -> int:
@@ -52,7 +54,7 @@ def measure(url: str, pid: int, size: int) -> str:
     watcher.start()
     started = time.monotonic()
     try:
-        answer = httpx.post(f"{url}/admin/sql", json={"sql": f"SELECT repeat('x', {size})"},
+        answer = httpx.post(f"{url}/admin/sql", json={"sql": WIDE.format(size // 100_000)},
                             headers={"authorization": f"Bearer {TOKEN}"}, timeout=120)
     finally:
         stop.set()

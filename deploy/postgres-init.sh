@@ -8,8 +8,11 @@
 #   read-only transaction, and `tuneloop serve` refuses /admin/sql for one.
 # - `tuneloop_sql`: the role `tuneloop sql` (POST /admin/sql) runs as (TUNELOOP_SQL_DB): it
 #   may read the tables `tuneloop` creates, nothing else, so the database itself refuses any
-#   write. It shares the replicas' password (TUNELOOP_PG_PASSWORD; libpq reads PGPASSWORD for
-#   both URLs): whoever holds it can log in as `tuneloop` anyway, which can do more.
+#   write. Its sorts and hashes spill to disk past work_mem (4MB, whatever the server's), and
+#   its temporary files stop at 1GB (temp_file_limit: only a superuser may raise it), so a
+#   reviewer's query can't fill the disk the store writes to. It shares the replicas' password
+#   (TUNELOOP_PG_PASSWORD; libpq reads PGPASSWORD for both URLs): whoever holds it can log
+#   in as `tuneloop` anyway, which can do more.
 # The role names can be changed with TUNELOOP_PG_ROLE / TUNELOOP_PG_SQL_ROLE (tests do).
 # A volume initialised before this script existed keeps its roles: run the statements below
 # by hand (README, "Postgres").
@@ -28,4 +31,6 @@ GRANT CONNECT ON DATABASE :"db" TO :"owner", :"reader";
 GRANT USAGE ON SCHEMA public TO :"reader";
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO :"reader";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public GRANT SELECT ON TABLES TO :"reader";
+ALTER ROLE :"reader" SET work_mem = '4MB';
+ALTER ROLE :"reader" SET temp_file_limit = '1GB';
 SQL

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
+import hashlib
 import re
 import threading
 import time
@@ -24,14 +25,20 @@ import orjson
 import psycopg
 
 from storage.backend.pg_connection import PgConnection
-from storage.backend.pg_database import PgDatabase, json_as_text, redact_url
+from storage.backend.pg_database import (
+    SQL_TOKEN_LOCK_CLASS,
+    PgDatabase,
+    json_as_text,
+    redact_url,
+)
 from storage.db import Connection, Database
 from storage.migrations.m049_sql_row_cap import ROW_TOO_LARGE
 from storage.sql_check import check_read_only
 from storage.sql_check_pg import check_pg_query
 from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge, StorageError
 
-__all__ = ["SqlLimits", "answer_json", "check_read_only", "run_read_only", "sql_connection"]
+__all__ = ["SqlLimits", "answer_json", "check_read_only", "run_read_only", "sql_connection",
+           "take_query_turn"]
 
 MAX_BATCH_ROWS = 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -111,6 +118,22 @@ def sql_connection(db: Database | PgDatabase, sql_url: str | None = None) -> Con
     if isinstance(db, PgDatabase):
         return open_pg_for_sql(sql_url or db.url)
     return db.detached_cursor()
+
+
+def take_query_turn(con: Connection, holder: str) -> bool:
+    """Postgres: take `holder`'s turn (the name of a token's role, never the token) for this
+    query across every replica of the database: a session advisory lock on the query's own
+    connection (so it ends with the query, however that ends), tried, never waited for. False
+    when another session (another replica) holds it. The query itself cannot release it (the
+    name check refuses `pg_advisory_*`). DuckDB: True; one process holds the file, and the
+    replica's own gate is the whole rule."""
+    if not isinstance(con, PgConnection):
+        return True
+    key = int.from_bytes(hashlib.blake2b(holder.encode(), digest_size=4).digest(), "big",
+                         signed=True)
+    row = con.raw.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                          [SQL_TOKEN_LOCK_CLASS, key]).fetchone()
+    return bool(row and row[0])
 
 
 def answer_json(con: Connection, sql: str, limits: SqlLimits) -> bytes:

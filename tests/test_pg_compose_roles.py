@@ -75,3 +75,8 @@ def test_compose_roles_serve_the_store_and_read_only_sql(
         for write in ("DELETE FROM routes", "CREATE TABLE mallory (a int)"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 con.execute(write.encode())
+        # its sorts spill early and its temporary files stop at 1GB, which it can't raise
+        assert con.execute("SELECT current_setting('work_mem'), "
+                           "current_setting('temp_file_limit')").fetchone() == ("4MB", "1GB")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            con.execute("SET temp_file_limit = -1")
