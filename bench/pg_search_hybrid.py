@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -102,6 +101,8 @@ def timings(url: str, runs: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    from bench.pg_search_plans import time_only_run
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", required=True)
     parser.add_argument("--rows", type=int, default=200_000)
@@ -122,11 +123,7 @@ def main() -> None:
     found: dict[str, dict[str, int]] = {}
     for _ in range(args.rounds):  # alternating, each query's best round kept (load moves)
         for label, tree in trees:
-            done = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--db", args.db, "--runs",
-                 str(args.runs), "--time-only"], env={"PYTHONPATH": str(tree), "PATH": "/usr/bin"},
-                cwd=tree, capture_output=True, text=True, check=True)
-            answer = json.loads(done.stdout.strip().splitlines()[-1])
+            answer = time_only_run(Path(__file__), tree, args.db, args.runs)
             found[label] = answer["found"]
             kept = best.setdefault(label, answer["ms"])
             for query, ms in answer["ms"].items():

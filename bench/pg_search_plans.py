@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 WORDS = ["refund", "invoice", "parcel", "shipping", "password", "billing", "delivery",
          "order", "account", "printer", "router", "screen", "battery", "license"]
@@ -82,6 +83,17 @@ def timings(url: str, runs: int) -> dict[str, float]:
     return {"ms": out, "failed": failed}
 
 
+def time_only_run(script: Path, tree: Path, db: str, runs: int) -> dict[str, Any]:
+    """One `script --time-only` run with `tree`'s code (a subprocess of its own, so two trees
+    are timed alternately in one bench run): the JSON it printed last."""
+    done = subprocess.run(
+        [sys.executable, str(script.resolve()), "--db", db, "--runs", str(runs), "--time-only"],
+        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin"}, cwd=tree, capture_output=True,
+        text=True, check=True)
+    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
+
+
 def shown(results: dict[str, dict[str, float]], failed: dict[str, dict[str, int]], label: str,
           query: str) -> str:
     status = failed.get(label, {}).get(query)
@@ -108,11 +120,7 @@ def main() -> None:
     failed: dict[str, dict[str, int]] = {}
     for _ in range(args.rounds):  # alternating, each query's best round kept (load moves)
         for label, tree in trees:
-            done = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "--db", args.db, "--runs",
-                 str(args.runs), "--time-only"], env={"PYTHONPATH": str(tree), "PATH": "/usr/bin"},
-                cwd=tree, capture_output=True, text=True, check=True)
-            answer = json.loads(done.stdout.strip().splitlines()[-1])
+            answer = time_only_run(Path(__file__), tree, args.db, args.runs)
             got = answer["ms"]
             failed.setdefault(label, {}).update(answer["failed"])
             best = results.setdefault(label, got)

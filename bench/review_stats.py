@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
@@ -35,8 +34,8 @@ from storage.stats import (
     _DAY_US,
     _REVIEWABLE,
     REVIEWED,
-    TOP_TAGS,
     _by_state,
+    _by_tag,
     _day,
     _feedback,
     _range,
@@ -131,32 +130,13 @@ def six_scans(con: Connection, since: datetime | None = None,
 
 def _old_by_tag(con: Connection, reviewable: str, i_params: list[Any],
                 since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
+    """The logged tags counted by their own scan (the old shape); reviewers' tags as now."""
     d = dialect_of(con)
-    totals: dict[str, int] = dict(con.execute(
+    logged: dict[str, int] = dict(con.execute(
         f"SELECT tag, count(*) FROM (SELECT unnest(tags) AS tag FROM interactions "
         f"WHERE {reviewable} AND {d.list_length('tags')} > 0) AS logged GROUP BY tag",
         i_params).fetchall())
-    r_where, r_params = _range("interaction_created_at", since, until)
-    reviewed: dict[tuple[str, str], int] = defaultdict(int)
-    for tag, state, count in con.execute(
-        f"SELECT tag, state, count(*) FROM (SELECT unnest(logged_tags) AS tag, state "
-        f"FROM reviews WHERE {r_where} AND {d.list_length('logged_tags')} > 0) AS reviewed "
-        "GROUP BY tag, state", r_params
-    ).fetchall():
-        reviewed[tag, state] += count
-    t_where, t_params = _range("t.interaction_created_at", since, until)
-    for tag, state, delta in con.execute(
-        f"SELECT t.tag, coalesce(r.state, 'pending'), "
-        f"sum(CASE WHEN t.removed THEN -1 ELSE 1 END) FROM interaction_tags t "
-        f"LEFT JOIN reviews r ON r.interaction_id = t.interaction_id "
-        f"WHERE {t_where} AND t.reviewable AND t.removed = t.logged "
-        "GROUP BY t.tag, coalesce(r.state, 'pending')", t_params
-    ).fetchall():
-        totals[tag] = totals.get(tag, 0) + int(delta)
-        reviewed[tag, state] += int(delta)
-    rows = _by_state(totals, [(tag, state, n) for (tag, state), n in reviewed.items()], "tag")
-    rows = [r for r in rows if r["total"] > 0]
-    return sorted(rows, key=lambda r: (-r["total"], r["tag"]))[:TOP_TAGS]
+    return _by_tag(con, logged, since, until)
 
 
 def _old_token_histogram(con: Connection, reviewable: str,
