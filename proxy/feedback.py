@@ -28,9 +28,13 @@ async def _logged_soon(ctx: ProxyContext, interaction_id: str) -> bool:
     interval = ctx.writer.interval_s
     deadline = time.monotonic() + max(INGEST_WAIT_S, 10 * interval)
     while True:
+        # the spool is looked at BEFORE the read: a record leaves it only after its commit, so
+        # an empty spool seen first means the read sees every record logged until then (seen
+        # after the read, the batch could commit in between and the id answer 404)
+        spooled = ctx.writer.spool.size_bytes > 0
         if await ctx.db.read(lambda con: interaction_exists(con, interaction_id)):
             return True
-        if ctx.writer.spool.size_bytes == 0 or time.monotonic() > deadline:
+        if not spooled or time.monotonic() > deadline:
             return False
         await asyncio.sleep(min(interval, 0.1))
 
