@@ -65,6 +65,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from exporter.canary_missing import missing_weighed
+
 SLACK = 2.0
 """How far above its usual rate a key's requests during the canary still count in full."""
 
@@ -91,7 +93,16 @@ class Strata:
         return {key: rate * self.elapsed_s * SLACK for key, rate in self.rates.items()}
 
     def new_keys_part(self) -> float:
-        return NEW_KEYS_PART * sum(self.rates.values()) * self.elapsed_s * SLACK
+        return NEW_KEYS_PART * self.route_part()
+
+    def route_part(self) -> float:
+        """The route's usual rate (every history key's) times the elapsed time and SLACK."""
+        return sum(self.rates.values()) * self.elapsed_s * SLACK
+
+    def largest_part(self) -> float:
+        """The largest history key's allowance: what one fresh key counts at most when every
+        live key is fresh (r14k HIGH 2)."""
+        return max(self.rates.values(), default=0.0) * self.elapsed_s * SLACK
 
 
 def history_seconds(history_targets: list[dict[str, Any]], opened: datetime,
@@ -135,41 +146,42 @@ def keys_of(*rows: dict[str, Any]) -> dict[str, float]:
 
 
 def weights(strata: Strata, trials: dict[str, float]) -> dict[str, float]:
-    """Each key's weight (at most 1) over both arms: its allowance over its trials, the keys
-    absent from the history their shared allowance over their trials together."""
+    """Each key's weight (at most 1) over both arms: its allowance over its trials; the keys
+    absent from the history their shared allowance over their trials together, or, when no
+    live key is in the history (`all_fresh`), each its max-min fair share of the route's
+    usual rate over its trials (r14k HIGH 2, module doc)."""
     allowed = strata.allowances()
+    if all_fresh(strata, trials):
+        share = fair_shares(trials, strata.route_part(), strata.largest_part())
+        return {key: min(1.0, share[key] / n) for key, n in trials.items()}
     fresh = sum(n for key, n in trials.items() if key not in allowed)
     pool = strata.new_keys_part()
     return {key: min(1.0, (allowed[key] / n) if key in allowed else pool / fresh)
             for key, n in trials.items()}
 
 
-def missing_weighed(row: dict[str, Any], strata: Strata, trials: dict[str, float]
-                    ) -> float | None:
-    """The row's `opinions_missing_weighed` inside the strata (r14e MED 4): each key's missing
-    rows (`by_key` `missing`: already at most its judged requests and `max_requests_per_user`)
-    count as more requests of its stratum, weighed as those are: a history key's at most in
-    proportion to its allowance over its trials (both arms) and missing rows; the keys absent
-    from the history as ONE key (the most any one of them has) in their shared allowance. So
-    N keys, fresh or not, cannot each add a key's full weight of hang-ups to the hold. None:
-    a row without per-key `missing` (an older server), counted as it came."""
-    keys = row.get("by_key") or {}
-    if not keys or any("missing" not in counts for counts in keys.values()):
-        return None
-    allowed = strata.allowances()
-    counted, fresh = 0.0, 0.0
-    for key, counts in keys.items():
-        missing = float(counts["missing"])
-        if missing <= 0:
-            continue
-        if key in allowed:
-            counted += missing * min(1.0, allowed[key] / (trials.get(key, 0.0) + missing))
-        else:
-            fresh = max(fresh, missing)
-    if fresh > 0:
-        fresh_trials = sum(n for key, n in trials.items() if key not in allowed)
-        counted += fresh * min(1.0, strata.new_keys_part() / (fresh_trials + fresh))
-    return counted
+def all_fresh(strata: Strata, trials: dict[str, float]) -> bool:
+    """No key live during the canary is in the history (a rotation of every app key, a new
+    key beside the rotated one): the fresh keys then take the route's usual rate."""
+    return bool(trials) and not any(key in strata.rates for key in trials)
+
+
+def fresh_pool(strata: Strata, trials: dict[str, float]) -> float:
+    """The allowance the keys absent from the history share: the route's usual rate when no
+    live key is in the history, else `NEW_KEYS_PART` of it."""
+    return strata.route_part() if all_fresh(strata, trials) else strata.new_keys_part()
+
+
+def fair_shares(trials: dict[str, float], pool: float, cap: float) -> dict[str, float]:
+    """`pool` split max-min fair over the keys' `trials`, none above `cap` nor its trials:
+    keys under the level keep what they sent, the rest share alike (a key's flood cannot
+    squeeze another key's share)."""
+    share: dict[str, float] = {}
+    left, keys = pool, sorted(trials, key=lambda k: trials[k])
+    for n, key in enumerate(keys):
+        share[key] = max(0.0, min(trials[key], cap, left / (len(keys) - n)))
+        left -= share[key]
+    return share
 
 
 def stratified(canary: dict[str, Any], stable: dict[str, Any], strata: Strata | None
@@ -196,7 +208,8 @@ def _weighed(row: dict[str, Any], weight: dict[str, float], strata: Strata,
            "weighed_errors": round(min(failures, trials), 6),
            "unstratified_requests": row.get("weighed_requests", row.get("requests", 0)),
            "unstratified_errors": row.get("weighed_errors", row.get("errors", 0))}
-    missing = missing_weighed(row, strata, all_trials)
+    missing = missing_weighed(row, strata.allowances(), fresh_pool(strata, all_trials),
+                              all_trials, weight)
     if missing is not None and "opinions_missing_weighed" in row:
         cut["opinions_missing_weighed"] = round(missing, 6)
         cut["unstratified_missing"] = row["opinions_missing_weighed"]
