@@ -35,12 +35,27 @@ Keys absent from the history (a new app, a rotated key, a key left idle for `his
 keys made for a burst) share ONE allowance together, split in proportion to their trials:
 `NEW_KEYS_PART` of the route's whole rate, so many fresh keys weigh as one new app (r14e
 HIGH 2). They never inherit the allowances of the history's keys silent during the canary (a
-nightly batch, an app in another timezone, the old key of a rotation): with those, a fresh
-key's one-token requests (5 per app request) got a canary failing 12% of an app's requests
-promoted after 30-40 of them whenever some history key was quiet (r14j HIGH 1), and a fresh key
-cannot be told from the rotated one. So an honest key rotation counts as a new app: slower
-decisions, never a wrong one. A route whose only live key is the rotated one has one key over
-both arms and is judged unstratified (below).
+nightly batch, an app in another timezone, the old key of a rotation) while some history key
+is live: with those, a fresh key's one-token requests (5 per app request) got a canary failing
+12% of an app's requests promoted after 30-40 of them whenever some history key was quiet
+(r14j HIGH 1), and a fresh key cannot be told from the rotated one. So an honest key rotation
+beside a live history key counts as a new app: slower decisions, never a wrong one.
+
+When NO live key is in the history (a single app rotated its key, every key rotated after a
+leak), that 5% was all the route had: a rotated app beside any second fresh key (an honest
+monitor sending 1 request per 50) was weighed on a tenth of its traffic and a bad canary
+expired undecided at `max_hours`, twice with the re-open (r14k HIGH 2). Then the fresh keys
+share the route's whole usual rate (`route_part`), each at most the largest history key's
+allowance (`largest_part`), split max-min fair (`fair_shares`): a key under the level keeps
+all it sent, the rest count alike, so a flood of trials cannot squeeze the app's share (a
+proportional split would). r14j HIGH 1 stays closed (a live history key keeps the fresh keys
+in their 5%). What it cannot do: with every key fresh nothing tells the app from a flood, so a
+flood counts as much as the app (never more): a canary failing 12% of the app's requests
+beside a key sending 1 or 5 one-token requests per app request is rolled back in 92-94% of
+runs and promoted in 6-8% (as without strata at 1 per app request), where before it was held
+undecided until `max_hours` (x1) or promoted in 5-100% (x5) (`python bench/canary_strata.py
+--only "one app"`). A route whose only live key is the rotated one has one key over both arms
+and is judged unstratified (below).
 
 Rows from before rows carried their key (`""`) tell no rate: a history without any keyed
 judged row gives no strata. No weight is above 1, so the weighed count is at most the real one
@@ -48,15 +63,9 @@ judged row gives no strata. No weight is above 1, so the weighed count is at mos
 client (no issued keys, no checked app keys), over both arms gives exactly the unstratified
 counts.
 
-The rows a promotion must survive counting as the canary's errors (`opinions_missing_weighed`:
-hang-ups and failures whose background second opinion was skipped or has not reported, each
-key's at most its judged requests and `max_requests_per_user`, storage/route_health.py) are
-weighed in the same strata (r14e MED 4: six keys mixing quick successes into their hang-ups
-added 5 each, and a clean 50% canary waited ~1,200 requests an arm; more keys held it until
-`max_hours`): a history key's count as more of its requests, at most in proportion to its
-allowance over its trials and missing rows; the keys absent from the history as ONE key (the
-most any one of them has), in proportion to their shared allowance. An honest app at its
-usual rate keeps its full count.
+The rows a promotion must survive counting as the canary's errors (`opinions_missing_weighed`)
+are weighed in the same strata, every key's as ONE pool (exporter/canary_missing.py: r14e MED
+4, r14k HIGH 1).
 """
 
 from __future__ import annotations
