@@ -19,7 +19,14 @@ the elapsed seconds, times SLACK). Scenarios:
 - silent: `bad` with key a (70%) silent during the canary, b at its usual rate (0.3 a
   second), and a key absent from the history sending 3 (5) cheap requests per b request from
   the promotion on (r14j HIGH 1: the fresh key inherited a's allowance); without it, the
-  baseline.
+  baseline;
+- one app (r14k HIGH 2): a single-app route (key a the whole history) whose key rotates at the
+  open, alone, beside an honest fresh monitor (1 request per 50 app requests), or beside a
+  fresh key sending 1 (5) cheap requests per app request; and that key without the rotation;
+- history burst (r14k MED 3, a stated limit): the cheap key sent 2.5 (1) times the apps'
+  history in one burst before the canary, then 5 cheap requests per app request.
+
+Run this file with PYTHONPATH at another tree (main) for that tree's figures on the same seeds.
 
 `--hold`: the promotion's hold on unjudged rows (`opinions_missing_weighed`, r14e MED 4) with
 the whole watch (exporter/cycle_canary.py `judge_canary`, `min_requests` 100), a clean canary
@@ -27,7 +34,9 @@ the whole watch (exporter/cycle_canary.py `judge_canary`, `min_requests` 100), a
 keys each send 12 quick requests and hang up so that 5 rows an arm's canary wait on a skipped
 background opinion (each key's full weight: at most its judged requests and 5), weighed per key
 (as before) -> inside the strata (now); and as guards the honest cases, one app key (the only
-key before and during the canary) with 5 such rows, and the 70/30 apps with 5 from key a.
+key before and during the canary) with 5 such rows, and the 70/30 apps with 5 from key a (and
+from b). r14k HIGH 1: the hanging keys each sent 1-20 requests beside a day's 2,400 app
+requests before the canary (history keys; use `--cap 2400` or more, a day).
 
     python bench/canary_strata.py [--runs 200] [--shares 0.9 0.5] [--every 5] [--hold]
                                   [--only rotated silent]
