@@ -27,6 +27,12 @@ transaction that writes the terms), or by `index_batch` in the caller's transact
   it came from, and a word seen again later returns.
 
 Edited message lists add their new terms (search finds an item by any of its revisions).
+
+Each field of an interaction is indexed by its first MAX_FIELD_TERMS distinct terms, in the
+order they come (review r12x2: a request of 50,000 random words made one index write, and the
+checks of `term_keys` in search, run long); a term first seen past them is not findable in
+that field. Every way in (the indexer, `index_batch`, edits, the unindexed tail search reads)
+goes through `forward_index`, on both stores.
 """
 
 from __future__ import annotations
