@@ -84,6 +84,13 @@ def test_the_indexer_writes_wide_rows_in_bounded_transactions(
     8 rows x 10,000 new words, in one)."""
     rows = wide_rows()
     assert ingest(db, rows) == len(rows)
+    first, past = words(WIDE_WORDS, 6)[10], words(WIDE_WORDS, 6)[MAX_FIELD_TERMS + 10]
+
+    def hits(q: str) -> list[str]:
+        return db.read_sync(lambda con: find_ids(con, ReviewQuery(q=q), limit=50)[0])
+
+    # the unindexed tail, tokenized at query time, has the same cap as the index
+    assert (hits(first), hits(past)) == ([rows[0]["id"]], [])
     written: list[int] = []
     write = db.write
 
@@ -105,5 +112,5 @@ def test_the_indexer_writes_wide_rows_in_bounded_transactions(
     assert sum(written) >= 2 * WIDE_ROWS * MAX_FIELD_TERMS  # each row's first terms, words
     assert max(written) <= WRITE_TERMS, written
     assert len(written) > 1
-    hits = db.read_sync(lambda con: find_ids(con, ReviewQuery(q="widerow"), limit=50)[0])
-    assert sorted(hits) == sorted(r["id"] for r in rows)
+    assert sorted(hits("widerow")) == sorted(r["id"] for r in rows)
+    assert (hits(first), hits(past)) == ([rows[0]["id"]], [])
