@@ -34,6 +34,8 @@ WRITE_LOCK = 0x74756E65_6C6F6F70  # "tuneloop": one write at a time across repli
 MIGRATE_LOCK = WRITE_LOCK + 1  # one replica migrates; the others wait, then find it done
 LEADER_LOCK = WRITE_LOCK + 2  # held by the replica that runs deployment-wide jobs (notify)
 TRANSFER_LOCK = WRITE_LOCK + 3  # one migrate-store copy into a database at a time
+# WRITE_LOCK + 4: storage.search_vectors, one connection finishing migration 51
+INDEX_BUILD_LOCK = WRITE_LOCK + 5  # one connection at a time builds storage.online_indexes
 # read-only SQL (POST /admin/sql): one query per token across replicas; the two-int form
 # pg_try_advisory_lock(SQL_TOKEN_LOCK_CLASS, key of the token's role), storage/sql.py
 SQL_TOKEN_LOCK_CLASS = 0x746C7371  # "tlsq"
