@@ -14,11 +14,14 @@ from storage.search_vectors import build_vectors
 Store = Database | PgDatabase
 
 
-def open_store(spec: Path | str, *, read_threads: int = 3, wait_s: float = 5.0) -> Store:
+def open_store(spec: Path | str, *, read_threads: int = 3, wait_s: float = 5.0,
+               tcp_timeout_s: float | None = None) -> Store:
     """`wait_s`: with Postgres, how long a call waits for a pooled connection before it is
-    refused as storage_unavailable (503)."""
+    refused as storage_unavailable (503); `tcp_timeout_s`: within about how long a pooled
+    connection the network lost is dropped (TCP keepalives, PgDatabase)."""
     if is_postgres_url(spec):
-        return PgDatabase(str(spec), read_threads=read_threads, wait_s=wait_s)
+        return PgDatabase(str(spec), read_threads=read_threads, wait_s=wait_s,
+                          tcp_timeout_s=tcp_timeout_s)
     return Database(Path(spec), read_threads=read_threads)
 
 
