@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from storage.backend.dialect import table_exists
 from storage.backend.pg_database import PgDatabase
 from storage.db import Connection
+from storage.online_indexes import build_indexes
 from storage.search_index import (
     PENDING,
     ForwardIndex,
@@ -123,6 +124,7 @@ class BackgroundIndexer:
         self._closing = False
         self._paused_until = 0.0
         self.vectors_ready = not isinstance(db, PgDatabase)
+        self.indexes_ready = not isinstance(db, PgDatabase)
         self._vectors_from = ""
 
     def pause(self, seconds: float) -> None:
@@ -180,6 +182,13 @@ class BackgroundIndexer:
                 build_vectors, start=self._vectors_from, max_chunks=VECTOR_CHUNKS_PER_ROUND))
         return self.vectors_ready
 
+    async def finish_indexes(self) -> bool:
+        """Postgres: build the indexes migrations left to be built concurrently
+        (storage.online_indexes); answers whether none is left."""
+        if not self.indexes_ready:
+            self.indexes_ready = await self.db.read(build_indexes)
+        return self.indexes_ready
+
     async def refresh_lag(self) -> None:
         rows, oldest = await self.db.read(index_lag)
         self.stats.lag_rows = rows
@@ -200,7 +209,7 @@ class BackgroundIndexer:
                 woken = await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             self._wake.clear()
             idle = not woken and self.stats.lag_rows == 0 and self.stats.last_error is None \
-                and self.vectors_ready
+                and self.vectors_ready and self.indexes_ready
             if idle and time.monotonic() - checked < IDLE_CHECK_S:
                 continue  # nothing ingested here: look at the list (other replicas') now and then
             checked = time.monotonic()
@@ -208,6 +217,7 @@ class BackgroundIndexer:
                 if self.may_run() and time.monotonic() >= self._paused_until:
                     await self.index_pending()
                     await self.finish_vectors()
+                    await self.finish_indexes()
                 else:
                     await self.refresh_lag()
                 self.stats.last_error = None
