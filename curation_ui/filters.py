@@ -43,7 +43,10 @@ def filter_widgets(scope: str, *, review: bool) -> dict[str, Any]:
             state = st.selectbox("Review state", ("any", *REVIEW_STATES), key=f"{scope}-review")
             if state != "any":
                 params["review"] = state
-        params["q"] = st.text_input("Search words", key=f"{scope}-q", max_chars=200).strip()
+        params["q"] = st.text_input(
+            "Search words", key=f"{scope}-q", max_chars=200,
+            help="Items holding every word (`refu*`: a prefix). A very long message is "
+                 "searchable by its first 5,000 distinct words only.").strip()
         lag = search_lag_rows()
         if lag > LAG_SHOWN_ROWS:
             st.caption(f"Search is {lag:,} rows behind: the newest items are found, older "

@@ -107,7 +107,8 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 
 
 def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
-    db = open_store(settings.db, wait_s=settings.store_wait_s)
+    db = open_store(settings.db, wait_s=settings.store_wait_s,
+                    tcp_timeout_s=settings.shared_timeout_s)
     migrate_store(db)
     spool = Spool(settings.spool_path, settings.spool_max_bytes)
     worker = ComputeWorker() if settings.index_worker_min_rows else None

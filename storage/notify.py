@@ -28,13 +28,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 
 from storage.backend import is_postgres
 from storage.backend.pg_connection import PgConnection
-from storage.backend.pg_database import LEADER_LOCK, redact_url
+from storage.backend.pg_database import LEADER_LOCK, redact_url, tcp_options
 from storage.db import Connection
 
 log = logging.getLogger("tuneloop.notify")
@@ -67,15 +67,6 @@ def within(seconds: float, fn: Callable[[Connection], T]) -> Callable[[Connectio
                 return fn(con)
         return fn(con)
     return bounded
-
-
-def tcp_options(timeout_s: float) -> dict[str, Any]:
-    """libpq's options that make the kernel drop a connection the network lost within about
-    `timeout_s`: keepalive probes after a third of it idle, then every third; data (or
-    probes) unacknowledged for `timeout_s` ends it (`tcp_user_timeout`, Linux)."""
-    third = max(1, round(timeout_s / 3))
-    return {"keepalives": 1, "keepalives_idle": third, "keepalives_interval": third,
-            "keepalives_count": 3, "tcp_user_timeout": max(1, round(timeout_s * 1000))}
 
 
 FIRST_RETRY_S = 0.05

@@ -39,10 +39,11 @@ from storage.lookup import Bounds, bounded, ids_condition
 from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.review import STATES
 from storage.search import DEFAULT_SCOPE, TermSearch, query_terms
-from storage.search_budget import page_budget
+from storage.search_budget import page_budget, too_broad
 from storage.tags import tag_condition
 from storage.time_bounds import RangeIds, time_id_bounds
 from storage.trainable import trainable_sql
+from tuneloop.errors import SearchTooBroad
 
 FIRST_WINDOW = 256
 POSITION_GROWTH = 8
@@ -290,7 +291,10 @@ def budgeted_pages(con: Connection, query: ReviewQuery, size: int) -> Iterator[l
     for _ in range(MAX_SCAN_PAGES):
         paged = query if deadline is None else dataclasses.replace(
             query, search_budget_s=max(deadline - time.monotonic(), 1e-9))
-        ids, cursor = find_ids(con, paged, limit=size, cursor=cursor)
+        try:
+            ids, cursor = find_ids(con, paged, limit=size, cursor=cursor)
+        except SearchTooBroad as exc:  # told with the whole budget, not what this page had
+            raise too_broad(query.search_budget_s or 0.0) from exc.__cause__
         yield ids
         if cursor is None:
             return

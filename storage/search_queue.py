@@ -7,7 +7,9 @@ time when done inline, happens here, off its critical path:
 1. read the oldest `batch_rows` listed interactions (a read: no write lock held),
 2. compute their forward index (in the compute worker process when there is one),
 3. in one write transaction, take them off the list (`DELETE ... RETURNING`) and write the
-   terms of those this transaction took (`store_claimed`).
+   terms of those this transaction took (`store_claimed`); a batch of wide rows in several
+   such transactions, each of at most WRITE_TERMS postings and words (`write_chunks`: on
+   Postgres a write holds the deployment's write lock, which ingest and admin writes wait for).
 
 So a crash (`kill -9`) anywhere leaves an interaction listed and unindexed or indexed and
 unlisted, never indexed twice; a replica racing another, or `forget`/retention deleting
@@ -24,15 +26,17 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from storage.backend.dialect import table_exists
 from storage.backend.pg_database import PgDatabase
 from storage.db import Connection
+from storage.online_indexes import build_indexes
 from storage.search_index import (
     PENDING,
     ForwardIndex,
@@ -46,6 +50,12 @@ from storage.store import Store
 log = logging.getLogger("tuneloop.search")
 IDLE_CHECK_S = 10.0  # with nothing ingested here, how often the list is looked at
 VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 51: rows filled a round, in chunks
+# the rows (postings and words) one write transaction of the indexer stores at most, unless one
+# interaction alone has more (at most 3 fields x MAX_FIELD_TERMS terms, and its words): a batch
+# of wide rows is written in several. On Postgres each holds the deployment's write lock, which
+# ingest and every admin write wait for (review r12x2: one transaction of 20 rows of 50,000
+# new words held it 2.5-3 min). A batch of 2,000 ordinary chat rows is ~90,000 postings.
+WRITE_TERMS = 50_000
 
 
 @dataclass
@@ -66,10 +76,43 @@ def index_lag(con: Connection) -> tuple[int, datetime | None]:
     return int(row[0]), row[1]
 
 
+def write_chunks(forward: ForwardIndex, ids: Sequence[str],
+                 max_terms: int) -> list[tuple[ForwardIndex, list[str]]]:
+    """`ids` (in order) and their forward index cut into runs of at most `max_terms` rows
+    written (postings and words; a run holds at least one interaction, whatever its width),
+    each for a transaction of its own (`store_claimed`): no write holds the write lock for
+    more than one run's rows."""
+    widths = dict(zip(forward.docs["interaction_id"].to_pylist(),
+                      pc.list_value_length(forward.docs["term_keys"]).to_pylist(), strict=True))
+    for counted in pc.value_counts(forward.words["interaction_id"]).to_pylist():
+        widths[counted["values"]] = widths.get(counted["values"], 0) + counted["counts"]
+    runs: list[list[str]] = [[]]
+    terms_in_run = 0
+    for interaction in ids:
+        width = widths.get(interaction) or 0
+        if runs[-1] and terms_in_run + width > max_terms:
+            runs.append([])
+            terms_in_run = 0
+        runs[-1].append(interaction)
+        terms_in_run += width
+    if len(runs) == 1:
+        return [(forward, list(ids))]
+    chunks = []
+    for run in runs:
+        taken = pa.array(run, pa.string())
+        chunks.append((ForwardIndex(
+            forward.docs.filter(pc.is_in(forward.docs["interaction_id"], value_set=taken)),
+            forward.words.filter(pc.is_in(forward.words["interaction_id"], value_set=taken))),
+            run))
+    return chunks
+
+
 class BackgroundIndexer:
     def __init__(self, db: Store, indexer: SearchIndexer, *, batch_rows: int = 2000,
-                 interval_s: float = 1.0, may_run: Callable[[], bool] | None = None):
+                 interval_s: float = 1.0, may_run: Callable[[], bool] | None = None,
+                 write_terms: int = WRITE_TERMS):
         self.db = db
+        self.write_terms = write_terms
         self.indexer = indexer
         self.batch_rows = batch_rows
         self.interval_s = interval_s
@@ -81,6 +124,7 @@ class BackgroundIndexer:
         self._closing = False
         self._paused_until = 0.0
         self.vectors_ready = not isinstance(db, PgDatabase)
+        self.indexes_ready = not isinstance(db, PgDatabase)
         self._vectors_from = ""
 
     def pause(self, seconds: float) -> None:
@@ -111,8 +155,9 @@ class BackgroundIndexer:
                     full = batch.num_rows >= self.batch_rows
                     if full:
                         following = asyncio.ensure_future(self._read_batch(max(ids)))
-                    total += await self.db.write(functools.partial(
-                        store_claimed, forward=forward, ids=ids))
+                    for part, part_ids in write_chunks(forward, ids, self.write_terms):
+                        total += await self.db.write(functools.partial(
+                            store_claimed, forward=part, ids=part_ids))
                     if not full:
                         break
             finally:
@@ -137,6 +182,13 @@ class BackgroundIndexer:
                 build_vectors, start=self._vectors_from, max_chunks=VECTOR_CHUNKS_PER_ROUND))
         return self.vectors_ready
 
+    async def finish_indexes(self) -> bool:
+        """Postgres: build the indexes migrations left to be built concurrently
+        (storage.online_indexes); answers whether none is left."""
+        if not self.indexes_ready:
+            self.indexes_ready = await self.db.read(build_indexes)
+        return self.indexes_ready
+
     async def refresh_lag(self) -> None:
         rows, oldest = await self.db.read(index_lag)
         self.stats.lag_rows = rows
@@ -157,7 +209,7 @@ class BackgroundIndexer:
                 woken = await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             self._wake.clear()
             idle = not woken and self.stats.lag_rows == 0 and self.stats.last_error is None \
-                and self.vectors_ready
+                and self.vectors_ready and self.indexes_ready
             if idle and time.monotonic() - checked < IDLE_CHECK_S:
                 continue  # nothing ingested here: look at the list (other replicas') now and then
             checked = time.monotonic()
@@ -165,6 +217,7 @@ class BackgroundIndexer:
                 if self.may_run() and time.monotonic() >= self._paused_until:
                     await self.index_pending()
                     await self.finish_vectors()
+                    await self.finish_indexes()
                 else:
                     await self.refresh_lag()
                 self.stats.last_error = None

@@ -7,17 +7,21 @@ from pathlib import Path
 from storage.backend import is_postgres_url
 from storage.backend.pg_database import MIGRATE_LOCK, PgDatabase
 from storage.db import Connection, Database
+from storage.online_indexes import build_indexes
 from storage.search_vectors import MIGRATION as VECTORS_MIGRATION
 from storage.search_vectors import build_vectors
 
 Store = Database | PgDatabase
 
 
-def open_store(spec: Path | str, *, read_threads: int = 3, wait_s: float = 5.0) -> Store:
+def open_store(spec: Path | str, *, read_threads: int = 3, wait_s: float = 5.0,
+               tcp_timeout_s: float | None = None) -> Store:
     """`wait_s`: with Postgres, how long a call waits for a pooled connection before it is
-    refused as storage_unavailable (503)."""
+    refused as storage_unavailable (503); `tcp_timeout_s`: within about how long a pooled
+    connection the network lost is dropped (TCP keepalives, PgDatabase)."""
     if is_postgres_url(spec):
-        return PgDatabase(str(spec), read_threads=read_threads, wait_s=wait_s)
+        return PgDatabase(str(spec), read_threads=read_threads, wait_s=wait_s,
+                          tcp_timeout_s=tcp_timeout_s)
     return Database(Path(spec), read_threads=read_threads)
 
 
@@ -28,10 +32,12 @@ def migrate_store(db: Store, *, up_to: int | None = None) -> list[int]:
 
     if isinstance(db, PgDatabase):
         done = db.run_with_session_lock(MIGRATE_LOCK, lambda con: migrate(con, up_to=up_to))
+        # after the lock: CREATE INDEX CONCURRENTLY waits for every transaction, those of
+        # replicas waiting for the migration lock too (a deadlock under it)
         if up_to is None or up_to >= VECTORS_MIGRATION:
-            # after the lock: CREATE INDEX CONCURRENTLY waits for every transaction, those of
-            # replicas waiting for the migration lock too (a deadlock under it)
             db.read_sync(_finish_small_vectors)
+        # a new store's indexes now (its schema whole); a big table's, by the search indexer
+        db.read_sync(lambda con: build_indexes(con, small_only=True))
         return done
     return db.write_sync(lambda con: migrate(con, up_to=up_to))
 

@@ -41,6 +41,7 @@ from storage.backend import DATABASE_ERRORS, is_postgres, staged
 from storage.backend.dialect import table_exists
 from storage.db import Connection
 from storage.notify import TOPICS, notify
+from storage.online_indexes import build_indexes
 from storage.search_vectors import build_vectors
 from storage.store import Store
 from storage.transaction import transaction
@@ -349,7 +350,9 @@ def advance_sequence(con: Connection, name: str, past: int) -> None:
 
 
 def analyzed(con: Connection) -> None:
-    """Postgres after a copy: the search vectors finished (storage.search_vectors) and the
-    planner's statistics gathered (autovacuum would, later: search plans by them)."""
+    """Postgres after a copy: the search vectors finished (storage.search_vectors), the
+    online indexes built (storage.online_indexes), and the planner's statistics gathered
+    (autovacuum would, later: search plans by them)."""
     build_vectors(con)
+    build_indexes(con)
     con.execute("ANALYZE")

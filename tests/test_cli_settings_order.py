@@ -182,3 +182,32 @@ def test_compose_services_pass_the_settings_check(compose_pg: dict[str, str],
         ran.append(name)
     assert {"proxy", "proxy-1", "proxy-2", "ui", "ui-replicas", "scheduler",
             "scheduler-replicas"} <= set(ran)
+
+
+def _command_paths(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in sorted(group.commands.items()):
+        yield (*path, name)
+        if hasattr(command, "commands"):
+            yield from _command_paths(command, (*path, name))
+
+
+def test_help_never_checks_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """r12x2 LOW 6: `tuneloop export --help` with TUNELOOP_SQL_DB set and TUNELOOP_DB unset
+    was refused by the group's settings check; every command's help shows whatever the
+    settings are (the command itself still refuses them when it runs)."""
+    from click.testing import CliRunner
+
+    from tuneloop.cli import main
+
+    for name in [k for k in os.environ if k.startswith("TUNELOOP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TUNELOOP_SQL_DB", "postgresql://tuneloop_sql@127.0.0.1:1/tuneloop")
+    runner = CliRunner()
+    paths = list(_command_paths(main))
+    assert ("export",) in paths and len(paths) > 20
+    for path in paths:
+        for flag in ("--help", "-h"):
+            done = runner.invoke(main, [*path, flag])
+            assert done.exit_code == 0 and "Usage: " in done.output, (path, flag, done.output)
+    refused = runner.invoke(main, ["export"])
+    assert refused.exit_code != 0 and REFUSED in refused.output, refused.output

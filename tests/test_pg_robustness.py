@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.conftest import ProxyServer
 
@@ -44,3 +45,48 @@ def test_sql_answers_postgres_only_types_as_text(
     rows = proxy.sql("SELECT '127.0.0.1'::inet AS ip, '[1,3)'::int4range AS r, "
                      "'{\"a\": 1}'::jsonb AS j, 'NaN'::float8 AS nan")
     assert rows[0][:2] == ["127.0.0.1", "[1, 3)"]
+
+
+def test_pooled_connections_carry_tcp_keepalives_on_both_ends(pg_url: str) -> None:
+    """Like the change feed's LISTEN connection (storage.notify), the pool's connections drop
+    one the network lost within about shared_timeout_s (the app passes it, proxy/app.py):
+    libpq's keepalive and tcp_user_timeout options, and the server's same settings, so a
+    vanished replica's backends (and the locks they hold) end as soon."""
+    from storage.store import open_store
+
+    db = open_store(pg_url, tcp_timeout_s=6, read_threads=2)
+    try:
+        def seen(con: Any) -> dict[str, Any]:
+            server = {name: con.execute(f"SHOW {name}").fetchall()[0][0] for name in (
+                "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
+                "tcp_user_timeout")}
+            return {**server, "client": con.raw.info.get_parameters()}
+
+        for got in [db.read_sync(seen), db.write_sync(seen)]:
+            assert {k: str(v) for k, v in got.items() if k != "client"} == {
+                "tcp_keepalives_idle": "2", "tcp_keepalives_interval": "2",
+                "tcp_keepalives_count": "3", "tcp_user_timeout": "6000"}, got  # ms
+            client = got["client"]
+            assert (client.get("keepalives"), client.get("keepalives_idle"),
+                    client.get("keepalives_interval"), client.get("keepalives_count"),
+                    client.get("tcp_user_timeout")) == ("1", "2", "2", "3", "6000"), client
+    finally:
+        db.close()
+
+
+def test_the_proxys_pool_has_them_from_shared_timeout_s(
+        proxy_factory: Callable[..., ProxyServer], pg_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import proxy.app
+    from storage.store import open_store
+
+    opened: list[Any] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        opened.append(open_store(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(proxy.app, "open_store", recorded)
+    proxy_factory(db=pg_url, shared_timeout_s=9)
+    idle = opened[0].read_sync(lambda con: con.execute("SHOW tcp_keepalives_idle").fetchall())
+    assert idle == [("3",)]

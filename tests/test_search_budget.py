@@ -110,6 +110,18 @@ def test_the_pages_of_one_queue_search_share_its_one_budget(con: Connection) -> 
     assert len(list(budgeted_pages(con, ReviewQuery(q="refund"), 1))) >= 4  # no budget: all
 
 
+@pytest.mark.parametrize("budget_s, shown", [(0.5, "(0.5 s)"), (0.3333333, "(0.333 s)")])
+def test_a_queue_search_past_its_budget_tells_the_budget_configured(
+        con: Connection, budget_s: float, shown: str) -> None:
+    """r12x2 LOW 5: the message showed what was left for the last page ("1.99999 s")."""
+    pages = budgeted_pages(con, ReviewQuery(q="refund", search_budget_s=budget_s), 1)
+    next(pages)
+    time.sleep(budget_s + 0.1)
+    with pytest.raises(SearchTooBroad) as caught:
+        next(pages)
+    assert shown in str(caught.value), caught.value
+
+
 def test_a_statement_past_the_budget_is_cancelled_and_the_timeout_reset(
         con: Connection) -> None:
     slow = ("SELECT pg_sleep(5)" if isinstance(con, PgConnection)

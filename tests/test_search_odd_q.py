@@ -100,3 +100,17 @@ def test_the_cli_refuses_a_filter_without_a_value(pair: str) -> None:
     """`--filter q=` selected as if no search were given (every approved item)."""
     with pytest.raises(DatasetError, match="has no value"):
         parse_filters([pair])
+
+
+@pytest.mark.parametrize("query", [
+    "since=2020-01-01T00:00:00Z&since=2030-01-01T00:00:00Z",
+    "until=2020-01-01T00:00:00Z&until=2030-01-01T00:00:00Z"])
+def test_a_time_given_twice_is_refused_by_stats_as_by_the_list(loaded: ProxyServer,
+                                                               query: str) -> None:
+    """r12x2 LOW 4: /admin/stats took the last `since`; every endpoint reads a one-value
+    parameter through the same helper (proxy.admin.common.one_value) and refuses a repeat."""
+    with httpx.Client(base_url=loaded.url, headers=HEADERS, timeout=30) as http:
+        for path in ("/admin/stats?", "/admin/interactions?"):
+            error = _error(http.get(path + query))
+            assert "more than once" in error["message"], (path, error)
+        assert http.get("/admin/stats?" + query.split("&")[0]).status_code == 200

@@ -42,7 +42,21 @@ if TYPE_CHECKING:
     from tuneloop.config import Settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+HELP_ASKED = "tuneloop.help_asked"
+
+
+class MainGroup(click.Group):
+    """Notes whether the command line asks for a command's help (`tuneloop export --help`):
+    the group's callback, which checks the settings, runs before the command parses its
+    arguments, and a help must show whatever the settings are (review r12x2 LOW 6)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        words = args[:args.index("--")] if "--" in args else args
+        ctx.meta[HELP_ASKED] = any(word in ctx.help_option_names for word in words)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="TOML settings file.")
 @click.option("--db", default=None,
@@ -55,7 +69,7 @@ def main(ctx: click.Context, config_file: Path | None, db: str | None) -> None:
     ctx.ensure_object(dict)
     ctx.obj["config_file"] = config_file
     ctx.obj["db"] = db
-    if ctx.invoked_subcommand not in OWN_SETTINGS_FLAGS:
+    if ctx.invoked_subcommand not in OWN_SETTINGS_FLAGS and not ctx.meta.get(HELP_ASKED):
         settings_from(ctx)  # built and checked now, before the command runs
 
 

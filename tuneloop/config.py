@@ -118,8 +118,9 @@ class Settings(BaseSettings):
     shared_timeout_s: float = Field(5.0, ge=1, le=600)
     """With Postgres: the replica's LISTEN connection is checked after this many seconds
     without a notification and made again when it has not answered within as long more
-    (TCP keepalives and tcp_user_timeout drop one the network lost within about as long); a
-    reload's queries (routes, keys) are stopped after this long."""
+    (TCP keepalives and tcp_user_timeout drop one the network lost within about as long, and
+    the same on both ends of the store's pooled connections); a reload's queries (routes,
+    keys) are stopped after this long."""
 
     # credentials (never logged, never stored in the database)
     admin_token: SecretStr | None = None

@@ -33,6 +33,7 @@ from proxy.admin.common import (
     int_param,
     json_response,
     nul_refused,
+    one_value,
     parse_admin_json,
     text_param,
 )
@@ -311,7 +312,7 @@ async def trace_line(request: Request) -> Response:
     ctx = authorize(request, Role.REVIEWER)
     params = request.query_params
     dataset_id = text_param(params, "dataset", 64)
-    name = dataset_id or dataset_name(params.get("name"))
+    name = dataset_id or dataset_name(one_value(params, "name"))
     version = int_param(params, "version", low=1)
     split = text_param(params, "split")
     if split not in ("train", "validation"):

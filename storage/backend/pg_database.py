@@ -34,6 +34,8 @@ WRITE_LOCK = 0x74756E65_6C6F6F70  # "tuneloop": one write at a time across repli
 MIGRATE_LOCK = WRITE_LOCK + 1  # one replica migrates; the others wait, then find it done
 LEADER_LOCK = WRITE_LOCK + 2  # held by the replica that runs deployment-wide jobs (notify)
 TRANSFER_LOCK = WRITE_LOCK + 3  # one migrate-store copy into a database at a time
+# WRITE_LOCK + 4: storage.search_vectors, one connection finishing migration 51
+INDEX_BUILD_LOCK = WRITE_LOCK + 5  # one connection at a time builds storage.online_indexes
 # read-only SQL (POST /admin/sql): one query per token across replicas; the two-int form
 # pg_try_advisory_lock(SQL_TOKEN_LOCK_CLASS, key of the token's role), storage/sql.py
 SQL_TOKEN_LOCK_CLASS = 0x746C7371  # "tlsq"
@@ -51,21 +53,48 @@ def json_as_text(raw: psycopg.Connection[Any]) -> None:
         raw.adapters.register_loader(name, TextLoader)
 
 
+def tcp_options(timeout_s: float) -> dict[str, Any]:
+    """libpq's options that make the kernel drop a connection the network lost within about
+    `timeout_s`: keepalive probes after a third of it idle, then every third; data (or
+    probes) unacknowledged for `timeout_s` ends it (`tcp_user_timeout`, Linux)."""
+    third = max(1, round(timeout_s / 3))
+    return {"keepalives": 1, "keepalives_idle": third, "keepalives_interval": third,
+            "keepalives_count": 3, "tcp_user_timeout": max(1, round(timeout_s * 1000))}
+
+
+def server_tcp_options(timeout_s: float) -> str:
+    """The same for the server's end (`options`, per session): a replica that vanished (its
+    host lost, not closed) has its backends, and any lock they hold (WRITE_LOCK in an open
+    write, a session advisory lock), ended within about `timeout_s`, not after the server's
+    default of hours."""
+    client = tcp_options(timeout_s)
+    return " ".join(f"-c {name}={client[key]}" for name, key in (
+        ("tcp_keepalives_idle", "keepalives_idle"),
+        ("tcp_keepalives_interval", "keepalives_interval"),
+        ("tcp_keepalives_count", "keepalives_count"), ("tcp_user_timeout", "tcp_user_timeout")))
+
+
 class PgDatabase(ThreadedStore):
     dialect = "postgres"
 
     def __init__(self, url: str, *, read_threads: int = 3, connect_timeout_s: float = 10.0,
-                 wait_s: float = 5.0):
+                 wait_s: float = 5.0, tcp_timeout_s: float | None = None):
+        """`tcp_timeout_s`: the pooled connections get TCP keepalives and tcp_user_timeout,
+        on both ends, that drop one the network lost within about as long (the change feed's
+        LISTEN connection has them too, storage.notify); None: libpq's and the server's
+        defaults."""
         self.url = url
         self.wait_s = wait_s
         self.path = None
         self._column_types: dict[str, dict[str, str]] = {}
+        keepalive = {} if tcp_timeout_s is None else tcp_options(tcp_timeout_s)
+        server_side = [] if tcp_timeout_s is None else [server_tcp_options(tcp_timeout_s)]
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=read_threads + 2,
-            kwargs={"autocommit": True, "options": "-c timezone=UTC",
-                    "application_name": "tuneloop"},
+            kwargs={"autocommit": True, "application_name": "tuneloop", **keepalive,
+                    "options": " ".join(["-c timezone=UTC", *server_side])},
             open=False,
             name="tuneloop",
             configure=json_as_text,
