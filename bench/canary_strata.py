@@ -19,7 +19,14 @@ the elapsed seconds, times SLACK). Scenarios:
 - silent: `bad` with key a (70%) silent during the canary, b at its usual rate (0.3 a
   second), and a key absent from the history sending 3 (5) cheap requests per b request from
   the promotion on (r14j HIGH 1: the fresh key inherited a's allowance); without it, the
-  baseline.
+  baseline;
+- one app (r14k HIGH 2): a single-app route (key a the whole history) whose key rotates at the
+  open, alone, beside an honest fresh monitor (1 request per 50 app requests), or beside a
+  fresh key sending 1 (5) cheap requests per app request; and that key without the rotation;
+- history burst (r14k MED 3, a stated limit): the cheap key sent 2.5 (1) times the apps'
+  history in one burst before the canary, then 5 cheap requests per app request.
+
+Run this file with PYTHONPATH at another tree (main) for that tree's figures on the same seeds.
 
 `--hold`: the promotion's hold on unjudged rows (`opinions_missing_weighed`, r14e MED 4) with
 the whole watch (exporter/cycle_canary.py `judge_canary`, `min_requests` 100), a clean canary
@@ -27,7 +34,9 @@ the whole watch (exporter/cycle_canary.py `judge_canary`, `min_requests` 100), a
 keys each send 12 quick requests and hang up so that 5 rows an arm's canary wait on a skipped
 background opinion (each key's full weight: at most its judged requests and 5), weighed per key
 (as before) -> inside the strata (now); and as guards the honest cases, one app key (the only
-key before and during the canary) with 5 such rows, and the 70/30 apps with 5 from key a.
+key before and during the canary) with 5 such rows, and the 70/30 apps with 5 from key a (and
+from b). r14k HIGH 1: the hanging keys each sent 1-20 requests beside a day's 2,400 app
+requests before the canary (history keys; use `--cap 2400` or more, a day).
 
     python bench/canary_strata.py [--runs 200] [--shares 0.9 0.5] [--every 5] [--hold]
                                   [--only rotated silent]
@@ -62,11 +71,24 @@ def arm_row(counts: dict[str, list[int]]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Live:
     """Who sends during the canary: key a renamed (`rotated`), the apps' requests a second
-    (`pace`), a fresh key's cheap requests per app request (`cheap_per`)."""
+    (`pace`), a fresh key's cheap requests per app request (`cheap_per`) or one every
+    `monitor_every` app requests (an honest monitor); `history`: the keys' judged requests
+    before the canary (the apps' 70/30 unless given)."""
 
     rotated: bool = False
     pace: float = 1.0
     cheap_per: int = 0
+    monitor_every: int = 0
+    history: tuple[tuple[str, float], ...] = ()
+
+    def before(self) -> list[dict[str, Any]]:
+        if not self.history:
+            return HISTORY
+        return [{"by_key": {key: {"trials": n} for key, n in self.history}}]
+
+
+ONE_APP = (("a", 100.0),)
+"""A single-app route: key a alone before the canary (r14k HIGH 2)."""
 
 
 def trial(seed: int, share: float, mix: float, rates: dict[str, tuple[float, float]],
@@ -85,12 +107,13 @@ def trial(seed: int, share: float, mix: float, rates: dict[str, tuple[float, flo
                                       [0, 0])
         counts[0] += 1
         counts[1] += rng.random() < rates[key][arm]
-        for _ in range(live.cheap_per):  # never fail
+        cheap = live.cheap_per + (live.monitor_every > 0 and sent % live.monitor_every == 0)
+        for _ in range(cheap):  # never fail
             arms[0 if rng.random() < share else 1].setdefault("fresh", [0, 0])[0] += 1
         sent += 1
         if sent % every:
             continue
-        found = strata_of(HISTORY, HISTORY_S, sent / live.pace) if strata else None
+        found = strata_of(live.before(), HISTORY_S, sent / live.pace) if strata else None
         canary, stable = stratified(arm_row(arms[0]), arm_row(arms[1]), found)
         test = sprt("errors", canary["weighed_requests"], canary["weighed_errors"],
                     stable["weighed_requests"], stable["weighed_errors"], ERRORS)
@@ -124,6 +147,9 @@ def hold_trial(seed: int, share: float, history: list[dict[str, Any]], mix: dict
                cap: int) -> tuple[str, int]:
     """A clean canary's verdict and the app requests sent until it (module doc, `--hold`)."""
     rng = random.Random(seed)
+    # the apps sent one request a second before the canary too
+    apps_s = sum(counts["trials"] for row in history for key, counts in row["by_key"].items()
+                 if key in mix)
     arms: list[dict[str, list[float]]] = [{}, {}]
     for n in range(hangers * QUICK):  # never fail
         arm = arms[0 if rng.random() < share else 1]
@@ -135,14 +161,14 @@ def hold_trial(seed: int, share: float, history: list[dict[str, Any]], mix: dict
         key = rng.choices(keys, [mix[k] for k in keys])[0]
         counts = arms[0 if rng.random() < share else 1].setdefault(key, [0, 0, 0])
         counts[0] += 1
-        if key == honest_missing and arms[0].get(key):
+        if honest_missing and key in honest_missing.split("+") and arms[0].get(key):
             arms[0][key][2] = min(5, arms[0][key][0])
         sent += 1
         if sent % every:
             continue
         canary, stable = hold_row(arms[0], per_key), hold_row(arms[1], per_key)
         if len([k for arm in arms for k in arm]) > 1:
-            canary, stable = stratified(canary, stable, strata_of(history, HISTORY_S,
+            canary, stable = stratified(canary, stable, strata_of(history, apps_s,
                                                                   float(sent)))
         verdict = judge_canary(canary, stable, HOLD_CFG, timedelta(hours=1))
         if verdict.verdict != "continue":
@@ -157,7 +183,16 @@ def hold_main(args: argparse.Namespace) -> None:
              ("apps 70/30, no hang-ups", HISTORY, {"a": 0.7, "b": 0.3}, 0, None),
              ("apps 70/30 + 1 hanging key", HISTORY, {"a": 0.7, "b": 0.3}, 1, None),
              ("apps 70/30 + 6 hanging keys", HISTORY, {"a": 0.7, "b": 0.3}, 6, None),
-             ("apps 70/30 + 20 hanging keys", HISTORY, {"a": 0.7, "b": 0.3}, 20, None)]
+             ("apps 70/30 + 20 hanging keys", HISTORY, {"a": 0.7, "b": 0.3}, 20, None),
+             ("apps 70/30, 5 hang-ups from a and from b", HISTORY, {"a": 0.7, "b": 0.3}, 0,
+              "a+b")]
+    # r14k HIGH 1: the hanging keys each sent a trickle before the canary (h beside a day's
+    # 2,400 app requests), so each is a history key; run with --cap 2400 (max_hours: a day)
+    for keys, per_key in ((6, 3), (20, 1), (20, 5), (20, 20), (50, 5)):
+        trickle = {f"hang{n}": {"trials": float(per_key)} for n in range(keys)}
+        history = [{"by_key": {"a": {"trials": 1680.0}, "b": {"trials": 720.0}, **trickle}}]
+        cases.append((f"apps 70/30 + {keys} hanging keys, {per_key} history requests each",
+                      history, {"a": 0.7, "b": 0.3}, keys, None))
     print(f"clean canary, {args.runs} runs each, a look every {args.every} app requests, up "
           f"to {args.cap}; missing rows weighed per key (before) -> in the strata (now)")
     for share in args.shares:
@@ -211,7 +246,27 @@ def main() -> None:
                  ("bad, key a silent + fresh key x3", 0.0, bad, True, 0, 1,
                   Live(pace=0.3, cheap_per=3)),
                  ("bad, key a silent + fresh key x5", 0.0, bad, True, 0, 1,
-                  Live(pace=0.3, cheap_per=5))]
+                  Live(pace=0.3, cheap_per=5)),
+                 # r14k HIGH 2: a single-app route whose key rotates at the open, beside one
+                 # more fresh key (an honest monitor, or a key's cheap requests)
+                 ("bad, one app rotated", 1.0, bad, True, 0, 1,
+                  Live(rotated=True, history=ONE_APP)),
+                 ("bad, one app rotated + monitor 1/50", 1.0, bad, True, 0, 1,
+                  Live(rotated=True, monitor_every=50, history=ONE_APP)),
+                 ("good, one app rotated + monitor 1/50", 1.0, good, True, 0, 1,
+                  Live(rotated=True, monitor_every=50, history=ONE_APP)),
+                 ("bad, one app rotated + fresh key x1", 1.0, bad, True, 0, 1,
+                  Live(rotated=True, cheap_per=1, history=ONE_APP)),
+                 ("bad, one app rotated + fresh key x5", 1.0, bad, True, 0, 1,
+                  Live(rotated=True, cheap_per=5, history=ONE_APP)),
+                 ("bad, one app + fresh key x5 (not rotated)", 1.0, bad, True, 0, 1,
+                  Live(cheap_per=5, history=ONE_APP)),
+                 # r14k MED 3 (a stated limit): the cheap key's burst of 2.5 (1) x the apps'
+                 # requests anywhere in the history, then 5 cheap requests per app request
+                 ("bad, history burst 2.5x + its key x5", 0.7, bad, True, 0, 1,
+                  Live(cheap_per=5, history=(("a", 70.0), ("b", 30.0), ("fresh", 250.0)))),
+                 ("bad, history burst 1x + its key x5", 0.7, bad, True, 0, 1,
+                  Live(cheap_per=5, history=(("a", 70.0), ("b", 30.0), ("fresh", 100.0))))]
     for share in args.shares:
         for name, mix, rates, stop, burst, burst_keys, live in scenarios:
             if args.only and not any(word in name for word in args.only):

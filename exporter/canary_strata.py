@@ -35,12 +35,27 @@ Keys absent from the history (a new app, a rotated key, a key left idle for `his
 keys made for a burst) share ONE allowance together, split in proportion to their trials:
 `NEW_KEYS_PART` of the route's whole rate, so many fresh keys weigh as one new app (r14e
 HIGH 2). They never inherit the allowances of the history's keys silent during the canary (a
-nightly batch, an app in another timezone, the old key of a rotation): with those, a fresh
-key's one-token requests (5 per app request) got a canary failing 12% of an app's requests
-promoted after 30-40 of them whenever some history key was quiet (r14j HIGH 1), and a fresh key
-cannot be told from the rotated one. So an honest key rotation counts as a new app: slower
-decisions, never a wrong one. A route whose only live key is the rotated one has one key over
-both arms and is judged unstratified (below).
+nightly batch, an app in another timezone, the old key of a rotation) while some history key
+is live: with those, a fresh key's one-token requests (5 per app request) got a canary failing
+12% of an app's requests promoted after 30-40 of them whenever some history key was quiet
+(r14j HIGH 1), and a fresh key cannot be told from the rotated one. So an honest key rotation
+beside a live history key counts as a new app: slower decisions, never a wrong one.
+
+When NO live key is in the history (a single app rotated its key, every key rotated after a
+leak), that 5% was all the route had: a rotated app beside any second fresh key (an honest
+monitor sending 1 request per 50) was weighed on a tenth of its traffic and a bad canary
+expired undecided at `max_hours`, twice with the re-open (r14k HIGH 2). Then the fresh keys
+share the route's whole usual rate (`route_part`), each at most the largest history key's
+allowance (`largest_part`), split max-min fair (`fair_shares`): a key under the level keeps
+all it sent, the rest count alike, so a flood of trials cannot squeeze the app's share (a
+proportional split would). r14j HIGH 1 stays closed (a live history key keeps the fresh keys
+in their 5%). What it cannot do: with every key fresh nothing tells the app from a flood, so a
+flood counts as much as the app (never more): a canary failing 12% of the app's requests
+beside a key sending 1 or 5 one-token requests per app request is rolled back in 92-94% of
+runs and promoted in 6-8% (as without strata at 1 per app request), where before it was held
+undecided until `max_hours` (x1) or promoted in 5-100% (x5) (`python bench/canary_strata.py
+--only "one app"`). A route whose only live key is the rotated one has one key over both arms
+and is judged unstratified (below).
 
 Rows from before rows carried their key (`""`) tell no rate: a history without any keyed
 judged row gives no strata. No weight is above 1, so the weighed count is at most the real one
@@ -48,15 +63,9 @@ judged row gives no strata. No weight is above 1, so the weighed count is at mos
 client (no issued keys, no checked app keys), over both arms gives exactly the unstratified
 counts.
 
-The rows a promotion must survive counting as the canary's errors (`opinions_missing_weighed`:
-hang-ups and failures whose background second opinion was skipped or has not reported, each
-key's at most its judged requests and `max_requests_per_user`, storage/route_health.py) are
-weighed in the same strata (r14e MED 4: six keys mixing quick successes into their hang-ups
-added 5 each, and a clean 50% canary waited ~1,200 requests an arm; more keys held it until
-`max_hours`): a history key's count as more of its requests, at most in proportion to its
-allowance over its trials and missing rows; the keys absent from the history as ONE key (the
-most any one of them has), in proportion to their shared allowance. An honest app at its
-usual rate keeps its full count.
+The rows a promotion must survive counting as the canary's errors (`opinions_missing_weighed`)
+are weighed in the same strata, every key's as ONE pool (exporter/canary_missing.py: r14e MED
+4, r14k HIGH 1).
 """
 
 from __future__ import annotations
@@ -64,6 +73,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+
+from exporter.canary_missing import missing_weighed
 
 SLACK = 2.0
 """How far above its usual rate a key's requests during the canary still count in full."""
@@ -91,7 +102,16 @@ class Strata:
         return {key: rate * self.elapsed_s * SLACK for key, rate in self.rates.items()}
 
     def new_keys_part(self) -> float:
-        return NEW_KEYS_PART * sum(self.rates.values()) * self.elapsed_s * SLACK
+        return NEW_KEYS_PART * self.route_part()
+
+    def route_part(self) -> float:
+        """The route's usual rate (every history key's) times the elapsed time and SLACK."""
+        return sum(self.rates.values()) * self.elapsed_s * SLACK
+
+    def largest_part(self) -> float:
+        """The largest history key's allowance: what one fresh key counts at most when every
+        live key is fresh (r14k HIGH 2)."""
+        return max(self.rates.values(), default=0.0) * self.elapsed_s * SLACK
 
 
 def history_seconds(history_targets: list[dict[str, Any]], opened: datetime,
@@ -135,41 +155,42 @@ def keys_of(*rows: dict[str, Any]) -> dict[str, float]:
 
 
 def weights(strata: Strata, trials: dict[str, float]) -> dict[str, float]:
-    """Each key's weight (at most 1) over both arms: its allowance over its trials, the keys
-    absent from the history their shared allowance over their trials together."""
+    """Each key's weight (at most 1) over both arms: its allowance over its trials; the keys
+    absent from the history their shared allowance over their trials together, or, when no
+    live key is in the history (`all_fresh`), each its max-min fair share of the route's
+    usual rate over its trials (r14k HIGH 2, module doc)."""
     allowed = strata.allowances()
+    if all_fresh(strata, trials):
+        share = fair_shares(trials, strata.route_part(), strata.largest_part())
+        return {key: min(1.0, share[key] / n) for key, n in trials.items()}
     fresh = sum(n for key, n in trials.items() if key not in allowed)
     pool = strata.new_keys_part()
     return {key: min(1.0, (allowed[key] / n) if key in allowed else pool / fresh)
             for key, n in trials.items()}
 
 
-def missing_weighed(row: dict[str, Any], strata: Strata, trials: dict[str, float]
-                    ) -> float | None:
-    """The row's `opinions_missing_weighed` inside the strata (r14e MED 4): each key's missing
-    rows (`by_key` `missing`: already at most its judged requests and `max_requests_per_user`)
-    count as more requests of its stratum, weighed as those are: a history key's at most in
-    proportion to its allowance over its trials (both arms) and missing rows; the keys absent
-    from the history as ONE key (the most any one of them has) in their shared allowance. So
-    N keys, fresh or not, cannot each add a key's full weight of hang-ups to the hold. None:
-    a row without per-key `missing` (an older server), counted as it came."""
-    keys = row.get("by_key") or {}
-    if not keys or any("missing" not in counts for counts in keys.values()):
-        return None
-    allowed = strata.allowances()
-    counted, fresh = 0.0, 0.0
-    for key, counts in keys.items():
-        missing = float(counts["missing"])
-        if missing <= 0:
-            continue
-        if key in allowed:
-            counted += missing * min(1.0, allowed[key] / (trials.get(key, 0.0) + missing))
-        else:
-            fresh = max(fresh, missing)
-    if fresh > 0:
-        fresh_trials = sum(n for key, n in trials.items() if key not in allowed)
-        counted += fresh * min(1.0, strata.new_keys_part() / (fresh_trials + fresh))
-    return counted
+def all_fresh(strata: Strata, trials: dict[str, float]) -> bool:
+    """No key live during the canary is in the history (a rotation of every app key, a new
+    key beside the rotated one): the fresh keys then take the route's usual rate."""
+    return bool(trials) and not any(key in strata.rates for key in trials)
+
+
+def fresh_pool(strata: Strata, trials: dict[str, float]) -> float:
+    """The allowance the keys absent from the history share: the route's usual rate when no
+    live key is in the history, else `NEW_KEYS_PART` of it."""
+    return strata.route_part() if all_fresh(strata, trials) else strata.new_keys_part()
+
+
+def fair_shares(trials: dict[str, float], pool: float, cap: float) -> dict[str, float]:
+    """`pool` split max-min fair over the keys' `trials`, none above `cap` nor its trials:
+    keys under the level keep what they sent, the rest share alike (a key's flood cannot
+    squeeze another key's share)."""
+    share: dict[str, float] = {}
+    left, keys = pool, sorted(trials, key=lambda k: trials[k])
+    for n, key in enumerate(keys):
+        share[key] = max(0.0, min(trials[key], cap, left / (len(keys) - n)))
+        left -= share[key]
+    return share
 
 
 def stratified(canary: dict[str, Any], stable: dict[str, Any], strata: Strata | None
@@ -196,7 +217,8 @@ def _weighed(row: dict[str, Any], weight: dict[str, float], strata: Strata,
            "weighed_errors": round(min(failures, trials), 6),
            "unstratified_requests": row.get("weighed_requests", row.get("requests", 0)),
            "unstratified_errors": row.get("weighed_errors", row.get("errors", 0))}
-    missing = missing_weighed(row, strata, all_trials)
+    missing = missing_weighed(row, strata.allowances(), fresh_pool(strata, all_trials),
+                              all_trials, weight)
     if missing is not None and "opinions_missing_weighed" in row:
         cut["opinions_missing_weighed"] = round(missing, 6)
         cut["unstratified_missing"] = row["opinions_missing_weighed"]

@@ -1,0 +1,171 @@
+"""The strata's pools (exporter/canary_strata.py, exporter/canary_missing.py, outside review
+r14k HIGH 1-2): every key's missing rows as one pool, and the fresh keys taking the route's
+usual rate when no live key is in the history. Numbers, then a real proxy issuing keys judged
+by the cycle's watch."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from exporter.canary_missing import pooled
+from exporter.canary_strata import SLACK, Strata, fair_shares, stratified
+from tests.conftest import UPSTREAM_KEY, ProxyServer
+from tests.test_canary_failures import CANARY, HI
+from tests.test_canary_strata import Deployment, until_decided
+from tests.test_cycle import ALIAS
+
+
+def row(keys: dict[str, tuple[float, float, float]]) -> dict[str, Any]:
+    """A health row from each key's (trials, failures, missing)."""
+    return {"weighed_requests": sum(n for n, _, _ in keys.values()),
+            "weighed_errors": sum(x for _, x, _ in keys.values()),
+            "opinions_missing": sum(m for _, _, m in keys.values()),
+            "opinions_missing_weighed": sum(m for _, _, m in keys.values()),
+            "by_key": {k: {"trials": n, "failures": x, "traffic": n, "missing": m}
+                       for k, (n, x, m) in keys.items()}}
+
+
+EMPTY = row({})
+
+
+def strata(rates: dict[str, float], elapsed_s: float = 1.0 / SLACK) -> Strata:
+    """Rates per second over an elapsed time after which each key's allowance is its rate."""
+    return Strata(rates, elapsed_s)
+
+
+def test_fair_shares_keep_small_keys_whole_and_split_the_rest_alike() -> None:
+    assert fair_shares({"app": 100, "flood": 500}, 200, 1000) == {"app": 100, "flood": 100}
+    assert fair_shares({"app": 100, "monitor": 2}, 200, 1000) == {"app": 100, "monitor": 2}
+    # no key above the largest history key's part, however much the pool leaves
+    assert fair_shares({"a": 90, "b": 90}, 200, 60) == {"a": 60, "b": 60}
+    # a flood cannot squeeze the app's share: it takes what is left after the app's level
+    assert fair_shares({"app": 150, "flood": 900}, 200, 1000) == {"app": 100, "flood": 100}
+
+
+def test_every_live_key_fresh_takes_the_routes_usual_rate() -> None:
+    """r14k HIGH 2: a rotated single app (its key fresh) beside a fresh monitor was weighed
+    inside the new keys' part (5%): a tenth of its requests counted. Now, no live key in the
+    history, the fresh keys share the route's usual rate max-min fair."""
+    usual = strata({"old": 100.0}, 1.0)
+    canary, stable = stratified(row({"new": (90, 12, 0), "monitor": (2, 0, 0)}),
+                                row({"new": (10, 0, 0)}), usual)
+    assert canary["weighed_requests"] == pytest.approx(92)
+    assert canary["weighed_errors"] == pytest.approx(12)
+    assert stable["weighed_requests"] == pytest.approx(10)
+    # a fresh key's flood beside it weighs at most the app's own share, never squeezes it
+    canary, _ = stratified(row({"new": (100, 12, 0), "flood": (500, 0, 0)}), EMPTY,
+                           strata({"old": 100.0}, 1.0))
+    assert canary["weighed_requests"] == pytest.approx(200)
+    assert canary["weighed_errors"] == pytest.approx(12)
+    # r14j HIGH 1 stays closed: a live history key keeps the fresh keys in their 5%
+    cheap, _ = stratified(row({"app": (30, 4, 0), "fresh": (150, 0, 0)}), EMPTY,
+                          strata({"app": 30, "batch": 70}))
+    assert cheap["weighed_requests"] == pytest.approx(30 + 0.05 * 100)
+
+
+def test_the_pool_counts_the_largest_part_whole_and_the_rest_at_the_apps_rate() -> None:
+    # one key's rows: in full
+    assert pooled([(5, 200), (0, 80)]) == 5
+    # keys hanging up as often as the app: about all of theirs
+    assert pooled([(5, 200), (2, 80)]) == pytest.approx(7)
+    # many small keys mostly hang-ups beside an app without any: the largest one's alone
+    assert pooled([(0, 400)] + [(5, 6)] * 20) == 5
+    assert pooled([]) == 0
+
+
+def test_history_keys_missing_rows_no_longer_add_up() -> None:
+    """r14k HIGH 1: 20 keys with a trickle of history (5 requests each beside the app's 2,400)
+    counted each its full 5 once their allowances had grown (a day: 10 each): 100."""
+    rates = {"app": 2400.0, **{f"k{n}": 5.0 for n in range(20)}}
+    keys = {f"k{n}": (6.0, 0.0, 5.0) for n in range(20)}
+    canary, _ = stratified(row({"app": (1200, 0, 0), **keys}),
+                           row({"app": (1200, 0, 0), **{k: (6.0, 0.0, 0.0) for k in keys}}),
+                           strata(rates, 2.0))
+    assert canary["unstratified_missing"] == 100
+    assert canary["opinions_missing_weighed"] == pytest.approx(5)
+
+
+KEYS = 6
+ROUNDS = 20
+
+
+def test_history_keys_hang_ups_do_not_hold_a_clean_canary(
+        proxy_factory: Callable[..., ProxyServer], tmp_path: Path) -> None:
+    """r14k HIGH 1 on a real proxy: six keys each send 3 quick requests among the app's before
+    the canary (so each is a history key), then, right after a 50% promotion, hang up and
+    succeed in turn (a budget of 4 background opinions: most are skipped). On main each key's
+    missing rows counted within its own growing allowance: 29 of 29 at 800 app requests, the
+    clean canary undecided (held until `max_hours`). Now they make one pool: promoted."""
+    proxy = proxy_factory(issue_keys=True, openai_api_key=UPSTREAM_KEY,
+                          background_opinions_max=4, background_opinions_per_key=1,
+                          hangup_probe_min_s=0.2)
+    deployment = Deployment(proxy, tmp_path, percent=50, min_requests=50)
+    app = deployment.client("app")
+    keys = [deployment.admin.create_key(f"hanger{n}")["key"] for n in range(KEYS)]
+    deployment.paced(app, 100)
+    for key in keys:  # the history: a trickle from each key among the app's requests
+        deployment.send(proxy.openai(api_key=key).with_options(max_retries=0), 3)
+    deployment.paced(app, 20)
+    deployment.open_canary()
+    hangers = [proxy.openai(api_key=k, timeout=0.4) for k in keys]
+    quick = [proxy.openai(api_key=k, timeout=10) for k in keys]
+
+    def hang_up_then_succeed(n: int) -> None:
+        with contextlib.suppress(openai.APIError):
+            hangers[n % KEYS].chat.completions.create(
+                model=ALIAS, messages=HI, extra_headers={"x-fake-delay-ms": "1500"})
+        quick[n % KEYS].chat.completions.create(model=ALIAS, messages=HI)
+
+    with ThreadPoolExecutor(2 * KEYS) as pool:
+        list(pool.map(hang_up_then_succeed, range(KEYS * ROUNDS)))
+    deployment.sent += 2 * KEYS * ROUNDS
+    proxy.wait_for("SELECT count(*) FROM interactions WHERE traffic = 'production'",
+                   lambda r: r[0][0] >= deployment.sent)
+    step, sent = until_decided(deployment, lambda: deployment.paced(app, 50), 800)
+    canary = step.detail["canary"]
+    print(f"\n{KEYS} history keys' hang-ups: {step.outcome} after {sent} app requests "
+          f"(missing {canary.get('opinions_missing')}, weighed "
+          f"{canary.get('unstratified_missing')} -> {canary.get('opinions_missing_weighed')})")
+    assert canary["opinions_missing"] > 4 * 5, canary
+    assert step.outcome == "promoted", (sent, step.note)
+    assert canary["opinions_missing_weighed"] <= 5 + 1e-6, canary
+
+
+def test_a_rotated_app_beside_a_fresh_monitor_is_still_rolled_back(
+        proxy_factory: Callable[..., ProxyServer], tmp_path: Path) -> None:
+    """r14k HIGH 2 on a real proxy: the app (the whole history) rotates its key when a 50%
+    canary opens and a fresh monitor sends one request every 50 of the app's; the canary fails
+    12% of the app's requests. On main every request was weighed inside the new keys' 5%
+    (19 of 189 canary requests counted) and the canary was still undecided at 400 app
+    requests (served until `max_hours`, twice with the re-open). Now the fresh keys take the
+    route's usual rate: rolled back about as without the monitor."""
+    deployment = Deployment(proxy_factory(issue_keys=True, openai_api_key=UPSTREAM_KEY),
+                            tmp_path, percent=50)
+    deployment.paced(deployment.client("app"), 100)
+    deployment.open_canary()
+    rotated, monitor = deployment.client("app-rotated"), deployment.client("monitor")
+    state = deployment.proxy.upstream.state
+    batches = [0]
+
+    def batch() -> int:
+        state.model_error_rate[CANARY] = 0.12
+        deployment.paced(rotated, 10)
+        state.model_error_rate.pop(CANARY, None)
+        if batches[0] % 5 == 0:
+            deployment.send(monitor, 1, max_tokens=1)
+        batches[0] += 1
+        return 10
+
+    step, sent = until_decided(deployment, batch, 400)
+    canary = step.detail["canary"]
+    print(f"\nrotated app + monitor: {step.outcome} after {sent} app requests (weighed "
+          f"{canary.get('weighed_requests')} of {canary.get('unstratified_requests')})")
+    assert step.outcome == "rolled_back", (sent, step.note)
+    assert canary["weighed_requests"] == pytest.approx(canary["unstratified_requests"]), canary
