@@ -81,8 +81,8 @@ def test_an_indexer_batch_is_bounded_by_bytes(
         db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     data = rows({0, 1, 4}, n=8)
     ingest(db, data)
-    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=100,
-                                batch_bytes=BIG // 2)
+    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=100)
+    indexer.batch_bytes = BIG // 2
     batches: list[int] = []
     write = db.write
 
@@ -109,7 +109,7 @@ def test_an_indexer_batch_is_bounded_by_bytes(
 def test_the_lag_is_measured_during_a_backlog(
         db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     ingest(db, rows(set(), n=10))
-    monkeypatch.setattr(search_queue, "LAG_REFRESH_S", 0.0)
+    monkeypatch.setattr(search_queue, "LAG_REFRESH_S", 0.0, raising=False)
     indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=3)
     seen: list[int] = []
     write = db.write
