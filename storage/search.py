@@ -22,8 +22,8 @@ The index is written by a background indexer (storage.search_queue), a moment af
 The interactions ingested and not yet indexed (the newest TAIL_ROWS of them, within
 TAIL_BYTES of text: storage.search_tail) are tokenized at query time and matched too, so a row
 is found as soon as it is ingested. Beyond that (the indexer far behind:
-`tuneloop_search_index_lag_rows` in /metrics), the older unindexed rows, and a row bigger than
-TAIL_BYTES alone, are found once indexed; a prefix (`refu*`) finds an unindexed row by the
+`tuneloop_search_index_lag_rows` in /metrics), the older unindexed rows, and a row that no
+longer fits in TAIL_BYTES, are found once indexed; a prefix (`refu*`) finds an unindexed row by the
 words already seen.
 """
 

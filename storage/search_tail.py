@@ -8,9 +8,11 @@ r12x3 HIGH 1). So the ids and sizes are read first (the stored size of the reque
 response: on Postgres from the TOAST header, without reading the value), then only the rows
 that fit a budget of bytes:
 
-- the search tail (`tail_rows`): the newest TAIL_ROWS rows whose sizes add up to at most
-  TAIL_BYTES, a row bigger than TAIL_BYTES alone skipped; the rows left out are found once
-  indexed, like those beyond the newest TAIL_ROWS (`tail_missed` counts them for /healthz);
+- the search tail (`tail_rows`): of the newest TAIL_ROWS rows, newest first, each that still
+  fits in TAIL_BYTES (a row that does not is skipped, and the smaller older ones still taken:
+  a key holder's big rows can't push everyone's new rows out of search); the rows left out
+  are found once indexed, like those beyond the newest TAIL_ROWS (`tail_missed` counts them
+  for /healthz);
 - an indexer batch (`batch_ids`): at most `max_rows` rows and about `max_bytes` bytes, always
   at least one row (a row bigger than the budget is a batch of its own).
 """
@@ -59,15 +61,13 @@ def pending_sizes(con: Connection, limit: int, *, newest: bool = False,
 
 
 def tail_ids(sizes: list[tuple[str, int]], max_bytes: int) -> list[str]:
-    """Of `sizes` (newest first), the ids read for the tail: in order while their sizes add
-    up to at most `max_bytes`, a row bigger than `max_bytes` alone skipped."""
+    """Of `sizes` (newest first), the ids read for the tail: each that still fits in
+    `max_bytes` with those taken before it (one that does not is skipped)."""
     taken: list[str] = []
     total = 0
     for item, size in sizes:
-        if size > max_bytes:
-            continue
         if total + size > max_bytes:
-            break
+            continue
         taken.append(item)
         total += size
     return taken

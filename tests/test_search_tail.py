@@ -65,16 +65,17 @@ def test_the_tail_skips_rows_over_its_budget_and_never_reads_them(
     assert search(db, "bigword") == [data[8]["id"], data[7]["id"]]
 
 
-def test_the_tail_stops_where_its_budget_is_spent(
+def test_the_tail_takes_what_still_fits_its_budget(
         db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     data = rows({2, 5, 7}, n=8)
     ingest(db, data)
-    # the newest big one fits, the next does not: the rows older than it are left out too
+    # the newest big one fits, the next ones do not: skipped, the small older ones still taken
     monkeypatch.setattr(search_tail, "TAIL_BYTES", BIG + BIG // 2)
     tail = db.read_sync(search_tail.tail_rows)["id"].to_pylist()
-    assert tail == [data[7]["id"], data[6]["id"]]
-    assert db.read_sync(lambda con: search_tail.tail_missed(con, 8)) == 6
-    assert search(db, "word6") == [data[6]["id"]] and search(db, "word4") == []
+    assert tail == [data[k]["id"] for k in (7, 6, 4, 3, 1, 0)]
+    assert db.read_sync(lambda con: search_tail.tail_missed(con, 8)) == 2
+    assert search(db, "word0") == [data[0]["id"]] and search(db, "word5") == []
+    assert search(db, "bigword") == [data[7]["id"]]
 
 
 def test_an_indexer_batch_is_bounded_by_bytes(
