@@ -52,6 +52,9 @@ from storage.store import Store
 log = logging.getLogger("tuneloop.search")
 IDLE_CHECK_S = 10.0  # with nothing ingested here, how often the list is looked at
 LAG_REFRESH_S = 1.0  # during a backlog, how often the lag figures are measured again
+# how often the rows search's tail leaves out are counted again (on Postgres the sizes of the
+# newest 500 unindexed rows are read from their values: up to 500 detoasted in the database)
+TAIL_CHECK_S = 10.0
 VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 51: rows filled a round, in chunks
 # the rows (postings and words) one write transaction of the indexer stores at most, unless one
 # interaction alone has more (at most 3 fields x MAX_FIELD_TERMS terms, and its words): a batch
@@ -128,6 +131,7 @@ class BackgroundIndexer:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._paused_until = 0.0
+        self._tail_checked = float("-inf")
         self.vectors_ready = not isinstance(db, PgDatabase)
         self.indexes_ready = not isinstance(db, PgDatabase)
         self._vectors_from = ""
@@ -201,8 +205,13 @@ class BackgroundIndexer:
 
     async def refresh_lag(self) -> None:
         rows, oldest = await self.db.read(index_lag)
-        self.stats.tail_missed_rows = await self.db.read(
-            functools.partial(tail_missed, lag_rows=rows))
+        if rows == 0:
+            self.stats.tail_missed_rows = 0
+        elif time.monotonic() - self._tail_checked >= TAIL_CHECK_S \
+                or self.stats.tail_missed_rows > rows:
+            self.stats.tail_missed_rows = await self.db.read(
+                functools.partial(tail_missed, lag_rows=rows))
+            self._tail_checked = time.monotonic()
         self.stats.lag_rows = rows
         self.stats.lag_seconds = 0.0 if oldest is None else \
             max(0.0, time.time() - oldest.timestamp())
