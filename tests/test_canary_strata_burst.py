@@ -79,8 +79,10 @@ def test_a_burst_before_the_canary_buys_no_allowance(
     one-token requests at once (2.5 times the app's history) right before the canary, and 5
     per app request during it; the canary fails 12% of the app's requests. On main the key's
     allowance was its whole burst over the window: every cheap request counted and the bad
-    canary was promoted after 60 (50%) and 30 (90%) app requests. Now each part of its history
-    counts at most `BURST_CAP` of the route's usual parts: the canary is rolled back."""
+    canary was promoted after 40 (50%) and 25 (90%) app requests (r14k: 60 and 30). Now each
+    part of its history counts at most `BURST_CAP` of the route's usual parts: the canary is
+    rolled back (here after 190 and 90; the apps send at 5 a second so that the burst, sent 16
+    at a time, is short beside the history as a burst in one hour of a day is)."""
     monkeypatch.setattr(real, "PACE", 5.0)
     deployment = Deployment(proxy_factory(issue_keys=True, openai_api_key=UPSTREAM_KEY),
                             tmp_path, percent=percent)
