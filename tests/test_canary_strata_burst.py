@@ -71,6 +71,7 @@ def test_judged_parts_spread_each_keys_judged_requests_over_the_window(
 
 
 @one_store
+@pytest.mark.timeout(300)  # the apps' slow pace: up to 400 app requests at 5 a second
 @pytest.mark.parametrize("percent", [50, 90])
 def test_a_burst_before_the_canary_buys_no_allowance(
         proxy_factory: Callable[..., ProxyServer], tmp_path: Path,
