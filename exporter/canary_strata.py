@@ -49,13 +49,14 @@ share the route's whole usual rate (`route_part`), each at most the largest hist
 allowance (`largest_part`), split max-min fair (`fair_shares`): a key under the level keeps
 all it sent, the rest count alike, so a flood of trials cannot squeeze the app's share (a
 proportional split would). r14j HIGH 1 stays closed (a live history key keeps the fresh keys
-in their 5%). What it cannot do: with every key fresh nothing tells the app from a flood, so a
-flood counts as much as the app (never more): a canary failing 12% of the app's requests
-beside a key sending 1 or 5 one-token requests per app request is rolled back in 92-94% of
-runs and promoted in 6-8% (as without strata at 1 per app request), where before it was held
-undecided until `max_hours` (x1) or promoted in 5-100% (x5) (`python bench/canary_strata.py
---only "one app"`). A route whose only live key is the rotated one has one key over both arms
-and is judged unstratified (below).
+in their 5%). What it cannot do: with every key fresh nothing tells the app from
+keys an attacker holds: each fresh key counts up to the largest history key's allowance, so N
+keys sending one-token requests count N times the app, and a history key silent during the
+canary (a nightly batch) sets that cap (r14l HIGH 1-2: a canary failing 12% of a rotated
+app's requests promoted in 92-100% of runs beside 5 such keys; README limits). The mend needs
+the rotation made explicit (the new key given the old key's stratum), not guessed. A route
+whose only live key is the rotated one has one key over both arms and is judged unstratified
+(below).
 
 A key's count in the history is read per part of the window (an hour of a day-long history),
 each part at most `BURST_CAP` (3) times the route's median part (exporter/canary_bursts.py):
