@@ -23,8 +23,12 @@ the elapsed seconds, times SLACK). Scenarios:
 - one app (r14k HIGH 2): a single-app route (key a the whole history) whose key rotates at the
   open, alone, beside an honest fresh monitor (1 request per 50 app requests), or beside a
   fresh key sending 1 (5) cheap requests per app request; and that key without the rotation;
-- history burst (r14k MED 3, a stated limit): the cheap key sent 2.5 (1) times the apps'
-  history in one burst before the canary, then 5 cheap requests per app request.
+- history burst (r14k MED 3): the cheap key sent 2.5 (1) times the apps' history in one hour
+  of it (or spread over its last 6 or 12 hours), then 5 cheap requests per app request.
+
+The history is hour-shaped (`judged_parts`, 24 parts): the apps (and the hanging keys of
+`--hold`) send the same every hour, a burst all in its hours. Run on a tree without
+`judged_parts` (main before r14k MED 3) it reads each key's whole count, as it did.
 
 Run this file with PYTHONPATH at another tree (main) for that tree's figures on the same seeds.
 
@@ -58,8 +62,25 @@ from exporter.cycle_config import CanaryConfig
 
 ERRORS = SprtParams(0.025, 0.2, 0.01, 0.05)
 MIN_REQUESTS = 100
-HISTORY = [{"by_key": {"a": {"trials": 70.0}, "b": {"trials": 30.0}}}]
 HISTORY_S = 100.0
+HOURS = 24
+"""The history's parts (`judged_parts`, storage/route_health.py): its hours."""
+
+
+def history_row(flat: dict[str, float], bursts: dict[str, tuple[float, int]] | None = None
+                ) -> list[dict[str, Any]]:
+    """The history's health rows, hour-shaped: each key in `flat` sends the same in every
+    hour, each key in `bursts` (count, hours) all of it in the last `hours` hours."""
+    keys: dict[str, dict[str, Any]] = {}
+    for key, n in flat.items():
+        keys[key] = {"trials": n, "judged_parts": [n / HOURS] * HOURS}
+    for key, (n, hours) in (bursts or {}).items():
+        keys[key] = {"trials": n,
+                     "judged_parts": [0.0] * (HOURS - hours) + [n / hours] * hours}
+    return [{"by_key": keys}]
+
+
+HISTORY = history_row({"a": 70.0, "b": 30.0})
 
 
 def arm_row(counts: dict[str, list[int]]) -> dict[str, Any]:
@@ -73,18 +94,23 @@ class Live:
     """Who sends during the canary: key a renamed (`rotated`), the apps' requests a second
     (`pace`), a fresh key's cheap requests per app request (`cheap_per`) or one every
     `monitor_every` app requests (an honest monitor); `history`: the keys' judged requests
-    before the canary (the apps' 70/30 unless given)."""
+    before the canary, the same every hour (the apps' 70/30 unless given); `burst`: the cheap
+    key's (`fresh`) requests sent before the canary in its last `burst_hours` hours."""
 
     rotated: bool = False
     pace: float = 1.0
     cheap_per: int = 0
     monitor_every: int = 0
     history: tuple[tuple[str, float], ...] = ()
+    burst: float = 0.0
+    burst_hours: int = 1
 
     def before(self) -> list[dict[str, Any]]:
-        if not self.history:
+        if not self.history and not self.burst:
             return HISTORY
-        return [{"by_key": {key: {"trials": n} for key, n in self.history}}]
+        flat = dict(self.history or (("a", 70.0), ("b", 30.0)))
+        return history_row(flat, {"fresh": (self.burst, self.burst_hours)} if self.burst
+                           else None)
 
 
 ONE_APP = (("a", 100.0),)
@@ -177,7 +203,7 @@ def hold_trial(seed: int, share: float, history: list[dict[str, Any]], mix: dict
 
 
 def hold_main(args: argparse.Namespace) -> None:
-    one_key = [{"by_key": {"a": {"trials": 100.0}}}]
+    one_key = history_row({"a": 100.0})
     cases = [("one app key, 5 hang-ups", one_key, {"a": 1.0}, 0, "a"),
              ("apps 70/30, 5 hang-ups from a", HISTORY, {"a": 0.7, "b": 0.3}, 0, "a"),
              ("apps 70/30, no hang-ups", HISTORY, {"a": 0.7, "b": 0.3}, 0, None),
@@ -189,8 +215,8 @@ def hold_main(args: argparse.Namespace) -> None:
     # r14k HIGH 1: the hanging keys each sent a trickle before the canary (h beside a day's
     # 2,400 app requests), so each is a history key; run with --cap 2400 (max_hours: a day)
     for keys, per_key in ((6, 3), (20, 1), (20, 5), (20, 20), (50, 5)):
-        trickle = {f"hang{n}": {"trials": float(per_key)} for n in range(keys)}
-        history = [{"by_key": {"a": {"trials": 1680.0}, "b": {"trials": 720.0}, **trickle}}]
+        history = history_row({"a": 1680.0, "b": 720.0,
+                               **{f"hang{n}": float(per_key) for n in range(keys)}})
         cases.append((f"apps 70/30 + {keys} hanging keys, {per_key} history requests each",
                       history, {"a": 0.7, "b": 0.3}, keys, None))
     print(f"clean canary, {args.runs} runs each, a look every {args.every} app requests, up "
@@ -261,12 +287,17 @@ def main() -> None:
                   Live(rotated=True, cheap_per=5, history=ONE_APP)),
                  ("bad, one app + fresh key x5 (not rotated)", 1.0, bad, True, 0, 1,
                   Live(cheap_per=5, history=ONE_APP)),
-                 # r14k MED 3 (a stated limit): the cheap key's burst of 2.5 (1) x the apps'
-                 # requests anywhere in the history, then 5 cheap requests per app request
+                 # r14k MED 3: the cheap key's burst of 2.5 (1) x the apps' requests in one
+                 # hour of the history (or spread over 6 or 12), then 5 cheap requests per
+                 # app request
                  ("bad, history burst 2.5x + its key x5", 0.7, bad, True, 0, 1,
-                  Live(cheap_per=5, history=(("a", 70.0), ("b", 30.0), ("fresh", 250.0)))),
+                  Live(cheap_per=5, burst=250.0)),
                  ("bad, history burst 1x + its key x5", 0.7, bad, True, 0, 1,
-                  Live(cheap_per=5, history=(("a", 70.0), ("b", 30.0), ("fresh", 100.0))))]
+                  Live(cheap_per=5, burst=100.0)),
+                 ("bad, history burst 2.5x over 6 h + its key x5", 0.7, bad, True, 0, 1,
+                  Live(cheap_per=5, burst=250.0, burst_hours=6)),
+                 ("bad, history burst 2.5x over 12 h + its key x5", 0.7, bad, True, 0, 1,
+                  Live(cheap_per=5, burst=250.0, burst_hours=12))]
     for share in args.shares:
         for name, mix, rates, stop, burst, burst_keys, live in scenarios:
             if args.only and not any(word in name for word in args.only):

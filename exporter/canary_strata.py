@@ -1,6 +1,6 @@
 """The canary's strata: each client key's requests during the canary count at most its own
 usual rate of requests before it (issue 14, r14d HIGH 2, r14e HIGH 1-2, MED 3, r14j HIGH 1,
-MED 2).
+MED 2, r14k MED 3).
 
 Requests drawn at random count one each, whatever key sent them, so one key's burst of cheap
 requests (`max_tokens=1`, which no fine-tune fails) right after a promotion filled the error
@@ -49,13 +49,20 @@ share the route's whole usual rate (`route_part`), each at most the largest hist
 allowance (`largest_part`), split max-min fair (`fair_shares`): a key under the level keeps
 all it sent, the rest count alike, so a flood of trials cannot squeeze the app's share (a
 proportional split would). r14j HIGH 1 stays closed (a live history key keeps the fresh keys
-in their 5%). What it cannot do: with every key fresh nothing tells the app from a flood, so a
-flood counts as much as the app (never more): a canary failing 12% of the app's requests
-beside a key sending 1 or 5 one-token requests per app request is rolled back in 92-94% of
-runs and promoted in 6-8% (as without strata at 1 per app request), where before it was held
-undecided until `max_hours` (x1) or promoted in 5-100% (x5) (`python bench/canary_strata.py
---only "one app"`). A route whose only live key is the rotated one has one key over both arms
-and is judged unstratified (below).
+in their 5%). What it cannot do: with every key fresh nothing tells the app from
+keys an attacker holds: each fresh key counts up to the largest history key's allowance, so N
+keys sending one-token requests count N times the app, and a history key silent during the
+canary (a nightly batch) sets that cap (r14l HIGH 1-2: a canary failing 12% of a rotated
+app's requests promoted in 92-100% of runs beside 5 such keys; README limits). The mend needs
+the rotation made explicit (the new key given the old key's stratum), not guessed. A route
+whose only live key is the rotated one has one key over both arms and is judged unstratified
+(below).
+
+A key's count in the history is read per part of the window (an hour of a day-long history),
+each part at most `BURST_CAP` (3) times the route's median part (exporter/canary_bursts.py):
+a one-off burst of cheap requests before the canary buys a key the allowance of three usual
+hours, not of the burst (r14k MED 3: 2.5 times the app's day sent in one go got a canary
+failing 12% of the app's requests promoted after 60 of them).
 
 Rows from before rows carried their key (`""`) tell no rate: a history without any keyed
 judged row gives no strata. No weight is above 1, so the weighed count is at most the real one
@@ -74,6 +81,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from exporter.canary_bursts import usual_counts
 from exporter.canary_missing import missing_weighed
 
 SLACK = 2.0
@@ -131,17 +139,27 @@ def strata_of(history_targets: list[dict[str, Any]], history_s: float, elapsed_s
               ) -> Strata | None:
     """The strata from the health rows of every target in the history window (`by_key`
     `judged`, each judged request once; `trials` from an older server) over `history_s`
-    seconds, the canary open for `elapsed_s`; None when no judged row there carried its key."""
+    seconds, the canary open for `elapsed_s`; None when no judged row there carried its key.
+    A burst in the history counts as a few of the route's usual hours (`judged_parts`,
+    exporter/canary_bursts.py, r14k MED 3)."""
+    trials = usual_counts(history_targets, UNKNOWN_KEY)
+    if trials is None:
+        trials = _whole_counts(history_targets)
+    rates = {key: amount / history_s for key, amount in trials.items() if amount > 0}
+    if not rates:
+        return None
+    return Strata(rates, max(elapsed_s, 0.0))
+
+
+def _whole_counts(history_targets: list[dict[str, Any]]) -> dict[str, float]:
+    """Each key's whole judged count (a server without `judged_parts`)."""
     trials: dict[str, float] = {}
     for row in history_targets:
         for key, counts in (row.get("by_key") or {}).items():
             if key != UNKNOWN_KEY:
                 judged = counts.get("judged", counts.get("trials", 0))
                 trials[key] = trials.get(key, 0.0) + float(judged)
-    rates = {key: amount / history_s for key, amount in trials.items() if amount > 0}
-    if not rates:
-        return None
-    return Strata(rates, max(elapsed_s, 0.0))
+    return trials
 
 
 def keys_of(*rows: dict[str, Any]) -> dict[str, float]:

@@ -102,6 +102,10 @@ MAX_VOTES_PER_VOTER = 5
 RELAY_MARK = "+relay"
 """Ends the feedback `source` of a `feedback_relay` key (never in a key's public prefix)."""
 
+HISTORY_PARTS = 24
+"""`by_key`'s `judged_parts`: the window from its first row to `until` cut in this many equal
+parts (the hours of a day-long canary history), each key's judged requests in each."""
+
 MAX_REQUESTS_PER_USER = 5
 """The default weight of one sticky user (or session) on one target in the canary's error test."""
 
@@ -124,7 +128,7 @@ WITH late AS (
            route ->> 'stalled_s' AS stalled, route ->> 'late_opinion' AS late_opinion, ttfb_ms,
            CASE WHEN route ->> 'late_opinion' = 'asked' THEN route ->> 'late_due' END
                AS late_due, created_at < ? AS past_bound, route ->> 'client_key' AS client_key,
-           coalesce(user_id, session_id) AS end_user,
+           coalesce(user_id, session_id) AS end_user, {at_us} AS at_us,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
                 THEN 'u:' || coalesce(user_id, session_id, '') ELSE 'r:' || id END AS cluster
@@ -282,6 +286,14 @@ FROM bk JOIN keyed ON keyed.target = bk.target AND keyed.client_key = bk.client_
 GROUP BY bk.target, bk.client_key
 """
 
+_PARTS_SQL = _HEALTH_CTES + """, z AS (SELECT min(at_us) AS t0 FROM r)
+SELECT r.target, coalesce(r.client_key, '') AS client_key,
+       least({parts} - 1, {part}) AS part, count(*)
+FROM r, z
+WHERE r.excused = 0
+GROUP BY 1, 2, 3
+"""
+
 _FIRST_SQL = """
 SELECT coalesce(route ->> 'primary', route ->> 'target') AS target, min(created_at)
 FROM interactions
@@ -318,7 +330,9 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     without one) its `trials` and `failures` (weighed as `weighed_requests` and
     `weighed_errors`), its `judged` (its judged requests, each once: `requests`' part), its
     `traffic` (all its rows, excused or not, weighed per sticky user) and its `missing` (its
-    part of `opinions_missing_weighed`): what the canary's
+    part of `opinions_missing_weighed`) and its `judged_parts` (its judged requests in each of
+    `HISTORY_PARTS` equal parts of [the window's first row, `until`): how they were spread in
+    time, exporter/canary_bursts.py): what the canary's
     strata read (exporter/canary_strata.py), and `first_at`, its
     first row's time in the window (ISO 8601, UTC), whence the strata's rates."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
@@ -326,7 +340,7 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     dialect = dialect_of(con)
     fields = {"attempt": dialect.try_integer("route ->> 'attempt'"),
               "primary_status": dialect.try_integer("route ->> 'primary_status'"),
-              "relay": RELAY_MARK}
+              "relay": RELAY_MARK, "at_us": dialect.epoch_us("created_at")}
     cap, per_user = float(max_votes_per_voter), float(max_requests_per_user)
     moment = now or datetime.now(UTC)
     # never past the bound: no row of the window is older than `since`
@@ -361,7 +375,7 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
         missing_weighed, missing_unanswered, opinions_answered, opinions_failed in rows
     ]
     if by_key:
-        keyed: dict[str, dict[str, dict[str, float]]] = {}
+        keyed: dict[str, dict[str, dict[str, Any]]] = {}
         for target, key, trials, failures, traffic, missing, judged in con.execute(
                 _BY_KEY_SQL.format(**fields), [*params, *[per_user] * 4]).fetchall():
             keyed.setdefault(target, {})[key] = {
@@ -369,13 +383,26 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                 "judged": int(judged or 0),
                 "failures": round(float(failures or 0), 6),
                 "traffic": round(float(traffic or 0), 6),
-                "missing": round(float(missing or 0), 6)}
+                "missing": round(float(missing or 0), 6),
+                "judged_parts": [0] * HISTORY_PARTS}
+        parts_sql = _PARTS_SQL.format(**fields, parts=HISTORY_PARTS, part=dialect.int_div(
+            f"(at_us - t0) * {HISTORY_PARTS}", "greatest(CAST(? AS BIGINT) - t0, 1)"))
+        until_us = round(_aware(until).timestamp() * 1_000_000)
+        for target, key, part, judged in con.execute(
+                parts_sql, [*params, until_us]).fetchall():
+            counts = keyed.get(target, {}).get(key)
+            if counts is not None and 0 <= int(part) < HISTORY_PARTS:
+                counts["judged_parts"][int(part)] += int(judged)
         firsts = {target: _utc(first) for target, first in con.execute(
             _FIRST_SQL, [alias, since, until]).fetchall()}
         for row in health:
             row["by_key"] = keyed.get(row["target"], {})
             row["first_at"] = firsts.get(row["target"])
     return health
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _utc(moment: datetime | None) -> str | None:

@@ -76,13 +76,14 @@ def test_rows_without_per_key_missing_are_counted_as_they_came() -> None:
     assert stratified(alone, row({}), USUAL)[0]["opinions_missing_weighed"] == 5
 
 
-def hang_up_from_many_keys(deployment: Deployment) -> None:
-    """KEYS fresh keys, each hanging up after 0.4 s on answers both arms give in 1.5 s (a
-    background opinion budget of 4, a key's share 1, two at once from each: most are
-    skipped) and sending a quick request after each (its judged requests, so each key's
-    missing rows weigh their full 5)."""
+def hang_up_from_many_keys(deployment: Deployment, keys: list[str] | None = None) -> None:
+    """KEYS keys (fresh ones unless given), each hanging up after 0.4 s on answers both arms
+    give in 1.5 s (a background opinion budget of 4, a key's share 1, two at once from each:
+    most are skipped) and sending a quick request after each (its judged requests, so each
+    key's missing rows weigh their full 5)."""
     proxy = deployment.proxy
-    keys = [deployment.admin.create_key(f"hanger{n}")["key"] for n in range(KEYS)]
+    if keys is None:
+        keys = [deployment.admin.create_key(f"hanger{n}")["key"] for n in range(KEYS)]
     hangers = [proxy.openai(api_key=k, timeout=0.4) for k in keys]
     quick = [proxy.openai(api_key=k, timeout=10) for k in keys]
 

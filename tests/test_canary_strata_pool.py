@@ -5,21 +5,18 @@ by the cycle's watch."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 
 from exporter.canary_missing import pooled
 from exporter.canary_strata import SLACK, Strata, fair_shares, stratified
 from tests.conftest import UPSTREAM_KEY, ProxyServer
-from tests.test_canary_failures import CANARY, HI
+from tests.test_canary_failures import CANARY
+from tests.test_canary_missing_keys import KEYS, hang_up_from_many_keys
 from tests.test_canary_strata import Deployment, until_decided
-from tests.test_cycle import ALIAS
 
 
 def row(keys: dict[str, tuple[float, float, float]]) -> dict[str, Any]:
@@ -92,8 +89,6 @@ def test_history_keys_missing_rows_no_longer_add_up() -> None:
     assert canary["opinions_missing_weighed"] == pytest.approx(5)
 
 
-KEYS = 6
-ROUNDS = 20
 
 
 def test_history_keys_hang_ups_do_not_hold_a_clean_canary(
@@ -114,20 +109,7 @@ def test_history_keys_hang_ups_do_not_hold_a_clean_canary(
         deployment.send(proxy.openai(api_key=key).with_options(max_retries=0), 3)
     deployment.paced(app, 20)
     deployment.open_canary()
-    hangers = [proxy.openai(api_key=k, timeout=0.4) for k in keys]
-    quick = [proxy.openai(api_key=k, timeout=10) for k in keys]
-
-    def hang_up_then_succeed(n: int) -> None:
-        with contextlib.suppress(openai.APIError):
-            hangers[n % KEYS].chat.completions.create(
-                model=ALIAS, messages=HI, extra_headers={"x-fake-delay-ms": "1500"})
-        quick[n % KEYS].chat.completions.create(model=ALIAS, messages=HI)
-
-    with ThreadPoolExecutor(2 * KEYS) as pool:
-        list(pool.map(hang_up_then_succeed, range(KEYS * ROUNDS)))
-    deployment.sent += 2 * KEYS * ROUNDS
-    proxy.wait_for("SELECT count(*) FROM interactions WHERE traffic = 'production'",
-                   lambda r: r[0][0] >= deployment.sent)
+    hang_up_from_many_keys(deployment, keys)
     step, sent = until_decided(deployment, lambda: deployment.paced(app, 50), 800)
     canary = step.detail["canary"]
     print(f"\n{KEYS} history keys' hang-ups: {step.outcome} after {sent} app requests "

@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 
+from exporter.canary_bursts import BURST_CAP, usual_counts, usual_part
 from exporter.canary_strata import (
     NEW_KEYS_PART,
     SLACK,
@@ -167,3 +168,52 @@ def test_two_honest_apps_are_decided_about_as_soon_as_without_strata(
     decided = looks(deployment, [(big, 7), (small, 3)], 400)
     assert decided["stratified"][0] == decided["unstratified"][0] == expected, decided
     assert decided["stratified"][1] <= decided["unstratified"][1] * 1.25 + 10, decided
+
+
+def hourly(counts: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """A history health row from each key's judged requests per part of the window."""
+    return [{"by_key": {key: {"trials": sum(parts), "judged": sum(parts),
+                              "judged_parts": parts} for key, parts in counts.items()}}]
+
+
+def test_a_burst_in_the_history_counts_as_a_few_usual_hours() -> None:
+    """r14k MED 3: key c's 250 requests in one hour of the history (2.5 times the apps' day)
+    made its rate 2.5 times theirs (on main); now that hour counts `BURST_CAP` of the route's
+    median hour. The apps' flat hours are not cut, nor a session key's one hour."""
+    app = [100 / 24] * 24
+    history = hourly({"a": app, "c": [0.0] * 23 + [250.0], "": [1.0] * 24})
+    found = strata_of(history, 24 * 3600, 3600)
+    assert found is not None
+    usual = 100 / 24 + 1  # the route's median hour (the rows without a key count there)
+    assert found.rates["c"] * 24 * 3600 == pytest.approx(BURST_CAP * usual)
+    assert found.rates["a"] * 24 * 3600 == pytest.approx(100)
+    assert "" not in found.rates
+    # on main: the whole count
+    assert strata_of([{"by_key": {k: {"judged": v["judged"]} for k, v in
+                                  history[0]["by_key"].items()}}],
+                     24 * 3600, 3600).rates["c"] * 24 * 3600 == pytest.approx(250)
+    session = hourly({"a": app, "s": [0.0] * 5 + [10.0] + [0.0] * 18})
+    assert strata_of(session, 24 * 3600, 1).rates["s"] * 24 * 3600 == pytest.approx(10)
+
+
+def test_many_keys_bursting_together_lift_no_usual_hour() -> None:
+    """Twelve keys bursting 1,000 each in the same hour (keys are cheap) lift that hour, not
+    the median: each counts `BURST_CAP` usual hours (with the mean of the hours each would
+    keep all of it)."""
+    counts = {"a": [100.0] * 24, **{f"c{n}": [0.0] * 23 + [1000.0] for n in range(12)}}
+    allowed = usual_counts(hourly(counts))
+    assert allowed is not None
+    assert allowed["a"] == pytest.approx(2400)
+    assert all(allowed[f"c{n}"] == pytest.approx(BURST_CAP * 100) for n in range(12))
+
+
+def test_the_usual_hour_is_over_the_hours_the_route_was_active() -> None:
+    """An app active 8 hours a day keeps its whole day (idle hours do not lower the median);
+    a history without `judged_parts` (an older server) gives None: the whole counts."""
+    office = [0.0] * 8 + [300.0] * 8 + [0.0] * 8
+    assert usual_part([office]) == 300
+    assert usual_part([]) == 0
+    assert usual_counts(hourly({"a": office, "b": [x / 10 for x in office]})) == \
+        pytest.approx({"a": 2400, "b": 240})
+    assert usual_counts([{"by_key": {"a": {"judged": 5}}}]) is None
+    assert usual_counts([{"by_key": {}}]) == {}

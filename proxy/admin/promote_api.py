@@ -12,7 +12,8 @@
 - `GET /admin/routes/{alias}/health?since=&until=&history_baseline=&by_key=`: per target,
   production traffic since the latest promotion (or `since`); `history_baseline=true` judges
   it as the canary's baseline from before the canary (storage/route_health.py), echoed in the
-  answer; `by_key=true` adds each target's counts per client key (the canary's strata);
+  answer; `by_key=true` adds each target's counts per client key (the canary's strata),
+  their judged requests per part of the window too (`judged_parts`);
 - `GET /admin/routes/{alias}/canary`: the route's open canary (storage/promotions.py
   `open_canary`) and its stable model, the one the alias serves for sure.
 
