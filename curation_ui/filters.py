@@ -15,19 +15,27 @@ REVIEW_STATES = ("pending", "approved", "rejected", "needs_work")
 # items without a final answer (upstream errors, cut streams, empty answers) can't be trained
 # on: the pending queue leaves them out unless asked (`trainable` of the admin API)
 ANSWERLESS = {"left out of the pending queue": None, "only these": "false", "shown too": "any"}
-# search matches the newest 500 interactions not yet indexed at query time (storage.search
-# TAIL_ROWS); beyond that, older unindexed ones are missed until the indexer catches up
+# search matches the newest 500 interactions not yet indexed at query time, within 8 MB of
+# text (storage.search_tail); the others are missed until the indexer catches up. /healthz
+# counts those (`search_tail_missed_rows`); a server without that figure: the lag over 500
 LAG_SHOWN_ROWS = 500
 
 
 def search_lag_rows() -> int:
-    """Interactions not yet in the search index, as /metrics counts them (0 when unknown)."""
+    """Interactions not yet in the search index, as /metrics counts them, when search misses
+    some of them (0 when it misses none, or unknown)."""
     try:
         health = client().request("GET", "/healthz")
     except TuneloopError:
         return 0
-    lag = health.get("search_index_lag_rows") if isinstance(health, dict) else None
-    return lag if isinstance(lag, int) else 0
+    if not isinstance(health, dict):
+        return 0
+    lag, missed = health.get("search_index_lag_rows"), health.get("search_tail_missed_rows")
+    if not isinstance(lag, int):
+        return 0
+    if isinstance(missed, int):
+        return lag if missed > 0 else 0
+    return lag if lag > LAG_SHOWN_ROWS else 0
 
 
 def _day_start(day: date | None) -> str | None:
@@ -48,7 +56,7 @@ def filter_widgets(scope: str, *, review: bool) -> dict[str, Any]:
             help="Items holding every word (`refu*`: a prefix). A very long message is "
                  "searchable by its first 5,000 distinct words only.").strip()
         lag = search_lag_rows()
-        if lag > LAG_SHOWN_ROWS:
+        if lag:
             st.caption(f"Search is {lag:,} rows behind: the newest items are found, older "
                        "ones not indexed yet may be missing.")
         # the admin API's q_in: by default the system prompt (shared by many items) is left out

@@ -69,7 +69,9 @@ async def healthz(request: Request) -> Response:
          "ingest_lag_seconds": round(ctx.writer.ingest_lag_seconds(), 3),
          "last_ingest_error": ctx.writer.stats.last_error,
          # what /metrics has as tuneloop_search_index_lag_rows (the review app shows it)
-         "search_index_lag_rows": ctx.indexer.stats.lag_rows}
+         "search_index_lag_rows": ctx.indexer.stats.lag_rows,
+         # of those, the ones search's unindexed tail leaves out (storage.search_tail)
+         "search_tail_missed_rows": ctx.indexer.stats.tail_missed_rows}
     )
 
 

@@ -19,10 +19,12 @@ postings asks the GIN index of the per-interaction tsvector for its joint matche
 (storage.search_pg): few, they are the answer; many, the walk goes on (TermSearch).
 
 The index is written by a background indexer (storage.search_queue), a moment after ingest.
-The interactions ingested and not yet indexed (the newest TAIL_ROWS of them) are tokenized at
-query time and matched too, so a row is found as soon as it is ingested. Beyond that (the
-indexer far behind: `tuneloop_search_index_lag_rows` in /metrics), the older unindexed rows
-are found once indexed; a prefix (`refu*`) finds an unindexed row by the words already seen.
+The interactions ingested and not yet indexed (the newest TAIL_ROWS of them, within
+TAIL_BYTES of text: storage.search_tail) are tokenized at query time and matched too, so a row
+is found as soon as it is ingested. Beyond that (the indexer far behind:
+`tuneloop_search_index_lag_rows` in /metrics), the older unindexed rows, and a row that no
+longer fits in TAIL_BYTES, are found once indexed; a prefix (`refu*`) finds an unindexed row by the
+words already seen.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from typing import Any, Protocol
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.lookup import ids_condition
-from storage.search_index import FIELD_BITS, batch_forward_index, pending_rows
+from storage.search_index import FIELD_BITS, batch_forward_index
 from storage.search_pg import JOINT_CAP, KnownMatches, joint_matches, small_groups
+from storage.search_tail import tail_rows
 from storage.search_text import grams, stems, term_key, tokenize
 from storage.search_vectors import vectors_ready
 from tuneloop.errors import BadRequest
@@ -47,7 +50,6 @@ MAX_PREFIX_WORDS = 1000
 SAMPLE_POSTINGS = 2_000_000
 SAMPLE_DOCS = 30_000  # on Postgres: the sample is the postings of the newest interactions
 SPARSE = 16  # a batch of postings with fewer than 1/SPARSE matching: ask the GIN (Postgres)
-TAIL_ROWS = 500  # the newest interactions not yet indexed, matched at query time
 SCOPES = {
     "conversation": FIELD_BITS["user"] | FIELD_BITS["answer"],
     "answers": FIELD_BITS["answer"],
@@ -256,8 +258,8 @@ class TermSearch:
 def unindexed_matches(con: Connection, groups: Sequence[frozenset[int]],
                       bits: int) -> list[str]:
     """The ids of the newest interactions not indexed yet that hold every group's terms in
-    the fields `bits`, newest first (tokenized here: the tail is small)."""
-    batch = pending_rows(con, TAIL_ROWS, newest=True)
+    the fields `bits`, newest first (tokenized here: the tail is small, in rows and bytes)."""
+    batch = tail_rows(con)
     if batch.num_rows == 0:
         return []
     docs = batch_forward_index(batch).docs

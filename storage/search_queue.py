@@ -4,7 +4,8 @@ Ingest only lists the ids of the reviewable interactions it inserted (storage.se
 `queue_for_index`, in the ingest transaction); tokenizing their text, most of the ingest's
 time when done inline, happens here, off its critical path:
 
-1. read the oldest `batch_rows` listed interactions (a read: no write lock held),
+1. read the oldest listed interactions, at most `batch_rows` and about `batch_bytes` of text
+   (storage.search_tail; a read: no write lock held),
 2. compute their forward index (in the compute worker process when there is one),
 3. in one write transaction, take them off the list (`DELETE ... RETURNING`) and write the
    terms of those this transaction took (`store_claimed`); a batch of wide rows in several
@@ -16,7 +17,8 @@ unlisted, never indexed twice; a replica racing another, or `forget`/retention d
 rows meanwhile, only makes step 3 take fewer (nothing is written for a row it didn't take).
 With replicas, the one holding the change feed's leader lock indexes (`may_run`); another
 taking over goes on from the list. Search reads the unindexed tail itself (storage.search),
-and `lag_rows`/`lag_seconds` are in /metrics.
+and `lag_rows`/`lag_seconds` are in /metrics, refreshed every LAG_REFRESH_S during a backlog
+(`tail_missed_rows`: those of them search's tail leaves out, in /healthz).
 """
 
 from __future__ import annotations
@@ -41,14 +43,18 @@ from storage.search_index import (
     PENDING,
     ForwardIndex,
     SearchIndexer,
-    pending_rows,
     store_claimed,
 )
+from storage.search_tail import BATCH_BYTES, next_batch, tail_missed
 from storage.search_vectors import build_vectors
 from storage.store import Store
 
 log = logging.getLogger("tuneloop.search")
 IDLE_CHECK_S = 10.0  # with nothing ingested here, how often the list is looked at
+LAG_REFRESH_S = 1.0  # during a backlog, how often the lag figures are measured again
+# how often the rows search's tail leaves out are counted again (on Postgres the sizes of the
+# newest 500 unindexed rows are read from their values: up to 500 detoasted in the database)
+TAIL_CHECK_S = 10.0
 VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 51: rows filled a round, in chunks
 # the rows (postings and words) one write transaction of the indexer stores at most, unless one
 # interaction alone has more (at most 3 fields x MAX_FIELD_TERMS terms, and its words): a batch
@@ -65,6 +71,7 @@ class IndexerStats:
     last_error: str | None = None
     lag_rows: int = 0
     lag_seconds: float = 0.0
+    tail_missed_rows: int = 0  # of lag_rows, those search's unindexed tail leaves out
 
 
 def index_lag(con: Connection) -> tuple[int, datetime | None]:
@@ -110,8 +117,9 @@ def write_chunks(forward: ForwardIndex, ids: Sequence[str],
 class BackgroundIndexer:
     def __init__(self, db: Store, indexer: SearchIndexer, *, batch_rows: int = 2000,
                  interval_s: float = 1.0, may_run: Callable[[], bool] | None = None,
-                 write_terms: int = WRITE_TERMS):
+                 write_terms: int = WRITE_TERMS, batch_bytes: int = BATCH_BYTES):
         self.db = db
+        self.batch_bytes = batch_bytes
         self.write_terms = write_terms
         self.indexer = indexer
         self.batch_rows = batch_rows
@@ -123,6 +131,7 @@ class BackgroundIndexer:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._paused_until = 0.0
+        self._tail_checked = float("-inf")
         self.vectors_ready = not isinstance(db, PgDatabase)
         self.indexes_ready = not isinstance(db, PgDatabase)
         self._vectors_from = ""
@@ -142,24 +151,27 @@ class BackgroundIndexer:
         listed meanwhile below it wait for the next call, which the writer's wake-up makes)."""
         async with self._lock:
             total = 0
-            reading: asyncio.Future[tuple[pa.Table, ForwardIndex]]
-            following: asyncio.Future[tuple[pa.Table, ForwardIndex]] | None = \
+            reading: asyncio.Future[tuple[pa.Table, ForwardIndex, bool]]
+            following: asyncio.Future[tuple[pa.Table, ForwardIndex, bool]] | None = \
                 asyncio.ensure_future(self._read_batch(None))
+            measured = time.monotonic()
             try:
                 while following is not None:
                     reading, following = following, None
-                    batch, forward = await reading
+                    batch, forward, more = await reading
                     if batch.num_rows == 0:
                         break
                     ids = batch["id"].to_pylist()
-                    full = batch.num_rows >= self.batch_rows
-                    if full:
+                    if more:
                         following = asyncio.ensure_future(self._read_batch(max(ids)))
                     for part, part_ids in write_chunks(forward, ids, self.write_terms):
                         total += await self.db.write(functools.partial(
                             store_claimed, forward=part, ids=part_ids))
-                    if not full:
+                    if not more:
                         break
+                    if time.monotonic() - measured >= LAG_REFRESH_S:  # not frozen in a backlog
+                        await self.refresh_lag()
+                        measured = time.monotonic()
             finally:
                 self.stats.indexed += total
                 if following is not None:  # a write failed: the batch read ahead waits
@@ -169,10 +181,12 @@ class BackgroundIndexer:
             await self.refresh_lag()
             return total
 
-    async def _read_batch(self, after: str | None) -> tuple[pa.Table, ForwardIndex]:
-        batch = await self.db.read(functools.partial(pending_rows, limit=self.batch_rows,
-                                                     after=after))
-        return batch, await asyncio.to_thread(self.indexer.forward_index, batch)
+    async def _read_batch(self, after: str | None) -> tuple[pa.Table, ForwardIndex, bool]:
+        """The next batch (at most batch_rows, about batch_bytes), its forward index, and
+        whether more may be listed after it."""
+        batch, more = await self.db.read(functools.partial(
+            next_batch, max_rows=self.batch_rows, max_bytes=self.batch_bytes, after=after))
+        return batch, await asyncio.to_thread(self.indexer.forward_index, batch), more
 
     async def finish_vectors(self) -> bool:
         """Postgres: take migration 51 a round further (storage.search_vectors: the lexemes
@@ -191,6 +205,13 @@ class BackgroundIndexer:
 
     async def refresh_lag(self) -> None:
         rows, oldest = await self.db.read(index_lag)
+        if rows == 0:
+            self.stats.tail_missed_rows = 0
+        elif time.monotonic() - self._tail_checked >= TAIL_CHECK_S \
+                or self.stats.tail_missed_rows > rows:
+            self.stats.tail_missed_rows = await self.db.read(
+                functools.partial(tail_missed, lag_rows=rows))
+            self._tail_checked = time.monotonic()
         self.stats.lag_rows = rows
         self.stats.lag_seconds = 0.0 if oldest is None else \
             max(0.0, time.time() - oldest.timestamp())

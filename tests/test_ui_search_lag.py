@@ -77,3 +77,36 @@ def test_faults_refuses_unknown_switches(proxy: ProxyServer) -> None:
                  {"search_index_pause_seconds": 1, "other": 2}):
         with pytest.raises(Exception, match="search_index_pause_seconds"):
             admin.request("POST", "/admin/faults", json=body)
+
+
+def test_the_search_box_says_so_when_rows_too_big_for_the_tail_wait(
+        app: Callable[..., AppTest], proxy: ProxyServer, store: str) -> None:  # noqa: F811
+    """Fewer than 500 rows wait, but two are each bigger than the 8 MB of text search reads at
+    query time (storage.search_tail): search misses them until they are indexed, and says so."""
+    admin = proxy.admin()
+    admin.request("POST", "/admin/faults", json={"search_index_pause_seconds": 600})
+    big = '{"choices": [{"message": {"role": "assistant", "content": "%s"}}]}' % ("x" * (9 << 20))
+    records: list[dict[str, Any]] = [
+        {"id": f"0190-big-{n:06d}", "created_at": 1_700_000_000_000_000 + n,
+         "endpoint": "chat.completions", "model": "m", "traffic": "production",
+         "request": '{"messages": [{"role": "user", "content": "hello"}]}',
+         "response": big, "status_code": 200, "stream": False} for n in range(2)]
+    db = open_store(store)
+    try:
+        db.write_sync(lambda con: insert_interactions(con, to_arrow(records),
+                                                      then=queue_for_index))
+    finally:
+        db.close()
+    proxy.openai().chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "wake up"}])
+    with proxy.http() as http:
+        deadline = time.monotonic() + 30
+        while http.get("/healthz").json()["search_index_lag_rows"] < 3 \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        health = http.get("/healthz").json()
+    at = app("ann")
+    at.switch_page("views/browse.py").run()
+    assert not at.exception, at.exception
+    assert any("Search is 3 rows behind" in c for c in captions(at)), captions(at)
+    assert health["search_index_lag_rows"] == 3 and health.get("search_tail_missed_rows") == 2

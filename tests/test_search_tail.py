@@ -1,0 +1,129 @@
+"""The unindexed rows read whole are bounded by bytes as well as rows (storage.search_tail,
+review r12x3 HIGH 1): search's tail leaves out rows bigger than its budget (found once
+indexed, counted for /healthz) and never reads them; an indexer batch is at most N rows and
+about B bytes, at least one row. The leader's lag figures move during a backlog (LOW 3)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from storage import search_queue, search_tail
+from storage.queue import ReviewQuery, find_ids
+from storage.search_index import SearchIndexer
+from storage.search_queue import BackgroundIndexer
+from storage.store import Store
+from tests.conftest import both_stores
+from tests.test_search_languages import item
+from tests.test_search_queue import count, ingest, migrated
+
+pytestmark = both_stores
+BIG = 200_000  # bytes of a big row's answer
+
+
+@pytest.fixture
+def db(store: str) -> Iterator[Store]:
+    with migrated(store) as opened:
+        yield opened
+
+
+def rows(big: set[int], n: int = 10) -> list[dict[str, Any]]:
+    """`n` rows, each with the word `wordN`; those in `big` have a long answer with `bigword`."""
+    return [item(k, f"hello word{k}", "bigword " + "x" * BIG if k in big else "fine")
+            for k in range(n)]
+
+
+def search(db: Store, q: str) -> list[str]:
+    return db.read_sync(lambda con: find_ids(con, ReviewQuery(q=q), limit=20)[0])
+
+
+def test_the_tail_skips_rows_over_its_budget_and_never_reads_them(
+        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = rows({7, 8})  # two of the newest three are big
+    ingest(db, data)
+    monkeypatch.setattr(search_tail, "TAIL_BYTES", BIG // 2)
+    read: list[int] = []
+    monkeypatch.setattr(search_tail, "on_rows_read", read.append)
+    assert search(db, "word9") == [data[9]["id"]]  # newest, small
+    assert search(db, "word3") == [data[3]["id"]]  # older than the big ones, small
+    assert search(db, "hello") == [r["id"] for r in reversed(data) if r["id"] not in
+                                   {data[7]["id"], data[8]["id"]}]
+    assert search(db, "bigword") == []  # found once indexed
+    assert read and max(read) < BIG // 2
+    tail = db.read_sync(search_tail.tail_rows)["id"].to_pylist()
+    assert tail == [r["id"] for r in reversed(data) if r["id"] not in
+                    {data[7]["id"], data[8]["id"]}]
+
+    indexer = BackgroundIndexer(db, SearchIndexer(None))
+    asyncio.run(indexer.refresh_lag())
+    assert indexer.stats.lag_rows == 10 and indexer.stats.tail_missed_rows == 2
+    asyncio.run(indexer.index_pending())
+    assert indexer.stats.lag_rows == 0 and indexer.stats.tail_missed_rows == 0
+    assert search(db, "bigword") == [data[8]["id"], data[7]["id"]]
+
+
+def test_the_tail_takes_what_still_fits_its_budget(
+        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = rows({2, 5, 7}, n=8)
+    ingest(db, data)
+    # the newest big one fits, the next ones do not: skipped, the small older ones still taken
+    monkeypatch.setattr(search_tail, "TAIL_BYTES", BIG + BIG // 2)
+    tail = db.read_sync(search_tail.tail_rows)["id"].to_pylist()
+    assert tail == [data[k]["id"] for k in (7, 6, 4, 3, 1, 0)]
+    assert db.read_sync(lambda con: search_tail.tail_missed(con, 8)) == 2
+    assert search(db, "word0") == [data[0]["id"]] and search(db, "word5") == []
+    assert search(db, "bigword") == [data[7]["id"]]
+
+
+def test_an_indexer_batch_is_bounded_by_bytes(
+        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = rows({0, 1, 4}, n=8)
+    ingest(db, data)
+    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=100)
+    indexer.batch_bytes = BIG // 2
+    batches: list[int] = []
+    write = db.write
+
+    async def counted(fn: Any) -> Any:
+        batches.append(len(fn.keywords["ids"]))
+        return await write(fn)
+
+    monkeypatch.setattr(db, "write", counted)
+    assert asyncio.run(indexer.index_pending()) == 8
+    # a big row alone is a batch (bigger than the budget: still one row), small ones together
+    assert batches == [1, 1, 2, 1, 3]
+    monkeypatch.setattr(db, "write", write)
+    data = [dict(r, id=r["id"].replace("-0000-7000", "-0001-7000")) for r in data]
+    ingest(db, data)
+    indexer.batch_bytes = BIG + BIG // 2
+    batches.clear()
+    monkeypatch.setattr(db, "write", counted)
+    assert asyncio.run(indexer.index_pending()) == 8
+    assert batches == [1, 3, 4]  # a big and two small; then a big and three small
+    assert count(db, "SELECT count(*) FROM search_pending") == 0
+    assert count(db, "SELECT count(*) FROM search_docs") == 16
+
+
+def test_the_lag_is_measured_during_a_backlog(
+        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    ingest(db, rows(set(), n=10))
+    monkeypatch.setattr(search_queue, "LAG_REFRESH_S", 0.0, raising=False)
+    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=3)
+    seen: list[int] = []
+    write = db.write
+
+    async def watched(fn: Any) -> Any:
+        seen.append(indexer.stats.lag_rows)
+        return await write(fn)
+
+    monkeypatch.setattr(db, "write", watched)
+
+    async def run() -> int:
+        await indexer.refresh_lag()
+        return await indexer.index_pending()
+
+    assert asyncio.run(run()) == 10
+    assert seen == [10, 7, 4, 1] and indexer.stats.lag_rows == 0
