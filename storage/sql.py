@@ -37,8 +37,15 @@ from storage.sql_check import check_read_only
 from storage.sql_check_pg import check_pg_query
 from tuneloop.errors import BadRequest, Forbidden, PayloadTooLarge, StorageError
 
-__all__ = ["SqlLimits", "answer_json", "check_read_only", "run_read_only", "sql_connection",
-           "take_query_turn"]
+__all__ = [
+    "SqlLimits",
+    "answer_json",
+    "check_read_only",
+    "end_query_turn",
+    "run_read_only",
+    "sql_connection",
+    "take_query_turn",
+]
 
 MAX_BATCH_ROWS = 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -129,11 +136,28 @@ def take_query_turn(con: Connection, holder: str) -> bool:
     replica's own gate is the whole rule."""
     if not isinstance(con, PgConnection):
         return True
-    key = int.from_bytes(hashlib.blake2b(holder.encode(), digest_size=4).digest(), "big",
-                         signed=True)
     row = con.raw.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                          [SQL_TOKEN_LOCK_CLASS, key]).fetchone()
+                          [SQL_TOKEN_LOCK_CLASS, _turn_key(holder)]).fetchone()
     return bool(row and row[0])
+
+
+def end_query_turn(con: Connection, holder: str) -> None:
+    """Postgres: give `holder`'s turn back before the connection closes. Closing alone frees
+    it only once the server's backend has exited, after the client has moved on, so the
+    token's next query could find its own finished one still "running" (seen under load in
+    CI: 429 query_running). A broken connection: its backend's exit frees it."""
+    if not isinstance(con, PgConnection) or con.raw.closed:
+        return
+    with contextlib.suppress(psycopg.Error):
+        if con.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            con.raw.rollback()
+        con.raw.execute("SELECT pg_advisory_unlock(%s, %s)",
+                        [SQL_TOKEN_LOCK_CLASS, _turn_key(holder)])
+
+
+def _turn_key(holder: str) -> int:
+    return int.from_bytes(hashlib.blake2b(holder.encode(), digest_size=4).digest(), "big",
+                          signed=True)
 
 
 def answer_json(con: Connection, sql: str, limits: SqlLimits) -> bytes:

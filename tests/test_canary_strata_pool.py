@@ -110,7 +110,7 @@ def test_history_keys_hang_ups_do_not_hold_a_clean_canary(
     deployment.paced(app, 20)
     deployment.open_canary()
     hang_up_from_many_keys(deployment, keys)
-    step, sent = until_decided(deployment, lambda: deployment.paced(app, 50), 800)
+    step, sent = until_decided(deployment, lambda: deployment.paced(app, 50), 1600)
     canary = step.detail["canary"]
     print(f"\n{KEYS} history keys' hang-ups: {step.outcome} after {sent} app requests "
           f"(missing {canary.get('opinions_missing')}, weighed "

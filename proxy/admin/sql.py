@@ -23,7 +23,13 @@ from proxy.admin.common import json_object
 from proxy.auth import Role
 from proxy.context import context_of
 from storage.backend.pg_connection import PgConnection
-from storage.sql import SqlLimits, answer_json, sql_connection, take_query_turn
+from storage.sql import (
+    SqlLimits,
+    answer_json,
+    end_query_turn,
+    sql_connection,
+    take_query_turn,
+)
 from storage.sql_role import sql_role_problem
 from storage.store import Store
 from tuneloop.errors import BadRequest, StorageError, TooManyRequests
@@ -59,9 +65,13 @@ def _answer(db: Store, sql: str, limits: SqlLimits, sql_url: str | None, role: R
             if problem is not None:
                 raise StorageError(f"read-only SQL is refused on this replica: {problem}",
                                    code="sql_role_unsafe")
-        if not take_query_turn(cursor, f"sql:{role.name.lower()}"):
+        holder = f"sql:{role.name.lower()}"
+        if not take_query_turn(cursor, holder):
             raise _busy(limits, " (on another replica)")
-        return answer_json(cursor, sql, limits)
+        try:
+            return answer_json(cursor, sql, limits)
+        finally:
+            end_query_turn(cursor, holder)
     finally:
         cursor.close()
 
