@@ -30,14 +30,15 @@ def captions(at: AppTest) -> list[str]:
     return [c.value for c in at.caption]
 
 
-def list_unindexed(url: str, rows: int) -> None:
+def list_unindexed(url: str, rows: int, *, response: str = '{"choices": []}',
+                   prefix: str = "lag") -> None:
     """Interactions ingested by another replica and listed for the indexer, as ingest lists
     them (this replica's indexer is paused)."""
     records: list[dict[str, Any]] = [
-        {"id": f"0190-lag-{n:06d}", "created_at": 1_700_000_000_000_000 + n,
+        {"id": f"0190-{prefix}-{n:06d}", "created_at": 1_700_000_000_000_000 + n,
          "endpoint": "chat.completions", "model": "m", "traffic": "production",
          "request": '{"messages": [{"role": "user", "content": "hello"}]}',
-         "response": '{"choices": []}', "status_code": 200, "stream": False}
+         "response": response, "status_code": 200, "stream": False}
         for n in range(rows)]
     db = open_store(url)
     try:
@@ -86,17 +87,7 @@ def test_the_search_box_says_so_when_rows_too_big_for_the_tail_wait(
     admin = proxy.admin()
     admin.request("POST", "/admin/faults", json={"search_index_pause_seconds": 600})
     big = '{"choices": [{"message": {"role": "assistant", "content": "%s"}}]}' % ("x" * (9 << 20))
-    records: list[dict[str, Any]] = [
-        {"id": f"0190-big-{n:06d}", "created_at": 1_700_000_000_000_000 + n,
-         "endpoint": "chat.completions", "model": "m", "traffic": "production",
-         "request": '{"messages": [{"role": "user", "content": "hello"}]}',
-         "response": big, "status_code": 200, "stream": False} for n in range(2)]
-    db = open_store(store)
-    try:
-        db.write_sync(lambda con: insert_interactions(con, to_arrow(records),
-                                                      then=queue_for_index))
-    finally:
-        db.close()
+    list_unindexed(store, 2, response=big, prefix="big")
     proxy.openai().chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "wake up"}])
     with proxy.http() as http:
