@@ -5,9 +5,10 @@
 Builds one DuckDB file with `--rows` logged chats of `--mb` MB each (half in the question,
 half in the echoed answer; made in SQL with `repeat`, no upstream), then for each checkout
 (main, in a temporary git worktree, and this one) starts a real `tuneloop serve` on it and
-asks `GET /admin/interactions?limit=50` once (the browse page's `compact=true` too). It prints
-the answer's bytes, its time and the server's RSS before, at its peak (sampled every 10 ms)
-and after, and the ratios main / this. Loopback only; about a minute.
+asks `GET /admin/interactions?limit=50` once (the browse page's `compact=true` too), and
+`GET /admin/interactions/{id}` of one row (whole on main; past `item_full_max_chars` here).
+It prints the answer's bytes, its time and the server's RSS before, at its peak (sampled every
+10 ms) and after, and the ratios main / this. Loopback only; about two minutes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ ADMIN = "admin-token-abcdefghijklmnopqrstu"
 # so in this process) takes about 400 MB for a second after start, and again every ~10 s:
 # the request is made after the first, and a long one (main's) may overlap the next
 SETTLE_S = 4.0
+FIRST = "01900000-0000-7000-8000-000000000000"
+CASES = (("", "/admin/interactions", {"limit": "50"}),
+         ("compact", "/admin/interactions", {"limit": "50", "compact": "true"}),
+         ("one item", f"/admin/interactions/{FIRST}", {}))
 
 
 def rss_mb(pid: int) -> int:
@@ -99,7 +104,8 @@ def fill(db: Path, rows: int, mb: int) -> None:
         con.close()
 
 
-def measure(url: str, pid: int, params: dict[str, str]) -> tuple[int, float, int, int, int]:
+def measure(url: str, pid: int, path: str, params: dict[str, str]
+            ) -> tuple[int, float, int, int, int]:
     base = rss_mb(pid)
     peak = [base]
     stop_event = threading.Event()
@@ -113,7 +119,7 @@ def measure(url: str, pid: int, params: dict[str, str]) -> tuple[int, float, int
     watcher.start()
     started = time.monotonic()
     try:
-        answer = httpx.get(f"{url}/admin/interactions", params=params, timeout=120,
+        answer = httpx.get(f"{url}{path}", params=params, timeout=120,
                            headers={"authorization": f"Bearer {TOKEN}"})
         answer.raise_for_status()
     finally:
@@ -145,19 +151,18 @@ def main() -> None:
               f"{'peak':>6} {'after':>6}")
         results: dict[tuple[str, str], tuple[int, float, int, int, int]] = {}
         for name, checkout in (("main", baseline), ("this", ROOT)):
-            for label, params in (("", {"limit": "50"}),
-                                  ("compact", {"limit": "50", "compact": "true"})):
+            for label, path, params in CASES:
                 server, url = start(checkout, db)  # a fresh process: its own peak
                 time.sleep(SETTLE_S)
                 try:
-                    got = measure(url, server.pid, params)
+                    got = measure(url, server.pid, path, params)
                 finally:
                     stop(server)
                 results[name, label] = got
                 size, elapsed, base, peak, after = got
                 print(f"{name:8} {label or 'full':14} {size:13,} {elapsed:6.2f} {base:6} "
                       f"{peak:6} {after:6}")
-        for label in ("", "compact"):
+        for label, _, _ in CASES:
             m, t = results["main", label], results["this", label]
             print(f"main / this ({label or 'full'}): bytes {m[0] / max(t[0], 1):,.0f}x, time "
                   f"{m[1] / max(t[1], 1e-9):.1f}x, peak RSS growth "
