@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from storage.backend.dialect import PgDialect, dialect_of
 from storage.db import Connection
 from storage.interactions import row_to_item
 from storage.lookup import ids_condition
@@ -25,6 +26,11 @@ from storage.records import COLUMNS
 CUT_MARK = "…"
 _HIGH_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}")
 BODY_COLUMNS = ("request", "response", "sent_request")
+DUCKDB_GROUP_ROWS = 8
+"""DuckDB runs in this process and holds every body a query reads while it cuts them: a page
+of 20 rows of 25 MB in one query took the server from 214 to 700 MB; 8 rows a query bound
+that (bench/list_previews.py) for a few ms a group (a 200-row page of small rows: 22 -> ~60
+ms). Postgres cuts in its own process: one query a page."""
 
 
 @dataclass(frozen=True)
@@ -51,32 +57,41 @@ def stored_chars(con: Connection, ids: list[str]) -> dict[str, dict[str, int]]:
 def preview_rows(con: Connection, ids: list[str], limits: PreviewLimits
                  ) -> list[dict[str, Any]]:
     """The rows of `ids`, newest first, with their JSON columns cut (see the module doc).
-    One query per row: the database then holds one row's bodies at a time, not a page's."""
+    The other columns in one query; the cut bodies on DuckDB in groups of DUCKDB_GROUP_ROWS."""
     plain = [c for c in COLUMNS if c not in BODY_COLUMNS]
+    where, params = ids_condition("id", ids)
+    rows = con.execute(f"SELECT {', '.join(plain)} FROM interactions WHERE {where} "
+                       "ORDER BY id DESC", params).fetchall()
     cut = ", ".join(f"substr(CAST({c} AS VARCHAR), 1, ?), length(CAST({c} AS VARCHAR))"
                     for c in BODY_COLUMNS)
-    sql = f"SELECT {', '.join(plain)}, {cut} FROM interactions WHERE id = ?"
-    items: list[dict[str, Any]] = []
-    for interaction_id in sorted(ids, reverse=True):
-        cursor = con.execute(sql, [*[limits.field_chars] * len(BODY_COLUMNS), interaction_id])
-        rows = cursor.fetchall()
-        if not rows:
-            continue
-        row = rows[0]
-        item = row_to_item(plain, row[:len(plain)])
-        bodies = row[len(plain):]
-        truncated: list[str] = []
-        sizes: dict[str, int] = {}
-        for number, column in enumerate(BODY_COLUMNS):
-            text, length = bodies[2 * number], bodies[2 * number + 1]
-            sizes[column] = int(length or 0)
-            value, was_cut = _preview(text, int(length or 0), limits)
-            item[column] = value
-            if was_cut:
-                truncated.append(column)
-        mark(item, truncated, sizes)
-        items.append(item)
-    return items
+    ordered = [row[0] for row in rows]
+    on_pg = isinstance(dialect_of(con), PgDialect)
+    group = len(ordered) if on_pg else DUCKDB_GROUP_ROWS
+    bodies: dict[str, tuple[Any, ...]] = {}
+    for start in range(0, len(ordered), max(group, 1)):
+        part = ordered[start:start + group]
+        where, params = ids_condition("id", part) if on_pg \
+            else (f"id IN ({', '.join('?' * len(part))})", part)
+        bodies.update((row[0], row[1:]) for row in con.execute(
+            f"SELECT id, {cut} FROM interactions WHERE {where}",
+            [*[limits.field_chars] * len(BODY_COLUMNS), *params]).fetchall())
+    return [_previewed(plain, row, bodies.get(row[0], (None, 0) * len(BODY_COLUMNS)), limits)
+            for row in rows]
+
+
+def _previewed(plain: list[str], row: tuple[Any, ...], bodies: tuple[Any, ...],
+               limits: PreviewLimits) -> dict[str, Any]:
+    item = row_to_item(plain, row)
+    truncated: list[str] = []
+    sizes: dict[str, int] = {}
+    for number, column in enumerate(BODY_COLUMNS):
+        text, length = bodies[2 * number], int(bodies[2 * number + 1] or 0)
+        sizes[column] = length
+        item[column], was_cut = _preview(text, length, limits)
+        if was_cut:
+            truncated.append(column)
+    mark(item, truncated, sizes)
+    return item
 
 
 def mark(item: dict[str, Any], truncated: list[str], sizes: dict[str, int]) -> None:
