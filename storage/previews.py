@@ -26,11 +26,6 @@ from storage.records import COLUMNS
 CUT_MARK = "…"
 _HIGH_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}")
 BODY_COLUMNS = ("request", "response", "sent_request")
-DUCKDB_GROUP_ROWS = 8
-"""DuckDB runs in this process and holds every body a query reads while it cuts them: a page
-of 20 rows of 25 MB in one query took the server from 214 to 700 MB; 8 rows a query bound
-that (bench/list_previews.py) for a few ms a group (a 200-row page of small rows: 22 -> ~60
-ms). Postgres cuts in its own process: one query a page."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +49,15 @@ def stored_chars(con: Connection, ids: list[str]) -> dict[str, dict[str, int]]:
             for row in rows}
 
 
+# DuckDB runs in this process, and a query over several rows' bodies (an IN list) reads and
+# caches those of every row it scans: 20 rows of 25 MB took the server from 70 to 520-900 MB
+# in groups of 8 as in one query; a point lookup (`id = ?`) reads one row's, 190 MB for the
+# page (bench/list_previews.py). It costs about 1 ms a row (pages of small rows: 50 rows
+# 15 -> 64 ms, 200 rows 22 -> 233 ms). Postgres cuts in its own process: one query a page.
 def preview_rows(con: Connection, ids: list[str], limits: PreviewLimits
                  ) -> list[dict[str, Any]]:
     """The rows of `ids`, newest first, with their JSON columns cut (see the module doc).
-    The other columns in one query; the cut bodies on DuckDB in groups of DUCKDB_GROUP_ROWS."""
+    The other columns in one query; the cut bodies on DuckDB one row a query."""
     plain = [c for c in COLUMNS if c not in BODY_COLUMNS]
     where, params = ids_condition("id", ids)
     rows = con.execute(f"SELECT {', '.join(plain)} FROM interactions WHERE {where} "
@@ -65,13 +65,13 @@ def preview_rows(con: Connection, ids: list[str], limits: PreviewLimits
     cut = ", ".join(f"substr(CAST({c} AS VARCHAR), 1, ?), length(CAST({c} AS VARCHAR))"
                     for c in BODY_COLUMNS)
     ordered = [row[0] for row in rows]
-    on_pg = isinstance(dialect_of(con), PgDialect)
-    group = len(ordered) if on_pg else DUCKDB_GROUP_ROWS
+    if isinstance(dialect_of(con), PgDialect):
+        where, params = ids_condition("id", ordered)
+        queries = [(where, params)]
+    else:  # one row a query: a point lookup reads that row's bodies alone
+        queries = [("id = ?", [interaction_id]) for interaction_id in ordered]
     bodies: dict[str, tuple[Any, ...]] = {}
-    for start in range(0, len(ordered), max(group, 1)):
-        part = ordered[start:start + group]
-        where, params = ids_condition("id", part) if on_pg \
-            else (f"id IN ({', '.join('?' * len(part))})", part)
+    for where, params in queries:
         bodies.update((row[0], row[1:]) for row in con.execute(
             f"SELECT id, {cut} FROM interactions WHERE {where}",
             [*[limits.field_chars] * len(BODY_COLUMNS), *params]).fetchall())
