@@ -27,6 +27,7 @@ quantum each).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,6 +53,7 @@ class KeyShares:
         self.heavy: dict[str, None] = {}  # in the order they became heavy
         self.spent: dict[str, int] = {}
         self._reached: set[str] = set()  # the keys that spent a quantum in this call
+        self.width: dict[str, float] = {}  # of a key's rows lately (a moving average)
 
     def new_call(self) -> None:
         self._reached = set()
@@ -69,7 +71,17 @@ class KeyShares:
     def may_write(self, key: str) -> bool:
         return self.spent.get(key, 0) < self.quantum
 
+    def room(self, key: str | None, max_rows: int) -> int:
+        """How many rows of `key` to read for what is left of its quantum (by the width of its
+        rows so far; at least one), or `max_rows` (None: the light lane)."""
+        if key is None or key not in self.width:
+            return max_rows
+        left = self.quantum - self.spent.get(key, 0)
+        return max(1, min(max_rows, math.ceil(left / max(1.0, self.width[key]))))
+
     def charge(self, key: str, rows: int) -> None:
+        """`key`'s interaction was written, `rows` postings and words."""
+        self.width[key] = 0.8 * self.width[key] + 0.2 * rows if key in self.width else rows
         self.spent[key] = self.spent.get(key, 0) + rows
         if self.spent[key] >= self.quantum:
             self.heavy[key] = None

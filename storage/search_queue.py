@@ -131,6 +131,8 @@ class BackgroundIndexer:
                  key_terms: int = KEY_TERMS):
         self.db = db
         self.shares = KeyShares(key_terms)
+        # a heavy key's rows read and tokenized, then left for its quantum (in this call)
+        self._ready: dict[str, list[tuple[ForwardIndex, list[str]]]] = {}
         self.batch_bytes = batch_bytes
         self.write_terms = write_terms
         self.indexer = indexer
@@ -176,14 +178,25 @@ class BackgroundIndexer:
                         break
             finally:
                 self.shares.end_call()
+                self._ready.clear()
             await self.refresh_lag()
             return total
 
     async def _index_lane(self, only: str | None) -> int:
         """The light lane (`only` None: the rows of keys not heavy) or a heavy key's quantum.
-        The next batch is read and its forward index computed while this one is written (rows
-        listed meanwhile below it wait for the next pass or call)."""
+        In the light lane the next batch is read and its forward index computed while this one
+        is written (rows listed meanwhile below it wait for the next pass or call); a heavy
+        key's batches are read one after the other, each of the rows its quantum has room for
+        by the width of its rows so far (none tokenized to be left)."""
         total = 0
+        if only is not None:  # first its rows the light lane left
+            ready = self._ready.pop(only, [])
+            while ready and self.shares.may_write(only):
+                forward, ids = ready.pop(0)
+                total += await self._write(forward, ids, dict.fromkeys(ids, only))
+            self._ready.setdefault(only, []).extend(ready)
+            if not self.shares.may_write(only):
+                return total
         reading: asyncio.Future[tuple[pa.Table, ForwardIndex, bool, dict[str, str]]]
         following: asyncio.Future[tuple[pa.Table, ForwardIndex, bool, dict[str, str]]] | None \
             = asyncio.ensure_future(self._read_batch(None, only))
@@ -195,16 +208,17 @@ class BackgroundIndexer:
                 if batch.num_rows == 0:
                     break
                 ids = batch["id"].to_pylist()
-                if more:
-                    following = asyncio.ensure_future(self._read_batch(max(ids), only))
+                if more and only is None:
+                    following = asyncio.ensure_future(self._read_batch(max(ids), None))
                 total += await self._write(forward, ids, keys)
                 if not more or (only is not None and not self.shares.may_write(only)):
                     break
+                if only is not None:
+                    following = asyncio.ensure_future(self._read_batch(max(ids), only))
                 if time.monotonic() - measured >= LAG_REFRESH_S:  # not frozen in a backlog
                     await self.refresh_lag()
                     measured = time.monotonic()
         finally:
-            self.stats.indexed += total
             if following is not None:  # a write failed, or a quantum is spent: it waits
                 following.cancel()
                 with contextlib.suppress(BaseException):
@@ -213,17 +227,24 @@ class BackgroundIndexer:
 
     async def _write(self, forward: ForwardIndex, ids: list[str], keys: dict[str, str]) -> int:
         """Store a batch in write transactions of at most write_terms rows, leaving listed
-        the rows of keys whose quantum is spent."""
+        the rows of keys whose quantum is spent (kept ready for their next quantum)."""
         widths = row_widths(forward)
         taken = 0
         for part, part_ids in write_chunks(forward, ids, self.write_terms):
             allowed = [i for i in part_ids if self.shares.may_write(keys.get(i, ""))]
-            if not allowed:
-                continue
             if len(allowed) < len(part_ids):
+                written = set(allowed)
+                left = [i for i in part_ids if i not in written]
+                for key in dict.fromkeys(keys.get(i, "") for i in left):
+                    of_key = [i for i in left if keys.get(i, "") == key]
+                    self._ready.setdefault(key, []).append((only_ids(part, of_key), of_key))
+                if not allowed:
+                    continue
                 part = only_ids(part, allowed)
-            taken += await self.db.write(functools.partial(
+            claimed = await self.db.write(functools.partial(
                 store_claimed, forward=part, ids=allowed))
+            taken += claimed
+            self.stats.indexed += claimed
             for interaction in allowed:
                 self.shares.charge(keys.get(interaction, ""), widths.get(interaction, 0))
         return taken
@@ -233,8 +254,8 @@ class BackgroundIndexer:
         """The next batch (at most batch_rows, about batch_bytes) of the light lane or of the
         key `only`, its forward index, whether more may be listed after it, and its keys."""
         batch, more, keys = await self.db.read(functools.partial(
-            pending_batch, max_rows=self.batch_rows, max_bytes=self.batch_bytes, after=after,
-            skip=list(self.shares.heavy), only=only))
+            pending_batch, max_rows=self.shares.room(only, self.batch_rows),
+            max_bytes=self.batch_bytes, after=after, skip=list(self.shares.heavy), only=only))
         return batch, await asyncio.to_thread(self.indexer.forward_index, batch), more, keys
 
     async def finish_vectors(self) -> bool:
