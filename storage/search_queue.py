@@ -1,8 +1,8 @@
 """The background search indexer: indexes what ingest listed in `search_pending`.
 
-Ingest only lists the ids of the reviewable interactions it inserted (storage.search_index
-`queue_for_index`, in the ingest transaction); tokenizing their text, most of the ingest's
-time when done inline, happens here, off its critical path:
+Ingest only lists the ids of the reviewable interactions it inserted, each with the size of
+its text (storage.search_index `queue_for_index`, in the ingest transaction); tokenizing
+their text, most of the ingest's time when done inline, happens here, off its critical path:
 
 1. read the oldest listed interactions, at most `batch_rows` and about `batch_bytes` of text
    (storage.search_tail, by the sizes listed with them at ingest; a read: no write lock held),
