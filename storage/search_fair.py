@@ -34,10 +34,9 @@ from typing import Any
 import pyarrow as pa
 
 from storage.backend.dialect import table_exists
-from storage.backend.pg_connection import PgConnection
 from storage.db import Connection
 from storage.search_index import PENDING
-from storage.search_tail import batch_ids, next_batch, read_rows
+from storage.search_tail import batch_ids, next_batch, read_rows, sized
 
 # a key's quantum: the rows (postings and words) written for its interactions in a pass before
 # the other keys' rows are looked at again; about 3 interactions at the caps, or 1,000 chat rows
@@ -97,10 +96,11 @@ def pending_batch(con: Connection, *, max_rows: int, max_bytes: int, after: str 
     if not skip and only is None:
         batch, more = next_batch(con, max_rows, max_bytes, after=after)
     else:
-        sizes = _keyed_sizes(con, max_rows, after, skip, only)
+        listed = _keyed_sizes(con, max_rows, after, skip, only)
+        sizes = sized(con, listed, max_bytes)
         taken = batch_ids(sizes, max_bytes)
         batch = read_rows(con, taken, sizes)
-        more = len(taken) < len(sizes) or len(sizes) >= max_rows
+        more = len(taken) < len(listed) or len(listed) >= max_rows
     return batch, more, keys_of(con, batch["id"].to_pylist())
 
 
@@ -115,27 +115,21 @@ def keys_of(con: Connection, ids: Sequence[str]) -> dict[str, str]:
 
 
 def _keyed_sizes(con: Connection, limit: int, after: str | None, skip: Sequence[str],
-                 only: str | None) -> list[tuple[str, int]]:
-    """storage.search_tail `pending_sizes` (oldest first) of the rows of some keys only."""
+                 only: str | None) -> list[tuple[str, int | None]]:
+    """storage.search_tail `pending_sizes` (oldest first: sizes as listed at ingest, no value
+    read) of the rows of some keys only."""
     if not table_exists(con, PENDING):
         return []
-    if isinstance(con, PgConnection):
-        size = ("coalesce(octet_length(i.request::text), 0) + "
-                "coalesce(octet_length(i.response::text), 0)")
-    else:
-        size = ("coalesce(strlen(CAST(i.request AS VARCHAR)), 0) + "
-                "coalesce(strlen(CAST(i.response AS VARCHAR)), 0)")
     where = ["NOT (" + KEY + " = ANY(?::VARCHAR[]))" if only is None else f"{KEY} = ?"]
     params: list[Any] = [list(skip) if only is None else only]
     if after is not None:
         where.append("p.interaction_id > ?")
         params.append(after)
-    # the ids first (the key read from the small route, not the request): sizes for those only
+    # the key read from the small route, never the request or the response
     rows = con.execute(
-        f"SELECT q.interaction_id, {size} FROM (SELECT p.interaction_id FROM {PENDING} p "
+        f"SELECT p.interaction_id, p.text_bytes FROM {PENDING} p "
         f"LEFT JOIN (SELECT id, route FROM interactions WHERE id >= (SELECT "
         f"min(interaction_id) FROM {PENDING})) i ON i.id = p.interaction_id "
         f"WHERE {' AND '.join(where)} "
-        "ORDER BY p.interaction_id LIMIT ?) q LEFT JOIN interactions i "
-        "ON i.id = q.interaction_id ORDER BY q.interaction_id", [*params, limit]).fetchall()
-    return [(str(r[0]), int(r[1] or 0)) for r in rows]
+        "ORDER BY p.interaction_id LIMIT ?", [*params, limit]).fetchall()
+    return [(str(r[0]), None if r[1] is None else int(r[1])) for r in rows]

@@ -227,18 +227,29 @@ def delete_postings(con: Connection, ids: Sequence[str]) -> int:
     return deleted
 
 
+def text_bytes(batch: pa.Table) -> pa.Array:
+    """Per row of an ingest batch, its request's and response's text in bytes (as stored:
+    the JSON text the batch inserts), what `search_pending.text_bytes` holds."""
+    sizes = [pc.fill_null(pc.binary_length(batch[name]), 0).cast(pa.int64())
+             for name in ("request", "response")]
+    return pc.add(*sizes).combine_chunks()
+
+
 def queue_for_index(con: Connection, batch: pa.Table) -> None:
     """List the reviewable interactions of a batch just inserted as not yet indexed (in the
-    ingest transaction: an interaction is in the index or on the list, never neither)."""
+    ingest transaction: an interaction is in the index or on the list, never neither), each
+    with the size of its text (`text_bytes`, migration 53: counted here, from the values the
+    batch holds, so search's tail and the indexer never size a row by reading it)."""
     reviewable = pc.fill_null(pc.is_in(batch["endpoint"],
                                        value_set=pa.array(REVIEWABLE_ENDPOINTS)), False)
-    ids = pc.filter(batch["id"], reviewable)
-    if len(ids) == 0 or not table_exists(con, PENDING):
+    listed = pa.table({"interaction_id": batch["id"], "text_bytes": text_bytes(batch)}
+                      ).filter(reviewable)
+    if listed.num_rows == 0 or not table_exists(con, PENDING):
         return
     if isinstance(con, PgConnection):  # COPY (in a savepoint): a third of INSERT's time
         con.execute("BEGIN")
         try:
-            con.copy_rows(PENDING, pa.table({"interaction_id": ids}))
+            con.copy_rows(PENDING, listed)
             con.execute("COMMIT")
             return
         except CONSTRAINT_ERRORS:  # an id listed already: the path that skips those
@@ -246,8 +257,9 @@ def queue_for_index(con: Connection, batch: pa.Table) -> None:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    con.execute(f"INSERT INTO {PENDING} (interaction_id) SELECT unnest(?::VARCHAR[]) "
-                "ON CONFLICT DO NOTHING", [ids.to_pylist()])
+    con.execute(f"INSERT INTO {PENDING} (interaction_id, text_bytes) SELECT "
+                "unnest(?::VARCHAR[]), unnest(?::BIGINT[]) ON CONFLICT DO NOTHING",
+                [listed["interaction_id"].to_pylist(), listed["text_bytes"].to_pylist()])
 
 
 def pending_rows(con: Connection, limit: int, *, newest: bool = False,

@@ -1,11 +1,11 @@
 """The background search indexer: indexes what ingest listed in `search_pending`.
 
-Ingest only lists the ids of the reviewable interactions it inserted (storage.search_index
-`queue_for_index`, in the ingest transaction); tokenizing their text, most of the ingest's
-time when done inline, happens here, off its critical path:
+Ingest only lists the ids of the reviewable interactions it inserted, each with the size of
+its text (storage.search_index `queue_for_index`, in the ingest transaction); tokenizing
+their text, most of the ingest's time when done inline, happens here, off its critical path:
 
 1. read the oldest listed interactions, at most `batch_rows` and about `batch_bytes` of text
-   (storage.search_tail; a read: no write lock held),
+   (storage.search_tail, by the sizes listed with them at ingest; a read: no write lock held),
 2. compute their forward index (in the compute worker process when there is one),
 3. in one write transaction, take them off the list (`DELETE ... RETURNING`) and write the
    terms of those this transaction took (`store_claimed`); a batch of wide rows in several
@@ -21,7 +21,8 @@ rows meanwhile, only makes step 3 take fewer (nothing is written for a row it di
 With replicas, the one holding the change feed's leader lock indexes (`may_run`); another
 taking over goes on from the list. Search reads the unindexed tail itself (storage.search),
 and `lag_rows`/`lag_seconds` are in /metrics, refreshed every LAG_REFRESH_S during a backlog
-(`tail_missed_rows`: those of them search's tail leaves out, in /healthz).
+(`tail_missed_rows`: those of them search's tail leaves out, in /healthz; counted from the
+sizes listed with the rows, under a statement timeout on Postgres: see `tail_missed_within`).
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.backend.dialect import table_exists
+from storage.backend.pg_connection import PgConnection
 from storage.backend.pg_database import PgDatabase
 from storage.db import Connection
 from storage.online_indexes import build_indexes
@@ -49,16 +52,17 @@ from storage.search_index import (
     SearchIndexer,
     store_claimed,
 )
-from storage.search_tail import BATCH_BYTES, tail_missed
+from storage.search_tail import BATCH_BYTES, TAIL_ROWS, tail_missed
 from storage.search_vectors import build_vectors
 from storage.store import Store
 
 log = logging.getLogger("tuneloop.search")
 IDLE_CHECK_S = 10.0  # with nothing ingested here, how often the list is looked at
 LAG_REFRESH_S = 1.0  # during a backlog, how often the lag figures are measured again
-# how often the rows search's tail leaves out are counted again (on Postgres the sizes of the
-# newest 500 unindexed rows are read from their values: up to 500 detoasted in the database)
+# how often the rows search's tail leaves out are counted again (from the sizes listed with
+# the newest 500 unindexed rows: no value is read), and how long that count may take at most
 TAIL_CHECK_S = 10.0
+TAIL_CHECK_TIMEOUT_S = 1.0
 VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 51: rows filled a round, in chunks
 # the rows (postings and words) one write transaction of the indexer stores at most, unless one
 # interaction alone has more (at most 3 fields x MAX_FIELD_TERMS terms, and its words): a batch
@@ -103,6 +107,20 @@ def only_ids(forward: ForwardIndex, ids: Sequence[str]) -> ForwardIndex:
         forward.words.filter(pc.is_in(forward.words["interaction_id"], value_set=taken)))
 
 
+def tail_missed_within(con: Connection, lag_rows: int, timeout_s: float) -> int | None:
+    """`tail_missed`, or None when it is not counted within `timeout_s` on Postgres (a
+    statement_timeout; the pooled connection is left without one): a lock held on
+    `search_pending` (a migration's) must not hold a replica's background loop. On DuckDB,
+    in this process, it reads the list's two narrow columns (a Top-N of ids), no value."""
+    if not isinstance(con, PgConnection):
+        return tail_missed(con, lag_rows)
+    try:
+        with con.statement_deadline(time.monotonic() + timeout_s):
+            return tail_missed(con, lag_rows)
+    except psycopg.errors.QueryCanceled:
+        return None
+
+
 def write_chunks(forward: ForwardIndex, ids: Sequence[str],
                  max_terms: int) -> list[tuple[ForwardIndex, list[str]]]:
     """`ids` (in order) and their forward index cut into runs of at most `max_terms` rows
@@ -128,8 +146,10 @@ class BackgroundIndexer:
     def __init__(self, db: Store, indexer: SearchIndexer, *, batch_rows: int = 2000,
                  interval_s: float = 1.0, may_run: Callable[[], bool] | None = None,
                  write_terms: int = WRITE_TERMS, batch_bytes: int = BATCH_BYTES,
-                 key_terms: int = KEY_TERMS):
+                 key_terms: int = KEY_TERMS,
+                 tail_check_timeout_s: float = TAIL_CHECK_TIMEOUT_S):
         self.db = db
+        self.tail_check_timeout_s = tail_check_timeout_s
         self.shares = KeyShares(key_terms)
         # a heavy key's rows read and tokenized, then left for its quantum (in this call)
         self._ready: dict[str, list[tuple[ForwardIndex, list[str]]]] = {}
@@ -279,8 +299,13 @@ class BackgroundIndexer:
             self.stats.tail_missed_rows = 0
         elif time.monotonic() - self._tail_checked >= TAIL_CHECK_S \
                 or self.stats.tail_missed_rows > rows:
-            self.stats.tail_missed_rows = await self.db.read(
-                functools.partial(tail_missed, lag_rows=rows))
+            missed = await self.db.read(functools.partial(
+                tail_missed_within, lag_rows=rows, timeout_s=self.tail_check_timeout_s))
+            if missed is None:  # not counted in time: the last count, within what is sure
+                log.warning("the rows search's tail leaves out were not counted within %.3g s",
+                            self.tail_check_timeout_s)
+                missed = min(rows, max(self.stats.tail_missed_rows, rows - TAIL_ROWS))
+            self.stats.tail_missed_rows = missed
             self._tail_checked = time.monotonic()
         self.stats.lag_rows = rows
         self.stats.lag_seconds = 0.0 if oldest is None else \
