@@ -6,7 +6,18 @@ connection and a parser forever, and its keep-alive timer only runs between requ
 protocol below (uvicorn's httptools protocol plus one timer) gives each request
 `header_timeout_s` from its first byte to the end of its headers; then it answers an
 OpenAI-shaped 408 with `connection: close` and closes. A connection that sends nothing at all
-within that time is closed without an answer. Body read timeouts live in `proxy.body`.
+within that time is closed without an answer, and so are bytes between requests that begin
+none (empty lines, which the parser skips: they stopped the keep-alive timer and nothing else
+ran). Body read timeouts live in `proxy.body`.
+
+Neither idle timer (this one, uvicorn's keep-alive) closes a connection whose next request is
+already in the socket: a loop late under load runs due timers before it reads (uvloop reads
+only after them when its wait was interrupted), and closing a socket with unread bytes resets
+it, so the client lost a request it had sent in time (issue 12). The timer looks first and
+waits once more. The keep-alive (`keep_alive_timeout_s`, 75 s) is longer than common
+clients' pool expiry (httpx and the openai SDK 5 s, aiohttp 15 s, nginx and AWS load
+balancers 60 s): the client gives up on an idle connection before the server does, never at
+the same moment.
 
 `server_header=False`: the `server` header a client sees is the upstream's (relayed), never
 two; `date` is uvicorn's (the upstream's is dropped in `proxy.headers`).
@@ -17,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import resource
+import select
 from typing import Any
 
 import orjson
@@ -47,6 +59,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     header_timeout_s = 10.0
     _header_timer: asyncio.TimerHandle | None = None
     _in_headers = False
+    _between = True  # no request begun since the last one ended (or the connection began)
+    _waited = False  # the header timer found bytes unread once and waited for them
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -56,9 +70,16 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if (self._between and self._header_timer is None and not self.transport.is_closing()
+                and (self.cycle is None or self.cycle.response_complete)):
+            self._arm()  # bytes that began no request: bounded as a request's headers are
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
+        self._between = False
         if self._header_timer is None:
             self._arm()
 
@@ -66,6 +87,26 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._disarm()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._between = True
+
+    def timeout_keep_alive_handler(self) -> None:
+        if self._unread():  # the next request came in time: data_received stops this timer
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler)
+            return
+        super().timeout_keep_alive_handler()
+
+    def _unread(self) -> bool:
+        """Whether the socket holds bytes (or an end) the loop has not read yet."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     def _start_asgi_task(self, cycle: RequestResponseCycle,
                          app: ASGI3Application) -> None:
@@ -75,6 +116,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._expired)
 
     def _disarm(self) -> None:
+        self._waited = False
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
@@ -86,6 +128,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             return  # a response is still on its way: a pipelined request waits its turn
         if not self._in_headers:
+            if not self._waited and self._unread():  # sent in time, not read yet: once more
+                self._waited = True
+                self._header_timer = self.loop.call_later(self.header_timeout_s, self._expired)
+                return
             self.transport.close()  # nothing was sent: nobody to answer
             return
         error = RequestTimeout(
@@ -109,12 +155,17 @@ def protocol_class(settings: Settings) -> type[HeaderTimeoutProtocol]:
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Everything `uvicorn.run` needs besides the app."""
     return {
-        "host": settings.host, "port": settings.port, "loop": "uvloop",
-        "http": protocol_class(settings), "access_log": False,
+        "host": settings.host, "port": settings.port, "loop": "uvloop", "access_log": False,
         "log_level": settings.log_level, "timeout_graceful_shutdown": 30, "lifespan": "on",
-        "proxy_headers": False, "server_header": False,
-        "limit_concurrency": connection_limit(settings),
+        "proxy_headers": False, "limit_concurrency": connection_limit(settings),
+        **connection_options(settings),
     }
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """How each client connection is served (the tests' in-process servers use these too)."""
+    return {"http": protocol_class(settings), "timeout_keep_alive": settings.keep_alive_timeout_s,
+            "server_header": False}
 
 
 def connection_limit(settings: Settings) -> int:

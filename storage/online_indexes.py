@@ -103,14 +103,15 @@ def _small(con: Connection, indexes: list[OnlineIndex], rows: int) -> bool:
                for table in {ix.table for ix in indexes})
 
 
-def build_indexes(con: Connection, *, small_only: bool = False) -> bool:
+def build_indexes(con: Connection, *, small_only: bool = False,
+                  startup_rows: int = STARTUP_ROWS) -> bool:
     """Build the due indexes (`con` outside any transaction: CREATE INDEX CONCURRENTLY).
-    `small_only`: only when their tables hold up to STARTUP_ROWS rows (a replica's start).
+    `small_only`: only when their tables hold up to `startup_rows` rows (a replica's start).
     Answers whether none is left due (False also when another connection is at it)."""
     todo = due(con)
     if not todo:
         return True
-    if small_only and not _small(con, todo, STARTUP_ROWS):
+    if small_only and not _small(con, todo, startup_rows):
         return False
     if not con.execute("SELECT pg_try_advisory_lock(?)", [INDEX_BUILD_LOCK]).fetchall()[0][0]:
         return False

@@ -297,7 +297,8 @@ CREATE TABLE public.search_docs (
 );
 
 CREATE TABLE public.search_pending (
-    interaction_id character varying NOT NULL
+    interaction_id character varying NOT NULL,
+    text_bytes bigint
 );
 
 CREATE TABLE public.search_terms (

@@ -270,6 +270,7 @@ CREATE TABLE search_docs (
 
 CREATE TABLE search_pending (
     interaction_id VARCHAR NOT NULL,
+    text_bytes BIGINT,
     PRIMARY KEY (interaction_id)
 );
 

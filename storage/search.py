@@ -36,7 +36,8 @@ from typing import Any, Protocol
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.lookup import ids_condition
-from storage.search_index import FIELD_BITS, batch_forward_index
+from storage.search_forward import FIELD_BITS
+from storage.search_index import batch_forward_index
 from storage.search_pg import JOINT_CAP, KnownMatches, joint_matches, small_groups
 from storage.search_tail import tail_rows
 from storage.search_text import grams, stems, term_key, tokenize

@@ -28,21 +28,16 @@ transaction that writes the terms), or by `index_batch` in the caller's transact
 
 Edited message lists add their new terms (search finds an item by any of its revisions).
 
-Each field of an interaction is indexed by its first MAX_FIELD_TERMS distinct terms, in the
-order they come (review r12x2: a request of 50,000 random words made one index write, and the
-checks of `term_keys` in search, run long); a term first seen past them is not findable in
-that field. Every way in (the indexer, `index_batch`, edits, the unindexed tail search reads)
-goes through `forward_index`, on both stores.
+What indexing an interaction writes, and the caps on it (per field, per interaction), is
+computed by storage.search_forward, the one way in for every path.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -59,35 +54,11 @@ from storage.messages import (
     message_text,
     messages_of,
 )
-from storage.search_text import terms
+from storage.search_forward import TERMS_SCHEMA, Fields, ForwardIndex, forward_index
 from storage.transaction import transaction
 
 log = logging.getLogger("tuneloop.search")
-
-FIELDS = ("system", "user", "answer")
-FIELD_BITS = {name: 1 << n for n, name in enumerate(FIELDS)}
 SYSTEM_ROLES = ("system", "developer")
-MIN_WORD, MAX_WORD = 3, 32  # the words kept for prefix search
-# the distinct terms indexed per field of an interaction: its first ones, in the order they
-# come; the rest of a wider text is not findable. A bound on one row's index writes (and on
-# the term_keys search checks), whatever a client sends: see storage.search_queue
-MAX_FIELD_TERMS = 5000
-
-TERMS_SCHEMA = pa.schema([("term_key", pa.int64()), ("interaction_id", pa.string()),
-                          ("fields", pa.uint8())])
-DOCS_SCHEMA = pa.schema([("interaction_id", pa.string()), ("term_keys", pa.list_(pa.int64())),
-                         ("term_fields", pa.list_(pa.uint8()))])
-WORDS_SCHEMA = pa.schema([("word", pa.string()), ("term_key", pa.int64()),
-                          ("interaction_id", pa.string())])
-Fields = tuple[str, str, str]
-
-
-@dataclass(frozen=True)
-class ForwardIndex:
-    """What indexing a batch writes: per interaction its terms and their fields, and the new
-    words for prefix search. Picklable: the worker process computes it."""
-    docs: pa.Table
-    words: pa.Table
 
 
 def message_fields(messages: Sequence[Message]) -> Fields:
@@ -124,80 +95,6 @@ def _parsed(value: Any) -> Any:
         except orjson.JSONDecodeError:
             return None
     return value
-
-
-def forward_index(ids: Sequence[str], fields: Sequence[Fields]) -> ForwardIndex:
-    """The terms of each interaction once, with the bits of the fields they occur in. Pure
-    and vectorized (Arrow and numpy): only the distinct terms of the batch reach Python."""
-    if not ids:
-        return ForwardIndex(DOCS_SCHEMA.empty_table(), WORDS_SCHEMA.empty_table())
-    found = terms([text for triple in fields for text in triple])
-    size = max(1, len(found.keys))
-    pairs = _distinct_pairs(found.text_index, found.codes, size)
-    word_first_text = found.word_first_text
-    if len(pairs) and np.bincount((pairs >> 2) // size * 3 + (pairs & 3)).max() \
-            > MAX_FIELD_TERMS:  # some field of some interaction is wider than the cap
-        kept = _first_terms(found.text_index, found.codes, size, MAX_FIELD_TERMS)
-        text_index, codes = found.text_index[kept], found.codes[kept]
-        pairs = _distinct_pairs(text_index, codes, size)
-        word_first_text = np.full(len(found.words), np.iinfo(np.int64).max, np.int64)
-        is_word = codes < len(found.words)
-        np.minimum.at(word_first_text, codes[is_word], text_index[is_word])
-    term_of = pairs >> 2
-    starts = np.flatnonzero(np.concatenate([[True], term_of[1:] != term_of[:-1]])) \
-        if len(pairs) else np.zeros(0, np.int64)
-    bits = np.bitwise_or.reduceat(np.left_shift(1, pairs & 3).astype(np.uint8), starts) \
-        if len(pairs) else np.zeros(0, np.uint8)
-    doc, code = np.divmod(term_of[starts], size)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=len(ids)))]),
-                       pa.int32())
-    docs = pa.table([pa.array(ids, pa.string()),
-                     pa.ListArray.from_arrays(offsets, pa.array(found.keys[code], pa.int64())),
-                     pa.ListArray.from_arrays(offsets, pa.array(bits, pa.uint8()))],
-                    schema=DOCS_SCHEMA).sort_by("interaction_id")
-    return ForwardIndex(docs, _words(ids, found.words, found.keys[:len(found.words)],
-                                     word_first_text // 3))
-
-
-def _distinct_pairs(text_index: np.ndarray, codes: np.ndarray, size: int) -> np.ndarray:
-    """One sort of (interaction, term, field) codes: each term of an interaction's field
-    once ((interaction * size + term) * 4 + field, sorted)."""
-    doc, field = np.divmod(text_index, 3)
-    pairs = np.sort((doc * size + codes) * 4 + field)
-    if len(pairs):
-        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
-    return pairs
-
-
-def _first_terms(text_index: np.ndarray, codes: np.ndarray, size: int,
-                 limit: int) -> np.ndarray:
-    """Which terms (a mask) are among the first `limit` distinct terms of their text, in the
-    order they come in it (the words of a text, then its CJK/Thai grams: storage.search_text
-    `terms`)."""
-    pair = text_index * size + codes
-    distinct, first = np.unique(pair, return_index=True)
-    text = distinct // size
-    order = np.lexsort((first, text))  # by text, then by where each term first comes
-    in_order = text[order]
-    rank = np.arange(len(order)) - np.searchsorted(in_order, in_order, side="left")
-    return np.isin(pair, distinct[order][rank < limit])
-
-
-def _words(ids: Sequence[str], words: list[str], keys: np.ndarray,
-           doc: np.ndarray) -> pa.Table:
-    """The words worth a prefix search: 3 to 32 characters, with a letter (and indexed: `doc`
-    past the last interaction for a word the cap left out everywhere)."""
-    if not words:
-        return WORDS_SCHEMA.empty_table()
-    text = pa.array(words, pa.string())
-    length = pc.utf8_length(text)
-    keep = pc.and_(pc.and_(pc.greater_equal(length, MIN_WORD), pc.less_equal(length, MAX_WORD)),
-                   pc.match_substring_regex(text, r"\p{L}"))
-    keep = pc.and_(keep, pa.array(doc < len(ids)))
-    where = pc.indices_nonzero(keep)
-    return pa.table([pc.take(text, where), pa.array(keys).take(where),
-                     pa.array(ids, pa.string()).take(pa.array(doc).take(where))],
-                    schema=WORDS_SCHEMA)
 
 
 def _insert(con: Connection, table: str, rows: pa.Table, suffix: str = "") -> list[Any]:
@@ -330,18 +227,29 @@ def delete_postings(con: Connection, ids: Sequence[str]) -> int:
     return deleted
 
 
+def text_bytes(batch: pa.Table) -> pa.Array:
+    """Per row of an ingest batch, its request's and response's text in bytes (as stored:
+    the JSON text the batch inserts), what `search_pending.text_bytes` holds."""
+    sizes = [pc.fill_null(pc.binary_length(batch[name]), 0).cast(pa.int64())
+             for name in ("request", "response")]
+    return pc.add(*sizes).combine_chunks()
+
+
 def queue_for_index(con: Connection, batch: pa.Table) -> None:
     """List the reviewable interactions of a batch just inserted as not yet indexed (in the
-    ingest transaction: an interaction is in the index or on the list, never neither)."""
+    ingest transaction: an interaction is in the index or on the list, never neither), each
+    with the size of its text (`text_bytes`, migration 53: counted here, from the values the
+    batch holds, so search's tail and the indexer never size a row by reading it)."""
     reviewable = pc.fill_null(pc.is_in(batch["endpoint"],
                                        value_set=pa.array(REVIEWABLE_ENDPOINTS)), False)
-    ids = pc.filter(batch["id"], reviewable)
-    if len(ids) == 0 or not table_exists(con, PENDING):
+    listed = pa.table({"interaction_id": batch["id"], "text_bytes": text_bytes(batch)}
+                      ).filter(reviewable)
+    if listed.num_rows == 0 or not table_exists(con, PENDING):
         return
     if isinstance(con, PgConnection):  # COPY (in a savepoint): a third of INSERT's time
         con.execute("BEGIN")
         try:
-            con.copy_rows(PENDING, pa.table({"interaction_id": ids}))
+            con.copy_rows(PENDING, listed)
             con.execute("COMMIT")
             return
         except CONSTRAINT_ERRORS:  # an id listed already: the path that skips those
@@ -349,8 +257,9 @@ def queue_for_index(con: Connection, batch: pa.Table) -> None:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    con.execute(f"INSERT INTO {PENDING} (interaction_id) SELECT unnest(?::VARCHAR[]) "
-                "ON CONFLICT DO NOTHING", [ids.to_pylist()])
+    con.execute(f"INSERT INTO {PENDING} (interaction_id, text_bytes) SELECT "
+                "unnest(?::VARCHAR[]), unnest(?::BIGINT[]) ON CONFLICT DO NOTHING",
+                [listed["interaction_id"].to_pylist(), listed["text_bytes"].to_pylist()])
 
 
 def pending_rows(con: Connection, limit: int, *, newest: bool = False,

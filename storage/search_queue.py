@@ -1,16 +1,19 @@
 """The background search indexer: indexes what ingest listed in `search_pending`.
 
-Ingest only lists the ids of the reviewable interactions it inserted (storage.search_index
-`queue_for_index`, in the ingest transaction); tokenizing their text, most of the ingest's
-time when done inline, happens here, off its critical path:
+Ingest only lists the ids of the reviewable interactions it inserted, each with the size of
+its text (storage.search_index `queue_for_index`, in the ingest transaction); tokenizing
+their text, most of the ingest's time when done inline, happens here, off its critical path:
 
 1. read the oldest listed interactions, at most `batch_rows` and about `batch_bytes` of text
-   (storage.search_tail; a read: no write lock held),
+   (storage.search_tail, by the sizes listed with them at ingest; a read: no write lock held),
 2. compute their forward index (in the compute worker process when there is one),
 3. in one write transaction, take them off the list (`DELETE ... RETURNING`) and write the
    terms of those this transaction took (`store_claimed`); a batch of wide rows in several
    such transactions, each of at most WRITE_TERMS postings and words (`write_chunks`: on
    Postgres a write holds the deployment's write lock, which ingest and admin writes wait for).
+
+The listed rows are taken oldest first within a share per client key (storage.search_fair):
+one key's wide rows are indexed a quantum at a time after the other keys' rows.
 
 So a crash (`kill -9`) anywhere leaves an interaction listed and unindexed or indexed and
 unlisted, never indexed twice; a replica racing another, or `forget`/retention deleting
@@ -18,7 +21,8 @@ rows meanwhile, only makes step 3 take fewer (nothing is written for a row it di
 With replicas, the one holding the change feed's leader lock indexes (`may_run`); another
 taking over goes on from the list. Search reads the unindexed tail itself (storage.search),
 and `lag_rows`/`lag_seconds` are in /metrics, refreshed every LAG_REFRESH_S during a backlog
-(`tail_missed_rows`: those of them search's tail leaves out, in /healthz).
+(`tail_missed_rows`: those of them search's tail leaves out, in /healthz; counted from the
+sizes listed with the rows, under a statement timeout on Postgres: see `tail_missed_within`).
 """
 
 from __future__ import annotations
@@ -32,29 +36,33 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.backend.dialect import table_exists
+from storage.backend.pg_connection import PgConnection
 from storage.backend.pg_database import PgDatabase
 from storage.db import Connection
 from storage.online_indexes import build_indexes
+from storage.search_fair import KEY_TERMS, KeyShares, pending_batch
 from storage.search_index import (
     PENDING,
     ForwardIndex,
     SearchIndexer,
     store_claimed,
 )
-from storage.search_tail import BATCH_BYTES, next_batch, tail_missed
+from storage.search_tail import BATCH_BYTES, TAIL_ROWS, tail_missed
 from storage.search_vectors import build_vectors
 from storage.store import Store
 
 log = logging.getLogger("tuneloop.search")
 IDLE_CHECK_S = 10.0  # with nothing ingested here, how often the list is looked at
 LAG_REFRESH_S = 1.0  # during a backlog, how often the lag figures are measured again
-# how often the rows search's tail leaves out are counted again (on Postgres the sizes of the
-# newest 500 unindexed rows are read from their values: up to 500 detoasted in the database)
+# how often the rows search's tail leaves out are counted again (from the sizes listed with
+# the newest 500 unindexed rows: no value is read), and how long that count may take at most
 TAIL_CHECK_S = 10.0
+TAIL_CHECK_TIMEOUT_S = 1.0
 VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 51: rows filled a round, in chunks
 # the rows (postings and words) one write transaction of the indexer stores at most, unless one
 # interaction alone has more (at most 3 fields x MAX_FIELD_TERMS terms, and its words): a batch
@@ -83,16 +91,43 @@ def index_lag(con: Connection) -> tuple[int, datetime | None]:
     return int(row[0]), row[1]
 
 
+def row_widths(forward: ForwardIndex) -> dict[str, int]:
+    """The rows (postings and words) a forward index writes for each interaction."""
+    widths = dict(zip(forward.docs["interaction_id"].to_pylist(),
+                      pc.list_value_length(forward.docs["term_keys"]).to_pylist(), strict=True))
+    for counted in pc.value_counts(forward.words["interaction_id"]).to_pylist():
+        widths[counted["values"]] = widths.get(counted["values"], 0) + counted["counts"]
+    return widths
+
+
+def only_ids(forward: ForwardIndex, ids: Sequence[str]) -> ForwardIndex:
+    taken = pa.array(list(ids), pa.string())
+    return ForwardIndex(
+        forward.docs.filter(pc.is_in(forward.docs["interaction_id"], value_set=taken)),
+        forward.words.filter(pc.is_in(forward.words["interaction_id"], value_set=taken)))
+
+
+def tail_missed_within(con: Connection, lag_rows: int, timeout_s: float) -> int | None:
+    """`tail_missed`, or None when it is not counted within `timeout_s` on Postgres (a
+    statement_timeout; the pooled connection is left without one): a lock held on
+    `search_pending` (a migration's) must not hold a replica's background loop. On DuckDB,
+    in this process, it reads the list's two narrow columns (a Top-N of ids), no value."""
+    if not isinstance(con, PgConnection):
+        return tail_missed(con, lag_rows)
+    try:
+        with con.statement_deadline(time.monotonic() + timeout_s):
+            return tail_missed(con, lag_rows)
+    except psycopg.errors.QueryCanceled:
+        return None
+
+
 def write_chunks(forward: ForwardIndex, ids: Sequence[str],
                  max_terms: int) -> list[tuple[ForwardIndex, list[str]]]:
     """`ids` (in order) and their forward index cut into runs of at most `max_terms` rows
     written (postings and words; a run holds at least one interaction, whatever its width),
     each for a transaction of its own (`store_claimed`): no write holds the write lock for
     more than one run's rows."""
-    widths = dict(zip(forward.docs["interaction_id"].to_pylist(),
-                      pc.list_value_length(forward.docs["term_keys"]).to_pylist(), strict=True))
-    for counted in pc.value_counts(forward.words["interaction_id"]).to_pylist():
-        widths[counted["values"]] = widths.get(counted["values"], 0) + counted["counts"]
+    widths = row_widths(forward)
     runs: list[list[str]] = [[]]
     terms_in_run = 0
     for interaction in ids:
@@ -104,21 +139,20 @@ def write_chunks(forward: ForwardIndex, ids: Sequence[str],
         terms_in_run += width
     if len(runs) == 1:
         return [(forward, list(ids))]
-    chunks = []
-    for run in runs:
-        taken = pa.array(run, pa.string())
-        chunks.append((ForwardIndex(
-            forward.docs.filter(pc.is_in(forward.docs["interaction_id"], value_set=taken)),
-            forward.words.filter(pc.is_in(forward.words["interaction_id"], value_set=taken))),
-            run))
-    return chunks
+    return [(only_ids(forward, run), run) for run in runs]
 
 
 class BackgroundIndexer:
     def __init__(self, db: Store, indexer: SearchIndexer, *, batch_rows: int = 2000,
                  interval_s: float = 1.0, may_run: Callable[[], bool] | None = None,
-                 write_terms: int = WRITE_TERMS, batch_bytes: int = BATCH_BYTES):
+                 write_terms: int = WRITE_TERMS, batch_bytes: int = BATCH_BYTES,
+                 key_terms: int = KEY_TERMS,
+                 tail_check_timeout_s: float = TAIL_CHECK_TIMEOUT_S):
         self.db = db
+        self.tail_check_timeout_s = tail_check_timeout_s
+        self.shares = KeyShares(key_terms)
+        # a heavy key's rows read and tokenized, then left for its quantum (in this call)
+        self._ready: dict[str, list[tuple[ForwardIndex, list[str]]]] = {}
         self.batch_bytes = batch_bytes
         self.write_terms = write_terms
         self.indexer = indexer
@@ -146,47 +180,103 @@ class BackgroundIndexer:
         self._wake.set()
 
     async def index_pending(self) -> int:
-        """Index every listed interaction, in batches; answers how many this call took. The
-        next batch is read and its forward index computed while this one is written (rows
-        listed meanwhile below it wait for the next call, which the writer's wake-up makes)."""
+        """Index every listed interaction, in batches, sharing the work between client keys
+        (storage.search_fair: the light lane, then a quantum per heavy key, again); answers
+        how many this call took."""
         async with self._lock:
             total = 0
-            reading: asyncio.Future[tuple[pa.Table, ForwardIndex, bool]]
-            following: asyncio.Future[tuple[pa.Table, ForwardIndex, bool]] | None = \
-                asyncio.ensure_future(self._read_batch(None))
-            measured = time.monotonic()
+            self.shares.new_call()
             try:
-                while following is not None:
-                    reading, following = following, None
-                    batch, forward, more = await reading
-                    if batch.num_rows == 0:
+                while True:
+                    self.shares.new_pass()
+                    done = await self._index_lane(None)
+                    for key in list(self.shares.heavy):
+                        self.shares.turn(key)
+                        done += await self._index_lane(key)
+                    total += done
+                    if done == 0 or not self.shares.heavy:
                         break
-                    ids = batch["id"].to_pylist()
-                    if more:
-                        following = asyncio.ensure_future(self._read_batch(max(ids)))
-                    for part, part_ids in write_chunks(forward, ids, self.write_terms):
-                        total += await self.db.write(functools.partial(
-                            store_claimed, forward=part, ids=part_ids))
-                    if not more:
-                        break
-                    if time.monotonic() - measured >= LAG_REFRESH_S:  # not frozen in a backlog
-                        await self.refresh_lag()
-                        measured = time.monotonic()
             finally:
-                self.stats.indexed += total
-                if following is not None:  # a write failed: the batch read ahead waits
-                    following.cancel()
-                    with contextlib.suppress(BaseException):
-                        await following
+                self.shares.end_call()
+                self._ready.clear()
             await self.refresh_lag()
             return total
 
-    async def _read_batch(self, after: str | None) -> tuple[pa.Table, ForwardIndex, bool]:
-        """The next batch (at most batch_rows, about batch_bytes), its forward index, and
-        whether more may be listed after it."""
-        batch, more = await self.db.read(functools.partial(
-            next_batch, max_rows=self.batch_rows, max_bytes=self.batch_bytes, after=after))
-        return batch, await asyncio.to_thread(self.indexer.forward_index, batch), more
+    async def _index_lane(self, only: str | None) -> int:
+        """The light lane (`only` None: the rows of keys not heavy) or a heavy key's quantum.
+        In the light lane the next batch is read and its forward index computed while this one
+        is written (rows listed meanwhile below it wait for the next pass or call); a heavy
+        key's batches are read one after the other, each of the rows its quantum has room for
+        by the width of its rows so far (none tokenized to be left)."""
+        total = 0
+        if only is not None:  # first its rows the light lane left
+            ready = self._ready.pop(only, [])
+            while ready and self.shares.may_write(only):
+                forward, ids = ready.pop(0)
+                total += await self._write(forward, ids, dict.fromkeys(ids, only))
+            self._ready.setdefault(only, []).extend(ready)
+            if not self.shares.may_write(only):
+                return total
+        reading: asyncio.Future[tuple[pa.Table, ForwardIndex, bool, dict[str, str]]]
+        following: asyncio.Future[tuple[pa.Table, ForwardIndex, bool, dict[str, str]]] | None \
+            = asyncio.ensure_future(self._read_batch(None, only))
+        measured = time.monotonic()
+        try:
+            while following is not None:
+                reading, following = following, None
+                batch, forward, more, keys = await reading
+                if batch.num_rows == 0:
+                    break
+                ids = batch["id"].to_pylist()
+                if more and only is None:
+                    following = asyncio.ensure_future(self._read_batch(max(ids), None))
+                total += await self._write(forward, ids, keys)
+                if not more or (only is not None and not self.shares.may_write(only)):
+                    break
+                if only is not None:
+                    following = asyncio.ensure_future(self._read_batch(max(ids), only))
+                if time.monotonic() - measured >= LAG_REFRESH_S:  # not frozen in a backlog
+                    await self.refresh_lag()
+                    measured = time.monotonic()
+        finally:
+            if following is not None:  # a write failed, or a quantum is spent: it waits
+                following.cancel()
+                with contextlib.suppress(BaseException):
+                    await following
+        return total
+
+    async def _write(self, forward: ForwardIndex, ids: list[str], keys: dict[str, str]) -> int:
+        """Store a batch in write transactions of at most write_terms rows, leaving listed
+        the rows of keys whose quantum is spent (kept ready for their next quantum)."""
+        widths = row_widths(forward)
+        taken = 0
+        for part, part_ids in write_chunks(forward, ids, self.write_terms):
+            allowed = [i for i in part_ids if self.shares.may_write(keys.get(i, ""))]
+            if len(allowed) < len(part_ids):
+                written = set(allowed)
+                left = [i for i in part_ids if i not in written]
+                for key in dict.fromkeys(keys.get(i, "") for i in left):
+                    of_key = [i for i in left if keys.get(i, "") == key]
+                    self._ready.setdefault(key, []).append((only_ids(part, of_key), of_key))
+                if not allowed:
+                    continue
+                part = only_ids(part, allowed)
+            claimed = await self.db.write(functools.partial(
+                store_claimed, forward=part, ids=allowed))
+            taken += claimed
+            self.stats.indexed += claimed
+            for interaction in allowed:
+                self.shares.charge(keys.get(interaction, ""), widths.get(interaction, 0))
+        return taken
+
+    async def _read_batch(self, after: str | None, only: str | None,
+                          ) -> tuple[pa.Table, ForwardIndex, bool, dict[str, str]]:
+        """The next batch (at most batch_rows, about batch_bytes) of the light lane or of the
+        key `only`, its forward index, whether more may be listed after it, and its keys."""
+        batch, more, keys = await self.db.read(functools.partial(
+            pending_batch, max_rows=self.shares.room(only, self.batch_rows),
+            max_bytes=self.batch_bytes, after=after, skip=list(self.shares.heavy), only=only))
+        return batch, await asyncio.to_thread(self.indexer.forward_index, batch), more, keys
 
     async def finish_vectors(self) -> bool:
         """Postgres: take migration 51 a round further (storage.search_vectors: the lexemes
@@ -209,8 +299,13 @@ class BackgroundIndexer:
             self.stats.tail_missed_rows = 0
         elif time.monotonic() - self._tail_checked >= TAIL_CHECK_S \
                 or self.stats.tail_missed_rows > rows:
-            self.stats.tail_missed_rows = await self.db.read(
-                functools.partial(tail_missed, lag_rows=rows))
+            missed = await self.db.read(functools.partial(
+                tail_missed_within, lag_rows=rows, timeout_s=self.tail_check_timeout_s))
+            if missed is None:  # not counted in time: the last count, within what is sure
+                log.warning("the rows search's tail leaves out were not counted within %.3g s",
+                            self.tail_check_timeout_s)
+                missed = min(rows, max(self.stats.tail_missed_rows, rows - TAIL_ROWS))
+            self.stats.tail_missed_rows = missed
             self._tail_checked = time.monotonic()
         self.stats.lag_rows = rows
         self.stats.lag_seconds = 0.0 if oldest is None else \

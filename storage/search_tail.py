@@ -4,12 +4,14 @@ rows AND by bytes.
 Search tokenizes the newest unindexed rows at query time (storage.search), and the background
 indexer reads the oldest in batches (storage.search_queue). Both read those rows whole into the
 server process: bounded by rows only, 500 rows of 8 MB made every search read 4 GB (review
-r12x3 HIGH 1). So the ids and sizes are read first (the request's and the response's text, in
-bytes, counted in the database: nothing is sent or tokenized; on Postgres json has no binary
-cast to text, so each value is still detoasted there, about 130 ms for 160 MB at load 3, far
-less than reading it here; `pg_column_size`, which reads no value, is the compressed size and
-would let a compressible row through at many times its budget), then only the rows that fit a
-budget of bytes:
+r12x3 HIGH 1). So the ids and sizes are read first, then only the rows that fit a budget of
+bytes. A row's size (its stored request's and response's text, in bytes) is listed with it at
+ingest (`text_bytes`, migration 53): sizing reads `search_pending` alone, never a value.
+Counting it from the values in the database instead detoasted and decompressed each of them on
+Postgres (json has no binary cast to text): 30 rows of 24 MB in the newest 500 made that count
+outrun search's 2 s budget, and every search was refused (review r12x4 HIGH); `pg_column_size`,
+which reads no value, is the compressed size and would let a compressible row through at many
+times its budget.
 
 - the search tail (`tail_rows`): of the newest TAIL_ROWS rows, newest first, each that still
   fits in TAIL_BYTES (a row that does not is skipped, and the smaller older ones still taken:
@@ -18,6 +20,13 @@ budget of bytes:
   for /healthz);
 - an indexer batch (`batch_ids`): at most `max_rows` rows and about `max_bytes` bytes, always
   at least one row (a row bigger than the budget is a batch of its own).
+
+A row listed without a size (before migration 53, or by a replica of an older version during a
+rolling deploy) is left out of the tail: search never reads a value to size a row, and the row
+is found once indexed (`tail_missed` counts it meanwhile). The indexer measures such rows from
+their values, one at a time and at most MEASURED_ROWS a batch, and stops measuring once the
+batch is full: each is measured at most twice (the one that overflows a batch again for the
+next), where every batch (and its read-ahead) once counted the size of all its listed rows.
 """
 
 from __future__ import annotations
@@ -35,44 +44,52 @@ from storage.search_index import BATCH_COLUMNS, PENDING, pending_rows
 TAIL_ROWS = 500  # the newest interactions not yet indexed, matched at query time
 TAIL_BYTES = 8 * 1024 * 1024  # of their stored request and response, at most
 BATCH_BYTES = 16 * 1024 * 1024  # an indexer batch's request and response, about
+MEASURED_ROWS = 64  # of a batch, the rows listed without a size measured (one at a time), most
 # a test's hook: called with the bytes of each set of pending rows read whole
 on_rows_read: Callable[[int], None] | None = None
 
 
 def pending_sizes(con: Connection, limit: int, *, newest: bool = False,
-                  after: str | None = None) -> list[tuple[str, int]]:
-    """Ids and sizes in bytes (stored request + response) of up to `limit` interactions not
-    yet indexed, oldest first or newest; `after`: only ids after it. A listed id whose
-    interaction is gone has size 0."""
+                  after: str | None = None) -> list[tuple[str, int | None]]:
+    """Ids and sizes in bytes (stored request + response, as listed at ingest: no value is
+    read) of up to `limit` interactions not yet indexed, oldest first or newest; `after`:
+    only ids after it. None: listed without a size (before migration 53, or by an older
+    version's replica)."""
     if not table_exists(con, PENDING):
         return []
-    if isinstance(con, PgConnection):  # the text's size, not the compressed one stored
-        size = ("coalesce(octet_length(i.request::text), 0) + "
-                "coalesce(octet_length(i.response::text), 0)")
-    else:
-        size = ("coalesce(strlen(CAST(i.request AS VARCHAR)), 0) + "
-                "coalesce(strlen(CAST(i.response AS VARCHAR)), 0)")
     params: list[Any] = []
     where = ""
     if after is not None:
         where, params = "WHERE interaction_id > ? ", [after]
-    order = "DESC" if newest else "ASC"
-    # the ids first: sizes counted for those `limit` only, not for every listed row
     rows = con.execute(
-        f"SELECT p.interaction_id, {size} FROM (SELECT interaction_id FROM {PENDING} "
-        f"{where}ORDER BY interaction_id {order} LIMIT ?) p LEFT JOIN interactions i "
-        f"ON i.id = p.interaction_id ORDER BY p.interaction_id {order}",
-        [*params, limit]).fetchall()
-    return [(str(r[0]), int(r[1] or 0)) for r in rows]
+        f"SELECT interaction_id, text_bytes FROM {PENDING} {where}ORDER BY interaction_id "
+        f"{'DESC' if newest else 'ASC'} LIMIT ?", [*params, limit]).fetchall()
+    return [(str(r[0]), None if r[1] is None else int(r[1])) for r in rows]
 
 
-def tail_ids(sizes: list[tuple[str, int]], max_bytes: int) -> list[str]:
+def measured_size(con: Connection, interaction_id: str) -> int:
+    """The size of one interaction's stored request + response, counted from its values in
+    the database (on Postgres each is detoasted there): for a row listed without a size only,
+    by the indexer. 0 when the interaction is gone."""
+    if isinstance(con, PgConnection):  # the text's size, not the compressed one stored
+        size = ("coalesce(octet_length(request::text), 0) + "
+                "coalesce(octet_length(response::text), 0)")
+    else:
+        size = ("coalesce(strlen(CAST(request AS VARCHAR)), 0) + "
+                "coalesce(strlen(CAST(response AS VARCHAR)), 0)")
+    rows = con.execute(f"SELECT {size} FROM interactions WHERE id = ?",
+                       [interaction_id]).fetchall()
+    return int(rows[0][0] or 0) if rows else 0
+
+
+def tail_ids(sizes: list[tuple[str, int | None]], max_bytes: int) -> list[str]:
     """Of `sizes` (newest first), the ids read for the tail: each that still fits in
-    `max_bytes` with those taken before it (one that does not is skipped)."""
+    `max_bytes` with those taken before it (one that does not, or of no known size, is
+    skipped)."""
     taken: list[str] = []
     total = 0
     for item, size in sizes:
-        if total + size > max_bytes:
+        if size is None or total + size > max_bytes:
             continue
         taken.append(item)
         total += size
@@ -92,15 +109,33 @@ def batch_ids(sizes: list[tuple[str, int]], max_bytes: int) -> list[str]:
     return taken
 
 
+def sized(con: Connection, listed: list[tuple[str, int | None]], max_bytes: int,
+          max_measured: int = MEASURED_ROWS) -> list[tuple[str, int]]:
+    """`listed` (oldest first) with a size each, as far as a batch of `max_bytes` may take
+    them: a row listed without one measured (`measured_size`), at most `max_measured`, and
+    none once the rows before it fill the batch."""
+    known: list[tuple[str, int]] = []
+    total = measured = 0
+    for item, size in listed:
+        if size is None:
+            if measured == max_measured or (known and total >= max_bytes):
+                break
+            size = measured_size(con, item)
+            measured += 1
+        known.append((item, size))
+        total += size
+    return known
+
+
 def read_rows(con: Connection, ids: list[str],
-              sizes: list[tuple[str, int]]) -> pa.Table:
+              sizes: list[tuple[str, int]] | list[tuple[str, int | None]]) -> pa.Table:
     """The pending rows `ids` (BATCH_COLUMNS), in the order of `ids`; fewer when another
     replica indexed some meanwhile."""
     if not ids:
         return pa.table({c: pa.array([], pa.string()) for c in BATCH_COLUMNS})
     if on_rows_read is not None:
         wanted = set(ids)
-        on_rows_read(sum(size for item, size in sizes if item in wanted))
+        on_rows_read(sum(size or 0 for item, size in sizes if item in wanted))
     batch = pending_rows(con, len(ids), ids=ids)
     order = {item: n for n, item in enumerate(ids)}
     got = batch["id"].to_pylist()
@@ -128,6 +163,7 @@ def next_batch(con: Connection, max_rows: int, max_bytes: int,
                after: str | None = None) -> tuple[pa.Table, bool]:
     """An indexer batch: the oldest pending rows (after `after`) within `max_rows` rows and
     about `max_bytes` bytes; and whether more may be listed after it."""
-    sizes = pending_sizes(con, max_rows, after=after)
+    listed = pending_sizes(con, max_rows, after=after)
+    sizes = sized(con, listed, max_bytes)
     ids = batch_ids(sizes, max_bytes)
-    return read_rows(con, ids, sizes), len(ids) < len(sizes) or len(sizes) >= max_rows
+    return read_rows(con, ids, sizes), len(ids) < len(listed) or len(listed) >= max_rows

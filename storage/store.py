@@ -7,7 +7,7 @@ from pathlib import Path
 from storage.backend import is_postgres_url
 from storage.backend.pg_database import MIGRATE_LOCK, PgDatabase
 from storage.db import Connection, Database
-from storage.online_indexes import build_indexes
+from storage.online_indexes import STARTUP_ROWS, build_indexes
 from storage.search_vectors import MIGRATION as VECTORS_MIGRATION
 from storage.search_vectors import build_vectors
 
@@ -25,9 +25,12 @@ def open_store(spec: Path | str, *, read_threads: int = 3, wait_s: float = 5.0,
     return Database(Path(spec), read_threads=read_threads)
 
 
-def migrate_store(db: Store, *, up_to: int | None = None) -> list[int]:
+def migrate_store(db: Store, *, up_to: int | None = None,
+                  startup_rows: int = STARTUP_ROWS) -> list[int]:
     """Apply the migrations not yet applied. On Postgres one replica migrates under an
-    advisory lock while the others starting with it wait, then find nothing left to do."""
+    advisory lock while the others starting with it wait, then find nothing left to do; the
+    indexes left to build concurrently are built now when their tables hold up to
+    `startup_rows` rows (storage.online_indexes), else by the leading replica's indexer."""
     from storage.migrations import migrate
 
     if isinstance(db, PgDatabase):
@@ -37,7 +40,8 @@ def migrate_store(db: Store, *, up_to: int | None = None) -> list[int]:
         if up_to is None or up_to >= VECTORS_MIGRATION:
             db.read_sync(_finish_small_vectors)
         # a new store's indexes now (its schema whole); a big table's, by the search indexer
-        db.read_sync(lambda con: build_indexes(con, small_only=True))
+        db.read_sync(lambda con: build_indexes(con, small_only=True,
+                                              startup_rows=startup_rows))
         return done
     return db.write_sync(lambda con: migrate(con, up_to=up_to))
 

@@ -27,6 +27,7 @@ Without Postgres installed these tests fail with what was looked for: `.ci/run` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -41,6 +42,7 @@ import openai
 import pytest
 
 from proxy.app import create_app
+from proxy.server import connection_options
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
@@ -227,12 +229,18 @@ def fake_openai() -> Iterator[FakeUpstream]:
         yield FakeUpstream(url, state)
 
 
+def serve_proxy(settings: Settings) -> contextlib.AbstractContextManager[str]:
+    """The app as `tuneloop serve` serves each connection (its protocol, header timer and
+    keep-alive: uvicorn's own 5 s keep-alive met the SDK's 5 s pool expiry, issue 12)."""
+    return serve_app(create_app(settings), **connection_options(settings))
+
+
 @contextmanager
 def running_proxy(tmp: Path, upstream: FakeUpstream, **overrides: Any) -> Iterator[ProxyServer]:
     """A proxy in front of `upstream` (settings: `proxy_settings` with `overrides`), stopped
     and closed at the end."""
     settings = proxy_settings(tmp, upstream.base_url, **overrides)
-    with serve_app(create_app(settings)) as url:
+    with serve_proxy(settings) as url:
         proxy = ProxyServer(url, settings, upstream)
         try:
             yield proxy
@@ -292,7 +300,7 @@ def proxy_factory(
         upstream = overrides.pop("upstream", fake_openai.base_url)
         overrides.setdefault("db", store)
         settings = proxy_settings(tmp_path, upstream, **overrides)
-        manager = serve_app(create_app(settings))
+        manager = serve_proxy(settings)
         url = manager.__enter__()
         server = ProxyServer(url, settings, fake_openai)
         stack.append((manager, server))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,28 @@ class ProxyProcess:
         self._proc.send_signal(signal.SIGTERM)
         return self._proc.wait(60)
 
+    @contextlib.contextmanager
+    def stalled(self) -> Iterator[None]:
+        """The process stopped (SIGSTOP) until the block ends (SIGCONT): its event loop runs
+        nothing meanwhile, as one that lags under load, while the kernel still takes what
+        clients send. On resuming, whatever timers came due meet those bytes unread."""
+        assert self._proc is not None
+        pid = self._proc.pid
+        # stopped while its loop waits for events (not while it runs a callback, when it would
+        # look for events again before it runs due timers), and every thread stopped before
+        # the caller sends: woken by the signal alone, epoll_wait returns EINTR and uvloop
+        # runs the timers that came due meanwhile before it looks again
+        waiting = Path(f"/proc/{pid}/task/{pid}/wchan")
+        while waiting.read_text() != "do_epoll_wait":
+            time.sleep(0.0005)
+        self._proc.send_signal(signal.SIGSTOP)
+        try:
+            while not _all_stopped(pid):
+                time.sleep(0.001)
+            yield
+        finally:
+            self._proc.send_signal(signal.SIGCONT)
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
@@ -136,6 +160,16 @@ class ProxyProcess:
 
 
 PORT_TRIES = 5
+
+
+def _all_stopped(pid: int) -> bool:
+    tasks = Path(f"/proc/{pid}/task")
+    for task in tasks.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            # the state follows the name in parentheses, which may hold spaces
+            if (task / "stat").read_text().rpartition(")")[2].split()[0] != "T":
+                return False
+    return True
 
 
 def _is_our_health(answer: httpx.Response) -> bool:

@@ -19,10 +19,8 @@ import openai
 
 from exporter.cycle_canary import judge_canary
 from exporter.cycle_config import CanaryConfig
-from proxy.app import create_app
 from storage.db import connect
-from tests.conftest import FakeUpstream, ProxyServer, both_stores, proxy_settings
-from tests.fakes.server import serve_app
+from tests.conftest import FakeUpstream, ProxyServer, both_stores, proxy_settings, serve_proxy
 from tests.test_canary_failures import ALIAS, CANARY, HI, SINCE, STABLE
 
 
@@ -30,7 +28,7 @@ from tests.test_canary_failures import ALIAS, CANARY, HI, SINCE, STABLE
 def test_opinions_cancelled_at_a_restart_do_not_hold_a_clean_canary(
         tmp_path: Path, fake_openai: FakeUpstream, store: str) -> None:
     settings = proxy_settings(tmp_path, fake_openai.base_url, db=store, hangup_probe_min_s=0.2)
-    with serve_app(create_app(settings)) as url:
+    with serve_proxy(settings) as url:
         proxy = ProxyServer(url, settings, fake_openai)
         admin = proxy.admin()
         admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
@@ -45,7 +43,7 @@ def test_opinions_cancelled_at_a_restart_do_not_hold_a_clean_canary(
         with ThreadPoolExecutor(12) as pool:
             list(pool.map(hang_up, range(12)))
         proxy.close()
-    with serve_app(create_app(settings)) as url:
+    with serve_proxy(settings) as url:
         proxy = ProxyServer(url, settings, fake_openai)
         client = proxy.openai().with_options(max_retries=0)
         with ThreadPoolExecutor(4) as pool:
@@ -79,7 +77,7 @@ def test_asked_rows_written_without_a_due_time_are_lost_after_the_longest_deadli
     had (connect, then reply and first chunk within the read timeout, and the ingest's grace;
     the settings' or the route's, whichever is longer) is lost too."""
     settings = proxy_settings(tmp_path, fake_openai.base_url, hangup_probe_min_s=0.2)
-    with serve_app(create_app(settings)) as url:
+    with serve_proxy(settings) as url:
         proxy = ProxyServer(url, settings, fake_openai)
         admin = proxy.admin()
         admin.put_routes({ALIAS: {"targets": [{"model": STABLE}]}})
@@ -104,7 +102,7 @@ def test_asked_rows_written_without_a_due_time_are_lost_after_the_longest_deadli
             con.execute("UPDATE interactions SET route = ? WHERE id = ?",
                         [json.dumps(older), row_id])
     quick = settings.model_copy(update={"connect_timeout_s": 1.0, "read_timeout_s": 2.0})
-    with serve_app(create_app(quick)) as url:
+    with serve_proxy(quick) as url:
         proxy = ProxyServer(url, quick, fake_openai)
         missing = [proxy.admin().route_health(ALIAS, since=SINCE)["targets"]]
         deadline = time.monotonic() + 30  # bound: 1 + 2 * 2 + 2 s grace after each row

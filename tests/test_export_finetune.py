@@ -132,15 +132,14 @@ def test_follow_resumes_from_the_last_seen_event(
 
 
 def test_events_page_backwards_with_after(
-    fake_openai: FakeUpstream, chat_export: Path, monkeypatch: pytest.MonkeyPatch
+    fake_openai: FakeUpstream, chat_export: Path
 ) -> None:
     fake_openai.state.finetune_step_seconds = 0.01
     provider = provider_for(fake_openai.base_url)
     job = provider.start(load_export(chat_export), JobSpec("gpt-4o-mini"))
     time.sleep(0.2)
-    monkeypatch.setattr("exporter.providers.openai_ft.EVENTS_PAGE", 3)  # several pages
-    events = provider.events_after(job.id, None)
-    later = provider.events_after(job.id, events[4].id)
+    events = provider.events_after(job.id, None, page_size=3)  # several pages
+    later = provider.events_after(job.id, events[4].id, page_size=3)
     assert [e.id for e in events] == [e["id"] for e in fake_openai.state.jobs[job.id].events]
     assert [e.id for e in later] == [e.id for e in events[5:]]
     afters = [r.query for r in fake_openai.state.requests if r.path.endswith("/events")]

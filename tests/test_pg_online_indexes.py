@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from storage import migrations, online_indexes
+from storage import migrations
 from storage.backend.pg_connection import PgConnection
 from storage.db import Connection
 from storage.migrations import MIGRATIONS
@@ -103,18 +103,17 @@ def test_a_new_store_is_whole_after_migrate_store(pg_url: str) -> None:
 
 
 def test_a_big_store_is_indexed_by_the_leading_replicas_indexer_and_counts_the_same(
-        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past STARTUP_ROWS the replica's start leaves the build to the search indexer; stats
+        pg_url: str) -> None:
+    """Past `startup_rows` the replica's start leaves the build to the search indexer; stats
     answer the same before (a pass over the table) and after (the covering index)."""
     with opened(pg_url, up_to=51) as con:
         build_indexes(con)  # a store at 51 has the indexes of the migrations before
     fill(pg_url, "interactions")
-    monkeypatch.setattr(online_indexes, "STARTUP_ROWS", 100)
 
     async def run() -> tuple[Any, list[bool], Any]:
         db = open_store(pg_url)
         try:
-            migrate_store(db)  # migration 52: its indexes not built at start (too many rows)
+            migrate_store(db, startup_rows=100)  # 52: its indexes not built at start (too big)
             assert [ix.name for ix in await db.read(due)] == [
                 "interactions_stats", "interactions_stats_wide"]
             before = await db.read(review_stats)

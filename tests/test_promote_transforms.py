@@ -12,10 +12,9 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from proxy.app import create_app
 from storage.prompt_templates import freeze_template
 from storage.store import migrate_store, open_store
-from tests.conftest import ADMIN_TOKEN, FakeUpstream, ProxyServer, proxy_settings
+from tests.conftest import ADMIN_TOKEN, FakeUpstream, ProxyServer, proxy_settings, serve_proxy
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
@@ -40,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
         db.write_sync(lambda con: freeze_template(
             con, {"name": "qa", "parts": {"prompt_prefix": PREFIX}}, "test"))
         db.close()
-        with serve_app(create_app(settings)) as url:
+        with serve_proxy(settings) as url:
             proxy = ProxyServer(url, settings, FakeUpstream(upstream_url, state))
             yield proxy
             proxy.close()

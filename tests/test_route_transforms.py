@@ -18,12 +18,18 @@ from exporter.examples import Example
 from exporter.formats import FormatOptions
 from exporter.pipeline import ExportOptions, export
 from exporter.strip import TemplateStrip
-from proxy.app import create_app
 from proxy.promotion import parse_promote_request, promoted_spec
 from proxy.routing import RouteSpec
 from storage.prompt_templates import freeze_template
 from storage.store import migrate_store, open_store
-from tests.conftest import ADMIN_TOKEN, UPSTREAM_KEY, FakeUpstream, ProxyServer, proxy_settings
+from tests.conftest import (
+    ADMIN_TOKEN,
+    UPSTREAM_KEY,
+    FakeUpstream,
+    ProxyServer,
+    proxy_settings,
+    serve_proxy,
+)
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
@@ -62,7 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
         db.write_sync(lambda con: freeze_template(con, {
             "name": "qa-legacy", "parts": {"prompt_prefix": "Answer briefly.\n"}}, "test"))
         db.close()
-        with serve_app(create_app(settings)) as url:
+        with serve_proxy(settings) as url:
             proxy = ProxyServer(url, settings, upstream)
             yield proxy
             proxy.close()

@@ -15,10 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
-from proxy.app import create_app
 from storage.prompt_templates import freeze_template
 from storage.store import migrate_store, open_store
-from tests.conftest import UPSTREAM_KEY, FakeUpstream, ProxyServer, last_sent, proxy_settings
+from tests.conftest import (
+    UPSTREAM_KEY,
+    FakeUpstream,
+    ProxyServer,
+    last_sent,
+    proxy_settings,
+    serve_proxy,
+)
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
 from tests.fakes.server import serve_app
@@ -46,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
             db.write_sync(lambda con, n=name, p=parts: freeze_template(
                 con, {"name": n, "parts": p}, "test"))
         db.close()
-        with serve_app(create_app(settings)) as url:
+        with serve_proxy(settings) as url:
             proxy = ProxyServer(url, settings, upstream)
             proxy.admin().put_routes({
                 "qa": {"targets": [{"model": LEGACY_FT, "transforms": [

@@ -16,7 +16,6 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from proxy.app import create_app
 from storage.prompt_templates import freeze_template
 from storage.store import migrate_store, open_store
 from tests.conftest import (
@@ -27,6 +26,7 @@ from tests.conftest import (
     ProxyServer,
     last_sent,
     proxy_settings,
+    serve_proxy,
 )
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import create_app as create_fake_openai
@@ -57,7 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
             db.write_sync(lambda con, n=name, p=parts: freeze_template(
                 con, {"name": n, "parts": p}, "test"))
         db.close()
-        with serve_app(create_app(settings)) as url:
+        with serve_proxy(settings) as url:
             proxy = ProxyServer(url, settings, upstream)
             routes = {
                 alias: {"targets": [{"model": model, "transforms": [

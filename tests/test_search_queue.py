@@ -254,7 +254,7 @@ def test_the_untrainable_rule_at_ingest_agrees_with_the_sql_rule(db: Store) -> N
 def test_a_row_listed_already_is_listed_once(db: Store) -> None:
     """Postgres lists a batch with COPY: an id already on the list (left by an interaction
     deleted outside `forget`) must take the path that skips it, not fail the ingest."""
-    db.write_sync(lambda con: con.execute("INSERT INTO search_pending VALUES (?)",
-                                          [ROWS[0]["id"]]))
+    db.write_sync(lambda con: con.execute(
+        "INSERT INTO search_pending (interaction_id) VALUES (?)", [ROWS[0]["id"]]))
     assert ingest(db, ROWS) == len(ROWS)
     assert count(db, "SELECT count(*) FROM search_pending") == len(ROWS)

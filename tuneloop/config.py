@@ -269,6 +269,9 @@ class Settings(BaseSettings):
     """Deepest nesting of a JSON request body (OpenAI's API has nothing deeper)."""
     header_timeout_s: float = Field(10.0, gt=0)
     """From the first byte of a request to the end of its headers; then 408 and close."""
+    keep_alive_timeout_s: float = Field(75.0, gt=0)
+    """How long a connection may wait idle for its next request; longer than clients' pools
+    keep idle connections (httpx 5 s, load balancers 60 s), so that they close it first."""
     body_idle_timeout_s: float = Field(30.0, gt=0)
     """Longest pause between two pieces of a request body; then 408 and close."""
     body_timeout_s: float = Field(300.0, gt=0)

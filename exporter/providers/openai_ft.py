@@ -223,7 +223,8 @@ class OpenAIFineTuning:
             _call(f"cancel {job_id}", lambda: self.client.fine_tuning.jobs.cancel(job_id))
         )
 
-    def events_after(self, job_id: str, last_seen: str | None) -> list[JobEvent]:
+    def events_after(self, job_id: str, last_seen: str | None,
+                     page_size: int = EVENTS_PAGE) -> list[JobEvent]:
         """Events newer than `last_seen`, oldest first. The API lists newest first and pages
         backwards with `after`, so read pages until the last seen event shows up."""
         jobs = self.client.fine_tuning.jobs
@@ -233,7 +234,7 @@ class OpenAIFineTuning:
             extra: Mapping[str, Any] = {"after": cursor} if cursor else {}
             page = _call(
                 f"events of {job_id}",
-                partial(jobs.list_events, job_id, limit=EVENTS_PAGE, **extra),
+                partial(jobs.list_events, job_id, limit=page_size, **extra),
             )
             for item in page.data:
                 if item.id == last_seen:

@@ -43,6 +43,7 @@ from storage.migrations import (
     m050_time_id_index,
     m051_search_vectors,
     m052_stats_index,
+    m053_pending_sizes,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -82,6 +83,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(50, "time_id_index", m050_time_id_index.apply),
     Migration(51, "search_vectors", m051_search_vectors.apply),
     Migration(52, "stats_index", m052_stats_index.apply),
+    Migration(53, "pending_sizes", m053_pending_sizes.apply),
 )
 
 

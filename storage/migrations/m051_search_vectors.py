@@ -74,9 +74,11 @@ def apply(con: Connection) -> None:
         f"ON search_docs FOR EACH ROW EXECUTE FUNCTION {TRIGGER_FUNCTION}()"])
 
 
-def with_brief_lock(con: Connection, statements: list[str]) -> None:
+def with_brief_lock(con: Connection, statements: list[str], *, migration: int = 51,
+                    table: str = "search_docs") -> None:
     """Run `statements` (inside the migration's transaction, as a savepoint) under a
-    lock_timeout, again after a pause while a long transaction keeps the lock from them."""
+    lock_timeout, again after a pause while a long transaction keeps the lock from them.
+    `migration` and `table`: for the messages (migration 53 uses it too)."""
     for attempt in range(1, LOCK_TRIES + 1):
         try:
             with transaction(con):
@@ -87,9 +89,9 @@ def with_brief_lock(con: Connection, statements: list[str]) -> None:
         except Exception as exc:
             if getattr(exc, "sqlstate", None) != LOCK_NOT_AVAILABLE:
                 raise
-            log.warning("migration 51: search_docs is held by a long transaction (try %d of "
-                        "%d); trying again", attempt, LOCK_TRIES)
+            log.warning("migration %d: %s is held by a long transaction (try %d of %d); "
+                        "trying again", migration, table, attempt, LOCK_TRIES)
             time.sleep(LOCK_PAUSE_S)
-    raise StorageError(f"migration 51 could not lock search_docs for an instant in "
+    raise StorageError(f"migration {migration} could not lock {table} for an instant in "
                        f"{LOCK_TRIES} tries: a long transaction holds it (pg_stat_activity "
                        "shows which); end it, then start tuneloop again")

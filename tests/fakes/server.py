@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -68,8 +69,10 @@ def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
 
 
 @contextmanager
-def serve_app(app: ASGIApp, *, host: str = "127.0.0.1", port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` on ``host`` (a free port unless given) and yield ``http://host:port``."""
+def serve_app(app: ASGIApp, *, host: str = "127.0.0.1", port: int | None = None,
+              **options: Any) -> Iterator[str]:
+    """Serve ``app`` on ``host`` (a free port unless given) and yield ``http://host:port``;
+    ``options`` go to ``uvicorn.Config``."""
     sock = _bound_socket(host, port or 0)
     bound_port = int(sock.getsockname()[1])
     config = uvicorn.Config(
@@ -78,6 +81,7 @@ def serve_app(app: ASGIApp, *, host: str = "127.0.0.1", port: int | None = None)
         lifespan="on",
         access_log=False,
         timeout_graceful_shutdown=2,
+        **options,
     )
     server = _Server(config)
     thread = threading.Thread(

@@ -19,7 +19,6 @@ import httpx
 import orjson
 import pytest
 
-from proxy.app import create_app
 from tests.conftest import (
     ADMIN_TOKEN,
     REVIEWER_TOKEN,
@@ -28,8 +27,8 @@ from tests.conftest import (
     both_stores,
     one_store,
     proxy_settings,
+    serve_proxy,
 )
-from tests.fakes.server import serve_app
 
 pytestmark = both_stores
 
@@ -244,7 +243,7 @@ def restartable(tmp_path: Path, fake_openai: FakeUpstream) -> Iterator[Any]:
             self.db = settings.db
 
         def __call__(self) -> Any:
-            return serve_app(create_app(settings))
+            return serve_proxy(settings)
 
     yield Runs()
 
