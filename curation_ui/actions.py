@@ -239,7 +239,20 @@ def action_panel(item: dict[str, Any], *, key: str, on_done: Callable[[], None])
     token = st.session_state.pop("focus_reason", None)
     if token:
         focus(REASON_LABEL, token)
+    if item.get("too_big"):
+        too_big_notice(item)
+        return
     _editors(item, scope, on_done, problem)
+
+
+def too_big_notice(item: dict[str, Any]) -> None:
+    """An item the server answered as a preview (past its `item_full_max_chars`): no editor,
+    since an edit would start from cut text; the stored row is whole."""
+    chars = sum((item.get("stored_chars") or {}).values())
+    st.warning(f"This item is too big to show whole or to edit in the app ({chars:,} "
+               "characters logged): its texts are cut here (…). Approve, reject and needs "
+               "work act on it as logged. Read it whole with `tuneloop sql \"SELECT request, "
+               f"response FROM interactions WHERE id = '{item['id']}'\"`.")
 
 
 def _canned_reasons(reason_key: str, scope: str) -> None:

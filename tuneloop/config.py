@@ -205,6 +205,21 @@ class Settings(BaseSettings):
     # a page of a text search (`q`) the review list asks is answered within this or refused
     # as a 400 search_too_broad (storage.search_budget)
     search_page_budget_s: float = Field(2.0, gt=0)
+    # the review list answers previews (storage/previews.py), so a page of rows a key holder
+    # logged with 30 MB bodies costs the proxy kilobytes, not gigabytes
+    preview_text_chars: int = Field(2_000, ge=16)
+    """Each string of a list item (a message's content, a body's text) is cut to this many
+    characters, ending in `…`; the item says `truncated`."""
+    preview_field_chars: int = Field(16_384, ge=256)
+    """The database hands over at most this many characters of each logged body (request,
+    response, sent_request) of a list item; the rest stays in the store."""
+    list_page_max_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    """A page of GET /admin/interactions stops before the item that would take it past this
+    many bytes (it always holds one); its `next_cursor` goes on from there."""
+    item_full_max_chars: int = Field(8 * 1024 * 1024, ge=1024)
+    """GET /admin/interactions/{id} (and the queue's next item) answer an item whole when its
+    logged bodies hold at most this many characters together; a bigger one is answered as a
+    preview with `too_big` (8 MiB: an edit is at most that big, storage.messages)."""
 
     # data governance
     redact: list[RedactionKind] = Field(default_factory=list)

@@ -112,6 +112,8 @@ with diff:
         st.caption("Other choices the model returned (n > 1)")
         show_messages(item["alternatives"])
 with raw:
+    if item.get("too_big"):
+        st.caption("Cut (…): the item is too big to show whole here; the stored row is whole.")
     st.caption("request (as the app sent it)")
     st.json(item.get("request"), expanded=False)
     if item.get("sent_request") is not None:

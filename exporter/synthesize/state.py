@@ -122,7 +122,9 @@ class LogReader:
         while True:
             page = self.admin.interactions(tag=chunk_tag(key), traffic="synthetic",
                                            limit=PAGE, cursor=cursor)
-            found.extend(page["items"])
+            # the list answers previews: an item cut there (a long question list) is read whole
+            found.extend(self.admin.interaction(i["id"]) if i.get("truncated") else i
+                         for i in page["items"])
             cursor = page.get("next_cursor")
             if not cursor:
                 return found

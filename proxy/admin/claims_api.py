@@ -13,11 +13,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.admin.common import json_object, json_response, refuse_repeated, row_json
+from proxy.admin.interactions import item_item
 from proxy.admin.review_params import filter_from_json, review_query, reviewer_name
 from proxy.auth import Role
 from proxy.context import ProxyContext, context_of
 from storage.claims import claim, release
-from storage.items import review_item
 from storage.progress import progress
 from storage.queue import ReviewQuery, next_item, search_candidates
 from tuneloop.errors import BadRequest
@@ -70,7 +70,7 @@ async def next_queue_item(request: Request) -> Response:
                                                      candidates=candidates))
     answer: dict[str, Any] = {"item": None}
     if taken is not None:
-        item = await ctx.db.read(lambda con: review_item(con, taken.interaction_id))
+        item = await ctx.db.read(lambda con: item_item(con, ctx.settings, taken.interaction_id))
         item.update(taken.to_json())  # the claim as written, even if a read lags
         answer["item"] = row_json(item)
     if with_progress:

@@ -55,12 +55,17 @@ def row_json(row: dict[str, Any]) -> orjson.Fragment:
     answer. A row orjson cannot write (nesting past its 254 levels, integers beyond 64 bits)
     becomes `{"id", "error": "unreadable stored value"}` and is logged: one bad row never
     fails a whole listing."""
+    return orjson.Fragment(row_bytes(row))
+
+
+def row_bytes(row: dict[str, Any]) -> bytes:
+    """`row_json`'s text."""
     try:
-        return orjson.Fragment(orjson.dumps(row))
+        return orjson.dumps(row)
     except TypeError as exc:  # orjson.JSONEncodeError
         log.error("interaction %r: its stored value cannot be written as JSON (%s); answered "
                   "as a placeholder", row.get("id"), exc)
-        return orjson.Fragment(orjson.dumps({"id": row.get("id"), "error": UNREADABLE}))
+        return orjson.dumps({"id": row.get("id"), "error": UNREADABLE})
 
 
 def nul_refused(what: str) -> BadRequest:
