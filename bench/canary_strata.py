@@ -23,6 +23,11 @@ the elapsed seconds, times SLACK). Scenarios:
 - one app (r14k HIGH 2): a single-app route (key a the whole history) whose key rotates at the
   open, alone, beside an honest fresh monitor (1 request per 50 app requests), or beside a
   fresh key sending 1 (5) cheap requests per app request; and that key without the rotation;
+- one app rotated + 5 fresh keys, app rotated + batch silent (r14l HIGH 1-2): every live key
+  fresh (a rotation nobody linked) beside 5 fresh keys sending 1 cheap request each per app
+  request, or the app (30%) rotated, the history's batch key (70%) silent, a fresh key sending
+  5 per app request (before r14l: the fresh keys took the route's rate, each up to the largest
+  history key's allowance);
 - history burst (r14k MED 3): the cheap key sent 2.5 (1) times the apps' history in one hour
   of it (or spread over its last 6 or 12 hours), then 5 cheap requests per app request.
 
@@ -93,13 +98,15 @@ def arm_row(counts: dict[str, list[int]]) -> dict[str, Any]:
 class Live:
     """Who sends during the canary: key a renamed (`rotated`), the apps' requests a second
     (`pace`), a fresh key's cheap requests per app request (`cheap_per`) or one every
-    `monitor_every` app requests (an honest monitor); `history`: the keys' judged requests
+    `monitor_every` app requests (an honest monitor), each of `cheap_keys` fresh keys as many
+    (r14l HIGH 1: 5 keys); `history`: the keys' judged requests
     before the canary, the same every hour (the apps' 70/30 unless given); `burst`: the cheap
     key's (`fresh`) requests sent before the canary in its last `burst_hours` hours."""
 
     rotated: bool = False
     pace: float = 1.0
     cheap_per: int = 0
+    cheap_keys: int = 1
     monitor_every: int = 0
     history: tuple[tuple[str, float], ...] = ()
     burst: float = 0.0
@@ -115,6 +122,8 @@ class Live:
 
 ONE_APP = (("a", 100.0),)
 """A single-app route: key a alone before the canary (r14k HIGH 2)."""
+BATCH_SILENT = (("a", 30.0), ("batch", 70.0))
+"""An app (30%) and a nightly batch (70%, silent during the canary: r14l HIGH 2)."""
 
 
 def trial(seed: int, share: float, mix: float, rates: dict[str, tuple[float, float]],
@@ -133,9 +142,11 @@ def trial(seed: int, share: float, mix: float, rates: dict[str, tuple[float, flo
                                       [0, 0])
         counts[0] += 1
         counts[1] += rng.random() < rates[key][arm]
-        cheap = live.cheap_per + (live.monitor_every > 0 and sent % live.monitor_every == 0)
-        for _ in range(cheap):  # never fail
-            arms[0 if rng.random() < share else 1].setdefault("fresh", [0, 0])[0] += 1
+        monitor = live.monitor_every > 0 and sent % live.monitor_every == 0
+        for n in range(live.cheap_keys):
+            for _ in range(live.cheap_per + (monitor and n == 0)):  # never fail
+                arms[0 if rng.random() < share else 1].setdefault(
+                    f"fresh{n}" if n else "fresh", [0, 0])[0] += 1
         sent += 1
         if sent % every:
             continue
@@ -287,6 +298,13 @@ def main() -> None:
                   Live(rotated=True, cheap_per=5, history=ONE_APP)),
                  ("bad, one app + fresh key x5 (not rotated)", 1.0, bad, True, 0, 1,
                   Live(cheap_per=5, history=ONE_APP)),
+                 # r14l HIGH 1-2: every live key fresh (the app rotated without a link) beside
+                 # 5 fresh keys sending 1 cheap request each per app request; a rotated app
+                 # (30%) whose history's batch key (70%) is silent, beside one key sending 5
+                 ("bad, one app rotated + 5 fresh keys x1", 1.0, bad, True, 0, 1,
+                  Live(rotated=True, cheap_per=1, cheap_keys=5, history=ONE_APP)),
+                 ("bad, app rotated, batch silent + fresh key x5", 1.0, bad, True, 0, 1,
+                  Live(rotated=True, pace=0.3, cheap_per=5, history=BATCH_SILENT)),
                  # r14k MED 3: the cheap key's burst of 2.5 (1) x the apps' requests in one
                  # hour of the history (or spread over 6 or 12), then 5 cheap requests per
                  # app request

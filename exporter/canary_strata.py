@@ -1,6 +1,6 @@
 """The canary's strata: each client key's requests during the canary count at most its own
 usual rate of requests before it (issue 14, r14d HIGH 2, r14e HIGH 1-2, MED 3, r14j HIGH 1,
-MED 2, r14k MED 3).
+MED 2, r14k MED 3, r14l HIGH 1-2, MED 3, LOW 4).
 
 Requests drawn at random count one each, whatever key sent them, so one key's burst of cheap
 requests (`max_tokens=1`, which no fine-tune fails) right after a promotion filled the error
@@ -32,31 +32,41 @@ holds nothing (r14e HIGH 1: as shares it set the scale and cut every other key t
 nothing).
 
 Keys absent from the history (a new app, a rotated key, a key left idle for `history_hours`,
-keys made for a burst) share ONE allowance together, split in proportion to their trials:
-`NEW_KEYS_PART` of the route's whole rate, so many fresh keys weigh as one new app (r14e
-HIGH 2). They never inherit the allowances of the history's keys silent during the canary (a
-nightly batch, an app in another timezone, the old key of a rotation) while some history key
-is live: with those, a fresh key's one-token requests (5 per app request) got a canary failing
-12% of an app's requests promoted after 30-40 of them whenever some history key was quiet
-(r14j HIGH 1), and a fresh key cannot be told from the rotated one. So an honest key rotation
-beside a live history key counts as a new app: slower decisions, never a wrong one.
+keys made for a burst) ALWAYS share ONE allowance together, split in proportion to their
+trials: `NEW_KEYS_PART` of the route's whole rate, so many fresh keys weigh as one new app
+(r14e HIGH 2). They never inherit the allowances of the history's keys silent during the
+canary (a nightly batch, an app in another timezone, the old key of a rotation): with those, a
+fresh key's one-token requests (5 per app request) got a canary failing 12% of an app's
+requests promoted after 30-40 of them whenever some history key was quiet (r14j HIGH 1).
 
-When NO live key is in the history (a single app rotated its key, every key rotated after a
-leak), that 5% was all the route had: a rotated app beside any second fresh key (an honest
-monitor sending 1 request per 50) was weighed on a tenth of its traffic and a bad canary
-expired undecided at `max_hours`, twice with the re-open (r14k HIGH 2). Then the fresh keys
-share the route's whole usual rate (`route_part`), each at most the largest history key's
-allowance (`largest_part`), split max-min fair (`fair_shares`): a key under the level keeps
-all it sent, the rest count alike, so a flood of trials cannot squeeze the app's share (a
-proportional split would). r14j HIGH 1 stays closed (a live history key keeps the fresh keys
-in their 5%). What it cannot do: with every key fresh nothing tells the app from
-keys an attacker holds: each fresh key counts up to the largest history key's allowance, so N
-keys sending one-token requests count N times the app, and a history key silent during the
-canary (a nightly batch) sets that cap (r14l HIGH 1-2: a canary failing 12% of a rotated
-app's requests promoted in 92-100% of runs beside 5 such keys; README limits). The mend needs
-the rotation made explicit (the new key given the old key's stratum), not guessed. A route
-whose only live key is the rotated one has one key over both arms and is judged unstratified
-(below).
+And that allowance is at most `NEW_KEYS_PART` x SLACK of what the live history keys count
+during the canary (`new_keys_allowance`): inside it, fresh keys' cheap requests dilute the
+errors of every fresh key (a rotated app's among them), so the new keys must never outweigh
+the usual ones, and beside no live history key they count nothing. With only the one
+allowance, a canary failing 12% of a rotated app's requests beside 5 fresh keys sending one
+one-token request each per app request was still promoted, later (after a median 1,600 app
+requests at a 90% share: `python bench/canary_strata.py --cap 6000 --only "5 fresh keys"`).
+With every history key live at its usual rate the bound equals the route's part; with some
+silent (or rotated without a link) the new keys count less: slower, never wrong.
+
+Nothing tells a rotated app's new key from a fresh key an attacker holds, so a rotation is
+never guessed (r14l HIGH 1-2, MED 3): the guess made for r14k HIGH 2 (no live key in the
+history: the fresh keys shared the route's whole rate, each up to the largest history key's
+allowance, max-min fair) let N fresh keys sending one-token requests count N times the app (a
+canary failing 12% of a rotated app's requests promoted in 92-100% of runs beside 5 such
+keys), let a history key silent during the canary (a nightly batch) set that cap, and any live
+history key (a monitor) switched it off. A rotation is made explicit instead: `tuneloop keys
+rotate` records the new key as the old one's successor, and route health reads every key of
+the chain under its `stratum` (storage/route_health_keys.py), so the chain is ONE key here,
+its allowance its history's, counted once. An unlinked rotation counts as a new app: judged on
+the new keys' part, slower (nothing at all beside no live history key: the canary expires at
+`max_hours` and is rolled back, the safe side), never a wrong decision. A route whose only
+live key is a fresh one has one key over both arms and is judged unstratified (below).
+
+The canary's elapsed time is the time it was open: a re-opened canary's counts its earlier
+windows' open time and its own, never the time it was closed (r14l LOW 4: a key silent while
+the canary was closed had that time's allowance to spend at the re-open;
+exporter/cycle_canary.py `open_seconds`).
 
 A key's count in the history is read per part of the window (an hour of a day-long history),
 each part at most `BURST_CAP` (3) times the route's median part (exporter/canary_bursts.py):
@@ -105,21 +115,15 @@ class Strata:
 
     rates: dict[str, float]
     elapsed_s: float
+    """How long the canary has been open (its earlier windows' too when re-opened)."""
 
     def allowances(self) -> dict[str, float]:
         return {key: rate * self.elapsed_s * SLACK for key, rate in self.rates.items()}
 
     def new_keys_part(self) -> float:
-        return NEW_KEYS_PART * self.route_part()
-
-    def route_part(self) -> float:
-        """The route's usual rate (every history key's) times the elapsed time and SLACK."""
-        return sum(self.rates.values()) * self.elapsed_s * SLACK
-
-    def largest_part(self) -> float:
-        """The largest history key's allowance: what one fresh key counts at most when every
-        live key is fresh (r14k HIGH 2)."""
-        return max(self.rates.values(), default=0.0) * self.elapsed_s * SLACK
+        """The allowance the keys absent from the history share: `NEW_KEYS_PART` of the
+        route's usual rate (every history key's) times the elapsed time and SLACK."""
+        return NEW_KEYS_PART * sum(self.rates.values()) * self.elapsed_s * SLACK
 
 
 def history_seconds(history_targets: list[dict[str, Any]], opened: datetime,
@@ -172,43 +176,24 @@ def keys_of(*rows: dict[str, Any]) -> dict[str, float]:
     return trials
 
 
+def new_keys_allowance(strata: Strata, trials: dict[str, float]) -> float:
+    """The ONE allowance the keys absent from the history share: `new_keys_part`, and at
+    most `NEW_KEYS_PART` x SLACK of what the live history keys count (`trials`: each key's
+    over both arms), so the new keys never outweigh the usual ones (module doc)."""
+    allowed = strata.allowances()
+    counted = sum(min(n, allowed[key]) for key, n in trials.items() if key in allowed)
+    return min(strata.new_keys_part(), NEW_KEYS_PART * SLACK * counted)
+
+
 def weights(strata: Strata, trials: dict[str, float]) -> dict[str, float]:
     """Each key's weight (at most 1) over both arms: its allowance over its trials; the keys
-    absent from the history their shared allowance over their trials together, or, when no
-    live key is in the history (`all_fresh`), each its max-min fair share of the route's
-    usual rate over its trials (r14k HIGH 2, module doc)."""
+    absent from the history their ONE shared allowance over their trials together (module
+    doc)."""
     allowed = strata.allowances()
-    if all_fresh(strata, trials):
-        share = fair_shares(trials, strata.route_part(), strata.largest_part())
-        return {key: min(1.0, share[key] / n) for key, n in trials.items()}
     fresh = sum(n for key, n in trials.items() if key not in allowed)
-    pool = strata.new_keys_part()
+    pool = new_keys_allowance(strata, trials)
     return {key: min(1.0, (allowed[key] / n) if key in allowed else pool / fresh)
             for key, n in trials.items()}
-
-
-def all_fresh(strata: Strata, trials: dict[str, float]) -> bool:
-    """No key live during the canary is in the history (a rotation of every app key, a new
-    key beside the rotated one): the fresh keys then take the route's usual rate."""
-    return bool(trials) and not any(key in strata.rates for key in trials)
-
-
-def fresh_pool(strata: Strata, trials: dict[str, float]) -> float:
-    """The allowance the keys absent from the history share: the route's usual rate when no
-    live key is in the history, else `NEW_KEYS_PART` of it."""
-    return strata.route_part() if all_fresh(strata, trials) else strata.new_keys_part()
-
-
-def fair_shares(trials: dict[str, float], pool: float, cap: float) -> dict[str, float]:
-    """`pool` split max-min fair over the keys' `trials`, none above `cap` nor its trials:
-    keys under the level keep what they sent, the rest share alike (a key's flood cannot
-    squeeze another key's share)."""
-    share: dict[str, float] = {}
-    left, keys = pool, sorted(trials, key=lambda k: trials[k])
-    for n, key in enumerate(keys):
-        share[key] = max(0.0, min(trials[key], cap, left / (len(keys) - n)))
-        left -= share[key]
-    return share
 
 
 def stratified(canary: dict[str, Any], stable: dict[str, Any], strata: Strata | None
@@ -221,8 +206,7 @@ def stratified(canary: dict[str, Any], stable: dict[str, Any], strata: Strata | 
     if strata is None or len(trials) < 2:
         return canary, stable
     weight = weights(strata, trials)
-    return (_weighed(canary, weight, strata, trials),
-            _weighed(stable, weight, strata, trials))
+    return _weighed(canary, weight, strata, trials), _weighed(stable, weight, strata, trials)
 
 
 def _weighed(row: dict[str, Any], weight: dict[str, float], strata: Strata,
@@ -235,7 +219,7 @@ def _weighed(row: dict[str, Any], weight: dict[str, float], strata: Strata,
            "weighed_errors": round(min(failures, trials), 6),
            "unstratified_requests": row.get("weighed_requests", row.get("requests", 0)),
            "unstratified_errors": row.get("weighed_errors", row.get("errors", 0))}
-    missing = missing_weighed(row, strata.allowances(), fresh_pool(strata, all_trials),
+    missing = missing_weighed(row, strata.allowances(), new_keys_allowance(strata, all_trials),
                               all_trials, weight)
     if missing is not None and "opinions_missing_weighed" in row:
         cut["opinions_missing_weighed"] = round(missing, 6)

@@ -74,7 +74,7 @@ def canary_step(ctx: StepContext) -> StepResult:
         note = (f"the alias now serves {stable}, not {evaluated} that {candidate} was "
                 f"evaluated against: evaluating again before any canary")
         # the canary's earlier evidence was against the other model
-        return StepResult("evaluate", state={"evidence_since": None},
+        return StepResult("evaluate", state={"evidence_since": None, "evidence_open_s": None},
                           detail={"stable": stable, "evaluated_against": evaluated}, note=note)
     try:
         result = ctx.client.promote(ctx.config.alias, candidate, canary=percent,
@@ -227,9 +227,8 @@ def watch_step(ctx: StepContext) -> StepResult:
         before = _before(ctx, opened)
         # each key's requests count at most its usual rate before the canary (its allowance)
         history_s = history_seconds(before["targets"], opened, cfg.history_hours)
-        elapsed_s = (datetime.now(UTC) - opened) / timedelta(seconds=1)
-        canary, stable = stratified(canary, stable,
-                                    strata_of(before["targets"], history_s, elapsed_s))
+        canary, stable = stratified(canary, stable, strata_of(
+            before["targets"], history_s, open_seconds(ctx.state, datetime.now(UTC))))
     if needs_history(canary, stable, cfg):
         before = before or _before(ctx, opened)
         # a server that did not judge it by the canary's rule (an older one): no history
@@ -252,7 +251,8 @@ def watch_step(ctx: StepContext) -> StepResult:
         # undecided at max_hours, never found worse: a later run on the same data may re-open
         # it once (exporter/cycle_unchanged.py)
         undecided = age >= timedelta(hours=cfg.max_hours) and not _found_worse(verdict, canary, cfg)
-        return StepResult(None, state={"rolled_back_undecided": undecided},
+        return StepResult(None, state={"rolled_back_undecided": undecided,
+                                       "open_s": open_seconds(ctx.state, datetime.now(UTC))},
                           detail={"reasons": list(verdict.reasons), **detail},
                           outcome="rolled_back",
                           note=rollback_note(candidate, verdict, undecided,
@@ -272,6 +272,21 @@ def watch_step(ctx: StepContext) -> StepResult:
     if health.get("changed_since_promotion"):
         note += "; the route was edited by hand during it: the cycle will not promote it"
     return StepResult("watch", detail=detail, wait=True, note=note)
+
+
+def open_seconds(state: dict[str, Any], now: datetime) -> float:
+    """How long the canary has been open: since its promotion, plus its earlier windows' open
+    time (`evidence_open_s`, their `open_s` at the rollback) when re-opened; never the time it
+    was closed, which no key's allowance may count (r14l LOW 4). A run re-opened before runs
+    recorded it: the time since its first window opened, as before."""
+    this = (now - datetime.fromisoformat(state["promoted_at"])) / timedelta(seconds=1)
+    first = state.get("evidence_since")
+    if not first:
+        return this
+    earlier = state.get("evidence_open_s")
+    if earlier is None:
+        return (now - datetime.fromisoformat(first)) / timedelta(seconds=1)
+    return float(earlier) + this
 
 
 def _brief(row: dict[str, Any]) -> dict[str, Any]:

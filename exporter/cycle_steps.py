@@ -167,6 +167,8 @@ def export_step(ctx: StepContext) -> StepResult:
             opened = earlier.get("evidence_since") or earlier.get("promoted_at")
             if after == "canary" and opened:  # its canary again: the test goes on from there
                 state["evidence_since"] = opened
+                if earlier.get("open_s") is not None:  # its allowances count open time only
+                    state["evidence_open_s"] = earlier["open_s"]
     return StepResult(after, state=state,
                       detail={"counts": manifest["counts"], "billing": manifest["billing"],
                               **({"message": same.message} if same else {}),

@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import IntEnum
 
 from pydantic import SecretStr
@@ -108,13 +109,33 @@ class KeyRing:
     """Hashes of the keys the proxy issued (when settings.issue_keys), kept in memory, and
     of the `feedback_relay` keys among them (storage/keys.py)."""
 
-    def __init__(self, hashes: set[str], relay: set[str] | None = None):
-        self._hashes = set(hashes)
-        self._relay = set(relay or ())
+    def __init__(self, hashes: set[str], relay: set[str] | None = None,
+                 until: Mapping[str, datetime] | None = None,
+                 undigested: set[str] | None = None):
+        self.replace(hashes, relay, until, undigested)
 
-    def replace(self, hashes: set[str], relay: set[str] | None = None) -> None:
+    def replace(self, hashes: set[str], relay: set[str] | None = None,
+                until: Mapping[str, datetime] | None = None,
+                undigested: set[str] | None = None) -> None:
+        """`until`: when the keys in a rotation's grace stop being valid (storage/keys.py
+        `rotate_key`), checked at each request: no reload needed when the grace ends.
+        `undigested`: the keys whose rows' digest is not recorded yet (issued before
+        migration 54; `take_undigested`)."""
         self._hashes = set(hashes)
         self._relay = set(relay or ())
+        self._until = dict(until or {})
+        self._undigested = set(undigested or ())
+
+    def take_undigested(self, token: str) -> str | None:
+        """The key's hash when its rows' digest is not recorded yet, once per key (the caller
+        records it: storage/keys.py `record_client_key`); None otherwise."""
+        if not self._undigested:
+            return None
+        hashed = hash_key(token)
+        if hashed not in self._undigested:
+            return None
+        self._undigested.discard(hashed)
+        return hashed
 
     def is_relay(self, token: str) -> bool:
         return hash_key(token) in self._relay
@@ -123,5 +144,8 @@ class KeyRing:
         token = bearer(headers)
         if token is None:
             raise Unauthorized("send the API key tuneloop issued to this app as a bearer token")
-        if not token.startswith(KEY_PREFIX) or hash_key(token) not in self._hashes:
+        hashed = hash_key(token)
+        until = self._until.get(hashed)
+        if not token.startswith(KEY_PREFIX) or hashed not in self._hashes \
+                or (until is not None and until <= datetime.now(UTC)):
             raise Unauthorized("the API key is not valid or was revoked")

@@ -45,6 +45,7 @@ from proxy.late_opinion import go_on_later, other_arm, probe_after_hangup
 from proxy.reply import UpstreamCut, UpstreamReply
 from proxy.routing import Attempt, Plan
 from proxy.second_opinion import KEY_REFUSALS, Failover, awaited, refused_key, shares_key
+from proxy.shared_state import record_digest
 from proxy.silence import UpstreamSilence
 from proxy.upstream_keys import client_credential
 from tuneloop.errors import (
@@ -176,6 +177,7 @@ class Exchange:
         suffix = self.path[len(API_PREFIX):] if simple else upstream_path(self.scope)
         if settings.issue_keys:  # before the body: a stranger's 32 MiB is never read
             self.ctx.keys.check(self.headers)
+            await record_digest(self.ctx, self.headers)  # a key older than its digests
         meta = client_meta(self.headers)
         body = await read_body(self.receive, self.headers, BodyLimits.logged(settings))
         payload = parse_payload(body, settings.max_json_depth)

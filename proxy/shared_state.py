@@ -8,11 +8,17 @@ itself when it changes them (no feed)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+
 from proxy.admin.routes_api import read_router_table
+from proxy.auth import bearer
 from proxy.context import ProxyContext
 from storage.backend.pg_database import PgDatabase
-from storage.keys import key_hashes
+from storage.keys import key_hashes, record_client_key
 from storage.notify import ALL, KEYS, ROUTES, ChangeFeed, within
+
+log = logging.getLogger("tuneloop.proxy")
 
 
 def change_feed(ctx: ProxyContext) -> ChangeFeed | None:
@@ -30,3 +36,20 @@ def change_feed(ctx: ProxyContext) -> ChangeFeed | None:
 
     return ChangeFeed(ctx.db.url, on_change, reload_s=ctx.settings.shared_reload_s,
                       timeout_s=limit_s)
+
+
+async def record_digest(ctx: ProxyContext, headers: Mapping[str, str]) -> None:
+    """At a request with an issued key whose rows' digest is not recorded (issued before
+    migration 54), record it (once per key and process): its rotation can then give the new
+    key its stratum (storage/keys.py `rotate_key`). A failed write is logged, never the
+    request's error (the next reload lists the key again)."""
+    token = bearer(headers)
+    hashed = None if token is None else ctx.keys.take_undigested(token)
+    if token is None or hashed is None:
+        return
+    digest = ctx.opinions.key_of(token)
+    try:
+        await ctx.db.write(within(ctx.settings.shared_timeout_s,
+                                  lambda con: record_client_key(con, hashed, digest)))
+    except Exception:
+        log.warning("could not record an issued key's digest", exc_info=True)

@@ -41,8 +41,9 @@ opinion is lost (cancelled at a restart, a crash) and the row is plainly unjudge
 row without `late_due` (written before rows carried it) is lost once older than the longest
 deadline an opinion could have had (`asked_bound_s`, from the settings' and the route's
 timeouts: proxy/admin/promote_api.py), else it would wait for ever (r14c HIGH 1).
-`opinions_missing_weighed` counts each client key's (`route.client_key`; rows without one are
-one key) missing rows at most as many as its judged requests there (a sticky user's at most
+`opinions_missing_weighed` counts each client key's (`route.client_key`, a rotated issued
+key's under its chain's `stratum`, storage/keys.py `rotate_key`; rows without one are one key)
+missing rows at most as many as its judged requests there (a sticky user's at most
 `max_requests_per_user` of them), and at most `max_requests_per_user` in all, as its second
 opinions are weighed: one key's skipped hang-ups weigh no more than its share of the evidence,
 even when it mixes cheap successes in to raise its judged requests (r14d HIGH 1). `by_key`
@@ -95,16 +96,16 @@ from typing import Any
 
 from storage.backend.dialect import dialect_of
 from storage.db import Connection
+from storage.route_health_keys import HISTORY_PARTS, add_by_key
+
+__all__ = ["HISTORY_PARTS", "MAX_REQUESTS_PER_USER", "MAX_VOTES_PER_VOTER", "RELAY_MARK",
+           "route_health"]
 
 MAX_VOTES_PER_VOTER = 5
 """The default weight of one voter (API key) on one target in the canary's thumbs-down test."""
 
 RELAY_MARK = "+relay"
 """Ends the feedback `source` of a `feedback_relay` key (never in a key's public prefix)."""
-
-HISTORY_PARTS = 24
-"""`by_key`'s `judged_parts`: the window from its first row to `until` cut in this many equal
-parts (the hours of a day-long canary history), each key's judged requests in each."""
 
 MAX_REQUESTS_PER_USER = 5
 """The default weight of one sticky user (or session) on one target in the canary's error test."""
@@ -117,6 +118,10 @@ WITH late AS (
     FROM interactions
     WHERE traffic = 'probe' AND created_at >= ?
     GROUP BY source_id
+), linked AS (
+    SELECT client_key AS linked_key, max(stratum) AS linked_stratum
+    FROM api_keys WHERE client_key IS NOT NULL AND stratum IS NOT NULL
+    GROUP BY client_key
 ), q0 AS (
     SELECT id,
            coalesce(route ->> 'primary', route ->> 'target') AS target,
@@ -127,12 +132,13 @@ WITH late AS (
            {primary_status} AS primary_status,
            route ->> 'stalled_s' AS stalled, route ->> 'late_opinion' AS late_opinion, ttfb_ms,
            CASE WHEN route ->> 'late_opinion' = 'asked' THEN route ->> 'late_due' END
-               AS late_due, created_at < ? AS past_bound, route ->> 'client_key' AS client_key,
+               AS late_due, created_at < ? AS past_bound,
+           coalesce(linked.linked_stratum, route ->> 'client_key') AS client_key,
            coalesce(user_id, session_id) AS end_user, {at_us} AS at_us,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
                 THEN 'u:' || coalesce(user_id, session_id, '') ELSE 'r:' || id END AS cluster
-    FROM interactions
+    FROM interactions LEFT JOIN linked ON linked.linked_key = route ->> 'client_key'
     WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ?
       AND created_at < ?
 ), q AS (
@@ -270,38 +276,6 @@ GROUP BY r.target
 ORDER BY count(*) DESC, r.target
 """
 
-_BY_KEY_SQL = _HEALTH_CTES + """, bk AS (
-    SELECT target, client_key, n, x, a,
-           sum(n) OVER (PARTITION BY target, cluster) AS cn,
-           sum(a) OVER (PARTITION BY cluster) AS ca
-    FROM kc
-)
-SELECT bk.target, bk.client_key,
-       sum(CASE WHEN cn > 0 THEN n * least(1.0, CAST(? AS DOUBLE PRECISION) / cn) ELSE 0 END),
-       sum(CASE WHEN cn > 0 THEN x * least(1.0, CAST(? AS DOUBLE PRECISION) / cn) ELSE 0 END),
-       sum(a * least(1.0, CAST(? AS DOUBLE PRECISION) / ca)),
-       max(least(keyed.m, keyed.j, CAST(? AS DOUBLE PRECISION))),
-       sum(n)
-FROM bk JOIN keyed ON keyed.target = bk.target AND keyed.client_key = bk.client_key
-GROUP BY bk.target, bk.client_key
-"""
-
-_PARTS_SQL = _HEALTH_CTES + """, z AS (SELECT min(at_us) AS t0 FROM r)
-SELECT r.target, coalesce(r.client_key, '') AS client_key,
-       least({parts} - 1, {part}) AS part, count(*)
-FROM r, z
-WHERE r.excused = 0
-GROUP BY 1, 2, 3
-"""
-
-_FIRST_SQL = """
-SELECT coalesce(route ->> 'primary', route ->> 'target') AS target, min(created_at)
-FROM interactions
-WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ? AND created_at < ?
-GROUP BY 1
-"""
-
-
 def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  max_votes_per_voter: int = MAX_VOTES_PER_VOTER,
                  max_requests_per_user: int = MAX_REQUESTS_PER_USER,
@@ -326,14 +300,14 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     opinion judged are unjudged and in `opinions_missing` (the module doc). `now`: when an
     asked opinion not in the store is lost (after its `late_due`; an `asked` row without one,
     written before rows carried it, once older than `asked_bound_s`: None, never).
-    `by_key`: each row also gets `by_key`, per client key (`route.client_key`; "" for rows
-    without one) its `trials` and `failures` (weighed as `weighed_requests` and
-    `weighed_errors`), its `judged` (its judged requests, each once: `requests`' part), its
-    `traffic` (all its rows, excused or not, weighed per sticky user) and its `missing` (its
-    part of `opinions_missing_weighed`) and its `judged_parts` (its judged requests in each of
-    `HISTORY_PARTS` equal parts of [the window's first row, `until`): how they were spread in
-    time, exporter/canary_bursts.py): what the canary's
-    strata read (exporter/canary_strata.py), and `first_at`, its
+    `by_key`: each row also gets `by_key`, per client key (`route.client_key`, every key of a
+    rotation chain under its `stratum`, the chain's first key's id; "" for rows without one) its
+    `trials` and `failures` (weighed as `weighed_requests` and `weighed_errors`), its `judged`
+    (its judged requests, each once: `requests`' part), its `traffic` (all its rows, excused or
+    not, weighed per sticky user) and its `missing` (its part of `opinions_missing_weighed`) and
+    its `judged_parts` (its judged requests in each of `HISTORY_PARTS` equal parts of [the
+    window's first row, `until`): how they were spread in time, exporter/canary_bursts.py): what
+    the canary's strata read (exporter/canary_strata.py), and `first_at`, its
     first row's time in the window (ISO 8601, UTC), whence the strata's rates."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
         raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
@@ -375,37 +349,9 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
         missing_weighed, missing_unanswered, opinions_answered, opinions_failed in rows
     ]
     if by_key:
-        keyed: dict[str, dict[str, dict[str, Any]]] = {}
-        for target, key, trials, failures, traffic, missing, judged in con.execute(
-                _BY_KEY_SQL.format(**fields), [*params, *[per_user] * 4]).fetchall():
-            keyed.setdefault(target, {})[key] = {
-                "trials": round(float(trials or 0), 6),
-                "judged": int(judged or 0),
-                "failures": round(float(failures or 0), 6),
-                "traffic": round(float(traffic or 0), 6),
-                "missing": round(float(missing or 0), 6),
-                "judged_parts": [0] * HISTORY_PARTS}
-        parts_sql = _PARTS_SQL.format(**fields, parts=HISTORY_PARTS, part=dialect.int_div(
-            f"(at_us - t0) * {HISTORY_PARTS}", "greatest(CAST(? AS BIGINT) - t0, 1)"))
-        until_us = round(_aware(until).timestamp() * 1_000_000)
-        for target, key, part, judged in con.execute(
-                parts_sql, [*params, until_us]).fetchall():
-            counts = keyed.get(target, {}).get(key)
-            if counts is not None and 0 <= int(part) < HISTORY_PARTS:
-                counts["judged_parts"][int(part)] += int(judged)
-        firsts = {target: _utc(first) for target, first in con.execute(
-            _FIRST_SQL, [alias, since, until]).fetchall()}
-        for row in health:
-            row["by_key"] = keyed.get(row["target"], {})
-            row["first_at"] = firsts.get(row["target"])
+        part = dialect.int_div(f"(at_us - t0) * {HISTORY_PARTS}",
+                               "greatest(CAST(? AS BIGINT) - t0, 1)")
+        add_by_key(con, health, _HEALTH_CTES, fields, params, per_user, part, alias, since,
+                   until)
     return health
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _utc(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()

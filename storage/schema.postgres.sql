@@ -54,7 +54,10 @@ CREATE TABLE public.api_keys (
     prefix character varying NOT NULL,
     created_at timestamp with time zone NOT NULL,
     revoked_at timestamp with time zone,
-    feedback_relay boolean DEFAULT false
+    feedback_relay boolean DEFAULT false,
+    client_key character varying,
+    stratum character varying,
+    rotated_from character varying
 );
 
 CREATE TABLE public.cycle_leases (

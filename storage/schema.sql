@@ -21,6 +21,9 @@ CREATE TABLE api_keys (
     created_at TIMESTAMP WITH TIME ZONE NOT NULL,
     revoked_at TIMESTAMP WITH TIME ZONE,
     feedback_relay BOOLEAN DEFAULT false,
+    client_key VARCHAR,
+    stratum VARCHAR,
+    rotated_from VARCHAR,
     PRIMARY KEY (id),
     UNIQUE (key_hash)
 );

@@ -50,9 +50,10 @@ def test_fresh_keys_missing_rows_weigh_as_one_keys() -> None:
     pool = NEW_KEYS_PART * 120  # the new keys' part of the route's rate, nobody silent
     assert canary["unstratified_missing"] == 5 * KEYS
     assert canary["opinions_missing_weighed"] == pytest.approx(5 * pool / (10 * KEYS + 5), abs=1e-5)
-    # with allowance to spare, one key's full 5, never each key's
+    # with allowance to spare (the app's requests: the new keys' is a tenth of what the
+    # live history keys count, r14l), one key's full 5, never each key's
     roomy = Strata(USUAL.rates, 100.0 / SLACK)
-    canary, _ = stratified(row({"app": (50, 0), **fresh}), row({}), roomy)
+    canary, _ = stratified(row({"app": (1000, 0), **fresh}), row({}), roomy)
     assert canary["opinions_missing_weighed"] == pytest.approx(5)
 
 

@@ -72,18 +72,23 @@ def test_a_key_over_its_allowance_is_cut_over_both_arms_and_cuts_nobody_else() -
 
 
 def test_fresh_keys_share_one_allowance_never_a_silent_keys() -> None:
+    """The fresh keys' one allowance: NEW_KEYS_PART of the route's rate, at most
+    NEW_KEYS_PART x SLACK of what the live history keys count (r14l HIGH 1-2; before, the
+    route's part alone: 10 + 5, 30 + 5 and 30 + 5 below)."""
     usual = strata({"app": 100})
     fresh = {f"k{n}": (1.0, 0.0) for n in range(200)}
+    cut, _ = stratified(row({"app": (100, 1), **fresh}), EMPTY, usual)
+    assert cut["weighed_requests"] == pytest.approx(100 + NEW_KEYS_PART * 100)
     cut, _ = stratified(row({"app": (10, 1), **fresh}), EMPTY, usual)
-    assert cut["weighed_requests"] == pytest.approx(10 + NEW_KEYS_PART * 100)
+    assert cut["weighed_requests"] == pytest.approx(10 + NEW_KEYS_PART * SLACK * 10)
     # r14j HIGH 1: a silent history key's allowance (a nightly batch, the old key of a
     # rotation) is nobody's: a fresh key beside it gets the new keys' part alone
     rotated, _ = stratified(row({"new": (70, 0), "small": (30, 0)}), EMPTY,
                             strata({"old": 70, "small": 30}))
-    assert rotated["weighed_requests"] == pytest.approx(30 + NEW_KEYS_PART * 100)
+    assert rotated["weighed_requests"] == pytest.approx(30 + NEW_KEYS_PART * SLACK * 30)
     silent = strata({"app": 30, "batch": 70})
     cheap, _ = stratified(row({"app": (30, 4), "fresh": (150, 0)}), EMPTY, silent)
-    assert cheap["weighed_requests"] == pytest.approx(30 + NEW_KEYS_PART * 100)
+    assert cheap["weighed_requests"] == pytest.approx(30 + NEW_KEYS_PART * SLACK * 30)
     assert cheap["weighed_errors"] == 4
     # the rotated key alone over both arms: one key, nothing weighed
     alone = row({"new": (70, 0)})

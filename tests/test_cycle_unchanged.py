@@ -215,6 +215,12 @@ def test_a_re_opened_canary_is_judged_on_its_first_windows_evidence_too(
     assert again.run["step"] == "watch", again.message
     watched = loop.admin().cycle_run(again.run["id"])["steps"][-1]["detail"]
     assert watched["canary"]["requests"] == before["requests"], watched  # on main: 0
+    # r14l LOW 4: its strata's allowances count the time it was open, not the time closed
+    open_s = expired.run["state"]["open_s"]
+    first_open = datetime.fromisoformat(first.run["state"]["promoted_at"])
+    reopened = datetime.fromisoformat(again.run["state"]["promoted_at"])
+    assert 0 < open_s < (reopened - first_open).total_seconds()
+    assert again.run["state"]["evidence_open_s"] == open_s
 
 
 def said(run: dict[str, Any], step: str) -> str:

@@ -234,7 +234,8 @@ def test_every_admin_route_refuses_without_a_valid_token(proxy_factory: Any) -> 
 ADMIN_ONLY_ROUTES = {
     ("PUT", "/admin/routes"), ("POST", "/admin/routes/{alias:path}/promote"),
     ("POST", "/admin/routes/{alias:path}/rollback"), ("POST", "/admin/keys"),
-    ("GET", "/admin/keys"), ("DELETE", "/admin/keys/{key_id}"), ("POST", "/admin/forget"),
+    ("GET", "/admin/keys"), ("DELETE", "/admin/keys/{key_id}"),
+    ("POST", "/admin/keys/{key_id}/rotate"), ("POST", "/admin/forget"),
     ("POST", "/admin/compact"),
     ("POST", "/admin/retention"), ("POST", "/admin/jobs"), ("PATCH", "/admin/jobs/{job_id}"),
     ("POST", "/admin/jobs/{job_id}"), ("POST", "/admin/evals"),

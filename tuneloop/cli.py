@@ -249,6 +249,27 @@ def keys_revoke(ctx: click.Context, key_id: str, api: str | None) -> None:
     err_console.print(f"revoked {key_id}", markup=False)
 
 
+@keys.command("rotate")
+@click.argument("key_id")
+@click.option("--grace", type=click.FloatRange(0, 720), default=0.0, show_default=True,
+              help="Hours the old key stays valid while its app switches to the new one.")
+@api_option
+@click.pass_context
+@domain_errors
+def keys_rotate(ctx: click.Context, key_id: str, grace: float, api: str | None) -> None:
+    """Replace a key: a new key for the same app (printed once), the old one revoked now or
+    after --grace hours. A canary counts the new key's requests as the old key's (its usual
+    rate before the canary), not as a new app's."""
+    with make_client(ctx, api) as client:
+        rotated = client.rotate_key(key_id, grace_hours=grace)
+    click.echo(rotated["key"])
+    err_console.print(f"key {rotated['id']} replaces {key_id} (revoked at "
+                      f"{rotated['revoked_at']}): store it now, it is not shown again",
+                      markup=False)
+    if rotated.get("warning"):
+        err_console.print(f"warning: {rotated['warning']}", markup=False)
+
+
 @main.group()
 def routes() -> None:
     """The alias route table."""

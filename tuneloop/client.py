@@ -222,8 +222,20 @@ class AdminClient(ReviewMethods, RouteMethods, TemplateMethods):
             "name": name, "feedback_relay": feedback_relay})
         return result
 
+    def list_keys(self) -> list[dict[str, Any]]:
+        """The issued keys (no plaintext), each with its `rotated_from`."""
+        items: list[dict[str, Any]] = self.request("GET", "/admin/keys")["items"]
+        return items
+
     def revoke_key(self, key_id: str) -> None:
         self.request("DELETE", f"/admin/keys/{key_id}")
+
+    def rotate_key(self, key_id: str, grace_hours: float = 0.0) -> dict[str, Any]:
+        """The key's successor (its plaintext in `key`, once); the old key revoked now or
+        after `grace_hours`; a canary counts the successor in the old key's stratum."""
+        result: dict[str, Any] = self.request("POST", f"/admin/keys/{key_id}/rotate",
+                                              json={"grace_hours": grace_hours})
+        return result
 
     # -- datasets --------------------------------------------------------------------------
     def dataset_examples(self, filter: Mapping[str, Any]) -> Iterator[dict[str, Any]]:

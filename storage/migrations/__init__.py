@@ -44,6 +44,7 @@ from storage.migrations import (
     m051_search_vectors,
     m052_stats_index,
     m053_pending_sizes,
+    m054_key_rotation,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -84,6 +85,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(51, "search_vectors", m051_search_vectors.apply),
     Migration(52, "stats_index", m052_stats_index.apply),
     Migration(53, "pending_sizes", m053_pending_sizes.apply),
+    Migration(54, "key_rotation", m054_key_rotation.apply),
 )
 
 
