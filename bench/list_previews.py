@@ -20,12 +20,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import duckdb
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.rss import PeakRss, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "reviewer-token-abcdefghijklmnop"
@@ -39,12 +41,6 @@ CASES = (("", "/admin/interactions", {"limit": "50"}),
          ("compact", "/admin/interactions", {"limit": "50", "compact": "true"}),
          ("one item", f"/admin/interactions/{FIRST}", {}))
 
-
-def rss_mb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) // 1024
-    return -1
 
 
 def free_port() -> int:
@@ -106,30 +102,16 @@ def fill(db: Path, rows: int, mb: int) -> None:
 
 def measure(url: str, pid: int, path: str, params: dict[str, str]
             ) -> tuple[int, float, int, int, int]:
-    base = rss_mb(pid)
-    peak = [base]
-    stop_event = threading.Event()
-
-    def watch() -> None:
-        while not stop_event.is_set():
-            peak[0] = max(peak[0], rss_mb(pid))
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     started = time.monotonic()
-    try:
+    with PeakRss(pid) as rss:
         answer = httpx.get(f"{url}{path}", params=params, timeout=120,
                            headers={"authorization": f"Bearer {TOKEN}"})
         answer.raise_for_status()
-    finally:
-        stop_event.set()
-        watcher.join()
     elapsed = time.monotonic() - started
     size = len(answer.content)
     del answer
     time.sleep(0.5)
-    return size, elapsed, base, peak[0], rss_mb(pid)
+    return size, elapsed, rss.base, rss.peak, rss_mb(pid)
 
 
 def main() -> None:

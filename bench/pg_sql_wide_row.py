@@ -16,7 +16,6 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.replicas import ReplicaSet  # noqa: E402
+from bench.rss import PeakRss, rss_mb  # noqa: E402
 from tests.pg_cluster import PgCluster  # noqa: E402
 
 TOKEN = "reviewer-token-abcdefghijklmnop"
@@ -33,36 +33,16 @@ SIZES = (100_000_000, 400_000_000, 700_000_000)
 WIDE = "SELECT string_agg(repeat('x', 100000), '') FROM generate_series(1, {})"
 
 
-def rss_mb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) // 1024
-    return -1
-
 
 def measure(url: str, pid: int, size: int) -> str:
-    base = rss_mb(pid)
-    peak = [base]
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss_mb(pid))
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     started = time.monotonic()
-    try:
+    with PeakRss(pid) as rss:
         answer = httpx.post(f"{url}/admin/sql", json={"sql": WIDE.format(size // 100_000)},
                             headers={"authorization": f"Bearer {TOKEN}"}, timeout=120)
-    finally:
-        stop.set()
-        watcher.join()
     took = time.monotonic() - started
     code = answer.json()["error"]["code"] if answer.status_code != 200 else "ok"
     return (f"repeat {size // 1_000_000}M: HTTP {answer.status_code} {code} in {took:.1f} s; "
-            f"replica RSS {base} MB -> peak {peak[0]} MB, after {rss_mb(pid)} MB")
+            f"replica RSS {rss.base} MB -> peak {rss.peak} MB, after {rss_mb(pid)} MB")
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import orjson
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests.pg_cluster; PYTHONPATH first
 
+from bench.rss import PeakRss
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
 from storage.search_index import queue_for_index
@@ -80,12 +80,6 @@ def baseline_times(ref: str, spec: str, target: str, runs: int) -> list[float]:
     return times
 
 
-def rss_mb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) // 1024
-    return -1
-
 
 def row(k: int, answer: str) -> dict[str, Any]:
     return {"id": f"{0x01900000 + k:08x}-0000-7000-8000-000000000000",
@@ -131,27 +125,13 @@ def main() -> None:
         target = f"smallword{args.small - 1}"
         times: list[float] = []
         for run in range(args.runs):
-            base = rss_mb()
-            peak = [base]
-            stop = threading.Event()
-
-            def watch(peak: list[int] = peak, stop: threading.Event = stop) -> None:
-                while not stop.is_set():
-                    peak[0] = max(peak[0], rss_mb())
-                    time.sleep(0.01)
-
-            watcher = threading.Thread(target=watch)
-            watcher.start()
             started = time.monotonic()
-            try:
+            with PeakRss() as rss:
                 found = db.read_sync(lambda con: find_ids(con, ReviewQuery(q=target),
                                                           limit=20)[0])
-            finally:
-                stop.set()
-                watcher.join()
             times.append(time.monotonic() - started)
-            print(f"run {run + 1}: {times[-1]:.2f} s, RSS {base} -> peak "
-                  f"{peak[0]} MB, found {len(found) == 1}", flush=True)
+            print(f"run {run + 1}: {times[-1]:.2f} s, RSS {rss.base} -> peak "
+                  f"{rss.peak} MB, found {len(found) == 1}", flush=True)
         try:  # this tree's first read: the sizes of the newest unindexed rows, alone
             from storage.search_tail import pending_sizes
         except ImportError:
