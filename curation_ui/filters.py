@@ -15,9 +15,10 @@ REVIEW_STATES = ("pending", "approved", "rejected", "needs_work")
 # items without a final answer (upstream errors, cut streams, empty answers) can't be trained
 # on: the pending queue leaves them out unless asked (`trainable` of the admin API)
 ANSWERLESS = {"left out of the pending queue": None, "only these": "false", "shown too": "any"}
-# search matches the newest 500 interactions not yet indexed at query time, within 8 MB of
-# text (storage.search_tail); the others are missed until the indexer catches up. /healthz
-# counts those (`search_tail_missed_rows`); a server without that figure: the lag over 500
+# search matches the newest 500 interactions not yet indexed at query time, within 512 KB of
+# text, rows of at most 64 KB (storage.search_tail); the others are missed until the indexer
+# catches up. /healthz counts those (`search_tail_missed_rows`); a server without that
+# figure: the lag over 500
 LAG_SHOWN_ROWS = 500
 
 

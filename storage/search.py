@@ -19,12 +19,12 @@ postings asks the GIN index of the per-interaction tsvector for its joint matche
 (storage.search_pg): few, they are the answer; many, the walk goes on (TermSearch).
 
 The index is written by a background indexer (storage.search_queue), a moment after ingest.
-The interactions ingested and not yet indexed (the newest TAIL_ROWS of them, within
-TAIL_BYTES of text: storage.search_tail) are tokenized at query time and matched too, so a row
-is found as soon as it is ingested. Beyond that (the indexer far behind:
-`tuneloop_search_index_lag_rows` in /metrics), the older unindexed rows, and a row that no
-longer fits in TAIL_BYTES, are found once indexed; a prefix (`refu*`) finds an unindexed row by the
-words already seen.
+The interactions ingested and not yet indexed (the newest TAIL_ROWS of them of at most
+TAIL_ROW_BYTES each, within TAIL_BYTES of text: storage.search_tail) are tokenized at query
+time and matched too, so a row is found as soon as it is ingested. Beyond that (the indexer far
+behind: `tuneloop_search_index_lag_rows` in /metrics), the older unindexed rows, and a row that
+is bigger or no longer fits in TAIL_BYTES, are found once indexed; a prefix (`refu*`) finds an
+unindexed row by the words already seen.
 """
 
 from __future__ import annotations

@@ -13,11 +13,16 @@ outrun search's 2 s budget, and every search was refused (review r12x4 HIGH); `p
 which reads no value, is the compressed size and would let a compressible row through at many
 times its budget.
 
-- the search tail (`tail_rows`): of the newest TAIL_ROWS rows, newest first, each that still
-  fits in TAIL_BYTES (a row that does not is skipped, and the smaller older ones still taken:
-  a key holder's big rows can't push everyone's new rows out of search); the rows left out
-  are found once indexed, like those beyond the newest TAIL_ROWS (`tail_missed` counts them
-  for /healthz);
+- the search tail (`tail_rows`): of the newest TAIL_ROWS rows of at most TAIL_ROW_BYTES each,
+  newest first, each that still fits in TAIL_BYTES (a row that does not is skipped, and the
+  smaller older ones still taken: a key holder's big rows can't push everyone's new rows out
+  of search); the rows left out are found once indexed, like those beyond the newest
+  TAIL_ROWS (`tail_missed` counts them for /healthz). Every search tokenizes the tail in this
+  process before it can answer, and text of many distinct words tokenizes at ~1.2 s a MB on
+  this 2-core machine at load 11: with 8 MB a key holder's unindexed wide rows made every
+  search outrun its 2 s budget (review r12y HIGH 1). So the tail is 512 KB, and a row over 64 KB (an
+  ordinary chat row is a few KB; long RAG contexts are found once indexed, seconds later) takes
+  no place among the TAIL_ROWS, so a flood of wide rows can't push small ones out of it;
 - an indexer batch (`batch_ids`): at most `max_rows` rows and about `max_bytes` bytes, always
   at least one row (a row bigger than the budget is a batch of its own).
 
@@ -42,7 +47,8 @@ from storage.db import Connection
 from storage.search_index import BATCH_COLUMNS, PENDING, pending_rows
 
 TAIL_ROWS = 500  # the newest interactions not yet indexed, matched at query time
-TAIL_BYTES = 8 * 1024 * 1024  # of their stored request and response, at most
+TAIL_BYTES = 512 * 1024  # of their stored request and response, at most
+TAIL_ROW_BYTES = 64 * 1024  # a row bigger than this is left to the indexer
 BATCH_BYTES = 16 * 1024 * 1024  # an indexer batch's request and response, about
 MEASURED_ROWS = 64  # of a batch, the rows listed without a size measured (one at a time), most
 # a test's hook: called with the bytes of each set of pending rows read whole
@@ -50,17 +56,23 @@ on_rows_read: Callable[[int], None] | None = None
 
 
 def pending_sizes(con: Connection, limit: int, *, newest: bool = False,
-                  after: str | None = None) -> list[tuple[str, int | None]]:
+                  after: str | None = None, max_row_bytes: int | None = None,
+                  ) -> list[tuple[str, int | None]]:
     """Ids and sizes in bytes (stored request + response, as listed at ingest: no value is
     read) of up to `limit` interactions not yet indexed, oldest first or newest; `after`:
-    only ids after it. None: listed without a size (before migration 53, or by an older
-    version's replica)."""
+    only ids after it; `max_row_bytes`: only rows listed with a size of at most that. None:
+    listed without a size (before migration 53, or by an older version's replica)."""
     if not table_exists(con, PENDING):
         return []
     params: list[Any] = []
-    where = ""
+    conditions = []
     if after is not None:
-        where, params = "WHERE interaction_id > ? ", [after]
+        conditions.append("interaction_id > ?")
+        params.append(after)
+    if max_row_bytes is not None:
+        conditions.append("text_bytes <= ?")
+        params.append(max_row_bytes)
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
     rows = con.execute(
         f"SELECT interaction_id, text_bytes FROM {PENDING} {where}ORDER BY interaction_id "
         f"{'DESC' if newest else 'ASC'} LIMIT ?", [*params, limit]).fetchall()
@@ -144,9 +156,10 @@ def read_rows(con: Connection, ids: list[str],
 
 def tail_rows(con: Connection, max_rows: int | None = None,
               max_bytes: int | None = None) -> pa.Table:
-    """The search tail: the newest pending rows within TAIL_ROWS and TAIL_BYTES, newest
-    first."""
-    sizes = pending_sizes(con, TAIL_ROWS if max_rows is None else max_rows, newest=True)
+    """The search tail: the newest pending rows of at most TAIL_ROW_BYTES within TAIL_ROWS
+    and TAIL_BYTES, newest first."""
+    sizes = pending_sizes(con, TAIL_ROWS if max_rows is None else max_rows, newest=True,
+                          max_row_bytes=TAIL_ROW_BYTES)
     return read_rows(con, tail_ids(sizes, TAIL_BYTES if max_bytes is None else max_bytes),
                      sizes)
 
@@ -155,7 +168,7 @@ def tail_missed(con: Connection, lag_rows: int) -> int:
     """Of `lag_rows` pending rows, how many the search tail leaves out (found once indexed)."""
     if lag_rows == 0:
         return 0
-    sizes = pending_sizes(con, TAIL_ROWS, newest=True)
+    sizes = pending_sizes(con, TAIL_ROWS, newest=True, max_row_bytes=TAIL_ROW_BYTES)
     return max(0, lag_rows - len(tail_ids(sizes, TAIL_BYTES)))
 
 

@@ -71,11 +71,33 @@ def test_the_tail_takes_what_still_fits_its_budget(
     ingest(db, data)
     # the newest big one fits, the next ones do not: skipped, the small older ones still taken
     monkeypatch.setattr(search_tail, "TAIL_BYTES", BIG + BIG // 2)
+    monkeypatch.setattr(search_tail, "TAIL_ROW_BYTES", 2 * BIG)
     tail = db.read_sync(search_tail.tail_rows)["id"].to_pylist()
     assert tail == [data[k]["id"] for k in (7, 6, 4, 3, 1, 0)]
     assert db.read_sync(lambda con: search_tail.tail_missed(con, 8)) == 2
     assert search(db, "word0") == [data[0]["id"]] and search(db, "word5") == []
     assert search(db, "bigword") == [data[7]["id"]]
+
+
+def test_wide_rows_take_no_place_in_the_tail_and_its_text_stays_small(
+        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """r12y HIGH 1: every search tokenizes the tail before it answers; a key holder's unindexed
+    wide rows (8 MB of tail) made every search outrun its budget, and, newest, they filled the
+    TAIL_ROWS and pushed the small rows out. Rows over TAIL_ROW_BYTES are left to the indexer."""
+    victim = item(0, "hello victimword", "fine")
+    wide = [item(k, f"hello word{k}", "wide " + "y" * (search_tail.TAIL_ROW_BYTES + 10))
+            for k in range(1, 7)]
+    ingest(db, [victim, *wide])  # the wide rows are the newest six
+    monkeypatch.setattr(search_tail, "TAIL_ROWS", 5)
+    read: list[int] = []
+    monkeypatch.setattr(search_tail, "on_rows_read", read.append)
+    assert search(db, "victimword") == [victim["id"]]
+    assert search(db, "word3") == []  # found once indexed
+    assert read and max(read) <= search_tail.TAIL_ROW_BYTES
+    assert search_tail.TAIL_BYTES <= 512 * 1024
+    assert db.read_sync(lambda con: search_tail.tail_missed(con, 7)) == 6
+    asyncio.run(BackgroundIndexer(db, SearchIndexer(None)).index_pending())
+    assert search(db, "word3") == [wide[2]["id"]]
 
 
 def test_an_indexer_batch_is_bounded_by_bytes(
