@@ -8,6 +8,7 @@ import httpx
 import openai
 import pytest
 
+from storage.feedback import FEEDBACK_SHOWN
 from tests.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, ProxyServer, both_stores
 from tests.test_review_api import chat, logged
 from tuneloop.errors import BadRequest
@@ -43,6 +44,19 @@ def test_feedback_reaches_reviewers(proxy: ProxyServer) -> None:
     assert silent not in {i["id"] for i in admin.interactions(min_score=-1)["items"]}
     with pytest.raises(BadRequest):
         admin.interactions(min_score=3)
+
+
+def test_an_items_feedback_is_bounded_and_counted_whole(proxy: ProxyServer) -> None:
+    """r12y MED 5: an app posting feedback without end made one item's answer tens of MB."""
+    (spammed,) = logged(proxy, "spammed")
+    with proxy.http() as http:
+        for n in range(FEEDBACK_SHOWN + 20):
+            assert http.post("/v1/feedback", json={"id": spammed, "score": -1,
+                                                   "comment": f"c{n}"}).status_code == 201
+    item = proxy.admin(REVIEWER_TOKEN).interaction(spammed)
+    assert item["feedback_count"] == FEEDBACK_SHOWN + 20
+    assert [f["comment"] for f in item["feedback"]] == [
+        f"c{n}" for n in range(20, FEEDBACK_SHOWN + 20)]
 
 
 def test_feedback_right_after_the_response_waits_for_ingest(proxy_factory: Any) -> None:

@@ -103,7 +103,9 @@ with history:
               "reason": r["reason"] or "", "edited": r["messages"] is not None}
              for r in item["revisions"]], hide_index=True, width="stretch")
     if item.get("feedback"):
-        st.caption("Feedback from the app")
+        shown, total = len(item["feedback"]), item.get("feedback_count") or 0
+        st.caption("Feedback from the app" if total <= shown
+                   else f"Feedback from the app: the newest {shown} of {total}")
         st.dataframe(item["feedback"], hide_index=True, width="stretch")
 with diff:
     show_answer_diff(last_answer(item["original"]), last_answer(item["current"]))
