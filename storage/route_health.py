@@ -82,11 +82,13 @@ voter: each end user of the rated interactions (its user id, else session id, el
 interaction itself) is one voter under that key, each weighing at most `max_votes_per_voter`.
 
 The error test uses `weighed_requests` / `weighed_errors` the same way: the requests of one
-sticky user (the route's `draw` was `sticky`: the user or session key chose the target) are
-one cluster, not independent trials, and a user with more than `max_requests_per_user`
-requests on a target is weighed down to that many. So heavy users whose requests err alike do
-not pass for many independent observations, and one user id flooding a target with cheap
-successes weighs at most that many requests. Requests drawn per request count one each.
+sticky user (the route's `draw` was `sticky`: the user or session key chose the target) under
+one client key are one cluster, not independent trials (per key: another key sending with the
+app's user ids took the app's weight away, review r14m HIGH 1), and a user with more than
+`max_requests_per_user` requests on a target is weighed down to that many. So heavy users
+whose requests err alike do not pass for many independent observations, and one user id
+flooding a target with cheap successes weighs at most that many requests. Requests drawn per
+request count one each.
 """
 
 from __future__ import annotations
@@ -137,7 +139,9 @@ WITH late AS (
            coalesce(user_id, session_id) AS end_user, {at_us} AS at_us,
            CASE WHEN coalesce(route ->> 'draw', CASE WHEN coalesce(user_id, session_id) IS NULL
                                                 THEN 'random' ELSE 'sticky' END) = 'sticky'
-                THEN 'u:' || coalesce(user_id, session_id, '') ELSE 'r:' || id END AS cluster
+                THEN 'u:' || coalesce(linked.linked_stratum, route ->> 'client_key', '')
+                     || ':' || coalesce(user_id, session_id, '')
+                ELSE 'r:' || id END AS cluster
     FROM interactions LEFT JOIN linked ON linked.linked_key = route ->> 'client_key'
     WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ?
       AND created_at < ?
