@@ -341,7 +341,7 @@ def test_fine_tuning_success(oa: tuple[openai.OpenAI, FakeOpenAIState]) -> None:
 
 
 def test_fine_tuning_failures_and_cancel(oa: tuple[openai.OpenAI, FakeOpenAIState]) -> None:
-    client, _ = oa
+    client, state = oa
     good = _upload(client, [TRAIN_LINE])
     bad = client.fine_tuning.jobs.create(
         training_file=_upload(client, [TRAIN_LINE, "{"]), model="m"
@@ -358,6 +358,7 @@ def test_fine_tuning_failures_and_cancel(oa: tuple[openai.OpenAI, FakeOpenAIStat
     assert dpo.method and dpo.method.dpo and dpo.method.dpo.hyperparameters
     assert dpo.method.dpo.hyperparameters.beta == 0.2
     assert _wait(client, dpo.id).error.param == "training_file"
+    state.finetune_step_seconds = 60.0  # still running when cancelled, however slow the host
     running = client.fine_tuning.jobs.create(training_file=good, model="m")
     assert client.fine_tuning.jobs.cancel(running.id).status == "cancelled"
     with pytest.raises(openai.BadRequestError):
