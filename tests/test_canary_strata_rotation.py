@@ -73,9 +73,10 @@ def client_of(deployment: Deployment, key: str) -> openai.OpenAI:
     return deployment.proxy.openai(api_key=key).with_options(max_retries=0)
 
 
-LINKED_MOST = {"rolled_back": 250, "promoted": 300}
+LINKED_MOST = {"rolled_back": 250, "promoted": 380}
 """App requests to each decision at a 50% canary: a non-rotated app's ~150 (rollback) and
-~200 (promotion) in these tests, with room for a look or two."""
+~200 (promotion) in these tests, with room for a look or two (a promotion took 340 once under
+CI load; unlinked, the app beside its monitor is never decided within the 400 sent)."""
 
 
 @pytest.mark.parametrize("rotation", ["none", "linked"])
