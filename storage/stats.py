@@ -104,11 +104,14 @@ def _by_models(counts: _Counts, everything: list[tuple[Any, str, int]],
     top = list(counts.by_model)
     if not top:
         return []
+    capped = counts.models > len(top)
     marks = ", ".join("?" * len(top))
-    mine = reviewed("coalesce(model, '')", f"coalesce(model, '') IN ({marks})", top)
+    mine = reviewed("coalesce(model, '')",
+                    f"coalesce(model, '') IN ({marks})" if capped else "TRUE",
+                    top if capped else [])
     rows = sorted(_by_state(counts.by_model, mine, "model"),
                   key=lambda r: (-r["total"], r["model"]))
-    if counts.models <= len(top):
+    if not capped:
         return rows
     left = dict.fromkeys(REVIEWED, 0)
     for _, state, n in everything:

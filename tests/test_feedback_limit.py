@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,8 +15,13 @@ import openai
 import pytest
 
 from storage.backend import is_postgres_url
+from storage.feedback import add_feedback, feedback_summary
+from storage.online_indexes import index_valid
+from storage.records import insert_interactions, to_arrow
+from storage.store import migrate_store, open_store
 from tests.conftest import REVIEWER_TOKEN, ProxyServer, both_stores
 from tests.test_review_api import logged
+from tuneloop.errors import Conflict
 
 pytestmark = both_stores
 
@@ -107,3 +114,33 @@ def test_stats_answer_the_top_models_and_the_others_summed(
                        "needs_work": 0, "total": 4}
     for state in ("pending", "approved", "rejected", "needs_work", "total"):
         assert sum(r[state] for r in rows) == stats["totals"][state], state
+
+
+def test_a_store_from_before_migration_56_keeps_its_feedback_under_the_limit(
+        store: str) -> None:
+    """Entries stored before the limit (more than it from one key) stay; that key gets no
+    more on that interaction; Postgres gets the index the count reads (built online)."""
+    db = open_store(store if is_postgres_url(store) else Path(store))
+    try:
+        migrate_store(db, up_to=54)
+        rated = "01900000-0000-7000-8000-000000000001"
+
+        def old_rows(con: Any) -> None:
+            insert_interactions(con, to_arrow([{
+                "id": rated, "created_at": 1_790_000_000_000_000, "endpoint": "chat.completions",
+                "model": "gpt-4o-mini", "traffic": "production", "request": "{}",
+                "response": "{}", "status_code": 200}]))
+            for n in range(25):
+                con.execute("INSERT INTO feedback VALUES (?, ?, -1, NULL, 'tl-flood', ?)",
+                            [f"fb_old{n}", rated, datetime.now(UTC)])
+        db.write_sync(old_rows)
+        migrate_store(db)
+        if is_postgres_url(store):
+            assert db.read_sync(lambda con: index_valid(con, "feedback_by_interaction"))
+        with pytest.raises(Conflict):
+            db.write_sync(lambda con: add_feedback(con, rated, 1, None, "tl-flood"))
+        db.write_sync(lambda con: add_feedback(con, rated, 1, None, "tl-other"))
+        assert db.read_sync(lambda con: feedback_summary(con, [rated]))[rated][
+            "feedback_count"] == 26
+    finally:
+        db.close()
