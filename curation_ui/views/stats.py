@@ -51,7 +51,7 @@ with left:
     if models:
         st.bar_chart(by_state(models, "model"), color=COLORS, stack=True, horizontal=True)
     for row in others:
-        st.caption(f"{row['models']:,} other models: {row['total']:,} interactions, "
+        st.caption(f"Other models ({row['models']:,}): {row['total']:,} interactions, "
                    f"{row['pending']:,} pending")
 with right:
     st.subheader("By tag")
