@@ -389,6 +389,7 @@ class Exchange:
         capture.logged = True
         if capture.meta.no_log:
             return False
+        capture.client_key = self.client_key  # every row's: the search indexer's lanes
         if capture.route is not None:
             # whose evidence this row is: one key's skipped opinions weigh at most its share,
             # and its requests count at most its share of the route's traffic before a canary

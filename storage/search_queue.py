@@ -12,8 +12,9 @@ their text, most of the ingest's time when done inline, happens here, off its cr
    such transactions, each of at most WRITE_TERMS postings and words (`write_chunks`: on
    Postgres a write holds the deployment's write lock, which ingest and admin writes wait for).
 
-The listed rows are taken oldest first within a share per client key (storage.search_fair):
-one key's wide rows are indexed a quantum at a time after the other keys' rows.
+The listed rows are taken oldest first within a share per client key (storage.search_fair:
+the key listed with each row at ingest, routed or not): one key's wide rows are indexed a
+quantum at a time after the other keys' rows.
 
 So a crash (`kill -9`) anywhere leaves an interaction listed and unindexed or indexed and
 unlisted, never indexed twice; a replica racing another, or `forget`/retention deleting
