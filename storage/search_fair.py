@@ -27,9 +27,10 @@ A row's key is the one listed with it at ingest (`search_pending.client_key`, mi
 read with its id and size, never from `interactions`: the digest of the credential that was
 checked for its request, routed to an alias or not (proxy/exchange.py `client_key`: the
 proxy's issued key, or the app's own key when the upstream it went to checks it). Requests
-whose credential nobody checks (no key, or one the proxy does not forward) are one client, so
-one lane; so are the rows listed without a key: before migration 55, by a replica of an older
-version during a rolling deploy, or spooled by one (key '').
+whose credential nobody checks (no key, or one the proxy does not forward), and those whose
+key the upstream refused (401/403: made-up keys are no lanes of their own), are one client,
+the anonymous one, so one lane; so are the rows listed without a key: before migration 55, by
+a replica of an older version during a rolling deploy, or spooled by one (key '').
 """
 
 from __future__ import annotations

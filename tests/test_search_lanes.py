@@ -116,6 +116,34 @@ def test_a_keys_wide_requests_to_a_plain_model_do_not_hold_back_another_keys(
 
 
 @both_stores
+def test_keys_the_upstream_refused_are_one_lane(store: str, tmp_path: Path,
+                                                fake_openai: FakeUpstream) -> None:
+    """A made-up key per request, each refused by the upstream (401): one lane for all (the
+    anonymous client's, as a request without a key), not a lane each, which no quantum would
+    ever make heavy; an accepted key keeps its own."""
+    with running_proxy(tmp_path, fake_openai, db=store, fault_injection=True) as proxy:
+        proxy.admin().request("POST", "/admin/faults", json={"search_index_pause_seconds": 3600})
+        refused = []
+        for k in range(3):
+            http = proxy.http()
+            answer = http.post("/v1/chat/completions", headers={
+                "authorization": f"Bearer sk-made-up-{k}", "x-fake-fail": "401"}, json={
+                "model": MODEL, "messages": [{"role": "user", "content": f"made up {k}"}]})
+            assert answer.status_code == 401
+            refused.append(answer.headers["x-tuneloop-id"])
+        anonymous = proxy.http().post("/v1/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "no key"}]})
+        accepted = proxy.http().post("/v1/chat/completions", headers={
+            "authorization": f"Bearer {SMALL_KEY}"}, json={
+            "model": MODEL, "messages": [{"role": "user", "content": "a key"}]})
+        proxy.wait_logged(5)
+    with migrated(store) as db:
+        keys = pending_keys(db)
+    assert {keys[i] for i in refused} == {keys[anonymous.headers["x-tuneloop-id"]]}
+    assert keys[accepted.headers["x-tuneloop-id"]] not in {keys[i] for i in refused}
+
+
+@both_stores
 def test_the_key_is_listed_on_the_copy_and_the_insert_path(store: str) -> None:
     """Postgres lists a batch with COPY, and with INSERT ... ON CONFLICT when an id of it is
     listed already (a replayed spool segment); DuckDB with INSERT: each path lists the key."""
