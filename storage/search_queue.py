@@ -53,7 +53,7 @@ from storage.search_index import (
     store_claimed,
 )
 from storage.search_tail import BATCH_BYTES, TAIL_ROWS, tail_missed
-from storage.search_vectors import build_vectors
+from storage.search_vectors import build_vectors, clean_pending
 from storage.store import Store
 
 log = logging.getLogger("tuneloop.search")
@@ -63,6 +63,7 @@ LAG_REFRESH_S = 1.0  # during a backlog, how often the lag figures are measured 
 # the newest 500 unindexed rows: no value is read), and how long that count may take at most
 TAIL_CHECK_S = 10.0
 TAIL_CHECK_TIMEOUT_S = 1.0
+LAG_TIMEOUT_S = 1.0  # the lag's count (a join of the list with interactions), at most
 VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 51: rows filled a round, in chunks
 # the rows (postings and words) one write transaction of the indexer stores at most, unless one
 # interaction alone has more (at most 3 fields x MAX_FIELD_TERMS terms, and its words): a batch
@@ -80,6 +81,9 @@ class IndexerStats:
     lag_rows: int = 0
     lag_seconds: float = 0.0
     tail_missed_rows: int = 0  # of lag_rows, those search's unindexed tail leaves out
+    # False while the last count of the lag outran LAG_TIMEOUT_S: /healthz and /metrics then
+    # say unknown (null, NaN), the figures above are the last counted
+    lag_known: bool = True
 
 
 def index_lag(con: Connection) -> tuple[int, datetime | None]:
@@ -89,6 +93,19 @@ def index_lag(con: Connection) -> tuple[int, datetime | None]:
     row = con.execute(f"SELECT count(*), min(i.created_at) FROM {PENDING} p "
                       "JOIN interactions i ON i.id = p.interaction_id").fetchall()[0]
     return int(row[0]), row[1]
+
+
+def index_lag_within(con: Connection, timeout_s: float) -> tuple[int, datetime | None] | None:
+    """`index_lag`, or None when it is not counted within `timeout_s` on Postgres (as
+    `tail_missed_within`: a lock held on `search_pending`, or a backlog of millions, must not
+    hold a replica's background loop)."""
+    if not isinstance(con, PgConnection):
+        return index_lag(con)
+    try:
+        with con.statement_deadline(time.monotonic() + timeout_s):
+            return index_lag(con)
+    except psycopg.errors.QueryCanceled:
+        return None
 
 
 def row_widths(forward: ForwardIndex) -> dict[str, int]:
@@ -147,8 +164,18 @@ class BackgroundIndexer:
                  interval_s: float = 1.0, may_run: Callable[[], bool] | None = None,
                  write_terms: int = WRITE_TERMS, batch_bytes: int = BATCH_BYTES,
                  key_terms: int = KEY_TERMS,
-                 tail_check_timeout_s: float = TAIL_CHECK_TIMEOUT_S):
+                 tail_check_timeout_s: float = TAIL_CHECK_TIMEOUT_S,
+                 lag_refresh_s: float = LAG_REFRESH_S, lag_timeout_s: float = LAG_TIMEOUT_S,
+                 merge_gin: bool = True,
+                 on_written: Callable[[list[str]], None] | None = None):
+        """`merge_gin` False: leave the GIN's pending list to the writes that fill it (the
+        behaviour before review r12y MED 3, for bench/pg_index_lock.py); `on_written`: a
+        test's or bench's hook, called after each write transaction with the ids given it."""
         self.db = db
+        self.lag_refresh_s = lag_refresh_s
+        self.lag_timeout_s = lag_timeout_s
+        self.merge_gin = merge_gin
+        self.on_written = on_written
         self.tail_check_timeout_s = tail_check_timeout_s
         self.shares = KeyShares(key_terms)
         # a heavy key's rows read and tokenized, then left for its quantum (in this call)
@@ -235,7 +262,7 @@ class BackgroundIndexer:
                     break
                 if only is not None:
                     following = asyncio.ensure_future(self._read_batch(max(ids), only))
-                if time.monotonic() - measured >= LAG_REFRESH_S:  # not frozen in a backlog
+                if time.monotonic() - measured >= self.lag_refresh_s:  # not frozen in a backlog
                     await self.refresh_lag()
                     measured = time.monotonic()
         finally:
@@ -263,11 +290,28 @@ class BackgroundIndexer:
                 part = only_ids(part, allowed)
             claimed = await self.db.write(functools.partial(
                 store_claimed, forward=part, ids=allowed))
+            if self.on_written is not None:
+                self.on_written(allowed)
+            if claimed:
+                await self._merge_pending_list()
             taken += claimed
             self.stats.indexed += claimed
             for interaction in allowed:
                 self.shares.charge(keys.get(interaction, ""), widths.get(interaction, 0))
         return taken
+
+    async def _merge_pending_list(self) -> None:
+        """Postgres: merge what this write added to the GIN's pending list into the index
+        now, outside the write lock (storage.search_vectors `clean_pending`), so that no
+        locked write of ours, or anyone's, merges seconds' worth of it."""
+        if not self.merge_gin or not isinstance(self.db, PgDatabase):
+            return
+        try:
+            await self.db.read(clean_pending)
+        except psycopg.errors.InsufficientPrivilege as exc:  # not the index's owner
+            self.merge_gin = False
+            log.warning("search: cannot merge the GIN's pending list (%s); a write that "
+                        "fills it merges it under the write lock", exc)
 
     async def _read_batch(self, after: str | None, only: str | None,
                           ) -> tuple[pa.Table, ForwardIndex, bool, dict[str, str]]:
@@ -294,7 +338,15 @@ class BackgroundIndexer:
         return self.indexes_ready
 
     async def refresh_lag(self) -> None:
-        rows, oldest = await self.db.read(index_lag)
+        counted = await self.db.read(functools.partial(
+            index_lag_within, timeout_s=self.lag_timeout_s))
+        if counted is None:
+            log.warning("the search index's lag was not counted within %.3g s",
+                        self.lag_timeout_s)
+            self.stats.lag_known = False
+            return
+        self.stats.lag_known = True
+        rows, oldest = counted
         if rows == 0:
             self.stats.tail_missed_rows = 0
         elif time.monotonic() - self._tail_checked >= TAIL_CHECK_S \
