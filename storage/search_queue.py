@@ -34,25 +34,22 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage.backend.dialect import table_exists
-from storage.backend.pg_connection import PgConnection
 from storage.backend.pg_database import PgDatabase
 from storage.db import Connection
 from storage.online_indexes import build_indexes
 from storage.search_fair import KEY_TERMS, KeyShares, pending_batch
 from storage.search_index import (
-    PENDING,
     ForwardIndex,
     SearchIndexer,
     store_claimed,
 )
-from storage.search_tail import BATCH_BYTES, TAIL_ROWS, tail_missed
+from storage.search_lag import index_lag_within, tail_missed_within
+from storage.search_tail import BATCH_BYTES, TAIL_ROWS
 from storage.search_vectors import build_vectors, clean_pending
 from storage.store import Store
 
@@ -71,6 +68,9 @@ VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 51: rows filled a 
 # ingest and every admin write wait for (review r12x2: one transaction of 20 rows of 50,000
 # new words held it 2.5-3 min). A batch of 2,000 ordinary chat rows is ~90,000 postings.
 WRITE_TERMS = 50_000
+# and each is sized to hold the write lock about this long, by the rows a second the writes
+# before it stored (4,000 to 25,000 rows, a few rows at the caps, on the reviewed Postgres)
+WRITE_BUDGET_S = 0.2
 
 
 @dataclass
@@ -84,28 +84,6 @@ class IndexerStats:
     # False while the last count of the lag outran LAG_TIMEOUT_S: /healthz and /metrics then
     # say unknown (null, NaN), the figures above are the last counted
     lag_known: bool = True
-
-
-def index_lag(con: Connection) -> tuple[int, datetime | None]:
-    """How many interactions wait to be indexed, and when the oldest of them was made."""
-    if not table_exists(con, PENDING):
-        return 0, None
-    row = con.execute(f"SELECT count(*), min(i.created_at) FROM {PENDING} p "
-                      "JOIN interactions i ON i.id = p.interaction_id").fetchall()[0]
-    return int(row[0]), row[1]
-
-
-def index_lag_within(con: Connection, timeout_s: float) -> tuple[int, datetime | None] | None:
-    """`index_lag`, or None when it is not counted within `timeout_s` on Postgres (as
-    `tail_missed_within`: a lock held on `search_pending`, or a backlog of millions, must not
-    hold a replica's background loop)."""
-    if not isinstance(con, PgConnection):
-        return index_lag(con)
-    try:
-        with con.statement_deadline(time.monotonic() + timeout_s):
-            return index_lag(con)
-    except psycopg.errors.QueryCanceled:
-        return None
 
 
 def row_widths(forward: ForwardIndex) -> dict[str, int]:
@@ -124,39 +102,22 @@ def only_ids(forward: ForwardIndex, ids: Sequence[str]) -> ForwardIndex:
         forward.words.filter(pc.is_in(forward.words["interaction_id"], value_set=taken)))
 
 
-def tail_missed_within(con: Connection, lag_rows: int, timeout_s: float) -> int | None:
-    """`tail_missed`, or None when it is not counted within `timeout_s` on Postgres (a
-    statement_timeout; the pooled connection is left without one): a lock held on
-    `search_pending` (a migration's) must not hold a replica's background loop. On DuckDB,
-    in this process, it reads the list's two narrow columns (a Top-N of ids), no value."""
-    if not isinstance(con, PgConnection):
-        return tail_missed(con, lag_rows)
-    try:
-        with con.statement_deadline(time.monotonic() + timeout_s):
-            return tail_missed(con, lag_rows)
-    except psycopg.errors.QueryCanceled:
-        return None
+def run_length(ids: Sequence[str], widths: dict[str, int], max_terms: int) -> int:
+    """How many of `ids` (in order) one write takes: those whose rows written (postings and
+    words) add up to at most `max_terms`, at least one interaction, whatever its width."""
+    total = 0
+    for n, interaction in enumerate(ids):
+        total += widths.get(interaction) or 0
+        if n and total > max_terms:
+            return n
+    return len(ids)
 
 
-def write_chunks(forward: ForwardIndex, ids: Sequence[str],
-                 max_terms: int) -> list[tuple[ForwardIndex, list[str]]]:
-    """`ids` (in order) and their forward index cut into runs of at most `max_terms` rows
-    written (postings and words; a run holds at least one interaction, whatever its width),
-    each for a transaction of its own (`store_claimed`): no write holds the write lock for
-    more than one run's rows."""
-    widths = row_widths(forward)
-    runs: list[list[str]] = [[]]
-    terms_in_run = 0
-    for interaction in ids:
-        width = widths.get(interaction) or 0
-        if runs[-1] and terms_in_run + width > max_terms:
-            runs.append([])
-            terms_in_run = 0
-        runs[-1].append(interaction)
-        terms_in_run += width
-    if len(runs) == 1:
-        return [(forward, list(ids))]
-    return [(only_ids(forward, run), run) for run in runs]
+def timed_store(con: Connection, forward: ForwardIndex, ids: Sequence[str]) -> tuple[int, float]:
+    """`store_claimed`, and the seconds it took (in the write transaction: the lock held)."""
+    started = time.perf_counter()
+    claimed = store_claimed(con, forward, ids)
+    return claimed, time.perf_counter() - started
 
 
 class BackgroundIndexer:
@@ -166,12 +127,16 @@ class BackgroundIndexer:
                  key_terms: int = KEY_TERMS,
                  tail_check_timeout_s: float = TAIL_CHECK_TIMEOUT_S,
                  lag_refresh_s: float = LAG_REFRESH_S, lag_timeout_s: float = LAG_TIMEOUT_S,
-                 merge_gin: bool = True,
+                 merge_gin: bool = True, write_budget_s: float | None = WRITE_BUDGET_S,
                  on_written: Callable[[list[str]], None] | None = None):
-        """`merge_gin` False: leave the GIN's pending list to the writes that fill it (the
-        behaviour before review r12y MED 3, for bench/pg_index_lock.py); `on_written`: a
-        test's or bench's hook, called after each write transaction with the ids given it."""
+        """`merge_gin` False and `write_budget_s` None: leave the GIN's pending list to the
+        writes that fill it, and size writes by `write_terms` alone (the behaviour before
+        review r12y MED 3, for bench/pg_index_lock.py; None also for tests that count
+        writes); `on_written`: a test's or bench's hook, called after each write transaction
+        with the ids given it."""
         self.db = db
+        self.write_budget_s = write_budget_s
+        self._rows_per_s: float | None = None  # of the writes so far (a moving average)
         self.lag_refresh_s = lag_refresh_s
         self.lag_timeout_s = lag_timeout_s
         self.merge_gin = merge_gin
@@ -273,23 +238,30 @@ class BackgroundIndexer:
         return total
 
     async def _write(self, forward: ForwardIndex, ids: list[str], keys: dict[str, str]) -> int:
-        """Store a batch in write transactions of at most write_terms rows, leaving listed
-        the rows of keys whose quantum is spent (kept ready for their next quantum)."""
+        """Store a batch in write transactions each of at most write_terms rows and about
+        write_budget_s, leaving listed the rows of keys whose quantum is spent (kept ready
+        for their next quantum)."""
         widths = row_widths(forward)
         taken = 0
-        for part, part_ids in write_chunks(forward, ids, self.write_terms):
+        left = list(ids)
+        while left:
+            n = run_length(left, widths, self._terms_per_write())
+            part_ids, left = left[:n], left[n:]
+            part = forward if n == len(ids) else only_ids(forward, part_ids)
             allowed = [i for i in part_ids if self.shares.may_write(keys.get(i, ""))]
             if len(allowed) < len(part_ids):
                 written = set(allowed)
-                left = [i for i in part_ids if i not in written]
-                for key in dict.fromkeys(keys.get(i, "") for i in left):
-                    of_key = [i for i in left if keys.get(i, "") == key]
+                rest = [i for i in part_ids if i not in written]
+                for key in dict.fromkeys(keys.get(i, "") for i in rest):
+                    of_key = [i for i in rest if keys.get(i, "") == key]
                     self._ready.setdefault(key, []).append((only_ids(part, of_key), of_key))
                 if not allowed:
                     continue
                 part = only_ids(part, allowed)
-            claimed = await self.db.write(functools.partial(
-                store_claimed, forward=part, ids=allowed))
+            claimed, seconds = await self.db.write(functools.partial(
+                timed_store, forward=part, ids=allowed))
+            if claimed == len(allowed):
+                self._measured(sum(widths.get(i, 0) for i in allowed), seconds)
             if self.on_written is not None:
                 self.on_written(allowed)
             if claimed:
@@ -299,6 +271,21 @@ class BackgroundIndexer:
             for interaction in allowed:
                 self.shares.charge(keys.get(interaction, ""), widths.get(interaction, 0))
         return taken
+
+    def _terms_per_write(self) -> int:
+        """The rows (postings and words) the next write may store: write_terms, or fewer by
+        the time budget (one interaction, to measure, before any write is measured)."""
+        if self.write_budget_s is None:
+            return self.write_terms
+        if self._rows_per_s is None:
+            return 0
+        return min(self.write_terms, int(self._rows_per_s * self.write_budget_s))
+
+    def _measured(self, rows: int, seconds: float) -> None:
+        if rows > 0:
+            rate = rows / max(seconds, 1e-6)
+            self._rows_per_s = rate if self._rows_per_s is None \
+                else (self._rows_per_s + rate) / 2
 
     async def _merge_pending_list(self) -> None:
         """Postgres: merge what this write added to the GIN's pending list into the index

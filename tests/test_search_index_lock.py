@@ -130,3 +130,18 @@ def test_no_locked_indexer_write_merges_the_gin_pending_list(
     last = words(FIELD_WORDS, 6, skip=(3 * 5 + 1) * FIELD_WORDS)[MAX_FIELD_TERMS - 10]
     assert db.read_sync(lambda con: find_ids(con, ReviewQuery(q=last), limit=50)[0]) \
         == [rows[5]["id"]]
+
+
+def test_an_indexer_write_is_sized_by_its_time_budget(db: Store) -> None:
+    """Besides WRITE_TERMS, each write takes the rows the writes before it stored in
+    `write_budget_s` (the first, one interaction, measures); with no time at all, every
+    write holds the lock for one interaction."""
+    rows = [item(k, f"hello ordinary{k}", "fine") for k in range(6)]
+    assert ingest(db, rows) == len(rows)
+    writes: list[list[str]] = []
+    indexer = BackgroundIndexer(db, SearchIndexer(None), write_budget_s=0.0,
+                                on_written=writes.append)
+    assert asyncio.run(indexer.index_pending()) == len(rows)
+    assert writes == [[r["id"]] for r in rows]
+    found = db.read_sync(lambda con: find_ids(con, ReviewQuery(q="hello"), limit=50)[0])
+    assert sorted(found) == sorted(r["id"] for r in rows)

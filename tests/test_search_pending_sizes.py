@@ -24,7 +24,8 @@ from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
 from storage.search_index import SearchIndexer, queue_for_index
-from storage.search_queue import BackgroundIndexer, tail_missed_within
+from storage.search_lag import tail_missed_within
+from storage.search_queue import BackgroundIndexer
 from storage.search_tail import (
     TAIL_BYTES,
     TailLimits,

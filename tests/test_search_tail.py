@@ -104,7 +104,8 @@ def test_an_indexer_batch_is_bounded_by_bytes(db: Store) -> None:
     def counted(ids: list[str]) -> None:
         batches.append(len(ids))
 
-    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=100,
+    # writes not sized by time (write_budget_s): a batch is a write
+    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=100, write_budget_s=None,
                                 batch_bytes=BIG // 2, on_written=counted)
     assert asyncio.run(indexer.index_pending()) == 8
     # a big row alone is a batch (bigger than the budget: still one row), small ones together
@@ -112,7 +113,7 @@ def test_an_indexer_batch_is_bounded_by_bytes(db: Store) -> None:
     data = [dict(r, id=r["id"].replace("-0000-7000", "-0001-7000")) for r in data]
     ingest(db, data)
     batches.clear()
-    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=100,
+    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=100, write_budget_s=None,
                                 batch_bytes=BIG + BIG // 2, on_written=counted)
     assert asyncio.run(indexer.index_pending()) == 8
     assert batches == [1, 3, 4]  # a big and two small; then a big and three small
@@ -124,6 +125,7 @@ def test_the_lag_is_measured_during_a_backlog(db: Store) -> None:
     ingest(db, rows(set(), n=10))
     seen: list[int] = []
     indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=3, lag_refresh_s=0.0,
+                                write_budget_s=None,
                                 on_written=lambda ids: seen.append(indexer.stats.lag_rows))
 
     async def run() -> int:
