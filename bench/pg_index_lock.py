@@ -4,9 +4,11 @@ A backlog of interactions at the index's caps (3 fields x MAX_FIELD_TERMS terms 
 indexed by the background indexer while a reviewer approves an item every `--every-ms`
 (each approve a write: it takes the deployment's write lock). Twice on the same database:
 
-- `before`: the indexer leaves the GIN's pending list to the writes that fill it (main before
-  this change: the write that makes it outgrow 4 MB merges all of it, holding the lock),
-- `after`: it merges the list after each of its writes, outside the lock.
+- `before`: main's behaviour (`merge_gin=False, write_budget_s=None`): the indexer leaves
+  the GIN's pending list to the writes that fill it (the write that makes it outgrow 4 MB
+  merges all of it, holding the lock), and sizes its writes by WRITE_TERMS rows alone,
+- `after`: it merges the list after each of its writes, outside the lock, and sizes each
+  write to hold the lock about WRITE_BUDGET_S (by the rows a second of the writes before).
 
 The GIN is first given `--preload` interactions of `--keys` lexemes each (merged), so that a
 merge costs what it does in a store that is not new. Prints approve latency p50/p95/max per
@@ -34,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from storage.review import ReviewAction, apply_reviews  # noqa: E402
 from storage.search_forward import MAX_FIELD_TERMS  # noqa: E402
 from storage.search_index import SearchIndexer  # noqa: E402
-from storage.search_queue import BackgroundIndexer  # noqa: E402
+from storage.search_queue import WRITE_BUDGET_S, BackgroundIndexer  # noqa: E402
 from storage.store import Store, migrate_store, open_store  # noqa: E402
 from tests.test_search_languages import item  # noqa: E402
 from tests.test_search_queue import ingest  # noqa: E402
@@ -66,9 +68,9 @@ def approving(db: Store, ids: list[str], every_s: float, stop: threading.Event,
               latencies: list[float]) -> None:
     n = 0
     while not stop.is_set():
+        action = ReviewAction(ids[n % len(ids)], "approve", "bench")
         started = time.perf_counter()
-        db.write_sync(lambda con, i=ids[n % len(ids)]: apply_reviews(
-            con, [ReviewAction(i, "approve", "bench")]))
+        db.write_sync(lambda con, a=action: apply_reviews(con, [a]))
         latencies.append(time.perf_counter() - started)
         n += 1
         time.sleep(every_s)
@@ -83,7 +85,8 @@ def run(db: Store, first: int, rows: int, merge: bool, every_s: float,
     started = time.perf_counter()
     thread.start()
     try:
-        indexer = BackgroundIndexer(db, SearchIndexer(None), merge_gin=merge)
+        indexer = BackgroundIndexer(db, SearchIndexer(None), merge_gin=merge,
+                                    write_budget_s=WRITE_BUDGET_S if merge else None)
         assert asyncio.run(indexer.index_pending()) == rows
     finally:
         stop.set()

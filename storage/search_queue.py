@@ -8,9 +8,26 @@ their text, most of the ingest's time when done inline, happens here, off its cr
    (storage.search_tail, by the sizes listed with them at ingest; a read: no write lock held),
 2. compute their forward index (in the compute worker process when there is one),
 3. in one write transaction, take them off the list (`DELETE ... RETURNING`) and write the
-   terms of those this transaction took (`store_claimed`); a batch of wide rows in several
-   such transactions, each of at most WRITE_TERMS postings and words (`write_chunks`: on
-   Postgres a write holds the deployment's write lock, which ingest and admin writes wait for).
+   terms of those this transaction took (`store_claimed`); a batch in several such
+   transactions, each of at most WRITE_TERMS postings and words and sized to take about
+   WRITE_BUDGET_S by the rows a second the writes before it stored (`run_length`; the
+   first, one interaction, measures), because on Postgres a write holds the deployment's
+   write lock, which every replica's ingest, reviews and claims wait for;
+4. on Postgres, after each write, merge the GIN index's pending list (storage.search_vectors
+   `clean_pending`) outside the write lock.
+
+Why 4 (review r12y MED 3): writes into `search_docs` append each row's lexemes to the GIN's
+pending list, and the write that makes that list outgrow gin_pending_list_limit (4 MB) merges
+all of it into the index inside its transaction, under the lock: 2.4-2.6 s at 300k rows (the
+lexemes themselves, the tsvector trigger, cost ~25 ms a row at the caps). Merged after each
+write, the list holds about one write's entries, so no locked write merges it; Postgres lets
+inserts skip a merge while another runs, so the merge here makes no one wait but this loop.
+The terms are still written in the transaction that takes the rows off the list (step 3), so
+nothing here changes what a crash or a second leader can leave: a crash after step 3 leaves
+the entries pending, searched as they are and merged by the next write's step 4 or by
+autovacuum. Rejected: writing `search_docs` in a transaction of its own without the lock
+(an interaction `forget` deleted meanwhile would keep its terms; a crash between the two
+writes would leave a row both indexed and listed).
 
 The listed rows are taken oldest first within a share per client key (storage.search_fair):
 one key's wide rows are indexed a quantum at a time after the other keys' rows.
@@ -21,8 +38,8 @@ rows meanwhile, only makes step 3 take fewer (nothing is written for a row it di
 With replicas, the one holding the change feed's leader lock indexes (`may_run`); another
 taking over goes on from the list. Search reads the unindexed tail itself (storage.search),
 and `lag_rows`/`lag_seconds` are in /metrics, refreshed every LAG_REFRESH_S during a backlog
-(`tail_missed_rows`: those of them search's tail leaves out, in /healthz; counted from the
-sizes listed with the rows, under a statement timeout on Postgres: see `tail_missed_within`).
+(`tail_missed_rows`: those of them search's tail leaves out, in /healthz); each count runs
+under a statement timeout on Postgres (storage.search_lag), unknown when not done in time.
 """
 
 from __future__ import annotations
