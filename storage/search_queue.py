@@ -29,8 +29,9 @@ autovacuum. Rejected: writing `search_docs` in a transaction of its own without 
 (an interaction `forget` deleted meanwhile would keep its terms; a crash between the two
 writes would leave a row both indexed and listed).
 
-The listed rows are taken oldest first within a share per client key (storage.search_fair):
-one key's wide rows are indexed a quantum at a time after the other keys' rows.
+The listed rows are taken oldest first within a share per client key (storage.search_fair:
+the key listed with each row at ingest, routed or not): one key's wide rows are indexed a
+quantum at a time after the other keys' rows.
 
 So a crash (`kill -9`) anywhere leaves an interaction listed and unindexed or indexed and
 unlisted, never indexed twice; a replica racing another, or `forget`/retention deleting

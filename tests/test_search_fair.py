@@ -32,7 +32,9 @@ def random_words(rng: random.Random, n: int) -> str:
 
 
 def keyed(row: dict[str, Any], key: str) -> dict[str, Any]:
-    return {**row, "route": orjson.dumps({"client_key": key}).decode()}
+    """The record of a request of client `key` to a plain model (no route): the key is
+    spooled with it and listed with the row (`search_pending.client_key`)."""
+    return {**row, "client_key": key}
 
 
 def wide(k: int, rng: random.Random, key: str = "flood") -> dict[str, Any]:
