@@ -301,7 +301,8 @@ CREATE TABLE public.search_docs (
 
 CREATE TABLE public.search_pending (
     interaction_id character varying NOT NULL,
-    text_bytes bigint
+    text_bytes bigint,
+    client_key character varying
 );
 
 CREATE TABLE public.search_terms (
