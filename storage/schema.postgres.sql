@@ -400,6 +400,8 @@ ALTER TABLE ONLY public.search_words
 ALTER TABLE ONLY public.untrainable
     ADD CONSTRAINT untrainable_pkey PRIMARY KEY (interaction_id);
 
+CREATE INDEX feedback_by_interaction ON public.feedback USING btree (interaction_id);
+
 CREATE INDEX interactions_by_session ON public.interactions USING btree (session_id);
 
 CREATE INDEX interactions_by_time_id ON public.interactions USING btree (created_at, id);

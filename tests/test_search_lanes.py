@@ -176,7 +176,7 @@ def test_rows_listed_before_the_keys_are_indexed_in_one_lane(
                         "SELECT unnest(?::VARCHAR[]), 100", [[r["id"] for r in rows]])
 
         db.write_sync(lambda con: listed_by_old_version(con, old))
-        assert migrate_store(db) == [55]
+        assert migrate_store(db)[0] == 55  # and any later ones
         flood = [wide(10 + k, rng) for k in range(8)]
         others = [ordinary(100 + k) for k in range(2)]
         assert ingest(db, flood) == len(flood)
