@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -64,14 +65,16 @@ async def healthz(request: Request) -> Response:
     # 200 either way: requests are answered and spooled while the database refuses writes;
     # "degraded" while the latest ingest attempt failed (last_ingest_error says why)
     failing = ctx.writer.stats.last_error is not None
+    known = ctx.indexer.stats.lag_known
     return json_response(
         {"status": "degraded" if failing else "ok", "spool_bytes": ctx.writer.spool.size_bytes,
          "ingest_lag_seconds": round(ctx.writer.ingest_lag_seconds(), 3),
          "last_ingest_error": ctx.writer.stats.last_error,
          # what /metrics has as tuneloop_search_index_lag_rows (the review app shows it)
-         "search_index_lag_rows": ctx.indexer.stats.lag_rows,
+         # null: the last count outran its statement timeout (storage.search_queue)
+         "search_index_lag_rows": ctx.indexer.stats.lag_rows if known else None,
          # of those, the ones search's unindexed tail leaves out (storage.search_tail)
-         "search_tail_missed_rows": ctx.indexer.stats.tail_missed_rows}
+         "search_tail_missed_rows": ctx.indexer.stats.tail_missed_rows if known else None}
     )
 
 
@@ -144,9 +147,11 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     metrics_.observe("tuneloop_ingest_failures", "Failed ingest attempts since start.",
                      lambda: writer.stats.failures)
     metrics_.observe("tuneloop_search_index_lag_rows", "Interactions ingested and not yet in "
-                     "the search index.", lambda: indexer.stats.lag_rows)
+                     "the search index (NaN: not counted in time).",
+                     lambda: indexer.stats.lag_rows if indexer.stats.lag_known else math.nan)
     metrics_.observe("tuneloop_search_index_lag_seconds", "Age of the oldest interaction not "
-                     "yet in the search index.", lambda: indexer.stats.lag_seconds)
+                     "yet in the search index (NaN: not counted in time).",
+                     lambda: indexer.stats.lag_seconds if indexer.stats.lag_known else math.nan)
     savings = SavingsCollector(db, prices, days=settings.savings_metrics_days,
                                max_age_s=settings.savings_metrics_cache_s)
     metrics_.registry.register(savings)

@@ -96,7 +96,7 @@ def test_a_new_store_is_whole_after_migrate_store(pg_url: str) -> None:
         db.close()
     assert {"interactions_by_user", "interactions_by_session", "interactions_by_time_id",
             "search_words_by_interaction", "interactions_stats",
-            "interactions_stats_wide"} <= present
+            "interactions_stats_wide", "feedback_by_interaction"} <= present
     assert not {"interactions_by_time", "search_terms_by_interaction"} & present
 
 
@@ -112,8 +112,8 @@ def test_a_big_store_is_indexed_by_the_leading_replicas_indexer_and_counts_the_s
         db = open_store(pg_url)
         try:
             migrate_store(db, startup_rows=100)  # 52: its indexes not built at start (too big)
-            assert [ix.name for ix in await db.read(due)] == [
-                "interactions_stats", "interactions_stats_wide"]
+            assert [ix.name for ix in await db.read(due)] == [  # (56's waits with them)
+                "interactions_stats", "interactions_stats_wide", "feedback_by_interaction"]
             before = await db.read(review_stats)
             indexer = BackgroundIndexer(db, SearchIndexer(None))
             rounds = [await indexer.finish_indexes()]

@@ -184,7 +184,7 @@ def test_migration_35_rebuilds_an_older_index(store: str) -> None:
     with opened(store, up_to=30) as con:  # the index of migration 13: whole words, no fields
         # the rows as that version stored them (insert_interactions needs migration 40)
         table = to_arrow([item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
-                         ).drop_columns(["sent_request"])
+                         ).drop_columns(["sent_request", "client_key"])
         columns = ", ".join(table.schema.names)
         with staged(con, "_old_rows", table, like="interactions"):
             con.execute(f"INSERT INTO interactions ({columns}) SELECT {columns} FROM _old_rows")

@@ -47,6 +47,8 @@ from storage.migrations import (
     m052_stats_index,
     m053_pending_sizes,
     m054_key_rotation,
+    m055_pending_keys,
+    m056_feedback_index,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -88,6 +90,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(52, "stats_index", m052_stats_index.apply),
     Migration(53, "pending_sizes", m053_pending_sizes.apply),
     Migration(54, "key_rotation", m054_key_rotation.apply),
+    Migration(55, "pending_keys", m055_pending_keys.apply),
+    Migration(56, "feedback_index", m056_feedback_index.apply),
 )
 
 
