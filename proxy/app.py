@@ -45,7 +45,7 @@ from storage.keys import key_hashes
 from storage.search_index import SearchIndexer, queue_for_index
 from storage.search_queue import BackgroundIndexer
 from storage.spool import Spool
-from storage.store import migrate_store, open_store
+from storage.store import Store, migrate_store, open_store
 from storage.writer import LogWriter
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest, NotFound, TuneloopError
@@ -111,9 +111,16 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
+def app_store(settings: Settings) -> Store:
+    """The store as the app opens it (not yet migrated): with Postgres, its pool waits
+    `store_wait_s` for a connection and drops one the network lost within about
+    `shared_timeout_s`."""
+    return open_store(settings.db, wait_s=settings.store_wait_s,
+                      tcp_timeout_s=settings.shared_timeout_s)
+
+
 def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
-    db = open_store(settings.db, wait_s=settings.store_wait_s,
-                    tcp_timeout_s=settings.shared_timeout_s)
+    db = app_store(settings)
     migrate_store(db)
     spool = Spool(settings.spool_path, settings.spool_max_bytes)
     worker = ComputeWorker() if settings.index_worker_min_rows else None

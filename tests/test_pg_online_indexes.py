@@ -15,7 +15,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from storage import migrations
 from storage.backend.pg_connection import PgConnection
 from storage.db import Connection
 from storage.migrations import MIGRATIONS
@@ -57,7 +56,7 @@ def names(con: Connection) -> set[str]:
 @pytest.mark.parametrize(("version", "table"), [(41, "interactions"), (46, "search_words"),
                                                 (50, "interactions"), (52, "interactions")])
 def test_a_migration_indexing_a_big_table_lets_inserts_through(
-        pg_url: str, monkeypatch: pytest.MonkeyPatch, version: int, table: str) -> None:
+        pg_url: str, version: int, table: str) -> None:
     with opened(pg_url, up_to=version - 1):
         pass
     fill(pg_url, table)
@@ -76,9 +75,8 @@ def test_a_migration_indexing_a_big_table_lets_inserts_through(
                     probed.append(f"blocked: {exc}")
         return Migration(migration.version, migration.name, apply)
 
-    monkeypatch.setattr(migrations, "MIGRATIONS", tuple(
-        probing(m) if m.version == version else m for m in MIGRATIONS))
-    with opened(pg_url, up_to=version) as con:
+    probed_list = tuple(probing(m) if m.version == version else m for m in MIGRATIONS)
+    with opened(pg_url, up_to=version, migrations=probed_list) as con:
         assert probed == ["inserted"]
         # the indexes come afterwards, concurrently, and then are all there and valid
         assert due(con)

@@ -302,6 +302,10 @@ class Settings(BaseSettings):
         max_length=9)
     """Canned reject reasons, put in the reason box by the keys 1-9 in the review app."""
 
+    dataset_page_size: int = Field(2000, ge=1)
+    """Examples read per query while `/admin/datasets/examples` streams a dataset (memory per
+    stream, not what it returns)."""
+
     # `tuneloop sql` (POST /admin/sql): one query at a time per token, bounded answers
     sql_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Largest JSON answer of a read-only query; a larger one is refused with 413."""

@@ -8,6 +8,8 @@ module and append it to MIGRATIONS. `storage/schema.sql` shows the schema they b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from storage.db import Connection
 from storage.migrations import (
     m001_interactions,
@@ -93,6 +95,8 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-def migrate(con: Connection, *, up_to: int | None = None) -> list[int]:
-    """Apply every migration not yet applied (up to `up_to`, for upgrade tests)."""
-    return run(con, MIGRATIONS, up_to=up_to)
+def migrate(con: Connection, *, up_to: int | None = None,
+            migrations: Sequence[Migration] | None = None) -> list[int]:
+    """Apply every migration not yet applied (up to `up_to`, for upgrade tests) of
+    `migrations` (None: MIGRATIONS; a test's own list, e.g. one more that fails)."""
+    return run(con, MIGRATIONS if migrations is None else migrations, up_to=up_to)
