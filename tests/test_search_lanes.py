@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pyarrow as pa
-import pytest
 
 from storage.records import insert_interactions, to_arrow
 from storage.search_index import SearchIndexer, queue_for_index
@@ -24,24 +22,8 @@ from tests.test_search_fair import ordinary, random_words, wide
 from tests.test_search_languages import item
 from tests.test_search_queue import ingest, migrated
 
-T = TypeVar("T")
 MODEL = "gpt-4o-mini"  # no route alias: the default deployment's requests
 WIDE_KEY, SMALL_KEY = "sk-flood-0123456789abcdef", "sk-victim-0123456789abcdef"
-
-
-def after_each_write(db: Store, monkeypatch: pytest.MonkeyPatch,
-                     probe: Callable[[], T]) -> list[T]:
-    """Wraps the store's writes: after each, what `probe()` says."""
-    seen: list[T] = []
-    write = db.write
-
-    async def observed(fn: Callable[[Any], Any]) -> Any:
-        result = await write(fn)
-        seen.append(probe())
-        return result
-
-    monkeypatch.setattr(db, "write", observed)
-    return seen
 
 
 def indexed(db: Store, ids: list[str]) -> int:
@@ -50,13 +32,15 @@ def indexed(db: Store, ids: list[str]) -> int:
         [ids]).fetchall())[0][0])
 
 
-def wide_before_small(db: Store, monkeypatch: pytest.MonkeyPatch, wide_ids: list[str],
-                      small_ids: list[str]) -> int:
+def wide_before_small(db: Store, wide_ids: list[str], small_ids: list[str]) -> int:
     """Index everything listed; how many of `wide_ids` were indexed by the write that indexed
     the last of `small_ids`."""
-    seen = after_each_write(db, monkeypatch, lambda: (indexed(db, wide_ids),
-                                                      indexed(db, small_ids)))
-    taken = asyncio.run(BackgroundIndexer(db, SearchIndexer(None)).index_pending())
+    seen: list[tuple[int, int]] = []
+    # writes sized by rows only (not by time): the count must not depend on the machine's load
+    indexer = BackgroundIndexer(
+        db, SearchIndexer(None), write_budget_s=None,
+        on_written=lambda _ids: seen.append((indexed(db, wide_ids), indexed(db, small_ids))))
+    taken = asyncio.run(indexer.index_pending())
     assert taken == len(wide_ids) + len(small_ids)
     return next(w for w, s in seen if s == len(small_ids))
 
@@ -68,8 +52,7 @@ def pending_keys(db: Store) -> dict[str, str | None]:
 
 @both_stores
 def test_a_keys_wide_requests_to_a_plain_model_do_not_hold_back_another_keys(
-        store: str, tmp_path: Path, fake_openai: FakeUpstream,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        store: str, tmp_path: Path, fake_openai: FakeUpstream) -> None:
     """Two apps with their own keys call a model that is no alias: one sends 12 requests at
     the caps, then the other 3 small ones. Before: both keys' rows were key '' (no route), and
     the small rows were indexed after all 12 wide ones; now after a quantum of them (3 at the
@@ -111,7 +94,7 @@ def test_a_keys_wide_requests_to_a_plain_model_do_not_hold_back_another_keys(
             assert key and WIDE_KEY not in key and SMALL_KEY not in key
             assert "flood" not in key and "victim" not in key
         small_ids.append(routed)
-        assert wide_before_small(db, monkeypatch, wide_ids, small_ids) <= 4  # before: 12
+        assert wide_before_small(db, wide_ids, small_ids) <= 4  # before: 12
         assert keys.keys().isdisjoint(pending_keys(db))
 
 
@@ -160,7 +143,7 @@ def test_the_key_is_listed_on_the_copy_and_the_insert_path(store: str) -> None:
 
 @both_stores
 def test_rows_listed_before_the_keys_are_indexed_in_one_lane(
-        store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: str) -> None:
     """A store with rows listed by a version before migration 55 (no key), then upgraded: they
     are indexed, as one lane ('') among the keys listed since; a row an older replica lists
     after the upgrade (rolling deploy) too."""
@@ -187,7 +170,7 @@ def test_rows_listed_before_the_keys_are_indexed_in_one_lane(
         assert [keys[r["id"]] for r in old + rolling] == [None] * 4
         small = [r["id"] for r in old + rolling + others]
         # the old rows came first; the others' and the rolling one's wait for a quantum at most
-        assert wide_before_small(db, monkeypatch, [r["id"] for r in flood], small) <= 4
+        assert wide_before_small(db, [r["id"] for r in flood], small) <= 4
         assert pending_keys(db) == {}
     finally:
         db.close()
