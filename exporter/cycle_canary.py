@@ -27,7 +27,7 @@ between refuses it, and the next look decides again.
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from shlex import quote
 from typing import Any
@@ -232,15 +232,15 @@ def watch_step(ctx: StepContext) -> StepResult:
     rows = {row["target"]: row for row in health["targets"]}
     canary = rows.get(candidate, _NO_TRAFFIC)
     stable = rows.get(ctx.state["stable"], _NO_TRAFFIC)
-    promoted_at = datetime.fromisoformat(ctx.state["promoted_at"])
-    age = datetime.now(UTC) - promoted_at
+    promoted_at, now = datetime.fromisoformat(ctx.state["promoted_at"]), ctx.now()
+    age = now - promoted_at
     history, before = None, None
     if cfg.history_hours > 0 and len(keys_of(canary, stable)) > 1:
         before = _before(ctx, opened)
         # each key's requests count at most its usual rate before the canary (its allowance)
         history_s = history_seconds(before["targets"], opened, cfg.history_hours)
         canary, stable = stratified(canary, stable, strata_of(
-            before["targets"], history_s, open_seconds(ctx.state, datetime.now(UTC))))
+            before["targets"], history_s, open_seconds(ctx.state, now)))
     if needs_history(canary, stable, cfg):
         before = before or _before(ctx, opened)
         # a server that did not judge it by the canary's rule (an older one): no history
@@ -265,7 +265,7 @@ def watch_step(ctx: StepContext) -> StepResult:
         # it once (exporter/cycle_unchanged.py)
         undecided = age >= timedelta(hours=cfg.max_hours) and not _found_worse(verdict, canary, cfg)
         return StepResult(None, state={"rolled_back_undecided": undecided,
-                                       "open_s": open_seconds(ctx.state, datetime.now(UTC))},
+                                       "open_s": open_seconds(ctx.state, now)},
                           detail={"reasons": list(verdict.reasons), **detail},
                           outcome="rolled_back",
                           note=rollback_note(candidate, verdict, undecided,

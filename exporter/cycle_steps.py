@@ -20,6 +20,7 @@ import dataclasses
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,9 @@ class StepContext:
     environment."""
     force: bool = False
     """`tuneloop cycle --force`: train even on data and settings an earlier run trained on."""
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    """The time the watch judges the canary at (its age, the allowances' open time): the
+    clock; a test's count-based clock, so its decisions do not depend on the machine's speed."""
 
     def provider(self) -> JobProvider:
         name = self.config.finetune.provider

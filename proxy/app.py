@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -44,7 +45,7 @@ from storage.keys import key_hashes
 from storage.search_index import SearchIndexer, queue_for_index
 from storage.search_queue import BackgroundIndexer
 from storage.spool import Spool
-from storage.store import migrate_store, open_store
+from storage.store import Store, migrate_store, open_store
 from storage.writer import LogWriter
 from tuneloop.config import Settings
 from tuneloop.errors import BadRequest, NotFound, TuneloopError
@@ -64,14 +65,16 @@ async def healthz(request: Request) -> Response:
     # 200 either way: requests are answered and spooled while the database refuses writes;
     # "degraded" while the latest ingest attempt failed (last_ingest_error says why)
     failing = ctx.writer.stats.last_error is not None
+    known = ctx.indexer.stats.lag_known
     return json_response(
         {"status": "degraded" if failing else "ok", "spool_bytes": ctx.writer.spool.size_bytes,
          "ingest_lag_seconds": round(ctx.writer.ingest_lag_seconds(), 3),
          "last_ingest_error": ctx.writer.stats.last_error,
          # what /metrics has as tuneloop_search_index_lag_rows (the review app shows it)
-         "search_index_lag_rows": ctx.indexer.stats.lag_rows,
+         # null: the last count outran its statement timeout (storage.search_queue)
+         "search_index_lag_rows": ctx.indexer.stats.lag_rows if known else None,
          # of those, the ones search's unindexed tail leaves out (storage.search_tail)
-         "search_tail_missed_rows": ctx.indexer.stats.tail_missed_rows}
+         "search_tail_missed_rows": ctx.indexer.stats.tail_missed_rows if known else None}
     )
 
 
@@ -108,9 +111,16 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
+def app_store(settings: Settings) -> Store:
+    """The store as the app opens it (not yet migrated): with Postgres, its pool waits
+    `store_wait_s` for a connection and drops one the network lost within about
+    `shared_timeout_s`."""
+    return open_store(settings.db, wait_s=settings.store_wait_s,
+                      tcp_timeout_s=settings.shared_timeout_s)
+
+
 def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
-    db = open_store(settings.db, wait_s=settings.store_wait_s,
-                    tcp_timeout_s=settings.shared_timeout_s)
+    db = app_store(settings)
     migrate_store(db)
     spool = Spool(settings.spool_path, settings.spool_max_bytes)
     worker = ComputeWorker() if settings.index_worker_min_rows else None
@@ -137,9 +147,11 @@ def _build_context(settings: Settings, admin_token: str) -> ProxyContext:
     metrics_.observe("tuneloop_ingest_failures", "Failed ingest attempts since start.",
                      lambda: writer.stats.failures)
     metrics_.observe("tuneloop_search_index_lag_rows", "Interactions ingested and not yet in "
-                     "the search index.", lambda: indexer.stats.lag_rows)
+                     "the search index (NaN: not counted in time).",
+                     lambda: indexer.stats.lag_rows if indexer.stats.lag_known else math.nan)
     metrics_.observe("tuneloop_search_index_lag_seconds", "Age of the oldest interaction not "
-                     "yet in the search index.", lambda: indexer.stats.lag_seconds)
+                     "yet in the search index (NaN: not counted in time).",
+                     lambda: indexer.stats.lag_seconds if indexer.stats.lag_known else math.nan)
     savings = SavingsCollector(db, prices, days=settings.savings_metrics_days,
                                max_age_s=settings.savings_metrics_cache_s)
     metrics_.registry.register(savings)

@@ -86,6 +86,10 @@ class Capture:
     ttfb_ms: float | None = None
     sent_request: bytes | None = None
     """What the target received, when its transforms changed it (else None)."""
+    client_key: str | None = None
+    """Which client key sent the request (a digest, proxy/exchange.py `client_key`): spooled
+    with the record, listed with the row for the search indexer's per-key lanes, not stored
+    in `interactions` (a routed row's `route.client_key` says it there)."""
     logged: bool = False
 
     def first_byte(self) -> None:
@@ -129,4 +133,6 @@ class Capture:
             "source_id": self.meta.source,
             "metadata": None if metadata is None else orjson.dumps(metadata).decode(),
         }
-        return redactor.record(record)  # every stored string, when redaction is on
+        record = redactor.record(record)  # every stored string, when redaction is on
+        record["client_key"] = self.client_key  # a digest already: nothing to redact
+        return record

@@ -116,6 +116,16 @@ class Exchange:
             [plan.attempts[n].target for n in (0, other_arm(plan)) if n is not None]
         return self.ctx.opinions.key_of(client_credential(self.ctx.settings, self.headers, arms))
 
+    def lane_key(self, status: int | None) -> str:
+        """The client key listed with the row for the search indexer's lanes (storage.search_fair):
+        `client_key`, routed or not; but a key the upstream refused (401/403, when the proxy
+        does not check keys itself) tells nobody apart: each made-up key would be a lane of
+        its own, so a client minting them would never be a heavy key. Those rows are the
+        anonymous client's."""
+        if status in KEY_REFUSALS and not self.ctx.settings.issue_keys:
+            return self.ctx.opinions.key_of("")
+        return self.client_key
+
     # -- the request, top to bottom -----------------------------------------------------------
     async def run(self) -> None:
         try:
@@ -389,6 +399,7 @@ class Exchange:
         capture.logged = True
         if capture.meta.no_log:
             return False
+        capture.client_key = self.lane_key(status)
         if capture.route is not None:
             # whose evidence this row is: one key's skipped opinions weigh at most its share,
             # and its requests count at most its share of the route's traffic before a canary

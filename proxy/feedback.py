@@ -16,10 +16,11 @@ from starlette.responses import Response
 from proxy.admin.common import json_object, json_response
 from proxy.auth import bearer
 from proxy.context import ProxyContext, context_of
+from proxy.forward import error_response
 from storage.feedback import add_feedback, validate_feedback
 from storage.interactions import interaction_exists
 from storage.route_health import RELAY_MARK
-from tuneloop.errors import NotFound
+from tuneloop.errors import Conflict, NotFound
 
 INGEST_WAIT_S = 5.0
 
@@ -53,7 +54,12 @@ async def feedback(request: Request) -> Response:
         comment = ctx.redactor.text(comment)
     if not await _logged_soon(ctx, interaction_id):
         raise NotFound(f"no interaction with id {interaction_id!r}")
-    created = await ctx.db.write(
-        lambda con: add_feedback(con, interaction_id, score, comment, source)
-    )
+    limit = ctx.settings.feedback_max_per_key
+    try:
+        created = await ctx.db.write(lambda con: add_feedback(
+            con, interaction_id, score, comment, source, max_per_source=limit))
+    except Conflict as exc:
+        refused = error_response(exc)
+        refused.headers["x-should-retry"] = "false"
+        return refused
     return json_response(created, 201)

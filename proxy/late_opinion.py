@@ -35,9 +35,10 @@ def other_arm(plan: Plan) -> int | None:
 
 
 def probe_capture(primary: Capture, plan: Plan, number: int, outgoing: Outgoing,
-                  started: float, deadline_s: float | None) -> Capture:
+                  started: float, deadline_s: float | None, key: str) -> Capture:
     """The row of a background opinion: traffic `probe`, `source_id` the judged request's id,
-    the app's request (and what the other arm received, when its transforms changed it)."""
+    the app's request (and what the other arm received, when its transforms changed it);
+    `key`: the judged request's client key (its record's, for the indexer's lanes)."""
     attempt = plan.attempts[number]
     route: dict[str, Any] = {**attempt.describe(), "attempt": number,
                              "primary": plan.attempts[0].target.model, "draw": plan.draw}
@@ -48,7 +49,8 @@ def probe_capture(primary: Capture, plan: Plan, number: int, outgoing: Outgoing,
     return Capture(uuid7(), primary.endpoint, meta, primary.request_body, primary.payload,
                    primary.stream, started=started, upstream_model=attempt.target.model,
                    provider=attempt.target.provider, route=route,
-                   sent_request=outgoing.body if outgoing.transformed else None)
+                   sent_request=outgoing.body if outgoing.transformed else None,
+                   client_key=key)
 
 
 def go_on_later(ctx: ProxyContext, failover: Failover, key: str, number: int,
@@ -61,7 +63,7 @@ def go_on_later(ctx: ProxyContext, failover: Failover, key: str, number: int,
     if capture.meta.no_log:
         task.cancel()
         return
-    probe = probe_capture(capture, failover.plan, number, outgoing, began, None)
+    probe = probe_capture(capture, failover.plan, number, outgoing, began, None, key)
     timeouts = timeouts_for(ctx, failover.plan.attempts[number])
     failover.late = ctx.opinions.take(probe, task, None, key,
                                       answer_bound_s(timeouts.connect_s, timeouts.read_s))
@@ -86,7 +88,7 @@ def probe_after_hangup(ctx: ProxyContext, plan: Plan, primary: Capture,
         return
     attempt = plan.attempts[number]
     outgoing = body_for(attempt, primary.endpoint, primary.request_body, primary.payload)
-    probe = probe_capture(primary, plan, number, outgoing, time.perf_counter(), waited_s)
+    probe = probe_capture(primary, plan, number, outgoing, time.perf_counter(), waited_s, key)
     sending = send_attempt(ctx, attempt, primary.endpoint, asked, suffix, outgoing.body,
                            outgoing.payload, timeouts_for(ctx, attempt))
     route.update(opinions.take(probe, sending, waited_s, key))

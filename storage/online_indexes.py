@@ -69,6 +69,8 @@ INDEXES: tuple[OnlineIndex, ...] = (
                 "(created_at) INCLUDE (endpoint, model, prompt_tokens, completion_tokens, "
                 f"tags) WHERE {FITS}"),
     OnlineIndex(52, "interactions_stats_wide", "interactions", f"(created_at) WHERE NOT {FITS}"),
+    # migration 56: a key's feedback on an interaction is counted before each new entry
+    OnlineIndex(56, "feedback_by_interaction", "feedback", "(interaction_id)"),
 )
 
 

@@ -40,6 +40,7 @@ from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.review import STATES
 from storage.search import DEFAULT_SCOPE, TermSearch, query_terms
 from storage.search_budget import page_budget, too_broad
+from storage.search_tail import DEFAULT_TAIL, TailLimits
 from storage.tags import tag_condition
 from storage.time_bounds import RangeIds, time_id_bounds
 from storage.trainable import trainable_sql
@@ -69,6 +70,7 @@ class ReviewQuery:
     # seconds a page of a `q` search may take (storage.search_budget); None: no limit (the
     # work of datasets and bulk actions), set from settings for what reviewers list
     search_budget_s: float | None = None
+    tail: TailLimits = DEFAULT_TAIL  # the unindexed rows searched (storage.search_tail)
 
     def __post_init__(self) -> None:
         if self.review is not None and self.review not in STATES:
@@ -108,7 +110,7 @@ class ReviewQuery:
     def driver(self, con: Connection) -> Driver | None:
         """A small source of candidate ids, when one of the filters has one."""
         if self.q is not None:
-            return TermSearch(con, self.q, self.q_in).candidates
+            return TermSearch(con, self.q, self.q_in, tail=self.tail).candidates
         if self.review not in (None, "pending"):
             state = self.review
             return lambda con, before, count: _complete(
@@ -273,7 +275,8 @@ def search_candidates(con: Connection, query: ReviewQuery, reviewer: str, *,
     own = [r[0] for r in held if r[1] == reviewer and r[0] not in skip]
     # the reviewer's own claim first, if it matches (r12u MED 4: it was released for the
     # newest match unless it was that one, unlike without a search)
-    found = TermSearch(con, query.q, query.q_in).matching(con, own) if own and query.q else []
+    found = TermSearch(con, query.q, query.q_in, tail=query.tail).matching(con, own) \
+        if own and query.q else []
     for ids in budgeted_pages(con, query, min(len(excluded) + SEARCH_CANDIDATES, 1000)):
         found += [i for i in ids if i not in excluded and i not in found]
         if len(found) >= SEARCH_CANDIDATES:

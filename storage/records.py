@@ -59,11 +59,20 @@ INTERACTION_SCHEMA = pa.schema(
 COLUMNS: tuple[str, ...] = tuple(INTERACTION_SCHEMA.names)
 JSON_COLUMNS = ("route", "request", "response", "metadata", "sent_request")
 _COLUMN_SET = frozenset(COLUMNS)
+CLIENT_KEY = "client_key"
+"""A record's field that is no column of `interactions`: which client key sent the request (a
+digest, proxy/exchange.py `client_key`), listed with the row for the search indexer's lanes
+(`search_pending.client_key`, storage.search_fair). Absent from a record spooled by an older
+version: NULL."""
+RECORD_SCHEMA = INTERACTION_SCHEMA.append(pa.field(CLIENT_KEY, pa.string()))
+"""A spooled record's fields: the interaction's columns and CLIENT_KEY (batches carry it until
+the interactions are inserted without it)."""
+_FIELD_SET = frozenset(RECORD_SCHEMA.names)
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
     """One spool line. Unknown keys are an error in our code, not in the client's input."""
-    unknown = record.keys() - _COLUMN_SET
+    unknown = record.keys() - _FIELD_SET
     if unknown:
         raise ValueError(f"unknown interaction fields: {sorted(unknown)}")
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
@@ -91,7 +100,7 @@ def parse_lines(data: bytes, source: str) -> list[dict[str, Any]]:
 
 _READ_SCHEMA = pa.schema(
     [pa.field("created_at", pa.int64()) if f.name == "created_at" else f
-     for f in INTERACTION_SCHEMA]
+     for f in RECORD_SCHEMA]
 )
 
 
@@ -111,17 +120,25 @@ def arrow_from_segment(data: bytes) -> pa.Table | None:
         created = pc.cast(table["created_at"], pa.timestamp("us", tz="UTC"))
         table = table.set_column(table.schema.get_field_index("created_at"), "created_at",
                                  created)
-        return table.select(list(COLUMNS)).cast(INTERACTION_SCHEMA)
+        return table.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
         return None
 
 
 def to_arrow(rows: Iterable[dict[str, Any]]) -> pa.Table:
+    """Records as a batch (RECORD_SCHEMA), the first of each id."""
     unique: dict[str, dict[str, Any]] = {}
     for row in rows:
         unique.setdefault(row["id"], row)
-    columns = {name: [row.get(name) for row in unique.values()] for name in COLUMNS}
-    return pa.table(columns, schema=INTERACTION_SCHEMA)
+    columns = {name: [row.get(name) for row in unique.values()] for name in RECORD_SCHEMA.names}
+    return pa.table(columns, schema=RECORD_SCHEMA)
+
+
+def stored_columns(table: pa.Table) -> pa.Table:
+    """A batch's columns of `interactions` (without the record's CLIENT_KEY)."""
+    if CLIENT_KEY not in table.column_names:
+        return table
+    return table.drop_columns([CLIENT_KEY])
 
 
 def forgotten_user_key(name: str) -> str:
@@ -172,7 +189,8 @@ class PreparedBatch:
 def prepare_batch(table: pa.Table, *, for_postgres: bool) -> PreparedBatch:
     copy_data: CopyInput = None
     if for_postgres:
-        copy_data = binary_for_copy(table) or text_for_copy(table)
+        stored = stored_columns(table)
+        copy_data = binary_for_copy(stored) or text_for_copy(stored)
     return PreparedBatch(table, logged_untrainable(table), copy_data, user_keys(table))
 
 
@@ -195,11 +213,13 @@ def _copy_interactions(con: PgConnection, table: pa.Table, data: CopyInput) -> b
 
 
 def _insert_new(con: Connection, table: pa.Table, data: CopyInput) -> pa.Table:
-    """Insert the rows whose id is not there yet; the rows inserted."""
-    if isinstance(con, PgConnection) and _copy_interactions(con, table, data):
+    """Insert the rows whose id is not there yet (their columns of `interactions`); the rows
+    inserted (all of `table`'s columns)."""
+    stored = stored_columns(table)
+    if isinstance(con, PgConnection) and _copy_interactions(con, stored, data):
         return table
-    columns = ", ".join(table.schema.names)
-    with staged(con, "_ingest_batch", table, like="interactions"):
+    columns = ", ".join(stored.schema.names)
+    with staged(con, "_ingest_batch", stored, like="interactions"):
         inserted = con.execute(
             f"INSERT INTO interactions ({columns}) SELECT {columns} FROM _ingest_batch "
             "ON CONFLICT DO NOTHING RETURNING id").fetchall()

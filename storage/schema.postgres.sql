@@ -301,7 +301,8 @@ CREATE TABLE public.search_docs (
 
 CREATE TABLE public.search_pending (
     interaction_id character varying NOT NULL,
-    text_bytes bigint
+    text_bytes bigint,
+    client_key character varying
 );
 
 CREATE TABLE public.search_terms (
@@ -398,6 +399,8 @@ ALTER TABLE ONLY public.search_words
 
 ALTER TABLE ONLY public.untrainable
     ADD CONSTRAINT untrainable_pkey PRIMARY KEY (interaction_id);
+
+CREATE INDEX feedback_by_interaction ON public.feedback USING btree (interaction_id);
 
 CREATE INDEX interactions_by_session ON public.interactions USING btree (session_id);
 

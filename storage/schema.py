@@ -23,7 +23,7 @@ from pathlib import Path
 
 from storage.backend.pg_database import PgDatabase
 from storage.db import Connection, connect
-from storage.migrations import migrate
+from storage.migrations import Migration, migrate
 from storage.store import migrate_store
 
 HERE = Path(__file__).parent
@@ -102,11 +102,12 @@ def render_duckdb(con: Connection) -> str:
     return "\n".join(parts)
 
 
-def duckdb_schema() -> str:
-    """Migrate a fresh in-memory DuckDB and render its schema."""
+def duckdb_schema(migrations: Sequence[Migration] | None = None) -> str:
+    """Migrate a fresh in-memory DuckDB (with `migrations`, None: all of them) and render its
+    schema."""
     con = connect(Path(":memory:"))
     try:
-        migrate(con)
+        migrate(con, migrations=migrations)
         return render_duckdb(con)
     finally:
         con.close()
@@ -167,7 +168,9 @@ def stale(files: Sequence[SchemaFile] | None = None) -> list[SchemaFile]:
             if not f.path.exists() or f.path.read_text(encoding="utf-8") != f.generate()]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None,
+         schema_files: Sequence[SchemaFile] = SCHEMA_FILES) -> int:
+    """The command; `schema_files`: the files it writes or checks besides `--pg-url`'s."""
     parser = argparse.ArgumentParser(
         prog=COMMAND, description="Write (or --check) the generated schema files of storage/.")
     parser.add_argument("--check", action="store_true",
@@ -175,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pg-url", help="an EMPTY Postgres database to migrate and read, "
                         f"for {POSTGRES_FILE.name}")
     args = parser.parse_args(argv)
-    files = SCHEMA_FILES + ((postgres_file(args.pg_url),) if args.pg_url else ())
+    files = (*schema_files, *((postgres_file(args.pg_url),) if args.pg_url else ()))
     if args.check:
         old = stale(files)
         for f in old:

@@ -274,6 +274,7 @@ CREATE TABLE search_docs (
 CREATE TABLE search_pending (
     interaction_id VARCHAR NOT NULL,
     text_bytes BIGINT,
+    client_key VARCHAR,
     PRIMARY KEY (interaction_id)
 );
 

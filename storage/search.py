@@ -39,7 +39,7 @@ from storage.lookup import ids_condition
 from storage.search_forward import FIELD_BITS
 from storage.search_index import batch_forward_index
 from storage.search_pg import JOINT_CAP, KnownMatches, joint_matches, small_groups
-from storage.search_tail import tail_rows
+from storage.search_tail import DEFAULT_TAIL, TailLimits, tail_rows
 from storage.search_text import grams, stems, term_key, tokenize
 from storage.search_vectors import vectors_ready
 from tuneloop.errors import BadRequest
@@ -218,7 +218,7 @@ class TermSearch:
     GIN's bitmap first)."""
 
     def __init__(self, con: Connection, q: str, q_in: str = DEFAULT_SCOPE, *,
-                 joint_cap: int = JOINT_CAP):
+                 joint_cap: int = JOINT_CAP, tail: TailLimits = DEFAULT_TAIL):
         self.bits = scope_bits(q_in)
         self.groups = list(dict.fromkeys(term_keys(con, t) for t in parse_query(q)))
         self.joint_cap = joint_cap
@@ -226,7 +226,7 @@ class TermSearch:
         self.asked = small_groups(self.groups, self.bits)  # of the GIN
         # one term: its postings are its matches
         self.joint_asked = len(self.groups) == 1 or not self.asked
-        self.tail = unindexed_matches(con, self.groups, self.bits)
+        self.tail = unindexed_matches(con, self.groups, self.bits, tail)
 
     def candidates(self, con: Connection, before: str | None,
                    count: int) -> tuple[list[str], str | None]:
@@ -257,10 +257,10 @@ class TermSearch:
 
 
 def unindexed_matches(con: Connection, groups: Sequence[frozenset[int]],
-                      bits: int) -> list[str]:
+                      bits: int, tail: TailLimits = DEFAULT_TAIL) -> list[str]:
     """The ids of the newest interactions not indexed yet that hold every group's terms in
     the fields `bits`, newest first (tokenized here: the tail is small, in rows and bytes)."""
-    batch = tail_rows(con)
+    batch = tail_rows(con, tail)
     if batch.num_rows == 0:
         return []
     docs = batch_forward_index(batch).docs

@@ -5,8 +5,7 @@ MAX_ROW_WORDS words) costs the indexer hundreds of times an ordinary chat row; w
 rows first, ONE key sending such rows faster than they index made every other key's rows wait
 longer and longer to be searchable (review r12x3 MED 2: a backlog of 10k rows grew to 23k in
 26 minutes). So the background indexer (storage.search_queue) shares its work between the
-client keys of the rows (`route.client_key`; rows without one share the key ''), in passes
-like a deficit round robin:
+client keys of the rows, in passes like a deficit round robin:
 
 1. the light lane: the oldest listed rows of every key not found heavy, a batch at a time;
    a key whose rows written in this pass (postings and words, `KeyShares.charge`) reach its
@@ -23,6 +22,15 @@ write transaction) per heavy key: those rows wait for that, not for a key's whol
 and a key alone is indexed at full speed (quanta back to back). The heavy keys are kept from
 one call to the next (in the indexing replica's memory: a new leader finds them again within a
 quantum each).
+
+A row's key is the one listed with it at ingest (`search_pending.client_key`, migration 55),
+read with its id and size, never from `interactions`: the digest of the credential that was
+checked for its request, routed to an alias or not (proxy/exchange.py `client_key`: the
+proxy's issued key, or the app's own key when the upstream it went to checks it). Requests
+whose credential nobody checks (no key, or one the proxy does not forward), and those whose
+key the upstream refused (401/403: made-up keys are no lanes of their own), are one client,
+the anonymous one, so one lane; so are the rows listed without a key: before migration 55, by
+a replica of an older version during a rolling deploy, or spooled by one (key '').
 """
 
 from __future__ import annotations
@@ -36,12 +44,12 @@ import pyarrow as pa
 from storage.backend.dialect import table_exists
 from storage.db import Connection
 from storage.search_index import PENDING
-from storage.search_tail import batch_ids, next_batch, read_rows, sized
+from storage.search_tail import batch_ids, read_rows, sized
 
 # a key's quantum: the rows (postings and words) written for its interactions in a pass before
 # the other keys' rows are looked at again; about 3 interactions at the caps, or 1,000 chat rows
 KEY_TERMS = 50_000
-KEY = "coalesce(i.route ->> 'client_key', '')"
+KEY = "coalesce(client_key, '')"
 
 
 class KeyShares:
@@ -90,46 +98,38 @@ class KeyShares:
 def pending_batch(con: Connection, *, max_rows: int, max_bytes: int, after: str | None,
                   skip: Sequence[str] = (), only: str | None = None,
                   ) -> tuple[pa.Table, bool, dict[str, str]]:
-    """An indexer batch (storage.search_tail `next_batch`) of the rows of the keys not in
+    """An indexer batch (as storage.search_tail `next_batch`) of the rows of the keys not in
     `skip` (or of the key `only`), whether more may be listed after it, and the key of each
     row."""
-    if not skip and only is None:
-        batch, more = next_batch(con, max_rows, max_bytes, after=after)
-    else:
-        listed = _keyed_sizes(con, max_rows, after, skip, only)
-        sizes = sized(con, listed, max_bytes)
-        taken = batch_ids(sizes, max_bytes)
-        batch = read_rows(con, taken, sizes)
-        more = len(taken) < len(listed) or len(listed) >= max_rows
-    return batch, more, keys_of(con, batch["id"].to_pylist())
+    listed = keyed_sizes(con, max_rows, after, skip, only)
+    keys = {item: key for item, _, key in listed}
+    sizes = sized(con, [(item, size) for item, size, _ in listed], max_bytes)
+    taken = batch_ids(sizes, max_bytes)
+    batch = read_rows(con, taken, sizes)
+    more = len(taken) < len(listed) or len(listed) >= max_rows
+    return batch, more, {item: keys[item] for item in taken}
 
 
-def keys_of(con: Connection, ids: Sequence[str]) -> dict[str, str]:
-    """The client key of each of the interactions `ids` ('' without one)."""
-    if not ids:
-        return {}
-    # the range too: DuckDB then reads the row groups of those ids only (ids grow with time)
-    rows = con.execute(f"SELECT i.id, {KEY} FROM interactions i WHERE i.id = ANY(?::VARCHAR[]) "
-                       "AND i.id BETWEEN ? AND ?", [list(ids), min(ids), max(ids)]).fetchall()
-    return {str(r[0]): str(r[1]) for r in rows}
-
-
-def _keyed_sizes(con: Connection, limit: int, after: str | None, skip: Sequence[str],
-                 only: str | None) -> list[tuple[str, int | None]]:
-    """storage.search_tail `pending_sizes` (oldest first: sizes as listed at ingest, no value
-    read) of the rows of some keys only."""
+def keyed_sizes(con: Connection, limit: int, after: str | None, skip: Sequence[str] = (),
+                only: str | None = None) -> list[tuple[str, int | None, str]]:
+    """storage.search_tail `pending_sizes` (oldest first: sizes as listed at ingest) with the
+    key listed with each row ('' without one), of the keys not in `skip` or of the key
+    `only`: `search_pending` alone is read."""
     if not table_exists(con, PENDING):
         return []
-    where = ["NOT (" + KEY + " = ANY(?::VARCHAR[]))" if only is None else f"{KEY} = ?"]
-    params: list[Any] = [list(skip) if only is None else only]
+    where: list[str] = []
+    params: list[Any] = []
+    if only is not None:
+        where.append(f"{KEY} = ?")
+        params.append(only)
+    elif skip:
+        where.append(f"NOT ({KEY} = ANY(?::VARCHAR[]))")
+        params.append(list(skip))
     if after is not None:
-        where.append("p.interaction_id > ?")
+        where.append("interaction_id > ?")
         params.append(after)
-    # the key read from the small route, never the request or the response
+    condition = f"WHERE {' AND '.join(where)} " if where else ""
     rows = con.execute(
-        f"SELECT p.interaction_id, p.text_bytes FROM {PENDING} p "
-        f"LEFT JOIN (SELECT id, route FROM interactions WHERE id >= (SELECT "
-        f"min(interaction_id) FROM {PENDING})) i ON i.id = p.interaction_id "
-        f"WHERE {' AND '.join(where)} "
-        "ORDER BY p.interaction_id LIMIT ?", [*params, limit]).fetchall()
-    return [(str(r[0]), None if r[1] is None else int(r[1])) for r in rows]
+        f"SELECT interaction_id, text_bytes, {KEY} FROM {PENDING} {condition}"
+        "ORDER BY interaction_id LIMIT ?", [*params, limit]).fetchall()
+    return [(str(r[0]), None if r[1] is None else int(r[1]), str(r[2])) for r in rows]

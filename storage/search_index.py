@@ -54,6 +54,7 @@ from storage.messages import (
     message_text,
     messages_of,
 )
+from storage.records import CLIENT_KEY
 from storage.search_forward import TERMS_SCHEMA, Fields, ForwardIndex, forward_index
 from storage.transaction import transaction
 
@@ -235,15 +236,25 @@ def text_bytes(batch: pa.Table) -> pa.Array:
     return pc.add(*sizes).combine_chunks()
 
 
+def client_keys(batch: pa.Table) -> pa.Array:
+    """Per row of an ingest batch, the client key its record came with (storage.records
+    CLIENT_KEY; null without one), what `search_pending.client_key` holds."""
+    if CLIENT_KEY not in batch.column_names:
+        return pa.nulls(batch.num_rows, pa.string())
+    return batch[CLIENT_KEY].combine_chunks()
+
+
 def queue_for_index(con: Connection, batch: pa.Table) -> None:
     """List the reviewable interactions of a batch just inserted as not yet indexed (in the
     ingest transaction: an interaction is in the index or on the list, never neither), each
     with the size of its text (`text_bytes`, migration 53: counted here, from the values the
-    batch holds, so search's tail and the indexer never size a row by reading it)."""
+    batch holds, so search's tail and the indexer never size a row by reading it) and the
+    client key that sent it (`client_key`, migration 55: the indexer's lanes,
+    storage.search_fair)."""
     reviewable = pc.fill_null(pc.is_in(batch["endpoint"],
                                        value_set=pa.array(REVIEWABLE_ENDPOINTS)), False)
-    listed = pa.table({"interaction_id": batch["id"], "text_bytes": text_bytes(batch)}
-                      ).filter(reviewable)
+    listed = pa.table({"interaction_id": batch["id"], "text_bytes": text_bytes(batch),
+                       "client_key": client_keys(batch)}).filter(reviewable)
     if listed.num_rows == 0 or not table_exists(con, PENDING):
         return
     if isinstance(con, PgConnection):  # COPY (in a savepoint): a third of INSERT's time
@@ -257,9 +268,11 @@ def queue_for_index(con: Connection, batch: pa.Table) -> None:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    con.execute(f"INSERT INTO {PENDING} (interaction_id, text_bytes) SELECT "
-                "unnest(?::VARCHAR[]), unnest(?::BIGINT[]) ON CONFLICT DO NOTHING",
-                [listed["interaction_id"].to_pylist(), listed["text_bytes"].to_pylist()])
+    con.execute(f"INSERT INTO {PENDING} (interaction_id, text_bytes, client_key) SELECT "
+                "unnest(?::VARCHAR[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[]) "
+                "ON CONFLICT DO NOTHING",
+                [listed["interaction_id"].to_pylist(), listed["text_bytes"].to_pylist(),
+                 listed["client_key"].to_pylist()])
 
 
 def pending_rows(con: Connection, limit: int, *, newest: bool = False,

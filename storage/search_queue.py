@@ -8,12 +8,30 @@ their text, most of the ingest's time when done inline, happens here, off its cr
    (storage.search_tail, by the sizes listed with them at ingest; a read: no write lock held),
 2. compute their forward index (in the compute worker process when there is one),
 3. in one write transaction, take them off the list (`DELETE ... RETURNING`) and write the
-   terms of those this transaction took (`store_claimed`); a batch of wide rows in several
-   such transactions, each of at most WRITE_TERMS postings and words (`write_chunks`: on
-   Postgres a write holds the deployment's write lock, which ingest and admin writes wait for).
+   terms of those this transaction took (`store_claimed`); a batch in several such
+   transactions, each of at most WRITE_TERMS postings and words and sized to take about
+   WRITE_BUDGET_S by the rows a second the writes before it stored (`run_length`; the
+   first, one interaction, measures), because on Postgres a write holds the deployment's
+   write lock, which every replica's ingest, reviews and claims wait for;
+4. on Postgres, after each write, merge the GIN index's pending list (storage.search_vectors
+   `clean_pending`) outside the write lock.
 
-The listed rows are taken oldest first within a share per client key (storage.search_fair):
-one key's wide rows are indexed a quantum at a time after the other keys' rows.
+Why 4 (review r12y MED 3): writes into `search_docs` append each row's lexemes to the GIN's
+pending list, and the write that makes that list outgrow gin_pending_list_limit (4 MB) merges
+all of it into the index inside its transaction, under the lock: 2.4-2.6 s at 300k rows (the
+lexemes themselves, the tsvector trigger, cost ~25 ms a row at the caps). Merged after each
+write, the list holds about one write's entries, so no locked write merges it; Postgres lets
+inserts skip a merge while another runs, so the merge here makes no one wait but this loop.
+The terms are still written in the transaction that takes the rows off the list (step 3), so
+nothing here changes what a crash or a second leader can leave: a crash after step 3 leaves
+the entries pending, searched as they are and merged by the next write's step 4 or by
+autovacuum. Rejected: writing `search_docs` in a transaction of its own without the lock
+(an interaction `forget` deleted meanwhile would keep its terms; a crash between the two
+writes would leave a row both indexed and listed).
+
+The listed rows are taken oldest first within a share per client key (storage.search_fair:
+the key listed with each row at ingest, routed or not): one key's wide rows are indexed a
+quantum at a time after the other keys' rows.
 
 So a crash (`kill -9`) anywhere leaves an interaction listed and unindexed or indexed and
 unlisted, never indexed twice; a replica racing another, or `forget`/retention deleting
@@ -21,8 +39,8 @@ rows meanwhile, only makes step 3 take fewer (nothing is written for a row it di
 With replicas, the one holding the change feed's leader lock indexes (`may_run`); another
 taking over goes on from the list. Search reads the unindexed tail itself (storage.search),
 and `lag_rows`/`lag_seconds` are in /metrics, refreshed every LAG_REFRESH_S during a backlog
-(`tail_missed_rows`: those of them search's tail leaves out, in /healthz; counted from the
-sizes listed with the rows, under a statement timeout on Postgres: see `tail_missed_within`).
+(`tail_missed_rows`: those of them search's tail leaves out, in /healthz); each count runs
+under a statement timeout on Postgres (storage.search_lag), unknown when not done in time.
 """
 
 from __future__ import annotations
@@ -34,26 +52,23 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from storage.backend.dialect import table_exists
-from storage.backend.pg_connection import PgConnection
 from storage.backend.pg_database import PgDatabase
 from storage.db import Connection
 from storage.online_indexes import build_indexes
 from storage.search_fair import KEY_TERMS, KeyShares, pending_batch
 from storage.search_index import (
-    PENDING,
     ForwardIndex,
     SearchIndexer,
     store_claimed,
 )
-from storage.search_tail import BATCH_BYTES, TAIL_ROWS, tail_missed
-from storage.search_vectors import build_vectors
+from storage.search_lag import index_lag_within, tail_missed_within
+from storage.search_tail import BATCH_BYTES, TAIL_ROWS
+from storage.search_vectors import build_vectors, clean_pending
 from storage.store import Store
 
 log = logging.getLogger("tuneloop.search")
@@ -63,6 +78,7 @@ LAG_REFRESH_S = 1.0  # during a backlog, how often the lag figures are measured 
 # the newest 500 unindexed rows: no value is read), and how long that count may take at most
 TAIL_CHECK_S = 10.0
 TAIL_CHECK_TIMEOUT_S = 1.0
+LAG_TIMEOUT_S = 1.0  # the lag's count (a join of the list with interactions), at most
 VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 51: rows filled a round, in chunks
 # the rows (postings and words) one write transaction of the indexer stores at most, unless one
 # interaction alone has more (at most 3 fields x MAX_FIELD_TERMS terms, and its words): a batch
@@ -70,6 +86,9 @@ VECTOR_CHUNKS_PER_ROUND = 10  # Postgres, finishing migration 51: rows filled a 
 # ingest and every admin write wait for (review r12x2: one transaction of 20 rows of 50,000
 # new words held it 2.5-3 min). A batch of 2,000 ordinary chat rows is ~90,000 postings.
 WRITE_TERMS = 50_000
+# and each is sized to hold the write lock about this long, by the rows a second the writes
+# before it stored (4,000 to 25,000 rows, a few rows at the caps, on the reviewed Postgres)
+WRITE_BUDGET_S = 0.2
 
 
 @dataclass
@@ -80,15 +99,9 @@ class IndexerStats:
     lag_rows: int = 0
     lag_seconds: float = 0.0
     tail_missed_rows: int = 0  # of lag_rows, those search's unindexed tail leaves out
-
-
-def index_lag(con: Connection) -> tuple[int, datetime | None]:
-    """How many interactions wait to be indexed, and when the oldest of them was made."""
-    if not table_exists(con, PENDING):
-        return 0, None
-    row = con.execute(f"SELECT count(*), min(i.created_at) FROM {PENDING} p "
-                      "JOIN interactions i ON i.id = p.interaction_id").fetchall()[0]
-    return int(row[0]), row[1]
+    # False while the last count of the lag outran LAG_TIMEOUT_S: /healthz and /metrics then
+    # say unknown (null, NaN), the figures above are the last counted
+    lag_known: bool = True
 
 
 def row_widths(forward: ForwardIndex) -> dict[str, int]:
@@ -107,39 +120,22 @@ def only_ids(forward: ForwardIndex, ids: Sequence[str]) -> ForwardIndex:
         forward.words.filter(pc.is_in(forward.words["interaction_id"], value_set=taken)))
 
 
-def tail_missed_within(con: Connection, lag_rows: int, timeout_s: float) -> int | None:
-    """`tail_missed`, or None when it is not counted within `timeout_s` on Postgres (a
-    statement_timeout; the pooled connection is left without one): a lock held on
-    `search_pending` (a migration's) must not hold a replica's background loop. On DuckDB,
-    in this process, it reads the list's two narrow columns (a Top-N of ids), no value."""
-    if not isinstance(con, PgConnection):
-        return tail_missed(con, lag_rows)
-    try:
-        with con.statement_deadline(time.monotonic() + timeout_s):
-            return tail_missed(con, lag_rows)
-    except psycopg.errors.QueryCanceled:
-        return None
+def run_length(ids: Sequence[str], widths: dict[str, int], max_terms: int) -> int:
+    """How many of `ids` (in order) one write takes: those whose rows written (postings and
+    words) add up to at most `max_terms`, at least one interaction, whatever its width."""
+    total = 0
+    for n, interaction in enumerate(ids):
+        total += widths.get(interaction) or 0
+        if n and total > max_terms:
+            return n
+    return len(ids)
 
 
-def write_chunks(forward: ForwardIndex, ids: Sequence[str],
-                 max_terms: int) -> list[tuple[ForwardIndex, list[str]]]:
-    """`ids` (in order) and their forward index cut into runs of at most `max_terms` rows
-    written (postings and words; a run holds at least one interaction, whatever its width),
-    each for a transaction of its own (`store_claimed`): no write holds the write lock for
-    more than one run's rows."""
-    widths = row_widths(forward)
-    runs: list[list[str]] = [[]]
-    terms_in_run = 0
-    for interaction in ids:
-        width = widths.get(interaction) or 0
-        if runs[-1] and terms_in_run + width > max_terms:
-            runs.append([])
-            terms_in_run = 0
-        runs[-1].append(interaction)
-        terms_in_run += width
-    if len(runs) == 1:
-        return [(forward, list(ids))]
-    return [(only_ids(forward, run), run) for run in runs]
+def timed_store(con: Connection, forward: ForwardIndex, ids: Sequence[str]) -> tuple[int, float]:
+    """`store_claimed`, and the seconds it took (in the write transaction: the lock held)."""
+    started = time.perf_counter()
+    claimed = store_claimed(con, forward, ids)
+    return claimed, time.perf_counter() - started
 
 
 class BackgroundIndexer:
@@ -147,8 +143,22 @@ class BackgroundIndexer:
                  interval_s: float = 1.0, may_run: Callable[[], bool] | None = None,
                  write_terms: int = WRITE_TERMS, batch_bytes: int = BATCH_BYTES,
                  key_terms: int = KEY_TERMS,
-                 tail_check_timeout_s: float = TAIL_CHECK_TIMEOUT_S):
+                 tail_check_timeout_s: float = TAIL_CHECK_TIMEOUT_S,
+                 lag_refresh_s: float = LAG_REFRESH_S, lag_timeout_s: float = LAG_TIMEOUT_S,
+                 merge_gin: bool = True, write_budget_s: float | None = WRITE_BUDGET_S,
+                 on_written: Callable[[list[str]], None] | None = None):
+        """`merge_gin` False and `write_budget_s` None: leave the GIN's pending list to the
+        writes that fill it, and size writes by `write_terms` alone (the behaviour before
+        review r12y MED 3, for bench/pg_index_lock.py; None also for tests that count
+        writes); `on_written`: a test's or bench's hook, called after each write transaction
+        with the ids given it."""
         self.db = db
+        self.write_budget_s = write_budget_s
+        self._rows_per_s: float | None = None  # of the writes so far (a moving average)
+        self.lag_refresh_s = lag_refresh_s
+        self.lag_timeout_s = lag_timeout_s
+        self.merge_gin = merge_gin
+        self.on_written = on_written
         self.tail_check_timeout_s = tail_check_timeout_s
         self.shares = KeyShares(key_terms)
         # a heavy key's rows read and tokenized, then left for its quantum (in this call)
@@ -235,7 +245,7 @@ class BackgroundIndexer:
                     break
                 if only is not None:
                     following = asyncio.ensure_future(self._read_batch(max(ids), only))
-                if time.monotonic() - measured >= LAG_REFRESH_S:  # not frozen in a backlog
+                if time.monotonic() - measured >= self.lag_refresh_s:  # not frozen in a backlog
                     await self.refresh_lag()
                     measured = time.monotonic()
         finally:
@@ -246,28 +256,67 @@ class BackgroundIndexer:
         return total
 
     async def _write(self, forward: ForwardIndex, ids: list[str], keys: dict[str, str]) -> int:
-        """Store a batch in write transactions of at most write_terms rows, leaving listed
-        the rows of keys whose quantum is spent (kept ready for their next quantum)."""
+        """Store a batch in write transactions each of at most write_terms rows and about
+        write_budget_s, leaving listed the rows of keys whose quantum is spent (kept ready
+        for their next quantum)."""
         widths = row_widths(forward)
         taken = 0
-        for part, part_ids in write_chunks(forward, ids, self.write_terms):
+        left = list(ids)
+        while left:
+            n = run_length(left, widths, self._terms_per_write())
+            part_ids, left = left[:n], left[n:]
+            part = forward if n == len(ids) else only_ids(forward, part_ids)
             allowed = [i for i in part_ids if self.shares.may_write(keys.get(i, ""))]
             if len(allowed) < len(part_ids):
                 written = set(allowed)
-                left = [i for i in part_ids if i not in written]
-                for key in dict.fromkeys(keys.get(i, "") for i in left):
-                    of_key = [i for i in left if keys.get(i, "") == key]
+                rest = [i for i in part_ids if i not in written]
+                for key in dict.fromkeys(keys.get(i, "") for i in rest):
+                    of_key = [i for i in rest if keys.get(i, "") == key]
                     self._ready.setdefault(key, []).append((only_ids(part, of_key), of_key))
                 if not allowed:
                     continue
                 part = only_ids(part, allowed)
-            claimed = await self.db.write(functools.partial(
-                store_claimed, forward=part, ids=allowed))
+            claimed, seconds = await self.db.write(functools.partial(
+                timed_store, forward=part, ids=allowed))
+            if claimed == len(allowed):
+                self._measured(sum(widths.get(i, 0) for i in allowed), seconds)
+            if self.on_written is not None:
+                self.on_written(allowed)
+            if claimed:
+                await self._merge_pending_list()
             taken += claimed
             self.stats.indexed += claimed
             for interaction in allowed:
                 self.shares.charge(keys.get(interaction, ""), widths.get(interaction, 0))
         return taken
+
+    def _terms_per_write(self) -> int:
+        """The rows (postings and words) the next write may store: write_terms, or fewer by
+        the time budget (one interaction, to measure, before any write is measured)."""
+        if self.write_budget_s is None:
+            return self.write_terms
+        if self._rows_per_s is None:
+            return 0
+        return min(self.write_terms, int(self._rows_per_s * self.write_budget_s))
+
+    def _measured(self, rows: int, seconds: float) -> None:
+        if rows > 0:
+            rate = rows / max(seconds, 1e-6)
+            self._rows_per_s = rate if self._rows_per_s is None \
+                else (self._rows_per_s + rate) / 2
+
+    async def _merge_pending_list(self) -> None:
+        """Postgres: merge what this write added to the GIN's pending list into the index
+        now, outside the write lock (storage.search_vectors `clean_pending`), so that no
+        locked write of ours, or anyone's, merges seconds' worth of it."""
+        if not self.merge_gin or not isinstance(self.db, PgDatabase):
+            return
+        try:
+            await self.db.read(clean_pending)
+        except psycopg.errors.InsufficientPrivilege as exc:  # not the index's owner
+            self.merge_gin = False
+            log.warning("search: cannot merge the GIN's pending list (%s); a write that "
+                        "fills it merges it under the write lock", exc)
 
     async def _read_batch(self, after: str | None, only: str | None,
                           ) -> tuple[pa.Table, ForwardIndex, bool, dict[str, str]]:
@@ -294,7 +343,15 @@ class BackgroundIndexer:
         return self.indexes_ready
 
     async def refresh_lag(self) -> None:
-        rows, oldest = await self.db.read(index_lag)
+        counted = await self.db.read(functools.partial(
+            index_lag_within, timeout_s=self.lag_timeout_s))
+        if counted is None:
+            log.warning("the search index's lag was not counted within %.3g s",
+                        self.lag_timeout_s)
+            self.stats.lag_known = False
+            return
+        self.stats.lag_known = True
+        rows, oldest = counted
         if rows == 0:
             self.stats.tail_missed_rows = 0
         elif time.monotonic() - self._tail_checked >= TAIL_CHECK_S \

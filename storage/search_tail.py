@@ -37,6 +37,7 @@ next), where every batch (and its read-ahead) once counted the size of all its l
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -51,8 +52,19 @@ TAIL_BYTES = 512 * 1024  # of their stored request and response, at most
 TAIL_ROW_BYTES = 64 * 1024  # a row bigger than this is left to the indexer
 BATCH_BYTES = 16 * 1024 * 1024  # an indexer batch's request and response, about
 MEASURED_ROWS = 64  # of a batch, the rows listed without a size measured (one at a time), most
-# a test's hook: called with the bytes of each set of pending rows read whole
-on_rows_read: Callable[[int], None] | None = None
+
+
+@dataclass(frozen=True)
+class TailLimits:
+    """The bounds of search's unindexed tail (production's by default; a test's smaller).
+    `on_rows_read`: a test's hook, called with the bytes of each set of tail rows read whole."""
+    rows: int = TAIL_ROWS
+    bytes: int = TAIL_BYTES
+    row_bytes: int = TAIL_ROW_BYTES
+    on_rows_read: Callable[[int], None] | None = field(default=None, compare=False)
+
+
+DEFAULT_TAIL = TailLimits()
 
 
 def pending_sizes(con: Connection, limit: int, *, newest: bool = False,
@@ -140,36 +152,34 @@ def sized(con: Connection, listed: list[tuple[str, int | None]], max_bytes: int,
 
 
 def read_rows(con: Connection, ids: list[str],
-              sizes: list[tuple[str, int]] | list[tuple[str, int | None]]) -> pa.Table:
+              sizes: list[tuple[str, int]] | list[tuple[str, int | None]],
+              on_read: Callable[[int], None] | None = None) -> pa.Table:
     """The pending rows `ids` (BATCH_COLUMNS), in the order of `ids`; fewer when another
-    replica indexed some meanwhile."""
+    replica indexed some meanwhile. `on_read`: told the bytes read (TailLimits)."""
     if not ids:
         return pa.table({c: pa.array([], pa.string()) for c in BATCH_COLUMNS})
-    if on_rows_read is not None:
+    if on_read is not None:
         wanted = set(ids)
-        on_rows_read(sum(size or 0 for item, size in sizes if item in wanted))
+        on_read(sum(size or 0 for item, size in sizes if item in wanted))
     batch = pending_rows(con, len(ids), ids=ids)
     order = {item: n for n, item in enumerate(ids)}
     got = batch["id"].to_pylist()
     return batch.take(sorted(range(batch.num_rows), key=lambda n: order[got[n]]))
 
 
-def tail_rows(con: Connection, max_rows: int | None = None,
-              max_bytes: int | None = None) -> pa.Table:
-    """The search tail: the newest pending rows of at most TAIL_ROW_BYTES within TAIL_ROWS
-    and TAIL_BYTES, newest first."""
-    sizes = pending_sizes(con, TAIL_ROWS if max_rows is None else max_rows, newest=True,
-                          max_row_bytes=TAIL_ROW_BYTES)
-    return read_rows(con, tail_ids(sizes, TAIL_BYTES if max_bytes is None else max_bytes),
-                     sizes)
+def tail_rows(con: Connection, limits: TailLimits = DEFAULT_TAIL) -> pa.Table:
+    """The search tail: the newest pending rows of at most `limits.row_bytes` within
+    `limits.rows` and `limits.bytes`, newest first."""
+    sizes = pending_sizes(con, limits.rows, newest=True, max_row_bytes=limits.row_bytes)
+    return read_rows(con, tail_ids(sizes, limits.bytes), sizes, limits.on_rows_read)
 
 
-def tail_missed(con: Connection, lag_rows: int) -> int:
+def tail_missed(con: Connection, lag_rows: int, limits: TailLimits = DEFAULT_TAIL) -> int:
     """Of `lag_rows` pending rows, how many the search tail leaves out (found once indexed)."""
     if lag_rows == 0:
         return 0
-    sizes = pending_sizes(con, TAIL_ROWS, newest=True, max_row_bytes=TAIL_ROW_BYTES)
-    return max(0, lag_rows - len(tail_ids(sizes, TAIL_BYTES)))
+    sizes = pending_sizes(con, limits.rows, newest=True, max_row_bytes=limits.row_bytes)
+    return max(0, lag_rows - len(tail_ids(sizes, limits.bytes)))
 
 
 def next_batch(con: Connection, max_rows: int, max_bytes: int,

@@ -85,3 +85,26 @@ def _build(con: Connection, start: str, max_chunks: int | None,
     con.execute(f"CREATE INDEX CONCURRENTLY {INDEX} ON search_docs USING gin (lexemes)")
     con.execute("ANALYZE search_docs")
     return vectors_ready(con), ""
+
+
+def clean_pending(con: Connection) -> int | None:
+    """Postgres: merge the GIN index's pending list into the index, on an autocommit
+    connection outside any write transaction (no WRITE_LOCK held); None when there is no
+    valid index (DuckDB, or before migration 51 is finished).
+
+    A GIN index with fastupdate (the default) first appends new entries to a pending list,
+    and the insert that makes that list outgrow gin_pending_list_limit (4 MB) merges the
+    whole list into the index itself. That insert is an indexer write holding the
+    deployment's write lock: at 300k interactions each such merge took 2.4-2.6 s, and every
+    replica's reviews, claims and ingest waited behind it (review r12y MED 3; computing the
+    lexemes themselves is ~25 ms for a row at the caps). The indexer calls this after each
+    of its writes, so the list never holds more than about one write's entries and no
+    locked insert finds it full. Inserts never wait for a merge that runs here (Postgres
+    skips the merge of an insert while another runs), so nothing waits for this but the
+    indexer. Answers the pages merged."""
+    if dialect_of(con).name != "postgres":
+        return None
+    rows = con.execute(
+        "SELECT gin_clean_pending_list(i.indexrelid) FROM pg_index i WHERE i.indexrelid = "
+        f"to_regclass('{INDEX}') AND i.indisvalid").fetchall()
+    return int(rows[0][0]) if rows else None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from storage.backend import is_postgres_url
 from storage.backend.pg_database import MIGRATE_LOCK, PgDatabase
 from storage.db import Connection, Database
+from storage.migrations.runner import Migration
 from storage.online_indexes import STARTUP_ROWS, build_indexes
 from storage.search_vectors import MIGRATION as VECTORS_MIGRATION
 from storage.search_vectors import build_vectors
@@ -26,15 +28,18 @@ def open_store(spec: Path | str, *, read_threads: int = 3, wait_s: float = 5.0,
 
 
 def migrate_store(db: Store, *, up_to: int | None = None,
-                  startup_rows: int = STARTUP_ROWS) -> list[int]:
+                  startup_rows: int = STARTUP_ROWS,
+                  migrations: Sequence[Migration] | None = None) -> list[int]:
     """Apply the migrations not yet applied. On Postgres one replica migrates under an
     advisory lock while the others starting with it wait, then find nothing left to do; the
     indexes left to build concurrently are built now when their tables hold up to
-    `startup_rows` rows (storage.online_indexes), else by the leading replica's indexer."""
+    `startup_rows` rows (storage.online_indexes), else by the leading replica's indexer.
+    `migrations`: as `storage.migrations.migrate`'s (None: all of them)."""
     from storage.migrations import migrate
 
     if isinstance(db, PgDatabase):
-        done = db.run_with_session_lock(MIGRATE_LOCK, lambda con: migrate(con, up_to=up_to))
+        done = db.run_with_session_lock(
+            MIGRATE_LOCK, lambda con: migrate(con, up_to=up_to, migrations=migrations))
         # after the lock: CREATE INDEX CONCURRENTLY waits for every transaction, those of
         # replicas waiting for the migration lock too (a deadlock under it)
         if up_to is None or up_to >= VECTORS_MIGRATION:
@@ -43,7 +48,7 @@ def migrate_store(db: Store, *, up_to: int | None = None,
         db.read_sync(lambda con: build_indexes(con, small_only=True,
                                               startup_rows=startup_rows))
         return done
-    return db.write_sync(lambda con: migrate(con, up_to=up_to))
+    return db.write_sync(lambda con: migrate(con, up_to=up_to, migrations=migrations))
 
 
 STARTUP_VECTOR_CHUNKS = 5  # a store this small gets its search vectors at startup

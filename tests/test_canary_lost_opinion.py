@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,15 @@ import openai
 
 from exporter.cycle_canary import judge_canary
 from exporter.cycle_config import CanaryConfig
+from proxy.admin.promote_api import FAR_FUTURE, opinion_bound_s
 from storage.db import connect
+from storage.promotions import canary_of, latest_episode
+from storage.route_health import route_health
+from storage.routes import load_routes
 from tests.conftest import FakeUpstream, ProxyServer, both_stores, proxy_settings, serve_proxy
+from tests.store_support import connected
 from tests.test_canary_failures import ALIAS, CANARY, HI, SINCE, STABLE
+from tuneloop.config import Settings
 
 
 @both_stores
@@ -53,23 +58,21 @@ def test_opinions_cancelled_at_a_restart_do_not_hold_a_clean_canary(
                           range(200)))
         proxy.wait_for("SELECT count(*) FROM interactions WHERE traffic = 'production'",
                        lambda r: r[0][0] >= 212)
-        lost = proxy.sql("SELECT count(*) FROM interactions i WHERE route ->> 'late_opinion' "
-                         f"= 'asked' AND route ->> 'primary' = '{CANARY}' AND NOT EXISTS "
-                         "(SELECT 1 FROM interactions p WHERE p.source_id = i.id)")[0][0]
-        assert lost > 0  # the case this is about: the canary's opinions cut by the restart
-        rows: dict[str, Any] = {}
-        deadline = time.monotonic() + 20  # they were due ~5 s after their hang-ups
-        while time.monotonic() < deadline:
-            rows = {r["target"]: r for r in proxy.admin().route_health(ALIAS, since=SINCE)
-                    ["targets"]}
-            if rows[CANARY]["opinions_missing"] == 0:
-                break
-            time.sleep(0.5)
-        assert rows[CANARY]["opinions_missing"] == 0, rows[CANARY]
-        verdict = judge_canary(rows[CANARY], rows[STABLE], CanaryConfig(min_requests=50),
-                               timedelta(hours=1))
-        assert verdict.verdict == "promote", verdict.reasons
+        lost = [float(due) for [due] in proxy.sql(
+            "SELECT route ->> 'late_due' FROM interactions i WHERE route ->> 'late_opinion' "
+            f"= 'asked' AND route ->> 'primary' = '{CANARY}' AND NOT EXISTS "
+            "(SELECT 1 FROM interactions p WHERE p.source_id = i.id)")]
+        assert lost  # the case this is about: the canary's opinions cut by the restart
         proxy.close()
+    # the health at explicit moments (storage's `now`), not waited for: under load the wait
+    # for the rows' `late_due` ran past its deadline
+    before = health_at(str(settings.db), settings, min(lost) - 0.01)
+    assert before[CANARY]["opinions_missing"] > 0, before[CANARY]  # held until they are due
+    rows = health_at(str(settings.db), settings, max(lost) + 0.01)
+    assert rows[CANARY]["opinions_missing"] == 0, rows[CANARY]
+    verdict = judge_canary(rows[CANARY], rows[STABLE], CanaryConfig(min_requests=50),
+                           timedelta(hours=1))
+    assert verdict.verdict == "promote", verdict.reasons
 
 
 def test_asked_rows_written_without_a_due_time_are_lost_after_the_longest_deadline(
@@ -104,13 +107,31 @@ def test_asked_rows_written_without_a_due_time_are_lost_after_the_longest_deadli
             con.execute("UPDATE interactions SET route = ? WHERE id = ?",
                         [json.dumps(older), row_id])
     quick = settings.model_copy(update={"connect_timeout_s": 1.0, "read_timeout_s": 2.0})
-    with serve_proxy(quick) as url:
-        proxy = ProxyServer(url, quick, fake_openai)
-        missing = [proxy.admin().route_health(ALIAS, since=SINCE)["targets"]]
-        deadline = time.monotonic() + 30  # bound: 1 + 2 * 2 + 2 s grace after each row
-        while time.monotonic() < deadline and any(r["opinions_missing"] for r in missing[-1]):
-            time.sleep(0.5)
-            missing.append(proxy.admin().route_health(ALIAS, since=SINCE)["targets"])
-        assert any(r["opinions_missing"] for r in missing[0]), missing[0]  # waited at first
-        assert not any(r["opinions_missing"] for r in missing[-1]), missing[-1]
-        proxy.close()
+    with connected(str(quick.db)) as con:
+        # the newest whose opinion is not in the store (under load some came in before the
+        # shutdown)
+        [[newest]] = con.execute(
+            "SELECT max(created_at) FROM interactions i WHERE route ->> 'late_opinion' = "
+            "'asked' AND NOT EXISTS (SELECT 1 FROM interactions p WHERE p.source_id = i.id)"
+            ).fetchall()
+    assert newest is not None  # the case this is about: an opinion cut by the shutdown
+    bound_s = opinion_bound_s(quick, None)  # 1 + 2 * 2 s, and the ingest's grace
+    assert bound_s < opinion_bound_s(settings, None)  # the quick settings' own
+    # the health at explicit moments (storage's `now`) as the server reads it: not waited for
+    waited = health_at(str(quick.db), quick, newest.timestamp() + bound_s - 0.01)
+    assert any(r["opinions_missing"] for r in waited.values()), waited  # waited at first
+    lost = health_at(str(quick.db), quick, newest.timestamp() + bound_s + 0.01)
+    assert not any(r["opinions_missing"] for r in lost.values()), lost
+
+
+def health_at(store: str, settings: Settings, moment: float) -> dict[str, dict[str, Any]]:
+    """Each target's health row since SINCE as the admin API reads it (its open canary, the
+    route's opinion bound), with `moment` (a Unix time) as now."""
+    with connected(store) as con:
+        spec = load_routes(con).get(ALIAS)
+        opened = canary_of(latest_episode(con, ALIAS), spec)
+        targets = route_health(con, ALIAS, datetime.fromisoformat(SINCE), FAR_FUTURE,
+                               canary=None if opened is None else opened.model,
+                               now=datetime.fromtimestamp(moment, UTC),
+                               asked_bound_s=opinion_bound_s(settings, spec))
+    return {row["target"]: row for row in targets}

@@ -9,6 +9,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,21 @@ class Deployment:
         self.cfg = config(tmp_path, canary={**DEFAULTS, **canary})
         self.state: dict[str, Any] = {}
         self.clock: tuple[float, int] | None = None
+        self.keys: dict[str, str] = {}
+        self.step_s = 0.0
+        self.counted: int | None = None
+        """App requests sent during the canary on a count-based clock, `step_s` seconds each
+        (`count_clock`); None: the watch reads the machine's clock."""
 
     def client(self, name: str) -> openai.OpenAI:
-        key = self.admin.create_key(name)["key"]
-        return self.proxy.openai(api_key=key).with_options(max_retries=0)
+        """A client with the key made for `name` (made at the first call)."""
+        if name not in self.keys:
+            self.keys[name] = self.admin.create_key(name)["key"]
+        return self.proxy.openai(api_key=self.keys[name]).with_options(max_retries=0)
+
+    def restarted(self, proxy: ProxyServer) -> None:
+        """Go on at `proxy`, a restart on the same store (`client` again for its clients)."""
+        self.proxy, self.admin = proxy, proxy.admin()
 
     def send(self, client: openai.OpenAI, count: int, **body: Any) -> None:
         def one(n: int) -> None:
@@ -69,8 +81,17 @@ class Deployment:
         self.state = {"fine_tuned_model": CANARY, "promoted_at": promoted["changed_at"],
                       "stable": STABLE}
 
+    def count_clock(self, step_s: float) -> None:
+        """From now on the watch judges at the canary's opening plus `step_s` per app
+        request counted in `counted` (tests/canary_clock.py)."""
+        self.step_s, self.counted = step_s, 0
+
     def watch(self) -> StepResult:
         ctx = StepContext(self.admin, self.cfg, {"state": self.state}, "test", None)
+        if self.counted is not None:
+            moment = datetime.fromisoformat(self.state["promoted_at"]) \
+                + timedelta(seconds=self.counted * self.step_s)
+            ctx.now = lambda: moment
         return watch_step(ctx)
 
 

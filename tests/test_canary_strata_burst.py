@@ -15,9 +15,17 @@ from pathlib import Path
 import openai
 import pytest
 
-import tests.test_canary_strata as real
 from storage.route_health import HISTORY_PARTS
-from tests.conftest import UPSTREAM_KEY, ProxyServer, both_stores, one_store
+from tests.canary_clock import STEP_S, restamp
+from tests.conftest import (
+    UPSTREAM_KEY,
+    FakeUpstream,
+    ProxyServer,
+    both_stores,
+    one_store,
+    proxy_settings,
+    serve_proxy,
+)
 from tests.test_canary_failures import CANARY
 from tests.test_canary_strata import Deployment, until_decided
 from tests.test_cycle import ALIAS
@@ -71,40 +79,45 @@ def test_judged_parts_spread_each_keys_judged_requests_over_the_window(
 
 
 @one_store
-@pytest.mark.timeout(300)  # the apps' slow pace: up to 400 app requests at 5 a second
+@pytest.mark.timeout(300)  # the watch's reads on a loaded machine: up to 400 app requests
 @pytest.mark.parametrize("percent", [50, 90])
 def test_a_burst_before_the_canary_buys_no_allowance(
-        proxy_factory: Callable[..., ProxyServer], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, percent: int) -> None:
+        tmp_path: Path, fake_openai: FakeUpstream, store: str, percent: int) -> None:
     """r14k MED 3: the app sends 100 requests at its pace, then another key sends 250
     one-token requests at once (2.5 times the app's history) right before the canary, and 5
     per app request during it; the canary fails 12% of the app's requests. On main the key's
     allowance was its whole burst over the window: every cheap request counted and the bad
-    canary was promoted after 40 (50%) and 25 (90%) app requests (r14k: 60 and 30). Now each
+    canary was promoted after 45 (50%) and 25 (90%) app requests (r14k: 60 and 30). Now each
     part of its history counts at most `BURST_CAP` of the route's usual parts: the canary is
-    rolled back (here after 190 and 90; the apps send at 5 a second so that the burst, sent 16
-    at a time, is short beside the history as a burst in one hour of a day is)."""
-    monkeypatch.setattr(real, "PACE", 5.0)
-    deployment = Deployment(proxy_factory(issue_keys=True, openai_api_key=UPSTREAM_KEY),
-                            tmp_path, percent=percent)
-    app, cheap = deployment.client("app"), deployment.client("cheap")
-    for _ in range(20):
-        deployment.paced(app, 5)
-    burst(deployment, cheap, 250)
-    deployment.open_canary()
-    state, start, done = deployment.proxy.upstream.state, time.monotonic(), 0
+    rolled back (here after 100 and 50). On a count-based clock (tests/canary_clock.py): the
+    app sends one request per `STEP_S` before and during the canary, the burst is at one
+    instant, as a burst in one hour of a day is short beside the history."""
+    settings = proxy_settings(tmp_path, fake_openai.base_url, db=store, issue_keys=True,
+                              openai_api_key=UPSTREAM_KEY)
+    with serve_proxy(settings) as url:
+        deployment = Deployment(ProxyServer(url, settings, fake_openai), tmp_path,
+                                percent=percent)
+        deployment.send(deployment.client("app"), 100)
+        burst(deployment, deployment.client("cheap"), 250)
+        deployment.proxy.close()
+    restamp(store, [(100, STEP_S), (250, 0.0)])
+    with serve_proxy(settings) as url:
+        deployment.restarted(ProxyServer(url, settings, fake_openai))
+        app, cheap = deployment.client("app"), deployment.client("cheap")
+        deployment.open_canary()
+        deployment.count_clock(STEP_S)
+        state = deployment.proxy.upstream.state
 
-    def batch() -> int:
-        nonlocal done
-        state.model_error_rate[CANARY] = 0.12
-        deployment.send(app, 5)
-        state.model_error_rate.pop(CANARY, None)
-        deployment.send(cheap, 25, max_tokens=1)
-        done += 5
-        time.sleep(max(0.0, start + done / real.PACE - time.monotonic()))
-        return 5
+        def batch() -> int:
+            state.model_error_rate[CANARY] = 0.12
+            deployment.send(app, 5)
+            state.model_error_rate.pop(CANARY, None)
+            deployment.send(cheap, 25, max_tokens=1)
+            deployment.counted = (deployment.counted or 0) + 5
+            return 5
 
-    step, sent = until_decided(deployment, batch, 400)
+        step, sent = until_decided(deployment, batch, 400)
+        deployment.proxy.close()
     canary = step.detail.get("canary", {})
     print(f"\n{percent}% canary, history burst 250: {step.outcome} after {sent} app requests "
           f"(canary weighed {canary.get('weighed_requests')}, unstratified "

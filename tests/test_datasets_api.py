@@ -4,8 +4,8 @@ paths."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
@@ -77,9 +77,9 @@ def test_examples_stream_the_latest_revision_of_approved_items(proxy: ProxyServe
     assert len(capped) == 2
 
 
-def test_stream_ends_with_its_count_and_pages_through_everything(proxy: ProxyServer,
-                                                                 monkeypatch: Any) -> None:
-    monkeypatch.setattr("proxy.admin.datasets.PAGE_SIZE", 3)
+def test_stream_ends_with_its_count_and_pages_through_everything(
+        proxy_factory: Callable[..., ProxyServer]) -> None:
+    proxy = proxy_factory(dataset_page_size=3)
     ids = logged(proxy, *[f"question {i}" for i in range(8)])
     proxy.admin().bulk_review("approve", reviewer="ann", ids=ids)
     with proxy.http() as http:

@@ -19,7 +19,14 @@ import pytest
 from storage.backend.pg_copy import text_for_copy
 from storage.backend.pg_copy_binary import BinaryCopy, binary_for_copy
 from storage.backend.pg_database import PgDatabase
-from storage.records import COLUMNS, PreparedBatch, insert_interactions, prepare_batch, to_arrow
+from storage.records import (
+    COLUMNS,
+    PreparedBatch,
+    insert_interactions,
+    prepare_batch,
+    stored_columns,
+    to_arrow,
+)
 from storage.store import migrate_store
 
 HOSTILE_TEXTS = [
@@ -67,7 +74,7 @@ def _prepared(rows: list[dict[str, Any]], copy_format: str) -> PreparedBatch:
     batch = prepare_batch(to_arrow(rows), for_postgres=True)
     assert isinstance(batch.copy_data, BinaryCopy)  # the writer's batches: binary
     if copy_format == "text":
-        batch = dataclasses.replace(batch, copy_data=text_for_copy(batch.table))
+        batch = dataclasses.replace(batch, copy_data=text_for_copy(stored_columns(batch.table)))
     return batch
 
 

@@ -5,12 +5,12 @@ server (a restart, an administrator's pg_terminate_backend), and Postgres's own 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
-from tests.conftest import ProxyServer
+from tests.conftest import FakeUpstream, ProxyServer, proxy_settings
 
 
 def _kill_tuneloop_backends(pg_cluster: Any, url: str) -> int:
@@ -75,18 +75,14 @@ def test_pooled_connections_carry_tcp_keepalives_on_both_ends(pg_url: str) -> No
 
 
 def test_the_proxys_pool_has_them_from_shared_timeout_s(
-        proxy_factory: Callable[..., ProxyServer], pg_url: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import proxy.app
-    from storage.store import open_store
+        fake_openai: FakeUpstream, tmp_path: Path, pg_url: str) -> None:
+    """The app's pool (`proxy.app.app_store`, what `create_app` opens) from its settings."""
+    from proxy.app import app_store
 
-    opened: list[Any] = []
-
-    def recorded(*args: Any, **kwargs: Any) -> Any:
-        opened.append(open_store(*args, **kwargs))
-        return opened[-1]
-
-    monkeypatch.setattr(proxy.app, "open_store", recorded)
-    proxy_factory(db=pg_url, shared_timeout_s=9)
-    idle = opened[0].read_sync(lambda con: con.execute("SHOW tcp_keepalives_idle").fetchall())
+    db = app_store(proxy_settings(tmp_path, fake_openai.base_url, db=pg_url,
+                                  shared_timeout_s=9))
+    try:
+        idle = db.read_sync(lambda con: con.execute("SHOW tcp_keepalives_idle").fetchall())
+    finally:
+        db.close()
     assert idle == [("3",)]

@@ -14,7 +14,7 @@ import pytest
 from proxy.auth import ensure_admin_token
 from storage.backend.pg_connection import PgConnection, to_pyformat
 from storage.backend.pg_database import PgDatabase
-from storage.migrations import MIGRATIONS
+from storage.migrations import MIGRATIONS, Migration
 from storage.store import migrate_store, open_store
 from tuneloop.config import Settings
 from tuneloop.errors import ConfigError, StorageError
@@ -81,21 +81,15 @@ def test_replicas_starting_together_migrate_exactly_once(pg_url: str) -> None:
             db.close()
 
 
-def test_a_failing_migration_leaves_no_trace_on_postgres(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from storage import migrations
-
+def test_a_failing_migration_leaves_no_trace_on_postgres(pg_url: str) -> None:
     def broken(con: Any) -> None:
         con.execute("CREATE TABLE half_done (x INTEGER)")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(migrations, "MIGRATIONS",
-                        (*MIGRATIONS, migrations.Migration(999, "broken", broken)))
     db = PgDatabase(pg_url, read_threads=1)
     try:
         with pytest.raises(RuntimeError, match="boom"):
-            migrate_store(db)
+            migrate_store(db, migrations=(*MIGRATIONS, Migration(999, "broken", broken)))
         left = db.read_sync(lambda con: con.execute(
             "SELECT to_regclass('half_done') IS NULL, max(version) FROM _migrations").fetchall())
         assert left == [(True, ALL[-1])]

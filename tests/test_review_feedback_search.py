@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -46,8 +47,11 @@ def test_feedback_reaches_reviewers(proxy: ProxyServer) -> None:
         admin.interactions(min_score=3)
 
 
-def test_an_items_feedback_is_bounded_and_counted_whole(proxy: ProxyServer) -> None:
-    """r12y MED 5: an app posting feedback without end made one item's answer tens of MB."""
+def test_an_items_feedback_is_bounded_and_counted_whole(
+        proxy_factory: Callable[..., ProxyServer]) -> None:
+    """r12y MED 5: an app posting feedback without end made one item's answer tens of MB (a
+    key's entries per interaction are bounded too: tests/test_feedback_limit.py; many keys)."""
+    proxy = proxy_factory(feedback_max_per_key=FEEDBACK_SHOWN + 20)
     (spammed,) = logged(proxy, "spammed")
     with proxy.http() as http:
         for n in range(FEEDBACK_SHOWN + 20):

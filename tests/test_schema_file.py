@@ -29,25 +29,24 @@ def test_the_duckdb_schema_file_builds_the_same_schema(tmp_path: Path) -> None:
 
 
 def test_a_new_migration_makes_the_file_stale_and_the_check_says_what_to_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     current = tmp_path / "schema.sql"
     current.write_text(duckdb_schema(), encoding="utf-8")
     file = SchemaFile("duckdb", current, duckdb_schema)
-    monkeypatch.setattr(schema, "SCHEMA_FILES", (file,))
-    assert schema.stale() == [] and schema.main(["--check"]) == 0
+    assert schema.stale([file]) == [] and schema.main(["--check"], (file,)) == 0
 
     def add_column(con: migrations.Connection) -> None:
         con.execute("ALTER TABLE feedback ADD COLUMN weight DOUBLE DEFAULT 1.0")
 
-    monkeypatch.setattr(migrations, "MIGRATIONS",
-                        (*MIGRATIONS, Migration(999, "weight", add_column)))
-    assert schema.stale() == [file]
-    assert schema.main(["--check"]) == 1
+    newer = (*MIGRATIONS, Migration(999, "weight", add_column))
+    file = SchemaFile("duckdb", current, lambda: duckdb_schema(newer))
+    assert schema.stale([file]) == [file]
+    assert schema.main(["--check"], (file,)) == 1
     assert f"is stale: run `{COMMAND}`" in capsys.readouterr().err
-    assert schema.main([]) == 0
+    assert schema.main([], (file,)) == 0
     assert "weight DOUBLE DEFAULT 1.0" in current.read_text(encoding="utf-8")
-    assert schema.stale() == []
+    assert schema.stale([file]) == []
 
 
 def test_the_postgres_schema_file_is_current(pg_url_factory: Any) -> None:

@@ -32,7 +32,9 @@ def random_words(rng: random.Random, n: int) -> str:
 
 
 def keyed(row: dict[str, Any], key: str) -> dict[str, Any]:
-    return {**row, "route": orjson.dumps({"client_key": key}).decode()}
+    """The record of a request of client `key` to a plain model (no route): the key is
+    spooled with it and listed with the row (`search_pending.client_key`)."""
+    return {**row, "client_key": key}
 
 
 def wide(k: int, rng: random.Random, key: str = "flood") -> dict[str, Any]:
@@ -66,24 +68,17 @@ def index_rows(db: Store, interaction: str) -> int:
         [interaction, interaction]).fetchall())[0][0])
 
 
-def writes_until(db: Store, monkeypatch: pytest.MonkeyPatch,
-                 done: Callable[[], bool]) -> list[bool]:
-    """Wraps the store's writes: after each, whether `done()` holds."""
+def writes_until(db: Store, done: Callable[[], bool]) -> tuple[list[bool], BackgroundIndexer]:
+    """An indexer whose writes are sized by rows only (not by time: this counts writes) and
+    which records, after each of its write transactions, whether `done()` holds."""
     seen: list[bool] = []
-    write = db.write
-
-    async def counted(fn: Callable[[Any], Any]) -> Any:
-        result = await write(fn)
-        seen.append(done())
-        return result
-
-    monkeypatch.setattr(db, "write", counted)
-    return seen
+    return seen, BackgroundIndexer(db, SearchIndexer(None), write_budget_s=None,
+                                   on_written=lambda _ids: seen.append(done()))
 
 
 @both_stores
 def test_other_keys_rows_are_indexed_within_a_few_writes_of_a_keys_wide_rows(
-        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        db: Store) -> None:
     """Before: the oldest rows first, so the rows of 'other' listed after 12 capped rows of
     'flood' waited for all of them (12 write transactions; 3 s a row on the reviewed
     Postgres). Now 'flood' writes a quantum (KEY_TERMS rows of index: 4 such rows), then the
@@ -94,8 +89,7 @@ def test_other_keys_rows_are_indexed_within_a_few_writes_of_a_keys_wide_rows(
     assert ingest(db, flood) == len(flood)
     assert ingest(db, others) == len(others)
     other_ids = [r["id"] for r in others]
-    seen = writes_until(db, monkeypatch, lambda: indexed(db, other_ids) == len(other_ids))
-    indexer = BackgroundIndexer(db, SearchIndexer(None))
+    seen, indexer = writes_until(db, lambda: indexed(db, other_ids) == len(other_ids))
     assert asyncio.run(indexer.index_pending()) == len(flood) + len(others)
     assert count(db, "SELECT count(*) FROM search_pending") == 0  # 'flood' in quanta, all
     assert seen.index(True) + 1 <= 3, seen  # before: the 12th write

@@ -5,7 +5,7 @@ answers only, and the rebuild of an older index by migration 35."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from storage.backend import is_postgres_url, staged
 from storage.backend.pg_connection import PgConnection
 from storage.db import Connection, connect
 from storage.governance import forget_user
-from storage.migrations import MIGRATIONS, migrate
+from storage.migrations import MIGRATIONS, Migration, migrate
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
 from storage.review import ReviewAction, apply_reviews
@@ -70,12 +70,14 @@ def load(con: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 @contextmanager
-def opened(store: str, *, up_to: int | None = None) -> Iterator[Connection]:
+def opened(store: str, *, up_to: int | None = None,
+           migrations: Sequence[Migration] | None = None) -> Iterator[Connection]:
     """A migrated connection to the store (a DuckDB path or a Postgres URL), like the
-    connections storage functions get; statements outside BEGIN commit at once."""
+    connections storage functions get; statements outside BEGIN commit at once.
+    `migrations`: as `migrate`'s (None: all of them)."""
     if not is_postgres_url(store):
         duck = connect(Path(store))
-        migrate(duck, up_to=up_to)
+        migrate(duck, up_to=up_to, migrations=migrations)
         try:
             yield duck
         finally:
@@ -83,7 +85,7 @@ def opened(store: str, *, up_to: int | None = None) -> Iterator[Connection]:
         return
     raw = psycopg.connect(store, autocommit=True, options="-c timezone=UTC")
     try:
-        migrate(PgConnection(raw, ddl=True), up_to=up_to)
+        migrate(PgConnection(raw, ddl=True), up_to=up_to, migrations=migrations)
         yield PgConnection(raw)
     finally:
         raw.close()
@@ -182,7 +184,7 @@ def test_migration_35_rebuilds_an_older_index(store: str) -> None:
     with opened(store, up_to=30) as con:  # the index of migration 13: whole words, no fields
         # the rows as that version stored them (insert_interactions needs migration 40)
         table = to_arrow([item(k, user, answer) for k, (user, answer) in enumerate(TEXTS)]
-                         ).drop_columns(["sent_request"])
+                         ).drop_columns(["sent_request", "client_key"])
         columns = ", ".join(table.schema.names)
         with staged(con, "_old_rows", table, like="interactions"):
             con.execute(f"INSERT INTO interactions ({columns}) SELECT {columns} FROM _old_rows")

@@ -24,9 +24,11 @@ from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
 from storage.search_index import SearchIndexer, queue_for_index
-from storage.search_queue import BackgroundIndexer, tail_missed_within
+from storage.search_lag import tail_missed_within
+from storage.search_queue import BackgroundIndexer
 from storage.search_tail import (
     TAIL_BYTES,
+    TailLimits,
     measured_size,
     next_batch,
     pending_sizes,
@@ -129,7 +131,7 @@ def test_the_tail_and_the_batches_go_by_the_listed_size_not_the_values(db: Store
     # the big rows listed as small: read by the tail and batched together, whatever they hold
     db.write_sync(lambda con: con.execute("UPDATE search_pending SET text_bytes = 10"))
     everything = [r["id"] for r in reversed(data)]
-    assert db.read_sync(lambda con: tail_rows(con, max_bytes=BIG // 2))["id"].to_pylist() \
+    assert db.read_sync(lambda con: tail_rows(con, TailLimits(bytes=BIG // 2)))["id"].to_pylist() \
         == everything
     assert batches(db, BIG // 2) == [everything[::-1]]
     # and a small row listed as bigger than the tail's budget is left out of it
@@ -246,3 +248,22 @@ def test_the_recount_of_rows_the_tail_leaves_out_is_bounded_in_time(
     asyncio.run(uncounted.refresh_lag())
     assert uncounted.stats.lag_rows == 4 and uncounted.stats.tail_missed_rows == 0
     assert uncounted.stats.failures == 0 and uncounted.stats.last_error is None
+
+
+@on_postgres
+def test_the_lag_count_is_bounded_in_time_and_unknown_when_not_done(
+        db: Store, store: str) -> None:
+    """r12y MED 3: the lag's count ran without a statement timeout; behind a lock held on
+    `search_pending` it held the replica's background loop. Now it stops at its timeout, and
+    /healthz and /metrics say unknown (`lag_known`) until a count is done again."""
+    ingest(db, rows(set(), 3))
+    indexer = BackgroundIndexer(db, SearchIndexer(None), lag_timeout_s=0.2)
+    asyncio.run(indexer.refresh_lag())
+    assert (indexer.stats.lag_rows, indexer.stats.lag_known) == (3, True)
+    with psycopg.connect(store) as holder:
+        holder.execute(b"LOCK TABLE search_pending IN ACCESS EXCLUSIVE MODE")
+        asyncio.run(indexer.refresh_lag())
+        assert indexer.stats.lag_known is False and indexer.stats.lag_rows == 3
+        assert indexer.stats.failures == 0 and indexer.stats.last_error is None
+    asyncio.run(indexer.refresh_lag())
+    assert (indexer.stats.lag_rows, indexer.stats.lag_known) == (3, True)

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from storage import search_queue, search_tail
+from storage import search_tail
 from storage.queue import ReviewQuery, find_ids
 from storage.search_index import SearchIndexer
 from storage.search_queue import BackgroundIndexer
+from storage.search_tail import DEFAULT_TAIL, TailLimits
 from storage.store import Store
 from tests.conftest import both_stores
 from tests.test_search_languages import item
@@ -36,27 +37,26 @@ def rows(big: set[int], n: int = 10) -> list[dict[str, Any]]:
             for k in range(n)]
 
 
-def search(db: Store, q: str) -> list[str]:
-    return db.read_sync(lambda con: find_ids(con, ReviewQuery(q=q), limit=20)[0])
+def search(db: Store, q: str, tail: TailLimits = DEFAULT_TAIL) -> list[str]:
+    return db.read_sync(lambda con: find_ids(con, ReviewQuery(q=q, tail=tail), limit=20)[0])
 
 
-def test_the_tail_skips_rows_over_its_budget_and_never_reads_them(
-        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_tail_skips_rows_over_its_budget_and_never_reads_them(db: Store) -> None:
     data = rows({7, 8})  # two of the newest three are big
     ingest(db, data)
-    monkeypatch.setattr(search_tail, "TAIL_BYTES", BIG // 2)
     read: list[int] = []
-    monkeypatch.setattr(search_tail, "on_rows_read", read.append)
-    assert search(db, "word9") == [data[9]["id"]]  # newest, small
-    assert search(db, "word3") == [data[3]["id"]]  # older than the big ones, small
-    assert search(db, "hello") == [r["id"] for r in reversed(data) if r["id"] not in
-                                   {data[7]["id"], data[8]["id"]}]
-    assert search(db, "bigword") == []  # found once indexed
+    limits = TailLimits(bytes=BIG // 2, on_rows_read=read.append)
+    assert search(db, "word9", limits) == [data[9]["id"]]  # newest, small
+    assert search(db, "word3", limits) == [data[3]["id"]]  # older than the big ones, small
+    assert search(db, "hello", limits) == [r["id"] for r in reversed(data) if r["id"] not in
+                                           {data[7]["id"], data[8]["id"]}]
+    assert search(db, "bigword", limits) == []  # found once indexed
     assert read and max(read) < BIG // 2
-    tail = db.read_sync(search_tail.tail_rows)["id"].to_pylist()
+    tail = db.read_sync(lambda con: search_tail.tail_rows(con, limits))["id"].to_pylist()
     assert tail == [r["id"] for r in reversed(data) if r["id"] not in
                     {data[7]["id"], data[8]["id"]}]
 
+    # the lag's count uses production's limits: the big rows are over TAIL_ROW_BYTES
     indexer = BackgroundIndexer(db, SearchIndexer(None))
     asyncio.run(indexer.refresh_lag())
     assert indexer.stats.lag_rows == 10 and indexer.stats.tail_missed_rows == 2
@@ -65,22 +65,19 @@ def test_the_tail_skips_rows_over_its_budget_and_never_reads_them(
     assert search(db, "bigword") == [data[8]["id"], data[7]["id"]]
 
 
-def test_the_tail_takes_what_still_fits_its_budget(
-        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_tail_takes_what_still_fits_its_budget(db: Store) -> None:
     data = rows({2, 5, 7}, n=8)
     ingest(db, data)
     # the newest big one fits, the next ones do not: skipped, the small older ones still taken
-    monkeypatch.setattr(search_tail, "TAIL_BYTES", BIG + BIG // 2)
-    monkeypatch.setattr(search_tail, "TAIL_ROW_BYTES", 2 * BIG)
-    tail = db.read_sync(search_tail.tail_rows)["id"].to_pylist()
+    limits = TailLimits(bytes=BIG + BIG // 2, row_bytes=2 * BIG)
+    tail = db.read_sync(lambda con: search_tail.tail_rows(con, limits))["id"].to_pylist()
     assert tail == [data[k]["id"] for k in (7, 6, 4, 3, 1, 0)]
-    assert db.read_sync(lambda con: search_tail.tail_missed(con, 8)) == 2
-    assert search(db, "word0") == [data[0]["id"]] and search(db, "word5") == []
-    assert search(db, "bigword") == [data[7]["id"]]
+    assert db.read_sync(lambda con: search_tail.tail_missed(con, 8, limits)) == 2
+    assert search(db, "word0", limits) == [data[0]["id"]] and search(db, "word5", limits) == []
+    assert search(db, "bigword", limits) == [data[7]["id"]]
 
 
-def test_wide_rows_take_no_place_in_the_tail_and_its_text_stays_small(
-        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wide_rows_take_no_place_in_the_tail_and_its_text_stays_small(db: Store) -> None:
     """r12y HIGH 1: every search tokenizes the tail before it answers; a key holder's unindexed
     wide rows (8 MB of tail) made every search outrun its budget, and, newest, they filled the
     TAIL_ROWS and pushed the small rows out. Rows over TAIL_ROW_BYTES are left to the indexer."""
@@ -88,11 +85,10 @@ def test_wide_rows_take_no_place_in_the_tail_and_its_text_stays_small(
     wide = [item(k, f"hello word{k}", "wide " + "y" * (search_tail.TAIL_ROW_BYTES + 10))
             for k in range(1, 7)]
     ingest(db, [victim, *wide])  # the wide rows are the newest six
-    monkeypatch.setattr(search_tail, "TAIL_ROWS", 5)
     read: list[int] = []
-    monkeypatch.setattr(search_tail, "on_rows_read", read.append)
-    assert search(db, "victimword") == [victim["id"]]
-    assert search(db, "word3") == []  # found once indexed
+    limits = TailLimits(rows=5, on_rows_read=read.append)
+    assert search(db, "victimword", limits) == [victim["id"]]
+    assert search(db, "word3", limits) == []  # found once indexed
     assert read and max(read) <= search_tail.TAIL_ROW_BYTES
     assert search_tail.TAIL_BYTES <= 512 * 1024
     assert db.read_sync(lambda con: search_tail.tail_missed(con, 7)) == 6
@@ -100,48 +96,37 @@ def test_wide_rows_take_no_place_in_the_tail_and_its_text_stays_small(
     assert search(db, "word3") == [wide[2]["id"]]
 
 
-def test_an_indexer_batch_is_bounded_by_bytes(
-        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_indexer_batch_is_bounded_by_bytes(db: Store) -> None:
     data = rows({0, 1, 4}, n=8)
     ingest(db, data)
-    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=100)
-    indexer.batch_bytes = BIG // 2
     batches: list[int] = []
-    write = db.write
 
-    async def counted(fn: Any) -> Any:
-        batches.append(len(fn.keywords["ids"]))
-        return await write(fn)
+    def counted(ids: list[str]) -> None:
+        batches.append(len(ids))
 
-    monkeypatch.setattr(db, "write", counted)
+    # writes not sized by time (write_budget_s): a batch is a write
+    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=100, write_budget_s=None,
+                                batch_bytes=BIG // 2, on_written=counted)
     assert asyncio.run(indexer.index_pending()) == 8
     # a big row alone is a batch (bigger than the budget: still one row), small ones together
     assert batches == [1, 1, 2, 1, 3]
-    monkeypatch.setattr(db, "write", write)
     data = [dict(r, id=r["id"].replace("-0000-7000", "-0001-7000")) for r in data]
     ingest(db, data)
-    indexer.batch_bytes = BIG + BIG // 2
     batches.clear()
-    monkeypatch.setattr(db, "write", counted)
+    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=100, write_budget_s=None,
+                                batch_bytes=BIG + BIG // 2, on_written=counted)
     assert asyncio.run(indexer.index_pending()) == 8
     assert batches == [1, 3, 4]  # a big and two small; then a big and three small
     assert count(db, "SELECT count(*) FROM search_pending") == 0
     assert count(db, "SELECT count(*) FROM search_docs") == 16
 
 
-def test_the_lag_is_measured_during_a_backlog(
-        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_lag_is_measured_during_a_backlog(db: Store) -> None:
     ingest(db, rows(set(), n=10))
-    monkeypatch.setattr(search_queue, "LAG_REFRESH_S", 0.0, raising=False)
-    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=3)
     seen: list[int] = []
-    write = db.write
-
-    async def watched(fn: Any) -> Any:
-        seen.append(indexer.stats.lag_rows)
-        return await write(fn)
-
-    monkeypatch.setattr(db, "write", watched)
+    indexer = BackgroundIndexer(db, SearchIndexer(None), batch_rows=3, lag_refresh_s=0.0,
+                                write_budget_s=None,
+                                on_written=lambda ids: seen.append(indexer.stats.lag_rows))
 
     async def run() -> int:
         await indexer.refresh_lag()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -78,8 +78,7 @@ def db(store: str) -> Iterator[Store]:
 
 
 @both_stores
-def test_the_indexer_writes_wide_rows_in_bounded_transactions(
-        db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_indexer_writes_wide_rows_in_bounded_transactions(db: Store) -> None:
     """On Postgres each write transaction holds the deployment's write lock: one of the
     indexer's stores at most WRITE_TERMS postings and words (before: a batch's all, here
     8 rows x 10,000 new words, in one)."""
@@ -92,23 +91,16 @@ def test_the_indexer_writes_wide_rows_in_bounded_transactions(
 
     # the unindexed tail, tokenized at query time, has the same cap as the index
     assert (hits(first), hits(past)) == ([rows[0]["id"]], [])
-    written: list[int] = []
-    write = db.write
 
-    def rows_of_index() -> Awaitable[int]:
-        return db.read(lambda con: int(con.execute(
-            "SELECT (SELECT count(*) FROM search_terms) + "
-            "(SELECT count(*) FROM search_words)").fetchall()[0][0]))
+    def rows_of_index() -> int:
+        return count(db, "SELECT (SELECT count(*) FROM search_terms) + "
+                         "(SELECT count(*) FROM search_words)")
 
-    async def counted(fn: Callable[[Any], Any]) -> Any:
-        before = await rows_of_index()
-        result = await write(fn)
-        written.append(await rows_of_index() - before)
-        return result
-
-    monkeypatch.setattr(db, "write", counted)
-    indexer = BackgroundIndexer(db, SearchIndexer(None))
+    totals = [rows_of_index()]  # after each write transaction, its own rows committed
+    indexer = BackgroundIndexer(db, SearchIndexer(None),
+                                on_written=lambda ids: totals.append(rows_of_index()))
     assert asyncio.run(indexer.index_pending()) == len(rows)
+    written = [after - before for before, after in itertools.pairwise(totals)]
     assert count(db, "SELECT count(*) FROM search_pending") == 0
     # each row's first terms, and its first words
     assert sum(written) >= WIDE_ROWS * (MAX_FIELD_TERMS + MAX_ROW_WORDS)

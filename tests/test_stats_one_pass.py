@@ -86,4 +86,17 @@ def test_one_pass_counts_as_the_six_scans_did(con: Connection) -> None:
         where, params = _range("created_at", since, until)  # both shapes on both stores
         assert (_interaction_counts(con, where, params, one_pass=True)
                 == _interaction_counts(con, where, params, one_pass=False)), (since, until)
+        for top in (1, 2, 4):  # fewer than the range's models: the rest summed in one row
+            assert (_interaction_counts(con, where, params, one_pass=True, top_models=top)
+                    == _interaction_counts(con, where, params, one_pass=False,
+                                           top_models=top)), (since, until, top)
+            whole = six_scans(con, since, until)["by_model"]
+            capped = review_stats(con, since, until, top_models=top)["by_model"]
+            assert capped[:top] == whole[:top], (since, until, top)
+            if len(whole) > top:
+                assert capped[top:] == [{"model": None, "models": len(whole) - top, **{
+                    state: sum(r[state] for r in whole[top:]) for state in
+                    ("pending", "approved", "rejected", "needs_work", "total")}}]
+            else:
+                assert len(capped) == len(whole)
     assert review_stats(con)["totals"]["total"] > 0

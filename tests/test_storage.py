@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from storage.db import Database, connect
-from storage.migrations import MIGRATIONS, migrate
+from storage.migrations import MIGRATIONS, Migration, migrate
 from storage.records import encode_record
 from storage.spool import Spool
 from storage.sql import run_read_only
@@ -58,21 +58,14 @@ def test_migrations_upgrade_from_the_first_schema(tmp_path: Path) -> None:
     con.close()
 
 
-def test_a_failing_migration_leaves_no_trace(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from storage import migrations
-
+def test_a_failing_migration_leaves_no_trace(tmp_path: Path) -> None:
     def broken(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CREATE TABLE half_done (x INTEGER)")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(
-        migrations, "MIGRATIONS", (*MIGRATIONS, migrations.Migration(999, "broken", broken))
-    )
     con = connect(tmp_path / "db.duckdb")
     with pytest.raises(RuntimeError):
-        migrations.migrate(con)
+        migrate(con, migrations=(*MIGRATIONS, Migration(999, "broken", broken)))
     tables = {
         r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
     }

@@ -264,6 +264,18 @@ def test_stats_page(app: Callable[..., AppTest], proxy: ProxyServer) -> None:
     assert metrics["approved"] == "1" and metrics["pending"] == "1"
 
 
+def test_stats_page_sums_the_models_past_the_servers_top_ones(
+        app: Callable[..., AppTest], proxy: ProxyServer) -> None:
+    """31 models, one more than GET /admin/stats lists (`stats_top_models`): the last one is
+    the server's summed row (`model` null), told in a caption, not drawn as a model."""
+    for n in range(31):
+        logged(proxy, f"q{n}", model=f"m{n:02d}")
+    at = app()
+    at.switch_page("views/stats.py").run()
+    assert not at.exception
+    assert "Other models (1): 1 interactions, 1 pending" in [c.value for c in at.caption]
+
+
 def test_model_text_is_shown_as_text_never_as_markdown(app: Callable[..., AppTest],
                                                        proxy: ProxyServer) -> None:
     hostile = "**bold** <img src=x onerror=alert(1)> [link](javascript:alert(2))"

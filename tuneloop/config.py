@@ -221,6 +221,14 @@ class Settings(BaseSettings):
     logged bodies hold at most this many characters together; a bigger one is answered as a
     preview with `too_big` (8 MiB: an edit is at most that big, storage.messages)."""
 
+    feedback_max_per_key: int = Field(20, ge=1, le=100_000)
+    """POST /v1/feedback stores at most this many entries per interaction from one key (its
+    public prefix; without issued keys, from all apps together); past it 409
+    `feedback_limit`, nothing stored (a thumbs up, a change of mind, a comment or two)."""
+    stats_top_models: int = Field(30, ge=1, le=10_000)
+    """GET /admin/stats answers this many models in `by_model` (the most interactions), then
+    one row (`model` null) that sums the rest."""
+
     # data governance
     redact: list[RedactionKind] = Field(default_factory=list)
     retention_days: int | None = Field(None, ge=1)
@@ -293,6 +301,10 @@ class Settings(BaseSettings):
                                  "Truncated or empty answer"],
         max_length=9)
     """Canned reject reasons, put in the reason box by the keys 1-9 in the review app."""
+
+    dataset_page_size: int = Field(2000, ge=1)
+    """Examples read per query while `/admin/datasets/examples` streams a dataset (memory per
+    stream, not what it returns)."""
 
     # `tuneloop sql` (POST /admin/sql): one query at a time per token, bounded answers
     sql_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)

@@ -45,9 +45,14 @@ if stats["by_day"]:
 left, right = st.columns(2)
 with left:
     st.subheader("By model")
-    if stats["by_model"]:
-        st.bar_chart(by_state(stats["by_model"][:20], "model"), color=COLORS, stack=True,
-                     horizontal=True)
+    models = [m for m in stats["by_model"] if m["model"] is not None]
+    # the server sums the models past its top ones in one row with `model` null
+    others = [m for m in stats["by_model"] if m["model"] is None]
+    if models:
+        st.bar_chart(by_state(models, "model"), color=COLORS, stack=True, horizontal=True)
+    for row in others:
+        st.caption(f"Other models ({row['models']:,}): {row['total']:,} interactions, "
+                   f"{row['pending']:,} pending")
 with right:
     st.subheader("By tag")
     if stats["by_tag"]:

@@ -41,7 +41,6 @@ from proxy.admin.review_params import FILTER_KEYS, review_query, reviewer_name
 from proxy.auth import Role
 from storage.dataset_examples import (
     DEFAULT_LABEL_PREFIX,
-    PAGE_SIZE,
     ExampleSelection,
     ExampleStream,
     encode_examples,
@@ -98,8 +97,8 @@ class _Pages:
     """The pages of a selection: one open stream, or (for text search) one query a page.
     `next` runs on a reader thread and returns the page encoded, or None when done."""
 
-    def __init__(self, db: Store, selection: ExampleSelection):
-        self.selection = selection
+    def __init__(self, db: Store, selection: ExampleSelection, page_size: int):
+        self.selection, self.page_size = selection, page_size
         self.remaining = selection.max_examples
         self._driver = db.detached_cursor() if selection.query.q is None else None
         self._stream: ExampleStream | None = None
@@ -111,12 +110,12 @@ class _Pages:
             return None
         if self._driver is not None:
             if self._stream is None:
-                self._stream = ExampleStream(self._driver, self.selection, PAGE_SIZE)
+                self._stream = ExampleStream(self._driver, self.selection, self.page_size)
             examples = self._stream.next_page(con)
             self._done = examples is None
         else:
             examples, self._cursor = example_page(con, self.selection, cursor=self._cursor,
-                                                  size=PAGE_SIZE)
+                                                  size=self.page_size)
             self._done = self._cursor is None
         if self.remaining is not None:
             examples = (examples or [])[:self.remaining]
@@ -130,7 +129,8 @@ class _Pages:
 
 async def stream_examples(request: Request) -> Response:
     ctx = authorize(request, Role.REVIEWER)
-    pages = _Pages(ctx.db, example_selection(request.query_params))
+    pages = _Pages(ctx.db, example_selection(request.query_params),
+                   ctx.settings.dataset_page_size)
     try:  # the first page before the response starts: a bad query is a plain HTTP error
         first = await ctx.db.read(pages.next)
     except BaseException:

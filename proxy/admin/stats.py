@@ -15,7 +15,9 @@ async def stats(request: Request) -> Response:
     ctx = authorize(request, Role.REVIEWER)
     since = time_param(request.query_params, "since")
     until = time_param(request.query_params, "until")
-    return json_response(await ctx.db.read(lambda con: review_stats(con, since, until)))
+    top = ctx.settings.stats_top_models
+    return json_response(await ctx.db.read(
+        lambda con: review_stats(con, since, until, top_models=top)))
 
 
 ROUTES = [Route("/admin/stats", stats, methods=["GET"])]

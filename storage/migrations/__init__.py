@@ -8,6 +8,8 @@ module and append it to MIGRATIONS. `storage/schema.sql` shows the schema they b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from storage.db import Connection
 from storage.migrations import (
     m001_interactions,
@@ -45,6 +47,8 @@ from storage.migrations import (
     m052_stats_index,
     m053_pending_sizes,
     m054_key_rotation,
+    m055_pending_keys,
+    m056_feedback_index,
 )
 from storage.migrations.runner import Migration, applied_versions, run
 
@@ -86,9 +90,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(52, "stats_index", m052_stats_index.apply),
     Migration(53, "pending_sizes", m053_pending_sizes.apply),
     Migration(54, "key_rotation", m054_key_rotation.apply),
+    Migration(55, "pending_keys", m055_pending_keys.apply),
+    Migration(56, "feedback_index", m056_feedback_index.apply),
 )
 
 
-def migrate(con: Connection, *, up_to: int | None = None) -> list[int]:
-    """Apply every migration not yet applied (up to `up_to`, for upgrade tests)."""
-    return run(con, MIGRATIONS, up_to=up_to)
+def migrate(con: Connection, *, up_to: int | None = None,
+            migrations: Sequence[Migration] | None = None) -> list[int]:
+    """Apply every migration not yet applied (up to `up_to`, for upgrade tests) of
+    `migrations` (None: MIGRATIONS; a test's own list, e.g. one more that fails)."""
+    return run(con, MIGRATIONS if migrations is None else migrations, up_to=up_to)
