@@ -156,8 +156,9 @@ def trial(seed: int, share: float, mix: float, rates: dict[str, tuple[float, flo
                     stable["weighed_requests"], stable["weighed_errors"], ERRORS)
         if test.decision == "worse":
             return "rollback", sent
+        # what `min_requests` counts (r14m MED 3); a tree without it: the weighed requests
         if stop_no_worse and test.decision == "not_worse" \
-                and canary["weighed_requests"] >= MIN_REQUESTS:
+                and canary.get("counted_requests", canary["weighed_requests"]) >= MIN_REQUESTS:
             return "promote", sent
     return "continue", sent
 

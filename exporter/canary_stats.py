@@ -223,8 +223,9 @@ def canary_verdict(tests: list[SprtResult], *, feedback_counted: bool,
                    expired: str | None = None, held: str | None = None,
                    rollback_only: tuple[SprtResult, ...] = ()) -> CanaryVerdict:
     """Roll back as soon as any test finds the canary worse; promote when every test that
-    counts finds it no worse and the canary has `min_requests` (counted as the error test
-    counts them: weighed per sticky user, storage/route_health.py) and its minimum age; else
+    counts finds it no worse and the canary has `min_requests` (judged requests, each client
+    key's within its allowance: exporter/canary_strata.py `counted`; the tests themselves weigh
+    them per sticky user) and its minimum age; else
     keep watching, unless the canary is past its maximum age (`expired` says why): then an
     undecided canary is rolled back, the safe side. The thumbs-down test counts only when
     `feedback_counted`. `held`: why a canary every test finds no worse is not promoted yet
@@ -242,8 +243,9 @@ def canary_verdict(tests: list[SprtResult], *, feedback_counted: bool,
             return CanaryVerdict("promote", tuple(tests), tuple(t.describe() for t in counted))
         else:
             counted_requests = f"{round(canary_requests, 2):.10g}"
-            why = (f"no worse, but {counted_requests} of {min_requests} requests (weighed per "
-                   "sticky user)" if canary_requests < min_requests
+            why = (f"no worse, but {counted_requests} of {min_requests} requests (judged, a "
+                   "sticky user's at most 4 x max_requests_per_user, each client key's within "
+                   "its usual rate)" if canary_requests < min_requests
                    else "no worse, but not old enough yet")
             pending = [why]
     else:

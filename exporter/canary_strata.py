@@ -80,6 +80,19 @@ judged row gives no strata. No weight is above 1, so the weighed count is at mos
 client (no issued keys, no checked app keys), over both arms gives exactly the unstratified
 counts.
 
+`min_requests` counts the health's `counted_requests` (judged requests, a sticky user's up
+to 4 x `max_requests_per_user`: storage/route_health.py), each key's within its allowance (the
+same weights made from the keys' `judged`, the unit the allowance is in, applied to their
+`counted`), while the tests stay on the weighed counts (r14m MED 3). Weighed per sticky user,
+the canary's count could never pass `max_requests_per_user` x the users drawn onto it: at a
+10% canary a route with fewer than about 200 user ids (20 on the canary) never reached 100, and
+every good canary expired at `max_hours`, every cycle. The minimum asks "has the canary served
+enough of the route's traffic, from enough users", which users that come back do serve (5 of
+them make up 100; one heavy user at most a fifth); whether that is evidence enough is the
+sequential test's part, and it still weighs a user at most 5. This opens nothing to another
+key: a key's count is capped by its allowance as before, and a key could always send without
+user ids (each request its own cluster, weighed as counted).
+
 The rows a promotion must survive counting as the canary's errors (`opinions_missing_weighed`)
 are weighed in the same strata, every key's as ONE pool (exporter/canary_missing.py: r14e MED
 4, r14k HIGH 1).
@@ -166,14 +179,25 @@ def _whole_counts(history_targets: list[dict[str, Any]]) -> dict[str, float]:
     return trials
 
 
-def keys_of(*rows: dict[str, Any]) -> dict[str, float]:
-    """Each client key's trials over the arms' rows (keys with none left out)."""
+def keys_of(*rows: dict[str, Any], field: str = "trials") -> dict[str, float]:
+    """Each client key's trials (or `field`, e.g. `judged`) over the arms' rows (keys with no
+    trials left out). A key without `field` (an older server): its trials."""
     trials: dict[str, float] = {}
     for row in rows:
         for key, counts in (row.get("by_key") or {}).items():
             if counts.get("trials", 0) > 0:
-                trials[key] = trials.get(key, 0.0) + float(counts["trials"])
+                amount = float(counts.get(field, counts["trials"]))
+                trials[key] = trials.get(key, 0.0) + amount
     return trials
+
+
+def counted(row: dict[str, Any]) -> float:
+    """What `min_requests` counts of an arm's row: its `counted_requests` (module doc), else
+    its weighed requests (a row from an older server or a simulation without them)."""
+    for field in ("counted_requests", "weighed_requests", "requests", "trials"):
+        if field in row:
+            return float(row[field])
+    return 0.0
 
 
 def new_keys_allowance(strata: Strata, trials: dict[str, float]) -> float:
@@ -206,17 +230,22 @@ def stratified(canary: dict[str, Any], stable: dict[str, Any], strata: Strata | 
     if strata is None or len(trials) < 2:
         return canary, stable
     weight = weights(strata, trials)
-    return _weighed(canary, weight, strata, trials), _weighed(stable, weight, strata, trials)
+    raw = weights(strata, keys_of(canary, stable, field="judged"))
+    return (_weighed(canary, weight, strata, trials, raw),
+            _weighed(stable, weight, strata, trials, raw))
 
 
 def _weighed(row: dict[str, Any], weight: dict[str, float], strata: Strata,
-             all_trials: dict[str, float]) -> dict[str, Any]:
+             all_trials: dict[str, float], raw: dict[str, float]) -> dict[str, Any]:
     keys = {key: counts for key, counts in (row.get("by_key") or {}).items()
             if counts.get("trials", 0) > 0}
     trials = sum(counts["trials"] * weight[key] for key, counts in keys.items())
     failures = sum(counts["failures"] * weight[key] for key, counts in keys.items())
-    cut = {**row, "weighed_requests": round(trials, 6),
+    judged = sum(counts.get("counted", counts["trials"]) * raw[key]
+                 for key, counts in keys.items())
+    cut = {**row, "weighed_requests": round(trials, 6), "counted_requests": round(judged, 6),
            "weighed_errors": round(min(failures, trials), 6),
+           "unstratified_counted": row.get("counted_requests", row.get("weighed_requests", 0)),
            "unstratified_requests": row.get("weighed_requests", row.get("requests", 0)),
            "unstratified_errors": row.get("weighed_errors", row.get("errors", 0))}
     missing = missing_weighed(row, strata.allowances(), new_keys_allowance(strata, all_trials),

@@ -3,16 +3,17 @@ decides its fate with the sequential test of exporter/canary_stats.py.
 
 `watch` rolls back as soon as the error rate (or, with enough feedback, the thumbs-down share)
 is found worse than the current model's, promotes to 100% as soon as every test finds it no
-worse (after `min_requests` canary requests, weighed as the error test weighs them, and
-`min_age_minutes`), and otherwise waits, for
-at most `max_hours` (then an undecided canary is rolled back, the safe side). A metric whose
-current target got too little traffic beside the canary is compared with that target's traffic
-in the `history_hours` before the promotion (judged by the canary's rule, each decision
-at the bound least favourable to it: exporter/canary_history.py). Requests count weighed per
-sticky user (`max_requests_per_user`, storage/route_health.py), and each client key's at most
-its own usual rate of requests in those `history_hours` (exporter/canary_strata.py). The
-verdict and its statistics go into the step's detail and, on a decision, into the route
-history entry of the rollback or promotion (`detail.verdict`).
+worse (after `min_requests` canary requests, each sticky user's at most 20 and each client
+key's within its usual rate: exporter/canary_strata.py `counted`, and `min_age_minutes`), and
+otherwise waits, for at most `max_hours` (then an undecided canary is rolled back, the safe
+side). A metric whose current target got too little traffic beside the canary is compared with
+that target's traffic in the `history_hours` before the promotion (judged by the canary's rule,
+each decision at the bound least favourable to it: exporter/canary_history.py). Requests
+count weighed per sticky user (`max_requests_per_user`, storage/route_health.py), and each
+client key's at most its own usual rate of requests in those `history_hours`
+(exporter/canary_strata.py). The verdict and its statistics go into the step's detail and, on
+a decision, into the route history entry of the rollback or promotion (`detail.verdict`). A
+canary stuck at its few sticky users' caps says so in its note (exporter/canary_users.py).
 
 A person's edit of the route during the canary (an A/B split of the stable arm, another stable
 model) is never overridden: a canary found no worse is then not promoted (the run waits
@@ -42,7 +43,15 @@ from exporter.canary_history import (
     weighed,
 )
 from exporter.canary_stats import CanaryVerdict, SprtParams, bounded_sprt, canary_verdict, sprt
-from exporter.canary_strata import Strata, history_seconds, keys_of, strata_of, stratified
+from exporter.canary_strata import (
+    Strata,
+    counted,
+    history_seconds,
+    keys_of,
+    strata_of,
+    stratified,
+)
+from exporter.canary_users import few_users_warning
 from exporter.cycle_config import CanaryConfig, CycleConfig
 from exporter.cycle_steps import StepContext, StepResult, end, no_route, open_canary_run
 from exporter.exportdir import load_export
@@ -160,7 +169,7 @@ def judge_canary(canary: dict[str, Any], stable: dict[str, Any], cfg: CanaryConf
         expired = (f"undecided after {age.total_seconds() / 3600:.1f} hours ([canary] "
                    f"max_hours {cfg.max_hours:g}): rolled back, the safe side")
     return canary_verdict(tests, feedback_counted=canary.get("votes", 0)
-                          >= cfg.min_feedback, canary_requests=canary["trials"],
+                          >= cfg.min_feedback, canary_requests=counted(canary),
                           min_requests=cfg.min_requests,
                           old_enough=age >= timedelta(minutes=cfg.min_age_minutes),
                           expired=expired, held="; ".join(held) or None,
@@ -206,10 +215,13 @@ def watch_step(ctx: StepContext) -> StepResult:
     # a re-opened canary's test goes on with its first window's evidence (a fresh start would
     # give a bad canary a second chance at being promoted); its max_hours counts from now
     opened = datetime.fromisoformat(ctx.state.get("evidence_since") or ctx.state["promoted_at"])
+    closed = closed_gap(ctx.state)
     health = ctx.client.route_health(alias, since=opened.isoformat(),
                                      max_votes_per_voter=cfg.max_votes_per_voter,
                                      max_requests_per_user=cfg.max_requests_per_user,
-                                     by_key=True)
+                                     by_key=True,
+                                     skip_since=closed and closed[0].isoformat(),
+                                     skip_until=closed and closed[1].isoformat())
     spec = health.get("route") or {"targets": []}
     promotion = health.get("promotion") or {}
     if promotion.get("model") == candidate and (promotion.get("canary") or 0) >= 100:
@@ -241,6 +253,7 @@ def watch_step(ctx: StepContext) -> StepResult:
     if history is not None:
         detail["stable_before"] = _brief(history)
     seq = health.get("seq")  # the writes below refuse if the route moved since this read
+    stuck = few_users_warning(canary, cfg, ctx.state.get("canary_percent", cfg.percent))
     if verdict.verdict == "rollback":
         try:
             # a route a person changed meanwhile keeps the change: the canary is taken out
@@ -256,7 +269,8 @@ def watch_step(ctx: StepContext) -> StepResult:
                           detail={"reasons": list(verdict.reasons), **detail},
                           outcome="rolled_back",
                           note=rollback_note(candidate, verdict, undecided,
-                                             reopened=bool(ctx.state.get("reopened_from"))))
+                                             reopened=bool(ctx.state.get("reopened_from")))
+                          + (f"; {stuck}" if undecided and stuck else ""))
     if verdict.verdict == "promote":
         if health.get("changed_since_promotion"):
             return StepResult("watch", detail=detail, wait=True, blocked=True,
@@ -269,6 +283,8 @@ def watch_step(ctx: StepContext) -> StepResult:
         return dataclasses.replace(end("promoted", **detail),
                                    warnings=list(promoted.get("warnings") or []))
     note = f"the canary is undecided ({'; '.join(verdict.reasons)})"
+    if stuck is not None:
+        note += f"; {stuck}"
     if health.get("changed_since_promotion"):
         note += "; the route was edited by hand during it: the cycle will not promote it"
     return StepResult("watch", detail=detail, wait=True, note=note)
@@ -287,6 +303,20 @@ def open_seconds(state: dict[str, Any], now: datetime) -> float:
     if earlier is None:
         return (now - datetime.fromisoformat(first)) / timedelta(seconds=1)
     return float(earlier) + this
+
+
+def closed_gap(state: dict[str, Any]) -> tuple[datetime, datetime] | None:
+    """A re-opened canary's closed time: from its first window's end (its start plus its
+    `evidence_open_s`) to this promotion. Its rows (all the current target's) are no evidence
+    beside the canary, so the health leaves them out (r14m LOW: they counted as the stable
+    arm's, and each key's requests then as ones the canary's strata cut). None when not
+    re-opened, or re-opened before runs recorded the open time."""
+    first, earlier = state.get("evidence_since"), state.get("evidence_open_s")
+    if not first or earlier is None:
+        return None
+    start = datetime.fromisoformat(first) + timedelta(seconds=float(earlier))
+    end = datetime.fromisoformat(state["promoted_at"])
+    return (start, end) if start < end else None
 
 
 def _brief(row: dict[str, Any]) -> dict[str, Any]:

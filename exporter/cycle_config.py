@@ -51,8 +51,8 @@ tolerated_thumbs_down_increase = 0.05  # the same for the share of rated request
 bad_thumbs_down_increase = 0.2
 min_feedback = 10                # the thumbs-down test counts from this many rated requests
 max_requests_per_user = 5        # one sticky user weighs at most this many requests per target
-min_requests = 100               # a promotion needs this many canary requests, weighed
-                                 #   per user as the error test weighs them (a rollback
+min_requests = 100               # a promotion needs this many judged canary requests, a
+                                 #   sticky user's at most 4 x max_requests_per_user (a rollback
 min_age_minutes = 0              #   comes as soon as a test finds the canary worse)
 watch_seconds = 10               # `cycle --every`: how often an open canary is looked at
 max_hours = 24                   # still undecided this long after its promotion: rolled back

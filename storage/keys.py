@@ -58,7 +58,8 @@ def rotate_key(con: Connection, key_id: str, plaintext: str, client_key: str,
                grace_hours: float = 0.0) -> dict[str, Any]:
     """Issue `key_id`'s successor (same name and `feedback_relay`, the given `plaintext`
     whose rows carry `client_key`) and revoke `key_id` now, or `grace_hours` from now (its
-    app switches over meanwhile). Both then share a stratum, the chain's first key's id:
+    app switches over meanwhile; a key already in its grace keeps the earlier end: r14m LOW).
+    Both then share a stratum, the chain's first key's id:
     the canary's strata count them as one key with the chain's history (module doc). A key
     created before keys recorded their rows' digest (migration 54) and not used since cannot
     be linked: the answer's `linked` is false and says why."""
@@ -66,18 +67,20 @@ def rotate_key(con: Connection, key_id: str, plaintext: str, client_key: str,
         raise BadRequest("grace_hours is 0 to 720", param="grace_hours")
     now = datetime.now(UTC)
     found = con.execute(
-        "SELECT name, coalesce(feedback_relay, false), client_key, coalesce(stratum, id) "
-        "FROM api_keys WHERE id = ? AND (revoked_at IS NULL OR revoked_at > ?)",
+        "SELECT name, coalesce(feedback_relay, false), client_key, coalesce(stratum, id), "
+        "revoked_at FROM api_keys WHERE id = ? AND (revoked_at IS NULL OR revoked_at > ?)",
         [key_id, now]).fetchall()
     if not found:
         raise NotFound(f"no active key with id {key_id!r}")
-    [(name, relay, old_digest, stratum)] = found
+    [(name, relay, old_digest, stratum, ending)] = found
     linked = old_digest is not None
     if linked:
         con.execute("UPDATE api_keys SET stratum = ? WHERE id = ?", [stratum, key_id])
     created = create_key(con, name, bool(relay), plaintext, client_key, key_id,
                          stratum if linked else None)
     revoke_at = now + timedelta(hours=grace_hours)
+    if ending is not None:  # already in a grace: a rotation never extends the old key's life
+        revoke_at = min(revoke_at, _aware(ending))
     con.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", [revoke_at, key_id])
     answer = {**created, "linked": linked, "revoked": key_id,
               "revoked_at": revoke_at.isoformat()}
@@ -156,3 +159,8 @@ def record_client_key(con: Connection, key_hash: str, client_key: str) -> None:
     linked to its history."""
     con.execute("UPDATE api_keys SET client_key = ? WHERE key_hash = ? AND client_key IS NULL",
                 [client_key, key_hash])
+
+
+def _aware(moment: datetime) -> datetime:
+    """A stored time as UTC-aware (DuckDB may hand a TIMESTAMPTZ back in local time or naive)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

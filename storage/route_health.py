@@ -89,6 +89,16 @@ app's user ids took the app's weight away, review r14m HIGH 1), and a user with 
 whose requests err alike do not pass for many independent observations, and one user id
 flooding a target with cheap successes weighs at most that many requests. Requests drawn per
 request count one each.
+
+`counted_requests` is what the canary's `min_requests` counts (review r14m MED 3): the judged
+requests, a sticky user's (per client key) up to `COUNTED_PER_USER` x `max_requests_per_user`
+(20 by default). Weighed as the test weighs them, the canary's count could never pass 5 x the
+users drawn onto it, so at a 10% canary a route with fewer than about 200 user ids never
+reached 100 and every good canary expired at `max_hours`. Counted this way 5 users that come
+back make up the minimum, and still no one heavy user alone (a fifth of it at most).
+`sticky_users` (judged, per client key), `weighed_ceiling` and `counted_ceiling` (what the
+weighed and counted requests would be were every one of them at its cap: the watch warns when
+a canary is stuck at them, exporter/canary_users.py).
 """
 
 from __future__ import annotations
@@ -100,8 +110,8 @@ from storage.backend.dialect import dialect_of
 from storage.db import Connection
 from storage.route_health_keys import HISTORY_PARTS, add_by_key
 
-__all__ = ["HISTORY_PARTS", "MAX_REQUESTS_PER_USER", "MAX_VOTES_PER_VOTER", "RELAY_MARK",
-           "route_health"]
+__all__ = ["COUNTED_PER_USER", "HISTORY_PARTS", "MAX_REQUESTS_PER_USER", "MAX_VOTES_PER_VOTER",
+           "RELAY_MARK", "route_health"]
 
 MAX_VOTES_PER_VOTER = 5
 """The default weight of one voter (API key) on one target in the canary's thumbs-down test."""
@@ -111,6 +121,10 @@ RELAY_MARK = "+relay"
 
 MAX_REQUESTS_PER_USER = 5
 """The default weight of one sticky user (or session) on one target in the canary's error test."""
+
+COUNTED_PER_USER = 4
+"""`counted_requests` (what the canary's `min_requests` counts) counts a sticky user's judged
+requests up to this many times `max_requests_per_user` (module doc)."""
 
 _HEALTH_CTES = """
 WITH late AS (
@@ -144,7 +158,7 @@ WITH late AS (
                 ELSE 'r:' || id END AS cluster
     FROM interactions LEFT JOIN linked ON linked.linked_key = route ->> 'client_key'
     WHERE traffic = 'production' AND route ->> 'alias' = ? AND created_at >= ?
-      AND created_at < ?
+      AND created_at < ? AND NOT (created_at >= ? AND created_at < ?)
 ), q AS (
     SELECT q0.*, coalesce(late.answered, 0) AS late_answered,
            CASE WHEN late.source_id IS NULL THEN 0 ELSE 1 END AS late_seen
@@ -236,7 +250,11 @@ WITH late AS (
     FROM kc WHERE n > 0 GROUP BY target, cluster
 ), w AS (
     SELECT target, sum(n * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_requests,
-           sum(x * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_errors
+           sum(x * least(1.0, CAST(? AS DOUBLE PRECISION) / n)) AS weighed_errors,
+           sum(least(CAST(n AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION)))
+               AS counted_requests,
+           count(*) FILTER (WHERE cluster LIKE 'u:%') AS sticky_users,
+           coalesce(sum(n) FILTER (WHERE cluster NOT LIKE 'u:%'), 0) AS drawn_requests
     FROM clusters GROUP BY target
 ), keyed AS (
     SELECT target, client_key, sum(m) AS m,
@@ -268,6 +286,9 @@ SELECT r.target,
        max(v.down_votes) AS down_votes,
        max(w.weighed_requests) AS weighed_requests,
        max(w.weighed_errors) AS weighed_errors,
+       max(w.counted_requests) AS counted_requests,
+       max(w.sticky_users) AS sticky_users,
+       max(w.drawn_requests) AS drawn_requests,
        sum(r.missing) AS opinions_missing,
        max(km.missing_weighed) AS missing_weighed,
        sum(r.unopined * (1 - r.started)) AS missing_unanswered,
@@ -287,11 +308,13 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
                  history_baseline: bool = False,
                  now: datetime | None = None,
                  asked_bound_s: float | None = None,
-                 by_key: bool = False) -> list[dict[str, Any]]:
+                 by_key: bool = False,
+                 skip: tuple[datetime, datetime] | None = None) -> list[dict[str, Any]]:
     """Per target: requests (judged: not `unjudged_requests`), errors, error_rate,
     unjudged_requests (4xx that say nothing of the target, answers the client gave up on: see
     the module doc), weighed_requests and weighed_errors (weighed per sticky user, see the
-    module doc), feedback_count,
+    module doc), counted_requests (what the canary's `min_requests` counts, module doc),
+    sticky_users, weighed_ceiling and counted_ceiling (module doc), feedback_count,
     feedback_mean, rated_requests (requests with feedback), thumbs_down (of those, the ones
     whose mean score is below 0), votes and down_votes (weighed per voter), latency_p50_ms,
     opinions_missing (failures or hang-ups judged by a background second opinion that was
@@ -312,7 +335,9 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     its `judged_parts` (its judged requests in each of `HISTORY_PARTS` equal parts of [the
     window's first row, `until`): how they were spread in time, exporter/canary_bursts.py): what
     the canary's strata read (exporter/canary_strata.py), and `first_at`, its
-    first row's time in the window (ISO 8601, UTC), whence the strata's rates."""
+    first row's time in the window (ISO 8601, UTC), whence the strata's rates. `skip`: a
+    part [from, until) of the window left out (a re-opened canary's closed time: its rows are
+    no canary's evidence, r14m LOW)."""
     if max_votes_per_voter < 1 or max_requests_per_user < 1:
         raise ValueError("max_votes_per_voter and max_requests_per_user must be at least 1")
     dialect = dialect_of(con)
@@ -323,8 +348,10 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
     moment = now or datetime.now(UTC)
     # never past the bound: no row of the window is older than `since`
     bound = since if asked_bound_s is None else moment - timedelta(seconds=asked_bound_s)
-    params = [since, bound, alias, since, until, canary, history_baseline,
-              moment.timestamp(), cap, cap, *[per_user] * 4]
+    gap = skip or (since, since)  # [since, since): nothing left out
+    params = [since, bound, alias, since, until, *gap, canary, history_baseline,
+              moment.timestamp(), cap, cap, per_user, per_user,
+              COUNTED_PER_USER * per_user, per_user, per_user]
     rows = con.execute(_HEALTH_SQL.format(**fields), params).fetchall()
     health = [
         {
@@ -341,6 +368,11 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
             "down_votes": round(float(down_votes or 0), 6),
             "weighed_requests": round(float(weighed_requests or 0), 6),
             "weighed_errors": round(float(weighed_errors or 0), 6),
+            "counted_requests": round(float(counted_requests or 0), 6),
+            "sticky_users": int(sticky_users or 0),
+            "weighed_ceiling": per_user * int(sticky_users or 0) + float(drawn_requests or 0),
+            "counted_ceiling": COUNTED_PER_USER * per_user * int(sticky_users or 0)
+            + float(drawn_requests or 0),
             "latency_p50_ms": None if p50 is None else round(p50, 3),
             "opinions_missing": opinions_missing or 0,
             "opinions_missing_weighed": round(float(missing_weighed or 0), 6),
@@ -349,13 +381,15 @@ def route_health(con: Connection, alias: str, since: datetime, until: datetime,
             "opinions_failed": round(float(opinions_failed or 0), 6),
         }
         for target, requests, errors, unjudged, p50, feedback_count, feedback_mean, rated,
-        thumbs_down, votes, down_votes, weighed_requests, weighed_errors, opinions_missing,
+        thumbs_down, votes, down_votes, weighed_requests, weighed_errors, counted_requests,
+        sticky_users, drawn_requests, opinions_missing,
         missing_weighed, missing_unanswered, opinions_answered, opinions_failed in rows
     ]
     if by_key:
         part = dialect.int_div(f"(at_us - t0) * {HISTORY_PARTS}",
                                "greatest(CAST(? AS BIGINT) - t0, 1)")
-        add_by_key(con, health, _HEALTH_CTES, fields, params, per_user, part, alias, since,
+        add_by_key(con, health, _HEALTH_CTES, fields, params, per_user,
+                   COUNTED_PER_USER * per_user, part, alias, since,
                    until)
     return health
 

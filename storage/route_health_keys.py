@@ -1,7 +1,9 @@
 """Route health per client key (`route_health(..., by_key=True)`, storage/route_health.py):
 what the canary's strata read (exporter/canary_strata.py). Each key's weighed trials and
-failures, its judged requests (each once), all its rows, its part of the missing rows, how its
-judged requests were spread over the window (`judged_parts`), and each target's first row.
+failures, its judged requests (each once) and its `counted` (those, a sticky user's up to
+`COUNTED_PER_USER` x `max_requests_per_user`: what `min_requests` counts), all its rows, its
+part of the missing rows, how its judged requests were spread over the window
+(`judged_parts`), and each target's first row.
 
 A key is the row's `route.client_key` (a digest of the checked credential), or, for an issued
 key of a rotation chain, the chain's `stratum` (storage/keys.py `rotate_key`): the shared
@@ -29,7 +31,8 @@ SELECT bk.target, bk.client_key,
        sum(CASE WHEN cn > 0 THEN x * least(1.0, CAST(? AS DOUBLE PRECISION) / cn) ELSE 0 END),
        sum(a * least(1.0, CAST(? AS DOUBLE PRECISION) / ca)),
        max(least(keyed.m, keyed.j, CAST(? AS DOUBLE PRECISION))),
-       sum(n)
+       sum(n),
+       sum(least(CAST(n AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION)))
 FROM bk JOIN keyed ON keyed.target = bk.target AND keyed.client_key = bk.client_key
 GROUP BY bk.target, bk.client_key
 """
@@ -51,17 +54,20 @@ GROUP BY 1
 
 
 def add_by_key(con: Connection, health: list[dict[str, Any]], ctes: str,
-               fields: dict[str, str], params: list[Any], per_user: float, part: str,
-               alias: str, since: datetime, until: datetime) -> None:
+               fields: dict[str, str], params: list[Any], per_user: float,
+               counted_per_user: float, part: str, alias: str, since: datetime,
+               until: datetime) -> None:
     """Give each health row its `by_key` and `first_at` (storage/route_health.py
     `route_health`): `ctes` and `params` the health query's, `part` the SQL of a row's part
     of the window (from `at_us` and `t0`, the window's first row, and `until` in epoch us)."""
     keyed: dict[str, dict[str, dict[str, Any]]] = {}
-    for target, key, trials, failures, traffic, missing, judged in con.execute(
-            (ctes + _BY_KEY_TAIL).format(**fields), [*params, *[per_user] * 4]).fetchall():
+    for target, key, trials, failures, traffic, missing, judged, counted in con.execute(
+            (ctes + _BY_KEY_TAIL).format(**fields),
+            [*params, *[per_user] * 4, counted_per_user]).fetchall():
         keyed.setdefault(target, {})[key] = {
             "trials": round(float(trials or 0), 6),
             "judged": int(judged or 0),
+            "counted": round(float(counted or 0), 6),
             "failures": round(float(failures or 0), 6),
             "traffic": round(float(traffic or 0), 6),
             "missing": round(float(missing or 0), 6),

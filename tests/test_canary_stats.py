@@ -104,15 +104,20 @@ def test_one_user_flooding_cheap_successes_cannot_dilute_a_failing_canary() -> N
 
 def test_one_heavy_sticky_user_cannot_make_up_min_requests() -> None:
     """60 honest canary users (one clean request each) and one user sending 240 more: 300
-    requests, but the error test weighs that user at `max_requests_per_user` (5), and so does
-    `min_requests` (100): counted raw, the one user made up the minimum and the canary was
-    promoted on 65 requests' worth of evidence."""
+    requests, but the error test weighs that user at `max_requests_per_user` (5), and
+    `min_requests` (100) counts it at 4 x that (`counted_requests`, storage/route_health.py:
+    r14m MED 3, users that come back make up the minimum, no one user alone): counted raw, the
+    one user made up the minimum and the canary was promoted on 65 requests' worth of
+    evidence."""
     cfg = CanaryConfig(percent=10, min_requests=100)
-    canary = {**health(300, 0), "weighed_requests": 65, "weighed_errors": 0}
+    canary = {**health(300, 0), "weighed_requests": 65, "weighed_errors": 0,
+              "counted_requests": 80}
     stable = {**health(900, 0), "weighed_requests": 900, "weighed_errors": 0}
     verdict = judge_canary(canary, stable, cfg, AGE)
     assert verdict.verdict == "continue", verdict.reasons
-    assert verdict.reasons == ("no worse, but 65 of 100 requests (weighed per sticky user)",)
+    assert verdict.reasons == ("no worse, but 80 of 100 requests (judged, a sticky user's at "
+                               "most 4 x max_requests_per_user, each client key's within its "
+                               "usual rate)",)
     honest = {**health(100, 0), "weighed_requests": 100, "weighed_errors": 0}
     assert judge_canary(honest, stable, cfg, AGE).verdict == "promote"
 

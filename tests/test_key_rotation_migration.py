@@ -87,3 +87,26 @@ def test_a_key_from_before_migration_54_is_linked_once_it_sent_a_request(
         max_retries=0), 2)
     [row] = deployment.admin.route_health(ALIAS, since=since, by_key=True)["targets"]
     assert [counts["judged"] for counts in row["by_key"].values()] == [5], row["by_key"]
+
+
+def test_rotating_a_key_in_its_grace_again_never_extends_its_life(store: str) -> None:
+    """r14m LOW: rotating a key already in its grace period reset its end to the new grace
+    (an hour's grace, then a second rotation with 720 hours: the old key valid for 30 days).
+    Now the old key keeps the earlier end; a shorter new grace still shortens it."""
+    db = open_store(store if is_postgres_url(store) else Path(store))
+    try:
+        migrate_store(db)
+        old = db.write_sync(lambda con: create_key(con, "app", False, "tl-old", "d-old"))
+        first = db.write_sync(lambda con: rotate_key(con, old["id"], "tl-new", "d-new",
+                                                     grace_hours=1))
+        again = db.write_sync(lambda con: rotate_key(con, old["id"], "tl-newer", "d-newer",
+                                                     grace_hours=720))
+        shorter = db.write_sync(lambda con: rotate_key(con, old["id"], "tl-last", "d-last",
+                                                       grace_hours=0.5))
+        _, _, until, _ = db.read_sync(key_hashes)
+    finally:
+        db.close()
+    ends = [datetime.fromisoformat(answer["revoked_at"]) for answer in (first, again, shorter)]
+    assert ends[1] == ends[0], ends
+    assert ends[2] < ends[0]
+    assert until[hash_key("tl-old")] - datetime.now(UTC) <= timedelta(minutes=30)

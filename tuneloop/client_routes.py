@@ -119,13 +119,17 @@ class RouteMethods:
     def route_health(self, alias: str, since: str | None = None, until: str | None = None,
                      max_votes_per_voter: int | None = None,
                      max_requests_per_user: int | None = None,
-                     history_baseline: bool = False, by_key: bool = False) -> dict[str, Any]:
+                     history_baseline: bool = False, by_key: bool = False,
+                     skip_since: str | None = None, skip_until: str | None = None
+                     ) -> dict[str, Any]:
         """Per target of the alias: requests, error rate (and the requests weighed per sticky
         user, one weighing at most `max_requests_per_user`), feedback (and its votes, one voter
         weighing at most `max_votes_per_voter`), latency p50 (production traffic since the
         latest promotion, or `since`). `history_baseline`: judged as the canary's baseline
         from before the canary (failures no second opinion judged are `opinions_missing`).
-        `by_key`: each target's counts per client key too (`by_key`, the canary's strata)."""
+        `by_key`: each target's counts per client key too (`by_key`, the canary's strata).
+        `skip_since`/`skip_until`: a part of the window left out (a re-opened canary's closed
+        time)."""
         params: dict[str, Any] = {"since": since, "until": until,
                                   "max_votes_per_voter": max_votes_per_voter,
                                   "max_requests_per_user": max_requests_per_user}
@@ -133,6 +137,8 @@ class RouteMethods:
             params["history_baseline"] = "true"
         if by_key:
             params["by_key"] = "true"
+        if skip_since is not None and skip_until is not None:
+            params |= {"skip_since": skip_since, "skip_until": skip_until}
         result: dict[str, Any] = self.request("GET", _path(alias, "health"), params=params)
         return result
 

@@ -217,6 +217,13 @@ async def health(request: Request) -> Response:
     assert cap is not None and per_user is not None
     history = bool_param(request.query_params, "history_baseline") or False
     by_key = bool_param(request.query_params, "by_key") or False
+    skip_since = time_param(request.query_params, "skip_since")
+    skip_until = time_param(request.query_params, "skip_until")
+    if (skip_since is None) != (skip_until is None) or \
+            (skip_since is not None and skip_until is not None and skip_until < skip_since):
+        raise BadRequest("skip_since and skip_until go together, skip_since first",
+                         param="skip_since")
+    skip = None if skip_since is None or skip_until is None else (skip_since, skip_until)
 
     def read(con: Any) -> dict[str, Any]:
         seq = latest_seq(con, alias)
@@ -228,7 +235,7 @@ async def health(request: Request) -> Response:
         targets = route_health(con, alias, start, until or FAR_FUTURE, cap, per_user,
                                None if opened is None else opened.model, history,
                                asked_bound_s=opinion_bound_s(ctx.settings, spec),
-                               by_key=by_key)
+                               by_key=by_key, skip=skip)
         roles = _roles(spec)
         for row in targets:
             row.update(roles.get(row["target"], {"role": "not_in_route", "share": 0.0}))
