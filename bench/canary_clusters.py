@@ -28,7 +28,7 @@ from exporter.canary_stats import SprtParams, sprt
 
 SHARE = 0.1
 CAP = 5  # [canary] max_requests_per_user
-HOT = 0.1  # proxy/routing.py HOT_SHARE
+HOT = 0.1  # proxy/hot_keys.py HOT_SHARE
 
 
 class _Arm:

@@ -47,7 +47,7 @@ from proxy.routing import Attempt, Plan
 from proxy.second_opinion import KEY_REFUSALS, Failover, awaited, refused_key, shares_key
 from proxy.shared_state import record_digest
 from proxy.silence import UpstreamSilence
-from proxy.upstream_keys import client_credential
+from proxy.upstream_keys import client_credential, presented_credential
 from tuneloop.errors import (
     RequestTimeout,
     TemplateMismatch,
@@ -115,6 +115,16 @@ class Exchange:
         arms = [] if plan is None else \
             [plan.attempts[n].target for n in (0, other_arm(plan)) if n is not None]
         return self.ctx.opinions.key_of(client_credential(self.ctx.settings, self.headers, arms))
+
+    def window_key(self, sticky_key: str | None) -> str:
+        """Whose window of hot sticky keys the request counts in (proxy/hot_keys.py `HotKeys`):
+        the digest of the credential it presents, checked or not. Not `client_key` (known
+        only once the plan names the arms, and the anonymous client's for every key the arms
+        never get): a window shared by many keys lets one cool another's hot ids (r14n HIGH
+        1), and a made-up credential only gets a window of its own."""
+        if sticky_key is None:
+            return ""
+        return self.ctx.opinions.key_of(presented_credential(self.ctx.settings, self.headers))
 
     def lane_key(self, status: int | None) -> str:
         """The client key listed with the row for the search indexer's lanes (storage.search_fair):
@@ -192,7 +202,8 @@ class Exchange:
         body = await read_body(self.receive, self.headers, BodyLimits.logged(settings))
         payload = parse_payload(body, settings.max_json_depth)
         meta = with_body_user(meta, payload)
-        self.plan = self.ctx.router.plan(payload.get("model"), meta.sticky_key)
+        self.plan = self.ctx.router.plan(payload.get("model"), meta.sticky_key,
+                                         self.window_key(meta.sticky_key))
         self.cover = ArmCover.of(self.plan)
         stream = payload.get("stream") is True and self.endpoint != "embeddings"
         self.capture = Capture(uuid7(), self.endpoint, meta, body, payload, stream,

@@ -4,11 +4,11 @@ A model name that is not an alias goes to the default upstream unchanged. The ca
 random per request, or sticky per user/session when the client names one: a keyed hash of
 alias and key (the key is the proxy's secret `draw_salt`, so a client cannot work out offline
 which user ids land on the canary), so the same user keeps seeing the same target while the
-weights stay put. A key that sends too large a share of an alias's recent traffic (an app
-sending one constant `user` for all its users) is drawn per request instead: one key must not
-put all the traffic on one target (see :class:`HotKeys`). Each plan says which draw it used
-(`Plan.draw`), and the interaction's `route` records it, so the canary's statistics count a
-sticky user's requests as the cluster they are (storage/route_health.py).
+weights stay put. A key that sends too large a share of its client's recent requests to an
+alias (an app sending one constant `user` for all its users) is drawn per request instead: one
+key must not put all the traffic on one target (see :class:`HotKeys`). Each plan says which
+draw it used (`Plan.draw`), and the interaction's `route` records it, so the canary's
+statistics count a sticky user's requests as the cluster they are (storage/route_health.py).
 
 While the route has an open canary (storage/promotions.py `open_canary`), a failure gets a
 *second opinion* from the other arm: a request drawn for either arm that it fails (a 4xx, a
@@ -29,9 +29,8 @@ import functools
 import hashlib
 import logging
 import random
-from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import (
@@ -44,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from proxy.hot_keys import HotKeys
 from proxy.transforms import (
     TargetTransforms,
     Transform,
@@ -263,40 +263,6 @@ def default_plan(model: str) -> Plan:
     return Plan(None, None, (Attempt(target, None, "default"),))
 
 
-HOT_WINDOW = 200
-"""The last sticky requests per alias that :class:`HotKeys` looks at."""
-HOT_SHARE = 0.1
-HOT_MIN = 10
-"""A key is hot when it sent more than HOT_SHARE of the window and at least HOT_MIN of it."""
-
-
-@dataclass
-class HotKeys:
-    """The sticky keys of each alias's last `HOT_WINDOW` requests that named one. A key that
-    sent more than `HOT_SHARE` of them (and at least `HOT_MIN`) is *hot*: a constant `user`
-    from an app's backend, or one very heavy user. A hot key is drawn per request, so it
-    cannot put all of the alias's traffic (or a large share of it) on one target: stickiness
-    is kept for keys with enough company. The counts are this process's own (each replica
-    keeps its own window)."""
-
-    window: int = HOT_WINDOW
-    recent: dict[str, deque[str]] = field(default_factory=dict)
-    counts: dict[str, Counter[str]] = field(default_factory=dict)
-
-    def seen(self, alias: str, key: str) -> bool:
-        """Count one request of `key` on `alias`; whether the key is hot."""
-        recent = self.recent.setdefault(alias, deque())
-        counts = self.counts.setdefault(alias, Counter())
-        recent.append(key)
-        counts[key] += 1
-        if len(recent) > self.window:
-            gone = recent.popleft()
-            counts[gone] -= 1
-            if not counts[gone]:
-                del counts[gone]
-        return counts[key] >= HOT_MIN and counts[key] > HOT_SHARE * len(recent)
-
-
 def sticky_draw(salt: bytes, alias: str, sticky_key: str) -> float:
     """Where in [0, 1) the key's requests to the alias land: a keyed hash, unknown to anyone
     without the salt."""
@@ -388,13 +354,15 @@ class Router:
     def aliases(self) -> list[str]:
         return sorted(self._table)
 
-    def plan(self, model: Any, sticky_key: str | None) -> Plan:
+    def plan(self, model: Any, sticky_key: str | None, client: str = "") -> Plan:
+        """`client`: the request's client key (its presented credential's digest): a sticky
+        key is hot or not among that client's own requests (:class:`HotKeys`)."""
         route = self._table.get(model) if isinstance(model, str) else None
         if route is None:
             return default_plan(model if isinstance(model, str) and model else "unknown")
         spec = route.spec
         total = sum(t.weight for t in spec.targets)
-        sticky = sticky_key is not None and not self._hot.seen(model, sticky_key)
+        sticky = sticky_key is not None and not self._hot.seen(model, sticky_key, client)
         if sticky and sticky_key is not None:
             point = sticky_draw(self._salt, model, sticky_key) * total
         else:

@@ -117,6 +117,17 @@ def client_credential(settings: Settings, headers: Mapping[str, str],
     return normalized(next(iter(own.values())))
 
 
+def presented_credential(settings: Settings, headers: Mapping[str, str]) -> str:
+    """The credential the request presents, checked or not: the issued key when the proxy
+    issues them, else the app's own key header (`normalized`); "" for none. Only for what a
+    made-up credential gains nothing from: a window of its own among the hot sticky keys
+    (proxy/hot_keys.py `HotKeys`), where a client must not share another's window."""
+    if settings.issue_keys:
+        return bearer(headers) or ""
+    own = own_credentials(headers)
+    return normalized(next(iter(own.values()))) if own else ""
+
+
 def normalized(credential: str) -> str:
     """One credential however its header is spelled (r14j LOW 5): an upstream takes the
     scheme in any case (RFC 7235) and surrounding whitespace, so `Bearer sk-x`, `bearer sk-x`
