@@ -3,11 +3,12 @@ apps in place of the upstream key."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from enum import IntEnum
 
@@ -112,7 +113,17 @@ class KeyRing:
     def __init__(self, hashes: set[str], relay: set[str] | None = None,
                  until: Mapping[str, datetime] | None = None,
                  undigested: set[str] | None = None):
+        self._reloading = asyncio.Lock()
         self.replace(hashes, relay, until, undigested)
+
+    async def reload(self, read: Callable[[], Awaitable[tuple[
+            set[str], set[str], dict[str, datetime], set[str]]]]) -> None:
+        """Reads the keys (storage/keys.py `key_hashes`) and keeps them, one reload at a time,
+        so the last kept is the last read. Unserialized, a reload that read the keys before a
+        key was issued (woken by another change) could land after the issuing request's own
+        newer read, and the new key was refused (401) on that replica until the next change."""
+        async with self._reloading:
+            self.replace(*await read())
 
     def replace(self, hashes: set[str], relay: set[str] | None = None,
                 until: Mapping[str, datetime] | None = None,

@@ -25,11 +25,12 @@ them (`Plan.covered`, proxy/arm_cover.py).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -325,7 +326,16 @@ class Router:
         self._scaled: dict[str, dict[str, float]] = {}
         self._salt = salt if salt is not None else random.randbytes(32)
         self._hot = HotKeys()
+        self._reloading = asyncio.Lock()
         self.replace(dict(table or {}), templates or {}, canaries)
+
+    async def reload(self, read: Callable[[], Awaitable[tuple[
+            dict[str, RouteSpec], Mapping[str, PromptTemplate], Mapping[str, str]]]]) -> None:
+        """Reads the route table and keeps it, one reload at a time, so the last kept is the
+        last read: a reload that read before a route change could otherwise land after the
+        changing request's newer read and undo it on this replica until the next change."""
+        async with self._reloading:
+            self.replace(*await read())
 
     def replace(self, table: dict[str, RouteSpec],
                 templates: Mapping[str, PromptTemplate] | None = None,

@@ -30,9 +30,9 @@ def change_feed(ctx: ProxyContext) -> ChangeFeed | None:
 
     async def on_change(topic: str) -> None:
         if topic in (ROUTES, ALL):
-            ctx.router.replace(*await ctx.db.read(within(limit_s, read_router_table)))
+            await ctx.router.reload(lambda: ctx.db.read(within(limit_s, read_router_table)))
         if topic in (KEYS, ALL):
-            ctx.keys.replace(*await ctx.db.read(within(limit_s, key_hashes)))
+            await ctx.keys.reload(lambda: ctx.db.read(within(limit_s, key_hashes)))
 
     return ChangeFeed(ctx.db.url, on_change, reload_s=ctx.settings.shared_reload_s,
                       timeout_s=limit_s)

@@ -27,7 +27,7 @@ async def create(request: Request) -> Response:
     plaintext = new_plaintext()
     digest = ctx.opinions.key_of(plaintext)
     created = await ctx.db.write(lambda con: create_key(con, name, relay, plaintext, digest))
-    ctx.keys.replace(*await ctx.db.read(key_hashes))
+    await ctx.keys.reload(lambda: ctx.db.read(key_hashes))
     return json_response(created, 201)
 
 
@@ -45,7 +45,7 @@ async def rotate(request: Request) -> Response:
     digest = ctx.opinions.key_of(plaintext)
     rotated = await ctx.db.write(
         lambda con: rotate_key(con, key_id, plaintext, digest, float(grace)))
-    ctx.keys.replace(*await ctx.db.read(key_hashes))
+    await ctx.keys.reload(lambda: ctx.db.read(key_hashes))
     return json_response(rotated, 201)
 
 
@@ -58,7 +58,7 @@ async def revoke(request: Request) -> Response:
     ctx = authorize(request, Role.ADMIN)
     key_id = request.path_params["key_id"]
     await ctx.db.write(lambda con: revoke_key(con, key_id))
-    ctx.keys.replace(*await ctx.db.read(key_hashes))
+    await ctx.keys.reload(lambda: ctx.db.read(key_hashes))
     return json_response({"id": key_id, "revoked": True})
 
 

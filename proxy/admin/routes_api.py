@@ -85,8 +85,7 @@ def read_router_table(con: Connection
 
 
 async def reload_routes(ctx: ProxyContext) -> None:
-    table, templates, canaries = await ctx.db.read(read_router_table)
-    ctx.router.replace(table, templates, canaries)
+    await ctx.router.reload(lambda: ctx.db.read(read_router_table))
 
 
 async def get_routes(request: Request) -> Response:
