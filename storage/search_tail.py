@@ -22,7 +22,9 @@ times its budget.
   this 2-core machine at load 11: with 8 MB a key holder's unindexed wide rows made every
   search outrun its 2 s budget (review r12y HIGH 1). So the tail is 512 KB, and a row over 64 KB (an
   ordinary chat row is a few KB; long RAG contexts are found once indexed, seconds later) takes
-  no place among the TAIL_ROWS, so a flood of wide rows can't push small ones out of it;
+  no place among the TAIL_ROWS, so a flood of wide rows can't push small ones out of it; and
+  one client key's rows (`search_pending.client_key`) take at most TAIL_KEY_SHARE of the
+  bytes, so rows just under 64 KB from one key can't fill it either (review r12z MED 2);
 - an indexer batch (`batch_ids`): at most `max_rows` rows and about `max_bytes` bytes, always
   at least one row (a row bigger than the budget is a batch of its own).
 
@@ -50,6 +52,7 @@ from storage.search_index import BATCH_COLUMNS, PENDING, pending_rows
 TAIL_ROWS = 500  # the newest interactions not yet indexed, matched at query time
 TAIL_BYTES = 512 * 1024  # of their stored request and response, at most
 TAIL_ROW_BYTES = 64 * 1024  # a row bigger than this is left to the indexer
+TAIL_KEY_SHARE = 0.25  # of TAIL_BYTES, the most one client key's rows take
 BATCH_BYTES = 16 * 1024 * 1024  # an indexer batch's request and response, about
 MEASURED_ROWS = 64  # of a batch, the rows listed without a size measured (one at a time), most
 
@@ -61,6 +64,7 @@ class TailLimits:
     rows: int = TAIL_ROWS
     bytes: int = TAIL_BYTES
     row_bytes: int = TAIL_ROW_BYTES
+    key_share: float = TAIL_KEY_SHARE
     on_rows_read: Callable[[int], None] | None = field(default=None, compare=False)
 
 
@@ -106,17 +110,34 @@ def measured_size(con: Connection, interaction_id: str) -> int:
     return int(rows[0][0] or 0) if rows else 0
 
 
-def tail_ids(sizes: list[tuple[str, int | None]], max_bytes: int) -> list[str]:
+def tail_sizes(con: Connection, limits: TailLimits) -> list[tuple[str, int, str]]:
+    """Ids, sizes (as listed at ingest) and client keys ('' for none: migration 55) of the
+    newest `limits.rows` pending rows of at most `limits.row_bytes`, newest first."""
+    if not table_exists(con, PENDING):
+        return []
+    rows = con.execute(
+        f"SELECT interaction_id, text_bytes, coalesce(client_key, '') FROM {PENDING} "
+        "WHERE text_bytes <= ? ORDER BY interaction_id DESC LIMIT ?",
+        [limits.row_bytes, limits.rows]).fetchall()
+    return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+
+def tail_ids(sizes: list[tuple[str, int, str]], limits: TailLimits) -> list[str]:
     """Of `sizes` (newest first), the ids read for the tail: each that still fits in
-    `max_bytes` with those taken before it (one that does not, or of no known size, is
-    skipped)."""
+    `limits.bytes` with those taken before it, and its key's rows in `limits.key_share` of
+    that (one that does not is skipped). Without the share, one key's rows just under
+    `row_bytes` of distinct words filled the tail that every search tokenizes: searches took
+    seconds, and other keys' new rows were left out of it until indexed (review r12z MED 2)."""
+    key_bytes = limits.bytes * limits.key_share
     taken: list[str] = []
     total = 0
-    for item, size in sizes:
-        if size is None or total + size > max_bytes:
+    by_key: dict[str, int] = {}
+    for item, size, key in sizes:
+        if total + size > limits.bytes or by_key.get(key, 0) + size > key_bytes:
             continue
         taken.append(item)
         total += size
+        by_key[key] = by_key.get(key, 0) + size
     return taken
 
 
@@ -170,16 +191,16 @@ def read_rows(con: Connection, ids: list[str],
 def tail_rows(con: Connection, limits: TailLimits = DEFAULT_TAIL) -> pa.Table:
     """The search tail: the newest pending rows of at most `limits.row_bytes` within
     `limits.rows` and `limits.bytes`, newest first."""
-    sizes = pending_sizes(con, limits.rows, newest=True, max_row_bytes=limits.row_bytes)
-    return read_rows(con, tail_ids(sizes, limits.bytes), sizes, limits.on_rows_read)
+    sizes = tail_sizes(con, limits)
+    return read_rows(con, tail_ids(sizes, limits), [(i, size) for i, size, _ in sizes],
+                     limits.on_rows_read)
 
 
 def tail_missed(con: Connection, lag_rows: int, limits: TailLimits = DEFAULT_TAIL) -> int:
     """Of `lag_rows` pending rows, how many the search tail leaves out (found once indexed)."""
     if lag_rows == 0:
         return 0
-    sizes = pending_sizes(con, limits.rows, newest=True, max_row_bytes=limits.row_bytes)
-    return max(0, lag_rows - len(tail_ids(sizes, limits.bytes)))
+    return max(0, lag_rows - len(tail_ids(tail_sizes(con, limits), limits)))
 
 
 def next_batch(con: Connection, max_rows: int, max_bytes: int,

@@ -69,7 +69,7 @@ def test_the_tail_takes_what_still_fits_its_budget(db: Store) -> None:
     data = rows({2, 5, 7}, n=8)
     ingest(db, data)
     # the newest big one fits, the next ones do not: skipped, the small older ones still taken
-    limits = TailLimits(bytes=BIG + BIG // 2, row_bytes=2 * BIG)
+    limits = TailLimits(bytes=BIG + BIG // 2, row_bytes=2 * BIG, key_share=1.0)  # one key
     tail = db.read_sync(lambda con: search_tail.tail_rows(con, limits))["id"].to_pylist()
     assert tail == [data[k]["id"] for k in (7, 6, 4, 3, 1, 0)]
     assert db.read_sync(lambda con: search_tail.tail_missed(con, 8, limits)) == 2
@@ -134,3 +134,23 @@ def test_the_lag_is_measured_during_a_backlog(db: Store) -> None:
 
     assert asyncio.run(run()) == 10
     assert seen == [10, 7, 4, 1] and indexer.stats.lag_rows == 0
+
+
+def test_one_keys_rows_take_at_most_their_share_of_the_tail(db: Store) -> None:
+    """r12z MED 2: one key's rows just under TAIL_ROW_BYTES of distinct words filled the tail
+    every search tokenizes: searches slowed to seconds, and another key's newer rows were left
+    out of the tail (found only once indexed, 12.6 s later under that load). Now one key's
+    rows take at most TAIL_KEY_SHARE of the tail's bytes; the other keys' rows still fit."""
+    victim = {**item(0, "hello victimword", "fine"), "client_key": "victim"}
+    size = search_tail.TAIL_ROW_BYTES - 4096
+    flood = [{**item(k, f"hello floodword{k}", "w " * (size // 2)), "client_key": "flood"}
+             for k in range(1, 21)]
+    newer = {**item(21, "hello newerword", "fine"), "client_key": "victim"}
+    ingest(db, [victim, *flood, newer])
+    read: list[int] = []
+    limits = TailLimits(on_rows_read=read.append)
+    assert search(db, "victimword", limits) == [victim["id"]]
+    assert search(db, "newerword", limits) == [newer["id"]]
+    assert search(db, "floodword20", limits) == [flood[-1]["id"]]  # its newest, in its share
+    assert search(db, "floodword1", limits) == []  # found once indexed
+    assert max(read) <= 130 * 1024  # before: 8 flood rows, 480 KB, tokenized by every search
