@@ -133,14 +133,14 @@ def main() -> None:
             print(f"run {run + 1}: {times[-1]:.2f} s, RSS {rss.base} -> peak "
                   f"{rss.peak} MB, found {len(found) == 1}", flush=True)
         try:  # this tree's first read: the sizes of the newest unindexed rows, alone
-            from storage.search_tail import pending_sizes
+            from storage.search_tail import DEFAULT_TAIL, tail_sizes
         except ImportError:
-            pending_sizes = None  # type: ignore[assignment]
-        for _ in range(args.runs if pending_sizes is not None else 0):
+            tail_sizes = None  # type: ignore[assignment]
+        for _ in range(args.runs if tail_sizes is not None else 0):
             started = time.monotonic()
-            sizes = db.read_sync(lambda con: pending_sizes(con, 500, newest=True))
-            print(f"sizes of the newest {len(sizes)} unindexed rows "
-                  f"({sum(n or 0 for _, n in sizes) / 1e6:.0f} MB): "
+            sizes = db.read_sync(lambda con: tail_sizes(con, DEFAULT_TAIL))
+            print(f"sizes of the tail's {len(sizes)} candidate rows "
+                  f"({sum(n for _, n, _ in sizes) / 1e6:.0f} MB): "
                   f"{(time.monotonic() - started) * 1000:.0f} ms", flush=True)
         db.close()  # a DuckDB file is opened by one process at a time
         if args.baseline:

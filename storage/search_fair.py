@@ -98,9 +98,9 @@ class KeyShares:
 def pending_batch(con: Connection, *, max_rows: int, max_bytes: int, after: str | None,
                   skip: Sequence[str] = (), only: str | None = None,
                   ) -> tuple[pa.Table, bool, dict[str, str]]:
-    """An indexer batch (as storage.search_tail `next_batch`) of the rows of the keys not in
-    `skip` (or of the key `only`), whether more may be listed after it, and the key of each
-    row."""
+    """An indexer batch (at most `max_rows` rows and about `max_bytes` bytes, oldest first,
+    after `after`) of the rows of the keys not in `skip` (or of the key `only`), whether more
+    may be listed after it, and the key of each row."""
     listed = keyed_sizes(con, max_rows, after, skip, only)
     keys = {item: key for item, _, key in listed}
     sizes = sized(con, [(item, size) for item, size, _ in listed], max_bytes)
@@ -112,9 +112,10 @@ def pending_batch(con: Connection, *, max_rows: int, max_bytes: int, after: str 
 
 def keyed_sizes(con: Connection, limit: int, after: str | None, skip: Sequence[str] = (),
                 only: str | None = None) -> list[tuple[str, int | None, str]]:
-    """storage.search_tail `pending_sizes` (oldest first: sizes as listed at ingest) with the
-    key listed with each row ('' without one), of the keys not in `skip` or of the key
-    `only`: `search_pending` alone is read."""
+    """Ids and sizes in bytes (as listed at ingest: no value is read; None when listed without
+    one, before migration 53 or by an older replica) of up to `limit` rows not yet indexed,
+    oldest first, after `after`, with the key listed with each ('' without one), of the keys
+    not in `skip` or of the key `only`: `search_pending` alone is read."""
     if not table_exists(con, PENDING):
         return []
     where: list[str] = []

@@ -9,7 +9,9 @@ background loop; a count not done in time is reported unknown, not waited for.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 import psycopg
 
@@ -18,6 +20,8 @@ from storage.backend.pg_connection import PgConnection
 from storage.db import Connection
 from storage.search_index import PENDING
 from storage.search_tail import tail_missed
+
+T = TypeVar("T")
 
 
 def index_lag(con: Connection) -> tuple[int, datetime | None]:
@@ -29,28 +33,24 @@ def index_lag(con: Connection) -> tuple[int, datetime | None]:
     return int(row[0]), row[1]
 
 
-def index_lag_within(con: Connection, timeout_s: float) -> tuple[int, datetime | None] | None:
-    """`index_lag`, or None when it is not counted within `timeout_s` on Postgres (as
-    `tail_missed_within`: a lock held on `search_pending`, or a backlog of millions, must not
-    hold a replica's background loop)."""
+def within(con: Connection, timeout_s: float, count: Callable[[Connection], T]) -> T | None:
+    """`count(con)`, or None when it is not done within `timeout_s` on Postgres (a
+    statement_timeout; the pooled connection is left without one). On DuckDB, in this
+    process, it reads the list's narrow columns, no value: counted whole."""
     if not isinstance(con, PgConnection):
-        return index_lag(con)
+        return count(con)
     try:
         with con.statement_deadline(time.monotonic() + timeout_s):
-            return index_lag(con)
+            return count(con)
     except psycopg.errors.QueryCanceled:
         return None
+
+
+def index_lag_within(con: Connection, timeout_s: float) -> tuple[int, datetime | None] | None:
+    """`index_lag`, or None when not counted within `timeout_s` on Postgres."""
+    return within(con, timeout_s, index_lag)
 
 
 def tail_missed_within(con: Connection, lag_rows: int, timeout_s: float) -> int | None:
-    """`tail_missed`, or None when it is not counted within `timeout_s` on Postgres (a
-    statement_timeout; the pooled connection is left without one): a lock held on
-    `search_pending` (a migration's) must not hold a replica's background loop. On DuckDB,
-    in this process, it reads the list's two narrow columns (a Top-N of ids), no value."""
-    if not isinstance(con, PgConnection):
-        return tail_missed(con, lag_rows)
-    try:
-        with con.statement_deadline(time.monotonic() + timeout_s):
-            return tail_missed(con, lag_rows)
-    except psycopg.errors.QueryCanceled:
-        return None
+    """`tail_missed`, or None when not counted within `timeout_s` on Postgres."""
+    return within(con, timeout_s, lambda c: tail_missed(c, lag_rows))

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 
@@ -69,30 +68,6 @@ class TailLimits:
 
 
 DEFAULT_TAIL = TailLimits()
-
-
-def pending_sizes(con: Connection, limit: int, *, newest: bool = False,
-                  after: str | None = None, max_row_bytes: int | None = None,
-                  ) -> list[tuple[str, int | None]]:
-    """Ids and sizes in bytes (stored request + response, as listed at ingest: no value is
-    read) of up to `limit` interactions not yet indexed, oldest first or newest; `after`:
-    only ids after it; `max_row_bytes`: only rows listed with a size of at most that. None:
-    listed without a size (before migration 53, or by an older version's replica)."""
-    if not table_exists(con, PENDING):
-        return []
-    params: list[Any] = []
-    conditions = []
-    if after is not None:
-        conditions.append("interaction_id > ?")
-        params.append(after)
-    if max_row_bytes is not None:
-        conditions.append("text_bytes <= ?")
-        params.append(max_row_bytes)
-    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
-    rows = con.execute(
-        f"SELECT interaction_id, text_bytes FROM {PENDING} {where}ORDER BY interaction_id "
-        f"{'DESC' if newest else 'ASC'} LIMIT ?", [*params, limit]).fetchall()
-    return [(str(r[0]), None if r[1] is None else int(r[1])) for r in rows]
 
 
 def measured_size(con: Connection, interaction_id: str) -> int:
@@ -201,13 +176,3 @@ def tail_missed(con: Connection, lag_rows: int, limits: TailLimits = DEFAULT_TAI
     if lag_rows == 0:
         return 0
     return max(0, lag_rows - len(tail_ids(tail_sizes(con, limits), limits)))
-
-
-def next_batch(con: Connection, max_rows: int, max_bytes: int,
-               after: str | None = None) -> tuple[pa.Table, bool]:
-    """An indexer batch: the oldest pending rows (after `after`) within `max_rows` rows and
-    about `max_bytes` bytes; and whether more may be listed after it."""
-    listed = pending_sizes(con, max_rows, after=after)
-    sizes = sized(con, listed, max_bytes)
-    ids = batch_ids(sizes, max_bytes)
-    return read_rows(con, ids, sizes), len(ids) < len(listed) or len(listed) >= max_rows

@@ -23,18 +23,19 @@ from storage.db import Connection
 from storage.messages import REVIEWABLE_ENDPOINTS
 from storage.queue import ReviewQuery, find_ids
 from storage.records import insert_interactions, to_arrow
+from storage.search_fair import keyed_sizes, pending_batch
 from storage.search_index import SearchIndexer, queue_for_index
 from storage.search_lag import tail_missed_within
 from storage.search_queue import BackgroundIndexer
 from storage.search_tail import (
+    DEFAULT_TAIL,
     TAIL_BYTES,
     TailLimits,
     measured_size,
-    next_batch,
-    pending_sizes,
     sized,
     tail_missed,
     tail_rows,
+    tail_sizes,
 )
 from storage.store import Store, migrate_store, open_store
 from tests.conftest import both_stores
@@ -93,8 +94,8 @@ def batches(db: Store, max_bytes: int) -> list[list[str]]:
     found: list[list[str]] = []
     after: str | None = None
     while True:
-        batch, more = db.read_sync(functools.partial(
-            next_batch, max_rows=100, max_bytes=max_bytes, after=after))
+        batch, more, _ = db.read_sync(functools.partial(
+            pending_batch, max_rows=100, max_bytes=max_bytes, after=after))
         if batch.num_rows:
             found.append(batch["id"].to_pylist())
             after = max(found[-1])
@@ -171,9 +172,9 @@ def test_sizing_reads_search_pending_alone(db: Store, list_reader: str) -> None:
         con = PgConnection(raw)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             con.execute("SELECT count(*) FROM interactions")
-        assert pending_sizes(con, 500, newest=True) == expected[::-1]
+        assert tail_sizes(con, DEFAULT_TAIL) == [(i, size, "") for i, size in expected[::-1]]
         assert tail_missed(con, 5) == 0
-        listed_rows = pending_sizes(con, 100)  # the indexer's sizing of a batch
+        listed_rows = [(i, size) for i, size, _ in keyed_sizes(con, 100, None)]  # a batch's
         assert sized(con, listed_rows, BIG // 2) == expected
 
 
@@ -206,7 +207,8 @@ def test_a_store_upgraded_with_rows_listed_without_a_size(store: str) -> None:
 
         # measured one at a time, no further than a batch of BIG // 2 bytes takes them: a big
         # first row alone, then nothing past it
-        unsized = db.read_sync(lambda con: pending_sizes(con, 100))
+        unsized = [(i, size) for i, size, _ in
+                   db.read_sync(lambda con: keyed_sizes(con, 100, None))]
         assert db.read_sync(lambda con: sized(con, unsized, BIG // 2)) == \
             [(old[0]["id"], text_size(old[0]))]
         assert db.read_sync(lambda con: sized(con, unsized[2:], 10 * BIG, max_measured=2)) \
